@@ -1,0 +1,209 @@
+//! Envelope classification: every shape of the spec's table, every malformed shape, no panics.
+
+use super::*;
+use proptest::prelude::*;
+
+fn event(body: &str) -> Event {
+    match Envelope::parse(body.as_bytes()) {
+        Ok(Envelope::Event(e)) => e,
+        other => panic!("expected an event from {body}: {other:?}"),
+    }
+}
+
+fn err(body: &str) -> EnvelopeError {
+    Envelope::parse(body.as_bytes()).expect_err(body)
+}
+
+#[test]
+fn encrypted_body() {
+    assert_eq!(
+        Envelope::parse(br#"{"encrypt":"abc="}"#),
+        Ok(Envelope::Encrypted {
+            encrypt: "abc=".into()
+        })
+    );
+    assert_eq!(
+        err(r#"{"encrypt":1}"#),
+        EnvelopeError::WrongType {
+            field: "encrypt",
+            expected: "a string"
+        }
+    );
+    assert_eq!(
+        err(r#"{"encrypt":"a","schema":"2.0"}"#),
+        EnvelopeError::MixedEncrypted
+    );
+}
+
+#[test]
+fn challenge() {
+    assert_eq!(
+        Envelope::parse(
+            br#"{"challenge":"ajls384kdjx98XX","token":"xxx","type":"url_verification"}"#
+        ),
+        Ok(Envelope::Challenge {
+            challenge: "ajls384kdjx98XX".into(),
+            token: Some("xxx".into())
+        })
+    );
+    assert_eq!(
+        err(r#"{"type":"url_verification","token":"x"}"#),
+        EnvelopeError::Missing("challenge")
+    );
+}
+
+#[test]
+fn schema_2_seed_sample() {
+    let raw = include_str!("../../../../fixtures/assets_update_v1.json");
+    let e = event(raw);
+    assert_eq!(e.schema, Schema::V2);
+    assert_eq!(e.id, "5e3702a84e847582be8db7fb73283c02");
+    assert_eq!(e.event_type, "hire.referral_account.assets_update_v1");
+    assert_eq!(e.token.as_deref(), Some("rvaYgkND1GOiu5MM0E1rncYC6PLtF7JV"));
+    assert_eq!(e.app_id.as_deref(), Some("cli_9f5343c580712544"));
+    assert_eq!(e.tenant_key.as_deref(), Some("2ca1d211f64f6438"));
+    assert_eq!(e.create_time.as_deref(), Some("1608725989000"));
+    assert_eq!(&*e.raw, raw, "kept byte-exact");
+}
+
+#[test]
+fn schema_1() {
+    let body = r#"{"ts":"1502199207.7171419","uuid":"bc447199585340d1f3728d26b1c0297a","token":"41a9425ea7df4536a7623e38fa321bae","type":"event_callback","event":{"type":"approval","app_id":"cli_xxx","tenant_key":"tk","extra":[1]}}"#;
+    let e = event(body);
+    assert_eq!(e.schema, Schema::V1);
+    assert_eq!(e.id, "bc447199585340d1f3728d26b1c0297a");
+    assert_eq!(e.event_type, "approval");
+    assert_eq!(e.token.as_deref(), Some("41a9425ea7df4536a7623e38fa321bae"));
+    assert_eq!(e.app_id.as_deref(), Some("cli_xxx"));
+    assert_eq!(e.tenant_key.as_deref(), Some("tk"));
+    assert_eq!(e.create_time.as_deref(), Some("1502199207.7171419"));
+}
+
+#[test]
+fn unknown_fields_tolerated() {
+    let e = event(
+        r#"{"schema":"2.0","new_top":{"x":1},"header":{"event_id":"e","event_type":"t","future":[1,2]},"event":{}}"#,
+    );
+    assert_eq!(e.id, "e");
+    assert_eq!(e.token, None);
+}
+
+#[test]
+fn malformed_shapes_have_precise_errors() {
+    use EnvelopeError::*;
+    let cases: &[(&str, EnvelopeError)] = &[
+        (
+            "",
+            Json("EOF while parsing a value at line 1 column 0".into()),
+        ),
+        ("[1]", NotObject),
+        ("\"x\"", NotObject),
+        (
+            "{",
+            Json("EOF while parsing an object at line 1 column 1".into()),
+        ),
+        ("{}", Unrecognised),
+        (
+            r#"{"schema":"3.0","header":{}}"#,
+            UnsupportedSchema("3.0".into()),
+        ),
+        (
+            r#"{"schema":2,"header":{}}"#,
+            WrongType {
+                field: "schema",
+                expected: "a string",
+            },
+        ),
+        (r#"{"schema":"2.0"}"#, Missing("header")),
+        (
+            r#"{"schema":"2.0","header":[]}"#,
+            WrongType {
+                field: "header",
+                expected: "an object",
+            },
+        ),
+        (
+            r#"{"schema":"2.0","header":{}}"#,
+            Missing("header.event_id"),
+        ),
+        (
+            r#"{"schema":"2.0","header":{"event_id":5,"event_type":"t"}}"#,
+            WrongType {
+                field: "header.event_id",
+                expected: "a string",
+            },
+        ),
+        (
+            r#"{"schema":"2.0","header":{"event_id":"","event_type":"t"}}"#,
+            WrongType {
+                field: "header.event_id",
+                expected: "a non-empty string",
+            },
+        ),
+        (
+            r#"{"schema":"2.0","header":{"event_id":"e"}}"#,
+            Missing("header.event_type"),
+        ),
+        (
+            r#"{"schema":"2.0","header":{"event_id":"e","event_type":"t","token":1}}"#,
+            WrongType {
+                field: "header.token",
+                expected: "a string",
+            },
+        ),
+        (r#"{"uuid":"u","event":{"type":"t"}}"#, Missing("type")),
+        (
+            r#"{"uuid":"u","type":"other","event":{"type":"t"}}"#,
+            UnsupportedType("other".into()),
+        ),
+        (
+            r#"{"type":"event_callback","event":{"type":"t"}}"#,
+            Missing("uuid"),
+        ),
+        (r#"{"uuid":"u","type":"event_callback"}"#, Missing("event")),
+        (
+            r#"{"uuid":"u","type":"event_callback","event":{}}"#,
+            Missing("event.type"),
+        ),
+        (
+            r#"{"uuid":"u","type":"event_callback","event":"x"}"#,
+            WrongType {
+                field: "event",
+                expected: "an object",
+            },
+        ),
+        (
+            r#"{"type":7}"#,
+            WrongType {
+                field: "type",
+                expected: "a string",
+            },
+        ),
+    ];
+    for (body, expected) in cases {
+        assert_eq!(&err(body), expected, "body: {body}");
+    }
+    assert_eq!(Envelope::parse(&[0xff, b'{']), Err(NotUtf8));
+}
+
+proptest! {
+    #[test]
+    fn parse_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = Envelope::parse(&bytes);
+    }
+
+    #[test]
+    fn parse_json_like_never_panics(s in r#"[{}\[\]":,a-z0-9.\\ ]{0,200}"#) {
+        let _ = Envelope::parse(s.as_bytes());
+    }
+
+    #[test]
+    fn header_fields_any_value(id in ".{0,20}", ty in ".{0,20}") {
+        let body = serde_json::json!({"schema":"2.0","header":{"event_id":id,"event_type":ty}}).to_string();
+        match Envelope::parse(body.as_bytes()) {
+            Ok(Envelope::Event(e)) => { prop_assert_eq!(e.id, id); prop_assert_eq!(e.event_type, ty); }
+            Ok(other) => prop_assert!(false, "unexpected {:?}", other),
+            Err(e) => prop_assert!(id.is_empty() || ty.is_empty(), "{}", e),
+        }
+    }
+}
