@@ -1,0 +1,168 @@
+//! The C ABI between the gateway (host) and a plugin library. **Stable within an `ABI_MAJOR`.**
+//!
+//! Only C types cross this boundary: fixed-width integers, raw pointers, `#[repr(C)]` structs and
+//! `extern "C"` function pointers. No Rust `String`, `Vec`, `Box`, `Result`, trait object or panic
+//! ever crosses it.
+//!
+//! # Discovery
+//! A plugin library exports one function, [`ENTRY_SYMBOL`] (`gateway_plugin_v1`), of type
+//! [`EntryFn`]. It returns a pointer to a [`PluginDescriptor`] with `'static` lifetime. The host
+//! calls it once per library, then checks, in this order and before calling anything else:
+//! `abi_major == ABI_MAJOR`, `struct_size >= size_of::<PluginDescriptor>()` (as the host knows
+//! it), `abi_minor <= ABI_MINOR` (the host's). The first three fields never move.
+//!
+//! # Ownership
+//! - [`GwStr`] is *borrowed*: the side that passes it owns the bytes; they are valid only for the
+//!   duration of the call they are passed to. Copy them to keep them.
+//! - [`GwBuf`] is *plugin-owned*: a plugin writes one into an out-parameter; the host reads it and
+//!   then releases it by calling the same plugin's `free_buf`, exactly once. The host never frees
+//!   plugin memory with its own allocator (the two sides may not share one).
+//!
+//! # Threading
+//! `init` and `shutdown` are called once per instance. `handle` may be called from several host
+//! threads at once on the same instance (up to the plugin's configured `max_concurrency`), so an
+//! instance must be thread-safe. `shutdown` is never concurrent with `handle` on that instance.
+//! `log` in [`HostApi`] may be called from any thread.
+//!
+//! # Unwinding
+//! A panic must never unwind across these functions (it aborts the process). The SDK's
+//! [`export_plugin!`](crate::export_plugin) wraps each function in `catch_unwind` and reports a
+//! panic as [`OUTCOME_PANICKED`] / [`INIT_PANICKED`]. Plugins must be built with `panic = "unwind"`.
+
+use std::ffi::{c_char, c_void};
+
+/// Incremented on any incompatible change. A plugin with another major is refused.
+pub const ABI_MAJOR: u32 = 1;
+/// Incremented when fields are appended (compatibly). A host refuses plugins newer than itself.
+pub const ABI_MINOR: u32 = 0;
+/// The entry symbol (NUL-terminated for `dlsym`).
+pub const ENTRY_SYMBOL: &[u8] = b"gateway_plugin_v1\0";
+/// The entry symbol as text, for messages.
+pub const ENTRY_NAME: &str = "gateway_plugin_v1";
+
+/// The type of the exported entry function. Must be callable any number of times from any thread
+/// and always return the same non-null, `'static` descriptor.
+pub type EntryFn = unsafe extern "C" fn() -> *const PluginDescriptor;
+
+/// Borrowed bytes (UTF-8 JSON or UTF-8 text, as each use says). Owned by the caller; valid only
+/// during the call. `ptr` may be null only when `len == 0`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct GwStr {
+    pub ptr: *const u8,
+    pub len: usize,
+}
+
+/// A buffer allocated by the plugin and released by the host through the plugin's `free_buf`.
+/// `ptr`/`len`/`cap` are opaque to the host except that `ptr[..len]` is readable until freed.
+/// The empty buffer (`ptr` null) need not be freed, but freeing it is a no-op.
+#[repr(C)]
+#[derive(Debug)]
+pub struct GwBuf {
+    pub ptr: *mut u8,
+    pub len: usize,
+    pub cap: usize,
+}
+
+impl GwBuf {
+    pub const EMPTY: GwBuf = GwBuf {
+        ptr: std::ptr::null_mut(),
+        len: 0,
+        cap: 0,
+    };
+}
+
+/// `init` succeeded; `*out_instance` is set.
+pub const INIT_OK: u32 = 0;
+/// `init` failed; `*out_error` may hold a UTF-8 message (plugin-owned).
+pub const INIT_ERROR: u32 = 1;
+/// `init` panicked; `*out_error` may hold the panic message (plugin-owned).
+pub const INIT_PANICKED: u32 = 2;
+
+/// The delivery was handled; the host marks it done.
+pub const OUTCOME_OK: u32 = 0;
+/// Transient failure; `out_detail` holds `{"reason": str, "retry_after_ms": int|null}`. The host
+/// retries with backoff (at least `retry_after_ms` later) until `max_attempts`.
+pub const OUTCOME_RETRY: u32 = 1;
+/// Permanent failure; `out_detail` holds `{"reason": str}`. The host dead-letters the delivery.
+pub const OUTCOME_REJECT: u32 = 2;
+/// The plugin panicked; `out_detail` holds `{"reason": str}`. The host dead-letters the delivery
+/// and replaces the instance with a fresh one (shutdown, then init again).
+pub const OUTCOME_PANICKED: u32 = 3;
+
+/// Log levels for [`HostApi::log`].
+pub const LOG_ERROR: u32 = 1;
+pub const LOG_WARN: u32 = 2;
+pub const LOG_INFO: u32 = 3;
+pub const LOG_DEBUG: u32 = 4;
+pub const LOG_TRACE: u32 = 5;
+
+/// Services the host offers to an instance. Owned by the host; the pointer handed to `init` stays
+/// valid, and its content unchanged, until that instance's `shutdown` returns (or, when `init`
+/// fails, until `init` returns). Probe `api_minor` before using fields added after 1.0.
+#[repr(C)]
+#[derive(Debug)]
+pub struct HostApi {
+    /// The host's `ABI_MAJOR`.
+    pub api_major: u32,
+    /// The host's `ABI_MINOR`: which appended fields below exist.
+    pub api_minor: u32,
+    /// `size_of::<HostApi>()` as the host built it.
+    pub struct_size: u32,
+    /// Opaque host state; pass it back as the first argument of the callbacks.
+    pub ctx: *const c_void,
+    /// Writes a log line (`level` one of `LOG_*`, `message` UTF-8, borrowed) into the host's log,
+    /// tagged with the plugin instance and, during `handle`, the delivery's event id. Thread-safe.
+    pub log: unsafe extern "C" fn(ctx: *const c_void, level: u32, message: GwStr),
+    /// The folder of the gateway's config file (UTF-8): relative paths in plugin config resolve
+    /// against it. Valid as long as this table.
+    pub config_dir: GwStr,
+    /// The instance name from the gateway config (`[[plugins]] name`). Valid as long as this table.
+    pub instance_name: GwStr,
+}
+
+/// What a plugin library describes about itself. Lives in the plugin's static memory.
+#[repr(C)]
+#[derive(Debug)]
+pub struct PluginDescriptor {
+    /// Must equal the host's [`ABI_MAJOR`]. Never moves.
+    pub abi_major: u32,
+    /// At most the host's [`ABI_MINOR`]. Never moves.
+    pub abi_minor: u32,
+    /// `size_of::<PluginDescriptor>()` as the plugin was built. Never moves.
+    pub struct_size: u32,
+    /// NUL-terminated, static: "gateway-plugin <sdk>; rustc <version>; <target>". Never moves.
+    pub build_tag: *const c_char,
+    /// NUL-terminated, static: the library's plugin name (its crate name by default).
+    pub name: *const c_char,
+    /// NUL-terminated, static: the plugin's version.
+    pub version: *const c_char,
+    /// Creates an instance from `config` (UTF-8 JSON object, borrowed) and `host` (see
+    /// [`HostApi`]). On [`INIT_OK`] writes an opaque non-null pointer to `*out_instance`; otherwise
+    /// may write a message to `*out_error`. Both out-pointers are valid and initialised by the host.
+    pub init: unsafe extern "C" fn(
+        config: GwStr,
+        host: *const HostApi,
+        out_instance: *mut *mut c_void,
+        out_error: *mut GwBuf,
+    ) -> u32,
+    /// Handles one delivery (UTF-8 JSON, borrowed; see [`crate::Delivery`] for its fields) and
+    /// returns an `OUTCOME_*`. May write a detail buffer to `*out_detail` (host frees it).
+    /// Called concurrently; blocking is allowed (the host calls it on a blocking thread).
+    pub handle:
+        unsafe extern "C" fn(instance: *mut c_void, delivery: GwStr, out_detail: *mut GwBuf) -> u32,
+    /// Releases a buffer this plugin returned. Called exactly once per non-empty buffer.
+    pub free_buf: unsafe extern "C" fn(buf: GwBuf),
+    /// Destroys an instance. Called once, after every `handle` call on it has returned.
+    pub shutdown: unsafe extern "C" fn(instance: *mut c_void),
+}
+
+// SAFETY: the descriptor only holds pointers to static, immutable data and function pointers; it
+// is never mutated after construction, so sharing it between threads is sound.
+#[allow(unsafe_code)]
+unsafe impl Sync for PluginDescriptor {}
+
+/// `size_of::<PluginDescriptor>()` as a `u32` (the value a plugin writes into `struct_size`).
+pub const DESCRIPTOR_SIZE: u32 = std::mem::size_of::<PluginDescriptor>() as u32;
+/// `size_of::<HostApi>()` as a `u32`.
+pub const HOST_API_SIZE: u32 = std::mem::size_of::<HostApi>() as u32;

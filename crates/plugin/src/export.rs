@@ -1,0 +1,254 @@
+//! The glue [`export_plugin!`](crate::export_plugin) expands to: `extern "C"` functions that turn
+//! ABI calls into calls of a [`Plugin`] and back, each wrapped in `catch_unwind` so no panic ever
+//! unwinds into the host. This is one of the two FFI modules allowed to use `unsafe`.
+#![allow(unsafe_code)]
+
+use std::ffi::{c_char, c_void};
+use std::mem::ManuallyDrop;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+
+use crate::abi::{self, GwBuf, GwStr, HostApi, PluginDescriptor};
+use crate::sdk::{Delivery, Host, Level, Outcome, OutcomeDetail, Plugin};
+
+/// Where a plugin's [`Host::log`] goes.
+#[derive(Clone)]
+pub(crate) enum HostLogger {
+    /// Unit tests of a plugin outside a host.
+    Stderr,
+    /// The host's `log` callback.
+    Abi(AbiLog),
+}
+
+#[derive(Clone, Copy)]
+pub(crate) struct AbiLog {
+    ctx: *const c_void,
+    log: unsafe extern "C" fn(*const c_void, u32, GwStr),
+}
+
+// SAFETY: the ABI requires the host's `log` callback and its `ctx` to be usable from any thread
+// for the life of the instance (see `HostApi`).
+unsafe impl Send for AbiLog {}
+// SAFETY: as above; the callback takes `ctx` by shared pointer and is documented thread-safe.
+unsafe impl Sync for AbiLog {}
+
+impl HostLogger {
+    pub(crate) fn log(&self, level: Level, message: &str) {
+        match self {
+            HostLogger::Stderr => eprintln!("[{level:?}] {message}"),
+            HostLogger::Abi(a) => {
+                let msg = GwStr {
+                    ptr: message.as_ptr(),
+                    len: message.len(),
+                };
+                // SAFETY: `ctx`/`log` come from the host's table, valid until shutdown (ABI
+                // contract); `msg` borrows `message`, alive for the duration of the call.
+                unsafe { (a.log)(a.ctx, level.to_abi(), msg) }
+            }
+        }
+    }
+}
+
+/// Builds the static descriptor for `T`. `name`/`version` must be NUL-terminated.
+pub const fn descriptor<T: Plugin>(name: &'static str, version: &'static str) -> PluginDescriptor {
+    PluginDescriptor {
+        abi_major: abi::ABI_MAJOR,
+        abi_minor: abi::ABI_MINOR,
+        struct_size: abi::DESCRIPTOR_SIZE,
+        build_tag: BUILD_TAG.as_ptr() as *const c_char,
+        name: name.as_ptr() as *const c_char,
+        version: version.as_ptr() as *const c_char,
+        init: init::<T>,
+        handle: handle::<T>,
+        free_buf,
+        shutdown: shutdown::<T>,
+    }
+}
+
+const BUILD_TAG: &str = concat!(env!("GATEWAY_PLUGIN_BUILD_TAG"), "\0");
+
+/// Reads a borrowed `GwStr` as bytes.
+///
+/// # Safety
+/// `s.ptr[..s.len]` must be readable for the returned lifetime (or `len == 0`).
+unsafe fn bytes<'a>(s: GwStr) -> &'a [u8] {
+    if s.len == 0 || s.ptr.is_null() {
+        &[]
+    } else {
+        // SAFETY: guaranteed by the caller (the ABI's ownership rules for `GwStr`).
+        unsafe { std::slice::from_raw_parts(s.ptr, s.len) }
+    }
+}
+
+/// Moves `data` into a plugin-owned buffer released by [`free_buf`].
+fn into_buf(data: Vec<u8>) -> GwBuf {
+    if data.is_empty() {
+        return GwBuf::EMPTY;
+    }
+    let mut v = ManuallyDrop::new(data);
+    GwBuf {
+        ptr: v.as_mut_ptr(),
+        len: v.len(),
+        cap: v.capacity(),
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_owned()
+    }
+}
+
+fn detail(reason: String, retry_after_ms: Option<u64>) -> Vec<u8> {
+    serde_json::to_vec(&OutcomeDetail {
+        reason,
+        retry_after_ms,
+    })
+    .unwrap_or_default()
+}
+
+unsafe extern "C" fn init<T: Plugin>(
+    config: GwStr,
+    host: *const HostApi,
+    out_instance: *mut *mut c_void,
+    out_error: *mut GwBuf,
+) -> u32 {
+    let result = catch_unwind(AssertUnwindSafe(|| -> Result<*mut c_void, String> {
+        if host.is_null() {
+            return Err("host API table is null".into());
+        }
+        // SAFETY: the host passes a valid table that outlives the instance (ABI contract).
+        let api = unsafe { &*host };
+        if api.api_major != abi::ABI_MAJOR {
+            return Err(format!(
+                "host ABI major {} differs from this plugin's {}",
+                api.api_major,
+                abi::ABI_MAJOR
+            ));
+        }
+        // SAFETY: `config_dir`/`instance_name` are valid as long as the table (ABI contract).
+        let (dir, name) = unsafe { (bytes(api.config_dir), bytes(api.instance_name)) };
+        let host = Host {
+            logger: HostLogger::Abi(AbiLog {
+                ctx: api.ctx,
+                log: api.log,
+            }),
+            config_dir: PathBuf::from(String::from_utf8_lossy(dir).into_owned()),
+            instance_name: String::from_utf8_lossy(name).into_owned(),
+        };
+        // SAFETY: `config` is borrowed for the duration of this call.
+        let config = unsafe { bytes(config) };
+        let config: serde_json::Value = if config.is_empty() {
+            serde_json::Value::Object(Default::default())
+        } else {
+            serde_json::from_slice(config).map_err(|e| format!("config is not JSON: {e}"))?
+        };
+        let plugin = T::new(config, host)?;
+        Ok(Box::into_raw(Box::new(plugin)) as *mut c_void)
+    }));
+    let (code, message) = match result {
+        Ok(Ok(instance)) => {
+            // SAFETY: the host passes a valid, writable out-pointer.
+            unsafe { *out_instance = instance };
+            return abi::INIT_OK;
+        }
+        Ok(Err(msg)) => (abi::INIT_ERROR, msg),
+        Err(payload) => (abi::INIT_PANICKED, panic_message(&*payload)),
+    };
+    if !out_error.is_null() {
+        // SAFETY: the host passes a valid, writable out-pointer.
+        unsafe { *out_error = into_buf(message.into_bytes()) };
+    }
+    code
+}
+
+unsafe extern "C" fn handle<T: Plugin>(
+    instance: *mut c_void,
+    delivery: GwStr,
+    out_detail: *mut GwBuf,
+) -> u32 {
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: `instance` is the pointer our `init` returned; the host keeps it alive until
+        // `shutdown` and only shares it (`T: Sync`).
+        let plugin = unsafe { &*(instance as *const T) };
+        // SAFETY: borrowed for the duration of this call.
+        let raw = unsafe { bytes(delivery) };
+        match serde_json::from_slice::<Delivery>(raw) {
+            Ok(d) => plugin.handle(&d),
+            Err(e) => Outcome::reject(format!("malformed delivery from host: {e}")),
+        }
+    }));
+    let (code, buf) = match result {
+        Ok(Outcome::Ok) => (abi::OUTCOME_OK, Vec::new()),
+        Ok(Outcome::Retry {
+            reason,
+            retry_after,
+        }) => (
+            abi::OUTCOME_RETRY,
+            detail(
+                reason,
+                retry_after.map(|d| d.as_millis().min(u64::MAX as u128) as u64),
+            ),
+        ),
+        Ok(Outcome::Reject { reason }) => (abi::OUTCOME_REJECT, detail(reason, None)),
+        Err(payload) => (
+            abi::OUTCOME_PANICKED,
+            detail(panic_message(&*payload), None),
+        ),
+    };
+    if !out_detail.is_null() {
+        // SAFETY: the host passes a valid, writable out-pointer.
+        unsafe { *out_detail = into_buf(buf) };
+    }
+    code
+}
+
+unsafe extern "C" fn free_buf(buf: GwBuf) {
+    if buf.ptr.is_null() {
+        return;
+    }
+    // SAFETY: `buf` was produced by `into_buf` from a `Vec<u8>` of this very library and is freed
+    // once (ABI contract), so rebuilding the Vec with the same parts is sound.
+    let _ = catch_unwind(|| unsafe { drop(Vec::from_raw_parts(buf.ptr, buf.len, buf.cap)) });
+}
+
+unsafe extern "C" fn shutdown<T: Plugin>(instance: *mut c_void) {
+    if instance.is_null() {
+        return;
+    }
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: `instance` came from `Box::into_raw` in our `init`; the host calls shutdown once,
+        // after every `handle` returned, so we own it again here.
+        let plugin = unsafe { Box::from_raw(instance as *mut T) };
+        plugin.shutdown();
+        drop(plugin);
+    }));
+}
+
+/// Exports a [`Plugin`](crate::Plugin) type as this library's plugin: generates the
+/// `gateway_plugin_v1` entry function and a static descriptor named after the crate.
+///
+/// ```ignore
+/// gateway_plugin::export_plugin!(MyPlugin);
+/// ```
+#[macro_export]
+macro_rules! export_plugin {
+    ($plugin:ty) => {
+        static __GATEWAY_PLUGIN_DESCRIPTOR: $crate::abi::PluginDescriptor =
+            $crate::export::descriptor::<$plugin>(
+                concat!(env!("CARGO_PKG_NAME"), "\0"),
+                concat!(env!("CARGO_PKG_VERSION"), "\0"),
+            );
+
+        /// The plugin entry point (see `gateway_plugin::abi`).
+        #[allow(unsafe_code)]
+        #[no_mangle]
+        pub extern "C" fn gateway_plugin_v1() -> *const $crate::abi::PluginDescriptor {
+            &__GATEWAY_PLUGIN_DESCRIPTOR
+        }
+    };
+}

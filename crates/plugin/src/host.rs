@@ -1,0 +1,428 @@
+//! The host side (feature `host`): open plugin libraries, check their ABI, create instances and
+//! call them. This is one of the two FFI modules allowed to use `unsafe`.
+//!
+//! Invariants:
+//! - A library is opened with `RTLD_NOW | RTLD_LOCAL` and **never unloaded**: its handle is leaked
+//!   for the life of the process (unloading Rust libraries with thread-local destructors crashes).
+//! - Checks run in the order symbol → `abi_major` → `struct_size` → `abi_minor`, before anything
+//!   else in the library is called or read.
+//! - Every buffer a plugin returns is released by that plugin's `free_buf`, never by the host's
+//!   allocator.
+//! - An [`Instance`] calls the plugin's `shutdown` exactly once, when the last reference drops,
+//!   which is after every `handle` call on it has returned.
+#![allow(unsafe_code)]
+
+use std::ffi::{c_void, CStr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::abi::{self, GwBuf, GwStr, HostApi, PluginDescriptor};
+use crate::sdk::{Level, OutcomeDetail};
+
+/// Why a library could not be used as a plugin. Every message names the file, what differs, both
+/// values where there are two, and the fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadError {
+    NotFound { path: PathBuf },
+    Open { path: PathBuf, reason: String },
+    NoEntry { path: PathBuf },
+    NullDescriptor { path: PathBuf },
+    AbiMajor { path: PathBuf, found: u32 },
+    StructSize { path: PathBuf, found: u32 },
+    AbiMinor { path: PathBuf, found: u32 },
+    BadString { path: PathBuf, field: &'static str },
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sdk = format!("gateway-plugin {}.x", abi::ABI_MAJOR);
+        match self {
+            LoadError::NotFound { path } => write!(
+                f,
+                "plugin library {} does not exist; build it (cargo build --release) or fix `library`",
+                path.display()
+            ),
+            LoadError::Open { path, reason } => write!(
+                f,
+                "cannot load plugin library {}: {reason}; it must be a shared library built for this machine",
+                path.display()
+            ),
+            LoadError::NoEntry { path } => write!(
+                f,
+                "{} is not a gateway plugin: it does not export `{}`; build it with gateway_plugin::export_plugin!",
+                path.display(),
+                abi::ENTRY_NAME
+            ),
+            LoadError::NullDescriptor { path } => write!(
+                f,
+                "plugin {}: `{}` returned a null descriptor; rebuild it against {sdk}",
+                path.display(),
+                abi::ENTRY_NAME
+            ),
+            LoadError::AbiMajor { path, found } => write!(
+                f,
+                "incompatible plugin {}: ABI major {found}, gateway expects {}; rebuild it against {sdk}",
+                path.display(),
+                abi::ABI_MAJOR
+            ),
+            LoadError::StructSize { path, found } => write!(
+                f,
+                "incompatible plugin {}: descriptor is {found} bytes, gateway needs at least {}; rebuild it against {sdk}",
+                path.display(),
+                abi::DESCRIPTOR_SIZE
+            ),
+            LoadError::AbiMinor { path, found } => write!(
+                f,
+                "plugin {} needs ABI 1.{found} but this gateway provides 1.{}; upgrade the gateway or rebuild the plugin against an older {sdk}",
+                path.display(),
+                abi::ABI_MINOR
+            ),
+            LoadError::BadString { path, field } => write!(
+                f,
+                "plugin {}: descriptor field `{field}` is null or not UTF-8; rebuild it against {sdk}",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// Why an instance could not be created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InitError {
+    /// The plugin refused its config.
+    Refused { instance: String, message: String },
+    /// The plugin panicked in `new`.
+    Panicked { instance: String, message: String },
+    /// The config could not be serialised (never expected).
+    Config { instance: String, message: String },
+}
+
+impl std::fmt::Display for InitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InitError::Refused { instance, message } => {
+                write!(f, "plugin `{instance}` refused its config: {message}")
+            }
+            InitError::Panicked { instance, message } => {
+                write!(f, "plugin `{instance}` panicked while starting: {message}")
+            }
+            InitError::Config { instance, message } => {
+                write!(f, "plugin `{instance}`: bad config: {message}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for InitError {}
+
+/// What one `handle` call produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallOutcome {
+    Ok,
+    Retry {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    Reject {
+        reason: String,
+    },
+    Panicked {
+        message: String,
+    },
+}
+
+/// Receives plugin log lines: (instance name, level, message).
+pub type LogSink = Arc<dyn Fn(&str, Level, &str) + Send + Sync>;
+
+/// An opened, ABI-checked plugin library. Cheap to clone; the library stays loaded forever.
+#[derive(Clone)]
+pub struct Library {
+    path: PathBuf,
+    descriptor: &'static PluginDescriptor,
+    name: String,
+    version: String,
+    build_tag: String,
+}
+
+impl std::fmt::Debug for Library {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Library")
+            .field("path", &self.path)
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("build_tag", &self.build_tag)
+            .finish()
+    }
+}
+
+impl Library {
+    /// Opens and checks a plugin library. Safe to call for the same path several times.
+    pub fn open(path: &Path) -> Result<Library, LoadError> {
+        let path = path.to_path_buf();
+        if !path.exists() {
+            return Err(LoadError::NotFound { path });
+        }
+        let flags = libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_LOCAL;
+        // SAFETY: loading a library runs its initialisers; plugins are trusted code chosen by the
+        // operator. Rust cdylibs have no initialisers of their own.
+        let lib =
+            unsafe { libloading::os::unix::Library::open(Some(&path), flags) }.map_err(|e| {
+                LoadError::Open {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
+        // Never unloaded: see the module invariants.
+        let lib: &'static libloading::os::unix::Library = Box::leak(Box::new(lib));
+        // SAFETY: the symbol's type is fixed by the ABI (`EntryFn`); a library exporting a
+        // different type under this exact name violates the plugin contract.
+        let entry = unsafe { lib.get::<abi::EntryFn>(abi::ENTRY_SYMBOL) }
+            .map_err(|_| LoadError::NoEntry { path: path.clone() })?;
+        // SAFETY: calling the entry function is allowed any number of times (ABI contract).
+        let ptr = unsafe { entry() };
+        if ptr.is_null() {
+            return Err(LoadError::NullDescriptor { path });
+        }
+        // The first three u32 fields never move: read them before trusting anything else.
+        let head = ptr as *const u32;
+        // SAFETY: every descriptor version starts with abi_major, abi_minor, struct_size (u32s).
+        let (major, minor, size) = unsafe { (*head, *head.add(1), *head.add(2)) };
+        if major != abi::ABI_MAJOR {
+            return Err(LoadError::AbiMajor { path, found: major });
+        }
+        if size < abi::DESCRIPTOR_SIZE {
+            return Err(LoadError::StructSize { path, found: size });
+        }
+        if minor > abi::ABI_MINOR {
+            return Err(LoadError::AbiMinor { path, found: minor });
+        }
+        // SAFETY: major matches and the plugin's struct is at least as large as ours, so every
+        // field we know is present; the descriptor is static (ABI contract).
+        let descriptor: &'static PluginDescriptor = unsafe { &*ptr };
+        let text = |p: *const std::ffi::c_char, field| {
+            if p.is_null() {
+                return Err(LoadError::BadString {
+                    path: path.clone(),
+                    field,
+                });
+            }
+            // SAFETY: the ABI requires NUL-terminated static strings in these fields.
+            unsafe { CStr::from_ptr(p) }
+                .to_str()
+                .map(str::to_owned)
+                .map_err(|_| LoadError::BadString {
+                    path: path.clone(),
+                    field,
+                })
+        };
+        Ok(Library {
+            name: text(descriptor.name, "name")?,
+            version: text(descriptor.version, "version")?,
+            build_tag: text(descriptor.build_tag, "build_tag")?,
+            descriptor,
+            path,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+    pub fn build_tag(&self) -> &str {
+        &self.build_tag
+    }
+
+    /// Creates an instance named `instance` from its JSON `config`.
+    pub fn instantiate(
+        &self,
+        instance: &str,
+        config: &serde_json::Value,
+        config_dir: &Path,
+        log: LogSink,
+    ) -> Result<Instance, InitError> {
+        let config = serde_json::to_vec(config).map_err(|e| InitError::Config {
+            instance: instance.to_owned(),
+            message: e.to_string(),
+        })?;
+        let ctx = Box::new(HostCtx {
+            instance: instance.to_owned(),
+            config_dir: config_dir.to_string_lossy().into_owned(),
+            log,
+        });
+        let api = Box::new(HostApi {
+            api_major: abi::ABI_MAJOR,
+            api_minor: abi::ABI_MINOR,
+            struct_size: abi::HOST_API_SIZE,
+            ctx: &*ctx as *const HostCtx as *const c_void,
+            log: host_log,
+            config_dir: gw_str(ctx.config_dir.as_bytes()),
+            instance_name: gw_str(ctx.instance.as_bytes()),
+        });
+        let mut out_instance: *mut c_void = std::ptr::null_mut();
+        let mut out_error = GwBuf::EMPTY;
+        // SAFETY: `config` and `api` outlive the call (and `api`/`ctx` the instance: both are
+        // moved into the `Instance` below and their heap addresses do not change); the
+        // out-pointers are valid and initialised.
+        let code = unsafe {
+            (self.descriptor.init)(gw_str(&config), &*api, &mut out_instance, &mut out_error)
+        };
+        let message = self.take_buf(out_error);
+        match code {
+            abi::INIT_OK if !out_instance.is_null() => Ok(Instance {
+                inner: Arc::new(InstanceInner {
+                    library: self.clone(),
+                    ptr: out_instance,
+                    _api: api,
+                    ctx,
+                }),
+            }),
+            abi::INIT_PANICKED => Err(InitError::Panicked {
+                instance: instance.to_owned(),
+                message,
+            }),
+            abi::INIT_OK => Err(InitError::Refused {
+                instance: instance.to_owned(),
+                message: "init returned success but no instance".into(),
+            }),
+            _ => Err(InitError::Refused {
+                instance: instance.to_owned(),
+                message: if message.is_empty() {
+                    format!("init failed with code {code}")
+                } else {
+                    message
+                },
+            }),
+        }
+    }
+
+    /// Copies a plugin buffer out as text and releases it with the plugin's own `free_buf`.
+    fn take_buf(&self, buf: GwBuf) -> String {
+        if buf.ptr.is_null() {
+            return String::new();
+        }
+        // SAFETY: the plugin guarantees `ptr[..len]` is readable until freed.
+        let text = String::from_utf8_lossy(unsafe { std::slice::from_raw_parts(buf.ptr, buf.len) })
+            .into_owned();
+        // SAFETY: the buffer came from this plugin and is freed exactly once, by its own free_buf.
+        unsafe { (self.descriptor.free_buf)(buf) };
+        text
+    }
+}
+
+fn gw_str(bytes: &[u8]) -> GwStr {
+    GwStr {
+        ptr: bytes.as_ptr(),
+        len: bytes.len(),
+    }
+}
+
+/// Host state behind `HostApi::ctx`.
+struct HostCtx {
+    instance: String,
+    config_dir: String,
+    log: LogSink,
+}
+
+unsafe extern "C" fn host_log(ctx: *const c_void, level: u32, message: GwStr) {
+    if ctx.is_null() {
+        return;
+    }
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // SAFETY: `ctx` is the `HostCtx` we put in the table; it lives as long as the instance.
+        let ctx = unsafe { &*(ctx as *const HostCtx) };
+        let bytes = if message.ptr.is_null() || message.len == 0 {
+            &[][..]
+        } else {
+            // SAFETY: the plugin passes a borrowed, readable buffer for the duration of the call.
+            unsafe { std::slice::from_raw_parts(message.ptr, message.len) }
+        };
+        (ctx.log)(
+            &ctx.instance,
+            Level::from_abi(level),
+            &String::from_utf8_lossy(bytes),
+        );
+    }));
+}
+
+/// A live plugin instance. Clone it to share; `shutdown` runs when the last clone drops.
+#[derive(Clone)]
+pub struct Instance {
+    inner: Arc<InstanceInner>,
+}
+
+struct InstanceInner {
+    library: Library,
+    ptr: *mut c_void,
+    /// Kept alive for the plugin until shutdown returns (ABI contract).
+    _api: Box<HostApi>,
+    ctx: Box<HostCtx>,
+}
+
+// SAFETY: plugins built with the SDK are `Send + Sync` (the trait requires it) and the ABI allows
+// concurrent `handle` calls; the host tables are immutable after init.
+unsafe impl Send for InstanceInner {}
+// SAFETY: as above.
+unsafe impl Sync for InstanceInner {}
+
+impl std::fmt::Debug for Instance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instance")
+            .field("name", &self.inner.ctx.instance)
+            .field("library", &self.inner.library)
+            .finish()
+    }
+}
+
+impl Instance {
+    pub fn name(&self) -> &str {
+        &self.inner.ctx.instance
+    }
+
+    pub fn library(&self) -> &Library {
+        &self.inner.library
+    }
+
+    /// Calls `handle` with one delivery (the JSON of [`crate::Delivery`]). Blocking: call it from
+    /// a blocking thread.
+    pub fn handle(&self, delivery_json: &[u8]) -> CallOutcome {
+        let mut detail = GwBuf::EMPTY;
+        let lib = &self.inner.library;
+        // SAFETY: `ptr` is the live instance from `init` (shutdown only runs on drop of the last
+        // reference, and we hold one); the input buffer is borrowed for the call.
+        let code =
+            unsafe { (lib.descriptor.handle)(self.inner.ptr, gw_str(delivery_json), &mut detail) };
+        let text = lib.take_buf(detail);
+        let parsed: Option<OutcomeDetail> = serde_json::from_str(&text).ok();
+        let (reason, retry_after_ms) = match parsed {
+            Some(d) => (d.reason, d.retry_after_ms),
+            None => (text, None),
+        };
+        match code {
+            abi::OUTCOME_OK => CallOutcome::Ok,
+            abi::OUTCOME_RETRY => CallOutcome::Retry {
+                reason,
+                retry_after: retry_after_ms.map(Duration::from_millis),
+            },
+            abi::OUTCOME_REJECT => CallOutcome::Reject { reason },
+            abi::OUTCOME_PANICKED => CallOutcome::Panicked { message: reason },
+            other => CallOutcome::Reject {
+                reason: format!("plugin returned unknown outcome code {other}: {reason}"),
+            },
+        }
+    }
+}
+
+impl Drop for InstanceInner {
+    fn drop(&mut self) {
+        // SAFETY: last reference: no `handle` call can be running; called exactly once.
+        unsafe { (self.library.descriptor.shutdown)(self.ptr) };
+    }
+}

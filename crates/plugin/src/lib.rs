@@ -1,0 +1,103 @@
+//! # gateway-plugin: write handler plugins for the Lark event gateway
+//!
+//! A plugin is a Rust `cdylib` that the gateway loads at start (or on reload) and calls for every
+//! event routed to it. This crate is both the **contract** ([`abi`], a versioned C ABI) and the
+//! **SDK** that makes writing one safe: implement [`Plugin`], add one [`export_plugin!`] line.
+//!
+//! ## Writing a plugin
+//!
+//! `Cargo.toml`:
+//! ```toml
+//! [package]
+//! name = "hello"
+//! version = "0.1.0"
+//! edition = "2021"
+//!
+//! [lib]
+//! crate-type = ["cdylib"]
+//!
+//! [dependencies]
+//! gateway-plugin = { path = "../../crates/plugin" }
+//! serde_json = "1"
+//!
+//! [profile.release]
+//! panic = "unwind"   # required: panics are caught and reported, never abort the gateway
+//! ```
+//!
+//! `src/lib.rs`:
+//! ```
+//! use gateway_plugin::{Delivery, Host, Level, Outcome, Plugin};
+//!
+//! pub struct Hello {
+//!     host: Host,
+//!     greeting: String,
+//! }
+//!
+//! impl Plugin for Hello {
+//!     fn new(config: serde_json::Value, host: Host) -> Result<Self, String> {
+//!         let greeting = config["greeting"].as_str().unwrap_or("hello").to_owned();
+//!         Ok(Hello { host, greeting })
+//!     }
+//!
+//!     fn handle(&self, d: &Delivery) -> Outcome {
+//!         self.host.log(Level::Info, &format!("{} {} (attempt {})", self.greeting, d.event_type, d.attempt));
+//!         Outcome::Ok
+//!     }
+//! }
+//!
+//! gateway_plugin::export_plugin!(Hello);
+//! ```
+//!
+//! Build it with `cargo build --release`, then point the gateway at the file:
+//! ```toml
+//! [[plugins]]
+//! name = "hello"
+//! library = "target/release/libhello.so"
+//! config = { greeting = "hi" }
+//!
+//! [[routes]]
+//! events = ["hire.*"]
+//! plugins = ["hello"]
+//! ```
+//! `gateway check` opens the library, checks its ABI and prints the route table.
+//!
+//! ## What the host does with each outcome
+//! | [`Outcome`] | host action |
+//! |---|---|
+//! | `Ok` | the delivery is done; it is never sent to this instance again |
+//! | `Retry { reason, retry_after }` | retried later: exponential backoff with full jitter, at least `retry_after`; after `max_attempts` attempts it becomes a dead letter with `reason` |
+//! | `Reject { reason }` | dead letter at once (replayable with `gateway replay`) |
+//! | a panic | caught by the SDK; dead letter with the panic message; the instance is shut down and a fresh one is created from the same config |
+//! | a call longer than `[delivery] timeout` | treated as `Retry`; the call keeps its concurrency slot until it really returns |
+//!
+//! Delivery is **at least once**: after a crash, a call that was running may be repeated. Use
+//! [`Delivery::delivery_id`] (stable across attempts) as your idempotency key.
+//!
+//! ## Threading
+//! The host calls [`Plugin::handle`] from its blocking thread pool, concurrently on one instance up
+//! to the plugin's `max_concurrency` (default 4), hence `Plugin: Send + Sync`. Blocking I/O inside
+//! `handle` is expected. [`Plugin::new`] and [`Plugin::shutdown`] are never concurrent with
+//! `handle` on the same instance. One library may be instantiated several times with different
+//! configs; instances share the library's globals.
+//!
+//! ## Ownership and lifetime (the ABI in one paragraph)
+//! Inputs (config, delivery) are borrowed from the host for the duration of a call; the SDK
+//! copies what it needs. Buffers the plugin returns (error messages, outcome details) are freed by
+//! the host calling this same library's `free_buf`: allocators never mix. The [`Host`] handle is
+//! valid for the instance's whole life. Libraries are never unloaded; upgrading a plugin means a
+//! new file path and a reload, or a restart. See [`abi`] for the item-by-item contract.
+//!
+//! ## Host side
+//! With the `host` feature, [`host`] opens libraries (`RTLD_NOW | RTLD_LOCAL`), checks the
+//! descriptor (entry symbol → ABI major → struct size → ABI minor) and calls instances. Plugins
+//! never enable it.
+
+pub mod abi;
+#[doc(hidden)]
+pub mod export;
+#[cfg(feature = "host")]
+pub mod host;
+mod sdk;
+
+pub use sdk::{Delivery, Host, Level, Outcome, OutcomeDetail, Plugin};
+pub use serde_json;

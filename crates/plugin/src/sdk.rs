@@ -1,0 +1,183 @@
+//! The safe side of the plugin contract: the [`Plugin`] trait, the [`Delivery`] a plugin receives,
+//! the [`Outcome`] it returns and the [`Host`] services it may use. No `unsafe` here.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::abi;
+
+/// A plugin: built once per `[[plugins]]` entry from its JSON config, then asked to handle
+/// deliveries, possibly from several threads at once (hence `Send + Sync`).
+pub trait Plugin: Send + Sync + Sized + 'static {
+    /// Builds an instance. `config` is the entry's `config` table as JSON (an empty object when
+    /// absent), with `${VAR}`s already expanded by the host. An `Err` refuses to start the gateway
+    /// with the message shown to the operator.
+    fn new(config: serde_json::Value, host: Host) -> Result<Self, String>;
+
+    /// Handles one delivery. Classify, don't retry: the host owns retries, backoff and dead
+    /// letters. Blocking I/O is fine (this runs on a host blocking thread). Must be idempotent per
+    /// `delivery.delivery_id`: delivery is at-least-once.
+    fn handle(&self, delivery: &Delivery) -> Outcome;
+
+    /// Called once before the instance is dropped, after every `handle` call has returned.
+    fn shutdown(&self) {}
+}
+
+/// What a plugin says about one delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done; the host marks the delivery delivered and never sends it to this instance again.
+    Ok,
+    /// Transient failure (network, 5xx, rate limit): the host retries later with exponential
+    /// backoff and jitter, not sooner than `retry_after` when given, until `max_attempts`, after
+    /// which the delivery is dead-lettered with `reason`.
+    Retry {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// Permanent failure (bad data, business error): the host dead-letters the delivery at once.
+    Reject { reason: String },
+}
+
+impl Outcome {
+    pub fn retry(reason: impl Into<String>) -> Outcome {
+        Outcome::Retry {
+            reason: reason.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn reject(reason: impl Into<String>) -> Outcome {
+        Outcome::Reject {
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The JSON detail carried in a returned buffer for Retry/Reject/Panicked.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct OutcomeDetail {
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+}
+
+/// One delivery of one event to one plugin instance, as the host serialises it for `handle`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Delivery {
+    /// Stable across every attempt of this (event, instance) pair: derived from the event id and
+    /// the instance name. Use it as an idempotency key.
+    pub delivery_id: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// The plugin instance name (`[[plugins]] name`).
+    pub plugin: String,
+    /// The app (`[[apps]] name`) the event arrived on.
+    pub app: String,
+    /// `header.event_id` (schema 2.0) or `uuid` (1.0).
+    pub event_id: String,
+    /// `header.event_type` (2.0) or `event.type` (1.0).
+    pub event_type: String,
+    /// When the gateway durably accepted the event, Unix milliseconds.
+    pub received_at: u64,
+    /// The full decrypted envelope (`schema`, `header`, `event`), byte-exact as Lark sent it.
+    pub event: Box<RawValue>,
+}
+
+impl Delivery {
+    /// The raw envelope JSON text.
+    pub fn event_json(&self) -> &str {
+        self.event.get()
+    }
+}
+
+/// Log levels a plugin may use with [`Host::log`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl Level {
+    pub fn to_abi(self) -> u32 {
+        match self {
+            Level::Error => abi::LOG_ERROR,
+            Level::Warn => abi::LOG_WARN,
+            Level::Info => abi::LOG_INFO,
+            Level::Debug => abi::LOG_DEBUG,
+            Level::Trace => abi::LOG_TRACE,
+        }
+    }
+
+    pub fn from_abi(level: u32) -> Level {
+        match level {
+            abi::LOG_ERROR => Level::Error,
+            abi::LOG_WARN => Level::Warn,
+            abi::LOG_INFO => Level::Info,
+            abi::LOG_DEBUG => Level::Debug,
+            _ => Level::Trace,
+        }
+    }
+}
+
+/// Services of the host, handed to [`Plugin::new`]. Cheap to clone, usable from any thread, valid
+/// for the life of the instance.
+#[derive(Clone)]
+pub struct Host {
+    pub(crate) logger: crate::export::HostLogger,
+    pub(crate) config_dir: PathBuf,
+    pub(crate) instance_name: String,
+}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host")
+            .field("config_dir", &self.config_dir)
+            .field("instance_name", &self.instance_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Host {
+    /// A host for unit tests of a plugin: logs go to stderr.
+    pub fn for_tests(config_dir: impl Into<PathBuf>, instance_name: &str) -> Host {
+        Host {
+            logger: crate::export::HostLogger::Stderr,
+            config_dir: config_dir.into(),
+            instance_name: instance_name.to_owned(),
+        }
+    }
+
+    /// Writes a line to the gateway's log, tagged with this instance (and the event id during
+    /// `handle`). Never log secrets.
+    pub fn log(&self, level: Level, message: &str) {
+        self.logger.log(level, message);
+    }
+
+    /// The folder of the gateway's config file.
+    pub fn config_dir(&self) -> &Path {
+        &self.config_dir
+    }
+
+    /// Resolves a path from plugin config the way the gateway resolves its own: relative paths are
+    /// relative to the config file's folder.
+    pub fn resolve_path(&self, path: impl AsRef<Path>) -> PathBuf {
+        let path = path.as_ref();
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.config_dir.join(path)
+        }
+    }
+
+    /// This instance's name (`[[plugins]] name`).
+    pub fn instance_name(&self) -> &str {
+        &self.instance_name
+    }
+}

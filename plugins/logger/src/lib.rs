@@ -1,0 +1,204 @@
+//! `logger`: appends one JSON object per delivery to a JSON Lines file, or writes it to stdout.
+//!
+//! Config (`[[plugins]] config`):
+//! - `path` — the file (relative paths resolve against the gateway config's folder; parent folders
+//!   are created). Required unless `stdout = true`.
+//! - `stdout` — write to standard output instead of a file (default `false`).
+//! - `fsync` — `"always"` (default: each line is on disk before `Ok`) or `"never"`.
+//!
+//! Each line: `delivery_id`, `attempt`, `plugin`, `app`, `event_id`, `event_type`, `received_at`
+//! (Unix ms), `logged_at` (Unix ms) and `event`, the full envelope exactly as Lark sent it.
+//! Lines are written with one `write` call under a lock, so concurrent deliveries never
+//! interleave; the file is opened in append mode. Any I/O error is a `Retry`.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use gateway_plugin::{Delivery, Host, Level, Outcome, Plugin};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    path: Option<PathBuf>,
+    #[serde(default)]
+    stdout: bool,
+    #[serde(default)]
+    fsync: Fsync,
+}
+
+#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "lowercase")]
+enum Fsync {
+    #[default]
+    Always,
+    Never,
+}
+
+#[derive(Debug)]
+enum Sink {
+    File { file: Mutex<File>, path: PathBuf },
+    Stdout,
+}
+
+/// The plugin instance.
+#[derive(Debug)]
+pub struct Logger {
+    sink: Sink,
+    fsync: Fsync,
+    host: Host,
+}
+
+#[derive(Serialize)]
+struct Line<'a> {
+    delivery_id: &'a str,
+    attempt: u32,
+    plugin: &'a str,
+    app: &'a str,
+    event_id: &'a str,
+    event_type: &'a str,
+    received_at: u64,
+    logged_at: u64,
+    event: &'a RawValue,
+}
+
+impl Plugin for Logger {
+    fn new(config: serde_json::Value, host: Host) -> Result<Self, String> {
+        let config: Config =
+            serde_json::from_value(config).map_err(|e| format!("logger config: {e}"))?;
+        let sink = match (config.stdout, config.path) {
+            (true, None) => Sink::Stdout,
+            (true, Some(_)) => return Err("logger config: set either `path` or `stdout`".into()),
+            (false, None) => return Err("logger config: `path` is required".into()),
+            (false, Some(path)) => {
+                let path = host.resolve_path(path);
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| format!("logger: cannot create {}: {e}", dir.display()))?;
+                }
+                let file = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .map_err(|e| format!("logger: cannot open {}: {e}", path.display()))?;
+                Sink::File {
+                    file: Mutex::new(file),
+                    path,
+                }
+            }
+        };
+        Ok(Logger {
+            sink,
+            fsync: config.fsync,
+            host,
+        })
+    }
+
+    fn handle(&self, d: &Delivery) -> Outcome {
+        let line = Line {
+            delivery_id: &d.delivery_id,
+            attempt: d.attempt,
+            plugin: &d.plugin,
+            app: &d.app,
+            event_id: &d.event_id,
+            event_type: &d.event_type,
+            received_at: d.received_at,
+            logged_at: now_ms(),
+            event: &d.event,
+        };
+        let mut bytes = match serde_json::to_vec(&line) {
+            Ok(b) => b,
+            Err(e) => return Outcome::reject(format!("cannot serialise line: {e}")),
+        };
+        bytes.push(b'\n');
+        match self.write(&bytes) {
+            Ok(()) => Outcome::Ok,
+            Err(e) => {
+                self.host
+                    .log(Level::Warn, &format!("logger write failed: {e}"));
+                Outcome::retry(format!("write failed: {e}"))
+            }
+        }
+    }
+}
+
+impl Logger {
+    fn write(&self, bytes: &[u8]) -> std::io::Result<()> {
+        match &self.sink {
+            Sink::Stdout => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(bytes)?;
+                out.flush()
+            }
+            Sink::File { file, path } => {
+                let mut f = file.lock().map_err(|_| {
+                    std::io::Error::other(format!("{} lock poisoned", path.display()))
+                })?;
+                f.write_all(bytes)?;
+                if self.fsync == Fsync::Always {
+                    f.sync_data()?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+gateway_plugin::export_plugin!(Logger);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(i: u32) -> Delivery {
+        serde_json::from_value(serde_json::json!({
+            "delivery_id": format!("d{i}"), "attempt": 1, "plugin": "audit", "app": "hire",
+            "event_id": format!("e{i}"), "event_type": "t", "received_at": 5,
+            "event": {"schema": "2.0", "header": {"event_id": format!("e{i}")}, "n": i}
+        }))
+        .expect("delivery")
+    }
+
+    #[test]
+    fn writes_one_line_per_delivery_with_relative_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let host = Host::for_tests(dir.path(), "audit");
+        let logger = Logger::new(serde_json::json!({"path": "sub/out.jsonl"}), host)
+            .expect("config accepted");
+        assert_eq!(logger.handle(&delivery(1)), Outcome::Ok);
+        assert_eq!(logger.handle(&delivery(2)), Outcome::Ok);
+        let text = std::fs::read_to_string(dir.path().join("sub/out.jsonl")).expect("file");
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json line"))
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[1]["event_id"], "e2");
+        assert_eq!(lines[1]["event"]["n"], 2);
+        assert_eq!(lines[0]["received_at"], 5);
+    }
+
+    #[test]
+    fn rejects_bad_config() {
+        let host = Host::for_tests("/tmp", "x");
+        for bad in [
+            serde_json::json!({}),
+            serde_json::json!({"path": "a", "stdout": true}),
+            serde_json::json!({"path": "a", "fsync": "sometimes"}),
+            serde_json::json!({"path": "a", "colour": 1}),
+        ] {
+            assert!(Logger::new(bad.clone(), host.clone()).is_err(), "{bad}");
+        }
+    }
+}
