@@ -1,0 +1,229 @@
+//! `notifier`: posts one message per delivery to a Feishu/Lark custom group bot (text or card,
+//! optionally signed, spec §10) or to any HTTP endpoint (a JSON object, optionally signed the
+//! Standard Webhooks way). Messages come from a template with the event's fields; sends are paced
+//! by a client-side rate limit per instance; results are classified into `Ok`, `Retry` (network,
+//! timeout, 429, 5xx, bot rate limit) or `Reject` (other 4xx, bot error codes).
+//!
+//! Invariant: the webhook URL (its last segment is a bearer token) and the signing secret never
+//! appear in a log line, an error message or an `Outcome` reason; only `scheme://host/…/<redacted>`
+//! is ever shown. See `README.md` for the configuration reference.
+//!
+//! Modules: `config` (raw → validated), `template` (placeholders, time formatting), `sign`
+//! (bot and Standard Webhooks signatures), `payload` (the bytes each target receives),
+//! `ratelimit` (sliding windows), `send` (HTTP and classification), `redact` (keeping secrets out
+//! of sight). Only [`Notifier`] is public: the host talks to it through the plugin ABI.
+
+mod config;
+mod payload;
+mod ratelimit;
+mod redact;
+mod send;
+mod sign;
+mod template;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use gateway_plugin::{Delivery, Host, Level, Outcome, Plugin};
+use lark_core::AssetsUpdateV1;
+
+use config::{Config, Format, Signing, TargetKind};
+use ratelimit::RateLimiter;
+use template::{Fields, Template};
+
+/// One configured notifier instance. `handle` may run concurrently: the agent (connection pool)
+/// and the limiter are shared and internally synchronised.
+pub struct Notifier {
+    host: Host,
+    config: Config,
+    agent: ureq::Agent,
+    limiter: RateLimiter,
+    /// The per-event-type defaults, compiled once.
+    defaults: Defaults,
+}
+
+#[derive(Debug)]
+struct Defaults {
+    assets_text: Template,
+    generic_text: Template,
+    assets_title: Template,
+    generic_title: Template,
+}
+
+impl std::fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notifier")
+            .field("instance", &self.host.instance_name())
+            .field("target", &self.config.target)
+            .field("url", &self.config.url_shown)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Plugin for Notifier {
+    fn new(config: serde_json::Value, host: Host) -> Result<Self, String> {
+        let config = Config::from_json(config).map_err(|e| format!("notifier config: {e}"))?;
+        let defaults = Defaults::compile().map_err(|e| format!("notifier defaults: {e}"))?;
+        let agent = ureq::AgentBuilder::new()
+            .timeout(config.timeout)
+            .redirects(0)
+            .user_agent(concat!("gateway-notifier/", env!("CARGO_PKG_VERSION")))
+            .build();
+        let limiter = RateLimiter::new(config.rate_per_second, config.rate_per_minute);
+        host.log(
+            Level::Info,
+            &format!(
+                "notifier ready: {:?} target {}, {}/s and {}/min",
+                config.target, config.url_shown, config.rate_per_second, config.rate_per_minute
+            ),
+        );
+        Ok(Notifier {
+            host,
+            config,
+            agent,
+            limiter,
+            defaults,
+        })
+    }
+
+    fn handle(&self, d: &Delivery) -> Outcome {
+        let outcome = match self.deliver(d) {
+            Outcome::Ok => Outcome::Ok,
+            Outcome::Retry {
+                reason,
+                retry_after,
+            } => Outcome::Retry {
+                reason: self.shown(&reason),
+                retry_after,
+            },
+            Outcome::Reject { reason } => Outcome::Reject {
+                reason: self.shown(&reason),
+            },
+        };
+        match &outcome {
+            Outcome::Ok => self.host.log(
+                Level::Debug,
+                &format!("notified {} (event {})", self.config.url_shown, d.event_id),
+            ),
+            Outcome::Retry { reason, .. } => self.host.log(
+                Level::Warn,
+                &format!("event {}: will retry: {reason}", d.event_id),
+            ),
+            Outcome::Reject { reason } => self.host.log(
+                Level::Warn,
+                &format!("event {}: rejected: {reason}", d.event_id),
+            ),
+        }
+        outcome
+    }
+}
+
+impl Defaults {
+    fn compile() -> Result<Defaults, template::TemplateError> {
+        Ok(Defaults {
+            assets_text: Template::parse(template::DEFAULT_ASSETS_TEXT)?,
+            generic_text: Template::parse(template::DEFAULT_GENERIC_TEXT)?,
+            assets_title: Template::parse(template::DEFAULT_ASSETS_TITLE)?,
+            generic_title: Template::parse(template::DEFAULT_GENERIC_TITLE)?,
+        })
+    }
+}
+
+impl Notifier {
+    /// A reason as it may be shown: prefixed with the redacted target, secrets scrubbed.
+    fn shown(&self, reason: &str) -> String {
+        self.config
+            .scrubber
+            .scrub(&format!("{}: {reason}", self.config.url_shown))
+    }
+
+    fn deliver(&self, d: &Delivery) -> Outcome {
+        let assets = if d.event_type == AssetsUpdateV1::EVENT_TYPE {
+            match AssetsUpdateV1::from_envelope(d.event_json()) {
+                Ok(a) => Some(a),
+                Err(e) => return Outcome::reject(format!("malformed {}: {e}", d.event_type)),
+            }
+        } else {
+            None
+        };
+        let fields = Fields {
+            app: &d.app,
+            event_id: &d.event_id,
+            event_type: &d.event_type,
+            assets: assets.as_ref(),
+        };
+        let (default_text, default_title) = match assets {
+            Some(_) => (&self.defaults.assets_text, &self.defaults.assets_title),
+            None => (&self.defaults.generic_text, &self.defaults.generic_title),
+        };
+        let offset = self.config.utc_offset;
+        let text = self
+            .config
+            .template
+            .as_ref()
+            .unwrap_or(default_text)
+            .render(&fields, offset);
+
+        if let Err(wait) = self.limiter.acquire(self.config.max_wait) {
+            return Outcome::Retry {
+                reason: format!(
+                    "client-side rate limit ({}/s, {}/min): no send slot within max_wait {:?}",
+                    self.config.rate_per_second, self.config.rate_per_minute, self.config.max_wait
+                ),
+                retry_after: Some(wait),
+            };
+        }
+        // The clock is read after waiting for the slot: the signature must be fresh.
+        let timestamp = unix_seconds().to_string();
+        let (headers, body) = match self.config.target {
+            TargetKind::LarkBot => {
+                let title = match self.config.format {
+                    Format::Card => self
+                        .config
+                        .title
+                        .as_ref()
+                        .unwrap_or(default_title)
+                        .render(&fields, offset),
+                    Format::Text => String::new(),
+                };
+                let signing = match &self.config.signing {
+                    Signing::LarkBot(secret) => Some((timestamp.as_str(), secret.as_str())),
+                    _ => None,
+                };
+                let body = payload::bot_body(self.config.format, &title, &text, signing);
+                (Vec::new(), body)
+            }
+            TargetKind::Http => {
+                let key = match &self.config.signing {
+                    Signing::Webhook(key) => Some(key.as_slice()),
+                    _ => None,
+                };
+                let body = payload::http_body(d, &text);
+                let headers = match &body {
+                    Ok(b) => payload::http_headers(&d.delivery_id, &timestamp, key, b),
+                    Err(_) => Vec::new(),
+                };
+                (headers, body)
+            }
+        };
+        let body = match body {
+            Ok(body) => body,
+            Err(e) => return Outcome::reject(format!("cannot serialise the message: {e}")),
+        };
+        send::post(
+            &self.agent,
+            self.config.target,
+            &self.config.url,
+            &headers,
+            &body,
+        )
+    }
+}
+
+fn unix_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+gateway_plugin::export_plugin!(Notifier);

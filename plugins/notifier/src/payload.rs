@@ -1,0 +1,295 @@
+//! The bytes each target receives: the bot's text or card message (spec §10, signed when a secret
+//! is set, cut to fit the 20 KB body limit) and the JSON object posted to `http` targets, with its
+//! Standard Webhooks headers. Pure: the caller passes the clock reading.
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use gateway_plugin::Delivery;
+
+use crate::config::Format;
+use crate::sign::{lark_bot_sign, webhook_signature};
+
+/// The bot's body limit is 20 KB; we stay a little under it.
+pub const MAX_BOT_BODY: usize = 20_000;
+/// Appended to a text that had to be cut.
+pub const TRUNCATED: &str = "\n…(truncated)";
+/// Card titles longer than this (in characters) are cut.
+const MAX_TITLE_CHARS: usize = 200;
+
+#[derive(Serialize)]
+struct BotMessage<'a> {
+    msg_type: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<TextContent<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    card: Option<Card<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timestamp: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sign: Option<String>,
+}
+
+#[derive(Serialize)]
+struct TextContent<'a> {
+    text: &'a str,
+}
+
+/// A minimal message card: a coloured header and one markdown block.
+#[derive(Serialize)]
+struct Card<'a> {
+    config: CardConfig,
+    header: CardHeader<'a>,
+    elements: [CardDiv<'a>; 1],
+}
+
+#[derive(Serialize)]
+struct CardConfig {
+    wide_screen_mode: bool,
+}
+
+#[derive(Serialize)]
+struct CardHeader<'a> {
+    title: CardText<'a>,
+    template: &'static str,
+}
+
+#[derive(Serialize)]
+struct CardDiv<'a> {
+    tag: &'static str,
+    text: CardText<'a>,
+}
+
+#[derive(Serialize)]
+struct CardText<'a> {
+    tag: &'static str,
+    content: &'a str,
+}
+
+/// The body for a `lark_bot` target. `signing` is `(timestamp, secret)` when the bot has a
+/// signing secret. A text that would push the body past [`MAX_BOT_BODY`] is cut on a character
+/// boundary and marked with [`TRUNCATED`].
+pub fn bot_body(
+    format: Format,
+    title: &str,
+    text: &str,
+    signing: Option<(&str, &str)>,
+) -> Result<Vec<u8>, serde_json::Error> {
+    let title = cut_chars(title, MAX_TITLE_CHARS);
+    let (timestamp, sign) = match signing {
+        Some((ts, secret)) => (Some(ts), Some(lark_bot_sign(ts, secret))),
+        None => (None, None),
+    };
+    let build = |text: &str| {
+        let message = match format {
+            Format::Text => BotMessage {
+                msg_type: "text",
+                content: Some(TextContent { text }),
+                card: None,
+                timestamp,
+                sign: sign.clone(),
+            },
+            Format::Card => BotMessage {
+                msg_type: "interactive",
+                content: None,
+                card: Some(Card {
+                    config: CardConfig {
+                        wide_screen_mode: true,
+                    },
+                    header: CardHeader {
+                        title: CardText {
+                            tag: "plain_text",
+                            content: title,
+                        },
+                        template: "blue",
+                    },
+                    elements: [CardDiv {
+                        tag: "div",
+                        text: CardText {
+                            tag: "lark_md",
+                            content: text,
+                        },
+                    }],
+                }),
+                timestamp,
+                sign: sign.clone(),
+            },
+        };
+        serde_json::to_vec(&message)
+    };
+    let body = build(text)?;
+    if body.len() <= MAX_BOT_BODY {
+        return Ok(body);
+    }
+    // Binary search for the longest prefix (on a character boundary) that fits with the marker:
+    // JSON escapes make the serialised size of a prefix impossible to predict from its length.
+    let (mut fits, mut too_long) = (0, text.len());
+    let mut best = None;
+    while fits < too_long {
+        let halfway = fits + (too_long - fits).div_ceil(2);
+        let mut mid = floor_char_boundary(text, halfway);
+        if mid <= fits {
+            mid = ceil_char_boundary(text, halfway);
+            if mid > too_long {
+                break;
+            }
+        }
+        let candidate = build(&format!("{}{TRUNCATED}", &text[..mid]))?;
+        if candidate.len() <= MAX_BOT_BODY {
+            fits = mid;
+            best = Some(candidate);
+        } else {
+            too_long = mid - 1;
+        }
+    }
+    match best {
+        Some(body) => Ok(body),
+        // Even one character does not fit (a huge title?): send the marker alone.
+        None => build(TRUNCATED),
+    }
+}
+
+/// The object posted to `http` targets (documented in the README).
+#[derive(Serialize)]
+struct HttpMessage<'a> {
+    delivery_id: &'a str,
+    attempt: u32,
+    app: &'a str,
+    event_id: &'a str,
+    event_type: &'a str,
+    received_at: u64,
+    text: &'a str,
+    event: &'a RawValue,
+}
+
+/// The body for an `http` target.
+pub fn http_body(d: &Delivery, text: &str) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec(&HttpMessage {
+        delivery_id: &d.delivery_id,
+        attempt: d.attempt,
+        app: &d.app,
+        event_id: &d.event_id,
+        event_type: &d.event_type,
+        received_at: d.received_at,
+        text,
+        event: &d.event,
+    })
+}
+
+/// The Standard Webhooks headers: `webhook-id` (the delivery id, stable across attempts, so the
+/// receiver can de-duplicate), `webhook-timestamp` and, with a key, `webhook-signature`.
+pub fn http_headers(
+    delivery_id: &str,
+    timestamp: &str,
+    key: Option<&[u8]>,
+    body: &[u8],
+) -> Vec<(&'static str, String)> {
+    let mut headers = vec![
+        ("webhook-id", delivery_id.to_owned()),
+        ("webhook-timestamp", timestamp.to_owned()),
+    ];
+    if let Some(key) = key {
+        headers.push((
+            "webhook-signature",
+            webhook_signature(key, delivery_id, timestamp, body),
+        ));
+    }
+    headers
+}
+
+fn floor_char_boundary(s: &str, mut i: usize) -> usize {
+    if i >= s.len() {
+        return s.len();
+    }
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+fn ceil_char_boundary(s: &str, mut i: usize) -> usize {
+    while i < s.len() && !s.is_char_boundary(i) {
+        i += 1;
+    }
+    i.min(s.len())
+}
+
+fn cut_chars(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_body_exact_and_signed() {
+        let body = bot_body(Format::Text, "", "hi \"you\"", Some(("100", "demo"))).expect("json");
+        assert_eq!(
+            String::from_utf8(body).expect("utf8"),
+            r#"{"msg_type":"text","content":{"text":"hi \"you\""},"timestamp":"100","sign":"jquNHnVOwmDRfw+vqTIrY5dooJAgi5EcRtLsQE4wfXg="}"#
+        );
+        let unsigned = bot_body(Format::Text, "", "x", None).expect("json");
+        assert_eq!(unsigned, br#"{"msg_type":"text","content":{"text":"x"}}"#);
+    }
+
+    #[test]
+    fn card_body_shape() {
+        let body = bot_body(Format::Card, "Title", "**x**", None).expect("json");
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(v["msg_type"], "interactive");
+        assert_eq!(v["card"]["header"]["title"]["content"], "Title");
+        assert_eq!(v["card"]["elements"][0]["text"]["tag"], "lark_md");
+        assert_eq!(v["card"]["elements"][0]["text"]["content"], "**x**");
+        assert!(v.get("content").is_none());
+    }
+
+    #[test]
+    fn long_texts_are_cut_to_the_limit() {
+        for (unit, format) in [
+            ("a", Format::Text),
+            ("é", Format::Text),
+            ("\"", Format::Text),
+            ("\u{1}", Format::Card),
+            ("漢", Format::Card),
+            ("😀a\"", Format::Text),
+        ] {
+            let text = unit.repeat(30_000);
+            let body = bot_body(format, "t", &text, Some(("100", "demo"))).expect("json");
+            assert!(body.len() <= MAX_BOT_BODY, "{unit:?}: {}", body.len());
+            let v: serde_json::Value = serde_json::from_slice(&body).expect("valid json");
+            let shown = match format {
+                Format::Text => v["content"]["text"].as_str(),
+                Format::Card => v["card"]["elements"][0]["text"]["content"].as_str(),
+            }
+            .expect("text");
+            assert!(shown.ends_with(TRUNCATED), "{unit:?}");
+            assert!(shown.starts_with(unit));
+            // Nearly the whole budget is used.
+            assert!(body.len() > MAX_BOT_BODY - 8, "{unit:?}: {}", body.len());
+        }
+    }
+
+    #[test]
+    fn http_body_and_headers() {
+        let d: Delivery = serde_json::from_str(
+            r#"{"delivery_id": "d1", "attempt": 2, "plugin": "notify", "app": "hire",
+            "event_id": "e1", "event_type": "t", "received_at": 5,
+            "event": {"schema":"2.0","n":1}}"#,
+        )
+        .expect("delivery");
+        let body = http_body(&d, "hello").expect("json");
+        assert_eq!(
+            String::from_utf8(body.clone()).expect("utf8"),
+            r#"{"delivery_id":"d1","attempt":2,"app":"hire","event_id":"e1","event_type":"t","received_at":5,"text":"hello","event":{"schema":"2.0","n":1}}"#
+        );
+        let h = http_headers("d1", "7", None, &body);
+        assert_eq!(h.len(), 2);
+        let h = http_headers("d1", "7", Some(b"k"), &body);
+        assert_eq!(h[2].0, "webhook-signature");
+        assert!(h[2].1.starts_with("v1,"));
+    }
+}

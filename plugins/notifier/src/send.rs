@@ -1,0 +1,164 @@
+//! One HTTP POST and the classification of its result into an [`Outcome`]: network trouble,
+//! timeouts, 429, 5xx and the bot's "rate limited" code are worth retrying; other 4xx, redirects
+//! and bot error codes are permanent. Reasons built here may quote third-party text: the caller
+//! scrubs them before they leave the plugin.
+
+use std::io::Read as _;
+use std::time::Duration;
+
+use gateway_plugin::Outcome;
+
+use crate::config::TargetKind;
+
+/// The bot code for "too many requests" (spec §10): retried.
+pub const BOT_RATE_LIMITED: i64 = 11_232;
+/// At most this much of a response body is read (and at most [`SNIPPET`] characters quoted).
+const MAX_READ: u64 = 64 * 1024;
+const SNIPPET: usize = 200;
+
+/// POSTs `body` as JSON with extra `headers` and classifies the answer for `target`.
+pub fn post(
+    agent: &ureq::Agent,
+    target: TargetKind,
+    url: &str,
+    headers: &[(&'static str, String)],
+    body: &[u8],
+) -> Outcome {
+    let mut request = agent
+        .post(url)
+        .set("Content-Type", "application/json; charset=utf-8");
+    for (name, value) in headers {
+        request = request.set(name, value);
+    }
+    match request.send_bytes(body) {
+        Ok(response) => classify_success(target, response),
+        Err(ureq::Error::Status(status, response)) => classify_status(status, response),
+        Err(ureq::Error::Transport(t)) => classify_transport(&t),
+    }
+}
+
+fn classify_transport(t: &ureq::Transport) -> Outcome {
+    // `Transport`'s Display starts with the URL: build the reason from the parts instead.
+    let kind = t.kind().to_string();
+    let mut reason = format!("request failed: {kind}");
+    if let Some(message) = t.message().filter(|m| *m != kind) {
+        reason.push_str(": ");
+        reason.push_str(message);
+    }
+    if let Some(source) = std::error::Error::source(t) {
+        reason.push_str(": ");
+        reason.push_str(&source.to_string());
+    }
+    match t.kind() {
+        ureq::ErrorKind::InvalidUrl | ureq::ErrorKind::UnknownScheme => Outcome::reject(reason),
+        _ => Outcome::retry(reason),
+    }
+}
+
+/// 4xx and 5xx (ureq reports them as errors).
+fn classify_status(status: u16, response: ureq::Response) -> Outcome {
+    let retry_after = retry_after(&response);
+    let text = read_body(response);
+    let code = bot_code(&text);
+    let detail = match &code {
+        Some((code, msg)) => format!("code {code}: {msg}"),
+        None => snippet(&text),
+    };
+    let reason = format!("HTTP {status}: {detail}");
+    let rate_limited = code.is_some_and(|(c, _)| c == BOT_RATE_LIMITED);
+    if status == 429 || status == 408 || status >= 500 || rate_limited {
+        Outcome::Retry {
+            reason,
+            retry_after,
+        }
+    } else {
+        Outcome::reject(reason)
+    }
+}
+
+/// 1xx–3xx. For the bot, HTTP 200 carries errors too: the body's code decides.
+fn classify_success(target: TargetKind, response: ureq::Response) -> Outcome {
+    let status = response.status();
+    if !(200..300).contains(&status) {
+        return Outcome::reject(format!(
+            "unexpected HTTP {status} (redirects are not followed: point `url` at the final endpoint)"
+        ));
+    }
+    if target == TargetKind::Http {
+        return Outcome::Ok;
+    }
+    let retry_after = retry_after(&response);
+    let text = read_body(response);
+    match bot_code(&text) {
+        Some((0, _)) => Outcome::Ok,
+        Some((BOT_RATE_LIMITED, msg)) => Outcome::Retry {
+            reason: format!("bot rate limited (code {BOT_RATE_LIMITED}: {msg})"),
+            retry_after,
+        },
+        Some((code, msg)) => Outcome::reject(format!("bot error code {code}: {msg}")),
+        None => Outcome::reject(format!(
+            "HTTP {status} without a bot `code` (is `url` a custom bot webhook?): {}",
+            snippet(&text)
+        )),
+    }
+}
+
+/// `(code, msg)` from `{"code":..,"msg":..}` or the older `{"StatusCode":..,"StatusMessage":..}`.
+pub fn bot_code(text: &str) -> Option<(i64, String)> {
+    let v: serde_json::Value = serde_json::from_str(text).ok()?;
+    let (code, msg) = match v.get("code") {
+        Some(code) => (code, v.get("msg")),
+        None => (v.get("StatusCode")?, v.get("StatusMessage")),
+    };
+    let msg = msg.and_then(|m| m.as_str()).unwrap_or("").to_owned();
+    Some((code.as_i64()?, snippet(&msg)))
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is ignored).
+fn retry_after(response: &ureq::Response) -> Option<Duration> {
+    let value = response.header("Retry-After")?;
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+fn read_body(response: ureq::Response) -> String {
+    let mut bytes = Vec::new();
+    // A body that cannot be read is reported as empty; the status already classifies.
+    let _ = response
+        .into_reader()
+        .take(MAX_READ)
+        .read_to_end(&mut bytes);
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+fn snippet(text: &str) -> String {
+    let text = text.trim();
+    match text.char_indices().nth(SNIPPET) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None if text.is_empty() => "(empty body)".to_owned(),
+        None => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bot_codes_both_forms() {
+        assert_eq!(
+            bot_code(r#"{"code":0,"msg":"success","data":{}}"#),
+            Some((0, "success".into()))
+        );
+        assert_eq!(
+            bot_code(r#"{"StatusCode":0,"StatusMessage":"success"}"#),
+            Some((0, "success".into()))
+        );
+        assert_eq!(
+            bot_code(r#"{"code":19021,"msg":"sign match fail or timestamp is not within one hour from current time"}"#)
+                .map(|c| c.0),
+            Some(19021)
+        );
+        assert_eq!(bot_code("<html>"), None);
+        assert_eq!(bot_code(r#"{"ok":true}"#), None);
+    }
+}
