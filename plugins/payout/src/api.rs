@@ -1,0 +1,447 @@
+//! A small blocking client of the Lark Open API (spec §9): `tenant_access_token` (cached until five
+//! minutes before it expires), "withdraw the whole referral balance" and reconciliation.
+//!
+//! Every failure is classified once, here: [`ApiError::is_transient`] says whether trying again
+//! later can help (network errors, timeouts, HTTP 5xx/429, rate-limit and invalid-token codes) or
+//! not (any other non-zero `code`: a business error). Errors carry Lark's `code`, `msg` and the
+//! `X-Tt-Logid` of the call, never the app secret or a token.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+
+mod wire;
+
+use wire::{sum_cash, Envelope, ReconcileData, ReconcileRequest, TokenReply, WithdrawData};
+pub use wire::{CashAmount, Mismatch, RewardInfo, TradeDetail, Withdrawal};
+
+/// `code`s meaning the token is invalid or expired: refresh it and retry once.
+pub const INVALID_TOKEN_CODES: [i64; 3] = [99_991_663, 99_991_664, 99_991_671];
+/// `code`s meaning "too many requests": retry later.
+pub const RATE_LIMIT_CODES: [i64; 1] = [99_991_400];
+/// A cached token is dropped this long before Lark says it expires.
+const TOKEN_MARGIN: Duration = Duration::from_secs(300);
+
+/// A failed Open API call.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Network error, timeout, HTTP 5xx/429 or an unreadable success response.
+    #[error("{call}: {reason}")]
+    Transient {
+        call: &'static str,
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// Lark answered with a non-zero `code`.
+    #[error("{call} refused by Lark: code {code}, msg {msg:?}, log id {}", log_id.as_deref().unwrap_or("-"))]
+    Lark {
+        call: &'static str,
+        code: i64,
+        msg: String,
+        log_id: Option<String>,
+        http_status: u16,
+        retry_after: Option<Duration>,
+    },
+    /// A non-JSON client-error answer (wrong `base_url`, say): trying again will not help.
+    #[error("{call}: unexpected HTTP {status} (log id {})", log_id.as_deref().unwrap_or("-"))]
+    Unexpected {
+        call: &'static str,
+        status: u16,
+        log_id: Option<String>,
+    },
+}
+
+impl ApiError {
+    /// True when a later attempt may succeed (the host should retry).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ApiError::Transient { .. } => true,
+            ApiError::Lark { code, .. } => {
+                RATE_LIMIT_CODES.contains(code) || INVALID_TOKEN_CODES.contains(code)
+            }
+            ApiError::Unexpected { .. } => false,
+        }
+    }
+
+    /// How long Lark asked us to wait, when it said so.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ApiError::Transient { retry_after, .. } | ApiError::Lark { retry_after, .. } => {
+                *retry_after
+            }
+            ApiError::Unexpected { .. } => None,
+        }
+    }
+
+    fn is_invalid_token(&self) -> bool {
+        matches!(self, ApiError::Lark { code, .. } if INVALID_TOKEN_CODES.contains(code))
+    }
+}
+
+struct CachedToken {
+    value: String,
+    valid_until: Instant,
+}
+
+/// The client; share one per plugin instance (it caches the token).
+pub struct LarkClient {
+    agent: ureq::Agent,
+    base_url: String,
+    app_id: String,
+    app_secret: String,
+    token: Mutex<Option<CachedToken>>,
+}
+
+impl std::fmt::Debug for LarkClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LarkClient")
+            .field("base_url", &self.base_url)
+            .field("app_id", &self.app_id)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Reply {
+    status: u16,
+    body: String,
+    log_id: Option<String>,
+    retry_after: Option<Duration>,
+}
+
+impl LarkClient {
+    /// A client for `base_url` (no trailing slash) with a per-request `timeout`.
+    pub fn new(base_url: &str, app_id: &str, app_secret: &str, timeout: Duration) -> LarkClient {
+        LarkClient {
+            agent: agent(timeout),
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            app_id: app_id.to_owned(),
+            app_secret: app_secret.to_owned(),
+            token: Mutex::new(None),
+        }
+    }
+
+    /// Withdraws the whole balance of `bonus_types` (1 points, 2 cash) of `account_id`, with
+    /// `external_order_id` as Lark's idempotency key.
+    pub fn withdraw(
+        &self,
+        account_id: &str,
+        bonus_types: &[u8],
+        external_order_id: &str,
+    ) -> Result<Withdrawal, ApiError> {
+        const CALL: &str = "withdraw";
+        let url = format!(
+            "{}/open-apis/hire/v1/referral_account/{}/withdraw",
+            self.base_url,
+            encode_segment(account_id)
+        );
+        let body = serde_json::json!({
+            "withdraw_bonus_type": bonus_types,
+            "external_order_id": external_order_id,
+        })
+        .to_string();
+        let (data, log_id): (Option<WithdrawData>, _) = self.call_with_token(CALL, &url, &body)?;
+        let data = data.ok_or_else(|| ApiError::Transient {
+            call: CALL,
+            reason: format!(
+                "success without `data` (log id {})",
+                log_id.as_deref().unwrap_or("-")
+            ),
+            retry_after: None,
+        })?;
+        let details = data.withdrawal_details;
+        let points = details.as_ref().and_then(|d| d.point_bonus).unwrap_or(0);
+        let cash =
+            sum_cash(details.and_then(|d| d.cash_bonus).unwrap_or_default()).ok_or_else(|| {
+                ApiError::Transient {
+                    call: CALL,
+                    reason: "withdrawn cash overflows".into(),
+                    retry_after: None,
+                }
+            })?;
+        let trans_time = data.trans_time.and_then(|t| match t {
+            serde_json::Value::String(s) => Some(s),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        });
+        Ok(Withdrawal {
+            external_order_id: data.external_order_id,
+            trans_time,
+            points,
+            cash,
+            log_id,
+        })
+    }
+
+    /// Submits per-account totals for `[start_ms, end_ms]`; returns Lark's mismatches.
+    pub fn reconcile(
+        &self,
+        start_ms: u64,
+        end_ms: u64,
+        details: &[TradeDetail],
+    ) -> Result<Vec<Mismatch>, ApiError> {
+        let url = format!(
+            "{}/open-apis/hire/v1/referral_account/reconciliation",
+            self.base_url
+        );
+        // Serialised directly (not through `serde_json::Value`) so amounts stay exact text.
+        let body = serde_json::to_string(&ReconcileRequest {
+            start_trans_time: start_ms.to_string(),
+            end_trans_time: end_ms.to_string(),
+            trade_details: details,
+        })
+        .map_err(|e| ApiError::Transient {
+            call: "reconciliation",
+            reason: format!("cannot encode request: {e}"),
+            retry_after: None,
+        })?;
+        let (data, _): (Option<ReconcileData>, _) =
+            self.call_with_token("reconciliation", &url, &body)?;
+        Ok(data.map(|d| d.check_failed_list).unwrap_or_default())
+    }
+
+    /// POSTs with a bearer token; on an invalid-token code, refreshes it and tries once more.
+    fn call_with_token<T: DeserializeOwned>(
+        &self,
+        call: &'static str,
+        url: &str,
+        body: &str,
+    ) -> Result<(Option<T>, Option<String>), ApiError> {
+        let mut refreshed = false;
+        loop {
+            let token = self.token()?;
+            let result = self
+                .post(call, url, Some(&token), body)
+                .and_then(|reply| parse_envelope::<T>(call, reply));
+            match result {
+                Err(e) if e.is_invalid_token() && !refreshed => {
+                    self.invalidate(&token);
+                    refreshed = true;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The cached `tenant_access_token`, fetched when absent or about to expire.
+    fn token(&self) -> Result<String, ApiError> {
+        const CALL: &str = "tenant_access_token";
+        // Held across the fetch so concurrent deliveries make one token call, not several.
+        let mut cached = self.token.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = cached.as_ref() {
+            if Instant::now() < t.valid_until {
+                return Ok(t.value.clone());
+            }
+        }
+        let url = format!(
+            "{}/open-apis/auth/v3/tenant_access_token/internal",
+            self.base_url
+        );
+        let body =
+            serde_json::json!({"app_id": self.app_id, "app_secret": self.app_secret}).to_string();
+        let reply = self.post(CALL, &url, None, &body)?;
+        check_status(CALL, &reply)?;
+        let parsed: TokenReply = match serde_json::from_str(&reply.body) {
+            Ok(p) => p,
+            Err(_) => return Err(unreadable(CALL, &reply)),
+        };
+        if parsed.code != 0 {
+            return Err(lark_error(CALL, parsed.code, parsed.msg, &reply));
+        }
+        if parsed.tenant_access_token.is_empty() {
+            return Err(unreadable(CALL, &reply));
+        }
+        let lifetime = Duration::from_secs(parsed.expire).saturating_sub(TOKEN_MARGIN);
+        *cached = Some(CachedToken {
+            value: parsed.tenant_access_token.clone(),
+            valid_until: Instant::now() + lifetime,
+        });
+        Ok(parsed.tenant_access_token)
+    }
+
+    /// Forgets `token` if it is still the cached one.
+    fn invalidate(&self, token: &str) {
+        let mut cached = self.token.lock().unwrap_or_else(|p| p.into_inner());
+        if cached.as_ref().is_some_and(|t| t.value == token) {
+            *cached = None;
+        }
+    }
+
+    fn post(
+        &self,
+        call: &'static str,
+        url: &str,
+        bearer: Option<&str>,
+        body: &str,
+    ) -> Result<Reply, ApiError> {
+        let mut req = self
+            .agent
+            .post(url)
+            .set("Content-Type", "application/json; charset=utf-8");
+        if let Some(token) = bearer {
+            req = req.set("Authorization", &format!("Bearer {token}"));
+        }
+        let response = match req.send_string(body) {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(ureq::Error::Transport(t)) => {
+                return Err(ApiError::Transient {
+                    call,
+                    reason: format!("network error: {t}"),
+                    retry_after: None,
+                })
+            }
+        };
+        let status = response.status();
+        let log_id = response.header("X-Tt-Logid").map(str::to_owned);
+        let retry_after = retry_after(&response);
+        let body = response.into_string().map_err(|e| ApiError::Transient {
+            call,
+            reason: format!("reading the HTTP {status} response failed: {e}"),
+            retry_after,
+        })?;
+        Ok(Reply {
+            status,
+            body,
+            log_id,
+            retry_after,
+        })
+    }
+}
+
+/// An agent with one overall timeout per request and no redirects (a POST is never replayed).
+pub(crate) fn agent(timeout: Duration) -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout(timeout)
+        .redirects(0)
+        .build()
+}
+
+/// `Retry-After` (seconds), or Lark's `x-ogw-ratelimit-reset` (seconds).
+pub(crate) fn retry_after(response: &ureq::Response) -> Option<Duration> {
+    ["Retry-After", "x-ogw-ratelimit-reset"]
+        .iter()
+        .filter_map(|h| response.header(h))
+        .find_map(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
+fn check_status(call: &'static str, reply: &Reply) -> Result<(), ApiError> {
+    if reply.status == 429 || reply.status >= 500 {
+        let mut reason = format!("HTTP {}", reply.status);
+        if let Ok(env) = serde_json::from_str::<Envelope<serde_json::Value>>(&reply.body) {
+            reason.push_str(&format!(" (code {}, msg {:?})", env.code, env.msg));
+        }
+        reason.push_str(&format!(
+            ", log id {}",
+            reply.log_id.as_deref().unwrap_or("-")
+        ));
+        return Err(ApiError::Transient {
+            call,
+            reason,
+            retry_after: reply.retry_after,
+        });
+    }
+    Ok(())
+}
+
+fn parse_envelope<T: DeserializeOwned>(
+    call: &'static str,
+    reply: Reply,
+) -> Result<(Option<T>, Option<String>), ApiError> {
+    check_status(call, &reply)?;
+    let env: Envelope<T> = match serde_json::from_str(&reply.body) {
+        Ok(env) => env,
+        Err(_) => {
+            // A code-0 body whose `data` we cannot read, or no JSON at all.
+            return match serde_json::from_str::<Envelope<serde_json::Value>>(&reply.body) {
+                Ok(env) if env.code != 0 => Err(lark_error(call, env.code, env.msg, &reply)),
+                _ => Err(unreadable(call, &reply)),
+            };
+        }
+    };
+    if env.code != 0 {
+        return Err(lark_error(call, env.code, env.msg, &reply));
+    }
+    Ok((env.data, reply.log_id))
+}
+
+fn lark_error(call: &'static str, code: i64, msg: String, reply: &Reply) -> ApiError {
+    ApiError::Lark {
+        call,
+        code,
+        msg,
+        log_id: reply.log_id.clone(),
+        http_status: reply.status,
+        retry_after: reply.retry_after,
+    }
+}
+
+/// A body we cannot read: after a 2xx the call may have taken effect, so it is worth retrying
+/// (idempotently); after a 4xx it is a configuration problem.
+fn unreadable(call: &'static str, reply: &Reply) -> ApiError {
+    if (200..300).contains(&reply.status) {
+        ApiError::Transient {
+            call,
+            reason: format!(
+                "unreadable HTTP {} response (log id {})",
+                reply.status,
+                reply.log_id.as_deref().unwrap_or("-")
+            ),
+            retry_after: reply.retry_after,
+        }
+    } else if reply.status == 408 {
+        ApiError::Transient {
+            call,
+            reason: "HTTP 408 request timeout".into(),
+            retry_after: reply.retry_after,
+        }
+    } else {
+        ApiError::Unexpected {
+            call,
+            status: reply.status,
+            log_id: reply.log_id.clone(),
+        }
+    }
+}
+
+/// Percent-encodes a URL path segment (everything but RFC 3986 unreserved characters).
+fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_are_encoded() {
+        assert_eq!(encode_segment("7147998241542539527"), "7147998241542539527");
+        assert_eq!(encode_segment("a/b c"), "a%2Fb%20c");
+    }
+
+    #[test]
+    fn classification() {
+        let lark = |code| ApiError::Lark {
+            call: "withdraw",
+            code,
+            msg: "m".into(),
+            log_id: Some("L".into()),
+            http_status: 200,
+            retry_after: None,
+        };
+        assert!(lark(99_991_400).is_transient());
+        assert!(lark(99_991_663).is_transient());
+        assert!(!lark(1_002_001).is_transient());
+        let text = lark(1_002_001).to_string();
+        assert!(text.contains("1002001") && text.contains("\"m\"") && text.contains('L'));
+    }
+}

@@ -1,0 +1,297 @@
+//! The plugin's configuration (`[[plugins]] config` of the gateway): parsing, defaults and
+//! validation. Secrets (`app_secret`, `forward_secret`) are kept out of `Debug` output.
+//!
+//! Amounts in `min_cash` are exact [`Money`]: write them as strings (`"10.00"`); plain numbers
+//! with at most two decimals are accepted too.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use lark_core::Money;
+use serde::Deserialize;
+
+/// Lark's Feishu domain, the default `base_url`.
+pub const DEFAULT_BASE_URL: &str = "https://open.feishu.cn";
+/// Default per-request HTTP timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a config was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("payout config: {0}")]
+    Invalid(String),
+}
+
+/// A kind of referral bonus that can be withdrawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BonusType {
+    Points,
+    Cash,
+}
+
+impl BonusType {
+    /// Lark's `withdraw_bonus_type` code: 1 = points, 2 = cash.
+    pub fn code(self) -> u8 {
+        match self {
+            BonusType::Points => 1,
+            BonusType::Cash => 2,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    base_url: Option<String>,
+    app_id: String,
+    app_secret: String,
+    #[serde(default)]
+    withdraw: Option<Vec<BonusType>>,
+    #[serde(default)]
+    min_points: Option<u64>,
+    #[serde(default)]
+    min_cash: BTreeMap<String, Money>,
+    ledger: PathBuf,
+    #[serde(default)]
+    forward_url: Option<String>,
+    #[serde(default)]
+    forward_secret: Option<String>,
+    #[serde(default)]
+    timeout: Option<String>,
+}
+
+/// The validated configuration. `ledger` is as written; the plugin resolves it with the host.
+#[derive(Clone)]
+pub struct Config {
+    pub base_url: String,
+    pub app_id: String,
+    pub app_secret: String,
+    /// Bonus types to withdraw, sorted, without duplicates, never empty.
+    pub withdraw: Vec<BonusType>,
+    pub min_points: u64,
+    /// Minimum cash per currency code; currencies not listed have no minimum.
+    pub min_cash: BTreeMap<String, Money>,
+    pub ledger: PathBuf,
+    pub forward: Option<ForwardConfig>,
+    pub timeout: Duration,
+}
+
+/// Where withdrawals are forwarded (the company's payment platform).
+#[derive(Clone)]
+pub struct ForwardConfig {
+    pub url: String,
+    pub secret: Option<String>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("base_url", &self.base_url)
+            .field("app_id", &self.app_id)
+            .field("app_secret", &"<redacted>")
+            .field("withdraw", &self.withdraw)
+            .field("min_points", &self.min_points)
+            .field("min_cash", &self.min_cash)
+            .field("ledger", &self.ledger)
+            .field("forward", &self.forward)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for ForwardConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ForwardConfig")
+            .field("url", &self.url)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl Config {
+    /// Parses and validates the JSON config handed over by the host.
+    pub fn from_json(value: &serde_json::Value) -> Result<Config, ConfigError> {
+        // Through text, so exact amounts are read from the number's digits (never an f64).
+        let text = value.to_string();
+        let raw: RawConfig =
+            serde_json::from_str(&text).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let invalid = |m: &str| ConfigError::Invalid(m.to_owned());
+
+        let base_url = raw
+            .base_url
+            .unwrap_or_else(|| DEFAULT_BASE_URL.to_owned())
+            .trim_end_matches('/')
+            .to_owned();
+        check_http_url("base_url", &base_url)?;
+        if raw.app_id.trim().is_empty() {
+            return Err(invalid("`app_id` is empty"));
+        }
+        if raw.app_secret.is_empty() {
+            return Err(invalid("`app_secret` is empty"));
+        }
+        let mut withdraw = raw
+            .withdraw
+            .unwrap_or_else(|| vec![BonusType::Points, BonusType::Cash]);
+        withdraw.sort();
+        withdraw.dedup();
+        if withdraw.is_empty() {
+            return Err(invalid(
+                "`withdraw` is empty: list \"points\", \"cash\" or both",
+            ));
+        }
+        if raw.min_cash.keys().any(|c| c.trim().is_empty()) {
+            return Err(invalid("`min_cash` has an empty currency code"));
+        }
+        if raw.ledger.as_os_str().is_empty() {
+            return Err(invalid("`ledger` is empty"));
+        }
+        let forward = match (raw.forward_url, raw.forward_secret) {
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Err(invalid("`forward_secret` is set but `forward_url` is not"))
+            }
+            (Some(url), secret) => {
+                check_http_url("forward_url", &url)?;
+                if secret.as_deref() == Some("") {
+                    return Err(invalid("`forward_secret` is empty"));
+                }
+                Some(ForwardConfig { url, secret })
+            }
+        };
+        let timeout = match raw.timeout {
+            None => DEFAULT_TIMEOUT,
+            Some(t) => {
+                parse_duration(&t).map_err(|e| ConfigError::Invalid(format!("`timeout`: {e}")))?
+            }
+        };
+        if timeout.is_zero() {
+            return Err(invalid("`timeout` must be greater than zero"));
+        }
+        Ok(Config {
+            base_url,
+            app_id: raw.app_id,
+            app_secret: raw.app_secret,
+            withdraw,
+            min_points: raw.min_points.unwrap_or(0),
+            min_cash: raw.min_cash,
+            ledger: raw.ledger,
+            forward,
+            timeout,
+        })
+    }
+}
+
+fn check_http_url(key: &str, url: &str) -> Result<(), ConfigError> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.starts_with('/') => Ok(()),
+        _ => Err(ConfigError::Invalid(format!(
+            "`{key}` must be an http:// or https:// URL, got {url:?}"
+        ))),
+    }
+}
+
+/// Parses `"10s"`, `"500ms"`, `"2m"`, `"1h"` (a whole number and a unit).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?} has no unit (ms, s, m or h)"))?;
+    let (num, unit) = text.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a whole number followed by a unit"))?;
+    let ms = match unit.trim() {
+        "ms" => Some(n),
+        "s" => n.checked_mul(1_000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?} (use ms, s, m or h)"
+            ))
+        }
+    };
+    ms.map(Duration::from_millis)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn base() -> serde_json::Value {
+        json!({"app_id": "cli_1", "app_secret": "s3cret", "ledger": "payout.db"})
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::from_json(&base()).expect("valid");
+        assert_eq!(c.base_url, DEFAULT_BASE_URL);
+        assert_eq!(c.withdraw, [BonusType::Points, BonusType::Cash]);
+        assert_eq!(c.timeout, DEFAULT_TIMEOUT);
+        assert!(c.forward.is_none());
+        assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn full_config() {
+        let mut v = base();
+        let o = v.as_object_mut().expect("object");
+        o.insert("base_url".into(), json!("http://127.0.0.1:9/"));
+        o.insert("withdraw".into(), json!(["cash"]));
+        o.insert("min_points".into(), json!(50));
+        o.insert("min_cash".into(), json!({"CNY": "10.00", "USD": 0.5}));
+        o.insert(
+            "forward_url".into(),
+            json!("https://pay.example/withdrawals"),
+        );
+        o.insert("forward_secret".into(), json!("fsecret"));
+        o.insert("timeout".into(), json!("250ms"));
+        let c = Config::from_json(&v).expect("valid");
+        assert_eq!(c.base_url, "http://127.0.0.1:9");
+        assert_eq!(c.withdraw, [BonusType::Cash]);
+        assert_eq!(c.min_cash["CNY"].to_string(), "10.00");
+        assert_eq!(c.min_cash["USD"].to_string(), "0.50");
+        assert_eq!(c.timeout, Duration::from_millis(250));
+        assert!(!format!("{c:?}").contains("fsecret"));
+    }
+
+    #[test]
+    fn refuses_bad_configs() {
+        for (key, value) in [
+            ("colour", json!(1)),
+            ("withdraw", json!([])),
+            ("withdraw", json!(["gold"])),
+            ("min_cash", json!({"CNY": "1.005"})),
+            ("min_cash", json!({"CNY": -1})),
+            ("timeout", json!("10")),
+            ("timeout", json!("0s")),
+            ("base_url", json!("ftp://x")),
+            ("forward_secret", json!("x")),
+            ("app_secret", json!("")),
+        ] {
+            let mut v = base();
+            v.as_object_mut()
+                .expect("object")
+                .insert(key.into(), value.clone());
+            assert!(Config::from_json(&v).is_err(), "{key} = {value}");
+        }
+        assert!(Config::from_json(&json!({"app_id": "a", "app_secret": "b"})).is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("5 days").is_err());
+    }
+}

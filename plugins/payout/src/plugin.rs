@@ -1,0 +1,382 @@
+//! The [`Payout`] plugin: for each `hire.referral_account.assets_update_v1` delivery, decide (zero
+//! balance, minimums, stale snapshot), record the intent in the ledger, withdraw through Lark with
+//! an `external_order_id` derived from the delivery id, record the result, then forward it.
+//!
+//! Exactly-once in effect: the ledger row keyed by `delivery_id` says how far a delivery got, so
+//! a repeated delivery resumes where the previous attempt stopped (withdraw again with the same
+//! `external_order_id` if no result was recorded, which Lark answers with the original
+//! withdrawal; forward again if forwarding is pending; otherwise nothing).
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use gateway_plugin::{Delivery, Host, Level, Outcome, Plugin};
+use lark_core::{AssetsUpdateV1, EventError, Money};
+use sha2::{Digest, Sha256};
+
+use crate::api::{ApiError, LarkClient};
+use crate::config::{BonusType, Config};
+use crate::forward::{ForwardError, Forwarder};
+use crate::ledger::{ForwardStatus, Ledger, LedgerError, PayoutRow, Plan, SkipReason, Status};
+
+/// Why one delivery did not complete; mapped to an [`Outcome`] by [`HandleError::outcome`].
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    #[error("not a valid assets_update event: {0}")]
+    Event(#[from] EventError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("account {account_id}, external_order_id {order_id}: {source}")]
+    Api {
+        account_id: String,
+        order_id: String,
+        source: Box<ApiError>,
+    },
+    #[error("account {account_id}: Lark answered with external_order_id {got:?}, expected {expected:?}; not recorded")]
+    OrderMismatch {
+        account_id: String,
+        expected: String,
+        got: String,
+    },
+    #[error("ledger row of delivery {0} has no bonus types to withdraw")]
+    NoTypes(String),
+    #[error("withdrawal {order_id} is recorded; {source} (a later attempt forwards again, never withdraws again)")]
+    Forward {
+        order_id: String,
+        source: ForwardError,
+    },
+    #[error("an earlier attempt of this delivery is still running")]
+    Busy,
+}
+
+impl HandleError {
+    /// Transient problems → `Retry` (with Lark's or the platform's wait when given); bad events
+    /// and business errors → `Reject`.
+    pub fn outcome(&self) -> Outcome {
+        let reason = self.to_string();
+        let retry = |retry_after| Outcome::Retry {
+            reason: reason.clone(),
+            retry_after,
+        };
+        match self {
+            HandleError::Ledger(_) => retry(None),
+            HandleError::Busy => retry(Some(Duration::from_secs(1))),
+            HandleError::Api { source, .. } if source.is_transient() => retry(source.retry_after()),
+            HandleError::Forward {
+                source: ForwardError::Transient { retry_after, .. },
+                ..
+            } => retry(*retry_after),
+            HandleError::Event(_)
+            | HandleError::Api { .. }
+            | HandleError::OrderMismatch { .. }
+            | HandleError::NoTypes(_)
+            | HandleError::Forward { .. } => Outcome::reject(reason),
+        }
+    }
+}
+
+/// The plugin instance.
+#[derive(Debug)]
+pub struct Payout {
+    host: Host,
+    config: Config,
+    api: LarkClient,
+    ledger: Ledger,
+    forwarder: Option<Forwarder>,
+    in_flight: Mutex<HashSet<String>>,
+}
+
+impl Plugin for Payout {
+    fn new(config: serde_json::Value, host: Host) -> Result<Self, String> {
+        let config = Config::from_json(&config).map_err(|e| e.to_string())?;
+        let ledger_path = host.resolve_path(&config.ledger);
+        let ledger = Ledger::open(&ledger_path).map_err(|e| format!("payout: {e}"))?;
+        let api = LarkClient::new(
+            &config.base_url,
+            &config.app_id,
+            &config.app_secret,
+            config.timeout,
+        );
+        let forwarder = config
+            .forward
+            .as_ref()
+            .map(|f| Forwarder::new(f, config.timeout));
+        host.log(
+            Level::Info,
+            &format!(
+                "payout ready: base_url {}, ledger {}, forwarding {}",
+                config.base_url,
+                ledger_path.display(),
+                config.forward.as_ref().map_or("off", |f| f.url.as_str())
+            ),
+        );
+        Ok(Payout {
+            host,
+            config,
+            api,
+            ledger,
+            forwarder,
+            in_flight: Mutex::new(HashSet::new()),
+        })
+    }
+
+    fn handle(&self, delivery: &Delivery) -> Outcome {
+        match self.process(delivery) {
+            Ok(()) => Outcome::Ok,
+            Err(e) => {
+                let outcome = e.outcome();
+                let level = match outcome {
+                    Outcome::Reject { .. } => Level::Error,
+                    _ => Level::Warn,
+                };
+                self.host.log(level, &format!("payout: {e}"));
+                outcome
+            }
+        }
+    }
+}
+
+/// Lark's idempotency key for a delivery: `"gw-"` and the first 32 hex digits of
+/// SHA-256(delivery id). Every attempt of a delivery uses the same one.
+pub fn external_order_id(delivery_id: &str) -> String {
+    let digest = hex::encode(Sha256::digest(delivery_id.as_bytes()));
+    format!("gw-{}", &digest[..32])
+}
+
+impl Payout {
+    fn process(&self, d: &Delivery) -> Result<(), HandleError> {
+        if d.event_type != AssetsUpdateV1::EVENT_TYPE {
+            self.host.log(
+                Level::Debug,
+                &format!("payout: ignoring event type {}", d.event_type),
+            );
+            return Ok(());
+        }
+        let event = AssetsUpdateV1::from_envelope(d.event_json())?;
+        let _claim = Claim::new(&self.in_flight, &d.delivery_id).ok_or(HandleError::Busy)?;
+        let plan = self.plan(&event);
+        let row = self.ledger.admit(
+            &d.delivery_id,
+            &external_order_id(&d.delivery_id),
+            &event,
+            &plan,
+            now_ms(),
+        )?;
+        let row = match row.status {
+            Status::Skipped => {
+                self.host.log(
+                    Level::Info,
+                    &format!(
+                        "payout: account {} snapshot {}: nothing withdrawn ({})",
+                        row.account_id,
+                        row.modify_time,
+                        row.skip_reason.as_deref().unwrap_or("skipped")
+                    ),
+                );
+                return Ok(());
+            }
+            Status::Withdrawn => row,
+            Status::Pending | Status::Rejected => self.withdraw(row)?,
+        };
+        self.forward(&row)
+    }
+
+    /// What to do with a fresh snapshot, from the configured types and minimums.
+    fn plan(&self, event: &AssetsUpdateV1) -> Plan {
+        let mut types = Vec::new();
+        let mut something = false;
+        if self.config.withdraw.contains(&BonusType::Points) && event.points > 0 {
+            something = true;
+            if event.points >= self.config.min_points {
+                types.push(BonusType::Points.code());
+            }
+        }
+        if self.config.withdraw.contains(&BonusType::Cash) {
+            let mut enough = false;
+            for c in event.cash.iter().filter(|c| !c.amount.is_zero()) {
+                something = true;
+                let min = self
+                    .config
+                    .min_cash
+                    .get(&c.currency)
+                    .copied()
+                    .unwrap_or(Money::ZERO);
+                enough |= c.amount >= min;
+            }
+            if enough {
+                types.push(BonusType::Cash.code());
+            }
+        }
+        match (something, types.is_empty()) {
+            (false, _) => Plan::Skip(SkipReason::ZeroBalance),
+            (true, true) => Plan::Skip(SkipReason::BelowMinimum),
+            (true, false) => Plan::Withdraw(types),
+        }
+    }
+
+    /// Calls withdraw for a recorded intent and records the result.
+    fn withdraw(&self, row: PayoutRow) -> Result<PayoutRow, HandleError> {
+        if row.requested_types.is_empty() {
+            return Err(HandleError::NoTypes(row.delivery_id));
+        }
+        self.ledger.count_withdraw_attempt(&row.delivery_id)?;
+        let result = self.api.withdraw(
+            &row.account_id,
+            &row.requested_types,
+            &row.external_order_id,
+        );
+        let w = match result {
+            Ok(w) => w,
+            Err(source) => {
+                let log_id = match &source {
+                    ApiError::Lark { log_id, .. } | ApiError::Unexpected { log_id, .. } => {
+                        log_id.clone()
+                    }
+                    ApiError::Transient { .. } => None,
+                };
+                let rejected = !source.is_transient();
+                let err = HandleError::Api {
+                    account_id: row.account_id.clone(),
+                    order_id: row.external_order_id.clone(),
+                    source: Box::new(source),
+                };
+                let noted = self.ledger.record_withdraw_error(
+                    &row.delivery_id,
+                    &err.to_string(),
+                    log_id.as_deref(),
+                    rejected,
+                );
+                if let Err(e) = noted {
+                    self.host.log(Level::Warn, &format!("payout: {e}"));
+                }
+                return Err(err);
+            }
+        };
+        if let Some(got) = w.external_order_id.as_ref() {
+            if *got != row.external_order_id {
+                let err = HandleError::OrderMismatch {
+                    account_id: row.account_id.clone(),
+                    expected: row.external_order_id.clone(),
+                    got: got.clone(),
+                };
+                // Stays pending: a replay asks Lark again with the same id.
+                let _ = self.ledger.record_withdraw_error(
+                    &row.delivery_id,
+                    &err.to_string(),
+                    w.log_id.as_deref(),
+                    false,
+                );
+                return Err(err);
+            }
+        }
+        let row = self.ledger.record_withdrawn(
+            &row.delivery_id,
+            &w,
+            self.forwarder.is_some(),
+            now_ms(),
+        )?;
+        let cash: Vec<String> = row
+            .cash
+            .iter()
+            .map(|c| format!("{} {}", c.amount, c.currency))
+            .collect();
+        self.host.log(
+            Level::Info,
+            &format!(
+                "payout: account {} withdrew {} points and [{}], external_order_id {}, trans_time {}, log id {}",
+                row.account_id,
+                row.points,
+                cash.join(", "),
+                row.external_order_id,
+                row.trans_time.as_deref().unwrap_or("-"),
+                row.log_id.as_deref().unwrap_or("-"),
+            ),
+        );
+        Ok(row)
+    }
+
+    /// Forwards a recorded withdrawal whose forwarding is pending.
+    fn forward(&self, row: &PayoutRow) -> Result<(), HandleError> {
+        if row.forward_status != ForwardStatus::Pending {
+            return Ok(());
+        }
+        let Some(forwarder) = &self.forwarder else {
+            self.host.log(
+                Level::Warn,
+                &format!(
+                    "payout: withdrawal {} awaits forwarding but no forward_url is configured",
+                    row.external_order_id
+                ),
+            );
+            return Ok(());
+        };
+        match forwarder.send(row) {
+            Ok(status) => {
+                self.ledger
+                    .record_forward(&row.delivery_id, Ok(status), now_ms())?;
+                Ok(())
+            }
+            Err(source) => {
+                let reason = source.to_string();
+                let noted = self.ledger.record_forward(
+                    &row.delivery_id,
+                    Err((source.status(), &reason)),
+                    now_ms(),
+                );
+                if let Err(e) = noted {
+                    self.host.log(Level::Warn, &format!("payout: {e}"));
+                }
+                Err(HandleError::Forward {
+                    order_id: row.external_order_id.clone(),
+                    source,
+                })
+            }
+        }
+    }
+}
+
+/// Marks a delivery as in flight in this instance; released on drop. The host may start a new
+/// attempt while a timed-out one is still running: the newcomer is told to retry later.
+struct Claim<'a> {
+    set: &'a Mutex<HashSet<String>>,
+    id: String,
+}
+
+impl<'a> Claim<'a> {
+    fn new(set: &'a Mutex<HashSet<String>>, id: &str) -> Option<Claim<'a>> {
+        let mut guard = set.lock().unwrap_or_else(|p| p.into_inner());
+        guard.insert(id.to_owned()).then(|| Claim {
+            set,
+            id: id.to_owned(),
+        })
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let mut guard = self.set.lock().unwrap_or_else(|p| p.into_inner());
+        guard.remove(&self.id);
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_id_is_deterministic_and_short() {
+        let a = external_order_id("evt-1:payout");
+        assert_eq!(a, external_order_id("evt-1:payout"));
+        assert_ne!(a, external_order_id("evt-2:payout"));
+        assert_eq!(a.len(), 35);
+        assert!(a.starts_with("gw-"));
+    }
+}

@@ -1,0 +1,203 @@
+//! What `payout-report` does, as library functions: list recorded withdrawals with exact totals
+//! per currency, and reconcile per-account totals with Lark (spec §9).
+//!
+//! Sums are exact ([`Money`] hundredths and integer points, checked for overflow); a time range
+//! `[from, to]` is inclusive at both ends and applies to Lark's `trans_time` (or, when Lark gave
+//! none, to when the result was recorded).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use lark_core::Money;
+
+use crate::api::{ApiError, CashAmount, LarkClient, Mismatch, RewardInfo, TradeDetail};
+use crate::ledger::{Ledger, LedgerError, PayoutRow};
+use crate::timefmt::format_ms;
+
+/// A report failure (exit code 2 in the CLI).
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error("writing the report: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("totals overflow")]
+    Overflow,
+}
+
+/// Exact totals: points and cash per currency.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub withdrawals: u64,
+    pub points: u64,
+    pub cash: BTreeMap<String, Money>,
+}
+
+impl Totals {
+    /// Adds one withdrawal; `Err` on overflow.
+    pub fn add(&mut self, row: &PayoutRow) -> Result<(), ReportError> {
+        self.withdrawals += 1;
+        self.points = self
+            .points
+            .checked_add(row.points)
+            .ok_or(ReportError::Overflow)?;
+        for c in &row.cash {
+            let slot = self.cash.entry(c.currency.clone()).or_default();
+            *slot = slot.checked_add(c.amount).ok_or(ReportError::Overflow)?;
+        }
+        Ok(())
+    }
+
+    fn reward_info(&self) -> RewardInfo {
+        RewardInfo {
+            point_bonus: self.points,
+            cash_bonus: self
+                .cash
+                .iter()
+                .map(|(currency, amount)| CashAmount {
+                    currency_type: currency.clone(),
+                    amount: *amount,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The time used for ranges: Lark's `trans_time`, else when the result was recorded.
+pub fn row_time(row: &PayoutRow) -> Option<u64> {
+    row.trans_time_ms.or(row.completed_at)
+}
+
+/// Sums the withdrawals in the range.
+pub fn totals(
+    ledger: &Ledger,
+    from_ms: Option<u64>,
+    to_ms: Option<u64>,
+) -> Result<Totals, ReportError> {
+    let mut t = Totals::default();
+    for row in ledger.withdrawals(from_ms, to_ms)? {
+        t.add(&row)?;
+    }
+    Ok(t)
+}
+
+/// Prints every withdrawal in the range, then the totals; returns the totals.
+pub fn list(
+    ledger: &Ledger,
+    from_ms: Option<u64>,
+    to_ms: Option<u64>,
+    out: &mut dyn Write,
+) -> Result<Totals, ReportError> {
+    let rows = ledger.withdrawals(from_ms, to_ms)?;
+    let mut totals = Totals::default();
+    writeln!(
+        out,
+        "{:<24}  {:<20}  {:<35}  {:>10}  {:<24}  forward",
+        "time (UTC)", "account_id", "external_order_id", "points", "cash"
+    )?;
+    for row in &rows {
+        totals.add(row)?;
+        let cash: Vec<String> = row
+            .cash
+            .iter()
+            .map(|c| format!("{} {}", c.currency, c.amount))
+            .collect();
+        let forward = match row.forward_status {
+            crate::ledger::ForwardStatus::None => "-",
+            crate::ledger::ForwardStatus::Pending => "pending",
+            crate::ledger::ForwardStatus::Done => "done",
+            crate::ledger::ForwardStatus::NotNeeded => "not_needed",
+        };
+        writeln!(
+            out,
+            "{:<24}  {:<20}  {:<35}  {:>10}  {:<24}  {forward}",
+            row_time(row).map_or_else(|| "-".to_owned(), format_ms),
+            row.account_id,
+            row.external_order_id,
+            row.points,
+            if cash.is_empty() {
+                "-".to_owned()
+            } else {
+                cash.join(", ")
+            },
+        )?;
+    }
+    writeln!(out)?;
+    writeln!(out, "withdrawals: {}", totals.withdrawals)?;
+    writeln!(out, "total points: {}", totals.points)?;
+    for (currency, amount) in &totals.cash {
+        writeln!(out, "total {currency}: {amount}")?;
+    }
+    Ok(totals)
+}
+
+/// Per-account totals of the range, as reconciliation `trade_details`, ordered by account.
+pub fn trade_details(
+    ledger: &Ledger,
+    from_ms: u64,
+    to_ms: u64,
+) -> Result<Vec<TradeDetail>, ReportError> {
+    let mut per_account: BTreeMap<String, Totals> = BTreeMap::new();
+    for row in ledger.withdrawals(Some(from_ms), Some(to_ms))? {
+        per_account
+            .entry(row.account_id.clone())
+            .or_default()
+            .add(&row)?;
+    }
+    Ok(per_account
+        .into_iter()
+        .map(|(account_id, t)| TradeDetail {
+            account_id,
+            total_recharge_reward_info: t.reward_info(),
+        })
+        .collect())
+}
+
+/// Submits the range's per-account totals to Lark, prints the mismatches and returns them.
+pub fn reconcile(
+    ledger: &Ledger,
+    client: &LarkClient,
+    from_ms: u64,
+    to_ms: u64,
+    out: &mut dyn Write,
+) -> Result<Vec<Mismatch>, ReportError> {
+    let details = trade_details(ledger, from_ms, to_ms)?;
+    let mismatches = client.reconcile(from_ms, to_ms, &details)?;
+    writeln!(
+        out,
+        "reconciled {} account(s) from {} to {}",
+        details.len(),
+        format_ms(from_ms),
+        format_ms(to_ms)
+    )?;
+    if mismatches.is_empty() {
+        writeln!(out, "no mismatches")?;
+    }
+    for m in &mismatches {
+        writeln!(
+            out,
+            "MISMATCH account {}: Lark withdrew {}; ledger has {}",
+            m.account_id,
+            show(m.total_withdraw_reward_info.as_ref()),
+            show(m.total_recharge_reward_info.as_ref()),
+        )?;
+    }
+    Ok(mismatches)
+}
+
+fn show(info: Option<&RewardInfo>) -> String {
+    match info {
+        None => "nothing".to_owned(),
+        Some(i) => {
+            let mut parts = vec![format!("{} points", i.point_bonus)];
+            parts.extend(
+                i.cash_bonus
+                    .iter()
+                    .map(|c| format!("{} {}", c.currency_type, c.amount)),
+            );
+            parts.join(", ")
+        }
+    }
+}

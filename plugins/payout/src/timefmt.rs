@@ -1,0 +1,179 @@
+//! Times for the report CLI: Unix milliseconds ⇄ ISO 8601 (UTC), without a date library.
+//!
+//! Accepted input: plain digits (Unix ms), `YYYY-MM-DD` (midnight UTC), or
+//! `YYYY-MM-DDTHH:MM[:SS[.fff]]` with an optional `Z` or `±HH:MM` offset (UTC when absent; a space
+//! may replace the `T`).
+
+/// Parses a time given as Unix ms or ISO 8601; the error says what was expected.
+pub fn parse_time(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        return t
+            .parse()
+            .map_err(|_| format!("{text:?}: too large for Unix milliseconds"));
+    }
+    parse_iso(t).ok_or_else(|| {
+        format!("{text:?} is neither Unix milliseconds nor an ISO 8601 time such as 2024-05-01 or 2024-05-01T08:00:00Z")
+    })
+}
+
+fn parse_iso(t: &str) -> Option<u64> {
+    let b = t.as_bytes();
+    if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let year = num(&t[0..4])?;
+    let month = num(&t[5..7])?;
+    let day = num(&t[8..10])?;
+    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
+        return None;
+    }
+    let mut ms = days_from_civil(year, month, day).checked_mul(86_400_000)?;
+    let rest = &t[10..];
+    if rest.is_empty() {
+        return u64::try_from(ms).ok();
+    }
+    let rest = rest.strip_prefix(['T', 't', ' '])?;
+    // Split the clock from the zone.
+    let zone_at = rest.find(['Z', 'z', '+', '-']).unwrap_or(rest.len());
+    let (clock, zone) = rest.split_at(zone_at);
+    let (hms, frac) = match clock.split_once('.') {
+        Some((hms, frac)) => (hms, Some(frac)),
+        None => (clock, None),
+    };
+    let parts: Vec<&str> = hms.split(':').collect();
+    if !(2..=3).contains(&parts.len()) || parts.iter().any(|p| p.len() != 2) {
+        return None;
+    }
+    let h = num(parts[0])?;
+    let m = num(parts[1])?;
+    let s = match parts.get(2) {
+        Some(p) => num(p)?,
+        None => 0,
+    };
+    if h > 23 || m > 59 || s > 59 || (frac.is_some() && parts.len() != 3) {
+        return None;
+    }
+    let millis = match frac {
+        None => 0,
+        Some(f) if !f.is_empty() && f.len() <= 9 && f.bytes().all(|c| c.is_ascii_digit()) => {
+            let padded = format!("{f:0<3}");
+            num(&padded[..3])?
+        }
+        Some(_) => return None,
+    };
+    ms += (h * 3_600 + m * 60 + s) * 1_000 + millis;
+    let offset = match zone {
+        "" | "Z" | "z" => 0,
+        z => {
+            let sign = if z.starts_with('-') { -1 } else { 1 };
+            let (oh, om) = z[1..].split_once(':')?;
+            if oh.len() != 2 || om.len() != 2 {
+                return None;
+            }
+            let (oh, om) = (num(oh)?, num(om)?);
+            if oh > 23 || om > 59 {
+                return None;
+            }
+            sign * (oh * 3_600 + om * 60) * 1_000
+        }
+    };
+    u64::try_from(ms - offset).ok()
+}
+
+fn num(s: &str) -> Option<i64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+fn is_leap(y: i64) -> bool {
+    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
+}
+
+fn days_in_month(y: i64, m: i64) -> i64 {
+    match m {
+        2 if is_leap(y) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// Formats Unix ms as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+pub fn format_ms(ms: u64) -> String {
+    let ms = i64::try_from(ms).unwrap_or(i64::MAX);
+    let (days, rem) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    let (y, mo, d) = civil_from_days(days);
+    let (h, mi, s, milli) = (
+        rem / 3_600_000,
+        rem / 60_000 % 60,
+        rem / 1_000 % 60,
+        rem % 1_000,
+    );
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{milli:03}Z")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_forms() {
+        assert_eq!(parse_time("1685431415036"), Ok(1_685_431_415_036));
+        assert_eq!(parse_time("1970-01-01"), Ok(0));
+        assert_eq!(
+            parse_time("2023-05-30T07:23:35.036Z"),
+            Ok(1_685_431_415_036)
+        );
+        assert_eq!(
+            parse_time("2023-05-30T15:23:35.036+08:00"),
+            Ok(1_685_431_415_036)
+        );
+        assert_eq!(parse_time("2023-05-30 07:23:35.036"), Ok(1_685_431_415_036));
+        assert_eq!(parse_time("2024-02-29T00:00"), Ok(1_709_164_800_000));
+        for bad in [
+            "",
+            "2023-02-29",
+            "2023-13-01",
+            "2023-05-30T25:00",
+            "yesterday",
+            "2023-05-30Tx",
+        ] {
+            assert!(parse_time(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn formats_round_trip() {
+        for ms in [0, 1_685_431_415_036, 1_709_164_800_000, 4_102_444_800_000] {
+            assert_eq!(parse_time(&format_ms(ms)), Ok(ms));
+        }
+        assert_eq!(format_ms(1_685_431_415_036), "2023-05-30T07:23:35.036Z");
+    }
+}
