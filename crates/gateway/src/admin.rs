@@ -1,0 +1,94 @@
+//! The admin listener (separate from the public webhook port; loopback by default):
+//! `/healthz` (the process answers), `/readyz` (store writable, plugins initialised, not
+//! shutting down) and `/metrics` (Prometheus text).
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response, StatusCode};
+
+use crate::metrics;
+use crate::store::{sqlite::now_ms, Store};
+
+/// State the admin endpoints read.
+pub struct Admin {
+    pub store: Arc<dyn Store>,
+    /// Set when shutdown begins: `/readyz` turns 503 so load balancers stop sending.
+    pub shutting_down: AtomicBool,
+    /// Set once every plugin instance is initialised.
+    pub plugins_ready: AtomicBool,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin").finish_non_exhaustive()
+    }
+}
+
+fn text(status: StatusCode, body: String, content_type: &'static str) -> Response<Full<Bytes>> {
+    let mut res = Response::new(Full::new(Bytes::from(body)));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
+    );
+    res
+}
+
+impl Admin {
+    pub async fn serve(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<Response<Full<Bytes>>, Infallible> {
+        let plain = "text/plain; charset=utf-8";
+        Ok(match req.uri().path() {
+            "/healthz" => text(StatusCode::OK, "ok\n".into(), plain),
+            "/readyz" => {
+                let (ok, why) = self.ready().await;
+                let status = if ok {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                text(status, format!("{why}\n"), plain)
+            }
+            "/metrics" => {
+                self.refresh_gauges().await;
+                text(
+                    StatusCode::OK,
+                    metrics::get().encode(),
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )
+            }
+            _ => text(StatusCode::NOT_FOUND, "not found\n".into(), plain),
+        })
+    }
+
+    async fn ready(&self) -> (bool, &'static str) {
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return (false, "shutting down");
+        }
+        if !self.plugins_ready.load(Ordering::SeqCst) {
+            return (false, "plugins not initialised");
+        }
+        // A no-op write through the writer proves the store accepts and commits writes.
+        match self.store.purge(i64::MIN).await {
+            Ok(_) => (true, "ready"),
+            Err(_) => (false, "store not writable"),
+        }
+    }
+
+    async fn refresh_gauges(&self) {
+        if let Ok(b) = self.store.backlog().await {
+            let m = metrics::get();
+            m.pending.set(b.pending as i64);
+            let age = b
+                .oldest_pending_ms
+                .map_or(0.0, |t| ((now_ms() - t).max(0) as f64) / 1000.0);
+            m.oldest_pending_age.set(age);
+        }
+    }
+}

@@ -1,0 +1,541 @@
+//! Phase two: a [`Config`] the gateway can run on. Built from a [`RawConfig`] by resolving
+//! defaults, expanding `${VAR}`s, parsing durations, making paths absolute against the config
+//! file's folder and cross-checking names. Problems are collected, never stopped at the first.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use lark_core::Cipher;
+
+use super::raw::{RawApp, RawConfig, RawPlugin, RawRoute};
+use super::{duration::parse_duration, env, ConfigError};
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7777";
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9464";
+pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 86_400);
+pub const DEFAULT_MAX_CONCURRENCY: usize = 4;
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The config file, absolute.
+    pub file: PathBuf,
+    /// Its folder: the base of every relative path.
+    pub dir: PathBuf,
+    pub listen: SocketAddr,
+    pub admin_listen: Option<SocketAddr>,
+    pub max_body_bytes: usize,
+    pub shutdown_grace: Duration,
+    pub apps: Vec<App>,
+    pub store_path: PathBuf,
+    pub retention: Duration,
+    pub delivery: DeliveryConfig,
+    pub plugins: Vec<PluginSpec>,
+    pub routes: Vec<Route>,
+    pub log_level: Option<String>,
+}
+
+/// One Lark app served on its own path.
+#[derive(Clone)]
+pub struct App {
+    pub name: String,
+    pub path: String,
+    pub verification_token: Option<String>,
+    /// The Encrypt Key: signs requests (spec §3) and keys the cipher.
+    pub encrypt_key: Option<String>,
+    /// Built once from `encrypt_key`.
+    pub cipher: Option<Cipher>,
+    /// When set, events whose app_id differs are refused.
+    pub app_id: Option<String>,
+    /// When set, signed requests whose timestamp is further than this from now are refused.
+    pub max_clock_skew: Option<Duration>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("name", &self.name)
+            .field("path", &self.path)
+            .field(
+                "verification_token",
+                &self.verification_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "encrypt_key",
+                &self.encrypt_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("app_id", &self.app_id)
+            .field("max_clock_skew", &self.max_clock_skew)
+            .finish()
+    }
+}
+
+/// Retry policy and call limits shared by all plugins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryConfig {
+    pub max_attempts: u32,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    pub timeout: Duration,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            max_attempts: 12,
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(600),
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A plugin instance to create.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginSpec {
+    pub name: String,
+    pub library: PathBuf,
+    /// The `config` table as JSON, `${VAR}`s expanded.
+    pub config: serde_json::Value,
+    pub max_concurrency: usize,
+}
+
+/// `events` patterns → `plugins`, optionally only for some `apps`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub events: Vec<EventPattern>,
+    pub plugins: Vec<String>,
+    pub apps: Option<Vec<String>>,
+}
+
+/// An exact event type, `prefix.*`, or `*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventPattern {
+    Exact(String),
+    /// Matches types starting with this prefix (which ends with `.`).
+    Prefix(String),
+    Any,
+}
+
+impl EventPattern {
+    pub fn parse(text: &str) -> Result<EventPattern, String> {
+        if text == "*" {
+            return Ok(EventPattern::Any);
+        }
+        if let Some(prefix) = text.strip_suffix('*') {
+            if !prefix.ends_with('.') || prefix.contains('*') {
+                return Err(format!(
+                    "pattern {text:?}: `*` is only allowed as a whole segment at the end (\"hire.*\")"
+                ));
+            }
+            return Ok(EventPattern::Prefix(prefix.to_owned()));
+        }
+        if text.is_empty() || text.contains('*') {
+            return Err(format!(
+                "pattern {text:?} is not an event type or `prefix.*`"
+            ));
+        }
+        Ok(EventPattern::Exact(text.to_owned()))
+    }
+
+    pub fn matches(&self, event_type: &str) -> bool {
+        match self {
+            EventPattern::Exact(t) => t == event_type,
+            EventPattern::Prefix(p) => event_type.starts_with(p.as_str()),
+            EventPattern::Any => true,
+        }
+    }
+}
+
+impl std::fmt::Display for EventPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EventPattern::Exact(t) => f.write_str(t),
+            EventPattern::Prefix(p) => write!(f, "{p}*"),
+            EventPattern::Any => f.write_str("*"),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file, expanding `${VAR}` from the process environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Self::load_with_env(path, &env::from_process)
+    }
+
+    pub fn load_with_env(
+        path: &Path,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let raw: RawConfig = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+            path: shown.clone(),
+            message: e.to_string(),
+        })?;
+        let file = std::path::absolute(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut v = Validator {
+            dir: &dir,
+            lookup,
+            problems: Vec::new(),
+        };
+        let config = v.config(raw, file.clone());
+        if v.problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                path: shown,
+                problems: v.problems,
+            })
+        }
+    }
+
+    /// The app served at `path`, if any.
+    pub fn app_by_name(&self, name: &str) -> Option<&App> {
+        self.apps.iter().find(|a| a.name == name)
+    }
+}
+
+struct Validator<'a> {
+    dir: &'a Path,
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+    problems: Vec<String>,
+}
+
+impl Validator<'_> {
+    fn problem(&mut self, at: &str, message: impl std::fmt::Display) {
+        self.problems.push(format!("{at}: {message}"));
+    }
+
+    fn expand(&mut self, at: &str, text: &str) -> String {
+        match env::expand(text, self.lookup) {
+            Ok(s) => s,
+            Err(e) => {
+                self.problem(at, e);
+                String::new()
+            }
+        }
+    }
+
+    fn duration(&mut self, at: &str, text: Option<&str>, default: Duration) -> Duration {
+        let Some(text) = text else { return default };
+        let text = self.expand(at, text);
+        match parse_duration(&text) {
+            Ok(d) => d,
+            Err(e) => {
+                self.problem(at, e);
+                default
+            }
+        }
+    }
+
+    fn addr(&mut self, at: &str, text: &str) -> Option<SocketAddr> {
+        let text = self.expand(at, text);
+        match text.parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.problem(
+                    at,
+                    format!("{text:?} is not an address like \"127.0.0.1:7777\""),
+                );
+                None
+            }
+        }
+    }
+
+    fn path(&mut self, at: &str, text: &str) -> PathBuf {
+        let text = self.expand(at, text);
+        let p = PathBuf::from(text);
+        if p.is_absolute() {
+            p
+        } else {
+            self.dir.join(p)
+        }
+    }
+
+    fn config(&mut self, raw: RawConfig, file: PathBuf) -> Config {
+        let listen = self
+            .addr(
+                "server.listen",
+                raw.server.listen.as_deref().unwrap_or(DEFAULT_LISTEN),
+            )
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7777)));
+        let admin_listen = match raw.admin.listen.as_deref() {
+            Some("off") => None,
+            other => self.addr("admin.listen", other.unwrap_or(DEFAULT_ADMIN_LISTEN)),
+        };
+        let max_body_bytes = match raw.server.max_body_bytes {
+            None => DEFAULT_MAX_BODY,
+            Some(0) => {
+                self.problem("server.max_body_bytes", "must be greater than 0");
+                DEFAULT_MAX_BODY
+            }
+            Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+        };
+        let shutdown_grace = self.duration(
+            "server.shutdown_grace",
+            raw.server.shutdown_grace.as_deref(),
+            Duration::from_secs(10),
+        );
+
+        if raw.apps.is_empty() {
+            self.problem("apps", "at least one [[apps]] entry is required");
+        }
+        let apps: Vec<App> = raw
+            .apps
+            .iter()
+            .enumerate()
+            .map(|(i, a)| self.app(i, a))
+            .collect();
+        self.unique("apps", apps.iter().map(|a| a.name.as_str()), "name");
+        self.unique("apps", apps.iter().map(|a| a.path.as_str()), "path");
+
+        let store_path = self.path(
+            "store.path",
+            raw.store.path.as_deref().unwrap_or("data/gateway.db"),
+        );
+        let retention = self.duration(
+            "store.retention",
+            raw.store.retention.as_deref(),
+            DEFAULT_RETENTION,
+        );
+
+        let d = DeliveryConfig::default();
+        let delivery = DeliveryConfig {
+            max_attempts: match raw.delivery.max_attempts {
+                Some(0) => {
+                    self.problem("delivery.max_attempts", "must be at least 1");
+                    d.max_attempts
+                }
+                Some(n) => n,
+                None => d.max_attempts,
+            },
+            initial_backoff: self.duration(
+                "delivery.initial_backoff",
+                raw.delivery.initial_backoff.as_deref(),
+                d.initial_backoff,
+            ),
+            max_backoff: self.duration(
+                "delivery.max_backoff",
+                raw.delivery.max_backoff.as_deref(),
+                d.max_backoff,
+            ),
+            timeout: self.duration(
+                "delivery.timeout",
+                raw.delivery.timeout.as_deref(),
+                d.timeout,
+            ),
+        };
+        if delivery.max_backoff < delivery.initial_backoff {
+            self.problem(
+                "delivery.max_backoff",
+                "must not be smaller than delivery.initial_backoff",
+            );
+        }
+
+        let plugins: Vec<PluginSpec> = raw
+            .plugins
+            .iter()
+            .enumerate()
+            .map(|(i, p)| self.plugin(i, p))
+            .collect();
+        self.unique("plugins", plugins.iter().map(|p| p.name.as_str()), "name");
+
+        let plugin_names: HashSet<&str> = plugins.iter().map(|p| p.name.as_str()).collect();
+        let app_names: HashSet<&str> = apps.iter().map(|a| a.name.as_str()).collect();
+        let routes = raw
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| self.route(i, r, &plugin_names, &app_names))
+            .collect();
+
+        Config {
+            file,
+            dir: self.dir.to_path_buf(),
+            listen,
+            admin_listen,
+            max_body_bytes,
+            shutdown_grace,
+            apps,
+            store_path,
+            retention,
+            delivery,
+            plugins,
+            routes,
+            log_level: raw.log.level,
+        }
+    }
+
+    fn unique<'n>(&mut self, table: &str, names: impl Iterator<Item = &'n str>, key: &str) {
+        let mut seen = HashSet::new();
+        for (i, n) in names.enumerate() {
+            if !seen.insert(n) {
+                self.problem(
+                    &format!("{table}[{i}].{key}"),
+                    format!("duplicate {key} {n:?}"),
+                );
+            }
+        }
+    }
+
+    fn app(&mut self, i: usize, a: &RawApp) -> App {
+        let at = |k: &str| format!("apps[{i}].{k}");
+        let name = self.expand(&at("name"), &a.name);
+        if name.is_empty() {
+            self.problem(&at("name"), "must not be empty");
+        }
+        let path = self.expand(&at("path"), &a.path);
+        if !path.starts_with('/') {
+            self.problem(&at("path"), format!("{path:?} must start with `/`"));
+        }
+        let secret = |v: &mut Self, key: &str, value: &Option<String>| -> Option<String> {
+            let value = value.as_deref().map(|t| v.expand(&at(key), t))?;
+            if value.is_empty() {
+                v.problem(&at(key), "is empty (remove the key to disable it)");
+                None
+            } else {
+                Some(value)
+            }
+        };
+        let verification_token = secret(self, "verification_token", &a.verification_token);
+        let encrypt_key = secret(self, "encrypt_key", &a.encrypt_key);
+        let app_id = secret(self, "app_id", &a.app_id);
+        let max_clock_skew = a
+            .max_clock_skew
+            .as_deref()
+            .map(|t| self.duration(&at("max_clock_skew"), Some(t), Duration::ZERO));
+        App {
+            name,
+            path,
+            cipher: encrypt_key.as_deref().map(Cipher::new),
+            verification_token,
+            encrypt_key,
+            app_id,
+            max_clock_skew,
+        }
+    }
+
+    fn plugin(&mut self, i: usize, p: &RawPlugin) -> PluginSpec {
+        let at = |k: &str| format!("plugins[{i}].{k}");
+        let name = self.expand(&at("name"), &p.name);
+        if name.is_empty() {
+            self.problem(&at("name"), "must not be empty");
+        }
+        let library = self.path(&at("library"), &p.library);
+        let table = p.config.clone().unwrap_or_default();
+        let config = self.toml_to_json(&at("config"), toml::Value::Table(table));
+        let max_concurrency = match p.max_concurrency {
+            Some(0) => {
+                self.problem(&at("max_concurrency"), "must be at least 1");
+                1
+            }
+            Some(n) => n as usize,
+            None => DEFAULT_MAX_CONCURRENCY,
+        };
+        PluginSpec {
+            name,
+            library,
+            config,
+            max_concurrency,
+        }
+    }
+
+    /// Converts a plugin's TOML config to JSON, expanding `${VAR}` in every string.
+    fn toml_to_json(&mut self, at: &str, value: toml::Value) -> serde_json::Value {
+        use serde_json::Value as J;
+        match value {
+            toml::Value::String(s) => J::String(self.expand(at, &s)),
+            toml::Value::Integer(n) => J::from(n),
+            toml::Value::Float(f) => serde_json::Number::from_f64(f).map_or(J::Null, J::Number),
+            toml::Value::Boolean(b) => J::Bool(b),
+            toml::Value::Datetime(d) => J::String(d.to_string()),
+            toml::Value::Array(items) => J::Array(
+                items
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, v)| self.toml_to_json(&format!("{at}[{i}]"), v))
+                    .collect(),
+            ),
+            toml::Value::Table(t) => J::Object(
+                t.into_iter()
+                    .map(|(k, v)| {
+                        let value = self.toml_to_json(&format!("{at}.{k}"), v);
+                        (k, value)
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    fn route(
+        &mut self,
+        i: usize,
+        r: &RawRoute,
+        plugins: &HashSet<&str>,
+        apps: &HashSet<&str>,
+    ) -> Route {
+        let at = |k: &str| format!("routes[{i}].{k}");
+        if r.events.is_empty() {
+            self.problem(
+                &at("events"),
+                "must list at least one event type or pattern",
+            );
+        }
+        let mut events = Vec::new();
+        for (j, e) in r.events.iter().enumerate() {
+            let e = self.expand(&format!("{}[{j}]", at("events")), e);
+            match EventPattern::parse(&e) {
+                Ok(p) => events.push(p),
+                Err(msg) => self.problem(&format!("{}[{j}]", at("events")), msg),
+            }
+        }
+        if r.plugins.is_empty() {
+            self.problem(&at("plugins"), "must list at least one plugin");
+        }
+        let mut names = Vec::new();
+        for (j, p) in r.plugins.iter().enumerate() {
+            let p = self.expand(&format!("{}[{j}]", at("plugins")), p);
+            if !plugins.contains(p.as_str()) {
+                self.problem(
+                    &format!("{}[{j}]", at("plugins")),
+                    format!("unknown plugin {p:?} (no [[plugins]] entry has this name)"),
+                );
+            }
+            names.push(p);
+        }
+        let route_apps = r.apps.as_ref().map(|list| {
+            list.iter()
+                .enumerate()
+                .map(|(j, a)| {
+                    let a = self.expand(&format!("{}[{j}]", at("apps")), a);
+                    if !apps.contains(a.as_str()) {
+                        self.problem(
+                            &format!("{}[{j}]", at("apps")),
+                            format!("unknown app {a:?} (no [[apps]] entry has this name)"),
+                        );
+                    }
+                    a
+                })
+                .collect()
+        });
+        Route {
+            events,
+            plugins: names,
+            apps: route_apps,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,162 @@
+//! Config validation: defaults, expansion, relative paths, and every problem reported with its
+//! location.
+
+use super::*;
+
+fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, text).expect("write");
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let lookup = move |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    Config::load_with_env(&path, &lookup)
+}
+
+fn problems(text: &str) -> Vec<String> {
+    match load(text, &[]) {
+        Err(ConfigError::Invalid { problems, .. }) => problems,
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+}
+
+const MINIMAL: &str = r#"
+[[apps]]
+name = "hire"
+path = "/webhook/event"
+"#;
+
+#[test]
+fn minimal_gets_defaults() {
+    let c = load(MINIMAL, &[]).expect("valid");
+    assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+    assert_eq!(c.max_body_bytes, DEFAULT_MAX_BODY);
+    assert_eq!(c.retention, DEFAULT_RETENTION);
+    assert_eq!(c.delivery, DeliveryConfig::default());
+    assert!(c.store_path.is_absolute());
+    assert!(c.store_path.ends_with("data/gateway.db"));
+    assert_eq!(
+        c.store_path.parent().and_then(Path::parent),
+        Some(c.dir.as_path())
+    );
+}
+
+#[test]
+fn full_config_with_env() {
+    let c = load(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+max_body_bytes = 2048
+[[apps]]
+name = "hire"
+path = "/a"
+verification_token = "${TOKEN}"
+encrypt_key = "${KEY}"
+max_clock_skew = "5m"
+[[apps]]
+name = "other"
+path = "/b"
+[store]
+path = "/var/lib/gw.db"
+retention = "30d"
+[delivery]
+max_attempts = 3
+initial_backoff = "500ms"
+max_backoff = "10m"
+timeout = "30s"
+[[plugins]]
+name = "audit"
+library = "lib/liblogger.so"
+config = { path = "x-${TOKEN}.jsonl", nested = { list = ["${KEY}", 1] } }
+max_concurrency = 2
+[[routes]]
+events = ["hire.referral_account.assets_update_v1", "im.*"]
+plugins = ["audit"]
+apps = ["hire"]
+"#,
+        &[("TOKEN", "s3cr3t"), ("KEY", "key")],
+    )
+    .expect("valid");
+    assert_eq!(c.apps[0].verification_token.as_deref(), Some("s3cr3t"));
+    assert!(c.apps[0].cipher.is_some());
+    assert_eq!(c.apps[0].max_clock_skew, Some(Duration::from_secs(300)));
+    assert_eq!(c.store_path, PathBuf::from("/var/lib/gw.db"));
+    assert_eq!(c.delivery.initial_backoff, Duration::from_millis(500));
+    assert!(c.plugins[0].library.starts_with(&c.dir));
+    assert_eq!(c.plugins[0].config["path"], "x-s3cr3t.jsonl");
+    assert_eq!(c.plugins[0].config["nested"]["list"][0], "key");
+    assert_eq!(c.plugins[0].max_concurrency, 2);
+    assert_eq!(c.routes[0].events[1], EventPattern::Prefix("im.".into()));
+    assert!(
+        !format!("{:?}", c.apps[0]).contains("s3cr3t"),
+        "Debug redacts secrets"
+    );
+}
+
+#[test]
+fn unknown_keys_are_syntax_errors_with_location() {
+    let err = load("[server]\nlisten = \"127.0.0.1:1\"\nlisen = 1\n", &[]).expect_err("typo");
+    let msg = err.to_string();
+    assert!(msg.contains("lisen"), "{msg}");
+    assert!(msg.contains("line 3"), "{msg}");
+}
+
+#[test]
+fn every_problem_is_reported_with_its_location() {
+    let p = problems(
+        r#"
+[server]
+listen = "nowhere"
+[[apps]]
+name = "a"
+path = "no-slash"
+verification_token = "${NOPE}"
+[[apps]]
+name = "a"
+path = "/x"
+[delivery]
+timeout = "10 parsecs"
+max_attempts = 0
+[[plugins]]
+name = "p"
+library = "x.so"
+[[plugins]]
+name = "p"
+library = "y.so"
+[[routes]]
+events = ["bad*pattern"]
+plugins = ["ghost"]
+apps = ["nobody"]
+"#,
+    );
+    let joined = p.join("\n");
+    for needle in [
+        "server.listen:",
+        "apps[0].path:",
+        "apps[0].verification_token: environment variable NOPE is not set",
+        "apps[1].name: duplicate name",
+        "delivery.timeout:",
+        "delivery.max_attempts:",
+        "plugins[1].name: duplicate name",
+        "routes[0].events[0]:",
+        "routes[0].plugins[0]: unknown plugin \"ghost\"",
+        "routes[0].apps[0]: unknown app \"nobody\"",
+    ] {
+        assert!(joined.contains(needle), "missing {needle:?} in:\n{joined}");
+    }
+}
+
+#[test]
+fn patterns() {
+    assert!(EventPattern::parse("hire.*")
+        .expect("ok")
+        .matches("hire.x.y"));
+    assert!(!EventPattern::parse("hire.*").expect("ok").matches("hirex"));
+    assert!(EventPattern::parse("*").expect("ok").matches("anything"));
+    assert!(EventPattern::parse("a.b").expect("ok").matches("a.b"));
+    assert!(EventPattern::parse("hire*").is_err());
+    assert!(EventPattern::parse("").is_err());
+}

@@ -1,0 +1,437 @@
+//! The delivery engine: runs every (event, plugin) delivery off the request path.
+//!
+//! - The ingress hands fresh deliveries over right after their commit ([`Engine::submit`]); a
+//!   sweeper reloads due deliveries from the store (at start: everything unfinished, including
+//!   after `kill -9`; later: retries whose in-memory timer was lost, overflow, and replays made by
+//!   the CLI while the gateway runs).
+//! - Each plugin has its own FIFO queue and dispatcher, bounded by its semaphore; calls run on the
+//!   blocking pool under a timeout. A slow plugin only fills its own queue.
+//! - Every outcome is persisted before the delivery is forgotten in memory; the store is the
+//!   truth. A delivery is at-least-once: a crash mid-call repeats that call.
+
+pub mod backoff;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gateway_plugin::host::CallOutcome;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::config::DeliveryConfig;
+use crate::metrics;
+use crate::plugins::{PluginSlot, Plugins};
+use crate::store::{sqlite::now_ms, Finish, PendingDelivery, Store};
+
+/// Deliveries queued in memory per plugin; beyond this the store holds them until the sweeper.
+const QUEUE_CAPACITY: usize = 10_000;
+/// How often the sweeper looks at the store when nothing wakes it.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// How many due deliveries one sweep loads.
+const SWEEP_BATCH: usize = 1_000;
+/// Fresh first attempts belong to the ingress hand-off for this long; the sweeper leaves them
+/// alone so a delivery is not queued twice (it takes them after, e.g. when a queue was full).
+const HANDOFF_GRACE_MS: i64 = 2_000;
+/// How long a finished key is remembered, so a sweep that read it as pending just before it
+/// finished does not run it again.
+const FORGET_AFTER: Duration = Duration::from_secs(30);
+
+/// One delivery ready to run.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub key: i64,
+    pub event_id: String,
+    pub plugin: String,
+    /// Attempts already made.
+    pub attempts: u32,
+    pub app: String,
+    pub event_type: String,
+    pub received_at_ms: i64,
+    pub body: Arc<str>,
+}
+
+impl From<PendingDelivery> for Job {
+    fn from(d: PendingDelivery) -> Job {
+        Job {
+            key: d.key,
+            event_id: d.event_id,
+            plugin: d.plugin,
+            attempts: d.attempts,
+            app: d.app,
+            event_type: d.event_type,
+            received_at_ms: d.received_at_ms,
+            body: d.body,
+        }
+    }
+}
+
+/// The delivery id a plugin sees: stable for an (event, plugin instance) pair.
+pub fn delivery_id(event_id: &str, plugin: &str) -> String {
+    format!("{event_id}:{plugin}")
+}
+
+/// The JSON handed to `handle` (the fields of `gateway_plugin::Delivery`).
+#[derive(Serialize)]
+struct DeliveryPayload<'a> {
+    delivery_id: String,
+    attempt: u32,
+    plugin: &'a str,
+    app: &'a str,
+    event_id: &'a str,
+    event_type: &'a str,
+    received_at: i64,
+    event: &'a RawValue,
+}
+
+/// The engine. Cheap to share (`Arc`).
+pub struct Engine {
+    store: Arc<dyn Store>,
+    config: DeliveryConfig,
+    queues: HashMap<String, mpsc::Sender<Job>>,
+    /// Keys queued, running or waiting for a retry timer (`None`), or recently finished
+    /// (`Some(when)`): the sweeper skips them.
+    known: Mutex<HashMap<i64, Option<Instant>>>,
+    wake: Notify,
+    cancel: CancellationToken,
+    calls: TaskTracker,
+    /// When this engine started: deliveries created before it have no hand-off coming.
+    started_at_ms: i64,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl Engine {
+    /// Builds the engine and starts one dispatcher per plugin and the sweeper.
+    pub fn start(store: Arc<dyn Store>, plugins: Plugins, config: DeliveryConfig) -> Arc<Engine> {
+        let mut queues = HashMap::new();
+        let mut receivers = Vec::new();
+        for slot in plugins.iter() {
+            let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+            queues.insert(slot.spec.name.clone(), tx);
+            receivers.push((slot.clone(), rx));
+        }
+        let engine = Arc::new(Engine {
+            store,
+            config,
+            queues,
+            known: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+            cancel: CancellationToken::new(),
+            calls: TaskTracker::new(),
+            started_at_ms: now_ms(),
+        });
+        for (slot, rx) in receivers {
+            tokio::spawn(engine.clone().dispatch(slot, rx));
+        }
+        tokio::spawn(engine.clone().sweep());
+        engine
+    }
+
+    /// Queues a delivery (no-op if it is already queued or running).
+    pub fn submit(&self, job: Job) {
+        let Some(queue) = self.queues.get(&job.plugin) else {
+            tracing::warn!(plugin = %job.plugin, event_id = %job.event_id,
+                "delivery for a plugin that is not configured; left pending");
+            return;
+        };
+        if !self.remember(job.key) {
+            return;
+        }
+        let key = job.key;
+        if queue.try_send(job).is_err() {
+            // Full (or shutting down): the store has it; the sweeper will bring it back.
+            self.forget(key);
+        }
+    }
+
+    /// Marks a key active; false if it already is.
+    fn remember(&self, key: i64) -> bool {
+        let Ok(mut known) = self.known.lock() else {
+            return false;
+        };
+        !matches!(known.insert(key, None), Some(None))
+    }
+
+    fn forget(&self, key: i64) {
+        if let Ok(mut k) = self.known.lock() {
+            k.insert(key, Some(Instant::now()));
+        }
+    }
+
+    /// Whether a sweep that started at `since` must skip this key.
+    fn skip_in_sweep(&self, key: i64, since: Instant) -> bool {
+        match self.known.lock() {
+            Ok(k) => match k.get(&key) {
+                Some(None) => true,
+                Some(Some(finished)) => *finished >= since,
+                None => false,
+            },
+            Err(_) => true,
+        }
+    }
+
+    fn prune_forgotten(&self) {
+        if let Ok(mut k) = self.known.lock() {
+            k.retain(|_, v| v.is_none_or(|t| t.elapsed() < FORGET_AFTER));
+        }
+    }
+
+    /// Stops taking new work and waits up to `grace` for running calls; returns whether every
+    /// call finished. Unfinished deliveries stay pending in the store.
+    pub async fn shutdown(&self, grace: Duration) -> bool {
+        self.cancel.cancel();
+        self.calls.close();
+        tokio::time::timeout(grace, self.calls.wait()).await.is_ok()
+    }
+
+    /// Number of calls running now.
+    pub fn running(&self) -> usize {
+        self.calls.len()
+    }
+
+    async fn dispatch(self: Arc<Self>, slot: Arc<PluginSlot>, mut rx: mpsc::Receiver<Job>) {
+        loop {
+            let job = tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => break,
+                job = rx.recv() => match job { Some(j) => j, None => break },
+            };
+            let permit = tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => break,
+                p = slot.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            };
+            let engine = self.clone();
+            let slot = slot.clone();
+            self.calls
+                .spawn(async move { engine.run(slot, job, permit).await });
+        }
+    }
+
+    async fn run(
+        self: Arc<Self>,
+        slot: Arc<PluginSlot>,
+        job: Job,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) {
+        let attempt = job.attempts + 1;
+        let span = tracing::info_span!("delivery", event_id = %job.event_id,
+            plugin = %job.plugin, attempt);
+        async {
+            let payload = match build_payload(&job, attempt) {
+                Ok(p) => p,
+                Err(e) => {
+                    self.finish(&job, attempt, Finish::Dead { error: e }, "reject")
+                        .await;
+                    return;
+                }
+            };
+            let started = Instant::now();
+            let call_slot = slot.clone();
+            let call_span = tracing::Span::current();
+            let call = tokio::task::spawn_blocking(move || {
+                // The permit is held until the call really returns, even after a timeout.
+                let _permit = permit;
+                call_span.in_scope(|| call_slot.call(&payload))
+            });
+            let outcome = match tokio::time::timeout(self.config.timeout, call).await {
+                Ok(Ok(outcome)) => Some(outcome),
+                Ok(Err(e)) => Some(CallOutcome::Panicked {
+                    message: format!("plugin call failed: {e}"),
+                }),
+                Err(_) => None,
+            };
+            let elapsed = started.elapsed();
+            metrics::get()
+                .plugin_latency
+                .get_or_create(&metrics::plugin(&job.plugin))
+                .observe(elapsed.as_secs_f64());
+            self.conclude(&slot, &job, attempt, outcome, elapsed).await;
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn conclude(
+        self: &Arc<Self>,
+        slot: &PluginSlot,
+        job: &Job,
+        attempt: u32,
+        outcome: Option<CallOutcome>,
+        elapsed: Duration,
+    ) {
+        let ms = elapsed.as_millis() as u64;
+        let (label, retry) = match outcome {
+            Some(CallOutcome::Ok) => {
+                tracing::info!(duration_ms = ms, "delivered");
+                self.finish(job, attempt, Finish::Done, "ok").await;
+                return;
+            }
+            Some(CallOutcome::Reject { reason }) => {
+                tracing::warn!(duration_ms = ms, %reason, "rejected by plugin: dead letter");
+                self.finish(job, attempt, Finish::Dead { error: reason }, "reject")
+                    .await;
+                return;
+            }
+            Some(CallOutcome::Panicked { message }) => {
+                tracing::error!(duration_ms = ms, %message, "plugin panicked: dead letter, restarting instance");
+                if let Err(e) = slot.reinit() {
+                    tracing::error!(error = %e, "plugin instance could not be restarted");
+                }
+                let error = format!("panicked: {message}");
+                self.finish(job, attempt, Finish::Dead { error }, "panicked")
+                    .await;
+                return;
+            }
+            Some(CallOutcome::Retry {
+                reason,
+                retry_after,
+            }) => ("retry", (reason, retry_after)),
+            None => (
+                "timeout",
+                (
+                    format!("timed out after {}ms", self.config.timeout.as_millis()),
+                    None,
+                ),
+            ),
+        };
+        let (reason, retry_after) = retry;
+        if attempt >= self.config.max_attempts {
+            tracing::warn!(duration_ms = ms, %reason, "retries exhausted: dead letter");
+            let error = format!("{reason} (gave up after {attempt} attempts)");
+            self.finish(job, attempt, Finish::Dead { error }, label)
+                .await;
+            return;
+        }
+        let delay = backoff::delay(
+            attempt,
+            self.config.initial_backoff,
+            self.config.max_backoff,
+            retry_after,
+            &mut rand::thread_rng(),
+        );
+        tracing::info!(duration_ms = ms, %reason, retry_in_ms = delay.as_millis() as u64, "will retry");
+        let next_at_ms = now_ms() + delay.as_millis() as i64;
+        let finish = Finish::Retry {
+            next_at_ms,
+            error: reason,
+        };
+        if !self.persist(job, attempt, finish, label).await {
+            return;
+        }
+        metrics::get()
+            .retries
+            .get_or_create(&metrics::plugin(&job.plugin))
+            .inc();
+        // Keep the key known while the timer runs so the sweeper does not double-queue it.
+        let engine = self.clone();
+        let mut next = job.clone();
+        next.attempts = attempt;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {
+                    engine.forget(next.key);
+                    engine.submit(next);
+                }
+                _ = engine.cancel.cancelled() => engine.forget(next.key),
+            }
+        });
+    }
+
+    /// Persists a final (or retry) state and counts it; returns false if the store failed.
+    async fn persist(&self, job: &Job, attempt: u32, finish: Finish, label: &str) -> bool {
+        let m = metrics::get();
+        m.deliveries
+            .get_or_create(&metrics::OutcomeLabels {
+                plugin: job.plugin.clone(),
+                outcome: label.to_owned(),
+            })
+            .inc();
+        let dead = matches!(finish, Finish::Dead { .. });
+        match self.store.finish(job.key, attempt, finish).await {
+            Ok(()) => {
+                if dead {
+                    m.dead_letters
+                        .get_or_create(&metrics::plugin(&job.plugin))
+                        .inc();
+                }
+                true
+            }
+            Err(e) => {
+                // Still pending in the store: the sweeper will run it again.
+                tracing::error!(error = %e, "could not record delivery outcome; will redeliver");
+                self.forget(job.key);
+                false
+            }
+        }
+    }
+
+    async fn finish(&self, job: &Job, attempt: u32, finish: Finish, label: &str) {
+        if self.persist(job, attempt, finish, label).await {
+            self.forget(job.key);
+        }
+    }
+
+    async fn sweep(self: Arc<Self>) {
+        loop {
+            let now = now_ms();
+            let started = Instant::now();
+            let mut sleep_for = SWEEP_INTERVAL;
+            self.prune_forgotten();
+            match self.store.due(now, SWEEP_BATCH).await {
+                Ok(due) => {
+                    for d in due.deliveries {
+                        let fresh = d.attempts == 0 && d.next_at_ms > now - HANDOFF_GRACE_MS;
+                        if fresh && self.started_at_ms < d.next_at_ms {
+                            sleep_for =
+                                sleep_for.min(Duration::from_millis(HANDOFF_GRACE_MS as u64));
+                            continue;
+                        }
+                        if !self.skip_in_sweep(d.key, started)
+                            && self.queues.contains_key(&d.plugin)
+                        {
+                            self.submit(d.into());
+                        }
+                    }
+                    if let Some(next) = due.next_due_ms {
+                        let until = Duration::from_millis((next - now).max(1) as u64);
+                        sleep_for = sleep_for.min(until);
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "sweeper could not read the store"),
+            }
+            tokio::select! {
+                _ = self.cancel.cancelled() => break,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(sleep_for) => {}
+            }
+        }
+    }
+}
+
+fn build_payload(job: &Job, attempt: u32) -> Result<Vec<u8>, String> {
+    let event: &RawValue =
+        serde_json::from_str(&job.body).map_err(|e| format!("stored event is not JSON: {e}"))?;
+    serde_json::to_vec(&DeliveryPayload {
+        delivery_id: delivery_id(&job.event_id, &job.plugin),
+        attempt,
+        plugin: &job.plugin,
+        app: &job.app,
+        event_id: &job.event_id,
+        event_type: &job.event_type,
+        received_at: job.received_at_ms,
+        event,
+    })
+    .map_err(|e| format!("cannot build delivery: {e}"))
+}

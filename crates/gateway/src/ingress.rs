@@ -1,0 +1,357 @@
+//! The webhook ingress: one hyper service for every app path, implementing spec §3–6 exactly.
+//!
+//! Order of checks for a request: path → method → body size (413 while reading) → signature
+//! (apps with an Encrypt Key; constant time, on the raw bytes) → decrypt → envelope → token
+//! (constant time) → challenge answered at once, or: dedup + durable store → 200. Plugin delivery
+//! happens afterwards in the [`crate::delivery`] engine, never on this path.
+//!
+//! Invariants: no input reaches a panic or a 5xx (503 only when the store fails); an event is
+//! answered 200 only after the store confirmed it durable; no secret, token or decrypted body is
+//! logged at info level.
+
+mod rejection;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderMap, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use lark_core::{crypto, Envelope, Event};
+
+pub use rejection::Rejection;
+
+use crate::config::{App, Config};
+use crate::delivery::{Engine, Job};
+use crate::metrics;
+use crate::router::Router;
+use crate::store::{sqlite::now_ms, Accepted, NewEvent, Store};
+
+const H_TIMESTAMP: &str = "x-lark-request-timestamp";
+const H_NONCE: &str = "x-lark-request-nonce";
+const H_SIGNATURE: &str = "x-lark-signature";
+
+/// What the ingress needs from the current config; swapped whole on reload.
+#[derive(Debug)]
+pub struct Routes {
+    pub apps: HashMap<String, Arc<App>>,
+    pub router: Router,
+    pub max_body_bytes: usize,
+}
+
+impl Routes {
+    pub fn from_config(config: &Config) -> Routes {
+        Routes {
+            apps: config
+                .apps
+                .iter()
+                .map(|a| (a.path.clone(), Arc::new(a.clone())))
+                .collect(),
+            router: Router::new(config.routes.clone()),
+            max_body_bytes: config.max_body_bytes,
+        }
+    }
+}
+
+/// Shared state of the ingress.
+pub struct Ingress {
+    pub routes: RwLock<Arc<Routes>>,
+    pub store: Arc<dyn Store>,
+    pub engine: Arc<Engine>,
+}
+
+impl std::fmt::Debug for Ingress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingress").finish_non_exhaustive()
+    }
+}
+
+/// The response body type.
+pub type Body = Full<Bytes>;
+
+fn json(status: StatusCode, value: serde_json::Value) -> Response<Body> {
+    let mut res = Response::new(Full::new(Bytes::from(value.to_string())));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    res
+}
+
+impl Rejection {
+    fn into_response(self) -> Response<Body> {
+        json(self.status(), serde_json::json!({ "msg": self.message() }))
+    }
+}
+
+/// What a successful request turned into.
+enum Accept {
+    Challenge(String),
+    Stored,
+    Duplicate,
+}
+
+impl Ingress {
+    /// The hyper service entry point. Never fails.
+    pub async fn serve(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<Response<Body>, Infallible> {
+        let started = Instant::now();
+        let routes = match self.routes.read() {
+            Ok(r) => r.clone(),
+            Err(_) => return Ok(Rejection::StoreUnavailable.into_response()),
+        };
+        let app = routes.apps.get(req.uri().path()).cloned();
+        let app_name = app.as_ref().map_or("-", |a| a.name.as_str()).to_owned();
+        let span =
+            tracing::info_span!("request", app = %app_name, event_id = tracing::field::Empty);
+        let result =
+            tracing::Instrument::instrument(self.handle(req, app, &routes), span.clone()).await;
+        let (response, status, reason) = match result {
+            Ok(Accept::Challenge(challenge)) => (
+                json(
+                    StatusCode::OK,
+                    serde_json::json!({ "challenge": challenge }),
+                ),
+                "200",
+                "challenge",
+            ),
+            Ok(Accept::Stored) => (
+                json(StatusCode::OK, serde_json::json!({ "msg": "success" })),
+                "200",
+                "stored",
+            ),
+            Ok(Accept::Duplicate) => (
+                json(StatusCode::OK, serde_json::json!({ "msg": "success" })),
+                "200",
+                "duplicate",
+            ),
+            Err(rejection) => {
+                let reason = rejection.reason();
+                let status = rejection.status();
+                span.in_scope(|| {
+                    if status.is_server_error() {
+                        tracing::error!(status = status.as_u16(), reason, "request failed");
+                    } else {
+                        tracing::info!(status = status.as_u16(), reason, "request refused");
+                    }
+                });
+                let code = match status.as_u16() {
+                    400 => "400",
+                    401 => "401",
+                    404 => "404",
+                    405 => "405",
+                    413 => "413",
+                    503 => "503",
+                    _ => "other",
+                };
+                (rejection.into_response(), code, reason)
+            }
+        };
+        let m = metrics::get();
+        m.requests
+            .get_or_create(&metrics::RequestLabels {
+                app: app_name,
+                status: status.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc();
+        m.request_latency.observe(started.elapsed().as_secs_f64());
+        Ok(response)
+    }
+
+    async fn handle(
+        &self,
+        req: Request<Incoming>,
+        app: Option<Arc<App>>,
+        routes: &Routes,
+    ) -> Result<Accept, Rejection> {
+        let app = app.ok_or(Rejection::NotFound)?;
+        if req.method() != Method::POST {
+            return Err(Rejection::MethodNotAllowed);
+        }
+        let limit = routes.max_body_bytes;
+        let declared = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(Rejection::TooLarge { limit });
+        }
+        let (parts, body) = req.into_parts();
+        let body = Limited::new(body, limit)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
+                    Rejection::TooLarge { limit }
+                } else {
+                    Rejection::BodyRead(e.to_string())
+                }
+            })?
+            .to_bytes();
+
+        let event = match self.open(&app, &parts.headers, &body)? {
+            Opened::Challenge { challenge, token } => {
+                check_token(&app, token.as_deref())?;
+                tracing::info!("url_verification challenge answered");
+                return Ok(Accept::Challenge(challenge));
+            }
+            Opened::Event(event) => event,
+        };
+        tracing::Span::current().record("event_id", event.id.as_str());
+        check_token(&app, event.token.as_deref())?;
+        if let (Some(pinned), Some(got)) = (&app.app_id, &event.app_id) {
+            if pinned != got {
+                return Err(Rejection::AppIdMismatch);
+            }
+        }
+        self.store_event(&app, routes, event).await
+    }
+
+    /// Verifies, decrypts and classifies a body for `app`.
+    fn open(&self, app: &App, headers: &HeaderMap, body: &[u8]) -> Result<Opened, Rejection> {
+        let envelope = Envelope::parse(body).map_err(|e| Rejection::Malformed(e.to_string()))?;
+        let plain = match (&app.encrypt_key, &app.cipher, envelope) {
+            (Some(key), Some(cipher), Envelope::Encrypted { encrypt }) => {
+                let signed = signature_headers(headers);
+                if let Some((ts, nonce, sig)) = signed {
+                    if !crypto::verify_signature(ts, nonce, key, body, sig) {
+                        return Err(Rejection::BadSignature);
+                    }
+                    if let Some(skew) = app.max_clock_skew {
+                        check_skew(ts, skew)?;
+                    }
+                }
+                let plain = cipher
+                    .decrypt(&encrypt)
+                    .map_err(|e| Rejection::Decrypt(e.to_string()))?;
+                let inner = Envelope::parse(&plain)
+                    .map_err(|e| Rejection::Malformed(format!("decrypted body: {e}")))?;
+                match inner {
+                    // Only the challenge may arrive unsigned (spec §3).
+                    Envelope::Challenge { .. } => {}
+                    _ if signed.is_none() => return Err(Rejection::MissingSignature),
+                    Envelope::Encrypted { .. } => {
+                        return Err(Rejection::Malformed(
+                            "decrypted body is encrypted again".into(),
+                        ))
+                    }
+                    Envelope::Event(_) => {}
+                }
+                inner
+            }
+            (Some(_), _, _) => return Err(Rejection::PlainForEncryptedApp),
+            (None, _, Envelope::Encrypted { .. }) => return Err(Rejection::EncryptedForPlainApp),
+            (None, _, plain) => plain,
+        };
+        match plain {
+            Envelope::Challenge { challenge, token } => Ok(Opened::Challenge { challenge, token }),
+            Envelope::Event(e) => Ok(Opened::Event(e)),
+            Envelope::Encrypted { .. } => {
+                Err(Rejection::Malformed("unexpected encrypted body".into()))
+            }
+        }
+    }
+
+    async fn store_event(
+        &self,
+        app: &App,
+        routes: &Routes,
+        event: Event,
+    ) -> Result<Accept, Rejection> {
+        let plugins = routes.router.plugins_for(&app.name, &event.event_type);
+        let received_at_ms = now_ms();
+        let body: Arc<str> = Arc::from(event.raw);
+        let new = NewEvent {
+            id: event.id.clone(),
+            app: app.name.clone(),
+            event_type: event.event_type.clone(),
+            schema: event.schema.as_str(),
+            received_at_ms,
+            body: body.clone(),
+            plugins,
+        };
+        let m = metrics::get();
+        match self.store.accept(new).await {
+            Ok(Accepted::Duplicate) => {
+                m.duplicates.get_or_create(&metrics::app(&app.name)).inc();
+                tracing::info!(event_type = %event.event_type, "duplicate event: already stored");
+                Ok(Accept::Duplicate)
+            }
+            Ok(Accepted::New { deliveries }) => {
+                m.events_stored
+                    .get_or_create(&metrics::app(&app.name))
+                    .inc();
+                if deliveries.is_empty() {
+                    m.unrouted.get_or_create(&metrics::app(&app.name)).inc();
+                }
+                tracing::info!(event_type = %event.event_type, deliveries = deliveries.len(), "event stored");
+                for (key, plugin) in deliveries {
+                    self.engine.submit(Job {
+                        key,
+                        event_id: event.id.clone(),
+                        plugin,
+                        attempts: 0,
+                        app: app.name.clone(),
+                        event_type: event.event_type.clone(),
+                        received_at_ms,
+                        body: body.clone(),
+                    });
+                }
+                Ok(Accept::Stored)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "store failed: answering 503 so Lark retries");
+                Err(Rejection::StoreUnavailable)
+            }
+        }
+    }
+}
+
+enum Opened {
+    Challenge {
+        challenge: String,
+        token: Option<String>,
+    },
+    Event(Event),
+}
+
+fn signature_headers(headers: &HeaderMap) -> Option<(&str, &str, &str)> {
+    let get = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    Some((get(H_TIMESTAMP)?, get(H_NONCE)?, get(H_SIGNATURE)?))
+}
+
+fn check_skew(timestamp: &str, skew: std::time::Duration) -> Result<(), Rejection> {
+    let ts: i64 = timestamp
+        .trim()
+        .parse()
+        .map_err(|_| Rejection::StaleTimestamp)?;
+    let now = now_ms() / 1000;
+    if (now - ts).unsigned_abs() > skew.as_secs() {
+        return Err(Rejection::StaleTimestamp);
+    }
+    Ok(())
+}
+
+fn check_token(app: &App, given: Option<&str>) -> Result<(), Rejection> {
+    match (&app.verification_token, given) {
+        (None, _) => Ok(()),
+        (Some(_), None) => Err(Rejection::MissingToken),
+        (Some(expected), Some(given)) => {
+            if crypto::tokens_match(expected, given) {
+                Ok(())
+            } else {
+                Err(Rejection::BadToken)
+            }
+        }
+    }
+}

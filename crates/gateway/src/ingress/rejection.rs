@@ -1,0 +1,97 @@
+//! Every way a webhook request can be refused, and the one place that maps each to its HTTP
+//! status, JSON body and metrics reason (spec §6). Messages never contain secrets or the body.
+
+use hyper::StatusCode;
+
+/// A refused request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    NotFound,
+    MethodNotAllowed,
+    TooLarge {
+        limit: usize,
+    },
+    /// The body could not be read from the connection.
+    BodyRead(String),
+    /// Malformed JSON / envelope / missing fields (400).
+    Malformed(String),
+    /// Base64, length, padding or UTF-8 failure of the encrypted body (400).
+    Decrypt(String),
+    /// A plain body for an app that has an Encrypt Key (400).
+    PlainForEncryptedApp,
+    /// An encrypted body for an app without an Encrypt Key (400).
+    EncryptedForPlainApp,
+    MissingSignature,
+    BadSignature,
+    StaleTimestamp,
+    MissingToken,
+    BadToken,
+    AppIdMismatch,
+    /// The store could not record the event (503: Lark retries).
+    StoreUnavailable,
+}
+
+impl Rejection {
+    pub fn status(&self) -> StatusCode {
+        use Rejection::*;
+        match self {
+            NotFound => StatusCode::NOT_FOUND,
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyRead(_) | Malformed(_) | Decrypt(_) | PlainForEncryptedApp
+            | EncryptedForPlainApp => StatusCode::BAD_REQUEST,
+            MissingSignature | BadSignature | StaleTimestamp | MissingToken | BadToken
+            | AppIdMismatch => StatusCode::UNAUTHORIZED,
+            StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// A short stable label for metrics and logs.
+    pub fn reason(&self) -> &'static str {
+        use Rejection::*;
+        match self {
+            NotFound => "not_found",
+            MethodNotAllowed => "method_not_allowed",
+            TooLarge { .. } => "too_large",
+            BodyRead(_) => "body_read_error",
+            Malformed(_) => "malformed",
+            Decrypt(_) => "decrypt_error",
+            PlainForEncryptedApp => "plain_body_for_encrypted_app",
+            EncryptedForPlainApp => "encrypted_body_for_plain_app",
+            MissingSignature => "missing_signature",
+            BadSignature => "bad_signature",
+            StaleTimestamp => "stale_timestamp",
+            MissingToken => "missing_token",
+            BadToken => "bad_token",
+            AppIdMismatch => "app_id_mismatch",
+            StoreUnavailable => "store_unavailable",
+        }
+    }
+
+    /// The message put in `{"msg": ...}`.
+    pub fn message(&self) -> String {
+        use Rejection::*;
+        match self {
+            NotFound => "no app is served at this path".into(),
+            MethodNotAllowed => "only POST is accepted".into(),
+            TooLarge { limit } => format!("body is larger than {limit} bytes"),
+            BodyRead(e) => format!("could not read the body: {e}"),
+            Malformed(e) => e.clone(),
+            Decrypt(e) => format!("cannot decrypt body: {e}"),
+            PlainForEncryptedApp => "body must be encrypted: this app has an encrypt_key".into(),
+            EncryptedForPlainApp => {
+                "body is encrypted but no encrypt_key is configured for this app".into()
+            }
+            MissingSignature => {
+                "missing X-Lark-Request-Timestamp, X-Lark-Request-Nonce or X-Lark-Signature header"
+                    .into()
+            }
+            BadSignature => "signature does not match".into(),
+            StaleTimestamp => "request timestamp is outside the allowed clock skew".into(),
+            MissingToken => "verification token missing".into(),
+            BadToken => "verification token does not match".into(),
+            AppIdMismatch => "event app_id does not match this app".into(),
+            StoreUnavailable => "event could not be stored; retry later".into(),
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! `gateway`: the Lark/Feishu event gateway binary. This file is the CLI edge: argument parsing,
+//! logging setup and exit codes. Exit codes: 0 success, 1 runtime failure, 2 invalid config or
+//! usage, 3 `check` found problems, 4 `send` got a non-2xx answer.
+
+mod admin;
+mod config;
+mod delivery;
+mod ingress;
+mod metrics;
+mod ops;
+mod plugins;
+mod router;
+mod send;
+mod server;
+mod store;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use config::Config;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "gateway",
+    version,
+    about = "Lark/Feishu event gateway with plugin delivery"
+)]
+struct Cli {
+    /// The config file.
+    #[arg(
+        long,
+        short,
+        global = true,
+        default_value = "gateway.toml",
+        env = "GATEWAY_CONFIG"
+    )]
+    config: PathBuf,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway (the default).
+    Run,
+    /// Validate the config, open and ABI-check every plugin, print the route table.
+    Check,
+    /// Sign, encrypt and POST a sample (or given) event to the running gateway.
+    Send(send::SendArgs),
+    /// List dead letters.
+    DeadLetters(ops::DeadLetterArgs),
+    /// Put deliveries back in the queue with fresh attempts (works while the gateway runs).
+    Replay(ops::ReplayArgs),
+    /// Inspect stored events.
+    #[command(subcommand)]
+    Events(ops::EventsCommand),
+    /// Store maintenance.
+    #[command(subcommand)]
+    Store(ops::StoreCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(cli.log_format, config.log_level.as_deref());
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => with_runtime(|| server::run(config)),
+        Command::Check => ops::check(&config),
+        Command::Send(args) => match runtime().map(|rt| rt.block_on(send::send(&config, &args))) {
+            Ok(Ok(status)) if (200..300).contains(&status) => ExitCode::SUCCESS,
+            Ok(Ok(_)) => ExitCode::from(4),
+            Ok(Err(e)) | Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::DeadLetters(args) => ops::dead_letters(&config, &args),
+        Command::Replay(args) => ops::replay(&config, &args),
+        Command::Events(cmd) => ops::events(&config, &cmd),
+        Command::Store(cmd) => ops::store(&config, &cmd),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("gateway")
+        .build()?)
+}
+
+fn with_runtime<F, Fut>(f: F) -> ExitCode
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    match runtime().and_then(|rt| rt.block_on(f())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, level: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level.unwrap_or("info")))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}

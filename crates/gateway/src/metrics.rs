@@ -1,0 +1,188 @@
+//! Prometheus metrics (served on the admin listener's `/metrics`). One process-wide registry;
+//! recording is lock-free counter/histogram updates, cheap enough for the request path.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::OnceLock;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub app: String,
+    pub status: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AppLabels {
+    pub app: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginLabels {
+    pub plugin: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub plugin: String,
+    pub outcome: String,
+}
+
+/// Every metric the gateway exports.
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub events_stored: Family<AppLabels, Counter>,
+    pub duplicates: Family<AppLabels, Counter>,
+    pub unrouted: Family<AppLabels, Counter>,
+    pub deliveries: Family<OutcomeLabels, Counter>,
+    pub retries: Family<PluginLabels, Counter>,
+    pub dead_letters: Family<PluginLabels, Counter>,
+    pub pending: Gauge,
+    pub oldest_pending_age: Gauge<f64, AtomicU64>,
+    pub request_latency: Histogram,
+    pub plugin_latency: Family<PluginLabels, Histogram>,
+    pub commit_batch: Histogram,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs .. ~52 s
+    Histogram::new(exponential_buckets(0.0001, 2.0, 20))
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "gateway_requests",
+            "Webhook requests by app, HTTP status and outcome reason",
+            requests.clone(),
+        );
+        let events_stored = Family::<AppLabels, Counter>::default();
+        registry.register(
+            "gateway_events_stored",
+            "Events durably stored",
+            events_stored.clone(),
+        );
+        let duplicates = Family::<AppLabels, Counter>::default();
+        registry.register(
+            "gateway_duplicate_events",
+            "Events already stored (answered 200, not delivered again)",
+            duplicates.clone(),
+        );
+        let unrouted = Family::<AppLabels, Counter>::default();
+        registry.register(
+            "gateway_unrouted_events",
+            "Events stored with no matching route",
+            unrouted.clone(),
+        );
+        let deliveries = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "gateway_deliveries",
+            "Plugin calls by plugin and outcome (ok, retry, reject, panicked, timeout)",
+            deliveries.clone(),
+        );
+        let retries = Family::<PluginLabels, Counter>::default();
+        registry.register(
+            "gateway_retries_scheduled",
+            "Deliveries scheduled for another attempt",
+            retries.clone(),
+        );
+        let dead_letters = Family::<PluginLabels, Counter>::default();
+        registry.register(
+            "gateway_dead_letters",
+            "Deliveries moved to the dead letters",
+            dead_letters.clone(),
+        );
+        let pending = Gauge::default();
+        registry.register(
+            "gateway_pending_deliveries",
+            "Deliveries not yet done or dead",
+            pending.clone(),
+        );
+        let oldest_pending_age = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "gateway_oldest_pending_age_seconds",
+            "Age of the oldest event with a pending delivery",
+            oldest_pending_age.clone(),
+        );
+        let request_latency = latency_histogram();
+        registry.register(
+            "gateway_request_duration_seconds",
+            "Webhook request handling time, from headers read to response",
+            request_latency.clone(),
+        );
+        let plugin_latency =
+            Family::<PluginLabels, Histogram>::new_with_constructor(latency_histogram);
+        registry.register(
+            "gateway_plugin_call_duration_seconds",
+            "Plugin handle() call time",
+            plugin_latency.clone(),
+        );
+        let commit_batch = Histogram::new(exponential_buckets(1.0, 2.0, 10));
+        registry.register(
+            "gateway_store_commit_batch_size",
+            "Writes per store transaction (group commit)",
+            commit_batch.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            events_stored,
+            duplicates,
+            unrouted,
+            deliveries,
+            retries,
+            dead_letters,
+            pending,
+            oldest_pending_age,
+            request_latency,
+            plugin_latency,
+            commit_batch,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// The process-wide metrics.
+pub fn get() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+pub fn observe_commit_batch(size: usize) {
+    get().commit_batch.observe(size as f64);
+}
+
+pub fn app(app: &str) -> AppLabels {
+    AppLabels {
+        app: app.to_owned(),
+    }
+}
+
+pub fn plugin(plugin: &str) -> PluginLabels {
+    PluginLabels {
+        plugin: plugin.to_owned(),
+    }
+}

@@ -1,0 +1,254 @@
+//! Operator commands that work on the config and the store without running the server:
+//! `check`, `dead-letters`, `replay`, `events show`, `store check`. They open the store
+//! alongside a running gateway (SQLite WAL allows it); a replay is picked up by the running
+//! gateway's sweeper within a few seconds.
+
+use std::process::ExitCode;
+
+use crate::config::Config;
+use crate::plugins;
+use crate::store::sqlite::ReplaySelector;
+use crate::store::SqliteStore;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DeadLetterArgs {
+    /// Only this plugin's.
+    #[arg(long)]
+    pub plugin: Option<String>,
+    /// Only those that died at or after this Unix time in milliseconds.
+    #[arg(long)]
+    pub since: Option<i64>,
+    /// Print JSON lines instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReplayArgs {
+    /// Event ids whose deliveries to replay.
+    pub event_ids: Vec<String>,
+    /// Only this plugin's deliveries.
+    #[arg(long)]
+    pub plugin: Option<String>,
+    /// Replay every dead letter (optionally of --plugin).
+    #[arg(long, conflicts_with = "event_ids")]
+    pub dead_letters: bool,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum EventsCommand {
+    /// Print a stored event and its deliveries as JSON.
+    Show { event_id: String },
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum StoreCommand {
+    /// Verify the store's integrity.
+    Check,
+}
+
+fn open_store(config: &Config) -> Result<SqliteStore, ExitCode> {
+    SqliteStore::open(&config.store_path).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+/// `gateway check`.
+pub fn check(config: &Config) -> ExitCode {
+    println!("config {} is valid", config.file.display());
+    println!(
+        "listen {}  max_body_bytes {}",
+        config.listen, config.max_body_bytes
+    );
+    for app in &config.apps {
+        println!(
+            "app {:<16} path {:<24} token {:<3} encrypt_key {:<3} app_id {}",
+            app.name,
+            app.path,
+            yes(app.verification_token.is_some()),
+            yes(app.encrypt_key.is_some()),
+            app.app_id.as_deref().unwrap_or("-")
+        );
+    }
+    println!("store {}", config.store_path.display());
+    let libs = match plugins::open_all(config) {
+        Ok(libs) => libs,
+        Err(problems) => {
+            for p in problems {
+                eprintln!("error: {p}");
+            }
+            return ExitCode::from(3);
+        }
+    };
+    for (spec, lib) in &libs {
+        println!(
+            "plugin {:<12} {} {} ({}) max_concurrency {}  [{}]",
+            spec.name,
+            lib.name(),
+            lib.version(),
+            lib.path().display(),
+            spec.max_concurrency,
+            lib.build_tag()
+        );
+    }
+    println!("routes:");
+    if config.routes.is_empty() {
+        println!("  (none: every event is stored as unrouted)");
+    }
+    for r in &config.routes {
+        let events: Vec<String> = r.events.iter().map(|e| e.to_string()).collect();
+        let apps = r
+            .apps
+            .as_ref()
+            .map_or("any app".to_owned(), |a| format!("apps {}", a.join(", ")));
+        println!(
+            "  {} ({apps}) -> {}",
+            events.join(", "),
+            r.plugins.join(", ")
+        );
+    }
+    println!("ok");
+    ExitCode::SUCCESS
+}
+
+fn yes(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+/// `gateway dead-letters`.
+pub fn dead_letters(config: &Config, args: &DeadLetterArgs) -> ExitCode {
+    let store = match open_store(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let rows = match store.dead_letters(args.plugin.as_deref(), args.since) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if args.json {
+        for r in &rows {
+            println!("{}", serde_json::to_string(r).unwrap_or_default());
+        }
+    } else {
+        println!(
+            "{:<40} {:<12} {:>8} {:>14}  last error",
+            "event id", "plugin", "attempts", "died at (ms)"
+        );
+        for r in &rows {
+            println!(
+                "{:<40} {:<12} {:>8} {:>14}  {}",
+                r.event_id,
+                r.plugin,
+                r.attempts,
+                r.updated_at_ms,
+                r.last_error.as_deref().unwrap_or("")
+            );
+        }
+        println!("{} dead letter(s)", rows.len());
+    }
+    store.close();
+    ExitCode::SUCCESS
+}
+
+/// `gateway replay`.
+pub fn replay(config: &Config, args: &ReplayArgs) -> ExitCode {
+    if !args.dead_letters && args.event_ids.is_empty() {
+        eprintln!("error: give event ids or --dead-letters");
+        return ExitCode::from(2);
+    }
+    let store = match open_store(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let selector = if args.dead_letters {
+        ReplaySelector::DeadLetters {
+            plugin: args.plugin.clone(),
+        }
+    } else {
+        ReplaySelector::Events {
+            ids: args.event_ids.clone(),
+            plugin: args.plugin.clone(),
+        }
+    };
+    let result = match tokio::runtime::Builder::new_current_thread().build() {
+        Ok(rt) => rt.block_on(store.replay(selector)),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    store.close();
+    match result {
+        Ok(n) => {
+            println!("{n} deliveries queued again");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `gateway events show`.
+pub fn events(config: &Config, cmd: &EventsCommand) -> ExitCode {
+    let EventsCommand::Show { event_id } = cmd;
+    let store = match open_store(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let result = store.event(event_id);
+    store.close();
+    match result {
+        Ok(Some(event)) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&event).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(None) => {
+            eprintln!("no event {event_id:?} in the store");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `gateway store check`.
+pub fn store(config: &Config, cmd: &StoreCommand) -> ExitCode {
+    let StoreCommand::Check = cmd;
+    let store = match open_store(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let result = store.integrity_check();
+    store.close();
+    match result {
+        Ok(lines) if lines == ["ok"] => {
+            println!("store {} is sound", config.store_path.display());
+            ExitCode::SUCCESS
+        }
+        Ok(lines) => {
+            for l in lines {
+                eprintln!("{l}");
+            }
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

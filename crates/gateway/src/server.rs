@@ -1,0 +1,186 @@
+//! `gateway run`: wires config, store, plugins, delivery engine, ingress and admin listeners,
+//! and owns the process lifecycle (signals, graceful shutdown).
+//!
+//! Shutdown (SIGTERM/SIGINT): `/readyz` turns 503, the listener stops accepting, in-flight
+//! requests finish, running plugin calls get up to `shutdown_grace`, the rest stays pending in
+//! the store, plugin instances are shut down, the store writer drains and the process exits 0.
+//! A second signal exits at once: everything acknowledged is already durable.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+use crate::admin::Admin;
+use crate::config::Config;
+use crate::delivery::Engine;
+use crate::ingress::{Ingress, Routes};
+use crate::plugins;
+use crate::store::{sqlite::now_ms, SqliteStore, Store};
+
+/// How often old finished events are purged.
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Runs the gateway until a shutdown signal.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let store = SqliteStore::open(&config.store_path)
+        .with_context(|| format!("opening store {}", config.store_path.display()))?;
+    let dyn_store: Arc<dyn Store> = Arc::new(store.clone());
+    let admin = Arc::new(Admin {
+        store: dyn_store.clone(),
+        shutting_down: Default::default(),
+        plugins_ready: Default::default(),
+    });
+    let plugins = plugins::start(&config)
+        .map_err(|p| anyhow::anyhow!("plugins failed to start:\n  - {}", p.join("\n  - ")))?;
+    admin.plugins_ready.store(true, Ordering::SeqCst);
+    let engine = Engine::start(dyn_store.clone(), plugins, config.delivery);
+    let ingress = Arc::new(Ingress {
+        routes: RwLock::new(Arc::new(Routes::from_config(&config))),
+        store: dyn_store.clone(),
+        engine: engine.clone(),
+    });
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    if let Some(admin_addr) = config.admin_listen {
+        let admin_listener = TcpListener::bind(admin_addr)
+            .await
+            .with_context(|| format!("binding admin listener {admin_addr}"))?;
+        let bound = admin_listener.local_addr()?;
+        println!("admin listening on http://{bound}");
+        tracing::info!(%bound, "admin listener up (/healthz, /readyz, /metrics)");
+        tokio::spawn(serve_admin(admin_listener, admin.clone()));
+    }
+    println!("gateway listening on http://{addr}");
+    for app in &config.apps {
+        tracing::info!(app = %app.name, path = %app.path, encrypted = app.encrypt_key.is_some(), "serving app");
+    }
+    tracing::info!(%addr, store = %config.store_path.display(), "gateway ready");
+
+    let retention = config.retention;
+    let purge_store = dyn_store.clone();
+    tokio::spawn(async move {
+        loop {
+            let cutoff = now_ms() - retention.as_millis() as i64;
+            match purge_store.purge(cutoff).await {
+                Ok(n) if n > 0 => tracing::info!(removed = n, "purged events past retention"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "purge failed"),
+            }
+            tokio::time::sleep(PURGE_EVERY).await;
+        }
+    });
+
+    let graceful = GracefulShutdown::new();
+    let mut signals = Signals::new()?;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning or dying.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let ingress = ingress.clone();
+                let conn = http1::Builder::new()
+                    .keep_alive(true)
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(30))
+                    .serve_connection(
+                        TokioIo::new(stream),
+                        service_fn(move |req| ingress.clone().serve(req)),
+                    );
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            _ = signals.next() => break,
+        }
+    }
+
+    tracing::info!("shutting down: no new connections; finishing in-flight requests");
+    admin.shutting_down.store(true, Ordering::SeqCst);
+    drop(listener);
+    let grace = config.shutdown_grace;
+    let second = async {
+        signals.next().await;
+        tracing::warn!("second signal: exiting now (acknowledged events are safely stored)");
+        std::process::exit(1);
+    };
+    tokio::select! {
+        _ = async {
+            if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+                tracing::warn!("some connections were still open after the grace period");
+            }
+            if !engine.shutdown(grace).await {
+                tracing::warn!(running = engine.running(), "plugin calls still running after the grace period; their deliveries stay pending");
+            }
+        } => {}
+        _ = second => {}
+    }
+    drop(ingress);
+    drop(engine);
+    tokio::task::spawn_blocking(move || store.close())
+        .await
+        .ok();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// SIGTERM and SIGINT as one stream.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!("SIGTERM received"),
+            _ = self.int.recv() => tracing::info!("SIGINT received"),
+        }
+    }
+}
+
+async fn serve_admin(listener: TcpListener, admin: Arc<Admin>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            let _ = http1::Builder::new()
+                .serve_connection(
+                    TokioIo::new(stream),
+                    service_fn(move |req| admin.clone().serve(req)),
+                )
+                .await;
+        });
+    }
+}

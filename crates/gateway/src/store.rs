@@ -1,0 +1,129 @@
+//! The durable store: accepted events (the deduplication set) and one delivery record per
+//! (event, routed plugin). [`Store`] is the seam for other backends (PostgreSQL for replicas);
+//! [`sqlite`] is the embedded default.
+//!
+//! Contract every backend keeps:
+//! - `accept` resolves `Ok` only once the event and its deliveries are durable (fsync'd); a
+//!   duplicate id resolves `Duplicate` and records nothing.
+//! - Delivery state only moves `pending → done | dead`, or back to `pending` through `replay`.
+//! - Nothing is ever answered from memory alone: the store is the truth after a crash.
+
+pub mod sqlite;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+pub use sqlite::SqliteStore;
+
+/// A boxed future resolving to a store result.
+pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send>>;
+
+/// The store could not do what was asked; the event or update was not recorded.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("store: {0}")]
+pub struct StoreError(pub String);
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError(e.to_string())
+    }
+}
+
+/// An event to record, with the plugin instances it is routed to.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub id: String,
+    pub app: String,
+    pub event_type: String,
+    pub schema: &'static str,
+    pub received_at_ms: i64,
+    /// The decrypted envelope exactly as received.
+    pub body: Arc<str>,
+    /// Plugin instance names; empty means unrouted.
+    pub plugins: Vec<String>,
+}
+
+/// What `accept` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Accepted {
+    /// Recorded; one delivery per routed plugin (store key, plugin name).
+    New { deliveries: Vec<(i64, String)> },
+    /// The id was already recorded; nothing changed.
+    Duplicate,
+}
+
+/// How a delivery attempt ended, as persisted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finish {
+    Done,
+    Retry { next_at_ms: i64, error: String },
+    Dead { error: String },
+}
+
+/// A pending delivery with everything needed to call its plugin.
+#[derive(Debug, Clone)]
+pub struct PendingDelivery {
+    pub key: i64,
+    pub event_id: String,
+    pub plugin: String,
+    /// Attempts already made.
+    pub attempts: u32,
+    pub next_at_ms: i64,
+    pub app: String,
+    pub event_type: String,
+    pub received_at_ms: i64,
+    pub body: Arc<str>,
+}
+
+/// Due deliveries and when the next not-yet-due one is.
+#[derive(Debug, Clone, Default)]
+pub struct Due {
+    pub deliveries: Vec<PendingDelivery>,
+    pub next_due_ms: Option<i64>,
+}
+
+/// A delivery's record, for `dead-letters` and `events show`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeliveryRecord {
+    pub event_id: String,
+    pub plugin: String,
+    pub state: String,
+    pub attempts: u32,
+    pub next_at_ms: i64,
+    pub last_error: Option<String>,
+    pub updated_at_ms: i64,
+}
+
+/// A stored event, for `events show`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EventRecord {
+    pub id: String,
+    pub app: String,
+    pub event_type: String,
+    pub schema: String,
+    pub received_at_ms: i64,
+    pub body: String,
+    pub deliveries: Vec<DeliveryRecord>,
+}
+
+/// Counts for metrics and readiness.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Backlog {
+    pub pending: u64,
+    pub oldest_pending_ms: Option<i64>,
+}
+
+/// A durable event store.
+pub trait Store: Send + Sync + 'static {
+    /// Records an event and its deliveries durably, or reports a duplicate.
+    fn accept(&self, event: NewEvent) -> StoreFuture<Accepted>;
+    /// Persists the end of one attempt (`attempts` = attempts made, including this one).
+    fn finish(&self, key: i64, attempts: u32, finish: Finish) -> StoreFuture<()>;
+    /// Pending deliveries due at `now_ms` (at most `limit`), oldest first.
+    fn due(&self, now_ms: i64, limit: usize) -> StoreFuture<Due>;
+    /// Forgets finished events received before `before_ms`; returns how many were removed.
+    fn purge(&self, before_ms: i64) -> StoreFuture<u64>;
+    /// The pending count and the oldest pending delivery's time.
+    fn backlog(&self) -> StoreFuture<Backlog>;
+}
