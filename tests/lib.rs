@@ -1,1 +1,337 @@
-//! Helpers for the end-to-end tests in this package (see `e2e/`).
+//! Helpers for the end-to-end tests and benchmarks in this package (see `e2e/` and `benches/`):
+//! find the workspace, build the real plugin libraries with cargo (once per process), compile the
+//! raw-ABI fixture libraries of `raw-plugins/` with rustc, and make deliveries.
+//!
+//! Everything a test needs is built on demand, so `cargo test` works on a clean clone. These are
+//! test helpers: on a failed build they panic with the compiler's output.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use gateway_plugin::Delivery;
+use serde_json::{json, value::RawValue};
+
+/// The workspace root (the folder holding the root `Cargo.toml`).
+pub fn workspace_root() -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.parent().unwrap_or(here).to_path_buf()
+}
+
+/// Which cargo profile to build with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// `dev` (the default of `cargo build`): fast to build, what the tests use.
+    Debug,
+    /// `release`: what the benchmarks use.
+    Release,
+}
+
+/// One artifact reported by `cargo build --message-format=json`.
+#[derive(Debug, Clone)]
+pub struct Artifact {
+    /// The target's name (`logger`, `testkit`, `gateway`...).
+    pub name: String,
+    /// The target's kinds (`cdylib`, `rlib`, `bin`...).
+    pub kinds: Vec<String>,
+    /// Every file cargo produced for it.
+    pub filenames: Vec<PathBuf>,
+    /// The executable, for binaries.
+    pub executable: Option<PathBuf>,
+}
+
+impl Artifact {
+    /// The shared library among `filenames` (`lib<name>.so` on Linux), if any.
+    pub fn shared_library(&self) -> Option<&Path> {
+        self.filenames
+            .iter()
+            .find(|f| {
+                f.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                    n.starts_with(std::env::consts::DLL_PREFIX)
+                        && n.ends_with(std::env::consts::DLL_SUFFIX)
+                })
+            })
+            .map(PathBuf::as_path)
+    }
+}
+
+/// Runs `cargo build -p <each package>` in the workspace and returns the artifacts cargo reports.
+/// Uses `$CARGO` when set (it is, under `cargo test`), else `cargo`; the target directory is
+/// cargo's usual one (`CARGO_TARGET_DIR` and cargo config are respected).
+pub fn cargo_build(packages: &[&str], profile: Profile) -> Result<Vec<Artifact>, String> {
+    let root = workspace_root();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(&cargo);
+    cmd.current_dir(&root)
+        .arg("build")
+        .arg("--manifest-path")
+        .arg(root.join("Cargo.toml"))
+        .arg("--message-format=json-render-diagnostics");
+    if profile == Profile::Release {
+        cmd.arg("--release");
+    }
+    for p in packages {
+        cmd.args(["-p", p]);
+    }
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", Path::new(&cargo).display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`cargo build -p {}` failed ({}):\n{}",
+            packages.join(" -p "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let mut artifacts = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if msg["reason"] != "compiler-artifact" {
+            continue;
+        }
+        let strings = |v: &serde_json::Value| -> Vec<String> {
+            v.as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        artifacts.push(Artifact {
+            name: msg["target"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            kinds: strings(&msg["target"]["kind"]),
+            filenames: strings(&msg["filenames"])
+                .into_iter()
+                .map(PathBuf::from)
+                .collect(),
+            executable: msg["executable"].as_str().map(PathBuf::from),
+        });
+    }
+    Ok(artifacts)
+}
+
+/// The plugin libraries built from this workspace.
+#[derive(Debug, Clone)]
+pub struct PluginPaths {
+    /// `plugins/logger`.
+    pub logger: PathBuf,
+    /// `tests/fixture-plugins/testkit`.
+    pub testkit: PathBuf,
+}
+
+fn build_plugin_paths(profile: Profile) -> Result<PluginPaths, String> {
+    let artifacts = cargo_build(&["logger", "testkit"], profile)?;
+    let find = |name: &str| {
+        artifacts
+            .iter()
+            .filter(|a| a.name == name)
+            .find_map(Artifact::shared_library)
+            .map(Path::to_path_buf)
+            .ok_or_else(|| format!("cargo built no shared library for `{name}`"))
+    };
+    Ok(PluginPaths {
+        logger: find("logger")?,
+        testkit: find("testkit")?,
+    })
+}
+
+fn plugins_once(
+    cell: &'static OnceLock<Result<PluginPaths, String>>,
+    profile: Profile,
+) -> PluginPaths {
+    match cell.get_or_init(|| build_plugin_paths(profile)) {
+        Ok(paths) => paths.clone(),
+        Err(e) => panic!("building the plugins failed: {e}"),
+    }
+}
+
+/// Builds `logger` and `testkit` (debug profile) once per process and returns their `.so` paths.
+///
+/// # Panics
+/// When the build fails, with cargo's output.
+pub fn build_plugins() -> PluginPaths {
+    static DEBUG: OnceLock<Result<PluginPaths, String>> = OnceLock::new();
+    plugins_once(&DEBUG, Profile::Debug)
+}
+
+/// As [`build_plugins`], with the release profile (for benchmarks).
+///
+/// # Panics
+/// When the build fails, with cargo's output.
+pub fn build_plugins_release() -> PluginPaths {
+    static RELEASE: OnceLock<Result<PluginPaths, String>> = OnceLock::new();
+    plugins_once(&RELEASE, Profile::Release)
+}
+
+/// The raw-ABI fixture libraries compiled from `raw-plugins/` (see the docs of
+/// `raw-plugins/raw_plugin.rs` for what each one does).
+#[derive(Debug, Clone)]
+pub struct RawFixtures {
+    /// Well-formed; counts buffers and `free_buf` calls.
+    pub counting: PathBuf,
+    /// ABI major 2.
+    pub bad_major: PathBuf,
+    /// Descriptor smaller than the host's.
+    pub small_struct: PathBuf,
+    /// ABI 1.1.
+    pub newer_minor: PathBuf,
+    /// Exports `gateway_plugin_v2` only.
+    pub wrong_symbol: PathBuf,
+    /// The entry returns null.
+    pub null_descriptor: PathBuf,
+    /// `name` is null.
+    pub null_name: PathBuf,
+    /// `version` is not UTF-8.
+    pub bad_utf8_version: PathBuf,
+    /// A plain shared library exporting `add_numbers`.
+    pub not_a_plugin: PathBuf,
+}
+
+/// Compiles the raw fixtures with `rustc` (`$RUSTC` or `rustc`) into `<out_dir>/raw-plugins/`,
+/// once per process. Outputs are named after a hash of their source and variant and reused when
+/// present, so runs never overwrite a library another process may have loaded. Pass the test's
+/// `env!("CARGO_TARGET_TMPDIR")`.
+///
+/// # Panics
+/// When rustc fails, with its output.
+pub fn raw_fixtures(out_dir: &Path) -> RawFixtures {
+    static FIXTURES: OnceLock<Result<RawFixtures, String>> = OnceLock::new();
+    match FIXTURES.get_or_init(|| compile_raw_fixtures(out_dir)) {
+        Ok(f) => f.clone(),
+        Err(e) => panic!("compiling the raw fixtures failed: {e}"),
+    }
+}
+
+fn compile_raw_fixtures(out_dir: &Path) -> Result<RawFixtures, String> {
+    let src = workspace_root().join("tests/raw-plugins");
+    let dir = out_dir.join("raw-plugins");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let plugin = src.join("raw_plugin.rs");
+    let variants: [(&str, &Path, Option<&str>); 9] = [
+        ("counting", &plugin, None),
+        ("bad_major", &plugin, Some("bad_major")),
+        ("small_struct", &plugin, Some("small_struct")),
+        ("newer_minor", &plugin, Some("newer_minor")),
+        ("wrong_symbol", &plugin, Some("wrong_symbol")),
+        ("null_descriptor", &plugin, Some("null_descriptor")),
+        ("null_name", &plugin, Some("null_name")),
+        ("bad_utf8_version", &plugin, Some("bad_utf8_version")),
+        ("not_a_plugin", &src.join("not_a_plugin.rs"), None),
+    ];
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let mut outputs = BTreeMap::new();
+    let mut running = Vec::new();
+    for (name, source, cfg) in variants {
+        let text =
+            std::fs::read(source).map_err(|e| format!("cannot read {}: {e}", source.display()))?;
+        let hash = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::hash::DefaultHasher::new();
+            (&text, cfg).hash(&mut h);
+            h.finish()
+        };
+        let output = dir.join(format!(
+            "{}{name}-{hash:016x}{}",
+            std::env::consts::DLL_PREFIX,
+            std::env::consts::DLL_SUFFIX
+        ));
+        outputs.insert(name, output.clone());
+        if output.exists() {
+            continue;
+        }
+        let tmp = dir.join(format!("{name}-{hash:016x}.{}.tmp", std::process::id()));
+        let mut cmd = Command::new(&rustc);
+        cmd.args(["--edition", "2021", "--crate-type", "cdylib", "-O"])
+            .args(["-C", "strip=debuginfo", "--crate-name", name])
+            .arg("-o")
+            .arg(&tmp)
+            .arg(source);
+        if let Some(cfg) = cfg {
+            cmd.args(["--cfg", cfg]);
+        }
+        let child = cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", Path::new(&rustc).display()))?;
+        running.push((name, child, tmp, output));
+    }
+    for (name, child, tmp, output) in running {
+        let out = child
+            .wait_with_output()
+            .map_err(|e| format!("rustc for {name}: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "rustc failed for {name} ({}):\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        std::fs::rename(&tmp, &output)
+            .map_err(|e| format!("cannot move {} to {}: {e}", tmp.display(), output.display()))?;
+    }
+    let mut take = |name: &str| {
+        outputs
+            .remove(name)
+            .ok_or_else(|| format!("no output for {name}"))
+    };
+    Ok(RawFixtures {
+        counting: take("counting")?,
+        bad_major: take("bad_major")?,
+        small_struct: take("small_struct")?,
+        newer_minor: take("newer_minor")?,
+        wrong_symbol: take("wrong_symbol")?,
+        null_descriptor: take("null_descriptor")?,
+        null_name: take("null_name")?,
+        bad_utf8_version: take("bad_utf8_version")?,
+        not_a_plugin: take("not_a_plugin")?,
+    })
+}
+
+/// A delivery as the gateway would make it: number `n` of event type `event_type`, whose envelope
+/// carries `padding` extra bytes of payload.
+pub fn delivery(n: u64, event_type: &str, padding: usize) -> Delivery {
+    let envelope = json!({
+        "schema": "2.0",
+        "header": {
+            "event_id": format!("ev-{n}"),
+            "event_type": event_type,
+            "create_time": "1700000000000",
+            "token": "v-token",
+            "app_id": "cli_demo",
+            "tenant_key": "tenant-1",
+        },
+        "event": {"n": n, "padding": "x".repeat(padding)},
+    });
+    let event = RawValue::from_string(envelope.to_string())
+        .unwrap_or_else(|e| panic!("an envelope from json! is valid JSON: {e}"));
+    Delivery {
+        delivery_id: format!("dl-{n}"),
+        attempt: 1,
+        plugin: "under-test".to_owned(),
+        app: "demo".to_owned(),
+        event_id: format!("ev-{n}"),
+        event_type: event_type.to_owned(),
+        received_at: 1_700_000_000_000 + n,
+        event,
+    }
+}
+
+/// The JSON the host passes to `handle` for `d`.
+pub fn delivery_json(d: &Delivery) -> Vec<u8> {
+    serde_json::to_vec(d).unwrap_or_else(|e| panic!("a Delivery always serialises: {e}"))
+}
+
+/// A delivery whose JSON is about `bytes` long (within a few bytes, for `bytes` ≥ ~350).
+pub fn delivery_json_of_size(n: u64, event_type: &str, bytes: usize) -> Vec<u8> {
+    let base = delivery_json(&delivery(n, event_type, 0)).len();
+    delivery_json(&delivery(n, event_type, bytes.saturating_sub(base)))
+}

@@ -165,11 +165,18 @@ impl Library {
         if !path.exists() {
             return Err(LoadError::NotFound { path });
         }
+        // `dlopen` searches the system library path for a name without a `/`: open the very file
+        // `exists()` just found.
+        let file = if path.is_relative() {
+            Path::new(".").join(&path)
+        } else {
+            path.clone()
+        };
         let flags = libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_LOCAL;
         // SAFETY: loading a library runs its initialisers; plugins are trusted code chosen by the
         // operator. Rust cdylibs have no initialisers of their own.
         let lib =
-            unsafe { libloading::os::unix::Library::open(Some(&path), flags) }.map_err(|e| {
+            unsafe { libloading::os::unix::Library::open(Some(&file), flags) }.map_err(|e| {
                 LoadError::Open {
                     path: path.clone(),
                     reason: e.to_string(),

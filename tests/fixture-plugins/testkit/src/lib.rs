@@ -1,0 +1,309 @@
+//! `testkit`: a test-only gateway plugin whose behaviour is chosen by its config, so the loader
+//! tests and the gateway's end-to-end tests can provoke every outcome on demand. Never deploy it.
+//!
+//! Config (`[[plugins]] config`; every key is optional, unknown keys are refused):
+//! - `mode` — what `handle` does (default `"ok"`):
+//!   - `"ok"`: returns `Ok`;
+//!   - `"retry_then_ok"`: returns `Retry` for the first `retries` calls of each `delivery_id`,
+//!     then `Ok` (counted in this instance's memory: a new instance starts again from zero);
+//!   - `"reject"`: returns `Reject`;
+//!   - `"retry_always"`: returns `Retry`;
+//!   - `"panic_handle"`: panics in `handle` (the SDK reports it as `Panicked`);
+//!   - `"panic_new"`: panics in `new` (the host sees `InitError::Panicked`);
+//!   - `"slow"`: sleeps `sleep_ms`, then returns `Ok`.
+//! - `retries` — for `retry_then_ok` (default 1).
+//! - `sleep_ms` — for `slow` (default 1000).
+//! - `retry_after_ms` — the `retry_after` put on every `Retry` (default: none).
+//! - `only_event_types` — when given, `mode` applies only to deliveries whose `event_type` is in
+//!   this list; every other delivery gets `Ok` (so one event can panic while others pass).
+//! - `record` — a file (relative paths resolve against the gateway config's folder; parent
+//!   folders are created) to which every `handle` call appends, just before it returns (or
+//!   panics), one JSON line `{"instance","delivery_id","event_id","event_type","attempt","outcome"}`
+//!   with `outcome` one of `"ok"`, `"retry"`, `"reject"`, `"panic"`. Lines are written whole under
+//!   a lock and flushed, so tests can count calls while the gateway runs.
+//! - `log` — log one `Info` line per call through the host (default `false`).
+//!
+//! Reasons are fixed texts naming the event, so tests can assert them:
+//! `testkit: retry {n} of {retries} for {delivery_id}`, `testkit: retry always for {delivery_id}`,
+//! `testkit: reject {delivery_id}`, `testkit: panic in handle for {event_id}` and
+//! `testkit: panic in new` (instance `{name}`).
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use gateway_plugin::{Delivery, Host, Level, Outcome, Plugin};
+use serde::{Deserialize, Serialize};
+
+/// What `handle` does; see the crate docs.
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+enum Mode {
+    #[default]
+    Ok,
+    RetryThenOk,
+    Reject,
+    RetryAlways,
+    PanicHandle,
+    PanicNew,
+    Slow,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    #[serde(default)]
+    mode: Mode,
+    #[serde(default = "one")]
+    retries: u32,
+    #[serde(default = "one_second")]
+    sleep_ms: u64,
+    retry_after_ms: Option<u64>,
+    only_event_types: Option<Vec<String>>,
+    record: Option<PathBuf>,
+    #[serde(default)]
+    log: bool,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn one_second() -> u64 {
+    1000
+}
+
+/// One line of the `record` file.
+#[derive(Serialize)]
+struct Record<'a> {
+    instance: &'a str,
+    delivery_id: &'a str,
+    event_id: &'a str,
+    event_type: &'a str,
+    attempt: u32,
+    outcome: &'a str,
+}
+
+/// The plugin instance.
+#[derive(Debug)]
+pub struct Testkit {
+    config: Config,
+    host: Host,
+    /// `handle` calls so far per `delivery_id` (for `retry_then_ok`).
+    calls: Mutex<HashMap<String, u32>>,
+    record: Option<(PathBuf, Mutex<File>)>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic never happens while one of these locks is held, but stay usable regardless.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Plugin for Testkit {
+    fn new(config: serde_json::Value, host: Host) -> Result<Self, String> {
+        let config: Config =
+            serde_json::from_value(config).map_err(|e| format!("testkit config: {e}"))?;
+        if config.mode == Mode::PanicNew {
+            panic!(
+                "testkit: panic in new (instance `{}`)",
+                host.instance_name()
+            );
+        }
+        let record = match &config.record {
+            None => None,
+            Some(path) => {
+                let path = host.resolve_path(path);
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| format!("testkit: cannot create {}: {e}", dir.display()))?;
+                }
+                let file = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .map_err(|e| format!("testkit: cannot open {}: {e}", path.display()))?;
+                Some((path, Mutex::new(file)))
+            }
+        };
+        Ok(Testkit {
+            config,
+            host,
+            calls: Mutex::new(HashMap::new()),
+            record,
+        })
+    }
+
+    fn handle(&self, d: &Delivery) -> Outcome {
+        let n = {
+            let mut calls = lock(&self.calls);
+            let n = calls.entry(d.delivery_id.clone()).or_insert(0);
+            *n += 1;
+            *n
+        };
+        if self.config.log {
+            self.host.log(
+                Level::Info,
+                &format!(
+                    "testkit handling {} (attempt {}, call {n})",
+                    d.event_id, d.attempt
+                ),
+            );
+        }
+        let applies = match &self.config.only_event_types {
+            None => true,
+            Some(types) => types.contains(&d.event_type),
+        };
+        let mode = if applies { self.config.mode } else { Mode::Ok };
+        let retry_after = self.config.retry_after_ms.map(Duration::from_millis);
+        let outcome = match mode {
+            Mode::Ok | Mode::PanicNew => Outcome::Ok,
+            Mode::Slow => {
+                std::thread::sleep(Duration::from_millis(self.config.sleep_ms));
+                Outcome::Ok
+            }
+            Mode::RetryThenOk if n <= self.config.retries => Outcome::Retry {
+                reason: format!(
+                    "testkit: retry {n} of {} for {}",
+                    self.config.retries, d.delivery_id
+                ),
+                retry_after,
+            },
+            Mode::RetryThenOk => Outcome::Ok,
+            Mode::RetryAlways => Outcome::Retry {
+                reason: format!("testkit: retry always for {}", d.delivery_id),
+                retry_after,
+            },
+            Mode::Reject => Outcome::reject(format!("testkit: reject {}", d.delivery_id)),
+            Mode::PanicHandle => {
+                if let Err(e) = self.record(d, "panic") {
+                    return Outcome::retry(e);
+                }
+                panic!("testkit: panic in handle for {}", d.event_id);
+            }
+        };
+        let label = match &outcome {
+            Outcome::Ok => "ok",
+            Outcome::Retry { .. } => "retry",
+            Outcome::Reject { .. } => "reject",
+        };
+        match self.record(d, label) {
+            Ok(()) => outcome,
+            Err(e) => Outcome::retry(e),
+        }
+    }
+}
+
+impl Testkit {
+    /// Appends one line to the `record` file, if configured.
+    fn record(&self, d: &Delivery, outcome: &str) -> Result<(), String> {
+        let Some((path, file)) = &self.record else {
+            return Ok(());
+        };
+        let line = Record {
+            instance: self.host.instance_name(),
+            delivery_id: &d.delivery_id,
+            event_id: &d.event_id,
+            event_type: &d.event_type,
+            attempt: d.attempt,
+            outcome,
+        };
+        let mut bytes =
+            serde_json::to_vec(&line).map_err(|e| format!("testkit: record line: {e}"))?;
+        bytes.push(b'\n');
+        let mut f = lock(file);
+        f.write_all(&bytes)
+            .and_then(|()| f.flush())
+            .map_err(|e| format!("testkit: cannot write {}: {e}", path.display()))
+    }
+}
+
+gateway_plugin::export_plugin!(Testkit);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(id: &str, event_type: &str) -> Delivery {
+        let text = serde_json::json!({
+            "delivery_id": id, "attempt": 1, "plugin": "kit", "app": "demo",
+            "event_id": format!("e-{id}"), "event_type": event_type, "received_at": 1,
+            "event": {"schema": "2.0"}
+        })
+        .to_string();
+        serde_json::from_str(&text).expect("delivery json")
+    }
+
+    fn kit(dir: &std::path::Path, config: serde_json::Value) -> Testkit {
+        Testkit::new(config, Host::for_tests(dir, "kit")).expect("config accepted")
+    }
+
+    #[test]
+    fn retry_then_ok_counts_per_delivery_and_records() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let k = kit(
+            dir.path(),
+            serde_json::json!({"mode": "retry_then_ok", "retries": 2, "retry_after_ms": 7, "record": "sub/rec.jsonl"}),
+        );
+        let a = delivery("a", "t");
+        let b = delivery("b", "t");
+        let retry = |n: u32, id: &str| Outcome::Retry {
+            reason: format!("testkit: retry {n} of 2 for {id}"),
+            retry_after: Some(Duration::from_millis(7)),
+        };
+        assert_eq!(k.handle(&a), retry(1, "a"));
+        assert_eq!(k.handle(&b), retry(1, "b"));
+        assert_eq!(k.handle(&a), retry(2, "a"));
+        assert_eq!(k.handle(&a), Outcome::Ok);
+        assert_eq!(k.handle(&a), Outcome::Ok);
+        let text = std::fs::read_to_string(dir.path().join("sub/rec.jsonl")).expect("record file");
+        let outcomes: Vec<String> = text
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).expect("json line");
+                format!(
+                    "{}:{}",
+                    v["delivery_id"].as_str().expect("id"),
+                    v["outcome"]
+                )
+            })
+            .collect();
+        assert_eq!(
+            outcomes,
+            [
+                "a:\"retry\"",
+                "b:\"retry\"",
+                "a:\"retry\"",
+                "a:\"ok\"",
+                "a:\"ok\""
+            ]
+        );
+    }
+
+    #[test]
+    fn only_event_types_limits_the_mode() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let k = kit(
+            dir.path(),
+            serde_json::json!({"mode": "reject", "only_event_types": ["bad"]}),
+        );
+        assert_eq!(k.handle(&delivery("x", "good")), Outcome::Ok);
+        assert_eq!(
+            k.handle(&delivery("y", "bad")),
+            Outcome::reject("testkit: reject y")
+        );
+    }
+
+    #[test]
+    fn refuses_unknown_keys_and_modes() {
+        let host = Host::for_tests("/tmp", "kit");
+        for bad in [
+            serde_json::json!({"mode": "sometimes"}),
+            serde_json::json!({"colour": 1}),
+        ] {
+            assert!(Testkit::new(bad.clone(), host.clone()).is_err(), "{bad}");
+        }
+    }
+}
