@@ -5,6 +5,8 @@
 //! Everything a test needs is built on demand, so `cargo test` works on a clean clone. These are
 //! test helpers: on a failed build they panic with the compiler's output.
 
+pub mod harness;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -68,6 +70,27 @@ pub fn cargo_build(packages: &[&str], profile: Profile) -> Result<Vec<Artifact>,
         .arg("--manifest-path")
         .arg(root.join("Cargo.toml"))
         .arg("--message-format=json-render-diagnostics");
+    // `cargo test` gives the test process the package's own variables (CARGO_MANIFEST_DIR,
+    // CARGO_PKG_*, ...). Build scripts such as ring's track some of them, so passing them on
+    // would make this build differ from a plain `cargo build` and recompile half the tree.
+    for (key, _) in std::env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        let keep = [
+            "CARGO_HOME",
+            "CARGO_TARGET_DIR",
+            "CARGO_TERM_",
+            "CARGO_BUILD_",
+            "CARGO_NET_",
+            "CARGO_REGISTR",
+            "CARGO_HTTP_",
+            "CARGO_INCREMENTAL",
+            "CARGO_PROFILE_",
+        ];
+        if key.starts_with("CARGO_") && !keep.iter().any(|k| key.starts_with(k)) || key == "OUT_DIR"
+        {
+            cmd.env_remove(key);
+        }
+    }
     if profile == Profile::Release {
         cmd.arg("--release");
     }

@@ -233,7 +233,15 @@ impl Envelope {
             let create_time = match top.ts {
                 Some(ts) if ts.get().starts_with('"') => Some(string(ts, "ts")?),
                 Some(ts) if ts.get() == "null" => None,
-                Some(ts) => Some(ts.get().to_owned()),
+                Some(ts) if ts.get().bytes().all(|b| b.is_ascii_digit() || b == b'.') => {
+                    Some(ts.get().to_owned())
+                }
+                Some(_) => {
+                    return Err(EnvelopeError::WrongType {
+                        field: "ts",
+                        expected: "a decimal string or number",
+                    })
+                }
                 None => None,
             };
             return Ok(Envelope::Event(Event {

@@ -241,16 +241,22 @@ impl Engine {
             let call_slot = slot.clone();
             let call_span = tracing::Span::current();
             let call = tokio::task::spawn_blocking(move || {
-                // The permit is held until the call really returns, even after a timeout.
-                let _permit = permit;
-                call_span.in_scope(|| call_slot.call(&payload))
+                // The permit comes back with the outcome and is held until the outcome is
+                // recorded, so at most `max_concurrency` deliveries per plugin are ever "called
+                // but not recorded" (the duplicates a crash can cause). After a timeout it stays
+                // with the call until the call really returns.
+                let outcome = call_span.in_scope(|| call_slot.call(&payload));
+                (outcome, permit)
             });
-            let outcome = match tokio::time::timeout(self.config.timeout, call).await {
-                Ok(Ok(outcome)) => Some(outcome),
-                Ok(Err(e)) => Some(CallOutcome::Panicked {
-                    message: format!("plugin call failed: {e}"),
-                }),
-                Err(_) => None,
+            let (outcome, _permit) = match tokio::time::timeout(self.config.timeout, call).await {
+                Ok(Ok((outcome, permit))) => (Some(outcome), Some(permit)),
+                Ok(Err(e)) => (
+                    Some(CallOutcome::Panicked {
+                        message: format!("plugin call failed: {e}"),
+                    }),
+                    None,
+                ),
+                Err(_) => (None, None),
             };
             let elapsed = started.elapsed();
             metrics::get()

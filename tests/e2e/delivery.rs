@@ -1,0 +1,219 @@
+//! Delivery end to end: retries with backoff, dead letters (reject, panic, exhaustion), a slow
+//! plugin that slows neither the HTTP answers nor other plugins, and replay of dead letters.
+
+use std::time::{Duration, Instant};
+
+use gateway_e2e::harness::{base_config, binaries, read_jsonl, wait_until, Lark, TestGateway};
+
+const TOKEN: &str = "tok";
+
+fn start(dir: &std::path::Path) -> TestGateway {
+    let testkit = binaries().testkit.display().to_string();
+    let cfg = format!(
+        r#"{base}
+[[apps]]
+name = "hire"
+path = "/hook"
+verification_token = "{TOKEN}"
+
+[delivery]
+max_attempts = 4
+initial_backoff = "50ms"
+max_backoff = "200ms"
+timeout = "5s"
+
+[[plugins]]
+name = "audit"
+library = "{logger}"
+config = {{ path = "data/audit.jsonl", fsync = "never" }}
+
+[[plugins]]
+name = "flaky"
+library = "{testkit}"
+config = {{ mode = "retry_then_ok", retries = 2, record = "data/flaky.jsonl" }}
+
+[[plugins]]
+name = "refuser"
+library = "{testkit}"
+config = {{ mode = "reject", record = "data/refuser.jsonl" }}
+
+[[plugins]]
+name = "hopeless"
+library = "{testkit}"
+config = {{ mode = "retry_always", record = "data/hopeless.jsonl" }}
+
+[[plugins]]
+name = "panicky"
+library = "{testkit}"
+config = {{ mode = "panic_handle", only_event_types = ["test.panic"], record = "data/panicky.jsonl" }}
+
+[[plugins]]
+name = "sloth"
+library = "{testkit}"
+config = {{ mode = "slow", sleep_ms = 1500, record = "data/sloth.jsonl" }}
+max_concurrency = 1
+
+[[routes]]
+events = ["test.*"]
+plugins = ["audit"]
+
+[[routes]]
+events = ["test.flaky"]
+plugins = ["flaky"]
+
+[[routes]]
+events = ["test.reject"]
+plugins = ["refuser"]
+
+[[routes]]
+events = ["test.hopeless"]
+plugins = ["hopeless"]
+
+[[routes]]
+events = ["test.panic", "test.after_panic"]
+plugins = ["panicky"]
+
+[[routes]]
+events = ["test.slow"]
+plugins = ["sloth"]
+"#,
+        base = base_config(),
+        logger = binaries().logger.display(),
+    );
+    TestGateway::spawn(dir, &cfg)
+}
+
+fn send(gw: &TestGateway, id: &str, event_type: &str) {
+    let lark = Lark::plain(TOKEN);
+    let a = lark.send(
+        &gw.url("/hook"),
+        &lark.event_v2(id, event_type, serde_json::json!({"n": id})),
+    );
+    assert_eq!(a.status, 200, "{id}: {}", a.body);
+}
+
+fn record(gw: &TestGateway, name: &str) -> Vec<serde_json::Value> {
+    read_jsonl(&gw.dir.join(format!("data/{name}.jsonl")))
+}
+
+fn deliveries(gw: &TestGateway, event_id: &str) -> serde_json::Value {
+    let (code, out, err) = gw.cli(&["events", "show", event_id]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    v["deliveries"].clone()
+}
+
+#[test]
+fn retries_dead_letters_panics_and_replay() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = start(dir.path());
+    send(&gw, "e-flaky", "test.flaky");
+    send(&gw, "e-reject", "test.reject");
+    send(&gw, "e-hopeless", "test.hopeless");
+    send(&gw, "e-panic", "test.panic");
+
+    // Retry twice then Ok: delivered with 3 attempts, the same delivery id each time.
+    assert!(wait_until(Duration::from_secs(10), || record(&gw, "flaky")
+        .len()
+        == 3));
+    let flaky = record(&gw, "flaky");
+    let attempts: Vec<u64> = flaky
+        .iter()
+        .map(|l| l["attempt"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(attempts, [1, 2, 3]);
+    assert_eq!(flaky[2]["outcome"], "ok");
+    assert!(flaky
+        .iter()
+        .all(|l| l["delivery_id"] == flaky[0]["delivery_id"]));
+
+    // Reject: a dead letter at once, one call.
+    // Retry forever: dead after max_attempts (4). Panic: dead, instance restarted.
+    assert!(wait_until(Duration::from_secs(15), || {
+        let (_, out, _) = gw.cli(&["dead-letters", "--json"]);
+        out.lines().count() == 3
+    }));
+    let (_, out, _) = gw.cli(&["dead-letters", "--json"]);
+    let dead: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    let by = |p: &str| dead.iter().find(|d| d["plugin"] == p).cloned().expect(p);
+    assert_eq!(by("refuser")["attempts"], 1);
+    assert!(by("refuser")["last_error"]
+        .as_str()
+        .unwrap_or("")
+        .contains("testkit: reject"));
+    assert_eq!(by("hopeless")["attempts"], 4);
+    assert!(by("hopeless")["last_error"]
+        .as_str()
+        .unwrap_or("")
+        .contains("gave up after 4 attempts"));
+    assert_eq!(record(&gw, "hopeless").len(), 4);
+    assert!(by("panicky")["last_error"]
+        .as_str()
+        .unwrap_or("")
+        .starts_with("panicked: testkit: panic in handle"));
+    assert_eq!(record(&gw, "refuser").len(), 1);
+
+    // The panicked instance was replaced: the next event to it is delivered.
+    send(&gw, "e-after", "test.after_panic");
+    assert!(wait_until(Duration::from_secs(10), || {
+        deliveries(&gw, "e-after")[0]["state"] == "done"
+    }));
+    assert_eq!(deliveries(&gw, "e-flaky")[1]["state"], "done");
+
+    // Replay one dead letter while the gateway runs: it is called again with fresh attempts.
+    let (code, out, err) = gw.cli(&["replay", "e-reject", "--plugin", "refuser"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("1 deliveries queued again"), "{out}");
+    assert!(wait_until(Duration::from_secs(10), || record(
+        &gw, "refuser"
+    )
+    .len()
+        == 2));
+    assert_eq!(record(&gw, "refuser")[1]["attempt"], 1);
+
+    // Every test.* event also reached the audit logger exactly once.
+    let mut audit: Vec<String> = read_jsonl(&gw.dir.join("data/audit.jsonl"))
+        .iter()
+        .map(|l| l["event_id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    audit.sort();
+    assert_eq!(
+        audit,
+        ["e-after", "e-flaky", "e-hopeless", "e-panic", "e-reject"]
+    );
+}
+
+#[test]
+fn slow_plugin_slows_neither_http_nor_other_plugins() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = start(dir.path());
+    // Each slow call takes 1.5 s and the plugin allows one at a time: 4 events = 6 s of work.
+    for i in 0..4 {
+        send(&gw, &format!("slow-{i}"), "test.slow");
+    }
+    // Meanwhile, requests are answered at once and the audit logger keeps up.
+    let started = Instant::now();
+    for i in 0..20 {
+        let t = Instant::now();
+        send(&gw, &format!("fast-{i}"), "test.fast");
+        assert!(
+            t.elapsed() < Duration::from_millis(500),
+            "request {i} took {:?}",
+            t.elapsed()
+        );
+    }
+    assert!(wait_until(Duration::from_secs(3), || {
+        read_jsonl(&gw.dir.join("data/audit.jsonl")).len() == 24
+    }));
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert!(
+        record(&gw, "sloth").len() <= 3,
+        "the slow plugin is still busy"
+    );
+    assert!(wait_until(Duration::from_secs(15), || record(&gw, "sloth")
+        .len()
+        == 4));
+}

@@ -1,0 +1,445 @@
+//! The end-to-end harness: [`TestGateway`] starts the real `gateway` binary on an ephemeral
+//! loopback port with a config written into a temp dir and real plugin `.so` files; [`Lark`]
+//! builds, encrypts and signs deliveries exactly as Lark does; [`post`] is a plain HTTP client that
+//! returns any status as a value.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use lark_core::{crypto, Cipher};
+
+use crate::{cargo_build, Profile};
+
+/// The binaries and plugin libraries the e2e tests run.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    pub gateway: PathBuf,
+    pub logger: PathBuf,
+    pub testkit: PathBuf,
+    pub notifier: PathBuf,
+    pub payout: PathBuf,
+}
+
+/// Builds (once per process) the gateway binary and every plugin, debug profile.
+pub fn binaries() -> &'static Binaries {
+    static BINARIES: OnceLock<Binaries> = OnceLock::new();
+    BINARIES.get_or_init(|| {
+        let artifacts = cargo_build(
+            &["gateway", "logger", "testkit", "notifier", "payout"],
+            Profile::Debug,
+        )
+        .unwrap_or_else(|e| panic!("building the gateway and plugins failed:\n{e}"));
+        let find_lib = |name: &str| {
+            artifacts
+                .iter()
+                .filter(|a| a.name == name)
+                .find_map(|a| a.shared_library().map(Path::to_path_buf))
+                .unwrap_or_else(|| panic!("cargo built no shared library for {name}"))
+        };
+        let gateway = artifacts
+            .iter()
+            .find_map(|a| {
+                (a.name == "gateway")
+                    .then(|| a.executable.clone())
+                    .flatten()
+            })
+            .expect("cargo built no gateway executable");
+        Binaries {
+            gateway,
+            logger: find_lib("logger"),
+            testkit: find_lib("testkit"),
+            notifier: find_lib("notifier"),
+            payout: find_lib("payout"),
+        }
+    })
+}
+
+/// A running gateway process.
+#[derive(Debug)]
+pub struct TestGateway {
+    child: Option<Child>,
+    /// The public webhook address.
+    pub addr: SocketAddr,
+    /// The admin listener (`/healthz`, `/readyz`, `/metrics`).
+    pub admin: Option<SocketAddr>,
+    /// The folder holding `gateway.toml` and the store.
+    pub dir: PathBuf,
+    log: Arc<Mutex<String>>,
+}
+
+/// The config header every test config starts with: ephemeral ports, store in `dir`.
+pub fn base_config() -> String {
+    r#"
+[server]
+listen = "127.0.0.1:0"
+shutdown_grace = "5s"
+
+[admin]
+listen = "127.0.0.1:0"
+
+[store]
+path = "data/gateway.db"
+"#
+    .to_owned()
+}
+
+impl TestGateway {
+    /// Writes `config` to `dir/gateway.toml` and starts `gateway run` on it; waits until it
+    /// listens. Panics (with the gateway's output) if it does not start within 30 s.
+    pub fn spawn(dir: &Path, config: &str) -> TestGateway {
+        Self::spawn_with_env(dir, config, &[])
+    }
+
+    pub fn spawn_with_env(dir: &Path, config: &str, env: &[(&str, &str)]) -> TestGateway {
+        let path = dir.join("gateway.toml");
+        std::fs::write(&path, config).expect("write gateway.toml");
+        let mut cmd = Command::new(&binaries().gateway);
+        cmd.arg("--config")
+            .arg(&path)
+            .arg("run")
+            .env("RUST_LOG", "info,gateway=debug")
+            .env_remove("GATEWAY_CONFIG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start gateway");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let err_log = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(mut l) = err_log.lock() {
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            }
+        });
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let out_log = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(mut l) = out_log.lock() {
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut admin = None;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(a) = line.strip_prefix("admin listening on http://") {
+                        admin = a.parse().ok();
+                    }
+                    if let Some(a) = line.strip_prefix("gateway listening on http://") {
+                        let addr = a.parse().expect("listen address");
+                        return TestGateway {
+                            child: Some(child),
+                            addr,
+                            admin,
+                            dir: dir.to_path_buf(),
+                            log,
+                        };
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    std::thread::sleep(Duration::from_millis(100));
+                    panic!(
+                        "gateway did not start:\n{}",
+                        log.lock().map(|l| l.clone()).unwrap_or_default()
+                    );
+                }
+            }
+        }
+    }
+
+    /// `http://addr/path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// `http://admin/path`.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin.expect("admin listener"))
+    }
+
+    /// Everything the gateway printed so far (stdout and stderr).
+    pub fn log(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// `kill -9`: no cleanup at all.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends a signal (`TERM`, `INT`, `HUP`) with the `kill` command.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits for the process to exit (up to `timeout`) and returns its status.
+    pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let c = self.child.as_mut()?;
+            if let Ok(Some(status)) = c.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs another `gateway` subcommand on the same config; returns (exit code, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        run_cli(&self.dir.join("gateway.toml"), args)
+    }
+}
+
+/// Runs `gateway --config <config> <args>`; returns (exit code, stdout, stderr).
+pub fn run_cli(config: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(&binaries().gateway)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("GATEWAY_CONFIG")
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run gateway cli");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// An HTTP answer.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+}
+
+impl Answer {
+    /// The `msg` of a JSON error body.
+    pub fn msg(&self) -> String {
+        serde_json::from_str::<serde_json::Value>(&self.body)
+            .ok()
+            .and_then(|v| v["msg"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+}
+
+/// A shared keep-alive HTTP client.
+pub fn agent() -> &'static ureq::Agent {
+    static AGENT: OnceLock<ureq::Agent> = OnceLock::new();
+    AGENT.get_or_init(|| {
+        ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(20))
+            .max_idle_connections_per_host(64)
+            .build()
+    })
+}
+
+/// POSTs `body` with `headers`; any status is returned, transport errors are `Err`.
+pub fn post(url: &str, headers: &[(String, String)], body: &str) -> Result<Answer, String> {
+    request("POST", url, headers, body)
+}
+
+/// Any method.
+pub fn request(
+    method: &str,
+    url: &str,
+    headers: &[(String, String)],
+    body: &str,
+) -> Result<Answer, String> {
+    let mut req = agent().request(method, url);
+    for (k, v) in headers {
+        req = req.set(k, v);
+    }
+    let result = if body.is_empty() && method == "GET" {
+        req.call()
+    } else {
+        req.send_string(body)
+    };
+    let resp = match result {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => return Err(e.to_string()),
+    };
+    let status = resp.status();
+    let body = resp.into_string().map_err(|e| e.to_string())?;
+    Ok(Answer { status, body })
+}
+
+/// GET.
+pub fn get(url: &str) -> Result<Answer, String> {
+    request("GET", url, &[], "")
+}
+
+/// Builds deliveries the way Lark sends them for one app.
+#[derive(Debug, Clone)]
+pub struct Lark {
+    pub token: String,
+    pub encrypt_key: Option<String>,
+}
+
+impl Lark {
+    pub fn encrypted(token: &str, key: &str) -> Lark {
+        Lark {
+            token: token.into(),
+            encrypt_key: Some(key.into()),
+        }
+    }
+
+    pub fn plain(token: &str) -> Lark {
+        Lark {
+            token: token.into(),
+            encrypt_key: None,
+        }
+    }
+
+    /// A schema 2.0 envelope (plaintext).
+    pub fn event_v2(&self, event_id: &str, event_type: &str, event: serde_json::Value) -> String {
+        serde_json::json!({
+            "schema": "2.0",
+            "header": {
+                "event_id": event_id,
+                "event_type": event_type,
+                "create_time": "1608725989000",
+                "token": self.token,
+                "app_id": "cli_9f5343c580712544",
+                "tenant_key": "2ca1d211f64f6438",
+            },
+            "event": event,
+        })
+        .to_string()
+    }
+
+    /// An assets_update_v1 plaintext envelope.
+    pub fn assets_update(
+        &self,
+        event_id: &str,
+        account: &str,
+        points: u64,
+        cash: &str,
+        modify_ms: u64,
+    ) -> String {
+        let cash: serde_json::Value = serde_json::from_str(cash).expect("cash JSON");
+        self.event_v2(
+            event_id,
+            "hire.referral_account.assets_update_v1",
+            serde_json::json!({
+                "account_id": account,
+                "assets": {"confirmed_bonus": {"point_bonus": points, "cash_bonus": cash}},
+                "modify_time": modify_ms.to_string(),
+            }),
+        )
+    }
+
+    /// The body and headers Lark would send for `plaintext`: encrypted and signed when the app
+    /// has a key, as is otherwise.
+    pub fn wrap(&self, plaintext: &str) -> (String, Vec<(String, String)>) {
+        let mut headers = vec![(
+            "Content-Type".to_owned(),
+            "application/json; charset=utf-8".to_owned(),
+        )];
+        let Some(key) = &self.encrypt_key else {
+            return (plaintext.to_owned(), headers);
+        };
+        let iv: [u8; 16] = std::array::from_fn(|i| {
+            (i as u8)
+                .wrapping_mul(37)
+                .wrapping_add(plaintext.len() as u8)
+        });
+        let encrypt = Cipher::new(key).encrypt(plaintext.as_bytes(), &iv);
+        let body = serde_json::json!({ "encrypt": encrypt }).to_string();
+        let ts = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+            .to_string();
+        let nonce = "8812345".to_owned();
+        let sig = crypto::sign(&ts, &nonce, key, body.as_bytes());
+        headers.push(("X-Lark-Request-Timestamp".into(), ts));
+        headers.push(("X-Lark-Request-Nonce".into(), nonce));
+        headers.push(("X-Lark-Signature".into(), sig));
+        (body, headers)
+    }
+
+    /// Wraps and POSTs.
+    pub fn send(&self, url: &str, plaintext: &str) -> Answer {
+        let (body, headers) = self.wrap(plaintext);
+        post(url, &headers, &body).unwrap_or_else(|e| panic!("POST {url}: {e}"))
+    }
+}
+
+/// Reads a JSON Lines file (missing file = no lines).
+pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
+}
+
+/// Polls `check` every 20 ms until it returns true or `timeout` passes; returns the last result.
+pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Reads one sample from Prometheus text: the value of the line starting with `series` (name
+/// plus exact label set as printed, e.g. `gateway_requests_total{app="a",status="200",reason="stored"}`).
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok()).flatten()
+        })
+        .unwrap_or(0.0)
+}
