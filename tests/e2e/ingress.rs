@@ -8,6 +8,9 @@ use gateway_e2e::harness::{
     self, base_config, binaries, post, read_jsonl, wait_until, Lark, TestGateway,
 };
 
+/// Request headers as (name, value) pairs.
+type Headers = Vec<(String, String)>;
+
 const TOKEN: &str = "enc-token";
 const KEY: &str = "enc-key";
 const PLAIN_TOKEN: &str = "plain-token";
@@ -136,7 +139,7 @@ fn encrypted_app_accepts_signed_events_and_refuses_everything_else() {
     );
 
     let (good_body, good_headers) = lark.wrap(&lark.assets_update("ev-2", "acc-1", 1, "[]", 2));
-    let with = |f: &dyn Fn(&mut Vec<(String, String)>)| {
+    let with = |f: &dyn Fn(&mut Headers)| {
         let mut h = good_headers.clone();
         f(&mut h);
         h
@@ -197,7 +200,7 @@ fn encrypted_app_accepts_signed_events_and_refuses_everything_else() {
     let not_json = lark.wrap("this is not json");
     let plain_event = lark.assets_update("ev-4", "a", 1, "[]", 1);
 
-    let cases: Vec<(&str, Vec<(String, String)>, String, u16, &str)> = vec![
+    let cases: Vec<(&str, Headers, String, u16, &str)> = vec![
         (
             "bad signature",
             flip_sig,
