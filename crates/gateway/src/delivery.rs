@@ -12,7 +12,7 @@
 pub mod backoff;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use gateway_plugin::host::CallOutcome;
@@ -88,11 +88,28 @@ struct DeliveryPayload<'a> {
     event: &'a RawValue,
 }
 
+/// One plugin instance's queue and dispatcher.
+struct PluginQueue {
+    tx: mpsc::Sender<Job>,
+    /// The instance to call; replaced in place when a reload changes its config.
+    slot: RwLock<Arc<PluginSlot>>,
+    /// Stops this dispatcher when a reload removes the instance.
+    cancel: CancellationToken,
+}
+
+impl PluginQueue {
+    fn slot(&self) -> Option<Arc<PluginSlot>> {
+        self.slot.read().ok().map(|s| s.clone())
+    }
+}
+
 /// The engine. Cheap to share (`Arc`).
 pub struct Engine {
     store: Arc<dyn Store>,
-    config: DeliveryConfig,
-    queues: HashMap<String, mpsc::Sender<Job>>,
+    /// Retry policy and call timeout; replaced on reload.
+    config: RwLock<DeliveryConfig>,
+    /// Per plugin instance name; replaced on reload.
+    queues: RwLock<HashMap<String, Arc<PluginQueue>>>,
     /// Keys queued, running or waiting for a retry timer (`None`), or recently finished
     /// (`Some(when)`): the sweeper skips them.
     known: Mutex<HashMap<i64, Option<Instant>>>,
@@ -106,7 +123,7 @@ pub struct Engine {
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
-            .field("config", &self.config)
+            .field("config", &self.config())
             .finish()
     }
 }
@@ -114,33 +131,95 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     /// Builds the engine and starts one dispatcher per plugin and the sweeper.
     pub fn start(store: Arc<dyn Store>, plugins: Plugins, config: DeliveryConfig) -> Arc<Engine> {
-        let mut queues = HashMap::new();
-        let mut receivers = Vec::new();
-        for slot in plugins.iter() {
-            let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-            queues.insert(slot.spec.name.clone(), tx);
-            receivers.push((slot.clone(), rx));
-        }
         let engine = Arc::new(Engine {
             store,
-            config,
-            queues,
+            config: RwLock::new(config),
+            queues: RwLock::new(HashMap::new()),
             known: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             cancel: CancellationToken::new(),
             calls: TaskTracker::new(),
             started_at_ms: now_ms(),
         });
-        for (slot, rx) in receivers {
-            tokio::spawn(engine.clone().dispatch(slot, rx));
-        }
+        engine.reconfigure(&plugins, config);
         tokio::spawn(engine.clone().sweep());
         engine
     }
 
+    fn config(&self) -> DeliveryConfig {
+        self.config.read().map(|c| *c).unwrap_or_default()
+    }
+
+    /// Applies a (re)loaded set of plugin instances and delivery settings: new instances get a
+    /// queue and a dispatcher, changed ones are swapped in place (running calls finish on the old
+    /// instance, which is then shut down), removed ones stop taking work. Their pending
+    /// deliveries stay in the store until an instance of that name exists again.
+    pub fn reconfigure(self: &Arc<Self>, plugins: &Plugins, config: DeliveryConfig) {
+        self.add_plugins(plugins, config);
+        self.retain_plugins(plugins);
+    }
+
+    /// The first half of [`Engine::reconfigure`]: add and replace, remove nothing. A reload
+    /// calls this before it swaps the routes, and [`Engine::retain_plugins`] after, so no
+    /// request is ever routed to an instance without a queue.
+    pub fn add_plugins(self: &Arc<Self>, plugins: &Plugins, config: DeliveryConfig) {
+        if let Ok(mut c) = self.config.write() {
+            *c = config;
+        }
+        let Ok(mut queues) = self.queues.write() else {
+            return;
+        };
+        for slot in plugins.iter() {
+            match queues.get(&slot.spec.name) {
+                Some(q) => {
+                    if let Ok(mut current) = q.slot.write() {
+                        if !Arc::ptr_eq(&current, slot) {
+                            *current = slot.clone();
+                        }
+                    }
+                }
+                None => {
+                    let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+                    let q = Arc::new(PluginQueue {
+                        tx,
+                        slot: RwLock::new(slot.clone()),
+                        cancel: self.cancel.child_token(),
+                    });
+                    queues.insert(slot.spec.name.clone(), q.clone());
+                    tokio::spawn(self.clone().dispatch(q, rx));
+                }
+            }
+        }
+        drop(queues);
+        // Deliveries of a plugin that just came (back) may be waiting in the store.
+        self.wake.notify_one();
+    }
+
+    /// Stops the dispatchers of instances not in `plugins`.
+    pub fn retain_plugins(&self, plugins: &Plugins) {
+        if let Ok(mut queues) = self.queues.write() {
+            queues.retain(|name, q| {
+                let keep = plugins.iter().any(|s| &s.spec.name == name);
+                if !keep {
+                    q.cancel.cancel();
+                }
+                keep
+            });
+        }
+    }
+
+    fn has_queue(&self, plugin: &str) -> bool {
+        self.queues.read().is_ok_and(|q| q.contains_key(plugin))
+    }
+
     /// Queues a delivery (no-op if it is already queued or running).
     pub fn submit(&self, job: Job) {
-        let Some(queue) = self.queues.get(&job.plugin) else {
+        let queue = self
+            .queues
+            .read()
+            .ok()
+            .and_then(|q| q.get(&job.plugin).cloned());
+        let Some(queue) = queue else {
             tracing::warn!(plugin = %job.plugin, event_id = %job.event_id,
                 "delivery for a plugin that is not configured; left pending");
             return;
@@ -149,7 +228,7 @@ impl Engine {
             return;
         }
         let key = job.key;
-        if queue.try_send(job).is_err() {
+        if queue.tx.try_send(job).is_err() {
             // Full (or shutting down): the store has it; the sweeper will bring it back.
             self.forget(key);
         }
@@ -200,22 +279,32 @@ impl Engine {
         self.calls.len()
     }
 
-    async fn dispatch(self: Arc<Self>, slot: Arc<PluginSlot>, mut rx: mpsc::Receiver<Job>) {
+    async fn dispatch(self: Arc<Self>, queue: Arc<PluginQueue>, mut rx: mpsc::Receiver<Job>) {
         loop {
             let job = tokio::select! {
                 biased;
-                _ = self.cancel.cancelled() => break,
+                _ = queue.cancel.cancelled() => break,
                 job = rx.recv() => match job { Some(j) => j, None => break },
+            };
+            let Some(slot) = queue.slot() else {
+                self.forget(job.key);
+                continue;
             };
             let permit = tokio::select! {
                 biased;
-                _ = self.cancel.cancelled() => break,
+                _ = queue.cancel.cancelled() => { self.forget(job.key); break },
                 p = slot.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             };
             let engine = self.clone();
             let slot = slot.clone();
             self.calls
                 .spawn(async move { engine.run(slot, job, permit).await });
+        }
+        // Removed or shutting down: whatever is still queued stays pending in the store; let
+        // the sweeper see it again should this instance come back.
+        rx.close();
+        while let Ok(job) = rx.try_recv() {
+            self.forget(job.key);
         }
     }
 
@@ -248,7 +337,7 @@ impl Engine {
                 let outcome = call_span.in_scope(|| call_slot.call(&payload));
                 (outcome, permit)
             });
-            let (outcome, _permit) = match tokio::time::timeout(self.config.timeout, call).await {
+            let (outcome, _permit) = match tokio::time::timeout(self.config().timeout, call).await {
                 Ok(Ok((outcome, permit))) => (Some(outcome), Some(permit)),
                 Ok(Err(e)) => (
                     Some(CallOutcome::Panicked {
@@ -307,13 +396,14 @@ impl Engine {
             None => (
                 "timeout",
                 (
-                    format!("timed out after {}ms", self.config.timeout.as_millis()),
+                    format!("timed out after {}ms", self.config().timeout.as_millis()),
                     None,
                 ),
             ),
         };
         let (reason, retry_after) = retry;
-        if attempt >= self.config.max_attempts {
+        let config = self.config();
+        if attempt >= config.max_attempts {
             tracing::warn!(duration_ms = ms, %reason, "retries exhausted: dead letter");
             let error = format!("{reason} (gave up after {attempt} attempts)");
             self.finish(job, attempt, Finish::Dead { error }, label)
@@ -322,8 +412,8 @@ impl Engine {
         }
         let delay = backoff::delay(
             attempt,
-            self.config.initial_backoff,
-            self.config.max_backoff,
+            config.initial_backoff,
+            config.max_backoff,
             retry_after,
             &mut rand::thread_rng(),
         );
@@ -404,9 +494,7 @@ impl Engine {
                                 sleep_for.min(Duration::from_millis(HANDOFF_GRACE_MS as u64));
                             continue;
                         }
-                        if !self.skip_in_sweep(d.key, started)
-                            && self.queues.contains_key(&d.plugin)
-                        {
+                        if !self.skip_in_sweep(d.key, started) && self.has_queue(&d.plugin) {
                             self.submit(d.into());
                         }
                     }

@@ -9,6 +9,7 @@ mod ingress;
 mod metrics;
 mod ops;
 mod plugins;
+mod reload;
 mod router;
 mod send;
 mod server;
@@ -52,8 +53,12 @@ enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the gateway (the default).
-    Run,
+    /// Run the gateway (the default). SIGHUP reloads the config.
+    Run {
+        /// Also reload when the config file changes.
+        #[arg(long)]
+        watch: bool,
+    },
     /// Validate the config, open and ABI-check every plugin, print the route table.
     Check,
     /// Sign, encrypt and POST a sample (or given) event to the running gateway.
@@ -80,8 +85,8 @@ fn main() -> ExitCode {
         }
     };
     init_logging(cli.log_format, config.log_level.as_deref());
-    match cli.command.unwrap_or(Command::Run) {
-        Command::Run => with_runtime(|| server::run(config)),
+    match cli.command.unwrap_or(Command::Run { watch: false }) {
+        Command::Run { watch } => with_runtime(|| server::run(config, watch)),
         Command::Check => ops::check(&config),
         Command::Send(args) => match runtime().map(|rt| rt.block_on(send::send(&config, &args))) {
             Ok(Ok(status)) if (200..300).contains(&status) => ExitCode::SUCCESS,

@@ -6,8 +6,8 @@
 //! being handled (so they carry its event id).
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use gateway_plugin::host::{CallOutcome, InitError, Instance, Library, LoadError, LogSink};
 use gateway_plugin::Level;
@@ -79,14 +79,30 @@ impl Plugins {
     }
 }
 
+/// What a library file was when this process first loaded it (device, inode, size, mtime).
+type FileId = (u64, u64, u64, i64, i64);
+
+fn file_id(path: &Path) -> Option<FileId> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
+}
+
+/// Libraries loaded by this process. They are never unloaded, so a file replaced at the same
+/// path cannot take effect: `dlopen` would hand back the old code.
+fn loaded() -> &'static Mutex<HashMap<PathBuf, FileId>> {
+    static LOADED: OnceLock<Mutex<HashMap<PathBuf, FileId>>> = OnceLock::new();
+    LOADED.get_or_init(Default::default)
+}
+
 /// Opens and ABI-checks every library of the config; all problems are returned together.
 pub fn open_all(config: &Config) -> Result<Vec<(PluginSpec, Library)>, Vec<String>> {
     let mut problems = Vec::new();
     let mut out = Vec::new();
     for (i, spec) in config.plugins.iter().enumerate() {
-        match Library::open(&spec.library) {
+        match open(&spec.library) {
             Ok(lib) => out.push((spec.clone(), lib)),
-            Err(e) => problems.push(format!("plugins[{i}] ({}): {}", spec.name, describe(&e))),
+            Err(e) => problems.push(format!("plugins[{i}] ({}): {e}", spec.name)),
         }
     }
     if problems.is_empty() {
@@ -96,16 +112,52 @@ pub fn open_all(config: &Config) -> Result<Vec<(PluginSpec, Library)>, Vec<Strin
     }
 }
 
-fn describe(e: &LoadError) -> String {
-    e.to_string()
+fn open(path: &Path) -> Result<Library, String> {
+    let id = file_id(path);
+    if let (Ok(loaded), Some(id)) = (loaded().lock(), id) {
+        if loaded.get(path).is_some_and(|first| *first != id) {
+            return Err(format!(
+                "{} changed on disk since this gateway loaded it; libraries are never unloaded, \
+                 so install the new version under a new path (e.g. libname-2.so) and point \
+                 `library` at it, or restart",
+                path.display()
+            ));
+        }
+    }
+    let lib = Library::open(path).map_err(|e: LoadError| e.to_string())?;
+    if let (Ok(mut loaded), Some(id)) = (loaded().lock(), id) {
+        loaded.entry(path.to_path_buf()).or_insert(id);
+    }
+    Ok(lib)
 }
 
 /// Opens every library and creates every instance.
 pub fn start(config: &Config) -> Result<Plugins, Vec<String>> {
-    let libs = open_all(config)?;
+    reload(&Plugins::default(), config)
+}
+
+/// Builds the instances of `config`, reusing from `current` every instance whose spec (library,
+/// config, concurrency) is unchanged; the others are created fresh. Nothing is swapped here: on
+/// error the new instances are dropped (and shut down) and `current` is untouched.
+pub fn reload(current: &Plugins, config: &Config) -> Result<Plugins, Vec<String>> {
     let mut problems = Vec::new();
     let mut slots = HashMap::new();
-    for (spec, library) in libs {
+    let mut fresh = Vec::new();
+    for (i, spec) in config.plugins.iter().enumerate() {
+        match current.slots.get(&spec.name) {
+            Some(slot) if slot.spec == *spec && slot.config_dir == config.dir => {
+                slots.insert(spec.name.clone(), slot.clone());
+            }
+            _ => match open(&spec.library) {
+                Ok(lib) => fresh.push((spec.clone(), lib)),
+                Err(e) => problems.push(format!("plugins[{i}] ({}): {e}", spec.name)),
+            },
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    for (spec, library) in fresh {
         match instantiate(&spec, &library, &config.dir) {
             Ok(instance) => {
                 tracing::info!(

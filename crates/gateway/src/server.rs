@@ -22,13 +22,15 @@ use crate::config::Config;
 use crate::delivery::Engine;
 use crate::ingress::{Ingress, Routes};
 use crate::plugins;
+use crate::reload::{file_stamp, Live};
 use crate::store::{sqlite::now_ms, SqliteStore, Store};
 
 /// How often old finished events are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
-/// Runs the gateway until a shutdown signal.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+/// Runs the gateway until a shutdown signal. With `watch`, the config file is polled and
+/// reloaded when it changes (as on SIGHUP).
+pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
     let store = SqliteStore::open(&config.store_path)
         .with_context(|| format!("opening store {}", config.store_path.display()))?;
     let dyn_store: Arc<dyn Store> = Arc::new(store.clone());
@@ -40,7 +42,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let plugins = plugins::start(&config)
         .map_err(|p| anyhow::anyhow!("plugins failed to start:\n  - {}", p.join("\n  - ")))?;
     admin.plugins_ready.store(true, Ordering::SeqCst);
-    let engine = Engine::start(dyn_store.clone(), plugins, config.delivery);
+    let engine = Engine::start(dyn_store.clone(), plugins.clone(), config.delivery);
     let ingress = Arc::new(Ingress {
         routes: RwLock::new(Arc::new(Routes::from_config(&config))),
         store: dyn_store.clone(),
@@ -80,6 +82,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     });
 
+    let live = Arc::new(Live::new(
+        config.clone(),
+        plugins,
+        ingress.clone(),
+        engine.clone(),
+    ));
+    let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<&'static str>(4);
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let hup_tx = reload_tx.clone();
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            let _ = hup_tx.send("SIGHUP").await;
+        }
+    });
+    if watch {
+        tokio::spawn(watch_config(live.file().to_path_buf(), reload_tx));
+    }
+
     let graceful = GracefulShutdown::new();
     let mut signals = Signals::new()?;
     loop {
@@ -111,6 +131,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     }
                 });
             }
+            Some(why) = reload_rx.recv() => {
+                tracing::info!(trigger = why, "reloading config");
+                let live = live.clone();
+                match tokio::task::spawn_blocking(move || live.reload()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!("reload refused, keeping the running config: {e}"),
+                    Err(e) => tracing::error!("reload failed: {e}"),
+                }
+            }
             _ = signals.next() => break,
         }
     }
@@ -118,7 +147,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!("shutting down: no new connections; finishing in-flight requests");
     admin.shutting_down.store(true, Ordering::SeqCst);
     drop(listener);
-    let grace = config.shutdown_grace;
+    let grace = live.shutdown_grace();
     let second = async {
         signals.next().await;
         tracing::warn!("second signal: exiting now (acknowledged events are safely stored)");
@@ -136,6 +165,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         _ = second => {}
     }
     drop(ingress);
+    drop(live);
     drop(engine);
     tokio::task::spawn_blocking(move || store.close())
         .await
@@ -182,5 +212,23 @@ async fn serve_admin(listener: TcpListener, admin: Arc<Admin>) {
                 )
                 .await;
         });
+    }
+}
+
+/// Polls the config file (every 500 ms) and asks for a reload when it changes; an editor's or
+/// git's replace-by-rename changes the inode, an in-place write the size or mtime.
+async fn watch_config(path: std::path::PathBuf, reload: tokio::sync::mpsc::Sender<&'static str>) {
+    let mut last = file_stamp(&path);
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = file_stamp(&path);
+        if now.is_some() && now != last {
+            // Let a writer finish before reading.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            last = file_stamp(&path);
+            if reload.send("config file changed").await.is_err() {
+                return;
+            }
+        }
     }
 }
