@@ -1,0 +1,501 @@
+//! End-to-end tests of the `payout` plugin (issue 5): the real `gateway` binary loads the real
+//! `libpayout.so`, which talks to the Lark Open API stand-in (`standins/lark_api.rs`) on loopback;
+//! the ledger is read back with the real `payout-report` binary. The app secret reaches the plugin
+//! only through `${VAR}` expansion (the stand-in refuses any other secret).
+//!
+//! Covered: one event → one token call and one withdraw with the right path, body and bearer
+//! token; two HTTP 500s → three attempts with one `external_order_id` and one withdrawal; a
+//! withdraw answered after the plugin's timeout → retried, still one withdrawal; a duplicate push,
+//! a zero-balance follow-up and an older snapshot → no call; `kill -9` of the gateway while the
+//! withdraw is in flight → after a restart the same `external_order_id` is sent and the stand-in
+//! (idempotent on it, like Lark) records one withdrawal; 0.1 + 0.2 CNY is exactly 0.30 in the
+//! ledger and in what is forwarded to the payment platform.
+
+#[path = "../standins/lark_api.rs"]
+mod lark_api;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use gateway_e2e::harness::{base_config, binaries, get, metric, wait_until, Lark, TestGateway};
+use gateway_e2e::{cargo_build, Profile};
+use lark_api::{LarkApi, TOKEN_PATH};
+use sha2::{Digest, Sha256};
+
+const TOKEN: &str = "payout-e2e-token";
+const ENCRYPT_KEY: &str = "payout-e2e-encrypt-key";
+/// The config names this variable; only the gateway's environment holds the secret.
+const SECRET_VAR: &str = "E2E_PAYOUT_APP_SECRET";
+/// What the stand-in accepts.
+const APP_ID: &str = "cli_test";
+const APP_SECRET: &str = "secret_test";
+const PLUGIN: &str = "payout";
+const T0: u64 = 1_700_000_000_000;
+
+/// The config of a gateway with one `payout` instance on `api`; `timeout` is the plugin's
+/// per-request HTTP timeout, `forward` adds the stand-in's payment platform.
+fn config(api: &LarkApi, timeout: &str, forward: bool) -> String {
+    let forward = if forward {
+        format!(", forward_url = \"{}\"", api.payments_url())
+    } else {
+        String::new()
+    };
+    format!(
+        r#"{base}
+[[apps]]
+name = "hire"
+path = "/hook"
+verification_token = "{TOKEN}"
+encrypt_key = "{ENCRYPT_KEY}"
+
+[delivery]
+max_attempts = 6
+initial_backoff = "50ms"
+max_backoff = "200ms"
+timeout = "15s"
+
+[[plugins]]
+name = "{PLUGIN}"
+library = "{library}"
+config = {{ base_url = "{base_url}", app_id = "{APP_ID}", app_secret = "${{{SECRET_VAR}}}", ledger = "data/payout.db", timeout = "{timeout}"{forward} }}
+
+[[routes]]
+events = ["hire.referral_account.assets_update_v1"]
+plugins = ["{PLUGIN}"]
+"#,
+        base = base_config(),
+        library = binaries().payout.display(),
+        base_url = api.base_url(),
+    )
+}
+
+fn spawn(dir: &Path, config: &str) -> TestGateway {
+    TestGateway::spawn_with_env(dir, config, &[(SECRET_VAR, APP_SECRET)])
+}
+
+/// Sends an assets_update snapshot (`cash` as Lark's JSON list) and checks it was acknowledged.
+fn send(gw: &TestGateway, event_id: &str, account: &str, points: u64, cash: &str, modify_ms: u64) {
+    let lark = Lark::encrypted(TOKEN, ENCRYPT_KEY);
+    let answer = lark.send(
+        &gw.url("/hook"),
+        &lark.assets_update(event_id, account, points, cash, modify_ms),
+    );
+    assert_eq!(answer.status, 200, "{event_id}: {}", answer.body);
+}
+
+/// `gateway <args>` on the config of `gw`, with the secret in the environment: every subcommand
+/// validates the whole config, `${VAR}`s included (`TestGateway::cli` passes no environment).
+fn cli(gw: &TestGateway, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(&binaries().gateway)
+        .arg("--config")
+        .arg(gw.dir.join("gateway.toml"))
+        .args(args)
+        .env_remove("GATEWAY_CONFIG")
+        .env("RUST_LOG", "warn")
+        .env(SECRET_VAR, APP_SECRET)
+        .output()
+        .expect("run the gateway cli");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The payout delivery of `event_id` as `gateway events show` reports it.
+fn delivery(gw: &TestGateway, event_id: &str) -> serde_json::Value {
+    let (code, out, err) = cli(gw, &["events", "show", event_id]);
+    assert_eq!(code, 0, "events show {event_id}: {err}");
+    let event: serde_json::Value = serde_json::from_str(&out).expect("events show prints JSON");
+    let deliveries = event["deliveries"].as_array().cloned().unwrap_or_default();
+    assert_eq!(deliveries.len(), 1, "{out}");
+    assert_eq!(deliveries[0]["plugin"], PLUGIN);
+    deliveries[0].clone()
+}
+
+/// Waits until the delivery of `event_id` is done; returns its record.
+fn wait_done(gw: &TestGateway, event_id: &str) -> serde_json::Value {
+    let done = wait_until(Duration::from_secs(15), || {
+        delivery(gw, event_id)["state"] == "done"
+    });
+    let d = delivery(gw, event_id);
+    assert!(done, "{event_id} not done: {d}\n{}", gw.log());
+    d
+}
+
+/// `"gw-"` + the first 32 hex digits of SHA-256 of the delivery id (`{event_id}:{plugin}`),
+/// computed here independently of the plugin.
+fn expected_order_id(event_id: &str) -> String {
+    let digest = Sha256::digest(format!("{event_id}:{PLUGIN}").as_bytes());
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("gw-{hex}")
+}
+
+/// The `payout-report` executable, from the same build as [`binaries`] (the same package set,
+/// so the `.so` files the gateways load are not rebuilt under them).
+fn payout_report() -> &'static Path {
+    static REPORT: OnceLock<PathBuf> = OnceLock::new();
+    REPORT.get_or_init(|| {
+        binaries();
+        let artifacts = cargo_build(
+            &["gateway", "logger", "testkit", "notifier", "payout"],
+            Profile::Debug,
+        )
+        .unwrap_or_else(|e| panic!("building payout-report failed:\n{e}"));
+        artifacts
+            .iter()
+            .find(|a| a.name == "payout-report" && a.kinds.iter().any(|k| k == "bin"))
+            .and_then(|a| a.executable.clone())
+            .expect("cargo built no payout-report executable")
+    })
+}
+
+/// `payout-report list` on the ledger of the gateway in `dir`.
+fn report(dir: &Path) -> String {
+    let out = Command::new(payout_report())
+        .args(["list", "--ledger"])
+        .arg(dir.join("data/payout.db"))
+        .output()
+        .expect("run payout-report");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "payout-report list failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// The external_order_id of every withdraw request the stand-in received, in order.
+fn withdraw_order_ids(api: &LarkApi) -> Vec<String> {
+    api.withdraw_calls()
+        .iter()
+        .map(|r| {
+            r.json()["external_order_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn one_event_is_one_token_call_and_one_exact_withdraw() {
+    let api = LarkApi::start();
+    api.set_balance("7147998241542539527", 100, &[("CNY", "12.34")]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = spawn(dir.path(), &config(&api, "5s", false));
+    let written = std::fs::read_to_string(dir.path().join("gateway.toml")).expect("config");
+    assert!(
+        !written.contains(APP_SECRET),
+        "the secret must not be in the file"
+    );
+
+    send(
+        &gw,
+        "po-one",
+        "7147998241542539527",
+        100,
+        r#"[{"currency_type":"CNY","amount":12.34}]"#,
+        T0,
+    );
+    let d = wait_done(&gw, "po-one");
+    assert_eq!(d["attempts"], 1, "{d}");
+
+    // One token call, with the app id and the secret expanded from the environment.
+    let tokens = api.requests_to(TOKEN_PATH);
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(tokens[0].method, "POST");
+    assert_eq!(
+        tokens[0].json(),
+        serde_json::json!({"app_id": APP_ID, "app_secret": APP_SECRET})
+    );
+    // One withdraw: the account in the path, both bonus types, the delivery's order id, and
+    // the token just issued as the bearer.
+    let calls = api.withdraw_calls();
+    assert_eq!(calls.len(), 1);
+    let call = &calls[0];
+    assert_eq!(call.method, "POST");
+    assert_eq!(
+        call.path,
+        "/open-apis/hire/v1/referral_account/7147998241542539527/withdraw"
+    );
+    assert_eq!(
+        call.json(),
+        serde_json::json!({
+            "withdraw_bonus_type": [1, 2],
+            "external_order_id": expected_order_id("po-one"),
+        })
+    );
+    assert_eq!(call.header("authorization"), Some("Bearer t-standin-1"));
+    assert!(call
+        .header("content-type")
+        .is_some_and(|c| c.starts_with("application/json")));
+    assert_eq!(api.requests().len(), 2, "nothing else was called");
+
+    let withdrawals = api.withdrawals();
+    assert_eq!(withdrawals.len(), 1);
+    assert_eq!(withdrawals[0].assets.points, 100);
+    assert_eq!(withdrawals[0].assets.cash.get("CNY"), Some(&1234));
+
+    // The ledger recorded exactly that.
+    let listed = report(dir.path());
+    assert!(listed.contains(&expected_order_id("po-one")), "{listed}");
+    assert!(listed.contains("CNY 12.34"), "{listed}");
+    assert!(listed.contains("withdrawals: 1\n"), "{listed}");
+    assert!(listed.contains("total points: 100\n"), "{listed}");
+    assert!(listed.contains("total CNY: 12.34\n"), "{listed}");
+    assert!(
+        !gw.log().contains(APP_SECRET),
+        "the app secret leaked into the log"
+    );
+}
+
+#[test]
+fn duplicate_push_zero_balance_and_older_snapshot_make_no_call() {
+    let api = LarkApi::start();
+    let account = "acc-followups";
+    api.set_balance(account, 50, &[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = spawn(dir.path(), &config(&api, "5s", false));
+
+    send(&gw, "po-first", account, 50, "[]", T0 + 2_000);
+    wait_done(&gw, "po-first");
+    assert_eq!(api.withdraw_calls().len(), 1);
+    assert_eq!(api.withdrawals().len(), 1);
+
+    // Lark pushes the same event again: acknowledged, stored once, not delivered again.
+    send(&gw, "po-first", account, 50, "[]", T0 + 2_000);
+    let metrics = get(&gw.admin_url("/metrics")).expect("metrics").body;
+    assert_eq!(
+        metric(&metrics, r#"gateway_duplicate_events_total{app="hire"}"#),
+        1.0
+    );
+    let d = delivery(&gw, "po-first");
+    assert_eq!(
+        (d["state"].as_str(), d["attempts"].as_u64()),
+        (Some("done"), Some(1))
+    );
+
+    // The withdrawal empties the account and Lark reports the zero balance: nothing to withdraw.
+    send(
+        &gw,
+        "po-zero",
+        account,
+        0,
+        r#"[{"currency_type":"CNY","amount":0}]"#,
+        T0 + 3_000,
+    );
+    wait_done(&gw, "po-zero");
+
+    // A snapshot older than the newest one seen arrives late (with a balance the stand-in would
+    // pay out if asked): skipped as stale.
+    api.set_balance(account, 70, &[]);
+    send(&gw, "po-old", account, 70, "[]", T0 + 1_000);
+    wait_done(&gw, "po-old");
+
+    // Every delivery above has finished, so any call it made would have been recorded by now.
+    assert_eq!(
+        api.withdraw_calls().len(),
+        1,
+        "{:?}",
+        withdraw_order_ids(&api)
+    );
+    assert_eq!(api.withdrawals().len(), 1);
+    assert_eq!(api.token_calls(), 1);
+    assert_eq!(
+        api.balance(account).points,
+        70,
+        "the stale snapshot withdrew nothing"
+    );
+    let listed = report(dir.path());
+    assert!(listed.contains("withdrawals: 1\n"), "{listed}");
+    assert!(listed.contains("total points: 50\n"), "{listed}");
+}
+
+#[test]
+fn two_http_500s_then_one_withdrawal_with_one_order_id() {
+    let api = LarkApi::start();
+    api.set_balance("acc-500", 30, &[("CNY", "5.00")]);
+    api.faults(|f| f.fail_withdraws = 2);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = spawn(dir.path(), &config(&api, "5s", false));
+
+    send(
+        &gw,
+        "po-500",
+        "acc-500",
+        30,
+        r#"[{"currency_type":"CNY","amount":5}]"#,
+        T0,
+    );
+    let d = wait_done(&gw, "po-500");
+    assert_eq!(d["attempts"], 3, "{d}");
+    assert_eq!(
+        withdraw_order_ids(&api),
+        vec![expected_order_id("po-500"); 3],
+        "every attempt carries the same external_order_id"
+    );
+    let withdrawals = api.withdrawals();
+    assert_eq!(withdrawals.len(), 1);
+    assert_eq!(
+        withdrawals[0].external_order_id,
+        expected_order_id("po-500")
+    );
+    assert_eq!(withdrawals[0].assets.cash.get("CNY"), Some(&500));
+    assert_eq!(api.token_calls(), 1, "the token is cached across attempts");
+    let listed = report(dir.path());
+    assert!(listed.contains("withdrawals: 1\n"), "{listed}");
+    assert!(listed.contains("total CNY: 5.00\n"), "{listed}");
+}
+
+#[test]
+fn withdraw_answered_after_the_timeout_is_retried_and_paid_once() {
+    let api = LarkApi::start();
+    api.set_balance("acc-slow", 40, &[]);
+    // The stand-in withdraws at once but answers 2 s later; the plugin gives up after 500 ms.
+    api.faults(|f| f.delay_next_withdraw = Some(Duration::from_secs(2)));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = spawn(dir.path(), &config(&api, "500ms", false));
+
+    send(&gw, "po-slow", "acc-slow", 40, "[]", T0);
+    let d = wait_done(&gw, "po-slow");
+    assert_eq!(d["attempts"], 2, "{d}");
+    assert_eq!(
+        withdraw_order_ids(&api),
+        vec![expected_order_id("po-slow"); 2]
+    );
+    let withdrawals = api.withdrawals();
+    assert_eq!(
+        withdrawals.len(),
+        1,
+        "Lark's idempotency made the retry harmless"
+    );
+    assert_eq!(withdrawals[0].assets.points, 40);
+    let listed = report(dir.path());
+    assert!(listed.contains("withdrawals: 1\n"), "{listed}");
+    assert!(listed.contains("total points: 40\n"), "{listed}");
+}
+
+#[test]
+fn kill_9_while_the_withdraw_is_in_flight_reuses_the_order_id() {
+    let api = LarkApi::start();
+    api.set_balance("acc-kill", 80, &[("CNY", "1.50")]);
+    // Long enough to kill the gateway while the plugin waits for the answer.
+    api.faults(|f| f.delay_next_withdraw = Some(Duration::from_secs(5)));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(&api, "10s", false);
+    let mut gw = spawn(dir.path(), &cfg);
+
+    send(
+        &gw,
+        "po-kill",
+        "acc-kill",
+        80,
+        r#"[{"currency_type":"CNY","amount":1.5}]"#,
+        T0,
+    );
+    // The stand-in has the request (and has performed the withdrawal): the intent is in the
+    // ledger, the result is not. Kill the gateway now.
+    assert!(
+        wait_until(Duration::from_secs(10), || api.withdraw_calls().len() == 1),
+        "no withdraw call:\n{}",
+        gw.log()
+    );
+    gw.kill9();
+    assert_eq!(delivery(&gw, "po-kill")["state"], "pending");
+    let listed = report(dir.path());
+    assert!(
+        listed.contains("withdrawals: 0\n"),
+        "no result may be recorded before the kill:\n{listed}"
+    );
+
+    // Restarted on the same dir and config: the pending delivery runs again and resumes the
+    // recorded intent with the same external_order_id.
+    let gw = spawn(dir.path(), &cfg);
+    wait_done(&gw, "po-kill");
+    assert_eq!(
+        withdraw_order_ids(&api),
+        vec![expected_order_id("po-kill"); 2]
+    );
+    let withdrawals = api.withdrawals();
+    assert_eq!(withdrawals.len(), 1, "the stand-in paid once");
+    assert_eq!(withdrawals[0].assets.points, 80);
+    assert_eq!(withdrawals[0].assets.cash.get("CNY"), Some(&150));
+    let listed = report(dir.path());
+    assert!(listed.contains(&expected_order_id("po-kill")), "{listed}");
+    assert!(listed.contains("withdrawals: 1\n"), "{listed}");
+    assert!(listed.contains("total points: 80\n"), "{listed}");
+    assert!(listed.contains("total CNY: 1.50\n"), "{listed}");
+}
+
+#[test]
+fn cash_amounts_stay_exact_through_the_ledger() {
+    let api = LarkApi::start();
+    let account = "acc-exact";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = spawn(dir.path(), &config(&api, "5s", true));
+
+    // 0.1 CNY, withdrawn; later 0.2 CNY more, withdrawn. In f64, 0.1 + 0.2 = 0.30000000000000004.
+    api.set_balance(account, 0, &[("CNY", "0.1")]);
+    send(
+        &gw,
+        "po-dime",
+        account,
+        0,
+        r#"[{"currency_type":"CNY","amount":0.1}]"#,
+        T0 + 1_000,
+    );
+    wait_done(&gw, "po-dime");
+    api.set_balance(account, 0, &[("CNY", "0.2")]);
+    send(
+        &gw,
+        "po-two-dimes",
+        account,
+        0,
+        r#"[{"currency_type":"CNY","amount":0.2}]"#,
+        T0 + 2_000,
+    );
+    wait_done(&gw, "po-two-dimes");
+
+    let withdrawals = api.withdrawals();
+    assert_eq!(withdrawals.len(), 2);
+    let cash: Vec<Option<&i64>> = withdrawals
+        .iter()
+        .map(|w| w.assets.cash.get("CNY"))
+        .collect();
+    assert_eq!(cash, [Some(&10), Some(&20)]);
+
+    let listed = report(dir.path());
+    assert!(listed.contains("CNY 0.10"), "{listed}");
+    assert!(listed.contains("CNY 0.20"), "{listed}");
+    assert!(listed.contains("withdrawals: 2\n"), "{listed}");
+    assert!(listed.contains("total CNY: 0.30\n"), "{listed}");
+    assert!(!listed.contains("0.3000"), "{listed}");
+
+    // Forwarded to the payment platform as exact decimal strings, once per withdrawal.
+    let payments = api.payments();
+    assert_eq!(payments.len(), 2);
+    let amounts: Vec<serde_json::Value> =
+        payments.iter().map(|p| p.json()["cash"].clone()).collect();
+    assert_eq!(
+        amounts,
+        [
+            serde_json::json!([{"currency": "CNY", "amount": "0.10"}]),
+            serde_json::json!([{"currency": "CNY", "amount": "0.20"}]),
+        ]
+    );
+    let orders: Vec<String> = payments
+        .iter()
+        .map(|p| p.header("idempotency-key").unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        orders,
+        [
+            expected_order_id("po-dime"),
+            expected_order_id("po-two-dimes")
+        ]
+    );
+}
