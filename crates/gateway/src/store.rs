@@ -69,17 +69,25 @@ pub struct PendingDelivery {
     pub plugin: String,
     /// Attempts already made.
     pub attempts: u32,
-    pub next_at_ms: i64,
     pub app: String,
     pub event_type: String,
     pub received_at_ms: i64,
     pub body: Arc<str>,
 }
 
-/// Due deliveries and when the next not-yet-due one is.
+/// A due delivery as listed by [`Store::due`] (without the event body).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueDelivery {
+    pub key: i64,
+    pub plugin: String,
+    pub attempts: u32,
+    pub next_at_ms: i64,
+}
+
+/// One page of due deliveries and when the next not-yet-due one is.
 #[derive(Debug, Clone, Default)]
 pub struct Due {
-    pub deliveries: Vec<PendingDelivery>,
+    pub deliveries: Vec<DueDelivery>,
     pub next_due_ms: Option<i64>,
 }
 
@@ -120,8 +128,11 @@ pub trait Store: Send + Sync + 'static {
     fn accept(&self, event: NewEvent) -> StoreFuture<Accepted>;
     /// Persists the end of one attempt (`attempts` = attempts made, including this one).
     fn finish(&self, key: i64, attempts: u32, finish: Finish) -> StoreFuture<()>;
-    /// Pending deliveries due at `now_ms` (at most `limit`), oldest first.
-    fn due(&self, now_ms: i64, limit: usize) -> StoreFuture<Due>;
+    /// One page of pending deliveries due at `now_ms`, ordered by `(next_at, key)` and strictly
+    /// after the cursor `after` (use `(i64::MIN, i64::MIN)` for the first page), at most `limit`.
+    fn due(&self, now_ms: i64, after: (i64, i64), limit: usize) -> StoreFuture<Due>;
+    /// The deliveries with these keys that are still pending, with their events.
+    fn load_pending(&self, keys: Vec<i64>) -> StoreFuture<Vec<PendingDelivery>>;
     /// Forgets finished events received before `before_ms`; returns how many were removed.
     fn purge(&self, before_ms: i64) -> StoreFuture<u64>;
     /// The pending count and the oldest pending delivery's time.

@@ -9,11 +9,14 @@
 //! Each line: `delivery_id`, `attempt`, `plugin`, `app`, `event_id`, `event_type`, `received_at`
 //! (Unix ms), `logged_at` (Unix ms) and `event`, the full envelope exactly as Lark sent it.
 //! Lines are written with one `write` call under a lock, so concurrent deliveries never
-//! interleave; the file is opened in append mode. Any I/O error is a `Retry`.
+//! interleave; the file is opened in append mode. With `fsync = "always"` a delivery returns `Ok`
+//! only after its line is on disk; concurrent deliveries share one `fdatasync` (group commit).
+//! Any I/O error is a `Retry`.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -41,7 +44,16 @@ enum Fsync {
 
 #[derive(Debug)]
 enum Sink {
-    File { file: Mutex<File>, path: PathBuf },
+    File {
+        /// Appends happen under this lock, one whole line per `write`.
+        file: Mutex<File>,
+        /// Lines appended so far (incremented after each append, under `file`'s lock).
+        written: AtomicU64,
+        /// A second handle used to fsync outside the append lock, and how many lines are known
+        /// to be on disk: concurrent deliveries share one fsync (group commit).
+        synced: Mutex<(File, u64)>,
+        path: PathBuf,
+    },
     Stdout,
 }
 
@@ -85,8 +97,13 @@ impl Plugin for Logger {
                     .append(true)
                     .open(&path)
                     .map_err(|e| format!("logger: cannot open {}: {e}", path.display()))?;
+                let sync_handle = file
+                    .try_clone()
+                    .map_err(|e| format!("logger: cannot open {}: {e}", path.display()))?;
                 Sink::File {
                     file: Mutex::new(file),
+                    written: AtomicU64::new(0),
+                    synced: Mutex::new((sync_handle, 0)),
                     path,
                 }
             }
@@ -134,13 +151,27 @@ impl Logger {
                 out.write_all(bytes)?;
                 out.flush()
             }
-            Sink::File { file, path } => {
-                let mut f = file.lock().map_err(|_| {
-                    std::io::Error::other(format!("{} lock poisoned", path.display()))
-                })?;
-                f.write_all(bytes)?;
+            Sink::File {
+                file,
+                written,
+                synced,
+                path,
+            } => {
+                let poisoned =
+                    || std::io::Error::other(format!("{} lock poisoned", path.display()));
+                let mine = {
+                    let mut f = file.lock().map_err(|_| poisoned())?;
+                    f.write_all(bytes)?;
+                    written.fetch_add(1, Ordering::SeqCst) + 1
+                };
                 if self.fsync == Fsync::Always {
-                    f.sync_data()?;
+                    let mut s = synced.lock().map_err(|_| poisoned())?;
+                    if s.1 < mine {
+                        // Every line counted in `target` was fully appended before the count.
+                        let target = written.load(Ordering::SeqCst);
+                        s.0.sync_data()?;
+                        s.1 = target;
+                    }
                 }
                 Ok(())
             }

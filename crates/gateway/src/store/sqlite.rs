@@ -14,8 +14,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
 use super::{
-    Accepted, Backlog, DeliveryRecord, Due, EventRecord, Finish, NewEvent, PendingDelivery, Store,
-    StoreError, StoreFuture,
+    Accepted, Backlog, DeliveryRecord, Due, DueDelivery, EventRecord, Finish, NewEvent,
+    PendingDelivery, Store, StoreError, StoreFuture,
 };
 
 /// The most writes applied in one transaction.
@@ -274,27 +274,20 @@ impl Store for SqliteStore {
         self.submit(|r| Write::Finish(key, attempts, finish, r))
     }
 
-    fn due(&self, now_ms: i64, limit: usize) -> StoreFuture<Due> {
+    fn due(&self, now_ms: i64, after: (i64, i64), limit: usize) -> StoreFuture<Due> {
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
-                "SELECT d.key, d.event_id, d.plugin, d.attempts, d.next_at,
-                        e.app, e.event_type, e.received_at, e.body
-                 FROM deliveries d JOIN events e ON e.id = d.event_id
-                 WHERE d.state = 'pending' AND d.next_at <= ?1
-                 ORDER BY d.next_at LIMIT ?2",
+                "SELECT key, plugin, attempts, next_at FROM deliveries
+                 WHERE state = 'pending' AND next_at <= ?1 AND (next_at, key) > (?2, ?3)
+                 ORDER BY next_at, key LIMIT ?4",
             )?;
             let deliveries = stmt
-                .query_map(params![now_ms, limit as i64], |r| {
-                    Ok(PendingDelivery {
+                .query_map(params![now_ms, after.0, after.1, limit as i64], |r| {
+                    Ok(DueDelivery {
                         key: r.get(0)?,
-                        event_id: r.get(1)?,
-                        plugin: r.get(2)?,
-                        attempts: r.get(3)?,
-                        next_at_ms: r.get(4)?,
-                        app: r.get(5)?,
-                        event_type: r.get(6)?,
-                        received_at_ms: r.get(7)?,
-                        body: Arc::from(r.get::<_, String>(8)?),
+                        plugin: r.get(1)?,
+                        attempts: r.get(2)?,
+                        next_at_ms: r.get(3)?,
                     })
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
@@ -307,6 +300,36 @@ impl Store for SqliteStore {
                 deliveries,
                 next_due_ms,
             })
+        })
+    }
+
+    fn load_pending(&self, keys: Vec<i64>) -> StoreFuture<Vec<PendingDelivery>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT d.key, d.event_id, d.plugin, d.attempts,
+                        e.app, e.event_type, e.received_at, e.body
+                 FROM deliveries d JOIN events e ON e.id = d.event_id
+                 WHERE d.key = ?1 AND d.state = 'pending'",
+            )?;
+            let mut out = Vec::with_capacity(keys.len());
+            for key in keys {
+                let row = stmt
+                    .query_row(params![key], |r| {
+                        Ok(PendingDelivery {
+                            key: r.get(0)?,
+                            event_id: r.get(1)?,
+                            plugin: r.get(2)?,
+                            attempts: r.get(3)?,
+                            app: r.get(4)?,
+                            event_type: r.get(5)?,
+                            received_at_ms: r.get(6)?,
+                            body: Arc::from(r.get::<_, String>(7)?),
+                        })
+                    })
+                    .optional()?;
+                out.extend(row);
+            }
+            Ok(out)
         })
     }
 

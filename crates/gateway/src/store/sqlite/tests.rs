@@ -2,6 +2,8 @@
 
 use super::*;
 
+const START: (i64, i64) = (i64::MIN, i64::MIN);
+
 fn event(id: &str, plugins: &[&str]) -> NewEvent {
     NewEvent {
         id: id.into(),
@@ -45,9 +47,14 @@ fn accept_dedup_and_delivery_lifecycle() {
             Accepted::New { deliveries: vec![] }
         );
 
-        let due = store.due(now_ms(), 100).await.expect("due");
+        let due = store.due(now_ms(), START, 100).await.expect("due");
         assert_eq!(due.deliveries.len(), 2);
-        assert_eq!(&*due.deliveries[0].body, r#"{"id":"e1"}"#);
+        let loaded = store
+            .load_pending(due.deliveries.iter().map(|d| d.key).collect())
+            .await
+            .expect("load");
+        assert_eq!(&*loaded[0].body, r#"{"id":"e1"}"#);
+        assert_eq!(loaded[0].event_id, "e1");
 
         let (ka, kb) = (deliveries[0].0, deliveries[1].0);
         store.finish(ka, 1, Finish::Done).await.expect("done");
@@ -63,7 +70,7 @@ fn accept_dedup_and_delivery_lifecycle() {
             )
             .await
             .expect("retry");
-        let due = store.due(now_ms(), 100).await.expect("due");
+        let due = store.due(now_ms(), START, 100).await.expect("due");
         assert!(due.deliveries.is_empty());
         assert_eq!(due.next_due_ms, Some(later));
         assert_eq!(store.backlog().await.expect("backlog").pending, 1);
@@ -90,7 +97,7 @@ fn accept_dedup_and_delivery_lifecycle() {
             .await
             .expect("replay");
         assert_eq!(n, 1);
-        let due = store.due(now_ms(), 100).await.expect("due");
+        let due = store.due(now_ms(), START, 100).await.expect("due");
         assert_eq!(due.deliveries.len(), 1);
         assert_eq!(due.deliveries[0].attempts, 0);
         store.close();
@@ -172,5 +179,42 @@ fn closed_store_refuses_writes() {
         let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
         store.close();
         assert!(store.accept(event("e", &[])).await.is_err());
+    });
+}
+
+#[test]
+fn due_pages_with_a_cursor_and_load_skips_finished() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
+        for i in 0..25 {
+            store
+                .accept(event(&format!("e{i:02}"), &["a"]))
+                .await
+                .expect("accept");
+        }
+        let now = now_ms() + 1;
+        let mut cursor = START;
+        let mut seen = Vec::new();
+        loop {
+            let page = store.due(now, cursor, 10).await.expect("due");
+            let Some(last) = page.deliveries.last() else {
+                break;
+            };
+            cursor = (last.next_at_ms, last.key);
+            seen.extend(page.deliveries.iter().map(|d| d.key));
+        }
+        let mut sorted = seen.clone();
+        sorted.dedup();
+        assert_eq!(seen.len(), 25);
+        assert_eq!(sorted.len(), 25, "no key twice across pages");
+        store.finish(seen[0], 1, Finish::Done).await.expect("done");
+        let loaded = store
+            .load_pending(vec![seen[0], seen[1]])
+            .await
+            .expect("load");
+        assert_eq!(loaded.len(), 1, "a finished delivery is not loaded");
+        assert_eq!(loaded[0].key, seen[1]);
+        store.close();
     });
 }
