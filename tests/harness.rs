@@ -95,12 +95,23 @@ impl TestGateway {
     }
 
     pub fn spawn_with_env(dir: &Path, config: &str, env: &[(&str, &str)]) -> TestGateway {
+        Self::spawn_full(dir, config, env, &[])
+    }
+
+    /// Like [`TestGateway::spawn_with_env`], with extra `run` flags (e.g. `--watch`).
+    pub fn spawn_full(
+        dir: &Path,
+        config: &str,
+        env: &[(&str, &str)],
+        run_args: &[&str],
+    ) -> TestGateway {
         let path = dir.join("gateway.toml");
         std::fs::write(&path, config).expect("write gateway.toml");
         let mut cmd = Command::new(&binaries().gateway);
         cmd.arg("--config")
             .arg(&path)
             .arg("run")
+            .args(run_args)
             .env("RUST_LOG", "info,gateway=debug")
             .env_remove("GATEWAY_CONFIG")
             .stdout(Stdio::piped())

@@ -372,3 +372,39 @@ fn dead_letter_replayed_after_the_plugin_is_fixed() {
     assert_eq!(code, 0);
     assert!(out.contains("sound"), "{out}");
 }
+
+#[test]
+fn watch_reloads_when_an_editor_replaces_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = format!("{}{}", base_config(), app());
+    let v1 = format!(
+        "{base}{}{}",
+        testkit("first", "record = \"data/first.jsonl\""),
+        route("\"t.a\"", "\"first\"")
+    );
+    let gw = TestGateway::spawn_full(dir.path(), &v1, &[], &["--watch"]);
+    assert_eq!(send(&gw, "w1", "t.b"), 200, "unrouted at first");
+    // Write a new file and rename it over the config, as editors and git do.
+    let v2 = format!("{v1}{}", route("\"t.b\"", "\"first\""));
+    let tmp = dir.path().join(".gateway.toml.swp");
+    std::fs::write(&tmp, v2).expect("write");
+    std::fs::rename(&tmp, dir.path().join("gateway.toml")).expect("rename");
+    assert!(
+        wait_until(Duration::from_secs(10), || gw
+            .log()
+            .contains("config reloaded")),
+        "{}",
+        gw.log()
+    );
+    assert!(
+        gw.log().contains("config file changed"),
+        "{}",
+        gw.log()
+    );
+    assert_eq!(send(&gw, "w2", "t.b"), 200);
+    assert!(wait_until(Duration::from_secs(5), || {
+        recorded(&gw, "first.jsonl")
+            .iter()
+            .any(|l| l["event_id"] == "w2")
+    }));
+}
