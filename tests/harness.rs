@@ -69,6 +69,8 @@ pub struct TestGateway {
     /// The folder holding `gateway.toml` and the store.
     pub dir: PathBuf,
     log: Arc<Mutex<String>>,
+    /// The environment given at spawn (`${VAR}`s of the config), reused by [`TestGateway::cli`].
+    env: Vec<(String, String)>,
 }
 
 /// The config header every test config starts with: ephemeral ports, store in `dir`.
@@ -160,6 +162,10 @@ impl TestGateway {
                             admin,
                             dir: dir.to_path_buf(),
                             log,
+                            env: env
+                                .iter()
+                                .map(|(k, v)| (k.to_string(), v.to_string()))
+                                .collect(),
                         };
                     }
                 }
@@ -229,22 +235,40 @@ impl TestGateway {
         }
     }
 
-    /// Runs another `gateway` subcommand on the same config; returns (exit code, stdout, stderr).
+    /// Runs another `gateway` subcommand on the same config, with the same environment (every
+    /// subcommand validates the whole config, `${VAR}`s included); returns (exit code, stdout,
+    /// stderr).
     pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
-        run_cli(&self.dir.join("gateway.toml"), args)
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        run_cli_with_env(&self.dir.join("gateway.toml"), args, &env)
     }
 }
 
 /// Runs `gateway --config <config> <args>`; returns (exit code, stdout, stderr).
 pub fn run_cli(config: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(&binaries().gateway)
-        .arg("--config")
+    run_cli_with_env(config, args, &[])
+}
+
+/// [`run_cli`] with extra environment variables.
+pub fn run_cli_with_env(
+    config: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (i32, String, String) {
+    let mut cmd = Command::new(&binaries().gateway);
+    cmd.arg("--config")
         .arg(config)
         .args(args)
         .env_remove("GATEWAY_CONFIG")
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run gateway cli");
+        .env("RUST_LOG", "warn");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run gateway cli");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -10,7 +10,6 @@
 mod bot;
 
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::STANDARD;
@@ -92,28 +91,9 @@ fn send(gw: &TestGateway, event_id: &str, account: &str, points: u64, cash: &str
     assert_eq!(answer.status, 200, "{event_id}: {}", answer.body);
 }
 
-/// `gateway <args>` on the config of `gw`, with the secret in the environment: every subcommand
-/// validates the whole config, `${VAR}`s included (`TestGateway::cli` passes no environment).
-fn cli(gw: &TestGateway, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(&binaries().gateway)
-        .arg("--config")
-        .arg(gw.dir.join("gateway.toml"))
-        .args(args)
-        .env_remove("GATEWAY_CONFIG")
-        .env("RUST_LOG", "warn")
-        .env(SECRET_VAR, BOT_SECRET)
-        .output()
-        .expect("run the gateway cli");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// The `notify` delivery of `event_id` as `gateway events show` reports it.
 fn delivery(gw: &TestGateway, event_id: &str) -> serde_json::Value {
-    let (code, out, err) = cli(gw, &["events", "show", event_id]);
+    let (code, out, err) = gw.cli(&["events", "show", event_id]);
     assert_eq!(code, 0, "events show {event_id}: {err}");
     let event: serde_json::Value = serde_json::from_str(&out).expect("events show prints JSON");
     event["deliveries"]
@@ -124,7 +104,7 @@ fn delivery(gw: &TestGateway, event_id: &str) -> serde_json::Value {
 }
 
 fn dead_letters(gw: &TestGateway) -> Vec<serde_json::Value> {
-    let (code, out, err) = cli(gw, &["dead-letters", "--json"]);
+    let (code, out, err) = gw.cli(&["dead-letters", "--json"]);
     assert_eq!(code, 0, "dead-letters: {err}");
     out.lines()
         .map(|l| serde_json::from_str(l).expect("one JSON dead letter per line"))

@@ -396,11 +396,7 @@ fn watch_reloads_when_an_editor_replaces_the_file() {
         "{}",
         gw.log()
     );
-    assert!(
-        gw.log().contains("config file changed"),
-        "{}",
-        gw.log()
-    );
+    assert!(gw.log().contains("config file changed"), "{}", gw.log());
     assert_eq!(send(&gw, "w2", "t.b"), 200);
     assert!(wait_until(Duration::from_secs(5), || {
         recorded(&gw, "first.jsonl")

@@ -85,28 +85,9 @@ fn send(gw: &TestGateway, event_id: &str, account: &str, points: u64, cash: &str
     assert_eq!(answer.status, 200, "{event_id}: {}", answer.body);
 }
 
-/// `gateway <args>` on the config of `gw`, with the secret in the environment: every subcommand
-/// validates the whole config, `${VAR}`s included (`TestGateway::cli` passes no environment).
-fn cli(gw: &TestGateway, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(&binaries().gateway)
-        .arg("--config")
-        .arg(gw.dir.join("gateway.toml"))
-        .args(args)
-        .env_remove("GATEWAY_CONFIG")
-        .env("RUST_LOG", "warn")
-        .env(SECRET_VAR, APP_SECRET)
-        .output()
-        .expect("run the gateway cli");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// The payout delivery of `event_id` as `gateway events show` reports it.
 fn delivery(gw: &TestGateway, event_id: &str) -> serde_json::Value {
-    let (code, out, err) = cli(gw, &["events", "show", event_id]);
+    let (code, out, err) = gw.cli(&["events", "show", event_id]);
     assert_eq!(code, 0, "events show {event_id}: {err}");
     let event: serde_json::Value = serde_json::from_str(&out).expect("events show prints JSON");
     let deliveries = event["deliveries"].as_array().cloned().unwrap_or_default();

@@ -6,7 +6,6 @@
 //!
 //! Nothing here opens a socket, a store or a plugin library.
 
-mod duration;
 mod env;
 pub mod raw;
 pub mod validated;

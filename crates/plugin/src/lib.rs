@@ -93,6 +93,7 @@
 //! never enable it.
 
 pub mod abi;
+pub mod config;
 #[doc(hidden)]
 pub mod export;
 #[cfg(feature = "host")]

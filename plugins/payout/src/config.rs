@@ -196,30 +196,8 @@ fn check_http_url(key: &str, url: &str) -> Result<(), ConfigError> {
     }
 }
 
-/// Parses `"10s"`, `"500ms"`, `"2m"`, `"1h"` (a whole number and a unit).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("{text:?} has no unit (ms, s, m or h)"))?;
-    let (num, unit) = text.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{text:?} is not a whole number followed by a unit"))?;
-    let ms = match unit.trim() {
-        "ms" => Some(n),
-        "s" => n.checked_mul(1_000),
-        "m" => n.checked_mul(60_000),
-        "h" => n.checked_mul(3_600_000),
-        other => {
-            return Err(format!(
-                "unknown unit {other:?} in {text:?} (use ms, s, m or h)"
-            ))
-        }
-    };
-    ms.map(Duration::from_millis)
-        .ok_or_else(|| format!("{text:?} is too large"))
-}
+/// Durations are read the way the gateway reads its own (`"500ms"`, `"10s"`, `"2m"`, ...).
+pub use gateway_plugin::config::parse_duration;
 
 #[cfg(test)]
 mod tests {
@@ -284,14 +262,5 @@ mod tests {
             assert!(Config::from_json(&v).is_err(), "{key} = {value}");
         }
         assert!(Config::from_json(&json!({"app_id": "a", "app_secret": "b"})).is_err());
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert!(parse_duration("s").is_err());
-        assert!(parse_duration("5 days").is_err());
     }
 }

@@ -10,7 +10,9 @@ use std::time::Duration;
 use lark_core::Cipher;
 
 use super::raw::{RawApp, RawConfig, RawPlugin, RawRoute};
-use super::{duration::parse_duration, env, ConfigError};
+use gateway_plugin::config::parse_duration;
+
+use super::{env, ConfigError};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7777";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9464";

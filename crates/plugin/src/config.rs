@@ -1,4 +1,6 @@
-//! Human durations in config: `"500ms"`, `"30s"`, `"10m"`, `"2h"`, `"7d"` (one unit, integer).
+//! Helpers for reading configuration the way the gateway reads its own, so a plugin's settings
+//! look and behave like `gateway.toml`'s. Human durations: `"500ms"`, `"30s"`, `"10m"`, `"2h"`,
+//! `"7d"` (an integer and one unit).
 
 use std::time::Duration;
 
