@@ -7,6 +7,7 @@
 //! Nothing here opens a socket, a store or a plugin library.
 
 mod env;
+mod pattern;
 pub mod raw;
 pub mod validated;
 

@@ -1,0 +1,178 @@
+//! The store's writer thread: takes every write waiting at that moment, applies them in one
+//! transaction, commits (one fsync for the whole batch: group commit), then answers each caller.
+//! If the transaction fails, every write of the batch gets the error and nothing is claimed.
+
+use std::sync::mpsc;
+
+use rusqlite::{params, Connection};
+
+use super::{now_ms, ReplaySelector, Write, MAX_BATCH};
+use crate::store::{Accepted, Finish, NewEvent, StoreError};
+
+/// The writer thread: batch, apply in one transaction, commit (fsync), answer.
+pub(super) fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Write>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(w) => batch.push(w),
+                Err(_) => break,
+            }
+        }
+        crate::metrics::observe_commit_batch(batch.len());
+        match apply_batch(&mut conn, &batch) {
+            Ok(results) => {
+                for (write, result) in batch.into_iter().zip(results) {
+                    answer(write, Ok(result));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, writes = batch.len(), "store transaction failed");
+                for write in batch {
+                    answer(write, Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// The result of one write inside a batch, before it is sent back.
+enum Outcome {
+    Accepted(Accepted),
+    Unit,
+    Count(u64),
+}
+
+fn answer(write: Write, result: Result<Outcome, StoreError>) {
+    // A dropped receiver means the caller went away (e.g. the client disconnected): fine.
+    match (write, result) {
+        (Write::Accept(_, r), Ok(Outcome::Accepted(a))) => drop(r.send(Ok(a))),
+        (Write::Finish(.., r), Ok(Outcome::Unit)) => drop(r.send(Ok(()))),
+        (Write::Purge(_, r), Ok(Outcome::Count(n))) => drop(r.send(Ok(n))),
+        (Write::Replay(_, r), Ok(Outcome::Count(n))) => drop(r.send(Ok(n))),
+        (Write::Accept(_, r), Err(e)) => drop(r.send(Err(e))),
+        (Write::Finish(.., r), Err(e)) => drop(r.send(Err(e))),
+        (Write::Purge(_, r), Err(e)) => drop(r.send(Err(e))),
+        (Write::Replay(_, r), Err(e)) => drop(r.send(Err(e))),
+        (w, Ok(_)) => answer(
+            w,
+            Err(StoreError("internal: mismatched write result".into())),
+        ),
+    }
+}
+
+fn apply_batch(conn: &mut Connection, batch: &[Write]) -> Result<Vec<Outcome>, StoreError> {
+    let tx = conn.transaction()?;
+    let mut results = Vec::with_capacity(batch.len());
+    let now = now_ms();
+    for write in batch {
+        results.push(match write {
+            Write::Accept(ev, _) => Outcome::Accepted(apply_accept(&tx, ev, now)?),
+            Write::Finish(key, attempts, finish, _) => {
+                apply_finish(&tx, *key, *attempts, finish, now)?;
+                Outcome::Unit
+            }
+            Write::Purge(before, _) => Outcome::Count(apply_purge(&tx, *before)?),
+            Write::Replay(sel, _) => Outcome::Count(apply_replay(&tx, sel, now)?),
+        });
+    }
+    tx.commit()?;
+    Ok(results)
+}
+
+fn apply_accept(
+    tx: &rusqlite::Transaction<'_>,
+    ev: &NewEvent,
+    now: i64,
+) -> Result<Accepted, StoreError> {
+    let inserted = tx
+        .prepare_cached(
+            "INSERT INTO events (id, app, event_type, schema, received_at, body, routed)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(id) DO NOTHING",
+        )?
+        .execute(params![
+            ev.id,
+            ev.app,
+            ev.event_type,
+            ev.schema,
+            ev.received_at_ms,
+            &*ev.body,
+            !ev.plugins.is_empty()
+        ])?;
+    if inserted == 0 {
+        return Ok(Accepted::Duplicate);
+    }
+    let mut deliveries = Vec::with_capacity(ev.plugins.len());
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO deliveries (event_id, plugin, state, attempts, next_at, updated_at)
+         VALUES (?1, ?2, 'pending', 0, ?3, ?3)",
+    )?;
+    for plugin in &ev.plugins {
+        stmt.execute(params![ev.id, plugin, now])?;
+        deliveries.push((tx.last_insert_rowid(), plugin.clone()));
+    }
+    Ok(Accepted::New { deliveries })
+}
+
+fn apply_finish(
+    tx: &rusqlite::Transaction<'_>,
+    key: i64,
+    attempts: u32,
+    finish: &Finish,
+    now: i64,
+) -> Result<(), StoreError> {
+    let (state, next_at, error) = match finish {
+        Finish::Done => ("done", now, None),
+        Finish::Retry { next_at_ms, error } => ("pending", *next_at_ms, Some(error.as_str())),
+        Finish::Dead { error } => ("dead", now, Some(error.as_str())),
+    };
+    tx.prepare_cached(
+        "UPDATE deliveries SET state = ?2, attempts = ?3, next_at = ?4,
+             last_error = COALESCE(?5, last_error), updated_at = ?6
+         WHERE key = ?1",
+    )?
+    .execute(params![key, state, attempts, next_at, error, now])?;
+    Ok(())
+}
+
+fn apply_purge(tx: &rusqlite::Transaction<'_>, before: i64) -> Result<u64, StoreError> {
+    let old = "SELECT id FROM events e WHERE e.received_at < ?1 AND NOT EXISTS
+               (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.state = 'pending')";
+    tx.execute(
+        &format!("DELETE FROM deliveries WHERE event_id IN ({old})"),
+        params![before],
+    )?;
+    let n = tx.execute(
+        "DELETE FROM events WHERE received_at < ?1 AND NOT EXISTS
+         (SELECT 1 FROM deliveries d WHERE d.event_id = events.id AND d.state = 'pending')",
+        params![before],
+    )?;
+    Ok(n as u64)
+}
+
+fn apply_replay(
+    tx: &rusqlite::Transaction<'_>,
+    sel: &ReplaySelector,
+    now: i64,
+) -> Result<u64, StoreError> {
+    let mut n = 0;
+    match sel {
+        ReplaySelector::Events { ids, plugin } => {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE deliveries SET state = 'pending', attempts = 0, next_at = ?3, updated_at = ?3
+                 WHERE event_id = ?1 AND (?2 IS NULL OR plugin = ?2)",
+            )?;
+            for id in ids {
+                n += stmt.execute(params![id, plugin, now])? as u64;
+            }
+        }
+        ReplaySelector::DeadLetters { plugin } => {
+            n += tx.execute(
+                "UPDATE deliveries SET state = 'pending', attempts = 0, next_at = ?2, updated_at = ?2
+                 WHERE state = 'dead' AND (?1 IS NULL OR plugin = ?1)",
+                params![plugin, now],
+            )? as u64;
+        }
+    }
+    Ok(n)
+}
