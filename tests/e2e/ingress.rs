@@ -56,7 +56,10 @@ config = {{ path = "data/audit.jsonl", fsync = "never" }}
 events = ["{ASSETS}", "approval"]
 plugins = ["audit"]
 "#,
-        base = base_config().replace("[server]\n", "[server]\nmax_body_bytes = 65536\n"),
+        base = base_config().replace(
+            "[server]\n",
+            "[server]\nmax_body_bytes = 65536\nbody_timeout = \"300ms\"\n",
+        ),
         logger = binaries().logger.display(),
     );
     let gw = TestGateway::spawn(dir.path(), &cfg);
@@ -307,6 +310,13 @@ fn encrypted_app_accepts_signed_events_and_refuses_everything_else() {
         ),
     );
     assert!(chunked.starts_with("HTTP/1.1 413"), "{chunked}");
+
+    // A body that never finishes arriving is cut off (408) instead of holding the connection.
+    let slow = raw_http(
+        gw.addr,
+        "POST /enc HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"encrypt\"",
+    );
+    assert!(slow.starts_with("HTTP/1.1 408"), "{slow}");
 
     let a = harness::request("GET", &url, &[], "").expect("get");
     assert_eq!(a.status, 405);

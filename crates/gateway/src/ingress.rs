@@ -40,6 +40,9 @@ pub struct Routes {
     pub apps: HashMap<String, Arc<App>>,
     pub router: Router,
     pub max_body_bytes: usize,
+    /// How long a client may take to send its body once the headers are in (slow-body
+    /// protection; hyper already bounds the headers).
+    pub body_timeout: std::time::Duration,
 }
 
 impl Routes {
@@ -52,6 +55,7 @@ impl Routes {
                 .collect(),
             router: Router::new(config.routes.clone()),
             max_body_bytes: config.max_body_bytes,
+            body_timeout: config.body_timeout,
         }
     }
 }
@@ -146,6 +150,7 @@ impl Ingress {
                     401 => "401",
                     404 => "404",
                     405 => "405",
+                    408 => "408",
                     413 => "413",
                     503 => "503",
                     _ => "other",
@@ -185,9 +190,10 @@ impl Ingress {
             return Err(Rejection::TooLarge { limit });
         }
         let (parts, body) = req.into_parts();
-        let body = Limited::new(body, limit)
-            .collect()
+        let read = tokio::time::timeout(routes.body_timeout, Limited::new(body, limit).collect());
+        let body = read
             .await
+            .map_err(|_| Rejection::BodyTimeout)?
             .map_err(|e| {
                 if e.downcast_ref::<http_body_util::LengthLimitError>()
                     .is_some()

@@ -31,6 +31,8 @@ pub struct RawServer {
     pub max_body_bytes: Option<u64>,
     /// How long in-flight requests and plugin calls get to finish on shutdown.
     pub shutdown_grace: Option<String>,
+    /// How long a client may take to send a request body.
+    pub body_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -31,6 +31,7 @@ pub struct Config {
     pub listen: SocketAddr,
     pub admin_listen: Option<SocketAddr>,
     pub max_body_bytes: usize,
+    pub body_timeout: Duration,
     pub shutdown_grace: Duration,
     pub apps: Vec<App>,
     pub store_path: PathBuf,
@@ -236,6 +237,11 @@ impl Validator<'_> {
             }
             Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
         };
+        let body_timeout = self.duration(
+            "server.body_timeout",
+            raw.server.body_timeout.as_deref(),
+            Duration::from_secs(30),
+        );
         let shutdown_grace = self.duration(
             "server.shutdown_grace",
             raw.server.shutdown_grace.as_deref(),
@@ -320,6 +326,7 @@ impl Validator<'_> {
             listen,
             admin_listen,
             max_body_bytes,
+            body_timeout,
             shutdown_grace,
             apps,
             store_path,

@@ -13,6 +13,8 @@ pub enum Rejection {
     },
     /// The body could not be read from the connection.
     BodyRead(String),
+    /// The body did not arrive in time (408).
+    BodyTimeout,
     /// Malformed JSON / envelope / missing fields (400).
     Malformed(String),
     /// Base64, length, padding or UTF-8 failure of the encrypted body (400).
@@ -38,6 +40,7 @@ impl Rejection {
             NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             BodyRead(_) | Malformed(_) | Decrypt(_) | PlainForEncryptedApp
             | EncryptedForPlainApp => StatusCode::BAD_REQUEST,
             MissingSignature | BadSignature | StaleTimestamp | MissingToken | BadToken
@@ -54,6 +57,7 @@ impl Rejection {
             MethodNotAllowed => "method_not_allowed",
             TooLarge { .. } => "too_large",
             BodyRead(_) => "body_read_error",
+            BodyTimeout => "body_timeout",
             Malformed(_) => "malformed",
             Decrypt(_) => "decrypt_error",
             PlainForEncryptedApp => "plain_body_for_encrypted_app",
@@ -76,6 +80,7 @@ impl Rejection {
             MethodNotAllowed => "only POST is accepted".into(),
             TooLarge { limit } => format!("body is larger than {limit} bytes"),
             BodyRead(e) => format!("could not read the body: {e}"),
+            BodyTimeout => "the body did not arrive in time".into(),
             Malformed(e) => e.clone(),
             Decrypt(e) => format!("cannot decrypt body: {e}"),
             PlainForEncryptedApp => "body must be encrypted: this app has an encrypt_key".into(),
