@@ -6,6 +6,7 @@
 //! test helpers: on a failed build they panic with the compiler's output.
 
 pub mod harness;
+pub mod hostkit;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
