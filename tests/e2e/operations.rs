@@ -404,3 +404,103 @@ fn watch_reloads_when_an_editor_replaces_the_file() {
             .any(|l| l["event_id"] == "w2")
     }));
 }
+
+#[test]
+fn check_reports_plugin_problems_and_run_refuses_to_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fake = dir.path().join("libfake.so");
+    std::fs::write(&fake, "not a library").expect("write");
+    let cfg = format!(
+        "{}{}\n[[plugins]]\nname = \"fake\"\nlibrary = \"libfake.so\"\n\n[[plugins]]\nname = \"gone\"\nlibrary = \"missing/libgone.so\"\n{}",
+        base_config(),
+        app(),
+        route("\"t.x\"", "\"fake\", \"gone\""),
+    );
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, &cfg).expect("write");
+    let (code, out, err) = harness::run_cli(&path, &["check"]);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(err.contains("plugins[0] (fake)"), "{err}");
+    assert!(err.contains(&fake.display().to_string()), "{err}");
+    assert!(
+        err.contains("plugins[1] (gone)") && err.contains("does not exist"),
+        "{err}"
+    );
+    let run = std::process::Command::new(&binaries().gateway)
+        .arg("--config")
+        .arg(&path)
+        .arg("run")
+        .output()
+        .expect("run");
+    assert_eq!(run.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("plugins failed to start"));
+
+    // A good config passes and prints the route table.
+    let good = format!(
+        "{}{}{}{}",
+        base_config(),
+        app(),
+        testkit("ok", ""),
+        route("\"t.*\"", "\"ok\"")
+    );
+    std::fs::write(&path, good).expect("write");
+    let (code, out, err) = harness::run_cli(&path, &["check"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("plugin ok") && out.contains("testkit"),
+        "{out}"
+    );
+    assert!(out.contains("t.* (any app) -> ok"), "{out}");
+}
+
+#[test]
+fn gateway_send_signs_encrypts_and_dedups_like_lark() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = format!(
+        r#"{base}
+[[apps]]
+name = "hire"
+path = "/hook"
+verification_token = "t0k"
+encrypt_key = "k3y"
+
+[[plugins]]
+name = "audit"
+library = "{logger}"
+config = {{ path = "data/audit.jsonl", fsync = "never" }}
+
+[[routes]]
+events = ["hire.referral_account.assets_update_v1"]
+plugins = ["audit"]
+"#,
+        base = base_config(),
+        logger = binaries().logger.display(),
+    );
+    let gw = TestGateway::spawn(dir.path(), &cfg);
+    let url = gw.url("/hook");
+    let (code, out, err) = gw.cli(&["send", "--url", &url]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("HTTP 200 {\"msg\":\"success\"}"), "{out}");
+    for _ in 0..2 {
+        let (code, out, _) = gw.cli(&["send", "--url", &url, "--event-id", "same-1"]);
+        assert_eq!(code, 0, "{out}");
+    }
+    assert!(wait_until(Duration::from_secs(5), || recorded(
+        &gw,
+        "audit.jsonl"
+    )
+    .len()
+        == 2));
+    std::thread::sleep(Duration::from_millis(200));
+    let lines = recorded(&gw, "audit.jsonl");
+    assert_eq!(lines.len(), 2, "the duplicate is delivered once");
+    assert_eq!(lines[1]["event_id"], "same-1");
+    assert_eq!(lines[1]["event"]["header"]["token"], "t0k");
+    // A wrong app name is a clear error; a non-2xx answer is exit code 4.
+    let (code, _, err) = gw.cli(&["send", "--app", "nope", "--url", &url]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no app named \"nope\""), "{err}");
+    let (code, out, _) = gw.cli(&["send", "--url", &gw.url("/elsewhere")]);
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("HTTP 404"), "{out}");
+}
