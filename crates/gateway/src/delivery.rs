@@ -27,7 +27,7 @@ use tracing::Instrument;
 use crate::config::DeliveryConfig;
 use crate::metrics;
 use crate::plugins::{PluginSlot, Plugins};
-use crate::store::{sqlite::now_ms, Finish, PendingDelivery, Store};
+use crate::store::{sqlite::now_ms, Finish, Store};
 
 /// Deliveries queued in memory per plugin; beyond this the store holds them until the sweeper.
 const QUEUE_CAPACITY: usize = 10_000;
@@ -42,34 +42,8 @@ const HANDOFF_GRACE_MS: i64 = 2_000;
 /// finished does not run it again.
 const FORGET_AFTER: Duration = Duration::from_secs(30);
 
-/// One delivery ready to run.
-#[derive(Debug, Clone)]
-pub struct Job {
-    pub key: i64,
-    pub event_id: String,
-    pub plugin: String,
-    /// Attempts already made.
-    pub attempts: u32,
-    pub app: String,
-    pub event_type: String,
-    pub received_at_ms: i64,
-    pub body: Arc<str>,
-}
-
-impl From<PendingDelivery> for Job {
-    fn from(d: PendingDelivery) -> Job {
-        Job {
-            key: d.key,
-            event_id: d.event_id,
-            plugin: d.plugin,
-            attempts: d.attempts,
-            app: d.app,
-            event_type: d.event_type,
-            received_at_ms: d.received_at_ms,
-            body: d.body,
-        }
-    }
-}
+/// One delivery ready to run: the store's pending record, event body included.
+pub use crate::store::PendingDelivery as Job;
 
 /// The delivery id a plugin sees: stable for an (event, plugin instance) pair.
 pub fn delivery_id(event_id: &str, plugin: &str) -> String {

@@ -72,7 +72,7 @@ impl Engine {
             }
             if !wanted.is_empty() {
                 match self.store.load_pending(wanted).await {
-                    Ok(rows) => rows.into_iter().for_each(|d| self.submit(d.into())),
+                    Ok(rows) => rows.into_iter().for_each(|d| self.submit(d)),
                     Err(e) => tracing::error!(error = %e, "sweeper could not read the store"),
                 }
             }
