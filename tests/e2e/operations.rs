@@ -504,3 +504,39 @@ plugins = ["audit"]
     assert_eq!(code, 4, "{out}");
     assert!(out.contains("HTTP 404"), "{out}");
 }
+
+#[test]
+fn a_store_that_cannot_write_answers_503_and_claims_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = format!(
+        "{}{}{}{}",
+        base_config(),
+        app(),
+        testkit("sink", "record = \"data/sink.jsonl\""),
+        route("\"t.s\"", "\"sink\""),
+    );
+    let gw = TestGateway::spawn(dir.path(), &cfg);
+    // Another process holds the database's write lock for longer than the gateway waits.
+    let other = rusqlite::Connection::open(dir.path().join("data/gateway.db")).expect("open");
+    other.execute_batch("BEGIN IMMEDIATE").expect("lock");
+    assert_eq!(send(&gw, "locked-1", "t.s"), 503);
+    let m = get(&gw.admin_url("/metrics")).expect("metrics").body;
+    assert_eq!(
+        metric(
+            &m,
+            r#"gateway_requests_total{app="ops",status="503",reason="store_unavailable"}"#
+        ),
+        1.0
+    );
+    assert_eq!(get(&gw.admin_url("/readyz")).expect("readyz").status, 503);
+    other.execute_batch("ROLLBACK").expect("unlock");
+    // Nothing was claimed: Lark's retry is stored and delivered once.
+    assert_eq!(send(&gw, "locked-1", "t.s"), 200);
+    assert!(wait_until(Duration::from_secs(5), || recorded(
+        &gw,
+        "sink.jsonl"
+    )
+    .len()
+        == 1));
+    assert_eq!(get(&gw.admin_url("/readyz")).expect("readyz").status, 200);
+}

@@ -95,7 +95,9 @@ impl std::fmt::Debug for SqliteStore {
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path)
         .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    // Under Lark's 3 s answer deadline: a store locked longer answers 503 (Lark retries) rather
+    // than letting the request time out.
+    conn.busy_timeout(std::time::Duration::from_secs(2))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
