@@ -160,3 +160,55 @@ fn patterns() {
     assert!(EventPattern::parse("hire*").is_err());
     assert!(EventPattern::parse("").is_err());
 }
+
+#[test]
+fn the_shipped_gateway_toml_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../gateway.toml");
+    let c = Config::load_with_env(&path, &|_| None).expect("shipped gateway.toml is valid");
+    assert_eq!(c.apps.len(), 1);
+    assert_eq!(c.apps[0].path, "/webhook/event");
+    assert!(c.plugins[0]
+        .library
+        .ends_with("target/release/liblogger.so"));
+    assert_eq!(c.routes[0].plugins, ["audit"]);
+}
+
+#[test]
+fn the_shipped_plugin_examples_are_valid_once_uncommented() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../gateway.toml");
+    let text = std::fs::read_to_string(&path).expect("read");
+    let uncommented: String = text
+        .lines()
+        .map(|l| match l.strip_prefix("# ") {
+            Some(rest)
+                if ["[[plugins]]", "name =", "library =", "config ="]
+                    .iter()
+                    .any(|k| rest.starts_with(k)) =>
+            {
+                rest.to_owned()
+            }
+            _ => l.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace(
+            r#"plugins = ["audit"]"#,
+            r#"plugins = ["audit", "notify", "payout"]"#,
+        );
+    let c = load(
+        &uncommented,
+        &[
+            (
+                "LARK_BOT_WEBHOOK_URL",
+                "https://open.feishu.cn/open-apis/bot/v2/hook/x",
+            ),
+            ("LARK_BOT_SECRET", "s"),
+            ("LARK_APP_ID", "cli_x"),
+            ("LARK_APP_SECRET", "secret"),
+        ],
+    )
+    .expect("examples are valid");
+    let names: Vec<&str> = c.plugins.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["audit", "notify", "payout"]);
+    assert_eq!(c.plugins[2].config["app_secret"], "secret");
+}
