@@ -217,3 +217,51 @@ fn slow_plugin_slows_neither_http_nor_other_plugins() {
         .len()
         == 4));
 }
+
+#[test]
+fn retries_stop_at_max_age() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = format!(
+        r#"{base}
+[[apps]]
+name = "hire"
+path = "/hook"
+verification_token = "{TOKEN}"
+
+[delivery]
+max_attempts = 1000
+max_age = "400ms"
+initial_backoff = "50ms"
+max_backoff = "100ms"
+
+[[plugins]]
+name = "hopeless"
+library = "{testkit}"
+config = {{ mode = "retry_always", record = "data/hopeless.jsonl" }}
+
+[[routes]]
+events = ["test.hopeless"]
+plugins = ["hopeless"]
+"#,
+        base = base_config(),
+        testkit = binaries().testkit.display(),
+    );
+    let gw = TestGateway::spawn(dir.path(), &cfg);
+    send(&gw, "old-1", "test.hopeless");
+    assert!(wait_until(Duration::from_secs(10), || {
+        deliveries(&gw, "old-1")[0]["state"] == "dead"
+    }));
+    let d = deliveries(&gw, "old-1");
+    assert!(
+        d[0]["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("max_age 400ms"),
+        "{d}"
+    );
+    let calls = record(&gw, "hopeless").len();
+    assert!(
+        (2..=12).contains(&calls),
+        "{calls} attempts within 400 ms of 50-100 ms backoff"
+    );
+}

@@ -388,8 +388,20 @@ impl Engine {
             retry_after,
             &mut rand::thread_rng(),
         );
-        tracing::info!(duration_ms = ms, %reason, retry_in_ms = delay.as_millis() as u64, "will retry");
         let next_at_ms = now_ms() + delay.as_millis() as i64;
+        if let Some(max_age) = config.max_age {
+            if next_at_ms - job.received_at_ms > max_age.as_millis() as i64 {
+                tracing::warn!(duration_ms = ms, %reason, "delivery older than max_age: dead letter");
+                let error = format!(
+                    "{reason} (gave up: the next attempt would exceed max_age {}ms)",
+                    max_age.as_millis()
+                );
+                self.finish(job, attempt, Finish::Dead { error }, label)
+                    .await;
+                return;
+            }
+        }
+        tracing::info!(duration_ms = ms, %reason, retry_in_ms = delay.as_millis() as u64, "will retry");
         let finish = Finish::Retry {
             next_at_ms,
             error: reason,

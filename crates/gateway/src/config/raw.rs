@@ -64,6 +64,8 @@ pub struct RawStore {
 #[serde(deny_unknown_fields)]
 pub struct RawDelivery {
     pub max_attempts: Option<u32>,
+    /// Give up on a delivery once its event is this old (optional).
+    pub max_age: Option<String>,
     pub initial_backoff: Option<String>,
     pub max_backoff: Option<String>,
     pub timeout: Option<String>,

@@ -81,6 +81,9 @@ impl std::fmt::Debug for App {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeliveryConfig {
     pub max_attempts: u32,
+    /// When set, a delivery whose next attempt would come later than this after the event was
+    /// received becomes a dead letter instead.
+    pub max_age: Option<Duration>,
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
     pub timeout: Duration,
@@ -90,6 +93,7 @@ impl Default for DeliveryConfig {
     fn default() -> Self {
         DeliveryConfig {
             max_attempts: 12,
+            max_age: None,
             initial_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(600),
             timeout: Duration::from_secs(30),
@@ -280,6 +284,11 @@ impl Validator<'_> {
                 Some(n) => n,
                 None => d.max_attempts,
             },
+            max_age: raw
+                .delivery
+                .max_age
+                .as_deref()
+                .map(|t| self.duration("delivery.max_age", Some(t), Duration::ZERO)),
             initial_backoff: self.duration(
                 "delivery.initial_backoff",
                 raw.delivery.initial_backoff.as_deref(),
