@@ -540,3 +540,49 @@ fn a_store_that_cannot_write_answers_503_and_claims_nothing() {
         == 1));
     assert_eq!(get(&gw.admin_url("/readyz")).expect("readyz").status, 200);
 }
+
+#[test]
+fn sigterm_does_not_wait_for_a_hung_plugin_and_the_delivery_resumes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = format!(
+        "{}{}",
+        base_config().replace("shutdown_grace = \"5s\"", "shutdown_grace = \"300ms\""),
+        app()
+    );
+    let hung = format!(
+        "{base}{}{}",
+        testkit(
+            "stuck",
+            "mode = \"slow\", sleep_ms = 60000, record = \"data/stuck.jsonl\""
+        ),
+        route("\"t.h\"", "\"stuck\""),
+    );
+    let mut gw = TestGateway::spawn(dir.path(), &hung);
+    assert_eq!(send(&gw, "hung-1", "t.h"), 200);
+    std::thread::sleep(Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    gw.signal("TERM");
+    let status = gw
+        .wait(Duration::from_secs(10))
+        .expect("exited despite the hung call");
+    assert!(status.success(), "{status:?}\n{}", gw.log());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        gw.log().contains("their deliveries stay pending"),
+        "{}",
+        gw.log()
+    );
+
+    // Restarted with the plugin fixed, the acknowledged delivery is made.
+    let fixed = hung.replace("mode = \"slow\", sleep_ms = 60000, ", "");
+    let gw = TestGateway::spawn(dir.path(), &fixed);
+    assert!(wait_until(Duration::from_secs(10), || {
+        recorded(&gw, "stuck.jsonl")
+            .iter()
+            .any(|l| l["event_id"] == "hung-1")
+    }));
+}

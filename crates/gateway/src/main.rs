@@ -115,7 +115,14 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    match runtime().and_then(|rt| rt.block_on(f())) {
+    let result = runtime().and_then(|rt| {
+        let result = rt.block_on(f());
+        // Dropping a runtime waits for every blocking thread, including a plugin call that
+        // hangs past its timeout; after the grace period `run` already honoured, don't.
+        rt.shutdown_timeout(std::time::Duration::from_millis(500));
+        result
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
