@@ -268,3 +268,45 @@ plugins = ["hopeless"]
         "no call after the dead letter"
     );
 }
+
+#[test]
+fn a_timed_out_call_is_never_doubled_and_its_late_success_counts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = format!(
+        r#"{base}
+[[apps]]
+name = "hire"
+path = "/hook"
+verification_token = "{TOKEN}"
+
+[delivery]
+max_attempts = 5
+initial_backoff = "50ms"
+max_backoff = "100ms"
+timeout = "300ms"
+
+[[plugins]]
+name = "late"
+library = "{testkit}"
+config = {{ mode = "slow", sleep_ms = 1000, record = "data/late.jsonl" }}
+
+[[routes]]
+events = ["test.late"]
+plugins = ["late"]
+"#,
+        base = base_config(),
+        testkit = binaries().testkit.display(),
+    );
+    let gw = TestGateway::spawn(dir.path(), &cfg);
+    send(&gw, "late-1", "test.late");
+    // The call times out at 300 ms and the retry is due at 400 ms at the latest, but the next
+    // attempt waits for the running call, which then succeeds at 1 s: one call, delivered.
+    assert!(wait_until(Duration::from_secs(10), || {
+        deliveries(&gw, "late-1")[0]["state"] == "done"
+    }));
+    std::thread::sleep(Duration::from_millis(500));
+    let calls = record(&gw, "late");
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0]["outcome"], "ok");
+    assert!(gw.log().contains("succeeded after all"), "{}", gw.log());
+}

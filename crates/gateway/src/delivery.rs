@@ -45,6 +45,9 @@ const FORGET_AFTER: Duration = Duration::from_secs(30);
 /// One delivery ready to run: the store's pending record, event body included.
 pub use crate::store::PendingDelivery as Job;
 
+/// A running plugin call: its outcome and the concurrency permit it holds.
+type Call = tokio::task::JoinHandle<(CallOutcome, tokio::sync::OwnedSemaphorePermit)>;
+
 /// The delivery id a plugin sees: stable for an (event, plugin instance) pair.
 pub fn delivery_id(event_id: &str, plugin: &str) -> String {
     format!("{event_id}:{plugin}")
@@ -300,7 +303,7 @@ impl Engine {
             let started = Instant::now();
             let call_slot = slot.clone();
             let call_span = tracing::Span::current();
-            let call = tokio::task::spawn_blocking(move || {
+            let mut call: Call = tokio::task::spawn_blocking(move || {
                 // The permit comes back with the outcome and is held until the outcome is
                 // recorded, so at most `max_concurrency` deliveries per plugin are ever "called
                 // but not recorded" (the duplicates a crash can cause). After a timeout it stays
@@ -308,22 +311,26 @@ impl Engine {
                 let outcome = call_span.in_scope(|| call_slot.call(&payload));
                 (outcome, permit)
             });
-            let (outcome, _permit) = match tokio::time::timeout(self.config().timeout, call).await {
-                Ok(Ok((outcome, permit))) => (Some(outcome), Some(permit)),
+            let timeout = self.config().timeout;
+            let (outcome, _permit, late) = match tokio::time::timeout(timeout, &mut call).await {
+                Ok(Ok((outcome, permit))) => (Some(outcome), Some(permit), None),
                 Ok(Err(e)) => (
                     Some(CallOutcome::Panicked {
                         message: format!("plugin call failed: {e}"),
                     }),
                     None,
+                    None,
                 ),
-                Err(_) => (None, None),
+                // Timed out: the call keeps running (and keeps its permit); keep its handle.
+                Err(_) => (None, None, Some(call)),
             };
             let elapsed = started.elapsed();
             metrics::get()
                 .plugin_latency
                 .get_or_create(&metrics::plugin(&job.plugin))
                 .observe(elapsed.as_secs_f64());
-            self.conclude(&slot, &job, attempt, outcome, elapsed).await;
+            self.conclude(&slot, &job, attempt, outcome, elapsed, late)
+                .await;
         }
         .instrument(span)
         .await
@@ -331,11 +338,12 @@ impl Engine {
 
     async fn conclude(
         self: &Arc<Self>,
-        slot: &PluginSlot,
+        slot: &Arc<PluginSlot>,
         job: &Job,
         attempt: u32,
         outcome: Option<CallOutcome>,
         elapsed: Duration,
+        late: Option<Call>,
     ) {
         let ms = elapsed.as_millis() as u64;
         let (label, retry) = match outcome {
@@ -352,8 +360,14 @@ impl Engine {
             }
             Some(CallOutcome::Panicked { message }) => {
                 tracing::error!(duration_ms = ms, %message, "plugin panicked: dead letter, restarting instance");
-                if let Err(e) = slot.reinit() {
-                    tracing::error!(error = %e, "plugin instance could not be restarted");
+                // The plugin's own init (and the old instance's shutdown) may block.
+                let fresh = slot.clone();
+                match tokio::task::spawn_blocking(move || fresh.reinit()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "plugin instance could not be restarted")
+                    }
+                    Err(e) => tracing::error!(error = %e, "plugin restart failed"),
                 }
                 let error = format!("panicked: {message}");
                 self.finish(job, attempt, Finish::Dead { error }, "panicked")
@@ -388,7 +402,8 @@ impl Engine {
             retry_after,
             &mut rand::thread_rng(),
         );
-        let next_at_ms = now_ms() + delay.as_millis() as i64;
+        let next_at_ms =
+            now_ms().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
         if let Some(max_age) = config.max_age {
             if next_at_ms - job.received_at_ms > max_age.as_millis() as i64 {
                 tracing::warn!(duration_ms = ms, %reason, "delivery older than max_age: dead letter");
@@ -417,15 +432,33 @@ impl Engine {
         let engine = self.clone();
         let mut next = job.clone();
         next.attempts = attempt;
-        tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + delay;
+        let retry = async move {
+            if let Some(call) = late {
+                // Never start the next attempt beside a call that is still running; and if the
+                // timed-out call succeeds after all, that is the delivery.
+                let finished = tokio::select! {
+                    r = call => r.ok(),
+                    _ = engine.cancel.cancelled() => {
+                        engine.forget(next.key);
+                        return;
+                    }
+                };
+                if let Some((CallOutcome::Ok, _permit)) = finished {
+                    tracing::info!("the timed-out call succeeded after all: delivered");
+                    engine.finish(&next, attempt, Finish::Done, "ok").await;
+                    return;
+                }
+            }
             tokio::select! {
-                _ = tokio::time::sleep(delay) => {
+                _ = tokio::time::sleep_until(deadline) => {
                     engine.forget(next.key);
                     engine.submit(next);
                 }
                 _ = engine.cancel.cancelled() => engine.forget(next.key),
             }
-        });
+        };
+        tokio::spawn(retry.instrument(tracing::Span::current()));
     }
 
     /// Persists a final (or retry) state and counts it; returns false if the store failed.

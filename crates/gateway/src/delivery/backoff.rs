@@ -1,6 +1,7 @@
 //! Retry timing: exponential backoff with full jitter (AWS architecture blog's "Full Jitter"):
 //! `delay = random(0 ..= min(max, initial * 2^(attempt-1)))`, never less than a plugin's
-//! `retry_after`.
+//! `retry_after` — which is itself capped at `max` (a remote `Retry-After` of a century must not
+//! park a delivery forever).
 
 use std::time::Duration;
 
@@ -22,7 +23,7 @@ pub fn delay(
     let cap_ms = cap.as_millis().min(u64::MAX as u128) as u64;
     let jittered = Duration::from_millis(rng.gen_range(0..=cap_ms));
     match retry_after {
-        Some(at_least) => jittered.max(at_least.min(max.max(at_least))),
+        Some(at_least) => jittered.max(at_least.min(max)),
         None => jittered,
     }
 }
@@ -56,6 +57,25 @@ mod tests {
             &mut rng,
         );
         assert!(d >= Duration::from_secs(5));
+    }
+
+    #[test]
+    fn retry_after_is_capped_at_max_backoff() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+        let max = Duration::from_secs(600);
+        let century = Duration::from_secs(100 * 365 * 86_400);
+        assert_eq!(
+            delay(1, Duration::from_secs(1), max, Some(century), &mut rng),
+            max
+        );
+        let d = delay(
+            1,
+            Duration::from_secs(1),
+            max,
+            Some(Duration::MAX),
+            &mut rng,
+        );
+        assert_eq!(d, max);
     }
 
     #[test]
