@@ -133,12 +133,17 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
             }
             Some(why) = reload_rx.recv() => {
                 tracing::info!(trigger = why, "reloading config");
+                // Off the accept loop: plugin init may take a while; `Live` serialises reloads.
                 let live = live.clone();
-                match tokio::task::spawn_blocking(move || live.reload()).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::error!("reload refused, keeping the running config: {e}"),
-                    Err(e) => tracing::error!("reload failed: {e}"),
-                }
+                tokio::spawn(async move {
+                    match tokio::task::spawn_blocking(move || live.reload()).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            tracing::error!("reload refused, keeping the running config: {e}")
+                        }
+                        Err(e) => tracing::error!("reload failed: {e}"),
+                    }
+                });
             }
             _ = signals.next() => break,
         }

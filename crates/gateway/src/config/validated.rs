@@ -136,7 +136,7 @@ impl Config {
         })?;
         let raw: RawConfig = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
             path: shown.clone(),
-            message: e.to_string(),
+            message: syntax_message(&text, &e),
         })?;
         let file = std::path::absolute(path).map_err(|source| ConfigError::Read {
             path: shown.clone(),
@@ -162,6 +162,22 @@ impl Config {
     /// The app served at `path`, if any.
     pub fn app_by_name(&self, name: &str) -> Option<&App> {
         self.apps.iter().find(|a| a.name == name)
+    }
+}
+
+/// `line L, column C: message`, without the source excerpt toml's own `Display` prints: that
+/// excerpt can be a line holding a secret (a mistyped `encrypt_key = "..."`, say), and this message
+/// goes to logs.
+fn syntax_message(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end();
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message.to_owned(),
     }
 }
 

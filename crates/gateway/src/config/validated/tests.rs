@@ -105,6 +105,19 @@ fn unknown_keys_are_syntax_errors_with_location() {
 }
 
 #[test]
+fn syntax_errors_never_echo_the_offending_line() {
+    let err = load(
+        "[[apps]]\nname = \"a\"\npath = \"/a\"\nencrypt_Key = \"s3cr3t-value\"\n",
+        &[],
+    )
+    .expect_err("unknown key");
+    let msg = err.to_string();
+    assert!(msg.contains("line 4, column 1"), "{msg}");
+    assert!(msg.contains("encrypt_Key"), "{msg}");
+    assert!(!msg.contains("s3cr3t-value"), "{msg}");
+}
+
+#[test]
 fn every_problem_is_reported_with_its_location() {
     let p = problems(
         r#"
