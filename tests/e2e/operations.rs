@@ -586,3 +586,45 @@ fn sigterm_does_not_wait_for_a_hung_plugin_and_the_delivery_resumes() {
             .any(|l| l["event_id"] == "hung-1")
     }));
 }
+
+#[test]
+fn connections_past_max_connections_are_closed_and_service_continues() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = format!(
+        "{}{}{}{}",
+        base_config().replace("[server]\n", "[server]\nmax_connections = 2\n"),
+        app(),
+        testkit("sink", ""),
+        route("\"t.s\"", "\"sink\""),
+    );
+    let gw = TestGateway::spawn(dir.path(), &cfg);
+    // Two idle connections take both slots; a third is closed without an answer.
+    let idle: Vec<_> = (0..2)
+        .map(|_| std::net::TcpStream::connect(gw.addr).expect("connect"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut third = std::net::TcpStream::connect(gw.addr).expect("connect");
+    third
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    use std::io::{Read, Write};
+    let _ = third.write_all(b"POST /hook HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}");
+    let mut buf = [0u8; 64];
+    assert!(
+        matches!(third.read(&mut buf), Ok(0) | Err(_)),
+        "the third connection is closed"
+    );
+    assert!(
+        gw.log().contains("connection limit reached"),
+        "{}",
+        gw.log()
+    );
+    // Freed slots serve again.
+    drop(idle);
+    assert!(wait_until(Duration::from_secs(5), || {
+        let lark = Lark::plain(TOKEN);
+        let (body, headers) =
+            lark.wrap(&lark.event_v2("after-limit", "t.s", serde_json::json!({})));
+        harness::post(&gw.url("/hook"), &headers, &body).is_ok_and(|a| a.status == 200)
+    }));
+}

@@ -102,6 +102,9 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
 
     let graceful = GracefulShutdown::new();
     let mut signals = Signals::new()?;
+    // Bounded connections: past the limit a new connection is closed at once (the client retries)
+    // instead of exhausting file descriptors. Fixed until restart, like the listen address.
+    let connections = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -113,6 +116,11 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
+                };
+                let Ok(slot) = connections.clone().try_acquire_owned() else {
+                    tracing::warn!("connection limit reached ([server] max_connections): closing a new connection");
+                    drop(stream);
+                    continue;
                 };
                 let _ = stream.set_nodelay(true);
                 let ingress = ingress.clone();
@@ -129,6 +137,7 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
                     if let Err(e) = conn.await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
+                    drop(slot);
                 });
             }
             Some(why) = reload_rx.recv() => {

@@ -33,6 +33,8 @@ pub struct RawServer {
     pub shutdown_grace: Option<String>,
     /// How long a client may take to send a request body.
     pub body_timeout: Option<String>,
+    /// Open webhook connections at most; more wait in the kernel's accept queue.
+    pub max_connections: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

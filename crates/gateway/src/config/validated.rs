@@ -32,6 +32,7 @@ pub struct Config {
     pub admin_listen: Option<SocketAddr>,
     pub max_body_bytes: usize,
     pub body_timeout: Duration,
+    pub max_connections: usize,
     pub shutdown_grace: Duration,
     pub apps: Vec<App>,
     pub store_path: PathBuf,
@@ -262,6 +263,14 @@ impl Validator<'_> {
             raw.server.body_timeout.as_deref(),
             Duration::from_secs(30),
         );
+        let max_connections = match raw.server.max_connections {
+            Some(0) => {
+                self.problem("server.max_connections", "must be at least 1");
+                1
+            }
+            Some(n) => n as usize,
+            None => 1024,
+        };
         let shutdown_grace = self.duration(
             "server.shutdown_grace",
             raw.server.shutdown_grace.as_deref(),
@@ -352,6 +361,7 @@ impl Validator<'_> {
             admin_listen,
             max_body_bytes,
             body_timeout,
+            max_connections,
             shutdown_grace,
             apps,
             store_path,
