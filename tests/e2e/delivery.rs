@@ -308,5 +308,11 @@ plugins = ["late"]
     let calls = record(&gw, "late");
     assert_eq!(calls.len(), 1, "{calls:?}");
     assert_eq!(calls[0]["outcome"], "ok");
-    assert!(gw.log().contains("succeeded after all"), "{}", gw.log());
+    assert!(
+        wait_until(Duration::from_secs(5), || gw
+            .log()
+            .contains("succeeded after all")),
+        "{}",
+        gw.log()
+    );
 }

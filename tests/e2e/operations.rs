@@ -572,7 +572,9 @@ fn sigterm_does_not_wait_for_a_hung_plugin_and_the_delivery_resumes() {
         started.elapsed()
     );
     assert!(
-        gw.log().contains("their deliveries stay pending"),
+        wait_until(Duration::from_secs(5), || gw
+            .log()
+            .contains("their deliveries stay pending")),
         "{}",
         gw.log()
     );
@@ -615,7 +617,9 @@ fn connections_past_max_connections_are_closed_and_service_continues() {
         "the third connection is closed"
     );
     assert!(
-        gw.log().contains("connection limit reached"),
+        wait_until(Duration::from_secs(5), || gw
+            .log()
+            .contains("connection limit reached")),
         "{}",
         gw.log()
     );

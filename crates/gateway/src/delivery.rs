@@ -461,7 +461,8 @@ impl Engine {
         tokio::spawn(retry.instrument(tracing::Span::current()));
     }
 
-    /// Persists a final (or retry) state and counts it; returns false if the store failed.
+    /// Persists a final (or retry) state and counts it; returns false if it was not recorded
+    /// (store failure, or the delivery was replayed meanwhile — then the replay stands).
     async fn persist(&self, job: &Job, attempt: u32, finish: Finish, label: &str) -> bool {
         let m = metrics::get();
         m.deliveries
@@ -471,8 +472,17 @@ impl Engine {
             })
             .inc();
         let dead = matches!(finish, Finish::Dead { .. });
-        match self.store.finish(job.key, attempt, finish).await {
-            Ok(()) => {
+        match self
+            .store
+            .finish(job.key, job.attempts, attempt, finish)
+            .await
+        {
+            Ok(false) => {
+                tracing::info!("outcome not recorded: the delivery was replayed meanwhile");
+                self.forget(job.key);
+                false
+            }
+            Ok(true) => {
                 if dead {
                     m.dead_letters
                         .get_or_create(&metrics::plugin(&job.plugin))

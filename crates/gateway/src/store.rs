@@ -126,8 +126,16 @@ pub struct Backlog {
 pub trait Store: Send + Sync + 'static {
     /// Records an event and its deliveries durably, or reports a duplicate.
     fn accept(&self, event: NewEvent) -> StoreFuture<Accepted>;
-    /// Persists the end of one attempt (`attempts` = attempts made, including this one).
-    fn finish(&self, key: i64, attempts: u32, finish: Finish) -> StoreFuture<()>;
+    /// Persists the end of one attempt (`attempts` = attempts made, including this one), but only
+    /// if the delivery is still pending with `from_attempts` attempts recorded — i.e. nobody
+    /// replayed or finished it meanwhile. Returns whether it applied.
+    fn finish(
+        &self,
+        key: i64,
+        from_attempts: u32,
+        attempts: u32,
+        finish: Finish,
+    ) -> StoreFuture<bool>;
     /// One page of pending deliveries due at `now_ms`, ordered by `(next_at, key)` and strictly
     /// after the cursor `after` (use `(i64::MIN, i64::MIN)` for the first page), at most `limit`.
     fn due(&self, now_ms: i64, after: (i64, i64), limit: usize) -> StoreFuture<Due>;

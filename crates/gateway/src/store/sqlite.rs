@@ -54,7 +54,7 @@ type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 enum Write {
     Accept(NewEvent, Reply<Accepted>),
-    Finish(i64, u32, Finish, Reply<()>),
+    Finish(i64, u32, u32, Finish, Reply<bool>),
     Purge(i64, Reply<u64>),
     Replay(ReplaySelector, Reply<u64>),
 }
@@ -274,8 +274,14 @@ impl Store for SqliteStore {
         self.submit(|r| Write::Accept(event, r))
     }
 
-    fn finish(&self, key: i64, attempts: u32, finish: Finish) -> StoreFuture<()> {
-        self.submit(|r| Write::Finish(key, attempts, finish, r))
+    fn finish(
+        &self,
+        key: i64,
+        from_attempts: u32,
+        attempts: u32,
+        finish: Finish,
+    ) -> StoreFuture<bool> {
+        self.submit(|r| Write::Finish(key, from_attempts, attempts, finish, r))
     }
 
     fn due(&self, now_ms: i64, after: (i64, i64), limit: usize) -> StoreFuture<Due> {

@@ -57,11 +57,14 @@ fn accept_dedup_and_delivery_lifecycle() {
         assert_eq!(loaded[0].event_id, "e1");
 
         let (ka, kb) = (deliveries[0].0, deliveries[1].0);
-        store.finish(ka, 1, Finish::Done).await.expect("done");
+        assert!(store.finish(ka, 0, 1, Finish::Done).await.expect("done"));
+        // A second outcome for the same attempt is not recorded (already finished).
+        assert!(!store.finish(ka, 0, 1, Finish::Done).await.expect("stale"));
         let later = now_ms() + 60_000;
         store
             .finish(
                 kb,
+                0,
                 1,
                 Finish::Retry {
                     next_at_ms: later,
@@ -78,6 +81,7 @@ fn accept_dedup_and_delivery_lifecycle() {
         store
             .finish(
                 kb,
+                1,
                 2,
                 Finish::Dead {
                     error: "gave up".into(),
@@ -157,7 +161,7 @@ fn purge_keeps_pending_and_recent() {
             panic!("new")
         };
         store
-            .finish(deliveries[0].0, 1, Finish::Done)
+            .finish(deliveries[0].0, 0, 1, Finish::Done)
             .await
             .expect("done");
         store.accept(event("old-pending", &["a"])).await.expect("b");
@@ -208,13 +212,53 @@ fn due_pages_with_a_cursor_and_load_skips_finished() {
         sorted.dedup();
         assert_eq!(seen.len(), 25);
         assert_eq!(sorted.len(), 25, "no key twice across pages");
-        store.finish(seen[0], 1, Finish::Done).await.expect("done");
+        store
+            .finish(seen[0], 0, 1, Finish::Done)
+            .await
+            .expect("done");
         let loaded = store
             .load_pending(vec![seen[0], seen[1]])
             .await
             .expect("load");
         assert_eq!(loaded.len(), 1, "a finished delivery is not loaded");
         assert_eq!(loaded[0].key, seen[1]);
+        store.close();
+    });
+}
+
+#[test]
+fn an_outcome_does_not_overwrite_a_replay_made_meanwhile() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
+        let Accepted::New { deliveries } = store.accept(event("e", &["a"])).await.expect("accept")
+        else {
+            panic!("new")
+        };
+        let key = deliveries[0].0;
+        let retry = Finish::Retry {
+            next_at_ms: now_ms(),
+            error: "x".into(),
+        };
+        assert!(store.finish(key, 0, 1, retry.clone()).await.expect("1"));
+        assert!(store.finish(key, 1, 2, retry).await.expect("2"));
+        // Attempt 3 is running when an operator replays the delivery...
+        let n = store
+            .replay(ReplaySelector::Events {
+                ids: vec!["e".into()],
+                plugin: None,
+            })
+            .await
+            .expect("replay");
+        assert_eq!(n, 1);
+        // ...so attempt 3's outcome is not recorded: the replay stands.
+        let dead = Finish::Dead {
+            error: "late".into(),
+        };
+        assert!(!store.finish(key, 2, 3, dead).await.expect("late outcome"));
+        let shown = store.event("e").expect("read").expect("exists");
+        assert_eq!(shown.deliveries[0].state, "pending");
+        assert_eq!(shown.deliveries[0].attempts, 0);
         store.close();
     });
 }

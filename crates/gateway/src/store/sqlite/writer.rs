@@ -39,7 +39,7 @@ pub(super) fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Write>) {
 /// The result of one write inside a batch, before it is sent back.
 enum Outcome {
     Accepted(Accepted),
-    Unit,
+    Applied(bool),
     Count(u64),
 }
 
@@ -47,7 +47,7 @@ fn answer(write: Write, result: Result<Outcome, StoreError>) {
     // A dropped receiver means the caller went away (e.g. the client disconnected): fine.
     match (write, result) {
         (Write::Accept(_, r), Ok(Outcome::Accepted(a))) => drop(r.send(Ok(a))),
-        (Write::Finish(.., r), Ok(Outcome::Unit)) => drop(r.send(Ok(()))),
+        (Write::Finish(.., r), Ok(Outcome::Applied(a))) => drop(r.send(Ok(a))),
         (Write::Purge(_, r), Ok(Outcome::Count(n))) => drop(r.send(Ok(n))),
         (Write::Replay(_, r), Ok(Outcome::Count(n))) => drop(r.send(Ok(n))),
         (Write::Accept(_, r), Err(e)) => drop(r.send(Err(e))),
@@ -68,9 +68,8 @@ fn apply_batch(conn: &mut Connection, batch: &[Write]) -> Result<Vec<Outcome>, S
     for write in batch {
         results.push(match write {
             Write::Accept(ev, _) => Outcome::Accepted(apply_accept(&tx, ev, now)?),
-            Write::Finish(key, attempts, finish, _) => {
-                apply_finish(&tx, *key, *attempts, finish, now)?;
-                Outcome::Unit
+            Write::Finish(key, from, attempts, finish, _) => {
+                Outcome::Applied(apply_finish(&tx, *key, *from, *attempts, finish, now)?)
             }
             Write::Purge(before, _) => Outcome::Count(apply_purge(&tx, *before)?),
             Write::Replay(sel, _) => Outcome::Count(apply_replay(&tx, sel, now)?),
@@ -117,22 +116,32 @@ fn apply_accept(
 fn apply_finish(
     tx: &rusqlite::Transaction<'_>,
     key: i64,
+    from_attempts: u32,
     attempts: u32,
     finish: &Finish,
     now: i64,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let (state, next_at, error) = match finish {
         Finish::Done => ("done", now, None),
         Finish::Retry { next_at_ms, error } => ("pending", *next_at_ms, Some(error.as_str())),
         Finish::Dead { error } => ("dead", now, Some(error.as_str())),
     };
-    tx.prepare_cached(
-        "UPDATE deliveries SET state = ?2, attempts = ?3, next_at = ?4,
-             last_error = COALESCE(?5, last_error), updated_at = ?6
-         WHERE key = ?1",
-    )?
-    .execute(params![key, state, attempts, next_at, error, now])?;
-    Ok(())
+    let changed = tx
+        .prepare_cached(
+            "UPDATE deliveries SET state = ?2, attempts = ?3, next_at = ?4,
+                 last_error = COALESCE(?5, last_error), updated_at = ?6
+             WHERE key = ?1 AND state = 'pending' AND attempts = ?7",
+        )?
+        .execute(params![
+            key,
+            state,
+            attempts,
+            next_at,
+            error,
+            now,
+            from_attempts
+        ])?;
+    Ok(changed == 1)
 }
 
 fn apply_purge(tx: &rusqlite::Transaction<'_>, before: i64) -> Result<u64, StoreError> {
