@@ -188,8 +188,13 @@ fn sigterm_during_a_burst_exits_0_and_restart_delivers_everything_acknowledged()
     }
     assert!(status.success(), "exit status {status:?}\n{}", gw.log());
     assert!(flipped, "/readyz did not turn 503 during shutdown");
-    // The in-flight call finished within the grace period and was recorded.
-    assert_eq!(recorded(&gw, "anchor.jsonl").len(), 1);
+    // The in-flight call finished within the grace period and was recorded; then the plugin
+    // instance was shut down.
+    let anchor: Vec<String> = recorded(&gw, "anchor.jsonl")
+        .iter()
+        .map(|l| l["outcome"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(anchor, ["ok", "shutdown"]);
     let acked = acked.lock().expect("lock").clone();
 
     // Restart: everything acknowledged is delivered, without Lark re-sending anything.
@@ -207,9 +212,9 @@ fn sigterm_during_a_burst_exits_0_and_restart_delivers_everything_acknowledged()
     );
     let mut calls: HashMap<String, usize> = HashMap::new();
     for l in recorded(&gw, "worker.jsonl") {
-        *calls
-            .entry(l["event_id"].as_str().unwrap_or_default().to_owned())
-            .or_default() += 1;
+        if let Some(id) = l["event_id"].as_str() {
+            *calls.entry(id.to_owned()).or_default() += 1;
+        }
     }
     // A graceful stop finishes or abandons calls cleanly: every call is recorded once.
     let repeated: Vec<_> = calls.iter().filter(|(_, n)| **n > 1).collect();
@@ -309,12 +314,15 @@ fn sighup_reloads_safely() {
         "requests failed during reloads"
     );
     assert_eq!(send(&gw, "b1", "t.b"), 200);
-    assert!(wait_until(Duration::from_secs(5), || recorded(
-        &gw,
-        "second.jsonl"
-    )
-    .len()
-        == 1));
+    let second = |outcome: &str| {
+        recorded(&gw, "second.jsonl")
+            .iter()
+            .filter(|l| l["outcome"] == outcome)
+            .count()
+    };
+    assert!(wait_until(Duration::from_secs(5), || second("ok") == 1));
+    // Removed by the v1 reload: its instance was shut down (and a fresh one made by the last v2).
+    assert_eq!(second("shutdown"), 1);
     assert!(wait_until(Duration::from_secs(10), || recorded(
         &gw,
         "first.jsonl"

@@ -248,14 +248,21 @@ fn panic_in_handle_is_reported_and_a_fresh_instance_works() {
         .map(|l| {
             format!(
                 "{}={}",
-                l["event_id"].as_str().expect("id"),
+                l["event_id"].as_str().unwrap_or("-"),
                 l["outcome"].as_str().expect("outcome")
             )
         })
         .collect();
     assert_eq!(
         outcomes,
-        ["ev-1=ok", "ev-2=panic", "ev-3=ok", "ev-4=panic", "ev-5=ok"]
+        [
+            "ev-1=ok",
+            "ev-2=panic",
+            "-=shutdown",
+            "ev-3=ok",
+            "ev-4=panic",
+            "ev-5=ok"
+        ]
     );
 }
 

@@ -20,7 +20,8 @@ pub struct PluginSlot {
     pub spec: PluginSpec,
     library: Library,
     config_dir: std::path::PathBuf,
-    instance: RwLock<Instance>,
+    /// Always `Some` while the slot is alive; taken only by `Drop`.
+    instance: RwLock<Option<Instance>>,
     /// At most `max_concurrency` calls of this instance run at once.
     pub permits: Arc<Semaphore>,
 }
@@ -34,10 +35,25 @@ impl std::fmt::Debug for PluginSlot {
     }
 }
 
+/// The last reference to an instance runs the plugin's `shutdown`, which may block (flushing,
+/// closing a database): when a slot is dropped on an async worker (a reload retiring it), its
+/// instance is released on the blocking pool instead.
+impl Drop for PluginSlot {
+    fn drop(&mut self) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        // Taken, not cloned: the slot must not keep a reference that could end up the last one.
+        if let Some(instance) = self.instance.get_mut().ok().and_then(Option::take) {
+            handle.spawn_blocking(move || drop(instance));
+        }
+    }
+}
+
 impl PluginSlot {
     /// The current instance (a cheap clone; keeps it alive for the call).
     pub fn instance(&self) -> Option<Instance> {
-        self.instance.read().ok().map(|i| i.clone())
+        self.instance.read().ok().and_then(|i| i.clone())
     }
 
     /// Calls the plugin (blocking).
@@ -61,7 +77,7 @@ impl PluginSlot {
             log_sink(),
         )?;
         if let Ok(mut guard) = self.instance.write() {
-            *guard = fresh;
+            *guard = Some(fresh);
         }
         Ok(())
     }
@@ -173,7 +189,7 @@ pub fn reload(current: &Plugins, config: &Config) -> Result<Plugins, Vec<String>
                         spec,
                         library,
                         config_dir: config.dir.clone(),
-                        instance: RwLock::new(instance),
+                        instance: RwLock::new(Some(instance)),
                     }),
                 );
             }

@@ -19,7 +19,8 @@
 //! - `record` — a file (relative paths resolve against the gateway config's folder; parent
 //!   folders are created) to which every `handle` call appends, just before it returns (or
 //!   panics), one JSON line `{"instance","delivery_id","event_id","event_type","attempt","outcome"}`
-//!   with `outcome` one of `"ok"`, `"retry"`, `"reject"`, `"panic"`. Lines are written whole under
+//!   with `outcome` one of `"ok"`, `"retry"`, `"reject"`, `"panic"`; and `{"instance","outcome":
+//!   "shutdown"}` when the host shuts the instance down. Lines are written whole under
 //!   a lock and flushed, so tests can count calls while the gateway runs.
 //! - `log` — log one `Info` line per call through the host (default `false`).
 //!
@@ -134,6 +135,19 @@ impl Plugin for Testkit {
             calls: Mutex::new(HashMap::new()),
             record,
         })
+    }
+
+    /// Appends `{"instance", "outcome": "shutdown"}` to the record file, so tests can see when
+    /// the host retires an instance.
+    fn shutdown(&self) {
+        if let Some((_, file)) = &self.record {
+            let line = serde_json::json!({
+                "instance": self.host.instance_name(),
+                "outcome": "shutdown",
+            });
+            let mut f = lock(file);
+            let _ = writeln!(f, "{line}").and_then(|()| f.flush());
+        }
     }
 
     fn handle(&self, d: &Delivery) -> Outcome {
