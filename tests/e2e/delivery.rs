@@ -83,6 +83,33 @@ plugins = ["sloth"]
     TestGateway::spawn(dir, &cfg)
 }
 
+/// A config with one app, the given `[delivery]` settings and one testkit instance `name`
+/// (testkit config `plugin`, recording to `data/<name>.jsonl`) routed for `event_type`.
+fn one_plugin(delivery: &str, name: &str, plugin: &str, event_type: &str) -> String {
+    format!(
+        r#"{base}
+[[apps]]
+name = "hire"
+path = "/hook"
+verification_token = "{TOKEN}"
+
+[delivery]
+{delivery}
+
+[[plugins]]
+name = "{name}"
+library = "{testkit}"
+config = {{ {plugin}, record = "data/{name}.jsonl" }}
+
+[[routes]]
+events = ["{event_type}"]
+plugins = ["{name}"]
+"#,
+        base = base_config(),
+        testkit = binaries().testkit.display(),
+    )
+}
+
 fn send(gw: &TestGateway, id: &str, event_type: &str) {
     let lark = Lark::plain(TOKEN);
     let a = lark.send(
@@ -221,30 +248,11 @@ fn slow_plugin_slows_neither_http_nor_other_plugins() {
 #[test]
 fn retries_stop_at_max_age() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = format!(
-        r#"{base}
-[[apps]]
-name = "hire"
-path = "/hook"
-verification_token = "{TOKEN}"
-
-[delivery]
-max_attempts = 1000
-max_age = "400ms"
-initial_backoff = "50ms"
-max_backoff = "100ms"
-
-[[plugins]]
-name = "hopeless"
-library = "{testkit}"
-config = {{ mode = "retry_always", record = "data/hopeless.jsonl" }}
-
-[[routes]]
-events = ["test.hopeless"]
-plugins = ["hopeless"]
-"#,
-        base = base_config(),
-        testkit = binaries().testkit.display(),
+    let cfg = one_plugin(
+        "max_attempts = 1000\nmax_age = \"400ms\"\ninitial_backoff = \"50ms\"\nmax_backoff = \"100ms\"",
+        "hopeless",
+        "mode = \"retry_always\"",
+        "test.hopeless",
     );
     let gw = TestGateway::spawn(dir.path(), &cfg);
     send(&gw, "old-1", "test.hopeless");
@@ -272,30 +280,11 @@ plugins = ["hopeless"]
 #[test]
 fn a_timed_out_call_is_never_doubled_and_its_late_success_counts() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = format!(
-        r#"{base}
-[[apps]]
-name = "hire"
-path = "/hook"
-verification_token = "{TOKEN}"
-
-[delivery]
-max_attempts = 5
-initial_backoff = "50ms"
-max_backoff = "100ms"
-timeout = "300ms"
-
-[[plugins]]
-name = "late"
-library = "{testkit}"
-config = {{ mode = "slow", sleep_ms = 1000, record = "data/late.jsonl" }}
-
-[[routes]]
-events = ["test.late"]
-plugins = ["late"]
-"#,
-        base = base_config(),
-        testkit = binaries().testkit.display(),
+    let cfg = one_plugin(
+        "max_attempts = 5\ninitial_backoff = \"50ms\"\nmax_backoff = \"100ms\"\ntimeout = \"300ms\"",
+        "late",
+        "mode = \"slow\", sleep_ms = 1000",
+        "test.late",
     );
     let gw = TestGateway::spawn(dir.path(), &cfg);
     send(&gw, "late-1", "test.late");
