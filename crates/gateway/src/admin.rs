@@ -1,15 +1,17 @@
 //! The admin listener (separate from the public webhook port; loopback by default):
 //! `/healthz` (the process answers), `/readyz` (store writable, plugins initialised, not
-//! shutting down) and `/metrics` (Prometheus text).
+//! shutting down, every websocket app's long connection up; the body lists each websocket app's
+//! state) and `/metrics` (Prometheus text).
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
 
+use crate::longconn::{LongConns, State};
 use crate::metrics;
 use crate::store::{sqlite::now_ms, Store};
 
@@ -20,6 +22,8 @@ pub struct Admin {
     pub shutting_down: AtomicBool,
     /// Set once every plugin instance is initialised.
     pub plugins_ready: AtomicBool,
+    /// The long-connection clients, once started.
+    pub long_conns: Mutex<Option<Arc<LongConns>>>,
 }
 
 impl std::fmt::Debug for Admin {
@@ -47,13 +51,19 @@ impl Admin {
         Ok(match req.uri().path() {
             "/healthz" => text(StatusCode::OK, "ok\n".into(), plain),
             "/readyz" => {
-                let (ok, why) = self.ready().await;
+                let (mut ok, why) = self.ready().await;
+                let mut body = format!("{why}\n");
+                let conns = self.long_conns.lock().ok().and_then(|c| c.clone());
+                for (app, state) in conns.map(|c| c.states()).unwrap_or_default() {
+                    ok &= state == State::Connected;
+                    body.push_str(&format!("websocket app {app}: {state}\n"));
+                }
                 let status = if ok {
                     StatusCode::OK
                 } else {
                     StatusCode::SERVICE_UNAVAILABLE
                 };
-                text(status, format!("{why}\n"), plain)
+                text(status, body, plain)
             }
             "/metrics" => {
                 self.refresh_gauges().await;

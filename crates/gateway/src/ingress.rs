@@ -1,19 +1,17 @@
 //! The webhook ingress: one hyper service for every app path, implementing spec §3–6 exactly.
 //!
 //! Order of checks for a request: path → method → body size (413 while reading) → signature
-//! (apps with an Encrypt Key; constant time, on the raw bytes) → decrypt → envelope → token
-//! (constant time) → challenge answered at once, or: dedup + durable store → 200. Plugin delivery
-//! happens afterwards in the [`crate::delivery`] engine, never on this path.
+//! (apps with an Encrypt Key; constant time, on the raw bytes) → decrypt → envelope → challenge
+//! answered at once (after the token check), or the event goes to the shared [`Intake`] (token,
+//! dedup, durable store) → 200. Plugin delivery happens afterwards in the [`crate::delivery`]
+//! engine, never on this path.
 //!
 //! Invariants: no input reaches a panic or a 5xx (503 only when the store fails); an event is
 //! answered 200 only after the store confirmed it durable; no secret, token or decrypted body is
 //! logged at info level.
 
-mod rejection;
-
-use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use http_body_util::{BodyExt, Full, Limited};
@@ -22,49 +20,18 @@ use hyper::header::{HeaderMap, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use lark_core::{crypto, Envelope, Event};
 
-pub use rejection::Rejection;
-
-use crate::config::{App, Config};
-use crate::delivery::{Engine, Job};
+use crate::config::WebhookApp;
+use crate::intake::{check_token, Intake, Rejection, Stored};
 use crate::metrics;
-use crate::router::Router;
-use crate::store::{sqlite::now_ms, Accepted, NewEvent, Store};
+use crate::store::sqlite::now_ms;
 
 const H_TIMESTAMP: &str = "x-lark-request-timestamp";
 const H_NONCE: &str = "x-lark-request-nonce";
 const H_SIGNATURE: &str = "x-lark-signature";
 
-/// What the ingress needs from the current config; swapped whole on reload.
-#[derive(Debug)]
-pub struct Routes {
-    pub apps: HashMap<String, Arc<App>>,
-    pub router: Router,
-    pub max_body_bytes: usize,
-    /// How long a client may take to send its body once the headers are in (slow-body
-    /// protection; hyper already bounds the headers).
-    pub body_timeout: std::time::Duration,
-}
-
-impl Routes {
-    pub fn from_config(config: &Config) -> Routes {
-        Routes {
-            apps: config
-                .apps
-                .iter()
-                .map(|a| (a.path.clone(), Arc::new(a.clone())))
-                .collect(),
-            router: Router::new(config.routes.clone()),
-            max_body_bytes: config.max_body_bytes,
-            body_timeout: config.body_timeout,
-        }
-    }
-}
-
-/// Shared state of the ingress.
+/// The webhook transport in front of the shared [`Intake`].
 pub struct Ingress {
-    pub routes: RwLock<Arc<Routes>>,
-    pub store: Arc<dyn Store>,
-    pub engine: Arc<Engine>,
+    pub intake: Arc<Intake>,
 }
 
 impl std::fmt::Debug for Ingress {
@@ -95,8 +62,7 @@ impl Rejection {
 /// What a successful request turned into.
 enum Accept {
     Challenge(String),
-    Stored,
-    Duplicate,
+    Event(Stored),
 }
 
 impl Ingress {
@@ -106,16 +72,14 @@ impl Ingress {
         req: Request<Incoming>,
     ) -> Result<Response<Body>, Infallible> {
         let started = Instant::now();
-        let routes = match self.routes.read() {
-            Ok(r) => r.clone(),
-            Err(_) => return Ok(Rejection::StoreUnavailable.into_response()),
-        };
-        let app = routes.apps.get(req.uri().path()).cloned();
+        let app = self
+            .intake
+            .routes()
+            .and_then(|r| r.by_path.get(req.uri().path()).cloned());
         let app_name = app.as_ref().map_or("-", |a| a.name.as_str()).to_owned();
         let span =
             tracing::info_span!("request", app = %app_name, event_id = tracing::field::Empty);
-        let result =
-            tracing::Instrument::instrument(self.handle(req, app, &routes), span.clone()).await;
+        let result = tracing::Instrument::instrument(self.handle(req), span.clone()).await;
         let (response, status, reason) = match result {
             Ok(Accept::Challenge(challenge)) => (
                 json(
@@ -125,15 +89,13 @@ impl Ingress {
                 "200",
                 "challenge",
             ),
-            Ok(Accept::Stored) => (
+            Ok(Accept::Event(stored)) => (
                 json(StatusCode::OK, serde_json::json!({ "msg": "success" })),
                 "200",
-                "stored",
-            ),
-            Ok(Accept::Duplicate) => (
-                json(StatusCode::OK, serde_json::json!({ "msg": "success" })),
-                "200",
-                "duplicate",
+                match stored {
+                    Stored::New => "stored",
+                    Stored::Duplicate => "duplicate",
+                },
             ),
             Err(rejection) => {
                 let reason = rejection.reason();
@@ -170,13 +132,11 @@ impl Ingress {
         Ok(response)
     }
 
-    async fn handle(
-        &self,
-        req: Request<Incoming>,
-        app: Option<Arc<App>>,
-        routes: &Routes,
-    ) -> Result<Accept, Rejection> {
-        let app = app.ok_or(Rejection::NotFound)?;
+    async fn handle(&self, req: Request<Incoming>) -> Result<Accept, Rejection> {
+        let routes = self.intake.routes().ok_or(Rejection::StoreUnavailable)?;
+        if !routes.by_path.contains_key(req.uri().path()) {
+            return Err(Rejection::NotFound);
+        }
         if req.method() != Method::POST {
             return Err(Rejection::MethodNotAllowed);
         }
@@ -205,7 +165,16 @@ impl Ingress {
             })?
             .to_bytes();
 
-        let event = match self.open(&app, &parts.headers, &body)? {
+        // The body may have taken up to `body_timeout`: verify and route with the config that
+        // is current now, so a reload meanwhile never routes to a removed plugin.
+        let routes = self.intake.routes().ok_or(Rejection::StoreUnavailable)?;
+        let app = routes
+            .by_path
+            .get(parts.uri.path())
+            .cloned()
+            .ok_or(Rejection::NotFound)?;
+        let webhook = app.webhook().ok_or(Rejection::NotFound)?;
+        let event = match open(webhook, &parts.headers, &body)? {
             Opened::Challenge { challenge, token } => {
                 check_token(&app, token.as_deref())?;
                 tracing::info!("url_verification challenge answered");
@@ -213,115 +182,53 @@ impl Ingress {
             }
             Opened::Event(event) => event,
         };
-        check_token(&app, event.token.as_deref())?;
-        if let (Some(pinned), Some(got)) = (&app.app_id, &event.app_id) {
-            if pinned != got {
-                return Err(Rejection::AppIdMismatch);
-            }
-        }
-        // Only authenticated ids reach the logs, and never more than 128 characters of one.
-        let shown: String = event.id.chars().take(128).collect();
-        tracing::Span::current().record("event_id", shown.as_str());
-        self.store_event(&app, routes, event).await
+        self.intake
+            .event(&app, &routes, event)
+            .await
+            .map(Accept::Event)
     }
+}
 
-    /// Verifies, decrypts and classifies a body for `app`.
-    fn open(&self, app: &App, headers: &HeaderMap, body: &[u8]) -> Result<Opened, Rejection> {
-        let envelope = Envelope::parse(body).map_err(|e| Rejection::Malformed(e.to_string()))?;
-        let plain = match (&app.encrypt_key, &app.cipher, envelope) {
-            (Some(key), Some(cipher), Envelope::Encrypted { encrypt }) => {
-                let signed = signature_headers(headers);
-                if let Some((ts, nonce, sig)) = signed {
-                    if !crypto::verify_signature(ts, nonce, key, body, sig) {
-                        return Err(Rejection::BadSignature);
-                    }
-                    if let Some(skew) = app.max_clock_skew {
-                        check_skew(ts, skew)?;
-                    }
+/// Verifies, decrypts and classifies a body for a webhook app.
+fn open(app: &WebhookApp, headers: &HeaderMap, body: &[u8]) -> Result<Opened, Rejection> {
+    let envelope = Envelope::parse(body).map_err(|e| Rejection::Malformed(e.to_string()))?;
+    let plain = match (&app.encrypt_key, &app.cipher, envelope) {
+        (Some(key), Some(cipher), Envelope::Encrypted { encrypt }) => {
+            let signed = signature_headers(headers);
+            if let Some((ts, nonce, sig)) = signed {
+                if !crypto::verify_signature(ts, nonce, key, body, sig) {
+                    return Err(Rejection::BadSignature);
                 }
-                let plain = cipher
-                    .decrypt(&encrypt)
-                    .map_err(|e| Rejection::Decrypt(e.to_string()))?;
-                let inner = Envelope::parse(&plain)
-                    .map_err(|e| Rejection::Malformed(format!("decrypted body: {e}")))?;
-                match inner {
-                    // Only the challenge may arrive unsigned (spec §3).
-                    Envelope::Challenge { .. } => {}
-                    _ if signed.is_none() => return Err(Rejection::MissingSignature),
-                    Envelope::Encrypted { .. } => {
-                        return Err(Rejection::Malformed(
-                            "decrypted body is encrypted again".into(),
-                        ))
-                    }
-                    Envelope::Event(_) => {}
+                if let Some(skew) = app.max_clock_skew {
+                    check_skew(ts, skew)?;
                 }
-                inner
             }
-            (Some(_), _, _) => return Err(Rejection::PlainForEncryptedApp),
-            (None, _, Envelope::Encrypted { .. }) => return Err(Rejection::EncryptedForPlainApp),
-            (None, _, plain) => plain,
-        };
-        match plain {
-            Envelope::Challenge { challenge, token } => Ok(Opened::Challenge { challenge, token }),
-            Envelope::Event(e) => Ok(Opened::Event(e)),
-            Envelope::Encrypted { .. } => {
-                Err(Rejection::Malformed("unexpected encrypted body".into()))
+            let plain = cipher
+                .decrypt(&encrypt)
+                .map_err(|e| Rejection::Decrypt(e.to_string()))?;
+            let inner = Envelope::parse(&plain)
+                .map_err(|e| Rejection::Malformed(format!("decrypted body: {e}")))?;
+            match inner {
+                // Only the challenge may arrive unsigned (spec §3).
+                Envelope::Challenge { .. } => {}
+                _ if signed.is_none() => return Err(Rejection::MissingSignature),
+                Envelope::Encrypted { .. } => {
+                    return Err(Rejection::Malformed(
+                        "decrypted body is encrypted again".into(),
+                    ))
+                }
+                Envelope::Event(_) => {}
             }
+            inner
         }
-    }
-
-    async fn store_event(
-        &self,
-        app: &App,
-        routes: &Routes,
-        event: Event,
-    ) -> Result<Accept, Rejection> {
-        let plugins = routes.router.plugins_for(&app.name, &event.event_type);
-        let received_at_ms = now_ms();
-        let body: Arc<str> = Arc::from(event.raw);
-        let new = NewEvent {
-            id: event.id.clone(),
-            app: app.name.clone(),
-            event_type: event.event_type.clone(),
-            schema: event.schema.as_str(),
-            received_at_ms,
-            body: body.clone(),
-            plugins,
-        };
-        let m = metrics::get();
-        match self.store.accept(new).await {
-            Ok(Accepted::Duplicate) => {
-                m.duplicates.get_or_create(&metrics::app(&app.name)).inc();
-                tracing::info!(event_type = %event.event_type, "duplicate event: already stored");
-                Ok(Accept::Duplicate)
-            }
-            Ok(Accepted::New { deliveries }) => {
-                m.events_stored
-                    .get_or_create(&metrics::app(&app.name))
-                    .inc();
-                if deliveries.is_empty() {
-                    m.unrouted.get_or_create(&metrics::app(&app.name)).inc();
-                }
-                tracing::info!(event_type = %event.event_type, deliveries = deliveries.len(), "event stored");
-                for (key, plugin) in deliveries {
-                    self.engine.submit(Job {
-                        key,
-                        event_id: event.id.clone(),
-                        plugin,
-                        attempts: 0,
-                        app: app.name.clone(),
-                        event_type: event.event_type.clone(),
-                        received_at_ms,
-                        body: body.clone(),
-                    });
-                }
-                Ok(Accept::Stored)
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "store failed: answering 503 so Lark retries");
-                Err(Rejection::StoreUnavailable)
-            }
-        }
+        (Some(_), _, _) => return Err(Rejection::PlainForEncryptedApp),
+        (None, _, Envelope::Encrypted { .. }) => return Err(Rejection::EncryptedForPlainApp),
+        (None, _, plain) => plain,
+    };
+    match plain {
+        Envelope::Challenge { challenge, token } => Ok(Opened::Challenge { challenge, token }),
+        Envelope::Event(e) => Ok(Opened::Event(e)),
+        Envelope::Encrypted { .. } => Err(Rejection::Malformed("unexpected encrypted body".into())),
     }
 }
 
@@ -348,18 +255,4 @@ fn check_skew(timestamp: &str, skew: std::time::Duration) -> Result<(), Rejectio
         return Err(Rejection::StaleTimestamp);
     }
     Ok(())
-}
-
-fn check_token(app: &App, given: Option<&str>) -> Result<(), Rejection> {
-    match (&app.verification_token, given) {
-        (None, _) => Ok(()),
-        (Some(_), None) => Err(Rejection::MissingToken),
-        (Some(expected), Some(given)) => {
-            if crypto::tokens_match(expected, given) {
-                Ok(())
-            } else {
-                Err(Rejection::BadToken)
-            }
-        }
-    }
 }

@@ -6,6 +6,8 @@ mod admin;
 mod config;
 mod delivery;
 mod ingress;
+mod intake;
+mod longconn;
 mod metrics;
 mod ops;
 mod plugins;
@@ -59,8 +61,13 @@ enum Command {
         #[arg(long)]
         watch: bool,
     },
-    /// Validate the config, open and ABI-check every plugin, print the route table.
-    Check,
+    /// Validate the config, open and ABI-check every plugin, print the route table. Connects to
+    /// nothing unless --connect is given.
+    Check {
+        /// Also bootstrap each websocket app's long connection once and report the result.
+        #[arg(long)]
+        connect: bool,
+    },
     /// Sign, encrypt and POST a sample (or given) event to the running gateway.
     Send(send::SendArgs),
     /// List dead letters.
@@ -87,7 +94,7 @@ fn main() -> ExitCode {
     init_logging(cli.log_format, config.log_level.as_deref());
     match cli.command.unwrap_or(Command::Run { watch: false }) {
         Command::Run { watch } => with_runtime(|| server::run(config, watch)),
-        Command::Check => ops::check(&config),
+        Command::Check { connect } => ops::check(&config, connect),
         Command::Send(args) => match runtime().map(|rt| rt.block_on(send::send(&config, &args))) {
             Ok(Ok(status)) if (200..300).contains(&status) => ExitCode::SUCCESS,
             Ok(Ok(_)) => ExitCode::from(4),

@@ -34,6 +34,18 @@ pub struct OutcomeLabels {
     pub outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AppKindLabels {
+    pub app: String,
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AppCodeLabels {
+    pub app: String,
+    pub code: String,
+}
+
 /// Every metric the gateway exports.
 pub struct Metrics {
     registry: Registry,
@@ -49,6 +61,11 @@ pub struct Metrics {
     pub request_latency: Histogram,
     pub plugin_latency: Family<PluginLabels, Histogram>,
     pub commit_batch: Histogram,
+    pub longconn_connects: Family<AppLabels, Counter>,
+    pub longconn_reconnects: Family<AppLabels, Counter>,
+    pub longconn_frames: Family<AppKindLabels, Counter>,
+    pub longconn_acks: Family<AppCodeLabels, Counter>,
+    pub longconn_connected: Family<AppLabels, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -138,6 +155,36 @@ impl Metrics {
             "Writes per store transaction (group commit)",
             commit_batch.clone(),
         );
+        let longconn_connects = Family::<AppLabels, Counter>::default();
+        registry.register(
+            "gateway_longconn_connects",
+            "Long connections established (websocket apps)",
+            longconn_connects.clone(),
+        );
+        let longconn_reconnects = Family::<AppLabels, Counter>::default();
+        registry.register(
+            "gateway_longconn_reconnects",
+            "Reconnect attempts of long connections",
+            longconn_reconnects.clone(),
+        );
+        let longconn_frames = Family::<AppKindLabels, Counter>::default();
+        registry.register(
+            "gateway_longconn_frames",
+            "Frames received on long connections by kind (event, card, pong, other, invalid)",
+            longconn_frames.clone(),
+        );
+        let longconn_acks = Family::<AppCodeLabels, Counter>::default();
+        registry.register(
+            "gateway_longconn_acks",
+            "Acks sent on long connections by code (200 stored; else refused, Lark re-sends)",
+            longconn_acks.clone(),
+        );
+        let longconn_connected = Family::<AppLabels, Gauge>::default();
+        registry.register(
+            "gateway_longconn_connected",
+            "1 while the app's long connection is up",
+            longconn_connected.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -152,6 +199,11 @@ impl Metrics {
             request_latency,
             plugin_latency,
             commit_batch,
+            longconn_connects,
+            longconn_reconnects,
+            longconn_frames,
+            longconn_acks,
+            longconn_connected,
         }
     }
 

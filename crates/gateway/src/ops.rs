@@ -5,7 +5,10 @@
 
 use std::process::ExitCode;
 
+use lark_longconn::ClientConfig;
+
 use crate::config::Config;
+use crate::longconn::bootstrap_blocking;
 use crate::plugins;
 use crate::store::sqlite::ReplaySelector;
 use crate::store::SqliteStore;
@@ -54,22 +57,33 @@ fn open_store(config: &Config) -> Result<SqliteStore, ExitCode> {
     })
 }
 
-/// `gateway check`.
-pub fn check(config: &Config) -> ExitCode {
+/// `gateway check`. Validates without connecting anywhere; with `connect`, also bootstraps
+/// every websocket app's long connection once (no dial) and reports the result.
+pub fn check(config: &Config, connect: bool) -> ExitCode {
     println!("config {} is valid", config.file.display());
     println!(
         "listen {}  max_body_bytes {}",
         config.listen, config.max_body_bytes
     );
     for app in &config.apps {
-        println!(
-            "app {:<16} path {:<24} token {:<3} encrypt_key {:<3} app_id {}",
-            app.name,
-            app.path,
-            yes(app.verification_token.is_some()),
-            yes(app.encrypt_key.is_some()),
-            app.app_id.as_deref().unwrap_or("-")
-        );
+        match (app.webhook(), app.long_connection()) {
+            (Some(w), _) => println!(
+                "app {:<16} webhook   path {:<24} token {:<3} encrypt_key {:<3} app_id {}",
+                app.name,
+                w.path,
+                yes(app.verification_token.is_some()),
+                yes(w.encrypt_key.is_some()),
+                app.app_id.as_deref().unwrap_or("-")
+            ),
+            (_, Some(l)) => println!(
+                "app {:<16} websocket domain {:<22} token {:<3} app_id {}",
+                app.name,
+                l.domain,
+                yes(app.verification_token.is_some()),
+                l.app_id
+            ),
+            _ => {}
+        }
     }
     println!("store {}", config.store_path.display());
     let libs = match plugins::open_all(config) {
@@ -108,8 +122,46 @@ pub fn check(config: &Config) -> ExitCode {
             r.plugins.join(", ")
         );
     }
+    if connect && !bootstrap_all(config) {
+        return ExitCode::from(3);
+    }
     println!("ok");
     ExitCode::SUCCESS
+}
+
+/// `check --connect`: one bootstrap per websocket app; false if any failed.
+fn bootstrap_all(config: &Config) -> bool {
+    let mut ok = true;
+    for app in &config.apps {
+        let Some(l) = app.long_connection() else {
+            continue;
+        };
+        match bootstrap_blocking(l) {
+            Ok(endpoint) => {
+                let mut cc = ClientConfig::default();
+                if let Some(update) = &endpoint.client_config {
+                    cc.apply(update);
+                }
+                println!(
+                    "app {}: long connection bootstrap ok (service_id {}, ping every {}s, \
+                     reconnect count {} every {}s)",
+                    app.name,
+                    endpoint.service_id,
+                    cc.ping_interval.as_secs(),
+                    cc.reconnect_count,
+                    cc.reconnect_interval.as_secs()
+                );
+            }
+            Err(e) => {
+                eprintln!(
+                    "error: app {}: long connection bootstrap failed: {e}",
+                    app.name
+                );
+                ok = false;
+            }
+        }
+    }
+    ok
 }
 
 fn yes(b: bool) -> &'static str {

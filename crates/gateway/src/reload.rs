@@ -1,8 +1,10 @@
 //! Live reconfiguration (SIGHUP, or `run --watch`): the whole new config is parsed, validated and
 //! its plugins opened and initialised *before* anything changes; on any problem the running
 //! config stays and the reason is logged. On success, in this order: new and changed plugin
-//! instances join the delivery engine, the ingress switches to the new apps and routes in one
-//! atomic swap, and removed instances stop taking work (shut down after their in-flight calls).
+//! instances join the delivery engine, both transports switch to the new apps and routes in one
+//! atomic swap, long connections of added, changed or removed websocket apps are started,
+//! restarted or stopped, and removed instances stop taking work (shut down after their in-flight
+//! calls).
 //! Requests never see a half-applied config.
 
 use std::path::{Path, PathBuf};
@@ -11,15 +13,17 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::delivery::Engine;
-use crate::ingress::{Ingress, Routes};
+use crate::intake::{Intake, Routes};
+use crate::longconn::LongConns;
 use crate::plugins::{self, Plugins};
 
 /// The running configuration and what it drives.
 pub struct Live {
     file: PathBuf,
     current: Mutex<(Config, Plugins)>,
-    ingress: Arc<Ingress>,
+    intake: Arc<Intake>,
     engine: Arc<Engine>,
+    long_conns: Arc<LongConns>,
 }
 
 impl std::fmt::Debug for Live {
@@ -32,14 +36,16 @@ impl Live {
     pub fn new(
         config: Config,
         plugins: Plugins,
-        ingress: Arc<Ingress>,
+        intake: Arc<Intake>,
         engine: Arc<Engine>,
+        long_conns: Arc<LongConns>,
     ) -> Live {
         Live {
             file: config.file.clone(),
             current: Mutex::new((config, plugins)),
-            ingress,
+            intake,
             engine,
+            long_conns,
         }
     }
 
@@ -74,9 +80,8 @@ impl Live {
         let plugins = plugins::reload(old_plugins, &new)
             .map_err(|p| format!("plugins:\n  - {}", p.join("\n  - ")))?;
         self.engine.add_plugins(&plugins, new.delivery);
-        if let Ok(mut routes) = self.ingress.routes.write() {
-            *routes = Arc::new(Routes::from_config(&new));
-        }
+        self.intake.swap_routes(Routes::from_config(&new));
+        self.long_conns.reconcile(&new);
         self.engine.retain_plugins(&plugins);
         if new.listen != old.listen || new.admin_listen != old.admin_listen {
             tracing::warn!("listen addresses change only on restart; still on the old ones");

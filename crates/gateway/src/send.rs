@@ -20,7 +20,7 @@ const SEED: &str = include_str!("../../../fixtures/assets_update_v1.json");
 /// What to send.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SendArgs {
-    /// The app (`[[apps]] name`) to send as; default: the first.
+    /// The webhook app (`[[apps]] name`) to send as; default: the first webhook app.
     #[arg(long)]
     pub app: Option<String>,
     /// The URL to POST to; default: this config's listen address and the app's path.
@@ -43,7 +43,18 @@ pub async fn send(config: &Config, args: &SendArgs) -> anyhow::Result<u16> {
         Some(name) => config
             .app_by_name(name)
             .with_context(|| format!("no app named {name:?} in {}", config.file.display()))?,
-        None => config.apps.first().context("the config has no [[apps]]")?,
+        None => config
+            .apps
+            .iter()
+            .find(|a| a.webhook().is_some())
+            .context("the config has no webhook app (`send` posts to a webhook app's path)")?,
+    };
+    let Some(webhook) = app.webhook() else {
+        bail!(
+            "app {:?} receives its events over the long connection (mode = \"websocket\"); \
+             `send` posts to webhook apps only",
+            app.name
+        );
     };
     let text = match &args.event {
         Some(path) => {
@@ -65,7 +76,7 @@ pub async fn send(config: &Config, args: &SendArgs) -> anyhow::Result<u16> {
         })
         .unwrap_or_default();
 
-    let (body, signature) = match &app.encrypt_key {
+    let (body, signature) = match &webhook.encrypt_key {
         Some(key) => {
             let iv: [u8; 16] = rand::thread_rng().gen();
             let encrypt = Cipher::new(key).encrypt(plaintext.as_bytes(), &iv);
@@ -87,7 +98,7 @@ pub async fn send(config: &Config, args: &SendArgs) -> anyhow::Result<u16> {
             if addr.ip().is_unspecified() {
                 addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
             }
-            format!("http://{addr}{}", app.path)
+            format!("http://{addr}{}", webhook.path)
         }
     };
     let (status, answer) = post(&url, body, signature).await?;

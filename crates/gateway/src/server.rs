@@ -7,7 +7,7 @@
 //! A second signal exits at once: everything acknowledged is already durable.
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -20,7 +20,9 @@ use tokio::net::TcpListener;
 use crate::admin::Admin;
 use crate::config::Config;
 use crate::delivery::Engine;
-use crate::ingress::{Ingress, Routes};
+use crate::ingress::Ingress;
+use crate::intake::{Intake, Routes};
+use crate::longconn::LongConns;
 use crate::plugins;
 use crate::reload::{file_stamp, Live};
 use crate::store::{sqlite::now_ms, SqliteStore, Store};
@@ -38,15 +40,19 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
         store: dyn_store.clone(),
         shutting_down: Default::default(),
         plugins_ready: Default::default(),
+        long_conns: Default::default(),
     });
     let plugins = plugins::start(&config)
         .map_err(|p| anyhow::anyhow!("plugins failed to start:\n  - {}", p.join("\n  - ")))?;
     admin.plugins_ready.store(true, Ordering::SeqCst);
     let engine = Engine::start(dyn_store.clone(), plugins.clone(), config.delivery);
+    let intake = Arc::new(Intake::new(
+        Routes::from_config(&config),
+        dyn_store.clone(),
+        engine.clone(),
+    ));
     let ingress = Arc::new(Ingress {
-        routes: RwLock::new(Arc::new(Routes::from_config(&config))),
-        store: dyn_store.clone(),
-        engine: engine.clone(),
+        intake: intake.clone(),
     });
 
     let listener = TcpListener::bind(config.listen)
@@ -64,7 +70,19 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
     }
     println!("gateway listening on http://{addr}");
     for app in &config.apps {
-        tracing::info!(app = %app.name, path = %app.path, encrypted = app.encrypt_key.is_some(), "serving app");
+        match (app.webhook(), app.long_connection()) {
+            (Some(w), _) => {
+                tracing::info!(app = %app.name, path = %w.path, encrypted = w.encrypt_key.is_some(), "serving webhook app")
+            }
+            (_, Some(l)) => {
+                tracing::info!(app = %app.name, domain = %l.domain, "receiving over the long connection")
+            }
+            _ => {}
+        }
+    }
+    let long_conns = LongConns::start(&config, intake.clone());
+    if let Ok(mut slot) = admin.long_conns.lock() {
+        *slot = Some(long_conns.clone());
     }
     tracing::info!(%addr, store = %config.store_path.display(), "gateway ready");
 
@@ -85,8 +103,9 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
     let live = Arc::new(Live::new(
         config.clone(),
         plugins,
-        ingress.clone(),
+        intake.clone(),
         engine.clone(),
+        long_conns.clone(),
     ));
     let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<&'static str>(4);
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
@@ -162,6 +181,7 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
     admin.shutting_down.store(true, Ordering::SeqCst);
     drop(listener);
     let grace = live.shutdown_grace();
+    long_conns.shutdown(grace).await;
     let second = async {
         signals.next().await;
         tracing::warn!("second signal: exiting now (acknowledged events are safely stored)");
@@ -179,6 +199,7 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
         _ = second => {}
     }
     drop(ingress);
+    drop(intake);
     drop(live);
     drop(engine);
     tokio::task::spawn_blocking(move || store.close())

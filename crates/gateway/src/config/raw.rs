@@ -48,10 +48,20 @@ pub struct RawAdmin {
 #[serde(deny_unknown_fields)]
 pub struct RawApp {
     pub name: String,
-    pub path: String,
+    /// `"webhook"` (the default) or `"websocket"`.
+    pub mode: Option<String>,
+    /// Webhook apps: the request path.
+    pub path: Option<String>,
     pub verification_token: Option<String>,
+    /// Webhook apps only.
     pub encrypt_key: Option<String>,
+    /// Webhook apps: optional pin; websocket apps: the credentials' id (required).
     pub app_id: Option<String>,
+    /// Websocket apps only (required).
+    pub app_secret: Option<String>,
+    /// Websocket apps only: the Open Platform base URL.
+    pub domain: Option<String>,
+    /// Webhook apps only.
     pub max_clock_skew: Option<String>,
 }
 

@@ -7,13 +7,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use lark_core::Cipher;
-
-use super::raw::{RawApp, RawConfig, RawPlugin, RawRoute};
+use super::raw::{RawConfig, RawPlugin, RawRoute};
 use gateway_plugin::config::parse_duration;
+
+mod app;
 
 pub use super::pattern::EventPattern;
 use super::{env, ConfigError};
+pub use app::{App, LongConnApp, WebhookApp};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7777";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9464";
@@ -41,41 +42,6 @@ pub struct Config {
     pub plugins: Vec<PluginSpec>,
     pub routes: Vec<Route>,
     pub log_level: Option<String>,
-}
-
-/// One Lark app served on its own path.
-#[derive(Clone)]
-pub struct App {
-    pub name: String,
-    pub path: String,
-    pub verification_token: Option<String>,
-    /// The Encrypt Key: signs requests (spec §3) and keys the cipher.
-    pub encrypt_key: Option<String>,
-    /// Built once from `encrypt_key`.
-    pub cipher: Option<Cipher>,
-    /// When set, events whose app_id differs are refused.
-    pub app_id: Option<String>,
-    /// When set, signed requests whose timestamp is further than this from now are refused.
-    pub max_clock_skew: Option<Duration>,
-}
-
-impl std::fmt::Debug for App {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("App")
-            .field("name", &self.name)
-            .field("path", &self.path)
-            .field(
-                "verification_token",
-                &self.verification_token.as_ref().map(|_| "<redacted>"),
-            )
-            .field(
-                "encrypt_key",
-                &self.encrypt_key.as_ref().map(|_| "<redacted>"),
-            )
-            .field("app_id", &self.app_id)
-            .field("max_clock_skew", &self.max_clock_skew)
-            .finish()
-    }
 }
 
 /// Retry policy and call limits shared by all plugins.
@@ -287,7 +253,12 @@ impl Validator<'_> {
             .map(|(i, a)| self.app(i, a))
             .collect();
         self.unique("apps", apps.iter().map(|a| a.name.as_str()), "name");
-        self.unique("apps", apps.iter().map(|a| a.path.as_str()), "path");
+        self.unique(
+            "apps",
+            apps.iter()
+                .map(|a| a.webhook().map_or("", |w| w.path.as_str())),
+            "path",
+        );
 
         let store_path = self.path(
             "store.path",
@@ -376,49 +347,13 @@ impl Validator<'_> {
     fn unique<'n>(&mut self, table: &str, names: impl Iterator<Item = &'n str>, key: &str) {
         let mut seen = HashSet::new();
         for (i, n) in names.enumerate() {
-            if !seen.insert(n) {
+            // Empty is reported where it is read (or means "not set": a websocket app's path).
+            if !n.is_empty() && !seen.insert(n) {
                 self.problem(
                     &format!("{table}[{i}].{key}"),
                     format!("duplicate {key} {n:?}"),
                 );
             }
-        }
-    }
-
-    fn app(&mut self, i: usize, a: &RawApp) -> App {
-        let at = |k: &str| format!("apps[{i}].{k}");
-        let name = self.expand(&at("name"), &a.name);
-        if name.is_empty() {
-            self.problem(&at("name"), "must not be empty");
-        }
-        let path = self.expand(&at("path"), &a.path);
-        if !path.starts_with('/') {
-            self.problem(&at("path"), format!("{path:?} must start with `/`"));
-        }
-        let secret = |v: &mut Self, key: &str, value: &Option<String>| -> Option<String> {
-            let value = value.as_deref().map(|t| v.expand(&at(key), t))?;
-            if value.is_empty() {
-                v.problem(&at(key), "is empty (remove the key to disable it)");
-                None
-            } else {
-                Some(value)
-            }
-        };
-        let verification_token = secret(self, "verification_token", &a.verification_token);
-        let encrypt_key = secret(self, "encrypt_key", &a.encrypt_key);
-        let app_id = secret(self, "app_id", &a.app_id);
-        let max_clock_skew = a
-            .max_clock_skew
-            .as_deref()
-            .map(|t| self.duration(&at("max_clock_skew"), Some(t), Duration::ZERO));
-        App {
-            name,
-            path,
-            cipher: encrypt_key.as_deref().map(Cipher::new),
-            verification_token,
-            encrypt_key,
-            app_id,
-            max_clock_skew,
         }
     }
 

@@ -1,11 +1,13 @@
-//! Every way a webhook request can be refused, and the one place that maps each to its HTTP
-//! status, JSON body and metrics reason (spec §6). Messages never contain secrets or the body.
+//! Every way an event can be refused, and the one place that maps each to its HTTP status, JSON
+//! body and metrics reason (spec §6) — and, for the long connection, to the ack code (the HTTP
+//! status, except 500 for a store failure, spec §11). Messages never contain secrets or the body.
 
 use hyper::StatusCode;
 
 /// A refused request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rejection {
+    /// No app at this path (webhook) or by this name any more (a reload removed it).
     NotFound,
     MethodNotAllowed,
     TooLarge {
@@ -46,6 +48,15 @@ impl Rejection {
             MissingSignature | BadSignature | StaleTimestamp | MissingToken | BadToken
             | AppIdMismatch => StatusCode::UNAUTHORIZED,
             StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The `code` of a long-connection ack refusing the message: Lark re-sends anything not
+    /// acked with 200.
+    pub fn ack_code(&self) -> u16 {
+        match self {
+            Rejection::StoreUnavailable => 500,
+            other => other.status().as_u16(),
         }
     }
 

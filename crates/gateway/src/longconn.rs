@@ -1,0 +1,300 @@
+//! The long-connection transport (spec §11): for every `mode = "websocket"` app, a client task
+//! that bootstraps, dials Lark, keeps the connection alive and feeds each event to the shared
+//! [`Intake`], acking it only once it is durably stored.
+//!
+//! [`LongConns`] supervises those tasks: started with the gateway, reconciled on reload (added
+//! apps start, removed ones stop, changed credentials or domain restart, a client that gave up
+//! gets a fresh start), stopped on shutdown after in-flight messages are acked. Each task's
+//! state is visible on `/readyz`.
+//!
+//! Reconnect policy (spec §11, Lark's `ClientConfig`): a bootstrap answering a fatal code or a
+//! fatal handshake refusal stops the client with an error naming what to check; otherwise the
+//! first retry waits a random time in `[0, ReconnectNonce)`, later ones `ReconnectInterval`, at
+//! most `ReconnectCount` attempts (< 0: forever). Every attempt bootstraps again.
+//!
+//! Never logged: the app secret and the connection URL's query (it carries credentials).
+
+mod bootstrap;
+mod session;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lark_longconn::ClientConfig;
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+
+pub use bootstrap::{bootstrap_blocking, ConnectError};
+
+use crate::config::{Config, LongConnApp};
+use crate::intake::Intake;
+use crate::metrics;
+
+/// What a websocket app's client is doing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    Connecting,
+    Connected,
+    /// Lost or not yet reached; retrying. Holds the last error.
+    Reconnecting(String),
+    /// Stopped for good (until a reload): a fatal refusal or the reconnect budget spent.
+    Failed(String),
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            State::Connecting => f.write_str("connecting"),
+            State::Connected => f.write_str("connected"),
+            State::Reconnecting(why) => write!(f, "reconnecting ({why})"),
+            State::Failed(why) => write!(f, "failed ({why})"),
+        }
+    }
+}
+
+type SharedState = Arc<Mutex<State>>;
+
+struct Client {
+    app: LongConnApp,
+    state: SharedState,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The supervisor of every websocket app's client.
+pub struct LongConns {
+    intake: Arc<Intake>,
+    runtime: tokio::runtime::Handle,
+    clients: Mutex<HashMap<String, Client>>,
+}
+
+impl std::fmt::Debug for LongConns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LongConns").finish_non_exhaustive()
+    }
+}
+
+impl LongConns {
+    /// Starts a client for every websocket app of `config`. Call from within the runtime.
+    pub fn start(config: &Config, intake: Arc<Intake>) -> Arc<LongConns> {
+        let conns = Arc::new(LongConns {
+            intake,
+            runtime: tokio::runtime::Handle::current(),
+            clients: Mutex::new(HashMap::new()),
+        });
+        conns.reconcile(config);
+        conns
+    }
+
+    /// Brings the clients in line with `config` (from any thread).
+    pub fn reconcile(&self, config: &Config) {
+        let Ok(mut clients) = self.clients.lock() else {
+            return;
+        };
+        let wanted: HashMap<&str, &LongConnApp> = config
+            .apps
+            .iter()
+            .filter_map(|a| Some((a.name.as_str(), a.long_connection()?)))
+            .collect();
+        clients.retain(|name, client| {
+            let keep = wanted.get(name.as_str()).is_some_and(|app| {
+                **app == client.app
+                    && !matches!(*client.state.lock().unwrap_or_else(|p| p.into_inner()), State::Failed(_))
+            });
+            if !keep {
+                tracing::info!(app = %name, "stopping the long connection (app removed, changed or restarting after a failure)");
+                client.cancel.cancel();
+            }
+            keep
+        });
+        for (name, app) in wanted {
+            if clients.contains_key(name) {
+                continue;
+            }
+            let state = Arc::new(Mutex::new(State::Connecting));
+            let cancel = CancellationToken::new();
+            let ctx = Ctx {
+                name: name.to_owned(),
+                app: app.clone(),
+                intake: self.intake.clone(),
+                state: state.clone(),
+                cancel: cancel.clone(),
+            };
+            let task = self.runtime.spawn(supervise(ctx));
+            clients.insert(
+                name.to_owned(),
+                Client {
+                    app: app.clone(),
+                    state,
+                    cancel,
+                    task,
+                },
+            );
+        }
+    }
+
+    /// Each websocket app and its state, by name.
+    pub fn states(&self) -> Vec<(String, State)> {
+        let Ok(clients) = self.clients.lock() else {
+            return Vec::new();
+        };
+        let mut out: Vec<(String, State)> = clients
+            .iter()
+            .map(|(name, c)| {
+                let state = c
+                    .state
+                    .lock()
+                    .map(|s| s.clone())
+                    .unwrap_or(State::Connecting);
+                (name.clone(), state)
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Stops every client: no new messages are read, in-flight ones are acked (up to `grace`),
+    /// then the connections close.
+    pub async fn shutdown(&self, grace: Duration) {
+        let tasks: Vec<_> = match self.clients.lock() {
+            Ok(mut clients) => clients
+                .drain()
+                .map(|(_, c)| {
+                    c.cancel.cancel();
+                    c.task
+                })
+                .collect(),
+            Err(_) => return,
+        };
+        let all = async {
+            for t in tasks {
+                let _ = t.await;
+            }
+        };
+        if tokio::time::timeout(grace, all).await.is_err() {
+            tracing::warn!("long connections did not close within the grace period");
+        }
+    }
+}
+
+/// Everything one client task works with.
+struct Ctx {
+    name: String,
+    app: LongConnApp,
+    intake: Arc<Intake>,
+    state: SharedState,
+    cancel: CancellationToken,
+}
+
+impl Ctx {
+    fn set(&self, state: State) {
+        metrics::get()
+            .longconn_connected
+            .get_or_create(&metrics::app(&self.name))
+            .set(i64::from(state == State::Connected));
+        if let Ok(mut s) = self.state.lock() {
+            *s = state;
+        }
+    }
+
+    /// Sleeps unless cancelled first; false when cancelled.
+    async fn sleep(&self, d: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => true,
+            _ = self.cancel.cancelled() => false,
+        }
+    }
+}
+
+/// One app's client: connect, run, reconnect per policy, until cancelled or failed.
+async fn supervise(ctx: Ctx) {
+    let span = tracing::info_span!("longconn", app = %ctx.name);
+    tracing::Instrument::instrument(supervise_inner(&ctx), span).await;
+}
+
+async fn supervise_inner(ctx: &Ctx) {
+    let mut cc = ClientConfig::default();
+    let mut next = session::connect(ctx, &mut cc).await;
+    loop {
+        if ctx.cancel.is_cancelled() {
+            return;
+        }
+        let conn = match next {
+            Ok(conn) => conn,
+            Err(e) if e.is_fatal() => return fail(ctx, e.to_string()),
+            Err(e) => {
+                tracing::warn!(error = %e, "long connection not established");
+                ctx.set(State::Reconnecting(e.to_string()));
+                match reconnect(ctx, &mut cc).await {
+                    Some(Ok(conn)) => conn,
+                    Some(Err(why)) => return fail(ctx, why),
+                    None => return,
+                }
+            }
+        };
+        metrics::get()
+            .longconn_connects
+            .get_or_create(&metrics::app(&ctx.name))
+            .inc();
+        ctx.set(State::Connected);
+        let lost = session::run(ctx, conn, &mut cc).await;
+        let Some(why) = lost else {
+            ctx.set(State::Connecting);
+            return;
+        };
+        tracing::warn!(reason = %why, "long connection lost; reconnecting");
+        ctx.set(State::Reconnecting(why));
+        next = match reconnect(ctx, &mut cc).await {
+            Some(r) => r.map_err(ConnectError::Fatal),
+            None => return,
+        };
+    }
+}
+
+fn fail(ctx: &Ctx, why: String) {
+    tracing::error!("long connection stopped: {why}");
+    ctx.set(State::Failed(why));
+}
+
+/// The reconnect loop of spec §11. `None` when cancelled; `Some(Err)` when it gave up.
+async fn reconnect(ctx: &Ctx, cc: &mut ClientConfig) -> Option<Result<session::Conn, String>> {
+    if cc.reconnect_count == 0 {
+        return Some(Err(
+            "the connection is down and Lark's ReconnectCount is 0 (no reconnect)".into(),
+        ));
+    }
+    let nonce = cc.reconnect_nonce.as_millis() as u64;
+    let first = if nonce == 0 {
+        0
+    } else {
+        rand::thread_rng().gen_range(0..nonce)
+    };
+    if !ctx.sleep(Duration::from_millis(first)).await {
+        return None;
+    }
+    let mut tries: i64 = 0;
+    loop {
+        tries += 1;
+        metrics::get()
+            .longconn_reconnects
+            .get_or_create(&metrics::app(&ctx.name))
+            .inc();
+        match session::connect(ctx, cc).await {
+            Ok(conn) => return Some(Ok(conn)),
+            Err(e) if e.is_fatal() => return Some(Err(e.to_string())),
+            Err(e) => {
+                tracing::warn!(attempt = tries, error = %e, "reconnect failed");
+                ctx.set(State::Reconnecting(e.to_string()));
+                if cc.reconnect_count >= 0 && tries >= cc.reconnect_count {
+                    return Some(Err(format!(
+                        "gave up after {tries} reconnect attempt(s) (Lark's ReconnectCount); last error: {e}"
+                    )));
+                }
+            }
+        }
+        if ctx.cancel.is_cancelled() || !ctx.sleep(cc.reconnect_interval).await {
+            return None;
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! One long connection: bootstrap + dial ([`connect`]), then [`run`] until it is lost or the
+//! client is cancelled.
+//!
+//! The run loop owns the socket. It pings every `PingInterval` (the first at once), applies the
+//! `ClientConfig` a pong may carry, declares the connection dead when no pong came for
+//! [`DEAD_AFTER_PINGS`] ping intervals, reassembles fragmented messages and hands each complete
+//! event to a task of its own, which stores it through the [`crate::intake::Intake`] and sends
+//! the ack back through a channel: `{"code":200}` only once the event is durable (or already
+//! was), the refusal's code otherwise (500 for a store failure) so Lark re-sends. Cards are not
+//! served and not acked. At most [`MAX_IN_FLIGHT`] messages are handled at once; past that the
+//! loop stops reading (backpressure on Lark, not memory growth).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use lark_longconn::bootstrap::{classify_handshake, headers as hs, redact_url};
+use lark_longconn::frame::headers;
+use lark_longconn::{
+    ClientConfig, ClientConfigUpdate, Frame, HandshakeVerdict, MessageType, Method, Reassembler,
+};
+use prost::Message as _;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use super::bootstrap::{bootstrap, ConnectError};
+use super::Ctx;
+use crate::metrics;
+
+/// A connection is dead when no pong arrived for this many ping intervals.
+pub const DEAD_AFTER_PINGS: u32 = 3;
+/// Messages handled at once on one connection.
+pub const MAX_IN_FLIGHT: usize = 256;
+/// Dialling (TCP + TLS + WebSocket handshake) gives up after this long.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(15);
+/// An incomplete fragmented message is dropped this long after its last fragment.
+const FRAGMENT_TTL: Duration = Duration::from_secs(5);
+/// Incomplete messages held at once.
+const MAX_FRAGMENTED: usize = 64;
+/// Room for a frame's headers around an event of `max_body_bytes`.
+const FRAME_OVERHEAD: usize = 64 * 1024;
+/// After cancellation, in-flight messages get this long to be acked.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// An established connection.
+pub struct Conn {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    service_id: i32,
+    max_event_bytes: usize,
+}
+
+/// Bootstraps (applying the `ClientConfig` it carries) and dials.
+pub async fn connect(ctx: &Ctx, cc: &mut ClientConfig) -> Result<Conn, ConnectError> {
+    let endpoint = bootstrap(&ctx.app).await?;
+    if let Some(update) = &endpoint.client_config {
+        cc.apply(update);
+    }
+    let max_body = ctx
+        .intake
+        .routes()
+        .map_or(1024 * 1024, |r| r.max_body_bytes);
+    let max_message = max_body + FRAME_OVERHEAD;
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message));
+    let dial =
+        tokio_tungstenite::connect_async_with_config(endpoint.url.as_str(), Some(config), true);
+    let shown = redact_url(&endpoint.url);
+    let (ws, _) = match tokio::time::timeout(DIAL_TIMEOUT, dial).await {
+        Err(_) => return Err(ConnectError::Retry(format!("dialling {shown} timed out"))),
+        Ok(Ok(ok)) => ok,
+        Ok(Err(tungstenite::Error::Http(response))) => {
+            let header = |name: &str| {
+                response
+                    .headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            };
+            return Err(
+                match classify_handshake(
+                    response.status().as_u16(),
+                    header(hs::STATUS).as_deref(),
+                    header(hs::AUTH_ERR_CODE).as_deref(),
+                    header(hs::MSG).as_deref(),
+                ) {
+                    HandshakeVerdict::Fatal(why) => ConnectError::Fatal(why),
+                    HandshakeVerdict::Retry(why) => ConnectError::Retry(why),
+                },
+            );
+        }
+        Ok(Err(e)) => return Err(ConnectError::Retry(format!("dialling {shown}: {e}"))),
+    };
+    tracing::info!(
+        url = %shown,
+        service_id = endpoint.service_id,
+        ping_interval_s = cc.ping_interval.as_secs(),
+        "long connection established"
+    );
+    Ok(Conn {
+        ws,
+        service_id: endpoint.service_id,
+        max_event_bytes: max_body,
+    })
+}
+
+/// Runs a connection. `Some(reason)` when it was lost, `None` when cancelled (after draining).
+pub async fn run(ctx: &Ctx, conn: Conn, cc: &mut ClientConfig) -> Option<String> {
+    let Conn {
+        mut ws,
+        service_id,
+        max_event_bytes,
+    } = conn;
+    let m = metrics::get();
+    let frames = |kind: &str| {
+        m.longconn_frames.get_or_create(&metrics::AppKindLabels {
+            app: ctx.name.clone(),
+            kind: kind.to_owned(),
+        })
+    };
+    let mut fragments = Reassembler::new(
+        FRAGMENT_TTL,
+        MAX_FRAGMENTED,
+        max_event_bytes,
+        max_event_bytes.saturating_mul(8),
+    );
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let (ack_tx, mut ack_rx) = mpsc::channel::<Frame>(MAX_IN_FLIGHT);
+    let mut ping = new_ticker(cc.ping_interval, true);
+    let mut housekeeping = new_ticker(Duration::from_secs(1), false);
+    let mut last_pong = Instant::now();
+
+    let lost = loop {
+        tokio::select! {
+            _ = ctx.cancel.cancelled() => break None,
+            _ = ping.tick() => {
+                let silence = last_pong.elapsed();
+                if silence > cc.ping_interval * DEAD_AFTER_PINGS {
+                    break Some(format!("no pong for {}s", silence.as_secs()));
+                }
+                if let Err(e) = ws.send(binary(&Frame::ping(service_id))).await {
+                    break Some(format!("sending a ping: {e}"));
+                }
+            }
+            _ = housekeeping.tick() => {
+                fragments.expire(Instant::now());
+            }
+            Some(ack) = ack_rx.recv() => {
+                if let Err(e) = ws.send(binary(&ack)).await {
+                    break Some(format!("sending an ack: {e}"));
+                }
+            }
+            incoming = ws.next() => {
+                let bytes = match incoming {
+                    None => break Some("the server closed the connection".into()),
+                    Some(Err(e)) => break Some(format!("reading: {e}")),
+                    Some(Ok(Message::Binary(b))) => b,
+                    Some(Ok(Message::Close(_))) => break Some("the server closed the connection".into()),
+                    Some(Ok(_)) => continue, // WebSocket pings are answered by tungstenite.
+                };
+                let mut frame = match Frame::decode_bytes(&bytes) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        frames("invalid").inc();
+                        tracing::warn!(error = %e, "ignoring an undecodable message");
+                        continue;
+                    }
+                };
+                match (frame.method(), frame.message_type()) {
+                    (Method::Control, MessageType::Pong) => {
+                        frames("pong").inc();
+                        last_pong = Instant::now();
+                        let update = frame.payload.as_deref().and_then(ClientConfigUpdate::from_payload);
+                        if let Some(update) = update {
+                            let before = cc.ping_interval;
+                            if cc.apply(&update) {
+                                tracing::info!(
+                                    ping_interval_s = cc.ping_interval.as_secs(),
+                                    reconnect_count = cc.reconnect_count,
+                                    reconnect_interval_s = cc.reconnect_interval.as_secs(),
+                                    reconnect_nonce_s = cc.reconnect_nonce.as_secs(),
+                                    "client config updated by Lark"
+                                );
+                            }
+                            if cc.ping_interval != before {
+                                ping = new_ticker(cc.ping_interval, false);
+                            }
+                        }
+                    }
+                    (Method::Data, MessageType::Event) => {
+                        frames("event").inc();
+                        let message_id = frame.header(headers::MESSAGE_ID).unwrap_or("").to_owned();
+                        let sum = frame.header_u32(headers::SUM).unwrap_or(1);
+                        let seq = frame.header_u32(headers::SEQ).unwrap_or(0);
+                        let payload = frame.payload.take().unwrap_or_default();
+                        match fragments.push(&message_id, sum, seq, payload, Instant::now()) {
+                            Ok(None) => {}
+                            Ok(Some(whole)) => {
+                                // Backpressure: wait for a slot before reading further.
+                                let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                                    break Some("in-flight limiter closed".into());
+                                };
+                                tokio::spawn(handle(ctx.name.clone(), ctx.intake.clone(), frame, whole, ack_tx.clone(), permit));
+                            }
+                            Err(e) => {
+                                tracing::warn!(message_id = %truncate(&message_id), error = %e, "fragment dropped; Lark re-sends unacked messages");
+                            }
+                        }
+                    }
+                    (Method::Data, MessageType::Card) => {
+                        frames("card").inc();
+                        tracing::debug!("card callback frame ignored (cards are not served; not acked)");
+                    }
+                    _ => {
+                        frames("other").inc();
+                        tracing::debug!(method = frame.method, kind = ?frame.message_type(), "ignoring a frame");
+                    }
+                }
+            }
+        }
+    };
+    if lost.is_some() {
+        return lost;
+    }
+    // Cancelled: read nothing more, but ack what is in flight, then close.
+    drop(ack_tx);
+    let deadline = tokio::time::Instant::now() + DRAIN;
+    loop {
+        tokio::select! {
+            ack = ack_rx.recv() => match ack {
+                Some(ack) => {
+                    if ws.send(binary(&ack)).await.is_err() {
+                        break;
+                    }
+                }
+                None => break,
+            },
+            _ = tokio::time::sleep_until(deadline) => break,
+        }
+    }
+    let _ = ws.close(None).await;
+    None
+}
+
+/// Stores one complete message and queues its ack.
+async fn handle(
+    app: String,
+    intake: Arc<crate::intake::Intake>,
+    frame: Frame,
+    payload: Vec<u8>,
+    acks: mpsc::Sender<Frame>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let started = Instant::now();
+    let message_id = truncate(frame.header(headers::MESSAGE_ID).unwrap_or(""));
+    let span = tracing::info_span!("message", app = %app, message_id = %message_id, event_id = tracing::field::Empty);
+    let result =
+        tracing::Instrument::instrument(intake.payload(&app, &payload), span.clone()).await;
+    let code = match &result {
+        Ok(_) => 200,
+        Err(rejection) => {
+            span.in_scope(|| {
+                tracing::warn!(code = rejection.ack_code(), reason = rejection.reason(), detail = %rejection.message(), "message refused; Lark will re-send it")
+            });
+            rejection.ack_code()
+        }
+    };
+    metrics::get()
+        .longconn_acks
+        .get_or_create(&metrics::AppCodeLabels {
+            app,
+            code: code.to_string(),
+        })
+        .inc();
+    let biz_rt = started.elapsed().as_millis() as u64;
+    let _ = acks.send(frame.into_ack(code, biz_rt)).await;
+    drop(permit);
+}
+
+fn binary(frame: &Frame) -> Message {
+    Message::Binary(frame.encode_to_vec().into())
+}
+
+fn new_ticker(period: Duration, immediately: bool) -> tokio::time::Interval {
+    let period = period.max(Duration::from_millis(100));
+    let start = if immediately {
+        tokio::time::Instant::now()
+    } else {
+        tokio::time::Instant::now() + period
+    };
+    let mut t = tokio::time::interval_at(start, period);
+    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    t
+}
+
+fn truncate(id: &str) -> String {
+    id.chars().take(128).collect()
+}

@@ -1,0 +1,121 @@
+//! The connection parameters Lark hands out with the endpoint and in pongs (`ClientConfig`,
+//! all in seconds), and how updates apply.
+//!
+//! Rules (spec §11, gateway rules in brackets): only the keys present change [a pong may omit
+//! keys]; `PingInterval` and `ReconnectInterval` ignore values ≤ 0 [a zero interval would spin];
+//! `ReconnectNonce` ignores negative values (0 = no random first wait); `ReconnectCount` takes
+//! any value (< 0 = reconnect forever, 0 = never). Intervals are capped at one day.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+const MAX_SECONDS: i64 = 86_400;
+
+/// The effective parameters of one app's connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// Reconnect attempts after a loss; negative means without end.
+    pub reconnect_count: i64,
+    pub reconnect_interval: Duration,
+    /// The first reconnect waits a random time in `[0, reconnect_nonce)`.
+    pub reconnect_nonce: Duration,
+    pub ping_interval: Duration,
+}
+
+impl Default for ClientConfig {
+    /// The values Lark's SDKs start from before the first endpoint answer.
+    fn default() -> Self {
+        ClientConfig {
+            reconnect_count: -1,
+            reconnect_interval: Duration::from_secs(120),
+            reconnect_nonce: Duration::from_secs(30),
+            ping_interval: Duration::from_secs(120),
+        }
+    }
+}
+
+/// `ClientConfig` as sent: every key optional.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct ClientConfigUpdate {
+    #[serde(rename = "ReconnectCount")]
+    pub reconnect_count: Option<i64>,
+    #[serde(rename = "ReconnectInterval")]
+    pub reconnect_interval: Option<i64>,
+    #[serde(rename = "ReconnectNonce")]
+    pub reconnect_nonce: Option<i64>,
+    #[serde(rename = "PingInterval")]
+    pub ping_interval: Option<i64>,
+}
+
+impl ClientConfigUpdate {
+    /// Parses a pong payload; `None` when it is empty or not a ClientConfig object.
+    pub fn from_payload(payload: &[u8]) -> Option<ClientConfigUpdate> {
+        if payload.iter().all(u8::is_ascii_whitespace) {
+            return None;
+        }
+        serde_json::from_slice(payload).ok()
+    }
+}
+
+fn seconds(n: i64) -> Duration {
+    Duration::from_secs(n.clamp(0, MAX_SECONDS) as u64)
+}
+
+impl ClientConfig {
+    /// Applies the keys present in `update`; returns whether anything changed.
+    pub fn apply(&mut self, update: &ClientConfigUpdate) -> bool {
+        let before = *self;
+        if let Some(n) = update.reconnect_count {
+            self.reconnect_count = n;
+        }
+        if let Some(n) = update.reconnect_interval.filter(|n| *n > 0) {
+            self.reconnect_interval = seconds(n);
+        }
+        if let Some(n) = update.reconnect_nonce.filter(|n| *n >= 0) {
+            self.reconnect_nonce = seconds(n);
+        }
+        if let Some(n) = update.ping_interval.filter(|n| *n > 0) {
+            self.ping_interval = seconds(n);
+        }
+        *self != before
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_present_and_sane_keys_apply() {
+        let mut c = ClientConfig::default();
+        let u = ClientConfigUpdate::from_payload(br#"{"PingInterval":5}"#).expect("parses");
+        assert!(c.apply(&u));
+        assert_eq!(c.ping_interval, Duration::from_secs(5));
+        assert_eq!(c.reconnect_interval, Duration::from_secs(120), "untouched");
+        let u = ClientConfigUpdate::from_payload(
+            br#"{"PingInterval":0,"ReconnectInterval":-3,"ReconnectNonce":0,"ReconnectCount":-1}"#,
+        )
+        .expect("parses");
+        assert!(c.apply(&u), "the nonce changed");
+        assert_eq!(c.ping_interval, Duration::from_secs(5), "0 ignored");
+        assert_eq!(c.reconnect_interval, Duration::from_secs(120), "-3 ignored");
+        assert_eq!(c.reconnect_nonce, Duration::ZERO);
+        assert!(!c.apply(&u), "nothing changes twice");
+        let u = ClientConfigUpdate::from_payload(br#"{"PingInterval":99999999999,"Extra":1}"#)
+            .expect("unknown keys are tolerated");
+        c.apply(&u);
+        assert_eq!(c.ping_interval, Duration::from_secs(86_400));
+    }
+
+    #[test]
+    fn empty_or_foreign_payloads_are_no_update() {
+        assert_eq!(ClientConfigUpdate::from_payload(b""), None);
+        assert_eq!(ClientConfigUpdate::from_payload(b"  "), None);
+        assert_eq!(ClientConfigUpdate::from_payload(b"[1]"), None);
+        assert_eq!(
+            ClientConfigUpdate::from_payload(br#"{"PingInterval":"5"}"#),
+            None
+        );
+    }
+}
