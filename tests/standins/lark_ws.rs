@@ -1,0 +1,856 @@
+//! A stand-in of Lark's long-connection (WebSocket) server (spec §11) for end-to-end tests.
+//!
+//! Two listeners on loopback (`127.0.0.1:0`), each connection served on its own std thread:
+//!
+//! - an HTTP/1.1 one for the bootstrap, `POST /callback/ws/endpoint` with `{"AppID","AppSecret"}`
+//!   (anything else is a 404); point the gateway's `domain` at [`LarkWs::domain`]. It answers
+//!   `{"code":0,"msg":"ok","data":{"URL":"ws://127.0.0.1:<wsport>/ws?device_id=d-1&service_id=42&
+//!   access_key=AK_SECRET_123&ticket=TICKET_SECRET_456","ClientConfig":{...}}}` with
+//!   `Connection: close`;
+//! - a WebSocket one (tungstenite, messages up to 64 MiB) that checks the URL's query, answers
+//!   pings (`method = 0`, `type = ping`) with pongs and records every data frame the client sends
+//!   as an ack.
+//!
+//! Frames sent by the stand-in are encoded by hand here (proto2, every required field written),
+//! independently of `lark_longconn`'s derive, and decoded with [`Frame::decode_bytes`]: a wrong tag
+//! on either side shows up in the tests.
+//!
+//! Knobs: bootstrap — [`LarkWs::set_client_config`], [`LarkWs::queue_bootstrap_codes`] (wrong
+//! credentials get code 1000040344 unless a queued code applies first); handshake —
+//! [`LarkWs::refuse_handshakes`] (a query without `service_id=42`, `access_key` and `ticket` is
+//! always refused with 403); pushing — [`LarkWs::push_event`], [`LarkWs::push_fragments`],
+//! [`LarkWs::push_card`], [`LarkWs::drop_connection`] (all act on the most recently accepted,
+//! still open connection); pongs — [`LarkWs::pong_config_once`], [`LarkWs::set_silent`].
+//! Observations: [`LarkWs::bootstraps`], [`LarkWs::handshakes`], [`LarkWs::acks`],
+//! [`LarkWs::pings`], [`LarkWs::open_connections`] and the `wait_*` helpers.
+//!
+//! Self-contained (std + serde_json + tungstenite + lark_longconn): include it with
+//! `#[path = "../standins/lark_ws.rs"] mod lark_ws;`. Tests only: it trusts its clients.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use lark_longconn::bootstrap::{self, query_param};
+use lark_longconn::frame::headers as h;
+use lark_longconn::{Frame, MessageType, Method};
+use tungstenite::handshake::server::{ErrorResponse, Request as WsRequest, Response as WsResponse};
+use tungstenite::http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH};
+use tungstenite::http::StatusCode;
+use tungstenite::protocol::WebSocketConfig;
+use tungstenite::{Message, WebSocket};
+
+/// How long a connection thread blocks in a read before it looks at its queue of frames to send.
+const POLL: Duration = Duration::from_millis(10);
+/// A bootstrap request or a WebSocket handshake that stalls this long is dropped.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bootstrap bodies larger than this are refused (413).
+const MAX_BODY: usize = 1024 * 1024;
+/// The largest WebSocket message (and frame) the stand-in accepts.
+const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+/// The fatal code answered to wrong credentials.
+const CODE_BAD_CREDENTIALS: i64 = 1_000_040_344;
+
+/// One ack the client sent: any data frame (`method = 1`) received by the stand-in.
+#[derive(Debug, Clone)]
+pub struct Ack {
+    /// The `message_id` header (empty when absent).
+    pub message_id: String,
+    /// The payload's `code` ([`Frame::ack_code`]): 200 handled, 500 failed.
+    pub code: Option<i64>,
+    /// The `biz_rt` header (handling time in ms) as sent.
+    pub biz_rt: Option<String>,
+    /// When the stand-in received it.
+    pub at: Instant,
+    /// The whole frame as decoded.
+    pub frame: Frame,
+}
+
+/// What a connection thread is asked to do.
+enum Cmd {
+    /// Send these bytes as one binary message.
+    Send(Vec<u8>),
+    /// Send a WebSocket close, drop the TCP stream, then signal.
+    Close(mpsc::Sender<()>),
+}
+
+/// An open (handshaken) WebSocket connection.
+struct Conn {
+    id: u64,
+    tx: mpsc::Sender<Cmd>,
+    /// A clone of the socket, to shut it down from outside the connection thread.
+    stream: TcpStream,
+}
+
+struct State {
+    client_config: serde_json::Value,
+    bootstrap_codes: VecDeque<i64>,
+    bootstraps: Vec<(Instant, serde_json::Value)>,
+    /// Handshakes still to refuse, and with which headers.
+    refusals: usize,
+    refusal_status: HeaderValue,
+    refusal_auth_code: Option<HeaderValue>,
+    handshakes: Vec<(Instant, bool)>,
+    /// Open connections in accept order (the last is the push target).
+    conns: Vec<Conn>,
+    /// Connections accepted since start.
+    accepted: usize,
+    next_conn_id: u64,
+    next_seq_id: u64,
+    acks: Vec<Ack>,
+    pings: Vec<(Instant, i32)>,
+    pong_once: Option<serde_json::Value>,
+    silent: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Notified whenever something is recorded or a connection opens or closes.
+    changed: Condvar,
+    stop: AtomicBool,
+    ws_addr: SocketAddr,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until `done` holds on the state; false on timeout.
+    fn wait_until(&self, timeout: Duration, mut done: impl FnMut(&State) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut s = self.lock();
+        loop {
+            if done(&s) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            s = self
+                .changed
+                .wait_timeout(s, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
+
+/// The running stand-in; stops accepting and closes its connections when dropped.
+pub struct LarkWs {
+    shared: Arc<Shared>,
+    http_addr: SocketAddr,
+    ws_addr: SocketAddr,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl LarkWs {
+    /// App id the bootstrap accepts.
+    pub const APP_ID: &'static str = "cli_ws_test";
+    /// App secret the bootstrap accepts.
+    pub const APP_SECRET: &'static str = "ws_secret";
+    /// The `service_id` put in the URL's query; pings must carry it.
+    pub const SERVICE_ID: i32 = 42;
+    /// The secrets put in the URL's query (`access_key`, `ticket`), so tests can assert they never
+    /// appear in logs.
+    pub const URL_SECRETS: [&'static str; 2] = ["AK_SECRET_123", "TICKET_SECRET_456"];
+
+    /// Starts both listeners on `127.0.0.1:0`: an HTTP/1.1 one for the bootstrap and a WebSocket
+    /// one.
+    pub fn start() -> LarkWs {
+        let http = TcpListener::bind("127.0.0.1:0").expect("bind loopback (bootstrap)");
+        let ws = TcpListener::bind("127.0.0.1:0").expect("bind loopback (websocket)");
+        let http_addr = http.local_addr().expect("local addr");
+        let ws_addr = ws.local_addr().expect("local addr");
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                client_config: serde_json::json!({
+                    "ReconnectCount": -1, "ReconnectInterval": 1, "ReconnectNonce": 1,
+                    "PingInterval": 30
+                }),
+                bootstrap_codes: VecDeque::new(),
+                bootstraps: Vec::new(),
+                refusals: 0,
+                refusal_status: HeaderValue::from_static("500"),
+                refusal_auth_code: None,
+                handshakes: Vec::new(),
+                conns: Vec::new(),
+                accepted: 0,
+                next_conn_id: 1,
+                next_seq_id: 1,
+                acks: Vec::new(),
+                pings: Vec::new(),
+                pong_once: None,
+                silent: false,
+            }),
+            changed: Condvar::new(),
+            stop: AtomicBool::new(false),
+            ws_addr,
+        });
+        let threads = vec![
+            spawn_accept_loop(http, shared.clone(), serve_bootstrap),
+            spawn_accept_loop(ws, shared.clone(), serve_ws),
+        ];
+        LarkWs {
+            shared,
+            http_addr,
+            ws_addr,
+            threads,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`: what the gateway config's `domain` is set to.
+    pub fn domain(&self) -> String {
+        format!("http://{}", self.http_addr)
+    }
+
+    // --- bootstrap knobs ---
+
+    /// The `ClientConfig` JSON object returned with each successful bootstrap (default
+    /// `{"ReconnectCount":-1,"ReconnectInterval":1,"ReconnectNonce":1,"PingInterval":30}`).
+    pub fn set_client_config(&self, config: serde_json::Value) {
+        self.shared.lock().client_config = config;
+    }
+
+    /// Queues answer codes for the next bootstraps (one per bootstrap, FIFO); when the queue is
+    /// empty the answer is code 0. A non-zero code answers `{"code":N,"msg":"stand-in code N"}`
+    /// with HTTP 200 and no data. A queued code applies even to wrong credentials.
+    pub fn queue_bootstrap_codes(&self, codes: &[i64]) {
+        self.shared.lock().bootstrap_codes.extend(codes);
+    }
+
+    /// Every bootstrap request received: when, and its JSON body (`Null` when unreadable). Wrong
+    /// `AppID`/`AppSecret` get code 1000040344 (fatal) unless a queued code applies first.
+    pub fn bootstraps(&self) -> Vec<(Instant, serde_json::Value)> {
+        self.shared.lock().bootstraps.clone()
+    }
+
+    // --- handshake knobs ---
+
+    /// Refuses the next `n` WebSocket handshakes (replacing any earlier count) with HTTP 400 and
+    /// the headers `handshake-status: <status>`, `handshake-msg: stand-in refusal` and, when
+    /// `auth_err_code` is `Some`, `handshake-autherrcode: <code>`.
+    pub fn refuse_handshakes(&self, n: usize, status: &str, auth_err_code: Option<&str>) {
+        let status = HeaderValue::from_str(status).expect("status is a valid header value");
+        let code = auth_err_code
+            .map(|c| HeaderValue::from_str(c).expect("auth_err_code is a valid header value"));
+        let mut s = self.shared.lock();
+        s.refusals = n;
+        s.refusal_status = status;
+        s.refusal_auth_code = code;
+    }
+
+    /// Every handshake attempt, accepted or refused: when, and whether it was accepted. A
+    /// handshake whose query lacks `service_id=42`, `access_key=AK_SECRET_123` or
+    /// `ticket=TICKET_SECRET_456` is refused with HTTP 403 and `handshake-status: 403` (before
+    /// the [`LarkWs::refuse_handshakes`] knob is consulted).
+    pub fn handshakes(&self) -> Vec<(Instant, bool)> {
+        self.shared.lock().handshakes.clone()
+    }
+
+    /// Number of currently open WebSocket connections.
+    pub fn open_connections(&self) -> usize {
+        self.shared.lock().conns.len()
+    }
+
+    /// Waits until at least `n` connections have been accepted in total (since start); false on
+    /// timeout. An accepted connection is already the push target when this returns.
+    pub fn wait_connections(&self, n: usize, timeout: Duration) -> bool {
+        self.shared.wait_until(timeout, |s| s.accepted >= n)
+    }
+
+    // --- pushing messages (to the most recently accepted, still open connection) ---
+
+    /// Sends one data frame: `method = 1`, `service = SERVICE_ID`, headers `type=event`,
+    /// `message_id`, `sum=1`, `seq=0`, `trace_id=trace-<message_id>`, payload `payload`. Returns
+    /// false if there is no open connection.
+    pub fn push_event(&self, message_id: &str, payload: &[u8]) -> bool {
+        self.push(|s| vec![data_frame(s, "event", message_id, 1, 0, payload)])
+    }
+
+    /// Splits `payload` into `sum` nearly equal parts and sends the fragments in the given
+    /// `order` of seq indices (e.g. `[2, 0, 1]`), each a data frame with `type=event`,
+    /// `message_id`, `sum` and `seq`. `order` may omit indices (a missing fragment) or repeat
+    /// them. Returns false if there is no open connection. Panics on an index `>= sum`.
+    pub fn push_fragments(
+        &self,
+        message_id: &str,
+        payload: &[u8],
+        sum: u32,
+        order: &[u32],
+    ) -> bool {
+        assert!(sum > 0, "sum must be at least 1");
+        assert!(
+            order.iter().all(|&i| i < sum),
+            "order {order:?} has an index >= sum {sum}"
+        );
+        let len = payload.len();
+        let part = |i: u32| {
+            let (i, n) = (i as usize, sum as usize);
+            &payload[i * len / n..(i + 1) * len / n]
+        };
+        self.push(|s| {
+            order
+                .iter()
+                .map(|&i| data_frame(s, "event", message_id, sum, i, part(i)))
+                .collect()
+        })
+    }
+
+    /// Sends a data frame with `type=card` (the gateway must not ack it). Returns false if there
+    /// is no open connection.
+    pub fn push_card(&self, message_id: &str, payload: &[u8]) -> bool {
+        self.push(|s| vec![data_frame(s, "card", message_id, 1, 0, payload)])
+    }
+
+    /// Closes the current (most recently accepted, still open) connection from the server side: a
+    /// WebSocket close, then the TCP stream is shut down and dropped. It stops counting as open at
+    /// once; returns when the connection thread is done (at most ~2 s).
+    pub fn drop_connection(&self) {
+        let conn = {
+            let mut s = self.shared.lock();
+            let conn = s.conns.pop();
+            self.shared.changed.notify_all();
+            conn
+        };
+        let Some(conn) = conn else {
+            return;
+        };
+        let (done_tx, done_rx) = mpsc::channel();
+        if conn.tx.send(Cmd::Close(done_tx)).is_ok() {
+            let _ = done_rx.recv_timeout(Duration::from_secs(2));
+        }
+        let _ = conn.stream.shutdown(Shutdown::Both);
+    }
+
+    // --- what the client sent ---
+
+    /// Every ack received: its `message_id` header, the payload's code, its `biz_rt` header and
+    /// when.
+    pub fn acks(&self) -> Vec<Ack> {
+        self.shared.lock().acks.clone()
+    }
+
+    /// Waits until an ack for `message_id` arrived; returns the first one, or `None` on timeout.
+    pub fn wait_ack(&self, message_id: &str, timeout: Duration) -> Option<Ack> {
+        let mut found = None;
+        self.shared.wait_until(timeout, |s| {
+            found = s.acks.iter().find(|a| a.message_id == message_id).cloned();
+            found.is_some()
+        });
+        found
+    }
+
+    /// Every ping received: when, and the frame's `service` field.
+    pub fn pings(&self) -> Vec<(Instant, i32)> {
+        self.shared.lock().pings.clone()
+    }
+
+    // --- pong knobs ---
+
+    /// The payload of the next pong only: a ClientConfig JSON (e.g. `{"PingInterval":1}`); later
+    /// pongs have no payload again.
+    pub fn pong_config_once(&self, config: serde_json::Value) {
+        self.shared.lock().pong_once = Some(config);
+    }
+
+    /// When true, pings are recorded but not answered (a dead connection).
+    pub fn set_silent(&self, silent: bool) {
+        self.shared.lock().silent = silent;
+    }
+
+    /// Builds frames under the lock and queues them on the push target; false without one.
+    fn push(&self, build: impl FnOnce(&mut State) -> Vec<Vec<u8>>) -> bool {
+        let mut s = self.shared.lock();
+        let frames = build(&mut s);
+        let Some(conn) = s.conns.last() else {
+            return false;
+        };
+        frames
+            .into_iter()
+            .all(|bytes| conn.tx.send(Cmd::Send(bytes)).is_ok())
+    }
+}
+
+impl Drop for LarkWs {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        // Unblock both accept loops so they see the flag.
+        let _ = TcpStream::connect(self.http_addr);
+        let _ = TcpStream::connect(self.ws_addr);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        let conns = std::mem::take(&mut self.shared.lock().conns);
+        let waits: Vec<_> = conns
+            .iter()
+            .filter_map(|c| {
+                let (tx, rx) = mpsc::channel();
+                c.tx.send(Cmd::Close(tx)).ok().map(|()| rx)
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(1);
+        for rx in waits {
+            let _ = rx.recv_timeout(deadline.saturating_duration_since(Instant::now()));
+        }
+        for c in conns {
+            let _ = c.stream.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+fn spawn_accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    serve: fn(TcpStream, Arc<Shared>),
+) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            if shared.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            if let Ok(stream) = conn {
+                let shared = shared.clone();
+                std::thread::spawn(move || serve(stream, shared));
+            }
+        }
+    })
+}
+
+// --- frames ---
+
+/// A data frame from the stand-in (takes the next SeqID/LogID), encoded.
+fn data_frame(
+    s: &mut State,
+    kind: &str,
+    message_id: &str,
+    sum: u32,
+    seq: u32,
+    payload: &[u8],
+) -> Vec<u8> {
+    let id = s.next_seq_id;
+    s.next_seq_id += 1;
+    let mut frame = Frame {
+        seq_id: id,
+        log_id: id,
+        service: LarkWs::SERVICE_ID,
+        method: 1,
+        payload: Some(payload.to_vec()),
+        ..Frame::default()
+    };
+    frame.set_header(h::TYPE, kind.to_owned());
+    frame.set_header(h::MESSAGE_ID, message_id.to_owned());
+    frame.set_header(h::SUM, sum.to_string());
+    frame.set_header(h::SEQ, seq.to_string());
+    frame.set_header(h::TRACE_ID, format!("trace-{message_id}"));
+    encode(&frame)
+}
+
+/// Encodes `frame` as Lark's proto2 `Frame` (spec §11): the four required scalars always, then
+/// the headers and the optional fields present.
+pub fn encode(frame: &Frame) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + frame.payload.as_ref().map_or(0, Vec::len));
+    put_varint_field(&mut out, 1, frame.seq_id);
+    put_varint_field(&mut out, 2, frame.log_id);
+    // int32 is sign-extended to 64 bits on the wire.
+    put_varint_field(&mut out, 3, i64::from(frame.service) as u64);
+    put_varint_field(&mut out, 4, i64::from(frame.method) as u64);
+    for header in &frame.headers {
+        let mut inner = Vec::new();
+        put_bytes_field(&mut inner, 1, header.key.as_bytes());
+        put_bytes_field(&mut inner, 2, header.value.as_bytes());
+        put_bytes_field(&mut out, 5, &inner);
+    }
+    if let Some(v) = &frame.payload_encoding {
+        put_bytes_field(&mut out, 6, v.as_bytes());
+    }
+    if let Some(v) = &frame.payload_type {
+        put_bytes_field(&mut out, 7, v.as_bytes());
+    }
+    if let Some(v) = &frame.payload {
+        put_bytes_field(&mut out, 8, v);
+    }
+    if let Some(v) = &frame.log_id_new {
+        put_bytes_field(&mut out, 9, v.as_bytes());
+    }
+    out
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8 & 0x7f) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn put_varint_field(out: &mut Vec<u8>, tag: u64, v: u64) {
+    put_varint(out, tag << 3);
+    put_varint(out, v);
+}
+
+fn put_bytes_field(out: &mut Vec<u8>, tag: u64, bytes: &[u8]) {
+    put_varint(out, (tag << 3) | 2);
+    put_varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+// --- the WebSocket side ---
+
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE))
+        .max_frame_size(Some(MAX_MESSAGE))
+}
+
+// The `ErrorResponse` size is fixed by tungstenite's `Callback` signature.
+#[allow(clippy::result_large_err)]
+fn serve_ws(stream: TcpStream, shared: Arc<Shared>) {
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_read_timeout(Some(REQUEST_TIMEOUT));
+    let Ok(control) = stream.try_clone() else {
+        return;
+    };
+    let sh = shared.clone();
+    let callback = move |req: &WsRequest, resp: WsResponse| -> Result<WsResponse, ErrorResponse> {
+        on_handshake(&sh, req, resp)
+    };
+    // A refused or broken handshake ends here; it is already recorded by the callback.
+    let Ok(mut ws) = tungstenite::accept_hdr_with_config(stream, callback, Some(ws_config()))
+    else {
+        return;
+    };
+    if shared.stop.load(Ordering::SeqCst) {
+        let _ = ws.close(None);
+        let _ = ws.flush();
+        return;
+    }
+    let _ = ws.get_ref().set_read_timeout(Some(POLL));
+    let (tx, rx) = mpsc::channel();
+    let id = {
+        let mut s = shared.lock();
+        let id = s.next_conn_id;
+        s.next_conn_id += 1;
+        s.conns.push(Conn {
+            id,
+            tx,
+            stream: control,
+        });
+        s.accepted += 1;
+        shared.changed.notify_all();
+        id
+    };
+    run_connection(&mut ws, &rx, &shared);
+    let _ = ws.get_ref().shutdown(Shutdown::Both);
+    let mut s = shared.lock();
+    s.conns.retain(|c| c.id != id);
+    shared.changed.notify_all();
+}
+
+/// Records the handshake and decides: 403 for a query without the expected credentials, 400
+/// while the refusal knob is armed, else accept.
+#[allow(clippy::result_large_err)]
+fn on_handshake(
+    shared: &Shared,
+    req: &WsRequest,
+    resp: WsResponse,
+) -> Result<WsResponse, ErrorResponse> {
+    let target = req.uri().to_string();
+    let [access_key, ticket] = LarkWs::URL_SECRETS;
+    let service_id = LarkWs::SERVICE_ID.to_string();
+    let query_ok = query_param(&target, "service_id") == Some(service_id.as_str())
+        && query_param(&target, "access_key") == Some(access_key)
+        && query_param(&target, "ticket") == Some(ticket);
+    let mut s = shared.lock();
+    let refusal = if !query_ok {
+        Some(refusal(
+            StatusCode::FORBIDDEN,
+            HeaderValue::from_static(bootstrap::HANDSHAKE_FORBIDDEN),
+            None,
+        ))
+    } else if s.refusals > 0 {
+        s.refusals -= 1;
+        Some(refusal(
+            StatusCode::BAD_REQUEST,
+            s.refusal_status.clone(),
+            s.refusal_auth_code.clone(),
+        ))
+    } else {
+        None
+    };
+    s.handshakes.push((Instant::now(), refusal.is_none()));
+    shared.changed.notify_all();
+    match refusal {
+        Some(r) => Err(r),
+        None => Ok(resp),
+    }
+}
+
+fn refusal(
+    http: StatusCode,
+    status: HeaderValue,
+    auth_err_code: Option<HeaderValue>,
+) -> ErrorResponse {
+    const MSG: &str = "stand-in refusal";
+    let mut r = ErrorResponse::new(Some(MSG.to_owned()));
+    *r.status_mut() = http;
+    let headers = r.headers_mut();
+    headers.insert(HeaderName::from_static(bootstrap::headers::STATUS), status);
+    headers.insert(
+        HeaderName::from_static(bootstrap::headers::MSG),
+        HeaderValue::from_static(MSG),
+    );
+    if let Some(code) = auth_err_code {
+        headers.insert(
+            HeaderName::from_static(bootstrap::headers::AUTH_ERR_CODE),
+            code,
+        );
+    }
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(MSG.len()));
+    headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+/// Interleaves sending queued frames with reading the client's (short read timeout) until the
+/// connection breaks, the client closes, the stand-in is dropped or a `Cmd::Close` arrives.
+fn run_connection(ws: &mut WebSocket<TcpStream>, rx: &mpsc::Receiver<Cmd>, shared: &Shared) {
+    loop {
+        if shared.stop.load(Ordering::SeqCst) {
+            let _ = ws.close(None);
+            let _ = ws.flush();
+            return;
+        }
+        loop {
+            match rx.try_recv() {
+                Ok(Cmd::Send(bytes)) => {
+                    if ws.send(Message::Binary(bytes.into())).is_err() {
+                        return;
+                    }
+                }
+                Ok(Cmd::Close(done)) => {
+                    let _ = ws.close(None);
+                    let _ = ws.flush();
+                    let _ = ws.get_ref().shutdown(Shutdown::Both);
+                    let _ = done.send(());
+                    return;
+                }
+                Err(mpsc::TryRecvError::Empty) => break,
+                // Every sender is gone: the connection was dropped from the open list.
+                Err(mpsc::TryRecvError::Disconnected) => return,
+            }
+        }
+        match ws.read() {
+            Ok(Message::Binary(bytes)) => {
+                if let Some(reply) = on_client_frame(shared, &bytes) {
+                    if ws.send(Message::Binary(reply.into())).is_err() {
+                        return;
+                    }
+                }
+            }
+            Ok(Message::Close(_)) => {
+                let _ = ws.flush();
+                return;
+            }
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e))
+                if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Records a frame from the client; returns the pong to send, if any. Frames that do not decode,
+/// and control frames other than pings, are ignored.
+fn on_client_frame(shared: &Shared, bytes: &[u8]) -> Option<Vec<u8>> {
+    let frame = Frame::decode_bytes(bytes).ok()?;
+    let now = Instant::now();
+    let mut s = shared.lock();
+    let reply = match frame.method() {
+        Method::Control if frame.message_type() == MessageType::Ping => {
+            s.pings.push((now, frame.service));
+            if s.silent {
+                None
+            } else {
+                let mut pong = frame;
+                pong.set_header(h::TYPE, "pong".to_owned());
+                pong.payload = s.pong_once.take().map(|c| c.to_string().into_bytes());
+                Some(encode(&pong))
+            }
+        }
+        Method::Data => {
+            s.acks.push(Ack {
+                message_id: frame.header(h::MESSAGE_ID).unwrap_or("").to_owned(),
+                code: frame.ack_code(),
+                biz_rt: frame.header(h::BIZ_RT).map(str::to_owned),
+                at: now,
+                frame,
+            });
+            None
+        }
+        _ => None,
+    };
+    shared.changed.notify_all();
+    reply
+}
+
+// --- the bootstrap side ---
+
+struct HttpRequest {
+    method: String,
+    path: String,
+    body: Vec<u8>,
+    /// The body was over [`MAX_BODY`] and was not read.
+    too_large: bool,
+}
+
+fn serve_bootstrap(mut stream: TcpStream, shared: Arc<Shared>) {
+    let _ = stream.set_read_timeout(Some(REQUEST_TIMEOUT));
+    let Some(req) = read_request(&mut stream) else {
+        return;
+    };
+    let path = req.path.split('?').next().unwrap_or("");
+    let (status, body) = if req.too_large {
+        (413, error_body(413, "body too large"))
+    } else if req.method == "POST" && path == bootstrap::ENDPOINT_PATH {
+        (200, bootstrap_answer(&shared, &req.body))
+    } else {
+        (404, error_body(404, "not found"))
+    };
+    let reason = match status {
+        200 => "OK",
+        404 => "Not Found",
+        _ => "Payload Too Large",
+    };
+    let head = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes());
+    let _ = stream.write_all(body.as_bytes());
+    let _ = stream.flush();
+    let _ = stream.shutdown(Shutdown::Write);
+}
+
+fn error_body(code: i64, msg: &str) -> String {
+    serde_json::json!({ "code": code, "msg": msg }).to_string()
+}
+
+/// Records the bootstrap and picks its answer: a queued code, else 1000040344 for wrong
+/// credentials, else the endpoint.
+fn bootstrap_answer(shared: &Shared, body: &[u8]) -> String {
+    let json: serde_json::Value = serde_json::from_slice(body).unwrap_or(serde_json::Value::Null);
+    let credentials_ok = json.get("AppID").and_then(|v| v.as_str()) == Some(LarkWs::APP_ID)
+        && json.get("AppSecret").and_then(|v| v.as_str()) == Some(LarkWs::APP_SECRET);
+    let mut s = shared.lock();
+    s.bootstraps.push((Instant::now(), json));
+    shared.changed.notify_all();
+    let code = match s.bootstrap_codes.pop_front() {
+        Some(code) => code,
+        None if credentials_ok => 0,
+        None => CODE_BAD_CREDENTIALS,
+    };
+    if code != 0 {
+        return error_body(code, &format!("stand-in code {code}"));
+    }
+    let [access_key, ticket] = LarkWs::URL_SECRETS;
+    let url = format!(
+        "ws://{}/ws?device_id=d-1&service_id={}&access_key={access_key}&ticket={ticket}",
+        shared.ws_addr,
+        LarkWs::SERVICE_ID
+    );
+    serde_json::json!({
+        "code": 0,
+        "msg": "ok",
+        "data": { "URL": url, "ClientConfig": s.client_config.clone() }
+    })
+    .to_string()
+}
+
+/// Reads one HTTP/1.1 request: request line, headers, then a `Content-Length` or chunked body
+/// (answering `Expect: 100-continue`). `None` when the connection breaks or is malformed.
+fn read_request(stream: &mut TcpStream) -> Option<HttpRequest> {
+    let mut reader = BufReader::new(stream.try_clone().ok()?);
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next()?.to_owned(), parts.next()?.to_owned());
+    let mut headers = Vec::new();
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header).ok()? == 0 {
+            return None;
+        }
+        let header = header.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        let (k, v) = header.split_once(':')?;
+        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+    }
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    if header("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
+        stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").ok()?;
+    }
+    let chunked =
+        header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    let body = if chunked {
+        read_chunked(&mut reader)
+    } else {
+        let len: usize = header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if len > MAX_BODY {
+            None
+        } else {
+            let mut body = vec![0; len];
+            reader.read_exact(&mut body).ok()?;
+            Some(body)
+        }
+    };
+    Some(HttpRequest {
+        method,
+        path,
+        too_large: body.is_none(),
+        body: body.unwrap_or_default(),
+    })
+}
+
+/// A chunked body; `None` when it is over [`MAX_BODY`] or broken.
+fn read_chunked(reader: &mut impl BufRead) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let mut size = String::new();
+        reader.read_line(&mut size).ok()?;
+        let size = size.trim().split(';').next()?;
+        let size = usize::from_str_radix(size, 16).ok()?;
+        if size == 0 {
+            // Trailers, up to the empty line.
+            loop {
+                let mut trailer = String::new();
+                if reader.read_line(&mut trailer).ok()? == 0 || trailer.trim().is_empty() {
+                    return Some(body);
+                }
+            }
+        }
+        if body.len() + size > MAX_BODY {
+            return None;
+        }
+        let start = body.len();
+        body.resize(start + size, 0);
+        reader.read_exact(&mut body[start..]).ok()?;
+        let mut crlf = String::new();
+        reader.read_line(&mut crlf).ok()?;
+    }
+}
