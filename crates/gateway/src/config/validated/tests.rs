@@ -191,15 +191,26 @@ fn the_shipped_gateway_toml_is_valid() {
 }
 
 #[test]
-fn the_shipped_plugin_examples_are_valid_once_uncommented() {
+fn the_shipped_plugin_and_app_examples_are_valid_once_uncommented() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../gateway.toml");
     let text = std::fs::read_to_string(&path).expect("read");
     let uncommented: String = text
         .lines()
         .map(|l| match l.strip_prefix("# ") {
             Some(rest)
-                if ["[[plugins]]", "name =", "library =", "config ="]
-                    .iter()
+                if [
+                    "[[plugins]]",
+                    "[[apps]]",
+                    "name =",
+                    "library =",
+                    "config =",
+                    "mode =",
+                    "app_id =",
+                    "app_secret =",
+                    "domain =",
+                    "verification_token =",
+                ]
+                .iter()
                     .any(|k| rest.starts_with(k)) =>
             {
                 rest.to_owned()
@@ -222,9 +233,12 @@ fn the_shipped_plugin_examples_are_valid_once_uncommented() {
             ("LARK_BOT_SECRET", "s"),
             ("LARK_APP_ID", "cli_x"),
             ("LARK_APP_SECRET", "secret"),
+            ("LARK_VERIFICATION_TOKEN", "token"),
         ],
     )
     .expect("examples are valid");
+    let ws = c.app_by_name("hire-ws").and_then(App::long_connection);
+    assert_eq!(ws.map(|l| l.app_id.as_str()), Some("cli_x"));
     let names: Vec<&str> = c.plugins.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["audit", "notify", "payout"]);
     assert_eq!(c.plugins[2].config["app_secret"], "secret");
