@@ -1,33 +1,37 @@
 //! The delivery engine: runs every (event, plugin) delivery off the request path.
 //!
-//! - The ingress hands fresh deliveries over right after their commit ([`Engine::submit`]); a
+//! - The intake hands fresh deliveries over right after their commit ([`Engine::handoff`]); a
 //!   sweeper reloads due deliveries from the store (at start: everything unfinished, including
-//!   after `kill -9`; later: retries whose in-memory timer was lost, overflow, and replays made by
-//!   the CLI while the gateway runs).
-//! - Each plugin has its own FIFO queue and dispatcher, bounded by its semaphore; calls run on the
-//!   blocking pool under a timeout. A slow plugin only fills its own queue.
-//! - Every outcome is persisted before the delivery is forgotten in memory; the store is the
-//!   truth. A delivery is at-least-once: a crash mid-call repeats that call.
+//!   after `kill -9`; later: overflow, lost timers, and replays made by the CLI while the gateway
+//!   runs) and dead-letters deliveries of instances no longer configured.
+//! - Each plugin instance name has its own FIFO queue, dispatcher and concurrency limit (kept
+//!   across reloads); calls run on the blocking pool under a timeout, on the instance current
+//!   when the call starts. A slow plugin only fills its own queue.
+//! - Every outcome is recorded before the delivery is released in memory; when the store cannot
+//!   take it, the outcome stays in memory (with its permit) and is retried, and no new call
+//!   starts until the store accepts writes again. The store is the truth. A delivery is
+//!   at-least-once: a crash mid-call repeats that call.
+//! - [`known`] keeps one call per delivery at a time across hand-off, sweeper, timers, replays.
 
+mod attempt;
 pub mod backoff;
+mod detail;
+mod known;
 mod sweep;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use gateway_plugin::host::CallOutcome;
-use serde::Serialize;
-use serde_json::value::RawValue;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::Instrument;
 
 use crate::config::DeliveryConfig;
-use crate::metrics;
 use crate::plugins::{PluginSlot, Plugins};
-use crate::store::{sqlite::now_ms, Finish, Store};
+use crate::store::{sqlite::now_ms, Store};
+use known::Known;
 
 /// Deliveries queued in memory per plugin; beyond this the store holds them until the sweeper.
 const QUEUE_CAPACITY: usize = 10_000;
@@ -35,42 +39,37 @@ const QUEUE_CAPACITY: usize = 10_000;
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// How many due deliveries one sweep loads.
 const SWEEP_BATCH: usize = 1_000;
-/// Fresh first attempts belong to the ingress hand-off for this long; the sweeper leaves them
-/// alone so a delivery is not queued twice (it takes them after, e.g. when a queue was full).
+/// Fresh first attempts belong to the ingress hand-off for this long after their commit; the
+/// sweeper leaves them alone until then (it takes them after, e.g. when a queue was full).
 const HANDOFF_GRACE_MS: i64 = 2_000;
-/// How long a finished key is remembered, so a sweep that read it as pending just before it
-/// finished does not run it again.
-const FORGET_AFTER: Duration = Duration::from_secs(30);
 
 /// One delivery ready to run: the store's pending record, event body included.
 pub use crate::store::PendingDelivery as Job;
-
-/// A running plugin call: its outcome and the concurrency permit it holds.
-type Call = tokio::task::JoinHandle<(CallOutcome, tokio::sync::OwnedSemaphorePermit)>;
 
 /// The delivery id a plugin sees: stable for an (event, plugin instance) pair.
 pub fn delivery_id(event_id: &str, plugin: &str) -> String {
     format!("{event_id}:{plugin}")
 }
 
-/// The JSON handed to `handle` (the fields of `gateway_plugin::Delivery`).
-#[derive(Serialize)]
-struct DeliveryPayload<'a> {
-    delivery_id: String,
-    attempt: u32,
-    plugin: &'a str,
-    app: &'a str,
-    event_id: &'a str,
-    event_type: &'a str,
-    received_at: i64,
-    event: &'a RawValue,
+/// A call that outlived its timeout and still holds its permit.
+#[derive(Debug)]
+struct HungCall {
+    slot: Arc<PluginSlot>,
+    /// Set when a reload replaced the instance: its permit was handed to the new instance, so
+    /// the call's own permit is forgotten when it finally returns.
+    forgiven: AtomicBool,
 }
 
-/// One plugin instance's queue and dispatcher.
+/// One plugin instance name's queue, dispatcher and limit.
 struct PluginQueue {
     tx: mpsc::Sender<Job>,
     /// The instance to call; replaced in place when a reload changes its config.
     slot: RwLock<Arc<PluginSlot>>,
+    /// At most `max_concurrency` calls at once for this name, whichever instance runs them.
+    permits: Arc<Semaphore>,
+    /// The current `max_concurrency`.
+    limit: Mutex<usize>,
+    hung: Mutex<Vec<Arc<HungCall>>>,
     /// Stops this dispatcher when a reload removes the instance.
     cancel: CancellationToken,
 }
@@ -78,6 +77,75 @@ struct PluginQueue {
 impl PluginQueue {
     fn slot(&self) -> Option<Arc<PluginSlot>> {
         self.slot.read().ok().map(|s| s.clone())
+    }
+
+    /// Swaps in a reloaded instance: resizes the limit and hands the permits of calls hung on
+    /// the old instance to the new one (the reload meant to fix a hanging plugin takes effect).
+    fn replace(&self, slot: &Arc<PluginSlot>) {
+        let Ok(mut current) = self.slot.write() else {
+            return;
+        };
+        if Arc::ptr_eq(&current, slot) {
+            return;
+        }
+        let old = std::mem::replace(&mut *current, slot.clone());
+        drop(current);
+        if let Ok(hung) = self.hung.lock() {
+            for call in hung.iter().filter(|c| Arc::ptr_eq(&c.slot, &old)) {
+                if !call.forgiven.swap(true, Ordering::SeqCst) {
+                    self.permits.add_permits(1);
+                }
+            }
+        }
+        let wanted = slot.spec.max_concurrency;
+        let Ok(mut limit) = self.limit.lock() else {
+            return;
+        };
+        if wanted > *limit {
+            self.permits.add_permits(wanted - *limit);
+        } else if wanted < *limit {
+            // Take the surplus out as calls return.
+            let surplus = (*limit - wanted) as u32;
+            let permits = self.permits.clone();
+            tokio::spawn(async move {
+                if let Ok(p) = permits.acquire_many_owned(surplus).await {
+                    p.forget();
+                }
+            });
+        }
+        *limit = wanted;
+    }
+}
+
+/// Whether the store currently takes writes; dispatchers wait while it does not.
+#[derive(Debug)]
+struct StoreHealth {
+    ok: AtomicBool,
+    changed: Notify,
+}
+
+impl StoreHealth {
+    fn set(&self, ok: bool) {
+        if self.ok.swap(ok, Ordering::SeqCst) != ok && ok {
+            tracing::info!("the store accepts writes again: resuming deliveries");
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// Returns once the store takes writes (true), or when `cancel` fires (false).
+    async fn writable(&self, cancel: &CancellationToken) -> bool {
+        loop {
+            let notified = self.changed.notified();
+            if self.ok.load(Ordering::SeqCst) {
+                return true;
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = cancel.cancelled() => return false,
+                // Belt and braces: never rely on a single wake-up.
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
     }
 }
 
@@ -88,9 +156,10 @@ pub struct Engine {
     config: RwLock<DeliveryConfig>,
     /// Per plugin instance name; replaced on reload.
     queues: RwLock<HashMap<String, Arc<PluginQueue>>>,
-    /// Keys queued, running or waiting for a retry timer (`None`), or recently finished
-    /// (`Some(when)`): the sweeper skips them.
-    known: Mutex<HashMap<i64, Option<Instant>>>,
+    known: Known,
+    health: StoreHealth,
+    /// Plugin names with pending deliveries but no instance, and since when (see `sweep`).
+    orphans: Mutex<sweep::Orphans>,
     wake: Notify,
     cancel: CancellationToken,
     calls: TaskTracker,
@@ -113,13 +182,19 @@ impl Engine {
             store,
             config: RwLock::new(config),
             queues: RwLock::new(HashMap::new()),
-            known: Mutex::new(HashMap::new()),
+            known: Known::default(),
+            health: StoreHealth {
+                ok: AtomicBool::new(true),
+                changed: Notify::new(),
+            },
+            orphans: Mutex::new(sweep::Orphans::default()),
             wake: Notify::new(),
             cancel: CancellationToken::new(),
             calls: TaskTracker::new(),
             started_at_ms: now_ms(),
         });
-        engine.reconfigure(&plugins, config);
+        engine.add_plugins(&plugins, config);
+        engine.retain_plugins(&plugins);
         tokio::spawn(engine.clone().sweep());
         engine
     }
@@ -128,18 +203,10 @@ impl Engine {
         self.config.read().map(|c| *c).unwrap_or_default()
     }
 
-    /// Applies a (re)loaded set of plugin instances and delivery settings: new instances get a
-    /// queue and a dispatcher, changed ones are swapped in place (running calls finish on the old
-    /// instance, which is then shut down), removed ones stop taking work. Their pending
-    /// deliveries stay in the store until an instance of that name exists again.
-    pub fn reconfigure(self: &Arc<Self>, plugins: &Plugins, config: DeliveryConfig) {
-        self.add_plugins(plugins, config);
-        self.retain_plugins(plugins);
-    }
-
-    /// The first half of [`Engine::reconfigure`]: add and replace, remove nothing. A reload
-    /// calls this before it swaps the routes, and [`Engine::retain_plugins`] after, so no
-    /// request is ever routed to an instance without a queue.
+    /// Adds and replaces instances (a reload calls this before it swaps the routes, and
+    /// [`Engine::retain_plugins`] after, so no event is routed to an instance without a queue).
+    /// A replaced instance keeps its queue and limit: calls already running finish on the old
+    /// instance, every call starting from now runs on the new one.
     pub fn add_plugins(self: &Arc<Self>, plugins: &Plugins, config: DeliveryConfig) {
         if let Ok(mut c) = self.config.write() {
             *c = config;
@@ -149,18 +216,15 @@ impl Engine {
         };
         for slot in plugins.iter() {
             match queues.get(&slot.spec.name) {
-                Some(q) => {
-                    if let Ok(mut current) = q.slot.write() {
-                        if !Arc::ptr_eq(&current, slot) {
-                            *current = slot.clone();
-                        }
-                    }
-                }
+                Some(q) => q.replace(slot),
                 None => {
                     let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
                     let q = Arc::new(PluginQueue {
                         tx,
                         slot: RwLock::new(slot.clone()),
+                        permits: Arc::new(Semaphore::new(slot.spec.max_concurrency)),
+                        limit: Mutex::new(slot.spec.max_concurrency),
+                        hung: Mutex::new(Vec::new()),
                         cancel: self.cancel.child_token(),
                     });
                     queues.insert(slot.spec.name.clone(), q.clone());
@@ -173,7 +237,8 @@ impl Engine {
         self.wake.notify_one();
     }
 
-    /// Stops the dispatchers of instances not in `plugins`.
+    /// Stops the dispatchers of instances not in `plugins`; their pending deliveries become
+    /// dead letters after `[delivery] removed_plugin_grace` unless the name comes back.
     pub fn retain_plugins(&self, plugins: &Plugins) {
         if let Ok(mut queues) = self.queues.write() {
             queues.retain(|name, q| {
@@ -184,59 +249,36 @@ impl Engine {
                 keep
             });
         }
+        self.check_orphans();
+        self.wake.notify_one();
     }
 
-    /// Queues a delivery (no-op if it is already queued or running).
-    pub fn submit(&self, job: Job) {
+    /// A fresh delivery from the intake, right after its commit.
+    pub fn handoff(&self, job: Job) {
+        if self.known.handoff(job.key) {
+            self.enqueue(job);
+        }
+    }
+
+    /// Puts a job the registry marked queued on its plugin's queue (or lets the sweeper bring
+    /// it back later).
+    fn enqueue(&self, job: Job) {
         let queue = self
             .queues
             .read()
             .ok()
             .and_then(|q| q.get(&job.plugin).cloned());
+        let (key, generation) = (job.key, job.generation);
         let Some(queue) = queue else {
             tracing::warn!(plugin = %job.plugin, event_id = %job.event_id,
-                "delivery for a plugin that is not configured; left pending");
+                "delivery for a plugin instance that is not configured; dead-lettered after removed_plugin_grace");
+            self.known.drop_key(key, generation);
+            self.check_orphans();
             return;
         };
-        if !self.remember(job.key) {
-            return;
-        }
-        let key = job.key;
         if queue.tx.try_send(job).is_err() {
             // Full (or shutting down): the store has it; the sweeper will bring it back.
-            self.forget(key);
-        }
-    }
-
-    /// Marks a key active; false if it already is.
-    fn remember(&self, key: i64) -> bool {
-        let Ok(mut known) = self.known.lock() else {
-            return false;
-        };
-        !matches!(known.insert(key, None), Some(None))
-    }
-
-    fn forget(&self, key: i64) {
-        if let Ok(mut k) = self.known.lock() {
-            k.insert(key, Some(Instant::now()));
-        }
-    }
-
-    /// Whether a sweep that started at `since` must skip this key.
-    fn skip_in_sweep(&self, key: i64, since: Instant) -> bool {
-        match self.known.lock() {
-            Ok(k) => match k.get(&key) {
-                Some(None) => true,
-                Some(Some(finished)) => *finished >= since,
-                None => false,
-            },
-            Err(_) => true,
-        }
-    }
-
-    fn prune_forgotten(&self) {
-        if let Ok(mut k) = self.known.lock() {
-            k.retain(|_, v| v.is_none_or(|t| t.elapsed() < FORGET_AFTER));
+            self.known.drop_key(key, generation);
         }
     }
 
@@ -260,264 +302,39 @@ impl Engine {
                 _ = queue.cancel.cancelled() => break,
                 job = rx.recv() => match job { Some(j) => j, None => break },
             };
-            let Some(slot) = queue.slot() else {
-                self.forget(job.key);
-                continue;
-            };
+            // No new call while an outcome waits for the store: at most `max_concurrency`
+            // calls per plugin are ever made but not recorded.
+            if !self.health.writable(&queue.cancel).await {
+                self.known.drop_key(job.key, job.generation);
+                break;
+            }
             let permit = tokio::select! {
                 biased;
-                _ = queue.cancel.cancelled() => { self.forget(job.key); break },
-                p = slot.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                _ = queue.cancel.cancelled() => {
+                    self.known.drop_key(job.key, job.generation);
+                    break
+                },
+                p = queue.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            };
+            // Superseded by a replay while it waited in the queue: drop it.
+            if !self.known.start(job.key, job.generation) {
+                continue;
+            }
+            // The instance current now, not when the job was queued.
+            let Some(slot) = queue.slot() else {
+                self.known.drop_key(job.key, job.generation);
+                continue;
             };
             let engine = self.clone();
-            let slot = slot.clone();
+            let queue = queue.clone();
             self.calls
-                .spawn(async move { engine.run(slot, job, permit).await });
+                .spawn(async move { engine.run(queue, slot, job, permit).await });
         }
         // Removed or shutting down: whatever is still queued stays pending in the store; let
         // the sweeper see it again should this instance come back.
         rx.close();
         while let Ok(job) = rx.try_recv() {
-            self.forget(job.key);
+            self.known.drop_key(job.key, job.generation);
         }
     }
-
-    async fn run(
-        self: Arc<Self>,
-        slot: Arc<PluginSlot>,
-        job: Job,
-        permit: tokio::sync::OwnedSemaphorePermit,
-    ) {
-        let attempt = job.attempts + 1;
-        let span = tracing::info_span!("delivery", event_id = %job.event_id,
-            plugin = %job.plugin, attempt);
-        async {
-            let payload = match build_payload(&job, attempt) {
-                Ok(p) => p,
-                Err(e) => {
-                    self.finish(&job, attempt, Finish::Dead { error: e }, "reject")
-                        .await;
-                    return;
-                }
-            };
-            let started = Instant::now();
-            let call_slot = slot.clone();
-            let call_span = tracing::Span::current();
-            let mut call: Call = tokio::task::spawn_blocking(move || {
-                // The permit comes back with the outcome and is held until the outcome is
-                // recorded, so at most `max_concurrency` deliveries per plugin are ever "called
-                // but not recorded" (the duplicates a crash can cause). After a timeout it stays
-                // with the call until the call really returns.
-                let outcome = call_span.in_scope(|| call_slot.call(&payload));
-                (outcome, permit)
-            });
-            let timeout = self.config().timeout;
-            let (outcome, _permit, late) = match tokio::time::timeout(timeout, &mut call).await {
-                Ok(Ok((outcome, permit))) => (Some(outcome), Some(permit), None),
-                Ok(Err(e)) => (
-                    Some(CallOutcome::Panicked {
-                        message: format!("plugin call failed: {e}"),
-                    }),
-                    None,
-                    None,
-                ),
-                // Timed out: the call keeps running (and keeps its permit); keep its handle.
-                Err(_) => (None, None, Some(call)),
-            };
-            let elapsed = started.elapsed();
-            metrics::get()
-                .plugin_latency
-                .get_or_create(&metrics::plugin(&job.plugin))
-                .observe(elapsed.as_secs_f64());
-            self.conclude(&slot, &job, attempt, outcome, elapsed, late)
-                .await;
-        }
-        .instrument(span)
-        .await
-    }
-
-    async fn conclude(
-        self: &Arc<Self>,
-        slot: &Arc<PluginSlot>,
-        job: &Job,
-        attempt: u32,
-        outcome: Option<CallOutcome>,
-        elapsed: Duration,
-        late: Option<Call>,
-    ) {
-        let ms = elapsed.as_millis() as u64;
-        let (label, retry) = match outcome {
-            Some(CallOutcome::Ok) => {
-                tracing::info!(duration_ms = ms, "delivered");
-                self.finish(job, attempt, Finish::Done, "ok").await;
-                return;
-            }
-            Some(CallOutcome::Reject { reason }) => {
-                tracing::warn!(duration_ms = ms, %reason, "rejected by plugin: dead letter");
-                self.finish(job, attempt, Finish::Dead { error: reason }, "reject")
-                    .await;
-                return;
-            }
-            Some(CallOutcome::Panicked { message }) => {
-                tracing::error!(duration_ms = ms, %message, "plugin panicked: dead letter, restarting instance");
-                // The plugin's own init (and the old instance's shutdown) may block.
-                let fresh = slot.clone();
-                match tokio::task::spawn_blocking(move || fresh.reinit()).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        tracing::error!(error = %e, "plugin instance could not be restarted")
-                    }
-                    Err(e) => tracing::error!(error = %e, "plugin restart failed"),
-                }
-                let error = format!("panicked: {message}");
-                self.finish(job, attempt, Finish::Dead { error }, "panicked")
-                    .await;
-                return;
-            }
-            Some(CallOutcome::Retry {
-                reason,
-                retry_after,
-            }) => ("retry", (reason, retry_after)),
-            None => (
-                "timeout",
-                (
-                    format!("timed out after {}ms", self.config().timeout.as_millis()),
-                    None,
-                ),
-            ),
-        };
-        let (reason, retry_after) = retry;
-        let config = self.config();
-        if attempt >= config.max_attempts {
-            tracing::warn!(duration_ms = ms, %reason, "retries exhausted: dead letter");
-            let error = format!("{reason} (gave up after {attempt} attempts)");
-            self.finish(job, attempt, Finish::Dead { error }, label)
-                .await;
-            return;
-        }
-        let delay = backoff::delay(
-            attempt,
-            config.initial_backoff,
-            config.max_backoff,
-            retry_after,
-            &mut rand::thread_rng(),
-        );
-        let next_at_ms =
-            now_ms().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
-        if let Some(max_age) = config.max_age {
-            if next_at_ms - job.received_at_ms > max_age.as_millis() as i64 {
-                tracing::warn!(duration_ms = ms, %reason, "delivery older than max_age: dead letter");
-                let error = format!(
-                    "{reason} (gave up: the next attempt would exceed max_age {}ms)",
-                    max_age.as_millis()
-                );
-                self.finish(job, attempt, Finish::Dead { error }, label)
-                    .await;
-                return;
-            }
-        }
-        tracing::info!(duration_ms = ms, %reason, retry_in_ms = delay.as_millis() as u64, "will retry");
-        let finish = Finish::Retry {
-            next_at_ms,
-            error: reason,
-        };
-        if !self.persist(job, attempt, finish, label).await {
-            return;
-        }
-        metrics::get()
-            .retries
-            .get_or_create(&metrics::plugin(&job.plugin))
-            .inc();
-        // Keep the key known while the timer runs so the sweeper does not double-queue it.
-        let engine = self.clone();
-        let mut next = job.clone();
-        next.attempts = attempt;
-        let deadline = tokio::time::Instant::now() + delay;
-        let retry = async move {
-            if let Some(call) = late {
-                // Never start the next attempt beside a call that is still running; and if the
-                // timed-out call succeeds after all, that is the delivery.
-                let finished = tokio::select! {
-                    r = call => r.ok(),
-                    _ = engine.cancel.cancelled() => {
-                        engine.forget(next.key);
-                        return;
-                    }
-                };
-                if let Some((CallOutcome::Ok, _permit)) = finished {
-                    tracing::info!("the timed-out call succeeded after all: delivered");
-                    engine.finish(&next, attempt, Finish::Done, "ok").await;
-                    return;
-                }
-            }
-            tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => {
-                    engine.forget(next.key);
-                    engine.submit(next);
-                }
-                _ = engine.cancel.cancelled() => engine.forget(next.key),
-            }
-        };
-        tokio::spawn(retry.instrument(tracing::Span::current()));
-    }
-
-    /// Persists a final (or retry) state and counts it; returns false if it was not recorded
-    /// (store failure, or the delivery was replayed meanwhile — then the replay stands).
-    async fn persist(&self, job: &Job, attempt: u32, finish: Finish, label: &str) -> bool {
-        let m = metrics::get();
-        m.deliveries
-            .get_or_create(&metrics::OutcomeLabels {
-                plugin: job.plugin.clone(),
-                outcome: label.to_owned(),
-            })
-            .inc();
-        let dead = matches!(finish, Finish::Dead { .. });
-        match self
-            .store
-            .finish(job.key, job.attempts, attempt, finish)
-            .await
-        {
-            Ok(false) => {
-                tracing::info!("outcome not recorded: the delivery was replayed meanwhile");
-                self.forget(job.key);
-                false
-            }
-            Ok(true) => {
-                if dead {
-                    m.dead_letters
-                        .get_or_create(&metrics::plugin(&job.plugin))
-                        .inc();
-                }
-                true
-            }
-            Err(e) => {
-                // Still pending in the store: the sweeper will run it again.
-                tracing::error!(error = %e, "could not record delivery outcome; will redeliver");
-                self.forget(job.key);
-                false
-            }
-        }
-    }
-
-    async fn finish(&self, job: &Job, attempt: u32, finish: Finish, label: &str) {
-        if self.persist(job, attempt, finish, label).await {
-            self.forget(job.key);
-        }
-    }
-}
-
-fn build_payload(job: &Job, attempt: u32) -> Result<Vec<u8>, String> {
-    let event: &RawValue =
-        serde_json::from_str(&job.body).map_err(|e| format!("stored event is not JSON: {e}"))?;
-    serde_json::to_vec(&DeliveryPayload {
-        delivery_id: delivery_id(&job.event_id, &job.plugin),
-        attempt,
-        plugin: &job.plugin,
-        app: &job.app,
-        event_id: &job.event_id,
-        event_type: &job.event_type,
-        received_at: job.received_at_ms,
-        event,
-    })
-    .map_err(|e| format!("cannot build delivery: {e}"))
 }

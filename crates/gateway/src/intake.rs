@@ -171,11 +171,12 @@ impl Intake {
                 }
                 tracing::info!(event_type = %event.event_type, deliveries = deliveries.len(), "event stored");
                 for (key, plugin) in deliveries {
-                    self.engine.submit(Job {
+                    self.engine.handoff(Job {
                         key,
                         event_id: event.id.clone(),
                         plugin,
                         attempts: 0,
+                        generation: 0,
                         app: app.name.clone(),
                         event_type: event.event_type.clone(),
                         received_at_ms,

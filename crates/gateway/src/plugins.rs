@@ -1,6 +1,7 @@
 //! The plugin registry: opens every `[[plugins]]` library (ABI-checked by `gateway_plugin::host`),
-//! creates the instances, and owns each instance's concurrency limit. A panicked instance is
-//! replaced here by a fresh one built from the same config.
+//! and creates the instances (their concurrency limit lives with the delivery engine's queue,
+//! so it holds across reloads). A panicked instance is replaced here by a fresh one built from
+//! the same config.
 //!
 //! Plugin log lines flow into `tracing` under the target `plugin`, inside the span of the delivery
 //! being handled (so they carry its event id).
@@ -11,7 +12,6 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use gateway_plugin::host::{CallOutcome, InitError, Instance, Library, LoadError, LogSink};
 use gateway_plugin::Level;
-use tokio::sync::Semaphore;
 
 use crate::config::{Config, PluginSpec};
 
@@ -22,8 +22,6 @@ pub struct PluginSlot {
     config_dir: std::path::PathBuf,
     /// Always `Some` while the slot is alive; taken only by `Drop`.
     instance: RwLock<Option<Instance>>,
-    /// At most `max_concurrency` calls of this instance run at once.
-    pub permits: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for PluginSlot {
@@ -185,7 +183,6 @@ pub fn reload(current: &Plugins, config: &Config) -> Result<Plugins, Vec<String>
                 slots.insert(
                     spec.name.clone(),
                     Arc::new(PluginSlot {
-                        permits: Arc::new(Semaphore::new(spec.max_concurrency)),
                         spec,
                         library,
                         config_dir: config.dir.clone(),

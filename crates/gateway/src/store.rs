@@ -5,7 +5,10 @@
 //! Contract every backend keeps:
 //! - `accept` resolves `Ok` only once the event and its deliveries are durable (fsync'd); a
 //!   duplicate id resolves `Duplicate` and records nothing.
-//! - Delivery state only moves `pending → done | dead`, or back to `pending` through `replay`.
+//! - Delivery state only moves `pending → done | dead`, `dead → done` (a timed-out call that
+//!   succeeded late), or back to `pending` through `replay`, which bumps the delivery's
+//!   `generation`: an outcome names the generation and attempt count it started from and is
+//!   recorded only if both still hold, so a replay is never overwritten.
 //! - Nothing is ever answered from memory alone: the store is the truth after a crash.
 
 pub mod sqlite;
@@ -61,6 +64,17 @@ pub enum Finish {
     Dead { error: String },
 }
 
+/// What an outcome may replace: the delivery as it was when the call started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Guard {
+    /// Bumped by every replay.
+    pub generation: u32,
+    /// Attempts recorded when the call started (or, for a late outcome, after its timeout).
+    pub attempts: u32,
+    /// Also replace a dead letter (only a late success does).
+    pub dead_too: bool,
+}
+
 /// A pending delivery with everything needed to call its plugin.
 #[derive(Debug, Clone)]
 pub struct PendingDelivery {
@@ -69,6 +83,8 @@ pub struct PendingDelivery {
     pub plugin: String,
     /// Attempts already made.
     pub attempts: u32,
+    /// Bumped by every replay.
+    pub generation: u32,
     pub app: String,
     pub event_type: String,
     pub received_at_ms: i64,
@@ -81,6 +97,7 @@ pub struct DueDelivery {
     pub key: i64,
     pub plugin: String,
     pub attempts: u32,
+    pub generation: u32,
     pub next_at_ms: i64,
 }
 
@@ -127,15 +144,10 @@ pub trait Store: Send + Sync + 'static {
     /// Records an event and its deliveries durably, or reports a duplicate.
     fn accept(&self, event: NewEvent) -> StoreFuture<Accepted>;
     /// Persists the end of one attempt (`attempts` = attempts made, including this one), but only
-    /// if the delivery is still pending with `from_attempts` attempts recorded — i.e. nobody
-    /// replayed or finished it meanwhile. Returns whether it applied.
-    fn finish(
-        &self,
-        key: i64,
-        from_attempts: u32,
-        attempts: u32,
-        finish: Finish,
-    ) -> StoreFuture<bool>;
+    /// if the delivery still matches `guard` (same generation, same attempt count, pending — or
+    /// dead when `guard.dead_too`): nobody replayed or finished it meanwhile. Returns whether it
+    /// applied.
+    fn finish(&self, key: i64, guard: Guard, attempts: u32, finish: Finish) -> StoreFuture<bool>;
     /// One page of pending deliveries due at `now_ms`, ordered by `(next_at, key)` and strictly
     /// after the cursor `after` (use `(i64::MIN, i64::MIN)` for the first page), at most `limit`.
     fn due(&self, now_ms: i64, after: (i64, i64), limit: usize) -> StoreFuture<Due>;
@@ -145,4 +157,8 @@ pub trait Store: Send + Sync + 'static {
     fn purge(&self, before_ms: i64) -> StoreFuture<u64>;
     /// The pending count and the oldest pending delivery's time.
     fn backlog(&self) -> StoreFuture<Backlog>;
+    /// The plugin instance names that have pending deliveries.
+    fn pending_plugins(&self) -> StoreFuture<Vec<String>>;
+    /// Dead-letters every pending delivery of `plugin` with `error`; returns how many.
+    fn dead_letter_plugin(&self, plugin: String, error: String) -> StoreFuture<u64>;
 }

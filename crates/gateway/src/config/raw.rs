@@ -81,6 +81,9 @@ pub struct RawDelivery {
     pub initial_backoff: Option<String>,
     pub max_backoff: Option<String>,
     pub timeout: Option<String>,
+    /// Pending deliveries of a plugin instance no longer configured become dead letters after
+    /// this long.
+    pub removed_plugin_grace: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

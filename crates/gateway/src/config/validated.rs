@@ -54,6 +54,9 @@ pub struct DeliveryConfig {
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
     pub timeout: Duration,
+    /// Pending deliveries of an instance name no longer configured become dead letters once the
+    /// name has been missing this long.
+    pub removed_plugin_grace: Duration,
 }
 
 impl Default for DeliveryConfig {
@@ -64,6 +67,7 @@ impl Default for DeliveryConfig {
             initial_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(600),
             timeout: Duration::from_secs(30),
+            removed_plugin_grace: Duration::from_secs(60),
         }
     }
 }
@@ -299,6 +303,11 @@ impl Validator<'_> {
                 "delivery.timeout",
                 raw.delivery.timeout.as_deref(),
                 d.timeout,
+            ),
+            removed_plugin_grace: self.duration(
+                "delivery.removed_plugin_grace",
+                raw.delivery.removed_plugin_grace.as_deref(),
+                d.removed_plugin_grace,
             ),
         };
         if delivery.max_backoff < delivery.initial_backoff {

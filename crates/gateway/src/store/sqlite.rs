@@ -16,7 +16,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
 use super::{
-    Accepted, Backlog, DeliveryRecord, Due, DueDelivery, EventRecord, Finish, NewEvent,
+    Accepted, Backlog, DeliveryRecord, Due, DueDelivery, EventRecord, Finish, Guard, NewEvent,
     PendingDelivery, Store, StoreError, StoreFuture,
 };
 
@@ -43,18 +43,40 @@ CREATE TABLE IF NOT EXISTS deliveries (
     next_at     INTEGER NOT NULL,
     last_error  TEXT,
     updated_at  INTEGER NOT NULL,
+    generation  INTEGER NOT NULL DEFAULT 0,
     UNIQUE (event_id, plugin)
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(next_at) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS deliveries_dead ON deliveries(updated_at) WHERE state = 'dead';
-PRAGMA user_version = 1;
 ";
+
+/// The schema version this code writes; older stores are migrated at open.
+const SCHEMA_VERSION: i64 = 2;
+
+/// Brings a store written by an older version up to [`SCHEMA_VERSION`] (idempotent).
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let has_generation = conn
+        .prepare("SELECT 1 FROM pragma_table_info('deliveries') WHERE name = 'generation'")?
+        .exists([])?;
+    if !has_generation {
+        // Version 1: replays were told apart by attempt count only.
+        conn.execute_batch(
+            "ALTER TABLE deliveries ADD COLUMN generation INTEGER NOT NULL DEFAULT 0",
+        )?;
+    }
+    if version < SCHEMA_VERSION {
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    }
+    Ok(())
+}
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 enum Write {
     Accept(NewEvent, Reply<Accepted>),
-    Finish(i64, u32, u32, Finish, Reply<bool>),
+    Finish(i64, Guard, u32, Finish, Reply<bool>),
+    DeadLetterPlugin(String, String, Reply<u64>),
     Purge(i64, Reply<u64>),
     Replay(ReplaySelector, Reply<u64>),
 }
@@ -113,6 +135,7 @@ impl SqliteStore {
         }
         let writer = open_connection(path)?;
         writer.execute_batch(SCHEMA)?;
+        migrate(&writer)?;
         let reader = open_connection(path)?;
         let (tx, rx) = mpsc::channel();
         let handle = std::thread::Builder::new()
@@ -274,20 +297,14 @@ impl Store for SqliteStore {
         self.submit(|r| Write::Accept(event, r))
     }
 
-    fn finish(
-        &self,
-        key: i64,
-        from_attempts: u32,
-        attempts: u32,
-        finish: Finish,
-    ) -> StoreFuture<bool> {
-        self.submit(|r| Write::Finish(key, from_attempts, attempts, finish, r))
+    fn finish(&self, key: i64, guard: Guard, attempts: u32, finish: Finish) -> StoreFuture<bool> {
+        self.submit(|r| Write::Finish(key, guard, attempts, finish, r))
     }
 
     fn due(&self, now_ms: i64, after: (i64, i64), limit: usize) -> StoreFuture<Due> {
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
-                "SELECT key, plugin, attempts, next_at FROM deliveries
+                "SELECT key, plugin, attempts, next_at, generation FROM deliveries
                  WHERE state = 'pending' AND next_at <= ?1 AND (next_at, key) > (?2, ?3)
                  ORDER BY next_at, key LIMIT ?4",
             )?;
@@ -298,6 +315,7 @@ impl Store for SqliteStore {
                         plugin: r.get(1)?,
                         attempts: r.get(2)?,
                         next_at_ms: r.get(3)?,
+                        generation: r.get(4)?,
                     })
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
@@ -317,7 +335,7 @@ impl Store for SqliteStore {
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
                 "SELECT d.key, d.event_id, d.plugin, d.attempts,
-                        e.app, e.event_type, e.received_at, e.body
+                        e.app, e.event_type, e.received_at, e.body, d.generation
                  FROM deliveries d JOIN events e ON e.id = d.event_id
                  WHERE d.key = ?1 AND d.state = 'pending'",
             )?;
@@ -334,6 +352,7 @@ impl Store for SqliteStore {
                             event_type: r.get(5)?,
                             received_at_ms: r.get(6)?,
                             body: Arc::from(r.get::<_, String>(7)?),
+                            generation: r.get(8)?,
                         })
                     })
                     .optional()?;
@@ -345,6 +364,20 @@ impl Store for SqliteStore {
 
     fn purge(&self, before_ms: i64) -> StoreFuture<u64> {
         self.submit(|r| Write::Purge(before_ms, r))
+    }
+
+    fn pending_plugins(&self) -> StoreFuture<Vec<String>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT DISTINCT plugin FROM deliveries WHERE state = 'pending' ORDER BY plugin",
+            )?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn dead_letter_plugin(&self, plugin: String, error: String) -> StoreFuture<u64> {
+        self.submit(|r| Write::DeadLetterPlugin(plugin, error, r))
     }
 
     fn backlog(&self) -> StoreFuture<Backlog> {

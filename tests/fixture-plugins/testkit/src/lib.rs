@@ -23,6 +23,12 @@
 //!   "shutdown"}` when the host shuts the instance down. Lines are written whole under
 //!   a lock and flushed, so tests can count calls while the gateway runs.
 //! - `log` — log one `Info` line per call through the host (default `false`).
+//! - `tag` — a text copied into every record line (`"tag"`), so tests can tell which config
+//!   (before or after a reload) served a call.
+//! - `pad_reason` — this many `x` appended to every `Retry` / `Reject` reason (to test caps).
+//!
+//! Every record line also carries `"in_flight"`: how many `handle` calls of this library (all
+//! instances together) were running when this one started, itself included.
 //!
 //! Reasons are fixed texts naming the event, so tests can assert them:
 //! `testkit: retry {n} of {retries} for {delivery_id}`, `testkit: retry always for {delivery_id}`,
@@ -67,6 +73,27 @@ struct Config {
     record: Option<PathBuf>,
     #[serde(default)]
     log: bool,
+    tag: Option<String>,
+    #[serde(default)]
+    pad_reason: usize,
+}
+
+/// `handle` calls running now, across every instance of this library.
+static IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Decrements [`IN_FLIGHT`] when a call ends, however it ends.
+struct InFlight(usize);
+
+impl InFlight {
+    fn enter() -> InFlight {
+        InFlight(IN_FLIGHT.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 fn one() -> u32 {
@@ -86,6 +113,8 @@ struct Record<'a> {
     event_type: &'a str,
     attempt: u32,
     outcome: &'a str,
+    tag: Option<&'a str>,
+    in_flight: usize,
 }
 
 /// The plugin instance.
@@ -151,6 +180,8 @@ impl Plugin for Testkit {
     }
 
     fn handle(&self, d: &Delivery) -> Outcome {
+        let in_flight = InFlight::enter();
+        let pad = "x".repeat(self.config.pad_reason);
         let n = {
             let mut calls = lock(&self.calls);
             let n = calls.entry(d.delivery_id.clone()).or_insert(0);
@@ -180,19 +211,19 @@ impl Plugin for Testkit {
             }
             Mode::RetryThenOk if n <= self.config.retries => Outcome::Retry {
                 reason: format!(
-                    "testkit: retry {n} of {} for {}",
+                    "testkit: retry {n} of {} for {}{pad}",
                     self.config.retries, d.delivery_id
                 ),
                 retry_after,
             },
             Mode::RetryThenOk => Outcome::Ok,
             Mode::RetryAlways => Outcome::Retry {
-                reason: format!("testkit: retry always for {}", d.delivery_id),
+                reason: format!("testkit: retry always for {}{pad}", d.delivery_id),
                 retry_after,
             },
-            Mode::Reject => Outcome::reject(format!("testkit: reject {}", d.delivery_id)),
+            Mode::Reject => Outcome::reject(format!("testkit: reject {}{pad}", d.delivery_id)),
             Mode::PanicHandle => {
-                if let Err(e) = self.record(d, "panic") {
+                if let Err(e) = self.record(d, "panic", in_flight.0) {
                     return Outcome::retry(e);
                 }
                 panic!("testkit: panic in handle for {}", d.event_id);
@@ -203,7 +234,7 @@ impl Plugin for Testkit {
             Outcome::Retry { .. } => "retry",
             Outcome::Reject { .. } => "reject",
         };
-        match self.record(d, label) {
+        match self.record(d, label, in_flight.0) {
             Ok(()) => outcome,
             Err(e) => Outcome::retry(e),
         }
@@ -212,7 +243,7 @@ impl Plugin for Testkit {
 
 impl Testkit {
     /// Appends one line to the `record` file, if configured.
-    fn record(&self, d: &Delivery, outcome: &str) -> Result<(), String> {
+    fn record(&self, d: &Delivery, outcome: &str, in_flight: usize) -> Result<(), String> {
         let Some((path, file)) = &self.record else {
             return Ok(());
         };
@@ -223,6 +254,8 @@ impl Testkit {
             event_type: &d.event_type,
             attempt: d.attempt,
             outcome,
+            tag: self.config.tag.as_deref(),
+            in_flight,
         };
         let mut bytes =
             serde_json::to_vec(&line).map_err(|e| format!("testkit: record line: {e}"))?;

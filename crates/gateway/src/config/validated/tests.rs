@@ -211,7 +211,7 @@ fn the_shipped_plugin_and_app_examples_are_valid_once_uncommented() {
                     "verification_token =",
                 ]
                 .iter()
-                    .any(|k| rest.starts_with(k)) =>
+                .any(|k| rest.starts_with(k)) =>
             {
                 rest.to_owned()
             }

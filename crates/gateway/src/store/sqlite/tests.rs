@@ -4,6 +4,15 @@ use super::*;
 
 const START: (i64, i64) = (i64::MIN, i64::MIN);
 
+/// A guard for generation 0 at `attempts`.
+fn at(attempts: u32) -> Guard {
+    Guard {
+        generation: 0,
+        attempts,
+        dead_too: false,
+    }
+}
+
 fn event(id: &str, plugins: &[&str]) -> NewEvent {
     NewEvent {
         id: id.into(),
@@ -57,14 +66,20 @@ fn accept_dedup_and_delivery_lifecycle() {
         assert_eq!(loaded[0].event_id, "e1");
 
         let (ka, kb) = (deliveries[0].0, deliveries[1].0);
-        assert!(store.finish(ka, 0, 1, Finish::Done).await.expect("done"));
+        assert!(store
+            .finish(ka, at(0), 1, Finish::Done)
+            .await
+            .expect("done"));
         // A second outcome for the same attempt is not recorded (already finished).
-        assert!(!store.finish(ka, 0, 1, Finish::Done).await.expect("stale"));
+        assert!(!store
+            .finish(ka, at(0), 1, Finish::Done)
+            .await
+            .expect("stale"));
         let later = now_ms() + 60_000;
         store
             .finish(
                 kb,
-                0,
+                at(0),
                 1,
                 Finish::Retry {
                     next_at_ms: later,
@@ -81,7 +96,7 @@ fn accept_dedup_and_delivery_lifecycle() {
         store
             .finish(
                 kb,
-                1,
+                at(1),
                 2,
                 Finish::Dead {
                     error: "gave up".into(),
@@ -161,7 +176,7 @@ fn purge_keeps_pending_and_recent() {
             panic!("new")
         };
         store
-            .finish(deliveries[0].0, 0, 1, Finish::Done)
+            .finish(deliveries[0].0, at(0), 1, Finish::Done)
             .await
             .expect("done");
         store.accept(event("old-pending", &["a"])).await.expect("b");
@@ -213,7 +228,7 @@ fn due_pages_with_a_cursor_and_load_skips_finished() {
         assert_eq!(seen.len(), 25);
         assert_eq!(sorted.len(), 25, "no key twice across pages");
         store
-            .finish(seen[0], 0, 1, Finish::Done)
+            .finish(seen[0], at(0), 1, Finish::Done)
             .await
             .expect("done");
         let loaded = store
@@ -240,8 +255,8 @@ fn an_outcome_does_not_overwrite_a_replay_made_meanwhile() {
             next_at_ms: now_ms(),
             error: "x".into(),
         };
-        assert!(store.finish(key, 0, 1, retry.clone()).await.expect("1"));
-        assert!(store.finish(key, 1, 2, retry).await.expect("2"));
+        assert!(store.finish(key, at(0), 1, retry.clone()).await.expect("1"));
+        assert!(store.finish(key, at(1), 2, retry).await.expect("2"));
         // Attempt 3 is running when an operator replays the delivery...
         let n = store
             .replay(ReplaySelector::Events {
@@ -255,10 +270,183 @@ fn an_outcome_does_not_overwrite_a_replay_made_meanwhile() {
         let dead = Finish::Dead {
             error: "late".into(),
         };
-        assert!(!store.finish(key, 2, 3, dead).await.expect("late outcome"));
+        assert!(!store
+            .finish(key, at(2), 3, dead)
+            .await
+            .expect("late outcome"));
         let shown = store.event("e").expect("read").expect("exists");
         assert_eq!(shown.deliveries[0].state, "pending");
         assert_eq!(shown.deliveries[0].attempts, 0);
         store.close();
     });
+}
+
+#[test]
+fn a_replay_during_the_first_attempt_is_not_overwritten_by_its_outcome() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
+        let Accepted::New { deliveries } = store.accept(event("e", &["a"])).await.expect("accept")
+        else {
+            panic!("new")
+        };
+        let key = deliveries[0].0;
+        // Attempt 1 (from 0 attempts) is running when an operator replays the delivery: the
+        // replay also leaves 0 attempts, so only the generation tells them apart.
+        store
+            .replay(ReplaySelector::Events {
+                ids: vec!["e".into()],
+                plugin: None,
+            })
+            .await
+            .expect("replay");
+        let dead = Finish::Dead {
+            error: "late".into(),
+        };
+        assert!(!store.finish(key, at(0), 1, dead).await.expect("outcome"));
+        let shown = store.event("e").expect("read").expect("exists");
+        assert_eq!(shown.deliveries[0].state, "pending");
+        store.close();
+    });
+}
+
+#[test]
+fn a_fresh_delivery_is_stamped_after_the_write_lock_is_taken() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s.db");
+    rt().block_on(async {
+        let store = SqliteStore::open(&path).expect("open");
+        let other = Connection::open(&path).expect("open");
+        other.execute_batch("BEGIN IMMEDIATE").expect("lock");
+        let released = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(1200));
+            let at = now_ms();
+            other.execute_batch("ROLLBACK").expect("unlock");
+            at
+        });
+        store.accept(event("e", &["a"])).await.expect("accept");
+        let released_at = released.join().expect("thread");
+        let due = store.due(now_ms(), START, 10).await.expect("due");
+        // The hand-off grace counts from here, so a busy wait never eats into it.
+        assert!(
+            due.deliveries[0].next_at_ms >= released_at - 5,
+            "stamped {} ms before the lock was released",
+            released_at - due.deliveries[0].next_at_ms
+        );
+        store.close();
+    });
+}
+
+#[test]
+fn a_late_success_replaces_the_dead_letter_of_its_own_attempt_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
+        let Accepted::New { deliveries } =
+            store.accept(event("e", &["a", "b"])).await.expect("accept")
+        else {
+            panic!("new")
+        };
+        let (ka, kb) = (deliveries[0].0, deliveries[1].0);
+        let dead = Finish::Dead {
+            error: "timed out".into(),
+        };
+        assert!(store
+            .finish(ka, at(0), 1, dead.clone())
+            .await
+            .expect("dead"));
+        let late = Guard {
+            generation: 0,
+            attempts: 1,
+            dead_too: true,
+        };
+        assert!(!store
+            .finish(ka, at(1), 1, Finish::Done)
+            .await
+            .expect("not without dead_too"));
+        assert!(store
+            .finish(ka, late, 1, Finish::Done)
+            .await
+            .expect("late ok"));
+        // A replayed dead letter is another generation: the late success does not apply.
+        assert!(store.finish(kb, at(0), 1, dead).await.expect("dead"));
+        store
+            .replay(ReplaySelector::DeadLetters { plugin: None })
+            .await
+            .expect("replay");
+        assert!(!store
+            .finish(kb, late, 1, Finish::Done)
+            .await
+            .expect("stale"));
+        let shown = store.event("e").expect("read").expect("exists");
+        let states: Vec<&str> = shown.deliveries.iter().map(|d| d.state.as_str()).collect();
+        assert_eq!(states, ["done", "pending"]);
+        let due = store.due(now_ms(), START, 10).await.expect("due");
+        assert_eq!(due.deliveries[0].generation, 1);
+        store.close();
+    });
+}
+
+#[test]
+fn deliveries_of_one_plugin_are_dead_lettered_together() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
+        store
+            .accept(event("e1", &["gone", "stay"]))
+            .await
+            .expect("e1");
+        store.accept(event("e2", &["gone"])).await.expect("e2");
+        assert_eq!(
+            store.pending_plugins().await.expect("plugins"),
+            ["gone", "stay"]
+        );
+        let n = store
+            .dead_letter_plugin("gone".into(), "no longer configured".into())
+            .await
+            .expect("dead-letter");
+        assert_eq!(n, 2);
+        assert_eq!(store.pending_plugins().await.expect("plugins"), ["stay"]);
+        let dead = store.dead_letters(Some("gone"), None).expect("list");
+        assert_eq!(dead.len(), 2);
+        assert_eq!(dead[0].last_error.as_deref(), Some("no longer configured"));
+        store.close();
+    });
+}
+
+#[test]
+fn a_version_1_store_is_migrated_at_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s.db");
+    {
+        let old = Connection::open(&path).expect("open");
+        old.execute_batch(
+            "CREATE TABLE events (id TEXT PRIMARY KEY, app TEXT NOT NULL, event_type TEXT NOT NULL,
+                 schema TEXT NOT NULL, received_at INTEGER NOT NULL, body TEXT NOT NULL,
+                 routed INTEGER NOT NULL) WITHOUT ROWID;
+             CREATE TABLE deliveries (key INTEGER PRIMARY KEY, event_id TEXT NOT NULL REFERENCES events(id),
+                 plugin TEXT NOT NULL, state TEXT NOT NULL CHECK (state IN ('pending', 'done', 'dead')),
+                 attempts INTEGER NOT NULL, next_at INTEGER NOT NULL, last_error TEXT,
+                 updated_at INTEGER NOT NULL, UNIQUE (event_id, plugin));
+             INSERT INTO events VALUES ('old', 'hire', 't', '2.0', 1, '{}', 1);
+             INSERT INTO deliveries (event_id, plugin, state, attempts, next_at, updated_at)
+                 VALUES ('old', 'a', 'pending', 2, 1, 1);
+             PRAGMA user_version = 1;",
+        )
+        .expect("old schema");
+    }
+    rt().block_on(async {
+        let store = SqliteStore::open(&path).expect("open migrates");
+        let due = store.due(now_ms(), START, 10).await.expect("due");
+        assert_eq!(due.deliveries.len(), 1);
+        assert_eq!(due.deliveries[0].generation, 0);
+        assert_eq!(due.deliveries[0].attempts, 2);
+        store.close();
+    });
+    let store = SqliteStore::open(&path).expect("reopen: migration is idempotent");
+    let version: i64 = store
+        .read_blocking(|c| Ok(c.pragma_query_value(None, "user_version", |r| r.get(0))?))
+        .expect("version");
+    assert_eq!(version, 2);
+    store.close();
 }

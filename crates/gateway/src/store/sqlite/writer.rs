@@ -4,10 +4,10 @@
 
 use std::sync::mpsc;
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, TransactionBehavior};
 
 use super::{now_ms, ReplaySelector, Write, MAX_BATCH};
-use crate::store::{Accepted, Finish, NewEvent, StoreError};
+use crate::store::{Accepted, Finish, Guard, NewEvent, StoreError};
 
 /// The writer thread: batch, apply in one transaction, commit (fsync), answer.
 pub(super) fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Write>) {
@@ -50,6 +50,8 @@ fn answer(write: Write, result: Result<Outcome, StoreError>) {
         (Write::Finish(.., r), Ok(Outcome::Applied(a))) => drop(r.send(Ok(a))),
         (Write::Purge(_, r), Ok(Outcome::Count(n))) => drop(r.send(Ok(n))),
         (Write::Replay(_, r), Ok(Outcome::Count(n))) => drop(r.send(Ok(n))),
+        (Write::DeadLetterPlugin(.., r), Ok(Outcome::Count(n))) => drop(r.send(Ok(n))),
+        (Write::DeadLetterPlugin(.., r), Err(e)) => drop(r.send(Err(e))),
         (Write::Accept(_, r), Err(e)) => drop(r.send(Err(e))),
         (Write::Finish(.., r), Err(e)) => drop(r.send(Err(e))),
         (Write::Purge(_, r), Err(e)) => drop(r.send(Err(e))),
@@ -62,15 +64,25 @@ fn answer(write: Write, result: Result<Outcome, StoreError>) {
 }
 
 fn apply_batch(conn: &mut Connection, batch: &[Write]) -> Result<Vec<Outcome>, StoreError> {
-    let tx = conn.transaction()?;
+    // Take the write lock first (a busy wait happens here), then read the clock: a fresh
+    // delivery's `next_at` is when it became visible to this writer, so the sweeper's hand-off
+    // grace never starts before the delivery could be handed off.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut results = Vec::with_capacity(batch.len());
     let now = now_ms();
     for write in batch {
         results.push(match write {
             Write::Accept(ev, _) => Outcome::Accepted(apply_accept(&tx, ev, now)?),
-            Write::Finish(key, from, attempts, finish, _) => {
-                Outcome::Applied(apply_finish(&tx, *key, *from, *attempts, finish, now)?)
+            Write::Finish(key, guard, attempts, finish, _) => {
+                Outcome::Applied(apply_finish(&tx, *key, *guard, *attempts, finish, now)?)
             }
+            Write::DeadLetterPlugin(plugin, error, _) => Outcome::Count(
+                tx.prepare_cached(
+                    "UPDATE deliveries SET state = 'dead', last_error = ?2, updated_at = ?3
+                     WHERE plugin = ?1 AND state = 'pending'",
+                )?
+                .execute(params![plugin, error, now])? as u64,
+            ),
             Write::Purge(before, _) => Outcome::Count(apply_purge(&tx, *before)?),
             Write::Replay(sel, _) => Outcome::Count(apply_replay(&tx, sel, now)?),
         });
@@ -116,7 +128,7 @@ fn apply_accept(
 fn apply_finish(
     tx: &rusqlite::Transaction<'_>,
     key: i64,
-    from_attempts: u32,
+    guard: Guard,
     attempts: u32,
     finish: &Finish,
     now: i64,
@@ -130,7 +142,8 @@ fn apply_finish(
         .prepare_cached(
             "UPDATE deliveries SET state = ?2, attempts = ?3, next_at = ?4,
                  last_error = COALESCE(?5, last_error), updated_at = ?6
-             WHERE key = ?1 AND state = 'pending' AND attempts = ?7",
+             WHERE key = ?1 AND attempts = ?7 AND generation = ?8
+               AND (state = 'pending' OR (?9 AND state = 'dead'))",
         )?
         .execute(params![
             key,
@@ -139,7 +152,9 @@ fn apply_finish(
             next_at,
             error,
             now,
-            from_attempts
+            guard.attempts,
+            guard.generation,
+            guard.dead_too
         ])?;
     Ok(changed == 1)
 }
@@ -168,7 +183,8 @@ fn apply_replay(
     match sel {
         ReplaySelector::Events { ids, plugin } => {
             let mut stmt = tx.prepare_cached(
-                "UPDATE deliveries SET state = 'pending', attempts = 0, next_at = ?3, updated_at = ?3
+                "UPDATE deliveries SET state = 'pending', attempts = 0, generation = generation + 1,
+                     next_at = ?3, updated_at = ?3
                  WHERE event_id = ?1 AND (?2 IS NULL OR plugin = ?2)",
             )?;
             for id in ids {
@@ -177,7 +193,8 @@ fn apply_replay(
         }
         ReplaySelector::DeadLetters { plugin } => {
             n += tx.execute(
-                "UPDATE deliveries SET state = 'pending', attempts = 0, next_at = ?2, updated_at = ?2
+                "UPDATE deliveries SET state = 'pending', attempts = 0, generation = generation + 1,
+                     next_at = ?2, updated_at = ?2
                  WHERE state = 'dead' AND (?1 IS NULL OR plugin = ?1)",
                 params![plugin, now],
             )? as u64;

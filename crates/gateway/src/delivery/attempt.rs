@@ -1,0 +1,423 @@
+//! One attempt of one delivery: call the plugin under the timeout, decide what the outcome
+//! means (done, retry at a time, dead letter), record it, and only then let go of the delivery.
+//!
+//! Rules this file keeps:
+//! - **Recorded before released**: the permit is held until the outcome is in the store. When
+//!   the store refuses the write, the outcome stays here and is retried (with backoff) until it
+//!   is taken; meanwhile the engine starts no new call ([`super::StoreHealth`]).
+//! - **One call per delivery at a time**: a call that outlived its timeout is recorded as a
+//!   retry or a dead letter at once, but the delivery stays "running" until the call really
+//!   returns, on every path. Its late outcome then counts: a late `Ok` is the delivery (even over
+//!   the dead letter the timeout made), a late `Reject` or `Panicked` turns a scheduled retry
+//!   into a dead letter (a late panic also restarts the instance), a late `Retry` changes nothing.
+//! - **Replays win**: every record names the generation and attempt count it started from.
+//! - Counters move only for writes that applied; reasons are capped ([`super::detail`]).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gateway_plugin::host::CallOutcome;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::Instrument;
+
+use super::{backoff, delivery_id, detail, Engine, HungCall, Job, PluginQueue};
+use crate::metrics;
+use crate::plugins::PluginSlot;
+use crate::store::{sqlite::now_ms, Finish, Guard};
+
+/// Retrying a refused outcome write starts here and doubles up to [`RECORD_RETRY_MAX`].
+const RECORD_RETRY_MIN: Duration = Duration::from_millis(200);
+const RECORD_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// A running plugin call: its outcome and the concurrency permit it holds.
+type Call = tokio::task::JoinHandle<(CallOutcome, OwnedSemaphorePermit)>;
+
+/// The JSON handed to `handle` (the fields of `gateway_plugin::Delivery`).
+#[derive(Serialize)]
+struct DeliveryPayload<'a> {
+    delivery_id: String,
+    attempt: u32,
+    plugin: &'a str,
+    app: &'a str,
+    event_id: &'a str,
+    event_type: &'a str,
+    received_at: i64,
+    event: &'a RawValue,
+}
+
+/// What an outcome means for the delivery.
+struct Decision {
+    finish: Finish,
+    /// The metrics label (`ok`, `retry`, `reject`, `panicked`, `timeout`).
+    label: &'static str,
+    /// For a retry: when the next attempt is due.
+    retry_at: Option<tokio::time::Instant>,
+}
+
+impl Engine {
+    pub(super) async fn run(
+        self: Arc<Self>,
+        queue: Arc<PluginQueue>,
+        slot: Arc<PluginSlot>,
+        job: Job,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let attempt = job.attempts + 1;
+        let span = tracing::info_span!("delivery", event_id = %job.event_id,
+            plugin = %job.plugin, attempt);
+        self.attempt(queue, slot, job, attempt, permit)
+            .instrument(span)
+            .await
+    }
+
+    async fn attempt(
+        self: &Arc<Self>,
+        queue: Arc<PluginQueue>,
+        slot: Arc<PluginSlot>,
+        job: Job,
+        attempt: u32,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let from = Guard {
+            generation: job.generation,
+            attempts: job.attempts,
+            dead_too: false,
+        };
+        let payload = match build_payload(&job, attempt) {
+            Ok(p) => p,
+            Err(error) => {
+                let finish = Finish::Dead { error };
+                self.record(&job, from, attempt, finish, "reject").await;
+                self.known.finish(job.key, job.generation);
+                return;
+            }
+        };
+        let started = Instant::now();
+        let call_slot = slot.clone();
+        let call_span = tracing::Span::current();
+        let mut call: Call = tokio::task::spawn_blocking(move || {
+            // The permit travels with the call and comes back with its outcome.
+            let outcome = call_span.in_scope(|| call_slot.call(&payload));
+            (outcome, permit)
+        });
+        let timeout = self.config().timeout;
+        let (outcome, permit, late) = match tokio::time::timeout(timeout, &mut call).await {
+            Ok(Ok((outcome, permit))) => (Some(outcome), Some(permit), None),
+            Ok(Err(e)) => (Some(panicked(e)), None, None),
+            // Timed out: the call keeps running and keeps its permit.
+            Err(_) => (None, None, Some(call)),
+        };
+        let elapsed = started.elapsed();
+        metrics::get()
+            .plugin_latency
+            .get_or_create(&metrics::plugin(&job.plugin))
+            .observe(elapsed.as_secs_f64());
+        let ms = elapsed.as_millis() as u64;
+        let decision = self.decide(&slot, &job, attempt, outcome, ms).await;
+        let applied = self
+            .record(&job, from, attempt, decision.finish.clone(), decision.label)
+            .await;
+        drop(permit);
+        let mut retry_at = decision.retry_at.filter(|_| applied);
+        if let Some(call) = late {
+            let hung = Arc::new(HungCall {
+                slot: slot.clone(),
+                forgiven: Default::default(),
+            });
+            if let Ok(mut list) = queue.hung.lock() {
+                list.push(hung.clone());
+            }
+            let returned = tokio::select! {
+                r = call => Some(r),
+                _ = self.cancel.cancelled() => None,
+            };
+            if let Ok(mut list) = queue.hung.lock() {
+                list.retain(|h| !Arc::ptr_eq(h, &hung));
+            }
+            let Some(returned) = returned else {
+                return; // Shutting down: the store holds what was recorded.
+            };
+            let (late_outcome, permit) = match returned {
+                Ok((outcome, permit)) => (outcome, Some(permit)),
+                Err(e) => (panicked(e), None),
+            };
+            let still_pending = retry_at.is_some();
+            if self
+                .late(&slot, &job, attempt, late_outcome, still_pending)
+                .await
+            {
+                retry_at = None;
+            }
+            if let Some(p) = permit {
+                if hung.forgiven.load(Ordering::SeqCst) {
+                    p.forget();
+                }
+            }
+        }
+        match retry_at {
+            Some(at) if applied => self.schedule(job, attempt, at),
+            _ => self.known.finish(job.key, job.generation),
+        }
+    }
+
+    /// What an in-time outcome (or a timeout, `None`) means; restarts a panicked instance.
+    async fn decide(
+        &self,
+        slot: &Arc<PluginSlot>,
+        job: &Job,
+        attempt: u32,
+        outcome: Option<CallOutcome>,
+        ms: u64,
+    ) -> Decision {
+        let dead = |error: String, label| Decision {
+            finish: Finish::Dead {
+                error: detail::cap(error),
+            },
+            label,
+            retry_at: None,
+        };
+        let (reason, retry_after, label) = match outcome {
+            Some(CallOutcome::Ok) => {
+                tracing::info!(duration_ms = ms, "delivered");
+                return Decision {
+                    finish: Finish::Done,
+                    label: "ok",
+                    retry_at: None,
+                };
+            }
+            Some(CallOutcome::Reject { reason }) => {
+                let reason = detail::cap(reason);
+                tracing::warn!(duration_ms = ms, %reason, "rejected by plugin: dead letter");
+                return dead(reason, "reject");
+            }
+            Some(CallOutcome::Panicked { message }) => {
+                let message = detail::cap(message);
+                tracing::error!(duration_ms = ms, %message, "plugin panicked: dead letter, restarting instance");
+                restart(slot).await;
+                return dead(format!("panicked: {message}"), "panicked");
+            }
+            Some(CallOutcome::Retry {
+                reason,
+                retry_after,
+            }) => (detail::cap(reason), retry_after, "retry"),
+            None => (
+                format!("timed out after {}ms", self.config().timeout.as_millis()),
+                None,
+                "timeout",
+            ),
+        };
+        let config = self.config();
+        if attempt >= config.max_attempts {
+            tracing::warn!(duration_ms = ms, %reason, "retries exhausted: dead letter");
+            return dead(
+                format!("{reason} (gave up after {attempt} attempts)"),
+                label,
+            );
+        }
+        let delay = backoff::delay(
+            attempt,
+            config.initial_backoff,
+            config.max_backoff,
+            retry_after,
+            &mut rand::thread_rng(),
+        );
+        let next_at_ms =
+            now_ms().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+        if let Some(max_age) = config.max_age {
+            if next_at_ms - job.received_at_ms > max_age.as_millis() as i64 {
+                tracing::warn!(duration_ms = ms, %reason, "delivery older than max_age: dead letter");
+                return dead(
+                    format!(
+                        "{reason} (gave up: the next attempt would exceed max_age {}ms)",
+                        max_age.as_millis()
+                    ),
+                    label,
+                );
+            }
+        }
+        tracing::info!(duration_ms = ms, %reason, retry_in_ms = delay.as_millis() as u64, "will retry");
+        Decision {
+            finish: Finish::Retry {
+                next_at_ms,
+                error: reason,
+            },
+            label,
+            retry_at: Some(tokio::time::Instant::now() + delay),
+        }
+    }
+
+    /// Applies the outcome of a call that returned after its timeout was recorded (as a retry
+    /// when `pending`, else as a dead letter). Returns whether it ended the delivery.
+    async fn late(
+        &self,
+        slot: &Arc<PluginSlot>,
+        job: &Job,
+        attempt: u32,
+        outcome: CallOutcome,
+        pending: bool,
+    ) -> bool {
+        let at = |dead_too| Guard {
+            generation: job.generation,
+            attempts: attempt,
+            dead_too,
+        };
+        match outcome {
+            CallOutcome::Ok => {
+                let applied = self
+                    .record(job, at(true), attempt, Finish::Done, "ok")
+                    .await;
+                if applied {
+                    tracing::info!("the timed-out call succeeded after all: delivered");
+                }
+                applied
+            }
+            CallOutcome::Retry { .. } => false,
+            CallOutcome::Reject { reason } => {
+                let reason = detail::cap(reason);
+                tracing::warn!(%reason, "the timed-out call was rejected after all: dead letter");
+                let finish = Finish::Dead { error: reason };
+                pending && self.record(job, at(false), attempt, finish, "reject").await
+            }
+            CallOutcome::Panicked { message } => {
+                let message = detail::cap(message);
+                tracing::error!(%message, "the timed-out call panicked: dead letter, restarting instance");
+                restart(slot).await;
+                let finish = Finish::Dead {
+                    error: format!("panicked: {message}"),
+                };
+                pending
+                    && self
+                        .record(job, at(false), attempt, finish, "panicked")
+                        .await
+            }
+        }
+    }
+
+    /// Records an outcome, retrying until the store takes it. Returns whether it applied (false
+    /// when the delivery was replayed or finished meanwhile — the replay stands — or on
+    /// shutdown, when the store still shows the delivery pending).
+    async fn record(
+        &self,
+        job: &Job,
+        guard: Guard,
+        attempt: u32,
+        finish: Finish,
+        label: &str,
+    ) -> bool {
+        let mut wait = RECORD_RETRY_MIN;
+        let mut failures = 0u32;
+        loop {
+            match self
+                .store
+                .finish(job.key, guard, attempt, finish.clone())
+                .await
+            {
+                Ok(applied) => {
+                    self.health.set(true);
+                    if failures > 0 {
+                        tracing::info!(failures, "delivery outcome recorded after store failures");
+                    }
+                    if applied {
+                        count(job, &finish, label);
+                    } else {
+                        tracing::info!(
+                            "outcome not recorded: the delivery was replayed or finished meanwhile"
+                        );
+                    }
+                    return applied;
+                }
+                Err(e) => {
+                    self.health.set(false);
+                    if failures == 0 {
+                        tracing::error!(error = %e, "could not record the delivery outcome: keeping it in memory, pausing new calls until the store takes writes");
+                    }
+                    failures += 1;
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = self.cancel.cancelled() => return false,
+                    }
+                    wait = (wait * 2).min(RECORD_RETRY_MAX);
+                }
+            }
+        }
+    }
+
+    /// Waits on an in-memory timer, then queues the next attempt (unless a replay superseded it).
+    fn schedule(self: &Arc<Self>, job: Job, attempt: u32, at: tokio::time::Instant) {
+        let Some((timer, cancel)) = self.known.wait(job.key, job.generation) else {
+            return;
+        };
+        let engine = self.clone();
+        let mut next = job;
+        next.attempts = attempt;
+        let wait = async move {
+            tokio::select! {
+                _ = tokio::time::sleep_until(at) => {
+                    if engine.known.timer_fired(next.key, next.generation, timer) {
+                        engine.enqueue(next);
+                    }
+                }
+                _ = cancel.cancelled() => {}
+                _ = engine.cancel.cancelled() => {}
+            }
+        };
+        tokio::spawn(wait.instrument(tracing::Span::current()));
+    }
+}
+
+/// Counts an outcome that the store took.
+fn count(job: &Job, finish: &Finish, label: &str) {
+    let m = metrics::get();
+    m.deliveries
+        .get_or_create(&metrics::OutcomeLabels {
+            plugin: job.plugin.clone(),
+            outcome: label.to_owned(),
+        })
+        .inc();
+    match finish {
+        Finish::Dead { .. } => {
+            m.dead_letters
+                .get_or_create(&metrics::plugin(&job.plugin))
+                .inc();
+        }
+        Finish::Retry { .. } => {
+            m.retries.get_or_create(&metrics::plugin(&job.plugin)).inc();
+        }
+        Finish::Done => {}
+    }
+}
+
+fn panicked(e: tokio::task::JoinError) -> CallOutcome {
+    CallOutcome::Panicked {
+        message: format!("plugin call failed: {e}"),
+    }
+}
+
+/// Replaces a panicked instance (its init, and the old instance's shutdown, may block).
+async fn restart(slot: &Arc<PluginSlot>) {
+    let fresh = slot.clone();
+    match tokio::task::spawn_blocking(move || fresh.reinit()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "plugin instance could not be restarted"),
+        Err(e) => tracing::error!(error = %e, "plugin restart failed"),
+    }
+}
+
+fn build_payload(job: &Job, attempt: u32) -> Result<Vec<u8>, String> {
+    let event: &RawValue =
+        serde_json::from_str(&job.body).map_err(|e| format!("stored event is not JSON: {e}"))?;
+    serde_json::to_vec(&DeliveryPayload {
+        delivery_id: delivery_id(&job.event_id, &job.plugin),
+        attempt,
+        plugin: &job.plugin,
+        app: &job.app,
+        event_id: &job.event_id,
+        event_type: &job.event_type,
+        received_at: job.received_at_ms,
+        event,
+    })
+    .map_err(|e| format!("cannot build delivery: {e}"))
+}

@@ -1,0 +1,54 @@
+//! Plugin outcome details (reasons) are stored in `last_error` and logged: they are capped so a
+//! plugin cannot fill the store or the log with one answer. The gateway does not redact plugin
+//! text (plugins redact their own secrets, as the shipped ones do); it only caps it.
+
+/// The most bytes of a reason kept.
+pub const MAX_DETAIL: usize = 4096;
+
+/// `reason` cut to at most [`MAX_DETAIL`] bytes (on a character boundary), with a marker
+/// saying how much was dropped.
+pub fn cap(reason: String) -> String {
+    if reason.len() <= MAX_DETAIL {
+        return reason;
+    }
+    let marker = format!(" … [truncated {} bytes]", reason.len());
+    let mut end = MAX_DETAIL.saturating_sub(marker.len());
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let dropped = reason.len() - end;
+    let mut out = reason;
+    out.truncate(end);
+    out.push_str(&format!(" … [truncated {dropped} bytes]"));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_reasons_are_untouched_and_long_ones_capped_on_a_char_boundary() {
+        assert_eq!(cap("short".into()), "short");
+        let exact = "x".repeat(MAX_DETAIL);
+        assert_eq!(cap(exact.clone()), exact);
+        for long in [
+            "y".repeat(20_000),
+            "é".repeat(9_999),
+            format!("a{}", "€".repeat(3000)),
+        ] {
+            let capped = cap(long.clone());
+            assert!(capped.len() <= MAX_DETAIL, "{}", capped.len());
+            assert!(capped.ends_with("bytes]"), "{capped:.40}");
+            let kept = capped.split(" … [truncated ").next().unwrap_or_default();
+            assert!(long.starts_with(kept));
+            let dropped: usize = capped
+                .rsplit("[truncated ")
+                .next()
+                .and_then(|t| t.strip_suffix(" bytes]"))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_default();
+            assert_eq!(kept.len() + dropped, long.len());
+        }
+    }
+}

@@ -1,0 +1,346 @@
+//! The delivery engine keeps ARCHITECTURE.md's invariants under store write failures, timed-out
+//! calls, replays and reloads (issue 10). Each test is named after what broke.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use gateway_e2e::harness::{base_config, binaries, read_jsonl, wait_until, Lark, TestGateway};
+
+const TOKEN: &str = "tok";
+const WAIT: Duration = Duration::from_secs(15);
+
+/// One app, `[delivery]` settings, and testkit instances `(name, testkit config, extra keys)`
+/// each routed for `test.<name>`; testkit records to `data/<name>.jsonl`.
+fn config(delivery: &str, plugins: &[(&str, &str, &str)]) -> String {
+    let mut cfg = format!(
+        "{}\n[[apps]]\nname = \"hire\"\npath = \"/hook\"\nverification_token = \"{TOKEN}\"\n\n[delivery]\n{delivery}\n",
+        base_config()
+    );
+    for (name, kit, extra) in plugins {
+        cfg.push_str(&format!(
+            "\n[[plugins]]\nname = \"{name}\"\nlibrary = \"{lib}\"\nconfig = {{ {kit}, record = \"data/{name}.jsonl\" }}\n{extra}\n\n[[routes]]\nevents = [\"test.{name}\"]\nplugins = [\"{name}\"]\n",
+            lib = binaries().testkit.display(),
+        ));
+    }
+    cfg
+}
+
+fn send(gw: &TestGateway, id: &str, event_type: &str) {
+    let lark = Lark::plain(TOKEN);
+    let a = lark.send(
+        &gw.url("/hook"),
+        &lark.event_v2(id, event_type, serde_json::json!({"n": id})),
+    );
+    assert_eq!(a.status, 200, "{id}: {}", a.body);
+}
+
+fn record(gw: &TestGateway, name: &str) -> Vec<serde_json::Value> {
+    read_jsonl(&gw.dir.join(format!("data/{name}.jsonl")))
+}
+
+fn calls(gw: &TestGateway, name: &str) -> Vec<serde_json::Value> {
+    record(gw, name)
+        .into_iter()
+        .filter(|l| l["outcome"] != "shutdown")
+        .collect()
+}
+
+fn delivery(gw: &TestGateway, event_id: &str, plugin: &str) -> serde_json::Value {
+    let (code, out, err) = gw.cli(&["events", "show", event_id]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    v["deliveries"]
+        .as_array()
+        .and_then(|ds| ds.iter().find(|d| d["plugin"] == plugin).cloned())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+fn state(gw: &TestGateway, event_id: &str, plugin: &str) -> String {
+    delivery(gw, event_id, plugin)["state"]
+        .as_str()
+        .unwrap_or("none")
+        .to_owned()
+}
+
+/// Waits until `name`'s record has `n` calls; returns when each arrived (as seen by polling).
+fn call_arrivals(gw: &TestGateway, name: &str, n: usize, timeout: Duration) -> Vec<Instant> {
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + timeout;
+    while seen.len() < n && Instant::now() < deadline {
+        let now = calls(gw, name).len();
+        while seen.len() < now {
+            seen.push(Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    seen
+}
+
+#[test]
+fn an_outcome_the_store_could_not_record_is_not_called_again_while_the_store_is_locked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(
+        "initial_backoff = \"50ms\"\nmax_backoff = \"100ms\"\ntimeout = \"10s\"",
+        &[("slow", "mode = \"slow\", sleep_ms = 800", "")],
+    );
+    let gw = TestGateway::spawn(dir.path(), &cfg);
+    send(&gw, "locked-1", "test.slow");
+    std::thread::sleep(Duration::from_millis(200));
+    // While the call runs, another process takes the write lock for 6 s: the outcome cannot be
+    // recorded, reads still work (WAL), so the sweeper sees the delivery as pending.
+    let other = rusqlite::Connection::open(dir.path().join("data/gateway.db")).expect("open");
+    other.execute_batch("BEGIN IMMEDIATE").expect("lock");
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(
+        calls(&gw, "slow").len(),
+        1,
+        "called again while its outcome was unrecorded"
+    );
+    other.execute_batch("ROLLBACK").expect("unlock");
+    assert!(wait_until(WAIT, || state(&gw, "locked-1", "slow") == "done"));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(calls(&gw, "slow").len(), 1);
+}
+
+#[test]
+fn a_timed_out_call_that_succeeds_late_turns_its_dead_letter_into_done() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(
+        "max_attempts = 1\ntimeout = \"300ms\"",
+        &[("late", "mode = \"slow\", sleep_ms = 1500", "")],
+    );
+    let gw = TestGateway::spawn(dir.path(), &cfg);
+    send(&gw, "late-1", "test.late");
+    assert!(wait_until(WAIT, || state(&gw, "late-1", "late") == "dead"));
+    assert!(
+        wait_until(WAIT, || state(&gw, "late-1", "late") == "done"),
+        "a late Ok is the delivery: {}",
+        delivery(&gw, "late-1", "late")
+    );
+    assert_eq!(calls(&gw, "late").len(), 1);
+}
+
+#[test]
+fn a_replay_while_a_timed_out_call_still_runs_waits_for_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(
+        "max_attempts = 1\ntimeout = \"300ms\"",
+        &[("late", "mode = \"slow\", sleep_ms = 2500", "")],
+    );
+    let gw = TestGateway::spawn(dir.path(), &cfg);
+    send(&gw, "late-2", "test.late");
+    assert!(wait_until(WAIT, || state(&gw, "late-2", "late") == "dead"));
+    let (code, out, err) = gw.cli(&["replay", "--dead-letters"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let arrivals = call_arrivals(&gw, "late", 2, Duration::from_secs(20));
+    assert_eq!(
+        arrivals.len(),
+        2,
+        "the replay runs once the first call returned"
+    );
+    let gap = arrivals[1] - arrivals[0];
+    assert!(
+        gap >= Duration::from_millis(2000),
+        "two calls overlapped (second ended {gap:?} after the first)"
+    );
+    assert!(
+        calls(&gw, "late").iter().all(|c| c["in_flight"] == 1),
+        "{:?}",
+        calls(&gw, "late")
+    );
+    assert!(wait_until(WAIT, || state(&gw, "late-2", "late") == "done"));
+}
+
+#[test]
+fn a_reload_of_a_changed_instance_keeps_its_concurrency_and_calls_only_the_new_instance() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let delivery = "timeout = \"10s\"";
+    let plugin = |tag: &str| {
+        config(
+            delivery,
+            &[(
+                "kit",
+                &format!("mode = \"slow\", sleep_ms = 1000, tag = \"{tag}\""),
+                "max_concurrency = 1",
+            )],
+        )
+    };
+    let gw = TestGateway::spawn(dir.path(), &plugin("v1"));
+    for id in ["r-a", "r-b", "r-c"] {
+        send(&gw, id, "test.kit");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(dir.path().join("gateway.toml"), plugin("v2")).expect("write");
+    gw.signal("HUP");
+    assert!(
+        wait_until(WAIT, || gw.log().contains("config reloaded")),
+        "{}",
+        gw.log()
+    );
+    assert_eq!(
+        call_arrivals(&gw, "kit", 3, Duration::from_secs(20)).len(),
+        3
+    );
+    let calls = calls(&gw, "kit");
+    assert!(
+        calls.iter().all(|c| c["in_flight"] == 1),
+        "concurrency doubled: {calls:?}"
+    );
+    let by_event = |id: &str| {
+        calls
+            .iter()
+            .find(|c| c["event_id"] == id)
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        by_event("r-a")["tag"],
+        "v1",
+        "started before the reload: {calls:?}"
+    );
+    assert_eq!(
+        by_event("r-b")["tag"],
+        "v2",
+        "started after the reload on the old instance: {calls:?}"
+    );
+    assert_eq!(by_event("r-c")["tag"], "v2", "{calls:?}");
+}
+
+#[test]
+fn an_event_whose_body_arrives_across_a_reload_is_routed_by_the_new_config() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let both = config(
+        "",
+        &[("a", "mode = \"ok\"", ""), ("b", "mode = \"ok\"", "")],
+    )
+    .replace("events = [\"test.a\"]", "events = [\"test.ab\"]")
+    .replace("events = [\"test.b\"]", "events = [\"test.ab\"]");
+    let gw = TestGateway::spawn(dir.path(), &both);
+    let lark = Lark::plain(TOKEN);
+    let body = lark.event_v2("split-1", "test.ab", serde_json::json!({}));
+    let mut conn = TcpStream::connect(gw.addr).expect("connect");
+    let (first, rest) = body.split_at(body.len() / 2);
+    write!(
+        conn,
+        "POST /hook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{first}",
+        body.len()
+    )
+    .expect("write head");
+    // Plugin b goes away while the body is still arriving.
+    let only_a = config("", &[("a", "mode = \"ok\"", "")])
+        .replace("events = [\"test.a\"]", "events = [\"test.ab\"]");
+    std::fs::write(dir.path().join("gateway.toml"), only_a).expect("write");
+    gw.signal("HUP");
+    assert!(
+        wait_until(WAIT, || gw.log().contains("config reloaded")),
+        "{}",
+        gw.log()
+    );
+    conn.write_all(rest.as_bytes()).expect("write rest");
+    let mut answer = [0u8; 512];
+    let n = conn.read(&mut answer).expect("read");
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(wait_until(WAIT, || state(&gw, "split-1", "a") == "done"));
+    assert_eq!(
+        state(&gw, "split-1", "b"),
+        "none",
+        "no delivery for a removed plugin"
+    );
+}
+
+#[test]
+fn deliveries_of_a_removed_instance_are_dead_lettered_after_the_grace() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings =
+        "initial_backoff = \"30s\"\nmax_backoff = \"30s\"\nremoved_plugin_grace = \"1s\"";
+    let cfg = config(
+        settings,
+        &[
+            (
+                "gone",
+                "mode = \"retry_always\", retry_after_ms = 30000",
+                "",
+            ),
+            ("stay", "mode = \"ok\"", ""),
+        ],
+    );
+    let gw = TestGateway::spawn(dir.path(), &cfg);
+    send(&gw, "orphan-1", "test.gone");
+    assert!(wait_until(WAIT, || calls(&gw, "gone").len() == 1));
+    let without = config(settings, &[("stay", "mode = \"ok\"", "")]);
+    std::fs::write(dir.path().join("gateway.toml"), without).expect("write");
+    gw.signal("HUP");
+    assert!(
+        wait_until(WAIT, || state(&gw, "orphan-1", "gone") == "dead"),
+        "{}",
+        delivery(&gw, "orphan-1", "gone")
+    );
+    let d = delivery(&gw, "orphan-1", "gone");
+    let error = d["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("plugin instance `gone` is no longer configured"),
+        "{error}"
+    );
+    let (code, out, _) = gw.cli(&["dead-letters"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("orphan-1"), "{out}");
+}
+
+#[test]
+fn a_replay_of_a_delivery_waiting_on_a_retry_timer_runs_within_seconds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(
+        "initial_backoff = \"20s\"\nmax_backoff = \"30s\"",
+        &[(
+            "wait",
+            "mode = \"retry_always\", retry_after_ms = 20000",
+            "",
+        )],
+    );
+    let gw = TestGateway::spawn(dir.path(), &cfg);
+    send(&gw, "timer-1", "test.wait");
+    assert!(wait_until(WAIT, || calls(&gw, "wait").len() == 1));
+    let (code, out, err) = gw.cli(&["replay", "timer-1"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        wait_until(Duration::from_secs(5), || calls(&gw, "wait").len() == 2),
+        "the replay waited for the old retry timer"
+    );
+    assert_eq!(
+        calls(&gw, "wait")[1]["attempt"],
+        1,
+        "a replay starts from attempt 1"
+    );
+}
+
+#[test]
+fn a_huge_outcome_detail_is_capped_in_the_store_and_the_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(
+        "",
+        &[("wordy", "mode = \"reject\", pad_reason = 20000", "")],
+    );
+    let gw = TestGateway::spawn(dir.path(), &cfg);
+    send(&gw, "wordy-1", "test.wordy");
+    assert!(wait_until(WAIT, || state(&gw, "wordy-1", "wordy") == "dead"));
+    let error = delivery(&gw, "wordy-1", "wordy")["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(error.len() <= 4096, "{} bytes stored", error.len());
+    assert!(
+        error.starts_with("testkit: reject wordy-1:wordy"),
+        "{error:.80}"
+    );
+    assert!(
+        error.contains("[truncated"),
+        "{}",
+        &error[error.len().saturating_sub(80)..]
+    );
+    assert!(
+        !gw.log().contains(&"x".repeat(5000)),
+        "the whole detail was logged"
+    );
+}
