@@ -344,3 +344,41 @@ fn a_huge_outcome_detail_is_capped_in_the_store_and_the_log() {
         "the whole detail was logged"
     );
 }
+
+#[test]
+fn a_reload_replacing_a_hung_instance_takes_effect_before_the_hung_call_returns() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let delivery = "timeout = \"300ms\"\ninitial_backoff = \"10s\"\nmax_backoff = \"10s\"";
+    let plugin = |kit: &str| config(delivery, &[("kit", kit, "max_concurrency = 1")]);
+    let gw = TestGateway::spawn(
+        dir.path(),
+        &plugin("mode = \"slow\", sleep_ms = 6000, tag = \"hung\""),
+    );
+    send(&gw, "h-a", "test.kit");
+    std::thread::sleep(Duration::from_millis(100));
+    // h-b waits for the only permit, which the hung call holds.
+    send(&gw, "h-b", "test.kit");
+    std::thread::sleep(Duration::from_millis(600));
+    std::fs::write(
+        dir.path().join("gateway.toml"),
+        plugin("mode = \"ok\", tag = \"fixed\""),
+    )
+    .expect("write");
+    let reloaded = Instant::now();
+    gw.signal("HUP");
+    assert!(
+        wait_until(Duration::from_secs(3), || state(&gw, "h-b", "kit")
+            == "done"),
+        "the fixed instance did not take over while the old call hung: {}",
+        gw.log()
+    );
+    assert!(reloaded.elapsed() < Duration::from_secs(4));
+    let b = calls(&gw, "kit");
+    assert_eq!(b.len(), 1, "{b:?}");
+    assert_eq!(b[0]["tag"], "fixed");
+    // The hung call returns Ok at 6 s: that is h-a's delivery, and nothing ran twice.
+    assert!(wait_until(WAIT, || state(&gw, "h-a", "kit") == "done"));
+    std::thread::sleep(Duration::from_millis(300));
+    let all = calls(&gw, "kit");
+    assert_eq!(all.len(), 2, "{all:?}");
+}
