@@ -201,6 +201,9 @@ pub fn build_plugins_release() -> PluginPaths {
 pub struct RawFixtures {
     /// Well-formed; counts buffers and `free_buf` calls.
     pub counting: PathBuf,
+    /// The same well-formed ABI 1.0 plugin (no batch entry) in a library of its own, so tests
+    /// of it never touch `counting`'s counters.
+    pub legacy: PathBuf,
     /// ABI major 2.
     pub bad_major: PathBuf,
     /// Descriptor smaller than the host's.
@@ -239,8 +242,9 @@ fn compile_raw_fixtures(out_dir: &Path) -> Result<RawFixtures, String> {
     let dir = out_dir.join("raw-plugins");
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let plugin = src.join("raw_plugin.rs");
-    let variants: [(&str, &Path, Option<&str>); 9] = [
+    let variants: [(&str, &Path, Option<&str>); 10] = [
         ("counting", &plugin, None),
+        ("legacy", &plugin, None),
         ("bad_major", &plugin, Some("bad_major")),
         ("small_struct", &plugin, Some("small_struct")),
         ("newer_minor", &plugin, Some("newer_minor")),
@@ -309,6 +313,7 @@ fn compile_raw_fixtures(out_dir: &Path) -> Result<RawFixtures, String> {
     };
     Ok(RawFixtures {
         counting: take("counting")?,
+        legacy: take("legacy")?,
         bad_major: take("bad_major")?,
         small_struct: take("small_struct")?,
         newer_minor: take("newer_minor")?,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use gateway_e2e::build_plugins;
 use gateway_e2e::hostkit::{call, instantiate, open, quiet};
 use gateway_e2e::{raw_fixtures, RawFixtures};
-use gateway_plugin::abi::{ABI_MAJOR, ABI_MINOR, DESCRIPTOR_SIZE};
+use gateway_plugin::abi::{ABI_MAJOR, ABI_MINOR, DESCRIPTOR_SIZE_1_0};
 use gateway_plugin::host::{CallOutcome, InitError, Library, LoadError};
 use serde_json::json;
 
@@ -53,17 +53,18 @@ fn too_small_descriptor_is_refused_with_both_sizes() {
     let (err, msg) = load_err(&path);
     // abi_major, abi_minor, struct_size (u32 each), padding, build_tag (a pointer).
     let found = (3 * 4 + 4 + std::mem::size_of::<usize>()) as u32;
-    assert!(found < DESCRIPTOR_SIZE);
+    assert!(found < DESCRIPTOR_SIZE_1_0);
     assert_eq!(
         err,
         LoadError::StructSize {
             path: path.clone(),
-            found
+            found,
+            needed: DESCRIPTOR_SIZE_1_0
         }
     );
     assert!(
         msg.contains(&format!(
-            "descriptor is {found} bytes, gateway needs at least {DESCRIPTOR_SIZE}"
+            "descriptor is {found} bytes, its ABI version needs at least {DESCRIPTOR_SIZE_1_0}"
         )),
         "{msg}"
     );
@@ -389,4 +390,73 @@ fn plugin_paths_are_absolute_existing_files() {
     for path in [&p.logger, &p.testkit] {
         assert!(path.is_file() && path.is_absolute(), "{}", path.display());
     }
+}
+
+#[test]
+fn a_plugin_built_for_abi_1_0_keeps_working_and_batches_go_through_handle() {
+    // The raw fixture restates the 1.0 descriptor (no batch entry, 1.0 size).
+    let lib = open(&raw().legacy);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inst = instantiate(&lib, "raw", json!({}), dir.path());
+    assert!(!inst.has_batch());
+    let inputs: Vec<Vec<u8>> = ["ok", "reject", "ok"]
+        .iter()
+        .enumerate()
+        .map(|(n, t)| gateway_e2e::delivery_json(&gateway_e2e::delivery(n as u64, t, 0)))
+        .collect();
+    let refs: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
+    let outcomes = inst
+        .handle_batch(&refs)
+        .expect("no batch panic without a batch entry");
+    assert_eq!(outcomes.len(), 3);
+    assert_eq!(outcomes[0], CallOutcome::Ok);
+    assert!(
+        matches!(outcomes[1], CallOutcome::Reject { .. }),
+        "{outcomes:?}"
+    );
+    assert_eq!(outcomes[2], CallOutcome::Ok);
+}
+
+#[test]
+fn an_sdk_plugin_handles_a_batch_with_one_outcome_per_delivery_and_a_batch_panic_is_reported() {
+    let lib = open(&build_plugins().testkit);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inst = instantiate(
+        &lib,
+        "kit",
+        json!({"modes": {"t.bad": "reject", "t.retry": "retry_always"}}),
+        dir.path(),
+    );
+    assert!(inst.has_batch());
+    let inputs: Vec<Vec<u8>> = ["t.ok", "t.bad", "t.retry", "t.ok"]
+        .iter()
+        .enumerate()
+        .map(|(n, t)| gateway_e2e::delivery_json(&gateway_e2e::delivery(n as u64, t, 0)))
+        .collect();
+    let mut refs: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
+    refs.push(b"{not a delivery");
+    let outcomes = inst.handle_batch(&refs).expect("outcomes");
+    assert_eq!(outcomes.len(), 5);
+    assert_eq!(outcomes[0], CallOutcome::Ok);
+    assert!(matches!(&outcomes[1], CallOutcome::Reject { reason } if reason.contains("reject")));
+    assert!(matches!(outcomes[2], CallOutcome::Retry { .. }));
+    assert_eq!(outcomes[3], CallOutcome::Ok);
+    assert!(
+        matches!(&outcomes[4], CallOutcome::Reject { reason } if reason.contains("malformed delivery"))
+    );
+
+    let poison = instantiate(
+        &lib,
+        "kit",
+        json!({"modes": {"t.poison": "panic_handle"}}),
+        dir.path(),
+    );
+    let inputs: Vec<Vec<u8>> = ["t.ok", "t.poison"]
+        .iter()
+        .enumerate()
+        .map(|(n, t)| gateway_e2e::delivery_json(&gateway_e2e::delivery(n as u64, t, 0)))
+        .collect();
+    let refs: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
+    let err = poison.handle_batch(&refs).expect_err("the batch panicked");
+    assert!(err.contains("testkit: panic in handle"), "{err}");
 }

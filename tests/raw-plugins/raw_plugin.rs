@@ -13,7 +13,7 @@
 //!   refuses a config containing `"refuse"` with a message buffer.
 //! - `bad_major`: ABI major 2 and a descriptor of only the three header fields.
 //! - `small_struct`: ABI 1.0 but a descriptor that stops after `build_tag`.
-//! - `newer_minor`: ABI 1.1 with one appended field.
+//! - `newer_minor`: ABI 1.2 (newer than any host) with one appended field.
 //! - `wrong_symbol`: a full descriptor exported under `gateway_plugin_v2` instead of `_v1`.
 //! - `null_descriptor`: the entry returns null.
 //! - `null_name`: a full descriptor whose `name` is null.
@@ -87,7 +87,7 @@ const fn cstr(s: &'static [u8]) -> *const c_char {
 #[cfg(not(any(bad_major, small_struct, null_descriptor)))]
 static DESCRIPTOR: Descriptor = Descriptor {
     abi_major: 1,
-    abi_minor: if cfg!(newer_minor) { 1 } else { 0 },
+    abi_minor: if cfg!(newer_minor) { 2 } else { 0 },
     struct_size: std::mem::size_of::<Descriptor>() as u32,
     build_tag: cstr(b"raw fixture; no SDK\0"),
     name: if cfg!(null_name) {

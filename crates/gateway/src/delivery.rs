@@ -316,19 +316,32 @@ impl Engine {
                 },
                 p = queue.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             };
+            // One call takes every ready delivery, up to `max_batch` (filled while the permits
+            // were busy: batches grow with the load).
+            let max_batch = self.config().max_batch.max(1);
+            let mut batch = vec![job];
+            while batch.len() < max_batch {
+                match rx.try_recv() {
+                    Ok(j) => batch.push(j),
+                    Err(_) => break,
+                }
+            }
             // Superseded by a replay while it waited in the queue: drop it.
-            if !self.known.start(job.key, job.generation) {
+            batch.retain(|j| self.known.start(j.key, j.generation));
+            if batch.is_empty() {
                 continue;
             }
-            // The instance current now, not when the job was queued.
+            // The instance current now, not when the jobs were queued.
             let Some(slot) = queue.slot() else {
-                self.known.drop_key(job.key, job.generation);
+                for j in &batch {
+                    self.known.drop_key(j.key, j.generation);
+                }
                 continue;
             };
             let engine = self.clone();
             let queue = queue.clone();
             self.calls
-                .spawn(async move { engine.run(queue, slot, job, permit).await });
+                .spawn(async move { engine.run(queue, slot, batch, permit).await });
         }
         // Removed or shutting down: whatever is still queued stays pending in the store; let
         // the sweeper see it again should this instance come back.

@@ -65,6 +65,36 @@ impl PluginSlot {
         }
     }
 
+    /// Calls the plugin with a batch (blocking): one outcome per delivery. When the plugin's
+    /// batch entry panics as a whole, the instance is replaced and each delivery is handed to
+    /// `handle` on its own, so one poison delivery ends only itself.
+    pub fn call_batch(&self, deliveries: &[&[u8]]) -> Vec<CallOutcome> {
+        let Some(instance) = self.instance() else {
+            return deliveries
+                .iter()
+                .map(|_| CallOutcome::Retry {
+                    reason: "plugin instance unavailable".into(),
+                    retry_after: None,
+                })
+                .collect();
+        };
+        if deliveries.len() == 1 {
+            return vec![instance.handle(deliveries[0])];
+        }
+        match instance.handle_batch(deliveries) {
+            Ok(outcomes) => outcomes,
+            Err(message) => {
+                drop(instance);
+                tracing::error!(%message, deliveries = deliveries.len(),
+                    "plugin panicked in a batch: restarting the instance and handling each delivery on its own");
+                if let Err(e) = self.reinit() {
+                    tracing::error!(error = %e, "plugin instance could not be restarted");
+                }
+                deliveries.iter().map(|d| self.call(d)).collect()
+            }
+        }
+    }
+
     /// Replaces the instance with a fresh one (after a panic). The old one is shut down when
     /// its last in-flight call returns.
     pub fn reinit(&self) -> Result<(), InitError> {

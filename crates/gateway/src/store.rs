@@ -75,6 +75,16 @@ pub struct Guard {
     pub dead_too: bool,
 }
 
+/// The end of one attempt, to persist (see [`Store::finish_many`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinishRecord {
+    pub key: i64,
+    pub guard: Guard,
+    /// Attempts made, including this one.
+    pub attempts: u32,
+    pub finish: Finish,
+}
+
 /// A pending delivery with everything needed to call its plugin.
 #[derive(Debug, Clone)]
 pub struct PendingDelivery {
@@ -143,11 +153,14 @@ pub struct Backlog {
 pub trait Store: Send + Sync + 'static {
     /// Records an event and its deliveries durably, or reports a duplicate.
     fn accept(&self, event: NewEvent) -> StoreFuture<Accepted>;
-    /// Persists the end of one attempt (`attempts` = attempts made, including this one), but only
+    /// Persists the end of attempts (`attempts` = attempts made, including this one), each only
     /// if the delivery still matches `guard` (same generation, same attempt count, pending — or
     /// dead when `guard.dead_too`): nobody replayed or finished it meanwhile. Returns whether it
     /// applied.
-    fn finish(&self, key: i64, guard: Guard, attempts: u32, finish: Finish) -> StoreFuture<bool>;
+    ///
+    /// Takes several records in one durable write (a batch's outcomes): all or none are
+    /// persisted; one `applied` flag per record, in order.
+    fn finish_many(&self, records: Vec<FinishRecord>) -> StoreFuture<Vec<bool>>;
     /// One page of pending deliveries due at `now_ms`, ordered by `(next_at, key)` and strictly
     /// after the cursor `after` (use `(i64::MIN, i64::MIN)` for the first page), at most `limit`.
     fn due(&self, now_ms: i64, after: (i64, i64), limit: usize) -> StoreFuture<Due>;

@@ -8,8 +8,15 @@
 //! A plugin library exports one function, [`ENTRY_SYMBOL`] (`gateway_plugin_v1`), of type
 //! [`EntryFn`]. It returns a pointer to a [`PluginDescriptor`] with `'static` lifetime. The host
 //! calls it once per library, then checks, in this order and before calling anything else:
-//! `abi_major == ABI_MAJOR`, `struct_size >= size_of::<PluginDescriptor>()` (as the host knows
-//! it), `abi_minor <= ABI_MINOR` (the host's). The first three fields never move.
+//! `abi_major == ABI_MAJOR`, `struct_size >=` [`DESCRIPTOR_SIZE_1_0`] (the 1.0 layout),
+//! `abi_minor <= ABI_MINOR` (the host's). The first three fields never move.
+//!
+//! # Versions
+//! - 1.0: `init`, `handle`, `free_buf`, `shutdown`.
+//! - 1.1: `handle_batch` appended. The host reads it only when the plugin says `abi_minor >= 1`
+//!   and its `struct_size` covers the field; a 1.0 plugin keeps working unchanged (the host then
+//!   calls `handle` once per delivery). A plugin claiming 1.1 with a 1.0-sized descriptor is
+//!   refused.
 //!
 //! # Ownership
 //! - [`GwStr`] is *borrowed*: the side that passes it owns the bytes; they are valid only for the
@@ -19,9 +26,10 @@
 //!   plugin memory with its own allocator (the two sides may not share one).
 //!
 //! # Threading
-//! `init` and `shutdown` are called once per instance. `handle` may be called from several host
-//! threads at once on the same instance (up to the plugin's configured `max_concurrency`), so an
-//! instance must be thread-safe. `shutdown` is never concurrent with `handle` on that instance.
+//! `init` and `shutdown` are called once per instance. `handle` and `handle_batch` may be called
+//! from several host threads at once on the same instance (up to the plugin's configured
+//! `max_concurrency` calls in all, a batch counting as one call), so an instance must be
+//! thread-safe. `shutdown` is never concurrent with them on that instance.
 //! `log` in [`HostApi`] may be called from any thread.
 //!
 //! # Unwinding
@@ -34,7 +42,7 @@ use std::ffi::{c_char, c_void};
 /// Incremented on any incompatible change. A plugin with another major is refused.
 pub const ABI_MAJOR: u32 = 1;
 /// Incremented when fields are appended (compatibly). A host refuses plugins newer than itself.
-pub const ABI_MINOR: u32 = 0;
+pub const ABI_MINOR: u32 = 1;
 /// The entry symbol (NUL-terminated for `dlsym`).
 pub const ENTRY_SYMBOL: &[u8] = b"gateway_plugin_v1\0";
 /// The entry symbol as text, for messages.
@@ -155,6 +163,26 @@ pub struct PluginDescriptor {
     pub free_buf: unsafe extern "C" fn(buf: GwBuf),
     /// Destroys an instance. Called once, after every `handle` call on it has returned.
     pub shutdown: unsafe extern "C" fn(instance: *mut c_void),
+    /// **ABI 1.1; may be null.** Handles `count` (≥ 1) deliveries in one call, so a plugin can
+    /// amortise its own I/O (one write and one fsync for the batch). `deliveries` points to
+    /// `count` borrowed [`GwStr`]s, each the JSON of one delivery, valid during the call.
+    /// `out_codes` points to `count` host-owned `u32` slots and `out_details` to `count`
+    /// host-owned [`GwBuf`] slots set to empty; for each `i` the plugin writes an `OUTCOME_*`
+    /// to `out_codes[i]` and may write a detail buffer (as for `handle`) to `out_details[i]`,
+    /// which the host frees with `free_buf`. Returns [`OUTCOME_OK`] when every slot was
+    /// written, or [`OUTCOME_PANICKED`] when the batch as a whole failed: then the codes mean
+    /// nothing, `out_details[0]` may hold the message, and the host replaces the instance and
+    /// hands the same deliveries to `handle` one by one (each gets its own outcome; deliveries
+    /// the batch had already handled may be seen twice, which at-least-once allows).
+    pub handle_batch: Option<
+        unsafe extern "C" fn(
+            instance: *mut c_void,
+            deliveries: *const GwStr,
+            count: usize,
+            out_codes: *mut u32,
+            out_details: *mut GwBuf,
+        ) -> u32,
+    >,
 }
 
 // SAFETY: the descriptor only holds pointers to static, immutable data and function pointers; it
@@ -164,5 +192,7 @@ unsafe impl Sync for PluginDescriptor {}
 
 /// `size_of::<PluginDescriptor>()` as a `u32` (the value a plugin writes into `struct_size`).
 pub const DESCRIPTOR_SIZE: u32 = std::mem::size_of::<PluginDescriptor>() as u32;
+/// The size of the 1.0 descriptor (everything before `handle_batch`): the least a host accepts.
+pub const DESCRIPTOR_SIZE_1_0: u32 = std::mem::offset_of!(PluginDescriptor, handle_batch) as u32;
 /// `size_of::<HostApi>()` as a `u32`.
 pub const HOST_API_SIZE: u32 = std::mem::size_of::<HostApi>() as u32;

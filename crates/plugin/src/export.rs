@@ -62,6 +62,7 @@ pub const fn descriptor<T: Plugin>(name: &'static str, version: &'static str) ->
         handle: handle::<T>,
         free_buf,
         shutdown: shutdown::<T>,
+        handle_batch: Some(handle_batch::<T>),
     }
 }
 
@@ -183,18 +184,7 @@ unsafe extern "C" fn handle<T: Plugin>(
         }
     }));
     let (code, buf) = match result {
-        Ok(Outcome::Ok) => (abi::OUTCOME_OK, Vec::new()),
-        Ok(Outcome::Retry {
-            reason,
-            retry_after,
-        }) => (
-            abi::OUTCOME_RETRY,
-            detail(
-                reason,
-                retry_after.map(|d| d.as_millis().min(u64::MAX as u128) as u64),
-            ),
-        ),
-        Ok(Outcome::Reject { reason }) => (abi::OUTCOME_REJECT, detail(reason, None)),
+        Ok(outcome) => encode(outcome),
         Err(payload) => (
             abi::OUTCOME_PANICKED,
             detail(panic_message(&*payload), None),
@@ -205,6 +195,94 @@ unsafe extern "C" fn handle<T: Plugin>(
         unsafe { *out_detail = into_buf(buf) };
     }
     code
+}
+
+/// An outcome as its ABI code and detail bytes.
+fn encode(outcome: Outcome) -> (u32, Vec<u8>) {
+    match outcome {
+        Outcome::Ok => (abi::OUTCOME_OK, Vec::new()),
+        Outcome::Retry {
+            reason,
+            retry_after,
+        } => (
+            abi::OUTCOME_RETRY,
+            detail(
+                reason,
+                retry_after.map(|d| d.as_millis().min(u64::MAX as u128) as u64),
+            ),
+        ),
+        Outcome::Reject { reason } => (abi::OUTCOME_REJECT, detail(reason, None)),
+    }
+}
+
+unsafe extern "C" fn handle_batch<T: Plugin>(
+    instance: *mut c_void,
+    deliveries: *const GwStr,
+    count: usize,
+    out_codes: *mut u32,
+    out_details: *mut GwBuf,
+) -> u32 {
+    if count == 0 {
+        return abi::OUTCOME_OK;
+    }
+    if deliveries.is_null() || out_codes.is_null() || out_details.is_null() {
+        return abi::OUTCOME_PANICKED;
+    }
+    // SAFETY: the host passes `count` readable inputs and `count` writable slots of each kind
+    // (ABI contract); they do not overlap and live for the duration of this call.
+    let (inputs, codes, details) = unsafe {
+        (
+            std::slice::from_raw_parts(deliveries, count),
+            std::slice::from_raw_parts_mut(out_codes, count),
+            std::slice::from_raw_parts_mut(out_details, count),
+        )
+    };
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: `instance` is the pointer our `init` returned (see `handle`).
+        let plugin = unsafe { &*(instance as *const T) };
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; count];
+        let mut parsed = Vec::with_capacity(count);
+        let mut at = Vec::with_capacity(count);
+        for (i, input) in inputs.iter().enumerate() {
+            // SAFETY: each input is borrowed for the duration of this call.
+            match serde_json::from_slice::<Delivery>(unsafe { bytes(*input) }) {
+                Ok(d) => {
+                    parsed.push(d);
+                    at.push(i);
+                }
+                Err(e) => {
+                    outcomes[i] = Some(Outcome::reject(format!(
+                        "malformed delivery from host: {e}"
+                    )))
+                }
+            }
+        }
+        if !parsed.is_empty() {
+            let mut given = plugin.handle_batch(&parsed).into_iter();
+            for i in at {
+                outcomes[i] = Some(given.next().unwrap_or_else(|| {
+                    Outcome::retry(
+                        "the plugin's handle_batch returned fewer outcomes than deliveries",
+                    )
+                }));
+            }
+        }
+        outcomes
+    }));
+    match result {
+        Ok(outcomes) => {
+            for (i, outcome) in outcomes.into_iter().enumerate() {
+                let (code, buf) = encode(outcome.unwrap_or_else(|| Outcome::retry("no outcome")));
+                codes[i] = code;
+                details[i] = into_buf(buf);
+            }
+            abi::OUTCOME_OK
+        }
+        Err(payload) => {
+            details[0] = into_buf(detail(panic_message(&*payload), None));
+            abi::OUTCOME_PANICKED
+        }
+    }
 }
 
 unsafe extern "C" fn free_buf(buf: GwBuf) {

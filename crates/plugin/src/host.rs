@@ -17,21 +17,43 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::abi::{self, GwBuf, GwStr, HostApi, PluginDescriptor};
+use crate::abi::{self, GwBuf, GwStr, HostApi};
 use crate::sdk::{Level, OutcomeDetail};
 
 /// Why a library could not be used as a plugin. Every message names the file, what differs, both
 /// values where there are two, and the fix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LoadError {
-    NotFound { path: PathBuf },
-    Open { path: PathBuf, reason: String },
-    NoEntry { path: PathBuf },
-    NullDescriptor { path: PathBuf },
-    AbiMajor { path: PathBuf, found: u32 },
-    StructSize { path: PathBuf, found: u32 },
-    AbiMinor { path: PathBuf, found: u32 },
-    BadString { path: PathBuf, field: &'static str },
+    NotFound {
+        path: PathBuf,
+    },
+    Open {
+        path: PathBuf,
+        reason: String,
+    },
+    NoEntry {
+        path: PathBuf,
+    },
+    NullDescriptor {
+        path: PathBuf,
+    },
+    AbiMajor {
+        path: PathBuf,
+        found: u32,
+    },
+    StructSize {
+        path: PathBuf,
+        found: u32,
+        needed: u32,
+    },
+    AbiMinor {
+        path: PathBuf,
+        found: u32,
+    },
+    BadString {
+        path: PathBuf,
+        field: &'static str,
+    },
 }
 
 impl std::fmt::Display for LoadError {
@@ -66,11 +88,14 @@ impl std::fmt::Display for LoadError {
                 path.display(),
                 abi::ABI_MAJOR
             ),
-            LoadError::StructSize { path, found } => write!(
+            LoadError::StructSize {
+                path,
+                found,
+                needed,
+            } => write!(
                 f,
-                "incompatible plugin {}: descriptor is {found} bytes, gateway needs at least {}; rebuild it against {sdk}",
+                "incompatible plugin {}: descriptor is {found} bytes, its ABI version needs at least {needed}; rebuild it against {sdk}",
                 path.display(),
-                abi::DESCRIPTOR_SIZE
             ),
             LoadError::AbiMinor { path, found } => write!(
                 f,
@@ -137,11 +162,25 @@ pub enum CallOutcome {
 /// Receives plugin log lines: (instance name, level, message).
 pub type LogSink = Arc<dyn Fn(&str, Level, &str) + Send + Sync>;
 
+/// The descriptor's entries, copied out once at load (only those its version has).
+#[derive(Clone, Copy)]
+struct Fns {
+    init: unsafe extern "C" fn(GwStr, *const HostApi, *mut *mut c_void, *mut GwBuf) -> u32,
+    handle: unsafe extern "C" fn(*mut c_void, GwStr, *mut GwBuf) -> u32,
+    free_buf: unsafe extern "C" fn(GwBuf),
+    shutdown: unsafe extern "C" fn(*mut c_void),
+    /// ABI 1.1: `None` for 1.0 plugins, or when the plugin left it null.
+    handle_batch: BatchFn,
+}
+
+type BatchFn =
+    Option<unsafe extern "C" fn(*mut c_void, *const GwStr, usize, *mut u32, *mut GwBuf) -> u32>;
+
 /// An opened, ABI-checked plugin library. Cheap to clone; the library stays loaded forever.
 #[derive(Clone)]
 pub struct Library {
     path: PathBuf,
-    descriptor: &'static PluginDescriptor,
+    fns: Fns,
     name: String,
     version: String,
     build_tag: String,
@@ -200,15 +239,48 @@ impl Library {
         if major != abi::ABI_MAJOR {
             return Err(LoadError::AbiMajor { path, found: major });
         }
-        if size < abi::DESCRIPTOR_SIZE {
-            return Err(LoadError::StructSize { path, found: size });
+        if size < abi::DESCRIPTOR_SIZE_1_0 {
+            return Err(LoadError::StructSize {
+                path,
+                found: size,
+                needed: abi::DESCRIPTOR_SIZE_1_0,
+            });
         }
         if minor > abi::ABI_MINOR {
             return Err(LoadError::AbiMinor { path, found: minor });
         }
-        // SAFETY: major matches and the plugin's struct is at least as large as ours, so every
-        // field we know is present; the descriptor is static (ABI contract).
-        let descriptor: &'static PluginDescriptor = unsafe { &*ptr };
+        if minor >= 1 && size < abi::DESCRIPTOR_SIZE {
+            return Err(LoadError::StructSize {
+                path,
+                found: size,
+                needed: abi::DESCRIPTOR_SIZE,
+            });
+        }
+        // Read field by field through the raw pointer: a 1.0 descriptor is shorter than ours,
+        // so no reference to a whole `PluginDescriptor` is ever made.
+        // SAFETY: major matches and `struct_size` covers the 1.0 fields; the descriptor is
+        // static, immutable data (ABI contract).
+        let (name, version, build_tag, fns) = unsafe {
+            use std::ptr::addr_of;
+            let fns = Fns {
+                init: addr_of!((*ptr).init).read(),
+                handle: addr_of!((*ptr).handle).read(),
+                free_buf: addr_of!((*ptr).free_buf).read(),
+                shutdown: addr_of!((*ptr).shutdown).read(),
+                // Present only from 1.1 (checked above: size covers it when minor >= 1).
+                handle_batch: if minor >= 1 {
+                    addr_of!((*ptr).handle_batch).read()
+                } else {
+                    None
+                },
+            };
+            (
+                addr_of!((*ptr).name).read(),
+                addr_of!((*ptr).version).read(),
+                addr_of!((*ptr).build_tag).read(),
+                fns,
+            )
+        };
         let text = |p: *const std::ffi::c_char, field| {
             if p.is_null() {
                 return Err(LoadError::BadString {
@@ -226,10 +298,10 @@ impl Library {
                 })
         };
         Ok(Library {
-            name: text(descriptor.name, "name")?,
-            version: text(descriptor.version, "version")?,
-            build_tag: text(descriptor.build_tag, "build_tag")?,
-            descriptor,
+            name: text(name, "name")?,
+            version: text(version, "version")?,
+            build_tag: text(build_tag, "build_tag")?,
+            fns,
             path,
         })
     }
@@ -278,9 +350,8 @@ impl Library {
         // SAFETY: `config` and `api` outlive the call (and `api`/`ctx` the instance: both are
         // moved into the `Instance` below and their heap addresses do not change); the
         // out-pointers are valid and initialised.
-        let code = unsafe {
-            (self.descriptor.init)(gw_str(&config), &*api, &mut out_instance, &mut out_error)
-        };
+        let code =
+            unsafe { (self.fns.init)(gw_str(&config), &*api, &mut out_instance, &mut out_error) };
         let message = self.take_buf(out_error);
         match code {
             abi::INIT_OK if !out_instance.is_null() => Ok(Instance {
@@ -319,7 +390,7 @@ impl Library {
         let text = String::from_utf8_lossy(unsafe { std::slice::from_raw_parts(buf.ptr, buf.len) })
             .into_owned();
         // SAFETY: the buffer came from this plugin and is freed exactly once, by its own free_buf.
-        unsafe { (self.descriptor.free_buf)(buf) };
+        unsafe { (self.fns.free_buf)(buf) };
         text
     }
 }
@@ -404,9 +475,62 @@ impl Instance {
         let lib = &self.inner.library;
         // SAFETY: `ptr` is the live instance from `init` (shutdown only runs on drop of the last
         // reference, and we hold one); the input buffer is borrowed for the call.
-        let code =
-            unsafe { (lib.descriptor.handle)(self.inner.ptr, gw_str(delivery_json), &mut detail) };
-        let text = lib.take_buf(detail);
+        let code = unsafe { (lib.fns.handle)(self.inner.ptr, gw_str(delivery_json), &mut detail) };
+        lib.outcome(code, detail)
+    }
+
+    /// Whether the plugin has a batch entry (ABI 1.1); without one, [`Instance::handle_batch`]
+    /// calls `handle` once per delivery.
+    pub fn has_batch(&self) -> bool {
+        self.inner.library.fns.handle_batch.is_some()
+    }
+
+    /// Handles several deliveries: one outcome per delivery, in order. `Err(message)` when the
+    /// plugin's batch entry reported a panic (the outcomes are then unknown: replace the
+    /// instance and hand the deliveries to [`Instance::handle`] one by one). Blocking.
+    pub fn handle_batch(&self, deliveries: &[&[u8]]) -> Result<Vec<CallOutcome>, String> {
+        let lib = &self.inner.library;
+        let Some(batch) = lib.fns.handle_batch else {
+            return Ok(deliveries.iter().map(|d| self.handle(d)).collect());
+        };
+        if deliveries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let inputs: Vec<GwStr> = deliveries.iter().map(|d| gw_str(d)).collect();
+        let mut codes = vec![abi::OUTCOME_RETRY; deliveries.len()];
+        let mut details: Vec<GwBuf> = (0..deliveries.len()).map(|_| GwBuf::EMPTY).collect();
+        // SAFETY: `ptr` is the live instance (see `handle`); `inputs` borrow `deliveries` for
+        // the call; `codes` and `details` are `count` writable, initialised slots we own.
+        let code = unsafe {
+            batch(
+                self.inner.ptr,
+                inputs.as_ptr(),
+                inputs.len(),
+                codes.as_mut_ptr(),
+                details.as_mut_ptr(),
+            )
+        };
+        let outcomes: Vec<CallOutcome> = codes
+            .into_iter()
+            .zip(details)
+            .map(|(c, d)| lib.outcome(c, d))
+            .collect();
+        if code == abi::OUTCOME_OK {
+            Ok(outcomes)
+        } else {
+            let message = match outcomes.into_iter().next() {
+                Some(CallOutcome::Retry { reason, .. }) if !reason.is_empty() => reason,
+                _ => format!("handle_batch returned code {code}"),
+            };
+            Err(message)
+        }
+    }
+}
+
+impl Library {
+    /// Turns an outcome code and its detail buffer (released here) into a [`CallOutcome`].
+    fn outcome(&self, code: u32, detail: GwBuf) -> CallOutcome {
+        let text = self.take_buf(detail);
         let parsed: Option<OutcomeDetail> = serde_json::from_str(&text).ok();
         let (reason, retry_after_ms) = match parsed {
             Some(d) => (d.reason, d.retry_after_ms),
@@ -430,6 +554,6 @@ impl Instance {
 impl Drop for InstanceInner {
     fn drop(&mut self) {
         // SAFETY: last reference: no `handle` call can be running; called exactly once.
-        unsafe { (self.library.descriptor.shutdown)(self.ptr) };
+        unsafe { (self.library.fns.shutdown)(self.ptr) };
     }
 }

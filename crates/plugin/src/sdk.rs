@@ -22,6 +22,16 @@ pub trait Plugin: Send + Sync + Sized + 'static {
     /// `delivery.delivery_id`: delivery is at-least-once.
     fn handle(&self, delivery: &Delivery) -> Outcome;
 
+    /// Handles several deliveries in one call; returns one outcome per delivery, in order. The
+    /// host calls this (ABI 1.1) with up to `[delivery] max_batch` ready deliveries, so a plugin
+    /// can amortise its own I/O (one write and one fsync for the batch). The default calls
+    /// [`Plugin::handle`] for each. Missing outcomes count as `Retry`, extra ones are ignored. A
+    /// panic fails the whole batch: the host then replaces the instance and calls `handle` for
+    /// each delivery of the batch.
+    fn handle_batch(&self, deliveries: &[Delivery]) -> Vec<Outcome> {
+        deliveries.iter().map(|d| self.handle(d)).collect()
+    }
+
     /// Called once before the instance is dropped, after every `handle` call has returned.
     fn shutdown(&self) {}
 }

@@ -9,8 +9,9 @@
 //! Each line: `delivery_id`, `attempt`, `plugin`, `app`, `event_id`, `event_type`, `received_at`
 //! (Unix ms), `logged_at` (Unix ms) and `event`, the full envelope exactly as Lark sent it.
 //! Lines are written with one `write` call under a lock, so concurrent deliveries never
-//! interleave; the file is opened in append mode. With `fsync = "always"` a delivery returns `Ok`
-//! only after its line is on disk; concurrent deliveries share one `fdatasync` (group commit).
+//! interleave; the file is opened in append mode. A batch (ABI 1.1) is one `write` of all its
+//! lines and one sync. With `fsync = "always"` a delivery returns `Ok` only after its line is on
+//! disk; concurrent calls share one `fdatasync` (group commit).
 //! Any I/O error is a `Retry`.
 
 use std::fs::{File, OpenOptions};
@@ -116,30 +117,46 @@ impl Plugin for Logger {
     }
 
     fn handle(&self, d: &Delivery) -> Outcome {
-        let line = Line {
-            delivery_id: &d.delivery_id,
-            attempt: d.attempt,
-            plugin: &d.plugin,
-            app: &d.app,
-            event_id: &d.event_id,
-            event_type: &d.event_type,
-            received_at: d.received_at,
-            logged_at: now_ms(),
-            event: &d.event,
-        };
-        let mut bytes = match serde_json::to_vec(&line) {
-            Ok(b) => b,
-            Err(e) => return Outcome::reject(format!("cannot serialise line: {e}")),
-        };
-        bytes.push(b'\n');
-        match self.write(&bytes) {
-            Ok(()) => Outcome::Ok,
-            Err(e) => {
-                self.host
-                    .log(Level::Warn, &format!("logger write failed: {e}"));
-                Outcome::retry(format!("write failed: {e}"))
+        self.handle_batch(std::slice::from_ref(d))
+            .pop()
+            .unwrap_or_else(|| Outcome::retry("no outcome"))
+    }
+
+    /// Appends every line of the batch with one `write` and syncs once.
+    fn handle_batch(&self, deliveries: &[Delivery]) -> Vec<Outcome> {
+        let mut bytes = Vec::with_capacity(deliveries.len() * 1024);
+        let mut outcomes = Vec::with_capacity(deliveries.len());
+        for d in deliveries {
+            let line = Line {
+                delivery_id: &d.delivery_id,
+                attempt: d.attempt,
+                plugin: &d.plugin,
+                app: &d.app,
+                event_id: &d.event_id,
+                event_type: &d.event_type,
+                received_at: d.received_at,
+                logged_at: now_ms(),
+                event: &d.event,
+            };
+            match serde_json::to_writer(&mut bytes, &line) {
+                Ok(()) => {
+                    bytes.push(b'\n');
+                    outcomes.push(Outcome::Ok);
+                }
+                Err(e) => outcomes.push(Outcome::reject(format!("cannot serialise line: {e}"))),
             }
         }
+        if bytes.is_empty() {
+            return outcomes;
+        }
+        if let Err(e) = self.write(&bytes) {
+            self.host
+                .log(Level::Warn, &format!("logger write failed: {e}"));
+            for o in outcomes.iter_mut().filter(|o| **o == Outcome::Ok) {
+                *o = Outcome::retry(format!("write failed: {e}"));
+            }
+        }
+        outcomes
     }
 }
 

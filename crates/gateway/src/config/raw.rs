@@ -84,6 +84,8 @@ pub struct RawDelivery {
     /// Pending deliveries of a plugin instance no longer configured become dead letters after
     /// this long.
     pub removed_plugin_grace: Option<String>,
+    /// The most ready deliveries handed to one plugin call.
+    pub max_batch: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

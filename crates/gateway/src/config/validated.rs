@@ -57,6 +57,9 @@ pub struct DeliveryConfig {
     /// Pending deliveries of an instance name no longer configured become dead letters once the
     /// name has been missing this long.
     pub removed_plugin_grace: Duration,
+    /// The most ready deliveries one plugin call takes (plugins with a batch entry handle them
+    /// together; others one by one within the call).
+    pub max_batch: usize,
 }
 
 impl Default for DeliveryConfig {
@@ -68,6 +71,7 @@ impl Default for DeliveryConfig {
             max_backoff: Duration::from_secs(600),
             timeout: Duration::from_secs(30),
             removed_plugin_grace: Duration::from_secs(60),
+            max_batch: 64,
         }
     }
 }
@@ -309,6 +313,18 @@ impl Validator<'_> {
                 raw.delivery.removed_plugin_grace.as_deref(),
                 d.removed_plugin_grace,
             ),
+            max_batch: match raw.delivery.max_batch {
+                Some(0) => {
+                    self.problem("delivery.max_batch", "must be at least 1");
+                    d.max_batch
+                }
+                Some(n) if n > 10_000 => {
+                    self.problem("delivery.max_batch", "must be at most 10000");
+                    d.max_batch
+                }
+                Some(n) => n as usize,
+                None => d.max_batch,
+            },
         };
         if delivery.max_backoff < delivery.initial_backoff {
             self.problem(

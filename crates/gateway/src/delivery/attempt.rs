@@ -26,14 +26,14 @@ use tracing::Instrument;
 use super::{backoff, delivery_id, detail, Engine, HungCall, Job, PluginQueue};
 use crate::metrics;
 use crate::plugins::PluginSlot;
-use crate::store::{sqlite::now_ms, Finish, Guard};
+use crate::store::{sqlite::now_ms, Finish, FinishRecord, Guard};
 
 /// Retrying a refused outcome write starts here and doubles up to [`RECORD_RETRY_MAX`].
 const RECORD_RETRY_MIN: Duration = Duration::from_millis(200);
 const RECORD_RETRY_MAX: Duration = Duration::from_secs(5);
 
-/// A running plugin call: its outcome and the concurrency permit it holds.
-type Call = tokio::task::JoinHandle<(CallOutcome, OwnedSemaphorePermit)>;
+/// A running plugin call: its outcomes (one per delivery) and the permit it holds.
+type Call = tokio::task::JoinHandle<(Vec<CallOutcome>, OwnedSemaphorePermit)>;
 
 /// The JSON handed to `handle` (the fields of `gateway_plugin::Delivery`).
 #[derive(Serialize)]
@@ -58,17 +58,20 @@ struct Decision {
 }
 
 impl Engine {
+    /// Runs one call of `slot` for `jobs` (a batch; often one) holding one `permit`.
     pub(super) async fn run(
         self: Arc<Self>,
         queue: Arc<PluginQueue>,
         slot: Arc<PluginSlot>,
-        job: Job,
+        jobs: Vec<Job>,
         permit: OwnedSemaphorePermit,
     ) {
-        let attempt = job.attempts + 1;
-        let span = tracing::info_span!("delivery", event_id = %job.event_id,
-            plugin = %job.plugin, attempt);
-        self.attempt(queue, slot, job, attempt, permit)
+        let span = match jobs.as_slice() {
+            [job] => tracing::info_span!("delivery", event_id = %job.event_id,
+                plugin = %job.plugin, attempt = job.attempts + 1),
+            _ => tracing::info_span!("batch", plugin = %slot.spec.name, deliveries = jobs.len()),
+        };
+        self.attempt(queue, slot, jobs, permit)
             .instrument(span)
             .await
     }
@@ -77,51 +80,84 @@ impl Engine {
         self: &Arc<Self>,
         queue: Arc<PluginQueue>,
         slot: Arc<PluginSlot>,
-        job: Job,
-        attempt: u32,
+        jobs: Vec<Job>,
         permit: OwnedSemaphorePermit,
     ) {
-        let from = Guard {
-            generation: job.generation,
-            attempts: job.attempts,
-            dead_too: false,
-        };
-        let payload = match build_payload(&job, attempt) {
-            Ok(p) => p,
-            Err(error) => {
-                let finish = Finish::Dead { error };
-                self.record(&job, from, attempt, finish, "reject").await;
-                self.known.finish(job.key, job.generation);
-                return;
+        let mut ready = Vec::with_capacity(jobs.len());
+        let mut payloads = Vec::with_capacity(jobs.len());
+        let mut unbuildable = Vec::new();
+        for job in jobs {
+            match build_payload(&job, job.attempts + 1) {
+                Ok(p) => {
+                    payloads.push(p);
+                    ready.push(job);
+                }
+                Err(error) => unbuildable.push((job, error)),
             }
-        };
+        }
+        for (job, error) in unbuildable {
+            let finish = Finish::Dead { error };
+            self.record(&job, from(&job), job.attempts + 1, finish, "reject")
+                .await;
+            self.known.finish(job.key, job.generation);
+        }
+        if ready.is_empty() {
+            return;
+        }
         let started = Instant::now();
         let call_slot = slot.clone();
         let call_span = tracing::Span::current();
         let mut call: Call = tokio::task::spawn_blocking(move || {
-            // The permit travels with the call and comes back with its outcome.
-            let outcome = call_span.in_scope(|| call_slot.call(&payload));
-            (outcome, permit)
+            // The permit travels with the call and comes back with its outcomes.
+            let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+            let outcomes = call_span.in_scope(|| call_slot.call_batch(&refs));
+            (outcomes, permit)
         });
         let timeout = self.config().timeout;
-        let (outcome, permit, late) = match tokio::time::timeout(timeout, &mut call).await {
-            Ok(Ok((outcome, permit))) => (Some(outcome), Some(permit), None),
-            Ok(Err(e)) => (Some(panicked(e)), None, None),
+        let n = ready.len();
+        let (outcomes, permit, late) = match tokio::time::timeout(timeout, &mut call).await {
+            Ok(Ok((outcomes, permit))) => (pad(outcomes, n), Some(permit), None),
+            Ok(Err(e)) => (vec![Some(panicked(&e)); n], None, None),
             // Timed out: the call keeps running and keeps its permit.
-            Err(_) => (None, None, Some(call)),
+            Err(_) => (vec![None; n], None, Some(call)),
         };
         let elapsed = started.elapsed();
         metrics::get()
             .plugin_latency
-            .get_or_create(&metrics::plugin(&job.plugin))
+            .get_or_create(&metrics::plugin(&slot.spec.name))
             .observe(elapsed.as_secs_f64());
         let ms = elapsed.as_millis() as u64;
-        let decision = self.decide(&slot, &job, attempt, outcome, ms).await;
-        let applied = self
-            .record(&job, from, attempt, decision.finish.clone(), decision.label)
-            .await;
+        if outcomes
+            .iter()
+            .any(|o| matches!(o, Some(CallOutcome::Panicked { .. })))
+        {
+            restart(&slot).await;
+        }
+        let decisions: Vec<Decision> = ready
+            .iter()
+            .zip(outcomes)
+            .map(|(job, outcome)| {
+                job_span(job).in_scope(|| self.decide(job, job.attempts + 1, outcome, ms))
+            })
+            .collect();
+        let records = ready
+            .iter()
+            .zip(&decisions)
+            .map(|(job, d)| FinishRecord {
+                key: job.key,
+                guard: from(job),
+                attempts: job.attempts + 1,
+                finish: d.finish.clone(),
+            })
+            .collect();
+        let labels: Vec<&str> = decisions.iter().map(|d| d.label).collect();
+        let applied = self.record_many(&ready, records, &labels).await;
         drop(permit);
-        let mut retry_at = decision.retry_at.filter(|_| applied);
+        let mut retry_at: Vec<Option<tokio::time::Instant>> = decisions
+            .iter()
+            .zip(&applied)
+            .map(|(d, applied)| d.retry_at.filter(|_| *applied))
+            .collect();
         if let Some(call) = late {
             let hung = Arc::new(HungCall {
                 slot: slot.clone(),
@@ -140,16 +176,26 @@ impl Engine {
             let Some(returned) = returned else {
                 return; // Shutting down: the store holds what was recorded.
             };
-            let (late_outcome, permit) = match returned {
-                Ok((outcome, permit)) => (outcome, Some(permit)),
-                Err(e) => (panicked(e), None),
+            let (late_outcomes, permit) = match returned {
+                Ok((outcomes, permit)) => (pad(outcomes, n), Some(permit)),
+                Err(e) => (vec![Some(panicked(&e)); n], None),
             };
-            let still_pending = retry_at.is_some();
-            if self
-                .late(&slot, &job, attempt, late_outcome, still_pending)
-                .await
+            if late_outcomes
+                .iter()
+                .any(|o| matches!(o, Some(CallOutcome::Panicked { .. })))
             {
-                retry_at = None;
+                restart(&slot).await;
+            }
+            for ((job, outcome), retry) in ready.iter().zip(late_outcomes).zip(&mut retry_at) {
+                let Some(outcome) = outcome else { continue };
+                let pending = retry.is_some();
+                let ended = self
+                    .late(job, job.attempts + 1, outcome, pending)
+                    .instrument(job_span(job))
+                    .await;
+                if ended {
+                    *retry = None;
+                }
             }
             if let Some(p) = permit {
                 if hung.forgiven.load(Ordering::SeqCst) {
@@ -157,21 +203,19 @@ impl Engine {
                 }
             }
         }
-        match retry_at {
-            Some(at) if applied => self.schedule(job, attempt, at),
-            _ => self.known.finish(job.key, job.generation),
+        for (job, retry) in ready.into_iter().zip(retry_at) {
+            match retry {
+                Some(at) => {
+                    let attempt = job.attempts + 1;
+                    self.schedule(job, attempt, at)
+                }
+                None => self.known.finish(job.key, job.generation),
+            }
         }
     }
 
-    /// What an in-time outcome (or a timeout, `None`) means; restarts a panicked instance.
-    async fn decide(
-        &self,
-        slot: &Arc<PluginSlot>,
-        job: &Job,
-        attempt: u32,
-        outcome: Option<CallOutcome>,
-        ms: u64,
-    ) -> Decision {
+    /// What an in-time outcome (or a timeout, `None`) means.
+    fn decide(&self, job: &Job, attempt: u32, outcome: Option<CallOutcome>, ms: u64) -> Decision {
         let dead = |error: String, label| Decision {
             finish: Finish::Dead {
                 error: detail::cap(error),
@@ -181,7 +225,7 @@ impl Engine {
         };
         let (reason, retry_after, label) = match outcome {
             Some(CallOutcome::Ok) => {
-                tracing::info!(duration_ms = ms, "delivered");
+                tracing::debug!(duration_ms = ms, "delivered");
                 return Decision {
                     finish: Finish::Done,
                     label: "ok",
@@ -196,7 +240,6 @@ impl Engine {
             Some(CallOutcome::Panicked { message }) => {
                 let message = detail::cap(message);
                 tracing::error!(duration_ms = ms, %message, "plugin panicked: dead letter, restarting instance");
-                restart(slot).await;
                 return dead(format!("panicked: {message}"), "panicked");
             }
             Some(CallOutcome::Retry {
@@ -251,14 +294,7 @@ impl Engine {
 
     /// Applies the outcome of a call that returned after its timeout was recorded (as a retry
     /// when `pending`, else as a dead letter). Returns whether it ended the delivery.
-    async fn late(
-        &self,
-        slot: &Arc<PluginSlot>,
-        job: &Job,
-        attempt: u32,
-        outcome: CallOutcome,
-        pending: bool,
-    ) -> bool {
+    async fn late(&self, job: &Job, attempt: u32, outcome: CallOutcome, pending: bool) -> bool {
         let at = |dead_too| Guard {
             generation: job.generation,
             attempts: attempt,
@@ -284,7 +320,6 @@ impl Engine {
             CallOutcome::Panicked { message } => {
                 let message = detail::cap(message);
                 tracing::error!(%message, "the timed-out call panicked: dead letter, restarting instance");
-                restart(slot).await;
                 let finish = Finish::Dead {
                     error: format!("panicked: {message}"),
                 };
@@ -296,9 +331,7 @@ impl Engine {
         }
     }
 
-    /// Records an outcome, retrying until the store takes it. Returns whether it applied (false
-    /// when the delivery was replayed or finished meanwhile — the replay stands — or on
-    /// shutdown, when the store still shows the delivery pending).
+    /// Records one outcome (see [`Engine::record_many`]).
     async fn record(
         &self,
         job: &Job,
@@ -307,37 +340,58 @@ impl Engine {
         finish: Finish,
         label: &str,
     ) -> bool {
+        let record = FinishRecord {
+            key: job.key,
+            guard,
+            attempts: attempt,
+            finish,
+        };
+        let applied = self
+            .record_many(std::slice::from_ref(job), vec![record], &[label])
+            .await;
+        applied.first().copied().unwrap_or(false)
+    }
+
+    /// Records the outcomes of `jobs` in one durable write, retrying until the store takes it.
+    /// Returns, per job, whether it applied (false when the delivery was replayed or finished
+    /// meanwhile — the replay stands — or on shutdown, when the store still shows it pending).
+    async fn record_many(
+        &self,
+        jobs: &[Job],
+        records: Vec<FinishRecord>,
+        labels: &[&str],
+    ) -> Vec<bool> {
         let mut wait = RECORD_RETRY_MIN;
         let mut failures = 0u32;
         loop {
-            match self
-                .store
-                .finish(job.key, guard, attempt, finish.clone())
-                .await
-            {
+            match self.store.finish_many(records.clone()).await {
                 Ok(applied) => {
                     self.health.set(true);
                     if failures > 0 {
-                        tracing::info!(failures, "delivery outcome recorded after store failures");
+                        tracing::info!(failures, "delivery outcomes recorded after store failures");
                     }
-                    if applied {
-                        count(job, &finish, label);
-                    } else {
-                        tracing::info!(
-                            "outcome not recorded: the delivery was replayed or finished meanwhile"
-                        );
+                    for (((job, record), label), applied) in
+                        jobs.iter().zip(&records).zip(labels).zip(&applied)
+                    {
+                        if *applied {
+                            count(job, &record.finish, label);
+                        } else {
+                            job_span(job).in_scope(|| {
+                                tracing::info!("outcome not recorded: the delivery was replayed or finished meanwhile")
+                            });
+                        }
                     }
                     return applied;
                 }
                 Err(e) => {
                     self.health.set(false);
                     if failures == 0 {
-                        tracing::error!(error = %e, "could not record the delivery outcome: keeping it in memory, pausing new calls until the store takes writes");
+                        tracing::error!(error = %e, deliveries = jobs.len(), "could not record delivery outcomes: keeping them in memory, pausing new calls until the store takes writes");
                     }
                     failures += 1;
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
-                        _ = self.cancel.cancelled() => return false,
+                        _ = self.cancel.cancelled() => return vec![false; jobs.len()],
                     }
                     wait = (wait * 2).min(RECORD_RETRY_MAX);
                 }
@@ -390,7 +444,34 @@ fn count(job: &Job, finish: &Finish, label: &str) {
     }
 }
 
-fn panicked(e: tokio::task::JoinError) -> CallOutcome {
+/// The guard of a job's current state.
+fn from(job: &Job) -> Guard {
+    Guard {
+        generation: job.generation,
+        attempts: job.attempts,
+        dead_too: false,
+    }
+}
+
+/// The span a single delivery's lines are logged in.
+fn job_span(job: &Job) -> tracing::Span {
+    tracing::info_span!("delivery", event_id = %job.event_id, plugin = %job.plugin,
+        attempt = job.attempts + 1)
+}
+
+/// One outcome per delivery: a plugin that returned fewer gets `Retry` for the rest.
+fn pad(outcomes: Vec<CallOutcome>, n: usize) -> Vec<Option<CallOutcome>> {
+    let mut out: Vec<Option<CallOutcome>> = outcomes.into_iter().take(n).map(Some).collect();
+    while out.len() < n {
+        out.push(Some(CallOutcome::Retry {
+            reason: "the plugin returned no outcome for this delivery".into(),
+            retry_after: None,
+        }));
+    }
+    out
+}
+
+fn panicked(e: &tokio::task::JoinError) -> CallOutcome {
     CallOutcome::Panicked {
         message: format!("plugin call failed: {e}"),
     }

@@ -16,7 +16,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
 use super::{
-    Accepted, Backlog, DeliveryRecord, Due, DueDelivery, EventRecord, Finish, Guard, NewEvent,
+    Accepted, Backlog, DeliveryRecord, Due, DueDelivery, EventRecord, FinishRecord, NewEvent,
     PendingDelivery, Store, StoreError, StoreFuture,
 };
 
@@ -75,7 +75,7 @@ type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 enum Write {
     Accept(NewEvent, Reply<Accepted>),
-    Finish(i64, Guard, u32, Finish, Reply<bool>),
+    Finish(Vec<FinishRecord>, Reply<Vec<bool>>),
     DeadLetterPlugin(String, String, Reply<u64>),
     Purge(i64, Reply<u64>),
     Replay(ReplaySelector, Reply<u64>),
@@ -297,8 +297,8 @@ impl Store for SqliteStore {
         self.submit(|r| Write::Accept(event, r))
     }
 
-    fn finish(&self, key: i64, guard: Guard, attempts: u32, finish: Finish) -> StoreFuture<bool> {
-        self.submit(|r| Write::Finish(key, guard, attempts, finish, r))
+    fn finish_many(&self, records: Vec<FinishRecord>) -> StoreFuture<Vec<bool>> {
+        self.submit(|r| Write::Finish(records, r))
     }
 
     fn due(&self, now_ms: i64, after: (i64, i64), limit: usize) -> StoreFuture<Due> {

@@ -26,6 +26,11 @@
 //! - `tag` — a text copied into every record line (`"tag"`), so tests can tell which config
 //!   (before or after a reload) served a call.
 //! - `pad_reason` — this many `x` appended to every `Retry` / `Reject` reason (to test caps).
+//! - `modes` — a table from event type to mode, overriding `mode` for those types (so one batch
+//!   can mix outcomes).
+//!
+//! Batches (ABI 1.1): `handle_batch` handles each delivery as `handle` does, in order, and
+//! records `"batch"`: how many deliveries the call carried (1 for a plain `handle` call).
 //!
 //! Every record line also carries `"in_flight"`: how many `handle` calls of this library (all
 //! instances together) were running when this one started, itself included.
@@ -76,6 +81,13 @@ struct Config {
     tag: Option<String>,
     #[serde(default)]
     pad_reason: usize,
+    #[serde(default)]
+    modes: HashMap<String, Mode>,
+}
+
+thread_local! {
+    /// The size of the batch the current `handle` runs in (1 outside `handle_batch`).
+    static BATCH: std::cell::Cell<usize> = const { std::cell::Cell::new(1) };
 }
 
 /// `handle` calls running now, across every instance of this library.
@@ -115,6 +127,7 @@ struct Record<'a> {
     outcome: &'a str,
     tag: Option<&'a str>,
     in_flight: usize,
+    batch: usize,
 }
 
 /// The plugin instance.
@@ -179,6 +192,18 @@ impl Plugin for Testkit {
         }
     }
 
+    fn handle_batch(&self, deliveries: &[Delivery]) -> Vec<Outcome> {
+        struct Reset;
+        impl Drop for Reset {
+            fn drop(&mut self) {
+                BATCH.with(|b| b.set(1));
+            }
+        }
+        let _reset = Reset;
+        BATCH.with(|b| b.set(deliveries.len()));
+        deliveries.iter().map(|d| self.handle(d)).collect()
+    }
+
     fn handle(&self, d: &Delivery) -> Outcome {
         let in_flight = InFlight::enter();
         let pad = "x".repeat(self.config.pad_reason);
@@ -201,7 +226,11 @@ impl Plugin for Testkit {
             None => true,
             Some(types) => types.contains(&d.event_type),
         };
-        let mode = if applies { self.config.mode } else { Mode::Ok };
+        let mode = match self.config.modes.get(&d.event_type) {
+            Some(m) => *m,
+            None if applies => self.config.mode,
+            None => Mode::Ok,
+        };
         let retry_after = self.config.retry_after_ms.map(Duration::from_millis);
         let outcome = match mode {
             Mode::Ok | Mode::PanicNew => Outcome::Ok,
@@ -256,6 +285,7 @@ impl Testkit {
             outcome,
             tag: self.config.tag.as_deref(),
             in_flight,
+            batch: BATCH.with(|b| b.get()),
         };
         let mut bytes =
             serde_json::to_vec(&line).map_err(|e| format!("testkit: record line: {e}"))?;

@@ -1,8 +1,26 @@
 //! The embedded store: dedup, delivery state machine, group commit, persistence across reopen.
 
 use super::*;
+use crate::store::{Finish, Guard};
 
 const START: (i64, i64) = (i64::MIN, i64::MIN);
+
+/// One outcome at a time, for these tests.
+trait FinishOne {
+    fn finish(&self, key: i64, guard: Guard, attempts: u32, finish: Finish) -> StoreFuture<bool>;
+}
+
+impl FinishOne for SqliteStore {
+    fn finish(&self, key: i64, guard: Guard, attempts: u32, finish: Finish) -> StoreFuture<bool> {
+        let many = self.finish_many(vec![FinishRecord {
+            key,
+            guard,
+            attempts,
+            finish,
+        }]);
+        Box::pin(async move { Ok(many.await?.first().copied().unwrap_or(false)) })
+    }
+}
 
 /// A guard for generation 0 at `attempts`.
 fn at(attempts: u32) -> Guard {

@@ -7,7 +7,7 @@ use std::sync::mpsc;
 use rusqlite::{params, Connection, TransactionBehavior};
 
 use super::{now_ms, ReplaySelector, Write, MAX_BATCH};
-use crate::store::{Accepted, Finish, Guard, NewEvent, StoreError};
+use crate::store::{Accepted, Finish, FinishRecord, NewEvent, StoreError};
 
 /// The writer thread: batch, apply in one transaction, commit (fsync), answer.
 pub(super) fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Write>) {
@@ -39,7 +39,7 @@ pub(super) fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Write>) {
 /// The result of one write inside a batch, before it is sent back.
 enum Outcome {
     Accepted(Accepted),
-    Applied(bool),
+    Applied(Vec<bool>),
     Count(u64),
 }
 
@@ -73,9 +73,12 @@ fn apply_batch(conn: &mut Connection, batch: &[Write]) -> Result<Vec<Outcome>, S
     for write in batch {
         results.push(match write {
             Write::Accept(ev, _) => Outcome::Accepted(apply_accept(&tx, ev, now)?),
-            Write::Finish(key, guard, attempts, finish, _) => {
-                Outcome::Applied(apply_finish(&tx, *key, *guard, *attempts, finish, now)?)
-            }
+            Write::Finish(records, _) => Outcome::Applied(
+                records
+                    .iter()
+                    .map(|r| apply_finish(&tx, r, now))
+                    .collect::<Result<_, _>>()?,
+            ),
             Write::DeadLetterPlugin(plugin, error, _) => Outcome::Count(
                 tx.prepare_cached(
                     "UPDATE deliveries SET state = 'dead', last_error = ?2, updated_at = ?3
@@ -127,12 +130,15 @@ fn apply_accept(
 
 fn apply_finish(
     tx: &rusqlite::Transaction<'_>,
-    key: i64,
-    guard: Guard,
-    attempts: u32,
-    finish: &Finish,
+    record: &FinishRecord,
     now: i64,
 ) -> Result<bool, StoreError> {
+    let FinishRecord {
+        key,
+        guard,
+        attempts,
+        finish,
+    } = record;
     let (state, next_at, error) = match finish {
         Finish::Done => ("done", now, None),
         Finish::Retry { next_at_ms, error } => ("pending", *next_at_ms, Some(error.as_str())),

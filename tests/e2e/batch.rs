@@ -1,0 +1,194 @@
+//! Batch delivery through the ABI (1.1) end to end: one plugin call takes every ready delivery
+//! (up to `max_batch`), each delivery still gets its own outcome, retries and dead letters, a
+//! panic inside a batch ends only the poison delivery, and a batch that outlives its timeout is
+//! waited for and its late outcomes count.
+
+use std::time::Duration;
+
+use gateway_e2e::harness::{base_config, binaries, read_jsonl, wait_until, Lark, TestGateway};
+
+const TOKEN: &str = "tok";
+const WAIT: Duration = Duration::from_secs(15);
+
+/// One testkit instance `kit` (one call at a time) with per-type `modes`, for every `test.*`.
+fn start(dir: &std::path::Path, delivery: &str, modes: &str) -> TestGateway {
+    let cfg = format!(
+        r#"{base}
+[[apps]]
+name = "hire"
+path = "/hook"
+verification_token = "{TOKEN}"
+
+[delivery]
+max_batch = 16
+initial_backoff = "50ms"
+max_backoff = "100ms"
+{delivery}
+
+[[plugins]]
+name = "kit"
+library = "{testkit}"
+config = {{ record = "data/kit.jsonl", sleep_ms = 800, modes = {{ "test.gate" = "slow", {modes} }} }}
+max_concurrency = 1
+
+[[routes]]
+events = ["test.*"]
+plugins = ["kit"]
+"#,
+        base = base_config(),
+        testkit = binaries().testkit.display(),
+    );
+    TestGateway::spawn(dir, &cfg)
+}
+
+fn send(gw: &TestGateway, id: &str, event_type: &str) {
+    let lark = Lark::plain(TOKEN);
+    let a = lark.send(
+        &gw.url("/hook"),
+        &lark.event_v2(id, event_type, serde_json::json!({})),
+    );
+    assert_eq!(a.status, 200, "{id}: {}", a.body);
+}
+
+fn calls(gw: &TestGateway) -> Vec<serde_json::Value> {
+    read_jsonl(&gw.dir.join("data/kit.jsonl"))
+        .into_iter()
+        .filter(|l| l["outcome"] != "shutdown")
+        .collect()
+}
+
+fn calls_of(gw: &TestGateway, id: &str) -> Vec<serde_json::Value> {
+    calls(gw)
+        .into_iter()
+        .filter(|c| c["event_id"] == id)
+        .collect()
+}
+
+fn state(gw: &TestGateway, id: &str) -> (String, String) {
+    let (code, out, err) = gw.cli(&["events", "show", id]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let d = &v["deliveries"][0];
+    (
+        d["state"].as_str().unwrap_or_default().to_owned(),
+        d["last_error"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+/// Sends a slow `gate` event, then `events` while it holds the only permit: they queue up and
+/// go to the plugin as one batch.
+fn queue_behind_a_gate(gw: &TestGateway, events: &[(&str, &str)]) {
+    send(gw, "gate", "test.gate");
+    std::thread::sleep(Duration::from_millis(150));
+    for (id, event_type) in events {
+        send(gw, id, event_type);
+    }
+}
+
+#[test]
+fn each_delivery_of_a_batch_gets_its_own_outcome_and_only_the_failed_one_is_retried() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = start(
+        dir.path(),
+        "",
+        r#""test.bad" = "reject", "test.flaky" = "retry_then_ok""#,
+    );
+    let batch = [
+        ("b-ok1", "test.ok"),
+        ("b-bad", "test.bad"),
+        ("b-flaky", "test.flaky"),
+        ("b-ok2", "test.ok"),
+    ];
+    queue_behind_a_gate(&gw, &batch);
+    assert!(
+        wait_until(WAIT, || state(&gw, "b-flaky").0 == "done"),
+        "{:?}",
+        calls(&gw)
+    );
+    for id in ["b-ok1", "b-ok2"] {
+        assert_eq!(state(&gw, id).0, "done");
+        assert_eq!(calls_of(&gw, id).len(), 1, "{id} called once");
+    }
+    let (bad, reason) = state(&gw, "b-bad");
+    assert_eq!(bad, "dead");
+    assert!(reason.contains("testkit: reject"), "{reason}");
+    assert_eq!(calls_of(&gw, "b-bad").len(), 1);
+    // The four went to the plugin in one call; only the flaky one came back, alone.
+    for (id, _) in batch {
+        assert_eq!(calls_of(&gw, id)[0]["batch"], 4, "{:?}", calls(&gw));
+    }
+    let flaky = calls_of(&gw, "b-flaky");
+    assert_eq!(flaky.len(), 2);
+    assert_eq!(
+        (flaky[1]["attempt"].as_u64(), flaky[1]["batch"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert!(calls(&gw).iter().all(|c| c["in_flight"] == 1));
+}
+
+#[test]
+fn a_panic_inside_a_batch_ends_only_the_poison_delivery() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = start(dir.path(), "", r#""test.poison" = "panic_handle""#);
+    queue_behind_a_gate(
+        &gw,
+        &[
+            ("p-ok1", "test.ok"),
+            ("p-poison", "test.poison"),
+            ("p-ok2", "test.ok"),
+        ],
+    );
+    assert!(
+        wait_until(WAIT, || {
+            ["p-ok1", "p-ok2"]
+                .iter()
+                .all(|id| state(&gw, id).0 == "done")
+                && state(&gw, "p-poison").0 == "dead"
+        }),
+        "{:?}",
+        calls(&gw)
+    );
+    let (_, reason) = state(&gw, "p-poison");
+    assert!(
+        reason.contains("panicked: testkit: panic in handle for p-poison"),
+        "{reason}"
+    );
+    // Handled in the batch until the panic, then each on its own after the restart.
+    for id in ["p-ok1", "p-ok2"] {
+        let n = calls_of(&gw, id).len();
+        assert!((1..=2).contains(&n), "{id}: {n} calls");
+    }
+    assert!(
+        gw.log().contains("plugin panicked in a batch"),
+        "{}",
+        gw.log()
+    );
+}
+
+#[test]
+fn a_batch_past_its_timeout_is_waited_for_and_its_late_successes_count() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = start(
+        dir.path(),
+        "timeout = \"1s\"\nmax_attempts = 3",
+        r#""test.slow" = "slow""#,
+    );
+    // Two 800 ms deliveries in one call: 1.6 s, past the 1 s timeout.
+    queue_behind_a_gate(&gw, &[("t-1", "test.slow"), ("t-2", "test.slow")]);
+    assert!(
+        wait_until(WAIT, || {
+            state(&gw, "t-1").0 == "done" && state(&gw, "t-2").0 == "done"
+        }),
+        "{:?}",
+        calls(&gw)
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    for id in ["t-1", "t-2"] {
+        assert_eq!(calls_of(&gw, id).len(), 1, "{id}: {:?}", calls(&gw));
+    }
+    assert!(
+        gw.log().contains("the timed-out call succeeded after all"),
+        "{}",
+        gw.log()
+    );
+}
