@@ -159,7 +159,7 @@ impl Intake {
         match self.store.accept(new).await {
             Ok(Accepted::Duplicate) => {
                 m.duplicates.get_or_create(&metrics::app(&app.name)).inc();
-                tracing::info!(event_type = %event.event_type, "duplicate event: already stored");
+                tracing::debug!(event_type = %event.event_type, "duplicate event: already stored");
                 Ok(Stored::Duplicate)
             }
             Ok(Accepted::New { deliveries }) => {
@@ -169,7 +169,7 @@ impl Intake {
                 if deliveries.is_empty() {
                     m.unrouted.get_or_create(&metrics::app(&app.name)).inc();
                 }
-                tracing::info!(event_type = %event.event_type, deliveries = deliveries.len(), "event stored");
+                tracing::debug!(event_type = %event.event_type, deliveries = deliveries.len(), "event stored");
                 for (key, plugin) in deliveries {
                     self.engine.handoff(Job {
                         key,

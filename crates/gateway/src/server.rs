@@ -91,10 +91,25 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
     tokio::spawn(async move {
         loop {
             let cutoff = now_ms() - retention.as_millis() as i64;
-            match purge_store.purge(cutoff).await {
-                Ok(n) if n > 0 => tracing::info!(removed = n, "purged events past retention"),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "purge failed"),
+            let mut removed = 0;
+            // Chunk by chunk, yielding between them: ingest and outcomes interleave.
+            loop {
+                match purge_store.purge(cutoff).await {
+                    Ok(n) => {
+                        removed += n;
+                        if n < crate::store::PURGE_CHUNK {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "purge failed");
+                        break;
+                    }
+                }
+            }
+            if removed > 0 {
+                tracing::info!(removed, "purged events past retention");
             }
             tokio::time::sleep(PURGE_EVERY).await;
         }

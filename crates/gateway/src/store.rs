@@ -19,6 +19,9 @@ use std::sync::Arc;
 
 pub use sqlite::SqliteStore;
 
+/// The most events one [`Store::purge`] removes.
+pub const PURGE_CHUNK: u64 = 1_000;
+
 /// A boxed future resolving to a store result.
 pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send>>;
 
@@ -166,7 +169,9 @@ pub trait Store: Send + Sync + 'static {
     fn due(&self, now_ms: i64, after: (i64, i64), limit: usize) -> StoreFuture<Due>;
     /// The deliveries with these keys that are still pending, with their events.
     fn load_pending(&self, keys: Vec<i64>) -> StoreFuture<Vec<PendingDelivery>>;
-    /// Forgets finished events received before `before_ms`; returns how many were removed.
+    /// Forgets finished events received before `before_ms`, oldest first, at most
+    /// [`PURGE_CHUNK`] per call (so a purge never stalls the writer); returns how many were
+    /// removed: call again while that is a whole chunk.
     fn purge(&self, before_ms: i64) -> StoreFuture<u64>;
     /// The pending count and the oldest pending delivery's time.
     fn backlog(&self) -> StoreFuture<Backlog>;

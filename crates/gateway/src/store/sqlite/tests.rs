@@ -1,7 +1,7 @@
 //! The embedded store: dedup, delivery state machine, group commit, persistence across reopen.
 
 use super::*;
-use crate::store::{Finish, Guard};
+use crate::store::{Finish, Guard, PURGE_CHUNK};
 
 const START: (i64, i64) = (i64::MIN, i64::MIN);
 
@@ -467,4 +467,33 @@ fn a_version_1_store_is_migrated_at_open() {
         .expect("version");
     assert_eq!(version, 2);
     store.close();
+}
+
+#[test]
+fn purge_removes_bounded_chunks_oldest_first() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
+        let total = PURGE_CHUNK as usize * 2 + 500;
+        let accepts: Vec<_> = (0..total)
+            .map(|i| {
+                let mut e = event(&format!("old-{i:05}"), &[]);
+                e.received_at_ms = 1_000 + i as i64;
+                store.accept(e)
+            })
+            .collect();
+        for a in accepts {
+            a.await.expect("accept");
+        }
+        assert_eq!(store.purge(i64::MAX).await.expect("1"), PURGE_CHUNK);
+        assert!(
+            store.event("old-00000").expect("read").is_none(),
+            "oldest first"
+        );
+        assert!(store.event("old-02499").expect("read").is_some());
+        assert_eq!(store.purge(i64::MAX).await.expect("2"), PURGE_CHUNK);
+        assert_eq!(store.purge(i64::MAX).await.expect("3"), 500);
+        assert_eq!(store.purge(i64::MAX).await.expect("4"), 0);
+        store.close();
+    });
 }

@@ -7,6 +7,7 @@ use std::sync::mpsc;
 use rusqlite::{params, Connection, TransactionBehavior};
 
 use super::{now_ms, ReplaySelector, Write, MAX_BATCH};
+use crate::store::PURGE_CHUNK;
 use crate::store::{Accepted, Finish, FinishRecord, NewEvent, StoreError};
 
 /// The writer thread: batch, apply in one transaction, commit (fsync), answer.
@@ -165,18 +166,19 @@ fn apply_finish(
     Ok(changed == 1)
 }
 
+/// Removes at most [`PURGE_CHUNK`] of the oldest finished events (and their deliveries), so one
+/// purge never holds the writer long; the caller repeats while a whole chunk went.
 fn apply_purge(tx: &rusqlite::Transaction<'_>, before: i64) -> Result<u64, StoreError> {
+    // The same oldest-first chunk in both statements: removing finished deliveries changes no
+    // event's "has a pending delivery".
     let old = "SELECT id FROM events e WHERE e.received_at < ?1 AND NOT EXISTS
-               (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.state = 'pending')";
-    tx.execute(
-        &format!("DELETE FROM deliveries WHERE event_id IN ({old})"),
-        params![before],
-    )?;
-    let n = tx.execute(
-        "DELETE FROM events WHERE received_at < ?1 AND NOT EXISTS
-         (SELECT 1 FROM deliveries d WHERE d.event_id = events.id AND d.state = 'pending')",
-        params![before],
-    )?;
+               (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.state = 'pending')
+               ORDER BY e.received_at LIMIT ?2";
+    tx.prepare_cached(&format!("DELETE FROM deliveries WHERE event_id IN ({old})"))?
+        .execute(params![before, PURGE_CHUNK as i64])?;
+    let n = tx
+        .prepare_cached(&format!("DELETE FROM events WHERE id IN ({old})"))?
+        .execute(params![before, PURGE_CHUNK as i64])?;
     Ok(n as u64)
 }
 
