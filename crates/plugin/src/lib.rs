@@ -73,9 +73,18 @@
 //! Delivery is **at least once**: after a crash, a call that was running may be repeated. Use
 //! [`Delivery::delivery_id`] (stable across attempts) as your idempotency key.
 //!
+//! ## Batches
+//! When several deliveries are ready, the host hands them over in one call (ABI 1.1, up to
+//! `[delivery] max_batch`) through [`Plugin::handle_batch`], whose default calls
+//! [`Plugin::handle`] for each. Override it to amortise your own I/O (the `logger` writes and
+//! syncs a whole batch at once). Each delivery still gets its own outcome, retries and dead
+//! letter; a panic fails the whole batch, and the host then replaces the instance and calls
+//! `handle` for each delivery of it, so a poison delivery ends only itself.
+//!
 //! ## Threading
-//! The host calls [`Plugin::handle`] from its blocking thread pool, concurrently on one instance up
-//! to the plugin's `max_concurrency` (default 4), hence `Plugin: Send + Sync`. Blocking I/O inside
+//! The host calls [`Plugin::handle`] and [`Plugin::handle_batch`] from its blocking thread pool,
+//! concurrently on one instance up to the plugin's `max_concurrency` calls (default 4), hence
+//! `Plugin: Send + Sync`. Blocking I/O inside
 //! `handle` is expected. [`Plugin::new`] and [`Plugin::shutdown`] are never concurrent with
 //! `handle` on the same instance. One library may be instantiated several times with different
 //! configs; instances share the library's globals.
