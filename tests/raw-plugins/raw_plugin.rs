@@ -9,7 +9,9 @@
 //!   returned buffer exactly once, with this library's `free_buf`. `handle` picks its answer from
 //!   the delivery's `event_type`: `ok` (no buffer), `ok_with_detail` (Ok plus a buffer),
 //!   `retry` (detail with `retry_after_ms` 1500), `reject`, `panicked`, `not_json` (Reject whose
-//!   detail is plain text), `unknown_code` (code 7 plus a buffer); anything else is Ok. `init`
+//!   detail is plain text), `unknown_code` (code 7 plus a buffer); and what native code does
+//!   when it fails, which no `catch_unwind` stops: `crash_abort` (`abort()`), `crash_segv` (a
+//!   write through a null pointer), `crash_exit` (`exit(3)`); anything else is Ok. `init`
 //!   refuses a config containing `"refuse"` with a message buffer.
 //! - `bad_major`: ABI major 2 and a descriptor of only the three header fields.
 //! - `small_struct`: ABI 1.0 but a descriptor that stops after `build_tag`.
@@ -266,6 +268,13 @@ unsafe extern "C" fn handle(instance: *mut c_void, delivery: GwStr, out_detail: 
         b"panicked" => (3, Some(r#"{"reason":"raw pretends to panic"}"#)),
         b"not_json" => (2, Some("plain text detail")),
         b"unknown_code" => (7, Some(r#"{"reason":"from the future"}"#)),
+        b"crash_abort" => std::process::abort(),
+        b"crash_exit" => std::process::exit(3),
+        b"crash_segv" => {
+            // SAFETY: deliberately not: this fixture dies the way broken native code does.
+            unsafe { std::ptr::write_volatile(std::ptr::null_mut::<u64>(), 1) };
+            (0, None)
+        }
         _ => (0, None),
     };
     if let Some(text) = detail {

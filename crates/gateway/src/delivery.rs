@@ -296,11 +296,16 @@ impl Engine {
     }
 
     async fn dispatch(self: Arc<Self>, queue: Arc<PluginQueue>, mut rx: mpsc::Receiver<Job>) {
+        // A delivery taken off the queue that must not share the batch being built.
+        let mut held: Option<Job> = None;
         loop {
-            let job = tokio::select! {
-                biased;
-                _ = queue.cancel.cancelled() => break,
-                job = rx.recv() => match job { Some(j) => j, None => break },
+            let job = match held.take() {
+                Some(j) => j,
+                None => tokio::select! {
+                    biased;
+                    _ = queue.cancel.cancelled() => break,
+                    job = rx.recv() => match job { Some(j) => j, None => break },
+                },
             };
             // No new call while an outcome waits for the store: at most `max_concurrency`
             // calls per plugin are ever made but not recorded.
@@ -318,10 +323,20 @@ impl Engine {
             };
             // One call takes every ready delivery, up to `max_batch` (filled while the permits
             // were busy: batches grow with the load).
-            let max_batch = self.config().max_batch.max(1);
+            // A delivery during which the gateway died before runs alone: if it is the poison,
+            // it takes no batch-mate down with it.
+            let max_batch = if job.crashes > 0 {
+                1
+            } else {
+                self.config().max_batch.max(1)
+            };
             let mut batch = vec![job];
             while batch.len() < max_batch {
                 match rx.try_recv() {
+                    Ok(j) if j.crashes > 0 => {
+                        held = Some(j);
+                        break;
+                    }
                     Ok(j) => batch.push(j),
                     Err(_) => break,
                 }
@@ -346,6 +361,9 @@ impl Engine {
         // Removed or shutting down: whatever is still queued stays pending in the store; let
         // the sweeper see it again should this instance come back.
         rx.close();
+        if let Some(job) = held {
+            self.known.drop_key(job.key, job.generation);
+        }
         while let Ok(job) = rx.try_recv() {
             self.known.drop_key(job.key, job.generation);
         }

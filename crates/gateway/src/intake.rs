@@ -177,6 +177,7 @@ impl Intake {
                         plugin,
                         attempts: 0,
                         generation: 0,
+                        crashes: 0,
                         app: app.name.clone(),
                         event_type: event.event_type.clone(),
                         received_at_ms,

@@ -33,9 +33,24 @@ const PURGE_EVERY: Duration = Duration::from_secs(3600);
 /// Runs the gateway until a shutdown signal. With `watch`, the config file is polled and
 /// reloaded when it changes (as on SIGHUP).
 pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
+    // Handlers first: a SIGHUP (or SIGTERM) that arrives while starting must not take the
+    // default action, which is to end the process.
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut signals = Signals::new()?;
     let store = SqliteStore::open(&config.store_path)
         .with_context(|| format!("opening store {}", config.store_path.display()))?;
     let dyn_store: Arc<dyn Store> = Arc::new(store.clone());
+    // Deliveries whose call was running when the process last died: count the crash first.
+    let d = config.delivery;
+    match dyn_store.recover_crashed(d.max_attempts, d.max_crashes).await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            deliveries = n,
+            max_crashes = d.max_crashes,
+            "the gateway died during plugin calls last time: counted as failed attempts (a delivery is dead-lettered after max_crashes)"
+        ),
+        Err(e) => return Err(anyhow::anyhow!("recovering crashed deliveries: {e}")),
+    }
     let admin = Arc::new(Admin {
         store: dyn_store.clone(),
         shutting_down: Default::default(),
@@ -123,7 +138,6 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
         long_conns.clone(),
     ));
     let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<&'static str>(4);
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let hup_tx = reload_tx.clone();
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
@@ -135,7 +149,6 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
     }
 
     let graceful = GracefulShutdown::new();
-    let mut signals = Signals::new()?;
     // Bounded connections: past the limit a new connection is closed at once (the client retries)
     // instead of exhausting file descriptors. Fixed until restart, like the listen address.
     let connections = Arc::new(tokio::sync::Semaphore::new(config.max_connections));

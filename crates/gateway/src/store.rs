@@ -98,6 +98,8 @@ pub struct PendingDelivery {
     pub attempts: u32,
     /// Bumped by every replay.
     pub generation: u32,
+    /// Attempts of this generation during which the gateway died.
+    pub crashes: u32,
     pub app: String,
     pub event_type: String,
     pub received_at_ms: i64,
@@ -131,6 +133,8 @@ pub struct DeliveryRecord {
     pub next_at_ms: i64,
     pub last_error: Option<String>,
     pub updated_at_ms: i64,
+    /// Attempts during which the gateway died (a crash in a plugin, or `kill -9`).
+    pub crashes: u32,
 }
 
 /// A stored event, for `events show`.
@@ -179,4 +183,13 @@ pub trait Store: Send + Sync + 'static {
     fn pending_plugins(&self) -> StoreFuture<Vec<String>>;
     /// Dead-letters every pending delivery of `plugin` with `error`; returns how many.
     fn dead_letter_plugin(&self, plugin: String, error: String) -> StoreFuture<u64>;
+    /// Durably marks attempts as started, before their plugin is called (one write for a
+    /// batch): a process that dies during the call leaves the mark behind. Deliveries no longer
+    /// matching their guard are skipped. Returns how many were marked.
+    fn start_attempts(&self, deliveries: Vec<(i64, Guard)>) -> StoreFuture<u64>;
+    /// At start, before any call: every pending delivery still marked started was being called
+    /// when the process died. Counts that attempt and the crash; dead-letters it ("the gateway
+    /// died during this call N times") once `max_crashes` or `max_attempts` is reached.
+    /// Returns how many were found.
+    fn recover_crashed(&self, max_attempts: u32, max_crashes: u32) -> StoreFuture<u64>;
 }

@@ -86,6 +86,8 @@ pub struct RawDelivery {
     pub removed_plugin_grace: Option<String>,
     /// The most ready deliveries handed to one plugin call.
     pub max_batch: Option<u32>,
+    /// Attempts during which the gateway died before a delivery is dead-lettered.
+    pub max_crashes: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -60,6 +60,9 @@ pub struct DeliveryConfig {
     /// The most ready deliveries one plugin call takes (plugins with a batch entry handle them
     /// together; others one by one within the call).
     pub max_batch: usize,
+    /// A delivery during whose calls the gateway died this many times is dead-lettered (a
+    /// poison delivery must not crash every restart).
+    pub max_crashes: u32,
 }
 
 impl Default for DeliveryConfig {
@@ -72,6 +75,7 @@ impl Default for DeliveryConfig {
             timeout: Duration::from_secs(30),
             removed_plugin_grace: Duration::from_secs(60),
             max_batch: 64,
+            max_crashes: 3,
         }
     }
 }
@@ -324,6 +328,14 @@ impl Validator<'_> {
                 }
                 Some(n) => n as usize,
                 None => d.max_batch,
+            },
+            max_crashes: match raw.delivery.max_crashes {
+                Some(0) => {
+                    self.problem("delivery.max_crashes", "must be at least 1");
+                    d.max_crashes
+                }
+                Some(n) => n,
+                None => d.max_crashes,
             },
         };
         if delivery.max_backoff < delivery.initial_backoff {

@@ -104,6 +104,11 @@ impl Engine {
         if ready.is_empty() {
             return;
         }
+        // Durably "started" before the call: should the process die during it, the next start
+        // counts this attempt and the crash (poison deliveries end; see `recover_crashed`).
+        if !self.mark_started(&ready).await {
+            return; // Shutting down: nothing was called.
+        }
         let started = Instant::now();
         let call_slot = slot.clone();
         let call_span = tracing::Span::current();
@@ -327,6 +332,39 @@ impl Engine {
                     && self
                         .record(job, at(false), attempt, finish, "panicked")
                         .await
+            }
+        }
+    }
+
+    /// Marks the attempts of `jobs` as started, retrying until the store takes it (like
+    /// outcomes: no call starts while the store refuses writes). False on shutdown.
+    async fn mark_started(&self, jobs: &[Job]) -> bool {
+        let marks: Vec<(i64, Guard)> = jobs.iter().map(|j| (j.key, from(j))).collect();
+        let mut wait = RECORD_RETRY_MIN;
+        let mut failed = false;
+        loop {
+            match self.store.start_attempts(marks.clone()).await {
+                Ok(_) => {
+                    self.health.set(true);
+                    return true;
+                }
+                Err(e) => {
+                    self.health.set(false);
+                    if !failed {
+                        tracing::error!(error = %e, "could not mark deliveries as started: waiting for the store before calling the plugin");
+                        failed = true;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = self.cancel.cancelled() => {
+                            for j in jobs {
+                                self.known.drop_key(j.key, j.generation);
+                            }
+                            return false;
+                        }
+                    }
+                    wait = (wait * 2).min(RECORD_RETRY_MAX);
+                }
             }
         }
     }

@@ -16,8 +16,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
 use super::{
-    Accepted, Backlog, DeliveryRecord, Due, DueDelivery, EventRecord, FinishRecord, NewEvent,
-    PendingDelivery, Store, StoreError, StoreFuture,
+    Accepted, Backlog, DeliveryRecord, Due, DueDelivery, EventRecord, FinishRecord, Guard,
+    NewEvent, PendingDelivery, Store, StoreError, StoreFuture,
 };
 
 /// The most writes applied in one transaction.
@@ -44,6 +44,8 @@ CREATE TABLE IF NOT EXISTS deliveries (
     last_error  TEXT,
     updated_at  INTEGER NOT NULL,
     generation  INTEGER NOT NULL DEFAULT 0,
+    started     INTEGER NOT NULL DEFAULT 0,
+    crashes     INTEGER NOT NULL DEFAULT 0,
     UNIQUE (event_id, plugin)
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(next_at) WHERE state = 'pending';
@@ -51,19 +53,22 @@ CREATE INDEX IF NOT EXISTS deliveries_dead ON deliveries(updated_at) WHERE state
 ";
 
 /// The schema version this code writes; older stores are migrated at open.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// Brings a store written by an older version up to [`SCHEMA_VERSION`] (idempotent).
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    let has_generation = conn
-        .prepare("SELECT 1 FROM pragma_table_info('deliveries') WHERE name = 'generation'")?
-        .exists([])?;
-    if !has_generation {
-        // Version 1: replays were told apart by attempt count only.
-        conn.execute_batch(
-            "ALTER TABLE deliveries ADD COLUMN generation INTEGER NOT NULL DEFAULT 0",
-        )?;
+    // Version 1 had no generation (replays were told apart by attempt count only); version 2
+    // no started / crashes (a crash mid-call was not counted).
+    for column in ["generation", "started", "crashes"] {
+        let present = conn
+            .prepare("SELECT 1 FROM pragma_table_info('deliveries') WHERE name = ?1")?
+            .exists([column])?;
+        if !present {
+            conn.execute_batch(&format!(
+                "ALTER TABLE deliveries ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0"
+            ))?;
+        }
     }
     if version < SCHEMA_VERSION {
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
@@ -77,6 +82,8 @@ enum Write {
     Accept(NewEvent, Reply<Accepted>),
     Finish(Vec<FinishRecord>, Reply<Vec<bool>>),
     DeadLetterPlugin(String, String, Reply<u64>),
+    Start(Vec<(i64, Guard)>, Reply<u64>),
+    RecoverCrashed(u32, u32, Reply<u64>),
     Purge(i64, Reply<u64>),
     Replay(ReplaySelector, Reply<u64>),
 }
@@ -226,7 +233,7 @@ impl SqliteStore {
     ) -> Result<Vec<DeliveryRecord>, StoreError> {
         self.read_blocking(|c| {
             let mut stmt = c.prepare(
-                "SELECT event_id, plugin, state, attempts, next_at, last_error, updated_at
+                "SELECT event_id, plugin, state, attempts, next_at, last_error, updated_at, crashes
                  FROM deliveries WHERE state = 'dead'
                    AND (?1 IS NULL OR plugin = ?1) AND (?2 IS NULL OR updated_at >= ?2)
                  ORDER BY updated_at DESC",
@@ -260,7 +267,7 @@ impl SqliteStore {
                 return Ok(None);
             };
             let mut stmt = c.prepare(
-                "SELECT event_id, plugin, state, attempts, next_at, last_error, updated_at
+                "SELECT event_id, plugin, state, attempts, next_at, last_error, updated_at, crashes
                  FROM deliveries WHERE event_id = ?1 ORDER BY plugin",
             )?;
             event.deliveries = stmt
@@ -289,6 +296,7 @@ fn delivery_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryRecord> {
         next_at_ms: r.get(4)?,
         last_error: r.get(5)?,
         updated_at_ms: r.get(6)?,
+        crashes: r.get(7)?,
     })
 }
 
@@ -335,7 +343,7 @@ impl Store for SqliteStore {
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
                 "SELECT d.key, d.event_id, d.plugin, d.attempts,
-                        e.app, e.event_type, e.received_at, e.body, d.generation
+                        e.app, e.event_type, e.received_at, e.body, d.generation, d.crashes
                  FROM deliveries d JOIN events e ON e.id = d.event_id
                  WHERE d.key = ?1 AND d.state = 'pending'",
             )?;
@@ -353,6 +361,7 @@ impl Store for SqliteStore {
                             received_at_ms: r.get(6)?,
                             body: Arc::from(r.get::<_, String>(7)?),
                             generation: r.get(8)?,
+                            crashes: r.get(9)?,
                         })
                     })
                     .optional()?;
@@ -378,6 +387,14 @@ impl Store for SqliteStore {
 
     fn dead_letter_plugin(&self, plugin: String, error: String) -> StoreFuture<u64> {
         self.submit(|r| Write::DeadLetterPlugin(plugin, error, r))
+    }
+
+    fn start_attempts(&self, deliveries: Vec<(i64, Guard)>) -> StoreFuture<u64> {
+        self.submit(|r| Write::Start(deliveries, r))
+    }
+
+    fn recover_crashed(&self, max_attempts: u32, max_crashes: u32) -> StoreFuture<u64> {
+        self.submit(|r| Write::RecoverCrashed(max_attempts, max_crashes, r))
     }
 
     fn backlog(&self) -> StoreFuture<Backlog> {

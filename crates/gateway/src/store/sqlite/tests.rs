@@ -465,7 +465,7 @@ fn a_version_1_store_is_migrated_at_open() {
     let version: i64 = store
         .read_blocking(|c| Ok(c.pragma_query_value(None, "user_version", |r| r.get(0))?))
         .expect("version");
-    assert_eq!(version, 2);
+    assert_eq!(version, SCHEMA_VERSION);
     store.close();
 }
 
@@ -494,6 +494,88 @@ fn purge_removes_bounded_chunks_oldest_first() {
         assert_eq!(store.purge(i64::MAX).await.expect("2"), PURGE_CHUNK);
         assert_eq!(store.purge(i64::MAX).await.expect("3"), 500);
         assert_eq!(store.purge(i64::MAX).await.expect("4"), 0);
+        store.close();
+    });
+}
+
+#[test]
+fn attempts_marked_started_count_as_crashes_at_the_next_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
+        let Accepted::New { deliveries } = store
+            .accept(event("e", &["poison", "done", "stale"]))
+            .await
+            .expect("accept")
+        else {
+            panic!("new")
+        };
+        let (kp, kd, ks) = (deliveries[0].0, deliveries[1].0, deliveries[2].0);
+        let stale = Guard {
+            generation: 7,
+            attempts: 0,
+            dead_too: false,
+        };
+        let marked = store
+            .start_attempts(vec![(kp, at(0)), (kd, at(0)), (ks, stale)])
+            .await
+            .expect("start");
+        assert_eq!(marked, 2, "a stale guard marks nothing");
+        // One call finished (clears its mark); the process died during the other.
+        assert!(store
+            .finish(kd, at(0), 1, Finish::Done)
+            .await
+            .expect("done"));
+        for crash in 1..=3u32 {
+            assert_eq!(store.recover_crashed(12, 3).await.expect("recover"), 1);
+            let shown = store.event("e").expect("read").expect("exists");
+            let p = &shown
+                .deliveries
+                .iter()
+                .find(|d| d.plugin == "poison")
+                .expect("p");
+            assert_eq!((p.attempts, p.crashes), (crash, crash));
+            if crash < 3 {
+                assert_eq!(p.state, "pending");
+                store
+                    .start_attempts(vec![(kp, at(crash))])
+                    .await
+                    .expect("start again");
+            } else {
+                assert_eq!(p.state, "dead");
+                assert_eq!(
+                    p.last_error.as_deref(),
+                    Some("the gateway died during this call 3 times")
+                );
+            }
+        }
+        assert_eq!(
+            store.recover_crashed(12, 3).await.expect("again"),
+            0,
+            "nothing left"
+        );
+        // max_attempts ends it too, and a replay starts the count afresh.
+        store
+            .replay(ReplaySelector::DeadLetters { plugin: None })
+            .await
+            .expect("replay");
+        let fresh = Guard {
+            generation: 1,
+            attempts: 0,
+            dead_too: false,
+        };
+        store
+            .start_attempts(vec![(kp, fresh)])
+            .await
+            .expect("start");
+        assert_eq!(store.recover_crashed(1, 3).await.expect("recover"), 1);
+        let shown = store.event("e").expect("read").expect("exists");
+        let p = shown
+            .deliveries
+            .iter()
+            .find(|d| d.plugin == "poison")
+            .expect("p");
+        assert_eq!((p.state.as_str(), p.crashes), ("dead", 1));
         store.close();
     });
 }

@@ -53,6 +53,10 @@ fn answer(write: Write, result: Result<Outcome, StoreError>) {
         (Write::Replay(_, r), Ok(Outcome::Count(n))) => drop(r.send(Ok(n))),
         (Write::DeadLetterPlugin(.., r), Ok(Outcome::Count(n))) => drop(r.send(Ok(n))),
         (Write::DeadLetterPlugin(.., r), Err(e)) => drop(r.send(Err(e))),
+        (Write::Start(_, r), Ok(Outcome::Count(n))) => drop(r.send(Ok(n))),
+        (Write::Start(_, r), Err(e)) => drop(r.send(Err(e))),
+        (Write::RecoverCrashed(.., r), Ok(Outcome::Count(n))) => drop(r.send(Ok(n))),
+        (Write::RecoverCrashed(.., r), Err(e)) => drop(r.send(Err(e))),
         (Write::Accept(_, r), Err(e)) => drop(r.send(Err(e))),
         (Write::Finish(.., r), Err(e)) => drop(r.send(Err(e))),
         (Write::Purge(_, r), Err(e)) => drop(r.send(Err(e))),
@@ -79,6 +83,33 @@ fn apply_batch(conn: &mut Connection, batch: &[Write]) -> Result<Vec<Outcome>, S
                     .iter()
                     .map(|r| apply_finish(&tx, r, now))
                     .collect::<Result<_, _>>()?,
+            ),
+            Write::Start(deliveries, _) => {
+                let mut stmt = tx.prepare_cached(
+                    "UPDATE deliveries SET started = attempts + 1
+                     WHERE key = ?1 AND generation = ?2 AND attempts = ?3 AND state = 'pending'",
+                )?;
+                let mut n = 0;
+                for (key, guard) in deliveries {
+                    n += stmt.execute(params![key, guard.generation, guard.attempts])? as u64;
+                }
+                Outcome::Count(n)
+            }
+            Write::RecoverCrashed(max_attempts, max_crashes, _) => Outcome::Count(
+                // Right-hand sides read the row as it was: `crashes + 1` is the new count.
+                tx.prepare_cached(
+                    "UPDATE deliveries SET
+                         attempts = started, crashes = crashes + 1, started = 0,
+                         next_at = ?3, updated_at = ?3,
+                         state = CASE WHEN crashes + 1 >= ?2 OR started >= ?1
+                                      THEN 'dead' ELSE 'pending' END,
+                         last_error = CASE WHEN crashes + 1 >= ?2 OR started >= ?1
+                             THEN 'the gateway died during this call ' || (crashes + 1) || ' times'
+                             ELSE 'the gateway died during this call (' || (crashes + 1)
+                                  || ' so far); retrying' END
+                     WHERE state = 'pending' AND started > attempts",
+                )?
+                .execute(params![max_attempts, max_crashes, now])? as u64,
             ),
             Write::DeadLetterPlugin(plugin, error, _) => Outcome::Count(
                 tx.prepare_cached(
@@ -147,7 +178,7 @@ fn apply_finish(
     };
     let changed = tx
         .prepare_cached(
-            "UPDATE deliveries SET state = ?2, attempts = ?3, next_at = ?4,
+            "UPDATE deliveries SET state = ?2, attempts = ?3, next_at = ?4, started = 0,
                  last_error = COALESCE(?5, last_error), updated_at = ?6
              WHERE key = ?1 AND attempts = ?7 AND generation = ?8
                AND (state = 'pending' OR (?9 AND state = 'dead'))",
@@ -192,6 +223,7 @@ fn apply_replay(
         ReplaySelector::Events { ids, plugin } => {
             let mut stmt = tx.prepare_cached(
                 "UPDATE deliveries SET state = 'pending', attempts = 0, generation = generation + 1,
+                     started = 0, crashes = 0,
                      next_at = ?3, updated_at = ?3
                  WHERE event_id = ?1 AND (?2 IS NULL OR plugin = ?2)",
             )?;
@@ -202,6 +234,7 @@ fn apply_replay(
         ReplaySelector::DeadLetters { plugin } => {
             n += tx.execute(
                 "UPDATE deliveries SET state = 'pending', attempts = 0, generation = generation + 1,
+                     started = 0, crashes = 0,
                      next_at = ?2, updated_at = ?2
                  WHERE state = 'dead' AND (?1 IS NULL OR plugin = ?1)",
                 params![plugin, now],

@@ -1,0 +1,136 @@
+//! A plugin that kills the process (abort, segfault, exit: what native code does and no
+//! `catch_unwind` stops) takes the gateway down with it, but not forever: every attempt is marked
+//! started before the call, so the next start counts the crash, and after `max_crashes` the
+//! poison delivery is a dead letter while every other delivery has been made. The test restarts
+//! the gateway the way systemd would.
+
+use std::path::Path;
+use std::time::Duration;
+
+use gateway_e2e::harness::{base_config, binaries, read_jsonl, wait_until, Lark, TestGateway};
+use gateway_e2e::raw_fixtures;
+
+const TOKEN: &str = "tok";
+
+fn config(raw: &Path) -> String {
+    format!(
+        r#"{base}
+[[apps]]
+name = "hire"
+path = "/hook"
+verification_token = "{TOKEN}"
+
+[delivery]
+max_crashes = 3
+initial_backoff = "50ms"
+max_backoff = "100ms"
+
+[[plugins]]
+name = "native"
+library = "{raw}"
+
+[[plugins]]
+name = "audit"
+library = "{logger}"
+config = {{ path = "data/audit.jsonl", fsync = "never" }}
+
+[[routes]]
+events = ["*"]
+plugins = ["native", "audit"]
+"#,
+        base = base_config(),
+        raw = raw.display(),
+        logger = binaries().logger.display(),
+    )
+}
+
+fn delivery(gw: &TestGateway, event_id: &str, plugin: &str) -> serde_json::Value {
+    let (code, out, err) = gw.cli(&["events", "show", event_id]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    v["deliveries"]
+        .as_array()
+        .and_then(|ds| ds.iter().find(|d| d["plugin"] == plugin).cloned())
+        .unwrap_or_default()
+}
+
+fn poison_delivery_ends_after_max_crashes(crash: &str) {
+    let raw = raw_fixtures(Path::new(env!("CARGO_TARGET_TMPDIR"))).legacy;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(&raw);
+    let lark = Lark::plain(TOKEN);
+    let mut gw = TestGateway::spawn(dir.path(), &cfg);
+    for (id, event_type) in [("ok-a", "ok"), ("ok-b", "ok"), ("poison", crash)] {
+        let a = lark.send(
+            &gw.url("/hook"),
+            &lark.event_v2(id, event_type, serde_json::json!({})),
+        );
+        assert_eq!(a.status, 200, "{id}: {}", a.body);
+    }
+    let mut starts = 1;
+    loop {
+        // Dies on the poison call (or is done with it).
+        let died = gw.wait(Duration::from_secs(10)).is_some();
+        if !died {
+            break;
+        }
+        assert!(
+            starts <= 3,
+            "still crashing after {starts} crashes:\n{}",
+            gw.log()
+        );
+        gw = TestGateway::spawn(dir.path(), &cfg);
+        starts += 1;
+    }
+    // Three starts died in the poison call (max_crashes = 3); the fourth counted the third
+    // crash, dead-lettered the poison delivery and stays up.
+    assert_eq!(starts, 4);
+    let poison = delivery(&gw, "poison", "native");
+    assert_eq!(poison["state"], "dead", "{poison}");
+    assert_eq!(poison["crashes"], 3);
+    assert_eq!(
+        poison["last_error"],
+        "the gateway died during this call 3 times"
+    );
+    for id in ["ok-a", "ok-b"] {
+        assert!(
+            wait_until(Duration::from_secs(10), || delivery(&gw, id, "native")
+                ["state"]
+                == "done"),
+            "{id}: {}",
+            delivery(&gw, id, "native")
+        );
+    }
+    // The other plugin got every event, the poison one included.
+    let audit = dir.path().join("data/audit.jsonl");
+    assert!(wait_until(Duration::from_secs(10), || {
+        let ids: std::collections::HashSet<String> = read_jsonl(&audit)
+            .iter()
+            .filter_map(|l| l["event_id"].as_str().map(str::to_owned))
+            .collect();
+        ["ok-a", "ok-b", "poison"]
+            .iter()
+            .all(|id| ids.contains(*id))
+    }));
+    assert!(
+        gw.log()
+            .contains("the gateway died during plugin calls last time"),
+        "{}",
+        gw.log()
+    );
+}
+
+#[test]
+fn an_aborting_plugin_call_is_dead_lettered_after_max_crashes() {
+    poison_delivery_ends_after_max_crashes("crash_abort");
+}
+
+#[test]
+fn a_segfaulting_plugin_call_is_dead_lettered_after_max_crashes() {
+    poison_delivery_ends_after_max_crashes("crash_segv");
+}
+
+#[test]
+fn an_exiting_plugin_call_is_dead_lettered_after_max_crashes() {
+    poison_delivery_ends_after_max_crashes("crash_exit");
+}
