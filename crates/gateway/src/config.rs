@@ -13,7 +13,9 @@ pub mod validated;
 
 #[cfg(test)]
 pub use validated::EventPattern;
-pub use validated::{App, Config, DeliveryConfig, LongConnApp, PluginSpec, Route, WebhookApp};
+pub use validated::{
+    App, Config, DeliveryConfig, Isolation, LongConnApp, PluginSpec, Route, WebhookApp,
+};
 
 /// Why a config cannot be used: every problem, each prefixed with its location.
 #[derive(Debug, thiserror::Error)]

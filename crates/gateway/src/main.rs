@@ -7,6 +7,7 @@ mod config;
 mod delivery;
 mod ingress;
 mod intake;
+mod isolation;
 mod longconn;
 mod metrics;
 mod ops;
@@ -83,6 +84,20 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // A plugin-host child (isolation = "process") needs no config: it gets everything on stdin.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).and_then(|a| a.to_str()) == Some(isolation::SUBCOMMAND) {
+        return match (args.get(2).and_then(|a| a.to_str()), args.get(3)) {
+            (Some("--library"), Some(path)) => isolation::serve(std::path::Path::new(path)),
+            _ => {
+                eprintln!(
+                    "usage: gateway {} --library PATH (started by the gateway itself)",
+                    isolation::SUBCOMMAND
+                );
+                ExitCode::from(2)
+            }
+        };
+    }
     let cli = Cli::parse();
     let config = match Config::load(&cli.config) {
         Ok(c) => c,

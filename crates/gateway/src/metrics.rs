@@ -46,6 +46,12 @@ pub struct AppCodeLabels {
     pub code: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginReasonLabels {
+    pub plugin: String,
+    pub reason: String,
+}
+
 /// Every metric the gateway exports.
 pub struct Metrics {
     registry: Registry,
@@ -66,6 +72,7 @@ pub struct Metrics {
     pub longconn_frames: Family<AppKindLabels, Counter>,
     pub longconn_acks: Family<AppCodeLabels, Counter>,
     pub longconn_connected: Family<AppLabels, Gauge>,
+    pub plugin_process_exits: Family<PluginReasonLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -185,6 +192,12 @@ impl Metrics {
             "1 while the app's long connection is up",
             longconn_connected.clone(),
         );
+        let plugin_process_exits = Family::<PluginReasonLabels, Counter>::default();
+        registry.register(
+            "gateway_plugin_process_exits",
+            "Ends of isolated plugin processes by plugin and how they ended (signal or exit code)",
+            plugin_process_exits.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -204,6 +217,7 @@ impl Metrics {
             longconn_frames,
             longconn_acks,
             longconn_connected,
+            plugin_process_exits,
         }
     }
 

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use lark_longconn::ClientConfig;
 
-use crate::config::Config;
+use crate::config::{Config, Isolation};
 use crate::longconn::bootstrap_blocking;
 use crate::plugins;
 use crate::store::sqlite::ReplaySelector;
@@ -97,14 +97,25 @@ pub fn check(config: &Config, connect: bool) -> ExitCode {
     };
     for (spec, lib) in &libs {
         println!(
-            "plugin {:<12} {} {} ({}) max_concurrency {}  [{}]",
+            "plugin {:<12} {} {} ({}) max_concurrency {} isolation {}  [{}]",
             spec.name,
             lib.name(),
             lib.version(),
             lib.path().display(),
             spec.max_concurrency,
+            spec.isolation.as_str(),
             lib.build_tag()
         );
+        if spec.isolation == Isolation::None && !crash_contained(lib.build_tag()) {
+            println!(
+                "warning: plugin {} ({}) was not built by the Rust SDK with panic = \"unwind\" \
+                 (build tag: {}): a crash or panic in it ends the whole gateway; consider \
+                 isolation = \"process\"",
+                spec.name,
+                lib.path().display(),
+                lib.build_tag()
+            );
+        }
     }
     println!("routes:");
     if config.routes.is_empty() {
@@ -162,6 +173,13 @@ fn bootstrap_all(config: &Config) -> bool {
         }
     }
     ok
+}
+
+/// Whether a panic in a library with this build tag stays inside the call (the Rust SDK, built
+/// with `panic = "unwind"`, catches it). Anything else (another language, `panic = "abort"`, an
+/// SDK build that predates the tag) can take the process down.
+fn crash_contained(build_tag: &str) -> bool {
+    build_tag.starts_with("gateway-plugin ") && build_tag.contains("; panic=unwind")
 }
 
 fn yes(b: bool) -> &'static str {

@@ -13,15 +13,19 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use gateway_plugin::host::{CallOutcome, InitError, Instance, Library, LoadError, LogSink};
 use gateway_plugin::Level;
 
-use crate::config::{Config, PluginSpec};
+use crate::config::{Config, Isolation, PluginSpec};
+use crate::isolation::parent::Isolated;
 
 /// One configured plugin instance and its call limit.
 pub struct PluginSlot {
     pub spec: PluginSpec,
     library: Library,
     config_dir: std::path::PathBuf,
-    /// Always `Some` while the slot is alive; taken only by `Drop`.
+    /// The in-process instance: `Some` while the slot is alive (taken only by `Drop`), `None`
+    /// when the instance runs in its own process.
     instance: RwLock<Option<Instance>>,
+    /// `isolation = "process"`: the instance's child process.
+    isolated: Option<Isolated>,
 }
 
 impl std::fmt::Debug for PluginSlot {
@@ -56,6 +60,15 @@ impl PluginSlot {
 
     /// Calls the plugin (blocking).
     pub fn call(&self, delivery_json: &[u8]) -> CallOutcome {
+        if let Some(iso) = &self.isolated {
+            return iso
+                .call_batch(&[delivery_json])
+                .pop()
+                .unwrap_or_else(|| CallOutcome::Retry {
+                    reason: "no outcome".into(),
+                    retry_after: None,
+                });
+        }
         match self.instance() {
             Some(i) => i.handle(delivery_json),
             None => CallOutcome::Retry {
@@ -69,6 +82,9 @@ impl PluginSlot {
     /// batch entry panics as a whole, the instance is replaced and each delivery is handed to
     /// `handle` on its own, so one poison delivery ends only itself.
     pub fn call_batch(&self, deliveries: &[&[u8]]) -> Vec<CallOutcome> {
+        if let Some(iso) = &self.isolated {
+            return iso.call_batch(deliveries);
+        }
         let Some(instance) = self.instance() else {
             return deliveries
                 .iter()
@@ -98,6 +114,11 @@ impl PluginSlot {
     /// Replaces the instance with a fresh one (after a panic). The old one is shut down when
     /// its last in-flight call returns.
     pub fn reinit(&self) -> Result<(), InitError> {
+        if let Some(iso) = &self.isolated {
+            // The next call starts a fresh process.
+            iso.kill();
+            return Ok(());
+        }
         let fresh = self.library.instantiate(
             &self.spec.name,
             &self.spec.config,
@@ -108,6 +129,18 @@ impl PluginSlot {
             *guard = Some(fresh);
         }
         Ok(())
+    }
+}
+
+impl PluginSlot {
+    /// A call outlived `[delivery] timeout`: an isolated instance's process is killed (its calls
+    /// end as retries; the next call starts a new one). In-process native code cannot be
+    /// stopped: its call keeps its permit until it returns.
+    pub fn on_timeout(&self) {
+        if let Some(iso) = &self.isolated {
+            tracing::warn!(plugin = %self.spec.name, "call past its timeout: killing the plugin process");
+            iso.kill();
+        }
     }
 }
 
@@ -202,12 +235,24 @@ pub fn reload(current: &Plugins, config: &Config) -> Result<Plugins, Vec<String>
         return Err(problems);
     }
     for (spec, library) in fresh {
-        match instantiate(&spec, &library, &config.dir) {
-            Ok(instance) => {
+        let started = match spec.isolation {
+            Isolation::None => instantiate(&spec, &library, &config.dir).map(|i| (Some(i), None)),
+            Isolation::Process => Isolated::start(
+                &spec.name,
+                library.path(),
+                &spec.config,
+                &config.dir,
+                log_sink(),
+            )
+            .map(|p| (None, Some(p))),
+        };
+        match started {
+            Ok((instance, isolated)) => {
                 tracing::info!(
                     plugin = %spec.name,
                     library = %library.path().display(),
                     version = library.version(),
+                    isolation = spec.isolation.as_str(),
                     "plugin started"
                 );
                 slots.insert(
@@ -216,7 +261,8 @@ pub fn reload(current: &Plugins, config: &Config) -> Result<Plugins, Vec<String>
                         spec,
                         library,
                         config_dir: config.dir.clone(),
-                        instance: RwLock::new(Some(instance)),
+                        instance: RwLock::new(instance),
+                        isolated,
                     }),
                 );
             }

@@ -66,7 +66,12 @@ pub const fn descriptor<T: Plugin>(name: &'static str, version: &'static str) ->
     }
 }
 
-const BUILD_TAG: &str = concat!(env!("GATEWAY_PLUGIN_BUILD_TAG"), "\0");
+/// The build tag, with the panic strategy the plugin was built with: under `panic = "abort"` a
+/// panic ends the whole process, so `gateway check` warns unless the plugin is isolated.
+#[cfg(panic = "unwind")]
+const BUILD_TAG: &str = concat!(env!("GATEWAY_PLUGIN_BUILD_TAG"), "; panic=unwind\0");
+#[cfg(not(panic = "unwind"))]
+const BUILD_TAG: &str = concat!(env!("GATEWAY_PLUGIN_BUILD_TAG"), "; panic=abort\0");
 
 /// Reads a borrowed `GwStr` as bytes.
 ///

@@ -98,6 +98,8 @@ pub struct RawPlugin {
     #[serde(default)]
     pub config: Option<toml::Table>,
     pub max_concurrency: Option<u32>,
+    /// `"none"` (default) or `"process"`.
+    pub isolation: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

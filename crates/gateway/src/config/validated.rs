@@ -88,6 +88,25 @@ pub struct PluginSpec {
     /// The `config` table as JSON, `${VAR}`s expanded.
     pub config: serde_json::Value,
     pub max_concurrency: usize,
+    pub isolation: Isolation,
+}
+
+/// Where a plugin instance runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// In the gateway's process: fastest; a crash of native code ends the gateway.
+    None,
+    /// In a child process of its own: a crash ends only the child.
+    Process,
+}
+
+impl Isolation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isolation::None => "none",
+            Isolation::Process => "process",
+        }
+    }
 }
 
 /// `events` patterns → `plugins`, optionally only for some `apps`.
@@ -411,11 +430,28 @@ impl Validator<'_> {
             Some(n) => n as usize,
             None => DEFAULT_MAX_CONCURRENCY,
         };
+        let isolation = match p
+            .isolation
+            .as_deref()
+            .map(|t| self.expand(&at("isolation"), t))
+        {
+            None => Isolation::None,
+            Some(t) if t == "none" => Isolation::None,
+            Some(t) if t == "process" => Isolation::Process,
+            Some(t) => {
+                self.problem(
+                    &at("isolation"),
+                    format!("{t:?} is neither \"none\" nor \"process\""),
+                );
+                Isolation::None
+            }
+        };
         PluginSpec {
             name,
             library,
             config,
             max_concurrency,
+            isolation,
         }
     }
 

@@ -123,8 +123,12 @@ impl Engine {
         let (outcomes, permit, late) = match tokio::time::timeout(timeout, &mut call).await {
             Ok(Ok((outcomes, permit))) => (pad(outcomes, n), Some(permit), None),
             Ok(Err(e)) => (vec![Some(panicked(&e)); n], None, None),
-            // Timed out: the call keeps running and keeps its permit.
-            Err(_) => (vec![None; n], None, Some(call)),
+            // Timed out: the call keeps running and keeps its permit (an isolated instance's
+            // process is killed, so its call returns at once).
+            Err(_) => {
+                slot.on_timeout();
+                (vec![None; n], None, Some(call))
+            }
         };
         let elapsed = started.elapsed();
         metrics::get()

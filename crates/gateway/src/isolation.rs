@@ -1,0 +1,124 @@
+//! Process isolation for plugins (`[[plugins]] isolation = "process"`): the instance lives in a
+//! child process — this same binary, run as `gateway plugin-host --library PATH` — which loads
+//! the `.so`, creates the instance and answers calls over its stdin/stdout ([`wire`]). Whatever
+//! the native code does (segfault, `abort()`, `exit()`, a stack overflow, a hang) ends at most
+//! the child: the calls in flight fail as retries, the gateway logs and counts the death, and
+//! the next call starts a fresh child (with backoff). A call past `[delivery] timeout` kills
+//! the child, so the timeout is enforced, which it cannot be for in-process native code.
+//!
+//! The child ends itself when its stdin closes: a gateway that dies, even by `kill -9`, leaves
+//! no orphan behind.
+//!
+//! [`parent`] is the gateway's side; [`serve`] is the child's main loop.
+
+pub mod parent;
+pub mod wire;
+
+use std::io::{BufReader, BufWriter, Write};
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use gateway_plugin::host::{InitError, Library, LogSink};
+use gateway_plugin::Level;
+use wire::{FromChild, ToChild};
+
+/// How long a child whose stdin closed waits for its calls in flight.
+const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The hidden subcommand the gateway starts its children with.
+pub const SUBCOMMAND: &str = "plugin-host";
+
+/// `gateway plugin-host --library PATH`: serves one instance over stdin/stdout until stdin
+/// closes. Log lines and outcomes go to stdout as frames; stderr is the gateway's.
+pub fn serve(library: &Path) -> ExitCode {
+    let out = Arc::new(Mutex::new(BufWriter::new(std::io::stdout())));
+    let send = {
+        let out = out.clone();
+        move |m: &FromChild| -> bool {
+            match out.lock() {
+                Ok(mut o) => m.write(&mut *o).is_ok(),
+                Err(_) => false,
+            }
+        }
+    };
+    let mut input = BufReader::new(std::io::stdin());
+    let Ok(Some(ToChild::Init(init))) = ToChild::read(&mut input) else {
+        return ExitCode::from(2);
+    };
+    let lib = match Library::open(library) {
+        Ok(l) => l,
+        Err(e) => {
+            send(&FromChild::InitErr {
+                panicked: false,
+                message: e.to_string(),
+            });
+            return ExitCode::from(3);
+        }
+    };
+    let log_out = out.clone();
+    let log: LogSink = Arc::new(move |_instance: &str, level: Level, message: &str| {
+        if let Ok(mut o) = log_out.lock() {
+            let _ = FromChild::Log {
+                level: level.to_abi(),
+                message: message.to_owned(),
+            }
+            .write(&mut *o);
+        }
+    });
+    let instance = match lib.instantiate(&init.name, &init.config, Path::new(&init.config_dir), log)
+    {
+        Ok(i) => i,
+        Err(e) => {
+            let panicked = matches!(e, InitError::Panicked { .. });
+            send(&FromChild::InitErr {
+                panicked,
+                message: e.to_string(),
+            });
+            return ExitCode::from(3);
+        }
+    };
+    if !send(&FromChild::InitOk) {
+        return ExitCode::from(2);
+    }
+    // One thread per call in flight (the gateway sends at most `max_concurrency` at once).
+    let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    loop {
+        match ToChild::read(&mut input) {
+            Ok(Some(ToChild::Batch { id, deliveries })) => {
+                let instance = instance.clone();
+                let send = send.clone();
+                let in_flight = in_flight.clone();
+                in_flight.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                std::thread::spawn(move || {
+                    let refs: Vec<&[u8]> = deliveries.iter().map(Vec::as_slice).collect();
+                    let reply = match instance.handle_batch(&refs) {
+                        Ok(outcomes) => FromChild::Outcomes { id, outcomes },
+                        Err(message) => FromChild::BatchPanicked { id, message },
+                    };
+                    send(&reply);
+                    in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                });
+            }
+            Ok(Some(ToChild::Init(_))) => {}
+            // The gateway closed the pipe (it retires this child, or it died): let calls in
+            // flight finish for a moment and shut the instance down, but never linger behind a
+            // hung call.
+            Ok(None) | Err(_) => {
+                let deadline = std::time::Instant::now() + SHUTDOWN_WAIT;
+                while in_flight.load(std::sync::atomic::Ordering::SeqCst) > 0
+                    && std::time::Instant::now() < deadline
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                if in_flight.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                    drop(instance); // the last reference: the plugin's shutdown runs
+                }
+                if let Ok(mut o) = out.lock() {
+                    let _ = o.flush();
+                }
+                std::process::exit(0);
+            }
+        }
+    }
+}

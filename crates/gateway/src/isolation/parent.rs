@@ -1,0 +1,419 @@
+//! The gateway's side of an isolated plugin instance: starts the child, sends it calls, matches
+//! answers to callers, notices its death and starts a new one on the next call.
+//!
+//! Calls are blocking (they run on the engine's blocking pool like in-process calls). A reader
+//! thread per child reads every frame it writes: outcomes go to the waiting caller, log lines to
+//! the gateway's log, and end of stream means the child died: every call in flight gets a
+//! `Retry` naming the signal or exit code, and the death is counted in metrics. A batch whose
+//! child died is run again one delivery at a time, so a poison delivery ends only itself.
+//! Consecutive deaths back off the next start (10 ms doubling to 2 s).
+
+use std::collections::HashMap;
+use std::io::{BufReader, BufWriter};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gateway_plugin::host::{CallOutcome, InitError, LogSink};
+use gateway_plugin::Level;
+
+use super::wire::{FromChild, InitRequest, ToChild};
+use super::SUBCOMMAND;
+use crate::metrics;
+
+/// How long a child gets to create its instance.
+const INIT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What a caller waiting on a child gets.
+enum Reply {
+    Outcomes(Vec<CallOutcome>),
+    Panicked(String),
+    /// The child ended; `true` when the gateway killed it (a timeout or a restart), so the
+    /// calls are not tried again one by one.
+    Died(String, bool),
+}
+
+/// One running child.
+struct ChildProc {
+    child: Mutex<Child>,
+    /// `None` once the child is retired (closing the pipe tells it to leave).
+    stdin: Mutex<Option<BufWriter<ChildStdin>>>,
+    pending: Mutex<HashMap<u64, mpsc::Sender<Reply>>>,
+    dead: AtomicBool,
+    /// Set when the gateway itself killed the child.
+    killed: AtomicBool,
+}
+
+impl ChildProc {
+    fn kill(&self) {
+        self.killed.store(true, Ordering::SeqCst);
+        if let Ok(mut c) = self.child.lock() {
+            let _ = c.kill();
+        }
+    }
+}
+
+/// An isolated plugin instance.
+pub struct Isolated {
+    name: String,
+    library: PathBuf,
+    config: serde_json::Value,
+    config_dir: PathBuf,
+    log: LogSink,
+    current: Mutex<Option<Arc<ChildProc>>>,
+    next_id: AtomicU64,
+    /// Deaths and failed starts since the last call that returned (for the start backoff).
+    deaths: AtomicU32,
+}
+
+impl std::fmt::Debug for Isolated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Isolated")
+            .field("name", &self.name)
+            .field("library", &self.library)
+            .finish()
+    }
+}
+
+impl Isolated {
+    /// Starts the child and creates the instance in it; fails like an in-process `init`.
+    pub fn start(
+        name: &str,
+        library: &Path,
+        config: &serde_json::Value,
+        config_dir: &Path,
+        log: LogSink,
+    ) -> Result<Isolated, InitError> {
+        let isolated = Isolated {
+            name: name.to_owned(),
+            library: library.to_path_buf(),
+            config: config.clone(),
+            config_dir: config_dir.to_path_buf(),
+            log,
+            current: Mutex::new(None),
+            next_id: AtomicU64::new(1),
+            deaths: AtomicU32::new(0),
+        };
+        let proc = isolated.spawn()?;
+        if let Ok(mut c) = isolated.current.lock() {
+            *c = Some(proc);
+        }
+        Ok(isolated)
+    }
+
+    /// Handles a batch in the child (blocking): one outcome per delivery.
+    pub fn call_batch(&self, deliveries: &[&[u8]]) -> Vec<CallOutcome> {
+        match self.run(deliveries) {
+            Reply::Outcomes(outcomes) => {
+                self.deaths.store(0, Ordering::SeqCst);
+                outcomes
+            }
+            Reply::Panicked(message) if deliveries.len() > 1 => {
+                tracing::error!(plugin = %self.name, %message,
+                    "plugin panicked in a batch: restarting its process and handling each delivery on its own");
+                self.kill();
+                deliveries.iter().map(|d| self.call_one(d)).collect()
+            }
+            Reply::Panicked(message) => {
+                self.kill();
+                vec![CallOutcome::Panicked { message }]
+            }
+            Reply::Died(why, false) if deliveries.len() > 1 => {
+                tracing::warn!(plugin = %self.name, reason = %why,
+                    "plugin process died during a batch: handling each delivery on its own");
+                deliveries.iter().map(|d| self.call_one(d)).collect()
+            }
+            Reply::Died(why, _) => deliveries.iter().map(|_| died(why.clone())).collect(),
+        }
+    }
+
+    fn call_one(&self, delivery: &[u8]) -> CallOutcome {
+        match self.run(&[delivery]) {
+            Reply::Outcomes(mut o) => o.pop().unwrap_or_else(|| died("no outcome".into())),
+            Reply::Panicked(message) => {
+                self.kill();
+                CallOutcome::Panicked { message }
+            }
+            Reply::Died(why, _) => died(why),
+        }
+    }
+
+    /// Kills the child (a call past its timeout, or a restart); calls in flight fail as
+    /// retries and the next call starts a new child.
+    pub fn kill(&self) {
+        if let Some(proc) = self.current.lock().ok().and_then(|c| c.clone()) {
+            proc.kill();
+        }
+    }
+
+    fn run(&self, deliveries: &[&[u8]]) -> Reply {
+        let proc = match self.ensure() {
+            Ok(p) => p,
+            Err(why) => return Reply::Died(why, false),
+        };
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        let (tx, rx) = mpsc::channel();
+        if let Ok(mut p) = proc.pending.lock() {
+            p.insert(id, tx);
+        }
+        if proc.dead.load(Ordering::SeqCst) {
+            return Reply::Died("the plugin process had just died".into(), false);
+        }
+        let request = ToChild::Batch {
+            id,
+            deliveries: deliveries.iter().map(|d| d.to_vec()).collect(),
+        };
+        let written = match proc.stdin.lock() {
+            Ok(mut w) => match w.as_mut() {
+                Some(w) => request.write(w),
+                None => Err(std::io::Error::other("the plugin process is retired")),
+            },
+            Err(_) => Err(std::io::Error::other("poisoned")),
+        };
+        if let Err(e) = written {
+            if let Ok(mut p) = proc.pending.lock() {
+                p.remove(&id);
+            }
+            return Reply::Died(format!("cannot write to the plugin process: {e}"), false);
+        }
+        rx.recv()
+            .unwrap_or_else(|_| Reply::Died("the plugin process went away".into(), false))
+    }
+
+    /// The live child, or a new one (after a backoff when children keep dying).
+    fn ensure(&self) -> Result<Arc<ChildProc>, String> {
+        let mut current = self.current.lock().map_err(|_| "poisoned".to_owned())?;
+        if let Some(p) = current.as_ref() {
+            if !p.dead.load(Ordering::SeqCst) {
+                return Ok(p.clone());
+            }
+            self.deaths.fetch_add(1, Ordering::SeqCst);
+            *current = None;
+        }
+        let deaths = self.deaths.load(Ordering::SeqCst);
+        if deaths > 0 {
+            std::thread::sleep(restart_backoff(deaths));
+        }
+        match self.spawn() {
+            Ok(proc) => {
+                *current = Some(proc.clone());
+                Ok(proc)
+            }
+            Err(e) => {
+                self.deaths.fetch_add(1, Ordering::SeqCst);
+                Err(e.to_string())
+            }
+        }
+    }
+
+    fn spawn(&self) -> Result<Arc<ChildProc>, InitError> {
+        let refused = |message: String| InitError::Refused {
+            instance: self.name.clone(),
+            message,
+        };
+        let exe = std::env::current_exe()
+            .map_err(|e| refused(format!("cannot find the gateway binary: {e}")))?;
+        let mut child = Command::new(exe)
+            .arg(SUBCOMMAND)
+            .arg("--library")
+            .arg(&self.library)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| refused(format!("cannot start the plugin process: {e}")))?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            let _ = child.kill();
+            return Err(refused("the plugin process has no pipes".into()));
+        };
+        let mut stdin = BufWriter::new(stdin);
+        let init = ToChild::Init(InitRequest {
+            name: self.name.clone(),
+            config: self.config.clone(),
+            config_dir: self.config_dir.to_string_lossy().into_owned(),
+        });
+        if let Err(e) = init.write(&mut stdin) {
+            let _ = child.kill();
+            return Err(refused(format!("cannot talk to the plugin process: {e}")));
+        }
+        let pid = child.id();
+        let proc = Arc::new(ChildProc {
+            child: Mutex::new(child),
+            stdin: Mutex::new(Some(stdin)),
+            pending: Mutex::new(HashMap::new()),
+            dead: AtomicBool::new(false),
+            killed: AtomicBool::new(false),
+        });
+        let (init_tx, init_rx) = mpsc::channel();
+        let reader = Reader {
+            name: self.name.clone(),
+            proc: proc.clone(),
+            log: self.log.clone(),
+            init: Some(init_tx),
+        };
+        std::thread::Builder::new()
+            .name(format!("plugin-{}", self.name))
+            .spawn(move || reader.run(BufReader::new(stdout)))
+            .map_err(|e| refused(format!("cannot start the reader thread: {e}")))?;
+        match init_rx.recv_timeout(INIT_TIMEOUT) {
+            Ok(Ok(())) => {
+                tracing::info!(plugin = %self.name, pid, "plugin process started");
+                Ok(proc)
+            }
+            Ok(Err(e)) => {
+                proc.kill();
+                Err(e)
+            }
+            Err(_) => {
+                proc.kill();
+                Err(refused("the plugin process did not start in time".into()))
+            }
+        }
+    }
+}
+
+impl Drop for Isolated {
+    fn drop(&mut self) {
+        // Closing stdin retires the child: it lets its calls finish briefly, shuts the
+        // instance down and exits. A child that does not is killed a little later.
+        if let Some(proc) = self.current.get_mut().ok().and_then(Option::take) {
+            if let Ok(mut w) = proc.stdin.lock() {
+                w.take();
+            }
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_secs(5));
+                if !proc.dead.load(Ordering::SeqCst) {
+                    proc.kill();
+                }
+            });
+        }
+    }
+}
+
+/// The wait before starting a child after `deaths` deaths or failed starts in a row (reset by a
+/// call that returns): 10 ms doubling to 2 s. The engine's retry backoff paces the deliveries;
+/// this only keeps a child that dies at once from being restarted in a tight loop.
+fn restart_backoff(deaths: u32) -> Duration {
+    Duration::from_millis(10u64 << deaths.saturating_sub(1).min(8)).min(Duration::from_secs(2))
+}
+
+fn died(why: String) -> CallOutcome {
+    CallOutcome::Retry {
+        reason: format!("plugin process died: {why}"),
+        retry_after: None,
+    }
+}
+
+/// Reads a child's frames until it ends.
+struct Reader {
+    name: String,
+    proc: Arc<ChildProc>,
+    log: LogSink,
+    init: Option<mpsc::Sender<Result<(), InitError>>>,
+}
+
+impl Reader {
+    fn run(mut self, mut out: BufReader<std::process::ChildStdout>) {
+        loop {
+            match FromChild::read(&mut out) {
+                Ok(Some(FromChild::InitOk)) => {
+                    if let Some(tx) = self.init.take() {
+                        let _ = tx.send(Ok(()));
+                    }
+                }
+                Ok(Some(FromChild::InitErr { panicked, message })) => {
+                    let instance = self.name.clone();
+                    let err = if panicked {
+                        InitError::Panicked { instance, message }
+                    } else {
+                        InitError::Refused { instance, message }
+                    };
+                    if let Some(tx) = self.init.take() {
+                        let _ = tx.send(Err(err));
+                    }
+                }
+                Ok(Some(FromChild::Outcomes { id, outcomes })) => {
+                    self.answer(id, Reply::Outcomes(outcomes))
+                }
+                Ok(Some(FromChild::BatchPanicked { id, message })) => {
+                    self.answer(id, Reply::Panicked(message))
+                }
+                Ok(Some(FromChild::Log { level, message })) => {
+                    (self.log)(&self.name, Level::from_abi(level), &message)
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        self.proc.dead.store(true, Ordering::SeqCst);
+        let why = self.exit_status();
+        metrics::get()
+            .plugin_process_exits
+            .get_or_create(&metrics::PluginReasonLabels {
+                plugin: self.name.clone(),
+                reason: why.clone(),
+            })
+            .inc();
+        let pending: Vec<_> = self
+            .proc
+            .pending
+            .lock()
+            .map(|mut p| p.drain().collect())
+            .unwrap_or_default();
+        if !pending.is_empty() || self.init.is_some() {
+            tracing::error!(plugin = %self.name, reason = %why, calls = pending.len(), "plugin process died; its calls in flight will be retried");
+        }
+        let killed = self.proc.killed.load(Ordering::SeqCst);
+        for (_, tx) in pending {
+            let _ = tx.send(Reply::Died(why.clone(), killed));
+        }
+        if let Some(tx) = self.init.take() {
+            let _ = tx.send(Err(InitError::Refused {
+                instance: self.name.clone(),
+                message: format!("the plugin process died while starting: {why}"),
+            }));
+        }
+    }
+
+    fn answer(&self, id: u64, reply: Reply) {
+        let tx = self
+            .proc
+            .pending
+            .lock()
+            .ok()
+            .and_then(|mut p| p.remove(&id));
+        if let Some(tx) = tx {
+            let _ = tx.send(reply);
+        }
+    }
+
+    /// Reaps the child and says how it ended ("killed by signal 11", "exited with code 3").
+    fn exit_status(&self) -> String {
+        let Ok(mut child) = self.proc.child.lock() else {
+            return "unknown".into();
+        };
+        match child.wait() {
+            Ok(status) => match (status.code(), status.signal()) {
+                (_, Some(sig)) => format!("killed by signal {sig}{}", signal_name(sig)),
+                (Some(code), _) => format!("exited with code {code}"),
+                _ => "ended".into(),
+            },
+            Err(e) => format!("cannot tell how it ended: {e}"),
+        }
+    }
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        4 => " (SIGILL)",
+        6 => " (SIGABRT)",
+        7 => " (SIGBUS)",
+        9 => " (SIGKILL)",
+        11 => " (SIGSEGV)",
+        15 => " (SIGTERM)",
+        _ => "",
+    }
+}

@@ -1,0 +1,334 @@
+//! The pipe protocol between the gateway and a plugin-host child: length-prefixed binary frames
+//! (`u32` length, little endian, then a tag byte and the body). Deliveries travel as the same
+//! JSON bytes the ABI takes, never re-encoded; the rest is small.
+//!
+//! Gateway → child: `Init` (JSON `{name, config, config_dir}`), `Batch` (id, deliveries).
+//! Child → gateway: `InitOk`, `InitErr`, `Outcomes` (id, JSON outcomes), `BatchPanicked` (id,
+//! message), `Log` (level, message). Nothing here panics on input: a bad frame is an error.
+
+use std::io::{self, Read, Write};
+
+use gateway_plugin::host::CallOutcome;
+use serde::{Deserialize, Serialize};
+
+/// No frame is larger than this (a batch of `max_batch` deliveries of `max_body_bytes` fits).
+const MAX_FRAME: usize = 1 << 30;
+
+/// A message to the child.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToChild {
+    Init(InitRequest),
+    Batch { id: u64, deliveries: Vec<Vec<u8>> },
+}
+
+/// What the child needs to create the instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InitRequest {
+    pub name: String,
+    pub config: serde_json::Value,
+    pub config_dir: String,
+}
+
+/// A message from the child.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FromChild {
+    InitOk,
+    InitErr { panicked: bool, message: String },
+    Outcomes { id: u64, outcomes: Vec<CallOutcome> },
+    BatchPanicked { id: u64, message: String },
+    Log { level: u32, message: String },
+}
+
+/// An outcome on the wire.
+#[derive(Serialize, Deserialize)]
+struct WireOutcome {
+    /// 0 ok, 1 retry, 2 reject, 3 panicked.
+    code: u32,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    retry_after_ms: Option<u64>,
+}
+
+fn to_wire(o: &CallOutcome) -> WireOutcome {
+    let (code, reason, retry_after_ms) = match o {
+        CallOutcome::Ok => (0, String::new(), None),
+        CallOutcome::Retry {
+            reason,
+            retry_after,
+        } => (1, reason.clone(), retry_after.map(|d| d.as_millis() as u64)),
+        CallOutcome::Reject { reason } => (2, reason.clone(), None),
+        CallOutcome::Panicked { message } => (3, message.clone(), None),
+    };
+    WireOutcome {
+        code,
+        reason,
+        retry_after_ms,
+    }
+}
+
+fn from_wire(w: WireOutcome) -> CallOutcome {
+    match w.code {
+        0 => CallOutcome::Ok,
+        1 => CallOutcome::Retry {
+            reason: w.reason,
+            retry_after: w.retry_after_ms.map(std::time::Duration::from_millis),
+        },
+        3 => CallOutcome::Panicked { message: w.reason },
+        _ => CallOutcome::Reject { reason: w.reason },
+    }
+}
+
+fn bad(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.to_owned())
+}
+
+fn frame(out: &mut impl Write, tag: u8, body: &[u8]) -> io::Result<()> {
+    let len = u32::try_from(body.len() + 1).map_err(|_| bad("frame too large"))?;
+    let mut buf = Vec::with_capacity(body.len() + 5);
+    buf.extend_from_slice(&len.to_le_bytes());
+    buf.push(tag);
+    buf.extend_from_slice(body);
+    out.write_all(&buf)?;
+    out.flush()
+}
+
+/// Reads one frame: `None` at a clean end of stream.
+fn read_frame(input: &mut impl Read) -> io::Result<Option<(u8, Vec<u8>)>> {
+    let mut len = [0u8; 4];
+    match input.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if len == 0 || len > MAX_FRAME {
+        return Err(bad("bad frame length"));
+    }
+    let mut body = vec![0u8; len];
+    input.read_exact(&mut body)?;
+    let tag = body.remove(0);
+    Ok(Some((tag, body)))
+}
+
+/// Takes `n` bytes off the front of `body`.
+fn take<'a>(body: &mut &'a [u8], n: usize) -> io::Result<&'a [u8]> {
+    if body.len() < n {
+        return Err(bad("truncated frame"));
+    }
+    let (head, rest) = body.split_at(n);
+    *body = rest;
+    Ok(head)
+}
+
+fn u32_at(body: &mut &[u8]) -> io::Result<u32> {
+    let b = take(body, 4)?;
+    Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+fn u64_at(body: &mut &[u8]) -> io::Result<u64> {
+    let b = take(body, 8)?;
+    let mut a = [0u8; 8];
+    a.copy_from_slice(b);
+    Ok(u64::from_le_bytes(a))
+}
+
+impl ToChild {
+    pub fn write(&self, out: &mut impl Write) -> io::Result<()> {
+        match self {
+            ToChild::Init(init) => frame(out, 1, &serde_json::to_vec(init)?),
+            ToChild::Batch { id, deliveries } => {
+                let size: usize = deliveries.iter().map(|d| d.len() + 4).sum();
+                let mut body = Vec::with_capacity(12 + size);
+                body.extend_from_slice(&id.to_le_bytes());
+                let count = u32::try_from(deliveries.len()).map_err(|_| bad("batch too large"))?;
+                body.extend_from_slice(&count.to_le_bytes());
+                for d in deliveries {
+                    let len = u32::try_from(d.len()).map_err(|_| bad("delivery too large"))?;
+                    body.extend_from_slice(&len.to_le_bytes());
+                    body.extend_from_slice(d);
+                }
+                frame(out, 2, &body)
+            }
+        }
+    }
+
+    pub fn read(input: &mut impl Read) -> io::Result<Option<ToChild>> {
+        let Some((tag, body)) = read_frame(input)? else {
+            return Ok(None);
+        };
+        let mut b = body.as_slice();
+        Ok(Some(match tag {
+            1 => ToChild::Init(serde_json::from_slice(b)?),
+            2 => {
+                let id = u64_at(&mut b)?;
+                let count = u32_at(&mut b)? as usize;
+                let mut deliveries = Vec::with_capacity(count.min(10_000));
+                for _ in 0..count {
+                    let len = u32_at(&mut b)? as usize;
+                    deliveries.push(take(&mut b, len)?.to_vec());
+                }
+                ToChild::Batch { id, deliveries }
+            }
+            _ => return Err(bad("unknown frame to the child")),
+        }))
+    }
+}
+
+impl FromChild {
+    pub fn write(&self, out: &mut impl Write) -> io::Result<()> {
+        match self {
+            FromChild::InitOk => frame(out, 10, &[]),
+            FromChild::InitErr { panicked, message } => {
+                let mut body = vec![u8::from(*panicked)];
+                body.extend_from_slice(message.as_bytes());
+                frame(out, 11, &body)
+            }
+            FromChild::Outcomes { id, outcomes } => {
+                let mut body = id.to_le_bytes().to_vec();
+                let wire: Vec<WireOutcome> = outcomes.iter().map(to_wire).collect();
+                serde_json::to_writer(&mut body, &wire)?;
+                frame(out, 12, &body)
+            }
+            FromChild::BatchPanicked { id, message } => {
+                let mut body = id.to_le_bytes().to_vec();
+                body.extend_from_slice(message.as_bytes());
+                frame(out, 13, &body)
+            }
+            FromChild::Log { level, message } => {
+                let mut body = level.to_le_bytes().to_vec();
+                body.extend_from_slice(message.as_bytes());
+                frame(out, 14, &body)
+            }
+        }
+    }
+
+    pub fn read(input: &mut impl Read) -> io::Result<Option<FromChild>> {
+        let Some((tag, body)) = read_frame(input)? else {
+            return Ok(None);
+        };
+        let mut b = body.as_slice();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        Ok(Some(match tag {
+            10 => FromChild::InitOk,
+            11 => {
+                let panicked = take(&mut b, 1)?[0] != 0;
+                FromChild::InitErr {
+                    panicked,
+                    message: text(b),
+                }
+            }
+            12 => {
+                let id = u64_at(&mut b)?;
+                let wire: Vec<WireOutcome> = serde_json::from_slice(b)?;
+                FromChild::Outcomes {
+                    id,
+                    outcomes: wire.into_iter().map(from_wire).collect(),
+                }
+            }
+            13 => {
+                let id = u64_at(&mut b)?;
+                FromChild::BatchPanicked {
+                    id,
+                    message: text(b),
+                }
+            }
+            14 => {
+                let level = u32_at(&mut b)?;
+                FromChild::Log {
+                    level,
+                    message: text(b),
+                }
+            }
+            _ => return Err(bad("unknown frame from the child")),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_message_round_trips() {
+        let to = [
+            ToChild::Init(InitRequest {
+                name: "n".into(),
+                config: serde_json::json!({"a": [1, "x"]}),
+                config_dir: "/etc/gw".into(),
+            }),
+            ToChild::Batch {
+                id: 7,
+                deliveries: vec![b"{}".to_vec(), Vec::new(), vec![0xff; 3]],
+            },
+        ];
+        let mut buf = Vec::new();
+        for m in &to {
+            m.write(&mut buf).expect("write");
+        }
+        let mut r = buf.as_slice();
+        for m in &to {
+            assert_eq!(ToChild::read(&mut r).expect("read").as_ref(), Some(m));
+        }
+        assert_eq!(ToChild::read(&mut r).expect("eof"), None);
+
+        let from = [
+            FromChild::InitOk,
+            FromChild::InitErr {
+                panicked: true,
+                message: "boom".into(),
+            },
+            FromChild::Outcomes {
+                id: 9,
+                outcomes: vec![
+                    CallOutcome::Ok,
+                    CallOutcome::Retry {
+                        reason: "r".into(),
+                        retry_after: Some(std::time::Duration::from_millis(1500)),
+                    },
+                    CallOutcome::Reject {
+                        reason: "no".into(),
+                    },
+                    CallOutcome::Panicked {
+                        message: "p".into(),
+                    },
+                ],
+            },
+            FromChild::BatchPanicked {
+                id: 3,
+                message: "m".into(),
+            },
+            FromChild::Log {
+                level: 3,
+                message: "hello".into(),
+            },
+        ];
+        let mut buf = Vec::new();
+        for m in &from {
+            m.write(&mut buf).expect("write");
+        }
+        let mut r = buf.as_slice();
+        for m in &from {
+            assert_eq!(FromChild::read(&mut r).expect("read").as_ref(), Some(m));
+        }
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for bytes in [
+            &[0u8, 0, 0, 0][..],
+            &[255, 255, 255, 255, 1],
+            &[5, 0, 0, 0, 2, 1],
+            &[3, 0, 0, 0, 99, 0, 0],
+            &[13, 0, 0, 0, 2, 1, 0, 0, 0, 0, 0, 0, 0, 200, 0, 0, 0],
+        ] {
+            let mut r = bytes;
+            assert!(ToChild::read(&mut r).is_err(), "{bytes:?}");
+        }
+        let mut r: &[u8] = &[2, 0];
+        assert!(
+            !matches!(ToChild::read(&mut r), Ok(Some(_))),
+            "a truncated length"
+        );
+    }
+}
