@@ -369,7 +369,7 @@ fn dead_letter_replayed_after_the_plugin_is_fixed() {
     );
     let (code, out, err) = gw.cli(&["replay", "--dead-letters", "--plugin", "payer"]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.starts_with("1 "), "{out}");
+    assert!(out.contains("1 deliveries queued again"), "{out}");
     assert!(wait_until(Duration::from_secs(10), || {
         recorded(&gw, "payer.jsonl")
             .iter()

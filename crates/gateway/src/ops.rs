@@ -10,7 +10,6 @@ use lark_longconn::ClientConfig;
 use crate::config::{Config, Isolation};
 use crate::longconn::bootstrap_blocking;
 use crate::plugins;
-use crate::store::sqlite::ReplaySelector;
 use crate::store::SqliteStore;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -36,6 +35,13 @@ pub struct ReplayArgs {
     /// Replay every dead letter (optionally of --plugin).
     #[arg(long, conflicts_with = "event_ids")]
     pub dead_letters: bool,
+    /// Also replay deliveries that already succeeded (their plugin runs again: payout and
+    /// notifier act in the real world).
+    #[arg(long)]
+    pub force: bool,
+    /// List what would be replayed; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -50,8 +56,12 @@ pub enum StoreCommand {
     Check,
 }
 
+mod replay;
+
+pub use replay::{dead_letters, replay};
+
 fn open_store(config: &Config) -> Result<SqliteStore, ExitCode> {
-    SqliteStore::open(&config.store_path).map_err(|e| {
+    SqliteStore::open_existing(&config.store_path).map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::FAILURE
     })
@@ -187,84 +197,6 @@ fn yes(b: bool) -> &'static str {
         "yes"
     } else {
         "no"
-    }
-}
-
-/// `gateway dead-letters`.
-pub fn dead_letters(config: &Config, args: &DeadLetterArgs) -> ExitCode {
-    let store = match open_store(config) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    let rows = match store.dead_letters(args.plugin.as_deref(), args.since) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    if args.json {
-        for r in &rows {
-            println!("{}", serde_json::to_string(r).unwrap_or_default());
-        }
-    } else {
-        println!(
-            "{:<40} {:<12} {:>8} {:>14}  last error",
-            "event id", "plugin", "attempts", "died at (ms)"
-        );
-        for r in &rows {
-            println!(
-                "{:<40} {:<12} {:>8} {:>14}  {}",
-                r.event_id,
-                r.plugin,
-                r.attempts,
-                r.updated_at_ms,
-                r.last_error.as_deref().unwrap_or("")
-            );
-        }
-        println!("{} dead letter(s)", rows.len());
-    }
-    store.close();
-    ExitCode::SUCCESS
-}
-
-/// `gateway replay`.
-pub fn replay(config: &Config, args: &ReplayArgs) -> ExitCode {
-    if !args.dead_letters && args.event_ids.is_empty() {
-        eprintln!("error: give event ids or --dead-letters");
-        return ExitCode::from(2);
-    }
-    let store = match open_store(config) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    let selector = if args.dead_letters {
-        ReplaySelector::DeadLetters {
-            plugin: args.plugin.clone(),
-        }
-    } else {
-        ReplaySelector::Events {
-            ids: args.event_ids.clone(),
-            plugin: args.plugin.clone(),
-        }
-    };
-    let result = match tokio::runtime::Builder::new_current_thread().build() {
-        Ok(rt) => rt.block_on(store.replay(selector)),
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    store.close();
-    match result {
-        Ok(n) => {
-            println!("{n} deliveries queued again");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
     }
 }
 

@@ -134,6 +134,18 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
 }
 
 impl SqliteStore {
+    /// Opens an existing store (for the operator commands): refuses a path with no store
+    /// rather than creating an empty one and reporting on it.
+    pub fn open_existing(path: &Path) -> Result<SqliteStore, StoreError> {
+        if !path.is_file() {
+            return Err(StoreError(format!(
+                "no store at {} (is this the config the gateway runs with?)",
+                path.display()
+            )));
+        }
+        Self::open(path)
+    }
+
     /// Opens (creating if needed) the database at `path` and starts its writer thread.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent() {
@@ -239,6 +251,15 @@ impl SqliteStore {
                  ORDER BY updated_at DESC",
             )?;
             let rows = stmt.query_map(params![plugin, since_ms], delivery_record)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    /// Every plugin name that has a delivery in the store.
+    pub fn plugin_names(&self) -> Result<Vec<String>, StoreError> {
+        self.read_blocking(|c| {
+            let mut stmt = c.prepare("SELECT DISTINCT plugin FROM deliveries ORDER BY plugin")?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
     }

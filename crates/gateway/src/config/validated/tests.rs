@@ -341,3 +341,31 @@ domain = "open.feishu.cn"
     }
     assert_eq!(p.len(), expected.len(), "{p:#?}");
 }
+
+#[test]
+fn log_levels_are_checked_and_warning_means_warn() {
+    for bad in [
+        "verbose",
+        "warnings",
+        "info,gateway=loud",
+        "=debug",
+        "info,,debug",
+    ] {
+        let p = problems(&format!("{MINIMAL}\n[log]\nlevel = \"{bad}\"\n"));
+        assert!(
+            p.iter().any(|x| x.starts_with("log.level:")),
+            "{bad}: {p:?}"
+        );
+    }
+    let p = problems(&format!("{MINIMAL}\n[log]\nlevel = \"verbose\"\n"));
+    assert!(p[0].contains("error, warn, info, debug, trace"), "{p:?}");
+    for (given, used) in [
+        ("warning", "warn"),
+        ("WARN", "warn"),
+        ("info, gateway=debug", "info,gateway=debug"),
+        ("plugin=Warning", "plugin=warn"),
+    ] {
+        let c = load(&format!("{MINIMAL}\n[log]\nlevel = \"{given}\"\n"), &[]).expect("valid");
+        assert_eq!(c.log_level.as_deref(), Some(used), "{given}");
+    }
+}

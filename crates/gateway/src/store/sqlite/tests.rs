@@ -579,3 +579,43 @@ fn attempts_marked_started_count_as_crashes_at_the_next_start() {
         store.close();
     });
 }
+
+#[test]
+fn a_delivery_done_after_failures_shows_no_old_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
+        let Accepted::New { deliveries } = store.accept(event("e", &["a"])).await.expect("accept")
+        else {
+            panic!("new")
+        };
+        let key = deliveries[0].0;
+        let retry = Finish::Retry {
+            next_at_ms: 0,
+            error: "remote 503".into(),
+        };
+        assert!(store.finish(key, at(0), 1, retry).await.expect("retry"));
+        assert!(store
+            .finish(key, at(1), 2, Finish::Done)
+            .await
+            .expect("done"));
+        let shown = store.event("e").expect("read").expect("exists");
+        assert_eq!(shown.deliveries[0].state, "done");
+        assert_eq!(shown.deliveries[0].last_error, None);
+        store.close();
+    });
+}
+
+#[test]
+fn read_only_openings_refuse_a_store_that_does_not_exist() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("nope/gateway.db");
+    let err = SqliteStore::open_existing(&path).expect_err("refused");
+    assert!(err.to_string().contains("no store at"), "{err}");
+    assert!(!path.exists(), "nothing was created");
+    assert!(!dir.path().join("nope").exists());
+    SqliteStore::open(&path).expect("created").close();
+    SqliteStore::open_existing(&path)
+        .expect("now it exists")
+        .close();
+}

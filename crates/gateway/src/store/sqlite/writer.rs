@@ -179,7 +179,8 @@ fn apply_finish(
     let changed = tx
         .prepare_cached(
             "UPDATE deliveries SET state = ?2, attempts = ?3, next_at = ?4, started = 0,
-                 last_error = COALESCE(?5, last_error), updated_at = ?6
+                 last_error = CASE WHEN ?2 = 'done' THEN NULL ELSE COALESCE(?5, last_error) END,
+                 updated_at = ?6
              WHERE key = ?1 AND attempts = ?7 AND generation = ?8
                AND (state = 'pending' OR (?9 AND state = 'dead'))",
         )?

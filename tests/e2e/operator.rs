@@ -1,0 +1,126 @@
+//! What an operator sees and does: commands that refuse to guess (a store that is not there, an
+//! event id or plugin that does not exist, a replay that would re-run a success), and the
+//! `--dry-run` / `--force` of `replay`.
+
+use std::time::Duration;
+
+use gateway_e2e::harness::{
+    base_config, binaries, read_jsonl, run_cli, wait_until, Lark, TestGateway,
+};
+
+const TOKEN: &str = "tok";
+
+fn config() -> String {
+    format!(
+        r#"{base}
+[[apps]]
+name = "hire"
+path = "/hook"
+verification_token = "{TOKEN}"
+
+[[plugins]]
+name = "kit"
+library = "{testkit}"
+config = {{ mode = "ok", modes = {{ "test.bad" = "reject" }}, record = "data/kit.jsonl" }}
+
+[[routes]]
+events = ["test.*"]
+plugins = ["kit"]
+"#,
+        base = base_config(),
+        testkit = binaries().testkit.display(),
+    )
+}
+
+fn state(gw: &TestGateway, id: &str) -> String {
+    let (code, out, err) = gw.cli(&["events", "show", id]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    v["deliveries"][0]["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn read_only_commands_refuse_a_store_that_does_not_exist_and_create_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, config()).expect("write");
+    for args in [
+        &["dead-letters"][..],
+        &["events", "show", "x"],
+        &["store", "check"],
+        &["replay", "x"],
+    ] {
+        let (code, out, err) = run_cli(&path, args);
+        assert_eq!(code, 1, "{args:?}: {out}{err}");
+        assert!(err.contains("no store at"), "{args:?}: {err}");
+        assert!(
+            err.contains("is this the config the gateway runs with?"),
+            "{err}"
+        );
+    }
+    assert!(!dir.path().join("data").exists(), "nothing was created");
+}
+
+#[test]
+fn replay_refuses_unknown_names_and_successes_without_force_and_dry_run_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = TestGateway::spawn(dir.path(), &config());
+    let lark = Lark::plain(TOKEN);
+    for (id, t) in [("ev-ok", "test.ok"), ("ev-bad", "test.bad")] {
+        let a = lark.send(
+            &gw.url("/hook"),
+            &lark.event_v2(id, t, serde_json::json!({})),
+        );
+        assert_eq!(a.status, 200);
+    }
+    assert!(wait_until(Duration::from_secs(10), || state(&gw, "ev-ok")
+        == "done"
+        && state(&gw, "ev-bad") == "dead"));
+    let calls = || read_jsonl(&dir.path().join("data/kit.jsonl")).len();
+    assert_eq!(calls(), 2);
+
+    let (code, out, err) = gw.cli(&["replay", "nope"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(err.contains("no event \"nope\" in the store"), "{err}");
+    let (code, _, err) = gw.cli(&["replay", "ev-ok", "--plugin", "nosuch"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown plugin \"nosuch\""), "{err}");
+    let (code, _, err) = gw.cli(&["dead-letters", "--plugin", "nosuch"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown plugin \"nosuch\""), "{err}");
+
+    // A success is re-run only on purpose.
+    let (code, _, err) = gw.cli(&["replay", "ev-ok"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("ev-ok:kit already succeeded") && err.contains("--force"),
+        "{err}"
+    );
+    let (code, out, err) = gw.cli(&["replay", "ev-ok", "--force", "--dry-run"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("would replay ev-ok:kit (done, 1 attempt(s))"),
+        "{out}"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        (state(&gw, "ev-ok"), calls()),
+        ("done".to_owned(), 2),
+        "dry run changed nothing"
+    );
+    let (code, out, err) = gw.cli(&["replay", "ev-ok", "--force"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("1 deliveries queued again"), "{out}");
+    assert!(wait_until(Duration::from_secs(10), || calls() == 3));
+    // Dead letters need no --force.
+    let (code, out, err) = gw.cli(&["replay", "--dead-letters"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("replaying ev-bad:kit (dead, 1 attempt(s))"),
+        "{out}"
+    );
+    assert!(wait_until(Duration::from_secs(10), || calls() == 4));
+}
