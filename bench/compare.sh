@@ -5,8 +5,9 @@
 # then the time until every stored event is in the logger's file (end to end), and the server's
 # CPU time per request (utime + stime from /proc).
 #
-# Usage: bench/compare.sh LABEL=GATEWAY_BIN:LOGGER_SO [LABEL=...] ; env ROUNDS, SECS, CONNS.
-# Needs: wrk (Debian package), target/release/mkload (cargo build --release -p gateway-e2e).
+# Usage: bench/compare.sh LABEL=GATEWAY_BIN:LOGGER_SO[:ISOLATION] [LABEL=...] ; env ROUNDS, SECS,
+# CONNS. ISOLATION is the logger's `isolation` ("none", the default, or "process").
+# Needs: wrk (Debian package), target/release/loadgen (cargo build --release -p gateway-bench).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 rounds=${ROUNDS:-2}
@@ -14,12 +15,14 @@ secs=${SECS:-15}
 conns=${CONNS:-32}
 work=$(mktemp -d /tmp/gw-bench.XXXXXX)
 load=$work/load.tsv
-"$here/target/release/mkload" "$load" 400000 bench-key bench-token
+"$here/target/release/loadgen" make --out "$load" --count 400000 --key bench-key --token bench-token
 tick=$(getconf CLK_TCK)
 printf '%-10s %5s %9s %8s %8s %9s %10s %9s\n' build round req/s p50ms p99ms cpu_us/req drain_s e2e/s
 for round in $(seq 1 "$rounds"); do
   for spec in "$@"; do
-    label=${spec%%=*}; rest=${spec#*=}; bin=${rest%%:*}; logger=${rest#*:}
+    label=${spec%%=*}; rest=${spec#*=}; bin=${rest%%:*}; rest=${rest#*:}
+    logger=${rest%%:*}; isolation=none
+    [ "$rest" != "$logger" ] && isolation=${rest#*:}
     dir=$work/$label-$round; mkdir -p "$dir"
     cat >"$dir/gateway.toml" <<TOML
 [server]
@@ -39,6 +42,7 @@ path = "data/gateway.db"
 name = "audit"
 library = "$logger"
 config = { path = "data/assets.jsonl", fsync = "always" }
+isolation = "$isolation"
 [[routes]]
 events = ["hire.referral_account.assets_update_v1"]
 plugins = ["audit"]

@@ -1,4 +1,4 @@
--- wrk script: replays the deliveries written by `mkload` (one per request, each thread its own
+-- wrk script: replays the deliveries written by `loadgen make` (one per request, each thread its own
 -- slice), as signed, encrypted POSTs. Usage:
 --   wrk -t2 -c32 -d20s -s tests/load/lark.lua http://127.0.0.1:7777/webhook/event -- /tmp/load.tsv
 local lines = {}

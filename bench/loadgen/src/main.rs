@@ -1,0 +1,203 @@
+//! `loadgen`: load generator and baseline receiver for benchmarking the gateway on loopback.
+//!
+//! - `loadgen make` writes pre-built deliveries for `wrk` + `tests/load/lark.lua`;
+//! - `loadgen run` sends unique signed + encrypted deliveries in a closed or open loop, reports
+//!   latency percentiles, throughput and errors, and optionally waits for the gateway to deliver
+//!   what it stored (end-to-end rate);
+//! - `loadgen baseline` is the bare one-thread receiver the gateway is compared with.
+//!
+//! See `bench/loadgen/README.md`.
+
+mod baseline;
+mod client;
+mod delivery;
+mod make;
+mod metrics;
+mod pool;
+mod run;
+mod schedule;
+mod stats;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "loadgen",
+    about = "Load generator and baseline receiver for the gateway"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write N pre-built deliveries (ts \t nonce \t sig \t body) for wrk + tests/load/lark.lua.
+    Make {
+        /// Output file (created or truncated).
+        #[arg(long)]
+        out: PathBuf,
+        /// Number of deliveries (lines).
+        #[arg(long)]
+        count: u64,
+        /// The app's Encrypt Key.
+        #[arg(long)]
+        key: String,
+        /// The app's Verification Token.
+        #[arg(long)]
+        token: String,
+    },
+    /// Send unique signed + encrypted deliveries and measure the receiver.
+    Run(RunArgs),
+    /// Run the bare baseline receiver (1 thread: verify, decrypt, parse, check token, 200).
+    Baseline {
+        /// Address to listen on, e.g. 127.0.0.1:7801.
+        #[arg(long)]
+        listen: SocketAddr,
+        /// The app's Encrypt Key.
+        #[arg(long)]
+        key: String,
+        /// The app's Verification Token.
+        #[arg(long)]
+        token: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Webhook URL (http:// only), e.g. http://127.0.0.1:7799/webhook/event.
+    #[arg(long)]
+    url: String,
+    /// The app's Encrypt Key.
+    #[arg(long)]
+    key: String,
+    /// The app's Verification Token.
+    #[arg(long)]
+    token: String,
+    /// Keep-alive HTTP/1.1 connections.
+    #[arg(long, short = 'c', default_value_t = 32)]
+    connections: usize,
+    /// Load duration: 15s, 500ms, 2m or plain seconds.
+    #[arg(long, short = 'd', default_value = "15s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Open loop at this many requests per second (default: closed loop).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Gateway admin metrics URL; after the load, wait until delivered >= stored.
+    #[arg(long)]
+    metrics: Option<String>,
+    /// Series summed as "delivered" for the drain.
+    #[arg(long, default_value = r#"gateway_deliveries_total{outcome="ok"}"#)]
+    wait_delivered: metrics::Selector,
+    /// Series summed as "stored" for the drain.
+    #[arg(long, default_value = "gateway_events_stored_total")]
+    stored_series: metrics::Selector,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Tokio worker threads of the load generator.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Per-request timeout (the connection is then replaced).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// At most this many requests are built before the load starts; later ones on the fly.
+    #[arg(long, default_value_t = 100_000)]
+    prebuild: u64,
+}
+
+/// `15s`, `500ms`, `2m`, `1.5s` or plain seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("bad duration {s:?} (try 15s, 500ms, 2m)"))?;
+    let secs = match unit.trim() {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        other => return Err(format!("unknown duration unit {other:?} in {s:?}")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("bad duration {s:?}: {e}"))
+}
+
+fn main() -> std::process::ExitCode {
+    match dispatch(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("loadgen: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Make {
+            out,
+            count,
+            key,
+            token,
+        } => make::make(&out, count, &key, &token),
+        Command::Baseline { listen, key, token } => baseline::serve(listen, &key, &token),
+        Command::Run(args) => {
+            let watch = match &args.metrics {
+                Some(url) => Some(metrics::Watch {
+                    target: client::Target::parse(url)?,
+                    stored: args.stored_series.clone(),
+                    delivered: args.wait_delivered.clone(),
+                }),
+                None => None,
+            };
+            let report = run::run(run::Plan {
+                target: client::Target::parse(&args.url)?,
+                key: args.key,
+                token: args.token,
+                connections: args.connections,
+                duration: args.duration,
+                rate: args.rate,
+                timeout: args.timeout,
+                prebuild: args.prebuild,
+                threads: args.threads,
+                watch,
+            })?;
+            if args.json {
+                println!("{}", report.json());
+            } else {
+                print!("{}", report.text());
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration("15"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("3d").is_err());
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}
