@@ -3,7 +3,7 @@
 # For each build: a fresh store, the logger routed with fsync = "always", wrk -t2 -c$CONNS for
 # $SECS s replaying unique signed + encrypted assets_update deliveries (tests/load/lark.lua),
 # then the time until every stored event is in the logger's file (end to end), and the server's
-# CPU time per request (utime + stime from /proc).
+# CPU time per request (utime + stime from /proc, the gateway and its plugin processes).
 #
 # Usage: bench/compare.sh LABEL=GATEWAY_BIN:LOGGER_SO[:ISOLATION] [LABEL=...] ; env ROUNDS, SECS,
 # CONNS. ISOLATION is the logger's `isolation` ("none", the default, or "process").
@@ -17,6 +17,14 @@ work=$(mktemp -d /tmp/gw-bench.XXXXXX)
 load=$work/load.tsv
 "$here/target/release/loadgen" make --out "$load" --count 400000 --key bench-key --token bench-token
 tick=$(getconf CLK_TCK)
+# CPU ticks (user + system) of a process and its live children (isolated plugin processes).
+cpu_of() {
+  local total=0 p
+  for p in "$1" $(pgrep -P "$1" || true); do
+    total=$((total + $(awk '{print $14+$15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$total"
+}
 printf '%-10s %5s %9s %8s %8s %9s %10s %9s\n' build round req/s p50ms p99ms cpu_us/req drain_s e2e/s
 for round in $(seq 1 "$rounds"); do
   for spec in "$@"; do
@@ -50,7 +58,7 @@ TOML
     "$bin" --config "$dir/gateway.toml" run >"$dir/out.log" 2>&1 &
     pid=$!
     for _ in $(seq 1 100); do curl -sf 127.0.0.1:9499/readyz >/dev/null 2>&1 && break; sleep 0.1; done
-    cpu0=$(awk '{print $14+$15}' /proc/$pid/stat)
+    cpu0=$(cpu_of "$pid")
     wrk -t2 -c"$conns" -d"${secs}s" --latency -s "$here/tests/load/lark.lua" \
       http://127.0.0.1:7799/webhook/event -- "$load" >"$dir/wrk.txt"
     start=$(date +%s.%N)
@@ -63,7 +71,7 @@ TOML
       sleep 0.05
     done
     drain=$(echo "$(date +%s.%N) - $start" | bc)
-    cpu1=$(awk '{print $14+$15}' /proc/$pid/stat)
+    cpu1=$(cpu_of "$pid")
     kill -TERM $pid; wait $pid 2>/dev/null || true
     rps=$(awk '/Requests\/sec/ {print $2}' "$dir/wrk.txt")
     p50=$(awk '/^p50 latency/ {print $3}' "$dir/wrk.txt")
