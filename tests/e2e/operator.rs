@@ -124,3 +124,40 @@ fn replay_refuses_unknown_names_and_successes_without_force_and_dry_run_changes_
     );
     assert!(wait_until(Duration::from_secs(10), || calls() == 4));
 }
+
+#[test]
+fn dead_letters_stay_until_purged_on_purpose_with_a_filter() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A dedup retention of 1 ms: finished events go at once, dead letters must not.
+    let cfg = config().replace(
+        "[store]\npath = \"data/gateway.db\"",
+        "[store]\npath = \"data/gateway.db\"\nretention = \"1ms\"",
+    );
+    assert!(cfg.contains("retention = \"1ms\""), "{cfg}");
+    let gw = TestGateway::spawn(dir.path(), &cfg);
+    let lark = Lark::plain(TOKEN);
+    let a = lark.send(
+        &gw.url("/hook"),
+        &lark.event_v2("dl-1", "test.bad", serde_json::json!({})),
+    );
+    assert_eq!(a.status, 200);
+    assert!(wait_until(Duration::from_secs(10), || state(&gw, "dl-1") == "dead"));
+    drop(gw);
+    // A restart runs the retention purge at once.
+    let gw = TestGateway::spawn(dir.path(), &cfg);
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, out, _) = gw.cli(&["dead-letters"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("dl-1") && out.contains("1 dead letter(s)"),
+        "{out}"
+    );
+    let (code, _, err) = gw.cli(&["dead-letters", "--purge"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--purge needs a filter"), "{err}");
+    let (code, out, err) = gw.cli(&["dead-letters", "--purge", "--plugin", "kit"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("1 dead letter(s) deleted"), "{out}");
+    let (_, out, _) = gw.cli(&["dead-letters"]);
+    assert!(out.contains("0 dead letter(s)"), "{out}");
+}

@@ -85,7 +85,7 @@ impl Admin {
             return (false, "plugins not initialised");
         }
         // A no-op write through the writer proves the store accepts and commits writes.
-        match self.store.purge(i64::MIN).await {
+        match self.store.purge(i64::MIN, i64::MIN).await {
             Ok(_) => (true, "ready"),
             Err(_) => (false, "store not writable"),
         }

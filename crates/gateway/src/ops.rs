@@ -23,6 +23,13 @@ pub struct DeadLetterArgs {
     /// Print JSON lines instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Delete the dead letters selected by --plugin and/or --older-than (one is required)
+    /// instead of listing them. They cannot be replayed afterwards.
+    #[arg(long)]
+    pub purge: bool,
+    /// With --purge: only those that died longer ago than this (e.g. "7d", "12h").
+    #[arg(long, requires = "purge")]
+    pub older_than: Option<String>,
 }
 
 #[derive(Debug, Clone, clap::Args)]

@@ -102,14 +102,16 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
     tracing::info!(%addr, store = %config.store_path.display(), "gateway ready");
 
     let retention = config.retention;
+    let dead_retention = config.dead_letter_retention;
     let purge_store = dyn_store.clone();
     tokio::spawn(async move {
         loop {
             let cutoff = now_ms() - retention.as_millis() as i64;
+            let dead_cutoff = now_ms() - dead_retention.as_millis() as i64;
             let mut removed = 0;
             // Chunk by chunk, yielding between them: ingest and outcomes interleave.
             loop {
-                match purge_store.purge(cutoff).await {
+                match purge_store.purge(cutoff, dead_cutoff).await {
                     Ok(n) => {
                         removed += n;
                         if n < crate::store::PURGE_CHUNK {

@@ -173,10 +173,12 @@ pub trait Store: Send + Sync + 'static {
     fn due(&self, now_ms: i64, after: (i64, i64), limit: usize) -> StoreFuture<Due>;
     /// The deliveries with these keys that are still pending, with their events.
     fn load_pending(&self, keys: Vec<i64>) -> StoreFuture<Vec<PendingDelivery>>;
-    /// Forgets finished events received before `before_ms`, oldest first, at most
-    /// [`PURGE_CHUNK`] per call (so a purge never stalls the writer); returns how many were
-    /// removed: call again while that is a whole chunk.
-    fn purge(&self, before_ms: i64) -> StoreFuture<u64>;
+    /// Forgets finished events received before `before_ms` (the dedup retention), oldest
+    /// first, at most [`PURGE_CHUNK`] per call (so a purge never stalls the writer); returns how
+    /// many were removed: call again while that is a whole chunk. An event with a pending
+    /// delivery stays, and so does one with a dead letter that died at or after
+    /// `dead_before_ms` (the dead-letter retention): dead letters wait for an operator.
+    fn purge(&self, before_ms: i64, dead_before_ms: i64) -> StoreFuture<u64>;
     /// The pending count and the oldest pending delivery's time.
     fn backlog(&self) -> StoreFuture<Backlog>;
     /// The plugin instance names that have pending deliveries.

@@ -70,6 +70,8 @@ pub struct RawApp {
 pub struct RawStore {
     pub path: Option<String>,
     pub retention: Option<String>,
+    /// How long a dead letter is kept (separate from the dedup retention).
+    pub dead_letter_retention: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -38,6 +38,8 @@ pub struct Config {
     pub apps: Vec<App>,
     pub store_path: PathBuf,
     pub retention: Duration,
+    /// How long a dead letter stays after it died, whatever `retention` says.
+    pub dead_letter_retention: Duration,
     pub delivery: DeliveryConfig,
     pub plugins: Vec<PluginSpec>,
     pub routes: Vec<Route>,
@@ -336,6 +338,11 @@ impl Validator<'_> {
             raw.store.retention.as_deref(),
             DEFAULT_RETENTION,
         );
+        let dead_letter_retention = self.duration(
+            "store.dead_letter_retention",
+            raw.store.dead_letter_retention.as_deref(),
+            Duration::from_secs(30 * 86_400),
+        );
 
         let d = DeliveryConfig::default();
         let delivery = DeliveryConfig {
@@ -429,6 +436,7 @@ impl Validator<'_> {
             apps,
             store_path,
             retention,
+            dead_letter_retention,
             delivery,
             plugins,
             routes,

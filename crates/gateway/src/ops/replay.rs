@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use super::{open_store, DeadLetterArgs, ReplayArgs};
 use crate::config::Config;
 use crate::store::sqlite::ReplaySelector;
-use crate::store::{DeliveryRecord, SqliteStore};
+use crate::store::{sqlite::now_ms, DeliveryRecord, SqliteStore};
 
 /// Fails when `plugin` is neither configured nor named by any delivery in the store.
 fn known_plugin(config: &Config, store: &SqliteStore, plugin: &str) -> Result<(), String> {
@@ -42,6 +42,9 @@ pub fn dead_letters(config: &Config, args: &DeadLetterArgs) -> ExitCode {
             return fail(e, store);
         }
     }
+    if args.purge {
+        return purge(store, args);
+    }
     let rows = match store.dead_letters(args.plugin.as_deref(), args.since) {
         Ok(r) => r,
         Err(e) => return fail(e, store),
@@ -69,6 +72,38 @@ pub fn dead_letters(config: &Config, args: &DeadLetterArgs) -> ExitCode {
     }
     store.close();
     ExitCode::SUCCESS
+}
+
+/// `gateway dead-letters --purge`.
+fn purge(store: SqliteStore, args: &DeadLetterArgs) -> ExitCode {
+    if args.plugin.is_none() && args.older_than.is_none() {
+        return fail(
+            "--purge needs a filter: --plugin NAME and/or --older-than DURATION",
+            store,
+        );
+    }
+    let before = match &args.older_than {
+        None => i64::MAX,
+        Some(text) => match gateway_plugin::config::parse_duration(text) {
+            Ok(d) => now_ms() - d.as_millis() as i64,
+            Err(e) => return fail(format!("--older-than: {e}"), store),
+        },
+    };
+    let result = match tokio::runtime::Builder::new_current_thread().build() {
+        Ok(rt) => rt.block_on(store.purge_dead_letters(args.plugin.clone(), before)),
+        Err(e) => return fail(e, store),
+    };
+    store.close();
+    match result {
+        Ok(n) => {
+            println!("{n} dead letter(s) deleted");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// The deliveries a replay would touch, or why the command is refused.

@@ -84,7 +84,8 @@ enum Write {
     DeadLetterPlugin(String, String, Reply<u64>),
     Start(Vec<(i64, Guard)>, Reply<u64>),
     RecoverCrashed(u32, u32, Reply<u64>),
-    Purge(i64, Reply<u64>),
+    Purge(i64, i64, Reply<u64>),
+    PurgeDeadLetters(Option<String>, i64, Reply<u64>),
     Replay(ReplaySelector, Reply<u64>),
 }
 
@@ -218,6 +219,12 @@ impl SqliteStore {
             .lock()
             .map_err(|_| StoreError("reader lock poisoned".into()))?;
         f(&conn)
+    }
+
+    /// Deletes dead letters (optionally one plugin's) that died before `before_ms`; returns
+    /// how many. Their events go with the next retention purge once nothing else holds them.
+    pub fn purge_dead_letters(&self, plugin: Option<String>, before_ms: i64) -> StoreFuture<u64> {
+        self.submit(|r| Write::PurgeDeadLetters(plugin, before_ms, r))
     }
 
     /// Puts deliveries back to `pending` with fresh attempts; returns how many.
@@ -392,8 +399,8 @@ impl Store for SqliteStore {
         })
     }
 
-    fn purge(&self, before_ms: i64) -> StoreFuture<u64> {
-        self.submit(|r| Write::Purge(before_ms, r))
+    fn purge(&self, before_ms: i64, dead_before_ms: i64) -> StoreFuture<u64> {
+        self.submit(|r| Write::Purge(before_ms, dead_before_ms, r))
     }
 
     fn pending_plugins(&self) -> StoreFuture<Vec<String>> {

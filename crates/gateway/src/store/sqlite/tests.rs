@@ -201,7 +201,7 @@ fn purge_keeps_pending_and_recent() {
         let mut recent = event("recent", &[]);
         recent.received_at_ms = 5_000;
         store.accept(recent).await.expect("c");
-        assert_eq!(store.purge(2_000).await.expect("purge"), 1);
+        assert_eq!(store.purge(2_000, i64::MIN).await.expect("purge"), 1);
         assert!(store.event("old-done").expect("read").is_none());
         assert!(store.event("old-pending").expect("read").is_some());
         assert!(store.event("recent").expect("read").is_some());
@@ -485,15 +485,21 @@ fn purge_removes_bounded_chunks_oldest_first() {
         for a in accepts {
             a.await.expect("accept");
         }
-        assert_eq!(store.purge(i64::MAX).await.expect("1"), PURGE_CHUNK);
+        assert_eq!(
+            store.purge(i64::MAX, i64::MIN).await.expect("1"),
+            PURGE_CHUNK
+        );
         assert!(
             store.event("old-00000").expect("read").is_none(),
             "oldest first"
         );
         assert!(store.event("old-02499").expect("read").is_some());
-        assert_eq!(store.purge(i64::MAX).await.expect("2"), PURGE_CHUNK);
-        assert_eq!(store.purge(i64::MAX).await.expect("3"), 500);
-        assert_eq!(store.purge(i64::MAX).await.expect("4"), 0);
+        assert_eq!(
+            store.purge(i64::MAX, i64::MIN).await.expect("2"),
+            PURGE_CHUNK
+        );
+        assert_eq!(store.purge(i64::MAX, i64::MIN).await.expect("3"), 500);
+        assert_eq!(store.purge(i64::MAX, i64::MIN).await.expect("4"), 0);
         store.close();
     });
 }
@@ -618,4 +624,61 @@ fn read_only_openings_refuse_a_store_that_does_not_exist() {
     SqliteStore::open_existing(&path)
         .expect("now it exists")
         .close();
+}
+
+#[test]
+fn dead_letters_outlive_the_dedup_retention_until_their_own() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
+        let Accepted::New { deliveries } =
+            store.accept(event("old", &["a"])).await.expect("accept")
+        else {
+            panic!("new")
+        };
+        let dead = Finish::Dead {
+            error: "rejected".into(),
+        };
+        assert!(store
+            .finish(deliveries[0].0, at(0), 1, dead)
+            .await
+            .expect("dead"));
+        let died_at = now_ms();
+        // Far past the dedup retention (received at 1 000 ms), within the dead-letter one.
+        assert_eq!(
+            store.purge(2_000, died_at - 60_000).await.expect("purge"),
+            0
+        );
+        assert_eq!(store.dead_letters(None, None).expect("list").len(), 1);
+        // Once the dead-letter retention passes too, the event goes.
+        assert_eq!(store.purge(2_000, died_at + 1).await.expect("purge"), 1);
+        assert!(store.event("old").expect("read").is_none());
+        store.close();
+    });
+}
+
+#[test]
+fn dead_letters_can_be_deleted_on_purpose() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
+        let Accepted::New { deliveries } =
+            store.accept(event("e", &["a", "b"])).await.expect("accept")
+        else {
+            panic!("new")
+        };
+        for (key, _) in &deliveries {
+            let dead = Finish::Dead { error: "x".into() };
+            assert!(store.finish(*key, at(0), 1, dead).await.expect("dead"));
+        }
+        let n = store
+            .purge_dead_letters(Some("a".into()), i64::MAX)
+            .await
+            .expect("purge a");
+        assert_eq!(n, 1);
+        let left = store.dead_letters(None, None).expect("list");
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].plugin, "b");
+        store.close();
+    });
 }

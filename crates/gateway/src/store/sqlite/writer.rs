@@ -49,7 +49,9 @@ fn answer(write: Write, result: Result<Outcome, StoreError>) {
     match (write, result) {
         (Write::Accept(_, r), Ok(Outcome::Accepted(a))) => drop(r.send(Ok(a))),
         (Write::Finish(.., r), Ok(Outcome::Applied(a))) => drop(r.send(Ok(a))),
-        (Write::Purge(_, r), Ok(Outcome::Count(n))) => drop(r.send(Ok(n))),
+        (Write::Purge(.., r), Ok(Outcome::Count(n))) => drop(r.send(Ok(n))),
+        (Write::PurgeDeadLetters(.., r), Ok(Outcome::Count(n))) => drop(r.send(Ok(n))),
+        (Write::PurgeDeadLetters(.., r), Err(e)) => drop(r.send(Err(e))),
         (Write::Replay(_, r), Ok(Outcome::Count(n))) => drop(r.send(Ok(n))),
         (Write::DeadLetterPlugin(.., r), Ok(Outcome::Count(n))) => drop(r.send(Ok(n))),
         (Write::DeadLetterPlugin(.., r), Err(e)) => drop(r.send(Err(e))),
@@ -59,7 +61,7 @@ fn answer(write: Write, result: Result<Outcome, StoreError>) {
         (Write::RecoverCrashed(.., r), Err(e)) => drop(r.send(Err(e))),
         (Write::Accept(_, r), Err(e)) => drop(r.send(Err(e))),
         (Write::Finish(.., r), Err(e)) => drop(r.send(Err(e))),
-        (Write::Purge(_, r), Err(e)) => drop(r.send(Err(e))),
+        (Write::Purge(.., r), Err(e)) => drop(r.send(Err(e))),
         (Write::Replay(_, r), Err(e)) => drop(r.send(Err(e))),
         (w, Ok(_)) => answer(
             w,
@@ -118,7 +120,16 @@ fn apply_batch(conn: &mut Connection, batch: &[Write]) -> Result<Vec<Outcome>, S
                 )?
                 .execute(params![plugin, error, now])? as u64,
             ),
-            Write::Purge(before, _) => Outcome::Count(apply_purge(&tx, *before)?),
+            Write::Purge(before, dead_before, _) => {
+                Outcome::Count(apply_purge(&tx, *before, *dead_before)?)
+            }
+            Write::PurgeDeadLetters(plugin, before, _) => Outcome::Count(
+                tx.prepare_cached(
+                    "DELETE FROM deliveries WHERE state = 'dead'
+                       AND (?1 IS NULL OR plugin = ?1) AND updated_at < ?2",
+                )?
+                .execute(params![plugin, before])? as u64,
+            ),
             Write::Replay(sel, _) => Outcome::Count(apply_replay(&tx, sel, now)?),
         });
     }
@@ -200,17 +211,22 @@ fn apply_finish(
 
 /// Removes at most [`PURGE_CHUNK`] of the oldest finished events (and their deliveries), so one
 /// purge never holds the writer long; the caller repeats while a whole chunk went.
-fn apply_purge(tx: &rusqlite::Transaction<'_>, before: i64) -> Result<u64, StoreError> {
-    // The same oldest-first chunk in both statements: removing finished deliveries changes no
-    // event's "has a pending delivery".
+fn apply_purge(
+    tx: &rusqlite::Transaction<'_>,
+    before: i64,
+    dead_before: i64,
+) -> Result<u64, StoreError> {
+    // The same oldest-first chunk in both statements: removing done and old dead deliveries
+    // changes no event's "has a pending delivery or a recent dead letter".
     let old = "SELECT id FROM events e WHERE e.received_at < ?1 AND NOT EXISTS
-               (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.state = 'pending')
+               (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND (d.state = 'pending'
+                   OR (d.state = 'dead' AND d.updated_at >= ?3)))
                ORDER BY e.received_at LIMIT ?2";
     tx.prepare_cached(&format!("DELETE FROM deliveries WHERE event_id IN ({old})"))?
-        .execute(params![before, PURGE_CHUNK as i64])?;
+        .execute(params![before, PURGE_CHUNK as i64, dead_before])?;
     let n = tx
         .prepare_cached(&format!("DELETE FROM events WHERE id IN ({old})"))?
-        .execute(params![before, PURGE_CHUNK as i64])?;
+        .execute(params![before, PURGE_CHUNK as i64, dead_before])?;
     Ok(n as u64)
 }
 
