@@ -503,7 +503,14 @@ plugins = ["audit"]
     let lines = recorded(&gw, "audit.jsonl");
     assert_eq!(lines.len(), 2, "the duplicate is delivered once");
     assert_eq!(lines[1]["event_id"], "same-1");
-    assert_eq!(lines[1]["event"]["header"]["token"], "t0k");
+    // The verification token never reaches the log file or the CLI.
+    assert_eq!(lines[1]["event"]["header"]["token"], "<redacted>");
+    let (code, out, _) = gw.cli(&["events", "show", "same-1"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains(r#"\"token\":\"<redacted>\""#) && !out.contains("t0k"),
+        "{out}"
+    );
     // A wrong app name is a clear error; a non-2xx answer is exit code 4.
     let (code, _, err) = gw.cli(&["send", "--app", "nope", "--url", &url]);
     assert_eq!(code, 1);

@@ -9,6 +9,8 @@
 //!   event), keeping the event byte-exact.
 //! - [`money`]: exact decimal amounts ([`money::Money`]), never floating point.
 //! - [`event`]: typed events, starting with [`event::AssetsUpdateV1`].
+//! - [`redact`]: the envelope with its verification token replaced, for copies that leave the
+//!   store (logs, the CLI).
 //!
 //! Invariant: this crate performs no I/O, spawns nothing, logs nothing and never panics on input.
 //! It is safe to call from any thread and from plugins.
@@ -17,6 +19,7 @@ pub mod crypto;
 pub mod envelope;
 pub mod event;
 pub mod money;
+pub mod redact;
 
 pub use crypto::{Cipher, DecryptError};
 pub use envelope::{Envelope, EnvelopeError, Event, Schema};

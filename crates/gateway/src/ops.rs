@@ -217,7 +217,11 @@ pub fn events(config: &Config, cmd: &EventsCommand) -> ExitCode {
     let result = store.event(event_id);
     store.close();
     match result {
-        Ok(Some(event)) => {
+        Ok(Some(mut event)) => {
+            // The verification token never leaves the store through the CLI.
+            if let Some(redacted) = lark_core::redact::redact_token(&event.body) {
+                event.body = redacted;
+            }
             println!(
                 "{}",
                 serde_json::to_string_pretty(&event).unwrap_or_default()

@@ -5,6 +5,8 @@
 //!   are created). Required unless `stdout = true`.
 //! - `stdout` — write to standard output instead of a file (default `false`).
 //! - `fsync` — `"always"` (default: each line is on disk before `Ok`) or `"never"`.
+//! - `keep_token` — keep Lark's verification token (`header.token`, or `token` in schema 1.0) in
+//!   `event` (default `false`: it is written as `"<redacted>"`; the file then holds no secret).
 //!
 //! Each line: `delivery_id`, `attempt`, `plugin`, `app`, `event_id`, `event_type`, `received_at`
 //! (Unix ms), `logged_at` (Unix ms) and `event`, the full envelope exactly as Lark sent it.
@@ -33,6 +35,8 @@ struct Config {
     stdout: bool,
     #[serde(default)]
     fsync: Fsync,
+    #[serde(default)]
+    keep_token: bool,
 }
 
 #[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq, Debug)]
@@ -63,6 +67,7 @@ enum Sink {
 pub struct Logger {
     sink: Sink,
     fsync: Fsync,
+    keep_token: bool,
     host: Host,
 }
 
@@ -112,6 +117,7 @@ impl Plugin for Logger {
         Ok(Logger {
             sink,
             fsync: config.fsync,
+            keep_token: config.keep_token,
             host,
         })
     }
@@ -127,6 +133,12 @@ impl Plugin for Logger {
         let mut bytes = Vec::with_capacity(deliveries.len() * 1024);
         let mut outcomes = Vec::with_capacity(deliveries.len());
         for d in deliveries {
+            let redacted = if self.keep_token {
+                None
+            } else {
+                lark_core::redact::redact_token(d.event.get())
+                    .and_then(|t| RawValue::from_string(t).ok())
+            };
             let line = Line {
                 delivery_id: &d.delivery_id,
                 attempt: d.attempt,
@@ -136,7 +148,7 @@ impl Plugin for Logger {
                 event_type: &d.event_type,
                 received_at: d.received_at,
                 logged_at: now_ms(),
-                event: &d.event,
+                event: redacted.as_deref().unwrap_or(&d.event),
             };
             match serde_json::to_writer(&mut bytes, &line) {
                 Ok(()) => {
@@ -213,7 +225,7 @@ mod tests {
         serde_json::from_value(serde_json::json!({
             "delivery_id": format!("d{i}"), "attempt": 1, "plugin": "audit", "app": "hire",
             "event_id": format!("e{i}"), "event_type": "t", "received_at": 5,
-            "event": {"schema": "2.0", "header": {"event_id": format!("e{i}")}, "n": i}
+            "event": {"schema": "2.0", "header": {"event_id": format!("e{i}"), "token": "v-s3cret"}, "n": i}
         }))
         .expect("delivery")
     }
@@ -235,6 +247,36 @@ mod tests {
         assert_eq!(lines[1]["event_id"], "e2");
         assert_eq!(lines[1]["event"]["n"], 2);
         assert_eq!(lines[0]["received_at"], 5);
+    }
+
+    #[test]
+    fn a_batch_is_one_write_and_the_token_is_redacted_unless_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let read = |name: &str| -> Vec<serde_json::Value> {
+            std::fs::read_to_string(dir.path().join(name))
+                .expect("file")
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("json line"))
+                .collect()
+        };
+        let host = Host::for_tests(dir.path(), "audit");
+        let logger =
+            Logger::new(serde_json::json!({"path": "a.jsonl"}), host.clone()).expect("config");
+        let batch = [delivery(1), delivery(2), delivery(3)];
+        assert_eq!(logger.handle_batch(&batch), vec![Outcome::Ok; 3]);
+        let lines = read("a.jsonl");
+        assert_eq!(lines.len(), 3);
+        assert!(lines
+            .iter()
+            .all(|l| l["event"]["header"]["token"] == "<redacted>"));
+        assert_eq!(lines[2]["event"]["header"]["event_id"], "e3");
+        let keep = Logger::new(
+            serde_json::json!({"path": "b.jsonl", "keep_token": true}),
+            host,
+        )
+        .expect("config");
+        assert_eq!(keep.handle(&delivery(4)), Outcome::Ok);
+        assert_eq!(read("b.jsonl")[0]["event"]["header"]["token"], "v-s3cret");
     }
 
     #[test]
