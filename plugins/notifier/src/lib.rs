@@ -215,6 +215,7 @@ impl Notifier {
             &self.config.url,
             &headers,
             &body,
+            &self.config.scrubber,
         )
     }
 }

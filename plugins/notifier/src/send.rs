@@ -1,7 +1,9 @@
 //! One HTTP POST and the classification of its result into an [`Outcome`]: network trouble,
 //! timeouts, 429, 5xx and the bot's "rate limited" code are worth retrying; other 4xx, redirects
-//! and bot error codes are permanent. Reasons built here may quote third-party text: the caller
-//! scrubs them before they leave the plugin.
+//! and bot error codes are permanent. Reasons built here may quote third-party text: a response
+//! body is scrubbed of every known secret as soon as it is read, *before* it is cut to a
+//! snippet (a copy of a secret straddling the cut would otherwise survive in part), and the
+//! caller scrubs the whole reason once more.
 
 use std::io::Read as _;
 use std::time::Duration;
@@ -9,6 +11,7 @@ use std::time::Duration;
 use gateway_plugin::Outcome;
 
 use crate::config::TargetKind;
+use crate::redact::Scrubber;
 
 /// The bot code for "too many requests" (spec §10): retried.
 pub const BOT_RATE_LIMITED: i64 = 11_232;
@@ -23,6 +26,7 @@ pub fn post(
     url: &str,
     headers: &[(&'static str, String)],
     body: &[u8],
+    scrubber: &Scrubber,
 ) -> Outcome {
     let mut request = agent
         .post(url)
@@ -31,8 +35,8 @@ pub fn post(
         request = request.set(name, value);
     }
     match request.send_bytes(body) {
-        Ok(response) => classify_success(target, response),
-        Err(ureq::Error::Status(status, response)) => classify_status(status, response),
+        Ok(response) => classify_success(target, response, scrubber),
+        Err(ureq::Error::Status(status, response)) => classify_status(status, response, scrubber),
         Err(ureq::Error::Transport(t)) => classify_transport(&t),
     }
 }
@@ -56,9 +60,9 @@ fn classify_transport(t: &ureq::Transport) -> Outcome {
 }
 
 /// 4xx and 5xx (ureq reports them as errors).
-fn classify_status(status: u16, response: ureq::Response) -> Outcome {
+fn classify_status(status: u16, response: ureq::Response, scrubber: &Scrubber) -> Outcome {
     let retry_after = retry_after(&response);
-    let text = read_body(response);
+    let text = read_body(response, scrubber);
     let code = bot_code(&text);
     let detail = match &code {
         Some((code, msg)) => format!("code {code}: {msg}"),
@@ -77,7 +81,7 @@ fn classify_status(status: u16, response: ureq::Response) -> Outcome {
 }
 
 /// 1xx–3xx. For the bot, HTTP 200 carries errors too: the body's code decides.
-fn classify_success(target: TargetKind, response: ureq::Response) -> Outcome {
+fn classify_success(target: TargetKind, response: ureq::Response, scrubber: &Scrubber) -> Outcome {
     let status = response.status();
     if !(200..300).contains(&status) {
         return Outcome::reject(format!(
@@ -88,7 +92,7 @@ fn classify_success(target: TargetKind, response: ureq::Response) -> Outcome {
         return Outcome::Ok;
     }
     let retry_after = retry_after(&response);
-    let text = read_body(response);
+    let text = read_body(response, scrubber);
     match bot_code(&text) {
         Some((0, _)) => Outcome::Ok,
         Some((BOT_RATE_LIMITED, msg)) => Outcome::Retry {
@@ -120,14 +124,15 @@ fn retry_after(response: &ureq::Response) -> Option<Duration> {
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
-fn read_body(response: ureq::Response) -> String {
+/// The body as text, every known secret already replaced (before any cut).
+fn read_body(response: ureq::Response, scrubber: &Scrubber) -> String {
     let mut bytes = Vec::new();
     // A body that cannot be read is reported as empty; the status already classifies.
     let _ = response
         .into_reader()
         .take(MAX_READ)
         .read_to_end(&mut bytes);
-    String::from_utf8_lossy(&bytes).into_owned()
+    scrubber.scrub(&String::from_utf8_lossy(&bytes))
 }
 
 fn snippet(text: &str) -> String {
@@ -160,5 +165,43 @@ mod tests {
         );
         assert_eq!(bot_code("<html>"), None);
         assert_eq!(bot_code(r#"{"ok":true}"#), None);
+    }
+
+    /// A remote end echoing a secret anywhere near the snippet's cut leaks no piece of it.
+    #[test]
+    fn an_echoed_secret_is_redacted_before_the_body_is_cut() {
+        let secrets = [
+            "SEC0123456789abcdefghijklmnopqrstuv",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        ];
+        for secret in secrets {
+            let scrubber = Scrubber::new(None, Some(secret));
+            for offset in SNIPPET - 40..SNIPPET + 5 {
+                for body in [
+                    format!("{}{secret}{}", "x".repeat(offset), "y".repeat(40)),
+                    format!(
+                        r#"{{"code":19021,"msg":"{}{secret}{}"}}"#,
+                        "x".repeat(offset),
+                        "y".repeat(40)
+                    ),
+                ] {
+                    let Ok(response) = ureq::Response::new(400, "Bad Request", &body) else {
+                        panic!("a response")
+                    };
+                    let reason = match classify_status(400, response, &scrubber) {
+                        Outcome::Reject { reason } | Outcome::Retry { reason, .. } => reason,
+                        Outcome::Ok => panic!("not ok"),
+                    };
+                    let chars: Vec<char> = secret.chars().collect();
+                    for piece in chars.windows(6) {
+                        let piece: String = piece.iter().collect();
+                        assert!(
+                            !reason.contains(&piece),
+                            "offset {offset}: {piece:?} of the secret in {reason:?}"
+                        );
+                    }
+                }
+            }
+        }
     }
 }
