@@ -161,3 +161,52 @@ fn dead_letters_stay_until_purged_on_purpose_with_a_filter() {
     let (_, out, _) = gw.cli(&["dead-letters"]);
     assert!(out.contains("0 dead letter(s)"), "{out}");
 }
+
+#[test]
+fn check_is_a_dry_run_that_finds_what_run_would_refuse() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("gateway.toml");
+    let logger = |table: &str| {
+        format!(
+            "{}\n[[apps]]\nname = \"hire\"\npath = \"/hook\"\n\n[[plugins]]\nname = \"audit\"\nlibrary = \"{}\"\nconfig = {{ {table} }}\n",
+            base_config(),
+            binaries().logger.display()
+        )
+    };
+    // A typo in a plugin's own config: only the plugin can tell.
+    std::fs::write(&path, logger("path = \"data/a.jsonl\", fsnyc = \"always\"")).expect("write");
+    let (code, out, err) = run_cli(&path, &["check"]);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(err.contains("audit") && err.contains("fsnyc"), "{err}");
+    assert!(!out.contains("is valid"), "{out}");
+    // A store that cannot be created.
+    std::fs::write(dir.path().join("file.txt"), "not a folder").expect("write");
+    let cfg = logger("path = \"data/a.jsonl\"").replace("data/gateway.db", "file.txt/gateway.db");
+    std::fs::write(&path, cfg).expect("write");
+    let (code, out, err) = run_cli(&path, &["check"]);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(
+        err.contains("store.path:") && err.contains("is not a folder"),
+        "{err}"
+    );
+    // A listen address someone else holds is reported (a warning: it may be this gateway).
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr");
+    let cfg = logger("path = \"data/a.jsonl\"").replacen(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"{addr}\""),
+        1,
+    );
+    std::fs::write(&path, cfg).expect("write");
+    let (code, out, err) = run_cli(&path, &["check"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("warning: server.listen: cannot bind {addr}")),
+        "{out}"
+    );
+    assert!(out.contains("is valid"), "{out}");
+    assert!(
+        !dir.path().join("data/gateway.db").exists(),
+        "check creates no store"
+    );
+}

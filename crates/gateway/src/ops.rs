@@ -5,11 +5,7 @@
 
 use std::process::ExitCode;
 
-use lark_longconn::ClientConfig;
-
-use crate::config::{Config, Isolation};
-use crate::longconn::bootstrap_blocking;
-use crate::plugins;
+use crate::config::Config;
 use crate::store::SqliteStore;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -63,8 +59,10 @@ pub enum StoreCommand {
     Check,
 }
 
+mod check;
 mod replay;
 
+pub use check::check;
 pub use replay::{dead_letters, replay};
 
 fn open_store(config: &Config) -> Result<SqliteStore, ExitCode> {
@@ -72,139 +70,6 @@ fn open_store(config: &Config) -> Result<SqliteStore, ExitCode> {
         eprintln!("error: {e}");
         ExitCode::FAILURE
     })
-}
-
-/// `gateway check`. Validates without connecting anywhere; with `connect`, also bootstraps
-/// every websocket app's long connection once (no dial) and reports the result.
-pub fn check(config: &Config, connect: bool) -> ExitCode {
-    println!("config {} is valid", config.file.display());
-    println!(
-        "listen {}  max_body_bytes {}",
-        config.listen, config.max_body_bytes
-    );
-    for app in &config.apps {
-        match (app.webhook(), app.long_connection()) {
-            (Some(w), _) => println!(
-                "app {:<16} webhook   path {:<24} token {:<3} encrypt_key {:<3} app_id {}",
-                app.name,
-                w.path,
-                yes(app.verification_token.is_some()),
-                yes(w.encrypt_key.is_some()),
-                app.app_id.as_deref().unwrap_or("-")
-            ),
-            (_, Some(l)) => println!(
-                "app {:<16} websocket domain {:<22} token {:<3} app_id {}",
-                app.name,
-                l.domain,
-                yes(app.verification_token.is_some()),
-                l.app_id
-            ),
-            _ => {}
-        }
-    }
-    println!("store {}", config.store_path.display());
-    let libs = match plugins::open_all(config) {
-        Ok(libs) => libs,
-        Err(problems) => {
-            for p in problems {
-                eprintln!("error: {p}");
-            }
-            return ExitCode::from(3);
-        }
-    };
-    for (spec, lib) in &libs {
-        println!(
-            "plugin {:<12} {} {} ({}) max_concurrency {} isolation {}  [{}]",
-            spec.name,
-            lib.name(),
-            lib.version(),
-            lib.path().display(),
-            spec.max_concurrency,
-            spec.isolation.as_str(),
-            lib.build_tag()
-        );
-        if spec.isolation == Isolation::None && !crash_contained(lib.build_tag()) {
-            println!(
-                "warning: plugin {} ({}) was not built by the Rust SDK with panic = \"unwind\" \
-                 (build tag: {}): a crash or panic in it ends the whole gateway; consider \
-                 isolation = \"process\"",
-                spec.name,
-                lib.path().display(),
-                lib.build_tag()
-            );
-        }
-    }
-    println!("routes:");
-    if config.routes.is_empty() {
-        println!("  (none: every event is stored as unrouted)");
-    }
-    for r in &config.routes {
-        let events: Vec<String> = r.events.iter().map(|e| e.to_string()).collect();
-        let apps = r
-            .apps
-            .as_ref()
-            .map_or("any app".to_owned(), |a| format!("apps {}", a.join(", ")));
-        println!(
-            "  {} ({apps}) -> {}",
-            events.join(", "),
-            r.plugins.join(", ")
-        );
-    }
-    if connect && !bootstrap_all(config) {
-        return ExitCode::from(3);
-    }
-    println!("ok");
-    ExitCode::SUCCESS
-}
-
-/// `check --connect`: one bootstrap per websocket app; false if any failed.
-fn bootstrap_all(config: &Config) -> bool {
-    let mut ok = true;
-    for app in &config.apps {
-        let Some(l) = app.long_connection() else {
-            continue;
-        };
-        match bootstrap_blocking(l) {
-            Ok(endpoint) => {
-                let mut cc = ClientConfig::default();
-                if let Some(update) = &endpoint.client_config {
-                    cc.apply(update);
-                }
-                println!(
-                    "app {}: long connection bootstrap ok (service_id {}, ping every {}s, \
-                     reconnect count {} every {}s)",
-                    app.name,
-                    endpoint.service_id,
-                    cc.ping_interval.as_secs(),
-                    cc.reconnect_count,
-                    cc.reconnect_interval.as_secs()
-                );
-            }
-            Err(e) => {
-                eprintln!(
-                    "error: app {}: long connection bootstrap failed: {e}",
-                    app.name
-                );
-                ok = false;
-            }
-        }
-    }
-    ok
-}
-
-/// Whether a panic in a library with this build tag stays inside the call (the Rust SDK, built
-/// with `panic = "unwind"`, catches it). Anything else (another language, `panic = "abort"`, an
-/// SDK build that predates the tag) can take the process down.
-fn crash_contained(build_tag: &str) -> bool {
-    build_tag.starts_with("gateway-plugin ") && build_tag.contains("; panic=unwind")
-}
-
-fn yes(b: bool) -> &'static str {
-    if b {
-        "yes"
-    } else {
-        "no"
-    }
 }
 
 /// `gateway events show`.

@@ -1,0 +1,226 @@
+//! `gateway check`: a dry run. It validates the config, opens and ABI-checks every plugin
+//! library, creates every instance (so each plugin checks its own config) and shuts it down,
+//! checks the store can be opened for writing and that the listen addresses can be bound (a
+//! warning: the gateway itself may be running), and prints the route table. "valid" is printed
+//! only when nothing failed; problems exit 3.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use lark_longconn::ClientConfig;
+
+use crate::config::{Config, Isolation};
+use crate::longconn::bootstrap_blocking;
+use crate::plugins;
+
+/// `gateway check`: everything `run` would refuse, found without running. Connects to nothing
+/// unless `connect` (then it bootstraps each websocket app's long connection once, no dial).
+pub fn check(config: &Config, connect: bool) -> ExitCode {
+    println!("config {}", config.file.display());
+    println!(
+        "listen {}  max_body_bytes {}",
+        config.listen, config.max_body_bytes
+    );
+    for app in &config.apps {
+        match (app.webhook(), app.long_connection()) {
+            (Some(w), _) => println!(
+                "app {:<16} webhook   path {:<24} token {:<3} encrypt_key {:<3} app_id {}",
+                app.name,
+                w.path,
+                yes(app.verification_token.is_some()),
+                yes(w.encrypt_key.is_some()),
+                app.app_id.as_deref().unwrap_or("-")
+            ),
+            (_, Some(l)) => println!(
+                "app {:<16} websocket domain {:<22} token {:<3} app_id {}",
+                app.name,
+                l.domain,
+                yes(app.verification_token.is_some()),
+                l.app_id
+            ),
+            _ => {}
+        }
+    }
+    println!("store {}", config.store_path.display());
+    let mut problems = Vec::new();
+    let mut warnings = Vec::new();
+    if let Err(e) = store_writable(&config.store_path) {
+        problems.push(format!("store.path: {e}"));
+    }
+    for (key, addr) in [
+        ("server.listen", Some(config.listen)),
+        ("admin.listen", config.admin_listen),
+    ] {
+        let Some(addr) = addr.filter(|a| a.port() != 0) else {
+            continue;
+        };
+        if let Err(e) = std::net::TcpListener::bind(addr) {
+            warnings.push(format!(
+                "{key}: cannot bind {addr} now ({e}); `run` will fail unless it is this gateway, \
+                 already running, that holds it"
+            ));
+        }
+    }
+    let libs = match plugins::open_all(config) {
+        Ok(libs) => libs,
+        Err(found) => {
+            problems.extend(found);
+            return report(config, problems, warnings);
+        }
+    };
+    for (spec, lib) in &libs {
+        println!(
+            "plugin {:<12} {} {} ({}) max_concurrency {} isolation {}  [{}]",
+            spec.name,
+            lib.name(),
+            lib.version(),
+            lib.path().display(),
+            spec.max_concurrency,
+            spec.isolation.as_str(),
+            lib.build_tag()
+        );
+        if spec.isolation == Isolation::None && !crash_contained(lib.build_tag()) {
+            warnings.push(format!(
+                "plugin {} ({}) was not built by the Rust SDK with panic = \"unwind\" \
+                 (build tag: {}): a crash or panic in it ends the whole gateway; consider \
+                 isolation = \"process\"",
+                spec.name,
+                lib.path().display(),
+                lib.build_tag()
+            ));
+        }
+    }
+    // Create every instance as `run` would (the plugins check their own config), then shut
+    // them down again.
+    match plugins::start(config) {
+        Ok(instances) => drop(instances),
+        Err(found) => problems.extend(found),
+    }
+    println!("routes:");
+    if config.routes.is_empty() {
+        println!("  (none: every event is stored as unrouted)");
+    }
+    for r in &config.routes {
+        let events: Vec<String> = r.events.iter().map(|e| e.to_string()).collect();
+        let apps = r
+            .apps
+            .as_ref()
+            .map_or("any app".to_owned(), |a| format!("apps {}", a.join(", ")));
+        println!(
+            "  {} ({apps}) -> {}",
+            events.join(", "),
+            r.plugins.join(", ")
+        );
+    }
+    if connect && !bootstrap_all(config) {
+        problems.push("a long connection bootstrap failed (see above)".into());
+    }
+    report(config, problems, warnings)
+}
+
+/// Prints warnings and problems; "valid" only when there is no problem.
+fn report(config: &Config, problems: Vec<String>, warnings: Vec<String>) -> ExitCode {
+    for w in &warnings {
+        println!("warning: {w}");
+    }
+    if !problems.is_empty() {
+        for p in &problems {
+            eprintln!("error: {p}");
+        }
+        eprintln!(
+            "config {} has {} problem(s): `run` would refuse it",
+            config.file.display(),
+            problems.len()
+        );
+        return ExitCode::from(3);
+    }
+    println!("config {} is valid", config.file.display());
+    ExitCode::SUCCESS
+}
+
+/// Whether the store at `path` can be opened for writing, without creating anything: an
+/// existing file must open for writing; otherwise the nearest existing folder must take a new
+/// file (tried with a temporary one, removed at once).
+fn store_writable(path: &Path) -> Result<(), String> {
+    if path.exists() {
+        return std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map(drop)
+            .map_err(|e| format!("{} cannot be opened for writing: {e}", path.display()));
+    }
+    let mut dir = path.parent();
+    while let Some(d) = dir {
+        if d.exists() {
+            if !d.is_dir() {
+                return Err(format!(
+                    "{} cannot be created: {} is not a folder",
+                    path.display(),
+                    d.display()
+                ));
+            }
+            let probe = d.join(format!(".gateway-check-{}", std::process::id()));
+            return std::fs::File::create(&probe)
+                .and_then(|_| std::fs::remove_file(&probe))
+                .map_err(|e| {
+                    format!(
+                        "{} cannot be created in {}: {e}",
+                        path.display(),
+                        d.display()
+                    )
+                });
+        }
+        dir = d.parent();
+    }
+    Err(format!("{} has no existing parent folder", path.display()))
+}
+
+/// `check --connect`: one bootstrap per websocket app; false if any failed.
+fn bootstrap_all(config: &Config) -> bool {
+    let mut ok = true;
+    for app in &config.apps {
+        let Some(l) = app.long_connection() else {
+            continue;
+        };
+        match bootstrap_blocking(l) {
+            Ok(endpoint) => {
+                let mut cc = ClientConfig::default();
+                if let Some(update) = &endpoint.client_config {
+                    cc.apply(update);
+                }
+                println!(
+                    "app {}: long connection bootstrap ok (service_id {}, ping every {}s, \
+                     reconnect count {} every {}s)",
+                    app.name,
+                    endpoint.service_id,
+                    cc.ping_interval.as_secs(),
+                    cc.reconnect_count,
+                    cc.reconnect_interval.as_secs()
+                );
+            }
+            Err(e) => {
+                eprintln!(
+                    "error: app {}: long connection bootstrap failed: {e}",
+                    app.name
+                );
+                ok = false;
+            }
+        }
+    }
+    ok
+}
+
+/// Whether a panic in a library with this build tag stays inside the call (the Rust SDK, built
+/// with `panic = "unwind"`, catches it). Anything else (another language, `panic = "abort"`, an
+/// SDK build that predates the tag) can take the process down.
+fn crash_contained(build_tag: &str) -> bool {
+    build_tag.starts_with("gateway-plugin ") && build_tag.contains("; panic=unwind")
+}
+
+fn yes(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
