@@ -101,7 +101,19 @@ fn poison_delivery_ends_after_max_crashes(crash: &str) {
             delivery(&gw, id, "native")
         );
     }
-    // The other plugin got every event, the poison one included.
+    // The other plugin got every event, the poison one included: its deliveries were in flight
+    // at the first crash at most (after it, a suspect delivery runs with nothing beside it).
+    for id in ["ok-a", "ok-b", "poison"] {
+        assert!(
+            wait_until(Duration::from_secs(10), || delivery(&gw, id, "audit")
+                ["state"]
+                == "done"),
+            "{id}: {}",
+            delivery(&gw, id, "audit")
+        );
+        let crashes = delivery(&gw, id, "audit")["crashes"].as_u64().unwrap_or(0);
+        assert!(crashes <= 1, "{id}: audit counted {crashes} crashes");
+    }
     let audit = dir.path().join("data/audit.jsonl");
     assert!(wait_until(Duration::from_secs(10), || {
         let ids: std::collections::HashSet<String> = read_jsonl(&audit)

@@ -117,6 +117,19 @@ impl PluginQueue {
     }
 }
 
+/// Held for the whole of a call: shared by ordinary calls, exclusive for a delivery that was
+/// being called when the process died (see ARCHITECTURE.md, poison deliveries).
+#[derive(Debug)]
+enum Gate {
+    // The guards are held for their `Drop` only.
+    Shared {
+        _held: tokio::sync::OwnedRwLockReadGuard<()>,
+    },
+    Alone {
+        _held: tokio::sync::OwnedRwLockWriteGuard<()>,
+    },
+}
+
 /// Whether the store currently takes writes; dispatchers wait while it does not.
 #[derive(Debug)]
 struct StoreHealth {
@@ -158,6 +171,8 @@ pub struct Engine {
     queues: RwLock<HashMap<String, Arc<PluginQueue>>>,
     known: Known,
     health: StoreHealth,
+    /// Calls share it; a call of a delivery with a crash behind it takes it alone.
+    gate: Arc<tokio::sync::RwLock<()>>,
     /// Plugin names with pending deliveries but no instance, and since when (see `sweep`).
     orphans: Mutex<sweep::Orphans>,
     wake: Notify,
@@ -183,6 +198,7 @@ impl Engine {
             config: RwLock::new(config),
             queues: RwLock::new(HashMap::new()),
             known: Known::default(),
+            gate: Arc::new(tokio::sync::RwLock::new(())),
             health: StoreHealth {
                 ok: AtomicBool::new(true),
                 changed: Notify::new(),
@@ -353,10 +369,30 @@ impl Engine {
                 }
                 continue;
             };
+            // A delivery during which the process died before runs with no other call beside it
+            // (of any plugin), so if it kills the process again, only it is counted.
+            let gate = if batch[0].crashes > 0 {
+                tokio::select! {
+                    biased;
+                    _ = queue.cancel.cancelled() => {
+                        for j in &batch {
+                            self.known.drop_key(j.key, j.generation);
+                        }
+                        break
+                    },
+                    g = self.gate.clone().write_owned() => Gate::Alone { _held: g },
+                }
+            } else {
+                Gate::Shared {
+                    _held: self.gate.clone().read_owned().await,
+                }
+            };
             let engine = self.clone();
             let queue = queue.clone();
-            self.calls
-                .spawn(async move { engine.run(queue, slot, batch, permit).await });
+            self.calls.spawn(async move {
+                engine.run(queue, slot, batch, permit).await;
+                drop(gate);
+            });
         }
         // Removed or shutting down: whatever is still queued stays pending in the store; let
         // the sweeper see it again should this instance come back.
