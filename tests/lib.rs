@@ -29,6 +29,8 @@ pub enum Profile {
     Debug,
     /// `release`: what the benchmarks use.
     Release,
+    /// `panic-abort` (the workspace's profile): a plugin whose panics abort the process.
+    PanicAbort,
 }
 
 /// One artifact reported by `cargo build --message-format=json`.
@@ -92,8 +94,14 @@ pub fn cargo_build(packages: &[&str], profile: Profile) -> Result<Vec<Artifact>,
             cmd.env_remove(key);
         }
     }
-    if profile == Profile::Release {
-        cmd.arg("--release");
+    match profile {
+        Profile::Debug => {}
+        Profile::Release => {
+            cmd.arg("--release");
+        }
+        Profile::PanicAbort => {
+            cmd.args(["--profile", "panic-abort"]);
+        }
     }
     for p in packages {
         cmd.args(["-p", p]);
@@ -323,6 +331,76 @@ fn compile_raw_fixtures(out_dir: &Path) -> Result<RawFixtures, String> {
         bad_utf8_version: take("bad_utf8_version")?,
         not_a_plugin: take("not_a_plugin")?,
     })
+}
+
+/// The `testkit` plugin built with `panic = "abort"` (once per process): a panic in it ends the
+/// process, as a plugin built against the SDK's advice would.
+///
+/// # Panics
+/// When the build fails, with cargo's output.
+pub fn testkit_panic_abort() -> PathBuf {
+    static KIT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let built = KIT.get_or_init(|| {
+        cargo_build(&["testkit"], Profile::PanicAbort)?
+            .iter()
+            .filter(|a| a.name == "testkit")
+            .find_map(Artifact::shared_library)
+            .map(Path::to_path_buf)
+            .ok_or_else(|| "cargo built no shared library for testkit".to_owned())
+    });
+    match built {
+        Ok(p) => p.clone(),
+        Err(e) => panic!("building testkit with panic = \"abort\" failed: {e}"),
+    }
+}
+
+/// `raw-plugins/c_plugin.c` compiled with the C compiler (`$CC` or `cc`) into
+/// `<out_dir>/raw-plugins/`, once per process (named after a hash of its source, reused when
+/// present): a plugin in C that crashes on demand (see the file).
+///
+/// # Panics
+/// When the compiler fails, with its output.
+pub fn c_fixture(out_dir: &Path) -> PathBuf {
+    static C: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let built = C.get_or_init(|| {
+        let source = workspace_root().join("tests/raw-plugins/c_plugin.c");
+        let text =
+            std::fs::read(&source).map_err(|e| format!("cannot read {}: {e}", source.display()))?;
+        let hash = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::hash::DefaultHasher::new();
+            text.hash(&mut h);
+            h.finish()
+        };
+        let dir = out_dir.join("raw-plugins");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let output = dir.join(format!("libcplugin-{hash:016x}.so"));
+        if output.exists() {
+            return Ok(output);
+        }
+        let tmp = dir.join(format!("cplugin-{hash:016x}.{}.tmp", std::process::id()));
+        let cc = std::env::var_os("CC").unwrap_or_else(|| "cc".into());
+        let out = Command::new(&cc)
+            .args(["-shared", "-fPIC", "-O1", "-o"])
+            .arg(&tmp)
+            .arg(&source)
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", Path::new(&cc).display()))?;
+        if !out.status.success() {
+            return Err(format!(
+                "cc failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        std::fs::rename(&tmp, &output)
+            .map_err(|e| format!("cannot move {}: {e}", tmp.display()))?;
+        Ok(output)
+    });
+    match built {
+        Ok(p) => p.clone(),
+        Err(e) => panic!("compiling the C fixture failed: {e}"),
+    }
 }
 
 /// A delivery as the gateway would make it: number `n` of event type `event_type`, whose envelope

@@ -265,3 +265,95 @@ fn check_warns_about_a_library_whose_crashes_are_not_contained_unless_isolated()
         "{err}"
     );
 }
+
+#[test]
+fn a_c_plugin_that_crashes_every_way_native_code_can_ends_only_its_process() {
+    let c = gateway_e2e::c_fixture(Path::new(env!("CARGO_TARGET_TMPDIR")));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(
+        "max_attempts = 3\ntimeout = \"3s\"",
+        &format!("library = \"{}\"\nmax_concurrency = 1", c.display()),
+    );
+    let mut gw = TestGateway::spawn(dir.path(), &cfg);
+    let crashes = [
+        ("c-segv", "crash_segv", "plugin process died"),
+        ("c-abort", "crash_abort", "plugin process died"),
+        ("c-exit", "crash_exit", "plugin process died"),
+        ("c-stack", "crash_stack", "plugin process died"),
+        ("c-loop", "crash_loop", "timed out after 3000ms"),
+    ];
+    send(&gw, "c-ok-1", "ok");
+    for (id, crash, _) in crashes {
+        send(&gw, id, crash);
+    }
+    send(&gw, "c-ok-2", "ok");
+    for (id, _, reason) in crashes {
+        assert!(
+            wait_until(WAIT, || delivery(&gw, id, "native")["state"] == "dead"),
+            "{id}: {}",
+            delivery(&gw, id, "native")
+        );
+        let error = delivery(&gw, id, "native")["last_error"].clone();
+        assert!(
+            error.as_str().is_some_and(|e| e.contains(reason)),
+            "{id}: {error}\n{}",
+            gw.log()
+        );
+    }
+    for id in ["c-ok-1", "c-ok-2"] {
+        assert!(
+            wait_until(WAIT, || delivery(&gw, id, "native")["state"] == "done"),
+            "{id}"
+        );
+    }
+    assert!(
+        gw.wait(Duration::from_millis(10)).is_none(),
+        "the gateway died"
+    );
+}
+
+#[test]
+fn a_rust_plugin_built_with_panic_abort_is_contained_when_isolated_and_flagged_by_check() {
+    let kit = gateway_e2e::testkit_panic_abort();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(
+        "max_attempts = 2",
+        &format!(
+            "library = \"{}\"\nconfig = {{ mode = \"panic_handle\", only_event_types = [\"test.boom\"] }}",
+            kit.display()
+        ),
+    );
+    let mut gw = TestGateway::spawn(dir.path(), &cfg);
+    send(&gw, "boom-1", "test.boom");
+    send(&gw, "calm-1", "test.calm");
+    assert!(wait_until(WAIT, || delivery(&gw, "boom-1", "native")
+        ["state"]
+        == "dead"));
+    let error = delivery(&gw, "boom-1", "native")["last_error"].clone();
+    assert!(
+        error.as_str().is_some_and(|e| e.contains("SIGABRT")),
+        "a panic under panic = \"abort\" aborts the child: {error}"
+    );
+    assert!(wait_until(WAIT, || delivery(&gw, "calm-1", "native")
+        ["state"]
+        == "done"));
+    assert!(
+        gw.wait(Duration::from_millis(10)).is_none(),
+        "the gateway died"
+    );
+    // Not isolated, `check` warns about it.
+    let (code, out, err) = gw.cli(&["check"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("warning: plugin native"), "isolated: {out}");
+    std::fs::write(
+        dir.path().join("gateway.toml"),
+        cfg.replace("isolation = \"process\"", "isolation = \"none\""),
+    )
+    .expect("write");
+    let (code, out, _) = gw.cli(&["check"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("warning: plugin native") && out.contains("panic=abort"),
+        "{out}"
+    );
+}

@@ -12,7 +12,8 @@ use gateway_e2e::raw_fixtures;
 
 const TOKEN: &str = "tok";
 
-fn config(raw: &Path) -> String {
+/// `native` is the `[[plugins]]` body (library, config) of the plugin under test.
+fn config(native: &str) -> String {
     format!(
         r#"{base}
 [[apps]]
@@ -27,7 +28,7 @@ max_backoff = "100ms"
 
 [[plugins]]
 name = "native"
-library = "{raw}"
+{native}
 
 [[plugins]]
 name = "audit"
@@ -39,7 +40,6 @@ events = ["*"]
 plugins = ["native", "audit"]
 "#,
         base = base_config(),
-        raw = raw.display(),
         logger = binaries().logger.display(),
     )
 }
@@ -54,10 +54,18 @@ fn delivery(gw: &TestGateway, event_id: &str, plugin: &str) -> serde_json::Value
         .unwrap_or_default()
 }
 
-fn poison_delivery_ends_after_max_crashes(crash: &str) {
+fn raw_plugin() -> String {
     let raw = raw_fixtures(Path::new(env!("CARGO_TARGET_TMPDIR"))).legacy;
+    format!("library = \"{}\"", raw.display())
+}
+
+fn poison_delivery_ends_after_max_crashes(crash: &str) {
+    poison_ends(&raw_plugin(), crash);
+}
+
+fn poison_ends(native: &str, crash: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = config(&raw);
+    let cfg = config(native);
     let lark = Lark::plain(TOKEN);
     let mut gw = TestGateway::spawn(dir.path(), &cfg);
     for (id, event_type) in [("ok-a", "ok"), ("ok-b", "ok"), ("poison", crash)] {
@@ -145,4 +153,22 @@ fn a_segfaulting_plugin_call_is_dead_lettered_after_max_crashes() {
 #[test]
 fn an_exiting_plugin_call_is_dead_lettered_after_max_crashes() {
     poison_delivery_ends_after_max_crashes("crash_exit");
+}
+
+#[test]
+fn a_stack_overflow_in_a_c_plugin_is_dead_lettered_after_max_crashes() {
+    let c = gateway_e2e::c_fixture(Path::new(env!("CARGO_TARGET_TMPDIR")));
+    poison_ends(&format!("library = \"{}\"", c.display()), "crash_stack");
+}
+
+#[test]
+fn a_panic_in_a_plugin_built_with_panic_abort_is_dead_lettered_after_max_crashes() {
+    let kit = gateway_e2e::testkit_panic_abort();
+    poison_ends(
+        &format!(
+            "library = \"{}\"\nconfig = {{ mode = \"panic_handle\", only_event_types = [\"boom\"] }}",
+            kit.display()
+        ),
+        "boom",
+    );
 }

@@ -339,9 +339,11 @@ impl Engine {
             };
             // One call takes every ready delivery, up to `max_batch` (filled while the permits
             // were busy: batches grow with the load).
-            // A delivery during which the gateway died before runs alone: if it is the poison,
-            // it takes no batch-mate down with it.
-            let max_batch = if job.crashes > 0 {
+            // Only first attempts share a call. A retry runs alone: whatever failed its batch
+            // (a delivery that hangs or kills the plugin's process) must not fail its mates
+            // again; and a delivery during which the gateway died runs alone too.
+            let alone = |j: &Job| j.attempts > 0 || j.crashes > 0;
+            let max_batch = if alone(&job) {
                 1
             } else {
                 self.config().max_batch.max(1)
@@ -349,7 +351,7 @@ impl Engine {
             let mut batch = vec![job];
             while batch.len() < max_batch {
                 match rx.try_recv() {
-                    Ok(j) if j.crashes > 0 => {
+                    Ok(j) if alone(&j) => {
                         held = Some(j);
                         break;
                     }

@@ -6,7 +6,7 @@
 //! the gateway's log, and end of stream means the child died: every call in flight gets a
 //! `Retry` naming the signal or exit code, and the death is counted in metrics. A batch whose
 //! child died is run again one delivery at a time, so a poison delivery ends only itself.
-//! Consecutive deaths back off the next start (10 ms doubling to 2 s).
+//! Consecutive deaths back off the next start (10 ms doubling to 1 s).
 
 use std::collections::HashMap;
 use std::io::{BufReader, BufWriter};
@@ -295,10 +295,10 @@ impl Drop for Isolated {
 }
 
 /// The wait before starting a child after `deaths` deaths or failed starts in a row (reset by a
-/// call that returns): 10 ms doubling to 2 s. The engine's retry backoff paces the deliveries;
+/// call that returns): 10 ms doubling to 1 s (it counts against the call's timeout). The engine's retry backoff paces the deliveries;
 /// this only keeps a child that dies at once from being restarted in a tight loop.
 fn restart_backoff(deaths: u32) -> Duration {
-    Duration::from_millis(10u64 << deaths.saturating_sub(1).min(8)).min(Duration::from_secs(2))
+    Duration::from_millis(10u64 << deaths.saturating_sub(1).min(7)).min(Duration::from_secs(1))
 }
 
 fn died(why: String) -> CallOutcome {

@@ -1,0 +1,67 @@
+/* A gateway plugin in C, against the raw ABI (1.0), for the crash tests: it dies the ways native
+ * code does, which no catch_unwind stops. `handle` picks by the delivery's event_type:
+ *   crash_segv   writes through a null pointer        crash_abort  abort()
+ *   crash_exit   exit(3)                               crash_loop   never returns
+ *   crash_stack  unbounded recursion (stack overflow)  anything else: OK
+ * Compiled by the tests with `cc -shared -fPIC` (see tests/lib.rs). */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct { const uint8_t *ptr; size_t len; } GwStr;
+typedef struct { uint8_t *ptr; size_t len; size_t cap; } GwBuf;
+
+typedef struct {
+    uint32_t abi_major, abi_minor, struct_size;
+    const char *build_tag, *name, *version;
+    uint32_t (*init)(GwStr, const void *, void **, GwBuf *);
+    uint32_t (*handle)(void *, GwStr, GwBuf *);
+    void (*free_buf)(GwBuf);
+    void (*shutdown)(void *);
+} Descriptor;
+
+static int instance_marker;
+
+static uint32_t init(GwStr config, const void *host, void **out_instance, GwBuf *out_error) {
+    (void)config; (void)host; (void)out_error;
+    *out_instance = &instance_marker;
+    return 0;
+}
+
+static int has(GwStr d, const char *needle) {
+    size_t n = strlen(needle);
+    if (d.len < n) return 0;
+    for (size_t i = 0; i + n <= d.len; i++)
+        if (memcmp(d.ptr + i, needle, n) == 0) return 1;
+    return 0;
+}
+
+static volatile int depth_sink;
+static int recurse(int depth) {
+    volatile char frame[4096];
+    frame[0] = (char)depth;
+    depth_sink = frame[0];
+    return recurse(depth + 1) + frame[0];
+}
+
+static uint32_t handle(void *instance, GwStr delivery, GwBuf *out_detail) {
+    (void)instance; (void)out_detail;
+    if (has(delivery, "\"event_type\":\"crash_segv\"")) { volatile int *p = 0; *p = 1; }
+    if (has(delivery, "\"event_type\":\"crash_abort\"")) abort();
+    if (has(delivery, "\"event_type\":\"crash_exit\"")) exit(3);
+    if (has(delivery, "\"event_type\":\"crash_loop\"")) for (;;) sleep(1);
+    if (has(delivery, "\"event_type\":\"crash_stack\"")) return (uint32_t)recurse(0);
+    return 0;
+}
+
+static void free_buf(GwBuf b) { free(b.ptr); }
+static void shutdown_instance(void *instance) { (void)instance; }
+
+static const Descriptor DESCRIPTOR = {
+    1, 0, sizeof(Descriptor),
+    "c fixture; no SDK", "cplugin", "1.0.0",
+    init, handle, free_buf, shutdown_instance,
+};
+
+const Descriptor *gateway_plugin_v1(void) { return &DESCRIPTOR; }
