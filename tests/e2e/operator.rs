@@ -210,3 +210,34 @@ fn check_is_a_dry_run_that_finds_what_run_would_refuse() {
         "check creates no store"
     );
 }
+
+#[test]
+fn oversized_request_heads_get_431() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = TestGateway::spawn(dir.path(), &config());
+    let ask = |head: String| -> String {
+        let mut conn = std::net::TcpStream::connect(gw.addr).expect("connect");
+        conn.write_all(head.as_bytes()).expect("write");
+        let mut answer = Vec::new();
+        let _ = conn.read_to_end(&mut answer);
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    let many: String = (0..120).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let answer = ask(format!(
+        "POST /hook HTTP/1.1\r\nHost: x\r\n{many}Content-Length: 0\r\n\r\n"
+    ));
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    let big = "v".repeat(20 * 1024);
+    let answer = ask(format!(
+        "POST /hook HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\nContent-Length: 0\r\n\r\n"
+    ));
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    // An ordinary head still works.
+    let lark = Lark::plain(TOKEN);
+    let a = lark.send(
+        &gw.url("/hook"),
+        &lark.event_v2("h-ok", "test.ok", serde_json::json!({})),
+    );
+    assert_eq!(a.status, 200);
+}

@@ -27,6 +27,9 @@ use crate::plugins;
 use crate::reload::{file_stamp, Live};
 use crate::store::{sqlite::now_ms, SqliteStore, Store};
 
+/// The largest request head (start line and header fields) the webhook listener reads.
+const MAX_HEADER_BYTES: usize = 16 * 1024;
+
 /// How often old finished events are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -177,6 +180,9 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
                     .keep_alive(true)
                     .timer(TokioTimer::new())
                     .header_read_timeout(Duration::from_secs(30))
+                    // Request heads are bounded (Lark's are a few hundred bytes): more than
+                    // 16 KiB of head, or more than hyper's 100 header fields, gets 431.
+                    .max_header_size(MAX_HEADER_BYTES)
                     .serve_connection(
                         TokioIo::new(stream),
                         service_fn(move |req| ingress.clone().serve(req)),
