@@ -152,6 +152,12 @@ fn dead_letters_stay_until_purged_on_purpose_with_a_filter() {
         out.contains("dl-1") && out.contains("1 dead letter(s)"),
         "{out}"
     );
+    let (code, out, _) = gw.cli(&["dead-letters", "--since", "1h30m"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("dl-1"), "compound durations: {out}");
+    let (code, _, err) = gw.cli(&["dead-letters", "--since", "30m1h"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("largest to smallest"), "{err}");
     let (code, _, err) = gw.cli(&["dead-letters", "--purge"]);
     assert_eq!(code, 1);
     assert!(err.contains("--purge needs a filter"), "{err}");

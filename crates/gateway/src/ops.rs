@@ -13,9 +13,10 @@ pub struct DeadLetterArgs {
     /// Only this plugin's.
     #[arg(long)]
     pub plugin: Option<String>,
-    /// Only those that died at or after this Unix time in milliseconds.
+    /// Only those that died in the last DURATION ("2h", "1h30m") or at or after this Unix time
+    /// in milliseconds.
     #[arg(long)]
-    pub since: Option<i64>,
+    pub since: Option<String>,
     /// Print JSON lines instead of a table.
     #[arg(long)]
     pub json: bool,

@@ -1,34 +1,62 @@
 //! Helpers for reading configuration the way the gateway reads its own, so a plugin's settings
 //! look and behave like `gateway.toml`'s. Human durations: `"500ms"`, `"30s"`, `"10m"`, `"2h"`,
-//! `"7d"` (an integer and one unit).
+//! `"7d"`, and compounds of them, largest unit first: `"1h30m"`, `"2d12h"`, `"1m30s500ms"`.
 
 use std::time::Duration;
 
-/// Parses `<integer><unit>` with unit one of `ms`, `s`, `m`, `h`, `d`.
+const UNITS: &str = "ms, s, m, h or d";
+
+/// Parses one or more `<integer><unit>` parts (unit `ms`, `s`, `m`, `h`, `d`), each unit at most
+/// once and in decreasing size, with no spaces inside: `"90s"`, `"1h30m"`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("{text:?} has no unit (use ms, s, m, h or d, e.g. \"30s\")"))?;
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like \"500ms\", \"30s\", \"10m\""))?;
-    let per_unit_ms: u64 = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => {
+    if t.is_empty() {
+        return Err(format!(
+            "{text:?} is empty: use a duration like \"30s\" or \"1h30m\""
+        ));
+    }
+    let mut rest = t;
+    let mut total: u64 = 0;
+    let mut last_unit_ms = u64::MAX;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
             return Err(format!(
-                "{text:?}: unknown unit {unit:?} (use ms, s, m, h or d)"
-            ))
+                "{text:?} is not a duration like \"500ms\", \"30s\" or \"1h30m\""
+            ));
         }
-    };
-    n.checked_mul(per_unit_ms)
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("{text:?} is too large"))
+        let (num, after) = rest.split_at(digits);
+        let unit_len = after
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(after.len());
+        let (unit, next) = after.split_at(unit_len);
+        if unit.is_empty() {
+            return Err(format!("{text:?} has no unit (use {UNITS}, e.g. \"30s\")"));
+        }
+        let per_unit_ms: u64 = match unit {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return Err(format!("{text:?}: unknown unit {unit:?} (use {UNITS})")),
+        };
+        if per_unit_ms >= last_unit_ms {
+            return Err(format!(
+                "{text:?}: units must go from largest to smallest, each once (e.g. \"1h30m\")"
+            ));
+        }
+        last_unit_ms = per_unit_ms;
+        let n: u64 = num.parse().map_err(|_| format!("{text:?} is too large"))?;
+        total = n
+            .checked_mul(per_unit_ms)
+            .and_then(|ms| total.checked_add(ms))
+            .ok_or_else(|| format!("{text:?} is too large"))?;
+        rest = next;
+    }
+    Ok(Duration::from_millis(total))
 }
 
 #[cfg(test)]
@@ -53,5 +81,25 @@ mod tests {
         ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn compounds_go_from_the_largest_unit_down() {
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(
+            parse_duration(" 2d12h "),
+            Ok(Duration::from_secs(2 * 86_400 + 12 * 3600))
+        );
+        assert_eq!(
+            parse_duration("1m30s500ms"),
+            Ok(Duration::from_millis(90_500))
+        );
+        for bad in ["30m1h", "1h1h", "1h 30m", "1h30", "h30m", "1h30x"] {
+            let e = parse_duration(bad).expect_err(bad);
+            assert!(e.contains(bad), "{e}");
+        }
+        assert!(parse_duration("1h30")
+            .expect_err("no unit")
+            .contains("no unit"));
     }
 }

@@ -45,7 +45,11 @@ pub fn dead_letters(config: &Config, args: &DeadLetterArgs) -> ExitCode {
     if args.purge {
         return purge(store, args);
     }
-    let rows = match store.dead_letters(args.plugin.as_deref(), args.since) {
+    let since = match args.since.as_deref().map(since_ms).transpose() {
+        Ok(s) => s,
+        Err(e) => return fail(e, store),
+    };
+    let rows = match store.dead_letters(args.plugin.as_deref(), since) {
         Ok(r) => r,
         Err(e) => return fail(e, store),
     };
@@ -72,6 +76,16 @@ pub fn dead_letters(config: &Config, args: &DeadLetterArgs) -> ExitCode {
     }
     store.close();
     ExitCode::SUCCESS
+}
+
+/// `--since`: Unix milliseconds, or a duration back from now.
+fn since_ms(text: &str) -> Result<i64, String> {
+    if let Ok(ms) = text.trim().parse::<i64>() {
+        return Ok(ms);
+    }
+    gateway_plugin::config::parse_duration(text)
+        .map(|d| now_ms() - d.as_millis() as i64)
+        .map_err(|e| format!("--since: {e} (or Unix milliseconds)"))
 }
 
 /// `gateway dead-letters --purge`.
