@@ -448,12 +448,18 @@ fn the_fixture_delivery_is_accepted_byte_for_byte() {
     assert_eq!((a.status, a.body.as_str()), (200, r#"{"msg":"success"}"#));
     assert!(wait_until(Duration::from_secs(10), || audit_ids(&gw)
         == ["5e3702a84e847582be8db7fb73283c02"]));
-    // The logger holds the decrypted envelope exactly as Lark sent it.
+    // The logger holds the decrypted envelope exactly as Lark sent it, but for the verification
+    // token, which it redacts (the store keeps the envelope byte for byte).
     let text = std::fs::read_to_string(gw.dir.join("data/audit.jsonl")).expect("audit");
-    assert!(
-        text.contains(fx["plaintext"].as_str().expect("plaintext")),
-        "{text}"
+    let plaintext = fx["plaintext"].as_str().expect("plaintext");
+    let token = fx["verification_token"].as_str().expect("token");
+    let expected = plaintext.replace(
+        &format!("\"token\":\"{token}\""),
+        "\"token\":\"<redacted>\"",
     );
+    assert_ne!(expected, plaintext, "the fixture carries its token");
+    assert!(text.contains(&expected), "{text}");
+    assert!(!text.contains(token), "{text}");
 }
 
 /// A small deterministic generator (xorshift), so failures reproduce.
