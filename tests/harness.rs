@@ -248,6 +248,40 @@ impl TestGateway {
     }
 }
 
+impl TestGateway {
+    /// POSTs a plain (unencrypted) schema 2.0 event `id` of `event_type` (`event` is
+    /// `{"n": id}`) carrying `token` to `/hook`, and asserts the answer is 200.
+    pub fn send_plain(&self, token: &str, id: &str, event_type: &str) {
+        let lark = Lark::plain(token);
+        let a = lark.send(
+            &self.url("/hook"),
+            &lark.event_v2(id, event_type, serde_json::json!({"n": id})),
+        );
+        assert_eq!(a.status, 200, "{id}: {}", a.body);
+    }
+
+    /// The stored delivery of `event_id` to `plugin`, as `gateway events show` prints it;
+    /// `null` when the event has none for that plugin.
+    pub fn delivery(&self, event_id: &str, plugin: &str) -> serde_json::Value {
+        let (code, out, err) = self.cli(&["events", "show", event_id]);
+        assert_eq!(code, 0, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).expect("events show prints JSON");
+        v["deliveries"]
+            .as_array()
+            .and_then(|ds| ds.iter().find(|d| d["plugin"] == plugin).cloned())
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The calls a `testkit` instance recorded in `data/<name>.jsonl` (its shutdown records
+    /// left out).
+    pub fn calls(&self, name: &str) -> Vec<serde_json::Value> {
+        read_jsonl(&self.dir.join(format!("data/{name}.jsonl")))
+            .into_iter()
+            .filter(|l| l["outcome"] != "shutdown")
+            .collect()
+    }
+}
+
 /// Runs `gateway --config <config> <args>`; returns (exit code, stdout, stderr).
 pub fn run_cli(config: &Path, args: &[&str]) -> (i32, String, String) {
     run_cli_with_env(config, args, &[])

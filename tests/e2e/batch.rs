@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use gateway_e2e::harness::{base_config, binaries, read_jsonl, wait_until, Lark, TestGateway};
+use gateway_e2e::harness::{base_config, binaries, wait_until, TestGateway};
 
 const TOKEN: &str = "tok";
 const WAIT: Duration = Duration::from_secs(15);
@@ -42,19 +42,11 @@ plugins = ["kit"]
 }
 
 fn send(gw: &TestGateway, id: &str, event_type: &str) {
-    let lark = Lark::plain(TOKEN);
-    let a = lark.send(
-        &gw.url("/hook"),
-        &lark.event_v2(id, event_type, serde_json::json!({})),
-    );
-    assert_eq!(a.status, 200, "{id}: {}", a.body);
+    gw.send_plain(TOKEN, id, event_type);
 }
 
 fn calls(gw: &TestGateway) -> Vec<serde_json::Value> {
-    read_jsonl(&gw.dir.join("data/kit.jsonl"))
-        .into_iter()
-        .filter(|l| l["outcome"] != "shutdown")
-        .collect()
+    gw.calls("kit")
 }
 
 fn calls_of(gw: &TestGateway, id: &str) -> Vec<serde_json::Value> {

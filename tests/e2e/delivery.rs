@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use gateway_e2e::harness::{base_config, binaries, read_jsonl, wait_until, Lark, TestGateway};
+use gateway_e2e::harness::{base_config, binaries, read_jsonl, wait_until, TestGateway};
 
 const TOKEN: &str = "tok";
 
@@ -111,12 +111,7 @@ plugins = ["{name}"]
 }
 
 fn send(gw: &TestGateway, id: &str, event_type: &str) {
-    let lark = Lark::plain(TOKEN);
-    let a = lark.send(
-        &gw.url("/hook"),
-        &lark.event_v2(id, event_type, serde_json::json!({"n": id})),
-    );
-    assert_eq!(a.status, 200, "{id}: {}", a.body);
+    gw.send_plain(TOKEN, id, event_type);
 }
 
 fn record(gw: &TestGateway, name: &str) -> Vec<serde_json::Value> {

@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use gateway_e2e::harness::{base_config, binaries, read_jsonl, wait_until, Lark, TestGateway};
+use gateway_e2e::harness::{base_config, binaries, wait_until, Lark, TestGateway};
 
 const TOKEN: &str = "tok";
 const WAIT: Duration = Duration::from_secs(15);
@@ -27,33 +27,15 @@ fn config(delivery: &str, plugins: &[(&str, &str, &str)]) -> String {
 }
 
 fn send(gw: &TestGateway, id: &str, event_type: &str) {
-    let lark = Lark::plain(TOKEN);
-    let a = lark.send(
-        &gw.url("/hook"),
-        &lark.event_v2(id, event_type, serde_json::json!({"n": id})),
-    );
-    assert_eq!(a.status, 200, "{id}: {}", a.body);
-}
-
-fn record(gw: &TestGateway, name: &str) -> Vec<serde_json::Value> {
-    read_jsonl(&gw.dir.join(format!("data/{name}.jsonl")))
+    gw.send_plain(TOKEN, id, event_type);
 }
 
 fn calls(gw: &TestGateway, name: &str) -> Vec<serde_json::Value> {
-    record(gw, name)
-        .into_iter()
-        .filter(|l| l["outcome"] != "shutdown")
-        .collect()
+    gw.calls(name)
 }
 
 fn delivery(gw: &TestGateway, event_id: &str, plugin: &str) -> serde_json::Value {
-    let (code, out, err) = gw.cli(&["events", "show", event_id]);
-    assert_eq!(code, 0, "{err}");
-    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
-    v["deliveries"]
-        .as_array()
-        .and_then(|ds| ds.iter().find(|d| d["plugin"] == plugin).cloned())
-        .unwrap_or(serde_json::Value::Null)
+    gw.delivery(event_id, plugin)
 }
 
 fn state(gw: &TestGateway, event_id: &str, plugin: &str) -> String {

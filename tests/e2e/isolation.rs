@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use gateway_e2e::harness::{
-    base_config, binaries, get, metric, read_jsonl, wait_until, Lark, TestGateway,
+    base_config, binaries, get, metric, read_jsonl, wait_until, TestGateway,
 };
 use gateway_e2e::raw_fixtures;
 
@@ -47,22 +47,11 @@ plugins = ["native", "audit"]
 }
 
 fn send(gw: &TestGateway, id: &str, event_type: &str) {
-    let lark = Lark::plain(TOKEN);
-    let a = lark.send(
-        &gw.url("/hook"),
-        &lark.event_v2(id, event_type, serde_json::json!({})),
-    );
-    assert_eq!(a.status, 200, "{id}: {}", a.body);
+    gw.send_plain(TOKEN, id, event_type);
 }
 
 fn delivery(gw: &TestGateway, event_id: &str, plugin: &str) -> serde_json::Value {
-    let (code, out, err) = gw.cli(&["events", "show", event_id]);
-    assert_eq!(code, 0, "{err}");
-    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
-    v["deliveries"]
-        .as_array()
-        .and_then(|ds| ds.iter().find(|d| d["plugin"] == plugin).cloned())
-        .unwrap_or_default()
+    gw.delivery(event_id, plugin)
 }
 
 /// The pids whose parent is `parent`.

@@ -45,13 +45,7 @@ plugins = ["native", "audit"]
 }
 
 fn delivery(gw: &TestGateway, event_id: &str, plugin: &str) -> serde_json::Value {
-    let (code, out, err) = gw.cli(&["events", "show", event_id]);
-    assert_eq!(code, 0, "{err}");
-    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
-    v["deliveries"]
-        .as_array()
-        .and_then(|ds| ds.iter().find(|d| d["plugin"] == plugin).cloned())
-        .unwrap_or_default()
+    gw.delivery(event_id, plugin)
 }
 
 fn raw_plugin() -> String {
