@@ -21,7 +21,7 @@ verification_token = "{TOKEN}"
 [[plugins]]
 name = "kit"
 library = "{testkit}"
-config = {{ mode = "ok", modes = {{ "test.bad" = "reject" }}, record = "data/kit.jsonl" }}
+config = {{ mode = "ok", modes = {{ "test.bad" = "reject", "test.wait" = "retry_always" }}, record = "data/kit.jsonl" }}
 
 [[routes]]
 events = ["test.*"]
@@ -246,4 +246,42 @@ fn oversized_request_heads_get_431() {
         &lark.event_v2("h-ok", "test.ok", serde_json::json!({})),
     );
     assert_eq!(a.status, 200);
+}
+
+#[test]
+fn metrics_show_the_build_dead_letters_pending_per_plugin_and_reloads() {
+    use gateway_e2e::harness::{get, metric};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = TestGateway::spawn(dir.path(), &config());
+    gw.send_plain(TOKEN, "m-bad", "test.bad");
+    assert!(wait_until(Duration::from_secs(10), || state(&gw, "m-bad") == "dead"));
+    let scrape = || get(&gw.admin_url("/metrics")).expect("metrics").body;
+    let m = scrape();
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(
+        metric(&m, &format!("gateway_build_info{{version=\"{version}\"}}")),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(metric(&m, "gateway_dead_letters_current"), 1.0, "{m}");
+    // A good reload, then a broken one.
+    gw.signal("HUP");
+    assert!(wait_until(Duration::from_secs(10), || metric(
+        &scrape(),
+        r#"gateway_reloads_total{result="ok"}"#
+    ) == 1.0));
+    assert!(metric(&scrape(), "gateway_last_reload_timestamp_seconds") > 1.0e9);
+    std::fs::write(dir.path().join("gateway.toml"), "not = [toml").expect("write");
+    gw.signal("HUP");
+    assert!(wait_until(Duration::from_secs(10), || metric(
+        &scrape(),
+        r#"gateway_reloads_total{result="refused"}"#
+    ) == 1.0));
+    // A delivery that keeps retrying is pending, per plugin.
+    std::fs::write(dir.path().join("gateway.toml"), config()).expect("write");
+    gw.send_plain(TOKEN, "m-wait", "test.wait");
+    assert!(wait_until(Duration::from_secs(10), || metric(
+        &scrape(),
+        r#"gateway_pending_deliveries_by_plugin{plugin="kit"}"#
+    ) == 1.0));
 }

@@ -99,6 +99,14 @@ impl Admin {
                 .oldest_pending_ms
                 .map_or(0.0, |t| ((now_ms() - t).max(0) as f64) / 1000.0);
             m.oldest_pending_age.set(age);
+            m.dead_letters_now.set(b.dead as i64);
+            // Plugins that have none pending now must read 0, not their last value.
+            m.pending_by_plugin.clear();
+            for (plugin, n) in b.pending_by_plugin {
+                m.pending_by_plugin
+                    .get_or_create(&metrics::plugin(&plugin))
+                    .set(n as i64);
+            }
         }
     }
 }

@@ -73,6 +73,20 @@ pub struct Metrics {
     pub longconn_acks: Family<AppCodeLabels, Counter>,
     pub longconn_connected: Family<AppLabels, Gauge>,
     pub plugin_process_exits: Family<PluginReasonLabels, Counter>,
+    pub dead_letters_now: Gauge,
+    pub pending_by_plugin: Family<PluginLabels, Gauge>,
+    pub reloads: Family<ResultLabels, Counter>,
+    pub last_reload: Gauge<f64, AtomicU64>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabels {
+    pub version: String,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -198,6 +212,41 @@ impl Metrics {
             "Ends of isolated plugin processes by plugin and how they ended (signal or exit code)",
             plugin_process_exits.clone(),
         );
+        let build_info = Family::<VersionLabels, Gauge>::default();
+        registry.register(
+            "gateway_build_info",
+            "Always 1; the gateway's version as a label",
+            build_info.clone(),
+        );
+        build_info
+            .get_or_create(&VersionLabels {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            })
+            .set(1);
+        let dead_letters_now = Gauge::default();
+        registry.register(
+            "gateway_dead_letters_current",
+            "Dead letters in the store now (read at scrape time)",
+            dead_letters_now.clone(),
+        );
+        let pending_by_plugin = Family::<PluginLabels, Gauge>::default();
+        registry.register(
+            "gateway_pending_deliveries_by_plugin",
+            "Pending deliveries per plugin instance (read at scrape time)",
+            pending_by_plugin.clone(),
+        );
+        let reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "gateway_reloads",
+            "Config reloads by result (ok, refused)",
+            reloads.clone(),
+        );
+        let last_reload = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "gateway_last_reload_timestamp_seconds",
+            "Unix time of the last successful reload (0: none since start)",
+            last_reload.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -218,6 +267,10 @@ impl Metrics {
             longconn_acks,
             longconn_connected,
             plugin_process_exits,
+            dead_letters_now,
+            pending_by_plugin,
+            reloads,
+            last_reload,
         }
     }
 

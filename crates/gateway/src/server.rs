@@ -200,13 +200,26 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
                 // Off the accept loop: plugin init may take a while; `Live` serialises reloads.
                 let live = live.clone();
                 tokio::spawn(async move {
-                    match tokio::task::spawn_blocking(move || live.reload()).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => {
-                            tracing::error!("reload refused, keeping the running config: {e}")
+                    let m = crate::metrics::get();
+                    let result = match tokio::task::spawn_blocking(move || live.reload()).await {
+                        Ok(Ok(())) => {
+                            m.last_reload.set(now_ms() as f64 / 1000.0);
+                            "ok"
                         }
-                        Err(e) => tracing::error!("reload failed: {e}"),
-                    }
+                        Ok(Err(e)) => {
+                            tracing::error!("reload refused, keeping the running config: {e}");
+                            "refused"
+                        }
+                        Err(e) => {
+                            tracing::error!("reload failed: {e}");
+                            "refused"
+                        }
+                    };
+                    m.reloads
+                        .get_or_create(&crate::metrics::ResultLabels {
+                            result: result.to_owned(),
+                        })
+                        .inc();
                 });
             }
             _ = signals.next() => break,

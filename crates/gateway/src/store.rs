@@ -154,6 +154,10 @@ pub struct EventRecord {
 pub struct Backlog {
     pub pending: u64,
     pub oldest_pending_ms: Option<i64>,
+    /// Pending deliveries per plugin instance name.
+    pub pending_by_plugin: Vec<(String, u64)>,
+    /// Dead letters now in the store.
+    pub dead: u64,
 }
 
 /// A durable event store.

@@ -435,9 +435,20 @@ impl Store for SqliteStore {
                 .query_row([], |r| {
                     Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?))
                 })?;
+            let pending_by_plugin = c
+                .prepare_cached(
+                    "SELECT plugin, COUNT(*) FROM deliveries WHERE state = 'pending' GROUP BY plugin",
+                )?
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            let dead: i64 = c
+                .prepare_cached("SELECT COUNT(*) FROM deliveries WHERE state = 'dead'")?
+                .query_row([], |r| r.get(0))?;
             Ok(Backlog {
                 pending: pending.max(0) as u64,
                 oldest_pending_ms: oldest,
+                pending_by_plugin,
+                dead: dead.max(0) as u64,
             })
         })
     }
