@@ -285,3 +285,73 @@ fn metrics_show_the_build_dead_letters_pending_per_plugin_and_reloads() {
         r#"gateway_pending_deliveries_by_plugin{plugin="kit"}"#
     ) == 1.0));
 }
+
+#[test]
+fn refused_requests_are_logged_with_the_client_and_rate_limited() {
+    use gateway_e2e::harness::{get, metric, post};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config().replacen(
+        "[server]\n",
+        "[server]\ntrusted_proxies = [\"127.0.0.1\"]\n",
+        1,
+    );
+    assert!(cfg.contains("trusted_proxies"), "{cfg}");
+    let gw = TestGateway::spawn(dir.path(), &cfg);
+    let wrong = Lark::plain("not-the-token");
+    let body = wrong.event_v2("r-1", "test.ok", serde_json::json!({}));
+    let started = std::time::Instant::now();
+    for _ in 0..200 {
+        let a = post(&gw.url("/hook"), &[], &body).expect("post");
+        assert_eq!(a.status, 401);
+    }
+    let headers = vec![(
+        "X-Forwarded-For".to_owned(),
+        "10.9.8.7, 198.51.100.7".to_owned(),
+    )];
+    let a = post(&gw.url("/hook"), &headers, &body).expect("post");
+    assert_eq!(a.status, 401);
+    let seconds = started.elapsed().as_secs() + 1;
+    assert!(wait_until(Duration::from_secs(5), || gw
+        .log()
+        .contains("client=198.51.100.7")
+        || gw.log().matches("request refused").count() > 0));
+    std::thread::sleep(Duration::from_millis(300));
+    let log = gw.log();
+    let lines = log.matches("request refused").count() as u64;
+    assert!(
+        lines <= 10 * (seconds + 1),
+        "{lines} refusal lines in {seconds}s"
+    );
+    assert!(log.contains("client=127.0.0.1"), "{log}");
+    let m = get(&gw.admin_url("/metrics")).expect("metrics").body;
+    assert_eq!(
+        metric(
+            &m,
+            r#"gateway_requests_total{app="hire",status="401",reason="bad_token"}"#
+        ),
+        201.0,
+        "every refusal is counted"
+    );
+    // A trusted proxy's X-Forwarded-For names the client (once a line is let through).
+    std::thread::sleep(Duration::from_millis(1100));
+    let a = post(&gw.url("/hook"), &headers, &body).expect("post");
+    assert_eq!(a.status, 401);
+    assert!(
+        wait_until(Duration::from_secs(5), || gw
+            .log()
+            .contains("client=198.51.100.7")),
+        "{}",
+        gw.log()
+    );
+    let reported = gw.log().lines().any(|l| {
+        l.contains("request refused")
+            && l.split("skipped=")
+                .nth(1)
+                .is_some_and(|n| !n.starts_with('0'))
+    });
+    assert!(
+        reported,
+        "a later line says how many were skipped:\n{}",
+        gw.log()
+    );
+}

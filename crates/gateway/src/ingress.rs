@@ -10,7 +10,10 @@
 //! answered 200 only after the store confirmed it durable; no secret, token or decrypted body is
 //! logged at info level.
 
+mod log_limit;
+
 use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -32,6 +35,22 @@ const H_SIGNATURE: &str = "x-lark-signature";
 /// The webhook transport in front of the shared [`Intake`].
 pub struct Ingress {
     pub intake: Arc<Intake>,
+    /// Limits the "request refused" log lines.
+    pub refusals: log_limit::RefusalLog,
+}
+
+/// The client a request came from: the peer, or — when the peer is a trusted proxy — the
+/// rightmost address of its `X-Forwarded-For`.
+fn client(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
+    if !trusted.contains(&peer.ip()) {
+        return peer.ip();
+    }
+    headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .and_then(|a| a.trim().parse().ok())
+        .unwrap_or(peer.ip())
 }
 
 impl std::fmt::Debug for Ingress {
@@ -70,12 +89,18 @@ impl Ingress {
     pub async fn serve(
         self: Arc<Self>,
         req: Request<Incoming>,
+        peer: SocketAddr,
     ) -> Result<Response<Body>, Infallible> {
         let started = Instant::now();
-        let app = self
-            .intake
-            .routes()
+        let routes = self.intake.routes();
+        let app = routes
+            .as_ref()
             .and_then(|r| r.by_path.get(req.uri().path()).cloned());
+        let client = client(
+            peer,
+            req.headers(),
+            routes.as_ref().map_or(&[][..], |r| &r.trusted_proxies),
+        );
         let app_name = app.as_ref().map_or("-", |a| a.name.as_str()).to_owned();
         let span =
             tracing::info_span!("request", app = %app_name, event_id = tracing::field::Empty);
@@ -102,9 +127,9 @@ impl Ingress {
                 let status = rejection.status();
                 span.in_scope(|| {
                     if status.is_server_error() {
-                        tracing::error!(status = status.as_u16(), reason, "request failed");
-                    } else {
-                        tracing::info!(status = status.as_u16(), reason, "request refused");
+                        tracing::error!(status = status.as_u16(), reason, %client, "request failed");
+                    } else if let Some(skipped) = self.refusals.admit(Instant::now()) {
+                        tracing::info!(status = status.as_u16(), reason, %client, skipped, "request refused");
                     }
                 });
                 let code = match status.as_u16() {

@@ -39,6 +39,8 @@ pub struct Routes {
     /// How long a client may take to send its body once the headers are in (slow-body
     /// protection; hyper already bounds the headers).
     pub body_timeout: std::time::Duration,
+    /// Peers whose `X-Forwarded-For` names the client in logs.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Routes {
@@ -53,6 +55,7 @@ impl Routes {
             router: Router::new(config.routes.clone()),
             max_body_bytes: config.max_body_bytes,
             body_timeout: config.body_timeout,
+            trusted_proxies: config.trusted_proxies.clone(),
         }
     }
 }

@@ -71,6 +71,7 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
     ));
     let ingress = Arc::new(Ingress {
         intake: intake.clone(),
+        refusals: Default::default(),
     });
 
     let listener = TcpListener::bind(config.listen)
@@ -160,8 +161,8 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _)) => stream,
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
                     Err(e) => {
                         // EMFILE and friends: back off instead of spinning or dying.
                         tracing::warn!(error = %e, "accept failed");
@@ -185,7 +186,7 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
                     .max_header_size(MAX_HEADER_BYTES)
                     .serve_connection(
                         TokioIo::new(stream),
-                        service_fn(move |req| ingress.clone().serve(req)),
+                        service_fn(move |req| ingress.clone().serve(req, peer)),
                     );
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {

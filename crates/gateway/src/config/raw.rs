@@ -35,6 +35,8 @@ pub struct RawServer {
     pub body_timeout: Option<String>,
     /// Open webhook connections at most; more wait in the kernel's accept queue.
     pub max_connections: Option<u32>,
+    /// Proxy addresses whose `X-Forwarded-For` names the client in logs.
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -34,6 +34,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub body_timeout: Duration,
     pub max_connections: usize,
+    /// Peers whose `X-Forwarded-For` is believed (for logs only).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     pub shutdown_grace: Duration,
     pub apps: Vec<App>,
     pub store_path: PathBuf,
@@ -306,6 +308,15 @@ impl Validator<'_> {
             Some(n) => n as usize,
             None => 1024,
         };
+        let mut trusted_proxies = Vec::new();
+        for (i, p) in raw.server.trusted_proxies.iter().flatten().enumerate() {
+            let at = format!("server.trusted_proxies[{i}]");
+            let text = self.expand(&at, p);
+            match text.parse() {
+                Ok(ip) => trusted_proxies.push(ip),
+                Err(_) => self.problem(&at, format!("{text:?} is not an IP address")),
+            }
+        }
         let shutdown_grace = self.duration(
             "server.shutdown_grace",
             raw.server.shutdown_grace.as_deref(),
@@ -432,6 +443,7 @@ impl Validator<'_> {
             max_body_bytes,
             body_timeout,
             max_connections,
+            trusted_proxies,
             shutdown_grace,
             apps,
             store_path,
