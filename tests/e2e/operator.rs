@@ -355,3 +355,45 @@ fn refused_requests_are_logged_with_the_client_and_rate_limited() {
         gw.log()
     );
 }
+
+#[test]
+fn events_and_deliveries_can_be_listed_with_filters() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = TestGateway::spawn(dir.path(), &config());
+    gw.send_plain(TOKEN, "l-ok", "test.ok");
+    gw.send_plain(TOKEN, "l-bad", "test.bad");
+    gw.send_plain(TOKEN, "l-wait", "test.wait");
+    assert!(wait_until(Duration::from_secs(10), || state(&gw, "l-bad")
+        == "dead"
+        && state(&gw, "l-ok") == "done"));
+    let (code, out, err) = gw.cli(&["events", "list"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("3 event(s)"), "{out}");
+    let first = out.lines().nth(1).unwrap_or_default();
+    assert!(first.contains("l-wait"), "newest first: {out}");
+    assert!(first.contains("Z "), "RFC 3339 times: {first}");
+    let (_, out, _) = gw.cli(&["events", "list", "--state", "dead", "--json"]);
+    let rows: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(rows.len(), 1, "{out}");
+    assert_eq!(rows[0]["id"], "l-bad");
+    let (_, out, _) = gw.cli(&["events", "list", "--type", "test.ok", "--since", "1h"]);
+    assert!(out.contains("l-ok") && out.contains("1 event(s)"), "{out}");
+    assert!(wait_until(Duration::from_secs(10), || {
+        gw.cli(&["deliveries", "list", "--state", "retrying"])
+            .1
+            .contains("l-wait")
+    }));
+    let (_, out, _) = gw.cli(&["deliveries", "list", "--state", "dead", "--json"]);
+    let dead: serde_json::Value =
+        serde_json::from_str(out.lines().next().unwrap_or("{}")).expect("json");
+    assert_eq!(dead["event_id"], "l-bad");
+    assert!(
+        dead.get("next_at").is_none(),
+        "a finished delivery has no next attempt: {dead}"
+    );
+    let (code, _, err) = gw.cli(&["deliveries", "list", "--state", "lost"]);
+    assert_eq!(code, 2, "{err}");
+}

@@ -78,6 +78,9 @@ enum Command {
     /// Inspect stored events.
     #[command(subcommand)]
     Events(ops::EventsCommand),
+    /// Inspect deliveries.
+    #[command(subcommand)]
+    Deliveries(ops::DeliveriesCommand),
     /// Store maintenance.
     #[command(subcommand)]
     Store(ops::StoreCommand),
@@ -121,6 +124,7 @@ fn main() -> ExitCode {
         Command::DeadLetters(args) => ops::dead_letters(&config, &args),
         Command::Replay(args) => ops::replay(&config, &args),
         Command::Events(cmd) => ops::events(&config, &cmd),
+        Command::Deliveries(cmd) => ops::deliveries(&config, &cmd),
         Command::Store(cmd) => ops::store(&config, &cmd),
     }
 }

@@ -52,6 +52,14 @@ pub struct ReplayArgs {
 pub enum EventsCommand {
     /// Print a stored event and its deliveries as JSON.
     Show { event_id: String },
+    /// List stored events, newest first.
+    List(list::EventListArgs),
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum DeliveriesCommand {
+    /// List deliveries in a state, most recently changed first.
+    List(list::DeliveryListArgs),
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -61,6 +69,7 @@ pub enum StoreCommand {
 }
 
 mod check;
+mod list;
 mod replay;
 
 pub use check::check;
@@ -73,9 +82,18 @@ fn open_store(config: &Config) -> Result<SqliteStore, ExitCode> {
     })
 }
 
+/// `gateway deliveries list`.
+pub fn deliveries(config: &Config, cmd: &DeliveriesCommand) -> ExitCode {
+    let DeliveriesCommand::List(args) = cmd;
+    list::deliveries(config, args)
+}
+
 /// `gateway events show`.
 pub fn events(config: &Config, cmd: &EventsCommand) -> ExitCode {
-    let EventsCommand::Show { event_id } = cmd;
+    let event_id = match cmd {
+        EventsCommand::Show { event_id } => event_id,
+        EventsCommand::List(args) => return list::events(config, args),
+    };
     let store = match open_store(config) {
         Ok(s) => s,
         Err(code) => return code,

@@ -1,0 +1,245 @@
+//! `gateway events list` and `gateway deliveries list`: what the store holds, newest first, with
+//! filters, as a table (times in RFC 3339 UTC with the Unix milliseconds alongside) or JSON lines.
+//! Finished deliveries show no `next_at`.
+
+use std::process::ExitCode;
+
+use rusqlite::params;
+
+use super::open_store;
+use crate::config::Config;
+use crate::store::sqlite::now_ms;
+use crate::store::StoreError;
+
+/// Filters of `events list`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EventListArgs {
+    /// Only this app's events.
+    #[arg(long)]
+    pub app: Option<String>,
+    /// Only this event type.
+    #[arg(long = "type")]
+    pub event_type: Option<String>,
+    /// Only events received in the last DURATION ("2h", "1h30m") or since this Unix time in ms.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only events with a delivery in this state.
+    #[arg(long, value_parser = ["pending", "done", "dead"])]
+    pub state: Option<String>,
+    /// At most this many (newest first).
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
+    /// JSON lines instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Filters of `deliveries list`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DeliveryListArgs {
+    /// `pending` (not finished), `retrying` (pending after at least one failed attempt) or `dead`.
+    #[arg(long, value_parser = ["pending", "retrying", "dead"])]
+    pub state: String,
+    /// Only this plugin instance's.
+    #[arg(long)]
+    pub plugin: Option<String>,
+    /// At most this many (most recently changed first).
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
+    /// JSON lines instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `ms` as RFC 3339 UTC with milliseconds (`2026-12-02T14:00:00.123Z`).
+pub fn rfc3339(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let millis = ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn since_ms(text: &str) -> Result<i64, String> {
+    if let Ok(ms) = text.trim().parse::<i64>() {
+        return Ok(ms);
+    }
+    gateway_plugin::config::parse_duration(text)
+        .map(|d| now_ms() - d.as_millis() as i64)
+        .map_err(|e| format!("--since: {e} (or Unix milliseconds)"))
+}
+
+fn fail(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::FAILURE
+}
+
+/// `gateway events list`.
+pub fn events(config: &Config, args: &EventListArgs) -> ExitCode {
+    let since = match args.since.as_deref().map(since_ms).transpose() {
+        Ok(s) => s.unwrap_or(i64::MIN),
+        Err(e) => return fail(e),
+    };
+    let store = match open_store(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let rows = store.read_blocking(|c| {
+        let mut stmt = c.prepare(
+            "SELECT e.id, e.app, e.event_type, e.received_at,
+                    (SELECT COUNT(*) FROM deliveries d WHERE d.event_id = e.id),
+                    (SELECT COUNT(*) FROM deliveries d WHERE d.event_id = e.id AND d.state = 'pending'),
+                    (SELECT COUNT(*) FROM deliveries d WHERE d.event_id = e.id AND d.state = 'dead')
+             FROM events e
+             WHERE (?1 IS NULL OR e.app = ?1) AND (?2 IS NULL OR e.event_type = ?2)
+               AND e.received_at >= ?3
+               AND (?4 IS NULL OR EXISTS
+                    (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.state = ?4))
+             ORDER BY e.received_at DESC LIMIT ?5",
+        )?;
+        let rows = stmt.query_map(
+            params![args.app, args.event_type, since, args.state, args.limit],
+            |r| {
+                Ok(serde_json::json!({
+                    "id": r.get::<_, String>(0)?,
+                    "app": r.get::<_, String>(1)?,
+                    "event_type": r.get::<_, String>(2)?,
+                    "received_at_ms": r.get::<_, i64>(3)?,
+                    "received_at": rfc3339(r.get::<_, i64>(3)?),
+                    "deliveries": r.get::<_, i64>(4)?,
+                    "pending": r.get::<_, i64>(5)?,
+                    "dead": r.get::<_, i64>(6)?,
+                }))
+            },
+        )?;
+        Ok::<_, StoreError>(rows.collect::<Result<Vec<_>, _>>()?)
+    });
+    store.close();
+    let rows = match rows {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    if args.json {
+        for r in &rows {
+            println!("{r}");
+        }
+        return ExitCode::SUCCESS;
+    }
+    println!(
+        "{:<24} {:>14}  {:<40} {:<12} {:<40} deliveries (pending, dead)",
+        "received", "(ms)", "event id", "app", "event type"
+    );
+    for r in &rows {
+        println!(
+            "{:<24} {:>14}  {:<40} {:<12} {:<40} {} ({}, {})",
+            r["received_at"].as_str().unwrap_or(""),
+            r["received_at_ms"],
+            r["id"].as_str().unwrap_or(""),
+            r["app"].as_str().unwrap_or(""),
+            r["event_type"].as_str().unwrap_or(""),
+            r["deliveries"],
+            r["pending"],
+            r["dead"]
+        );
+    }
+    println!("{} event(s)", rows.len());
+    ExitCode::SUCCESS
+}
+
+/// `gateway deliveries list`.
+pub fn deliveries(config: &Config, args: &DeliveryListArgs) -> ExitCode {
+    let store = match open_store(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let (state, retrying) = match args.state.as_str() {
+        "retrying" => ("pending", true),
+        other => (other, false),
+    };
+    let rows = store.read_blocking(|c| {
+        let mut stmt = c.prepare(
+            "SELECT event_id, plugin, state, attempts, next_at, last_error, updated_at, crashes
+             FROM deliveries
+             WHERE state = ?1 AND (?2 = 0 OR attempts > 0) AND (?3 IS NULL OR plugin = ?3)
+             ORDER BY updated_at DESC LIMIT ?4",
+        )?;
+        let rows = stmt.query_map(params![state, retrying, args.plugin, args.limit], |r| {
+            let state: String = r.get(2)?;
+            let next_at: i64 = r.get(4)?;
+            let updated: i64 = r.get(6)?;
+            let mut v = serde_json::json!({
+                "event_id": r.get::<_, String>(0)?,
+                "plugin": r.get::<_, String>(1)?,
+                "state": state,
+                "attempts": r.get::<_, u32>(3)?,
+                "last_error": r.get::<_, Option<String>>(5)?,
+                "updated_at_ms": updated,
+                "updated_at": rfc3339(updated),
+                "crashes": r.get::<_, u32>(7)?,
+            });
+            if state == "pending" {
+                v["next_at_ms"] = next_at.into();
+                v["next_at"] = rfc3339(next_at).into();
+            }
+            Ok(v)
+        })?;
+        Ok::<_, StoreError>(rows.collect::<Result<Vec<_>, _>>()?)
+    });
+    store.close();
+    let rows = match rows {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    if args.json {
+        for r in &rows {
+            println!("{r}");
+        }
+        return ExitCode::SUCCESS;
+    }
+    println!(
+        "{:<40} {:<12} {:<8} {:>8} {:<24} {:<24} last error",
+        "event id", "plugin", "state", "attempts", "updated", "next attempt"
+    );
+    for r in &rows {
+        println!(
+            "{:<40} {:<12} {:<8} {:>8} {:<24} {:<24} {}",
+            r["event_id"].as_str().unwrap_or(""),
+            r["plugin"].as_str().unwrap_or(""),
+            r["state"].as_str().unwrap_or(""),
+            r["attempts"],
+            r["updated_at"].as_str().unwrap_or(""),
+            r["next_at"].as_str().unwrap_or("-"),
+            r["last_error"].as_str().unwrap_or("")
+        );
+    }
+    println!("{} deliver(ies)", rows.len());
+    ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rfc3339;
+
+    #[test]
+    fn rfc3339_in_utc_with_millis() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(rfc3339(1_796_223_811_305), "2026-12-02T15:03:31.305Z");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.999Z");
+    }
+}
