@@ -396,4 +396,20 @@ fn events_and_deliveries_can_be_listed_with_filters() {
     );
     let (code, _, err) = gw.cli(&["deliveries", "list", "--state", "lost"]);
     assert_eq!(code, 2, "{err}");
+    // `/status`: per-plugin health for humans and dashboards.
+    let status = gateway_e2e::harness::get(&gw.admin_url("/status")).expect("status");
+    assert_eq!(status.status, 200);
+    let v: serde_json::Value = serde_json::from_str(&status.body).expect("json");
+    assert_eq!(v["ready"], true, "{v}");
+    let kit = &v["plugins"]["kit"];
+    assert!(kit["last_success_ms"].as_i64().is_some(), "{v}");
+    assert!(kit["consecutive_failures"].as_u64() >= Some(1), "{v}");
+    assert!(
+        kit["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("testkit")),
+        "{v}"
+    );
+    assert_eq!(kit["pending"], 1, "l-wait keeps retrying: {v}");
+    assert_eq!(kit["max_concurrency"], 4);
 }

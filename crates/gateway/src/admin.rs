@@ -1,7 +1,9 @@
 //! The admin listener (separate from the public webhook port; loopback by default):
 //! `/healthz` (the process answers), `/readyz` (store writable, plugins initialised, not
 //! shutting down, every websocket app's long connection up; the body lists each websocket app's
-//! state) and `/metrics` (Prometheus text).
+//! state), `/status` (JSON: per-plugin health — last success, consecutive failures, last error,
+//! pending, calls running — and each websocket app's state; for humans and dashboards) and
+//! `/metrics` (Prometheus text).
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,6 +13,7 @@ use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
 
+use crate::delivery::Engine;
 use crate::longconn::{LongConns, State};
 use crate::metrics;
 use crate::store::{sqlite::now_ms, Store};
@@ -24,6 +27,8 @@ pub struct Admin {
     pub plugins_ready: AtomicBool,
     /// The long-connection clients, once started.
     pub long_conns: Mutex<Option<Arc<LongConns>>>,
+    /// The delivery engine, once started (for `/status`).
+    pub engine: Mutex<Option<Arc<Engine>>>,
 }
 
 impl std::fmt::Debug for Admin {
@@ -65,6 +70,14 @@ impl Admin {
                 };
                 text(status, body, plain)
             }
+            "/status" => {
+                let status = self.status().await;
+                text(
+                    StatusCode::OK,
+                    format!("{status:#}\n"),
+                    "application/json; charset=utf-8",
+                )
+            }
             "/metrics" => {
                 self.refresh_gauges().await;
                 text(
@@ -89,6 +102,50 @@ impl Admin {
             Ok(_) => (true, "ready"),
             Err(_) => (false, "store not writable"),
         }
+    }
+
+    /// `/status`: readiness and, per plugin, its health, pending deliveries and calls running;
+    /// per websocket app, its connection state. For humans and dashboards; load balancers use
+    /// `/readyz`.
+    async fn status(&self) -> serde_json::Value {
+        let (ready, reason) = self.ready().await;
+        let pending: std::collections::HashMap<String, u64> = self
+            .store
+            .backlog()
+            .await
+            .map(|b| b.pending_by_plugin.into_iter().collect())
+            .unwrap_or_default();
+        let engine = self.engine.lock().ok().and_then(|e| e.clone());
+        let mut plugins = serde_json::Map::new();
+        for (name, health, running, limit) in engine.map(|e| e.plugin_status()).unwrap_or_default()
+        {
+            plugins.insert(
+                name.clone(),
+                serde_json::json!({
+                    "last_success_ms": health.last_success_ms,
+                    "consecutive_failures": health.consecutive_failures,
+                    "last_failure_ms": health.last_failure_ms,
+                    "last_error": health.last_error,
+                    "pending": pending.get(&name).copied().unwrap_or(0),
+                    "calls_running": running,
+                    "max_concurrency": limit,
+                }),
+            );
+        }
+        let conns = self.long_conns.lock().ok().and_then(|c| c.clone());
+        let apps: serde_json::Map<String, serde_json::Value> = conns
+            .map(|c| c.states())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(app, state)| (app, state.to_string().into()))
+            .collect();
+        serde_json::json!({
+            "ready": ready,
+            "reason": reason,
+            "version": env!("CARGO_PKG_VERSION"),
+            "plugins": plugins,
+            "websocket_apps": apps,
+        })
     }
 
     async fn refresh_gauges(&self) {

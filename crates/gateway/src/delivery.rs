@@ -16,6 +16,7 @@
 mod attempt;
 pub mod backoff;
 mod detail;
+pub mod health;
 mod known;
 mod sweep;
 
@@ -171,6 +172,8 @@ pub struct Engine {
     queues: RwLock<HashMap<String, Arc<PluginQueue>>>,
     known: Known,
     health: StoreHealth,
+    /// Per-plugin outcomes, for `/status`.
+    book: health::HealthBook,
     /// Calls share it; a call of a delivery with a crash behind it takes it alone.
     gate: Arc<tokio::sync::RwLock<()>>,
     /// Plugin names with pending deliveries but no instance, and since when (see `sweep`).
@@ -198,6 +201,7 @@ impl Engine {
             config: RwLock::new(config),
             queues: RwLock::new(HashMap::new()),
             known: Known::default(),
+            book: Default::default(),
             gate: Arc::new(tokio::sync::RwLock::new(())),
             health: StoreHealth {
                 ok: AtomicBool::new(true),
@@ -304,6 +308,23 @@ impl Engine {
         self.cancel.cancel();
         self.calls.close();
         tokio::time::timeout(grace, self.calls.wait()).await.is_ok()
+    }
+
+    /// Each configured plugin instance: (name, health, calls running, `max_concurrency`).
+    pub fn plugin_status(&self) -> Vec<(String, health::PluginHealth, usize, usize)> {
+        let Ok(queues) = self.queues.read() else {
+            return Vec::new();
+        };
+        let mut out: Vec<_> = queues
+            .iter()
+            .map(|(name, q)| {
+                let limit = q.limit.lock().map(|l| *l).unwrap_or(0);
+                let running = limit.saturating_sub(q.permits.available_permits());
+                (name.clone(), self.book.get(name), running, limit)
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
     }
 
     /// Number of calls running now.

@@ -59,6 +59,7 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
         shutting_down: Default::default(),
         plugins_ready: Default::default(),
         long_conns: Default::default(),
+        engine: Default::default(),
     });
     let plugins = plugins::start(&config)
         .map_err(|p| anyhow::anyhow!("plugins failed to start:\n  - {}", p.join("\n  - ")))?;
@@ -98,6 +99,9 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
             }
             _ => {}
         }
+    }
+    if let Ok(mut slot) = admin.engine.lock() {
+        *slot = Some(engine.clone());
     }
     let long_conns = LongConns::start(&config, intake.clone());
     if let Ok(mut slot) = admin.long_conns.lock() {

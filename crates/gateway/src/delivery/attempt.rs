@@ -417,6 +417,7 @@ impl Engine {
                     {
                         if *applied {
                             count(job, &record.finish, label);
+                            self.book.record(&job.plugin, &record.finish);
                         } else {
                             job_span(job).in_scope(|| {
                                 tracing::info!("outcome not recorded: the delivery was replayed or finished meanwhile")
