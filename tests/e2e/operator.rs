@@ -413,3 +413,25 @@ fn events_and_deliveries_can_be_listed_with_filters() {
     assert_eq!(kit["pending"], 1, "l-wait keeps retrying: {v}");
     assert_eq!(kit["max_concurrency"], 4);
 }
+
+#[test]
+fn json_logs_are_one_record_per_line_even_for_multi_line_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = TestGateway::spawn_full(dir.path(), &config(), &[], &["--log-format", "json"]);
+    // A refused reload logs a multi-line list of problems.
+    let broken = config().replace("name = \"kit\"", "name = \"kit\"\nmax_concurrency = 0");
+    std::fs::write(dir.path().join("gateway.toml"), broken).expect("write");
+    gw.signal("HUP");
+    assert!(wait_until(Duration::from_secs(10), || gw
+        .log()
+        .contains("reload refused")));
+    for line in gw.log().lines() {
+        // The two readiness lines on stdout are plain text by design (scripts read them).
+        if line.starts_with("gateway listening on") || line.starts_with("admin listening on") {
+            continue;
+        }
+        let record: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not one JSON record ({e}): {line}"));
+        assert!(record["level"].is_string(), "{line}");
+    }
+}
