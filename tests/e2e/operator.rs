@@ -412,6 +412,11 @@ fn events_and_deliveries_can_be_listed_with_filters() {
     );
     assert_eq!(kit["pending"], 1, "l-wait keeps retrying: {v}");
     assert_eq!(kit["max_concurrency"], 4);
+    assert_eq!(kit["queued"], 0, "{v}");
+    let m = gateway_e2e::harness::get(&gw.admin_url("/metrics"))
+        .expect("metrics")
+        .body;
+    assert!(m.contains(r#"gateway_queue_depth{plugin="kit"} 0"#), "{m}");
 }
 
 #[test]

@@ -117,7 +117,8 @@ impl Admin {
             .unwrap_or_default();
         let engine = self.engine.lock().ok().and_then(|e| e.clone());
         let mut plugins = serde_json::Map::new();
-        for (name, health, running, limit) in engine.map(|e| e.plugin_status()).unwrap_or_default()
+        for (name, health, running, limit, queued) in
+            engine.map(|e| e.plugin_status()).unwrap_or_default()
         {
             plugins.insert(
                 name.clone(),
@@ -129,6 +130,7 @@ impl Admin {
                     "pending": pending.get(&name).copied().unwrap_or(0),
                     "calls_running": running,
                     "max_concurrency": limit,
+                    "queued": queued,
                 }),
             );
         }
@@ -157,6 +159,13 @@ impl Admin {
                 .map_or(0.0, |t| ((now_ms() - t).max(0) as f64) / 1000.0);
             m.oldest_pending_age.set(age);
             m.dead_letters_now.set(b.dead as i64);
+            let engine = self.engine.lock().ok().and_then(|e| e.clone());
+            m.queue_depth.clear();
+            for (plugin, _, _, _, queued) in engine.map(|e| e.plugin_status()).unwrap_or_default() {
+                m.queue_depth
+                    .get_or_create(&metrics::plugin(&plugin))
+                    .set(queued as i64);
+            }
             // Plugins that have none pending now must read 0, not their last value.
             m.pending_by_plugin.clear();
             for (plugin, n) in b.pending_by_plugin {

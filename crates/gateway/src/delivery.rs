@@ -310,8 +310,9 @@ impl Engine {
         tokio::time::timeout(grace, self.calls.wait()).await.is_ok()
     }
 
-    /// Each configured plugin instance: (name, health, calls running, `max_concurrency`).
-    pub fn plugin_status(&self) -> Vec<(String, health::PluginHealth, usize, usize)> {
+    /// Each configured plugin instance: (name, health, calls running, `max_concurrency`,
+    /// deliveries waiting in its in-memory queue).
+    pub fn plugin_status(&self) -> Vec<(String, health::PluginHealth, usize, usize, usize)> {
         let Ok(queues) = self.queues.read() else {
             return Vec::new();
         };
@@ -320,7 +321,8 @@ impl Engine {
             .map(|(name, q)| {
                 let limit = q.limit.lock().map(|l| *l).unwrap_or(0);
                 let running = limit.saturating_sub(q.permits.available_permits());
-                (name.clone(), self.book.get(name), running, limit)
+                let queued = QUEUE_CAPACITY.saturating_sub(q.tx.capacity());
+                (name.clone(), self.book.get(name), running, limit, queued)
             })
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));

@@ -75,6 +75,7 @@ pub struct Metrics {
     pub plugin_process_exits: Family<PluginReasonLabels, Counter>,
     pub dead_letters_now: Gauge,
     pub pending_by_plugin: Family<PluginLabels, Gauge>,
+    pub queue_depth: Family<PluginLabels, Gauge>,
     pub reloads: Family<ResultLabels, Counter>,
     pub last_reload: Gauge<f64, AtomicU64>,
 }
@@ -235,6 +236,12 @@ impl Metrics {
             "Pending deliveries per plugin instance (read at scrape time)",
             pending_by_plugin.clone(),
         );
+        let queue_depth = Family::<PluginLabels, Gauge>::default();
+        registry.register(
+            "gateway_queue_depth",
+            "Deliveries waiting in a plugin's in-memory queue (read at scrape time)",
+            queue_depth.clone(),
+        );
         let reloads = Family::<ResultLabels, Counter>::default();
         registry.register(
             "gateway_reloads",
@@ -269,6 +276,7 @@ impl Metrics {
             plugin_process_exits,
             dead_letters_now,
             pending_by_plugin,
+            queue_depth,
             reloads,
             last_reload,
         }
