@@ -18,6 +18,7 @@ pub mod backoff;
 mod detail;
 pub mod health;
 mod known;
+mod record;
 mod sweep;
 
 use std::collections::HashMap;

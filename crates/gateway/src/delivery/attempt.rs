@@ -15,7 +15,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use gateway_plugin::host::CallOutcome;
 use serde::Serialize;
@@ -27,10 +27,6 @@ use super::{backoff, delivery_id, detail, Engine, HungCall, Job, PluginQueue};
 use crate::metrics;
 use crate::plugins::PluginSlot;
 use crate::store::{sqlite::now_ms, Finish, FinishRecord, Guard};
-
-/// Retrying a refused outcome write starts here and doubles up to [`RECORD_RETRY_MAX`].
-const RECORD_RETRY_MIN: Duration = Duration::from_millis(200);
-const RECORD_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// A running plugin call: its outcomes (one per delivery) and the permit it holds.
 type Call = tokio::task::JoinHandle<(Vec<CallOutcome>, OwnedSemaphorePermit)>;
@@ -340,108 +336,6 @@ impl Engine {
         }
     }
 
-    /// Marks the attempts of `jobs` as started, retrying until the store takes it (like
-    /// outcomes: no call starts while the store refuses writes). False on shutdown.
-    async fn mark_started(&self, jobs: &[Job]) -> bool {
-        let marks: Vec<(i64, Guard)> = jobs.iter().map(|j| (j.key, from(j))).collect();
-        let mut wait = RECORD_RETRY_MIN;
-        let mut failed = false;
-        loop {
-            match self.store.start_attempts(marks.clone()).await {
-                Ok(_) => {
-                    self.health.set(true);
-                    return true;
-                }
-                Err(e) => {
-                    self.health.set(false);
-                    if !failed {
-                        tracing::error!(error = %e, "could not mark deliveries as started: waiting for the store before calling the plugin");
-                        failed = true;
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = self.cancel.cancelled() => {
-                            for j in jobs {
-                                self.known.drop_key(j.key, j.generation);
-                            }
-                            return false;
-                        }
-                    }
-                    wait = (wait * 2).min(RECORD_RETRY_MAX);
-                }
-            }
-        }
-    }
-
-    /// Records one outcome (see [`Engine::record_many`]).
-    async fn record(
-        &self,
-        job: &Job,
-        guard: Guard,
-        attempt: u32,
-        finish: Finish,
-        label: &str,
-    ) -> bool {
-        let record = FinishRecord {
-            key: job.key,
-            guard,
-            attempts: attempt,
-            finish,
-        };
-        let applied = self
-            .record_many(std::slice::from_ref(job), vec![record], &[label])
-            .await;
-        applied.first().copied().unwrap_or(false)
-    }
-
-    /// Records the outcomes of `jobs` in one durable write, retrying until the store takes it.
-    /// Returns, per job, whether it applied (false when the delivery was replayed or finished
-    /// meanwhile — the replay stands — or on shutdown, when the store still shows it pending).
-    async fn record_many(
-        &self,
-        jobs: &[Job],
-        records: Vec<FinishRecord>,
-        labels: &[&str],
-    ) -> Vec<bool> {
-        let mut wait = RECORD_RETRY_MIN;
-        let mut failures = 0u32;
-        loop {
-            match self.store.finish_many(records.clone()).await {
-                Ok(applied) => {
-                    self.health.set(true);
-                    if failures > 0 {
-                        tracing::info!(failures, "delivery outcomes recorded after store failures");
-                    }
-                    for (((job, record), label), applied) in
-                        jobs.iter().zip(&records).zip(labels).zip(&applied)
-                    {
-                        if *applied {
-                            count(job, &record.finish, label);
-                            self.book.record(&job.plugin, &record.finish);
-                        } else {
-                            job_span(job).in_scope(|| {
-                                tracing::info!("outcome not recorded: the delivery was replayed or finished meanwhile")
-                            });
-                        }
-                    }
-                    return applied;
-                }
-                Err(e) => {
-                    self.health.set(false);
-                    if failures == 0 {
-                        tracing::error!(error = %e, deliveries = jobs.len(), "could not record delivery outcomes: keeping them in memory, pausing new calls until the store takes writes");
-                    }
-                    failures += 1;
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = self.cancel.cancelled() => return vec![false; jobs.len()],
-                    }
-                    wait = (wait * 2).min(RECORD_RETRY_MAX);
-                }
-            }
-        }
-    }
-
     /// Waits on an in-memory timer, then queues the next attempt (unless a replay superseded it).
     fn schedule(self: &Arc<Self>, job: Job, attempt: u32, at: tokio::time::Instant) {
         let Some((timer, cancel)) = self.known.wait(job.key, job.generation) else {
@@ -465,30 +359,8 @@ impl Engine {
     }
 }
 
-/// Counts an outcome that the store took.
-fn count(job: &Job, finish: &Finish, label: &str) {
-    let m = metrics::get();
-    m.deliveries
-        .get_or_create(&metrics::OutcomeLabels {
-            plugin: job.plugin.clone(),
-            outcome: label.to_owned(),
-        })
-        .inc();
-    match finish {
-        Finish::Dead { .. } => {
-            m.dead_letters
-                .get_or_create(&metrics::plugin(&job.plugin))
-                .inc();
-        }
-        Finish::Retry { .. } => {
-            m.retries.get_or_create(&metrics::plugin(&job.plugin)).inc();
-        }
-        Finish::Done => {}
-    }
-}
-
 /// The guard of a job's current state.
-fn from(job: &Job) -> Guard {
+pub(super) fn from(job: &Job) -> Guard {
     Guard {
         generation: job.generation,
         attempts: job.attempts,
@@ -497,7 +369,7 @@ fn from(job: &Job) -> Guard {
 }
 
 /// The span a single delivery's lines are logged in.
-fn job_span(job: &Job) -> tracing::Span {
+pub(super) fn job_span(job: &Job) -> tracing::Span {
     tracing::info_span!("delivery", event_id = %job.event_id, plugin = %job.plugin,
         attempt = job.attempts + 1)
 }
