@@ -300,12 +300,25 @@ impl LarkClient {
             reason: format!("reading the HTTP {status} response failed: {e}"),
             retry_after,
         })?;
+        // Whatever part of the answer is quoted later (Lark's `msg`), an echo of the app secret
+        // must not be: scrub it before anything reads or cuts the text.
+        let body = scrub(body, &self.app_secret);
         Ok(Reply {
             status,
             body,
             log_id,
             retry_after,
         })
+    }
+}
+
+/// `text` with every copy of `secret` replaced by `<redacted>` (secrets under 4 characters are
+/// left alone: they would shred ordinary words).
+fn scrub(text: String, secret: &str) -> String {
+    if secret.len() >= 4 && text.contains(secret) {
+        text.replace(secret, "<redacted>")
+    } else {
+        text
     }
 }
 
@@ -416,6 +429,25 @@ fn encode_segment(s: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod scrub_tests {
+    use super::scrub;
+
+    #[test]
+    fn an_echoed_app_secret_is_redacted_and_json_stays_valid() {
+        let body = r#"{"code":10014,"msg":"app secret s3cr3t-app-secret is invalid"}"#.to_owned();
+        let out = scrub(body, "s3cr3t-app-secret");
+        assert!(!out.contains("s3cr3t"), "{out}");
+        let v: serde_json::Value = serde_json::from_str(&out).expect("still JSON");
+        assert_eq!(v["msg"], "app secret <redacted> is invalid");
+        assert_eq!(
+            scrub("abc".into(), "ab"),
+            "abc",
+            "short secrets are not scrubbed"
+        );
+    }
 }
 
 #[cfg(test)]
