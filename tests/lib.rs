@@ -364,8 +364,12 @@ pub fn c_fixture(out_dir: &Path) -> PathBuf {
     static C: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let built = C.get_or_init(|| {
         let source = workspace_root().join("tests/raw-plugins/c_plugin.c");
-        let text =
+        let header = workspace_root().join("crates/plugin/include/gateway_plugin.h");
+        let mut text =
             std::fs::read(&source).map_err(|e| format!("cannot read {}: {e}", source.display()))?;
+        text.extend(
+            std::fs::read(&header).map_err(|e| format!("cannot read {}: {e}", header.display()))?,
+        );
         let hash = {
             use std::hash::{Hash, Hasher};
             let mut h = std::hash::DefaultHasher::new();
@@ -382,7 +386,9 @@ pub fn c_fixture(out_dir: &Path) -> PathBuf {
         let tmp = dir.join(format!("cplugin-{hash:016x}.{}.tmp", std::process::id()));
         let cc = std::env::var_os("CC").unwrap_or_else(|| "cc".into());
         let out = Command::new(&cc)
-            .args(["-shared", "-fPIC", "-O1", "-o"])
+            .args(["-shared", "-fPIC", "-O1", "-Wall", "-Werror", "-I"])
+            .arg(workspace_root().join("crates/plugin/include"))
+            .arg("-o")
             .arg(&tmp)
             .arg(&source)
             .output()

@@ -460,3 +460,145 @@ fn an_sdk_plugin_handles_a_batch_with_one_outcome_per_delivery_and_a_batch_panic
     let err = poison.handle_batch(&refs).expect_err("the batch panicked");
     assert!(err.contains("testkit: panic in handle"), "{err}");
 }
+
+/// `crates/plugin/include/gateway_plugin.h` and `abi.rs` describe the same ABI: every size,
+/// offset and constant the C compiler sees in the header equals Rust's.
+#[test]
+fn the_c_header_matches_the_rust_abi() {
+    use gateway_plugin::abi::{self, GwBuf, GwStr, HostApi, PluginDescriptor};
+    use std::mem::{offset_of, size_of};
+    let root = gateway_e2e::workspace_root();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exe = dir.path().join("header_layout");
+    let cc = std::env::var_os("CC").unwrap_or_else(|| "cc".into());
+    let out = std::process::Command::new(&cc)
+        .args(["-Wall", "-Werror", "-I"])
+        .arg(root.join("crates/plugin/include"))
+        .arg("-o")
+        .arg(&exe)
+        .arg(root.join("tests/raw-plugins/header_layout.c"))
+        .output()
+        .expect("run cc");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = std::process::Command::new(&exe).output().expect("run");
+    let c: std::collections::HashMap<String, u64> = String::from_utf8_lossy(&printed.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.to_owned(), value.parse().ok()?))
+        })
+        .collect();
+    let rust: Vec<(&str, u64)> = vec![
+        ("sizeof GwStr", size_of::<GwStr>() as u64),
+        ("offsetof GwStr.ptr", offset_of!(GwStr, ptr) as u64),
+        ("offsetof GwStr.len", offset_of!(GwStr, len) as u64),
+        ("sizeof GwBuf", size_of::<GwBuf>() as u64),
+        ("offsetof GwBuf.ptr", offset_of!(GwBuf, ptr) as u64),
+        ("offsetof GwBuf.len", offset_of!(GwBuf, len) as u64),
+        ("offsetof GwBuf.cap", offset_of!(GwBuf, cap) as u64),
+        ("sizeof GwHostApi", size_of::<HostApi>() as u64),
+        (
+            "offsetof GwHostApi.api_major",
+            offset_of!(HostApi, api_major) as u64,
+        ),
+        (
+            "offsetof GwHostApi.api_minor",
+            offset_of!(HostApi, api_minor) as u64,
+        ),
+        (
+            "offsetof GwHostApi.struct_size",
+            offset_of!(HostApi, struct_size) as u64,
+        ),
+        ("offsetof GwHostApi.ctx", offset_of!(HostApi, ctx) as u64),
+        ("offsetof GwHostApi.log", offset_of!(HostApi, log) as u64),
+        (
+            "offsetof GwHostApi.config_dir",
+            offset_of!(HostApi, config_dir) as u64,
+        ),
+        (
+            "offsetof GwHostApi.instance_name",
+            offset_of!(HostApi, instance_name) as u64,
+        ),
+        (
+            "sizeof GwPluginDescriptor",
+            size_of::<PluginDescriptor>() as u64,
+        ),
+        (
+            "offsetof GwPluginDescriptor.abi_major",
+            offset_of!(PluginDescriptor, abi_major) as u64,
+        ),
+        (
+            "offsetof GwPluginDescriptor.abi_minor",
+            offset_of!(PluginDescriptor, abi_minor) as u64,
+        ),
+        (
+            "offsetof GwPluginDescriptor.struct_size",
+            offset_of!(PluginDescriptor, struct_size) as u64,
+        ),
+        (
+            "offsetof GwPluginDescriptor.build_tag",
+            offset_of!(PluginDescriptor, build_tag) as u64,
+        ),
+        (
+            "offsetof GwPluginDescriptor.name",
+            offset_of!(PluginDescriptor, name) as u64,
+        ),
+        (
+            "offsetof GwPluginDescriptor.version",
+            offset_of!(PluginDescriptor, version) as u64,
+        ),
+        (
+            "offsetof GwPluginDescriptor.init",
+            offset_of!(PluginDescriptor, init) as u64,
+        ),
+        (
+            "offsetof GwPluginDescriptor.handle",
+            offset_of!(PluginDescriptor, handle) as u64,
+        ),
+        (
+            "offsetof GwPluginDescriptor.free_buf",
+            offset_of!(PluginDescriptor, free_buf) as u64,
+        ),
+        (
+            "offsetof GwPluginDescriptor.shutdown",
+            offset_of!(PluginDescriptor, shutdown) as u64,
+        ),
+        (
+            "offsetof GwPluginDescriptor.handle_batch",
+            offset_of!(PluginDescriptor, handle_batch) as u64,
+        ),
+        ("const GW_ABI_MAJOR", u64::from(abi::ABI_MAJOR)),
+        ("const GW_ABI_MINOR", u64::from(abi::ABI_MINOR)),
+        (
+            "const GW_DESCRIPTOR_SIZE_1_0",
+            u64::from(abi::DESCRIPTOR_SIZE_1_0),
+        ),
+        ("const GW_INIT_OK", u64::from(abi::INIT_OK)),
+        ("const GW_INIT_ERROR", u64::from(abi::INIT_ERROR)),
+        ("const GW_INIT_PANICKED", u64::from(abi::INIT_PANICKED)),
+        ("const GW_OUTCOME_OK", u64::from(abi::OUTCOME_OK)),
+        ("const GW_OUTCOME_RETRY", u64::from(abi::OUTCOME_RETRY)),
+        ("const GW_OUTCOME_REJECT", u64::from(abi::OUTCOME_REJECT)),
+        (
+            "const GW_OUTCOME_PANICKED",
+            u64::from(abi::OUTCOME_PANICKED),
+        ),
+        ("const GW_LOG_ERROR", u64::from(abi::LOG_ERROR)),
+        ("const GW_LOG_WARN", u64::from(abi::LOG_WARN)),
+        ("const GW_LOG_INFO", u64::from(abi::LOG_INFO)),
+        ("const GW_LOG_DEBUG", u64::from(abi::LOG_DEBUG)),
+        ("const GW_LOG_TRACE", u64::from(abi::LOG_TRACE)),
+    ];
+    for (name, value) in &rust {
+        assert_eq!(c.get(*name), Some(value), "{name}: header vs abi.rs");
+    }
+    assert_eq!(
+        c.len(),
+        rust.len(),
+        "the header program prints what the test checks: {c:?}"
+    );
+}

@@ -1,29 +1,19 @@
-/* A gateway plugin in C, against the raw ABI (1.0), for the crash tests: it dies the ways native
+/* A gateway plugin in C (ABI 1.1, no batch entry), for the crash tests: it dies the ways native
  * code does, which no catch_unwind stops. `handle` picks by the delivery's event_type:
  *   crash_segv   writes through a null pointer        crash_abort  abort()
  *   crash_exit   exit(3)                               crash_loop   never returns
  *   crash_stack  unbounded recursion (stack overflow)  anything else: OK
- * Compiled by the tests with `cc -shared -fPIC` (see tests/lib.rs). */
-#include <stdint.h>
+ * Written against crates/plugin/include/gateway_plugin.h; compiled by the tests with
+ * `cc -shared -fPIC -I crates/plugin/include` (see tests/lib.rs). */
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-typedef struct { const uint8_t *ptr; size_t len; } GwStr;
-typedef struct { uint8_t *ptr; size_t len; size_t cap; } GwBuf;
-
-typedef struct {
-    uint32_t abi_major, abi_minor, struct_size;
-    const char *build_tag, *name, *version;
-    uint32_t (*init)(GwStr, const void *, void **, GwBuf *);
-    uint32_t (*handle)(void *, GwStr, GwBuf *);
-    void (*free_buf)(GwBuf);
-    void (*shutdown)(void *);
-} Descriptor;
+#include "gateway_plugin.h"
 
 static int instance_marker;
 
-static uint32_t init(GwStr config, const void *host, void **out_instance, GwBuf *out_error) {
+static uint32_t init(GwStr config, const GwHostApi *host, void **out_instance, GwBuf *out_error) {
     (void)config; (void)host; (void)out_error;
     *out_instance = &instance_marker;
     return 0;
@@ -40,6 +30,7 @@ static int has(GwStr d, const char *needle) {
 static volatile int depth_sink;
 static int recurse(int depth) {
     volatile char frame[4096];
+    if (depth > (1 << 30)) return 0; /* never reached: the stack ends long before */
     frame[0] = (char)depth;
     depth_sink = frame[0];
     return recurse(depth + 1) + frame[0];
@@ -58,10 +49,11 @@ static uint32_t handle(void *instance, GwStr delivery, GwBuf *out_detail) {
 static void free_buf(GwBuf b) { free(b.ptr); }
 static void shutdown_instance(void *instance) { (void)instance; }
 
-static const Descriptor DESCRIPTOR = {
-    1, 0, sizeof(Descriptor),
+/* ABI 1.1 without a batch entry: the host calls handle once per delivery. */
+static const GwPluginDescriptor DESCRIPTOR = {
+    GW_ABI_MAJOR, GW_ABI_MINOR, sizeof(GwPluginDescriptor),
     "c fixture; no SDK", "cplugin", "1.0.0",
-    init, handle, free_buf, shutdown_instance,
+    init, handle, free_buf, shutdown_instance, NULL,
 };
 
-const Descriptor *gateway_plugin_v1(void) { return &DESCRIPTOR; }
+const GwPluginDescriptor *gateway_plugin_v1(void) { return &DESCRIPTOR; }
