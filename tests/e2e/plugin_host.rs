@@ -602,3 +602,37 @@ fn the_c_header_matches_the_rust_abi() {
         "the header program prints what the test checks: {c:?}"
     );
 }
+
+#[test]
+fn plugins_inspect_shows_a_descriptor_without_a_config_or_a_call() {
+    use gateway_e2e::harness::run_cli;
+    let nowhere = Path::new("/nonexistent/gateway.toml");
+    let kit = build_plugins().testkit;
+    let (code, out, err) = run_cli(nowhere, &["plugins", "inspect", &kit.display().to_string()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("name      testkit"), "{out}");
+    assert!(out.contains("abi       1.1"), "{out}");
+    assert!(out.contains("batch     yes"), "{out}");
+    assert!(out.contains("panics contained"), "{out}");
+    let legacy = raw().legacy;
+    let (code, out, _) = run_cli(
+        nowhere,
+        &["plugins", "inspect", &legacy.display().to_string()],
+    );
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("abi       1.0") && out.contains("batch     no"),
+        "{out}"
+    );
+    assert!(out.contains("not contained"), "{out}");
+    let (code, _, err) = run_cli(
+        nowhere,
+        &[
+            "plugins",
+            "inspect",
+            &raw().not_a_plugin.display().to_string(),
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("is not a gateway plugin"), "{err}");
+}

@@ -84,6 +84,9 @@ enum Command {
     /// Store maintenance.
     #[command(subcommand)]
     Store(ops::StoreCommand),
+    /// Plugin libraries (needs no config).
+    #[command(subcommand)]
+    Plugins(ops::PluginsCommand),
 }
 
 fn main() -> ExitCode {
@@ -102,6 +105,9 @@ fn main() -> ExitCode {
         };
     }
     let cli = Cli::parse();
+    if let Some(Command::Plugins(cmd)) = &cli.command {
+        return ops::plugins(cmd);
+    }
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
@@ -126,6 +132,7 @@ fn main() -> ExitCode {
         Command::Events(cmd) => ops::events(&config, &cmd),
         Command::Deliveries(cmd) => ops::deliveries(&config, &cmd),
         Command::Store(cmd) => ops::store(&config, &cmd),
+        Command::Plugins(cmd) => ops::plugins(&cmd),
     }
 }
 

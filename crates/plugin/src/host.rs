@@ -181,6 +181,8 @@ type BatchFn =
 pub struct Library {
     path: PathBuf,
     fns: Fns,
+    abi_minor: u32,
+    struct_size: u32,
     name: String,
     version: String,
     build_tag: String,
@@ -302,6 +304,8 @@ impl Library {
             version: text(version, "version")?,
             build_tag: text(build_tag, "build_tag")?,
             fns,
+            abi_minor: minor,
+            struct_size: size,
             path,
         })
     }
@@ -317,6 +321,18 @@ impl Library {
     }
     pub fn build_tag(&self) -> &str {
         &self.build_tag
+    }
+    /// The ABI minor the plugin was built for (its major is the host's: checked at load).
+    pub fn abi_minor(&self) -> u32 {
+        self.abi_minor
+    }
+    /// The size of the plugin's descriptor.
+    pub fn struct_size(&self) -> u32 {
+        self.struct_size
+    }
+    /// Whether the plugin exports the batch entry (ABI 1.1).
+    pub fn has_batch_entry(&self) -> bool {
+        self.fns.handle_batch.is_some()
     }
 
     /// Creates an instance named `instance` from its JSON `config`.

@@ -213,7 +213,7 @@ fn bootstrap_all(config: &Config) -> bool {
 /// Whether a panic in a library with this build tag stays inside the call (the Rust SDK, built
 /// with `panic = "unwind"`, catches it). Anything else (another language, `panic = "abort"`, an
 /// SDK build that predates the tag) can take the process down.
-fn crash_contained(build_tag: &str) -> bool {
+pub(super) fn crash_contained(build_tag: &str) -> bool {
     build_tag.starts_with("gateway-plugin ") && build_tag.contains("; panic=unwind")
 }
 
