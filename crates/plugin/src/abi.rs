@@ -95,7 +95,8 @@ pub const OUTCOME_RETRY: u32 = 1;
 /// Permanent failure; `out_detail` holds `{"reason": str}`. The host dead-letters the delivery.
 pub const OUTCOME_REJECT: u32 = 2;
 /// The plugin panicked; `out_detail` holds `{"reason": str}`. The host dead-letters the delivery
-/// and replaces the instance with a fresh one (shutdown, then init again).
+/// and replaces the instance: a fresh one is created (init) first, so calls never find no
+/// instance; the old one is shut down once its last call in flight returned.
 pub const OUTCOME_PANICKED: u32 = 3;
 
 /// Log levels for [`HostApi::log`].
