@@ -75,7 +75,23 @@ pub fn rfc3339(ms: i64) -> String {
     )
 }
 
-fn since_ms(text: &str) -> Result<i64, String> {
+/// Prints `rows` as JSON lines when `json` (then `None`: done), else hands them back.
+fn json_lines(
+    rows: Result<Vec<serde_json::Value>, StoreError>,
+    json: bool,
+) -> Result<Option<Vec<serde_json::Value>>, StoreError> {
+    let rows = rows?;
+    if !json {
+        return Ok(Some(rows));
+    }
+    for r in &rows {
+        println!("{r}");
+    }
+    Ok(None)
+}
+
+/// `--since`: Unix milliseconds, or a duration back from now.
+pub(super) fn since_ms(text: &str) -> Result<i64, String> {
     if let Ok(ms) = text.trim().parse::<i64>() {
         return Ok(ms);
     }
@@ -130,16 +146,11 @@ pub fn events(config: &Config, args: &EventListArgs) -> ExitCode {
         Ok::<_, StoreError>(rows.collect::<Result<Vec<_>, _>>()?)
     });
     store.close();
-    let rows = match rows {
-        Ok(r) => r,
+    let rows = match json_lines(rows, args.json) {
+        Ok(Some(rows)) => rows,
+        Ok(None) => return ExitCode::SUCCESS,
         Err(e) => return fail(e),
     };
-    if args.json {
-        for r in &rows {
-            println!("{r}");
-        }
-        return ExitCode::SUCCESS;
-    }
     println!(
         "{:<24} {:>14}  {:<40} {:<12} {:<40} deliveries (pending, dead)",
         "received", "(ms)", "event id", "app", "event type"
@@ -201,16 +212,11 @@ pub fn deliveries(config: &Config, args: &DeliveryListArgs) -> ExitCode {
         Ok::<_, StoreError>(rows.collect::<Result<Vec<_>, _>>()?)
     });
     store.close();
-    let rows = match rows {
-        Ok(r) => r,
+    let rows = match json_lines(rows, args.json) {
+        Ok(Some(rows)) => rows,
+        Ok(None) => return ExitCode::SUCCESS,
         Err(e) => return fail(e),
     };
-    if args.json {
-        for r in &rows {
-            println!("{r}");
-        }
-        return ExitCode::SUCCESS;
-    }
     println!(
         "{:<40} {:<12} {:<8} {:>8} {:<24} {:<24} last error",
         "event id", "plugin", "state", "attempts", "updated", "next attempt"

@@ -6,6 +6,7 @@
 
 use std::process::ExitCode;
 
+use super::list::since_ms;
 use super::{open_store, DeadLetterArgs, ReplayArgs};
 use crate::config::Config;
 use crate::store::sqlite::ReplaySelector;
@@ -76,16 +77,6 @@ pub fn dead_letters(config: &Config, args: &DeadLetterArgs) -> ExitCode {
     }
     store.close();
     ExitCode::SUCCESS
-}
-
-/// `--since`: Unix milliseconds, or a duration back from now.
-fn since_ms(text: &str) -> Result<i64, String> {
-    if let Ok(ms) = text.trim().parse::<i64>() {
-        return Ok(ms);
-    }
-    gateway_plugin::config::parse_duration(text)
-        .map(|d| now_ms() - d.as_millis() as i64)
-        .map_err(|e| format!("--since: {e} (or Unix milliseconds)"))
 }
 
 /// `gateway dead-letters --purge`.
