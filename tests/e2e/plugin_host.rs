@@ -492,106 +492,68 @@ fn the_c_header_matches_the_rust_abi() {
             Some((name.to_owned(), value.parse().ok()?))
         })
         .collect();
+    // (the name the C program prints, Rust's value)
+    macro_rules! size {
+        ($c:literal, $t:ty) => {
+            (concat!("sizeof ", $c), size_of::<$t>() as u64)
+        };
+    }
+    macro_rules! off {
+        ($c:literal, $t:ty, $f:ident) => {
+            (
+                concat!("offsetof ", $c, ".", stringify!($f)),
+                offset_of!($t, $f) as u64,
+            )
+        };
+    }
+    macro_rules! constant {
+        ($c:literal, $v:expr) => {
+            (concat!("const ", $c), u64::from($v))
+        };
+    }
     let rust: Vec<(&str, u64)> = vec![
-        ("sizeof GwStr", size_of::<GwStr>() as u64),
-        ("offsetof GwStr.ptr", offset_of!(GwStr, ptr) as u64),
-        ("offsetof GwStr.len", offset_of!(GwStr, len) as u64),
-        ("sizeof GwBuf", size_of::<GwBuf>() as u64),
-        ("offsetof GwBuf.ptr", offset_of!(GwBuf, ptr) as u64),
-        ("offsetof GwBuf.len", offset_of!(GwBuf, len) as u64),
-        ("offsetof GwBuf.cap", offset_of!(GwBuf, cap) as u64),
-        ("sizeof GwHostApi", size_of::<HostApi>() as u64),
-        (
-            "offsetof GwHostApi.api_major",
-            offset_of!(HostApi, api_major) as u64,
-        ),
-        (
-            "offsetof GwHostApi.api_minor",
-            offset_of!(HostApi, api_minor) as u64,
-        ),
-        (
-            "offsetof GwHostApi.struct_size",
-            offset_of!(HostApi, struct_size) as u64,
-        ),
-        ("offsetof GwHostApi.ctx", offset_of!(HostApi, ctx) as u64),
-        ("offsetof GwHostApi.log", offset_of!(HostApi, log) as u64),
-        (
-            "offsetof GwHostApi.config_dir",
-            offset_of!(HostApi, config_dir) as u64,
-        ),
-        (
-            "offsetof GwHostApi.instance_name",
-            offset_of!(HostApi, instance_name) as u64,
-        ),
-        (
-            "sizeof GwPluginDescriptor",
-            size_of::<PluginDescriptor>() as u64,
-        ),
-        (
-            "offsetof GwPluginDescriptor.abi_major",
-            offset_of!(PluginDescriptor, abi_major) as u64,
-        ),
-        (
-            "offsetof GwPluginDescriptor.abi_minor",
-            offset_of!(PluginDescriptor, abi_minor) as u64,
-        ),
-        (
-            "offsetof GwPluginDescriptor.struct_size",
-            offset_of!(PluginDescriptor, struct_size) as u64,
-        ),
-        (
-            "offsetof GwPluginDescriptor.build_tag",
-            offset_of!(PluginDescriptor, build_tag) as u64,
-        ),
-        (
-            "offsetof GwPluginDescriptor.name",
-            offset_of!(PluginDescriptor, name) as u64,
-        ),
-        (
-            "offsetof GwPluginDescriptor.version",
-            offset_of!(PluginDescriptor, version) as u64,
-        ),
-        (
-            "offsetof GwPluginDescriptor.init",
-            offset_of!(PluginDescriptor, init) as u64,
-        ),
-        (
-            "offsetof GwPluginDescriptor.handle",
-            offset_of!(PluginDescriptor, handle) as u64,
-        ),
-        (
-            "offsetof GwPluginDescriptor.free_buf",
-            offset_of!(PluginDescriptor, free_buf) as u64,
-        ),
-        (
-            "offsetof GwPluginDescriptor.shutdown",
-            offset_of!(PluginDescriptor, shutdown) as u64,
-        ),
-        (
-            "offsetof GwPluginDescriptor.handle_batch",
-            offset_of!(PluginDescriptor, handle_batch) as u64,
-        ),
-        ("const GW_ABI_MAJOR", u64::from(abi::ABI_MAJOR)),
-        ("const GW_ABI_MINOR", u64::from(abi::ABI_MINOR)),
-        (
-            "const GW_DESCRIPTOR_SIZE_1_0",
-            u64::from(abi::DESCRIPTOR_SIZE_1_0),
-        ),
-        ("const GW_INIT_OK", u64::from(abi::INIT_OK)),
-        ("const GW_INIT_ERROR", u64::from(abi::INIT_ERROR)),
-        ("const GW_INIT_PANICKED", u64::from(abi::INIT_PANICKED)),
-        ("const GW_OUTCOME_OK", u64::from(abi::OUTCOME_OK)),
-        ("const GW_OUTCOME_RETRY", u64::from(abi::OUTCOME_RETRY)),
-        ("const GW_OUTCOME_REJECT", u64::from(abi::OUTCOME_REJECT)),
-        (
-            "const GW_OUTCOME_PANICKED",
-            u64::from(abi::OUTCOME_PANICKED),
-        ),
-        ("const GW_LOG_ERROR", u64::from(abi::LOG_ERROR)),
-        ("const GW_LOG_WARN", u64::from(abi::LOG_WARN)),
-        ("const GW_LOG_INFO", u64::from(abi::LOG_INFO)),
-        ("const GW_LOG_DEBUG", u64::from(abi::LOG_DEBUG)),
-        ("const GW_LOG_TRACE", u64::from(abi::LOG_TRACE)),
+        size!("GwStr", GwStr),
+        off!("GwStr", GwStr, ptr),
+        off!("GwStr", GwStr, len),
+        size!("GwBuf", GwBuf),
+        off!("GwBuf", GwBuf, ptr),
+        off!("GwBuf", GwBuf, len),
+        off!("GwBuf", GwBuf, cap),
+        size!("GwHostApi", HostApi),
+        off!("GwHostApi", HostApi, api_major),
+        off!("GwHostApi", HostApi, api_minor),
+        off!("GwHostApi", HostApi, struct_size),
+        off!("GwHostApi", HostApi, ctx),
+        off!("GwHostApi", HostApi, log),
+        off!("GwHostApi", HostApi, config_dir),
+        off!("GwHostApi", HostApi, instance_name),
+        size!("GwPluginDescriptor", PluginDescriptor),
+        off!("GwPluginDescriptor", PluginDescriptor, abi_major),
+        off!("GwPluginDescriptor", PluginDescriptor, abi_minor),
+        off!("GwPluginDescriptor", PluginDescriptor, struct_size),
+        off!("GwPluginDescriptor", PluginDescriptor, build_tag),
+        off!("GwPluginDescriptor", PluginDescriptor, name),
+        off!("GwPluginDescriptor", PluginDescriptor, version),
+        off!("GwPluginDescriptor", PluginDescriptor, init),
+        off!("GwPluginDescriptor", PluginDescriptor, handle),
+        off!("GwPluginDescriptor", PluginDescriptor, free_buf),
+        off!("GwPluginDescriptor", PluginDescriptor, shutdown),
+        off!("GwPluginDescriptor", PluginDescriptor, handle_batch),
+        constant!("GW_ABI_MAJOR", abi::ABI_MAJOR),
+        constant!("GW_ABI_MINOR", abi::ABI_MINOR),
+        constant!("GW_DESCRIPTOR_SIZE_1_0", abi::DESCRIPTOR_SIZE_1_0),
+        constant!("GW_INIT_OK", abi::INIT_OK),
+        constant!("GW_INIT_ERROR", abi::INIT_ERROR),
+        constant!("GW_INIT_PANICKED", abi::INIT_PANICKED),
+        constant!("GW_OUTCOME_OK", abi::OUTCOME_OK),
+        constant!("GW_OUTCOME_RETRY", abi::OUTCOME_RETRY),
+        constant!("GW_OUTCOME_REJECT", abi::OUTCOME_REJECT),
+        constant!("GW_OUTCOME_PANICKED", abi::OUTCOME_PANICKED),
+        constant!("GW_LOG_ERROR", abi::LOG_ERROR),
+        constant!("GW_LOG_WARN", abi::LOG_WARN),
+        constant!("GW_LOG_INFO", abi::LOG_INFO),
+        constant!("GW_LOG_DEBUG", abi::LOG_DEBUG),
+        constant!("GW_LOG_TRACE", abi::LOG_TRACE),
     ];
     for (name, value) in &rust {
         assert_eq!(c.get(*name), Some(value), "{name}: header vs abi.rs");

@@ -22,6 +22,14 @@ impl FinishOne for SqliteStore {
     }
 }
 
+/// Accepts a new event; its deliveries (store key, plugin).
+async fn accepted(store: &SqliteStore, e: NewEvent) -> Vec<(i64, String)> {
+    match store.accept(e).await.expect("accept") {
+        Accepted::New { deliveries } => deliveries,
+        Accepted::Duplicate => panic!("expected a new event"),
+    }
+}
+
 /// A guard for generation 0 at `attempts`.
 fn at(attempts: u32) -> Guard {
     Guard {
@@ -57,13 +65,7 @@ fn accept_dedup_and_delivery_lifecycle() {
     let path = dir.path().join("s.db");
     rt().block_on(async {
         let store = SqliteStore::open(&path).expect("open");
-        let Accepted::New { deliveries } = store
-            .accept(event("e1", &["a", "b"]))
-            .await
-            .expect("accept")
-        else {
-            panic!("expected new")
-        };
+        let deliveries = accepted(&store, event("e1", &["a", "b"])).await;
         assert_eq!(deliveries.len(), 2);
         assert_eq!(
             store.accept(event("e1", &["a"])).await.expect("dup"),
@@ -188,11 +190,7 @@ fn purge_keeps_pending_and_recent() {
     let dir = tempfile::tempdir().expect("tempdir");
     rt().block_on(async {
         let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
-        let Accepted::New { deliveries } =
-            store.accept(event("old-done", &["a"])).await.expect("a")
-        else {
-            panic!("new")
-        };
+        let deliveries = accepted(&store, event("old-done", &["a"])).await;
         store
             .finish(deliveries[0].0, at(0), 1, Finish::Done)
             .await
@@ -264,10 +262,7 @@ fn an_outcome_does_not_overwrite_a_replay_made_meanwhile() {
     let dir = tempfile::tempdir().expect("tempdir");
     rt().block_on(async {
         let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
-        let Accepted::New { deliveries } = store.accept(event("e", &["a"])).await.expect("accept")
-        else {
-            panic!("new")
-        };
+        let deliveries = accepted(&store, event("e", &["a"])).await;
         let key = deliveries[0].0;
         let retry = Finish::Retry {
             next_at_ms: now_ms(),
@@ -304,10 +299,7 @@ fn a_replay_during_the_first_attempt_is_not_overwritten_by_its_outcome() {
     let dir = tempfile::tempdir().expect("tempdir");
     rt().block_on(async {
         let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
-        let Accepted::New { deliveries } = store.accept(event("e", &["a"])).await.expect("accept")
-        else {
-            panic!("new")
-        };
+        let deliveries = accepted(&store, event("e", &["a"])).await;
         let key = deliveries[0].0;
         // Attempt 1 (from 0 attempts) is running when an operator replays the delivery: the
         // replay also leaves 0 attempts, so only the generation tells them apart.
@@ -360,11 +352,7 @@ fn a_late_success_replaces_the_dead_letter_of_its_own_attempt_only() {
     let dir = tempfile::tempdir().expect("tempdir");
     rt().block_on(async {
         let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
-        let Accepted::New { deliveries } =
-            store.accept(event("e", &["a", "b"])).await.expect("accept")
-        else {
-            panic!("new")
-        };
+        let deliveries = accepted(&store, event("e", &["a", "b"])).await;
         let (ka, kb) = (deliveries[0].0, deliveries[1].0);
         let dead = Finish::Dead {
             error: "timed out".into(),
@@ -509,13 +497,7 @@ fn attempts_marked_started_count_as_crashes_at_the_next_start() {
     let dir = tempfile::tempdir().expect("tempdir");
     rt().block_on(async {
         let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
-        let Accepted::New { deliveries } = store
-            .accept(event("e", &["poison", "done", "stale"]))
-            .await
-            .expect("accept")
-        else {
-            panic!("new")
-        };
+        let deliveries = accepted(&store, event("e", &["poison", "done", "stale"])).await;
         let (kp, kd, ks) = (deliveries[0].0, deliveries[1].0, deliveries[2].0);
         let stale = Guard {
             generation: 7,
@@ -591,10 +573,7 @@ fn a_delivery_done_after_failures_shows_no_old_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     rt().block_on(async {
         let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
-        let Accepted::New { deliveries } = store.accept(event("e", &["a"])).await.expect("accept")
-        else {
-            panic!("new")
-        };
+        let deliveries = accepted(&store, event("e", &["a"])).await;
         let key = deliveries[0].0;
         let retry = Finish::Retry {
             next_at_ms: 0,
@@ -631,11 +610,7 @@ fn dead_letters_outlive_the_dedup_retention_until_their_own() {
     let dir = tempfile::tempdir().expect("tempdir");
     rt().block_on(async {
         let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
-        let Accepted::New { deliveries } =
-            store.accept(event("old", &["a"])).await.expect("accept")
-        else {
-            panic!("new")
-        };
+        let deliveries = accepted(&store, event("old", &["a"])).await;
         let dead = Finish::Dead {
             error: "rejected".into(),
         };
@@ -662,11 +637,7 @@ fn dead_letters_can_be_deleted_on_purpose() {
     let dir = tempfile::tempdir().expect("tempdir");
     rt().block_on(async {
         let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
-        let Accepted::New { deliveries } =
-            store.accept(event("e", &["a", "b"])).await.expect("accept")
-        else {
-            panic!("new")
-        };
+        let deliveries = accepted(&store, event("e", &["a", "b"])).await;
         for (key, _) in &deliveries {
             let dead = Finish::Dead { error: "x".into() };
             assert!(store.finish(*key, at(0), 1, dead).await.expect("dead"));
