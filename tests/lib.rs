@@ -7,6 +7,7 @@
 
 pub mod harness;
 pub mod hostkit;
+pub mod pgkit;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,12 +1,15 @@
 //! Operator commands that work on the config and the store without running the server:
 //! `check`, `dead-letters`, `replay`, `events show`, `store check`. They open the store
-//! alongside a running gateway (SQLite WAL allows it); a replay is picked up by the running
-//! gateway's sweeper within a few seconds.
+//! alongside running gateways (SQLite WAL allows it; PostgreSQL is shared by design); a replay is
+//! picked up by a running gateway's sweeper within a few seconds.
 
 use std::process::ExitCode;
 
 use crate::config::Config;
-use crate::store::SqliteStore;
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::store::Store;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DeadLetterArgs {
@@ -121,10 +124,34 @@ mod replay;
 pub use check::check;
 pub use replay::{dead_letters, replay};
 
-fn open_store(config: &Config) -> Result<SqliteStore, ExitCode> {
-    SqliteStore::open_existing(&config.store_path).map_err(|e| {
-        eprintln!("error: {e}");
-        ExitCode::FAILURE
+/// Runs `f` on the store `config` names, which must exist (an operator command never creates
+/// one), in a runtime of its own; closes the store afterwards.
+fn with_store<'c, F, Fut>(config: &'c Config, f: F) -> ExitCode
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: Future<Output = ExitCode> + 'c,
+{
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async {
+        let store = match crate::store::open(&config.store, true).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let code = f(store.clone()).await;
+        let _ = tokio::task::spawn_blocking(move || store.close()).await;
+        code
     })
 }
 
@@ -140,58 +167,50 @@ pub fn events(config: &Config, cmd: &EventsCommand) -> ExitCode {
         EventsCommand::Show { event_id } => event_id,
         EventsCommand::List(args) => return list::events(config, args),
     };
-    let store = match open_store(config) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    let result = store.event(event_id);
-    store.close();
-    match result {
-        Ok(Some(mut event)) => {
-            // The verification token never leaves the store through the CLI.
-            if let Some(redacted) = lark_core::redact::redact_token(&event.body) {
-                event.body = redacted;
+    with_store(config, |store| async move {
+        match store.event(event_id.clone()).await {
+            Ok(Some(mut event)) => {
+                // The verification token never leaves the store through the CLI.
+                if let Some(redacted) = lark_core::redact::redact_token(&event.body) {
+                    event.body = redacted;
+                }
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&event).unwrap_or_default()
+                );
+                ExitCode::SUCCESS
             }
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&event).unwrap_or_default()
-            );
-            ExitCode::SUCCESS
+            Ok(None) => {
+                eprintln!("no event {event_id:?} in the store");
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
         }
-        Ok(None) => {
-            eprintln!("no event {event_id:?} in the store");
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }
 
 /// `gateway store check`.
 pub fn store(config: &Config, cmd: &StoreCommand) -> ExitCode {
     let StoreCommand::Check = cmd;
-    let store = match open_store(config) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    let result = store.integrity_check();
-    store.close();
-    match result {
-        Ok(lines) if lines == ["ok"] => {
-            println!("store {} is sound", config.store_path.display());
-            ExitCode::SUCCESS
-        }
-        Ok(lines) => {
-            for l in lines {
-                eprintln!("{l}");
+    with_store(config, |store| async move {
+        match store.check().await {
+            Ok(problems) if problems.is_empty() => {
+                println!("store {} is sound", store.describe());
+                ExitCode::SUCCESS
             }
-            ExitCode::FAILURE
+            Ok(problems) => {
+                for p in problems {
+                    eprintln!("{p}");
+                }
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }

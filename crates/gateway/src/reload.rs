@@ -70,11 +70,11 @@ impl Live {
             .lock()
             .map_err(|_| "reload state poisoned".to_owned())?;
         let (old, old_plugins) = &mut *current;
-        if new.store_path != old.store_path {
+        if new.store != old.store {
             return Err(format!(
-                "store.path changed ({} → {}): moving the store needs a restart",
-                old.store_path.display(),
-                new.store_path.display()
+                "[store] changed ({} → {}): moving the store needs a restart",
+                old.store.describe(),
+                new.store.describe()
             ));
         }
         let plugins = plugins::reload(old_plugins, &new)

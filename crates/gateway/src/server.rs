@@ -25,7 +25,7 @@ use crate::intake::{Intake, Routes};
 use crate::longconn::LongConns;
 use crate::plugins;
 use crate::reload::{file_stamp, Live};
-use crate::store::{sqlite::now_ms, SqliteStore, Store};
+use crate::store::sqlite::now_ms;
 
 /// The largest request head (start line and header fields) the webhook listener reads.
 const MAX_HEADER_BYTES: usize = 16 * 1024;
@@ -40,9 +40,10 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
     // default action, which is to end the process.
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut signals = Signals::new()?;
-    let store = SqliteStore::open(&config.store_path)
-        .with_context(|| format!("opening store {}", config.store_path.display()))?;
-    let dyn_store: Arc<dyn Store> = Arc::new(store.clone());
+    let dyn_store = crate::store::open(&config.store, false)
+        .await
+        .with_context(|| format!("opening store {}", config.store.describe()))?;
+    let store = dyn_store.clone();
     // Deliveries whose call was running when the process last died: count the crash first.
     let d = config.delivery;
     match dyn_store.recover_crashed(d.max_attempts, d.max_crashes).await {
@@ -107,7 +108,7 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
     if let Ok(mut slot) = admin.long_conns.lock() {
         *slot = Some(long_conns.clone());
     }
-    tracing::info!(%addr, store = %config.store_path.display(), "gateway ready");
+    tracing::info!(%addr, store = %dyn_store.describe(), "gateway ready");
 
     let retention = config.retention;
     let dead_retention = config.dead_letter_retention;

@@ -10,14 +10,19 @@
 //!   `generation`: an outcome names the generation and attempt count it started from and is
 //!   recorded only if both still hold, so a replay is never overwritten.
 //! - Nothing is ever answered from memory alone: the store is the truth after a crash.
+//! - A shared store ([`Store::shared`]: several gateway processes on one database) lets a
+//!   delivery's attempt start in one process only: [`Store::start_attempts`] claims it with a
+//!   lease, and a process whose lease expired mid-call is counted as crashed by the others.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-pub use sqlite::SqliteStore;
+pub use postgres::PgStore;
+pub use sqlite::{ReplaySelector, SqliteStore};
 
 /// The most events one [`Store::purge`] removes.
 pub const PURGE_CHUNK: u64 = 1_000;
@@ -33,6 +38,12 @@ pub struct StoreError(pub String);
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         StoreError(e.to_string())
+    }
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        StoreError(postgres::error_text(&e))
     }
 }
 
@@ -149,6 +160,40 @@ pub struct EventRecord {
     pub deliveries: Vec<DeliveryRecord>,
 }
 
+/// A stored event in a listing (`events list`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventSummary {
+    pub id: String,
+    pub app: String,
+    pub event_type: String,
+    pub received_at_ms: i64,
+    pub deliveries: u64,
+    pub pending: u64,
+    pub dead: u64,
+}
+
+/// Filters of [`Store::list_events`]; newest first.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub app: Option<String>,
+    pub event_type: Option<String>,
+    pub since_ms: i64,
+    /// Only events with a delivery in this state.
+    pub state: Option<String>,
+    pub limit: u32,
+}
+
+/// Filters of [`Store::list_deliveries`]; most recently changed first.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    /// `pending`, `done` or `dead`.
+    pub state: String,
+    /// Only deliveries with at least one attempt made.
+    pub retrying: bool,
+    pub plugin: Option<String>,
+    pub limit: u32,
+}
+
 /// Counts for metrics and readiness.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Backlog {
@@ -191,11 +236,69 @@ pub trait Store: Send + Sync + 'static {
     fn dead_letter_plugin(&self, plugin: String, error: String) -> StoreFuture<u64>;
     /// Durably marks attempts as started, before their plugin is called (one write for a
     /// batch): a process that dies during the call leaves the mark behind. Deliveries no longer
-    /// matching their guard are skipped. Returns how many were marked.
-    fn start_attempts(&self, deliveries: Vec<(i64, Guard)>) -> StoreFuture<u64>;
-    /// At start, before any call: every pending delivery still marked started was being called
-    /// when the process died. Counts that attempt and the crash; dead-letters it ("the gateway
-    /// died during this call N times") once `max_crashes` or `max_attempts` is reached.
-    /// Returns how many were found.
+    /// matching their guard are skipped, and so (in a shared store) are those another process
+    /// holds a live lease on. One flag per delivery, in order: call only the marked ones.
+    fn start_attempts(&self, deliveries: Vec<(i64, Guard)>) -> StoreFuture<Vec<bool>>;
+    /// Every pending delivery still marked started whose caller is gone — at start, for the
+    /// embedded store, every one; in a shared store, those whose lease expired — was being
+    /// called when its process died. Counts that attempt and the crash; dead-letters it ("the
+    /// gateway died during this call N times") once `max_crashes` or `max_attempts` is
+    /// reached. Returns how many were found.
     fn recover_crashed(&self, max_attempts: u32, max_crashes: u32) -> StoreFuture<u64>;
+    /// Whether other gateway processes may use this store at the same time (then the sweeper
+    /// also runs [`Store::recover_crashed`] as it goes).
+    fn shared(&self) -> bool;
+    /// Where the store is, for logs and the CLI (a database password is never shown).
+    fn describe(&self) -> String;
+    /// Stops background work after the writes already queued, and waits for it (blocking).
+    fn close(&self);
+
+    // Operator commands (`gateway events`, `deliveries`, `dead-letters`, `replay`, `store`).
+
+    /// One event and its deliveries.
+    fn event(&self, id: String) -> StoreFuture<Option<EventRecord>>;
+    /// Dead letters, newest first, optionally one plugin's, optionally died since a time.
+    fn dead_letters(
+        &self,
+        plugin: Option<String>,
+        since_ms: Option<i64>,
+    ) -> StoreFuture<Vec<DeliveryRecord>>;
+    /// Every plugin name that has a delivery in the store.
+    fn plugin_names(&self) -> StoreFuture<Vec<String>>;
+    /// Stored events, newest first.
+    fn list_events(&self, filter: EventFilter) -> StoreFuture<Vec<EventSummary>>;
+    /// Deliveries in one state, most recently changed first.
+    fn list_deliveries(&self, filter: DeliveryFilter) -> StoreFuture<Vec<DeliveryRecord>>;
+    /// Checks the store's consistency; returns the problems found (none: sound).
+    fn check(&self) -> StoreFuture<Vec<String>>;
+    /// Puts deliveries back to `pending` with fresh attempts and a new generation; returns
+    /// how many.
+    fn replay(&self, selector: ReplaySelector) -> StoreFuture<u64>;
+    /// Deletes dead letters (optionally one plugin's) that died before `before_ms`; returns
+    /// how many. Their events go with the next retention purge once nothing else holds them.
+    fn purge_dead_letters(&self, plugin: Option<String>, before_ms: i64) -> StoreFuture<u64>;
+}
+
+/// Opens the store `config` names: the embedded SQLite file (created if missing unless
+/// `existing`, which the operator commands ask for) or the PostgreSQL database (migrated).
+pub async fn open(
+    config: &crate::config::StoreConfig,
+    existing: bool,
+) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    use crate::config::StoreConfig;
+    Ok(match config {
+        StoreConfig::Sqlite { path } => {
+            let path = path.clone();
+            let store = tokio::task::spawn_blocking(move || match existing {
+                true => SqliteStore::open_existing(&path),
+                false => SqliteStore::open(&path),
+            })
+            .await
+            .map_err(|e| StoreError(format!("opening the store: {e}")))??;
+            std::sync::Arc::new(store)
+        }
+        StoreConfig::Postgres(settings) => {
+            std::sync::Arc::new(PgStore::open(settings, !existing).await?)
+        }
+    })
 }

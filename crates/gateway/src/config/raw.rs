@@ -71,6 +71,11 @@ pub struct RawApp {
 #[serde(deny_unknown_fields)]
 pub struct RawStore {
     pub path: Option<String>,
+    /// A PostgreSQL database instead of the embedded file.
+    pub url: Option<String>,
+    pub lease: Option<String>,
+    pub pool_size: Option<u32>,
+    pub ca_file: Option<String>,
     pub retention: Option<String>,
     /// How long a dead letter is kept (separate from the dedup retention).
     pub dead_letter_retention: Option<String>,

@@ -12,11 +12,13 @@ use gateway_plugin::config::parse_duration;
 
 mod app;
 mod plugin;
+mod store;
 
 pub use super::pattern::EventPattern;
 use super::{env, ConfigError};
 pub use app::{App, LongConnApp, WebhookApp};
 pub use plugin::Isolation;
+pub use store::{redact_url, PgSettings, StoreConfig};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7777";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9464";
@@ -40,7 +42,7 @@ pub struct Config {
     pub trusted_proxies: Vec<std::net::IpAddr>,
     pub shutdown_grace: Duration,
     pub apps: Vec<App>,
-    pub store_path: PathBuf,
+    pub store: StoreConfig,
     pub retention: Duration,
     /// How long a dead letter stays after it died, whatever `retention` says.
     pub dead_letter_retention: Duration,
@@ -324,10 +326,6 @@ impl Validator<'_> {
             "path",
         );
 
-        let store_path = self.path(
-            "store.path",
-            raw.store.path.as_deref().unwrap_or("data/gateway.db"),
-        );
         let retention = self.duration(
             "store.retention",
             raw.store.retention.as_deref(),
@@ -395,6 +393,7 @@ impl Validator<'_> {
                 None => d.max_crashes,
             },
         };
+        let store = self.store(&raw.store, delivery.timeout);
         if delivery.max_backoff < delivery.initial_backoff {
             self.problem(
                 "delivery.max_backoff",
@@ -430,7 +429,7 @@ impl Validator<'_> {
             trusted_proxies,
             shutdown_grace,
             apps,
-            store_path,
+            store,
             retention,
             dead_letter_retention,
             delivery,

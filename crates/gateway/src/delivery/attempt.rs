@@ -102,8 +102,25 @@ impl Engine {
         }
         // Durably "started" before the call: should the process die during it, the next start
         // counts this attempt and the crash (poison deliveries end; see `recover_crashed`).
-        if !self.mark_started(&ready).await {
+        let Some(marked) = self.mark_started(&ready).await else {
             return; // Shutting down: nothing was called.
+        };
+        // Unmarked: replayed or finished meanwhile, or (shared store) another replica holds
+        // it. Not called here; the sweeper finds it again if it is still due.
+        let (ready, payloads): (Vec<Job>, Vec<Vec<u8>>) = ready
+            .into_iter()
+            .zip(payloads)
+            .zip(marked)
+            .filter_map(|((job, payload), marked)| {
+                if !marked {
+                    tracing::debug!(event_id = %job.event_id, plugin = %job.plugin, "not started: replayed, finished or claimed elsewhere");
+                    self.known.drop_key(job.key, job.generation);
+                }
+                marked.then_some((job, payload))
+            })
+            .unzip();
+        if ready.is_empty() {
+            return;
         }
         let started = Instant::now();
         let call_slot = slot.clone();

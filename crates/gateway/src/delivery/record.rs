@@ -16,16 +16,17 @@ const RECORD_RETRY_MAX: Duration = Duration::from_secs(5);
 
 impl Engine {
     /// Marks the attempts of `jobs` as started, retrying until the store takes it (like
-    /// outcomes: no call starts while the store refuses writes). False on shutdown.
-    pub(super) async fn mark_started(&self, jobs: &[Job]) -> bool {
+    /// outcomes: no call starts while the store refuses writes). One flag per job: call only
+    /// the marked ones. `None` on shutdown.
+    pub(super) async fn mark_started(&self, jobs: &[Job]) -> Option<Vec<bool>> {
         let marks: Vec<(i64, Guard)> = jobs.iter().map(|j| (j.key, from(j))).collect();
         let mut wait = RECORD_RETRY_MIN;
         let mut failed = false;
         loop {
             match self.store.start_attempts(marks.clone()).await {
-                Ok(_) => {
+                Ok(marked) => {
                     self.health.set(true);
-                    return true;
+                    return Some(marked);
                 }
                 Err(e) => {
                     self.health.set(false);
@@ -39,7 +40,7 @@ impl Engine {
                             for j in jobs {
                                 self.known.drop_key(j.key, j.generation);
                             }
-                            return false;
+                            return None;
                         }
                     }
                     wait = (wait * 2).min(RECORD_RETRY_MAX);

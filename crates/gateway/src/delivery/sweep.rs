@@ -56,6 +56,19 @@ impl Engine {
         let started = Instant::now();
         let mut sleep_for = SWEEP_INTERVAL;
         self.known.prune();
+        if self.store.shared() {
+            // Another replica died mid-call and its lease ran out: count the crash first (the
+            // attempt cannot start again before).
+            let d = self.config();
+            match self.store.recover_crashed(d.max_attempts, d.max_crashes).await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(
+                    deliveries = n,
+                    "a gateway replica died during plugin calls (its lease expired): counted as failed attempts; taking them over"
+                ),
+                Err(e) => tracing::error!(error = %e, "sweeper could not read the store"),
+            }
+        }
         let mut cursor = (i64::MIN, i64::MIN);
         loop {
             let due = match self.store.due(now, cursor, SWEEP_BATCH).await {

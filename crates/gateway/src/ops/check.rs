@@ -9,12 +9,13 @@ use std::process::ExitCode;
 
 use lark_longconn::ClientConfig;
 
-use crate::config::{Config, Isolation};
+use crate::config::{Config, Isolation, PgSettings, StoreConfig};
 use crate::longconn::bootstrap_blocking;
 use crate::plugins;
 
 /// `gateway check`: everything `run` would refuse, found without running. Connects to nothing
-/// unless `connect` (then it bootstraps each websocket app's long connection once, no dial).
+/// but a PostgreSQL store (read only: the migrations run at start, not here) unless `connect`
+/// (then it bootstraps each websocket app's long connection once, no dial).
 pub fn check(config: &Config, connect: bool) -> ExitCode {
     println!("config {}", config.file.display());
     println!(
@@ -41,11 +42,19 @@ pub fn check(config: &Config, connect: bool) -> ExitCode {
             _ => {}
         }
     }
-    println!("store {}", config.store_path.display());
+    println!("store {}", config.store.describe());
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
-    if let Err(e) = store_writable(&config.store_path) {
-        problems.push(format!("store.path: {e}"));
+    match &config.store {
+        StoreConfig::Sqlite { path } => {
+            if let Err(e) = store_writable(path) {
+                problems.push(format!("store.path: {e}"));
+            }
+        }
+        StoreConfig::Postgres(pg) => match database_state(pg) {
+            Ok(line) => println!("  {line}"),
+            Err(e) => problems.push(format!("store.url: {e}")),
+        },
     }
     for (key, addr) in [
         ("server.listen", Some(config.listen)),
@@ -141,6 +150,16 @@ fn report(config: &Config, problems: Vec<String>, warnings: Vec<String>) -> Exit
 /// Whether the store at `path` can be opened for writing, without creating anything: an
 /// existing file must open for writing; otherwise the nearest existing folder must take a new
 /// file (tried with a temporary one, removed at once).
+/// Connects to the database and reads its schema version (nothing is written).
+fn database_state(pg: &PgSettings) -> Result<String, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(crate::store::postgres::schema_state(pg))
+        .map_err(|e| e.0)
+}
+
 fn store_writable(path: &Path) -> Result<(), String> {
     if path.exists() {
         return std::fs::OpenOptions::new()

@@ -4,12 +4,10 @@
 
 use std::process::ExitCode;
 
-use rusqlite::params;
-
-use super::open_store;
+use super::with_store;
 use crate::config::Config;
 use crate::store::sqlite::now_ms;
-use crate::store::StoreError;
+use crate::store::{DeliveryFilter, EventFilter, StoreError};
 
 /// Filters of `events list`.
 #[derive(Debug, Clone, clap::Args)]
@@ -111,42 +109,36 @@ pub fn events(config: &Config, args: &EventListArgs) -> ExitCode {
         Ok(s) => s.unwrap_or(i64::MIN),
         Err(e) => return fail(e),
     };
-    let store = match open_store(config) {
-        Ok(s) => s,
-        Err(code) => return code,
+    let filter = EventFilter {
+        app: args.app.clone(),
+        event_type: args.event_type.clone(),
+        since_ms: since,
+        state: args.state.clone(),
+        limit: args.limit,
     };
-    let rows = store.read_blocking(|c| {
-        let mut stmt = c.prepare(
-            "SELECT e.id, e.app, e.event_type, e.received_at,
-                    (SELECT COUNT(*) FROM deliveries d WHERE d.event_id = e.id),
-                    (SELECT COUNT(*) FROM deliveries d WHERE d.event_id = e.id AND d.state = 'pending'),
-                    (SELECT COUNT(*) FROM deliveries d WHERE d.event_id = e.id AND d.state = 'dead')
-             FROM events e
-             WHERE (?1 IS NULL OR e.app = ?1) AND (?2 IS NULL OR e.event_type = ?2)
-               AND e.received_at >= ?3
-               AND (?4 IS NULL OR EXISTS
-                    (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.state = ?4))
-             ORDER BY e.received_at DESC LIMIT ?5",
-        )?;
-        let rows = stmt.query_map(
-            params![args.app, args.event_type, since, args.state, args.limit],
-            |r| {
-                Ok(serde_json::json!({
-                    "id": r.get::<_, String>(0)?,
-                    "app": r.get::<_, String>(1)?,
-                    "event_type": r.get::<_, String>(2)?,
-                    "received_at_ms": r.get::<_, i64>(3)?,
-                    "received_at": rfc3339(r.get::<_, i64>(3)?),
-                    "deliveries": r.get::<_, i64>(4)?,
-                    "pending": r.get::<_, i64>(5)?,
-                    "dead": r.get::<_, i64>(6)?,
-                }))
-            },
-        )?;
-        Ok::<_, StoreError>(rows.collect::<Result<Vec<_>, _>>()?)
-    });
-    store.close();
-    let rows = match json_lines(rows, args.json) {
+    with_store(config, |store| async move {
+        let rows = store.list_events(filter).await.map(|rows| {
+            rows.into_iter()
+                .map(|e| {
+                    serde_json::json!({
+                        "id": e.id,
+                        "app": e.app,
+                        "event_type": e.event_type,
+                        "received_at_ms": e.received_at_ms,
+                        "received_at": rfc3339(e.received_at_ms),
+                        "deliveries": e.deliveries,
+                        "pending": e.pending,
+                        "dead": e.dead,
+                    })
+                })
+                .collect()
+        });
+        print_events(rows, args.json)
+    })
+}
+
+fn print_events(rows: Result<Vec<serde_json::Value>, StoreError>, json: bool) -> ExitCode {
+    let rows = match json_lines(rows, json) {
         Ok(Some(rows)) => rows,
         Ok(None) => return ExitCode::SUCCESS,
         Err(e) => return fail(e),
@@ -174,45 +166,44 @@ pub fn events(config: &Config, args: &EventListArgs) -> ExitCode {
 
 /// `gateway deliveries list`.
 pub fn deliveries(config: &Config, args: &DeliveryListArgs) -> ExitCode {
-    let store = match open_store(config) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
     let (state, retrying) = match args.state.as_str() {
         "retrying" => ("pending", true),
         other => (other, false),
     };
-    let rows = store.read_blocking(|c| {
-        let mut stmt = c.prepare(
-            "SELECT event_id, plugin, state, attempts, next_at, last_error, updated_at, crashes
-             FROM deliveries
-             WHERE state = ?1 AND (?2 = 0 OR attempts > 0) AND (?3 IS NULL OR plugin = ?3)
-             ORDER BY updated_at DESC LIMIT ?4",
-        )?;
-        let rows = stmt.query_map(params![state, retrying, args.plugin, args.limit], |r| {
-            let state: String = r.get(2)?;
-            let next_at: i64 = r.get(4)?;
-            let updated: i64 = r.get(6)?;
-            let mut v = serde_json::json!({
-                "event_id": r.get::<_, String>(0)?,
-                "plugin": r.get::<_, String>(1)?,
-                "state": state,
-                "attempts": r.get::<_, u32>(3)?,
-                "last_error": r.get::<_, Option<String>>(5)?,
-                "updated_at_ms": updated,
-                "updated_at": rfc3339(updated),
-                "crashes": r.get::<_, u32>(7)?,
-            });
-            if state == "pending" {
-                v["next_at_ms"] = next_at.into();
-                v["next_at"] = rfc3339(next_at).into();
-            }
-            Ok(v)
-        })?;
-        Ok::<_, StoreError>(rows.collect::<Result<Vec<_>, _>>()?)
-    });
-    store.close();
-    let rows = match json_lines(rows, args.json) {
+    let filter = DeliveryFilter {
+        state: state.to_owned(),
+        retrying,
+        plugin: args.plugin.clone(),
+        limit: args.limit,
+    };
+    with_store(config, |store| async move {
+        let rows = store.list_deliveries(filter).await.map(|rows| {
+            rows.into_iter()
+                .map(|d| {
+                    let mut v = serde_json::json!({
+                        "event_id": d.event_id,
+                        "plugin": d.plugin,
+                        "state": d.state,
+                        "attempts": d.attempts,
+                        "last_error": d.last_error,
+                        "updated_at_ms": d.updated_at_ms,
+                        "updated_at": rfc3339(d.updated_at_ms),
+                        "crashes": d.crashes,
+                    });
+                    if d.state == "pending" {
+                        v["next_at_ms"] = d.next_at_ms.into();
+                        v["next_at"] = rfc3339(d.next_at_ms).into();
+                    }
+                    v
+                })
+                .collect()
+        });
+        print_deliveries(rows, args.json)
+    })
+}
+
+fn print_deliveries(rows: Result<Vec<serde_json::Value>, StoreError>, json: bool) -> ExitCode {
+    let rows = match json_lines(rows, json) {
         Ok(Some(rows)) => rows,
         Ok(None) => return ExitCode::SUCCESS,
         Err(e) => return fail(e),

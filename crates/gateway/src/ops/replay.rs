@@ -7,17 +7,16 @@
 use std::process::ExitCode;
 
 use super::list::since_ms;
-use super::{open_store, DeadLetterArgs, ReplayArgs};
+use super::{with_store, DeadLetterArgs, ReplayArgs};
 use crate::config::Config;
-use crate::store::sqlite::ReplaySelector;
-use crate::store::{sqlite::now_ms, DeliveryRecord, SqliteStore};
+use crate::store::{sqlite::now_ms, DeliveryRecord, ReplaySelector, Store};
 
 /// Fails when `plugin` is neither configured nor named by any delivery in the store.
-fn known_plugin(config: &Config, store: &SqliteStore, plugin: &str) -> Result<(), String> {
+async fn known_plugin(config: &Config, store: &dyn Store, plugin: &str) -> Result<(), String> {
     if config.plugins.iter().any(|p| p.name == plugin) {
         return Ok(());
     }
-    match store.plugin_names() {
+    match store.plugin_names().await {
         Ok(names) if names.iter().any(|n| n == plugin) => Ok(()),
         Ok(_) => Err(format!(
             "unknown plugin {plugin:?}: no [[plugins]] entry and no delivery in the store has this name"
@@ -26,39 +25,36 @@ fn known_plugin(config: &Config, store: &SqliteStore, plugin: &str) -> Result<()
     }
 }
 
-fn fail(message: impl std::fmt::Display, store: SqliteStore) -> ExitCode {
+fn fail(message: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {message}");
-    store.close();
     ExitCode::FAILURE
 }
 
 /// `gateway dead-letters`.
 pub fn dead_letters(config: &Config, args: &DeadLetterArgs) -> ExitCode {
-    let store = match open_store(config) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    if let Some(p) = &args.plugin {
-        if let Err(e) = known_plugin(config, &store, p) {
-            return fail(e, store);
+    with_store(config, |store| async move {
+        if let Some(p) = &args.plugin {
+            if let Err(e) = known_plugin(config, &*store, p).await {
+                return fail(e);
+            }
         }
-    }
-    if args.purge {
-        return purge(store, args);
-    }
-    let since = match args.since.as_deref().map(since_ms).transpose() {
-        Ok(s) => s,
-        Err(e) => return fail(e, store),
-    };
-    let rows = match store.dead_letters(args.plugin.as_deref(), since) {
-        Ok(r) => r,
-        Err(e) => return fail(e, store),
-    };
-    if args.json {
-        for r in &rows {
-            println!("{}", serde_json::to_string(r).unwrap_or_default());
+        if args.purge {
+            return purge(&*store, args).await;
         }
-    } else {
+        let since = match args.since.as_deref().map(since_ms).transpose() {
+            Ok(s) => s,
+            Err(e) => return fail(e),
+        };
+        let rows = match store.dead_letters(args.plugin.clone(), since).await {
+            Ok(r) => r,
+            Err(e) => return fail(e),
+        };
+        if args.json {
+            for r in &rows {
+                println!("{}", serde_json::to_string(r).unwrap_or_default());
+            }
+            return ExitCode::SUCCESS;
+        }
         println!(
             "{:<40} {:<12} {:>8} {:>14}  last error",
             "event id", "plugin", "attempts", "died at (ms)"
@@ -74,61 +70,51 @@ pub fn dead_letters(config: &Config, args: &DeadLetterArgs) -> ExitCode {
             );
         }
         println!("{} dead letter(s)", rows.len());
-    }
-    store.close();
-    ExitCode::SUCCESS
+        ExitCode::SUCCESS
+    })
 }
 
 /// `gateway dead-letters --purge`.
-fn purge(store: SqliteStore, args: &DeadLetterArgs) -> ExitCode {
+async fn purge(store: &dyn Store, args: &DeadLetterArgs) -> ExitCode {
     if args.plugin.is_none() && args.older_than.is_none() {
-        return fail(
-            "--purge needs a filter: --plugin NAME and/or --older-than DURATION",
-            store,
-        );
+        return fail("--purge needs a filter: --plugin NAME and/or --older-than DURATION");
     }
     let before = match &args.older_than {
         None => i64::MAX,
         Some(text) => match gateway_plugin::config::parse_duration(text) {
             Ok(d) => now_ms() - d.as_millis() as i64,
-            Err(e) => return fail(format!("--older-than: {e}"), store),
+            Err(e) => return fail(format!("--older-than: {e}")),
         },
     };
-    let result = match tokio::runtime::Builder::new_current_thread().build() {
-        Ok(rt) => rt.block_on(store.purge_dead_letters(args.plugin.clone(), before)),
-        Err(e) => return fail(e, store),
-    };
-    store.close();
-    match result {
+    match store.purge_dead_letters(args.plugin.clone(), before).await {
         Ok(n) => {
             println!("{n} dead letter(s) deleted");
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
+        Err(e) => fail(e),
     }
 }
 
 /// The deliveries a replay would touch, or why the command is refused.
-fn targets(
+async fn targets(
     config: &Config,
-    store: &SqliteStore,
+    store: &dyn Store,
     args: &ReplayArgs,
 ) -> Result<Vec<DeliveryRecord>, String> {
     if let Some(p) = &args.plugin {
-        known_plugin(config, store, p)?;
+        known_plugin(config, store, p).await?;
     }
     if args.dead_letters {
         return store
-            .dead_letters(args.plugin.as_deref(), None)
+            .dead_letters(args.plugin.clone(), None)
+            .await
             .map_err(|e| e.to_string());
     }
     let mut out = Vec::new();
     for id in &args.event_ids {
         let event = store
-            .event(id)
+            .event(id.clone())
+            .await
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("no event {id:?} in the store"))?;
         let mut deliveries: Vec<DeliveryRecord> = event
@@ -153,67 +139,56 @@ pub fn replay(config: &Config, args: &ReplayArgs) -> ExitCode {
         eprintln!("error: give event ids or --dead-letters");
         return ExitCode::from(2);
     }
-    let store = match open_store(config) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    let targets = match targets(config, &store, args) {
-        Ok(t) => t,
-        Err(e) => return fail(e, store),
-    };
-    let done: Vec<&DeliveryRecord> = targets.iter().filter(|d| d.state == "done").collect();
-    if !done.is_empty() && !args.force {
-        for d in &done {
-            eprintln!(
-                "refused: {}:{} already succeeded; replaying it runs the plugin again (payout and \
-                 notifier act in the real world)",
-                d.event_id, d.plugin
+    with_store(config, |store| async move {
+        let targets = match targets(config, &*store, args).await {
+            Ok(t) => t,
+            Err(e) => return fail(e),
+        };
+        let done: Vec<&DeliveryRecord> = targets.iter().filter(|d| d.state == "done").collect();
+        if !done.is_empty() && !args.force {
+            for d in &done {
+                eprintln!(
+                    "refused: {}:{} already succeeded; replaying it runs the plugin again \
+                     (payout and notifier act in the real world)",
+                    d.event_id, d.plugin
+                );
+            }
+            return fail("add --force to replay deliveries that succeeded");
+        }
+        let verb = if args.dry_run {
+            "would replay"
+        } else {
+            "replaying"
+        };
+        for d in &targets {
+            println!(
+                "{verb} {}:{} ({}, {} attempt(s))",
+                d.event_id, d.plugin, d.state, d.attempts
             );
         }
-        return fail("add --force to replay deliveries that succeeded", store);
-    }
-    let verb = if args.dry_run {
-        "would replay"
-    } else {
-        "replaying"
-    };
-    for d in &targets {
-        println!(
-            "{verb} {}:{} ({}, {} attempt(s))",
-            d.event_id, d.plugin, d.state, d.attempts
-        );
-    }
-    if args.dry_run {
-        println!(
-            "{} deliveries would be queued again (dry run)",
-            targets.len()
-        );
-        store.close();
-        return ExitCode::SUCCESS;
-    }
-    let selector = if args.dead_letters {
-        ReplaySelector::DeadLetters {
-            plugin: args.plugin.clone(),
+        if args.dry_run {
+            println!(
+                "{} deliveries would be queued again (dry run)",
+                targets.len()
+            );
+            return ExitCode::SUCCESS;
         }
-    } else {
-        ReplaySelector::Events {
-            ids: args.event_ids.clone(),
-            plugin: args.plugin.clone(),
+        let selector = if args.dead_letters {
+            ReplaySelector::DeadLetters {
+                plugin: args.plugin.clone(),
+            }
+        } else {
+            ReplaySelector::Events {
+                ids: args.event_ids.clone(),
+                plugin: args.plugin.clone(),
+            }
+        };
+        match store.replay(selector).await {
+            Ok(n) => {
+                println!("{n} deliveries queued again");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
         }
-    };
-    let result = match tokio::runtime::Builder::new_current_thread().build() {
-        Ok(rt) => rt.block_on(store.replay(selector)),
-        Err(e) => return fail(e, store),
-    };
-    store.close();
-    match result {
-        Ok(n) => {
-            println!("{n} deliveries queued again");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }

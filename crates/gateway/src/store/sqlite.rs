@@ -10,14 +10,15 @@
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 
+mod inspect;
 mod writer;
 
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
 use super::{
-    Accepted, Backlog, DeliveryRecord, Due, DueDelivery, EventRecord, FinishRecord, Guard,
-    NewEvent, PendingDelivery, Store, StoreError, StoreFuture,
+    Accepted, Backlog, DeliveryFilter, DeliveryRecord, Due, DueDelivery, EventFilter, EventRecord,
+    EventSummary, FinishRecord, Guard, NewEvent, PendingDelivery, Store, StoreError, StoreFuture,
 };
 
 /// The most writes applied in one transaction.
@@ -82,7 +83,7 @@ enum Write {
     Accept(NewEvent, Reply<Accepted>),
     Finish(Vec<FinishRecord>, Reply<Vec<bool>>),
     DeadLetterPlugin(String, String, Reply<u64>),
-    Start(Vec<(i64, Guard)>, Reply<u64>),
+    Start(Vec<(i64, Guard)>, Reply<Vec<bool>>),
     RecoverCrashed(u32, u32, Reply<u64>),
     Purge(i64, i64, Reply<u64>),
     PurgeDeadLetters(Option<String>, i64, Reply<u64>),
@@ -208,7 +209,8 @@ impl SqliteStore {
         })
     }
 
-    /// Blocking read for CLI tools (no runtime needed).
+    /// Blocking read (for the tests).
+    #[cfg(test)]
     pub fn read_blocking<T>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError>,
@@ -221,19 +223,8 @@ impl SqliteStore {
         f(&conn)
     }
 
-    /// Deletes dead letters (optionally one plugin's) that died before `before_ms`; returns
-    /// how many. Their events go with the next retention purge once nothing else holds them.
-    pub fn purge_dead_letters(&self, plugin: Option<String>, before_ms: i64) -> StoreFuture<u64> {
-        self.submit(|r| Write::PurgeDeadLetters(plugin, before_ms, r))
-    }
-
-    /// Puts deliveries back to `pending` with fresh attempts; returns how many.
-    pub fn replay(&self, selector: ReplaySelector) -> StoreFuture<u64> {
-        self.submit(|r| Write::Replay(selector, r))
-    }
-
     /// Stops the writer after the writes already queued, and waits for it.
-    pub fn close(&self) {
+    fn stop_writer(&self) {
         if let Ok(mut w) = self.inner.writes.lock() {
             w.take();
         }
@@ -243,89 +234,6 @@ impl SqliteStore {
             }
         }
     }
-
-    /// Dead letters, newest first, optionally filtered.
-    pub fn dead_letters(
-        &self,
-        plugin: Option<&str>,
-        since_ms: Option<i64>,
-    ) -> Result<Vec<DeliveryRecord>, StoreError> {
-        self.read_blocking(|c| {
-            let mut stmt = c.prepare(
-                "SELECT event_id, plugin, state, attempts, next_at, last_error, updated_at, crashes
-                 FROM deliveries WHERE state = 'dead'
-                   AND (?1 IS NULL OR plugin = ?1) AND (?2 IS NULL OR updated_at >= ?2)
-                 ORDER BY updated_at DESC",
-            )?;
-            let rows = stmt.query_map(params![plugin, since_ms], delivery_record)?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-    }
-
-    /// Every plugin name that has a delivery in the store.
-    pub fn plugin_names(&self) -> Result<Vec<String>, StoreError> {
-        self.read_blocking(|c| {
-            let mut stmt = c.prepare("SELECT DISTINCT plugin FROM deliveries ORDER BY plugin")?;
-            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-    }
-
-    /// One event and its deliveries.
-    pub fn event(&self, id: &str) -> Result<Option<EventRecord>, StoreError> {
-        self.read_blocking(|c| {
-            let event = c
-                .query_row(
-                    "SELECT id, app, event_type, schema, received_at, body FROM events WHERE id = ?1",
-                    params![id],
-                    |r| {
-                        Ok(EventRecord {
-                            id: r.get(0)?,
-                            app: r.get(1)?,
-                            event_type: r.get(2)?,
-                            schema: r.get(3)?,
-                            received_at_ms: r.get(4)?,
-                            body: r.get(5)?,
-                            deliveries: Vec::new(),
-                        })
-                    },
-                )
-                .optional()?;
-            let Some(mut event) = event else {
-                return Ok(None);
-            };
-            let mut stmt = c.prepare(
-                "SELECT event_id, plugin, state, attempts, next_at, last_error, updated_at, crashes
-                 FROM deliveries WHERE event_id = ?1 ORDER BY plugin",
-            )?;
-            event.deliveries = stmt
-                .query_map(params![id], delivery_record)?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(Some(event))
-        })
-    }
-
-    /// Runs SQLite's integrity check; returns its messages (`["ok"]` when sound).
-    pub fn integrity_check(&self) -> Result<Vec<String>, StoreError> {
-        self.read_blocking(|c| {
-            let mut stmt = c.prepare("PRAGMA integrity_check")?;
-            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-    }
-}
-
-fn delivery_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryRecord> {
-    Ok(DeliveryRecord {
-        event_id: r.get(0)?,
-        plugin: r.get(1)?,
-        state: r.get(2)?,
-        attempts: r.get(3)?,
-        next_at_ms: r.get(4)?,
-        last_error: r.get(5)?,
-        updated_at_ms: r.get(6)?,
-        crashes: r.get(7)?,
-    })
 }
 
 impl Store for SqliteStore {
@@ -417,12 +325,60 @@ impl Store for SqliteStore {
         self.submit(|r| Write::DeadLetterPlugin(plugin, error, r))
     }
 
-    fn start_attempts(&self, deliveries: Vec<(i64, Guard)>) -> StoreFuture<u64> {
+    fn start_attempts(&self, deliveries: Vec<(i64, Guard)>) -> StoreFuture<Vec<bool>> {
         self.submit(|r| Write::Start(deliveries, r))
     }
 
     fn recover_crashed(&self, max_attempts: u32, max_crashes: u32) -> StoreFuture<u64> {
         self.submit(|r| Write::RecoverCrashed(max_attempts, max_crashes, r))
+    }
+
+    fn shared(&self) -> bool {
+        false
+    }
+
+    fn describe(&self) -> String {
+        self.inner.path.display().to_string()
+    }
+
+    fn close(&self) {
+        self.stop_writer();
+    }
+
+    fn event(&self, id: String) -> StoreFuture<Option<EventRecord>> {
+        self.read(move |c| inspect::event(c, &id))
+    }
+
+    fn dead_letters(
+        &self,
+        plugin: Option<String>,
+        since_ms: Option<i64>,
+    ) -> StoreFuture<Vec<DeliveryRecord>> {
+        self.read(move |c| inspect::dead_letters(c, plugin.as_deref(), since_ms))
+    }
+
+    fn plugin_names(&self) -> StoreFuture<Vec<String>> {
+        self.read(inspect::plugin_names)
+    }
+
+    fn list_events(&self, filter: EventFilter) -> StoreFuture<Vec<EventSummary>> {
+        self.read(move |c| inspect::list_events(c, &filter))
+    }
+
+    fn list_deliveries(&self, filter: DeliveryFilter) -> StoreFuture<Vec<DeliveryRecord>> {
+        self.read(move |c| inspect::list_deliveries(c, &filter))
+    }
+
+    fn check(&self) -> StoreFuture<Vec<String>> {
+        self.read(inspect::check)
+    }
+
+    fn replay(&self, selector: ReplaySelector) -> StoreFuture<u64> {
+        self.submit(|r| Write::Replay(selector, r))
+    }
+
+    fn purge_dead_letters(&self, plugin: Option<String>, before_ms: i64) -> StoreFuture<u64> {
+        self.submit(|r| Write::PurgeDeadLetters(plugin, before_ms, r))
     }
 
     fn backlog(&self) -> StoreFuture<Backlog> {

@@ -35,12 +35,12 @@ fn minimal_gets_defaults() {
     assert_eq!(c.max_body_bytes, DEFAULT_MAX_BODY);
     assert_eq!(c.retention, DEFAULT_RETENTION);
     assert_eq!(c.delivery, DeliveryConfig::default());
-    assert!(c.store_path.is_absolute());
-    assert!(c.store_path.ends_with("data/gateway.db"));
-    assert_eq!(
-        c.store_path.parent().and_then(Path::parent),
-        Some(c.dir.as_path())
-    );
+    let StoreConfig::Sqlite { path } = &c.store else {
+        panic!("the embedded store is the default")
+    };
+    assert!(path.is_absolute());
+    assert!(path.ends_with("data/gateway.db"));
+    assert_eq!(path.parent().and_then(Path::parent), Some(c.dir.as_path()));
 }
 
 #[test]
@@ -84,7 +84,12 @@ apps = ["hire"]
     let hook = c.apps[0].webhook().expect("a webhook app");
     assert!(hook.cipher.is_some());
     assert_eq!(hook.max_clock_skew, Some(Duration::from_secs(300)));
-    assert_eq!(c.store_path, PathBuf::from("/var/lib/gw.db"));
+    assert_eq!(
+        c.store,
+        StoreConfig::Sqlite {
+            path: PathBuf::from("/var/lib/gw.db")
+        }
+    );
     assert_eq!(c.delivery.initial_backoff, Duration::from_millis(500));
     assert!(c.plugins[0].library.starts_with(&c.dir));
     assert_eq!(c.plugins[0].config["path"], "x-s3cr3t.jsonl");

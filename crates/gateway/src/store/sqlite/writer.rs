@@ -55,7 +55,7 @@ fn answer(write: Write, result: Result<Outcome, StoreError>) {
         (Write::Replay(_, r), Ok(Outcome::Count(n))) => drop(r.send(Ok(n))),
         (Write::DeadLetterPlugin(.., r), Ok(Outcome::Count(n))) => drop(r.send(Ok(n))),
         (Write::DeadLetterPlugin(.., r), Err(e)) => drop(r.send(Err(e))),
-        (Write::Start(_, r), Ok(Outcome::Count(n))) => drop(r.send(Ok(n))),
+        (Write::Start(_, r), Ok(Outcome::Applied(a))) => drop(r.send(Ok(a))),
         (Write::Start(_, r), Err(e)) => drop(r.send(Err(e))),
         (Write::RecoverCrashed(.., r), Ok(Outcome::Count(n))) => drop(r.send(Ok(n))),
         (Write::RecoverCrashed(.., r), Err(e)) => drop(r.send(Err(e))),
@@ -91,11 +91,11 @@ fn apply_batch(conn: &mut Connection, batch: &[Write]) -> Result<Vec<Outcome>, S
                     "UPDATE deliveries SET started = attempts + 1
                      WHERE key = ?1 AND generation = ?2 AND attempts = ?3 AND state = 'pending'",
                 )?;
-                let mut n = 0;
+                let mut marked = Vec::with_capacity(deliveries.len());
                 for (key, guard) in deliveries {
-                    n += stmt.execute(params![key, guard.generation, guard.attempts])? as u64;
+                    marked.push(stmt.execute(params![key, guard.generation, guard.attempts])? == 1);
                 }
-                Outcome::Count(n)
+                Outcome::Applied(marked)
             }
             Write::RecoverCrashed(max_attempts, max_crashes, _) => Outcome::Count(
                 // Right-hand sides read the row as it was: `crashes + 1` is the new count.

@@ -1,0 +1,563 @@
+//! The PostgreSQL store, shared by several gateway replicas: dedup by the events' primary key,
+//! one delivery queue, and claims with leases so that a delivery's attempt runs in one replica
+//! at a time.
+//!
+//! - Ingest is group-committed ([`ingest`]); a fresh delivery is claimed by the replica that
+//!   accepted it (`claimed_by`, `lease_until`), which hands it to its engine at once.
+//! - [`Store::start_attempts`] is the arbiter: it marks an attempt started only if this replica
+//!   holds the claim or the claim is free or expired (and no crashed call awaits counting), and
+//!   renews the lease. Others skip a delivery whose lease holds.
+//! - A replica that dies leaves its claims behind; once their leases expire, any replica's
+//!   sweeper counts an attempt that was running as crashed ([`Store::recover_crashed`]) and
+//!   takes the delivery over.
+//! - Leases are measured on the database's clock; `next_at` on the replica's (keep replicas'
+//!   clocks in sync, as for any cluster).
+//!
+//! Every operation has a deadline, and a connection the server closed is replaced on the next
+//! checkout: while the database is down, ingest answers 503 and delivery waits; both resume on
+//! their own once it is back.
+
+mod connect;
+mod ingest;
+mod inspect;
+mod schema;
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use tokio::sync::{mpsc, oneshot};
+
+pub use connect::error_text;
+pub use schema::SCHEMA_VERSION;
+
+use super::sqlite::now_ms;
+use super::{
+    Accepted, Backlog, DeliveryFilter, DeliveryRecord, Due, DueDelivery, EventFilter, EventRecord,
+    EventSummary, FinishRecord, Guard, NewEvent, PendingDelivery, ReplaySelector, Store,
+    StoreError, StoreFuture, PURGE_CHUNK,
+};
+use crate::config::{redact_url, PgSettings};
+
+/// The database's clock in Unix milliseconds (leases are measured on it).
+const DB_NOW_MS: &str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT";
+/// The longest any one operation may take before it fails.
+const OP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Who claims, and for how long.
+#[derive(Debug, Clone)]
+struct Claim {
+    /// This process: host, pid and a random suffix (unique per start).
+    replica: String,
+    lease_ms: i64,
+}
+
+/// The PostgreSQL-backed [`Store`].
+#[derive(Clone)]
+pub struct PgStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    shown: String,
+    claim: Claim,
+    ingest: Mutex<Option<mpsc::UnboundedSender<ingest::Job>>>,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("url", &self.inner.shown)
+            .field("replica", &self.inner.claim.replica)
+            .finish()
+    }
+}
+
+/// A deadlock or serialization failure: the same work may simply be tried again.
+fn retryable(e: &StoreError) -> bool {
+    e.0.contains("deadlock detected") || e.0.contains("could not serialize access")
+}
+
+/// A name for this process, unique per start.
+fn replica_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".to_owned());
+    format!(
+        "{host}:{}:{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
+}
+
+impl PgStore {
+    /// Connects, migrates (see [`schema`]) when `migrate`, else requires the schema to be there
+    /// already (the operator commands never create a store), and starts the ingest task.
+    pub async fn open(settings: &PgSettings, migrate: bool) -> Result<PgStore, StoreError> {
+        let shown = redact_url(&settings.url);
+        let pool = connect::pool(settings)?;
+        let mut client = connect::client(&pool)
+            .await
+            .map_err(|e| StoreError(format!("{shown}: {}", e.0)))?;
+        if migrate {
+            let applied = tokio::time::timeout(OP_TIMEOUT, schema::migrate(&mut client))
+                .await
+                .map_err(|_| StoreError(format!("{shown}: migrations did not finish in time")))??;
+            if applied > 0 {
+                tracing::info!(store = %shown, applied, version = SCHEMA_VERSION, "database schema migrated");
+            }
+        } else {
+            match schema::version(&client).await? {
+                0 => {
+                    return Err(StoreError(format!(
+                        "no store in {shown} (is this the config the gateway runs with?)"
+                    )))
+                }
+                v if v != SCHEMA_VERSION => {
+                    return Err(StoreError(format!(
+                        "{shown} is at schema version {v}; this gateway reads version \
+                         {SCHEMA_VERSION} (start the gateway of this version once to migrate)"
+                    )))
+                }
+                _ => {}
+            }
+        }
+        drop(client);
+        let claim = Claim {
+            replica: replica_id(),
+            lease_ms: settings.lease.as_millis() as i64,
+        };
+        if migrate {
+            tracing::info!(store = %shown, replica = %claim.replica, lease_ms = claim.lease_ms, "shared PostgreSQL store");
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(ingest::run(pool.clone(), rx, claim.clone()));
+        Ok(PgStore {
+            inner: Arc::new(Inner {
+                pool,
+                shown,
+                claim,
+                ingest: Mutex::new(Some(tx)),
+            }),
+        })
+    }
+
+    /// Runs `f` with a pooled connection, within [`OP_TIMEOUT`].
+    fn op<T, F, Fut>(&self, f: F) -> StoreFuture<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(deadpool_postgres::Client, Arc<Inner>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, StoreError>> + Send,
+    {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let work = async {
+                let client = connect::client(&inner.pool).await?;
+                f(client, inner.clone()).await
+            };
+            tokio::time::timeout(OP_TIMEOUT, work)
+                .await
+                .map_err(|_| StoreError("database: no answer within 10 s".into()))?
+        })
+    }
+}
+
+/// For `gateway check`: connects and tells the schema's state, changing nothing.
+pub async fn schema_state(settings: &PgSettings) -> Result<String, StoreError> {
+    let pool = connect::pool(settings)?;
+    let client = connect::client(&pool).await?;
+    let version = schema::version(&client).await?;
+    pool.close();
+    match version {
+        0 => Ok("database reachable; empty (the gateway creates its tables at start)".into()),
+        v if v == SCHEMA_VERSION => Ok(format!("database reachable; schema version {v}")),
+        v if v < SCHEMA_VERSION => Ok(format!(
+            "database reachable; schema version {v} (migrated to {SCHEMA_VERSION} at start)"
+        )),
+        v => Err(StoreError(format!(
+            "the database is at schema version {v}, newer than this gateway's \
+             ({SCHEMA_VERSION}): upgrade the gateway"
+        ))),
+    }
+}
+
+/// Rows' first column as a set of keys.
+fn keys(rows: &[tokio_postgres::Row]) -> HashSet<i64> {
+    rows.iter().map(|r| r.get(0)).collect()
+}
+
+impl Store for PgStore {
+    fn accept(&self, event: NewEvent) -> StoreFuture<Accepted> {
+        let (reply, rx) = oneshot::channel();
+        let sent = match self.inner.ingest.lock() {
+            Ok(guard) => guard
+                .as_ref()
+                .is_some_and(|s| s.send(ingest::Job { event, reply }).is_ok()),
+            Err(_) => false,
+        };
+        Box::pin(async move {
+            if !sent {
+                return Err(StoreError("store is closed".into()));
+            }
+            rx.await
+                .map_err(|_| StoreError("store ingest stopped".into()))?
+        })
+    }
+
+    fn finish_many(&self, records: Vec<FinishRecord>) -> StoreFuture<Vec<bool>> {
+        self.op(move |c, inner| async move {
+            let sql = format!(
+                "UPDATE deliveries d SET state = u.state, attempts = u.attempts,
+                     next_at = u.next_at, started = 0, updated_at = $1,
+                     last_error = CASE WHEN u.state = 'done' THEN NULL
+                                       ELSE COALESCE(u.error, d.last_error) END,
+                     claimed_by = CASE WHEN u.state = 'pending' THEN $2 ELSE NULL END,
+                     lease_until = CASE WHEN u.state = 'pending'
+                         THEN {DB_NOW_MS} + GREATEST(u.next_at - $1, 0) + $3 ELSE 0 END
+                 FROM unnest($4::bigint[], $5::text[], $6::int[], $7::bigint[], $8::text[],
+                             $9::int[], $10::int[], $11::bool[])
+                      AS u(key, state, attempts, next_at, error, g_attempts, g_generation, dead_too)
+                 WHERE d.key = u.key AND d.attempts = u.g_attempts
+                   AND d.generation = u.g_generation
+                   AND (d.state = 'pending' OR (u.dead_too AND d.state = 'dead'))
+                 RETURNING d.key"
+            );
+            let now = now_ms();
+            let mut k = Vec::new();
+            let mut state = Vec::new();
+            let mut attempts = Vec::new();
+            let mut next_at = Vec::new();
+            let mut error: Vec<Option<&str>> = Vec::new();
+            let mut g_attempts = Vec::new();
+            let mut g_generation = Vec::new();
+            let mut dead_too = Vec::new();
+            for r in &records {
+                let (s, n, e) = match &r.finish {
+                    super::Finish::Done => ("done", now, None),
+                    super::Finish::Retry { next_at_ms, error } => {
+                        ("pending", *next_at_ms, Some(error.as_str()))
+                    }
+                    super::Finish::Dead { error } => ("dead", now, Some(error.as_str())),
+                };
+                k.push(r.key);
+                state.push(s);
+                attempts.push(r.attempts as i32);
+                next_at.push(n);
+                error.push(e);
+                g_attempts.push(r.guard.attempts as i32);
+                g_generation.push(r.guard.generation as i32);
+                dead_too.push(r.guard.dead_too);
+            }
+            let stmt = c.prepare_cached(&sql).await?;
+            let rows = c
+                .query(
+                    &stmt,
+                    &[
+                        &now,
+                        &inner.claim.replica,
+                        &inner.claim.lease_ms,
+                        &k,
+                        &state,
+                        &attempts,
+                        &next_at,
+                        &error,
+                        &g_attempts,
+                        &g_generation,
+                        &dead_too,
+                    ],
+                )
+                .await?;
+            let applied = keys(&rows);
+            Ok(records.iter().map(|r| applied.contains(&r.key)).collect())
+        })
+    }
+
+    fn due(&self, now_ms: i64, after: (i64, i64), limit: usize) -> StoreFuture<Due> {
+        self.op(move |c, inner| async move {
+            // Free, expired or ours: another replica's live claim is its business.
+            let sql = format!(
+                "SELECT key, plugin, attempts, next_at, generation FROM deliveries
+                 WHERE state = 'pending' AND next_at <= $1 AND (next_at, key) > ($2, $3)
+                   AND (claimed_by IS NULL OR claimed_by = $5 OR lease_until < {DB_NOW_MS})
+                 ORDER BY next_at, key LIMIT $4"
+            );
+            let stmt = c.prepare_cached(&sql).await?;
+            let rows = c
+                .query(
+                    &stmt,
+                    &[
+                        &now_ms,
+                        &after.0,
+                        &after.1,
+                        &(limit as i64),
+                        &inner.claim.replica,
+                    ],
+                )
+                .await?;
+            let deliveries = rows
+                .iter()
+                .map(|r| DueDelivery {
+                    key: r.get(0),
+                    plugin: r.get(1),
+                    attempts: r.get::<_, i32>(2).max(0) as u32,
+                    next_at_ms: r.get(3),
+                    generation: r.get::<_, i32>(4).max(0) as u32,
+                })
+                .collect();
+            let next_due_ms: Option<i64> = c
+                .query_one(
+                    "SELECT MIN(next_at) FROM deliveries WHERE state = 'pending' AND next_at > $1",
+                    &[&now_ms],
+                )
+                .await?
+                .get(0);
+            Ok(Due {
+                deliveries,
+                next_due_ms,
+            })
+        })
+    }
+
+    fn load_pending(&self, keys: Vec<i64>) -> StoreFuture<Vec<PendingDelivery>> {
+        self.op(move |c, _| async move {
+            let stmt = c
+                .prepare_cached(
+                    "SELECT d.key, d.event_id, d.plugin, d.attempts, e.app, e.event_type,
+                            e.received_at, e.body, d.generation, d.crashes
+                     FROM deliveries d JOIN events e ON e.id = d.event_id
+                     WHERE d.key = ANY($1) AND d.state = 'pending' ORDER BY d.key",
+                )
+                .await?;
+            let rows = c.query(&stmt, &[&keys]).await?;
+            Ok(rows
+                .iter()
+                .map(|r| PendingDelivery {
+                    key: r.get(0),
+                    event_id: r.get(1),
+                    plugin: r.get(2),
+                    attempts: r.get::<_, i32>(3).max(0) as u32,
+                    app: r.get(4),
+                    event_type: r.get(5),
+                    received_at_ms: r.get(6),
+                    body: Arc::from(r.get::<_, String>(7)),
+                    generation: r.get::<_, i32>(8).max(0) as u32,
+                    crashes: r.get::<_, i32>(9).max(0) as u32,
+                })
+                .collect())
+        })
+    }
+
+    fn purge(&self, before_ms: i64, dead_before_ms: i64) -> StoreFuture<u64> {
+        self.op(move |c, _| async move {
+            // Rows another replica is purging (or replaying: it holds a share lock) are
+            // skipped, not waited for; deliveries go with their event (ON DELETE CASCADE).
+            let n = c
+                .execute(
+                    "DELETE FROM events WHERE id IN (
+                         SELECT id FROM events e WHERE e.received_at < $1 AND NOT EXISTS
+                             (SELECT 1 FROM deliveries d WHERE d.event_id = e.id
+                                AND (d.state = 'pending'
+                                     OR (d.state = 'dead' AND d.updated_at >= $3)))
+                         ORDER BY e.received_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                    &[&before_ms, &(PURGE_CHUNK as i64), &dead_before_ms],
+                )
+                .await?;
+            Ok(n)
+        })
+    }
+
+    fn backlog(&self) -> StoreFuture<Backlog> {
+        self.op(|c, _| async move {
+            let row = c
+                .query_one(
+                    "SELECT COUNT(*), MIN(e.received_at) FROM deliveries d
+                     JOIN events e ON e.id = d.event_id WHERE d.state = 'pending'",
+                    &[],
+                )
+                .await?;
+            let pending: i64 = row.get(0);
+            let oldest: Option<i64> = row.get(1);
+            let pending_by_plugin = c
+                .query(
+                    "SELECT plugin, COUNT(*) FROM deliveries WHERE state = 'pending'
+                     GROUP BY plugin",
+                    &[],
+                )
+                .await?
+                .iter()
+                .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1).max(0) as u64))
+                .collect();
+            let dead: i64 = c
+                .query_one("SELECT COUNT(*) FROM deliveries WHERE state = 'dead'", &[])
+                .await?
+                .get(0);
+            Ok(Backlog {
+                pending: pending.max(0) as u64,
+                oldest_pending_ms: oldest,
+                pending_by_plugin,
+                dead: dead.max(0) as u64,
+            })
+        })
+    }
+
+    fn pending_plugins(&self) -> StoreFuture<Vec<String>> {
+        self.op(|c, _| async move {
+            Ok(c.query(
+                "SELECT DISTINCT plugin FROM deliveries WHERE state = 'pending' ORDER BY plugin",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
+        })
+    }
+
+    fn dead_letter_plugin(&self, plugin: String, error: String) -> StoreFuture<u64> {
+        self.op(move |c, inner| async move {
+            // Not those another replica holds a live claim on: it still runs that plugin.
+            let sql = format!(
+                "UPDATE deliveries SET state = 'dead', last_error = $2, updated_at = $3,
+                     claimed_by = NULL, lease_until = 0
+                 WHERE plugin = $1 AND state = 'pending'
+                   AND (claimed_by IS NULL OR claimed_by = $4 OR lease_until < {DB_NOW_MS})"
+            );
+            Ok(
+                c.execute(&sql, &[&plugin, &error, &now_ms(), &inner.claim.replica])
+                    .await?,
+            )
+        })
+    }
+
+    fn start_attempts(&self, deliveries: Vec<(i64, Guard)>) -> StoreFuture<Vec<bool>> {
+        self.op(move |c, inner| async move {
+            let sql = format!(
+                "UPDATE deliveries d SET started = d.attempts + 1, claimed_by = $1,
+                     lease_until = {DB_NOW_MS} + $2
+                 FROM unnest($3::bigint[], $4::int[], $5::int[]) AS u(key, generation, attempts)
+                 WHERE d.key = u.key AND d.generation = u.generation
+                   AND d.attempts = u.attempts AND d.state = 'pending'
+                   AND (d.claimed_by = $1
+                        OR ((d.claimed_by IS NULL OR d.lease_until < {DB_NOW_MS})
+                            AND d.started <= d.attempts))
+                 RETURNING d.key"
+            );
+            let k: Vec<i64> = deliveries.iter().map(|(k, _)| *k).collect();
+            let generation: Vec<i32> = deliveries
+                .iter()
+                .map(|(_, g)| g.generation as i32)
+                .collect();
+            let attempts: Vec<i32> = deliveries.iter().map(|(_, g)| g.attempts as i32).collect();
+            let stmt = c.prepare_cached(&sql).await?;
+            let rows = c
+                .query(
+                    &stmt,
+                    &[
+                        &inner.claim.replica,
+                        &inner.claim.lease_ms,
+                        &k,
+                        &generation,
+                        &attempts,
+                    ],
+                )
+                .await?;
+            let marked = keys(&rows);
+            Ok(k.iter().map(|k| marked.contains(k)).collect())
+        })
+    }
+
+    fn recover_crashed(&self, max_attempts: u32, max_crashes: u32) -> StoreFuture<u64> {
+        self.op(move |c, _| async move {
+            let sql = format!(
+                "UPDATE deliveries SET
+                     attempts = started, crashes = crashes + 1, started = 0,
+                     next_at = $3, updated_at = $3, claimed_by = NULL, lease_until = 0,
+                     state = CASE WHEN crashes + 1 >= $2 OR started >= $1
+                                  THEN 'dead' ELSE 'pending' END,
+                     last_error = CASE WHEN crashes + 1 >= $2 OR started >= $1
+                         THEN 'the gateway died during this call ' || (crashes + 1) || ' times'
+                         ELSE 'the gateway died during this call (' || (crashes + 1)
+                              || ' so far); retrying' END
+                 WHERE state = 'pending' AND started > attempts AND lease_until < {DB_NOW_MS}"
+            );
+            Ok(c.execute(
+                &sql,
+                &[&(max_attempts as i32), &(max_crashes as i32), &now_ms()],
+            )
+            .await?)
+        })
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn describe(&self) -> String {
+        self.inner.shown.clone()
+    }
+
+    fn close(&self) {
+        if let Ok(mut tx) = self.inner.ingest.lock() {
+            tx.take();
+        }
+        self.inner.pool.close();
+    }
+
+    fn event(&self, id: String) -> StoreFuture<Option<EventRecord>> {
+        self.op(move |c, _| async move { inspect::event(&c, &id).await })
+    }
+
+    fn dead_letters(
+        &self,
+        plugin: Option<String>,
+        since_ms: Option<i64>,
+    ) -> StoreFuture<Vec<DeliveryRecord>> {
+        self.op(move |c, _| async move { inspect::dead_letters(&c, plugin, since_ms).await })
+    }
+
+    fn plugin_names(&self) -> StoreFuture<Vec<String>> {
+        self.op(|c, _| async move {
+            Ok(c.query(
+                "SELECT DISTINCT plugin FROM deliveries ORDER BY plugin",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
+        })
+    }
+
+    fn list_events(&self, filter: EventFilter) -> StoreFuture<Vec<EventSummary>> {
+        self.op(move |c, _| async move { inspect::list_events(&c, filter).await })
+    }
+
+    fn list_deliveries(&self, filter: DeliveryFilter) -> StoreFuture<Vec<DeliveryRecord>> {
+        self.op(move |c, _| async move { inspect::list_deliveries(&c, filter).await })
+    }
+
+    fn check(&self) -> StoreFuture<Vec<String>> {
+        self.op(|c, _| async move { inspect::check(&c).await })
+    }
+
+    fn replay(&self, selector: ReplaySelector) -> StoreFuture<u64> {
+        self.op(move |mut c, _| async move { inspect::replay(&mut c, selector).await })
+    }
+
+    fn purge_dead_letters(&self, plugin: Option<String>, before_ms: i64) -> StoreFuture<u64> {
+        self.op(move |c, _| async move {
+            Ok(c.execute(
+                "DELETE FROM deliveries WHERE state = 'dead'
+                   AND ($1::text IS NULL OR plugin = $1) AND updated_at < $2",
+                &[&plugin, &before_ms],
+            )
+            .await?)
+        })
+    }
+}

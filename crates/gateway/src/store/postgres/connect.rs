@@ -1,0 +1,91 @@
+//! Connections to PostgreSQL: a `deadpool` pool over `tokio-postgres`, with TLS by rustls when
+//! the URL's `sslmode` asks for it (`prefer`, the default, falls back to plain text when the
+//! server offers no TLS; `require` refuses to). A connection the server closed is replaced on
+//! the next checkout, so the gateway recovers from a database restart on its own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+
+use crate::config::PgSettings;
+use crate::store::StoreError;
+
+/// How long opening a connection may take before the operation fails (and ingest answers 503).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Builds the pool (no connection is made yet).
+pub fn pool(settings: &PgSettings) -> Result<Pool, StoreError> {
+    let mut config: tokio_postgres::Config = settings
+        .url
+        .parse()
+        .map_err(|e| StoreError(format!("store.url: {e}")))?;
+    config.connect_timeout(CONNECT_TIMEOUT);
+    config.application_name("lark-gateway");
+    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(settings)?);
+    let manager = Manager::from_config(
+        config,
+        tls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(settings.pool_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(CONNECT_TIMEOUT))
+        .create_timeout(Some(CONNECT_TIMEOUT))
+        .recycle_timeout(Some(CONNECT_TIMEOUT))
+        .build()
+        .map_err(|e| StoreError(format!("database pool: {e}")))
+}
+
+/// rustls with the public web roots plus `ca_file`'s certificates.
+fn tls_config(settings: &PgSettings) -> Result<rustls::ClientConfig, StoreError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = &settings.ca_file {
+        use rustls::pki_types::pem::PemObject;
+        let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
+            .map_err(|e| StoreError(format!("store.ca_file {}: {e}", path.display())))?;
+        for cert in certs {
+            let cert =
+                cert.map_err(|e| StoreError(format!("store.ca_file {}: {e}", path.display())))?;
+            roots
+                .add(cert)
+                .map_err(|e| StoreError(format!("store.ca_file {}: {e}", path.display())))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StoreError(format!("TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// A checked-out connection, or the reason there is none.
+pub async fn client(pool: &Pool) -> Result<deadpool_postgres::Client, StoreError> {
+    pool.get()
+        .await
+        .map_err(|e| StoreError(format!("database unreachable: {}", describe(&e))))
+}
+
+fn describe(e: &deadpool_postgres::PoolError) -> String {
+    match e {
+        deadpool_postgres::PoolError::Backend(pg) => error_text(pg),
+        other => other.to_string(),
+    }
+}
+
+/// A driver error as one line: a database error's message, else the error and its cause
+/// (`Display` alone says only "db error" or "error connecting to server").
+pub fn error_text(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("database: {}", db.message()),
+        None => match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
+    }
+}

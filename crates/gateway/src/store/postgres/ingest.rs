@@ -1,0 +1,158 @@
+//! Group commit for ingest: every `accept` waiting at that moment goes into one transaction of
+//! two statements (the events, then the deliveries of those that were new), committed once, and
+//! only then answered. `ON CONFLICT DO NOTHING` on the event id is the dedup across replicas;
+//! ids are inserted in sorted order so that two replicas' batches sharing ids cannot deadlock.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{connect, retryable, DB_NOW_MS};
+use crate::store::sqlite::now_ms;
+use crate::store::{Accepted, NewEvent, StoreError};
+
+/// The most events in one transaction.
+const MAX_BATCH: usize = 512;
+/// Under Lark's 3 s answer deadline: a database slower than this answers 503 (Lark retries).
+const ACCEPT_TIMEOUT: Duration = Duration::from_millis(2_500);
+/// Attempts of one batch when the database reports a deadlock or serialization failure.
+const TRIES: usize = 3;
+
+/// One `accept` waiting for its commit.
+pub(super) struct Job {
+    pub event: NewEvent,
+    pub reply: oneshot::Sender<Result<Accepted, StoreError>>,
+}
+
+/// The ingest task: batch, commit, answer; ends when every sender is gone.
+pub(super) async fn run(pool: Pool, mut rx: mpsc::UnboundedReceiver<Job>, claim: super::Claim) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        crate::metrics::observe_commit_batch(batch.len());
+        let events: Vec<&NewEvent> = batch.iter().map(|j| &j.event).collect();
+        let mut result = Err(StoreError("not tried".into()));
+        for _ in 0..TRIES {
+            result =
+                match tokio::time::timeout(ACCEPT_TIMEOUT, commit(&pool, &events, &claim)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(StoreError(format!(
+                        "database: no commit within {} ms",
+                        ACCEPT_TIMEOUT.as_millis()
+                    ))),
+                };
+            match &result {
+                Err(e) if retryable(e) => continue,
+                _ => break,
+            }
+        }
+        match result {
+            Ok(outcomes) => {
+                for (job, outcome) in batch.drain(..).zip(outcomes) {
+                    let _ = job.reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, events = batch.len(), "store transaction failed");
+                for job in batch.drain(..) {
+                    let _ = job.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+const INSERT_EVENTS: &str = "
+INSERT INTO events (id, app, event_type, schema, received_at, body, routed)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[],
+                     $7::bool[])
+ON CONFLICT (id) DO NOTHING
+RETURNING id";
+
+/// Commits one batch; one answer per event, in order.
+async fn commit(
+    pool: &Pool,
+    batch: &[&NewEvent],
+    claim: &super::Claim,
+) -> Result<Vec<Accepted>, StoreError> {
+    // The first of several same-id events in a batch is the candidate; the rest are duplicates.
+    let mut seen = HashSet::new();
+    let mut candidates: Vec<&NewEvent> = batch
+        .iter()
+        .copied()
+        .filter(|e| seen.insert(e.id.as_str()))
+        .collect();
+    candidates.sort_by(|a, b| a.id.cmp(&b.id));
+    let ids: Vec<&str> = candidates.iter().map(|e| e.id.as_str()).collect();
+    let apps: Vec<&str> = candidates.iter().map(|e| e.app.as_str()).collect();
+    let types: Vec<&str> = candidates.iter().map(|e| e.event_type.as_str()).collect();
+    let schemas: Vec<&str> = candidates.iter().map(|e| e.schema).collect();
+    let received: Vec<i64> = candidates.iter().map(|e| e.received_at_ms).collect();
+    let bodies: Vec<&str> = candidates.iter().map(|e| &*e.body).collect();
+    let routed: Vec<bool> = candidates.iter().map(|e| !e.plugins.is_empty()).collect();
+
+    let mut client = connect::client(pool).await?;
+    let tx = client.transaction().await?;
+    let stmt = tx.prepare_cached(INSERT_EVENTS).await?;
+    let inserted: HashSet<String> = tx
+        .query(
+            &stmt,
+            &[&ids, &apps, &types, &schemas, &received, &bodies, &routed],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut d_events = Vec::new();
+    let mut d_plugins = Vec::new();
+    for e in candidates.iter().filter(|e| inserted.contains(&e.id)) {
+        for p in &e.plugins {
+            d_events.push(e.id.as_str());
+            d_plugins.push(p.as_str());
+        }
+    }
+    let mut keys: HashMap<(String, String), i64> = HashMap::new();
+    if !d_events.is_empty() {
+        // The accepting replica claims its fresh deliveries: it runs them at once, and the
+        // others take them only if its lease runs out.
+        let sql = format!(
+            "INSERT INTO deliveries
+                 (event_id, plugin, state, attempts, next_at, updated_at, claimed_by, lease_until)
+             SELECT e, p, 'pending', 0, $3, $3, $4, {DB_NOW_MS} + $5
+             FROM unnest($1::text[], $2::text[]) AS u(e, p)
+             RETURNING key, event_id, plugin"
+        );
+        let stmt = tx.prepare_cached(&sql).await?;
+        let now = now_ms();
+        for row in tx
+            .query(
+                &stmt,
+                &[&d_events, &d_plugins, &now, &claim.replica, &claim.lease_ms],
+            )
+            .await?
+        {
+            keys.insert((row.get(1), row.get(2)), row.get(0));
+        }
+    }
+    tx.commit().await?;
+
+    let mut first = HashSet::new();
+    Ok(batch
+        .iter()
+        .map(|e| {
+            if !inserted.contains(&e.id) || !first.insert(e.id.as_str()) {
+                return Accepted::Duplicate;
+            }
+            let deliveries = e
+                .plugins
+                .iter()
+                .filter_map(|p| {
+                    keys.get(&(e.id.clone(), p.clone()))
+                        .map(|k| (*k, p.clone()))
+                })
+                .collect();
+            Accepted::New { deliveries }
+        })
+        .collect())
+}

@@ -1,0 +1,211 @@
+//! The operator commands' queries on PostgreSQL (`events show/list`, `deliveries list`,
+//! `dead-letters`, `replay`, `store check`): the same answers as the embedded store's.
+
+use deadpool_postgres::Client;
+use tokio_postgres::Row;
+
+use super::schema;
+use crate::store::sqlite::now_ms;
+use crate::store::{
+    DeliveryFilter, DeliveryRecord, EventFilter, EventRecord, EventSummary, ReplaySelector,
+    StoreError,
+};
+
+const DELIVERY_COLUMNS: &str =
+    "event_id, plugin, state, attempts, next_at, last_error, updated_at, crashes";
+
+fn delivery(r: &Row) -> DeliveryRecord {
+    DeliveryRecord {
+        event_id: r.get(0),
+        plugin: r.get(1),
+        state: r.get(2),
+        attempts: r.get::<_, i32>(3).max(0) as u32,
+        next_at_ms: r.get(4),
+        last_error: r.get(5),
+        updated_at_ms: r.get(6),
+        crashes: r.get::<_, i32>(7).max(0) as u32,
+    }
+}
+
+pub(super) async fn event(c: &Client, id: &str) -> Result<Option<EventRecord>, StoreError> {
+    let Some(r) = c
+        .query_opt(
+            "SELECT id, app, event_type, schema, received_at, body FROM events WHERE id = $1",
+            &[&id],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let deliveries = c
+        .query(
+            &format!(
+                "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE event_id = $1 ORDER BY plugin"
+            ),
+            &[&id],
+        )
+        .await?
+        .iter()
+        .map(delivery)
+        .collect();
+    Ok(Some(EventRecord {
+        id: r.get(0),
+        app: r.get(1),
+        event_type: r.get(2),
+        schema: r.get(3),
+        received_at_ms: r.get(4),
+        body: r.get(5),
+        deliveries,
+    }))
+}
+
+pub(super) async fn dead_letters(
+    c: &Client,
+    plugin: Option<String>,
+    since_ms: Option<i64>,
+) -> Result<Vec<DeliveryRecord>, StoreError> {
+    Ok(c
+        .query(
+            &format!(
+                "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE state = 'dead'
+                   AND ($1::text IS NULL OR plugin = $1) AND ($2::bigint IS NULL OR updated_at >= $2)
+                 ORDER BY updated_at DESC"
+            ),
+            &[&plugin, &since_ms],
+        )
+        .await?
+        .iter()
+        .map(delivery)
+        .collect())
+}
+
+pub(super) async fn list_events(
+    c: &Client,
+    f: EventFilter,
+) -> Result<Vec<EventSummary>, StoreError> {
+    let rows = c
+        .query(
+            "SELECT e.id, e.app, e.event_type, e.received_at,
+                    (SELECT COUNT(*) FROM deliveries d WHERE d.event_id = e.id),
+                    (SELECT COUNT(*) FROM deliveries d WHERE d.event_id = e.id
+                        AND d.state = 'pending'),
+                    (SELECT COUNT(*) FROM deliveries d WHERE d.event_id = e.id
+                        AND d.state = 'dead')
+             FROM events e
+             WHERE ($1::text IS NULL OR e.app = $1) AND ($2::text IS NULL OR e.event_type = $2)
+               AND e.received_at >= $3
+               AND ($4::text IS NULL OR EXISTS
+                    (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.state = $4))
+             ORDER BY e.received_at DESC LIMIT $5",
+            &[
+                &f.app,
+                &f.event_type,
+                &f.since_ms,
+                &f.state,
+                &i64::from(f.limit),
+            ],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| EventSummary {
+            id: r.get(0),
+            app: r.get(1),
+            event_type: r.get(2),
+            received_at_ms: r.get(3),
+            deliveries: r.get::<_, i64>(4).max(0) as u64,
+            pending: r.get::<_, i64>(5).max(0) as u64,
+            dead: r.get::<_, i64>(6).max(0) as u64,
+        })
+        .collect())
+}
+
+pub(super) async fn list_deliveries(
+    c: &Client,
+    f: DeliveryFilter,
+) -> Result<Vec<DeliveryRecord>, StoreError> {
+    Ok(c.query(
+        &format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries
+                 WHERE state = $1 AND (NOT $2 OR attempts > 0)
+                   AND ($3::text IS NULL OR plugin = $3)
+                 ORDER BY updated_at DESC LIMIT $4"
+        ),
+        &[&f.state, &f.retrying, &f.plugin, &i64::from(f.limit)],
+    )
+    .await?
+    .iter()
+    .map(delivery)
+    .collect())
+}
+
+/// The schema version, and deliveries whose counters contradict each other.
+pub(super) async fn check(c: &Client) -> Result<Vec<String>, StoreError> {
+    let mut problems = Vec::new();
+    let version = schema::version(c).await?;
+    if version != schema::SCHEMA_VERSION {
+        problems.push(format!(
+            "schema version {version}, expected {}",
+            schema::SCHEMA_VERSION
+        ));
+        return Ok(problems);
+    }
+    let bad: i64 = c
+        .query_one(
+            "SELECT COUNT(*) FROM deliveries WHERE attempts < 0 OR crashes < 0 OR generation < 0
+                OR (state <> 'pending' AND started <> 0)",
+            &[],
+        )
+        .await?
+        .get(0);
+    if bad > 0 {
+        problems.push(format!(
+            "{bad} deliveries with negative counters or a finished one marked started"
+        ));
+    }
+    Ok(problems)
+}
+
+/// Replays in one transaction that first takes a share lock on the events concerned, so a
+/// concurrent retention purge (which skips locked rows) cannot remove them meanwhile.
+pub(super) async fn replay(c: &mut Client, selector: ReplaySelector) -> Result<u64, StoreError> {
+    let now = now_ms();
+    let tx = c.transaction().await?;
+    let n = match selector {
+        ReplaySelector::Events { ids, plugin } => {
+            tx.execute(
+                "SELECT id FROM events WHERE id = ANY($1) ORDER BY id FOR SHARE",
+                &[&ids],
+            )
+            .await?;
+            tx.execute(
+                "UPDATE deliveries SET state = 'pending', attempts = 0,
+                     generation = generation + 1, started = 0, crashes = 0,
+                     next_at = $3, updated_at = $3
+                 WHERE event_id = ANY($1) AND ($2::text IS NULL OR plugin = $2)",
+                &[&ids, &plugin, &now],
+            )
+            .await?
+        }
+        ReplaySelector::DeadLetters { plugin } => {
+            tx.execute(
+                "SELECT e.id FROM events e WHERE EXISTS
+                     (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.state = 'dead'
+                        AND ($1::text IS NULL OR d.plugin = $1))
+                 ORDER BY e.id FOR SHARE",
+                &[&plugin],
+            )
+            .await?;
+            tx.execute(
+                "UPDATE deliveries SET state = 'pending', attempts = 0,
+                     generation = generation + 1, started = 0, crashes = 0,
+                     next_at = $2, updated_at = $2
+                 WHERE state = 'dead' AND ($1::text IS NULL OR plugin = $1)",
+                &[&plugin, &now],
+            )
+            .await?
+        }
+    };
+    tx.commit().await?;
+    Ok(n)
+}

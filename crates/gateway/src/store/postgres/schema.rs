@@ -1,0 +1,99 @@
+//! The PostgreSQL schema and its migrations. Each migration is applied once, in order, inside
+//! one transaction holding an advisory lock, and recorded in `gateway_schema`: several replicas
+//! starting at once on an empty database apply it exactly once (the others wait on the lock,
+//! then find it recorded). Tables are those of the embedded store plus the claim columns
+//! (`claimed_by`, `lease_until`); times are Unix milliseconds (`BIGINT`).
+
+use deadpool_postgres::Client;
+
+use crate::store::StoreError;
+
+/// Any constant shared by every gateway process: the key of the migration lock.
+const MIGRATION_LOCK: i64 = 0x6761_7465_7761_7901;
+
+/// The migrations, in order; version = index + 1. Never edit one that shipped: add another.
+const MIGRATIONS: &[&str] = &["
+CREATE TABLE events (
+    id          TEXT PRIMARY KEY,
+    app         TEXT NOT NULL,
+    event_type  TEXT NOT NULL,
+    schema      TEXT NOT NULL,
+    received_at BIGINT NOT NULL,
+    body        TEXT NOT NULL,
+    routed      BOOLEAN NOT NULL
+);
+CREATE INDEX events_received ON events (received_at);
+CREATE TABLE deliveries (
+    key         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    event_id    TEXT NOT NULL REFERENCES events (id) ON DELETE CASCADE,
+    plugin      TEXT NOT NULL,
+    state       TEXT NOT NULL CHECK (state IN ('pending', 'done', 'dead')),
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    next_at     BIGINT NOT NULL,
+    last_error  TEXT,
+    updated_at  BIGINT NOT NULL,
+    generation  INTEGER NOT NULL DEFAULT 0,
+    started     INTEGER NOT NULL DEFAULT 0,
+    crashes     INTEGER NOT NULL DEFAULT 0,
+    claimed_by  TEXT,
+    lease_until BIGINT NOT NULL DEFAULT 0,
+    UNIQUE (event_id, plugin)
+);
+CREATE INDEX deliveries_due ON deliveries (next_at, key) WHERE state = 'pending';
+CREATE INDEX deliveries_dead ON deliveries (updated_at) WHERE state = 'dead';
+"];
+
+/// The schema version this code writes.
+pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
+
+/// Brings the database up to [`SCHEMA_VERSION`]; returns how many migrations this call applied.
+/// Refuses a database migrated by a newer gateway.
+pub async fn migrate(client: &mut Client) -> Result<usize, StoreError> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS gateway_schema (
+             version    INTEGER PRIMARY KEY,
+             applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+         )",
+    )
+    .await?;
+    let current: i32 = tx
+        .query_one("SELECT COALESCE(MAX(version), 0) FROM gateway_schema", &[])
+        .await?
+        .get(0);
+    if current > SCHEMA_VERSION {
+        return Err(StoreError(format!(
+            "the database is at schema version {current}, newer than this gateway's \
+             ({SCHEMA_VERSION}): upgrade the gateway"
+        )));
+    }
+    let mut applied = 0;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
+        tx.batch_execute(sql).await?;
+        tx.execute(
+            "INSERT INTO gateway_schema (version) VALUES ($1)",
+            &[&(i as i32 + 1)],
+        )
+        .await?;
+        applied += 1;
+    }
+    tx.commit().await?;
+    Ok(applied)
+}
+
+/// The version recorded in the database (0 when never migrated).
+pub async fn version(client: &Client) -> Result<i32, StoreError> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass('gateway_schema') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    if !exists {
+        return Ok(0);
+    }
+    Ok(client
+        .query_one("SELECT COALESCE(MAX(version), 0) FROM gateway_schema", &[])
+        .await?
+        .get(0))
+}

@@ -1,0 +1,162 @@
+//! The operator commands' queries on the embedded store (`events show/list`, `deliveries list`,
+//! `dead-letters`, `store check`), run on the reader connection.
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::store::{
+    DeliveryFilter, DeliveryRecord, EventFilter, EventRecord, EventSummary, StoreError,
+};
+
+const DELIVERY_COLUMNS: &str =
+    "event_id, plugin, state, attempts, next_at, last_error, updated_at, crashes";
+
+fn delivery_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryRecord> {
+    Ok(DeliveryRecord {
+        event_id: r.get(0)?,
+        plugin: r.get(1)?,
+        state: r.get(2)?,
+        attempts: r.get(3)?,
+        next_at_ms: r.get(4)?,
+        last_error: r.get(5)?,
+        updated_at_ms: r.get(6)?,
+        crashes: r.get(7)?,
+    })
+}
+
+pub(super) fn dead_letters(
+    c: &Connection,
+    plugin: Option<&str>,
+    since_ms: Option<i64>,
+) -> Result<Vec<DeliveryRecord>, StoreError> {
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE state = 'dead'
+           AND (?1 IS NULL OR plugin = ?1) AND (?2 IS NULL OR updated_at >= ?2)
+         ORDER BY updated_at DESC"
+    ))?;
+    let rows = stmt.query_map(params![plugin, since_ms], delivery_record)?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+pub(super) fn plugin_names(c: &Connection) -> Result<Vec<String>, StoreError> {
+    let mut stmt = c.prepare_cached("SELECT DISTINCT plugin FROM deliveries ORDER BY plugin")?;
+    let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+pub(super) fn event(c: &Connection, id: &str) -> Result<Option<EventRecord>, StoreError> {
+    let event = c
+        .query_row(
+            "SELECT id, app, event_type, schema, received_at, body FROM events WHERE id = ?1",
+            params![id],
+            |r| {
+                Ok(EventRecord {
+                    id: r.get(0)?,
+                    app: r.get(1)?,
+                    event_type: r.get(2)?,
+                    schema: r.get(3)?,
+                    received_at_ms: r.get(4)?,
+                    body: r.get(5)?,
+                    deliveries: Vec::new(),
+                })
+            },
+        )
+        .optional()?;
+    let Some(mut event) = event else {
+        return Ok(None);
+    };
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE event_id = ?1 ORDER BY plugin"
+    ))?;
+    event.deliveries = stmt
+        .query_map(params![id], delivery_record)?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(event))
+}
+
+/// SQLite's integrity check: its messages, none when it says "ok".
+pub(super) fn check(c: &Connection) -> Result<Vec<String>, StoreError> {
+    let mut stmt = c.prepare("PRAGMA integrity_check")?;
+    let lines = stmt
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(lines.into_iter().filter(|l| l != "ok").collect())
+}
+
+pub(super) fn list_events(
+    c: &Connection,
+    f: &EventFilter,
+) -> Result<Vec<EventSummary>, StoreError> {
+    let mut stmt = c.prepare_cached(
+        "SELECT e.id, e.app, e.event_type, e.received_at,
+                (SELECT COUNT(*) FROM deliveries d WHERE d.event_id = e.id),
+                (SELECT COUNT(*) FROM deliveries d WHERE d.event_id = e.id AND d.state = 'pending'),
+                (SELECT COUNT(*) FROM deliveries d WHERE d.event_id = e.id AND d.state = 'dead')
+         FROM events e
+         WHERE (?1 IS NULL OR e.app = ?1) AND (?2 IS NULL OR e.event_type = ?2)
+           AND e.received_at >= ?3
+           AND (?4 IS NULL OR EXISTS
+                (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.state = ?4))
+         ORDER BY e.received_at DESC LIMIT ?5",
+    )?;
+    let rows = stmt.query_map(
+        params![f.app, f.event_type, f.since_ms, f.state, f.limit],
+        |r| {
+            Ok(EventSummary {
+                id: r.get(0)?,
+                app: r.get(1)?,
+                event_type: r.get(2)?,
+                received_at_ms: r.get(3)?,
+                deliveries: r.get::<_, i64>(4)?.max(0) as u64,
+                pending: r.get::<_, i64>(5)?.max(0) as u64,
+                dead: r.get::<_, i64>(6)?.max(0) as u64,
+            })
+        },
+    )?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+pub(super) fn list_deliveries(
+    c: &Connection,
+    f: &DeliveryFilter,
+) -> Result<Vec<DeliveryRecord>, StoreError> {
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {DELIVERY_COLUMNS} FROM deliveries
+         WHERE state = ?1 AND (?2 = 0 OR attempts > 0) AND (?3 IS NULL OR plugin = ?3)
+         ORDER BY updated_at DESC LIMIT ?4"
+    ))?;
+    let rows = stmt.query_map(
+        params![f.state, f.retrying, f.plugin, f.limit],
+        delivery_record,
+    )?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Blocking forms for the store's tests.
+#[cfg(test)]
+impl super::SqliteStore {
+    /// Dead letters, newest first, optionally filtered.
+    pub fn dead_letters(
+        &self,
+        plugin: Option<&str>,
+        since_ms: Option<i64>,
+    ) -> Result<Vec<DeliveryRecord>, StoreError> {
+        self.read_blocking(|c| dead_letters(c, plugin, since_ms))
+    }
+
+    /// One event and its deliveries.
+    pub fn event(&self, id: &str) -> Result<Option<EventRecord>, StoreError> {
+        self.read_blocking(|c| event(c, id))
+    }
+
+    /// Runs SQLite's integrity check; returns its messages (`["ok"]` when sound).
+    pub fn integrity_check(&self) -> Result<Vec<String>, StoreError> {
+        self.read_blocking(|c| {
+            let problems = check(c)?;
+            Ok(if problems.is_empty() {
+                vec!["ok".to_owned()]
+            } else {
+                problems
+            })
+        })
+    }
+}

@@ -1,0 +1,323 @@
+//! Several gateway replicas on one PostgreSQL store (a throwaway cluster started by
+//! [`gateway_e2e::pgkit`]): dedup and the delivery queue are shared, a killed replica's claims
+//! are finished by the others once its lease runs out, a database restart costs 503s but no
+//! event, and replicas starting together on an empty database migrate it once.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gateway_e2e::harness::{binaries, post, read_jsonl, wait_until, Lark, TestGateway};
+use gateway_e2e::pgkit::PgCluster;
+
+/// A replica's config: its own ports and folder, the shared database from `${PG_URL}`, and a
+/// `testkit` instance `audit` recording every call in `data/audit.jsonl`.
+fn replica_config(lease: &str, mode: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+shutdown_grace = "5s"
+
+[admin]
+listen = "127.0.0.1:0"
+
+[store]
+url = "${{PG_URL}}"
+lease = "{lease}"
+
+[delivery]
+timeout = "1s"
+initial_backoff = "100ms"
+
+[[apps]]
+name = "hire"
+path = "/hook"
+verification_token = "tok"
+encrypt_key = "key"
+
+[[plugins]]
+name = "audit"
+library = "{testkit}"
+config = {{ {mode}, record = "data/audit.jsonl" }}
+max_concurrency = 2
+
+[[routes]]
+events = ["*"]
+plugins = ["audit"]
+"#,
+        testkit = binaries().testkit.display(),
+    )
+}
+
+fn spawn(dir: &Path, config: &str, url: &str) -> TestGateway {
+    TestGateway::spawn_with_env(dir, config, &[("PG_URL", url)])
+}
+
+/// Every event id `audit` recorded in these replicas' folders, with how many calls each got.
+fn calls(dirs: &[&Path]) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for d in dirs {
+        for l in read_jsonl(&d.join("data/audit.jsonl")) {
+            if let Some(id) = l["event_id"].as_str() {
+                *counts.entry(id.to_owned()).or_default() += 1;
+            }
+        }
+    }
+    counts
+}
+
+/// `(id, plaintext)` for `n` assets-update events named `{prefix}-{i}`.
+fn events(prefix: &str, n: usize) -> Arc<Vec<(String, String)>> {
+    let lark = Lark::encrypted("tok", "key");
+    Arc::new(
+        (0..n)
+            .map(|i| {
+                let id = format!("{prefix}-{i:05}");
+                let text = lark.assets_update(
+                    &id,
+                    &format!("acc-{i}"),
+                    i as u64,
+                    r#"[{"currency_type":"CNY","amount":0.1}]"#,
+                    i as u64,
+                );
+                (id, text)
+            })
+            .collect(),
+    )
+}
+
+/// Sends each event to `targets(i)` in turn, from 8 threads, re-sending (as Lark does) until
+/// each answers 200; returns how many answers were 503.
+fn send(
+    bodies: &Arc<Vec<(String, String)>>,
+    urls: Arc<Vec<String>>,
+    targets: fn(usize) -> Vec<usize>,
+) -> usize {
+    let next = Arc::new(AtomicUsize::new(0));
+    let unavailable = Arc::new(AtomicUsize::new(0));
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let (next, unavailable, bodies, urls) = (
+                next.clone(),
+                unavailable.clone(),
+                bodies.clone(),
+                urls.clone(),
+            );
+            std::thread::spawn(move || {
+                let lark = Lark::encrypted("tok", "key");
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some((id, plaintext)) = bodies.get(i) else {
+                        break;
+                    };
+                    for target in targets(i) {
+                        let url = &urls[target];
+                        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+                        loop {
+                            let (body, headers) = lark.wrap(plaintext);
+                            match post(url, &headers, &body) {
+                                Ok(a) if a.status == 200 => break,
+                                Ok(a) if a.status == 503 => {
+                                    unavailable.fetch_add(1, Ordering::SeqCst);
+                                }
+                                Ok(a) => panic!("{id} to {url}: {} {}", a.status, a.body),
+                                Err(e) => panic!("{id} to {url}: {e}"),
+                            }
+                            assert!(std::time::Instant::now() < deadline, "{id} never accepted");
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("sender thread");
+    }
+    unavailable.load(Ordering::SeqCst)
+}
+
+#[test]
+fn three_replicas_deliver_each_event_once_whichever_got_it() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("three");
+    let config = replica_config("30s", r#"mode = "ok""#);
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("tmp")).collect();
+    let gws: Vec<TestGateway> = dirs
+        .iter()
+        .map(|d| spawn(d.path(), &config, &url))
+        .collect();
+    let urls = Arc::new(gws.iter().map(|g| g.url("/hook")).collect::<Vec<_>>());
+
+    // Each event to one replica, then again to the next one (Lark's retry behind a balancer).
+    let bodies = events("three", 3_000);
+    let refused = send(&bodies, urls, |i| vec![i % 3, (i + 1) % 3]);
+    assert_eq!(refused, 0, "no 503 while the database is up");
+
+    let paths: Vec<&Path> = dirs.iter().map(|d| d.path()).collect();
+    assert!(
+        wait_until(Duration::from_secs(60), || calls(&paths).len() == 3_000),
+        "only {} of 3000 events delivered",
+        calls(&paths).len()
+    );
+    std::thread::sleep(Duration::from_millis(1_500)); // a late duplicate would show by now
+    let counts = calls(&paths);
+    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+    // Each replica ran what it accepted first: the work is spread.
+    for d in &paths {
+        let mine = read_jsonl(&d.join("data/audit.jsonl")).len();
+        assert!(mine > 500, "a replica delivered only {mine}");
+    }
+
+    // The operator commands see the shared store from any replica.
+    let (code, out, err) = gws[2].cli(&["events", "show", "three-00000"]);
+    assert_eq!(code, 0, "{err}");
+    let shown: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(shown["deliveries"][0]["state"], "done");
+    assert!(!out.contains("\"tok\""), "the token is redacted: {out}");
+    let (code, out, err) = gws[1].cli(&["deliveries", "list", "--state", "pending"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("0 deliver(ies)"), "{out}");
+    let (code, out, err) = gws[0].cli(&["store", "check"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("is sound"), "{out}");
+    assert_eq!(
+        pg.sql("three", "SELECT COUNT(*) FROM events"),
+        "3000",
+        "one row per event"
+    );
+}
+
+#[test]
+fn a_killed_replicas_claims_are_finished_by_the_others_after_its_lease() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("kill");
+    // Slow calls, so the first replica still holds most of its events when it dies.
+    let config = replica_config("3s", r#"mode = "slow", sleep_ms = 20"#);
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("tmp")).collect();
+    let mut gws: Vec<TestGateway> = dirs
+        .iter()
+        .map(|d| spawn(d.path(), &config, &url))
+        .collect();
+    let urls = Arc::new(vec![gws[0].url("/hook")]);
+    let bodies = events("kill", 600);
+    send(&bodies, urls, |_| vec![0]);
+    let paths: Vec<&Path> = dirs.iter().map(|d| d.path()).collect();
+    wait_until(Duration::from_secs(10), || calls(&paths).len() >= 20);
+    gws[0].kill9();
+    let at_kill = calls(&paths).len();
+    assert!(
+        at_kill < 500,
+        "the kill came too late to test anything ({at_kill})"
+    );
+
+    assert!(
+        wait_until(Duration::from_secs(60), || calls(&paths).len() == 600),
+        "only {} of 600 delivered after the kill",
+        calls(&paths).len()
+    );
+    let counts = calls(&paths);
+    let by_others: usize = paths[1..]
+        .iter()
+        .map(|d| read_jsonl(&d.join("data/audit.jsonl")).len())
+        .sum();
+    assert!(
+        by_others >= 600 - at_kill,
+        "the survivors took over ({by_others})"
+    );
+    // A repeat needs a call the dead replica made and never recorded: at most its
+    // max_concurrency (2) calls of max_batch deliveries... here one per call (slow mode).
+    let repeats: usize = counts.values().map(|n| n - 1).sum();
+    eprintln!(
+        "delivered at the kill: {at_kill}; by the survivors: {by_others}; repeats: {repeats}"
+    );
+    assert!(repeats <= 2 * 64, "{repeats} repeats");
+    let (code, out, err) = gws[1].cli(&["deliveries", "list", "--state", "pending"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("0 deliver(ies)"), "{out}");
+}
+
+#[test]
+fn a_database_restart_costs_503s_and_loses_nothing() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("restart");
+    let config = replica_config("30s", r#"mode = "ok""#);
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().expect("tmp")).collect();
+    let gws: Vec<TestGateway> = dirs
+        .iter()
+        .map(|d| spawn(d.path(), &config, &url))
+        .collect();
+    let urls = Arc::new(gws.iter().map(|g| g.url("/hook")).collect::<Vec<_>>());
+    let bodies = events("restart", 1_000);
+
+    let sender = {
+        let (bodies, urls) = (bodies.clone(), urls.clone());
+        std::thread::spawn(move || send(&bodies, urls, |i| vec![i % 2]))
+    };
+    let paths: Vec<&Path> = dirs.iter().map(|d| d.path()).collect();
+    wait_until(Duration::from_secs(30), || calls(&paths).len() >= 100);
+    pg.stop();
+    std::thread::sleep(Duration::from_secs(2));
+    // While it is down: ingest refuses with 503, readiness says so.
+    let lark = Lark::encrypted("tok", "key");
+    let probe = lark.send(
+        &gws[0].url("/hook"),
+        &lark.event_v2("probe-down", "x.y_v1", serde_json::json!({})),
+    );
+    assert_eq!(probe.status, 503, "{}", probe.body);
+    pg.start_again();
+    let refused = sender.join().expect("sender");
+    assert!(refused > 0, "some requests met the database down");
+
+    assert!(
+        wait_until(Duration::from_secs(60), || calls(&paths).len() == 1_000),
+        "only {} of 1000 delivered after the restart",
+        calls(&paths).len()
+    );
+    let twice: Vec<_> = calls(&paths).into_iter().filter(|(_, n)| *n > 1).collect();
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+}
+
+#[test]
+fn replicas_starting_together_on_an_empty_database_migrate_it_once() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("race");
+    let config = replica_config("30s", r#"mode = "ok""#);
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("tmp")).collect();
+    let gws: Vec<TestGateway> = std::thread::scope(|s| {
+        let handles: Vec<_> = dirs
+            .iter()
+            .map(|d| {
+                let (config, url) = (&config, &url);
+                s.spawn(move || spawn(d.path(), config, url))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("spawn"))
+            .collect()
+    });
+    let migrated = gws
+        .iter()
+        .filter(|g| g.log().contains("database schema migrated"))
+        .count();
+    assert_eq!(migrated, 1, "exactly one replica applied the migration");
+    assert_eq!(pg.sql("race", "SELECT COUNT(*) FROM gateway_schema"), "1");
+    let lark = Lark::encrypted("tok", "key");
+    for (i, g) in gws.iter().enumerate() {
+        let id = format!("race-{i}");
+        let a = lark.send(
+            &g.url("/hook"),
+            &lark.event_v2(&id, "x.y_v1", serde_json::json!({})),
+        );
+        assert_eq!(a.status, 200, "{}", a.body);
+    }
+    let paths: Vec<&Path> = dirs.iter().map(|d| d.path()).collect();
+    assert!(wait_until(Duration::from_secs(20), || calls(&paths).len() == 3));
+    let ids: HashSet<String> = calls(&paths).into_keys().collect();
+    assert_eq!(ids.len(), 3);
+}
