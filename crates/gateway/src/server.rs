@@ -257,6 +257,11 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
     drop(intake);
     drop(live);
     drop(engine);
+    match store.release_claims().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(deliveries = n, "claims released to the other replicas"),
+        Err(e) => tracing::warn!(error = %e, "could not release claims: other replicas take them after the lease"),
+    }
     tokio::task::spawn_blocking(move || store.close())
         .await
         .ok();

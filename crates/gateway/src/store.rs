@@ -248,6 +248,10 @@ pub trait Store: Send + Sync + 'static {
     /// Whether other gateway processes may use this store at the same time (then the sweeper
     /// also runs [`Store::recover_crashed`] as it goes).
     fn shared(&self) -> bool;
+    /// At shutdown, after the last call: gives up this process's claims on pending deliveries
+    /// that are not running, so other replicas take them at once rather than after the lease.
+    /// Returns how many (always 0 for a store that is not shared).
+    fn release_claims(&self) -> StoreFuture<u64>;
     /// Where the store is, for logs and the CLI (a database password is never shown).
     fn describe(&self) -> String;
     /// Stops background work after the writes already queued, and waits for it (blocking).

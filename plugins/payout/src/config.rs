@@ -5,11 +5,12 @@
 //! with at most two decimals are accepted too.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use lark_core::Money;
 use serde::Deserialize;
+
+use crate::ledger::LedgerLocation;
 
 /// Lark's Feishu domain, the default `base_url`.
 pub const DEFAULT_BASE_URL: &str = "https://open.feishu.cn";
@@ -54,7 +55,7 @@ struct RawConfig {
     min_points: Option<u64>,
     #[serde(default)]
     min_cash: BTreeMap<String, Money>,
-    ledger: PathBuf,
+    ledger: String,
     #[serde(default)]
     forward_url: Option<String>,
     #[serde(default)]
@@ -63,7 +64,8 @@ struct RawConfig {
     timeout: Option<String>,
 }
 
-/// The validated configuration. `ledger` is as written; the plugin resolves it with the host.
+/// The validated configuration. A `ledger` path is as written; the plugin resolves it with the
+/// host.
 #[derive(Clone)]
 pub struct Config {
     pub base_url: String,
@@ -74,7 +76,8 @@ pub struct Config {
     pub min_points: u64,
     /// Minimum cash per currency code; currencies not listed have no minimum.
     pub min_cash: BTreeMap<String, Money>,
-    pub ledger: PathBuf,
+    /// A path (SQLite) or a PostgreSQL URL; its `Debug` hides the URL's password.
+    pub ledger: LedgerLocation,
     pub forward: Option<ForwardConfig>,
     pub timeout: Duration,
 }
@@ -145,9 +148,7 @@ impl Config {
         if raw.min_cash.keys().any(|c| c.trim().is_empty()) {
             return Err(invalid("`min_cash` has an empty currency code"));
         }
-        if raw.ledger.as_os_str().is_empty() {
-            return Err(invalid("`ledger` is empty"));
-        }
+        let ledger = LedgerLocation::parse(&raw.ledger).map_err(ConfigError::Invalid)?;
         let forward = match (raw.forward_url, raw.forward_secret) {
             (None, None) => None,
             (None, Some(_)) => {
@@ -177,7 +178,7 @@ impl Config {
             withdraw,
             min_points: raw.min_points.unwrap_or(0),
             min_cash: raw.min_cash,
-            ledger: raw.ledger,
+            ledger,
             forward,
             timeout,
         })
@@ -254,6 +255,9 @@ mod tests {
             ("base_url", json!("ftp://x")),
             ("forward_secret", json!("x")),
             ("app_secret", json!("")),
+            ("ledger", json!("")),
+            ("ledger", json!("mysql://db/x")),
+            ("ledger", json!("postgres://u@db:port/x")),
         ] {
             let mut v = base();
             v.as_object_mut()
@@ -262,5 +266,24 @@ mod tests {
             assert!(Config::from_json(&v).is_err(), "{key} = {value}");
         }
         assert!(Config::from_json(&json!({"app_id": "a", "app_secret": "b"})).is_err());
+    }
+
+    #[test]
+    fn ledger_is_a_path_or_a_postgres_url_whose_password_is_never_shown() {
+        let c = Config::from_json(&base()).expect("valid");
+        assert_eq!(c.ledger, LedgerLocation::File("payout.db".into()));
+        let mut v = base();
+        v.as_object_mut().expect("object").insert(
+            "ledger".into(),
+            json!("postgres://payout:pg-s3cret@db.internal:5432/gateway"),
+        );
+        let c = Config::from_json(&v).expect("valid");
+        assert!(matches!(c.ledger, LedgerLocation::Postgres(_)));
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("pg-s3cret"), "{shown}");
+        assert!(
+            shown.contains("postgres://payout:***@db.internal:5432/gateway"),
+            "{shown}"
+        );
     }
 }

@@ -1,65 +1,25 @@
-//! The payout ledger: the plugin's own SQLite database (WAL, `synchronous=FULL`), one row per
-//! handled delivery, written *before* Lark is called (the intent) and completed after (the
-//! result), plus each account's newest snapshot time for stale-snapshot detection.
+//! The payout ledger: one row per handled delivery, written *before* Lark is called (the intent)
+//! and completed after (the result), plus each account's newest snapshot time for stale-snapshot
+//! detection. Two backends behind one API: the plugin's own SQLite file ([`sqlite`]), or a
+//! PostgreSQL database shared by several gateway replicas ([`postgres`]).
 //!
-//! Money is never stored as `REAL`: points are integers, cash is one row per currency with the
-//! exact decimal text (`"0.30"`) and the integer hundredths. See the README for the schema.
+//! Money is never stored as a float: points are integers, cash is one row per currency with the
+//! exact decimal text (`"0.30"`) and the integer hundredths. See the README for the schemas.
+//! Nothing here ever shows a database password ([`location`] redacts URLs).
 
 use std::path::Path;
-use std::sync::Mutex;
 
 use lark_core::AssetsUpdateV1;
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use crate::api::Withdrawal;
 
+mod location;
+mod postgres;
 mod row;
+mod sqlite;
 
-use row::load;
+pub use location::{redact_url, LedgerLocation};
 pub use row::PayoutRow;
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS accounts (
-    account_id          TEXT PRIMARY KEY,
-    newest_modify_time  INTEGER NOT NULL,
-    newest_delivery_id  TEXT NOT NULL,
-    updated_at          INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS payouts (
-    delivery_id         TEXT PRIMARY KEY,
-    external_order_id   TEXT NOT NULL UNIQUE,
-    account_id          TEXT NOT NULL,
-    modify_time         INTEGER NOT NULL,
-    requested_types     TEXT NOT NULL,
-    status              TEXT NOT NULL
-        CHECK (status IN ('pending', 'withdrawn', 'rejected', 'skipped')),
-    skip_reason         TEXT,
-    created_at          INTEGER NOT NULL,
-    completed_at        INTEGER,
-    trans_time          TEXT,
-    trans_time_ms       INTEGER,
-    points              INTEGER NOT NULL DEFAULT 0 CHECK (typeof(points) = 'integer'),
-    log_id              TEXT,
-    last_error          TEXT,
-    withdraw_attempts   INTEGER NOT NULL DEFAULT 0,
-    forward_status      TEXT NOT NULL DEFAULT 'none'
-        CHECK (forward_status IN ('none', 'pending', 'done', 'not_needed')),
-    forward_attempts    INTEGER NOT NULL DEFAULT 0,
-    forward_http_status INTEGER,
-    forward_error       TEXT,
-    forwarded_at        INTEGER
-);
-CREATE INDEX IF NOT EXISTS payouts_by_time
-    ON payouts (status, COALESCE(trans_time_ms, completed_at));
-CREATE TABLE IF NOT EXISTS payout_cash (
-    delivery_id   TEXT NOT NULL REFERENCES payouts (delivery_id),
-    currency      TEXT NOT NULL,
-    amount        TEXT NOT NULL,
-    amount_minor  INTEGER NOT NULL CHECK (typeof(amount_minor) = 'integer' AND amount_minor >= 0),
-    PRIMARY KEY (delivery_id, currency)
-);
-PRAGMA user_version = 1;
-";
 
 /// A ledger failure (the plugin answers `Retry`: nothing is decided without the ledger).
 #[derive(Debug, thiserror::Error)]
@@ -74,8 +34,21 @@ pub enum LedgerError {
         path: String,
         source: std::io::Error,
     },
+    /// `url` has its password hidden and `message` is scrubbed of it.
+    #[error("ledger {url}: {what}: {message}")]
+    Postgres {
+        url: String,
+        what: &'static str,
+        message: String,
+    },
     #[error("ledger: corrupt row for delivery {delivery_id}: {reason}")]
     Corrupt { delivery_id: String, reason: String },
+    #[error("ledger: {what} {value} of delivery {delivery_id} is too large to store")]
+    TooLarge {
+        delivery_id: String,
+        what: &'static str,
+        value: u64,
+    },
 }
 
 /// Where a payout stands.
@@ -130,73 +103,101 @@ pub enum Plan {
 /// The ledger; one per plugin instance, safe to share between threads.
 #[derive(Debug)]
 pub struct Ledger {
-    conn: Mutex<Connection>,
-    path: String,
+    backend: Backend,
+}
+
+#[derive(Debug)]
+enum Backend {
+    Sqlite(sqlite::SqliteLedger),
+    /// Boxed: its driver config is large, and one ledger lives as long as the plugin.
+    Postgres(Box<postgres::PgLedger>),
+}
+
+/// Held while one attempt of a delivery runs (see [`Ledger::claim`]); released on drop.
+#[derive(Debug)]
+pub struct DeliveryClaim<'a> {
+    /// `None` for SQLite: one process owns the file, and the plugin's in-process claim suffices.
+    held: Option<(&'a postgres::PgLedger, postgres::ClaimKey)>,
+}
+
+impl Drop for DeliveryClaim<'_> {
+    fn drop(&mut self) {
+        if let Some((pg, key)) = self.held.take() {
+            pg.release(&key);
+        }
+    }
 }
 
 impl Ledger {
-    /// Opens (creating if needed) the ledger at `path` for writing.
+    /// Opens (creating if needed) the SQLite ledger at `path` for writing.
     pub fn open(path: &Path) -> Result<Ledger, LedgerError> {
-        let shown = path.display().to_string();
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| LedgerError::Folder {
-                path: shown.clone(),
-                source,
-            })?;
-        }
-        let err = |source| LedgerError::Sqlite {
-            path: shown.clone(),
-            source,
-        };
-        let conn = Connection::open(path).map_err(err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(err)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(err)?;
-        conn.pragma_update(None, "foreign_keys", "ON")
-            .map_err(err)?;
-        conn.execute_batch(SCHEMA).map_err(err)?;
-        Ok(Ledger {
-            conn: Mutex::new(conn),
-            path: shown,
+        sqlite::SqliteLedger::open(path).map(|l| Ledger {
+            backend: Backend::Sqlite(l),
         })
     }
 
-    /// Opens an existing ledger read-only (for reports; safe while the gateway writes).
+    /// Opens an existing SQLite ledger read-only (for reports; safe while the gateway writes).
     pub fn open_read_only(path: &Path) -> Result<Ledger, LedgerError> {
-        let shown = path.display().to_string();
-        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .and_then(|c| {
-                c.busy_timeout(std::time::Duration::from_secs(10))?;
-                Ok(c)
-            })
-            .map_err(|source| LedgerError::Sqlite {
-                path: shown.clone(),
-                source,
-            })?;
-        Ok(Ledger {
-            conn: Mutex::new(conn),
-            path: shown,
+        sqlite::SqliteLedger::open_read_only(path).map(|l| Ledger {
+            backend: Backend::Sqlite(l),
         })
     }
 
-    fn err(&self, source: rusqlite::Error) -> LedgerError {
-        LedgerError::Sqlite {
-            path: self.path.clone(),
-            source,
+    /// Connects to the PostgreSQL ledger at `url` for writing, creating or migrating its
+    /// schema (safe when several processes start at once). The password is the URL's, else
+    /// `$PGPASSWORD`. Fails when the database cannot be reached.
+    pub fn connect(url: &str) -> Result<Ledger, LedgerError> {
+        postgres::PgLedger::open(url, false).map(|l| Ledger {
+            backend: Backend::Postgres(Box::new(l)),
+        })
+    }
+
+    /// Connects to the PostgreSQL ledger at `url` for reading only (reports): every transaction
+    /// is read-only, and a database without the ledger's schema is refused.
+    pub fn connect_read_only(url: &str) -> Result<Ledger, LedgerError> {
+        postgres::PgLedger::open(url, true).map(|l| Ledger {
+            backend: Backend::Postgres(Box::new(l)),
+        })
+    }
+
+    /// Opens the ledger at `location` (a relative path is taken as it is: resolve it first).
+    pub fn open_at(location: &LedgerLocation, read_only: bool) -> Result<Ledger, LedgerError> {
+        match (location, read_only) {
+            (LedgerLocation::File(path), false) => Ledger::open(path),
+            (LedgerLocation::File(path), true) => Ledger::open_read_only(path),
+            (LedgerLocation::Postgres(url), false) => Ledger::connect(url),
+            (LedgerLocation::Postgres(url), true) => Ledger::connect_read_only(url),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    /// Where the ledger is, fit to show: the file, or the URL with its password hidden.
+    pub fn shown(&self) -> &str {
+        match &self.backend {
+            Backend::Sqlite(l) => l.shown(),
+            Backend::Postgres(l) => l.shown(),
+        }
+    }
+
+    /// Claims `delivery_id` for this process while one attempt of it runs: `None` when another
+    /// gateway process sharing the PostgreSQL ledger is running an attempt of it (then answer
+    /// `Retry`). A courtesy that saves a second withdraw call, not what prevents paying twice
+    /// (the `external_order_id` does): a claim lapses if its connection is lost. Always granted
+    /// with SQLite.
+    pub fn claim(&self, delivery_id: &str) -> Result<Option<DeliveryClaim<'_>>, LedgerError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(Some(DeliveryClaim { held: None })),
+            Backend::Postgres(pg) => Ok(pg.claim(delivery_id)?.map(|key| DeliveryClaim {
+                held: Some((pg, key)),
+            })),
+        }
     }
 
     /// Returns the row of `delivery_id`, creating it first if this delivery is new: a new
     /// delivery is stale (recorded as skipped) when its snapshot is older than the newest one
     /// seen for the account, or equally old but from another delivery; otherwise it becomes the
-    /// newest and `plan` is recorded (a pending intent, or a skip). One transaction.
+    /// newest and `plan` is recorded (a pending intent, or a skip). One transaction, committed
+    /// before this returns; admissions of one account are serialised (with PostgreSQL, across
+    /// every process sharing the database), so one snapshot admits at most one withdrawal.
     pub fn admit(
         &self,
         delivery_id: &str,
@@ -205,67 +206,10 @@ impl Ledger {
         plan: &Plan,
         now_ms: u64,
     ) -> Result<PayoutRow, LedgerError> {
-        let mut conn = self.lock();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| self.err(e))?;
-        if let Some(row) = load(&tx, delivery_id).map_err(|e| self.err(e))? {
-            return row;
+        match &self.backend {
+            Backend::Sqlite(l) => l.admit(delivery_id, external_order_id, event, plan, now_ms),
+            Backend::Postgres(l) => l.admit(delivery_id, external_order_id, event, plan, now_ms),
         }
-        let newest: Option<(u64, String)> = tx
-            .query_row(
-                "SELECT newest_modify_time, newest_delivery_id FROM accounts WHERE account_id = ?1",
-                [&event.account_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .map_err(|e| self.err(e))?;
-        let stale = newest.is_some_and(|(time, by)| {
-            event.modify_time_ms < time || (event.modify_time_ms == time && by != delivery_id)
-        });
-        let plan = if stale {
-            Plan::Skip(SkipReason::Stale)
-        } else {
-            tx.execute(
-                "INSERT INTO accounts (account_id, newest_modify_time, newest_delivery_id, updated_at)
-                 VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (account_id) DO UPDATE SET newest_modify_time = ?2,
-                     newest_delivery_id = ?3, updated_at = ?4",
-                params![event.account_id, event.modify_time_ms, delivery_id, now_ms],
-            )
-            .map_err(|e| self.err(e))?;
-            plan.clone()
-        };
-        let (status, types, reason, completed) = match &plan {
-            Plan::Withdraw(types) => ("pending", types.clone(), None, None),
-            Plan::Skip(r) => ("skipped", Vec::new(), Some(r.as_str()), Some(now_ms)),
-        };
-        let types = serde_json::to_string(&types).unwrap_or_else(|_| "[]".into());
-        tx.execute(
-            "INSERT INTO payouts (delivery_id, external_order_id, account_id, modify_time,
-                 requested_types, status, skip_reason, created_at, completed_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![
-                delivery_id,
-                external_order_id,
-                event.account_id,
-                event.modify_time_ms,
-                types,
-                status,
-                reason,
-                now_ms,
-                completed
-            ],
-        )
-        .map_err(|e| self.err(e))?;
-        let row = load(&tx, delivery_id).map_err(|e| self.err(e))?;
-        tx.commit().map_err(|e| self.err(e))?;
-        row.unwrap_or_else(|| {
-            Err(LedgerError::Corrupt {
-                delivery_id: delivery_id.to_owned(),
-                reason: "row vanished after insert".into(),
-            })
-        })
     }
 
     /// Records Lark's result for a pending (or rejected) intent; a row already withdrawn (by a
@@ -277,65 +221,10 @@ impl Ledger {
         forwarding: bool,
         now_ms: u64,
     ) -> Result<PayoutRow, LedgerError> {
-        let nothing = w.points == 0 && w.cash.iter().all(|c| c.amount.is_zero());
-        let forward = match (forwarding, nothing) {
-            (false, _) => "none",
-            (true, true) => "not_needed",
-            (true, false) => "pending",
-        };
-        let trans_ms = w
-            .trans_time
-            .as_deref()
-            .and_then(|t| t.trim().parse::<u64>().ok());
-        let mut conn = self.lock();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| self.err(e))?;
-        let changed = tx
-            .execute(
-                "UPDATE payouts SET status = 'withdrawn', completed_at = ?2, trans_time = ?3,
-                     trans_time_ms = ?4, points = ?5, log_id = ?6, last_error = NULL,
-                     forward_status = ?7
-                 WHERE delivery_id = ?1 AND status IN ('pending', 'rejected')",
-                params![
-                    delivery_id,
-                    now_ms,
-                    w.trans_time,
-                    trans_ms,
-                    w.points,
-                    w.log_id,
-                    forward
-                ],
-            )
-            .map_err(|e| self.err(e))?;
-        if changed == 1 {
-            tx.execute(
-                "DELETE FROM payout_cash WHERE delivery_id = ?1",
-                [delivery_id],
-            )
-            .map_err(|e| self.err(e))?;
-            for c in &w.cash {
-                tx.execute(
-                    "INSERT INTO payout_cash (delivery_id, currency, amount, amount_minor)
-                     VALUES (?1, ?2, ?3, ?4)",
-                    params![
-                        delivery_id,
-                        c.currency,
-                        c.amount.to_string(),
-                        c.amount.minor()
-                    ],
-                )
-                .map_err(|e| self.err(e))?;
-            }
+        match &self.backend {
+            Backend::Sqlite(l) => l.record_withdrawn(delivery_id, w, forwarding, now_ms),
+            Backend::Postgres(l) => l.record_withdrawn(delivery_id, w, forwarding, now_ms),
         }
-        let row = load(&tx, delivery_id).map_err(|e| self.err(e))?;
-        tx.commit().map_err(|e| self.err(e))?;
-        row.unwrap_or_else(|| {
-            Err(LedgerError::Corrupt {
-                delivery_id: delivery_id.to_owned(),
-                reason: "no row to record the withdrawal in".into(),
-            })
-        })
     }
 
     /// Notes a failed withdraw attempt. `rejected` marks a business error (else it stays
@@ -348,25 +237,18 @@ impl Ledger {
         rejected: bool,
     ) -> Result<(), LedgerError> {
         let status = if rejected { "rejected" } else { "pending" };
-        self.lock()
-            .execute(
-                "UPDATE payouts SET status = ?2, last_error = ?3, log_id = COALESCE(?4, log_id)
-                 WHERE delivery_id = ?1 AND status IN ('pending', 'rejected')",
-                params![delivery_id, status, error, log_id],
-            )
-            .map_err(|e| self.err(e))?;
-        Ok(())
+        match &self.backend {
+            Backend::Sqlite(l) => l.record_withdraw_error(delivery_id, error, log_id, status),
+            Backend::Postgres(l) => l.record_withdraw_error(delivery_id, error, log_id, status),
+        }
     }
 
     /// Counts a withdraw attempt that is about to be made.
     pub fn count_withdraw_attempt(&self, delivery_id: &str) -> Result<(), LedgerError> {
-        self.lock()
-            .execute(
-                "UPDATE payouts SET withdraw_attempts = withdraw_attempts + 1 WHERE delivery_id = ?1",
-                [delivery_id],
-            )
-            .map_err(|e| self.err(e))?;
-        Ok(())
+        match &self.backend {
+            Backend::Sqlite(l) => l.count_withdraw_attempt(delivery_id),
+            Backend::Postgres(l) => l.count_withdraw_attempt(delivery_id),
+        }
     }
 
     /// Records one forwarding attempt: `Ok(http_status)` done, `Err(reason)` still pending.
@@ -376,27 +258,22 @@ impl Ledger {
         result: Result<u16, (Option<u16>, &str)>,
         now_ms: u64,
     ) -> Result<(), LedgerError> {
-        let (status, http, error, at) = match result {
+        let values = match result {
             Ok(code) => ("done", Some(code), None, Some(now_ms)),
             Err((code, reason)) => ("pending", code, Some(reason), None),
         };
-        self.lock()
-            .execute(
-                "UPDATE payouts SET forward_status = ?2, forward_http_status = ?3,
-                     forward_error = ?4, forwarded_at = ?5, forward_attempts = forward_attempts + 1
-                 WHERE delivery_id = ?1 AND forward_status = 'pending'",
-                params![delivery_id, status, http, error, at],
-            )
-            .map_err(|e| self.err(e))?;
-        Ok(())
+        match &self.backend {
+            Backend::Sqlite(l) => l.record_forward(delivery_id, values),
+            Backend::Postgres(l) => l.record_forward(delivery_id, values),
+        }
     }
 
     /// The row of `delivery_id`, if any.
     pub fn get(&self, delivery_id: &str) -> Result<Option<PayoutRow>, LedgerError> {
-        let conn = self.lock();
-        load(&conn, delivery_id)
-            .map_err(|e| self.err(e))?
-            .transpose()
+        match &self.backend {
+            Backend::Sqlite(l) => l.get(delivery_id),
+            Backend::Postgres(l) => l.get(delivery_id),
+        }
     }
 
     /// Withdrawals (status `withdrawn`) whose time — Lark's `trans_time`, else when the result
@@ -406,27 +283,66 @@ impl Ledger {
         from_ms: Option<u64>,
         to_ms: Option<u64>,
     ) -> Result<Vec<PayoutRow>, LedgerError> {
-        let conn = self.lock();
-        let ids: Vec<String> = conn
-            .prepare(
-                "SELECT delivery_id FROM payouts
-                 WHERE status = 'withdrawn'
-                   AND COALESCE(trans_time_ms, completed_at) >= ?1
-                   AND COALESCE(trans_time_ms, completed_at) <= ?2
-                 ORDER BY COALESCE(trans_time_ms, completed_at), delivery_id",
-            )
-            .and_then(|mut st| {
-                let from = i64::try_from(from_ms.unwrap_or(0)).unwrap_or(i64::MAX);
-                let to = i64::try_from(to_ms.unwrap_or(u64::MAX)).unwrap_or(i64::MAX);
-                st.query_map(params![from, to], |r| r.get(0))?.collect()
-            })
-            .map_err(|e| self.err(e))?;
-        let mut rows = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(row) = load(&conn, &id).map_err(|e| self.err(e))? {
-                rows.push(row?);
-            }
+        let from = i64::try_from(from_ms.unwrap_or(0)).unwrap_or(i64::MAX);
+        let to = i64::try_from(to_ms.unwrap_or(u64::MAX)).unwrap_or(i64::MAX);
+        match &self.backend {
+            Backend::Sqlite(l) => l.withdrawals(from, to),
+            Backend::Postgres(l) => l.withdrawals(from, to),
         }
-        Ok(rows)
+    }
+}
+
+/// Whether a new delivery's snapshot is stale given the newest one recorded for its account
+/// (time and delivery): older, or equally old but from another delivery.
+fn is_stale(newest: Option<(u64, &str)>, event: &AssetsUpdateV1, delivery_id: &str) -> bool {
+    newest.is_some_and(|(time, by)| {
+        event.modify_time_ms < time || (event.modify_time_ms == time && by != delivery_id)
+    })
+}
+
+/// The row a new delivery gets: a pending intent, or a skip (stale overrides the plan).
+struct Intent {
+    status: &'static str,
+    /// JSON list of `withdraw_bonus_type` codes (`[]` for a skip).
+    types: String,
+    reason: Option<&'static str>,
+    /// When the row was completed: set for a skip, which is final at once.
+    completed: Option<u64>,
+}
+
+impl Intent {
+    fn new(plan: &Plan, stale: bool, now_ms: u64) -> Intent {
+        let plan = if stale {
+            &Plan::Skip(SkipReason::Stale)
+        } else {
+            plan
+        };
+        let (status, types, reason, completed) = match plan {
+            Plan::Withdraw(types) => ("pending", types.clone(), None, None),
+            Plan::Skip(r) => ("skipped", Vec::new(), Some(r.as_str()), Some(now_ms)),
+        };
+        Intent {
+            status,
+            types: serde_json::to_string(&types).unwrap_or_else(|_| "[]".into()),
+            reason,
+            completed,
+        }
+    }
+}
+
+/// `forward_status` of a recorded withdrawal.
+fn forward_status_for(w: &Withdrawal, forwarding: bool) -> &'static str {
+    let nothing = w.points == 0 && w.cash.iter().all(|c| c.amount.is_zero());
+    match (forwarding, nothing) {
+        (false, _) => "none",
+        (true, true) => "not_needed",
+        (true, false) => "pending",
+    }
+}
+
+fn vanished(delivery_id: &str, reason: &str) -> LedgerError {
+    LedgerError::Corrupt {
+        delivery_id: delivery_id.to_owned(),
+        reason: reason.to_owned(),
     }
 }

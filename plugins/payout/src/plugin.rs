@@ -18,7 +18,9 @@ use sha2::{Digest, Sha256};
 use crate::api::{ApiError, LarkClient};
 use crate::config::{BonusType, Config};
 use crate::forward::{ForwardError, Forwarder};
-use crate::ledger::{ForwardStatus, Ledger, LedgerError, PayoutRow, Plan, SkipReason, Status};
+use crate::ledger::{
+    ForwardStatus, Ledger, LedgerError, LedgerLocation, PayoutRow, Plan, SkipReason, Status,
+};
 
 /// Why one delivery did not complete; mapped to an [`Outcome`] by [`HandleError::outcome`].
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +48,7 @@ pub enum HandleError {
         order_id: String,
         source: ForwardError,
     },
-    #[error("an earlier attempt of this delivery is still running")]
+    #[error("an earlier attempt of this delivery is still running (here or in another gateway sharing the ledger)")]
     Busy,
 }
 
@@ -90,8 +92,11 @@ pub struct Payout {
 impl Plugin for Payout {
     fn new(config: serde_json::Value, host: Host) -> Result<Self, String> {
         let config = Config::from_json(&config).map_err(|e| e.to_string())?;
-        let ledger_path = host.resolve_path(&config.ledger);
-        let ledger = Ledger::open(&ledger_path).map_err(|e| format!("payout: {e}"))?;
+        let location = match &config.ledger {
+            LedgerLocation::File(path) => LedgerLocation::File(host.resolve_path(path)),
+            url @ LedgerLocation::Postgres(_) => url.clone(),
+        };
+        let ledger = Ledger::open_at(&location, false).map_err(|e| format!("payout: {e}"))?;
         let api = LarkClient::new(
             &config.base_url,
             &config.app_id,
@@ -107,7 +112,7 @@ impl Plugin for Payout {
             &format!(
                 "payout ready: base_url {}, ledger {}, forwarding {}",
                 config.base_url,
-                ledger_path.display(),
+                ledger.shown(),
                 config.forward.as_ref().map_or("off", |f| f.url.as_str())
             ),
         );
@@ -155,6 +160,11 @@ impl Payout {
         }
         let event = AssetsUpdateV1::from_envelope(d.event_json())?;
         let _claim = Claim::new(&self.in_flight, &d.delivery_id).ok_or(HandleError::Busy)?;
+        // Across gateway processes sharing a PostgreSQL ledger (always granted with SQLite).
+        let _shared_claim = self
+            .ledger
+            .claim(&d.delivery_id)?
+            .ok_or(HandleError::Busy)?;
         let plan = self.plan(&event);
         let row = self.ledger.admit(
             &d.delivery_id,

@@ -498,6 +498,19 @@ impl Store for PgStore {
         true
     }
 
+    fn release_claims(&self) -> StoreFuture<u64> {
+        self.op(|c, inner| async move {
+            // A started attempt keeps its claim: it ran when this process stopped, and counts
+            // as crashed once the lease expires.
+            Ok(c.execute(
+                "UPDATE deliveries SET claimed_by = NULL, lease_until = 0
+                 WHERE claimed_by = $1 AND state = 'pending' AND started <= attempts",
+                &[&inner.claim.replica],
+            )
+            .await?)
+        })
+    }
+
     fn describe(&self) -> String {
         self.inner.shown.clone()
     }

@@ -1,25 +1,27 @@
 //! `payout-report`: reads the payout plugin's ledger.
 //!
 //! ```text
-//! payout-report list --ledger PATH [--from TIME] [--to TIME]
-//! payout-report reconcile --ledger PATH --base-url URL --app-id ID --app-secret-env VAR
+//! payout-report list --ledger PATH|URL [--from TIME] [--to TIME]
+//! payout-report reconcile --ledger PATH|URL --base-url URL --app-id ID --app-secret-env VAR
 //!                         --from TIME --to TIME [--timeout 10s]
 //! ```
-//! TIME is Unix milliseconds or ISO 8601 (UTC unless an offset is given); ranges are inclusive.
+//! The ledger is an SQLite file or a `postgres://` URL (password from the URL or `$PGPASSWORD`),
+//! opened read-only. TIME is Unix milliseconds or ISO 8601 (UTC unless an offset is given);
+//! ranges are inclusive.
 //! Exit codes: 0 done (no mismatches), 1 reconciliation found mismatches, 2 usage or other error.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use payout::api::LarkClient;
 use payout::config::{parse_duration, DEFAULT_TIMEOUT};
-use payout::ledger::Ledger;
+use payout::ledger::{Ledger, LedgerLocation};
 use payout::{report, timefmt};
 
 const USAGE: &str = "usage:
-  payout-report list --ledger PATH [--from TIME] [--to TIME]
-  payout-report reconcile --ledger PATH --base-url URL --app-id ID --app-secret-env VAR --from TIME --to TIME [--timeout 10s]
+  payout-report list --ledger PATH|URL [--from TIME] [--to TIME]
+  payout-report reconcile --ledger PATH|URL --base-url URL --app-id ID --app-secret-env VAR --from TIME --to TIME [--timeout 10s]
+PATH|URL: the SQLite file, or postgres://USER@HOST/DB (password from the URL or $PGPASSWORD).
 TIME: Unix milliseconds or ISO 8601 (2024-05-01, 2024-05-01T08:00:00Z); ranges are inclusive.";
 
 fn main() -> ExitCode {
@@ -65,11 +67,13 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
             .map(|v| timefmt::parse_time(v).map_err(|e| format!("--{key}: {e}")))
             .transpose()
     };
-    let ledger_path = PathBuf::from(need("ledger")?);
-    if !ledger_path.exists() {
-        return Err(format!("no ledger at {}", ledger_path.display()));
+    let location = LedgerLocation::parse(&need("ledger")?).map_err(|e| format!("--ledger: {e}"))?;
+    if let LedgerLocation::File(path) = &location {
+        if !path.exists() {
+            return Err(format!("no ledger at {}", path.display()));
+        }
     }
-    let ledger = Ledger::open_read_only(&ledger_path).map_err(|e| e.to_string())?;
+    let ledger = Ledger::open_at(&location, true).map_err(|e| e.to_string())?;
     let (from, to) = (time("from")?, time("to")?);
     let mut out = std::io::stdout().lock();
     if command == "list" {

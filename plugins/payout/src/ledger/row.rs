@@ -1,8 +1,8 @@
-//! One ledger row ([`PayoutRow`]) and how it is read back from SQLite, checking every stored
-//! value (status names, non-negative amounts, the requested types) on the way.
+//! One ledger row ([`PayoutRow`]) and how it is built from what either backend stored
+//! ([`StoredRow`]), checking every value (status names, non-negative numbers and amounts, the
+//! requested types) on the way. Backend-neutral: no SQL here.
 
 use lark_core::{CashBonus, Money};
-use rusqlite::{Connection, OptionalExtension};
 
 use super::{ForwardStatus, LedgerError, Status};
 
@@ -29,124 +29,89 @@ pub struct PayoutRow {
     pub forward_attempts: u64,
 }
 
-/// Loads one row with its cash lines. The inner `Result` reports corrupt content.
-pub(super) fn load(
-    conn: &Connection,
-    delivery_id: &str,
-) -> rusqlite::Result<Option<Result<PayoutRow, LedgerError>>> {
-    type Raw = (
-        String,
-        String,
-        u64,
-        String,
-        String,
-        Option<String>,
-        u64,
-        Option<u64>,
-    );
-    type Raw2 = (
-        Option<String>,
-        Option<u64>,
-        u64,
-        Option<String>,
-        Option<String>,
-        u64,
-        String,
-        u64,
-    );
-    let found: Option<(Raw, Raw2)> = conn
-        .query_row(
-            "SELECT external_order_id, account_id, modify_time, requested_types, status,
-                    skip_reason, created_at, completed_at, trans_time, trans_time_ms, points,
-                    log_id, last_error, withdraw_attempts, forward_status, forward_attempts
-             FROM payouts WHERE delivery_id = ?1",
-            [delivery_id],
-            |r| {
-                Ok((
-                    (
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                        r.get(6)?,
-                        r.get(7)?,
-                    ),
-                    (
-                        r.get(8)?,
-                        r.get(9)?,
-                        r.get(10)?,
-                        r.get(11)?,
-                        r.get(12)?,
-                        r.get(13)?,
-                        r.get(14)?,
-                        r.get(15)?,
-                    ),
-                ))
-            },
-        )
-        .optional()?;
-    let Some((a, b)) = found else {
-        return Ok(None);
-    };
-    let mut cash = Vec::new();
-    let mut st = conn.prepare(
-        "SELECT currency, amount_minor FROM payout_cash WHERE delivery_id = ?1 ORDER BY rowid",
-    )?;
-    let lines: Vec<(String, i64)> = st
-        .query_map([delivery_id], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    let corrupt = |reason: String| LedgerError::Corrupt {
-        delivery_id: delivery_id.to_owned(),
-        reason,
-    };
-    for (currency, minor) in lines {
-        match Money::from_minor(minor) {
-            Some(amount) => cash.push(CashBonus { currency, amount }),
-            None => return Ok(Some(Err(corrupt(format!("negative amount {minor}"))))),
+/// A row as a backend read it (SQL integers are signed), before it is checked.
+#[derive(Debug)]
+pub(super) struct StoredRow {
+    pub delivery_id: String,
+    pub external_order_id: String,
+    pub account_id: String,
+    pub modify_time: i64,
+    pub requested_types: String,
+    pub status: String,
+    pub skip_reason: Option<String>,
+    pub created_at: i64,
+    pub completed_at: Option<i64>,
+    pub trans_time: Option<String>,
+    pub trans_time_ms: Option<i64>,
+    pub points: i64,
+    pub log_id: Option<String>,
+    pub last_error: Option<String>,
+    pub withdraw_attempts: i64,
+    pub forward_status: String,
+    pub forward_attempts: i64,
+    /// (currency, hundredths), in the order Lark sent them.
+    pub cash: Vec<(String, i64)>,
+}
+
+/// The columns of a payout row, in [`StoredRow`]'s order (both backends select them so).
+pub(super) const COLUMNS: &str = "delivery_id, external_order_id, account_id, modify_time,
+    requested_types, status, skip_reason, created_at, completed_at, trans_time, trans_time_ms,
+    points, log_id, last_error, withdraw_attempts, forward_status, forward_attempts";
+
+impl StoredRow {
+    /// Checks every value; `Corrupt` names the first one that is not what the ledger writes.
+    pub(super) fn check(self) -> Result<PayoutRow, LedgerError> {
+        let delivery_id = self.delivery_id;
+        let corrupt = |reason: String| LedgerError::Corrupt {
+            delivery_id: delivery_id.clone(),
+            reason,
+        };
+        let count = |what: &str, v: i64| {
+            u64::try_from(v).map_err(|_| corrupt(format!("negative {what} {v}")))
+        };
+        let maybe = |what: &str, v: Option<i64>| v.map(|v| count(what, v)).transpose();
+        let mut cash = Vec::with_capacity(self.cash.len());
+        for (currency, minor) in self.cash {
+            match Money::from_minor(minor) {
+                Some(amount) => cash.push(CashBonus { currency, amount }),
+                None => return Err(corrupt(format!("negative amount {minor}"))),
+            }
         }
+        let status = match self.status.as_str() {
+            "pending" => Status::Pending,
+            "withdrawn" => Status::Withdrawn,
+            "rejected" => Status::Rejected,
+            "skipped" => Status::Skipped,
+            other => return Err(corrupt(format!("unknown status {other:?}"))),
+        };
+        let forward_status = match self.forward_status.as_str() {
+            "none" => ForwardStatus::None,
+            "pending" => ForwardStatus::Pending,
+            "done" => ForwardStatus::Done,
+            "not_needed" => ForwardStatus::NotNeeded,
+            other => return Err(corrupt(format!("unknown forward status {other:?}"))),
+        };
+        let requested_types: Vec<u8> = serde_json::from_str(&self.requested_types)
+            .map_err(|e| corrupt(format!("requested_types: {e}")))?;
+        Ok(PayoutRow {
+            external_order_id: self.external_order_id,
+            account_id: self.account_id,
+            modify_time: count("modify_time", self.modify_time)?,
+            requested_types,
+            status,
+            skip_reason: self.skip_reason,
+            created_at: count("created_at", self.created_at)?,
+            completed_at: maybe("completed_at", self.completed_at)?,
+            trans_time: self.trans_time,
+            trans_time_ms: maybe("trans_time_ms", self.trans_time_ms)?,
+            points: count("points", self.points)?,
+            cash,
+            log_id: self.log_id,
+            last_error: self.last_error,
+            withdraw_attempts: count("withdraw_attempts", self.withdraw_attempts)?,
+            forward_status,
+            forward_attempts: count("forward_attempts", self.forward_attempts)?,
+            delivery_id,
+        })
     }
-    let status = match a.4.as_str() {
-        "pending" => Status::Pending,
-        "withdrawn" => Status::Withdrawn,
-        "rejected" => Status::Rejected,
-        "skipped" => Status::Skipped,
-        other => return Ok(Some(Err(corrupt(format!("unknown status {other:?}"))))),
-    };
-    let forward_status = match b.6.as_str() {
-        "none" => ForwardStatus::None,
-        "pending" => ForwardStatus::Pending,
-        "done" => ForwardStatus::Done,
-        "not_needed" => ForwardStatus::NotNeeded,
-        other => {
-            return Ok(Some(Err(corrupt(format!(
-                "unknown forward status {other:?}"
-            )))))
-        }
-    };
-    let requested_types: Vec<u8> = match serde_json::from_str(&a.3) {
-        Ok(t) => t,
-        Err(e) => return Ok(Some(Err(corrupt(format!("requested_types: {e}"))))),
-    };
-    Ok(Some(Ok(PayoutRow {
-        delivery_id: delivery_id.to_owned(),
-        external_order_id: a.0,
-        account_id: a.1,
-        modify_time: a.2,
-        requested_types,
-        status,
-        skip_reason: a.5,
-        created_at: a.6,
-        completed_at: a.7,
-        trans_time: b.0,
-        trans_time_ms: b.1,
-        points: b.2,
-        cash,
-        log_id: b.3,
-        last_error: b.4,
-        withdraw_attempts: b.5,
-        forward_status,
-        forward_attempts: b.7,
-    })))
 }

@@ -1,0 +1,262 @@
+//! Where the ledger lives, as the `ledger` key (or `payout-report --ledger`) names it: a path to
+//! the plugin's own SQLite file, or a `postgres://` / `postgresql://` URL of a database shared by
+//! several gateway replicas.
+//!
+//! A URL may hold a password; it must never be shown. [`LedgerLocation`]'s `Display` and `Debug`
+//! and [`redact_url`] replace it with `***`, and [`scrub`] removes it from any message text.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The environment variable read for the password when the URL has none (as libpq does; the
+/// Rust driver does not read it by itself).
+pub const PASSWORD_VAR: &str = "PGPASSWORD";
+
+/// Applied when the URL sets no `connect_timeout`: an unreachable server fails a call (and
+/// `gateway check`) in bounded time.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Applied when the URL sets no `tcp_user_timeout`: a server gone silent mid-call is given up
+/// on instead of holding the connection (and every call waiting for it) forever.
+const DEFAULT_TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where the ledger lives.
+#[derive(Clone, PartialEq, Eq)]
+pub enum LedgerLocation {
+    /// An SQLite file (relative paths are resolved by the caller).
+    File(PathBuf),
+    /// A PostgreSQL URL, as written (it may hold a password: never print it as is).
+    Postgres(String),
+}
+
+impl LedgerLocation {
+    /// Reads `ledger`: a `postgres://` or `postgresql://` URL, else a path. Any other `scheme://`
+    /// is refused (it is a mistake, not a folder name), and so is an empty value.
+    pub fn parse(text: &str) -> Result<LedgerLocation, String> {
+        if text.is_empty() {
+            return Err("`ledger` is empty".to_owned());
+        }
+        if is_postgres_url(text) {
+            postgres::Config::from_str(text).map_err(|e| {
+                format!(
+                    "`ledger` is not a valid PostgreSQL URL ({}): {}",
+                    redact_url(text),
+                    scrub(&e.to_string(), text)
+                )
+            })?;
+            return Ok(LedgerLocation::Postgres(text.to_owned()));
+        }
+        if let Some((scheme, _)) = text.split_once("://") {
+            if !scheme.is_empty() && !scheme.contains(['/', '\\']) {
+                return Err(format!(
+                    "`ledger` must be a file path or a postgres:// URL, got a {scheme}:// URL"
+                ));
+            }
+        }
+        Ok(LedgerLocation::File(PathBuf::from(text)))
+    }
+}
+
+impl fmt::Display for LedgerLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LedgerLocation::File(path) => write!(f, "{}", path.display()),
+            LedgerLocation::Postgres(url) => f.write_str(&redact_url(url)),
+        }
+    }
+}
+
+impl fmt::Debug for LedgerLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LedgerLocation::File(path) => f.debug_tuple("File").field(path).finish(),
+            LedgerLocation::Postgres(url) => {
+                f.debug_tuple("Postgres").field(&redact_url(url)).finish()
+            }
+        }
+    }
+}
+
+/// Whether `text` is a PostgreSQL URL (the two schemes the driver accepts).
+pub fn is_postgres_url(text: &str) -> bool {
+    text.starts_with("postgres://") || text.starts_with("postgresql://")
+}
+
+/// `url` with its password replaced by `***`: `postgres://user:secret@host/db` →
+/// `postgres://user:***@host/db`, and a `password=` query parameter likewise. Errs on the side
+/// of hiding: everything between the user name and the *last* `@` is hidden (a password with an
+/// unencoded `@` stays hidden).
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let rest = match rest.rsplit_once('@') {
+        Some((userinfo, tail)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{tail}"),
+            None => rest.to_owned(),
+        },
+        None => rest.to_owned(),
+    };
+    let rest = match rest.split_once('?') {
+        Some((head, query)) => {
+            let params: Vec<String> = query
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some((key, _)) if key.eq_ignore_ascii_case("password") => {
+                        format!("{key}=***")
+                    }
+                    _ => p.to_owned(),
+                })
+                .collect();
+            format!("{head}?{}", params.join("&"))
+        }
+        None => rest,
+    };
+    format!("{scheme}://{rest}")
+}
+
+/// `message` with every occurrence of the password of `url` (as written, percent-decoded, or
+/// taken from `$PGPASSWORD`) replaced by `***`: for driver messages, which should never hold it,
+/// but are not ours to trust.
+pub fn scrub(message: &str, url: &str) -> String {
+    let mut secrets: Vec<String> = Vec::new();
+    if let Some((_, rest)) = url.split_once("://") {
+        for userinfo in [rest.split_once('@'), rest.rsplit_once('@')]
+            .into_iter()
+            .flatten()
+            .map(|(userinfo, _)| userinfo)
+        {
+            if let Some((_, raw)) = userinfo.split_once(':') {
+                secrets.push(raw.to_owned());
+            }
+        }
+    }
+    if let Ok(config) = postgres::Config::from_str(url) {
+        if let Some(password) = config.get_password() {
+            secrets.push(String::from_utf8_lossy(password).into_owned());
+        }
+    }
+    if let Ok(var) = std::env::var(PASSWORD_VAR) {
+        secrets.push(var);
+    }
+    // Longest first, so a password containing another one is hidden whole.
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    let mut out = message.to_owned();
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        out = out.replace(secret.as_str(), "***");
+    }
+    out
+}
+
+/// The driver's config for `url`: its password, else `$PGPASSWORD`; a `connect_timeout` and a
+/// `tcp_user_timeout` when the URL sets none; `application_name = gateway-payout` when unset.
+/// `sslmode=require` is refused (this build has no TLS; `prefer`, the default, connects
+/// without it).
+pub fn pg_config(url: &str) -> Result<postgres::Config, String> {
+    let mut config = postgres::Config::from_str(url)
+        .map_err(|e| format!("not a valid PostgreSQL URL: {}", scrub(&e.to_string(), url)))?;
+    if config.get_ssl_mode() == postgres::config::SslMode::Require {
+        return Err(
+            "sslmode=require is not supported: the payout ledger connects without TLS \
+             (use a private network or a local socket, and sslmode=disable or prefer)"
+                .to_owned(),
+        );
+    }
+    if config.get_user().is_none() {
+        return Err("the URL names no user (postgres://USER@HOST/DB)".to_owned());
+    }
+    if config.get_password().is_none() {
+        if let Ok(password) = std::env::var(PASSWORD_VAR) {
+            config.password(password);
+        }
+    }
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
+    }
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(DEFAULT_TCP_USER_TIMEOUT);
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("gateway-payout");
+    }
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_and_urls() {
+        assert_eq!(
+            LedgerLocation::parse("data/payout.db"),
+            Ok(LedgerLocation::File("data/payout.db".into()))
+        );
+        assert_eq!(
+            LedgerLocation::parse("/abs/x.db"),
+            Ok(LedgerLocation::File("/abs/x.db".into()))
+        );
+        for url in [
+            "postgres://gw@db/gateway",
+            "postgresql://gw:pw@127.0.0.1:5432/gateway?connect_timeout=3",
+        ] {
+            assert_eq!(
+                LedgerLocation::parse(url),
+                Ok(LedgerLocation::Postgres(url.to_owned()))
+            );
+        }
+        for bad in ["", "mysql://x/y", "sqlite:///x.db"] {
+            assert!(LedgerLocation::parse(bad).is_err(), "{bad}");
+        }
+        let err = LedgerLocation::parse("postgres://gw:s3cret@db:notaport/x").expect_err("port");
+        assert!(!err.contains("s3cret"), "{err}");
+        assert!(err.contains("gw:***@"), "{err}");
+    }
+
+    #[test]
+    fn redaction_hides_every_password() {
+        for (url, shown) in [
+            (
+                "postgres://user:secret@host/db",
+                "postgres://user:***@host/db",
+            ),
+            (
+                "postgresql://user:p@ss:w@rd@host:5432/db",
+                "postgresql://user:***@host:5432/db",
+            ),
+            ("postgres://user@host/db", "postgres://user@host/db"),
+            ("postgres://host/db", "postgres://host/db"),
+            (
+                "postgres://u@host/db?sslmode=disable&password=secret",
+                "postgres://u@host/db?sslmode=disable&password=***",
+            ),
+            ("data/payout.db", "data/payout.db"),
+        ] {
+            assert_eq!(redact_url(url), shown);
+        }
+        let location = LedgerLocation::parse("postgres://user:secret@host/db").expect("valid URL");
+        assert!(!location.to_string().contains("secret"));
+        assert!(!format!("{location:?}").contains("secret"));
+    }
+
+    #[test]
+    fn scrub_removes_decoded_passwords() {
+        let url = "postgres://u:a%40b@host/db";
+        assert_eq!(
+            scrub("failed for a@b and a%40b", url),
+            "failed for *** and ***"
+        );
+    }
+
+    #[test]
+    fn config_defaults_and_refusals() {
+        let c = pg_config("postgres://u:pw@127.0.0.1:5/db").expect("valid");
+        assert_eq!(c.get_connect_timeout(), Some(&DEFAULT_CONNECT_TIMEOUT));
+        assert_eq!(c.get_password(), Some(&b"pw"[..]));
+        let c = pg_config("postgres://u@h/db?connect_timeout=3").expect("valid");
+        assert_eq!(c.get_connect_timeout(), Some(&Duration::from_secs(3)));
+        assert!(pg_config("postgres://u@h/db?sslmode=require").is_err());
+        assert!(pg_config("postgres://h/db").is_err());
+    }
+}

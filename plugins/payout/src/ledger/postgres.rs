@@ -1,0 +1,476 @@
+//! The PostgreSQL backend: a ledger shared by several gateway processes (replicas) through one
+//! database. One connection per process behind a mutex (calls are short; plugin calls already
+//! run on the gateway's blocking threads, so the driver's blocking client is used — which must
+//! never be called from inside an async task).
+//!
+//! At most one withdrawal per balance snapshot across processes: [`PgLedger::admit`] locks the
+//! account's row (`INSERT … ON CONFLICT DO NOTHING`, then `SELECT … FOR UPDATE`) before it reads
+//! the newest snapshot or the delivery's row, so admissions of one account are serialised by
+//! the database, and the intent is committed before the caller may call Lark.
+//!
+//! A connection found broken is dropped and a new one made on the next call (or at once, when a
+//! call on an old connection finds it dead: every call is safe to make twice). Never shows the
+//! URL's password: errors carry the redacted URL and scrubbed driver messages.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use lark_core::AssetsUpdateV1;
+use postgres::{Client, NoTls};
+
+use super::location::{pg_config, redact_url, scrub};
+use super::row::{StoredRow, COLUMNS};
+use super::{forward_status_for, is_stale, vanished, Intent, LedgerError, PayoutRow, Plan};
+use crate::api::Withdrawal;
+use load::{load, stored};
+
+mod claim;
+mod load;
+mod schema;
+
+pub(super) use claim::ClaimKey;
+
+/// Why a call failed: the driver, or the ledger's own checks.
+#[derive(Debug)]
+pub(super) enum Failure {
+    Db(postgres::Error),
+    Ledger(LedgerError),
+    /// The database is reachable but not usable as a ledger (schema version).
+    Refused(String),
+}
+
+impl From<postgres::Error> for Failure {
+    fn from(e: postgres::Error) -> Failure {
+        Failure::Db(e)
+    }
+}
+
+impl From<LedgerError> for Failure {
+    fn from(e: LedgerError) -> Failure {
+        Failure::Ledger(e)
+    }
+}
+
+/// The connection and which one it is (a claim is released only on the session that took it).
+struct Session {
+    client: Client,
+    generation: u64,
+}
+
+/// The PostgreSQL ledger.
+pub(super) struct PgLedger {
+    config: postgres::Config,
+    /// The URL as written: only to scrub its password out of driver messages. Never shown.
+    url: String,
+    /// The URL with its password hidden, for errors and logs.
+    shown: String,
+    /// Reports: every transaction read-only, no migrations.
+    read_only: bool,
+    session: Mutex<Option<Session>>,
+    /// How many connections were made so far (numbers each [`Session`]).
+    generations: AtomicU64,
+}
+
+impl std::fmt::Debug for PgLedger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgLedger")
+            .field("url", &self.shown)
+            .field("read_only", &self.read_only)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Stored integers are `BIGINT`; `u64` values above `i64::MAX` are refused, never wrapped.
+fn int(delivery_id: &str, what: &'static str, value: u64) -> Result<i64, LedgerError> {
+    i64::try_from(value).map_err(|_| LedgerError::TooLarge {
+        delivery_id: delivery_id.to_owned(),
+        what,
+        value,
+    })
+}
+
+impl PgLedger {
+    /// Connects; `read_only` checks the schema, else brings it up to date (migrations).
+    pub(super) fn open(url: &str, read_only: bool) -> Result<PgLedger, LedgerError> {
+        let shown = redact_url(url);
+        let config = pg_config(url).map_err(|message| LedgerError::Postgres {
+            url: shown.clone(),
+            what: "invalid URL",
+            message,
+        })?;
+        let ledger = PgLedger {
+            config,
+            url: url.to_owned(),
+            shown,
+            read_only,
+            session: Mutex::new(None),
+            generations: AtomicU64::new(0),
+        };
+        let mut session = ledger.connect()?;
+        let checked = if read_only {
+            schema::check(&mut session.client)
+        } else {
+            schema::migrate(&mut session.client).map(|_| ())
+        };
+        let what = if read_only {
+            "checking the schema"
+        } else {
+            "preparing the schema"
+        };
+        checked.map_err(|f| ledger.fail(what, f))?;
+        *ledger.lock() = Some(session);
+        Ok(ledger)
+    }
+
+    pub(super) fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<Session>> {
+        self.session.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn connect(&self) -> Result<Session, LedgerError> {
+        let mut client = self
+            .config
+            .connect(NoTls)
+            .map_err(|e| self.fail("cannot connect", Failure::Db(e)))?;
+        if self.read_only {
+            client
+                .batch_execute("SET default_transaction_read_only = on")
+                .map_err(|e| self.fail("cannot connect", Failure::Db(e)))?;
+        }
+        Ok(Session {
+            client,
+            generation: self.generations.fetch_add(1, Ordering::Relaxed) + 1,
+        })
+    }
+
+    fn fail(&self, what: &'static str, failure: Failure) -> LedgerError {
+        let message = match failure {
+            Failure::Ledger(e) => return e,
+            Failure::Refused(m) => m,
+            Failure::Db(e) => describe(&e),
+        };
+        LedgerError::Postgres {
+            url: self.shown.clone(),
+            what,
+            message: scrub(&message, &self.url),
+        }
+    }
+
+    /// Runs `f` on the connection, connecting first when there is none. A connection that turns
+    /// out dead is dropped; if it was an old one, `f` runs once more on a new one. Each call
+    /// below is safe to repeat: a second run finds what a commit whose answer was lost did and
+    /// keeps it (at worst an attempt counter counts one more).
+    fn call<T>(
+        &self,
+        what: &'static str,
+        mut f: impl FnMut(&mut Client, u64) -> Result<T, Failure>,
+    ) -> Result<T, LedgerError> {
+        let mut slot = self.lock();
+        let mut old = true;
+        loop {
+            let session = match slot.take() {
+                Some(s) if !s.client.is_closed() => slot.insert(s),
+                _ => {
+                    old = false;
+                    slot.insert(self.connect()?)
+                }
+            };
+            let result = f(&mut session.client, session.generation);
+            match result {
+                Ok(v) => return Ok(v),
+                Err(Failure::Db(e)) if is_dead(&session.client, &e) => {
+                    *slot = None;
+                    if !old {
+                        return Err(self.fail(what, Failure::Db(e)));
+                    }
+                    old = false;
+                }
+                Err(failure) => return Err(self.fail(what, failure)),
+            }
+        }
+    }
+
+    pub(super) fn admit(
+        &self,
+        delivery_id: &str,
+        external_order_id: &str,
+        event: &AssetsUpdateV1,
+        plan: &Plan,
+        now_ms: u64,
+    ) -> Result<PayoutRow, LedgerError> {
+        let modify_time = int(delivery_id, "modify_time", event.modify_time_ms)?;
+        let now = int(delivery_id, "time", now_ms)?;
+        let account = &event.account_id;
+        let row = self.call("admit", |c, _| {
+            let mut tx = c.transaction()?;
+            // A delivery's row, once committed, decides: no lock needed to find it.
+            if let Some(row) = load(&mut tx, delivery_id)? {
+                return Ok(row);
+            }
+            // Lock the account: the first admission creates its row (a concurrent one waits
+            // on it); later ones lock it. Until commit, no other admission of the account runs.
+            let first = tx.execute(
+                "INSERT INTO payout_accounts
+                     (account_id, newest_modify_time, newest_delivery_id, updated_at)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (account_id) DO NOTHING",
+                &[account, &modify_time, &delivery_id, &now],
+            )? == 1;
+            let stale = if first {
+                false
+            } else {
+                let newest = tx.query_one(
+                    "SELECT newest_modify_time, newest_delivery_id FROM payout_accounts
+                     WHERE account_id = $1 FOR UPDATE",
+                    &[account],
+                )?;
+                // Another attempt of this delivery may have committed while this one waited.
+                if let Some(row) = load(&mut tx, delivery_id)? {
+                    return Ok(row);
+                }
+                let time: i64 = newest.try_get(0)?;
+                let by: String = newest.try_get(1)?;
+                let time = u64::try_from(time).map_err(|_| LedgerError::Corrupt {
+                    delivery_id: delivery_id.to_owned(),
+                    reason: format!("account {account} has a negative newest_modify_time"),
+                })?;
+                let stale = is_stale(Some((time, &by)), event, delivery_id);
+                if !stale {
+                    tx.execute(
+                        "UPDATE payout_accounts SET newest_modify_time = $2,
+                             newest_delivery_id = $3, updated_at = $4
+                         WHERE account_id = $1",
+                        &[account, &modify_time, &delivery_id, &now],
+                    )?;
+                }
+                stale
+            };
+            let intent = Intent::new(plan, stale, now_ms);
+            let completed = intent.completed.map(|_| now);
+            tx.execute(
+                "INSERT INTO payout_ledger (delivery_id, external_order_id, account_id,
+                     modify_time, requested_types, status, skip_reason, created_at, completed_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                &[
+                    &delivery_id,
+                    &external_order_id,
+                    account,
+                    &modify_time,
+                    &intent.types,
+                    &intent.status,
+                    &intent.reason,
+                    &now,
+                    &completed,
+                ],
+            )?;
+            let row = load(&mut tx, delivery_id)?;
+            tx.commit()?;
+            Ok(row.ok_or_else(|| vanished(delivery_id, "row vanished after insert"))?)
+        })?;
+        row.check()
+    }
+
+    pub(super) fn record_withdrawn(
+        &self,
+        delivery_id: &str,
+        w: &Withdrawal,
+        forwarding: bool,
+        now_ms: u64,
+    ) -> Result<PayoutRow, LedgerError> {
+        let forward = forward_status_for(w, forwarding);
+        // Lenient: an unparsable or huge `trans_time` keeps its text and no parsed time, so a
+        // withdrawal Lark made is always recorded.
+        let trans_ms = w
+            .trans_time
+            .as_deref()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .and_then(|t| i64::try_from(t).ok());
+        let now = int(delivery_id, "time", now_ms)?;
+        let points = int(delivery_id, "points", w.points)?;
+        let lines: Vec<(&str, String, i64, i32)> = w
+            .cash
+            .iter()
+            .zip(0..)
+            .map(|(c, line)| {
+                (
+                    c.currency.as_str(),
+                    c.amount.to_string(),
+                    c.amount.minor(),
+                    line,
+                )
+            })
+            .collect();
+        let row = self.call("recording a withdrawal", |c, _| {
+            let mut tx = c.transaction()?;
+            let changed = tx.execute(
+                "UPDATE payout_ledger SET status = 'withdrawn', completed_at = $2,
+                     trans_time = $3, trans_time_ms = $4, points = $5, log_id = $6,
+                     last_error = NULL, forward_status = $7
+                 WHERE delivery_id = $1 AND status IN ('pending', 'rejected')",
+                &[
+                    &delivery_id,
+                    &now,
+                    &w.trans_time,
+                    &trans_ms,
+                    &points,
+                    &w.log_id,
+                    &forward,
+                ],
+            )?;
+            if changed == 1 {
+                tx.execute(
+                    "DELETE FROM payout_cash WHERE delivery_id = $1",
+                    &[&delivery_id],
+                )?;
+                for (currency, amount, minor, line) in &lines {
+                    tx.execute(
+                        "INSERT INTO payout_cash (delivery_id, currency, line, amount, amount_minor)
+                         VALUES ($1, $2, $3, $4, $5)",
+                        &[&delivery_id, currency, line, amount, minor],
+                    )?;
+                }
+            }
+            let row = load(&mut tx, delivery_id)?;
+            tx.commit()?;
+            Ok(row.ok_or_else(|| vanished(delivery_id, "no row to record the withdrawal in"))?)
+        })?;
+        row.check()
+    }
+
+    /// One statement (its own transaction).
+    fn execute(
+        &self,
+        what: &'static str,
+        sql: &str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<(), LedgerError> {
+        self.call(what, |c, _| Ok(c.execute(sql, params).map(|_| ())?))
+    }
+
+    pub(super) fn record_withdraw_error(
+        &self,
+        delivery_id: &str,
+        error: &str,
+        log_id: Option<&str>,
+        status: &str,
+    ) -> Result<(), LedgerError> {
+        self.execute(
+            "recording a withdraw error",
+            "UPDATE payout_ledger SET status = $2, last_error = $3, log_id = COALESCE($4, log_id)
+             WHERE delivery_id = $1 AND status IN ('pending', 'rejected')",
+            &[&delivery_id, &status, &error, &log_id],
+        )
+    }
+
+    pub(super) fn count_withdraw_attempt(&self, delivery_id: &str) -> Result<(), LedgerError> {
+        self.execute(
+            "counting a withdraw attempt",
+            "UPDATE payout_ledger SET withdraw_attempts = withdraw_attempts + 1
+             WHERE delivery_id = $1",
+            &[&delivery_id],
+        )
+    }
+
+    pub(super) fn record_forward(
+        &self,
+        delivery_id: &str,
+        (status, http, error, at): (&str, Option<u16>, Option<&str>, Option<u64>),
+    ) -> Result<(), LedgerError> {
+        let http = http.map(i32::from);
+        let at = at.map(|t| int(delivery_id, "time", t)).transpose()?;
+        self.execute(
+            "recording a forwarding attempt",
+            "UPDATE payout_ledger SET forward_status = $2, forward_http_status = $3,
+                 forward_error = $4, forwarded_at = $5, forward_attempts = forward_attempts + 1
+             WHERE delivery_id = $1 AND forward_status = 'pending'",
+            &[&delivery_id, &status, &http, &error, &at],
+        )
+    }
+
+    pub(super) fn get(&self, delivery_id: &str) -> Result<Option<PayoutRow>, LedgerError> {
+        let row = self.call("reading a row", |c, _| {
+            let mut tx = c.build_transaction().read_only(true).start()?;
+            load(&mut tx, delivery_id)
+        })?;
+        row.map(StoredRow::check).transpose()
+    }
+
+    pub(super) fn withdrawals(&self, from: i64, to: i64) -> Result<Vec<PayoutRow>, LedgerError> {
+        const RANGE: &str = "p.status = 'withdrawn'
+            AND COALESCE(p.trans_time_ms, p.completed_at) BETWEEN $1 AND $2";
+        let (rows, lines) = self.call("listing withdrawals", |c, _| {
+            let mut tx = c
+                .build_transaction()
+                .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()?;
+            let rows = tx.query(
+                &format!(
+                    "SELECT {COLUMNS} FROM payout_ledger p WHERE {RANGE}
+                     ORDER BY COALESCE(p.trans_time_ms, p.completed_at), p.delivery_id COLLATE \"C\""
+                ),
+                &[&from, &to],
+            )?;
+            let rows = rows
+                .iter()
+                .map(stored)
+                .collect::<Result<Vec<_>, postgres::Error>>()?;
+            let lines = tx.query(
+                &format!(
+                    "SELECT c.delivery_id, c.currency, c.amount_minor
+                     FROM payout_cash c JOIN payout_ledger p USING (delivery_id)
+                     WHERE {RANGE} ORDER BY c.delivery_id, c.line"
+                ),
+                &[&from, &to],
+            )?;
+            let lines = lines
+                .iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+                .collect::<Result<Vec<(String, String, i64)>, postgres::Error>>()?;
+            tx.commit()?;
+            Ok((rows, lines))
+        })?;
+        let mut cash: HashMap<String, Vec<(String, i64)>> = HashMap::new();
+        for (delivery_id, currency, minor) in lines {
+            cash.entry(delivery_id).or_default().push((currency, minor));
+        }
+        rows.into_iter()
+            .map(|mut row| {
+                row.cash = cash.remove(&row.delivery_id).unwrap_or_default();
+                row.check()
+            })
+            .collect()
+    }
+}
+
+/// Whether the connection is gone (closed, reset, or ended by the server: shutdown, idle
+/// timeout): it is replaced on the next call.
+fn is_dead(client: &Client, e: &postgres::Error) -> bool {
+    let code = e.code().map(|c| c.code());
+    client.is_closed()
+        || e.is_closed()
+        || code.is_some_and(|c| c.starts_with("08") || c.starts_with("57P"))
+        || code.is_none() && e.as_db_error().is_none() && is_io(e)
+}
+
+fn is_io(e: &postgres::Error) -> bool {
+    use std::error::Error as _;
+    e.source()
+        .is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some())
+}
+
+/// The driver's message with its causes, on one line.
+fn describe(e: &postgres::Error) -> String {
+    use std::error::Error as _;
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text.replace('\n', "; ")
+}

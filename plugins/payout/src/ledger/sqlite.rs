@@ -1,0 +1,362 @@
+//! The SQLite backend: the plugin's own database file (WAL, `synchronous=FULL`), one connection
+//! behind a mutex. Every decision is one `IMMEDIATE` transaction, so the file's write lock
+//! serialises admissions. Never used by two gateway processes at once (that is what the
+//! PostgreSQL backend is for).
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use lark_core::AssetsUpdateV1;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+
+use super::row::{StoredRow, COLUMNS};
+use super::{forward_status_for, is_stale, vanished, Intent, LedgerError, PayoutRow, Plan};
+use crate::api::Withdrawal;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS accounts (
+    account_id          TEXT PRIMARY KEY,
+    newest_modify_time  INTEGER NOT NULL,
+    newest_delivery_id  TEXT NOT NULL,
+    updated_at          INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS payouts (
+    delivery_id         TEXT PRIMARY KEY,
+    external_order_id   TEXT NOT NULL UNIQUE,
+    account_id          TEXT NOT NULL,
+    modify_time         INTEGER NOT NULL,
+    requested_types     TEXT NOT NULL,
+    status              TEXT NOT NULL
+        CHECK (status IN ('pending', 'withdrawn', 'rejected', 'skipped')),
+    skip_reason         TEXT,
+    created_at          INTEGER NOT NULL,
+    completed_at        INTEGER,
+    trans_time          TEXT,
+    trans_time_ms       INTEGER,
+    points              INTEGER NOT NULL DEFAULT 0 CHECK (typeof(points) = 'integer'),
+    log_id              TEXT,
+    last_error          TEXT,
+    withdraw_attempts   INTEGER NOT NULL DEFAULT 0,
+    forward_status      TEXT NOT NULL DEFAULT 'none'
+        CHECK (forward_status IN ('none', 'pending', 'done', 'not_needed')),
+    forward_attempts    INTEGER NOT NULL DEFAULT 0,
+    forward_http_status INTEGER,
+    forward_error       TEXT,
+    forwarded_at        INTEGER
+);
+CREATE INDEX IF NOT EXISTS payouts_by_time
+    ON payouts (status, COALESCE(trans_time_ms, completed_at));
+CREATE TABLE IF NOT EXISTS payout_cash (
+    delivery_id   TEXT NOT NULL REFERENCES payouts (delivery_id),
+    currency      TEXT NOT NULL,
+    amount        TEXT NOT NULL,
+    amount_minor  INTEGER NOT NULL CHECK (typeof(amount_minor) = 'integer' AND amount_minor >= 0),
+    PRIMARY KEY (delivery_id, currency)
+);
+PRAGMA user_version = 1;
+";
+
+/// The SQLite ledger.
+#[derive(Debug)]
+pub(super) struct SqliteLedger {
+    conn: Mutex<Connection>,
+    /// The file, as shown in errors.
+    path: String,
+}
+
+impl SqliteLedger {
+    pub(super) fn open(path: &Path) -> Result<SqliteLedger, LedgerError> {
+        let shown = path.display().to_string();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| LedgerError::Folder {
+                path: shown.clone(),
+                source,
+            })?;
+        }
+        let err = |source| LedgerError::Sqlite {
+            path: shown.clone(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(err)?;
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        Ok(SqliteLedger {
+            conn: Mutex::new(conn),
+            path: shown,
+        })
+    }
+
+    pub(super) fn open_read_only(path: &Path) -> Result<SqliteLedger, LedgerError> {
+        let shown = path.display().to_string();
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .and_then(|c| {
+                c.busy_timeout(std::time::Duration::from_secs(10))?;
+                Ok(c)
+            })
+            .map_err(|source| LedgerError::Sqlite {
+                path: shown.clone(),
+                source,
+            })?;
+        Ok(SqliteLedger {
+            conn: Mutex::new(conn),
+            path: shown,
+        })
+    }
+
+    pub(super) fn shown(&self) -> &str {
+        &self.path
+    }
+
+    fn err(&self, source: rusqlite::Error) -> LedgerError {
+        LedgerError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn admit(
+        &self,
+        delivery_id: &str,
+        external_order_id: &str,
+        event: &AssetsUpdateV1,
+        plan: &Plan,
+        now_ms: u64,
+    ) -> Result<PayoutRow, LedgerError> {
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.err(e))?;
+        if let Some(row) = load(&tx, delivery_id).map_err(|e| self.err(e))? {
+            return row.check();
+        }
+        let newest: Option<(u64, String)> = tx
+            .query_row(
+                "SELECT newest_modify_time, newest_delivery_id FROM accounts WHERE account_id = ?1",
+                [&event.account_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let stale = is_stale(
+            newest.as_ref().map(|(t, by)| (*t, by.as_str())),
+            event,
+            delivery_id,
+        );
+        if !stale {
+            tx.execute(
+                "INSERT INTO accounts (account_id, newest_modify_time, newest_delivery_id, updated_at)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (account_id) DO UPDATE SET newest_modify_time = ?2,
+                     newest_delivery_id = ?3, updated_at = ?4",
+                params![event.account_id, event.modify_time_ms, delivery_id, now_ms],
+            )
+            .map_err(|e| self.err(e))?;
+        }
+        let intent = Intent::new(plan, stale, now_ms);
+        tx.execute(
+            "INSERT INTO payouts (delivery_id, external_order_id, account_id, modify_time,
+                 requested_types, status, skip_reason, created_at, completed_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                delivery_id,
+                external_order_id,
+                event.account_id,
+                event.modify_time_ms,
+                intent.types,
+                intent.status,
+                intent.reason,
+                now_ms,
+                intent.completed
+            ],
+        )
+        .map_err(|e| self.err(e))?;
+        let row = load(&tx, delivery_id).map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        row.ok_or_else(|| vanished(delivery_id, "row vanished after insert"))?
+            .check()
+    }
+
+    pub(super) fn record_withdrawn(
+        &self,
+        delivery_id: &str,
+        w: &Withdrawal,
+        forwarding: bool,
+        now_ms: u64,
+    ) -> Result<PayoutRow, LedgerError> {
+        let forward = forward_status_for(w, forwarding);
+        let trans_ms = w
+            .trans_time
+            .as_deref()
+            .and_then(|t| t.trim().parse::<u64>().ok());
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.err(e))?;
+        let changed = tx
+            .execute(
+                "UPDATE payouts SET status = 'withdrawn', completed_at = ?2, trans_time = ?3,
+                     trans_time_ms = ?4, points = ?5, log_id = ?6, last_error = NULL,
+                     forward_status = ?7
+                 WHERE delivery_id = ?1 AND status IN ('pending', 'rejected')",
+                params![
+                    delivery_id,
+                    now_ms,
+                    w.trans_time,
+                    trans_ms,
+                    w.points,
+                    w.log_id,
+                    forward
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        if changed == 1 {
+            tx.execute(
+                "DELETE FROM payout_cash WHERE delivery_id = ?1",
+                [delivery_id],
+            )
+            .map_err(|e| self.err(e))?;
+            for c in &w.cash {
+                tx.execute(
+                    "INSERT INTO payout_cash (delivery_id, currency, amount, amount_minor)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![
+                        delivery_id,
+                        c.currency,
+                        c.amount.to_string(),
+                        c.amount.minor()
+                    ],
+                )
+                .map_err(|e| self.err(e))?;
+            }
+        }
+        let row = load(&tx, delivery_id).map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        row.ok_or_else(|| vanished(delivery_id, "no row to record the withdrawal in"))?
+            .check()
+    }
+
+    pub(super) fn record_withdraw_error(
+        &self,
+        delivery_id: &str,
+        error: &str,
+        log_id: Option<&str>,
+        status: &str,
+    ) -> Result<(), LedgerError> {
+        self.lock()
+            .execute(
+                "UPDATE payouts SET status = ?2, last_error = ?3, log_id = COALESCE(?4, log_id)
+                 WHERE delivery_id = ?1 AND status IN ('pending', 'rejected')",
+                params![delivery_id, status, error, log_id],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub(super) fn count_withdraw_attempt(&self, delivery_id: &str) -> Result<(), LedgerError> {
+        self.lock()
+            .execute(
+                "UPDATE payouts SET withdraw_attempts = withdraw_attempts + 1 WHERE delivery_id = ?1",
+                [delivery_id],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub(super) fn record_forward(
+        &self,
+        delivery_id: &str,
+        (status, http, error, at): (&str, Option<u16>, Option<&str>, Option<u64>),
+    ) -> Result<(), LedgerError> {
+        self.lock()
+            .execute(
+                "UPDATE payouts SET forward_status = ?2, forward_http_status = ?3,
+                     forward_error = ?4, forwarded_at = ?5, forward_attempts = forward_attempts + 1
+                 WHERE delivery_id = ?1 AND forward_status = 'pending'",
+                params![delivery_id, status, http, error, at],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub(super) fn get(&self, delivery_id: &str) -> Result<Option<PayoutRow>, LedgerError> {
+        let conn = self.lock();
+        load(&conn, delivery_id)
+            .map_err(|e| self.err(e))?
+            .map(StoredRow::check)
+            .transpose()
+    }
+
+    pub(super) fn withdrawals(&self, from: i64, to: i64) -> Result<Vec<PayoutRow>, LedgerError> {
+        let conn = self.lock();
+        let ids: Vec<String> = conn
+            .prepare(
+                "SELECT delivery_id FROM payouts
+                 WHERE status = 'withdrawn'
+                   AND COALESCE(trans_time_ms, completed_at) >= ?1
+                   AND COALESCE(trans_time_ms, completed_at) <= ?2
+                 ORDER BY COALESCE(trans_time_ms, completed_at), delivery_id",
+            )
+            .and_then(|mut st| st.query_map(params![from, to], |r| r.get(0))?.collect())
+            .map_err(|e| self.err(e))?;
+        let mut rows = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(row) = load(&conn, &id).map_err(|e| self.err(e))? {
+                rows.push(row.check()?);
+            }
+        }
+        Ok(rows)
+    }
+}
+
+/// Loads one row with its cash lines (unchecked).
+fn load(conn: &Connection, delivery_id: &str) -> rusqlite::Result<Option<StoredRow>> {
+    let found = conn
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM payouts WHERE delivery_id = ?1"),
+            [delivery_id],
+            |r| {
+                Ok(StoredRow {
+                    delivery_id: r.get(0)?,
+                    external_order_id: r.get(1)?,
+                    account_id: r.get(2)?,
+                    modify_time: r.get(3)?,
+                    requested_types: r.get(4)?,
+                    status: r.get(5)?,
+                    skip_reason: r.get(6)?,
+                    created_at: r.get(7)?,
+                    completed_at: r.get(8)?,
+                    trans_time: r.get(9)?,
+                    trans_time_ms: r.get(10)?,
+                    points: r.get(11)?,
+                    log_id: r.get(12)?,
+                    last_error: r.get(13)?,
+                    withdraw_attempts: r.get(14)?,
+                    forward_status: r.get(15)?,
+                    forward_attempts: r.get(16)?,
+                    cash: Vec::new(),
+                })
+            },
+        )
+        .optional()?;
+    let Some(mut row) = found else {
+        return Ok(None);
+    };
+    let mut st = conn.prepare(
+        "SELECT currency, amount_minor FROM payout_cash WHERE delivery_id = ?1 ORDER BY rowid",
+    )?;
+    row.cash = st
+        .query_map([delivery_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(Some(row))
+}
