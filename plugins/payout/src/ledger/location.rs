@@ -151,18 +151,10 @@ pub fn scrub(message: &str, url: &str) -> String {
 
 /// The driver's config for `url`: its password, else `$PGPASSWORD`; a `connect_timeout` and a
 /// `tcp_user_timeout` when the URL sets none; `application_name = gateway-payout` when unset.
-/// `sslmode=require` is refused (this build has no TLS; `prefer`, the default, connects
-/// without it).
+/// TLS follows the URL's `sslmode` (rustls; see `ledger/postgres.rs`).
 pub fn pg_config(url: &str) -> Result<postgres::Config, String> {
     let mut config = postgres::Config::from_str(url)
         .map_err(|e| format!("not a valid PostgreSQL URL: {}", scrub(&e.to_string(), url)))?;
-    if config.get_ssl_mode() == postgres::config::SslMode::Require {
-        return Err(
-            "sslmode=require is not supported: the payout ledger connects without TLS \
-             (use a private network or a local socket, and sslmode=disable or prefer)"
-                .to_owned(),
-        );
-    }
     if config.get_user().is_none() {
         return Err("the URL names no user (postgres://USER@HOST/DB)".to_owned());
     }
@@ -256,7 +248,7 @@ mod tests {
         assert_eq!(c.get_password(), Some(&b"pw"[..]));
         let c = pg_config("postgres://u@h/db?connect_timeout=3").expect("valid");
         assert_eq!(c.get_connect_timeout(), Some(&Duration::from_secs(3)));
-        assert!(pg_config("postgres://u@h/db?sslmode=require").is_err());
+        assert!(pg_config("postgres://u@h/db?sslmode=require").is_ok());
         assert!(pg_config("postgres://h/db").is_err());
     }
 }

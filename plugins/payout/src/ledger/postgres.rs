@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use lark_core::AssetsUpdateV1;
-use postgres::{Client, NoTls};
+use postgres::Client;
 
 use super::location::{pg_config, redact_url, scrub};
 use super::row::{StoredRow, COLUMNS};
@@ -61,6 +61,8 @@ struct Session {
 /// The PostgreSQL ledger.
 pub(super) struct PgLedger {
     config: postgres::Config,
+    /// TLS by rustls, used when the URL's `sslmode` asks (`prefer`, the default, or `require`).
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
     /// The URL as written: only to scrub its password out of driver messages. Never shown.
     url: String,
     /// The URL with its password hidden, for errors and logs.
@@ -99,8 +101,14 @@ impl PgLedger {
             what: "invalid URL",
             message,
         })?;
+        let tls = tls().map_err(|message| LedgerError::Postgres {
+            url: shown.clone(),
+            what: "TLS roots",
+            message,
+        })?;
         let ledger = PgLedger {
             config,
+            tls,
             url: url.to_owned(),
             shown,
             read_only,
@@ -134,7 +142,7 @@ impl PgLedger {
     fn connect(&self) -> Result<Session, LedgerError> {
         let mut client = self
             .config
-            .connect(NoTls)
+            .connect(self.tls.clone())
             .map_err(|e| self.fail("cannot connect", Failure::Db(e)))?;
         if self.read_only {
             client
@@ -473,4 +481,30 @@ fn describe(e: &postgres::Error) -> String {
         source = cause.source();
     }
     text.replace('\n', "; ")
+}
+
+/// rustls with the public web roots, plus the PEM certificates of `$PGSSLROOTCERT` (libpq's
+/// variable for a private CA) when set.
+fn tls() -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = std::env::var_os("PGSSLROOTCERT") {
+        let shown = std::path::Path::new(&path).display().to_string();
+        let certs = CertificateDer::pem_file_iter(&path)
+            .map_err(|e| format!("PGSSLROOTCERT {shown}: {e}"))?;
+        for cert in certs {
+            let cert = cert.map_err(|e| format!("PGSSLROOTCERT {shown}: {e}"))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("PGSSLROOTCERT {shown}: {e}"))?;
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
