@@ -73,6 +73,16 @@ pub struct TestGateway {
     env: Vec<(String, String)>,
 }
 
+/// The address in a "… listening on http://ADDR" log line (text or JSON format).
+fn listening(line: &str, marker: &str) -> Option<SocketAddr> {
+    let at = line.find(marker)? + marker.len();
+    let addr: String = line[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '[' | ']'))
+        .collect();
+    addr.parse().ok()
+}
+
 /// The config header every test config starts with: ephemeral ports, store in `dir`.
 pub fn base_config() -> String {
     r#"
@@ -123,39 +133,37 @@ impl TestGateway {
         }
         let mut child = cmd.spawn().expect("start gateway");
         let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().expect("stderr");
-        let err_log = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(mut l) = err_log.lock() {
-                    l.push_str(&line);
-                    l.push('\n');
-                }
-            }
-        });
-        let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
-        let out_log = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(mut l) = out_log.lock() {
-                    l.push_str(&line);
-                    l.push('\n');
+        // Everything goes to stderr (the log); stdout is kept only to show stray output.
+        let stderr = child.stderr.take().expect("stderr");
+        let stdout = child.stdout.take().expect("stdout");
+        for (stream, tx) in [
+            (Box::new(stderr) as Box<dyn std::io::Read + Send>, Some(tx)),
+            (Box::new(stdout), None),
+        ] {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if let Ok(mut l) = log.lock() {
+                        l.push_str(&line);
+                        l.push('\n');
+                    }
+                    if let Some(tx) = &tx {
+                        let _ = tx.send(line);
+                    }
                 }
-                let _ = tx.send(line);
-            }
-        });
+            });
+        }
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut admin = None;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
-                    if let Some(a) = line.strip_prefix("admin listening on http://") {
-                        admin = a.parse().ok();
+                    if let Some(a) = listening(&line, "admin listening on http://") {
+                        admin = Some(a);
                     }
-                    if let Some(a) = line.strip_prefix("gateway listening on http://") {
-                        let addr = a.parse().expect("listen address");
+                    if let Some(addr) = listening(&line, "gateway listening on http://") {
                         return TestGateway {
                             child: Some(child),
                             addr,

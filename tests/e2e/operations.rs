@@ -376,6 +376,31 @@ fn dead_letter_replayed_after_the_plugin_is_fixed() {
             .any(|l| l["outcome"] == "ok")
     }));
     assert!(gw.cli(&["dead-letters", "--json"]).1.trim().is_empty());
+    let m = get(&gw.admin_url("/metrics")).expect("metrics").body;
+    assert_eq!(
+        metric(&m, r#"gateway_replays_total{plugin="payer"}"#),
+        1.0,
+        "{m}"
+    );
+    // `--since` takes RFC 3339 too: the event came after the epoch, not after 2100.
+    assert_eq!(
+        gw.cli(&[
+            "events",
+            "list",
+            "--since",
+            "1970-01-02T00:00:00+08:00",
+            "--json"
+        ])
+        .1
+        .lines()
+        .count(),
+        1
+    );
+    assert!(gw
+        .cli(&["events", "list", "--since", "2100-01-01", "--json"])
+        .1
+        .trim()
+        .is_empty());
     let (code, out, _) = gw.cli(&["store", "check"]);
     assert_eq!(code, 0);
     assert!(out.contains("sound"), "{out}");

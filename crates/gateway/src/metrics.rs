@@ -78,6 +78,7 @@ pub struct Metrics {
     pub queue_depth: Family<PluginLabels, Gauge>,
     pub reloads: Family<ResultLabels, Counter>,
     pub last_reload: Gauge<f64, AtomicU64>,
+    pub replays: Family<PluginLabels, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -254,6 +255,12 @@ impl Metrics {
             "Unix time of the last successful reload (0: none since start)",
             last_reload.clone(),
         );
+        let replays = Family::<PluginLabels, Counter>::default();
+        registry.register(
+            "gateway_replays",
+            "Replayed deliveries (a new generation) this process picked up and queued",
+            replays.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -279,6 +286,7 @@ impl Metrics {
             queue_depth,
             reloads,
             last_reload,
+            replays,
         }
     }
 

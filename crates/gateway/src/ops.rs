@@ -16,8 +16,8 @@ pub struct DeadLetterArgs {
     /// Only this plugin's.
     #[arg(long)]
     pub plugin: Option<String>,
-    /// Only those that died in the last DURATION ("2h", "1h30m") or at or after this Unix time
-    /// in milliseconds.
+    /// Only those that died in the last DURATION ("2h", "1h30m"), or at or after an RFC 3339
+    /// time ("2026-12-02T14:00:00Z") or date, or this Unix time in milliseconds.
     #[arg(long)]
     pub since: Option<String>,
     /// Print JSON lines instead of a table.
@@ -120,6 +120,7 @@ pub fn plugins(cmd: &PluginsCommand) -> ExitCode {
 }
 mod list;
 mod replay;
+mod timefmt;
 
 pub use check::check;
 pub use replay::{dead_letters, replay};

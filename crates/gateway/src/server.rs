@@ -85,11 +85,11 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding admin listener {admin_addr}"))?;
         let bound = admin_listener.local_addr()?;
-        println!("admin listening on http://{bound}");
-        tracing::info!(%bound, "admin listener up (/healthz, /readyz, /metrics)");
+        // Target `gateway::ready` is always logged, whatever the level: scripts wait for it.
+        tracing::info!(target: "gateway::ready", "admin listening on http://{bound} (/healthz, /readyz, /status, /metrics)");
         tokio::spawn(serve_admin(admin_listener, admin.clone()));
     }
-    println!("gateway listening on http://{addr}");
+    tracing::info!(target: "gateway::ready", "gateway listening on http://{addr}");
     for app in &config.apps {
         match (app.webhook(), app.long_connection()) {
             (Some(w), _) => {
@@ -260,7 +260,9 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
     match store.release_claims().await {
         Ok(0) => {}
         Ok(n) => tracing::info!(deliveries = n, "claims released to the other replicas"),
-        Err(e) => tracing::warn!(error = %e, "could not release claims: other replicas take them after the lease"),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not release claims: other replicas take them after the lease")
+        }
     }
     tokio::task::spawn_blocking(move || store.close())
         .await

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Engine, HANDOFF_GRACE_MS, SWEEP_BATCH, SWEEP_INTERVAL};
+use crate::metrics;
 use crate::store::sqlite::now_ms;
 
 /// Plugin names with pending deliveries and no instance.
@@ -129,6 +130,12 @@ impl Engine {
                                 self.known
                                     .drop_key(row.key, swept.unwrap_or(row.generation));
                                 continue;
+                            }
+                            if row.generation > 0 && row.attempts == 0 {
+                                metrics::get()
+                                    .replays
+                                    .get_or_create(&metrics::plugin(&row.plugin))
+                                    .inc();
                             }
                             self.enqueue(row);
                         }

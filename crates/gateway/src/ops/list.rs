@@ -4,9 +4,9 @@
 
 use std::process::ExitCode;
 
+use super::timefmt::{rfc3339, since_ms};
 use super::with_store;
 use crate::config::Config;
-use crate::store::sqlite::now_ms;
 use crate::store::{DeliveryFilter, EventFilter, StoreError};
 
 /// Filters of `events list`.
@@ -18,7 +18,8 @@ pub struct EventListArgs {
     /// Only this event type.
     #[arg(long = "type")]
     pub event_type: Option<String>,
-    /// Only events received in the last DURATION ("2h", "1h30m") or since this Unix time in ms.
+    /// Only events received in the last DURATION ("2h", "1h30m"), or since an RFC 3339 time
+    /// ("2026-12-02T14:00:00Z") or date, or this Unix time in ms.
     #[arg(long)]
     pub since: Option<String>,
     /// Only events with a delivery in this state.
@@ -49,30 +50,6 @@ pub struct DeliveryListArgs {
     pub json: bool,
 }
 
-/// `ms` as RFC 3339 UTC with milliseconds (`2026-12-02T14:00:00.123Z`).
-pub fn rfc3339(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let millis = ms.rem_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 /// Prints `rows` as JSON lines when `json` (then `None`: done), else hands them back.
 fn json_lines(
     rows: Result<Vec<serde_json::Value>, StoreError>,
@@ -86,16 +63,6 @@ fn json_lines(
         println!("{r}");
     }
     Ok(None)
-}
-
-/// `--since`: Unix milliseconds, or a duration back from now.
-pub(super) fn since_ms(text: &str) -> Result<i64, String> {
-    if let Ok(ms) = text.trim().parse::<i64>() {
-        return Ok(ms);
-    }
-    gateway_plugin::config::parse_duration(text)
-        .map(|d| now_ms() - d.as_millis() as i64)
-        .map_err(|e| format!("--since: {e} (or Unix milliseconds)"))
 }
 
 fn fail(e: impl std::fmt::Display) -> ExitCode {
@@ -226,17 +193,4 @@ fn print_deliveries(rows: Result<Vec<serde_json::Value>, StoreError>, json: bool
     }
     println!("{} deliver(ies)", rows.len());
     ExitCode::SUCCESS
-}
-
-#[cfg(test)]
-mod tests {
-    use super::rfc3339;
-
-    #[test]
-    fn rfc3339_in_utc_with_millis() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(951_782_400_123), "2000-02-29T00:00:00.123Z");
-        assert_eq!(rfc3339(1_796_223_811_305), "2026-12-02T15:03:31.305Z");
-        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.999Z");
-    }
 }

@@ -6,7 +6,7 @@
 
 use std::process::ExitCode;
 
-use super::list::since_ms;
+use super::timefmt::since_ms;
 use super::{with_store, DeadLetterArgs, ReplayArgs};
 use crate::config::Config;
 use crate::store::{sqlite::now_ms, DeliveryRecord, ReplaySelector, Store};
