@@ -1,7 +1,7 @@
 //! Cost of the per-request core work for a ~1 KiB encrypted `assets_update_v1` delivery:
 //! verify the signature, decrypt, classify the envelope, parse the typed event; each alone and all.
 //!
-//! Run: `cargo bench -p gateway-core`.
+//! Run: `cargo bench -p lark-core`.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use lark_core::{crypto, AssetsUpdateV1, Cipher, Envelope};
