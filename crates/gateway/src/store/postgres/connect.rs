@@ -22,6 +22,15 @@ pub fn pool(settings: &PgSettings) -> Result<Pool, StoreError> {
         .map_err(|e| StoreError(format!("store.url: {e}")))?;
     config.connect_timeout(CONNECT_TIMEOUT);
     config.application_name("lark-gateway");
+    // Plan each statement for its arguments. A prepared statement's generic plan is chosen
+    // once per connection, often while the tables are young: a hash join over a sequential
+    // scan of `deliveries` chosen then stays for the connection's life and costs O(table) per
+    // outcome (measured: 1.2-1.5 ms per batched UPDATE at 30k rows, 0.13-0.18 ms with this).
+    let options = match config.get_options() {
+        Some(given) => format!("{given} -c plan_cache_mode=force_custom_plan"),
+        None => "-c plan_cache_mode=force_custom_plan".to_owned(),
+    };
+    config.options(&options);
     let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(settings)?);
     let manager = Manager::from_config(
         config,
