@@ -139,6 +139,9 @@ impl Plugin for Logger {
                 lark_core::redact::redact_token(d.event.get())
                     .and_then(|t| RawValue::from_string(t).ok())
             };
+            // One delivery, one line: an envelope sent pretty-printed is written compact.
+            let event = redacted.as_deref().unwrap_or(&d.event);
+            let compacted = one_line(event.get()).and_then(|t| RawValue::from_string(t).ok());
             let line = Line {
                 delivery_id: &d.delivery_id,
                 attempt: d.attempt,
@@ -148,7 +151,7 @@ impl Plugin for Logger {
                 event_type: &d.event_type,
                 received_at: d.received_at,
                 logged_at: now_ms(),
-                event: redacted.as_deref().unwrap_or(&d.event),
+                event: compacted.as_deref().unwrap_or(event),
             };
             match serde_json::to_writer(&mut bytes, &line) {
                 Ok(()) => {
@@ -217,6 +220,32 @@ fn now_ms() -> u64 {
 
 gateway_plugin::export_plugin!(Logger);
 
+/// `json` without the whitespace between its tokens, when it spans several lines (`None` when it
+/// is one line already). Whitespace inside strings is kept (a raw line break cannot be in a JSON
+/// string, so every one outside them is insignificant).
+fn one_line(json: &str) -> Option<String> {
+    if !json.contains(['\n', '\r']) {
+        return None;
+    }
+    let mut out = String::with_capacity(json.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in json.chars() {
+        if in_string {
+            out.push(c);
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
+            in_string = c == '"';
+            out.push(c);
+        }
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,6 +306,15 @@ mod tests {
         .expect("config");
         assert_eq!(keep.handle(&delivery(4)), Outcome::Ok);
         assert_eq!(read("b.jsonl")[0]["event"]["header"]["token"], "v-s3cret");
+    }
+
+    #[test]
+    fn a_pretty_printed_envelope_is_written_on_one_line() {
+        assert_eq!(super::one_line(r#"{"a": 1}"#), None);
+        assert_eq!(
+            super::one_line("{\n  \"a\": \"x y\\\" z\",\r\n\t\"b\": [1, 2]\n}").as_deref(),
+            Some(r#"{"a":"x y\" z","b":[1,2]}"#)
+        );
     }
 
     #[test]
