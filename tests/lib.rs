@@ -67,13 +67,27 @@ impl Artifact {
 /// cargo's usual one (`CARGO_TARGET_DIR` and cargo config are respected).
 pub fn cargo_build(packages: &[&str], profile: Profile) -> Result<Vec<Artifact>, String> {
     let root = workspace_root();
+    cargo_build_manifest(&root.join("Cargo.toml"), None, packages, profile)
+}
+
+/// [`cargo_build`] for any manifest (another workspace's, such as `examples/plugin-template`),
+/// into `target_dir` when given. With no `packages`, builds the manifest's default members.
+pub fn cargo_build_manifest(
+    manifest: &Path,
+    target_dir: Option<&Path>,
+    packages: &[&str],
+    profile: Profile,
+) -> Result<Vec<Artifact>, String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(&cargo);
-    cmd.current_dir(&root)
+    cmd.current_dir(manifest.parent().unwrap_or(Path::new(".")))
         .arg("build")
         .arg("--manifest-path")
-        .arg(root.join("Cargo.toml"))
+        .arg(manifest)
         .arg("--message-format=json-render-diagnostics");
+    if let Some(dir) = target_dir {
+        cmd.arg("--target-dir").arg(dir);
+    }
     // `cargo test` gives the test process the package's own variables (CARGO_MANIFEST_DIR,
     // CARGO_PKG_*, ...). Build scripts such as ring's track some of them, so passing them on
     // would make this build differ from a plain `cargo build` and recompile half the tree.
@@ -112,7 +126,8 @@ pub fn cargo_build(packages: &[&str], profile: Profile) -> Result<Vec<Artifact>,
         .map_err(|e| format!("cannot run {}: {e}", Path::new(&cargo).display()))?;
     if !out.status.success() {
         return Err(format!(
-            "`cargo build -p {}` failed ({}):\n{}",
+            "`cargo build --manifest-path {} -p {}` failed ({}):\n{}",
+            manifest.display(),
             packages.join(" -p "),
             out.status,
             String::from_utf8_lossy(&out.stderr)
@@ -365,49 +380,163 @@ pub fn c_fixture(out_dir: &Path) -> PathBuf {
     static C: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let built = C.get_or_init(|| {
         let source = workspace_root().join("tests/raw-plugins/c_plugin.c");
-        let header = workspace_root().join("crates/plugin/include/gateway_plugin.h");
-        let mut text =
-            std::fs::read(&source).map_err(|e| format!("cannot read {}: {e}", source.display()))?;
-        text.extend(
-            std::fs::read(&header).map_err(|e| format!("cannot read {}: {e}", header.display()))?,
-        );
-        let hash = {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::hash::DefaultHasher::new();
-            text.hash(&mut h);
-            h.finish()
-        };
-        let dir = out_dir.join("raw-plugins");
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let output = dir.join(format!("libcplugin-{hash:016x}.so"));
-        if output.exists() {
-            return Ok(output);
-        }
-        let tmp = dir.join(format!("cplugin-{hash:016x}.{}.tmp", std::process::id()));
-        let cc = std::env::var_os("CC").unwrap_or_else(|| "cc".into());
-        let out = Command::new(&cc)
-            .args(["-shared", "-fPIC", "-O1", "-Wall", "-Werror", "-I"])
-            .arg(workspace_root().join("crates/plugin/include"))
-            .arg("-o")
-            .arg(&tmp)
-            .arg(&source)
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", Path::new(&cc).display()))?;
-        if !out.status.success() {
-            return Err(format!(
-                "cc failed:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        std::fs::rename(&tmp, &output)
-            .map_err(|e| format!("cannot move {}: {e}", tmp.display()))?;
-        Ok(output)
+        compile_c_plugin(&source, "cplugin", &["-O1", "-Wall", "-Werror"], out_dir)
     });
     match built {
         Ok(p) => p.clone(),
         Err(e) => panic!("compiling the C fixture failed: {e}"),
     }
+}
+
+/// The example plugin in C, `examples/c-plugin/example.c`, compiled as its README says plus
+/// `-std=c11 -Wall -Wextra -Werror` into `<out_dir>/raw-plugins/`, once per process (named after
+/// a hash of its source, the header and the flags; reused when present).
+///
+/// # Panics
+/// When the compiler fails (a warning included), with its output.
+pub fn c_example(out_dir: &Path) -> PathBuf {
+    static C: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let built = C.get_or_init(|| {
+        let source = workspace_root().join("examples/c-plugin/example.c");
+        let flags = ["-std=c11", "-O1", "-Wall", "-Wextra", "-Werror"];
+        compile_c_plugin(&source, "example_c", &flags, out_dir)
+    });
+    match built {
+        Ok(p) => p.clone(),
+        Err(e) => panic!("compiling examples/c-plugin/example.c failed: {e}"),
+    }
+}
+
+/// `cc -shared -fPIC <flags> -I crates/plugin/include -o <out_dir>/raw-plugins/lib<stem>-<hash>.so
+/// <source>`, the hash covering the source, the header and the flags, so a changed input never
+/// reuses (or overwrites) a library another test process may have loaded.
+fn compile_c_plugin(
+    source: &Path,
+    stem: &str,
+    flags: &[&str],
+    out_dir: &Path,
+) -> Result<PathBuf, String> {
+    let include = workspace_root().join("crates/plugin/include");
+    let header = include.join("gateway_plugin.h");
+    let mut text =
+        std::fs::read(source).map_err(|e| format!("cannot read {}: {e}", source.display()))?;
+    text.extend(
+        std::fs::read(&header).map_err(|e| format!("cannot read {}: {e}", header.display()))?,
+    );
+    let hash = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        (&text, flags).hash(&mut h);
+        h.finish()
+    };
+    let dir = out_dir.join("raw-plugins");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let output = dir.join(format!("lib{stem}-{hash:016x}.so"));
+    if output.exists() {
+        return Ok(output);
+    }
+    let tmp = dir.join(format!("{stem}-{hash:016x}.{}.tmp", std::process::id()));
+    let cc = std::env::var_os("CC").unwrap_or_else(|| "cc".into());
+    let out = Command::new(&cc)
+        .args(["-shared", "-fPIC"])
+        .args(flags)
+        .arg("-I")
+        .arg(&include)
+        .arg("-o")
+        .arg(&tmp)
+        .arg(source)
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", Path::new(&cc).display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "cc failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    std::fs::rename(&tmp, &output).map_err(|e| format!("cannot move {}: {e}", tmp.display()))?;
+    Ok(output)
+}
+
+/// The out-of-tree Rust plugin template, `examples/plugin-template`, built the way its README
+/// tells an author to: the folder copied out of the repository (to `<target>/tmp/plugin-template`),
+/// its `gateway-plugin` path dependency pointed at this checkout's `crates/plugin`, and built as
+/// a workspace of its own into `<target>/template`. The copy gets the workspace's `Cargo.lock`,
+/// so it resolves to the crates the workspace already uses (no registry access needed once they
+/// are downloaded). Once per process; returns the `.so`.
+///
+/// `target_tmp` is the test's `env!("CARGO_TARGET_TMPDIR")` (`<target>/tmp`).
+///
+/// # Panics
+/// When the copy or the build fails, with cargo's output.
+pub fn plugin_template(target_tmp: &Path) -> PathBuf {
+    static TEMPLATE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let built = TEMPLATE.get_or_init(|| build_plugin_template(target_tmp));
+    match built {
+        Ok(p) => p.clone(),
+        Err(e) => panic!("building examples/plugin-template failed: {e}"),
+    }
+}
+
+/// The template's dependency line on the SDK, as committed.
+const TEMPLATE_SDK_LINE: &str = r#"gateway-plugin = { path = "../../crates/plugin" }"#;
+
+fn build_plugin_template(target_tmp: &Path) -> Result<PathBuf, String> {
+    let root = workspace_root();
+    let template = root.join("examples/plugin-template");
+    let copy = target_tmp.join("plugin-template");
+    if copy.exists() {
+        std::fs::remove_dir_all(&copy)
+            .map_err(|e| format!("cannot clear {}: {e}", copy.display()))?;
+    }
+    copy_tree(&template, &copy)?;
+    let manifest = copy.join("Cargo.toml");
+    let text = std::fs::read_to_string(&manifest)
+        .map_err(|e| format!("cannot read {}: {e}", manifest.display()))?;
+    if !text.lines().any(|l| l.trim() == TEMPLATE_SDK_LINE) {
+        return Err(format!(
+            "{} no longer has the line `{TEMPLATE_SDK_LINE}` this test rewrites",
+            template.join("Cargo.toml").display()
+        ));
+    }
+    let sdk = root.join("crates/plugin");
+    let sdk = serde_json::to_string(&sdk.to_string_lossy())
+        .map_err(|e| format!("cannot quote {}: {e}", sdk.display()))?;
+    let text = text.replace(
+        TEMPLATE_SDK_LINE,
+        &format!("gateway-plugin = {{ path = {sdk} }}"),
+    );
+    std::fs::write(&manifest, text)
+        .map_err(|e| format!("cannot write {}: {e}", manifest.display()))?;
+    std::fs::copy(root.join("Cargo.lock"), copy.join("Cargo.lock"))
+        .map_err(|e| format!("cannot copy Cargo.lock: {e}"))?;
+    let target = target_tmp.parent().unwrap_or(target_tmp).join("template");
+    cargo_build_manifest(&manifest, Some(&target), &[], Profile::Debug)?
+        .iter()
+        .filter(|a| a.name == "plugin_template")
+        .find_map(Artifact::shared_library)
+        .map(Path::to_path_buf)
+        .ok_or_else(|| "cargo built no shared library for plugin_template".to_owned())
+}
+
+/// Copies the files of `from` into `to` (created), leaving out build output and lock files.
+fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(to).map_err(|e| format!("cannot create {}: {e}", to.display()))?;
+    let entries =
+        std::fs::read_dir(from).map_err(|e| format!("cannot list {}: {e}", from.display()))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("cannot list {}: {e}", from.display()))?;
+        let name = entry.file_name();
+        if name == "target" || name == "Cargo.lock" {
+            continue;
+        }
+        let (src, dst) = (entry.path(), to.join(&name));
+        if src.is_dir() {
+            copy_tree(&src, &dst)?;
+        } else {
+            std::fs::copy(&src, &dst).map_err(|e| format!("cannot copy {}: {e}", src.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// A delivery as the gateway would make it: number `n` of event type `event_type`, whose envelope

@@ -26,6 +26,8 @@ fn load_err(path: &Path) -> (LoadError, String) {
     (err, msg)
 }
 
+/// "rebuild it against gateway-plugin 1.x" named a crate version that does not exist (the SDK
+/// is 0.1.0; 1 is the ABI's major): the message speaks of ABI versions only.
 #[test]
 fn wrong_abi_major_is_refused_with_both_values() {
     let path = raw().bad_major;
@@ -34,21 +36,25 @@ fn wrong_abi_major_is_refused_with_both_values() {
         err,
         LoadError::AbiMajor {
             path: path.clone(),
-            found: 2
+            found: 2,
+            minor: 0,
+            // The fixture's descriptor stops before `build_tag`.
+            build_tag: None,
         }
     );
     assert!(
-        msg.contains(&format!("ABI major 2, gateway expects {ABI_MAJOR}")),
+        msg.contains(&format!(
+            "the plugin was built for plugin ABI 2.0; this gateway speaks ABI {ABI_MAJOR}.x \
+             ({ABI_MAJOR}.0–{ABI_MAJOR}.{ABI_MINOR})"
+        )),
         "{msg}"
     );
-    assert!(
-        msg.contains(&format!("rebuild it against gateway-plugin {ABI_MAJOR}.x")),
-        "{msg}"
-    );
+    assert!(!msg.contains("gateway-plugin 1.x"), "{msg}");
+    assert!(!msg.contains("build tag"), "no tag to show: {msg}");
 }
 
 #[test]
-fn too_small_descriptor_is_refused_with_both_sizes() {
+fn too_small_descriptor_is_refused_with_both_sizes_and_its_build_tag() {
     let path = raw().small_struct;
     let (err, msg) = load_err(&path);
     // abi_major, abi_minor, struct_size (u32 each), padding, build_tag (a pointer).
@@ -59,7 +65,8 @@ fn too_small_descriptor_is_refused_with_both_sizes() {
         LoadError::StructSize {
             path: path.clone(),
             found,
-            needed: DESCRIPTOR_SIZE_1_0
+            needed: DESCRIPTOR_SIZE_1_0,
+            build_tag: Some("raw fixture; small".into()),
         }
     );
     assert!(
@@ -68,34 +75,54 @@ fn too_small_descriptor_is_refused_with_both_sizes() {
         )),
         "{msg}"
     );
+    assert!(msg.contains("(build tag: raw fixture; small)"), "{msg}");
 }
 
 #[test]
-fn newer_abi_minor_is_refused_with_both_versions() {
+fn newer_abi_minor_is_refused_with_both_versions_and_its_build_tag() {
     let path = raw().newer_minor;
     let (err, msg) = load_err(&path);
     assert_eq!(
         err,
         LoadError::AbiMinor {
             path: path.clone(),
-            found: ABI_MINOR + 1
+            found: ABI_MINOR + 1,
+            build_tag: Some("raw fixture; no SDK".into()),
         }
     );
     assert!(
         msg.contains(&format!(
-            "needs ABI {ABI_MAJOR}.{} but this gateway provides {ABI_MAJOR}.{ABI_MINOR}",
+            "was built for plugin ABI {ABI_MAJOR}.{}; this gateway speaks ABI {ABI_MAJOR}.x \
+             ({ABI_MAJOR}.0–{ABI_MAJOR}.{ABI_MINOR})",
             ABI_MINOR + 1
         )),
         "{msg}"
     );
+    assert!(msg.contains("(build tag: raw fixture; no SDK)"), "{msg}");
+    assert!(!msg.contains("gateway-plugin 1.x"), "{msg}");
 }
 
+/// The hint used to say only "build it with gateway_plugin::export_plugin!": authors in C (or
+/// any language) get the symbol's C declaration, the header and the C example.
 #[test]
-fn missing_entry_symbol_is_refused() {
+fn missing_entry_symbol_is_refused_with_a_hint_for_every_language() {
     let path = raw().wrong_symbol;
     let (err, msg) = load_err(&path);
     assert_eq!(err, LoadError::NoEntry { path: path.clone() });
-    assert!(msg.contains("does not export `gateway_plugin_v1`"), "{msg}");
+    assert!(
+        msg.contains("does not export the function `gateway_plugin_v1`"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("const GwPluginDescriptor *gateway_plugin_v1(void)"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("crates/plugin/include/gateway_plugin.h"),
+        "{msg}"
+    );
+    assert!(msg.contains("examples/c-plugin/"), "{msg}");
+    assert!(msg.contains("export_plugin!"), "{msg}");
 }
 
 #[test]
@@ -381,6 +408,64 @@ fn host_frees_every_returned_buffer_exactly_once_with_the_plugins_free_buf() {
     let c = counters::read(&path);
     assert_eq!((c.inits, c.shutdowns), (1, 1));
     assert_eq!((c.allocated, c.freed, c.bad_frees), (buffers, buffers, 0));
+}
+
+/// A `retry_after_ms` of the wrong type (`"5000"`, `-5`, `1.5`) used to make the whole detail
+/// the reason and drop the delay silently: now the reason is kept, the delay ignored, and the
+/// instance's log gets one warning (once per instance, not once per call).
+#[test]
+fn a_retry_after_of_the_wrong_type_is_ignored_with_one_warning_per_instance() {
+    use gateway_e2e::hostkit::recording;
+    use gateway_plugin::Level;
+    let lib = open(&raw().legacy);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (sink, lines) = recording();
+    let inst = lib
+        .instantiate("strict", &json!({}), dir.path(), sink)
+        .expect("instance");
+    for event_type in [
+        "retry_after_string",
+        "retry_after_negative",
+        "retry_after_fraction",
+        "retry_after_string",
+    ] {
+        assert_eq!(
+            call(&inst, 1, event_type),
+            CallOutcome::Retry {
+                reason: "raw busy".into(),
+                retry_after: None
+            },
+            "{event_type}"
+        );
+    }
+    // A well-formed delay still counts.
+    assert_eq!(
+        call(&inst, 2, "retry"),
+        CallOutcome::Retry {
+            reason: "raw busy".into(),
+            retry_after: Some(Duration::from_millis(1500))
+        }
+    );
+    let kept = lines.lock().expect("log lines").clone();
+    let warnings: Vec<&(String, Level, String)> = kept
+        .iter()
+        .filter(|(_, _, m)| m.contains("retry_after_ms"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "once per instance: {kept:?}");
+    let (instance, level, message) = warnings[0];
+    assert_eq!((instance.as_str(), *level), ("strict", Level::Warn));
+    assert!(message.contains(r#"the string "5000""#), "{message}");
+    assert!(message.contains("ignored"), "{message}");
+
+    // Another instance warns again, for its first wrong value.
+    let (sink, lines) = recording();
+    let other = lib
+        .instantiate("strict-2", &json!({}), dir.path(), sink)
+        .expect("instance");
+    call(&other, 3, "retry_after_negative");
+    let kept = lines.lock().expect("log lines").clone();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(kept[0].2.contains("the negative number -5"), "{kept:?}");
 }
 
 /// `build_plugins` reports the libraries cargo really built, wherever the target dir is.

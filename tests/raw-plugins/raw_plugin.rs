@@ -9,7 +9,9 @@
 //!   returned buffer exactly once, with this library's `free_buf`. `handle` picks its answer from
 //!   the delivery's `event_type`: `ok` (no buffer), `ok_with_detail` (Ok plus a buffer),
 //!   `retry` (detail with `retry_after_ms` 1500), `reject`, `panicked`, `not_json` (Reject whose
-//!   detail is plain text), `unknown_code` (code 7 plus a buffer); and what native code does
+//!   detail is plain text), `unknown_code` (code 7 plus a buffer), `retry_after_string`,
+//!   `retry_after_negative`, `retry_after_fraction` (Retry "raw busy" whose `retry_after_ms` is
+//!   `"5000"`, `-5`, `1.5`: the wrong types the host warns about); and what native code does
 //!   when it fails, which no `catch_unwind` stops: `crash_abort` (`abort()`), `crash_segv` (a
 //!   write through a null pointer), `crash_exit` (`exit(3)`); anything else is Ok. `init`
 //!   refuses a config containing `"refuse"` with a message buffer.
@@ -268,6 +270,9 @@ unsafe extern "C" fn handle(instance: *mut c_void, delivery: GwStr, out_detail: 
         b"panicked" => (3, Some(r#"{"reason":"raw pretends to panic"}"#)),
         b"not_json" => (2, Some("plain text detail")),
         b"unknown_code" => (7, Some(r#"{"reason":"from the future"}"#)),
+        b"retry_after_string" => (1, Some(r#"{"reason":"raw busy","retry_after_ms":"5000"}"#)),
+        b"retry_after_negative" => (1, Some(r#"{"reason":"raw busy","retry_after_ms":-5}"#)),
+        b"retry_after_fraction" => (1, Some(r#"{"reason":"raw busy","retry_after_ms":1.5}"#)),
         b"crash_abort" => std::process::abort(),
         b"crash_exit" => std::process::exit(3),
         b"crash_segv" => {

@@ -14,8 +14,8 @@ pub mod validated;
 #[cfg(test)]
 pub use validated::EventPattern;
 pub use validated::{
-    redact_url, App, Config, DeliveryConfig, Isolation, LongConnApp, PgSettings, PluginSpec, Route,
-    StoreConfig, WebhookApp,
+    load_plugin_config, redact_url, App, Config, DeliveryConfig, Isolation, LongConnApp,
+    PgSettings, PluginSpec, Route, StoreConfig, WebhookApp,
 };
 
 /// Why a config cannot be used: every problem, each prefixed with its location.

@@ -18,6 +18,7 @@ pub mod backoff;
 mod detail;
 pub mod health;
 mod known;
+pub mod payload;
 mod record;
 mod sweep;
 

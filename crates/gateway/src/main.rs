@@ -1,6 +1,7 @@
 //! `gateway`: the Lark/Feishu event gateway binary. This file is the CLI edge: argument parsing,
 //! logging setup and exit codes. Exit codes: 0 success, 1 runtime failure, 2 invalid config or
-//! usage, 3 `check` found problems, 4 `send` got a non-2xx answer.
+//! usage, 3 `check` found problems, 4 `send` got a non-2xx answer, and for `plugins call` 5 the
+//! plugin asked for a retry, 6 it rejected the delivery, 7 it panicked.
 
 mod admin;
 mod config;
@@ -21,7 +22,7 @@ mod store;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use config::Config;
 
@@ -32,7 +33,7 @@ use config::Config;
     about = "Lark/Feishu event gateway with plugin delivery"
 )]
 struct Cli {
-    /// The config file.
+    /// The config file (for `plugins call`: the plugin's own config, a .toml or .json file).
     #[arg(
         long,
         short,
@@ -84,7 +85,8 @@ enum Command {
     /// Store maintenance.
     #[command(subcommand)]
     Store(ops::StoreCommand),
-    /// Plugin libraries (needs no config).
+    /// Plugin libraries: inspect, list a folder, try one without a server (`inspect` and `call`
+    /// need no gateway config; for `call`, --config is the plugin's own config file).
     #[command(subcommand)]
     Plugins(ops::PluginsCommand),
 }
@@ -104,9 +106,18 @@ fn main() -> ExitCode {
             }
         };
     }
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    // `plugins call` reads --config as the plugin's config file, only when it was written on
+    // the command line (not the default, not $GATEWAY_CONFIG, both meant for the gateway).
+    let config_given =
+        matches.value_source("config") == Some(clap::parser::ValueSource::CommandLine);
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.format(&mut Cli::command()).exit(),
+    };
     if let Some(Command::Plugins(cmd)) = &cli.command {
-        return ops::plugins(cmd);
+        init_logging(cli.log_format, None);
+        return ops::plugins(cmd, &cli.config, config_given);
     }
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
@@ -132,7 +143,7 @@ fn main() -> ExitCode {
         Command::Events(cmd) => ops::events(&config, &cmd),
         Command::Deliveries(cmd) => ops::deliveries(&config, &cmd),
         Command::Store(cmd) => ops::store(&config, &cmd),
-        Command::Plugins(cmd) => ops::plugins(&cmd),
+        Command::Plugins(cmd) => ops::plugins(&cmd, &cli.config, config_given),
     }
 }
 

@@ -1,7 +1,8 @@
 //! Operator commands that work on the config and the store without running the server:
-//! `check`, `dead-letters`, `replay`, `events show`, `store check`. They open the store
-//! alongside running gateways (SQLite WAL allows it; PostgreSQL is shared by design); a replay is
-//! picked up by a running gateway's sweeper within a few seconds.
+//! `check`, `dead-letters`, `replay`, `events show`, `store check`, and `plugins ...` (which
+//! needs neither: [`plugins`]). They open the store alongside running gateways (SQLite WAL
+//! allows it; PostgreSQL is shared by design); a replay is picked up by a running gateway's
+//! sweeper within a few seconds.
 
 use std::process::ExitCode;
 
@@ -66,13 +67,6 @@ pub enum DeliveriesCommand {
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
-pub enum PluginsCommand {
-    /// Show a library's descriptor without calling it: name, version, ABI, build tag, whether
-    /// it exports the batch entry, whether its crashes are contained.
-    Inspect { library: std::path::PathBuf },
-}
-
-#[derive(Debug, Clone, clap::Subcommand)]
 pub enum StoreCommand {
     /// Verify the store's integrity.
     Check,
@@ -80,49 +74,13 @@ pub enum StoreCommand {
 
 mod check;
 
-/// `gateway plugins inspect`.
-pub fn plugins(cmd: &PluginsCommand) -> ExitCode {
-    let PluginsCommand::Inspect { library } = cmd;
-    let lib = match gateway_plugin::host::Library::open(library) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    println!("library   {}", lib.path().display());
-    println!("name      {}", lib.name());
-    println!("version   {}", lib.version());
-    println!(
-        "abi       {}.{} (descriptor {} bytes)",
-        gateway_plugin::abi::ABI_MAJOR,
-        lib.abi_minor(),
-        lib.struct_size()
-    );
-    println!(
-        "batch     {}",
-        if lib.has_batch_entry() {
-            "yes (handle_batch)"
-        } else {
-            "no (the host calls handle once per delivery)"
-        }
-    );
-    println!("build     {}", lib.build_tag());
-    println!(
-        "crashes   {}",
-        if check::crash_contained(lib.build_tag()) {
-            "panics contained (Rust SDK, panic = \"unwind\")"
-        } else {
-            "not contained: a crash ends the gateway unless isolation = \"process\""
-        }
-    );
-    ExitCode::SUCCESS
-}
 mod list;
+mod plugins;
 mod replay;
 mod timefmt;
 
 pub use check::check;
+pub use plugins::{plugins, PluginsCommand};
 pub use replay::{dead_letters, replay};
 
 /// Runs `f` on the store `config` names, which must exist (an operator command never creates

@@ -1,7 +1,7 @@
-//! The plugin registry: opens every `[[plugins]]` library (ABI-checked by `gateway_plugin::host`),
-//! and creates the instances (their concurrency limit lives with the delivery engine's queue,
-//! so it holds across reloads). A panicked instance is replaced here by a fresh one built from
-//! the same config.
+//! The plugin registry: opens every `[[plugins]]` library (its content checked against a pinned
+//! `sha256` first, then ABI-checked by `gateway_plugin::host`), and creates the instances (their
+//! concurrency limit lives with the delivery engine's queue, so it holds across reloads). A
+//! panicked instance is replaced here by a fresh one built from the same config.
 //!
 //! Plugin log lines flow into `tracing` under the target `plugin`, inside the span of the delivery
 //! being handled (so they carry its event id).
@@ -177,7 +177,7 @@ pub fn open_all(config: &Config) -> Result<Vec<(PluginSpec, Library)>, Vec<Strin
     let mut problems = Vec::new();
     let mut out = Vec::new();
     for (i, spec) in config.plugins.iter().enumerate() {
-        match open(&spec.library) {
+        match open(spec) {
             Ok(lib) => out.push((spec.clone(), lib)),
             Err(e) => problems.push(format!("plugins[{i}] ({}): {e}", spec.name)),
         }
@@ -189,7 +189,46 @@ pub fn open_all(config: &Config) -> Result<Vec<(PluginSpec, Library)>, Vec<Strin
     }
 }
 
-fn open(path: &Path) -> Result<Library, String> {
+/// The SHA-256 of a file's content, lowercase hex (what `sha256sum` prints).
+pub fn file_sha256(path: &Path) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher)?;
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Refuses a library whose content is not the one `sha256` pins. Runs before the library is
+/// loaded, so a wrong file's initialisers never run.
+pub fn verify_pin(path: &Path, sha256: Option<&str>) -> Result<(), String> {
+    let Some(expected) = sha256 else {
+        return Ok(());
+    };
+    let actual = match file_sha256(path) {
+        Ok(actual) => actual,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!("plugin library {} does not exist", path.display()))
+        }
+        Err(e) => {
+            return Err(format!(
+                "cannot read {} to check its sha256: {e}",
+                path.display()
+            ))
+        }
+    };
+    if actual == expected {
+        return Ok(());
+    }
+    Err(format!(
+        "{} does not match its pinned sha256: expected {expected}, found {actual}; refusing to \
+         load it (the file was replaced, rebuilt or tampered with; if this build is the one \
+         you mean to run, set `sha256 = \"{actual}\"`)",
+        path.display()
+    ))
+}
+
+fn open(spec: &PluginSpec) -> Result<Library, String> {
+    let path = spec.library.as_path();
     let id = file_id(path);
     if let (Ok(loaded), Some(id)) = (loaded().lock(), id) {
         if loaded.get(path).is_some_and(|first| *first != id) {
@@ -201,6 +240,7 @@ fn open(path: &Path) -> Result<Library, String> {
             ));
         }
     }
+    verify_pin(path, spec.sha256.as_deref())?;
     let lib = Library::open(path).map_err(|e: LoadError| e.to_string())?;
     if let (Ok(mut loaded), Some(id)) = (loaded().lock(), id) {
         loaded.entry(path.to_path_buf()).or_insert(id);
@@ -225,7 +265,7 @@ pub fn reload(current: &Plugins, config: &Config) -> Result<Plugins, Vec<String>
             Some(slot) if slot.spec == *spec && slot.config_dir == config.dir => {
                 slots.insert(spec.name.clone(), slot.clone());
             }
-            _ => match open(&spec.library) {
+            _ => match open(spec) {
                 Ok(lib) => fresh.push((spec.clone(), lib)),
                 Err(e) => problems.push(format!("plugins[{i}] ({}): {e}", spec.name)),
             },
@@ -240,6 +280,7 @@ pub fn reload(current: &Plugins, config: &Config) -> Result<Plugins, Vec<String>
             Isolation::Process => Isolated::start(
                 &spec.name,
                 library.path(),
+                spec.sha256.as_deref(),
                 &spec.config,
                 &config.dir,
                 log_sink(),
@@ -281,7 +322,7 @@ fn instantiate(spec: &PluginSpec, library: &Library, dir: &Path) -> Result<Insta
 }
 
 /// Routes plugin log lines into tracing (target `plugin`).
-fn log_sink() -> LogSink {
+pub fn log_sink() -> LogSink {
     Arc::new(|instance: &str, level: Level, message: &str| match level {
         Level::Error => tracing::error!(target: "plugin", plugin = instance, "{message}"),
         Level::Warn => tracing::warn!(target: "plugin", plugin = instance, "{message}"),

@@ -22,7 +22,9 @@
  * Outcome details are UTF-8 JSON {"reason": "...", "retry_after_ms": <integer or null>}; a detail
  * that is not such JSON becomes the reason as text. Unknown outcome codes are dead letters.
  * Delivery JSON (the input of handle): {"delivery_id", "attempt", "plugin", "app", "event_id",
- * "event_type", "received_at" (Unix ms), "event" (the decrypted envelope as Lark sent it)}.
+ * "event_type", "received_at" (Unix ms), "event" (the decrypted envelope as Lark sent it)};
+ * every field is described in crates/plugin/delivery.schema.json (JSON Schema 2020-12). A
+ * complete plugin in C: examples/c-plugin/example.c; the guide: docs/plugins.md.
  *
  * Native code that crashes (segfault, abort, exit) takes the gateway's process with it unless
  * the plugin is configured with isolation = "process"; the host then counts the crash and

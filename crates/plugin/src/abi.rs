@@ -90,7 +90,9 @@ pub const INIT_PANICKED: u32 = 2;
 /// The delivery was handled; the host marks it done.
 pub const OUTCOME_OK: u32 = 0;
 /// Transient failure; `out_detail` holds `{"reason": str, "retry_after_ms": int|null}`. The host
-/// retries with backoff (at least `retry_after_ms` later) until `max_attempts`.
+/// retries with backoff (at least `retry_after_ms` later) until `max_attempts`. A
+/// `retry_after_ms` that is not a whole number of milliseconds (`"5000"` as a string, a negative
+/// or fractional number) is ignored with a warning in the gateway's log, once per instance.
 pub const OUTCOME_RETRY: u32 = 1;
 /// Permanent failure; `out_detail` holds `{"reason": str}`. The host dead-letters the delivery.
 pub const OUTCOME_REJECT: u32 = 2;
@@ -155,7 +157,8 @@ pub struct PluginDescriptor {
         out_instance: *mut *mut c_void,
         out_error: *mut GwBuf,
     ) -> u32,
-    /// Handles one delivery (UTF-8 JSON, borrowed; see [`crate::Delivery`] for its fields) and
+    /// Handles one delivery (UTF-8 JSON, borrowed; see [`crate::Delivery`] for its fields, and
+    /// `delivery.schema.json` beside this crate's manifest for other languages) and
     /// returns an `OUTCOME_*`. May write a detail buffer to `*out_detail` (host frees it).
     /// Called concurrently; blocking is allowed (the host calls it on a blocking thread).
     pub handle:

@@ -18,130 +18,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::abi::{self, GwBuf, GwStr, HostApi};
-use crate::sdk::{Level, OutcomeDetail};
+use crate::sdk::Level;
 
-/// Why a library could not be used as a plugin. Every message names the file, what differs, both
-/// values where there are two, and the fix.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LoadError {
-    NotFound {
-        path: PathBuf,
-    },
-    Open {
-        path: PathBuf,
-        reason: String,
-    },
-    NoEntry {
-        path: PathBuf,
-    },
-    NullDescriptor {
-        path: PathBuf,
-    },
-    AbiMajor {
-        path: PathBuf,
-        found: u32,
-    },
-    StructSize {
-        path: PathBuf,
-        found: u32,
-        needed: u32,
-    },
-    AbiMinor {
-        path: PathBuf,
-        found: u32,
-    },
-    BadString {
-        path: PathBuf,
-        field: &'static str,
-    },
-}
+mod detail;
+mod errors;
 
-impl std::fmt::Display for LoadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let sdk = format!("gateway-plugin {}.x", abi::ABI_MAJOR);
-        match self {
-            LoadError::NotFound { path } => write!(
-                f,
-                "plugin library {} does not exist; build it (cargo build --release) or fix `library`",
-                path.display()
-            ),
-            LoadError::Open { path, reason } => write!(
-                f,
-                "cannot load plugin library {}: {reason}; it must be a shared library built for this machine",
-                path.display()
-            ),
-            LoadError::NoEntry { path } => write!(
-                f,
-                "{} is not a gateway plugin: it does not export `{}`; build it with gateway_plugin::export_plugin!",
-                path.display(),
-                abi::ENTRY_NAME
-            ),
-            LoadError::NullDescriptor { path } => write!(
-                f,
-                "plugin {}: `{}` returned a null descriptor; rebuild it against {sdk}",
-                path.display(),
-                abi::ENTRY_NAME
-            ),
-            LoadError::AbiMajor { path, found } => write!(
-                f,
-                "incompatible plugin {}: ABI major {found}, gateway expects {}; rebuild it against {sdk}",
-                path.display(),
-                abi::ABI_MAJOR
-            ),
-            LoadError::StructSize {
-                path,
-                found,
-                needed,
-            } => write!(
-                f,
-                "incompatible plugin {}: descriptor is {found} bytes, its ABI version needs at least {needed}; rebuild it against {sdk}",
-                path.display(),
-            ),
-            LoadError::AbiMinor { path, found } => write!(
-                f,
-                "plugin {} needs ABI 1.{found} but this gateway provides 1.{}; upgrade the gateway or rebuild the plugin against an older {sdk}",
-                path.display(),
-                abi::ABI_MINOR
-            ),
-            LoadError::BadString { path, field } => write!(
-                f,
-                "plugin {}: descriptor field `{field}` is null or not UTF-8; rebuild it against {sdk}",
-                path.display()
-            ),
-        }
-    }
-}
-
-impl std::error::Error for LoadError {}
-
-/// Why an instance could not be created.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum InitError {
-    /// The plugin refused its config.
-    Refused { instance: String, message: String },
-    /// The plugin panicked in `new`.
-    Panicked { instance: String, message: String },
-    /// The config could not be serialised (never expected).
-    Config { instance: String, message: String },
-}
-
-impl std::fmt::Display for InitError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            InitError::Refused { instance, message } => {
-                write!(f, "plugin `{instance}` refused its config: {message}")
-            }
-            InitError::Panicked { instance, message } => {
-                write!(f, "plugin `{instance}` panicked while starting: {message}")
-            }
-            InitError::Config { instance, message } => {
-                write!(f, "plugin `{instance}`: bad config: {message}")
-            }
-        }
-    }
-}
-
-impl std::error::Error for InitError {}
+use detail::Detail;
+pub use errors::{InitError, LoadError};
 
 /// What one `handle` call produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -238,24 +121,39 @@ impl Library {
         let head = ptr as *const u32;
         // SAFETY: every descriptor version starts with abi_major, abi_minor, struct_size (u32s).
         let (major, minor, size) = unsafe { (*head, *head.add(1), *head.add(2)) };
+        // For the refusals below only: `build_tag` never moves either (4th field, every ABI),
+        // and is read only when the plugin's own `struct_size` says its descriptor holds it.
+        // SAFETY: as for the three fields above; `size` covers the field.
+        let tag = || unsafe { build_tag_of(ptr, size) };
         if major != abi::ABI_MAJOR {
-            return Err(LoadError::AbiMajor { path, found: major });
+            return Err(LoadError::AbiMajor {
+                path,
+                found: major,
+                minor,
+                build_tag: tag(),
+            });
         }
         if size < abi::DESCRIPTOR_SIZE_1_0 {
             return Err(LoadError::StructSize {
                 path,
                 found: size,
                 needed: abi::DESCRIPTOR_SIZE_1_0,
+                build_tag: tag(),
             });
         }
         if minor > abi::ABI_MINOR {
-            return Err(LoadError::AbiMinor { path, found: minor });
+            return Err(LoadError::AbiMinor {
+                path,
+                found: minor,
+                build_tag: tag(),
+            });
         }
         if minor >= 1 && size < abi::DESCRIPTOR_SIZE {
             return Err(LoadError::StructSize {
                 path,
                 found: size,
                 needed: abi::DESCRIPTOR_SIZE,
+                build_tag: tag(),
             });
         }
         // Read field by field through the raw pointer: a 1.0 descriptor is shorter than ours,
@@ -376,6 +274,7 @@ impl Library {
                     ptr: out_instance,
                     _api: api,
                     ctx,
+                    warned_retry_after: Default::default(),
                 }),
             }),
             abi::INIT_PANICKED => Err(InitError::Panicked {
@@ -409,6 +308,30 @@ impl Library {
         unsafe { (self.fns.free_buf)(buf) };
         text
     }
+}
+
+/// The build tag of a descriptor that is being refused, for the message: `None` when the
+/// plugin's `struct_size` does not cover the field or the pointer is null; lossy UTF-8, at most
+/// 200 characters.
+///
+/// # Safety
+/// `ptr` points to at least `size` readable bytes of a descriptor whose first fields follow the
+/// ABI's fixed prefix (`abi_major`, `abi_minor`, `struct_size`, `build_tag`), and a non-null
+/// `build_tag` points to a NUL-terminated string.
+unsafe fn build_tag_of(ptr: *const abi::PluginDescriptor, size: u32) -> Option<String> {
+    let end = std::mem::offset_of!(abi::PluginDescriptor, build_tag)
+        + std::mem::size_of::<*const std::ffi::c_char>();
+    if (size as usize) < end {
+        return None;
+    }
+    // SAFETY: the caller guarantees `size` readable bytes, which cover the field.
+    let p = unsafe { std::ptr::addr_of!((*ptr).build_tag).read() };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: the caller guarantees a NUL-terminated string behind a non-null pointer.
+    let text = unsafe { CStr::from_ptr(p) }.to_string_lossy();
+    Some(text.chars().take(200).collect())
 }
 
 fn gw_str(bytes: &[u8]) -> GwStr {
@@ -458,6 +381,8 @@ struct InstanceInner {
     /// Kept alive for the plugin until shutdown returns (ABI contract).
     _api: Box<HostApi>,
     ctx: Box<HostCtx>,
+    /// Set once a wrong `retry_after_ms` was reported: the warning is logged once per instance.
+    warned_retry_after: std::sync::atomic::AtomicBool,
 }
 
 // SAFETY: plugins built with the SDK are `Send + Sync` (the trait requires it) and the ABI allows
@@ -492,7 +417,7 @@ impl Instance {
         // SAFETY: `ptr` is the live instance from `init` (shutdown only runs on drop of the last
         // reference, and we hold one); the input buffer is borrowed for the call.
         let code = unsafe { (lib.fns.handle)(self.inner.ptr, gw_str(delivery_json), &mut detail) };
-        lib.outcome(code, detail)
+        self.outcome(code, detail)
     }
 
     /// Whether the plugin has a batch entry (ABI 1.1); without one, [`Instance::handle_batch`]
@@ -529,7 +454,7 @@ impl Instance {
         let outcomes: Vec<CallOutcome> = codes
             .into_iter()
             .zip(details)
-            .map(|(c, d)| lib.outcome(c, d))
+            .map(|(c, d)| self.outcome(c, d))
             .collect();
         if code == abi::OUTCOME_OK {
             Ok(outcomes)
@@ -543,15 +468,40 @@ impl Instance {
     }
 }
 
-impl Library {
-    /// Turns an outcome code and its detail buffer (released here) into a [`CallOutcome`].
+impl Instance {
+    /// Turns an outcome code and its detail buffer (released here) into a [`CallOutcome`]. A
+    /// `retry_after_ms` that is not a whole number of milliseconds is ignored with a warning in
+    /// the instance's log (once per instance: a plugin that gets it wrong gets it wrong on every
+    /// call).
     fn outcome(&self, code: u32, detail: GwBuf) -> CallOutcome {
-        let text = self.take_buf(detail);
-        let parsed: Option<OutcomeDetail> = serde_json::from_str(&text).ok();
-        let (reason, retry_after_ms) = match parsed {
-            Some(d) => (d.reason, d.retry_after_ms),
-            None => (text, None),
-        };
+        let lib = &self.inner.library;
+        let detail = Detail::parse(lib.take_buf(detail));
+        if let Some(wrong) = &detail.bad_retry_after {
+            if !self
+                .inner
+                .warned_retry_after
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                let ctx = &self.inner.ctx;
+                (ctx.log)(
+                    &ctx.instance,
+                    Level::Warn,
+                    &format!(
+                        "plugin {} ({}) returned an outcome detail whose `retry_after_ms` is \
+                         {wrong}, not a whole number of milliseconds (an integer, 0 or more): \
+                         ignored, the gateway's own backoff applies; fix the plugin (this \
+                         warning is logged once per instance)",
+                        lib.name,
+                        lib.path.display()
+                    ),
+                );
+            }
+        }
+        let Detail {
+            reason,
+            retry_after_ms,
+            ..
+        } = detail;
         match code {
             abi::OUTCOME_OK => CallOutcome::Ok,
             abi::OUTCOME_RETRY => CallOutcome::Retry {

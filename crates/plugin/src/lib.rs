@@ -6,6 +6,10 @@
 //!
 //! ## Writing a plugin
 //!
+//! A plugin is its own crate, usually in its own repository: copy `examples/plugin-template/`
+//! (a workspace of its own, with a README) or start from these two files. The step-by-step
+//! guide, C plugins included, is `docs/plugins.md`.
+//!
 //! `Cargo.toml`:
 //! ```toml
 //! [package]
@@ -17,15 +21,22 @@
 //! crate-type = ["cdylib"]
 //!
 //! [dependencies]
-//! gateway-plugin = { path = "../../crates/plugin" }
+//! # From the gateway's repository, pinned to a commit (or a `tag`), or a local checkout by path:
+//! gateway-plugin = { git = "https://github.com/OWNER/gateway", rev = "<commit>" }
+//! # gateway-plugin = { path = "../gateway/crates/plugin" }
 //! serde_json = "1"
 //!
 //! [profile.release]
 //! panic = "unwind"   # required: panics are caught and reported, never abort the gateway
 //! ```
+//! (`OWNER` and `<commit>` are placeholders for where the gateway's repository lives and the
+//! commit you build against.) The crate's version (0.1) is not the ABI's (1.x): a plugin built
+//! with an SDK speaking ABI 1.x loads in any gateway of ABI 1.y with y ≥ x;
+//! `gateway plugins inspect` shows what a library was built with.
 //!
 //! `src/lib.rs`:
 //! ```
+//! use gateway_plugin::events::AssetsUpdateV1;
 //! use gateway_plugin::{Delivery, Host, Level, Outcome, Plugin};
 //!
 //! pub struct Hello {
@@ -41,6 +52,9 @@
 //!
 //!     fn handle(&self, d: &Delivery) -> Outcome {
 //!         self.host.log(Level::Info, &format!("{} {} (attempt {})", self.greeting, d.event_type, d.attempt));
+//!         if let Ok(ev) = d.event::<AssetsUpdateV1>() {
+//!             self.host.log(Level::Info, &format!("{}: {} points", ev.account_id, ev.points));
+//!         }
 //!         Outcome::Ok
 //!     }
 //! }
@@ -48,7 +62,10 @@
 //! gateway_plugin::export_plugin!(Hello);
 //! ```
 //!
-//! Build it with `cargo build --release`, then point the gateway at the file:
+//! Build it with `cargo build --release`, try it without a server
+//! (`gateway plugins inspect target/release/libhello.so`, then
+//! `gateway plugins call target/release/libhello.so --config config.json --event event.json`),
+//! then point the gateway at the file:
 //! ```toml
 //! [[plugins]]
 //! name = "hello"
@@ -59,8 +76,20 @@
 //! events = ["hire.*"]
 //! plugins = ["hello"]
 //! ```
-//! `gateway check` opens the library, checks its ABI and prints the route table.
+//! `gateway check` opens the library, checks its ABI, creates the instance (your `new` checks its
+//! config) and prints the route table.
 //!
+//! ## Typed events and exact money
+//! [`events`] re-exports the typed events (`AssetsUpdateV1`, with each field documented) and
+//! [`Money`](events::Money) (integer hundredths, never `f64`) from the gateway's pure protocol
+//! crate, `lark_core`; [`Delivery::event`] reads a delivery's event in its typed form. A plugin
+//! needs no other dependency for them.
+//!
+//! ## Other languages
+//! The ABI is plain C: `include/gateway_plugin.h` is the header (checked against [`abi`] by the
+//! tests), `delivery.schema.json` (JSON Schema 2020-12) the JSON each `handle` receives, and
+//! `examples/c-plugin/` a complete plugin in C.
+
 //! ## What the host does with each outcome
 //! | [`Outcome`] | host action |
 //! |---|---|
@@ -103,6 +132,7 @@
 
 pub mod abi;
 pub mod config;
+pub mod events;
 #[doc(hidden)]
 pub mod export;
 #[cfg(feature = "host")]

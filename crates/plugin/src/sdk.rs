@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::abi;
+use crate::events::{EventError, TypedEvent};
 
 /// A plugin: built once per `[[plugins]]` entry from its JSON config, then asked to handle
 /// deliveries, possibly from several threads at once (hence `Send + Sync`).
@@ -76,6 +77,8 @@ pub struct OutcomeDetail {
 }
 
 /// One delivery of one event to one plugin instance, as the host serialises it for `handle`.
+/// Plugins in other languages read the same JSON object: `crates/plugin/delivery.schema.json`
+/// (JSON Schema 2020-12) describes it, and a test checks this struct against that file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Delivery {
     /// Stable across every attempt of this (event, instance) pair: derived from the event id and
@@ -94,6 +97,8 @@ pub struct Delivery {
     /// When the gateway durably accepted the event, Unix milliseconds.
     pub received_at: u64,
     /// The full decrypted envelope (`schema`, `header`, `event`), byte-exact as Lark sent it.
+    /// Read it typed with [`Delivery::event`]. Its `header.token` (`token` in schema 1.0) is the
+    /// app's verification token, a secret: never log it.
     pub event: Box<RawValue>,
 }
 
@@ -101,6 +106,15 @@ impl Delivery {
     /// The raw envelope JSON text.
     pub fn event_json(&self) -> &str {
         self.event.get()
+    }
+
+    /// The event in its typed form, e.g. `d.event::<AssetsUpdateV1>()`:
+    /// [`EventError::WrongType`](crate::events::EventError::WrongType) when this delivery carries
+    /// another `event_type` (typically `Outcome::Ok`: not yours), any other error when it has
+    /// that type but not its documented shape (typically `Outcome::reject`: retrying cannot fix
+    /// the event). See [`crate::events`].
+    pub fn event<T: TypedEvent>(&self) -> Result<T, EventError> {
+        crate::events::typed(&self.event_type, self.event_json())
     }
 }
 

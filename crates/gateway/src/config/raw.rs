@@ -16,6 +16,10 @@ pub struct RawConfig {
     pub store: RawStore,
     #[serde(default)]
     pub delivery: RawDelivery,
+    /// Where `[[plugins]] library = "name"` is looked up. Not `[plugins] dir`: TOML cannot
+    /// hold a `[plugins]` table and `[[plugins]]` array entries in one file.
+    #[serde(default)]
+    pub libraries: RawLibraries,
     #[serde(default)]
     pub plugins: Vec<RawPlugin>,
     #[serde(default)]
@@ -99,11 +103,22 @@ pub struct RawDelivery {
     pub max_crashes: Option<u32>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLibraries {
+    /// A folder of plugin libraries (`gateway plugins list` shows them; `library = "name"`
+    /// resolves to `<dir>/lib<name>.so` or `<dir>/<name>.so`).
+    pub dir: Option<String>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPlugin {
     pub name: String,
+    /// A path, or a bare name (no `/`, no `.so`) looked up in `[libraries] dir`.
     pub library: String,
+    /// The library file's SHA-256 (64 hex digits): anything else is refused before loading.
+    pub sha256: Option<String>,
     #[serde(default)]
     pub config: Option<toml::Table>,
     pub max_concurrency: Option<u32>,

@@ -17,7 +17,7 @@ mod store;
 pub use super::pattern::EventPattern;
 use super::{env, ConfigError};
 pub use app::{App, LongConnApp, WebhookApp};
-pub use plugin::Isolation;
+pub use plugin::{load_plugin_config, Isolation};
 pub use store::{redact_url, PgSettings, StoreConfig};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7777";
@@ -47,6 +47,9 @@ pub struct Config {
     /// How long a dead letter stays after it died, whatever `retention` says.
     pub dead_letter_retention: Duration,
     pub delivery: DeliveryConfig,
+    /// `[libraries] dir`, absolute: the folder `gateway plugins list` shows and bare
+    /// `library = "name"`s resolve in.
+    pub library_dir: Option<PathBuf>,
     pub plugins: Vec<PluginSpec>,
     pub routes: Vec<Route>,
     pub log_level: Option<String>,
@@ -92,7 +95,11 @@ impl Default for DeliveryConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PluginSpec {
     pub name: String,
+    /// Absolute; a bare name already resolved in `[libraries] dir`.
     pub library: PathBuf,
+    /// `sha256 = "..."`: the library file's expected SHA-256, lowercase hex. A file with any
+    /// other content is refused before it is loaded (its initialisers never run).
+    pub sha256: Option<String>,
     /// The `config` table as JSON, `${VAR}`s expanded.
     pub config: serde_json::Value,
     pub max_concurrency: usize,
@@ -139,6 +146,43 @@ impl Config {
         let config = v.config(raw, file.clone());
         if v.problems.is_empty() {
             Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                path: shown,
+                problems: v.problems,
+            })
+        }
+    }
+
+    /// Only `[libraries] dir` of a config file (absolute), for `gateway plugins list` when the
+    /// rest of the config has problems: listing the folder is how one fixes a `library` name.
+    pub fn library_dir_of(path: &Path) -> Result<Option<PathBuf>, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let raw: RawConfig = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+            path: shown.clone(),
+            message: syntax_message(&text, &e),
+        })?;
+        let file = std::path::absolute(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut v = Validator {
+            dir: &dir,
+            lookup: &env::from_process,
+            problems: Vec::new(),
+        };
+        let found = raw
+            .libraries
+            .dir
+            .as_deref()
+            .map(|d| v.path("libraries.dir", d));
+        if v.problems.is_empty() {
+            Ok(found)
         } else {
             Err(ConfigError::Invalid {
                 path: shown,
@@ -401,11 +445,21 @@ impl Validator<'_> {
             );
         }
 
+        let library_dir = raw.libraries.dir.as_deref().map(|d| {
+            let dir = self.path("libraries.dir", d);
+            if !dir.is_dir() {
+                self.problem(
+                    "libraries.dir",
+                    format!("{} is not a folder", dir.display()),
+                );
+            }
+            dir
+        });
         let plugins: Vec<PluginSpec> = raw
             .plugins
             .iter()
             .enumerate()
-            .map(|(i, p)| self.plugin(i, p))
+            .map(|(i, p)| self.plugin(i, p, library_dir.as_deref()))
             .collect();
         self.unique("plugins", plugins.iter().map(|p| p.name.as_str()), "name");
 
@@ -433,6 +487,7 @@ impl Validator<'_> {
             retention,
             dead_letter_retention,
             delivery,
+            library_dir,
             plugins,
             routes,
             log_level: raw.log.level.as_deref().map(|l| {

@@ -18,31 +18,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use gateway_plugin::host::CallOutcome;
-use serde::Serialize;
-use serde_json::value::RawValue;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
-use super::{backoff, delivery_id, detail, Engine, HungCall, Job, PluginQueue};
+use super::{backoff, detail, Engine, HungCall, Job, PluginQueue};
 use crate::metrics;
 use crate::plugins::PluginSlot;
 use crate::store::{sqlite::now_ms, Finish, FinishRecord, Guard};
 
 /// A running plugin call: its outcomes (one per delivery) and the permit it holds.
 type Call = tokio::task::JoinHandle<(Vec<CallOutcome>, OwnedSemaphorePermit)>;
-
-/// The JSON handed to `handle` (the fields of `gateway_plugin::Delivery`).
-#[derive(Serialize)]
-struct DeliveryPayload<'a> {
-    delivery_id: String,
-    attempt: u32,
-    plugin: &'a str,
-    app: &'a str,
-    event_id: &'a str,
-    event_type: &'a str,
-    received_at: i64,
-    event: &'a RawValue,
-}
 
 /// What an outcome means for the delivery.
 struct Decision {
@@ -419,18 +404,17 @@ async fn restart(slot: &Arc<PluginSlot>) {
     }
 }
 
+/// The delivery JSON of `job`'s attempt `attempt` ([`super::payload`], shared with
+/// `gateway plugins call`).
 fn build_payload(job: &Job, attempt: u32) -> Result<Vec<u8>, String> {
-    let event: &RawValue =
-        serde_json::from_str(&job.body).map_err(|e| format!("stored event is not JSON: {e}"))?;
-    serde_json::to_vec(&DeliveryPayload {
-        delivery_id: delivery_id(&job.event_id, &job.plugin),
-        attempt,
+    super::payload::Payload {
+        event_id: &job.event_id,
         plugin: &job.plugin,
         app: &job.app,
-        event_id: &job.event_id,
         event_type: &job.event_type,
-        received_at: job.received_at_ms,
-        event,
-    })
-    .map_err(|e| format!("cannot build delivery: {e}"))
+        received_at_ms: job.received_at_ms,
+        attempt,
+        body: &job.body,
+    }
+    .to_json()
 }

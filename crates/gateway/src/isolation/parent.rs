@@ -61,6 +61,9 @@ impl ChildProc {
 pub struct Isolated {
     name: String,
     library: PathBuf,
+    /// `[[plugins]] sha256`: checked again before every child starts (a child restarted after a
+    /// crash loads the file anew).
+    sha256: Option<String>,
     config: serde_json::Value,
     config_dir: PathBuf,
     log: LogSink,
@@ -84,6 +87,7 @@ impl Isolated {
     pub fn start(
         name: &str,
         library: &Path,
+        sha256: Option<&str>,
         config: &serde_json::Value,
         config_dir: &Path,
         log: LogSink,
@@ -91,6 +95,7 @@ impl Isolated {
         let isolated = Isolated {
             name: name.to_owned(),
             library: library.to_path_buf(),
+            sha256: sha256.map(str::to_owned),
             config: config.clone(),
             config_dir: config_dir.to_path_buf(),
             log,
@@ -211,12 +216,13 @@ impl Isolated {
     }
 
     fn spawn(&self) -> Result<Arc<ChildProc>, InitError> {
-        let refused = |message: String| InitError::Refused {
+        let unavailable = |message: String| InitError::Unavailable {
             instance: self.name.clone(),
             message,
         };
+        crate::plugins::verify_pin(&self.library, self.sha256.as_deref()).map_err(unavailable)?;
         let exe = std::env::current_exe()
-            .map_err(|e| refused(format!("cannot find the gateway binary: {e}")))?;
+            .map_err(|e| unavailable(format!("cannot find the gateway binary: {e}")))?;
         let mut child = Command::new(exe)
             .arg(SUBCOMMAND)
             .arg("--library")
@@ -225,10 +231,10 @@ impl Isolated {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .map_err(|e| refused(format!("cannot start the plugin process: {e}")))?;
+            .map_err(|e| unavailable(format!("cannot start the plugin process: {e}")))?;
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             let _ = child.kill();
-            return Err(refused("the plugin process has no pipes".into()));
+            return Err(unavailable("the plugin process has no pipes".into()));
         };
         let mut stdin = BufWriter::new(stdin);
         let init = ToChild::Init(InitRequest {
@@ -238,7 +244,9 @@ impl Isolated {
         });
         if let Err(e) = init.write(&mut stdin) {
             let _ = child.kill();
-            return Err(refused(format!("cannot talk to the plugin process: {e}")));
+            return Err(unavailable(format!(
+                "cannot talk to the plugin process: {e}"
+            )));
         }
         let pid = child.id();
         let proc = Arc::new(ChildProc {
@@ -258,7 +266,7 @@ impl Isolated {
         std::thread::Builder::new()
             .name(format!("plugin-{}", self.name))
             .spawn(move || reader.run(BufReader::new(stdout)))
-            .map_err(|e| refused(format!("cannot start the reader thread: {e}")))?;
+            .map_err(|e| unavailable(format!("cannot start the reader thread: {e}")))?;
         match init_rx.recv_timeout(INIT_TIMEOUT) {
             Ok(Ok(())) => {
                 tracing::info!(plugin = %self.name, pid, "plugin process started");
@@ -270,7 +278,9 @@ impl Isolated {
             }
             Err(_) => {
                 proc.kill();
-                Err(refused("the plugin process did not start in time".into()))
+                Err(unavailable(
+                    "the plugin process did not start in time".into(),
+                ))
             }
         }
     }
@@ -371,7 +381,7 @@ impl Reader {
             let _ = tx.send(Reply::Died(why.clone(), killed));
         }
         if let Some(tx) = self.init.take() {
-            let _ = tx.send(Err(InitError::Refused {
+            let _ = tx.send(Err(InitError::Unavailable {
                 instance: self.name.clone(),
                 message: format!("the plugin process died while starting: {why}"),
             }));

@@ -1,9 +1,67 @@
-//! `[[plugins]]`: one plugin instance to create — its library, its own `config` table (TOML
-//! turned into JSON, `${VAR}`s expanded in every string), its concurrency and where it runs
-//! ([`Isolation`]).
+//! `[[plugins]]`: one plugin instance to create — its library (a path, or a bare name looked up
+//! in `[libraries] dir`), the library's pinned SHA-256, its own `config` table (TOML turned into
+//! JSON, `${VAR}`s expanded in every string), its concurrency and where it runs ([`Isolation`]).
+//! Looking a name up checks which files exist; nothing is opened or hashed here.
 
-use super::{PluginSpec, Validator, DEFAULT_MAX_CONCURRENCY};
+use std::env::consts::{DLL_PREFIX, DLL_SUFFIX};
+use std::path::{Path, PathBuf};
+
+use super::{env, syntax_message, PluginSpec, Validator, DEFAULT_MAX_CONCURRENCY};
 use crate::config::raw::RawPlugin;
+use crate::config::ConfigError;
+
+/// A plugin's config written in a file of its own (`gateway plugins call --config FILE`), as the
+/// JSON its `init` gets. A `.toml` file holds what a `[[plugins]] config` table would (its
+/// keys at the top level), `${VAR}`s expanded from the environment as in the gateway's config;
+/// a `.json` file holds the JSON object itself, passed as written.
+pub fn load_plugin_config(path: &Path) -> Result<serde_json::Value, ConfigError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    let syntax = |message: String| ConfigError::Syntax {
+        path: shown.clone(),
+        message,
+    };
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("json") => match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(v) if v.is_object() => Ok(v),
+            Ok(_) => Err(syntax(
+                "must hold a JSON object (the plugin's config)".into(),
+            )),
+            Err(e) => Err(syntax(e.to_string())),
+        },
+        Some("toml") => {
+            let table: toml::Table =
+                toml::from_str(&text).map_err(|e| syntax(syntax_message(&text, &e)))?;
+            let file = std::path::absolute(path).map_err(|source| ConfigError::Read {
+                path: shown.clone(),
+                source,
+            })?;
+            let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+            let mut v = Validator {
+                dir: &dir,
+                lookup: &env::from_process,
+                problems: Vec::new(),
+            };
+            let config = v.toml_to_json("config", toml::Value::Table(table));
+            if v.problems.is_empty() {
+                Ok(config)
+            } else {
+                Err(ConfigError::Invalid {
+                    path: shown,
+                    problems: v.problems,
+                })
+            }
+        }
+        _ => Err(syntax(
+            "a plugin config file must end in .toml (the keys of a [[plugins]] config table) \
+             or .json (the JSON object init gets)"
+                .into(),
+        )),
+    }
+}
 
 /// Where a plugin instance runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,13 +82,28 @@ impl Isolation {
 }
 
 impl Validator<'_> {
-    pub(super) fn plugin(&mut self, i: usize, p: &RawPlugin) -> PluginSpec {
+    pub(super) fn plugin(
+        &mut self,
+        i: usize,
+        p: &RawPlugin,
+        library_dir: Option<&Path>,
+    ) -> PluginSpec {
         let at = |k: &str| format!("plugins[{i}].{k}");
         let name = self.expand(&at("name"), &p.name);
         if name.is_empty() {
             self.problem(&at("name"), "must not be empty");
         }
-        let library = self.path(&at("library"), &p.library);
+        let library = self.library(&at("library"), &p.library, library_dir);
+        let sha256 = p.sha256.as_deref().and_then(|text| {
+            let text = self.expand(&at("sha256"), text);
+            match parse_sha256(&text) {
+                Ok(hex) => Some(hex),
+                Err(e) => {
+                    self.problem(&at("sha256"), e);
+                    None
+                }
+            }
+        });
         let table = p.config.clone().unwrap_or_default();
         let config = self.toml_to_json(&at("config"), toml::Value::Table(table));
         let max_concurrency = match p.max_concurrency {
@@ -60,9 +133,47 @@ impl Validator<'_> {
         PluginSpec {
             name,
             library,
+            sha256,
             config,
             max_concurrency,
             isolation,
+        }
+    }
+
+    /// `library`: a bare name (no `/`, no `.so`) with `[libraries] dir` set is
+    /// `<dir>/lib<name>.so` or else `<dir>/<name>.so`, whichever exists first; anything else is a
+    /// path, relative to the config's folder.
+    fn library(&mut self, at: &str, text: &str, dir: Option<&Path>) -> PathBuf {
+        let text = self.expand(at, text);
+        match dir.filter(|_| is_bare_name(&text)) {
+            Some(dir) => {
+                let tried = candidates(dir, &text);
+                match tried.iter().find(|p| p.is_file()) {
+                    Some(found) => found.clone(),
+                    None => {
+                        let list: Vec<String> =
+                            tried.iter().map(|p| p.display().to_string()).collect();
+                        self.problem(
+                            at,
+                            format!(
+                                "no plugin library {text:?} in [libraries] dir {}: tried {} \
+                                 (`gateway plugins list` shows what the folder holds)",
+                                dir.display(),
+                                list.join(" and ")
+                            ),
+                        );
+                        tried[0].clone()
+                    }
+                }
+            }
+            None => {
+                let p = PathBuf::from(text);
+                if p.is_absolute() {
+                    p
+                } else {
+                    self.dir.join(p)
+                }
+            }
         }
     }
 
@@ -91,5 +202,59 @@ impl Validator<'_> {
                     .collect(),
             ),
         }
+    }
+}
+
+/// A `library` that names a library rather than giving its path: no `/` and no `.so`.
+fn is_bare_name(text: &str) -> bool {
+    !text.is_empty() && !text.contains('/') && !text.ends_with(DLL_SUFFIX)
+}
+
+/// Where a bare name may live in `dir`, in the order tried.
+fn candidates(dir: &Path, name: &str) -> [PathBuf; 2] {
+    [
+        dir.join(format!("{DLL_PREFIX}{name}{DLL_SUFFIX}")),
+        dir.join(format!("{name}{DLL_SUFFIX}")),
+    ]
+}
+
+/// A pinned SHA-256: 64 hex digits (either case) → lowercase.
+fn parse_sha256(text: &str) -> Result<String, String> {
+    let how = "must be the library's SHA-256 as 64 hexadecimal digits (what `sha256sum FILE` or \
+               `gateway plugins inspect FILE` prints)";
+    if let Some(bad) = text.chars().find(|c| !c.is_ascii_hexdigit()) {
+        return Err(format!("{how}; {bad:?} is not a hexadecimal digit"));
+    }
+    if text.len() != 64 {
+        return Err(format!("{how}; got {} digits", text.len()));
+    }
+    Ok(text.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{is_bare_name, parse_sha256};
+
+    #[test]
+    fn names_and_paths() {
+        for name in ["logger", "liblogger", "payout-2", "x.y"] {
+            assert!(is_bare_name(name), "{name}");
+        }
+        for path in ["", "lib/liblogger.so", "./logger", "liblogger.so", "/opt/x"] {
+            assert!(!is_bare_name(path), "{path}");
+        }
+    }
+
+    #[test]
+    fn sha256_pins() {
+        let upper = "AB".repeat(32);
+        assert_eq!(parse_sha256(&upper), Ok("ab".repeat(32)));
+        let short = parse_sha256("abc").expect_err("short");
+        assert!(
+            short.contains("64 hexadecimal digits") && short.contains("got 3"),
+            "{short}"
+        );
+        let bad = parse_sha256(&format!("sha256:{}", "a".repeat(57))).expect_err("prefix");
+        assert!(bad.contains("'s' is not a hexadecimal digit"), "{bad}");
     }
 }

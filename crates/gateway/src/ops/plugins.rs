@@ -1,0 +1,351 @@
+//! `gateway plugins ...`: plugin libraries seen the way the gateway sees them, without a server
+//! or a store. `inspect` reads one library's descriptor, `list` every library of a folder
+//! (`[libraries] dir`), `call` runs one library end to end: `init` with a config file, one
+//! delivery built exactly as the engine builds it ([`crate::delivery::payload`]) from an event
+//! file, `handle`, `shutdown`.
+//!
+//! Nothing here opens the store, binds a socket or reads the gateway's routes; `inspect` and
+//! `list` never call into a library beyond its descriptor.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use gateway_plugin::host::{CallOutcome, Library};
+use lark_core::envelope::Envelope;
+
+use crate::config::{load_plugin_config, Config, ConfigError};
+use crate::delivery::payload::Payload;
+use crate::plugins::file_sha256;
+
+/// `plugins call`: the plugin asked for a retry.
+pub const EXIT_RETRY: u8 = 5;
+/// `plugins call`: the plugin rejected the delivery.
+pub const EXIT_REJECT: u8 = 6;
+/// `plugins call`: the plugin panicked in `handle`.
+pub const EXIT_PANICKED: u8 = 7;
+/// The delivery's `app` when `--app` is not given.
+const DEFAULT_APP: &str = "plugins-call";
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum PluginsCommand {
+    /// Show a library's descriptor without calling it: name, version, ABI, build tag, whether
+    /// it exports the batch entry, whether its crashes are contained, its sha256.
+    Inspect { library: PathBuf },
+    /// Show every `*.so` of the config's `[libraries] dir` (or of --dir) as `inspect` does;
+    /// files that are not plugins are listed with the reason.
+    List {
+        /// The folder to list instead of the config's `[libraries] dir` (then no config is
+        /// read).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Try a plugin without a server: `init` with the --config file, one `handle` of the event,
+    /// `shutdown`; prints the outcome. Exit 0 ok, 5 retry, 6 reject, 7 panicked.
+    Call(CallArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct CallArgs {
+    /// The plugin library (a path).
+    pub library: PathBuf,
+    /// The event: a plaintext (decrypted) Lark envelope, schema 2.0 or 1.0, as in
+    /// fixtures/assets_update_v1.json. The plugin's config is the global --config FILE: a .toml
+    /// file with the keys of its `[[plugins]] config` table or a .json file with the JSON
+    /// object; without it, `{}`.
+    #[arg(long)]
+    pub event: PathBuf,
+    /// The delivery's `app` (an `[[apps]] name`).
+    #[arg(long, default_value = DEFAULT_APP)]
+    pub app: String,
+    /// The instance name (the delivery's `plugin`, part of its `delivery_id`); default: the
+    /// library's own name.
+    #[arg(long)]
+    pub instance: Option<String>,
+    /// Also print the delivery JSON handed to `handle`.
+    #[arg(long)]
+    pub show_delivery: bool,
+}
+
+/// `gateway plugins ...`. `config` is the global --config and whether it was given on the
+/// command line (not a default or `$GATEWAY_CONFIG`): for `call` it is the plugin's config.
+pub fn plugins(cmd: &PluginsCommand, config: &Path, config_given: bool) -> ExitCode {
+    match cmd {
+        PluginsCommand::Inspect { library } => inspect(library),
+        PluginsCommand::List { dir } => list(dir.as_deref(), config),
+        PluginsCommand::Call(args) => call(args, config_given.then_some(config)),
+    }
+}
+
+fn inspect(library: &Path) -> ExitCode {
+    let lib = match Library::open(library) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("library   {}", lib.path().display());
+    describe(&lib, "");
+    ExitCode::SUCCESS
+}
+
+/// The descriptor lines of `inspect`, each prefixed with `indent`.
+fn describe(lib: &Library, indent: &str) {
+    println!("{indent}name      {}", lib.name());
+    println!("{indent}version   {}", lib.version());
+    println!(
+        "{indent}abi       {}.{} (descriptor {} bytes)",
+        gateway_plugin::abi::ABI_MAJOR,
+        lib.abi_minor(),
+        lib.struct_size()
+    );
+    println!(
+        "{indent}batch     {}",
+        if lib.has_batch_entry() {
+            "yes (handle_batch)"
+        } else {
+            "no (the host calls handle once per delivery)"
+        }
+    );
+    println!("{indent}build     {}", lib.build_tag());
+    println!(
+        "{indent}crashes   {}",
+        if super::check::crash_contained(lib.build_tag()) {
+            "panics contained (Rust SDK, panic = \"unwind\")"
+        } else {
+            "not contained: a crash ends the gateway unless isolation = \"process\""
+        }
+    );
+    println!("{indent}sha256    {}", sha256_line(lib.path()));
+}
+
+fn sha256_line(path: &Path) -> String {
+    file_sha256(path).unwrap_or_else(|e| format!("(cannot read the file: {e})"))
+}
+
+/// `plugins list`: every `*.so` of the folder, sorted by file name.
+fn list(dir: Option<&Path>, config_file: &Path) -> ExitCode {
+    let (dir, config) = match dir {
+        Some(d) => (d.to_path_buf(), None),
+        None => {
+            // A config with problems (a `library` name that resolves nowhere, say) still names
+            // its folder: listing it is how one fixes the config.
+            let (found, config) = match Config::load(config_file) {
+                Ok(config) => (config.library_dir.clone(), Some(config)),
+                Err(invalid @ ConfigError::Invalid { .. }) => {
+                    match Config::library_dir_of(config_file) {
+                        Ok(dir) => {
+                            eprintln!("warning: {invalid}");
+                            (dir, None)
+                        }
+                        Err(e) => {
+                            eprintln!("error: {e}");
+                            return ExitCode::from(2);
+                        }
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match found {
+                Some(d) => (d, config),
+                None => {
+                    eprintln!(
+                        "error: {} has no [libraries] dir; set one, or give the folder with \
+                         `gateway plugins list --dir DIR`",
+                        config_file.display()
+                    );
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    };
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            eprintln!("error: cannot list {}: {e}", dir.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.ends_with(std::env::consts::DLL_SUFFIX))
+        })
+        .collect();
+    files.sort();
+    println!("folder {}", dir.display());
+    if files.is_empty() {
+        println!(
+            "  (no *{} files)",
+            std::env::consts::DLL_SUFFIX.trim_start_matches('.')
+        );
+    }
+    for path in files {
+        let shown = path
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        println!("{shown}");
+        match Library::open(&path) {
+            Ok(lib) => describe(&lib, "  "),
+            Err(e) => {
+                println!("  not a plugin: {e}");
+                println!("  sha256    {}", sha256_line(&path));
+            }
+        }
+        if let Some(config) = &config {
+            let users: Vec<&str> = config
+                .plugins
+                .iter()
+                .filter(|p| p.library == path)
+                .map(|p| p.name.as_str())
+                .collect();
+            if !users.is_empty() {
+                println!("  used by   {}", users.join(", "));
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// `plugins call`: everything a real delivery goes through, in this process, once.
+fn call(args: &CallArgs, config_file: Option<&Path>) -> ExitCode {
+    // Inputs first: a typo in a file name is reported before any library code runs.
+    let (config, config_dir) = match config_file {
+        Some(file) => match load_plugin_config(file) {
+            Ok(config) => {
+                let dir = std::path::absolute(file)
+                    .ok()
+                    .and_then(|f| f.parent().map(Path::to_path_buf))
+                    .unwrap_or_default();
+                (config, dir)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => (
+            serde_json::json!({}),
+            std::env::current_dir().unwrap_or_default(),
+        ),
+    };
+    let event = match read_event(&args.event) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let lib = match Library::open(&args.library) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let instance_name = args.instance.as_deref().unwrap_or(lib.name()).to_owned();
+    println!(
+        "plugin    {} {} ({})",
+        lib.name(),
+        lib.version(),
+        lib.path().display()
+    );
+    let payload = Payload {
+        event_id: &event.id,
+        plugin: &instance_name,
+        app: &args.app,
+        event_type: &event.event_type,
+        received_at_ms: crate::store::sqlite::now_ms(),
+        attempt: 1,
+        body: &event.raw,
+    };
+    let delivery = match payload.to_json() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    println!(
+        "delivery  {} (attempt 1, app {}, {})",
+        crate::delivery::delivery_id(&event.id, &instance_name),
+        args.app,
+        event.event_type
+    );
+    if args.show_delivery {
+        println!("{}", String::from_utf8_lossy(&delivery));
+    }
+    let instance = match lib.instantiate(
+        &instance_name,
+        &config,
+        &config_dir,
+        crate::plugins::log_sink(),
+    ) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // As the engine calls a batch of one: `handle`.
+    let outcome = instance.handle(&delivery);
+    let code = match &outcome {
+        CallOutcome::Ok => {
+            println!("outcome   ok");
+            ExitCode::SUCCESS
+        }
+        CallOutcome::Retry {
+            reason,
+            retry_after,
+        } => {
+            println!("outcome   retry");
+            println!("reason    {reason}");
+            match retry_after {
+                Some(d) => println!("retry_after {} ms", d.as_millis()),
+                None => println!("retry_after none (the gateway's backoff decides)"),
+            }
+            ExitCode::from(EXIT_RETRY)
+        }
+        CallOutcome::Reject { reason } => {
+            println!("outcome   reject");
+            println!("reason    {reason}");
+            ExitCode::from(EXIT_REJECT)
+        }
+        CallOutcome::Panicked { message } => {
+            println!("outcome   panicked");
+            println!("reason    {message}");
+            ExitCode::from(EXIT_PANICKED)
+        }
+    };
+    // `shutdown` runs here, after the call returned (the last reference).
+    drop(instance);
+    code
+}
+
+/// The event file as the intake would take it from a long connection: a plaintext envelope.
+fn read_event(path: &Path) -> Result<lark_core::envelope::Event, String> {
+    let body = std::fs::read(path)
+        .map_err(|e| format!("cannot read event file {}: {e}", path.display()))?;
+    match Envelope::parse(&body) {
+        Ok(Envelope::Event(event)) => Ok(event),
+        Ok(Envelope::Encrypted { .. }) => Err(format!(
+            "{} is an encrypted body ({{\"encrypt\": ...}}); give the decrypted envelope \
+             (schema, header, event)",
+            path.display()
+        )),
+        Ok(Envelope::Challenge { .. }) => Err(format!(
+            "{} is a url_verification challenge, not an event",
+            path.display()
+        )),
+        Err(e) => Err(format!(
+            "{} is not a Lark event envelope: {e} (expected a schema 2.0 event such as \
+             fixtures/assets_update_v1.json, or a schema 1.0 one)",
+            path.display()
+        )),
+    }
+}
