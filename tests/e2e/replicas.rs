@@ -341,4 +341,18 @@ fn replicas_starting_together_on_an_empty_database_migrate_it_once() {
     assert!(wait_until(Duration::from_secs(20), || calls(&paths).len() == 3));
     let ids: HashSet<String> = calls(&paths).into_keys().collect();
     assert_eq!(ids.len(), 3);
+
+    // Retention works on the shared store too: a replica that starts with a 1 s retention purges
+    // the finished events (at start, then hourly), whoever accepted them.
+    std::thread::sleep(Duration::from_millis(1_100));
+    let short = config.replace(r#"lease = "30s""#, "lease = \"30s\"\nretention = \"1s\"");
+    let purger_dir = tempfile::tempdir().expect("tmp");
+    let _purger = spawn(purger_dir.path(), &short, &url);
+    assert!(
+        wait_until(Duration::from_secs(20), || pg
+            .sql("race", "SELECT COUNT(*) FROM events")
+            == "0"),
+        "the finished events were purged"
+    );
+    assert_eq!(pg.sql("race", "SELECT COUNT(*) FROM deliveries"), "0");
 }

@@ -206,6 +206,35 @@ mod tests {
         ));
     }
 
+    /// `from_minor` takes exactly the non-negative range, `minor` gives it back unchanged.
+    #[test]
+    fn from_minor_bounds_and_minor_round_trip() {
+        for minor in [i64::MIN, -12_345, -1] {
+            assert_eq!(Money::from_minor(minor), None, "{minor}");
+        }
+        for minor in [0, 1, 99, 12_345, i64::MAX] {
+            let m = Money::from_minor(minor).expect("non-negative");
+            assert_eq!(m.minor(), minor);
+        }
+        assert_eq!(Money::from_minor(0), Some(Money::ZERO));
+        assert_eq!(
+            Money::from_minor(5).map(|m| m.to_string()).as_deref(),
+            Some("0.05")
+        );
+        let parsed: Money = "123.45".parse().expect("valid");
+        assert_eq!(parsed.minor(), 12_345);
+    }
+
+    #[test]
+    fn is_zero_only_for_zero() {
+        assert!(Money::ZERO.is_zero());
+        assert!(Money::default().is_zero());
+        assert!("0.00".parse::<Money>().expect("valid").is_zero());
+        for text in ["0.01", "1", "100.25"] {
+            assert!(!text.parse::<Money>().expect("valid").is_zero(), "{text}");
+        }
+    }
+
     #[test]
     fn point_one_plus_point_two_is_point_three() {
         let a: Money = "0.1".parse().expect("valid");

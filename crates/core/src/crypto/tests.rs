@@ -1,4 +1,5 @@
-//! Spec vectors V1–V2, round trips over many lengths, tampering, and no-panic properties.
+//! Spec vectors V1–V2, round trips over many lengths, tampering, strict PKCS#7, a `Debug` that
+//! hides the key, and no-panic properties.
 
 use super::*;
 use proptest::prelude::*;
@@ -148,6 +149,100 @@ fn tampered_ciphertext_is_refused() {
     raw[last] ^= 0x01;
     let enc = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &raw);
     assert!(c.decrypt(&enc).is_err());
+}
+
+/// Encrypts `plain` (already a whole number of blocks) with *no* padding, so a test can hand
+/// `decrypt` exactly the padding bytes it wants to see refused.
+fn encrypt_unpadded(cipher: &Cipher, plain: &[u8]) -> String {
+    assert_eq!(plain.len() % BLOCK, 0, "whole blocks only");
+    let iv = [7u8; BLOCK];
+    let ciphertext = Aes256CbcEnc::new(cipher.key_bytes().into(), (&iv).into())
+        .encrypt_padded_vec_mut::<NoPadding>(plain);
+    STANDARD.encode([&iv[..], &ciphertext].concat())
+}
+
+/// A 16-byte block of `b'a'` with `tail` as its last bytes.
+fn block_ending(tail: &[u8]) -> Vec<u8> {
+    let mut block = vec![b'a'; BLOCK - tail.len()];
+    block.extend_from_slice(tail);
+    block
+}
+
+/// Strict PKCS#7 through the public `decrypt`: only `n` copies of `n` (`1 ..= 16`) are padding.
+/// Each refused case names what a looser check would let through.
+#[test]
+fn decrypt_refuses_every_non_pkcs7_padding() {
+    let c = Cipher::new(V1_KEY);
+    let mut two_blocks_of_17 = vec![b'a'; 15];
+    two_blocks_of_17.extend_from_slice(&[17; 17]);
+    let mut sixteen_with_two_15s = [16u8; 16];
+    sixteen_with_two_15s[3] = 15;
+    sixteen_with_two_15s[9] = 15;
+    let refused: &[(&str, Vec<u8>)] = &[
+        ("a zero padding byte", block_ending(&[0])),
+        ("a zero padding byte after zeros", vec![0; 16]),
+        ("a padding byte of 17 in one block", block_ending(&[17])),
+        // 17 copies of 17 fit in two blocks: only the `n > 16` bound refuses them.
+        ("17 copies of 17 (longer than a block)", two_blocks_of_17),
+        ("a padding byte of 255", block_ending(&[0xff])),
+        ("one wrong byte in the padding", block_ending(&[3, 2])),
+        ("the first byte of 16 wrong", {
+            let mut b = [16u8; 16];
+            b[0] = 15;
+            b.to_vec()
+        }),
+        // An XOR fold (instead of OR) would let these through: the differences cancel out.
+        (
+            "two equal wrong bytes (15 ^ 16 twice)",
+            sixteen_with_two_15s.to_vec(),
+        ),
+        (
+            "three wrong bytes whose XOR is zero",
+            block_ending(&[5, 6, 7, 4]),
+        ),
+    ];
+    for (why, plain) in refused {
+        assert_eq!(
+            c.decrypt(&encrypt_unpadded(&c, plain)),
+            Err(DecryptError::BadPadding),
+            "{why}: {plain:?}"
+        );
+    }
+    // The same construction with correct padding is accepted, for every padding length.
+    for n in 1..=16u8 {
+        let plain = block_ending(&vec![n; n as usize]);
+        assert_eq!(
+            c.decrypt(&encrypt_unpadded(&c, &plain)),
+            Ok(vec![b'a'; 16 - n as usize]),
+            "padding {n}"
+        );
+    }
+    let mut two_blocks = vec![b'b'; 16];
+    two_blocks.extend_from_slice(&[16; 16]);
+    assert_eq!(
+        c.decrypt(&encrypt_unpadded(&c, &two_blocks)),
+        Ok(vec![b'b'; 16])
+    );
+}
+
+#[test]
+fn debug_never_prints_the_key() {
+    let c = Cipher::new(V1_KEY);
+    let key = c.key_bytes();
+    for shown in [format!("{c:?}"), format!("{c:#?}")] {
+        assert_eq!(shown, "Cipher { key: <redacted> }");
+        assert!(!shown.contains(&hex::encode(key)), "{shown}");
+        assert!(!shown.contains(&format!("{key:?}")), "{shown}");
+        assert!(!shown.contains(V1_KEY), "{shown}");
+    }
+}
+
+#[test]
+fn strip_pkcs7_on_short_buffers() {
+    assert_eq!(strip_pkcs7(&[]), Err(DecryptError::BadPadding));
+    assert_eq!(strip_pkcs7(&[3, 3]), Err(DecryptError::BadPadding));
+    assert_eq!(strip_pkcs7(&[2, 2]), Ok(0));
+    assert_eq!(strip_pkcs7(&[b'x', 1]), Ok(1));
 }
 
 #[test]

@@ -35,6 +35,94 @@ fn encrypted_body() {
     );
 }
 
+/// `encrypt` must stand alone: each classifying key next to it is refused on its own, so no
+/// single check can be dropped (or two of them merged into one `&&`) unnoticed.
+#[test]
+fn encrypt_with_any_classifying_key_is_mixed() {
+    for extra in [
+        r#""schema":"2.0""#,
+        r#""header":{}"#,
+        r#""type":"event_callback""#,
+        r#""challenge":"c""#,
+        r#""uuid":"u""#,
+        r#""event":{}"#,
+    ] {
+        for body in [
+            format!(r#"{{"encrypt":"abc=",{extra}}}"#),
+            format!(r#"{{{extra},"encrypt":"abc="}}"#),
+        ] {
+            assert_eq!(err(&body), EnvelopeError::MixedEncrypted, "{body}");
+        }
+    }
+}
+
+#[test]
+fn schema_names() {
+    assert_eq!(Schema::V2.as_str(), "2.0");
+    assert_eq!(Schema::V1.as_str(), "1.0");
+}
+
+/// Schema 1.0 `ts`: documented as a string, tolerated as a bare decimal number (kept as its
+/// text), `null` or absent means none, anything else is refused.
+#[test]
+fn schema_1_ts_forms() {
+    let body =
+        |ts: &str| format!(r#"{{"uuid":"u","type":"event_callback",{ts}"event":{{"type":"t"}}}}"#);
+    let accepted: &[(&str, Option<&str>)] = &[
+        (r#""ts":"1502199207.7171419","#, Some("1502199207.7171419")),
+        (r#""ts":"not checked","#, Some("not checked")),
+        (r#""ts":1502199207,"#, Some("1502199207")),
+        (r#""ts":1502199207.7171419,"#, Some("1502199207.7171419")),
+        (r#""ts":null,"#, None),
+        ("", None),
+    ];
+    for (ts, expected) in accepted {
+        let b = body(ts);
+        assert_eq!(event(&b).create_time.as_deref(), *expected, "{b}");
+    }
+    for ts in [
+        r#""ts":true,"#,
+        r#""ts":-1,"#,
+        r#""ts":1e9,"#,
+        r#""ts":{},"#,
+        r#""ts":[1],"#,
+    ] {
+        let b = body(ts);
+        assert_eq!(
+            err(&b),
+            EnvelopeError::WrongType {
+                field: "ts",
+                expected: "a decimal string or number",
+            },
+            "{b}"
+        );
+    }
+}
+
+/// An optional field sent as `null` is absent, not a type error (both schemas).
+#[test]
+fn null_optional_fields_are_absent() {
+    let v2 = event(
+        r#"{"schema":"2.0","header":{"event_id":"e","event_type":"t","token":null,"app_id":null,"tenant_key":null,"create_time":null}}"#,
+    );
+    assert_eq!(
+        (v2.token, v2.app_id, v2.tenant_key, v2.create_time),
+        (None, None, None, None)
+    );
+    let v1 = event(
+        r#"{"uuid":"u","type":"event_callback","token":null,"event":{"type":"t","app_id":null,"tenant_key":null}}"#,
+    );
+    assert_eq!((v1.token, v1.app_id, v1.tenant_key), (None, None, None));
+    let c = Envelope::parse(br#"{"type":"url_verification","challenge":"c","token":null}"#);
+    assert_eq!(
+        c,
+        Ok(Envelope::Challenge {
+            challenge: "c".into(),
+            token: None
+        })
+    );
+}
+
 #[test]
 fn challenge() {
     assert_eq!(

@@ -197,6 +197,20 @@ mod tests {
         }
     }
 
+    /// Any points, or any one non-zero currency, is something to withdraw.
+    #[test]
+    fn any_balance_is_not_zero() {
+        for body in [
+            r#"{"account_id":"a","assets":{"confirmed_bonus":{"point_bonus":0,"cash_bonus":[{"currency_type":"CNY","amount":1}]}},"modify_time":"1"}"#,
+            r#"{"account_id":"a","assets":{"confirmed_bonus":{"point_bonus":5,"cash_bonus":[{"currency_type":"CNY","amount":0}]}},"modify_time":"1"}"#,
+            r#"{"account_id":"a","assets":{"confirmed_bonus":{"point_bonus":5}},"modify_time":"1"}"#,
+            r#"{"account_id":"a","assets":{"confirmed_bonus":{"cash_bonus":[{"currency_type":"CNY","amount":0},{"currency_type":"USD","amount":0.01}]}},"modify_time":"1"}"#,
+        ] {
+            let ev = AssetsUpdateV1::from_event(body).expect(body);
+            assert!(!ev.is_zero(), "{body}");
+        }
+    }
+
     #[test]
     fn several_currencies_exact() {
         let body = r#"{"account_id":"a","assets":{"confirmed_bonus":{"cash_bonus":[

@@ -437,15 +437,22 @@ impl Store for PgStore {
 
     fn start_attempts(&self, deliveries: Vec<(i64, Guard)>) -> StoreFuture<Vec<bool>> {
         self.op(move |c, inner| async move {
+            // Claimed with FOR UPDATE SKIP LOCKED: a row another replica is claiming right now
+            // is skipped (it is theirs), never waited for.
             let sql = format!(
-                "UPDATE deliveries d SET started = d.attempts + 1, claimed_by = $1,
+                "WITH claimable AS (
+                     SELECT d.key FROM deliveries d
+                     JOIN unnest($3::bigint[], $4::int[], $5::int[]) AS u(key, generation, attempts)
+                       ON d.key = u.key
+                     WHERE d.generation = u.generation AND d.attempts = u.attempts
+                       AND d.state = 'pending'
+                       AND (d.claimed_by = $1
+                            OR ((d.claimed_by IS NULL OR d.lease_until < {DB_NOW_MS})
+                                AND d.started <= d.attempts))
+                     FOR UPDATE OF d SKIP LOCKED)
+                 UPDATE deliveries d SET started = d.attempts + 1, claimed_by = $1,
                      lease_until = {DB_NOW_MS} + $2
-                 FROM unnest($3::bigint[], $4::int[], $5::int[]) AS u(key, generation, attempts)
-                 WHERE d.key = u.key AND d.generation = u.generation
-                   AND d.attempts = u.attempts AND d.state = 'pending'
-                   AND (d.claimed_by = $1
-                        OR ((d.claimed_by IS NULL OR d.lease_until < {DB_NOW_MS})
-                            AND d.started <= d.attempts))
+                 FROM claimable c WHERE d.key = c.key
                  RETURNING d.key"
             );
             let k: Vec<i64> = deliveries.iter().map(|(k, _)| *k).collect();
