@@ -163,7 +163,12 @@ impl TestGateway {
                     if let Some(a) = listening(&line, "admin listening on http://") {
                         admin = Some(a);
                     }
-                    if let Some(addr) = listening(&line, "gateway listening on http://") {
+                    // `https://` when `[server] tls` is set (tests/e2e/tls.rs).
+                    let webhook = listening(&line, "gateway listening on http://")
+                        .or_else(|| listening(&line, "gateway listening on https://"));
+                    if let Some(addr) = webhook {
+                        // The gateway accepted this config: the JSON Schema must too.
+                        crate::schema::assert_config_matches_schema(&path, config);
                         return TestGateway {
                             child: Some(child),
                             addr,

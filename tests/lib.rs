@@ -8,6 +8,7 @@
 pub mod harness;
 pub mod hostkit;
 pub mod pgkit;
+pub mod schema;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -232,8 +233,12 @@ pub struct RawFixtures {
     pub bad_major: PathBuf,
     /// Descriptor smaller than the host's.
     pub small_struct: PathBuf,
-    /// ABI 1.1.
+    /// ABI 1.2, newer than the host.
     pub newer_minor: PathBuf,
+    /// ABI 1.1 with a descriptor of the 1.0 size.
+    pub short_1_1: PathBuf,
+    /// ABI 1.1 with a batch entry that can fail on demand.
+    pub batch: PathBuf,
     /// Exports `gateway_plugin_v2` only.
     pub wrong_symbol: PathBuf,
     /// The entry returns null.
@@ -266,12 +271,14 @@ fn compile_raw_fixtures(out_dir: &Path) -> Result<RawFixtures, String> {
     let dir = out_dir.join("raw-plugins");
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let plugin = src.join("raw_plugin.rs");
-    let variants: [(&str, &Path, Option<&str>); 10] = [
+    let variants: [(&str, &Path, Option<&str>); 12] = [
         ("counting", &plugin, None),
         ("legacy", &plugin, None),
         ("bad_major", &plugin, Some("bad_major")),
         ("small_struct", &plugin, Some("small_struct")),
         ("newer_minor", &plugin, Some("newer_minor")),
+        ("short_1_1", &plugin, Some("short_1_1")),
+        ("batch", &plugin, Some("batch")),
         ("wrong_symbol", &plugin, Some("wrong_symbol")),
         ("null_descriptor", &plugin, Some("null_descriptor")),
         ("null_name", &plugin, Some("null_name")),
@@ -341,6 +348,8 @@ fn compile_raw_fixtures(out_dir: &Path) -> Result<RawFixtures, String> {
         bad_major: take("bad_major")?,
         small_struct: take("small_struct")?,
         newer_minor: take("newer_minor")?,
+        short_1_1: take("short_1_1")?,
+        batch: take("batch")?,
         wrong_symbol: take("wrong_symbol")?,
         null_descriptor: take("null_descriptor")?,
         null_name: take("null_name")?,

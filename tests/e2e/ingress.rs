@@ -310,6 +310,15 @@ fn encrypted_app_accepts_signed_events_and_refuses_everything_else() {
         ),
     );
     assert!(chunked.starts_with("HTTP/1.1 413"), "{chunked}");
+    // The limit itself is allowed: a body of exactly 65536 bytes is read (and is no envelope).
+    let at_limit = raw_http(
+        gw.addr,
+        &format!(
+            "POST /enc HTTP/1.1\r\nHost: x\r\nContent-Length: 65536\r\n\r\n{}",
+            "A".repeat(65_536)
+        ),
+    );
+    assert!(at_limit.starts_with("HTTP/1.1 400"), "{at_limit}");
 
     // A body that never finishes arriving is cut off (408) instead of holding the connection.
     let slow = raw_http(
@@ -322,6 +331,21 @@ fn encrypted_app_accepts_signed_events_and_refuses_everything_else() {
     assert_eq!(a.status, 405);
     let a = post(&gw.url("/nowhere"), &[], "{}").expect("post");
     assert_eq!(a.status, 404);
+
+    // Every refusal is counted under its own status (no app for an unknown path).
+    let metrics = harness::get(&gw.admin_url("/metrics"))
+        .expect("metrics")
+        .body;
+    for (series, count) in [
+        (r#"app="enc",status="413",reason="too_large""#, 2.0),
+        (r#"app="enc",status="408",reason="body_timeout""#, 1.0),
+        (r#"app="enc",status="405",reason="method_not_allowed""#, 1.0),
+        (r#"app="-",status="404",reason="not_found""#, 1.0),
+        (r#"app="enc",status="401",reason="bad_signature""#, 2.0),
+    ] {
+        let series = format!("gateway_requests_total{{{series}}}");
+        assert_eq!(harness::metric(&metrics, &series), count, "{series}");
+    }
 
     assert!(
         wait_until(Duration::from_secs(10), || audit_ids(&gw) == ["ev-1"]),

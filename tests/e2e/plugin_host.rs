@@ -683,3 +683,131 @@ fn plugins_inspect_shows_a_descriptor_without_a_config_or_a_call() {
     assert_eq!(code, 1);
     assert!(err.contains("is not a gateway plugin"), "{err}");
 }
+
+/// What the loader read from a descriptor, through the accessors and `Debug` (which the gateway
+/// logs and `plugins inspect` print): an SDK plugin of the current ABI and a raw 1.0 one.
+#[test]
+fn libraries_and_instances_report_their_descriptor_and_name() {
+    use gateway_plugin::abi::DESCRIPTOR_SIZE;
+    let kit_path = build_plugins().testkit;
+    let kit = open(&kit_path);
+    assert_eq!(
+        (kit.abi_minor(), kit.struct_size(), kit.has_batch_entry()),
+        (ABI_MINOR, DESCRIPTOR_SIZE, true)
+    );
+    let shown = format!("{kit:?}");
+    for part in [
+        format!("{:?}", kit_path),
+        r#"name: "testkit""#.to_owned(),
+        format!("version: {:?}", kit.version()),
+        format!("build_tag: {:?}", kit.build_tag()),
+    ] {
+        assert!(shown.contains(&part), "{part} in {shown}");
+    }
+
+    let legacy = open(&raw().legacy);
+    assert_eq!(
+        (
+            legacy.abi_minor(),
+            legacy.struct_size(),
+            legacy.has_batch_entry()
+        ),
+        (0, DESCRIPTOR_SIZE_1_0, false)
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inst = instantiate(&kit, "kit-7", json!({}), dir.path());
+    assert_eq!(inst.name(), "kit-7");
+    assert_eq!(inst.library().name(), "testkit");
+    let shown = format!("{inst:?}");
+    assert!(
+        shown.contains(r#"name: "kit-7""#) && shown.contains(r#"name: "testkit""#),
+        "{shown}"
+    );
+}
+
+/// A descriptor that claims ABI 1.1 must be as long as the 1.1 layout: a 1.0-sized one would
+/// make the host read `handle_batch` past its end.
+#[test]
+fn a_1_1_descriptor_of_the_1_0_size_is_refused() {
+    use gateway_plugin::abi::DESCRIPTOR_SIZE;
+    let path = raw().short_1_1;
+    let (err, msg) = load_err(&path);
+    assert_eq!(
+        err,
+        LoadError::StructSize {
+            path: path.clone(),
+            found: DESCRIPTOR_SIZE_1_0,
+            needed: DESCRIPTOR_SIZE,
+            build_tag: Some("raw fixture; no SDK".into()),
+        }
+    );
+    assert!(
+        msg.contains(&format!(
+            "descriptor is {DESCRIPTOR_SIZE_1_0} bytes, its ABI version needs at least \
+             {DESCRIPTOR_SIZE}"
+        )),
+        "{msg}"
+    );
+}
+
+/// `init` returning success without writing an instance is a refusal, not an instance wrapping a
+/// null pointer (every later call would hand the plugin null).
+#[test]
+fn init_success_without_an_instance_is_refused() {
+    let lib = open(&raw().legacy);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let err = lib
+        .instantiate(
+            "hollow",
+            &json!({"null_instance": true}),
+            dir.path(),
+            quiet(),
+        )
+        .expect_err("no instance");
+    assert_eq!(
+        err,
+        InitError::Refused {
+            instance: "hollow".into(),
+            message: "init returned success but no instance".into()
+        }
+    );
+}
+
+/// A raw plugin's batch entry: one outcome per delivery when it succeeds; when the batch fails,
+/// the error is the first slot's Retry reason, or else names the code (never an empty message).
+#[test]
+fn a_failed_batch_reports_its_first_reason_or_its_code() {
+    let lib = open(&raw().batch);
+    assert!(lib.has_batch_entry());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inst = instantiate(&lib, "raw", json!({}), dir.path());
+    assert!(inst.has_batch());
+    let batch = |types: &[&str]| {
+        let inputs: Vec<Vec<u8>> = types
+            .iter()
+            .enumerate()
+            .map(|(n, t)| gateway_e2e::delivery_json(&gateway_e2e::delivery(n as u64, t, 0)))
+            .collect();
+        let refs: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
+        inst.handle_batch(&refs)
+    };
+    assert_eq!(
+        batch(&["ok", "reject"]),
+        Ok(vec![
+            CallOutcome::Ok,
+            CallOutcome::Reject {
+                reason: "raw says no".into()
+            }
+        ])
+    );
+    assert_eq!(batch(&[]), Ok(vec![]));
+    assert_eq!(
+        batch(&["batch_fails_silently", "ok"]),
+        Err("handle_batch returned code 3".into())
+    );
+    assert_eq!(
+        batch(&["batch_fails_with_reason", "ok"]),
+        Err("raw batch broke".into())
+    );
+}

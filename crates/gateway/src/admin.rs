@@ -2,21 +2,43 @@
 //! `/healthz` (the process answers), `/readyz` (store writable, plugins initialised, not
 //! shutting down, every websocket app's long connection up; the body lists each websocket app's
 //! state), `/status` (JSON: per-plugin health — last success, consecutive failures, last error,
-//! pending, calls running — and each websocket app's state; for humans and dashboards) and
-//! `/metrics` (Prometheus text).
+//! pending, calls running — and each websocket app's state; for humans and dashboards),
+//! `/metrics` (Prometheus text), the JSON API under `/api/v1` ([`api`]) and the web console at `/`
+//! ([`console`]).
+//!
+//! `/healthz`, `/readyz` and `/metrics` are always open (load balancers and Prometheus); with an
+//! `[admin] token` everything else needs it ([`auth`]). Request bodies are bounded
+//! ([`api::MAX_BODY`]). Never: serves a page or answer that holds a verification token or the
+//! admin token, or lets a cross-site request change anything.
+
+mod api;
+mod auth;
+mod console;
+mod form;
+mod history;
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
-use hyper::{Request, Response, StatusCode};
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, LOCATION, SET_COOKIE};
+use hyper::{Method, Request, Response, StatusCode};
 
+use crate::config::AdminToken;
 use crate::delivery::Engine;
 use crate::longconn::{LongConns, State};
 use crate::metrics;
+use crate::reload::Live;
 use crate::store::{sqlite::now_ms, Store};
+use api::ApiError;
+use auth::{Denied, Principal};
+
+/// How often the console's per-minute history samples the counters.
+const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 
 /// State the admin endpoints read.
 pub struct Admin {
@@ -29,6 +51,12 @@ pub struct Admin {
     pub long_conns: Mutex<Option<Arc<LongConns>>>,
     /// The delivery engine, once started (for `/status`).
     pub engine: Mutex<Option<Arc<Engine>>>,
+    /// The running config, once started: reloads, replay's name checks, the plugins page.
+    pub live: Mutex<Option<Arc<Live>>>,
+    /// The token, sessions and failed-login counts.
+    auth: auth::Auth,
+    /// The console's last hour, per minute.
+    history: history::History,
 }
 
 impl std::fmt::Debug for Admin {
@@ -37,23 +65,120 @@ impl std::fmt::Debug for Admin {
     }
 }
 
-fn text(status: StatusCode, body: String, content_type: &'static str) -> Response<Full<Bytes>> {
+/// What every admin handler answers.
+pub type Reply = Response<Full<Bytes>>;
+
+fn text(status: StatusCode, body: String, content_type: &'static str) -> Reply {
     let mut res = Response::new(Full::new(Bytes::from(body)));
     *res.status_mut() = status;
-    res.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static(content_type),
-    );
+    res.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     res
 }
 
+fn json_reply(status: StatusCode, value: &serde_json::Value) -> Reply {
+    let mut res = text(
+        status,
+        format!("{value:#}\n"),
+        "application/json; charset=utf-8",
+    );
+    res.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+fn api_error(e: &ApiError) -> Reply {
+    let mut res = json_reply(e.status(), &e.body());
+    match e {
+        ApiError::Unauthorized => {
+            res.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"gateway admin\""),
+            );
+        }
+        ApiError::MethodNotAllowed(allow) => {
+            res.headers_mut()
+                .insert(hyper::header::ALLOW, HeaderValue::from_static(allow));
+        }
+        ApiError::TooManyRequests(s) => {
+            if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
+                res.headers_mut().insert(hyper::header::RETRY_AFTER, v);
+            }
+        }
+        _ => {}
+    }
+    res
+}
+
+fn redirect(to: &str) -> Reply {
+    let mut res = text(StatusCode::SEE_OTHER, String::new(), "text/plain");
+    if let Ok(v) = HeaderValue::from_str(to) {
+        res.headers_mut().insert(LOCATION, v);
+    }
+    res
+}
+
+/// Reads a request body of at most [`api::MAX_BODY`] bytes.
+async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
+    match Limited::new(body, api::MAX_BODY).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::TooLarge),
+        Err(e) => Err(ApiError::BadRequest(format!("reading the body: {e}"))),
+    }
+}
+
+/// Samples the counters into the history until the admin state is gone.
+async fn sample(admin: Weak<Admin>) {
+    loop {
+        let Some(a) = admin.upgrade() else { return };
+        let totals = history::Totals::from_metrics(&metrics::get().encode());
+        a.history.sample(now_ms().div_euclid(60_000), totals);
+        drop(a);
+        tokio::time::sleep(SAMPLE_EVERY).await;
+    }
+}
+
 impl Admin {
+    /// The admin state; starts the console's history sampler (call inside the runtime).
+    pub fn new(store: Arc<dyn Store>, token: Option<AdminToken>) -> Arc<Admin> {
+        let admin = Arc::new(Admin {
+            store,
+            shutting_down: Default::default(),
+            plugins_ready: Default::default(),
+            long_conns: Default::default(),
+            engine: Default::default(),
+            live: Default::default(),
+            auth: auth::Auth::new(token),
+            history: Default::default(),
+        });
+        tokio::spawn(sample(Arc::downgrade(&admin)));
+        admin
+    }
+
+    fn live(&self) -> Option<Arc<Live>> {
+        self.live.lock().ok().and_then(|l| l.clone())
+    }
+
+    /// The running config; while the gateway is still starting (the listeners come up a moment
+    /// before it is wired), waits for it up to a few seconds.
+    async fn live_ready(&self) -> Option<Arc<Live>> {
+        for _ in 0..250 {
+            if let Some(live) = self.live() {
+                return Some(live);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+
     pub async fn serve(
         self: Arc<Self>,
         req: Request<Incoming>,
-    ) -> Result<Response<Full<Bytes>>, Infallible> {
+        peer: SocketAddr,
+    ) -> Result<Reply, Infallible> {
         let plain = "text/plain; charset=utf-8";
-        Ok(match req.uri().path() {
+        let path = req.uri().path().to_owned();
+        Ok(match path.as_str() {
             "/healthz" => text(StatusCode::OK, "ok\n".into(), plain),
             "/readyz" => {
                 let (mut ok, why) = self.ready().await;
@@ -70,14 +195,6 @@ impl Admin {
                 };
                 text(status, body, plain)
             }
-            "/status" => {
-                let status = self.status().await;
-                text(
-                    StatusCode::OK,
-                    format!("{status:#}\n"),
-                    "application/json; charset=utf-8",
-                )
-            }
             "/metrics" => {
                 self.refresh_gauges().await;
                 text(
@@ -86,8 +203,141 @@ impl Admin {
                     "application/openmetrics-text; version=1.0.0; charset=utf-8",
                 )
             }
-            _ => text(StatusCode::NOT_FOUND, "not found\n".into(), plain),
+            "/assets/console.css" | "/assets/console.js" => console::asset(&path),
+            "/login" => self.login(req, peer.ip()).await,
+            _ => self.guarded(req, peer.ip()).await,
         })
+    }
+
+    /// `GET /login` shows the form; `POST /login` checks the token and sets the session cookie.
+    async fn login(&self, req: Request<Incoming>, peer: std::net::IpAddr) -> Reply {
+        let query = form::pairs(req.uri().query().unwrap_or(""));
+        let next = form::get(&query, "next")
+            .filter(|n| n.starts_with('/') && !n.starts_with("//"))
+            .unwrap_or("/")
+            .to_owned();
+        if !self.auth.required() {
+            return redirect(&next);
+        }
+        if req.method() != Method::POST {
+            return console::login_page(&next, None, StatusCode::OK);
+        }
+        let headers = req.headers().clone();
+        if !auth::csrf_ok(&Principal::Open, &headers, None) {
+            return console::login_page(
+                &next,
+                Some("refused: cross-site login"),
+                StatusCode::FORBIDDEN,
+            );
+        }
+        let body = match read_body(req.into_body()).await {
+            Ok(b) => b,
+            Err(e) => return api_error(&e),
+        };
+        let fields = form::pairs(&String::from_utf8_lossy(&body));
+        let given = form::get(&fields, "token").unwrap_or("");
+        match self.auth.login(given, peer) {
+            Ok(id) => {
+                let mut res = redirect(&next);
+                res.headers_mut()
+                    .insert(SET_COOKIE, auth::Auth::session_cookie(&id));
+                res
+            }
+            Err(Denied::Throttled(left)) => {
+                let mut res = console::login_page(
+                    &next,
+                    Some(&format!(
+                        "too many failed logins; try again in {} s",
+                        left.as_secs() + 1
+                    )),
+                    StatusCode::TOO_MANY_REQUESTS,
+                );
+                if let Ok(v) = HeaderValue::from_str(&(left.as_secs() + 1).to_string()) {
+                    res.headers_mut().insert(hyper::header::RETRY_AFTER, v);
+                }
+                res
+            }
+            Err(_) => console::login_page(&next, Some("wrong token"), StatusCode::UNAUTHORIZED),
+        }
+    }
+
+    /// Everything behind the token: `/status`, `/api/v1/...`, `/logout` and the console pages.
+    async fn guarded(&self, req: Request<Incoming>, peer: std::net::IpAddr) -> Reply {
+        let path = req.uri().path().to_owned();
+        let is_api = path.starts_with("/api/");
+        let who = match self.auth.check(req.headers(), peer) {
+            Ok(who) => who,
+            Err(Denied::Throttled(left)) => {
+                return api_error(&ApiError::TooManyRequests(left.as_secs() + 1))
+            }
+            Err(_) if is_api || path == "/status" => return api_error(&ApiError::Unauthorized),
+            Err(_) => {
+                let target = match req.uri().query() {
+                    Some(q) => format!("{path}?{q}"),
+                    None => path.clone(),
+                };
+                return redirect(&format!("/login?next={}", form::encode(&target)));
+            }
+        };
+        let method = req.method().clone();
+        let headers = req.headers().clone();
+        let query = form::pairs(req.uri().query().unwrap_or(""));
+        let body = if method == Method::POST {
+            // State-changing calls: JSON only for the API (a cross-site form cannot send it
+            // without a preflight), and the CSRF rules for every kind of credential.
+            let json = headers
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("application/json"));
+            if is_api && !json {
+                return api_error(&ApiError::UnsupportedMediaType);
+            }
+            let body = match read_body(req.into_body()).await {
+                Ok(b) => b,
+                Err(e) => return api_error(&e),
+            };
+            let form_csrf = (!json)
+                .then(|| form::pairs(&String::from_utf8_lossy(&body)))
+                .and_then(|f| form::get(&f, "csrf").map(str::to_owned));
+            if !auth::csrf_ok(&who, &headers, form_csrf.as_deref()) {
+                tracing::warn!(client = %peer, path, "admin: POST refused (CSRF)");
+                return api_error(&ApiError::Csrf);
+            }
+            body
+        } else {
+            Bytes::new()
+        };
+        if path == "/status" {
+            return json_reply(StatusCode::OK, &self.status().await);
+        }
+        if path == "/logout" {
+            if method != Method::POST {
+                return api_error(&ApiError::MethodNotAllowed("POST"));
+            }
+            self.auth.logout(&headers);
+            let mut res = redirect("/login");
+            res.headers_mut()
+                .insert(SET_COOKIE, auth::Auth::clear_cookie());
+            return res;
+        }
+        if let Some(rest) = path.strip_prefix("/api/v1/") {
+            return match api::route(self, &method, rest, &query, &body).await {
+                Ok(v) => json_reply(StatusCode::OK, &v),
+                Err(e) => api_error(&e),
+            };
+        }
+        if is_api {
+            return api_error(&ApiError::NotFound(format!("no API endpoint {path}")));
+        }
+        let csrf = match &who {
+            Principal::Session { csrf } => Some(csrf.as_str()),
+            _ => None,
+        };
+        let page = console::Page {
+            csrf,
+            login: self.auth.required(),
+        };
+        console::route(self, &page, &method, &path, &query).await
     }
 
     async fn ready(&self) -> (bool, &'static str) {

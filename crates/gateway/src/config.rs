@@ -9,13 +9,14 @@
 mod env;
 mod pattern;
 pub mod raw;
+pub mod schema;
 pub mod validated;
 
 #[cfg(test)]
 pub use validated::EventPattern;
 pub use validated::{
-    load_plugin_config, redact_url, App, Config, DeliveryConfig, Isolation, LongConnApp,
-    PgSettings, PluginSpec, Route, StoreConfig, WebhookApp,
+    load_plugin_config, redact_url, AdminToken, App, Config, DeliveryConfig, Isolation,
+    LongConnApp, PgSettings, PluginSpec, Route, StoreConfig, TlsFiles, WebhookApp,
 };
 
 /// Why a config cannot be used: every problem, each prefixed with its location.

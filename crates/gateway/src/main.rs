@@ -18,6 +18,7 @@ mod router;
 mod send;
 mod server;
 mod store;
+mod tls;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,6 +48,13 @@ struct Cli {
     log_format: LogFormat,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print the JSON Schema of gateway.toml (no config needed), for editors: save it and put
+    /// `#:schema ./gateway.schema.json` at the top of gateway.toml (taplo / Even Better TOML).
+    Schema,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -89,6 +97,19 @@ enum Command {
     /// need no gateway config; for `call`, --config is the plugin's own config file).
     #[command(subcommand)]
     Plugins(ops::PluginsCommand),
+    /// Print a shell completion script to stdout (no config needed), e.g.
+    /// `gateway completions bash > /etc/bash_completion.d/gateway`.
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// The config file's format.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print the man page (roff) to stdout (no config needed): `gateway man | man -l -`.
+    /// deploy/man/gateway.1 is this output.
+    Man,
 }
 
 fn main() -> ExitCode {
@@ -115,9 +136,15 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.format(&mut Cli::command()).exit(),
     };
-    if let Some(Command::Plugins(cmd)) = &cli.command {
-        init_logging(cli.log_format, None);
-        return ops::plugins(cmd, &cli.config, config_given);
+    match &cli.command {
+        Some(Command::Plugins(cmd)) => {
+            init_logging(cli.log_format, None);
+            return ops::plugins(cmd, &cli.config, config_given);
+        }
+        Some(Command::Completions { shell }) => return completions(*shell),
+        Some(Command::Man) => return man_page(),
+        Some(Command::Config(ConfigCommand::Schema)) => return config_schema(),
+        _ => {}
     }
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
@@ -144,8 +171,103 @@ fn main() -> ExitCode {
         Command::Deliveries(cmd) => ops::deliveries(&config, &cmd),
         Command::Store(cmd) => ops::store(&config, &cmd),
         Command::Plugins(cmd) => ops::plugins(&cmd, &cli.config, config_given),
+        Command::Completions { shell } => completions(shell),
+        Command::Man => man_page(),
+        Command::Config(ConfigCommand::Schema) => config_schema(),
     }
 }
+
+/// `gateway config schema`.
+fn config_schema() -> ExitCode {
+    let text = serde_json::to_string_pretty(&config::schema::json_schema()).unwrap_or_default();
+    write_stdout(format!("{text}\n").as_bytes())
+}
+
+/// Writes generated text to stdout; a closed pipe (`| head`) is not a panic.
+fn write_stdout(bytes: &[u8]) -> ExitCode {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `gateway completions SHELL`.
+fn completions(shell: clap_complete::Shell) -> ExitCode {
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "gateway", &mut out);
+    write_stdout(&out)
+}
+
+/// `gateway man`: clap_mangen's page of the whole CLI, then what `--help` cannot say (exit
+/// codes, signals, files). Deterministic (no date), so the shipped deploy/man/gateway.1 can be
+/// compared with it (tests/e2e/cli_extras.rs).
+fn man_page() -> ExitCode {
+    use std::io::Write;
+    let man = clap_mangen::Man::new(Cli::command());
+    let mut out = Vec::new();
+    let rendered = man
+        .render_title(&mut out)
+        .and_then(|()| man.render_name_section(&mut out))
+        .and_then(|()| man.render_synopsis_section(&mut out))
+        .and_then(|()| man.render_description_section(&mut out))
+        .and_then(|()| man.render_options_section(&mut out))
+        .and_then(|()| man.render_subcommands_section(&mut out))
+        .and_then(|()| out.write_all(MAN_EXTRA.as_bytes()))
+        .and_then(|()| man.render_version_section(&mut out));
+    match rendered {
+        Ok(()) => write_stdout(&out),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The man page's sections beyond the CLI's own help (roff).
+const MAN_EXTRA: &str = r#".SH "EXIT STATUS"
+.TP
+\fB0\fR
+success
+.TP
+\fB1\fR
+a runtime failure
+.TP
+\fB2\fR
+an invalid config or usage
+.TP
+\fB3\fR
+\fBcheck\fR found problems
+.TP
+\fB4\fR
+\fBsend\fR got a non\-2xx answer
+.TP
+\fB5\fR, \fB6\fR, \fB7\fR
+\fBplugins call\fR: the plugin asked for a retry, rejected the delivery, panicked
+.SH SIGNALS
+.TP
+\fBSIGTERM\fR, \fBSIGINT\fR
+graceful shutdown: in\-flight requests finish, plugin calls get \fB[server] shutdown_grace\fR;
+a second signal exits at once (everything acknowledged is already stored)
+.TP
+\fBSIGHUP\fR
+reload the config (validated whole first; the running one stays on any problem) and the
+TLS certificate pair
+.SH FILES
+.TP
+\fIgateway.toml\fR
+the config (\fB\-\-config\fR, \fBGATEWAY_CONFIG\fR); \fBgateway config schema\fR prints its JSON Schema
+.TP
+\fI/etc/systemd/system/gateway.service\fR
+the systemd unit shipped in deploy/systemd
+.SH "SEE ALSO"
+README.md (Running in production), ARCHITECTURE.md, docs/plugins.md
+"#;
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()

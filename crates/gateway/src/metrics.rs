@@ -55,6 +55,9 @@ pub struct PluginReasonLabels {
 /// Every metric the gateway exports.
 pub struct Metrics {
     registry: Registry,
+    /// Admin API / console token checks that failed, by `kind` (`login`, `bearer`) or were
+    /// refused unchecked (`throttled`: too many failures from one address).
+    pub admin_auth_failures: Family<KindLabels, Counter>,
     pub requests: Family<RequestLabels, Counter>,
     pub events_stored: Family<AppLabels, Counter>,
     pub duplicates: Family<AppLabels, Counter>,
@@ -79,6 +82,22 @@ pub struct Metrics {
     pub reloads: Family<ResultLabels, Counter>,
     pub last_reload: Gauge<f64, AtomicU64>,
     pub replays: Family<PluginLabels, Counter>,
+    /// `[server] tls` only: the served leaf certificate's notAfter (a series per listener, so
+    /// nothing is exported without TLS and an alert on "expires within N days" never fires on
+    /// a 0).
+    pub tls_cert_expiry: Family<ListenerLabels, Gauge<f64, AtomicU64>>,
+    pub tls_handshake_failures: Family<ReasonLabels, Counter>,
+    pub tls_reloads: Family<ResultLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    pub listener: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -261,8 +280,33 @@ impl Metrics {
             "Replayed deliveries (a new generation) this process picked up and queued",
             replays.clone(),
         );
+        let tls_cert_expiry = Family::<ListenerLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "gateway_tls_certificate_expiry_timestamp_seconds",
+            "Unix time at which the served TLS certificate expires (notAfter), per listener",
+            tls_cert_expiry.clone(),
+        );
+        let tls_handshake_failures = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "gateway_tls_handshake_failures",
+            "Connections to the TLS listener that never became TLS, by reason (plaintext_http, not_tls, timeout, handshake, io)",
+            tls_handshake_failures.clone(),
+        );
+        let tls_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "gateway_tls_certificate_reloads",
+            "New TLS certificate pairs read from disk by result (ok, refused: the previous pair stays)",
+            tls_reloads.clone(),
+        );
+        let admin_auth_failures = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "gateway_admin_auth_failures",
+            "Failed admin token checks by kind (login, bearer) and checks refused as throttled",
+            admin_auth_failures.clone(),
+        );
         Metrics {
             registry,
+            admin_auth_failures,
             requests,
             events_stored,
             duplicates,
@@ -287,6 +331,9 @@ impl Metrics {
             reloads,
             last_reload,
             replays,
+            tls_cert_expiry,
+            tls_handshake_failures,
+            tls_reloads,
         }
     }
 
@@ -304,6 +351,22 @@ impl Metrics {
 pub fn get() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
     METRICS.get_or_init(Metrics::new)
+}
+
+/// Labels of [`Metrics::admin_auth_failures`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
+/// Counts a failed (or throttled) admin token check.
+pub fn admin_auth_failure(kind: &str) {
+    get()
+        .admin_auth_failures
+        .get_or_create(&KindLabels {
+            kind: kind.to_owned(),
+        })
+        .inc();
 }
 
 pub fn observe_commit_batch(size: usize) {

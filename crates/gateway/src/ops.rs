@@ -74,10 +74,10 @@ pub enum StoreCommand {
 
 mod check;
 
-mod list;
+pub(crate) mod list;
 mod plugins;
-mod replay;
-mod timefmt;
+pub(crate) mod replay;
+pub(crate) mod timefmt;
 
 pub use check::check;
 pub use plugins::{plugins, PluginsCommand};

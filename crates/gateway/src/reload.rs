@@ -61,6 +61,16 @@ impl Live {
             .unwrap_or(Duration::from_secs(10))
     }
 
+    /// The running config and plugin instances (for the admin console's plugins page).
+    pub fn current(&self) -> Option<(Config, Plugins)> {
+        self.current.lock().ok().map(|c| c.clone())
+    }
+
+    /// `[server] tls` of the current config (after a reload: the new one's).
+    pub fn tls_files(&self) -> Option<crate::config::TlsFiles> {
+        self.current.lock().ok().and_then(|c| c.0.tls.clone())
+    }
+
     /// Reads the config file again and applies it, or explains why not. Blocking (opens
     /// libraries, initialises plugins): call it from a blocking thread.
     pub fn reload(&self) -> Result<(), String> {
@@ -96,6 +106,36 @@ impl Live {
         *old = new;
         Ok(())
     }
+}
+
+/// Runs [`Live::reload`] on the blocking pool and records its result (log line, the
+/// `gateway_reloads_total` counter, the last-reload time): what SIGHUP, `--watch` and the admin
+/// API's `POST /api/v1/reload` all do. `trigger` says which, for the log.
+pub async fn apply(live: Arc<Live>, trigger: &str) -> Result<(), String> {
+    tracing::info!(trigger, "reloading config");
+    let m = crate::metrics::get();
+    let outcome = match tokio::task::spawn_blocking(move || live.reload()).await {
+        Ok(Ok(())) => {
+            m.last_reload
+                .set(crate::store::sqlite::now_ms() as f64 / 1000.0);
+            Ok(())
+        }
+        Ok(Err(e)) => {
+            tracing::error!("reload refused, keeping the running config: {e}");
+            Err(e)
+        }
+        Err(e) => {
+            tracing::error!("reload failed: {e}");
+            Err(format!("reload failed: {e}"))
+        }
+    };
+    let result = if outcome.is_ok() { "ok" } else { "refused" };
+    m.reloads
+        .get_or_create(&crate::metrics::ResultLabels {
+            result: result.to_owned(),
+        })
+        .inc();
+    outcome
 }
 
 /// Identity of the config file as last seen: changes when an editor or git replaces it.

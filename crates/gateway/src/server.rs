@@ -6,6 +6,7 @@
 //! the store, plugin instances are shut down, the store writer drains and the process exits 0.
 //! A second signal exits at once: everything acknowledged is already durable.
 
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +15,7 @@ use anyhow::Context;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
 
 use crate::admin::Admin;
@@ -26,6 +27,7 @@ use crate::longconn::LongConns;
 use crate::plugins;
 use crate::reload::{file_stamp, Live};
 use crate::store::sqlite::now_ms;
+use crate::tls::Tls;
 
 /// The largest request head (start line and header fields) the webhook listener reads.
 const MAX_HEADER_BYTES: usize = 16 * 1024;
@@ -55,13 +57,7 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
         ),
         Err(e) => return Err(anyhow::anyhow!("recovering crashed deliveries: {e}")),
     }
-    let admin = Arc::new(Admin {
-        store: dyn_store.clone(),
-        shutting_down: Default::default(),
-        plugins_ready: Default::default(),
-        long_conns: Default::default(),
-        engine: Default::default(),
-    });
+    let admin = Admin::new(dyn_store.clone(), config.admin_token.clone());
     let plugins = plugins::start(&config)
         .map_err(|p| anyhow::anyhow!("plugins failed to start:\n  - {}", p.join("\n  - ")))?;
     admin.plugins_ready.store(true, Ordering::SeqCst);
@@ -76,6 +72,25 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
         refusals: Default::default(),
     });
 
+    // The certificate pair is checked before the port is bound: a broken pair stops the start
+    // with the reason, it is never served.
+    let tls = match &config.tls {
+        Some(files) => {
+            let tls = Tls::start(files).context("[server] tls")?;
+            if let Some(info) = tls.info() {
+                tracing::info!(
+                    cert = %files.cert.display(),
+                    subject = %info.subject,
+                    serial = %info.serial,
+                    expires = %info.not_after_text(),
+                    "TLS certificate loaded"
+                );
+            }
+            tokio::spawn(tls.clone().watch());
+            Some(tls)
+        }
+        None => None,
+    };
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -86,10 +101,11 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
             .with_context(|| format!("binding admin listener {admin_addr}"))?;
         let bound = admin_listener.local_addr()?;
         // Target `gateway::ready` is always logged, whatever the level: scripts wait for it.
-        tracing::info!(target: "gateway::ready", "admin listening on http://{bound} (/healthz, /readyz, /status, /metrics)");
+        tracing::info!(target: "gateway::ready", "admin listening on http://{bound} (/healthz, /readyz, /metrics; console at /, API at /api/v1)");
         tokio::spawn(serve_admin(admin_listener, admin.clone()));
     }
-    tracing::info!(target: "gateway::ready", "gateway listening on http://{addr}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(target: "gateway::ready", "gateway listening on {scheme}://{addr}");
     for app in &config.apps {
         match (app.webhook(), app.long_connection()) {
             (Some(w), _) => {
@@ -148,6 +164,9 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
         engine.clone(),
         long_conns.clone(),
     ));
+    if let Ok(mut slot) = admin.live.lock() {
+        *slot = Some(live.clone());
+    }
     let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<&'static str>(4);
     let hup_tx = reload_tx.clone();
     tokio::spawn(async move {
@@ -182,50 +201,29 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
                 };
                 let _ = stream.set_nodelay(true);
                 let ingress = ingress.clone();
-                let conn = http1::Builder::new()
-                    .keep_alive(true)
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(30))
-                    // Request heads are bounded (Lark's are a few hundred bytes): more than
-                    // 16 KiB of head, or more than hyper's 100 header fields, gets 431.
-                    .max_header_size(MAX_HEADER_BYTES)
-                    .serve_connection(
-                        TokioIo::new(stream),
-                        service_fn(move |req| ingress.clone().serve(req, peer)),
-                    );
-                let conn = graceful.watch(conn);
+                // Taken now: shutdown waits for a connection still in its TLS handshake too.
+                let watcher = graceful.watcher();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
+                    match tls {
+                        None => serve_webhook(TokioIo::new(stream), ingress, peer, watcher).await,
+                        Some(tls) => {
+                            if let Some(stream) = tls.accept(stream, peer).await {
+                                serve_webhook(TokioIo::new(stream), ingress, peer, watcher).await
+                            }
+                        }
                     }
                     drop(slot);
                 });
             }
             Some(why) = reload_rx.recv() => {
-                tracing::info!(trigger = why, "reloading config");
                 // Off the accept loop: plugin init may take a while; `Live` serialises reloads.
+                // The admin API's `POST /api/v1/reload` runs the same `reload::apply`.
                 let live = live.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let m = crate::metrics::get();
-                    let result = match tokio::task::spawn_blocking(move || live.reload()).await {
-                        Ok(Ok(())) => {
-                            m.last_reload.set(now_ms() as f64 / 1000.0);
-                            "ok"
-                        }
-                        Ok(Err(e)) => {
-                            tracing::error!("reload refused, keeping the running config: {e}");
-                            "refused"
-                        }
-                        Err(e) => {
-                            tracing::error!("reload failed: {e}");
-                            "refused"
-                        }
-                    };
-                    m.reloads
-                        .get_or_create(&crate::metrics::ResultLabels {
-                            result: result.to_owned(),
-                        })
-                        .inc();
+                    let _ = crate::reload::apply(live.clone(), why).await;
+                    reload_tls(tls, &live, why).await;
                 });
             }
             _ = signals.next() => break,
@@ -271,6 +269,44 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Serves one webhook connection (plain TCP or a finished TLS stream) with hyper: HTTP/1.1,
+/// keep-alive, bounded request heads, under the graceful shutdown's `watcher`.
+async fn serve_webhook<I>(io: I, ingress: Arc<Ingress>, peer: SocketAddr, watcher: Watcher)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let conn = http1::Builder::new()
+        .keep_alive(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        // Request heads are bounded (Lark's are a few hundred bytes): more than
+        // 16 KiB of head, or more than hyper's 100 header fields, gets 431.
+        .max_header_size(MAX_HEADER_BYTES)
+        .serve_connection(io, service_fn(move |req| ingress.clone().serve(req, peer)));
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// After a config reload (SIGHUP, `--watch`): the certificate pair is read again, from the
+/// paths of the config now running (a refused config keeps the old paths). A renewed pair is
+/// picked up by [`Tls::watch`] anyway; this makes `systemctl reload` (certbot's deploy hook)
+/// take effect at once. Turning TLS on or off needs a restart, like the listen address.
+async fn reload_tls(tls: Option<Arc<Tls>>, live: &Live, trigger: &'static str) {
+    match (tls, live.tls_files()) {
+        (Some(tls), Some(files)) => {
+            let _ = tokio::task::spawn_blocking(move || tls.reload(trigger, Some(&files))).await;
+        }
+        (Some(_), None) => tracing::warn!(
+            "[server] tls was removed: the listener keeps serving HTTPS until a restart"
+        ),
+        (None, Some(_)) => tracing::warn!(
+            "[server] tls was added: the listener keeps serving plain HTTP until a restart"
+        ),
+        (None, None) => {}
+    }
+}
+
 /// SIGTERM and SIGINT as one stream.
 struct Signals {
     term: tokio::signal::unix::Signal,
@@ -296,7 +332,7 @@ impl Signals {
 
 async fn serve_admin(listener: TcpListener, admin: Arc<Admin>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok((stream, peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
@@ -305,7 +341,7 @@ async fn serve_admin(listener: TcpListener, admin: Arc<Admin>) {
             let _ = http1::Builder::new()
                 .serve_connection(
                     TokioIo::new(stream),
-                    service_fn(move |req| admin.clone().serve(req)),
+                    service_fn(move |req| admin.clone().serve(req, peer)),
                 )
                 .await;
         });

@@ -172,7 +172,7 @@ pub struct EventSummary {
     pub dead: u64,
 }
 
-/// Filters of [`Store::list_events`]; newest first.
+/// Filters of [`Store::list_events`]; newest first (ties by id, descending).
 #[derive(Debug, Clone, Default)]
 pub struct EventFilter {
     pub app: Option<String>,
@@ -180,6 +180,10 @@ pub struct EventFilter {
     pub since_ms: i64,
     /// Only events with a delivery in this state.
     pub state: Option<String>,
+    /// A cursor: only events strictly older than this `(received_at_ms, id)` in the listing's
+    /// order (received time, then id, both descending). The last row of a page is the next
+    /// page's cursor.
+    pub before: Option<(i64, String)>,
     pub limit: u32,
 }
 

@@ -1,9 +1,12 @@
 //! Phase one: the TOML as written. `deny_unknown_fields` everywhere, so a typo is an error with
 //! its line and column instead of a silently ignored setting. Strings stay unexpanded here.
+//! The same types give `gateway config schema` its JSON Schema (schemars: doc comments become
+//! descriptions, `deny_unknown_fields` becomes `additionalProperties: false`).
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     #[serde(default)]
@@ -28,7 +31,7 @@ pub struct RawConfig {
     pub log: RawLog,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
     pub listen: Option<String>,
@@ -41,16 +44,32 @@ pub struct RawServer {
     pub max_connections: Option<u32>,
     /// Proxy addresses whose `X-Forwarded-For` names the client in logs.
     pub trusted_proxies: Option<Vec<String>>,
+    /// Serve HTTPS on `listen` with this certificate pair (none: plain HTTP, e.g. behind a
+    /// proxy that terminates TLS).
+    pub tls: Option<RawTls>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `[server] tls = { cert = "fullchain.pem", key = "privkey.pem" }`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM certificate chain, leaf first (certbot's `fullchain.pem`).
+    pub cert: String,
+    /// PEM private key of the leaf (PKCS#8, PKCS#1 or SEC1; certbot's `privkey.pem`).
+    pub key: String,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     /// `"127.0.0.1:9464"` by default; `"off"` disables the admin listener.
     pub listen: Option<String>,
+    /// The token the API and console ask for (`${VAR}` from the environment); required when
+    /// `listen` is not a loopback address.
+    pub token: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawApp {
     pub name: String,
@@ -71,7 +90,7 @@ pub struct RawApp {
     pub max_clock_skew: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawStore {
     pub path: Option<String>,
@@ -85,7 +104,7 @@ pub struct RawStore {
     pub dead_letter_retention: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawDelivery {
     pub max_attempts: Option<u32>,
@@ -103,7 +122,7 @@ pub struct RawDelivery {
     pub max_crashes: Option<u32>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawLibraries {
     /// A folder of plugin libraries (`gateway plugins list` shows them; `library = "name"`
@@ -111,7 +130,7 @@ pub struct RawLibraries {
     pub dir: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawPlugin {
     pub name: String,
@@ -119,14 +138,16 @@ pub struct RawPlugin {
     pub library: String,
     /// The library file's SHA-256 (64 hex digits): anything else is refused before loading.
     pub sha256: Option<String>,
+    /// The plugin's own settings (see its README), handed to its `init` as JSON.
     #[serde(default)]
+    #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
     pub config: Option<toml::Table>,
     pub max_concurrency: Option<u32>,
     /// `"none"` (default) or `"process"`.
     pub isolation: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
     pub events: Vec<String>,
@@ -134,7 +155,7 @@ pub struct RawRoute {
     pub apps: Option<Vec<String>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawLog {
     /// A tracing filter such as `"info"` or `"gateway=debug"`; `RUST_LOG` wins when set.

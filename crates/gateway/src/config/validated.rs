@@ -35,11 +35,16 @@ pub struct Config {
     pub dir: PathBuf,
     pub listen: SocketAddr,
     pub admin_listen: Option<SocketAddr>,
+    /// `[admin] token`: what the admin API and console ask for (none: no authentication, only
+    /// allowed on a loopback `admin_listen`).
+    pub admin_token: Option<AdminToken>,
     pub max_body_bytes: usize,
     pub body_timeout: Duration,
     pub max_connections: usize,
     /// Peers whose `X-Forwarded-For` is believed (for logs only).
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// `[server] tls`: the webhook listener speaks HTTPS with this pair (none: plain HTTP).
+    pub tls: Option<TlsFiles>,
     pub shutdown_grace: Duration,
     pub apps: Vec<App>,
     pub store: StoreConfig,
@@ -53,6 +58,29 @@ pub struct Config {
     pub plugins: Vec<PluginSpec>,
     pub routes: Vec<Route>,
     pub log_level: Option<String>,
+}
+
+/// The shortest `[admin] token` accepted: it guards replays and reloads.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
+
+/// `[admin] token`, expanded. Never printed: `Debug` shows `<redacted>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(pub String);
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}
+
+/// `[server] tls`, paths absolute. Only resolved here: the files are read, parsed and matched
+/// by `tls.rs` (at start, on reload, when they change on disk) and by `gateway check`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The PEM private key of the leaf.
+    pub key: PathBuf,
 }
 
 /// Retry policy and call limits shared by all plugins.
@@ -317,6 +345,25 @@ impl Validator<'_> {
             Some("off") => None,
             other => self.addr("admin.listen", other.unwrap_or(DEFAULT_ADMIN_LISTEN)),
         };
+        let admin_token = raw.admin.token.as_deref().and_then(|t| {
+            let t = self.expand("admin.token", t);
+            if t.chars().count() < MIN_ADMIN_TOKEN_LEN {
+                self.problem(
+                    "admin.token",
+                    format!("must be at least {MIN_ADMIN_TOKEN_LEN} characters (use a random one: `openssl rand -hex 32`)"),
+                );
+                return None;
+            }
+            Some(AdminToken(t))
+        });
+        if let Some(addr) = admin_listen {
+            if !addr.ip().is_loopback() && admin_token.is_none() && raw.admin.token.is_none() {
+                self.problem(
+                    "admin.listen",
+                    format!("{addr} is not a loopback address: set [admin] token (e.g. token = \"${{GATEWAY_ADMIN_TOKEN}}\") so the API and console ask for it, or listen on 127.0.0.1"),
+                );
+            }
+        }
         let max_body_bytes = match raw.server.max_body_bytes {
             None => DEFAULT_MAX_BODY,
             Some(0) => {
@@ -347,6 +394,17 @@ impl Validator<'_> {
                 Err(_) => self.problem(&at, format!("{text:?} is not an IP address")),
             }
         }
+        let tls = raw.server.tls.as_ref().map(|t| {
+            for (key, text) in [("server.tls.cert", &t.cert), ("server.tls.key", &t.key)] {
+                if text.trim().is_empty() {
+                    self.problem(key, "must name a PEM file");
+                }
+            }
+            TlsFiles {
+                cert: self.path("server.tls.cert", &t.cert),
+                key: self.path("server.tls.key", &t.key),
+            }
+        });
         let shutdown_grace = self.duration(
             "server.shutdown_grace",
             raw.server.shutdown_grace.as_deref(),
@@ -477,10 +535,12 @@ impl Validator<'_> {
             dir: self.dir.to_path_buf(),
             listen,
             admin_listen,
+            admin_token,
             max_body_bytes,
             body_timeout,
             max_connections,
             trusted_proxies,
+            tls,
             shutdown_grace,
             apps,
             store,

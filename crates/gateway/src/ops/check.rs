@@ -9,9 +9,10 @@ use std::process::ExitCode;
 
 use lark_longconn::ClientConfig;
 
-use crate::config::{Config, Isolation, PgSettings, StoreConfig};
+use crate::config::{Config, Isolation, PgSettings, StoreConfig, TlsFiles};
 use crate::longconn::bootstrap_blocking;
 use crate::plugins;
+use crate::tls;
 
 /// `gateway check`: everything `run` would refuse, found without running. Connects to nothing
 /// but a PostgreSQL store (read only: the migrations run at start, not here) unless `connect`
@@ -19,8 +20,14 @@ use crate::plugins;
 pub fn check(config: &Config, connect: bool) -> ExitCode {
     println!("config {}", config.file.display());
     println!(
-        "listen {}  max_body_bytes {}",
-        config.listen, config.max_body_bytes
+        "listen {} ({})  max_body_bytes {}",
+        config.listen,
+        if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        },
+        config.max_body_bytes
     );
     for app in &config.apps {
         match (app.webhook(), app.long_connection()) {
@@ -45,6 +52,9 @@ pub fn check(config: &Config, connect: bool) -> ExitCode {
     println!("store {}", config.store.describe());
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
+    if let Some(files) = &config.tls {
+        check_tls(files, &mut problems, &mut warnings);
+    }
     match &config.store {
         StoreConfig::Sqlite { path } => {
             if let Err(e) = store_writable(path) {
@@ -125,6 +135,54 @@ pub fn check(config: &Config, connect: bool) -> ExitCode {
         problems.push("a long connection bootstrap failed (see above)".into());
     }
     report(config, problems, warnings)
+}
+
+/// `[server] tls`: the pair loads as `run` would load it (readable, PEM parses, the key matches
+/// the leaf); its subject, serial and expiry are printed. Expired is a problem (`run` refuses
+/// it), under [`EXPIRY_WARNING`] a warning, not yet valid a warning.
+fn check_tls(files: &TlsFiles, problems: &mut Vec<String>, warnings: &mut Vec<String>) {
+    let pair = match tls::load(files) {
+        Ok(pair) => pair,
+        Err(e) => {
+            problems.push(format!("server.tls: {e}"));
+            return;
+        }
+    };
+    let info = &pair.info;
+    let now = tls::now_secs();
+    let left = info.seconds_left(now);
+    println!(
+        "tls cert {} key {}: {} serial {} ({} in the chain), expires {} ({})",
+        files.cert.display(),
+        files.key.display(),
+        info.subject,
+        info.serial,
+        info.chain_len,
+        info.not_after_text(),
+        if left > 0 {
+            format!("in {} days", left / 86_400)
+        } else {
+            format!("{} days ago", -left / 86_400)
+        }
+    );
+    if let Err(e) = pair.clone().refuse_expired(files, now) {
+        problems.push(format!("server.tls.cert: {e}"));
+    } else if left < tls::EXPIRY_WARNING.as_secs() as i64 {
+        warnings.push(format!(
+            "server.tls.cert: {} expires in {} days ({}): renew it (the running gateway picks \
+             the new files up without a restart)",
+            files.cert.display(),
+            left / 86_400,
+            info.not_after_text()
+        ));
+    }
+    if info.not_before > now {
+        warnings.push(format!(
+            "server.tls.cert: {} is not valid before {} (clients will refuse it until then)",
+            files.cert.display(),
+            crate::ops::timefmt::rfc3339(info.not_before.saturating_mul(1000))
+        ));
+    }
 }
 
 /// Prints warnings and problems; "valid" only when there is no problem.

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use super::timefmt::{rfc3339, since_ms};
 use super::with_store;
 use crate::config::Config;
-use crate::store::{DeliveryFilter, EventFilter, StoreError};
+use crate::store::{DeliveryFilter, DeliveryRecord, EventFilter, EventSummary, StoreError};
 
 /// Filters of `events list`.
 #[derive(Debug, Clone, clap::Args)]
@@ -50,6 +50,40 @@ pub struct DeliveryListArgs {
     pub json: bool,
 }
 
+/// One `events list` row as JSON (also the admin API's `GET /api/v1/events` items).
+pub(crate) fn event_row(e: &EventSummary) -> serde_json::Value {
+    serde_json::json!({
+        "id": e.id,
+        "app": e.app,
+        "event_type": e.event_type,
+        "received_at_ms": e.received_at_ms,
+        "received_at": rfc3339(e.received_at_ms),
+        "deliveries": e.deliveries,
+        "pending": e.pending,
+        "dead": e.dead,
+    })
+}
+
+/// One `deliveries list` row as JSON (also the admin API's deliveries and dead letters); a
+/// finished delivery shows no `next_at`.
+pub(crate) fn delivery_row(d: &DeliveryRecord) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "event_id": d.event_id,
+        "plugin": d.plugin,
+        "state": d.state,
+        "attempts": d.attempts,
+        "last_error": d.last_error,
+        "updated_at_ms": d.updated_at_ms,
+        "updated_at": rfc3339(d.updated_at_ms),
+        "crashes": d.crashes,
+    });
+    if d.state == "pending" {
+        v["next_at_ms"] = d.next_at_ms.into();
+        v["next_at"] = rfc3339(d.next_at_ms).into();
+    }
+    v
+}
+
 /// Prints `rows` as JSON lines when `json` (then `None`: done), else hands them back.
 fn json_lines(
     rows: Result<Vec<serde_json::Value>, StoreError>,
@@ -81,25 +115,14 @@ pub fn events(config: &Config, args: &EventListArgs) -> ExitCode {
         event_type: args.event_type.clone(),
         since_ms: since,
         state: args.state.clone(),
+        before: None,
         limit: args.limit,
     };
     with_store(config, |store| async move {
-        let rows = store.list_events(filter).await.map(|rows| {
-            rows.into_iter()
-                .map(|e| {
-                    serde_json::json!({
-                        "id": e.id,
-                        "app": e.app,
-                        "event_type": e.event_type,
-                        "received_at_ms": e.received_at_ms,
-                        "received_at": rfc3339(e.received_at_ms),
-                        "deliveries": e.deliveries,
-                        "pending": e.pending,
-                        "dead": e.dead,
-                    })
-                })
-                .collect()
-        });
+        let rows = store
+            .list_events(filter)
+            .await
+            .map(|rows| rows.iter().map(event_row).collect());
         print_events(rows, args.json)
     })
 }
@@ -144,27 +167,10 @@ pub fn deliveries(config: &Config, args: &DeliveryListArgs) -> ExitCode {
         limit: args.limit,
     };
     with_store(config, |store| async move {
-        let rows = store.list_deliveries(filter).await.map(|rows| {
-            rows.into_iter()
-                .map(|d| {
-                    let mut v = serde_json::json!({
-                        "event_id": d.event_id,
-                        "plugin": d.plugin,
-                        "state": d.state,
-                        "attempts": d.attempts,
-                        "last_error": d.last_error,
-                        "updated_at_ms": d.updated_at_ms,
-                        "updated_at": rfc3339(d.updated_at_ms),
-                        "crashes": d.crashes,
-                    });
-                    if d.state == "pending" {
-                        v["next_at_ms"] = d.next_at_ms.into();
-                        v["next_at"] = rfc3339(d.next_at_ms).into();
-                    }
-                    v
-                })
-                .collect()
-        });
+        let rows = store
+            .list_deliveries(filter)
+            .await
+            .map(|rows| rows.iter().map(delivery_row).collect());
         print_deliveries(rows, args.json)
     })
 }

@@ -12,7 +12,11 @@ use crate::config::Config;
 use crate::store::{sqlite::now_ms, DeliveryRecord, ReplaySelector, Store};
 
 /// Fails when `plugin` is neither configured nor named by any delivery in the store.
-async fn known_plugin(config: &Config, store: &dyn Store, plugin: &str) -> Result<(), String> {
+pub(crate) async fn known_plugin(
+    config: &Config,
+    store: &dyn Store,
+    plugin: &str,
+) -> Result<(), String> {
     if config.plugins.iter().any(|p| p.name == plugin) {
         return Ok(());
     }
@@ -95,8 +99,9 @@ async fn purge(store: &dyn Store, args: &DeadLetterArgs) -> ExitCode {
     }
 }
 
-/// The deliveries a replay would touch, or why the command is refused.
-async fn targets(
+/// The deliveries a replay would touch, or why the command is refused (shared with the admin
+/// API's `POST /api/v1/replay`).
+pub(crate) async fn targets(
     config: &Config,
     store: &dyn Store,
     args: &ReplayArgs,

@@ -83,6 +83,7 @@ pub(super) async fn list_events(
     c: &Client,
     f: EventFilter,
 ) -> Result<Vec<EventSummary>, StoreError> {
+    let (before_ms, before_id) = f.before.clone().unzip();
     let rows = c
         .query(
             "SELECT e.id, e.app, e.event_type, e.received_at,
@@ -96,13 +97,17 @@ pub(super) async fn list_events(
                AND e.received_at >= $3
                AND ($4::text IS NULL OR EXISTS
                     (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.state = $4))
-             ORDER BY e.received_at DESC LIMIT $5",
+               AND ($6::bigint IS NULL OR e.received_at < $6
+                    OR (e.received_at = $6 AND e.id < $7::text))
+             ORDER BY e.received_at DESC, e.id DESC LIMIT $5",
             &[
                 &f.app,
                 &f.event_type,
                 &f.since_ms,
                 &f.state,
                 &i64::from(f.limit),
+                &before_ms,
+                &before_id,
             ],
         )
         .await?;

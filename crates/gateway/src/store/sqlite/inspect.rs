@@ -96,10 +96,20 @@ pub(super) fn list_events(
            AND e.received_at >= ?3
            AND (?4 IS NULL OR EXISTS
                 (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.state = ?4))
-         ORDER BY e.received_at DESC LIMIT ?5",
+           AND (?6 IS NULL OR e.received_at < ?6 OR (e.received_at = ?6 AND e.id < ?7))
+         ORDER BY e.received_at DESC, e.id DESC LIMIT ?5",
     )?;
+    let (before_ms, before_id) = f.before.clone().unzip();
     let rows = stmt.query_map(
-        params![f.app, f.event_type, f.since_ms, f.state, f.limit],
+        params![
+            f.app,
+            f.event_type,
+            f.since_ms,
+            f.state,
+            f.limit,
+            before_ms,
+            before_id
+        ],
         |r| {
             Ok(EventSummary {
                 id: r.get(0)?,

@@ -1,0 +1,357 @@
+//! Who may use the admin API and console. With no `[admin] token` (only allowed on a loopback
+//! listener) everyone who can connect may; with one, every `/api` call and console page needs it:
+//! `Authorization: Bearer <token>` (scripts), or a session cookie from the login form (browsers:
+//! HttpOnly, SameSite=Strict). A cookie-authenticated POST also needs the session's CSRF token in
+//! `X-CSRF-Token` (or a `csrf` form field); a POST with no token configured must come from the
+//! console's own origin. Failed token checks are counted and, per client address, rate limited.
+//!
+//! Never: compares a secret with `==` (SHA-256 digests, compared with `subtle`), keeps a session
+//! id in memory (only its digest), or logs a token.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use hyper::header::{HeaderMap, HeaderValue};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::config::AdminToken;
+
+/// The session cookie's name.
+pub const COOKIE: &str = "gw_admin";
+/// How long a login lasts.
+const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+/// Sessions held at most (the oldest goes first).
+const MAX_SESSIONS: usize = 1024;
+/// Failed token checks one client address may make per [`FAILURE_WINDOW`].
+pub const MAX_FAILURES: u32 = 10;
+const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// Client addresses tracked at most (expired entries are dropped first, then all).
+const MAX_TRACKED: usize = 10_000;
+
+/// How a request proved who it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// No token configured (loopback only): anyone who can connect.
+    Open,
+    /// `Authorization: Bearer` with the token: not an ambient credential, no CSRF check.
+    Bearer,
+    /// The login cookie; POSTs must carry this session's CSRF token.
+    Session { csrf: String },
+}
+
+/// Why a request is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denied {
+    /// No credentials, or an expired session: log in (browsers) or send the token (scripts).
+    Missing,
+    /// A wrong token.
+    Wrong,
+    /// Too many wrong tokens from this address lately; try again after this long.
+    Throttled(Duration),
+}
+
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+fn random_hex() -> String {
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// Constant-time equality of two strings (through their digests, so lengths do not leak).
+pub fn secret_eq(a: &str, b: &str) -> bool {
+    digest(a.as_bytes()).ct_eq(&digest(b.as_bytes())).into()
+}
+
+struct Session {
+    csrf: String,
+    expires: Instant,
+}
+
+/// The token, the live sessions and the failure counts.
+pub struct Auth {
+    token: Option<AdminToken>,
+    /// Keyed by the SHA-256 of the session id (the id itself is only in the browser's cookie).
+    sessions: Mutex<HashMap<[u8; 32], Session>>,
+    /// Per client address: failures in the current window and when it started.
+    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// One cookie's value from a `Cookie` header.
+fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(hyper::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|kv| {
+            let (k, v) = kv.trim().split_once('=')?;
+            (k == name).then_some(v)
+        })
+}
+
+impl Auth {
+    pub fn new(token: Option<AdminToken>) -> Auth {
+        Auth {
+            token,
+            sessions: Mutex::default(),
+            failures: Mutex::default(),
+        }
+    }
+
+    /// Whether a token is configured (then pages and API calls need it).
+    pub fn required(&self) -> bool {
+        self.token.is_some()
+    }
+
+    /// Checks a request's credentials. A wrong bearer token counts as a failure of `peer`.
+    pub fn check(&self, headers: &HeaderMap, peer: IpAddr) -> Result<Principal, Denied> {
+        let Some(token) = &self.token else {
+            return Ok(Principal::Open);
+        };
+        if let Some(auth) = headers.get(hyper::header::AUTHORIZATION) {
+            let given = auth
+                .to_str()
+                .ok()
+                .and_then(|a| a.strip_prefix("Bearer "))
+                .unwrap_or("");
+            self.throttled(peer)?;
+            if secret_eq(given.trim(), &token.0) {
+                return Ok(Principal::Bearer);
+            }
+            self.failed(peer, "bearer");
+            return Err(Denied::Wrong);
+        }
+        let Some(id) = cookie(headers, COOKIE) else {
+            return Err(Denied::Missing);
+        };
+        let key = digest(id.as_bytes());
+        let mut sessions = self.sessions.lock().map_err(|_| Denied::Missing)?;
+        match sessions.get(&key) {
+            Some(s) if s.expires > Instant::now() => Ok(Principal::Session {
+                csrf: s.csrf.clone(),
+            }),
+            Some(_) => {
+                sessions.remove(&key);
+                Err(Denied::Missing)
+            }
+            None => Err(Denied::Missing),
+        }
+    }
+
+    /// A login attempt with `given`: a new session's cookie value when it is the token.
+    pub fn login(&self, given: &str, peer: IpAddr) -> Result<String, Denied> {
+        let Some(token) = &self.token else {
+            return Err(Denied::Missing);
+        };
+        self.throttled(peer)?;
+        if !secret_eq(given, &token.0) {
+            self.failed(peer, "login");
+            return Err(Denied::Wrong);
+        }
+        let id = random_hex();
+        if let Ok(mut sessions) = self.sessions.lock() {
+            let now = Instant::now();
+            sessions.retain(|_, s| s.expires > now);
+            if sessions.len() >= MAX_SESSIONS {
+                if let Some(oldest) = sessions
+                    .iter()
+                    .min_by_key(|(_, s)| s.expires)
+                    .map(|(k, _)| *k)
+                {
+                    sessions.remove(&oldest);
+                }
+            }
+            sessions.insert(
+                digest(id.as_bytes()),
+                Session {
+                    csrf: random_hex(),
+                    expires: now + SESSION_TTL,
+                },
+            );
+        }
+        Ok(id)
+    }
+
+    /// Ends the session of this request's cookie, if any.
+    pub fn logout(&self, headers: &HeaderMap) {
+        if let (Some(id), Ok(mut sessions)) = (cookie(headers, COOKIE), self.sessions.lock()) {
+            sessions.remove(&digest(id.as_bytes()));
+        }
+    }
+
+    /// `Set-Cookie` for a new session.
+    pub fn session_cookie(id: &str) -> HeaderValue {
+        HeaderValue::from_str(&format!(
+            "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+            SESSION_TTL.as_secs()
+        ))
+        .unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+
+    /// `Set-Cookie` that removes the session cookie.
+    pub fn clear_cookie() -> HeaderValue {
+        HeaderValue::from_static("gw_admin=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")
+    }
+
+    fn throttled(&self, peer: IpAddr) -> Result<(), Denied> {
+        let Ok(failures) = self.failures.lock() else {
+            return Ok(());
+        };
+        match failures.get(&peer) {
+            Some((n, since)) if *n >= MAX_FAILURES && since.elapsed() < FAILURE_WINDOW => {
+                crate::metrics::admin_auth_failure("throttled");
+                Err(Denied::Throttled(FAILURE_WINDOW - since.elapsed()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn failed(&self, peer: IpAddr, method: &'static str) {
+        crate::metrics::admin_auth_failure(method);
+        tracing::warn!(client = %peer, method, "admin: wrong token");
+        let Ok(mut failures) = self.failures.lock() else {
+            return;
+        };
+        if failures.len() >= MAX_TRACKED {
+            failures.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
+            if failures.len() >= MAX_TRACKED {
+                failures.clear();
+            }
+        }
+        let entry = failures.entry(peer).or_insert((0, Instant::now()));
+        if entry.1.elapsed() >= FAILURE_WINDOW {
+            *entry = (0, Instant::now());
+        }
+        entry.0 += 1;
+    }
+}
+
+/// Whether a state-changing request may proceed for `who`: a session needs its CSRF token
+/// (header `X-CSRF-Token`, or `form_csrf` from a form body); with no token configured the request
+/// must not come from another site (`Origin` / `Sec-Fetch-Site`); a bearer token needs nothing.
+pub fn csrf_ok(who: &Principal, headers: &HeaderMap, form_csrf: Option<&str>) -> bool {
+    match who {
+        Principal::Bearer => true,
+        Principal::Session { csrf } => {
+            let given = headers
+                .get("x-csrf-token")
+                .and_then(|v| v.to_str().ok())
+                .or(form_csrf)
+                .unwrap_or("");
+            !given.is_empty() && secret_eq(given, csrf)
+        }
+        Principal::Open => same_origin(headers),
+    }
+}
+
+/// No `Origin` (not a browser, or a same-origin GET-initiated form in old browsers) or one naming
+/// this host; and no `Sec-Fetch-Site` other than `same-origin` / `none`.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let site_ok = headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|s| s == "same-origin" || s == "none");
+    let host = headers
+        .get(hyper::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let origin_ok = headers
+        .get(hyper::header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|o| {
+            o.strip_prefix("http://")
+                .or_else(|| o.strip_prefix("https://"))
+                == Some(host)
+        });
+    site_ok && origin_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_str(v).expect("header value"));
+        }
+        h
+    }
+
+    const PEER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    #[test]
+    fn bearer_cookie_and_csrf() {
+        let auth = Auth::new(Some(AdminToken("0123456789abcdef".into())));
+        assert_eq!(auth.check(&headers(&[]), PEER), Err(Denied::Missing));
+        let ok = headers(&[("authorization", "Bearer 0123456789abcdef")]);
+        assert_eq!(auth.check(&ok, PEER), Ok(Principal::Bearer));
+        let id = auth.login("0123456789abcdef", PEER).expect("login");
+        let with_cookie = headers(&[("cookie", &format!("x=1; {COOKIE}={id}"))]);
+        let Ok(Principal::Session { csrf }) = auth.check(&with_cookie, PEER) else {
+            panic!("session expected");
+        };
+        let who = Principal::Session { csrf: csrf.clone() };
+        assert!(!csrf_ok(&who, &with_cookie, None));
+        assert!(!csrf_ok(&who, &with_cookie, Some("nope")));
+        assert!(csrf_ok(&who, &with_cookie, Some(&csrf)));
+        auth.logout(&with_cookie);
+        assert_eq!(auth.check(&with_cookie, PEER), Err(Denied::Missing));
+    }
+
+    #[test]
+    fn failures_are_throttled_per_address() {
+        let auth = Auth::new(Some(AdminToken("0123456789abcdef".into())));
+        for _ in 0..MAX_FAILURES {
+            assert_eq!(auth.login("wrong", PEER), Err(Denied::Wrong));
+        }
+        assert!(matches!(
+            auth.login("0123456789abcdef", PEER),
+            Err(Denied::Throttled(_))
+        ));
+        let other: IpAddr = "127.0.0.2".parse().expect("ip");
+        assert!(auth.login("0123456789abcdef", other).is_ok());
+    }
+
+    #[test]
+    fn open_posts_must_be_same_origin() {
+        let who = Principal::Open;
+        assert!(csrf_ok(&who, &headers(&[("host", "127.0.0.1:9464")]), None));
+        assert!(csrf_ok(
+            &who,
+            &headers(&[
+                ("host", "127.0.0.1:9464"),
+                ("origin", "http://127.0.0.1:9464")
+            ]),
+            None
+        ));
+        assert!(!csrf_ok(
+            &who,
+            &headers(&[
+                ("host", "127.0.0.1:9464"),
+                ("origin", "http://evil.example")
+            ]),
+            None
+        ));
+        assert!(!csrf_ok(
+            &who,
+            &headers(&[("host", "127.0.0.1:9464"), ("sec-fetch-site", "cross-site")]),
+            None
+        ));
+    }
+}

@@ -1,0 +1,457 @@
+//! The web console at `/`: server-rendered pages built from the same answers as the JSON API
+//! ([`super::api`]), plus a little embedded CSS and JavaScript (`console/`: the overview's live
+//! chart, the dead letters' select + replay, the event page's replay buttons). No build step, no
+//! CDN: everything is in the binary.
+//!
+//! Pages: overview `/`, events `/events` (filters, search by id, older pages by cursor), one event
+//! `/events/<id>`, dead letters `/dead-letters`, plugins `/plugins`, and the login form.
+//! Never: writes anything on a GET (the buttons POST to the API with the session's CSRF token),
+//! or puts unescaped stored text into a page.
+
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::{Method, StatusCode};
+use serde_json::Value;
+
+use super::api::{self, ApiError};
+use super::form::{encode, esc, get};
+use super::{redirect, Admin, Reply};
+
+const CSS: &str = include_str!("console/console.css");
+const JS: &str = include_str!("console/console.js");
+
+/// What every page needs to know about the request.
+#[derive(Debug)]
+pub struct Page<'a> {
+    /// The session's CSRF token (cookie logins), put in a `<meta>` for the scripts.
+    pub csrf: Option<&'a str>,
+    /// Whether a token is configured (then a "log out" button is shown).
+    pub login: bool,
+}
+
+fn html(status: StatusCode, body: String) -> Reply {
+    let mut res = super::text(status, body, "text/html; charset=utf-8");
+    let h = res.headers_mut();
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+             connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    // Not `no-referrer`: with it, browsers send `Origin: null` on form posts.
+    h.insert("referrer-policy", HeaderValue::from_static("same-origin"));
+    res
+}
+
+/// `/assets/...`: the embedded stylesheet and script.
+pub fn asset(path: &str) -> Reply {
+    let (body, kind) = match path {
+        "/assets/console.css" => (CSS, "text/css; charset=utf-8"),
+        _ => (JS, "text/javascript; charset=utf-8"),
+    };
+    let mut res = super::text(StatusCode::OK, body.to_owned(), kind);
+    res.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    res.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(kind));
+    res
+}
+
+fn layout(page: &Page<'_>, title: &str, active: &str, body: &str) -> String {
+    let nav = [
+        ("/", "Overview"),
+        ("/events", "Events"),
+        ("/dead-letters", "Dead letters"),
+        ("/plugins", "Plugins"),
+    ]
+    .iter()
+    .map(|(href, name)| {
+        let class = if *href == active {
+            " class=\"active\""
+        } else {
+            ""
+        };
+        format!("<a href=\"{href}\"{class}>{name}</a>")
+    })
+    .collect::<String>();
+    let csrf = page.csrf.map_or(String::new(), |c| {
+        format!("<meta name=\"csrf-token\" content=\"{}\">", esc(c))
+    });
+    let logout = match (page.login, page.csrf) {
+        (true, Some(c)) => format!(
+            "<form method=\"post\" action=\"/logout\" class=\"logout\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><button type=\"submit\">Log out</button></form>",
+            esc(c)
+        ),
+        _ => String::new(),
+    };
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">{csrf}<title>{} · gateway</title><link rel=\"stylesheet\" href=\"/assets/console.css\"></head>\n<body><header><span class=\"brand\">gateway</span><nav>{nav}</nav>{logout}</header>\n<main>\n<h1>{}</h1>\n{body}\n</main><script src=\"/assets/console.js\"></script></body></html>\n",
+        esc(title),
+        esc(title)
+    )
+}
+
+fn error_page(page: &Page<'_>, e: &ApiError) -> Reply {
+    let message = e.body()["error"].as_str().unwrap_or("error").to_owned();
+    html(
+        e.status(),
+        layout(
+            page,
+            "Error",
+            "",
+            &format!("<p class=\"error\" id=\"error\">{}</p>", esc(&message)),
+        ),
+    )
+}
+
+/// The login form (`message` after a failed attempt).
+pub fn login_page(next: &str, message: Option<&str>, status: StatusCode) -> Reply {
+    let message = message.map_or(String::new(), |m| {
+        format!("<p class=\"error\" id=\"login-error\">{}</p>", esc(m))
+    });
+    let page = Page {
+        csrf: None,
+        login: false,
+    };
+    let body = format!(
+        "{message}<form method=\"post\" action=\"/login?next={}\" class=\"login\" id=\"login\">\
+         <label>Admin token <input type=\"password\" name=\"token\" id=\"token\" autocomplete=\"current-password\" autofocus required></label>\
+         <button type=\"submit\" id=\"login-submit\">Log in</button></form>\
+         <p class=\"hint\">The value of <code>[admin] token</code> in the gateway's config.</p>",
+        esc(&encode(next))
+    );
+    html(status, layout(&page, "Log in", "", &body))
+}
+
+/// `ms` as a UTC time for tables.
+fn when(ms: &Value) -> String {
+    ms.as_i64()
+        .map(crate::ops::timefmt::rfc3339)
+        .unwrap_or_else(|| "-".into())
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => esc(s),
+        Value::Null => "-".into(),
+        other => esc(&other.to_string()),
+    }
+}
+
+fn state_badge(state: &str) -> String {
+    format!("<span class=\"badge {0}\">{0}</span>", esc(state))
+}
+
+fn ago(seconds: Option<i64>) -> String {
+    match seconds {
+        None => "-".into(),
+        Some(s) if s < 120 => format!("{s} s"),
+        Some(s) if s < 7200 => format!("{} min", s / 60),
+        Some(s) => format!("{} h", s / 3600),
+    }
+}
+
+fn plugin_health_rows(plugins: &Value) -> String {
+    let Some(map) = plugins.as_object() else {
+        return String::new();
+    };
+    map.iter()
+        .map(|(name, p)| {
+            let failing = p["consecutive_failures"].as_u64().unwrap_or(0) > 0;
+            format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}/{}</td><td>{}</td><td class=\"err\">{}</td></tr>",
+                esc(name),
+                if failing { state_badge("failing") } else { state_badge("healthy") },
+                when(&p["last_success_ms"]),
+                s(&p["pending"]),
+                s(&p["calls_running"]),
+                s(&p["max_concurrency"]),
+                s(&p["consecutive_failures"]),
+                s(&p["last_error"]),
+            )
+        })
+        .collect()
+}
+
+async fn overview(admin: &Admin, page: &Page<'_>) -> Result<String, ApiError> {
+    let o = api::overview(admin).await?;
+    let ready = if o["ready"].as_bool().unwrap_or(false) {
+        state_badge("ready")
+    } else {
+        format!("{} {}", state_badge("not-ready"), s(&o["reason"]))
+    };
+    let rate = |k: &str| format!("{:.1}", o["per_minute"][k].as_f64().unwrap_or(0.0));
+    let body = format!(
+        "<section class=\"cards\">\
+         <div class=\"card\"><div class=\"label\">Status</div><div class=\"value\" id=\"ready\">{ready}</div></div>\
+         <div class=\"card\"><div class=\"label\">Stored / min</div><div class=\"value\" id=\"rate-stored\">{}</div></div>\
+         <div class=\"card\"><div class=\"label\">Delivered / min</div><div class=\"value\" id=\"rate-delivered\">{}</div></div>\
+         <div class=\"card\"><div class=\"label\">Failed attempts / min</div><div class=\"value\" id=\"rate-failed\">{}</div></div>\
+         <div class=\"card\"><div class=\"label\">Pending</div><div class=\"value\" id=\"pending\">{}</div></div>\
+         <div class=\"card\"><div class=\"label\">Oldest pending</div><div class=\"value\" id=\"oldest\">{}</div></div>\
+         <div class=\"card\"><div class=\"label\">Dead letters</div><div class=\"value\" id=\"dead\"><a href=\"/dead-letters\">{}</a></div></div>\
+         </section>\
+         <h2>Last hour</h2><p class=\"hint\">Per minute, this process: <span class=\"key stored\">stored</span> <span class=\"key delivered\">delivered</span> <span class=\"key failed\">failed attempts</span> <span class=\"key dead\">dead letters</span>. Updates every 5 s.</p>\
+         <div id=\"chart\" class=\"chart\" data-source=\"/api/v1/overview\"></div>\
+         <h2>Plugins</h2><table id=\"plugin-health\"><thead><tr><th>plugin</th><th>health</th><th>last success</th><th>pending</th><th>running</th><th>consecutive failures</th><th>last error</th></tr></thead><tbody>{}</tbody></table>",
+        rate("stored"),
+        rate("delivered"),
+        rate("failed"),
+        s(&o["pending"]),
+        ago(o["oldest_pending_age_s"].as_i64()),
+        s(&o["dead_letters"]),
+        plugin_health_rows(&o["plugins"]),
+    );
+    Ok(layout(page, "Overview", "/", &body))
+}
+
+fn select(name: &str, current: Option<&str>, options: &[&str]) -> String {
+    let opts: String = std::iter::once("")
+        .chain(options.iter().copied())
+        .map(|o| {
+            let sel = if Some(o) == current { " selected" } else { "" };
+            let label = if o.is_empty() { "any" } else { o };
+            format!("<option value=\"{o}\"{sel}>{label}</option>")
+        })
+        .collect();
+    format!("<select name=\"{name}\" id=\"f-{name}\">{opts}</select>")
+}
+
+async fn events(
+    admin: &Admin,
+    page: &Page<'_>,
+    q: &[(String, String)],
+) -> Result<Result<String, Reply>, ApiError> {
+    let mut notice = String::new();
+    if let Some(id) = get(q, "id") {
+        let id = id.trim();
+        if admin.store.event(id.to_owned()).await?.is_some() {
+            return Ok(Err(redirect(&format!("/events/{}", encode(id)))));
+        }
+        notice = format!(
+            "<p class=\"error\" id=\"not-found\">No event with id <code>{}</code> in the store.</p>",
+            esc(id)
+        );
+    }
+    let list = api::events(admin, q).await?;
+    let rows: String = list["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            let id = e["id"].as_str().unwrap_or("");
+            let state = if e["dead"].as_u64().unwrap_or(0) > 0 {
+                "dead"
+            } else if e["pending"].as_u64().unwrap_or(0) > 0 {
+                "pending"
+            } else if e["deliveries"].as_u64().unwrap_or(0) == 0 {
+                "unrouted"
+            } else {
+                "done"
+            };
+            format!(
+                "<tr><td>{}</td><td><a class=\"event-link\" href=\"/events/{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(e["received_at"].as_str().unwrap_or("")),
+                esc(&encode(id)),
+                esc(id),
+                s(&e["app"]),
+                s(&e["event_type"]),
+                state_badge(state),
+                s(&e["deliveries"]),
+            )
+        })
+        .collect();
+    let keep: String = ["app", "type", "state", "since", "limit"]
+        .iter()
+        .filter_map(|k| get(q, k).map(|v| format!("&{k}={}", encode(v))))
+        .collect();
+    let older = list["next_cursor"].as_str().map_or(String::new(), |c| {
+        format!(
+            "<p><a id=\"older\" href=\"/events?cursor={}{}\">Older events →</a></p>",
+            encode(c),
+            esc(&keep)
+        )
+    });
+    let value = |k: &str| esc(get(q, k).unwrap_or(""));
+    let body = format!(
+        "<form method=\"get\" action=\"/events\" class=\"filters\" id=\"search\">\
+         <label>Event id <input name=\"id\" id=\"f-id\" placeholder=\"search by id\"></label>\
+         <button type=\"submit\" id=\"search-submit\">Find</button></form>\
+         <form method=\"get\" action=\"/events\" class=\"filters\" id=\"filters\">\
+         <label>App <input name=\"app\" value=\"{}\"></label>\
+         <label>Type <input name=\"type\" value=\"{}\"></label>\
+         <label>State {}</label>\
+         <label>Since <input name=\"since\" value=\"{}\" placeholder=\"1h, 2026-12-02\"></label>\
+         <button type=\"submit\">Filter</button></form>{notice}\
+         <table id=\"events\"><thead><tr><th>received (UTC)</th><th>event id</th><th>app</th><th>type</th><th>state</th><th>deliveries</th></tr></thead><tbody>{rows}</tbody></table>{older}",
+        value("app"),
+        value("type"),
+        select("state", get(q, "state"), &["pending", "done", "dead"]),
+        value("since"),
+    );
+    Ok(Ok(layout(page, "Events", "/events", &body)))
+}
+
+async fn event(admin: &Admin, page: &Page<'_>, id: &str) -> Result<String, ApiError> {
+    let e = api::event(admin, id).await?;
+    let rows: String = e["deliveries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| {
+            let state = d["state"].as_str().unwrap_or("");
+            format!(
+                "<tr class=\"delivery\" data-plugin=\"{plugin}\"><td>{plugin}</td><td class=\"state\">{}</td><td class=\"attempts\">{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"err\">{}</td>\
+                 <td><button type=\"button\" class=\"replay-one\" data-event=\"{}\" data-plugin=\"{plugin}\" data-done=\"{}\">Replay</button></td></tr>",
+                state_badge(state),
+                s(&d["attempts"]),
+                s(&d["crashes"]),
+                esc(d["updated_at"].as_str().unwrap_or("-")),
+                esc(d["next_at"].as_str().unwrap_or("-")),
+                s(&d["last_error"]),
+                esc(id),
+                state == "done",
+                plugin = s(&d["plugin"]),
+            )
+        })
+        .collect();
+    let envelope = serde_json::to_string_pretty(&e["envelope"]).unwrap_or_default();
+    let body = format!(
+        "<dl class=\"facts\"><dt>Event id</dt><dd id=\"event-id\">{}</dd><dt>App</dt><dd>{}</dd><dt>Type</dt><dd>{}</dd><dt>Schema</dt><dd>{}</dd><dt>Received</dt><dd>{}</dd></dl>\
+         <h2>Deliveries</h2><p class=\"hint\">Attempts of the current generation (a replay starts again from 1); the last error is the latest failed attempt's reason.</p>\
+         <table id=\"deliveries\"><thead><tr><th>plugin</th><th>state</th><th>attempts</th><th>crashes</th><th>updated (UTC)</th><th>next attempt</th><th>last error</th><th></th></tr></thead><tbody>{rows}</tbody></table>\
+         <p id=\"result\" class=\"result\" role=\"status\"></p>\
+         <h2>Envelope</h2><p class=\"hint\">Decrypted, as received; the verification token is redacted.</p><pre id=\"envelope\">{}</pre>",
+        s(&e["id"]),
+        s(&e["app"]),
+        s(&e["event_type"]),
+        s(&e["schema"]),
+        esc(e["received_at"].as_str().unwrap_or("")),
+        esc(&envelope),
+    );
+    Ok(layout(page, &format!("Event {id}"), "/events", &body))
+}
+
+async fn dead_letters(
+    admin: &Admin,
+    page: &Page<'_>,
+    q: &[(String, String)],
+) -> Result<String, ApiError> {
+    let list = api::dead_letters(admin, q).await?;
+    let items = list["dead_letters"].as_array().cloned().unwrap_or_default();
+    let rows: String = items
+        .iter()
+        .map(|d| {
+            let id = d["event_id"].as_str().unwrap_or("");
+            format!(
+                "<tr><td><input type=\"checkbox\" class=\"pick\" data-event=\"{}\" data-plugin=\"{}\"></td><td><a href=\"/events/{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td class=\"err\">{}</td></tr>",
+                esc(id),
+                s(&d["plugin"]),
+                esc(&encode(id)),
+                esc(id),
+                s(&d["plugin"]),
+                s(&d["attempts"]),
+                esc(d["updated_at"].as_str().unwrap_or("")),
+                s(&d["last_error"]),
+            )
+        })
+        .collect();
+    let body = format!(
+        "<form method=\"get\" action=\"/dead-letters\" class=\"filters\"><label>Plugin <input name=\"plugin\" value=\"{}\"></label><button type=\"submit\">Filter</button></form>\
+         <p>{} dead letter(s). Fix the cause first (config, plugin, remote service), then replay.</p>\
+         <div class=\"actions\"><label><input type=\"checkbox\" id=\"pick-all\"> select all</label> <button type=\"button\" id=\"replay-selected\">Replay selected</button></div>\
+         <p id=\"result\" class=\"result\" role=\"status\"></p>\
+         <table id=\"dead-letters\"><thead><tr><th></th><th>event id</th><th>plugin</th><th>attempts</th><th>died (UTC)</th><th>last error</th></tr></thead><tbody>{rows}</tbody></table>",
+        esc(get(q, "plugin").unwrap_or("")),
+        items.len(),
+    );
+    Ok(layout(page, "Dead letters", "/dead-letters", &body))
+}
+
+async fn plugins(admin: &Admin, page: &Page<'_>) -> Result<String, ApiError> {
+    let list = api::plugins(admin).await?;
+    let sections: String = list["plugins"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let st = &p["status"];
+            let d = &p["descriptor"];
+            let failing = st["consecutive_failures"].as_u64().unwrap_or(0) > 0;
+            let descriptor = if d.is_null() {
+                "<dd>runs in its own process (isolation = \"process\"): see <code>gateway plugins inspect</code></dd>".to_owned()
+            } else {
+                format!(
+                    "<dd>{} {} (ABI 1.{}, batch entry: {})<br><small>{}</small></dd>",
+                    s(&d["name"]),
+                    s(&d["version"]),
+                    s(&d["abi_minor"]),
+                    s(&d["batch_entry"]),
+                    s(&d["build_tag"])
+                )
+            };
+            format!(
+                "<section class=\"plugin\" id=\"plugin-{}\"><h2>{} {}</h2><dl class=\"facts\">\
+                 <dt>Library</dt><dd><code>{}</code></dd><dt>sha256 pin</dt><dd>{}</dd>\
+                 <dt>Descriptor</dt>{descriptor}\
+                 <dt>Isolation</dt><dd>{}</dd><dt>Concurrency</dt><dd>{} running of {}, {} queued</dd>\
+                 <dt>Pending</dt><dd>{}</dd><dt>Last success</dt><dd>{}</dd><dt>Consecutive failures</dt><dd>{}</dd><dt>Last error</dt><dd class=\"err\">{}</dd></dl>\
+                 <h3>Config</h3><pre>{}</pre></section>",
+                esc(p["name"].as_str().unwrap_or("")),
+                s(&p["name"]),
+                if failing { state_badge("failing") } else { state_badge("healthy") },
+                s(&p["library"]),
+                s(&p["sha256"]),
+                s(&p["isolation"]),
+                s(&st["calls_running"]),
+                s(&p["max_concurrency"]),
+                s(&st["queued"]),
+                s(&st["pending"]),
+                when(&st["last_success_ms"]),
+                s(&st["consecutive_failures"]),
+                s(&st["last_error"]),
+                esc(&serde_json::to_string_pretty(&p["config"]).unwrap_or_default()),
+            )
+        })
+        .collect();
+    let body = format!(
+        "<div class=\"actions\"><button type=\"button\" id=\"reload\">Reload config</button> <span class=\"hint\">Same as SIGHUP: the whole config is validated first; on any problem the running one stays.</span></div><p id=\"result\" class=\"result\" role=\"status\"></p>{sections}"
+    );
+    Ok(layout(page, "Plugins", "/plugins", &body))
+}
+
+/// Routes a console page.
+pub async fn route(
+    admin: &Admin,
+    page: &Page<'_>,
+    method: &Method,
+    path: &str,
+    q: &[(String, String)],
+) -> Reply {
+    if method != Method::GET && method != Method::HEAD {
+        return error_page(page, &ApiError::MethodNotAllowed("GET"));
+    }
+    let rendered = match path {
+        "/" => overview(admin, page).await,
+        "/events" => match events(admin, page, q).await {
+            Ok(Err(redirect)) => return redirect,
+            Ok(Ok(body)) => Ok(body),
+            Err(e) => Err(e),
+        },
+        "/dead-letters" => dead_letters(admin, page, q).await,
+        "/plugins" => plugins(admin, page).await,
+        _ => match path.strip_prefix("/events/") {
+            Some(id) if !id.is_empty() => match super::form::decode(id) {
+                Some(id) => event(admin, page, &id).await,
+                None => Err(ApiError::BadRequest("bad event id escape".into())),
+            },
+            _ => Err(ApiError::NotFound(format!("no page {path}"))),
+        },
+    };
+    match rendered {
+        Ok(body) => html(StatusCode::OK, body),
+        Err(e) => error_page(page, &e),
+    }
+}
