@@ -14,10 +14,15 @@
 //!   `"5000"`, `-5`, `1.5`: the wrong types the host warns about); and what native code does
 //!   when it fails, which no `catch_unwind` stops: `crash_abort` (`abort()`), `crash_segv` (a
 //!   write through a null pointer), `crash_exit` (`exit(3)`); anything else is Ok. `init`
-//!   refuses a config containing `"refuse"` with a message buffer.
+//!   refuses a config containing `"refuse"` with a message buffer, and answers a config
+//!   containing `"null_instance"` with success but no instance.
 //! - `bad_major`: ABI major 2 and a descriptor of only the three header fields.
 //! - `small_struct`: ABI 1.0 but a descriptor that stops after `build_tag`.
 //! - `newer_minor`: ABI 1.2 (newer than any host) with one appended field.
+//! - `short_1_1`: claims ABI 1.1 but its descriptor has the 1.0 size (no `handle_batch`).
+//! - `batch`: ABI 1.1 with a `handle_batch` that calls `handle` for each delivery, unless the
+//!   first delivery's `event_type` is `batch_fails_silently` (the batch fails, writing no slot)
+//!   or `batch_fails_with_reason` (it fails, with a Retry reason in the first slot).
 //! - `wrong_symbol`: a full descriptor exported under `gateway_plugin_v2` instead of `_v1`.
 //! - `null_descriptor`: the entry returns null.
 //! - `null_name`: a full descriptor whose `name` is null.
@@ -44,6 +49,7 @@ pub struct GwBuf {
 
 type InitFn = unsafe extern "C" fn(GwStr, *const c_void, *mut *mut c_void, *mut GwBuf) -> u32;
 type HandleFn = unsafe extern "C" fn(*mut c_void, GwStr, *mut GwBuf) -> u32;
+type BatchFn = unsafe extern "C" fn(*mut c_void, *const GwStr, usize, *mut u32, *mut GwBuf) -> u32;
 
 /// `gateway_plugin::abi::PluginDescriptor`, restated (plus one appended field for ABI 1.1).
 #[repr(C)]
@@ -60,6 +66,8 @@ pub struct Descriptor {
     shutdown: unsafe extern "C" fn(*mut c_void),
     #[cfg(newer_minor)]
     appended_in_1_1: u64,
+    #[cfg(batch)]
+    handle_batch: Option<BatchFn>,
 }
 
 /// Only the fields that never move.
@@ -91,7 +99,13 @@ const fn cstr(s: &'static [u8]) -> *const c_char {
 #[cfg(not(any(bad_major, small_struct, null_descriptor)))]
 static DESCRIPTOR: Descriptor = Descriptor {
     abi_major: 1,
-    abi_minor: if cfg!(newer_minor) { 2 } else { 0 },
+    abi_minor: if cfg!(newer_minor) {
+        2
+    } else if cfg!(any(short_1_1, batch)) {
+        1
+    } else {
+        0
+    },
     struct_size: std::mem::size_of::<Descriptor>() as u32,
     build_tag: cstr(b"raw fixture; no SDK\0"),
     name: if cfg!(null_name) {
@@ -110,6 +124,8 @@ static DESCRIPTOR: Descriptor = Descriptor {
     shutdown,
     #[cfg(newer_minor)]
     appended_in_1_1: 0,
+    #[cfg(batch)]
+    handle_batch: Some(handle_batch),
 };
 
 #[cfg(bad_major)]
@@ -248,6 +264,9 @@ unsafe extern "C" fn init(
         unsafe { *out_error = give("raw plugin refuses this config") };
         return 1;
     }
+    if contains(config, b"null_instance") {
+        return 0;
+    }
     INITS.fetch_add(1, Ordering::SeqCst);
     let instance = Box::into_raw(Box::new(Instance { magic: MAGIC }));
     // SAFETY: the host passes a valid, writable out-pointer.
@@ -287,6 +306,40 @@ unsafe extern "C" fn handle(instance: *mut c_void, delivery: GwStr, out_detail: 
         unsafe { *out_detail = give(text) };
     }
     code
+}
+
+#[cfg(batch)]
+unsafe extern "C" fn handle_batch(
+    instance: *mut c_void,
+    deliveries: *const GwStr,
+    count: usize,
+    out_codes: *mut u32,
+    out_details: *mut GwBuf,
+) -> u32 {
+    if count == 0 {
+        return 0;
+    }
+    // SAFETY: the host passes `count` borrowed deliveries and `count` writable slots of each.
+    unsafe {
+        match event_type(bytes(&*deliveries)) {
+            b"batch_fails_silently" => return 3,
+            b"batch_fails_with_reason" => {
+                *out_codes = 1;
+                *out_details = give(r#"{"reason":"raw batch broke"}"#);
+                return 3;
+            }
+            _ => {}
+        }
+        for i in 0..count {
+            let d = &*deliveries.add(i);
+            let one = GwStr {
+                ptr: d.ptr,
+                len: d.len,
+            };
+            *out_codes.add(i) = handle(instance, one, out_details.add(i));
+        }
+    }
+    0
 }
 
 unsafe extern "C" fn free_buf(buf: GwBuf) {

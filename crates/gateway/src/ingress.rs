@@ -281,3 +281,6 @@ fn check_skew(timestamp: &str, skew: std::time::Duration) -> Result<(), Rejectio
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
