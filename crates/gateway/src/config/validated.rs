@@ -152,20 +152,8 @@ impl Config {
         path: &Path,
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: shown.clone(),
-            source,
-        })?;
-        let raw: RawConfig = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
-            path: shown.clone(),
-            message: syntax_message(&text, &e),
-        })?;
-        let file = std::path::absolute(path).map_err(|source| ConfigError::Read {
-            path: shown.clone(),
-            source,
-        })?;
-        let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        let (shown, raw) = read_raw(path)?;
+        let (file, dir) = locate(path)?;
         let mut v = Validator {
             dir: &dir,
             lookup,
@@ -185,20 +173,8 @@ impl Config {
     /// Only `[libraries] dir` of a config file (absolute), for `gateway plugins list` when the
     /// rest of the config has problems: listing the folder is how one fixes a `library` name.
     pub fn library_dir_of(path: &Path) -> Result<Option<PathBuf>, ConfigError> {
-        let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: shown.clone(),
-            source,
-        })?;
-        let raw: RawConfig = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
-            path: shown.clone(),
-            message: syntax_message(&text, &e),
-        })?;
-        let file = std::path::absolute(path).map_err(|source| ConfigError::Read {
-            path: shown.clone(),
-            source,
-        })?;
-        let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        let (shown, raw) = read_raw(path)?;
+        let (_, dir) = locate(path)?;
         let mut v = Validator {
             dir: &dir,
             lookup: &env::from_process,
@@ -275,6 +251,30 @@ fn log_filter(text: &str) -> Result<String, String> {
         }
     }
     Ok(out.join(","))
+}
+
+/// A config file's text parsed into its raw form, with the path as shown in errors.
+fn read_raw(path: &Path) -> Result<(String, RawConfig), ConfigError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    let raw = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+        path: shown.clone(),
+        message: syntax_message(&text, &e),
+    })?;
+    Ok((shown, raw))
+}
+
+/// A file's absolute path and its folder (the base of the relative paths it holds).
+pub(super) fn locate(path: &Path) -> Result<(PathBuf, PathBuf), ConfigError> {
+    let file = std::path::absolute(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+    Ok((file, dir))
 }
 
 struct Validator<'a> {

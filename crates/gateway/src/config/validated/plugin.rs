@@ -35,11 +35,7 @@ pub fn load_plugin_config(path: &Path) -> Result<serde_json::Value, ConfigError>
         Some("toml") => {
             let table: toml::Table =
                 toml::from_str(&text).map_err(|e| syntax(syntax_message(&text, &e)))?;
-            let file = std::path::absolute(path).map_err(|source| ConfigError::Read {
-                path: shown.clone(),
-                source,
-            })?;
-            let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+            let (_, dir) = super::locate(path)?;
             let mut v = Validator {
                 dir: &dir,
                 lookup: &env::from_process,
