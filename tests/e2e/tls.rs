@@ -332,6 +332,27 @@ fn a_renewed_certificate_on_disk_is_served_and_a_broken_one_is_refused() {
         "{}",
         gw.log()
     );
+    // The admin API's reload is the same reload: it reads the pair again too (a mismatched
+    // pair, so its refusal is logged whatever the file watcher did first).
+    let (_, stray_again) = ca.leaf(0x1005, -DAY, 90 * DAY);
+    write_atomic(
+        &dir.path().join("privkey.pem"),
+        &stray_again.serialize_pem(),
+    );
+    let answer = post(
+        &gw.admin_url("/api/v1/reload"),
+        &[("Content-Type".to_owned(), "application/json".to_owned())],
+        "{}",
+    )
+    .expect("POST /api/v1/reload");
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(
+        wait_until(Duration::from_secs(15), || gw.log().lines().any(|l| l
+            .contains("admin API")
+            && l.contains("TLS certificate reload refused"))),
+        "{}",
+        gw.log()
+    );
     let text = get(&gw.admin_url("/metrics")).expect("metrics").body;
     assert!(
         metric(

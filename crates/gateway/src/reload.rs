@@ -24,6 +24,8 @@ pub struct Live {
     intake: Arc<Intake>,
     engine: Arc<Engine>,
     long_conns: Arc<LongConns>,
+    /// The webhook listener's certificate, when it serves TLS: re-read by every reload.
+    tls: Option<Arc<crate::tls::Tls>>,
 }
 
 impl std::fmt::Debug for Live {
@@ -39,6 +41,7 @@ impl Live {
         intake: Arc<Intake>,
         engine: Arc<Engine>,
         long_conns: Arc<LongConns>,
+        tls: Option<Arc<crate::tls::Tls>>,
     ) -> Live {
         Live {
             file: config.file.clone(),
@@ -46,6 +49,7 @@ impl Live {
             intake,
             engine,
             long_conns,
+            tls,
         }
     }
 
@@ -114,7 +118,8 @@ impl Live {
 pub async fn apply(live: Arc<Live>, trigger: &str) -> Result<(), String> {
     tracing::info!(trigger, "reloading config");
     let m = crate::metrics::get();
-    let outcome = match tokio::task::spawn_blocking(move || live.reload()).await {
+    let reloading = live.clone();
+    let outcome = match tokio::task::spawn_blocking(move || reloading.reload()).await {
         Ok(Ok(())) => {
             m.last_reload
                 .set(crate::store::sqlite::now_ms() as f64 / 1000.0);
@@ -135,7 +140,28 @@ pub async fn apply(live: Arc<Live>, trigger: &str) -> Result<(), String> {
             result: result.to_owned(),
         })
         .inc();
+    reload_tls(&live, trigger).await;
     outcome
+}
+
+/// After a config reload (SIGHUP, `--watch`, the admin API): the certificate pair is read again,
+/// from the paths of the config now running (a refused config keeps the old paths). A renewed
+/// pair is picked up by the file watcher anyway; this makes `systemctl reload` (certbot's deploy
+/// hook) take effect at once. Turning TLS on or off needs a restart, like the listen address.
+async fn reload_tls(live: &Arc<Live>, trigger: &str) {
+    match (live.tls.clone(), live.tls_files()) {
+        (Some(tls), Some(files)) => {
+            let trigger = trigger.to_owned();
+            let _ = tokio::task::spawn_blocking(move || tls.reload(&trigger, Some(&files))).await;
+        }
+        (Some(_), None) => tracing::warn!(
+            "[server] tls was removed: the listener keeps serving HTTPS until a restart"
+        ),
+        (None, Some(_)) => tracing::warn!(
+            "[server] tls was added: the listener keeps serving plain HTTP until a restart"
+        ),
+        (None, None) => {}
+    }
 }
 
 /// Identity of the config file as last seen: changes when an editor or git replaces it.

@@ -163,6 +163,7 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
         intake.clone(),
         engine.clone(),
         long_conns.clone(),
+        tls.clone(),
     ));
     if let Ok(mut slot) = admin.live.lock() {
         *slot = Some(live.clone());
@@ -218,12 +219,11 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
             }
             Some(why) = reload_rx.recv() => {
                 // Off the accept loop: plugin init may take a while; `Live` serialises reloads.
-                // The admin API's `POST /api/v1/reload` runs the same `reload::apply`.
+                // The admin API's `POST /api/v1/reload` runs the same `reload::apply` (the
+                // config, then the TLS certificate).
                 let live = live.clone();
-                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let _ = crate::reload::apply(live.clone(), why).await;
-                    reload_tls(tls, &live, why).await;
+                    let _ = crate::reload::apply(live, why).await;
                 });
             }
             _ = signals.next() => break,
@@ -285,25 +285,6 @@ where
         .serve_connection(io, service_fn(move |req| ingress.clone().serve(req, peer)));
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(error = %e, "connection ended with an error");
-    }
-}
-
-/// After a config reload (SIGHUP, `--watch`): the certificate pair is read again, from the
-/// paths of the config now running (a refused config keeps the old paths). A renewed pair is
-/// picked up by [`Tls::watch`] anyway; this makes `systemctl reload` (certbot's deploy hook)
-/// take effect at once. Turning TLS on or off needs a restart, like the listen address.
-async fn reload_tls(tls: Option<Arc<Tls>>, live: &Live, trigger: &'static str) {
-    match (tls, live.tls_files()) {
-        (Some(tls), Some(files)) => {
-            let _ = tokio::task::spawn_blocking(move || tls.reload(trigger, Some(&files))).await;
-        }
-        (Some(_), None) => tracing::warn!(
-            "[server] tls was removed: the listener keeps serving HTTPS until a restart"
-        ),
-        (None, Some(_)) => tracing::warn!(
-            "[server] tls was added: the listener keeps serving plain HTTP until a restart"
-        ),
-        (None, None) => {}
     }
 }
 
