@@ -215,6 +215,33 @@ fn events_filter_and_page_by_cursor_and_one_event_shows_its_deliveries_redacted(
     );
     assert_eq!(e["envelope"]["header"]["token"], "<redacted>");
     assert_eq!(e["envelope"]["header"]["event_id"], "bad-1");
+    // Its attempt history: the one attempt, how it ended, when and how long.
+    let history = e["deliveries"][0]["history"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(history.len(), 1, "{e}");
+    let a = &history[0];
+    assert_eq!(
+        (&a["generation"], &a["attempt"], &a["outcome"]),
+        (&json!(0), &json!(1), &json!("reject")),
+        "{a}"
+    );
+    assert!(
+        a["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("testkit: reject"),
+        "{a}"
+    );
+    assert!(
+        a["duration_ms"].is_u64() && a["started_at"].is_string(),
+        "{a}"
+    );
+    assert!(
+        a["started_at_ms"].as_i64() <= a["recorded_at_ms"].as_i64(),
+        "{a}"
+    );
 
     // Deliveries by state and plugin, dead letters, plugins.
     let d = get(&gw, "/api/v1/deliveries?state=dead&plugin=kit").json();
@@ -306,6 +333,29 @@ fn replay_reruns_successes_only_with_force_and_reload_answers_its_result() {
     let r = post_json(&gw, "/api/v1/replay", json!({"dead_letters": true}));
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["replayed"], 0);
+    // Each delivery's history keeps every generation's attempts, oldest first.
+    let outcomes = |id: &str| -> Vec<(u64, u64, String)> {
+        get(&gw, &format!("/api/v1/events/{id}")).json()["deliveries"][0]["history"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| {
+                (
+                    a["generation"].as_u64().unwrap_or(99),
+                    a["attempt"].as_u64().unwrap_or(99),
+                    a["outcome"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        outcomes("ev-ok"),
+        [(0, 1, "ok".into()), (1, 1, "ok".into())]
+    );
+    assert_eq!(
+        outcomes("ev-flaky"),
+        [(0, 1, "retry".into()), (1, 1, "ok".into())]
+    );
 
     // Refusals.
     let table: &[(Value, u16, &str)] = &[

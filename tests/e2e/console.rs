@@ -320,6 +320,11 @@ fn overview_search_event_attempts_and_replaying_a_dead_letter_from_the_page() {
         row.contains("dead") && row.contains("testkit: retry 1 of 1"),
         "{row}"
     );
+    let attempt = browser.text("#attempts tr.attempt");
+    assert!(
+        attempt.contains("kit") && attempt.contains("retry") && attempt.contains(" ms"),
+        "{attempt}"
+    );
     let envelope = browser.text("#envelope");
     assert!(
         envelope.contains("\"event_id\": \"ev-flaky\""),
@@ -342,6 +347,12 @@ fn overview_search_event_attempts_and_replaying_a_dead_letter_from_the_page() {
     browser.wait_text("#deliveries tr.delivery td.state", 15, true, |t| {
         t == "done"
     });
+    // The history shows both generations: the failed attempt, then the replayed success.
+    let outcomes = browser.text("#attempts tbody");
+    assert!(
+        outcomes.contains("retry") && outcomes.contains("ok"),
+        "{outcomes}"
+    );
     browser.screenshot("event-delivered");
 
     // Plugins: descriptor, config, health.

@@ -207,6 +207,23 @@ fn three_replicas_deliver_each_event_once_whichever_got_it() {
     );
     std::thread::sleep(Duration::from_millis(1_500));
     assert_eq!(calls(&paths).get("three-00042").copied(), Some(2), "once");
+    // Its history, read back through another replica: both generations' successes.
+    let (code, out, err) = gws[2].cli(&["events", "show", "three-00042"]);
+    assert_eq!(code, 0, "{err}");
+    let shown: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let history: Vec<(u64, u64, &str)> = shown["deliveries"][0]["history"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| {
+            (
+                a["generation"].as_u64().unwrap_or(99),
+                a["attempt"].as_u64().unwrap_or(99),
+                a["outcome"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(history, [(0, 1, "ok"), (1, 1, "ok")], "{out}");
 }
 
 #[test]
@@ -259,6 +276,25 @@ fn a_killed_replicas_claims_are_finished_by_the_others_after_its_lease() {
             code == 0 && out.contains("0 deliver(ies)")
         }),
         "nothing stays pending"
+    );
+    // The history tells the same story: every delivery's success is recorded, and each crash
+    // the survivors counted has its `crashed` row.
+    assert_eq!(
+        pg.sql(
+            "kill",
+            "SELECT COUNT(*) FROM deliveries d WHERE NOT EXISTS (SELECT 1 FROM attempts a
+             WHERE a.delivery_key = d.key AND a.outcome = 'ok')"
+        ),
+        "0"
+    );
+    let crashed = pg.sql(
+        "kill",
+        "SELECT COUNT(*) FROM attempts WHERE outcome = 'crashed'",
+    );
+    eprintln!("crashed attempts recorded: {crashed}");
+    assert_eq!(
+        pg.sql("kill", "SELECT COALESCE(SUM(crashes), 0) FROM deliveries"),
+        crashed
     );
 }
 
@@ -327,7 +363,11 @@ fn replicas_starting_together_on_an_empty_database_migrate_it_once() {
         .filter(|g| g.log().contains("database schema migrated"))
         .count();
     assert_eq!(migrated, 1, "exactly one replica applied the migration");
-    assert_eq!(pg.sql("race", "SELECT COUNT(*) FROM gateway_schema"), "1");
+    assert_eq!(
+        pg.sql("race", "SELECT COUNT(*) = MAX(version) FROM gateway_schema"),
+        "t",
+        "each migration recorded once"
+    );
     let lark = Lark::encrypted("tok", "key");
     for (i, g) in gws.iter().enumerate() {
         let id = format!("race-{i}");

@@ -54,7 +54,7 @@ pub struct ReplayArgs {
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum EventsCommand {
-    /// Print a stored event and its deliveries as JSON.
+    /// Print a stored event and its deliveries, with their attempt history, as JSON.
     Show { event_id: String },
     /// List stored events, newest first.
     List(list::EventListArgs),

@@ -10,6 +10,8 @@
 //!   `generation`: an outcome names the generation and attempt count it started from and is
 //!   recorded only if both still hold, so a replay is never overwritten.
 //! - Nothing is ever answered from memory alone: the store is the truth after a crash.
+//! - Every outcome that applies, and every crash found, adds a row to the delivery's attempt
+//!   history in the same write; the history goes when its delivery goes (retention, purge).
 //! - A shared store ([`Store::shared`]: several gateway processes on one database) lets a
 //!   delivery's attempt start in one process only: [`Store::start_attempts`] claims it with a
 //!   lease, and a process whose lease expired mid-call is counted as crashed by the others.
@@ -26,6 +28,9 @@ pub use sqlite::{ReplaySelector, SqliteStore};
 
 /// The most events one [`Store::purge`] removes.
 pub const PURGE_CHUNK: u64 = 1_000;
+
+/// The reason of a `crashed` attempt in a delivery's history.
+pub const CRASHED: &str = "the gateway died during this call";
 
 /// A boxed future resolving to a store result.
 pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send>>;
@@ -78,6 +83,16 @@ pub enum Finish {
     Dead { error: String },
 }
 
+impl Finish {
+    /// The reason recorded with it (none for a success).
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            Finish::Done => None,
+            Finish::Retry { error, .. } | Finish::Dead { error } => Some(error),
+        }
+    }
+}
+
 /// What an outcome may replace: the delivery as it was when the call started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Guard {
@@ -97,6 +112,39 @@ pub struct FinishRecord {
     /// Attempts made, including this one.
     pub attempts: u32,
     pub finish: Finish,
+    /// What the attempt's history row says (written only when the record applies).
+    pub trace: Trace,
+}
+
+/// How one attempt went, for the delivery's history (see [`AttemptRecord`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trace {
+    /// `ok`, `retry`, `reject`, `panicked`, `timeout`; `late ok`, `late reject`, `late
+    /// panicked` for the outcome of a call that returned after its timeout was recorded.
+    pub outcome: &'static str,
+    /// When the plugin call started (Unix ms).
+    pub started_at_ms: i64,
+    /// How long it ran, in milliseconds.
+    pub duration_ms: u64,
+}
+
+/// One attempt in a delivery's history: every recorded outcome, oldest first, across replays.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AttemptRecord {
+    /// The delivery's generation the attempt belongs to (bumped by every replay).
+    pub generation: u32,
+    /// The attempt's number within its generation (from 1).
+    pub attempt: u32,
+    /// As in [`Trace::outcome`], or `crashed`: the gateway died during the call.
+    pub outcome: String,
+    /// The reason given (a retry's, a dead letter's, a crash's); none for a success.
+    pub reason: Option<String>,
+    /// When the call started; unknown for a crashed attempt.
+    pub started_at_ms: Option<i64>,
+    /// How long the call ran; unknown for a crashed attempt.
+    pub duration_ms: Option<u64>,
+    /// When the outcome was recorded.
+    pub recorded_at_ms: i64,
 }
 
 /// A pending delivery with everything needed to call its plugin.
@@ -146,6 +194,9 @@ pub struct DeliveryRecord {
     pub updated_at_ms: i64,
     /// Attempts during which the gateway died (a crash in a plugin, or `kill -9`).
     pub crashes: u32,
+    /// Every recorded attempt, oldest first (filled by [`Store::event`] only; empty in lists).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<AttemptRecord>,
 }
 
 /// A stored event, for `events show`.
@@ -263,7 +314,7 @@ pub trait Store: Send + Sync + 'static {
 
     // Operator commands (`gateway events`, `deliveries`, `dead-letters`, `replay`, `store`).
 
-    /// One event and its deliveries.
+    /// One event and its deliveries, each with its attempt history.
     fn event(&self, id: String) -> StoreFuture<Option<EventRecord>>;
     /// Dead letters, newest first, optionally one plugin's, optionally died since a time.
     fn dead_letters(

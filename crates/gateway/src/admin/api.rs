@@ -15,7 +15,9 @@ use super::{history, Admin};
 use crate::ops::list::{delivery_row, event_row};
 use crate::ops::timefmt::{rfc3339, since_ms};
 use crate::ops::ReplayArgs;
-use crate::store::{sqlite::now_ms, DeliveryFilter, DeliveryRecord, EventFilter, ReplaySelector};
+use crate::store::{
+    sqlite::now_ms, AttemptRecord, DeliveryFilter, DeliveryRecord, EventFilter, ReplaySelector,
+};
 
 /// The largest request body the API reads.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -199,7 +201,8 @@ pub async fn events(admin: &Admin, q: &[(String, String)]) -> Result<Value, ApiE
     }))
 }
 
-/// One event: its record, the envelope (token redacted) as text and parsed, its deliveries.
+/// One event: its record, the envelope (token redacted) as text and parsed, its deliveries with
+/// every recorded attempt (`history`, oldest first, across replays).
 pub async fn event(admin: &Admin, id: &str) -> Result<Value, ApiError> {
     let Some(e) = admin.store.event(id.to_owned()).await? else {
         return Err(ApiError::NotFound(format!("no event {id:?} in the store")));
@@ -215,8 +218,27 @@ pub async fn event(admin: &Admin, id: &str) -> Result<Value, ApiError> {
         "received_at": rfc3339(e.received_at_ms),
         "body": body,
         "envelope": envelope,
-        "deliveries": e.deliveries.iter().map(delivery_row).collect::<Vec<_>>(),
+        "deliveries": e.deliveries.iter().map(|d| {
+            let mut row = delivery_row(d);
+            row["history"] = d.history.iter().map(attempt_row).collect();
+            row
+        }).collect::<Vec<_>>(),
     }))
+}
+
+/// One attempt of a delivery's history, with its times also in RFC 3339.
+fn attempt_row(a: &AttemptRecord) -> Value {
+    json!({
+        "generation": a.generation,
+        "attempt": a.attempt,
+        "outcome": a.outcome,
+        "reason": a.reason,
+        "started_at_ms": a.started_at_ms,
+        "started_at": a.started_at_ms.map(rfc3339),
+        "duration_ms": a.duration_ms,
+        "recorded_at_ms": a.recorded_at_ms,
+        "recorded_at": rfc3339(a.recorded_at_ms),
+    })
 }
 
 /// Deliveries in a state (`pending`, `retrying`, `done`, `dead`; default `pending`).

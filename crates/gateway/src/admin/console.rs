@@ -140,6 +140,33 @@ fn s(v: &Value) -> String {
     }
 }
 
+/// The attempts table's rows: each delivery's history, grouped by plugin.
+fn attempt_rows(deliveries: &Value) -> String {
+    let mut rows = String::new();
+    for d in deliveries.as_array().into_iter().flatten() {
+        for a in d["history"].as_array().into_iter().flatten() {
+            let duration = a["duration_ms"]
+                .as_u64()
+                .map_or_else(|| "-".into(), |ms| format!("{ms} ms"));
+            rows.push_str(&format!(
+                "<tr class=\"attempt\" data-plugin=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td class=\"outcome\">{}</td><td>{}</td><td>{}</td><td class=\"err\">{}</td></tr>",
+                s(&d["plugin"]),
+                s(&d["plugin"]),
+                s(&a["generation"]),
+                s(&a["attempt"]),
+                state_badge(a["outcome"].as_str().unwrap_or("")),
+                esc(a["started_at"].as_str().unwrap_or("-")),
+                duration,
+                s(&a["reason"]),
+            ));
+        }
+    }
+    if rows.is_empty() {
+        rows.push_str("<tr><td colspan=\"7\" class=\"hint\">No attempt recorded yet.</td></tr>");
+    }
+    rows
+}
+
 fn state_badge(state: &str) -> String {
     format!("<span class=\"badge {0}\">{0}</span>", esc(state))
 }
@@ -323,12 +350,15 @@ async fn event(admin: &Admin, page: &Page<'_>, id: &str) -> Result<String, ApiEr
          <h2>Deliveries</h2><p class=\"hint\">Attempts of the current generation (a replay starts again from 1); the last error is the latest failed attempt's reason.</p>\
          <table id=\"deliveries\"><thead><tr><th>plugin</th><th>state</th><th>attempts</th><th>crashes</th><th>updated (UTC)</th><th>next attempt</th><th>last error</th><th></th></tr></thead><tbody>{rows}</tbody></table>\
          <p id=\"result\" class=\"result\" role=\"status\"></p>\
+         <h2>Attempts</h2><p class=\"hint\">Every recorded attempt, oldest first, across replays (a replay starts a new generation). A crashed attempt is one the gateway died during; its start is unknown.</p>\
+         <table id=\"attempts\"><thead><tr><th>plugin</th><th>generation</th><th>attempt</th><th>outcome</th><th>started (UTC)</th><th>duration</th><th>reason</th></tr></thead><tbody>{}</tbody></table>\
          <h2>Envelope</h2><p class=\"hint\">Decrypted, as received; the verification token is redacted.</p><pre id=\"envelope\">{}</pre>",
         s(&e["id"]),
         s(&e["app"]),
         s(&e["event_type"]),
         s(&e["schema"]),
         esc(e["received_at"].as_str().unwrap_or("")),
+        attempt_rows(&e["deliveries"]),
         esc(&envelope),
     );
     Ok(layout(page, &format!("Event {id}"), "/events", &body))

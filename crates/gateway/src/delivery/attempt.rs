@@ -24,7 +24,7 @@ use tracing::Instrument;
 use super::{backoff, detail, Engine, HungCall, Job, PluginQueue};
 use crate::metrics;
 use crate::plugins::PluginSlot;
-use crate::store::{sqlite::now_ms, Finish, FinishRecord, Guard};
+use crate::store::{sqlite::now_ms, Finish, FinishRecord, Guard, Trace};
 
 /// A running plugin call: its outcomes (one per delivery) and the permit it holds.
 type Call = tokio::task::JoinHandle<(Vec<CallOutcome>, OwnedSemaphorePermit)>;
@@ -78,7 +78,12 @@ impl Engine {
         }
         for (job, error) in unbuildable {
             let finish = Finish::Dead { error };
-            self.record(&job, from(&job), job.attempts + 1, finish, "reject")
+            let trace = Trace {
+                outcome: "reject",
+                started_at_ms: now_ms(),
+                duration_ms: 0,
+            };
+            self.record(&job, from(&job), job.attempts + 1, finish, trace)
                 .await;
             self.known.finish(job.key, job.generation);
         }
@@ -108,6 +113,7 @@ impl Engine {
             return;
         }
         let started = Instant::now();
+        let started_at_ms = now_ms();
         let call_slot = slot.clone();
         let call_span = tracing::Span::current();
         let mut call: Call = tokio::task::spawn_blocking(move || {
@@ -155,6 +161,11 @@ impl Engine {
                 guard: from(job),
                 attempts: job.attempts + 1,
                 finish: d.finish.clone(),
+                trace: Trace {
+                    outcome: d.label,
+                    started_at_ms,
+                    duration_ms: ms,
+                },
             })
             .collect();
         let labels: Vec<&str> = decisions.iter().map(|d| d.label).collect();
@@ -193,11 +204,17 @@ impl Engine {
             {
                 restart(&slot).await;
             }
+            let ran_ms = started.elapsed().as_millis() as u64;
             for ((job, outcome), retry) in ready.iter().zip(late_outcomes).zip(&mut retry_at) {
                 let Some(outcome) = outcome else { continue };
                 let pending = retry.is_some();
+                let trace = |outcome| Trace {
+                    outcome,
+                    started_at_ms,
+                    duration_ms: ran_ms,
+                };
                 let ended = self
-                    .late(job, job.attempts + 1, outcome, pending)
+                    .late(job, job.attempts + 1, outcome, pending, trace)
                     .instrument(job_span(job))
                     .await;
                 if ended {
@@ -300,8 +317,16 @@ impl Engine {
     }
 
     /// Applies the outcome of a call that returned after its timeout was recorded (as a retry
-    /// when `pending`, else as a dead letter). Returns whether it ended the delivery.
-    async fn late(&self, job: &Job, attempt: u32, outcome: CallOutcome, pending: bool) -> bool {
+    /// when `pending`, else as a dead letter). Returns whether it ended the delivery. `trace`
+    /// makes its history row from the outcome's name.
+    async fn late(
+        &self,
+        job: &Job,
+        attempt: u32,
+        outcome: CallOutcome,
+        pending: bool,
+        trace: impl Fn(&'static str) -> Trace,
+    ) -> bool {
         let at = |dead_too| Guard {
             generation: job.generation,
             attempts: attempt,
@@ -310,7 +335,7 @@ impl Engine {
         match outcome {
             CallOutcome::Ok => {
                 let applied = self
-                    .record(job, at(true), attempt, Finish::Done, "ok")
+                    .record(job, at(true), attempt, Finish::Done, trace("late ok"))
                     .await;
                 if applied {
                     tracing::info!("the timed-out call succeeded after all: delivered");
@@ -322,7 +347,10 @@ impl Engine {
                 let reason = detail::cap(reason);
                 tracing::warn!(%reason, "the timed-out call was rejected after all: dead letter");
                 let finish = Finish::Dead { error: reason };
-                pending && self.record(job, at(false), attempt, finish, "reject").await
+                pending
+                    && self
+                        .record(job, at(false), attempt, finish, trace("late reject"))
+                        .await
             }
             CallOutcome::Panicked { message } => {
                 let message = detail::cap(message);
@@ -332,7 +360,7 @@ impl Engine {
                 };
                 pending
                     && self
-                        .record(job, at(false), attempt, finish, "panicked")
+                        .record(job, at(false), attempt, finish, trace("late panicked"))
                         .await
             }
         }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::attempt::{from, job_span};
 use super::{Engine, Job};
 use crate::metrics;
-use crate::store::{Finish, FinishRecord, Guard};
+use crate::store::{Finish, FinishRecord, Guard, Trace};
 
 /// Retrying a refused write starts here and doubles up to [`RECORD_RETRY_MAX`].
 const RECORD_RETRY_MIN: Duration = Duration::from_millis(200);
@@ -49,20 +49,23 @@ impl Engine {
         }
     }
 
-    /// Records one outcome (see [`Engine::record_many`]).
+    /// Records one outcome (see [`Engine::record_many`]); its metrics label is the trace's
+    /// outcome without `late `.
     pub(super) async fn record(
         &self,
         job: &Job,
         guard: Guard,
         attempt: u32,
         finish: Finish,
-        label: &str,
+        trace: Trace,
     ) -> bool {
+        let label = trace.outcome.trim_start_matches("late ");
         let record = FinishRecord {
             key: job.key,
             guard,
             attempts: attempt,
             finish,
+            trace,
         };
         let applied = self
             .record_many(std::slice::from_ref(job), vec![record], &[label])

@@ -20,6 +20,7 @@
 mod connect;
 mod ingest;
 mod inspect;
+mod outcome;
 mod schema;
 
 use std::collections::HashSet;
@@ -211,71 +212,9 @@ impl Store for PgStore {
     }
 
     fn finish_many(&self, records: Vec<FinishRecord>) -> StoreFuture<Vec<bool>> {
-        self.op(move |c, inner| async move {
-            let sql = format!(
-                "UPDATE deliveries d SET state = u.state, attempts = u.attempts,
-                     next_at = u.next_at, started = 0, updated_at = $1,
-                     last_error = CASE WHEN u.state = 'done' THEN NULL
-                                       ELSE COALESCE(u.error, d.last_error) END,
-                     claimed_by = CASE WHEN u.state = 'pending' THEN $2 ELSE NULL END,
-                     lease_until = CASE WHEN u.state = 'pending'
-                         THEN {DB_NOW_MS} + GREATEST(u.next_at - $1, 0) + $3 ELSE 0 END
-                 FROM unnest($4::bigint[], $5::text[], $6::int[], $7::bigint[], $8::text[],
-                             $9::int[], $10::int[], $11::bool[])
-                      AS u(key, state, attempts, next_at, error, g_attempts, g_generation, dead_too)
-                 WHERE d.key = u.key AND d.attempts = u.g_attempts
-                   AND d.generation = u.g_generation
-                   AND (d.state = 'pending' OR (u.dead_too AND d.state = 'dead'))
-                 RETURNING d.key"
-            );
-            let now = now_ms();
-            let mut k = Vec::new();
-            let mut state = Vec::new();
-            let mut attempts = Vec::new();
-            let mut next_at = Vec::new();
-            let mut error: Vec<Option<&str>> = Vec::new();
-            let mut g_attempts = Vec::new();
-            let mut g_generation = Vec::new();
-            let mut dead_too = Vec::new();
-            for r in &records {
-                let (s, n, e) = match &r.finish {
-                    super::Finish::Done => ("done", now, None),
-                    super::Finish::Retry { next_at_ms, error } => {
-                        ("pending", *next_at_ms, Some(error.as_str()))
-                    }
-                    super::Finish::Dead { error } => ("dead", now, Some(error.as_str())),
-                };
-                k.push(r.key);
-                state.push(s);
-                attempts.push(r.attempts as i32);
-                next_at.push(n);
-                error.push(e);
-                g_attempts.push(r.guard.attempts as i32);
-                g_generation.push(r.guard.generation as i32);
-                dead_too.push(r.guard.dead_too);
-            }
-            let stmt = c.prepare_cached(&sql).await?;
-            let rows = c
-                .query(
-                    &stmt,
-                    &[
-                        &now,
-                        &inner.claim.replica,
-                        &inner.claim.lease_ms,
-                        &k,
-                        &state,
-                        &attempts,
-                        &next_at,
-                        &error,
-                        &g_attempts,
-                        &g_generation,
-                        &dead_too,
-                    ],
-                )
-                .await?;
-            let applied = keys(&rows);
-            Ok(records.iter().map(|r| applied.contains(&r.key)).collect())
-        })
+        self.op(
+            move |c, inner| async move { outcome::finish_many(&c, &inner.claim, &records).await },
+        )
     }
 
     fn due(&self, now_ms: i64, after: (i64, i64), limit: usize) -> StoreFuture<Due> {
@@ -481,23 +420,7 @@ impl Store for PgStore {
 
     fn recover_crashed(&self, max_attempts: u32, max_crashes: u32) -> StoreFuture<u64> {
         self.op(move |c, _| async move {
-            let sql = format!(
-                "UPDATE deliveries SET
-                     attempts = started, crashes = crashes + 1, started = 0,
-                     next_at = $3, updated_at = $3, claimed_by = NULL, lease_until = 0,
-                     state = CASE WHEN crashes + 1 >= $2 OR started >= $1
-                                  THEN 'dead' ELSE 'pending' END,
-                     last_error = CASE WHEN crashes + 1 >= $2 OR started >= $1
-                         THEN 'the gateway died during this call ' || (crashes + 1) || ' times'
-                         ELSE 'the gateway died during this call (' || (crashes + 1)
-                              || ' so far); retrying' END
-                 WHERE state = 'pending' AND started > attempts AND lease_until < {DB_NOW_MS}"
-            );
-            Ok(c.execute(
-                &sql,
-                &[&(max_attempts as i32), &(max_crashes as i32), &now_ms()],
-            )
-            .await?)
+            outcome::recover_crashed(&c, max_attempts, max_crashes).await
         })
     }
 

@@ -51,16 +51,28 @@ CREATE TABLE IF NOT EXISTS deliveries (
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(next_at) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS deliveries_dead ON deliveries(updated_at) WHERE state = 'dead';
+CREATE TABLE IF NOT EXISTS attempts (
+    delivery_key INTEGER NOT NULL REFERENCES deliveries(key) ON DELETE CASCADE,
+    generation   INTEGER NOT NULL,
+    attempt      INTEGER NOT NULL,
+    outcome      TEXT NOT NULL,
+    reason       TEXT,
+    started_at   INTEGER,
+    duration_ms  INTEGER,
+    recorded_at  INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS attempts_delivery ON attempts(delivery_key);
 ";
 
 /// The schema version this code writes; older stores are migrated at open.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// Brings a store written by an older version up to [`SCHEMA_VERSION`] (idempotent).
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     // Version 1 had no generation (replays were told apart by attempt count only); version 2
-    // no started / crashes (a crash mid-call was not counted).
+    // no started / crashes (a crash mid-call was not counted); version 3 no attempts table
+    // (created by SCHEMA's `IF NOT EXISTS`: older deliveries just have no history).
     for column in ["generation", "started", "crashes"] {
         let present = conn
             .prepare("SELECT 1 FROM pragma_table_info('deliveries') WHERE name = ?1")?
@@ -422,5 +434,7 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+#[cfg(test)]
+mod history_tests;
 #[cfg(test)]
 mod tests;

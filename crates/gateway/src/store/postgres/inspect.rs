@@ -7,8 +7,8 @@ use tokio_postgres::Row;
 use super::schema;
 use crate::store::sqlite::now_ms;
 use crate::store::{
-    DeliveryFilter, DeliveryRecord, EventFilter, EventRecord, EventSummary, ReplaySelector,
-    StoreError,
+    AttemptRecord, DeliveryFilter, DeliveryRecord, EventFilter, EventRecord, EventSummary,
+    ReplaySelector, StoreError,
 };
 
 const DELIVERY_COLUMNS: &str =
@@ -24,6 +24,7 @@ fn delivery(r: &Row) -> DeliveryRecord {
         last_error: r.get(5),
         updated_at_ms: r.get(6),
         crashes: r.get::<_, i32>(7).max(0) as u32,
+        history: Vec::new(),
     }
 }
 
@@ -37,17 +38,42 @@ pub(super) async fn event(c: &Client, id: &str) -> Result<Option<EventRecord>, S
     else {
         return Ok(None);
     };
-    let deliveries = c
+    let mut deliveries: Vec<(i64, DeliveryRecord)> = c
         .query(
             &format!(
-                "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE event_id = $1 ORDER BY plugin"
+                "SELECT {DELIVERY_COLUMNS}, key FROM deliveries WHERE event_id = $1
+                 ORDER BY plugin"
             ),
             &[&id],
         )
         .await?
         .iter()
-        .map(delivery)
+        .map(|r| (r.get(8), delivery(r)))
         .collect();
+    let history = c
+        .query(
+            "SELECT a.delivery_key, a.generation, a.attempt, a.outcome, a.reason, a.started_at,
+                    a.duration_ms, a.recorded_at
+             FROM attempts a JOIN deliveries d ON d.key = a.delivery_key
+             WHERE d.event_id = $1 ORDER BY a.id",
+            &[&id],
+        )
+        .await?;
+    for a in &history {
+        let key: i64 = a.get(0);
+        if let Some((_, d)) = deliveries.iter_mut().find(|(k, _)| *k == key) {
+            d.history.push(AttemptRecord {
+                generation: a.get::<_, i32>(1).max(0) as u32,
+                attempt: a.get::<_, i32>(2).max(0) as u32,
+                outcome: a.get(3),
+                reason: a.get(4),
+                started_at_ms: a.get(5),
+                duration_ms: a.get::<_, Option<i64>>(6).map(|d| d.max(0) as u64),
+                recorded_at_ms: a.get(7),
+            });
+        }
+    }
+    let deliveries = deliveries.into_iter().map(|(_, d)| d).collect();
     Ok(Some(EventRecord {
         id: r.get(0),
         app: r.get(1),

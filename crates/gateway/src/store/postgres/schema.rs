@@ -2,7 +2,8 @@
 //! one transaction holding an advisory lock, and recorded in `gateway_schema`: several replicas
 //! starting at once on an empty database apply it exactly once (the others wait on the lock,
 //! then find it recorded). Tables are those of the embedded store plus the claim columns
-//! (`claimed_by`, `lease_until`); times are Unix milliseconds (`BIGINT`).
+//! (`claimed_by`, `lease_until`); times are Unix milliseconds (`BIGINT`). Migration 2 adds the
+//! attempt history (`attempts`).
 
 use deadpool_postgres::Client;
 
@@ -12,7 +13,8 @@ use crate::store::StoreError;
 const MIGRATION_LOCK: i64 = 0x6761_7465_7761_7901;
 
 /// The migrations, in order; version = index + 1. Never edit one that shipped: add another.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE events (
     id          TEXT PRIMARY KEY,
     app         TEXT NOT NULL,
@@ -41,7 +43,22 @@ CREATE TABLE deliveries (
 );
 CREATE INDEX deliveries_due ON deliveries (next_at, key) WHERE state = 'pending';
 CREATE INDEX deliveries_dead ON deliveries (updated_at) WHERE state = 'dead';
-"];
+",
+    "
+CREATE TABLE attempts (
+    id           BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    delivery_key BIGINT NOT NULL REFERENCES deliveries (key) ON DELETE CASCADE,
+    generation   INTEGER NOT NULL,
+    attempt      INTEGER NOT NULL,
+    outcome      TEXT NOT NULL,
+    reason       TEXT,
+    started_at   BIGINT,
+    duration_ms  BIGINT,
+    recorded_at  BIGINT NOT NULL
+);
+CREATE INDEX attempts_delivery ON attempts (delivery_key);
+",
+];
 
 /// The schema version this code writes.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;

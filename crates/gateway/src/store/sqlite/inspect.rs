@@ -4,7 +4,8 @@
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::store::{
-    DeliveryFilter, DeliveryRecord, EventFilter, EventRecord, EventSummary, StoreError,
+    AttemptRecord, DeliveryFilter, DeliveryRecord, EventFilter, EventRecord, EventSummary,
+    StoreError,
 };
 
 const DELIVERY_COLUMNS: &str =
@@ -20,6 +21,7 @@ fn delivery_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryRecord> {
         last_error: r.get(5)?,
         updated_at_ms: r.get(6)?,
         crashes: r.get(7)?,
+        history: Vec::new(),
     })
 }
 
@@ -65,11 +67,33 @@ pub(super) fn event(c: &Connection, id: &str) -> Result<Option<EventRecord>, Sto
         return Ok(None);
     };
     let mut stmt = c.prepare_cached(&format!(
-        "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE event_id = ?1 ORDER BY plugin"
+        "SELECT {DELIVERY_COLUMNS}, key FROM deliveries WHERE event_id = ?1 ORDER BY plugin"
     ))?;
-    event.deliveries = stmt
-        .query_map(params![id], delivery_record)?
+    let rows = stmt
+        .query_map(params![id], |r| {
+            Ok((delivery_record(r)?, r.get::<_, i64>(8)?))
+        })?
         .collect::<Result<Vec<_>, _>>()?;
+    let mut history = c.prepare_cached(
+        "SELECT generation, attempt, outcome, reason, started_at, duration_ms, recorded_at
+         FROM attempts WHERE delivery_key = ?1 ORDER BY rowid",
+    )?;
+    for (mut delivery, key) in rows {
+        delivery.history = history
+            .query_map(params![key], |r| {
+                Ok(AttemptRecord {
+                    generation: r.get(0)?,
+                    attempt: r.get(1)?,
+                    outcome: r.get(2)?,
+                    reason: r.get(3)?,
+                    started_at_ms: r.get(4)?,
+                    duration_ms: r.get::<_, Option<i64>>(5)?.map(|d| d.max(0) as u64),
+                    recorded_at_ms: r.get(6)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        event.deliveries.push(delivery);
+    }
     Ok(Some(event))
 }
 

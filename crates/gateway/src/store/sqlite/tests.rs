@@ -12,13 +12,28 @@ trait FinishOne {
 
 impl FinishOne for SqliteStore {
     fn finish(&self, key: i64, guard: Guard, attempts: u32, finish: Finish) -> StoreFuture<bool> {
+        let trace = trace_of(&finish);
         let many = self.finish_many(vec![FinishRecord {
             key,
             guard,
             attempts,
             finish,
+            trace,
         }]);
         Box::pin(async move { Ok(many.await?.first().copied().unwrap_or(false)) })
+    }
+}
+
+/// The history row a test outcome writes.
+pub(super) fn trace_of(finish: &Finish) -> crate::store::Trace {
+    crate::store::Trace {
+        outcome: match finish {
+            Finish::Done => "ok",
+            Finish::Retry { .. } => "retry",
+            Finish::Dead { .. } => "reject",
+        },
+        started_at_ms: 5_000,
+        duration_ms: 7,
     }
 }
 

@@ -8,7 +8,7 @@ use rusqlite::{params, Connection, TransactionBehavior};
 
 use super::{now_ms, ReplaySelector, Write, MAX_BATCH};
 use crate::store::PURGE_CHUNK;
-use crate::store::{Accepted, Finish, FinishRecord, NewEvent, StoreError};
+use crate::store::{Accepted, Finish, FinishRecord, NewEvent, StoreError, CRASHED};
 
 /// The writer thread: batch, apply in one transaction, commit (fsync), answer.
 pub(super) fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Write>) {
@@ -97,7 +97,14 @@ fn apply_batch(conn: &mut Connection, batch: &[Write]) -> Result<Vec<Outcome>, S
                 }
                 Outcome::Applied(marked)
             }
-            Write::RecoverCrashed(max_attempts, max_crashes, _) => Outcome::Count(
+            Write::RecoverCrashed(max_attempts, max_crashes, _) => Outcome::Count({
+                tx.prepare_cached(
+                    "INSERT INTO attempts (delivery_key, generation, attempt, outcome, reason,
+                         recorded_at)
+                     SELECT key, generation, started, 'crashed', ?2, ?1 FROM deliveries
+                     WHERE state = 'pending' AND started > attempts",
+                )?
+                .execute(params![now, CRASHED])?;
                 // Right-hand sides read the row as it was: `crashes + 1` is the new count.
                 tx.prepare_cached(
                     "UPDATE deliveries SET
@@ -111,8 +118,8 @@ fn apply_batch(conn: &mut Connection, batch: &[Write]) -> Result<Vec<Outcome>, S
                                   || ' so far); retrying' END
                      WHERE state = 'pending' AND started > attempts",
                 )?
-                .execute(params![max_attempts, max_crashes, now])? as u64,
-            ),
+                .execute(params![max_attempts, max_crashes, now])? as u64
+            }),
             Write::DeadLetterPlugin(plugin, error, _) => Outcome::Count(
                 tx.prepare_cached(
                     "UPDATE deliveries SET state = 'dead', last_error = ?2, updated_at = ?3
@@ -181,6 +188,7 @@ fn apply_finish(
         guard,
         attempts,
         finish,
+        trace,
     } = record;
     let (state, next_at, error) = match finish {
         Finish::Done => ("done", now, None),
@@ -206,6 +214,23 @@ fn apply_finish(
             guard.generation,
             guard.dead_too
         ])?;
+    if changed == 1 {
+        tx.prepare_cached(
+            "INSERT INTO attempts (delivery_key, generation, attempt, outcome, reason,
+                 started_at, duration_ms, recorded_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?
+        .execute(params![
+            key,
+            guard.generation,
+            attempts,
+            trace.outcome,
+            error,
+            trace.started_at_ms,
+            i64::try_from(trace.duration_ms).unwrap_or(i64::MAX),
+            now
+        ])?;
+    }
     Ok(changed == 1)
 }
 

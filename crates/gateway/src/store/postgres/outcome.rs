@@ -1,0 +1,144 @@
+//! Recording outcomes on PostgreSQL: a batch's outcomes in one statement (each applied only if
+//! its guard still holds), and the crashed attempts of dead replicas. Each applied outcome and
+//! each crash found adds its row to the attempt history in the same statement.
+
+use deadpool_postgres::Client;
+
+use super::{keys, Claim, DB_NOW_MS};
+use crate::store::sqlite::now_ms;
+use crate::store::{Finish, FinishRecord, StoreError, CRASHED};
+
+/// [`crate::store::Store::finish_many`]: one flag per record, in order.
+pub(super) async fn finish_many(
+    c: &Client,
+    claim: &Claim,
+    records: &[FinishRecord],
+) -> Result<Vec<bool>, StoreError> {
+    let sql = format!(
+        "WITH u AS (
+             SELECT * FROM unnest($4::bigint[], $5::text[], $6::int[], $7::bigint[], $8::text[],
+                                  $9::int[], $10::int[], $11::bool[], $12::text[], $13::bigint[],
+                                  $14::bigint[])
+                 AS u(key, state, attempts, next_at, error, g_attempts, g_generation, dead_too,
+                      outcome, started_at, duration_ms)
+         ), applied AS (
+             UPDATE deliveries d SET state = u.state, attempts = u.attempts,
+                 next_at = u.next_at, started = 0, updated_at = $1,
+                 last_error = CASE WHEN u.state = 'done' THEN NULL
+                                   ELSE COALESCE(u.error, d.last_error) END,
+                 claimed_by = CASE WHEN u.state = 'pending' THEN $2 ELSE NULL END,
+                 lease_until = CASE WHEN u.state = 'pending'
+                     THEN {DB_NOW_MS} + GREATEST(u.next_at - $1, 0) + $3 ELSE 0 END
+             FROM u
+             WHERE d.key = u.key AND d.attempts = u.g_attempts
+               AND d.generation = u.g_generation
+               AND (d.state = 'pending' OR (u.dead_too AND d.state = 'dead'))
+             RETURNING d.key
+         ), logged AS (
+             INSERT INTO attempts (delivery_key, generation, attempt, outcome, reason,
+                                   started_at, duration_ms, recorded_at)
+             SELECT u.key, u.g_generation, u.attempts, u.outcome, u.error, u.started_at,
+                    u.duration_ms, $1
+             FROM u JOIN applied ON applied.key = u.key
+         )
+         SELECT key FROM applied"
+    );
+    let now = now_ms();
+    let n = records.len();
+    let mut k = Vec::with_capacity(n);
+    let mut state = Vec::with_capacity(n);
+    let mut attempts = Vec::with_capacity(n);
+    let mut next_at = Vec::with_capacity(n);
+    let mut error: Vec<Option<&str>> = Vec::with_capacity(n);
+    let mut g_attempts = Vec::with_capacity(n);
+    let mut g_generation = Vec::with_capacity(n);
+    let mut dead_too = Vec::with_capacity(n);
+    let mut outcome = Vec::with_capacity(n);
+    let mut started_at = Vec::with_capacity(n);
+    let mut duration_ms = Vec::with_capacity(n);
+    for r in records {
+        let (s, next) = match &r.finish {
+            Finish::Done => ("done", now),
+            Finish::Retry { next_at_ms, .. } => ("pending", *next_at_ms),
+            Finish::Dead { .. } => ("dead", now),
+        };
+        k.push(r.key);
+        state.push(s);
+        attempts.push(r.attempts as i32);
+        next_at.push(next);
+        error.push(r.finish.error());
+        g_attempts.push(r.guard.attempts as i32);
+        g_generation.push(r.guard.generation as i32);
+        dead_too.push(r.guard.dead_too);
+        outcome.push(r.trace.outcome);
+        started_at.push(r.trace.started_at_ms);
+        duration_ms.push(i64::try_from(r.trace.duration_ms).unwrap_or(i64::MAX));
+    }
+    let stmt = c.prepare_cached(&sql).await?;
+    let rows = c
+        .query(
+            &stmt,
+            &[
+                &now,
+                &claim.replica,
+                &claim.lease_ms,
+                &k,
+                &state,
+                &attempts,
+                &next_at,
+                &error,
+                &g_attempts,
+                &g_generation,
+                &dead_too,
+                &outcome,
+                &started_at,
+                &duration_ms,
+            ],
+        )
+        .await?;
+    let applied = keys(&rows);
+    Ok(records.iter().map(|r| applied.contains(&r.key)).collect())
+}
+
+/// [`crate::store::Store::recover_crashed`]: attempts started by a process whose lease expired.
+pub(super) async fn recover_crashed(
+    c: &Client,
+    max_attempts: u32,
+    max_crashes: u32,
+) -> Result<u64, StoreError> {
+    // Right-hand sides read the row as it was: `crashes + 1` is the new count; RETURNING
+    // gives the new row, whose `attempts` is the crashed attempt's number.
+    let sql = format!(
+        "WITH found AS (
+             UPDATE deliveries SET
+                 attempts = started, crashes = crashes + 1, started = 0,
+                 next_at = $3, updated_at = $3, claimed_by = NULL, lease_until = 0,
+                 state = CASE WHEN crashes + 1 >= $2 OR started >= $1
+                              THEN 'dead' ELSE 'pending' END,
+                 last_error = CASE WHEN crashes + 1 >= $2 OR started >= $1
+                     THEN 'the gateway died during this call ' || (crashes + 1) || ' times'
+                     ELSE 'the gateway died during this call (' || (crashes + 1)
+                          || ' so far); retrying' END
+             WHERE state = 'pending' AND started > attempts AND lease_until < {DB_NOW_MS}
+             RETURNING key, generation, attempts
+         ), logged AS (
+             INSERT INTO attempts (delivery_key, generation, attempt, outcome, reason,
+                                   recorded_at)
+             SELECT key, generation, attempts, 'crashed', $4, $3 FROM found
+         )
+         SELECT COUNT(*) FROM found"
+    );
+    let found: i64 = c
+        .query_one(
+            &sql,
+            &[
+                &(max_attempts as i32),
+                &(max_crashes as i32),
+                &now_ms(),
+                &CRASHED,
+            ],
+        )
+        .await?
+        .get(0);
+    Ok(found.max(0) as u64)
+}

@@ -1,0 +1,236 @@
+//! The attempt history: one row per applied outcome and per crash found, oldest first, kept
+//! across replays, gone with its delivery.
+
+use super::tests::trace_of;
+use super::*;
+use crate::store::{AttemptRecord, Finish, Guard, Trace, CRASHED};
+
+fn guard(generation: u32, attempts: u32, dead_too: bool) -> Guard {
+    Guard {
+        generation,
+        attempts,
+        dead_too,
+    }
+}
+
+/// Records attempt `g.attempts + 1`, or (a late outcome: `g.dead_too`) attempt `g.attempts`
+/// again, as the engine does.
+async fn finish(store: &SqliteStore, key: i64, g: Guard, finish: Finish, trace: Trace) -> bool {
+    let record = FinishRecord {
+        key,
+        guard: g,
+        attempts: if g.dead_too {
+            g.attempts
+        } else {
+            g.attempts + 1
+        },
+        finish,
+        trace,
+    };
+    store.finish_many(vec![record]).await.expect("finish")[0]
+}
+
+fn history(store: &SqliteStore, id: &str) -> Vec<AttemptRecord> {
+    let e = store.event(id).expect("read").expect("event");
+    e.deliveries.into_iter().next().expect("a delivery").history
+}
+
+fn shape(h: &[AttemptRecord]) -> Vec<(u32, u32, &str, Option<&str>)> {
+    h.iter()
+        .map(|a| {
+            (
+                a.generation,
+                a.attempt,
+                a.outcome.as_str(),
+                a.reason.as_deref(),
+            )
+        })
+        .collect()
+}
+
+fn new_event(id: &str) -> NewEvent {
+    NewEvent {
+        id: id.into(),
+        app: "hire".into(),
+        event_type: "t".into(),
+        schema: "2.0",
+        received_at_ms: 1_000,
+        body: Arc::from("{}"),
+        plugins: vec!["p".into()],
+    }
+}
+
+async fn key_of(store: &SqliteStore, id: &str) -> i64 {
+    match store.accept(new_event(id)).await.expect("accept") {
+        Accepted::New { deliveries } => deliveries[0].0,
+        Accepted::Duplicate => panic!("duplicate"),
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+#[test]
+fn every_applied_outcome_and_crash_is_kept_in_order_across_replays() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
+        let key = key_of(&store, "e").await;
+        assert!(history(&store, "e").is_empty(), "no attempt yet");
+        let retry = Finish::Retry {
+            next_at_ms: 0,
+            error: "busy".into(),
+        };
+        assert!(
+            finish(
+                &store,
+                key,
+                guard(0, 0, false),
+                retry.clone(),
+                trace_of(&retry)
+            )
+            .await
+        );
+        // A stale outcome (wrong attempt count) applies nothing and logs nothing.
+        assert!(
+            !finish(
+                &store,
+                key,
+                guard(0, 0, false),
+                Finish::Done,
+                trace_of(&Finish::Done)
+            )
+            .await
+        );
+        // The second attempt dies with the process: found at the next start.
+        assert_eq!(
+            store
+                .start_attempts(vec![(key, guard(0, 1, false))])
+                .await
+                .expect("start"),
+            [true]
+        );
+        assert_eq!(store.recover_crashed(10, 3).await.expect("recover"), 1);
+        // The third times out (a dead letter at max attempts), then succeeds late.
+        let dead = Finish::Dead {
+            error: "timed out after 10ms (gave up after 3 attempts)".into(),
+        };
+        let timeout = Trace {
+            outcome: "timeout",
+            started_at_ms: 9_000,
+            duration_ms: 10,
+        };
+        assert!(finish(&store, key, guard(0, 2, false), dead, timeout).await);
+        let late = Trace {
+            outcome: "late ok",
+            started_at_ms: 9_000,
+            duration_ms: 250,
+        };
+        assert!(finish(&store, key, guard(0, 3, true), Finish::Done, late).await);
+        // A replay keeps the history; the new generation's attempts follow it.
+        store
+            .replay(ReplaySelector::Events {
+                ids: vec!["e".into()],
+                plugin: None,
+            })
+            .await
+            .expect("replay");
+        assert!(
+            finish(
+                &store,
+                key,
+                guard(1, 0, false),
+                Finish::Done,
+                trace_of(&Finish::Done)
+            )
+            .await
+        );
+
+        let h = history(&store, "e");
+        assert_eq!(
+            shape(&h),
+            [
+                (0, 1, "retry", Some("busy")),
+                (0, 2, "crashed", Some(CRASHED)),
+                (
+                    0,
+                    3,
+                    "timeout",
+                    Some("timed out after 10ms (gave up after 3 attempts)")
+                ),
+                (0, 3, "late ok", None),
+                (1, 1, "ok", None),
+            ]
+        );
+        assert_eq!(
+            (h[0].started_at_ms, h[0].duration_ms),
+            (Some(5_000), Some(7))
+        );
+        assert_eq!(
+            (h[1].started_at_ms, h[1].duration_ms),
+            (None, None),
+            "a crash's start is unknown"
+        );
+        assert_eq!(
+            (h[3].started_at_ms, h[3].duration_ms),
+            (Some(9_000), Some(250))
+        );
+        assert!(h.iter().all(|a| a.recorded_at_ms > 1_000_000_000_000));
+        store.close();
+    });
+}
+
+#[test]
+fn history_goes_with_its_delivery() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
+        let done = key_of(&store, "done").await;
+        let dead = key_of(&store, "dead").await;
+        assert!(
+            finish(
+                &store,
+                done,
+                guard(0, 0, false),
+                Finish::Done,
+                trace_of(&Finish::Done)
+            )
+            .await
+        );
+        let reject = Finish::Dead { error: "no".into() };
+        assert!(
+            finish(
+                &store,
+                dead,
+                guard(0, 0, false),
+                reject.clone(),
+                trace_of(&reject)
+            )
+            .await
+        );
+        let rows = |store: &SqliteStore| {
+            store
+                .read_blocking(|c| {
+                    Ok(c.query_row("SELECT COUNT(*) FROM attempts", [], |r| r.get::<_, i64>(0))?)
+                })
+                .expect("count")
+        };
+        assert_eq!(rows(&store), 2);
+        // Retention: the finished event goes, the dead letter waits for an operator.
+        assert_eq!(store.purge(i64::MAX, i64::MIN + 1).await.expect("purge"), 1);
+        assert_eq!(rows(&store), 1);
+        assert_eq!(
+            store
+                .purge_dead_letters(None, i64::MAX)
+                .await
+                .expect("purge dead"),
+            1
+        );
+        assert_eq!(rows(&store), 0);
+        store.close();
+    });
+}
