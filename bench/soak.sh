@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# bench/soak.sh — the gateway's memory and tail latency over a long open-loop run, on this
+# machine, loopback (127.0.0.1) only.
+#
+# 1. Starts target/release/gateway as bench/run.sh's `gateway` row does (fresh store, the logger
+#    plugin routed with fsync = "always", [log] level = "warn") and reads its idle RSS.
+# 2. Finds the closed-loop maximum with `loadgen run` for $PROBE_SECS s (unless RATE is given),
+#    restarts the gateway on a fresh store.
+# 3. Runs `loadgen run --rate (FRACTION x max) --duration $SECS` (open loop: latency measured from
+#    each request's intended send time, so a stall cannot hide) with --metrics, so it waits until
+#    every stored event was delivered; meanwhile samples the gateway's VmRSS every $EVERY s.
+# Reports: idle RSS; RSS after the first minute, at the end and its maximum; the growth from the
+# second minute's mean to the last minute's mean (flat = a few MB at most); p50/p99/p99.9/max
+# latency, statuses, the drain, CPU µs per event (the gateway and its children, load + drain).
+# Written to bench/results/soak.md (OUT=...), RSS samples beside it in soak-rss.tsv.
+#
+# Usage: bench/soak.sh   (after: cargo build --release -p gateway -p logger -p gateway-bench)
+# Env knobs (defaults): SECS=300 FRACTION=0.5 PROBE_SECS=10 RATE= CONNS=32 EVERY=5
+#   PORT=17990 (admin PORT+1) WORK=/tmp/gateway-bench KEEP= OUT=bench/results/soak.md
+#   GATEWAY_BIN=target/release/gateway LOGGER_SO=target/release/liblogger.so (another build)
+#   LOADGEN_ARGS= extra `loadgen run` arguments, e.g. "--prebuild 800000" to build every request
+#   before the load (then loadgen spends no CPU on signing during it; ~1.5 kB per request)
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cmdline="bench/soak.sh"
+for v in LOADGEN_ARGS RATE FRACTION PROBE_SECS SECS CONNS; do
+  [ -n "${!v:-}" ] && cmdline="$v=${!v} $cmdline"
+done
+secs=${SECS:-300}
+fraction=${FRACTION:-0.5}
+probe_secs=${PROBE_SECS:-10}
+conns=${CONNS:-32}
+every=${EVERY:-5}
+port=${PORT:-17990}
+admin=$((port + 1))
+host=127.0.0.1
+out=${OUT:-$here/bench/results/soak.md}
+gateway_bin=${GATEWAY_BIN:-$here/target/release/gateway}
+logger_so=${LOGGER_SO:-$here/target/release/liblogger.so}
+loadgen=$here/target/release/loadgen
+for f in "$gateway_bin" "$logger_so" "$loadgen"; do
+  [ -e "$f" ] || { echo "missing $f: cargo build --release -p gateway -p logger -p gateway-bench" >&2; exit 2; }
+done
+for tool in curl jq awk; do
+  command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 2; }
+done
+mkdir -p "${WORK:-/tmp/gateway-bench}"
+run=$(mktemp -d "${WORK:-/tmp/gateway-bench}/soak.XXXXXX")
+key=soak-encrypt-key
+token=soak-verification-token
+path=/webhook/event
+srv_pid=''
+sampler=''
+cleanup() {
+  [ -n "$sampler" ] && kill "$sampler" 2>/dev/null || true
+  [ -n "$srv_pid" ] && kill "$srv_pid" 2>/dev/null && wait "$srv_pid" 2>/dev/null || true
+  [ -n "${KEEP:-}" ] || rm -rf "$run"
+}
+trap cleanup EXIT
+
+start_gateway() {  # DIR
+  local dir=$1
+  mkdir -p "$dir/data"
+  cat >"$dir/gateway.toml" <<TOML
+[server]
+listen = "$host:$port"
+[admin]
+listen = "$host:$admin"
+[log]
+level = "warn"
+[[apps]]
+name = "bench"
+path = "$path"
+verification_token = "$token"
+encrypt_key = "$key"
+[store]
+path = "$dir/data/gateway.db"
+[[plugins]]
+name = "audit"
+library = "$logger_so"
+config = { path = "$dir/data/assets.jsonl", fsync = "always" }
+[[routes]]
+events = ["hire.referral_account.assets_update_v1"]
+plugins = ["audit"]
+TOML
+  "$gateway_bin" run --config "$dir/gateway.toml" >"$dir/server.log" 2>&1 &
+  srv_pid=$!
+  for _ in $(seq 1 200); do
+    curl -sf "http://$host:$admin/readyz" >/dev/null 2>&1 && return 0
+    kill -0 "$srv_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "the gateway did not get ready; its log:" >&2
+  cat "$dir/server.log" >&2
+  exit 1
+}
+
+stop_gateway() {
+  kill "$srv_pid" 2>/dev/null || true
+  wait "$srv_pid" 2>/dev/null || true
+  srv_pid=''
+}
+
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+# utime + stime of the process and its reaped children, in clock ticks.
+ticks() { awk '{print $14 + $15 + $16 + $17}' "/proc/$1/stat"; }
+
+lg() {  # extra loadgen arguments...
+  "$loadgen" run --url "http://$host:$port$path" --key "$key" --token "$token" \
+    --connections "$conns" --metrics "http://$host:$admin/metrics" --json "$@" ${LOADGEN_ARGS:-}
+}
+
+loadavg0=$(cut -d' ' -f1-3 /proc/loadavg)
+if [ -n "${RATE:-}" ]; then
+  rate=$RATE
+  max_note="given (RATE=$RATE)"
+else
+  start_gateway "$run/probe"
+  echo "probing the closed-loop maximum for ${probe_secs}s..."
+  lg --duration "${probe_secs}s" >"$run/probe.json"
+  stop_gateway
+  max=$(jq -r '.rps' "$run/probe.json")
+  rate=$(awk -v m="$max" -v f="$fraction" 'BEGIN { printf "%d", m * f }')
+  max_note="closed loop for ${probe_secs}s: $(printf '%.0f' "$max") req/s"
+fi
+
+start_gateway "$run/soak"
+sleep 2
+idle_kb=$(rss_kb "$srv_pid")
+echo "idle RSS: $((idle_kb / 1024)) MB; open loop at $rate req/s for ${secs}s..."
+samples=$run/rss.tsv
+printf 't_s\trss_kb\n' >"$samples"
+(
+  t=0
+  while kill -0 "$srv_pid" 2>/dev/null; do
+    printf '%s\t%s\n' "$t" "$(rss_kb "$srv_pid")" >>"$samples"
+    sleep "$every"; t=$((t + every))
+  done
+) &
+sampler=$!
+cpu0=$(ticks "$srv_pid")
+lg --rate "$rate" --duration "${secs}s" >"$run/soak.json"
+cpu1=$(ticks "$srv_pid")
+end_kb=$(rss_kb "$srv_pid")
+kill "$sampler" 2>/dev/null || true
+sampler=''
+stop_gateway
+hz=$(getconf CLK_TCK)
+
+j=$run/soak.json
+reqs=$(jq -r '.requests' "$j")
+mean_kb() {  # FROM_S TO_S: mean RSS of the samples in [FROM, TO)
+  awk -F'\t' -v a="$1" -v b="$2" 'NR > 1 && $1 >= a && $1 < b { s += $2; n++ } END { printf "%d", n ? s / n : 0 }' "$samples"
+}
+max_kb=$(awk -F'\t' 'NR > 1 && $2 > m { m = $2 } END { print m + 0 }' "$samples")
+at60_kb=$(awk -F'\t' 'NR > 1 && $1 >= 60 { print $2; exit }' "$samples")
+second_min=$(mean_kb 60 120)
+last_min=$(mean_kb $((secs - 60)) "$secs")
+mb() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+cpu_us=$(awk -v t=$((cpu1 - cpu0)) -v hz="$hz" -v n="$reqs" 'BEGIN { printf "%.0f", n ? t / hz * 1e6 / n : 0 }')
+bad=$(jq -r '[(.statuses | to_entries[] | select(.key != "200") | "status \(.key): \(.value)"),
+              (if (.transport_errors | length) > 0 then "transport errors: \(.transport_errors)" else empty end),
+              (if .unsent > 0 then "unsent: \(.unsent)" else empty end)] | join(", ")' "$j")
+
+{
+  echo "# Soak — $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo
+  echo "- machine: $(nproc) CPUs; loadgen on the same machine (loopback); load average before: $loadavg0"
+  echo "- command: \`$cmdline\` ($conns connections; maximum: $max_note)"
+  echo "- gateway binary built $(date -u -r "$gateway_bin" '+%Y-%m-%d %H:%M UTC') (tree: $(git -C "$here" rev-parse --short HEAD 2>/dev/null || echo unknown))"
+  echo
+  echo "| open loop | answered | req/s | p50 ms | p99 ms | p99.9 ms | max ms | drain s | CPU µs/event |"
+  echo "|---|---|---|---|---|---|---|---|---|"
+  jq -r --arg cpu "$cpu_us" '"| \(.rate) req/s for \(.duration_s) s | \(.requests) | \(.rps | floor) | \(.latency_ms.p50) | \(.latency_ms.p99) | \(.latency_ms["p99.9"]) | \(.latency_ms.max) | \(.drain_s // "-") | \($cpu) |"' "$j"
+  echo
+  echo "| RSS idle | after 1 min | at the end | max | mean of minute 2 | mean of the last minute | growth |"
+  echo "|---|---|---|---|---|---|---|"
+  echo "| $(mb "$idle_kb") MB | $(mb "${at60_kb:-0}") MB | $(mb "$end_kb") MB | $(mb "$max_kb") MB | $(mb "$second_min") MB | $(mb "$last_min") MB | $(mb $((last_min - second_min))) MB |"
+  echo
+  echo "Latency from each request's intended send time. RSS: VmRSS of the gateway every ${every} s (soak-rss.tsv)."
+  [ -n "$bad" ] && echo "Not 200: $bad"
+} | tee "$out"
+cp "$samples" "$(dirname "$out")/soak-rss.tsv"
