@@ -186,6 +186,10 @@ fn three_replicas_deliver_each_event_once_whichever_got_it() {
     let (code, out, err) = gws[0].cli(&["store", "check"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("is sound"), "{out}");
+    let dest = dirs[0].path().join("copy.db");
+    let (code, out, err) = gws[0].cli(&["store", "backup", dest.to_str().expect("utf-8")]);
+    assert_eq!(code, 1, "{out}");
+    assert!(err.contains("pg_dump") && !dest.exists(), "{err}");
     assert_eq!(
         pg.sql("three", "SELECT COUNT(*) FROM events"),
         "3000",

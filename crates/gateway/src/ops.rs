@@ -70,6 +70,12 @@ pub enum DeliveriesCommand {
 pub enum StoreCommand {
     /// Verify the store's integrity.
     Check,
+    /// Write a consistent copy of the embedded store to a new file, while the gateway runs
+    /// (a PostgreSQL store is backed up with PostgreSQL's tools).
+    Backup {
+        /// The new file (refused if it exists).
+        dest: std::path::PathBuf,
+    },
 }
 
 mod check;
@@ -153,7 +159,9 @@ pub fn events(config: &Config, cmd: &EventsCommand) -> ExitCode {
 
 /// `gateway store check`.
 pub fn store(config: &Config, cmd: &StoreCommand) -> ExitCode {
-    let StoreCommand::Check = cmd;
+    if let StoreCommand::Backup { dest } = cmd {
+        return backup(config, dest.clone());
+    }
     with_store(config, |store| async move {
         match store.check().await {
             Ok(problems) if problems.is_empty() => {
@@ -165,6 +173,26 @@ pub fn store(config: &Config, cmd: &StoreCommand) -> ExitCode {
                     eprintln!("{p}");
                 }
                 ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// `gateway store backup DEST`.
+fn backup(config: &Config, dest: std::path::PathBuf) -> ExitCode {
+    with_store(config, |store| async move {
+        match store.backup(dest.clone()).await {
+            Ok(events) => {
+                println!(
+                    "backed up {} ({events} events) to {}",
+                    store.describe(),
+                    dest.display()
+                );
+                ExitCode::SUCCESS
             }
             Err(e) => {
                 eprintln!("error: {e}");

@@ -336,6 +336,10 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes dead letters (optionally one plugin's) that died before `before_ms`; returns
     /// how many. Their events go with the next retention purge once nothing else holds them.
     fn purge_dead_letters(&self, plugin: Option<String>, before_ms: i64) -> StoreFuture<u64>;
+    /// Writes a consistent copy of the store to the new file `dest` (while the gateway runs)
+    /// and syncs it; returns how many events it holds. A database server's store refuses: its
+    /// own tools back it up.
+    fn backup(&self, dest: std::path::PathBuf) -> StoreFuture<u64>;
 }
 
 /// Opens the store `config` names: the embedded SQLite file (created if missing unless

@@ -493,6 +493,16 @@ impl Store for PgStore {
         self.op(move |mut c, _| async move { inspect::replay(&mut c, selector).await })
     }
 
+    fn backup(&self, _dest: std::path::PathBuf) -> StoreFuture<u64> {
+        Box::pin(async {
+            Err(StoreError(
+                "a PostgreSQL store is backed up with PostgreSQL's tools (pg_dump, or the \
+                 server's base backups and WAL archiving), not by the gateway"
+                    .into(),
+            ))
+        })
+    }
+
     fn purge_dead_letters(&self, plugin: Option<String>, before_ms: i64) -> StoreFuture<u64> {
         self.op(move |c, _| async move {
             Ok(c.execute(

@@ -393,6 +393,10 @@ impl Store for SqliteStore {
         self.submit(|r| Write::Replay(selector, r))
     }
 
+    fn backup(&self, dest: PathBuf) -> StoreFuture<u64> {
+        self.read(move |c| inspect::backup(c, &dest))
+    }
+
     fn purge_dead_letters(&self, plugin: Option<String>, before_ms: i64) -> StoreFuture<u64> {
         self.submit(|r| Write::PurgeDeadLetters(plugin, before_ms, r))
     }

@@ -97,6 +97,38 @@ pub(super) fn event(c: &Connection, id: &str) -> Result<Option<EventRecord>, Sto
     Ok(Some(event))
 }
 
+/// `VACUUM INTO` a new file: a consistent snapshot (one read transaction, the writer goes on),
+/// compacted; then synced (file and folder) and checked by opening it. Returns its event count.
+pub(super) fn backup(c: &Connection, dest: &std::path::Path) -> Result<u64, StoreError> {
+    if dest.exists() {
+        return Err(StoreError(format!(
+            "{} exists: give a new file (a backup never overwrites)",
+            dest.display()
+        )));
+    }
+    let text = dest
+        .to_str()
+        .ok_or_else(|| StoreError(format!("{} is not valid UTF-8", dest.display())))?;
+    c.execute("VACUUM INTO ?1", params![text])
+        .map_err(|e| StoreError(format!("backing up to {}: {e}", dest.display())))?;
+    let sync = |p: &std::path::Path| std::fs::File::open(p).and_then(|f| f.sync_all());
+    sync(dest).map_err(|e| StoreError(format!("syncing {}: {e}", dest.display())))?;
+    if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
+        sync(dir).map_err(|e| StoreError(format!("syncing {}: {e}", dir.display())))?;
+    }
+    let copy = Connection::open_with_flags(dest, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let problems = check(&copy)?;
+    if !problems.is_empty() {
+        return Err(StoreError(format!(
+            "the backup at {} fails its integrity check: {}",
+            dest.display(),
+            problems.join("; ")
+        )));
+    }
+    let events: i64 = copy.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))?;
+    Ok(events.max(0) as u64)
+}
+
 /// SQLite's integrity check: its messages, none when it says "ok".
 pub(super) fn check(c: &Connection) -> Result<Vec<String>, StoreError> {
     let mut stmt = c.prepare("PRAGMA integrity_check")?;
