@@ -160,7 +160,10 @@ impl TestGateway {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
-                    if let Some(a) = listening(&line, "admin listening on http://") {
+                    // `https://` when `[admin] tls` is set (tests/e2e/tls.rs builds its URLs).
+                    if let Some(a) = listening(&line, "admin listening on http://")
+                        .or_else(|| listening(&line, "admin listening on https://"))
+                    {
                         admin = Some(a);
                     }
                     // `https://` when `[server] tls` is set (tests/e2e/tls.rs).

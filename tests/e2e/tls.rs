@@ -428,3 +428,85 @@ fn check_reports_expired_expiring_and_mismatched_pairs() {
     assert_eq!(code, 3);
     assert!(err.contains("cannot read private key"), "{err}");
 }
+
+/// `[admin] tls`: the console, API and metrics over HTTPS (the login cookie is then `Secure`),
+/// plain HTTP refused on that port too, the expiry metric per listener, `check` reports the pair.
+#[test]
+fn the_admin_listener_serves_https_with_its_own_pair() {
+    let ca = Ca::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = ca.leaf(0x2001, -DAY, 90 * DAY);
+    install(dir.path(), &cert, &key, &ca);
+    let admin_token = "admin-token-0123456789";
+    let config = config().replace(
+        "[admin]\n",
+        &format!(
+            "[admin]\ntoken = \"{admin_token}\"\ntls = {{ cert = \"fullchain.pem\", key = \"privkey.pem\" }}\n"
+        ),
+    );
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, &config).expect("config");
+    let (code, out, err) = run_cli(&path, &["check"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("admin.tls cert ") && out.contains("serial 2001 "),
+        "{out}"
+    );
+    let gw = TestGateway::spawn(dir.path(), &config);
+    let admin = gw.admin.expect("admin listener");
+    assert!(gw
+        .log()
+        .contains(&format!("admin listening on https://{admin}")));
+
+    let https = ureq::AgentBuilder::new()
+        .tls_config(ca.client(rustls::DEFAULT_VERSIONS))
+        .resolver(move |_: &str| Ok(vec![admin]))
+        .redirects(0)
+        .timeout(Duration::from_secs(10))
+        .build();
+    let at = |p: &str| format!("https://localhost:{}{p}", admin.port());
+    let health = https
+        .get(&at("/healthz"))
+        .call()
+        .expect("healthz over https");
+    assert_eq!(health.status(), 200);
+    let metrics = https
+        .get(&at("/metrics"))
+        .call()
+        .expect("metrics")
+        .into_string()
+        .expect("text");
+    for listener in ["webhook", "admin"] {
+        let series =
+            format!("gateway_tls_certificate_expiry_timestamp_seconds{{listener=\"{listener}\"}}");
+        assert!(
+            metric(&metrics, &series) > now() as f64,
+            "{series}\n{metrics}"
+        );
+    }
+    // The API needs the token over HTTPS too; the login cookie is Secure.
+    let refused = https.get(&at("/api/v1/events")).call();
+    assert!(
+        matches!(refused, Err(ureq::Error::Status(401, _))),
+        "{refused:?}"
+    );
+    let login = match https
+        .post(&at("/login"))
+        .send_form(&[("token", admin_token), ("next", "/")])
+    {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("login: {e}"),
+    };
+    assert_eq!(login.status(), 303);
+    let cookie = login.header("set-cookie").unwrap_or_default().to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.ends_with("; Secure"),
+        "{cookie}"
+    );
+    // Plain HTTP to the admin port: 400 naming https://.
+    match get(&format!("http://{admin}/healthz")) {
+        Ok(a) => assert!(a.status == 400 && a.body.contains("https://"), "{}", a.body),
+        Err(e) => eprintln!("plain HTTP refused at the transport: {e}"),
+    }
+}

@@ -140,7 +140,8 @@ async fn sample(admin: Weak<Admin>) {
 
 impl Admin {
     /// The admin state; starts the console's history sampler (call inside the runtime).
-    pub fn new(store: Arc<dyn Store>, token: Option<AdminToken>) -> Arc<Admin> {
+    /// `https`: the listener serves TLS (the session cookie is then `Secure`).
+    pub fn new(store: Arc<dyn Store>, token: Option<AdminToken>, https: bool) -> Arc<Admin> {
         let admin = Arc::new(Admin {
             store,
             shutting_down: Default::default(),
@@ -148,7 +149,7 @@ impl Admin {
             long_conns: Default::default(),
             engine: Default::default(),
             live: Default::default(),
-            auth: auth::Auth::new(token),
+            auth: auth::Auth::new(token, https),
             history: Default::default(),
         });
         tokio::spawn(sample(Arc::downgrade(&admin)));
@@ -240,7 +241,7 @@ impl Admin {
             Ok(id) => {
                 let mut res = redirect(&next);
                 res.headers_mut()
-                    .insert(SET_COOKIE, auth::Auth::session_cookie(&id));
+                    .insert(SET_COOKIE, self.auth.session_cookie(&id));
                 res
             }
             Err(Denied::Throttled(left)) => {
@@ -317,7 +318,7 @@ impl Admin {
             self.auth.logout(&headers);
             let mut res = redirect("/login");
             res.headers_mut()
-                .insert(SET_COOKIE, auth::Auth::clear_cookie());
+                .insert(SET_COOKIE, self.auth.clear_cookie());
             return res;
         }
         if let Some(rest) = path.strip_prefix("/api/v1/") {

@@ -82,7 +82,7 @@ pub struct Metrics {
     pub reloads: Family<ResultLabels, Counter>,
     pub last_reload: Gauge<f64, AtomicU64>,
     pub replays: Family<PluginLabels, Counter>,
-    /// `[server] tls` only: the served leaf certificate's notAfter (a series per listener, so
+    /// Listeners with TLS only (`webhook`, `admin`): the served leaf certificate's notAfter (so
     /// nothing is exported without TLS and an alert on "expires within N days" never fires on
     /// a 0).
     pub tls_cert_expiry: Family<ListenerLabels, Gauge<f64, AtomicU64>>,

@@ -24,8 +24,15 @@ pub struct Live {
     intake: Arc<Intake>,
     engine: Arc<Engine>,
     long_conns: Arc<LongConns>,
-    /// The webhook listener's certificate, when it serves TLS: re-read by every reload.
-    tls: Option<Arc<crate::tls::Tls>>,
+    /// The listeners' certificates, when they serve TLS: re-read by every reload.
+    certs: Certs,
+}
+
+/// The certificates the listeners serve (none: plain HTTP).
+#[derive(Debug, Clone, Default)]
+pub struct Certs {
+    pub webhook: Option<Arc<crate::tls::Tls>>,
+    pub admin: Option<Arc<crate::tls::Tls>>,
 }
 
 impl std::fmt::Debug for Live {
@@ -41,7 +48,7 @@ impl Live {
         intake: Arc<Intake>,
         engine: Arc<Engine>,
         long_conns: Arc<LongConns>,
-        tls: Option<Arc<crate::tls::Tls>>,
+        certs: Certs,
     ) -> Live {
         Live {
             file: config.file.clone(),
@@ -49,7 +56,7 @@ impl Live {
             intake,
             engine,
             long_conns,
-            tls,
+            certs,
         }
     }
 
@@ -70,9 +77,17 @@ impl Live {
         self.current.lock().ok().map(|c| c.clone())
     }
 
-    /// `[server] tls` of the current config (after a reload: the new one's).
-    pub fn tls_files(&self) -> Option<crate::config::TlsFiles> {
-        self.current.lock().ok().and_then(|c| c.0.tls.clone())
+    /// `[server] tls` and `[admin] tls` of the current config (after a reload: the new one's).
+    pub fn tls_files(
+        &self,
+    ) -> (
+        Option<crate::config::TlsFiles>,
+        Option<crate::config::TlsFiles>,
+    ) {
+        self.current
+            .lock()
+            .map(|c| (c.0.tls.clone(), c.0.admin_tls.clone()))
+            .unwrap_or_default()
     }
 
     /// Reads the config file again and applies it, or explains why not. Blocking (opens
@@ -144,23 +159,31 @@ pub async fn apply(live: Arc<Live>, trigger: &str) -> Result<(), String> {
     outcome
 }
 
-/// After a config reload (SIGHUP, `--watch`, the admin API): the certificate pair is read again,
-/// from the paths of the config now running (a refused config keeps the old paths). A renewed
-/// pair is picked up by the file watcher anyway; this makes `systemctl reload` (certbot's deploy
-/// hook) take effect at once. Turning TLS on or off needs a restart, like the listen address.
+/// After a config reload (SIGHUP, `--watch`, the admin API): each listener's certificate pair
+/// is read again, from the paths of the config now running (a refused config keeps the old
+/// paths). A renewed pair is picked up by the file watcher anyway; this makes `systemctl
+/// reload` (certbot's deploy hook) take effect at once. Turning TLS on or off needs a restart,
+/// like the listen addresses.
 async fn reload_tls(live: &Arc<Live>, trigger: &str) {
-    match (live.tls.clone(), live.tls_files()) {
-        (Some(tls), Some(files)) => {
-            let trigger = trigger.to_owned();
-            let _ = tokio::task::spawn_blocking(move || tls.reload(&trigger, Some(&files))).await;
+    let (webhook, admin) = live.tls_files();
+    for (section, tls, files) in [
+        ("[server] tls", live.certs.webhook.clone(), webhook),
+        ("[admin] tls", live.certs.admin.clone(), admin),
+    ] {
+        match (tls, files) {
+            (Some(tls), Some(files)) => {
+                let trigger = trigger.to_owned();
+                let _ =
+                    tokio::task::spawn_blocking(move || tls.reload(&trigger, Some(&files))).await;
+            }
+            (Some(_), None) => tracing::warn!(
+                "{section} was removed: the listener keeps serving HTTPS until a restart"
+            ),
+            (None, Some(_)) => tracing::warn!(
+                "{section} was added: the listener keeps serving plain HTTP until a restart"
+            ),
+            (None, None) => {}
         }
-        (Some(_), None) => tracing::warn!(
-            "[server] tls was removed: the listener keeps serving HTTPS until a restart"
-        ),
-        (None, Some(_)) => tracing::warn!(
-            "[server] tls was added: the listener keeps serving plain HTTP until a restart"
-        ),
-        (None, None) => {}
     }
 }
 

@@ -57,7 +57,11 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
         ),
         Err(e) => return Err(anyhow::anyhow!("recovering crashed deliveries: {e}")),
     }
-    let admin = Admin::new(dyn_store.clone(), config.admin_token.clone());
+    let admin = Admin::new(
+        dyn_store.clone(),
+        config.admin_token.clone(),
+        config.admin_tls.is_some(),
+    );
     let plugins = plugins::start(&config)
         .map_err(|p| anyhow::anyhow!("plugins failed to start:\n  - {}", p.join("\n  - ")))?;
     admin.plugins_ready.store(true, Ordering::SeqCst);
@@ -72,23 +76,14 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
         refusals: Default::default(),
     });
 
-    // The certificate pair is checked before the port is bound: a broken pair stops the start
-    // with the reason, it is never served.
+    // The certificate pairs are checked before the ports are bound: a broken pair stops the
+    // start with the reason, it is never served.
     let tls = match &config.tls {
-        Some(files) => {
-            let tls = Tls::start(files).context("[server] tls")?;
-            if let Some(info) = tls.info() {
-                tracing::info!(
-                    cert = %files.cert.display(),
-                    subject = %info.subject,
-                    serial = %info.serial,
-                    expires = %info.not_after_text(),
-                    "TLS certificate loaded"
-                );
-            }
-            tokio::spawn(tls.clone().watch());
-            Some(tls)
-        }
+        Some(files) => Some(start_tls(files, "webhook").context("[server] tls")?),
+        None => None,
+    };
+    let admin_tls = match &config.admin_tls {
+        Some(files) => Some(start_tls(files, "admin").context("[admin] tls")?),
         None => None,
     };
     let listener = TcpListener::bind(config.listen)
@@ -100,9 +95,14 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding admin listener {admin_addr}"))?;
         let bound = admin_listener.local_addr()?;
+        let scheme = if admin_tls.is_some() { "https" } else { "http" };
         // Target `gateway::ready` is always logged, whatever the level: scripts wait for it.
-        tracing::info!(target: "gateway::ready", "admin listening on http://{bound} (/healthz, /readyz, /metrics; console at /, API at /api/v1)");
-        tokio::spawn(serve_admin(admin_listener, admin.clone()));
+        tracing::info!(target: "gateway::ready", "admin listening on {scheme}://{bound} (/healthz, /readyz, /metrics; console at /, API at /api/v1)");
+        tokio::spawn(serve_admin(
+            admin_listener,
+            admin.clone(),
+            admin_tls.clone(),
+        ));
     }
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(target: "gateway::ready", "gateway listening on {scheme}://{addr}");
@@ -163,7 +163,10 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
         intake.clone(),
         engine.clone(),
         long_conns.clone(),
-        tls.clone(),
+        crate::reload::Certs {
+            webhook: tls.clone(),
+            admin: admin_tls,
+        },
     ));
     if let Ok(mut slot) = admin.live.lock() {
         *slot = Some(live.clone());
@@ -311,22 +314,52 @@ impl Signals {
     }
 }
 
-async fn serve_admin(listener: TcpListener, admin: Arc<Admin>) {
+async fn serve_admin(listener: TcpListener, admin: Arc<Admin>, tls: Option<Arc<Tls>>) {
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
         let admin = admin.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let _ = http1::Builder::new()
-                .serve_connection(
-                    TokioIo::new(stream),
-                    service_fn(move |req| admin.clone().serve(req, peer)),
-                )
-                .await;
+            let service = service_fn(move |req| admin.clone().serve(req, peer));
+            let builder = http1::Builder::new();
+            let _ = match tls {
+                None => {
+                    builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await
+                }
+                Some(tls) => match tls.accept(stream, peer).await {
+                    Some(stream) => {
+                        builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await
+                    }
+                    None => Ok(()),
+                },
+            };
         });
     }
+}
+
+/// Loads a listener's certificate pair (refusing a broken or expired one), logs what it
+/// serves, and watches its files for renewals.
+fn start_tls(files: &crate::config::TlsFiles, listener: &'static str) -> anyhow::Result<Arc<Tls>> {
+    let tls = Tls::start(files, listener)?;
+    if let Some(info) = tls.info() {
+        tracing::info!(
+            listener,
+            cert = %files.cert.display(),
+            subject = %info.subject,
+            serial = %info.serial,
+            expires = %info.not_after_text(),
+            "TLS certificate loaded"
+        );
+    }
+    tokio::spawn(tls.clone().watch());
+    Ok(tls)
 }
 
 /// Polls the config file (every 500 ms) and asks for a reload when it changes; an editor's or

@@ -1,5 +1,5 @@
-//! Native TLS on the webhook listener (`[server] tls = { cert, key }`): rustls with the ring
-//! provider and its safe defaults (TLS 1.2 and 1.3), ALPN `http/1.1`, no client certificates.
+//! Native TLS on the webhook listener (`[server] tls = { cert, key }`) and the admin listener
+//! (`[admin] tls`, the same form): rustls with the ring provider and its safe defaults (TLS 1.2 and 1.3), ALPN `http/1.1`, no client certificates.
 //!
 //! The certificate pair is read, parsed and checked here ([`load`]: the PEM parses, the key
 //! matches the leaf, the leaf has not expired) and served through a [`Resolver`] whose pair is
@@ -263,8 +263,11 @@ struct State {
     info: CertInfo,
 }
 
-/// The webhook listener's TLS: the acceptor, the swappable pair and its bookkeeping.
+/// One listener's TLS (the webhook's or the admin's): the acceptor, the swappable pair and
+/// its bookkeeping.
 pub struct Tls {
+    /// `webhook` or `admin`: in log lines and the expiry metric's `listener` label.
+    listener: &'static str,
     acceptor: TlsAcceptor,
     resolver: Arc<Resolver>,
     state: Mutex<State>,
@@ -313,16 +316,17 @@ this port speaks HTTPS: use https:// instead\r\n";
 impl Tls {
     /// Loads the pair (refusing an expired one) and builds the acceptor. `run` refuses to
     /// start on an error.
-    pub fn start(files: &TlsFiles) -> Result<Arc<Tls>, TlsError> {
+    pub fn start(files: &TlsFiles, listener: &'static str) -> Result<Arc<Tls>, TlsError> {
         let before = stamps(files);
         let pair = load(files)?.refuse_expired(files, now_secs())?;
         let resolver = Arc::new(Resolver {
             current: RwLock::new(pair.key.clone()),
         });
         let config = server_config(resolver.clone());
-        record_expiry(&pair.info);
-        warn_if_expiring(&pair.info);
+        record_expiry(&pair.info, listener);
+        warn_if_expiring(&pair.info, listener);
         Ok(Arc::new(Tls {
+            listener,
             acceptor: TlsAcceptor::from(Arc::new(config)),
             resolver,
             state: Mutex::new(State {
@@ -361,10 +365,11 @@ impl Tls {
                     *current = pair.key.clone();
                 }
                 if same && files == state.files {
-                    tracing::debug!(trigger, serial = %pair.info.serial, "TLS certificate unchanged");
+                    tracing::debug!(trigger, listener = self.listener, serial = %pair.info.serial, "TLS certificate unchanged");
                 } else {
                     tracing::info!(
                         trigger,
+                        listener = self.listener,
                         cert = %files.cert.display(),
                         subject = %pair.info.subject,
                         serial = %pair.info.serial,
@@ -377,9 +382,9 @@ impl Tls {
                             result: "ok".to_owned(),
                         })
                         .inc();
-                    warn_if_expiring(&pair.info);
+                    warn_if_expiring(&pair.info, self.listener);
                 }
-                record_expiry(&pair.info);
+                record_expiry(&pair.info, self.listener);
                 state.files = files;
                 state.stamps = now_stamps;
                 state.info = pair.info;
@@ -388,6 +393,7 @@ impl Tls {
             Err(e) => {
                 tracing::error!(
                     trigger,
+                    listener = self.listener,
                     serial = %state.info.serial,
                     expires = %state.info.not_after_text(),
                     "TLS certificate reload refused, still serving the previous certificate: {e}"
@@ -505,19 +511,20 @@ fn server_config(resolver: Arc<Resolver>) -> rustls::ServerConfig {
     config
 }
 
-fn record_expiry(info: &CertInfo) {
+fn record_expiry(info: &CertInfo, listener: &str) {
     crate::metrics::get()
         .tls_cert_expiry
         .get_or_create(&crate::metrics::ListenerLabels {
-            listener: "webhook".to_owned(),
+            listener: listener.to_owned(),
         })
         .set(info.not_after as f64);
 }
 
-fn warn_if_expiring(info: &CertInfo) {
+fn warn_if_expiring(info: &CertInfo, listener: &str) {
     let left = info.seconds_left(now_secs());
     if left < EXPIRY_WARNING.as_secs() as i64 {
         tracing::warn!(
+            listener,
             serial = %info.serial,
             expires = %info.not_after_text(),
             days_left = left / 86_400,

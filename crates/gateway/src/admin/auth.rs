@@ -77,6 +77,8 @@ struct Session {
 /// The token, the live sessions and the failure counts.
 pub struct Auth {
     token: Option<AdminToken>,
+    /// The listener speaks HTTPS: the session cookie is also `Secure`.
+    secure: bool,
     /// Keyed by the SHA-256 of the session id (the id itself is only in the browser's cookie).
     sessions: Mutex<HashMap<[u8; 32], Session>>,
     /// Per client address: failures in the current window and when it started.
@@ -105,9 +107,10 @@ fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 }
 
 impl Auth {
-    pub fn new(token: Option<AdminToken>) -> Auth {
+    pub fn new(token: Option<AdminToken>, secure: bool) -> Auth {
         Auth {
             token,
+            secure,
             sessions: Mutex::default(),
             failures: Mutex::default(),
         }
@@ -194,18 +197,31 @@ impl Auth {
         }
     }
 
-    /// `Set-Cookie` for a new session.
-    pub fn session_cookie(id: &str) -> HeaderValue {
+    /// `Set-Cookie` for a new session (`Secure` over HTTPS).
+    pub fn session_cookie(&self, id: &str) -> HeaderValue {
         HeaderValue::from_str(&format!(
-            "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
-            SESSION_TTL.as_secs()
+            "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+            SESSION_TTL.as_secs(),
+            self.secure_attribute()
         ))
         .unwrap_or_else(|_| HeaderValue::from_static(""))
     }
 
     /// `Set-Cookie` that removes the session cookie.
-    pub fn clear_cookie() -> HeaderValue {
-        HeaderValue::from_static("gw_admin=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")
+    pub fn clear_cookie(&self) -> HeaderValue {
+        HeaderValue::from_str(&format!(
+            "{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",
+            self.secure_attribute()
+        ))
+        .unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+
+    fn secure_attribute(&self) -> &'static str {
+        if self.secure {
+            "; Secure"
+        } else {
+            ""
+        }
     }
 
     fn throttled(&self, peer: IpAddr) -> Result<(), Denied> {
@@ -297,7 +313,7 @@ mod tests {
 
     #[test]
     fn bearer_cookie_and_csrf() {
-        let auth = Auth::new(Some(AdminToken("0123456789abcdef".into())));
+        let auth = Auth::new(Some(AdminToken("0123456789abcdef".into())), false);
         assert_eq!(auth.check(&headers(&[]), PEER), Err(Denied::Missing));
         let ok = headers(&[("authorization", "Bearer 0123456789abcdef")]);
         assert_eq!(auth.check(&ok, PEER), Ok(Principal::Bearer));
@@ -315,8 +331,22 @@ mod tests {
     }
 
     #[test]
+    fn cookies_are_secure_over_https_only() {
+        let token = || Some(AdminToken("0123456789abcdef".into()));
+        let plain = Auth::new(token(), false);
+        let https = Auth::new(token(), true);
+        for (auth, secure) in [(&plain, false), (&https, true)] {
+            for cookie in [auth.session_cookie("abc"), auth.clear_cookie()] {
+                let text = cookie.to_str().expect("ascii");
+                assert!(text.contains("HttpOnly; SameSite=Strict"), "{text}");
+                assert_eq!(text.ends_with("; Secure"), secure, "{text}");
+            }
+        }
+    }
+
+    #[test]
     fn failures_are_throttled_per_address() {
-        let auth = Auth::new(Some(AdminToken("0123456789abcdef".into())));
+        let auth = Auth::new(Some(AdminToken("0123456789abcdef".into())), false);
         for _ in 0..MAX_FAILURES {
             assert_eq!(auth.login("wrong", PEER), Err(Denied::Wrong));
         }

@@ -67,6 +67,9 @@ pub struct RawAdmin {
     /// The token the API and console ask for (`${VAR}` from the environment); required when
     /// `listen` is not a loopback address.
     pub token: Option<String>,
+    /// Serve the admin listener (API, console, metrics) over HTTPS with this pair, as
+    /// `[server] tls`.
+    pub tls: Option<RawTls>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

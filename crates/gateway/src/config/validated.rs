@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::raw::{RawConfig, RawRoute};
+use super::raw::{RawConfig, RawRoute, RawTls};
 use gateway_plugin::config::parse_duration;
 
 mod app;
@@ -45,6 +45,8 @@ pub struct Config {
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// `[server] tls`: the webhook listener speaks HTTPS with this pair (none: plain HTTP).
     pub tls: Option<TlsFiles>,
+    /// `[admin] tls`: the admin listener speaks HTTPS with this pair (none: plain HTTP).
+    pub admin_tls: Option<TlsFiles>,
     pub shutdown_grace: Duration,
     pub apps: Vec<App>,
     pub store: StoreConfig,
@@ -73,7 +75,7 @@ impl std::fmt::Debug for AdminToken {
     }
 }
 
-/// `[server] tls`, paths absolute. Only resolved here: the files are read, parsed and matched
+/// `[server] tls` or `[admin] tls`, paths absolute. Only resolved here: the files are read, parsed and matched
 /// by `tls.rs` (at start, on reload, when they change on disk) and by `gateway check`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
@@ -334,6 +336,19 @@ impl Validator<'_> {
         }
     }
 
+    /// A `{ cert, key }` table at `at` (`server.tls`, `admin.tls`).
+    fn tls(&mut self, at: &str, t: &RawTls) -> TlsFiles {
+        for (key, text) in [("cert", &t.cert), ("key", &t.key)] {
+            if text.trim().is_empty() {
+                self.problem(&format!("{at}.{key}"), "must name a PEM file");
+            }
+        }
+        TlsFiles {
+            cert: self.path(&format!("{at}.cert"), &t.cert),
+            key: self.path(&format!("{at}.key"), &t.key),
+        }
+    }
+
     fn config(&mut self, raw: RawConfig, file: PathBuf) -> Config {
         let listen = self
             .addr(
@@ -394,17 +409,11 @@ impl Validator<'_> {
                 Err(_) => self.problem(&at, format!("{text:?} is not an IP address")),
             }
         }
-        let tls = raw.server.tls.as_ref().map(|t| {
-            for (key, text) in [("server.tls.cert", &t.cert), ("server.tls.key", &t.key)] {
-                if text.trim().is_empty() {
-                    self.problem(key, "must name a PEM file");
-                }
-            }
-            TlsFiles {
-                cert: self.path("server.tls.cert", &t.cert),
-                key: self.path("server.tls.key", &t.key),
-            }
-        });
+        let tls = raw.server.tls.as_ref().map(|t| self.tls("server.tls", t));
+        let admin_tls = raw.admin.tls.as_ref().map(|t| self.tls("admin.tls", t));
+        if admin_tls.is_some() && admin_listen.is_none() {
+            self.problem("admin.tls", "the admin listener is off (listen = \"off\")");
+        }
         let shutdown_grace = self.duration(
             "server.shutdown_grace",
             raw.server.shutdown_grace.as_deref(),
@@ -536,6 +545,7 @@ impl Validator<'_> {
             listen,
             admin_listen,
             admin_token,
+            admin_tls,
             max_body_bytes,
             body_timeout,
             max_connections,

@@ -53,7 +53,10 @@ pub fn check(config: &Config, connect: bool) -> ExitCode {
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
     if let Some(files) = &config.tls {
-        check_tls(files, &mut problems, &mut warnings);
+        check_tls("server.tls", files, &mut problems, &mut warnings);
+    }
+    if let Some(files) = &config.admin_tls {
+        check_tls("admin.tls", files, &mut problems, &mut warnings);
     }
     match &config.store {
         StoreConfig::Sqlite { path } => {
@@ -137,14 +140,14 @@ pub fn check(config: &Config, connect: bool) -> ExitCode {
     report(config, problems, warnings)
 }
 
-/// `[server] tls`: the pair loads as `run` would load it (readable, PEM parses, the key matches
+/// `[server] tls` or `[admin] tls` (`at`): the pair loads as `run` would load it (readable, PEM parses, the key matches
 /// the leaf); its subject, serial and expiry are printed. Expired is a problem (`run` refuses
 /// it), under [`EXPIRY_WARNING`] a warning, not yet valid a warning.
-fn check_tls(files: &TlsFiles, problems: &mut Vec<String>, warnings: &mut Vec<String>) {
+fn check_tls(at: &str, files: &TlsFiles, problems: &mut Vec<String>, warnings: &mut Vec<String>) {
     let pair = match tls::load(files) {
         Ok(pair) => pair,
         Err(e) => {
-            problems.push(format!("server.tls: {e}"));
+            problems.push(format!("{at}: {e}"));
             return;
         }
     };
@@ -152,7 +155,7 @@ fn check_tls(files: &TlsFiles, problems: &mut Vec<String>, warnings: &mut Vec<St
     let now = tls::now_secs();
     let left = info.seconds_left(now);
     println!(
-        "tls cert {} key {}: {} serial {} ({} in the chain), expires {} ({})",
+        "{at} cert {} key {}: {} serial {} ({} in the chain), expires {} ({})",
         files.cert.display(),
         files.key.display(),
         info.subject,
@@ -166,10 +169,10 @@ fn check_tls(files: &TlsFiles, problems: &mut Vec<String>, warnings: &mut Vec<St
         }
     );
     if let Err(e) = pair.clone().refuse_expired(files, now) {
-        problems.push(format!("server.tls.cert: {e}"));
+        problems.push(format!("{at}.cert: {e}"));
     } else if left < tls::EXPIRY_WARNING.as_secs() as i64 {
         warnings.push(format!(
-            "server.tls.cert: {} expires in {} days ({}): renew it (the running gateway picks \
+            "{at}.cert: {} expires in {} days ({}): renew it (the running gateway picks \
              the new files up without a restart)",
             files.cert.display(),
             left / 86_400,
@@ -178,7 +181,7 @@ fn check_tls(files: &TlsFiles, problems: &mut Vec<String>, warnings: &mut Vec<St
     }
     if info.not_before > now {
         warnings.push(format!(
-            "server.tls.cert: {} is not valid before {} (clients will refuse it until then)",
+            "{at}.cert: {} is not valid before {} (clients will refuse it until then)",
             files.cert.display(),
             crate::ops::timefmt::rfc3339(info.not_before.saturating_mul(1000))
         ));

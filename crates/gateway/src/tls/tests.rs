@@ -136,7 +136,7 @@ fn an_expired_certificate_is_refused_for_serving() {
         .expect_err("expired")
         .to_string();
     assert!(err.contains("expired at"), "{err}");
-    assert!(Tls::start(&files).is_err());
+    assert!(Tls::start(&files, "webhook").is_err());
 }
 
 fn served_serial(tls: &Tls) -> String {
@@ -151,7 +151,7 @@ fn a_reload_swaps_a_good_pair_and_keeps_the_old_one_on_a_broken_pair() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (cert, key) = leaf(0x10, -DAY, 90 * DAY);
     let files = write(dir.path(), "live", &cert, &key);
-    let tls = Tls::start(&files).expect("start");
+    let tls = Tls::start(&files, "webhook").expect("start");
     assert_eq!(served_serial(&tls), "10");
 
     let (cert2, key2) = leaf(0x20, -DAY, 90 * DAY);

@@ -458,3 +458,21 @@ fn sha256_pins_are_checked_and_kept_lowercase() {
         "{p:?}"
     );
 }
+
+#[test]
+fn admin_tls_resolves_like_server_tls_and_needs_the_listener() {
+    let c = load(
+        &format!("[admin]\ntls = {{ cert = \"a/cert.pem\", key = \"/k.pem\" }}\n{MINIMAL}"),
+        &[],
+    )
+    .expect("valid");
+    let files = c.admin_tls.expect("admin tls");
+    assert_eq!(files.cert, c.dir.join("a/cert.pem"));
+    assert_eq!(files.key, PathBuf::from("/k.pem"));
+    assert!(c.tls.is_none());
+    let p = problems(&format!(
+        "[admin]\nlisten = \"off\"\ntls = {{ cert = \"\", key = \"k.pem\" }}\n{MINIMAL}"
+    ));
+    assert!(p.iter().any(|p| p.starts_with("admin.tls:")), "{p:?}");
+    assert!(p.iter().any(|p| p.starts_with("admin.tls.cert:")), "{p:?}");
+}
