@@ -63,6 +63,8 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$here/bench/lib.sh"
 cmdline="bench/replicas.sh${*:+ $*}"
 for v in NO_BUILD LOADGEN_ARGS PG_POOL ROWS CONNS SECS ROUNDS; do
   [ -n "${!v:-}" ] && cmdline="$v=${!v} $cmdline"
@@ -274,28 +276,8 @@ fi
 start_gateway() {
   local dir=$1 i=$2 store=$3
   mkdir -p "$dir/data"
-  cat >"$dir/gateway.toml" <<TOML
-[server]
-listen = "$host:$((port_base + i))"
-[admin]
-listen = "$host:$((port_base + 100 + i))"
-[log]
-level = "warn"
-[[apps]]
-name = "bench"
-path = "$path"
-verification_token = "$token"
-encrypt_key = "$key"
-[store]
-$store
-[[plugins]]
-name = "audit"
-library = "$logger_so"
-config = { path = "$dir/data/assets.jsonl", fsync = "always" }
-[[routes]]
-events = ["hire.referral_account.assets_update_v1"]
-plugins = ["audit"]
-TOML
+  gateway_toml "$dir/gateway.toml" "$host:$((port_base + i))" "$host:$((port_base + 100 + i))" \
+    "$path" "$token" "$key" "$store" "$logger_so" "$dir/data/assets.jsonl" always
   "$gateway_bin" run --config "$dir/gateway.toml" >"$dir/server.log" 2>&1 &
   gw_pids+=("$!")
 }

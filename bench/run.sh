@@ -48,6 +48,8 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$here/bench/lib.sh"
 cmdline="bench/run.sh${*:+ $*}"
 for v in SKIP_INSTALL LOADGEN_ARGS PY_THREADS PY_WORKERS NODE_WORKERS SYSTEMS CONNS SECS ROUNDS; do
   [ -n "${!v:-}" ] && cmdline="$v=${!v} $cmdline"
@@ -265,28 +267,8 @@ sys_index() {
 start_gateway() {  # DIR FSYNC
   local dir=$1 fsync=$2 admin=$((port + 100))
   mkdir -p "$dir/data"
-  cat >"$dir/gateway.toml" <<TOML
-[server]
-listen = "$host:$port"
-[admin]
-listen = "$host:$admin"
-[log]
-level = "warn"
-[[apps]]
-name = "bench"
-path = "$path"
-verification_token = "$token"
-encrypt_key = "$key"
-[store]
-path = "$dir/data/gateway.db"
-[[plugins]]
-name = "audit"
-library = "$logger_so"
-config = { path = "$dir/data/assets.jsonl", fsync = "$fsync" }
-[[routes]]
-events = ["hire.referral_account.assets_update_v1"]
-plugins = ["audit"]
-TOML
+  gateway_toml "$dir/gateway.toml" "$host:$port" "$host:$admin" "$path" "$token" "$key" \
+    "path = \"$dir/data/gateway.db\"" "$logger_so" "$dir/data/assets.jsonl" "$fsync"
   "$gateway_bin" run --config "$dir/gateway.toml" >"$dir/server.log" 2>&1 &
   srv_pid=$!
   metrics="http://$host:$admin/metrics"

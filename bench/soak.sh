@@ -23,6 +23,8 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$here/bench/lib.sh"
 cmdline="bench/soak.sh"
 for v in LOADGEN_ARGS RATE FRACTION PROBE_SECS SECS CONNS; do
   [ -n "${!v:-}" ] && cmdline="$v=${!v} $cmdline"
@@ -62,28 +64,8 @@ trap cleanup EXIT
 start_gateway() {  # DIR
   local dir=$1
   mkdir -p "$dir/data"
-  cat >"$dir/gateway.toml" <<TOML
-[server]
-listen = "$host:$port"
-[admin]
-listen = "$host:$admin"
-[log]
-level = "warn"
-[[apps]]
-name = "bench"
-path = "$path"
-verification_token = "$token"
-encrypt_key = "$key"
-[store]
-path = "$dir/data/gateway.db"
-[[plugins]]
-name = "audit"
-library = "$logger_so"
-config = { path = "$dir/data/assets.jsonl", fsync = "always" }
-[[routes]]
-events = ["hire.referral_account.assets_update_v1"]
-plugins = ["audit"]
-TOML
+  gateway_toml "$dir/gateway.toml" "$host:$port" "$host:$admin" "$path" "$token" "$key" \
+    "path = \"$dir/data/gateway.db\"" "$logger_so" "$dir/data/assets.jsonl" always
   "$gateway_bin" run --config "$dir/gateway.toml" >"$dir/server.log" 2>&1 &
   srv_pid=$!
   for _ in $(seq 1 200); do

@@ -1,0 +1,32 @@
+# bench/lib.sh — sourced by the bench scripts (run.sh, replicas.sh, soak.sh): the gateway config
+# every benchmark row runs, so they measure the same thing.
+
+# gateway_toml OUT LISTEN ADMIN_LISTEN PATH TOKEN KEY STORE_TOML LOGGER_SO LOGGER_OUT FSYNC
+# Writes a config with one encrypted webhook app, the store given as a TOML line (`path = ...`
+# or `url = ...`), the logger plugin routed for assets_update_v1 with the logger's fsync
+# (`always` or `never`), and warnings-only logs.
+gateway_toml() {
+  local out=$1 listen=$2 admin=$3 path=$4 token=$5 key=$6 store=$7 logger=$8 logger_out=$9 fsync=${10}
+  cat >"$out" <<TOML
+[server]
+listen = "$listen"
+[admin]
+listen = "$admin"
+[log]
+level = "warn"
+[[apps]]
+name = "bench"
+path = "$path"
+verification_token = "$token"
+encrypt_key = "$key"
+[store]
+$store
+[[plugins]]
+name = "audit"
+library = "$logger"
+config = { path = "$logger_out", fsync = "$fsync" }
+[[routes]]
+events = ["hire.referral_account.assets_update_v1"]
+plugins = ["audit"]
+TOML
+}
