@@ -101,6 +101,22 @@ fn a_timed_out_call_that_succeeds_late_turns_its_dead_letter_into_done() {
         delivery(&gw, "late-1", "late")
     );
     assert_eq!(calls(&gw, "late").len(), 1);
+    // The history shows both: the timeout that made the dead letter, then the late success
+    // of the same attempt, which ran its whole 1.5 s.
+    let d = delivery(&gw, "late-1", "late");
+    let history = d["history"].as_array().cloned().unwrap_or_default();
+    let outcomes: Vec<(&str, u64)> = history
+        .iter()
+        .map(|a| {
+            (
+                a["outcome"].as_str().unwrap_or_default(),
+                a["attempt"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(outcomes, [("timeout", 1), ("late ok", 1)], "{d}");
+    assert!(history[0]["duration_ms"].as_u64() >= Some(300), "{d}");
+    assert!(history[1]["duration_ms"].as_u64() >= Some(1500), "{d}");
 }
 
 #[test]
