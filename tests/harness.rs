@@ -503,6 +503,47 @@ pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// A delivery's attempt history (as `events show` and the API print it) as (generation,
+/// attempt, outcome), oldest first.
+pub fn attempts(delivery: &serde_json::Value) -> Vec<(u64, u64, String)> {
+    delivery["history"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| {
+            (
+                a["generation"].as_u64().unwrap_or(u64::MAX),
+                a["attempt"].as_u64().unwrap_or(u64::MAX),
+                a["outcome"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The usual one-plugin config: [`base_config`], the app `hire` on `/hook` with `token`, one
+/// `testkit` instance `kit` with the inline table `kit` as its config, and `test.*` routed to it.
+pub fn kit_config(token: &str, kit: &str) -> String {
+    format!(
+        r#"{base}
+[[apps]]
+name = "hire"
+path = "/hook"
+verification_token = "{token}"
+
+[[plugins]]
+name = "kit"
+library = "{testkit}"
+config = {kit}
+
+[[routes]]
+events = ["test.*"]
+plugins = ["kit"]
+"#,
+        base = base_config(),
+        testkit = binaries().testkit.display(),
+    )
+}
+
 /// Polls `check` every 20 ms until it returns true or `timeout` passes; returns the last result.
 pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;

@@ -7,7 +7,8 @@
 use std::time::Duration;
 
 use gateway_e2e::harness::{
-    base_config, binaries, metric, read_jsonl, run_cli_with_env, wait_until, Lark, TestGateway,
+    attempts, base_config, binaries, metric, read_jsonl, run_cli_with_env, wait_until, Lark,
+    TestGateway,
 };
 use serde_json::{json, Value};
 
@@ -334,20 +335,8 @@ fn replay_reruns_successes_only_with_force_and_reload_answers_its_result() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["replayed"], 0);
     // Each delivery's history keeps every generation's attempts, oldest first.
-    let outcomes = |id: &str| -> Vec<(u64, u64, String)> {
-        get(&gw, &format!("/api/v1/events/{id}")).json()["deliveries"][0]["history"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|a| {
-                (
-                    a["generation"].as_u64().unwrap_or(99),
-                    a["attempt"].as_u64().unwrap_or(99),
-                    a["outcome"].as_str().unwrap_or_default().to_owned(),
-                )
-            })
-            .collect()
-    };
+    let outcomes =
+        |id: &str| attempts(&get(&gw, &format!("/api/v1/events/{id}")).json()["deliveries"][0]);
     assert_eq!(
         outcomes("ev-ok"),
         [(0, 1, "ok".into()), (1, 1, "ok".into())]

@@ -6,30 +6,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use gateway_e2e::harness::{base_config, binaries, run_cli, wait_until, Lark, TestGateway};
+use gateway_e2e::harness::{kit_config, run_cli, wait_until, Lark, TestGateway};
 
 const TOKEN: &str = "tok";
 
 fn config() -> String {
-    format!(
-        r#"{base}
-[[apps]]
-name = "hire"
-path = "/hook"
-verification_token = "{TOKEN}"
-
-[[plugins]]
-name = "kit"
-library = "{testkit}"
-config = {{ mode = "ok", record = "data/kit.jsonl" }}
-
-[[routes]]
-events = ["test.*"]
-plugins = ["kit"]
-"#,
-        base = base_config(),
-        testkit = binaries().testkit.display(),
-    )
+    kit_config(TOKEN, r#"{ mode = "ok", record = "data/kit.jsonl" }"#)
 }
 
 #[test]

@@ -5,30 +5,15 @@
 use std::time::Duration;
 
 use gateway_e2e::harness::{
-    base_config, binaries, read_jsonl, run_cli, wait_until, Lark, TestGateway,
+    base_config, binaries, kit_config, read_jsonl, run_cli, wait_until, Lark, TestGateway,
 };
 
 const TOKEN: &str = "tok";
 
 fn config() -> String {
-    format!(
-        r#"{base}
-[[apps]]
-name = "hire"
-path = "/hook"
-verification_token = "{TOKEN}"
-
-[[plugins]]
-name = "kit"
-library = "{testkit}"
-config = {{ mode = "ok", modes = {{ "test.bad" = "reject", "test.wait" = "retry_always" }}, record = "data/kit.jsonl" }}
-
-[[routes]]
-events = ["test.*"]
-plugins = ["kit"]
-"#,
-        base = base_config(),
-        testkit = binaries().testkit.display(),
+    kit_config(
+        TOKEN,
+        r#"{ mode = "ok", modes = { "test.bad" = "reject", "test.wait" = "retry_always" }, record = "data/kit.jsonl" }"#,
     )
 }
 

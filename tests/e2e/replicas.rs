@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use gateway_e2e::harness::{binaries, post, read_jsonl, wait_until, Lark, TestGateway};
+use gateway_e2e::harness::{attempts, binaries, post, read_jsonl, wait_until, Lark, TestGateway};
 use gateway_e2e::pgkit::PgCluster;
 
 /// A replica's config: its own ports and folder, the shared database from `${PG_URL}`, and a
@@ -215,19 +215,8 @@ fn three_replicas_deliver_each_event_once_whichever_got_it() {
     let (code, out, err) = gws[2].cli(&["events", "show", "three-00042"]);
     assert_eq!(code, 0, "{err}");
     let shown: serde_json::Value = serde_json::from_str(&out).expect("JSON");
-    let history: Vec<(u64, u64, &str)> = shown["deliveries"][0]["history"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|a| {
-            (
-                a["generation"].as_u64().unwrap_or(99),
-                a["attempt"].as_u64().unwrap_or(99),
-                a["outcome"].as_str().unwrap_or_default(),
-            )
-        })
-        .collect();
-    assert_eq!(history, [(0, 1, "ok"), (1, 1, "ok")], "{out}");
+    let history = attempts(&shown["deliveries"][0]);
+    assert_eq!(history, [(0, 1, "ok".into()), (1, 1, "ok".into())], "{out}");
 }
 
 #[test]
