@@ -1,5 +1,5 @@
 //! The attempt history: one row per applied outcome and per crash found, oldest first, kept
-//! across replays, gone with its delivery.
+//! across replays, gone with its delivery; and `backup`, a checked copy of the store.
 
 use super::tests::trace_of;
 use super::*;
@@ -232,5 +232,29 @@ fn history_goes_with_its_delivery() {
         );
         assert_eq!(rows(&store), 0);
         store.close();
+    });
+}
+
+#[test]
+fn a_backup_is_a_checked_copy_and_never_overwrites() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
+        key_of(&store, "one").await;
+        key_of(&store, "two").await;
+        let dest = dir.path().join("copy.db");
+        assert_eq!(store.backup(dest.clone()).await.expect("backup"), 2);
+        let again = store.backup(dest.clone()).await.expect_err("exists");
+        assert!(again.0.contains("exists"), "{again}");
+        let missing = store
+            .backup(dir.path().join("no/such/dir/c.db"))
+            .await
+            .expect_err("no folder");
+        assert!(missing.0.contains("no/such/dir/c.db"), "{missing}");
+        store.close();
+        let copy = SqliteStore::open_existing(&dest).expect("the copy opens");
+        assert!(copy.event("two").expect("read").is_some());
+        assert_eq!(copy.integrity_check().expect("check"), ["ok"]);
+        copy.close();
     });
 }
