@@ -441,4 +441,6 @@ pub fn now_ms() -> i64 {
 #[cfg(test)]
 mod history_tests;
 #[cfg(test)]
+mod inspect_tests;
+#[cfg(test)]
 mod tests;

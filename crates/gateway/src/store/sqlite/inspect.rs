@@ -111,10 +111,16 @@ pub(super) fn backup(c: &Connection, dest: &std::path::Path) -> Result<u64, Stor
         .ok_or_else(|| StoreError(format!("{} is not valid UTF-8", dest.display())))?;
     c.execute("VACUUM INTO ?1", params![text])
         .map_err(|e| StoreError(format!("backing up to {}: {e}", dest.display())))?;
-    let sync = |p: &std::path::Path| std::fs::File::open(p).and_then(|f| f.sync_all());
-    sync(dest).map_err(|e| StoreError(format!("syncing {}: {e}", dest.display())))?;
-    if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
-        sync(dir).map_err(|e| StoreError(format!("syncing {}: {e}", dir.display())))?;
+    // The copy, then its folder (its directory entry): `.` for a bare file name.
+    let dir = match dest.parent() {
+        Some(d) if d.as_os_str().is_empty() => std::path::Path::new("."),
+        Some(d) => d,
+        None => std::path::Path::new("."),
+    };
+    for p in [dest, dir] {
+        std::fs::File::open(p)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| StoreError(format!("syncing {}: {e}", p.display())))?;
     }
     let copy = Connection::open_with_flags(dest, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     let problems = check(&copy)?;

@@ -13,13 +13,7 @@ use crate::store::{Accepted, Finish, FinishRecord, NewEvent, StoreError, CRASHED
 /// The writer thread: batch, apply in one transaction, commit (fsync), answer.
 pub(super) fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Write>) {
     while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(w) => batch.push(w),
-                Err(_) => break,
-            }
-        }
+        let batch = take_batch(first, &rx);
         crate::metrics::observe_commit_batch(batch.len());
         match apply_batch(&mut conn, &batch) {
             Ok(results) => {
@@ -35,6 +29,18 @@ pub(super) fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Write>) {
             }
         }
     }
+}
+
+/// `first` and every write waiting behind it, at most [`MAX_BATCH`] in all: one transaction.
+fn take_batch<T>(first: T, rx: &mpsc::Receiver<T>) -> Vec<T> {
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(w) => batch.push(w),
+            Err(_) => break,
+        }
+    }
+    batch
 }
 
 /// The result of one write inside a batch, before it is sent back.
@@ -284,4 +290,27 @@ fn apply_replay(
         }
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_takes_what_waits_up_to_the_limit() {
+        let (tx, rx) = mpsc::channel();
+        for i in 1..=MAX_BATCH + 100 {
+            tx.send(i).expect("send");
+        }
+        let first = take_batch(0, &rx);
+        assert_eq!(first.len(), MAX_BATCH);
+        assert_eq!(first.last(), Some(&(MAX_BATCH - 1)));
+        let next = rx.recv().expect("more");
+        assert_eq!(
+            take_batch(next, &rx).len(),
+            101,
+            "the rest, then nothing waits"
+        );
+        assert!(rx.try_recv().is_err());
+    }
 }
