@@ -111,13 +111,13 @@ pub(super) fn backup(c: &Connection, dest: &std::path::Path) -> Result<u64, Stor
         .ok_or_else(|| StoreError(format!("{} is not valid UTF-8", dest.display())))?;
     c.execute("VACUUM INTO ?1", params![text])
         .map_err(|e| StoreError(format!("backing up to {}: {e}", dest.display())))?;
-    // The copy, then its folder (its directory entry): `.` for a bare file name.
-    let dir = match dest.parent() {
-        Some(d) if d.as_os_str().is_empty() => std::path::Path::new("."),
-        Some(d) => d,
-        None => std::path::Path::new("."),
-    };
-    for p in [dest, dir] {
+    // The copy, then its folder (its directory entry).
+    let absolute =
+        std::path::absolute(dest).map_err(|e| StoreError(format!("{}: {e}", dest.display())))?;
+    for p in [Some(absolute.as_path()), absolute.parent()]
+        .into_iter()
+        .flatten()
+    {
         std::fs::File::open(p)
             .and_then(|f| f.sync_all())
             .map_err(|e| StoreError(format!("syncing {}: {e}", p.display())))?;
