@@ -30,3 +30,17 @@ events = ["hire.referral_account.assets_update_v1"]
 plugins = ["audit"]
 TOML
 }
+
+# proc_table: "pid ppid ticks" for every process (ticks = utime+stime+cutime+cstime), for the
+# scripts' CPU accounting of a process tree.
+proc_table() {
+  local f line pid x
+  for f in /proc/[0-9]*/stat; do
+    read -r line 2>/dev/null <"$f" || continue
+    pid=${f#/proc/}; pid=${pid%/stat}
+    # The fields after "(comm) " (comm may hold spaces or parentheses), 0-based: state ppid ...
+    # utime(11) stime(12) cutime(13) cstime(14).
+    read -r -a x <<<"${line##*) }"
+    echo "$pid ${x[1]} $((x[11] + x[12] + x[13] + x[14]))"
+  done
+}

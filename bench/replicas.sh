@@ -166,17 +166,7 @@ pg_up=''
 gw_pids=()     # the gateways of the current row
 lg_pids=()     # the loadgens in progress (each in a subshell that notes when it ended)
 
-# Prints "pid ppid ticks" for every process (ticks = utime+stime+cutime+cstime).
-proc_table() {
-  local f line pid x
-  for f in /proc/[0-9]*/stat; do
-    read -r line 2>/dev/null <"$f" || continue
-    pid=${f#/proc/}; pid=${pid%/stat}
-    # After "(comm) ": state ppid ... utime(11) stime(12) cutime(13) cstime(14), 0-based.
-    read -r -a x <<<"${line##*) }"
-    echo "$pid ${x[1]} $((x[11] + x[12] + x[13] + x[14]))"
-  done
-}
+# proc_table: bench/lib.sh.
 
 # CPU ticks of the given pids and all their descendants (and the children they reaped), summed.
 tree_ticks() {

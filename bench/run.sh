@@ -91,18 +91,7 @@ run_dir=$(mktemp -d "$work/run.XXXXXX")
 started=()     # every server root pid this script started
 srv_pid=''     # the server of the current turn
 
-# Prints "pid ppid ticks" for every process (ticks = utime+stime+cutime+cstime).
-proc_table() {
-  local f line pid x
-  for f in /proc/[0-9]*/stat; do
-    read -r line 2>/dev/null <"$f" || continue
-    pid=${f#/proc/}; pid=${pid%/stat}
-    # The fields after "(comm) " (comm may hold spaces or parentheses): state ppid ... utime(12)
-    # stime(13) cutime(14) cstime(15).
-    read -r -a x <<<"${line##*) }"
-    echo "$pid ${x[1]} $((x[11] + x[12] + x[13] + x[14]))"
-  done
-}
+# proc_table: bench/lib.sh.
 
 # The pid itself and all its descendants, one per line.
 tree_pids() {
