@@ -44,3 +44,23 @@ proc_table() {
     echo "$pid ${x[1]} $((x[11] + x[12] + x[13] + x[14]))"
   done
 }
+
+# Table helpers. mean_of / max_of read ARRAY[KEY,ROUND] for rounds 1..$rounds (the caller's
+# global) and print nothing when no round ran.
+join_by() { local sep=$1 acc=$2 x; shift 2; for x in "$@"; do acc+="$sep$x"; done; echo "$acc"; }
+fmt0() { awk -v x="$1" 'BEGIN { printf "%.0f", x }'; }
+fmt2() { awk -v x="$1" 'BEGIN { printf "%.2f", x }'; }
+mean_of() {  # ARRAY-NAME KEY -> mean over the rounds that ran
+  local -n arr=$1
+  local r vals=()
+  for r in $(seq 1 "$rounds"); do [ -n "${arr[$2,$r]:-}" ] && vals+=("${arr[$2,$r]}"); done
+  [ ${#vals[@]} -gt 0 ] || return 0
+  printf '%s\n' "${vals[@]}" | awk '{ s += $1; n++ } END { printf "%.6f", s / n }'
+}
+max_of() {  # ARRAY-NAME KEY -> the largest value over the rounds that ran
+  local -n arr=$1
+  local r vals=()
+  for r in $(seq 1 "$rounds"); do [ -n "${arr[$2,$r]:-}" ] && vals+=("${arr[$2,$r]}"); done
+  [ ${#vals[@]} -gt 0 ] || return 0
+  printf '%s\n' "${vals[@]}" | awk 'NR == 1 || $1 > m { m = $1 } END { printf "%.6f", m }'
+}

@@ -291,8 +291,7 @@ metric() {  # I NAME -> the sum of the series' samples on replica I's /metrics
 declare -A pgwork=() batch=() rps=() p99=() reqs=() gw_ticks=() pg_ticks=() lg_ticks=() busy=() e2e=() drain=() \
   stored=() lines=() dups=() missing=() failed=() notes=() errs=() logs=()
 note() { notes[$1]="${notes[$1]:+${notes[$1]}; }$2"; }
-fmt0() { awk -v x="$1" 'BEGIN { printf "%.0f", x }'; }
-fmt2() { awk -v x="$1" 'BEGIN { printf "%.2f", x }'; }
+# fmt0, fmt2: bench/lib.sh.
 
 run_row() {  # ROW ROUND; fills the arrays for "ROW,ROUND"; returns 1 if the row failed
   local row=$1 round=$2 k="$1,$2" dir=$run_dir/$1-$2 n=1 db='' store i
@@ -502,21 +501,7 @@ for round in $(seq 1 "$rounds"); do
 done
 
 # ---------------------------------------------------------------- the table
-join_by() { local sep=$1 acc=$2 x; shift 2; for x in "$@"; do acc+="$sep$x"; done; echo "$acc"; }
-mean_of() {  # ARRAY-NAME ROW -> mean over the rounds that ran (empty if none)
-  local -n arr=$1
-  local r vals=()
-  for r in $(seq 1 "$rounds"); do [ -n "${arr[$2,$r]:-}" ] && vals+=("${arr[$2,$r]}"); done
-  [ ${#vals[@]} -gt 0 ] || return 0
-  printf '%s\n' "${vals[@]}" | awk '{ s += $1; n++ } END { printf "%.6f", s / n }'
-}
-max_of() {
-  local -n arr=$1
-  local r vals=()
-  for r in $(seq 1 "$rounds"); do [ -n "${arr[$2,$r]:-}" ] && vals+=("${arr[$2,$r]}"); done
-  [ ${#vals[@]} -gt 0 ] || return 0
-  printf '%s\n' "${vals[@]}" | awk 'NR == 1 || $1 > m { m = $1 } END { printf "%.6f", m }'
-}
+# join_by, mean_of, max_of: bench/lib.sh.
 ratio() { [ -n "$1" ] && [ -n "$2" ] && awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }' || echo '—'; }
 
 base_rps=$(mean_of rps sqlite-1)

@@ -371,23 +371,7 @@ for round in $(seq 1 "$rounds"); do
 done
 
 # ---------------------------------------------------------------- the table
-join_by() { local sep=$1 acc=$2 x; shift 2; for x in "$@"; do acc+="$sep$x"; done; echo "$acc"; }
-fmt0() { awk -v x="$1" 'BEGIN { printf "%.0f", x }'; }
-fmt2() { awk -v x="$1" 'BEGIN { printf "%.2f", x }'; }
-mean_of() {  # ARRAY-NAME SYSTEM -> mean over the rounds that ran (empty if none)
-  local -n arr=$1
-  local r vals=()
-  for r in $(seq 1 "$rounds"); do [ -n "${arr[$2,$r]:-}" ] && vals+=("${arr[$2,$r]}"); done
-  [ ${#vals[@]} -gt 0 ] || return 0
-  printf '%s\n' "${vals[@]}" | awk '{ s += $1; n++ } END { printf "%.6f", s / n }'
-}
-max_of() {
-  local -n arr=$1
-  local r vals=()
-  for r in $(seq 1 "$rounds"); do [ -n "${arr[$2,$r]:-}" ] && vals+=("${arr[$2,$r]}"); done
-  [ ${#vals[@]} -gt 0 ] || return 0
-  printf '%s\n' "${vals[@]}" | awk 'NR == 1 || $1 > m { m = $1 } END { printf "%.6f", m }'
-}
+# join_by, fmt0, fmt2, mean_of, max_of: bench/lib.sh.
 
 base=$(mean_of rps baseline)
 table="| system | req/s (per round) | ratio to baseline | p99 ms | p99.9 ms | CPU µs/req | end-to-end/s (drain s) |
