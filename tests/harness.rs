@@ -520,6 +520,15 @@ pub fn attempts(delivery: &serde_json::Value) -> Vec<(u64, u64, String)> {
         .collect()
 }
 
+/// `config` (built on [`base_config`]) with `extra` lines added to its `[admin]` table.
+pub fn with_admin(config: &str, extra: &str) -> String {
+    config.replacen(
+        "[admin]\nlisten = \"127.0.0.1:0\"",
+        &format!("[admin]\nlisten = \"127.0.0.1:0\"\n{extra}"),
+        1,
+    )
+}
+
 /// The usual one-plugin config: [`base_config`], the app `hire` on `/hook` with `token`, one
 /// `testkit` instance `kit` with the inline table `kit` as its config, and `test.*` routed to it.
 pub fn kit_config(token: &str, kit: &str) -> String {

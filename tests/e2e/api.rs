@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use gateway_e2e::harness::{
-    attempts, base_config, binaries, metric, read_jsonl, run_cli_with_env, wait_until, Lark,
+    attempts, kit_config, metric, read_jsonl, run_cli_with_env, wait_until, with_admin, Lark,
     TestGateway,
 };
 use serde_json::{json, Value};
@@ -16,35 +16,10 @@ const TOKEN: &str = "verif-token-never-shown";
 const ADMIN_TOKEN: &str = "admin-token-0123456789-never-shown";
 
 fn config(admin_extra: &str) -> String {
-    let base = base_config().replace(
-        "[admin]\nlisten = \"127.0.0.1:0\"",
-        &format!("[admin]\nlisten = \"127.0.0.1:0\"\n{admin_extra}"),
-    );
+    let kit = r#"{ mode = "ok", modes = { "test.bad" = "reject", "test.flaky" = "retry_then_ok" }, retries = 1, record = "data/kit.jsonl" }"#;
     format!(
-        r#"{base}
-[delivery]
-max_attempts = 1
-
-[[apps]]
-name = "hire"
-path = "/hook"
-verification_token = "{TOKEN}"
-
-[[apps]]
-name = "other"
-path = "/other"
-verification_token = "{TOKEN}"
-
-[[plugins]]
-name = "kit"
-library = "{testkit}"
-config = {{ mode = "ok", modes = {{ "test.bad" = "reject", "test.flaky" = "retry_then_ok" }}, retries = 1, record = "data/kit.jsonl" }}
-
-[[routes]]
-events = ["test.*"]
-plugins = ["kit"]
-"#,
-        testkit = binaries().testkit.display(),
+        "{}\n[delivery]\nmax_attempts = 1\n\n[[apps]]\nname = \"other\"\npath = \"/other\"\nverification_token = \"{TOKEN}\"\n",
+        with_admin(&kit_config(TOKEN, kit), admin_extra)
     )
 }
 

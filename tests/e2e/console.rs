@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use gateway_e2e::harness::{base_config, binaries, Lark, TestGateway};
+use gateway_e2e::harness::{kit_config, with_admin, Lark, TestGateway};
 use gateway_e2e::workspace_root;
 use serde_json::{json, Value};
 
@@ -241,30 +241,10 @@ impl Drop for Browser {
 }
 
 fn config(admin_extra: &str) -> String {
-    let base = base_config().replace(
-        "[admin]\nlisten = \"127.0.0.1:0\"",
-        &format!("[admin]\nlisten = \"127.0.0.1:0\"\n{admin_extra}"),
-    );
+    let kit = r#"{ mode = "ok", modes = { "test.flaky" = "retry_then_ok" }, retries = 1, record = "data/kit.jsonl" }"#;
     format!(
-        r#"{base}
-[delivery]
-max_attempts = 1
-
-[[apps]]
-name = "hire"
-path = "/hook"
-verification_token = "{TOKEN}"
-
-[[plugins]]
-name = "kit"
-library = "{testkit}"
-config = {{ mode = "ok", modes = {{ "test.flaky" = "retry_then_ok" }}, retries = 1, record = "data/kit.jsonl" }}
-
-[[routes]]
-events = ["test.*"]
-plugins = ["kit"]
-"#,
-        testkit = binaries().testkit.display(),
+        "{}\n[delivery]\nmax_attempts = 1\n",
+        with_admin(&kit_config(TOKEN, kit), admin_extra)
     )
 }
 
