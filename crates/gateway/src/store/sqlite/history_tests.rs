@@ -1,7 +1,7 @@
 //! The attempt history: one row per applied outcome and per crash found, oldest first, kept
 //! across replays, gone with its delivery; and `backup`, a checked copy of the store.
 
-use super::tests::trace_of;
+use super::tests::{rt, trace_of};
 use super::*;
 use crate::store::{AttemptRecord, Finish, Guard, Trace, CRASHED};
 
@@ -65,13 +65,6 @@ async fn key_of(store: &SqliteStore, id: &str) -> i64 {
         Accepted::New { deliveries } => deliveries[0].0,
         Accepted::Duplicate => panic!("duplicate"),
     }
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
 }
 
 #[test]

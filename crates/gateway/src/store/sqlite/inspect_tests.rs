@@ -1,16 +1,9 @@
 //! The operator queries on the embedded store: event and delivery listings with their filters
 //! and cursor, plugin names, and the integrity check finding a damaged file.
 
-use super::tests::trace_of;
+use super::tests::{rt, trace_of};
 use super::*;
 use crate::store::{Finish, Guard};
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
 
 fn new_event(id: &str, app: &str, event_type: &str, at: i64, plugins: &[&str]) -> NewEvent {
     NewEvent {

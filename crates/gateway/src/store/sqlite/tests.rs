@@ -66,7 +66,7 @@ fn event(id: &str, plugins: &[&str]) -> NewEvent {
     }
 }
 
-fn rt() -> tokio::runtime::Runtime {
+pub(super) fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
