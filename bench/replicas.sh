@@ -334,7 +334,7 @@ run_row() {  # ROW ROUND; fills the arrays for "ROW,ROUND"; returns 1 if the row
       exit "$s"
     ) &
     lg_pids+=("$!")
-    # loadgen names its event ids `run-<Unix ms at start>-<n>`: two started in the same
+    # loadgen derives its event ids from `run-<Unix ms at start>` and n: two started in the same
     # millisecond would send the same ids (deduplicated by the gateways). 50 ms apart.
     [ "$i" -lt "$n" ] && sleep 0.05
   done

@@ -28,12 +28,12 @@ pub struct Generator {
     token: String,
     /// Unix seconds, used for the timestamp header, `create_time` and `modify_time`.
     ts: String,
-    /// Event ids are `{id_prefix}-{index:08}`.
-    id_prefix: String,
+    /// Mixed into every event id, from the run's prefix.
+    id_seed: u64,
 }
 
 impl Generator {
-    /// A generator whose event ids start with `id_prefix` (must differ between runs against the
+    /// A generator whose event ids derive from `id_prefix` (must differ between runs against the
     /// same store, or the receiver sees duplicates).
     pub fn new(key: &str, token: &str, unix_secs: u64, id_prefix: String) -> Self {
         Self {
@@ -41,13 +41,24 @@ impl Generator {
             key: key.to_owned(),
             token: token.to_owned(),
             ts: unix_secs.to_string(),
-            id_prefix,
+            id_seed: fnv1a(id_prefix.as_bytes()),
         }
     }
 
-    /// The generator of `loadgen make`: ids `load-{unix_secs}-{index:08}`.
+    /// The generator of `loadgen make`: ids derived from `load-{unix_secs}`.
     pub fn for_files(key: &str, token: &str, unix_secs: u64) -> Self {
         Self::new(key, token, unix_secs, format!("load-{unix_secs}"))
+    }
+
+    /// The event id of index `i`: 32 hex digits like Lark's, spread uniformly rather than in
+    /// index order, so a store indexing ids does the random inserts it does in production.
+    /// Distinct indexes never share an id (the first half, `mix` of the index, is a bijection of it).
+    pub fn event_id(&self, i: u64) -> String {
+        let head = mix(i ^ self.id_seed);
+        format!(
+            "{head:016x}{:016x}",
+            mix(head ^ self.id_seed.rotate_left(32))
+        )
     }
 
     /// The plaintext schema 2.0 event of index `i` (the shape every load run uses).
@@ -56,7 +67,7 @@ impl Generator {
         serde_json::json!({
             "schema": "2.0",
             "header": {
-                "event_id": format!("{}-{i:08}", self.id_prefix),
+                "event_id": self.event_id(i),
                 "event_type": "hire.referral_account.assets_update_v1",
                 "create_time": format!("{ts}000"),
                 "token": self.token,
@@ -89,6 +100,21 @@ impl Generator {
             body,
         }
     }
+}
+
+/// FNV-1a over `bytes`: the run prefix's seed.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// SplitMix64's finaliser: a bijection of `u64` that scatters consecutive inputs.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// Seconds since the Unix epoch (0 if the clock is before 1970).
@@ -136,10 +162,22 @@ pub(crate) mod tests {
         let g = Generator::new("k", "t", 1_700_000_000, "run-1".into());
         let a = open(&g.delivery(0), "k");
         let b = open(&g.delivery(1), "k");
-        assert_eq!(a.id, "run-1-00000000");
-        assert_eq!(b.id, "run-1-00000001");
+        assert_eq!(a.id, g.event_id(0));
+        assert_eq!(b.id, g.event_id(1));
+        assert_eq!(a.id.len(), 32);
+        assert!(a.id.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a.id[..8], b.id[..8], "not in index order");
+        let other = Generator::new("k", "t", 1_700_000_000, "run-2".into());
+        assert_ne!(other.event_id(0), a.id, "another run, other ids");
         assert_eq!(a.token.as_deref(), Some("t"));
         assert_eq!(a.event_type, "hire.referral_account.assets_update_v1");
         assert_eq!(g.delivery(7), g.delivery(7));
+    }
+
+    #[test]
+    fn ids_of_one_run_never_collide() {
+        let g = Generator::new("k", "t", 1_700_000_000, "run-1".into());
+        let ids: std::collections::HashSet<String> = (0..100_000).map(|i| g.event_id(i)).collect();
+        assert_eq!(ids.len(), 100_000);
     }
 }
