@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 
 mod inspect;
+mod migrate;
 mod writer;
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -26,18 +27,19 @@ const MAX_BATCH: usize = 512;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
-    id          TEXT PRIMARY KEY,
+    seq         INTEGER PRIMARY KEY,
+    id          TEXT NOT NULL UNIQUE,
     app         TEXT NOT NULL,
     event_type  TEXT NOT NULL,
     schema      TEXT NOT NULL,
     received_at INTEGER NOT NULL,
     body        TEXT NOT NULL,
     routed      INTEGER NOT NULL
-) WITHOUT ROWID;
+);
 CREATE INDEX IF NOT EXISTS events_received ON events(received_at);
 CREATE TABLE IF NOT EXISTS deliveries (
     key         INTEGER PRIMARY KEY,
-    event_id    TEXT NOT NULL REFERENCES events(id),
+    event_seq   INTEGER NOT NULL REFERENCES events(seq),
     plugin      TEXT NOT NULL,
     state       TEXT NOT NULL CHECK (state IN ('pending', 'done', 'dead')),
     attempts    INTEGER NOT NULL,
@@ -47,7 +49,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     generation  INTEGER NOT NULL DEFAULT 0,
     started     INTEGER NOT NULL DEFAULT 0,
     crashes     INTEGER NOT NULL DEFAULT 0,
-    UNIQUE (event_id, plugin)
+    UNIQUE (event_seq, plugin)
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(next_at) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS deliveries_dead ON deliveries(updated_at) WHERE state = 'dead';
@@ -65,29 +67,7 @@ CREATE INDEX IF NOT EXISTS attempts_delivery ON attempts(delivery_key);
 ";
 
 /// The schema version this code writes; older stores are migrated at open.
-const SCHEMA_VERSION: i64 = 4;
-
-/// Brings a store written by an older version up to [`SCHEMA_VERSION`] (idempotent).
-fn migrate(conn: &Connection) -> Result<(), StoreError> {
-    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    // Version 1 had no generation (replays were told apart by attempt count only); version 2
-    // no started / crashes (a crash mid-call was not counted); version 3 no attempts table
-    // (created by SCHEMA's `IF NOT EXISTS`: older deliveries just have no history).
-    for column in ["generation", "started", "crashes"] {
-        let present = conn
-            .prepare("SELECT 1 FROM pragma_table_info('deliveries') WHERE name = ?1")?
-            .exists([column])?;
-        if !present {
-            conn.execute_batch(&format!(
-                "ALTER TABLE deliveries ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0"
-            ))?;
-        }
-    }
-    if version < SCHEMA_VERSION {
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-    }
-    Ok(())
-}
+const SCHEMA_VERSION: i64 = 5;
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -168,7 +148,7 @@ impl SqliteStore {
         }
         let writer = open_connection(path)?;
         writer.execute_batch(SCHEMA)?;
-        migrate(&writer)?;
+        migrate::migrate(&writer)?;
         let reader = open_connection(path)?;
         let (tx, rx) = mpsc::channel();
         let handle = std::thread::Builder::new()
@@ -290,9 +270,9 @@ impl Store for SqliteStore {
     fn load_pending(&self, keys: Vec<i64>) -> StoreFuture<Vec<PendingDelivery>> {
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
-                "SELECT d.key, d.event_id, d.plugin, d.attempts,
+                "SELECT d.key, e.id, d.plugin, d.attempts,
                         e.app, e.event_type, e.received_at, e.body, d.generation, d.crashes
-                 FROM deliveries d JOIN events e ON e.id = d.event_id
+                 FROM deliveries d JOIN events e ON e.seq = d.event_seq
                  WHERE d.key = ?1 AND d.state = 'pending'",
             )?;
             let mut out = Vec::with_capacity(keys.len());
@@ -406,7 +386,7 @@ impl Store for SqliteStore {
             let (pending, oldest) = c
                 .prepare_cached(
                     "SELECT COUNT(*), MIN(e.received_at) FROM deliveries d
-                     JOIN events e ON e.id = d.event_id WHERE d.state = 'pending'",
+                     JOIN events e ON e.seq = d.event_seq WHERE d.state = 'pending'",
                 )?
                 .query_row([], |r| {
                     Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?))
@@ -442,5 +422,7 @@ pub fn now_ms() -> i64 {
 mod history_tests;
 #[cfg(test)]
 mod inspect_tests;
+#[cfg(test)]
+mod migrate_tests;
 #[cfg(test)]
 mod tests;

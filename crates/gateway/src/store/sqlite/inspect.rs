@@ -8,8 +8,12 @@ use crate::store::{
     StoreError,
 };
 
+/// The columns [`delivery_record`] reads, from [`DELIVERIES`].
 const DELIVERY_COLUMNS: &str =
-    "event_id, plugin, state, attempts, next_at, last_error, updated_at, crashes";
+    "e.id, d.plugin, d.state, d.attempts, d.next_at, d.last_error, d.updated_at, d.crashes";
+
+/// Deliveries with their event's id (`d` and `e`).
+const DELIVERIES: &str = "deliveries d JOIN events e ON e.seq = d.event_seq";
 
 fn delivery_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryRecord> {
     Ok(DeliveryRecord {
@@ -31,9 +35,9 @@ pub(super) fn dead_letters(
     since_ms: Option<i64>,
 ) -> Result<Vec<DeliveryRecord>, StoreError> {
     let mut stmt = c.prepare_cached(&format!(
-        "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE state = 'dead'
-           AND (?1 IS NULL OR plugin = ?1) AND (?2 IS NULL OR updated_at >= ?2)
-         ORDER BY updated_at DESC"
+        "SELECT {DELIVERY_COLUMNS} FROM {DELIVERIES} WHERE d.state = 'dead'
+           AND (?1 IS NULL OR d.plugin = ?1) AND (?2 IS NULL OR d.updated_at >= ?2)
+         ORDER BY d.updated_at DESC"
     ))?;
     let rows = stmt.query_map(params![plugin, since_ms], delivery_record)?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -48,29 +52,33 @@ pub(super) fn plugin_names(c: &Connection) -> Result<Vec<String>, StoreError> {
 pub(super) fn event(c: &Connection, id: &str) -> Result<Option<EventRecord>, StoreError> {
     let event = c
         .query_row(
-            "SELECT id, app, event_type, schema, received_at, body FROM events WHERE id = ?1",
+            "SELECT id, app, event_type, schema, received_at, body, seq FROM events WHERE id = ?1",
             params![id],
             |r| {
-                Ok(EventRecord {
-                    id: r.get(0)?,
-                    app: r.get(1)?,
-                    event_type: r.get(2)?,
-                    schema: r.get(3)?,
-                    received_at_ms: r.get(4)?,
-                    body: r.get(5)?,
-                    deliveries: Vec::new(),
-                })
+                Ok((
+                    EventRecord {
+                        id: r.get(0)?,
+                        app: r.get(1)?,
+                        event_type: r.get(2)?,
+                        schema: r.get(3)?,
+                        received_at_ms: r.get(4)?,
+                        body: r.get(5)?,
+                        deliveries: Vec::new(),
+                    },
+                    r.get::<_, i64>(6)?,
+                ))
             },
         )
         .optional()?;
-    let Some(mut event) = event else {
+    let Some((mut event, seq)) = event else {
         return Ok(None);
     };
     let mut stmt = c.prepare_cached(&format!(
-        "SELECT {DELIVERY_COLUMNS}, key FROM deliveries WHERE event_id = ?1 ORDER BY plugin"
+        "SELECT {DELIVERY_COLUMNS}, d.key FROM {DELIVERIES} WHERE d.event_seq = ?1
+         ORDER BY d.plugin"
     ))?;
     let rows = stmt
-        .query_map(params![id], |r| {
+        .query_map(params![seq], |r| {
             Ok((delivery_record(r)?, r.get::<_, i64>(8)?))
         })?
         .collect::<Result<Vec<_>, _>>()?;
@@ -150,14 +158,14 @@ pub(super) fn list_events(
 ) -> Result<Vec<EventSummary>, StoreError> {
     let mut stmt = c.prepare_cached(
         "SELECT e.id, e.app, e.event_type, e.received_at,
-                (SELECT COUNT(*) FROM deliveries d WHERE d.event_id = e.id),
-                (SELECT COUNT(*) FROM deliveries d WHERE d.event_id = e.id AND d.state = 'pending'),
-                (SELECT COUNT(*) FROM deliveries d WHERE d.event_id = e.id AND d.state = 'dead')
+                (SELECT COUNT(*) FROM deliveries d WHERE d.event_seq = e.seq),
+                (SELECT COUNT(*) FROM deliveries d WHERE d.event_seq = e.seq AND d.state = 'pending'),
+                (SELECT COUNT(*) FROM deliveries d WHERE d.event_seq = e.seq AND d.state = 'dead')
          FROM events e
          WHERE (?1 IS NULL OR e.app = ?1) AND (?2 IS NULL OR e.event_type = ?2)
            AND e.received_at >= ?3
            AND (?4 IS NULL OR EXISTS
-                (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.state = ?4))
+                (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.state = ?4))
            AND (?6 IS NULL OR e.received_at < ?6 OR (e.received_at = ?6 AND e.id < ?7))
          ORDER BY e.received_at DESC, e.id DESC LIMIT ?5",
     )?;
@@ -192,9 +200,9 @@ pub(super) fn list_deliveries(
     f: &DeliveryFilter,
 ) -> Result<Vec<DeliveryRecord>, StoreError> {
     let mut stmt = c.prepare_cached(&format!(
-        "SELECT {DELIVERY_COLUMNS} FROM deliveries
-         WHERE state = ?1 AND (?2 = 0 OR attempts > 0) AND (?3 IS NULL OR plugin = ?3)
-         ORDER BY updated_at DESC LIMIT ?4"
+        "SELECT {DELIVERY_COLUMNS} FROM {DELIVERIES}
+         WHERE d.state = ?1 AND (?2 = 0 OR d.attempts > 0) AND (?3 IS NULL OR d.plugin = ?3)
+         ORDER BY d.updated_at DESC LIMIT ?4"
     ))?;
     let rows = stmt.query_map(
         params![f.state, f.retrying, f.plugin, f.limit],

@@ -3,7 +3,7 @@
 use super::*;
 use crate::store::{Finish, Guard, PURGE_CHUNK};
 
-const START: (i64, i64) = (i64::MIN, i64::MIN);
+pub(super) const START: (i64, i64) = (i64::MIN, i64::MIN);
 
 /// One outcome at a time, for these tests.
 trait FinishOne {
@@ -38,7 +38,7 @@ pub(super) fn trace_of(finish: &Finish) -> crate::store::Trace {
 }
 
 /// Accepts a new event; its deliveries (store key, plugin).
-async fn accepted(store: &SqliteStore, e: NewEvent) -> Vec<(i64, String)> {
+pub(super) async fn accepted(store: &SqliteStore, e: NewEvent) -> Vec<(i64, String)> {
     match store.accept(e).await.expect("accept") {
         Accepted::New { deliveries } => deliveries,
         Accepted::Duplicate => panic!("expected a new event"),
@@ -54,7 +54,7 @@ fn at(attempts: u32) -> Guard {
     }
 }
 
-fn event(id: &str, plugins: &[&str]) -> NewEvent {
+pub(super) fn event(id: &str, plugins: &[&str]) -> NewEvent {
     NewEvent {
         id: id.into(),
         app: "hire".into(),
@@ -433,43 +433,6 @@ fn deliveries_of_one_plugin_are_dead_lettered_together() {
         assert_eq!(dead[0].last_error.as_deref(), Some("no longer configured"));
         store.close();
     });
-}
-
-#[test]
-fn a_version_1_store_is_migrated_at_open() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("s.db");
-    {
-        let old = Connection::open(&path).expect("open");
-        old.execute_batch(
-            "CREATE TABLE events (id TEXT PRIMARY KEY, app TEXT NOT NULL, event_type TEXT NOT NULL,
-                 schema TEXT NOT NULL, received_at INTEGER NOT NULL, body TEXT NOT NULL,
-                 routed INTEGER NOT NULL) WITHOUT ROWID;
-             CREATE TABLE deliveries (key INTEGER PRIMARY KEY, event_id TEXT NOT NULL REFERENCES events(id),
-                 plugin TEXT NOT NULL, state TEXT NOT NULL CHECK (state IN ('pending', 'done', 'dead')),
-                 attempts INTEGER NOT NULL, next_at INTEGER NOT NULL, last_error TEXT,
-                 updated_at INTEGER NOT NULL, UNIQUE (event_id, plugin));
-             INSERT INTO events VALUES ('old', 'hire', 't', '2.0', 1, '{}', 1);
-             INSERT INTO deliveries (event_id, plugin, state, attempts, next_at, updated_at)
-                 VALUES ('old', 'a', 'pending', 2, 1, 1);
-             PRAGMA user_version = 1;",
-        )
-        .expect("old schema");
-    }
-    rt().block_on(async {
-        let store = SqliteStore::open(&path).expect("open migrates");
-        let due = store.due(now_ms(), START, 10).await.expect("due");
-        assert_eq!(due.deliveries.len(), 1);
-        assert_eq!(due.deliveries[0].generation, 0);
-        assert_eq!(due.deliveries[0].attempts, 2);
-        store.close();
-    });
-    let store = SqliteStore::open(&path).expect("reopen: migration is idempotent");
-    let version: i64 = store
-        .read_blocking(|c| Ok(c.pragma_query_value(None, "user_version", |r| r.get(0))?))
-        .expect("version");
-    assert_eq!(version, SCHEMA_VERSION);
-    store.close();
 }
 
 #[test]

@@ -174,11 +174,12 @@ fn apply_accept(
     }
     let mut deliveries = Vec::with_capacity(ev.plugins.len());
     let mut stmt = tx.prepare_cached(
-        "INSERT INTO deliveries (event_id, plugin, state, attempts, next_at, updated_at)
+        "INSERT INTO deliveries (event_seq, plugin, state, attempts, next_at, updated_at)
          VALUES (?1, ?2, 'pending', 0, ?3, ?3)",
     )?;
+    let seq = tx.last_insert_rowid();
     for plugin in &ev.plugins {
-        stmt.execute(params![ev.id, plugin, now])?;
+        stmt.execute(params![seq, plugin, now])?;
         deliveries.push((tx.last_insert_rowid(), plugin.clone()));
     }
     Ok(Accepted::New { deliveries })
@@ -249,14 +250,16 @@ fn apply_purge(
 ) -> Result<u64, StoreError> {
     // The same oldest-first chunk in both statements: removing done and old dead deliveries
     // changes no event's "has a pending delivery or a recent dead letter".
-    let old = "SELECT id FROM events e WHERE e.received_at < ?1 AND NOT EXISTS
-               (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND (d.state = 'pending'
+    let old = "SELECT seq FROM events e WHERE e.received_at < ?1 AND NOT EXISTS
+               (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND (d.state = 'pending'
                    OR (d.state = 'dead' AND d.updated_at >= ?3)))
                ORDER BY e.received_at LIMIT ?2";
-    tx.prepare_cached(&format!("DELETE FROM deliveries WHERE event_id IN ({old})"))?
-        .execute(params![before, PURGE_CHUNK as i64, dead_before])?;
+    tx.prepare_cached(&format!(
+        "DELETE FROM deliveries WHERE event_seq IN ({old})"
+    ))?
+    .execute(params![before, PURGE_CHUNK as i64, dead_before])?;
     let n = tx
-        .prepare_cached(&format!("DELETE FROM events WHERE id IN ({old})"))?
+        .prepare_cached(&format!("DELETE FROM events WHERE seq IN ({old})"))?
         .execute(params![before, PURGE_CHUNK as i64, dead_before])?;
     Ok(n as u64)
 }
@@ -273,7 +276,8 @@ fn apply_replay(
                 "UPDATE deliveries SET state = 'pending', attempts = 0, generation = generation + 1,
                      started = 0, crashes = 0,
                      next_at = ?3, updated_at = ?3
-                 WHERE event_id = ?1 AND (?2 IS NULL OR plugin = ?2)",
+                 WHERE event_seq = (SELECT seq FROM events WHERE id = ?1)
+                   AND (?2 IS NULL OR plugin = ?2)",
             )?;
             for id in ids {
                 n += stmt.execute(params![id, plugin, now])? as u64;

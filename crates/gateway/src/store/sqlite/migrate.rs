@@ -1,0 +1,106 @@
+//! Bringing a store written by an older version up to [`SCHEMA_VERSION`] at open.
+//!
+//! Version 5 changed the layout: events live in a table ordered by arrival (`seq`, SQLite's
+//! rowid) with their id in a separate unique index, and deliveries point at `seq`. Lark's event
+//! ids are random, so the version 4 table (ordered by id, the body inside the ordering) took each
+//! new event into a random page, splitting pages full of bodies; now a new event is appended and
+//! only the small id index takes a random insert.
+
+use rusqlite::Connection;
+
+use super::{SCHEMA, SCHEMA_VERSION};
+use crate::store::StoreError;
+
+/// Brings a store written by an older version up to [`SCHEMA_VERSION`] (idempotent).
+pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    // Version 1 had no generation (replays were told apart by attempt count only); version 2
+    // no started / crashes (a crash mid-call was not counted); version 3 no attempts table
+    // (created by SCHEMA's `IF NOT EXISTS`: older deliveries just have no history).
+    for column in ["generation", "started", "crashes"] {
+        if !has_column(conn, "deliveries", column)? {
+            conn.execute_batch(&format!(
+                "ALTER TABLE deliveries ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0"
+            ))?;
+        }
+    }
+    // Version 4 kept events in a table ordered by their (random) ids.
+    if !has_column(conn, "events", "seq")? {
+        to_rowid_events(conn)?;
+    }
+    if version < SCHEMA_VERSION {
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    }
+    Ok(())
+}
+
+fn has_column(conn: &Connection, table: &str, column: &str) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2")?
+        .exists([table, column])?)
+}
+
+/// Rebuilds a version 1–4 store in the version 5 layout, in one transaction: the old tables are
+/// renamed aside, the current schema created, every row copied (delivery keys and the order of
+/// attempts kept), the old tables dropped. Foreign keys are off during the copy (a dropped old
+/// table must not cascade) and checked before the commit.
+fn to_rowid_events(conn: &Connection) -> Result<(), StoreError> {
+    let events: i64 = conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))?;
+    tracing::info!(
+        events,
+        "migrating the store to schema version 5 (once; may take a while)"
+    );
+    conn.execute_batch("PRAGMA foreign_keys = OFF")?;
+    let rebuilt = rebuild(conn);
+    let restored = conn.execute_batch("PRAGMA foreign_keys = ON");
+    rebuilt?;
+    Ok(restored?)
+}
+
+fn rebuild(conn: &Connection) -> Result<(), StoreError> {
+    let tx = conn.unchecked_transaction()?;
+    tx.execute_batch(
+        "DROP INDEX IF EXISTS events_received;
+         DROP INDEX IF EXISTS deliveries_due;
+         DROP INDEX IF EXISTS deliveries_dead;
+         DROP INDEX IF EXISTS attempts_delivery;
+         ALTER TABLE events RENAME TO old_events;
+         ALTER TABLE deliveries RENAME TO old_deliveries;
+         ALTER TABLE attempts RENAME TO old_attempts;",
+    )?;
+    tx.execute_batch(SCHEMA)?;
+    tx.execute_batch(
+        "INSERT INTO events (id, app, event_type, schema, received_at, body, routed)
+             SELECT id, app, event_type, schema, received_at, body, routed FROM old_events
+             ORDER BY received_at, id;
+         INSERT INTO deliveries (key, event_seq, plugin, state, attempts, next_at, last_error,
+                 updated_at, generation, started, crashes)
+             SELECT d.key, e.seq, d.plugin, d.state, d.attempts, d.next_at, d.last_error,
+                 d.updated_at, d.generation, d.started, d.crashes
+             FROM old_deliveries d JOIN events e ON e.id = d.event_id;
+         INSERT INTO attempts (delivery_key, generation, attempt, outcome, reason, started_at,
+                 duration_ms, recorded_at)
+             SELECT delivery_key, generation, attempt, outcome, reason, started_at, duration_ms,
+                 recorded_at
+             FROM old_attempts ORDER BY rowid;",
+    )?;
+    let (lost, dangling): (i64, i64) = tx.query_row(
+        "SELECT (SELECT COUNT(*) FROM old_deliveries) - (SELECT COUNT(*) FROM deliveries),
+                (SELECT COUNT(*) FROM pragma_foreign_key_check)",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    if lost != 0 || dangling != 0 {
+        return Err(StoreError(format!(
+            "migrating to schema version 5: {lost} deliveries without their event, {dangling} \
+             rows pointing nowhere; the store is left unchanged"
+        )));
+    }
+    tx.execute_batch(
+        "DROP TABLE old_attempts;
+         DROP TABLE old_deliveries;
+         DROP TABLE old_events;",
+    )?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    Ok(tx.commit()?)
+}
