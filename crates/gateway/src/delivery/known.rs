@@ -13,7 +13,7 @@
 //! - A key finished in memory is not queued again by a sweep that read the store before it
 //!   finished, unless the store shows a newer generation.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -40,15 +40,36 @@ enum Entry {
     Finished { generation: u32, at: Instant },
 }
 
+/// The entries, and the finished ones in the order they finished (what [`Known::prune`] walks:
+/// only the expired ones, not the whole map, which holds ~30 s of deliveries under load).
+#[derive(Debug, Default)]
+struct Registry {
+    entries: HashMap<i64, Entry>,
+    finished: VecDeque<(Instant, i64)>,
+}
+
+impl std::ops::Deref for Registry {
+    type Target = HashMap<i64, Entry>;
+    fn deref(&self) -> &Self::Target {
+        &self.entries
+    }
+}
+
+impl std::ops::DerefMut for Registry {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.entries
+    }
+}
+
 /// The registry of keys the engine knows.
 #[derive(Debug, Default)]
 pub struct Known {
-    map: Mutex<HashMap<i64, Entry>>,
+    map: Mutex<Registry>,
     next_timer: Mutex<u64>,
 }
 
 impl Known {
-    fn map(&self) -> MutexGuard<'_, HashMap<i64, Entry>> {
+    fn map(&self) -> MutexGuard<'_, Registry> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -157,13 +178,9 @@ impl Known {
     pub fn finish(&self, key: i64, generation: u32) {
         let mut map = self.map();
         if matches!(map.get(&key), Some(Entry::Active { generation: g, .. }) if *g == generation) {
-            map.insert(
-                key,
-                Entry::Finished {
-                    generation,
-                    at: Instant::now(),
-                },
-            );
+            let at = Instant::now();
+            map.insert(key, Entry::Finished { generation, at });
+            map.finished.push_back((at, key));
         }
     }
 
@@ -175,12 +192,29 @@ impl Known {
         }
     }
 
-    /// Drops finished keys older than [`FORGET_AFTER`].
+    /// Drops finished keys older than [`FORGET_AFTER`]: the oldest first, stopping at the first
+    /// younger one. A key active again, or finished again later, keeps its entry.
     pub fn prune(&self) {
-        self.map().retain(|_, e| match e {
-            Entry::Finished { at, .. } => at.elapsed() < FORGET_AFTER,
-            Entry::Active { .. } => true,
-        });
+        self.prune_at(Instant::now());
+    }
+
+    fn prune_at(&self, now: Instant) {
+        let mut map = self.map();
+        while let Some(&(at, key)) = map.finished.front() {
+            if now.saturating_duration_since(at) < FORGET_AFTER {
+                break;
+            }
+            map.finished.pop_front();
+            if matches!(map.get(&key), Some(Entry::Finished { at: a, .. }) if *a == at) {
+                map.remove(&key);
+            }
+        }
+    }
+
+    /// How many keys memory holds (finished ones included).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.map().len()
     }
 }
 
@@ -259,5 +293,36 @@ mod tests {
         );
         k.drop_key(1, 2);
         assert!(k.handoff(1), "forgotten");
+    }
+
+    #[test]
+    fn prune_forgets_only_keys_finished_long_enough_ago_and_still_finished() {
+        let k = Known::default();
+        let later = |extra: u64| Instant::now() + FORGET_AFTER + Duration::from_secs(extra);
+        for key in [1, 2, 3, 4] {
+            assert!(k.handoff(key));
+        }
+        for key in [1, 2, 4] {
+            assert!(k.start(key, 0));
+            k.finish(key, 0);
+        }
+        k.prune();
+        assert_eq!(k.len(), 4, "nothing is old enough yet");
+        // Key 4 is replayed (a newer generation) before its finished entry expires.
+        assert!(k.sweep(4, 1, Instant::now()));
+        k.prune_at(later(1));
+        assert_eq!(
+            k.len(),
+            2,
+            "1 and 2 forgotten; 3 (active) and 4 (active again) kept"
+        );
+        assert!(k.handoff(1), "a forgotten key is unknown again");
+        assert!(!k.handoff(3));
+        assert!(k.start(4, 1));
+        k.finish(4, 1);
+        k.prune_at(Instant::now() + FORGET_AFTER - Duration::from_secs(1));
+        assert!(!k.handoff(4), "finished again just now: remembered");
+        k.prune_at(later(2));
+        assert_eq!(k.len(), 2, "4's second finish expired too: 1 and 3 left");
     }
 }
