@@ -161,6 +161,6 @@ bad=$(jq -r '[(.statuses | to_entries[] | select(.key != "200") | "status \(.key
   echo "| $(mb "$idle_kb") MB | $(mb "${at60_kb:-0}") MB | $(mb "$end_kb") MB | $(mb "$max_kb") MB | $(mb "$second_min") MB | $(mb "$last_min") MB | $(mb $((last_min - second_min))) MB |"
   echo
   echo "Latency from each request's intended send time. RSS: VmRSS of the gateway every ${every} s (soak-rss.tsv)."
-  [ -n "$bad" ] && echo "Not 200: $bad"
+  if [ -n "$bad" ]; then echo "Not 200: $bad"; fi
 } | tee "$out"
 cp "$samples" "$(dirname "$out")/soak-rss.tsv"
