@@ -25,11 +25,18 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
         }
     }
     // Version 4 kept events in a table ordered by their (random) ids.
-    if !has_column(conn, "events", "seq")? {
+    let rebuilt = !has_column(conn, "events", "seq")?;
+    if rebuilt {
         to_rowid_events(conn)?;
     }
     if version < SCHEMA_VERSION {
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    }
+    if rebuilt {
+        // The copy went through the WAL (as large as the store), and SQLite reuses that file at
+        // its size: give the space back. The main file keeps its size; the old tables' pages
+        // are free pages that new events fill.
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
     }
     Ok(())
 }

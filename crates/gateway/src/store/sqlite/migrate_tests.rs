@@ -98,6 +98,12 @@ fn a_version_4_store_is_rebuilt_in_arrival_order_with_every_row() {
     let path = dir.path().join("s.db");
     version_4_store(&path);
     let store = SqliteStore::open(&path).expect("open migrates");
+    let wal = dir.path().join("s.db-wal");
+    assert_eq!(
+        std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0),
+        0,
+        "the copy's WAL is given back"
+    );
     assert_eq!(version(&store), SCHEMA_VERSION);
     assert_eq!(store.integrity_check().expect("check"), ["ok"]);
     let seqs: Vec<String> = store
