@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# bench/scale.sh — the gateway with a large store and with a large backlog, on this machine,
+# loopback (127.0.0.1) only. Two measurements, each on the config of bench/run.sh's `gateway` row
+# (bench/lib.sh: the logger routed with fsync = "always"):
+#
+# 1. Ingest against stored events: `loadgen run` (closed loop, $SECS s) on a fresh store, then
+#    $FILL_SECS s more of closed-loop load to fill the store, then $SECS s again on the same
+#    gateway. Reports both rates, the change, and how many events were stored before the second.
+# 2. A restart with a backlog: the logger throttled (`[delivery] max_batch = 1`, the plugin's
+#    `max_concurrency = 1`) under $BACKLOG_SECS s of load, so deliveries pile up; the gateway is
+#    stopped (SIGTERM) and started on the normal config. Reports the pending count before the stop,
+#    the time from the new process's start to its first delivery (a new line in the logger's
+#    file) and to the last (`gateway_pending_deliveries` 0).
+# Written to bench/results/scale.md (OUT=...).
+#
+# Usage: bench/scale.sh   (after: cargo build --release -p gateway -p logger -p gateway-bench)
+# Env knobs (defaults): SECS=15 FILL_SECS=60 BACKLOG_SECS=8 CONNS=32 PORT=17990 (admin PORT+1)
+#   WORK=/tmp/gateway-bench KEEP= OUT=bench/results/scale.md
+#   GATEWAY_BIN=target/release/gateway LOGGER_SO=target/release/liblogger.so (another build)
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$here/bench/lib.sh"
+cmdline="bench/scale.sh"
+for v in SECS FILL_SECS BACKLOG_SECS CONNS; do
+  [ -n "${!v:-}" ] && cmdline="$v=${!v} $cmdline"
+done
+secs=${SECS:-15}
+fill_secs=${FILL_SECS:-60}
+backlog_secs=${BACKLOG_SECS:-8}
+conns=${CONNS:-32}
+port=${PORT:-17990}
+admin=$((port + 1))
+host=127.0.0.1
+out=${OUT:-$here/bench/results/scale.md}
+gateway_bin=${GATEWAY_BIN:-$here/target/release/gateway}
+logger_so=${LOGGER_SO:-$here/target/release/liblogger.so}
+loadgen=$here/target/release/loadgen
+for f in "$gateway_bin" "$logger_so" "$loadgen"; do
+  [ -e "$f" ] || { echo "missing $f: cargo build --release -p gateway -p logger -p gateway-bench" >&2; exit 2; }
+done
+for tool in curl jq awk; do
+  command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 2; }
+done
+mkdir -p "${WORK:-/tmp/gateway-bench}"
+run=$(mktemp -d "${WORK:-/tmp/gateway-bench}/scale.XXXXXX")
+key=scale-encrypt-key
+token=scale-verification-token
+path=/webhook/event
+srv_pid=''
+cleanup() {
+  [ -n "$srv_pid" ] && kill "$srv_pid" 2>/dev/null && wait "$srv_pid" 2>/dev/null
+  [ -n "${KEEP:-}" ] || rm -rf "$run"
+}
+trap cleanup EXIT
+
+# write_config DIR: DIR/normal.toml (bench/lib.sh's config) and DIR/slow.toml (throttled logger).
+write_config() {
+  local dir=$1
+  mkdir -p "$dir/data"
+  gateway_toml "$dir/normal.toml" "$host:$port" "$host:$admin" "$path" "$token" "$key" \
+    "path = \"$dir/data/gateway.db\"" "$logger_so" "$dir/data/assets.jsonl" always
+  awk '/^\[\[plugins\]\]/ { print "[delivery]\nmax_batch = 1\n"; print; print "max_concurrency = 1"; next } { print }' \
+    "$dir/normal.toml" >"$dir/slow.toml"
+}
+
+start_gateway() {  # CONFIG LOG
+  "$gateway_bin" run --config "$1" >"$2" 2>&1 &
+  srv_pid=$!
+  for _ in $(seq 1 600); do
+    curl -sf "http://$host:$admin/readyz" >/dev/null 2>&1 && return 0
+    kill -0 "$srv_pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  echo "the gateway did not get ready; its log:" >&2
+  cat "$2" >&2
+  exit 1
+}
+
+stop_gateway() { kill "$srv_pid"; wait "$srv_pid" 2>/dev/null || true; srv_pid=''; }
+
+load() {  # SECONDS OUT_JSON: closed loop, waits until every stored event was delivered
+  "$loadgen" run --url "http://$host:$port$path" --key "$key" --token "$token" \
+    --connections "$conns" --duration "${1}s" --metrics "http://$host:$admin/metrics" --json >"$2"
+}
+
+metric() { curl -s "http://$host:$admin/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
+lines() { if [ -f "$1" ]; then wc -l <"$1"; else echo 0; fi; }
+now() { date +%s.%N; }
+
+# 1. Ingest on a fresh store, then after filling it.
+write_config "$run/a"
+start_gateway "$run/a/normal.toml" "$run/a/server.log"
+echo "fresh store: ${secs}s..."
+load "$secs" "$run/fresh.json"
+echo "filling: ${fill_secs}s..."
+load "$fill_secs" "$run/fill.json"
+stored=$(jq -s 'map(.requests) | add' "$run/fresh.json" "$run/fill.json")
+echo "with $stored events stored: ${secs}s..."
+load "$secs" "$run/filled.json"
+stop_gateway
+db_mb=$(du -m "$run/a/data/gateway.db" | awk '{print $1}')
+fresh_rps=$(jq '.rps | floor' "$run/fresh.json")
+filled_rps=$(jq '.rps | floor' "$run/filled.json")
+change=$(awk -v a="$fresh_rps" -v b="$filled_rps" 'BEGIN { printf "%+.1f%%", (b - a) * 100 / a }')
+
+# 2. A restart with a backlog.
+write_config "$run/b"
+start_gateway "$run/b/slow.toml" "$run/b/slow.log"
+echo "building a backlog: ${backlog_secs}s with the logger throttled..."
+"$loadgen" run --url "http://$host:$port$path" --key "$key" --token "$token" \
+  --connections "$conns" --duration "${backlog_secs}s" --json >"$run/backlog.json"
+pending=$(metric gateway_pending_deliveries)
+stop_gateway
+logged=$run/b/data/assets.jsonl
+before=$(lines "$logged")
+t0=$(now)
+start_gateway "$run/b/normal.toml" "$run/b/normal.log"
+first=''
+while :; do
+  t=$(now)
+  [ -z "$first" ] && [ "$(lines "$logged")" -gt "$before" ] && first=$(awk -v a="$t0" -v b="$t" 'BEGIN { printf "%.3f", b - a }')
+  [ "$(metric gateway_pending_deliveries)" = 0 ] && break
+  awk -v a="$t0" -v b="$t" 'BEGIN { exit !(b - a > 600) }' && { echo "not drained in 600 s" >&2; exit 1; }
+  sleep 0.02
+done
+all=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }')
+delivered=$(($(lines "$logged") - before))
+stop_gateway
+
+{
+  echo "# Scale — $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo
+  echo "- machine: $(nproc) CPUs; loadgen on the same machine (loopback)"
+  echo "- command: \`$cmdline\` ($conns connections, closed loop)"
+  echo "- gateway binary built $(date -u -r "$gateway_bin" '+%Y-%m-%d %H:%M UTC') (tree: $(git -C "$here" rev-parse --short HEAD 2>/dev/null || echo unknown))"
+  echo
+  echo "| store | events stored before | req/s | p99 ms | change |"
+  echo "|---|---|---|---|---|"
+  echo "| fresh | 0 | $fresh_rps | $(jq '.latency_ms.p99' "$run/fresh.json") | |"
+  echo "| filled (${fill_secs} s of load more) | $stored (${db_mb} MB file) | $filled_rps | $(jq '.latency_ms.p99' "$run/filled.json") | $change |"
+  echo
+  echo "| restart with a backlog | pending before the stop | first delivery after | all delivered after | delivered after the restart |"
+  echo "|---|---|---|---|---|"
+  echo "| ${backlog_secs} s of load, logger throttled | ${pending:-?} | ${first:-?} s | $all s | $delivered |"
+  echo
+  echo "Times from starting the new process (its store open included)."
+} | tee "$out"
