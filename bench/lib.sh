@@ -1,4 +1,4 @@
-# bench/lib.sh — sourced by the bench scripts (run.sh, replicas.sh, soak.sh): the gateway config
+# bench/lib.sh — sourced by the bench scripts (run.sh, replicas.sh, soak.sh, scale.sh): the gateway config
 # every benchmark row runs, so they measure the same thing.
 
 # gateway_toml OUT LISTEN ADMIN_LISTEN PATH TOKEN KEY STORE_TOML LOGGER_SO LOGGER_OUT FSYNC
@@ -63,4 +63,36 @@ max_of() {  # ARRAY-NAME KEY -> the largest value over the rounds that ran
   for r in $(seq 1 "$rounds"); do [ -n "${arr[$2,$r]:-}" ] && vals+=("${arr[$2,$r]}"); done
   [ ${#vals[@]} -gt 0 ] || return 0
   printf '%s\n' "${vals[@]}" | awk 'NR == 1 || $1 > m { m = $1 } END { printf "%.6f", m }'
+}
+
+# bench_setup NAME KNOB...: the start soak.sh and scale.sh share. Sets cmdline (bench/NAME.sh with
+# the given knobs that are set), conns, port, admin, host, out (bench/results/NAME.md unless OUT),
+# gateway_bin, logger_so, loadgen (checked to exist), a scratch folder $run under WORK, and the
+# app's key, token and path. Needs $here.
+bench_setup() {
+  local name=$1 v
+  shift
+  cmdline="bench/$name.sh"
+  for v in "$@"; do
+    if [ -n "${!v:-}" ]; then cmdline="$v=${!v} $cmdline"; fi
+  done
+  conns=${CONNS:-32}
+  port=${PORT:-17990}
+  admin=$((port + 1))
+  host=127.0.0.1
+  out=${OUT:-$here/bench/results/$name.md}
+  gateway_bin=${GATEWAY_BIN:-$here/target/release/gateway}
+  logger_so=${LOGGER_SO:-$here/target/release/liblogger.so}
+  loadgen=$here/target/release/loadgen
+  for v in "$gateway_bin" "$logger_so" "$loadgen"; do
+    [ -e "$v" ] || { echo "missing $v: cargo build --release -p gateway -p logger -p gateway-bench" >&2; exit 2; }
+  done
+  for v in curl jq awk; do
+    command -v "$v" >/dev/null || { echo "needs $v" >&2; exit 2; }
+  done
+  mkdir -p "${WORK:-/tmp/gateway-bench}"
+  run=$(mktemp -d "${WORK:-/tmp/gateway-bench}/$name.XXXXXX")
+  key=$name-encrypt-key
+  token=$name-verification-token
+  path=/webhook/event
 }

@@ -22,32 +22,10 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=bench/lib.sh
 source "$here/bench/lib.sh"
-cmdline="bench/scale.sh"
-for v in SECS FILL_SECS BACKLOG_SECS CONNS; do
-  [ -n "${!v:-}" ] && cmdline="$v=${!v} $cmdline"
-done
+bench_setup scale SECS FILL_SECS BACKLOG_SECS CONNS
 secs=${SECS:-15}
 fill_secs=${FILL_SECS:-60}
 backlog_secs=${BACKLOG_SECS:-8}
-conns=${CONNS:-32}
-port=${PORT:-17990}
-admin=$((port + 1))
-host=127.0.0.1
-out=${OUT:-$here/bench/results/scale.md}
-gateway_bin=${GATEWAY_BIN:-$here/target/release/gateway}
-logger_so=${LOGGER_SO:-$here/target/release/liblogger.so}
-loadgen=$here/target/release/loadgen
-for f in "$gateway_bin" "$logger_so" "$loadgen"; do
-  [ -e "$f" ] || { echo "missing $f: cargo build --release -p gateway -p logger -p gateway-bench" >&2; exit 2; }
-done
-for tool in curl jq awk; do
-  command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 2; }
-done
-mkdir -p "${WORK:-/tmp/gateway-bench}"
-run=$(mktemp -d "${WORK:-/tmp/gateway-bench}/scale.XXXXXX")
-key=scale-encrypt-key
-token=scale-verification-token
-path=/webhook/event
 srv_pid=''
 cleanup() {
   [ -n "$srv_pid" ] && kill "$srv_pid" 2>/dev/null && wait "$srv_pid" 2>/dev/null

@@ -25,33 +25,11 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=bench/lib.sh
 source "$here/bench/lib.sh"
-cmdline="bench/soak.sh"
-for v in LOADGEN_ARGS RATE FRACTION PROBE_SECS SECS CONNS; do
-  [ -n "${!v:-}" ] && cmdline="$v=${!v} $cmdline"
-done
+bench_setup soak LOADGEN_ARGS RATE FRACTION PROBE_SECS SECS CONNS
 secs=${SECS:-300}
 fraction=${FRACTION:-0.5}
 probe_secs=${PROBE_SECS:-10}
-conns=${CONNS:-32}
 every=${EVERY:-5}
-port=${PORT:-17990}
-admin=$((port + 1))
-host=127.0.0.1
-out=${OUT:-$here/bench/results/soak.md}
-gateway_bin=${GATEWAY_BIN:-$here/target/release/gateway}
-logger_so=${LOGGER_SO:-$here/target/release/liblogger.so}
-loadgen=$here/target/release/loadgen
-for f in "$gateway_bin" "$logger_so" "$loadgen"; do
-  [ -e "$f" ] || { echo "missing $f: cargo build --release -p gateway -p logger -p gateway-bench" >&2; exit 2; }
-done
-for tool in curl jq awk; do
-  command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 2; }
-done
-mkdir -p "${WORK:-/tmp/gateway-bench}"
-run=$(mktemp -d "${WORK:-/tmp/gateway-bench}/soak.XXXXXX")
-key=soak-encrypt-key
-token=soak-verification-token
-path=/webhook/event
 srv_pid=''
 sampler=''
 cleanup() {
