@@ -96,3 +96,18 @@ bench_setup() {
   token=$name-verification-token
   path=/webhook/event
 }
+
+# run_gateway CONFIG LOG: starts $gateway_bin on CONFIG (output to LOG), sets srv_pid and waits
+# up to 30 s for the admin listener's /readyz; exits with the log if it does not get ready.
+run_gateway() {
+  "$gateway_bin" run --config "$1" >"$2" 2>&1 &
+  srv_pid=$!
+  for _ in $(seq 1 600); do
+    curl -sf "http://$host:$admin/readyz" >/dev/null 2>&1 && return 0
+    kill -0 "$srv_pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  echo "the gateway did not get ready; its log:" >&2
+  cat "$2" >&2
+  exit 1
+}

@@ -43,19 +43,6 @@ write_config() {
     "$dir/normal.toml" >"$dir/slow.toml"
 }
 
-start_gateway() {  # CONFIG LOG
-  "$gateway_bin" run --config "$1" >"$2" 2>&1 &
-  srv_pid=$!
-  for _ in $(seq 1 600); do
-    curl -sf "http://$host:$admin/readyz" >/dev/null 2>&1 && return 0
-    kill -0 "$srv_pid" 2>/dev/null || break
-    sleep 0.05
-  done
-  echo "the gateway did not get ready; its log:" >&2
-  cat "$2" >&2
-  exit 1
-}
-
 stop_gateway() { kill "$srv_pid"; wait "$srv_pid" 2>/dev/null || true; srv_pid=''; }
 
 load() {  # SECONDS OUT_JSON: closed loop, waits until every stored event was delivered
@@ -69,7 +56,7 @@ now() { date +%s.%N; }
 
 # 1. Ingest on a fresh store, then after filling it.
 write_config "$run/a"
-start_gateway "$run/a/normal.toml" "$run/a/server.log"
+run_gateway "$run/a/normal.toml" "$run/a/server.log"
 echo "fresh store: ${secs}s..."
 load "$secs" "$run/fresh.json"
 echo "filling: ${fill_secs}s..."
@@ -85,7 +72,7 @@ change=$(awk -v a="$fresh_rps" -v b="$filled_rps" 'BEGIN { printf "%+.1f%%", (b 
 
 # 2. A restart with a backlog.
 write_config "$run/b"
-start_gateway "$run/b/slow.toml" "$run/b/slow.log"
+run_gateway "$run/b/slow.toml" "$run/b/slow.log"
 echo "building a backlog: ${backlog_secs}s with the logger throttled..."
 "$loadgen" run --url "http://$host:$port$path" --key "$key" --token "$token" \
   --connections "$conns" --duration "${backlog_secs}s" --json >"$run/backlog.json"
@@ -94,7 +81,7 @@ stop_gateway
 logged=$run/b/data/assets.jsonl
 before=$(lines "$logged")
 t0=$(now)
-start_gateway "$run/b/normal.toml" "$run/b/normal.log"
+run_gateway "$run/b/normal.toml" "$run/b/normal.log"
 first=''
 while :; do
   t=$(now)

@@ -44,16 +44,7 @@ start_gateway() {  # DIR
   mkdir -p "$dir/data"
   gateway_toml "$dir/gateway.toml" "$host:$port" "$host:$admin" "$path" "$token" "$key" \
     "path = \"$dir/data/gateway.db\"" "$logger_so" "$dir/data/assets.jsonl" always
-  "$gateway_bin" run --config "$dir/gateway.toml" >"$dir/server.log" 2>&1 &
-  srv_pid=$!
-  for _ in $(seq 1 200); do
-    curl -sf "http://$host:$admin/readyz" >/dev/null 2>&1 && return 0
-    kill -0 "$srv_pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  echo "the gateway did not get ready; its log:" >&2
-  cat "$dir/server.log" >&2
-  exit 1
+  run_gateway "$dir/gateway.toml" "$dir/server.log"
 }
 
 stop_gateway() {
