@@ -129,7 +129,8 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
 
 impl SqliteStore {
     /// Opens an existing store (for the operator commands): refuses a path with no store
-    /// rather than creating an empty one and reporting on it.
+    /// rather than creating an empty one and reporting on it, and a store of another schema
+    /// version rather than migrating it under the gateway that may be running on it.
     pub fn open_existing(path: &Path) -> Result<SqliteStore, StoreError> {
         if !path.is_file() {
             return Err(StoreError(format!(
@@ -137,6 +138,7 @@ impl SqliteStore {
                 path.display()
             )));
         }
+        migrate::require_current(path)?;
         Self::open(path)
     }
 

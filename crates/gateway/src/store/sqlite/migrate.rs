@@ -6,6 +6,9 @@
 //! new event into a random page, splitting pages full of bodies; now a new event is appended and
 //! only the small id index takes a random insert.
 
+use std::cmp::Ordering;
+use std::path::Path;
+
 use rusqlite::Connection;
 
 use super::{SCHEMA, SCHEMA_VERSION};
@@ -14,6 +17,9 @@ use crate::store::StoreError;
 /// Brings a store written by an older version up to [`SCHEMA_VERSION`] (idempotent).
 pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(newer(version));
+    }
     // Version 1 had no generation (replays were told apart by attempt count only); version 2
     // no started / crashes (a crash mid-call was not counted); version 3 no attempts table
     // (created by SCHEMA's `IF NOT EXISTS`: older deliveries just have no history).
@@ -39,6 +45,32 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
         conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
     }
     Ok(())
+}
+
+/// For the operator commands, which never migrate (the gateway that wrote the store may still be
+/// running): an error unless the store at `path` is at [`SCHEMA_VERSION`]. Nothing is written.
+pub(super) fn require_current(path: &Path) -> Result<(), StoreError> {
+    let conn = Connection::open(path)
+        .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    match version.cmp(&SCHEMA_VERSION) {
+        Ordering::Equal => Ok(()),
+        Ordering::Greater => Err(newer(version)),
+        Ordering::Less => Err(StoreError(format!(
+            "the store at {} is at schema version {version}; this gateway reads version \
+             {SCHEMA_VERSION} and migrates a store only when `gateway run` starts on it (back it \
+             up first); until then use the gateway binary that wrote it",
+            path.display()
+        ))),
+    }
+}
+
+fn newer(version: i64) -> StoreError {
+    StoreError(format!(
+        "the store is at schema version {version}, written by a newer gateway; this one reads \
+         version {SCHEMA_VERSION} (restore the backup taken before the upgrade, or run the newer \
+         binary)"
+    ))
 }
 
 fn has_column(conn: &Connection, table: &str, column: &str) -> Result<bool, StoreError> {

@@ -199,3 +199,46 @@ fn a_version_4_store_is_rebuilt_in_arrival_order_with_every_row() {
     assert!(store.event("mm-new").expect("read").is_some());
     store.close();
 }
+
+#[test]
+fn operator_commands_refuse_an_older_store_and_leave_it_as_it_was() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s.db");
+    version_4_store(&path);
+    let err = SqliteStore::open_existing(&path).expect_err("an older store is refused");
+    assert!(err.0.contains("schema version 4"), "{}", err.0);
+    assert!(err.0.contains("gateway run"), "{}", err.0);
+    let old = Connection::open(&path).expect("open");
+    let version: i64 = old
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .expect("version");
+    assert_eq!(version, 4, "not migrated");
+    let id_ordered: bool = old
+        .prepare("SELECT 1 FROM pragma_table_info('events') WHERE name = 'seq'")
+        .and_then(|mut s| s.exists([]))
+        .map(|seq| !seq)
+        .expect("columns");
+    assert!(id_ordered, "the old layout is untouched");
+    drop(old);
+    // The gateway itself migrates it; then the operator commands open it.
+    SqliteStore::open(&path).expect("run migrates").close();
+    SqliteStore::open_existing(&path)
+        .expect("current now")
+        .close();
+}
+
+#[test]
+fn a_store_written_by_a_newer_gateway_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s.db");
+    SqliteStore::open(&path).expect("create").close();
+    Connection::open(&path)
+        .and_then(|c| c.pragma_update(None, "user_version", SCHEMA_VERSION + 1))
+        .expect("bump");
+    for err in [
+        SqliteStore::open(&path).expect_err("run refuses"),
+        SqliteStore::open_existing(&path).expect_err("commands refuse"),
+    ] {
+        assert!(err.0.contains("newer gateway"), "{}", err.0);
+    }
+}
