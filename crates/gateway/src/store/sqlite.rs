@@ -149,7 +149,6 @@ impl SqliteStore {
                 .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
         }
         let writer = open_connection(path)?;
-        writer.execute_batch(SCHEMA)?;
         migrate::migrate(&writer)?;
         let reader = open_connection(path)?;
         let (tx, rx) = mpsc::channel();

@@ -14,12 +14,15 @@ use rusqlite::Connection;
 use super::{SCHEMA, SCHEMA_VERSION};
 use crate::store::StoreError;
 
-/// Brings a store written by an older version up to [`SCHEMA_VERSION`] (idempotent).
+/// Creates the schema, or brings a store written by an older version up to [`SCHEMA_VERSION`]
+/// (idempotent); refuses, writing nothing, a store written by a newer version.
 pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if version > SCHEMA_VERSION {
         return Err(newer(version));
     }
+    // Creates a new store; on an older one, only what is missing (the v3 attempts table).
+    conn.execute_batch(SCHEMA)?;
     // Version 1 had no generation (replays were told apart by attempt count only); version 2
     // no started / crashes (a crash mid-call was not counted); version 3 no attempts table
     // (created by SCHEMA's `IF NOT EXISTS`: older deliveries just have no history).

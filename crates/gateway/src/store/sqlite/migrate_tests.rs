@@ -232,8 +232,12 @@ fn a_store_written_by_a_newer_gateway_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("s.db");
     SqliteStore::open(&path).expect("create").close();
+    // A newer layout, as far as this version can tell: another version number, one index gone.
     Connection::open(&path)
-        .and_then(|c| c.pragma_update(None, "user_version", SCHEMA_VERSION + 1))
+        .and_then(|c| {
+            c.execute_batch("DROP INDEX events_received")?;
+            c.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+        })
         .expect("bump");
     for err in [
         SqliteStore::open(&path).expect_err("run refuses"),
@@ -241,4 +245,11 @@ fn a_store_written_by_a_newer_gateway_is_refused() {
     ] {
         assert!(err.0.contains("newer gateway"), "{}", err.0);
     }
+    let recreated: bool = Connection::open(&path)
+        .and_then(|c| {
+            c.prepare("SELECT 1 FROM sqlite_master WHERE name = 'events_received'")?
+                .exists([])
+        })
+        .expect("schema");
+    assert!(!recreated, "nothing was written to the newer store");
 }
