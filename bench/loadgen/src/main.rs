@@ -52,7 +52,7 @@ enum Command {
         token: String,
     },
     /// Send unique signed + encrypted deliveries and measure the receiver.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Run the bare baseline receiver (1 thread: verify, decrypt, parse, check token, 200).
     Baseline {
         /// Address to listen on, e.g. 127.0.0.1:7801.
@@ -108,6 +108,13 @@ struct RunArgs {
     /// At most this many requests are built before the load starts; later ones on the fly.
     #[arg(long, default_value_t = 100_000)]
     prebuild: u64,
+    /// Write every request slower than `--slow-ms` to this file, one line each: when it was
+    /// (intended to be) sent, in ms from the start of the load, then its latency in ms.
+    #[arg(long)]
+    slow_log: Option<std::path::PathBuf>,
+    /// The threshold of `--slow-log`, in milliseconds.
+    #[arg(long, default_value_t = 10.0, requires = "slow_log")]
+    slow_ms: f64,
 }
 
 /// `15s`, `500ms`, `2m`, `1.5s` or plain seconds.
@@ -150,6 +157,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         } => make::make(&out, count, &key, &token),
         Command::Baseline { listen, key, token } => baseline::serve(listen, &key, &token),
         Command::Run(args) => {
+            let args = *args;
             let watch = match &args.metrics {
                 Some(url) => Some(metrics::Watch {
                     target: client::Target::parse(url)?,
@@ -169,7 +177,18 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 prebuild: args.prebuild,
                 threads: args.threads,
                 watch,
+                slow: match &args.slow_log {
+                    Some(_) if !(args.slow_ms.is_finite() && args.slow_ms >= 0.0) => {
+                        anyhow::bail!("--slow-ms must be a number of milliseconds >= 0")
+                    }
+                    Some(_) => Some(Duration::from_secs_f64(args.slow_ms / 1000.0)),
+                    None => None,
+                },
             })?;
+            if let Some(path) = &args.slow_log {
+                std::fs::write(path, report.slow_lines())
+                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+            }
             if args.json {
                 println!("{}", report.json());
             } else {

@@ -41,6 +41,8 @@ pub struct Plan {
     pub prebuild: u64,
     pub threads: usize,
     pub watch: Option<Watch>,
+    /// Keep every request at least this slow (with when it was sent) for `--slow-log`.
+    pub slow: Option<Duration>,
 }
 
 type Connection = Conn<Full<Bytes>>;
@@ -52,6 +54,9 @@ struct Shared {
     pool: Pool,
     next: AtomicU64,
     timeout: Duration,
+    /// The start of the load and the `--slow-ms` threshold.
+    start: Instant,
+    slow: Option<Duration>,
 }
 
 impl Shared {
@@ -71,6 +76,13 @@ impl Shared {
             }
         }
         conn.as_mut()
+    }
+
+    /// Keeps a request sent (or due) at `at` that took `latency`, if that is slow.
+    fn note(&self, rec: &mut Recorder, at: Instant, latency: Duration) {
+        if self.slow.is_some_and(|t| latency >= t) {
+            rec.slow(at.saturating_duration_since(self.start), latency);
+        }
     }
 }
 
@@ -119,13 +131,16 @@ async fn drive(plan: Plan, pool: Pool) -> anyhow::Result<Report> {
             .map_err(|label| anyhow::anyhow!("cannot connect to {}: {label}", plan.target.url))?;
         conns.push(conn);
     }
+    let start = Instant::now();
+    let start_unix_ms = unix_millis();
     let shared = Arc::new(Shared {
         target: plan.target.clone(),
         pool,
         next: AtomicU64::new(0),
         timeout: plan.timeout,
+        start,
+        slow: plan.slow,
     });
-    let start = Instant::now();
     let mut tasks = Vec::with_capacity(plan.connections);
     let mut pacer = None;
     match plan.rate {
@@ -174,6 +189,7 @@ async fn drive(plan: Plan, pool: Pool) -> anyhow::Result<Report> {
             rate: plan.rate,
             prebuilt: shared.pool.prebuilt(),
         },
+        start_unix_ms,
         elapsed,
         rec,
         drain,
@@ -200,7 +216,11 @@ async fn closed_loop(shared: Arc<Shared>, conn: Connection, end: Instant) -> Rec
         };
         let sent = Instant::now();
         match c.send(req, shared.timeout).await {
-            Ok(status) => rec.answer(status.as_u16(), sent.elapsed(), None),
+            Ok(status) => {
+                let latency = sent.elapsed();
+                rec.answer(status.as_u16(), latency, None);
+                shared.note(&mut rec, sent, latency);
+            }
             Err(label) => {
                 rec.failure(label);
                 conn = None;
@@ -249,6 +269,7 @@ async fn open_loop(
             Ok(status) => {
                 let done = Instant::now();
                 rec.answer(status.as_u16(), done - intended, Some(done - sent));
+                shared.note(&mut rec, intended, done - intended);
             }
             Err(label) => {
                 rec.failure(label);

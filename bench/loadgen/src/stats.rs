@@ -33,6 +33,8 @@ pub struct Recorder {
     pub transport: BTreeMap<String, u64>,
     /// Open loop: slots dropped because the run went past its grace period.
     pub unsent: u64,
+    /// With `--slow-log`: (sent or intended, from the start of the load; latency).
+    pub slow: Vec<(Duration, Duration)>,
 }
 
 impl Default for Recorder {
@@ -43,6 +45,7 @@ impl Default for Recorder {
             statuses: BTreeMap::new(),
             transport: BTreeMap::new(),
             unsent: 0,
+            slow: Vec::new(),
         }
     }
 }
@@ -54,6 +57,10 @@ impl Recorder {
         if let Some(s) = service {
             self.service.saturating_record(micros(s));
         }
+    }
+
+    pub fn slow(&mut self, at: Duration, latency: Duration) {
+        self.slow.push((at, latency));
     }
 
     pub fn failure(&mut self, label: String) {
@@ -71,6 +78,7 @@ impl Recorder {
             *self.transport.entry(k.clone()).or_default() += v;
         }
         self.unsent += other.unsent;
+        self.slow.extend_from_slice(&other.slow);
     }
 }
 
@@ -90,6 +98,8 @@ pub struct Setup {
 #[derive(Debug, Clone)]
 pub struct Report {
     pub setup: Setup,
+    /// When the load started (Unix ms), to line the slow log up with the receiver's logs.
+    pub start_unix_ms: u128,
     /// From the start of the load until the last answer.
     pub elapsed: Duration,
     pub rec: Recorder,
@@ -126,6 +136,25 @@ impl Report {
     pub fn end_to_end(&self) -> Option<f64> {
         let (stored, drain) = self.drain.as_ref()?;
         Some(stored / (self.elapsed.as_secs_f64() + drain.secs).max(1e-9))
+    }
+
+    /// The `--slow-log` file: a `# start <Unix ms>` line, then `<ms from start> <latency ms>`
+    /// per slow request, in send order.
+    pub fn slow_lines(&self) -> String {
+        let mut slow = self.rec.slow.clone();
+        slow.sort();
+        let head = format!("# start {}\n", self.start_unix_ms);
+        let lines: String = slow
+            .iter()
+            .map(|(at, l)| {
+                format!(
+                    "{:.3} {:.3}\n",
+                    at.as_secs_f64() * 1e3,
+                    l.as_secs_f64() * 1e3
+                )
+            })
+            .collect();
+        head + &lines
     }
 
     pub fn text(&self) -> String {
@@ -266,6 +295,8 @@ mod tests {
             a.answer(200, Duration::from_micros(i * 10), None);
         }
         b.answer(401, Duration::from_millis(5), None);
+        b.slow(Duration::from_millis(7), Duration::from_millis(5));
+        a.slow(Duration::from_millis(3), Duration::from_micros(12_500));
         b.failure("connection closed".into());
         a.merge(&b);
         let r = Report {
@@ -277,6 +308,7 @@ mod tests {
                 rate: None,
                 prebuilt: 0,
             },
+            start_unix_ms: 1_700_000_000_000,
             elapsed: Duration::from_secs(1),
             rec: a,
             drain: None,
@@ -290,5 +322,9 @@ mod tests {
         let j = r.json();
         assert_eq!(j["statuses"]["401"], 1);
         assert!((j["latency_ms"]["max"].as_f64().unwrap_or(0.0) - 5.0).abs() < 0.01);
+        assert_eq!(
+            r.slow_lines(),
+            "# start 1700000000000\n3.000 12.500\n7.000 5.000\n"
+        );
     }
 }
