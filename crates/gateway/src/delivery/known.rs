@@ -11,7 +11,15 @@
 //!   superseded at once (its timer is cancelled); an older one still queued is superseded and
 //!   dropped when the dispatcher reaches it.
 //! - A key finished in memory is not queued again by a sweep that read the store before it
-//!   finished, unless the store shows a newer generation.
+//!   finished (or less than a millisecond after: finish times are rounded up), unless the
+//!   store shows a newer generation.
+//!
+//! Layout: keys in flight live in a small map; finished keys (tens of thousands per second
+//! under load) in two tables that rotate every [`FORGET_AFTER`]: a key is remembered for at
+//! least that long and at most twice that. A rotation swaps the tables under the lock and
+//! allocates and frees outside it, so the lock every hand-off takes is never held for a pass
+//! over (or a rehash of) the finished keys: a pass over ~300k entries held it for ~3 ms, and a
+//! table growing one insert at a time rehashes everything it holds at each doubling.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -19,7 +27,8 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-/// How long a finished key is remembered (longer than any sweep takes).
+/// How long a finished key is remembered at least (longer than any sweep takes); at most
+/// twice this.
 const FORGET_AFTER: Duration = Duration::from_secs(30);
 
 #[derive(Debug)]
@@ -35,64 +44,151 @@ enum Phase {
 }
 
 #[derive(Debug)]
-enum Entry {
-    Active { generation: u32, phase: Phase },
+struct Active {
+    generation: u32,
+    phase: Phase,
+}
+
+/// A finished key: its generation and when it finished, in milliseconds (rounded up) after
+/// its table's `since` — 8 bytes, not the 16 of an `Instant`.
+#[derive(Debug, Clone, Copy)]
+struct Done {
+    generation: u32,
+    at_ms: u32,
+}
+
+/// Finished keys since `since`.
+#[derive(Debug)]
+struct Table {
+    since: Instant,
+    keys: HashMap<i64, Done>,
+}
+
+impl Table {
+    fn new(since: Instant, capacity: usize) -> Self {
+        Self {
+            since,
+            keys: HashMap::with_capacity(capacity),
+        }
+    }
+
+    /// When `done` finished, never earlier than it did (so never before a round it followed).
+    fn finished_at(&self, done: Done) -> Instant {
+        self.since + Duration::from_millis(u64::from(done.at_ms))
+    }
+
+    fn stamp(&self, now: Instant) -> u32 {
+        let micros = now.saturating_duration_since(self.since).as_micros();
+        u32::try_from(micros.div_ceil(1000)).unwrap_or(u32::MAX)
+    }
+}
+
+#[derive(Debug)]
+struct Keys {
+    active: HashMap<i64, Active>,
+    /// Finished since the last rotation, and in the period before it.
+    current: Table,
+    previous: Table,
+}
+
+/// What memory says about a key.
+enum Seen {
+    Unknown,
     Finished { generation: u32, at: Instant },
+    Active,
+}
+
+impl Keys {
+    fn new(now: Instant) -> Self {
+        Self {
+            active: HashMap::new(),
+            current: Table::new(now, 0),
+            previous: Table::new(now, 0),
+        }
+    }
+
+    fn seen(&self, key: i64) -> Seen {
+        if self.active.contains_key(&key) {
+            return Seen::Active;
+        }
+        for table in [&self.current, &self.previous] {
+            if let Some(done) = table.keys.get(&key) {
+                return Seen::Finished {
+                    generation: done.generation,
+                    at: table.finished_at(*done),
+                };
+            }
+        }
+        Seen::Unknown
+    }
+
+    /// Makes `key` active (and no longer finished) at `generation`, queued.
+    fn queue(&mut self, key: i64, generation: u32) {
+        self.current.keys.remove(&key);
+        self.previous.keys.remove(&key);
+        self.active.insert(
+            key,
+            Active {
+                generation,
+                phase: Phase::Queued,
+            },
+        );
+    }
 }
 
 /// The registry of keys the engine knows.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Known {
-    map: Mutex<HashMap<i64, Entry>>,
+    keys: Mutex<Keys>,
     next_timer: Mutex<u64>,
 }
 
+impl Default for Known {
+    fn default() -> Self {
+        Self {
+            keys: Mutex::new(Keys::new(Instant::now())),
+            next_timer: Mutex::new(0),
+        }
+    }
+}
+
 impl Known {
-    fn map(&self) -> MutexGuard<'_, HashMap<i64, Entry>> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    fn keys(&self) -> MutexGuard<'_, Keys> {
+        self.keys.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A fresh delivery from the ingress: taken only if memory never saw the key.
     pub fn handoff(&self, key: i64) -> bool {
-        let mut map = self.map();
-        if map.contains_key(&key) {
+        let mut keys = self.keys();
+        if !matches!(keys.seen(key), Seen::Unknown) {
             return false;
         }
-        map.insert(
-            key,
-            Entry::Active {
-                generation: 0,
-                phase: Phase::Queued,
-            },
-        );
+        keys.queue(key, 0);
         true
     }
 
     /// The sweeper, in a round that started at `round`, found `(key, generation)` pending:
     /// true (and the key is marked queued) when it must be queued.
     pub fn sweep(&self, key: i64, generation: u32, round: Instant) -> bool {
-        let mut map = self.map();
-        let take = match map.get(&key) {
-            None => true,
-            Some(Entry::Finished { generation: g, at }) => generation > *g || *at < round,
-            Some(Entry::Active { generation: g, .. }) if generation <= *g => false,
-            Some(Entry::Active { phase, .. }) => match phase {
-                Phase::Running => false,
-                Phase::Queued => true,
-                Phase::Waiting { cancel, .. } => {
-                    cancel.cancel();
-                    true
-                }
+        let mut keys = self.keys();
+        let take = match keys.seen(key) {
+            Seen::Unknown => true,
+            Seen::Finished { generation: g, at } => generation > g || at < round,
+            Seen::Active => match keys.active.get(&key) {
+                Some(a) if generation <= a.generation => false,
+                Some(a) => match &a.phase {
+                    Phase::Running => false,
+                    Phase::Queued => true,
+                    Phase::Waiting { cancel, .. } => {
+                        cancel.cancel();
+                        true
+                    }
+                },
+                None => true,
             },
         };
         if take {
-            map.insert(
-                key,
-                Entry::Active {
-                    generation,
-                    phase: Phase::Queued,
-                },
-            );
+            keys.queue(key, generation);
         }
         take
     }
@@ -100,12 +196,9 @@ impl Known {
     /// The dispatcher is about to call `(key, generation)`: true (and the key is running) if
     /// that is still the current, queued job.
     pub fn start(&self, key: i64, generation: u32) -> bool {
-        match self.map().get_mut(&key) {
-            Some(Entry::Active {
-                generation: g,
-                phase,
-            }) if *g == generation && matches!(phase, Phase::Queued) => {
-                *phase = Phase::Running;
+        match self.keys().active.get_mut(&key) {
+            Some(a) if a.generation == generation && matches!(a.phase, Phase::Queued) => {
+                a.phase = Phase::Running;
                 true
             }
             _ => false,
@@ -119,13 +212,10 @@ impl Known {
             *n += 1;
             *n
         };
-        match self.map().get_mut(&key) {
-            Some(Entry::Active {
-                generation: g,
-                phase,
-            }) if *g == generation => {
+        match self.keys().active.get_mut(&key) {
+            Some(a) if a.generation == generation => {
                 let cancel = CancellationToken::new();
-                *phase = Phase::Waiting {
+                a.phase = Phase::Waiting {
                     timer,
                     cancel: cancel.clone(),
                 };
@@ -137,56 +227,70 @@ impl Known {
 
     /// A retry timer fired: true (and the key is queued) if it is still this timer's.
     pub fn timer_fired(&self, key: i64, generation: u32, timer: u64) -> bool {
-        let mut map = self.map();
-        let Some(Entry::Active {
-            generation: g,
-            phase,
-        }) = map.get_mut(&key)
-        else {
+        let mut keys = self.keys();
+        let Some(a) = keys.active.get_mut(&key) else {
             return false;
         };
-        let mine =
-            *g == generation && matches!(&*phase, Phase::Waiting { timer: t, .. } if *t == timer);
+        let mine = a.generation == generation
+            && matches!(&a.phase, Phase::Waiting { timer: t, .. } if *t == timer);
         if mine {
-            *phase = Phase::Queued;
+            a.phase = Phase::Queued;
         }
         mine
     }
 
     /// `(key, generation)` is done with (finished, dead, or its outcome superseded).
     pub fn finish(&self, key: i64, generation: u32) {
-        let mut map = self.map();
-        if matches!(map.get(&key), Some(Entry::Active { generation: g, .. }) if *g == generation) {
-            let at = Instant::now();
-            map.insert(key, Entry::Finished { generation, at });
+        let now = Instant::now();
+        let mut keys = self.keys();
+        if matches!(keys.active.get(&key), Some(a) if a.generation == generation) {
+            keys.active.remove(&key);
+            let at_ms = keys.current.stamp(now);
+            keys.current.keys.insert(key, Done { generation, at_ms });
         }
     }
 
     /// Forgets `(key, generation)` entirely (not queued after all: the next sweep takes it).
     pub fn drop_key(&self, key: i64, generation: u32) {
-        let mut map = self.map();
-        if matches!(map.get(&key), Some(Entry::Active { generation: g, .. }) if *g == generation) {
-            map.remove(&key);
+        let mut keys = self.keys();
+        if matches!(keys.active.get(&key), Some(a) if a.generation == generation) {
+            keys.active.remove(&key);
         }
     }
 
-    /// Drops finished keys older than [`FORGET_AFTER`]. One clock read for the whole pass (a
-    /// read per entry made this pass, over ~30 s of deliveries, hold the lock for milliseconds).
+    /// Once [`FORGET_AFTER`] has passed since the last rotation, forgets the keys finished in
+    /// the period before it (all at least that old) and starts a new period.
     pub fn prune(&self) {
         self.prune_at(Instant::now());
     }
 
     fn prune_at(&self, now: Instant) {
-        self.map().retain(|_, e| match e {
-            Entry::Finished { at, .. } => now.saturating_duration_since(*at) < FORGET_AFTER,
-            Entry::Active { .. } => true,
-        });
+        let size = {
+            let keys = self.keys();
+            if now.saturating_duration_since(keys.current.since) < FORGET_AFTER {
+                return;
+            }
+            keys.current.keys.len()
+        };
+        // Sized like the period that just ended: steady load never rehashes a table.
+        let fresh = Table::new(now, size);
+        let forgotten = {
+            let mut keys = self.keys();
+            if now.saturating_duration_since(keys.current.since) < FORGET_AFTER {
+                return; // rotated meanwhile
+            }
+            let ended = std::mem::replace(&mut keys.current, fresh);
+            std::mem::replace(&mut keys.previous, ended)
+        };
+        // Freed after the lock is released.
+        drop(forgotten);
     }
 
     /// How many keys memory holds (finished ones included).
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.map().len()
+        let keys = self.keys();
+        keys.active.len() + keys.current.keys.len() + keys.previous.keys.len()
     }
 }
 
@@ -218,8 +322,9 @@ mod tests {
         let round = Instant::now();
         k.finish(1, 0);
         assert!(!k.sweep(1, 0, round), "stale read");
+        // Finish times are kept to the millisecond, rounded up.
         assert!(
-            k.sweep(1, 0, Instant::now()),
+            k.sweep(1, 0, Instant::now() + Duration::from_millis(1)),
             "a later round trusts the store"
         );
         assert!(k.sweep(2, 0, round));
@@ -268,9 +373,12 @@ mod tests {
     }
 
     #[test]
-    fn prune_forgets_only_keys_finished_long_enough_ago_and_still_finished() {
+    fn finished_keys_are_remembered_one_to_two_periods_and_active_ones_always() {
         let k = Known::default();
-        let later = |extra: u64| Instant::now() + FORGET_AFTER + Duration::from_secs(extra);
+        let t0 = Instant::now();
+        let at = |periods: u32, extra_ms: u64| {
+            t0 + FORGET_AFTER * periods + Duration::from_millis(extra_ms)
+        };
         for key in [1, 2, 3, 4] {
             assert!(k.handoff(key));
         }
@@ -279,10 +387,15 @@ mod tests {
             k.finish(key, 0);
         }
         k.prune();
-        assert_eq!(k.len(), 4, "nothing is old enough yet");
-        // Key 4 is replayed (a newer generation) before its finished entry expires.
+        k.prune_at(at(0, 0) - Duration::from_millis(1));
+        assert_eq!(k.len(), 4, "no period has ended yet");
+        k.prune_at(at(1, 1));
+        assert_eq!(k.len(), 4, "finished less than two periods ago: kept");
+        // Key 4 is replayed (a newer generation) before its finished entry is forgotten.
         assert!(k.sweep(4, 1, Instant::now()));
-        k.prune_at(later(1));
+        k.prune_at(at(1, 500));
+        assert_eq!(k.len(), 4, "one rotation per period");
+        k.prune_at(at(2, 2));
         assert_eq!(
             k.len(),
             2,
@@ -292,9 +405,41 @@ mod tests {
         assert!(!k.handoff(3));
         assert!(k.start(4, 1));
         k.finish(4, 1);
-        k.prune_at(Instant::now() + FORGET_AFTER - Duration::from_secs(1));
-        assert!(!k.handoff(4), "finished again just now: remembered");
-        k.prune_at(later(2));
-        assert_eq!(k.len(), 2, "4's second finish expired too: 1 and 3 left");
+        k.prune_at(at(3, 3));
+        assert!(
+            !k.handoff(4),
+            "finished in the period that just ended: remembered"
+        );
+        k.prune_at(at(4, 4));
+        assert_eq!(k.len(), 2, "4's second finish forgotten too: 1 and 3 left");
+    }
+
+    #[test]
+    fn a_finish_time_is_never_rounded_before_the_round_it_followed() {
+        let k = Known::default();
+        assert!(k.handoff(1));
+        assert!(k.start(1, 0));
+        let round = Instant::now();
+        k.finish(1, 0);
+        // However close the round is to the finish, a sweep that read before it is stale.
+        assert!(!k.sweep(1, 0, round));
+        let keys = k.keys();
+        let done = keys.current.keys[&1];
+        assert!(keys.current.finished_at(done) >= round);
+    }
+
+    #[test]
+    fn a_rotation_sizes_the_new_table_like_the_period_that_ended() {
+        let k = Known::default();
+        for key in 0..1000 {
+            assert!(k.handoff(key));
+            assert!(k.start(key, 0));
+            k.finish(key, 0);
+        }
+        k.prune_at(Instant::now() + FORGET_AFTER);
+        let keys = k.keys();
+        assert_eq!(keys.previous.keys.len(), 1000);
+        assert!(keys.current.keys.is_empty());
+        assert!(keys.current.keys.capacity() >= 1000);
     }
 }
