@@ -108,7 +108,7 @@ struct RunArgs {
     /// At most this many requests are built before the load starts; later ones on the fly.
     #[arg(long, default_value_t = 100_000)]
     prebuild: u64,
-    /// Write every request slower than `--slow-ms` to this file, one line each: when it was
+    /// Write every request at least `--slow-ms` slow to this file, one line each: when it was
     /// (intended to be) sent, in ms from the start of the load, then its latency in ms.
     #[arg(long)]
     slow_log: Option<std::path::PathBuf>,
