@@ -91,13 +91,6 @@ struct Keys {
     previous: Table,
 }
 
-/// What memory says about a key.
-enum Seen {
-    Unknown,
-    Finished { generation: u32, at: Instant },
-    Active,
-}
-
 impl Keys {
     fn new(now: Instant) -> Self {
         Self {
@@ -107,19 +100,14 @@ impl Keys {
         }
     }
 
-    fn seen(&self, key: i64) -> Seen {
-        if self.active.contains_key(&key) {
-            return Seen::Active;
-        }
-        for table in [&self.current, &self.previous] {
-            if let Some(done) = table.keys.get(&key) {
-                return Seen::Finished {
-                    generation: done.generation,
-                    at: table.finished_at(*done),
-                };
-            }
-        }
-        Seen::Unknown
+    /// The generation and finish time of `key`, if memory holds it as finished.
+    fn finished(&self, key: i64) -> Option<(u32, Instant)> {
+        [&self.current, &self.previous]
+            .into_iter()
+            .find_map(|table| {
+                let done = table.keys.get(&key)?;
+                Some((done.generation, table.finished_at(*done)))
+            })
     }
 
     /// Makes `key` active (and no longer finished) at `generation`, queued.
@@ -160,7 +148,7 @@ impl Known {
     /// A fresh delivery from the ingress: taken only if memory never saw the key.
     pub fn handoff(&self, key: i64) -> bool {
         let mut keys = self.keys();
-        if !matches!(keys.seen(key), Seen::Unknown) {
+        if keys.active.contains_key(&key) || keys.finished(key).is_some() {
             return false;
         }
         keys.queue(key, 0);
@@ -171,20 +159,19 @@ impl Known {
     /// true (and the key is marked queued) when it must be queued.
     pub fn sweep(&self, key: i64, generation: u32, round: Instant) -> bool {
         let mut keys = self.keys();
-        let take = match keys.seen(key) {
-            Seen::Unknown => true,
-            Seen::Finished { generation: g, at } => generation > g || at < round,
-            Seen::Active => match keys.active.get(&key) {
-                Some(a) if generation <= a.generation => false,
-                Some(a) => match &a.phase {
-                    Phase::Running => false,
-                    Phase::Queued => true,
-                    Phase::Waiting { cancel, .. } => {
-                        cancel.cancel();
-                        true
-                    }
-                },
+        let take = match keys.active.get(&key) {
+            Some(a) if generation <= a.generation => false,
+            Some(a) => match &a.phase {
+                Phase::Running => false,
+                Phase::Queued => true,
+                Phase::Waiting { cancel, .. } => {
+                    cancel.cancel();
+                    true
+                }
+            },
+            None => match keys.finished(key) {
                 None => true,
+                Some((g, at)) => generation > g || at < round,
             },
         };
         if take {
