@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 
+mod ids;
 mod inspect;
 mod migrate;
 mod writer;
@@ -28,7 +29,7 @@ const MAX_BATCH: usize = 512;
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
     seq         INTEGER PRIMARY KEY,
-    id          TEXT NOT NULL UNIQUE,
+    id          TEXT NOT NULL,
     app         TEXT NOT NULL,
     event_type  TEXT NOT NULL,
     schema      TEXT NOT NULL,
@@ -37,6 +38,10 @@ CREATE TABLE IF NOT EXISTS events (
     routed      INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_received ON events(received_at);
+CREATE TABLE IF NOT EXISTS event_ids (
+    seq         INTEGER PRIMARY KEY,
+    hash        INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS deliveries (
     key         INTEGER PRIMARY KEY,
     event_seq   INTEGER NOT NULL REFERENCES events(seq),
@@ -67,7 +72,7 @@ CREATE INDEX IF NOT EXISTS attempts_delivery ON attempts(delivery_key);
 ";
 
 /// The schema version this code writes; older stores are migrated at open.
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -127,6 +132,33 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
+/// Takes the exclusive lock of the store at `path` (on `<path>.lock`, released when the
+/// process exits or its writer stops), or says that another gateway holds it.
+fn lock(path: &Path) -> Result<std::fs::File, StoreError> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock_path = PathBuf::from(name);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| StoreError(format!("cannot open {}: {e}", lock_path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError(format!(
+            "the store at {} is in use by another running gateway (it holds {}); one gateway \
+             per embedded store",
+            path.display(),
+            lock_path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError(format!(
+            "cannot lock {}: {e}",
+            lock_path.display()
+        ))),
+    }
+}
+
 impl SqliteStore {
     /// Opens an existing store (for the operator commands): refuses a path with no store
     /// rather than creating an empty one and reporting on it, and a store of another schema
@@ -139,22 +171,35 @@ impl SqliteStore {
             )));
         }
         migrate::require_current(path)?;
-        Self::open(path)
+        Self::start(path, None)
     }
 
-    /// Opens (creating if needed) the database at `path` and starts its writer thread.
+    /// Opens (creating if needed) the database at `path` for a gateway that accepts events:
+    /// takes the store's lock (one such process per store: deduplication is in its memory),
+    /// migrates an older store, and starts the writer thread, which first reads the id index.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
         }
+        let lock = lock(path)?;
+        migrate::migrate(&open_connection(path)?)?;
+        Self::start(path, Some(lock))
+    }
+
+    /// Starts the writer thread (holding `lock` until it stops, and reading the id index at
+    /// once when given one) and opens the reader connection.
+    fn start(path: &Path, lock: Option<std::fs::File>) -> Result<SqliteStore, StoreError> {
         let writer = open_connection(path)?;
-        migrate::migrate(&writer)?;
         let reader = open_connection(path)?;
         let (tx, rx) = mpsc::channel();
         let handle = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer::writer_loop(writer, rx))
+            .spawn(move || {
+                let preload = lock.is_some();
+                writer::writer_loop(writer, rx, preload);
+                drop(lock);
+            })
             .map_err(|e| StoreError(format!("cannot start writer thread: {e}")))?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
@@ -420,10 +465,14 @@ pub fn now_ms() -> i64 {
 }
 
 #[cfg(test)]
+mod dedup_tests;
+#[cfg(test)]
 mod history_tests;
 #[cfg(test)]
 mod inspect_tests;
 #[cfg(test)]
 mod migrate_tests;
+#[cfg(test)]
+mod migrate_v5_tests;
 #[cfg(test)]
 mod tests;

@@ -52,8 +52,11 @@ pub(super) fn plugin_names(c: &Connection) -> Result<Vec<String>, StoreError> {
 pub(super) fn event(c: &Connection, id: &str) -> Result<Option<EventRecord>, StoreError> {
     let event = c
         .query_row(
-            "SELECT id, app, event_type, schema, received_at, body, seq FROM events WHERE id = ?1",
-            params![id],
+            // No index on the id: the narrow `event_ids` table is scanned for its hash.
+            "SELECT e.id, e.app, e.event_type, e.schema, e.received_at, e.body, e.seq
+             FROM event_ids i CROSS JOIN events e ON e.seq = i.seq
+             WHERE i.hash = ?2 AND e.id = ?1",
+            params![id, super::ids::id_hash(id)],
             |r| {
                 Ok((
                     EventRecord {
@@ -143,13 +146,48 @@ pub(super) fn backup(c: &Connection, dest: &std::path::Path) -> Result<u64, Stor
     Ok(events.max(0) as u64)
 }
 
-/// SQLite's integrity check: its messages, none when it says "ok".
+/// SQLite's integrity check (its messages, none when it says "ok"), then the id hashes: one per
+/// event, each the hash of its event's id, and no id stored twice.
 pub(super) fn check(c: &Connection) -> Result<Vec<String>, StoreError> {
     let mut stmt = c.prepare("PRAGMA integrity_check")?;
     let lines = stmt
         .query_map([], |r| r.get::<_, String>(0))?
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(lines.into_iter().filter(|l| l != "ok").collect())
+    let mut problems: Vec<String> = lines.into_iter().filter(|l| l != "ok").collect();
+    let mut wrong = 0u64;
+    let mut first = None;
+    let mut rows = c.prepare(
+        "SELECT e.seq, e.id, i.hash FROM events e LEFT JOIN event_ids i ON i.seq = e.seq",
+    )?;
+    let mut rows = rows.query([])?;
+    while let Some(row) = rows.next()? {
+        let id: String = row.get(1)?;
+        if row.get::<_, Option<i64>>(2)? != Some(super::ids::id_hash(&id)) {
+            wrong += 1;
+            first.get_or_insert(id);
+        }
+    }
+    if let Some(id) = first {
+        problems.push(format!(
+            "{wrong} events without their id hash in event_ids (the first: {id})"
+        ));
+    }
+    let (orphans, duplicated): (i64, Option<String>) = c.query_row(
+        "SELECT (SELECT COUNT(*) FROM event_ids i WHERE NOT EXISTS
+                    (SELECT 1 FROM events e WHERE e.seq = i.seq)),
+                (SELECT id FROM events GROUP BY id HAVING COUNT(*) > 1 LIMIT 1)",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    if orphans > 0 {
+        problems.push(format!(
+            "{orphans} id hashes in event_ids without their event"
+        ));
+    }
+    if let Some(id) = duplicated {
+        problems.push(format!("event {id} is stored more than once"));
+    }
+    Ok(problems)
 }
 
 pub(super) fn list_events(

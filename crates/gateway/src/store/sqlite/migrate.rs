@@ -3,14 +3,17 @@
 //! Version 5 changed the layout: events live in a table ordered by arrival (`seq`, SQLite's
 //! rowid) with their id in a separate unique index, and deliveries point at `seq`. Lark's event
 //! ids are random, so the version 4 table (ordered by id, the body inside the ordering) took each
-//! new event into a random page, splitting pages full of bodies; now a new event is appended and
-//! only the small id index takes a random insert.
+//! new event into a random page, splitting pages full of bodies; now a new event is appended.
+//! Version 6 dropped the unique index on the id too (it still took a random page per event):
+//! ids are deduplicated in memory from the `event_ids` table of id hashes (see [`super::ids`]).
+//! Both changes rebuild the tables, once, at the first `gateway run` of the new version.
 
 use std::cmp::Ordering;
 use std::path::Path;
 
 use rusqlite::Connection;
 
+use super::ids::id_hash;
 use super::{SCHEMA, SCHEMA_VERSION};
 use crate::store::StoreError;
 
@@ -33,10 +36,18 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
             ))?;
         }
     }
-    // Version 4 kept events in a table ordered by their (random) ids.
-    let rebuilt = !has_column(conn, "events", "seq")?;
-    if rebuilt {
-        to_rowid_events(conn)?;
+    // Version 4 kept events in a table ordered by their (random) ids; version 5 had a unique
+    // index on the id.
+    let from = if !has_column(conn, "events", "seq")? {
+        Some(Layout::ById)
+    } else if has_unique_index(conn, "events")? {
+        Some(Layout::UniqueId)
+    } else {
+        None
+    };
+    let rebuilt = from.is_some();
+    if let Some(from) = from {
+        to_current_layout(conn, from)?;
     }
     if version < SCHEMA_VERSION {
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
@@ -76,56 +87,95 @@ fn newer(version: i64) -> StoreError {
     ))
 }
 
+fn has_unique_index(conn: &Connection, table: &str) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM pragma_index_list(?1) WHERE \"unique\" = 1")?
+        .exists([table])?)
+}
+
 fn has_column(conn: &Connection, table: &str, column: &str) -> Result<bool, StoreError> {
     Ok(conn
         .prepare_cached("SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2")?
         .exists([table, column])?)
 }
 
-/// Rebuilds a version 1–4 store in the version 5 layout, in one transaction: the old tables are
-/// renamed aside, the current schema created, every row copied (delivery keys and the order of
-/// attempts kept), the old tables dropped. Foreign keys are off during the copy (a dropped old
-/// table must not cascade) and checked before the commit.
-fn to_rowid_events(conn: &Connection) -> Result<(), StoreError> {
+/// The older layouts a rebuild starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// Versions 1–4: events ordered by id, deliveries pointing at the id.
+    ById,
+    /// Version 5: events in arrival order with a unique index on the id.
+    UniqueId,
+}
+
+/// Rebuilds an older store in the current layout, in one transaction: the old tables are renamed
+/// aside, the current schema created, every row copied (delivery keys and the order of attempts
+/// kept), the id hashes written, the old tables dropped. Foreign keys are off during the copy (a
+/// dropped old table must not cascade) and checked before the commit.
+fn to_current_layout(conn: &Connection, from: Layout) -> Result<(), StoreError> {
     let events: i64 = conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))?;
     tracing::info!(
         events,
-        "migrating the store to schema version 5 (once; may take a while)"
+        "migrating the store to schema version {SCHEMA_VERSION} (once; may take a while)"
     );
     conn.execute_batch("PRAGMA foreign_keys = OFF")?;
-    let rebuilt = rebuild(conn);
+    let rebuilt = rebuild(conn, from);
     let restored = conn.execute_batch("PRAGMA foreign_keys = ON");
     rebuilt?;
     Ok(restored?)
 }
 
-fn rebuild(conn: &Connection) -> Result<(), StoreError> {
+fn rebuild(conn: &Connection, from: Layout) -> Result<(), StoreError> {
     let tx = conn.unchecked_transaction()?;
     tx.execute_batch(
         "DROP INDEX IF EXISTS events_received;
          DROP INDEX IF EXISTS deliveries_due;
          DROP INDEX IF EXISTS deliveries_dead;
          DROP INDEX IF EXISTS attempts_delivery;
+         DROP TABLE IF EXISTS event_ids;
          ALTER TABLE events RENAME TO old_events;
          ALTER TABLE deliveries RENAME TO old_deliveries;
          ALTER TABLE attempts RENAME TO old_attempts;",
     )?;
     tx.execute_batch(SCHEMA)?;
+    tx.execute_batch(match from {
+        Layout::ById => {
+            "INSERT INTO events (id, app, event_type, schema, received_at, body, routed)
+                 SELECT id, app, event_type, schema, received_at, body, routed FROM old_events
+                 ORDER BY received_at, id;
+             INSERT INTO deliveries (key, event_seq, plugin, state, attempts, next_at,
+                     last_error, updated_at, generation, started, crashes)
+                 SELECT d.key, e.seq, d.plugin, d.state, d.attempts, d.next_at, d.last_error,
+                     d.updated_at, d.generation, d.started, d.crashes
+                 FROM old_deliveries d JOIN events e ON e.id = d.event_id;"
+        }
+        Layout::UniqueId => {
+            "INSERT INTO events (seq, id, app, event_type, schema, received_at, body, routed)
+                 SELECT seq, id, app, event_type, schema, received_at, body, routed
+                 FROM old_events ORDER BY seq;
+             INSERT INTO deliveries (key, event_seq, plugin, state, attempts, next_at,
+                     last_error, updated_at, generation, started, crashes)
+                 SELECT key, event_seq, plugin, state, attempts, next_at, last_error,
+                     updated_at, generation, started, crashes
+                 FROM old_deliveries ORDER BY key;"
+        }
+    })?;
     tx.execute_batch(
-        "INSERT INTO events (id, app, event_type, schema, received_at, body, routed)
-             SELECT id, app, event_type, schema, received_at, body, routed FROM old_events
-             ORDER BY received_at, id;
-         INSERT INTO deliveries (key, event_seq, plugin, state, attempts, next_at, last_error,
-                 updated_at, generation, started, crashes)
-             SELECT d.key, e.seq, d.plugin, d.state, d.attempts, d.next_at, d.last_error,
-                 d.updated_at, d.generation, d.started, d.crashes
-             FROM old_deliveries d JOIN events e ON e.id = d.event_id;
-         INSERT INTO attempts (delivery_key, generation, attempt, outcome, reason, started_at,
+        "INSERT INTO attempts (delivery_key, generation, attempt, outcome, reason, started_at,
                  duration_ms, recorded_at)
              SELECT delivery_key, generation, attempt, outcome, reason, started_at, duration_ms,
                  recorded_at
              FROM old_attempts ORDER BY rowid;",
     )?;
+    {
+        let mut read = tx.prepare("SELECT seq, id FROM events ORDER BY seq")?;
+        let mut write = tx.prepare("INSERT INTO event_ids (seq, hash) VALUES (?1, ?2)")?;
+        let mut rows = read.query([])?;
+        while let Some(row) = rows.next()? {
+            let id: String = row.get(1)?;
+            write.execute(rusqlite::params![row.get::<_, i64>(0)?, id_hash(&id)])?;
+        }
+    }
     let (lost, dangling): (i64, i64) = tx.query_row(
         "SELECT (SELECT COUNT(*) FROM old_deliveries) - (SELECT COUNT(*) FROM deliveries),
                 (SELECT COUNT(*) FROM pragma_foreign_key_check)",
@@ -134,8 +184,8 @@ fn rebuild(conn: &Connection) -> Result<(), StoreError> {
     )?;
     if lost != 0 || dangling != 0 {
         return Err(StoreError(format!(
-            "migrating to schema version 5: {lost} deliveries without their event, {dangling} \
-             rows pointing nowhere; the store is left unchanged"
+            "migrating to schema version {SCHEMA_VERSION}: {lost} deliveries without their \
+             event, {dangling} rows pointing nowhere; the store is left unchanged"
         )));
     }
     tx.execute_batch(

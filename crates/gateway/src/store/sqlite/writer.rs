@@ -1,21 +1,32 @@
 //! The store's writer thread: takes every write waiting at that moment, applies them in one
 //! transaction, commits (one fsync for the whole batch: group commit), then answers each caller.
 //! If the transaction fails, every write of the batch gets the error and nothing is claimed.
+//!
+//! The writer also owns the in-memory [`IdIndex`] that deduplicates accepted events: loaded
+//! before the first accept (at start, for `gateway run`), changed with each transaction and
+//! rolled back with a failed one.
 
 use std::sync::mpsc;
 
-use rusqlite::{params, Connection, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
+use super::ids::{id_hash, IdIndex};
 use super::{now_ms, ReplaySelector, Write, MAX_BATCH};
 use crate::store::PURGE_CHUNK;
 use crate::store::{Accepted, Finish, FinishRecord, NewEvent, StoreError, CRASHED};
 
-/// The writer thread: batch, apply in one transaction, commit (fsync), answer.
-pub(super) fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Write>) {
+/// The writer thread: batch, apply in one transaction, commit (fsync), answer. With `preload`,
+/// the id index is read before the first write is taken (a gateway that will accept events);
+/// otherwise on the first accept, if one ever comes (the operator commands never accept).
+pub(super) fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Write>, preload: bool) {
+    let mut ids = None;
+    if preload {
+        load_ids(&conn, &mut ids);
+    }
     while let Ok(first) = rx.recv() {
         let batch = take_batch(first, &rx);
         crate::metrics::observe_commit_batch(batch.len());
-        match apply_batch(&mut conn, &batch) {
+        match apply_and_settle(&mut conn, &batch, &mut ids) {
             Ok(results) => {
                 for (write, result) in batch.into_iter().zip(results) {
                     answer(write, Ok(result));
@@ -28,6 +39,40 @@ pub(super) fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Write>) {
                 }
             }
         }
+    }
+}
+
+/// Applies a batch in one transaction, the id index changing with it: kept when it commits,
+/// undone when it fails. Reads the index first if the batch accepts events and none is loaded.
+fn apply_and_settle(
+    conn: &mut Connection,
+    batch: &[Write],
+    ids: &mut Option<IdIndex>,
+) -> Result<Vec<Outcome>, StoreError> {
+    if ids.is_none() && batch.iter().any(|w| matches!(w, Write::Accept(..))) {
+        // Outside any transaction: the index is what is committed.
+        load_ids(conn, ids);
+    }
+    let applied = apply_batch(conn, batch, ids);
+    if let Some(index) = ids.as_mut() {
+        match applied {
+            Ok(_) => index.commit(),
+            Err(_) => index.roll_back(),
+        }
+    }
+    applied
+}
+
+/// Reads the id index; on failure logs it and leaves none (each accept then fails and the next
+/// batch with one tries again).
+fn load_ids(conn: &Connection, ids: &mut Option<IdIndex>) {
+    let started = std::time::Instant::now();
+    match IdIndex::load(conn) {
+        Ok(index) => {
+            tracing::debug!(elapsed = ?started.elapsed(), "event id index loaded");
+            *ids = Some(index);
+        }
+        Err(e) => tracing::error!(error = %e, "cannot read the event id index"),
     }
 }
 
@@ -76,7 +121,11 @@ fn answer(write: Write, result: Result<Outcome, StoreError>) {
     }
 }
 
-fn apply_batch(conn: &mut Connection, batch: &[Write]) -> Result<Vec<Outcome>, StoreError> {
+fn apply_batch(
+    conn: &mut Connection,
+    batch: &[Write],
+    ids: &mut Option<IdIndex>,
+) -> Result<Vec<Outcome>, StoreError> {
     // Take the write lock first (a busy wait happens here), then read the clock: a fresh
     // delivery's `next_at` is when it became visible to this writer, so the sweeper's hand-off
     // grace never starts before the delivery could be handed off.
@@ -85,7 +134,12 @@ fn apply_batch(conn: &mut Connection, batch: &[Write]) -> Result<Vec<Outcome>, S
     let now = now_ms();
     for write in batch {
         results.push(match write {
-            Write::Accept(ev, _) => Outcome::Accepted(apply_accept(&tx, ev, now)?),
+            Write::Accept(ev, _) => {
+                let index = ids
+                    .as_mut()
+                    .ok_or_else(|| StoreError("the event id index could not be read".into()))?;
+                Outcome::Accepted(apply_accept(&tx, ev, now, index)?)
+            }
             Write::Finish(records, _) => Outcome::Applied(
                 records
                     .iter()
@@ -134,7 +188,7 @@ fn apply_batch(conn: &mut Connection, batch: &[Write]) -> Result<Vec<Outcome>, S
                 .execute(params![plugin, error, now])? as u64,
             ),
             Write::Purge(before, dead_before, _) => {
-                Outcome::Count(apply_purge(&tx, *before, *dead_before)?)
+                Outcome::Count(apply_purge(&tx, *before, *dead_before, ids.as_mut())?)
             }
             Write::PurgeDeadLetters(plugin, before, _) => Outcome::Count(
                 tx.prepare_cached(
@@ -154,30 +208,46 @@ fn apply_accept(
     tx: &rusqlite::Transaction<'_>,
     ev: &NewEvent,
     now: i64,
+    ids: &mut IdIndex,
 ) -> Result<Accepted, StoreError> {
-    let inserted = tx
-        .prepare_cached(
-            "INSERT INTO events (id, app, event_type, schema, received_at, body, routed)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(id) DO NOTHING",
-        )?
-        .execute(params![
-            ev.id,
-            ev.app,
-            ev.event_type,
-            ev.schema,
-            ev.received_at_ms,
-            &*ev.body,
-            !ev.plugins.is_empty()
-        ])?;
-    if inserted == 0 {
-        return Ok(Accepted::Duplicate);
+    let hash = id_hash(&ev.id);
+    let candidates: Vec<i64> = ids.candidates(hash).collect();
+    if !candidates.is_empty() {
+        // The same hash: a duplicate only if the stored id is the same (it is, but for a 64-bit
+        // collision); an event purged meanwhile is no longer there.
+        let mut same = tx.prepare_cached("SELECT id = ?2 FROM events WHERE seq = ?1")?;
+        for seq in candidates {
+            let found: Option<bool> = same
+                .query_row(params![seq, ev.id], |r| r.get(0))
+                .optional()?;
+            if found == Some(true) {
+                return Ok(Accepted::Duplicate);
+            }
+        }
     }
+    tx.prepare_cached(
+        "INSERT INTO events (id, app, event_type, schema, received_at, body, routed)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        ev.id,
+        ev.app,
+        ev.event_type,
+        ev.schema,
+        ev.received_at_ms,
+        &*ev.body,
+        !ev.plugins.is_empty()
+    ])?;
+    let seq = tx.last_insert_rowid();
+    // A row left at this seq by an event removed behind the writer's back is stale: replaced.
+    tx.prepare_cached("INSERT OR REPLACE INTO event_ids (seq, hash) VALUES (?1, ?2)")?
+        .execute(params![seq, hash])?;
+    ids.add(hash, seq);
     let mut deliveries = Vec::with_capacity(ev.plugins.len());
     let mut stmt = tx.prepare_cached(
         "INSERT INTO deliveries (event_seq, plugin, state, attempts, next_at, updated_at)
          VALUES (?1, ?2, 'pending', 0, ?3, ?3)",
     )?;
-    let seq = tx.last_insert_rowid();
     for plugin in &ev.plugins {
         stmt.execute(params![seq, plugin, now])?;
         deliveries.push((tx.last_insert_rowid(), plugin.clone()));
@@ -247,6 +317,7 @@ fn apply_purge(
     tx: &rusqlite::Transaction<'_>,
     before: i64,
     dead_before: i64,
+    mut ids: Option<&mut IdIndex>,
 ) -> Result<u64, StoreError> {
     // The same oldest-first chunk in both statements: removing done and old dead deliveries
     // changes no event's "has a pending delivery or a recent dead letter".
@@ -258,6 +329,15 @@ fn apply_purge(
         "DELETE FROM deliveries WHERE event_seq IN ({old})"
     ))?
     .execute(params![before, PURGE_CHUNK as i64, dead_before])?;
+    let mut stmt = tx.prepare_cached(&format!(
+        "DELETE FROM event_ids WHERE seq IN ({old}) RETURNING hash, seq"
+    ))?;
+    let mut gone = stmt.query(params![before, PURGE_CHUNK as i64, dead_before])?;
+    while let Some(row) = gone.next()? {
+        if let Some(index) = ids.as_deref_mut() {
+            index.remove(row.get(0)?, row.get(1)?);
+        }
+    }
     let n = tx
         .prepare_cached(&format!("DELETE FROM events WHERE seq IN ({old})"))?
         .execute(params![before, PURGE_CHUNK as i64, dead_before])?;
@@ -276,11 +356,12 @@ fn apply_replay(
                 "UPDATE deliveries SET state = 'pending', attempts = 0, generation = generation + 1,
                      started = 0, crashes = 0,
                      next_at = ?3, updated_at = ?3
-                 WHERE event_seq = (SELECT seq FROM events WHERE id = ?1)
+                 WHERE event_seq IN (SELECT e.seq FROM event_ids i CROSS JOIN events e ON e.seq = i.seq
+                                     WHERE i.hash = ?4 AND e.id = ?1)
                    AND (?2 IS NULL OR plugin = ?2)",
             )?;
             for id in ids {
-                n += stmt.execute(params![id, plugin, now])? as u64;
+                n += stmt.execute(params![id, plugin, now, id_hash(id)])? as u64;
             }
         }
         ReplaySelector::DeadLetters { plugin } => {
@@ -294,6 +375,25 @@ fn apply_replay(
         }
     }
     Ok(n)
+}
+
+/// [`apply_and_settle`] for the store's tests, each outcome as `new`, `duplicate`, `applied` or
+/// `count`.
+#[cfg(test)]
+pub(super) fn apply_and_settle_for_tests(
+    conn: &mut Connection,
+    batch: &[Write],
+    ids: &mut Option<IdIndex>,
+) -> Result<Vec<&'static str>, StoreError> {
+    Ok(apply_and_settle(conn, batch, ids)?
+        .into_iter()
+        .map(|o| match o {
+            Outcome::Accepted(Accepted::New { .. }) => "new",
+            Outcome::Accepted(Accepted::Duplicate) => "duplicate",
+            Outcome::Applied(_) => "applied",
+            Outcome::Count(_) => "count",
+        })
+        .collect())
 }
 
 #[cfg(test)]
