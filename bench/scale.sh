@@ -6,6 +6,10 @@
 # 1. Ingest against stored events: `loadgen run` (closed loop, $SECS s) on a fresh store, then
 #    $FILL_SECS s more of closed-loop load to fill the store, then $SECS s again on the same
 #    gateway. Reports both rates, the change, and how many events were stored before the second.
+#    A long load slows this machine down by itself (its disk, the page cache), so the first
+#    change mixes the store's size with the minute of load before it; then $ROUNDS interleaved
+#    pairs separate the two: a fresh store, then the filled store (the gateway restarted on it),
+#    $SECS s each, and the change between their means.
 # 2. A restart with a backlog: the logger throttled (`[delivery] max_batch = 1`, the plugin's
 #    `max_concurrency = 1`) under $BACKLOG_SECS s of load, so deliveries pile up; the gateway is
 #    stopped (SIGTERM) and started on the normal config. Reports the pending count before the stop,
@@ -14,7 +18,7 @@
 # Written to bench/results/scale.md (OUT=...).
 #
 # Usage: bench/scale.sh   (after: cargo build --release -p gateway -p logger -p gateway-bench)
-# Env knobs (defaults): SECS=15 FILL_SECS=60 BACKLOG_SECS=8 CONNS=32 PORT=17990 (admin PORT+1)
+# Env knobs (defaults): SECS=15 FILL_SECS=60 ROUNDS=2 BACKLOG_SECS=8 CONNS=32 PORT=17990 (admin PORT+1)
 #   WORK=/tmp/gateway-bench KEEP= OUT=bench/results/scale.md
 #   GATEWAY_BIN=target/release/gateway LOGGER_SO=target/release/liblogger.so (another build)
 set -euo pipefail
@@ -22,9 +26,10 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=bench/lib.sh
 source "$here/bench/lib.sh"
-bench_setup scale SECS FILL_SECS BACKLOG_SECS CONNS
+bench_setup scale SECS FILL_SECS ROUNDS BACKLOG_SECS CONNS
 secs=${SECS:-15}
 fill_secs=${FILL_SECS:-60}
+rounds=${ROUNDS:-2}
 backlog_secs=${BACKLOG_SECS:-8}
 srv_pid=''
 cleanup() {
@@ -68,7 +73,31 @@ stop_gateway
 db_mb=$(du -m "$run/a/data/gateway.db" | awk '{print $1}')
 fresh_rps=$(jq '.rps | floor' "$run/fresh.json")
 filled_rps=$(jq '.rps | floor' "$run/filled.json")
-change=$(awk -v a="$fresh_rps" -v b="$filled_rps" 'BEGIN { printf "%+.1f%%", (b - a) * 100 / a }')
+pct() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.1f%%", (b - a) * 100 / a }'; }
+change=$(pct "$fresh_rps" "$filled_rps")
+
+# 1b. Interleaved: a fresh store, then the filled one restarted, $rounds times.
+pairs_fresh=() pairs_filled=() pairs_fresh_p99=() pairs_filled_p99=()
+for r in $(seq 1 "$rounds"); do
+  write_config "$run/f$r"
+  run_gateway "$run/f$r/normal.toml" "$run/f$r/server.log"
+  echo "round $r: a fresh store, ${secs}s..."
+  load "$secs" "$run/f$r.json"
+  stop_gateway
+  run_gateway "$run/a/normal.toml" "$run/a/server-$r.log"
+  echo "round $r: the filled store, restarted, ${secs}s..."
+  load "$secs" "$run/a$r.json"
+  stop_gateway
+  pairs_fresh+=("$(jq '.rps | floor' "$run/f$r.json")")
+  pairs_filled+=("$(jq '.rps | floor' "$run/a$r.json")")
+  pairs_fresh_p99+=("$(jq '.latency_ms.p99' "$run/f$r.json")")
+  pairs_filled_p99+=("$(jq '.latency_ms.p99' "$run/a$r.json")")
+  rm -rf "$run/f$r"
+done
+mean() { printf '%s\n' "$@" | awk '{ s += $1 } END { printf "%.0f", s / NR }'; }
+fresh_mean=$(mean "${pairs_fresh[@]}")
+filled_mean=$(mean "${pairs_filled[@]}")
+stored_after=$(jq -s 'map(.requests) | add' "$run/fresh.json" "$run/fill.json" "$run/filled.json")
 
 # 2. A restart with a backlog.
 write_config "$run/b"
@@ -105,6 +134,11 @@ stop_gateway
   echo "|---|---|---|---|---|"
   echo "| fresh | 0 | $fresh_rps | $(jq '.latency_ms.p99' "$run/fresh.json") | |"
   echo "| filled (${fill_secs} s of load more) | $stored (${db_mb} MB file) | $filled_rps | $(jq '.latency_ms.p99' "$run/filled.json") | $change |"
+  echo
+  echo "| interleaved, after the fill ($rounds rounds) | events stored before | req/s (per round) | p99 ms (per round) | change of the means |"
+  echo "|---|---|---|---|---|"
+  echo "| a fresh store each round | 0 | $(join_by ' / ' "${pairs_fresh[@]}") | $(join_by ' / ' "${pairs_fresh_p99[@]}") | |"
+  echo "| the filled store, gateway restarted | $stored_after and more | $(join_by ' / ' "${pairs_filled[@]}") | $(join_by ' / ' "${pairs_filled_p99[@]}") | $(pct "$fresh_mean" "$filled_mean") |"
   echo
   echo "| restart with a backlog | pending before the stop | first delivery after | all delivered after | delivered after the restart |"
   echo "|---|---|---|---|---|"

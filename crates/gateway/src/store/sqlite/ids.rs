@@ -27,28 +27,42 @@ pub(super) fn id_hash(id: &str) -> i64 {
     i64::from_be_bytes(first)
 }
 
-/// A hasher for keys that already are uniform hashes: passes them through.
+/// A hasher for keys that already are uniform hashes: spreads them over 64 bits.
 #[derive(Default)]
-struct PassThrough(u64);
+struct Spread(u64);
 
-impl Hasher for PassThrough {
+impl Hasher for Spread {
     fn finish(&self) -> u64 {
-        self.0
+        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        // Only `write_i64` is used; fold anything else in rather than ignore it.
+        // Only `write_u32` / `write_u64` are used; fold anything else in rather than ignore it.
         for b in bytes {
             self.0 = self.0.rotate_left(8) ^ u64::from(*b);
         }
     }
 
-    fn write_i64(&mut self, n: i64) {
-        self.0 = n as u64;
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n);
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
     }
 }
 
-type Map<V> = HashMap<i64, V, BuildHasherDefault<PassThrough>>;
+type Map<K, V> = HashMap<K, V, BuildHasherDefault<Spread>>;
+
+/// How many maps the index is split into (by 8 bits of the hash): each grows, and rehashes, on
+/// its own, so a growth step moves 1/256 of the entries (a fraction of a millisecond at
+/// millions of events) instead of stalling the writer for all of them at once.
+const SHARDS: usize = 256;
+
+/// The 40 bits of a hash the index keys on: 8 pick the shard, 32 are the key within it.
+fn key40(hash: i64) -> u64 {
+    (hash as u64) & ((1 << 40) - 1)
+}
 
 /// A change to undo if the transaction that made it fails.
 #[derive(Debug, Clone, Copy)]
@@ -57,24 +71,46 @@ enum Change {
     Removed(i64, i64),
 }
 
-/// Every stored event's id hash, with the event's `seq`.
-#[derive(Debug, Default)]
+/// Every stored event's id hash, with the event's `seq`: 9 bytes a slot in the common case (a
+/// 32-bit key and the seq as a 32-bit offset from `base`), the rest exactly in `more`.
+#[derive(Debug)]
 pub(super) struct IdIndex {
-    /// The first event with each hash.
-    first: Map<i64>,
-    /// Further events with the same hash (different ids; practically never used).
-    more: Map<Vec<i64>>,
+    /// The smallest seq when the index was loaded: seqs are kept as offsets from it.
+    base: i64,
+    /// Per shard: the key's first event, as `seq - base`.
+    shards: Vec<Map<u32, u32>>,
+    /// Further events with the same 40-bit key (different ids, or ids differing beyond those
+    /// bits), and any seq that does not fit an offset from `base`; almost always small.
+    more: Map<u64, Vec<i64>>,
     journal: Vec<Change>,
 }
 
+impl Default for IdIndex {
+    fn default() -> Self {
+        IdIndex::with_capacity(0, 1)
+    }
+}
+
 impl IdIndex {
+    fn with_capacity(events: usize, base: i64) -> IdIndex {
+        let per_shard = events / SHARDS + events / SHARDS / 8;
+        IdIndex {
+            base,
+            shards: (0..SHARDS)
+                .map(|_| Map::with_capacity_and_hasher(per_shard, Default::default()))
+                .collect(),
+            more: Map::default(),
+            journal: Vec::new(),
+        }
+    }
+
     /// Reads every `(hash, seq)` of the store's `event_ids` table.
     pub(super) fn load(conn: &Connection) -> Result<IdIndex, StoreError> {
-        let count: i64 = conn.query_row("SELECT COUNT(*) FROM event_ids", [], |r| r.get(0))?;
-        let mut index = IdIndex {
-            first: Map::with_capacity_and_hasher(count.max(0) as usize, Default::default()),
-            ..IdIndex::default()
-        };
+        let (count, base): (i64, Option<i64>) =
+            conn.query_row("SELECT COUNT(*), MIN(seq) FROM event_ids", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        let mut index = IdIndex::with_capacity(count.max(0) as usize, base.unwrap_or(1));
         let mut stmt = conn.prepare("SELECT hash, seq FROM event_ids")?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
@@ -83,10 +119,24 @@ impl IdIndex {
         Ok(index)
     }
 
-    /// The events whose id has this hash (confirm each against its stored id).
+    /// `seq` as an offset from `base`, if it fits in 32 bits.
+    fn offset(&self, seq: i64) -> Option<u32> {
+        seq.checked_sub(self.base)
+            .and_then(|d| u32::try_from(d).ok())
+    }
+
+    fn shard(&self, key: u64) -> (usize, u32) {
+        ((key >> 32) as usize % SHARDS, key as u32)
+    }
+
+    /// The events whose id may have this hash (confirm each against its stored id).
     pub(super) fn candidates(&self, hash: i64) -> impl Iterator<Item = i64> + '_ {
-        let first = self.first.get(&hash).copied();
-        let more = self.more.get(&hash).into_iter().flatten().copied();
+        let key = key40(hash);
+        let (shard, k) = self.shard(key);
+        let first = self.shards[shard]
+            .get(&k)
+            .map(|off| self.base + i64::from(*off));
+        let more = self.more.get(&key).into_iter().flatten().copied();
         first.into_iter().chain(more)
     }
 
@@ -97,13 +147,13 @@ impl IdIndex {
     }
 
     fn insert(&mut self, hash: i64, seq: i64) {
-        match self.first.entry(hash) {
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(seq);
+        let key = key40(hash);
+        let (shard, k) = self.shard(key);
+        match (self.offset(seq), self.shards[shard].entry(k)) {
+            (Some(off), std::collections::hash_map::Entry::Vacant(v)) => {
+                v.insert(off);
             }
-            std::collections::hash_map::Entry::Occupied(_) => {
-                self.more.entry(hash).or_default().push(seq);
-            }
+            _ => self.more.entry(key).or_default().push(seq),
         }
     }
 
@@ -115,17 +165,25 @@ impl IdIndex {
     }
 
     fn forget(&mut self, hash: i64, seq: i64) -> bool {
-        if self.first.get(&hash) == Some(&seq) {
-            match self.more.get_mut(&hash).and_then(Vec::pop) {
-                Some(next) => {
-                    self.first.insert(hash, next);
-                }
-                None => {
-                    self.first.remove(&hash);
+        let key = key40(hash);
+        let (shard, k) = self.shard(key);
+        let in_slot =
+            self.offset(seq).is_some() && self.shards[shard].get(&k) == self.offset(seq).as_ref();
+        if in_slot {
+            self.shards[shard].remove(&k);
+            // Another event with this key moves up into the slot, if its seq fits.
+            if let Some(others) = self.more.get_mut(&key) {
+                let base = self.base;
+                if let Some(at) = others.iter().position(|s| {
+                    s.checked_sub(base)
+                        .is_some_and(|d| u32::try_from(d).is_ok())
+                }) {
+                    let next = others.swap_remove(at);
+                    self.shards[shard].insert(k, (next - base) as u32);
                 }
             }
         } else {
-            let Some(others) = self.more.get_mut(&hash) else {
+            let Some(others) = self.more.get_mut(&key) else {
                 return false;
             };
             let Some(at) = others.iter().position(|s| *s == seq) else {
@@ -133,8 +191,8 @@ impl IdIndex {
             };
             others.swap_remove(at);
         }
-        if self.more.get(&hash).is_some_and(Vec::is_empty) {
-            self.more.remove(&hash);
+        if self.more.get(&key).is_some_and(Vec::is_empty) {
+            self.more.remove(&key);
         }
         true
     }
@@ -159,7 +217,8 @@ impl IdIndex {
     /// How many events it holds.
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
-        self.first.len() + self.more.values().map(Vec::len).sum::<usize>()
+        self.shards.iter().map(Map::len).sum::<usize>()
+            + self.more.values().map(Vec::len).sum::<usize>()
     }
 }
 
@@ -180,47 +239,98 @@ mod tests {
         assert_ne!(id_hash("abc"), id_hash("abd"));
     }
 
+    /// Hashes with the same 40 bits the index keys on, different above them.
+    fn same_key(n: i64) -> i64 {
+        (n << 40) | 0x12_3456_789a
+    }
+
     #[test]
-    fn colliding_hashes_keep_every_event() {
+    fn colliding_keys_keep_every_event() {
         let mut index = IdIndex::default();
-        index.add(7, 1);
-        index.add(7, 2);
-        index.add(7, 3);
+        index.add(same_key(1), 1);
+        index.add(same_key(2), 2);
+        index.add(same_key(1), 3);
         index.add(8, 4);
-        assert_eq!(sorted(&index, 7), vec![1, 2, 3]);
-        index.remove(7, 1);
-        assert_eq!(sorted(&index, 7), vec![2, 3]);
-        index.remove(7, 3);
-        index.remove(7, 9);
-        assert_eq!(sorted(&index, 7), vec![2]);
-        index.remove(7, 2);
-        assert_eq!(sorted(&index, 7), Vec::<i64>::new());
+        // Every event with the key is a candidate (confirmed against its id by the writer).
+        assert_eq!(sorted(&index, same_key(1)), vec![1, 2, 3]);
+        index.remove(same_key(1), 1);
+        assert_eq!(sorted(&index, same_key(2)), vec![2, 3]);
+        index.remove(same_key(1), 3);
+        index.remove(same_key(1), 9);
+        assert_eq!(sorted(&index, same_key(1)), vec![2]);
+        index.remove(same_key(2), 2);
+        assert_eq!(sorted(&index, same_key(1)), Vec::<i64>::new());
         assert_eq!(sorted(&index, 8), vec![4]);
         assert_eq!(index.len(), 1);
         assert!(index.more.is_empty(), "no empty lists left behind");
     }
 
     #[test]
-    fn a_roll_back_undoes_the_transaction_and_only_it() {
-        let mut index = IdIndex::default();
-        index.add(1, 10);
-        index.add(2, 20);
-        index.commit();
-        index.add(3, 30);
-        index.add(1, 11);
-        index.remove(2, 20);
-        index.remove(1, 10);
-        index.remove(5, 50);
-        index.roll_back();
-        assert_eq!(sorted(&index, 1), vec![10]);
-        assert_eq!(sorted(&index, 2), vec![20]);
-        assert_eq!(sorted(&index, 3), Vec::<i64>::new());
-        assert_eq!(index.len(), 2);
-        assert!(index.journal.is_empty());
-        index.remove(2, 20);
-        index.commit();
-        index.roll_back();
-        assert_eq!(sorted(&index, 2), Vec::<i64>::new(), "committed: stays");
+    fn seqs_that_do_not_fit_an_offset_are_kept_exactly() {
+        let mut index = IdIndex::with_capacity(0, 1_000);
+        let far = 1_000 + i64::from(u32::MAX) + 5;
+        index.add(1, 5);
+        index.add(2, far);
+        index.add(3, 1_000);
+        assert_eq!(sorted(&index, 1), vec![5]);
+        assert_eq!(sorted(&index, 2), vec![far]);
+        assert_eq!(sorted(&index, 3), vec![1_000]);
+        index.remove(1, 5);
+        index.remove(2, far);
+        assert_eq!(index.len(), 1);
+        assert!(index.more.is_empty());
+    }
+
+    #[test]
+    fn it_agrees_with_a_plain_map_through_commits_and_roll_backs() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let mut index = IdIndex::with_capacity(0, 100);
+        // The model: hash -> seqs, as committed, and as the open transaction has it.
+        let mut committed: HashMap<i64, Vec<i64>> = HashMap::new();
+        let mut open = committed.clone();
+        let mut next_seq = 50; // some below the base, then above it
+        for _ in 0..20_000 {
+            // Few distinct keys, so collisions and refills of slots happen often.
+            let hash = same_key(rng.gen_range(0..4)) ^ rng.gen_range(0..64);
+            match rng.gen_range(0..10) {
+                0..=4 => {
+                    index.add(hash, next_seq);
+                    open.entry(hash).or_default().push(next_seq);
+                    next_seq += rng.gen_range(1..3);
+                }
+                5..=7 => {
+                    let seqs = open.entry(hash).or_default();
+                    let seq = match seqs.len() {
+                        0 => next_seq + 1,
+                        n => seqs.swap_remove(rng.gen_range(0..n)),
+                    };
+                    index.remove(hash, seq);
+                }
+                8 => {
+                    index.commit();
+                    committed = open.clone();
+                }
+                _ => {
+                    index.roll_back();
+                    open = committed.clone();
+                }
+            }
+            let h = same_key(rng.gen_range(0..4)) ^ rng.gen_range(0..64);
+            let found: std::collections::HashSet<i64> = index.candidates(h).collect();
+            for seq in open.get(&h).into_iter().flatten() {
+                assert!(found.contains(seq), "{h:x}: {seq} missing");
+            }
+            // And nothing but events stored under the same key (no leftovers).
+            let same: std::collections::HashSet<i64> = open
+                .iter()
+                .filter(|(other, _)| key40(**other) == key40(h))
+                .flat_map(|(_, seqs)| seqs.iter().copied())
+                .collect();
+            assert!(found.is_subset(&same), "{h:x}: {found:?} vs {same:?}");
+            let model_len: usize = open.values().map(Vec::len).sum();
+            assert_eq!(index.len(), model_len);
+        }
     }
 
     #[test]
@@ -233,6 +343,7 @@ mod tests {
         .expect("fill");
         let index = IdIndex::load(&conn).expect("load");
         assert_eq!(index.len(), 3);
+        assert_eq!(index.base, 1);
         assert_eq!(sorted(&index, 5), vec![1, 3]);
         assert_eq!(sorted(&index, 6), vec![2]);
         assert!(index.journal.is_empty());
