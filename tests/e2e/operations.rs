@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gateway_e2e::harness::{
-    self, base_config, binaries, get, metric, read_jsonl, wait_until, Lark, TestGateway,
+    self, base_config, binaries, get, metric, read_jsonl, run_cli, wait_until, Lark, TestGateway,
 };
 
 const TOKEN: &str = "ops-token";
@@ -579,6 +579,55 @@ fn a_store_that_cannot_write_answers_503_and_claims_nothing() {
     .len()
         == 1));
     assert_eq!(get(&gw.admin_url("/readyz")).expect("readyz").status, 200);
+}
+
+#[test]
+fn a_second_gateway_on_the_same_store_refuses_to_start_and_check_names_the_lock() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = format!(
+        "{}{}{}{}",
+        base_config(),
+        app(),
+        testkit("sink", "record = \"data/sink.jsonl\""),
+        route("\"t.s\"", "\"sink\""),
+    );
+    let gw = TestGateway::spawn(dir.path(), &cfg);
+    // The same config again (its listeners would take other ports): the store is taken.
+    let mut second = std::process::Command::new(&binaries().gateway)
+        .arg("--config")
+        .arg(dir.path().join("gateway.toml"))
+        .arg("run")
+        .env_remove("GATEWAY_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start a second gateway");
+    let exited = wait_until(Duration::from_secs(20), || {
+        matches!(second.try_wait(), Ok(Some(_)))
+    });
+    if !exited {
+        let _ = second.kill();
+        panic!("a second gateway started on the same store");
+    }
+    let out = second.wait_with_output().expect("its output");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("in use by another running gateway"), "{err}");
+    // The operator commands still open it, and the first gateway goes on serving.
+    let (code, out, err) = gw.cli(&["store", "check"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(send(&gw, "after-refusal", "t.s"), 200);
+    drop(gw);
+    // A lock path that cannot be opened as a file is a `check` error, with its location.
+    let lock = dir.path().join("data/gateway.db.lock");
+    std::fs::remove_file(&lock).expect("the lock file stays behind, unlocked");
+    std::fs::create_dir(&lock).expect("a folder in its place");
+    let (code, out, err) = run_cli(&dir.path().join("gateway.toml"), &["check"]);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(
+        err.contains("store.path:") && err.contains("gateway.db.lock"),
+        "{err}"
+    );
 }
 
 #[test]

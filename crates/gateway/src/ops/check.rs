@@ -208,9 +208,6 @@ fn report(config: &Config, problems: Vec<String>, warnings: Vec<String>) -> Exit
     ExitCode::SUCCESS
 }
 
-/// Whether the store at `path` can be opened for writing, without creating anything: an
-/// existing file must open for writing; otherwise the nearest existing folder must take a new
-/// file (tried with a temporary one, removed at once).
 /// Connects to the database and reads its schema version (nothing is written).
 fn database_state(pg: &PgSettings) -> Result<String, String> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -221,7 +218,18 @@ fn database_state(pg: &PgSettings) -> Result<String, String> {
         .map_err(|e| e.0)
 }
 
+/// Whether the store at `path` and its lock file (`<path>.lock`, which `run` holds) can be
+/// opened for writing, without creating anything.
 fn store_writable(path: &Path) -> Result<(), String> {
+    file_writable(path)?;
+    let mut lock = path.as_os_str().to_owned();
+    lock.push(".lock");
+    file_writable(Path::new(&lock))
+}
+
+/// An existing file must open for writing; otherwise the nearest existing folder must take a new
+/// file (tried with a temporary one, removed at once).
+fn file_writable(path: &Path) -> Result<(), String> {
     if path.exists() {
         return std::fs::OpenOptions::new()
             .append(true)

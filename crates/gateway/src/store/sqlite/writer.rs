@@ -213,8 +213,8 @@ fn apply_accept(
     let hash = id_hash(&ev.id);
     let candidates: Vec<i64> = ids.candidates(hash).collect();
     if !candidates.is_empty() {
-        // The same hash: a duplicate only if the stored id is the same (it is, but for a 64-bit
-        // collision); an event purged meanwhile is no longer there.
+        // The same key in the index: a duplicate only if the stored id is the same (it is unless
+        // two ids share the index's 40 bits of hash); an event removed meanwhile is not there.
         let mut same = tx.prepare_cached("SELECT id = ?2 FROM events WHERE seq = ?1")?;
         for seq in candidates {
             let found: Option<bool> = same
