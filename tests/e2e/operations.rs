@@ -545,17 +545,21 @@ plugins = ["audit"]
     assert!(out.contains("HTTP 404"), "{out}");
 }
 
-#[test]
-fn a_store_that_cannot_write_answers_503_and_claims_nothing() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = format!(
+/// One app whose `t.s` events go to a testkit plugin recording to `data/sink.jsonl`.
+fn sink_config() -> String {
+    format!(
         "{}{}{}{}",
         base_config(),
         app(),
         testkit("sink", "record = \"data/sink.jsonl\""),
         route("\"t.s\"", "\"sink\""),
-    );
-    let gw = TestGateway::spawn(dir.path(), &cfg);
+    )
+}
+
+#[test]
+fn a_store_that_cannot_write_answers_503_and_claims_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = TestGateway::spawn(dir.path(), &sink_config());
     // Another process holds the database's write lock for longer than the gateway waits.
     let other = rusqlite::Connection::open(dir.path().join("data/gateway.db")).expect("open");
     other.execute_batch("BEGIN IMMEDIATE").expect("lock");
@@ -584,14 +588,7 @@ fn a_store_that_cannot_write_answers_503_and_claims_nothing() {
 #[test]
 fn a_second_gateway_on_the_same_store_refuses_to_start_and_check_names_the_lock() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = format!(
-        "{}{}{}{}",
-        base_config(),
-        app(),
-        testkit("sink", "record = \"data/sink.jsonl\""),
-        route("\"t.s\"", "\"sink\""),
-    );
-    let gw = TestGateway::spawn(dir.path(), &cfg);
+    let gw = TestGateway::spawn(dir.path(), &sink_config());
     // The same config again (its listeners would take other ports): the store is taken.
     let mut second = std::process::Command::new(&binaries().gateway)
         .arg("--config")

@@ -50,7 +50,7 @@ fn a_version_1_store_is_migrated_at_open() {
 }
 
 /// The version 4 layout, as that version created it.
-const V4: &str = "
+const V4_TABLES: &str = "
 CREATE TABLE events (id TEXT PRIMARY KEY, app TEXT NOT NULL, event_type TEXT NOT NULL,
     schema TEXT NOT NULL, received_at INTEGER NOT NULL, body TEXT NOT NULL,
     routed INTEGER NOT NULL) WITHOUT ROWID;
@@ -61,20 +61,24 @@ CREATE TABLE deliveries (key INTEGER PRIMARY KEY, event_id TEXT NOT NULL REFEREN
     updated_at INTEGER NOT NULL, generation INTEGER NOT NULL DEFAULT 0,
     started INTEGER NOT NULL DEFAULT 0, crashes INTEGER NOT NULL DEFAULT 0,
     UNIQUE (event_id, plugin));
+";
+
+/// What versions 4 and 5 created after their `events` and `deliveries` tables.
+pub(super) const V4_V5_REST: &str = "
 CREATE INDEX deliveries_due ON deliveries(next_at) WHERE state = 'pending';
 CREATE INDEX deliveries_dead ON deliveries(updated_at) WHERE state = 'dead';
 CREATE TABLE attempts (delivery_key INTEGER NOT NULL REFERENCES deliveries(key) ON DELETE CASCADE,
     generation INTEGER NOT NULL, attempt INTEGER NOT NULL, outcome TEXT NOT NULL, reason TEXT,
     started_at INTEGER, duration_ms INTEGER, recorded_at INTEGER NOT NULL);
 CREATE INDEX attempts_delivery ON attempts(delivery_key);
-PRAGMA user_version = 4;
 ";
 
 /// A version 4 store: `zz-pending` (received first) waits for `a` after a retry; `aa-done` was
 /// delivered to `a` and dead-lettered by `b`.
 fn version_4_store(path: &std::path::Path) {
     let old = Connection::open(path).expect("open");
-    old.execute_batch(V4).expect("v4 schema");
+    old.execute_batch(&format!("{V4_TABLES}{V4_V5_REST}PRAGMA user_version = 4;"))
+        .expect("v4 schema");
     old.execute_batch(
         "INSERT INTO events VALUES ('zz-pending', 'hire', 't', '2.0', 100, '{\"n\":1}', 1);
          INSERT INTO events VALUES ('aa-done', 'hire', 't', '2.0', 200, '{\"n\":2}', 1);

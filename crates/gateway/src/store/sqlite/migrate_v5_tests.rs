@@ -6,8 +6,8 @@ use super::ids::id_hash;
 use super::tests::{accepted, event, rt, START};
 use super::*;
 
-/// The version 5 layout, as that version created it.
-const V5: &str = "
+/// The version 5 layout, as that version created it (the rest as version 4 had it).
+const V5_TABLES: &str = "
 CREATE TABLE events (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, app TEXT NOT NULL,
     event_type TEXT NOT NULL, schema TEXT NOT NULL, received_at INTEGER NOT NULL,
     body TEXT NOT NULL, routed INTEGER NOT NULL);
@@ -18,13 +18,6 @@ CREATE TABLE deliveries (key INTEGER PRIMARY KEY, event_seq INTEGER NOT NULL REF
     updated_at INTEGER NOT NULL, generation INTEGER NOT NULL DEFAULT 0,
     started INTEGER NOT NULL DEFAULT 0, crashes INTEGER NOT NULL DEFAULT 0,
     UNIQUE (event_seq, plugin));
-CREATE INDEX deliveries_due ON deliveries(next_at) WHERE state = 'pending';
-CREATE INDEX deliveries_dead ON deliveries(updated_at) WHERE state = 'dead';
-CREATE TABLE attempts (delivery_key INTEGER NOT NULL REFERENCES deliveries(key) ON DELETE CASCADE,
-    generation INTEGER NOT NULL, attempt INTEGER NOT NULL, outcome TEXT NOT NULL, reason TEXT,
-    started_at INTEGER, duration_ms INTEGER, recorded_at INTEGER NOT NULL);
-CREATE INDEX attempts_delivery ON attempts(delivery_key);
-PRAGMA user_version = 5;
 ";
 
 #[test]
@@ -33,7 +26,11 @@ fn a_version_5_store_loses_its_id_index_and_keeps_every_row() {
     let path = dir.path().join("s.db");
     {
         let old = Connection::open(&path).expect("open");
-        old.execute_batch(V5).expect("v5 schema");
+        old.execute_batch(&format!(
+            "{V5_TABLES}{}PRAGMA user_version = 5;",
+            super::migrate_tests::V4_V5_REST
+        ))
+        .expect("v5 schema");
         old.execute_batch(
             "INSERT INTO events VALUES (3, 'first', 'hire', 't', '2.0', 100, '{\"n\":1}', 1);
              INSERT INTO events VALUES (8, 'second', 'hire', 't', '2.0', 200, '{\"n\":2}', 1);
