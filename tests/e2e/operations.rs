@@ -126,6 +126,8 @@ fn metrics_move_with_known_traffic() {
         3.0
     );
     assert!(at("gateway_store_commit_batch_size_count") >= 1.0);
+    // Five events stored (the unrouted one included), each id held once for dedup.
+    assert_eq!(at("gateway_store_dedup_ids"), 5.0);
 }
 
 #[test]

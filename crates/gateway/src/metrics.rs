@@ -70,6 +70,7 @@ pub struct Metrics {
     pub request_latency: Histogram,
     pub plugin_latency: Family<PluginLabels, Histogram>,
     pub commit_batch: Histogram,
+    pub dedup_ids: Gauge,
     pub longconn_connects: Family<AppLabels, Counter>,
     pub longconn_reconnects: Family<AppLabels, Counter>,
     pub longconn_frames: Family<AppKindLabels, Counter>,
@@ -197,6 +198,12 @@ impl Metrics {
             "Writes per store transaction (group commit)",
             commit_batch.clone(),
         );
+        let dedup_ids = Gauge::default();
+        registry.register(
+            "gateway_store_dedup_ids",
+            "Event ids in the embedded store's in-memory dedup index (the events kept)",
+            dedup_ids.clone(),
+        );
         let longconn_connects = Family::<AppLabels, Counter>::default();
         registry.register(
             "gateway_longconn_connects",
@@ -319,6 +326,7 @@ impl Metrics {
             request_latency,
             plugin_latency,
             commit_batch,
+            dedup_ids,
             longconn_connects,
             longconn_reconnects,
             longconn_frames,
@@ -371,6 +379,11 @@ pub fn admin_auth_failure(kind: &str) {
 
 pub fn observe_commit_batch(size: usize) {
     get().commit_batch.observe(size as f64);
+}
+
+/// The number of ids in the embedded store's dedup index.
+pub fn set_dedup_ids(n: usize) {
+    get().dedup_ids.set(i64::try_from(n).unwrap_or(i64::MAX));
 }
 
 pub fn app(app: &str) -> AppLabels {

@@ -82,6 +82,8 @@ pub(super) struct IdIndex {
     /// Further events with the same 40-bit key (different ids, or ids differing beyond those
     /// bits), and any seq that does not fit an offset from `base`; almost always small.
     more: Map<u64, Vec<i64>>,
+    /// How many events it holds.
+    entries: usize,
     journal: Vec<Change>,
 }
 
@@ -100,6 +102,7 @@ impl IdIndex {
                 .map(|_| Map::with_capacity_and_hasher(per_shard, Default::default()))
                 .collect(),
             more: Map::default(),
+            entries: 0,
             journal: Vec::new(),
         }
     }
@@ -147,6 +150,7 @@ impl IdIndex {
     }
 
     fn insert(&mut self, hash: i64, seq: i64) {
+        self.entries += 1;
         let key = key40(hash);
         let (shard, k) = self.shard(key);
         match (self.offset(seq), self.shards[shard].entry(k)) {
@@ -194,6 +198,7 @@ impl IdIndex {
         if self.more.get(&key).is_some_and(Vec::is_empty) {
             self.more.remove(&key);
         }
+        self.entries -= 1;
         true
     }
 
@@ -215,10 +220,8 @@ impl IdIndex {
     }
 
     /// How many events it holds.
-    #[cfg(test)]
     pub(super) fn len(&self) -> usize {
-        self.shards.iter().map(Map::len).sum::<usize>()
-            + self.more.values().map(Vec::len).sum::<usize>()
+        self.entries
     }
 }
 
@@ -330,6 +333,9 @@ mod tests {
             assert!(found.is_subset(&same), "{h:x}: {found:?} vs {same:?}");
             let model_len: usize = open.values().map(Vec::len).sum();
             assert_eq!(index.len(), model_len);
+            let counted = index.shards.iter().map(Map::len).sum::<usize>()
+                + index.more.values().map(Vec::len).sum::<usize>();
+            assert_eq!(counted, model_len);
         }
     }
 

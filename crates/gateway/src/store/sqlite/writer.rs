@@ -59,6 +59,7 @@ fn apply_and_settle(
             Ok(_) => index.commit(),
             Err(_) => index.roll_back(),
         }
+        crate::metrics::set_dedup_ids(index.len());
     }
     applied
 }
@@ -70,6 +71,7 @@ fn load_ids(conn: &Connection, ids: &mut Option<IdIndex>) {
     match IdIndex::load(conn) {
         Ok(index) => {
             tracing::debug!(elapsed = ?started.elapsed(), "event id index loaded");
+            crate::metrics::set_dedup_ids(index.len());
             *ids = Some(index);
         }
         Err(e) => tracing::error!(error = %e, "cannot read the event id index"),
