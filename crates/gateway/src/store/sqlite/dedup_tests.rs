@@ -202,3 +202,55 @@ fn a_whole_purge_chunk_leaves_the_index_with_the_table() {
         store.close();
     });
 }
+
+#[test]
+fn replay_by_id_finds_events_through_the_index_or_one_scan_when_it_missed_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s.db");
+    rt().block_on(async {
+        let gateway = SqliteStore::open(&path).expect("open");
+        accepted(&gateway, event("a", &["p"])).await;
+        accepted(&gateway, event("b", &["p", "q"])).await;
+        // An operator command's own store: it reads the index on its first replay by id.
+        let operator = SqliteStore::open_existing(&path).expect("operator");
+        let ids = |ids: &[&str]| ReplaySelector::Events {
+            ids: ids.iter().map(|s| s.to_string()).collect(),
+            plugin: None,
+        };
+        let n = operator
+            .replay(ids(&["a", "b", "a", "nope"]))
+            .await
+            .expect("replay");
+        assert_eq!(
+            n, 3,
+            "a's one delivery (once), b's two, nothing for an unknown id"
+        );
+        // Accepted by the gateway after the operator's index was read: found by the scan.
+        accepted(&gateway, event("c", &["p"])).await;
+        assert_eq!(operator.replay(ids(&["c"])).await.expect("replay"), 1);
+        // The gateway's own replay (its index knows every event) and one plugin only.
+        let one = ReplaySelector::Events {
+            ids: vec!["b".into()],
+            plugin: Some("q".into()),
+        };
+        assert_eq!(gateway.replay(one).await.expect("replay"), 1);
+        let due = gateway
+            .due(now_ms() + 60_000, super::tests::START, 10)
+            .await
+            .expect("due");
+        let mut generations: Vec<(String, u32)> = due
+            .deliveries
+            .iter()
+            .map(|d| (d.plugin.clone(), d.generation))
+            .collect();
+        generations.sort();
+        // a:p, b:p and c:p replayed once; b:q twice (the operator's, then the gateway's).
+        let expected = [("p", 1), ("p", 1), ("p", 1), ("q", 2)];
+        assert_eq!(
+            generations,
+            expected.map(|(p, g)| (p.to_string(), g)).to_vec()
+        );
+        operator.close();
+        gateway.close();
+    });
+}

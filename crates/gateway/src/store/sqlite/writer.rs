@@ -49,7 +49,13 @@ fn apply_and_settle(
     batch: &[Write],
     ids: &mut Option<IdIndex>,
 ) -> Result<Vec<Outcome>, StoreError> {
-    if ids.is_none() && batch.iter().any(|w| matches!(w, Write::Accept(..))) {
+    let needs_ids = |w: &Write| {
+        matches!(
+            w,
+            Write::Accept(..) | Write::Replay(ReplaySelector::Events { .. }, _)
+        )
+    };
+    if ids.is_none() && batch.iter().any(needs_ids) {
         // Outside any transaction: the index is what is committed.
         load_ids(conn, ids);
     }
@@ -199,7 +205,7 @@ fn apply_batch(
                 )?
                 .execute(params![plugin, before])? as u64,
             ),
-            Write::Replay(sel, _) => Outcome::Count(apply_replay(&tx, sel, now)?),
+            Write::Replay(sel, _) => Outcome::Count(apply_replay(&tx, sel, now, ids.as_ref())?),
         });
     }
     tx.commit()?;
@@ -350,6 +356,7 @@ fn apply_replay(
     tx: &rusqlite::Transaction<'_>,
     sel: &ReplaySelector,
     now: i64,
+    index: Option<&IdIndex>,
 ) -> Result<u64, StoreError> {
     let mut n = 0;
     match sel {
@@ -358,12 +365,10 @@ fn apply_replay(
                 "UPDATE deliveries SET state = 'pending', attempts = 0, generation = generation + 1,
                      started = 0, crashes = 0,
                      next_at = ?3, updated_at = ?3
-                 WHERE event_seq IN (SELECT e.seq FROM event_ids i CROSS JOIN events e ON e.seq = i.seq
-                                     WHERE i.hash = ?4 AND e.id = ?1)
-                   AND (?2 IS NULL OR plugin = ?2)",
+                 WHERE event_seq = ?1 AND (?2 IS NULL OR plugin = ?2)",
             )?;
-            for id in ids {
-                n += stmt.execute(params![id, plugin, now, id_hash(id)])? as u64;
+            for seq in seqs_of(tx, ids, index)? {
+                n += stmt.execute(params![seq, plugin, now])? as u64;
             }
         }
         ReplaySelector::DeadLetters { plugin } => {
@@ -377,6 +382,47 @@ fn apply_replay(
         }
     }
     Ok(n)
+}
+
+/// The stored events with these ids, each once: looked up in the index, then, for any id it
+/// does not know (an event accepted by another process after this one read its index), in one
+/// scan of `event_ids` (under the write lock, so only when needed).
+fn seqs_of(
+    tx: &rusqlite::Transaction<'_>,
+    ids: &[String],
+    index: Option<&IdIndex>,
+) -> Result<Vec<i64>, StoreError> {
+    let mut stored = tx.prepare_cached("SELECT id FROM events WHERE seq = ?1")?;
+    let mut is = |seq: i64, id: &str| -> Result<bool, StoreError> {
+        let found: Option<String> = stored.query_row([seq], |r| r.get(0)).optional()?;
+        Ok(found.as_deref() == Some(id))
+    };
+    let mut seqs = Vec::new();
+    let mut missing: std::collections::HashMap<i64, Vec<&str>> = Default::default();
+    let mut asked = std::collections::HashSet::new();
+    'ids: for id in ids.iter().filter(|id| asked.insert(id.as_str())) {
+        let hash = id_hash(id);
+        for seq in index.into_iter().flat_map(|i| i.candidates(hash)) {
+            if is(seq, id)? {
+                seqs.push(seq);
+                continue 'ids;
+            }
+        }
+        missing.entry(hash).or_default().push(id);
+    }
+    if !missing.is_empty() {
+        let mut scan = tx.prepare_cached("SELECT seq, hash FROM event_ids")?;
+        let mut rows = scan.query([])?;
+        while let Some(row) = rows.next()? {
+            let (seq, hash): (i64, i64) = (row.get(0)?, row.get(1)?);
+            for id in missing.get(&hash).into_iter().flatten() {
+                if is(seq, id)? {
+                    seqs.push(seq);
+                }
+            }
+        }
+    }
+    Ok(seqs)
 }
 
 /// [`apply_and_settle`] for the store's tests, each outcome as `new`, `duplicate`, `applied` or
