@@ -4,7 +4,7 @@
 //! page, and that page is written to the WAL with the commit and again by the next checkpoint
 //! (measured: 12 of the 30 pages a 12-event commit wrote). Instead, the `event_ids` table holds
 //! each event's [`id_hash`] in arrival order (appended, like the events themselves), the writer
-//! loads it into an [`IdIndex`] before its first accept, and a candidate found there is confirmed
+//! loads it into an [`IdIndex`] before its first accept (or replay by id), and a candidate found there is confirmed
 //! against the event's stored id: a hash match alone never makes a duplicate.
 //!
 //! The index changes with the writer's transaction: every change is journaled and undone when the
@@ -62,6 +62,11 @@ const SHARDS: usize = 256;
 /// The 40 bits of a hash the index keys on: 8 pick the shard, 32 are the key within it.
 fn key40(hash: i64) -> u64 {
     (hash as u64) & ((1 << 40) - 1)
+}
+
+/// `seq` as an offset from `base`, if it fits in 32 bits.
+fn offset_from(base: i64, seq: i64) -> Option<u32> {
+    seq.checked_sub(base).and_then(|d| u32::try_from(d).ok())
 }
 
 /// A change to undo if the transaction that made it fails.
@@ -124,8 +129,7 @@ impl IdIndex {
 
     /// `seq` as an offset from `base`, if it fits in 32 bits.
     fn offset(&self, seq: i64) -> Option<u32> {
-        seq.checked_sub(self.base)
-            .and_then(|d| u32::try_from(d).ok())
+        offset_from(self.base, seq)
     }
 
     fn shard(&self, key: u64) -> (usize, u32) {
@@ -171,19 +175,18 @@ impl IdIndex {
     fn forget(&mut self, hash: i64, seq: i64) -> bool {
         let key = key40(hash);
         let (shard, k) = self.shard(key);
-        let in_slot =
-            self.offset(seq).is_some() && self.shards[shard].get(&k) == self.offset(seq).as_ref();
-        if in_slot {
+        let slot = self.shards[shard].get(&k).copied();
+        if slot.is_some() && slot == self.offset(seq) {
             self.shards[shard].remove(&k);
             // Another event with this key moves up into the slot, if its seq fits.
+            let base = self.base;
             if let Some(others) = self.more.get_mut(&key) {
-                let base = self.base;
-                if let Some(at) = others.iter().position(|s| {
-                    s.checked_sub(base)
-                        .is_some_and(|d| u32::try_from(d).is_ok())
-                }) {
-                    let next = others.swap_remove(at);
-                    self.shards[shard].insert(k, (next - base) as u32);
+                let fits = others
+                    .iter()
+                    .find_map(|s| offset_from(base, *s).map(|o| (*s, o)));
+                if let Some((next, off)) = fits {
+                    others.retain(|s| *s != next);
+                    self.shards[shard].insert(k, off);
                 }
             }
         } else {

@@ -3,7 +3,7 @@
 //! If the transaction fails, every write of the batch gets the error and nothing is claimed.
 //!
 //! The writer also owns the in-memory [`IdIndex`] that deduplicates accepted events: loaded
-//! before the first accept (at start, for `gateway run`), changed with each transaction and
+//! before the first accept or replay by id (at start, for `gateway run`), changed with each transaction and
 //! rolled back with a failed one.
 
 use std::sync::mpsc;
@@ -17,7 +17,8 @@ use crate::store::{Accepted, Finish, FinishRecord, NewEvent, StoreError, CRASHED
 
 /// The writer thread: batch, apply in one transaction, commit (fsync), answer. With `preload`,
 /// the id index is read before the first write is taken (a gateway that will accept events);
-/// otherwise on the first accept, if one ever comes (the operator commands never accept).
+/// otherwise on the first write that needs it (an operator command's replay by id; the operator
+/// commands never accept).
 pub(super) fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Write>, preload: bool) {
     let mut ids = None;
     if preload {
@@ -219,19 +220,8 @@ fn apply_accept(
     ids: &mut IdIndex,
 ) -> Result<Accepted, StoreError> {
     let hash = id_hash(&ev.id);
-    let candidates: Vec<i64> = ids.candidates(hash).collect();
-    if !candidates.is_empty() {
-        // The same key in the index: a duplicate only if the stored id is the same (it is unless
-        // two ids share the index's 40 bits of hash); an event removed meanwhile is not there.
-        let mut same = tx.prepare_cached("SELECT id = ?2 FROM events WHERE seq = ?1")?;
-        for seq in candidates {
-            let found: Option<bool> = same
-                .query_row(params![seq, ev.id], |r| r.get(0))
-                .optional()?;
-            if found == Some(true) {
-                return Ok(Accepted::Duplicate);
-            }
-        }
+    if stored_seq(tx, ids, hash, &ev.id)?.is_some() {
+        return Ok(Accepted::Duplicate);
     }
     tx.prepare_cached(
         "INSERT INTO events (id, app, event_type, schema, received_at, body, routed)
@@ -384,6 +374,29 @@ fn apply_replay(
     Ok(n)
 }
 
+/// The stored event with this id (of this hash) that the index knows: each candidate with the
+/// same key is confirmed against its stored id (two ids may share the index's 40 bits of hash,
+/// and an event removed behind the writer's back is no longer there).
+fn stored_seq(
+    tx: &rusqlite::Transaction<'_>,
+    index: &IdIndex,
+    hash: i64,
+    id: &str,
+) -> Result<Option<i64>, StoreError> {
+    let mut candidates = index.candidates(hash).peekable();
+    if candidates.peek().is_none() {
+        return Ok(None);
+    }
+    let mut same = tx.prepare_cached("SELECT id = ?2 FROM events WHERE seq = ?1")?;
+    for seq in candidates {
+        let found: Option<bool> = same.query_row(params![seq, id], |r| r.get(0)).optional()?;
+        if found == Some(true) {
+            return Ok(Some(seq));
+        }
+    }
+    Ok(None)
+}
+
 /// The stored events with these ids, each once: looked up in the index, then, for any id it
 /// does not know (an event accepted by another process after this one read its index), in one
 /// scan of `event_ids` (under the write lock, so only when needed).
@@ -392,31 +405,30 @@ fn seqs_of(
     ids: &[String],
     index: Option<&IdIndex>,
 ) -> Result<Vec<i64>, StoreError> {
-    let mut stored = tx.prepare_cached("SELECT id FROM events WHERE seq = ?1")?;
-    let mut is = |seq: i64, id: &str| -> Result<bool, StoreError> {
-        let found: Option<String> = stored.query_row([seq], |r| r.get(0)).optional()?;
-        Ok(found.as_deref() == Some(id))
-    };
     let mut seqs = Vec::new();
     let mut missing: std::collections::HashMap<i64, Vec<&str>> = Default::default();
     let mut asked = std::collections::HashSet::new();
-    'ids: for id in ids.iter().filter(|id| asked.insert(id.as_str())) {
+    for id in ids.iter().filter(|id| asked.insert(id.as_str())) {
         let hash = id_hash(id);
-        for seq in index.into_iter().flat_map(|i| i.candidates(hash)) {
-            if is(seq, id)? {
-                seqs.push(seq);
-                continue 'ids;
-            }
+        let known = match index {
+            Some(index) => stored_seq(tx, index, hash, id)?,
+            None => None,
+        };
+        match known {
+            Some(seq) => seqs.push(seq),
+            None => missing.entry(hash).or_default().push(id),
         }
-        missing.entry(hash).or_default().push(id);
     }
     if !missing.is_empty() {
+        let mut same = tx.prepare_cached("SELECT id = ?2 FROM events WHERE seq = ?1")?;
         let mut scan = tx.prepare_cached("SELECT seq, hash FROM event_ids")?;
         let mut rows = scan.query([])?;
         while let Some(row) = rows.next()? {
             let (seq, hash): (i64, i64) = (row.get(0)?, row.get(1)?);
             for id in missing.get(&hash).into_iter().flatten() {
-                if is(seq, id)? {
+                let found: Option<bool> =
+                    same.query_row(params![seq, id], |r| r.get(0)).optional()?;
+                if found == Some(true) {
                     seqs.push(seq);
                 }
             }
