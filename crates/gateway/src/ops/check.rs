@@ -218,13 +218,26 @@ fn database_state(pg: &PgSettings) -> Result<String, String> {
         .map_err(|e| e.0)
 }
 
-/// Whether the store at `path` and its lock file (`<path>.lock`, which `run` holds) can be
-/// opened for writing, without creating anything.
+/// Whether the store at `path`, its lock file (`<path>.lock`, which `run` holds) and its folder
+/// of event-id runs (`<path>.ids/`) can be written, without creating anything.
 fn store_writable(path: &Path) -> Result<(), String> {
     file_writable(path)?;
     let mut lock = path.as_os_str().to_owned();
     lock.push(".lock");
-    file_writable(Path::new(&lock))
+    file_writable(Path::new(&lock))?;
+    let mut ids = path.as_os_str().to_owned();
+    ids.push(".ids");
+    let ids = Path::new(&ids);
+    if !ids.exists() {
+        return file_writable(ids);
+    }
+    if !ids.is_dir() {
+        return Err(format!("{} is not a folder", ids.display()));
+    }
+    let probe = ids.join(format!(".gateway-check-{}", std::process::id()));
+    std::fs::File::create(&probe)
+        .and_then(|_| std::fs::remove_file(&probe))
+        .map_err(|e| format!("{} does not take new files: {e}", ids.display()))
 }
 
 /// An existing file must open for writing; otherwise the nearest existing folder must take a new

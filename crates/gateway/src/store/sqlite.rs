@@ -10,9 +10,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 
+mod dedup;
 mod ids;
 mod inspect;
 mod migrate;
+mod runs;
 mod writer;
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -69,10 +71,18 @@ CREATE TABLE IF NOT EXISTS attempts (
     recorded_at  INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS attempts_delivery ON attempts(delivery_key);
+CREATE TABLE IF NOT EXISTS id_runs (
+    file        TEXT PRIMARY KEY,
+    lo          INTEGER NOT NULL,
+    hi          INTEGER NOT NULL,
+    level       INTEGER NOT NULL,
+    count       INTEGER NOT NULL,
+    digest      TEXT NOT NULL
+);
 ";
 
 /// The schema version this code writes; older stores are migrated at open.
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 7;
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -192,12 +202,12 @@ impl SqliteStore {
     fn start(path: &Path, lock: Option<std::fs::File>) -> Result<SqliteStore, StoreError> {
         let writer = open_connection(path)?;
         let reader = open_connection(path)?;
+        let owner = lock.is_some().then(|| path.to_path_buf());
         let (tx, rx) = mpsc::channel();
         let handle = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || {
-                let preload = lock.is_some();
-                writer::writer_loop(writer, rx, preload);
+                writer::writer_loop(writer, rx, owner);
                 drop(lock);
             })
             .map_err(|e| StoreError(format!("cannot start writer thread: {e}")))?;
@@ -412,7 +422,12 @@ impl Store for SqliteStore {
     }
 
     fn check(&self) -> StoreFuture<Vec<String>> {
-        self.read(inspect::check)
+        let path = self.inner.path.clone();
+        self.read(move |c| {
+            let mut problems = inspect::check(c)?;
+            problems.extend(dedup::check_runs(c, &path)?);
+            Ok(problems)
+        })
     }
 
     fn replay(&self, selector: ReplaySelector) -> StoreFuture<u64> {

@@ -112,15 +112,17 @@ impl IdIndex {
         }
     }
 
-    /// Reads every `(hash, seq)` of the store's `event_ids` table.
-    pub(super) fn load(conn: &Connection) -> Result<IdIndex, StoreError> {
-        let (count, base): (i64, Option<i64>) =
-            conn.query_row("SELECT COUNT(*), MIN(seq) FROM event_ids", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?;
-        let mut index = IdIndex::with_capacity(count.max(0) as usize, base.unwrap_or(1));
-        let mut stmt = conn.prepare("SELECT hash, seq FROM event_ids")?;
-        let mut rows = stmt.query([])?;
+    /// Reads every `(hash, seq)` of the store's `event_ids` table past `after`.
+    pub(super) fn load_after(conn: &Connection, after: i64) -> Result<IdIndex, StoreError> {
+        let (count, base): (i64, Option<i64>) = conn.query_row(
+            "SELECT COUNT(*), MIN(seq) FROM event_ids WHERE seq > ?1",
+            [after],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let mut index =
+            IdIndex::with_capacity(count.max(0) as usize, base.unwrap_or(after.max(0) + 1));
+        let mut stmt = conn.prepare("SELECT hash, seq FROM event_ids WHERE seq > ?1")?;
+        let mut rows = stmt.query([after])?;
         while let Some(row) = rows.next()? {
             index.insert(row.get(0)?, row.get(1)?);
         }
@@ -225,6 +227,32 @@ impl IdIndex {
     /// How many events it holds.
     pub(super) fn len(&self) -> usize {
         self.entries
+    }
+
+    pub(super) fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Drops one shard's events with `seq <= covered` (now in a run on disk), and the exact
+    /// entries of `more` with it on the first shard. Not journaled: only between transactions.
+    pub(super) fn evict_up_to(&mut self, shard: usize, covered: i64) {
+        let base = self.base;
+        let Some(map) = self.shards.get_mut(shard) else {
+            return;
+        };
+        let before = map.len();
+        map.retain(|_, off| base + i64::from(*off) > covered);
+        let mut gone = before - map.len();
+        map.shrink_to_fit();
+        if shard == 0 {
+            self.more.retain(|_, seqs| {
+                let n = seqs.len();
+                seqs.retain(|s| *s > covered);
+                gone += n - seqs.len();
+                !seqs.is_empty()
+            });
+        }
+        self.entries -= gone;
     }
 }
 
@@ -350,7 +378,7 @@ mod tests {
              INSERT INTO event_ids VALUES (1, 5), (2, 6), (3, 5);",
         )
         .expect("fill");
-        let index = IdIndex::load(&conn).expect("load");
+        let index = IdIndex::load_after(&conn, i64::MIN).expect("load");
         assert_eq!(index.len(), 3);
         assert_eq!(index.base, 1);
         assert_eq!(sorted(&index, 5), vec![1, 3]);

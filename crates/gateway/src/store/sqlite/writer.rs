@@ -2,27 +2,44 @@
 //! transaction, commits (one fsync for the whole batch: group commit), then answers each caller.
 //! If the transaction fails, every write of the batch gets the error and nothing is claimed.
 //!
-//! The writer also owns the in-memory [`IdIndex`] that deduplicates accepted events: loaded
-//! before the first accept or replay by id (at start, for `gateway run`), changed with each transaction and
-//! rolled back with a failed one.
+//! The writer also owns the [`Dedup`] index that deduplicates accepted events: loaded before
+//! the first accept or replay by id (at start, for `gateway run`), changed with each
+//! transaction and rolled back with a failed one; between batches it takes in the older ids'
+//! runs on disk and frees their memory.
 
 use std::sync::mpsc;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::ids::{id_hash, IdIndex};
+use super::dedup::{Dedup, SPILL_AT};
+use super::ids::id_hash;
 use super::{now_ms, ReplaySelector, Write, MAX_BATCH};
 use crate::store::PURGE_CHUNK;
 use crate::store::{Accepted, Finish, FinishRecord, NewEvent, StoreError, CRASHED};
 
-/// The writer thread: batch, apply in one transaction, commit (fsync), answer. With `preload`,
-/// the id index is read before the first write is taken (a gateway that will accept events);
-/// otherwise on the first write that needs it (an operator command's replay by id; the operator
-/// commands never accept).
-pub(super) fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Write>, preload: bool) {
+/// The writer thread: batch, apply in one transaction, commit (fsync), answer. With `owner`
+/// (the store's path, for the gateway that holds its lock and accepts events), the id index,
+/// both tiers, is read before the first write is taken; otherwise, memory only, on the first
+/// write that needs it (an operator command's replay by id; the operator commands never accept).
+pub(super) fn writer_loop(
+    mut conn: Connection,
+    rx: mpsc::Receiver<Write>,
+    owner: Option<std::path::PathBuf>,
+) {
     let mut ids = None;
-    if preload {
-        load_ids(&conn, &mut ids);
+    if let Some(path) = &owner {
+        let started = std::time::Instant::now();
+        match Dedup::open(&conn, path, SPILL_AT) {
+            Ok(index) => {
+                tracing::debug!(elapsed = ?started.elapsed(), "event id index loaded");
+                crate::metrics::set_dedup_ids(index.len());
+                ids = Some(index);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot open the event id runs; ids kept in memory only");
+                load_ids(&conn, &mut ids);
+            }
+        }
     }
     while let Ok(first) = rx.recv() {
         let batch = take_batch(first, &rx);
@@ -40,6 +57,9 @@ pub(super) fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Write>, prelo
                 }
             }
         }
+        if let Some(index) = ids.as_mut() {
+            index.after_batch(&mut conn);
+        }
     }
 }
 
@@ -48,7 +68,7 @@ pub(super) fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Write>, prelo
 fn apply_and_settle(
     conn: &mut Connection,
     batch: &[Write],
-    ids: &mut Option<IdIndex>,
+    ids: &mut Option<Dedup>,
 ) -> Result<Vec<Outcome>, StoreError> {
     let needs_ids = |w: &Write| {
         matches!(
@@ -71,11 +91,11 @@ fn apply_and_settle(
     applied
 }
 
-/// Reads the id index; on failure logs it and leaves none (each accept then fails and the next
-/// batch with one tries again).
-fn load_ids(conn: &Connection, ids: &mut Option<IdIndex>) {
+/// Reads the id index, memory only; on failure logs it and leaves none (each accept then fails
+/// and the next batch with one tries again).
+fn load_ids(conn: &Connection, ids: &mut Option<Dedup>) {
     let started = std::time::Instant::now();
-    match IdIndex::load(conn) {
+    match Dedup::in_memory(conn) {
         Ok(index) => {
             tracing::debug!(elapsed = ?started.elapsed(), "event id index loaded");
             crate::metrics::set_dedup_ids(index.len());
@@ -133,7 +153,7 @@ fn answer(write: Write, result: Result<Outcome, StoreError>) {
 fn apply_batch(
     conn: &mut Connection,
     batch: &[Write],
-    ids: &mut Option<IdIndex>,
+    ids: &mut Option<Dedup>,
 ) -> Result<Vec<Outcome>, StoreError> {
     // Take the write lock first (a busy wait happens here), then read the clock: a fresh
     // delivery's `next_at` is when it became visible to this writer, so the sweeper's hand-off
@@ -217,15 +237,17 @@ fn apply_accept(
     tx: &rusqlite::Transaction<'_>,
     ev: &NewEvent,
     now: i64,
-    ids: &mut IdIndex,
+    ids: &mut Dedup,
 ) -> Result<Accepted, StoreError> {
     let hash = id_hash(&ev.id);
     if stored_seq(tx, ids, hash, &ev.id)?.is_some() {
         return Ok(Accepted::Duplicate);
     }
+    // The index assigns the seq: past every one stored or covered by a run, never reused.
+    let seq = ids.take_seq();
     tx.prepare_cached(
-        "INSERT INTO events (id, app, event_type, schema, received_at, body, routed)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO events (seq, id, app, event_type, schema, received_at, body, routed)
+         VALUES (?8, ?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
     .execute(params![
         ev.id,
@@ -234,9 +256,9 @@ fn apply_accept(
         ev.schema,
         ev.received_at_ms,
         &*ev.body,
-        !ev.plugins.is_empty()
+        !ev.plugins.is_empty(),
+        seq
     ])?;
-    let seq = tx.last_insert_rowid();
     // A row left at this seq by an event removed behind the writer's back is stale: replaced.
     tx.prepare_cached("INSERT OR REPLACE INTO event_ids (seq, hash) VALUES (?1, ?2)")?
         .execute(params![seq, hash])?;
@@ -315,7 +337,7 @@ fn apply_purge(
     tx: &rusqlite::Transaction<'_>,
     before: i64,
     dead_before: i64,
-    mut ids: Option<&mut IdIndex>,
+    mut ids: Option<&mut Dedup>,
 ) -> Result<u64, StoreError> {
     // The same oldest-first chunk in both statements: removing done and old dead deliveries
     // changes no event's "has a pending delivery or a recent dead letter".
@@ -346,7 +368,7 @@ fn apply_replay(
     tx: &rusqlite::Transaction<'_>,
     sel: &ReplaySelector,
     now: i64,
-    index: Option<&IdIndex>,
+    index: Option<&Dedup>,
 ) -> Result<u64, StoreError> {
     let mut n = 0;
     match sel {
@@ -379,12 +401,12 @@ fn apply_replay(
 /// and an event removed behind the writer's back is no longer there).
 fn stored_seq(
     tx: &rusqlite::Transaction<'_>,
-    index: &IdIndex,
+    index: &Dedup,
     hash: i64,
     id: &str,
 ) -> Result<Option<i64>, StoreError> {
-    let mut candidates = index.candidates(hash).peekable();
-    if candidates.peek().is_none() {
+    let candidates = index.candidates(hash)?;
+    if candidates.is_empty() {
         return Ok(None);
     }
     let mut same = tx.prepare_cached("SELECT id = ?2 FROM events WHERE seq = ?1")?;
@@ -403,7 +425,7 @@ fn stored_seq(
 fn seqs_of(
     tx: &rusqlite::Transaction<'_>,
     ids: &[String],
-    index: Option<&IdIndex>,
+    index: Option<&Dedup>,
 ) -> Result<Vec<i64>, StoreError> {
     let mut seqs = Vec::new();
     let mut missing: std::collections::HashMap<i64, Vec<&str>> = Default::default();
@@ -443,7 +465,7 @@ fn seqs_of(
 pub(super) fn apply_and_settle_for_tests(
     conn: &mut Connection,
     batch: &[Write],
-    ids: &mut Option<IdIndex>,
+    ids: &mut Option<Dedup>,
 ) -> Result<Vec<&'static str>, StoreError> {
     Ok(apply_and_settle(conn, batch, ids)?
         .into_iter()

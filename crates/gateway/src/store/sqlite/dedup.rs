@@ -1,0 +1,473 @@
+//! The writer's dedup index in two tiers, so its memory stays bounded while every id kept stays
+//! deduplicated: the newest ids in memory ([`IdIndex`]), the older ones in sorted runs on disk
+//! ([`Run`]), each with a Bloom filter in memory.
+//!
+//! When the memory tier holds [`SPILL_AT`] ids, a builder thread reads the `event_ids` rows
+//! past the runs (committed rows: `event_ids` stays the truth) into a new level-0 run, merges
+//! the newest runs while two have the same level (a binary counter: at most one run per level,
+//! each id rewritten once per level), drops the oldest run once retention removed all its
+//! events, and hands the new chain back. The writer records the chain in the `id_runs` table in
+//! a transaction of its own (the store names the runs it uses), then drops the covered ids from
+//! memory a few shards per batch and deletes the files it no longer uses.
+//!
+//! Seqs only grow (the writer assigns them past everything stored and covered), so an event is
+//! always either in a run's range or in memory. A run at start that is missing, damaged or
+//! not contiguous with the chain is dropped, with every run after it: their events are read
+//! back into memory (and spilled again later).
+
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc};
+
+use rusqlite::{params, Connection};
+
+use super::ids::IdIndex;
+use super::runs::{Run, RunWriter};
+use crate::store::StoreError;
+
+/// Ids in memory that start a spill to disk: about 5–9 MB of index.
+pub(super) const SPILL_AT: usize = 1 << 19;
+/// Memory shards freed after each batch once a run took their ids over.
+const EVICT_SHARDS_PER_BATCH: usize = 16;
+
+/// A chain of runs built by the builder thread, or why not.
+type Built = Result<Vec<Arc<Run>>, StoreError>;
+
+/// Both tiers and the spill machinery.
+pub(super) struct Dedup {
+    mem: IdIndex,
+    /// Oldest first; each run's `lo` is the previous one's `hi`.
+    runs: Vec<Arc<Run>>,
+    /// Every seq at or below this is in the runs' ranges (0: no runs).
+    covered: i64,
+    /// The next memory shard to drop covered ids from, until all are done.
+    evicting: Option<usize>,
+    next_seq: i64,
+    spill: Option<Spill>,
+}
+
+/// The builder thread and its state; none for an operator command (memory only, never spills).
+struct Spill {
+    at: usize,
+    jobs: mpsc::Sender<(Vec<Arc<Run>>, i64)>,
+    done: mpsc::Receiver<Built>,
+    busy: bool,
+}
+
+/// Where a store keeps its runs: `<store>.ids/` beside it.
+pub(super) fn runs_dir(store: &Path) -> PathBuf {
+    let mut name = store.as_os_str().to_owned();
+    name.push(".ids");
+    PathBuf::from(name)
+}
+
+impl Dedup {
+    /// Memory only, from all of `event_ids` (an operator command's view; never spills).
+    pub(super) fn in_memory(conn: &Connection) -> Result<Dedup, StoreError> {
+        let mem = IdIndex::load_after(conn, i64::MIN)?;
+        Ok(Dedup {
+            mem,
+            runs: Vec::new(),
+            covered: 0,
+            evicting: None,
+            next_seq: next_seq(conn, 0)?,
+            spill: None,
+        })
+    }
+
+    /// Both tiers for the gateway that owns the store at `store`: the runs the store names (each
+    /// checked), the events past them in memory, and a builder that spills at `spill_at` ids.
+    pub(super) fn open(
+        conn: &Connection,
+        store: &Path,
+        spill_at: usize,
+    ) -> Result<Dedup, StoreError> {
+        let dir = runs_dir(store);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
+        let runs = open_chain(conn, &dir)?;
+        let covered = runs.last().map_or(0, |r| r.hi);
+        remove_unused(&dir, &runs);
+        let mem = IdIndex::load_after(conn, covered)?;
+        let (jobs, job_rx) = mpsc::channel::<(Vec<Arc<Run>>, i64)>();
+        let (done_tx, done) = mpsc::channel();
+        let reader = super::open_connection(store)?;
+        std::thread::Builder::new()
+            .name("store-ids".into())
+            .spawn(move || {
+                while let Ok((chain, hi)) = job_rx.recv() {
+                    let built = build(&reader, &dir, chain, hi, spill_at);
+                    if done_tx.send(built).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| StoreError(format!("cannot start the id run builder: {e}")))?;
+        Ok(Dedup {
+            mem,
+            runs,
+            covered,
+            evicting: None,
+            next_seq: next_seq(conn, covered)?,
+            spill: Some(Spill {
+                at: spill_at,
+                jobs,
+                done,
+                busy: false,
+            }),
+        })
+    }
+
+    /// The events whose id may have this hash (confirm each against its stored id).
+    pub(super) fn candidates(&self, hash: i64) -> Result<Vec<i64>, StoreError> {
+        let mut found: Vec<i64> = self.mem.candidates(hash).collect();
+        for run in &self.runs {
+            found.extend(run.lookup(hash)?);
+        }
+        Ok(found)
+    }
+
+    /// The seq for a new event: past every event stored or covered, so never reused.
+    pub(super) fn take_seq(&mut self) -> i64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+
+    pub(super) fn add(&mut self, hash: i64, seq: i64) {
+        self.mem.add(hash, seq);
+    }
+
+    /// Forgets a purged event if memory holds it (a run keeps it until a merge: a stale entry
+    /// only costs a look-up, as every candidate is confirmed).
+    pub(super) fn remove(&mut self, hash: i64, seq: i64) {
+        self.mem.remove(hash, seq);
+    }
+
+    pub(super) fn commit(&mut self) {
+        self.mem.commit();
+    }
+
+    pub(super) fn roll_back(&mut self) {
+        self.mem.roll_back();
+    }
+
+    /// Ids held in memory.
+    pub(super) fn len(&self) -> usize {
+        self.mem.len()
+    }
+
+    /// Between batches (no transaction open): takes a finished chain in, frees a few shards of
+    /// covered ids, and starts a spill when memory holds enough.
+    pub(super) fn after_batch(&mut self, conn: &mut Connection) {
+        let built = self.spill.as_ref().and_then(|s| s.done.try_recv().ok());
+        self.step(conn, built);
+    }
+
+    fn step(&mut self, conn: &mut Connection, built: Option<Built>) {
+        let Some(spill) = self.spill.as_mut() else {
+            return;
+        };
+        if let Some(built) = built {
+            spill.busy = false;
+            match built.and_then(|chain| install(conn, &self.runs, chain)) {
+                Ok(chain) => {
+                    self.covered = chain.last().map_or(self.covered, |r| r.hi);
+                    self.runs = chain;
+                    self.evicting = Some(0);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot spill event ids to disk; kept in memory")
+                }
+            }
+        }
+        if let Some(from) = self.evicting {
+            let to = (from + EVICT_SHARDS_PER_BATCH).min(self.mem.shard_count());
+            for shard in from..to {
+                self.mem.evict_up_to(shard, self.covered);
+            }
+            self.evicting = (to < self.mem.shard_count()).then_some(to);
+        }
+        if !spill.busy && self.evicting.is_none() && self.mem.len() >= spill.at {
+            let hi = self.next_seq - 1;
+            if spill.jobs.send((self.runs.clone(), hi)).is_ok() {
+                spill.busy = true;
+            }
+        }
+    }
+
+    /// Waits until no spill is under way and memory holds no covered id (for the tests).
+    #[cfg(test)]
+    pub(super) fn settle(&mut self, conn: &mut Connection) {
+        self.step(conn, None);
+        for _ in 0..10_000 {
+            let busy = self.spill.as_ref().is_some_and(|s| s.busy);
+            if !busy && self.evicting.is_none() {
+                return;
+            }
+            let built = match self.spill.as_ref() {
+                Some(s) if busy => s.done.recv().ok(),
+                _ => None,
+            };
+            self.step(conn, built);
+        }
+        panic!("the dedup index did not settle");
+    }
+
+    #[cfg(test)]
+    pub(super) fn runs(&self) -> &[Arc<Run>] {
+        &self.runs
+    }
+}
+
+/// One past the highest seq stored or covered.
+fn next_seq(conn: &Connection, covered: i64) -> Result<i64, StoreError> {
+    let stored: i64 = conn.query_row(
+        "SELECT MAX(COALESCE((SELECT MAX(seq) FROM events), 0),
+                    COALESCE((SELECT MAX(seq) FROM event_ids), 0))",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(stored.max(covered) + 1)
+}
+
+/// The runs the store names, in order, each opened and checked; the chain stops at the first
+/// that is missing, damaged or out of line.
+fn open_chain(conn: &Connection, dir: &Path) -> Result<Vec<Arc<Run>>, StoreError> {
+    let mut stmt = conn.prepare("SELECT file, lo, hi, digest FROM id_runs ORDER BY lo")?;
+    let named = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut chain: Vec<Arc<Run>> = Vec::new();
+    for (file, lo, hi, digest) in named {
+        let opened = Run::open(&dir.join(&file)).and_then(|run| {
+            let in_line = chain.last().is_none_or(|prev| prev.hi == lo);
+            if run.lo != lo || run.hi != hi || run.digest != digest || !in_line {
+                Err(StoreError(format!(
+                    "id run {file}: not the one the store names"
+                )))
+            } else {
+                Ok(run)
+            }
+        });
+        match opened {
+            Ok(run) => chain.push(Arc::new(run)),
+            Err(e) => {
+                tracing::warn!(error = %e, "event id run dropped; its ids are read into memory");
+                break;
+            }
+        }
+    }
+    Ok(chain)
+}
+
+/// For `store check`: each run the store names is there, intact and in line, and holds every
+/// event of its range (a finding here costs no correctness: the gateway drops such a run at its
+/// next start and reads its ids back into memory).
+pub(super) fn check_runs(conn: &Connection, store: &Path) -> Result<Vec<String>, StoreError> {
+    let dir = runs_dir(store);
+    let mut problems = Vec::new();
+    let mut stmt = conn.prepare("SELECT file, lo, hi, digest FROM id_runs ORDER BY lo")?;
+    let named = stmt
+        .query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?
+        .collect::<Result<Vec<(String, i64, i64, String)>, _>>()?;
+    let mut prev_hi = None;
+    let mut missing =
+        conn.prepare("SELECT hash, seq FROM event_ids WHERE seq > ?1 AND seq <= ?2")?;
+    for (file, lo, hi, digest) in named {
+        if prev_hi.is_some_and(|p| p != lo) {
+            problems.push(format!("id run {file} does not follow the previous run"));
+        }
+        prev_hi = Some(hi);
+        let run = match Run::open(&dir.join(&file)) {
+            Ok(run) if run.digest == digest && (run.lo, run.hi) == (lo, hi) => run,
+            Ok(_) => {
+                problems.push(format!("id run {file} is not the one the store names"));
+                continue;
+            }
+            Err(e) => {
+                problems.push(e.0);
+                continue;
+            }
+        };
+        let mut absent = 0u64;
+        let mut rows = missing.query(params![lo, hi])?;
+        while let Some(row) = rows.next()? {
+            let (hash, seq): (i64, i64) = (row.get(0)?, row.get(1)?);
+            if !run.lookup(hash)?.contains(&seq) {
+                absent += 1;
+            }
+        }
+        if absent > 0 {
+            problems.push(format!("id run {file} lacks {absent} events of its range"));
+        }
+    }
+    Ok(problems)
+}
+
+/// Deletes the files in `dir` that are not runs of `chain` (left by a build or a merge that a
+/// stop or crash interrupted, or replaced by a newer chain).
+fn remove_unused(dir: &Path, chain: &[Arc<Run>]) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !chain.iter().any(|r| r.path == path) {
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove an unused id run");
+            }
+        }
+    }
+}
+
+/// Records `chain` in the store as the runs it uses (one transaction), then deletes the files
+/// of `old` it replaced. On failure the new files are deleted and `old` stays.
+fn install(
+    conn: &mut Connection,
+    old: &[Arc<Run>],
+    chain: Vec<Arc<Run>>,
+) -> Result<Vec<Arc<Run>>, StoreError> {
+    let recorded = (|| -> Result<(), StoreError> {
+        let tx = conn.transaction()?;
+        tx.execute("DELETE FROM id_runs", [])?;
+        let mut stmt =
+            tx.prepare("INSERT INTO id_runs (file, lo, hi, level, count, digest) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
+        for run in &chain {
+            let file = run
+                .path
+                .file_name()
+                .and_then(|f| f.to_str())
+                .unwrap_or_default();
+            stmt.execute(params![
+                file,
+                run.lo,
+                run.hi,
+                run.level,
+                run.count as i64,
+                run.digest
+            ])?;
+        }
+        drop(stmt);
+        tx.commit()?;
+        Ok(())
+    })();
+    let (keep, gone) = match &recorded {
+        Ok(()) => (&chain[..], old),
+        Err(_) => (old, &chain[..]),
+    };
+    for run in gone
+        .iter()
+        .filter(|r| !keep.iter().any(|k| k.path == r.path))
+    {
+        if let Err(e) = std::fs::remove_file(&run.path) {
+            tracing::warn!(path = %run.path.display(), error = %e, "cannot remove an unused id run");
+        }
+    }
+    recorded.map(|()| chain)
+}
+
+/// The builder's job: a level-0 run of the rows in `(chain's hi, hi]`, then merges of equal
+/// levels, then the oldest run dropped if retention emptied its range.
+fn build(
+    conn: &Connection,
+    dir: &Path,
+    mut chain: Vec<Arc<Run>>,
+    hi: i64,
+    expected: usize,
+) -> Built {
+    let lo = chain.last().map_or(0, |r| r.hi);
+    let given: Vec<PathBuf> = chain.iter().map(|r| r.path.clone()).collect();
+    let mut pairs: Vec<(i64, i64)> = Vec::with_capacity(expected);
+    let mut stmt =
+        conn.prepare_cached("SELECT hash, seq FROM event_ids WHERE seq > ?1 AND seq <= ?2")?;
+    let mut rows = stmt.query(params![lo, hi])?;
+    while let Some(row) = rows.next()? {
+        pairs.push((row.get(0)?, row.get(1)?));
+    }
+    pairs.sort_unstable();
+    let mut out = RunWriter::create(dir, pairs.len())?;
+    for (hash, seq) in &pairs {
+        out.push(*hash, *seq)?;
+    }
+    drop(pairs);
+    chain.push(Arc::new(out.finish(lo, hi, 0)?));
+    while chain.len() >= 2 && chain[chain.len() - 2].level == chain[chain.len() - 1].level {
+        let (Some(newer), Some(older)) = (chain.pop(), chain.pop()) else {
+            break;
+        };
+        chain.push(Arc::new(merge(conn, dir, &older, &newer)?));
+        // A run made by this job and merged in it was never used: its file goes now (the
+        // writer deletes the ones it used once the store names the new chain).
+        for made in [older, newer].iter().filter(|r| !given.contains(&r.path)) {
+            if let Err(e) = std::fs::remove_file(&made.path) {
+                tracing::warn!(path = %made.path.display(), error = %e, "cannot remove an id run");
+            }
+        }
+    }
+    if let Some(oldest) = chain.first() {
+        let live: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM event_ids WHERE seq > ?1 AND seq <= ?2)",
+            params![oldest.lo, oldest.hi],
+            |r| r.get(0),
+        )?;
+        if !live && chain.len() > 1 {
+            chain.remove(0);
+        }
+    }
+    Ok(chain)
+}
+
+/// Two neighbouring runs as one of the next level, without the pairs whose event retention
+/// removed since (read from `event_ids` as a bitmap over the range).
+fn merge(conn: &Connection, dir: &Path, older: &Run, newer: &Run) -> Result<Run, StoreError> {
+    let (lo, hi) = (older.lo, newer.hi);
+    let span = usize::try_from(hi - lo).map_err(|_| StoreError("id run: bad range".into()))?;
+    let mut live = vec![0u64; span.div_ceil(64)];
+    let mut stmt = conn.prepare_cached("SELECT seq FROM event_ids WHERE seq > ?1 AND seq <= ?2")?;
+    let mut rows = stmt.query(params![lo, hi])?;
+    while let Some(row) = rows.next()? {
+        let at = (row.get::<_, i64>(0)? - lo - 1) as usize;
+        live[at / 64] |= 1 << (at % 64);
+    }
+    let is_live = |seq: i64| {
+        let at = (seq - lo - 1) as usize;
+        seq > lo && seq <= hi && live[at / 64] & (1 << (at % 64)) != 0
+    };
+    let io = |e: std::io::Error| StoreError(format!("id run merge: {e}"));
+    let mut out = RunWriter::create(dir, (older.count + newer.count) as usize)?;
+    let mut a = older.pairs()?.peekable();
+    let mut b = newer.pairs()?.peekable();
+    loop {
+        let next = match (a.peek(), b.peek()) {
+            (Some(Ok(x)), Some(Ok(y))) => {
+                if x <= y {
+                    a.next()
+                } else {
+                    b.next()
+                }
+            }
+            (Some(_), _) => a.next(),
+            (None, Some(_)) => b.next(),
+            (None, None) => break,
+        };
+        let Some(pair) = next else { break };
+        let (hash, seq) = pair.map_err(io)?;
+        if is_live(seq) {
+            out.push(hash, seq)?;
+        }
+    }
+    out.finish(lo, hi, older.level.max(newer.level) + 1)
+}
+
+#[cfg(test)]
+#[path = "dedup_runs_tests.rs"]
+mod tests;

@@ -1,0 +1,263 @@
+//! The two-tier index: ids spill to runs on disk and stay duplicates, across restarts and
+//! merges; memory stays bounded; purged events leave the runs; a damaged run is dropped and
+//! its ids read back; seqs are never reused.
+
+use tokio::sync::oneshot;
+
+use super::*;
+use crate::store::sqlite::tests::event;
+use crate::store::sqlite::{writer, SqliteStore, Write};
+use crate::store::{Store, PURGE_CHUNK};
+
+const AT: usize = 50;
+
+fn accept(id: &str) -> Write {
+    Write::Accept(event(id, &["p"]), oneshot::channel().0)
+}
+
+/// Runs `batch` through the writer's path, then lets the index take in any spill.
+fn run(conn: &mut Connection, ids: &mut Option<Dedup>, batch: &[Write]) -> Vec<&'static str> {
+    let outcomes = writer::apply_and_settle_for_tests(conn, batch, ids).expect("batch");
+    if let Some(index) = ids.as_mut() {
+        index.settle(conn);
+    }
+    outcomes
+}
+
+fn names(n: std::ops::Range<usize>) -> Vec<String> {
+    n.map(|i| format!("ev-{i}")).collect()
+}
+
+fn accept_all(
+    conn: &mut Connection,
+    ids: &mut Option<Dedup>,
+    names: &[String],
+) -> Vec<&'static str> {
+    names
+        .chunks(10)
+        .flat_map(|chunk| {
+            run(
+                conn,
+                ids,
+                &chunk.iter().map(|n| accept(n)).collect::<Vec<_>>(),
+            )
+        })
+        .collect()
+}
+
+fn setup() -> (tempfile::TempDir, PathBuf, Connection) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s.db");
+    SqliteStore::open(&path).expect("create").close();
+    let conn = super::super::open_connection(&path).expect("conn");
+    (dir, path, conn)
+}
+
+fn files(path: &Path) -> Vec<PathBuf> {
+    let mut f: Vec<PathBuf> = std::fs::read_dir(runs_dir(path))
+        .expect("dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    f.sort();
+    f
+}
+
+fn check_chain(index: &Dedup) {
+    let runs = index.runs();
+    for pair in runs.windows(2) {
+        assert_eq!(pair[0].hi, pair[1].lo, "contiguous");
+        assert!(
+            pair[0].level > pair[1].level,
+            "one run per level, oldest largest"
+        );
+    }
+}
+
+#[test]
+fn spilled_ids_stay_duplicates_across_restarts_with_bounded_memory() {
+    let (_dir, path, mut conn) = setup();
+    let mut ids = Some(Dedup::open(&conn, &path, AT).expect("open"));
+    let all = names(0..1_000);
+    assert!(accept_all(&mut conn, &mut ids, &all)
+        .iter()
+        .all(|o| *o == "new"));
+    let index = ids.as_ref().expect("index");
+    check_chain(index);
+    assert!(index.runs().len() >= 2, "merged into levels");
+    assert!(index.len() < AT + 10, "memory holds {} ids", index.len());
+    let covered: u64 = index.runs().iter().map(|r| r.count).sum();
+    assert_eq!(covered as usize + index.len(), 1_000);
+    let chain: Vec<PathBuf> = index.runs().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(files(&path), chain, "no file but the chain's");
+    assert!(accept_all(&mut conn, &mut ids, &all)
+        .iter()
+        .all(|o| *o == "duplicate"));
+    // A restart reads the runs the store names and the rest into memory.
+    drop(ids);
+    let mut ids = Some(Dedup::open(&conn, &path, AT).expect("reopen"));
+    let reopened: Vec<PathBuf> = ids
+        .as_ref()
+        .expect("i")
+        .runs()
+        .iter()
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(reopened, chain);
+    assert!(accept_all(&mut conn, &mut ids, &all)
+        .iter()
+        .all(|o| *o == "duplicate"));
+    assert_eq!(
+        accept_all(&mut conn, &mut ids, &names(1_000..1_001)),
+        ["new"]
+    );
+    let stored: i64 = conn
+        .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(stored, 1_001);
+}
+
+#[test]
+fn a_damaged_run_is_dropped_and_its_ids_read_back_into_memory() {
+    let (_dir, path, mut conn) = setup();
+    let mut ids = Some(Dedup::open(&conn, &path, AT).expect("open"));
+    let all = names(0..300);
+    accept_all(&mut conn, &mut ids, &all);
+    let first = ids.as_ref().expect("i").runs()[0].path.clone();
+    drop(ids);
+    let mut bytes = std::fs::read(&first).expect("read");
+    bytes[20] ^= 0xff;
+    std::fs::write(&first, bytes).expect("write");
+    let mut ids = Some(Dedup::open(&conn, &path, usize::MAX).expect("reopen"));
+    let index = ids.as_ref().expect("i");
+    assert!(
+        index.runs().is_empty(),
+        "the chain stops at the damaged run"
+    );
+    assert_eq!(index.len(), 300);
+    assert!(files(&path).is_empty(), "the unusable runs are removed");
+    assert!(accept_all(&mut conn, &mut ids, &all)
+        .iter()
+        .all(|o| *o == "duplicate"));
+}
+
+#[test]
+fn a_run_the_store_does_not_name_is_not_used() {
+    let (_dir, path, mut conn) = setup();
+    let mut ids = Some(Dedup::open(&conn, &path, AT).expect("open"));
+    accept_all(&mut conn, &mut ids, &names(0..200));
+    drop(ids);
+    // Another store at the same path: the runs left in the folder are not its.
+    drop(conn);
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(p));
+    }
+    SqliteStore::open(&path).expect("create").close();
+    let mut conn = super::super::open_connection(&path).expect("conn");
+    let mut ids = Some(Dedup::open(&conn, &path, AT).expect("open"));
+    assert!(ids.as_ref().expect("i").runs().is_empty());
+    assert!(files(&path).is_empty());
+    assert!(accept_all(&mut conn, &mut ids, &names(0..200))
+        .iter()
+        .all(|o| *o == "new"));
+}
+
+fn purge_all(conn: &mut Connection, ids: &mut Option<Dedup>) {
+    // Chunk by chunk (at most PURGE_CHUNK events each), until none is left.
+    for _ in 0..=400 / PURGE_CHUNK + 1 {
+        run(
+            conn,
+            ids,
+            &[Write::Purge(2_000, i64::MIN, oneshot::channel().0)],
+        );
+    }
+    let left: i64 = conn
+        .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(left, 0);
+}
+
+#[test]
+fn purged_events_leave_the_runs_and_seqs_are_never_reused() {
+    let (_dir, path, mut conn) = setup();
+    let mut ids = Some(Dedup::open(&conn, &path, AT).expect("open"));
+    let old = names(0..400);
+    accept_all(&mut conn, &mut ids, &old);
+    // Deliveries must be finished for retention to remove their events.
+    conn.execute("UPDATE deliveries SET state = 'done'", [])
+        .expect("done");
+    purge_all(&mut conn, &mut ids);
+    let covered = ids.as_ref().expect("i").runs().last().map_or(0, |r| r.hi);
+    assert!(covered > 0);
+    // Gone from the store: new again (a stale pair in a run is confirmed and found gone).
+    assert!(accept_all(&mut conn, &mut ids, &old[..5])
+        .iter()
+        .all(|o| *o == "new"));
+    let min_seq: i64 = conn
+        .query_row("SELECT MIN(seq) FROM events", [], |r| r.get(0))
+        .expect("min");
+    assert!(min_seq > covered, "seq {min_seq} reused below {covered}");
+    // Later spills merge the old runs away: their pairs are gone with their events.
+    accept_all(&mut conn, &mut ids, &names(1_000..1_800));
+    let index = ids.as_ref().expect("i");
+    check_chain(index);
+    let in_runs: u64 = index.runs().iter().map(|r| r.count).sum();
+    assert!(
+        in_runs as usize + index.len() <= 805 + 400 - 5,
+        "{in_runs} pairs in runs"
+    );
+    assert!(accept_all(&mut conn, &mut ids, &old[..5])
+        .iter()
+        .all(|o| *o == "duplicate"));
+    assert!(accept_all(&mut conn, &mut ids, &old[5..10])
+        .iter()
+        .all(|o| *o == "new"));
+}
+
+#[test]
+fn store_check_verifies_the_runs_the_store_names() {
+    let (_dir, path, mut conn) = setup();
+    let mut ids = Some(Dedup::open(&conn, &path, AT).expect("open"));
+    accept_all(&mut conn, &mut ids, &names(0..200));
+    assert!(check_runs(&conn, &path).expect("check").is_empty());
+    let runs: Vec<PathBuf> = ids
+        .as_ref()
+        .expect("i")
+        .runs()
+        .iter()
+        .map(|r| r.path.clone())
+        .collect();
+    // An event of a run's range that the run lacks (a row the run was not built from).
+    conn.execute("UPDATE event_ids SET hash = 12345 WHERE seq = 1", [])
+        .expect("row");
+    let found = check_runs(&conn, &path).expect("check");
+    assert!(
+        found.iter().any(|p| p.contains("lacks 1 events")),
+        "{found:?}"
+    );
+    std::fs::remove_file(&runs[0]).expect("remove");
+    let found = check_runs(&conn, &path).expect("check");
+    assert!(found.iter().any(|p| p.contains("open")), "{found:?}");
+}
+
+#[test]
+fn a_version_6_store_gets_the_runs_table_and_keeps_its_ids() {
+    let (_dir, path, mut conn) = setup();
+    let mut ids = Some(Dedup::open(&conn, &path, usize::MAX).expect("open"));
+    accept_all(&mut conn, &mut ids, &names(0..3));
+    drop(ids);
+    conn.execute_batch("DROP TABLE id_runs; PRAGMA user_version = 6;")
+        .expect("v6");
+    drop(conn);
+    SqliteStore::open(&path).expect("migrates").close();
+    let mut conn = super::super::open_connection(&path).expect("conn");
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .expect("version");
+    assert_eq!(version, super::super::SCHEMA_VERSION);
+    let mut ids = Some(Dedup::open(&conn, &path, AT).expect("open"));
+    assert!(accept_all(&mut conn, &mut ids, &names(0..3))
+        .iter()
+        .all(|o| *o == "duplicate"));
+}
