@@ -24,8 +24,9 @@ use super::ids::IdIndex;
 use super::runs::{Run, RunWriter};
 use crate::store::StoreError;
 
-/// Ids in memory that start a spill to disk: about 5–9 MB of index.
-pub(super) const SPILL_AT: usize = 1 << 19;
+/// Ids in memory that start a spill to disk: about 3–5 MB of index, and 4 MB kept by the
+/// builder to sort them.
+pub(super) const SPILL_AT: usize = 1 << 18;
 /// Memory shards freed after each batch once a run took their ids over.
 const EVICT_SHARDS_PER_BATCH: usize = 16;
 
@@ -94,8 +95,10 @@ impl Dedup {
         std::thread::Builder::new()
             .name("store-ids".into())
             .spawn(move || {
+                // Kept across spills: the same few MB each time, not allocated and freed again.
+                let mut pairs = Vec::new();
                 while let Ok((chain, hi)) = job_rx.recv() {
-                    let built = build(&reader, &dir, chain, hi, spill_at);
+                    let built = build(&reader, &dir, chain, hi, &mut pairs);
                     if done_tx.send(built).is_err() {
                         break;
                     }
@@ -382,11 +385,11 @@ fn build(
     dir: &Path,
     mut chain: Vec<Arc<Run>>,
     hi: i64,
-    expected: usize,
+    pairs: &mut Vec<(i64, i64)>,
 ) -> Built {
     let lo = chain.last().map_or(0, |r| r.hi);
     let given: Vec<PathBuf> = chain.iter().map(|r| r.path.clone()).collect();
-    let mut pairs: Vec<(i64, i64)> = Vec::with_capacity(expected);
+    pairs.clear();
     let mut stmt =
         conn.prepare_cached("SELECT hash, seq FROM event_ids WHERE seq > ?1 AND seq <= ?2")?;
     let mut rows = stmt.query(params![lo, hi])?;
@@ -395,10 +398,9 @@ fn build(
     }
     pairs.sort_unstable();
     let mut out = RunWriter::create(dir, pairs.len())?;
-    for (hash, seq) in &pairs {
+    for (hash, seq) in pairs.iter() {
         out.push(*hash, *seq)?;
     }
-    drop(pairs);
     chain.push(Arc::new(out.finish(lo, hi, 0)?));
     while chain.len() >= 2 && chain[chain.len() - 2].level == chain[chain.len() - 1].level {
         let (Some(newer), Some(older)) = (chain.pop(), chain.pop()) else {

@@ -242,8 +242,9 @@ impl IdIndex {
         };
         let before = map.len();
         map.retain(|_, off| base + i64::from(*off) > covered);
+        // The capacity stays: the shard fills to about the same size again before the next
+        // spill, so memory stays flat rather than freed and grown again.
         let mut gone = before - map.len();
-        map.shrink_to_fit();
         if shard == 0 {
             self.more.retain(|_, seqs| {
                 let n = seqs.len();
