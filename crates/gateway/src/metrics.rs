@@ -201,7 +201,7 @@ impl Metrics {
         let dedup_ids = Gauge::default();
         registry.register(
             "gateway_store_dedup_ids",
-            "Event ids in the embedded store's in-memory dedup index (the events kept)",
+            "Event ids held in memory by the embedded store's dedup index (the newest; older ones are in runs on disk)",
             dedup_ids.clone(),
         );
         let longconn_connects = Family::<AppLabels, Counter>::default();

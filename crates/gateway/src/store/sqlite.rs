@@ -194,15 +194,27 @@ impl SqliteStore {
         }
         let lock = lock(path)?;
         migrate::migrate(&open_connection(path)?)?;
-        Self::start(path, Some(lock))
+        Self::start(path, Some((lock, dedup::SPILL_AT)))
+    }
+
+    /// [`SqliteStore::open`] spilling ids to disk at `spill_at` (for the tests).
+    #[cfg(test)]
+    pub(super) fn open_spilling_at(
+        path: &Path,
+        spill_at: usize,
+    ) -> Result<SqliteStore, StoreError> {
+        let lock = lock(path)?;
+        migrate::migrate(&open_connection(path)?)?;
+        Self::start(path, Some((lock, spill_at)))
     }
 
     /// Starts the writer thread (holding `lock` until it stops, and reading the id index at
-    /// once when given one) and opens the reader connection.
-    fn start(path: &Path, lock: Option<std::fs::File>) -> Result<SqliteStore, StoreError> {
+    /// once, spilling it to disk at the given size, when given one) and opens the reader
+    /// connection.
+    fn start(path: &Path, lock: Option<(std::fs::File, usize)>) -> Result<SqliteStore, StoreError> {
         let writer = open_connection(path)?;
         let reader = open_connection(path)?;
-        let owner = lock.is_some().then(|| path.to_path_buf());
+        let owner = lock.as_ref().map(|(_, at)| (path.to_path_buf(), *at));
         let (tx, rx) = mpsc::channel();
         let handle = std::thread::Builder::new()
             .name("store-writer".into())

@@ -261,3 +261,49 @@ fn a_version_6_store_gets_the_runs_table_and_keeps_its_ids() {
         .iter()
         .all(|o| *o == "duplicate"));
 }
+
+#[test]
+fn the_writer_thread_spills_and_a_restarted_store_still_finds_every_id() {
+    use crate::store::sqlite::tests::{accepted, rt};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s.db");
+    rt().block_on(async {
+        let store = SqliteStore::open_spilling_at(&path, 40).expect("open");
+        for i in 0..400 {
+            accepted(&store, event(&format!("w-{i}"), &["p"])).await;
+        }
+        store.close();
+    });
+    let conn = super::super::open_connection(&path).expect("conn");
+    let runs: i64 = conn
+        .query_row("SELECT COUNT(*) FROM id_runs", [], |r| r.get(0))
+        .expect("runs");
+    assert!(runs >= 1, "the writer thread spilled");
+    // A build the stop interrupted may have left a file: the next start removes it.
+    assert!(files(&path).len() as i64 >= runs);
+    rt().block_on(async {
+        let store = SqliteStore::open_spilling_at(&path, 40).expect("reopen");
+        for i in (0..400).step_by(7) {
+            let again = store.accept(event(&format!("w-{i}"), &["p"])).await;
+            assert_eq!(
+                again.expect("dup"),
+                crate::store::Accepted::Duplicate,
+                "w-{i}"
+            );
+        }
+        assert!(store.check().await.expect("check").is_empty());
+        store.close();
+    });
+    let runs: i64 = conn
+        .query_row("SELECT COUNT(*) FROM id_runs", [], |r| r.get(0))
+        .expect("runs");
+    let named: Vec<String> = conn
+        .prepare("SELECT file FROM id_runs")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .expect("named");
+    let left = files(&path);
+    assert!(left.len() as i64 >= runs);
+    for file in named {
+        assert!(left.contains(&runs_dir(&path).join(file)));
+    }
+}

@@ -11,25 +11,25 @@ use std::sync::mpsc;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::dedup::{Dedup, SPILL_AT};
+use super::dedup::Dedup;
 use super::ids::id_hash;
 use super::{now_ms, ReplaySelector, Write, MAX_BATCH};
 use crate::store::PURGE_CHUNK;
 use crate::store::{Accepted, Finish, FinishRecord, NewEvent, StoreError, CRASHED};
 
 /// The writer thread: batch, apply in one transaction, commit (fsync), answer. With `owner`
-/// (the store's path, for the gateway that holds its lock and accepts events), the id index,
-/// both tiers, is read before the first write is taken; otherwise, memory only, on the first
+/// (the store's path and the spill size, for the gateway that holds its lock and accepts
+/// events), the id index, both tiers, is read before the first write is taken; otherwise, memory only, on the first
 /// write that needs it (an operator command's replay by id; the operator commands never accept).
 pub(super) fn writer_loop(
     mut conn: Connection,
     rx: mpsc::Receiver<Write>,
-    owner: Option<std::path::PathBuf>,
+    owner: Option<(std::path::PathBuf, usize)>,
 ) {
     let mut ids = None;
-    if let Some(path) = &owner {
+    if let Some((path, spill_at)) = &owner {
         let started = std::time::Instant::now();
-        match Dedup::open(&conn, path, SPILL_AT) {
+        match Dedup::open(&conn, path, *spill_at) {
             Ok(index) => {
                 tracing::debug!(elapsed = ?started.elapsed(), "event id index loaded");
                 crate::metrics::set_dedup_ids(index.len());
