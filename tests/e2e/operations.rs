@@ -627,6 +627,17 @@ fn a_second_gateway_on_the_same_store_refuses_to_start_and_check_names_the_lock(
         err.contains("store.path:") && err.contains("gateway.db.lock"),
         "{err}"
     );
+    // So is a folder of id runs that is a file.
+    std::fs::remove_dir(&lock).expect("remove the folder");
+    let runs = dir.path().join("data/gateway.db.ids");
+    std::fs::remove_dir_all(&runs).expect("the runs folder the gateway made");
+    std::fs::write(&runs, b"not a folder").expect("a file in its place");
+    let (code, out, err) = run_cli(&dir.path().join("gateway.toml"), &["check"]);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(
+        err.contains("store.path:") && err.contains("gateway.db.ids is not a folder"),
+        "{err}"
+    );
 }
 
 #[test]
