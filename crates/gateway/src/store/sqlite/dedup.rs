@@ -33,6 +33,18 @@ const EVICT_SHARDS_PER_BATCH: usize = 16;
 /// A chain of runs built by the builder thread, or why not.
 type Built = Result<Vec<Arc<Run>>, StoreError>;
 
+/// Work for the builder thread.
+enum Job {
+    /// A level-0 run of the ids past `chain` up to this seq, then the merges it allows.
+    Build(Vec<Arc<Run>>, i64),
+    /// Files no chain uses any more (deleted off the writer thread: unlinking a large file
+    /// takes a while).
+    Remove(Vec<PathBuf>),
+    /// Answers once every job before it is done (for the tests).
+    #[cfg(test)]
+    Sync(mpsc::Sender<()>),
+}
+
 /// Both tiers and the spill machinery.
 pub(super) struct Dedup {
     mem: IdIndex,
@@ -49,7 +61,7 @@ pub(super) struct Dedup {
 /// The builder thread and its state; none for an operator command (memory only, never spills).
 struct Spill {
     at: usize,
-    jobs: mpsc::Sender<(Vec<Arc<Run>>, i64)>,
+    jobs: mpsc::Sender<Job>,
     done: mpsc::Receiver<Built>,
     busy: bool,
 }
@@ -89,7 +101,7 @@ impl Dedup {
         let covered = runs.last().map_or(0, |r| r.hi);
         remove_unused(&dir, &runs);
         let mem = IdIndex::load_after(conn, covered)?;
-        let (jobs, job_rx) = mpsc::channel::<(Vec<Arc<Run>>, i64)>();
+        let (jobs, job_rx) = mpsc::channel::<Job>();
         let (done_tx, done) = mpsc::channel();
         let reader = super::open_connection(store)?;
         std::thread::Builder::new()
@@ -97,10 +109,17 @@ impl Dedup {
             .spawn(move || {
                 // Kept across spills: the same few MB each time, not allocated and freed again.
                 let mut pairs = Vec::new();
-                while let Ok((chain, hi)) = job_rx.recv() {
-                    let built = build(&reader, &dir, chain, hi, &mut pairs);
-                    if done_tx.send(built).is_err() {
-                        break;
+                while let Ok(job) = job_rx.recv() {
+                    match job {
+                        Job::Build(chain, hi) => {
+                            let built = build(&reader, &dir, chain, hi, &mut pairs);
+                            if done_tx.send(built).is_err() {
+                                break;
+                            }
+                        }
+                        Job::Remove(paths) => remove(&paths),
+                        #[cfg(test)]
+                        Job::Sync(answer) => drop(answer.send(())),
                     }
                 }
             })
@@ -172,7 +191,16 @@ impl Dedup {
         };
         if let Some(built) = built {
             spill.busy = false;
-            match built.and_then(|chain| install(conn, &self.runs, chain)) {
+            let installed = built.map(|chain| install(conn, &self.runs, chain));
+            let installed = match installed {
+                Ok((installed, unused)) => {
+                    // Removed after the writer's handles go (with the old chain, below).
+                    let _ = spill.jobs.send(Job::Remove(unused));
+                    installed
+                }
+                Err(e) => Err(e),
+            };
+            match installed {
                 Ok(chain) => {
                     self.covered = chain.last().map_or(self.covered, |r| r.hi);
                     self.runs = chain;
@@ -192,7 +220,7 @@ impl Dedup {
         }
         if !spill.busy && self.evicting.is_none() && self.mem.len() >= spill.at {
             let hi = self.next_seq - 1;
-            if spill.jobs.send((self.runs.clone(), hi)).is_ok() {
+            if spill.jobs.send(Job::Build(self.runs.clone(), hi)).is_ok() {
                 spill.busy = true;
             }
         }
@@ -205,6 +233,7 @@ impl Dedup {
         for _ in 0..10_000 {
             let busy = self.spill.as_ref().is_some_and(|s| s.busy);
             if !busy && self.evicting.is_none() {
+                self.sync();
                 return;
             }
             let built = match self.spill.as_ref() {
@@ -214,6 +243,17 @@ impl Dedup {
             self.step(conn, built);
         }
         panic!("the dedup index did not settle");
+    }
+
+    /// Waits until the builder did every job sent so far (for the tests).
+    #[cfg(test)]
+    pub(super) fn sync(&self) {
+        if let Some(spill) = self.spill.as_ref() {
+            let (tx, rx) = mpsc::channel();
+            if spill.jobs.send(Job::Sync(tx)).is_ok() {
+                let _ = rx.recv();
+            }
+        }
     }
 
     #[cfg(test)]
@@ -322,23 +362,21 @@ fn remove_unused(dir: &Path, chain: &[Arc<Run>]) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if !chain.iter().any(|r| r.path == path) {
-            if let Err(e) = std::fs::remove_file(&path) {
-                tracing::warn!(path = %path.display(), error = %e, "cannot remove an unused id run");
-            }
-        }
-    }
+    let unused: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|path| !chain.iter().any(|r| &r.path == path))
+        .collect();
+    remove(&unused);
 }
 
-/// Records `chain` in the store as the runs it uses (one transaction), then deletes the files
-/// of `old` it replaced. On failure the new files are deleted and `old` stays.
+/// Records `chain` in the store as the runs it uses (one transaction); with it, the files of
+/// `old` it replaced, to delete. On failure `old` stays and the new files are the ones to go.
 fn install(
     conn: &mut Connection,
     old: &[Arc<Run>],
     chain: Vec<Arc<Run>>,
-) -> Result<Vec<Arc<Run>>, StoreError> {
+) -> (Result<Vec<Arc<Run>>, StoreError>, Vec<PathBuf>) {
     let recorded = (|| -> Result<(), StoreError> {
         let tx = conn.transaction()?;
         tx.execute("DELETE FROM id_runs", [])?;
@@ -367,15 +405,20 @@ fn install(
         Ok(()) => (&chain[..], old),
         Err(_) => (old, &chain[..]),
     };
-    for run in gone
+    let unused = gone
         .iter()
         .filter(|r| !keep.iter().any(|k| k.path == r.path))
-    {
-        if let Err(e) = std::fs::remove_file(&run.path) {
-            tracing::warn!(path = %run.path.display(), error = %e, "cannot remove an unused id run");
+        .map(|r| r.path.clone())
+        .collect();
+    (recorded.map(|()| chain), unused)
+}
+
+fn remove(paths: &[PathBuf]) {
+    for path in paths {
+        if let Err(e) = std::fs::remove_file(path) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot remove an unused id run");
         }
     }
-    recorded.map(|()| chain)
 }
 
 /// The builder's job: a level-0 run of the rows in `(chain's hi, hi]`, then merges of equal
@@ -409,11 +452,12 @@ fn build(
         chain.push(Arc::new(merge(conn, dir, &older, &newer)?));
         // A run made by this job and merged in it was never used: its file goes now (the
         // writer deletes the ones it used once the store names the new chain).
-        for made in [older, newer].iter().filter(|r| !given.contains(&r.path)) {
-            if let Err(e) = std::fs::remove_file(&made.path) {
-                tracing::warn!(path = %made.path.display(), error = %e, "cannot remove an id run");
-            }
-        }
+        let made: Vec<PathBuf> = [older, newer]
+            .iter()
+            .filter(|r| !given.contains(&r.path))
+            .map(|r| r.path.clone())
+            .collect();
+        remove(&made);
     }
     if let Some(oldest) = chain.first() {
         let live: bool = conn.query_row(
