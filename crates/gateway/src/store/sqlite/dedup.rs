@@ -64,7 +64,12 @@ struct Spill {
     jobs: mpsc::Sender<Job>,
     done: mpsc::Receiver<Built>,
     busy: bool,
+    /// After a failed spill (a full disk, say), the next try waits until then.
+    pause_until: Option<std::time::Instant>,
 }
+
+/// How long to wait after a failed spill before the next try.
+const RETRY_SPILL_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Where a store keeps its runs: `<store>.ids/` beside it.
 pub(super) fn runs_dir(store: &Path) -> PathBuf {
@@ -113,6 +118,11 @@ impl Dedup {
                     match job {
                         Job::Build(chain, hi) => {
                             let built = build(&reader, &dir, chain, hi, &mut pairs);
+                            if pairs.capacity() > 2 * spill_at {
+                                // A spill much larger than usual (the ids of runs dropped at
+                                // start): not worth keeping.
+                                pairs = Vec::new();
+                            }
                             if done_tx.send(built).is_err() {
                                 break;
                             }
@@ -135,6 +145,7 @@ impl Dedup {
                 jobs,
                 done,
                 busy: false,
+                pause_until: None,
             }),
         })
     }
@@ -207,7 +218,11 @@ impl Dedup {
                     self.evicting = Some(0);
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot spill event ids to disk; kept in memory")
+                    spill.pause_until = Some(std::time::Instant::now() + RETRY_SPILL_AFTER);
+                    tracing::error!(
+                        error = %e,
+                        "cannot spill event ids to disk; kept in memory, next try in 30 s"
+                    )
                 }
             }
         }
@@ -218,7 +233,10 @@ impl Dedup {
             }
             self.evicting = (to < self.mem.shard_count()).then_some(to);
         }
-        if !spill.busy && self.evicting.is_none() && self.mem.len() >= spill.at {
+        let paused = spill
+            .pause_until
+            .is_some_and(|t| std::time::Instant::now() < t);
+        if !spill.busy && !paused && self.evicting.is_none() && self.mem.len() >= spill.at {
             let hi = self.next_seq - 1;
             if spill.jobs.send(Job::Build(self.runs.clone(), hi)).is_ok() {
                 spill.busy = true;
@@ -254,6 +272,11 @@ impl Dedup {
                 let _ = rx.recv();
             }
         }
+    }
+
+    #[cfg(test)]
+    pub(super) fn spill_paused(&self) -> bool {
+        self.spill.as_ref().is_some_and(|s| s.pause_until.is_some())
     }
 
     #[cfg(test)]

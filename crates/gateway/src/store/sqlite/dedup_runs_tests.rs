@@ -307,3 +307,24 @@ fn the_writer_thread_spills_and_a_restarted_store_still_finds_every_id() {
         assert!(left.contains(&runs_dir(&path).join(file)));
     }
 }
+
+#[test]
+fn a_spill_that_fails_keeps_the_ids_in_memory_and_waits_before_the_next_try() {
+    let (_dir, path, mut conn) = setup();
+    let mut ids = Some(Dedup::open(&conn, &path, AT).expect("open"));
+    // The runs folder replaced by a file: no run can be written.
+    let runs = runs_dir(&path);
+    std::fs::remove_dir_all(&runs).expect("remove");
+    std::fs::write(&runs, b"in the way").expect("file");
+    let all = names(0..200);
+    assert!(accept_all(&mut conn, &mut ids, &all)
+        .iter()
+        .all(|o| *o == "new"));
+    let index = ids.as_ref().expect("i");
+    assert!(index.runs().is_empty());
+    assert_eq!(index.len(), 200, "every id still in memory");
+    assert!(index.spill_paused(), "no new try at once");
+    assert!(accept_all(&mut conn, &mut ids, &all)
+        .iter()
+        .all(|o| *o == "duplicate"));
+}
