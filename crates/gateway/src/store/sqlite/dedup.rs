@@ -16,12 +16,17 @@
 //! back into memory (and spilled again later).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 
 use rusqlite::{params, Connection};
 
+mod builder;
+
+use builder::{build, remove};
+
 use super::ids::IdIndex;
-use super::runs::{Run, RunWriter};
+use super::runs::Run;
 use crate::store::StoreError;
 
 /// Ids in memory that start a spill to disk: about 3–5 MB of index, and 4 MB kept by the
@@ -66,6 +71,26 @@ struct Spill {
     busy: bool,
     /// After a failed spill (a full disk, say), the next try waits until then.
     pause_until: Option<std::time::Instant>,
+    /// Set when the store closes: a build under way gives up.
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Dedup {
+    /// Stops the builder and waits for it, so its connection is closed before the writer's (the
+    /// last connection to close checkpoints the WAL).
+    fn drop(&mut self) {
+        if let Some(spill) = self.spill.take() {
+            let Spill {
+                jobs, stop, thread, ..
+            } = spill;
+            stop.store(true, Ordering::Relaxed);
+            drop(jobs);
+            if let Some(thread) = thread {
+                let _ = thread.join();
+            }
+        }
+    }
 }
 
 /// How long to wait after a failed spill before the next try.
@@ -109,7 +134,9 @@ impl Dedup {
         let (jobs, job_rx) = mpsc::channel::<Job>();
         let (done_tx, done) = mpsc::channel();
         let reader = super::open_connection(store)?;
-        std::thread::Builder::new()
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::Builder::new()
             .name("store-ids".into())
             .spawn(move || {
                 // Kept across spills: the same few MB each time, not allocated and freed again.
@@ -117,7 +144,7 @@ impl Dedup {
                 while let Ok(job) = job_rx.recv() {
                     match job {
                         Job::Build(chain, hi) => {
-                            let built = build(&reader, &dir, chain, hi, &mut pairs);
+                            let built = build(&reader, &dir, &stopped, chain, hi, &mut pairs);
                             if pairs.capacity() > 2 * spill_at {
                                 // A spill much larger than usual (the ids of runs dropped at
                                 // start): not worth keeping.
@@ -146,6 +173,8 @@ impl Dedup {
                 done,
                 busy: false,
                 pause_until: None,
+                stop,
+                thread: Some(thread),
             }),
         })
     }
@@ -434,107 +463,6 @@ fn install(
         .map(|r| r.path.clone())
         .collect();
     (recorded.map(|()| chain), unused)
-}
-
-fn remove(paths: &[PathBuf]) {
-    for path in paths {
-        if let Err(e) = std::fs::remove_file(path) {
-            tracing::warn!(path = %path.display(), error = %e, "cannot remove an unused id run");
-        }
-    }
-}
-
-/// The builder's job: a level-0 run of the rows in `(chain's hi, hi]`, then merges of equal
-/// levels, then the oldest run dropped if retention emptied its range.
-fn build(
-    conn: &Connection,
-    dir: &Path,
-    mut chain: Vec<Arc<Run>>,
-    hi: i64,
-    pairs: &mut Vec<(i64, i64)>,
-) -> Built {
-    let lo = chain.last().map_or(0, |r| r.hi);
-    let given: Vec<PathBuf> = chain.iter().map(|r| r.path.clone()).collect();
-    pairs.clear();
-    let mut stmt =
-        conn.prepare_cached("SELECT hash, seq FROM event_ids WHERE seq > ?1 AND seq <= ?2")?;
-    let mut rows = stmt.query(params![lo, hi])?;
-    while let Some(row) = rows.next()? {
-        pairs.push((row.get(0)?, row.get(1)?));
-    }
-    pairs.sort_unstable();
-    let mut out = RunWriter::create(dir, pairs.len())?;
-    for (hash, seq) in pairs.iter() {
-        out.push(*hash, *seq)?;
-    }
-    chain.push(Arc::new(out.finish(lo, hi, 0)?));
-    while chain.len() >= 2 && chain[chain.len() - 2].level == chain[chain.len() - 1].level {
-        let (Some(newer), Some(older)) = (chain.pop(), chain.pop()) else {
-            break;
-        };
-        chain.push(Arc::new(merge(conn, dir, &older, &newer)?));
-        // A run made by this job and merged in it was never used: its file goes now (the
-        // writer deletes the ones it used once the store names the new chain).
-        let made: Vec<PathBuf> = [older, newer]
-            .iter()
-            .filter(|r| !given.contains(&r.path))
-            .map(|r| r.path.clone())
-            .collect();
-        remove(&made);
-    }
-    if let Some(oldest) = chain.first() {
-        let live: bool = conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM event_ids WHERE seq > ?1 AND seq <= ?2)",
-            params![oldest.lo, oldest.hi],
-            |r| r.get(0),
-        )?;
-        if !live && chain.len() > 1 {
-            chain.remove(0);
-        }
-    }
-    Ok(chain)
-}
-
-/// Two neighbouring runs as one of the next level, without the pairs whose event retention
-/// removed since (read from `event_ids` as a bitmap over the range).
-fn merge(conn: &Connection, dir: &Path, older: &Run, newer: &Run) -> Result<Run, StoreError> {
-    let (lo, hi) = (older.lo, newer.hi);
-    let span = usize::try_from(hi - lo).map_err(|_| StoreError("id run: bad range".into()))?;
-    let mut live = vec![0u64; span.div_ceil(64)];
-    let mut stmt = conn.prepare_cached("SELECT seq FROM event_ids WHERE seq > ?1 AND seq <= ?2")?;
-    let mut rows = stmt.query(params![lo, hi])?;
-    while let Some(row) = rows.next()? {
-        let at = (row.get::<_, i64>(0)? - lo - 1) as usize;
-        live[at / 64] |= 1 << (at % 64);
-    }
-    let is_live = |seq: i64| {
-        let at = (seq - lo - 1) as usize;
-        seq > lo && seq <= hi && live[at / 64] & (1 << (at % 64)) != 0
-    };
-    let io = |e: std::io::Error| StoreError(format!("id run merge: {e}"));
-    let mut out = RunWriter::create(dir, (older.count + newer.count) as usize)?;
-    let mut a = older.pairs()?.peekable();
-    let mut b = newer.pairs()?.peekable();
-    loop {
-        let next = match (a.peek(), b.peek()) {
-            (Some(Ok(x)), Some(Ok(y))) => {
-                if x <= y {
-                    a.next()
-                } else {
-                    b.next()
-                }
-            }
-            (Some(_), _) => a.next(),
-            (None, Some(_)) => b.next(),
-            (None, None) => break,
-        };
-        let Some(pair) = next else { break };
-        let (hash, seq) = pair.map_err(io)?;
-        if is_live(seq) {
-            out.push(hash, seq)?;
-        }
-    }
-    out.finish(lo, hi, older.level.max(newer.level) + 1)
 }
 
 #[cfg(test)]
