@@ -53,6 +53,22 @@ fn setup() -> (tempfile::TempDir, PathBuf, Connection) {
     (dir, path, conn)
 }
 
+/// A store with the index open, spilling at [`AT`].
+fn opened() -> (tempfile::TempDir, PathBuf, Connection, Option<Dedup>) {
+    let (dir, path, conn) = setup();
+    let ids = Some(Dedup::open(&conn, &path, AT).expect("open"));
+    (dir, path, conn, ids)
+}
+
+fn stored(conn: &Connection) -> i64 {
+    conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+        .expect("count")
+}
+
+fn assert_all(outcomes: &[&str], expected: &str) {
+    assert!(outcomes.iter().all(|o| *o == expected), "{outcomes:?}");
+}
+
 fn files(path: &Path) -> Vec<PathBuf> {
     let mut f: Vec<PathBuf> = std::fs::read_dir(runs_dir(path))
         .expect("dir")
@@ -75,12 +91,9 @@ fn check_chain(index: &Dedup) {
 
 #[test]
 fn spilled_ids_stay_duplicates_across_restarts_with_bounded_memory() {
-    let (_dir, path, mut conn) = setup();
-    let mut ids = Some(Dedup::open(&conn, &path, AT).expect("open"));
+    let (_dir, path, mut conn, mut ids) = opened();
     let all = names(0..1_000);
-    assert!(accept_all(&mut conn, &mut ids, &all)
-        .iter()
-        .all(|o| *o == "new"));
+    assert_all(&accept_all(&mut conn, &mut ids, &all), "new");
     let index = ids.as_ref().expect("index");
     check_chain(index);
     assert!(index.runs().len() >= 2, "merged into levels");
@@ -89,9 +102,7 @@ fn spilled_ids_stay_duplicates_across_restarts_with_bounded_memory() {
     assert_eq!(covered as usize + index.len(), 1_000);
     let chain: Vec<PathBuf> = index.runs().iter().map(|r| r.path.clone()).collect();
     assert_eq!(files(&path), chain, "no file but the chain's");
-    assert!(accept_all(&mut conn, &mut ids, &all)
-        .iter()
-        .all(|o| *o == "duplicate"));
+    assert_all(&accept_all(&mut conn, &mut ids, &all), "duplicate");
     // A restart reads the runs the store names and the rest into memory.
     drop(ids);
     let mut ids = Some(Dedup::open(&conn, &path, AT).expect("reopen"));
@@ -103,23 +114,17 @@ fn spilled_ids_stay_duplicates_across_restarts_with_bounded_memory() {
         .map(|r| r.path.clone())
         .collect();
     assert_eq!(reopened, chain);
-    assert!(accept_all(&mut conn, &mut ids, &all)
-        .iter()
-        .all(|o| *o == "duplicate"));
+    assert_all(&accept_all(&mut conn, &mut ids, &all), "duplicate");
     assert_eq!(
         accept_all(&mut conn, &mut ids, &names(1_000..1_001)),
         ["new"]
     );
-    let stored: i64 = conn
-        .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
-        .expect("count");
-    assert_eq!(stored, 1_001);
+    assert_eq!(stored(&conn), 1_001);
 }
 
 #[test]
 fn a_damaged_run_is_dropped_and_its_ids_read_back_into_memory() {
-    let (_dir, path, mut conn) = setup();
-    let mut ids = Some(Dedup::open(&conn, &path, AT).expect("open"));
+    let (_dir, path, mut conn, mut ids) = opened();
     let all = names(0..300);
     accept_all(&mut conn, &mut ids, &all);
     let first = ids.as_ref().expect("i").runs()[0].path.clone();
@@ -135,15 +140,12 @@ fn a_damaged_run_is_dropped_and_its_ids_read_back_into_memory() {
     );
     assert_eq!(index.len(), 300);
     assert!(files(&path).is_empty(), "the unusable runs are removed");
-    assert!(accept_all(&mut conn, &mut ids, &all)
-        .iter()
-        .all(|o| *o == "duplicate"));
+    assert_all(&accept_all(&mut conn, &mut ids, &all), "duplicate");
 }
 
 #[test]
 fn a_run_the_store_does_not_name_is_not_used() {
-    let (_dir, path, mut conn) = setup();
-    let mut ids = Some(Dedup::open(&conn, &path, AT).expect("open"));
+    let (_dir, path, mut conn, mut ids) = opened();
     accept_all(&mut conn, &mut ids, &names(0..200));
     drop(ids);
     // Another store at the same path: the runs left in the folder are not its.
@@ -172,16 +174,12 @@ fn purge_all(conn: &mut Connection, ids: &mut Option<Dedup>) {
             &[Write::Purge(2_000, i64::MIN, oneshot::channel().0)],
         );
     }
-    let left: i64 = conn
-        .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
-        .expect("count");
-    assert_eq!(left, 0);
+    assert_eq!(stored(conn), 0);
 }
 
 #[test]
 fn purged_events_leave_the_runs_and_seqs_are_never_reused() {
-    let (_dir, path, mut conn) = setup();
-    let mut ids = Some(Dedup::open(&conn, &path, AT).expect("open"));
+    let (_dir, _path, mut conn, mut ids) = opened();
     let old = names(0..400);
     accept_all(&mut conn, &mut ids, &old);
     // Deliveries must be finished for retention to remove their events.
@@ -191,9 +189,7 @@ fn purged_events_leave_the_runs_and_seqs_are_never_reused() {
     let covered = ids.as_ref().expect("i").runs().last().map_or(0, |r| r.hi);
     assert!(covered > 0);
     // Gone from the store: new again (a stale pair in a run is confirmed and found gone).
-    assert!(accept_all(&mut conn, &mut ids, &old[..5])
-        .iter()
-        .all(|o| *o == "new"));
+    assert_all(&accept_all(&mut conn, &mut ids, &old[..5]), "new");
     let min_seq: i64 = conn
         .query_row("SELECT MIN(seq) FROM events", [], |r| r.get(0))
         .expect("min");
@@ -207,18 +203,13 @@ fn purged_events_leave_the_runs_and_seqs_are_never_reused() {
         in_runs as usize + index.len() <= 805 + 400 - 5,
         "{in_runs} pairs in runs"
     );
-    assert!(accept_all(&mut conn, &mut ids, &old[..5])
-        .iter()
-        .all(|o| *o == "duplicate"));
-    assert!(accept_all(&mut conn, &mut ids, &old[5..10])
-        .iter()
-        .all(|o| *o == "new"));
+    assert_all(&accept_all(&mut conn, &mut ids, &old[..5]), "duplicate");
+    assert_all(&accept_all(&mut conn, &mut ids, &old[5..10]), "new");
 }
 
 #[test]
 fn store_check_verifies_the_runs_the_store_names() {
-    let (_dir, path, mut conn) = setup();
-    let mut ids = Some(Dedup::open(&conn, &path, AT).expect("open"));
+    let (_dir, path, mut conn, mut ids) = opened();
     accept_all(&mut conn, &mut ids, &names(0..200));
     assert!(check_runs(&conn, &path).expect("check").is_empty());
     let runs: Vec<PathBuf> = ids
@@ -310,21 +301,16 @@ fn the_writer_thread_spills_and_a_restarted_store_still_finds_every_id() {
 
 #[test]
 fn a_spill_that_fails_keeps_the_ids_in_memory_and_waits_before_the_next_try() {
-    let (_dir, path, mut conn) = setup();
-    let mut ids = Some(Dedup::open(&conn, &path, AT).expect("open"));
+    let (_dir, path, mut conn, mut ids) = opened();
     // The runs folder replaced by a file: no run can be written.
     let runs = runs_dir(&path);
     std::fs::remove_dir_all(&runs).expect("remove");
     std::fs::write(&runs, b"in the way").expect("file");
     let all = names(0..200);
-    assert!(accept_all(&mut conn, &mut ids, &all)
-        .iter()
-        .all(|o| *o == "new"));
+    assert_all(&accept_all(&mut conn, &mut ids, &all), "new");
     let index = ids.as_ref().expect("i");
     assert!(index.runs().is_empty());
     assert_eq!(index.len(), 200, "every id still in memory");
     assert!(index.spill_paused(), "no new try at once");
-    assert!(accept_all(&mut conn, &mut ids, &all)
-        .iter()
-        .all(|o| *o == "duplicate"));
+    assert_all(&accept_all(&mut conn, &mut ids, &all), "duplicate");
 }
