@@ -69,6 +69,12 @@ fn assert_all(outcomes: &[&str], expected: &str) {
     assert!(outcomes.iter().all(|o| *o == expected), "{outcomes:?}");
 }
 
+/// The files of the index's chain, oldest first.
+fn run_paths(ids: &Option<Dedup>) -> Vec<PathBuf> {
+    let index = ids.as_ref().expect("index");
+    index.runs().iter().map(|r| r.path.clone()).collect()
+}
+
 fn files(path: &Path) -> Vec<PathBuf> {
     let mut f: Vec<PathBuf> = std::fs::read_dir(runs_dir(path))
         .expect("dir")
@@ -100,19 +106,13 @@ fn spilled_ids_stay_duplicates_across_restarts_with_bounded_memory() {
     assert!(index.len() < AT + 10, "memory holds {} ids", index.len());
     let covered: u64 = index.runs().iter().map(|r| r.count).sum();
     assert_eq!(covered as usize + index.len(), 1_000);
-    let chain: Vec<PathBuf> = index.runs().iter().map(|r| r.path.clone()).collect();
+    let chain: Vec<PathBuf> = run_paths(&ids);
     assert_eq!(files(&path), chain, "no file but the chain's");
     assert_all(&accept_all(&mut conn, &mut ids, &all), "duplicate");
     // A restart reads the runs the store names and the rest into memory.
     drop(ids);
     let mut ids = Some(Dedup::open(&conn, &path, AT).expect("reopen"));
-    let reopened: Vec<PathBuf> = ids
-        .as_ref()
-        .expect("i")
-        .runs()
-        .iter()
-        .map(|r| r.path.clone())
-        .collect();
+    let reopened: Vec<PathBuf> = run_paths(&ids);
     assert_eq!(reopened, chain);
     assert_all(&accept_all(&mut conn, &mut ids, &all), "duplicate");
     assert_eq!(
@@ -212,13 +212,7 @@ fn store_check_verifies_the_runs_the_store_names() {
     let (_dir, path, mut conn, mut ids) = opened();
     accept_all(&mut conn, &mut ids, &names(0..200));
     assert!(check_runs(&conn, &path).expect("check").is_empty());
-    let runs: Vec<PathBuf> = ids
-        .as_ref()
-        .expect("i")
-        .runs()
-        .iter()
-        .map(|r| r.path.clone())
-        .collect();
+    let runs: Vec<PathBuf> = run_paths(&ids);
     // An event of a run's range that the run lacks (a row the run was not built from).
     conn.execute("UPDATE event_ids SET hash = 12345 WHERE seq = 1", [])
         .expect("row");
