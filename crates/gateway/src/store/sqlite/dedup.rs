@@ -218,6 +218,17 @@ impl Dedup {
         self.mem.len()
     }
 
+    /// Whether a spill is under way or due, or covered ids are still to free: the writer then
+    /// calls [`Dedup::after_batch`] even while no write comes.
+    pub(super) fn has_work(&self) -> bool {
+        self.spill.as_ref().is_some_and(|spill| {
+            let paused = spill
+                .pause_until
+                .is_some_and(|t| std::time::Instant::now() < t);
+            spill.busy || self.evicting.is_some() || (!paused && self.mem.len() >= spill.at)
+        })
+    }
+
     /// Between batches (no transaction open): takes a finished chain in, frees a few shards of
     /// covered ids, and starts a spill when memory holds enough.
     pub(super) fn after_batch(&mut self, conn: &mut Connection) {

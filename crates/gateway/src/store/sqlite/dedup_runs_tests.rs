@@ -308,3 +308,30 @@ fn a_spill_that_fails_keeps_the_ids_in_memory_and_waits_before_the_next_try() {
     assert!(index.spill_paused(), "no new try at once");
     assert_all(&accept_all(&mut conn, &mut ids, &all), "duplicate");
 }
+
+#[test]
+fn an_idle_writer_still_takes_a_finished_spill_in() {
+    use crate::store::sqlite::tests::{accepted, rt};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s.db");
+    rt().block_on(async {
+        let store = SqliteStore::open_spilling_at(&path, usize::MAX).expect("open");
+        for i in 0..100 {
+            accepted(&store, event(&format!("i-{i}"), &[])).await;
+        }
+        store.close();
+    });
+    // Reopened with a small spill size: 100 ids in memory are due at once, and no write comes.
+    let store = SqliteStore::open_spilling_at(&path, 40).expect("reopen");
+    let conn = super::super::open_connection(&path).expect("conn");
+    let named = || -> i64 {
+        conn.query_row("SELECT COUNT(*) FROM id_runs", [], |r| r.get(0))
+            .expect("runs")
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while named() == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(named(), 1, "the spill was taken in without a write");
+    store.close();
+}

@@ -41,24 +41,53 @@ pub(super) fn writer_loop(
             }
         }
     }
-    while let Ok(first) = rx.recv() {
-        let batch = take_batch(first, &rx);
-        crate::metrics::observe_commit_batch(batch.len());
-        match apply_and_settle(&mut conn, &batch, &mut ids) {
-            Ok(results) => {
-                for (write, result) in batch.into_iter().zip(results) {
-                    answer(write, Ok(result));
-                }
+    loop {
+        // With a spill under way (or due), an idle writer still looks at it every tick, so a
+        // finished run is taken in and memory freed without waiting for the next write.
+        let first = if ids.as_ref().is_some_and(Dedup::has_work) {
+            match rx.recv_timeout(IDLE_TICK) {
+                Ok(w) => Some(w),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
-            Err(e) => {
-                tracing::error!(error = %e, writes = batch.len(), "store transaction failed");
-                for write in batch {
-                    answer(write, Err(e.clone()));
-                }
+        } else {
+            match rx.recv() {
+                Ok(w) => Some(w),
+                Err(_) => break,
             }
+        };
+        if let Some(first) = first {
+            write_batch(&mut conn, first, &rx, &mut ids);
         }
         if let Some(index) = ids.as_mut() {
             index.after_batch(&mut conn);
+        }
+    }
+}
+
+/// How often an idle writer looks at a spill under way.
+const IDLE_TICK: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// `first` and the writes waiting behind it: applied in one transaction, each answered.
+fn write_batch(
+    conn: &mut Connection,
+    first: Write,
+    rx: &mpsc::Receiver<Write>,
+    ids: &mut Option<Dedup>,
+) {
+    let batch = take_batch(first, rx);
+    crate::metrics::observe_commit_batch(batch.len());
+    match apply_and_settle(conn, &batch, ids) {
+        Ok(results) => {
+            for (write, result) in batch.into_iter().zip(results) {
+                answer(write, Ok(result));
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, writes = batch.len(), "store transaction failed");
+            for write in batch {
+                answer(write, Err(e.clone()));
+            }
         }
     }
 }
