@@ -61,6 +61,7 @@ pub(super) fn writer_loop(
         }
         if let Some(index) = ids.as_mut() {
             index.after_batch(&mut conn);
+            crate::metrics::set_dedup_ids(index.len());
         }
     }
 }
