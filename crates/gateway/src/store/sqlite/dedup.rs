@@ -8,7 +8,9 @@
 //! each id rewritten once per level), drops the oldest run once retention removed all its
 //! events, and hands the new chain back. The writer records the chain in the `id_runs` table in
 //! a transaction of its own (the store names the runs it uses), then drops the covered ids from
-//! memory a few shards per batch and deletes the files it no longer uses.
+//! memory a few shards per batch (or per 100 ms tick while no write comes) and has the builder
+//! delete the files no chain uses. A failed spill keeps the ids in memory and is tried again
+//! 30 s later; closing the store stops the builder and waits for it.
 //!
 //! Seqs only grow (the writer assigns them past everything stored and covered), so an event is
 //! always either in a run's range or in memory. A run at start that is missing, damaged or
