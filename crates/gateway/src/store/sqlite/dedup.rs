@@ -379,14 +379,26 @@ fn open_chain(conn: &Connection, dir: &Path) -> Result<Vec<Arc<Run>>, StoreError
 /// event of its range (a finding here costs no correctness: the gateway drops such a run at its
 /// next start and reads its ids back into memory).
 pub(super) fn check_runs(conn: &Connection, store: &Path) -> Result<Vec<String>, StoreError> {
-    let dir = runs_dir(store);
-    let mut problems = Vec::new();
     let mut stmt = conn.prepare("SELECT file, lo, hi, digest FROM id_runs ORDER BY lo")?;
     let named = stmt
         .query_map([], |r| {
             Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })?
-        .collect::<Result<Vec<(String, i64, i64, String)>, _>>()?;
+        .collect::<Result<Vec<_>, _>>()?;
+    check_named(conn, store, named)
+}
+
+/// A run the store named when the list was read: `(file, lo, hi, digest)`.
+type Named = (String, i64, i64, String);
+
+/// [`check_runs`] for a list read earlier.
+fn check_named(
+    conn: &Connection,
+    store: &Path,
+    named: Vec<Named>,
+) -> Result<Vec<String>, StoreError> {
+    let dir = runs_dir(store);
+    let mut problems = Vec::new();
     let mut prev_hi = None;
     let mut missing =
         conn.prepare("SELECT hash, seq FROM event_ids WHERE seq > ?1 AND seq <= ?2")?;
@@ -402,7 +414,16 @@ pub(super) fn check_runs(conn: &Connection, store: &Path) -> Result<Vec<String>,
                 continue;
             }
             Err(e) => {
-                problems.push(e.0);
+                // The running gateway may have replaced the chain (and deleted this file) since
+                // the list was read: only a run the store still names is a finding.
+                let still_named: bool = conn.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM id_runs WHERE file = ?1)",
+                    [&file],
+                    |r| r.get(0),
+                )?;
+                if still_named {
+                    problems.push(e.0);
+                }
                 continue;
             }
         };

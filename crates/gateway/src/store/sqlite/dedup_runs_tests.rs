@@ -224,6 +224,20 @@ fn store_check_verifies_the_runs_the_store_names() {
     std::fs::remove_file(&runs[0]).expect("remove");
     let found = check_runs(&conn, &path).expect("check");
     assert!(found.iter().any(|p| p.contains("open")), "{found:?}");
+    // A run the store no longer names (the gateway replaced the chain and deleted the file
+    // while the check ran) is not a finding.
+    let listed: Vec<(String, i64, i64, String)> = conn
+        .prepare("SELECT file, lo, hi, digest FROM id_runs ORDER BY lo")
+        .and_then(|mut st| {
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .collect()
+        })
+        .expect("list");
+    let gone = &listed[0].0;
+    conn.execute("DELETE FROM id_runs WHERE file = ?1", [gone])
+        .expect("unname");
+    let found = check_named(&conn, &path, listed.clone()).expect("check");
+    assert!(!found.iter().any(|p| p.contains("open")), "{found:?}");
 }
 
 #[test]

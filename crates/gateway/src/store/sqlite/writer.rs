@@ -18,9 +18,10 @@ use crate::store::PURGE_CHUNK;
 use crate::store::{Accepted, Finish, FinishRecord, NewEvent, StoreError, CRASHED};
 
 /// The writer thread: batch, apply in one transaction, commit (fsync), answer. With `owner`
-/// (the store's path and the spill size, for the gateway that holds its lock and accepts
-/// events), the id index, both tiers, is read before the first write is taken; otherwise, memory only, on the first
-/// write that needs it (an operator command's replay by id; the operator commands never accept).
+/// (the store's path and the spill size: the gateway that holds the store's lock and accepts
+/// events), the id index, both tiers, is read before the first write is taken. Otherwise it is
+/// read, memory only, on the first write that needs it (an operator command's replay by id; the
+/// operator commands never accept).
 pub(super) fn writer_loop(
     mut conn: Connection,
     rx: mpsc::Receiver<Write>,
@@ -28,18 +29,12 @@ pub(super) fn writer_loop(
 ) {
     let mut ids = None;
     if let Some((path, spill_at)) = &owner {
-        let started = std::time::Instant::now();
-        match Dedup::open(&conn, path, *spill_at) {
-            Ok(index) => {
-                tracing::debug!(elapsed = ?started.elapsed(), "event id index loaded");
-                crate::metrics::set_dedup_ids(index.len());
-                ids = Some(index);
-            }
-            Err(e) => {
+        load_ids(&mut ids, || {
+            Dedup::open(&conn, path, *spill_at).or_else(|e| {
                 tracing::error!(error = %e, "cannot open the event id runs; ids kept in memory only");
-                load_ids(&conn, &mut ids);
-            }
-        }
+                Dedup::in_memory(&conn)
+            })
+        });
     }
     loop {
         // With a spill under way (or due), an idle writer still looks at it every tick, so a
@@ -108,7 +103,7 @@ fn apply_and_settle(
     };
     if ids.is_none() && batch.iter().any(needs_ids) {
         // Outside any transaction: the index is what is committed.
-        load_ids(conn, ids);
+        load_ids(ids, || Dedup::in_memory(conn));
     }
     let applied = apply_batch(conn, batch, ids);
     if let Some(index) = ids.as_mut() {
@@ -121,11 +116,11 @@ fn apply_and_settle(
     applied
 }
 
-/// Reads the id index, memory only; on failure logs it and leaves none (each accept then fails
-/// and the next batch with one tries again).
-fn load_ids(conn: &Connection, ids: &mut Option<Dedup>) {
+/// Reads the id index with `load`; on failure logs it and leaves none (each accept then fails
+/// and the next batch with one tries again, memory only).
+fn load_ids(ids: &mut Option<Dedup>, load: impl FnOnce() -> Result<Dedup, StoreError>) {
     let started = std::time::Instant::now();
-    match Dedup::in_memory(conn) {
+    match load() {
         Ok(index) => {
             tracing::debug!(elapsed = ?started.elapsed(), "event id index loaded");
             crate::metrics::set_dedup_ids(index.len());
@@ -289,7 +284,8 @@ fn apply_accept(
         !ev.plugins.is_empty(),
         seq
     ])?;
-    // A row left at this seq by an event removed behind the writer's back is stale: replaced.
+    // Seqs are never reused, so no row should be at this one; if one is (written by hand),
+    // it is stale: replaced.
     tx.prepare_cached("INSERT OR REPLACE INTO event_ids (seq, hash) VALUES (?1, ?2)")?
         .execute(params![seq, hash])?;
     ids.add(hash, seq);
