@@ -10,8 +10,21 @@ use gateway_e2e::harness::{base_config, binaries, wait_until, TestGateway};
 const TOKEN: &str = "tok";
 const WAIT: Duration = Duration::from_secs(15);
 
-/// One testkit instance `kit` (one call at a time) with per-type `modes`, for every `test.*`.
+/// One testkit instance `kit` (one call at a time, 16 deliveries per call at most) with
+/// per-type `modes`, for every `test.*`.
 fn start(dir: &std::path::Path, delivery: &str, modes: &str) -> TestGateway {
+    start_kit(dir, &format!("max_batch = 16\n{delivery}"), modes, 1, 800)
+}
+
+/// [`start`] with `max_concurrency` and the `slow` mode's sleep given (`delivery` must set
+/// `max_batch`).
+fn start_kit(
+    dir: &std::path::Path,
+    delivery: &str,
+    modes: &str,
+    max_concurrency: u32,
+    sleep_ms: u64,
+) -> TestGateway {
     let cfg = format!(
         r#"{base}
 [[apps]]
@@ -20,7 +33,6 @@ path = "/hook"
 verification_token = "{TOKEN}"
 
 [delivery]
-max_batch = 16
 initial_backoff = "50ms"
 max_backoff = "100ms"
 {delivery}
@@ -28,8 +40,8 @@ max_backoff = "100ms"
 [[plugins]]
 name = "kit"
 library = "{testkit}"
-config = {{ record = "data/kit.jsonl", sleep_ms = 800, modes = {{ "test.gate" = "slow", {modes} }} }}
-max_concurrency = 1
+config = {{ record = "data/kit.jsonl", sleep_ms = {sleep_ms}, modes = {{ "test.gate" = "slow", {modes} }} }}
+max_concurrency = {max_concurrency}
 
 [[routes]]
 events = ["test.*"]
@@ -182,5 +194,92 @@ fn a_batch_past_its_timeout_is_waited_for_and_its_late_successes_count() {
         gw.log().contains("the timed-out call succeeded after all"),
         "{}",
         gw.log()
+    );
+}
+
+/// Two calls at once at most, four deliveries a call; a slow `gate` call holds one permit for
+/// 2 s while the test sends `events`, `gap` apart; returns once all of them are done.
+fn beside_a_gate(gw: &TestGateway, events: &[&str], gap: Duration) {
+    send(gw, "gate", "test.gate");
+    std::thread::sleep(Duration::from_millis(150));
+    for (i, id) in events.iter().enumerate() {
+        if i > 0 {
+            std::thread::sleep(gap);
+        }
+        send(gw, id, "test.ok");
+    }
+    assert!(
+        wait_until(WAIT, || events.iter().all(|id| state(gw, id).0 == "done")),
+        "{:?}",
+        calls(gw)
+    );
+}
+
+fn batch_of(gw: &TestGateway, id: &str) -> serde_json::Value {
+    calls_of(gw, id)[0]["batch"].clone()
+}
+
+#[test]
+fn beside_a_running_call_a_new_call_lingers_for_a_full_batch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = start_kit(
+        dir.path(),
+        "max_batch = 4\nlinger = \"1s\"",
+        r#""test.ok" = "ok""#,
+        2,
+        2000,
+    );
+    let ids = ["l-1", "l-2", "l-3", "l-4"];
+    beside_a_gate(&gw, &ids, Duration::from_millis(100));
+    // The second permit was free all along, yet the four went in one call.
+    for id in ids {
+        assert_eq!(batch_of(&gw, id), 4, "{id}: {:?}", calls(&gw));
+        assert_eq!(calls_of(&gw, id).len(), 1);
+    }
+    assert_eq!(calls_of(&gw, "l-1")[0]["in_flight"], 2, "beside the gate");
+}
+
+#[test]
+fn without_linger_a_free_permit_takes_what_is_ready_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = start_kit(
+        dir.path(),
+        "max_batch = 4\nlinger = \"0ms\"",
+        r#""test.ok" = "ok""#,
+        2,
+        2000,
+    );
+    beside_a_gate(&gw, &["z-1", "z-2"], Duration::from_millis(300));
+    assert_eq!(batch_of(&gw, "z-1"), 1, "{:?}", calls(&gw));
+    assert_eq!(batch_of(&gw, "z-2"), 1, "{:?}", calls(&gw));
+}
+
+#[test]
+fn linger_ends_at_its_deadline_and_an_idle_plugin_is_called_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = start_kit(
+        dir.path(),
+        "max_batch = 4\nlinger = \"400ms\"",
+        r#""test.ok" = "ok""#,
+        2,
+        2000,
+    );
+    // Nothing else runs: the first delivery does not wait for the second.
+    send(&gw, "i-1", "test.ok");
+    std::thread::sleep(Duration::from_millis(150));
+    send(&gw, "i-2", "test.ok");
+    assert!(
+        wait_until(WAIT, || state(&gw, "i-2").0 == "done"),
+        "{:?}",
+        calls(&gw)
+    );
+    assert_eq!(batch_of(&gw, "i-1"), 1, "{:?}", calls(&gw));
+    // Beside the 2 s gate, one delivery waits 400 ms for mates, then goes alone, while the
+    // gate still runs.
+    beside_a_gate(&gw, &["d-1"], Duration::ZERO);
+    let d1 = &calls_of(&gw, "d-1")[0];
+    assert_eq!(
+        (d1["batch"].as_u64(), d1["in_flight"].as_u64()),
+        (Some(1), Some(2))
     );
 }

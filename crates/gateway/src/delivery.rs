@@ -78,6 +78,12 @@ struct PluginQueue {
 }
 
 impl PluginQueue {
+    /// Whether a call of this name runs besides the one whose permit the caller holds.
+    fn others_running(&self) -> bool {
+        let limit = self.limit.lock().map(|l| *l).unwrap_or(0);
+        self.permits.available_permits() + 1 < limit
+    }
+
     fn slot(&self) -> Option<Arc<PluginSlot>> {
         self.slot.read().ok().map(|s| s.clone())
     }
@@ -118,6 +124,39 @@ impl PluginQueue {
         }
         *limit = wanted;
     }
+}
+
+/// Whether a delivery must be called alone: a retry (whatever failed its batch, a delivery
+/// that hangs or kills the plugin's process, must not fail its mates again) or a delivery
+/// during which the gateway died.
+fn runs_alone(job: &Job) -> bool {
+    job.attempts > 0 || job.crashes > 0
+}
+
+/// Adds deliveries to `batch` as they come, until it holds `max_batch`, `linger` has passed or
+/// the queue is cancelled; returns a delivery that came but must run alone.
+async fn linger(
+    queue: &PluginQueue,
+    rx: &mut mpsc::Receiver<Job>,
+    batch: &mut Vec<Job>,
+    max_batch: usize,
+    linger: Duration,
+) -> Option<Job> {
+    let deadline = tokio::time::Instant::now() + linger;
+    while batch.len() < max_batch {
+        let next = tokio::select! {
+            biased;
+            _ = queue.cancel.cancelled() => return None,
+            next = tokio::time::timeout_at(deadline, rx.recv()) => next,
+        };
+        match next {
+            Ok(Some(j)) if runs_alone(&j) => return Some(j),
+            Ok(Some(j)) => batch.push(j),
+            // The deadline passed, or the queue closed (the dispatcher sees that next).
+            Ok(None) | Err(_) => return None,
+        }
+    }
+    None
 }
 
 /// Held for the whole of a call: shared by ordinary calls, exclusive for a delivery that was
@@ -363,26 +402,33 @@ impl Engine {
                 p = queue.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             };
             // One call takes every ready delivery, up to `max_batch` (filled while the permits
-            // were busy: batches grow with the load).
-            // Only first attempts share a call. A retry runs alone: whatever failed its batch
-            // (a delivery that hangs or kills the plugin's process) must not fail its mates
-            // again; and a delivery during which the gateway died runs alone too.
-            let alone = |j: &Job| j.attempts > 0 || j.crashes > 0;
-            let max_batch = if alone(&job) {
+            // were busy: batches grow with the load). Only first attempts share a call.
+            let config = self.config();
+            let max_batch = if runs_alone(&job) {
                 1
             } else {
-                self.config().max_batch.max(1)
+                config.max_batch.max(1)
             };
             let mut batch = vec![job];
             while batch.len() < max_batch {
                 match rx.try_recv() {
-                    Ok(j) if alone(&j) => {
+                    Ok(j) if runs_alone(&j) => {
                         held = Some(j);
                         break;
                     }
                     Ok(j) => batch.push(j),
                     Err(_) => break,
                 }
+            }
+            // Under load, fill before spreading: while another call of this plugin runs, wait
+            // up to `linger` for a full batch (fewer, bigger calls: each costs the plugin's own
+            // sync and two store writes). A plugin with no call running is called at once.
+            if held.is_none()
+                && batch.len() < max_batch
+                && !config.linger.is_zero()
+                && queue.others_running()
+            {
+                held = linger(&queue, &mut rx, &mut batch, max_batch, config.linger).await;
             }
             // Superseded by a replay while it waited in the queue: drop it.
             batch.retain(|j| self.known.start(j.key, j.generation));

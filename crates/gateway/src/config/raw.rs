@@ -121,6 +121,9 @@ pub struct RawDelivery {
     pub removed_plugin_grace: Option<String>,
     /// The most ready deliveries handed to one plugin call.
     pub max_batch: Option<u32>,
+    /// While another call of the same plugin runs, how long a new call waits for `max_batch`
+    /// ready deliveries ("0ms": never); at most 1s.
+    pub linger: Option<String>,
     /// Attempts during which the gateway died before a delivery is dead-lettered.
     pub max_crashes: Option<u32>,
 }

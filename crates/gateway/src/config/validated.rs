@@ -25,6 +25,8 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9464";
 pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 86_400);
 pub const DEFAULT_MAX_CONCURRENCY: usize = 4;
+/// The longest `[delivery] linger` accepted: a longer wait would only delay deliveries.
+pub const MAX_LINGER: Duration = Duration::from_secs(1);
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -101,6 +103,10 @@ pub struct DeliveryConfig {
     /// The most ready deliveries one plugin call takes (plugins with a batch entry handle them
     /// together; others one by one within the call).
     pub max_batch: usize,
+    /// While another call of the same plugin runs, a new call waits up to this long for
+    /// `max_batch` ready deliveries (bigger batches under load); a plugin with no call running
+    /// is called at once.
+    pub linger: Duration,
     /// A delivery during whose calls the gateway died this many times is dead-lettered (a
     /// poison delivery must not crash every restart).
     pub max_crashes: u32,
@@ -116,6 +122,7 @@ impl Default for DeliveryConfig {
             timeout: Duration::from_secs(30),
             removed_plugin_grace: Duration::from_secs(60),
             max_batch: 64,
+            linger: Duration::from_millis(2),
             max_crashes: 3,
         }
     }
@@ -494,6 +501,16 @@ impl Validator<'_> {
                 }
                 Some(n) => n as usize,
                 None => d.max_batch,
+            },
+            linger: {
+                let linger =
+                    self.duration("delivery.linger", raw.delivery.linger.as_deref(), d.linger);
+                if linger > MAX_LINGER {
+                    self.problem("delivery.linger", "must be at most 1s");
+                    d.linger
+                } else {
+                    linger
+                }
             },
             max_crashes: match raw.delivery.max_crashes {
                 Some(0) => {

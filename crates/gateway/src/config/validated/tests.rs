@@ -139,6 +139,7 @@ path = "/x"
 [delivery]
 timeout = "10 parsecs"
 max_attempts = 0
+linger = "2s"
 [[plugins]]
 name = "p"
 library = "x.so"
@@ -159,12 +160,26 @@ apps = ["nobody"]
         "apps[1].name: duplicate name",
         "delivery.timeout:",
         "delivery.max_attempts:",
+        "delivery.linger: must be at most 1s",
         "plugins[1].name: duplicate name",
         "routes[0].events[0]:",
         "routes[0].plugins[0]: unknown plugin \"ghost\"",
         "routes[0].apps[0]: unknown app \"nobody\"",
     ] {
         assert!(joined.contains(needle), "missing {needle:?} in:\n{joined}");
+    }
+}
+
+#[test]
+fn linger_takes_durations_up_to_a_second_and_zero_turns_it_off() {
+    let with = |v: &str| format!("{MINIMAL}[delivery]\nlinger = \"{v}\"\n");
+    for (text, ms) in [("0ms", 0), ("250ms", 250), ("1s", 1000)] {
+        let c = load(&with(text), &[]).expect("valid");
+        assert_eq!(c.delivery.linger, Duration::from_millis(ms), "{text}");
+    }
+    for bad in ["1001ms", "soon"] {
+        let p = problems(&with(bad));
+        assert!(p[0].starts_with("delivery.linger:"), "{bad}: {p:?}");
     }
 }
 
