@@ -155,16 +155,21 @@ fn main() -> ExitCode {
     };
     init_logging(cli.log_format, config.log_level.as_deref());
     match cli.command.unwrap_or(Command::Run { watch: false }) {
-        Command::Run { watch } => with_runtime(|| server::run(config, watch)),
+        Command::Run { watch } => {
+            let workers = config.workers;
+            with_runtime(workers, || server::run(config, watch))
+        }
         Command::Check { connect } => ops::check(&config, connect),
-        Command::Send(args) => match runtime().map(|rt| rt.block_on(send::send(&config, &args))) {
-            Ok(Ok(status)) if (200..300).contains(&status) => ExitCode::SUCCESS,
-            Ok(Ok(_)) => ExitCode::from(4),
-            Ok(Err(e)) | Err(e) => {
-                eprintln!("error: {e:#}");
-                ExitCode::FAILURE
+        Command::Send(args) => {
+            match runtime_with(config.workers).map(|rt| rt.block_on(send::send(&config, &args))) {
+                Ok(Ok(status)) if (200..300).contains(&status) => ExitCode::SUCCESS,
+                Ok(Ok(_)) => ExitCode::from(4),
+                Ok(Err(e)) | Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
             }
-        },
+        }
         Command::DeadLetters(args) => ops::dead_letters(&config, &args),
         Command::Replay(args) => ops::replay(&config, &args),
         Command::Events(cmd) => ops::events(&config, &cmd),
@@ -269,19 +274,21 @@ the systemd unit shipped in deploy/systemd
 README.md (Running in production), ARCHITECTURE.md, docs/plugins.md
 "#;
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+/// The async runtime with `workers` worker threads (`[server] workers`).
+fn runtime_with(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
         .enable_all()
         .thread_name("gateway")
         .build()?)
 }
 
-fn with_runtime<F, Fut>(f: F) -> ExitCode
+fn with_runtime<F, Fut>(workers: usize, f: F) -> ExitCode
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    let result = runtime().and_then(|rt| {
+    let result = runtime_with(workers).and_then(|rt| {
         let result = rt.block_on(f());
         // Dropping a runtime waits for every blocking thread, including a plugin call that
         // hangs past its timeout; after the grace period `run` already honoured, don't.

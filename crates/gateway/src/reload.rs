@@ -115,6 +115,13 @@ impl Live {
         if new.listen != old.listen || new.admin_listen != old.admin_listen {
             tracing::warn!("listen addresses change only on restart; still on the old ones");
         }
+        if new.workers != old.workers {
+            tracing::warn!(
+                running = old.workers,
+                configured = new.workers,
+                "[server] workers changes only on restart"
+            );
+        }
         tracing::info!(
             apps = new.apps.len(),
             plugins = new.plugins.len(),

@@ -42,6 +42,8 @@ pub struct RawServer {
     pub body_timeout: Option<String>,
     /// Open webhook connections at most; more wait in the kernel's accept queue.
     pub max_connections: Option<u32>,
+    /// Async worker threads (default: the CPUs less one, at least 1).
+    pub workers: Option<u32>,
     /// Proxy addresses whose `X-Forwarded-For` names the client in logs.
     pub trusted_proxies: Option<Vec<String>>,
     /// Serve HTTPS on `listen` with this certificate pair (none: plain HTTP, e.g. behind a

@@ -25,6 +25,15 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9464";
 pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 86_400);
 pub const DEFAULT_MAX_CONCURRENCY: usize = 4;
+/// `[server] workers` when not set: one per CPU but one, which the store's writer thread (on
+/// every accept) and plugin calls need; at least 1.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get().saturating_sub(1))
+        .unwrap_or(1)
+        .max(1)
+}
+
 /// The longest `[delivery] linger` accepted: a longer wait would only delay deliveries.
 pub const MAX_LINGER: Duration = Duration::from_secs(1);
 
@@ -43,6 +52,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub body_timeout: Duration,
     pub max_connections: usize,
+    /// Async worker threads (HTTP, TLS, decryption, long connections, the engine); the store's
+    /// writer thread and plugin calls run beside them. Taken at start only.
+    pub workers: usize,
     /// Peers whose `X-Forwarded-For` is believed (for logs only).
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// `[server] tls`: the webhook listener speaks HTTPS with this pair (none: plain HTTP).
@@ -407,6 +419,18 @@ impl Validator<'_> {
             Some(n) => n as usize,
             None => 1024,
         };
+        let workers = match raw.server.workers {
+            Some(0) => {
+                self.problem("server.workers", "must be at least 1");
+                1
+            }
+            Some(n) if n > 1024 => {
+                self.problem("server.workers", "must be at most 1024");
+                1
+            }
+            Some(n) => n as usize,
+            None => default_workers(),
+        };
         let mut trusted_proxies = Vec::new();
         for (i, p) in raw.server.trusted_proxies.iter().flatten().enumerate() {
             let at = format!("server.trusted_proxies[{i}]");
@@ -566,6 +590,7 @@ impl Validator<'_> {
             max_body_bytes,
             body_timeout,
             max_connections,
+            workers,
             trusted_proxies,
             tls,
             shutdown_grace,

@@ -35,6 +35,8 @@ fn minimal_gets_defaults() {
     assert_eq!(c.max_body_bytes, DEFAULT_MAX_BODY);
     assert_eq!(c.retention, DEFAULT_RETENTION);
     assert_eq!(c.delivery, DeliveryConfig::default());
+    assert_eq!(c.workers, default_workers());
+    assert!(c.workers >= 1);
     let StoreConfig::Sqlite { path } = &c.store else {
         panic!("the embedded store is the default")
     };
@@ -129,6 +131,7 @@ fn every_problem_is_reported_with_its_location() {
         r#"
 [server]
 listen = "nowhere"
+workers = 0
 [[apps]]
 name = "a"
 path = "no-slash"
@@ -155,6 +158,7 @@ apps = ["nobody"]
     let joined = p.join("\n");
     for needle in [
         "server.listen:",
+        "server.workers: must be at least 1",
         "apps[0].path:",
         "apps[0].verification_token: environment variable NOPE is not set",
         "apps[1].name: duplicate name",
