@@ -121,10 +121,10 @@ fn metrics_move_with_known_traffic() {
     );
     assert_eq!(at("gateway_pending_deliveries"), 0.0);
     assert_eq!(at("gateway_request_duration_seconds_count"), 7.0);
-    assert_eq!(
-        at(r#"gateway_plugin_call_duration_seconds_count{plugin="good"}"#),
-        3.0
-    );
+    // Three deliveries in one to three calls: one sent while another's call still runs may
+    // wait `[delivery] linger` and share its successor's call.
+    let calls = at(r#"gateway_plugin_call_duration_seconds_count{plugin="good"}"#);
+    assert!((1.0..=3.0).contains(&calls), "{calls} calls");
     assert!(at("gateway_store_commit_batch_size_count") >= 1.0);
     // Five events stored (the unrouted one included), each id held once for dedup.
     assert_eq!(at("gateway_store_dedup_ids"), 5.0);
