@@ -1,31 +1,33 @@
 //! Redaction of the verification token that every Lark envelope carries (`header.token` in
 //! schema 2.0, top-level `token` in 1.0), for copies of an event that leave the store: log files,
-//! the CLI. Keys keep their order and every other value stays byte-exact; only the token's value
-//! becomes [`REDACTED`].
+//! the CLI. Only the token's value becomes [`REDACTED`]; every other byte stays as it was.
+
+use std::borrow::Cow;
+use std::ops::Range;
 
 use serde::de::{Deserializer, MapAccess, Visitor};
-use serde::ser::{SerializeMap, Serializer};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 
 /// What a token is replaced with.
 pub const REDACTED: &str = "<redacted>";
 
-/// A JSON object's entries in their original order, values untouched.
-struct Entries(Vec<(String, Box<RawValue>)>);
+/// A JSON object's entries in their original order, each value borrowed from the text parsed
+/// (nothing of it is copied but keys with escapes).
+struct Entries<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
 
-impl<'de> Deserialize<'de> for Entries {
+impl<'de> Deserialize<'de> for Entries<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = Entries;
+            type Value = Entries<'de>;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a JSON object")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entries, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entries<'de>, A::Error> {
                 let mut entries = Vec::new();
-                while let Some(entry) = map.next_entry::<String, Box<RawValue>>()? {
-                    entries.push(entry);
+                while let Some((k, v)) = map.next_entry::<Cow<'de, str>, &'de RawValue>()? {
+                    entries.push((k, v));
                 }
                 Ok(Entries(entries))
             }
@@ -34,54 +36,51 @@ impl<'de> Deserialize<'de> for Entries {
     }
 }
 
-impl Serialize for Entries {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(self.0.len()))?;
-        for (k, v) in &self.0 {
-            map.serialize_entry(k, v)?;
-        }
-        map.end()
-    }
+/// Where `part` (a slice of `whole`) lies in `whole`.
+fn place(whole: &str, part: &str) -> Option<Range<usize>> {
+    let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+    let range = start..start + part.len();
+    (whole.get(range.clone()) == Some(part)).then_some(range)
 }
 
-fn redacted() -> Option<Box<RawValue>> {
-    RawValue::from_string(format!("\"{REDACTED}\"")).ok()
-}
-
-/// Replaces `token` in `object`'s entries; true if there was one to replace.
-fn replace_token(entries: &mut Entries) -> Option<bool> {
-    let mut changed = false;
-    for (k, v) in entries.0.iter_mut() {
+/// The places of the `token` values among `entries`.
+fn tokens(whole: &str, entries: &Entries<'_>, found: &mut Vec<Range<usize>>) -> Option<()> {
+    for (k, v) in &entries.0 {
         if k == "token" {
-            *v = redacted()?;
-            changed = true;
+            found.push(place(whole, v.get())?);
         }
     }
-    Some(changed)
+    Some(())
 }
 
 /// The envelope with its verification token redacted, or `None` when it carries none (or is not
 /// a JSON object): then the original can be used as is.
 pub fn redact_token(envelope: &str) -> Option<String> {
-    let mut top: Entries = serde_json::from_str(envelope).ok()?;
-    let mut changed = replace_token(&mut top)?;
-    for (k, v) in top.0.iter_mut() {
+    let top: Entries<'_> = serde_json::from_str(envelope).ok()?;
+    let mut found = Vec::new();
+    tokens(envelope, &top, &mut found)?;
+    for (k, v) in &top.0 {
         if k != "header" {
             continue;
         }
-        let Ok(mut header) = serde_json::from_str::<Entries>(v.get()) else {
-            continue;
-        };
-        if replace_token(&mut header)? {
-            *v = RawValue::from_string(serde_json::to_string(&header).ok()?).ok()?;
-            changed = true;
+        if let Ok(header) = serde_json::from_str::<Entries<'_>>(v.get()) {
+            tokens(envelope, &header, &mut found)?;
         }
     }
-    if changed {
-        serde_json::to_string(&top).ok()
-    } else {
-        None
+    if found.is_empty() {
+        return None;
     }
+    found.sort_by_key(|r| r.start);
+    let quoted = format!("\"{REDACTED}\"");
+    let mut out = String::with_capacity(envelope.len() + quoted.len() * found.len());
+    let mut at = 0;
+    for range in found {
+        out.push_str(envelope.get(at..range.start)?);
+        out.push_str(&quoted);
+        at = range.end;
+    }
+    out.push_str(envelope.get(at..)?);
+    Some(out)
 }
 
 #[cfg(test)]
@@ -118,5 +117,16 @@ mod tests {
         assert_eq!(redact_token("[1,2]"), None);
         assert_eq!(redact_token("not json"), None);
         assert_eq!(redact_token(r#"{"header":"a string"}"#), None);
+    }
+
+    #[test]
+    fn every_other_byte_stays_even_spacing_escapes_and_repeated_keys() {
+        let text = "{ \"schema\" : \"2.0\",\n  \"header\": { \"tok\\u0065n\": \"a\\\"b\", \"x\":[1, 2] },\n  \"token\": 7, \"token\": {\"k\": \"v\"} }";
+        let out = redact_token(text).expect("changed");
+        assert_eq!(
+            out,
+            "{ \"schema\" : \"2.0\",\n  \"header\": { \"tok\\u0065n\": \"<redacted>\", \"x\":[1, 2] },\n  \"token\": \"<redacted>\", \"token\": \"<redacted>\" }"
+        );
+        assert!(serde_json::from_str::<serde_json::Value>(&out).is_ok());
     }
 }

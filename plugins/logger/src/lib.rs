@@ -25,7 +25,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use gateway_plugin::{Delivery, Host, Level, Outcome, Plugin};
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -81,7 +80,19 @@ struct Line<'a> {
     event_type: &'a str,
     received_at: u64,
     logged_at: u64,
-    event: &'a RawValue,
+}
+
+/// Appends `line` with `"event": event` as its last field. `event` is JSON already (the
+/// delivery's, or a redacted or compacted copy of it), so it is copied, not parsed again.
+fn write_line(out: &mut Vec<u8>, line: &Line<'_>, event: &str) -> serde_json::Result<()> {
+    serde_json::to_writer(&mut *out, line)?;
+    if out.last() == Some(&b'}') {
+        out.pop();
+    }
+    out.extend_from_slice(b",\"event\":");
+    out.extend_from_slice(event.as_bytes());
+    out.extend_from_slice(b"}\n");
+    Ok(())
 }
 
 impl Plugin for Logger {
@@ -137,11 +148,10 @@ impl Plugin for Logger {
                 None
             } else {
                 lark_core::redact::redact_token(d.event.get())
-                    .and_then(|t| RawValue::from_string(t).ok())
             };
             // One delivery, one line: an envelope sent pretty-printed is written compact.
-            let event = redacted.as_deref().unwrap_or(&d.event);
-            let compacted = one_line(event.get()).and_then(|t| RawValue::from_string(t).ok());
+            let event = redacted.as_deref().unwrap_or(d.event.get());
+            let compacted = one_line(event);
             let line = Line {
                 delivery_id: &d.delivery_id,
                 attempt: d.attempt,
@@ -151,14 +161,14 @@ impl Plugin for Logger {
                 event_type: &d.event_type,
                 received_at: d.received_at,
                 logged_at: now_ms(),
-                event: compacted.as_deref().unwrap_or(event),
             };
-            match serde_json::to_writer(&mut bytes, &line) {
-                Ok(()) => {
-                    bytes.push(b'\n');
-                    outcomes.push(Outcome::Ok);
+            let mark = bytes.len();
+            match write_line(&mut bytes, &line, compacted.as_deref().unwrap_or(event)) {
+                Ok(()) => outcomes.push(Outcome::Ok),
+                Err(e) => {
+                    bytes.truncate(mark);
+                    outcomes.push(Outcome::reject(format!("cannot serialise line: {e}")))
                 }
-                Err(e) => outcomes.push(Outcome::reject(format!("cannot serialise line: {e}"))),
             }
         }
         if bytes.is_empty() {
