@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 
 mod dedup;
+mod hot;
 mod ids;
 mod inspect;
 mod migrate;

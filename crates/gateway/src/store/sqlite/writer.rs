@@ -12,6 +12,7 @@ use std::sync::mpsc;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::dedup::Dedup;
+use super::hot::{Hot, Sql};
 use super::ids::id_hash;
 use super::{now_ms, ReplaySelector, Write, MAX_BATCH};
 use crate::store::PURGE_CHUNK;
@@ -184,6 +185,7 @@ fn apply_batch(
     // delivery's `next_at` is when it became visible to this writer, so the sweeper's hand-off
     // grace never starts before the delivery could be handed off.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut hot = Hot::new(&tx);
     let mut results = Vec::with_capacity(batch.len());
     let now = now_ms();
     for write in batch {
@@ -192,12 +194,12 @@ fn apply_batch(
                 let index = ids
                     .as_mut()
                     .ok_or_else(|| StoreError("the event id index could not be read".into()))?;
-                Outcome::Accepted(apply_accept(&tx, ev, now, index)?)
+                Outcome::Accepted(apply_accept(&tx, &mut hot, ev, now, index)?)
             }
             Write::Finish(records, _) => Outcome::Applied(
                 records
                     .iter()
-                    .map(|r| apply_finish(&tx, r, now))
+                    .map(|r| apply_finish(&mut hot, r, now))
                     .collect::<Result<_, _>>()?,
             ),
             Write::Start(deliveries, _) => {
@@ -254,12 +256,14 @@ fn apply_batch(
             Write::Replay(sel, _) => Outcome::Count(apply_replay(&tx, sel, now, ids.as_ref())?),
         });
     }
+    drop(hot);
     tx.commit()?;
     Ok(results)
 }
 
 fn apply_accept(
     tx: &rusqlite::Transaction<'_>,
+    hot: &mut Hot<'_>,
     ev: &NewEvent,
     now: i64,
     ids: &mut Dedup,
@@ -270,11 +274,7 @@ fn apply_accept(
     }
     // The index assigns the seq: past every one stored or covered by a run, never reused.
     let seq = ids.take_seq();
-    tx.prepare_cached(
-        "INSERT INTO events (seq, id, app, event_type, schema, received_at, body, routed)
-         VALUES (?8, ?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?
-    .execute(params![
+    hot.get(Sql::InsertEvent)?.execute(params![
         ev.id,
         ev.app,
         ev.event_type,
@@ -284,16 +284,10 @@ fn apply_accept(
         !ev.plugins.is_empty(),
         seq
     ])?;
-    // Seqs are never reused, so no row should be at this one; if one is (written by hand),
-    // it is stale: replaced.
-    tx.prepare_cached("INSERT OR REPLACE INTO event_ids (seq, hash) VALUES (?1, ?2)")?
-        .execute(params![seq, hash])?;
+    hot.get(Sql::InsertId)?.execute(params![seq, hash])?;
     ids.add(hash, seq);
     let mut deliveries = Vec::with_capacity(ev.plugins.len());
-    let mut stmt = tx.prepare_cached(
-        "INSERT INTO deliveries (event_seq, plugin, state, attempts, next_at, updated_at)
-         VALUES (?1, ?2, 'pending', 0, ?3, ?3)",
-    )?;
+    let stmt = hot.get(Sql::InsertDelivery)?;
     for plugin in &ev.plugins {
         stmt.execute(params![seq, plugin, now])?;
         deliveries.push((tx.last_insert_rowid(), plugin.clone()));
@@ -301,11 +295,7 @@ fn apply_accept(
     Ok(Accepted::New { deliveries })
 }
 
-fn apply_finish(
-    tx: &rusqlite::Transaction<'_>,
-    record: &FinishRecord,
-    now: i64,
-) -> Result<bool, StoreError> {
+fn apply_finish(hot: &mut Hot<'_>, record: &FinishRecord, now: i64) -> Result<bool, StoreError> {
     let FinishRecord {
         key,
         guard,
@@ -318,32 +308,19 @@ fn apply_finish(
         Finish::Retry { next_at_ms, error } => ("pending", *next_at_ms, Some(error.as_str())),
         Finish::Dead { error } => ("dead", now, Some(error.as_str())),
     };
-    let changed = tx
-        .prepare_cached(
-            "UPDATE deliveries SET state = ?2, attempts = ?3, next_at = ?4, started = 0,
-                 last_error = CASE WHEN ?2 = 'done' THEN NULL ELSE COALESCE(?5, last_error) END,
-                 updated_at = ?6
-             WHERE key = ?1 AND attempts = ?7 AND generation = ?8
-               AND (state = 'pending' OR (?9 AND state = 'dead'))",
-        )?
-        .execute(params![
-            key,
-            state,
-            attempts,
-            next_at,
-            error,
-            now,
-            guard.attempts,
-            guard.generation,
-            guard.dead_too
-        ])?;
+    let changed = hot.get(Sql::Finish)?.execute(params![
+        key,
+        state,
+        attempts,
+        next_at,
+        error,
+        now,
+        guard.attempts,
+        guard.generation,
+        guard.dead_too
+    ])?;
     if changed == 1 {
-        tx.prepare_cached(
-            "INSERT INTO attempts (delivery_key, generation, attempt, outcome, reason,
-                 started_at, duration_ms, recorded_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )?
-        .execute(params![
+        hot.get(Sql::History)?.execute(params![
             key,
             guard.generation,
             attempts,

@@ -1,0 +1,96 @@
+//! The store writer's per-event statements, each looked up in the connection's statement cache
+//! once per transaction rather than at every use (a look-up hashes the statement's whole text;
+//! a batch runs these thousands of times a second).
+
+use rusqlite::{CachedStatement, Connection};
+
+use crate::store::StoreError;
+
+/// A statement the writer runs for each event or delivery.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Sql {
+    InsertEvent,
+    InsertId,
+    InsertDelivery,
+    Finish,
+    History,
+}
+
+impl Sql {
+    fn text(self) -> &'static str {
+        match self {
+            Sql::InsertEvent => {
+                "INSERT INTO events (seq, id, app, event_type, schema, received_at, body, routed)
+                 VALUES (?8, ?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+            }
+            // Seqs are never reused, so no row should be at this one; if one is (written by
+            // hand), it is stale: replaced.
+            Sql::InsertId => "INSERT OR REPLACE INTO event_ids (seq, hash) VALUES (?1, ?2)",
+            Sql::InsertDelivery => {
+                "INSERT INTO deliveries (event_seq, plugin, state, attempts, next_at, updated_at)
+                 VALUES (?1, ?2, 'pending', 0, ?3, ?3)"
+            }
+            Sql::Finish => {
+                "UPDATE deliveries SET state = ?2, attempts = ?3, next_at = ?4, started = 0,
+                     last_error = CASE WHEN ?2 = 'done' THEN NULL ELSE COALESCE(?5, last_error) END,
+                     updated_at = ?6
+                 WHERE key = ?1 AND attempts = ?7 AND generation = ?8
+                   AND (state = 'pending' OR (?9 AND state = 'dead'))"
+            }
+            Sql::History => {
+                "INSERT INTO attempts (delivery_key, generation, attempt, outcome, reason,
+                     started_at, duration_ms, recorded_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+            }
+        }
+    }
+}
+
+/// The statements taken from the cache so far in one transaction; dropping it puts them back.
+pub(super) struct Hot<'c> {
+    conn: &'c Connection,
+    slots: [Option<CachedStatement<'c>>; 5],
+}
+
+impl<'c> Hot<'c> {
+    pub(super) fn new(conn: &'c Connection) -> Hot<'c> {
+        Hot {
+            conn,
+            slots: Default::default(),
+        }
+    }
+
+    /// `sql`, prepared (or taken from the cache) on first use in this transaction.
+    pub(super) fn get(&mut self, sql: Sql) -> Result<&mut CachedStatement<'c>, StoreError> {
+        let slot = &mut self.slots[sql as usize];
+        if slot.is_none() {
+            *slot = Some(self.conn.prepare_cached(sql.text())?);
+        }
+        slot.as_mut()
+            .ok_or_else(|| StoreError("internal: statement not prepared".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_statement_prepares_against_the_schema_and_is_reused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = super::super::SqliteStore::open(&dir.path().join("s.db")).expect("open");
+        drop(store);
+        let conn = Connection::open(dir.path().join("s.db")).expect("conn");
+        let mut hot = Hot::new(&conn);
+        for sql in [
+            Sql::InsertEvent,
+            Sql::InsertId,
+            Sql::InsertDelivery,
+            Sql::Finish,
+            Sql::History,
+        ] {
+            let first = hot.get(sql).expect("prepares") as *const _;
+            assert_eq!(hot.get(sql).expect("again") as *const _, first, "{sql:?}");
+        }
+    }
+}
