@@ -126,6 +126,11 @@ fn metrics_move_with_known_traffic() {
     let calls = at(r#"gateway_plugin_call_duration_seconds_count{plugin="good"}"#);
     assert!((1.0..=3.0).contains(&calls), "{calls} calls");
     assert!(at("gateway_store_commit_batch_size_count") >= 1.0);
+    assert_eq!(
+        at("gateway_store_commit_duration_seconds_count"),
+        at("gateway_store_commit_batch_size_count"),
+        "every commit timed"
+    );
     // Five events stored (the unrouted one included), each id held once for dedup.
     assert_eq!(at("gateway_store_dedup_ids"), 5.0);
 }

@@ -70,6 +70,7 @@ pub struct Metrics {
     pub request_latency: Histogram,
     pub plugin_latency: Family<PluginLabels, Histogram>,
     pub commit_batch: Histogram,
+    pub commit_duration: Histogram,
     pub dedup_ids: Gauge,
     pub longconn_connects: Family<AppLabels, Counter>,
     pub longconn_reconnects: Family<AppLabels, Counter>,
@@ -197,6 +198,13 @@ impl Metrics {
             "gateway_store_commit_batch_size",
             "Writes per store transaction (group commit)",
             commit_batch.clone(),
+        );
+        // 0.5 ms to 1 s: a group commit is one fsync; a slow one stalls every request in it.
+        let commit_duration = Histogram::new(exponential_buckets(0.0005, 2.0, 12));
+        registry.register(
+            "gateway_store_commit_duration_seconds",
+            "Embedded store: one group commit (apply, commit, fsync) as the writer thread timed it",
+            commit_duration.clone(),
         );
         let dedup_ids = Gauge::default();
         registry.register(
@@ -326,6 +334,7 @@ impl Metrics {
             request_latency,
             plugin_latency,
             commit_batch,
+            commit_duration,
             dedup_ids,
             longconn_connects,
             longconn_reconnects,
@@ -379,6 +388,11 @@ pub fn admin_auth_failure(kind: &str) {
 
 pub fn observe_commit_batch(size: usize) {
     get().commit_batch.observe(size as f64);
+}
+
+/// How long one group commit of the embedded store took.
+pub fn observe_commit_duration(took: std::time::Duration) {
+    get().commit_duration.observe(took.as_secs_f64());
 }
 
 /// The number of ids in the embedded store's dedup index.

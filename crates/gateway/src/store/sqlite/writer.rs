@@ -74,7 +74,10 @@ fn write_batch(
 ) {
     let batch = take_batch(first, rx);
     crate::metrics::observe_commit_batch(batch.len());
-    match apply_and_settle(conn, &batch, ids) {
+    let started = std::time::Instant::now();
+    let applied = apply_and_settle(conn, &batch, ids);
+    crate::metrics::observe_commit_duration(started.elapsed());
+    match applied {
         Ok(results) => {
             for (write, result) in batch.into_iter().zip(results) {
                 answer(write, Ok(result));
