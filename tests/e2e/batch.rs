@@ -215,6 +215,17 @@ fn beside_a_gate(gw: &TestGateway, events: &[&str], gap: Duration) {
     );
 }
 
+/// `kit` with two permits, four deliveries a call, a 2 s `gate` and this `linger`.
+fn two_permits(dir: &std::path::Path, linger: &str) -> TestGateway {
+    start_kit(
+        dir,
+        &format!("max_batch = 4\nlinger = \"{linger}\""),
+        r#""test.ok" = "ok""#,
+        2,
+        2000,
+    )
+}
+
 fn batch_of(gw: &TestGateway, id: &str) -> serde_json::Value {
     calls_of(gw, id)[0]["batch"].clone()
 }
@@ -222,13 +233,7 @@ fn batch_of(gw: &TestGateway, id: &str) -> serde_json::Value {
 #[test]
 fn beside_a_running_call_a_new_call_lingers_for_a_full_batch() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let gw = start_kit(
-        dir.path(),
-        "max_batch = 4\nlinger = \"1s\"",
-        r#""test.ok" = "ok""#,
-        2,
-        2000,
-    );
+    let gw = two_permits(dir.path(), "1s");
     let ids = ["l-1", "l-2", "l-3", "l-4"];
     beside_a_gate(&gw, &ids, Duration::from_millis(100));
     // The second permit was free all along, yet the four went in one call.
@@ -242,13 +247,7 @@ fn beside_a_running_call_a_new_call_lingers_for_a_full_batch() {
 #[test]
 fn without_linger_a_free_permit_takes_what_is_ready_at_once() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let gw = start_kit(
-        dir.path(),
-        "max_batch = 4\nlinger = \"0ms\"",
-        r#""test.ok" = "ok""#,
-        2,
-        2000,
-    );
+    let gw = two_permits(dir.path(), "0ms");
     beside_a_gate(&gw, &["z-1", "z-2"], Duration::from_millis(300));
     assert_eq!(batch_of(&gw, "z-1"), 1, "{:?}", calls(&gw));
     assert_eq!(batch_of(&gw, "z-2"), 1, "{:?}", calls(&gw));
@@ -257,13 +256,7 @@ fn without_linger_a_free_permit_takes_what_is_ready_at_once() {
 #[test]
 fn linger_ends_at_its_deadline_and_an_idle_plugin_is_called_at_once() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let gw = start_kit(
-        dir.path(),
-        "max_batch = 4\nlinger = \"400ms\"",
-        r#""test.ok" = "ok""#,
-        2,
-        2000,
-    );
+    let gw = two_permits(dir.path(), "400ms");
     // Nothing else runs: the first delivery does not wait for the second.
     send(&gw, "i-1", "test.ok");
     std::thread::sleep(Duration::from_millis(150));
