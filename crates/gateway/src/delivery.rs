@@ -134,9 +134,9 @@ fn runs_alone(job: &Job) -> bool {
 }
 
 /// Adds deliveries to `batch` as they come, until it holds `max_batch`, `linger` has passed or
-/// the queue is cancelled; returns a delivery that came but must run alone.
+/// `cancel` fires; returns a delivery that came but must run alone (it is not added).
 async fn linger(
-    queue: &PluginQueue,
+    cancel: &CancellationToken,
     rx: &mut mpsc::Receiver<Job>,
     batch: &mut Vec<Job>,
     max_batch: usize,
@@ -146,7 +146,7 @@ async fn linger(
     while batch.len() < max_batch {
         let next = tokio::select! {
             biased;
-            _ = queue.cancel.cancelled() => return None,
+            _ = cancel.cancelled() => return None,
             next = tokio::time::timeout_at(deadline, rx.recv()) => next,
         };
         match next {
@@ -428,7 +428,7 @@ impl Engine {
                 && !config.linger.is_zero()
                 && queue.others_running()
             {
-                held = linger(&queue, &mut rx, &mut batch, max_batch, config.linger).await;
+                held = linger(&queue.cancel, &mut rx, &mut batch, max_batch, config.linger).await;
             }
             // Superseded by a replay while it waited in the queue: drop it.
             batch.retain(|j| self.known.start(j.key, j.generation));
@@ -478,3 +478,7 @@ impl Engine {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "delivery/linger_tests.rs"]
+mod linger_tests;
