@@ -49,7 +49,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     key         INTEGER PRIMARY KEY,
     event_seq   INTEGER NOT NULL REFERENCES events(seq),
     plugin      TEXT NOT NULL,
-    state       TEXT NOT NULL CHECK (state IN ('pending', 'done', 'dead')),
+    state       TEXT NOT NULL CHECK (state = 'pending' OR state = 'done' OR state = 'dead'),
     attempts    INTEGER NOT NULL,
     next_at     INTEGER NOT NULL,
     last_error  TEXT,

@@ -93,4 +93,36 @@ mod tests {
             assert_eq!(hot.get(sql).expect("again") as *const _, first, "{sql:?}");
         }
     }
+
+    /// A temporary index built at each execution (SQLite's `OpenEphemeral`: a page cache and a
+    /// zeroed page, as an `IN` list in a check constraint costs) has no place on the hot path.
+    #[test]
+    fn no_statement_builds_a_temporary_index() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        drop(super::super::SqliteStore::open(&dir.path().join("s.db")).expect("open"));
+        let conn = Connection::open(dir.path().join("s.db")).expect("conn");
+        conn.pragma_update(None, "foreign_keys", "ON").expect("fk");
+        for sql in [
+            Sql::InsertEvent,
+            Sql::InsertId,
+            Sql::InsertDelivery,
+            Sql::Finish,
+            Sql::History,
+        ] {
+            let mut explain = conn
+                .prepare(&format!("EXPLAIN {}", sql.text()))
+                .expect("explain");
+            let nulls = vec![rusqlite::types::Null; explain.parameter_count()];
+            let ops = explain
+                .query_map(rusqlite::params_from_iter(nulls), |r| r.get::<_, String>(1))
+                .expect("rows")
+                .collect::<Result<Vec<_>, _>>()
+                .expect("ops");
+            assert!(!ops.is_empty(), "{sql:?}");
+            assert!(
+                !ops.iter().any(|op| op == "OpenEphemeral"),
+                "{sql:?} builds a temporary index: {ops:?}"
+            );
+        }
+    }
 }

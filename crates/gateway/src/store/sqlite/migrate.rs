@@ -7,6 +7,10 @@
 //! Version 6 dropped the unique index on the id too (it still took a random page per event):
 //! ids are deduplicated in memory from the `event_ids` table of id hashes (see [`super::ids`]).
 //! Both changes rebuild the tables, once, at the first `gateway run` of the new version.
+//!
+//! Stores created before the deliveries' state check was spelled as comparisons get that
+//! check rewritten in place (see [`comparisons_for_state_check`]); the version stays, as the
+//! two spellings accept the same rows and either binary reads both.
 
 use std::cmp::Ordering;
 use std::path::Path;
@@ -49,6 +53,7 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
     if let Some(from) = from {
         to_current_layout(conn, from)?;
     }
+    comparisons_for_state_check(conn)?;
     if version < SCHEMA_VERSION {
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     }
@@ -58,6 +63,48 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
         // are free pages that new events fill.
         conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
     }
+    Ok(())
+}
+
+/// The deliveries' state check as stores before this one spelled it, and as it is now. SQLite
+/// evaluates an `IN` list of three constants by building a temporary index for it, its own
+/// page cache and a zeroed page, each time a row is inserted or its state changed: twice per
+/// delivery. Measured under callgrind (the gateway with the logger routed, closed loop): 16% of
+/// the instructions per event. Three comparisons cost a few opcodes.
+pub(super) const STATE_CHECK_LIST: &str = "CHECK (state IN ('pending', 'done', 'dead'))";
+pub(super) const STATE_CHECK: &str =
+    "CHECK (state = 'pending' OR state = 'done' OR state = 'dead')";
+
+/// Rewrites the `deliveries` table's state check from the `IN` list to comparisons, in place:
+/// the change SQLite documents for a constraint every stored row already meets (its "ALTER
+/// TABLE" page: edit `sqlite_schema` with `writable_schema` on and bump `schema_version`, in one
+/// transaction). No row is read or written, so a store of any size is done at once. Nothing
+/// happens if the table does not hold the old spelling.
+fn comparisons_for_state_check(conn: &Connection) -> Result<(), StoreError> {
+    let sql: String = conn.query_row(
+        "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'deliveries'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !sql.contains(STATE_CHECK_LIST) {
+        return Ok(());
+    }
+    let tx = conn.unchecked_transaction()?;
+    let schema_version: i64 = tx.pragma_query_value(None, "schema_version", |r| r.get(0))?;
+    tx.pragma_update(None, "writable_schema", true)?;
+    let edited = tx
+        .execute(
+            "UPDATE sqlite_schema SET sql = ?1 WHERE type = 'table' AND name = 'deliveries'",
+            [sql.replace(STATE_CHECK_LIST, STATE_CHECK)],
+        )
+        .and_then(|_| tx.pragma_update(None, "schema_version", schema_version + 1));
+    // Off again whatever happened; an error rolls the transaction back with the edit.
+    tx.pragma_update(None, "writable_schema", false)?;
+    edited?;
+    tx.commit()?;
+    tracing::info!(
+        "the store's delivery state check is now spelled as comparisons (no data changed)"
+    );
     Ok(())
 }
 

@@ -257,3 +257,57 @@ fn a_store_written_by_a_newer_gateway_is_refused() {
         .expect("schema");
     assert!(!recreated, "nothing was written to the newer store");
 }
+
+#[test]
+fn the_state_check_is_rewritten_as_comparisons_in_place_and_still_holds() {
+    use super::migrate::{STATE_CHECK, STATE_CHECK_LIST};
+    assert!(
+        SCHEMA.contains(STATE_CHECK),
+        "new stores get the comparisons"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s.db");
+    {
+        // A store as the previous release created it: this schema with the IN list.
+        let old = Connection::open(&path).expect("open");
+        old.execute_batch(&format!(
+            "{}PRAGMA user_version = {SCHEMA_VERSION};
+             INSERT INTO events VALUES (1, 'e1', 'hire', 't', '2.0', 100, '{{}}', 1);
+             INSERT INTO deliveries (key, event_seq, plugin, state, attempts, next_at, updated_at)
+                 VALUES (7, 1, 'a', 'done', 1, 100, 100), (8, 1, 'b', 'pending', 0, 100, 100);",
+            SCHEMA.replace(STATE_CHECK, STATE_CHECK_LIST)
+        ))
+        .expect("old schema");
+    }
+    let store = SqliteStore::open(&path).expect("open rewrites");
+    assert_eq!(version(&store), SCHEMA_VERSION, "no version change");
+    let (sql, integrity, rows, bad) = store
+        .read_blocking(|c| {
+            let sql: String = c.query_row(
+                "SELECT sql FROM sqlite_schema WHERE name = 'deliveries'",
+                [],
+                |r| r.get(0),
+            )?;
+            let integrity: String = c.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+            let mut s = c.prepare("SELECT key, state FROM deliveries ORDER BY key")?;
+            let rows = s
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<Vec<(i64, String)>, _>>()?;
+            let bad = c
+                .execute("UPDATE deliveries SET state = 'gone' WHERE key = 7", [])
+                .map_err(|e| e.to_string());
+            Ok((sql, integrity, rows, bad))
+        })
+        .expect("read");
+    assert!(
+        sql.contains(STATE_CHECK) && !sql.contains(STATE_CHECK_LIST),
+        "{sql}"
+    );
+    assert_eq!(integrity, "ok");
+    assert_eq!(rows, [(7, "done".to_owned()), (8, "pending".to_owned())]);
+    assert!(bad.expect_err("the check still holds").contains("CHECK"));
+    store.close();
+    // Opening again finds nothing to do.
+    let again = SqliteStore::open(&path).expect("reopen");
+    assert_eq!(version(&again), SCHEMA_VERSION);
+}
