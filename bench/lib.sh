@@ -45,6 +45,15 @@ proc_table() {
   done
 }
 
+# steal_ticks: "steal total" ticks of all CPUs so far (/proc/stat); steal_share BEFORE: the
+# share of CPU time stolen by the hypervisor since BEFORE, in percent (one decimal).
+steal_ticks() { awk '/^cpu / { t = 0; for (i = 2; i <= 9; i++) t += $i; print $9, t }' /proc/stat; }
+steal_share() {
+  local before=$1
+  awk -v b="$before" '/^cpu / { t = 0; for (i = 2; i <= 9; i++) t += $i; split(b, x, " ");
+    d = t - x[2]; printf "%.1f", (d > 0 ? ($9 - x[1]) * 100 / d : 0) }' /proc/stat
+}
+
 # Table helpers. mean_of / max_of read ARRAY[KEY,ROUND] for rounds 1..$rounds (the caller's
 # global) and print nothing when no round ran.
 join_by() { local sep=$1 acc=$2 x; shift 2; for x in "$@"; do acc+="$sep$x"; done; echo "$acc"; }

@@ -307,6 +307,7 @@ declare -A rps=() p50=() p99=() p999=() reqs=() ticks=() e2e=() drain=() failed=
 note() { notes[$1]="${notes[$1]:+${notes[$1]}; }$2"; }
 
 loadavg0=$(cut -d' ' -f1-3 /proc/loadavg)
+steal0=$(steal_ticks)
 echo "run: $rounds round(s) x [$systems], $conns connections, $secs s each; scratch $run_dir"
 for round in $(seq 1 "$rounds"); do
   for sys in $systems; do
@@ -420,11 +421,12 @@ echo "$notes_text"
 [ -n "$extra" ] && echo "${extra#$'\n'}"
 
 model=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+steal=$(steal_share "$steal0")
 mkdir -p "$(dirname "$out")"
 {
   echo "# Load comparison — $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo
-  echo "- machine: $(nproc) CPUs, ${model:-unknown model}; loadgen runs on the same machine (loopback); load average before the run: $loadavg0"
+  echo "- machine: $(nproc) CPUs, ${model:-unknown model}; loadgen runs on the same machine (loopback); load average before the run: $loadavg0; CPU time taken by the hypervisor (steal, /proc/stat) over the run: $steal%"
   echo "- command: \`$cmdline\` ($rounds round(s), $conns connections, $secs s per load, closed loop)"
   echo "- versions: $versions"
   echo

@@ -9,13 +9,17 @@
 # 3. Runs `loadgen run --rate (FRACTION x max) --duration $SECS` (open loop: latency measured from
 #    each request's intended send time, so a stall cannot hide) with --metrics, so it waits until
 #    every stored event was delivered; meanwhile samples the gateway's VmRSS every $EVERY s.
+# 4. Control (unless CONTROL_SECS=0): the bare receiver (`loadgen baseline`: one thread, verify +
+#    decrypt + token, no store) under the same open loop for $CONTROL_SECS s, so the table shows
+#    the tail this machine gives a receiver that does nothing else; and the CPU time the
+#    hypervisor took (steal, from /proc/stat) during each run.
 # Reports: idle RSS; RSS after the first minute, at the end and its maximum; the growth from the
 # second minute's mean to the last minute's mean (flat = a few MB at most); p50/p99/p99.9/max
 # latency, statuses, the drain, CPU µs per event (the gateway and its children, load + drain).
 # Written to bench/results/soak.md (OUT=...), RSS samples beside it in soak-rss.tsv.
 #
 # Usage: bench/soak.sh   (after: cargo build --release -p gateway -p logger -p gateway-bench)
-# Env knobs (defaults): SECS=300 FRACTION=0.5 PROBE_SECS=10 RATE= CONNS=32 EVERY=5
+# Env knobs (defaults): SECS=300 FRACTION=0.5 PROBE_SECS=10 RATE= CONNS=32 EVERY=5 CONTROL_SECS=60
 #   PORT=17990 (admin PORT+1) WORK=/tmp/gateway-bench KEEP= OUT=bench/results/soak.md
 #   GATEWAY_BIN=target/release/gateway LOGGER_SO=target/release/liblogger.so (another build)
 #   LOADGEN_ARGS= extra `loadgen run` arguments, e.g. "--prebuild 800000" to build every request
@@ -25,7 +29,8 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=bench/lib.sh
 source "$here/bench/lib.sh"
-bench_setup soak LOADGEN_ARGS RATE FRACTION PROBE_SECS SECS CONNS
+bench_setup soak LOADGEN_ARGS RATE FRACTION PROBE_SECS SECS CONNS CONTROL_SECS
+control_secs=${CONTROL_SECS:-60}
 secs=${SECS:-300}
 fraction=${FRACTION:-0.5}
 probe_secs=${PROBE_SECS:-10}
@@ -91,13 +96,33 @@ printf 't_s\trss_kb\n' >"$samples"
 ) &
 sampler=$!
 cpu0=$(ticks "$srv_pid")
+st0=$(steal_ticks)
 lg --rate "$rate" --duration "${secs}s" >"$run/soak.json"
+steal=$(steal_share "$st0")
 cpu1=$(ticks "$srv_pid")
 end_kb=$(rss_kb "$srv_pid")
 kill "$sampler" 2>/dev/null || true
 sampler=''
 stop_gateway
 hz=$(getconf CLK_TCK)
+
+control_row=''
+if [ "$control_secs" != 0 ]; then
+  echo "control: the bare receiver at $rate req/s for ${control_secs}s..."
+  "$loadgen" baseline --listen "$host:$port" --key "$key" --token "$token" >"$run/baseline.log" 2>&1 &
+  srv_pid=$!
+  for _ in $(seq 1 100); do
+    curl -s -o /dev/null "http://$host:$port/" && break
+    sleep 0.05
+  done
+  st0=$(steal_ticks)
+  "$loadgen" run --url "http://$host:$port$path" --key "$key" --token "$token" \
+    --connections "$conns" --json --rate "$rate" --duration "${control_secs}s" ${LOADGEN_ARGS:-} \
+    >"$run/control.json"
+  control_steal=$(steal_share "$st0")
+  stop_gateway
+  control_row=$(jq -r --arg st "$control_steal" '"| bare receiver (`loadgen baseline`), \(.rate) req/s for \(.duration_s) s | \(.requests) | \(.rps | floor) | \(.latency_ms.p50) | \(.latency_ms.p99) | \(.latency_ms["p99.9"]) | \(.latency_ms.max) | - | - | \($st)% |"' "$run/control.json")
+fi
 
 j=$run/soak.json
 reqs=$(jq -r '.requests' "$j")
@@ -121,15 +146,16 @@ bad=$(jq -r '[(.statuses | to_entries[] | select(.key != "200") | "status \(.key
   echo "- command: \`$cmdline\` ($conns connections; maximum: $max_note)"
   echo "- gateway binary built $(date -u -r "$gateway_bin" '+%Y-%m-%d %H:%M UTC') (tree: $(git -C "$here" rev-parse --short HEAD 2>/dev/null || echo unknown))"
   echo
-  echo "| open loop | answered | req/s | p50 ms | p99 ms | p99.9 ms | max ms | drain s | CPU µs/event |"
-  echo "|---|---|---|---|---|---|---|---|---|"
-  jq -r --arg cpu "$cpu_us" '"| \(.rate) req/s for \(.duration_s) s | \(.requests) | \(.rps | floor) | \(.latency_ms.p50) | \(.latency_ms.p99) | \(.latency_ms["p99.9"]) | \(.latency_ms.max) | \(.drain_s // "-") | \($cpu) |"' "$j"
+  echo "| open loop | answered | req/s | p50 ms | p99 ms | p99.9 ms | max ms | drain s | CPU µs/event | steal |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
+  jq -r --arg cpu "$cpu_us" --arg st "$steal" '"| gateway, \(.rate) req/s for \(.duration_s) s | \(.requests) | \(.rps | floor) | \(.latency_ms.p50) | \(.latency_ms.p99) | \(.latency_ms["p99.9"]) | \(.latency_ms.max) | \(.drain_s // "-") | \($cpu) | \($st)% |"' "$j"
+  if [ -n "$control_row" ]; then echo "$control_row"; fi
   echo
   echo "| RSS idle | after 1 min | at the end | max | mean of minute 2 | mean of the last minute | growth |"
   echo "|---|---|---|---|---|---|---|"
   echo "| $(mb "$idle_kb") MB | $(mb "${at60_kb:-0}") MB | $(mb "$end_kb") MB | $(mb "$max_kb") MB | $(mb "$second_min") MB | $(mb "$last_min") MB | $(mb $((last_min - second_min))) MB |"
   echo
-  echo "Latency from each request's intended send time. RSS: VmRSS of the gateway every ${every} s (soak-rss.tsv)."
+  echo "Latency from each request's intended send time. Steal: CPU time the hypervisor gave to others during the run, as a share of all CPU time (/proc/stat). RSS: VmRSS of the gateway every ${every} s (soak-rss.tsv)."
   if [ -n "$bad" ]; then echo "Not 200: $bad"; fi
 } | tee "$out"
 cp "$samples" "$(dirname "$out")/soak-rss.tsv"
