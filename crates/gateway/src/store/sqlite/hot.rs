@@ -17,6 +17,15 @@ pub(super) enum Sql {
 }
 
 impl Sql {
+    #[cfg(test)]
+    const ALL: [Sql; 5] = [
+        Sql::InsertEvent,
+        Sql::InsertId,
+        Sql::InsertDelivery,
+        Sql::Finish,
+        Sql::History,
+    ];
+
     fn text(self) -> &'static str {
         match self {
             Sql::InsertEvent => {
@@ -75,20 +84,20 @@ impl<'c> Hot<'c> {
 mod tests {
     use super::*;
 
+    /// A connection to a new store in `dir`, as the gateway creates it.
+    fn new_store(dir: &tempfile::TempDir) -> Connection {
+        drop(super::super::SqliteStore::open(&dir.path().join("s.db")).expect("open"));
+        let conn = Connection::open(dir.path().join("s.db")).expect("conn");
+        conn.pragma_update(None, "foreign_keys", "ON").expect("fk");
+        conn
+    }
+
     #[test]
     fn every_statement_prepares_against_the_schema_and_is_reused() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = super::super::SqliteStore::open(&dir.path().join("s.db")).expect("open");
-        drop(store);
-        let conn = Connection::open(dir.path().join("s.db")).expect("conn");
+        let conn = new_store(&dir);
         let mut hot = Hot::new(&conn);
-        for sql in [
-            Sql::InsertEvent,
-            Sql::InsertId,
-            Sql::InsertDelivery,
-            Sql::Finish,
-            Sql::History,
-        ] {
+        for sql in Sql::ALL {
             let first = hot.get(sql).expect("prepares") as *const _;
             assert_eq!(hot.get(sql).expect("again") as *const _, first, "{sql:?}");
         }
@@ -99,16 +108,8 @@ mod tests {
     #[test]
     fn no_statement_builds_a_temporary_index() {
         let dir = tempfile::tempdir().expect("tempdir");
-        drop(super::super::SqliteStore::open(&dir.path().join("s.db")).expect("open"));
-        let conn = Connection::open(dir.path().join("s.db")).expect("conn");
-        conn.pragma_update(None, "foreign_keys", "ON").expect("fk");
-        for sql in [
-            Sql::InsertEvent,
-            Sql::InsertId,
-            Sql::InsertDelivery,
-            Sql::Finish,
-            Sql::History,
-        ] {
+        let conn = new_store(&dir);
+        for sql in Sql::ALL {
             let mut explain = conn
                 .prepare(&format!("EXPLAIN {}", sql.text()))
                 .expect("explain");
