@@ -43,16 +43,38 @@ fn trickle(tx: mpsc::Sender<Job>, jobs: Vec<Job>) {
     });
 }
 
-#[tokio::test(start_paused = true)]
-async fn it_stops_as_soon_as_the_batch_is_full() {
+/// What one linger did: the batch (job 1 first), the job it held back, and the queue after it.
+struct Lingered {
+    batch: Vec<Job>,
+    held: Option<Job>,
+    rx: mpsc::Receiver<Job>,
+}
+
+/// Lingers (not cancelled) after job 1, `coming` trickling in 1 ms apart.
+async fn linger_after_first(coming: Vec<Job>, max_batch: usize, wait: Duration) -> Lingered {
     let (tx, mut rx) = mpsc::channel(16);
-    trickle(tx, (2..=6).map(|k| job(k, 0, 0)).collect());
+    trickle(tx, coming);
     let mut batch = vec![job(1, 0, 0)];
-    let started = tokio::time::Instant::now();
     let held = linger(
         &CancellationToken::new(),
         &mut rx,
         &mut batch,
+        max_batch,
+        wait,
+    )
+    .await;
+    Lingered { batch, held, rx }
+}
+
+#[tokio::test(start_paused = true)]
+async fn it_stops_as_soon_as_the_batch_is_full() {
+    let started = tokio::time::Instant::now();
+    let Lingered {
+        batch,
+        held,
+        mut rx,
+    } = linger_after_first(
+        (2..=6).map(|k| job(k, 0, 0)).collect(),
         4,
         Duration::from_secs(1),
     )
@@ -73,18 +95,9 @@ async fn it_stops_as_soon_as_the_batch_is_full() {
 
 #[tokio::test(start_paused = true)]
 async fn it_stops_at_its_deadline_with_what_came() {
-    let (tx, mut rx) = mpsc::channel(16);
-    trickle(tx, vec![job(2, 0, 0)]);
-    let mut batch = vec![job(1, 0, 0)];
     let started = tokio::time::Instant::now();
-    let held = linger(
-        &CancellationToken::new(),
-        &mut rx,
-        &mut batch,
-        64,
-        Duration::from_millis(50),
-    )
-    .await;
+    let Lingered { batch, held, .. } =
+        linger_after_first(vec![job(2, 0, 0)], 64, Duration::from_millis(50)).await;
     assert!(held.is_none());
     assert_eq!(keys(&batch), [1, 2]);
     assert_eq!(started.elapsed(), Duration::from_millis(50));
@@ -93,13 +106,12 @@ async fn it_stops_at_its_deadline_with_what_came() {
 #[tokio::test(start_paused = true)]
 async fn a_retry_or_a_crashed_delivery_ends_it_and_is_handed_back_alone() {
     for alone in [job(3, 1, 0), job(3, 0, 1)] {
-        let (tx, mut rx) = mpsc::channel(16);
-        trickle(tx, vec![job(2, 0, 0), alone, job(4, 0, 0)]);
-        let mut batch = vec![job(1, 0, 0)];
-        let held = linger(
-            &CancellationToken::new(),
-            &mut rx,
-            &mut batch,
+        let Lingered {
+            batch,
+            held,
+            mut rx,
+        } = linger_after_first(
+            vec![job(2, 0, 0), alone, job(4, 0, 0)],
             64,
             Duration::from_secs(1),
         )
