@@ -54,32 +54,44 @@ fn tokens(whole: &str, entries: &Entries<'_>, found: &mut Vec<Range<usize>>) -> 
 }
 
 /// The envelope with its verification token redacted, or `None` when it carries none (or is not
-/// a JSON object): then the original can be used as is.
+/// a JSON object): then the original can be used as is. Fails closed: should a token's value
+/// not be placed in the text (the parser's slices always lie in it, so this is not expected),
+/// the whole envelope becomes the quoted [`REDACTED`] rather than a copy with the token in it.
 pub fn redact_token(envelope: &str) -> Option<String> {
     let top: Entries<'_> = serde_json::from_str(envelope).ok()?;
+    let all_redacted = || format!("\"{REDACTED}\"");
     let mut found = Vec::new();
-    tokens(envelope, &top, &mut found)?;
+    let mut placed = tokens(envelope, &top, &mut found);
     for (k, v) in &top.0 {
         if k != "header" {
             continue;
         }
         if let Ok(header) = serde_json::from_str::<Entries<'_>>(v.get()) {
-            tokens(envelope, &header, &mut found)?;
+            placed = placed.and(tokens(envelope, &header, &mut found));
         }
+    }
+    if placed.is_none() {
+        return Some(all_redacted());
     }
     if found.is_empty() {
         return None;
     }
-    found.sort_by_key(|r| r.start);
+    Some(splice(envelope, found).unwrap_or_else(all_redacted))
+}
+
+/// `text` with each of `ranges` (in any order, not overlapping) replaced by the quoted
+/// [`REDACTED`]; `None` if a range does not lie on `text`'s character boundaries or two overlap.
+fn splice(text: &str, mut ranges: Vec<Range<usize>>) -> Option<String> {
+    ranges.sort_by_key(|r| r.start);
     let quoted = format!("\"{REDACTED}\"");
-    let mut out = String::with_capacity(envelope.len() + quoted.len() * found.len());
+    let mut out = String::with_capacity(text.len() + quoted.len() * ranges.len());
     let mut at = 0;
-    for range in found {
-        out.push_str(envelope.get(at..range.start)?);
+    for range in ranges {
+        out.push_str(text.get(at..range.start)?);
         out.push_str(&quoted);
         at = range.end;
     }
-    out.push_str(envelope.get(at..)?);
+    out.push_str(text.get(at..)?);
     Some(out)
 }
 
@@ -117,6 +129,25 @@ mod tests {
         assert_eq!(redact_token("[1,2]"), None);
         assert_eq!(redact_token("not json"), None);
         assert_eq!(redact_token(r#"{"header":"a string"}"#), None);
+    }
+
+    #[test]
+    fn a_splice_that_cannot_be_made_is_refused_not_half_done() {
+        assert_eq!(
+            splice("abcdef", vec![4..5, 1..2]).as_deref(),
+            Some(r#"a"<redacted>"cd"<redacted>"f"#)
+        );
+        assert_eq!(splice("abcdef", vec![1..3, 2..4]), None, "overlapping");
+        assert_eq!(
+            splice("abc", std::iter::once(2..9).collect()),
+            None,
+            "past the end"
+        );
+        assert_eq!(
+            splice("aé", std::iter::once(2..3).collect()),
+            None,
+            "inside a character"
+        );
     }
 
     #[test]
