@@ -9,6 +9,8 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+mod scan;
+
 /// What a token is replaced with.
 pub const REDACTED: &str = "<redacted>";
 
@@ -57,9 +59,27 @@ fn tokens(whole: &str, entries: &Entries<'_>, found: &mut Vec<Range<usize>>) -> 
 /// a JSON object): then the original can be used as is. Fails closed: should a token's value
 /// not be placed in the text (the parser's slices always lie in it, so this is not expected),
 /// the whole envelope becomes the quoted [`REDACTED`] rather than a copy with the token in it.
+///
+/// One pass over the bytes finds the tokens ([`scan`]); an envelope it cannot be sure of (an
+/// escaped key, not an object) goes through the full parser, which gives the same answer on
+/// every envelope the scan reads (a property test checks it).
 pub fn redact_token(envelope: &str) -> Option<String> {
+    match scan::token_ranges(envelope) {
+        Some(found) if found.is_empty() => None,
+        Some(found) => Some(splice(envelope, found).unwrap_or_else(all_redacted)),
+        None => parsed(envelope),
+    }
+}
+
+/// The quoted [`REDACTED`] in place of a whole envelope.
+fn all_redacted() -> String {
+    format!("\"{REDACTED}\"")
+}
+
+/// [`redact_token`] by the full parser (serde_json): the reference the fast scan must agree
+/// with, and the answer wherever the scan is unsure.
+fn parsed(envelope: &str) -> Option<String> {
     let top: Entries<'_> = serde_json::from_str(envelope).ok()?;
-    let all_redacted = || format!("\"{REDACTED}\"");
     let mut found = Vec::new();
     let mut placed = tokens(envelope, &top, &mut found);
     for (k, v) in &top.0 {
@@ -98,6 +118,7 @@ fn splice(text: &str, mut ranges: Vec<Range<usize>>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn schema_2_header_token_is_redacted_keeping_order_and_values() {
@@ -159,5 +180,66 @@ mod tests {
             "{ \"schema\" : \"2.0\",\n  \"header\": { \"tok\\u0065n\": \"<redacted>\", \"x\":[1, 2] },\n  \"token\": \"<redacted>\", \"token\": \"<redacted>\" }"
         );
         assert!(serde_json::from_str::<serde_json::Value>(&out).is_ok());
+    }
+
+    /// A JSON value whose keys are often the ones that matter (and sometimes need escapes).
+    fn json() -> impl Strategy<Value = serde_json::Value> {
+        use serde_json::Value;
+        let key = prop_oneof![
+            Just("token".to_string()),
+            Just("header".to_string()),
+            Just("event".to_string()),
+            Just("tok\"en".to_string()),
+            "[a-z\\\\\n\u{e9}]{0,6}",
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            (-1e6f64..1e6).prop_map(Value::from),
+            "[ -~\\\\\"\n\t\u{e9}\u{1F600}]{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 6, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                proptest::collection::vec((key.clone(), inner), 0..6)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// The fast scan and the full parser agree on every JSON text, compact or pretty, and
+        /// on texts cut short or with a byte changed.
+        #[test]
+        fn the_scan_agrees_with_the_parser(v in json(), cut in any::<prop::sample::Index>(), b in any::<u8>()) {
+            for text in [v.to_string(), serde_json::to_string_pretty(&v).unwrap_or_default()] {
+                prop_assert_eq!(redact_token(&text), parsed(&text));
+                let at = cut.index(text.len() + 1);
+                if let Some(head) = text.get(..at) {
+                    if serde_json::from_str::<serde_json::Value>(head).is_err() {
+                        prop_assert_eq!(scan::token_ranges(head), None, "{}", head);
+                    }
+                }
+                let mut bytes = text.clone().into_bytes();
+                if let Some(x) = bytes.get_mut(cut.index(text.len().max(1))) {
+                    *x = b;
+                }
+                if let Ok(changed) = String::from_utf8(bytes) {
+                    if serde_json::from_str::<serde_json::Value>(&changed).is_ok() {
+                        prop_assert_eq!(redact_token(&changed), parsed(&changed));
+                    }
+                }
+            }
+        }
+
+        /// Envelopes shaped like Lark's: the token is always found, whatever surrounds it.
+        #[test]
+        fn an_envelope_token_is_always_redacted(v in json(), token in "[ -~]{1,20}") {
+            let mut env = serde_json::json!({"schema": "2.0", "header": {"token": token}, "event": v});
+            let text = env.to_string();
+            env["header"]["token"] = serde_json::Value::from(REDACTED);
+            prop_assert_eq!(redact_token(&text), Some(env.to_string()));
+        }
     }
 }

@@ -234,7 +234,8 @@ gateway_plugin::export_plugin!(Logger);
 /// is one line already). Whitespace inside strings is kept (a raw line break cannot be in a JSON
 /// string, so every one outside them is insignificant).
 fn one_line(json: &str) -> Option<String> {
-    if !json.contains(['\n', '\r']) {
+    // Two single-byte searches (each a fast `memchr`) beat one search for either character.
+    if !json.contains('\n') && !json.contains('\r') {
         return None;
     }
     let mut out = String::with_capacity(json.len());
