@@ -60,7 +60,7 @@ fn tokens(whole: &str, entries: &Entries<'_>, found: &mut Vec<Range<usize>>) -> 
 /// not be placed in the text (the parser's slices always lie in it, so this is not expected),
 /// the whole envelope becomes the quoted [`REDACTED`] rather than a copy with the token in it.
 ///
-/// One pass over the bytes finds the tokens ([`scan`]); an envelope it cannot be sure of (an
+/// One pass over the bytes finds the tokens (`redact/scan.rs`); an envelope it cannot be sure of (an
 /// escaped key, not an object) goes through the full parser, which gives the same answer on
 /// every envelope the scan reads (a property test checks it).
 pub fn redact_token(envelope: &str) -> Option<String> {

@@ -1,6 +1,6 @@
 //! Operator commands that work on the config and the store without running the server:
 //! `check`, `dead-letters`, `replay`, `events show`, `store check`, and `plugins ...` (which
-//! needs neither: [`plugins`]). They open the store alongside running gateways (SQLite WAL
+//! needs neither: [`mod@plugins`]). They open the store alongside running gateways (SQLite WAL
 //! allows it; PostgreSQL is shared by design); a replay is picked up by a running gateway's
 //! sweeper within a few seconds.
 

@@ -142,7 +142,7 @@ pub struct PluginDescriptor {
     pub abi_minor: u32,
     /// `size_of::<PluginDescriptor>()` as the plugin was built. Never moves.
     pub struct_size: u32,
-    /// NUL-terminated, static: "gateway-plugin <sdk>; rustc <version>; <target>". Never moves.
+    /// NUL-terminated, static: `"gateway-plugin <sdk>; rustc <version>; <target>"`. Never moves.
     pub build_tag: *const c_char,
     /// NUL-terminated, static: the library's plugin name (its crate name by default).
     pub name: *const c_char,

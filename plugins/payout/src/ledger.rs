@@ -1,11 +1,11 @@
 //! The payout ledger: one row per handled delivery, written *before* Lark is called (the intent)
 //! and completed after (the result), plus each account's newest snapshot time for stale-snapshot
-//! detection. Two backends behind one API: the plugin's own SQLite file ([`sqlite`]), or a
-//! PostgreSQL database shared by several gateway replicas ([`postgres`]).
+//! detection. Two backends behind one API: the plugin's own SQLite file (`ledger/sqlite.rs`), or a
+//! PostgreSQL database shared by several gateway replicas (`ledger/postgres.rs`).
 //!
 //! Money is never stored as a float: points are integers, cash is one row per currency with the
 //! exact decimal text (`"0.30"`) and the integer hundredths. See the README for the schemas.
-//! Nothing here ever shows a database password ([`location`] redacts URLs).
+//! Nothing here ever shows a database password (`ledger/location.rs` redacts URLs).
 
 use std::path::Path;
 

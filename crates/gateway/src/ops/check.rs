@@ -142,7 +142,7 @@ pub fn check(config: &Config, connect: bool) -> ExitCode {
 
 /// `[server] tls` or `[admin] tls` (`at`): the pair loads as `run` would load it (readable, PEM parses, the key matches
 /// the leaf); its subject, serial and expiry are printed. Expired is a problem (`run` refuses
-/// it), under [`EXPIRY_WARNING`] a warning, not yet valid a warning.
+/// it), under [`tls::EXPIRY_WARNING`] a warning, not yet valid a warning.
 fn check_tls(at: &str, files: &TlsFiles, problems: &mut Vec<String>, warnings: &mut Vec<String>) {
     let pair = match tls::load(files) {
         Ok(pair) => pair,
