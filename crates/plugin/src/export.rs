@@ -183,9 +183,9 @@ unsafe extern "C" fn handle<T: Plugin>(
         let plugin = unsafe { &*(instance as *const T) };
         // SAFETY: borrowed for the duration of this call.
         let raw = unsafe { bytes(delivery) };
-        match serde_json::from_slice::<Delivery>(raw) {
+        match parse_delivery(raw) {
             Ok(d) => plugin.handle(&d),
-            Err(e) => Outcome::reject(format!("malformed delivery from host: {e}")),
+            Err(e) => Outcome::reject(e),
         }
     }));
     let (code, buf) = match result {
@@ -250,16 +250,12 @@ unsafe extern "C" fn handle_batch<T: Plugin>(
         let mut at = Vec::with_capacity(count);
         for (i, input) in inputs.iter().enumerate() {
             // SAFETY: each input is borrowed for the duration of this call.
-            match serde_json::from_slice::<Delivery>(unsafe { bytes(*input) }) {
+            match parse_delivery(unsafe { bytes(*input) }) {
                 Ok(d) => {
                     parsed.push(d);
                     at.push(i);
                 }
-                Err(e) => {
-                    outcomes[i] = Some(Outcome::reject(format!(
-                        "malformed delivery from host: {e}"
-                    )))
-                }
+                Err(e) => outcomes[i] = Some(Outcome::reject(e)),
             }
         }
         if !parsed.is_empty() {
@@ -334,4 +330,39 @@ macro_rules! export_plugin {
             &__GATEWAY_PLUGIN_DESCRIPTOR
         }
     };
+}
+
+/// A delivery's JSON as the host passed it. The text is checked as UTF-8 once, in one pass, and
+/// then parsed as a `str` (parsing the bytes would check every string again on its own).
+fn parse_delivery(raw: &[u8]) -> Result<Delivery, String> {
+    let text = std::str::from_utf8(raw)
+        .map_err(|e| format!("malformed delivery from host: not UTF-8: {e}"))?;
+    serde_json::from_str(text).map_err(|e| format!("malformed delivery from host: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_delivery;
+
+    #[test]
+    fn a_delivery_is_parsed_and_a_malformed_one_is_said_why() {
+        let good = br#"{"delivery_id":"e:p","attempt":1,"plugin":"p","app":"a","event_id":"e","event_type":"t","received_at":5,"event":{"k":"\u00e9"}}"#;
+        let d = parse_delivery(good).expect("parses");
+        assert_eq!(
+            (d.delivery_id.as_str(), d.event_json()),
+            ("e:p", r#"{"k":"\u00e9"}"#)
+        );
+        let mut bad = good.to_vec();
+        bad[20] = 0xff;
+        let e = parse_delivery(&bad).expect_err("not UTF-8");
+        assert!(
+            e.starts_with("malformed delivery from host: not UTF-8"),
+            "{e}"
+        );
+        let e = parse_delivery(br#"{"delivery_id":1}"#).expect_err("wrong shape");
+        assert!(
+            e.starts_with("malformed delivery from host: invalid type"),
+            "{e}"
+        );
+    }
 }
