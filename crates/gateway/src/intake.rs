@@ -184,7 +184,8 @@ impl Intake {
                         app: app.name.clone(),
                         event_type: event.event_type.clone(),
                         received_at_ms,
-                        body: body.clone(),
+                        // `Envelope::parse` read all of it: JSON.
+                        body: crate::store::Body::parsed(body.clone()),
                     });
                 }
                 Ok(Stored::New)

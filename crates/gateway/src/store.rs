@@ -147,6 +147,39 @@ pub struct AttemptRecord {
     pub recorded_at_ms: i64,
 }
 
+/// An event's envelope text, and whether this process has parsed it as JSON: the ingest path
+/// has (the body of a fresh hand-off); one read back from a store is checked again before a
+/// plugin gets it (a store can be edited by hand).
+#[derive(Debug, Clone)]
+pub struct Body {
+    text: Arc<str>,
+    parsed: bool,
+}
+
+impl Body {
+    /// An envelope the ingest path has parsed.
+    pub fn parsed(text: Arc<str>) -> Body {
+        Body { text, parsed: true }
+    }
+
+    /// An envelope read back from a store.
+    pub fn stored(text: Arc<str>) -> Body {
+        Body {
+            text,
+            parsed: false,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether it is known to be JSON.
+    pub fn is_parsed(&self) -> bool {
+        self.parsed
+    }
+}
+
 /// A pending delivery with everything needed to call its plugin.
 #[derive(Debug, Clone)]
 pub struct PendingDelivery {
@@ -162,7 +195,7 @@ pub struct PendingDelivery {
     pub app: String,
     pub event_type: String,
     pub received_at_ms: i64,
-    pub body: Arc<str>,
+    pub body: Body,
 }
 
 /// A due delivery as listed by [`Store::due`] (without the event body).

@@ -442,7 +442,8 @@ fn build_payload(job: &Job, attempt: u32) -> Result<Vec<u8>, String> {
         event_type: &job.event_type,
         received_at_ms: job.received_at_ms,
         attempt,
-        body: &job.body,
+        body: job.body.as_str(),
+        parsed: job.body.is_parsed(),
     }
     .to_json()
 }

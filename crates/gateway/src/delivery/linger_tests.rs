@@ -21,7 +21,7 @@ fn job(key: i64, attempts: u32, crashes: u32) -> Job {
         app: "a".into(),
         event_type: "t".into(),
         received_at_ms: 0,
-        body: Arc::from("{}"),
+        body: crate::store::Body::stored(Arc::from("{}")),
     }
 }
 

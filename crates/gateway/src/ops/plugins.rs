@@ -263,6 +263,8 @@ fn call(args: &CallArgs, config_file: Option<&Path>) -> ExitCode {
         received_at_ms: crate::store::sqlite::now_ms(),
         attempt: 1,
         body: &event.raw,
+        // Read from the event file by `Envelope::parse`: JSON.
+        parsed: true,
     };
     let delivery = match payload.to_json() {
         Ok(d) => d,

@@ -284,7 +284,7 @@ impl Store for PgStore {
                     app: r.get(4),
                     event_type: r.get(5),
                     received_at_ms: r.get(6),
-                    body: Arc::from(r.get::<_, String>(7)),
+                    body: super::Body::stored(Arc::from(r.get::<_, String>(7))),
                     generation: r.get::<_, i32>(8).max(0) as u32,
                     crashes: r.get::<_, i32>(9).max(0) as u32,
                 })

@@ -356,7 +356,7 @@ impl Store for SqliteStore {
                             app: r.get(4)?,
                             event_type: r.get(5)?,
                             received_at_ms: r.get(6)?,
-                            body: Arc::from(r.get::<_, String>(7)?),
+                            body: super::Body::stored(Arc::from(r.get::<_, String>(7)?)),
                             generation: r.get(8)?,
                             crashes: r.get(9)?,
                         })

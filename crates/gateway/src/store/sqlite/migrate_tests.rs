@@ -162,7 +162,8 @@ fn a_version_4_store_is_rebuilt_in_arrival_order_with_every_row() {
         );
         let loaded = store.load_pending(vec![7]).await.expect("load");
         assert_eq!(loaded[0].event_id, "zz-pending");
-        assert_eq!(&*loaded[0].body, r#"{"n":1}"#);
+        assert_eq!(loaded[0].body.as_str(), r#"{"n":1}"#);
+        assert!(!loaded[0].body.is_parsed(), "read back: checked before use");
         // The outcome lands on the kept key and guard, after the old history row.
         let record = FinishRecord {
             key: 7,

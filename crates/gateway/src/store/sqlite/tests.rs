@@ -97,7 +97,8 @@ fn accept_dedup_and_delivery_lifecycle() {
             .load_pending(due.deliveries.iter().map(|d| d.key).collect())
             .await
             .expect("load");
-        assert_eq!(&*loaded[0].body, r#"{"id":"e1"}"#);
+        assert_eq!(loaded[0].body.as_str(), r#"{"id":"e1"}"#);
+        assert!(!loaded[0].body.is_parsed(), "read back: checked before use");
         assert_eq!(loaded[0].event_id, "e1");
 
         let (ka, kb) = (deliveries[0].0, deliveries[1].0);
