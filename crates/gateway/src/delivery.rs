@@ -409,7 +409,8 @@ impl Engine {
             } else {
                 config.max_batch.max(1)
             };
-            let mut batch = vec![job];
+            let mut batch = Vec::with_capacity(max_batch.min(1 + rx.len()));
+            batch.push(job);
             while batch.len() < max_batch {
                 match rx.try_recv() {
                     Ok(j) if runs_alone(&j) => {

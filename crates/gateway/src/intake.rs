@@ -143,8 +143,11 @@ impl Intake {
             }
         }
         // Only authenticated ids reach the logs, and never more than 128 characters of one.
-        let shown: String = event.id.chars().take(128).collect();
-        tracing::Span::current().record("event_id", shown.as_str());
+        let shown = match event.id.char_indices().nth(128) {
+            Some((cut, _)) => &event.id[..cut],
+            None => event.id.as_str(),
+        };
+        tracing::Span::current().record("event_id", shown);
 
         let plugins = routes.router.plugins_for(&app.name, &event.event_type);
         let received_at_ms = now_ms();

@@ -13,13 +13,14 @@ use std::ops::Range;
 /// `header` object, in text order; `None` when the scan cannot be sure (see the module docs).
 pub(super) fn token_ranges(text: &str) -> Option<Vec<Range<usize>>> {
     let b = text.as_bytes();
-    let mut top = Vec::new();
+    // An envelope has a handful of top-level entries and header fields.
+    let mut top = Vec::with_capacity(8);
     let end = entries(b, ws(b, 0), &mut top)?;
     if ws(b, end) != b.len() {
         return None;
     }
     let mut found = Vec::new();
-    let mut header = Vec::new();
+    let mut header = Vec::with_capacity(8);
     for (key, value) in top {
         match &b[key] {
             b"token" => found.push(value),
