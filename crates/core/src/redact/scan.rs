@@ -2,10 +2,12 @@
 //! that finds where the token values lie without building anything. Strings are skipped with
 //! `memchr2` (a closing quote or a backslash), so the event's long text values cost little.
 //!
-//! It answers only when it is sure: a top-level JSON object whose keys, at the top and in a
-//! `header` object, have no escapes, and nothing but whitespace after it. Anything else (an
+//! On JSON text it answers only when it is sure: a top-level object whose keys, at the top and
+//! in a `header` object, have no escapes, and nothing but whitespace after it. Anything else (an
 //! escaped key such as `"tok\u0065n"`, another top-level shape, text that ends early) is
-//! `None`, and the caller takes the full parser's answer instead.
+//! `None`, and the caller takes the full parser's answer instead. It is not a validator: text
+//! that is not JSON but looks like an object (a malformed number, say) may still be answered,
+//! where the parser would find no token at all; so it can only redact more, never less.
 
 use std::ops::Range;
 
