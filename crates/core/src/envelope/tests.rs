@@ -295,3 +295,23 @@ proptest! {
         }
     }
 }
+
+/// The delivery payload embeds an event's `raw` text without parsing it again (the gateway's
+/// `store::Body::parsed`): that is sound only if `parse` accepts nothing but one whole JSON value.
+#[test]
+fn an_event_is_one_whole_json_value_and_nothing_after_it() {
+    let ok = r#"{"schema":"2.0","header":{"event_id":"e","event_type":"t"},"event":{}}"#;
+    assert!(matches!(
+        Envelope::parse(ok.as_bytes()),
+        Ok(Envelope::Event(_))
+    ));
+    for bad in [
+        format!("{ok} x"),
+        format!("{ok}{{}}"),
+        format!("{ok},"),
+        ok[..ok.len() - 1].to_owned(),
+        ok.replace(r#""event":{}"#, r#""event":{"a":tru}"#),
+    ] {
+        assert!(Envelope::parse(bad.as_bytes()).is_err(), "{bad}");
+    }
+}
