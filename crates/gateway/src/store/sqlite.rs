@@ -131,9 +131,17 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
+/// A connection to the store at `path`, through the VFS that writes a commit's WAL frames at
+/// once ([`sqlite_walbuf`], attached: a rolled-back transaction's frames are dropped).
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
-    let conn = Connection::open(path)
-        .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
+    sqlite_walbuf::register().map_err(|e| StoreError(e.to_string()))?;
+    let conn = Connection::open_with_flags_and_vfs(
+        path,
+        rusqlite::OpenFlags::default(),
+        sqlite_walbuf::VFS_NAME,
+    )
+    .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
+    sqlite_walbuf::attach(&conn);
     // Under Lark's 3 s answer deadline: a store locked longer answers 503 (Lark retries) rather
     // than letting the request time out.
     conn.busy_timeout(std::time::Duration::from_secs(2))?;

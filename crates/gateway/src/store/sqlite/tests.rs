@@ -632,3 +632,27 @@ fn dead_letters_can_be_deleted_on_purpose() {
         store.close();
     });
 }
+
+/// The WAL VFS holds a commit's frames until the commit syncs the WAL, which SQLite does only
+/// with `synchronous = FULL` (or `EXTRA`): every store connection must have it.
+#[test]
+fn store_connections_sync_every_commit_through_the_wal_vfs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s.db");
+    let conn = open_connection(&path).expect("open");
+    let synchronous: i64 = conn
+        .pragma_query_value(None, "synchronous", |r| r.get(0))
+        .expect("synchronous");
+    assert_eq!(synchronous, 2, "FULL");
+    let mode: String = conn
+        .pragma_query_value(None, "journal_mode", |r| r.get(0))
+        .expect("journal_mode");
+    assert_eq!(mode, "wal");
+    let before = sqlite_walbuf::stats();
+    conn.execute_batch("CREATE TABLE t (v); INSERT INTO t VALUES (1);")
+        .expect("write");
+    assert!(
+        sqlite_walbuf::stats().asked > before.asked,
+        "the WAL is written through the VFS"
+    );
+}
