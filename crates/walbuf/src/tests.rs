@@ -22,6 +22,35 @@ fn plain(path: &Path) -> Connection {
     Connection::open(path).expect("open")
 }
 
+/// A connection through this VFS with a page cache of 10 pages (a transaction of more spills
+/// pages to the WAL), and the table `t`.
+fn spilling(path: &Path) -> Connection {
+    let conn = buffered(path);
+    conn.execute_batch("PRAGMA cache_size = 10; CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB);")
+        .expect("schema");
+    conn
+}
+
+/// Inserts rows of 1,500 bytes at `keys`: more pages than the cache holds.
+fn insert_spilling(tx: &Connection, keys: std::ops::Range<i64>) {
+    for k in keys {
+        tx.execute("INSERT INTO t VALUES (?1, zeroblob(1500))", [k])
+            .expect("insert");
+    }
+}
+
+/// The database at `conn` passes SQLite's integrity check and `t` has `rows` rows.
+fn assert_intact(conn: &Connection, rows: i64) {
+    let ok: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .expect("check");
+    assert_eq!(ok, "ok");
+    let n: i64 = conn
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(n, rows);
+}
+
 fn wal_len(path: &Path) -> u64 {
     let mut name = path.as_os_str().to_owned();
     name.push("-wal");
@@ -78,10 +107,7 @@ fn a_commit_is_in_the_file_when_it_returns() {
             .expect("count");
         assert_eq!(n, (round + 1) * 50, "another connection sees the commit");
     }
-    let ok: String = reader
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .expect("check");
-    assert_eq!(ok, "ok");
+    assert_intact(&reader, 20 * 50);
 }
 
 /// A transaction larger than the page cache spills pages to the WAL and reads them back
@@ -148,10 +174,7 @@ fn spills_checkpoints_and_restarts_keep_every_byte() {
     }
     let conn = plain(&path);
     assert_eq!(contents(&conn), model, "reopened with the default VFS");
-    let ok: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .expect("check");
-    assert_eq!(ok, "ok");
+    assert_intact(&conn, model.len() as i64);
 }
 
 fn contents(conn: &Connection) -> BTreeMap<i64, Vec<u8>> {
@@ -168,27 +191,14 @@ fn contents(conn: &Connection) -> BTreeMap<i64, Vec<u8>> {
 fn a_rollback_then_a_commit() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("s.db");
-    let mut conn = buffered(&path);
-    conn.execute_batch("PRAGMA cache_size = 10; CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB);")
-        .expect("schema");
+    let mut conn = spilling(&path);
     let tx = conn.transaction().expect("tx");
-    for k in 0..300 {
-        tx.execute("INSERT INTO t VALUES (?1, zeroblob(1000))", [k])
-            .expect("insert");
-    }
+    insert_spilling(&tx, 0..300);
     tx.rollback().expect("rollback");
     conn.execute("INSERT INTO t VALUES (1, x'01')", [])
         .expect("insert");
     drop(conn);
-    let conn = plain(&path);
-    let rows: i64 = conn
-        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
-        .expect("count");
-    assert_eq!(rows, 1);
-    let ok: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .expect("check");
-    assert_eq!(ok, "ok");
+    assert_intact(&plain(&path), 1);
 }
 
 /// The hazard of holding frames: a transaction spills frames (held here), is rolled back,
@@ -200,16 +210,11 @@ fn a_rollback_then_a_commit() {
 fn a_rolled_back_spill_never_overwrites_another_connections_commit() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("s.db");
-    let mut conn = buffered(&path);
-    conn.execute_batch("PRAGMA cache_size = 10; CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB);")
-        .expect("schema");
+    let mut conn = spilling(&path);
     let other = plain(&path);
     for round in 0..5_i64 {
         let tx = conn.transaction().expect("tx");
-        for k in 0..200 {
-            tx.execute("INSERT INTO t VALUES (?1, zeroblob(1500))", [1_000_000 + k])
-                .expect("insert");
-        }
+        insert_spilling(&tx, 1_000_000..1_000_200);
         drop(tx); // Rolled back.
         other
             .execute("INSERT INTO t VALUES (?1, x'0102')", [round])
@@ -226,10 +231,7 @@ fn a_rolled_back_spill_never_overwrites_another_connections_commit() {
         assert_eq!(both, 2 * (round + 1), "round {round}");
     }
     drop(conn);
-    let ok: String = other
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .expect("check");
-    assert_eq!(ok, "ok");
+    assert_intact(&other, 10);
 }
 
 /// Without a sync at commit (`synchronous = NORMAL`), a commit's frames are still in the file
@@ -261,14 +263,9 @@ fn commits_are_written_without_a_sync_too() {
 fn the_rollback_hook_drops_what_is_held() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("s.db");
-    let mut conn = buffered(&path);
-    conn.execute_batch("PRAGMA cache_size = 10; CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB);")
-        .expect("schema");
+    let mut conn = spilling(&path);
     let tx = conn.transaction().expect("tx");
-    for k in 0..200 {
-        tx.execute("INSERT INTO t VALUES (?1, zeroblob(1500))", [k])
-            .expect("insert");
-    }
+    insert_spilling(&tx, 0..200);
     let before = stats().dropped_bytes;
     // SAFETY: the connection's own handle, on its own thread, mid-transaction, as SQLite calls
     // the hook.
@@ -281,15 +278,7 @@ fn the_rollback_hook_drops_what_is_held() {
     conn.execute("INSERT INTO t VALUES (1, x'01')", [])
         .expect("insert");
     drop(conn);
-    let conn = plain(&path);
-    let rows: i64 = conn
-        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
-        .expect("count");
-    assert_eq!(rows, 1);
-    let ok: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .expect("check");
-    assert_eq!(ok, "ok");
+    assert_intact(&plain(&path), 1);
 }
 
 /// Pages spilled in one run (appended rows: each page spilled once, so the run stays held)
@@ -298,9 +287,7 @@ fn the_rollback_hook_drops_what_is_held() {
 fn pages_spilled_and_read_back_in_the_same_transaction() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("s.db");
-    let mut conn = buffered(&path);
-    conn.execute_batch("PRAGMA cache_size = 10; CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB);")
-        .expect("schema");
+    let mut conn = spilling(&path);
     let tx = conn.transaction().expect("tx");
     for k in 0..300_i64 {
         tx.execute(
