@@ -327,3 +327,40 @@ unsafe extern "C" fn device_characteristics(file: *mut ffi::sqlite3_file) -> c_i
     // SAFETY: the real file is open.
     unsafe { real_device_characteristics(real) }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file object that is never handed to SQLite: only its buffer is used.
+    fn holding(capacity: usize) -> WalFile {
+        WalFile {
+            base: ffi::sqlite3_file {
+                pMethods: ptr::null(),
+            },
+            real: ptr::null_mut(),
+            hold: true,
+            held: Vec::with_capacity(capacity),
+            at: 0,
+            commit_next: true,
+        }
+    }
+
+    #[test]
+    fn discarding_keeps_a_buffer_up_to_its_limit_and_frees_a_larger_one() {
+        for (capacity, kept) in [
+            (4096, true),
+            (KEEP_CAPACITY, true),
+            (KEEP_CAPACITY + 1, false),
+        ] {
+            let mut wal = holding(capacity);
+            wal.held.push(1);
+            wal.discard();
+            assert!(
+                wal.held.is_empty() && !wal.commit_next,
+                "capacity {capacity}"
+            );
+            assert_eq!(wal.held.capacity() >= capacity, kept, "capacity {capacity}");
+        }
+    }
+}

@@ -10,6 +10,7 @@ fn buffered(path: &Path) -> Connection {
     register().expect("register");
     let conn = Connection::open_with_flags_and_vfs(path, OpenFlags::default(), VFS_NAME)
         .expect("open through the VFS");
+    attach(&conn);
     conn.pragma_update(None, "journal_mode", "WAL")
         .expect("wal");
     conn.pragma_update(None, "synchronous", "FULL")
@@ -67,6 +68,34 @@ fn registering_twice_is_fine_and_the_name_is_found() {
     // SAFETY: as above.
     let default = unsafe { ffi::sqlite3_vfs_find(ptr::null()) };
     assert_ne!(found, default, "registered beside the default, not as it");
+    // SAFETY: both are registered VFSes, never freed.
+    let (ours, real) = unsafe { (&*found, &*default) };
+    assert_eq!(
+        usize::try_from(ours.szOsFile).expect("size"),
+        REAL_OFFSET + usize::try_from(real.szOsFile).expect("size"),
+        "room for our file object and the real one after it"
+    );
+}
+
+#[test]
+fn attach_sets_the_rollback_hook_on_the_connection() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conn = buffered(&dir.path().join("s.db"));
+    // SAFETY: the connection's handle; the hook is put back as it was right after.
+    unsafe {
+        let db = conn.handle();
+        let previous = ffi::sqlite3_rollback_hook(db, None, ptr::null_mut());
+        assert_eq!(previous, db.cast(), "the hook's argument is the connection");
+        ffi::sqlite3_rollback_hook(db, Some(on_rollback), previous);
+    }
+}
+
+#[test]
+fn a_registration_error_names_the_vfs_and_the_code() {
+    assert_eq!(
+        RegisterError(1).to_string(),
+        "cannot register the SQLite VFS gateway-walbuf (SQLite code 1)"
+    );
 }
 
 /// What a commit returned is in the WAL file (every frame, not held back) and visible to a
