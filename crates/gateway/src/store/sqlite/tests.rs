@@ -633,8 +633,8 @@ fn dead_letters_can_be_deleted_on_purpose() {
     });
 }
 
-/// The WAL VFS holds a commit's frames until the commit syncs the WAL, which SQLite does only
-/// with `synchronous = FULL` (or `EXTRA`): every store connection must have it.
+/// Every store connection syncs each commit (`synchronous = FULL`: durable before the answer)
+/// and writes its WAL through the VFS that hands a commit's frames over in one write.
 #[test]
 fn store_connections_sync_every_commit_through_the_wal_vfs() {
     let dir = tempfile::tempdir().expect("tempdir");
