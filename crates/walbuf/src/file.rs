@@ -10,7 +10,8 @@ use rusqlite::ffi;
 
 use super::{ASKED, DROPPED, MADE};
 
-/// At most this many bytes are held; a longer run is written through.
+/// At most this many bytes are held: a write that would go past it writes what is held first,
+/// and a single write longer than it is written through.
 const MAX_HELD: usize = 4 << 20;
 /// The most bytes handed to the real file in one write. The unix VFS masks a write's length
 /// with `0x1ffff` (it writes at most 128 KiB − 1 per system call and loops), so a longer write

@@ -1,4 +1,5 @@
-//! A SQLite VFS that writes each transaction's WAL frames to the OS in one `pwrite`.
+//! A SQLite VFS that writes each commit's WAL frames to the OS in one `pwrite` (a few, for a
+//! commit over 120 KiB).
 //!
 //! SQLite writes a WAL frame as two `write` calls (its 24-byte header, then the page), so a
 //! transaction that changes 12 pages costs 24 system calls before its `fsync`. On the machines
