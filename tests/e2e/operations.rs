@@ -131,6 +131,11 @@ fn metrics_move_with_known_traffic() {
         at("gateway_store_commit_batch_size_count"),
         "every commit timed"
     );
+    let paced = at("gateway_store_commits_paced_total");
+    assert!(
+        paced <= at("gateway_store_commit_batch_size_count"),
+        "{paced} paced commits"
+    );
     // Five events stored (the unrouted one included), each id held once for dedup.
     assert_eq!(at("gateway_store_dedup_ids"), 5.0);
 }

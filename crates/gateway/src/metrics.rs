@@ -70,6 +70,7 @@ pub struct Metrics {
     pub request_latency: Histogram,
     pub plugin_latency: Family<PluginLabels, Histogram>,
     pub commit_batch: Histogram,
+    pub commits_paced: Counter,
     pub commit_duration: Histogram,
     pub dedup_ids: Gauge,
     pub longconn_connects: Family<AppLabels, Counter>,
@@ -198,6 +199,12 @@ impl Metrics {
             "gateway_store_commit_batch_size",
             "Writes per store transaction (group commit)",
             commit_batch.clone(),
+        );
+        let commits_paced = Counter::default();
+        registry.register(
+            "gateway_store_commits_paced",
+            "Embedded store: transactions whose writer waited (at most 400 us) for more writes before committing",
+            commits_paced.clone(),
         );
         // 0.5 ms to 1 s: a group commit is one fsync; a slow one stalls every request in it.
         let commit_duration = Histogram::new(exponential_buckets(0.0005, 2.0, 12));
@@ -334,6 +341,7 @@ impl Metrics {
             request_latency,
             plugin_latency,
             commit_batch,
+            commits_paced,
             commit_duration,
             dedup_ids,
             longconn_connects,
@@ -386,8 +394,14 @@ pub fn admin_auth_failure(kind: &str) {
         .inc();
 }
 
-pub fn observe_commit_batch(size: usize) {
-    get().commit_batch.observe(size as f64);
+/// One embedded-store transaction: its number of writes, and whether the writer waited for
+/// more before committing it.
+pub fn observe_commit_batch(size: usize, paced: bool) {
+    let m = get();
+    m.commit_batch.observe(size as f64);
+    if paced {
+        m.commits_paced.inc();
+    }
 }
 
 /// How long one group commit of the embedded store took.

@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 
+mod batch;
 mod dedup;
 mod hot;
 mod ids;

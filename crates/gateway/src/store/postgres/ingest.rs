@@ -30,7 +30,7 @@ pub(super) struct Job {
 pub(super) async fn run(pool: Pool, mut rx: mpsc::UnboundedReceiver<Job>, claim: super::Claim) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        crate::metrics::observe_commit_batch(batch.len());
+        crate::metrics::observe_commit_batch(batch.len(), false);
         let events: Vec<&NewEvent> = batch.iter().map(|j| &j.event).collect();
         let mut result = Err(StoreError("not tried".into()));
         for _ in 0..TRIES {

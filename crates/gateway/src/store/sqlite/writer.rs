@@ -1,5 +1,6 @@
-//! The store's writer thread: takes every write waiting at that moment, applies them in one
-//! transaction, commits (one fsync for the whole batch: group commit), then answers each caller.
+//! The store's writer thread: takes every write waiting at that moment (and, at a moderate
+//! steady load, waits a little for more: [`super::batch`]), applies them in one transaction,
+//! commits (one fsync for the whole batch: group commit), then answers each caller.
 //! If the transaction fails, every write of the batch gets the error and nothing is claimed.
 //!
 //! The writer also owns the [`Dedup`] index that deduplicates accepted events: loaded before
@@ -11,10 +12,11 @@ use std::sync::mpsc;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
+use super::batch::Batcher;
 use super::dedup::Dedup;
 use super::hot::{Hot, Sql};
 use super::ids::id_hash;
-use super::{now_ms, ReplaySelector, Write, MAX_BATCH};
+use super::{now_ms, ReplaySelector, Write};
 use crate::store::PURGE_CHUNK;
 use crate::store::{Accepted, Finish, FinishRecord, NewEvent, StoreError, CRASHED};
 
@@ -37,6 +39,7 @@ pub(super) fn writer_loop(
             })
         });
     }
+    let mut batcher = Batcher::new();
     loop {
         // With a spill under way (or due), an idle writer still looks at it every tick, so a
         // finished run is taken in and memory freed without waiting for the next write.
@@ -53,7 +56,7 @@ pub(super) fn writer_loop(
             }
         };
         if let Some(first) = first {
-            write_batch(&mut conn, first, &rx, &mut ids);
+            write_batch(&mut conn, batcher.take(first, &rx), &mut ids);
         }
         if let Some(index) = ids.as_mut() {
             index.after_batch(&mut conn);
@@ -65,15 +68,9 @@ pub(super) fn writer_loop(
 /// How often an idle writer looks at a spill under way.
 const IDLE_TICK: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// `first` and the writes waiting behind it: applied in one transaction, each answered.
-fn write_batch(
-    conn: &mut Connection,
-    first: Write,
-    rx: &mpsc::Receiver<Write>,
-    ids: &mut Option<Dedup>,
-) {
-    let batch = take_batch(first, rx);
-    crate::metrics::observe_commit_batch(batch.len());
+/// A batch ([`Batcher::take`]) applied in one transaction, each write answered.
+fn write_batch(conn: &mut Connection, (batch, paced): (Vec<Write>, bool), ids: &mut Option<Dedup>) {
+    crate::metrics::observe_commit_batch(batch.len(), paced);
     let started = std::time::Instant::now();
     let applied = apply_and_settle(conn, &batch, ids);
     crate::metrics::observe_commit_duration(started.elapsed());
@@ -132,18 +129,6 @@ fn load_ids(ids: &mut Option<Dedup>, load: impl FnOnce() -> Result<Dedup, StoreE
         }
         Err(e) => tracing::error!(error = %e, "cannot read the event id index"),
     }
-}
-
-/// `first` and every write waiting behind it, at most [`MAX_BATCH`] in all: one transaction.
-fn take_batch<T>(first: T, rx: &mpsc::Receiver<T>) -> Vec<T> {
-    let mut batch = vec![first];
-    while batch.len() < MAX_BATCH {
-        match rx.try_recv() {
-            Ok(w) => batch.push(w),
-            Err(_) => break,
-        }
-    }
-    batch
 }
 
 /// The result of one write inside a batch, before it is sent back.
@@ -482,27 +467,4 @@ pub(super) fn apply_and_settle_for_tests(
             Outcome::Count(_) => "count",
         })
         .collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_batch_takes_what_waits_up_to_the_limit() {
-        let (tx, rx) = mpsc::channel();
-        for i in 1..=MAX_BATCH + 100 {
-            tx.send(i).expect("send");
-        }
-        let first = take_batch(0, &rx);
-        assert_eq!(first.len(), MAX_BATCH);
-        assert_eq!(first.last(), Some(&(MAX_BATCH - 1)));
-        let next = rx.recv().expect("more");
-        assert_eq!(
-            take_batch(next, &rx).len(),
-            101,
-            "the rest, then nothing waits"
-        );
-        assert!(rx.try_recv().is_err());
-    }
 }
