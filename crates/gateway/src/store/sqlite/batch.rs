@@ -3,8 +3,8 @@
 //!
 //! Every commit costs one `fsync` of the WAL whatever it holds. On the 2-vCPU VM the benchmarks
 //! run on, a 4 KiB write and its `fsync` take ~50 µs of CPU and ~125 µs. At full load the
-//! writer's batches are large and that cost is shared; at half load the writes arrive one or
-//! two per commit, and the writer spent more of its time in `fsync` than in SQLite. So when fewer
+//! writer's batches are large and that cost is shared; at half load about three writes arrived
+//! per commit, and half of the writer's time went to `fsync`. So when fewer
 //! than [`PACE_MIN`] writes wait and the previous commit started less than [`PACE_GAP`] ago,
 //! the writer waits for more writes, until [`PACE_MIN`] of them wait or [`PACE_GAP`] after
 //! that start, whichever comes first. A write is held at most [`PACE_GAP`]. The first write
