@@ -8,8 +8,8 @@
 //! than [`PACE_MIN`] writes wait and the previous commit started less than [`PACE_GAP`] ago,
 //! the writer waits for more writes, until [`PACE_MIN`] of them wait or [`PACE_GAP`] after
 //! that start, whichever comes first. A write is held at most [`PACE_GAP`]. The first write
-//! after a quiet spell is never held, and a saturated writer, whose batches are larger than
-//! [`PACE_MIN`], does not wait either.
+//! after a quiet spell is never held, and a saturated writer, whose batches hold [`PACE_MIN`]
+//! writes or more, does not wait either.
 
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
