@@ -131,6 +131,12 @@ fn metrics_move_with_known_traffic() {
         at("gateway_store_commit_batch_size_count"),
         "every commit timed"
     );
+    // Exposed (`at` reads a missing series as 0), and never more than the commits.
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("gateway_store_commits_paced_total ")),
+        "the paced-commit counter is exposed"
+    );
     let paced = at("gateway_store_commits_paced_total");
     assert!(
         paced <= at("gateway_store_commit_batch_size_count"),
