@@ -117,6 +117,23 @@ impl TestGateway {
         env: &[(&str, &str)],
         run_args: &[&str],
     ) -> TestGateway {
+        Self::try_spawn_full(dir, config, env, run_args)
+            .unwrap_or_else(|log| panic!("gateway exited before it listened:\n{log}"))
+    }
+
+    /// Like [`TestGateway::spawn`], for a gateway that may die before it prints its listening
+    /// line (a restart that recovers a crashing delivery at once): `Err` carries its output
+    /// when it exited. Panics if it neither listens nor exits within 30 s.
+    pub fn try_spawn(dir: &Path, config: &str) -> Result<TestGateway, String> {
+        Self::try_spawn_full(dir, config, &[], &[])
+    }
+
+    fn try_spawn_full(
+        dir: &Path,
+        config: &str,
+        env: &[(&str, &str)],
+        run_args: &[&str],
+    ) -> Result<TestGateway, String> {
         let path = dir.join("gateway.toml");
         std::fs::write(&path, config).expect("write gateway.toml");
         let mut cmd = Command::new(&binaries().gateway);
@@ -172,7 +189,7 @@ impl TestGateway {
                     if let Some(addr) = webhook {
                         // The gateway accepted this config: the JSON Schema must too.
                         crate::schema::assert_config_matches_schema(&path, config);
-                        return TestGateway {
+                        return Ok(TestGateway {
                             child: Some(child),
                             addr,
                             admin,
@@ -182,17 +199,22 @@ impl TestGateway {
                                 .iter()
                                 .map(|(k, v)| (k.to_string(), v.to_string()))
                                 .collect(),
-                        };
+                        });
                     }
                 }
-                Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
+                Err(e) => {
+                    let exited = e == std::sync::mpsc::RecvTimeoutError::Disconnected;
+                    if !exited {
+                        let _ = child.kill();
+                    }
+                    let status = child.wait();
+                    // The reader threads may still hold the last lines.
                     std::thread::sleep(Duration::from_millis(100));
-                    panic!(
-                        "gateway did not start:\n{}",
-                        log.lock().map(|l| l.clone()).unwrap_or_default()
-                    );
+                    let log = log.lock().map(|l| l.clone()).unwrap_or_default();
+                    if exited {
+                        return Err(format!("{status:?}\n{log}"));
+                    }
+                    panic!("gateway did not start within 30 s:\n{log}");
                 }
             }
         }
