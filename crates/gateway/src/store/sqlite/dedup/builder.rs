@@ -1,6 +1,12 @@
 //! The builder thread's work for [`super::Dedup`]: a level-0 run from `event_ids`, merges of
 //! equal levels (purged pairs left out), the oldest run dropped once retention emptied it, and
 //! the deletion of files no chain uses.
+//!
+//! The builder reads `event_ids` in statements of [`READ_CHUNK`] seqs, each a read transaction
+//! of its own: while a reader holds one snapshot, no checkpoint can restart the WAL, which then
+//! grows with every commit (measured: 14 → 41 MB while a large merge read its range in one
+//! statement). A merge reads every seq of its range only when a count shows that retention
+//! removed some.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -36,11 +42,14 @@ pub(super) fn build(
     pairs.clear();
     let mut stmt =
         conn.prepare_cached("SELECT hash, seq FROM event_ids WHERE seq > ?1 AND seq <= ?2")?;
-    let mut rows = stmt.query(params![lo, hi])?;
-    while let Some(row) = rows.next()? {
-        pairs.push((row.get(0)?, row.get(1)?));
+    for (a, b) in chunks(lo, hi) {
+        let mut rows = stmt.query(params![a, b])?;
+        while let Some(row) = rows.next()? {
+            pairs.push((row.get(0)?, row.get(1)?));
+        }
+        drop(rows);
+        stopping(stop)?;
     }
-    stopping(stop)?;
     pairs.sort_unstable();
     let mut out = RunWriter::create(dir, pairs.len())?;
     for (hash, seq) in pairs.iter() {
@@ -84,17 +93,14 @@ fn merge(
     newer: &Run,
 ) -> Result<Run, StoreError> {
     let (lo, hi) = (older.lo, newer.hi);
-    let span = usize::try_from(hi - lo).map_err(|_| StoreError("id run: bad range".into()))?;
-    let mut live = vec![0u64; span.div_ceil(64)];
-    let mut stmt = conn.prepare_cached("SELECT seq FROM event_ids WHERE seq > ?1 AND seq <= ?2")?;
-    let mut rows = stmt.query(params![lo, hi])?;
-    while let Some(row) = rows.next()? {
-        let at = (row.get::<_, i64>(0)? - lo - 1) as usize;
-        live[at / 64] |= 1 << (at % 64);
-    }
+    let live = live_seqs(conn, lo, hi, older.count + newer.count, stop)?;
     let is_live = |seq: i64| {
         let at = (seq - lo - 1) as usize;
-        seq > lo && seq <= hi && live[at / 64] & (1 << (at % 64)) != 0
+        seq > lo
+            && seq <= hi
+            && live
+                .as_ref()
+                .is_none_or(|live| live[at / 64] & (1 << (at % 64)) != 0)
     };
     let io = |e: std::io::Error| StoreError(format!("id run merge: {e}"));
     let mut out = RunWriter::create(dir, (older.count + newer.count) as usize)?;
@@ -127,6 +133,60 @@ fn merge(
     out.finish(lo, hi, older.level.max(newer.level) + 1)
 }
 
+/// The seqs of `(lo, hi]` still in `event_ids`, as a bitmap over the range; `None` when all
+/// `pairs` the two runs hold still are (no event of the range was purged since they were
+/// built: `event_ids` never gains a seq inside a run's range, so an equal count means the same
+/// rows), which spares reading every seq.
+fn live_seqs(
+    conn: &Connection,
+    lo: i64,
+    hi: i64,
+    pairs: u64,
+    stop: &AtomicBool,
+) -> Result<Option<Vec<u64>>, StoreError> {
+    let mut rows = 0i64;
+    for (a, b) in chunks(lo, hi) {
+        rows += conn
+            .prepare_cached("SELECT count(*) FROM event_ids WHERE seq > ?1 AND seq <= ?2")?
+            .query_row(params![a, b], |r| r.get::<_, i64>(0))?;
+        stopping(stop)?;
+    }
+    if u64::try_from(rows).is_ok_and(|rows| rows == pairs) {
+        return Ok(None);
+    }
+    let span = usize::try_from(hi - lo).map_err(|_| StoreError("id run: bad range".into()))?;
+    let mut live = vec![0u64; span.div_ceil(64)];
+    let mut stmt = conn.prepare_cached("SELECT seq FROM event_ids WHERE seq > ?1 AND seq <= ?2")?;
+    for (a, b) in chunks(lo, hi) {
+        let mut rows = stmt.query(params![a, b])?;
+        while let Some(row) = rows.next()? {
+            let at = (row.get::<_, i64>(0)? - lo - 1) as usize;
+            live[at / 64] |= 1 << (at % 64);
+        }
+        drop(rows);
+        stopping(stop)?;
+    }
+    Ok(Some(live))
+}
+
+/// Seqs read from `event_ids` per statement. Each statement is a read transaction of its own,
+/// so the builder never holds one for long: while it does, no checkpoint can restart the WAL,
+/// which then grows with every commit (measured: 14 → 41 MB during one large merge).
+const READ_CHUNK: i64 = 1 << 16;
+
+/// `(lo, hi]` cut into ranges of [`READ_CHUNK`] seqs.
+fn chunks(lo: i64, hi: i64) -> impl Iterator<Item = (i64, i64)> {
+    let mut at = lo;
+    std::iter::from_fn(move || {
+        (at < hi).then(|| {
+            let next = at.saturating_add(READ_CHUNK).min(hi);
+            let range = (at, next);
+            at = next;
+            range
+        })
+    })
+}
+
 /// An error once the store is closing: the build is abandoned (its file removed), so closing
 /// does not wait for a long merge.
 fn stopping(stop: &AtomicBool) -> Result<(), StoreError> {
@@ -134,4 +194,65 @@ fn stopping(stop: &AtomicBool) -> Result<(), StoreError> {
         return Err(StoreError("the store is closing".into()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(seqs: std::ops::RangeInclusive<i64>) -> Connection {
+        let conn = Connection::open_in_memory().expect("open");
+        conn.execute_batch(
+            "CREATE TABLE event_ids (seq INTEGER PRIMARY KEY, hash INTEGER NOT NULL)",
+        )
+        .expect("schema");
+        for seq in seqs {
+            conn.execute("INSERT INTO event_ids VALUES (?1, ?1)", [seq])
+                .expect("insert");
+        }
+        conn
+    }
+
+    #[test]
+    fn live_seqs_skips_the_bitmap_only_when_no_pair_was_purged() {
+        let conn = ids(1..=200);
+        let stop = AtomicBool::new(false);
+        assert_eq!(live_seqs(&conn, 0, 200, 200, &stop).expect("live"), None);
+        // Seqs outside the range do not count.
+        assert_eq!(live_seqs(&conn, 100, 150, 50, &stop).expect("live"), None);
+        conn.execute("DELETE FROM event_ids WHERE seq = 70", [])
+            .expect("purge");
+        let live = live_seqs(&conn, 0, 200, 200, &stop)
+            .expect("live")
+            .expect("a bitmap: one pair was purged");
+        let set = |seq: i64| live[(seq - 1) as usize / 64] & (1 << ((seq - 1) % 64)) != 0;
+        assert!(!set(70));
+        assert!((1..=200).filter(|s| *s != 70).all(set));
+    }
+
+    #[test]
+    fn chunks_cover_the_range_once_in_order() {
+        assert_eq!(chunks(7, 7).count(), 0);
+        assert_eq!(chunks(5, 6).collect::<Vec<_>>(), vec![(5, 6)]);
+        let n = READ_CHUNK;
+        assert_eq!(
+            chunks(-3, 2 * n + 4).collect::<Vec<_>>(),
+            vec![(-3, n - 3), (n - 3, 2 * n - 3), (2 * n - 3, 2 * n + 4)]
+        );
+        // A range wider than one chunk is read across statements, every seq once.
+        let conn = ids(1..=(n + 10));
+        let stop = AtomicBool::new(false);
+        let pairs = (n + 10) as u64;
+        assert_eq!(
+            live_seqs(&conn, 0, n + 10, pairs, &stop).expect("live"),
+            None
+        );
+        conn.execute("DELETE FROM event_ids WHERE seq = ?1", [n + 3])
+            .expect("purge");
+        let live = live_seqs(&conn, 0, n + 10, pairs, &stop)
+            .expect("live")
+            .expect("bitmap");
+        let ones: u32 = live.iter().map(|w| w.count_ones()).sum();
+        assert_eq!(u64::from(ones), pairs - 1);
+    }
 }
