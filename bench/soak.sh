@@ -14,7 +14,7 @@
 #    the tail this machine gives a receiver that does nothing else; and the CPU time the
 #    hypervisor took (steal, from /proc/stat) during each run.
 # Reports: idle RSS; RSS after the first minute, at the end and its maximum; the growth from the
-# second minute's mean to the last minute's mean (flat = a few MB at most); p50/p99/p99.9/max
+# second minute's mean to the last minute's mean (flat = a few MB at most; runs of SECS >= 180 only); p50/p99/p99.9/max
 # latency, statuses, the drain, CPU µs per event (the gateway and its children, load + drain).
 # Written to bench/results/soak.md (OUT=...), RSS samples beside it in soak-rss.tsv.
 #
@@ -153,7 +153,12 @@ bad=$(jq -r '[(.statuses | to_entries[] | select(.key != "200") | "status \(.key
   echo
   echo "| RSS idle | after 1 min | at the end | max | mean of minute 2 | mean of the last minute | growth |"
   echo "|---|---|---|---|---|---|---|"
-  echo "| $(mb "$idle_kb") MB | $(mb "${at60_kb:-0}") MB | $(mb "$end_kb") MB | $(mb "$max_kb") MB | $(mb "$second_min") MB | $(mb "$last_min") MB | $(mb $((last_min - second_min))) MB |"
+  if [ "$secs" -ge 180 ]; then
+    echo "| $(mb "$idle_kb") MB | $(mb "${at60_kb:-0}") MB | $(mb "$end_kb") MB | $(mb "$max_kb") MB | $(mb "$second_min") MB | $(mb "$last_min") MB | $(mb $((last_min - second_min))) MB |"
+  else
+    # Minute 2 and the last minute overlap (or do not exist) in a run under three minutes.
+    echo "| $(mb "$idle_kb") MB | ${at60_kb:+$(mb "$at60_kb") MB}${at60_kb:-—} | $(mb "$end_kb") MB | $(mb "$max_kb") MB | — | — | — (needs SECS ≥ 180) |"
+  fi
   echo
   echo "Latency from each request's intended send time. Steal: CPU time the hypervisor gave to others during the run, as a share of all CPU time (/proc/stat). RSS: VmRSS of the gateway every ${every} s (soak-rss.tsv)."
   if [ -n "$bad" ]; then echo "Not 200: $bad"; fi
