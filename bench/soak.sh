@@ -14,8 +14,9 @@
 #    the tail this machine gives a receiver that does nothing else; and the CPU time the
 #    hypervisor took (steal, from /proc/stat) during each run.
 # Reports: idle RSS; RSS after the first minute, at the end and its maximum; the growth from the
-# second minute's mean to the last minute's mean (flat = a few MB at most; runs of SECS >= 180 only); p50/p99/p99.9/max
-# latency, statuses, the drain, CPU µs per event (the gateway and its children, load + drain).
+# second minute's mean to the last minute's mean (flat = a few MB at most; only when SECS >= 180);
+# p50/p99/p99.9/max latency, statuses, the drain, CPU µs per event (the gateway and its children,
+# load + drain).
 # Written to bench/results/soak.md (OUT=...), RSS samples beside it in soak-rss.tsv.
 #
 # Usage: bench/soak.sh   (after: cargo build --release -p gateway -p logger -p gateway-bench)

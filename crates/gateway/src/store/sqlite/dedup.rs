@@ -1,6 +1,6 @@
-//! The writer's dedup index in two tiers, so its memory stays bounded while every id kept stays
-//! deduplicated: the newest ids in memory ([`IdIndex`]), the older ones in sorted runs on disk
-//! ([`Run`]), each with a Bloom filter in memory.
+//! The writer's dedup index in two tiers, so every id kept stays deduplicated while memory
+//! grows by only about 1.3 bytes per id: the newest ids in memory ([`IdIndex`], bounded), the
+//! older ones in sorted runs on disk ([`Run`]), each with a Bloom filter in memory.
 //!
 //! When the memory tier holds [`SPILL_AT`] ids, a builder thread reads the `event_ids` rows
 //! past the runs (committed rows: `event_ids` stays the truth) into a new level-0 run, merges
