@@ -1,7 +1,8 @@
 //! Batch delivery through the ABI (1.1) end to end: one plugin call takes every ready delivery
 //! (up to `max_batch`), each delivery still gets its own outcome, retries and dead letters, a
-//! panic inside a batch ends only the poison delivery, and a batch that outlives its timeout is
-//! waited for and its late outcomes count.
+//! panic inside a batch ends only the poison delivery, a batch that outlives its timeout is
+//! waited for and its late outcomes count, and a replay of a delivery whose batch is running
+//! waits for the batch, then reruns that delivery alone.
 
 use std::time::Duration;
 
@@ -274,5 +275,64 @@ fn linger_ends_at_its_deadline_and_an_idle_plugin_is_called_at_once() {
     assert_eq!(
         (d1["batch"].as_u64(), d1["in_flight"].as_u64()),
         (Some(1), Some(2))
+    );
+}
+
+#[test]
+fn a_replay_while_a_batch_runs_waits_for_the_batch_and_reruns_only_the_replayed_delivery() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Two permits: a 1 s gate holds one, the three slow deliveries go as one batch on the
+    // other (1 s each, so the batch runs about 3 s). Once the gate is done a permit is free,
+    // so a replay that did not wait for the running batch would start beside it.
+    let gw = start_kit(
+        dir.path(),
+        "max_batch = 3\nlinger = \"1s\"\ntimeout = \"10s\"",
+        r#""test.slow" = "slow""#,
+        2,
+        1000,
+    );
+    send(&gw, "gate", "test.gate");
+    std::thread::sleep(Duration::from_millis(150));
+    for id in ["rb-1", "rb-2", "rb-3"] {
+        send(&gw, id, "test.slow");
+    }
+    // rb-1 is handled: the batch is now in rb-2 (and the gate has returned).
+    assert!(
+        wait_until(WAIT, || calls_of(&gw, "rb-1").len() == 1),
+        "{:?}",
+        calls(&gw)
+    );
+    assert!(calls_of(&gw, "rb-3").is_empty(), "{:?}", calls(&gw));
+    let (code, out, err) = gw.cli(&["replay", "rb-2"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        wait_until(WAIT, || calls_of(&gw, "rb-2").len() == 2
+            && state(&gw, "rb-2").0 == "done"),
+        "{:?}",
+        calls(&gw)
+    );
+    let all = calls(&gw);
+    let batch_ids = ["rb-1", "rb-2", "rb-3"];
+    for id in batch_ids {
+        assert_eq!(batch_of(&gw, id), 3, "{id}: {all:?}");
+    }
+    for id in ["rb-1", "rb-3"] {
+        assert_eq!(state(&gw, id).0, "done");
+        assert_eq!(calls_of(&gw, id).len(), 1, "{id} called once: {all:?}");
+    }
+    // The replay ran once the whole batch had returned, alone, with a fresh attempt count.
+    let position = |id: &str, nth: usize| {
+        all.iter()
+            .enumerate()
+            .filter(|(_, c)| c["event_id"] == id)
+            .nth(nth)
+            .map(|(i, _)| i)
+    };
+    assert!(position("rb-2", 1) > position("rb-3", 0), "{all:?}");
+    let rerun = &calls_of(&gw, "rb-2")[1];
+    assert_eq!(
+        (rerun["attempt"].as_u64(), rerun["in_flight"].as_u64()),
+        (Some(1), Some(1)),
+        "{all:?}"
     );
 }
