@@ -17,7 +17,8 @@
 # second minute's mean to the last minute's mean (flat = a few MB at most; only when SECS >= 180);
 # p50/p99/p99.9/max latency, statuses, the drain, CPU µs per event (the gateway and its children,
 # load + drain).
-# Written to bench/results/soak.md (OUT=...), RSS samples beside it in soak-rss.tsv.
+# Written to bench/results/soak.md (OUT=...), RSS samples beside it in soak-rss.tsv (for
+# OUT=x.md: x-rss.tsv).
 #
 # Usage: bench/soak.sh   (after: cargo build --release -p gateway -p logger -p gateway-bench)
 # Env knobs (defaults): SECS=300 FRACTION=0.5 PROBE_SECS=10 RATE= CONNS=32 EVERY=5 CONTROL_SECS=60
@@ -31,6 +32,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=bench/lib.sh
 source "$here/bench/lib.sh"
 bench_setup soak LOADGEN_ARGS RATE FRACTION PROBE_SECS SECS CONNS CONTROL_SECS
+rss_out="${out%.md}-rss.tsv"
 control_secs=${CONTROL_SECS:-60}
 secs=${SECS:-300}
 fraction=${FRACTION:-0.5}
@@ -158,10 +160,11 @@ bad=$(jq -r '[(.statuses | to_entries[] | select(.key != "200") | "status \(.key
     echo "| $(mb "$idle_kb") MB | $(mb "${at60_kb:-0}") MB | $(mb "$end_kb") MB | $(mb "$max_kb") MB | $(mb "$second_min") MB | $(mb "$last_min") MB | $(mb $((last_min - second_min))) MB |"
   else
     # Minute 2 and the last minute overlap (or do not exist) in a run under three minutes.
-    echo "| $(mb "$idle_kb") MB | ${at60_kb:+$(mb "$at60_kb") MB}${at60_kb:-—} | $(mb "$end_kb") MB | $(mb "$max_kb") MB | — | — | — (needs SECS ≥ 180) |"
+    at60="—"; [ -n "${at60_kb:-}" ] && at60="$(mb "$at60_kb") MB"
+    echo "| $(mb "$idle_kb") MB | $at60 | $(mb "$end_kb") MB | $(mb "$max_kb") MB | — | — | — (needs SECS ≥ 180) |"
   fi
   echo
-  echo "Latency from each request's intended send time. Steal: CPU time the hypervisor gave to others during the run, as a share of all CPU time (/proc/stat). RSS: VmRSS of the gateway every ${every} s (soak-rss.tsv)."
+  echo "Latency from each request's intended send time. Steal: CPU time the hypervisor gave to others during the run, as a share of all CPU time (/proc/stat). RSS: VmRSS of the gateway every ${every} s ($(basename "$rss_out"))."
   if [ -n "$bad" ]; then echo "Not 200: $bad"; fi
 } | tee "$out"
-cp "$samples" "$(dirname "$out")/soak-rss.tsv"
+cp "$samples" "$rss_out"
