@@ -9,7 +9,8 @@
 //! events, and hands the new chain back. The writer records the chain in the `id_runs` table in
 //! a transaction of its own (the store names the runs it uses), then drops the covered ids from
 //! memory a few shards per batch (or per 100 ms tick while no write comes) and has the builder
-//! delete the files no chain uses. A failed spill keeps the ids in memory and is tried again
+//! delete the files no chain uses and, once the ids are dropped, hand the freed pages back to
+//! the OS (`gateway_memtune`). A failed spill keeps the ids in memory and is tried again
 //! 30 s later; closing the store stops the builder and waits for it.
 //!
 //! Seqs only grow (the writer assigns them past everything stored and covered), so an event is
@@ -18,14 +19,14 @@
 //! back into memory (and spilled again later).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 
 use rusqlite::{params, Connection};
 
 mod builder;
 
-use builder::{build, remove};
+use builder::{remove, Thread};
 
 use super::ids::IdIndex;
 use super::runs::Run;
@@ -47,6 +48,9 @@ enum Job {
     /// Files no chain uses any more (deleted off the writer thread: unlinking a large file
     /// takes a while).
     Remove(Vec<PathBuf>),
+    /// The replaced runs' filters and the evicted ids are freed: their pages go back to the OS
+    /// (the allocator would keep them resident), off the writer thread.
+    Trim,
     /// Answers once every job before it is done (for the tests).
     #[cfg(test)]
     Sync(mpsc::Sender<()>),
@@ -75,6 +79,9 @@ struct Spill {
     pause_until: Option<std::time::Instant>,
     /// Set when the store closes: a build under way gives up.
     stop: Arc<AtomicBool>,
+    /// How many times the builder handed freed pages back (a [`Job::Trim`] each).
+    #[cfg(test)]
+    trims: Arc<AtomicUsize>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -138,31 +145,18 @@ impl Dedup {
         let reader = super::open_connection(store)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("store-ids".into())
-            .spawn(move || {
-                // Kept across spills: the same few MB each time, not allocated and freed again.
-                let mut pairs = Vec::new();
-                while let Ok(job) = job_rx.recv() {
-                    match job {
-                        Job::Build(chain, hi) => {
-                            let built = build(&reader, &dir, &stopped, chain, hi, &mut pairs);
-                            if pairs.capacity() > 2 * spill_at {
-                                // A spill much larger than usual (the ids of runs dropped at
-                                // start): not worth keeping.
-                                pairs = Vec::new();
-                            }
-                            if done_tx.send(built).is_err() {
-                                break;
-                            }
-                        }
-                        Job::Remove(paths) => remove(&paths),
-                        #[cfg(test)]
-                        Job::Sync(answer) => drop(answer.send(())),
-                    }
-                }
-            })
-            .map_err(|e| StoreError(format!("cannot start the id run builder: {e}")))?;
+        let trims = Arc::new(AtomicUsize::new(0));
+        let trimmed = trims.clone();
+        let thread = builder::spawn(Thread {
+            reader,
+            dir,
+            stop: stopped,
+            trims: trimmed,
+            spill_at,
+            jobs: job_rx,
+            done: done_tx,
+        })
+        .map_err(|e| StoreError(format!("cannot start the id run builder: {e}")))?;
         Ok(Dedup {
             mem,
             runs,
@@ -176,6 +170,8 @@ impl Dedup {
                 busy: false,
                 pause_until: None,
                 stop,
+                #[cfg(test)]
+                trims,
                 thread: Some(thread),
             }),
         })
@@ -274,6 +270,10 @@ impl Dedup {
                 self.mem.evict_up_to(shard, self.covered);
             }
             self.evicting = (to < self.mem.shard_count()).then_some(to);
+            if self.evicting.is_none() {
+                // The old chain went with `self.runs = chain`; the covered ids just now.
+                let _ = spill.jobs.send(Job::Trim);
+            }
         }
         let paused = spill
             .pause_until
@@ -314,6 +314,14 @@ impl Dedup {
                 let _ = rx.recv();
             }
         }
+    }
+
+    /// How many times the builder handed freed pages back to the OS.
+    #[cfg(test)]
+    pub(super) fn trims(&self) -> usize {
+        self.spill
+            .as_ref()
+            .map_or(0, |s| s.trims.load(Ordering::Relaxed))
     }
 
     #[cfg(test)]

@@ -108,6 +108,9 @@ fn spilled_ids_stay_duplicates_across_restarts_with_bounded_memory() {
     assert_eq!(covered as usize + index.len(), 1_000);
     let chain: Vec<PathBuf> = run_paths(&ids);
     assert_eq!(files(&path), chain, "no file but the chain's");
+    // Once each spill's covered ids left memory, the freed pages went back to the OS.
+    let trims = index.trims();
+    assert!(trims >= 2, "{trims} trims");
     assert_all(&accept_all(&mut conn, &mut ids, &all), "duplicate");
     // A restart reads the runs the store names and the rest into memory.
     drop(ids);
@@ -120,6 +123,12 @@ fn spilled_ids_stay_duplicates_across_restarts_with_bounded_memory() {
         ["new"]
     );
     assert_eq!(stored(&conn), 1_001);
+    let before = ids.as_ref().map_or(0, Dedup::trims);
+    accept_all(&mut conn, &mut ids, &names(1_001..1_001 + AT));
+    assert!(
+        ids.as_ref().map_or(0, Dedup::trims) > before,
+        "a spill trims"
+    );
 }
 
 #[test]

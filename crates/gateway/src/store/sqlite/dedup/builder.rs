@@ -1,6 +1,6 @@
 //! The builder thread's work for [`super::Dedup`]: a level-0 run from `event_ids`, merges of
 //! equal levels (purged pairs left out), the oldest run dropped once retention emptied it, and
-//! the deletion of files no chain uses.
+//! the deletion of files no chain uses, and freed pages handed back to the OS after a spill.
 //!
 //! The builder reads `event_ids` in statements of [`READ_CHUNK`] seqs, each a read transaction
 //! of its own: while a reader holds one snapshot, no checkpoint can restart the WAL, which then
@@ -13,11 +13,62 @@ use std::sync::Arc;
 
 use rusqlite::{params, Connection};
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
 
-use super::Built;
+use super::{Built, Job};
 use crate::store::sqlite::runs::{Run, RunWriter};
 use crate::store::StoreError;
+
+/// What the builder thread owns.
+pub(super) struct Thread {
+    /// Its own connection to the store, for reading `event_ids`.
+    pub(super) reader: Connection,
+    /// Where the runs live.
+    pub(super) dir: PathBuf,
+    /// Set when the store closes: a build under way gives up.
+    pub(super) stop: Arc<AtomicBool>,
+    /// Counts the [`Job::Trim`]s done.
+    pub(super) trims: Arc<AtomicUsize>,
+    /// The writer's spill size (the sort buffer is kept up to twice that).
+    pub(super) spill_at: usize,
+    pub(super) jobs: mpsc::Receiver<Job>,
+    pub(super) done: mpsc::Sender<Built>,
+}
+
+/// Starts the builder thread (`store-ids`): it runs jobs in order until the writer's side of
+/// `jobs` closes.
+pub(super) fn spawn(t: Thread) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("store-ids".into())
+        .spawn(move || {
+            // Kept across spills: the same few MB each time, not allocated and freed again.
+            let mut pairs = Vec::new();
+            while let Ok(job) = t.jobs.recv() {
+                match job {
+                    Job::Build(chain, hi) => {
+                        let built = build(&t.reader, &t.dir, &t.stop, chain, hi, &mut pairs);
+                        if pairs.capacity() > 2 * t.spill_at {
+                            // A spill much larger than usual (the ids of runs dropped at
+                            // start): not worth keeping.
+                            pairs = Vec::new();
+                        }
+                        if t.done.send(built).is_err() {
+                            break;
+                        }
+                    }
+                    Job::Remove(paths) => remove(&paths),
+                    Job::Trim => {
+                        let released = gateway_memtune::release_free_memory();
+                        let n = t.trims.fetch_add(1, Ordering::Relaxed) + 1;
+                        tracing::debug!(released, trims = n, "id runs: freed pages handed back");
+                    }
+                    #[cfg(test)]
+                    Job::Sync(answer) => drop(answer.send(())),
+                }
+            }
+        })
+}
 
 pub(super) fn remove(paths: &[PathBuf]) {
     for path in paths {
