@@ -515,10 +515,15 @@ impl Lark {
     }
 }
 
-/// Reads a JSON Lines file (missing file = no lines).
+/// Reads a JSON Lines file (missing file = no lines). Only complete lines count: a plugin
+/// may be appending while a test polls, and a read can see part of that write, so text after
+/// the last newline is left for the next read. A malformed complete line still panics.
 pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
+    let bytes = std::fs::read(path).unwrap_or_default();
+    let end = bytes.iter().rposition(|&b| b == b'\n').unwrap_or(0);
+    let complete = std::str::from_utf8(&bytes[..end])
+        .unwrap_or_else(|e| panic!("{} is not UTF-8: {e}", path.display()));
+    complete
         .lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
