@@ -11,8 +11,10 @@
 #    every stored event was delivered; meanwhile samples the gateway's VmRSS every $EVERY s.
 # 4. Control (unless CONTROL_SECS=0): the bare receiver (`loadgen baseline`: one thread, verify +
 #    decrypt + token, no store) under the same open loop for $CONTROL_SECS s, so the table shows
-#    the tail this machine gives a receiver that does nothing else; and the CPU time the
-#    hypervisor took (steal, from /proc/stat) during each run.
+#    the tail this machine gives a receiver that does nothing else; then the disk alone
+#    (`loadgen disk`: a 40 KiB write + fsync in a loop, as the store commits, for $CONTROL_SECS
+#    s), so it shows the tail the disk gives any receiver that syncs before answering; and the
+#    CPU time the hypervisor took (steal, from /proc/stat) during each run.
 # Reports: idle RSS; RSS after the first minute, at the end and its maximum; the growth from the
 # second minute's mean to the last minute's mean (flat = a few MB at most; only when SECS >= 180);
 # p50/p99/p99.9/max latency, statuses, the drain, CPU µs per event (the gateway and its children,
@@ -110,6 +112,7 @@ stop_gateway
 hz=$(getconf CLK_TCK)
 
 control_row=''
+disk_note=''
 if [ "$control_secs" != 0 ]; then
   echo "control: the bare receiver at $rate req/s for ${control_secs}s..."
   "$loadgen" baseline --listen "$host:$port" --key "$key" --token "$token" >"$run/baseline.log" 2>&1 &
@@ -125,6 +128,12 @@ if [ "$control_secs" != 0 ]; then
   control_steal=$(steal_share "$st0")
   stop_gateway
   control_row=$(jq -r --arg st "$control_steal" '"| bare receiver (`loadgen baseline`), \(.rate) req/s for \(.duration_s) s | \(.requests) | \(.rps | floor) | \(.latency_ms.p50) | \(.latency_ms.p99) | \(.latency_ms["p99.9"]) | \(.latency_ms.max) | - | - | \($st)% |"' "$run/control.json")
+  echo "control: the disk alone (write + fsync in a loop) for ${control_secs}s..."
+  st0=$(steal_ticks)
+  "$loadgen" disk --dir "$run" --duration "${control_secs}s" --json >"$run/disk.json"
+  disk_steal=$(steal_share "$st0")
+  control_row+=$'\n'$(jq -r --arg st "$disk_steal" '"| the disk alone (`loadgen disk`: \(.write_bytes / 1024) KiB write + `fsync`, one thread, back to back) for \(.duration_s) s | \(.syncs) syncs | \(.per_s | floor) syncs/s | \(.latency_ms.p50) | \(.latency_ms.p99) | \(.latency_ms["p99.9"]) | \(.latency_ms.max) | - | - | \($st)% |"' "$run/disk.json")
+  disk_note=$(jq -r '"The disk alone: \(.over_2ms) of its syncs took over 2 ms and \(.over_5ms) over 5 ms; the slowest: \([.slowest[] | "\(.ms * 10 | round / 10) ms at \(.at_s * 1000 | round / 1000) s"] | join(", "))."' "$run/disk.json")
 fi
 
 j=$run/soak.json
@@ -165,6 +174,7 @@ bad=$(jq -r '[(.statuses | to_entries[] | select(.key != "200") | "status \(.key
   fi
   echo
   echo "Latency from each request's intended send time. Steal: CPU time the hypervisor gave to others during the run, as a share of all CPU time (/proc/stat). RSS: VmRSS of the gateway every ${every} s ($(basename "$rss_out"))."
+  if [ -n "$disk_note" ]; then echo "$disk_note"; fi
   if [ -n "$bad" ]; then echo "Not 200: $bad"; fi
 } | tee "$out"
 cp "$samples" "$rss_out"

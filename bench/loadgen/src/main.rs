@@ -4,13 +4,15 @@
 //! - `loadgen run` sends unique signed + encrypted deliveries in a closed or open loop, reports
 //!   latency percentiles, throughput and errors, and optionally waits for the gateway to deliver
 //!   what it stored (end-to-end rate);
-//! - `loadgen baseline` is the bare one-thread receiver the gateway is compared with.
+//! - `loadgen baseline` is the bare one-thread receiver the gateway is compared with;
+//! - `loadgen disk` measures the disk's own write + `fsync` latency (the control for the tail).
 //!
 //! See `bench/loadgen/README.md`.
 
 mod baseline;
 mod client;
 mod delivery;
+mod disk;
 mod make;
 mod metrics;
 mod pool;
@@ -64,6 +66,24 @@ enum Command {
         /// The app's Verification Token.
         #[arg(long)]
         token: String,
+    },
+    /// Measure the disk alone: write + fsync in a loop, one thread, as the store commits.
+    Disk {
+        /// Folder for the scratch file (removed at the end), on the disk to measure.
+        #[arg(long)]
+        dir: PathBuf,
+        /// How long to write and sync: 15s, 500ms, 2m or plain seconds.
+        #[arg(long, short = 'd', default_value = "15s", value_parser = parse_duration)]
+        duration: Duration,
+        /// Bytes per write (a commit's WAL frames are ~40 KiB under load).
+        #[arg(long, default_value_t = 40_960)]
+        write: usize,
+        /// Size of the file the writes cycle through (SQLite's WAL restarts at ~4 MiB).
+        #[arg(long, default_value_t = 4 << 20)]
+        file: u64,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -156,6 +176,26 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             token,
         } => make::make(&out, count, &key, &token),
         Command::Baseline { listen, key, token } => baseline::serve(listen, &key, &token),
+        Command::Disk {
+            dir,
+            duration,
+            write,
+            file,
+            json,
+        } => {
+            let report = disk::run(disk::Plan {
+                dir,
+                duration,
+                write,
+                file,
+            })?;
+            if json {
+                println!("{}", report.json());
+            } else {
+                print!("{}", report.text());
+            }
+            Ok(())
+        }
         Command::Run(args) => {
             let args = *args;
             let watch = match &args.metrics {

@@ -13,12 +13,12 @@ use crate::metrics::Drain;
 /// Highest latency tracked (larger values are clamped): 10 minutes, in µs.
 const MAX_MICROS: u64 = 600_000_000;
 
-fn histogram() -> Histogram<u64> {
+pub(crate) fn histogram() -> Histogram<u64> {
     // 3 significant digits from 1 µs to 10 min; these bounds are always valid.
     Histogram::new_with_bounds(1, MAX_MICROS, 3).expect("valid histogram bounds")
 }
 
-fn micros(d: Duration) -> u64 {
+pub(crate) fn micros(d: Duration) -> u64 {
     (d.as_micros() as u64).clamp(1, MAX_MICROS)
 }
 
@@ -107,7 +107,7 @@ pub struct Report {
     pub drain: Option<(f64, Drain)>,
 }
 
-fn percentiles(h: &Histogram<u64>) -> [(&'static str, f64); 6] {
+pub(crate) fn percentiles(h: &Histogram<u64>) -> [(&'static str, f64); 6] {
     let ms = |v: u64| v as f64 / 1000.0;
     [
         ("p50", ms(h.value_at_quantile(0.50))),
