@@ -99,10 +99,7 @@ fn measure(plan: &Plan, path: &Path) -> anyhow::Result<Report> {
             slowest.sort_by_key(|s| std::cmp::Reverse(s.1));
             slowest.truncate(SLOWEST);
         }
-        offset += plan.write as u64;
-        if offset + plan.write as u64 > plan.file {
-            offset = 0;
-        }
+        offset = next_offset(offset, plan.write as u64, plan.file);
         if start.elapsed() >= plan.duration {
             break;
         }
@@ -115,6 +112,17 @@ fn measure(plan: &Plan, path: &Path) -> anyhow::Result<Report> {
         over_5ms,
         slowest,
     })
+}
+
+/// Where the write after one at `offset` goes: right after it, or back at the start when the
+/// next write would not fit in the file.
+fn next_offset(offset: u64, write: u64, file: u64) -> u64 {
+    let next = offset + write;
+    if next + write > file {
+        0
+    } else {
+        next
+    }
 }
 
 impl Report {
@@ -199,7 +207,7 @@ mod tests {
     }
 
     #[test]
-    fn measures_at_least_one_sync_wraps_and_removes_its_file() {
+    fn measures_at_least_one_sync_and_removes_its_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let report = run(plan(dir.path(), Duration::from_millis(50))).expect("run");
         assert!(report.syncs() >= 1);
@@ -214,6 +222,21 @@ mod tests {
         assert!(report.text().contains("fsync"));
         let left: Vec<_> = std::fs::read_dir(dir.path()).expect("dir").collect();
         assert!(left.is_empty(), "scratch file removed: {left:?}");
+    }
+
+    #[test]
+    fn writes_cycle_through_the_file_and_never_pass_its_end() {
+        // 3 whole writes of 4096 fit in 12,388 bytes: 0, 4096, 8192, then back to 0.
+        let (write, file) = (4096, 3 * 4096 + 100);
+        let mut at = 0;
+        let mut seen = Vec::new();
+        for _ in 0..7 {
+            assert!(at + write <= file, "{at}");
+            seen.push(at);
+            at = next_offset(at, write, file);
+        }
+        assert_eq!(seen, [0, 4096, 8192, 0, 4096, 8192, 0]);
+        assert_eq!(next_offset(0, 10, 10), 0, "a file of one write");
     }
 
     #[test]
