@@ -337,8 +337,50 @@ mod tests {
         assert!(k.timer_fired(1, 0, first));
         assert!(!k.timer_fired(1, 0, first), "fires once");
         assert!(k.start(1, 0));
+        let (second, _) = k.wait(1, 0).expect("waiting again");
+        assert_ne!(first, second, "each wait has a timer of its own");
+        assert!(
+            !k.timer_fired(1, 0, first),
+            "an earlier wait's timer is stale"
+        );
+        assert!(k.timer_fired(1, 0, second));
+        assert!(k.start(1, 0));
         k.finish(1, 0);
         assert!(k.wait(1, 0).is_none(), "finished keys do not wait");
+    }
+
+    #[test]
+    fn an_outcome_of_a_superseded_generation_does_not_make_the_new_one_wait() {
+        let k = Known::default();
+        assert!(k.handoff(1));
+        assert!(
+            k.sweep(1, 1, Instant::now()),
+            "a replay supersedes the queued job"
+        );
+        assert!(k.wait(1, 0).is_none(), "generation 0 is no longer current");
+        assert!(k.start(1, 1), "generation 1 is still queued, not waiting");
+    }
+
+    #[test]
+    fn prune_rotates_once_a_period_has_passed() {
+        let k = Known::default();
+        assert!(k.handoff(1));
+        assert!(k.start(1, 0));
+        k.finish(1, 0);
+        k.prune();
+        assert_eq!(k.keys().current.keys.len(), 1, "the period has not ended");
+        let begun = Instant::now()
+            .checked_sub(FORGET_AFTER + Duration::from_millis(1))
+            .expect("the clock has run longer than one period");
+        k.keys().current.since = begun;
+        k.prune();
+        let keys = k.keys();
+        assert!(keys.current.keys.is_empty(), "a new period began");
+        assert_eq!(
+            keys.previous.keys.len(),
+            1,
+            "the key is kept one more period"
+        );
     }
 
     #[test]
@@ -408,7 +450,34 @@ mod tests {
         assert!(!k.sweep(1, 0, round));
         let keys = k.keys();
         let done = keys.current.keys[&1];
-        assert!(keys.current.finished_at(done) >= round);
+        let at = keys.current.finished_at(done);
+        assert!(at >= round);
+        drop(keys);
+        assert!(
+            !k.sweep(1, 0, at),
+            "a round read at the very (rounded-up) finish time is still taken as stale"
+        );
+    }
+
+    /// Finish times are kept relative to their table's start: one taken well after the table
+    /// began still reads back as after a round that preceded it (a stamp lost or cut to the
+    /// table's first millisecond would let that stale round queue the key a second time).
+    #[test]
+    fn a_finish_well_after_the_table_began_still_outlasts_an_earlier_round() {
+        let k = Known::default();
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(k.handoff(1));
+        assert!(k.start(1, 0));
+        let round = Instant::now();
+        k.finish(1, 0);
+        assert!(!k.sweep(1, 0, round), "a round that read before the finish");
+        let keys = k.keys();
+        let done = keys.current.keys[&1];
+        assert!(
+            done.at_ms >= 5,
+            "stamped {} ms after the table began",
+            done.at_ms
+        );
     }
 
     #[test]
