@@ -16,6 +16,25 @@ use std::time::{Duration, Instant};
 use super::{Engine, HANDOFF_GRACE_MS, SWEEP_BATCH, SWEEP_INTERVAL};
 use crate::metrics;
 use crate::store::sqlite::now_ms;
+use crate::store::DueDelivery;
+
+/// Whether the sweeper leaves `d` to the ingress hand-off for now: a first attempt, never
+/// replayed, committed by this process (after `started_at_ms`) less than [`HANDOFF_GRACE_MS`]
+/// ago. Anything else is the sweeper's at once: retries, replays, and what an earlier process
+/// left; and so is a fresh delivery once the grace is over (its hand-off may have found the
+/// queue full).
+fn left_to_handoff(d: &DueDelivery, now_ms: i64, started_at_ms: i64) -> bool {
+    d.attempts == 0
+        && d.generation == 0
+        && d.next_at_ms > now_ms - HANDOFF_GRACE_MS
+        && started_at_ms < d.next_at_ms
+}
+
+/// How long until `next_due_ms`, at least a millisecond (a due time already past is looked at
+/// again at once, not in a busy loop).
+fn until_due(next_due_ms: i64, now_ms: i64) -> Duration {
+    Duration::from_millis(u64::try_from(next_due_ms - now_ms).unwrap_or(0).max(1))
+}
 
 /// Plugin names with pending deliveries and no instance.
 #[derive(Debug, Default)]
@@ -80,7 +99,7 @@ impl Engine {
                 }
             };
             if let Some(next) = due.next_due_ms {
-                sleep_for = sleep_for.min(Duration::from_millis((next - now).max(1) as u64));
+                sleep_for = sleep_for.min(until_due(next, now));
             }
             let full_page = due.deliveries.len() == SWEEP_BATCH;
             if let Some(last) = due.deliveries.last() {
@@ -97,9 +116,7 @@ impl Engine {
                 .unwrap_or_default();
             let mut wanted = Vec::new();
             for d in due.deliveries {
-                let fresh =
-                    d.attempts == 0 && d.generation == 0 && d.next_at_ms > now - HANDOFF_GRACE_MS;
-                if fresh && self.started_at_ms < d.next_at_ms {
+                if left_to_handoff(&d, now, self.started_at_ms) {
                     sleep_for = sleep_for.min(Duration::from_millis(HANDOFF_GRACE_MS as u64));
                     continue;
                 }
@@ -225,5 +242,65 @@ impl Engine {
             }
         }
         Some(next.unwrap_or(SWEEP_INTERVAL))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_000_000;
+    const STARTED: i64 = NOW - 60_000;
+
+    fn due(attempts: u32, generation: u32, next_at_ms: i64) -> DueDelivery {
+        DueDelivery {
+            key: 1,
+            plugin: "p".into(),
+            attempts,
+            generation,
+            next_at_ms,
+        }
+    }
+
+    #[test]
+    fn only_a_fresh_first_attempt_of_this_process_is_left_to_the_handoff() {
+        let just_committed = NOW - 10;
+        assert!(left_to_handoff(&due(0, 0, just_committed), NOW, STARTED));
+        assert!(
+            left_to_handoff(&due(0, 0, NOW - HANDOFF_GRACE_MS + 1), NOW, STARTED),
+            "the grace's last millisecond"
+        );
+        assert!(
+            !left_to_handoff(&due(0, 0, NOW - HANDOFF_GRACE_MS), NOW, STARTED),
+            "the grace is over: the hand-off may have found the queue full"
+        );
+        assert!(
+            !left_to_handoff(&due(0, 0, NOW - 600_000), NOW, NOW - 900_000),
+            "long past the grace"
+        );
+        assert!(
+            !left_to_handoff(&due(1, 0, just_committed), NOW, STARTED),
+            "a retry has no hand-off"
+        );
+        assert!(
+            !left_to_handoff(&due(0, 1, just_committed), NOW, STARTED),
+            "a replay has no hand-off"
+        );
+        assert!(
+            !left_to_handoff(&due(0, 0, just_committed), NOW, just_committed),
+            "committed by the process before this one (at the same millisecond)"
+        );
+        assert!(
+            !left_to_handoff(&due(0, 0, just_committed), NOW, NOW - 5),
+            "committed before this process started"
+        );
+    }
+
+    #[test]
+    fn the_sweeper_sleeps_until_the_next_due_delivery_and_at_least_a_millisecond() {
+        assert_eq!(until_due(NOW + 250, NOW), Duration::from_millis(250));
+        assert_eq!(until_due(NOW + 1, NOW), Duration::from_millis(1));
+        assert_eq!(until_due(NOW, NOW), Duration::from_millis(1));
+        assert_eq!(until_due(NOW - 40, NOW), Duration::from_millis(1));
     }
 }
