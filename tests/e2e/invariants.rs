@@ -286,6 +286,43 @@ fn deliveries_of_a_removed_instance_are_dead_lettered_after_the_grace() {
     assert!(out.contains("orphan-1"), "{out}");
 }
 
+/// A name removed and configured again before its grace ends is no orphan: its pending
+/// deliveries stay pending past the grace (the sweeper forgets that it went missing).
+#[test]
+fn an_instance_restored_within_the_grace_keeps_its_pending_deliveries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings =
+        "initial_backoff = \"30s\"\nmax_backoff = \"30s\"\nremoved_plugin_grace = \"3s\"";
+    let back = (
+        "back",
+        "mode = \"retry_always\", retry_after_ms = 30000",
+        "",
+    );
+    let stay = ("stay", "mode = \"ok\"", "");
+    let gw = TestGateway::spawn(dir.path(), &config(settings, &[back, stay]));
+    send(&gw, "restored-1", "test.back");
+    assert!(wait_until(WAIT, || calls(&gw, "back").len() == 1));
+    let reloads = |gw: &TestGateway| gw.log().matches("config reloaded").count();
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, config(settings, &[stay])).expect("write");
+    gw.signal("HUP");
+    assert!(wait_until(WAIT, || reloads(&gw) == 1), "{}", gw.log());
+    // The sweeper's next round (the reload wakes it) notes `back` as missing.
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(&path, config(settings, &[back, stay])).expect("write");
+    gw.signal("HUP");
+    assert!(wait_until(WAIT, || reloads(&gw) == 2), "{}", gw.log());
+    std::thread::sleep(Duration::from_secs(4));
+    let d = delivery(&gw, "restored-1", "back");
+    assert_eq!(d["state"], "pending", "{d}");
+    assert!(
+        !gw.log()
+            .contains("deliveries of a removed plugin instance dead-lettered"),
+        "{}",
+        gw.log()
+    );
+}
+
 #[test]
 fn a_replay_of_a_delivery_waiting_on_a_retry_timer_runs_within_seconds() {
     let dir = tempfile::tempdir().expect("tempdir");
