@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gateway_e2e::harness::{base_config, binaries, read_jsonl, wait_until, Lark, TestGateway};
+use gateway_e2e::harness::{
+    base_config, binaries, get, metric, read_jsonl, wait_until, Lark, TestGateway,
+};
 
 const N: usize = 2_000;
 const THREADS: usize = 16;
@@ -172,5 +174,13 @@ fn kill_9_mid_stream_loses_nothing_acknowledged() {
     assert!(
         duplicates <= MAX_CONCURRENCY * MAX_BATCH,
         "{duplicates} duplicates"
+    );
+    // What the restart resumed (left pending by the kill) is no replay: that counter is for
+    // deliveries an operator started again.
+    let m = get(&gw.admin_url("/metrics")).expect("metrics").body;
+    assert_eq!(
+        metric(&m, r#"gateway_replays_total{plugin="audit"}"#),
+        0.0,
+        "{m}"
     );
 }
