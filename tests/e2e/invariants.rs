@@ -286,6 +286,69 @@ fn deliveries_of_a_removed_instance_are_dead_lettered_after_the_grace() {
     assert!(out.contains("orphan-1"), "{out}");
 }
 
+/// A hand-off that finds its plugin's in-memory queue full (10,000 deliveries) is not lost: the
+/// store holds it, and the sweeper queues it once the hand-off grace is over and there is room.
+/// Every event is delivered, once.
+#[test]
+fn deliveries_beyond_a_full_queue_are_delivered_once_by_the_sweeper() {
+    const EVENTS: usize = 10_300;
+    const QUEUE: u64 = 10_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kit = "mode = \"ok\", modes = { \"test.gate\" = \"gate\" }, gate = \"open\"";
+    let mut cfg = config("", &[("kit", kit, "max_concurrency = 1")]);
+    cfg.push_str("\n[[routes]]\nevents = [\"test.gate\"]\nplugins = [\"kit\"]\n");
+    let gw = TestGateway::spawn(dir.path(), &cfg);
+    let status = |gw: &TestGateway| -> serde_json::Value {
+        let s = gateway_e2e::harness::get(&gw.admin_url("/status")).expect("status");
+        serde_json::from_str(&s.body).expect("status json")
+    };
+    // One call holds the only permit until the gate file exists.
+    send(&gw, "gate-0", "test.gate");
+    assert!(wait_until(WAIT, || status(&gw)["plugins"]["kit"]
+        ["calls_running"]
+        == 1));
+    std::thread::scope(|s| {
+        for t in 0..16 {
+            let gw = &gw;
+            s.spawn(move || {
+                for i in (t..EVENTS).step_by(16) {
+                    send(gw, &format!("full-{i}"), "test.kit");
+                }
+            });
+        }
+    });
+    let kit_status = &status(&gw)["plugins"]["kit"];
+    assert_eq!(kit_status["calls_running"], 1, "{kit_status}");
+    assert_eq!(
+        kit_status["queued"], QUEUE,
+        "the queue is full: {kit_status}"
+    );
+    // Past the hand-off grace (2 s) before the queue has room again: only the sweeper can bring
+    // the overflow now.
+    std::thread::sleep(Duration::from_millis(2_500));
+    std::fs::write(dir.path().join("open"), "").expect("open the gate");
+    let mut want: Vec<String> = (0..EVENTS).map(|i| format!("full-{i}")).collect();
+    want.push("gate-0".into());
+    want.sort();
+    let delivered = || {
+        let mut ids: Vec<String> = calls(&gw, "kit")
+            .iter()
+            .filter_map(|c| c["event_id"].as_str().map(str::to_owned))
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || delivered().len() >= want.len()),
+        "{} of {} delivered",
+        delivered().len(),
+        want.len()
+    );
+    // A duplicate would show up as a line more than the events.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(delivered(), want);
+}
+
 /// A name removed and configured again before its grace ends is no orphan: its pending
 /// deliveries stay pending past the grace (the sweeper forgets that it went missing).
 #[test]

@@ -10,9 +10,12 @@
 //!   - `"retry_always"`: returns `Retry`;
 //!   - `"panic_handle"`: panics in `handle` (the SDK reports it as `Panicked`);
 //!   - `"panic_new"`: panics in `new` (the host sees `InitError::Panicked`);
-//!   - `"slow"`: sleeps `sleep_ms`, then returns `Ok`.
+//!   - `"slow"`: sleeps `sleep_ms`, then returns `Ok`;
+//!   - `"gate"`: waits until the file `gate` exists (polled every 10 ms), then returns `Ok`.
 //! - `retries` — for `retry_then_ok` (default 1).
 //! - `sleep_ms` — for `slow` (default 1000).
+//! - `gate` — for `gate`: a file path, relative paths resolved like `record`'s (required by
+//!   that mode).
 //! - `retry_after_ms` — the `retry_after` put on every `Retry` (default: none).
 //! - `only_event_types` — when given, `mode` applies only to deliveries whose `event_type` is in
 //!   this list; every other delivery gets `Ok` (so one event can panic while others pass).
@@ -62,6 +65,7 @@ enum Mode {
     PanicHandle,
     PanicNew,
     Slow,
+    Gate,
 }
 
 #[derive(Deserialize, Debug)]
@@ -73,6 +77,7 @@ struct Config {
     retries: u32,
     #[serde(default = "one_second")]
     sleep_ms: u64,
+    gate: Option<PathBuf>,
     retry_after_ms: Option<u64>,
     only_event_types: Option<Vec<String>>,
     record: Option<PathBuf>,
@@ -238,6 +243,16 @@ impl Plugin for Testkit {
                 std::thread::sleep(Duration::from_millis(self.config.sleep_ms));
                 Outcome::Ok
             }
+            Mode::Gate => match &self.config.gate {
+                Some(gate) => {
+                    let gate = self.host.resolve_path(gate);
+                    while !gate.exists() {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    Outcome::Ok
+                }
+                None => Outcome::reject("testkit: mode gate without a `gate` file"),
+            },
             Mode::RetryThenOk if n <= self.config.retries => Outcome::Retry {
                 reason: format!(
                     "testkit: retry {n} of {} for {}{pad}",
