@@ -36,6 +36,70 @@ fn until_due(next_due_ms: i64, now_ms: i64) -> Duration {
     Duration::from_millis(u64::try_from(next_due_ms - now_ms).unwrap_or(0).max(1))
 }
 
+/// One page of due deliveries sorted out: what to queue now, and whether some were left to the
+/// hand-off (the sweeper then looks again once their grace is over).
+#[derive(Debug, Default, PartialEq)]
+struct Picked {
+    /// `(key, generation)` of each delivery claimed for a queue.
+    wanted: Vec<(i64, u32)>,
+    left_to_handoff: bool,
+}
+
+/// Sorts out one page: each delivery not [`left_to_handoff`] and whose plugin's queue has
+/// `room` left is offered to `claim` (the registry of what is queued or running, which refuses
+/// what it already holds); only a claimed one takes a place in its queue's room. A plugin
+/// without an entry in `room` (not configured) gets nothing.
+fn pick(
+    page: &[DueDelivery],
+    room: &mut HashMap<String, usize>,
+    now_ms: i64,
+    started_at_ms: i64,
+    mut claim: impl FnMut(i64, u32) -> bool,
+) -> Picked {
+    let mut picked = Picked::default();
+    for d in page {
+        if left_to_handoff(d, now_ms, started_at_ms) {
+            picked.left_to_handoff = true;
+            continue;
+        }
+        let Some(n) = room.get_mut(&d.plugin).filter(|n| **n > 0) else {
+            continue;
+        };
+        if claim(d.key, d.generation) {
+            *n -= 1;
+            picked.wanted.push((d.key, d.generation));
+        }
+    }
+    picked
+}
+
+/// Whether a round ends after this page: at the end of the due list (a page shorter than
+/// [`SWEEP_BATCH`]), or when no queue has room left (the next round, once the dispatchers made
+/// room, starts again from the first due delivery).
+fn round_ends(full_page: bool, room: &HashMap<String, usize>) -> bool {
+    !full_page || room.values().all(|n| *n == 0)
+}
+
+/// The names missing for `grace` or longer (their deliveries become dead letters now), and how
+/// long until the next of the others reaches its grace (`None`: no other).
+fn orphan_deadlines(
+    missing_since: &HashMap<String, Instant>,
+    grace: Duration,
+    now: Instant,
+) -> (Vec<String>, Option<Duration>) {
+    let expired = missing_since
+        .iter()
+        .filter(|(_, since)| now.duration_since(**since) >= grace)
+        .map(|(n, _)| n.clone())
+        .collect();
+    let next = missing_since
+        .values()
+        .map(|since| grace.saturating_sub(now.duration_since(*since)))
+        .filter(|left| !left.is_zero())
+        .min();
+    (expired, next)
+}
+
 /// Plugin names with pending deliveries and no instance.
 #[derive(Debug, Default)]
 pub(super) struct Orphans {
@@ -114,19 +178,18 @@ impl Engine {
                         .collect()
                 })
                 .unwrap_or_default();
-            let mut wanted = Vec::new();
-            for d in due.deliveries {
-                if left_to_handoff(&d, now, self.started_at_ms) {
-                    sleep_for = sleep_for.min(Duration::from_millis(HANDOFF_GRACE_MS as u64));
-                    continue;
-                }
-                let Some(n) = room.get_mut(&d.plugin).filter(|n| **n > 0) else {
-                    continue;
-                };
-                if self.known.sweep(d.key, d.generation, started) {
-                    *n -= 1;
-                    wanted.push((d.key, d.generation));
-                }
+            let Picked {
+                wanted,
+                left_to_handoff,
+            } = pick(
+                &due.deliveries,
+                &mut room,
+                now,
+                self.started_at_ms,
+                |key, generation| self.known.sweep(key, generation, started),
+            );
+            if left_to_handoff {
+                sleep_for = sleep_for.min(Duration::from_millis(HANDOFF_GRACE_MS as u64));
             }
             if !wanted.is_empty() {
                 let keys = wanted.iter().map(|(k, _)| *k).collect();
@@ -165,9 +228,7 @@ impl Engine {
                     }
                 }
             }
-            // Stop at the end of the due list, or when every queue is full (the next pass, after
-            // the dispatchers made room, continues from the start).
-            if !full_page || room.values().all(|n| *n == 0) {
+            if round_ends(full_page, &room) {
                 if full_page {
                     sleep_for = sleep_for.min(Duration::from_millis(100));
                 }
@@ -207,18 +268,7 @@ impl Engine {
             for name in pending.iter().filter(|n| !configured.contains(*n)) {
                 o.missing_since.entry(name.clone()).or_insert(now);
             }
-            let expired: Vec<String> = o
-                .missing_since
-                .iter()
-                .filter(|(_, since)| now.duration_since(**since) >= grace)
-                .map(|(n, _)| n.clone())
-                .collect();
-            let next = o
-                .missing_since
-                .values()
-                .map(|since| grace.saturating_sub(now.duration_since(*since)))
-                .filter(|left| !left.is_zero())
-                .min();
+            let (expired, next) = orphan_deadlines(&o.missing_since, grace, now);
             o.check = !o.missing_since.is_empty();
             (expired, next)
         };
@@ -302,5 +352,125 @@ mod tests {
         assert_eq!(until_due(NOW + 1, NOW), Duration::from_millis(1));
         assert_eq!(until_due(NOW, NOW), Duration::from_millis(1));
         assert_eq!(until_due(NOW - 40, NOW), Duration::from_millis(1));
+    }
+
+    fn on(plugin: &str, key: i64, attempts: u32, generation: u32) -> DueDelivery {
+        DueDelivery {
+            key,
+            plugin: plugin.into(),
+            attempts,
+            generation,
+            next_at_ms: NOW - 60_000,
+        }
+    }
+
+    fn room(entries: &[(&str, usize)]) -> HashMap<String, usize> {
+        entries.iter().map(|(n, r)| (n.to_string(), *r)).collect()
+    }
+
+    #[test]
+    fn a_page_fills_each_queue_up_to_its_room_and_no_further() {
+        let page = [
+            on("a", 1, 1, 0),
+            on("a", 2, 1, 0),
+            on("b", 3, 1, 0),
+            on("a", 4, 1, 0),
+            on("b", 5, 0, 1),
+        ];
+        let mut left = room(&[("a", 2), ("b", 5)]);
+        let picked = pick(&page, &mut left, NOW, STARTED, |_, _| true);
+        assert_eq!(picked.wanted, vec![(1, 0), (2, 0), (3, 0), (5, 1)]);
+        assert!(!picked.left_to_handoff);
+        assert_eq!(left, room(&[("a", 0), ("b", 3)]), "the room each one took");
+    }
+
+    #[test]
+    fn only_what_the_registry_claims_takes_room() {
+        // Keys 1 and 2 are queued or running already: the registry refuses them, and their
+        // places stay free for the next ones.
+        let page = [on("a", 1, 1, 0), on("a", 2, 1, 0), on("a", 3, 1, 0)];
+        let mut left = room(&[("a", 1)]);
+        let mut offered = Vec::new();
+        let picked = pick(&page, &mut left, NOW, STARTED, |key, generation| {
+            offered.push((key, generation));
+            key == 3
+        });
+        assert_eq!(picked.wanted, vec![(3, 0)]);
+        assert_eq!(offered, vec![(1, 0), (2, 0), (3, 0)]);
+        assert_eq!(left, room(&[("a", 0)]));
+    }
+
+    #[test]
+    fn a_full_or_unconfigured_queue_gets_nothing_and_a_fresh_one_is_left_to_the_handoff() {
+        let fresh = DueDelivery {
+            next_at_ms: NOW - 10,
+            ..on("a", 9, 0, 0)
+        };
+        let page = [on("a", 1, 1, 0), on("gone", 2, 1, 0), fresh];
+        let mut left = room(&[("a", 0)]);
+        let mut offered = 0;
+        let picked = pick(&page, &mut left, NOW, STARTED, |_, _| {
+            offered += 1;
+            true
+        });
+        assert_eq!(picked.wanted, vec![]);
+        assert_eq!(offered, 0, "nothing offered to the registry without room");
+        assert!(picked.left_to_handoff);
+        assert_eq!(left, room(&[("a", 0)]));
+    }
+
+    #[test]
+    fn a_round_ends_at_a_short_page_or_when_no_queue_has_room() {
+        assert!(
+            round_ends(false, &room(&[("a", 10)])),
+            "the end of the due list"
+        );
+        assert!(
+            !round_ends(true, &room(&[("a", 10)])),
+            "more pages, room left"
+        );
+        assert!(
+            !round_ends(true, &room(&[("a", 0), ("b", 1)])),
+            "one queue still has room"
+        );
+        assert!(
+            round_ends(true, &room(&[("a", 0), ("b", 0)])),
+            "every queue is full"
+        );
+        assert!(round_ends(true, &room(&[])), "no plugin configured");
+    }
+
+    #[test]
+    fn a_name_missing_for_the_grace_expires_and_the_next_wakeup_is_the_nearest_other() {
+        let now = Instant::now() + Duration::from_secs(100);
+        let grace = Duration::from_secs(10);
+        let missing: HashMap<String, Instant> = [
+            ("old", now - Duration::from_secs(30)),
+            ("exact", now - grace),
+            ("recent", now - Duration::from_secs(7)),
+            ("newest", now - Duration::from_secs(1)),
+        ]
+        .into_iter()
+        .map(|(n, t)| (n.to_string(), t))
+        .collect();
+        let (mut expired, next) = orphan_deadlines(&missing, grace, now);
+        expired.sort();
+        assert_eq!(expired, vec!["exact".to_string(), "old".to_string()]);
+        assert_eq!(
+            next,
+            Some(Duration::from_secs(3)),
+            "recent's grace ends first"
+        );
+
+        let only_expired: HashMap<String, Instant> =
+            [("old".to_string(), now - Duration::from_secs(30))].into();
+        assert_eq!(
+            orphan_deadlines(&only_expired, grace, now),
+            (vec!["old".to_string()], None)
+        );
+        assert_eq!(
+            orphan_deadlines(&HashMap::new(), grace, now),
+            (vec![], None)
+        );
     }
 }
