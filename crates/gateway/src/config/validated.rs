@@ -7,36 +7,26 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::raw::{RawConfig, RawRoute, RawTls};
+use super::raw::{RawConfig, RawRoute};
 use gateway_plugin::config::parse_duration;
 
 mod app;
+mod delivery;
 mod plugin;
+mod server;
 mod store;
 
 pub use super::pattern::EventPattern;
 use super::{env, ConfigError};
 pub use app::{App, LongConnApp, WebhookApp};
+pub use delivery::DeliveryConfig;
 pub use plugin::{load_plugin_config, Isolation};
+use server::Listeners;
+pub use server::{AdminToken, TlsFiles};
 pub use store::{redact_url, PgSettings, StoreConfig};
 
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:7777";
-pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9464";
-pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 86_400);
 pub const DEFAULT_MAX_CONCURRENCY: usize = 4;
-/// `[server] workers` when not set: one per CPU but one, which the store's writer thread (on
-/// every accept) and plugin calls need; at least 1.
-pub fn default_workers() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get().saturating_sub(1))
-        .unwrap_or(1)
-        .max(1)
-}
-
-/// The longest `[delivery] linger` accepted: a longer wait would only delay deliveries.
-pub const MAX_LINGER: Duration = Duration::from_secs(1);
-
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -74,70 +64,6 @@ pub struct Config {
     pub plugins: Vec<PluginSpec>,
     pub routes: Vec<Route>,
     pub log_level: Option<String>,
-}
-
-/// The shortest `[admin] token` accepted: it guards replays and reloads.
-pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
-
-/// `[admin] token`, expanded. Never printed: `Debug` shows `<redacted>`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct AdminToken(pub String);
-
-impl std::fmt::Debug for AdminToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AdminToken(<redacted>)")
-    }
-}
-
-/// `[server] tls` or `[admin] tls`, paths absolute. Only resolved here: the files are read, parsed and matched
-/// by `tls.rs` (at start, on reload, when they change on disk) and by `gateway check`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsFiles {
-    /// The PEM certificate chain, leaf first.
-    pub cert: PathBuf,
-    /// The PEM private key of the leaf.
-    pub key: PathBuf,
-}
-
-/// Retry policy and call limits shared by all plugins.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DeliveryConfig {
-    pub max_attempts: u32,
-    /// When set, a delivery whose next attempt would come later than this after the event was
-    /// received becomes a dead letter instead.
-    pub max_age: Option<Duration>,
-    pub initial_backoff: Duration,
-    pub max_backoff: Duration,
-    pub timeout: Duration,
-    /// Pending deliveries of an instance name no longer configured become dead letters once the
-    /// name has been missing this long.
-    pub removed_plugin_grace: Duration,
-    /// The most ready deliveries one plugin call takes (plugins with a batch entry handle them
-    /// together; others one by one within the call).
-    pub max_batch: usize,
-    /// While another call of the same plugin runs, a new call waits up to this long for
-    /// `max_batch` ready deliveries (bigger batches under load); a plugin with no call running
-    /// is called at once.
-    pub linger: Duration,
-    /// A delivery during whose calls the gateway died this many times is dead-lettered (a
-    /// poison delivery must not crash every restart).
-    pub max_crashes: u32,
-}
-
-impl Default for DeliveryConfig {
-    fn default() -> Self {
-        DeliveryConfig {
-            max_attempts: 12,
-            max_age: None,
-            initial_backoff: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(600),
-            timeout: Duration::from_secs(30),
-            removed_plugin_grace: Duration::from_secs(60),
-            max_batch: 64,
-            linger: Duration::from_millis(2),
-            max_crashes: 3,
-        }
-    }
 }
 
 /// A plugin instance to create.
@@ -356,100 +282,20 @@ impl Validator<'_> {
     }
 
     /// A `{ cert, key }` table at `at` (`server.tls`, `admin.tls`).
-    fn tls(&mut self, at: &str, t: &RawTls) -> TlsFiles {
-        for (key, text) in [("cert", &t.cert), ("key", &t.key)] {
-            if text.trim().is_empty() {
-                self.problem(&format!("{at}.{key}"), "must name a PEM file");
-            }
-        }
-        TlsFiles {
-            cert: self.path(&format!("{at}.cert"), &t.cert),
-            key: self.path(&format!("{at}.key"), &t.key),
-        }
-    }
-
     fn config(&mut self, raw: RawConfig, file: PathBuf) -> Config {
-        let listen = self
-            .addr(
-                "server.listen",
-                raw.server.listen.as_deref().unwrap_or(DEFAULT_LISTEN),
-            )
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7777)));
-        let admin_listen = match raw.admin.listen.as_deref() {
-            Some("off") => None,
-            other => self.addr("admin.listen", other.unwrap_or(DEFAULT_ADMIN_LISTEN)),
-        };
-        let admin_token = raw.admin.token.as_deref().and_then(|t| {
-            let t = self.expand("admin.token", t);
-            if t.chars().count() < MIN_ADMIN_TOKEN_LEN {
-                self.problem(
-                    "admin.token",
-                    format!("must be at least {MIN_ADMIN_TOKEN_LEN} characters (use a random one: `openssl rand -hex 32`)"),
-                );
-                return None;
-            }
-            Some(AdminToken(t))
-        });
-        if let Some(addr) = admin_listen {
-            if !addr.ip().is_loopback() && admin_token.is_none() && raw.admin.token.is_none() {
-                self.problem(
-                    "admin.listen",
-                    format!("{addr} is not a loopback address: set [admin] token (e.g. token = \"${{GATEWAY_ADMIN_TOKEN}}\") so the API and console ask for it, or listen on 127.0.0.1"),
-                );
-            }
-        }
-        let max_body_bytes = match raw.server.max_body_bytes {
-            None => DEFAULT_MAX_BODY,
-            Some(0) => {
-                self.problem("server.max_body_bytes", "must be greater than 0");
-                DEFAULT_MAX_BODY
-            }
-            Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
-        };
-        let body_timeout = self.duration(
-            "server.body_timeout",
-            raw.server.body_timeout.as_deref(),
-            Duration::from_secs(30),
-        );
-        let max_connections = match raw.server.max_connections {
-            Some(0) => {
-                self.problem("server.max_connections", "must be at least 1");
-                1
-            }
-            Some(n) => n as usize,
-            None => 1024,
-        };
-        let workers = match raw.server.workers {
-            Some(0) => {
-                self.problem("server.workers", "must be at least 1");
-                1
-            }
-            Some(n) if n > 1024 => {
-                self.problem("server.workers", "must be at most 1024");
-                1
-            }
-            Some(n) => n as usize,
-            None => default_workers(),
-        };
-        let mut trusted_proxies = Vec::new();
-        for (i, p) in raw.server.trusted_proxies.iter().flatten().enumerate() {
-            let at = format!("server.trusted_proxies[{i}]");
-            let text = self.expand(&at, p);
-            match text.parse() {
-                Ok(ip) => trusted_proxies.push(ip),
-                Err(_) => self.problem(&at, format!("{text:?} is not an IP address")),
-            }
-        }
-        let tls = raw.server.tls.as_ref().map(|t| self.tls("server.tls", t));
-        let admin_tls = raw.admin.tls.as_ref().map(|t| self.tls("admin.tls", t));
-        if admin_tls.is_some() && admin_listen.is_none() {
-            self.problem("admin.tls", "the admin listener is off (listen = \"off\")");
-        }
-        let shutdown_grace = self.duration(
-            "server.shutdown_grace",
-            raw.server.shutdown_grace.as_deref(),
-            Duration::from_secs(10),
-        );
+        let Listeners {
+            listen,
+            admin_listen,
+            admin_token,
+            admin_tls,
+            max_body_bytes,
+            body_timeout,
+            max_connections,
+            workers,
+            trusted_proxies,
+            tls,
+            shutdown_grace,
+        } = self.listeners(&raw.server, &raw.admin);
 
         if raw.apps.is_empty() {
             self.problem("apps", "at least one [[apps]] entry is required");
@@ -479,72 +325,7 @@ impl Validator<'_> {
             Duration::from_secs(30 * 86_400),
         );
 
-        let d = DeliveryConfig::default();
-        let delivery = DeliveryConfig {
-            max_attempts: match raw.delivery.max_attempts {
-                Some(0) => {
-                    self.problem("delivery.max_attempts", "must be at least 1");
-                    d.max_attempts
-                }
-                Some(n) => n,
-                None => d.max_attempts,
-            },
-            max_age: raw
-                .delivery
-                .max_age
-                .as_deref()
-                .map(|t| self.duration("delivery.max_age", Some(t), Duration::ZERO)),
-            initial_backoff: self.duration(
-                "delivery.initial_backoff",
-                raw.delivery.initial_backoff.as_deref(),
-                d.initial_backoff,
-            ),
-            max_backoff: self.duration(
-                "delivery.max_backoff",
-                raw.delivery.max_backoff.as_deref(),
-                d.max_backoff,
-            ),
-            timeout: self.duration(
-                "delivery.timeout",
-                raw.delivery.timeout.as_deref(),
-                d.timeout,
-            ),
-            removed_plugin_grace: self.duration(
-                "delivery.removed_plugin_grace",
-                raw.delivery.removed_plugin_grace.as_deref(),
-                d.removed_plugin_grace,
-            ),
-            max_batch: match raw.delivery.max_batch {
-                Some(0) => {
-                    self.problem("delivery.max_batch", "must be at least 1");
-                    d.max_batch
-                }
-                Some(n) if n > 10_000 => {
-                    self.problem("delivery.max_batch", "must be at most 10000");
-                    d.max_batch
-                }
-                Some(n) => n as usize,
-                None => d.max_batch,
-            },
-            linger: {
-                let linger =
-                    self.duration("delivery.linger", raw.delivery.linger.as_deref(), d.linger);
-                if linger > MAX_LINGER {
-                    self.problem("delivery.linger", "must be at most 1s");
-                    d.linger
-                } else {
-                    linger
-                }
-            },
-            max_crashes: match raw.delivery.max_crashes {
-                Some(0) => {
-                    self.problem("delivery.max_crashes", "must be at least 1");
-                    d.max_crashes
-                }
-                Some(n) => n,
-                None => d.max_crashes,
-            },
-        };
+        let delivery = self.delivery(&raw.delivery);
         let store = self.store(&raw.store, delivery.timeout);
         if delivery.max_backoff < delivery.initial_backoff {
             self.problem(

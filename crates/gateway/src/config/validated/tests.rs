@@ -1,6 +1,7 @@
 //! Config validation: defaults, expansion, relative paths, and every problem reported with its
 //! location.
 
+use super::server::{default_workers, DEFAULT_LISTEN, DEFAULT_MAX_BODY};
 use super::*;
 
 fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {

@@ -1,0 +1,172 @@
+//! `[server]` and `[admin]`: the two listeners, their TLS, the admin token and the request
+//! limits.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::Validator;
+use crate::config::raw::{RawAdmin, RawServer, RawTls};
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7777";
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9464";
+pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+
+/// `[server] workers` when not set: one per CPU but one, which the store's writer thread (on
+/// every accept) and plugin calls need; at least 1.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get().saturating_sub(1))
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// The shortest `[admin] token` accepted: it guards replays and reloads.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
+
+/// `[admin] token`, expanded. Never printed: `Debug` shows `<redacted>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(pub String);
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}
+
+/// `[server] tls` or `[admin] tls`, paths absolute. Only resolved here: the files are read, parsed and matched
+/// by `tls.rs` (at start, on reload, when they change on disk) and by `gateway check`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The PEM private key of the leaf.
+    pub key: PathBuf,
+}
+
+/// What [`super::Config`] holds of `[server]` and `[admin]`, validated.
+pub(super) struct Listeners {
+    pub listen: SocketAddr,
+    pub admin_listen: Option<SocketAddr>,
+    pub admin_token: Option<AdminToken>,
+    pub admin_tls: Option<TlsFiles>,
+    pub max_body_bytes: usize,
+    pub body_timeout: Duration,
+    pub max_connections: usize,
+    pub workers: usize,
+    pub trusted_proxies: Vec<IpAddr>,
+    pub tls: Option<TlsFiles>,
+    pub shutdown_grace: Duration,
+}
+
+impl Validator<'_> {
+    /// `[server]` then `[admin]`, problems in the order of their keys.
+    pub(super) fn listeners(&mut self, server: &RawServer, admin: &RawAdmin) -> Listeners {
+        let listen = self
+            .addr(
+                "server.listen",
+                server.listen.as_deref().unwrap_or(DEFAULT_LISTEN),
+            )
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7777)));
+        let admin_listen = match admin.listen.as_deref() {
+            Some("off") => None,
+            other => self.addr("admin.listen", other.unwrap_or(DEFAULT_ADMIN_LISTEN)),
+        };
+        let admin_token = admin.token.as_deref().and_then(|t| {
+            let t = self.expand("admin.token", t);
+            if t.chars().count() < MIN_ADMIN_TOKEN_LEN {
+                self.problem(
+                    "admin.token",
+                    format!("must be at least {MIN_ADMIN_TOKEN_LEN} characters (use a random one: `openssl rand -hex 32`)"),
+                );
+                return None;
+            }
+            Some(AdminToken(t))
+        });
+        if let Some(addr) = admin_listen {
+            if !addr.ip().is_loopback() && admin_token.is_none() && admin.token.is_none() {
+                self.problem(
+                    "admin.listen",
+                    format!("{addr} is not a loopback address: set [admin] token (e.g. token = \"${{GATEWAY_ADMIN_TOKEN}}\") so the API and console ask for it, or listen on 127.0.0.1"),
+                );
+            }
+        }
+        let max_body_bytes = match server.max_body_bytes {
+            None => DEFAULT_MAX_BODY,
+            Some(0) => {
+                self.problem("server.max_body_bytes", "must be greater than 0");
+                DEFAULT_MAX_BODY
+            }
+            Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+        };
+        let body_timeout = self.duration(
+            "server.body_timeout",
+            server.body_timeout.as_deref(),
+            Duration::from_secs(30),
+        );
+        let max_connections = match server.max_connections {
+            Some(0) => {
+                self.problem("server.max_connections", "must be at least 1");
+                1
+            }
+            Some(n) => n as usize,
+            None => 1024,
+        };
+        let workers = match server.workers {
+            Some(0) => {
+                self.problem("server.workers", "must be at least 1");
+                1
+            }
+            Some(n) if n > 1024 => {
+                self.problem("server.workers", "must be at most 1024");
+                1
+            }
+            Some(n) => n as usize,
+            None => default_workers(),
+        };
+        let mut trusted_proxies = Vec::new();
+        for (i, p) in server.trusted_proxies.iter().flatten().enumerate() {
+            let at = format!("server.trusted_proxies[{i}]");
+            let text = self.expand(&at, p);
+            match text.parse() {
+                Ok(ip) => trusted_proxies.push(ip),
+                Err(_) => self.problem(&at, format!("{text:?} is not an IP address")),
+            }
+        }
+        let tls = server.tls.as_ref().map(|t| self.tls("server.tls", t));
+        let admin_tls = admin.tls.as_ref().map(|t| self.tls("admin.tls", t));
+        if admin_tls.is_some() && admin_listen.is_none() {
+            self.problem("admin.tls", "the admin listener is off (listen = \"off\")");
+        }
+        let shutdown_grace = self.duration(
+            "server.shutdown_grace",
+            server.shutdown_grace.as_deref(),
+            Duration::from_secs(10),
+        );
+        Listeners {
+            listen,
+            admin_listen,
+            admin_token,
+            admin_tls,
+            max_body_bytes,
+            body_timeout,
+            max_connections,
+            workers,
+            trusted_proxies,
+            tls,
+            shutdown_grace,
+        }
+    }
+
+    fn tls(&mut self, at: &str, t: &RawTls) -> TlsFiles {
+        for (key, text) in [("cert", &t.cert), ("key", &t.key)] {
+            if text.trim().is_empty() {
+                self.problem(&format!("{at}.{key}"), "must name a PEM file");
+            }
+        }
+        TlsFiles {
+            cert: self.path(&format!("{at}.cert"), &t.cert),
+            key: self.path(&format!("{at}.key"), &t.key),
+        }
+    }
+}
