@@ -210,6 +210,39 @@ mod tests {
     }
 
     #[test]
+    fn an_endpoint_needs_a_scheme_and_a_host() {
+        for good in ["https://open.feishu.cn", "http://127.0.0.1:8080/pay"] {
+            assert!(check_http_url("forward_url", good).is_ok(), "{good}");
+        }
+        for bad in [
+            "http://",
+            "https://",
+            "https:///pay",
+            "ftp://host",
+            "open.feishu.cn",
+        ] {
+            let err = check_http_url("forward_url", bad)
+                .expect_err(bad)
+                .to_string();
+            assert!(err.contains("forward_url"), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_forward_secret_is_never_shown() {
+        let forward = ForwardConfig {
+            url: "http://127.0.0.1:9/pay".into(),
+            secret: Some("hmac-s3cret".into()),
+        };
+        let shown = format!("{forward:?}");
+        assert!(
+            shown.contains("http://127.0.0.1:9/pay") && shown.contains("<redacted>"),
+            "{shown}"
+        );
+        assert!(!shown.contains("hmac-s3cret"), "{shown}");
+    }
+
+    #[test]
     fn defaults() {
         let c = Config::from_json(&base()).expect("valid");
         assert_eq!(c.base_url, DEFAULT_BASE_URL);

@@ -158,6 +158,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_failure_keeps_the_platform_status_it_got() {
+        let refused = ForwardError::Refused { status: 422 };
+        assert_eq!(refused.status(), Some(422));
+        let answered = ForwardError::Transient {
+            reason: "HTTP 503".into(),
+            status: Some(503),
+            retry_after: None,
+        };
+        assert_eq!(answered.status(), Some(503));
+        let unreachable = ForwardError::Transient {
+            reason: "connection refused".into(),
+            status: None,
+            retry_after: None,
+        };
+        assert_eq!(unreachable.status(), None);
+    }
+
+    #[test]
+    fn debug_shows_where_and_whether_signed_never_the_secret() {
+        let config = ForwardConfig {
+            url: "http://127.0.0.1:9/payouts".into(),
+            secret: Some("s3cr3t-value".into()),
+        };
+        let shown = format!("{:?}", Forwarder::new(&config, Duration::from_secs(1)));
+        assert!(shown.contains("http://127.0.0.1:9/payouts"), "{shown}");
+        assert!(shown.contains("signed: true"), "{shown}");
+        assert!(!shown.contains("s3cr3t-value"), "{shown}");
+    }
+
+    #[test]
     fn hmac_sha256_known_vector() {
         // RFC 4231 test case 2.
         assert_eq!(

@@ -346,3 +346,80 @@ fn vanished(delivery_id: &str, reason: &str) -> LedgerError {
         reason: reason.to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lark_core::CashBonus;
+
+    fn snapshot(modify_time_ms: u64) -> AssetsUpdateV1 {
+        AssetsUpdateV1 {
+            account_id: "acct".into(),
+            points: 10,
+            cash: Vec::new(),
+            modify_time_ms,
+        }
+    }
+
+    #[test]
+    fn a_snapshot_is_stale_when_older_or_as_old_from_another_delivery() {
+        let newest = Some((1_000, "evt-a:payout"));
+        assert!(
+            !is_stale(None, &snapshot(5), "evt-b:payout"),
+            "first for the account"
+        );
+        assert!(is_stale(newest, &snapshot(999), "evt-b:payout"), "older");
+        assert!(
+            is_stale(newest, &snapshot(1_000), "evt-b:payout"),
+            "as old, another delivery"
+        );
+        assert!(
+            !is_stale(newest, &snapshot(1_000), "evt-a:payout"),
+            "as old, the delivery that recorded it (its row deleted by hand): not its own stale copy"
+        );
+        assert!(!is_stale(newest, &snapshot(1_001), "evt-b:payout"), "newer");
+    }
+
+    #[test]
+    fn a_file_ledger_is_shown_as_its_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("payouts.db");
+        let ledger = Ledger::open(&path).expect("open");
+        assert_eq!(ledger.shown(), path.display().to_string());
+    }
+
+    fn withdrawal(points: u64, cash: &[&str]) -> Withdrawal {
+        Withdrawal {
+            external_order_id: None,
+            trans_time: None,
+            points,
+            cash: cash
+                .iter()
+                .map(|a| CashBonus {
+                    currency: "CNY".into(),
+                    amount: a.parse().expect("amount"),
+                })
+                .collect(),
+            log_id: None,
+        }
+    }
+
+    #[test]
+    fn a_withdrawal_is_forwarded_unless_it_moved_nothing_or_forwarding_is_off() {
+        assert_eq!(forward_status_for(&withdrawal(5, &[]), true), "pending");
+        assert_eq!(
+            forward_status_for(&withdrawal(0, &["0.30"]), true),
+            "pending"
+        );
+        assert_eq!(
+            forward_status_for(&withdrawal(5, &["0.00"]), true),
+            "pending"
+        );
+        assert_eq!(
+            forward_status_for(&withdrawal(0, &["0.00", "0"]), true),
+            "not_needed"
+        );
+        assert_eq!(forward_status_for(&withdrawal(0, &[]), true), "not_needed");
+        assert_eq!(forward_status_for(&withdrawal(5, &["1"]), false), "none");
+    }
+}

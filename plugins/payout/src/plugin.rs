@@ -131,14 +131,19 @@ impl Plugin for Payout {
             Ok(()) => Outcome::Ok,
             Err(e) => {
                 let outcome = e.outcome();
-                let level = match outcome {
-                    Outcome::Reject { .. } => Level::Error,
-                    _ => Level::Warn,
-                };
-                self.host.log(level, &format!("payout: {e}"));
+                self.host.log(level_of(&outcome), &format!("payout: {e}"));
                 outcome
             }
         }
+    }
+}
+
+/// How loudly a failed delivery is logged: an error when it is rejected for good (nothing
+/// will pay it unless an operator acts), a warning when it will be retried.
+fn level_of(outcome: &Outcome) -> Level {
+    match outcome {
+        Outcome::Reject { .. } => Level::Error,
+        _ => Level::Warn,
     }
 }
 
@@ -380,6 +385,33 @@ fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rejection_is_logged_as_an_error_and_a_retry_as_a_warning() {
+        assert_eq!(level_of(&Outcome::reject("code 1002")), Level::Error);
+        let retry = Outcome::Retry {
+            reason: "HTTP 500".into(),
+            retry_after: None,
+        };
+        assert_eq!(level_of(&retry), Level::Warn);
+    }
+
+    #[test]
+    fn now_is_the_wall_clock_in_milliseconds() {
+        let before = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis();
+        let now = u128::from(now_ms());
+        let after = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis();
+        assert!(
+            before <= now && now <= after,
+            "{before} <= {now} <= {after}"
+        );
+    }
 
     #[test]
     fn order_id_is_deterministic_and_short() {
