@@ -201,3 +201,58 @@ fn show(info: Option<&RewardInfo>) -> String {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{ForwardStatus, Status};
+
+    fn row(trans_time_ms: Option<u64>, completed_at: Option<u64>) -> PayoutRow {
+        PayoutRow {
+            delivery_id: "d".into(),
+            external_order_id: "gw-x".into(),
+            account_id: "a".into(),
+            modify_time: 1,
+            requested_types: vec![1],
+            status: Status::Withdrawn,
+            skip_reason: None,
+            created_at: 1,
+            completed_at,
+            trans_time: trans_time_ms.map(|t| t.to_string()),
+            trans_time_ms,
+            points: 1,
+            cash: Vec::new(),
+            log_id: None,
+            last_error: None,
+            withdraw_attempts: 1,
+            forward_status: ForwardStatus::None,
+            forward_attempts: 0,
+        }
+    }
+
+    #[test]
+    fn a_row_is_placed_at_larks_trans_time_else_when_its_result_was_recorded() {
+        assert_eq!(row_time(&row(Some(1_500), Some(2_000))), Some(1_500));
+        assert_eq!(row_time(&row(None, Some(2_000))), Some(2_000));
+        assert_eq!(row_time(&row(None, None)), None);
+    }
+
+    #[test]
+    fn totals_are_shown_as_points_then_each_currency() {
+        assert_eq!(show(None), "nothing");
+        let info = RewardInfo {
+            point_bonus: 5,
+            cash_bonus: vec![
+                CashAmount {
+                    currency_type: "CNY".into(),
+                    amount: "0.30".parse().expect("money"),
+                },
+                CashAmount {
+                    currency_type: "USD".into(),
+                    amount: "100.25".parse().expect("money"),
+                },
+            ],
+        };
+        assert_eq!(show(Some(&info)), "5 points, CNY 0.30, USD 100.25");
+    }
+}

@@ -170,6 +170,100 @@ mod tests {
     }
 
     #[test]
+    fn every_day_from_the_year_minus_400_to_2400_converts_both_ways() {
+        // Before 1970 too: the algorithm's eras below zero (parse_time refuses those dates, as
+        // they are before Unix time, but the conversion itself must hold there).
+        let mut previous = (-401, 12, 31);
+        let first = days_from_civil(-400, 1, 1);
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(0, 3, 1), -719_468);
+        let last = days_from_civil(2400, 12, 31);
+        for day in first..=last {
+            let (y, m, d) = civil_from_days(day);
+            assert_eq!(days_from_civil(y, m, d), day, "{y}-{m}-{d}");
+            assert!(
+                (1..=12).contains(&m) && d >= 1 && d <= days_in_month(y, m),
+                "{y}-{m}-{d}"
+            );
+            // The day after the previous one.
+            let (py, pm, pd) = previous;
+            let expected = if pd < days_in_month(py, pm) {
+                (py, pm, pd + 1)
+            } else if pm < 12 {
+                (py, pm + 1, 1)
+            } else {
+                (py + 1, 1, 1)
+            };
+            assert_eq!((y, m, d), expected, "day {day}");
+            previous = (y, m, d);
+        }
+        assert_eq!(previous, (2400, 12, 31));
+    }
+
+    #[test]
+    fn leap_years_and_month_lengths() {
+        for (y, leap) in [
+            (2023, false),
+            (2024, true),
+            (1900, false),
+            (2000, true),
+            (2100, false),
+        ] {
+            assert_eq!(is_leap(y), leap, "{y}");
+            assert_eq!(days_in_month(y, 2), if leap { 29 } else { 28 }, "{y}");
+        }
+        let lengths: Vec<i64> = (1..=12).map(|m| days_in_month(2023, m)).collect();
+        assert_eq!(lengths, [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]);
+    }
+
+    #[test]
+    fn clock_and_zone_limits() {
+        let day = 1_685_404_800_000; // 2023-05-30T00:00:00Z
+        assert_eq!(parse_time("2023-05-30T23:59:59"), Ok(day + 86_399_000));
+        assert_eq!(
+            parse_time("2023-05-30T00:00:00+23:59"),
+            Ok(day - 86_340_000)
+        );
+        assert_eq!(
+            parse_time("2023-05-30T00:00:00-05:30"),
+            Ok(day + 19_800_000)
+        );
+        assert_eq!(
+            parse_time("2023-05-30T12:00+05:30"),
+            Ok(day + 43_200_000 - 19_800_000)
+        );
+        assert_eq!(parse_time("2023-05-30T00:00:00.5Z"), Ok(day + 500));
+        assert_eq!(parse_time("2023-05-30T00:00:00.123456789Z"), Ok(day + 123));
+        for bad in [
+            "2023-05-30T24:00",
+            "2023-05-30T23:60",
+            "2023-05-30T23:59:60",
+            "2023-05-30T00:00+24:00",
+            "2023-05-30T00:00+23:60",
+            "2023-05-30T00:00+5:30",
+            "2023-05-30T00:00+0530",
+            "2023-05-30T00:00:00.1234567890",
+            "2023-05-30T00:00:00.",
+            "2023-05-30T00:00:00.12a",
+            "2023-05-30T00:00.5",
+            "2023-05-30T08",
+            "2023-05-30T8:00",
+            "2023-05-30T08:00:00:00",
+            "2023x05-30",
+            "2023-05x30",
+            "2023-5-30",
+            "2023-05-00",
+            "2023-04-31",
+            "2023-00-10",
+            "2023-05-30Q",
+            "2023-+5-30",
+            "2023-05-+3",
+        ] {
+            assert!(parse_time(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn formats_round_trip() {
         for ms in [0, 1_685_431_415_036, 1_709_164_800_000, 4_102_444_800_000] {
             assert_eq!(parse_time(&format_ms(ms)), Ok(ms));

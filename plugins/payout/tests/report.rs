@@ -252,3 +252,27 @@ fn reconcile_reports_mismatches_only() {
     assert!(text.contains("MISMATCH account a1"), "{text}");
     assert!(!text.contains("secret_test"));
 }
+
+#[test]
+fn reconcile_takes_a_range_of_one_instant_and_refuses_a_reversed_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("payout.db");
+    drop(payout::ledger::Ledger::open(&db).expect("ledger"));
+    let reconcile = |from: &str, to: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_payout-report"))
+            .args(["reconcile", "--ledger"])
+            .arg(&db)
+            .args(["--from", from, "--to", to])
+            .output()
+            .expect("runs");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // The same instant at both ends is a range: it gets as far as the missing credentials.
+    let same = reconcile("1700000000000", "1700000000000");
+    assert!(same.contains("--app-secret-env"), "{same}");
+    assert!(!same.contains("after"), "{same}");
+    let forward = reconcile("1700000000000", "1700000000001");
+    assert!(forward.contains("--app-secret-env"), "{forward}");
+    let reversed = reconcile("1700000000001", "1700000000000");
+    assert!(reversed.contains("--from is after --to"), "{reversed}");
+}

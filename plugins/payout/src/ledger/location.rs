@@ -180,6 +180,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_a_real_scheme_makes_a_url() {
+        assert!(LedgerLocation::parse("s3://bucket/payout.db").is_err());
+        for path in ["://odd.db", "dir/a://b.db", "c:\\x://y.db"] {
+            assert_eq!(
+                LedgerLocation::parse(path),
+                Ok(LedgerLocation::File(path.into())),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_location_shows_as_its_path_or_its_url_without_the_password() {
+        assert_eq!(
+            LedgerLocation::File("data/payout.db".into()).to_string(),
+            "data/payout.db"
+        );
+        let shown = LedgerLocation::Postgres("postgres://pay:pw-s3cret@127.0.0.1/ledger".into())
+            .to_string();
+        assert!(
+            shown.starts_with("postgres://pay:") && shown.ends_with("@127.0.0.1/ledger"),
+            "{shown}"
+        );
+        assert!(!shown.contains("pw-s3cret"), "{shown}");
+    }
+
+    #[test]
     fn paths_and_urls() {
         assert_eq!(
             LedgerLocation::parse("data/payout.db"),
