@@ -1,0 +1,135 @@
+//! Unit tests of the Lark client's reply classification and parsing.
+
+use super::*;
+
+#[test]
+fn segments_are_encoded() {
+    assert_eq!(encode_segment("7147998241542539527"), "7147998241542539527");
+    assert_eq!(encode_segment("a/b c"), "a%2Fb%20c");
+}
+
+fn reply(status: u16, body: &str) -> Reply {
+    Reply {
+        status,
+        body: body.into(),
+        log_id: Some("L1".into()),
+        retry_after: None,
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Shape {
+    x: u64,
+}
+
+#[test]
+fn a_business_error_whose_data_is_unreadable_is_still_that_error() {
+    let got = parse_envelope::<Shape>(
+        "withdraw",
+        reply(200, r#"{"code":1002001,"msg":"no balance","data":"odd"}"#),
+    );
+    match got {
+        Err(ApiError::Lark {
+            code, msg, log_id, ..
+        }) => {
+            assert_eq!((code, msg.as_str()), (1_002_001, "no balance"));
+            assert_eq!(log_id.as_deref(), Some("L1"));
+        }
+        other => panic!("{other:?}"),
+    }
+    let readable = parse_envelope::<Shape>(
+        "withdraw",
+        reply(200, r#"{"code":1002001,"msg":"no balance","data":{"x":1}}"#),
+    );
+    assert!(matches!(
+        readable,
+        Err(ApiError::Lark {
+            code: 1_002_001,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn a_success_whose_data_is_unreadable_is_retried_and_a_good_one_is_read() {
+    let got = parse_envelope::<Shape>(
+        "withdraw",
+        reply(200, r#"{"code":0,"msg":"ok","data":"odd"}"#),
+    );
+    assert!(matches!(got, Err(ApiError::Transient { .. })), "{got:?}");
+    let (data, log_id) = parse_envelope::<Shape>(
+        "withdraw",
+        reply(200, r#"{"code":0,"msg":"ok","data":{"x":7}}"#),
+    )
+    .expect("readable");
+    assert_eq!(data.map(|d| d.x), Some(7));
+    assert_eq!(log_id.as_deref(), Some("L1"));
+}
+
+#[test]
+fn an_unreadable_body_is_retried_after_2xx_and_408_only() {
+    assert!(matches!(
+        unreadable("withdraw", &reply(200, "<html>")),
+        ApiError::Transient { .. }
+    ));
+    assert!(matches!(
+        unreadable("withdraw", &reply(408, "<html>")),
+        ApiError::Transient { .. }
+    ));
+    assert!(matches!(
+        unreadable("withdraw", &reply(400, "<html>")),
+        ApiError::Unexpected { status: 400, .. }
+    ));
+    assert!(matches!(
+        unreadable("withdraw", &reply(404, "<html>")),
+        ApiError::Unexpected { status: 404, .. }
+    ));
+}
+
+#[test]
+fn trans_time_is_kept_as_text_from_a_string_or_a_number() {
+    use serde_json::json;
+    assert_eq!(
+        trans_time_text(json!("1685431415036")).as_deref(),
+        Some("1685431415036")
+    );
+    assert_eq!(
+        trans_time_text(json!(1_685_431_415_036u64)).as_deref(),
+        Some("1685431415036")
+    );
+    assert_eq!(trans_time_text(json!(null)), None);
+    assert_eq!(trans_time_text(json!({"t": 1})), None);
+}
+
+#[test]
+fn debug_shows_the_endpoint_and_app_never_the_secret() {
+    let client = LarkClient::new(
+        "http://127.0.0.1:9",
+        "cli_app",
+        "app-s3cret",
+        Duration::from_secs(1),
+    );
+    let shown = format!("{client:?}");
+    assert!(
+        shown.contains("http://127.0.0.1:9") && shown.contains("cli_app"),
+        "{shown}"
+    );
+    assert!(!shown.contains("app-s3cret"), "{shown}");
+}
+
+#[test]
+fn classification() {
+    let lark = |code| ApiError::Lark {
+        call: "withdraw",
+        code,
+        msg: "m".into(),
+        log_id: Some("L".into()),
+        http_status: 200,
+        retry_after: None,
+    };
+    assert!(lark(99_991_400).is_transient());
+    assert!(lark(99_991_663).is_transient());
+    assert!(!lark(1_002_001).is_transient());
+    let text = lark(1_002_001).to_string();
+    assert!(text.contains("1002001") && text.contains("\"m\"") && text.contains('L'));
+}
