@@ -281,7 +281,6 @@ impl Validator<'_> {
         }
     }
 
-    /// A `{ cert, key }` table at `at` (`server.tls`, `admin.tls`).
     fn config(&mut self, raw: RawConfig, file: PathBuf) -> Config {
         let Listeners {
             listen,

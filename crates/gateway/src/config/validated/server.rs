@@ -158,6 +158,7 @@ impl Validator<'_> {
         }
     }
 
+    /// A `{ cert, key }` table at `at` (`server.tls`, `admin.tls`).
     fn tls(&mut self, at: &str, t: &RawTls) -> TlsFiles {
         for (key, text) in [("cert", &t.cert), ("key", &t.key)] {
             if text.trim().is_empty() {
