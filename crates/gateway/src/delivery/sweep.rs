@@ -38,7 +38,7 @@ fn until_due(next_due_ms: i64, now_ms: i64) -> Duration {
 
 /// One page of due deliveries sorted out: what to queue now, and whether some were left to the
 /// hand-off (the sweeper then looks again once their grace is over).
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug, Default)]
 struct Picked {
     /// `(key, generation)` of each delivery claimed for a queue.
     wanted: Vec<(i64, u32)>,
