@@ -276,7 +276,7 @@ fn check_skew(timestamp: &str, skew: std::time::Duration) -> Result<(), Rejectio
         .parse()
         .map_err(|_| Rejection::StaleTimestamp)?;
     let now = now_ms() / 1000;
-    if (now - ts).unsigned_abs() > skew.as_secs() {
+    if now.abs_diff(ts) > skew.as_secs() {
         return Err(Rejection::StaleTimestamp);
     }
     Ok(())

@@ -44,6 +44,7 @@ pub struct AppKindLabels {
 pub struct AppCodeLabels {
     pub app: String,
     pub code: String,
+    pub reason: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -240,7 +241,7 @@ impl Metrics {
         let longconn_acks = Family::<AppCodeLabels, Counter>::default();
         registry.register(
             "gateway_longconn_acks",
-            "Acks sent on long connections by code (200 stored; else refused, Lark re-sends)",
+            "Acks sent on long connections by code and reason (200: stored or duplicate; 500: refused or not stored, Lark re-sends)",
             longconn_acks.clone(),
         );
         let longconn_connected = Family::<AppLabels, Gauge>::default();

@@ -2,9 +2,12 @@
 //! all in seconds), and how updates apply.
 //!
 //! Rules (spec §11, gateway rules in brackets): only the keys present change [a pong may omit
-//! keys]; `PingInterval` and `ReconnectInterval` ignore values ≤ 0 [a zero interval would spin];
-//! `ReconnectNonce` ignores negative values (0 = no random first wait); `ReconnectCount` takes
-//! any value (< 0 = reconnect forever, 0 = never). Intervals are capped at one day.
+//! keys]. The endpoint's answer ([`ClientConfig::apply`]): `PingInterval` and
+//! `ReconnectInterval` ignore values ≤ 0 [a zero interval would spin]; `ReconnectNonce`
+//! ignores negative values (0 = no random first wait); `ReconnectCount` takes any value (< 0 =
+//! reconnect forever, 0 = never). A pong's update ([`ClientConfig::apply_pong`]) ignores every
+//! value ≤ 0 [the spec's rule for pongs: so a pong can neither stop the reconnects nor make
+//! them endless]. Intervals are capped at one day.
 
 use std::time::Duration;
 
@@ -80,6 +83,17 @@ impl ClientConfig {
         }
         *self != before
     }
+
+    /// Applies the keys of a pong's update that are above 0; returns whether anything changed.
+    pub fn apply_pong(&mut self, update: &ClientConfigUpdate) -> bool {
+        let positive = |n: Option<i64>| n.filter(|n| *n > 0);
+        self.apply(&ClientConfigUpdate {
+            reconnect_count: positive(update.reconnect_count),
+            reconnect_interval: positive(update.reconnect_interval),
+            reconnect_nonce: positive(update.reconnect_nonce),
+            ping_interval: positive(update.ping_interval),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -106,6 +120,32 @@ mod tests {
             .expect("unknown keys are tolerated");
         c.apply(&u);
         assert_eq!(c.ping_interval, Duration::from_secs(86_400));
+    }
+
+    #[test]
+    fn a_pong_ignores_every_value_up_to_zero() {
+        let mut c = ClientConfig {
+            reconnect_count: 5,
+            ..ClientConfig::default()
+        };
+        let u = ClientConfigUpdate::from_payload(
+            br#"{"ReconnectCount":0,"ReconnectNonce":0,"ReconnectInterval":0,"PingInterval":-1}"#,
+        )
+        .expect("parses");
+        assert!(!c.apply_pong(&u), "nothing applies");
+        assert_eq!(c.reconnect_count, 5, "a pong cannot stop the reconnects");
+        assert_eq!(c.reconnect_nonce, Duration::from_secs(30));
+        let u = ClientConfigUpdate::from_payload(br#"{"ReconnectCount":-1}"#).expect("parses");
+        assert!(!c.apply_pong(&u), "nor make them endless");
+        let u = ClientConfigUpdate::from_payload(br#"{"ReconnectCount":7,"ReconnectNonce":3}"#)
+            .expect("parses");
+        assert!(c.apply_pong(&u));
+        assert_eq!(c.reconnect_count, 7);
+        assert_eq!(c.reconnect_nonce, Duration::from_secs(3));
+        // The endpoint's answer keeps its own rules: a count of 0 means no reconnect.
+        let u = ClientConfigUpdate::from_payload(br#"{"ReconnectCount":0}"#).expect("parses");
+        assert!(c.apply(&u));
+        assert_eq!(c.reconnect_count, 0);
     }
 
     #[test]

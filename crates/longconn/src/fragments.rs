@@ -119,11 +119,16 @@ impl Reassembler {
                 Ok(Some(payload))
             };
         }
-        if let Some(entry) = self.entries.get(message_id) {
+        if let Some(entry) = self.entries.get_mut(message_id) {
             if entry.parts.len() != sum as usize {
                 let expected = entry.parts.len() as u32;
                 self.remove(message_id);
                 return Err(FragmentError::SumChanged { expected, got: sum });
+            }
+            if entry.parts[seq as usize].is_some() {
+                // A fragment sent again: the copy held stands; only the timer restarts.
+                entry.deadline = now + self.ttl;
+                return Ok(None);
             }
             if entry.bytes + payload.len() > self.max_message_bytes {
                 self.remove(message_id);
@@ -263,6 +268,27 @@ mod tests {
         // A late duplicate starts a new entry that never completes by itself.
         assert_eq!(r.push("m", 3, 1, b"b".to_vec(), now), Ok(None));
         assert_eq!(r.len(), 1);
+    }
+
+    #[test]
+    fn a_fragment_sent_again_never_counts_against_the_size_limits() {
+        // 60 of the 100 bytes a message may have are held; the same 60-byte fragment again
+        // would pass 100 if it counted: it is a copy, the message still completes.
+        let mut r = buffer();
+        let now = Instant::now();
+        let big = vec![b'a'; 60];
+        assert_eq!(r.push("m", 2, 0, big.clone(), now), Ok(None));
+        assert_eq!(r.push("m", 2, 0, big.clone(), now), Ok(None));
+        assert_eq!(r.buffered_bytes(), 60);
+        // Nor against the total: with 120 of 150 bytes held in two messages, a copy of one
+        // of their fragments evicts neither.
+        assert_eq!(r.push("n", 2, 0, big.clone(), now), Ok(None));
+        assert_eq!(r.push("n", 2, 0, big.clone(), now), Ok(None));
+        assert_eq!(r.len(), 2);
+        assert_eq!(r.buffered_bytes(), 120);
+        let mut whole = big.clone();
+        whole.extend_from_slice(b"b");
+        assert_eq!(r.push("m", 2, 1, b"b".to_vec(), now), Ok(Some(whole)));
     }
 
     #[test]

@@ -51,15 +51,6 @@ impl Rejection {
         }
     }
 
-    /// The `code` of a long-connection ack refusing the message: Lark re-sends anything not
-    /// acked with 200.
-    pub fn ack_code(&self) -> u16 {
-        match self {
-            Rejection::StoreUnavailable => 500,
-            other => other.status().as_u16(),
-        }
-    }
-
     /// A short stable label for metrics and logs.
     pub fn reason(&self) -> &'static str {
         use Rejection::*;

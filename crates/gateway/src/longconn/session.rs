@@ -6,7 +6,7 @@
 //! [`DEAD_AFTER_PINGS`] ping intervals, reassembles fragmented messages and hands each complete
 //! event to a task of its own, which stores it through the [`crate::intake::Intake`] and sends
 //! the ack back through a channel: `{"code":200}` only once the event is durable (or already
-//! was), the refusal's code otherwise (500 for a store failure) so Lark re-sends. Cards are not
+//! was), `{"code":500}` otherwise (any refusal or a store failure) so Lark re-sends. Cards are not
 //! served and not acked. At most [`MAX_IN_FLIGHT`] messages are handled at once; past that the
 //! loop stops reading (backpressure on Lark, not memory growth).
 
@@ -28,6 +28,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::bootstrap::{bootstrap, ConnectError};
 use super::Ctx;
+use crate::intake::Stored;
 use crate::metrics;
 
 /// A connection is dead when no pong arrived for this many ping intervals.
@@ -42,6 +43,12 @@ const FRAGMENT_TTL: Duration = Duration::from_secs(5);
 const MAX_FRAGMENTED: usize = 64;
 /// Room for a frame's headers around an event of `max_body_bytes`.
 const FRAME_OVERHEAD: usize = 64 * 1024;
+/// The ack code of a message stored (or already stored).
+const ACK_OK: u16 = 200;
+/// The ack code of a message refused or not stored, whatever the reason: the only failure
+/// code of the protocol (spec §11); Lark re-sends the message. The reason is in the log line
+/// and the acks metric.
+const ACK_FAILED: u16 = 500;
 /// After cancellation, in-flight messages get this long to be acked.
 const DRAIN: Duration = Duration::from_secs(5);
 
@@ -132,6 +139,11 @@ pub async fn run(ctx: &Ctx, conn: Conn, cc: &mut ClientConfig) -> Option<String>
     let mut ping = new_ticker(cc.ping_interval, true);
     let mut housekeeping = new_ticker(Duration::from_secs(1), false);
     let mut last_pong = Instant::now();
+    // A complete message waiting for an in-flight slot. Meanwhile the loop reads nothing more
+    // (backpressure) but goes on sending acks and pings: the tasks holding the slots give
+    // them back only once their acks are queued, so a loop that stopped draining acks while
+    // it waited for a slot could wait forever.
+    let mut waiting: Option<(Frame, Vec<u8>)> = None;
 
     let lost = loop {
         tokio::select! {
@@ -153,7 +165,13 @@ pub async fn run(ctx: &Ctx, conn: Conn, cc: &mut ClientConfig) -> Option<String>
                     break Some(format!("sending an ack: {e}"));
                 }
             }
-            incoming = ws.next() => {
+            permit = in_flight.clone().acquire_owned(), if waiting.is_some() => {
+                let (Ok(permit), Some((frame, whole))) = (permit, waiting.take()) else {
+                    break Some("in-flight limiter closed".into());
+                };
+                tokio::spawn(handle(ctx.name.clone(), ctx.intake.clone(), frame, whole, ack_tx.clone(), permit));
+            }
+            incoming = ws.next(), if waiting.is_none() => {
                 let bytes = match incoming {
                     None => break Some("the server closed the connection".into()),
                     Some(Err(e)) => break Some(format!("reading: {e}")),
@@ -176,7 +194,7 @@ pub async fn run(ctx: &Ctx, conn: Conn, cc: &mut ClientConfig) -> Option<String>
                         let update = frame.payload.as_deref().and_then(ClientConfigUpdate::from_payload);
                         if let Some(update) = update {
                             let before = cc.ping_interval;
-                            if cc.apply(&update) {
+                            if cc.apply_pong(&update) {
                                 tracing::info!(
                                     ping_interval_s = cc.ping_interval.as_secs(),
                                     reconnect_count = cc.reconnect_count,
@@ -198,13 +216,7 @@ pub async fn run(ctx: &Ctx, conn: Conn, cc: &mut ClientConfig) -> Option<String>
                         let payload = frame.payload.take().unwrap_or_default();
                         match fragments.push(&message_id, sum, seq, payload, Instant::now()) {
                             Ok(None) => {}
-                            Ok(Some(whole)) => {
-                                // Backpressure: wait for a slot before reading further.
-                                let Ok(permit) = in_flight.clone().acquire_owned().await else {
-                                    break Some("in-flight limiter closed".into());
-                                };
-                                tokio::spawn(handle(ctx.name.clone(), ctx.intake.clone(), frame, whole, ack_tx.clone(), permit));
-                            }
+                            Ok(Some(whole)) => waiting = Some((frame, whole)),
                             Err(e) => {
                                 tracing::warn!(message_id = %truncate(&message_id), error = %e, "fragment dropped; Lark re-sends unacked messages");
                             }
@@ -259,13 +271,14 @@ async fn handle(
     let span = tracing::info_span!("message", app = %app, message_id = %message_id, event_id = tracing::field::Empty);
     let result =
         tracing::Instrument::instrument(intake.payload(&app, &payload), span.clone()).await;
-    let code = match &result {
-        Ok(_) => 200,
+    let (code, reason) = match &result {
+        Ok(Stored::New) => (ACK_OK, "stored"),
+        Ok(Stored::Duplicate) => (ACK_OK, "duplicate"),
         Err(rejection) => {
             span.in_scope(|| {
-                tracing::warn!(code = rejection.ack_code(), reason = rejection.reason(), detail = %rejection.message(), "message refused; Lark will re-send it")
+                tracing::warn!(code = ACK_FAILED, status = rejection.status().as_u16(), reason = rejection.reason(), detail = %rejection.message(), "message refused; Lark will re-send it")
             });
-            rejection.ack_code()
+            (ACK_FAILED, rejection.reason())
         }
     };
     metrics::get()
@@ -273,6 +286,7 @@ async fn handle(
         .get_or_create(&metrics::AppCodeLabels {
             app,
             code: code.to_string(),
+            reason: reason.to_owned(),
         })
         .inc();
     let biz_rt = started.elapsed().as_millis() as u64;
