@@ -284,6 +284,21 @@ fn deliveries_of_a_removed_instance_are_dead_lettered_after_the_grace() {
     let (code, out, _) = gw.cli(&["dead-letters"]);
     assert_eq!(code, 0);
     assert!(out.contains("orphan-1"), "{out}");
+
+    // Replayed while the name is still missing, after the orphan rule stopped looking: the
+    // sweeper meets it pending for a name without an instance, and once a new grace has run
+    // out it is a dead letter again (it used to stay pending until the next reload).
+    std::thread::sleep(Duration::from_millis(1500));
+    let (code, out, err) = gw.cli(&["replay", "--dead-letters"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        wait_until(WAIT, || {
+            let d = delivery(&gw, "orphan-1", "gone");
+            d["state"] == "dead" && d["attempts"] == 0
+        }),
+        "{}",
+        delivery(&gw, "orphan-1", "gone")
+    );
 }
 
 /// A hand-off that finds its plugin's in-memory queue full (10,000 deliveries) is not lost: the

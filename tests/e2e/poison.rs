@@ -169,3 +169,106 @@ fn a_panic_in_a_plugin_built_with_panic_abort_is_dead_lettered_after_max_crashes
         "boom",
     );
 }
+
+/// The two configs of the hung-call test: `suspect` (testkit, `suspect_mode`) gets `suspect`
+/// events, `hang` (testkit, waits for the file `data/open`) gets `hang` events, the logger
+/// `audit` gets `after` events; calls time out after 1 s.
+fn hang_config(suspect_mode: &str) -> String {
+    let kit = binaries().testkit.display().to_string();
+    format!(
+        r#"{base}
+[[apps]]
+name = "hire"
+path = "/hook"
+verification_token = "{TOKEN}"
+
+[delivery]
+timeout = "1s"
+max_crashes = 5
+initial_backoff = "50ms"
+max_backoff = "100ms"
+
+[[plugins]]
+name = "suspect"
+library = "{kit}"
+config = {{ {suspect_mode}, record = "data/suspect.jsonl" }}
+
+[[plugins]]
+name = "hang"
+library = "{kit}"
+config = {{ mode = "gate", gate = "data/open" }}
+
+[[plugins]]
+name = "audit"
+library = "{logger}"
+config = {{ path = "data/audit.jsonl", fsync = "never" }}
+
+[[routes]]
+events = ["suspect"]
+plugins = ["suspect"]
+
+[[routes]]
+events = ["hang"]
+plugins = ["hang"]
+
+[[routes]]
+events = ["after"]
+plugins = ["audit"]
+"#,
+        base = base_config(),
+        logger = binaries().logger.display(),
+    )
+}
+
+#[test]
+fn a_call_hung_past_its_timeout_does_not_stop_every_plugin_behind_a_suspect_delivery() {
+    // A delivery with a crash behind it runs alone (the engine-wide gate, taken exclusively);
+    // a native call hung past its timeout cannot be stopped. The hung call once kept its share
+    // of the gate until it returned: the suspect's next call waited for it, and every other
+    // call of every plugin queued behind that one.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lark = Lark::plain(TOKEN);
+    let mut gw = TestGateway::spawn(dir.path(), &hang_config(r#"mode = "slow", sleep_ms = 900"#));
+    let send = |gw: &TestGateway, id: &str, event_type: &str| {
+        let a = lark.send(
+            &gw.url("/hook"),
+            &lark.event_v2(id, event_type, serde_json::json!({})),
+        );
+        assert_eq!(a.status, 200, "{id}: {}", a.body);
+    };
+    send(&gw, "s-1", "suspect");
+    std::thread::sleep(Duration::from_millis(300));
+    gw.kill9(); // during the suspect's call: the next start counts a crash
+    let gw = TestGateway::spawn(dir.path(), &hang_config(r#"mode = "retry_always""#));
+    let suspect_calls = || read_jsonl(&dir.path().join("data/suspect.jsonl")).len();
+    assert!(
+        wait_until(Duration::from_secs(10), || suspect_calls() >= 1),
+        "the suspect delivery runs again (alone, retrying)\n{}",
+        gw.log()
+    );
+    assert_eq!(delivery(&gw, "s-1", "suspect")["crashes"], 1);
+    send(&gw, "h-1", "hang");
+    // The hang call starts, times out after 1 s and stays hung (no `data/open`).
+    assert!(
+        wait_until(Duration::from_secs(10), || delivery(&gw, "h-1", "hang")
+            ["attempts"]
+            == 1),
+        "{}",
+        delivery(&gw, "h-1", "hang")
+    );
+    let before = suspect_calls();
+    send(&gw, "a-1", "after");
+    assert!(
+        wait_until(Duration::from_secs(10), || delivery(&gw, "a-1", "audit")
+            ["state"]
+            == "done"),
+        "another plugin's delivery waits behind the hung call: {}\n{}",
+        delivery(&gw, "a-1", "audit"),
+        gw.log()
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || suspect_calls() > before),
+        "the suspect delivery goes on retrying beside the hung call"
+    );
+    std::fs::write(dir.path().join("data/open"), b"").expect("open the gate");
+}

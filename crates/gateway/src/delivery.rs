@@ -162,6 +162,11 @@ async fn linger(
 /// Held for the whole of a call: shared by ordinary calls, exclusive for a delivery that was
 /// being called when the process died (see ARCHITECTURE.md, poison deliveries).
 #[derive(Debug)]
+/// A call's hold on the engine-wide gate: shared by ordinary calls, exclusive for a call of a
+/// delivery with a crash behind it. Held until the call returned and its outcomes are
+/// recorded, or until its timeout: a call hung past it gives the gate up (it keeps its permit),
+/// so a native call that never returns cannot keep an exclusive call, and every call queued
+/// behind that one, waiting for ever.
 enum Gate {
     // The guards are held for their `Drop` only.
     Shared {
@@ -463,10 +468,8 @@ impl Engine {
             };
             let engine = self.clone();
             let queue = queue.clone();
-            self.calls.spawn(async move {
-                engine.run(queue, slot, batch, permit).await;
-                drop(gate);
-            });
+            self.calls
+                .spawn(engine.run(queue, slot, batch, permit, gate));
         }
         // Removed or shutting down: whatever is still queued stays pending in the store; let
         // the sweeper see it again should this instance come back.

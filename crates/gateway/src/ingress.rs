@@ -228,11 +228,22 @@ fn open(app: &WebhookApp, headers: &HeaderMap, body: &[u8]) -> Result<Opened, Re
                     check_skew(ts, skew)?;
                 }
             }
+            // Unsigned, only a challenge may pass (spec §3), and whatever else it is, the
+            // answer is the same 401: telling a bad padding from bad text or a non-challenge
+            // to an unsigned sender would make the decryption an oracle for the key's
+            // ciphertexts.
+            let unsigned = |e: Rejection| {
+                if signed.is_none() {
+                    Rejection::MissingSignature
+                } else {
+                    e
+                }
+            };
             let plain = cipher
                 .decrypt(&encrypt)
-                .map_err(|e| Rejection::Decrypt(e.to_string()))?;
+                .map_err(|e| unsigned(Rejection::Decrypt(e.to_string())))?;
             let inner = Envelope::parse(&plain)
-                .map_err(|e| Rejection::Malformed(format!("decrypted body: {e}")))?;
+                .map_err(|e| unsigned(Rejection::Malformed(format!("decrypted body: {e}"))))?;
             match inner {
                 // Only the challenge may arrive unsigned (spec §3).
                 Envelope::Challenge { .. } => {}

@@ -21,7 +21,7 @@ use gateway_plugin::host::CallOutcome;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
-use super::{backoff, detail, Engine, HungCall, Job, PluginQueue};
+use super::{backoff, detail, Engine, Gate, HungCall, Job, PluginQueue};
 use crate::metrics;
 use crate::plugins::PluginSlot;
 use crate::store::{sqlite::now_ms, Finish, FinishRecord, Guard, Trace};
@@ -46,13 +46,14 @@ impl Engine {
         slot: Arc<PluginSlot>,
         jobs: Vec<Job>,
         permit: OwnedSemaphorePermit,
+        gate: Gate,
     ) {
         let span = match jobs.as_slice() {
             [job] => tracing::info_span!("delivery", event_id = %job.event_id,
                 plugin = %job.plugin, attempt = job.attempts + 1),
             _ => tracing::info_span!("batch", plugin = %slot.spec.name, deliveries = jobs.len()),
         };
-        self.attempt(queue, slot, jobs, permit)
+        self.attempt(queue, slot, jobs, permit, gate)
             .instrument(span)
             .await
     }
@@ -63,6 +64,7 @@ impl Engine {
         slot: Arc<PluginSlot>,
         jobs: Vec<Job>,
         permit: OwnedSemaphorePermit,
+        gate: Gate,
     ) {
         let mut ready = Vec::with_capacity(jobs.len());
         let mut payloads = Vec::with_capacity(jobs.len());
@@ -134,6 +136,14 @@ impl Engine {
                 (vec![None; n], None, Some(call))
             }
         };
+        // A call hung past its timeout gives the gate up now (see `Gate`); one that returned
+        // holds it until its outcomes are recorded.
+        let gate = if late.is_some() {
+            drop(gate);
+            None
+        } else {
+            Some(gate)
+        };
         let elapsed = started.elapsed();
         metrics::get()
             .plugin_latency
@@ -171,6 +181,7 @@ impl Engine {
         let labels: Vec<&str> = decisions.iter().map(|d| d.label).collect();
         let applied = self.record_many(&ready, records, &labels).await;
         drop(permit);
+        drop(gate);
         let mut retry_at: Vec<Option<tokio::time::Instant>> = decisions
             .iter()
             .zip(&applied)

@@ -43,12 +43,15 @@ struct Picked {
     /// `(key, generation)` of each delivery claimed for a queue.
     wanted: Vec<(i64, u32)>,
     left_to_handoff: bool,
+    /// A delivery of a plugin name with no queue (not configured) was on the page.
+    unconfigured: bool,
 }
 
 /// Sorts out one page: each delivery not [`left_to_handoff`] and whose plugin's queue has
 /// `room` left is offered to `claim` (the registry of what is queued or running, which refuses
 /// what it already holds); only a claimed one takes a place in its queue's room. A plugin
-/// without an entry in `room` (not configured) gets nothing.
+/// without an entry in `room` (not configured) gets nothing, and is reported (its deliveries
+/// are orphans: the orphan rule must look at them).
 fn pick(
     page: &[DueDelivery],
     room: &mut HashMap<String, usize>,
@@ -62,9 +65,13 @@ fn pick(
             picked.left_to_handoff = true;
             continue;
         }
-        let Some(n) = room.get_mut(&d.plugin).filter(|n| **n > 0) else {
+        let Some(n) = room.get_mut(&d.plugin) else {
+            picked.unconfigured = true;
             continue;
         };
+        if *n == 0 {
+            continue;
+        }
         if claim(d.key, d.generation) {
             *n -= 1;
             picked.wanted.push((d.key, d.generation));
@@ -103,8 +110,8 @@ fn orphan_deadlines(
 /// Plugin names with pending deliveries and no instance.
 #[derive(Debug, Default)]
 pub(super) struct Orphans {
-    /// Look at the store on the next round (set at start, on reload, and on a delivery for an
-    /// unknown name).
+    /// Look at the store on the next round (set at start, on reload, on a delivery handed off
+    /// for an unknown name, and when a sweep round meets a pending delivery of one: a replay).
     check: bool,
     /// Since when each name has been seen missing.
     missing_since: HashMap<String, Instant>,
@@ -181,6 +188,7 @@ impl Engine {
             let Picked {
                 wanted,
                 left_to_handoff,
+                unconfigured,
             } = pick(
                 &due.deliveries,
                 &mut room,
@@ -190,6 +198,13 @@ impl Engine {
             );
             if left_to_handoff {
                 sleep_for = sleep_for.min(Duration::from_millis(HANDOFF_GRACE_MS as u64));
+            }
+            if unconfigured {
+                // Pending for a name no instance has: replayed (or left over) since the orphan
+                // rule last looked. Its grace starts now.
+                if let Ok(mut o) = self.orphans.lock() {
+                    o.check = true;
+                }
             }
             if !wanted.is_empty() {
                 let keys = wanted.iter().map(|(k, _)| *k).collect();
@@ -416,7 +431,11 @@ mod tests {
         assert_eq!(picked.wanted, vec![]);
         assert_eq!(offered, 0, "nothing offered to the registry without room");
         assert!(picked.left_to_handoff);
+        assert!(picked.unconfigured, "`gone` has no queue: an orphan");
         assert_eq!(left, room(&[("a", 0)]));
+        // A full queue alone is no orphan.
+        let picked = pick(&[on("a", 1, 1, 0)], &mut left, NOW, STARTED, |_, _| true);
+        assert!(!picked.unconfigured);
     }
 
     #[test]

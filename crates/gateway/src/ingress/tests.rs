@@ -213,6 +213,30 @@ fn an_encrypted_app_opens_signed_events_and_unsigned_challenges_only() {
 }
 
 #[test]
+fn an_unsigned_body_that_is_no_challenge_gets_one_answer_whatever_its_decryption_did() {
+    // Bad padding, bad text, bad JSON, an event: all "missing signature", so an unsigned
+    // sender learns nothing about what the key made of its ciphertext.
+    let app = encrypted_app(None);
+    let foreign = encrypt("other-key", EVENT); // almost surely bad padding under KEY
+    let not_json = encrypt(KEY, "plain words, not JSON");
+    let event = encrypt(KEY, EVENT);
+    let not_base64 = r#"{"encrypt":"%%%"}"#.to_owned();
+    let short = r#"{"encrypt":"AAAA"}"#.to_owned();
+    for body in [&foreign, &not_json, &event, &not_base64, &short] {
+        assert_eq!(
+            opened(&app, &HeaderMap::new(), body),
+            Err(Rejection::MissingSignature),
+            "{body}"
+        );
+    }
+    // Signed with the key, the detail stays (only the key's holder gets it).
+    assert!(matches!(
+        opened(&app, &signed(KEY, &now_s(), &not_json), &not_json),
+        Err(Rejection::Malformed(_))
+    ));
+}
+
+#[test]
 fn a_max_clock_skew_refuses_stale_signed_requests() {
     let app = encrypted_app(Some(Duration::from_secs(300)));
     let body = encrypt(KEY, EVENT);
