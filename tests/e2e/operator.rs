@@ -113,24 +113,34 @@ fn replay_refuses_unknown_names_and_successes_without_force_and_dry_run_changes_
 #[test]
 fn dead_letters_stay_until_purged_on_purpose_with_a_filter() {
     let dir = tempfile::tempdir().expect("tempdir");
-    // A dedup retention of 1 ms: finished events go at once, dead letters must not.
+    // The shortest dedup retention (1m): the events are then made older than it, so finished
+    // events go at the next start; dead letters must not.
     let cfg = config().replace(
         "[store]\npath = \"data/gateway.db\"",
-        "[store]\npath = \"data/gateway.db\"\nretention = \"1ms\"",
+        "[store]\npath = \"data/gateway.db\"\nretention = \"1m\"",
     );
-    assert!(cfg.contains("retention = \"1ms\""), "{cfg}");
-    let gw = TestGateway::spawn(dir.path(), &cfg);
-    let lark = Lark::plain(TOKEN);
-    let a = lark.send(
-        &gw.url("/hook"),
-        &lark.event_v2("dl-1", "test.bad", serde_json::json!({})),
-    );
-    assert_eq!(a.status, 200);
-    assert!(wait_until(Duration::from_secs(10), || state(&gw, "dl-1") == "dead"));
+    assert!(cfg.contains("retention = \"1m\""), "{cfg}");
+    let mut gw = TestGateway::spawn(dir.path(), &cfg);
+    gw.send_plain(TOKEN, "dl-1", "test.bad");
+    gw.send_plain(TOKEN, "ok-1", "test.ok");
+    assert!(wait_until(Duration::from_secs(10), || state(&gw, "dl-1")
+        == "dead"
+        && state(&gw, "ok-1") == "done"));
+    gw.kill9();
     drop(gw);
+    let db = rusqlite::Connection::open(dir.path().join("data/gateway.db")).expect("open");
+    db.execute("UPDATE events SET received_at = received_at - 600000", [])
+        .expect("ten minutes older");
+    drop(db);
     // A restart runs the retention purge at once.
     let gw = TestGateway::spawn(dir.path(), &cfg);
-    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        wait_until(Duration::from_secs(10), || gw
+            .cli(&["events", "show", "ok-1"])
+            .0
+            == 1),
+        "the finished event was purged"
+    );
     let (code, out, _) = gw.cli(&["dead-letters"]);
     assert_eq!(code, 0);
     assert!(
@@ -140,17 +150,254 @@ fn dead_letters_stay_until_purged_on_purpose_with_a_filter() {
     let (code, out, _) = gw.cli(&["dead-letters", "--since", "1h30m"]);
     assert_eq!(code, 0);
     assert!(out.contains("dl-1"), "compound durations: {out}");
+    // A value that is not a duration is a usage error (2), like a missing filter.
     let (code, _, err) = gw.cli(&["dead-letters", "--since", "30m1h"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2, "{err}");
     assert!(err.contains("largest to smallest"), "{err}");
     let (code, _, err) = gw.cli(&["dead-letters", "--purge"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2, "{err}");
     assert!(err.contains("--purge needs a filter"), "{err}");
     let (code, out, err) = gw.cli(&["dead-letters", "--purge", "--plugin", "kit"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("1 dead letter(s) deleted"), "{out}");
     let (_, out, _) = gw.cli(&["dead-letters"]);
     assert!(out.contains("0 dead letter(s)"), "{out}");
+}
+
+/// `--purge` deletes exactly what the listing with the same filters shows: `--older-than`
+/// lists too, and a filter the purge cannot apply (`--since`) is refused, never dropped (it
+/// used to be ignored: `--purge --plugin kit --since 2030-01-01` deleted all of kit's).
+#[test]
+fn a_purge_deletes_what_the_same_listing_shows_and_refuses_filters_it_cannot_apply() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = TestGateway::spawn(dir.path(), &config());
+    let ids = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["dead-letters", "--json"];
+        all.extend_from_slice(args);
+        let (code, out, err) = gw.cli(&all);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        out.lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).expect("json line");
+                v["event_id"].as_str().unwrap_or_default().to_owned()
+            })
+            .collect()
+    };
+    gw.send_plain(TOKEN, "old-1", "test.bad");
+    assert!(wait_until(Duration::from_secs(10), || state(&gw, "old-1") == "dead"));
+    std::thread::sleep(Duration::from_millis(3_000));
+    gw.send_plain(TOKEN, "new-1", "test.bad");
+    assert!(wait_until(Duration::from_secs(10), || state(&gw, "new-1") == "dead"));
+
+    for refused in [
+        &["--purge", "--plugin", "kit", "--since", "2030-01-01"][..],
+        &["--purge", "--plugin", "kit", "--since", "1h"],
+        &["--purge", "--older-than", "1s", "--since", "1h"],
+    ] {
+        let mut args = vec!["dead-letters"];
+        args.extend_from_slice(refused);
+        let (code, out, err) = gw.cli(&args);
+        assert_eq!(code, 2, "{refused:?}: {out}{err}");
+        assert!(err.contains("--since"), "{refused:?}: {err}");
+    }
+    assert_eq!(ids(&[]), ["new-1", "old-1"], "nothing was deleted");
+
+    let (code, _, err) = gw.cli(&["dead-letters", "--purge", "--older-than", "soon"]);
+    assert_eq!(code, 2, "{err}");
+    // A duration longer than the clock has run selects nothing (it must not wrap into "all").
+    let (code, out, err) = gw.cli(&[
+        "dead-letters",
+        "--purge",
+        "--plugin",
+        "kit",
+        "--older-than",
+        "200000000000d",
+    ]);
+    assert_eq!((code, out.trim()), (0, "0 dead letter(s) deleted"), "{err}");
+
+    let filters = ["--plugin", "kit", "--older-than", "2s"];
+    assert_eq!(
+        ids(&filters),
+        ["old-1"],
+        "the listing with the purge's filters"
+    );
+    let mut purge = vec!["dead-letters", "--purge", "--json"];
+    purge.extend_from_slice(&filters);
+    let (code, out, err) = gw.cli(&purge);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(out.trim()).expect("json"),
+        serde_json::json!({ "deleted": 1 }),
+        "{out}"
+    );
+    assert_eq!(ids(&[]), ["new-1"], "exactly what the listing showed");
+}
+
+/// Every listing filtered by a name fails on one that exists nowhere (not in the config, not in
+/// the store), as `dead-letters` and `replay` do: a typo is not an empty list.
+#[test]
+fn listings_refuse_names_that_exist_nowhere() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = TestGateway::spawn(dir.path(), &config());
+    gw.send_plain(TOKEN, "n-1", "test.ok");
+    assert!(wait_until(Duration::from_secs(10), || state(&gw, "n-1") == "done"));
+    for (args, needle) in [
+        (
+            &[
+                "deliveries",
+                "list",
+                "--state",
+                "pending",
+                "--plugin",
+                "nope",
+            ][..],
+            "unknown plugin \"nope\"",
+        ),
+        (
+            &["deliveries", "list", "--state", "dead", "--plugin", "nope"],
+            "unknown plugin \"nope\"",
+        ),
+        (
+            &["dead-letters", "--plugin", "nope"],
+            "unknown plugin \"nope\"",
+        ),
+        (
+            &["replay", "--dead-letters", "--plugin", "nope"],
+            "unknown plugin \"nope\"",
+        ),
+        (&["events", "list", "--app", "nope"], "unknown app \"nope\""),
+    ] {
+        let (code, out, err) = gw.cli(args);
+        assert_eq!(code, 1, "{args:?}: {out}{err}");
+        assert!(
+            err.starts_with("error: ") && err.contains(needle),
+            "{args:?}: {err}"
+        );
+        assert!(out.is_empty(), "{args:?}: {out}");
+    }
+    // Names that exist list normally, even with nothing to show.
+    let (code, out, err) = gw.cli(&[
+        "deliveries",
+        "list",
+        "--state",
+        "pending",
+        "--plugin",
+        "kit",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("0 deliver(ies)"), "{out}");
+    let (code, out, err) = gw.cli(&["events", "list", "--app", "hire"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("n-1") && out.contains("1 event(s)"), "{out}");
+}
+
+/// The exit codes the README lists: 2 for usage (a bad argument value, a missing required
+/// filter or argument, an event file that cannot be used), 1 for a name that does not exist;
+/// every error line starts with `error: `.
+#[test]
+fn usage_errors_exit_2_and_unknown_names_exit_1() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = TestGateway::spawn(dir.path(), &config());
+    let hook = gw.url("/hook");
+    let missing = dir.path().join("nonexistent.json");
+    let missing = missing.to_str().expect("utf-8 path");
+    for (args, code) in [
+        (&["events", "list", "--since", "bogus"][..], 2),
+        (&["dead-letters", "--since", "bogus"], 2),
+        (&["dead-letters", "--purge"], 2),
+        (&["dead-letters", "--purge", "--older-than", "bogus"], 2),
+        (&["replay"], 2),
+        (&["send", "--url", &hook, "--event", missing], 2),
+        (&["plugins", "call", "x.so", "--event", missing], 2),
+        (&["events", "list", "--limit", "many"], 2),
+        (&["send", "--url", &hook, "--app", "nope"], 1),
+        (&["events", "show", "nope"], 1),
+        (&["replay", "nope"], 1),
+    ] {
+        let (got, out, err) = gw.cli(args);
+        assert_eq!(got, code, "{args:?}: {out}{err}");
+        assert!(err.starts_with("error: "), "{args:?}: {err}");
+    }
+    let (_, _, err) = gw.cli(&["events", "show", "nope"]);
+    assert_eq!(err.trim(), "error: no event \"nope\" in the store");
+}
+
+/// A command whose reader went away (`gateway events list | head`) ends quietly: no panic
+/// ("failed printing to stdout: Broken pipe", exit 101), whatever it prints. The pipe is closed
+/// before the command starts, so its first write meets it.
+#[test]
+fn commands_end_quietly_when_their_output_pipe_is_closed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = TestGateway::spawn(dir.path(), &config());
+    gw.send_plain(TOKEN, "p-ok", "test.ok");
+    gw.send_plain(TOKEN, "p-bad", "test.bad");
+    assert!(wait_until(Duration::from_secs(10), || state(&gw, "p-ok")
+        == "done"
+        && state(&gw, "p-bad") == "dead"));
+    let hook = gw.url("/hook");
+    // A folder of one plugin for `plugins list --dir`.
+    let libs = dir.path().join("libs");
+    std::fs::create_dir(&libs).expect("mkdir");
+    std::fs::copy(&binaries().testkit, libs.join("libtestkit.so")).expect("copy");
+    let libs = libs.to_str().expect("utf-8 path").to_owned();
+    let testkit = binaries().testkit.to_str().expect("utf-8 path").to_owned();
+    let fixture = gateway_e2e::workspace_root().join("fixtures/assets_update_v1.json");
+    let fixture = fixture.to_str().expect("utf-8 path").to_owned();
+    let run = |args: &[&str]| -> (Option<i32>, String) {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        // The config through the environment: `plugins call` takes a --config of its own.
+        let out = std::process::Command::new(&binaries().gateway)
+            .args(args)
+            .env("GATEWAY_CONFIG", dir.path().join("gateway.toml"))
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .expect("run gateway");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for args in [
+        &["events", "list"][..],
+        &["events", "list", "--json"],
+        &["events", "show", "p-ok"],
+        &["deliveries", "list", "--state", "dead"],
+        &["dead-letters"],
+        &["dead-letters", "--json"],
+        &["replay", "p-bad", "--dry-run"],
+        &["store", "check"],
+        &["check"],
+        &["plugins", "list", "--dir", &libs],
+        &["plugins", "inspect", &testkit],
+        &["plugins", "call", &testkit, "--event", &fixture],
+        &["config", "schema"],
+        &["completions", "bash"],
+        &["man"],
+    ] {
+        let (code, err) = run(args);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+    }
+    // `send` prints after its POST: the answer it could not show is no panic either.
+    let (code, err) = run(&["send", "--url", &hook, "--event-id", "p-send"]);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(matches!(code, Some(0 | 141)), "{code:?}: {err}");
+    assert_eq!(
+        gw.cli(&["events", "show", "p-send"]).0,
+        0,
+        "sent and stored"
+    );
+    // A replay whose output nobody reads still happens.
+    let (code, err) = run(&["replay", "p-bad"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(wait_until(Duration::from_secs(10), || gw
+        .calls("kit")
+        .len()
+        == 3));
 }
 
 #[test]

@@ -136,6 +136,18 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.format(&mut Cli::command()).exit(),
     };
+    // `run` writes only logs (stderr); every other command's output goes through
+    // `ops::out`: a reader that went away (`| head`) ends it quietly, never with a panic.
+    if matches!(cli.command, None | Some(Command::Run { .. })) {
+        return command(cli, config_given);
+    }
+    ops::out::quiet_broken_pipe();
+    let code = command(cli, config_given);
+    ops::out::finish(code)
+}
+
+/// Runs the command `cli` names (`run` when none).
+fn command(cli: Cli, config_given: bool) -> ExitCode {
     match &cli.command {
         Some(Command::Plugins(cmd)) => {
             init_logging(cli.log_format, None);
@@ -160,16 +172,7 @@ fn main() -> ExitCode {
             with_runtime(workers, || server::run(config, watch))
         }
         Command::Check { connect } => ops::check(&config, connect),
-        Command::Send(args) => {
-            match runtime_with(config.workers).map(|rt| rt.block_on(send::send(&config, &args))) {
-                Ok(Ok(status)) if (200..300).contains(&status) => ExitCode::SUCCESS,
-                Ok(Ok(_)) => ExitCode::from(4),
-                Ok(Err(e)) | Err(e) => {
-                    eprintln!("error: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        Command::Send(args) => send(&config, &args),
         Command::DeadLetters(args) => ops::dead_letters(&config, &args),
         Command::Replay(args) => ops::replay(&config, &args),
         Command::Events(cmd) => ops::events(&config, &cmd),
@@ -182,24 +185,35 @@ fn main() -> ExitCode {
     }
 }
 
+/// `gateway send`: 4 for a non-2xx answer; 2 for an event file that cannot be read (as for
+/// `plugins call`), checked before anything is built or sent.
+fn send(config: &Config, args: &send::SendArgs) -> ExitCode {
+    if let Some(path) = &args.event {
+        if let Err(e) = std::fs::read_to_string(path) {
+            eprintln!("error: cannot read event file {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    }
+    match runtime_with(config.workers).map(|rt| rt.block_on(send::send(config, args))) {
+        Ok(Ok(status)) if (200..300).contains(&status) => ExitCode::SUCCESS,
+        Ok(Ok(_)) => ExitCode::from(4),
+        Ok(Err(e)) | Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// `gateway config schema`.
 fn config_schema() -> ExitCode {
     let text = serde_json::to_string_pretty(&config::schema::json_schema()).unwrap_or_default();
     write_stdout(format!("{text}\n").as_bytes())
 }
 
-/// Writes generated text to stdout; a closed pipe (`| head`) is not a panic.
+/// Writes generated text to stdout; a closed pipe (`| head`) is not a panic (`ops::out`).
 fn write_stdout(bytes: &[u8]) -> ExitCode {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    match out.write_all(bytes).and_then(|()| out.flush()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    ops::out::bytes(bytes);
+    ExitCode::SUCCESS
 }
 
 /// `gateway completions SHELL`.

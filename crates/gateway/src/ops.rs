@@ -21,15 +21,16 @@ pub struct DeadLetterArgs {
     /// time ("2026-12-02T14:00:00Z") or date, or this Unix time in milliseconds.
     #[arg(long)]
     pub since: Option<String>,
-    /// Print JSON lines instead of a table.
+    /// Print JSON lines instead of a table (with --purge: `{"deleted": N}`).
     #[arg(long)]
     pub json: bool,
-    /// Delete the dead letters selected by --plugin and/or --older-than (one is required)
-    /// instead of listing them. They cannot be replayed afterwards.
+    /// Delete the dead letters selected by --plugin and/or --older-than (one is required; not
+    /// --since) instead of listing them: exactly those the listing with the same filters shows.
+    /// They cannot be replayed afterwards.
     #[arg(long)]
     pub purge: bool,
-    /// With --purge: only those that died longer ago than this (e.g. "7d", "12h").
-    #[arg(long, requires = "purge")]
+    /// Only those that died longer ago than this (e.g. "7d", "12h").
+    #[arg(long)]
     pub older_than: Option<String>,
 }
 
@@ -81,6 +82,7 @@ pub enum StoreCommand {
 mod check;
 
 pub(crate) mod list;
+pub(crate) mod out;
 mod plugins;
 pub(crate) mod replay;
 pub(crate) mod timefmt;
@@ -88,6 +90,14 @@ pub(crate) mod timefmt;
 pub use check::check;
 pub use plugins::{plugins, PluginsCommand};
 pub use replay::{dead_letters, replay};
+
+use out::outln;
+
+/// A usage error (a bad argument value, a missing filter): reported, exit 2.
+fn usage(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(2)
+}
 
 /// Runs `f` on the store `config` names, which must exist (an operator command never creates
 /// one), in a runtime of its own; closes the store afterwards.
@@ -139,14 +149,14 @@ pub fn events(config: &Config, cmd: &EventsCommand) -> ExitCode {
                 if let Some(redacted) = lark_core::redact::redact_token(&event.body) {
                     event.body = redacted;
                 }
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&event).unwrap_or_default()
                 );
                 ExitCode::SUCCESS
             }
             Ok(None) => {
-                eprintln!("no event {event_id:?} in the store");
+                eprintln!("error: no event {event_id:?} in the store");
                 ExitCode::FAILURE
             }
             Err(e) => {
@@ -165,7 +175,7 @@ pub fn store(config: &Config, cmd: &StoreCommand) -> ExitCode {
     with_store(config, |store| async move {
         match store.check().await {
             Ok(problems) if problems.is_empty() => {
-                println!("store {} is sound", store.describe());
+                outln!("store {} is sound", store.describe());
                 ExitCode::SUCCESS
             }
             Ok(problems) => {
@@ -187,7 +197,7 @@ fn backup(config: &Config, dest: std::path::PathBuf) -> ExitCode {
     with_store(config, |store| async move {
         match store.backup(dest.clone()).await {
             Ok(events) => {
-                println!(
+                outln!(
                     "backed up {} ({events} events) to {}",
                     store.describe(),
                     dest.display()

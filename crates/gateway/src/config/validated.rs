@@ -26,6 +26,13 @@ pub use server::{AdminToken, TlsFiles};
 pub use store::{redact_url, PgSettings, StoreConfig};
 
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 86_400);
+/// The shortest `[store] retention` and `dead_letter_retention`: shorter would purge what was
+/// just stored (and dedup with it).
+pub const MIN_RETENTION: Duration = Duration::from_secs(60);
+/// The longest duration any key takes (`36500d`, 100 years). Durations are used in millisecond
+/// arithmetic on `i64` Unix times (`now_ms() - retention.as_millis() as i64`, `next_at + backoff`),
+/// which a longer one could wrap: a retention cutoff in the future purges everything.
+pub const MAX_DURATION: Duration = Duration::from_secs(36_500 * 86_400);
 pub const DEFAULT_MAX_CONCURRENCY: usize = 4;
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -101,11 +108,7 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let (shown, raw) = read_raw(path)?;
         let (file, dir) = locate(path)?;
-        let mut v = Validator {
-            dir: &dir,
-            lookup,
-            problems: Vec::new(),
-        };
+        let mut v = Validator::new(&dir, lookup);
         let config = v.config(raw, file.clone());
         if v.problems.is_empty() {
             Ok(config)
@@ -122,11 +125,7 @@ impl Config {
     pub fn library_dir_of(path: &Path) -> Result<Option<PathBuf>, ConfigError> {
         let (shown, raw) = read_raw(path)?;
         let (_, dir) = locate(path)?;
-        let mut v = Validator {
-            dir: &dir,
-            lookup: &env::from_process,
-            problems: Vec::new(),
-        };
+        let mut v = Validator::new(&dir, &env::from_process);
         let found = raw
             .libraries
             .dir
@@ -228,33 +227,76 @@ struct Validator<'a> {
     dir: &'a Path,
     lookup: &'a dyn Fn(&str) -> Option<String>,
     problems: Vec<String>,
+    /// Locations whose `${VAR}` expansion failed: that problem is the only one reported there
+    /// (the value checked after it would be a stand-in, and its problems misleading).
+    unexpanded: HashSet<String>,
 }
 
-impl Validator<'_> {
+impl<'a> Validator<'a> {
+    fn new(dir: &'a Path, lookup: &'a dyn Fn(&str) -> Option<String>) -> Self {
+        Validator {
+            dir,
+            lookup,
+            problems: Vec::new(),
+            unexpanded: HashSet::new(),
+        }
+    }
+
     fn problem(&mut self, at: &str, message: impl std::fmt::Display) {
+        if self.unexpanded.contains(at) {
+            return;
+        }
         self.problems.push(format!("{at}: {message}"));
     }
 
+    /// `text` with its `${VAR}`s expanded; on failure the problem is reported, the location
+    /// remembered (no further problem is reported there) and `""` stands in.
     fn expand(&mut self, at: &str, text: &str) -> String {
         match env::expand(text, self.lookup) {
             Ok(s) => s,
             Err(e) => {
                 self.problem(at, e);
+                self.unexpanded.insert(at.to_owned());
                 String::new()
             }
         }
     }
 
+    /// A duration key: at most [`MAX_DURATION`]; `default` when unset or unusable.
     fn duration(&mut self, at: &str, text: Option<&str>, default: Duration) -> Duration {
         let Some(text) = text else { return default };
         let text = self.expand(at, text);
         match parse_duration(&text) {
+            Ok(d) if d > MAX_DURATION => {
+                self.problem(
+                    at,
+                    format!("{text:?} is too long: at most 36500d (100 years)"),
+                );
+                default
+            }
             Ok(d) => d,
             Err(e) => {
                 self.problem(at, e);
                 default
             }
         }
+    }
+
+    /// [`Self::duration`], and at least `min` (else the problem `message`).
+    fn duration_at_least(
+        &mut self,
+        at: &str,
+        text: Option<&str>,
+        default: Duration,
+        min: Duration,
+        message: &str,
+    ) -> Duration {
+        let d = self.duration(at, text, default);
+        if d < min {
+            self.problem(at, message);
+            return default;
+        }
+        d
     }
 
     fn addr(&mut self, at: &str, text: &str) -> Option<SocketAddr> {
@@ -313,15 +355,20 @@ impl Validator<'_> {
             "path",
         );
 
-        let retention = self.duration(
+        let retention = self.duration_at_least(
             "store.retention",
             raw.store.retention.as_deref(),
             DEFAULT_RETENTION,
+            MIN_RETENTION,
+            "must be at least 1m (finished events and their ids, kept for deduplication, are \
+             purged once older than this)",
         );
-        let dead_letter_retention = self.duration(
+        let dead_letter_retention = self.duration_at_least(
             "store.dead_letter_retention",
             raw.store.dead_letter_retention.as_deref(),
             Duration::from_secs(30 * 86_400),
+            MIN_RETENTION,
+            "must be at least 1m (dead letters are deleted once they died longer ago than this)",
         );
 
         let delivery = self.delivery(&raw.delivery);

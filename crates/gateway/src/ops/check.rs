@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use lark_longconn::ClientConfig;
 
+use super::out::outln;
 use crate::config::{Config, Isolation, PgSettings, StoreConfig, TlsFiles};
 use crate::longconn::bootstrap_blocking;
 use crate::plugins;
@@ -18,8 +19,8 @@ use crate::tls;
 /// but a PostgreSQL store (read only: the migrations run at start, not here) unless `connect`
 /// (then it bootstraps each websocket app's long connection once, no dial).
 pub fn check(config: &Config, connect: bool) -> ExitCode {
-    println!("config {}", config.file.display());
-    println!(
+    outln!("config {}", config.file.display());
+    outln!(
         "listen {} ({})  max_body_bytes {}",
         config.listen,
         if config.tls.is_some() {
@@ -31,7 +32,7 @@ pub fn check(config: &Config, connect: bool) -> ExitCode {
     );
     for app in &config.apps {
         match (app.webhook(), app.long_connection()) {
-            (Some(w), _) => println!(
+            (Some(w), _) => outln!(
                 "app {:<16} webhook   path {:<24} token {:<3} encrypt_key {:<3} app_id {}",
                 app.name,
                 w.path,
@@ -39,7 +40,7 @@ pub fn check(config: &Config, connect: bool) -> ExitCode {
                 yes(w.encrypt_key.is_some()),
                 app.app_id.as_deref().unwrap_or("-")
             ),
-            (_, Some(l)) => println!(
+            (_, Some(l)) => outln!(
                 "app {:<16} websocket domain {:<22} token {:<3} app_id {}",
                 app.name,
                 l.domain,
@@ -49,7 +50,7 @@ pub fn check(config: &Config, connect: bool) -> ExitCode {
             _ => {}
         }
     }
-    println!("store {}", config.store.describe());
+    outln!("store {}", config.store.describe());
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
     if let Some(files) = &config.tls {
@@ -65,7 +66,7 @@ pub fn check(config: &Config, connect: bool) -> ExitCode {
             }
         }
         StoreConfig::Postgres(pg) => match database_state(pg) {
-            Ok(line) => println!("  {line}"),
+            Ok(line) => outln!("  {line}"),
             Err(e) => problems.push(format!("store.url: {e}")),
         },
     }
@@ -91,7 +92,7 @@ pub fn check(config: &Config, connect: bool) -> ExitCode {
         }
     };
     for (spec, lib) in &libs {
-        println!(
+        outln!(
             "plugin {:<12} {} {} ({}) max_concurrency {} isolation {}  [{}]",
             spec.name,
             lib.name(),
@@ -118,9 +119,9 @@ pub fn check(config: &Config, connect: bool) -> ExitCode {
         Ok(instances) => drop(instances),
         Err(found) => problems.extend(found),
     }
-    println!("routes:");
+    outln!("routes:");
     if config.routes.is_empty() {
-        println!("  (none: every event is stored as unrouted)");
+        outln!("  (none: every event is stored as unrouted)");
     }
     for r in &config.routes {
         let events: Vec<String> = r.events.iter().map(|e| e.to_string()).collect();
@@ -128,7 +129,7 @@ pub fn check(config: &Config, connect: bool) -> ExitCode {
             .apps
             .as_ref()
             .map_or("any app".to_owned(), |a| format!("apps {}", a.join(", ")));
-        println!(
+        outln!(
             "  {} ({apps}) -> {}",
             events.join(", "),
             r.plugins.join(", ")
@@ -154,7 +155,7 @@ fn check_tls(at: &str, files: &TlsFiles, problems: &mut Vec<String>, warnings: &
     let info = &pair.info;
     let now = tls::now_secs();
     let left = info.seconds_left(now);
-    println!(
+    outln!(
         "{at} cert {} key {}: {} serial {} ({} in the chain), expires {} ({})",
         files.cert.display(),
         files.key.display(),
@@ -191,7 +192,7 @@ fn check_tls(at: &str, files: &TlsFiles, problems: &mut Vec<String>, warnings: &
 /// Prints warnings and problems; "valid" only when there is no problem.
 fn report(config: &Config, problems: Vec<String>, warnings: Vec<String>) -> ExitCode {
     for w in &warnings {
-        println!("warning: {w}");
+        outln!("warning: {w}");
     }
     if !problems.is_empty() {
         for p in &problems {
@@ -204,7 +205,7 @@ fn report(config: &Config, problems: Vec<String>, warnings: Vec<String>) -> Exit
         );
         return ExitCode::from(3);
     }
-    println!("config {} is valid", config.file.display());
+    outln!("config {} is valid", config.file.display());
     ExitCode::SUCCESS
 }
 
@@ -289,7 +290,7 @@ fn bootstrap_all(config: &Config) -> bool {
                 if let Some(update) = &endpoint.client_config {
                     cc.apply(update);
                 }
-                println!(
+                outln!(
                     "app {}: long connection bootstrap ok (service_id {}, ping every {}s, \
                      reconnect count {} every {}s)",
                     app.name,

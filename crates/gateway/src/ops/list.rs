@@ -1,9 +1,13 @@
 //! `gateway events list` and `gateway deliveries list`: what the store holds, newest first, with
 //! filters, as a table (times in RFC 3339 UTC with the Unix milliseconds alongside) or JSON lines.
-//! Finished deliveries show no `next_at`.
+//! Finished deliveries show no `next_at`. A plugin or app name filtered by must exist (in the
+//! config or the store), as for `dead-letters` and `replay`: a typo is an error, not an empty
+//! list.
 
 use std::process::ExitCode;
 
+use super::out::outln;
+use super::replay::{known_app, known_plugin};
 use super::timefmt::{rfc3339, since_ms};
 use super::with_store;
 use crate::config::Config;
@@ -94,7 +98,7 @@ fn json_lines(
         return Ok(Some(rows));
     }
     for r in &rows {
-        println!("{r}");
+        outln!("{r}");
     }
     Ok(None)
 }
@@ -108,7 +112,7 @@ fn fail(e: impl std::fmt::Display) -> ExitCode {
 pub fn events(config: &Config, args: &EventListArgs) -> ExitCode {
     let since = match args.since.as_deref().map(since_ms).transpose() {
         Ok(s) => s.unwrap_or(i64::MIN),
-        Err(e) => return fail(e),
+        Err(e) => return super::usage(e),
     };
     let filter = EventFilter {
         app: args.app.clone(),
@@ -119,6 +123,11 @@ pub fn events(config: &Config, args: &EventListArgs) -> ExitCode {
         limit: args.limit,
     };
     with_store(config, |store| async move {
+        if let Some(app) = &args.app {
+            if let Err(e) = known_app(config, &*store, app).await {
+                return fail(e);
+            }
+        }
         let rows = store
             .list_events(filter)
             .await
@@ -133,12 +142,16 @@ fn print_events(rows: Result<Vec<serde_json::Value>, StoreError>, json: bool) ->
         Ok(None) => return ExitCode::SUCCESS,
         Err(e) => return fail(e),
     };
-    println!(
+    outln!(
         "{:<24} {:>14}  {:<40} {:<12} {:<40} deliveries (pending, dead)",
-        "received", "(ms)", "event id", "app", "event type"
+        "received",
+        "(ms)",
+        "event id",
+        "app",
+        "event type"
     );
     for r in &rows {
-        println!(
+        outln!(
             "{:<24} {:>14}  {:<40} {:<12} {:<40} {} ({}, {})",
             r["received_at"].as_str().unwrap_or(""),
             r["received_at_ms"],
@@ -150,7 +163,7 @@ fn print_events(rows: Result<Vec<serde_json::Value>, StoreError>, json: bool) ->
             r["dead"]
         );
     }
-    println!("{} event(s)", rows.len());
+    outln!("{} event(s)", rows.len());
     ExitCode::SUCCESS
 }
 
@@ -167,6 +180,11 @@ pub fn deliveries(config: &Config, args: &DeliveryListArgs) -> ExitCode {
         limit: args.limit,
     };
     with_store(config, |store| async move {
+        if let Some(plugin) = &args.plugin {
+            if let Err(e) = known_plugin(config, &*store, plugin).await {
+                return fail(e);
+            }
+        }
         let rows = store
             .list_deliveries(filter)
             .await
@@ -181,12 +199,17 @@ fn print_deliveries(rows: Result<Vec<serde_json::Value>, StoreError>, json: bool
         Ok(None) => return ExitCode::SUCCESS,
         Err(e) => return fail(e),
     };
-    println!(
+    outln!(
         "{:<40} {:<12} {:<8} {:>8} {:<24} {:<24} last error",
-        "event id", "plugin", "state", "attempts", "updated", "next attempt"
+        "event id",
+        "plugin",
+        "state",
+        "attempts",
+        "updated",
+        "next attempt"
     );
     for r in &rows {
-        println!(
+        outln!(
             "{:<40} {:<12} {:<8} {:>8} {:<24} {:<24} {}",
             r["event_id"].as_str().unwrap_or(""),
             r["plugin"].as_str().unwrap_or(""),
@@ -197,6 +220,6 @@ fn print_deliveries(rows: Result<Vec<serde_json::Value>, StoreError>, json: bool
             r["last_error"].as_str().unwrap_or("")
         );
     }
-    println!("{} deliver(ies)", rows.len());
+    outln!("{} deliver(ies)", rows.len());
     ExitCode::SUCCESS
 }

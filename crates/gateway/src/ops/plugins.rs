@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use gateway_plugin::host::{CallOutcome, Library};
 use lark_core::envelope::Envelope;
 
+use super::out::outln;
 use crate::config::{load_plugin_config, Config, ConfigError};
 use crate::delivery::payload::Payload;
 use crate::plugins::file_sha256;
@@ -84,22 +85,22 @@ fn inspect(library: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    println!("library   {}", lib.path().display());
+    outln!("library   {}", lib.path().display());
     describe(&lib, "");
     ExitCode::SUCCESS
 }
 
 /// The descriptor lines of `inspect`, each prefixed with `indent`.
 fn describe(lib: &Library, indent: &str) {
-    println!("{indent}name      {}", lib.name());
-    println!("{indent}version   {}", lib.version());
-    println!(
+    outln!("{indent}name      {}", lib.name());
+    outln!("{indent}version   {}", lib.version());
+    outln!(
         "{indent}abi       {}.{} (descriptor {} bytes)",
         gateway_plugin::abi::ABI_MAJOR,
         lib.abi_minor(),
         lib.struct_size()
     );
-    println!(
+    outln!(
         "{indent}batch     {}",
         if lib.has_batch_entry() {
             "yes (handle_batch)"
@@ -107,8 +108,8 @@ fn describe(lib: &Library, indent: &str) {
             "no (the host calls handle once per delivery)"
         }
     );
-    println!("{indent}build     {}", lib.build_tag());
-    println!(
+    outln!("{indent}build     {}", lib.build_tag());
+    outln!(
         "{indent}crashes   {}",
         if super::check::crash_contained(lib.build_tag()) {
             "panics contained (Rust SDK, panic = \"unwind\")"
@@ -116,7 +117,7 @@ fn describe(lib: &Library, indent: &str) {
             "not contained: a crash ends the gateway unless isolation = \"process\""
         }
     );
-    println!("{indent}sha256    {}", sha256_line(lib.path()));
+    outln!("{indent}sha256    {}", sha256_line(lib.path()));
 }
 
 fn sha256_line(path: &Path) -> String {
@@ -178,9 +179,9 @@ fn list(dir: Option<&Path>, config_file: &Path) -> ExitCode {
         })
         .collect();
     files.sort();
-    println!("folder {}", dir.display());
+    outln!("folder {}", dir.display());
     if files.is_empty() {
-        println!(
+        outln!(
             "  (no *{} files)",
             std::env::consts::DLL_SUFFIX.trim_start_matches('.')
         );
@@ -189,12 +190,12 @@ fn list(dir: Option<&Path>, config_file: &Path) -> ExitCode {
         let shown = path
             .file_name()
             .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-        println!("{shown}");
+        outln!("{shown}");
         match Library::open(&path) {
             Ok(lib) => describe(&lib, "  "),
             Err(e) => {
-                println!("  not a plugin: {e}");
-                println!("  sha256    {}", sha256_line(&path));
+                outln!("  not a plugin: {e}");
+                outln!("  sha256    {}", sha256_line(&path));
             }
         }
         if let Some(config) = &config {
@@ -205,7 +206,7 @@ fn list(dir: Option<&Path>, config_file: &Path) -> ExitCode {
                 .map(|p| p.name.as_str())
                 .collect();
             if !users.is_empty() {
-                println!("  used by   {}", users.join(", "));
+                outln!("  used by   {}", users.join(", "));
             }
         }
     }
@@ -249,7 +250,7 @@ fn call(args: &CallArgs, config_file: Option<&Path>) -> ExitCode {
         }
     };
     let instance_name = args.instance.as_deref().unwrap_or(lib.name()).to_owned();
-    println!(
+    outln!(
         "plugin    {} {} ({})",
         lib.name(),
         lib.version(),
@@ -273,14 +274,14 @@ fn call(args: &CallArgs, config_file: Option<&Path>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    println!(
+    outln!(
         "delivery  {} (attempt 1, app {}, {})",
         crate::delivery::delivery_id(&event.id, &instance_name),
         args.app,
         event.event_type
     );
     if args.show_delivery {
-        println!("{}", String::from_utf8_lossy(&delivery));
+        outln!("{}", String::from_utf8_lossy(&delivery));
     }
     let instance = match lib.instantiate(
         &instance_name,
@@ -298,29 +299,29 @@ fn call(args: &CallArgs, config_file: Option<&Path>) -> ExitCode {
     let outcome = instance.handle(&delivery);
     let code = match &outcome {
         CallOutcome::Ok => {
-            println!("outcome   ok");
+            outln!("outcome   ok");
             ExitCode::SUCCESS
         }
         CallOutcome::Retry {
             reason,
             retry_after,
         } => {
-            println!("outcome   retry");
-            println!("reason    {reason}");
+            outln!("outcome   retry");
+            outln!("reason    {reason}");
             match retry_after {
-                Some(d) => println!("retry_after {} ms", d.as_millis()),
-                None => println!("retry_after none (the gateway's backoff decides)"),
+                Some(d) => outln!("retry_after {} ms", d.as_millis()),
+                None => outln!("retry_after none (the gateway's backoff decides)"),
             }
             ExitCode::from(EXIT_RETRY)
         }
         CallOutcome::Reject { reason } => {
-            println!("outcome   reject");
-            println!("reason    {reason}");
+            outln!("outcome   reject");
+            outln!("reason    {reason}");
             ExitCode::from(EXIT_REJECT)
         }
         CallOutcome::Panicked { message } => {
-            println!("outcome   panicked");
-            println!("reason    {message}");
+            outln!("outcome   panicked");
+            outln!("reason    {message}");
             ExitCode::from(EXIT_PANICKED)
         }
     };

@@ -6,10 +6,11 @@
 
 use std::process::ExitCode;
 
+use super::out::outln;
 use super::timefmt::since_ms;
 use super::{with_store, DeadLetterArgs, ReplayArgs};
 use crate::config::Config;
-use crate::store::{sqlite::now_ms, DeliveryRecord, ReplaySelector, Store};
+use crate::store::{sqlite::now_ms, DeliveryRecord, EventFilter, ReplaySelector, Store};
 
 /// Fails when `plugin` is neither configured nor named by any delivery in the store.
 pub(crate) async fn known_plugin(
@@ -29,13 +30,76 @@ pub(crate) async fn known_plugin(
     }
 }
 
+/// Fails when `app` is neither configured nor the app of any event in the store.
+pub(crate) async fn known_app(config: &Config, store: &dyn Store, app: &str) -> Result<(), String> {
+    if config.apps.iter().any(|a| a.name == app) {
+        return Ok(());
+    }
+    let one = EventFilter {
+        app: Some(app.to_owned()),
+        since_ms: i64::MIN,
+        limit: 1,
+        ..EventFilter::default()
+    };
+    match store.list_events(one).await {
+        Ok(events) if !events.is_empty() => Ok(()),
+        Ok(_) => Err(format!(
+            "unknown app {app:?}: no [[apps]] entry and no event in the store has this name"
+        )),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 fn fail(message: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {message}");
     ExitCode::FAILURE
 }
 
+/// `--older-than DURATION`: the Unix ms before which a dead letter died (saturating: a duration
+/// longer than the clock has run selects nothing).
+fn older_than_ms(text: &str) -> Result<i64, String> {
+    let d =
+        gateway_plugin::config::parse_duration(text).map_err(|e| format!("--older-than: {e}"))?;
+    Ok(now_ms().saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
+}
+
+/// The filters of `dead-letters`, read before the store is opened (a bad value is a usage
+/// error, exit 2). `--purge` deletes exactly what the listing with the same filters shows.
+struct Filters {
+    since: Option<i64>,
+    /// Only those that died before this (Unix ms).
+    before: Option<i64>,
+}
+
+fn filters(args: &DeadLetterArgs) -> Result<Filters, String> {
+    if args.purge {
+        if args.plugin.is_none() && args.older_than.is_none() {
+            return Err(
+                "--purge needs a filter: --plugin NAME and/or --older-than DURATION".to_owned(),
+            );
+        }
+        // The store deletes by plugin and age only: a filter it cannot apply is refused, never
+        // dropped (a purge must not delete more than the listing with its filters shows).
+        if args.since.is_some() {
+            return Err(
+                "--purge takes --plugin and --older-than only; --since selects dead letters it \
+                 cannot delete by (list them with --since, purge with --older-than)"
+                    .to_owned(),
+            );
+        }
+    }
+    Ok(Filters {
+        since: args.since.as_deref().map(since_ms).transpose()?,
+        before: args.older_than.as_deref().map(older_than_ms).transpose()?,
+    })
+}
+
 /// `gateway dead-letters`.
 pub fn dead_letters(config: &Config, args: &DeadLetterArgs) -> ExitCode {
+    let filters = match filters(args) {
+        Ok(f) => f,
+        Err(e) => return super::usage(e),
+    };
     with_store(config, |store| async move {
         if let Some(p) = &args.plugin {
             if let Err(e) = known_plugin(config, &*store, p).await {
@@ -43,28 +107,30 @@ pub fn dead_letters(config: &Config, args: &DeadLetterArgs) -> ExitCode {
             }
         }
         if args.purge {
-            return purge(&*store, args).await;
+            return purge(&*store, args, filters.before.unwrap_or(i64::MAX)).await;
         }
-        let since = match args.since.as_deref().map(since_ms).transpose() {
-            Ok(s) => s,
-            Err(e) => return fail(e),
-        };
-        let rows = match store.dead_letters(args.plugin.clone(), since).await {
+        let mut rows = match store.dead_letters(args.plugin.clone(), filters.since).await {
             Ok(r) => r,
             Err(e) => return fail(e),
         };
+        if let Some(before) = filters.before {
+            rows.retain(|r| r.updated_at_ms < before);
+        }
         if args.json {
             for r in &rows {
-                println!("{}", serde_json::to_string(r).unwrap_or_default());
+                outln!("{}", serde_json::to_string(r).unwrap_or_default());
             }
             return ExitCode::SUCCESS;
         }
-        println!(
+        outln!(
             "{:<40} {:<12} {:>8} {:>14}  last error",
-            "event id", "plugin", "attempts", "died at (ms)"
+            "event id",
+            "plugin",
+            "attempts",
+            "died at (ms)"
         );
         for r in &rows {
-            println!(
+            outln!(
                 "{:<40} {:<12} {:>8} {:>14}  {}",
                 r.event_id,
                 r.plugin,
@@ -73,26 +139,21 @@ pub fn dead_letters(config: &Config, args: &DeadLetterArgs) -> ExitCode {
                 r.last_error.as_deref().unwrap_or("")
             );
         }
-        println!("{} dead letter(s)", rows.len());
+        outln!("{} dead letter(s)", rows.len());
         ExitCode::SUCCESS
     })
 }
 
-/// `gateway dead-letters --purge`.
-async fn purge(store: &dyn Store, args: &DeadLetterArgs) -> ExitCode {
-    if args.plugin.is_none() && args.older_than.is_none() {
-        return fail("--purge needs a filter: --plugin NAME and/or --older-than DURATION");
-    }
-    let before = match &args.older_than {
-        None => i64::MAX,
-        Some(text) => match gateway_plugin::config::parse_duration(text) {
-            Ok(d) => now_ms() - d.as_millis() as i64,
-            Err(e) => return fail(format!("--older-than: {e}")),
-        },
-    };
+/// `gateway dead-letters --purge`: the dead letters of `--plugin` (if given) that died before
+/// `before` (`--older-than`, else all of them).
+async fn purge(store: &dyn Store, args: &DeadLetterArgs, before: i64) -> ExitCode {
     match store.purge_dead_letters(args.plugin.clone(), before).await {
+        Ok(n) if args.json => {
+            outln!("{}", serde_json::json!({ "deleted": n }));
+            ExitCode::SUCCESS
+        }
         Ok(n) => {
-            println!("{n} dead letter(s) deleted");
+            outln!("{n} dead letter(s) deleted");
             ExitCode::SUCCESS
         }
         Err(e) => fail(e),
@@ -141,8 +202,7 @@ pub(crate) async fn targets(
 /// `gateway replay`.
 pub fn replay(config: &Config, args: &ReplayArgs) -> ExitCode {
     if !args.dead_letters && args.event_ids.is_empty() {
-        eprintln!("error: give event ids or --dead-letters");
-        return ExitCode::from(2);
+        return super::usage("give event ids or --dead-letters");
     }
     with_store(config, |store| async move {
         let targets = match targets(config, &*store, args).await {
@@ -166,13 +226,16 @@ pub fn replay(config: &Config, args: &ReplayArgs) -> ExitCode {
             "replaying"
         };
         for d in &targets {
-            println!(
+            outln!(
                 "{verb} {}:{} ({}, {} attempt(s))",
-                d.event_id, d.plugin, d.state, d.attempts
+                d.event_id,
+                d.plugin,
+                d.state,
+                d.attempts
             );
         }
         if args.dry_run {
-            println!(
+            outln!(
                 "{} deliveries would be queued again (dry run)",
                 targets.len()
             );
@@ -190,10 +253,57 @@ pub fn replay(config: &Config, args: &ReplayArgs) -> ExitCode {
         };
         match store.replay(selector).await {
             Ok(n) => {
-                println!("{n} deliveries queued again");
+                outln!("{n} deliveries queued again");
                 ExitCode::SUCCESS
             }
             Err(e) => fail(e),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(plugin: Option<&str>, since: Option<&str>, older_than: Option<&str>) -> DeadLetterArgs {
+        DeadLetterArgs {
+            plugin: plugin.map(str::to_owned),
+            since: since.map(str::to_owned),
+            json: false,
+            purge: true,
+            older_than: older_than.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_purge_takes_only_the_filters_it_can_apply() {
+        let e = filters(&args(None, None, None)).err().unwrap_or_default();
+        assert!(e.contains("--purge needs a filter"), "{e}");
+        let e = filters(&args(Some("rej"), Some("2030-01-01"), None))
+            .err()
+            .unwrap_or_default();
+        assert!(e.contains("--since"), "{e}");
+        let f = filters(&args(Some("rej"), None, Some("1h"))).expect("valid");
+        let hour_ago = now_ms() - 3_600_000;
+        assert!(f
+            .before
+            .is_some_and(|b| (hour_ago - 5_000..=hour_ago).contains(&b)));
+        let e = filters(&args(Some("rej"), None, Some("soon")))
+            .err()
+            .unwrap_or_default();
+        assert!(e.starts_with("--older-than:"), "{e}");
+        // Listing (no --purge) takes them all.
+        let mut list = args(None, Some("1h"), Some("10m"));
+        list.purge = false;
+        assert!(filters(&list).is_ok());
+    }
+
+    #[test]
+    fn an_age_longer_than_the_clock_has_run_selects_nothing() {
+        // 1.7e19 ms: more than i64::MAX, once wrapped into a cutoff in the future.
+        let before = older_than_ms("200000000000d").expect("valid");
+        assert!(before < -(1 << 62), "{before}");
+        let before = older_than_ms("36500d").expect("valid");
+        assert!(before < 0, "{before}");
+    }
 }

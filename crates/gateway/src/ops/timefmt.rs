@@ -98,15 +98,16 @@ pub fn parse_rfc3339(text: &str) -> Option<i64> {
         let three: String = frac.chars().chain("00".chars()).take(3).collect();
         millis = three.parse::<i64>().ok()?;
     }
-    let offset_min = match t.get(i..)? {
-        "Z" | "z" => 0,
-        zone if zone.len() == 6 && matches!(&zone[..1], "+" | "-") && &zone[3..4] == ":" => {
+    // Bytes, not `str` slices: the text may hold multi-byte characters anywhere.
+    let offset_min = match t.get(i..)?.as_bytes() {
+        b"Z" | b"z" => 0,
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
             let oh = num(i + 1..i + 3)?;
             let om = num(i + 4..i + 6)?;
             if oh > 23 || om > 59 {
                 return None;
             }
-            let sign = if &zone[..1] == "-" { -1 } else { 1 };
+            let sign = if *sign == b'-' { -1 } else { 1 };
             sign * (oh * 60 + om)
         }
         _ => return None,
@@ -123,7 +124,9 @@ pub fn since_ms(text: &str) -> Result<i64, String> {
         return Ok(ms);
     }
     gateway_plugin::config::parse_duration(text)
-        .map(|d| now_ms() - d.as_millis() as i64)
+        // A duration longer than the clock goes back saturates (at the earliest time) instead of
+        // overflowing.
+        .map(|d| now_ms().saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
         .map_err(|e| {
             format!(
                 "--since: {e} (or an RFC 3339 time like 2026-12-02T14:00:00Z, a date, or Unix \
@@ -180,5 +183,40 @@ mod tests {
         assert!((crate::store::sqlite::now_ms() - two_hours_ago - 7_200_000).abs() < 5_000);
         let e = since_ms("yesterday").expect_err("refused");
         assert!(e.contains("RFC 3339"), "{e}");
+    }
+
+    #[test]
+    fn non_ascii_text_is_refused_not_a_panic() {
+        for bad in [
+            "2026-12-02T15:03:31é",
+            "2026-12-02T15:03:31éé",
+            "2026-12-02T15:03:31\u{20ac}:00",
+            "2026-12-02T15:03:31+0\u{20ac}0",
+            "2026-12-02T15:03:31+08\u{20ac}",
+            "2026-12-02T15:03:31.5\u{1f600}",
+            "2026-12-02T1\u{20ac}:03:31Z",
+            "2026-\u{20ac}-02",
+            "\u{1f600}\u{1f600}\u{1f600}",
+            "2026-12-02\u{a0}15:03:31Z",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad:?}");
+            let e = since_ms(bad).expect_err("refused");
+            assert!(e.contains("RFC 3339"), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn huge_durations_saturate() {
+        let now = crate::store::sqlite::now_ms();
+        for huge in [
+            "9223372036854775808ms",
+            "18446744073709551615ms",
+            "213503982334d",
+            "106751991167d",
+        ] {
+            let ms = since_ms(huge).unwrap_or_else(|e| panic!("{huge}: {e}"));
+            assert!(ms <= now - 9_000_000_000_000_000, "{huge}: {ms}");
+        }
+        assert!(since_ms("18446744073709551616ms").is_err());
     }
 }

@@ -77,7 +77,13 @@ impl Validator<'_> {
                 raw.max_backoff.as_deref(),
                 d.max_backoff,
             ),
-            timeout: self.duration("delivery.timeout", raw.timeout.as_deref(), d.timeout),
+            timeout: self.duration_at_least(
+                "delivery.timeout",
+                raw.timeout.as_deref(),
+                d.timeout,
+                Duration::from_millis(1),
+                "must be greater than 0 (every plugin call would time out)",
+            ),
             removed_plugin_grace: self.duration(
                 "delivery.removed_plugin_grace",
                 raw.removed_plugin_grace.as_deref(),

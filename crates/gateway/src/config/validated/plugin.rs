@@ -36,11 +36,7 @@ pub fn load_plugin_config(path: &Path) -> Result<serde_json::Value, ConfigError>
             let table: toml::Table =
                 toml::from_str(&text).map_err(|e| syntax(syntax_message(&text, &e)))?;
             let (_, dir) = super::locate(path)?;
-            let mut v = Validator {
-                dir: &dir,
-                lookup: &env::from_process,
-                problems: Vec::new(),
-            };
+            let mut v = Validator::new(&dir, &env::from_process);
             let config = v.toml_to_json("config", toml::Value::Table(table));
             if v.problems.is_empty() {
                 Ok(config)

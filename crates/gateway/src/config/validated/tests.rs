@@ -496,3 +496,148 @@ fn admin_tls_resolves_like_server_tls_and_needs_the_listener() {
     assert!(p.iter().any(|p| p.starts_with("admin.tls:")), "{p:?}");
     assert!(p.iter().any(|p| p.starts_with("admin.tls.cert:")), "{p:?}");
 }
+
+/// Every duration is used in millisecond arithmetic on `i64` Unix times (`now_ms() -
+/// retention`): a longer one than 100 years is refused at its key, so nothing can wrap (a
+/// retention of 200000000000d made the purge cutoff a time in the future: everything went).
+#[test]
+fn every_duration_key_is_at_most_100_years() {
+    let keys: [(&str, &str); 12] = [
+        ("server.body_timeout", "[server]\nbody_timeout = \"{v}\"\n"),
+        (
+            "server.shutdown_grace",
+            "[server]\nshutdown_grace = \"{v}\"\n",
+        ),
+        (
+            "apps[0].max_clock_skew",
+            "[[apps]]\nname = \"a\"\npath = \"/a\"\nmax_clock_skew = \"{v}\"\n",
+        ),
+        ("store.retention", "[store]\nretention = \"{v}\"\n"),
+        (
+            "store.dead_letter_retention",
+            "[store]\ndead_letter_retention = \"{v}\"\n",
+        ),
+        (
+            "store.lease",
+            "[store]\nurl = \"postgres://gw@db/gateway\"\nlease = \"{v}\"\n",
+        ),
+        ("delivery.max_age", "[delivery]\nmax_age = \"{v}\"\n"),
+        (
+            "delivery.initial_backoff",
+            "[delivery]\ninitial_backoff = \"{v}\"\nmax_backoff = \"36500d\"\n",
+        ),
+        (
+            "delivery.max_backoff",
+            "[delivery]\nmax_backoff = \"{v}\"\n",
+        ),
+        ("delivery.timeout", "[delivery]\ntimeout = \"{v}\"\n"),
+        (
+            "delivery.removed_plugin_grace",
+            "[delivery]\nremoved_plugin_grace = \"{v}\"\n",
+        ),
+        ("delivery.linger", "[delivery]\nlinger = \"{v}\"\n"),
+    ];
+    for (key, table) in keys {
+        let config = |v: &str| {
+            let table = table.replace("{v}", v);
+            if table.starts_with("[[apps]]") {
+                table
+            } else {
+                format!("{MINIMAL}{table}")
+            }
+        };
+        for too_long in ["36501d", "200000000000d", "36500d1ms"] {
+            let p = problems(&config(too_long));
+            assert!(
+                p.iter().any(|p| p.starts_with(&format!("{key}: "))
+                    && (p.contains("at most 36500d") || key == "delivery.linger")),
+                "{key} = {too_long}: {p:?}"
+            );
+        }
+        if key != "delivery.linger" {
+            let c = load(&config("36500d"), &[]);
+            assert!(c.is_ok(), "{key} = 36500d: {c:?}");
+        }
+    }
+    let c = load(
+        &format!("{MINIMAL}[store]\nretention = \"36500d\"\ndead_letter_retention = \"36500d\"\n"),
+        &[],
+    )
+    .expect("valid");
+    assert_eq!(c.retention, MAX_DURATION);
+    assert!(i64::try_from(MAX_DURATION.as_millis()).is_ok_and(|ms| ms < i64::MAX / 2));
+}
+
+/// A zero plugin timeout times every call out; a retention under a minute purges what was just
+/// stored. Both passed `gateway check` before.
+#[test]
+fn a_zero_timeout_and_retentions_under_a_minute_are_refused() {
+    let p = problems(&format!("{MINIMAL}[delivery]\ntimeout = \"0s\"\n"));
+    assert_eq!(
+        p,
+        ["delivery.timeout: must be greater than 0 (every plugin call would time out)"]
+    );
+    for key in ["retention", "dead_letter_retention"] {
+        for short in ["0s", "0ms", "59s999ms", "1ms"] {
+            let p = problems(&format!("{MINIMAL}[store]\n{key} = \"{short}\"\n"));
+            assert_eq!(p.len(), 1, "{key} = {short}: {p:?}");
+            assert!(
+                p[0].starts_with(&format!("store.{key}: must be at least 1m")),
+                "{key} = {short}: {p:?}"
+            );
+        }
+        let c = load(&format!("{MINIMAL}[store]\n{key} = \"1m\"\n"), &[]).expect("1m is valid");
+        assert_eq!(
+            if key == "retention" {
+                c.retention
+            } else {
+                c.dead_letter_retention
+            },
+            Duration::from_secs(60)
+        );
+    }
+    let c = load(&format!("{MINIMAL}[delivery]\ntimeout = \"1ms\"\n"), &[]).expect("valid");
+    assert_eq!(c.delivery.timeout, Duration::from_millis(1));
+}
+
+/// A value whose `${VAR}` is not set is reported once, for the variable: the checks that would
+/// run on it (empty, not a duration, not an address) would judge a stand-in and mislead.
+#[test]
+fn an_unset_variable_is_the_only_problem_of_its_key() {
+    let p = problems(
+        r#"
+[server]
+listen = "${NOPE_LISTEN}"
+[[apps]]
+name = "a"
+path = "/a"
+verification_token = "${NOPE_TOKEN}"
+encrypt_key = "x${NOPE_KEY}"
+[store]
+retention = "${NOPE_RETENTION}"
+[delivery]
+timeout = "${NOPE_TIMEOUT}"
+"#,
+    );
+    assert_eq!(
+        p,
+        [
+            "server.listen: environment variable NOPE_LISTEN is not set",
+            "apps[0].verification_token: environment variable NOPE_TOKEN is not set",
+            "apps[0].encrypt_key: environment variable NOPE_KEY is not set",
+            "store.retention: environment variable NOPE_RETENTION is not set",
+            "delivery.timeout: environment variable NOPE_TIMEOUT is not set",
+        ]
+    );
+    // Set but empty is still a problem of its own.
+    let Err(ConfigError::Invalid { problems, .. }) = load(
+        &MINIMAL.replace("path =", "verification_token = \"${EMPTY}\"\npath ="),
+        &[("EMPTY", "")],
+    ) else {
+        panic!("an empty token is refused")
+    };
+    assert_eq!(
+        problems,
+        ["apps[0].verification_token: is empty (remove the key to disable it)"]
+    );
+}
