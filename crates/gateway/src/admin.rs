@@ -7,9 +7,13 @@
 //! ([`console`]).
 //!
 //! `/healthz`, `/readyz` and `/metrics` are always open (load balancers and Prometheus); with an
-//! `[admin] token` everything else needs it ([`auth`]). Request bodies are bounded
-//! ([`api::MAX_BODY`]). Never: serves a page or answer that holds a verification token or the
-//! admin token, or lets a cross-site request change anything.
+//! `[admin] token` everything else needs it ([`auth`]); without one, everything else answers only
+//! requests addressed to a loopback name ([`auth::loopback_host`]: a page whose own host name
+//! was rebound to 127.0.0.1 sends that name). The token follows reloads
+//! ([`Admin::reload_token`]). Request bodies are bounded ([`api::MAX_BODY`], [`BODY_TIMEOUT`]);
+//! connections, heads and their read time by the listener (`server.rs`). Never: serves a page or
+//! answer that holds a verification token or the admin token, lets a cross-site request change
+//! anything, or redirects to another site.
 
 mod api;
 mod auth;
@@ -39,6 +43,8 @@ use auth::{Denied, Principal};
 
 /// How often the console's per-minute history samples the counters.
 const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+/// A request body (at most [`api::MAX_BODY`]) slower than this gets 408.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// State the admin endpoints read.
 pub struct Admin {
@@ -55,6 +61,9 @@ pub struct Admin {
     pub live: Mutex<Option<Arc<Live>>>,
     /// The token, sessions and failed-login counts.
     auth: auth::Auth,
+    /// The admin listener is on a loopback address (or off): only then may a reload remove the
+    /// token.
+    loopback: bool,
     /// The console's last hour, per minute.
     history: history::History,
 }
@@ -118,13 +127,59 @@ fn redirect(to: &str) -> Reply {
     res
 }
 
-/// Reads a request body of at most [`api::MAX_BODY`] bytes.
-async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
-    match Limited::new(body, api::MAX_BODY).collect().await {
-        Ok(b) => Ok(b.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::TooLarge),
-        Err(e) => Err(ApiError::BadRequest(format!("reading the body: {e}"))),
+/// Reads a request body of at most [`api::MAX_BODY`] bytes, within [`BODY_TIMEOUT`].
+async fn read_body<B>(body: B) -> Result<Bytes, ApiError>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let collect = Limited::new(body, api::MAX_BODY).collect();
+    match tokio::time::timeout(BODY_TIMEOUT, collect).await {
+        Err(_) => Err(ApiError::RequestTimeout),
+        Ok(Ok(b)) => Ok(b.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::TooLarge),
+        Ok(Err(e)) => Err(ApiError::BadRequest(format!("reading the body: {e}"))),
     }
+}
+
+/// Where a login may send the browser back to: a path on this site only. A single `/` followed
+/// by something other than `/` or `\`, and no `\` or control character anywhere (browsers read
+/// `/\host` as `//host`, and drop tabs and newlines: `/\t/host`).
+fn local_path(next: &str) -> bool {
+    let mut bytes = next.bytes();
+    bytes.next() == Some(b'/')
+        && !matches!(bytes.next(), Some(b'/' | b'\\'))
+        && !next.chars().any(|c| c == '\\' || c.is_control())
+}
+
+/// Why a request without `[admin] token` is refused: its `Host` (or its absolute URI's host) is
+/// not a loopback name or address. `None`: it may proceed.
+fn foreign_host(req: &Request<Incoming>) -> Option<String> {
+    let host = req.headers().get(hyper::header::HOST);
+    let name = host.map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned());
+    let host_ok = host
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(auth::loopback_host);
+    let authority_ok = req
+        .uri()
+        .authority()
+        .is_none_or(|a| auth::loopback_host(a.as_str()));
+    if host_ok && authority_ok {
+        return None;
+    }
+    Some(if !authority_ok {
+        format!(
+            "the request target's host {:?}",
+            req.uri()
+                .authority()
+                .map(|a| a.as_str())
+                .unwrap_or_default()
+        )
+    } else if let Some(name) = name {
+        format!("Host {name:?}")
+    } else {
+        "a request without a Host header".to_owned()
+    })
 }
 
 /// Samples the counters into the history until the admin state is gone.
@@ -141,7 +196,13 @@ async fn sample(admin: Weak<Admin>) {
 impl Admin {
     /// The admin state; starts the console's history sampler (call inside the runtime).
     /// `https`: the listener serves TLS (the session cookie is then `Secure`).
-    pub fn new(store: Arc<dyn Store>, token: Option<AdminToken>, https: bool) -> Arc<Admin> {
+    /// `loopback`: the admin listener is on a loopback address (or off).
+    pub fn new(
+        store: Arc<dyn Store>,
+        token: Option<AdminToken>,
+        https: bool,
+        loopback: bool,
+    ) -> Arc<Admin> {
         let admin = Arc::new(Admin {
             store,
             shutting_down: Default::default(),
@@ -150,10 +211,31 @@ impl Admin {
             engine: Default::default(),
             live: Default::default(),
             auth: auth::Auth::new(token, https),
+            loopback,
             history: Default::default(),
         });
         tokio::spawn(sample(Arc::downgrade(&admin)));
         admin
+    }
+
+    /// A reload's `[admin] token`: a changed token replaces the old one at once and ends every
+    /// session. Removing it is refused (the old one stays, with a warning) while the listener is
+    /// not on a loopback address.
+    pub fn reload_token(&self, token: Option<AdminToken>) {
+        let had = self.auth.required();
+        if had && token.is_none() && !self.loopback {
+            tracing::warn!("[admin] token removed, but the admin listener is not on a loopback address: it keeps asking for the old token until a restart");
+            return;
+        }
+        let has = token.is_some();
+        if !self.auth.set_token(token) {
+            return;
+        }
+        match (had, has) {
+            (true, true) => tracing::info!("[admin] token changed: the API and console take the new one; every console session ended"),
+            (false, true) => tracing::info!("[admin] token set: the API and console now ask for it"),
+            _ => tracing::warn!("[admin] token removed: every console session ended; the API and console are open to requests addressed to a loopback name"),
+        }
     }
 
     fn live(&self) -> Option<Arc<Live>> {
@@ -179,6 +261,22 @@ impl Admin {
     ) -> Result<Reply, Infallible> {
         let plain = "text/plain; charset=utf-8";
         let path = req.uri().path().to_owned();
+        let probe = matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics");
+        if !probe && !self.auth.required() {
+            // No token: only this machine's own names. A web page whose host name an attacker
+            // rebinds to 127.0.0.1 is same-origin with itself, but sends its own name as Host.
+            if let Some(what) = foreign_host(&req) {
+                tracing::debug!(client = %peer, path, "admin: refused a request not addressed to a loopback name");
+                return Ok(json_reply(
+                    StatusCode::FORBIDDEN,
+                    &serde_json::json!({"error": format!(
+                        "refused: {what} is not a loopback name; without [admin] token the \
+                         admin listener answers only requests addressed to localhost, \
+                         127.0.0.1 or [::1] (set a token to reach it by another name)"
+                    )}),
+                ));
+            }
+        }
         Ok(match path.as_str() {
             "/healthz" => text(StatusCode::OK, "ok\n".into(), plain),
             "/readyz" => {
@@ -214,7 +312,7 @@ impl Admin {
     async fn login(&self, req: Request<Incoming>, peer: std::net::IpAddr) -> Reply {
         let query = form::pairs(req.uri().query().unwrap_or(""));
         let next = form::get(&query, "next")
-            .filter(|n| n.starts_with('/') && !n.starts_with("//"))
+            .filter(|n| local_path(n))
             .unwrap_or("/")
             .to_owned();
         if !self.auth.required() {
@@ -425,5 +523,60 @@ impl Admin {
                     .set(n as i64);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_sends_back_only_to_a_path_of_this_site() {
+        for ok in [
+            "/",
+            "/events",
+            "/events/ev-1?state=dead&x=%2F%2F",
+            "/a/b//c",
+        ] {
+            assert!(local_path(ok), "{ok:?}");
+        }
+        for bad in [
+            "",
+            "//evil.example/x",
+            "/\\evil.example/x",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/\r//evil.example",
+            "\\\\evil.example",
+            "\\/evil.example",
+            "https://evil.example",
+            "evil.example",
+            "/a\\b",
+            "/a\u{7f}b",
+            "/a\u{85}b",
+            " /x",
+        ] {
+            assert!(!local_path(bad), "{bad:?}");
+        }
+    }
+
+    /// A body that never sends a byte.
+    fn stalled() -> http_body_util::StreamBody<
+        futures_util::stream::Pending<Result<hyper::body::Frame<Bytes>, Infallible>>,
+    > {
+        http_body_util::StreamBody::new(futures_util::stream::pending())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_body_times_out() {
+        let started = tokio::time::Instant::now();
+        assert_eq!(read_body(stalled()).await, Err(ApiError::RequestTimeout));
+        assert_eq!(started.elapsed(), BODY_TIMEOUT);
+        assert_eq!(
+            ApiError::RequestTimeout.status(),
+            StatusCode::REQUEST_TIMEOUT
+        );
+        let whole = Full::new(Bytes::from_static(b"{}"));
+        assert_eq!(read_body(whole).await, Ok(Bytes::from_static(b"{}")));
     }
 }

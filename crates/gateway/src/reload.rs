@@ -3,14 +3,15 @@
 //! config stays and the reason is logged. On success, in this order: new and changed plugin
 //! instances join the delivery engine, both transports switch to the new apps and routes in one
 //! atomic swap, long connections of added, changed or removed websocket apps are started,
-//! restarted or stopped, and removed instances stop taking work (shut down after their in-flight
-//! calls).
+//! restarted or stopped, removed instances stop taking work (shut down after their in-flight
+//! calls), and the admin listener takes the new `[admin] token` (`Admin::reload_token`).
 //! Requests never see a half-applied config.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use crate::admin::Admin;
 use crate::config::Config;
 use crate::delivery::Engine;
 use crate::intake::{Intake, Routes};
@@ -26,6 +27,8 @@ pub struct Live {
     long_conns: Arc<LongConns>,
     /// The listeners' certificates, when they serve TLS: re-read by every reload.
     certs: Certs,
+    /// The admin state, whose token a reload replaces (weak: the admin state holds this).
+    admin: Weak<Admin>,
 }
 
 /// The certificates the listeners serve (none: plain HTTP).
@@ -49,6 +52,7 @@ impl Live {
         engine: Arc<Engine>,
         long_conns: Arc<LongConns>,
         certs: Certs,
+        admin: Weak<Admin>,
     ) -> Live {
         Live {
             file: config.file.clone(),
@@ -57,6 +61,7 @@ impl Live {
             engine,
             long_conns,
             certs,
+            admin,
         }
     }
 
@@ -112,6 +117,9 @@ impl Live {
         self.intake.swap_routes(Routes::from_config(&new));
         self.long_conns.reconcile(&new);
         self.engine.retain_plugins(&plugins);
+        if let Some(admin) = self.admin.upgrade() {
+            admin.reload_token(new.admin_token.clone());
+        }
         if new.listen != old.listen || new.admin_listen != old.admin_listen {
             tracing::warn!("listen addresses change only on restart; still on the old ones");
         }

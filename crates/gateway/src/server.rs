@@ -32,6 +32,18 @@ use crate::tls::Tls;
 /// The largest request head (start line and header fields) the webhook listener reads.
 const MAX_HEADER_BYTES: usize = 16 * 1024;
 
+/// Open admin connections at most; a new one past the limit is closed at once. Admin clients
+/// are a few scripts, browsers and Prometheus: this bounds what a flood of idle or slow
+/// connections can hold (file descriptors, read buffers).
+const ADMIN_MAX_CONNECTIONS: usize = 64;
+/// A request head not complete this long after the admin connection (or its previous request)
+/// began closes the connection (an idle keep-alive connection too).
+const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest request head the admin listener reads (a head over it gets 431), and the most it
+/// buffers per connection: admin requests are small (bodies at most 64 KiB, read in pieces).
+const ADMIN_MAX_HEADER_BYTES: usize = 32 * 1024;
+const ADMIN_MAX_BUF_BYTES: usize = 64 * 1024;
+
 /// How often old finished events are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -61,6 +73,7 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
         dyn_store.clone(),
         config.admin_token.clone(),
         config.admin_tls.is_some(),
+        config.admin_listen.is_none_or(|a| a.ip().is_loopback()),
     );
     let plugins = plugins::start(&config)
         .map_err(|p| anyhow::anyhow!("plugins failed to start:\n  - {}", p.join("\n  - ")))?;
@@ -167,6 +180,7 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
             webhook: tls.clone(),
             admin: admin_tls,
         },
+        Arc::downgrade(&admin),
     ));
     if let Ok(mut slot) = admin.live.lock() {
         *slot = Some(live.clone());
@@ -314,17 +328,45 @@ impl Signals {
     }
 }
 
+/// The admin listener: at most [`ADMIN_MAX_CONNECTIONS`] connections (past it a new one is
+/// closed at once, as the webhook listener's `max_connections`), request heads bounded in size
+/// and read time, one buffer of at most [`ADMIN_MAX_BUF_BYTES`] each; bodies have their own
+/// timeout (`admin::BODY_TIMEOUT`), a TLS handshake its own (`tls.rs`).
 async fn serve_admin(listener: TcpListener, admin: Arc<Admin>, tls: Option<Arc<Tls>>) {
+    let connections = Arc::new(tokio::sync::Semaphore::new(ADMIN_MAX_CONNECTIONS));
+    // One warning a minute at most while the limit turns connections away.
+    let mut warned: Option<std::time::Instant> = None;
     loop {
-        let Ok((stream, peer)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::debug!(error = %e, "admin accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = connections.clone().try_acquire_owned() else {
+            if warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                warned = Some(std::time::Instant::now());
+                tracing::warn!(
+                    client = %peer,
+                    limit = ADMIN_MAX_CONNECTIONS,
+                    "admin connection limit reached: closing new connections"
+                );
+            }
+            drop(stream);
             continue;
         };
         let admin = admin.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| admin.clone().serve(req, peer));
-            let builder = http1::Builder::new();
+            let mut builder = http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(ADMIN_HEADER_TIMEOUT)
+                .max_header_size(ADMIN_MAX_HEADER_BYTES)
+                .max_buf_size(ADMIN_MAX_BUF_BYTES);
             let _ = match tls {
                 None => {
                     builder
@@ -340,6 +382,7 @@ async fn serve_admin(listener: TcpListener, admin: Arc<Admin>, tls: Option<Arc<T
                     None => Ok(()),
                 },
             };
+            drop(slot);
         });
     }
 }

@@ -38,6 +38,8 @@ pub enum ApiError {
     /// A replay that would re-run deliveries that succeeded, without `force`.
     Conflict(Value),
     TooLarge,
+    /// The body did not arrive within `admin::BODY_TIMEOUT`.
+    RequestTimeout,
     UnsupportedMediaType,
     /// The reload was refused: the config has problems (the running one stays).
     Unprocessable(String),
@@ -56,6 +58,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -78,6 +81,10 @@ impl ApiError {
             ApiError::MethodNotAllowed(allow) => format!("method not allowed (use {allow})"),
             ApiError::Conflict(v) => return v.clone(),
             ApiError::TooLarge => format!("request body over {MAX_BODY} bytes"),
+            ApiError::RequestTimeout => format!(
+                "the request body did not arrive within {} s",
+                super::BODY_TIMEOUT.as_secs()
+            ),
             ApiError::UnsupportedMediaType => "send the body as application/json".into(),
             ApiError::TooManyRequests(s) => {
                 format!("too many failed logins from this address; try again in {s} s")
@@ -153,7 +160,42 @@ const SECRET_KEYS: [&str; 11] = [
     "dsn",
 ];
 
-/// A plugin config with every value under a secret-looking key replaced by `"<redacted>"`.
+/// `text` with the password of every URL in it redacted: `scheme://user:password@host/...` →
+/// `scheme://user:<redacted>@host/...`, and a user alone (often a token:
+/// `https://TOKEN@host`) → `scheme://<redacted>@host`. The userinfo is what precedes the last
+/// `@` before the URL's first `/` (or whitespace).
+fn redact_userinfo(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let start = at + 3;
+        let after = &rest[start..];
+        let end = after
+            .find(|c: char| c == '/' || c.is_whitespace())
+            .unwrap_or(after.len());
+        let authority = &after[..end];
+        out.push_str(&rest[..start]);
+        match authority.rfind('@') {
+            Some(sign) if sign > 0 => {
+                match authority[..sign].split_once(':') {
+                    Some((user, _)) => {
+                        out.push_str(user);
+                        out.push_str(":<redacted>");
+                    }
+                    None => out.push_str("<redacted>"),
+                }
+                out.push_str(&authority[sign..]);
+            }
+            _ => out.push_str(authority),
+        }
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A plugin config with every value under a secret-looking key replaced by `"<redacted>"`, and
+/// the password of any URL in any other string (at any depth) by `<redacted>`.
 pub fn redact_config(v: &Value) -> Value {
     match v {
         Value::Object(map) => Value::Object(
@@ -171,6 +213,7 @@ pub fn redact_config(v: &Value) -> Value {
                 .collect(),
         ),
         Value::Array(items) => Value::Array(items.iter().map(redact_config).collect()),
+        Value::String(text) => Value::String(redact_userinfo(text)),
         other => other.clone(),
     }
 }
@@ -582,6 +625,43 @@ mod tests {
             redact_config(&c),
             json!({"path": "data/x.jsonl", "bot_url": "<redacted>", "nested": {"app_secret": "<redacted>", "n": 1}, "list": [{"token": "<redacted>"}]})
         );
+    }
+
+    #[test]
+    fn passwords_in_urls_are_redacted_under_any_key_at_any_depth() {
+        let c = json!({
+            "ledger": "postgres://payout:hunter2-pw@db.internal:5432/payout?sslmode=require",
+            "path": "data/x.jsonl",
+            "n": 3,
+            "forward": {"targets": [
+                "https://ops:p%40ss@pay.example/hook",
+                "https://pay.example/no-userinfo?a=b@c",
+                {"mirror": "mysql://root:r00t@10.0.0.2/db and amqp://guest:guest-pw@mq:5672/"},
+            ]},
+            "clone": "https://ghp_tokenvalue@github.com/org/repo.git",
+            "odd": "a://u:p@w@host/x",
+            "empty": "scheme://@host",
+        });
+        assert_eq!(
+            redact_config(&c),
+            json!({
+                "ledger": "postgres://payout:<redacted>@db.internal:5432/payout?sslmode=require",
+                "path": "data/x.jsonl",
+                "n": 3,
+                "forward": {"targets": [
+                    "https://ops:<redacted>@pay.example/hook",
+                    "https://pay.example/no-userinfo?a=b@c",
+                    {"mirror": "mysql://root:<redacted>@10.0.0.2/db and amqp://guest:<redacted>@mq:5672/"},
+                ]},
+                "clone": "https://<redacted>@github.com/org/repo.git",
+                "odd": "a://u:<redacted>@host/x",
+                "empty": "scheme://@host",
+            })
+        );
+        let text = redact_config(&c).to_string();
+        for secret in ["hunter2", "p%40ss", "r00t", "guest-pw", "ghp_tokenvalue"] {
+            assert!(!text.contains(secret), "{secret}: {text}");
+        }
     }
 
     #[test]

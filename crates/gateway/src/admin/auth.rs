@@ -5,12 +5,16 @@
 //! `X-CSRF-Token` (or a `csrf` form field); a POST with no token configured must come from the
 //! console's own origin. Failed token checks are counted and, per client address, rate limited.
 //!
+//! The token is swapped by a reload ([`Auth::set_token`]); a changed token ends every session.
+//!
 //! Never: compares a secret with `==` (SHA-256 digests, compared with `subtle`), keeps a session
-//! id in memory (only its digest), or logs a token.
+//! id in memory (only its digest), logs a token, or lets a poisoned lock turn a check off (a
+//! panic elsewhere while a lock was held leaves its data usable: the locks are taken through
+//! [`lock`]).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use hyper::header::{HeaderMap, HeaderValue};
@@ -64,6 +68,20 @@ fn random_hex() -> String {
     hex::encode(bytes)
 }
 
+/// Takes `m` even if a thread panicked while holding it: every map here stays consistent between
+/// statements, and refusing to work (or to count failures) after a panic would silently turn
+/// sessions or throttling off.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// How much longer an address with `failures` failures in a window that started `elapsed` ago is
+/// refused; `None` when it is not (too few failures, or the window is over).
+fn throttle_left(failures: u32, elapsed: Duration) -> Option<Duration> {
+    let left = FAILURE_WINDOW.checked_sub(elapsed)?;
+    (failures >= MAX_FAILURES && !left.is_zero()).then_some(left)
+}
+
 /// Constant-time equality of two strings (through their digests, so lengths do not leak).
 pub fn secret_eq(a: &str, b: &str) -> bool {
     digest(a.as_bytes()).ct_eq(&digest(b.as_bytes())).into()
@@ -76,7 +94,8 @@ struct Session {
 
 /// The token, the live sessions and the failure counts.
 pub struct Auth {
-    token: Option<AdminToken>,
+    /// Read per request; replaced by a reload ([`Auth::set_token`]).
+    token: RwLock<Option<Arc<AdminToken>>>,
     /// The listener speaks HTTPS: the session cookie is also `Secure`.
     secure: bool,
     /// Keyed by the SHA-256 of the session id (the id itself is only in the browser's cookie).
@@ -88,7 +107,7 @@ pub struct Auth {
 impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Auth")
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token", &self.token().map(|_| "<redacted>"))
             .finish_non_exhaustive()
     }
 }
@@ -109,21 +128,43 @@ fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 impl Auth {
     pub fn new(token: Option<AdminToken>, secure: bool) -> Auth {
         Auth {
-            token,
+            token: RwLock::new(token.map(Arc::new)),
             secure,
             sessions: Mutex::default(),
             failures: Mutex::default(),
         }
     }
 
+    /// The token now.
+    fn token(&self) -> Option<Arc<AdminToken>> {
+        self.token
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// Whether a token is configured (then pages and API calls need it).
     pub fn required(&self) -> bool {
-        self.token.is_some()
+        self.token().is_some()
+    }
+
+    /// Replaces the token (a reload). Returns whether it changed; when it did, every session
+    /// ends (a rotation after a leak logs everyone out). Failure counts stay.
+    pub fn set_token(&self, new: Option<AdminToken>) -> bool {
+        // Sessions first, then the token: the order `login` takes them in.
+        let mut sessions = lock(&self.sessions);
+        let mut token = self.token.write().unwrap_or_else(PoisonError::into_inner);
+        if token.as_deref() == new.as_ref() {
+            return false;
+        }
+        *token = new.map(Arc::new);
+        sessions.clear();
+        true
     }
 
     /// Checks a request's credentials. A wrong bearer token counts as a failure of `peer`.
     pub fn check(&self, headers: &HeaderMap, peer: IpAddr) -> Result<Principal, Denied> {
-        let Some(token) = &self.token else {
+        let Some(token) = self.token() else {
             return Ok(Principal::Open);
         };
         if let Some(auth) = headers.get(hyper::header::AUTHORIZATION) {
@@ -143,7 +184,7 @@ impl Auth {
             return Err(Denied::Missing);
         };
         let key = digest(id.as_bytes());
-        let mut sessions = self.sessions.lock().map_err(|_| Denied::Missing)?;
+        let mut sessions = lock(&self.sessions);
         match sessions.get(&key) {
             Some(s) if s.expires > Instant::now() => Ok(Principal::Session {
                 csrf: s.csrf.clone(),
@@ -158,7 +199,7 @@ impl Auth {
 
     /// A login attempt with `given`: a new session's cookie value when it is the token.
     pub fn login(&self, given: &str, peer: IpAddr) -> Result<String, Denied> {
-        let Some(token) = &self.token else {
+        let Some(token) = self.token() else {
             return Err(Denied::Missing);
         };
         self.throttled(peer)?;
@@ -167,33 +208,37 @@ impl Auth {
             return Err(Denied::Wrong);
         }
         let id = random_hex();
-        if let Ok(mut sessions) = self.sessions.lock() {
-            let now = Instant::now();
-            sessions.retain(|_, s| s.expires > now);
-            if sessions.len() >= MAX_SESSIONS {
-                if let Some(oldest) = sessions
-                    .iter()
-                    .min_by_key(|(_, s)| s.expires)
-                    .map(|(k, _)| *k)
-                {
-                    sessions.remove(&oldest);
-                }
-            }
-            sessions.insert(
-                digest(id.as_bytes()),
-                Session {
-                    csrf: random_hex(),
-                    expires: now + SESSION_TTL,
-                },
-            );
+        let mut sessions = lock(&self.sessions);
+        // A reload may have replaced the token since it was checked: no session from an old one
+        // (`set_token` holds the sessions lock while it swaps the token and clears them).
+        if !self.token().is_some_and(|now| Arc::ptr_eq(&now, &token)) {
+            return Err(Denied::Wrong);
         }
+        let now = Instant::now();
+        sessions.retain(|_, s| s.expires > now);
+        if sessions.len() >= MAX_SESSIONS {
+            if let Some(oldest) = sessions
+                .iter()
+                .min_by_key(|(_, s)| s.expires)
+                .map(|(k, _)| *k)
+            {
+                sessions.remove(&oldest);
+            }
+        }
+        sessions.insert(
+            digest(id.as_bytes()),
+            Session {
+                csrf: random_hex(),
+                expires: now + SESSION_TTL,
+            },
+        );
         Ok(id)
     }
 
     /// Ends the session of this request's cookie, if any.
     pub fn logout(&self, headers: &HeaderMap) {
-        if let (Some(id), Ok(mut sessions)) = (cookie(headers, COOKIE), self.sessions.lock()) {
-            sessions.remove(&digest(id.as_bytes()));
+        if let Some(id) = cookie(headers, COOKIE) {
+            lock(&self.sessions).remove(&digest(id.as_bytes()));
         }
     }
 
@@ -225,24 +270,23 @@ impl Auth {
     }
 
     fn throttled(&self, peer: IpAddr) -> Result<(), Denied> {
-        let Ok(failures) = self.failures.lock() else {
-            return Ok(());
-        };
-        match failures.get(&peer) {
-            Some((n, since)) if *n >= MAX_FAILURES && since.elapsed() < FAILURE_WINDOW => {
+        // One reading of the clock: the window may end between two.
+        let left = lock(&self.failures)
+            .get(&peer)
+            .and_then(|(n, since)| throttle_left(*n, since.elapsed()));
+        match left {
+            Some(left) => {
                 crate::metrics::admin_auth_failure("throttled");
-                Err(Denied::Throttled(FAILURE_WINDOW - since.elapsed()))
+                Err(Denied::Throttled(left))
             }
-            _ => Ok(()),
+            None => Ok(()),
         }
     }
 
     fn failed(&self, peer: IpAddr, method: &'static str) {
         crate::metrics::admin_auth_failure(method);
         tracing::warn!(client = %peer, method, "admin: wrong token");
-        let Ok(mut failures) = self.failures.lock() else {
-            return;
-        };
+        let mut failures = lock(&self.failures);
         if failures.len() >= MAX_TRACKED {
             failures.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
             if failures.len() >= MAX_TRACKED {
@@ -255,6 +299,33 @@ impl Auth {
         }
         entry.0 += 1;
     }
+}
+
+/// Whether `host` (a `Host` header: a name or address, maybe with a port) names this machine's
+/// loopback interface: `localhost`, an address in 127.0.0.0/8, or `[::1]`. What a request must be
+/// addressed to when no token is configured: a page whose own host name was rebound to
+/// 127.0.0.1 (DNS rebinding) sends that name, and must not use the API.
+pub fn loopback_host(host: &str) -> bool {
+    let port_ok = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
+    if let Some(rest) = host.strip_prefix('[') {
+        let Some((inside, after)) = rest.split_once(']') else {
+            return false;
+        };
+        let after_ok = after.is_empty() || after.strip_prefix(':').is_some_and(port_ok);
+        return after_ok
+            && inside.parse::<std::net::Ipv6Addr>().is_ok_and(|a| {
+                a.is_loopback() || a.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+            });
+    }
+    let name = match host.split_once(':') {
+        Some((name, port)) if port_ok(port) => name,
+        Some(_) => return false,
+        None => host,
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|a| a.is_loopback())
 }
 
 /// Whether a state-changing request may proceed for `who`: a session needs its CSRF token
@@ -356,6 +427,126 @@ mod tests {
         ));
         let other: IpAddr = "127.0.0.2".parse().expect("ip");
         assert!(auth.login("0123456789abcdef", other).is_ok());
+    }
+
+    #[test]
+    fn the_throttle_window_ends_cleanly_at_its_boundary() {
+        let w = FAILURE_WINDOW;
+        let one = Duration::from_nanos(1);
+        assert_eq!(throttle_left(MAX_FAILURES, Duration::ZERO), Some(w));
+        assert_eq!(throttle_left(MAX_FAILURES, w - one), Some(one));
+        assert_eq!(throttle_left(MAX_FAILURES, w), None);
+        assert_eq!(throttle_left(MAX_FAILURES, w + one), None);
+        assert_eq!(throttle_left(MAX_FAILURES, Duration::MAX), None);
+        assert_eq!(throttle_left(MAX_FAILURES - 1, Duration::ZERO), None);
+
+        // With the real clock: windows ending while they are checked, again and again.
+        let auth = Auth::new(Some(AdminToken("0123456789abcdef".into())), false);
+        for _ in 0..50 {
+            let Some(since) = Instant::now().checked_sub(w - Duration::from_micros(500)) else {
+                return; // booted less than a minute ago
+            };
+            lock(&auth.failures).insert(PEER, (MAX_FAILURES, since));
+            while auth.throttled(PEER).is_err() {}
+        }
+        assert!(!auth.failures.is_poisoned());
+        assert!(auth.login("0123456789abcdef", PEER).is_ok());
+    }
+
+    #[test]
+    fn a_poisoned_lock_does_not_turn_throttling_or_sessions_off() {
+        let auth = Arc::new(Auth::new(
+            Some(AdminToken("0123456789abcdef".into())),
+            false,
+        ));
+        for m in [0, 1] {
+            let a = auth.clone();
+            let _ = std::thread::spawn(move || {
+                let _f = lock(&a.failures);
+                let _s = (m == 1).then(|| lock(&a.sessions));
+                panic!("poisoning the locks on purpose");
+            })
+            .join();
+        }
+        assert!(auth.failures.is_poisoned() && auth.sessions.is_poisoned());
+        let id = auth.login("0123456789abcdef", PEER).expect("login");
+        let with_cookie = headers(&[("cookie", &format!("{COOKIE}={id}"))]);
+        assert!(matches!(
+            auth.check(&with_cookie, PEER),
+            Ok(Principal::Session { .. })
+        ));
+        for _ in 0..MAX_FAILURES {
+            assert_eq!(auth.login("wrong", PEER), Err(Denied::Wrong));
+        }
+        assert!(matches!(
+            auth.login("0123456789abcdef", PEER),
+            Err(Denied::Throttled(_))
+        ));
+    }
+
+    #[test]
+    fn a_new_token_replaces_the_old_one_and_ends_the_sessions() {
+        let a = || Some(AdminToken("token-aaaaaaaaaaaaaaaa".into()));
+        let b = || Some(AdminToken("token-bbbbbbbbbbbbbbbb".into()));
+        let auth = Auth::new(a(), false);
+        let id = auth.login("token-aaaaaaaaaaaaaaaa", PEER).expect("login");
+        let with_cookie = headers(&[("cookie", &format!("{COOKIE}={id}"))]);
+        let bearer = |t: &str| headers(&[("authorization", &format!("Bearer {t}"))]);
+        // The same token again changes nothing.
+        assert!(!auth.set_token(a()));
+        assert!(auth.check(&with_cookie, PEER).is_ok());
+        assert!(auth.set_token(b()));
+        assert_eq!(auth.check(&with_cookie, PEER), Err(Denied::Missing));
+        assert_eq!(
+            auth.check(&bearer("token-aaaaaaaaaaaaaaaa"), PEER),
+            Err(Denied::Wrong)
+        );
+        assert_eq!(
+            auth.check(&bearer("token-bbbbbbbbbbbbbbbb"), PEER),
+            Ok(Principal::Bearer)
+        );
+        assert!(auth.set_token(None));
+        assert!(!auth.required());
+        assert_eq!(auth.check(&headers(&[]), PEER), Ok(Principal::Open));
+        assert!(auth.set_token(a()));
+        assert!(auth.required());
+        assert_eq!(auth.check(&headers(&[]), PEER), Err(Denied::Missing));
+    }
+
+    #[test]
+    fn loopback_hosts_are_localhost_127_and_v6_one() {
+        for ok in [
+            "localhost",
+            "LOCALHOST:9464",
+            "127.0.0.1",
+            "127.0.0.1:9464",
+            "127.255.3.4:1",
+            "[::1]",
+            "[::1]:9464",
+            "[::ffff:127.0.0.1]:80",
+        ] {
+            assert!(loopback_host(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "evil.example",
+            "evil.example:9464",
+            "localhost.evil.example",
+            "127.0.0.1.evil.example",
+            "localhost:9464.evil.example",
+            "localhost:x",
+            "10.0.0.1",
+            "0.0.0.0:9464",
+            "[::]:9464",
+            "[::1]x",
+            "[::1",
+            "::1",
+            "127.1",
+            "sub.localhost",
+            "localhost@evil.example",
+        ] {
+            assert!(!loopback_host(bad), "{bad}");
+        }
     }
 
     #[test]
