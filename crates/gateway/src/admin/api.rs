@@ -4,14 +4,17 @@
 //! rules as the CLI (`ops::list`, `ops::replay`): one implementation, three faces.
 //!
 //! Never: answers with a verification token (event bodies go through
-//! `lark_core::redact::redact_token`, plugin configs through [`redact_config`]), or changes
+//! `lark_core::redact::redact_token`, plugin configs through [`super::redact::redact_config`]), or changes
 //! anything on a GET. Authentication and CSRF are checked before a handler runs (`admin.rs`).
 
-use hyper::{Method, StatusCode};
+use hyper::Method;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::redact::{redact_config, redacted_body};
 use super::{history, Admin};
+
+mod error;
 use crate::ops::list::{delivery_row, event_row};
 use crate::ops::timefmt::{rfc3339, since_ms};
 use crate::ops::ReplayArgs;
@@ -25,80 +28,7 @@ pub const MAX_BODY: usize = 64 * 1024;
 const MAX_LIMIT: u32 = 500;
 const DEFAULT_LIMIT: u32 = 50;
 
-/// Every way an API call fails, each with its status; rendered as `{"error": "..."}` (plus
-/// details for a refused replay).
-#[derive(Debug, Clone, PartialEq)]
-pub enum ApiError {
-    BadRequest(String),
-    Unauthorized,
-    /// A cookie-authenticated POST without the session's CSRF token, or a cross-site POST.
-    Csrf,
-    NotFound(String),
-    MethodNotAllowed(&'static str),
-    /// A replay that would re-run deliveries that succeeded, without `force`.
-    Conflict(Value),
-    TooLarge,
-    /// The body did not arrive within `admin::BODY_TIMEOUT`.
-    RequestTimeout,
-    UnsupportedMediaType,
-    /// The reload was refused: the config has problems (the running one stays).
-    Unprocessable(String),
-    TooManyRequests(u64),
-    /// The store failed, or the gateway is still starting.
-    Unavailable(String),
-}
-
-impl ApiError {
-    pub fn status(&self) -> StatusCode {
-        match self {
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Csrf => StatusCode::FORBIDDEN,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-        }
-    }
-
-    pub fn body(&self) -> Value {
-        let error = match self {
-            ApiError::BadRequest(m)
-            | ApiError::NotFound(m)
-            | ApiError::Unprocessable(m)
-            | ApiError::Unavailable(m) => m.clone(),
-            ApiError::Unauthorized => {
-                "authentication required: send `Authorization: Bearer <[admin] token>`".into()
-            }
-            ApiError::Csrf => "refused: a state-changing call needs the session's CSRF token \
-                 (X-CSRF-Token) and must come from the console's own origin"
-                .into(),
-            ApiError::MethodNotAllowed(allow) => format!("method not allowed (use {allow})"),
-            ApiError::Conflict(v) => return v.clone(),
-            ApiError::TooLarge => format!("request body over {MAX_BODY} bytes"),
-            ApiError::RequestTimeout => format!(
-                "the request body did not arrive within {} s",
-                super::BODY_TIMEOUT.as_secs()
-            ),
-            ApiError::UnsupportedMediaType => "send the body as application/json".into(),
-            ApiError::TooManyRequests(s) => {
-                format!("too many failed logins from this address; try again in {s} s")
-            }
-        };
-        json!({ "error": error })
-    }
-}
-
-impl From<crate::store::StoreError> for ApiError {
-    fn from(e: crate::store::StoreError) -> Self {
-        ApiError::Unavailable(e.to_string())
-    }
-}
+pub use error::ApiError;
 
 fn limit(q: &[(String, String)]) -> Result<u32, ApiError> {
     match super::form::get(q, "limit") {
@@ -138,84 +68,6 @@ fn cursor(q: &[(String, String)]) -> Result<Option<(i64, String)>, ApiError> {
         .and_then(|(ms, id)| Some((ms.parse().ok()?, id.to_owned())))
         .map(Some)
         .ok_or_else(|| ApiError::BadRequest(format!("cursor: {c:?} is not a cursor this API gave")))
-}
-
-/// The verification token is redacted from an event body wherever it leaves the store.
-pub fn redacted_body(body: &str) -> String {
-    lark_core::redact::redact_token(body).unwrap_or_else(|| body.to_owned())
-}
-
-/// Key fragments whose values are secrets in a plugin's config.
-const SECRET_KEYS: [&str; 11] = [
-    "token",
-    "secret",
-    "key",
-    "password",
-    "passwd",
-    "credential",
-    "auth",
-    "signature",
-    "webhook",
-    "url",
-    "dsn",
-];
-
-/// `text` with the password of every URL in it redacted: `scheme://user:password@host/...` →
-/// `scheme://user:<redacted>@host/...`, and a user alone (often a token:
-/// `https://TOKEN@host`) → `scheme://<redacted>@host`. The userinfo is what precedes the last
-/// `@` before the URL's first `/` (or whitespace).
-fn redact_userinfo(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find("://") {
-        let start = at + 3;
-        let after = &rest[start..];
-        let end = after
-            .find(|c: char| c == '/' || c.is_whitespace())
-            .unwrap_or(after.len());
-        let authority = &after[..end];
-        out.push_str(&rest[..start]);
-        match authority.rfind('@') {
-            Some(sign) if sign > 0 => {
-                match authority[..sign].split_once(':') {
-                    Some((user, _)) => {
-                        out.push_str(user);
-                        out.push_str(":<redacted>");
-                    }
-                    None => out.push_str("<redacted>"),
-                }
-                out.push_str(&authority[sign..]);
-            }
-            _ => out.push_str(authority),
-        }
-        rest = &after[end..];
-    }
-    out.push_str(rest);
-    out
-}
-
-/// A plugin config with every value under a secret-looking key replaced by `"<redacted>"`, and
-/// the password of any URL in any other string (at any depth) by `<redacted>`.
-pub fn redact_config(v: &Value) -> Value {
-    match v {
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| {
-                    let lower = k.to_ascii_lowercase();
-                    let secret = SECRET_KEYS.iter().any(|s| lower.contains(s));
-                    let v = if secret && !v.is_null() {
-                        Value::String("<redacted>".into())
-                    } else {
-                        redact_config(v)
-                    };
-                    (k.clone(), v)
-                })
-                .collect(),
-        ),
-        Value::Array(items) => Value::Array(items.iter().map(redact_config).collect()),
-        Value::String(text) => Value::String(redact_userinfo(text)),
-        other => other.clone(),
-    }
 }
 
 /// The event list, one page: `{"events": [...], "next_cursor": "..." | null}`.
@@ -617,52 +469,6 @@ pub async fn route(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn plugin_configs_lose_their_secrets() {
-        let c = json!({"path": "data/x.jsonl", "bot_url": "https://x/hook/abc", "nested": {"app_secret": "s", "n": 1}, "list": [{"token": "t"}]});
-        assert_eq!(
-            redact_config(&c),
-            json!({"path": "data/x.jsonl", "bot_url": "<redacted>", "nested": {"app_secret": "<redacted>", "n": 1}, "list": [{"token": "<redacted>"}]})
-        );
-    }
-
-    #[test]
-    fn passwords_in_urls_are_redacted_under_any_key_at_any_depth() {
-        let c = json!({
-            "ledger": "postgres://payout:hunter2-pw@db.internal:5432/payout?sslmode=require",
-            "path": "data/x.jsonl",
-            "n": 3,
-            "forward": {"targets": [
-                "https://ops:p%40ss@pay.example/hook",
-                "https://pay.example/no-userinfo?a=b@c",
-                {"mirror": "mysql://root:r00t@10.0.0.2/db and amqp://guest:guest-pw@mq:5672/"},
-            ]},
-            "clone": "https://ghp_tokenvalue@github.com/org/repo.git",
-            "odd": "a://u:p@w@host/x",
-            "empty": "scheme://@host",
-        });
-        assert_eq!(
-            redact_config(&c),
-            json!({
-                "ledger": "postgres://payout:<redacted>@db.internal:5432/payout?sslmode=require",
-                "path": "data/x.jsonl",
-                "n": 3,
-                "forward": {"targets": [
-                    "https://ops:<redacted>@pay.example/hook",
-                    "https://pay.example/no-userinfo?a=b@c",
-                    {"mirror": "mysql://root:<redacted>@10.0.0.2/db and amqp://guest:<redacted>@mq:5672/"},
-                ]},
-                "clone": "https://<redacted>@github.com/org/repo.git",
-                "odd": "a://u:<redacted>@host/x",
-                "empty": "scheme://@host",
-            })
-        );
-        let text = redact_config(&c).to_string();
-        for secret in ["hunter2", "p%40ss", "r00t", "guest-pw", "ghp_tokenvalue"] {
-            assert!(!text.contains(secret), "{secret}: {text}");
-        }
-    }
 
     #[test]
     fn cursors_parse_or_are_refused() {

@@ -1,0 +1,205 @@
+use super::*;
+
+fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in pairs {
+        h.append(*k, HeaderValue::from_str(v).expect("header value"));
+    }
+    h
+}
+
+const PEER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+#[test]
+fn bearer_cookie_and_csrf() {
+    let auth = Auth::new(Some(AdminToken("0123456789abcdef".into())), false);
+    assert_eq!(auth.check(&headers(&[]), PEER), Err(Denied::Missing));
+    let ok = headers(&[("authorization", "Bearer 0123456789abcdef")]);
+    assert_eq!(auth.check(&ok, PEER), Ok(Principal::Bearer));
+    let id = auth.login("0123456789abcdef", PEER).expect("login");
+    let with_cookie = headers(&[("cookie", &format!("x=1; {COOKIE}={id}"))]);
+    let Ok(Principal::Session { csrf }) = auth.check(&with_cookie, PEER) else {
+        panic!("session expected");
+    };
+    let who = Principal::Session { csrf: csrf.clone() };
+    assert!(!csrf_ok(&who, &with_cookie, None));
+    assert!(!csrf_ok(&who, &with_cookie, Some("nope")));
+    assert!(csrf_ok(&who, &with_cookie, Some(&csrf)));
+    auth.logout(&with_cookie);
+    assert_eq!(auth.check(&with_cookie, PEER), Err(Denied::Missing));
+}
+
+#[test]
+fn cookies_are_secure_over_https_only() {
+    let token = || Some(AdminToken("0123456789abcdef".into()));
+    let plain = Auth::new(token(), false);
+    let https = Auth::new(token(), true);
+    for (auth, secure) in [(&plain, false), (&https, true)] {
+        for cookie in [auth.session_cookie("abc"), auth.clear_cookie()] {
+            let text = cookie.to_str().expect("ascii");
+            assert!(text.contains("HttpOnly; SameSite=Strict"), "{text}");
+            assert_eq!(text.ends_with("; Secure"), secure, "{text}");
+        }
+    }
+}
+
+#[test]
+fn failures_are_throttled_per_address() {
+    let auth = Auth::new(Some(AdminToken("0123456789abcdef".into())), false);
+    for _ in 0..MAX_FAILURES {
+        assert_eq!(auth.login("wrong", PEER), Err(Denied::Wrong));
+    }
+    assert!(matches!(
+        auth.login("0123456789abcdef", PEER),
+        Err(Denied::Throttled(_))
+    ));
+    let other: IpAddr = "127.0.0.2".parse().expect("ip");
+    assert!(auth.login("0123456789abcdef", other).is_ok());
+}
+
+#[test]
+fn the_throttle_window_ends_cleanly_at_its_boundary() {
+    let w = FAILURE_WINDOW;
+    let one = Duration::from_nanos(1);
+    assert_eq!(throttle_left(MAX_FAILURES, Duration::ZERO), Some(w));
+    assert_eq!(throttle_left(MAX_FAILURES, w - one), Some(one));
+    assert_eq!(throttle_left(MAX_FAILURES, w), None);
+    assert_eq!(throttle_left(MAX_FAILURES, w + one), None);
+    assert_eq!(throttle_left(MAX_FAILURES, Duration::MAX), None);
+    assert_eq!(throttle_left(MAX_FAILURES - 1, Duration::ZERO), None);
+
+    // With the real clock: windows ending while they are checked, again and again.
+    let auth = Auth::new(Some(AdminToken("0123456789abcdef".into())), false);
+    for _ in 0..50 {
+        let Some(since) = Instant::now().checked_sub(w - Duration::from_micros(500)) else {
+            return; // booted less than a minute ago
+        };
+        lock(&auth.failures).insert(PEER, (MAX_FAILURES, since));
+        while auth.throttled(PEER).is_err() {}
+    }
+    assert!(!auth.failures.is_poisoned());
+    assert!(auth.login("0123456789abcdef", PEER).is_ok());
+}
+
+#[test]
+fn a_poisoned_lock_does_not_turn_throttling_or_sessions_off() {
+    let auth = Arc::new(Auth::new(
+        Some(AdminToken("0123456789abcdef".into())),
+        false,
+    ));
+    for m in [0, 1] {
+        let a = auth.clone();
+        let _ = std::thread::spawn(move || {
+            let _f = lock(&a.failures);
+            let _s = (m == 1).then(|| lock(&a.sessions));
+            panic!("poisoning the locks on purpose");
+        })
+        .join();
+    }
+    assert!(auth.failures.is_poisoned() && auth.sessions.is_poisoned());
+    let id = auth.login("0123456789abcdef", PEER).expect("login");
+    let with_cookie = headers(&[("cookie", &format!("{COOKIE}={id}"))]);
+    assert!(matches!(
+        auth.check(&with_cookie, PEER),
+        Ok(Principal::Session { .. })
+    ));
+    for _ in 0..MAX_FAILURES {
+        assert_eq!(auth.login("wrong", PEER), Err(Denied::Wrong));
+    }
+    assert!(matches!(
+        auth.login("0123456789abcdef", PEER),
+        Err(Denied::Throttled(_))
+    ));
+}
+
+#[test]
+fn a_new_token_replaces_the_old_one_and_ends_the_sessions() {
+    let a = || Some(AdminToken("token-aaaaaaaaaaaaaaaa".into()));
+    let b = || Some(AdminToken("token-bbbbbbbbbbbbbbbb".into()));
+    let auth = Auth::new(a(), false);
+    let id = auth.login("token-aaaaaaaaaaaaaaaa", PEER).expect("login");
+    let with_cookie = headers(&[("cookie", &format!("{COOKIE}={id}"))]);
+    let bearer = |t: &str| headers(&[("authorization", &format!("Bearer {t}"))]);
+    // The same token again changes nothing.
+    assert!(!auth.set_token(a()));
+    assert!(auth.check(&with_cookie, PEER).is_ok());
+    assert!(auth.set_token(b()));
+    assert_eq!(auth.check(&with_cookie, PEER), Err(Denied::Missing));
+    assert_eq!(
+        auth.check(&bearer("token-aaaaaaaaaaaaaaaa"), PEER),
+        Err(Denied::Wrong)
+    );
+    assert_eq!(
+        auth.check(&bearer("token-bbbbbbbbbbbbbbbb"), PEER),
+        Ok(Principal::Bearer)
+    );
+    assert!(auth.set_token(None));
+    assert!(!auth.required());
+    assert_eq!(auth.check(&headers(&[]), PEER), Ok(Principal::Open));
+    assert!(auth.set_token(a()));
+    assert!(auth.required());
+    assert_eq!(auth.check(&headers(&[]), PEER), Err(Denied::Missing));
+}
+
+#[test]
+fn loopback_hosts_are_localhost_127_and_v6_one() {
+    for ok in [
+        "localhost",
+        "LOCALHOST:9464",
+        "127.0.0.1",
+        "127.0.0.1:9464",
+        "127.255.3.4:1",
+        "[::1]",
+        "[::1]:9464",
+        "[::ffff:127.0.0.1]:80",
+    ] {
+        assert!(loopback_host(ok), "{ok}");
+    }
+    for bad in [
+        "",
+        "evil.example",
+        "evil.example:9464",
+        "localhost.evil.example",
+        "127.0.0.1.evil.example",
+        "localhost:9464.evil.example",
+        "localhost:x",
+        "10.0.0.1",
+        "0.0.0.0:9464",
+        "[::]:9464",
+        "[::1]x",
+        "[::1",
+        "::1",
+        "127.1",
+        "sub.localhost",
+        "localhost@evil.example",
+    ] {
+        assert!(!loopback_host(bad), "{bad}");
+    }
+}
+
+#[test]
+fn open_posts_must_be_same_origin() {
+    let who = Principal::Open;
+    assert!(csrf_ok(&who, &headers(&[("host", "127.0.0.1:9464")]), None));
+    assert!(csrf_ok(
+        &who,
+        &headers(&[
+            ("host", "127.0.0.1:9464"),
+            ("origin", "http://127.0.0.1:9464")
+        ]),
+        None
+    ));
+    assert!(!csrf_ok(
+        &who,
+        &headers(&[
+            ("host", "127.0.0.1:9464"),
+            ("origin", "http://evil.example")
+        ]),
+        None
+    ));
+    assert!(!csrf_ok(
+        &who,
+        &headers(&[("host", "127.0.0.1:9464"), ("sec-fetch-site", "cross-site")]),
+        None
+    ));
+}

@@ -1,0 +1,181 @@
+//! The admin listener's HTTP pieces: replies (text, JSON, errors, redirects), bounded body
+//! reads, and the two request checks made before any handler runs (where a login may send the
+//! browser back to; whether a request without a token is addressed to a loopback name).
+
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, LOCATION};
+use hyper::{Request, Response, StatusCode};
+
+use super::api::{self, ApiError};
+use super::auth;
+
+/// A request body (at most [`api::MAX_BODY`]) slower than this gets 408.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What every admin handler answers.
+pub type Reply = Response<Full<Bytes>>;
+
+pub(super) fn text(status: StatusCode, body: String, content_type: &'static str) -> Reply {
+    let mut res = Response::new(Full::new(Bytes::from(body)));
+    *res.status_mut() = status;
+    res.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    res
+}
+
+pub(super) fn json_reply(status: StatusCode, value: &serde_json::Value) -> Reply {
+    let mut res = text(
+        status,
+        format!("{value:#}\n"),
+        "application/json; charset=utf-8",
+    );
+    res.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+pub(super) fn api_error(e: &ApiError) -> Reply {
+    let mut res = json_reply(e.status(), &e.body());
+    match e {
+        ApiError::Unauthorized => {
+            res.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"gateway admin\""),
+            );
+        }
+        ApiError::MethodNotAllowed(allow) => {
+            res.headers_mut()
+                .insert(hyper::header::ALLOW, HeaderValue::from_static(allow));
+        }
+        ApiError::TooManyRequests(s) => {
+            if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
+                res.headers_mut().insert(hyper::header::RETRY_AFTER, v);
+            }
+        }
+        _ => {}
+    }
+    res
+}
+
+pub(super) fn redirect(to: &str) -> Reply {
+    let mut res = text(StatusCode::SEE_OTHER, String::new(), "text/plain");
+    if let Ok(v) = HeaderValue::from_str(to) {
+        res.headers_mut().insert(LOCATION, v);
+    }
+    res
+}
+
+/// Reads a request body of at most [`api::MAX_BODY`] bytes, within [`BODY_TIMEOUT`].
+pub(super) async fn read_body<B>(body: B) -> Result<Bytes, ApiError>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let collect = Limited::new(body, api::MAX_BODY).collect();
+    match tokio::time::timeout(BODY_TIMEOUT, collect).await {
+        Err(_) => Err(ApiError::RequestTimeout),
+        Ok(Ok(b)) => Ok(b.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::TooLarge),
+        Ok(Err(e)) => Err(ApiError::BadRequest(format!("reading the body: {e}"))),
+    }
+}
+
+/// Where a login may send the browser back to: a path on this site only. A single `/` followed
+/// by something other than `/` or `\`, and no `\` or control character anywhere (browsers read
+/// `/\host` as `//host`, and drop tabs and newlines: `/\t/host`).
+pub(super) fn local_path(next: &str) -> bool {
+    let mut bytes = next.bytes();
+    bytes.next() == Some(b'/')
+        && !matches!(bytes.next(), Some(b'/' | b'\\'))
+        && !next.chars().any(|c| c == '\\' || c.is_control())
+}
+
+/// Why a request without `[admin] token` is refused: its `Host` (or its absolute URI's host) is
+/// not a loopback name or address. `None`: it may proceed.
+pub(super) fn foreign_host(req: &Request<Incoming>) -> Option<String> {
+    let host = req.headers().get(hyper::header::HOST);
+    let name = host.map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned());
+    let host_ok = host
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(auth::loopback_host);
+    let authority_ok = req
+        .uri()
+        .authority()
+        .is_none_or(|a| auth::loopback_host(a.as_str()));
+    if host_ok && authority_ok {
+        return None;
+    }
+    Some(if !authority_ok {
+        format!(
+            "the request target's host {:?}",
+            req.uri()
+                .authority()
+                .map(|a| a.as_str())
+                .unwrap_or_default()
+        )
+    } else if let Some(name) = name {
+        format!("Host {name:?}")
+    } else {
+        "a request without a Host header".to_owned()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use super::*;
+
+    #[test]
+    fn login_sends_back_only_to_a_path_of_this_site() {
+        for ok in [
+            "/",
+            "/events",
+            "/events/ev-1?state=dead&x=%2F%2F",
+            "/a/b//c",
+        ] {
+            assert!(local_path(ok), "{ok:?}");
+        }
+        for bad in [
+            "",
+            "//evil.example/x",
+            "/\\evil.example/x",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/\r//evil.example",
+            "\\\\evil.example",
+            "\\/evil.example",
+            "https://evil.example",
+            "evil.example",
+            "/a\\b",
+            "/a\u{7f}b",
+            "/a\u{85}b",
+            " /x",
+        ] {
+            assert!(!local_path(bad), "{bad:?}");
+        }
+    }
+
+    /// A body that never sends a byte.
+    fn stalled() -> http_body_util::StreamBody<
+        futures_util::stream::Pending<Result<hyper::body::Frame<Bytes>, Infallible>>,
+    > {
+        http_body_util::StreamBody::new(futures_util::stream::pending())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_body_times_out() {
+        let started = tokio::time::Instant::now();
+        assert_eq!(read_body(stalled()).await, Err(ApiError::RequestTimeout));
+        assert_eq!(started.elapsed(), BODY_TIMEOUT);
+        assert_eq!(
+            ApiError::RequestTimeout.status(),
+            StatusCode::REQUEST_TIMEOUT
+        );
+        let whole = Full::new(Bytes::from_static(b"{}"));
+        assert_eq!(read_body(whole).await, Ok(Bytes::from_static(b"{}")));
+    }
+}
