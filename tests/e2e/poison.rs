@@ -272,3 +272,42 @@ fn a_call_hung_past_its_timeout_does_not_stop_every_plugin_behind_a_suspect_deli
     );
     std::fs::write(dir.path().join("data/open"), b"").expect("open the gate");
 }
+
+#[test]
+fn a_call_that_hangs_past_its_timeout_and_dies_with_the_process_counts_as_a_crash() {
+    // The timeout records a retry at once while the native call still runs; should the process
+    // then die (here `kill -9`; a plugin that aborts after hanging does the same), the next
+    // start counts the crash against that delivery: a hang-then-crash ends after max_crashes.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lark = Lark::plain(TOKEN);
+    let cfg = hang_config(r#"mode = "ok""#);
+    let mut gw = TestGateway::spawn(dir.path(), &cfg);
+    let a = lark.send(
+        &gw.url("/hook"),
+        &lark.event_v2("h-1", "hang", serde_json::json!({})),
+    );
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(
+        wait_until(Duration::from_secs(10), || delivery(&gw, "h-1", "hang")
+            ["attempts"]
+            == 1),
+        "the timeout is recorded: {}",
+        delivery(&gw, "h-1", "hang")
+    );
+    gw.kill9();
+    std::fs::write(dir.path().join("data/open"), b"").expect("open the gate");
+    let gw = TestGateway::spawn(dir.path(), &cfg);
+    assert!(
+        wait_until(Duration::from_secs(10), || delivery(&gw, "h-1", "hang")
+            ["state"]
+            == "done"),
+        "{}",
+        delivery(&gw, "h-1", "hang")
+    );
+    let d = delivery(&gw, "h-1", "hang");
+    assert_eq!(d["crashes"], 1, "{d}");
+    assert_eq!(
+        d["attempts"], 2,
+        "attempt 1 timed out (and crashed), attempt 2 ok: {d}"
+    );
+}

@@ -116,11 +116,24 @@ pub struct FinishRecord {
     pub trace: Trace,
 }
 
+/// The history label of an attempt whose call outlived `[delivery] timeout`.
+pub const TIMED_OUT: &str = "timeout";
+
+impl FinishRecord {
+    /// Whether the attempt's "started" mark stays: a call that timed out and is retried is
+    /// still running (native code cannot be stopped), so should the process die before it
+    /// returns, the next start must count that crash (see [`Store::recover_crashed`]). The mark
+    /// is cleared when the call's late outcome is recorded (`late retry` included).
+    pub fn keeps_started_mark(&self) -> bool {
+        self.trace.outcome == TIMED_OUT && matches!(self.finish, Finish::Retry { .. })
+    }
+}
+
 /// How one attempt went, for the delivery's history (see [`AttemptRecord`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Trace {
-    /// `ok`, `retry`, `reject`, `panicked`, `timeout`; `late ok`, `late reject`, `late
-    /// panicked` for the outcome of a call that returned after its timeout was recorded.
+    /// `ok`, `retry`, `reject`, `panicked`, `timeout`; `late ok`, `late retry`, `late reject`,
+    /// `late panicked` for the outcome of a call that returned after its timeout was recorded.
     pub outcome: &'static str,
     /// When the plugin call started (Unix ms).
     pub started_at_ms: i64,
@@ -331,7 +344,9 @@ pub trait Store: Send + Sync + 'static {
     /// embedded store, every one; in a shared store, those whose lease expired — was being
     /// called when its process died. Counts that attempt and the crash; dead-letters it ("the
     /// gateway died during this call N times") once `max_crashes` or `max_attempts` is
-    /// reached. Returns how many were found.
+    /// reached. Returns how many were found. A call that timed out and was retried while it
+    /// still ran keeps its mark too ([`FinishRecord::keeps_started_mark`]): its attempt is
+    /// counted already, so only the crash is added.
     fn recover_crashed(&self, max_attempts: u32, max_crashes: u32) -> StoreFuture<u64>;
     /// Whether other gateway processes may use this store at the same time (then the sweeper
     /// also runs [`Store::recover_crashed`] as it goes).

@@ -24,7 +24,7 @@ use tracing::Instrument;
 use super::{backoff, detail, Engine, Gate, HungCall, Job, PluginQueue};
 use crate::metrics;
 use crate::plugins::PluginSlot;
-use crate::store::{sqlite::now_ms, Finish, FinishRecord, Guard, Trace};
+use crate::store::{sqlite::now_ms, Finish, FinishRecord, Guard, Trace, TIMED_OUT};
 
 /// A running plugin call: its outcomes (one per delivery) and the permit it holds.
 type Call = tokio::task::JoinHandle<(Vec<CallOutcome>, OwnedSemaphorePermit)>;
@@ -216,8 +216,12 @@ impl Engine {
                 restart(&slot).await;
             }
             let ran_ms = started.elapsed().as_millis() as u64;
-            for ((job, outcome), retry) in ready.iter().zip(late_outcomes).zip(&mut retry_at) {
-                let Some(outcome) = outcome else { continue };
+            for (((job, outcome), retry), decision) in ready
+                .iter()
+                .zip(late_outcomes)
+                .zip(&mut retry_at)
+                .zip(&decisions)
+            {
                 let pending = retry.is_some();
                 let trace = |outcome| Trace {
                     outcome,
@@ -225,7 +229,13 @@ impl Engine {
                     duration_ms: ran_ms,
                 };
                 let ended = self
-                    .late(job, job.attempts + 1, outcome, pending, trace)
+                    .late(
+                        job,
+                        job.attempts + 1,
+                        outcome,
+                        (pending, &decision.finish),
+                        trace,
+                    )
                     .instrument(job_span(job))
                     .await;
                 if ended {
@@ -284,7 +294,7 @@ impl Engine {
             None => (
                 format!("timed out after {}ms", self.config().timeout.as_millis()),
                 None,
-                "timeout",
+                TIMED_OUT,
             ),
         };
         let config = self.config();
@@ -334,8 +344,8 @@ impl Engine {
         &self,
         job: &Job,
         attempt: u32,
-        outcome: CallOutcome,
-        pending: bool,
+        outcome: Option<CallOutcome>,
+        (pending, recorded): (bool, &Finish),
         trace: impl Fn(&'static str) -> Trace,
     ) -> bool {
         let at = |dead_too| Guard {
@@ -344,7 +354,7 @@ impl Engine {
             dead_too,
         };
         match outcome {
-            CallOutcome::Ok => {
+            Some(CallOutcome::Ok) => {
                 let applied = self
                     .record(job, at(true), attempt, Finish::Done, trace("late ok"))
                     .await;
@@ -353,8 +363,17 @@ impl Engine {
                 }
                 applied
             }
-            CallOutcome::Retry { .. } => false,
-            CallOutcome::Reject { reason } => {
+            // The retry recorded at the timeout stands; recorded again, it clears the attempt's
+            // "started" mark, kept while the call ran (`FinishRecord::keeps_started_mark`).
+            Some(CallOutcome::Retry { .. }) | None => {
+                if pending {
+                    let again = recorded.clone();
+                    self.record(job, at(false), attempt, again, trace("late retry"))
+                        .await;
+                }
+                false
+            }
+            Some(CallOutcome::Reject { reason }) => {
                 let reason = detail::cap(reason);
                 tracing::warn!(%reason, "the timed-out call was rejected after all: dead letter");
                 let finish = Finish::Dead { error: reason };
@@ -363,7 +382,7 @@ impl Engine {
                         .record(job, at(false), attempt, finish, trace("late reject"))
                         .await
             }
-            CallOutcome::Panicked { message } => {
+            Some(CallOutcome::Panicked { message }) => {
                 let message = detail::cap(message);
                 tracing::error!(%message, "the timed-out call panicked: dead letter, restarting instance");
                 let finish = Finish::Dead {

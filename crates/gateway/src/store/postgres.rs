@@ -387,7 +387,7 @@ impl Store for PgStore {
                        AND d.state = 'pending'
                        AND (d.claimed_by = $1
                             OR ((d.claimed_by IS NULL OR d.lease_until < {DB_NOW_MS})
-                                AND d.started <= d.attempts))
+                                AND d.started = 0))
                      FOR UPDATE OF d SKIP LOCKED)
                  UPDATE deliveries d SET started = d.attempts + 1, claimed_by = $1,
                      lease_until = {DB_NOW_MS} + $2
@@ -434,7 +434,7 @@ impl Store for PgStore {
             // as crashed once the lease expires.
             Ok(c.execute(
                 "UPDATE deliveries SET claimed_by = NULL, lease_until = 0
-                 WHERE claimed_by = $1 AND state = 'pending' AND started <= attempts",
+                 WHERE claimed_by = $1 AND state = 'pending' AND started = 0",
                 &[&inner.claim.replica],
             )
             .await?)

@@ -18,12 +18,13 @@ pub(super) async fn finish_many(
         "WITH u AS (
              SELECT * FROM unnest($4::bigint[], $5::text[], $6::int[], $7::bigint[], $8::text[],
                                   $9::int[], $10::int[], $11::bool[], $12::text[], $13::bigint[],
-                                  $14::bigint[])
+                                  $14::bigint[], $15::bool[])
                  AS u(key, state, attempts, next_at, error, g_attempts, g_generation, dead_too,
-                      outcome, started_at, duration_ms)
+                      outcome, started_at, duration_ms, keep_mark)
          ), applied AS (
              UPDATE deliveries d SET state = u.state, attempts = u.attempts,
-                 next_at = u.next_at, started = 0, updated_at = $1,
+                 next_at = u.next_at, updated_at = $1,
+                 started = CASE WHEN u.keep_mark THEN d.started ELSE 0 END,
                  last_error = CASE WHEN u.state = 'done' THEN NULL
                                    ELSE COALESCE(u.error, d.last_error) END,
                  claimed_by = CASE WHEN u.state = 'pending' THEN $2 ELSE NULL END,
@@ -56,6 +57,7 @@ pub(super) async fn finish_many(
     let mut outcome = Vec::with_capacity(n);
     let mut started_at = Vec::with_capacity(n);
     let mut duration_ms = Vec::with_capacity(n);
+    let mut keep_mark = Vec::with_capacity(n);
     for r in records {
         let (s, next) = match &r.finish {
             Finish::Done => ("done", now),
@@ -73,6 +75,7 @@ pub(super) async fn finish_many(
         outcome.push(r.trace.outcome);
         started_at.push(r.trace.started_at_ms);
         duration_ms.push(i64::try_from(r.trace.duration_ms).unwrap_or(i64::MAX));
+        keep_mark.push(r.keeps_started_mark());
     }
     let stmt = c.prepare_cached(&sql).await?;
     let rows = c
@@ -93,6 +96,7 @@ pub(super) async fn finish_many(
                 &outcome,
                 &started_at,
                 &duration_ms,
+                &keep_mark,
             ],
         )
         .await?;
@@ -119,7 +123,8 @@ pub(super) async fn recover_crashed(
                      THEN 'the gateway died during this call ' || (crashes + 1) || ' times'
                      ELSE 'the gateway died during this call (' || (crashes + 1)
                           || ' so far); retrying' END
-             WHERE state = 'pending' AND started > attempts AND lease_until < {DB_NOW_MS}
+             WHERE state = 'pending' AND started > 0 AND started >= attempts
+                   AND lease_until < {DB_NOW_MS}
              RETURNING key, generation, attempts
          ), logged AS (
              INSERT INTO attempts (delivery_key, generation, attempt, outcome, reason,

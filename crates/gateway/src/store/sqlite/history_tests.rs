@@ -251,3 +251,56 @@ fn a_backup_is_a_checked_copy_and_never_overwrites() {
         copy.close();
     });
 }
+
+#[test]
+fn a_timed_out_call_keeps_its_mark_until_it_returns_and_a_crash_meanwhile_is_counted_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
+        let key = key_of(&store, "e").await;
+        let retry = || Finish::Retry {
+            next_at_ms: 2_000,
+            error: "timed out after 1000ms".into(),
+        };
+        let trace = |outcome| Trace {
+            outcome,
+            started_at_ms: 1_000,
+            duration_ms: 1_000,
+        };
+        // Attempt 1 times out while its call still runs: retried, still marked started.
+        let marked = store.start_attempts(vec![(key, guard(0, 0, false))]);
+        assert_eq!(marked.await.expect("start"), [true]);
+        assert!(finish(&store, key, guard(0, 0, false), retry(), trace("timeout")).await);
+        // The process dies before the call returns: the crash is counted, not a new attempt.
+        assert_eq!(store.recover_crashed(12, 3).await.expect("recover"), 1);
+        let d = store.event("e").expect("read").expect("event").deliveries;
+        assert_eq!((d[0].attempts, d[0].crashes), (1, 1), "{:?}", d[0]);
+        assert_eq!(
+            shape(&history(&store, "e")),
+            [
+                (0, 1, "timeout", Some("timed out after 1000ms")),
+                (0, 1, "crashed", Some(CRASHED))
+            ]
+        );
+
+        // Attempt 2 times out, and its call returns (a retry) before anything dies: the
+        // late record clears the mark, and a later start finds nothing to count.
+        let marked = store.start_attempts(vec![(key, guard(0, 1, false))]);
+        assert_eq!(marked.await.expect("start"), [true]);
+        assert!(finish(&store, key, guard(0, 1, false), retry(), trace("timeout")).await);
+        let again = FinishRecord {
+            key,
+            guard: guard(0, 2, false),
+            attempts: 2,
+            finish: retry(),
+            trace: trace("late retry"),
+        };
+        assert_eq!(store.finish_many(vec![again]).await.expect("late"), [true]);
+        assert_eq!(store.recover_crashed(12, 3).await.expect("recover"), 0);
+        // Other outcomes never keep it: an ordinary retry clears the mark as before.
+        let marked = store.start_attempts(vec![(key, guard(0, 2, false))]);
+        assert_eq!(marked.await.expect("start"), [true]);
+        assert!(finish(&store, key, guard(0, 2, false), retry(), trace_of(&retry())).await);
+        assert_eq!(store.recover_crashed(12, 3).await.expect("recover"), 0);
+    });
+}

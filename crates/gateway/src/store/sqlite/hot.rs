@@ -40,7 +40,8 @@ impl Sql {
                  VALUES (?1, ?2, 'pending', 0, ?3, ?3)"
             }
             Sql::Finish => {
-                "UPDATE deliveries SET state = ?2, attempts = ?3, next_at = ?4, started = 0,
+                "UPDATE deliveries SET state = ?2, attempts = ?3, next_at = ?4,
+                     started = CASE WHEN ?10 THEN started ELSE 0 END,
                      last_error = CASE WHEN ?2 = 'done' THEN NULL ELSE COALESCE(?5, last_error) END,
                      updated_at = ?6
                  WHERE key = ?1 AND attempts = ?7 AND generation = ?8

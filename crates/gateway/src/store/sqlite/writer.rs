@@ -206,7 +206,7 @@ fn apply_batch(
                     "INSERT INTO attempts (delivery_key, generation, attempt, outcome, reason,
                          recorded_at)
                      SELECT key, generation, started, 'crashed', ?2, ?1 FROM deliveries
-                     WHERE state = 'pending' AND started > attempts",
+                     WHERE state = 'pending' AND started > 0 AND started >= attempts",
                 )?
                 .execute(params![now, CRASHED])?;
                 // Right-hand sides read the row as it was: `crashes + 1` is the new count.
@@ -220,7 +220,7 @@ fn apply_batch(
                              THEN 'the gateway died during this call ' || (crashes + 1) || ' times'
                              ELSE 'the gateway died during this call (' || (crashes + 1)
                                   || ' so far); retrying' END
-                     WHERE state = 'pending' AND started > attempts",
+                     WHERE state = 'pending' AND started > 0 AND started >= attempts",
                 )?
                 .execute(params![max_attempts, max_crashes, now])? as u64
             }),
@@ -305,7 +305,8 @@ fn apply_finish(hot: &mut Hot<'_>, record: &FinishRecord, now: i64) -> Result<bo
         now,
         guard.attempts,
         guard.generation,
-        guard.dead_too
+        guard.dead_too,
+        record.keeps_started_mark()
     ])?;
     if changed == 1 {
         hot.get(Sql::History)?.execute(params![
