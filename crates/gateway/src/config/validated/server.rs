@@ -99,10 +99,12 @@ impl Validator<'_> {
             }
             Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
         };
-        let body_timeout = self.duration(
+        let body_timeout = self.duration_at_least(
             "server.body_timeout",
             server.body_timeout.as_deref(),
             Duration::from_secs(30),
+            Duration::from_millis(1),
+            "must be greater than 0 (every request would get 408)",
         );
         let max_connections = match server.max_connections {
             Some(0) => {

@@ -577,6 +577,11 @@ fn a_zero_timeout_and_retentions_under_a_minute_are_refused() {
         p,
         ["delivery.timeout: must be greater than 0 (every plugin call would time out)"]
     );
+    let p = problems(&format!("{MINIMAL}[server]\nbody_timeout = \"0ms\"\n"));
+    assert_eq!(
+        p,
+        ["server.body_timeout: must be greater than 0 (every request would get 408)"]
+    );
     for key in ["retention", "dead_letter_retention"] {
         for short in ["0s", "0ms", "59s999ms", "1ms"] {
             let p = problems(&format!("{MINIMAL}[store]\n{key} = \"{short}\"\n"));
