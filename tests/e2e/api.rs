@@ -139,6 +139,7 @@ fn events_filter_and_page_by_cursor_and_one_event_shows_its_deliveries_redacted(
         ("/api/v1/events/nope", 404, "no event \"nope\""),
         ("/api/v1/events?state=weird", 400, "state"),
         ("/api/v1/events?limit=0", 400, "limit"),
+        ("/api/v1/dead-letters?limit=501", 400, "limit"),
         ("/api/v1/events?cursor=zzz", 400, "cursor"),
         ("/api/v1/events?since=yesterday-ish", 400, "since"),
         ("/api/v1/nothing", 404, "no API endpoint"),
@@ -156,6 +157,17 @@ fn events_filter_and_page_by_cursor_and_one_event_shows_its_deliveries_redacted(
             r.body
         );
     }
+
+    // Dead letters come a page at a time: the newest `limit`, and whether there are more.
+    send(&gw, "/hook", "bad-2", "test.bad");
+    assert!(wait_until(Duration::from_secs(10), || state(&gw, "bad-2") == "dead"));
+    let dl = get(&gw, "/api/v1/dead-letters?limit=1").json();
+    assert_eq!(dl["dead_letters"].as_array().map(Vec::len), Some(1), "{dl}");
+    assert_eq!(dl["dead_letters"][0]["event_id"], "bad-2", "newest first");
+    assert_eq!(dl["truncated"], true);
+    let dl = get(&gw, "/api/v1/dead-letters").json();
+    assert_eq!(dl["dead_letters"].as_array().map(Vec::len), Some(2), "{dl}");
+    assert_eq!(dl["truncated"], false);
 }
 
 #[test]

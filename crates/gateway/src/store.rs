@@ -364,11 +364,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// One event and its deliveries, each with its attempt history.
     fn event(&self, id: String) -> StoreFuture<Option<EventRecord>>;
-    /// Dead letters, newest first, optionally one plugin's, optionally died since a time.
+    /// Dead letters, newest first, optionally one plugin's, optionally died since a time, at
+    /// most `limit` (none: all).
     fn dead_letters(
         &self,
         plugin: Option<String>,
         since_ms: Option<i64>,
+        limit: Option<u32>,
     ) -> StoreFuture<Vec<DeliveryRecord>>;
     /// Every plugin name that has a delivery in the store.
     fn plugin_names(&self) -> StoreFuture<Vec<String>>;

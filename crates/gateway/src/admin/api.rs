@@ -157,12 +157,21 @@ pub async fn deliveries(admin: &Admin, q: &[(String, String)]) -> Result<Value, 
 }
 
 /// Dead letters, newest first (`plugin`, `since` filters).
+/// The dead letters, newest first, at most `limit` (default 50, at most 500): `{"dead_letters":
+/// [...], "truncated": bool}` (`truncated`: there are more; narrow with `plugin` or `since`).
 pub async fn dead_letters(admin: &Admin, q: &[(String, String)]) -> Result<Value, ApiError> {
-    let rows = admin
+    let limit = limit(q)?;
+    let plugin = super::form::get(q, "plugin").map(str::to_owned);
+    let mut rows = admin
         .store
-        .dead_letters(super::form::get(q, "plugin").map(str::to_owned), since(q)?)
+        .dead_letters(plugin, since(q)?, Some(limit + 1))
         .await?;
-    Ok(json!({ "dead_letters": rows.iter().map(delivery_row).collect::<Vec<_>>() }))
+    let truncated = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    Ok(json!({
+        "dead_letters": rows.iter().map(delivery_row).collect::<Vec<_>>(),
+        "truncated": truncated,
+    }))
 }
 
 /// Per plugin instance: what `/status` says (health, pending, calls running, queued), plus its

@@ -369,8 +369,19 @@ async fn dead_letters(
     page: &Page<'_>,
     q: &[(String, String)],
 ) -> Result<String, ApiError> {
-    let list = api::dead_letters(admin, q).await?;
+    // The page lists up to 500 (the API's most); `?limit=` narrows it.
+    let mut q = q.to_vec();
+    if get(&q, "limit").is_none() {
+        q.push(("limit".into(), "500".into()));
+    }
+    let list = api::dead_letters(admin, &q).await?;
     let items = list["dead_letters"].as_array().cloned().unwrap_or_default();
+    let more = if list["truncated"] == true {
+        " (the newest only: there are more; filter by plugin, or replay them all with \
+         <code>gateway replay --dead-letters</code>)"
+    } else {
+        ""
+    };
     let rows: String = items
         .iter()
         .map(|d| {
@@ -390,11 +401,11 @@ async fn dead_letters(
         .collect();
     let body = format!(
         "<form method=\"get\" action=\"/dead-letters\" class=\"filters\"><label>Plugin <input name=\"plugin\" value=\"{}\"></label><button type=\"submit\">Filter</button></form>\
-         <p>{} dead letter(s). Fix the cause first (config, plugin, remote service), then replay.</p>\
+         <p>{} dead letter(s){more}. Fix the cause first (config, plugin, remote service), then replay.</p>\
          <div class=\"actions\"><label><input type=\"checkbox\" id=\"pick-all\"> select all</label> <button type=\"button\" id=\"replay-selected\">Replay selected</button></div>\
          <p id=\"result\" class=\"result\" role=\"status\"></p>\
          <table id=\"dead-letters\"><thead><tr><th></th><th>event id</th><th>plugin</th><th>attempts</th><th>died (UTC)</th><th>last error</th></tr></thead><tbody>{rows}</tbody></table>",
-        esc(get(q, "plugin").unwrap_or("")),
+        esc(get(&q, "plugin").unwrap_or("")),
         items.len(),
     );
     Ok(layout(page, "Dead letters", "/dead-letters", &body))

@@ -109,7 +109,10 @@ pub fn dead_letters(config: &Config, args: &DeadLetterArgs) -> ExitCode {
         if args.purge {
             return purge(&*store, args, filters.before.unwrap_or(i64::MAX)).await;
         }
-        let mut rows = match store.dead_letters(args.plugin.clone(), filters.since).await {
+        let mut rows = match store
+            .dead_letters(args.plugin.clone(), filters.since, None)
+            .await
+        {
             Ok(r) => r,
             Err(e) => return fail(e),
         };
@@ -172,7 +175,7 @@ pub(crate) async fn targets(
     }
     if args.dead_letters {
         return store
-            .dead_letters(args.plugin.clone(), None)
+            .dead_letters(args.plugin.clone(), None, None)
             .await
             .map_err(|e| e.to_string());
     }

@@ -460,8 +460,9 @@ impl Store for PgStore {
         &self,
         plugin: Option<String>,
         since_ms: Option<i64>,
+        limit: Option<u32>,
     ) -> StoreFuture<Vec<DeliveryRecord>> {
-        self.op(move |c, _| async move { inspect::dead_letters(&c, plugin, since_ms).await })
+        self.op(move |c, _| async move { inspect::dead_letters(&c, plugin, since_ms, limit).await })
     }
 
     fn plugin_names(&self) -> StoreFuture<Vec<String>> {

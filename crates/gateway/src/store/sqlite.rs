@@ -428,8 +428,9 @@ impl Store for SqliteStore {
         &self,
         plugin: Option<String>,
         since_ms: Option<i64>,
+        limit: Option<u32>,
     ) -> StoreFuture<Vec<DeliveryRecord>> {
-        self.read(move |c| inspect::dead_letters(c, plugin.as_deref(), since_ms))
+        self.read(move |c| inspect::dead_letters(c, plugin.as_deref(), since_ms, limit))
     }
 
     fn plugin_names(&self) -> StoreFuture<Vec<String>> {

@@ -89,15 +89,17 @@ pub(super) async fn dead_letters(
     c: &Client,
     plugin: Option<String>,
     since_ms: Option<i64>,
+    limit: Option<u32>,
 ) -> Result<Vec<DeliveryRecord>, StoreError> {
+    let limit = limit.map(i64::from);
     Ok(c
         .query(
             &format!(
                 "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE state = 'dead'
                    AND ($1::text IS NULL OR plugin = $1) AND ($2::bigint IS NULL OR updated_at >= $2)
-                 ORDER BY updated_at DESC"
+                 ORDER BY updated_at DESC LIMIT $3"
             ),
-            &[&plugin, &since_ms],
+            &[&plugin, &since_ms, &limit],
         )
         .await?
         .iter()

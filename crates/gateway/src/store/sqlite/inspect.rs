@@ -33,13 +33,14 @@ pub(super) fn dead_letters(
     c: &Connection,
     plugin: Option<&str>,
     since_ms: Option<i64>,
+    limit: Option<u32>,
 ) -> Result<Vec<DeliveryRecord>, StoreError> {
     let mut stmt = c.prepare_cached(&format!(
         "SELECT {DELIVERY_COLUMNS} FROM {DELIVERIES} WHERE d.state = 'dead'
            AND (?1 IS NULL OR d.plugin = ?1) AND (?2 IS NULL OR d.updated_at >= ?2)
-         ORDER BY d.updated_at DESC"
+         ORDER BY d.updated_at DESC LIMIT COALESCE(?3, -1)"
     ))?;
-    let rows = stmt.query_map(params![plugin, since_ms], delivery_record)?;
+    let rows = stmt.query_map(params![plugin, since_ms, limit], delivery_record)?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
@@ -258,7 +259,7 @@ impl super::SqliteStore {
         plugin: Option<&str>,
         since_ms: Option<i64>,
     ) -> Result<Vec<DeliveryRecord>, StoreError> {
-        self.read_blocking(|c| dead_letters(c, plugin, since_ms))
+        self.read_blocking(|c| dead_letters(c, plugin, since_ms, None))
     }
 
     /// One event and its deliveries.
