@@ -278,11 +278,13 @@ fn opt_string(
     }
 }
 
+/// An id or type: a non-empty string without a NUL (`\u0000` decodes to one, and no store's
+/// text column may hold it: PostgreSQL refuses the whole write).
 fn non_empty(value: String, field: &'static str) -> Result<String, EnvelopeError> {
-    if value.is_empty() {
+    if value.is_empty() || value.contains('\0') {
         Err(EnvelopeError::WrongType {
             field,
-            expected: "a non-empty string",
+            expected: "a non-empty string without NUL characters",
         })
     } else {
         Ok(value)

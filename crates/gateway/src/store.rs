@@ -120,10 +120,11 @@ pub struct FinishRecord {
 pub const TIMED_OUT: &str = "timeout";
 
 impl FinishRecord {
-    /// Whether the attempt's "started" mark stays: a call that timed out and is retried is
-    /// still running (native code cannot be stopped), so should the process die before it
-    /// returns, the next start must count that crash (see [`Store::recover_crashed`]). The mark
-    /// is cleared when the call's late outcome is recorded (`late retry` included).
+    /// Whether the attempt's "started" mark stays (embedded store): a call that timed out and
+    /// is retried is still running (native code cannot be stopped), so should the process die
+    /// before it returns, the next start must count that crash (see
+    /// [`Store::recover_crashed`]). The mark is cleared when the call's late outcome is
+    /// recorded (`late retry` included). A shared store ignores it: its leases decide.
     pub fn keeps_started_mark(&self) -> bool {
         self.trace.outcome == TIMED_OUT && matches!(self.finish, Finish::Retry { .. })
     }

@@ -225,7 +225,21 @@ fn malformed_shapes_have_precise_errors() {
             r#"{"schema":"2.0","header":{"event_id":"","event_type":"t"}}"#,
             WrongType {
                 field: "header.event_id",
-                expected: "a non-empty string",
+                expected: "a non-empty string without NUL characters",
+            },
+        ),
+        (
+            r#"{"schema":"2.0","header":{"event_id":"e\u0000","event_type":"t"}}"#,
+            WrongType {
+                field: "header.event_id",
+                expected: "a non-empty string without NUL characters",
+            },
+        ),
+        (
+            r#"{"schema":"2.0","header":{"event_id":"e","event_type":"t\u0000x"}}"#,
+            WrongType {
+                field: "header.event_type",
+                expected: "a non-empty string without NUL characters",
             },
         ),
         (
@@ -291,7 +305,10 @@ proptest! {
         match Envelope::parse(body.as_bytes()) {
             Ok(Envelope::Event(e)) => { prop_assert_eq!(e.id, id); prop_assert_eq!(e.event_type, ty); }
             Ok(other) => prop_assert!(false, "unexpected {:?}", other),
-            Err(e) => prop_assert!(id.is_empty() || ty.is_empty(), "{}", e),
+            Err(e) => prop_assert!(
+                id.is_empty() || ty.is_empty() || id.contains('\0') || ty.contains('\0'),
+                "{}", e
+            ),
         }
     }
 }

@@ -365,8 +365,10 @@ impl Engine {
             }
             // The retry recorded at the timeout stands; recorded again, it clears the attempt's
             // "started" mark, kept while the call ran (`FinishRecord::keeps_started_mark`).
+            // (Embedded store only: on a shared one the mark was not kept, and this record
+            // could undo another replica's claim taken once the lease ran out.)
             Some(CallOutcome::Retry { .. }) | None => {
-                if pending {
+                if pending && !self.store.shared() {
                     let again = recorded.clone();
                     self.record(job, at(false), attempt, again, trace("late retry"))
                         .await;

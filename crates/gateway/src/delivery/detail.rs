@@ -8,6 +8,13 @@ pub const MAX_DETAIL: usize = 4096;
 /// `reason` cut to at most [`MAX_DETAIL`] bytes (on a character boundary), with a marker
 /// saying how much was dropped.
 pub fn cap(reason: String) -> String {
+    // PostgreSQL's text cannot hold a NUL (a C plugin may count its terminator in the length):
+    // a reason with one would make every write of its outcome fail.
+    let reason = if reason.contains('\0') {
+        reason.replace('\0', "\u{FFFD}")
+    } else {
+        reason
+    };
     if reason.len() <= MAX_DETAIL {
         return reason;
     }
@@ -26,6 +33,11 @@ pub fn cap(reason: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_nul_in_a_reason_is_replaced() {
+        assert_eq!(cap("bad\0reason\0".into()), "bad\u{FFFD}reason\u{FFFD}");
+    }
 
     #[test]
     fn short_reasons_are_untouched_and_long_ones_capped_on_a_char_boundary() {

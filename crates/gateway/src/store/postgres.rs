@@ -363,7 +363,7 @@ impl Store for PgStore {
             // Not those another replica holds a live claim on: it still runs that plugin.
             let sql = format!(
                 "UPDATE deliveries SET state = 'dead', last_error = $2, updated_at = $3,
-                     claimed_by = NULL, lease_until = 0
+                     claimed_by = NULL, lease_until = 0, started = 0
                  WHERE plugin = $1 AND state = 'pending'
                    AND (claimed_by IS NULL OR claimed_by = $4 OR lease_until < {DB_NOW_MS})"
             );

@@ -49,6 +49,10 @@ impl Default for DeliveryConfig {
     }
 }
 
+/// The most attempts or crashes a delivery may be given (the stores count them in 32-bit
+/// signed columns).
+const MAX_COUNT: u32 = 100_000;
+
 impl Validator<'_> {
     /// `[delivery]`, each key checked against its bounds; a key out of them is a problem and
     /// its default is used meanwhile.
@@ -58,6 +62,13 @@ impl Validator<'_> {
             max_attempts: match raw.max_attempts {
                 Some(0) => {
                     self.problem("delivery.max_attempts", "must be at least 1");
+                    d.max_attempts
+                }
+                Some(n) if n > MAX_COUNT => {
+                    self.problem(
+                        "delivery.max_attempts",
+                        format!("must be at most {MAX_COUNT}"),
+                    );
                     d.max_attempts
                 }
                 Some(n) => n,
@@ -113,6 +124,13 @@ impl Validator<'_> {
             max_crashes: match raw.max_crashes {
                 Some(0) => {
                     self.problem("delivery.max_crashes", "must be at least 1");
+                    d.max_crashes
+                }
+                Some(n) if n > MAX_COUNT => {
+                    self.problem(
+                        "delivery.max_crashes",
+                        format!("must be at most {MAX_COUNT}"),
+                    );
                     d.max_crashes
                 }
                 Some(n) => n,

@@ -66,15 +66,14 @@ impl std::fmt::Debug for PgSettings {
 }
 
 /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`; also masks a
-/// `password=` query parameter.
+/// `password=` query parameter. The userinfo runs to the last `@` of the URL, not to the first
+/// `/` or `?`: the PostgreSQL client takes a password with those in it (base64 has `/`), so
+/// the mask errs on the side of hiding more.
 pub fn redact_url(url: &str) -> String {
     let mut out = url.to_owned();
     if let Some(scheme_end) = out.find("://") {
         let rest_start = scheme_end + 3;
-        let authority_end = out[rest_start..]
-            .find(['/', '?'])
-            .map_or(out.len(), |i| rest_start + i);
-        if let Some(at) = out[rest_start..authority_end].rfind('@') {
+        if let Some(at) = out[rest_start..].rfind('@') {
             let userinfo = &out[rest_start..rest_start + at];
             if let Some(colon) = userinfo.find(':') {
                 out.replace_range(rest_start + colon + 1..rest_start + at, "***");
@@ -198,5 +197,16 @@ mod tests {
             redact_url("postgresql://a:b:c@h/d"),
             "postgresql://a:***@h/d"
         );
+        // A password with `/`, `?` or `@` in it (the client takes it whole).
+        for (url, shown) in [
+            ("postgres://gw:ab/cd+e=@db/gw", "postgres://gw:***@db/gw"),
+            (
+                "postgres://gw:a?b@db:5432/gw",
+                "postgres://gw:***@db:5432/gw",
+            ),
+            ("postgres://gw:a@b@db/gw", "postgres://gw:***@db/gw"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
     }
 }

@@ -646,3 +646,18 @@ timeout = "${NOPE_TIMEOUT}"
         ["apps[0].verification_token: is empty (remove the key to disable it)"]
     );
 }
+
+/// The stores count attempts and crashes in 32-bit signed columns: a larger limit wrapped
+/// negative there and dead-lettered every crash at once.
+#[test]
+fn attempt_and_crash_limits_are_bounded() {
+    for key in ["max_attempts", "max_crashes"] {
+        let p = problems(&format!("{MINIMAL}[delivery]\n{key} = 4294967295\n"));
+        assert_eq!(
+            p,
+            [format!("delivery.{key}: must be at most 100000")],
+            "{key}"
+        );
+        load(&format!("{MINIMAL}[delivery]\n{key} = 100000\n"), &[]).expect("the most is valid");
+    }
+}

@@ -8,7 +8,10 @@ use super::{keys, Claim, DB_NOW_MS};
 use crate::store::sqlite::now_ms;
 use crate::store::{Finish, FinishRecord, StoreError, CRASHED};
 
-/// [`crate::store::Store::finish_many`]: one flag per record, in order.
+/// [`crate::store::Store::finish_many`]: one flag per record, in order. Every record clears the
+/// attempt's "started" mark, a timed-out one too ([`FinishRecord::keeps_started_mark`] is the
+/// embedded store's rule): here the lease governs a call that outlives its timeout, and a
+/// replica must not count its own hung call as a crash once the lease runs out.
 pub(super) async fn finish_many(
     c: &Client,
     claim: &Claim,
@@ -18,13 +21,12 @@ pub(super) async fn finish_many(
         "WITH u AS (
              SELECT * FROM unnest($4::bigint[], $5::text[], $6::int[], $7::bigint[], $8::text[],
                                   $9::int[], $10::int[], $11::bool[], $12::text[], $13::bigint[],
-                                  $14::bigint[], $15::bool[])
+                                  $14::bigint[])
                  AS u(key, state, attempts, next_at, error, g_attempts, g_generation, dead_too,
-                      outcome, started_at, duration_ms, keep_mark)
+                      outcome, started_at, duration_ms)
          ), applied AS (
              UPDATE deliveries d SET state = u.state, attempts = u.attempts,
-                 next_at = u.next_at, updated_at = $1,
-                 started = CASE WHEN u.keep_mark THEN d.started ELSE 0 END,
+                 next_at = u.next_at, started = 0, updated_at = $1,
                  last_error = CASE WHEN u.state = 'done' THEN NULL
                                    ELSE COALESCE(u.error, d.last_error) END,
                  claimed_by = CASE WHEN u.state = 'pending' THEN $2 ELSE NULL END,
@@ -57,7 +59,6 @@ pub(super) async fn finish_many(
     let mut outcome = Vec::with_capacity(n);
     let mut started_at = Vec::with_capacity(n);
     let mut duration_ms = Vec::with_capacity(n);
-    let mut keep_mark = Vec::with_capacity(n);
     for r in records {
         let (s, next) = match &r.finish {
             Finish::Done => ("done", now),
@@ -75,7 +76,6 @@ pub(super) async fn finish_many(
         outcome.push(r.trace.outcome);
         started_at.push(r.trace.started_at_ms);
         duration_ms.push(i64::try_from(r.trace.duration_ms).unwrap_or(i64::MAX));
-        keep_mark.push(r.keeps_started_mark());
     }
     let stmt = c.prepare_cached(&sql).await?;
     let rows = c
@@ -96,7 +96,6 @@ pub(super) async fn finish_many(
                 &outcome,
                 &started_at,
                 &duration_ms,
-                &keep_mark,
             ],
         )
         .await?;

@@ -226,7 +226,8 @@ fn apply_batch(
             }),
             Write::DeadLetterPlugin(plugin, error, _) => Outcome::Count(
                 tx.prepare_cached(
-                    "UPDATE deliveries SET state = 'dead', last_error = ?2, updated_at = ?3
+                    "UPDATE deliveries SET state = 'dead', last_error = ?2, updated_at = ?3,
+                         started = 0
                      WHERE plugin = ?1 AND state = 'pending'",
                 )?
                 .execute(params![plugin, error, now])? as u64,
