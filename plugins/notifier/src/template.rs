@@ -160,6 +160,10 @@ impl UtcOffset {
         if text.eq_ignore_ascii_case("z") || text.eq_ignore_ascii_case("utc") {
             return Some(UtcOffset::UTC);
         }
+        // An offset is ASCII; anything else is refused before any slicing by byte offsets.
+        if !text.is_ascii() {
+            return None;
+        }
         let (sign, rest) = match text.as_bytes().first()? {
             b'+' => (1, &text[1..]),
             b'-' => (-1, &text[1..]),
@@ -289,6 +293,13 @@ mod tests {
         assert!(Template::parse(DEFAULT_GENERIC_TEXT).is_ok());
         assert!(Template::parse(DEFAULT_GENERIC_TITLE).is_ok());
         assert!(Template::parse(DEFAULT_ASSETS_TITLE).is_ok());
+    }
+
+    #[test]
+    fn non_ascii_offsets_are_refused_not_a_panic() {
+        for text in ["+1é1", "+é:00", "-0é", "é"] {
+            assert_eq!(UtcOffset::parse(text), None, "{text}");
+        }
     }
 
     #[test]

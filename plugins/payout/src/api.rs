@@ -141,32 +141,7 @@ impl LarkClient {
         })
         .to_string();
         let (data, log_id): (Option<WithdrawData>, _) = self.call_with_token(CALL, &url, &body)?;
-        let data = data.ok_or_else(|| ApiError::Transient {
-            call: CALL,
-            reason: format!(
-                "success without `data` (log id {})",
-                log_id.as_deref().unwrap_or("-")
-            ),
-            retry_after: None,
-        })?;
-        let details = data.withdrawal_details;
-        let points = details.as_ref().and_then(|d| d.point_bonus).unwrap_or(0);
-        let cash =
-            sum_cash(details.and_then(|d| d.cash_bonus).unwrap_or_default()).ok_or_else(|| {
-                ApiError::Transient {
-                    call: CALL,
-                    reason: "withdrawn cash overflows".into(),
-                    retry_after: None,
-                }
-            })?;
-        let trans_time = data.trans_time.and_then(trans_time_text);
-        Ok(Withdrawal {
-            external_order_id: data.external_order_id,
-            trans_time,
-            points,
-            cash,
-            log_id,
-        })
+        withdrawal(data, log_id)
     }
 
     /// Submits per-account totals for `[start_ms, end_ms]`; returns Lark's mismatches.
@@ -306,6 +281,41 @@ impl LarkClient {
             retry_after,
         })
     }
+}
+
+/// What a successful withdraw answer says was withdrawn. An answer without `data` or without
+/// `withdrawal_details` (spec §9 names both) is unreadable, not a withdrawal of nothing: it is
+/// retried with the same `external_order_id` (Lark then answers with the original
+/// withdrawal), and ends as a dead letter if it stays so, never as a zero payout marked done.
+fn withdrawal(data: Option<WithdrawData>, log_id: Option<String>) -> Result<Withdrawal, ApiError> {
+    const CALL: &str = "withdraw";
+    let unreadable = |what: &str| ApiError::Transient {
+        call: CALL,
+        reason: format!(
+            "success without `{what}` (log id {}): what was withdrawn is unknown",
+            log_id.as_deref().unwrap_or("-")
+        ),
+        retry_after: None,
+    };
+    let data = data.ok_or_else(|| unreadable("data"))?;
+    let details = data
+        .withdrawal_details
+        .ok_or_else(|| unreadable("withdrawal_details"))?;
+    let points = details.point_bonus.unwrap_or(0);
+    let cash =
+        sum_cash(details.cash_bonus.unwrap_or_default()).ok_or_else(|| ApiError::Transient {
+            call: CALL,
+            reason: "withdrawn cash overflows".into(),
+            retry_after: None,
+        })?;
+    let trans_time = data.trans_time.and_then(trans_time_text);
+    Ok(Withdrawal {
+        external_order_id: data.external_order_id,
+        trans_time,
+        points,
+        cash,
+        log_id,
+    })
 }
 
 /// `text` with every copy of `secret` replaced by `<redacted>` (secrets under 4 characters are

@@ -50,6 +50,8 @@ pub enum HandleError {
     },
     #[error("an earlier attempt of this delivery is still running (here or in another gateway sharing the ledger)")]
     Busy,
+    #[error("withdrawal {0} is recorded and waits to be forwarded, but no forward_url is configured: set it again, then replay this dead letter (it forwards, never withdraws again)")]
+    ForwardUnconfigured(String),
 }
 
 impl HandleError {
@@ -73,7 +75,8 @@ impl HandleError {
             | HandleError::Api { .. }
             | HandleError::OrderMismatch { .. }
             | HandleError::NoTypes(_)
-            | HandleError::Forward { .. } => Outcome::reject(reason),
+            | HandleError::Forward { .. }
+            | HandleError::ForwardUnconfigured(_) => Outcome::reject(reason),
         }
     }
 }
@@ -316,15 +319,12 @@ impl Payout {
         if row.forward_status != ForwardStatus::Pending {
             return Ok(());
         }
+        // Forwarding was configured when this withdrawal was made, and no longer is: never
+        // done in silence (the money left Lark and the platform has not heard of it).
         let Some(forwarder) = &self.forwarder else {
-            self.host.log(
-                Level::Warn,
-                &format!(
-                    "payout: withdrawal {} awaits forwarding but no forward_url is configured",
-                    row.external_order_id
-                ),
-            );
-            return Ok(());
+            return Err(HandleError::ForwardUnconfigured(
+                row.external_order_id.clone(),
+            ));
         };
         match forwarder.send(row) {
             Ok(status) => {

@@ -18,6 +18,10 @@ pub fn parse_time(text: &str) -> Result<u64, String> {
 }
 
 fn parse_iso(t: &str) -> Option<u64> {
+    // ISO 8601 is ASCII; anything else is refused before any slicing by byte offsets.
+    if !t.is_ascii() {
+        return None;
+    }
     let b = t.as_bytes();
     if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
         return None;
@@ -142,6 +146,13 @@ pub fn format_ms(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn non_ascii_times_are_refused_not_a_panic() {
+        for text in ["2024-05-0é", "2024-05-01Té0:00Z", "2024-é5-01"] {
+            assert!(parse_time(text).is_err(), "{text}");
+        }
+    }
 
     #[test]
     fn parses_forms() {

@@ -76,6 +76,40 @@ fn forwarding_failure_then_success_withdraws_once_with_one_idempotency_key() {
 }
 
 #[test]
+fn a_forward_left_pending_when_forward_url_is_removed_is_a_dead_letter_not_done() {
+    let api = LarkApi::start();
+    api.set_balance("acct", 100, &[]);
+    api.faults(|f| f.fail_payments = 1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let with = json!({"forward_url": api.payments_url()});
+    let d = delivery("evt-strand", 1, "acct", 100, &[], 5);
+    let first = plugin(&api, dir.path(), with.clone()).handle(&d);
+    assert!(matches!(first, Outcome::Retry { .. }), "{first:?}");
+    // The operator reloads without forward_url while the forward is pending.
+    let without = plugin(&api, dir.path(), json!({}));
+    match without.handle(&again(&d)) {
+        Outcome::Reject { reason } => {
+            assert!(reason.contains("no forward_url is configured"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        row(dir.path(), "evt-strand").forward_status,
+        ForwardStatus::Pending
+    );
+    // Restored, a replay forwards it (and never withdraws again).
+    assert_eq!(
+        plugin(&api, dir.path(), with).handle(&again(&d)),
+        Outcome::Ok
+    );
+    assert_eq!(api.withdraw_calls().len(), 1);
+    assert_eq!(
+        row(dir.path(), "evt-strand").forward_status,
+        ForwardStatus::Done
+    );
+}
+
+#[test]
 fn nothing_withdrawn_means_nothing_forwarded() {
     let api = LarkApi::start();
     let dir = tempfile::tempdir().expect("tempdir");

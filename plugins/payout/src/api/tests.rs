@@ -133,3 +133,38 @@ fn classification() {
     let text = lark(1_002_001).to_string();
     assert!(text.contains("1002001") && text.contains("\"m\"") && text.contains('L'));
 }
+
+#[test]
+fn a_withdraw_answer_without_its_details_is_unreadable_not_a_zero_payout() {
+    let data = |json: &str| serde_json::from_str::<WithdrawData>(json).expect("parses");
+    for missing in [
+        None,
+        Some(data(r#"{"external_order_id":"gw-1","trans_time":"1"}"#)),
+    ] {
+        match withdrawal(missing, Some("L1".into())) {
+            Err(ApiError::Transient { reason, .. }) => {
+                assert!(reason.contains("what was withdrawn is unknown"), "{reason}");
+                assert!(reason.contains("L1"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let paid = withdrawal(
+        Some(data(
+            r#"{"external_order_id":"gw-1","trans_time":"1","withdrawal_details":{"point_bonus":5,"cash_bonus":[{"currency_type":"CNY","amount":12.5}]}}"#,
+        )),
+        None,
+    )
+    .expect("read");
+    assert_eq!(paid.points, 5);
+    assert_eq!(paid.external_order_id.as_deref(), Some("gw-1"));
+    // Details present but empty: a withdrawal of nothing, as Lark said.
+    let nothing = withdrawal(
+        Some(data(
+            r#"{"external_order_id":"gw-2","withdrawal_details":{}}"#,
+        )),
+        None,
+    )
+    .expect("read");
+    assert_eq!(nothing.points, 0);
+}
