@@ -147,11 +147,17 @@ pub enum ConfigError {
 impl Config {
     /// Phase one and two together: parses the JSON the host passes to `new` and validates it.
     pub fn from_json(value: serde_json::Value) -> Result<Config, ConfigError> {
-        // Learn the secrets first so that even a serde message cannot leak them.
-        let pre = Scrubber::new(
-            value.get("url").and_then(|v| v.as_str()),
-            value.get("secret").and_then(|v| v.as_str()),
-        );
+        // Learn the secrets first so that even a serde message cannot leak them (a secret of
+        // the wrong type too: serde's message quotes a number or a boolean it refuses).
+        let text = |key: &str| {
+            value.get(key).and_then(|v| match v {
+                serde_json::Value::String(s) => Some(s.clone()),
+                serde_json::Value::Null => None,
+                other => Some(other.to_string()),
+            })
+        };
+        let (url, secret) = (text("url"), text("secret"));
+        let pre = Scrubber::new(url.as_deref(), secret.as_deref());
         let raw: RawConfig = serde_json::from_value(value)
             .map_err(|e| ConfigError::Shape(pre.scrub(&e.to_string())))?;
         Config::validate(raw)
@@ -281,6 +287,7 @@ mod tests {
             let text = err.to_string();
             assert!(!text.contains("HOOKTOKEN"), "{text}");
             assert!(!text.contains("SECRET"), "{text}");
+            assert!(!text.contains("12345"), "{text}");
         }
     }
 }
