@@ -346,3 +346,261 @@ fn a_rust_plugin_built_with_panic_abort_is_contained_when_isolated_and_flagged_b
         "{out}"
     );
 }
+
+/// A gateway started by hand, its stdout and stderr kept apart: the harness merges them.
+struct SplitGateway {
+    child: std::process::Child,
+    url: String,
+    admin: String,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    stdout: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl SplitGateway {
+    fn spawn(config_path: &Path) -> SplitGateway {
+        use std::io::BufRead;
+        use std::sync::{Arc, Mutex};
+        let mut child = std::process::Command::new(&binaries().gateway)
+            .arg("--config")
+            .arg(config_path)
+            .arg("run")
+            .env("RUST_LOG", "info,gateway=debug")
+            .env_remove("GATEWAY_CONFIG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start gateway");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let streams: [(Box<dyn std::io::Read + Send>, _, _); 2] = [
+            (
+                Box::new(child.stderr.take().expect("stderr")),
+                stderr.clone(),
+                Some(tx),
+            ),
+            (
+                Box::new(child.stdout.take().expect("stdout")),
+                stdout.clone(),
+                None,
+            ),
+        ];
+        for (stream, text, tx) in streams {
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(stream)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    if let Ok(mut t) = text.lock() {
+                        t.push_str(&line);
+                        t.push('\n');
+                    }
+                    if let Some(tx) = &tx {
+                        let _ = tx.send(line);
+                    }
+                }
+            });
+        }
+        let addr = |line: &str, marker: &str| {
+            line.find(marker).map(|at| {
+                line[at + marker.len()..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_digit() || matches!(c, '.' | ':'))
+                    .collect::<String>()
+            })
+        };
+        let (mut url, mut admin) = (None, None);
+        while url.is_none() || admin.is_none() {
+            let line = rx
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|e| panic!("the gateway did not start ({e}):\n{stderr:?}"));
+            if let Some(a) = addr(&line, "admin listening on http://") {
+                admin = Some(format!("http://{a}"));
+            }
+            if let Some(a) = addr(&line, "gateway listening on http://") {
+                url = Some(format!("http://{a}"));
+            }
+        }
+        SplitGateway {
+            child,
+            url: url.unwrap_or_default(),
+            admin: admin.unwrap_or_default(),
+            stderr,
+            stdout,
+        }
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    fn stdout(&self) -> String {
+        self.stdout.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for SplitGateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An isolated plugin that prints to its stdout (the shipped logger with `stdout = true`; any
+/// `printf` or `println!` would do) once corrupted the frames its child sends on the same
+/// stream, and the gateway stalled behind the broken child. Plugin output now goes to the
+/// gateway's stderr, the protocol is untouched, and the gateway keeps answering.
+#[test]
+fn an_isolated_plugin_writing_to_stdout_neither_breaks_the_protocol_nor_stalls_the_gateway() {
+    use gateway_e2e::harness::{run_cli, Lark};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(
+        "max_attempts = 5\ntimeout = \"2s\"",
+        &format!(
+            "library = \"{}\"\nconfig = {{ stdout = true }}",
+            binaries().logger.display()
+        ),
+    );
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, cfg).expect("write gateway.toml");
+    let gw = SplitGateway::spawn(&path);
+    let lark = Lark::plain(TOKEN);
+    let ids: Vec<String> = (0..5).map(|i| format!("out-{i}")).collect();
+    for id in &ids {
+        let a = lark.send(
+            &format!("{}/hook", gw.url),
+            &lark.event_v2(id, "test.out", serde_json::json!({ "n": id })),
+        );
+        assert_eq!(a.status, 200, "{id}: {}", a.body);
+    }
+    let state = |id: &str| {
+        let (code, out, err) = run_cli(&path, &["events", "show", id]);
+        assert_eq!(code, 0, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).expect("events show prints JSON");
+        v["deliveries"]
+            .as_array()
+            .and_then(|ds| ds.iter().find(|d| d["plugin"] == "native").cloned())
+            .unwrap_or_default()
+    };
+    let healthy = || {
+        let asked = Instant::now();
+        let ok = get(&format!("{}/healthz", gw.admin)).is_ok_and(|a| a.status == 200);
+        ok && asked.elapsed() < Duration::from_secs(2)
+    };
+    for id in &ids {
+        let done = wait_until(Duration::from_secs(30), || {
+            assert!(healthy(), "/healthz stopped answering:\n{}", gw.stderr());
+            state(id)["state"] == "done"
+        });
+        assert!(done, "{id}: {}\n{}", state(id), gw.stderr());
+    }
+    assert!(healthy(), "{}", gw.stderr());
+    let log = gw.stderr();
+    for id in &ids {
+        assert!(
+            log.contains(&format!("\"event_id\":\"{id}\"")),
+            "the plugin's output for {id} is on the gateway's stderr:\n{log}"
+        );
+        assert!(!gw.stdout().contains(id.as_str()), "{}", gw.stdout());
+    }
+    for wrong in [
+        "bad frame",
+        "plugin process died",
+        "killing the plugin process",
+    ] {
+        assert!(!log.contains(wrong), "{wrong}:\n{log}");
+    }
+}
+
+/// `raw-plugins/slow_restart.rs` compiled once per process into
+/// `<CARGO_TARGET_TMPDIR>/raw-plugins/` (named after a hash of its source, so a library another
+/// process may have loaded is never overwritten).
+fn slow_restart_fixture() -> std::path::PathBuf {
+    use std::sync::OnceLock;
+    static BUILT: OnceLock<Result<std::path::PathBuf, String>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("raw-plugins/slow_restart.rs");
+        let text = std::fs::read(&source).map_err(|e| format!("{}: {e}", source.display()))?;
+        let hash = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::hash::DefaultHasher::new();
+            text.hash(&mut h);
+            h.finish()
+        };
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("raw-plugins");
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let lib = dir.join(format!("libslow_restart-{hash:016x}.so"));
+        if lib.exists() {
+            return Ok(lib);
+        }
+        let tmp = dir.join(format!(
+            "slow_restart-{hash:016x}.{}.tmp",
+            std::process::id()
+        ));
+        let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+        let run = std::process::Command::new(rustc)
+            .args(["--edition", "2021", "--crate-type", "cdylib", "-O"])
+            .args(["--crate-name", "slow_restart", "-o"])
+            .arg(&tmp)
+            .arg(&source)
+            .output()
+            .map_err(|e| format!("rustc: {e}"))?;
+        if !run.status.success() {
+            return Err(String::from_utf8_lossy(&run.stderr).into_owned());
+        }
+        std::fs::rename(&tmp, &lib).map_err(|e| format!("{}: {e}", lib.display()))?;
+        Ok(lib)
+    });
+    match built {
+        Ok(lib) => lib.clone(),
+        Err(e) => panic!("compiling raw-plugins/slow_restart.rs failed: {e}"),
+    }
+}
+
+/// A call that times out while its plugin process is being restarted (the crashed child's
+/// successor hangs in `init`): killing it once waited, on an async worker, for the start to
+/// finish (up to a minute), and with one worker the gateway stopped answering. The kill now
+/// never waits (and runs off the async workers): the starting child is killed, the attempt is a
+/// retry, and the gateway keeps answering.
+#[test]
+fn a_timeout_during_a_hung_restart_does_not_stall_the_gateway() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(
+        "max_attempts = 3\ntimeout = \"500ms\"",
+        &format!(
+            "library = \"{}\"\nmax_concurrency = 1",
+            slow_restart_fixture().display()
+        ),
+    )
+    .replace("[server]\n", "[server]\nworkers = 1\n");
+    let gw = TestGateway::spawn(dir.path(), &cfg);
+    // The first start went through; every restart from now on hangs in `init`.
+    std::fs::write(dir.path().join("slow-init"), "").expect("write slow-init");
+    let sent = Instant::now();
+    send(&gw, "die-1", "crash_exit");
+    let healthy = || {
+        let asked = Instant::now();
+        let ok = get(&gw.admin_url("/healthz")).is_ok_and(|a| a.status == 200);
+        ok && asked.elapsed() < Duration::from_secs(2)
+    };
+    let dead = wait_until(Duration::from_secs(30), || {
+        assert!(healthy(), "/healthz stopped answering:\n{}", gw.log());
+        delivery(&gw, "die-1", "native")["state"] == "dead"
+    });
+    assert!(dead, "{}\n{}", delivery(&gw, "die-1", "native"), gw.log());
+    assert!(
+        sent.elapsed() < Duration::from_secs(20),
+        "the hung starts were killed at the timeout: {:?}",
+        sent.elapsed()
+    );
+    // Restarts work again once `init` does.
+    std::fs::remove_file(dir.path().join("slow-init")).expect("remove slow-init");
+    send(&gw, "ok-1", "ok");
+    assert!(
+        wait_until(WAIT, || delivery(&gw, "ok-1", "native")["state"] == "done"),
+        "{}\n{}",
+        delivery(&gw, "ok-1", "native"),
+        gw.log()
+    );
+    assert!(healthy());
+}

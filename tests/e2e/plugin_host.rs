@@ -811,3 +811,96 @@ fn a_failed_batch_reports_its_first_reason_or_its_code() {
         Err("raw batch broke".into())
     );
 }
+
+/// `raw-plugins/null_entries.rs` compiled once per process for each of its variants, into
+/// `<CARGO_TARGET_TMPDIR>/raw-plugins/` (named after a hash of the source and the variant, so a
+/// library another process may have loaded is never overwritten): `(field, library)`.
+fn null_entry_fixtures() -> Vec<(&'static str, std::path::PathBuf)> {
+    use std::sync::OnceLock;
+    static BUILT: OnceLock<Result<Vec<(&'static str, std::path::PathBuf)>, String>> =
+        OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let source = root.join("raw-plugins/null_entries.rs");
+        let text = std::fs::read(&source).map_err(|e| format!("{}: {e}", source.display()))?;
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("raw-plugins");
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+        let mut out = Vec::new();
+        for field in ["init", "handle", "free_buf", "shutdown"] {
+            let cfg = format!("null_{field}");
+            let hash = {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::hash::DefaultHasher::new();
+                (&text, &cfg).hash(&mut h);
+                h.finish()
+            };
+            let lib = dir.join(format!("lib{cfg}-{hash:016x}.so"));
+            if !lib.exists() {
+                let tmp = dir.join(format!("{cfg}-{hash:016x}.{}.tmp", std::process::id()));
+                let run = std::process::Command::new(&rustc)
+                    .args(["--edition", "2021", "--crate-type", "cdylib", "-O"])
+                    .args(["--crate-name", &cfg, "--cfg", &cfg, "-o"])
+                    .arg(&tmp)
+                    .arg(&source)
+                    .output()
+                    .map_err(|e| format!("rustc: {e}"))?;
+                if !run.status.success() {
+                    return Err(String::from_utf8_lossy(&run.stderr).into_owned());
+                }
+                std::fs::rename(&tmp, &lib).map_err(|e| format!("{}: {e}", lib.display()))?;
+            }
+            out.push((field, lib));
+        }
+        Ok(out)
+    });
+    match built {
+        Ok(libs) => libs.clone(),
+        Err(e) => panic!("compiling raw-plugins/null_entries.rs failed: {e}"),
+    }
+}
+
+/// A descriptor whose `init`, `handle`, `free_buf` or `shutdown` is null was read into a
+/// non-nullable function pointer (undefined behaviour) and crashed the process when called (at
+/// the latest at `shutdown`). It is refused at load, with the file and the field named, by the
+/// loader, by `plugins inspect` and by `check`, and nothing crashes.
+#[test]
+fn a_descriptor_with_a_null_entry_point_is_refused_at_load() {
+    use gateway_e2e::harness::{base_config, run_cli};
+    let nowhere = Path::new("/nonexistent/gateway.toml");
+    for (field, lib) in null_entry_fixtures() {
+        let (err, msg) = load_err(&lib);
+        assert_eq!(
+            err,
+            LoadError::NullEntry {
+                path: lib.clone(),
+                field
+            },
+            "{msg}"
+        );
+        assert!(msg.contains(&format!("`{field}` is null")), "{msg}");
+        let shown = lib.display().to_string();
+        let (code, out, err) = run_cli(nowhere, &["plugins", "inspect", &shown]);
+        assert_eq!(code, 1, "{field}: refused, not crashed: {out}{err}");
+        assert!(
+            err.contains(&shown) && err.contains(&format!("`{field}` is null")),
+            "{field}: {err}"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("gateway.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "{}\n[[apps]]\nname = \"hire\"\npath = \"/hook\"\n\n[[plugins]]\nname = \"bad\"\nlibrary = \"{shown}\"\n",
+                base_config()
+            ),
+        )
+        .expect("write gateway.toml");
+        let (code, out, err) = run_cli(&config, &["check"]);
+        assert_eq!(code, 3, "{field}: refused, not crashed: {out}{err}");
+        assert!(
+            err.contains(&shown) && err.contains(&format!("`{field}` is null")),
+            "{field}: {out}{err}"
+        );
+    }
+}

@@ -9,11 +9,19 @@
 //! The child ends itself when its stdin closes: a gateway that dies, even by `kill -9`, leaves
 //! no orphan behind.
 //!
+//! The frames travel on the pipes the child got as stdin and stdout, but plugin code must never
+//! reach them: a plugin that prints (`printf`, `println!`, the logger with `stdout = true`)
+//! would write into the frame stream. So before the library is loaded the child moves the
+//! protocol to private duplicates of those descriptors (close-on-exec, so no process the plugin
+//! starts inherits them), points fd 1 at stderr (plugin output lands in the gateway's log) and
+//! fd 0 at `/dev/null`.
+//!
 //! [`parent`] is the gateway's side; [`serve`] is the child's main loop.
 
 pub mod parent;
 pub mod wire;
 
+use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
 use std::path::Path;
 use std::process::ExitCode;
@@ -29,10 +37,35 @@ const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// The hidden subcommand the gateway starts its children with.
 pub const SUBCOMMAND: &str = "plugin-host";
 
+/// Takes the protocol off fds 0 and 1 before any plugin code runs: returns private,
+/// close-on-exec duplicates of stdin and stdout (the pipes from the gateway) after pointing
+/// fd 1 at stderr and fd 0 at `/dev/null`. What the plugin prints goes to the gateway's stderr.
+fn protocol_stdio() -> std::io::Result<(File, File)> {
+    use rustix::io::fcntl_dupfd_cloexec;
+    // Above the standard descriptors, so a later `dup2` onto 0/1/2 can never hit them.
+    let input = fcntl_dupfd_cloexec(std::io::stdin(), 3)?;
+    let output = fcntl_dupfd_cloexec(std::io::stdout(), 3)?;
+    rustix::stdio::dup2_stdout(std::io::stderr())?;
+    // A plugin reading stdin must not eat frames either. Best effort: without /dev/null, fd 0
+    // stays on the gateway's pipe.
+    if let Ok(null) = File::open("/dev/null") {
+        let _ = rustix::stdio::dup2_stdin(&null);
+    }
+    Ok((File::from(input), File::from(output)))
+}
+
 /// `gateway plugin-host --library PATH`: serves one instance over stdin/stdout until stdin
-/// closes. Log lines and outcomes go to stdout as frames; stderr is the gateway's.
+/// closes. Log lines and outcomes go back as frames on private duplicates of those pipes
+/// ([`protocol_stdio`]); stdout and stderr both reach the gateway's stderr.
 pub fn serve(library: &Path) -> ExitCode {
-    let out = Arc::new(Mutex::new(BufWriter::new(std::io::stdout())));
+    let (input, output) = match protocol_stdio() {
+        Ok(pipes) => pipes,
+        Err(e) => {
+            eprintln!("plugin-host: cannot set up its pipes: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let out = Arc::new(Mutex::new(BufWriter::new(output)));
     let send = {
         let out = out.clone();
         move |m: &FromChild| -> bool {
@@ -42,7 +75,7 @@ pub fn serve(library: &Path) -> ExitCode {
             }
         }
     };
-    let mut input = BufReader::new(std::io::stdin());
+    let mut input = BufReader::new(input);
     let Ok(Some(ToChild::Init(init))) = ToChild::read(&mut input) else {
         return ExitCode::from(2);
     };

@@ -135,12 +135,23 @@ impl PluginSlot {
 impl PluginSlot {
     /// A call outlived `[delivery] timeout`: an isolated instance's process is killed (its calls
     /// end as retries; the next call starts a new one). In-process native code cannot be
-    /// stopped: its call keeps its permit until it returns.
+    /// stopped: its call keeps its permit until it returns. Blocking (a signal, short-held
+    /// locks): the engine runs it on the blocking pool, see [`PluginSlot::on_timeout_task`].
     pub fn on_timeout(&self) {
         if let Some(iso) = &self.isolated {
             tracing::warn!(plugin = %self.spec.name, "call past its timeout: killing the plugin process");
             iso.kill();
         }
+    }
+
+    /// [`PluginSlot::on_timeout`] as a task for `tokio::task::spawn_blocking`, carrying the
+    /// caller's span: an async worker must never take the locks it takes. The engine does not
+    /// await it: the timed-out attempt is recorded as a retry at once either way, and the call
+    /// itself (which the engine keeps watching) returns when its process is gone.
+    pub fn on_timeout_task(self: &Arc<Self>) -> impl FnOnce() + Send + 'static {
+        let slot = self.clone();
+        let span = tracing::Span::current();
+        move || span.in_scope(|| slot.on_timeout())
     }
 }
 

@@ -93,6 +93,7 @@ typedef struct GwPluginDescriptor {
     const char *build_tag; /* static, NUL-terminated: what built the plugin */
     const char *name;      /* static, NUL-terminated */
     const char *version;   /* static, NUL-terminated */
+    /* init, handle, free_buf and shutdown must not be NULL (the loader refuses the library). */
     /* config: UTF-8 JSON object (borrowed). On GW_INIT_OK write a non-NULL instance. */
     uint32_t (*init)(GwStr config, const GwHostApi *host, void **out_instance, GwBuf *out_error);
     /* One delivery (UTF-8 JSON, borrowed) -> GW_OUTCOME_*; may write a detail buffer. */

@@ -110,7 +110,9 @@ pub const LOG_TRACE: u32 = 5;
 
 /// Services the host offers to an instance. Owned by the host; the pointer handed to `init` stays
 /// valid, and its content unchanged, until that instance's `shutdown` returns (or, when `init`
-/// fails, until `init` returns). Probe `api_minor` before using fields added after 1.0.
+/// fails, until `init` returns). Probe `api_minor` before using fields added after 1.0. (This
+/// host never frees `ctx` and drops lines `log`ged after that point, so a plugin that breaks the
+/// rule harms nothing; the Rust SDK stops calling `log` at that point by itself.)
 #[repr(C)]
 #[derive(Debug)]
 pub struct HostApi {
@@ -151,6 +153,8 @@ pub struct PluginDescriptor {
     /// Creates an instance from `config` (UTF-8 JSON object, borrowed) and `host` (see
     /// [`HostApi`]). On [`INIT_OK`] writes an opaque non-null pointer to `*out_instance`; otherwise
     /// may write a message to `*out_error`. Both out-pointers are valid and initialised by the host.
+    /// `init`, `handle`, `free_buf` and `shutdown` must not be null: the host refuses to load a
+    /// descriptor with a null one (the Rust types say non-null; the host reads them as nullable).
     pub init: unsafe extern "C" fn(
         config: GwStr,
         host: *const HostApi,

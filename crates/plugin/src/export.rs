@@ -1,12 +1,20 @@
 //! The glue [`export_plugin!`](crate::export_plugin) expands to: `extern "C"` functions that turn
 //! ABI calls into calls of a [`Plugin`] and back, each wrapped in `catch_unwind` so no panic ever
 //! unwinds into the host. This is one of the two FFI modules allowed to use `unsafe`.
+//!
+//! A [`Host`] is `Clone + Send + Sync + 'static`, so safe plugin code may keep it past its
+//! instance (in a static, in a thread) while the ABI lets the host free the table behind it
+//! once `shutdown` returns (or once a failed `init` returns). So the SDK retires the table
+//! itself before handing control back: [`AbiLog`] holds a flag, read-locked across each host
+//! call, that `shutdown` (and a failed `init`) clears under the write lock; later log lines are
+//! dropped and never reach the host's `ctx`.
 #![allow(unsafe_code)]
 
 use std::ffi::{c_char, c_void};
 use std::mem::ManuallyDrop;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::abi::{self, GwBuf, GwStr, HostApi, PluginDescriptor};
 use crate::sdk::{Delivery, Host, Level, Outcome, OutcomeDetail, Plugin};
@@ -20,33 +28,68 @@ pub(crate) enum HostLogger {
     Abi(AbiLog),
 }
 
-#[derive(Clone, Copy)]
-pub(crate) struct AbiLog {
+/// The host's `log` callback and its `ctx`, shared by every clone of one instance's [`Host`].
+#[derive(Clone)]
+pub(crate) struct AbiLog(Arc<AbiTable>);
+
+struct AbiTable {
     ctx: *const c_void,
     log: unsafe extern "C" fn(*const c_void, u32, GwStr),
+    /// `true` while the host's table is valid: until the instance's `shutdown` (or a failed
+    /// `init`) returns to the host. Read-locked across each call of `log`, so [`AbiLog::retire`]
+    /// waits for the calls in progress.
+    live: RwLock<bool>,
 }
 
 // SAFETY: the ABI requires the host's `log` callback and its `ctx` to be usable from any thread
-// for the life of the instance (see `HostApi`).
-unsafe impl Send for AbiLog {}
+// while the table is valid, and `live` keeps every call within that time.
+unsafe impl Send for AbiTable {}
 // SAFETY: as above; the callback takes `ctx` by shared pointer and is documented thread-safe.
-unsafe impl Sync for AbiLog {}
+unsafe impl Sync for AbiTable {}
+
+impl AbiLog {
+    fn new(api: &HostApi) -> AbiLog {
+        AbiLog(Arc::new(AbiTable {
+            ctx: api.ctx,
+            log: api.log,
+            live: RwLock::new(true),
+        }))
+    }
+
+    /// The host may free its table from now on: later log lines are dropped.
+    fn retire(&self) {
+        *self.0.live.write().unwrap_or_else(PoisonError::into_inner) = false;
+    }
+}
 
 impl HostLogger {
     pub(crate) fn log(&self, level: Level, message: &str) {
         match self {
             HostLogger::Stderr => eprintln!("[{level:?}] {message}"),
-            HostLogger::Abi(a) => {
+            HostLogger::Abi(AbiLog(t)) => {
+                let live = t.live.read().unwrap_or_else(PoisonError::into_inner);
+                if !*live {
+                    return; // the instance was shut down: the host's table may be gone
+                }
                 let msg = GwStr {
                     ptr: message.as_ptr(),
                     len: message.len(),
                 };
                 // SAFETY: `ctx`/`log` come from the host's table, valid until shutdown (ABI
-                // contract); `msg` borrows `message`, alive for the duration of the call.
-                unsafe { (a.log)(a.ctx, level.to_abi(), msg) }
+                // contract), which `live` (held across the call) says has not come yet; `msg`
+                // borrows `message`, alive for the duration of the call.
+                unsafe { (t.log)(t.ctx, level.to_abi(), msg) };
+                drop(live);
             }
         }
     }
+}
+
+/// What the instance pointer handed to the host points to: the plugin, and the log table its
+/// [`Host`]s share, retired by `shutdown`.
+struct Hosted<T> {
+    plugin: T,
+    log: AbiLog,
 }
 
 /// Builds the static descriptor for `T`. `name`/`version` must be NUL-terminated.
@@ -123,6 +166,8 @@ unsafe extern "C" fn init<T: Plugin>(
     out_instance: *mut *mut c_void,
     out_error: *mut GwBuf,
 ) -> u32 {
+    // Set once the `Host` exists: retired below unless an instance is created.
+    let mut table: Option<AbiLog> = None;
     let result = catch_unwind(AssertUnwindSafe(|| -> Result<*mut c_void, String> {
         if host.is_null() {
             return Err("host API table is null".into());
@@ -138,11 +183,9 @@ unsafe extern "C" fn init<T: Plugin>(
         }
         // SAFETY: `config_dir`/`instance_name` are valid as long as the table (ABI contract).
         let (dir, name) = unsafe { (bytes(api.config_dir), bytes(api.instance_name)) };
+        let log = table.insert(AbiLog::new(api)).clone();
         let host = Host {
-            logger: HostLogger::Abi(AbiLog {
-                ctx: api.ctx,
-                log: api.log,
-            }),
+            logger: HostLogger::Abi(log.clone()),
             config_dir: PathBuf::from(String::from_utf8_lossy(dir).into_owned()),
             instance_name: String::from_utf8_lossy(name).into_owned(),
         };
@@ -154,8 +197,15 @@ unsafe extern "C" fn init<T: Plugin>(
             serde_json::from_slice(config).map_err(|e| format!("config is not JSON: {e}"))?
         };
         let plugin = T::new(config, host)?;
-        Ok(Box::into_raw(Box::new(plugin)) as *mut c_void)
+        Ok(Box::into_raw(Box::new(Hosted { plugin, log })) as *mut c_void)
     }));
+    if !matches!(result, Ok(Ok(_))) {
+        // No instance: the host may free its table once this returns, and `new` may have kept
+        // a `Host` anyway.
+        if let Some(table) = &table {
+            table.retire();
+        }
+    }
     let (code, message) = match result {
         Ok(Ok(instance)) => {
             // SAFETY: the host passes a valid, writable out-pointer.
@@ -180,7 +230,7 @@ unsafe extern "C" fn handle<T: Plugin>(
     let result = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: `instance` is the pointer our `init` returned; the host keeps it alive until
         // `shutdown` and only shares it (`T: Sync`).
-        let plugin = unsafe { &*(instance as *const T) };
+        let plugin = unsafe { &(*(instance as *const Hosted<T>)).plugin };
         // SAFETY: borrowed for the duration of this call.
         let raw = unsafe { bytes(delivery) };
         match parse_delivery(raw) {
@@ -244,7 +294,7 @@ unsafe extern "C" fn handle_batch<T: Plugin>(
     };
     let result = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: `instance` is the pointer our `init` returned (see `handle`).
-        let plugin = unsafe { &*(instance as *const T) };
+        let plugin = unsafe { &(*(instance as *const Hosted<T>)).plugin };
         let mut outcomes: Vec<Option<Outcome>> = vec![None; count];
         let mut parsed = Vec::with_capacity(count);
         let mut at = Vec::with_capacity(count);
@@ -299,13 +349,17 @@ unsafe extern "C" fn shutdown<T: Plugin>(instance: *mut c_void) {
     if instance.is_null() {
         return;
     }
-    let _ = catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: `instance` came from `Box::into_raw` in our `init`; the host calls shutdown once,
-        // after every `handle` returned, so we own it again here.
-        let plugin = unsafe { Box::from_raw(instance as *mut T) };
+    // SAFETY: `instance` came from `Box::into_raw` in our `init`; the host calls shutdown once,
+    // after every `handle` returned, so we own it again here.
+    let hosted = unsafe { Box::from_raw(instance as *mut Hosted<T>) };
+    let Hosted { plugin, log } = *hosted;
+    let _ = catch_unwind(AssertUnwindSafe(move || {
         plugin.shutdown();
         drop(plugin);
     }));
+    // Before returning to the host, which may then free its table: `Host`s kept past the
+    // instance (in a static, in a thread) log nothing from now on.
+    log.retire();
 }
 
 /// Exports a [`Plugin`](crate::Plugin) type as this library's plugin: generates the
@@ -343,6 +397,89 @@ fn parse_delivery(raw: &[u8]) -> Result<Delivery, String> {
 #[cfg(test)]
 mod tests {
     use super::parse_delivery;
+    use super::*;
+    use std::sync::Mutex;
+
+    /// What reached the host's `log` callback.
+    static HOST_LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    /// The `Host` the plugin kept past its instance.
+    static KEPT: Mutex<Option<Host>> = Mutex::new(None);
+
+    unsafe extern "C" fn host_log(_ctx: *const c_void, _level: u32, message: GwStr) {
+        // SAFETY: borrowed for the call.
+        let text = String::from_utf8_lossy(unsafe { bytes(message) }).into_owned();
+        HOST_LINES
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(text);
+    }
+
+    struct Keeper;
+
+    impl Plugin for Keeper {
+        fn new(config: serde_json::Value, host: Host) -> Result<Self, String> {
+            host.log(Level::Info, "new");
+            *KEPT.lock().unwrap_or_else(|e| e.into_inner()) = Some(host);
+            if config["fail"] == true {
+                return Err("refused".into());
+            }
+            Ok(Keeper)
+        }
+
+        fn handle(&self, _delivery: &Delivery) -> Outcome {
+            Outcome::Ok
+        }
+    }
+
+    fn kept_host_logs(message: &str) {
+        let host = KEPT.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        host.expect("kept").log(Level::Warn, message);
+    }
+
+    /// The SDK on its own, against a host that frees its table once `shutdown` (or a failed
+    /// `init`) returns, as the ABI allows: a `Host` kept past that logs nothing.
+    #[test]
+    fn a_kept_host_stops_calling_the_host_once_shutdown_or_a_failed_init_returns() {
+        let api = HostApi {
+            api_major: abi::ABI_MAJOR,
+            api_minor: abi::ABI_MINOR,
+            struct_size: abi::HOST_API_SIZE,
+            ctx: std::ptr::null(),
+            log: host_log,
+            config_dir: GwStr {
+                ptr: b"/etc".as_ptr(),
+                len: 4,
+            },
+            instance_name: GwStr {
+                ptr: b"kept".as_ptr(),
+                len: 4,
+            },
+        };
+        let run_init = |config: &[u8]| {
+            let mut instance: *mut c_void = std::ptr::null_mut();
+            let mut error = GwBuf::EMPTY;
+            let config = GwStr {
+                ptr: config.as_ptr(),
+                len: config.len(),
+            };
+            // SAFETY: a valid table and out-pointers, alive for the call.
+            let code = unsafe { init::<Keeper>(config, &api, &mut instance, &mut error) };
+            // SAFETY: our own buffer, freed once.
+            unsafe { free_buf(error) };
+            (code, instance)
+        };
+        let (code, instance) = run_init(b"{}");
+        assert_eq!(code, abi::INIT_OK);
+        kept_host_logs("alive");
+        // SAFETY: the instance `init` returned, shut down once.
+        unsafe { shutdown::<Keeper>(instance) };
+        kept_host_logs("after shutdown");
+        let (code, _) = run_init(br#"{"fail":true}"#);
+        assert_eq!(code, abi::INIT_ERROR);
+        kept_host_logs("after a failed init");
+        let lines = HOST_LINES.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        assert_eq!(lines, ["new", "alive", "new"]);
+    }
 
     #[test]
     fn a_delivery_is_parsed_and_a_malformed_one_is_said_why() {

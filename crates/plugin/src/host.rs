@@ -10,6 +10,13 @@
 //!   allocator.
 //! - An [`Instance`] calls the plugin's `shutdown` exactly once, when the last reference drops,
 //!   which is after every `handle` call on it has returned.
+//! - The host state behind `HostApi::ctx` ([`HostCtx`]) is **never freed**: a plugin may keep
+//!   its `ctx` and `log` (an SDK `Host` in a static or a thread) past `shutdown`, or past an
+//!   `init` that failed, and calling `log` with them must stay sound. Once the instance is shut
+//!   down (or its `init` failed) the ctx is retired: its log sink and names are released and
+//!   later lines are dropped. What stays allocated is a lock and an empty slot, under 100 bytes
+//!   per instance ever created (at start, on reload, on a restart after a panic), like the
+//!   libraries themselves, which are never unloaded either.
 #![allow(unsafe_code)]
 
 use std::ffi::{c_void, CStr};
@@ -22,6 +29,8 @@ use crate::sdk::Level;
 
 mod detail;
 mod errors;
+#[cfg(test)]
+mod tests;
 
 use detail::Detail;
 pub use errors::{InitError, LoadError};
@@ -48,16 +57,28 @@ pub type LogSink = Arc<dyn Fn(&str, Level, &str) + Send + Sync>;
 /// The descriptor's entries, copied out once at load (only those its version has).
 #[derive(Clone, Copy)]
 struct Fns {
-    init: unsafe extern "C" fn(GwStr, *const HostApi, *mut *mut c_void, *mut GwBuf) -> u32,
-    handle: unsafe extern "C" fn(*mut c_void, GwStr, *mut GwBuf) -> u32,
-    free_buf: unsafe extern "C" fn(GwBuf),
-    shutdown: unsafe extern "C" fn(*mut c_void),
+    init: InitFn,
+    handle: HandleFn,
+    free_buf: FreeBufFn,
+    shutdown: ShutdownFn,
     /// ABI 1.1: `None` for 1.0 plugins, or when the plugin left it null.
     handle_batch: BatchFn,
 }
 
+type InitFn = unsafe extern "C" fn(GwStr, *const HostApi, *mut *mut c_void, *mut GwBuf) -> u32;
+type HandleFn = unsafe extern "C" fn(*mut c_void, GwStr, *mut GwBuf) -> u32;
+type FreeBufFn = unsafe extern "C" fn(GwBuf);
+type ShutdownFn = unsafe extern "C" fn(*mut c_void);
 type BatchFn =
     Option<unsafe extern "C" fn(*mut c_void, *const GwStr, usize, *mut u32, *mut GwBuf) -> u32>;
+
+/// A required entry of the descriptor, or the load error naming it.
+fn required<F>(entry: Option<F>, path: &Path, field: &'static str) -> Result<F, LoadError> {
+    entry.ok_or_else(|| LoadError::NullEntry {
+        path: path.to_path_buf(),
+        field,
+    })
+}
 
 /// An opened, ABI-checked plugin library. Cheap to clone; the library stays loaded forever.
 #[derive(Clone)]
@@ -114,6 +135,22 @@ impl Library {
             .map_err(|_| LoadError::NoEntry { path: path.clone() })?;
         // SAFETY: calling the entry function is allowed any number of times (ABI contract).
         let ptr = unsafe { entry() };
+        // SAFETY: a non-null descriptor pointer from the entry function is static, immutable
+        // data of at least its own `struct_size` bytes (ABI contract).
+        unsafe { Library::from_descriptor(path, ptr) }
+    }
+
+    /// Checks the descriptor at `ptr` (the entry function's answer for the library at `path`)
+    /// and copies out what the host needs.
+    ///
+    /// # Safety
+    /// `ptr` is null, or points to static, immutable data that starts with the ABI's fixed
+    /// prefix (`abi_major`, `abi_minor`, `struct_size`) and holds at least `struct_size`
+    /// readable bytes, laid out as [`abi::PluginDescriptor`] up to that size.
+    unsafe fn from_descriptor(
+        path: PathBuf,
+        ptr: *const abi::PluginDescriptor,
+    ) -> Result<Library, LoadError> {
         if ptr.is_null() {
             return Err(LoadError::NullDescriptor { path });
         }
@@ -157,28 +194,29 @@ impl Library {
             });
         }
         // Read field by field through the raw pointer: a 1.0 descriptor is shorter than ours,
-        // so no reference to a whole `PluginDescriptor` is ever made.
+        // so no reference to a whole `PluginDescriptor` is ever made. The entries are read as
+        // nullable (`Option<fn>` has the layout of the bare pointer): a null one read into a
+        // non-nullable `fn` type would be undefined behaviour. Nulls are refused below.
         // SAFETY: major matches and `struct_size` covers the 1.0 fields; the descriptor is
         // static, immutable data (ABI contract).
-        let (name, version, build_tag, fns) = unsafe {
+        let (name, version, build_tag, init, handle, free_buf, shutdown, handle_batch) = unsafe {
             use std::ptr::addr_of;
-            let fns = Fns {
-                init: addr_of!((*ptr).init).read(),
-                handle: addr_of!((*ptr).handle).read(),
-                free_buf: addr_of!((*ptr).free_buf).read(),
-                shutdown: addr_of!((*ptr).shutdown).read(),
-                // Present only from 1.1 (checked above: size covers it when minor >= 1).
-                handle_batch: if minor >= 1 {
-                    addr_of!((*ptr).handle_batch).read()
-                } else {
-                    None
-                },
-            };
             (
                 addr_of!((*ptr).name).read(),
                 addr_of!((*ptr).version).read(),
                 addr_of!((*ptr).build_tag).read(),
-                fns,
+                addr_of!((*ptr).init).cast::<Option<InitFn>>().read(),
+                addr_of!((*ptr).handle).cast::<Option<HandleFn>>().read(),
+                addr_of!((*ptr).free_buf).cast::<Option<FreeBufFn>>().read(),
+                addr_of!((*ptr).shutdown)
+                    .cast::<Option<ShutdownFn>>()
+                    .read(),
+                // Present only from 1.1 (checked above: size covers it when minor >= 1).
+                if minor >= 1 {
+                    addr_of!((*ptr).handle_batch).read()
+                } else {
+                    None
+                },
             )
         };
         let text = |p: *const std::ffi::c_char, field| {
@@ -197,10 +235,20 @@ impl Library {
                     field,
                 })
         };
+        let name = text(name, "name")?;
+        let version = text(version, "version")?;
+        let build_tag = text(build_tag, "build_tag")?;
+        let fns = Fns {
+            init: required(init, &path, "init")?,
+            handle: required(handle, &path, "handle")?,
+            free_buf: required(free_buf, &path, "free_buf")?,
+            shutdown: required(shutdown, &path, "shutdown")?,
+            handle_batch,
+        };
         Ok(Library {
-            name: text(name, "name")?,
-            version: text(version, "version")?,
-            build_tag: text(build_tag, "build_tag")?,
+            name,
+            version,
+            build_tag,
             fns,
             abi_minor: minor,
             struct_size: size,
@@ -245,34 +293,39 @@ impl Library {
             instance: instance.to_owned(),
             message: e.to_string(),
         })?;
-        let ctx = Box::new(HostCtx {
-            instance: instance.to_owned(),
-            config_dir: config_dir.to_string_lossy().into_owned(),
-            log,
-        });
+        let name = instance.to_owned();
+        let config_dir = config_dir.to_string_lossy().into_owned();
+        let ctx = HostCtx::leak(&name, log.clone());
         let api = Box::new(HostApi {
             api_major: abi::ABI_MAJOR,
             api_minor: abi::ABI_MINOR,
             struct_size: abi::HOST_API_SIZE,
-            ctx: &*ctx as *const HostCtx as *const c_void,
+            ctx: ctx as *const HostCtx as *const c_void,
             log: host_log,
-            config_dir: gw_str(ctx.config_dir.as_bytes()),
-            instance_name: gw_str(ctx.instance.as_bytes()),
+            config_dir: gw_str(config_dir.as_bytes()),
+            instance_name: gw_str(name.as_bytes()),
         });
         let mut out_instance: *mut c_void = std::ptr::null_mut();
         let mut out_error = GwBuf::EMPTY;
-        // SAFETY: `config` and `api` outlive the call (and `api`/`ctx` the instance: both are
-        // moved into the `Instance` below and their heap addresses do not change); the
-        // out-pointers are valid and initialised.
+        // SAFETY: `config` and `api` outlive the call (and `api` and the strings it points to
+        // the instance: they are moved into the `Instance` below and their heap addresses do
+        // not change; `ctx` is never freed); the out-pointers are valid and initialised.
         let code =
             unsafe { (self.fns.init)(gw_str(&config), &*api, &mut out_instance, &mut out_error) };
         let message = self.take_buf(out_error);
+        if code != abi::INIT_OK || out_instance.is_null() {
+            // The plugin may have kept the table although it has no instance.
+            ctx.retire();
+        }
         match code {
             abi::INIT_OK if !out_instance.is_null() => Ok(Instance {
                 inner: Arc::new(InstanceInner {
                     library: self.clone(),
                     ptr: out_instance,
                     _api: api,
+                    name,
+                    _config_dir: config_dir,
+                    log,
                     ctx,
                     warned_retry_after: Default::default(),
                 }),
@@ -341,11 +394,40 @@ fn gw_str(bytes: &[u8]) -> GwStr {
     }
 }
 
-/// Host state behind `HostApi::ctx`.
+/// Host state behind `HostApi::ctx`: leaked, never freed (see the module invariants), so a
+/// plugin that calls `log` with it after its instance's `shutdown` reads no freed memory.
 struct HostCtx {
-    instance: String,
-    config_dir: String,
-    log: LogSink,
+    /// The instance name and the sink while the instance lives; `None` once it is retired
+    /// (shut down, or its `init` failed): log lines are then dropped.
+    live: std::sync::RwLock<Option<(Arc<str>, LogSink)>>,
+}
+
+impl HostCtx {
+    /// A new context for `instance`, leaked: it lives as long as the process.
+    fn leak(instance: &str, log: LogSink) -> &'static HostCtx {
+        Box::leak(Box::new(HostCtx {
+            live: std::sync::RwLock::new(Some((Arc::from(instance), log))),
+        }))
+    }
+
+    /// Drops the sink and the name: later log lines through this context go nowhere. Waits for
+    /// log calls in progress (they hold the lock only to copy the sink out, not while it runs).
+    fn retire(&self) {
+        let taken = self
+            .live
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        drop(taken);
+    }
+
+    /// The name and the sink, unless retired.
+    fn live(&self) -> Option<(Arc<str>, LogSink)> {
+        self.live
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
 }
 
 unsafe extern "C" fn host_log(ctx: *const c_void, level: u32, message: GwStr) {
@@ -353,16 +435,19 @@ unsafe extern "C" fn host_log(ctx: *const c_void, level: u32, message: GwStr) {
         return;
     }
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        // SAFETY: `ctx` is the `HostCtx` we put in the table; it lives as long as the instance.
+        // SAFETY: `ctx` is a `HostCtx` we put in a table, and those are never freed.
         let ctx = unsafe { &*(ctx as *const HostCtx) };
+        let Some((instance, log)) = ctx.live() else {
+            return; // the instance is gone: nowhere to log to
+        };
         let bytes = if message.ptr.is_null() || message.len == 0 {
             &[][..]
         } else {
             // SAFETY: the plugin passes a borrowed, readable buffer for the duration of the call.
             unsafe { std::slice::from_raw_parts(message.ptr, message.len) }
         };
-        (ctx.log)(
-            &ctx.instance,
+        log(
+            &instance,
             Level::from_abi(level),
             &String::from_utf8_lossy(bytes),
         );
@@ -378,9 +463,14 @@ pub struct Instance {
 struct InstanceInner {
     library: Library,
     ptr: *mut c_void,
-    /// Kept alive for the plugin until shutdown returns (ABI contract).
+    /// Kept alive for the plugin until shutdown returns (ABI contract), with the strings it
+    /// points to (`name`, `_config_dir`).
     _api: Box<HostApi>,
-    ctx: Box<HostCtx>,
+    name: String,
+    _config_dir: String,
+    log: LogSink,
+    /// Retired once `shutdown` returned; never freed.
+    ctx: &'static HostCtx,
     /// Set once a wrong `retry_after_ms` was reported: the warning is logged once per instance.
     warned_retry_after: std::sync::atomic::AtomicBool,
 }
@@ -394,7 +484,7 @@ unsafe impl Sync for InstanceInner {}
 impl std::fmt::Debug for Instance {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Instance")
-            .field("name", &self.inner.ctx.instance)
+            .field("name", &self.inner.name)
             .field("library", &self.inner.library)
             .finish()
     }
@@ -402,7 +492,7 @@ impl std::fmt::Debug for Instance {
 
 impl Instance {
     pub fn name(&self) -> &str {
-        &self.inner.ctx.instance
+        &self.inner.name
     }
 
     pub fn library(&self) -> &Library {
@@ -482,9 +572,8 @@ impl Instance {
                 .warned_retry_after
                 .swap(true, std::sync::atomic::Ordering::Relaxed)
             {
-                let ctx = &self.inner.ctx;
-                (ctx.log)(
-                    &ctx.instance,
+                (self.inner.log)(
+                    &self.inner.name,
                     Level::Warn,
                     &format!(
                         "plugin {} ({}) returned an outcome detail whose `retry_after_ms` is \
@@ -521,5 +610,8 @@ impl Drop for InstanceInner {
     fn drop(&mut self) {
         // SAFETY: last reference: no `handle` call can be running; called exactly once.
         unsafe { (self.library.fns.shutdown)(self.ptr) };
+        // The plugin may still hold the table's `ctx` (an SDK `Host` kept in a static or a
+        // thread): from now on its log lines are dropped.
+        self.ctx.retire();
     }
 }

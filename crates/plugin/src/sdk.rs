@@ -150,8 +150,9 @@ impl Level {
     }
 }
 
-/// Services of the host, handed to [`Plugin::new`]. Cheap to clone, usable from any thread, valid
-/// for the life of the instance.
+/// Services of the host, handed to [`Plugin::new`]. Cheap to clone, usable from any thread. It
+/// may be kept past the instance (in a static, in a thread): once the instance is shut down (or
+/// its `new` failed), [`Host::log`] drops its lines instead of calling the host.
 #[derive(Clone)]
 pub struct Host {
     pub(crate) logger: crate::export::HostLogger,
@@ -179,7 +180,7 @@ impl Host {
     }
 
     /// Writes a line to the gateway's log, tagged with this instance (and the event id during
-    /// `handle`). Never log secrets.
+    /// `handle`). Never log secrets. After the instance's shutdown the line is dropped.
     pub fn log(&self, level: Level, message: &str) {
         self.logger.log(level, message);
     }

@@ -132,7 +132,7 @@ impl Engine {
             // Timed out: the call keeps running and keeps its permit (an isolated instance's
             // process is killed, so its call returns at once).
             Err(_) => {
-                slot.on_timeout();
+                tokio::task::spawn_blocking(slot.on_timeout_task()); // not awaited: see on_timeout_task
                 (vec![None; n], None, Some(call))
             }
         };

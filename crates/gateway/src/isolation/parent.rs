@@ -4,9 +4,14 @@
 //! Calls are blocking (they run on the engine's blocking pool like in-process calls). A reader
 //! thread per child reads every frame it writes: outcomes go to the waiting caller, log lines to
 //! the gateway's log, and end of stream means the child died: every call in flight gets a
-//! `Retry` naming the signal or exit code, and the death is counted in metrics. A batch whose
-//! child died is run again one delivery at a time, so a poison delivery ends only itself.
-//! Consecutive deaths back off the next start (10 ms doubling to 1 s).
+//! `Retry` naming the signal or exit code, and the death is counted in metrics. A frame that
+//! makes no sense means the child cannot be trusted any more: it is killed and handled as a
+//! crash. A batch whose child died is run again one delivery at a time, so a poison delivery
+//! ends only itself. Consecutive deaths back off the next start (10 ms doubling to 1 s).
+//!
+//! [`Isolated::kill`] runs when a call outlives its timeout and must never wait: the locks it
+//! takes (`Isolated::children`, `ChildProc::child`) are only ever held for an instant, never
+//! across a child's start, a backoff or a wait for a child to end.
 
 use std::collections::HashMap;
 use std::io::{BufReader, BufWriter};
@@ -16,7 +21,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gateway_plugin::host::{CallOutcome, InitError, LogSink};
 use gateway_plugin::Level;
@@ -27,6 +32,14 @@ use crate::metrics;
 
 /// How long a child gets to create its instance.
 const INIT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a child that closed its output gets to end on its own (it normally is ending: its
+/// own exit code or signal is then reported) before it is killed.
+const EXIT_GRACE: Duration = Duration::from_millis(200);
+
+/// How long the reader waits for a killed child to end before it answers the calls in flight
+/// anyway (it keeps waiting afterwards, to reap it).
+const KILL_WAIT: Duration = Duration::from_secs(2);
 
 /// What a caller waiting on a child gets.
 enum Reply {
@@ -39,6 +52,7 @@ enum Reply {
 
 /// One running child.
 struct ChildProc {
+    /// Held only for an instant (`kill`, `try_wait`), never across a wait.
     child: Mutex<Child>,
     /// `None` once the child is retired (closing the pipe tells it to leave).
     stdin: Mutex<Option<BufWriter<ChildStdin>>>,
@@ -49,12 +63,34 @@ struct ChildProc {
 }
 
 impl ChildProc {
+    /// Kills the child on the gateway's behalf (a timeout, a restart): its calls in flight are
+    /// not run again one by one.
     fn kill(&self) {
         self.killed.store(true, Ordering::SeqCst);
+        self.sigkill();
+    }
+
+    /// Sends SIGKILL (nothing once the child is reaped, so never to a recycled pid).
+    fn sigkill(&self) {
         if let Ok(mut c) = self.child.lock() {
             let _ = c.kill();
         }
     }
+
+    /// How the child ended, if it has (reaping it), without waiting.
+    fn try_wait(&self) -> Result<Option<std::process::ExitStatus>, String> {
+        let mut c = self.child.lock().map_err(|_| "poisoned".to_owned())?;
+        c.try_wait().map_err(|e| e.to_string())
+    }
+}
+
+/// The children of an instance.
+#[derive(Default)]
+struct Children {
+    /// The child serving calls.
+    current: Option<Arc<ChildProc>>,
+    /// The child being started (until its instance is created), so `kill` reaches it too.
+    starting: Option<Arc<ChildProc>>,
 }
 
 /// An isolated plugin instance.
@@ -67,7 +103,11 @@ pub struct Isolated {
     config: serde_json::Value,
     config_dir: PathBuf,
     log: LogSink,
-    current: Mutex<Option<Arc<ChildProc>>>,
+    /// Held only for an instant (see the module docs).
+    children: Mutex<Children>,
+    /// Held by the call that starts a child, across the backoff and the child's init, so one
+    /// child starts at a time; never taken by `kill`.
+    start_lock: Mutex<()>,
     next_id: AtomicU64,
     /// Deaths and failed starts since the last call that returned (for the start backoff).
     deaths: AtomicU32,
@@ -99,14 +139,12 @@ impl Isolated {
             config: config.clone(),
             config_dir: config_dir.to_path_buf(),
             log,
-            current: Mutex::new(None),
+            children: Mutex::new(Children::default()),
+            start_lock: Mutex::new(()),
             next_id: AtomicU64::new(1),
             deaths: AtomicU32::new(0),
         };
-        let proc = isolated.spawn()?;
-        if let Ok(mut c) = isolated.current.lock() {
-            *c = Some(proc);
-        }
+        isolated.spawn()?;
         Ok(isolated)
     }
 
@@ -147,10 +185,15 @@ impl Isolated {
         }
     }
 
-    /// Kills the child (a call past its timeout, or a restart); calls in flight fail as
-    /// retries and the next call starts a new child.
+    /// Kills the child (a call past its timeout, or a restart), and one being started; calls in
+    /// flight fail as retries and the next call starts a new child. Never waits for a start or
+    /// for a child to end (see the module docs).
     pub fn kill(&self) {
-        if let Some(proc) = self.current.lock().ok().and_then(|c| c.clone()) {
+        let procs: Vec<Arc<ChildProc>> = match self.children.lock() {
+            Ok(c) => c.current.iter().chain(c.starting.iter()).cloned().collect(),
+            Err(_) => Vec::new(),
+        };
+        for proc in procs {
             proc.kill();
         }
     }
@@ -191,31 +234,50 @@ impl Isolated {
 
     /// The live child, or a new one (after a backoff when children keep dying).
     fn ensure(&self) -> Result<Arc<ChildProc>, String> {
-        let mut current = self.current.lock().map_err(|_| "poisoned".to_owned())?;
-        if let Some(p) = current.as_ref() {
-            if !p.dead.load(Ordering::SeqCst) {
-                return Ok(p.clone());
-            }
-            self.deaths.fetch_add(1, Ordering::SeqCst);
-            *current = None;
+        if let Some(p) = self.live()? {
+            return Ok(p);
+        }
+        let _starting = self.start_lock.lock().map_err(|_| "poisoned".to_owned())?;
+        // Another call may have started one while this one waited.
+        if let Some(p) = self.live()? {
+            return Ok(p);
         }
         let deaths = self.deaths.load(Ordering::SeqCst);
         if deaths > 0 {
             std::thread::sleep(restart_backoff(deaths));
         }
-        match self.spawn() {
-            Ok(proc) => {
-                *current = Some(proc.clone());
-                Ok(proc)
-            }
-            Err(e) => {
-                self.deaths.fetch_add(1, Ordering::SeqCst);
-                Err(e.to_string())
-            }
-        }
+        self.spawn().map_err(|e| {
+            self.deaths.fetch_add(1, Ordering::SeqCst);
+            e.to_string()
+        })
     }
 
+    /// The current child if it is alive; a dead one is let go (and its death counted).
+    fn live(&self) -> Result<Option<Arc<ChildProc>>, String> {
+        let mut c = self.children.lock().map_err(|_| "poisoned".to_owned())?;
+        if let Some(p) = c.current.as_ref() {
+            if !p.dead.load(Ordering::SeqCst) {
+                return Ok(Some(p.clone()));
+            }
+            self.deaths.fetch_add(1, Ordering::SeqCst);
+            c.current = None;
+        }
+        Ok(None)
+    }
+
+    /// Starts a child and, once its instance is created, makes it the current one.
     fn spawn(&self) -> Result<Arc<ChildProc>, InitError> {
+        let started = self.start_child();
+        if let Ok(mut c) = self.children.lock() {
+            c.starting = None;
+            if let Ok(proc) = &started {
+                c.current = Some(proc.clone());
+            }
+        }
+        started
+    }
+
+    fn start_child(&self) -> Result<Arc<ChildProc>, InitError> {
         let unavailable = |message: String| InitError::Unavailable {
             instance: self.name.clone(),
             message,
@@ -256,6 +318,9 @@ impl Isolated {
             dead: AtomicBool::new(false),
             killed: AtomicBool::new(false),
         });
+        if let Ok(mut c) = self.children.lock() {
+            c.starting = Some(proc.clone());
+        }
         let (init_tx, init_rx) = mpsc::channel();
         let reader = Reader {
             name: self.name.clone(),
@@ -290,7 +355,7 @@ impl Drop for Isolated {
     fn drop(&mut self) {
         // Closing stdin retires the child: it lets its calls finish briefly, shuts the
         // instance down and exits. A child that does not is killed a little later.
-        if let Some(proc) = self.current.get_mut().ok().and_then(Option::take) {
+        if let Some(proc) = self.children.get_mut().ok().and_then(|c| c.current.take()) {
             if let Ok(mut w) = proc.stdin.lock() {
                 w.take();
             }
@@ -328,7 +393,7 @@ struct Reader {
 
 impl Reader {
     fn run(mut self, mut out: BufReader<std::process::ChildStdout>) {
-        loop {
+        let broken = loop {
             match FromChild::read(&mut out) {
                 Ok(Some(FromChild::InitOk)) => {
                     if let Some(tx) = self.init.take() {
@@ -355,16 +420,34 @@ impl Reader {
                 Ok(Some(FromChild::Log { level, message })) => {
                     (self.log)(&self.name, Level::from_abi(level), &message)
                 }
-                Ok(None) | Err(_) => break,
+                // The end of the stream, possibly in the middle of a frame: the child is ending.
+                Ok(None) => break None,
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break None,
+                // Anything else is not a frame: the child cannot be trusted any more.
+                Err(e) => break Some(e),
             }
-        }
+        };
         self.proc.dead.store(true, Ordering::SeqCst);
-        let why = self.exit_status();
+        if let Some(e) = &broken {
+            tracing::error!(plugin = %self.name, error = %e,
+                "the plugin process sent something that is not a frame: killing it");
+        }
+        let status = self.reap(broken.is_some());
+        let ended = status
+            .clone()
+            .unwrap_or_else(|| "killed, but it has not ended yet".into());
+        let (why, reason) = match &broken {
+            Some(e) => (
+                format!("it broke the frame protocol ({e}); {ended}"),
+                "protocol error".to_owned(),
+            ),
+            None => (ended.clone(), ended),
+        };
         metrics::get()
             .plugin_process_exits
             .get_or_create(&metrics::PluginReasonLabels {
                 plugin: self.name.clone(),
-                reason: why.clone(),
+                reason,
             })
             .inc();
         let pending: Vec<_> = self
@@ -386,6 +469,12 @@ impl Reader {
                 message: format!("the plugin process died while starting: {why}"),
             }));
         }
+        if status.is_none() {
+            // Stuck in the kernel after SIGKILL: reap it whenever it ends (no zombie left).
+            while matches!(self.proc.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
     }
 
     fn answer(&self, id: u64, reply: Reply) {
@@ -401,17 +490,38 @@ impl Reader {
     }
 
     /// Reaps the child and says how it ended ("killed by signal 11", "exited with code 3").
-    fn exit_status(&self) -> String {
-        let Ok(mut child) = self.proc.child.lock() else {
-            return "unknown".into();
-        };
-        match child.wait() {
-            Ok(status) => match (status.code(), status.signal()) {
-                (_, Some(sig)) => format!("killed by signal {sig}{}", signal_name(sig)),
-                (Some(code), _) => format!("exited with code {code}"),
-                _ => "ended".into(),
-            },
-            Err(e) => format!("cannot tell how it ended: {e}"),
+    /// A child that broke the protocol (`kill_now`), or that closed its output but lives on
+    /// past [`EXIT_GRACE`], is killed first. Polls: the `child` lock is held only for each
+    /// `try_wait`, so `kill` never waits behind this. `None` when a killed child has not ended
+    /// after [`KILL_WAIT`].
+    fn reap(&self, kill_now: bool) -> Option<String> {
+        let started = Instant::now();
+        let mut killed_at = None;
+        if kill_now {
+            self.proc.sigkill();
+            killed_at = Some(started);
+        }
+        loop {
+            match self.proc.try_wait() {
+                Ok(Some(status)) => {
+                    return Some(match (status.code(), status.signal()) {
+                        (_, Some(sig)) => format!("killed by signal {sig}{}", signal_name(sig)),
+                        (Some(code), _) => format!("exited with code {code}"),
+                        _ => "ended".into(),
+                    })
+                }
+                Ok(None) => {}
+                Err(e) => return Some(format!("cannot tell how it ended: {e}")),
+            }
+            match killed_at {
+                None if started.elapsed() >= EXIT_GRACE => {
+                    self.proc.sigkill();
+                    killed_at = Some(Instant::now());
+                }
+                Some(at) if at.elapsed() >= KILL_WAIT => return None,
+                _ => {}
+            }
+            std::thread::sleep(Duration::from_millis(2));
         }
     }
 }

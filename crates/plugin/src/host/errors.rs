@@ -49,6 +49,11 @@ pub enum LoadError {
         path: PathBuf,
         field: &'static str,
     },
+    /// A required entry point (`init`, `handle`, `free_buf` or `shutdown`) is null.
+    NullEntry {
+        path: PathBuf,
+        field: &'static str,
+    },
 }
 
 /// The ABI versions this host speaks, for messages: "1.x (1.0–1.1)".
@@ -150,6 +155,13 @@ impl std::fmt::Display for LoadError {
                 f,
                 "plugin {}: descriptor field `{field}` is null or not UTF-8; it must point to a \
                  static, NUL-terminated UTF-8 string",
+                path.display()
+            ),
+            LoadError::NullEntry { path, field } => write!(
+                f,
+                "plugin {}: descriptor field `{field}` is null; `init`, `handle`, `free_buf` \
+                 and `shutdown` must each point to a function of the plugin (only \
+                 `handle_batch` may be null); {HOW_TO_BUILD}",
                 path.display()
             ),
         }

@@ -1,0 +1,171 @@
+//! The loader against descriptors built in this test binary (no `dlopen`): the host table a
+//! plugin keeps past its instance's `shutdown` (an SDK `Host` in a static or a thread, a raw
+//! plugin that stashed `ctx` and `log`) stays safe to call, and logs nothing any more.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use super::*;
+use crate::{Delivery, Host, Outcome, Plugin};
+
+/// A sink that keeps every line it gets.
+fn recording() -> (LogSink, Arc<Mutex<Vec<String>>>) {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let kept = lines.clone();
+    let sink: LogSink = Arc::new(move |_: &str, _: Level, message: &str| {
+        if let Ok(mut l) = kept.lock() {
+            l.push(message.to_owned());
+        }
+    });
+    (sink, lines)
+}
+
+/// Allocates and frees blocks of the sizes the host's tables have, so memory freed at
+/// `shutdown` would be reused and overwritten before the late log calls.
+fn churn_the_allocator() {
+    let blocks: Vec<Vec<u8>> = (0..4096).map(|i| vec![0xA5; 16 + i % 200]).collect();
+    drop(blocks);
+}
+
+fn lines(kept: &Arc<Mutex<Vec<String>>>) -> Vec<String> {
+    kept.lock().map(|l| l.clone()).unwrap_or_default()
+}
+
+/// The SDK plugin: keeps its `Host` in a static and hands a clone to a thread that logs
+/// after the instance was shut down.
+static KEPT: Mutex<Option<Host>> = Mutex::new(None);
+
+struct Keeper;
+
+impl Plugin for Keeper {
+    fn new(_config: serde_json::Value, host: Host) -> Result<Self, String> {
+        host.log(Level::Info, "started");
+        if let Ok(mut kept) = KEPT.lock() {
+            *kept = Some(host);
+        }
+        Ok(Keeper)
+    }
+
+    fn handle(&self, _delivery: &Delivery) -> Outcome {
+        Outcome::Ok
+    }
+
+    fn shutdown(&self) {
+        if let Some(host) = KEPT.lock().ok().and_then(|k| k.clone()) {
+            host.log(Level::Info, "shutting down");
+        }
+    }
+}
+
+static KEEPER: abi::PluginDescriptor = crate::export::descriptor::<Keeper>("keeper\0", "0.1.0\0");
+
+#[test]
+fn an_sdk_host_kept_past_shutdown_logs_nothing_and_reads_no_freed_memory() {
+    // SAFETY: a descriptor built by the SDK, static.
+    let lib = unsafe { Library::from_descriptor("keeper.so".into(), &KEEPER) }.expect("valid");
+    let (sink, kept) = recording();
+    let instance = lib
+        .instantiate("kept", &serde_json::json!({}), Path::new("/etc"), sink)
+        .expect("init");
+    drop(instance); // the last reference: `shutdown` runs, the host retires its table
+    churn_the_allocator();
+    let host = KEPT.lock().ok().and_then(|mut k| k.take()).expect("kept");
+    host.log(Level::Warn, "after shutdown");
+    let from_thread = host.clone();
+    std::thread::spawn(move || from_thread.log(Level::Warn, "after shutdown, from a thread"))
+        .join()
+        .expect("the thread logs without crashing");
+    assert_eq!(lines(&kept), ["started", "shutting down"]);
+    assert_eq!(host.instance_name(), "kept");
+}
+
+/// A raw plugin (no SDK) that stashes `ctx` and `log` from its host table, as one written in C
+/// might, and a plugin whose `init` fails after stashing them.
+static STASHED: Mutex<Option<(usize, LogFn)>> = Mutex::new(None);
+
+type LogFn = unsafe extern "C" fn(*const c_void, u32, GwStr);
+
+unsafe extern "C" fn raw_init(
+    config: GwStr,
+    host: *const HostApi,
+    out_instance: *mut *mut c_void,
+    out_error: *mut GwBuf,
+) -> u32 {
+    // SAFETY: the host passes a valid table for the duration of `init`.
+    let api = unsafe { &*host };
+    if let Ok(mut s) = STASHED.lock() {
+        *s = Some((api.ctx as usize, api.log));
+    }
+    // SAFETY: borrowed for the call.
+    let config = unsafe { std::slice::from_raw_parts(config.ptr, config.len) };
+    if config == b"{\"fail\":true}" {
+        // SAFETY: a valid out-pointer; an empty buffer needs no `free_buf`.
+        unsafe { *out_error = GwBuf::EMPTY };
+        return abi::INIT_ERROR;
+    }
+    // SAFETY: a valid out-pointer; any non-null pointer will do as the instance.
+    unsafe { *out_instance = std::ptr::NonNull::<u8>::dangling().as_ptr().cast() };
+    abi::INIT_OK
+}
+
+unsafe extern "C" fn raw_handle(_: *mut c_void, _: GwStr, _: *mut GwBuf) -> u32 {
+    abi::OUTCOME_OK
+}
+
+unsafe extern "C" fn raw_free_buf(_: GwBuf) {}
+
+unsafe extern "C" fn raw_shutdown(_: *mut c_void) {}
+
+static RAW: abi::PluginDescriptor = abi::PluginDescriptor {
+    abi_major: abi::ABI_MAJOR,
+    abi_minor: abi::ABI_MINOR,
+    struct_size: abi::DESCRIPTOR_SIZE,
+    build_tag: c"raw test plugin".as_ptr(),
+    name: c"raw".as_ptr(),
+    version: c"0.0.1".as_ptr(),
+    init: raw_init,
+    handle: raw_handle,
+    free_buf: raw_free_buf,
+    shutdown: raw_shutdown,
+    handle_batch: None,
+};
+
+/// Logs through the stashed table, as the raw plugin would.
+fn log_through_stash(message: &str) {
+    let (ctx, log) = STASHED.lock().ok().and_then(|s| *s).expect("stashed");
+    let msg = GwStr {
+        ptr: message.as_ptr(),
+        len: message.len(),
+    };
+    // SAFETY: what this test checks: the host keeps `ctx` valid for the life of the process.
+    unsafe { log(ctx as *const c_void, abi::LOG_WARN, msg) };
+}
+
+#[test]
+fn a_raw_plugin_logging_through_its_host_table_after_shutdown_or_a_failed_init_is_ignored() {
+    // SAFETY: a static descriptor of this ABI.
+    let lib = unsafe { Library::from_descriptor("raw.so".into(), &RAW) }.expect("valid");
+    let (sink, kept) = recording();
+    let instance = lib
+        .instantiate(
+            "raw",
+            &serde_json::json!({}),
+            Path::new("/etc"),
+            sink.clone(),
+        )
+        .expect("init");
+    log_through_stash("while alive");
+    drop(instance);
+    churn_the_allocator();
+    log_through_stash("after shutdown");
+    let refused = lib.instantiate(
+        "raw",
+        &serde_json::json!({"fail": true}),
+        Path::new("/etc"),
+        sink,
+    );
+    assert!(refused.is_err());
+    churn_the_allocator();
+    log_through_stash("after a failed init");
+    assert_eq!(lines(&kept), ["while alive"]);
+}
