@@ -29,11 +29,14 @@ use crate::sdk::Level;
 
 mod detail;
 mod errors;
+mod instance;
 #[cfg(test)]
 mod tests;
 
 use detail::Detail;
 pub use errors::{InitError, LoadError};
+pub use instance::Instance;
+use instance::InstanceInner;
 
 /// What one `handle` call produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -452,166 +455,4 @@ unsafe extern "C" fn host_log(ctx: *const c_void, level: u32, message: GwStr) {
             &String::from_utf8_lossy(bytes),
         );
     }));
-}
-
-/// A live plugin instance. Clone it to share; `shutdown` runs when the last clone drops.
-#[derive(Clone)]
-pub struct Instance {
-    inner: Arc<InstanceInner>,
-}
-
-struct InstanceInner {
-    library: Library,
-    ptr: *mut c_void,
-    /// Kept alive for the plugin until shutdown returns (ABI contract), with the strings it
-    /// points to (`name`, `_config_dir`).
-    _api: Box<HostApi>,
-    name: String,
-    _config_dir: String,
-    log: LogSink,
-    /// Retired once `shutdown` returned; never freed.
-    ctx: &'static HostCtx,
-    /// Set once a wrong `retry_after_ms` was reported: the warning is logged once per instance.
-    warned_retry_after: std::sync::atomic::AtomicBool,
-}
-
-// SAFETY: plugins built with the SDK are `Send + Sync` (the trait requires it) and the ABI allows
-// concurrent `handle` calls; the host tables are immutable after init.
-unsafe impl Send for InstanceInner {}
-// SAFETY: as above.
-unsafe impl Sync for InstanceInner {}
-
-impl std::fmt::Debug for Instance {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Instance")
-            .field("name", &self.inner.name)
-            .field("library", &self.inner.library)
-            .finish()
-    }
-}
-
-impl Instance {
-    pub fn name(&self) -> &str {
-        &self.inner.name
-    }
-
-    pub fn library(&self) -> &Library {
-        &self.inner.library
-    }
-
-    /// Calls `handle` with one delivery (the JSON of [`crate::Delivery`]). Blocking: call it from
-    /// a blocking thread.
-    pub fn handle(&self, delivery_json: &[u8]) -> CallOutcome {
-        let mut detail = GwBuf::EMPTY;
-        let lib = &self.inner.library;
-        // SAFETY: `ptr` is the live instance from `init` (shutdown only runs on drop of the last
-        // reference, and we hold one); the input buffer is borrowed for the call.
-        let code = unsafe { (lib.fns.handle)(self.inner.ptr, gw_str(delivery_json), &mut detail) };
-        self.outcome(code, detail)
-    }
-
-    /// Whether the plugin has a batch entry (ABI 1.1); without one, [`Instance::handle_batch`]
-    /// calls `handle` once per delivery.
-    pub fn has_batch(&self) -> bool {
-        self.inner.library.fns.handle_batch.is_some()
-    }
-
-    /// Handles several deliveries: one outcome per delivery, in order. `Err(message)` when the
-    /// plugin's batch entry reported a panic (the outcomes are then unknown: replace the
-    /// instance and hand the deliveries to [`Instance::handle`] one by one). Blocking.
-    pub fn handle_batch(&self, deliveries: &[&[u8]]) -> Result<Vec<CallOutcome>, String> {
-        let lib = &self.inner.library;
-        let Some(batch) = lib.fns.handle_batch else {
-            return Ok(deliveries.iter().map(|d| self.handle(d)).collect());
-        };
-        if deliveries.is_empty() {
-            return Ok(Vec::new());
-        }
-        let inputs: Vec<GwStr> = deliveries.iter().map(|d| gw_str(d)).collect();
-        let mut codes = vec![abi::OUTCOME_RETRY; deliveries.len()];
-        let mut details: Vec<GwBuf> = (0..deliveries.len()).map(|_| GwBuf::EMPTY).collect();
-        // SAFETY: `ptr` is the live instance (see `handle`); `inputs` borrow `deliveries` for
-        // the call; `codes` and `details` are `count` writable, initialised slots we own.
-        let code = unsafe {
-            batch(
-                self.inner.ptr,
-                inputs.as_ptr(),
-                inputs.len(),
-                codes.as_mut_ptr(),
-                details.as_mut_ptr(),
-            )
-        };
-        let outcomes: Vec<CallOutcome> = codes
-            .into_iter()
-            .zip(details)
-            .map(|(c, d)| self.outcome(c, d))
-            .collect();
-        if code == abi::OUTCOME_OK {
-            Ok(outcomes)
-        } else {
-            let message = match outcomes.into_iter().next() {
-                Some(CallOutcome::Retry { reason, .. }) if !reason.is_empty() => reason,
-                _ => format!("handle_batch returned code {code}"),
-            };
-            Err(message)
-        }
-    }
-}
-
-impl Instance {
-    /// Turns an outcome code and its detail buffer (released here) into a [`CallOutcome`]. A
-    /// `retry_after_ms` that is not a whole number of milliseconds is ignored with a warning in
-    /// the instance's log (once per instance: a plugin that gets it wrong gets it wrong on every
-    /// call).
-    fn outcome(&self, code: u32, detail: GwBuf) -> CallOutcome {
-        let lib = &self.inner.library;
-        let detail = Detail::parse(lib.take_buf(detail));
-        if let Some(wrong) = &detail.bad_retry_after {
-            if !self
-                .inner
-                .warned_retry_after
-                .swap(true, std::sync::atomic::Ordering::Relaxed)
-            {
-                (self.inner.log)(
-                    &self.inner.name,
-                    Level::Warn,
-                    &format!(
-                        "plugin {} ({}) returned an outcome detail whose `retry_after_ms` is \
-                         {wrong}, not a whole number of milliseconds (an integer, 0 or more): \
-                         ignored, the gateway's own backoff applies; fix the plugin (this \
-                         warning is logged once per instance)",
-                        lib.name,
-                        lib.path.display()
-                    ),
-                );
-            }
-        }
-        let Detail {
-            reason,
-            retry_after_ms,
-            ..
-        } = detail;
-        match code {
-            abi::OUTCOME_OK => CallOutcome::Ok,
-            abi::OUTCOME_RETRY => CallOutcome::Retry {
-                reason,
-                retry_after: retry_after_ms.map(Duration::from_millis),
-            },
-            abi::OUTCOME_REJECT => CallOutcome::Reject { reason },
-            abi::OUTCOME_PANICKED => CallOutcome::Panicked { message: reason },
-            other => CallOutcome::Reject {
-                reason: format!("plugin returned unknown outcome code {other}: {reason}"),
-            },
-        }
-    }
-}
-
-impl Drop for InstanceInner {
-    fn drop(&mut self) {
-        // SAFETY: last reference: no `handle` call can be running; called exactly once.
-        unsafe { (self.library.fns.shutdown)(self.ptr) };
-        // The plugin may still hold the table's `ctx` (an SDK `Host` kept in a static or a
-        // thread): from now on its log lines are dropped.
-        self.ctx.retire();
-    }
 }

@@ -1,0 +1,160 @@
+//! The reader thread of one child: reads its frames until it ends, hands each answer to the
+//! call waiting for it and each log line to the sink, and, when the child dies, breaks the frame
+//! protocol or closes its output, kills and reaps it and answers the calls in flight as crashes.
+
+use super::*;
+
+/// Reads a child's frames until it ends.
+pub(super) struct Reader {
+    pub(super) name: String,
+    pub(super) proc: Arc<ChildProc>,
+    pub(super) log: LogSink,
+    pub(super) init: Option<mpsc::Sender<Result<(), InitError>>>,
+}
+
+impl Reader {
+    pub(super) fn run(mut self, mut out: BufReader<std::process::ChildStdout>) {
+        let broken = loop {
+            match FromChild::read(&mut out) {
+                Ok(Some(FromChild::InitOk)) => {
+                    if let Some(tx) = self.init.take() {
+                        let _ = tx.send(Ok(()));
+                    }
+                }
+                Ok(Some(FromChild::InitErr { panicked, message })) => {
+                    let instance = self.name.clone();
+                    let err = if panicked {
+                        InitError::Panicked { instance, message }
+                    } else {
+                        InitError::Refused { instance, message }
+                    };
+                    if let Some(tx) = self.init.take() {
+                        let _ = tx.send(Err(err));
+                    }
+                }
+                Ok(Some(FromChild::Outcomes { id, outcomes })) => {
+                    self.answer(id, Reply::Outcomes(outcomes))
+                }
+                Ok(Some(FromChild::BatchPanicked { id, message })) => {
+                    self.answer(id, Reply::Panicked(message))
+                }
+                Ok(Some(FromChild::Log { level, message })) => {
+                    (self.log)(&self.name, Level::from_abi(level), &message)
+                }
+                // The end of the stream, possibly in the middle of a frame: the child is ending.
+                Ok(None) => break None,
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break None,
+                // Anything else is not a frame: the child cannot be trusted any more.
+                Err(e) => break Some(e),
+            }
+        };
+        self.proc.dead.store(true, Ordering::SeqCst);
+        if let Some(e) = &broken {
+            tracing::error!(plugin = %self.name, error = %e,
+                "the plugin process sent something that is not a frame: killing it");
+        }
+        let status = self.reap(broken.is_some());
+        let ended = status
+            .clone()
+            .unwrap_or_else(|| "killed, but it has not ended yet".into());
+        let (why, reason) = match &broken {
+            Some(e) => (
+                format!("it broke the frame protocol ({e}); {ended}"),
+                "protocol error".to_owned(),
+            ),
+            None => (ended.clone(), ended),
+        };
+        metrics::get()
+            .plugin_process_exits
+            .get_or_create(&metrics::PluginReasonLabels {
+                plugin: self.name.clone(),
+                reason,
+            })
+            .inc();
+        let pending: Vec<_> = self
+            .proc
+            .pending
+            .lock()
+            .map(|mut p| p.drain().collect())
+            .unwrap_or_default();
+        if !pending.is_empty() || self.init.is_some() {
+            tracing::error!(plugin = %self.name, reason = %why, calls = pending.len(), "plugin process died; its calls in flight will be retried");
+        }
+        let killed = self.proc.killed.load(Ordering::SeqCst);
+        for (_, tx) in pending {
+            let _ = tx.send(Reply::Died(why.clone(), killed));
+        }
+        if let Some(tx) = self.init.take() {
+            let _ = tx.send(Err(InitError::Unavailable {
+                instance: self.name.clone(),
+                message: format!("the plugin process died while starting: {why}"),
+            }));
+        }
+        if status.is_none() {
+            // Stuck in the kernel after SIGKILL: reap it whenever it ends (no zombie left).
+            while matches!(self.proc.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+
+    fn answer(&self, id: u64, reply: Reply) {
+        let tx = self
+            .proc
+            .pending
+            .lock()
+            .ok()
+            .and_then(|mut p| p.remove(&id));
+        if let Some(tx) = tx {
+            let _ = tx.send(reply);
+        }
+    }
+
+    /// Reaps the child and says how it ended ("killed by signal 11", "exited with code 3").
+    /// A child that broke the protocol (`kill_now`), or that closed its output but lives on
+    /// past [`EXIT_GRACE`], is killed first. Polls: the `child` lock is held only for each
+    /// `try_wait`, so `kill` never waits behind this. `None` when a killed child has not ended
+    /// after [`KILL_WAIT`].
+    fn reap(&self, kill_now: bool) -> Option<String> {
+        let started = Instant::now();
+        let mut killed_at = None;
+        if kill_now {
+            self.proc.sigkill();
+            killed_at = Some(started);
+        }
+        loop {
+            match self.proc.try_wait() {
+                Ok(Some(status)) => {
+                    return Some(match (status.code(), status.signal()) {
+                        (_, Some(sig)) => format!("killed by signal {sig}{}", signal_name(sig)),
+                        (Some(code), _) => format!("exited with code {code}"),
+                        _ => "ended".into(),
+                    })
+                }
+                Ok(None) => {}
+                Err(e) => return Some(format!("cannot tell how it ended: {e}")),
+            }
+            match killed_at {
+                None if started.elapsed() >= EXIT_GRACE => {
+                    self.proc.sigkill();
+                    killed_at = Some(Instant::now());
+                }
+                Some(at) if at.elapsed() >= KILL_WAIT => return None,
+                _ => {}
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        4 => " (SIGILL)",
+        6 => " (SIGABRT)",
+        7 => " (SIGBUS)",
+        9 => " (SIGKILL)",
+        11 => " (SIGSEGV)",
+        15 => " (SIGTERM)",
+        _ => "",
+    }
+}
