@@ -41,6 +41,12 @@ pub enum LedgerError {
         what: &'static str,
         message: String,
     },
+    #[error("ledger {path}: its schema version {found} is newer than this plugin's ({known}): use the newer plugin, or a copy of the ledger")]
+    NewerSchema {
+        path: String,
+        found: i64,
+        known: i64,
+    },
     #[error("ledger: corrupt row for delivery {delivery_id}: {reason}")]
     Corrupt { delivery_id: String, reason: String },
     #[error("ledger: {what} {value} of delivery {delivery_id} is too large to store")]
@@ -359,6 +365,27 @@ mod tests {
             cash: Vec::new(),
             modify_time_ms,
         }
+    }
+
+    #[test]
+    fn a_ledger_of_a_newer_schema_is_refused_and_left_as_it_is() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ledger.db");
+        drop(Ledger::open(&path).expect("create"));
+        let c = rusqlite::Connection::open(&path).expect("open");
+        c.pragma_update(None, "user_version", 2).expect("bump");
+        drop(c);
+        match Ledger::open(&path) {
+            Err(LedgerError::NewerSchema {
+                found: 2, known: 1, ..
+            }) => {}
+            other => panic!("{other:?}"),
+        }
+        let c = rusqlite::Connection::open(&path).expect("open");
+        let v: i64 = c
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .expect("read");
+        assert_eq!(v, 2, "not set back");
     }
 
     #[test]

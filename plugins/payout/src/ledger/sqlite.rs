@@ -56,6 +56,9 @@ CREATE TABLE IF NOT EXISTS payout_cash (
 PRAGMA user_version = 1;
 ";
 
+/// The `user_version` [`SCHEMA`] sets.
+const SCHEMA_VERSION: i64 = 1;
+
 /// The SQLite ledger.
 #[derive(Debug)]
 pub(super) struct SqliteLedger {
@@ -86,6 +89,18 @@ impl SqliteLedger {
             .map_err(err)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(err)?;
+        // A ledger written by a newer plugin is never written by this one (the SCHEMA below
+        // would also set its version back).
+        let found: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(err)?;
+        if found > SCHEMA_VERSION {
+            return Err(LedgerError::NewerSchema {
+                path: shown,
+                found,
+                known: SCHEMA_VERSION,
+            });
+        }
         conn.execute_batch(SCHEMA).map_err(err)?;
         Ok(SqliteLedger {
             conn: Mutex::new(conn),
