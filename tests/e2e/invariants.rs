@@ -301,6 +301,42 @@ fn deliveries_of_a_removed_instance_are_dead_lettered_after_the_grace() {
     );
 }
 
+/// A delivery dead-lettered as an orphan while a call of its removed instance was still
+/// running is delivered if that call then succeeds: the success replaces the orphan's dead
+/// letter (it stayed a dead letter, and a replay would have run the delivery a second time).
+#[test]
+fn a_call_that_succeeds_after_its_orphan_was_dead_lettered_ends_done() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = "removed_plugin_grace = \"1s\"\ntimeout = \"30s\"";
+    let held = ("held", "mode = \"gate\", gate = \"open\"", "");
+    let stay = ("stay", "mode = \"ok\"", "");
+    let gw = TestGateway::spawn(dir.path(), &config(settings, &[held, stay]));
+    send(&gw, "late-orphan-1", "test.held");
+    let running = |gw: &TestGateway| {
+        let s = gateway_e2e::harness::get(&gw.admin_url("/status")).expect("status");
+        let v: serde_json::Value = serde_json::from_str(&s.body).expect("status json");
+        v["plugins"]["held"]["calls_running"] == 1
+    };
+    assert!(wait_until(WAIT, || running(&gw)), "{}", gw.log());
+    std::fs::write(dir.path().join("gateway.toml"), config(settings, &[stay])).expect("write");
+    gw.signal("HUP");
+    assert!(
+        wait_until(WAIT, || state(&gw, "late-orphan-1", "held") == "dead"),
+        "{}",
+        delivery(&gw, "late-orphan-1", "held")
+    );
+    std::fs::write(dir.path().join("open"), "").expect("open the gate");
+    assert!(
+        wait_until(WAIT, || state(&gw, "late-orphan-1", "held") == "done"),
+        "{}\n{}",
+        delivery(&gw, "late-orphan-1", "held"),
+        gw.log()
+    );
+    let d = delivery(&gw, "late-orphan-1", "held");
+    assert!(d["last_error"].is_null(), "{d}");
+    assert_eq!(d["attempts"], 1, "{d}");
+}
+
 /// A hand-off that finds its plugin's in-memory queue full (10,000 deliveries) is not lost: the
 /// store holds it, and the sweeper queues it once the hand-off grace is over and there is room.
 /// Every event is delivered, once.

@@ -168,7 +168,13 @@ impl Engine {
             .zip(&decisions)
             .map(|(job, d)| FinishRecord {
                 key: job.key,
-                guard: from(job),
+                // A success also replaces a dead letter of the same attempt: the orphan rule
+                // (or another replica's) may have dead-lettered the delivery while this call
+                // ran; the plugin did it, and leaving the dead letter invites a second run.
+                guard: Guard {
+                    dead_too: matches!(d.finish, Finish::Done),
+                    ..from(job)
+                },
                 attempts: job.attempts + 1,
                 finish: d.finish.clone(),
                 trace: Trace {
