@@ -100,7 +100,8 @@ pub struct Guard {
     pub generation: u32,
     /// Attempts recorded when the call started (or, for a late outcome, after its timeout).
     pub attempts: u32,
-    /// Also replace a dead letter (only a late success does).
+    /// Also replace a dead letter of the same attempt (a success does: a late one, or one whose
+    /// delivery was dead-lettered as an orphan while the call ran).
     pub dead_too: bool,
 }
 
