@@ -10,6 +10,10 @@
 //! - A replica that dies leaves its claims behind; once their leases expire, any replica's
 //!   sweeper counts an attempt that was running as crashed ([`Store::recover_crashed`]) and
 //!   takes the delivery over.
+//! - The retention purge locks the events it is about to remove and checks again, under those
+//!   locks, that nothing holds them; a replay share-locks the events it changes first. So a
+//!   replay racing a purge either keeps its event or finds it gone before it changed anything
+//!   ([`retention`] has the argument).
 //! - Leases are measured on the database's clock; `next_at` on the replica's (keep replicas'
 //!   clocks in sync, as for any cluster).
 //!
@@ -21,6 +25,7 @@ mod connect;
 mod ingest;
 mod inspect;
 mod outcome;
+mod retention;
 mod schema;
 
 use std::collections::HashSet;
@@ -38,7 +43,7 @@ use super::sqlite::now_ms;
 use super::{
     Accepted, Backlog, DeliveryFilter, DeliveryRecord, Due, DueDelivery, EventFilter, EventRecord,
     EventSummary, FinishRecord, Guard, NewEvent, PendingDelivery, ReplaySelector, Store,
-    StoreError, StoreFuture, PURGE_CHUNK,
+    StoreError, StoreFuture,
 };
 use crate::config::{redact_url, PgSettings};
 
@@ -293,21 +298,8 @@ impl Store for PgStore {
     }
 
     fn purge(&self, before_ms: i64, dead_before_ms: i64) -> StoreFuture<u64> {
-        self.op(move |c, _| async move {
-            // Rows another replica is purging (or replaying: it holds a share lock) are
-            // skipped, not waited for; deliveries go with their event (ON DELETE CASCADE).
-            let n = c
-                .execute(
-                    "DELETE FROM events WHERE id IN (
-                         SELECT id FROM events e WHERE e.received_at < $1 AND NOT EXISTS
-                             (SELECT 1 FROM deliveries d WHERE d.event_id = e.id
-                                AND (d.state = 'pending'
-                                     OR (d.state = 'dead' AND d.updated_at >= $3)))
-                         ORDER BY e.received_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
-                    &[&before_ms, &(PURGE_CHUNK as i64), &dead_before_ms],
-                )
-                .await?;
-            Ok(n)
+        self.op(move |mut c, _| async move {
+            retention::purge(&mut c, before_ms, dead_before_ms).await
         })
     }
 
