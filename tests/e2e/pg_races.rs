@@ -2,7 +2,10 @@
 //! rather than waited for (a throwaway cluster from [`gateway_e2e::pgkit`]):
 //!
 //! - a retention purge that decided an event was finished, while a replay makes its delivery
-//!   pending again, must not delete the event (and the replayed delivery with it).
+//!   pending again, must not delete the event (and the replayed delivery with it);
+//! - a replica whose outcome write is slow (here: held for two leases) keeps its claim, so no
+//!   replica calls the delivery a second time meanwhile; and so does a replica whose call hangs
+//!   past its timeout (the lease, not the gate, is what is tested there).
 //!
 //! **The gate.** A statement is held at a chosen point by a row-level-security policy whose
 //! function waits on an advisory lock that the test's own connection holds, for the statements
@@ -256,4 +259,116 @@ fn a_purge_that_saw_an_event_finished_keeps_it_when_a_replay_commits_meanwhile()
         "the replay was delivered"
     );
     assert_eq!(calls(&[second.path()]), 1, "once");
+}
+
+/// The race: a replica called the plugin and writes the outcome, and that write is slow (held
+/// here for more than two leases). Its claim must hold meanwhile: no replica counts the attempt
+/// as crashed and calls the delivery again beside the first call.
+#[test]
+fn a_replica_keeps_its_claim_while_its_outcome_write_is_slow() {
+    let pg = PgCluster::start();
+    let url = replica_database(&pg, "renew");
+    let cfg = config("3s", r#"mode = "ok""#);
+    let (a_dir, b_dir) = (
+        tempfile::tempdir().expect("tmp"),
+        tempfile::tempdir().expect("tmp"),
+    );
+    let a = spawn(a_dir.path(), &cfg, &url);
+    let mut gate = Gate::install(&pg, "renew", "deliveries");
+    let _b = spawn(b_dir.path(), &cfg, &url);
+    let dirs = [a_dir.path(), b_dir.path()];
+
+    // Outcome writes (and only they) wait at the gate.
+    gate.arm("%g_attempts%");
+    send(&a, "slow-1");
+    gate.wait_for_one();
+    assert_eq!(calls(&dirs), 1, "called once, outcome not yet written");
+    let held = Instant::now();
+    while held.elapsed() < Duration::from_millis(7_500) {
+        let row = gate
+            .row(
+                "SELECT crashes::text, (lease_until > (EXTRACT(EPOCH FROM clock_timestamp())
+                        * 1000)::BIGINT)::text FROM deliveries",
+            )
+            .unwrap_or_default();
+        assert_eq!(
+            (calls(&dirs), row.as_str()),
+            (1, "0|true"),
+            "{:?} into the write: the claim lapsed or another call started",
+            held.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    gate.disarm();
+    gate.open();
+    assert!(
+        wait_until(Duration::from_secs(20), || gate
+            .row("SELECT state FROM deliveries")
+            .as_deref()
+            == Some("done")),
+        "the outcome was recorded"
+    );
+    assert_eq!(
+        gate.row("SELECT string_agg(outcome, ',' ORDER BY id) FROM attempts")
+            .as_deref(),
+        Some("ok"),
+        "one attempt, no crash counted"
+    );
+    std::thread::sleep(Duration::from_millis(1_500)); // a late second call would show by now
+    assert_eq!(calls(&dirs), 1, "called once");
+}
+
+/// A call hung past its timeout (in-process: native code cannot be stopped) still runs, and
+/// its delivery stays "running" in its replica, which renews the claim: no other replica calls
+/// it beside the hung call once the lease has passed. The late success is then the delivery.
+#[test]
+fn a_replica_keeps_its_claim_while_a_call_hangs_past_its_timeout() {
+    let pg = PgCluster::start();
+    let url = replica_database(&pg, "hung");
+    let cfg = config("3s", r#"mode = "gate", gate = "data/open""#);
+    let (a_dir, b_dir) = (
+        tempfile::tempdir().expect("tmp"),
+        tempfile::tempdir().expect("tmp"),
+    );
+    let a = spawn(a_dir.path(), &cfg, &url);
+    let _b = spawn(b_dir.path(), &cfg, &url);
+    std::fs::write(b_dir.path().join("data/open"), "").expect("B's calls return at once");
+    let dirs = [a_dir.path(), b_dir.path()];
+    let sql = |q: &str| pg.sql("hung", q);
+
+    send(&a, "hung-1");
+    assert!(
+        wait_until(Duration::from_secs(20), || sql(
+            "SELECT string_agg(outcome, ',') FROM attempts"
+        ) == "timeout"),
+        "the timeout was recorded (a retry)"
+    );
+    let holder = sql("SELECT claimed_by FROM deliveries");
+    let hung = Instant::now();
+    while hung.elapsed() < Duration::from_millis(7_500) {
+        let row = sql(
+            "SELECT claimed_by || '|' || (lease_until > (EXTRACT(EPOCH FROM clock_timestamp())
+                    * 1000)::BIGINT) FROM deliveries",
+        );
+        assert_eq!(
+            (calls(&dirs), row),
+            (0, format!("{holder}|true")),
+            "{:?} into the hang: the claim lapsed or another replica called it",
+            hung.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::fs::write(a_dir.path().join("data/open"), "").expect("the hung call returns");
+    assert!(
+        wait_until(Duration::from_secs(20), || sql(
+            "SELECT state FROM deliveries"
+        ) == "done"),
+        "the late success was recorded"
+    );
+    assert_eq!(
+        sql("SELECT string_agg(outcome, ',' ORDER BY id) FROM attempts"),
+        "timeout,late ok"
+    );
+    std::thread::sleep(Duration::from_millis(1_500)); // a second call would show by now
+    assert_eq!(calls(&dirs), 1, "called once");
 }
