@@ -12,6 +12,8 @@
 //!   starts until the store accepts writes again. The store is the truth. A delivery is
 //!   at-least-once: a crash mid-call repeats that call.
 //! - [`known`] keeps one call per delivery at a time across hand-off, sweeper, timers, replays.
+//! - On a shared store, the claims of running deliveries are renewed while they run ([`renew`]),
+//!   so another replica never takes over a call, or an outcome write, that is still going on.
 
 mod attempt;
 pub mod backoff;
@@ -20,6 +22,7 @@ pub mod health;
 mod known;
 pub mod payload;
 mod record;
+mod renew;
 mod sweep;
 
 use std::collections::HashMap;
@@ -262,6 +265,9 @@ impl Engine {
         engine.add_plugins(&plugins, config);
         engine.retain_plugins(&plugins);
         tokio::spawn(engine.clone().sweep());
+        if let Some(lease) = engine.store.lease() {
+            tokio::spawn(engine.clone().renew_claims(renew::every(lease)));
+        }
         engine
     }
 

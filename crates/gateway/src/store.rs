@@ -14,7 +14,11 @@
 //!   history in the same write; the history goes when its delivery goes (retention, purge).
 //! - A shared store ([`Store::shared`]: several gateway processes on one database) lets a
 //!   delivery's attempt start in one process only: [`Store::start_attempts`] claims it with a
-//!   lease, and a process whose lease expired mid-call is counted as crashed by the others.
+//!   lease, which the process renews while the call and its outcome write are in flight
+//!   ([`Store::renew_claims`]); a process whose lease expired mid-call (it died, or could not
+//!   reach the store for a whole lease) is counted as crashed by the others.
+//! - A finished delivery becomes pending again only through [`Store::replay`]; a retention
+//!   [`Store::purge`] never removes an event whose delivery a concurrent replay made pending.
 
 pub mod postgres;
 pub mod sqlite;
@@ -357,6 +361,15 @@ pub trait Store: Send + Sync + 'static {
     /// that are not running, so other replicas take them at once rather than after the lease.
     /// Returns how many (always 0 for a store that is not shared).
     fn release_claims(&self) -> StoreFuture<u64>;
+    /// How long a claim taken by [`Store::start_attempts`] holds, in a store that has claims
+    /// (a shared one); `None` otherwise. The engine renews the claims of what it runs well
+    /// within it ([`Store::renew_claims`]).
+    fn lease(&self) -> Option<std::time::Duration>;
+    /// Extends to a whole [`Store::lease`] from now the claims this process still holds on
+    /// `keys`: deliveries whose call, or whose outcome write, is in flight here. A claim another
+    /// process holds, or one given up, is left alone (never taken back), and no lease is
+    /// shortened. Returns how many were extended (always 0 for a store without claims).
+    fn renew_claims(&self, keys: Vec<i64>) -> StoreFuture<u64>;
     /// Where the store is, for logs and the CLI (a database password is never shown).
     fn describe(&self) -> String;
     /// Stops background work after the writes already queued, and waits for it (blocking).

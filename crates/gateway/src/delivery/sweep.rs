@@ -148,8 +148,9 @@ impl Engine {
         let mut sleep_for = SWEEP_INTERVAL;
         self.known.prune();
         if self.store.shared() {
-            // Another replica died mid-call and its lease ran out: count the crash first (the
-            // attempt cannot start again before).
+            // Another replica died mid-call (or could not renew its claims for a whole lease)
+            // and its lease ran out: count the crash first (the attempt cannot start again
+            // before).
             let d = self.config();
             match self.store.recover_crashed(d.max_attempts, d.max_crashes).await {
                 Ok(0) => {}

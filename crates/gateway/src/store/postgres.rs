@@ -7,9 +7,16 @@
 //! - [`Store::start_attempts`] is the arbiter: it marks an attempt started only if this replica
 //!   holds the claim or the claim is free or expired (and no crashed call awaits counting), and
 //!   renews the lease. Others skip a delivery whose lease holds.
+//! - While a replica works on a delivery (its call, its outcome write), its engine renews the
+//!   lease ([`Store::renew_claims`], every third of the lease): a live replica keeps its claims
+//!   however long a call or a write takes ([`claims`]).
 //! - A replica that dies leaves its claims behind; once their leases expire, any replica's
 //!   sweeper counts an attempt that was running as crashed ([`Store::recover_crashed`]) and
 //!   takes the delivery over.
+//! - The retention purge locks the events it is about to remove and checks again, under those
+//!   locks, that nothing holds them; a replay share-locks the events it changes first. So a
+//!   replay racing a purge either keeps its event or finds it gone before it changed anything
+//!   ([`retention`] has the argument).
 //! - Leases are measured on the database's clock; `next_at` on the replica's (keep replicas'
 //!   clocks in sync, as for any cluster).
 //!
@@ -17,10 +24,12 @@
 //! checkout: while the database is down, ingest answers 503 and delivery waits; both resume on
 //! their own once it is back.
 
+mod claims;
 mod connect;
 mod ingest;
 mod inspect;
 mod outcome;
+mod retention;
 mod schema;
 
 use std::collections::HashSet;
@@ -38,7 +47,7 @@ use super::sqlite::now_ms;
 use super::{
     Accepted, Backlog, DeliveryFilter, DeliveryRecord, Due, DueDelivery, EventFilter, EventRecord,
     EventSummary, FinishRecord, Guard, NewEvent, PendingDelivery, ReplaySelector, Store,
-    StoreError, StoreFuture, PURGE_CHUNK,
+    StoreError, StoreFuture,
 };
 use crate::config::{redact_url, PgSettings};
 
@@ -293,21 +302,8 @@ impl Store for PgStore {
     }
 
     fn purge(&self, before_ms: i64, dead_before_ms: i64) -> StoreFuture<u64> {
-        self.op(move |c, _| async move {
-            // Rows another replica is purging (or replaying: it holds a share lock) are
-            // skipped, not waited for; deliveries go with their event (ON DELETE CASCADE).
-            let n = c
-                .execute(
-                    "DELETE FROM events WHERE id IN (
-                         SELECT id FROM events e WHERE e.received_at < $1 AND NOT EXISTS
-                             (SELECT 1 FROM deliveries d WHERE d.event_id = e.id
-                                AND (d.state = 'pending'
-                                     OR (d.state = 'dead' AND d.updated_at >= $3)))
-                         ORDER BY e.received_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
-                    &[&before_ms, &(PURGE_CHUNK as i64), &dead_before_ms],
-                )
-                .await?;
-            Ok(n)
+        self.op(move |mut c, _| async move {
+            retention::purge(&mut c, before_ms, dead_before_ms).await
         })
     }
 
@@ -376,45 +372,7 @@ impl Store for PgStore {
 
     fn start_attempts(&self, deliveries: Vec<(i64, Guard)>) -> StoreFuture<Vec<bool>> {
         self.op(move |c, inner| async move {
-            // Claimed with FOR UPDATE SKIP LOCKED: a row another replica is claiming right now
-            // is skipped (it is theirs), never waited for.
-            let sql = format!(
-                "WITH claimable AS (
-                     SELECT d.key FROM deliveries d
-                     JOIN unnest($3::bigint[], $4::int[], $5::int[]) AS u(key, generation, attempts)
-                       ON d.key = u.key
-                     WHERE d.generation = u.generation AND d.attempts = u.attempts
-                       AND d.state = 'pending'
-                       AND (d.claimed_by = $1
-                            OR ((d.claimed_by IS NULL OR d.lease_until < {DB_NOW_MS})
-                                AND d.started = 0))
-                     FOR UPDATE OF d SKIP LOCKED)
-                 UPDATE deliveries d SET started = d.attempts + 1, claimed_by = $1,
-                     lease_until = {DB_NOW_MS} + $2
-                 FROM claimable c WHERE d.key = c.key
-                 RETURNING d.key"
-            );
-            let k: Vec<i64> = deliveries.iter().map(|(k, _)| *k).collect();
-            let generation: Vec<i32> = deliveries
-                .iter()
-                .map(|(_, g)| g.generation as i32)
-                .collect();
-            let attempts: Vec<i32> = deliveries.iter().map(|(_, g)| g.attempts as i32).collect();
-            let stmt = c.prepare_cached(&sql).await?;
-            let rows = c
-                .query(
-                    &stmt,
-                    &[
-                        &inner.claim.replica,
-                        &inner.claim.lease_ms,
-                        &k,
-                        &generation,
-                        &attempts,
-                    ],
-                )
-                .await?;
-            let marked = keys(&rows);
-            Ok(k.iter().map(|k| marked.contains(k)).collect())
+            claims::start_attempts(&c, &inner.claim, &deliveries).await
         })
     }
 
@@ -429,16 +387,17 @@ impl Store for PgStore {
     }
 
     fn release_claims(&self) -> StoreFuture<u64> {
-        self.op(|c, inner| async move {
-            // A started attempt keeps its claim: it ran when this process stopped, and counts
-            // as crashed once the lease expires.
-            Ok(c.execute(
-                "UPDATE deliveries SET claimed_by = NULL, lease_until = 0
-                 WHERE claimed_by = $1 AND state = 'pending' AND started = 0",
-                &[&inner.claim.replica],
-            )
-            .await?)
-        })
+        self.op(|c, inner| async move { claims::release_claims(&c, &inner.claim).await })
+    }
+
+    fn lease(&self) -> Option<Duration> {
+        Some(Duration::from_millis(
+            u64::try_from(self.inner.claim.lease_ms).unwrap_or(0),
+        ))
+    }
+
+    fn renew_claims(&self, keys: Vec<i64>) -> StoreFuture<u64> {
+        self.op(move |c, inner| async move { claims::renew_claims(&c, &inner.claim, &keys).await })
     }
 
     fn describe(&self) -> String {

@@ -412,6 +412,14 @@ impl Store for SqliteStore {
         Box::pin(async { Ok(0) })
     }
 
+    fn lease(&self) -> Option<std::time::Duration> {
+        None // one process: nothing to claim
+    }
+
+    fn renew_claims(&self, _keys: Vec<i64>) -> StoreFuture<u64> {
+        Box::pin(async { Ok(0) })
+    }
+
     fn describe(&self) -> String {
         self.inner.path.display().to_string()
     }

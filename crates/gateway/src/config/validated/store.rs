@@ -30,8 +30,10 @@ pub enum StoreConfig {
 pub struct PgSettings {
     /// `postgres://user:password@host:port/db?sslmode=...`, `${VAR}`s expanded (secret).
     pub url: String,
-    /// How long a claim on a delivery holds: another replica takes it over only after this.
-    /// Longer than `[delivery] timeout`, so a claim outlives the call it covers.
+    /// How long a claim on a delivery holds: another replica takes it over only once it expired.
+    /// Longer than `[delivery] timeout`; a live replica renews the claims of the deliveries it
+    /// runs every third of it (`delivery/renew.rs`), however long a call or its outcome write
+    /// takes.
     pub lease: Duration,
     pub pool_size: usize,
     /// Extra PEM root certificates for TLS to the database (besides the public web roots).

@@ -199,46 +199,61 @@ pub(super) async fn check(c: &Client) -> Result<Vec<String>, StoreError> {
     Ok(problems)
 }
 
-/// Replays in one transaction that first takes a share lock on the events concerned, so a
-/// concurrent retention purge (which skips locked rows) cannot remove them meanwhile.
+/// Replays in one transaction that first share-locks the events concerned and then changes only
+/// the deliveries of the events it locked, holding the locks until it commits: a retention purge
+/// (which skips locked events, and checks again once it holds its own locks) can then never
+/// delete an event whose delivery this replay made pending (see [`super::retention`]). An event
+/// a purge deleted first is simply not replayed: it was finished.
 pub(super) async fn replay(c: &mut Client, selector: ReplaySelector) -> Result<u64, StoreError> {
     let now = now_ms();
     let tx = c.transaction().await?;
     let n = match selector {
         ReplaySelector::Events { ids, plugin } => {
-            tx.execute(
-                "SELECT id FROM events WHERE id = ANY($1) ORDER BY id FOR SHARE",
-                &[&ids],
-            )
-            .await?;
+            let locked = ids_of(
+                &tx.query(
+                    "SELECT id FROM events WHERE id = ANY($1) ORDER BY id FOR SHARE",
+                    &[&ids],
+                )
+                .await?,
+            );
             tx.execute(
                 "UPDATE deliveries SET state = 'pending', attempts = 0,
                      generation = generation + 1, started = 0, crashes = 0,
                      next_at = $3, updated_at = $3
                  WHERE event_id = ANY($1) AND ($2::text IS NULL OR plugin = $2)",
-                &[&ids, &plugin, &now],
+                &[&locked, &plugin, &now],
             )
             .await?
         }
         ReplaySelector::DeadLetters { plugin } => {
-            tx.execute(
-                "SELECT e.id FROM events e WHERE EXISTS
-                     (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.state = 'dead'
-                        AND ($1::text IS NULL OR d.plugin = $1))
-                 ORDER BY e.id FOR SHARE",
-                &[&plugin],
-            )
-            .await?;
+            let locked = ids_of(
+                &tx.query(
+                    "SELECT e.id FROM events e WHERE EXISTS
+                         (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.state = 'dead'
+                            AND ($1::text IS NULL OR d.plugin = $1))
+                     ORDER BY e.id FOR SHARE",
+                    &[&plugin],
+                )
+                .await?,
+            );
+            // Only the events locked above: a dead letter that died since is left for the next
+            // replay (its event is not locked against a purge).
             tx.execute(
                 "UPDATE deliveries SET state = 'pending', attempts = 0,
                      generation = generation + 1, started = 0, crashes = 0,
                      next_at = $2, updated_at = $2
-                 WHERE state = 'dead' AND ($1::text IS NULL OR plugin = $1)",
-                &[&plugin, &now],
+                 WHERE event_id = ANY($3) AND state = 'dead'
+                   AND ($1::text IS NULL OR plugin = $1)",
+                &[&plugin, &now, &locked],
             )
             .await?
         }
     };
     tx.commit().await?;
     Ok(n)
+}
+
+/// The first column of `rows`, as event ids.
+fn ids_of(rows: &[Row]) -> Vec<String> {
+    rows.iter().map(|r| r.get(0)).collect()
 }

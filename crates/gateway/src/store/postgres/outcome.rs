@@ -8,10 +8,14 @@ use super::{keys, Claim, DB_NOW_MS};
 use crate::store::sqlite::now_ms;
 use crate::store::{Finish, FinishRecord, StoreError, CRASHED};
 
-/// [`crate::store::Store::finish_many`]: one flag per record, in order. Every record clears the
-/// attempt's "started" mark, a timed-out one too ([`FinishRecord::keeps_started_mark`] is the
-/// embedded store's rule): here the lease governs a call that outlives its timeout, and a
-/// replica must not count its own hung call as a crash once the lease runs out.
+/// [`crate::store::Store::finish_many`]: one flag per record, in order. A dead letter is replaced
+/// only by a success (`dead_too`): an outcome never makes a finished delivery pending again,
+/// only a replay does (the retention purge relies on it: see [`super::retention`]).
+///
+/// Every record clears the attempt's "started" mark, a timed-out one too
+/// ([`FinishRecord::keeps_started_mark`] is the embedded store's rule): here the lease governs a
+/// call that outlives its timeout, and a replica must not count its own hung call as a crash
+/// once the lease runs out.
 pub(super) async fn finish_many(
     c: &Client,
     claim: &Claim,
@@ -35,7 +39,8 @@ pub(super) async fn finish_many(
              FROM u
              WHERE d.key = u.key AND d.attempts = u.g_attempts
                AND d.generation = u.g_generation
-               AND (d.state = 'pending' OR (u.dead_too AND d.state = 'dead'))
+               AND (d.state = 'pending'
+                    OR (u.dead_too AND d.state = 'dead' AND u.state = 'done'))
              RETURNING d.key
          ), logged AS (
              INSERT INTO attempts (delivery_key, generation, attempt, outcome, reason,

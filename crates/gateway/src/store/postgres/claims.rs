@@ -1,0 +1,98 @@
+//! Claims on PostgreSQL: who may run a delivery's attempt, for how long (a lease on the
+//! database's clock), and how a live replica keeps what it runs.
+//!
+//! - [`start_attempts`] marks an attempt started only for the claim's holder, or for anyone once
+//!   the claim is free or expired and no crashed call awaits counting; it sets the lease.
+//! - [`renew_claims`] extends the leases of deliveries this replica is still working on (the
+//!   engine calls it every third of the lease while a call or its outcome write is in flight),
+//!   so however long that takes, no other replica counts the attempt as crashed and runs it
+//!   again. It only extends: a claim another replica took, or one that was given up, is left
+//!   alone.
+//! - [`release_claims`] gives up, at shutdown, the claims on deliveries not running.
+
+use deadpool_postgres::Client;
+
+use super::{keys, Claim, DB_NOW_MS};
+use crate::store::{Guard, StoreError};
+
+/// [`crate::store::Store::start_attempts`]: one flag per delivery, in order.
+pub(super) async fn start_attempts(
+    c: &Client,
+    claim: &Claim,
+    deliveries: &[(i64, Guard)],
+) -> Result<Vec<bool>, StoreError> {
+    // Claimed with FOR UPDATE SKIP LOCKED: a row another replica is claiming right now is
+    // skipped (it is theirs), never waited for.
+    let sql = format!(
+        "WITH claimable AS (
+             SELECT d.key FROM deliveries d
+             JOIN unnest($3::bigint[], $4::int[], $5::int[]) AS u(key, generation, attempts)
+               ON d.key = u.key
+             WHERE d.generation = u.generation AND d.attempts = u.attempts
+               AND d.state = 'pending'
+               AND (d.claimed_by = $1
+                    OR ((d.claimed_by IS NULL OR d.lease_until < {DB_NOW_MS})
+                        AND d.started = 0))
+             FOR UPDATE OF d SKIP LOCKED)
+         UPDATE deliveries d SET started = d.attempts + 1, claimed_by = $1,
+             lease_until = {DB_NOW_MS} + $2
+         FROM claimable c WHERE d.key = c.key
+         RETURNING d.key"
+    );
+    let k: Vec<i64> = deliveries.iter().map(|(k, _)| *k).collect();
+    let generation: Vec<i32> = deliveries
+        .iter()
+        .map(|(_, g)| g.generation as i32)
+        .collect();
+    let attempts: Vec<i32> = deliveries.iter().map(|(_, g)| g.attempts as i32).collect();
+    let stmt = c.prepare_cached(&sql).await?;
+    let rows = c
+        .query(
+            &stmt,
+            &[&claim.replica, &claim.lease_ms, &k, &generation, &attempts],
+        )
+        .await?;
+    let marked = keys(&rows);
+    Ok(k.iter().map(|k| marked.contains(k)).collect())
+}
+
+/// [`crate::store::Store::renew_claims`]: sets the lease of each of `keys` that this replica
+/// still claims to a whole lease from now (never shortens one: a retry's claim runs to its due
+/// time plus a lease). Rows are locked `FOR UPDATE SKIP LOCKED`: a row being written at this
+/// moment is left for the next renewal rather than waited for (its writer is this replica
+/// recording the outcome, which sets the claim itself, or an operator's replay; a live claim is
+/// never locked by another replica's claim or crash count), so a renewal never waits on, or
+/// deadlocks with, a batch's outcome write. A row locked is checked again on its newest version:
+/// a claim another replica has just taken is not ours, and stays theirs.
+pub(super) async fn renew_claims(
+    c: &Client,
+    claim: &Claim,
+    keys: &[i64],
+) -> Result<u64, StoreError> {
+    if keys.is_empty() {
+        return Ok(0);
+    }
+    let sql = format!(
+        "WITH mine AS (
+             SELECT key FROM deliveries
+             WHERE claimed_by = $1 AND key = ANY($3) AND state = 'pending'
+             FOR UPDATE SKIP LOCKED)
+         UPDATE deliveries d SET lease_until = GREATEST(d.lease_until, {DB_NOW_MS} + $2)
+         FROM mine WHERE d.key = mine.key"
+    );
+    let stmt = c.prepare_cached(&sql).await?;
+    Ok(c.execute(&stmt, &[&claim.replica, &claim.lease_ms, &keys])
+        .await?)
+}
+
+/// [`crate::store::Store::release_claims`].
+pub(super) async fn release_claims(c: &Client, claim: &Claim) -> Result<u64, StoreError> {
+    // A started attempt keeps its claim: it ran when this process stopped, and counts as
+    // crashed once the lease expires.
+    Ok(c.execute(
+        "UPDATE deliveries SET claimed_by = NULL, lease_until = 0
+         WHERE claimed_by = $1 AND state = 'pending' AND started = 0",
+        &[&claim.replica],
+    )
+    .await?)
+}

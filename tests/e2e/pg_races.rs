@@ -1,0 +1,374 @@
+//! Races between replicas on the shared PostgreSQL store, forced into their worst interleaving
+//! rather than waited for (a throwaway cluster from [`gateway_e2e::pgkit`]):
+//!
+//! - a retention purge that decided an event was finished, while a replay makes its delivery
+//!   pending again, must not delete the event (and the replayed delivery with it);
+//! - a replica whose outcome write is slow (here: held for two leases) keeps its claim, so no
+//!   replica calls the delivery a second time meanwhile; and so does a replica whose call hangs
+//!   past its timeout (the lease, not the gate, is what is tested there).
+//!
+//! **The gate.** A statement is held at a chosen point by a row-level-security policy whose
+//! function waits on an advisory lock that the test's own connection holds, for the statements
+//! whose text matches a pattern the test arms. Row security is evaluated while rows are read,
+//! after the statement took its snapshot and before it locks or changes the row, which is where
+//! these races live. The gateways connect as a role that owns the tables and is no superuser
+//! (superusers bypass row security); the test's connection is the superuser `gateway`.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use gateway_e2e::harness::{binaries, read_jsonl, wait_until, Lark, TestGateway};
+use gateway_e2e::pgkit::PgCluster;
+
+/// The advisory lock the gate waits on.
+const GATE_LOCK: i64 = 4242;
+
+/// A gateway config on `${PG_URL}` with a `testkit` instance `audit` (`mode`) recording its
+/// calls in `data/audit.jsonl`, every event routed to it.
+fn config(lease: &str, mode: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+shutdown_grace = "5s"
+
+[admin]
+listen = "127.0.0.1:0"
+
+[store]
+url = "${{PG_URL}}"
+lease = "{lease}"
+
+[delivery]
+timeout = "1s"
+initial_backoff = "100ms"
+
+[[apps]]
+name = "hire"
+path = "/hook"
+verification_token = "tok"
+encrypt_key = "key"
+
+[[plugins]]
+name = "audit"
+library = "{testkit}"
+config = {{ {mode}, record = "data/audit.jsonl" }}
+
+[[routes]]
+events = ["*"]
+plugins = ["audit"]
+"#,
+        testkit = binaries().testkit.display(),
+    )
+}
+
+/// Creates database `db` owned by the role `replica` (no superuser) and returns the URL the
+/// gateways use.
+fn replica_database(pg: &PgCluster, db: &str) -> String {
+    pg.sql(
+        "postgres",
+        &format!(
+            "DO $$ BEGIN CREATE ROLE replica LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; \
+             END $$; CREATE DATABASE {db} OWNER replica"
+        ),
+    );
+    format!("postgres://replica@127.0.0.1:{}/{db}", pg.port())
+}
+
+fn spawn(dir: &Path, config: &str, url: &str) -> TestGateway {
+    TestGateway::spawn_with_env(dir, config, &[("PG_URL", url)])
+}
+
+/// Sends event `id` to `gw` and asserts it was accepted.
+fn send(gw: &TestGateway, id: &str) {
+    let lark = Lark::encrypted("tok", "key");
+    let a = lark.send(
+        &gw.url("/hook"),
+        &lark.event_v2(id, "x.y_v1", serde_json::json!({})),
+    );
+    assert_eq!(a.status, 200, "{}", a.body);
+}
+
+/// The calls `audit` recorded in these gateways' folders.
+fn calls(dirs: &[&Path]) -> usize {
+    dirs.iter()
+        .map(|d| read_jsonl(&d.join("data/audit.jsonl")).len())
+        .sum()
+}
+
+/// The test's own connection to `db` (superuser), which holds the gate's lock.
+struct Gate {
+    client: postgres::Client,
+}
+
+impl Gate {
+    /// Installs the gate on `table` of database `db` (created by the gateway's migrations), not
+    /// armed: every statement passes.
+    fn install(pg: &PgCluster, db: &str, table: &str) -> Gate {
+        let mut client = postgres::Client::connect(
+            &format!("host=127.0.0.1 port={} user=gateway dbname={db}", pg.port()),
+            postgres::NoTls,
+        )
+        .expect("the test's connection");
+        client
+            .batch_execute(&format!(
+                "CREATE TABLE IF NOT EXISTS test_gate (pattern TEXT NOT NULL);
+                 GRANT SELECT ON test_gate TO PUBLIC;
+                 CREATE OR REPLACE FUNCTION test_gate() RETURNS boolean
+                 LANGUAGE plpgsql VOLATILE AS $f$
+                 BEGIN
+                     IF EXISTS (SELECT 1 FROM test_gate WHERE current_query() LIKE pattern) THEN
+                         PERFORM pg_advisory_lock_shared({GATE_LOCK});
+                         PERFORM pg_advisory_unlock_shared({GATE_LOCK});
+                     END IF;
+                     RETURN true;
+                 END $f$;
+                 ALTER TABLE {table} ENABLE ROW LEVEL SECURITY;
+                 ALTER TABLE {table} FORCE ROW LEVEL SECURITY;
+                 CREATE POLICY test_gate ON {table} USING (test_gate()) WITH CHECK (true);"
+            ))
+            .expect("install the gate");
+        Gate { client }
+    }
+
+    /// From now on, statements whose text is `LIKE pattern` wait at the gate's table.
+    fn arm(&mut self, pattern: &str) {
+        self.client
+            .execute("SELECT pg_advisory_lock($1)", &[&GATE_LOCK])
+            .expect("take the gate's lock");
+        self.client
+            .execute("INSERT INTO test_gate VALUES ($1)", &[&pattern])
+            .expect("arm");
+    }
+
+    /// How many gateway statements wait at the gate now.
+    fn waiting(&mut self) -> i64 {
+        self.client
+            .query_one(
+                "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+                   AND objid = $1",
+                &[&(GATE_LOCK as u32)],
+            )
+            .expect("pg_locks")
+            .get(0)
+    }
+
+    /// Waits until a statement waits at the gate.
+    fn wait_for_one(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.waiting() == 0 {
+            assert!(Instant::now() < deadline, "no statement reached the gate");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// New statements pass; those waiting still wait (see [`Gate::open`]).
+    fn disarm(&mut self) {
+        self.client
+            .execute("DELETE FROM test_gate", &[])
+            .expect("disarm");
+    }
+
+    /// Lets the waiting statements go on.
+    fn open(&mut self) {
+        self.client
+            .execute("SELECT pg_advisory_unlock($1)", &[&GATE_LOCK])
+            .expect("release the gate's lock");
+    }
+
+    /// One row's columns as text, `|`-separated (`None`: no row).
+    fn row(&mut self, sql: &str) -> Option<String> {
+        self.client.query_opt(sql, &[]).expect(sql).map(|r| {
+            (0..r.len())
+                .map(|i| r.get::<_, String>(i))
+                .collect::<Vec<_>>()
+                .join("|")
+        })
+    }
+}
+
+/// The race: the purge's statement has seen the event's only delivery finished; a replay makes
+/// it pending again and commits; the purge then locks the event (nobody holds it any more) and
+/// deletes it — and, by the cascade, the delivery just replayed, which is never delivered.
+/// The purge must look again once it holds the lock.
+#[test]
+fn a_purge_that_saw_an_event_finished_keeps_it_when_a_replay_commits_meanwhile() {
+    let pg = PgCluster::start();
+    let url = replica_database(&pg, "purge_replay");
+    let first = tempfile::tempdir().expect("tmp");
+    let gw = spawn(first.path(), &config("30s", r#"mode = "ok""#), &url);
+    send(&gw, "old-1");
+    assert!(
+        wait_until(Duration::from_secs(20), || pg
+            .sql("purge_replay", "SELECT state FROM deliveries")
+            == "done"),
+        "delivered"
+    );
+    drop(gw);
+    // Past the retention (7 days by default).
+    pg.sql(
+        "purge_replay",
+        "UPDATE events SET received_at = received_at - 30::BIGINT * 86400000",
+    );
+
+    // The purge runs at start; it waits at the gate while it reads the old event, after it took
+    // its snapshot. The purging gateway's own call of the replayed delivery waits for a file,
+    // so the delivery stays pending until the test says so.
+    let mut gate = Gate::install(&pg, "purge_replay", "events");
+    gate.arm("%e.received_at < $1 AND NOT EXISTS%");
+    let second = tempfile::tempdir().expect("tmp");
+    let purger = spawn(
+        second.path(),
+        &config("30s", r#"mode = "gate", gate = "data/open""#),
+        &url,
+    );
+    gate.wait_for_one();
+    gate.disarm();
+    let (code, out, err) = purger.cli(&["replay", "--force", "old-1"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        gate.row("SELECT state || '|' || generation FROM deliveries")
+            .as_deref(),
+        Some("pending|1"),
+        "replayed and committed while the purge waited"
+    );
+    gate.open();
+    assert!(
+        wait_until(Duration::from_secs(20), || gate
+            .row(
+                "SELECT COUNT(*)::text FROM pg_stat_activity
+                 WHERE application_name = 'lark-gateway' AND state <> 'idle'
+                   AND query LIKE '%NOT EXISTS%'"
+            )
+            .as_deref()
+            == Some("0")),
+        "the purge finished"
+    );
+    assert_eq!(
+        gate.row("SELECT id FROM events").as_deref(),
+        Some("old-1"),
+        "the purge deleted an event whose delivery had just been replayed: the replay is lost"
+    );
+
+    std::fs::write(second.path().join("data/open"), "").expect("open the plugin's gate");
+    assert!(
+        wait_until(Duration::from_secs(20), || gate
+            .row("SELECT state || '|' || generation FROM deliveries")
+            .as_deref()
+            == Some("done|1")),
+        "the replay was delivered"
+    );
+    assert_eq!(calls(&[second.path()]), 1, "once");
+}
+
+/// The race: a replica called the plugin and writes the outcome, and that write is slow (held
+/// here for more than two leases). Its claim must hold meanwhile: no replica counts the attempt
+/// as crashed and calls the delivery again beside the first call.
+#[test]
+fn a_replica_keeps_its_claim_while_its_outcome_write_is_slow() {
+    let pg = PgCluster::start();
+    let url = replica_database(&pg, "renew");
+    let cfg = config("3s", r#"mode = "ok""#);
+    let (a_dir, b_dir) = (
+        tempfile::tempdir().expect("tmp"),
+        tempfile::tempdir().expect("tmp"),
+    );
+    let a = spawn(a_dir.path(), &cfg, &url);
+    let mut gate = Gate::install(&pg, "renew", "deliveries");
+    let _b = spawn(b_dir.path(), &cfg, &url);
+    let dirs = [a_dir.path(), b_dir.path()];
+
+    // Outcome writes (and only they) wait at the gate.
+    gate.arm("%g_attempts%");
+    send(&a, "slow-1");
+    gate.wait_for_one();
+    assert_eq!(calls(&dirs), 1, "called once, outcome not yet written");
+    let held = Instant::now();
+    while held.elapsed() < Duration::from_millis(7_500) {
+        let row = gate
+            .row(
+                "SELECT crashes::text, (lease_until > (EXTRACT(EPOCH FROM clock_timestamp())
+                        * 1000)::BIGINT)::text FROM deliveries",
+            )
+            .unwrap_or_default();
+        assert_eq!(
+            (calls(&dirs), row.as_str()),
+            (1, "0|true"),
+            "{:?} into the write: the claim lapsed or another call started",
+            held.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    gate.disarm();
+    gate.open();
+    assert!(
+        wait_until(Duration::from_secs(20), || gate
+            .row("SELECT state FROM deliveries")
+            .as_deref()
+            == Some("done")),
+        "the outcome was recorded"
+    );
+    assert_eq!(
+        gate.row("SELECT string_agg(outcome, ',' ORDER BY id) FROM attempts")
+            .as_deref(),
+        Some("ok"),
+        "one attempt, no crash counted"
+    );
+    std::thread::sleep(Duration::from_millis(1_500)); // a late second call would show by now
+    assert_eq!(calls(&dirs), 1, "called once");
+}
+
+/// A call hung past its timeout (in-process: native code cannot be stopped) still runs, and
+/// its delivery stays "running" in its replica, which renews the claim: no other replica calls
+/// it beside the hung call once the lease has passed. The late success is then the delivery.
+#[test]
+fn a_replica_keeps_its_claim_while_a_call_hangs_past_its_timeout() {
+    let pg = PgCluster::start();
+    let url = replica_database(&pg, "hung");
+    let cfg = config("3s", r#"mode = "gate", gate = "data/open""#);
+    let (a_dir, b_dir) = (
+        tempfile::tempdir().expect("tmp"),
+        tempfile::tempdir().expect("tmp"),
+    );
+    let a = spawn(a_dir.path(), &cfg, &url);
+    let _b = spawn(b_dir.path(), &cfg, &url);
+    std::fs::write(b_dir.path().join("data/open"), "").expect("B's calls return at once");
+    let dirs = [a_dir.path(), b_dir.path()];
+    let sql = |q: &str| pg.sql("hung", q);
+
+    send(&a, "hung-1");
+    assert!(
+        wait_until(Duration::from_secs(20), || sql(
+            "SELECT string_agg(outcome, ',') FROM attempts"
+        ) == "timeout"),
+        "the timeout was recorded (a retry)"
+    );
+    let holder = sql("SELECT claimed_by FROM deliveries");
+    let hung = Instant::now();
+    while hung.elapsed() < Duration::from_millis(7_500) {
+        let row = sql(
+            "SELECT claimed_by || '|' || (lease_until > (EXTRACT(EPOCH FROM clock_timestamp())
+                    * 1000)::BIGINT) FROM deliveries",
+        );
+        assert_eq!(
+            (calls(&dirs), row),
+            (0, format!("{holder}|true")),
+            "{:?} into the hang: the claim lapsed or another replica called it",
+            hung.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::fs::write(a_dir.path().join("data/open"), "").expect("the hung call returns");
+    assert!(
+        wait_until(Duration::from_secs(20), || sql(
+            "SELECT state FROM deliveries"
+        ) == "done"),
+        "the late success was recorded"
+    );
+    assert_eq!(
+        sql("SELECT string_agg(outcome, ',' ORDER BY id) FROM attempts"),
+        "timeout,late ok"
+    );
+    std::thread::sleep(Duration::from_millis(1_500)); // a second call would show by now
+    assert_eq!(calls(&dirs), 1, "called once");
+}
