@@ -1,15 +1,18 @@
 //! What is loaded is what was checked. A library is opened once, hashed from that open file and
 //! loaded from it (`gateway_plugin::host::LibraryFile`): another file renamed over the path after
-//! the check is not what runs. A loaded file rewritten in place is refused. An isolated
+//! the check is not what runs. A library refused at load and then fixed at the same path is
+//! loaded by the next reload (the loader names each file by its descriptor, so `dlopen` cannot
+//! hand back the refused object). A loaded file rewritten in place is refused. An isolated
 //! plugin's child checks the pin itself, on the file it loads.
 
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use gateway_e2e::build_plugins;
-use gateway_e2e::harness::binaries;
-use gateway_plugin::host::{LibraryFile, LoadError};
+use gateway_e2e::harness::{base_config, binaries, wait_until, Lark, TestGateway};
+use gateway_e2e::{build_plugins, raw_fixtures};
+use gateway_plugin::host::{Library, LibraryFile, LoadError};
 
 fn sha256(path: &Path) -> String {
     use sha2::{Digest, Sha256};
@@ -51,6 +54,23 @@ fn the_library_loaded_is_the_file_that_was_hashed_not_the_one_at_the_path_now() 
     let now = LibraryFile::open(&lib).expect("open again");
     assert_eq!(now.sha256(), sha256(&plugins.logger));
     assert_eq!(now.load().expect("load the new file").name(), "logger");
+}
+
+#[test]
+fn a_library_refused_at_load_and_then_fixed_at_the_same_path_loads_the_fix() {
+    let plugins = build_plugins();
+    let raw = raw_fixtures(Path::new(env!("CARGO_TARGET_TMPDIR")));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lib = dir.path().join("libfixed.so");
+    install(&raw.bad_major, &lib);
+    let refused = Library::open(&lib).expect_err("ABI 2.0 is refused");
+    assert!(
+        matches!(refused, LoadError::AbiMajor { found: 2, .. }),
+        "{refused}"
+    );
+    install(&plugins.testkit, &lib);
+    let fixed = Library::open(&lib).expect("the fixed file loads");
+    assert_eq!(fixed.name(), "testkit");
 }
 
 #[test]
@@ -137,4 +157,91 @@ fn the_isolated_child_refuses_a_library_that_does_not_match_its_pin() {
         "{err}"
     );
     child_init(&lib, &sha256(&lib), dir.path()).expect("the right pin loads");
+}
+
+fn config(plugins: &str) -> String {
+    format!(
+        r#"{base}
+[[apps]]
+name = "a"
+path = "/hook"
+verification_token = "t"
+
+[delivery]
+initial_backoff = "50ms"
+max_backoff = "100ms"
+{plugins}
+[[routes]]
+events = ["*"]
+plugins = ["late"]
+"#,
+        base = base_config()
+    )
+}
+
+fn late(library: &Path, extra: &str) -> String {
+    format!(
+        "[[plugins]]\nname = \"late\"\nlibrary = \"{}\"\nconfig = {{ record = \"data/late.jsonl\" }}\n{extra}\n",
+        library.display()
+    )
+}
+
+fn reload(gw: &TestGateway, config: &str, expect: &str) {
+    let before = gw.log().matches(expect).count();
+    std::fs::write(gw.dir.join("gateway.toml"), config).expect("write config");
+    gw.signal("HUP");
+    assert!(
+        wait_until(Duration::from_secs(10), || gw.log().matches(expect).count()
+            > before),
+        "no {expect:?} after SIGHUP:\n{}",
+        gw.log()
+    );
+}
+
+fn delivered(gw: &TestGateway, id: &str) -> bool {
+    let lark = Lark::plain("t");
+    let status = lark
+        .send(
+            &gw.url("/hook"),
+            &lark.event_v2(id, "t.any", serde_json::json!({})),
+        )
+        .status;
+    assert_eq!(status, 200);
+    wait_until(Duration::from_secs(10), || {
+        gw.calls("late").iter().any(|c| c["event_id"] == id)
+    })
+}
+
+/// A reload refused for the library's descriptor, then the file fixed at the same path and the
+/// same config sent again: the fixed library is loaded (no restart needed). The same after a
+/// refusal for a wrong sha256.
+#[test]
+fn a_reload_loads_a_library_fixed_at_the_path_where_it_was_refused() {
+    let raw = raw_fixtures(Path::new(env!("CARGO_TARGET_TMPDIR")));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first: PathBuf = dir.path().join("libfirst.so");
+    install(&binaries().testkit, &first);
+    let gw = TestGateway::spawn(dir.path(), &config(&late(&first, "")));
+    assert!(delivered(&gw, "ev-1"));
+
+    // A new library that the loader refuses (ABI 2.0); the running config stays.
+    let lib = dir.path().join("liblate.so");
+    install(&raw.bad_major, &lib);
+    let v2 = config(&late(&lib, ""));
+    reload(&gw, &v2, "reload refused");
+    assert!(gw.log().contains("incompatible plugin"), "{}", gw.log());
+    // Fixed at the same path: the same config is taken now.
+    install(&binaries().testkit, &lib);
+    reload(&gw, &v2, "config reloaded");
+    assert!(delivered(&gw, "ev-2"), "{}", gw.log());
+
+    // Pinned, and a file with other content at the path: refused before loading; fixed, taken.
+    let pinned = dir.path().join("libpinned.so");
+    install(&binaries().logger, &pinned);
+    let pin = format!("sha256 = \"{}\"", sha256(&binaries().testkit));
+    let v3 = config(&late(&pinned, &pin));
+    reload(&gw, &v3, "does not match its pinned sha256");
+    install(&binaries().testkit, &pinned);
+    reload(&gw, &v3, "config reloaded");
+    assert!(delivered(&gw, "ev-3"), "{}", gw.log());
 }
