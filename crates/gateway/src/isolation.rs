@@ -1,6 +1,7 @@
 //! Process isolation for plugins (`[[plugins]] isolation = "process"`): the instance lives in a
 //! child process — this same binary, run as `gateway plugin-host --library PATH` — which loads
-//! the `.so`, creates the instance and answers calls over its stdin/stdout ([`wire`]). Whatever
+//! the `.so` (checking a pinned `sha256` on the file it opens, and loading that open file),
+//! creates the instance and answers calls over its stdin/stdout ([`wire`]). Whatever
 //! the native code does (segfault, `abort()`, `exit()`, a stack overflow, a hang) ends at most
 //! the child: the calls in flight fail as retries, the gateway logs and counts the death, and
 //! the next call starts a fresh child (with backoff). A call past `[delivery] timeout` kills
@@ -27,7 +28,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
-use gateway_plugin::host::{InitError, Library, LogSink};
+use gateway_plugin::host::{InitError, LibraryFile, LogSink};
 use gateway_plugin::Level;
 use wire::{FromChild, ToChild};
 
@@ -79,12 +80,20 @@ pub fn serve(library: &Path) -> ExitCode {
     let Ok(Some(ToChild::Init(init))) = ToChild::read(&mut input) else {
         return ExitCode::from(2);
     };
-    let lib = match Library::open(library) {
+    // Opened once: the pin is checked on this open file, and this file is what loads (the
+    // gateway's own check happened on another open, before this process started).
+    let loaded = LibraryFile::open(library)
+        .map_err(|e| e.to_string())
+        .and_then(|file| {
+            crate::plugins::check_pin(&file, init.sha256.as_deref())?;
+            file.load().map_err(|e| e.to_string())
+        });
+    let lib = match loaded {
         Ok(l) => l,
-        Err(e) => {
+        Err(message) => {
             send(&FromChild::InitErr {
                 panicked: false,
-                message: e.to_string(),
+                message,
             });
             return ExitCode::from(3);
         }

@@ -1,5 +1,6 @@
-//! The plugin registry: opens every `[[plugins]]` library (its content checked against a pinned
-//! `sha256` first, then ABI-checked by `gateway_plugin::host`), and creates the instances (their
+//! The plugin registry: opens every `[[plugins]]` library once (that open file's content checked
+//! against a pinned `sha256`, then that same file loaded and ABI-checked by
+//! `gateway_plugin::host`), and creates the instances (their
 //! concurrency limit lives with the delivery engine's queue, so it holds across reloads). A
 //! panicked instance is replaced here by a fresh one built from the same config.
 //!
@@ -10,7 +11,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
-use gateway_plugin::host::{CallOutcome, InitError, Instance, Library, LoadError, LogSink};
+use gateway_plugin::host::{
+    CallOutcome, FileId, InitError, Instance, Library, LibraryFile, LoadError, LogSink,
+};
 use gateway_plugin::Level;
 
 use crate::config::{Config, Isolation, PluginSpec};
@@ -167,17 +170,8 @@ impl Plugins {
     }
 }
 
-/// What a library file was when this process first loaded it (device, inode, size, mtime).
-type FileId = (u64, u64, u64, i64, i64);
-
-fn file_id(path: &Path) -> Option<FileId> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
-}
-
-/// Libraries loaded by this process. They are never unloaded, so a file replaced at the same
-/// path cannot take effect: `dlopen` would hand back the old code.
+/// The file each path loaded successfully in this process. Libraries are never unloaded, so
+/// another file at the same path is refused (see [`open`]).
 fn loaded() -> &'static Mutex<HashMap<PathBuf, FileId>> {
     static LOADED: OnceLock<Mutex<HashMap<PathBuf, FileId>>> = OnceLock::new();
     LOADED.get_or_init(Default::default)
@@ -209,24 +203,13 @@ pub fn file_sha256(path: &Path) -> std::io::Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
-/// Refuses a library whose content is not the one `sha256` pins. Runs before the library is
-/// loaded, so a wrong file's initialisers never run.
-pub fn verify_pin(path: &Path, sha256: Option<&str>) -> Result<(), String> {
+/// Refuses an opened library file whose content (hashed from the open file, the one that
+/// loads) is not the one `sha256` pins.
+pub fn check_pin(file: &LibraryFile, sha256: Option<&str>) -> Result<(), String> {
     let Some(expected) = sha256 else {
         return Ok(());
     };
-    let actual = match file_sha256(path) {
-        Ok(actual) => actual,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(format!("plugin library {} does not exist", path.display()))
-        }
-        Err(e) => {
-            return Err(format!(
-                "cannot read {} to check its sha256: {e}",
-                path.display()
-            ))
-        }
-    };
+    let actual = file.sha256();
     if actual == expected {
         return Ok(());
     }
@@ -234,14 +217,28 @@ pub fn verify_pin(path: &Path, sha256: Option<&str>) -> Result<(), String> {
         "{} does not match its pinned sha256: expected {expected}, found {actual}; refusing to \
          load it (the file was replaced, rebuilt or tampered with; if this build is the one \
          you mean to run, set `sha256 = \"{actual}\"`)",
-        path.display()
+        file.path().display()
     ))
 }
 
+/// [`check_pin`] on the file at `path` now, without loading it: the gateway's early check
+/// before it starts an isolated instance's process (the process checks the file it loads
+/// itself).
+pub fn verify_pin(path: &Path, sha256: Option<&str>) -> Result<(), String> {
+    if sha256.is_none() {
+        return Ok(());
+    }
+    let file = LibraryFile::open(path).map_err(|e| e.to_string())?;
+    check_pin(&file, sha256)
+}
+
+/// Opens the library once, checks that open file (the path's history, the pin) and loads that
+/// same file: a file renamed over the path meanwhile is not what loads.
 fn open(spec: &PluginSpec) -> Result<Library, String> {
     let path = spec.library.as_path();
-    let id = file_id(path);
-    if let (Ok(loaded), Some(id)) = (loaded().lock(), id) {
+    let file = LibraryFile::open(path).map_err(|e| e.to_string())?;
+    let id = file.id();
+    if let Ok(loaded) = loaded().lock() {
         if loaded.get(path).is_some_and(|first| *first != id) {
             return Err(format!(
                 "{} changed on disk since this gateway loaded it; libraries are never unloaded, \
@@ -251,9 +248,9 @@ fn open(spec: &PluginSpec) -> Result<Library, String> {
             ));
         }
     }
-    verify_pin(path, spec.sha256.as_deref())?;
-    let lib = Library::open(path).map_err(|e: LoadError| e.to_string())?;
-    if let (Ok(mut loaded), Some(id)) = (loaded().lock(), id) {
+    check_pin(&file, spec.sha256.as_deref())?;
+    let lib = file.load().map_err(|e: LoadError| e.to_string())?;
+    if let Ok(mut loaded) = loaded().lock() {
         loaded.entry(path.to_path_buf()).or_insert(id);
     }
     Ok(lib)

@@ -4,6 +4,8 @@
 //! Invariants:
 //! - A library is opened with `RTLD_NOW | RTLD_LOCAL` and **never unloaded**: its handle is leaked
 //!   for the life of the process (unloading Rust libraries with thread-local destructors crashes).
+//! - What loads is the file that was opened and hashed, not whatever is at its path by then
+//!   ([`LibraryFile`], `host/file.rs`): the loader gets the open file's `/proc/self/fd` name.
 //! - Checks run in the order symbol → `abi_major` → `struct_size` → `abi_minor`, before anything
 //!   else in the library is called or read.
 //! - Every buffer a plugin returns is released by that plugin's `free_buf`, never by the host's
@@ -29,12 +31,14 @@ use crate::sdk::Level;
 
 mod detail;
 mod errors;
+mod file;
 mod instance;
 #[cfg(test)]
 mod tests;
 
 use detail::Detail;
 pub use errors::{InitError, LoadError};
+pub use file::{FileId, LibraryFile};
 pub use instance::Instance;
 use instance::InstanceInner;
 
@@ -107,31 +111,44 @@ impl std::fmt::Debug for Library {
 }
 
 impl Library {
-    /// Opens and checks a plugin library. Safe to call for the same path several times.
+    /// Opens and checks a plugin library. Safe to call for the same path several times. The
+    /// file is opened once and what loads is that open file ([`LibraryFile`]); use
+    /// [`LibraryFile`] directly to check its SHA-256 before it loads.
     pub fn open(path: &Path) -> Result<Library, LoadError> {
-        let path = path.to_path_buf();
-        if !path.exists() {
-            return Err(LoadError::NotFound { path });
-        }
-        // `dlopen` searches the system library path for a name without a `/`: open the very file
-        // `exists()` just found.
-        let file = if path.is_relative() {
-            Path::new(".").join(&path)
-        } else {
-            path.clone()
-        };
+        LibraryFile::open(path)?.load()
+    }
+
+    /// Has the dynamic loader load `name` (a name of the file at `path`), with `RTLD_NOW |
+    /// RTLD_LOCAL`, and leaks the handle (see the module invariants). An error means nothing
+    /// was loaded.
+    fn dlopen(
+        path: &Path,
+        name: &Path,
+    ) -> Result<&'static libloading::os::unix::Library, LoadError> {
         let flags = libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_LOCAL;
         // SAFETY: loading a library runs its initialisers; plugins are trusted code chosen by the
         // operator. Rust cdylibs have no initialisers of their own.
         let lib =
-            unsafe { libloading::os::unix::Library::open(Some(&file), flags) }.map_err(|e| {
+            unsafe { libloading::os::unix::Library::open(Some(name), flags) }.map_err(|e| {
+                let mut reason = e.to_string();
+                if !Path::new("/proc/self/fd").is_dir() {
+                    reason.push_str(" (libraries are loaded through /proc/self/fd: mount /proc)");
+                }
                 LoadError::Open {
-                    path: path.clone(),
-                    reason: e.to_string(),
+                    path: path.to_path_buf(),
+                    // The loader names the descriptor; the operator knows the file.
+                    reason: reason.replace(&*name.to_string_lossy(), &path.to_string_lossy()),
                 }
             })?;
         // Never unloaded: see the module invariants.
-        let lib: &'static libloading::os::unix::Library = Box::leak(Box::new(lib));
+        Ok(Box::leak(Box::new(lib)))
+    }
+
+    /// Finds the entry of a loaded library and checks its descriptor.
+    fn from_object(
+        path: PathBuf,
+        lib: &'static libloading::os::unix::Library,
+    ) -> Result<Library, LoadError> {
         // SAFETY: the symbol's type is fixed by the ABI (`EntryFn`); a library exporting a
         // different type under this exact name violates the plugin contract.
         let entry = unsafe { lib.get::<abi::EntryFn>(abi::ENTRY_SYMBOL) }
@@ -141,6 +158,14 @@ impl Library {
         // SAFETY: a non-null descriptor pointer from the entry function is static, immutable
         // data of at least its own `struct_size` bytes (ABI contract).
         unsafe { Library::from_descriptor(path, ptr) }
+    }
+
+    /// The same library, known by another path (a file loaded before, opened by another name).
+    fn at(&self, path: PathBuf) -> Library {
+        Library {
+            path,
+            ..self.clone()
+        }
     }
 
     /// Checks the descriptor at `ptr` (the entry function's answer for the library at `path`)

@@ -101,7 +101,7 @@ pub struct Isolated {
     name: String,
     library: PathBuf,
     /// `[[plugins]] sha256`: checked again before every child starts (a child restarted after a
-    /// crash loads the file anew).
+    /// crash loads the file anew), and by the child itself on the file it opens and loads.
     sha256: Option<String>,
     config: serde_json::Value,
     config_dir: PathBuf,
@@ -306,6 +306,7 @@ impl Isolated {
             name: self.name.clone(),
             config: self.config.clone(),
             config_dir: self.config_dir.to_string_lossy().into_owned(),
+            sha256: self.sha256.clone(),
         });
         if let Err(e) = init.write(&mut stdin) {
             let _ = child.kill();

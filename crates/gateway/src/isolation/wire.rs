@@ -2,7 +2,7 @@
 //! (`u32` length, little endian, then a tag byte and the body). Deliveries travel as the same
 //! JSON bytes the ABI takes, never re-encoded; the rest is small.
 //!
-//! Gateway → child: `Init` (JSON `{name, config, config_dir}`), `Batch` (id, deliveries).
+//! Gateway → child: `Init` (JSON `{name, config, config_dir, sha256?}`), `Batch` (id, deliveries).
 //! Child → gateway: `InitOk`, `InitErr`, `Outcomes` (id, JSON outcomes), `BatchPanicked` (id,
 //! message), `Log` (level, message). Nothing here panics on input: a bad frame is an error.
 
@@ -27,6 +27,9 @@ pub struct InitRequest {
     pub name: String,
     pub config: serde_json::Value,
     pub config_dir: String,
+    /// `[[plugins]] sha256`: the child checks it on the file it opens, and loads that file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 /// A message from the child.
@@ -256,6 +259,7 @@ mod tests {
                 name: "n".into(),
                 config: serde_json::json!({"a": [1, "x"]}),
                 config_dir: "/etc/gw".into(),
+                sha256: Some("ab".repeat(32)),
             }),
             ToChild::Batch {
                 id: 7,

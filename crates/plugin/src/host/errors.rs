@@ -54,6 +54,35 @@ pub enum LoadError {
         path: PathBuf,
         field: &'static str,
     },
+    /// The file (same device and inode) was loaded by this process before and its content has
+    /// changed since: the code loaded is not these bytes, and cannot be replaced in place.
+    ChangedInPlace {
+        path: PathBuf,
+        /// SHA-256 of the content loaded then.
+        loaded: String,
+        /// SHA-256 of the content now.
+        found: String,
+    },
+}
+
+impl LoadError {
+    /// The same error about the same file, known by another path.
+    pub(super) fn at(mut self, to: PathBuf) -> LoadError {
+        let path = match &mut self {
+            LoadError::NotFound { path }
+            | LoadError::Open { path, .. }
+            | LoadError::NoEntry { path }
+            | LoadError::NullDescriptor { path }
+            | LoadError::AbiMajor { path, .. }
+            | LoadError::StructSize { path, .. }
+            | LoadError::AbiMinor { path, .. }
+            | LoadError::BadString { path, .. }
+            | LoadError::NullEntry { path, .. }
+            | LoadError::ChangedInPlace { path, .. } => path,
+        };
+        *path = to;
+        self
+    }
 }
 
 /// The ABI versions this host speaks, for messages: "1.x (1.0–1.1)".
@@ -162,6 +191,17 @@ impl std::fmt::Display for LoadError {
                 "plugin {}: descriptor field `{field}` is null; `init`, `handle`, `free_buf` \
                  and `shutdown` must each point to a function of the plugin (only \
                  `handle_batch` may be null); {HOW_TO_BUILD}",
+                path.display()
+            ),
+            LoadError::ChangedInPlace {
+                path,
+                loaded,
+                found,
+            } => write!(
+                f,
+                "{} was rewritten in place since this process loaded it (sha256 {loaded} then, \
+                 {found} now); the loaded code cannot be replaced in place: write the new \
+                 version to a new file and rename it over the path, then reload (or restart)",
                 path.display()
             ),
         }
