@@ -176,11 +176,14 @@ impl Gate {
             .expect("release the gate's lock");
     }
 
-    /// One row's columns as text, `|`-separated (`None`: no row).
+    /// One row's columns as text, `|`-separated, a NULL as `NULL` (`None`: no row).
     fn row(&mut self, sql: &str) -> Option<String> {
         self.client.query_opt(sql, &[]).expect(sql).map(|r| {
             (0..r.len())
-                .map(|i| r.get::<_, String>(i))
+                .map(|i| {
+                    r.get::<_, Option<String>>(i)
+                        .unwrap_or_else(|| "NULL".into())
+                })
                 .collect::<Vec<_>>()
                 .join("|")
         })

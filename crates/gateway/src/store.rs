@@ -5,10 +5,11 @@
 //! Contract every backend keeps:
 //! - `accept` resolves `Ok` only once the event and its deliveries are durable (fsync'd); a
 //!   duplicate id resolves `Duplicate` and records nothing.
-//! - Delivery state only moves `pending → done | dead`, `dead → done` (a timed-out call that
-//!   succeeded late), or back to `pending` through `replay`, which bumps the delivery's
-//!   `generation`: an outcome names the generation and attempt count it started from and is
-//!   recorded only if both still hold, so a replay is never overwritten.
+//! - Delivery state only moves `pending → done | dead`, `dead → done` (a call that succeeded
+//!   after its delivery was dead-lettered: timed out, or orphaned while it ran; only a success
+//!   replaces a dead letter), or back to `pending` through `replay`, which bumps the
+//!   delivery's `generation`: an outcome names the generation and attempt count it started
+//!   from and is recorded only if both still hold, so a replay is never overwritten.
 //! - Nothing is ever answered from memory alone: the store is the truth after a crash.
 //! - Every outcome that applies, and every crash found, adds a row to the delivery's attempt
 //!   history in the same write; the history goes when its delivery goes (retention, purge).

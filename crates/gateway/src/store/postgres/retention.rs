@@ -18,7 +18,7 @@
 //! ([`super::inspect::replay`]), and a replay share-locks the event rows first, changes only the
 //! deliveries of events it locked, and holds the locks until it commits. (Every other writer
 //! takes a delivery out of `pending`, changes a pending one, or turns a dead letter into `done`
-//! after a late success: none makes a finished event unfinished.) For one event E, either:
+//! after a success of the same attempt: none makes a finished event unfinished.) For one event E, either:
 //! - the replay locked E first: step 1 skips E while the replay runs; and if the replay committed
 //!   before step 1 reached E, its commit precedes step 2's snapshot: step 2 sees the pending
 //!   delivery and keeps E; or

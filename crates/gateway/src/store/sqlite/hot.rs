@@ -45,7 +45,7 @@ impl Sql {
                      last_error = CASE WHEN ?2 = 'done' THEN NULL ELSE COALESCE(?5, last_error) END,
                      updated_at = ?6
                  WHERE key = ?1 AND attempts = ?7 AND generation = ?8
-                   AND (state = 'pending' OR (?9 AND state = 'dead'))"
+                   AND (state = 'pending' OR (?9 AND ?2 = 'done' AND state = 'dead'))"
             }
             Sql::History => {
                 "INSERT INTO attempts (delivery_key, generation, attempt, outcome, reason,

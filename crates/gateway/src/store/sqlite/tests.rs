@@ -386,6 +386,17 @@ fn a_late_success_replaces_the_dead_letter_of_its_own_attempt_only() {
             .finish(ka, at(1), 1, Finish::Done)
             .await
             .expect("not without dead_too"));
+        // Only a success replaces a dead letter, whatever the guard says.
+        let retry = Finish::Retry {
+            next_at_ms: 0,
+            error: "again".into(),
+        };
+        for other in [retry, Finish::Dead { error: "x".into() }] {
+            assert!(!store
+                .finish(ka, late, 1, other)
+                .await
+                .expect("not a success"));
+        }
         assert!(store
             .finish(ka, late, 1, Finish::Done)
             .await
