@@ -375,3 +375,93 @@ fn a_replica_keeps_its_claim_while_a_call_hangs_past_its_timeout() {
     std::thread::sleep(Duration::from_millis(1_500)); // a second call would show by now
     assert_eq!(calls(&dirs), 1, "called once");
 }
+
+/// A call hung past its timeout on its last attempt is a dead letter while it still runs; a
+/// replay of that dead letter must not be run by another replica beside it: the dead letter
+/// keeps the claim of the replica running the call (renewed while it runs), and that replica
+/// runs the replay once the hung call has returned. (The claim used to be cleared with the
+/// dead letter: the other replica's sweeper called the replay at once.)
+#[test]
+fn a_replay_of_a_dead_letter_whose_call_still_hangs_is_not_run_beside_it() {
+    let pg = PgCluster::start();
+    let url = replica_database(&pg, "hungdead");
+    let cfg = config("3s", r#"mode = "gate", gate = "data/open""#).replace(
+        "initial_backoff = \"100ms\"",
+        "initial_backoff = \"100ms\"\nmax_attempts = 1",
+    );
+    let (a_dir, b_dir) = (
+        tempfile::tempdir().expect("tmp"),
+        tempfile::tempdir().expect("tmp"),
+    );
+    let a = spawn(a_dir.path(), &cfg, &url);
+    let _b = spawn(b_dir.path(), &cfg, &url);
+    std::fs::write(b_dir.path().join("data/open"), "").expect("B's calls return at once");
+    let dirs = [a_dir.path(), b_dir.path()];
+    let sql = |q: &str| pg.sql("hungdead", q);
+
+    send(&a, "hungdead-1");
+    assert!(
+        wait_until(Duration::from_secs(20), || sql(
+            "SELECT state || '|' || string_agg(outcome, ',') FROM deliveries, attempts
+             GROUP BY state"
+        ) == "dead|timeout"),
+        "the timeout was recorded as a dead letter"
+    );
+    let (code, out, err) = a.cli(&["replay", "--dead-letters"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(sql("SELECT state FROM deliveries"), "pending", "replayed");
+    let hung = Instant::now();
+    while hung.elapsed() < Duration::from_millis(7_500) {
+        assert_eq!(
+            calls(&dirs),
+            0,
+            "{:?} into the hang: another replica ran the replay beside the hung call",
+            hung.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::fs::write(a_dir.path().join("data/open"), "").expect("the hung call returns");
+    assert!(
+        wait_until(Duration::from_secs(20), || sql(
+            "SELECT state || '|' || generation FROM deliveries"
+        ) == "done|1"),
+        "the replay was delivered after the hung call returned"
+    );
+    std::thread::sleep(Duration::from_millis(1_500)); // a third call would show by now
+    assert_eq!(calls(&dirs), 2, "the hung call and the replay, once each");
+}
+
+/// A replica stopped (SIGTERM) while a call hangs past its timeout keeps that delivery's claim:
+/// the call runs until the process exits, so the shutdown's release of claims leaves it alone
+/// (it used to free it: the timeout's retry had cleared the "started" mark, and another replica
+/// could take the delivery while the stopping process still ran the call). The claim then
+/// lapses with its lease, once the process is gone.
+#[test]
+fn a_stopping_replica_keeps_the_claim_of_a_call_still_hung() {
+    let pg = PgCluster::start();
+    let url = replica_database(&pg, "stophung");
+    let cfg = config("30s", r#"mode = "gate", gate = "data/open""#)
+        .replace("shutdown_grace = \"5s\"", "shutdown_grace = \"1s\"");
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut a = spawn(dir.path(), &cfg, &url);
+    let sql = |q: &str| pg.sql("stophung", q);
+
+    send(&a, "stophung-1");
+    assert!(
+        wait_until(Duration::from_secs(20), || sql(
+            "SELECT state || '|' || string_agg(outcome, ',') FROM deliveries, attempts
+             GROUP BY state"
+        ) == "pending|timeout"),
+        "the timeout was recorded as a retry"
+    );
+    let holder = sql("SELECT claimed_by FROM deliveries");
+    assert!(!holder.is_empty(), "claimed");
+    a.signal("TERM");
+    assert!(a.wait(Duration::from_secs(20)).is_some(), "{}", a.log());
+    assert_eq!(
+        sql("SELECT coalesce(claimed_by, 'released') FROM deliveries"),
+        holder,
+        "{}",
+        a.log()
+    );
+}

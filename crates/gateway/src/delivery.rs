@@ -386,6 +386,12 @@ impl Engine {
         self.calls.len()
     }
 
+    /// The keys of the deliveries held as running: being called (a call hung past its timeout
+    /// included) or having their outcome recorded.
+    pub fn running_keys(&self) -> Vec<i64> {
+        self.known.running()
+    }
+
     async fn dispatch(self: Arc<Self>, queue: Arc<PluginQueue>, mut rx: mpsc::Receiver<Job>) {
         // A delivery taken off the queue that must not share the batch being built.
         let mut held: Option<Job> = None;

@@ -268,11 +268,13 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
         } => {}
         _ = second => {}
     }
+    // Calls hung past their timeout still run until the process exits: they keep their claims.
+    let running = engine.running_keys();
     drop(ingress);
     drop(intake);
     drop(live);
     drop(engine);
-    match store.release_claims().await {
+    match store.release_claims(running).await {
         Ok(0) => {}
         Ok(n) => tracing::info!(deliveries = n, "claims released to the other replicas"),
         Err(e) => {

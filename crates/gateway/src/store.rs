@@ -134,6 +134,14 @@ impl FinishRecord {
     pub fn keeps_started_mark(&self) -> bool {
         self.trace.outcome == TIMED_OUT && matches!(self.finish, Finish::Retry { .. })
     }
+
+    /// True when the call this records has not returned (its timeout is what is recorded, as a
+    /// retry or a dead letter): on a shared store its claim stays with this process, renewed
+    /// while the call runs, so that no other process runs the delivery beside it (after a
+    /// replay of the dead letter, say).
+    pub fn call_still_runs(&self) -> bool {
+        self.trace.outcome == TIMED_OUT
+    }
 }
 
 /// How one attempt went, for the delivery's history (see [`AttemptRecord`]).
@@ -359,9 +367,10 @@ pub trait Store: Send + Sync + 'static {
     /// also runs [`Store::recover_crashed`] as it goes).
     fn shared(&self) -> bool;
     /// At shutdown, after the last call: gives up this process's claims on pending deliveries
-    /// that are not running, so other replicas take them at once rather than after the lease.
-    /// Returns how many (always 0 for a store that is not shared).
-    fn release_claims(&self) -> StoreFuture<u64>;
+    /// that are not running (neither marked started nor among `running`: calls hung past their
+    /// timeout still run until the process exits), so other replicas take them at once rather
+    /// than after the lease. Returns how many (always 0 for a store that is not shared).
+    fn release_claims(&self, running: Vec<i64>) -> StoreFuture<u64>;
     /// How long a claim taken by [`Store::start_attempts`] holds, in a store that has claims
     /// (a shared one); `None` otherwise. The engine renews the claims of what it runs well
     /// within it ([`Store::renew_claims`]).

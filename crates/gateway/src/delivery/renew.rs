@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Engine;
+use crate::store::StoreError;
 
 /// Renewals per lease: a lease survives two failed renewals in a row.
 const RENEWALS_PER_LEASE: u32 = 3;
@@ -40,9 +41,13 @@ impl Engine {
         };
         tokio::pin!(stopped);
         let mut failing = false;
+        // One renewal per period, each given at most the period: a renewal stuck on a dead
+        // connection must not hold the next one back past the lease.
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(every) => {}
+                _ = ticks.tick() => {}
                 _ = &mut stopped => return,
             }
             let keys = self.known.running();
@@ -50,7 +55,12 @@ impl Engine {
                 continue;
             }
             let n = keys.len();
-            match self.store.renew_claims(keys).await {
+            let renewal = tokio::time::timeout(every, self.store.renew_claims(keys))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(StoreError("the renewal took longer than its period".into()))
+                });
+            match renewal {
                 Ok(renewed) => {
                     if failing {
                         tracing::info!(running = n, renewed, "claims renewed again");

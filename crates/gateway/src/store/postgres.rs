@@ -72,6 +72,9 @@ pub struct PgStore {
 
 struct Inner {
     pool: Pool,
+    /// One connection of its own for lease renewals: slow outcome writes holding every pooled
+    /// connection (the case renewals exist for) must not keep a renewal waiting.
+    renewals: Pool,
     shown: String,
     claim: Claim,
     ingest: Mutex<Option<mpsc::UnboundedSender<ingest::Job>>>,
@@ -148,9 +151,14 @@ impl PgStore {
         }
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(ingest::run(pool.clone(), rx, claim.clone()));
+        let renewals = connect::pool(&PgSettings {
+            pool_size: 1,
+            ..settings.clone()
+        })?;
         Ok(PgStore {
             inner: Arc::new(Inner {
                 pool,
+                renewals,
                 shown,
                 claim,
                 ingest: Mutex::new(Some(tx)),
@@ -356,17 +364,30 @@ impl Store for PgStore {
 
     fn dead_letter_plugin(&self, plugin: String, error: String) -> StoreFuture<u64> {
         self.op(move |c, inner| async move {
-            // Not those another replica holds a live claim on: it still runs that plugin.
+            // Not those another replica holds a live claim on: it still runs that plugin. This
+            // replica's own claims are kept (for at most a lease from now): a call of the removed
+            // instance may still run here, and renewals keep its claim while it does, so a replay
+            // of the dead letter is not run by another replica beside it.
             let sql = format!(
                 "UPDATE deliveries SET state = 'dead', last_error = $2, updated_at = $3,
-                     claimed_by = NULL, lease_until = 0, started = 0
+                     started = 0,
+                     lease_until = CASE WHEN claimed_by = $4
+                         THEN LEAST(lease_until, {DB_NOW_MS} + $5) ELSE 0 END,
+                     claimed_by = CASE WHEN claimed_by = $4 THEN claimed_by ELSE NULL END
                  WHERE plugin = $1 AND state = 'pending'
                    AND (claimed_by IS NULL OR claimed_by = $4 OR lease_until < {DB_NOW_MS})"
             );
-            Ok(
-                c.execute(&sql, &[&plugin, &error, &now_ms(), &inner.claim.replica])
-                    .await?,
+            Ok(c.execute(
+                &sql,
+                &[
+                    &plugin,
+                    &error,
+                    &now_ms(),
+                    &inner.claim.replica,
+                    &inner.claim.lease_ms,
+                ],
             )
+            .await?)
         })
     }
 
@@ -386,8 +407,10 @@ impl Store for PgStore {
         true
     }
 
-    fn release_claims(&self) -> StoreFuture<u64> {
-        self.op(|c, inner| async move { claims::release_claims(&c, &inner.claim).await })
+    fn release_claims(&self, running: Vec<i64>) -> StoreFuture<u64> {
+        self.op(
+            move |c, inner| async move { claims::release_claims(&c, &inner.claim, &running).await },
+        )
     }
 
     fn lease(&self) -> Option<Duration> {
@@ -397,7 +420,13 @@ impl Store for PgStore {
     }
 
     fn renew_claims(&self, keys: Vec<i64>) -> StoreFuture<u64> {
-        self.op(move |c, inner| async move { claims::renew_claims(&c, &inner.claim, &keys).await })
+        // On its own connection, not the pool's (see `Inner::renewals`); the engine bounds the
+        // wait (a renewal outlasting its period is given up and the next one sent).
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let c = connect::client(&inner.renewals).await?;
+            claims::renew_claims(&c, &inner.claim, &keys).await
+        })
     }
 
     fn describe(&self) -> String {
@@ -409,6 +438,7 @@ impl Store for PgStore {
             tx.take();
         }
         self.inner.pool.close();
+        self.inner.renewals.close();
     }
 
     fn event(&self, id: String) -> StoreFuture<Option<EventRecord>> {

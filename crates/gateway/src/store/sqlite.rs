@@ -408,7 +408,7 @@ impl Store for SqliteStore {
         false
     }
 
-    fn release_claims(&self) -> StoreFuture<u64> {
+    fn release_claims(&self, _running: Vec<i64>) -> StoreFuture<u64> {
         Box::pin(async { Ok(0) })
     }
 

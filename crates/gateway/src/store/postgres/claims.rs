@@ -8,7 +8,8 @@
 //!   so however long that takes, no other replica counts the attempt as crashed and runs it
 //!   again. It only extends: a claim another replica took, or one that was given up, is left
 //!   alone.
-//! - [`release_claims`] gives up, at shutdown, the claims on deliveries not running.
+//! - [`release_claims`] gives up, at shutdown, the claims on deliveries not running (neither
+//!   started nor still being called).
 
 use deadpool_postgres::Client;
 
@@ -75,7 +76,7 @@ pub(super) async fn renew_claims(
     let sql = format!(
         "WITH mine AS (
              SELECT key FROM deliveries
-             WHERE claimed_by = $1 AND key = ANY($3) AND state = 'pending'
+             WHERE claimed_by = $1 AND key = ANY($3)
              FOR UPDATE SKIP LOCKED)
          UPDATE deliveries d SET lease_until = GREATEST(d.lease_until, {DB_NOW_MS} + $2)
          FROM mine WHERE d.key = mine.key"
@@ -86,13 +87,19 @@ pub(super) async fn renew_claims(
 }
 
 /// [`crate::store::Store::release_claims`].
-pub(super) async fn release_claims(c: &Client, claim: &Claim) -> Result<u64, StoreError> {
+pub(super) async fn release_claims(
+    c: &Client,
+    claim: &Claim,
+    running: &[i64],
+) -> Result<u64, StoreError> {
     // A started attempt keeps its claim: it ran when this process stopped, and counts as
-    // crashed once the lease expires.
+    // crashed once the lease expires. So does a call still running (hung past its timeout,
+    // whose retry cleared the mark): the process may run it until it exits.
     Ok(c.execute(
         "UPDATE deliveries SET claimed_by = NULL, lease_until = 0
-         WHERE claimed_by = $1 AND state = 'pending' AND started = 0",
-        &[&claim.replica],
+         WHERE claimed_by = $1 AND state = 'pending' AND started = 0
+           AND NOT (key = ANY($2))",
+        &[&claim.replica, &running],
     )
     .await?)
 }

@@ -15,7 +15,10 @@ use crate::store::{Finish, FinishRecord, StoreError, CRASHED};
 /// Every record clears the attempt's "started" mark, a timed-out one too
 /// ([`FinishRecord::keeps_started_mark`] is the embedded store's rule): here the lease governs a
 /// call that outlives its timeout, and a replica must not count its own hung call as a crash
-/// once the lease runs out.
+/// once the lease runs out. A record of a call that has not returned
+/// ([`FinishRecord::call_still_runs`]: its timeout, as a retry or a dead letter) keeps this
+/// replica's claim, renewed while the call runs, so that a replay of that dead letter is not
+/// run by another replica beside the call.
 pub(super) async fn finish_many(
     c: &Client,
     claim: &Claim,
@@ -25,17 +28,18 @@ pub(super) async fn finish_many(
         "WITH u AS (
              SELECT * FROM unnest($4::bigint[], $5::text[], $6::int[], $7::bigint[], $8::text[],
                                   $9::int[], $10::int[], $11::bool[], $12::text[], $13::bigint[],
-                                  $14::bigint[])
+                                  $14::bigint[], $15::bool[])
                  AS u(key, state, attempts, next_at, error, g_attempts, g_generation, dead_too,
-                      outcome, started_at, duration_ms)
+                      outcome, started_at, duration_ms, running)
          ), applied AS (
              UPDATE deliveries d SET state = u.state, attempts = u.attempts,
                  next_at = u.next_at, started = 0, updated_at = $1,
                  last_error = CASE WHEN u.state = 'done' THEN NULL
                                    ELSE COALESCE(u.error, d.last_error) END,
-                 claimed_by = CASE WHEN u.state = 'pending' THEN $2 ELSE NULL END,
+                 claimed_by = CASE WHEN u.state = 'pending' OR u.running THEN $2 ELSE NULL END,
                  lease_until = CASE WHEN u.state = 'pending'
-                     THEN {DB_NOW_MS} + GREATEST(u.next_at - $1, 0) + $3 ELSE 0 END
+                     THEN {DB_NOW_MS} + GREATEST(u.next_at - $1, 0) + $3
+                     WHEN u.running THEN {DB_NOW_MS} + $3 ELSE 0 END
              FROM u
              WHERE d.key = u.key AND d.attempts = u.g_attempts
                AND d.generation = u.g_generation
@@ -64,6 +68,7 @@ pub(super) async fn finish_many(
     let mut outcome = Vec::with_capacity(n);
     let mut started_at = Vec::with_capacity(n);
     let mut duration_ms = Vec::with_capacity(n);
+    let mut running = Vec::with_capacity(n);
     for r in records {
         let (s, next) = match &r.finish {
             Finish::Done => ("done", now),
@@ -81,6 +86,7 @@ pub(super) async fn finish_many(
         outcome.push(r.trace.outcome);
         started_at.push(r.trace.started_at_ms);
         duration_ms.push(i64::try_from(r.trace.duration_ms).unwrap_or(i64::MAX));
+        running.push(r.call_still_runs());
     }
     let stmt = c.prepare_cached(&sql).await?;
     let rows = c
@@ -101,6 +107,7 @@ pub(super) async fn finish_many(
                 &outcome,
                 &started_at,
                 &duration_ms,
+                &running,
             ],
         )
         .await?;
