@@ -131,7 +131,7 @@ fn loaders(dir: &Path) -> Vec<u32> {
 }
 
 #[test]
-fn an_isolated_library_loads_only_in_its_child_never_in_the_gateway_or_check() {
+fn an_isolated_library_loads_only_in_its_child_never_in_the_gateway_check_or_inspect() {
     let lib = rustc_fixture("load_marker");
     let dir = tempfile::tempdir().expect("tempdir");
     let markers = dir.path().join("markers");
@@ -166,39 +166,58 @@ fn an_isolated_library_loads_only_in_its_child_never_in_the_gateway_or_check() {
     assert_eq!(d["build_tag"], "raw fixture; load marker", "{v}");
     assert!(!loaders(&markers).contains(&gw.pid()));
 
-    // `gateway check` validates the descriptor through a child as well.
-    let check = Command::new(&binaries().gateway)
+    // `gateway check` validates the descriptor through a child as well, and `plugins inspect`
+    // reads it the same way: neither loads the library in its own process.
+    let config = dir.path().join("gateway.toml");
+    let (check_pid, out) = cli(&config, &["check"], &markers);
+    assert!(out.contains("load_marker 0.0.1") && out.contains("[raw fixture; load marker]"));
+    let (inspect_pid, out) = cli(
+        &config,
+        &["plugins", "inspect", &lib.display().to_string()],
+        &markers,
+    );
+    assert!(out.contains("name      load_marker"), "{out}");
+    assert!(
+        out.contains(&format!("sha256    {}", sha256(&lib))),
+        "{out}"
+    );
+    let loaded = loaders(&markers);
+    for (who, pid) in [
+        ("gateway", gw.pid()),
+        ("check", check_pid),
+        ("inspect", inspect_pid),
+    ] {
+        assert!(
+            !loaded.contains(&pid),
+            "{who} (pid {pid}) loaded the library itself: {loaded:?}"
+        );
+    }
+    assert!(loaded.len() >= 3, "their children loaded it: {loaded:?}");
+}
+
+/// Runs `gateway --config CONFIG ARGS` with `$LOAD_MARKER_DIR` set; asserts it succeeded and
+/// returns its pid and stdout.
+fn cli(config: &Path, args: &[&str], markers: &Path) -> (u32, String) {
+    let child = Command::new(&binaries().gateway)
         .arg("--config")
-        .arg(dir.path().join("gateway.toml"))
-        .arg("check")
+        .arg(config)
+        .args(args)
         .env_remove("GATEWAY_CONFIG")
         .env("RUST_LOG", "warn")
-        .env("LOAD_MARKER_DIR", &markers)
+        .env("LOAD_MARKER_DIR", markers)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("run check");
-    let check_pid = check.id();
-    let out = check.wait_with_output().expect("check output");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+        .expect("run the gateway cli");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("its output");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
-        "{stdout}{}",
+        "{args:?}: {stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        stdout.contains("load_marker 0.0.1") && stdout.contains("[raw fixture; load marker]"),
-        "{stdout}"
-    );
-    let loaded = loaders(&markers);
-    assert!(
-        !loaded.contains(&check_pid) && !loaded.contains(&gw.pid()),
-        "check (pid {check_pid}) or the gateway loaded the library: {loaded:?}"
-    );
-    assert!(
-        loaded.len() >= 2,
-        "check's own children loaded it: {loaded:?}"
-    );
+    (pid, stdout)
 }
 
 /// `gateway check` still reports an isolated library the loader refuses, with the plugin's
