@@ -220,6 +220,40 @@ fn cli(config: &Path, args: &[&str], markers: &Path) -> (u32, String) {
     (pid, stdout)
 }
 
+/// A library whose load-time code crashes (a constructor that aborts), isolated: it ends only
+/// the child that loads it. `check` reports it with the plugin's place in the config and the
+/// file, and `run` refuses to start with the reason; neither dies of it.
+#[test]
+fn a_crashing_constructor_of_an_isolated_library_ends_only_its_child() {
+    let lib = rustc_fixture("load_marker");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, config(&lib, "")).expect("write");
+    let env = [("LOAD_MARKER_ABORT", "1")];
+    let (code, out, err) = gateway_e2e::harness::run_cli_with_env(&path, &["check"], &env);
+    assert_eq!(
+        code, 3,
+        "check reports it, it does not die of it: {out}{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "plugins[0] (native): {}: the plugin process died while loading the library: \
+             killed by signal 6 (SIGABRT)",
+            lib.display()
+        )),
+        "{err}"
+    );
+    let (code, out, err) = gateway_e2e::harness::run_cli_with_env(&path, &["run"], &env);
+    let log = format!("{out}{err}");
+    assert_ne!(code, -1, "run ended by a signal: {log}");
+    assert_ne!(code, 0, "{log}");
+    assert!(
+        log.contains("plugin `native` cannot be started: the plugin process for")
+            && log.contains("died while starting: killed by signal 6 (SIGABRT)"),
+        "{log}"
+    );
+}
+
 /// `gateway check` still reports an isolated library the loader refuses, with the plugin's
 /// place in the config and the file: the error comes back from the child that loaded it.
 #[test]

@@ -2,7 +2,8 @@
 //! `rustc --edition 2021 --crate-type cdylib` (it is not a cargo target). A constructor in
 //! `.init_array` runs when the dynamic loader maps the library, before anything calls it (as C/C++
 //! constructors and `#[ctor]`-style initialisers do): when `$LOAD_MARKER_DIR` is set it writes a
-//! file `loaded-<pid>` there, naming the process that loaded it. Otherwise a well-formed ABI 1.0
+//! file `loaded-<pid>` there, naming the process that loaded it; when `$LOAD_MARKER_ABORT` is
+//! set it then aborts the process (a constructor that crashes). Otherwise a well-formed ABI 1.0
 //! plugin whose `handle` answers Ok.
 
 use std::ffi::{c_char, c_void};
@@ -59,6 +60,9 @@ extern "C" fn on_load() {
             std::path::Path::new(&dir).join(format!("loaded-{pid}")),
             pid.to_string(),
         );
+    }
+    if std::env::var_os("LOAD_MARKER_ABORT").is_some() {
+        std::process::abort();
     }
 }
 

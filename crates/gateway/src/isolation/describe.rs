@@ -78,7 +78,9 @@ pub fn describe(library: &Path, sha256: &str, pinned: bool) -> Result<Descriptor
         )),
     };
     let status = wait_or_kill(&mut child);
-    let _ = reader.join();
+    // Not joined: a process the library forked at load may still hold the pipe open; the
+    // thread ends with it.
+    drop(reader);
     result.map_err(|message| {
         if message.is_empty() {
             format!(
