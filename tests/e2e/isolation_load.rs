@@ -295,6 +295,10 @@ fn a_restarted_child_refuses_a_file_other_than_the_one_the_gateway_examined() {
     let gw = TestGateway::spawn(dir.path(), &cfg);
     gw.send_plain(TOKEN, "ev-1", "t.ok");
     assert!(wait_until(WAIT, || gw.calls("native").len() == 1));
+    // A reload with the file unchanged keeps the instance and its process.
+    let first = children(gw.pid());
+    reload(&gw);
+    assert_eq!(children(gw.pid()), first, "kept:\n{}", gw.log());
     // A new file renamed over the path (the running child keeps the old one mapped): another
     // build of the same plugin (bytes appended: the loader ignores them, the hash does not).
     let swap = dir.path().join("libkit.so.new");
@@ -339,19 +343,24 @@ fn a_restarted_child_refuses_a_file_other_than_the_one_the_gateway_examined() {
         gw.calls("native")
     );
     // A reload examines the file at the path again and starts the instance on it.
+    reload(&gw);
+    gw.send_plain(TOKEN, "ev-3", "t.ok");
+    assert!(
+        wait_until(WAIT, || gw.delivery("ev-3", "native")["state"] == "done"),
+        "{}\n{}",
+        gw.delivery("ev-3", "native"),
+        gw.log()
+    );
+}
+
+/// Sends SIGHUP and waits for the reload to be logged.
+fn reload(gw: &TestGateway) {
     let before = gw.log().matches("config reloaded").count();
     gw.signal("HUP");
     assert!(
         wait_until(WAIT, || gw.log().matches("config reloaded").count()
             > before),
         "{}",
-        gw.log()
-    );
-    gw.send_plain(TOKEN, "ev-3", "t.ok");
-    assert!(
-        wait_until(WAIT, || gw.delivery("ev-3", "native")["state"] == "done"),
-        "{}\n{}",
-        gw.delivery("ev-3", "native"),
         gw.log()
     );
 }
