@@ -98,8 +98,8 @@ fn a_loaded_library_rewritten_in_place_is_refused() {
     assert!(msg.contains("rename it over the path"), "{msg}");
 }
 
-/// Starts `gateway plugin-host --library LIB`, sends it an `Init` frame with `sha256`, and
-/// returns its answer: `Ok(())` for `InitOk`, `Err(message)` for `InitErr`.
+/// Starts `gateway plugin-host --library LIB`, sends it an `Init` frame with `sha256` (a pin),
+/// and returns its answer: `Ok(())` for `InitOk`, `Err(message)` for `InitErr`.
 fn child_init(library: &Path, sha256: &str, config_dir: &Path) -> Result<(), String> {
     let mut child = Command::new(&binaries().gateway)
         .arg("plugin-host")
@@ -115,6 +115,8 @@ fn child_init(library: &Path, sha256: &str, config_dir: &Path) -> Result<(), Str
         "config": {},
         "config_dir": config_dir.display().to_string(),
         "sha256": sha256,
+        // The gateway says whether the hash it sends is the config's pin.
+        "pinned": true,
     });
     let body = serde_json::to_vec(&init).expect("json");
     let mut frame = u32::try_from(body.len() + 1)

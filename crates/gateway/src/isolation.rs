@@ -1,7 +1,12 @@
 //! Process isolation for plugins (`[[plugins]] isolation = "process"`): the instance lives in a
 //! child process — this same binary, run as `gateway plugin-host --library PATH` — which loads
-//! the `.so` (checking a pinned `sha256` on the file it opens, and loading that open file),
-//! creates the instance and answers calls over its stdin/stdout ([`wire`]). Whatever
+//! the `.so`, creates the instance and answers calls over its stdin/stdout ([`wire`]). The
+//! gateway never loads an isolated plugin's library: it only opens and hashes the file (and
+//! checks a `sha256` pin); the child loads the file only if the one it opens hashes to what the
+//! gateway examined (on every start, restarts included), loads that open file, and reports the
+//! descriptor and the hash back. So the library's load-time code (C/C++ constructors, its
+//! dependencies' initialisers) runs only in the child. `gateway check` asks a short-lived child
+//! to load the library and describe it (`Describe`), without creating an instance. Whatever
 //! the native code does (segfault, `abort()`, `exit()`, a stack overflow, a hang) ends at most
 //! the child: the calls in flight fail as retries, the gateway logs and counts the death, and
 //! the next call starts a fresh child (with backoff). A call past `[delivery] timeout` kills
@@ -17,8 +22,10 @@
 //! starts inherits them), points fd 1 at stderr (plugin output lands in the gateway's log) and
 //! fd 0 at `/dev/null`.
 //!
-//! [`parent`] is the gateway's side; [`serve`] is the child's main loop.
+//! [`parent`] is the gateway's side; [`describe`] the short-lived child of `gateway check`;
+//! [`serve`] is the child's main loop.
 
+pub mod describe;
 pub mod parent;
 pub mod wire;
 
@@ -28,9 +35,9 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
-use gateway_plugin::host::{InitError, LibraryFile, LogSink};
+use gateway_plugin::host::{InitError, Library, LibraryFile, LogSink};
 use gateway_plugin::Level;
-use wire::{FromChild, ToChild};
+use wire::{FromChild, InitFailure, Loaded, ToChild};
 
 /// How long a child whose stdin closed waits for its calls in flight.
 const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -55,6 +62,18 @@ fn protocol_stdio() -> std::io::Result<(File, File)> {
     Ok((File::from(input), File::from(output)))
 }
 
+/// Opens the library once, checks that open file against `sha256` (the hash of the file the
+/// gateway examined; `pinned` when it is the config's pin) and loads that same file: a file
+/// renamed over the path since the gateway looked is refused, never loaded.
+fn load(library: &Path, sha256: &str, pinned: bool) -> Result<(Library, Loaded), String> {
+    let file = LibraryFile::open(library).map_err(|e| e.to_string())?;
+    crate::plugins::check_examined(&file, sha256, pinned)?;
+    let sha256 = file.sha256().to_owned();
+    let lib = file.load().map_err(|e| e.to_string())?;
+    let descriptor = lib.summary();
+    Ok((lib, Loaded { sha256, descriptor }))
+}
+
 /// `gateway plugin-host --library PATH`: serves one instance over stdin/stdout until stdin
 /// closes. Log lines and outcomes go back as frames on private duplicates of those pipes
 /// ([`protocol_stdio`]); stdout and stderr both reach the gateway's stderr.
@@ -77,26 +96,31 @@ pub fn serve(library: &Path) -> ExitCode {
         }
     };
     let mut input = BufReader::new(input);
-    let Ok(Some(ToChild::Init(init))) = ToChild::read(&mut input) else {
-        return ExitCode::from(2);
+    let (init, sha256, pinned) = match ToChild::read(&mut input) {
+        Ok(Some(ToChild::Init(init))) => {
+            let (sha256, pinned) = (init.sha256.clone(), init.pinned);
+            (Some(init), sha256, pinned)
+        }
+        Ok(Some(ToChild::Describe(d))) => (None, d.sha256, d.pinned),
+        _ => return ExitCode::from(2),
     };
-    // Opened once: the pin is checked on this open file, and this file is what loads (the
-    // gateway's own check happened on another open, before this process started).
-    let loaded = LibraryFile::open(library)
-        .map_err(|e| e.to_string())
-        .and_then(|file| {
-            crate::plugins::check_pin(&file, init.sha256.as_deref())?;
-            file.load().map_err(|e| e.to_string())
-        });
-    let lib = match loaded {
+    let (lib, loaded) = match load(library, &sha256, pinned) {
         Ok(l) => l,
         Err(message) => {
             send(&FromChild::InitErr {
-                panicked: false,
+                kind: InitFailure::Load,
                 message,
             });
             return ExitCode::from(3);
         }
+    };
+    // `Describe`: the descriptor was all the gateway wanted.
+    let Some(init) = init else {
+        return if send(&FromChild::Described(loaded)) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(2)
+        };
     };
     let log_out = out.clone();
     let log: LogSink = Arc::new(move |_instance: &str, level: Level, message: &str| {
@@ -112,15 +136,18 @@ pub fn serve(library: &Path) -> ExitCode {
     {
         Ok(i) => i,
         Err(e) => {
-            let panicked = matches!(e, InitError::Panicked { .. });
+            let kind = match e {
+                InitError::Panicked { .. } => InitFailure::Panicked,
+                _ => InitFailure::Refused,
+            };
             send(&FromChild::InitErr {
-                panicked,
+                kind,
                 message: e.to_string(),
             });
             return ExitCode::from(3);
         }
     };
-    if !send(&FromChild::InitOk) {
+    if !send(&FromChild::InitOk(loaded)) {
         return ExitCode::from(2);
     }
     // One thread per call in flight (the gateway sends at most `max_concurrency` at once).
@@ -142,7 +169,8 @@ pub fn serve(library: &Path) -> ExitCode {
                     in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                 });
             }
-            Ok(Some(ToChild::Init(_))) => {}
+            // Only the first frame starts anything.
+            Ok(Some(ToChild::Init(_) | ToChild::Describe(_))) => {}
             // The gateway closed the pipe (it retires this child, or it died): let calls in
             // flight finish for a moment and shut the instance down, but never linger behind a
             // hung call.

@@ -1,8 +1,11 @@
-//! The plugin registry: opens every `[[plugins]]` library once (that open file's content checked
-//! against a pinned `sha256`, then that same file loaded and ABI-checked by
-//! `gateway_plugin::host`), and creates the instances (their
-//! concurrency limit lives with the delivery engine's queue, so it holds across reloads). A
-//! panicked instance is replaced here by a fresh one built from the same config.
+//! The plugin registry: opens every `[[plugins]]` library once and creates the instances (their
+//! concurrency limit lives with the delivery engine's queue, so it holds across reloads). An
+//! in-process library is loaded here: that open file's content checked against a pinned
+//! `sha256`, then that same file loaded and ABI-checked by `gateway_plugin::host`. An isolated
+//! one (`isolation = "process"`) is never loaded in this process: the file is only opened,
+//! hashed and checked against its pin ([`Examined`]); its child loads it (refusing any other
+//! file) and reports the descriptor back. A panicked instance is replaced here by a fresh one
+//! built from the same config.
 //!
 //! Plugin log lines flow into `tracing` under the target `plugin`, inside the span of the delivery
 //! being handled (so they carry its event id).
@@ -12,30 +15,43 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use gateway_plugin::host::{
-    CallOutcome, FileId, InitError, Instance, Library, LibraryFile, LoadError, LogSink,
+    CallOutcome, DescriptorSummary, FileId, InitError, Instance, Library, LibraryFile, LoadError,
+    LogSink,
 };
 use gateway_plugin::Level;
 
 use crate::config::{Config, Isolation, PluginSpec};
-use crate::isolation::parent::Isolated;
+use crate::isolation::parent::{Isolated, StartError};
+
+/// How an instance runs.
+enum Runner {
+    /// In the gateway's process: the library is loaded here. `instance` is `Some` while the
+    /// slot is alive (taken only by `Drop`).
+    InProcess {
+        library: Library,
+        instance: RwLock<Option<Instance>>,
+    },
+    /// `isolation = "process"`: the instance's child process, which loads the file that hashes
+    /// to `sha256` (what the gateway examined).
+    Isolated { process: Isolated, sha256: String },
+}
 
 /// One configured plugin instance and its call limit.
 pub struct PluginSlot {
     pub spec: PluginSpec,
-    library: Library,
+    /// The library's descriptor: read here for an in-process library, reported by the child
+    /// for an isolated one.
+    descriptor: DescriptorSummary,
     config_dir: std::path::PathBuf,
-    /// The in-process instance: `Some` while the slot is alive (taken only by `Drop`), `None`
-    /// when the instance runs in its own process.
-    instance: RwLock<Option<Instance>>,
-    /// `isolation = "process"`: the instance's child process.
-    isolated: Option<Isolated>,
+    runner: Runner,
 }
 
 impl std::fmt::Debug for PluginSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PluginSlot")
             .field("name", &self.spec.name)
-            .field("library", &self.library)
+            .field("library", &self.spec.library)
+            .field("descriptor", &self.descriptor)
             .finish()
     }
 }
@@ -48,9 +64,26 @@ impl Drop for PluginSlot {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        let Runner::InProcess { instance, .. } = &mut self.runner else {
+            return;
+        };
         // Taken, not cloned: the slot must not keep a reference that could end up the last one.
-        if let Some(instance) = self.instance.get_mut().ok().and_then(Option::take) {
+        if let Some(instance) = instance.get_mut().ok().and_then(Option::take) {
             handle.spawn_blocking(move || drop(instance));
+        }
+    }
+}
+
+impl PluginSlot {
+    /// The library's descriptor (for an isolated instance, as its process reported it).
+    pub fn descriptor(&self) -> &DescriptorSummary {
+        &self.descriptor
+    }
+
+    fn isolated(&self) -> Option<&Isolated> {
+        match &self.runner {
+            Runner::Isolated { process, .. } => Some(process),
+            Runner::InProcess { .. } => None,
         }
     }
 }
@@ -58,12 +91,15 @@ impl Drop for PluginSlot {
 impl PluginSlot {
     /// The current instance (a cheap clone; keeps it alive for the call).
     pub fn instance(&self) -> Option<Instance> {
-        self.instance.read().ok().and_then(|i| i.clone())
+        match &self.runner {
+            Runner::InProcess { instance, .. } => instance.read().ok().and_then(|i| i.clone()),
+            Runner::Isolated { .. } => None,
+        }
     }
 
     /// Calls the plugin (blocking).
     pub fn call(&self, delivery_json: &[u8]) -> CallOutcome {
-        if let Some(iso) = &self.isolated {
+        if let Some(iso) = self.isolated() {
             return iso
                 .call_batch(&[delivery_json])
                 .pop()
@@ -85,7 +121,7 @@ impl PluginSlot {
     /// batch entry panics as a whole, the instance is replaced and each delivery is handed to
     /// `handle` on its own, so one poison delivery ends only itself.
     pub fn call_batch(&self, deliveries: &[&[u8]]) -> Vec<CallOutcome> {
-        if let Some(iso) = &self.isolated {
+        if let Some(iso) = self.isolated() {
             return iso.call_batch(deliveries);
         }
         let Some(instance) = self.instance() else {
@@ -117,18 +153,21 @@ impl PluginSlot {
     /// Replaces the instance with a fresh one (after a panic). The old one is shut down when
     /// its last in-flight call returns.
     pub fn reinit(&self) -> Result<(), InitError> {
-        if let Some(iso) = &self.isolated {
-            // The next call starts a fresh process.
-            iso.kill();
-            return Ok(());
-        }
-        let fresh = self.library.instantiate(
+        let (library, instance) = match &self.runner {
+            Runner::Isolated { process, .. } => {
+                // The next call starts a fresh process.
+                process.kill();
+                return Ok(());
+            }
+            Runner::InProcess { library, instance } => (library, instance),
+        };
+        let fresh = library.instantiate(
             &self.spec.name,
             &self.spec.config,
             &self.config_dir,
             log_sink(),
         )?;
-        if let Ok(mut guard) = self.instance.write() {
+        if let Ok(mut guard) = instance.write() {
             *guard = Some(fresh);
         }
         Ok(())
@@ -141,7 +180,7 @@ impl PluginSlot {
     /// stopped: its call keeps its permit until it returns. Blocking (a signal, short-held
     /// locks): the engine runs it on the blocking pool, see [`PluginSlot::on_timeout_task`].
     pub fn on_timeout(&self) {
-        if let Some(iso) = &self.isolated {
+        if let Some(iso) = self.isolated() {
             tracing::warn!(plugin = %self.spec.name, "call past its timeout: killing the plugin process");
             iso.kill();
         }
@@ -177,13 +216,37 @@ fn loaded() -> &'static Mutex<HashMap<PathBuf, FileId>> {
     LOADED.get_or_init(Default::default)
 }
 
-/// Opens and ABI-checks every library of the config; all problems are returned together.
-pub fn open_all(config: &Config) -> Result<Vec<(PluginSpec, Library)>, Vec<String>> {
+/// An isolated plugin's library as the gateway examined it, without loading it: the SHA-256 of
+/// the content read from one open file (its pin checked). Its child loads only a file with this
+/// content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Examined {
+    sha256: String,
+    /// Whether `sha256` is the config's pin.
+    pinned: bool,
+}
+
+/// A library opened for an instance: loaded here, or only examined (isolated).
+enum Opened {
+    Loaded(Library),
+    Examined(Examined),
+}
+
+/// Opens every library of the config and checks its descriptor; all problems are returned
+/// together, each with its place in the config. An isolated plugin's library is loaded and
+/// described by a short-lived child process, never by this one.
+pub fn open_all(config: &Config) -> Result<Vec<(PluginSpec, DescriptorSummary)>, Vec<String>> {
     let mut problems = Vec::new();
     let mut out = Vec::new();
     for (i, spec) in config.plugins.iter().enumerate() {
-        match open(spec) {
-            Ok(lib) => out.push((spec.clone(), lib)),
+        let described = open(spec).and_then(|opened| match opened {
+            Opened::Loaded(lib) => Ok(lib.summary()),
+            Opened::Examined(e) => {
+                crate::isolation::describe::describe(&spec.library, &e.sha256, e.pinned)
+            }
+        });
+        match described {
+            Ok(descriptor) => out.push((spec.clone(), descriptor)),
             Err(e) => problems.push(format!("plugins[{i}] ({}): {e}", spec.name)),
         }
     }
@@ -221,20 +284,42 @@ pub fn check_pin(file: &LibraryFile, sha256: Option<&str>) -> Result<(), String>
     ))
 }
 
-/// [`check_pin`] on the file at `path` now, without loading it: the gateway's early check
-/// before it starts an isolated instance's process (the process checks the file it loads
-/// itself).
-pub fn verify_pin(path: &Path, sha256: Option<&str>) -> Result<(), String> {
-    if sha256.is_none() {
+/// The check an isolated plugin's child makes on the file it opened, before loading it: its
+/// content must hash to `sha256`, what the gateway examined (`pinned`: the config's pin, and
+/// the refusal says so).
+pub fn check_examined(file: &LibraryFile, sha256: &str, pinned: bool) -> Result<(), String> {
+    if pinned {
+        return check_pin(file, Some(sha256));
+    }
+    let actual = file.sha256();
+    if actual == sha256 {
         return Ok(());
     }
-    let file = LibraryFile::open(path).map_err(|e| e.to_string())?;
-    check_pin(&file, sha256)
+    Err(format!(
+        "{} is not the file the gateway examined: expected {sha256}, found {actual} (sha256); \
+         refusing to load it (the file was replaced since the gateway started or last \
+         reloaded; reload the config to examine and run the file at the path now)",
+        file.path().display()
+    ))
 }
 
-/// Opens the library once, checks that open file (the path's history, the pin) and loads that
-/// same file: a file renamed over the path meanwhile is not what loads.
-fn open(spec: &PluginSpec) -> Result<Library, String> {
+/// Opens and hashes an isolated plugin's library and checks its pin, without loading it.
+fn examine(spec: &PluginSpec) -> Result<Examined, String> {
+    let file = LibraryFile::open(&spec.library).map_err(|e| e.to_string())?;
+    check_pin(&file, spec.sha256.as_deref())?;
+    Ok(Examined {
+        sha256: file.sha256().to_owned(),
+        pinned: spec.sha256.is_some(),
+    })
+}
+
+/// Opens the library once and checks that open file (the path's history, the pin). In process,
+/// loads that same file: a file renamed over the path meanwhile is not what loads. Isolated, only
+/// examines it ([`examine`]).
+fn open(spec: &PluginSpec) -> Result<Opened, String> {
+    if spec.isolation == Isolation::Process {
+        return examine(spec).map(Opened::Examined);
+    }
     let path = spec.library.as_path();
     let file = LibraryFile::open(path).map_err(|e| e.to_string())?;
     let id = file.id();
@@ -253,7 +338,7 @@ fn open(spec: &PluginSpec) -> Result<Library, String> {
     if let Ok(mut loaded) = loaded().lock() {
         loaded.entry(path.to_path_buf()).or_insert(id);
     }
-    Ok(lib)
+    Ok(Opened::Loaded(lib))
 }
 
 /// Opens every library and creates every instance.
@@ -261,61 +346,64 @@ pub fn start(config: &Config) -> Result<Plugins, Vec<String>> {
     reload(&Plugins::default(), config)
 }
 
+/// Whether `slot` can serve `spec` as it is. An isolated instance is kept only while the file
+/// at its path still hashes to what its child loaded: a new build installed at the same path is
+/// examined and started by the reload (its child would refuse it at the next restart anyway).
+fn reusable(slot: &PluginSlot, spec: &PluginSpec, dir: &Path) -> Result<bool, String> {
+    if slot.spec != *spec || slot.config_dir != dir {
+        return Ok(false);
+    }
+    match &slot.runner {
+        Runner::InProcess { .. } => Ok(true),
+        Runner::Isolated { sha256, .. } => Ok(examine(spec)?.sha256 == *sha256),
+    }
+}
+
 /// Builds the instances of `config`, reusing from `current` every instance whose spec (library,
-/// config, concurrency) is unchanged; the others are created fresh. Nothing is swapped here: on
-/// error the new instances are dropped (and shut down) and `current` is untouched.
+/// config, concurrency) is unchanged (and, isolated, whose file is); the others are created
+/// fresh. Nothing is swapped here: on error the new instances are dropped (and shut down) and
+/// `current` is untouched.
 pub fn reload(current: &Plugins, config: &Config) -> Result<Plugins, Vec<String>> {
     let mut problems = Vec::new();
     let mut slots = HashMap::new();
     let mut fresh = Vec::new();
     for (i, spec) in config.plugins.iter().enumerate() {
-        match current.slots.get(&spec.name) {
-            Some(slot) if slot.spec == *spec && slot.config_dir == config.dir => {
-                slots.insert(spec.name.clone(), slot.clone());
+        let kept = match current.slots.get(&spec.name) {
+            Some(slot) => reusable(slot, spec, &config.dir).map(|ok| ok.then(|| slot.clone())),
+            None => Ok(None),
+        };
+        let opened = match kept {
+            Ok(Some(slot)) => {
+                slots.insert(spec.name.clone(), slot);
+                continue;
             }
-            _ => match open(spec) {
-                Ok(lib) => fresh.push((spec.clone(), lib)),
-                Err(e) => problems.push(format!("plugins[{i}] ({}): {e}", spec.name)),
-            },
+            Ok(None) => open(spec),
+            Err(e) => Err(e),
+        };
+        match opened {
+            Ok(opened) => fresh.push((i, spec.clone(), opened)),
+            Err(e) => problems.push(format!("plugins[{i}] ({}): {e}", spec.name)),
         }
     }
     if !problems.is_empty() {
         return Err(problems);
     }
-    for (spec, library) in fresh {
-        let started = match spec.isolation {
-            Isolation::None => instantiate(&spec, &library, &config.dir).map(|i| (Some(i), None)),
-            Isolation::Process => Isolated::start(
-                &spec.name,
-                library.path(),
-                spec.sha256.as_deref(),
-                &spec.config,
-                &config.dir,
-                log_sink(),
-            )
-            .map(|p| (None, Some(p))),
-        };
-        match started {
-            Ok((instance, isolated)) => {
+    for (i, spec, opened) in fresh {
+        match start_one(&spec, opened, &config.dir) {
+            Ok(slot) => {
+                let d = &slot.descriptor;
                 tracing::info!(
                     plugin = %spec.name,
-                    library = %library.path().display(),
-                    version = library.version(),
+                    library = %spec.library.display(),
+                    version = d.version,
                     isolation = spec.isolation.as_str(),
                     "plugin started"
                 );
-                slots.insert(
-                    spec.name.clone(),
-                    Arc::new(PluginSlot {
-                        spec,
-                        library,
-                        config_dir: config.dir.clone(),
-                        instance: RwLock::new(instance),
-                        isolated,
-                    }),
-                );
+                slots.insert(spec.name.clone(), Arc::new(slot));
             }
-            Err(e) => problems.push(e.to_string()),
+            // The library was not loaded (by the child): placed like a load error here.
+            Err(StartError::Load(e)) => problems.push(format!("plugins[{i}] ({}): {e}", spec.name)),
+            Err(StartError::Init(e)) => problems.push(e.to_string()),
         }
     }
     if problems.is_empty() {
@@ -325,8 +413,41 @@ pub fn reload(current: &Plugins, config: &Config) -> Result<Plugins, Vec<String>
     }
 }
 
-fn instantiate(spec: &PluginSpec, library: &Library, dir: &Path) -> Result<Instance, InitError> {
-    library.instantiate(&spec.name, &spec.config, dir, log_sink())
+/// Creates the instance of an opened library: here, or in its child process.
+fn start_one(spec: &PluginSpec, opened: Opened, dir: &Path) -> Result<PluginSlot, StartError> {
+    let (descriptor, runner) = match opened {
+        Opened::Loaded(library) => {
+            let instance = library
+                .instantiate(&spec.name, &spec.config, dir, log_sink())
+                .map_err(StartError::Init)?;
+            let runner = Runner::InProcess {
+                instance: RwLock::new(Some(instance)),
+                library: library.clone(),
+            };
+            (library.summary(), runner)
+        }
+        Opened::Examined(examined) => {
+            let (process, descriptor) = Isolated::start(
+                &spec.name,
+                &spec.library,
+                (&examined.sha256, examined.pinned),
+                &spec.config,
+                dir,
+                log_sink(),
+            )?;
+            let runner = Runner::Isolated {
+                process,
+                sha256: examined.sha256,
+            };
+            (descriptor, runner)
+        }
+    };
+    Ok(PluginSlot {
+        spec: spec.clone(),
+        descriptor,
+        config_dir: dir.to_path_buf(),
+        runner,
+    })
 }
 
 /// Routes plugin log lines into tracing (target `plugin`).

@@ -33,6 +33,7 @@ mod detail;
 mod errors;
 mod file;
 mod instance;
+mod summary;
 #[cfg(test)]
 mod tests;
 
@@ -41,6 +42,7 @@ pub use errors::{InitError, LoadError};
 pub use file::{FileId, LibraryFile};
 pub use instance::Instance;
 use instance::InstanceInner;
+pub use summary::DescriptorSummary;
 
 /// What one `handle` call produced.
 #[derive(Debug, Clone, PartialEq, Eq)]

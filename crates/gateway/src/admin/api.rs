@@ -202,18 +202,15 @@ pub async fn plugins(admin: &Admin) -> Result<Value, ApiError> {
                 v["max_concurrency"] = spec.max_concurrency.into();
                 v["config"] = redact_config(&spec.config);
             }
-            let instance = plugins
-                .iter()
-                .find(|s| s.spec.name == name)
-                .and_then(|s| s.instance());
-            if let Some(i) = instance {
-                let lib = i.library();
+            // In process or isolated alike: an isolated instance's process reported it.
+            if let Some(slot) = plugins.iter().find(|s| s.spec.name == name) {
+                let d = slot.descriptor();
                 v["descriptor"] = json!({
-                    "name": lib.name(),
-                    "version": lib.version(),
-                    "build_tag": lib.build_tag(),
-                    "abi_minor": lib.abi_minor(),
-                    "batch_entry": lib.has_batch_entry(),
+                    "name": d.name,
+                    "version": d.version,
+                    "build_tag": d.build_tag,
+                    "abi_minor": d.abi_minor,
+                    "batch_entry": d.batch_entry,
                 });
             }
         }

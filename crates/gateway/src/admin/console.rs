@@ -422,7 +422,7 @@ async fn plugins(admin: &Admin, page: &Page<'_>) -> Result<String, ApiError> {
             let d = &p["descriptor"];
             let failing = st["consecutive_failures"].as_u64().unwrap_or(0) > 0;
             let descriptor = if d.is_null() {
-                "<dd>runs in its own process (isolation = \"process\"): see <code>gateway plugins inspect</code></dd>".to_owned()
+                "<dd>not running</dd>".to_owned()
             } else {
                 format!(
                     "<dd>{} {} (ABI 1.{}, batch entry: {})<br><small>{}</small></dd>",

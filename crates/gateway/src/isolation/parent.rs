@@ -1,5 +1,7 @@
 //! The gateway's side of an isolated plugin instance: starts the child, sends it calls, matches
-//! answers to callers, notices its death and starts a new one on the next call.
+//! answers to callers, notices its death and starts a new one on the next call. Every start
+//! (the first and each restart) gives the child the SHA-256 of the file the gateway examined;
+//! the child loads nothing else, and reports the descriptor and hash of what it loaded.
 //!
 //! Calls are blocking (they run on the engine's blocking pool like in-process calls). A reader
 //! thread per child reads every frame it writes: outcomes go to the waiting caller, log lines to
@@ -23,15 +25,66 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use gateway_plugin::host::{CallOutcome, InitError, LogSink};
+use gateway_plugin::host::{CallOutcome, DescriptorSummary, InitError, LogSink};
 use gateway_plugin::Level;
 
-use super::wire::{FromChild, InitRequest, ToChild};
+use super::wire::{FromChild, InitFailure, InitRequest, Loaded, ToChild};
 use super::SUBCOMMAND;
 use crate::metrics;
 
 mod reader;
+pub(crate) use reader::ended;
 use reader::Reader;
+
+/// Why an isolated instance could not start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartError {
+    /// The child did not load the library: missing, not the file the gateway examined, or
+    /// refused by the loader (ABI, descriptor). The message names the file.
+    Load(String),
+    /// The library loaded but the instance was not created (its `init`, or the process).
+    Init(InitError),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Load(message) => f.write_str(message),
+            StartError::Init(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+impl StartError {
+    /// As an instance error of `instance` (a load refused at a restart makes it unavailable).
+    fn into_init_error(self, instance: &str) -> InitError {
+        match self {
+            StartError::Load(message) => InitError::Unavailable {
+                instance: instance.to_owned(),
+                message,
+            },
+            StartError::Init(e) => e,
+        }
+    }
+}
+
+/// Starts `gateway plugin-host --library PATH` with piped stdin and stdout (its stderr is the
+/// gateway's).
+pub(crate) fn spawn_host(library: &Path) -> Result<Child, String> {
+    let exe =
+        std::env::current_exe().map_err(|e| format!("cannot find the gateway binary: {e}"))?;
+    Command::new(exe)
+        .arg(SUBCOMMAND)
+        .arg("--library")
+        .arg(library)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("cannot start the plugin process: {e}"))
+}
 
 /// How long a child gets to create its instance.
 const INIT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -100,9 +153,11 @@ struct Children {
 pub struct Isolated {
     name: String,
     library: PathBuf,
-    /// `[[plugins]] sha256`: checked again before every child starts (a child restarted after a
-    /// crash loads the file anew), and by the child itself on the file it opens and loads.
-    sha256: Option<String>,
+    /// The SHA-256 of the file the gateway examined (and, when `pinned`, the config's pin):
+    /// every child checks it on the file it opens and loads, so a child restarted after a crash
+    /// never loads another file than the one examined.
+    sha256: String,
+    pinned: bool,
     config: serde_json::Value,
     config_dir: PathBuf,
     log: LogSink,
@@ -126,19 +181,21 @@ impl std::fmt::Debug for Isolated {
 }
 
 impl Isolated {
-    /// Starts the child and creates the instance in it; fails like an in-process `init`.
+    /// Starts the child, which loads the file that hashes to `sha256` (`pinned`: the config's
+    /// pin) and creates the instance; returns the descriptor the child reported.
     pub fn start(
         name: &str,
         library: &Path,
-        sha256: Option<&str>,
+        (sha256, pinned): (&str, bool),
         config: &serde_json::Value,
         config_dir: &Path,
         log: LogSink,
-    ) -> Result<Isolated, InitError> {
+    ) -> Result<(Isolated, DescriptorSummary), StartError> {
         let isolated = Isolated {
             name: name.to_owned(),
             library: library.to_path_buf(),
-            sha256: sha256.map(str::to_owned),
+            sha256: sha256.to_owned(),
+            pinned,
             config: config.clone(),
             config_dir: config_dir.to_path_buf(),
             log,
@@ -147,8 +204,8 @@ impl Isolated {
             next_id: AtomicU64::new(1),
             deaths: AtomicU32::new(0),
         };
-        isolated.spawn()?;
-        Ok(isolated)
+        let (_, loaded) = isolated.spawn()?;
+        Ok((isolated, loaded.descriptor))
     }
 
     /// Handles a batch in the child (blocking): one outcome per delivery.
@@ -249,9 +306,9 @@ impl Isolated {
         if deaths > 0 {
             std::thread::sleep(restart_backoff(deaths));
         }
-        self.spawn().map_err(|e| {
+        self.spawn().map(|(proc, _)| proc).map_err(|e| {
             self.deaths.fetch_add(1, Ordering::SeqCst);
-            e.to_string()
+            e.into_init_error(&self.name).to_string()
         })
     }
 
@@ -269,34 +326,25 @@ impl Isolated {
     }
 
     /// Starts a child and, once its instance is created, makes it the current one.
-    fn spawn(&self) -> Result<Arc<ChildProc>, InitError> {
+    fn spawn(&self) -> Result<(Arc<ChildProc>, Loaded), StartError> {
         let started = self.start_child();
         if let Ok(mut c) = self.children.lock() {
             c.starting = None;
-            if let Ok(proc) = &started {
+            if let Ok((proc, _)) = &started {
                 c.current = Some(proc.clone());
             }
         }
         started
     }
 
-    fn start_child(&self) -> Result<Arc<ChildProc>, InitError> {
-        let unavailable = |message: String| InitError::Unavailable {
-            instance: self.name.clone(),
-            message,
+    fn start_child(&self) -> Result<(Arc<ChildProc>, Loaded), StartError> {
+        let unavailable = |message: String| {
+            StartError::Init(InitError::Unavailable {
+                instance: self.name.clone(),
+                message,
+            })
         };
-        crate::plugins::verify_pin(&self.library, self.sha256.as_deref()).map_err(unavailable)?;
-        let exe = std::env::current_exe()
-            .map_err(|e| unavailable(format!("cannot find the gateway binary: {e}")))?;
-        let mut child = Command::new(exe)
-            .arg(SUBCOMMAND)
-            .arg("--library")
-            .arg(&self.library)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| unavailable(format!("cannot start the plugin process: {e}")))?;
+        let mut child = spawn_host(&self.library).map_err(unavailable)?;
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             let _ = child.kill();
             return Err(unavailable("the plugin process has no pipes".into()));
@@ -307,6 +355,7 @@ impl Isolated {
             config: self.config.clone(),
             config_dir: self.config_dir.to_string_lossy().into_owned(),
             sha256: self.sha256.clone(),
+            pinned: self.pinned,
         });
         if let Err(e) = init.write(&mut stdin) {
             let _ = child.kill();
@@ -328,6 +377,7 @@ impl Isolated {
         let (init_tx, init_rx) = mpsc::channel();
         let reader = Reader {
             name: self.name.clone(),
+            library: self.library.clone(),
             proc: proc.clone(),
             log: self.log.clone(),
             init: Some(init_tx),
@@ -337,9 +387,21 @@ impl Isolated {
             .spawn(move || reader.run(BufReader::new(stdout)))
             .map_err(|e| unavailable(format!("cannot start the reader thread: {e}")))?;
         match init_rx.recv_timeout(INIT_TIMEOUT) {
-            Ok(Ok(())) => {
+            // The child checked the hash itself; a child that says it loaded something else is
+            // not trusted with calls.
+            Ok(Ok(loaded)) if loaded.sha256 != self.sha256 => {
+                proc.kill();
+                Err(StartError::Load(format!(
+                    "{}: the plugin process loaded a file with sha256 {}, not the {} the gateway \
+                     examined",
+                    self.library.display(),
+                    loaded.sha256,
+                    self.sha256
+                )))
+            }
+            Ok(Ok(loaded)) => {
                 tracing::info!(plugin = %self.name, pid, "plugin process started");
-                Ok(proc)
+                Ok((proc, loaded))
             }
             Ok(Err(e)) => {
                 proc.kill();

@@ -2,13 +2,18 @@
 //! (`u32` length, little endian, then a tag byte and the body). Deliveries travel as the same
 //! JSON bytes the ABI takes, never re-encoded; the rest is small.
 //!
-//! Gateway → child: `Init` (JSON `{name, config, config_dir, sha256?}`), `Batch` (id, deliveries).
-//! Child → gateway: `InitOk`, `InitErr`, `Outcomes` (id, JSON outcomes), `BatchPanicked` (id,
-//! message), `Log` (level, message). Nothing here panics on input: a bad frame is an error.
+//! Gateway → child: `Init` (JSON `{name, config, config_dir, sha256, pinned}`) or `Describe`
+//! (JSON `{sha256, pinned}`: load, report, exit), then `Batch` (id, deliveries). `sha256` is the
+//! hash of the file the gateway examined: the child loads the library only if the file it opens
+//! hashes to it. Child → gateway: `InitOk` (JSON: the descriptor and the SHA-256 of the file
+//! loaded), `InitErr` (a load refused, an `init` refused or panicked), `Described` (the same JSON
+//! as `InitOk`), `Outcomes` (id, JSON outcomes), `BatchPanicked` (id, message), `Log` (level,
+//! message). Both ends are the same binary. Nothing here panics on input: a bad frame is an
+//! error.
 
 use std::io::{self, Read, Write};
 
-use gateway_plugin::host::CallOutcome;
+use gateway_plugin::host::{CallOutcome, DescriptorSummary};
 use serde::{Deserialize, Serialize};
 
 /// No frame is larger than this (a batch of `max_batch` deliveries of `max_body_bytes` fits).
@@ -18,7 +23,12 @@ const MAX_FRAME: usize = 1 << 30;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ToChild {
     Init(InitRequest),
-    Batch { id: u64, deliveries: Vec<Vec<u8>> },
+    Batch {
+        id: u64,
+        deliveries: Vec<Vec<u8>>,
+    },
+    /// Load the library, answer `Described` (or `InitErr`) and exit: `gateway check`.
+    Describe(DescribeRequest),
 }
 
 /// What the child needs to create the instance.
@@ -27,16 +37,68 @@ pub struct InitRequest {
     pub name: String,
     pub config: serde_json::Value,
     pub config_dir: String,
-    /// `[[plugins]] sha256`: the child checks it on the file it opens, and loads that file.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sha256: Option<String>,
+    /// The SHA-256 of the file the gateway examined: the child checks it on the file it opens,
+    /// and loads that file.
+    pub sha256: String,
+    /// Whether `sha256` is the config's `[[plugins]] sha256` pin (for the refusal's wording).
+    #[serde(default)]
+    pub pinned: bool,
+}
+
+/// What the child needs to load the library and report its descriptor, without an instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DescribeRequest {
+    /// As [`InitRequest::sha256`].
+    pub sha256: String,
+    #[serde(default)]
+    pub pinned: bool,
+}
+
+/// What the child loaded: the file's SHA-256 (hashed from the open file that loaded) and its
+/// descriptor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Loaded {
+    pub sha256: String,
+    pub descriptor: DescriptorSummary,
+}
+
+/// Why a child could not start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitFailure {
+    /// The plugin's `init` refused (or the config could not be passed).
+    Refused,
+    /// The plugin's `init` panicked.
+    Panicked,
+    /// The library was not loaded: missing, not the file the gateway examined, or refused by
+    /// the loader (ABI, descriptor). Nothing of it ran beyond its load-time code.
+    Load,
+}
+
+impl InitFailure {
+    fn code(self) -> u8 {
+        match self {
+            InitFailure::Refused => 0,
+            InitFailure::Panicked => 1,
+            InitFailure::Load => 2,
+        }
+    }
+
+    fn from_code(code: u8) -> io::Result<InitFailure> {
+        match code {
+            0 => Ok(InitFailure::Refused),
+            1 => Ok(InitFailure::Panicked),
+            2 => Ok(InitFailure::Load),
+            _ => Err(bad("unknown init failure")),
+        }
+    }
 }
 
 /// A message from the child.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FromChild {
-    InitOk,
-    InitErr { panicked: bool, message: String },
+    InitOk(Loaded),
+    InitErr { kind: InitFailure, message: String },
+    Described(Loaded),
     Outcomes { id: u64, outcomes: Vec<CallOutcome> },
     BatchPanicked { id: u64, message: String },
     Log { level: u32, message: String },
@@ -153,6 +215,7 @@ impl ToChild {
                 }
                 frame(out, 2, &body)
             }
+            ToChild::Describe(describe) => frame(out, 3, &serde_json::to_vec(describe)?),
         }
     }
 
@@ -173,6 +236,7 @@ impl ToChild {
                 }
                 ToChild::Batch { id, deliveries }
             }
+            3 => ToChild::Describe(serde_json::from_slice(b)?),
             _ => return Err(bad("unknown frame to the child")),
         }))
     }
@@ -181,12 +245,13 @@ impl ToChild {
 impl FromChild {
     pub fn write(&self, out: &mut impl Write) -> io::Result<()> {
         match self {
-            FromChild::InitOk => frame(out, 10, &[]),
-            FromChild::InitErr { panicked, message } => {
-                let mut body = vec![u8::from(*panicked)];
+            FromChild::InitOk(loaded) => frame(out, 10, &serde_json::to_vec(loaded)?),
+            FromChild::InitErr { kind, message } => {
+                let mut body = vec![kind.code()];
                 body.extend_from_slice(message.as_bytes());
                 frame(out, 11, &body)
             }
+            FromChild::Described(loaded) => frame(out, 15, &serde_json::to_vec(loaded)?),
             FromChild::Outcomes { id, outcomes } => {
                 let mut body = id.to_le_bytes().to_vec();
                 let wire: Vec<WireOutcome> = outcomes.iter().map(to_wire).collect();
@@ -213,14 +278,15 @@ impl FromChild {
         let mut b = body.as_slice();
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         Ok(Some(match tag {
-            10 => FromChild::InitOk,
+            10 => FromChild::InitOk(serde_json::from_slice(b)?),
             11 => {
-                let panicked = take(&mut b, 1)?[0] != 0;
+                let kind = InitFailure::from_code(take(&mut b, 1)?[0])?;
                 FromChild::InitErr {
-                    panicked,
+                    kind,
                     message: text(b),
                 }
             }
+            15 => FromChild::Described(serde_json::from_slice(b)?),
             12 => {
                 let id = u64_at(&mut b)?;
                 let wire: Vec<WireOutcome> = serde_json::from_slice(b)?;
@@ -259,7 +325,12 @@ mod tests {
                 name: "n".into(),
                 config: serde_json::json!({"a": [1, "x"]}),
                 config_dir: "/etc/gw".into(),
-                sha256: Some("ab".repeat(32)),
+                sha256: "ab".repeat(32),
+                pinned: true,
+            }),
+            ToChild::Describe(DescribeRequest {
+                sha256: "cd".repeat(32),
+                pinned: false,
             }),
             ToChild::Batch {
                 id: 7,
@@ -276,12 +347,28 @@ mod tests {
         }
         assert_eq!(ToChild::read(&mut r).expect("eof"), None);
 
+        let loaded = Loaded {
+            sha256: "ef".repeat(32),
+            descriptor: DescriptorSummary {
+                name: "kit".into(),
+                version: "1.2.3".into(),
+                build_tag: "tag".into(),
+                abi_minor: 1,
+                struct_size: 88,
+                batch_entry: true,
+            },
+        };
         let from = [
-            FromChild::InitOk,
+            FromChild::InitOk(loaded.clone()),
             FromChild::InitErr {
-                panicked: true,
+                kind: InitFailure::Panicked,
                 message: "boom".into(),
             },
+            FromChild::InitErr {
+                kind: InitFailure::Load,
+                message: "no such file".into(),
+            },
+            FromChild::Described(loaded),
             FromChild::Outcomes {
                 id: 9,
                 outcomes: vec![
@@ -334,5 +421,14 @@ mod tests {
             !matches!(ToChild::read(&mut r), Ok(Some(_))),
             "a truncated length"
         );
+        for bytes in [
+            &[2u8, 0, 0, 0, 11, 9][..],
+            &[2, 0, 0, 0, 10, b'x'],
+            &[1, 0, 0, 0, 15],
+            &[1, 0, 0, 0, 11],
+        ] {
+            let mut r = bytes;
+            assert!(FromChild::read(&mut r).is_err(), "{bytes:?}");
+        }
     }
 }

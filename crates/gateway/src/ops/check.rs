@@ -91,25 +91,25 @@ pub fn check(config: &Config, connect: bool) -> ExitCode {
             return report(config, problems, warnings);
         }
     };
-    for (spec, lib) in &libs {
+    for (spec, d) in &libs {
         outln!(
             "plugin {:<12} {} {} ({}) max_concurrency {} isolation {}  [{}]",
             spec.name,
-            lib.name(),
-            lib.version(),
-            lib.path().display(),
+            d.name,
+            d.version,
+            spec.library.display(),
             spec.max_concurrency,
             spec.isolation.as_str(),
-            lib.build_tag()
+            d.build_tag
         );
-        if spec.isolation == Isolation::None && !crash_contained(lib.build_tag()) {
+        if spec.isolation == Isolation::None && !crash_contained(&d.build_tag) {
             warnings.push(format!(
                 "plugin {} ({}) was not built by the Rust SDK with panic = \"unwind\" \
                  (build tag: {}): a crash or panic in it ends the whole gateway; consider \
                  isolation = \"process\"",
                 spec.name,
-                lib.path().display(),
-                lib.build_tag()
+                spec.library.display(),
+                d.build_tag
             ));
         }
     }

@@ -4,13 +4,16 @@
 //! delivery built exactly as the engine builds it ([`crate::delivery::payload`]) from an event
 //! file, `handle`, `shutdown`.
 //!
-//! Nothing here opens the store, binds a socket or reads the gateway's routes; `inspect` and
-//! `list` never call into a library beyond its descriptor.
+//! Nothing here opens the store, binds a socket or reads the gateway's routes. `inspect` and
+//! `list` never load a library in this process: a short-lived child (`gateway plugin-host`, as
+//! `gateway check` uses for isolated plugins) loads it, so only that child runs its load-time
+//! code, and reports the descriptor; nothing beyond the descriptor is called. `call` loads the
+//! library here, as an in-process instance would be.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use gateway_plugin::host::{CallOutcome, Library};
+use gateway_plugin::host::{CallOutcome, DescriptorSummary, Library, LibraryFile};
 use lark_core::envelope::Envelope;
 
 use super::out::outln;
@@ -78,46 +81,56 @@ pub fn plugins(cmd: &PluginsCommand, config: &Path, config_given: bool) -> ExitC
 }
 
 fn inspect(library: &Path) -> ExitCode {
-    let lib = match Library::open(library) {
-        Ok(l) => l,
+    let (d, sha256) = match look(library) {
+        Ok(found) => found,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
-    outln!("library   {}", lib.path().display());
-    describe(&lib, "");
+    outln!("library   {}", library.display());
+    describe(&d, &sha256, "");
     ExitCode::SUCCESS
 }
 
+/// Opens and hashes `library`, and has a child process load that file and report its
+/// descriptor: (descriptor, the file's SHA-256). The error is the loader's message.
+fn look(library: &Path) -> Result<(DescriptorSummary, String), String> {
+    let file = LibraryFile::open(library).map_err(|e| e.to_string())?;
+    let sha256 = file.sha256().to_owned();
+    drop(file);
+    let d = crate::isolation::describe::describe(library, &sha256, false)?;
+    Ok((d, sha256))
+}
+
 /// The descriptor lines of `inspect`, each prefixed with `indent`.
-fn describe(lib: &Library, indent: &str) {
-    outln!("{indent}name      {}", lib.name());
-    outln!("{indent}version   {}", lib.version());
+fn describe(d: &DescriptorSummary, sha256: &str, indent: &str) {
+    outln!("{indent}name      {}", d.name);
+    outln!("{indent}version   {}", d.version);
     outln!(
         "{indent}abi       {}.{} (descriptor {} bytes)",
         gateway_plugin::abi::ABI_MAJOR,
-        lib.abi_minor(),
-        lib.struct_size()
+        d.abi_minor,
+        d.struct_size
     );
     outln!(
         "{indent}batch     {}",
-        if lib.has_batch_entry() {
+        if d.batch_entry {
             "yes (handle_batch)"
         } else {
             "no (the host calls handle once per delivery)"
         }
     );
-    outln!("{indent}build     {}", lib.build_tag());
+    outln!("{indent}build     {}", d.build_tag);
     outln!(
         "{indent}crashes   {}",
-        if super::check::crash_contained(lib.build_tag()) {
+        if super::check::crash_contained(&d.build_tag) {
             "panics contained (Rust SDK, panic = \"unwind\")"
         } else {
             "not contained: a crash ends the gateway unless isolation = \"process\""
         }
     );
-    outln!("{indent}sha256    {}", sha256_line(lib.path()));
+    outln!("{indent}sha256    {sha256}");
 }
 
 fn sha256_line(path: &Path) -> String {
@@ -191,8 +204,8 @@ fn list(dir: Option<&Path>, config_file: &Path) -> ExitCode {
             .file_name()
             .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
         outln!("{shown}");
-        match Library::open(&path) {
-            Ok(lib) => describe(&lib, "  "),
+        match look(&path) {
+            Ok((d, sha256)) => describe(&d, &sha256, "  "),
             Err(e) => {
                 outln!("  not a plugin: {e}");
                 outln!("  sha256    {}", sha256_line(&path));

@@ -7,30 +7,42 @@ use super::*;
 /// Reads a child's frames until it ends.
 pub(super) struct Reader {
     pub(super) name: String,
+    /// The library the child loads (for the messages).
+    pub(super) library: PathBuf,
     pub(super) proc: Arc<ChildProc>,
     pub(super) log: LogSink,
-    pub(super) init: Option<mpsc::Sender<Result<(), InitError>>>,
+    /// Answered once, when the child has loaded the library and created the instance (or
+    /// failed to).
+    pub(super) init: Option<mpsc::Sender<Result<Loaded, StartError>>>,
 }
 
 impl Reader {
     pub(super) fn run(mut self, mut out: BufReader<std::process::ChildStdout>) {
         let broken = loop {
             match FromChild::read(&mut out) {
-                Ok(Some(FromChild::InitOk)) => {
+                Ok(Some(FromChild::InitOk(loaded))) => {
                     if let Some(tx) = self.init.take() {
-                        let _ = tx.send(Ok(()));
+                        let _ = tx.send(Ok(loaded));
                     }
                 }
-                Ok(Some(FromChild::InitErr { panicked, message })) => {
+                Ok(Some(FromChild::InitErr { kind, message })) => {
                     let instance = self.name.clone();
-                    let err = if panicked {
-                        InitError::Panicked { instance, message }
-                    } else {
-                        InitError::Refused { instance, message }
+                    let err = match kind {
+                        InitFailure::Load => StartError::Load(message),
+                        InitFailure::Panicked => {
+                            StartError::Init(InitError::Panicked { instance, message })
+                        }
+                        InitFailure::Refused => {
+                            StartError::Init(InitError::Refused { instance, message })
+                        }
                     };
                     if let Some(tx) = self.init.take() {
                         let _ = tx.send(Err(err));
                     }
+                }
+                // Only a `Describe` request is answered so.
+                Ok(Some(FromChild::Described(_))) => {
+                    break Some(std::io::Error::other("an unasked Described frame"))
                 }
                 Ok(Some(FromChild::Outcomes { id, outcomes })) => {
                     self.answer(id, Reply::Outcomes(outcomes))
@@ -85,10 +97,13 @@ impl Reader {
             let _ = tx.send(Reply::Died(why.clone(), killed));
         }
         if let Some(tx) = self.init.take() {
-            let _ = tx.send(Err(InitError::Unavailable {
+            let _ = tx.send(Err(StartError::Init(InitError::Unavailable {
                 instance: self.name.clone(),
-                message: format!("the plugin process died while starting: {why}"),
-            }));
+                message: format!(
+                    "the plugin process for {} died while starting: {why}",
+                    self.library.display()
+                ),
+            })));
         }
         if status.is_none() {
             // Stuck in the kernel after SIGKILL: reap it whenever it ends (no zombie left).
@@ -124,13 +139,7 @@ impl Reader {
         }
         loop {
             match self.proc.try_wait() {
-                Ok(Some(status)) => {
-                    return Some(match (status.code(), status.signal()) {
-                        (_, Some(sig)) => format!("killed by signal {sig}{}", signal_name(sig)),
-                        (Some(code), _) => format!("exited with code {code}"),
-                        _ => "ended".into(),
-                    })
-                }
+                Ok(Some(status)) => return Some(ended(status)),
                 Ok(None) => {}
                 Err(e) => return Some(format!("cannot tell how it ended: {e}")),
             }
@@ -144,6 +153,15 @@ impl Reader {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
+    }
+}
+
+/// How a child ended: "killed by signal 11 (SIGSEGV)", "exited with code 3".
+pub(crate) fn ended(status: std::process::ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (_, Some(sig)) => format!("killed by signal {sig}{}", signal_name(sig)),
+        (Some(code), _) => format!("exited with code {code}"),
+        _ => "ended".into(),
     }
 }
 
