@@ -465,3 +465,65 @@ fn a_stopping_replica_keeps_the_claim_of_a_call_still_hung() {
         a.log()
     );
 }
+
+/// A reload removes the instance whose call hangs on replica A; A's orphan rule dead-letters
+/// the delivery while the call still runs. The dead letter keeps A's claim (renewed while the
+/// call runs), so a replay of it is not run by replica B, which still has the instance, beside
+/// the hung call. (The orphan rule used to clear the claim: B ran the replay at once.)
+#[test]
+fn an_orphan_dead_letter_whose_call_still_hangs_keeps_its_claim() {
+    let pg = PgCluster::start();
+    let url = replica_database(&pg, "orphanhung");
+    let cfg = config("25s", r#"mode = "gate", gate = "data/open""#).replace(
+        "timeout = \"1s\"",
+        "timeout = \"20s\"\nremoved_plugin_grace = \"1s\"",
+    );
+    let without = {
+        let plugins = cfg.find("[[plugins]]").expect("a plugin block");
+        cfg[..plugins].to_owned()
+    };
+    let (a_dir, b_dir) = (
+        tempfile::tempdir().expect("tmp"),
+        tempfile::tempdir().expect("tmp"),
+    );
+    let a = spawn(a_dir.path(), &cfg, &url);
+    let _b = spawn(b_dir.path(), &cfg, &url);
+    std::fs::write(b_dir.path().join("data/open"), "").expect("B's calls return at once");
+    let dirs = [a_dir.path(), b_dir.path()];
+    let sql = |q: &str| pg.sql("orphanhung", q);
+
+    send(&a, "orphanhung-1");
+    assert!(
+        wait_until(Duration::from_secs(20), || sql(
+            "SELECT started FROM deliveries"
+        ) == "1"),
+        "A started the call"
+    );
+    let holder = sql("SELECT claimed_by FROM deliveries");
+    std::fs::write(a_dir.path().join("gateway.toml"), &without).expect("write");
+    a.signal("HUP");
+    assert!(
+        wait_until(Duration::from_secs(20), || sql(
+            "SELECT state FROM deliveries"
+        ) == "dead"),
+        "the orphan rule dead-lettered it: {}",
+        a.log()
+    );
+    let (code, out, err) = a.cli(&["replay", "--dead-letters"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(sql("SELECT state FROM deliveries"), "pending", "replayed");
+    let hung = Instant::now();
+    while hung.elapsed() < Duration::from_millis(5_000) {
+        assert_eq!(
+            (
+                calls(&dirs),
+                sql("SELECT coalesce(claimed_by, 'none') FROM deliveries")
+            ),
+            (0, holder.clone()),
+            "{:?} into the hang: the claim was dropped or B ran the replay",
+            hung.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::fs::write(a_dir.path().join("data/open"), "").expect("the hung call returns");
+}
