@@ -320,6 +320,13 @@ fn a_restarted_child_refuses_a_file_other_than_the_one_the_gateway_examined() {
         .status()
         .expect("kill");
     assert!(killed.success());
+    // Gone before the next event (its reader marks it dead before reaping it), so the next
+    // attempts meet the refused restart, not the dying child.
+    assert!(
+        wait_until(WAIT, || !children(gw.pid()).contains(&kids[0])),
+        "{}",
+        gw.log()
+    );
     gw.send_plain(TOKEN, "ev-2", "t.ok");
     assert!(
         wait_until(WAIT, || gw.delivery("ev-2", "native")["state"] == "dead"),
@@ -360,6 +367,36 @@ fn reload(gw: &TestGateway) {
     assert!(
         wait_until(WAIT, || gw.log().matches("config reloaded").count()
             > before),
+        "{}",
+        gw.log()
+    );
+}
+
+/// A reload that leaves an isolated instance unchanged is not refused because its library
+/// cannot be examined right now (removed mid-deploy): the running child keeps serving what it
+/// loaded, with a warning. (It used to refuse the whole reload for a plugin nobody touched.)
+#[test]
+fn a_reload_keeps_an_unchanged_isolated_instance_whose_file_is_missing_for_now() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lib = dir.path().join("libkit.so");
+    std::fs::copy(&binaries().testkit, &lib).expect("copy");
+    let cfg = config(&lib, "config = { record = \"data/native.jsonl\" }");
+    let gw = TestGateway::spawn(dir.path(), &cfg);
+    gw.send_plain(TOKEN, "gone-1", "t.ok");
+    assert!(wait_until(WAIT, || gw.calls("native").len() == 1));
+    let first = children(gw.pid());
+    std::fs::remove_file(&lib).expect("remove the library");
+    reload(&gw);
+    assert!(
+        gw.log()
+            .contains("cannot be examined: keeping the instance"),
+        "{}",
+        gw.log()
+    );
+    assert_eq!(children(gw.pid()), first, "the same child:\n{}", gw.log());
+    gw.send_plain(TOKEN, "gone-2", "t.ok");
+    assert!(
+        wait_until(WAIT, || gw.calls("native").len() == 2),
         "{}",
         gw.log()
     );

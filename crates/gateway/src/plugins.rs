@@ -346,16 +346,26 @@ pub fn start(config: &Config) -> Result<Plugins, Vec<String>> {
     reload(&Plugins::default(), config)
 }
 
-/// Whether `slot` can serve `spec` as it is. An isolated instance is kept only while the file
-/// at its path still hashes to what its child loaded: a new build installed at the same path is
+/// Whether `slot` can serve `spec` as it is. An isolated instance is kept while the file at its
+/// path still hashes to what its child loaded: a new build installed at the same path is
 /// examined and started by the reload (its child would refuse it at the next restart anyway).
+/// A file that cannot be examined now (missing mid-deploy, unreadable, or no longer matching
+/// its pin) does not refuse a reload that leaves the instance unchanged: the running child
+/// keeps running what it loaded, with a warning (a restart of it refuses any other file).
 fn reusable(slot: &PluginSlot, spec: &PluginSpec, dir: &Path) -> Result<bool, String> {
     if slot.spec != *spec || slot.config_dir != dir {
         return Ok(false);
     }
     match &slot.runner {
         Runner::InProcess { .. } => Ok(true),
-        Runner::Isolated { sha256, .. } => Ok(examine(spec)?.sha256 == *sha256),
+        Runner::Isolated { sha256, .. } => match examine(spec) {
+            Ok(found) => Ok(found.sha256 == *sha256),
+            Err(error) => {
+                tracing::warn!(plugin = %spec.name, %error,
+                    "the library of an unchanged isolated instance cannot be examined: keeping the instance as it runs");
+                Ok(true)
+            }
+        },
     }
 }
 

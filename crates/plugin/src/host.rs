@@ -128,8 +128,9 @@ impl Library {
         name: &Path,
     ) -> Result<&'static libloading::os::unix::Library, LoadError> {
         let flags = libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_LOCAL;
-        // SAFETY: loading a library runs its initialisers; plugins are trusted code chosen by the
-        // operator. Rust cdylibs have no initialisers of their own.
+        // SAFETY: loading a library runs its initialisers (`.init_array` constructors, its
+        // dependencies' too); plugins are trusted code chosen by the operator, and an isolated
+        // plugin's library is loaded only in its own child process.
         let lib =
             unsafe { libloading::os::unix::Library::open(Some(name), flags) }.map_err(|e| {
                 let mut reason = e.to_string();

@@ -70,12 +70,13 @@ impl StartError {
     }
 }
 
-/// Starts `gateway plugin-host --library PATH` with piped stdin and stdout (its stderr is the
-/// gateway's).
+/// Starts `gateway plugin-host --library PATH` (this very binary, through `/proc/self/exe`)
+/// with piped stdin and stdout (its stderr is the gateway's).
 pub(crate) fn spawn_host(library: &Path) -> Result<Child, String> {
-    let exe =
-        std::env::current_exe().map_err(|e| format!("cannot find the gateway binary: {e}"))?;
-    Command::new(exe)
+    // The binary this process runs, even once an upgrade has renamed another over its path
+    // (`current_exe` would then name a deleted file): parent and child always speak the same
+    // protocol.
+    Command::new("/proc/self/exe")
         .arg(SUBCOMMAND)
         .arg("--library")
         .arg(library)
@@ -101,8 +102,8 @@ const KILL_WAIT: Duration = Duration::from_secs(2);
 enum Reply {
     Outcomes(Vec<CallOutcome>),
     Panicked(String),
-    /// The child ended; `true` when the gateway killed it (a timeout or a restart), so the
-    /// calls are not tried again one by one.
+    /// The child ended; `true` when trying the calls again one by one would not help: the
+    /// gateway killed it (a timeout or a restart), or no child could be started.
     Died(String, bool),
 }
 
@@ -261,7 +262,8 @@ impl Isolated {
     fn run(&self, deliveries: &[&[u8]]) -> Reply {
         let proc = match self.ensure() {
             Ok(p) => p,
-            Err(why) => return Reply::Died(why, false),
+            // Not split into single calls: each would try (and fail) to start a child again.
+            Err(why) => return Reply::Died(why, true),
         };
         let id = self.next_id.fetch_add(1, Ordering::SeqCst);
         let (tx, rx) = mpsc::channel();
