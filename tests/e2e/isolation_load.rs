@@ -401,3 +401,47 @@ fn a_reload_keeps_an_unchanged_isolated_instance_whose_file_is_missing_for_now()
         gw.log()
     );
 }
+
+/// A reload that starts a slow plugin (here a child whose `new` takes 3 s) does not hold up
+/// the admin API meanwhile: the running config is locked only to be read or swapped, never
+/// while the new plugins start. (The API's plugin list used to wait for the whole reload, an
+/// async worker blocked with it.)
+#[test]
+fn the_admin_api_answers_while_a_reload_starts_a_slow_plugin() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(
+        &binaries().testkit,
+        "config = { record = \"data/native.jsonl\" }",
+    );
+    let gw = TestGateway::spawn(dir.path(), &cfg);
+    let slow = config(
+        &binaries().testkit,
+        "config = { record = \"data/native.jsonl\", init_sleep_ms = 3000 }",
+    );
+    std::fs::write(dir.path().join("gateway.toml"), slow).expect("write");
+    gw.signal("HUP");
+    assert!(
+        wait_until(WAIT, || gw.log().contains("reloading config")),
+        "{}",
+        gw.log()
+    );
+    std::thread::sleep(Duration::from_millis(300)); // well into the 3 s start
+    let asked = std::time::Instant::now();
+    let plugins = get(&gw.admin_url("/api/v1/plugins")).expect("api");
+    let took = asked.elapsed();
+    assert_eq!(plugins.status, 200, "{}", plugins.body);
+    assert!(
+        took < Duration::from_millis(1500),
+        "the API waited {took:?}"
+    );
+    assert!(
+        !gw.log().contains("config reloaded"),
+        "the reload had already ended: the test proves nothing\n{}",
+        gw.log()
+    );
+    assert!(
+        wait_until(WAIT, || gw.log().contains("config reloaded")),
+        "{}",
+        gw.log()
+    );
+}

@@ -21,7 +21,11 @@ use crate::plugins::{self, Plugins};
 /// The running configuration and what it drives.
 pub struct Live {
     file: PathBuf,
+    /// Held only to read or swap (the admin API reads it from async handlers): never while a
+    /// reload opens libraries or starts plugin processes.
     current: Mutex<(Config, Plugins)>,
+    /// Serialises reloads, which build the new plugins outside `current`'s lock.
+    reloading: Mutex<()>,
     intake: Arc<Intake>,
     engine: Arc<Engine>,
     long_conns: Arc<LongConns>,
@@ -56,6 +60,7 @@ impl Live {
     ) -> Live {
         Live {
             file: config.file.clone(),
+            reloading: Mutex::new(()),
             current: Mutex::new((config, plugins)),
             intake,
             engine,
@@ -98,12 +103,14 @@ impl Live {
     /// Reads the config file again and applies it, or explains why not. Blocking (opens
     /// libraries, initialises plugins): call it from a blocking thread.
     pub fn reload(&self) -> Result<(), String> {
-        let new = Config::load(&self.file).map_err(|e| e.to_string())?;
-        let mut current = self
-            .current
+        let _one_at_a_time = self
+            .reloading
             .lock()
             .map_err(|_| "reload state poisoned".to_owned())?;
-        let (old, old_plugins) = &mut *current;
+        let new = Config::load(&self.file).map_err(|e| e.to_string())?;
+        let (old, old_plugins) = &self
+            .current()
+            .ok_or_else(|| "reload state poisoned".to_owned())?;
         if new.store != old.store {
             return Err(format!(
                 "[store] changed ({} → {}): moving the store needs a restart",
@@ -136,8 +143,11 @@ impl Live {
             routes = new.routes.len(),
             "config reloaded"
         );
-        *old_plugins = plugins;
-        *old = new;
+        let mut current = self
+            .current
+            .lock()
+            .map_err(|_| "reload state poisoned".to_owned())?;
+        *current = (new, plugins);
         Ok(())
     }
 }

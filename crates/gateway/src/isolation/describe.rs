@@ -52,9 +52,10 @@ pub fn describe(library: &Path, sha256: &str, pinned: bool) -> Result<Descriptor
             }
         }
     });
-    let answer = match asked {
+    let answer = match &asked {
         Ok(()) => rx.recv_timeout(LOAD_TIMEOUT).ok(),
-        Err(_) => None,
+        // The child went before reading the request: how it ended is told below.
+        Err(_) => Some(Ok(None)),
     };
     drop(stdin);
     let result = match answer {
@@ -93,20 +94,27 @@ pub fn describe(library: &Path, sha256: &str, pinned: bool) -> Result<Descriptor
     })
 }
 
-/// Waits briefly for the child to exit, then kills it; how it ended, when it did.
+/// Waits briefly for the child to exit, then kills it and waits as briefly again (a child stuck
+/// in the kernel, say on a hung network mount, is left behind rather than waited for: the
+/// command must end); how it ended, when it did.
 fn wait_or_kill(child: &mut std::process::Child) -> Option<String> {
-    let deadline = Instant::now() + EXIT_WAIT;
+    if let Some(status) = wait_for(child, EXIT_WAIT) {
+        return Some(status);
+    }
+    let _ = child.kill();
+    wait_for(child, EXIT_WAIT)
+}
+
+/// How `child` ended, if it did within `limit`.
+fn wait_for(child: &mut std::process::Child, limit: Duration) -> Option<String> {
+    let deadline = Instant::now() + limit;
     loop {
         match child.try_wait() {
             Ok(Some(status)) => return Some(ended(status)),
             Ok(None) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(5));
             }
-            Ok(None) => {
-                let _ = child.kill();
-                return child.wait().ok().map(ended);
-            }
-            Err(_) => return None,
+            Ok(None) | Err(_) => return None,
         }
     }
 }

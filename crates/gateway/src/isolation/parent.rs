@@ -348,7 +348,9 @@ impl Isolated {
         };
         let mut child = spawn_host(&self.library).map_err(unavailable)?;
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            // Killed and reaped (no reader thread will): no zombie is left behind.
             let _ = child.kill();
+            let _ = child.wait();
             return Err(unavailable("the plugin process has no pipes".into()));
         };
         let mut stdin = BufWriter::new(stdin);
@@ -361,6 +363,7 @@ impl Isolated {
         });
         if let Err(e) = init.write(&mut stdin) {
             let _ = child.kill();
+            let _ = child.wait();
             return Err(unavailable(format!(
                 "cannot talk to the plugin process: {e}"
             )));
@@ -384,10 +387,20 @@ impl Isolated {
             log: self.log.clone(),
             init: Some(init_tx),
         };
-        std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name(format!("plugin-{}", self.name))
-            .spawn(move || reader.run(BufReader::new(stdout)))
-            .map_err(|e| unavailable(format!("cannot start the reader thread: {e}")))?;
+            .spawn(move || reader.run(BufReader::new(stdout)));
+        if let Err(e) = spawned {
+            // No reader to reap it: killed and reaped here.
+            proc.kill();
+            if let Ok(mut child) = proc.child.lock() {
+                let _ = child.wait();
+            }
+            if let Ok(mut c) = self.children.lock() {
+                c.starting = None;
+            }
+            return Err(unavailable(format!("cannot start the reader thread: {e}")));
+        }
         match init_rx.recv_timeout(INIT_TIMEOUT) {
             // The child checked the hash itself; a child that says it loaded something else is
             // not trusted with calls.

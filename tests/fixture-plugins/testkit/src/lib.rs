@@ -14,6 +14,7 @@
 //!   - `"gate"`: waits until the file `gate` exists (polled every 10 ms), then returns `Ok`.
 //! - `retries` — for `retry_then_ok` (default 1).
 //! - `sleep_ms` — for `slow` (default 1000).
+//! - `init_sleep_ms` — `new` sleeps this long before it returns (default 0): a slow start.
 //! - `gate` — for `gate`: a file path, relative paths resolved like `record`'s (required by
 //!   that mode).
 //! - `retry_after_ms` — the `retry_after` put on every `Retry` (default: none).
@@ -77,6 +78,8 @@ struct Config {
     retries: u32,
     #[serde(default = "one_second")]
     sleep_ms: u64,
+    #[serde(default)]
+    init_sleep_ms: u64,
     gate: Option<PathBuf>,
     retry_after_ms: Option<u64>,
     only_event_types: Option<Vec<String>>,
@@ -154,6 +157,7 @@ impl Plugin for Testkit {
     fn new(config: serde_json::Value, host: Host) -> Result<Self, String> {
         let config: Config =
             serde_json::from_value(config).map_err(|e| format!("testkit config: {e}"))?;
+        std::thread::sleep(Duration::from_millis(config.init_sleep_ms));
         if config.mode == Mode::PanicNew {
             panic!(
                 "testkit: panic in new (instance `{}`)",
