@@ -75,7 +75,12 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
         config.admin_tls.is_some(),
         config.admin_listen.is_none_or(|a| a.ip().is_loopback()),
     );
-    let plugins = plugins::start(&config)
+    // On the blocking pool: opening libraries and starting plugins (a child process each, for
+    // isolated ones) may take seconds, which must not stall the runtime's tasks.
+    let starting = config.clone();
+    let plugins = tokio::task::spawn_blocking(move || plugins::start(&starting))
+        .await
+        .map_err(|e| anyhow::anyhow!("plugins failed to start: {e}"))?
         .map_err(|p| anyhow::anyhow!("plugins failed to start:\n  - {}", p.join("\n  - ")))?;
     admin.plugins_ready.store(true, Ordering::SeqCst);
     let engine = Engine::start(dyn_store.clone(), plugins.clone(), config.delivery);

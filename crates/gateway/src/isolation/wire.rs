@@ -19,6 +19,24 @@ use serde::{Deserialize, Serialize};
 /// No frame is larger than this (a batch of `max_batch` deliveries of `max_body_bytes` fits).
 const MAX_FRAME: usize = 1 << 30;
 
+/// The largest body of a child's batch answer (`Outcomes`, `BatchPanicked`): outcomes carry
+/// reasons, which the engine cuts to 4 KiB anyway.
+const MAX_ANSWER: usize = 64 << 20;
+
+/// The largest body of every other frame (`Init`, `Describe`, `InitOk`, `InitErr`,
+/// `Described`, `Log`): a config, a descriptor, one message. What a child may make the gateway
+/// buffer is bounded by its kind, not only by [`MAX_FRAME`].
+const MAX_SMALL: usize = 1 << 20;
+
+/// The largest body a frame with `tag` may have.
+fn limit(tag: u8) -> usize {
+    match tag {
+        2 => MAX_FRAME,
+        12 | 13 => MAX_ANSWER,
+        _ => MAX_SMALL,
+    }
+}
+
 /// A message to the child.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ToChild {
@@ -158,7 +176,8 @@ fn frame(out: &mut impl Write, tag: u8, body: &[u8]) -> io::Result<()> {
     out.flush()
 }
 
-/// Reads one frame: `None` at a clean end of stream.
+/// Reads one frame: `None` at a clean end of stream. The tag is read first, so that a body too
+/// large for its kind ([`limit`]) is refused before anything is allocated for it.
 fn read_frame(input: &mut impl Read) -> io::Result<Option<(u8, Vec<u8>)>> {
     let mut len = [0u8; 4];
     match input.read_exact(&mut len) {
@@ -167,12 +186,17 @@ fn read_frame(input: &mut impl Read) -> io::Result<Option<(u8, Vec<u8>)>> {
         Err(e) => return Err(e),
     }
     let len = u32::from_le_bytes(len) as usize;
-    if len == 0 || len > MAX_FRAME {
+    if len == 0 || len > MAX_FRAME + 1 {
         return Err(bad("bad frame length"));
     }
-    let mut body = vec![0u8; len];
+    let mut tag = [0u8; 1];
+    input.read_exact(&mut tag)?;
+    let tag = tag[0];
+    if len - 1 > limit(tag) {
+        return Err(bad("frame too large for its kind"));
+    }
+    let mut body = vec![0u8; len - 1];
     input.read_exact(&mut body)?;
-    let tag = body.remove(0);
     Ok(Some((tag, body)))
 }
 
@@ -430,5 +454,33 @@ mod tests {
             let mut r = bytes;
             assert!(FromChild::read(&mut r).is_err(), "{bytes:?}");
         }
+    }
+
+    /// A child cannot make the gateway buffer more than a frame's kind allows: a `Log` frame
+    /// announcing 2 MiB is refused after its tag, before its body is read (the stream here
+    /// holds no body at all); an `Outcomes` frame of the same size is read.
+    #[test]
+    fn a_frame_larger_than_its_kind_allows_is_refused_before_its_body_is_read() {
+        let two_mib = (2u32 << 20) + 1;
+        let mut log = two_mib.to_le_bytes().to_vec();
+        log.push(14);
+        let mut r = log.as_slice();
+        let e = FromChild::read(&mut r).expect_err("refused");
+        assert!(e.to_string().contains("too large for its kind"), "{e}");
+
+        let mut outcomes = two_mib.to_le_bytes().to_vec();
+        outcomes.push(12);
+        outcomes.extend_from_slice(&7u64.to_le_bytes());
+        let mut json = b"[]".to_vec();
+        json.resize((2 << 20) - 8, b' ');
+        outcomes.extend_from_slice(&json);
+        let mut r = outcomes.as_slice();
+        assert_eq!(
+            FromChild::read(&mut r).expect("read"),
+            Some(FromChild::Outcomes {
+                id: 7,
+                outcomes: Vec::new()
+            })
+        );
     }
 }
