@@ -5,7 +5,8 @@
 //! checks a `sha256` pin); the child loads the file only if the one it opens hashes to what the
 //! gateway examined (on every start, restarts included), loads that open file, and reports the
 //! descriptor and the hash back. So the library's load-time code (C/C++ constructors, its
-//! dependencies' initialisers) runs only in the child. `gateway check` asks a short-lived child
+//! dependencies' initialisers) runs only in the child. `gateway check` (and `plugins inspect` /
+//! `list`) asks a short-lived child
 //! to load the library and describe it (`Describe`), without creating an instance. Whatever
 //! the native code does (segfault, `abort()`, `exit()`, a stack overflow, a hang) ends at most
 //! the child: the calls in flight fail as retries, the gateway logs and counts the death, and
@@ -22,7 +23,8 @@
 //! starts inherits them), points fd 1 at stderr (plugin output lands in the gateway's log) and
 //! fd 0 at `/dev/null`.
 //!
-//! [`parent`] is the gateway's side; [`describe`] the short-lived child of `gateway check`;
+//! [`parent`] is the gateway's side; [`describe`] the short-lived child of `gateway check` and
+//! `plugins inspect` / `list`;
 //! [`serve`] is the child's main loop.
 
 pub mod describe;

@@ -1,4 +1,5 @@
-//! An isolated plugin's descriptor without an instance, for `gateway check`: a short-lived
+//! An isolated plugin's descriptor without an instance, for `gateway check` and `gateway plugins
+//! inspect` / `list`: a short-lived
 //! child (`gateway plugin-host`, sent `Describe`) loads the library (only if the file it opens
 //! hashes to what the gateway examined), reports the descriptor and exits. The library's
 //! load-time code runs in that child, never in the process asking; a library the loader refuses
