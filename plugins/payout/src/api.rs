@@ -42,6 +42,8 @@ pub enum ApiError {
         log_id: Option<String>,
         http_status: u16,
         retry_after: Option<Duration>,
+        /// The operator listed this code in `retry_codes`: worth trying again.
+        retry: bool,
     },
     /// A non-JSON client-error answer (wrong `base_url`, say): trying again will not help.
     #[error("{call}: unexpected HTTP {status} (log id {})", log_id.as_deref().unwrap_or("-"))]
@@ -57,8 +59,8 @@ impl ApiError {
     pub fn is_transient(&self) -> bool {
         match self {
             ApiError::Transient { .. } => true,
-            ApiError::Lark { code, .. } => {
-                RATE_LIMIT_CODES.contains(code) || INVALID_TOKEN_CODES.contains(code)
+            ApiError::Lark { code, retry, .. } => {
+                *retry || RATE_LIMIT_CODES.contains(code) || INVALID_TOKEN_CODES.contains(code)
             }
             ApiError::Unexpected { .. } => false,
         }
@@ -91,6 +93,8 @@ pub struct LarkClient {
     app_id: String,
     app_secret: String,
     token: Mutex<Option<CachedToken>>,
+    /// Lark codes the operator declared worth retrying (`retry_codes`).
+    retry_codes: Vec<i64>,
 }
 
 impl std::fmt::Debug for LarkClient {
@@ -118,6 +122,38 @@ impl LarkClient {
             app_id: app_id.to_owned(),
             app_secret: app_secret.to_owned(),
             token: Mutex::new(None),
+            retry_codes: Vec::new(),
+        }
+    }
+
+    /// The same client, treating a Lark answer with one of `codes` as transient (retried)
+    /// rather than final.
+    pub fn with_retry_codes(mut self, codes: Vec<i64>) -> LarkClient {
+        self.retry_codes = codes;
+        self
+    }
+
+    /// `e`, marked transient when its code is one of the operator's `retry_codes`.
+    fn classify(&self, e: ApiError) -> ApiError {
+        match e {
+            ApiError::Lark {
+                call,
+                code,
+                msg,
+                log_id,
+                http_status,
+                retry_after,
+                retry,
+            } => ApiError::Lark {
+                retry: retry || self.retry_codes.contains(&code),
+                call,
+                code,
+                msg,
+                log_id,
+                http_status,
+                retry_after,
+            },
+            other => other,
         }
     }
 
@@ -172,7 +208,18 @@ impl LarkClient {
     }
 
     /// POSTs with a bearer token; on an invalid-token code, refreshes it and tries once more.
+    /// A Lark error (of the token call too) is classified with the operator's `retry_codes`.
     fn call_with_token<T: DeserializeOwned>(
+        &self,
+        call: &'static str,
+        url: &str,
+        body: &str,
+    ) -> Result<(Option<T>, Option<String>), ApiError> {
+        self.call_with_fresh_token(call, url, body)
+            .map_err(|e| self.classify(e))
+    }
+
+    fn call_with_fresh_token<T: DeserializeOwned>(
         &self,
         call: &'static str,
         url: &str,
@@ -403,6 +450,7 @@ fn lark_error(call: &'static str, code: i64, msg: String, reply: &Reply) -> ApiE
         log_id: reply.log_id.clone(),
         http_status: reply.status,
         retry_after: reply.retry_after,
+        retry: false,
     }
 }
 

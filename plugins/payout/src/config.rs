@@ -62,6 +62,8 @@ struct RawConfig {
     forward_secret: Option<String>,
     #[serde(default)]
     timeout: Option<String>,
+    #[serde(default)]
+    retry_codes: Vec<i64>,
 }
 
 /// The validated configuration. A `ledger` path is as written; the plugin resolves it with the
@@ -80,6 +82,9 @@ pub struct Config {
     pub ledger: LedgerLocation,
     pub forward: Option<ForwardConfig>,
     pub timeout: Duration,
+    /// Lark codes to retry (besides the rate limit and invalid-token codes) instead of ending
+    /// the delivery as a dead letter.
+    pub retry_codes: Vec<i64>,
 }
 
 /// Where withdrawals are forwarded (the company's payment platform).
@@ -101,6 +106,7 @@ impl std::fmt::Debug for Config {
             .field("ledger", &self.ledger)
             .field("forward", &self.forward)
             .field("timeout", &self.timeout)
+            .field("retry_codes", &self.retry_codes)
             .finish()
     }
 }
@@ -171,6 +177,11 @@ impl Config {
         if timeout.is_zero() {
             return Err(invalid("`timeout` must be greater than zero"));
         }
+        if raw.retry_codes.contains(&0) {
+            return Err(invalid(
+                "`retry_codes`: 0 is Lark's success, not an error code",
+            ));
+        }
         Ok(Config {
             base_url,
             app_id: raw.app_id,
@@ -181,6 +192,7 @@ impl Config {
             ledger,
             forward,
             timeout,
+            retry_codes: raw.retry_codes,
         })
     }
 }
@@ -249,6 +261,7 @@ mod tests {
         assert_eq!(c.withdraw, [BonusType::Points, BonusType::Cash]);
         assert_eq!(c.timeout, DEFAULT_TIMEOUT);
         assert!(c.forward.is_none());
+        assert!(c.retry_codes.is_empty());
         assert!(!format!("{c:?}").contains("s3cret"));
     }
 
@@ -266,12 +279,14 @@ mod tests {
         );
         o.insert("forward_secret".into(), json!("fsecret"));
         o.insert("timeout".into(), json!("250ms"));
+        o.insert("retry_codes".into(), json!([1069, 1002001]));
         let c = Config::from_json(&v).expect("valid");
         assert_eq!(c.base_url, "http://127.0.0.1:9");
         assert_eq!(c.withdraw, [BonusType::Cash]);
         assert_eq!(c.min_cash["CNY"].to_string(), "10.00");
         assert_eq!(c.min_cash["USD"].to_string(), "0.50");
         assert_eq!(c.timeout, Duration::from_millis(250));
+        assert_eq!(c.retry_codes, [1069, 1_002_001]);
         assert!(!format!("{c:?}").contains("fsecret"));
     }
 
@@ -285,6 +300,8 @@ mod tests {
             ("min_cash", json!({"CNY": -1})),
             ("timeout", json!("10")),
             ("timeout", json!("0s")),
+            ("retry_codes", json!([0])),
+            ("retry_codes", json!(["1069"])),
             ("base_url", json!("ftp://x")),
             ("forward_secret", json!("x")),
             ("app_secret", json!("")),

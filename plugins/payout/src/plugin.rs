@@ -105,7 +105,8 @@ impl Plugin for Payout {
             &config.app_id,
             &config.app_secret,
             config.timeout,
-        );
+        )
+        .with_retry_codes(config.retry_codes.clone());
         let forwarder = config
             .forward
             .as_ref()

@@ -126,10 +126,17 @@ fn classification() {
         log_id: Some("L".into()),
         http_status: 200,
         retry_after: None,
+        retry: false,
     };
     assert!(lark(99_991_400).is_transient());
     assert!(lark(99_991_663).is_transient());
     assert!(!lark(1_002_001).is_transient());
+    // Codes the operator lists in `retry_codes` are retried; the others stay final.
+    let client = LarkClient::new("http://127.0.0.1:9", "a", "s", Duration::from_secs(1))
+        .with_retry_codes(vec![1_069, 1_002_001]);
+    assert!(client.classify(lark(1_002_001)).is_transient());
+    assert!(client.classify(lark(1_069)).is_transient());
+    assert!(!client.classify(lark(1_002_002)).is_transient());
     let text = lark(1_002_001).to_string();
     assert!(text.contains("1002001") && text.contains("\"m\"") && text.contains('L'));
 }
