@@ -332,6 +332,52 @@ fn two_http_500s_then_one_withdrawal_with_one_order_id() {
     assert!(listed.contains("total CNY: 5.00\n"), "{listed}");
 }
 
+/// A Lark code the operator lists in `retry_codes` is retried (same order id) instead of ending
+/// the delivery as a dead letter; an unlisted one stays final.
+#[test]
+fn a_code_listed_in_retry_codes_is_retried_and_an_unlisted_one_is_final() {
+    let api = LarkApi::start();
+    api.set_balance("acc-rc", 12, &[]);
+    api.faults(|f| f.business_error = Some((1069, "stand-in: temporarily unavailable".into())));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(&api, "5s", false)
+        .replace("timeout = \"5s\"", "timeout = \"5s\", retry_codes = [1069]");
+    let gw = spawn(dir.path(), &cfg);
+    send(&gw, "po-rc", "acc-rc", 12, "[]", T0);
+    assert!(
+        wait_until(Duration::from_secs(15), || withdraw_order_ids(&api).len()
+            >= 2),
+        "{}",
+        delivery(&gw, "po-rc")
+    );
+    assert_eq!(
+        delivery(&gw, "po-rc")["state"],
+        "pending",
+        "retried, not dead"
+    );
+    api.faults(|f| f.business_error = None);
+    let d = wait_done(&gw, "po-rc");
+    assert!(d["attempts"].as_u64().unwrap_or(0) >= 3, "{d}");
+    let ids = withdraw_order_ids(&api);
+    assert!(
+        ids.iter().all(|id| *id == expected_order_id("po-rc")),
+        "{ids:?}"
+    );
+    assert_eq!(api.withdrawals().len(), 1);
+
+    // Not listed: the first answer ends the delivery.
+    api.set_balance("acc-rc2", 7, &[]);
+    api.faults(|f| f.business_error = Some((1070, "stand-in: refused".into())));
+    send(&gw, "po-rc2", "acc-rc2", 7, "[]", T0);
+    assert!(
+        wait_until(Duration::from_secs(15), || delivery(&gw, "po-rc2")["state"]
+            == "dead"),
+        "{}",
+        delivery(&gw, "po-rc2")
+    );
+    assert_eq!(delivery(&gw, "po-rc2")["attempts"], 1);
+}
+
 #[test]
 fn withdraw_answered_after_the_timeout_is_retried_and_paid_once() {
     let api = LarkApi::start();
