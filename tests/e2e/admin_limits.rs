@@ -307,3 +307,30 @@ fn a_reload_changes_the_admin_token_and_ends_the_sessions() {
         assert!(!log.contains(t), "a token in the log");
     }
 }
+
+/// `/readyz` is unauthenticated: however often it is probed, it adds at most one store write a
+/// second (a write that succeeded within the last second answers for the store). It used to
+/// make one per probe.
+#[test]
+fn readiness_probes_add_at_most_one_store_write_a_second() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = TestGateway::spawn(dir.path(), &config(""));
+    let commits = || {
+        let text = gateway_e2e::harness::get(&gw.admin_url("/metrics"))
+            .expect("metrics")
+            .body;
+        gateway_e2e::harness::metric(&text, "gateway_store_commit_batch_size_count")
+    };
+    let before = commits();
+    let started = std::time::Instant::now();
+    for _ in 0..40 {
+        let r = gateway_e2e::harness::get(&gw.admin_url("/readyz")).expect("readyz");
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let seconds = started.elapsed().as_secs_f64().ceil();
+    let added = commits() - before;
+    assert!(
+        added <= seconds + 1.0,
+        "{added} store commits for 40 probes in {seconds} s"
+    );
+}
