@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use gateway_e2e::harness::{
-    base_config, binaries, get, metric, read_jsonl, wait_until, TestGateway,
+    base_config, binaries, children, get, metric, read_jsonl, wait_until, TestGateway,
 };
 use gateway_e2e::raw_fixtures;
 
@@ -52,28 +52,6 @@ fn send(gw: &TestGateway, id: &str, event_type: &str) {
 
 fn delivery(gw: &TestGateway, event_id: &str, plugin: &str) -> serde_json::Value {
     gw.delivery(event_id, plugin)
-}
-
-/// The pids whose parent is `parent`.
-fn children(parent: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // "pid (comm) state ppid ...": the comm may hold spaces; split after the last ')'.
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
-        if ppid == Some(parent) {
-            out.push(pid);
-        }
-    }
-    out
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use gateway_e2e::harness::{base_config, binaries, get, wait_until, TestGateway};
+use gateway_e2e::harness::{base_config, binaries, children, get, wait_until, TestGateway};
 use gateway_e2e::raw_fixtures;
 
 const TOKEN: &str = "tok";
@@ -87,28 +87,6 @@ plugins = ["native"]
         base = base_config(),
         library = library.display(),
     )
-}
-
-/// The pids whose parent is `parent`.
-fn children(parent: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // "pid (comm) state ppid ...": the comm may hold spaces; split after the last ')'.
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
-        if ppid == Some(parent) {
-            out.push(pid);
-        }
-    }
-    out
 }
 
 /// The pids the fixture's constructor wrote into `dir` (one `loaded-<pid>` file per process

@@ -79,6 +79,27 @@ fn spawn(dir: &Path, config: &str, url: &str) -> TestGateway {
     TestGateway::spawn_with_env(dir, config, &[("PG_URL", url)])
 }
 
+/// Two replicas on `url` running `cfg` (a testkit `gate` instance): A's calls hang until its
+/// `data/open` exists; B's gate is open from the start (its calls return at once).
+fn hung_and_free(
+    cfg: &str,
+    url: &str,
+) -> (
+    TestGateway,
+    TestGateway,
+    tempfile::TempDir,
+    tempfile::TempDir,
+) {
+    let (a_dir, b_dir) = (
+        tempfile::tempdir().expect("tmp"),
+        tempfile::tempdir().expect("tmp"),
+    );
+    let a = spawn(a_dir.path(), cfg, url);
+    let b = spawn(b_dir.path(), cfg, url);
+    std::fs::write(b_dir.path().join("data/open"), "").expect("B's calls return at once");
+    (a, b, a_dir, b_dir)
+}
+
 /// Sends event `id` to `gw` and asserts it was accepted.
 fn send(gw: &TestGateway, id: &str) {
     let lark = Lark::encrypted("tok", "key");
@@ -329,13 +350,7 @@ fn a_replica_keeps_its_claim_while_a_call_hangs_past_its_timeout() {
     let pg = PgCluster::start();
     let url = replica_database(&pg, "hung");
     let cfg = config("3s", r#"mode = "gate", gate = "data/open""#);
-    let (a_dir, b_dir) = (
-        tempfile::tempdir().expect("tmp"),
-        tempfile::tempdir().expect("tmp"),
-    );
-    let a = spawn(a_dir.path(), &cfg, &url);
-    let _b = spawn(b_dir.path(), &cfg, &url);
-    std::fs::write(b_dir.path().join("data/open"), "").expect("B's calls return at once");
+    let (a, _b, a_dir, b_dir) = hung_and_free(&cfg, &url);
     let dirs = [a_dir.path(), b_dir.path()];
     let sql = |q: &str| pg.sql("hung", q);
 
@@ -389,13 +404,7 @@ fn a_replay_of_a_dead_letter_whose_call_still_hangs_is_not_run_beside_it() {
         "initial_backoff = \"100ms\"",
         "initial_backoff = \"100ms\"\nmax_attempts = 1",
     );
-    let (a_dir, b_dir) = (
-        tempfile::tempdir().expect("tmp"),
-        tempfile::tempdir().expect("tmp"),
-    );
-    let a = spawn(a_dir.path(), &cfg, &url);
-    let _b = spawn(b_dir.path(), &cfg, &url);
-    std::fs::write(b_dir.path().join("data/open"), "").expect("B's calls return at once");
+    let (a, _b, a_dir, b_dir) = hung_and_free(&cfg, &url);
     let dirs = [a_dir.path(), b_dir.path()];
     let sql = |q: &str| pg.sql("hungdead", q);
 
@@ -482,13 +491,7 @@ fn an_orphan_dead_letter_whose_call_still_hangs_keeps_its_claim() {
         let plugins = cfg.find("[[plugins]]").expect("a plugin block");
         cfg[..plugins].to_owned()
     };
-    let (a_dir, b_dir) = (
-        tempfile::tempdir().expect("tmp"),
-        tempfile::tempdir().expect("tmp"),
-    );
-    let a = spawn(a_dir.path(), &cfg, &url);
-    let _b = spawn(b_dir.path(), &cfg, &url);
-    std::fs::write(b_dir.path().join("data/open"), "").expect("B's calls return at once");
+    let (a, _b, a_dir, b_dir) = hung_and_free(&cfg, &url);
     let dirs = [a_dir.path(), b_dir.path()];
     let sql = |q: &str| pg.sql("orphanhung", q);
 
