@@ -13,6 +13,7 @@ use std::sync::{mpsc, Arc, Mutex};
 
 mod batch;
 mod dedup;
+mod floors;
 mod hot;
 mod ids;
 mod inspect;
@@ -82,10 +83,14 @@ CREATE TABLE IF NOT EXISTS id_runs (
     count       INTEGER NOT NULL,
     digest      TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS floors (
+    name        TEXT PRIMARY KEY,
+    value       INTEGER NOT NULL
+) WITHOUT ROWID;
 ";
 
 /// The schema version this code writes; older stores are migrated at open.
-const SCHEMA_VERSION: i64 = 7;
+const SCHEMA_VERSION: i64 = 8;
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 

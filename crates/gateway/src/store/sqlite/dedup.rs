@@ -28,6 +28,7 @@ mod builder;
 
 use builder::{remove, Thread};
 
+use super::floors::{self, Keys};
 use super::ids::IdIndex;
 use super::runs::Run;
 use crate::store::StoreError;
@@ -66,6 +67,8 @@ pub(super) struct Dedup {
     /// The next memory shard to drop covered ids from, until all are done.
     evicting: Option<usize>,
     next_seq: i64,
+    /// The numbering of new deliveries (kept here, beside the seqs: both are the accept's).
+    keys: Keys,
     spill: Option<Spill>,
 }
 
@@ -122,6 +125,7 @@ impl Dedup {
             covered: 0,
             evicting: None,
             next_seq: next_seq(conn, 0)?,
+            keys: Keys::load(conn)?,
             spill: None,
         })
     }
@@ -163,6 +167,7 @@ impl Dedup {
             covered,
             evicting: None,
             next_seq: next_seq(conn, covered)?,
+            keys: Keys::load(conn)?,
             spill: Some(Spill {
                 at: spill_at,
                 jobs,
@@ -191,6 +196,11 @@ impl Dedup {
         let seq = self.next_seq;
         self.next_seq += 1;
         seq
+    }
+
+    /// The key for a new delivery: past every one stored or purged, so never reused.
+    pub(super) fn take_key(&mut self) -> i64 {
+        self.keys.take()
     }
 
     pub(super) fn add(&mut self, hash: i64, seq: i64) {
@@ -335,7 +345,7 @@ impl Dedup {
     }
 }
 
-/// One past the highest seq stored or covered.
+/// One past the highest seq stored, covered or purged ([`floors`]).
 fn next_seq(conn: &Connection, covered: i64) -> Result<i64, StoreError> {
     let stored: i64 = conn.query_row(
         "SELECT MAX(COALESCE((SELECT MAX(seq) FROM events), 0),
@@ -343,7 +353,10 @@ fn next_seq(conn: &Connection, covered: i64) -> Result<i64, StoreError> {
         [],
         |r| r.get(0),
     )?;
-    Ok(stored.max(covered) + 1)
+    Ok(stored
+        .max(covered)
+        .max(floors::floor(conn, floors::EVENT_SEQ)?)
+        + 1)
 }
 
 /// The runs the store names, in order, each opened and checked; the chain stops at the first

@@ -36,8 +36,9 @@ impl Sql {
             // hand), it is stale: replaced.
             Sql::InsertId => "INSERT OR REPLACE INTO event_ids (seq, hash) VALUES (?1, ?2)",
             Sql::InsertDelivery => {
-                "INSERT INTO deliveries (event_seq, plugin, state, attempts, next_at, updated_at)
-                 VALUES (?1, ?2, 'pending', 0, ?3, ?3)"
+                "INSERT INTO deliveries (key, event_seq, plugin, state, attempts, next_at,
+                     updated_at)
+                 VALUES (?4, ?1, ?2, 'pending', 0, ?3, ?3)"
             }
             Sql::Finish => {
                 "UPDATE deliveries SET state = ?2, attempts = ?3, next_at = ?4,

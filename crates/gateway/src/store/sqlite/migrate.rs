@@ -7,6 +7,9 @@
 //! Version 6 dropped the unique index on the id too (it still took a random page per event):
 //! ids are deduplicated in memory from the `event_ids` table of id hashes (see [`super::ids`]).
 //! Both changes rebuild the tables, once, at the first `gateway run` of the new version.
+//! Version 7 added the `id_runs` table (the id index's runs on disk), version 8 the `floors`
+//! table (the highest delivery key and event seq ever purged: see [`super::floors`]); both are
+//! created empty by the schema's `IF NOT EXISTS`.
 //!
 //! Stores created before the deliveries' state check was spelled as comparisons get that
 //! check rewritten in place (see [`comparisons_for_state_check`]); the version stays, as the

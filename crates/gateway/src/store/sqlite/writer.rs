@@ -14,6 +14,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::batch::Batcher;
 use super::dedup::Dedup;
+use super::floors;
 use super::hot::{Hot, Sql};
 use super::ids::id_hash;
 use super::{now_ms, ReplaySelector, Write};
@@ -235,13 +236,14 @@ fn apply_batch(
             Write::Purge(before, dead_before, _) => {
                 Outcome::Count(apply_purge(&tx, *before, *dead_before, ids.as_mut())?)
             }
-            Write::PurgeDeadLetters(plugin, before, _) => Outcome::Count(
+            Write::PurgeDeadLetters(plugin, before, _) => Outcome::Count({
+                floors::raise(&tx)?;
                 tx.prepare_cached(
                     "DELETE FROM deliveries WHERE state = 'dead'
                        AND (?1 IS NULL OR plugin = ?1) AND updated_at < ?2",
                 )?
-                .execute(params![plugin, before])? as u64,
-            ),
+                .execute(params![plugin, before])? as u64
+            }),
             Write::Replay(sel, _) => Outcome::Count(apply_replay(&tx, sel, now, ids.as_ref())?),
         });
     }
@@ -278,8 +280,9 @@ fn apply_accept(
     let mut deliveries = Vec::with_capacity(ev.plugins.len());
     let stmt = hot.get(Sql::InsertDelivery)?;
     for plugin in &ev.plugins {
-        stmt.execute(params![seq, plugin, now])?;
-        deliveries.push((tx.last_insert_rowid(), plugin.clone()));
+        let key = ids.take_key();
+        stmt.execute(params![seq, plugin, now, key])?;
+        deliveries.push((key, plugin.clone()));
     }
     Ok(Accepted::New { deliveries })
 }
@@ -332,6 +335,7 @@ fn apply_purge(
     dead_before: i64,
     mut ids: Option<&mut Dedup>,
 ) -> Result<u64, StoreError> {
+    floors::raise(tx)?;
     // The same oldest-first chunk in both statements: removing done and old dead deliveries
     // changes no event's "has a pending delivery or a recent dead letter".
     let old = "SELECT seq FROM events e WHERE e.received_at < ?1 AND NOT EXISTS
