@@ -23,6 +23,7 @@ mod known;
 pub mod payload;
 mod record;
 mod renew;
+mod returned;
 mod sweep;
 
 use std::collections::HashMap;

@@ -21,13 +21,15 @@ use gateway_plugin::host::CallOutcome;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
+use super::returned::{holding, outcomes_of, panicked};
 use super::{backoff, detail, Engine, Gate, HungCall, Job, PluginQueue};
 use crate::metrics;
 use crate::plugins::PluginSlot;
 use crate::store::{sqlite::now_ms, Finish, FinishRecord, Guard, Trace, TIMED_OUT};
 
-/// A running plugin call: its outcomes (one per delivery) and the permit it holds.
-type Call = tokio::task::JoinHandle<(Vec<CallOutcome>, OwnedSemaphorePermit)>;
+/// A running plugin call: its outcomes (one per delivery; a panic on the gateway's side of the
+/// call as its message) and the permit it holds.
+type Call = tokio::task::JoinHandle<(Result<Vec<CallOutcome>, String>, OwnedSemaphorePermit)>;
 
 /// What an outcome means for the delivery.
 struct Decision {
@@ -120,14 +122,15 @@ impl Engine {
         let call_span = tracing::Span::current();
         let mut call: Call = tokio::task::spawn_blocking(move || {
             // The permit travels with the call and comes back with its outcomes.
-            let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
-            let outcomes = call_span.in_scope(|| call_slot.call_batch(&refs));
-            (outcomes, permit)
+            holding(permit, || {
+                let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+                call_span.in_scope(|| call_slot.call_batch(&refs))
+            })
         });
         let timeout = self.config().timeout;
         let n = ready.len();
         let (outcomes, permit, late) = match tokio::time::timeout(timeout, &mut call).await {
-            Ok(Ok((outcomes, permit))) => (pad(outcomes, n), Some(permit), None),
+            Ok(Ok((outcomes, permit))) => (outcomes_of(outcomes, n), Some(permit), None),
             Ok(Err(e)) => (vec![Some(panicked(&e)); n], None, None),
             // Timed out: the call keeps running and keeps its permit (an isolated instance's
             // process is killed, so its call returns at once).
@@ -212,7 +215,7 @@ impl Engine {
                 return; // Shutting down: the store holds what was recorded.
             };
             let (late_outcomes, permit) = match returned {
-                Ok((outcomes, permit)) => (pad(outcomes, n), Some(permit)),
+                Ok((outcomes, permit)) => (outcomes_of(outcomes, n), Some(permit)),
                 Err(e) => (vec![Some(panicked(&e)); n], None),
             };
             if late_outcomes
@@ -440,24 +443,6 @@ pub(super) fn from(job: &Job) -> Guard {
 pub(super) fn job_span(job: &Job) -> tracing::Span {
     tracing::info_span!("delivery", event_id = %job.event_id, plugin = %job.plugin,
         attempt = job.attempts + 1)
-}
-
-/// One outcome per delivery: a plugin that returned fewer gets `Retry` for the rest.
-fn pad(outcomes: Vec<CallOutcome>, n: usize) -> Vec<Option<CallOutcome>> {
-    let mut out: Vec<Option<CallOutcome>> = outcomes.into_iter().take(n).map(Some).collect();
-    while out.len() < n {
-        out.push(Some(CallOutcome::Retry {
-            reason: "the plugin returned no outcome for this delivery".into(),
-            retry_after: None,
-        }));
-    }
-    out
-}
-
-fn panicked(e: &tokio::task::JoinError) -> CallOutcome {
-    CallOutcome::Panicked {
-        message: format!("plugin call failed: {e}"),
-    }
 }
 
 /// Replaces a panicked instance (its init, and the old instance's shutdown, may block).
