@@ -515,4 +515,6 @@ impl<'a> Validator<'a> {
 }
 
 #[cfg(test)]
+mod app_tests;
+#[cfg(test)]
 mod tests;

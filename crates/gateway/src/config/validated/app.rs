@@ -147,6 +147,14 @@ impl Validator<'_> {
                     .max_clock_skew
                     .as_deref()
                     .map(|t| self.duration(&at("max_clock_skew"), Some(t), Duration::ZERO));
+                if max_clock_skew.is_some() && encrypt_key.is_none() {
+                    // Only a signed request carries a timestamp, and only an app with an
+                    // Encrypt Key is signed: the limit would never apply.
+                    self.problem(
+                        &at("max_clock_skew"),
+                        "applies to signed requests only, and Lark signs only for an app with an                          Encrypt Key: set encrypt_key, or remove max_clock_skew",
+                    );
+                }
                 Transport::Webhook(WebhookApp {
                     path,
                     cipher: encrypt_key.as_deref().map(Cipher::new),
@@ -208,6 +216,26 @@ impl Validator<'_> {
     fn domain(&mut self, at: &str, text: Option<&str>) -> String {
         let text = self.expand(at, text.unwrap_or(DEFAULT_DOMAIN));
         let domain = text.trim_end_matches('/').to_owned();
+        // The host must be what it seems: user info (`http://localhost:1@elsewhere` goes to
+        // elsewhere), a query or a fragment have no place in a base URL.
+        let authority = domain
+            .split_once("://")
+            .map_or("", |(_, rest)| rest.split('/').next().unwrap_or(""));
+        if let Some(c) = domain
+            .chars()
+            .find(|c| c.is_whitespace() || c.is_control())
+            .or_else(|| authority.chars().find(|c| *c == '@'))
+            .or_else(|| domain.chars().find(|c| matches!(c, '?' | '#')))
+        {
+            self.problem(
+                at,
+                format!(
+                    "{text:?}: {c:?} has no place in a base URL like \"{DEFAULT_DOMAIN}\" (no user \
+                     info, query, fragment or spaces)"
+                ),
+            );
+            return domain;
+        }
         let host = |rest: &str| {
             let authority = rest.split('/').next().unwrap_or("");
             match authority.strip_prefix('[') {

@@ -510,7 +510,7 @@ fn every_duration_key_is_at_most_100_years() {
         ),
         (
             "apps[0].max_clock_skew",
-            "[[apps]]\nname = \"a\"\npath = \"/a\"\nmax_clock_skew = \"{v}\"\n",
+            "[[apps]]\nname = \"a\"\npath = \"/a\"\nencrypt_key = \"k\"\nmax_clock_skew = \"{v}\"\n",
         ),
         ("store.retention", "[store]\nretention = \"{v}\"\n"),
         (

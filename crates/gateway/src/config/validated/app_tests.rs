@@ -1,0 +1,57 @@
+//! App checks that close traps: a setting the app's other settings make meaningless, and base
+//! URLs whose host is not what it seems.
+
+use super::*;
+
+fn problems(text: &str) -> Vec<String> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, text).expect("write");
+    match Config::load_with_env(&path, &|_: &str| None) {
+        Err(ConfigError::Invalid { problems, .. }) => problems,
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_clock_skew_limit_needs_signed_requests_so_an_encrypt_key() {
+    let p = problems(
+        r#"
+[[apps]]
+name = "plain"
+path = "/plain"
+max_clock_skew = "5m"
+"#,
+    );
+    assert_eq!(p.len(), 1, "{p:#?}");
+    assert!(
+        p[0].starts_with("apps[0].max_clock_skew: ") && p[0].contains("encrypt_key"),
+        "{p:#?}"
+    );
+}
+
+#[test]
+fn a_domain_with_user_info_query_or_fragment_is_refused() {
+    for domain in [
+        "http://localhost:1@evil.example",
+        "http://127.0.0.1:80@evil.example",
+        "https://open.feishu.cn@evil.example",
+        "https://user:pw@open.feishu.cn",
+        "https://open.feishu.cn?x=1",
+        "https://open.feishu.cn#top",
+        "https://open.feishu.cn /x",
+    ] {
+        let p = problems(&format!(
+            r#"
+[[apps]]
+name = "ws"
+mode = "websocket"
+app_id = "cli"
+app_secret = "s"
+domain = "{domain}"
+"#
+        ));
+        assert_eq!(p.len(), 1, "{domain}: {p:#?}");
+        assert!(p[0].starts_with("apps[0].domain: "), "{p:#?}");
+    }
+}
