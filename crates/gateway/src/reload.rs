@@ -87,6 +87,15 @@ impl Live {
         self.current.lock().ok().map(|c| c.clone())
     }
 
+    /// `[store] retention` and `dead_letter_retention` of the current config (after a reload:
+    /// the new one's), read by the purge before each run.
+    pub fn retentions(&self) -> Option<(std::time::Duration, std::time::Duration)> {
+        self.current
+            .lock()
+            .ok()
+            .map(|c| (c.0.retention, c.0.dead_letter_retention))
+    }
+
     /// `[server] tls` and `[admin] tls` of the current config (after a reload: the new one's).
     pub fn tls_files(
         &self,
@@ -135,6 +144,24 @@ impl Live {
                 running = old.workers,
                 configured = new.workers,
                 "[server] workers changes only on restart"
+            );
+        }
+        if new.max_connections != old.max_connections {
+            tracing::warn!(
+                running = old.max_connections,
+                configured = new.max_connections,
+                "[server] max_connections changes only on restart"
+            );
+        }
+        if new.log_level != old.log_level {
+            tracing::warn!("[log] level changes only on restart");
+        }
+        if (new.retention, new.dead_letter_retention) != (old.retention, old.dead_letter_retention)
+        {
+            tracing::info!(
+                retention = ?new.retention,
+                dead_letter_retention = ?new.dead_letter_retention,
+                "[store] retentions apply from the next purge (hourly)"
             );
         }
         tracing::info!(

@@ -144,11 +144,29 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
     }
     tracing::info!(%addr, store = %dyn_store.describe(), "gateway ready");
 
-    let retention = config.retention;
-    let dead_retention = config.dead_letter_retention;
+    let live = Arc::new(Live::new(
+        config.clone(),
+        plugins,
+        intake.clone(),
+        engine.clone(),
+        long_conns.clone(),
+        crate::reload::Certs {
+            webhook: tls.clone(),
+            admin: admin_tls,
+        },
+        Arc::downgrade(&admin),
+    ));
+    if let Ok(mut slot) = admin.live.lock() {
+        *slot = Some(live.clone());
+    }
+
+    // The retentions are read from the running config at each purge: a reload changes them.
     let purge_store = dyn_store.clone();
+    let purge_live = Arc::downgrade(&live);
     tokio::spawn(async move {
-        loop {
+        while let Some((retention, dead_retention)) =
+            purge_live.upgrade().and_then(|l| l.retentions())
+        {
             let cutoff = now_ms() - retention.as_millis() as i64;
             let dead_cutoff = now_ms() - dead_retention.as_millis() as i64;
             let mut removed = 0;
@@ -175,21 +193,6 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
         }
     });
 
-    let live = Arc::new(Live::new(
-        config.clone(),
-        plugins,
-        intake.clone(),
-        engine.clone(),
-        long_conns.clone(),
-        crate::reload::Certs {
-            webhook: tls.clone(),
-            admin: admin_tls,
-        },
-        Arc::downgrade(&admin),
-    ));
-    if let Ok(mut slot) = admin.live.lock() {
-        *slot = Some(live.clone());
-    }
     let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<&'static str>(4);
     let hup_tx = reload_tx.clone();
     tokio::spawn(async move {

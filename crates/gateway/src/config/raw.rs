@@ -40,7 +40,8 @@ pub struct RawServer {
     pub shutdown_grace: Option<String>,
     /// How long a client may take to send a request body.
     pub body_timeout: Option<String>,
-    /// Open webhook connections at most; more wait in the kernel's accept queue.
+    /// Open webhook connections at most; a new one past the limit is closed at once (the client
+    /// retries). Changes only on restart.
     pub max_connections: Option<u32>,
     /// Async worker threads (default: the CPUs less one, at least 1).
     pub workers: Option<u32>,

@@ -1,6 +1,7 @@
 //! Every way an event can be refused, and the one place that maps each to its HTTP status, JSON
-//! body and metrics reason (spec §6) — and, for the long connection, to the ack code (the HTTP
-//! status, except 500 for a store failure, spec §11). Messages never contain secrets or the body.
+//! body and metrics reason (spec §6); on the long connection every refusal is acked with code
+//! 500 (spec §11: any non-200 code makes Lark re-send), its reason kept for the acks metric.
+//! Messages never contain secrets or the body.
 
 use hyper::StatusCode;
 
