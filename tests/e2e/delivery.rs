@@ -300,3 +300,34 @@ fn a_timed_out_call_is_never_doubled_and_its_late_success_counts() {
         gw.log()
     );
 }
+
+/// A call that panics has its outcome recorded before its instance is restarted: a restart
+/// that takes long (the plugin's `new` blocks) neither holds the delivery's outcome back nor
+/// the other plugins (it held both, outside any timeout).
+#[test]
+fn a_panicked_calls_outcome_is_recorded_before_a_slow_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = one_plugin(
+        "timeout = \"1s\"",
+        "boom",
+        "mode = \"panic_handle\", restart_sleep_ms = 20000",
+        "test.boom",
+    );
+    let gw = TestGateway::spawn(dir.path(), &cfg);
+    send(&gw, "boom-1", "test.boom");
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            deliveries(&gw, "boom-1")[0]["state"] == "dead"
+        }),
+        "{}\n{}",
+        deliveries(&gw, "boom-1"),
+        gw.log()
+    );
+    let d = &deliveries(&gw, "boom-1")[0];
+    assert!(
+        d["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("panicked")),
+        "{d}"
+    );
+}

@@ -306,8 +306,19 @@ fn deliveries_of_a_removed_instance_are_dead_lettered_after_the_grace() {
 /// letter (it stayed a dead letter, and a replay would have run the delivery a second time).
 #[test]
 fn a_call_that_succeeds_after_its_orphan_was_dead_lettered_ends_done() {
+    orphan_then_success("removed_plugin_grace = \"1s\"\ntimeout = \"30s\"", false);
+}
+
+/// The same when the call also outlives its timeout after the orphan rule dead-lettered it:
+/// the timeout's retry does not apply to a dead letter, so the attempt count stays, and the
+/// late success must still match it (it named the next attempt, and was dropped).
+#[test]
+fn a_call_that_succeeds_after_its_orphan_was_dead_lettered_and_its_timeout_passed_ends_done() {
+    orphan_then_success("removed_plugin_grace = \"1s\"\ntimeout = \"5s\"", true);
+}
+
+fn orphan_then_success(settings: &str, past_timeout: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let settings = "removed_plugin_grace = \"1s\"\ntimeout = \"30s\"";
     let held = ("held", "mode = \"gate\", gate = \"open\", log = true", "");
     let stay = ("stay", "mode = \"ok\"", "");
     let gw = TestGateway::spawn(dir.path(), &config(settings, &[held, stay]));
@@ -325,6 +336,18 @@ fn a_call_that_succeeds_after_its_orphan_was_dead_lettered_ends_done() {
         "{}",
         delivery(&gw, "late-orphan-1", "held")
     );
+    if past_timeout {
+        let d = delivery(&gw, "late-orphan-1", "held");
+        assert_eq!(d["attempts"], 0, "dead-lettered before the timeout: {d}");
+        assert!(
+            wait_until(WAIT, || gw.log().contains("timed out after 5000ms")),
+            "{}",
+            gw.log()
+        );
+        // The timeout's record is tried against the dead letter (and does not apply).
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(state(&gw, "late-orphan-1", "held"), "dead");
+    }
     std::fs::write(dir.path().join("open"), "").expect("open the gate");
     assert!(
         wait_until(WAIT, || state(&gw, "late-orphan-1", "held") == "done"),

@@ -153,12 +153,9 @@ impl Engine {
             .get_or_create(&metrics::plugin(&slot.spec.name))
             .observe(elapsed.as_secs_f64());
         let ms = elapsed.as_millis() as u64;
-        if outcomes
+        let panicked_now = outcomes
             .iter()
-            .any(|o| matches!(o, Some(CallOutcome::Panicked { .. })))
-        {
-            restart(&slot).await;
-        }
+            .any(|o| matches!(o, Some(CallOutcome::Panicked { .. })));
         let decisions: Vec<Decision> = ready
             .iter()
             .zip(outcomes)
@@ -188,15 +185,10 @@ impl Engine {
             })
             .collect();
         let labels: Vec<&str> = decisions.iter().map(|d| d.label).collect();
-        let applied = self.record_many(&ready, records, &labels).await;
-        drop(permit);
-        drop(gate);
-        let mut retry_at: Vec<Option<tokio::time::Instant>> = decisions
-            .iter()
-            .zip(&applied)
-            .map(|(d, applied)| d.retry_at.filter(|_| *applied))
-            .collect();
-        if let Some(call) = late {
+        // A call hung past its timeout is listed before its timeout is recorded (which may take
+        // a while when the store refuses it): a reload meanwhile must find it to hand its
+        // permit over.
+        let hung = late.as_ref().map(|_| {
             let hung = Arc::new(HungCall {
                 slot: slot.clone(),
                 forgiven: Default::default(),
@@ -204,6 +196,23 @@ impl Engine {
             if let Ok(mut list) = queue.hung.lock() {
                 list.push(hung.clone());
             }
+            hung
+        });
+        let applied = self.record_many(&ready, records, &labels).await;
+        // Outcomes first, then the restart of a panicked instance (its `init` may block: the
+        // outcomes must not wait for it, nor other plugins for the gate); the permit is held
+        // until the instance is replaced.
+        drop(gate);
+        if panicked_now {
+            restart(&slot).await;
+        }
+        drop(permit);
+        let mut retry_at: Vec<Option<tokio::time::Instant>> = decisions
+            .iter()
+            .zip(&applied)
+            .map(|(d, applied)| d.retry_at.filter(|_| *applied))
+            .collect();
+        if let (Some(call), Some(hung)) = (late, hung) {
             let returned = tokio::select! {
                 r = call => Some(r),
                 _ = self.cancel.cancelled() => None,
@@ -225,11 +234,12 @@ impl Engine {
                 restart(&slot).await;
             }
             let ran_ms = started.elapsed().as_millis() as u64;
-            for (((job, outcome), retry), decision) in ready
+            for ((((job, outcome), retry), decision), applied) in ready
                 .iter()
                 .zip(late_outcomes)
                 .zip(&mut retry_at)
                 .zip(&decisions)
+                .zip(&applied)
             {
                 let pending = retry.is_some();
                 let trace = |outcome| Trace {
@@ -242,7 +252,7 @@ impl Engine {
                         job,
                         job.attempts + 1,
                         outcome,
-                        (pending, &decision.finish),
+                        (pending, *applied, &decision.finish),
                         trace,
                     )
                     .instrument(job_span(job))
@@ -347,19 +357,22 @@ impl Engine {
     }
 
     /// Applies the outcome of a call that returned after its timeout was recorded (as a retry
-    /// when `pending`, else as a dead letter). Returns whether it ended the delivery. `trace`
-    /// makes its history row from the outcome's name.
+    /// when `pending`, else as a dead letter; `applied`: whether that record took, which it
+    /// does not when the delivery was already a dead letter, the orphan rule's). Returns whether
+    /// it ended the delivery. `trace` makes its history row from the outcome's name.
     async fn late(
         &self,
         job: &Job,
         attempt: u32,
         outcome: Option<CallOutcome>,
-        (pending, recorded): (bool, &Finish),
+        (pending, applied, recorded): (bool, bool, &Finish),
         trace: impl Fn(&'static str) -> Trace,
     ) -> bool {
+        // The attempt count the stored row has now: this attempt's if the timeout's record
+        // took, else the one the call started from.
         let at = |dead_too| Guard {
             generation: job.generation,
-            attempts: attempt,
+            attempts: if applied { attempt } else { job.attempts },
             dead_too,
         };
         match outcome {

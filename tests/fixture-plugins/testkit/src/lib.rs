@@ -15,6 +15,8 @@
 //! - `retries` — for `retry_then_ok` (default 1).
 //! - `sleep_ms` — for `slow` (default 1000).
 //! - `init_sleep_ms` — `new` sleeps this long before it returns (default 0): a slow start.
+//! - `restart_sleep_ms` — `new` sleeps this long when it is not the process's first `new` of
+//!   testkit (default 0): a slow restart after a panic (or a reload).
 //! - `gate` — for `gate`: a file path, relative paths resolved like `record`'s (required by
 //!   that mode).
 //! - `retry_after_ms` — the `retry_after` put on every `Retry` (default: none).
@@ -80,6 +82,8 @@ struct Config {
     sleep_ms: u64,
     #[serde(default)]
     init_sleep_ms: u64,
+    #[serde(default)]
+    restart_sleep_ms: u64,
     gate: Option<PathBuf>,
     retry_after_ms: Option<u64>,
     only_event_types: Option<Vec<String>>,
@@ -158,6 +162,10 @@ impl Plugin for Testkit {
         let config: Config =
             serde_json::from_value(config).map_err(|e| format!("testkit config: {e}"))?;
         std::thread::sleep(Duration::from_millis(config.init_sleep_ms));
+        static INSTANCES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        if INSTANCES.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 0 {
+            std::thread::sleep(Duration::from_millis(config.restart_sleep_ms));
+        }
         if config.mode == Mode::PanicNew {
             panic!(
                 "testkit: panic in new (instance `{}`)",
