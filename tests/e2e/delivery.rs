@@ -331,3 +331,47 @@ fn a_panicked_calls_outcome_is_recorded_before_a_slow_restart() {
         "{d}"
     );
 }
+
+/// An outcome the store refused when the stop came is still recorded within `shutdown_grace`
+/// once the store takes writes again: the next start sees a finished delivery, not a crashed
+/// attempt to count and run again (it gave up on the first stop signal).
+#[test]
+fn an_outcome_the_store_refused_is_recorded_during_the_shutdown_grace() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = one_plugin(
+        "initial_backoff = \"50ms\"\nmax_backoff = \"100ms\"\ntimeout = \"10s\"",
+        "slow",
+        "mode = \"slow\", sleep_ms = 600",
+        "test.slow",
+    );
+    let mut gw = TestGateway::spawn(dir.path(), &cfg);
+    send(&gw, "stop-1", "test.slow");
+    std::thread::sleep(Duration::from_millis(200));
+    // While the call runs another process takes the write lock: the outcome waits in memory.
+    let other = rusqlite::Connection::open(dir.path().join("data/gateway.db")).expect("open");
+    other.execute_batch("BEGIN IMMEDIATE").expect("lock");
+    assert!(wait_until(Duration::from_secs(5), || gw
+        .calls("slow")
+        .len()
+        == 1));
+    assert!(
+        wait_until(Duration::from_secs(10), || gw
+            .log()
+            .contains("could not record delivery outcomes")),
+        "{}",
+        gw.log()
+    );
+    gw.signal("TERM");
+    // Longer than one write's wait for the lock (2 s), shorter than the grace (5 s).
+    std::thread::sleep(Duration::from_millis(2500));
+    other.execute_batch("ROLLBACK").expect("unlock");
+    let status = gw.wait(Duration::from_secs(15)).expect("stopped");
+    assert!(status.success(), "{status:?}\n{}", gw.log());
+    drop(gw);
+    let gw = TestGateway::spawn(dir.path(), &cfg);
+    let d = &deliveries(&gw, "stop-1")[0];
+    assert_eq!(d["state"], "done", "{d}");
+    assert_eq!(d["crashes"], 0, "{d}");
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(gw.calls("slow").len(), 1, "called again after the restart");
+}

@@ -75,7 +75,8 @@ impl Engine {
 
     /// Records the outcomes of `jobs` in one durable write, retrying until the store takes it.
     /// Returns, per job, whether it applied (false when the delivery was replayed or finished
-    /// meanwhile — the replay stands — or on shutdown, when the store still shows it pending).
+    /// meanwhile: the replay stands). A stop does not end the retries: the process ends them
+    /// when `shutdown_grace` is over.
     pub(super) async fn record_many(
         &self,
         jobs: &[Job],
@@ -111,10 +112,15 @@ impl Engine {
                         tracing::error!(error = %e, deliveries = jobs.len(), "could not record delivery outcomes: keeping them in memory, pausing new calls until the store takes writes");
                     }
                     failures += 1;
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = self.cancel.cancelled() => return vec![false; jobs.len()],
-                    }
+                    // Also while the gateway stops: the shutdown's grace bounds this (the
+                    // engine waits that long for its calls, then the process ends), and an
+                    // outcome given up here would be a crashed attempt at the next start.
+                    let wait_now = if self.cancel.is_cancelled() {
+                        wait.min(RECORD_RETRY_MIN * 2)
+                    } else {
+                        wait
+                    };
+                    tokio::time::sleep(wait_now).await;
                     wait = (wait * 2).min(RECORD_RETRY_MAX);
                 }
             }
