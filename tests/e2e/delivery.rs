@@ -375,3 +375,42 @@ fn an_outcome_the_store_refused_is_recorded_during_the_shutdown_grace() {
     std::thread::sleep(Duration::from_millis(800));
     assert_eq!(gw.calls("slow").len(), 1, "called again after the restart");
 }
+
+/// One deadline for the whole stop: a request whose body is still arriving and a hung plugin
+/// call each waited a full `shutdown_grace` in turn (the long connections a third), so a stop
+/// took a multiple of it (past systemd's stop timeout).
+#[test]
+fn a_stop_ends_within_one_shutdown_grace() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = one_plugin(
+        "",
+        "stuck",
+        "mode = \"slow\", sleep_ms = 60000",
+        "test.stuck",
+    )
+    .replace("shutdown_grace = \"5s\"", "shutdown_grace = \"2s\"");
+    let mut gw = TestGateway::spawn(dir.path(), &cfg);
+    send(&gw, "stuck-1", "test.stuck");
+    std::thread::sleep(Duration::from_millis(300)); // the call has started
+                                                    // A request whose body never finishes arriving (body_timeout is 30 s).
+    let addr = gw
+        .url("/")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let mut slow = std::net::TcpStream::connect(&addr).expect("connect");
+    use std::io::Write;
+    slow.write_all(b"POST /hook HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        .expect("half a request");
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    gw.signal("TERM");
+    let status = gw.wait(Duration::from_secs(15)).expect("stopped");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(3500),
+        "the stop took {:?} with a 2 s grace\n{}",
+        started.elapsed(),
+        gw.log()
+    );
+}

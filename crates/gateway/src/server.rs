@@ -258,8 +258,11 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
     tracing::info!("shutting down: no new connections; finishing in-flight requests");
     admin.shutting_down.store(true, Ordering::SeqCst);
     drop(listener);
-    let grace = live.shutdown_grace();
-    long_conns.shutdown(grace).await;
+    // One deadline for the whole stop: the long connections' acks, the webhook requests and the
+    // plugin calls (with their outcomes) share `shutdown_grace`, so a stop ends within it.
+    let deadline = tokio::time::Instant::now() + live.shutdown_grace();
+    let left = move || deadline.saturating_duration_since(tokio::time::Instant::now());
+    long_conns.shutdown(left()).await;
     let second = async {
         signals.next().await;
         tracing::warn!("second signal: exiting now (acknowledged events are safely stored)");
@@ -267,10 +270,10 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
     };
     tokio::select! {
         _ = async {
-            if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+            if tokio::time::timeout(left(), graceful.shutdown()).await.is_err() {
                 tracing::warn!("some connections were still open after the grace period");
             }
-            if !engine.shutdown(grace).await {
+            if !engine.shutdown(left()).await {
                 tracing::warn!(running = engine.running(), "plugin calls still running after the grace period; their deliveries stay pending");
             }
         } => {}
