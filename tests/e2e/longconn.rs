@@ -639,3 +639,45 @@ fn a_burst_past_the_in_flight_limit_while_the_store_stalls_is_acked_and_delivere
     assert!(wait_until(WAIT, || lines(&gw, "audit.jsonl").len() == total));
     assert_eq!(lark.open_connections(), 1, "the same connection throughout");
 }
+
+/// An event larger than `[server] max_body_bytes` is acked 500 (reason `too_large`), like any
+/// refusal, whether its frame fits the connection's frame bound or not quite; the connection
+/// stays up (it was never acked, and a frame over max_body_bytes + 64 KiB broke the connection,
+/// again at every re-send).
+#[test]
+fn an_event_over_max_body_bytes_is_acked_500_and_the_connection_stays() {
+    let lark = LarkWs::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(&lark, "", "").replace(
+        "shutdown_grace = \"5s\"",
+        "shutdown_grace = \"5s\"\nmax_body_bytes = 4096",
+    );
+    let gw = spawn(dir.path(), &cfg);
+    connected(&lark, 1);
+    let sized = |id: &str, bytes: usize| {
+        let mut e: serde_json::Value =
+            serde_json::from_slice(&event(id, "test.sink")).expect("json");
+        e["event"]["pad"] = "x".repeat(bytes).into();
+        e.to_string().into_bytes()
+    };
+    assert!(lark.push_event("m-big", &sized("ev-big", 5_000)));
+    assert_eq!(ack_code(&lark, "m-big"), Some(500));
+    assert!(lark.push_event("m-bigger", &sized("ev-bigger", 72 * 1024)));
+    assert_eq!(ack_code(&lark, "m-bigger"), Some(500));
+    assert!(lark.push_event("m-fine", &event("ev-fine", "test.sink")));
+    assert_eq!(ack_code(&lark, "m-fine"), Some(200));
+    let m = get(&gw.admin_url("/metrics")).expect("metrics").body;
+    assert_eq!(
+        metric(&m, r#"gateway_longconn_connects_total{app="hire"}"#),
+        1.0,
+        "{}",
+        gw.log()
+    );
+    assert_eq!(
+        metric(
+            &m,
+            r#"gateway_longconn_acks_total{app="hire",code="500",reason="too_large"}"#
+        ),
+        2.0
+    );
+}

@@ -6,6 +6,10 @@
 //! entry whose timer ran out is dropped (a missing fragment means the message is never
 //! dispatched: Lark re-sends what is not acked).
 //!
+//! A message found too large is refused once: the error is returned for the fragment that made
+//! it too large, and its other fragments are then ignored (`Ok(None)`) until none has come for
+//! `ttl`, so the caller acks it once (spec §11: one ack per message).
+//!
 //! Bounds: one message at most `max_message_bytes`; at most `max_entries` incomplete messages
 //! and `max_total_bytes` buffered in all — past those the oldest incomplete message is evicted.
 //! Memory is therefore bounded whatever a peer sends.
@@ -47,6 +51,9 @@ pub struct Reassembler {
     max_total_bytes: usize,
     total_bytes: usize,
     next_order: u64,
+    /// Messages refused as too large, with when their other fragments stop being ignored (at
+    /// most `max_entries`).
+    refused: HashMap<String, Instant>,
     /// Incomplete messages dropped because their timer ran out or room was needed.
     pub dropped: u64,
 }
@@ -76,6 +83,7 @@ impl Reassembler {
             max_total_bytes: max_total_bytes.max(max_message_bytes),
             total_bytes: 0,
             next_order: 0,
+            refused: HashMap::new(),
             dropped: 0,
         }
     }
@@ -110,6 +118,10 @@ impl Reassembler {
             return Err(FragmentError::BadSeq { seq, sum });
         }
         self.expire(now);
+        if let Some(until) = self.refused.get_mut(message_id) {
+            *until = now + self.ttl;
+            return Ok(None);
+        }
         if sum == 1 {
             return if payload.len() > self.max_message_bytes {
                 Err(FragmentError::TooLarge {
@@ -132,15 +144,11 @@ impl Reassembler {
             }
             if entry.bytes + payload.len() > self.max_message_bytes {
                 self.remove(message_id);
-                return Err(FragmentError::TooLarge {
-                    limit: self.max_message_bytes,
-                });
+                return Err(self.refuse(message_id, now));
             }
         } else {
             if payload.len() > self.max_message_bytes {
-                return Err(FragmentError::TooLarge {
-                    limit: self.max_message_bytes,
-                });
+                return Err(self.refuse(message_id, now));
             }
             while self.entries.len() >= self.max_entries {
                 self.evict_oldest();
@@ -188,8 +196,27 @@ impl Reassembler {
         Ok(Some(whole))
     }
 
+    /// Remembers `message_id` as refused (its other fragments are ignored); the error to return.
+    fn refuse(&mut self, message_id: &str, now: Instant) -> FragmentError {
+        if self.refused.len() >= self.max_entries {
+            let soonest = self
+                .refused
+                .iter()
+                .min_by_key(|(_, until)| **until)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = soonest {
+                self.refused.remove(&k);
+            }
+        }
+        self.refused.insert(message_id.to_owned(), now + self.ttl);
+        FragmentError::TooLarge {
+            limit: self.max_message_bytes,
+        }
+    }
+
     /// Drops every entry whose timer ran out; returns how many.
     pub fn expire(&mut self, now: Instant) -> usize {
+        self.refused.retain(|_, until| *until > now);
         let expired: Vec<String> = self
             .entries
             .iter()
@@ -368,5 +395,31 @@ mod tests {
             r.push(id, 2, 0, vec![], now).expect("ok");
         }
         assert_eq!(r.len(), 4);
+    }
+
+    #[test]
+    fn a_message_too_large_is_refused_once_and_its_other_fragments_ignored() {
+        let mut r = buffer();
+        let now = Instant::now();
+        r.push("m", 3, 0, vec![0; 60], now).expect("ok");
+        assert_eq!(
+            r.push("m", 3, 1, vec![0; 41], now),
+            Err(FragmentError::TooLarge { limit: 100 })
+        );
+        assert_eq!(r.push("m", 3, 2, vec![0; 1], now), Ok(None), "ignored");
+        assert_eq!(r.push("m", 3, 1, vec![0; 1], now), Ok(None), "ignored");
+        assert!(r.is_empty());
+        // Once no fragment came for the ttl, the id is a message like any other.
+        let later = now + Duration::from_secs(6);
+        assert_eq!(
+            r.push("m", 1, 0, b"x".to_vec(), later),
+            Ok(Some(b"x".to_vec()))
+        );
+        // The first fragment alone too large refuses the message the same way.
+        assert_eq!(
+            r.push("n", 2, 0, vec![0; 101], now),
+            Err(FragmentError::TooLarge { limit: 100 })
+        );
+        assert_eq!(r.push("n", 2, 1, vec![0; 1], now), Ok(None));
     }
 }

@@ -17,7 +17,8 @@ use futures_util::{SinkExt, StreamExt};
 use lark_longconn::bootstrap::{classify_handshake, headers as hs, redact_url};
 use lark_longconn::frame::headers;
 use lark_longconn::{
-    ClientConfig, ClientConfigUpdate, Frame, HandshakeVerdict, MessageType, Method, Reassembler,
+    ClientConfig, ClientConfigUpdate, FragmentError, Frame, HandshakeVerdict, MessageType, Method,
+    Reassembler,
 };
 use prost::Message as _;
 use tokio::net::TcpStream;
@@ -43,6 +44,10 @@ const FRAGMENT_TTL: Duration = Duration::from_secs(5);
 const MAX_FRAGMENTED: usize = 64;
 /// Room for a frame's headers around an event of `max_body_bytes`.
 const FRAME_OVERHEAD: usize = 64 * 1024;
+/// A WebSocket message is read if it is at most this many times `max_body_bytes` (plus
+/// [`FRAME_OVERHEAD`]): an event somewhat over the limit is read and acked 500 (`too_large`);
+/// only a larger message fails the connection (tungstenite cannot skip it).
+const FRAME_BOUND_FACTOR: usize = 4;
 /// The ack code of a message stored (or already stored).
 const ACK_OK: u16 = 200;
 /// The ack code of a message refused or not stored, whatever the reason: the only failure
@@ -69,7 +74,9 @@ pub async fn connect(ctx: &Ctx, cc: &mut ClientConfig) -> Result<Conn, ConnectEr
         .intake
         .routes()
         .map_or(1024 * 1024, |r| r.max_body_bytes);
-    let max_message = max_body + FRAME_OVERHEAD;
+    let max_message = max_body
+        .saturating_mul(FRAME_BOUND_FACTOR)
+        .saturating_add(FRAME_OVERHEAD);
     let config = WebSocketConfig::default()
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message));
@@ -217,6 +224,15 @@ pub async fn run(ctx: &Ctx, conn: Conn, cc: &mut ClientConfig) -> Option<String>
                         match fragments.push(&message_id, sum, seq, payload, Instant::now()) {
                             Ok(None) => {}
                             Ok(Some(whole)) => waiting = Some((frame, whole)),
+                            Err(e @ FragmentError::TooLarge { .. }) => {
+                                // Refused like any other message: acked 500 once (the
+                                // reassembler ignores its other fragments).
+                                tracing::warn!(app = %ctx.name, message_id = %truncate(&message_id), error = %e, code = ACK_FAILED, reason = "too_large", "message refused; Lark will re-send it");
+                                count_ack(&ctx.name, ACK_FAILED, "too_large");
+                                if let Err(e) = ws.send(binary(&frame.into_ack(ACK_FAILED, 0))).await {
+                                    break Some(format!("sending an ack: {e}"));
+                                }
+                            }
                             Err(e) => {
                                 tracing::warn!(message_id = %truncate(&message_id), error = %e, "fragment dropped; Lark re-sends unacked messages");
                             }
@@ -281,17 +297,21 @@ async fn handle(
             (ACK_FAILED, rejection.reason())
         }
     };
+    count_ack(&app, code, reason);
+    let biz_rt = started.elapsed().as_millis() as u64;
+    let _ = acks.send(frame.into_ack(code, biz_rt)).await;
+    drop(permit);
+}
+
+fn count_ack(app: &str, code: u16, reason: &str) {
     metrics::get()
         .longconn_acks
         .get_or_create(&metrics::AppCodeLabels {
-            app,
+            app: app.to_owned(),
             code: code.to_string(),
             reason: reason.to_owned(),
         })
         .inc();
-    let biz_rt = started.elapsed().as_millis() as u64;
-    let _ = acks.send(frame.into_ack(code, biz_rt)).await;
-    drop(permit);
 }
 
 fn binary(frame: &Frame) -> Message {
