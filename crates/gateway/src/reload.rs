@@ -120,13 +120,7 @@ impl Live {
         let (old, old_plugins) = &self
             .current()
             .ok_or_else(|| "reload state poisoned".to_owned())?;
-        if new.store != old.store {
-            return Err(format!(
-                "[store] changed ({} → {}): moving the store needs a restart",
-                old.store.describe(),
-                new.store.describe()
-            ));
-        }
+        let lease_note = old.store.reload_to(&new.store, new.delivery.timeout)?;
         let plugins = plugins::reload(old_plugins, &new)
             .map_err(|p| format!("plugins:\n  - {}", p.join("\n  - ")))?;
         self.engine.add_plugins(&plugins, new.delivery);
@@ -145,6 +139,9 @@ impl Live {
                 configured = new.workers,
                 "[server] workers changes only on restart"
             );
+        }
+        if let Some(note) = lease_note {
+            tracing::warn!("{note}");
         }
         if new.max_connections != old.max_connections {
             tracing::warn!(

@@ -50,6 +50,52 @@ impl StoreConfig {
     }
 }
 
+impl StoreConfig {
+    /// Whether a reload may go from `self` (running) to `new` with `[delivery] timeout`
+    /// `new_timeout`: the store itself changes only on restart, and so does a PostgreSQL lease
+    /// (derived from the timeout when not set), which must still outlive the new timeout. A
+    /// lease-only change is kept for the next start: `Ok(Some(note))`.
+    pub fn reload_to(
+        &self,
+        new: &StoreConfig,
+        new_timeout: Duration,
+    ) -> Result<Option<String>, String> {
+        let (StoreConfig::Postgres(old), StoreConfig::Postgres(next)) = (self, new) else {
+            return if self == new {
+                Ok(None)
+            } else {
+                Err(format!(
+                    "[store] changed ({} → {}): moving the store needs a restart",
+                    self.describe(),
+                    new.describe()
+                ))
+            };
+        };
+        if (&old.url, old.pool_size, &old.ca_file) != (&next.url, next.pool_size, &next.ca_file) {
+            return Err(format!(
+                "[store] changed (its url, pool_size or ca_file; {} → {}): a restart applies it",
+                self.describe(),
+                new.describe()
+            ));
+        }
+        if new_timeout >= old.lease {
+            return Err(format!(
+                "[delivery] timeout {}s is not shorter than the running store's lease ({}s): a \
+                 claim must outlive the call it covers, and the lease changes only on restart",
+                new_timeout.as_secs_f64(),
+                old.lease.as_secs_f64()
+            ));
+        }
+        Ok((old.lease != next.lease).then(|| {
+            format!(
+                "the store's lease stays {}s until a restart (the config now gives {}s)",
+                old.lease.as_secs_f64(),
+                next.lease.as_secs_f64()
+            )
+        }))
+    }
+}
+
 impl std::fmt::Debug for StoreConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.describe())
@@ -182,7 +228,37 @@ impl Validator<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::redact_url;
+    use super::*;
+
+    #[test]
+    fn a_reload_keeps_the_running_lease_while_it_outlives_the_new_timeout() {
+        let pg = |lease: u64, pool_size| {
+            StoreConfig::Postgres(PgSettings {
+                url: "postgres://gw:pw@db/gw".into(),
+                lease: Duration::from_secs(lease),
+                pool_size,
+                ca_file: None,
+            })
+        };
+        let secs = Duration::from_secs;
+        assert_eq!(pg(60, 8).reload_to(&pg(60, 8), secs(30)), Ok(None));
+        // A timeout of 45 s derives a lease of 90 s: the running 60 s still covers it.
+        let kept = pg(60, 8).reload_to(&pg(90, 8), secs(45));
+        assert!(kept.expect("accepted").is_some_and(|n| n.contains("60s")));
+        let err = pg(60, 8)
+            .reload_to(&pg(140, 8), secs(70))
+            .expect_err("too long");
+        assert!(err.contains("timeout 70s") && err.contains("60s"), "{err}");
+        let err = pg(60, 8).reload_to(&pg(60, 4), secs(30)).expect_err("pool");
+        assert!(err.contains("restart") && !err.contains("pw"), "{err}");
+        let sqlite = |p: &str| StoreConfig::Sqlite { path: p.into() };
+        assert_eq!(
+            sqlite("a.db").reload_to(&sqlite("a.db"), secs(999)),
+            Ok(None)
+        );
+        assert!(sqlite("a.db").reload_to(&sqlite("b.db"), secs(1)).is_err());
+        assert!(sqlite("a.db").reload_to(&pg(60, 8), secs(1)).is_err());
+    }
 
     #[test]
     fn passwords_are_masked() {
