@@ -24,38 +24,75 @@ const SECRET_KEYS: [&str; 11] = [
     "dsn",
 ];
 
-/// `text` with the password of every URL in it redacted: `scheme://user:password@host/...` →
-/// `scheme://user:<redacted>@host/...`, and a user alone (often a token:
-/// `https://TOKEN@host`) → `scheme://<redacted>@host`. The userinfo is what precedes the last
-/// `@` before the URL's first `/` (or whitespace).
+/// `text` with the secrets of every URL in it redacted: `scheme://user:password@host/...` →
+/// `scheme://user:<redacted>@host/...`, a user alone (often a token: `https://TOKEN@host`) →
+/// `scheme://<redacted>@host`, and the value of a query parameter with a secret-looking name
+/// (`?password=...`, `access_token=...`: [`SECRET_KEYS`]) → `<redacted>`. A `user:password`
+/// userinfo runs to the URL's last `@` (clients take a password with `/` or `?` in it: base64
+/// has `/`), so the mask errs on the side of hiding more; a user alone ends at the first `/`.
 fn redact_userinfo(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find("://") {
         let start = at + 3;
         let after = &rest[start..];
-        let end = after
-            .find(|c: char| c == '/' || c.is_whitespace())
-            .unwrap_or(after.len());
-        let authority = &after[..end];
+        let url_end = after.find(char::is_whitespace).unwrap_or(after.len());
+        let url = &after[..url_end];
         out.push_str(&rest[..start]);
-        match authority.rfind('@') {
-            Some(sign) if sign > 0 => {
-                match authority[..sign].split_once(':') {
-                    Some((user, _)) => {
-                        out.push_str(user);
-                        out.push_str(":<redacted>");
-                    }
-                    None => out.push_str("<redacted>"),
-                }
-                out.push_str(&authority[sign..]);
+        // `user:password@`: up to the last `@` of the URL, when a `:` comes before it.
+        let with_password = url
+            .rfind('@')
+            .filter(|&sign| sign > 0 && url[..sign].contains(':'));
+        // A user alone: up to the last `@` before the first `/`.
+        let user_only = || {
+            let first_slash = url.find('/').unwrap_or(url.len());
+            url[..first_slash].rfind('@').filter(|&sign| sign > 0)
+        };
+        let tail = match with_password {
+            Some(sign) => {
+                let user = url[..sign].split_once(':').map_or("", |(u, _)| u);
+                out.push_str(user);
+                out.push_str(":<redacted>");
+                &url[sign..]
             }
-            _ => out.push_str(authority),
-        }
-        rest = &after[end..];
+            None => match user_only() {
+                Some(sign) => {
+                    out.push_str("<redacted>");
+                    &url[sign..]
+                }
+                None => url,
+            },
+        };
+        out.push_str(&redact_query(tail));
+        rest = &after[url_end..];
     }
     out.push_str(rest);
     out
+}
+
+/// `rest` (a URL from its host on) with the values of secret-looking query parameters redacted.
+fn redact_query(rest: &str) -> String {
+    let Some(q) = rest.find('?') else {
+        return rest.to_owned();
+    };
+    let (head, query) = rest.split_at(q + 1);
+    let (query, fragment) = match query.find('#') {
+        Some(h) => query.split_at(h),
+        None => (query, ""),
+    };
+    let masked: Vec<String> = query
+        .split('&')
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) if !v.is_empty() && secret_key(k) => format!("{k}=<redacted>"),
+            _ => kv.to_owned(),
+        })
+        .collect();
+    format!("{head}{}{fragment}", masked.join("&"))
+}
+
+fn secret_key(key: &str) -> bool {
+    let lower = key.to_ascii_lowercase();
+    SECRET_KEYS.iter().any(|s| lower.contains(s)) || lower == "sig"
 }
 
 /// A plugin config with every value under a secret-looking key replaced by `"<redacted>"`, and
@@ -65,9 +102,7 @@ pub fn redact_config(v: &Value) -> Value {
         Value::Object(map) => Value::Object(
             map.iter()
                 .map(|(k, v)| {
-                    let lower = k.to_ascii_lowercase();
-                    let secret = SECRET_KEYS.iter().any(|s| lower.contains(s));
-                    let v = if secret && !v.is_null() {
+                    let v = if secret_key(k) && !v.is_null() {
                         Value::String("<redacted>".into())
                     } else {
                         redact_config(v)
@@ -131,5 +166,26 @@ mod tests {
         for secret in ["hunter2", "p%40ss", "r00t", "guest-pw", "ghp_tokenvalue"] {
             assert!(!text.contains(secret), "{secret}: {text}");
         }
+    }
+
+    /// A password the client reads past a `/` or `?` (base64, or `?password=` in the query, as
+    /// PostgreSQL's client takes it) is redacted too; so are token-like query parameters.
+    #[test]
+    fn passwords_with_slashes_and_in_queries_are_redacted() {
+        let c = json!({
+            "ledger": "postgres://payout@db:5432/gw?sslmode=require&password=hunter2",
+            "other": "postgres://payout:ab/cd+e=@db/gw",
+            "q": "postgres://gw:a?b@db:5432/gw",
+            "hook": "https://h/send?access_token=S3CRET#frag",
+        });
+        assert_eq!(
+            redact_config(&c),
+            json!({
+                "ledger": "postgres://<redacted>@db:5432/gw?sslmode=require&password=<redacted>",
+                "other": "postgres://payout:<redacted>@db/gw",
+                "q": "postgres://gw:<redacted>@db:5432/gw",
+                "hook": "https://h/send?access_token=<redacted>#frag",
+            })
+        );
     }
 }
