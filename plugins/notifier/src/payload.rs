@@ -162,8 +162,13 @@ struct HttpMessage<'a> {
     event: &'a RawValue,
 }
 
-/// The body for an `http` target.
+/// The body for an `http` target: the envelope as Lark sent it, but for its verification token
+/// (`"<redacted>"`: it authenticates pushes to the gateway, and the receiver has no use for it).
 pub fn http_body(d: &Delivery, text: &str) -> Result<Vec<u8>, serde_json::Error> {
+    let redacted = match lark_core::redact::redact_token(d.event.get()) {
+        Some(text) => Some(RawValue::from_string(text)?),
+        None => None,
+    };
     serde_json::to_vec(&HttpMessage {
         delivery_id: &d.delivery_id,
         attempt: d.attempt,
@@ -172,7 +177,7 @@ pub fn http_body(d: &Delivery, text: &str) -> Result<Vec<u8>, serde_json::Error>
         event_type: &d.event_type,
         received_at: d.received_at,
         text,
-        event: &d.event,
+        event: redacted.as_deref().unwrap_or(&d.event),
     })
 }
 
@@ -287,6 +292,18 @@ mod tests {
             r#"{"delivery_id":"d1","attempt":2,"app":"hire","event_id":"e1","event_type":"t","received_at":5,"text":"hello","event":{"schema":"2.0","n":1}}"#
         );
         let h = http_headers("d1", "7", None, &body);
+        // Lark's verification token (it authenticates pushes to the gateway) is not sent on.
+        let with_token: Delivery = serde_json::from_str(
+            r#"{"delivery_id": "d1", "attempt": 1, "plugin": "notify", "app": "hire",
+            "event_id": "e1", "event_type": "t", "received_at": 5,
+            "event": {"schema":"2.0","header":{"event_id":"e1","token":"v-tok-123"},"event":{}}}"#,
+        )
+        .expect("delivery");
+        let sent = String::from_utf8(http_body(&with_token, "x").expect("json")).expect("utf8");
+        assert!(!sent.contains("v-tok-123"), "{sent}");
+        let v: serde_json::Value = serde_json::from_str(&sent).expect("json");
+        assert_eq!(v["event"]["header"]["token"], "<redacted>");
+        assert_eq!(v["event"]["header"]["event_id"], "e1");
         assert_eq!(h.len(), 2);
         let h = http_headers("d1", "7", Some(b"k"), &body);
         assert_eq!(h[2].0, "webhook-signature");
