@@ -272,6 +272,9 @@ struct ReplayRequest {
     plugin: Option<String>,
     #[serde(default)]
     force: bool,
+    /// With `deliveries`: replay only those still dead letters (the console's dead letters page).
+    #[serde(default)]
+    dead_only: bool,
     #[serde(default)]
     dry_run: bool,
 }
@@ -322,6 +325,8 @@ pub async fn replay(admin: &Admin, body: &[u8]) -> Result<Value, ApiError> {
             ReplaySelector::Events {
                 ids: req.event_ids.clone(),
                 plugin: req.plugin.clone(),
+                done_too: req.force,
+                dead_only: false,
             }
         };
         (targets, vec![selector])
@@ -349,6 +354,8 @@ pub async fn replay(admin: &Admin, body: &[u8]) -> Result<Value, ApiError> {
             selectors.push(ReplaySelector::Events {
                 ids: vec![d.event_id.clone()],
                 plugin: Some(d.plugin.clone()),
+                done_too: req.force,
+                dead_only: req.dead_only,
             });
         }
         (targets, selectors)

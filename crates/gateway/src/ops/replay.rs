@@ -252,6 +252,8 @@ pub fn replay(config: &Config, args: &ReplayArgs) -> ExitCode {
             ReplaySelector::Events {
                 ids: args.event_ids.clone(),
                 plugin: args.plugin.clone(),
+                done_too: args.force,
+                dead_only: false,
             }
         };
         match store.replay(selector).await {

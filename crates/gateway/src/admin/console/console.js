@@ -52,7 +52,7 @@
   if (selected) selected.addEventListener("click", () => {
     const picks = $$("input.pick").filter((c) => c.checked).map((c) => ({ event_id: c.dataset.event, plugin: c.dataset.plugin }));
     if (picks.length === 0) { say("select at least one dead letter", false); return; }
-    replay({ deliveries: picks }, false);
+    replay({ deliveries: picks, dead_only: true }, false);
   });
 
   // Plugins page: reload.

@@ -208,7 +208,12 @@ pub(super) async fn replay(c: &mut Client, selector: ReplaySelector) -> Result<u
     let now = now_ms();
     let tx = c.transaction().await?;
     let n = match selector {
-        ReplaySelector::Events { ids, plugin } => {
+        ReplaySelector::Events {
+            ids,
+            plugin,
+            done_too,
+            dead_only,
+        } => {
             let locked = ids_of(
                 &tx.query(
                     "SELECT id FROM events WHERE id = ANY($1) ORDER BY id FOR SHARE",
@@ -220,8 +225,9 @@ pub(super) async fn replay(c: &mut Client, selector: ReplaySelector) -> Result<u
                 "UPDATE deliveries SET state = 'pending', attempts = 0,
                      generation = generation + 1, started = 0, crashes = 0,
                      next_at = $3, updated_at = $3
-                 WHERE event_id = ANY($1) AND ($2::text IS NULL OR plugin = $2)",
-                &[&locked, &plugin, &now],
+                 WHERE event_id = ANY($1) AND ($2::text IS NULL OR plugin = $2)
+                   AND ($4 OR state <> 'done') AND (NOT $5 OR state = 'dead')",
+                &[&locked, &plugin, &now, &done_too, &dead_only],
             )
             .await?
         }

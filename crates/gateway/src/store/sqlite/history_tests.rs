@@ -129,6 +129,8 @@ fn every_applied_outcome_and_crash_is_kept_in_order_across_replays() {
             .replay(ReplaySelector::Events {
                 ids: vec!["e".into()],
                 plugin: None,
+                done_too: true,
+                dead_only: false,
             })
             .await
             .expect("replay");

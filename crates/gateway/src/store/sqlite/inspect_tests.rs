@@ -179,3 +179,38 @@ fn the_check_reports_a_damaged_file() {
         "{damaged:?}"
     );
 }
+
+/// The replay's own write keeps the operator's rules, whatever changed since the listing the
+/// command checked: a delivery that succeeded meanwhile is not run again without `done_too`,
+/// and a dead-letter pick made on a stale page replays only what is still a dead letter.
+#[test]
+fn a_replay_write_skips_what_succeeded_or_stopped_being_dead_since_it_was_listed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
+        let k = keys(&store, new_event("e1", "hire", "t", 1_000, &["a", "b"])).await;
+        finish(&store, k[0], Finish::Done).await;
+        let events = |done_too, dead_only| ReplaySelector::Events {
+            ids: vec!["e1".into()],
+            plugin: None,
+            done_too,
+            dead_only,
+        };
+        // b is pending (say, running): a dead-letter pick of it is stale.
+        assert_eq!(store.replay(events(false, true)).await.expect("replay"), 0);
+        // Without done_too only b (pending) is replayed; a, done, stays done.
+        assert_eq!(store.replay(events(false, false)).await.expect("replay"), 1);
+        let states: Vec<(String, String)> = store
+            .event("e1")
+            .expect("read")
+            .expect("stored")
+            .deliveries
+            .into_iter()
+            .map(|d| (d.plugin, d.state))
+            .collect();
+        let want = [("a", "done"), ("b", "pending")].map(|(p, s)| (p.to_owned(), s.to_owned()));
+        assert_eq!(states, want);
+        assert_eq!(store.replay(events(true, false)).await.expect("replay"), 2);
+        store.close();
+    });
+}

@@ -291,6 +291,8 @@ fn an_outcome_does_not_overwrite_a_replay_made_meanwhile() {
             .replay(ReplaySelector::Events {
                 ids: vec!["e".into()],
                 plugin: None,
+                done_too: true,
+                dead_only: false,
             })
             .await
             .expect("replay");
@@ -323,6 +325,8 @@ fn a_replay_during_the_first_attempt_is_not_overwritten_by_its_outcome() {
             .replay(ReplaySelector::Events {
                 ids: vec!["e".into()],
                 plugin: None,
+                done_too: true,
+                dead_only: false,
             })
             .await
             .expect("replay");

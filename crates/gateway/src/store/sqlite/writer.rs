@@ -369,15 +369,21 @@ fn apply_replay(
 ) -> Result<u64, StoreError> {
     let mut n = 0;
     match sel {
-        ReplaySelector::Events { ids, plugin } => {
+        ReplaySelector::Events {
+            ids,
+            plugin,
+            done_too,
+            dead_only,
+        } => {
             let mut stmt = tx.prepare_cached(
                 "UPDATE deliveries SET state = 'pending', attempts = 0, generation = generation + 1,
                      started = 0, crashes = 0,
                      next_at = ?3, updated_at = ?3
-                 WHERE event_seq = ?1 AND (?2 IS NULL OR plugin = ?2)",
+                 WHERE event_seq = ?1 AND (?2 IS NULL OR plugin = ?2)
+                   AND (?4 OR state <> 'done') AND (NOT ?5 OR state = 'dead')",
             )?;
             for seq in seqs_of(tx, ids, index)? {
-                n += stmt.execute(params![seq, plugin, now])? as u64;
+                n += stmt.execute(params![seq, plugin, now, done_too, dead_only])? as u64;
             }
         }
         ReplaySelector::DeadLetters { plugin } => {
