@@ -199,14 +199,19 @@ impl Engine {
             hung
         });
         let applied = self.record_many(&ready, records, &labels).await;
-        // Outcomes first, then the restart of a panicked instance (its `init` may block: the
-        // outcomes must not wait for it, nor other plugins for the gate); the permit is held
-        // until the instance is replaced.
+        // Outcomes first, then the restart of a panicked instance, on its own task (its `init`
+        // may block: neither the outcomes, nor the batch's retries, nor other plugins waiting
+        // for the gate wait for it); the permit is held until the instance is replaced.
         drop(gate);
         if panicked_now {
-            restart(&slot).await;
+            let slot = slot.clone();
+            tokio::spawn(async move {
+                restart(&slot).await;
+                drop(permit);
+            });
+        } else {
+            drop(permit);
         }
-        drop(permit);
         let mut retry_at: Vec<Option<tokio::time::Instant>> = decisions
             .iter()
             .zip(&applied)
@@ -227,12 +232,9 @@ impl Engine {
                 Ok((outcomes, permit)) => (outcomes_of(outcomes, n), Some(permit)),
                 Err(e) => (vec![Some(panicked(&e)); n], None),
             };
-            if late_outcomes
+            let late_panic = late_outcomes
                 .iter()
-                .any(|o| matches!(o, Some(CallOutcome::Panicked { .. })))
-            {
-                restart(&slot).await;
-            }
+                .any(|o| matches!(o, Some(CallOutcome::Panicked { .. })));
             let ran_ms = started.elapsed().as_millis() as u64;
             for ((((job, outcome), retry), decision), applied) in ready
                 .iter()
@@ -265,6 +267,11 @@ impl Engine {
                 if hung.forgiven.load(Ordering::SeqCst) {
                     p.forget();
                 }
+            }
+            if late_panic {
+                // After the late outcomes are recorded, on its own task (see above).
+                let slot = slot.clone();
+                tokio::spawn(async move { restart(&slot).await });
             }
         }
         for (job, retry) in ready.into_iter().zip(retry_at) {
