@@ -530,3 +530,42 @@ fn an_orphan_dead_letter_whose_call_still_hangs_keeps_its_claim() {
     }
     std::fs::write(a_dir.path().join("data/open"), "").expect("the hung call returns");
 }
+
+/// A replay takes effect within a lease when the replica that held the delivery died: its
+/// retry's claim ran to the retry's `next_at` plus a lease (here five minutes on), and the
+/// replay left it, so no other replica touched the replayed delivery until then.
+#[test]
+fn a_replay_after_the_holder_died_is_taken_by_another_replica_within_a_lease() {
+    let pg = PgCluster::start();
+    let url = replica_database(&pg, "replayheld");
+    let cfg = config(
+        "3s",
+        r#"mode = "retry_then_ok", retries = 1, retry_after_ms = 300000"#,
+    )
+    .replace(
+        "initial_backoff = \"100ms\"",
+        "initial_backoff = \"100ms\"\nmax_backoff = \"10m\"",
+    );
+    let (a_dir, b_dir) = (
+        tempfile::tempdir().expect("tmp"),
+        tempfile::tempdir().expect("tmp"),
+    );
+    let mut a = spawn(a_dir.path(), &cfg, &url);
+    let b = spawn(b_dir.path(), &cfg, &url);
+    let sql = |q: &str| pg.sql("replayheld", q);
+    send(&a, "held-1");
+    assert!(
+        wait_until(Duration::from_secs(20), || sql(
+            "SELECT state || '|' || attempts FROM deliveries"
+        ) == "pending|1"),
+        "A's first call answered retry"
+    );
+    a.kill9();
+    let (code, out, err) = b.cli(&["replay", "held-1"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        wait_until(Duration::from_secs(15), || calls(&[b_dir.path()]) >= 1),
+        "B never called the replayed delivery: {}",
+        sql("SELECT state || '|' || claimed_by || '|' || (lease_until - (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT) FROM deliveries")
+    );
+}

@@ -480,7 +480,9 @@ impl Store for PgStore {
     }
 
     fn replay(&self, selector: ReplaySelector) -> StoreFuture<u64> {
-        self.op(move |mut c, _| async move { inspect::replay(&mut c, selector).await })
+        self.op(move |mut c, inner| async move {
+            inspect::replay(&mut c, selector, inner.claim.lease_ms).await
+        })
     }
 
     fn backup(&self, _dest: std::path::PathBuf) -> StoreFuture<u64> {

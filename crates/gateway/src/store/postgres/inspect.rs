@@ -4,7 +4,7 @@
 use deadpool_postgres::Client;
 use tokio_postgres::Row;
 
-use super::schema;
+use super::{schema, DB_NOW_MS};
 use crate::store::sqlite::now_ms;
 use crate::store::{
     AttemptRecord, DeliveryFilter, DeliveryRecord, EventFilter, EventRecord, EventSummary,
@@ -204,9 +204,17 @@ pub(super) async fn check(c: &Client) -> Result<Vec<String>, StoreError> {
 /// (which skips locked events, and checks again once it holds its own locks) can then never
 /// delete an event whose delivery this replay made pending (see [`super::retention`]). An event
 /// a purge deleted first is simply not replayed: it was finished.
-pub(super) async fn replay(c: &mut Client, selector: ReplaySelector) -> Result<u64, StoreError> {
+pub(super) async fn replay(
+    c: &mut Client,
+    selector: ReplaySelector,
+    lease_ms: i64,
+) -> Result<u64, StoreError> {
     let now = now_ms();
     let tx = c.transaction().await?;
+    // A replayed delivery's claim lasts at most one lease from now: a retry's claim runs to its
+    // `next_at` plus a lease, so the replay of a delivery whose holder died waited up to
+    // `max_backoff` more for another replica. A live holder whose call still runs renews it
+    // (`GREATEST`), and the replay still waits for that call.
     let n = match selector {
         ReplaySelector::Events {
             ids,
@@ -221,13 +229,16 @@ pub(super) async fn replay(c: &mut Client, selector: ReplaySelector) -> Result<u
                 )
                 .await?,
             );
-            tx.execute(
+            let sql = format!(
                 "UPDATE deliveries SET state = 'pending', attempts = 0,
                      generation = generation + 1, started = 0, crashes = 0,
-                     next_at = $3, updated_at = $3
+                     next_at = $3, updated_at = $3, lease_until = LEAST(lease_until, {DB_NOW_MS} + $6)
                  WHERE event_id = ANY($1) AND ($2::text IS NULL OR plugin = $2)
-                   AND ($4 OR state <> 'done') AND (NOT $5 OR state = 'dead')",
-                &[&locked, &plugin, &now, &done_too, &dead_only],
+                   AND ($4 OR state <> 'done') AND (NOT $5 OR state = 'dead')"
+            );
+            tx.execute(
+                &sql,
+                &[&locked, &plugin, &now, &done_too, &dead_only, &lease_ms],
             )
             .await?
         }
@@ -244,15 +255,15 @@ pub(super) async fn replay(c: &mut Client, selector: ReplaySelector) -> Result<u
             );
             // Only the events locked above: a dead letter that died since is left for the next
             // replay (its event is not locked against a purge).
-            tx.execute(
+            let sql = format!(
                 "UPDATE deliveries SET state = 'pending', attempts = 0,
                      generation = generation + 1, started = 0, crashes = 0,
-                     next_at = $2, updated_at = $2
+                     next_at = $2, updated_at = $2, lease_until = LEAST(lease_until, {DB_NOW_MS} + $4)
                  WHERE event_id = ANY($3) AND state = 'dead'
-                   AND ($1::text IS NULL OR plugin = $1)",
-                &[&plugin, &now, &locked],
-            )
-            .await?
+                   AND ($1::text IS NULL OR plugin = $1)"
+            );
+            tx.execute(&sql, &[&plugin, &now, &locked, &lease_ms])
+                .await?
         }
     };
     tx.commit().await?;
