@@ -569,3 +569,19 @@ fn a_replay_after_the_holder_died_is_taken_by_another_replica_within_a_lease() {
         sql("SELECT state || '|' || claimed_by || '|' || (lease_until - (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT) FROM deliveries")
     );
 }
+
+/// The search for crashed attempts, which every replica runs at each sweep, reads an index of
+/// the started attempts, not every pending delivery.
+#[test]
+fn the_crashed_attempt_search_has_an_index() {
+    let pg = PgCluster::start();
+    let url = replica_database(&pg, "crashidx");
+    let dir = tempfile::tempdir().expect("tmp");
+    let _gw = spawn(dir.path(), &config("3s", r#"mode = "ok""#), &url);
+    let plan = pg.sql(
+        "crashidx",
+        "SET enable_seqscan = off; EXPLAIN SELECT key FROM deliveries
+         WHERE state = 'pending' AND started > 0 AND started >= attempts AND lease_until < 5",
+    );
+    assert!(plan.contains("deliveries_started"), "{plan}");
+}

@@ -3,7 +3,7 @@
 //! starting at once on an empty database apply it exactly once (the others wait on the lock,
 //! then find it recorded). Tables are those of the embedded store plus the claim columns
 //! (`claimed_by`, `lease_until`); times are Unix milliseconds (`BIGINT`). Migration 2 adds the
-//! attempt history (`attempts`).
+//! attempt history (`attempts`), migration 3 the index the crashed-attempt search uses.
 
 use deadpool_postgres::Client;
 
@@ -57,6 +57,11 @@ CREATE TABLE attempts (
     recorded_at  BIGINT NOT NULL
 );
 CREATE INDEX attempts_delivery ON attempts (delivery_key);
+",
+    // Every replica looks for crashed attempts (started, lease over) at each sweep: without it,
+    // a scan of every pending delivery (50 ms at 300,000 pending, growing with the backlog).
+    "
+CREATE INDEX deliveries_started ON deliveries (lease_until) WHERE state = 'pending' AND started > 0;
 ",
 ];
 
