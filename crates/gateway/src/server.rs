@@ -170,14 +170,20 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
             let cutoff = now_ms() - retention.as_millis() as i64;
             let dead_cutoff = now_ms() - dead_retention.as_millis() as i64;
             let mut removed = 0;
-            // Chunk by chunk, yielding between them: ingest and outcomes interleave.
+            // Step by step (each examines a bounded number of events), yielding between them:
+            // ingest and outcomes interleave.
+            let mut after = None;
             loop {
-                match purge_store.purge(cutoff, dead_cutoff).await {
-                    Ok(n) => {
-                        removed += n;
-                        if n < crate::store::PURGE_CHUNK {
+                match purge_store
+                    .purge_step(cutoff, dead_cutoff, after.take())
+                    .await
+                {
+                    Ok(step) => {
+                        removed += step.removed;
+                        let Some(next) = step.next else {
                             break;
-                        }
+                        };
+                        after = Some(next);
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
                     Err(e) => {

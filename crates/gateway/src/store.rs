@@ -34,6 +34,24 @@ pub use sqlite::{ReplaySelector, SqliteStore};
 /// The most events one [`Store::purge`] removes.
 pub const PURGE_CHUNK: u64 = 1_000;
 
+/// Where a retention purge goes on from: the last event its previous step examined, in the
+/// order the step reads them (arrival time, then the store's own key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PurgeCursor {
+    /// The embedded store's events: `(received_at, seq)`.
+    Seq(i64, i64),
+    /// PostgreSQL's events: `(received_at, id)`.
+    Id(i64, String),
+}
+
+/// What one step of a retention purge did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurgeStep {
+    pub removed: u64,
+    /// Where the next step goes on from; `None` once no old event is left to examine.
+    pub next: Option<PurgeCursor>,
+}
+
 /// The reason of a `crashed` attempt in a delivery's history.
 pub const CRASHED: &str = "the gateway died during this call";
 
@@ -338,12 +356,24 @@ pub trait Store: Send + Sync + 'static {
     fn due(&self, now_ms: i64, after: (i64, i64), limit: usize) -> StoreFuture<Due>;
     /// The deliveries with these keys that are still pending, with their events.
     fn load_pending(&self, keys: Vec<i64>) -> StoreFuture<Vec<PendingDelivery>>;
-    /// Forgets finished events received before `before_ms` (the dedup retention), oldest
-    /// first, at most [`PURGE_CHUNK`] per call (so a purge never stalls the writer); returns how
-    /// many were removed: call again while that is a whole chunk. An event with a pending
-    /// delivery stays, and so does one with a dead letter that died at or after
-    /// `dead_before_ms` (the dead-letter retention): dead letters wait for an operator.
-    fn purge(&self, before_ms: i64, dead_before_ms: i64) -> StoreFuture<u64>;
+    /// Forgets finished events received before `before_ms` (the dedup retention) among the
+    /// [`PURGE_CHUNK`] oldest ones after `after` (from the oldest: `None`), so one step examines
+    /// a bounded number of events however many old ones are still held and never stalls the
+    /// writer; returns how many it removed and where the next step goes on from (`None`: no
+    /// event left to examine). An event with a pending delivery stays, and so does one with a
+    /// dead letter that died at or after `dead_before_ms` (the dead-letter retention): dead
+    /// letters wait for an operator.
+    fn purge_step(
+        &self,
+        before_ms: i64,
+        dead_before_ms: i64,
+        after: Option<PurgeCursor>,
+    ) -> StoreFuture<PurgeStep>;
+    /// One [`Store::purge_step`] from the oldest event: how many it removed.
+    fn purge(&self, before_ms: i64, dead_before_ms: i64) -> StoreFuture<u64> {
+        let step = self.purge_step(before_ms, dead_before_ms, None);
+        Box::pin(async move { Ok(step.await?.removed) })
+    }
     /// The pending count and the oldest pending delivery's time.
     fn backlog(&self) -> StoreFuture<Backlog>;
     /// The plugin instance names that have pending deliveries.

@@ -46,8 +46,8 @@ pub use schema::SCHEMA_VERSION;
 use super::sqlite::now_ms;
 use super::{
     Accepted, Backlog, DeliveryFilter, DeliveryRecord, Due, DueDelivery, EventFilter, EventRecord,
-    EventSummary, FinishRecord, Guard, NewEvent, PendingDelivery, ReplaySelector, Store,
-    StoreError, StoreFuture,
+    EventSummary, FinishRecord, Guard, NewEvent, PendingDelivery, PurgeCursor, PurgeStep,
+    ReplaySelector, Store, StoreError, StoreFuture,
 };
 use crate::config::{redact_url, PgSettings};
 
@@ -309,9 +309,25 @@ impl Store for PgStore {
         })
     }
 
-    fn purge(&self, before_ms: i64, dead_before_ms: i64) -> StoreFuture<u64> {
+    fn purge_step(
+        &self,
+        before_ms: i64,
+        dead_before_ms: i64,
+        after: Option<PurgeCursor>,
+    ) -> StoreFuture<PurgeStep> {
+        let after = match after {
+            None => None,
+            Some(PurgeCursor::Id(at, id)) => Some((at, id)),
+            Some(other) => {
+                return Box::pin(async move {
+                    Err(StoreError(format!(
+                        "not this store's purge cursor: {other:?}"
+                    )))
+                })
+            }
+        };
         self.op(move |mut c, _| async move {
-            retention::purge(&mut c, before_ms, dead_before_ms).await
+            retention::purge(&mut c, (before_ms, dead_before_ms), after).await
         })
     }
 

@@ -18,6 +18,7 @@ mod hot;
 mod ids;
 mod inspect;
 mod migrate;
+mod purge;
 mod runs;
 mod writer;
 
@@ -26,7 +27,8 @@ use tokio::sync::oneshot;
 
 use super::{
     Accepted, Backlog, DeliveryFilter, DeliveryRecord, Due, DueDelivery, EventFilter, EventRecord,
-    EventSummary, FinishRecord, Guard, NewEvent, PendingDelivery, Store, StoreError, StoreFuture,
+    EventSummary, FinishRecord, Guard, NewEvent, PendingDelivery, PurgeCursor, PurgeStep, Store,
+    StoreError, StoreFuture,
 };
 
 /// The most writes applied in one transaction.
@@ -100,7 +102,7 @@ enum Write {
     DeadLetterPlugin(String, String, Reply<u64>),
     Start(Vec<(i64, Guard)>, Reply<Vec<bool>>),
     RecoverCrashed(u32, u32, Reply<u64>),
-    Purge(i64, i64, Reply<u64>),
+    Purge(i64, i64, (i64, i64), Reply<PurgeStep>),
     PurgeDeadLetters(Option<String>, i64, Reply<u64>),
     Replay(ReplaySelector, Reply<u64>),
 }
@@ -388,8 +390,24 @@ impl Store for SqliteStore {
         })
     }
 
-    fn purge(&self, before_ms: i64, dead_before_ms: i64) -> StoreFuture<u64> {
-        self.submit(|r| Write::Purge(before_ms, dead_before_ms, r))
+    fn purge_step(
+        &self,
+        before_ms: i64,
+        dead_before_ms: i64,
+        after: Option<PurgeCursor>,
+    ) -> StoreFuture<PurgeStep> {
+        let after = match after {
+            None => (i64::MIN, i64::MIN),
+            Some(PurgeCursor::Seq(at, seq)) => (at, seq),
+            Some(other) => {
+                return Box::pin(async move {
+                    Err(StoreError(format!(
+                        "not this store's purge cursor: {other:?}"
+                    )))
+                })
+            }
+        };
+        self.submit(|r| Write::Purge(before_ms, dead_before_ms, after, r))
     }
 
     fn pending_plugins(&self) -> StoreFuture<Vec<String>> {

@@ -9,8 +9,10 @@
 //! exist by then) removes the delivery just replayed: it is never delivered.
 //!
 //! So a purge is one transaction of two statements:
-//! 1. pick old events that look finished and lock them, `FOR UPDATE SKIP LOCKED` (an event
-//!    another replica is purging or replaying is skipped, never waited for);
+//! 1. among a window of the oldest events (at most `PURGE_CHUNK`, after the previous step's
+//!    cursor: a step's cost is bounded however many old events are still held), pick those that
+//!    look finished and lock them, `FOR UPDATE SKIP LOCKED` (an event another replica is
+//!    purging or replaying is skipped, never waited for);
 //! 2. delete those that are *still* finished, checked again by a statement that starts once the
 //!    locks are held, hence with a snapshot taken after them.
 //!
@@ -30,7 +32,7 @@
 
 use deadpool_postgres::Client;
 
-use crate::store::{StoreError, PURGE_CHUNK};
+use crate::store::{PurgeCursor, PurgeStep, StoreError, PURGE_CHUNK};
 
 /// "Nothing keeps event `e`": no pending delivery, no dead letter that died at or after the
 /// cutoff (the statement's parameter `dead_before`).
@@ -41,28 +43,43 @@ fn finished(dead_before: &str) -> String {
     )
 }
 
-/// [`crate::store::Store::purge`]: at most [`PURGE_CHUNK`] events, oldest first; returns how
-/// many were deleted.
+/// [`crate::store::Store::purge_step`]: of the [`PURGE_CHUNK`] oldest events received before
+/// the cutoff and after `after` (`(received_at, id)`), deletes those finished; returns how many,
+/// and the last event examined (the next step's start), so a step's cost is bounded however many
+/// old events are still held.
 pub(super) async fn purge(
     c: &mut Client,
-    before_ms: i64,
-    dead_before_ms: i64,
-) -> Result<u64, StoreError> {
+    (before_ms, dead_before_ms): (i64, i64),
+    after: Option<(i64, String)>,
+) -> Result<PurgeStep, StoreError> {
+    let (after_at, after_id) = after.unwrap_or((i64::MIN, String::new()));
     let tx = c.transaction().await?;
+    let window = tx
+        .query(
+            "SELECT received_at, id FROM events WHERE received_at < $1
+               AND (received_at, id) > ($3, $4)
+             ORDER BY received_at, id LIMIT $2",
+            &[&before_ms, &(PURGE_CHUNK as i64), &after_at, &after_id],
+        )
+        .await?;
+    let next = (window.len() as u64 == PURGE_CHUNK)
+        .then(|| window.last().map(|r| PurgeCursor::Id(r.get(0), r.get(1))))
+        .flatten();
+    let examined: Vec<String> = window.iter().map(|r| r.get(1)).collect();
     let pick = format!(
-        "SELECT e.id FROM events e WHERE e.received_at < $1 AND {}
-         ORDER BY e.received_at LIMIT $2 FOR UPDATE SKIP LOCKED",
-        finished("$3")
+        "SELECT e.id FROM events e WHERE e.id = ANY($1) AND {}
+         ORDER BY e.received_at, e.id FOR UPDATE SKIP LOCKED",
+        finished("$2")
     );
     let ids: Vec<String> = tx
-        .query(&pick, &[&before_ms, &(PURGE_CHUNK as i64), &dead_before_ms])
+        .query(&pick, &[&examined, &dead_before_ms])
         .await?
         .iter()
         .map(|r| r.get(0))
         .collect();
     if ids.is_empty() {
         tx.commit().await?;
-        return Ok(0);
+        return Ok(PurgeStep { removed: 0, next });
     }
     // A new statement, a new snapshot: taken after the locks above.
     let delete = format!(
@@ -71,5 +88,5 @@ pub(super) async fn purge(
     );
     let n = tx.execute(&delete, &[&ids, &dead_before_ms]).await?;
     tx.commit().await?;
-    Ok(n)
+    Ok(PurgeStep { removed: n, next })
 }

@@ -180,7 +180,12 @@ fn purge_all(conn: &mut Connection, ids: &mut Option<Dedup>) {
         run(
             conn,
             ids,
-            &[Write::Purge(2_000, i64::MIN, oneshot::channel().0)],
+            &[Write::Purge(
+                2_000,
+                i64::MIN,
+                (i64::MIN, i64::MIN),
+                oneshot::channel().0,
+            )],
         );
     }
     assert_eq!(stored(conn), 0);

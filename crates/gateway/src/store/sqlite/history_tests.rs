@@ -306,3 +306,36 @@ fn a_timed_out_call_keeps_its_mark_until_it_returns_and_a_crash_meanwhile_is_cou
         assert_eq!(store.recover_crashed(12, 3).await.expect("recover"), 0);
     });
 }
+
+/// A purge step examines a bounded window of old events: events still held at the old end
+/// (pending deliveries) are passed over by the cursor instead of being scanned again by every
+/// step (each step used to rescan them all, on the writer thread).
+#[test]
+fn a_purge_step_examines_a_bounded_window_and_goes_on_past_held_events() {
+    use super::tests::{accepted, event};
+    use crate::store::{PurgeStep, PURGE_CHUNK};
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
+        let held = PURGE_CHUNK as usize + 200;
+        for i in 0..held {
+            accepted(&store, event(&format!("held-{i}"), &["a"])).await;
+        }
+        for i in 0..300 {
+            store
+                .accept(event(&format!("free-{i}"), &[]))
+                .await
+                .expect("accept");
+        }
+        let step = |after| store.purge_step(i64::MAX, i64::MIN, after);
+        let first: PurgeStep = step(None).await.expect("step 1");
+        assert_eq!(first.removed, 0, "the window holds only held events");
+        let next = first.next.expect("a full window: more to examine");
+        let second = step(Some(next)).await.expect("step 2");
+        assert_eq!(second.removed, 300);
+        assert_eq!(second.next, None, "nothing left to examine");
+        assert!(store.event("held-0").expect("read").is_some());
+        assert!(store.event("free-0").expect("read").is_none());
+        store.close();
+    });
+}

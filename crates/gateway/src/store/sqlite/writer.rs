@@ -18,8 +18,7 @@ use super::floors;
 use super::hot::{Hot, Sql};
 use super::ids::id_hash;
 use super::{now_ms, ReplaySelector, Write};
-use crate::store::PURGE_CHUNK;
-use crate::store::{Accepted, Finish, FinishRecord, NewEvent, StoreError, CRASHED};
+use crate::store::{Accepted, Finish, FinishRecord, NewEvent, PurgeStep, StoreError, CRASHED};
 
 /// The writer thread: batch, apply in one transaction, commit (fsync), answer. With `owner`
 /// (the store's path and the spill size: the gateway that holds the store's lock and accepts
@@ -137,6 +136,7 @@ enum Outcome {
     Accepted(Accepted),
     Applied(Vec<bool>),
     Count(u64),
+    Purged(PurgeStep),
 }
 
 fn answer(write: Write, result: Result<Outcome, StoreError>) {
@@ -144,7 +144,7 @@ fn answer(write: Write, result: Result<Outcome, StoreError>) {
     match (write, result) {
         (Write::Accept(_, r), Ok(Outcome::Accepted(a))) => drop(r.send(Ok(a))),
         (Write::Finish(.., r), Ok(Outcome::Applied(a))) => drop(r.send(Ok(a))),
-        (Write::Purge(.., r), Ok(Outcome::Count(n))) => drop(r.send(Ok(n))),
+        (Write::Purge(.., r), Ok(Outcome::Purged(step))) => drop(r.send(Ok(step))),
         (Write::PurgeDeadLetters(.., r), Ok(Outcome::Count(n))) => drop(r.send(Ok(n))),
         (Write::PurgeDeadLetters(.., r), Err(e)) => drop(r.send(Err(e))),
         (Write::Replay(_, r), Ok(Outcome::Count(n))) => drop(r.send(Ok(n))),
@@ -233,9 +233,12 @@ fn apply_batch(
                 )?
                 .execute(params![plugin, error, now])? as u64,
             ),
-            Write::Purge(before, dead_before, _) => {
-                Outcome::Count(apply_purge(&tx, *before, *dead_before, ids.as_mut())?)
-            }
+            Write::Purge(before, dead_before, after, _) => Outcome::Purged(super::purge::step(
+                &tx,
+                (*before, *dead_before),
+                *after,
+                ids.as_mut(),
+            )?),
             Write::PurgeDeadLetters(plugin, before, _) => Outcome::Count({
                 floors::raise(&tx)?;
                 tx.prepare_cached(
@@ -325,40 +328,6 @@ fn apply_finish(hot: &mut Hot<'_>, record: &FinishRecord, now: i64) -> Result<bo
         ])?;
     }
     Ok(changed == 1)
-}
-
-/// Removes at most [`PURGE_CHUNK`] of the oldest finished events (and their deliveries), so one
-/// purge never holds the writer long; the caller repeats while a whole chunk went.
-fn apply_purge(
-    tx: &rusqlite::Transaction<'_>,
-    before: i64,
-    dead_before: i64,
-    mut ids: Option<&mut Dedup>,
-) -> Result<u64, StoreError> {
-    floors::raise(tx)?;
-    // The same oldest-first chunk in both statements: removing done and old dead deliveries
-    // changes no event's "has a pending delivery or a recent dead letter".
-    let old = "SELECT seq FROM events e WHERE e.received_at < ?1 AND NOT EXISTS
-               (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND (d.state = 'pending'
-                   OR (d.state = 'dead' AND d.updated_at >= ?3)))
-               ORDER BY e.received_at LIMIT ?2";
-    tx.prepare_cached(&format!(
-        "DELETE FROM deliveries WHERE event_seq IN ({old})"
-    ))?
-    .execute(params![before, PURGE_CHUNK as i64, dead_before])?;
-    let mut stmt = tx.prepare_cached(&format!(
-        "DELETE FROM event_ids WHERE seq IN ({old}) RETURNING hash, seq"
-    ))?;
-    let mut gone = stmt.query(params![before, PURGE_CHUNK as i64, dead_before])?;
-    while let Some(row) = gone.next()? {
-        if let Some(index) = ids.as_deref_mut() {
-            index.remove(row.get(0)?, row.get(1)?);
-        }
-    }
-    let n = tx
-        .prepare_cached(&format!("DELETE FROM events WHERE seq IN ({old})"))?
-        .execute(params![before, PURGE_CHUNK as i64, dead_before])?;
-    Ok(n as u64)
 }
 
 fn apply_replay(
@@ -476,7 +445,7 @@ pub(super) fn apply_and_settle_for_tests(
             Outcome::Accepted(Accepted::New { .. }) => "new",
             Outcome::Accepted(Accepted::Duplicate) => "duplicate",
             Outcome::Applied(_) => "applied",
-            Outcome::Count(_) => "count",
+            Outcome::Count(_) | Outcome::Purged(_) => "count",
         })
         .collect())
 }
