@@ -43,6 +43,15 @@ fn events_filter_and_page_by_cursor_and_one_event_shows_its_deliveries_redacted(
     assert_eq!(dead["events"][0]["dead"], 1);
     let none = get(&gw, "/api/v1/events?since=2099-01-01").json();
     assert_eq!(none["events"].as_array().map(Vec::len), Some(0));
+    // A name that exists nowhere is an error, as in the CLI, not an empty list.
+    for path in [
+        "/api/v1/events?app=nosuch",
+        "/api/v1/deliveries?plugin=nosuch",
+        "/api/v1/dead-letters?plugin=nosuch",
+    ] {
+        let answer = get(&gw, path);
+        assert_eq!(answer.status, 404, "{path}: {}", answer.body);
+    }
 
     // Pagination: pages of 2 visit every event once, newest first.
     let mut seen = Vec::new();

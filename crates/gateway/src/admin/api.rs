@@ -73,6 +73,7 @@ fn cursor(q: &[(String, String)]) -> Result<Option<(i64, String)>, ApiError> {
 /// The event list, one page: `{"events": [...], "next_cursor": "..." | null}`.
 pub async fn events(admin: &Admin, q: &[(String, String)]) -> Result<Value, ApiError> {
     let limit = limit(q)?;
+    known_names(admin, super::form::get(q, "app"), None).await?;
     let filter = EventFilter {
         app: super::form::get(q, "app").map(str::to_owned),
         event_type: super::form::get(q, "type").map(str::to_owned),
@@ -139,6 +140,7 @@ fn attempt_row(a: &AttemptRecord) -> Value {
 /// Deliveries in a state (`pending`, `retrying`, `done`, `dead`; default `pending`).
 pub async fn deliveries(admin: &Admin, q: &[(String, String)]) -> Result<Value, ApiError> {
     let state = state(q, &["pending", "retrying", "done", "dead"])?;
+    known_names(admin, None, super::form::get(q, "plugin")).await?;
     let (state, retrying) = match state.as_deref() {
         None => ("pending", false),
         Some("retrying") => ("pending", true),
@@ -161,6 +163,7 @@ pub async fn deliveries(admin: &Admin, q: &[(String, String)]) -> Result<Value, 
 /// [...], "truncated": bool}` (`truncated`: there are more; narrow with `plugin` or `since`).
 pub async fn dead_letters(admin: &Admin, q: &[(String, String)]) -> Result<Value, ApiError> {
     let limit = limit(q)?;
+    known_names(admin, None, super::form::get(q, "plugin")).await?;
     let plugin = super::form::get(q, "plugin").map(str::to_owned);
     let mut rows = admin
         .store
@@ -388,8 +391,39 @@ pub async fn replay(admin: &Admin, body: &[u8]) -> Result<Value, ApiError> {
 }
 
 /// The replay checks' messages: "no event ..." is a 404, the rest 400.
+/// The CLI's rule for a filter's name: one neither configured nor found in the store is a 404,
+/// not an empty list (a mistyped name would read as "nothing there").
+async fn known_names(
+    admin: &Admin,
+    app: Option<&str>,
+    plugin: Option<&str>,
+) -> Result<(), ApiError> {
+    if app.is_none() && plugin.is_none() {
+        return Ok(());
+    }
+    let Some((config, _)) = admin.live_ready().await.and_then(|l| l.current()) else {
+        return Err(ApiError::Unavailable(
+            "the gateway is still starting".into(),
+        ));
+    };
+    if let Some(app) = app {
+        crate::ops::replay::known_app(&config, &*admin.store, app)
+            .await
+            .map_err(not_found_or_bad)?;
+    }
+    if let Some(plugin) = plugin {
+        crate::ops::replay::known_plugin(&config, &*admin.store, plugin)
+            .await
+            .map_err(not_found_or_bad)?;
+    }
+    Ok(())
+}
+
 fn not_found_or_bad(message: String) -> ApiError {
-    if message.starts_with("no event") || message.starts_with("unknown plugin") {
+    if message.starts_with("no event")
+        || message.starts_with("unknown plugin")
+        || message.starts_with("unknown app")
+    {
         ApiError::NotFound(message)
     } else if message.starts_with("store:") {
         ApiError::Unavailable(message)
