@@ -64,6 +64,15 @@ fn an_unknown_shell_is_refused() {
     assert_eq!(code, 2, "{err}");
 }
 
+/// `send --raw` sends the file as is, so an `--event-id` beside it cannot be honoured: refused
+/// (it was dropped without a word).
+#[test]
+fn send_refuses_an_event_id_it_would_not_use() {
+    let (code, out, err) = gateway(&["send", "--raw", "--event-id", "x"]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("--event-id") && err.contains("--raw"), "{err}");
+}
+
 /// deploy/man/gateway.1 is `gateway man`'s output: a CLI change without regenerating the page
 /// fails here.
 #[test]

@@ -33,7 +33,7 @@ pub struct SendArgs {
     #[arg(long)]
     pub event_id: Option<String>,
     /// Send the file as is: no fresh event_id, modify_time or token.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "event_id")]
     pub raw: bool,
 }
 
@@ -154,7 +154,9 @@ async fn post(
     }
     let host = uri.host().context("URL has no host")?.to_owned();
     let port = uri.port_u16().unwrap_or(80);
-    let stream = tokio::net::TcpStream::connect((host.as_str(), port))
+    // An IPv6 literal comes bracketed (`[::1]`): the socket wants the bare address.
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let stream = tokio::net::TcpStream::connect((bare, port))
         .await
         .with_context(|| format!("connecting to {host}:{port} (is the gateway running?)"))?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;

@@ -52,6 +52,22 @@ impl Scrubber {
             if let Some(last) = path.trim_end_matches('/').rsplit('/').next() {
                 needles.push(last.to_owned());
             }
+            // User info (`https://user:password@host`): the password, or a token given as user.
+            if let Some((_, rest)) = url.split_once("://") {
+                let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+                if let Some((userinfo, _)) = authority.rsplit_once('@') {
+                    needles.extend(userinfo.split(':').map(str::to_owned));
+                }
+            }
+            // Query values (`?access_token=...`): any of them may be the credential.
+            if let Some((_, query)) = url.split_once('?') {
+                let query = query.split('#').next().unwrap_or(query);
+                for pair in query.split('&') {
+                    if let Some((_, value)) = pair.split_once('=') {
+                        needles.push(value.to_owned());
+                    }
+                }
+            }
         }
         if let Some(secret) = secret {
             needles.push(secret.to_owned());
@@ -118,5 +134,15 @@ mod tests {
             assert!(!out.contains(secret), "{out}");
         }
         assert!(out.contains("<redacted>"));
+    }
+
+    #[test]
+    fn scrubber_removes_a_token_given_in_the_query() {
+        let s = Scrubber::new(Some("https://h.example/send?access_token=S3cr3tT0k"), None);
+        let out = s.scrub("401 from upstream: bad token S3cr3tT0k");
+        assert!(!out.contains("S3cr3tT0k"), "{out}");
+        let s = Scrubber::new(Some("https://bot:pa55w0rd@h.example/send"), None);
+        let out = s.scrub("auth failed for pa55w0rd");
+        assert!(!out.contains("pa55w0rd"), "{out}");
     }
 }
