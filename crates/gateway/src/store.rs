@@ -378,8 +378,11 @@ pub trait Store: Send + Sync + 'static {
     fn backlog(&self) -> StoreFuture<Backlog>;
     /// The plugin instance names that have pending deliveries.
     fn pending_plugins(&self) -> StoreFuture<Vec<String>>;
-    /// Dead-letters every pending delivery of `plugin` with `error`; returns how many.
-    fn dead_letter_plugin(&self, plugin: String, error: String) -> StoreFuture<u64>;
+    /// Dead-letters every pending delivery of `plugin` last changed before `before_ms` with
+    /// `error`; returns how many. (A delivery accepted since is spared: its name may have been
+    /// configured again by a reload after the caller last looked.)
+    fn dead_letter_plugin(&self, plugin: String, error: String, before_ms: i64)
+        -> StoreFuture<u64>;
     /// Durably marks attempts as started, before their plugin is called (one write for a
     /// batch): a process that dies during the call leaves the mark behind. Deliveries no longer
     /// matching their guard are skipped, and so (in a shared store) are those another process

@@ -289,13 +289,32 @@ impl Engine {
             (expired, next)
         };
         for name in expired {
+            // Only what was there before this look: a reload that configures the name again
+            // from now on finds its fresh deliveries spared (stamped at or after `cutoff`), and
+            // one done already is seen here.
+            let cutoff = now_ms();
+            let configured_again = self
+                .queues
+                .read()
+                .map(|q| q.contains_key(&name))
+                .unwrap_or(false);
+            if configured_again {
+                if let Ok(mut o) = self.orphans.lock() {
+                    o.missing_since.remove(&name);
+                }
+                continue;
+            }
             let error = format!(
                 "plugin instance `{name}` is no longer configured (removed from the config for \
                  more than removed_plugin_grace {}s); replay once an instance of that name exists \
                  again",
                 grace.as_secs()
             );
-            match self.store.dead_letter_plugin(name.clone(), error).await {
+            match self
+                .store
+                .dead_letter_plugin(name.clone(), error, cutoff)
+                .await
+            {
                 Ok(n) => {
                     tracing::warn!(plugin = %name, deliveries = n, "deliveries of a removed plugin instance dead-lettered");
                     if let Ok(mut o) = self.orphans.lock() {

@@ -378,7 +378,12 @@ impl Store for PgStore {
         })
     }
 
-    fn dead_letter_plugin(&self, plugin: String, error: String) -> StoreFuture<u64> {
+    fn dead_letter_plugin(
+        &self,
+        plugin: String,
+        error: String,
+        before_ms: i64,
+    ) -> StoreFuture<u64> {
         self.op(move |c, inner| async move {
             // Not those another replica holds a live claim on: it still runs that plugin. This
             // replica's own claims are kept (for at most a lease from now): a call of the removed
@@ -390,7 +395,7 @@ impl Store for PgStore {
                      lease_until = CASE WHEN claimed_by = $4
                          THEN LEAST(lease_until, {DB_NOW_MS} + $5) ELSE 0 END,
                      claimed_by = CASE WHEN claimed_by = $4 THEN claimed_by ELSE NULL END
-                 WHERE plugin = $1 AND state = 'pending'
+                 WHERE plugin = $1 AND state = 'pending' AND updated_at < $6
                    AND (claimed_by IS NULL OR claimed_by = $4 OR lease_until < {DB_NOW_MS})"
             );
             Ok(c.execute(
@@ -401,6 +406,7 @@ impl Store for PgStore {
                     &now_ms(),
                     &inner.claim.replica,
                     &inner.claim.lease_ms,
+                    &before_ms,
                 ],
             )
             .await?)

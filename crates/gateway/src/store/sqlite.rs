@@ -99,7 +99,7 @@ type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 enum Write {
     Accept(NewEvent, Reply<Accepted>),
     Finish(Vec<FinishRecord>, Reply<Vec<bool>>),
-    DeadLetterPlugin(String, String, Reply<u64>),
+    DeadLetterPlugin(String, String, i64, Reply<u64>),
     Start(Vec<(i64, Guard)>, Reply<Vec<bool>>),
     RecoverCrashed(u32, u32, Reply<u64>),
     Purge(i64, i64, (i64, i64), Reply<PurgeStep>),
@@ -420,8 +420,13 @@ impl Store for SqliteStore {
         })
     }
 
-    fn dead_letter_plugin(&self, plugin: String, error: String) -> StoreFuture<u64> {
-        self.submit(|r| Write::DeadLetterPlugin(plugin, error, r))
+    fn dead_letter_plugin(
+        &self,
+        plugin: String,
+        error: String,
+        before_ms: i64,
+    ) -> StoreFuture<u64> {
+        self.submit(|r| Write::DeadLetterPlugin(plugin, error, before_ms, r))
     }
 
     fn start_attempts(&self, deliveries: Vec<(i64, Guard)>) -> StoreFuture<Vec<bool>> {

@@ -438,12 +438,21 @@ fn deliveries_of_one_plugin_are_dead_lettered_together() {
             store.pending_plugins().await.expect("plugins"),
             ["gone", "stay"]
         );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let cutoff = now_ms();
+        // Accepted after the caller's look (a reload configured `gone` again meanwhile): spared.
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        store.accept(event("e3", &["gone"])).await.expect("e3");
         let n = store
-            .dead_letter_plugin("gone".into(), "no longer configured".into())
+            .dead_letter_plugin("gone".into(), "no longer configured".into(), cutoff)
             .await
             .expect("dead-letter");
         assert_eq!(n, 2);
-        assert_eq!(store.pending_plugins().await.expect("plugins"), ["stay"]);
+        assert_eq!(
+            store.pending_plugins().await.expect("plugins"),
+            ["gone", "stay"],
+            "e3's delivery stays pending"
+        );
         let dead = store.dead_letters(Some("gone"), None).expect("list");
         assert_eq!(dead.len(), 2);
         assert_eq!(dead[0].last_error.as_deref(), Some("no longer configured"));

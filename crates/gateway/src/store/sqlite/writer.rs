@@ -225,13 +225,13 @@ fn apply_batch(
                 )?
                 .execute(params![max_attempts, max_crashes, now])? as u64
             }),
-            Write::DeadLetterPlugin(plugin, error, _) => Outcome::Count(
+            Write::DeadLetterPlugin(plugin, error, before, _) => Outcome::Count(
                 tx.prepare_cached(
                     "UPDATE deliveries SET state = 'dead', last_error = ?2, updated_at = ?3,
                          started = 0
-                     WHERE plugin = ?1 AND state = 'pending'",
+                     WHERE plugin = ?1 AND state = 'pending' AND updated_at < ?4",
                 )?
-                .execute(params![plugin, error, now])? as u64,
+                .execute(params![plugin, error, now, before])? as u64,
             ),
             Write::Purge(before, dead_before, after, _) => Outcome::Purged(super::purge::step(
                 &tx,
