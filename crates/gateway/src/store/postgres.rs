@@ -385,7 +385,9 @@ impl Store for PgStore {
         before_ms: i64,
     ) -> StoreFuture<u64> {
         self.op(move |c, inner| async move {
-            // Not those another replica holds a live claim on: it still runs that plugin. This
+            // Not an attempt whose holder died during the call and whose crash is not counted
+            // yet (`recover_crashed` counts it at the next sweep, then this rule takes it). Not
+            // those another replica holds a live claim on: it still runs that plugin. This
             // replica's own claims are kept (for at most a lease from now): a call of the removed
             // instance may still run here, and renewals keep its claim while it does, so a replay
             // of the dead letter is not run by another replica beside it.
@@ -396,7 +398,8 @@ impl Store for PgStore {
                          THEN LEAST(lease_until, {DB_NOW_MS} + $5) ELSE 0 END,
                      claimed_by = CASE WHEN claimed_by = $4 THEN claimed_by ELSE NULL END
                  WHERE plugin = $1 AND state = 'pending' AND updated_at < $6
-                   AND (claimed_by IS NULL OR claimed_by = $4 OR lease_until < {DB_NOW_MS})"
+                   AND (claimed_by IS NULL OR claimed_by = $4 OR lease_until < {DB_NOW_MS})
+                   AND NOT (started > 0 AND started >= attempts AND lease_until < {DB_NOW_MS})"
             );
             Ok(c.execute(
                 &sql,
