@@ -554,3 +554,51 @@ fn a_reload_replacing_a_hung_instance_takes_effect_before_the_hung_call_returns(
     let all = calls(&gw, "kit");
     assert_eq!(all.len(), 2, "{all:?}");
 }
+
+/// `max_concurrency` holds across a reload that removes a name and one that configures it
+/// again: a call of the removed instance still running keeps its permit, and the name's new
+/// instance waits for it (the name came back with a fresh set of permits and ran beside it).
+#[test]
+fn a_name_removed_and_configured_again_keeps_its_limit_while_an_old_call_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = "removed_plugin_grace = \"1m\"\ntimeout = \"30s\"";
+    let held = (
+        "held",
+        "mode = \"gate\", gate = \"open\", log = true",
+        "max_concurrency = 1",
+    );
+    let stay = ("stay", "mode = \"ok\"", "");
+    let with = config(settings, &[held, stay]);
+    let gw = TestGateway::spawn(dir.path(), &with);
+    send(&gw, "limit-1", "test.held");
+    assert!(
+        wait_until(WAIT, || gw.log().contains("testkit handling limit-1")),
+        "{}",
+        gw.log()
+    );
+    let reload = |cfg: &str, n: usize| {
+        std::fs::write(dir.path().join("gateway.toml"), cfg).expect("write");
+        gw.signal("HUP");
+        assert!(
+            wait_until(WAIT, || gw.log().matches("config reloaded").count() == n),
+            "{}",
+            gw.log()
+        );
+    };
+    reload(&config(settings, &[stay]), 1);
+    reload(&with, 2);
+    send(&gw, "limit-2", "test.held");
+    std::thread::sleep(Duration::from_millis(1_500));
+    assert!(
+        !gw.log().contains("testkit handling limit-2"),
+        "called beside the removed instance's running call (max_concurrency 1)\n{}",
+        gw.log()
+    );
+    std::fs::write(dir.path().join("open"), "").expect("open the gate");
+    assert!(
+        wait_until(WAIT, || state(&gw, "limit-2", "held") == "done"
+            && state(&gw, "limit-1", "held") == "done"),
+        "{}",
+        gw.log()
+    );
+}

@@ -76,7 +76,8 @@ struct PluginQueue {
     permits: Arc<Semaphore>,
     /// The current `max_concurrency`.
     limit: Mutex<usize>,
-    hung: Mutex<Vec<Arc<HungCall>>>,
+    /// Shared with the queue a removed name gets back if a reload configures it again.
+    hung: Arc<Mutex<Vec<Arc<HungCall>>>>,
     /// Stops this dispatcher when a reload removes the instance.
     cancel: CancellationToken,
 }
@@ -220,6 +221,9 @@ pub struct Engine {
     config: RwLock<DeliveryConfig>,
     /// Per plugin instance name; replaced on reload.
     queues: RwLock<HashMap<String, Arc<PluginQueue>>>,
+    /// Queues a reload removed while calls of theirs still ran: a name configured again gets
+    /// their permits back, so `max_concurrency` holds across the removal.
+    retired: Mutex<HashMap<String, Arc<PluginQueue>>>,
     known: Known,
     health: StoreHealth,
     /// Per-plugin outcomes, for `/status`.
@@ -250,6 +254,7 @@ impl Engine {
             store,
             config: RwLock::new(config),
             queues: RwLock::new(HashMap::new()),
+            retired: Mutex::new(HashMap::new()),
             known: Known::default(),
             book: Default::default(),
             gate: Arc::new(tokio::sync::RwLock::new(())),
@@ -292,14 +297,32 @@ impl Engine {
                 Some(q) => q.replace(slot),
                 None => {
                     let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-                    let q = Arc::new(PluginQueue {
-                        tx,
-                        slot: RwLock::new(slot.clone()),
-                        permits: Arc::new(Semaphore::new(slot.spec.max_concurrency)),
-                        limit: Mutex::new(slot.spec.max_concurrency),
-                        hung: Mutex::new(Vec::new()),
-                        cancel: self.cancel.child_token(),
+                    let earlier = self
+                        .retired
+                        .lock()
+                        .ok()
+                        .and_then(|mut r| r.remove(&slot.spec.name));
+                    let q = Arc::new(match earlier {
+                        // Calls of the name's removed queue still run: they keep counting
+                        // against its limit (then `replace` applies the new instance and limit).
+                        Some(old) => PluginQueue {
+                            tx,
+                            slot: RwLock::new(old.slot().unwrap_or_else(|| slot.clone())),
+                            permits: old.permits.clone(),
+                            limit: Mutex::new(old.limit.lock().map(|l| *l).unwrap_or(0)),
+                            hung: old.hung.clone(),
+                            cancel: self.cancel.child_token(),
+                        },
+                        None => PluginQueue {
+                            tx,
+                            slot: RwLock::new(slot.clone()),
+                            permits: Arc::new(Semaphore::new(slot.spec.max_concurrency)),
+                            limit: Mutex::new(slot.spec.max_concurrency),
+                            hung: Arc::default(),
+                            cancel: self.cancel.child_token(),
+                        },
                     });
+                    q.replace(slot);
                     queues.insert(slot.spec.name.clone(), q.clone());
                     tokio::spawn(self.clone().dispatch(q, rx));
                 }
@@ -314,13 +337,24 @@ impl Engine {
     /// dead letters after `[delivery] removed_plugin_grace` unless the name comes back.
     pub fn retain_plugins(&self, plugins: &Plugins) {
         if let Ok(mut queues) = self.queues.write() {
+            let mut retired = self.retired.lock().ok();
             queues.retain(|name, q| {
                 let keep = plugins.iter().any(|s| &s.spec.name == name);
                 if !keep {
                     q.cancel.cancel();
+                    if let Some(r) = retired.as_mut() {
+                        r.insert(name.clone(), q.clone());
+                    }
                 }
                 keep
             });
+            // Forget the removed queues whose calls have all returned.
+            if let Some(r) = retired.as_mut() {
+                r.retain(|_, q| {
+                    let limit = q.limit.lock().map(|l| *l).unwrap_or(0);
+                    q.permits.available_permits() < limit
+                });
+            }
         }
         self.check_orphans();
         self.wake.notify_one();
