@@ -33,6 +33,10 @@ pub(crate) struct WalFile {
     pub(crate) at: i64,
     /// The last frame header held carries a commit mark: its page ends the commit.
     pub(crate) commit_next: bool,
+    /// The end of the furthest write so far (back to the header's end when the WAL restarts at
+    /// offset 0): a write below it rewrites earlier bytes (the frame headers SQLite rewrites
+    /// with new checksums at a commit) and is written through, never held.
+    pub(crate) high_water: i64,
 }
 
 /// Where the real file object starts in a [`WalFile`]'s allocation (SQLite's allocations are
@@ -174,16 +178,25 @@ unsafe extern "C" fn write(
     };
     let end = i64::try_from(wal.held.len()).map_or(i64::MAX, |held| wal.at.saturating_add(held));
     let continues = !wal.held.is_empty() && at == end;
+    if at == 0 {
+        wal.high_water = 0; // the WAL restarts: its header, then frames from the start
+    }
+    let rewrite = at < wal.high_water && !continues;
+    wal.high_water = wal.high_water.max(at.saturating_add(i64::from(len)));
+    // The page of a commit frame whose header is held ends the commit, even when the held
+    // bytes are written first to make room.
+    let commit_page = continues && wal.commit_next;
     if !continues || wal.held.len() + n > MAX_HELD {
         let rc = wal.flush();
         if rc != ffi::SQLITE_OK {
             return rc;
         }
     }
-    if !wal.hold || n > MAX_HELD {
+    if !wal.hold || n > MAX_HELD || rewrite {
         // SAFETY: SQLite's buffer of `len` bytes.
         return unsafe { real_write(wal.real, data, len, at) };
     }
+    wal.commit_next |= commit_page;
     if wal.held.is_empty() {
         wal.at = at;
     }
@@ -216,9 +229,11 @@ unsafe fn flushed(
 ) -> c_int {
     // SAFETY: per the contract.
     let wal = unsafe { wal(file) };
-    let rc = wal.flush();
-    if rc != ffi::SQLITE_OK {
-        return rc;
+    if wal.flush() != ffi::SQLITE_OK {
+        // Reported as the write error it is: a read (or size query) that failed with, say,
+        // SQLITE_FULL would let SQLite undo only the statement and go on to commit the
+        // transaction whose frames were never written; a write error rolls it all back.
+        return ffi::SQLITE_IOERR_WRITE;
     }
     // SAFETY: the real file is open while ours is.
     call(wal.real, unsafe { methods(wal.real) })
@@ -344,6 +359,7 @@ mod tests {
             held: Vec::with_capacity(capacity),
             at: 0,
             commit_next: true,
+            high_water: 0,
         }
     }
 

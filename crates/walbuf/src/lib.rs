@@ -27,8 +27,14 @@
 //! A WAL on a device without `SQLITE_IOCAP_POWERSAFE_OVERWRITE` (SQLite then writes part of the
 //! last frame after the sync) is not held at all: it is written through.
 //!
-//! A write error of held bytes is reported by the operation that wrote them (the write that
-//! ends a commit, or the one after), which fails as the original write would have made it fail.
+//! A write that rewrites bytes below the furthest one written (SQLite rewrites frame headers
+//! with new checksums at a commit that wrote a spilled page again) is written through at once.
+//!
+//! A write error of held bytes is reported by the operation that wrote them: the write that
+//! ends a commit, or the one after, fails as the original write would have made it fail; a
+//! read, sync, truncation, size query or file control fails with `SQLITE_IOERR_WRITE`, so SQLite
+//! rolls the whole transaction back (an error it takes for a statement's own, like
+//! `SQLITE_FULL` from a read, would let it commit frames that were never written).
 //!
 //! All `unsafe` of the gateway's store is here: the VFS is a C interface.
 #![allow(unsafe_code)]
@@ -206,6 +212,7 @@ unsafe extern "C" fn open(
         held: Vec::new(),
         at: 0,
         commit_next: false,
+        high_water: 0,
     };
     // SAFETY: the allocation starts with room for a `WalFile`, suitably aligned, not yet
     // initialized (no drop of old contents); `close` drops it.
@@ -213,5 +220,7 @@ unsafe extern "C" fn open(
     rc
 }
 
+#[cfg(test)]
+mod normal_tests;
 #[cfg(test)]
 mod tests;
