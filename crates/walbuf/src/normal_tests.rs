@@ -5,17 +5,10 @@
 
 use std::path::Path;
 
-use rusqlite::{Connection, OpenFlags};
-
-use super::*;
+use rusqlite::Connection;
 
 fn normal(path: &Path) -> Connection {
-    register().expect("register");
-    let conn = Connection::open_with_flags_and_vfs(path, OpenFlags::default(), VFS_NAME)
-        .expect("open through the VFS");
-    attach(&conn);
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .expect("wal");
+    let conn = super::tests::buffered(path);
     conn.pragma_update(None, "synchronous", "NORMAL")
         .expect("normal");
     conn

@@ -6,7 +6,7 @@ use rusqlite::{params, Connection, OpenFlags};
 use super::*;
 
 /// A connection through this VFS, set up as the gateway's store sets up its own.
-fn buffered(path: &Path) -> Connection {
+pub(super) fn buffered(path: &Path) -> Connection {
     register().expect("register");
     let conn = Connection::open_with_flags_and_vfs(path, OpenFlags::default(), VFS_NAME)
         .expect("open through the VFS");
