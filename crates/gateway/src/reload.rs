@@ -116,11 +116,14 @@ impl Live {
             .reloading
             .lock()
             .map_err(|_| "reload state poisoned".to_owned())?;
-        let new = Config::load(&self.file).map_err(|e| e.to_string())?;
+        let mut new = Config::load(&self.file).map_err(|e| e.to_string())?;
         let (old, old_plugins) = &self
             .current()
             .ok_or_else(|| "reload state poisoned".to_owned())?;
         let lease_note = old.store.reload_to(&new.store, new.delivery.timeout)?;
+        // The store runs as it was opened (a changed lease waits for the restart): what the next
+        // reload checks against is the running one.
+        new.store = old.store.clone();
         let plugins = plugins::reload(old_plugins, &new)
             .map_err(|p| format!("plugins:\n  - {}", p.join("\n  - ")))?;
         self.engine.add_plugins(&plugins, new.delivery);

@@ -6,9 +6,10 @@
 //! entry whose timer ran out is dropped (a missing fragment means the message is never
 //! dispatched: Lark re-sends what is not acked).
 //!
-//! A message found too large is refused once: the error is returned for the fragment that made
-//! it too large, and its other fragments are then ignored (`Ok(None)`) until none has come for
-//! `ttl`, so the caller acks it once (spec §11: one ack per message).
+//! A message of several fragments found too large is refused once: the error is returned for
+//! the fragment that made it too large, and its other fragments are ignored (`Ok(None)`) for
+//! `ttl` after that, so the caller acks it once (spec §11: one ack per message); a message sent
+//! again after that is examined afresh (and refused again, with another ack).
 //!
 //! Bounds: one message at most `max_message_bytes`; at most `max_entries` incomplete messages
 //! and `max_total_bytes` buffered in all — past those the oldest incomplete message is evicted.
@@ -118,8 +119,7 @@ impl Reassembler {
             return Err(FragmentError::BadSeq { seq, sum });
         }
         self.expire(now);
-        if let Some(until) = self.refused.get_mut(message_id) {
-            *until = now + self.ttl;
+        if sum > 1 && self.refused.contains_key(message_id) {
             return Ok(None);
         }
         if sum == 1 {
@@ -407,9 +407,16 @@ mod tests {
             Err(FragmentError::TooLarge { limit: 100 })
         );
         assert_eq!(r.push("m", 3, 2, vec![0; 1], now), Ok(None), "ignored");
-        assert_eq!(r.push("m", 3, 1, vec![0; 1], now), Ok(None), "ignored");
+        let soon = now + Duration::from_secs(4);
+        assert_eq!(r.push("m", 3, 1, vec![0; 1], soon), Ok(None), "ignored");
         assert!(r.is_empty());
-        // Once no fragment came for the ttl, the id is a message like any other.
+        // A message of one fragment is never held back: examined as it comes.
+        assert_eq!(
+            r.push("m", 1, 0, b"y".to_vec(), soon),
+            Ok(Some(b"y".to_vec()))
+        );
+        // A ttl after the refusal (ignored fragments do not extend it), the id is a message
+        // like any other.
         let later = now + Duration::from_secs(6);
         assert_eq!(
             r.push("m", 1, 0, b"x".to_vec(), later),

@@ -55,6 +55,9 @@ use crate::config::{redact_url, PgSettings};
 const DB_NOW_MS: &str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT";
 /// The longest any one operation may take before it fails.
 const OP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Migrations may build an index over a large table (once, at the first start of a version),
+/// and wait for another replica applying them: far longer than one operation.
+const MIGRATION_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Who claims, and for how long.
 #[derive(Debug, Clone)]
@@ -119,7 +122,7 @@ impl PgStore {
             .await
             .map_err(|e| StoreError(format!("{shown}: {}", e.0)))?;
         if migrate {
-            let applied = tokio::time::timeout(OP_TIMEOUT, schema::migrate(&mut client))
+            let applied = tokio::time::timeout(MIGRATION_TIMEOUT, schema::migrate(&mut client))
                 .await
                 .map_err(|_| StoreError(format!("{shown}: migrations did not finish in time")))??;
             if applied > 0 {

@@ -3,7 +3,8 @@
 //! starting at once on an empty database apply it exactly once (the others wait on the lock,
 //! then find it recorded). Tables are those of the embedded store plus the claim columns
 //! (`claimed_by`, `lease_until`); times are Unix milliseconds (`BIGINT`). Migration 2 adds the
-//! attempt history (`attempts`), migration 3 the index the crashed-attempt search uses.
+//! attempt history (`attempts`), migration 3 the index the crashed-attempt search uses, migration 4 the purge window's
+//! (`received_at`, `id`) index in place of the one on `received_at`.
 
 use deadpool_postgres::Client;
 
@@ -62,6 +63,12 @@ CREATE INDEX attempts_delivery ON attempts (delivery_key);
     // a scan of every pending delivery (50 ms at 300,000 pending, growing with the backlog).
     "
 CREATE INDEX deliveries_started ON deliveries (lease_until) WHERE state = 'pending' AND started > 0;
+",
+    // The retention purge reads a window of the oldest events in (received_at, id) order: an
+    // index in that order (PostgreSQL before 13 has no incremental sort over received_at's).
+    "
+CREATE INDEX events_received_id ON events (received_at, id);
+DROP INDEX events_received;
 ",
 ];
 
