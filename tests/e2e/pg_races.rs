@@ -585,3 +585,40 @@ fn the_crashed_attempt_search_has_an_index() {
     );
     assert!(plan.contains("deliveries_started"), "{plan}");
 }
+
+/// A PostgreSQL store keeps the lease it was opened with until a restart: a reload whose
+/// `[delivery] timeout` derives a longer lease is accepted while the timeout stays under the
+/// running lease, and the next reload is checked against that running lease, not against the
+/// one the previous config derived (30 s → 45 s → 70 s passed with 60 s running).
+#[test]
+fn reloads_are_checked_against_the_running_lease() {
+    let pg = PgCluster::start();
+    let url = replica_database(&pg, "leasereload");
+    let dir = tempfile::tempdir().expect("tmp");
+    let with_timeout = |t: &str| {
+        config("3s", r#"mode = "ok""#)
+            .replace("lease = \"3s\"\n", "")
+            .replace("timeout = \"1s\"", &format!("timeout = \"{t}\""))
+    };
+    let gw = spawn(dir.path(), &with_timeout("30s"), &url); // lease 60 s (derived)
+    let reload = |t: &str| {
+        std::fs::write(dir.path().join("gateway.toml"), with_timeout(t)).expect("write");
+        gw.signal("HUP");
+    };
+    reload("45s"); // derives 90 s; the running 60 s still covers it
+    assert!(
+        wait_until(Duration::from_secs(10), || gw
+            .log()
+            .contains("the store's lease stays 60s")),
+        "{}",
+        gw.log()
+    );
+    reload("70s");
+    assert!(
+        wait_until(Duration::from_secs(10), || gw
+            .log()
+            .contains("is not shorter than the running store's lease (60s)")),
+        "{}",
+        gw.log()
+    );
+}
