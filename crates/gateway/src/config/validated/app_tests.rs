@@ -1,17 +1,7 @@
 //! App checks that close traps: a setting the app's other settings make meaningless, and base
 //! URLs whose host is not what it seems.
 
-use super::*;
-
-fn problems(text: &str) -> Vec<String> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("gateway.toml");
-    std::fs::write(&path, text).expect("write");
-    match Config::load_with_env(&path, &|_: &str| None) {
-        Err(ConfigError::Invalid { problems, .. }) => problems,
-        other => panic!("expected Invalid, got {other:?}"),
-    }
-}
+use super::tests::problems;
 
 #[test]
 fn a_clock_skew_limit_needs_signed_requests_so_an_encrypt_key() {

@@ -16,7 +16,7 @@ fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
     Config::load_with_env(&path, &lookup)
 }
 
-fn problems(text: &str) -> Vec<String> {
+pub(super) fn problems(text: &str) -> Vec<String> {
     match load(text, &[]) {
         Err(ConfigError::Invalid { problems, .. }) => problems,
         other => panic!("expected Invalid, got {other:?}"),
