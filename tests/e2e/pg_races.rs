@@ -5,211 +5,22 @@
 //!   pending again, must not delete the event (and the replayed delivery with it);
 //! - a replica whose outcome write is slow (here: held for two leases) keeps its claim, so no
 //!   replica calls the delivery a second time meanwhile; and so does a replica whose call hangs
-//!   past its timeout (the lease, not the gate, is what is tested there).
+//!   past its timeout (the lease, not the gate, is what is tested there);
+//! - an outcome write the gateway gave up on while the database still held it, and which then
+//!   committed, counts as applied when written again (the call's late success is the delivery).
 //!
 //! **The gate.** A statement is held at a chosen point by a row-level-security policy whose
 //! function waits on an advisory lock that the test's own connection holds, for the statements
 //! whose text matches a pattern the test arms. Row security is evaluated while rows are read,
 //! after the statement took its snapshot and before it locks or changes the row, which is where
-//! these races live. The gateways connect as a role that owns the tables and is no superuser
+//! these races live ([`Gate::install_on_insert`] holds one where it inserts a row instead, after
+//! what it changed before). The gateways connect as a role that owns the tables and is no superuser
 //! (superusers bypass row security); the test's connection is the superuser `gateway`.
 
-use std::path::Path;
-use std::time::{Duration, Instant};
+#[path = "pg_races_kit.rs"]
+mod kit;
 
-use gateway_e2e::harness::{binaries, read_jsonl, wait_until, Lark, TestGateway};
-use gateway_e2e::pgkit::PgCluster;
-
-/// The advisory lock the gate waits on.
-const GATE_LOCK: i64 = 4242;
-
-/// A gateway config on `${PG_URL}` with a `testkit` instance `audit` (`mode`) recording its
-/// calls in `data/audit.jsonl`, every event routed to it.
-fn config(lease: &str, mode: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-shutdown_grace = "5s"
-
-[admin]
-listen = "127.0.0.1:0"
-
-[store]
-url = "${{PG_URL}}"
-lease = "{lease}"
-
-[delivery]
-timeout = "1s"
-initial_backoff = "100ms"
-
-[[apps]]
-name = "hire"
-path = "/hook"
-verification_token = "tok"
-encrypt_key = "key"
-
-[[plugins]]
-name = "audit"
-library = "{testkit}"
-config = {{ {mode}, record = "data/audit.jsonl" }}
-
-[[routes]]
-events = ["*"]
-plugins = ["audit"]
-"#,
-        testkit = binaries().testkit.display(),
-    )
-}
-
-/// Creates database `db` owned by the role `replica` (no superuser) and returns the URL the
-/// gateways use.
-fn replica_database(pg: &PgCluster, db: &str) -> String {
-    pg.sql(
-        "postgres",
-        &format!(
-            "DO $$ BEGIN CREATE ROLE replica LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; \
-             END $$; CREATE DATABASE {db} OWNER replica"
-        ),
-    );
-    format!("postgres://replica@127.0.0.1:{}/{db}", pg.port())
-}
-
-fn spawn(dir: &Path, config: &str, url: &str) -> TestGateway {
-    TestGateway::spawn_with_env(dir, config, &[("PG_URL", url)])
-}
-
-/// Two replicas on `url` running `cfg` (a testkit `gate` instance): A's calls hang until its
-/// `data/open` exists; B's gate is open from the start (its calls return at once).
-fn hung_and_free(
-    cfg: &str,
-    url: &str,
-) -> (
-    TestGateway,
-    TestGateway,
-    tempfile::TempDir,
-    tempfile::TempDir,
-) {
-    let (a_dir, b_dir) = (
-        tempfile::tempdir().expect("tmp"),
-        tempfile::tempdir().expect("tmp"),
-    );
-    let a = spawn(a_dir.path(), cfg, url);
-    let b = spawn(b_dir.path(), cfg, url);
-    std::fs::write(b_dir.path().join("data/open"), "").expect("B's calls return at once");
-    (a, b, a_dir, b_dir)
-}
-
-/// Sends event `id` to `gw` and asserts it was accepted.
-fn send(gw: &TestGateway, id: &str) {
-    let lark = Lark::encrypted("tok", "key");
-    let a = lark.send(
-        &gw.url("/hook"),
-        &lark.event_v2(id, "x.y_v1", serde_json::json!({})),
-    );
-    assert_eq!(a.status, 200, "{}", a.body);
-}
-
-/// The calls `audit` recorded in these gateways' folders.
-fn calls(dirs: &[&Path]) -> usize {
-    dirs.iter()
-        .map(|d| read_jsonl(&d.join("data/audit.jsonl")).len())
-        .sum()
-}
-
-/// The test's own connection to `db` (superuser), which holds the gate's lock.
-struct Gate {
-    client: postgres::Client,
-}
-
-impl Gate {
-    /// Installs the gate on `table` of database `db` (created by the gateway's migrations), not
-    /// armed: every statement passes.
-    fn install(pg: &PgCluster, db: &str, table: &str) -> Gate {
-        let mut client = postgres::Client::connect(
-            &format!("host=127.0.0.1 port={} user=gateway dbname={db}", pg.port()),
-            postgres::NoTls,
-        )
-        .expect("the test's connection");
-        client
-            .batch_execute(&format!(
-                "CREATE TABLE IF NOT EXISTS test_gate (pattern TEXT NOT NULL);
-                 GRANT SELECT ON test_gate TO PUBLIC;
-                 CREATE OR REPLACE FUNCTION test_gate() RETURNS boolean
-                 LANGUAGE plpgsql VOLATILE AS $f$
-                 BEGIN
-                     IF EXISTS (SELECT 1 FROM test_gate WHERE current_query() LIKE pattern) THEN
-                         PERFORM pg_advisory_lock_shared({GATE_LOCK});
-                         PERFORM pg_advisory_unlock_shared({GATE_LOCK});
-                     END IF;
-                     RETURN true;
-                 END $f$;
-                 ALTER TABLE {table} ENABLE ROW LEVEL SECURITY;
-                 ALTER TABLE {table} FORCE ROW LEVEL SECURITY;
-                 CREATE POLICY test_gate ON {table} USING (test_gate()) WITH CHECK (true);"
-            ))
-            .expect("install the gate");
-        Gate { client }
-    }
-
-    /// From now on, statements whose text is `LIKE pattern` wait at the gate's table.
-    fn arm(&mut self, pattern: &str) {
-        self.client
-            .execute("SELECT pg_advisory_lock($1)", &[&GATE_LOCK])
-            .expect("take the gate's lock");
-        self.client
-            .execute("INSERT INTO test_gate VALUES ($1)", &[&pattern])
-            .expect("arm");
-    }
-
-    /// How many gateway statements wait at the gate now.
-    fn waiting(&mut self) -> i64 {
-        self.client
-            .query_one(
-                "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
-                   AND objid = $1",
-                &[&(GATE_LOCK as u32)],
-            )
-            .expect("pg_locks")
-            .get(0)
-    }
-
-    /// Waits until a statement waits at the gate.
-    fn wait_for_one(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.waiting() == 0 {
-            assert!(Instant::now() < deadline, "no statement reached the gate");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// New statements pass; those waiting still wait (see [`Gate::open`]).
-    fn disarm(&mut self) {
-        self.client
-            .execute("DELETE FROM test_gate", &[])
-            .expect("disarm");
-    }
-
-    /// Lets the waiting statements go on.
-    fn open(&mut self) {
-        self.client
-            .execute("SELECT pg_advisory_unlock($1)", &[&GATE_LOCK])
-            .expect("release the gate's lock");
-    }
-
-    /// One row's columns as text, `|`-separated, a NULL as `NULL` (`None`: no row).
-    fn row(&mut self, sql: &str) -> Option<String> {
-        self.client.query_opt(sql, &[]).expect(sql).map(|r| {
-            (0..r.len())
-                .map(|i| {
-                    r.get::<_, Option<String>>(i)
-                        .unwrap_or_else(|| "NULL".into())
-                })
-                .collect::<Vec<_>>()
-                .join("|")
-        })
-    }
-}
+use kit::*;
 
 /// The race: the purge's statement has seen the event's only delivery finished; a replay makes
 /// it pending again and commits; the purge then locks the event (nobody holds it any more) and
@@ -620,5 +431,58 @@ fn reloads_are_checked_against_the_running_lease() {
             .contains("is not shorter than the running store's lease (60s)")),
         "{}",
         gw.log()
+    );
+}
+
+/// An outcome write the gateway gave up on (its 10 s limit ran out while the database held the
+/// statement) but which the database then committed is retried; the retry must learn that the
+/// first try applied. Here the write is a hung call's timeout, recorded as a retry: had it been
+/// taken as "not applied", the call's late success would be refused (its guard names the
+/// attempt before the timeout) and the delivery run a second time.
+#[test]
+fn an_outcome_the_database_committed_after_the_gateway_gave_up_counts_as_applied() {
+    let pg = PgCluster::start();
+    let url = replica_database(&pg, "ambiguous");
+    let cfg = config("3s", r#"mode = "gate", gate = "data/open""#);
+    let dir = tempfile::tempdir().expect("tmp");
+    let gw = spawn(dir.path(), &cfg, &url);
+    let sql = |q: &str| pg.sql("ambiguous", q);
+    // The outcome write's history row waits at the gate, its delivery row already changed
+    // (and locked) by the same statement.
+    let mut gate = Gate::install_on_insert(&pg, "ambiguous", "attempts");
+    gate.arm("%g_attempts%");
+    send(&gw, "ambiguous-1");
+    gate.wait_for_one();
+    assert!(
+        wait_until(Duration::from_secs(20), || gw
+            .log()
+            .contains("could not record delivery outcomes")),
+        "the gateway gave up waiting for the write:\n{}",
+        gw.log()
+    );
+    gate.disarm();
+    gate.open();
+    assert!(
+        wait_until(Duration::from_secs(20), || sql(
+            "SELECT string_agg(outcome, ',') FROM attempts"
+        ) == "timeout"),
+        "the timeout was recorded (once)"
+    );
+    std::thread::sleep(Duration::from_millis(500)); // the retry of the write has run by now
+    std::fs::write(dir.path().join("data/open"), "").expect("the hung call returns");
+    assert!(
+        wait_until(Duration::from_secs(20), || sql(
+            "SELECT state FROM deliveries"
+        ) == "done"),
+        "delivered"
+    );
+    std::thread::sleep(Duration::from_millis(1_500)); // a second call would show by now
+    assert_eq!(
+        (
+            sql("SELECT string_agg(outcome, ',' ORDER BY id) FROM attempts"),
+            calls(&[dir.path()])
+        ),
+        ("timeout,late ok".to_owned(), 1),
+        "the late success is the delivery; called once"
     );
 }

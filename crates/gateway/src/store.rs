@@ -23,6 +23,9 @@
 
 pub mod postgres;
 pub mod sqlite;
+mod write_id;
+
+pub use write_id::WriteId;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -138,6 +141,9 @@ pub struct FinishRecord {
     pub finish: Finish,
     /// What the attempt's history row says (written only when the record applies).
     pub trace: Trace,
+    /// The same in every retry of this record's write (a shared store tells by it whether a
+    /// try whose answer was lost applied; the embedded store's writes are never in doubt).
+    pub write: WriteId,
 }
 
 /// The history label of an attempt whose call outlived `[delivery] timeout`.

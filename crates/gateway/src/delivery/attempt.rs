@@ -25,7 +25,7 @@ use super::returned::{holding, outcomes_of, panicked};
 use super::{backoff, detail, Engine, Gate, HungCall, Job, PluginQueue};
 use crate::metrics;
 use crate::plugins::PluginSlot;
-use crate::store::{sqlite::now_ms, Finish, FinishRecord, Guard, Trace, TIMED_OUT};
+use crate::store::{sqlite::now_ms, Finish, FinishRecord, Guard, Trace, WriteId, TIMED_OUT};
 
 /// A running plugin call: its outcomes (one per delivery; a panic on the gateway's side of the
 /// call as its message) and the permit it holds.
@@ -182,6 +182,7 @@ impl Engine {
                     started_at_ms,
                     duration_ms: ms,
                 },
+                write: WriteId::fresh(),
             })
             .collect();
         let labels: Vec<&str> = decisions.iter().map(|d| d.label).collect();

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::attempt::{from, job_span};
 use super::{Engine, Job};
 use crate::metrics;
-use crate::store::{Finish, FinishRecord, Guard, Trace};
+use crate::store::{Finish, FinishRecord, Guard, Trace, WriteId};
 
 /// Retrying a refused write starts here and doubles up to [`RECORD_RETRY_MAX`].
 const RECORD_RETRY_MIN: Duration = Duration::from_millis(200);
@@ -66,6 +66,7 @@ impl Engine {
             attempts: attempt,
             finish,
             trace,
+            write: WriteId::fresh(),
         };
         let applied = self
             .record_many(std::slice::from_ref(job), vec![record], &[label])

@@ -1,6 +1,8 @@
 //! Recording outcomes on PostgreSQL: a batch's outcomes in one statement (each applied only if
 //! its guard still holds), and the crashed attempts of dead replicas. Each applied outcome and
-//! each crash found adds its row to the attempt history in the same statement.
+//! each crash found adds its row to the attempt history in the same statement; an outcome's row
+//! carries its write's [`crate::store::WriteId`], by which a retry of a write whose answer was
+//! lost learns that its first try applied.
 
 use deadpool_postgres::Client;
 
@@ -19,6 +21,12 @@ use crate::store::{Finish, FinishRecord, StoreError, CRASHED};
 /// ([`FinishRecord::call_still_runs`]: its timeout, as a retry or a dead letter) keeps this
 /// replica's claim, renewed while the call runs, so that a replay of that dead letter is not
 /// run by another replica beside the call.
+///
+/// A record whose guard no longer holds counts as applied when the history already has its
+/// write's row: an earlier try committed and its answer was lost (the engine writes the same
+/// records again after any error). That is asked in a second statement, whose snapshot
+/// follows this one: had the earlier try still been running, this statement waited on the row
+/// it changed and saw the guard fail only once it committed.
 pub(super) async fn finish_many(
     c: &Client,
     claim: &Claim,
@@ -28,9 +36,9 @@ pub(super) async fn finish_many(
         "WITH u AS (
              SELECT * FROM unnest($4::bigint[], $5::text[], $6::int[], $7::bigint[], $8::text[],
                                   $9::int[], $10::int[], $11::bool[], $12::text[], $13::bigint[],
-                                  $14::bigint[], $15::bool[])
+                                  $14::bigint[], $15::bool[], $16::bigint[])
                  AS u(key, state, attempts, next_at, error, g_attempts, g_generation, dead_too,
-                      outcome, started_at, duration_ms, running)
+                      outcome, started_at, duration_ms, running, write_id)
          ), applied AS (
              UPDATE deliveries d SET state = u.state, attempts = u.attempts,
                  next_at = u.next_at, started = 0, updated_at = $1,
@@ -48,9 +56,9 @@ pub(super) async fn finish_many(
              RETURNING d.key
          ), logged AS (
              INSERT INTO attempts (delivery_key, generation, attempt, outcome, reason,
-                                   started_at, duration_ms, recorded_at)
+                                   started_at, duration_ms, recorded_at, write_id)
              SELECT u.key, u.g_generation, u.attempts, u.outcome, u.error, u.started_at,
-                    u.duration_ms, $1
+                    u.duration_ms, $1, u.write_id
              FROM u JOIN applied ON applied.key = u.key
          )
          SELECT key FROM applied"
@@ -69,6 +77,7 @@ pub(super) async fn finish_many(
     let mut started_at = Vec::with_capacity(n);
     let mut duration_ms = Vec::with_capacity(n);
     let mut running = Vec::with_capacity(n);
+    let mut write_id = Vec::with_capacity(n);
     for r in records {
         let (s, next) = match &r.finish {
             Finish::Done => ("done", now),
@@ -87,6 +96,7 @@ pub(super) async fn finish_many(
         started_at.push(r.trace.started_at_ms);
         duration_ms.push(i64::try_from(r.trace.duration_ms).unwrap_or(i64::MAX));
         running.push(r.call_still_runs());
+        write_id.push(r.write.0);
     }
     let stmt = c.prepare_cached(&sql).await?;
     let rows = c
@@ -108,10 +118,27 @@ pub(super) async fn finish_many(
                 &started_at,
                 &duration_ms,
                 &running,
+                &write_id,
             ],
         )
         .await?;
-    let applied = keys(&rows);
+    let mut applied = keys(&rows);
+    let (doubt_keys, doubt_writes): (Vec<i64>, Vec<i64>) = records
+        .iter()
+        .filter(|r| !applied.contains(&r.key))
+        .map(|r| (r.key, r.write.0))
+        .unzip();
+    if !doubt_keys.is_empty() {
+        let stmt = c
+            .prepare_cached(
+                "SELECT a.delivery_key FROM attempts a
+                 JOIN unnest($1::bigint[], $2::bigint[]) AS u(key, write_id)
+                   ON a.delivery_key = u.key AND a.write_id = u.write_id",
+            )
+            .await?;
+        let earlier = c.query(&stmt, &[&doubt_keys, &doubt_writes]).await?;
+        applied.extend(keys(&earlier));
+    }
     Ok(records.iter().map(|r| applied.contains(&r.key)).collect())
 }
 

@@ -4,7 +4,8 @@
 //! then find it recorded). Tables are those of the embedded store plus the claim columns
 //! (`claimed_by`, `lease_until`); times are Unix milliseconds (`BIGINT`). Migration 2 adds the
 //! attempt history (`attempts`), migration 3 the index the crashed-attempt search uses, migration 4 the purge window's
-//! (`received_at`, `id`) index in place of the one on `received_at`.
+//! (`received_at`, `id`) index in place of the one on `received_at`, migration 5 the name of
+//! the write that added each history row.
 
 use deadpool_postgres::Client;
 
@@ -69,6 +70,12 @@ CREATE INDEX deliveries_started ON deliveries (lease_until) WHERE state = 'pendi
     "
 CREATE INDEX events_received_id ON events (received_at, id);
 DROP INDEX events_received;
+",
+    // The name of the outcome write that added a history row (`WriteId`): a write retried after
+    // its answer was lost finds by it whether its first try applied. Nullable, no default: no
+    // table rewrite.
+    "
+ALTER TABLE attempts ADD COLUMN write_id BIGINT;
 ",
 ];
 

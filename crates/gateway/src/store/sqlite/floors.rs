@@ -76,6 +76,7 @@ mod tests {
 
     fn done(key: i64) -> FinishRecord {
         FinishRecord {
+            write: crate::store::WriteId::fresh(),
             key,
             guard: Guard {
                 generation: 0,

@@ -17,6 +17,7 @@ fn guard(generation: u32, attempts: u32, dead_too: bool) -> Guard {
 /// again, as the engine does.
 async fn finish(store: &SqliteStore, key: i64, g: Guard, finish: Finish, trace: Trace) -> bool {
     let record = FinishRecord {
+        write: crate::store::WriteId::fresh(),
         key,
         guard: g,
         attempts: if g.dead_too {
@@ -291,6 +292,7 @@ fn a_timed_out_call_keeps_its_mark_until_it_returns_and_a_crash_meanwhile_is_cou
         assert_eq!(marked.await.expect("start"), [true]);
         assert!(finish(&store, key, guard(0, 1, false), retry(), trace("timeout")).await);
         let again = FinishRecord {
+            write: crate::store::WriteId::fresh(),
             key,
             guard: guard(0, 2, false),
             attempts: 2,

@@ -26,6 +26,7 @@ async fn keys(store: &SqliteStore, e: NewEvent) -> Vec<i64> {
 
 async fn finish(store: &SqliteStore, key: i64, finish: Finish) {
     let record = FinishRecord {
+        write: crate::store::WriteId::fresh(),
         key,
         guard: Guard {
             generation: 0,

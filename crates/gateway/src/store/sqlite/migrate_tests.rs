@@ -166,6 +166,7 @@ fn a_version_4_store_is_rebuilt_in_arrival_order_with_every_row() {
         assert!(!loaded[0].body.is_parsed(), "read back: checked before use");
         // The outcome lands on the kept key and guard, after the old history row.
         let record = FinishRecord {
+            write: crate::store::WriteId::fresh(),
             key: 7,
             guard: Guard {
                 generation: 2,

@@ -14,6 +14,7 @@ impl FinishOne for SqliteStore {
     fn finish(&self, key: i64, guard: Guard, attempts: u32, finish: Finish) -> StoreFuture<bool> {
         let trace = trace_of(&finish);
         let many = self.finish_many(vec![FinishRecord {
+            write: crate::store::WriteId::fresh(),
             key,
             guard,
             attempts,

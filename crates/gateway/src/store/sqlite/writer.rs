@@ -291,12 +291,14 @@ fn apply_accept(
 }
 
 fn apply_finish(hot: &mut Hot<'_>, record: &FinishRecord, now: i64) -> Result<bool, StoreError> {
+    // `write` is not kept: a commit here is never in doubt (this thread answers every write).
     let FinishRecord {
         key,
         guard,
         attempts,
         finish,
         trace,
+        write: _,
     } = record;
     let (state, next_at, error) = match finish {
         Finish::Done => ("done", now, None),
