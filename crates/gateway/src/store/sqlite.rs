@@ -62,6 +62,9 @@ CREATE TABLE IF NOT EXISTS deliveries (
     generation  INTEGER NOT NULL DEFAULT 0,
     started     INTEGER NOT NULL DEFAULT 0,
     crashes     INTEGER NOT NULL DEFAULT 0,
+    done_outcome     TEXT,
+    done_started_at  INTEGER,
+    done_duration_ms INTEGER,
     UNIQUE (event_seq, plugin)
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(next_at) WHERE state = 'pending';
@@ -92,7 +95,7 @@ CREATE TABLE IF NOT EXISTS floors (
 ";
 
 /// The schema version this code writes; older stores are migrated at open.
-const SCHEMA_VERSION: i64 = 8;
+const SCHEMA_VERSION: i64 = 9;
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 

@@ -1,5 +1,6 @@
-//! The attempt history: one row per applied outcome and per crash found, oldest first, kept
-//! across replays, gone with its delivery; and `backup`, a checked copy of the store.
+//! The attempt history: one entry per applied outcome and per crash found, oldest first, kept
+//! across replays, gone with its delivery (a success's entry kept in its delivery's row until
+//! a replay makes it a row); and `backup`, a checked copy of the store.
 
 use super::tests::{rt, trace_of};
 use super::*;
@@ -180,6 +181,86 @@ fn every_applied_outcome_and_crash_is_kept_in_order_across_replays() {
     });
 }
 
+/// The rows of `attempts`, all deliveries together.
+fn history_rows(store: &SqliteStore) -> i64 {
+    store
+        .read_blocking(|c| Ok(c.query_row("SELECT COUNT(*) FROM attempts", [], |r| r.get(0))?))
+        .expect("count")
+}
+
+#[test]
+fn a_success_is_kept_in_its_row_until_a_replay_makes_it_a_history_row() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
+        let key = key_of(&store, "e").await;
+        let ok = Trace {
+            outcome: "ok",
+            started_at_ms: 4_000,
+            duration_ms: 12,
+        };
+        assert!(finish(&store, key, guard(0, 0, false), Finish::Done, ok).await);
+        assert_eq!(history_rows(&store), 0, "no row for a success");
+        let h = history(&store, "e");
+        assert_eq!(shape(&h), [(0, 1, "ok", None)]);
+        let updated_at =
+            store.event("e").expect("read").expect("event").deliveries[0].updated_at_ms;
+        assert_eq!(
+            (h[0].started_at_ms, h[0].duration_ms, h[0].recorded_at_ms),
+            (Some(4_000), Some(12), updated_at)
+        );
+        // A replay of dead letters leaves a success alone; one of the event (forced) keeps it.
+        let dead_letters = ReplaySelector::DeadLetters { plugin: None };
+        assert_eq!(store.replay(dead_letters).await.expect("replay"), 0);
+        assert_eq!(history_rows(&store), 0);
+        let forced = ReplaySelector::Events {
+            ids: vec!["e".into()],
+            plugin: None,
+            done_too: true,
+            dead_only: false,
+        };
+        assert_eq!(store.replay(forced.clone()).await.expect("replay"), 1);
+        assert_eq!(history_rows(&store), 1, "the success became a row");
+        assert_eq!(shape(&history(&store, "e")), [(0, 1, "ok", None)]);
+        let retry = Finish::Retry {
+            next_at_ms: 0,
+            error: "busy".into(),
+        };
+        assert!(
+            finish(
+                &store,
+                key,
+                guard(1, 0, false),
+                retry.clone(),
+                trace_of(&retry)
+            )
+            .await
+        );
+        // Replayed while pending: nothing of the new generation's is kept in the row.
+        assert_eq!(store.replay(forced).await.expect("replay"), 1);
+        assert!(
+            finish(
+                &store,
+                key,
+                guard(2, 0, false),
+                Finish::Done,
+                trace_of(&Finish::Done)
+            )
+            .await
+        );
+        assert_eq!(
+            shape(&history(&store, "e")),
+            [
+                (0, 1, "ok", None),
+                (1, 1, "retry", Some("busy")),
+                (2, 1, "ok", None)
+            ]
+        );
+        assert_eq!(history_rows(&store), 2);
+        store.close();
+    });
+}
+
 #[test]
 fn history_goes_with_its_delivery() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -187,11 +268,26 @@ fn history_goes_with_its_delivery() {
         let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
         let done = key_of(&store, "done").await;
         let dead = key_of(&store, "dead").await;
+        // A retry, then the success (whose entry lives in the delivery's row): one row.
+        let retry = Finish::Retry {
+            next_at_ms: 0,
+            error: "later".into(),
+        };
         assert!(
             finish(
                 &store,
                 done,
                 guard(0, 0, false),
+                retry.clone(),
+                trace_of(&retry)
+            )
+            .await
+        );
+        assert!(
+            finish(
+                &store,
+                done,
+                guard(0, 1, false),
                 Finish::Done,
                 trace_of(&Finish::Done)
             )

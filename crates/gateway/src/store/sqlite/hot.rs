@@ -40,11 +40,15 @@ impl Sql {
                      updated_at)
                  VALUES (?4, ?1, ?2, 'pending', 0, ?3, ?3)"
             }
+            // A success's history entry is the row's `done_*` columns (see `writer`).
             Sql::Finish => {
                 "UPDATE deliveries SET state = ?2, attempts = ?3, next_at = ?4,
                      started = CASE WHEN ?10 THEN started ELSE 0 END,
                      last_error = CASE WHEN ?2 = 'done' THEN NULL ELSE COALESCE(?5, last_error) END,
-                     updated_at = ?6
+                     updated_at = ?6,
+                     done_outcome = CASE WHEN ?2 = 'done' THEN ?11 END,
+                     done_started_at = CASE WHEN ?2 = 'done' THEN ?12 END,
+                     done_duration_ms = CASE WHEN ?2 = 'done' THEN ?13 END
                  WHERE key = ?1 AND attempts = ?7 AND generation = ?8
                    AND (state = 'pending' OR (?9 AND ?2 = 'done' AND state = 'dead'))"
             }

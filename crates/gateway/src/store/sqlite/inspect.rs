@@ -78,19 +78,35 @@ pub(super) fn event(c: &Connection, id: &str) -> Result<Option<EventRecord>, Sto
         return Ok(None);
     };
     let mut stmt = c.prepare_cached(&format!(
-        "SELECT {DELIVERY_COLUMNS}, d.key FROM {DELIVERIES} WHERE d.event_seq = ?1
+        "SELECT {DELIVERY_COLUMNS}, d.key, d.generation, d.done_outcome, d.done_started_at,
+             d.done_duration_ms
+         FROM {DELIVERIES} WHERE d.event_seq = ?1
          ORDER BY d.plugin"
     ))?;
     let rows = stmt
         .query_map(params![seq], |r| {
-            Ok((delivery_record(r)?, r.get::<_, i64>(8)?))
+            let delivery = delivery_record(r)?;
+            // A success's entry is kept in its row (see `writer`): the last of its generation.
+            let success = match r.get::<_, Option<String>>(10)? {
+                Some(outcome) if delivery.state == "done" => Some(AttemptRecord {
+                    generation: r.get(9)?,
+                    attempt: delivery.attempts,
+                    outcome,
+                    reason: None,
+                    started_at_ms: r.get(11)?,
+                    duration_ms: r.get::<_, Option<i64>>(12)?.map(|d| d.max(0) as u64),
+                    recorded_at_ms: delivery.updated_at_ms,
+                }),
+                _ => None,
+            };
+            Ok((delivery, r.get::<_, i64>(8)?, success))
         })?
         .collect::<Result<Vec<_>, _>>()?;
     let mut history = c.prepare_cached(
         "SELECT generation, attempt, outcome, reason, started_at, duration_ms, recorded_at
          FROM attempts WHERE delivery_key = ?1 ORDER BY rowid",
     )?;
-    for (mut delivery, key) in rows {
+    for (mut delivery, key, success) in rows {
         delivery.history = history
             .query_map(params![key], |r| {
                 Ok(AttemptRecord {
@@ -104,6 +120,7 @@ pub(super) fn event(c: &Connection, id: &str) -> Result<Option<EventRecord>, Sto
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
+        delivery.history.extend(success);
         event.deliveries.push(delivery);
     }
     Ok(Some(event))

@@ -9,7 +9,9 @@
 //! Both changes rebuild the tables, once, at the first `gateway run` of the new version.
 //! Version 7 added the `id_runs` table (the id index's runs on disk), version 8 the `floors`
 //! table (the highest delivery key and event seq ever purged: see [`super::floors`]); both are
-//! created empty by the schema's `IF NOT EXISTS`.
+//! created empty by the schema's `IF NOT EXISTS`. Version 9 added the `done_*` columns of
+//! `deliveries` (a success's history entry is kept in its delivery's row: see
+//! `super::writer`); older deliveries have them empty, and their history rows as before.
 //!
 //! Stores created before the deliveries' state check was spelled as comparisons get that
 //! check rewritten in place (see [`comparisons_for_state_check`]); the version stays, as the
@@ -40,6 +42,18 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
         if !has_column(conn, "deliveries", column)? {
             conn.execute_batch(&format!(
                 "ALTER TABLE deliveries ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0"
+            ))?;
+        }
+    }
+    // Version 8 kept a success's history entry as a row of `attempts` (it still has those).
+    for (column, kind) in [
+        ("done_outcome", "TEXT"),
+        ("done_started_at", "INTEGER"),
+        ("done_duration_ms", "INTEGER"),
+    ] {
+        if !has_column(conn, "deliveries", column)? {
+            conn.execute_batch(&format!(
+                "ALTER TABLE deliveries ADD COLUMN {column} {kind}"
             ))?;
         }
     }

@@ -305,6 +305,7 @@ fn apply_finish(hot: &mut Hot<'_>, record: &FinishRecord, now: i64) -> Result<bo
         Finish::Retry { next_at_ms, error } => ("pending", *next_at_ms, Some(error.as_str())),
         Finish::Dead { error } => ("dead", now, Some(error.as_str())),
     };
+    let duration_ms = i64::try_from(trace.duration_ms).unwrap_or(i64::MAX);
     let changed = hot.get(Sql::Finish)?.execute(params![
         key,
         state,
@@ -315,9 +316,15 @@ fn apply_finish(hot: &mut Hot<'_>, record: &FinishRecord, now: i64) -> Result<bo
         guard.attempts,
         guard.generation,
         guard.dead_too,
-        record.keeps_started_mark()
+        record.keeps_started_mark(),
+        trace.outcome,
+        trace.started_at_ms,
+        duration_ms
     ])?;
-    if changed == 1 {
+    // A success is the last entry of its generation's history: it stays in the row's `done_*`
+    // columns (read back as an entry by `inspect`, made a row of `attempts` by a replay), which
+    // saves a row and an index entry per delivery.
+    if changed == 1 && !matches!(finish, Finish::Done) {
         hot.get(Sql::History)?.execute(params![
             key,
             guard.generation,
@@ -325,7 +332,7 @@ fn apply_finish(hot: &mut Hot<'_>, record: &FinishRecord, now: i64) -> Result<bo
             trace.outcome,
             error,
             trace.started_at_ms,
-            i64::try_from(trace.duration_ms).unwrap_or(i64::MAX),
+            duration_ms,
             now
         ])?;
     }
@@ -346,14 +353,32 @@ fn apply_replay(
             done_too,
             dead_only,
         } => {
+            // A replayed success's history entry becomes a row before the row starts over.
+            let mut keep = if *done_too && !*dead_only {
+                Some(tx.prepare_cached(
+                    "INSERT INTO attempts (delivery_key, generation, attempt, outcome, reason,
+                         started_at, duration_ms, recorded_at)
+                     SELECT key, generation, attempts, done_outcome, NULL, done_started_at,
+                         done_duration_ms, updated_at
+                     FROM deliveries
+                     WHERE event_seq = ?1 AND (?2 IS NULL OR plugin = ?2)
+                       AND state = 'done' AND done_outcome IS NOT NULL",
+                )?)
+            } else {
+                None
+            };
             let mut stmt = tx.prepare_cached(
                 "UPDATE deliveries SET state = 'pending', attempts = 0, generation = generation + 1,
                      started = 0, crashes = 0,
-                     next_at = ?3, updated_at = ?3
+                     next_at = ?3, updated_at = ?3,
+                     done_outcome = NULL, done_started_at = NULL, done_duration_ms = NULL
                  WHERE event_seq = ?1 AND (?2 IS NULL OR plugin = ?2)
                    AND (?4 OR state <> 'done') AND (NOT ?5 OR state = 'dead')",
             )?;
             for seq in seqs_of(tx, ids, index)? {
+                if let Some(keep) = keep.as_mut() {
+                    keep.execute(params![seq, plugin])?;
+                }
                 n += stmt.execute(params![seq, plugin, now, done_too, dead_only])? as u64;
             }
         }
