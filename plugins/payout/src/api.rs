@@ -23,6 +23,9 @@ pub const RATE_LIMIT_CODES: [i64; 1] = [99_991_400];
 /// A cached token is dropped this long before Lark says it expires.
 const TOKEN_MARGIN: Duration = Duration::from_secs(300);
 
+/// The longest token lifetime believed: one day.
+const MAX_TOKEN_LIFETIME_S: u64 = 86_400;
+
 /// A failed Open API call.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -177,7 +180,7 @@ impl LarkClient {
         })
         .to_string();
         let (data, log_id): (Option<WithdrawData>, _) = self.call_with_token(CALL, &url, &body)?;
-        withdrawal(data, log_id)
+        withdrawal(data, bonus_types, log_id)
     }
 
     /// Submits per-account totals for `[start_ms, end_ms]`; returns Lark's mismatches.
@@ -269,7 +272,10 @@ impl LarkClient {
         if parsed.tenant_access_token.is_empty() {
             return Err(unreadable(CALL, &reply));
         }
-        let lifetime = Duration::from_secs(parsed.expire).saturating_sub(TOKEN_MARGIN);
+        // Lark says 7200 s; a lifetime past a day is not believed (and an absurd one must not
+        // overflow the clock arithmetic below).
+        let lifetime = Duration::from_secs(parsed.expire.min(MAX_TOKEN_LIFETIME_S))
+            .saturating_sub(TOKEN_MARGIN);
         *cached = Some(CachedToken {
             value: parsed.tenant_access_token.clone(),
             valid_until: Instant::now() + lifetime,
@@ -305,7 +311,7 @@ impl LarkClient {
             Err(ureq::Error::Transport(t)) => {
                 return Err(ApiError::Transient {
                     call,
-                    reason: format!("network error: {t}"),
+                    reason: format!("network error: {}", crate::shown::transport_error(&t)),
                     retry_after: None,
                 })
             }
@@ -330,11 +336,17 @@ impl LarkClient {
     }
 }
 
-/// What a successful withdraw answer says was withdrawn. An answer without `data` or without
-/// `withdrawal_details` (spec §9 names both) is unreadable, not a withdrawal of nothing: it is
-/// retried with the same `external_order_id` (Lark then answers with the original
+/// What a successful withdraw answer says was withdrawn. An answer without `data`, without
+/// `withdrawal_details`, or without the amount of a type it was asked for (`point_bonus` for 1,
+/// `cash_bonus` for 2; spec §9 names them all) is unreadable, not a withdrawal of nothing: it
+/// is retried with the same `external_order_id` (Lark then answers with the original
 /// withdrawal), and ends as a dead letter if it stays so, never as a zero payout marked done.
-fn withdrawal(data: Option<WithdrawData>, log_id: Option<String>) -> Result<Withdrawal, ApiError> {
+/// An empty `cash_bonus` list is no cash.
+fn withdrawal(
+    data: Option<WithdrawData>,
+    requested: &[u8],
+    log_id: Option<String>,
+) -> Result<Withdrawal, ApiError> {
     const CALL: &str = "withdraw";
     let unreadable = |what: &str| ApiError::Transient {
         call: CALL,
@@ -348,6 +360,12 @@ fn withdrawal(data: Option<WithdrawData>, log_id: Option<String>) -> Result<With
     let details = data
         .withdrawal_details
         .ok_or_else(|| unreadable("withdrawal_details"))?;
+    if requested.contains(&1) && details.point_bonus.is_none() {
+        return Err(unreadable("withdrawal_details.point_bonus"));
+    }
+    if requested.contains(&2) && details.cash_bonus.is_none() {
+        return Err(unreadable("withdrawal_details.cash_bonus"));
+    }
     let points = details.point_bonus.unwrap_or(0);
     let cash =
         sum_cash(details.cash_bonus.unwrap_or_default()).ok_or_else(|| ApiError::Transient {

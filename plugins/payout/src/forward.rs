@@ -100,7 +100,7 @@ impl Forwarder {
             Err(ureq::Error::Status(_, r)) => r,
             Err(ureq::Error::Transport(t)) => {
                 return Err(ForwardError::Transient {
-                    reason: format!("network error: {t}"),
+                    reason: format!("network error: {}", crate::shown::transport_error(&t)),
                     status: None,
                     retry_after: None,
                 })

@@ -16,6 +16,7 @@ pub mod forward;
 pub mod ledger;
 pub mod plugin;
 pub mod report;
+mod shown;
 pub mod timefmt;
 
 pub use plugin::{external_order_id, Payout};

@@ -41,6 +41,8 @@ pub enum HandleError {
         expected: String,
         got: String,
     },
+    #[error("the event's {0} ({1}) is beyond what the ledger holds (at most 9223372036854775807)")]
+    OutOfRange(&'static str, u64),
     #[error("ledger row of delivery {0} has no bonus types to withdraw")]
     NoTypes(String),
     #[error("withdrawal {order_id} is recorded; {source} (a later attempt forwards again, never withdraws again)")]
@@ -72,6 +74,7 @@ impl HandleError {
                 ..
             } => retry(*retry_after),
             HandleError::Event(_)
+            | HandleError::OutOfRange(..)
             | HandleError::Api { .. }
             | HandleError::OrderMismatch { .. }
             | HandleError::NoTypes(_)
@@ -115,9 +118,12 @@ impl Plugin for Payout {
             Level::Info,
             &format!(
                 "payout ready: base_url {}, ledger {}, forwarding {}",
-                config.base_url,
+                crate::shown::shown_url(&config.base_url),
                 ledger.shown(),
-                config.forward.as_ref().map_or("off", |f| f.url.as_str())
+                config
+                    .forward
+                    .as_ref()
+                    .map_or("off".to_owned(), |f| crate::shown::shown_url(&f.url))
             ),
         );
         Ok(Payout {
@@ -168,6 +174,15 @@ impl Payout {
             return Ok(());
         }
         let event = AssetsUpdateV1::from_envelope(d.event_json())?;
+        // The ledger's columns are signed 64-bit: a bad event, not a ledger failure to retry.
+        for (what, value) in [
+            ("modify_time", event.modify_time_ms),
+            ("point_bonus", event.points),
+        ] {
+            if i64::try_from(value).is_err() {
+                return Err(HandleError::OutOfRange(what, value));
+            }
+        }
         let _claim = Claim::new(&self.in_flight, &d.delivery_id).ok_or(HandleError::Busy)?;
         // Across gateway processes sharing a PostgreSQL ledger (always granted with SQLite).
         let _shared_claim = self

@@ -148,7 +148,7 @@ fn a_withdraw_answer_without_its_details_is_unreadable_not_a_zero_payout() {
         None,
         Some(data(r#"{"external_order_id":"gw-1","trans_time":"1"}"#)),
     ] {
-        match withdrawal(missing, Some("L1".into())) {
+        match withdrawal(missing, &[1, 2], Some("L1".into())) {
             Err(ApiError::Transient { reason, .. }) => {
                 assert!(reason.contains("what was withdrawn is unknown"), "{reason}");
                 assert!(reason.contains("L1"), "{reason}");
@@ -160,18 +160,51 @@ fn a_withdraw_answer_without_its_details_is_unreadable_not_a_zero_payout() {
         Some(data(
             r#"{"external_order_id":"gw-1","trans_time":"1","withdrawal_details":{"point_bonus":5,"cash_bonus":[{"currency_type":"CNY","amount":12.5}]}}"#,
         )),
+        &[1, 2],
         None,
     )
     .expect("read");
     assert_eq!(paid.points, 5);
     assert_eq!(paid.external_order_id.as_deref(), Some("gw-1"));
-    // Details present but empty: a withdrawal of nothing, as Lark said.
+    // Zero points and an empty cash list: a withdrawal of nothing, as Lark said.
     let nothing = withdrawal(
         Some(data(
-            r#"{"external_order_id":"gw-2","withdrawal_details":{}}"#,
+            r#"{"external_order_id":"gw-2","withdrawal_details":{"point_bonus":0,"cash_bonus":[]}}"#,
         )),
+        &[1, 2],
         None,
     )
     .expect("read");
-    assert_eq!(nothing.points, 0);
+    assert_eq!((nothing.points, nothing.cash.len()), (0, 0));
+    // Only points asked for: no cash list needed.
+    let points = withdrawal(
+        Some(data(
+            r#"{"external_order_id":"gw-3","withdrawal_details":{"point_bonus":7}}"#,
+        )),
+        &[1],
+        None,
+    )
+    .expect("read");
+    assert_eq!(points.points, 7);
+    // An amount asked for and not given (no details, the fields under other names, cash
+    // `null`) is unknown, not zero: the money may have left Lark.
+    for (json, missing) in [
+        (r#"{"withdrawal_details":{}}"#, "point_bonus"),
+        (
+            r#"{"withdrawal_details":{"pointBonus":100,"cashBonus":[{"currency_type":"CNY","amount":1}]}}"#,
+            "point_bonus",
+        ),
+        (
+            r#"{"withdrawal_details":{"point_bonus":100,"cash_bonus":null}}"#,
+            "cash_bonus",
+        ),
+    ] {
+        match withdrawal(Some(data(json)), &[1, 2], None) {
+            Err(ApiError::Transient { reason, .. }) => {
+                assert!(reason.contains(missing), "{json}: {reason}");
+                assert!(reason.contains("what was withdrawn is unknown"), "{reason}");
+            }
+            other => panic!("{json}: {other:?}"),
+        }
+    }
 }

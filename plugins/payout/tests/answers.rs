@@ -1,0 +1,181 @@
+//! Answers and events the payout plugin must not take at face value: a withdraw answer
+//! without the amounts it was asked for (not a zero payout), a token lifetime past the clock's
+//! range (no panic), a forwarding failure (never shows the platform's password), an event
+//! whose numbers the ledger cannot hold (a bad event, not a retry).
+
+#[path = "../../../tests/standins/lark_api.rs"]
+mod lark_api;
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+
+use common::{delivery, plugin, row};
+use gateway_plugin::{Outcome, Plugin};
+use lark_api::LarkApi;
+use payout::ledger::{ForwardStatus, Status};
+use serde_json::json;
+
+const ACCOUNT: &str = "7147998241542539527";
+
+/// A tiny Open API: a token, and every withdraw answered with `withdraw_body` (HTTP 200); any
+/// other path (the payment platform) answers 200 `{}`. Returns the base URL and the paths asked.
+fn tiny_lark(withdraw_body: String) -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut stream) = conn else { continue };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
+            let mut len = 0usize;
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = h.split_once(':') {
+                    if k.trim().eq_ignore_ascii_case("content-length") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+            }
+            let mut body = vec![0; len];
+            let _ = reader.read_exact(&mut body);
+            log.lock().expect("lock").push(path.clone());
+            let answer = if path.ends_with("/tenant_access_token/internal") {
+                r#"{"code":0,"msg":"ok","tenant_access_token":"t-1","expire":7200}"#.to_owned()
+            } else if path.ends_with("/withdraw") {
+                withdraw_body.clone()
+            } else {
+                "{}".to_owned()
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+                answer.len(),
+                answer
+            );
+        }
+    });
+    (base, seen)
+}
+
+/// Finding: a withdraw answer whose `withdrawal_details` names neither `point_bonus` nor
+/// `cash_bonus` (an empty object, or the fields under other names) is taken as a successful
+/// withdrawal of nothing: the row is `withdrawn` with 0 points and no cash, forwarding
+/// `not_needed`, the delivery `Ok` — the money Lark moved is never forwarded or retried.
+#[test]
+fn a_withdraw_answer_without_the_requested_amounts_is_not_a_zero_payout() {
+    for details in [
+        json!({}),
+        json!({"pointBonus": 100, "cashBonus": [{"currency_type": "CNY", "amount": 100}]}),
+    ] {
+        let order = payout::external_order_id("evt-shape:payout");
+        let body = json!({"code": 0, "msg": "ok", "data": {
+            "external_order_id": order, "trans_time": "1685431415036",
+            "withdrawal_details": details}})
+        .to_string();
+        let (base, seen) = tiny_lark(body);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = json!({
+            "base_url": base, "app_id": "cli_test", "app_secret": "secret_test",
+            "ledger": "data/payout.db", "timeout": "2s",
+            "forward_url": format!("{base}/pay"),
+        });
+        let p = payout::Payout::new(
+            config,
+            gateway_plugin::Host::for_tests(dir.path(), "payout"),
+        )
+        .expect("config");
+        let d = delivery(
+            "evt-shape:payout",
+            1,
+            ACCOUNT,
+            100,
+            &[("CNY", "100")],
+            1_000,
+        );
+        let outcome = p.handle(&d);
+        let r = row(dir.path(), "evt-shape:payout");
+        let paid = seen
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|p| p.ends_with("/pay"))
+            .count();
+        assert!(
+            matches!(outcome, Outcome::Retry { .. }) && r.status == Status::Pending,
+            "details {details}: outcome {outcome:?}, row {:?} with {} points, forward {:?}, {paid} payment(s) sent",
+            r.status,
+            r.points,
+            r.forward_status
+        );
+        assert_ne!(r.forward_status, ForwardStatus::NotNeeded);
+    }
+}
+
+/// Finding: a token answer with an absurd `expire` panics in `Instant + Duration` (the
+/// instance is replaced and the delivery dead-lettered as `Panicked`).
+#[test]
+fn a_huge_token_expire_does_not_panic() {
+    let api = LarkApi::start();
+    api.set_balance(ACCOUNT, 100, &[]);
+    api.set_token_expire(u64::MAX);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = plugin(&api, dir.path(), json!({}));
+    let d = delivery("evt-exp:payout", 1, ACCOUNT, 100, &[], 1_000);
+    let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.handle(&d)));
+    assert!(
+        got.is_ok(),
+        "handle panicked on a token reply with expire = u64::MAX"
+    );
+}
+
+/// Finding: the payment platform URL's password ends up in the outcome reason (stored in the
+/// gateway's history, shown by the console and the API, and logged), through ureq's transport
+/// error text. The gateway does not redact plugin reasons (`delivery/detail.rs`).
+#[test]
+fn a_forwarding_failure_never_shows_the_platform_password() {
+    let api = LarkApi::start();
+    api.set_balance(ACCOUNT, 100, &[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Port 1 on loopback: connection refused, a transient forwarding failure.
+    let p = plugin(
+        &api,
+        dir.path(),
+        json!({"forward_url": "http://payout:pw-s3cret@127.0.0.1:1/pay"}),
+    );
+    let d = delivery("evt-fwd:payout", 1, ACCOUNT, 100, &[], 1_000);
+    let outcome = p.handle(&d);
+    let reason = match &outcome {
+        Outcome::Retry { reason, .. } | Outcome::Reject { reason } => reason.clone(),
+        Outcome::Ok => panic!("forwarding to a closed port succeeded"),
+    };
+    assert!(!reason.contains("pw-s3cret"), "{reason}");
+    let r = row(dir.path(), "evt-fwd:payout");
+    let stored =
+        payout::ledger::Ledger::open_read_only(&dir.path().join("data/payout.db")).expect("ledger");
+    drop(stored);
+    assert_eq!(r.forward_status, ForwardStatus::Pending);
+}
+
+/// Finding: an event whose `modify_time` does not fit the ledger's signed 64-bit column is
+/// answered `Retry` (a ledger error) on every attempt instead of `Reject` (bad event).
+#[test]
+fn a_modify_time_beyond_i64_is_rejected_not_retried() {
+    let api = LarkApi::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = plugin(&api, dir.path(), json!({}));
+    let d = delivery("evt-big:payout", 1, ACCOUNT, 100, &[], u64::MAX);
+    let outcome = p.handle(&d);
+    assert!(matches!(outcome, Outcome::Reject { .. }), "{outcome:?}");
+}
