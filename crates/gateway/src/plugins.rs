@@ -154,11 +154,10 @@ impl PluginSlot {
     /// its last in-flight call returns.
     pub fn reinit(&self) -> Result<(), InitError> {
         let (library, instance) = match &self.runner {
-            Runner::Isolated { process, .. } => {
-                // The next call starts a fresh process.
-                process.kill();
-                return Ok(());
-            }
+            // The call that panicked already retired its process (it leaves once its other
+            // calls return) and the next call starts a new one: nothing is killed here (a kill
+            // would reach calls running beside it, or in the new process).
+            Runner::Isolated { .. } => return Ok(()),
             Runner::InProcess { library, instance } => (library, instance),
         };
         let fresh = library.instantiate(

@@ -101,7 +101,8 @@ const KILL_WAIT: Duration = Duration::from_secs(2);
 /// What a caller waiting on a child gets.
 enum Reply {
     Outcomes(Vec<CallOutcome>),
-    Panicked(String),
+    /// The call panicked (caught in the child); the child it ran in.
+    Panicked(String, Arc<ChildProc>),
     /// The child ended; `true` when trying the calls again one by one would not help: the
     /// gateway killed it (a timeout or a restart), or no child could be started.
     Died(String, bool),
@@ -148,6 +149,9 @@ struct Children {
     current: Option<Arc<ChildProc>>,
     /// The child being started (until its instance is created), so `kill` reaches it too.
     starting: Option<Arc<ChildProc>>,
+    /// Children retired after a panic while they may still run calls (they leave once those
+    /// return), so that `kill` (a call past its timeout) reaches them too.
+    retired: Vec<Arc<ChildProc>>,
 }
 
 /// An isolated plugin instance.
@@ -216,14 +220,14 @@ impl Isolated {
                 self.deaths.store(0, Ordering::SeqCst);
                 outcomes
             }
-            Reply::Panicked(message) if deliveries.len() > 1 => {
+            Reply::Panicked(message, proc) if deliveries.len() > 1 => {
                 tracing::error!(plugin = %self.name, %message,
-                    "plugin panicked in a batch: restarting its process and handling each delivery on its own");
-                self.kill();
+                    "plugin panicked in a batch: a new process handles each delivery on its own");
+                self.retire(&proc);
                 deliveries.iter().map(|d| self.call_one(d)).collect()
             }
-            Reply::Panicked(message) => {
-                self.kill();
+            Reply::Panicked(message, proc) => {
+                self.retire(&proc);
                 vec![CallOutcome::Panicked { message }]
             }
             Reply::Died(why, false) if deliveries.len() > 1 => {
@@ -238,20 +242,45 @@ impl Isolated {
     fn call_one(&self, delivery: &[u8]) -> CallOutcome {
         match self.run(&[delivery]) {
             Reply::Outcomes(mut o) => o.pop().unwrap_or_else(|| died("no outcome".into())),
-            Reply::Panicked(message) => {
-                self.kill();
+            Reply::Panicked(message, proc) => {
+                self.retire(&proc);
                 CallOutcome::Panicked { message }
             }
             Reply::Died(why, _) => died(why),
         }
     }
 
-    /// Kills the child (a call past its timeout, or a restart), and one being started; calls in
-    /// flight fail as retries and the next call starts a new child. Never waits for a start or
-    /// for a child to end (see the module docs).
+    /// After a panic (caught in the child, whose process is sound): the next call starts a new
+    /// child, as a panicked in-process instance is replaced; this one's input is closed, so it
+    /// leaves once its calls in flight have returned (they are not cut short: none of them
+    /// panicked). Not a death: no restart backoff.
+    fn retire(&self, proc: &Arc<ChildProc>) {
+        if let Ok(mut c) = self.children.lock() {
+            if c.current.as_ref().is_some_and(|p| Arc::ptr_eq(p, proc)) {
+                c.current = None;
+            }
+            c.retired.retain(|p| !p.dead.load(Ordering::SeqCst));
+            if !c.retired.iter().any(|p| Arc::ptr_eq(p, proc)) {
+                c.retired.push(proc.clone());
+            }
+        }
+        if let Ok(mut w) = proc.stdin.lock() {
+            w.take();
+        }
+    }
+
+    /// Kills the child (a call past its timeout), one being started and any retired one still
+    /// running calls; calls in flight fail as retries and the next call starts a new child.
+    /// Never waits for a start or for a child to end (see the module docs).
     pub fn kill(&self) {
         let procs: Vec<Arc<ChildProc>> = match self.children.lock() {
-            Ok(c) => c.current.iter().chain(c.starting.iter()).cloned().collect(),
+            Ok(c) => c
+                .current
+                .iter()
+                .chain(c.starting.iter())
+                .chain(c.retired.iter().filter(|p| !p.dead.load(Ordering::SeqCst)))
+                .cloned()
+                .collect(),
             Err(_) => Vec::new(),
         };
         for proc in procs {
@@ -436,7 +465,16 @@ impl Drop for Isolated {
     fn drop(&mut self) {
         // Closing stdin retires the child: it lets its calls finish briefly, shuts the
         // instance down and exits. A child that does not is killed a little later.
-        if let Some(proc) = self.children.get_mut().ok().and_then(|c| c.current.take()) {
+        let procs: Vec<Arc<ChildProc>> = match self.children.get_mut() {
+            Ok(c) => c
+                .current
+                .take()
+                .into_iter()
+                .chain(c.retired.drain(..))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        for proc in procs {
             if let Ok(mut w) = proc.stdin.lock() {
                 w.take();
             }

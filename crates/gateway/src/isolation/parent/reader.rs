@@ -48,7 +48,7 @@ impl Reader {
                     self.answer(id, Reply::Outcomes(outcomes))
                 }
                 Ok(Some(FromChild::BatchPanicked { id, message })) => {
-                    self.answer(id, Reply::Panicked(message))
+                    self.answer(id, Reply::Panicked(message, self.proc.clone()))
                 }
                 Ok(Some(FromChild::Log { level, message })) => {
                     (self.log)(&self.name, Level::from_abi(level), &message)

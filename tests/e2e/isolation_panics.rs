@@ -1,0 +1,131 @@
+//! A panic in a plugin ends only the delivery that panicked, in process and isolated alike
+//! (ARCHITECTURE's "When a plugin fails": the instance is re-created, each delivery of a batch
+//! that panicked is handled alone, and calls running beside the panic finish). With
+//! `max_attempts = 1`, an innocent delivery that lost an attempt would show as a dead letter.
+//! Isolated, the child that panicked used to be killed: its batch-mates and the calls running
+//! beside it died with it (a retry each), and the engine's restart killed the new child too.
+
+use std::time::Duration;
+
+use gateway_e2e::harness::{base_config, binaries, wait_until, TestGateway};
+
+const TOKEN: &str = "tok";
+const WAIT: Duration = Duration::from_secs(30);
+
+/// `kit` (testkit): `test.gate` sleeps 1.5 s, `test.poison` panics, anything else is `Ok`.
+fn start(dir: &std::path::Path, isolation: &str, max_concurrency: u32) -> TestGateway {
+    let cfg = format!(
+        r#"{base}
+[[apps]]
+name = "hire"
+path = "/hook"
+verification_token = "{TOKEN}"
+
+[delivery]
+initial_backoff = "50ms"
+max_backoff = "100ms"
+max_batch = 16
+max_attempts = 1
+
+[[plugins]]
+name = "kit"
+library = "{testkit}"
+config = {{ record = "data/kit.jsonl", sleep_ms = 1500, modes = {{ "test.gate" = "slow", "test.poison" = "panic_handle" }} }}
+max_concurrency = {max_concurrency}
+isolation = "{isolation}"
+
+[[routes]]
+events = ["test.*"]
+plugins = ["kit"]
+"#,
+        base = base_config(),
+        testkit = binaries().testkit.display(),
+    );
+    TestGateway::spawn(dir, &cfg)
+}
+
+fn state(gw: &TestGateway, id: &str) -> (String, String) {
+    let d = gw.delivery(id, "kit");
+    (
+        d["state"].as_str().unwrap_or_default().to_owned(),
+        d["last_error"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+fn settled(gw: &TestGateway, ids: &[&str]) -> bool {
+    ids.iter()
+        .all(|id| matches!(state(gw, id).0.as_str(), "done" | "dead"))
+}
+
+/// A batch [ok1, poison, ok2] (queued behind a slow call, so handed over together) whose batch
+/// call panics: only the poison delivery ends dead.
+fn batch_panic(isolation: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = start(dir.path(), isolation, 1);
+    gw.send_plain(TOKEN, "gate", "test.gate");
+    std::thread::sleep(Duration::from_millis(300));
+    for (id, t) in [
+        ("p-ok1", "test.ok"),
+        ("p-poison", "test.poison"),
+        ("p-ok2", "test.ok"),
+    ] {
+        gw.send_plain(TOKEN, id, t);
+    }
+    let ids = ["gate", "p-ok1", "p-poison", "p-ok2"];
+    assert!(
+        wait_until(WAIT, || settled(&gw, &ids)),
+        "{:?}",
+        gw.calls("kit")
+    );
+    let states: Vec<_> = ids.iter().map(|id| (*id, state(&gw, id))).collect();
+    assert_eq!(state(&gw, "p-poison").0, "dead", "{states:?}");
+    for id in ["gate", "p-ok1", "p-ok2"] {
+        assert_eq!(state(&gw, id).0, "done", "[{isolation}] {id}: {states:?}");
+    }
+}
+
+#[test]
+fn a_panic_in_a_batch_ends_only_the_poison_in_process() {
+    batch_panic("none");
+}
+
+#[test]
+fn a_panic_in_a_batch_ends_only_the_poison_isolated() {
+    batch_panic("process");
+}
+
+/// A slow call runs while another call of the same instance panics (max_concurrency = 2): the
+/// slow one finishes.
+fn panic_beside_a_running_call(isolation: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = start(dir.path(), isolation, 2);
+    gw.send_plain(TOKEN, "slow", "test.gate");
+    std::thread::sleep(Duration::from_millis(300));
+    gw.send_plain(TOKEN, "poison", "test.poison");
+    let ids = ["slow", "poison"];
+    assert!(
+        wait_until(WAIT, || settled(&gw, &ids)),
+        "{:?}",
+        gw.calls("kit")
+    );
+    let states: Vec<_> = ids.iter().map(|id| (*id, state(&gw, id))).collect();
+    assert_eq!(state(&gw, "poison").0, "dead", "{states:?}");
+    assert_eq!(state(&gw, "slow").0, "done", "[{isolation}] {states:?}");
+    // The next delivery runs (in a new process, when isolated).
+    gw.send_plain(TOKEN, "after", "test.ok");
+    assert!(
+        wait_until(WAIT, || state(&gw, "after").0 == "done"),
+        "{:?}",
+        state(&gw, "after")
+    );
+}
+
+#[test]
+fn a_panic_beside_a_running_call_leaves_it_alone_in_process() {
+    panic_beside_a_running_call("none");
+}
+
+#[test]
+fn a_panic_beside_a_running_call_leaves_it_alone_isolated() {
+    panic_beside_a_running_call("process");
+}
