@@ -4,6 +4,8 @@
 //! `max_attempts = 1`, an innocent delivery that lost an attempt would show as a dead letter.
 //! Isolated, the child that panicked used to be killed: its batch-mates and the calls running
 //! beside it died with it (a retry each), and the engine's restart killed the new child too.
+//! And a log line too long for the frame protocol's log frame (1 MiB) is cut by the child, not
+//! taken by the gateway as a protocol error that kills it.
 
 use std::time::Duration;
 
@@ -12,7 +14,7 @@ use gateway_e2e::harness::{base_config, binaries, wait_until, TestGateway};
 const TOKEN: &str = "tok";
 const WAIT: Duration = Duration::from_secs(30);
 
-/// `kit` (testkit): `test.gate` sleeps 1.5 s, `test.poison` panics, anything else is `Ok`.
+/// `kit` (testkit): `test.gate` sleeps 3 s (past the 2 s a child whose input closed waits for its calls once the gateway is gone), `test.poison` panics, anything else is `Ok`.
 fn start(dir: &std::path::Path, isolation: &str, max_concurrency: u32) -> TestGateway {
     let cfg = format!(
         r#"{base}
@@ -30,7 +32,7 @@ max_attempts = 1
 [[plugins]]
 name = "kit"
 library = "{testkit}"
-config = {{ record = "data/kit.jsonl", sleep_ms = 1500, modes = {{ "test.gate" = "slow", "test.poison" = "panic_handle" }} }}
+config = {{ record = "data/kit.jsonl", sleep_ms = 3000, modes = {{ "test.gate" = "slow", "test.poison" = "panic_handle" }} }}
 max_concurrency = {max_concurrency}
 isolation = "{isolation}"
 
@@ -128,4 +130,61 @@ fn a_panic_beside_a_running_call_leaves_it_alone_in_process() {
 #[test]
 fn a_panic_beside_a_running_call_leaves_it_alone_isolated() {
     panic_beside_a_running_call("process");
+}
+
+/// A log line over 1 MiB (testkit's "handling <event_id>" line for an event whose id is
+/// 1.1 MB, accepted with `max_body_bytes` = 4 MiB): in process just a long line; isolated, it
+/// used to be framed whole, refused by the gateway, and the child killed at every attempt.
+#[test]
+fn a_log_line_too_long_for_a_frame_does_not_kill_the_isolated_plugin() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = format!(
+        r#"{base}
+[[apps]]
+name = "hire"
+path = "/hook"
+verification_token = "{TOKEN}"
+
+[delivery]
+initial_backoff = "50ms"
+max_backoff = "100ms"
+max_attempts = 2
+
+[[plugins]]
+name = "kit"
+library = "{testkit}"
+config = {{ record = "data/kit.jsonl", log = true }}
+isolation = "process"
+
+[[routes]]
+events = ["test.*"]
+plugins = ["kit"]
+"#,
+        base = base_config().replace("[server]\n", "[server]\nmax_body_bytes = 4194304\n"),
+        testkit = binaries().testkit.display(),
+    );
+    let gw = TestGateway::spawn(dir.path(), &cfg);
+    let big_id = "x".repeat(1_100_000);
+    gw.send_plain(TOKEN, &big_id, "test.ok");
+    gw.send_plain(TOKEN, "small", "test.ok");
+    assert!(wait_until(WAIT, || state(&gw, "small").0 == "done"));
+    // (Its id is too long for a command line: its calls are counted instead.)
+    assert!(
+        wait_until(WAIT, || gw
+            .calls("kit")
+            .iter()
+            .any(|c| c.to_string().contains(&big_id))),
+        "the long id's delivery was called"
+    );
+    std::thread::sleep(Duration::from_millis(500)); // a second attempt would show by now
+    assert_eq!(gw.calls("kit").len(), 2, "one call each");
+    let log = gw.log();
+    assert!(
+        !log.contains("not a frame") && !log.contains("process died"),
+        "the long line broke the protocol"
+    );
+    assert!(
+        log.contains("[truncated"),
+        "the line was cut, with a marker"
+    );
 }

@@ -17,7 +17,7 @@
 
 mod attempt;
 pub mod backoff;
-mod detail;
+pub(crate) mod detail;
 pub mod health;
 mod known;
 pub mod payload;

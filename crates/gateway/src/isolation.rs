@@ -41,6 +41,10 @@ use gateway_plugin::host::{InitError, Library, LibraryFile, LogSink};
 use gateway_plugin::Level;
 use wire::{FromChild, InitFailure, Loaded, ToChild};
 
+/// The most bytes of a log line or start error a child sends (the gateway refuses frames of
+/// these kinds over 1 MiB).
+const MAX_CHILD_TEXT: usize = 64 * 1024;
+
 /// How long a child whose stdin closed waits for its calls in flight.
 const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -111,7 +115,7 @@ pub fn serve(library: &Path) -> ExitCode {
         Err(message) => {
             send(&FromChild::InitErr {
                 kind: InitFailure::Load,
-                message,
+                message: crate::delivery::detail::cap_to(message, MAX_CHILD_TEXT),
             });
             return ExitCode::from(3);
         }
@@ -127,9 +131,11 @@ pub fn serve(library: &Path) -> ExitCode {
     let log_out = out.clone();
     let log: LogSink = Arc::new(move |_instance: &str, level: Level, message: &str| {
         if let Ok(mut o) = log_out.lock() {
+            // A frame the gateway would refuse as too large would end this process: a long
+            // line is cut here instead (an in-process plugin's is logged whole).
             let _ = FromChild::Log {
                 level: level.to_abi(),
-                message: message.to_owned(),
+                message: crate::delivery::detail::cap_to(message.to_owned(), MAX_CHILD_TEXT),
             }
             .write(&mut *o);
         }
@@ -144,7 +150,7 @@ pub fn serve(library: &Path) -> ExitCode {
             };
             send(&FromChild::InitErr {
                 kind,
-                message: e.to_string(),
+                message: crate::delivery::detail::cap_to(e.to_string(), MAX_CHILD_TEXT),
             });
             return ExitCode::from(3);
         }
@@ -152,6 +158,8 @@ pub fn serve(library: &Path) -> ExitCode {
     if !send(&FromChild::InitOk(loaded)) {
         return ExitCode::from(2);
     }
+    // The gateway: when it dies, this process is handed to another parent.
+    let gateway = std::os::unix::process::parent_id();
     // One thread per call in flight (the gateway sends at most `max_concurrency` at once).
     let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     loop {
@@ -168,18 +176,24 @@ pub fn serve(library: &Path) -> ExitCode {
                         Err(message) => FromChild::BatchPanicked { id, message },
                     };
                     send(&reply);
+                    // Before the count goes down: the main thread's drop must be the last one
+                    // (the plugin's shutdown runs there, not here beside the exit).
+                    drop(instance);
                     in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                 });
             }
             // Only the first frame starts anything.
             Ok(Some(ToChild::Init(_) | ToChild::Describe(_))) => {}
-            // The gateway closed the pipe (it retires this child, or it died): let calls in
-            // flight finish for a moment and shut the instance down, but never linger behind a
-            // hung call.
+            // The gateway closed the pipe (it retires this child, or it stops or died): let
+            // calls in flight finish and shut the instance down. While the gateway lives it
+            // decides how long (it kills a child whose call outlives its timeout, and one it
+            // stops with 5 s after closing the pipe); once it is gone, a child never lingers
+            // behind a hung call longer than a moment.
             Ok(None) | Err(_) => {
                 let deadline = std::time::Instant::now() + SHUTDOWN_WAIT;
                 while in_flight.load(std::sync::atomic::Ordering::SeqCst) > 0
-                    && std::time::Instant::now() < deadline
+                    && (std::time::Instant::now() < deadline
+                        || std::os::unix::process::parent_id() == gateway)
                 {
                     std::thread::sleep(std::time::Duration::from_millis(10));
                 }

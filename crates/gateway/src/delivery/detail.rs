@@ -8,6 +8,11 @@ pub const MAX_DETAIL: usize = 4096;
 /// `reason` cut to at most [`MAX_DETAIL`] bytes (on a character boundary), with a marker
 /// saying how much was dropped.
 pub fn cap(reason: String) -> String {
+    cap_to(reason, MAX_DETAIL)
+}
+
+/// [`cap`] to at most `max` bytes (at least a marker's worth).
+pub fn cap_to(reason: String, max: usize) -> String {
     // PostgreSQL's text cannot hold a NUL (a C plugin may count its terminator in the length):
     // a reason with one would make every write of its outcome fail.
     let reason = if reason.contains('\0') {
@@ -15,11 +20,11 @@ pub fn cap(reason: String) -> String {
     } else {
         reason
     };
-    if reason.len() <= MAX_DETAIL {
+    if reason.len() <= max {
         return reason;
     }
     let marker = format!(" … [truncated {} bytes]", reason.len());
-    let mut end = MAX_DETAIL.saturating_sub(marker.len());
+    let mut end = max.saturating_sub(marker.len());
     while !reason.is_char_boundary(end) {
         end -= 1;
     }

@@ -145,7 +145,8 @@ fn to_wire(o: &CallOutcome) -> WireOutcome {
     };
     WireOutcome {
         code,
-        reason,
+        // The engine keeps no more (and the answer's frame has a limit).
+        reason: crate::delivery::detail::cap(reason),
         retry_after_ms,
     }
 }
