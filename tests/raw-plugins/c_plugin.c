@@ -3,6 +3,7 @@
  *   crash_segv   writes through a null pointer        crash_abort  abort()
  *   crash_exit   exit(3)                               crash_loop   never returns
  *   crash_stack  unbounded recursion (stack overflow)  anything else: OK
+ * A config naming "fork_helper" makes init fork a helper that holds the descriptors 20 s.
  * Written against crates/plugin/include/gateway_plugin.h; compiled by the tests with
  * `cc -shared -fPIC -I crates/plugin/include` (see tests/lib.rs). */
 #include <stdlib.h>
@@ -13,17 +14,23 @@
 
 static int instance_marker;
 
-static uint32_t init(GwStr config, const GwHostApi *host, void **out_instance, GwBuf *out_error) {
-    (void)config; (void)host; (void)out_error;
-    *out_instance = &instance_marker;
-    return 0;
-}
-
 static int has(GwStr d, const char *needle) {
     size_t n = strlen(needle);
     if (d.len < n) return 0;
     for (size_t i = 0; i + n <= d.len; i++)
         if (memcmp(d.ptr + i, needle, n) == 0) return 1;
+    return 0;
+}
+
+static uint32_t init(GwStr config, const GwHostApi *host, void **out_instance, GwBuf *out_error) {
+    (void)host; (void)out_error;
+    /* A config naming "fork_helper": start a helper process without exec (as a worker pool
+     * or a daemonised helper does), which inherits every descriptor and lives 20 s. */
+    if (has(config, "fork_helper") && fork() == 0) {
+        sleep(20);
+        _exit(0);
+    }
+    *out_instance = &instance_marker;
     return 0;
 }
 

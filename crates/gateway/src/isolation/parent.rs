@@ -6,7 +6,9 @@
 //! Calls are blocking (they run on the engine's blocking pool like in-process calls). A reader
 //! thread per child reads every frame it writes: outcomes go to the waiting caller, log lines to
 //! the gateway's log, and end of stream means the child died: every call in flight gets a
-//! `Retry` naming the signal or exit code, and the death is counted in metrics. A frame that
+//! `Retry` naming the signal or exit code, and the death is counted in metrics. A watcher
+//! thread per child (`watch`) notices its exit by pid too, for a child whose output a process
+//! it forked still holds open. A frame that
 //! makes no sense means the child cannot be trusted any more: it is killed and handled as a
 //! crash. A batch whose child died is run again one delivery at a time, so a poison delivery
 //! ends only itself. Consecutive deaths back off the next start (10 ms doubling to 1 s).
@@ -33,6 +35,7 @@ use super::SUBCOMMAND;
 use crate::metrics;
 
 mod reader;
+mod watch;
 pub(crate) use reader::ended;
 use reader::Reader;
 
@@ -118,6 +121,10 @@ struct ChildProc {
     dead: AtomicBool,
     /// Set when the gateway itself killed the child.
     killed: AtomicBool,
+    /// The reader waits for output with nothing read and not yet handled (for `watch`).
+    idle: AtomicBool,
+    /// Frames the reader has handled (for `watch`).
+    frames: AtomicU64,
 }
 
 impl ChildProc {
@@ -404,6 +411,8 @@ impl Isolated {
             pending: Mutex::new(HashMap::new()),
             dead: AtomicBool::new(false),
             killed: AtomicBool::new(false),
+            idle: AtomicBool::new(false),
+            frames: AtomicU64::new(0),
         });
         if let Ok(mut c) = self.children.lock() {
             c.starting = Some(proc.clone());
@@ -416,6 +425,8 @@ impl Isolated {
             log: self.log.clone(),
             init: Some(init_tx),
         };
+        // For the exit watcher: it only asks how much of the output is unread.
+        let watched_output = std::os::fd::AsFd::as_fd(&stdout).try_clone_to_owned();
         let spawned = std::thread::Builder::new()
             .name(format!("plugin-{}", self.name))
             .spawn(move || reader.run(BufReader::new(stdout)));
@@ -429,6 +440,11 @@ impl Isolated {
                 c.starting = None;
             }
             return Err(unavailable(format!("cannot start the reader thread: {e}")));
+        }
+        match watched_output {
+            Ok(output) => watch::watch(&self.name, proc.clone(), pid, output),
+            Err(e) => tracing::warn!(plugin = %self.name, error = %e,
+                "cannot watch the plugin process's exit: its end is noticed by its output only"),
         }
         match init_rx.recv_timeout(INIT_TIMEOUT) {
             // The child checked the hash itself; a child that says it loaded something else is

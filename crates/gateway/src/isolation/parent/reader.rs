@@ -16,10 +16,27 @@ pub(super) struct Reader {
     pub(super) init: Option<mpsc::Sender<Result<Loaded, StartError>>>,
 }
 
+/// Counts a frame handled when dropped, whichever way its handling ends.
+struct Handled<'a>(&'a AtomicU64);
+
+impl Drop for Handled<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
 impl Reader {
     pub(super) fn run(mut self, mut out: BufReader<std::process::ChildStdout>) {
         let broken = loop {
-            match FromChild::read(&mut out) {
+            // Idle: waiting for output with nothing read and not yet handled (see `watch`).
+            self.proc
+                .idle
+                .store(out.buffer().is_empty(), Ordering::SeqCst);
+            let frame = FromChild::read(&mut out);
+            self.proc.idle.store(false, Ordering::SeqCst);
+            // Counted once handled (below), or before leaving the loop.
+            let _handled = Handled(&self.proc.frames);
+            match frame {
                 Ok(Some(FromChild::InitOk(loaded))) => {
                     if let Some(tx) = self.init.take() {
                         let _ = tx.send(Ok(loaded));

@@ -5,7 +5,8 @@
 //! Isolated, the child that panicked used to be killed: its batch-mates and the calls running
 //! beside it died with it (a retry each), and the engine's restart killed the new child too.
 //! And a log line too long for the frame protocol's log frame (1 MiB) is cut by the child, not
-//! taken by the gateway as a protocol error that kills it.
+//! taken by the gateway as a protocol error that kills it; and a child that dies while a
+//! process it forked holds its output open is noticed all the same.
 
 use std::time::Duration;
 
@@ -187,4 +188,57 @@ plugins = ["kit"]
         log.contains("[truncated"),
         "the line was cut, with a marker"
     );
+}
+
+/// The C fixture with `fork_helper`: its init forks a helper (no exec) that holds the protocol
+/// pipes 20 s. The child then segfaults: its output does not end (the helper holds it), so the
+/// death must be noticed by its pid. It used to go unnoticed: the call hung to its timeout, the
+/// timeout's SIGKILL hit a zombie, and every later call was written to the dead child.
+#[test]
+fn a_child_that_dies_while_a_process_it_forked_holds_its_output_is_noticed() {
+    let c = gateway_e2e::c_fixture(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = format!(
+        r#"{base}
+[[apps]]
+name = "hire"
+path = "/hook"
+verification_token = "{TOKEN}"
+
+[delivery]
+initial_backoff = "50ms"
+max_backoff = "100ms"
+timeout = "10s"
+max_attempts = 2
+
+[[plugins]]
+name = "native"
+library = "{lib}"
+config = {{ mode = "fork_helper" }}
+isolation = "process"
+max_concurrency = 1
+
+[[routes]]
+events = ["*"]
+plugins = ["native"]
+"#,
+        base = base_config(),
+        lib = c.display(),
+    );
+    let gw = TestGateway::spawn(dir.path(), &cfg);
+    gw.send_plain(TOKEN, "segv", "crash_segv");
+    gw.send_plain(TOKEN, "ok-after", "ok");
+    let of = |id: &str| gw.delivery(id, "native");
+    assert!(
+        wait_until(WAIT, || of("segv")["state"] == "dead"),
+        "{}",
+        of("segv")
+    );
+    // The crash itself, not the 10 s timeout's kill.
+    let error = of("segv")["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(error.contains("signal 11"), "{error}");
+    assert!(wait_until(WAIT, || of("ok-after")["state"] == "done"));
 }
