@@ -220,8 +220,17 @@ impl Isolated {
         Ok((isolated, loaded.descriptor))
     }
 
-    /// Handles a batch in the child (blocking): one outcome per delivery.
+    /// Handles a batch in the child (blocking): one outcome per delivery. A batch too large
+    /// for one frame is sent as several.
     pub fn call_batch(&self, deliveries: &[&[u8]]) -> Vec<CallOutcome> {
+        let groups = super::wire::batch_groups(deliveries);
+        if groups.len() > 1 {
+            return groups.iter().flat_map(|g| self.call_group(g)).collect();
+        }
+        self.call_group(deliveries)
+    }
+
+    fn call_group(&self, deliveries: &[&[u8]]) -> Vec<CallOutcome> {
         match self.run(deliveries) {
             Reply::Outcomes(outcomes) => {
                 self.deaths.store(0, Ordering::SeqCst);

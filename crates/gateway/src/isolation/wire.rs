@@ -19,6 +19,30 @@ use serde::{Deserialize, Serialize};
 /// No frame is larger than this (a batch of `max_batch` deliveries of `max_body_bytes` fits).
 const MAX_FRAME: usize = 1 << 30;
 
+/// `deliveries` in consecutive groups whose `Batch` frame each fits [`MAX_FRAME`] (a batch of
+/// `max_batch` large deliveries may not: the child would refuse the frame and end). A single
+/// delivery too large for a frame is a group of its own (its write fails: a retry).
+pub(super) fn batch_groups<'a>(deliveries: &'a [&'a [u8]]) -> Vec<&'a [&'a [u8]]> {
+    groups_within(deliveries, MAX_FRAME)
+}
+
+fn groups_within<'a>(deliveries: &'a [&'a [u8]], limit: usize) -> Vec<&'a [&'a [u8]]> {
+    let mut groups = Vec::new();
+    let (mut start, mut size) = (0, 12usize);
+    for (i, d) in deliveries.iter().enumerate() {
+        let add = d.len().saturating_add(4);
+        if i > start && size.saturating_add(add) > limit {
+            groups.push(&deliveries[start..i]);
+            (start, size) = (i, 12);
+        }
+        size = size.saturating_add(add);
+    }
+    if start < deliveries.len() || deliveries.is_empty() {
+        groups.push(&deliveries[start..]);
+    }
+    groups
+}
+
 /// The largest body of a child's batch answer (`Outcomes`, `BatchPanicked`): outcomes carry
 /// reasons, which the engine cuts to 4 KiB anyway.
 const MAX_ANSWER: usize = 64 << 20;
@@ -342,6 +366,23 @@ impl FromChild {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_is_grouped_so_that_each_frame_fits() {
+        let d: Vec<Vec<u8>> = [10, 10, 10, 30, 5].iter().map(|n| vec![0u8; *n]).collect();
+        let refs: Vec<&[u8]> = d.iter().map(Vec::as_slice).collect();
+        let sizes = |limit| -> Vec<usize> {
+            groups_within(&refs, limit).iter().map(|g| g.len()).collect()
+        };
+        // 12 + 14 per 10-byte delivery: two fit in 40, the 30-byte one goes alone.
+        assert_eq!(sizes(40), [2, 1, 1, 1]);
+        assert_eq!(sizes(1 << 20), [5]);
+        // Too large even alone: a group of its own.
+        assert_eq!(sizes(20), [1, 1, 1, 1, 1]);
+        assert_eq!(batch_groups(&refs).len(), 1);
+        let none: [&[u8]; 0] = [];
+        assert_eq!(groups_within(&none, 40).len(), 1, "an empty batch is one empty group");
+    }
 
     #[test]
     fn every_message_round_trips() {
