@@ -235,8 +235,13 @@ impl LarkClient {
                 .post(call, url, Some(&token), body)
                 .and_then(|reply| parse_envelope::<T>(call, reply));
             match result {
-                Err(e) if e.is_invalid_token() && !refreshed => {
+                Err(e) if e.is_invalid_token() => {
+                    // Refused twice: the fresh token is dropped too (the next delivery fetches
+                    // another), and this one is retried later.
                     self.invalidate(&token);
+                    if refreshed {
+                        return Err(e);
+                    }
                     refreshed = true;
                 }
                 other => return other,
@@ -504,7 +509,8 @@ fn unreadable(call: &'static str, reply: &Reply) -> ApiError {
 fn encode_segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+        // `.` is encoded too: a segment `.` or `..` would be resolved as a path step.
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'~') {
             out.push(char::from(b));
         } else {
             out.push_str(&format!("%{b:02X}"));

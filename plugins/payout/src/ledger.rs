@@ -212,10 +212,22 @@ impl Ledger {
         plan: &Plan,
         now_ms: u64,
     ) -> Result<PayoutRow, LedgerError> {
-        match &self.backend {
+        let row = match &self.backend {
             Backend::Sqlite(l) => l.admit(delivery_id, external_order_id, event, plan, now_ms),
             Backend::Postgres(l) => l.admit(delivery_id, external_order_id, event, plan, now_ms),
+        }?;
+        // A row found for this delivery id must be of this snapshot: another event under the
+        // same id would otherwise be taken as already paid.
+        if row.account_id != event.account_id || row.modify_time != event.modify_time_ms {
+            return Err(LedgerError::Corrupt {
+                delivery_id: delivery_id.to_owned(),
+                reason: format!(
+                    "the row is of account {} snapshot {}, the event of account {} snapshot {}",
+                    row.account_id, row.modify_time, event.account_id, event.modify_time_ms
+                ),
+            });
         }
+        Ok(row)
     }
 
     /// Records Lark's result for a pending (or rejected) intent; a row already withdrawn (by a
@@ -364,6 +376,29 @@ mod tests {
             points: 10,
             cash: Vec::new(),
             modify_time_ms,
+        }
+    }
+
+    #[test]
+    fn a_row_found_for_a_delivery_id_must_be_of_the_same_snapshot() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ledger = Ledger::open(&dir.path().join("ledger.db")).expect("create");
+        let plan = Plan::Withdraw(vec![1]);
+        let first = ledger
+            .admit("d1", "gw-1", &snapshot(5), &plan, 1)
+            .expect("admit");
+        let again = ledger
+            .admit("d1", "gw-1", &snapshot(5), &plan, 2)
+            .expect("the same snapshot again");
+        assert_eq!(again.modify_time, first.modify_time);
+        match ledger.admit("d1", "gw-1", &snapshot(6), &plan, 3) {
+            Err(LedgerError::Corrupt { reason, .. }) => {
+                assert!(
+                    reason.contains("snapshot 5") && reason.contains("snapshot 6"),
+                    "{reason}"
+                )
+            }
+            other => panic!("another snapshot under the same id: {other:?}"),
         }
     }
 

@@ -372,7 +372,10 @@ mod tests {
         let d: Vec<Vec<u8>> = [10, 10, 10, 30, 5].iter().map(|n| vec![0u8; *n]).collect();
         let refs: Vec<&[u8]> = d.iter().map(Vec::as_slice).collect();
         let sizes = |limit| -> Vec<usize> {
-            groups_within(&refs, limit).iter().map(|g| g.len()).collect()
+            groups_within(&refs, limit)
+                .iter()
+                .map(|g| g.len())
+                .collect()
         };
         // 12 + 14 per 10-byte delivery: two fit in 40, the 30-byte one goes alone.
         assert_eq!(sizes(40), [2, 1, 1, 1]);
@@ -381,7 +384,11 @@ mod tests {
         assert_eq!(sizes(20), [1, 1, 1, 1, 1]);
         assert_eq!(batch_groups(&refs).len(), 1);
         let none: [&[u8]; 0] = [];
-        assert_eq!(groups_within(&none, 40).len(), 1, "an empty batch is one empty group");
+        assert_eq!(
+            groups_within(&none, 40).len(),
+            1,
+            "an empty batch is one empty group"
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ use super::*;
 fn segments_are_encoded() {
     assert_eq!(encode_segment("7147998241542539527"), "7147998241542539527");
     assert_eq!(encode_segment("a/b c"), "a%2Fb%20c");
+    assert_eq!(encode_segment(".."), "%2E%2E");
 }
 
 fn reply(status: u16, body: &str) -> Reply {
