@@ -13,18 +13,17 @@
 //! Lines are written with one `write` call under a lock, so concurrent deliveries never
 //! interleave; the file is opened in append mode. A batch (ABI 1.1) is one `write` of all its
 //! lines and one sync. With `fsync = "always"` a delivery returns `Ok` only after its line is on
-//! disk; concurrent calls share one `fdatasync` (group commit).
-//! Any I/O error is a `Retry`.
+//! disk; concurrent calls share one `fdatasync` (group commit). Failed writes and syncs, and a
+//! file deleted or rotated away, are handled as `file` says. Any I/O error is a `Retry`.
 
-use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use gateway_plugin::{Delivery, Host, Level, Outcome, Plugin};
 use serde::{Deserialize, Serialize};
+
+mod file;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,16 +47,7 @@ enum Fsync {
 
 #[derive(Debug)]
 enum Sink {
-    File {
-        /// Appends happen under this lock, one whole line per `write`.
-        file: Mutex<File>,
-        /// Lines appended so far (incremented after each append, under `file`'s lock).
-        written: AtomicU64,
-        /// A second handle used to fsync outside the append lock, and how many lines are known
-        /// to be on disk: concurrent deliveries share one fsync (group commit).
-        synced: Mutex<(File, u64)>,
-        path: PathBuf,
-    },
+    File(file::FileSink),
     Stdout,
 }
 
@@ -65,7 +55,6 @@ enum Sink {
 #[derive(Debug)]
 pub struct Logger {
     sink: Sink,
-    fsync: Fsync,
     keep_token: bool,
     host: Host,
 }
@@ -103,31 +92,13 @@ impl Plugin for Logger {
             (true, None) => Sink::Stdout,
             (true, Some(_)) => return Err("logger config: set either `path` or `stdout`".into()),
             (false, None) => return Err("logger config: `path` is required".into()),
-            (false, Some(path)) => {
-                let path = host.resolve_path(path);
-                if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir)
-                        .map_err(|e| format!("logger: cannot create {}: {e}", dir.display()))?;
-                }
-                let file = OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&path)
-                    .map_err(|e| format!("logger: cannot open {}: {e}", path.display()))?;
-                let sync_handle = file
-                    .try_clone()
-                    .map_err(|e| format!("logger: cannot open {}: {e}", path.display()))?;
-                Sink::File {
-                    file: Mutex::new(file),
-                    written: AtomicU64::new(0),
-                    synced: Mutex::new((sync_handle, 0)),
-                    path,
-                }
-            }
+            (false, Some(path)) => Sink::File(file::FileSink::open(
+                host.resolve_path(path),
+                config.fsync == Fsync::Always,
+            )?),
         };
         Ok(Logger {
             sink,
-            fsync: config.fsync,
             keep_token: config.keep_token,
             host,
         })
@@ -193,30 +164,7 @@ impl Logger {
                 out.write_all(bytes)?;
                 out.flush()
             }
-            Sink::File {
-                file,
-                written,
-                synced,
-                path,
-            } => {
-                let poisoned =
-                    || std::io::Error::other(format!("{} lock poisoned", path.display()));
-                let mine = {
-                    let mut f = file.lock().map_err(|_| poisoned())?;
-                    f.write_all(bytes)?;
-                    written.fetch_add(1, Ordering::SeqCst) + 1
-                };
-                if self.fsync == Fsync::Always {
-                    let mut s = synced.lock().map_err(|_| poisoned())?;
-                    if s.1 < mine {
-                        // Every line counted in `target` was fully appended before the count.
-                        let target = written.load(Ordering::SeqCst);
-                        s.0.sync_data()?;
-                        s.1 = target;
-                    }
-                }
-                Ok(())
-            }
+            Sink::File(sink) => sink.append(bytes),
         }
     }
 }
@@ -317,6 +265,39 @@ mod tests {
         .expect("config");
         assert_eq!(keep.handle(&delivery(4)), Outcome::Ok);
         assert_eq!(read("b.jsonl")[0]["event"]["header"]["token"], "v-s3cret");
+    }
+
+    #[test]
+    fn a_file_deleted_or_rotated_away_is_created_again_and_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sub/out.jsonl");
+        let logger = Logger::new(
+            serde_json::json!({"path": "sub/out.jsonl"}),
+            Host::for_tests(dir.path(), "audit"),
+        )
+        .expect("config");
+        assert_eq!(logger.handle(&delivery(1)), Outcome::Ok);
+        let mode =
+            |p: &std::path::Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(
+            (mode(&path), mode(path.parent().expect("dir"))),
+            (0o600, 0o700)
+        );
+        std::fs::rename(&path, dir.path().join("sub/out.jsonl.1")).expect("rotate");
+        assert_eq!(logger.handle(&delivery(2)), Outcome::Ok);
+        std::fs::remove_file(&path).expect("rm");
+        assert_eq!(logger.handle(&delivery(3)), Outcome::Ok);
+        let text = std::fs::read_to_string(&path).expect("created again");
+        assert!(
+            text.contains("\"d3\"") && !text.contains("\"d2\""),
+            "{text}"
+        );
+        let rotated = std::fs::read_to_string(dir.path().join("sub/out.jsonl.1")).expect("old");
+        assert!(
+            rotated.contains("\"d1\"") && !rotated.contains("\"d2\""),
+            "{rotated}"
+        );
     }
 
     #[test]
