@@ -242,3 +242,56 @@ plugins = ["native"]
     assert!(error.contains("signal 11"), "{error}");
     assert!(wait_until(WAIT, || of("ok-after")["state"] == "done"));
 }
+
+/// A `Panicked` outcome that comes back as a normal answer (a 1.0 plugin's `handle`, looped in
+/// the child; here the hand-written raw fixture answering code 3) replaces the isolated
+/// instance too: the process that served it is retired and a new one serves the next call.
+#[test]
+fn a_panicked_outcome_of_a_1_0_plugin_replaces_its_isolated_process() {
+    let raw = gateway_e2e::raw_fixtures(std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))).legacy;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = format!(
+        r#"{base}
+[[apps]]
+name = "hire"
+path = "/hook"
+verification_token = "{TOKEN}"
+
+[delivery]
+initial_backoff = "50ms"
+max_backoff = "100ms"
+max_attempts = 3
+
+[[plugins]]
+name = "native"
+library = "{lib}"
+isolation = "process"
+max_concurrency = 1
+
+[[routes]]
+events = ["*"]
+plugins = ["native"]
+"#,
+        base = base_config(),
+        lib = raw.display(),
+    );
+    let gw = TestGateway::spawn(dir.path(), &cfg);
+    let of = |id: &str| gw.delivery(id, "native")["state"].clone();
+    gw.send_plain(TOKEN, "ok-1", "ok");
+    assert!(wait_until(WAIT, || of("ok-1") == "done"));
+    let before = gateway_e2e::harness::children(gw.pid());
+    assert_eq!(before.len(), 1, "one plugin process: {before:?}");
+    gw.send_plain(TOKEN, "p-1", "panicked");
+    assert!(wait_until(WAIT, || of("p-1") == "dead"));
+    gw.send_plain(TOKEN, "ok-2", "ok");
+    assert!(wait_until(WAIT, || of("ok-2") == "done"));
+    assert!(
+        wait_until(Duration::from_secs(10), || !gateway_e2e::harness::children(
+            gw.pid()
+        )
+        .contains(&before[0])),
+        "the process whose instance panicked still serves: now {:?}, before {:?}",
+        gateway_e2e::harness::children(gw.pid()),
+        before
+    );
+}

@@ -103,7 +103,8 @@ const KILL_WAIT: Duration = Duration::from_secs(2);
 
 /// What a caller waiting on a child gets.
 enum Reply {
-    Outcomes(Vec<CallOutcome>),
+    /// The child's answer; the child that sent it.
+    Outcomes(Vec<CallOutcome>, Arc<ChildProc>),
     /// The call panicked (caught in the child); the child it ran in.
     Panicked(String, Arc<ChildProc>),
     /// The child ended; `true` when trying the calls again one by one would not help: the
@@ -121,10 +122,10 @@ struct ChildProc {
     dead: AtomicBool,
     /// Set when the gateway itself killed the child.
     killed: AtomicBool,
-    /// The reader waits for output with nothing read and not yet handled (for `watch`).
-    idle: AtomicBool,
-    /// Frames the reader has handled (for `watch`).
-    frames: AtomicU64,
+    /// The reader is inside a `read` of the child's output (for `watch`).
+    in_read: AtomicBool,
+    /// Bytes the reader has taken from the child's output (for `watch`).
+    bytes_read: AtomicU64,
 }
 
 impl ChildProc {
@@ -224,16 +225,37 @@ impl Isolated {
     /// for one frame is sent as several.
     pub fn call_batch(&self, deliveries: &[&[u8]]) -> Vec<CallOutcome> {
         let groups = super::wire::batch_groups(deliveries);
-        if groups.len() > 1 {
-            return groups.iter().flat_map(|g| self.call_group(g)).collect();
+        if groups.len() == 1 {
+            return self.call_group(deliveries).0;
         }
-        self.call_group(deliveries)
+        let mut outcomes = Vec::with_capacity(deliveries.len());
+        let mut killed = false;
+        for group in groups {
+            // Killed (a timeout): the call is over; the rest is not started in a new child.
+            if killed {
+                outcomes.extend(
+                    group
+                        .iter()
+                        .map(|_| died("killed before it started".into())),
+                );
+                continue;
+            }
+            let (mut answered, was_killed) = self.call_group(group);
+            killed = was_killed;
+            // One outcome per delivery of the group, whatever the child sent.
+            answered.truncate(group.len());
+            answered.resize_with(group.len(), || died("no outcome".into()));
+            outcomes.extend(answered);
+        }
+        outcomes
     }
 
-    fn call_group(&self, deliveries: &[&[u8]]) -> Vec<CallOutcome> {
-        match self.run(deliveries) {
-            Reply::Outcomes(outcomes) => {
+    /// The outcomes of one frame's batch, and whether the gateway killed its child meanwhile.
+    fn call_group(&self, deliveries: &[&[u8]]) -> (Vec<CallOutcome>, bool) {
+        let outcomes = match self.run(deliveries) {
+            Reply::Outcomes(outcomes, proc) => {
                 self.deaths.store(0, Ordering::SeqCst);
+                self.retire_if_panicked(&outcomes, &proc);
                 outcomes
             }
             Reply::Panicked(message, proc) if deliveries.len() > 1 => {
@@ -251,18 +273,38 @@ impl Isolated {
                     "plugin process died during a batch: handling each delivery on its own");
                 deliveries.iter().map(|d| self.call_one(d)).collect()
             }
-            Reply::Died(why, _) => deliveries.iter().map(|_| died(why.clone())).collect(),
-        }
+            Reply::Died(why, killed) => {
+                return (
+                    deliveries.iter().map(|_| died(why.clone())).collect(),
+                    killed,
+                )
+            }
+        };
+        (outcomes, false)
     }
 
     fn call_one(&self, delivery: &[u8]) -> CallOutcome {
         match self.run(&[delivery]) {
-            Reply::Outcomes(mut o) => o.pop().unwrap_or_else(|| died("no outcome".into())),
+            Reply::Outcomes(mut o, proc) => {
+                self.retire_if_panicked(&o, &proc);
+                o.pop().unwrap_or_else(|| died("no outcome".into()))
+            }
             Reply::Panicked(message, proc) => {
                 self.retire(&proc);
                 CallOutcome::Panicked { message }
             }
             Reply::Died(why, _) => died(why),
+        }
+    }
+
+    /// An answer with a `Panicked` outcome (a 1.0 plugin's `handle`, looped in the child, or a
+    /// batch entry's code for one delivery) retires its child like a batch that panicked.
+    fn retire_if_panicked(&self, outcomes: &[CallOutcome], proc: &Arc<ChildProc>) {
+        if outcomes
+            .iter()
+            .any(|o| matches!(o, CallOutcome::Panicked { .. }))
+        {
+            self.retire(proc);
         }
     }
 
@@ -305,10 +347,25 @@ impl Isolated {
     }
 
     fn run(&self, deliveries: &[&[u8]]) -> Reply {
+        // A child retired (by a panic beside this call) after `ensure` chose it was sent
+        // nothing: the call goes to the next child instead of counting as its death.
+        for _ in 0..3 {
+            if let Some(reply) = self.run_once(deliveries) {
+                return reply;
+            }
+        }
+        Reply::Died(
+            "the plugin process was retired three times in a row".into(),
+            false,
+        )
+    }
+
+    /// `None` when the chosen child was retired before anything was written to it.
+    fn run_once(&self, deliveries: &[&[u8]]) -> Option<Reply> {
         let proc = match self.ensure() {
             Ok(p) => p,
             // Not split into single calls: each would try (and fail) to start a child again.
-            Err(why) => return Reply::Died(why, true),
+            Err(why) => return Some(Reply::Died(why, true)),
         };
         let id = self.next_id.fetch_add(1, Ordering::SeqCst);
         let (tx, rx) = mpsc::channel();
@@ -316,7 +373,10 @@ impl Isolated {
             p.insert(id, tx);
         }
         if proc.dead.load(Ordering::SeqCst) {
-            return Reply::Died("the plugin process had just died".into(), false);
+            return Some(Reply::Died(
+                "the plugin process had just died".into(),
+                false,
+            ));
         }
         let request = ToChild::Batch {
             id,
@@ -324,19 +384,33 @@ impl Isolated {
         };
         let written = match proc.stdin.lock() {
             Ok(mut w) => match w.as_mut() {
-                Some(w) => request.write(w),
-                None => Err(std::io::Error::other("the plugin process is retired")),
+                Some(w) => request.write(w).map(|_| true),
+                None => Ok(false),
             },
             Err(_) => Err(std::io::Error::other("poisoned")),
         };
-        if let Err(e) = written {
-            if let Ok(mut p) = proc.pending.lock() {
-                p.remove(&id);
+        match written {
+            Ok(true) => Some(
+                rx.recv()
+                    .unwrap_or_else(|_| Reply::Died("the plugin process went away".into(), false)),
+            ),
+            // Retired: nothing was sent.
+            Ok(false) => {
+                if let Ok(mut p) = proc.pending.lock() {
+                    p.remove(&id);
+                }
+                None
             }
-            return Reply::Died(format!("cannot write to the plugin process: {e}"), false);
+            Err(e) => {
+                if let Ok(mut p) = proc.pending.lock() {
+                    p.remove(&id);
+                }
+                Some(Reply::Died(
+                    format!("cannot write to the plugin process: {e}"),
+                    false,
+                ))
+            }
         }
-        rx.recv()
-            .unwrap_or_else(|_| Reply::Died("the plugin process went away".into(), false))
     }
 
     /// The live child, or a new one (after a backoff when children keep dying).
@@ -420,8 +494,8 @@ impl Isolated {
             pending: Mutex::new(HashMap::new()),
             dead: AtomicBool::new(false),
             killed: AtomicBool::new(false),
-            idle: AtomicBool::new(false),
-            frames: AtomicU64::new(0),
+            in_read: AtomicBool::new(false),
+            bytes_read: AtomicU64::new(0),
         });
         if let Ok(mut c) = self.children.lock() {
             c.starting = Some(proc.clone());
@@ -438,7 +512,13 @@ impl Isolated {
         let watched_output = std::os::fd::AsFd::as_fd(&stdout).try_clone_to_owned();
         let spawned = std::thread::Builder::new()
             .name(format!("plugin-{}", self.name))
-            .spawn(move || reader.run(BufReader::new(stdout)));
+            .spawn(move || {
+                let out = reader::Watched {
+                    inner: stdout,
+                    proc: reader.proc.clone(),
+                };
+                reader.run(BufReader::new(out))
+            });
         if let Err(e) = spawned {
             // No reader to reap it: killed and reaped here.
             proc.kill();

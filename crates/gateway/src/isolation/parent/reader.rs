@@ -16,27 +16,29 @@ pub(super) struct Reader {
     pub(super) init: Option<mpsc::Sender<Result<Loaded, StartError>>>,
 }
 
-/// Counts a frame handled when dropped, whichever way its handling ends.
-struct Handled<'a>(&'a AtomicU64);
+/// The child's output as the reader reads it, telling the exit watcher (`watch`) when the
+/// reader waits in a `read` and how many bytes it has taken.
+pub(super) struct Watched<R> {
+    pub(super) inner: R,
+    pub(super) proc: Arc<ChildProc>,
+}
 
-impl Drop for Handled<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_add(1, Ordering::SeqCst);
+impl<R: std::io::Read> std::io::Read for Watched<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.proc.in_read.store(true, Ordering::SeqCst);
+        let n = self.inner.read(buf);
+        if let Ok(n) = &n {
+            self.proc.bytes_read.fetch_add(*n as u64, Ordering::SeqCst);
+        }
+        self.proc.in_read.store(false, Ordering::SeqCst);
+        n
     }
 }
 
 impl Reader {
-    pub(super) fn run(mut self, mut out: BufReader<std::process::ChildStdout>) {
+    pub(super) fn run(mut self, mut out: BufReader<impl std::io::Read>) {
         let broken = loop {
-            // Idle: waiting for output with nothing read and not yet handled (see `watch`).
-            self.proc
-                .idle
-                .store(out.buffer().is_empty(), Ordering::SeqCst);
-            let frame = FromChild::read(&mut out);
-            self.proc.idle.store(false, Ordering::SeqCst);
-            // Counted once handled (below), or before leaving the loop.
-            let _handled = Handled(&self.proc.frames);
-            match frame {
+            match FromChild::read(&mut out) {
                 Ok(Some(FromChild::InitOk(loaded))) => {
                     if let Some(tx) = self.init.take() {
                         let _ = tx.send(Ok(loaded));
@@ -62,7 +64,7 @@ impl Reader {
                     break Some(std::io::Error::other("an unasked Described frame"))
                 }
                 Ok(Some(FromChild::Outcomes { id, outcomes })) => {
-                    self.answer(id, Reply::Outcomes(outcomes))
+                    self.answer(id, Reply::Outcomes(outcomes, self.proc.clone()))
                 }
                 Ok(Some(FromChild::BatchPanicked { id, message })) => {
                     self.answer(id, Reply::Panicked(message, self.proc.clone()))

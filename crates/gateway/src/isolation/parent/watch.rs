@@ -5,10 +5,12 @@
 //! for good: SIGKILL does nothing to a dead child) and new calls would be written to it.
 //!
 //! The watcher waits for the child to exit (`waitid` with `WNOWAIT`: the reader still reaps
-//! it), then for every frame the child wrote before it died to be read and answered: the pipe
-//! empty (`FIONREAD`), the reader waiting on an empty buffer, and no frame handled for a beat.
-//! Only then does it answer the calls still in flight as the child's death (a `Retry` each, as
-//! the reader would), so an outcome the child did send is never taken for a crash.
+//! it), then for the reader to be stuck: inside a `read` of the pipe, the pipe empty
+//! (`FIONREAD`), and no byte taken across a beat. Everything the child wrote before it died has
+//! then been read, and every whole frame handled (a frame being parsed is not inside a
+//! `read`); a frame cut off by the death never completes. Only then does it answer the calls
+//! still in flight as the child's death (a `Retry` each, as the reader would), so an outcome
+//! the child did send is never taken for a crash.
 
 use std::os::fd::OwnedFd;
 
@@ -16,7 +18,7 @@ use rustix::process::{Pid, WaitId, WaitIdOptions};
 
 use super::*;
 
-/// How long the reader must stay idle, on an empty pipe, before the watcher answers for it.
+/// How long the reader must stay stuck before the watcher answers for it.
 const SETTLE: Duration = Duration::from_millis(50);
 
 /// Starts the watcher of `proc` (process `pid`), which reads `output` (a duplicate of the
@@ -40,16 +42,19 @@ pub(super) fn watch(name: &str, proc: Arc<ChildProc>, pid: u32, output: OwnedFd)
                     Err(_) => return,
                 }
             }
+            // Stuck: the reader waits inside a `read` of an empty pipe whose writer is dead,
+            // and has taken nothing since the last look (a read that returned would have
+            // counted its bytes; a frame still being parsed is not inside a `read`).
             let mut seen = None;
             while !proc.dead.load(Ordering::SeqCst) {
                 let unread = rustix::io::ioctl_fionread(&output).unwrap_or(1);
-                let frames = proc.frames.load(Ordering::SeqCst);
-                let idle = unread == 0 && proc.idle.load(Ordering::SeqCst);
-                if idle && seen == Some(frames) {
+                let taken = proc.bytes_read.load(Ordering::SeqCst);
+                let waiting = unread == 0 && proc.in_read.load(Ordering::SeqCst);
+                if waiting && seen == Some(taken) {
                     answer_as_dead(&plugin, &proc);
                     return;
                 }
-                seen = idle.then_some(frames);
+                seen = waiting.then_some(taken);
                 std::thread::sleep(SETTLE);
             }
         });
@@ -77,5 +82,110 @@ fn answer_as_dead(name: &str, proc: &ChildProc) {
     let killed = proc.killed.load(Ordering::SeqCst);
     for (_, tx) in pending {
         let _ = tx.send(Reply::Died(why.clone(), killed));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::reader::{Reader, Watched};
+    use super::*;
+
+    /// A reader on the output of `sh -c script` (writing `frame_file`), with call 1 pending,
+    /// and the watcher on it.
+    fn watched(script: &str) -> mpsc::Receiver<Reply> {
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("sh");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let pid = child.id();
+        let proc = Arc::new(ChildProc {
+            child: Mutex::new(child),
+            stdin: Mutex::new(Some(BufWriter::new(stdin))),
+            pending: Mutex::new(HashMap::new()),
+            dead: AtomicBool::new(false),
+            killed: AtomicBool::new(false),
+            in_read: AtomicBool::new(false),
+            bytes_read: AtomicU64::new(0),
+        });
+        let (tx, rx) = mpsc::channel();
+        proc.pending.lock().expect("pending").insert(1, tx);
+        let log: LogSink = Arc::new(|_: &str, _: Level, _: &str| {});
+        let reader = Reader {
+            name: "t".into(),
+            library: PathBuf::from("t.so"),
+            proc: proc.clone(),
+            log,
+            init: None,
+        };
+        let output = std::os::fd::AsFd::as_fd(&stdout)
+            .try_clone_to_owned()
+            .expect("dup");
+        let out = Watched {
+            inner: stdout,
+            proc: proc.clone(),
+        };
+        std::thread::spawn(move || reader.run(BufReader::new(out)));
+        watch("t", proc, pid, output);
+        rx
+    }
+
+    fn frame_file(name: &str, bytes: &[u8]) -> PathBuf {
+        let path = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+        std::fs::write(&path, bytes).expect("write");
+        path
+    }
+
+    /// The child ends in the middle of a frame while a process it started (`sleep`) holds its
+    /// output: the call is answered as its death, not left waiting for the helper.
+    #[test]
+    fn a_child_dead_mid_frame_while_a_helper_holds_its_output_is_answered() {
+        let mut bytes = Vec::new();
+        let mut answer = Vec::new();
+        FromChild::Outcomes {
+            id: 1,
+            outcomes: vec![CallOutcome::Ok],
+        }
+        .write(&mut answer)
+        .expect("frame");
+        bytes.extend_from_slice(&answer[..10]);
+        let path = frame_file("watch-partial", &bytes);
+        let rx = watched(&format!("sleep 15 & cat {}; exit 0", path.display()));
+        let reply = rx.recv_timeout(Duration::from_secs(8));
+        let _ = std::fs::remove_file(&path);
+        assert!(
+            matches!(reply, Ok(Reply::Died(..))),
+            "not answered as a death within 8 s"
+        );
+    }
+
+    /// A child that wrote a large last answer and exited while the reader still takes it in
+    /// (a retired child after its last call): the answer is the call's, not a death.
+    #[test]
+    fn an_answer_still_being_read_when_the_child_exits_is_not_taken_for_a_crash() {
+        let n = 2_000;
+        let outcomes: Vec<CallOutcome> = (0..n)
+            .map(|_| CallOutcome::Retry {
+                reason: "\u{1}".repeat(4000),
+                retry_after: None,
+            })
+            .collect();
+        let mut frame = Vec::new();
+        FromChild::Outcomes { id: 1, outcomes }
+            .write(&mut frame)
+            .expect("frame");
+        let path = frame_file("watch-large", &frame);
+        let rx = watched(&format!("sleep 15 & cat {}; exit 0", path.display()));
+        let reply = rx.recv_timeout(Duration::from_secs(30));
+        let _ = std::fs::remove_file(&path);
+        match reply {
+            Ok(Reply::Outcomes(o, _)) => assert_eq!(o.len(), n),
+            Ok(Reply::Died(why, _)) => panic!("the answer was taken for a death: {why}"),
+            _ => panic!("no answer"),
+        }
     }
 }
