@@ -342,11 +342,11 @@ impl LarkClient {
 }
 
 /// What a successful withdraw answer says was withdrawn. An answer without `data`, without
-/// `withdrawal_details`, or without the amount of a type it was asked for (`point_bonus` for 1,
-/// `cash_bonus` for 2; spec §9 names them all) is unreadable, not a withdrawal of nothing: it
-/// is retried with the same `external_order_id` (Lark then answers with the original
-/// withdrawal), and ends as a dead letter if it stays so, never as a zero payout marked done.
-/// An empty `cash_bonus` list is no cash.
+/// `withdrawal_details`, or whose details hold none of the amounts asked for (`point_bonus` for
+/// 1, `cash_bonus` for 2; spec §9 names them) is unreadable, not a withdrawal of nothing: it is
+/// retried with the same `external_order_id` (Lark then answers with the original withdrawal),
+/// and ends as a dead letter if it stays so, never as a zero payout marked done. With one of
+/// them given, a missing other is zero (as in events); an empty `cash_bonus` list is no cash.
 fn withdrawal(
     data: Option<WithdrawData>,
     requested: &[u8],
@@ -365,11 +365,12 @@ fn withdrawal(
     let details = data
         .withdrawal_details
         .ok_or_else(|| unreadable("withdrawal_details"))?;
-    if requested.contains(&1) && details.point_bonus.is_none() {
-        return Err(unreadable("withdrawal_details.point_bonus"));
-    }
-    if requested.contains(&2) && details.cash_bonus.is_none() {
-        return Err(unreadable("withdrawal_details.cash_bonus"));
+    // Lark may leave a zero amount out (events do: spec §3), so one type's field missing is
+    // zero; none of the types asked for present (`{}`, the fields under other names) is not.
+    let points_given = requested.contains(&1) && details.point_bonus.is_some();
+    let cash_given = requested.contains(&2) && details.cash_bonus.is_some();
+    if !requested.is_empty() && !points_given && !cash_given {
+        return Err(unreadable("withdrawal_details.point_bonus or cash_bonus"));
     }
     let points = details.point_bonus.unwrap_or(0);
     let cash =

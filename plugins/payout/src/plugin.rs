@@ -43,6 +43,8 @@ pub enum HandleError {
     },
     #[error("the event's {0} ({1}) is beyond what the ledger holds (at most 9223372036854775807)")]
     OutOfRange(&'static str, u64),
+    #[error("the event's account_id {0:?} cannot name an account")]
+    BadAccount(String),
     #[error("ledger row of delivery {0} has no bonus types to withdraw")]
     NoTypes(String),
     #[error("withdrawal {order_id} is recorded; {source} (a later attempt forwards again, never withdraws again)")]
@@ -75,6 +77,7 @@ impl HandleError {
             } => retry(*retry_after),
             HandleError::Event(_)
             | HandleError::OutOfRange(..)
+            | HandleError::BadAccount(_)
             | HandleError::Api { .. }
             | HandleError::OrderMismatch { .. }
             | HandleError::NoTypes(_)
@@ -182,6 +185,10 @@ impl Payout {
             if i64::try_from(value).is_err() {
                 return Err(HandleError::OutOfRange(what, value));
             }
+        }
+        // A path step, however encoded (the URL parser resolves `%2E%2E` too).
+        if matches!(event.account_id.as_str(), "" | "." | "..") {
+            return Err(HandleError::BadAccount(event.account_id.clone()));
         }
         let _claim = Claim::new(&self.in_flight, &d.delivery_id).ok_or(HandleError::Busy)?;
         // Across gateway processes sharing a PostgreSQL ledger (always granted with SQLite).

@@ -69,10 +69,10 @@ fn tiny_lark(withdraw_body: String) -> (String, Arc<Mutex<Vec<String>>>) {
     (base, seen)
 }
 
-/// Finding: a withdraw answer whose `withdrawal_details` names neither `point_bonus` nor
-/// `cash_bonus` (an empty object, or the fields under other names) is taken as a successful
-/// withdrawal of nothing: the row is `withdrawn` with 0 points and no cash, forwarding
-/// `not_needed`, the delivery `Ok` — the money Lark moved is never forwarded or retried.
+/// A withdraw answer whose `withdrawal_details` names neither `point_bonus` nor `cash_bonus`
+/// (an empty object, or the fields under other names) was taken as a withdrawal of nothing:
+/// the row `withdrawn` with 0 points and no cash, forwarding `not_needed`, the delivery `Ok`,
+/// the money Lark moved never forwarded. It is retried instead (the same order id).
 #[test]
 fn a_withdraw_answer_without_the_requested_amounts_is_not_a_zero_payout() {
     for details in [
@@ -178,4 +178,21 @@ fn a_modify_time_beyond_i64_is_rejected_not_retried() {
     let d = delivery("evt-big:payout", 1, ACCOUNT, 100, &[], u64::MAX);
     let outcome = p.handle(&d);
     assert!(matches!(outcome, Outcome::Reject { .. }), "{outcome:?}");
+}
+
+/// An account id that is a path step (`..`: the URL parser resolves it, encoded or not, and the
+/// withdraw would go to another path) is a bad event.
+#[test]
+fn an_account_id_that_is_a_path_step_is_rejected() {
+    let api = LarkApi::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = plugin(&api, dir.path(), json!({}));
+    for id in ["..", "."] {
+        let d = delivery(&format!("evt-{id}:payout"), 1, id, 100, &[], 1_000);
+        let outcome = p.handle(&d);
+        assert!(
+            matches!(outcome, Outcome::Reject { .. }),
+            "{id}: {outcome:?}"
+        );
+    }
 }

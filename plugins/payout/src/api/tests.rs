@@ -187,17 +187,27 @@ fn a_withdraw_answer_without_its_details_is_unreadable_not_a_zero_payout() {
     )
     .expect("read");
     assert_eq!(points.points, 7);
-    // An amount asked for and not given (no details, the fields under other names, cash
-    // `null`) is unknown, not zero: the money may have left Lark.
+    // One type given, the other left out (zero points at withdraw time): the missing one is 0.
+    let cash_only = withdrawal(
+        Some(data(
+            r#"{"withdrawal_details":{"cash_bonus":[{"currency_type":"CNY","amount":1}]}}"#,
+        )),
+        &[1, 2],
+        None,
+    )
+    .expect("read");
+    assert_eq!((cash_only.points, cash_only.cash.len()), (0, 1));
+    // None of the amounts asked for (no details, the fields under other names) is unknown,
+    // not zero: the money may have left Lark.
     for (json, missing) in [
-        (r#"{"withdrawal_details":{}}"#, "point_bonus"),
+        (r#"{"withdrawal_details":{}}"#, "point_bonus or cash_bonus"),
         (
             r#"{"withdrawal_details":{"pointBonus":100,"cashBonus":[{"currency_type":"CNY","amount":1}]}}"#,
-            "point_bonus",
+            "point_bonus or cash_bonus",
         ),
         (
-            r#"{"withdrawal_details":{"point_bonus":100,"cash_bonus":null}}"#,
-            "cash_bonus",
+            r#"{"withdrawal_details":{"point_bonus":null,"cash_bonus":null}}"#,
+            "point_bonus or cash_bonus",
         ),
     ] {
         match withdrawal(Some(data(json)), &[1, 2], None) {
