@@ -115,6 +115,45 @@ impl Plugin for Notifier {
         }
         outcome
     }
+
+    /// One delivery after the other, within `timeout + max_wait` for the whole batch (what the
+    /// README tells operators to keep under `[delivery] timeout`): once that is spent, or once
+    /// the target failed in a way the next delivery would too (a network error, 5xx, 429),
+    /// the rest are answered `Retry` without being sent. (Past the gateway's timeout an
+    /// isolated instance is killed and every delivery of the batch retried, the sent ones too.)
+    fn handle_batch(&self, deliveries: &[Delivery]) -> Vec<Outcome> {
+        let deadline = std::time::Instant::now() + self.config.timeout + self.config.max_wait;
+        let mut outcomes = Vec::with_capacity(deliveries.len());
+        let mut stop: Option<(String, Option<std::time::Duration>)> = None;
+        for d in deliveries {
+            if stop.is_none() && std::time::Instant::now() >= deadline {
+                stop = Some((
+                    "the batch's time (timeout + max_wait) was spent".into(),
+                    None,
+                ));
+            }
+            if let Some((why, retry_after)) = &stop {
+                outcomes.push(Outcome::Retry {
+                    reason: format!("not sent: {why}"),
+                    retry_after: *retry_after,
+                });
+                continue;
+            }
+            let outcome = self.handle(d);
+            if let Outcome::Retry {
+                reason,
+                retry_after,
+            } = &outcome
+            {
+                stop = Some((
+                    format!("an earlier delivery of the batch: {reason}"),
+                    *retry_after,
+                ));
+            }
+            outcomes.push(outcome);
+        }
+        outcomes
+    }
 }
 
 impl Defaults {

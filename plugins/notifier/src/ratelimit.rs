@@ -55,7 +55,10 @@ impl RateLimiter {
         {
             slots.pop_front();
         }
-        let mut at = now;
+        // Never before the newest reservation: a caller whose `now` was read before another
+        // caller reserved (it was descheduled between the clock and the lock) keeps the queue
+        // sorted, which the windows' arithmetic relies on.
+        let mut at = slots.back().map_or(now, |last| now.max(*last));
         for (limit, window) in [(self.per_second, SECOND), (self.per_minute, MINUTE)] {
             if limit > 0 && slots.len() >= limit {
                 at = at.max(slots[slots.len() - limit] + window);

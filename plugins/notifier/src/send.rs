@@ -62,7 +62,8 @@ fn classify_transport(t: &ureq::Transport) -> Outcome {
 /// 4xx and 5xx (ureq reports them as errors).
 fn classify_status(status: u16, response: ureq::Response, scrubber: &Scrubber) -> Outcome {
     let retry_after = retry_after(&response);
-    let text = read_body(response, scrubber);
+    // A body that cannot be read is reported as what was read: the status already classifies.
+    let text = read_body(response, scrubber).unwrap_or_else(|e| format!("(unreadable: {e})"));
     let code = bot_code(&text);
     let detail = match &code {
         Some((code, msg)) => format!("code {code}: {msg}"),
@@ -92,7 +93,16 @@ fn classify_success(target: TargetKind, response: ureq::Response, scrubber: &Scr
         return Outcome::Ok;
     }
     let retry_after = retry_after(&response);
-    let text = read_body(response, scrubber);
+    let text = match read_body(response, scrubber) {
+        Ok(text) => text,
+        // The bot's verdict is in the body: one cut off (a reset, the timeout) is unknown, not
+        // a refusal. Retried (a notification may then be sent twice; never lost).
+        Err(e) => {
+            return Outcome::retry(format!(
+                "HTTP {status}: the bot's answer could not be read ({e})"
+            ))
+        }
+    };
     match bot_code(&text) {
         Some((0, _)) => Outcome::Ok,
         Some((BOT_RATE_LIMITED, msg)) => Outcome::Retry {
@@ -124,15 +134,15 @@ fn retry_after(response: &ureq::Response) -> Option<Duration> {
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
-/// The body as text, every known secret already replaced (before any cut).
-fn read_body(response: ureq::Response, scrubber: &Scrubber) -> String {
+/// The body as text, every known secret already replaced (before any cut); an error when it
+/// could not be read to its end (or `MAX_READ`).
+fn read_body(response: ureq::Response, scrubber: &Scrubber) -> std::io::Result<String> {
     let mut bytes = Vec::new();
-    // A body that cannot be read is reported as empty; the status already classifies.
-    let _ = response
+    response
         .into_reader()
         .take(MAX_READ)
-        .read_to_end(&mut bytes);
-    scrubber.scrub(&String::from_utf8_lossy(&bytes))
+        .read_to_end(&mut bytes)?;
+    Ok(scrubber.scrub(&String::from_utf8_lossy(&bytes)))
 }
 
 fn snippet(text: &str) -> String {
