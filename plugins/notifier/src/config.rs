@@ -165,6 +165,11 @@ impl Config {
 
     fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         let url_shown = redact_url(&raw.url).ok_or(ConfigError::Url)?;
+        // Parsed as the HTTP client will (a port out of range, a bad host): refused here rather
+        // than at every delivery as a dead letter.
+        ureq::post(&raw.url)
+            .request_url()
+            .map_err(|_| ConfigError::Url)?;
         let scrubber = Scrubber::new(Some(&raw.url), raw.secret.as_deref());
         let signing = match (&raw.secret, raw.target) {
             (None, _) => Signing::None,
@@ -261,6 +266,19 @@ mod tests {
         assert_eq!((c.rate_per_second, c.rate_per_minute), (5, 100));
         assert_eq!(c.format, Format::Text);
         assert_eq!(c.url_shown, "https://h/…/<redacted>");
+    }
+
+    #[test]
+    fn a_url_the_http_client_cannot_use_is_refused() {
+        for url in [
+            "http://127.0.0.1:99999/hooks/TOKEN-abcdef",
+            "http://exa mple.com/hooks/TOKEN-abcdef",
+        ] {
+            match Config::from_json(json!({"target": "http", "url": url})) {
+                Err(ConfigError::Url) => {}
+                other => panic!("{url}: {:?}", other.map(|c| c.url_shown)),
+            }
+        }
     }
 
     #[test]
