@@ -15,9 +15,11 @@ use gateway_e2e::harness::{base_config, binaries, wait_until, TestGateway};
 const TOKEN: &str = "tok";
 const WAIT: Duration = Duration::from_secs(30);
 
-/// `kit` (testkit): `test.gate` sleeps 3 s (past the 2 s a child whose input closed waits for its calls once the gateway is gone), `test.poison` panics, anything else is `Ok`.
-fn start(dir: &std::path::Path, isolation: &str, max_concurrency: u32) -> TestGateway {
-    let cfg = format!(
+/// A gateway config with one app and one plugin instance named `name` (`plugin`: its keys after
+/// `name`), routed every event type matching `events`; `delivery`: keys of `[delivery]` after
+/// the fast backoff every test here uses.
+fn config(base: &str, delivery: &str, name: &str, plugin: &str, events: &str) -> String {
+    format!(
         r#"{base}
 [[apps]]
 name = "hire"
@@ -27,22 +29,33 @@ verification_token = "{TOKEN}"
 [delivery]
 initial_backoff = "50ms"
 max_backoff = "100ms"
-max_batch = 16
-max_attempts = 1
+{delivery}
 
 [[plugins]]
-name = "kit"
-library = "{testkit}"
-config = {{ record = "data/kit.jsonl", sleep_ms = 3000, modes = {{ "test.gate" = "slow", "test.poison" = "panic_handle" }} }}
-max_concurrency = {max_concurrency}
-isolation = "{isolation}"
+name = "{name}"
+{plugin}
 
 [[routes]]
-events = ["test.*"]
-plugins = ["kit"]
-"#,
-        base = base_config(),
-        testkit = binaries().testkit.display(),
+events = ["{events}"]
+plugins = ["{name}"]
+"#
+    )
+}
+
+/// `kit` (testkit): `test.gate` sleeps 3 s (past the 2 s a child whose input closed waits for its calls once the gateway is gone), `test.poison` panics, anything else is `Ok`.
+fn start(dir: &std::path::Path, isolation: &str, max_concurrency: u32) -> TestGateway {
+    let cfg = config(
+        &base_config(),
+        "max_batch = 16\nmax_attempts = 1",
+        "kit",
+        &format!(
+            r#"library = "{}"
+config = {{ record = "data/kit.jsonl", sleep_ms = 3000, modes = {{ "test.gate" = "slow", "test.poison" = "panic_handle" }} }}
+max_concurrency = {max_concurrency}
+isolation = "{isolation}""#,
+            binaries().testkit.display()
+        ),
+        "test.*",
     );
     TestGateway::spawn(dir, &cfg)
 }
@@ -139,30 +152,17 @@ fn a_panic_beside_a_running_call_leaves_it_alone_isolated() {
 #[test]
 fn a_log_line_too_long_for_a_frame_does_not_kill_the_isolated_plugin() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = format!(
-        r#"{base}
-[[apps]]
-name = "hire"
-path = "/hook"
-verification_token = "{TOKEN}"
-
-[delivery]
-initial_backoff = "50ms"
-max_backoff = "100ms"
-max_attempts = 2
-
-[[plugins]]
-name = "kit"
-library = "{testkit}"
+    let cfg = config(
+        &base_config().replace("[server]\n", "[server]\nmax_body_bytes = 4194304\n"),
+        "max_attempts = 2",
+        "kit",
+        &format!(
+            r#"library = "{}"
 config = {{ record = "data/kit.jsonl", log = true }}
-isolation = "process"
-
-[[routes]]
-events = ["test.*"]
-plugins = ["kit"]
-"#,
-        base = base_config().replace("[server]\n", "[server]\nmax_body_bytes = 4194304\n"),
-        testkit = binaries().testkit.display(),
+isolation = "process""#,
+            binaries().testkit.display()
+        ),
+        "test.*",
     );
     let gw = TestGateway::spawn(dir.path(), &cfg);
     let big_id = "x".repeat(1_100_000);
@@ -198,32 +198,18 @@ plugins = ["kit"]
 fn a_child_that_dies_while_a_process_it_forked_holds_its_output_is_noticed() {
     let c = gateway_e2e::c_fixture(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")));
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = format!(
-        r#"{base}
-[[apps]]
-name = "hire"
-path = "/hook"
-verification_token = "{TOKEN}"
-
-[delivery]
-initial_backoff = "50ms"
-max_backoff = "100ms"
-timeout = "10s"
-max_attempts = 2
-
-[[plugins]]
-name = "native"
-library = "{lib}"
+    let cfg = config(
+        &base_config(),
+        "timeout = \"10s\"\nmax_attempts = 2",
+        "native",
+        &format!(
+            r#"library = "{}"
 config = {{ mode = "fork_helper" }}
 isolation = "process"
-max_concurrency = 1
-
-[[routes]]
-events = ["*"]
-plugins = ["native"]
-"#,
-        base = base_config(),
-        lib = c.display(),
+max_concurrency = 1"#,
+            c.display()
+        ),
+        "*",
     );
     let gw = TestGateway::spawn(dir.path(), &cfg);
     gw.send_plain(TOKEN, "segv", "crash_segv");
@@ -250,30 +236,15 @@ plugins = ["native"]
 fn a_panicked_outcome_of_a_1_0_plugin_replaces_its_isolated_process() {
     let raw = gateway_e2e::raw_fixtures(std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))).legacy;
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = format!(
-        r#"{base}
-[[apps]]
-name = "hire"
-path = "/hook"
-verification_token = "{TOKEN}"
-
-[delivery]
-initial_backoff = "50ms"
-max_backoff = "100ms"
-max_attempts = 3
-
-[[plugins]]
-name = "native"
-library = "{lib}"
-isolation = "process"
-max_concurrency = 1
-
-[[routes]]
-events = ["*"]
-plugins = ["native"]
-"#,
-        base = base_config(),
-        lib = raw.display(),
+    let cfg = config(
+        &base_config(),
+        "max_attempts = 3",
+        "native",
+        &format!(
+            "library = \"{}\"\nisolation = \"process\"\nmax_concurrency = 1",
+            raw.display()
+        ),
+        "*",
     );
     let gw = TestGateway::spawn(dir.path(), &cfg);
     let of = |id: &str| gw.delivery(id, "native")["state"].clone();
