@@ -17,14 +17,13 @@ use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 /// The open file and what the appender knows about it.
 #[derive(Debug)]
 struct Appender {
     file: File,
-    /// Batches appended so far.
-    written: u64,
     /// The last write failed part-way: the next one starts with a line break.
     torn: bool,
 }
@@ -44,6 +43,9 @@ struct Synced {
 pub(crate) struct FileSink {
     path: PathBuf,
     fsync: bool,
+    /// Batches appended so far (raised under `appender`'s lock, read without it: the sync
+    /// stage never takes that lock while it holds `synced`, which `reopen` takes inside it).
+    written: AtomicU64,
     appender: Mutex<Appender>,
     synced: Mutex<Synced>,
 }
@@ -56,11 +58,8 @@ impl FileSink {
         Ok(FileSink {
             path,
             fsync,
-            appender: Mutex::new(Appender {
-                file,
-                written: 0,
-                torn: false,
-            }),
+            written: AtomicU64::new(0),
+            appender: Mutex::new(Appender { file, torn: false }),
             synced: Mutex::new(Synced {
                 file: sync,
                 through: 0,
@@ -87,17 +86,14 @@ impl FileSink {
                 a.torn = true;
                 return Err(e);
             }
-            a.written += 1;
-            a.written
+            self.written.fetch_add(1, Ordering::SeqCst) + 1
         };
         if !self.fsync {
             return Ok(());
         }
         let mut s = self.synced.lock().map_err(|_| poisoned())?;
-        let target = match self.appender.lock() {
-            Ok(a) => a.written,
-            Err(_) => return Err(poisoned()),
-        };
+        // Every batch counted here was fully appended before the count.
+        let target = self.written.load(Ordering::SeqCst);
         sync_covering(&mut s, mine, target, |f| f.sync_data())
     }
 
@@ -109,8 +105,9 @@ impl FileSink {
             .synced
             .lock()
             .map_err(|_| std::io::Error::other("lock poisoned"))?;
-        if self.fsync && s.through < a.written {
-            let target = a.written;
+        let written = self.written.load(Ordering::SeqCst);
+        if self.fsync && s.through < written {
+            let target = written;
             sync_covering(&mut s, target, target, |f| f.sync_data())?;
         }
         a.file = file;
@@ -210,6 +207,32 @@ mod tests {
         assert_eq!((s.through, s.failed_through), (3, 2));
         // Covered by that sync: no other one.
         assert!(sync_covering(&mut s, 3, 4, |_| panic!("synced twice")).is_ok());
+    }
+
+    /// Appends that sync while others reopen a rotated file: no lock cycle (the sync stage used
+    /// to take the append lock inside the sync lock, and a reopen the reverse).
+    #[test]
+    fn appends_and_reopens_side_by_side_never_deadlock() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("a.jsonl");
+        let sink = std::sync::Arc::new(FileSink::open(path.clone(), true).expect("open"));
+        let (tx, rx) = std::sync::mpsc::channel();
+        for t in 0..3 {
+            let (sink, tx, path) = (sink.clone(), tx.clone(), path.clone());
+            std::thread::spawn(move || {
+                for i in 0..300 {
+                    if t == 0 && i % 3 == 0 {
+                        let _ = std::fs::rename(&path, path.with_extension(format!("{i}")));
+                    }
+                    sink.append(b"{}\n").expect("append");
+                }
+                let _ = tx.send(());
+            });
+        }
+        for _ in 0..3 {
+            rx.recv_timeout(std::time::Duration::from_secs(60))
+                .expect("the appenders finished (no deadlock)");
+        }
     }
 
     #[test]
