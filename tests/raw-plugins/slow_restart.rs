@@ -1,7 +1,8 @@
 //! A raw-ABI plugin (no SDK) whose `init` hangs on demand, compiled by `e2e/isolation.rs` with
-//! `rustc --edition 2021 --crate-type cdylib` (it is not a cargo target): `init` sleeps 30 s
-//! while a file named `slow-init` exists in the gateway config's folder (`HostApi::config_dir`),
-//! so a test can let the first start through and hang every restart. `handle` exits the process
+//! `rustc --edition 2021 --crate-type cdylib` (it is not a cargo target): while a file named
+//! `slow-init` exists in the gateway config's folder (`HostApi::config_dir`), `init` sleeps for
+//! the milliseconds the file holds (30 s when it holds no number), so a test can let the first
+//! start through and make every restart slow or hang. `handle` exits the process
 //! with code 3 for a delivery whose `event_type` is `crash_exit`, and answers Ok otherwise.
 
 use std::ffi::{c_char, c_void};
@@ -87,8 +88,9 @@ unsafe extern "C" fn init(
     // SAFETY: the host passes a valid table for the duration of `init`.
     let dir = unsafe { bytes(&(*host).config_dir) };
     let marker = std::path::Path::new(&*String::from_utf8_lossy(dir)).join("slow-init");
-    if marker.exists() {
-        std::thread::sleep(std::time::Duration::from_secs(30));
+    if let Ok(text) = std::fs::read_to_string(&marker) {
+        let ms = text.trim().parse().unwrap_or(30_000);
+        std::thread::sleep(std::time::Duration::from_millis(ms));
     }
     // SAFETY: the host passes a valid, writable out-pointer.
     unsafe { *out_instance = &INSTANCE as *const u8 as *mut c_void };

@@ -21,23 +21,23 @@ use std::collections::HashMap;
 use std::io::{BufReader, BufWriter};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use gateway_plugin::host::{CallOutcome, DescriptorSummary, InitError, LogSink};
 use gateway_plugin::Level;
 
-use super::wire::{FromChild, InitFailure, InitRequest, Loaded, ToChild};
-use super::SUBCOMMAND;
+use super::wire::{FromChild, InitFailure, Loaded, ToChild};
 use crate::metrics;
 
 mod reader;
+mod start;
 mod watch;
 pub(crate) use reader::ended;
-use reader::Reader;
+pub(crate) use start::spawn_host;
 
 /// Why an isolated instance could not start.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,26 +72,6 @@ impl StartError {
         }
     }
 }
-
-/// Starts `gateway plugin-host --library PATH` (this very binary, through `/proc/self/exe`)
-/// with piped stdin and stdout (its stderr is the gateway's).
-pub(crate) fn spawn_host(library: &Path) -> Result<Child, String> {
-    // The binary this process runs, even once an upgrade has renamed another over its path
-    // (`current_exe` would then name a deleted file): parent and child always speak the same
-    // protocol.
-    Command::new("/proc/self/exe")
-        .arg(SUBCOMMAND)
-        .arg("--library")
-        .arg(library)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| format!("cannot start the plugin process: {e}"))
-}
-
-/// How long a child gets to create its instance.
-const INIT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long a child that closed its output gets to end on its own (it normally is ending: its
 /// own exit code or signal is then reported) before it is killed.
@@ -160,10 +140,17 @@ struct Children {
     /// Children retired after a panic while they may still run calls (they leave once those
     /// return), so that `kill` (a call past its timeout) reaches them too.
     retired: Vec<Arc<ChildProc>>,
+    /// Set when the instance is dropped: a child whose start ends later is killed.
+    closed: bool,
 }
 
-/// An isolated plugin instance.
-pub struct Isolated {
+/// An isolated plugin instance. Dropping it retires its children (see `Drop`).
+pub struct Isolated(Arc<Inner>);
+
+/// An isolated instance's state, shared with the thread that restarts its child.
+struct Inner {
+    /// This very `Inner`, for the thread a restart runs on.
+    me: Weak<Inner>,
     name: String,
     library: PathBuf,
     /// The SHA-256 of the file the gateway examined (and, when `pinned`, the config's pin):
@@ -176,9 +163,13 @@ pub struct Isolated {
     log: LogSink,
     /// Held only for an instant (see the module docs).
     children: Mutex<Children>,
-    /// Held by the call that starts a child, across the backoff and the child's init, so one
-    /// child starts at a time; never taken by `kill`.
-    start_lock: Mutex<()>,
+    /// The restart in progress, if any (see `start`); held only for an instant, or by a caller
+    /// waiting on `started`.
+    restart: Mutex<start::Restart>,
+    /// Signalled when a restart ends and when `kill` cancels the waits.
+    started: Condvar,
+    /// Raised by each `kill`: a caller waiting for a restart since before it gives up.
+    cancels: AtomicU64,
     next_id: AtomicU64,
     /// Deaths and failed starts since the last call that returned (for the start backoff).
     deaths: AtomicU32,
@@ -187,8 +178,8 @@ pub struct Isolated {
 impl std::fmt::Debug for Isolated {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Isolated")
-            .field("name", &self.name)
-            .field("library", &self.library)
+            .field("name", &self.0.name)
+            .field("library", &self.0.library)
             .finish()
     }
 }
@@ -204,7 +195,8 @@ impl Isolated {
         config_dir: &Path,
         log: LogSink,
     ) -> Result<(Isolated, DescriptorSummary), StartError> {
-        let isolated = Isolated {
+        let inner = Arc::new_cyclic(|me| Inner {
+            me: me.clone(),
             name: name.to_owned(),
             library: library.to_path_buf(),
             sha256: sha256.to_owned(),
@@ -213,17 +205,32 @@ impl Isolated {
             config_dir: config_dir.to_path_buf(),
             log,
             children: Mutex::new(Children::default()),
-            start_lock: Mutex::new(()),
+            restart: Mutex::new(start::Restart::default()),
+            started: Condvar::new(),
+            cancels: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
             deaths: AtomicU32::new(0),
-        };
-        let (_, loaded) = isolated.spawn()?;
-        Ok((isolated, loaded.descriptor))
+        });
+        let (_, loaded) = inner.spawn()?;
+        Ok((Isolated(inner), loaded.descriptor))
     }
 
     /// Handles a batch in the child (blocking): one outcome per delivery. A batch too large
     /// for one frame is sent as several.
     pub fn call_batch(&self, deliveries: &[&[u8]]) -> Vec<CallOutcome> {
+        self.0.call_batch(deliveries)
+    }
+
+    /// Kills the child (a call past its timeout) and any retired one still running calls;
+    /// calls in flight fail as retries, and so do calls waiting for a restart (the restart
+    /// itself goes on). The next call starts a new child. Never waits (see the module docs).
+    pub fn kill(&self) {
+        self.0.kill()
+    }
+}
+
+impl Inner {
+    fn call_batch(&self, deliveries: &[&[u8]]) -> Vec<CallOutcome> {
         let groups = super::wire::batch_groups(deliveries);
         if groups.len() == 1 {
             return self.call_group(deliveries).0;
@@ -327,15 +334,12 @@ impl Isolated {
         }
     }
 
-    /// Kills the child (a call past its timeout), one being started and any retired one still
-    /// running calls; calls in flight fail as retries and the next call starts a new child.
-    /// Never waits for a start or for a child to end (see the module docs).
-    pub fn kill(&self) {
+    fn kill(&self) {
+        self.cancel_restart_waits();
         let procs: Vec<Arc<ChildProc>> = match self.children.lock() {
             Ok(c) => c
                 .current
                 .iter()
-                .chain(c.starting.iter())
                 .chain(c.retired.iter().filter(|p| !p.dead.load(Ordering::SeqCst)))
                 .cloned()
                 .collect(),
@@ -412,173 +416,24 @@ impl Isolated {
             }
         }
     }
-
-    /// The live child, or a new one (after a backoff when children keep dying).
-    fn ensure(&self) -> Result<Arc<ChildProc>, String> {
-        if let Some(p) = self.live()? {
-            return Ok(p);
-        }
-        let _starting = self.start_lock.lock().map_err(|_| "poisoned".to_owned())?;
-        // Another call may have started one while this one waited.
-        if let Some(p) = self.live()? {
-            return Ok(p);
-        }
-        let deaths = self.deaths.load(Ordering::SeqCst);
-        if deaths > 0 {
-            std::thread::sleep(restart_backoff(deaths));
-        }
-        self.spawn().map(|(proc, _)| proc).map_err(|e| {
-            self.deaths.fetch_add(1, Ordering::SeqCst);
-            e.into_init_error(&self.name).to_string()
-        })
-    }
-
-    /// The current child if it is alive; a dead one is let go (and its death counted).
-    fn live(&self) -> Result<Option<Arc<ChildProc>>, String> {
-        let mut c = self.children.lock().map_err(|_| "poisoned".to_owned())?;
-        if let Some(p) = c.current.as_ref() {
-            if !p.dead.load(Ordering::SeqCst) {
-                return Ok(Some(p.clone()));
-            }
-            self.deaths.fetch_add(1, Ordering::SeqCst);
-            c.current = None;
-        }
-        Ok(None)
-    }
-
-    /// Starts a child and, once its instance is created, makes it the current one.
-    fn spawn(&self) -> Result<(Arc<ChildProc>, Loaded), StartError> {
-        let started = self.start_child();
-        if let Ok(mut c) = self.children.lock() {
-            c.starting = None;
-            if let Ok((proc, _)) = &started {
-                c.current = Some(proc.clone());
-            }
-        }
-        started
-    }
-
-    fn start_child(&self) -> Result<(Arc<ChildProc>, Loaded), StartError> {
-        let unavailable = |message: String| {
-            StartError::Init(InitError::Unavailable {
-                instance: self.name.clone(),
-                message,
-            })
-        };
-        let mut child = spawn_host(&self.library).map_err(unavailable)?;
-        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-            // Killed and reaped (no reader thread will): no zombie is left behind.
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(unavailable("the plugin process has no pipes".into()));
-        };
-        let mut stdin = BufWriter::new(stdin);
-        let init = ToChild::Init(InitRequest {
-            name: self.name.clone(),
-            config: self.config.clone(),
-            config_dir: self.config_dir.to_string_lossy().into_owned(),
-            sha256: self.sha256.clone(),
-            pinned: self.pinned,
-        });
-        if let Err(e) = init.write(&mut stdin) {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(unavailable(format!(
-                "cannot talk to the plugin process: {e}"
-            )));
-        }
-        let pid = child.id();
-        let proc = Arc::new(ChildProc {
-            child: Mutex::new(child),
-            stdin: Mutex::new(Some(stdin)),
-            pending: Mutex::new(HashMap::new()),
-            dead: AtomicBool::new(false),
-            killed: AtomicBool::new(false),
-            in_read: AtomicBool::new(false),
-            bytes_read: AtomicU64::new(0),
-        });
-        if let Ok(mut c) = self.children.lock() {
-            c.starting = Some(proc.clone());
-        }
-        let (init_tx, init_rx) = mpsc::channel();
-        let reader = Reader {
-            name: self.name.clone(),
-            library: self.library.clone(),
-            proc: proc.clone(),
-            log: self.log.clone(),
-            init: Some(init_tx),
-        };
-        // For the exit watcher: it only asks how much of the output is unread.
-        let watched_output = std::os::fd::AsFd::as_fd(&stdout).try_clone_to_owned();
-        let spawned = std::thread::Builder::new()
-            .name(format!("plugin-{}", self.name))
-            .spawn(move || {
-                let out = reader::Watched {
-                    inner: stdout,
-                    proc: reader.proc.clone(),
-                };
-                reader.run(BufReader::new(out))
-            });
-        if let Err(e) = spawned {
-            // No reader to reap it: killed and reaped here.
-            proc.kill();
-            if let Ok(mut child) = proc.child.lock() {
-                let _ = child.wait();
-            }
-            if let Ok(mut c) = self.children.lock() {
-                c.starting = None;
-            }
-            return Err(unavailable(format!("cannot start the reader thread: {e}")));
-        }
-        match watched_output {
-            Ok(output) => watch::watch(&self.name, proc.clone(), pid, output),
-            Err(e) => tracing::warn!(plugin = %self.name, error = %e,
-                "cannot watch the plugin process's exit: its end is noticed by its output only"),
-        }
-        match init_rx.recv_timeout(INIT_TIMEOUT) {
-            // The child checked the hash itself; a child that says it loaded something else is
-            // not trusted with calls.
-            Ok(Ok(loaded)) if loaded.sha256 != self.sha256 => {
-                proc.kill();
-                Err(StartError::Load(format!(
-                    "{}: the plugin process loaded a file with sha256 {}, not the {} the gateway \
-                     examined",
-                    self.library.display(),
-                    loaded.sha256,
-                    self.sha256
-                )))
-            }
-            Ok(Ok(loaded)) => {
-                tracing::info!(plugin = %self.name, pid, "plugin process started");
-                Ok((proc, loaded))
-            }
-            Ok(Err(e)) => {
-                proc.kill();
-                Err(e)
-            }
-            Err(_) => {
-                proc.kill();
-                Err(unavailable(
-                    "the plugin process did not start in time".into(),
-                ))
-            }
-        }
-    }
 }
 
 impl Drop for Isolated {
     fn drop(&mut self) {
         // Closing stdin retires the child: it lets its calls finish briefly, shuts the
-        // instance down and exits. A child that does not is killed a little later.
-        let procs: Vec<Arc<ChildProc>> = match self.children.get_mut() {
-            Ok(c) => c
-                .current
-                .take()
-                .into_iter()
-                .chain(c.retired.drain(..))
-                .collect(),
-            Err(_) => Vec::new(),
+        // instance down and exits. A child that does not is killed a little later. A child
+        // being started is killed, and a restart that ends later installs nothing.
+        let (procs, starting): (Vec<Arc<ChildProc>>, _) = match self.0.children.lock() {
+            Ok(mut c) => {
+                c.closed = true;
+                let procs = c.current.take().into_iter().chain(c.retired.drain(..));
+                (procs.collect(), c.starting.take())
+            }
+            Err(_) => (Vec::new(), None),
         };
+        if let Some(proc) = starting {
+            proc.kill();
+        }
         for proc in procs {
             if let Ok(mut w) = proc.stdin.lock() {
                 w.take();
@@ -591,13 +446,6 @@ impl Drop for Isolated {
             });
         }
     }
-}
-
-/// The wait before starting a child after `deaths` deaths or failed starts in a row (reset by a
-/// call that returns): 10 ms doubling to 1 s (it counts against the call's timeout). The engine's retry backoff paces the deliveries;
-/// this only keeps a child that dies at once from being restarted in a tight loop.
-fn restart_backoff(deaths: u32) -> Duration {
-    Duration::from_millis(10u64 << deaths.saturating_sub(1).min(7)).min(Duration::from_secs(1))
 }
 
 fn died(why: String) -> CallOutcome {

@@ -87,6 +87,8 @@ fn answer_as_dead(name: &str, proc: &ChildProc) {
 
 #[cfg(test)]
 mod tests {
+    use std::process::{Command, Stdio};
+
     use super::super::reader::{Reader, Watched};
     use super::*;
 

@@ -1,0 +1,289 @@
+//! Starting an instance's child: the first start (on the caller's thread, at gateway start or
+//! reload) and restarts after a death or a retirement, each on a thread of its own.
+//!
+//! A restart is shared: every call that finds no live child waits for the one restart in
+//! progress (the first such call launches it, after the backoff of consecutive deaths). A
+//! call's timeout (`Inner::kill`) ends that call's wait and not the restart, which has the same
+//! limit as a first start (`INIT_TIMEOUT`): a child whose `init` takes longer than
+//! `[delivery] timeout` still comes up and serves the calls after it (when the timeout killed
+//! the starting child, every attempt started one more and killed it, and the plugin stayed down
+//! until a reload), and a hung `init` holds no call past its timeout.
+
+use std::collections::HashMap;
+use std::io::{BufReader, BufWriter};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use gateway_plugin::host::InitError;
+
+use super::reader::{self, Reader};
+use super::{watch, ChildProc, Inner, StartError};
+use crate::isolation::wire::{InitRequest, Loaded, ToChild};
+use crate::isolation::SUBCOMMAND;
+
+/// How long a child gets to create its instance (a first start or a restart).
+const INIT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The restart in progress, shared by the calls waiting for it.
+#[derive(Debug, Default)]
+pub(super) struct Restart {
+    /// A restart thread is running.
+    running: bool,
+    /// Restarts ended so far (a waiter knows its restart ended when this moves).
+    ended: u64,
+    /// Why the last restart failed (`None`: it started a child).
+    failure: Option<String>,
+}
+
+/// Starts `gateway plugin-host --library PATH` (this very binary, through `/proc/self/exe`)
+/// with piped stdin and stdout (its stderr is the gateway's).
+pub(crate) fn spawn_host(library: &Path) -> Result<Child, String> {
+    // The binary this process runs, even once an upgrade has renamed another over its path
+    // (`current_exe` would then name a deleted file): parent and child always speak the same
+    // protocol.
+    Command::new("/proc/self/exe")
+        .arg(SUBCOMMAND)
+        .arg("--library")
+        .arg(library)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("cannot start the plugin process: {e}"))
+}
+
+impl Inner {
+    /// The live child, or the one the restart in progress (launched if none is) starts. Gives
+    /// up when a `kill` comes after this call began (its timeout, or another call's).
+    pub(super) fn ensure(&self) -> Result<Arc<ChildProc>, String> {
+        if let Some(p) = self.live()? {
+            return Ok(p);
+        }
+        let cancels = self.cancels.load(Ordering::SeqCst);
+        let poisoned = |_| "poisoned".to_owned();
+        let mut restart = self.restart.lock().map_err(poisoned)?;
+        // The restart this call waits for: the count of restarts ended before it.
+        let mut waits_for: Option<u64> = None;
+        loop {
+            if let Some(p) = self.live()? {
+                return Ok(p);
+            }
+            match waits_for {
+                Some(before) if restart.ended != before => {
+                    return Err(restart.failure.clone().unwrap_or_else(|| {
+                        "the plugin process ended as soon as it started".into()
+                    }))
+                }
+                Some(_) => {}
+                None if restart.running => waits_for = Some(restart.ended),
+                None => {
+                    self.launch_restart()?;
+                    restart.running = true;
+                    waits_for = Some(restart.ended);
+                }
+            }
+            if self.cancels.load(Ordering::SeqCst) != cancels {
+                return Err("the call timed out while the plugin process was starting".into());
+            }
+            restart = self.started.wait(restart).map_err(poisoned)?;
+        }
+    }
+
+    /// Wakes the calls waiting for a restart: those that began before this give up.
+    pub(super) fn cancel_restart_waits(&self) {
+        self.cancels.fetch_add(1, Ordering::SeqCst);
+        // Taken so that a caller between its check and its wait is not missed.
+        drop(self.restart.lock());
+        self.started.notify_all();
+    }
+
+    fn launch_restart(&self) -> Result<(), String> {
+        let me = self
+            .me
+            .upgrade()
+            .ok_or_else(|| "the instance is being closed".to_owned())?;
+        std::thread::Builder::new()
+            .name(format!("restart-{}", self.name))
+            .spawn(move || me.restart())
+            .map(|_| ())
+            .map_err(|e| format!("cannot start the plugin process's restart thread: {e}"))
+    }
+
+    /// The restart thread: backoff, start, tell the waiting calls.
+    fn restart(&self) {
+        let deaths = self.deaths.load(Ordering::SeqCst);
+        if deaths > 0 {
+            std::thread::sleep(restart_backoff(deaths));
+        }
+        let failure = match self.spawn() {
+            Ok(_) => None,
+            Err(e) => {
+                self.deaths.fetch_add(1, Ordering::SeqCst);
+                Some(e.into_init_error(&self.name).to_string())
+            }
+        };
+        if let Ok(mut restart) = self.restart.lock() {
+            restart.running = false;
+            restart.ended += 1;
+            restart.failure = failure;
+        }
+        self.started.notify_all();
+    }
+
+    /// The current child if it is alive; a dead one is let go (and its death counted).
+    fn live(&self) -> Result<Option<Arc<ChildProc>>, String> {
+        let mut c = self.children.lock().map_err(|_| "poisoned".to_owned())?;
+        if let Some(p) = c.current.as_ref() {
+            if !p.dead.load(Ordering::SeqCst) {
+                return Ok(Some(p.clone()));
+            }
+            self.deaths.fetch_add(1, Ordering::SeqCst);
+            c.current = None;
+        }
+        Ok(None)
+    }
+
+    /// Starts a child and, once its instance is created, makes it the current one.
+    /// Installs nothing once the instance is dropped (the child is killed).
+    pub(super) fn spawn(&self) -> Result<(Arc<ChildProc>, Loaded), StartError> {
+        let started = self.start_child();
+        let mut c = self
+            .children
+            .lock()
+            .map_err(|_| self.unavailable("poisoned".into()))?;
+        c.starting = None;
+        match started {
+            Ok((proc, _)) if c.closed => {
+                proc.kill();
+                Err(self.unavailable("the instance was closed while its process started".into()))
+            }
+            Ok((proc, loaded)) => {
+                c.current = Some(proc.clone());
+                Ok((proc, loaded))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn unavailable(&self, message: String) -> StartError {
+        StartError::Init(InitError::Unavailable {
+            instance: self.name.clone(),
+            message,
+        })
+    }
+
+    fn start_child(&self) -> Result<(Arc<ChildProc>, Loaded), StartError> {
+        let unavailable = |message: String| self.unavailable(message);
+        let mut child = spawn_host(&self.library).map_err(unavailable)?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            // Killed and reaped (no reader thread will): no zombie is left behind.
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(unavailable("the plugin process has no pipes".into()));
+        };
+        let mut stdin = BufWriter::new(stdin);
+        let init = ToChild::Init(InitRequest {
+            name: self.name.clone(),
+            config: self.config.clone(),
+            config_dir: self.config_dir.to_string_lossy().into_owned(),
+            sha256: self.sha256.clone(),
+            pinned: self.pinned,
+        });
+        if let Err(e) = init.write(&mut stdin) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(unavailable(format!(
+                "cannot talk to the plugin process: {e}"
+            )));
+        }
+        let pid = child.id();
+        let proc = Arc::new(ChildProc {
+            child: Mutex::new(child),
+            stdin: Mutex::new(Some(stdin)),
+            pending: Mutex::new(HashMap::new()),
+            dead: AtomicBool::new(false),
+            killed: AtomicBool::new(false),
+            in_read: AtomicBool::new(false),
+            bytes_read: AtomicU64::new(0),
+        });
+        match self.children.lock() {
+            Ok(mut c) if !c.closed => c.starting = Some(proc.clone()),
+            // Dropped meanwhile (nothing else would kill it) or poisoned: killed, and reaped by
+            // the reader started below.
+            _ => proc.kill(),
+        }
+        let (init_tx, init_rx) = mpsc::channel();
+        let reader = Reader {
+            name: self.name.clone(),
+            library: self.library.clone(),
+            proc: proc.clone(),
+            log: self.log.clone(),
+            init: Some(init_tx),
+        };
+        // For the exit watcher: it only asks how much of the output is unread.
+        let watched_output = std::os::fd::AsFd::as_fd(&stdout).try_clone_to_owned();
+        let spawned = std::thread::Builder::new()
+            .name(format!("plugin-{}", self.name))
+            .spawn(move || {
+                let out = reader::Watched {
+                    inner: stdout,
+                    proc: reader.proc.clone(),
+                };
+                reader.run(BufReader::new(out))
+            });
+        if let Err(e) = spawned {
+            // No reader to reap it: killed and reaped here.
+            proc.kill();
+            if let Ok(mut child) = proc.child.lock() {
+                let _ = child.wait();
+            }
+            if let Ok(mut c) = self.children.lock() {
+                c.starting = None;
+            }
+            return Err(unavailable(format!("cannot start the reader thread: {e}")));
+        }
+        match watched_output {
+            Ok(output) => watch::watch(&self.name, proc.clone(), pid, output),
+            Err(e) => tracing::warn!(plugin = %self.name, error = %e,
+                "cannot watch the plugin process's exit: its end is noticed by its output only"),
+        }
+        match init_rx.recv_timeout(INIT_TIMEOUT) {
+            // The child checked the hash itself; a child that says it loaded something else is
+            // not trusted with calls.
+            Ok(Ok(loaded)) if loaded.sha256 != self.sha256 => {
+                proc.kill();
+                Err(StartError::Load(format!(
+                    "{}: the plugin process loaded a file with sha256 {}, not the {} the gateway \
+                     examined",
+                    self.library.display(),
+                    loaded.sha256,
+                    self.sha256
+                )))
+            }
+            Ok(Ok(loaded)) => {
+                tracing::info!(plugin = %self.name, pid, "plugin process started");
+                Ok((proc, loaded))
+            }
+            Ok(Err(e)) => {
+                proc.kill();
+                Err(e)
+            }
+            Err(_) => {
+                proc.kill();
+                Err(unavailable(
+                    "the plugin process did not start in time".into(),
+                ))
+            }
+        }
+    }
+}
+
+/// The wait before starting a child after `deaths` deaths or failed starts in a row (reset by a
+/// call that returns): 10 ms doubling to 1 s (calls wait for it within their timeout). The engine's retry backoff paces the
+/// deliveries; this only keeps a child that dies at once from being restarted in a tight loop.
+fn restart_backoff(deaths: u32) -> Duration {
+    Duration::from_millis(10u64 << deaths.saturating_sub(1).min(7)).min(Duration::from_secs(1))
+}

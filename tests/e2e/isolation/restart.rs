@@ -1,0 +1,171 @@
+//! Restarts of an isolated plugin's process whose `init` is slow or hangs: a call's timeout
+//! never waits for the start, and never cuts a start short either, so a restart slower than
+//! `[delivery] timeout` still completes and serves the calls after it.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use gateway_e2e::harness::{children, get, wait_until, TestGateway};
+
+use super::{config, delivery, send, WAIT};
+
+/// `raw-plugins/slow_restart.rs` compiled once per process into
+/// `<CARGO_TARGET_TMPDIR>/raw-plugins/` (named after a hash of its source, so a library another
+/// process may have loaded is never overwritten).
+fn slow_restart_fixture() -> std::path::PathBuf {
+    use std::sync::OnceLock;
+    static BUILT: OnceLock<Result<std::path::PathBuf, String>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("raw-plugins/slow_restart.rs");
+        let text = std::fs::read(&source).map_err(|e| format!("{}: {e}", source.display()))?;
+        let hash = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::hash::DefaultHasher::new();
+            text.hash(&mut h);
+            h.finish()
+        };
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("raw-plugins");
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let lib = dir.join(format!("libslow_restart-{hash:016x}.so"));
+        if lib.exists() {
+            return Ok(lib);
+        }
+        let tmp = dir.join(format!(
+            "slow_restart-{hash:016x}.{}.tmp",
+            std::process::id()
+        ));
+        let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+        let run = std::process::Command::new(rustc)
+            .args(["--edition", "2021", "--crate-type", "cdylib", "-O"])
+            .args(["--crate-name", "slow_restart", "-o"])
+            .arg(&tmp)
+            .arg(&source)
+            .output()
+            .map_err(|e| format!("rustc: {e}"))?;
+        if !run.status.success() {
+            return Err(String::from_utf8_lossy(&run.stderr).into_owned());
+        }
+        std::fs::rename(&tmp, &lib).map_err(|e| format!("{}: {e}", lib.display()))?;
+        Ok(lib)
+    });
+    match built {
+        Ok(lib) => lib.clone(),
+        Err(e) => panic!("compiling raw-plugins/slow_restart.rs failed: {e}"),
+    }
+}
+
+/// A call that times out while its plugin process is being restarted (the crashed child's
+/// successor hangs in `init`): killing it once waited, on an async worker, for the start to
+/// finish (up to a minute), and with one worker the gateway stopped answering. The kill never
+/// waits (and runs off the async workers): the attempt is a retry, the next attempts wait for
+/// the same start within their own timeout, the gateway keeps answering and the other plugin
+/// keeps delivering; a stop kills the child still starting and does not wait for it.
+#[test]
+fn a_timeout_during_a_hung_restart_does_not_stall_the_gateway() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(
+        "max_attempts = 3\ntimeout = \"500ms\"",
+        &format!(
+            "library = \"{}\"\nmax_concurrency = 1",
+            slow_restart_fixture().display()
+        ),
+    )
+    .replace("[server]\n", "[server]\nworkers = 1\n");
+    let mut gw = TestGateway::spawn(dir.path(), &cfg);
+    // The first start went through; every restart from now on hangs in `init`.
+    std::fs::write(dir.path().join("slow-init"), "").expect("write slow-init");
+    let sent = Instant::now();
+    send(&gw, "die-1", "crash_exit");
+    let healthy = || {
+        let asked = Instant::now();
+        let ok = get(&gw.admin_url("/healthz")).is_ok_and(|a| a.status == 200);
+        ok && asked.elapsed() < Duration::from_secs(2)
+    };
+    let dead = wait_until(Duration::from_secs(30), || {
+        assert!(healthy(), "/healthz stopped answering:\n{}", gw.log());
+        delivery(&gw, "die-1", "native")["state"] == "dead"
+    });
+    assert!(dead, "{}\n{}", delivery(&gw, "die-1", "native"), gw.log());
+    assert!(
+        sent.elapsed() < Duration::from_secs(20),
+        "the hung starts were killed at the timeout: {:?}",
+        sent.elapsed()
+    );
+    // One restart for all three attempts (the hung one is still in `init`).
+    let starts = gw.log().matches("plugin process started").count();
+    assert_eq!(starts, 1, "{}", gw.log());
+    send(&gw, "ok-1", "ok");
+    assert!(
+        wait_until(WAIT, || delivery(&gw, "ok-1", "audit")["state"] == "done"),
+        "{}\n{}",
+        delivery(&gw, "ok-1", "audit"),
+        gw.log()
+    );
+    assert!(healthy());
+    let kids = children(gw.pid());
+    assert_eq!(kids.len(), 1, "the child in `init`: {kids:?}");
+    let stopping = Instant::now();
+    gw.signal("TERM");
+    let status = gw.wait(Duration::from_secs(20));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}\n{}",
+        gw.log()
+    );
+    assert!(
+        stopping.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        stopping.elapsed()
+    );
+    let gone = wait_until(Duration::from_secs(5), || {
+        !Path::new(&format!("/proc/{}", kids[0])).exists()
+            || std::fs::read_to_string(format!("/proc/{}/stat", kids[0]))
+                .map(|s| s.contains(") Z "))
+                .unwrap_or(true)
+    });
+    assert!(gone, "the child still starting outlived the gateway");
+}
+
+/// A restart slower than `[delivery] timeout` (2.5 s against 1.5 s) completes: the call that
+/// times out while it runs is a retry, and the next attempt runs in the new process. A call's
+/// timeout killed the process being started, so each attempt started one more and killed it:
+/// the plugin stayed down until a reload, every delivery a dead letter.
+#[test]
+fn a_restart_slower_than_the_timeout_completes_and_serves_the_next_attempt() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(
+        "max_attempts = 6\ntimeout = \"1500ms\"",
+        &format!(
+            "library = \"{}\"\nmax_concurrency = 1",
+            slow_restart_fixture().display()
+        ),
+    );
+    let gw = TestGateway::spawn(dir.path(), &cfg);
+    let kids = children(gw.pid());
+    assert_eq!(kids.len(), 1, "one plugin process: {kids:?}");
+    // Every start from now on takes 2.5 s; the running process is killed from outside.
+    std::fs::write(dir.path().join("slow-init"), "2500").expect("write slow-init");
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &kids[0].to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    assert!(wait_until(Duration::from_secs(10), || !children(gw.pid())
+        .contains(&kids[0])));
+    send(&gw, "after-1", "ok");
+    let done = wait_until(WAIT, || {
+        let d = delivery(&gw, "after-1", "native");
+        d["state"] == "done" || d["state"] == "dead"
+    });
+    let d = delivery(&gw, "after-1", "native");
+    assert!(done, "{d}\n{}", gw.log());
+    assert_eq!(d["state"], "done", "{d}\n{}", gw.log());
+    // The second attempt waited for the restart the first one launched.
+    assert!(d["attempts"].as_u64().is_some_and(|n| n <= 3), "{d}");
+    let log = gw.log();
+    assert_eq!(
+        log.matches("plugin process started").count(),
+        2,
+        "{d}\n{log}"
+    );
+}
