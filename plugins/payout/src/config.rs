@@ -11,6 +11,7 @@ use lark_core::Money;
 use serde::Deserialize;
 
 use crate::ledger::LedgerLocation;
+use crate::shown::shown_url;
 
 /// Lark's Feishu domain, the default `base_url`.
 pub const DEFAULT_BASE_URL: &str = "https://open.feishu.cn";
@@ -123,6 +124,13 @@ impl std::fmt::Debug for ForwardConfig {
 impl Config {
     /// Parses and validates the JSON config handed over by the host.
     pub fn from_json(value: &serde_json::Value) -> Result<Config, ConfigError> {
+        // No message shows a secret or a URL's password, serde's included (it quotes a
+        // number or a boolean it refuses where a string belongs).
+        Config::parse(value)
+            .map_err(|ConfigError::Invalid(m)| ConfigError::Invalid(scrub(m, value)))
+    }
+
+    fn parse(value: &serde_json::Value) -> Result<Config, ConfigError> {
         // Through text, so exact amounts are read from the number's digits (never an f64).
         let text = value.to_string();
         let raw: RawConfig =
@@ -151,8 +159,31 @@ impl Config {
                 "`withdraw` is empty: list \"points\", \"cash\" or both",
             ));
         }
-        if raw.min_cash.keys().any(|c| c.trim().is_empty()) {
-            return Err(invalid("`min_cash` has an empty currency code"));
+        // Currency codes are matched without regard to case (`cny` is `CNY`): a minimum
+        // written in lower case must not be skipped, withdrawing what it was meant to hold.
+        let mut min_cash = BTreeMap::new();
+        for (code, min) in raw.min_cash {
+            if code.is_empty() || !code.chars().all(|c| c.is_ascii_alphanumeric()) {
+                return Err(ConfigError::Invalid(format!(
+                    "`min_cash`: {code:?} is not a currency code (letters and digits, as `CNY`)"
+                )));
+            }
+            let upper = code.to_ascii_uppercase();
+            if min_cash.insert(upper.clone(), min).is_some() {
+                return Err(ConfigError::Invalid(format!(
+                    "`min_cash` lists {upper} twice (codes are matched without regard to case)"
+                )));
+            }
+        }
+        if raw.min_points.is_some() && !withdraw.contains(&BonusType::Points) {
+            return Err(invalid(
+                "`min_points` is set but `withdraw` does not list \"points\": it would never apply",
+            ));
+        }
+        if !min_cash.is_empty() && !withdraw.contains(&BonusType::Cash) {
+            return Err(invalid(
+                "`min_cash` is set but `withdraw` does not list \"cash\": it would never apply",
+            ));
         }
         let ledger = LedgerLocation::parse(&raw.ledger).map_err(ConfigError::Invalid)?;
         let forward = match (raw.forward_url, raw.forward_secret) {
@@ -188,13 +219,34 @@ impl Config {
             app_secret: raw.app_secret,
             withdraw,
             min_points: raw.min_points.unwrap_or(0),
-            min_cash: raw.min_cash,
+            min_cash,
             ledger,
             forward,
             timeout,
             retry_codes: raw.retry_codes,
         })
     }
+}
+
+/// `message` without the secrets and URL passwords of `value` (the config as given): secrets
+/// become `<redacted>`, URLs are shown as [`shown_url`] shows them.
+fn scrub(mut message: String, value: &serde_json::Value) -> String {
+    let text = |key: &str| match value.get(key) {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) => Some(s.clone()),
+        Some(other) => Some(other.to_string()),
+    };
+    for key in ["app_secret", "forward_secret"] {
+        if let Some(secret) = text(key).filter(|s| !s.is_empty()) {
+            message = message.replace(&secret, "<redacted>");
+        }
+    }
+    for key in ["forward_url", "base_url", "ledger"] {
+        if let Some(url) = text(key).filter(|s| !s.is_empty()) {
+            message = message.replace(&url, &shown_url(&url));
+        }
+    }
+    message
 }
 
 fn check_http_url(key: &str, url: &str) -> Result<(), ConfigError> {
@@ -271,8 +323,7 @@ mod tests {
         let o = v.as_object_mut().expect("object");
         o.insert("base_url".into(), json!("http://127.0.0.1:9/"));
         o.insert("withdraw".into(), json!(["cash"]));
-        o.insert("min_points".into(), json!(50));
-        o.insert("min_cash".into(), json!({"CNY": "10.00", "USD": 0.5}));
+        o.insert("min_cash".into(), json!({"CNY": "10.00", "usd": 0.5}));
         o.insert(
             "forward_url".into(),
             json!("https://pay.example/withdrawals"),
@@ -298,6 +349,9 @@ mod tests {
             ("withdraw", json!(["gold"])),
             ("min_cash", json!({"CNY": "1.005"})),
             ("min_cash", json!({"CNY": -1})),
+            ("min_cash", json!({"CNY": "1.00", "cny": "2.00"})),
+            ("min_cash", json!({" CNY": "1.00"})),
+            ("min_cash", json!({"": "1.00"})),
             ("timeout", json!("10")),
             ("timeout", json!("0s")),
             ("retry_codes", json!([0])),
@@ -316,6 +370,46 @@ mod tests {
             assert!(Config::from_json(&v).is_err(), "{key} = {value}");
         }
         assert!(Config::from_json(&json!({"app_id": "a", "app_secret": "b"})).is_err());
+    }
+
+    /// A minimum that could never apply is refused rather than ignored.
+    #[test]
+    fn refuses_minimums_for_what_is_not_withdrawn() {
+        let with = |withdraw: serde_json::Value, key: &str, min: serde_json::Value| {
+            let mut v = base();
+            let o = v.as_object_mut().expect("object");
+            o.insert("withdraw".into(), withdraw);
+            o.insert(key.into(), min);
+            Config::from_json(&v)
+        };
+        assert!(with(json!(["cash"]), "min_points", json!(10)).is_err());
+        assert!(with(json!(["points"]), "min_cash", json!({"CNY": "1.00"})).is_err());
+        assert!(with(json!(["points"]), "min_points", json!(10)).is_ok());
+        assert!(with(json!(["points"]), "min_cash", json!({})).is_ok());
+    }
+
+    /// Serde quotes a number where a string belongs; a URL check quotes the URL: neither
+    /// reaches the message with a secret or a password in it.
+    #[test]
+    fn refusals_never_echo_secrets() {
+        for (key, value) in [
+            ("app_secret", json!(98_765_432_109_876_u64)),
+            ("forward_secret", json!(55_544_433_322_211_u64)),
+            ("forward_url", json!("ftp://u:FWDPASSWORD@pay.example/x")),
+            ("base_url", json!("gopher://u:BASEPASSWORD@open.example")),
+            ("ledger", json!("postgres://u:LEDGERPASSWORD@db:port/x")),
+        ] {
+            let mut v = base();
+            let o = v.as_object_mut().expect("object");
+            o.insert(key.into(), value.clone());
+            if key == "forward_secret" {
+                o.insert("forward_url".into(), json!("https://pay.example/x"));
+            }
+            let message = Config::from_json(&v).expect_err("refused").to_string();
+            for secret in ["98765432109876", "55544433322211", "PASSWORD"] {
+                assert!(!message.contains(secret), "{key}: {message}");
+            }
+        }
     }
 
     #[test]

@@ -240,7 +240,7 @@ impl Payout {
                 let min = self
                     .config
                     .min_cash
-                    .get(&c.currency)
+                    .get(&c.currency.to_ascii_uppercase())
                     .copied()
                     .unwrap_or(Money::ZERO);
                 enough |= c.amount >= min;

@@ -400,6 +400,36 @@ fn attempt_while_an_earlier_one_still_runs_is_retried() {
     assert_eq!(api.withdrawals().len(), 2);
 }
 
+/// A minimum written in lower case holds for the event's upper-case code (it was skipped, and
+/// the balance below it withdrawn).
+#[test]
+fn a_minimum_s_currency_code_matches_whatever_its_case() {
+    let api = LarkApi::start();
+    api.set_balance(ACCOUNT, 0, &[("CNY", "100.00")]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = plugin(
+        &api,
+        dir.path(),
+        json!({"withdraw": ["cash"], "min_cash": {"cny": "1000.00"}}),
+    );
+    assert_eq!(
+        p.handle(&delivery("case-1", 1, ACCOUNT, 0, &[("CNY", "100.00")], 1)),
+        Outcome::Ok
+    );
+    // And an event's code in lower case meets the minimum written in upper case.
+    assert_eq!(
+        p.handle(&delivery("case-2", 1, ACCOUNT, 0, &[("cny", "100.00")], 2)),
+        Outcome::Ok
+    );
+    assert!(api.requests().is_empty(), "{:?}", api.requests());
+    for id in ["case-1", "case-2"] {
+        assert_eq!(
+            row(dir.path(), id).skip_reason.as_deref(),
+            Some("below_minimum")
+        );
+    }
+}
+
 #[test]
 fn minimums_skip_small_balances() {
     let api = LarkApi::start();
