@@ -400,6 +400,19 @@ fn a_fatal_bootstrap_code_stops_the_app_with_a_clear_error_and_no_retry_storm() 
         "{}",
         ready.body
     );
+    // One answer everywhere: /status and the console's overview said "ready" (review finding).
+    assert!(
+        ready
+            .body
+            .starts_with("websocket app not connected: hire\n"),
+        "{}",
+        ready.body
+    );
+    for path in ["/status", "/api/v1/overview"] {
+        let answer = get(&gw.admin_url(path)).expect(path);
+        let v: serde_json::Value = serde_json::from_str(&answer.body).expect("json");
+        assert_eq!(v["ready"], false, "{path}: {}", answer.body);
+    }
     assert!(!gw.log().contains("wrong-secret"));
     // Webhook traffic and the rest of the gateway are unaffected.
     assert_eq!(get(&gw.admin_url("/healthz")).expect("healthz").status, 200);

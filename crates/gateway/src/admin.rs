@@ -180,11 +180,9 @@ impl Admin {
         Ok(match path.as_str() {
             "/healthz" => text(StatusCode::OK, "ok\n".into(), plain),
             "/readyz" => {
-                let (mut ok, why) = self.ready().await;
+                let (ok, why) = self.ready().await;
                 let mut body = format!("{why}\n");
-                let conns = self.long_conns.lock().ok().and_then(|c| c.clone());
-                for (app, state) in conns.map(|c| c.states()).unwrap_or_default() {
-                    ok &= state == State::Connected;
+                for (app, state) in self.websocket_states() {
                     body.push_str(&format!("websocket app {app}: {state}\n"));
                 }
                 let status = if ok {
@@ -339,7 +337,36 @@ impl Admin {
         console::route(self, &page, &method, &path, &query).await
     }
 
-    async fn ready(&self) -> (bool, &'static str) {
+    /// Ready, or why not: the one answer of `/readyz`, `/status` and the API's overview (a
+    /// websocket app not connected is not ready: Lark cannot deliver its events).
+    async fn ready(&self) -> (bool, std::borrow::Cow<'static, str>) {
+        let (ok, why) = self.store_and_plugins_ready().await;
+        if !ok {
+            return (ok, why.into());
+        }
+        let down: Vec<String> = self
+            .websocket_states()
+            .into_iter()
+            .filter(|(_, state)| *state != State::Connected)
+            .map(|(app, _)| app)
+            .collect();
+        if down.is_empty() {
+            (true, why.into())
+        } else {
+            (
+                false,
+                format!("websocket app not connected: {}", down.join(", ")).into(),
+            )
+        }
+    }
+
+    /// Each websocket app's connection state, by app name.
+    fn websocket_states(&self) -> Vec<(String, State)> {
+        let conns = self.long_conns.lock().ok().and_then(|c| c.clone());
+        conns.map(|c| c.states()).unwrap_or_default()
+    }
+
+    async fn store_and_plugins_ready(&self) -> (bool, &'static str) {
         if self.shutting_down.load(Ordering::SeqCst) {
             return (false, "shutting down");
         }
@@ -397,10 +424,8 @@ impl Admin {
                 }),
             );
         }
-        let conns = self.long_conns.lock().ok().and_then(|c| c.clone());
-        let apps: serde_json::Map<String, serde_json::Value> = conns
-            .map(|c| c.states())
-            .unwrap_or_default()
+        let apps: serde_json::Map<String, serde_json::Value> = self
+            .websocket_states()
             .into_iter()
             .map(|(app, state)| (app, state.to_string().into()))
             .collect();
