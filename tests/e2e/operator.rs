@@ -84,6 +84,15 @@ fn replay_refuses_unknown_names_and_successes_without_force_and_dry_run_changes_
         err.contains("ev-ok:kit already succeeded") && err.contains("--force"),
         "{err}"
     );
+    // A dry run without --force lists what it would refuse, and says so (it only refused).
+    let (code, out, err) = gw.cli(&["replay", "ev-ok", "ev-bad", "--dry-run"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("needs --force ev-ok:kit (done, 1 attempt(s))")
+            && out.contains("would replay ev-bad:kit (dead,"),
+        "{out}"
+    );
+    assert!(err.contains("the replay would be refused"), "{err}");
     let (code, out, err) = gw.cli(&["replay", "ev-ok", "--force", "--dry-run"]);
     assert_eq!(code, 0, "{err}");
     assert!(

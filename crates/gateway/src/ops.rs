@@ -48,7 +48,7 @@ pub struct ReplayArgs {
     /// notifier act in the real world).
     #[arg(long)]
     pub force: bool,
-    /// List what would be replayed; change nothing.
+    /// List what would be replayed (and what needs --force); change nothing.
     #[arg(long)]
     pub dry_run: bool,
 }

@@ -213,7 +213,37 @@ pub fn replay(config: &Config, args: &ReplayArgs) -> ExitCode {
             Err(e) => return fail(e),
         };
         let done: Vec<&DeliveryRecord> = targets.iter().filter(|d| d.state == "done").collect();
-        if !done.is_empty() && !args.force {
+        let refused = !done.is_empty() && !args.force;
+        // A dry run lists every target first, then says what the real run would answer.
+        if args.dry_run {
+            for d in &targets {
+                let verb = if refused && d.state == "done" {
+                    "needs --force"
+                } else {
+                    "would replay"
+                };
+                outln!(
+                    "{verb} {}:{} ({}, {} attempt(s))",
+                    d.event_id,
+                    d.plugin,
+                    d.state,
+                    d.attempts
+                );
+            }
+            if refused {
+                return fail(format!(
+                    "the replay would be refused: {} deliveries already succeeded; add --force \
+                     to replay them (dry run)",
+                    done.len()
+                ));
+            }
+            outln!(
+                "{} deliveries would be queued again (dry run)",
+                targets.len()
+            );
+            return ExitCode::SUCCESS;
+        }
+        if refused {
             for d in &done {
                 eprintln!(
                     "refused: {}:{} already succeeded; replaying it runs the plugin again \
@@ -223,26 +253,14 @@ pub fn replay(config: &Config, args: &ReplayArgs) -> ExitCode {
             }
             return fail("add --force to replay deliveries that succeeded");
         }
-        let verb = if args.dry_run {
-            "would replay"
-        } else {
-            "replaying"
-        };
         for d in &targets {
             outln!(
-                "{verb} {}:{} ({}, {} attempt(s))",
+                "replaying {}:{} ({}, {} attempt(s))",
                 d.event_id,
                 d.plugin,
                 d.state,
                 d.attempts
             );
-        }
-        if args.dry_run {
-            outln!(
-                "{} deliveries would be queued again (dry run)",
-                targets.len()
-            );
-            return ExitCode::SUCCESS;
         }
         let selector = if args.dead_letters {
             ReplaySelector::DeadLetters {
