@@ -578,6 +578,9 @@ fn check_connect_reports_a_refused_bootstrap() {
         "{err}"
     );
     assert!(err.contains("code 10003"), "{err}");
+    // `run` starts with such a config (the app shows as failed): check does not say otherwise.
+    assert!(!err.contains("`run` would refuse it"), "{err}");
+    assert!(err.contains("`run` would start"), "{err}");
 }
 
 #[test]

@@ -71,8 +71,8 @@ enum Command {
         #[arg(long)]
         watch: bool,
     },
-    /// Validate the config, open and ABI-check every plugin, print the route table. Connects to
-    /// nothing unless --connect is given.
+    /// Validate the config, open and ABI-check every plugin, print the route table. Opens no
+    /// long connection unless --connect is given (a PostgreSQL store is connected to).
     Check {
         /// Also bootstrap each websocket app's long connection once and report the result.
         #[arg(long)]

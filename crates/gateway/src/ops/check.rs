@@ -88,7 +88,7 @@ pub fn check(config: &Config, connect: bool) -> ExitCode {
         Ok(libs) => libs,
         Err(found) => {
             problems.extend(found);
-            return report(config, problems, warnings);
+            return report(config, problems, warnings, false);
         }
     };
     for (spec, d) in &libs {
@@ -135,10 +135,8 @@ pub fn check(config: &Config, connect: bool) -> ExitCode {
             r.plugins.join(", ")
         );
     }
-    if connect && !bootstrap_all(config) {
-        problems.push("a long connection bootstrap failed (see above)".into());
-    }
-    report(config, problems, warnings)
+    let connect_failed = connect && !bootstrap_all(config);
+    report(config, problems, warnings, connect_failed)
 }
 
 /// `[server] tls` or `[admin] tls` (`at`): the pair loads as `run` would load it (readable, PEM parses, the key matches
@@ -190,7 +188,14 @@ fn check_tls(at: &str, files: &TlsFiles, problems: &mut Vec<String>, warnings: &
 }
 
 /// Prints warnings and problems; "valid" only when there is no problem.
-fn report(config: &Config, problems: Vec<String>, warnings: Vec<String>) -> ExitCode {
+/// `connect_failed`: a `--connect` bootstrap failed. `run` does not refuse that (it starts and
+/// shows the app as failed until a reload), so it is told apart from the problems.
+fn report(
+    config: &Config,
+    problems: Vec<String>,
+    warnings: Vec<String>,
+    connect_failed: bool,
+) -> ExitCode {
     for w in &warnings {
         outln!("warning: {w}");
     }
@@ -203,6 +208,14 @@ fn report(config: &Config, problems: Vec<String>, warnings: Vec<String>) -> Exit
             config.file.display(),
             problems.len()
         );
+    }
+    if connect_failed {
+        eprintln!(
+            "error: a long connection bootstrap failed (see above): `run` would start, and \
+             report that app as failed until a reload"
+        );
+    }
+    if !problems.is_empty() || connect_failed {
         return ExitCode::from(3);
     }
     outln!("config {} is valid", config.file.display());
