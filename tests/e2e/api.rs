@@ -500,6 +500,12 @@ fn without_a_token_cross_site_posts_are_refused() {
             Some(&body),
         );
         assert_eq!(r.status, 403, "{bad:?}: {}", r.body);
+        // This mode has no sessions: the answer does not ask for a session's CSRF token.
+        assert!(
+            r.body.contains("from another site") && !r.body.contains("CSRF"),
+            "{}",
+            r.body
+        );
     }
     let origin = format!("http://{}", gw.admin.expect("admin"));
     let r = call(

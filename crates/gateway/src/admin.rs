@@ -298,7 +298,11 @@ impl Admin {
                 .and_then(|f| form::get(&f, "csrf").map(str::to_owned));
             if !auth::csrf_ok(&who, &headers, form_csrf.as_deref()) {
                 tracing::warn!(client = %peer, path, "admin: POST refused (CSRF)");
-                return api_error(&ApiError::Csrf);
+                return api_error(&if matches!(who, auth::Principal::Open) {
+                    ApiError::CrossSite
+                } else {
+                    ApiError::Csrf
+                });
             }
             body
         } else {

@@ -11,8 +11,10 @@ use super::MAX_BODY;
 pub enum ApiError {
     BadRequest(String),
     Unauthorized,
-    /// A cookie-authenticated POST without the session's CSRF token, or a cross-site POST.
+    /// A cookie-authenticated POST without the session's CSRF token.
     Csrf,
+    /// Without `[admin] token`: a POST from another site (`Origin` / `Sec-Fetch-Site`).
+    CrossSite,
     NotFound(String),
     MethodNotAllowed(&'static str),
     /// A replay that would re-run deliveries that succeeded, without `force`.
@@ -33,7 +35,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Csrf => StatusCode::FORBIDDEN,
+            ApiError::Csrf | ApiError::CrossSite => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -57,6 +59,10 @@ impl ApiError {
             }
             ApiError::Csrf => "refused: a state-changing call needs the session's CSRF token \
                  (X-CSRF-Token) and must come from the console's own origin"
+                .into(),
+            ApiError::CrossSite => "refused: a state-changing call from another site (its \
+                 Origin or Sec-Fetch-Site header); without [admin] token only the console's own \
+                 pages and clients that send no Origin may make one"
                 .into(),
             ApiError::MethodNotAllowed(allow) => format!("method not allowed (use {allow})"),
             ApiError::Conflict(v) => return v.clone(),
