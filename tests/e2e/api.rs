@@ -46,6 +46,7 @@ fn events_filter_and_page_by_cursor_and_one_event_shows_its_deliveries_redacted(
     // A name that exists nowhere is an error, as in the CLI, not an empty list.
     for path in [
         "/api/v1/events?app=nosuch",
+        "/api/v1/events?type=test.nosuch",
         "/api/v1/deliveries?plugin=nosuch",
         "/api/v1/dead-letters?plugin=nosuch",
     ] {

@@ -275,6 +275,10 @@ fn listings_refuse_names_that_exist_nowhere() {
             "unknown plugin \"nope\"",
         ),
         (&["events", "list", "--app", "nope"], "unknown app \"nope\""),
+        (
+            &["events", "list", "--type", "test.nope"],
+            "unknown event type \"test.nope\"",
+        ),
     ] {
         let (code, out, err) = gw.cli(args);
         assert_eq!(code, 1, "{args:?}: {out}{err}");
@@ -298,6 +302,9 @@ fn listings_refuse_names_that_exist_nowhere() {
     let (code, out, err) = gw.cli(&["events", "list", "--app", "hire"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("n-1") && out.contains("1 event(s)"), "{out}");
+    let (code, out, err) = gw.cli(&["events", "list", "--type", "test.ok"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("n-1"), "{out}");
 }
 
 /// The exit codes the README lists: 2 for usage (a bad argument value, a missing required

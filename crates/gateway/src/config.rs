@@ -12,11 +12,9 @@ pub mod raw;
 pub mod schema;
 pub mod validated;
 
-#[cfg(test)]
-pub use validated::EventPattern;
 pub use validated::{
-    load_plugin_config, redact_url, AdminToken, App, Config, DeliveryConfig, Isolation,
-    LongConnApp, PgSettings, PluginSpec, Route, StoreConfig, TlsFiles, WebhookApp,
+    load_plugin_config, redact_url, AdminToken, App, Config, DeliveryConfig, EventPattern,
+    Isolation, LongConnApp, PgSettings, PluginSpec, Route, StoreConfig, TlsFiles, WebhookApp,
 };
 
 /// Why a config cannot be used: every problem, each prefixed with its location.

@@ -74,6 +74,16 @@ fn cursor(q: &[(String, String)]) -> Result<Option<(i64, String)>, ApiError> {
 pub async fn events(admin: &Admin, q: &[(String, String)]) -> Result<Value, ApiError> {
     let limit = limit(q)?;
     known_names(admin, super::form::get(q, "app"), None).await?;
+    if let Some(event_type) = super::form::get(q, "type") {
+        let Some((config, _)) = admin.live_ready().await.and_then(|l| l.current()) else {
+            return Err(ApiError::Unavailable(
+                "the gateway is still starting".into(),
+            ));
+        };
+        crate::ops::replay::known_type(&config, &*admin.store, event_type)
+            .await
+            .map_err(not_found_or_bad)?;
+    }
     let filter = EventFilter {
         app: super::form::get(q, "app").map(str::to_owned),
         event_type: super::form::get(q, "type").map(str::to_owned),
@@ -423,6 +433,7 @@ fn not_found_or_bad(message: String) -> ApiError {
     if message.starts_with("no event")
         || message.starts_with("unknown plugin")
         || message.starts_with("unknown app")
+        || message.starts_with("unknown event type")
     {
         ApiError::NotFound(message)
     } else if message.starts_with("store:") {

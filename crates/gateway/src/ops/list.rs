@@ -7,7 +7,7 @@
 use std::process::ExitCode;
 
 use super::out::outln;
-use super::replay::{known_app, known_plugin};
+use super::replay::{known_app, known_plugin, known_type};
 use super::timefmt::{rfc3339, since_ms};
 use super::with_store;
 use crate::config::Config;
@@ -125,6 +125,11 @@ pub fn events(config: &Config, args: &EventListArgs) -> ExitCode {
     with_store(config, |store| async move {
         if let Some(app) = &args.app {
             if let Err(e) = known_app(config, &*store, app).await {
+                return fail(e);
+            }
+        }
+        if let Some(event_type) = &args.event_type {
+            if let Err(e) = known_type(config, &*store, event_type).await {
                 return fail(e);
             }
         }

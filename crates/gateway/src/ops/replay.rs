@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use super::out::outln;
 use super::timefmt::since_ms;
 use super::{with_store, DeadLetterArgs, ReplayArgs};
-use crate::config::Config;
+use crate::config::{Config, EventPattern};
 use crate::store::{sqlite::now_ms, DeliveryRecord, EventFilter, ReplaySelector, Store};
 
 /// Fails when `plugin` is neither configured nor named by any delivery in the store.
@@ -45,6 +45,34 @@ pub(crate) async fn known_app(config: &Config, store: &dyn Store, app: &str) -> 
         Ok(events) if !events.is_empty() => Ok(()),
         Ok(_) => Err(format!(
             "unknown app {app:?}: no [[apps]] entry and no event in the store has this name"
+        )),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// An event type filter names something: a route names it exactly, or an event of that type
+/// is stored (types match exactly: a mistyped one would read as "no events"). A wildcard route
+/// (`*`, `hire.*`) matches any spelling, so it proves nothing.
+pub(crate) async fn known_type(
+    config: &Config,
+    store: &dyn Store,
+    event_type: &str,
+) -> Result<(), String> {
+    let named = |p: &EventPattern| matches!(p, EventPattern::Exact(t) if t == event_type);
+    if config.routes.iter().any(|r| r.events.iter().any(named)) {
+        return Ok(());
+    }
+    let one = EventFilter {
+        event_type: Some(event_type.to_owned()),
+        since_ms: i64::MIN,
+        limit: 1,
+        ..EventFilter::default()
+    };
+    match store.list_events(one).await {
+        Ok(events) if !events.is_empty() => Ok(()),
+        Ok(_) => Err(format!(
+            "unknown event type {event_type:?}: no route names it and no event in the store has \
+             it (types match exactly, as hire.referral_account.assets_update_v1)"
         )),
         Err(e) => Err(e.to_string()),
     }
