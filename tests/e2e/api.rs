@@ -284,8 +284,20 @@ fn replay_reruns_successes_only_with_force_and_reload_answers_its_result() {
     let r = post_json(&gw, "/api/v1/reload", json!({}));
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["result"], "ok");
+    assert_eq!(r.json()["not_applied"], json!([]), "{}", r.body);
     let path = dir.path().join("gateway.toml");
     let good = std::fs::read_to_string(&path).expect("config");
+    // What waits for a restart is in the answer, not only in the log.
+    std::fs::write(&path, good.replace("[server]\n", "[server]\nworkers = 7\n")).expect("write");
+    let r = post_json(&gw, "/api/v1/reload", json!({}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let notes = r.json()["not_applied"].to_string();
+    assert!(
+        notes.contains("[server] workers changes only on restart"),
+        "{}",
+        r.body
+    );
+    std::fs::write(&path, &good).expect("write");
     std::fs::write(
         &path,
         good.replace("plugins = [\"kit\"]", "plugins = [\"ghost\"]"),
@@ -301,7 +313,7 @@ fn replay_reruns_successes_only_with_force_and_reload_answers_its_result() {
         1.0,
         "{m}"
     );
-    assert_eq!(metric(&m, "gateway_reloads_total{result=\"ok\"}"), 1.0);
+    assert_eq!(metric(&m, "gateway_reloads_total{result=\"ok\"}"), 2.0);
     // The running config stayed: events are still delivered.
     send(&gw, "/hook", "ev-after", "test.ok");
     assert!(wait_until(Duration::from_secs(10), || state(

@@ -110,8 +110,9 @@ impl Live {
     }
 
     /// Reads the config file again and applies it, or explains why not. Blocking (opens
-    /// libraries, initialises plugins): call it from a blocking thread.
-    pub fn reload(&self) -> Result<(), String> {
+    /// libraries, initialises plugins): call it from a blocking thread. `Ok` holds what the
+    /// new config asks that waits for a restart (each also logged as a warning).
+    pub fn reload(&self) -> Result<Vec<String>, String> {
         let _one_at_a_time = self
             .reloading
             .lock()
@@ -133,28 +134,28 @@ impl Live {
         if let Some(admin) = self.admin.upgrade() {
             admin.reload_token(new.admin_token.clone());
         }
+        let mut notes = Vec::new();
         if new.listen != old.listen || new.admin_listen != old.admin_listen {
-            tracing::warn!("listen addresses change only on restart; still on the old ones");
+            notes.push("listen addresses change only on restart; still on the old ones".into());
         }
         if new.workers != old.workers {
-            tracing::warn!(
-                running = old.workers,
-                configured = new.workers,
-                "[server] workers changes only on restart"
-            );
+            notes.push(format!(
+                "[server] workers changes only on restart (running {}, configured {})",
+                old.workers, new.workers
+            ));
         }
-        if let Some(note) = lease_note {
-            tracing::warn!("{note}");
-        }
+        notes.extend(lease_note);
         if new.max_connections != old.max_connections {
-            tracing::warn!(
-                running = old.max_connections,
-                configured = new.max_connections,
-                "[server] max_connections changes only on restart"
-            );
+            notes.push(format!(
+                "[server] max_connections changes only on restart (running {}, configured {})",
+                old.max_connections, new.max_connections
+            ));
         }
         if new.log_level != old.log_level {
-            tracing::warn!("[log] level changes only on restart");
+            notes.push("[log] level changes only on restart".into());
+        }
+        for note in &notes {
+            tracing::warn!("{note}");
         }
         if (new.retention, new.dead_letter_retention) != (old.retention, old.dead_letter_retention)
         {
@@ -175,22 +176,23 @@ impl Live {
             .lock()
             .map_err(|_| "reload state poisoned".to_owned())?;
         *current = (new, plugins);
-        Ok(())
+        Ok(notes)
     }
 }
 
 /// Runs [`Live::reload`] on the blocking pool and records its result (log line, the
 /// `gateway_reloads_total` counter, the last-reload time): what SIGHUP, `--watch` and the admin
-/// API's `POST /api/v1/reload` all do. `trigger` says which, for the log.
-pub async fn apply(live: Arc<Live>, trigger: &str) -> Result<(), String> {
+/// API's `POST /api/v1/reload` all do. `trigger` says which, for the log. `Ok` holds what was
+/// not applied (it waits for a restart, or a certificate pair was refused).
+pub async fn apply(live: Arc<Live>, trigger: &str) -> Result<Vec<String>, String> {
     tracing::info!(trigger, "reloading config");
     let m = crate::metrics::get();
     let reloading = live.clone();
     let outcome = match tokio::task::spawn_blocking(move || reloading.reload()).await {
-        Ok(Ok(())) => {
+        Ok(Ok(notes)) => {
             m.last_reload
                 .set(crate::store::sqlite::now_ms() as f64 / 1000.0);
-            Ok(())
+            Ok(notes)
         }
         Ok(Err(e)) => {
             tracing::error!("reload refused, keeping the running config: {e}");
@@ -207,16 +209,20 @@ pub async fn apply(live: Arc<Live>, trigger: &str) -> Result<(), String> {
             result: result.to_owned(),
         })
         .inc();
-    reload_tls(&live, trigger).await;
-    outcome
+    let tls_notes = reload_tls(&live, trigger).await;
+    outcome.map(|mut notes| {
+        notes.extend(tls_notes);
+        notes
+    })
 }
 
 /// After a config reload (SIGHUP, `--watch`, the admin API): each listener's certificate pair
 /// is read again, from the paths of the config now running (a refused config keeps the old
 /// paths). A renewed pair is picked up by the file watcher anyway; this makes `systemctl
 /// reload` (certbot's deploy hook) take effect at once. Turning TLS on or off needs a restart,
-/// like the listen addresses.
-async fn reload_tls(live: &Arc<Live>, trigger: &str) {
+/// like the listen addresses. Returns what was not applied (also logged).
+async fn reload_tls(live: &Arc<Live>, trigger: &str) -> Vec<String> {
+    let mut notes = Vec::new();
     let (webhook, admin) = live.tls_files();
     for (section, tls, files) in [
         ("[server] tls", live.certs.webhook.clone(), webhook),
@@ -225,18 +231,33 @@ async fn reload_tls(live: &Arc<Live>, trigger: &str) {
         match (tls, files) {
             (Some(tls), Some(files)) => {
                 let trigger = trigger.to_owned();
-                let _ =
+                let loaded =
                     tokio::task::spawn_blocking(move || tls.reload(&trigger, Some(&files))).await;
+                if !loaded.unwrap_or(false) {
+                    // `reload` logged why.
+                    notes.push(format!(
+                        "{section}: the certificate pair was refused; the previous one stays"
+                    ));
+                }
             }
-            (Some(_), None) => tracing::warn!(
-                "{section} was removed: the listener keeps serving HTTPS until a restart"
-            ),
-            (None, Some(_)) => tracing::warn!(
-                "{section} was added: the listener keeps serving plain HTTP until a restart"
-            ),
+            (Some(_), None) => {
+                let note = format!(
+                    "{section} was removed: the listener keeps serving HTTPS until a restart"
+                );
+                tracing::warn!("{note}");
+                notes.push(note);
+            }
+            (None, Some(_)) => {
+                let note = format!(
+                    "{section} was added: the listener keeps serving plain HTTP until a restart"
+                );
+                tracing::warn!("{note}");
+                notes.push(note);
+            }
             (None, None) => {}
         }
     }
+    notes
 }
 
 /// Identity of the config file as last seen: changes when an editor or git replaces it.

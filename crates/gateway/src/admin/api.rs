@@ -443,7 +443,8 @@ fn not_found_or_bad(message: String) -> ApiError {
     }
 }
 
-/// `POST /api/v1/reload`: the same reload as SIGHUP; the answer says whether it applied.
+/// `POST /api/v1/reload`: the same reload as SIGHUP; the answer says whether it applied, and
+/// what of it waits for a restart or was refused (`not_applied`).
 pub async fn reload(admin: &Admin) -> Result<Value, ApiError> {
     let Some(live) = admin.live_ready().await else {
         return Err(ApiError::Unavailable(
@@ -451,7 +452,7 @@ pub async fn reload(admin: &Admin) -> Result<Value, ApiError> {
         ));
     };
     match crate::reload::apply(live, "admin API").await {
-        Ok(()) => Ok(json!({ "result": "ok" })),
+        Ok(notes) => Ok(json!({ "result": "ok", "not_applied": notes })),
         Err(e) => Err(ApiError::Unprocessable(format!(
             "reload refused, the running config stays: {e}"
         ))),
