@@ -102,10 +102,7 @@ impl Config {
         Self::load_with_env(path, &env::from_process)
     }
 
-    pub fn load_with_env(
-        path: &Path,
-        lookup: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Config, ConfigError> {
+    pub fn load_with_env(path: &Path, lookup: &env::Lookup<'_>) -> Result<Config, ConfigError> {
         let (shown, raw) = read_raw(path)?;
         let (file, dir) = locate(path)?;
         let mut v = Validator::new(&dir, lookup);
@@ -225,7 +222,7 @@ pub(super) fn locate(path: &Path) -> Result<(PathBuf, PathBuf), ConfigError> {
 
 struct Validator<'a> {
     dir: &'a Path,
-    lookup: &'a dyn Fn(&str) -> Option<String>,
+    lookup: &'a env::Lookup<'a>,
     problems: Vec<String>,
     /// Locations whose `${VAR}` expansion failed: that problem is the only one reported there
     /// (the value checked after it would be a stand-in, and its problems misleading).
@@ -233,7 +230,7 @@ struct Validator<'a> {
 }
 
 impl<'a> Validator<'a> {
-    fn new(dir: &'a Path, lookup: &'a dyn Fn(&str) -> Option<String>) -> Self {
+    fn new(dir: &'a Path, lookup: &'a env::Lookup<'a>) -> Self {
         Validator {
             dir,
             lookup,
@@ -518,3 +515,5 @@ impl<'a> Validator<'a> {
 mod app_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod trap_tests;

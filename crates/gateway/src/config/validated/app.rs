@@ -213,9 +213,11 @@ impl Validator<'_> {
 
     /// An `http(s)://host[:port]` base URL. Plain `http` sends the app secret in clear, so it
     /// is only allowed to a loopback host (a local stand-in).
+    /// Messages show the URL as [`shown_url`] does (no user info, no query).
     fn domain(&mut self, at: &str, text: Option<&str>) -> String {
         let text = self.expand(at, text.unwrap_or(DEFAULT_DOMAIN));
         let domain = text.trim_end_matches('/').to_owned();
+        let text = shown_url(&text);
         // The host must be what it seems: user info (`http://localhost:1@elsewhere` goes to
         // elsewhere), a query or a fragment have no place in a base URL.
         let authority = domain
@@ -269,4 +271,22 @@ impl Validator<'_> {
         }
         domain
     }
+}
+
+/// `url` for an error message: user info (`user:password@`) and a query or fragment are
+/// replaced by `<redacted>`.
+fn shown_url(url: &str) -> String {
+    let (base, rest) = url.split_at(url.find(['?', '#']).unwrap_or(url.len()));
+    let mut shown = match base.split_once("://") {
+        Some((scheme, after)) => match after.rfind('@') {
+            Some(at) => format!("{scheme}://<redacted>{}", &after[at..]),
+            None => base.to_owned(),
+        },
+        None => base.to_owned(),
+    };
+    if !rest.is_empty() {
+        shown.push_str(&rest[..1]);
+        shown.push_str("<redacted>");
+    }
+    shown
 }
