@@ -298,6 +298,11 @@ impl<'a> Validator<'a> {
 
     fn addr(&mut self, at: &str, text: &str) -> Option<SocketAddr> {
         let text = self.expand(at, text);
+        self.parse_addr(at, &text)
+    }
+
+    /// [`Self::addr`] of a value already expanded.
+    fn parse_addr(&mut self, at: &str, text: &str) -> Option<SocketAddr> {
         match text.parse() {
             Ok(a) => Some(a),
             Err(_) => {

@@ -4,6 +4,28 @@
 use super::tests::{load, problems};
 use super::*;
 
+const APP: &str = r#"
+[[apps]]
+name = "hire"
+path = "/webhook/event"
+"#;
+
+/// The problems of `text` (an [`APP`] is added), with `env` for `${VAR}`s.
+fn problems_with(text: &str, env: &[(&str, &str)]) -> Vec<String> {
+    match load(&format!("{APP}{text}"), env) {
+        Err(ConfigError::Invalid { problems, .. }) => problems,
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+}
+
+/// The one problem of `text`, which must be at `at`.
+fn one_problem(text: &str, at: &str) -> String {
+    let p = problems_with(text, &[]);
+    assert_eq!(p.len(), 1, "{p:#?}");
+    assert!(p[0].starts_with(&format!("{at}: ")), "{p:#?}");
+    p[0].clone()
+}
+
 #[test]
 fn a_malformed_variable_reference_never_shows_the_secret() {
     for (value, what) in [
@@ -82,4 +104,56 @@ fn a_secret_of_the_wrong_type_is_never_shown() {
         }
         assert!(shown.contains("line ") && shown.contains(key), "{shown}");
     }
+}
+
+#[test]
+fn the_two_listeners_cannot_share_an_address() {
+    for (server, admin) in [
+        ("127.0.0.1:7000", "127.0.0.1:7000"),
+        ("0.0.0.0:7000", "127.0.0.1:7000"),
+        ("[::]:7000", "[::1]:7000"),
+    ] {
+        let p = one_problem(
+            &format!("[server]\nlisten = \"{server}\"\n[admin]\nlisten = \"{admin}\"\n"),
+            "admin.listen",
+        );
+        assert!(p.contains("server.listen"), "{p}");
+    }
+    // Port 0 is a fresh port for each; other ports or addresses are fine.
+    for (server, admin) in [
+        ("127.0.0.1:0", "127.0.0.1:0"),
+        ("127.0.0.1:7000", "127.0.0.1:7001"),
+        ("127.0.0.1:7000", "127.0.0.2:7000"),
+    ] {
+        let text = format!("{APP}[server]\nlisten = \"{server}\"\n[admin]\nlisten = \"{admin}\"\n");
+        load(&text, &[]).expect("valid");
+    }
+}
+
+#[test]
+fn an_admin_token_with_surrounding_whitespace_is_refused() {
+    let token = "0123456789abcdef0123";
+    for padded in [
+        format!("{token} "),
+        format!(" {token}"),
+        format!("{token}\n"),
+    ] {
+        let p = problems_with("[admin]\ntoken = \"${T}\"\n", &[("T", &padded)]);
+        assert_eq!(p.len(), 1, "{p:#?}");
+        assert!(
+            p[0].starts_with("admin.token: ") && p[0].contains("whitespace"),
+            "{p:#?}"
+        );
+        assert!(!p[0].contains(token), "{p:#?}");
+    }
+}
+
+#[test]
+fn admin_listen_is_compared_with_off_after_expansion() {
+    let c = load(
+        &format!("{APP}[admin]\nlisten = \"${{X}}\"\n"),
+        &[("X", "off")],
+    )
+    .expect("valid");
+    assert_eq!(c.admin_listen, None);
 }
