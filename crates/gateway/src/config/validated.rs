@@ -12,6 +12,7 @@ use gateway_plugin::config::parse_duration;
 
 mod app;
 mod delivery;
+mod log;
 mod plugin;
 mod server;
 mod store;
@@ -158,42 +159,6 @@ fn syntax_message(text: &str, e: &toml::de::Error) -> String {
         }
         None => message.to_owned(),
     }
-}
-
-/// Checks a `[log] level`: comma-separated directives, each a level or `target=level`, where a
-/// level is `off`, `error`, `warn` (also `warning`), `info`, `debug` or `trace`. Returns the
-/// filter with `warning` spelled `warn`. (The tracing filter itself would take a bare word as a
-/// target name and silently log nothing.)
-fn log_filter(text: &str) -> Result<String, String> {
-    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
-    let level = |l: &str| -> Result<&'static str, String> {
-        let l = l.trim().to_ascii_lowercase();
-        let l = if l == "warning" { "warn".to_owned() } else { l };
-        LEVELS
-            .iter()
-            .find(|k| **k == l)
-            .copied()
-            .ok_or_else(|| {
-                format!(
-                    "{text:?} is not a log level: use one of {} (or a filter like \"info,gateway=debug\")",
-                    LEVELS.join(", ")
-                )
-            })
-    };
-    let mut out = Vec::new();
-    for part in text.split(',').map(str::trim) {
-        if part.is_empty() {
-            return Err(format!("{text:?} has an empty directive"));
-        }
-        match part.split_once('=') {
-            Some((target, l)) if !target.trim().is_empty() => {
-                out.push(format!("{}={}", target.trim(), level(l)?))
-            }
-            Some(_) => return Err(format!("{text:?}: a directive has no target before `=`")),
-            None => out.push(level(part)?.to_owned()),
-        }
-    }
-    Ok(out.join(","))
 }
 
 /// A config file's text parsed into its raw form, with the path as shown in errors.
@@ -433,7 +398,7 @@ impl<'a> Validator<'a> {
             routes,
             log_level: raw.log.level.as_deref().map(|l| {
                 let l = self.expand("log.level", l);
-                match log_filter(&l) {
+                match log::log_filter(&l) {
                     Ok(f) => f,
                     Err(e) => {
                         self.problem("log.level", e);

@@ -157,3 +157,15 @@ fn admin_listen_is_compared_with_off_after_expansion() {
     .expect("valid");
     assert_eq!(c.admin_listen, None);
 }
+
+#[test]
+fn a_log_filter_the_tracing_parser_refuses_is_refused() {
+    let p = one_problem("[log]\nlevel = \"warn,gate[way=debug\"\n", "log.level");
+    assert!(p.contains("gate[way"), "{p}");
+    let c = load(
+        &format!("{APP}[log]\nlevel = \"warn,gateway[request]=debug\"\n"),
+        &[],
+    )
+    .expect("a span filter is a filter");
+    assert!(c.log_level.is_some());
+}
