@@ -458,6 +458,13 @@ impl<'a> Validator<'a> {
             }
             names.push(p);
         }
+        if r.apps.as_ref().is_some_and(Vec::is_empty) {
+            self.problem(
+                &at("apps"),
+                "is empty, so the route would match no event: list at least one app, or remove \
+                 the key to route events of every app",
+            );
+        }
         let route_apps = r.apps.as_ref().map(|list| {
             list.iter()
                 .enumerate()

@@ -139,8 +139,10 @@ impl Validator<'_> {
                         String::new()
                     }
                 };
-                if a.path.is_some() && !path.starts_with('/') {
-                    self.problem(&at("path"), format!("{path:?} must start with `/`"));
+                if a.path.is_some() {
+                    if let Err(e) = request_path(&path) {
+                        self.problem(&at("path"), e);
+                    }
                 }
                 let encrypt_key = secret(self, "encrypt_key", &a.encrypt_key);
                 let max_clock_skew = a
@@ -152,7 +154,8 @@ impl Validator<'_> {
                     // Encrypt Key is signed: the limit would never apply.
                     self.problem(
                         &at("max_clock_skew"),
-                        "applies to signed requests only, and Lark signs only for an app with an                          Encrypt Key: set encrypt_key, or remove max_clock_skew",
+                        "applies to signed requests only, and Lark signs only for an app with an \
+                         Encrypt Key: set encrypt_key, or remove max_clock_skew",
                     );
                 }
                 Transport::Webhook(WebhookApp {
@@ -270,6 +273,27 @@ impl Validator<'_> {
             );
         }
         domain
+    }
+}
+
+/// A webhook app's `path` as a request path can be: it starts with `/`, and has none of the
+/// characters a request's path never holds (a query or fragment starts at `?` or `#`; spaces,
+/// controls, `<`, `>` and `` ` `` are refused by the HTTP parser). Apps are looked up by the
+/// request's path alone, so such a path would never match.
+fn request_path(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!("{path:?} must start with `/`"));
+    }
+    match path
+        .chars()
+        .find(|c| c.is_ascii_control() || matches!(c, ' ' | '?' | '#' | '<' | '>' | '`'))
+    {
+        Some(c) => Err(format!(
+            "{path:?}: a request path cannot hold {c:?} (no query, fragment, spaces or \
+             control characters; percent-encode anything else the path needs), so no request \
+             would ever match it"
+        )),
+        None => Ok(()),
     }
 }
 

@@ -131,6 +131,72 @@ fn the_two_listeners_cannot_share_an_address() {
 }
 
 #[test]
+fn a_log_filter_the_tracing_parser_refuses_is_refused() {
+    let p = one_problem("[log]\nlevel = \"warn,gate[way=debug\"\n", "log.level");
+    assert!(p.contains("gate[way"), "{p}");
+    let c = load(
+        &format!("{APP}[log]\nlevel = \"warn,gateway[request]=debug\"\n"),
+        &[],
+    )
+    .expect("a span filter is a filter");
+    assert!(c.log_level.is_some());
+}
+
+#[test]
+fn a_route_that_can_never_match_is_refused() {
+    one_problem(
+        "[[plugins]]\nname = \"p\"\nlibrary = \"/nonexistent/p.so\"\n\
+         [[routes]]\nevents = [\"*\"]\nplugins = [\"p\"]\napps = []\n",
+        "routes[0].apps",
+    );
+    for pattern in [
+        " hire.x", "hire.x ", "hire. x", "hire..*", "hire..x", ".hire", "hire.", ".*", "hire\t.x",
+    ] {
+        let p = problems_with(
+            &format!(
+                "[[plugins]]\nname = \"p\"\nlibrary = \"/nonexistent/p.so\"\n\
+                 [[routes]]\nevents = [\"*\", {pattern:?}]\nplugins = [\"p\"]\n"
+            ),
+            &[],
+        );
+        assert_eq!(p.len(), 1, "{pattern:?}: {p:#?}");
+        assert!(p[0].starts_with("routes[0].events[1]: "), "{p:#?}");
+    }
+    // Schema 1.0 types may have upper-case letters.
+    load(
+        &format!(
+            "{APP}[[plugins]]\nname = \"p\"\nlibrary = \"/nonexistent/p.so\"\n\
+             [[routes]]\nevents = [\"APPROVAL_Instance\", \"Hire.*\"]\nplugins = [\"p\"]\n"
+        ),
+        &[],
+    )
+    .expect("valid");
+}
+
+#[test]
+fn a_webhook_path_no_request_path_can_equal_is_refused() {
+    for path in [
+        "/webhook/event?x=1",
+        "/webhook/event#top",
+        "/webhook event",
+        "/webhook/\tevent",
+        "/webhook/<event>",
+        "/webhook/`event`",
+    ] {
+        let p = problems(&format!("[[apps]]\nname = \"a\"\npath = {path:?}\n"));
+        assert_eq!(p.len(), 1, "{path:?}: {p:#?}");
+        assert!(p[0].starts_with("apps[0].path: "), "{p:#?}");
+    }
+    for path in [
+        "/webhook/%7Bevent%7D",
+        "/a/b-c_d.e~f/@x:y;z=1,2!$&'()*+",
+        "/事件",
+    ] {
+        load(&format!("[[apps]]\nname = \"a\"\npath = {path:?}\n"), &[]).expect(path);
+    }
+}
+
+#[test]
 fn an_admin_token_with_surrounding_whitespace_is_refused() {
     let token = "0123456789abcdef0123";
     for padded in [
@@ -159,13 +225,8 @@ fn admin_listen_is_compared_with_off_after_expansion() {
 }
 
 #[test]
-fn a_log_filter_the_tracing_parser_refuses_is_refused() {
-    let p = one_problem("[log]\nlevel = \"warn,gate[way=debug\"\n", "log.level");
-    assert!(p.contains("gate[way"), "{p}");
-    let c = load(
-        &format!("{APP}[log]\nlevel = \"warn,gateway[request]=debug\"\n"),
-        &[],
-    )
-    .expect("a span filter is a filter");
-    assert!(c.log_level.is_some());
+fn the_clock_skew_message_reads_as_one_sentence() {
+    let p = problems("[[apps]]\nname = \"a\"\npath = \"/a\"\nmax_clock_skew = \"5m\"\n");
+    assert_eq!(p.len(), 1, "{p:#?}");
+    assert!(!p[0].contains("  "), "{p:#?}");
 }
