@@ -319,11 +319,31 @@ where
     }
 }
 
+/// The log filter: `RUST_LOG` when set, else `level` (`[log] level`, checked with the same
+/// parser when the config was read), else `info`. A filter the parser refuses is never replaced
+/// silently: a warning says so, in the log, or on stderr when the filter in force hides it.
 fn init_logging(format: LogFormat, level: Option<&str>) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level.unwrap_or("info")))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut refused = Vec::new();
+    let from_env = match std::env::var_os("RUST_LOG") {
+        None => None,
+        Some(_) => EnvFilter::try_from_default_env()
+            .map_err(|e| {
+                refused.push(format!(
+                    "RUST_LOG is not a log filter ({e}): using [log] level instead"
+                ))
+            })
+            .ok(),
+    };
+    let filter = from_env.unwrap_or_else(|| {
+        let level = level.unwrap_or("info");
+        EnvFilter::try_new(level).unwrap_or_else(|e| {
+            refused.push(format!(
+                "[log] level {level:?} is not a log filter ({e}): using info"
+            ));
+            EnvFilter::new("info")
+        })
+    });
     // The "listening on" lines are logged at every level (`off` included): scripts and
     // supervisors wait for them.
     let filter = match "gateway::ready=info".parse() {
@@ -341,4 +361,12 @@ fn init_logging(format: LogFormat, level: Option<&str>) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+    for warning in refused {
+        if tracing::enabled!(tracing::Level::WARN) {
+            tracing::warn!("{warning}");
+        } else {
+            // The filter in force hides warnings; this one must still be seen.
+            eprintln!("warning: {warning}");
+        }
+    }
 }

@@ -1,8 +1,15 @@
-//! `${VAR}` expansion from the environment. `$${` writes a literal `${`. A missing variable is an
-//! error naming it; the caller adds the location.
+//! `${VAR}` expansion from the environment. `$${` writes a literal `${`. A missing variable, or
+//! one whose value is not valid UTF-8, is an error naming it; the caller adds the location.
+//! No error quotes the text being expanded (it is often a secret): a malformed `${` is given by
+//! its byte offset.
+
+use std::env::VarError;
+
+/// Where `${NAME}` values come from: [`from_process`], or a stand-in in tests.
+pub type Lookup<'a> = dyn Fn(&str) -> Result<String, VarError> + 'a;
 
 /// Expands every `${NAME}` in `text` using `lookup`.
-pub fn expand(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+pub fn expand(text: &str, lookup: &Lookup<'_>) -> Result<String, String> {
     if !text.contains('$') {
         return Ok(text.to_owned());
     }
@@ -10,6 +17,7 @@ pub fn expand(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Str
     let mut rest = text;
     while let Some(pos) = rest.find('$') {
         out.push_str(&rest[..pos]);
+        let offset = text.len() - rest.len() + pos;
         let after = &rest[pos..];
         if let Some(tail) = after.strip_prefix("$${") {
             out.push_str("${");
@@ -17,15 +25,22 @@ pub fn expand(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Str
         } else if let Some(tail) = after.strip_prefix("${") {
             let end = tail
                 .find('}')
-                .ok_or_else(|| format!("unterminated `${{` in {text:?}"))?;
+                .ok_or_else(|| format!("unterminated `${{` at byte {offset} (no `}}` after it)"))?;
             let name = &tail[..end];
             let valid =
                 !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid {
-                return Err(format!("invalid variable name {name:?} in `${{...}}`"));
+                return Err(format!(
+                    "invalid variable name in the `${{...}}` at byte {offset} (letters, digits \
+                     and `_` only; `$${{` writes a literal `${{`)"
+                ));
             }
-            let value =
-                lookup(name).ok_or_else(|| format!("environment variable {name} is not set"))?;
+            let value = lookup(name).map_err(|e| match e {
+                VarError::NotPresent => format!("environment variable {name} is not set"),
+                VarError::NotUnicode(_) => {
+                    format!("environment variable {name} is not valid UTF-8")
+                }
+            })?;
             out.push_str(&value);
             rest = &tail[end + 1..];
         } else {
@@ -38,19 +53,19 @@ pub fn expand(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Str
 }
 
 /// Looks a variable up in the process environment.
-pub fn from_process(name: &str) -> Option<String> {
-    std::env::var(name).ok()
+pub fn from_process(name: &str) -> Result<String, VarError> {
+    std::env::var(name)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn env(name: &str) -> Option<String> {
+    fn env(name: &str) -> Result<String, VarError> {
         match name {
-            "A" => Some("alpha".into()),
-            "EMPTY" => Some(String::new()),
-            _ => None,
+            "A" => Ok("alpha".into()),
+            "EMPTY" => Ok(String::new()),
+            _ => Err(VarError::NotPresent),
         }
     }
 
@@ -71,5 +86,27 @@ mod tests {
         );
         assert!(expand("${A", &env).is_err());
         assert!(expand("${a-b}", &env).is_err());
+    }
+
+    /// A variable that is set but not UTF-8 is not reported as missing.
+    #[test]
+    fn a_value_that_is_not_utf8_is_not_called_unset() {
+        use std::os::unix::ffi::OsStrExt;
+        let name = "GATEWAY_ENV_TEST_NOT_UTF8";
+        std::env::set_var(name, std::ffi::OsStr::from_bytes(b"\xff\xfe"));
+        let e = expand(&format!("${{{name}}}"), &from_process).expect_err("not UTF-8");
+        std::env::remove_var(name);
+        assert_eq!(e, format!("environment variable {name} is not valid UTF-8"));
+    }
+
+    /// The text around a malformed `${` is often a secret: errors give its offset instead.
+    #[test]
+    fn malformed_references_never_quote_the_text() {
+        let e = expand("tok-SUPERSECRET${", &env).expect_err("unterminated");
+        assert!(!e.contains("SUPERSECRET"), "{e}");
+        assert!(e.contains("byte 15"), "{e}");
+        let e = expand("x$${y}${PART-OF-SECRET}", &env).expect_err("invalid name");
+        assert!(!e.contains("SECRET"), "{e}");
+        assert!(e.contains("byte 6"), "{e}");
     }
 }

@@ -1,5 +1,7 @@
 //! Event type patterns of `[[routes]] events`: an exact type, `prefix.*` (a whole trailing
-//! segment) or `*`.
+//! segment) or `*`. Event types are dot-separated segments without whitespace, so a pattern
+//! with whitespace or an empty segment (`" hire.x"`, `"hire..*"`, `"hire."`) could never match
+//! and is refused. Case is kept and matters (schema 1.0 types may have upper-case letters).
 
 /// An exact event type, `prefix.*`, or `*`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +23,7 @@ impl EventPattern {
                     "pattern {text:?}: `*` is only allowed as a whole segment at the end (\"hire.*\")"
                 ));
             }
+            segments(text, &prefix[..prefix.len() - 1])?;
             return Ok(EventPattern::Prefix(prefix.to_owned()));
         }
         if text.is_empty() || text.contains('*') {
@@ -28,6 +31,7 @@ impl EventPattern {
                 "pattern {text:?} is not an event type or `prefix.*`"
             ));
         }
+        segments(text, text)?;
         Ok(EventPattern::Exact(text.to_owned()))
     }
 
@@ -38,6 +42,23 @@ impl EventPattern {
             EventPattern::Any => true,
         }
     }
+}
+
+/// Checks that `types` (the part of the pattern `text` an event type must hold) is segments
+/// separated by single dots, none empty, with no whitespace or control characters.
+fn segments(text: &str, types: &str) -> Result<(), String> {
+    if let Some(c) = types.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "pattern {text:?} holds {c:?}: event types have no whitespace, so it would never match"
+        ));
+    }
+    if types.split('.').any(str::is_empty) {
+        return Err(format!(
+            "pattern {text:?} has an empty segment (a leading, trailing or doubled `.`): \
+             no event type matches it"
+        ));
+    }
+    Ok(())
 }
 
 impl std::fmt::Display for EventPattern {

@@ -2,8 +2,12 @@
 //! its line and column instead of a silently ignored setting. Strings stay unexpanded here.
 //! The same types give `gateway config schema` its JSON Schema (schemars: doc comments become
 //! descriptions, `deny_unknown_fields` becomes `additionalProperties: false`).
+//! A key holding a secret (an app's `verification_token`, `encrypt_key` and `app_secret`,
+//! `[admin] token`, `[store] url` with its password) is read by [`secret`]: written as anything
+//! but a string, it is refused without the value (serde's own message quotes it).
 
 use schemars::JsonSchema;
+use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -69,6 +73,8 @@ pub struct RawAdmin {
     pub listen: Option<String>,
     /// The token the API and console ask for (`${VAR}` from the environment); required when
     /// `listen` is not a loopback address.
+    #[serde(default, deserialize_with = "admin_token")]
+    #[schemars(with = "Option<String>")]
     pub token: Option<String>,
     /// Serve the admin listener (API, console, metrics) over HTTPS with this pair, as
     /// `[server] tls`.
@@ -83,12 +89,18 @@ pub struct RawApp {
     pub mode: Option<String>,
     /// Webhook apps: the request path.
     pub path: Option<String>,
+    #[serde(default, deserialize_with = "verification_token")]
+    #[schemars(with = "Option<String>")]
     pub verification_token: Option<String>,
     /// Webhook apps only.
+    #[serde(default, deserialize_with = "encrypt_key")]
+    #[schemars(with = "Option<String>")]
     pub encrypt_key: Option<String>,
     /// Webhook apps: optional pin; websocket apps: the credentials' id (required).
     pub app_id: Option<String>,
     /// Websocket apps only (required).
+    #[serde(default, deserialize_with = "app_secret")]
+    #[schemars(with = "Option<String>")]
     pub app_secret: Option<String>,
     /// Websocket apps only: the Open Platform base URL.
     pub domain: Option<String>,
@@ -101,6 +113,8 @@ pub struct RawApp {
 pub struct RawStore {
     pub path: Option<String>,
     /// A PostgreSQL database instead of the embedded file.
+    #[serde(default, deserialize_with = "store_url")]
+    #[schemars(with = "Option<String>")]
     pub url: Option<String>,
     pub lease: Option<String>,
     pub pool_size: Option<u32>,
@@ -169,4 +183,84 @@ pub struct RawRoute {
 pub struct RawLog {
     /// A tracing filter such as `"info"` or `"gateway=debug"`; `RUST_LOG` wins when set.
     pub level: Option<String>,
+}
+
+/// A secret key's value: a string, or an error naming the key `shown` but never the value (serde's
+/// own wrong-type message would quote a number or a boolean written where the string belongs).
+fn secret<'de, D: Deserializer<'de>>(
+    d: D,
+    shown: &'static str,
+) -> Result<Option<String>, D::Error> {
+    struct Secret(&'static str);
+    impl Secret {
+        fn refused<E: de::Error>(&self) -> E {
+            E::custom(format!(
+                "{} must be a string in quotes (the value is not shown: it is a secret)",
+                self.0
+            ))
+        }
+    }
+    impl<'de> Visitor<'de> for Secret {
+        type Value = String;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{} as a string", self.0)
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_owned())
+        }
+        fn visit_string<E: de::Error>(self, v: String) -> Result<String, E> {
+            Ok(v)
+        }
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<String, E> {
+            Err(self.refused())
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<String, E> {
+            Err(self.refused())
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<String, E> {
+            Err(self.refused())
+        }
+        fn visit_i128<E: de::Error>(self, _: i128) -> Result<String, E> {
+            Err(self.refused())
+        }
+        fn visit_u128<E: de::Error>(self, _: u128) -> Result<String, E> {
+            Err(self.refused())
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<String, E> {
+            Err(self.refused())
+        }
+        fn visit_char<E: de::Error>(self, _: char) -> Result<String, E> {
+            Err(self.refused())
+        }
+        fn visit_bytes<E: de::Error>(self, _: &[u8]) -> Result<String, E> {
+            Err(self.refused())
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<String, A::Error> {
+            Err(self.refused())
+        }
+        fn visit_map<A: de::MapAccess<'de>>(self, _: A) -> Result<String, A::Error> {
+            Err(self.refused())
+        }
+    }
+    d.deserialize_string(Secret(shown)).map(Some)
+}
+
+fn verification_token<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    secret(d, "`verification_token`")
+}
+
+fn encrypt_key<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    secret(d, "`encrypt_key`")
+}
+
+fn app_secret<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    secret(d, "`app_secret`")
+}
+
+fn admin_token<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    secret(d, "[admin] `token`")
+}
+
+fn store_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    secret(d, "[store] `url`")
 }

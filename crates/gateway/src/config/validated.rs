@@ -12,6 +12,7 @@ use gateway_plugin::config::parse_duration;
 
 mod app;
 mod delivery;
+mod log;
 mod plugin;
 mod server;
 mod store;
@@ -102,10 +103,7 @@ impl Config {
         Self::load_with_env(path, &env::from_process)
     }
 
-    pub fn load_with_env(
-        path: &Path,
-        lookup: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Config, ConfigError> {
+    pub fn load_with_env(path: &Path, lookup: &env::Lookup<'_>) -> Result<Config, ConfigError> {
         let (shown, raw) = read_raw(path)?;
         let (file, dir) = locate(path)?;
         let mut v = Validator::new(&dir, lookup);
@@ -163,42 +161,6 @@ fn syntax_message(text: &str, e: &toml::de::Error) -> String {
     }
 }
 
-/// Checks a `[log] level`: comma-separated directives, each a level or `target=level`, where a
-/// level is `off`, `error`, `warn` (also `warning`), `info`, `debug` or `trace`. Returns the
-/// filter with `warning` spelled `warn`. (The tracing filter itself would take a bare word as a
-/// target name and silently log nothing.)
-fn log_filter(text: &str) -> Result<String, String> {
-    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
-    let level = |l: &str| -> Result<&'static str, String> {
-        let l = l.trim().to_ascii_lowercase();
-        let l = if l == "warning" { "warn".to_owned() } else { l };
-        LEVELS
-            .iter()
-            .find(|k| **k == l)
-            .copied()
-            .ok_or_else(|| {
-                format!(
-                    "{text:?} is not a log level: use one of {} (or a filter like \"info,gateway=debug\")",
-                    LEVELS.join(", ")
-                )
-            })
-    };
-    let mut out = Vec::new();
-    for part in text.split(',').map(str::trim) {
-        if part.is_empty() {
-            return Err(format!("{text:?} has an empty directive"));
-        }
-        match part.split_once('=') {
-            Some((target, l)) if !target.trim().is_empty() => {
-                out.push(format!("{}={}", target.trim(), level(l)?))
-            }
-            Some(_) => return Err(format!("{text:?}: a directive has no target before `=`")),
-            None => out.push(level(part)?.to_owned()),
-        }
-    }
-    Ok(out.join(","))
-}
-
 /// A config file's text parsed into its raw form, with the path as shown in errors.
 fn read_raw(path: &Path) -> Result<(String, RawConfig), ConfigError> {
     let shown = path.display().to_string();
@@ -225,7 +187,7 @@ pub(super) fn locate(path: &Path) -> Result<(PathBuf, PathBuf), ConfigError> {
 
 struct Validator<'a> {
     dir: &'a Path,
-    lookup: &'a dyn Fn(&str) -> Option<String>,
+    lookup: &'a env::Lookup<'a>,
     problems: Vec<String>,
     /// Locations whose `${VAR}` expansion failed: that problem is the only one reported there
     /// (the value checked after it would be a stand-in, and its problems misleading).
@@ -233,7 +195,7 @@ struct Validator<'a> {
 }
 
 impl<'a> Validator<'a> {
-    fn new(dir: &'a Path, lookup: &'a dyn Fn(&str) -> Option<String>) -> Self {
+    fn new(dir: &'a Path, lookup: &'a env::Lookup<'a>) -> Self {
         Validator {
             dir,
             lookup,
@@ -301,6 +263,11 @@ impl<'a> Validator<'a> {
 
     fn addr(&mut self, at: &str, text: &str) -> Option<SocketAddr> {
         let text = self.expand(at, text);
+        self.parse_addr(at, &text)
+    }
+
+    /// [`Self::addr`] of a value already expanded.
+    fn parse_addr(&mut self, at: &str, text: &str) -> Option<SocketAddr> {
         match text.parse() {
             Ok(a) => Some(a),
             Err(_) => {
@@ -431,7 +398,7 @@ impl<'a> Validator<'a> {
             routes,
             log_level: raw.log.level.as_deref().map(|l| {
                 let l = self.expand("log.level", l);
-                match log_filter(&l) {
+                match log::log_filter(&l) {
                     Ok(f) => f,
                     Err(e) => {
                         self.problem("log.level", e);
@@ -491,6 +458,13 @@ impl<'a> Validator<'a> {
             }
             names.push(p);
         }
+        if r.apps.as_ref().is_some_and(Vec::is_empty) {
+            self.problem(
+                &at("apps"),
+                "is empty, so the route would match no event: list at least one app, or remove \
+                 the key to route events of every app",
+            );
+        }
         let route_apps = r.apps.as_ref().map(|list| {
             list.iter()
                 .enumerate()
@@ -518,3 +492,5 @@ impl<'a> Validator<'a> {
 mod app_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod trap_tests;

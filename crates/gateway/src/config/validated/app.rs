@@ -139,8 +139,10 @@ impl Validator<'_> {
                         String::new()
                     }
                 };
-                if a.path.is_some() && !path.starts_with('/') {
-                    self.problem(&at("path"), format!("{path:?} must start with `/`"));
+                if a.path.is_some() {
+                    if let Err(e) = request_path(&path) {
+                        self.problem(&at("path"), e);
+                    }
                 }
                 let encrypt_key = secret(self, "encrypt_key", &a.encrypt_key);
                 let max_clock_skew = a
@@ -152,7 +154,8 @@ impl Validator<'_> {
                     // Encrypt Key is signed: the limit would never apply.
                     self.problem(
                         &at("max_clock_skew"),
-                        "applies to signed requests only, and Lark signs only for an app with an                          Encrypt Key: set encrypt_key, or remove max_clock_skew",
+                        "applies to signed requests only, and Lark signs only for an app with an \
+                         Encrypt Key: set encrypt_key, or remove max_clock_skew",
                     );
                 }
                 Transport::Webhook(WebhookApp {
@@ -213,9 +216,11 @@ impl Validator<'_> {
 
     /// An `http(s)://host[:port]` base URL. Plain `http` sends the app secret in clear, so it
     /// is only allowed to a loopback host (a local stand-in).
+    /// Messages show the URL as [`shown_url`] does (no user info, no query).
     fn domain(&mut self, at: &str, text: Option<&str>) -> String {
         let text = self.expand(at, text.unwrap_or(DEFAULT_DOMAIN));
         let domain = text.trim_end_matches('/').to_owned();
+        let text = shown_url(&text);
         // The host must be what it seems: user info (`http://localhost:1@elsewhere` goes to
         // elsewhere), a query or a fragment have no place in a base URL.
         let authority = domain
@@ -269,4 +274,43 @@ impl Validator<'_> {
         }
         domain
     }
+}
+
+/// A webhook app's `path` as a request path can be: it starts with `/`, and has none of the
+/// characters a request's path never holds (a query or fragment starts at `?` or `#`; spaces,
+/// controls, `<`, `>` and `` ` `` are refused by the HTTP parser). Apps are looked up by the
+/// request's path alone, so such a path would never match.
+fn request_path(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!("{path:?} must start with `/`"));
+    }
+    match path
+        .chars()
+        .find(|c| c.is_ascii_control() || matches!(c, ' ' | '?' | '#' | '<' | '>' | '`'))
+    {
+        Some(c) => Err(format!(
+            "{path:?}: a request path cannot hold {c:?} (no query, fragment, spaces or \
+             control characters; percent-encode anything else the path needs), so no request \
+             would ever match it"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// `url` for an error message: user info (`user:password@`) and a query or fragment are
+/// replaced by `<redacted>`.
+fn shown_url(url: &str) -> String {
+    let (base, rest) = url.split_at(url.find(['?', '#']).unwrap_or(url.len()));
+    let mut shown = match base.split_once("://") {
+        Some((scheme, after)) => match after.rfind('@') {
+            Some(at) => format!("{scheme}://<redacted>{}", &after[at..]),
+            None => base.to_owned(),
+        },
+        None => base.to_owned(),
+    };
+    if !rest.is_empty() {
+        shown.push_str(&rest[..1]);
+        shown.push_str("<redacted>");
+    }
+    shown
 }

@@ -62,18 +62,45 @@ pub(super) struct Listeners {
 impl Validator<'_> {
     /// `[server]` then `[admin]`, problems in the order of their keys.
     pub(super) fn listeners(&mut self, server: &RawServer, admin: &RawAdmin) -> Listeners {
-        let listen = self
-            .addr(
-                "server.listen",
-                server.listen.as_deref().unwrap_or(DEFAULT_LISTEN),
-            )
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7777)));
-        let admin_listen = match admin.listen.as_deref() {
-            Some("off") => None,
-            other => self.addr("admin.listen", other.unwrap_or(DEFAULT_ADMIN_LISTEN)),
+        let parsed_listen = self.addr(
+            "server.listen",
+            server.listen.as_deref().unwrap_or(DEFAULT_LISTEN),
+        );
+        let listen = parsed_listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7777)));
+        // `"off"` is compared after `${VAR}` expansion, as every value is read.
+        let admin_listen = match admin
+            .listen
+            .as_deref()
+            .map(|l| self.expand("admin.listen", l))
+        {
+            Some(l) if l == "off" => None,
+            Some(l) => self.parse_addr("admin.listen", &l),
+            None => self.parse_addr("admin.listen", DEFAULT_ADMIN_LISTEN),
         };
+        let clash = parsed_listen
+            .zip(admin_listen)
+            .filter(|(s, a)| overlap(*s, *a));
+        if let Some((listen, addr)) = clash {
+            self.problem(
+                "admin.listen",
+                format!(
+                    "{addr} collides with server.listen ({listen}): the two listeners need \
+                     different ports or addresses (a wildcard address such as 0.0.0.0 takes the \
+                     port on every address of its family)"
+                ),
+            );
+        }
         let admin_token = admin.token.as_deref().and_then(|t| {
             let t = self.expand("admin.token", t);
+            if t.trim() != t {
+                // The API compares the bearer token it is given trimmed: it could never match.
+                self.problem(
+                    "admin.token",
+                    "begins or ends with whitespace (a space or newline from the variable, say), \
+                     which an `Authorization: Bearer` header cannot carry: remove it",
+                );
+                return None;
+            }
             if t.chars().count() < MIN_ADMIN_TOKEN_LEN {
                 self.problem(
                     "admin.token",
@@ -159,7 +186,18 @@ impl Validator<'_> {
             shutdown_grace,
         }
     }
+}
 
+/// Whether two listen addresses collide: the same port (not 0, which is a fresh port each
+/// time) on the same address, or on the wildcard address of the same family.
+fn overlap(a: SocketAddr, b: SocketAddr) -> bool {
+    let (x, y) = (a.ip(), b.ip());
+    a.port() == b.port()
+        && a.port() != 0
+        && (x == y || (x.is_ipv4() == y.is_ipv4() && (x.is_unspecified() || y.is_unspecified())))
+}
+
+impl Validator<'_> {
     /// A `{ cert, key }` table at `at` (`server.tls`, `admin.tls`).
     fn tls(&mut self, at: &str, t: &RawTls) -> TlsFiles {
         for (key, text) in [("cert", &t.cert), ("key", &t.key)] {

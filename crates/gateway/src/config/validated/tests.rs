@@ -4,7 +4,7 @@
 use super::server::{default_workers, DEFAULT_LISTEN, DEFAULT_MAX_BODY};
 use super::*;
 
-fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+pub(super) fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("gateway.toml");
     std::fs::write(&path, text).expect("write");
@@ -12,7 +12,12 @@ fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    let lookup = move |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let lookup = move |name: &str| {
+        env.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .ok_or(std::env::VarError::NotPresent)
+    };
     Config::load_with_env(&path, &lookup)
 }
 
@@ -203,7 +208,8 @@ fn patterns() {
 #[test]
 fn the_shipped_gateway_toml_is_valid() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../gateway.toml");
-    let c = Config::load_with_env(&path, &|_| None).expect("shipped gateway.toml is valid");
+    let c = Config::load_with_env(&path, &|_| Err(std::env::VarError::NotPresent))
+        .expect("shipped gateway.toml is valid");
     assert_eq!(c.apps.len(), 1);
     assert_eq!(
         c.apps[0].webhook().map(|w| w.path.as_str()),
@@ -418,7 +424,7 @@ fn library_names_resolve_in_the_libraries_dir() {
          [[plugins]]\nname = \"two\"\nlibrary = \"b\"\n\
          [[plugins]]\nname = \"three\"\nlibrary = \"plugins.d/b.so\"\n",
     );
-    let c = Config::load_with_env(&path, &|_| None).expect("valid");
+    let c = Config::load_with_env(&path, &|_| Err(std::env::VarError::NotPresent)).expect("valid");
     assert_eq!(c.library_dir.as_deref(), Some(folder.as_path()));
     let libs: Vec<&Path> = c.plugins.iter().map(|p| p.library.as_path()).collect();
     assert_eq!(
@@ -430,7 +436,9 @@ fn library_names_resolve_in_the_libraries_dir() {
         ]
     );
     write("[[plugins]]\nname = \"one\"\nlibrary = \"c\"\n");
-    let Err(ConfigError::Invalid { problems, .. }) = Config::load_with_env(&path, &|_| None) else {
+    let Err(ConfigError::Invalid { problems, .. }) =
+        Config::load_with_env(&path, &|_| Err(std::env::VarError::NotPresent))
+    else {
         panic!("a name in neither file is refused")
     };
     assert_eq!(problems.len(), 1, "{problems:?}");

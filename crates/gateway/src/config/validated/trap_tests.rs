@@ -1,0 +1,232 @@
+//! No silent traps: a value the gateway cannot honour is refused at `gateway check`, at its key
+//! path, and no refusal shows a secret.
+
+use super::tests::{load, problems};
+use super::*;
+
+const APP: &str = r#"
+[[apps]]
+name = "hire"
+path = "/webhook/event"
+"#;
+
+/// The problems of `text` (an [`APP`] is added), with `env` for `${VAR}`s.
+fn problems_with(text: &str, env: &[(&str, &str)]) -> Vec<String> {
+    match load(&format!("{APP}{text}"), env) {
+        Err(ConfigError::Invalid { problems, .. }) => problems,
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+}
+
+/// The one problem of `text`, which must be at `at`.
+fn one_problem(text: &str, at: &str) -> String {
+    let p = problems_with(text, &[]);
+    assert_eq!(p.len(), 1, "{p:#?}");
+    assert!(p[0].starts_with(&format!("{at}: ")), "{p:#?}");
+    p[0].clone()
+}
+
+#[test]
+fn a_malformed_variable_reference_never_shows_the_secret() {
+    for (value, what) in [
+        ("tok-SUPERSECRET${", "unterminated"),
+        ("tok-SUPERSECRET${SUPER-SECRET}", "invalid variable name"),
+    ] {
+        let p = problems(&format!(
+            "[[apps]]\nname = \"a\"\npath = \"/a\"\nverification_token = \"{value}\"\n"
+        ));
+        assert_eq!(p.len(), 1, "{p:#?}");
+        assert!(
+            p[0].starts_with("apps[0].verification_token: ") && p[0].contains(what),
+            "{p:#?}"
+        );
+        assert!(!p[0].contains("SECRET"), "{p:#?}");
+    }
+}
+
+#[test]
+fn a_domain_password_is_never_shown() {
+    let p = problems(
+        r#"
+[[apps]]
+name = "ws"
+mode = "websocket"
+app_id = "cli"
+app_secret = "s"
+domain = "https://user:DOMAINPASSWORD@open.feishu.cn"
+"#,
+    );
+    assert_eq!(p.len(), 1, "{p:#?}");
+    assert!(p[0].starts_with("apps[0].domain: "), "{p:#?}");
+    assert!(!p[0].contains("DOMAINPASSWORD"), "{p:#?}");
+    assert!(p[0].contains("open.feishu.cn"), "{p:#?}");
+}
+
+/// A secret written without quotes is a type error, which serde words with the value in it.
+#[test]
+fn a_secret_of_the_wrong_type_is_never_shown() {
+    for (table, key, value) in [
+        (
+            "[[apps]]\nname = \"a\"\npath = \"/a\"",
+            "verification_token",
+            "8374920193",
+        ),
+        (
+            "[[apps]]\nname = \"a\"\npath = \"/a\"",
+            "encrypt_key",
+            "83749201938475629",
+        ),
+        (
+            "[[apps]]\nname = \"a\"\nmode = \"websocket\"\napp_id = \"c\"",
+            "app_secret",
+            "48151623",
+        ),
+        ("[admin]", "token", "1234567890123456789"),
+        ("[store]", "url", "998877665544"),
+        (
+            "[[apps]]\nname = \"a\"\npath = \"/a\"",
+            "encrypt_key",
+            "4242.4242",
+        ),
+        (
+            "[[apps]]\nname = \"a\"\npath = \"/a\"",
+            "encrypt_key",
+            "[\"x\", 4242424242]",
+        ),
+    ] {
+        let text = format!("{table}\n{key} = {value}\n");
+        let Err(e @ ConfigError::Syntax { .. }) = load(&text, &[]) else {
+            panic!("{key} = {value} must be refused");
+        };
+        let shown = e.to_string();
+        for digits in value.split(|c: char| !c.is_ascii_digit()) {
+            assert!(digits.len() < 4 || !shown.contains(digits), "{shown}");
+        }
+        assert!(shown.contains("line ") && shown.contains(key), "{shown}");
+    }
+}
+
+#[test]
+fn the_two_listeners_cannot_share_an_address() {
+    for (server, admin) in [
+        ("127.0.0.1:7000", "127.0.0.1:7000"),
+        ("0.0.0.0:7000", "127.0.0.1:7000"),
+        ("[::]:7000", "[::1]:7000"),
+    ] {
+        let p = one_problem(
+            &format!("[server]\nlisten = \"{server}\"\n[admin]\nlisten = \"{admin}\"\n"),
+            "admin.listen",
+        );
+        assert!(p.contains("server.listen"), "{p}");
+    }
+    // Port 0 is a fresh port for each; other ports or addresses are fine.
+    for (server, admin) in [
+        ("127.0.0.1:0", "127.0.0.1:0"),
+        ("127.0.0.1:7000", "127.0.0.1:7001"),
+        ("127.0.0.1:7000", "127.0.0.2:7000"),
+    ] {
+        let text = format!("{APP}[server]\nlisten = \"{server}\"\n[admin]\nlisten = \"{admin}\"\n");
+        load(&text, &[]).expect("valid");
+    }
+}
+
+#[test]
+fn a_log_filter_the_tracing_parser_refuses_is_refused() {
+    let p = one_problem("[log]\nlevel = \"warn,gate[way=debug\"\n", "log.level");
+    assert!(p.contains("gate[way"), "{p}");
+    let c = load(
+        &format!("{APP}[log]\nlevel = \"warn,gateway[request]=debug\"\n"),
+        &[],
+    )
+    .expect("a span filter is a filter");
+    assert!(c.log_level.is_some());
+}
+
+#[test]
+fn a_route_that_can_never_match_is_refused() {
+    one_problem(
+        "[[plugins]]\nname = \"p\"\nlibrary = \"/nonexistent/p.so\"\n\
+         [[routes]]\nevents = [\"*\"]\nplugins = [\"p\"]\napps = []\n",
+        "routes[0].apps",
+    );
+    for pattern in [
+        " hire.x", "hire.x ", "hire. x", "hire..*", "hire..x", ".hire", "hire.", ".*", "hire\t.x",
+    ] {
+        let p = problems_with(
+            &format!(
+                "[[plugins]]\nname = \"p\"\nlibrary = \"/nonexistent/p.so\"\n\
+                 [[routes]]\nevents = [\"*\", {pattern:?}]\nplugins = [\"p\"]\n"
+            ),
+            &[],
+        );
+        assert_eq!(p.len(), 1, "{pattern:?}: {p:#?}");
+        assert!(p[0].starts_with("routes[0].events[1]: "), "{p:#?}");
+    }
+    // Schema 1.0 types may have upper-case letters.
+    load(
+        &format!(
+            "{APP}[[plugins]]\nname = \"p\"\nlibrary = \"/nonexistent/p.so\"\n\
+             [[routes]]\nevents = [\"APPROVAL_Instance\", \"Hire.*\"]\nplugins = [\"p\"]\n"
+        ),
+        &[],
+    )
+    .expect("valid");
+}
+
+#[test]
+fn a_webhook_path_no_request_path_can_equal_is_refused() {
+    for path in [
+        "/webhook/event?x=1",
+        "/webhook/event#top",
+        "/webhook event",
+        "/webhook/\tevent",
+        "/webhook/<event>",
+        "/webhook/`event`",
+    ] {
+        let p = problems(&format!("[[apps]]\nname = \"a\"\npath = {path:?}\n"));
+        assert_eq!(p.len(), 1, "{path:?}: {p:#?}");
+        assert!(p[0].starts_with("apps[0].path: "), "{p:#?}");
+    }
+    for path in [
+        "/webhook/%7Bevent%7D",
+        "/a/b-c_d.e~f/@x:y;z=1,2!$&'()*+",
+        "/事件",
+    ] {
+        load(&format!("[[apps]]\nname = \"a\"\npath = {path:?}\n"), &[]).expect(path);
+    }
+}
+
+#[test]
+fn an_admin_token_with_surrounding_whitespace_is_refused() {
+    let token = "0123456789abcdef0123";
+    for padded in [
+        format!("{token} "),
+        format!(" {token}"),
+        format!("{token}\n"),
+    ] {
+        let p = problems_with("[admin]\ntoken = \"${T}\"\n", &[("T", &padded)]);
+        assert_eq!(p.len(), 1, "{p:#?}");
+        assert!(
+            p[0].starts_with("admin.token: ") && p[0].contains("whitespace"),
+            "{p:#?}"
+        );
+        assert!(!p[0].contains(token), "{p:#?}");
+    }
+}
+
+#[test]
+fn admin_listen_is_compared_with_off_after_expansion() {
+    let c = load(
+        &format!("{APP}[admin]\nlisten = \"${{X}}\"\n"),
+        &[("X", "off")],
+    )
+    .expect("valid");
+    assert_eq!(c.admin_listen, None);
+}
+
+#[test]
+fn the_clock_skew_message_reads_as_one_sentence() {
+    let p = problems("[[apps]]\nname = \"a\"\npath = \"/a\"\nmax_clock_skew = \"5m\"\n");
+    assert_eq!(p.len(), 1, "{p:#?}");
+    assert!(!p[0].contains("  "), "{p:#?}");
+}
