@@ -175,7 +175,17 @@ impl Validator<'_> {
         match value {
             toml::Value::String(s) => J::String(self.expand(at, &s)),
             toml::Value::Integer(n) => J::from(n),
-            toml::Value::Float(f) => serde_json::Number::from_f64(f).map_or(J::Null, J::Number),
+            // JSON has no NaN or infinity: refused rather than handed over as `null`.
+            toml::Value::Float(f) => match serde_json::Number::from_f64(f) {
+                Some(n) => J::Number(n),
+                None => {
+                    self.problem(
+                        at,
+                        format!("{f} has no JSON form (a plugin's config is JSON)"),
+                    );
+                    J::Null
+                }
+            },
             toml::Value::Boolean(b) => J::Bool(b),
             toml::Value::Datetime(d) => J::String(d.to_string()),
             toml::Value::Array(items) => J::Array(

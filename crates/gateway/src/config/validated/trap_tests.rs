@@ -230,3 +230,19 @@ fn the_clock_skew_message_reads_as_one_sentence() {
     assert_eq!(p.len(), 1, "{p:#?}");
     assert!(!p[0].contains("  "), "{p:#?}");
 }
+
+/// JSON has no NaN or infinity: a plugin config float that is one was handed over as `null`.
+#[test]
+fn a_plugin_config_float_json_cannot_hold_is_refused() {
+    let plugin = |value: &str| {
+        format!(
+            "[[plugins]]\nname = \"p\"\nlibrary = \"/nonexistent/libp.so\"\n\
+             config = {{ ratio = {value} }}\n"
+        )
+    };
+    for value in ["nan", "inf", "-inf"] {
+        let p = one_problem(&plugin(value), "plugins[0].config.ratio");
+        assert!(p.contains("no JSON form"), "{p}");
+    }
+    assert!(load(&format!("{APP}{}", plugin("0.5")), &[]).is_ok());
+}
