@@ -59,6 +59,36 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_millis(total))
 }
 
+/// `url` as it may be shown (a log line, an error, a status page): its user info and its query
+/// and fragment replaced by `mask`, its scheme, host and path kept. User info ends at the last
+/// `@` (a password may hold `/`, `?`, `#` or `@`), with or without a scheme; an `@` in the path
+/// only makes it hide more.
+pub fn shown_url(url: &str, mask: &str) -> String {
+    let (scheme, after) = match url.find("://") {
+        Some(i) => url.split_at(i + 3),
+        None => ("", url),
+    };
+    let (user, hostpart) = match after.rfind('@') {
+        Some(at) => (true, &after[at + 1..]),
+        None => (false, after),
+    };
+    let (host, rest) = hostpart.split_at(hostpart.find(['/', '?', '#']).unwrap_or(hostpart.len()));
+    let mut shown = scheme.to_owned();
+    if user {
+        shown.push_str(mask);
+        shown.push('@');
+    }
+    shown.push_str(host);
+    match rest.find(['?', '#']) {
+        Some(i) => {
+            shown.push_str(&rest[..=i]);
+            shown.push_str(mask);
+        }
+        None => shown.push_str(rest),
+    }
+    shown
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,5 +131,29 @@ mod tests {
         assert!(parse_duration("1h30")
             .expect_err("no unit")
             .contains("no unit"));
+    }
+
+    #[test]
+    fn a_shown_url_keeps_no_user_info_query_or_fragment() {
+        for (url, shown) in [
+            (
+                "http://u:pw@127.0.0.1:1/pay?token=t#x",
+                "http://***@127.0.0.1:1/pay?***",
+            ),
+            ("https://pay.example/a/b", "https://pay.example/a/b"),
+            ("http://u:p@h?x=1", "http://***@h?***"),
+            (
+                "https://bot:Pa55#word@open.feishu.cn",
+                "https://***@open.feishu.cn",
+            ),
+            (
+                "https://bot:a/b?c@open.feishu.cn/x",
+                "https://***@open.feishu.cn/x",
+            ),
+            ("bot:pw@open.feishu.cn", "***@open.feishu.cn"),
+            ("ftp://u:P@ss@h/", "ftp://***@h/"),
+        ] {
+            assert_eq!(shown_url(url, "***"), shown, "{url}");
+        }
     }
 }

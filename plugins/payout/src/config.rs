@@ -137,12 +137,9 @@ impl Config {
             serde_json::from_str(&text).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         let invalid = |m: &str| ConfigError::Invalid(m.to_owned());
 
-        let base_url = raw
-            .base_url
-            .unwrap_or_else(|| DEFAULT_BASE_URL.to_owned())
-            .trim_end_matches('/')
-            .to_owned();
+        let base_url = raw.base_url.unwrap_or_else(|| DEFAULT_BASE_URL.to_owned());
         check_http_url("base_url", &base_url)?;
+        let base_url = base_url.trim_end_matches('/').to_owned();
         if raw.app_id.trim().is_empty() {
             return Err(invalid("`app_id` is empty"));
         }
@@ -175,12 +172,13 @@ impl Config {
                 )));
             }
         }
-        if raw.min_points.is_some() && !withdraw.contains(&BonusType::Points) {
+        // A zero minimum is no minimum: harmless, accepted.
+        if raw.min_points.is_some_and(|m| m > 0) && !withdraw.contains(&BonusType::Points) {
             return Err(invalid(
                 "`min_points` is set but `withdraw` does not list \"points\": it would never apply",
             ));
         }
-        if !min_cash.is_empty() && !withdraw.contains(&BonusType::Cash) {
+        if min_cash.values().any(|m| !m.is_zero()) && !withdraw.contains(&BonusType::Cash) {
             return Err(invalid(
                 "`min_cash` is set but `withdraw` does not list \"cash\": it would never apply",
             ));
@@ -244,6 +242,11 @@ fn scrub(mut message: String, value: &serde_json::Value) -> String {
     for key in ["forward_url", "base_url", "ledger"] {
         if let Some(url) = text(key).filter(|s| !s.is_empty()) {
             message = message.replace(&url, &shown_url(&url));
+            // A message may quote the URL changed (trimmed, escaped): its user info alone too.
+            let after = url.find("://").map_or(url.as_str(), |i| &url[i + 3..]);
+            if let Some(at) = after.rfind('@').filter(|&at| at > 0) {
+                message = message.replace(&after[..at], "***");
+            }
         }
     }
     message
@@ -256,7 +259,8 @@ fn check_http_url(key: &str, url: &str) -> Result<(), ConfigError> {
     match rest {
         Some(host) if !host.is_empty() && !host.starts_with('/') => Ok(()),
         _ => Err(ConfigError::Invalid(format!(
-            "`{key}` must be an http:// or https:// URL, got {url:?}"
+            "`{key}` must be an http:// or https:// URL, got {}",
+            shown_url(url)
         ))),
     }
 }
@@ -386,6 +390,9 @@ mod tests {
         assert!(with(json!(["points"]), "min_cash", json!({"CNY": "1.00"})).is_err());
         assert!(with(json!(["points"]), "min_points", json!(10)).is_ok());
         assert!(with(json!(["points"]), "min_cash", json!({})).is_ok());
+        // A zero minimum is no minimum: an existing config that writes one still starts.
+        assert!(with(json!(["cash"]), "min_points", json!(0)).is_ok());
+        assert!(with(json!(["points"]), "min_cash", json!({"CNY": "0"})).is_ok());
     }
 
     /// Serde quotes a number where a string belongs; a URL check quotes the URL: neither
@@ -397,6 +404,9 @@ mod tests {
             ("forward_secret", json!(55_544_433_322_211_u64)),
             ("forward_url", json!("ftp://u:FWDPASSWORD@pay.example/x")),
             ("base_url", json!("gopher://u:BASEPASSWORD@open.example")),
+            ("base_url", json!("ftp://u:BASEPASSWORD@open.example/")),
+            ("forward_url", json!("ftp://u:FWD\"PASSWORD@pay.example/x")),
+            ("forward_url", json!("ftp://u:FWD#PASSWORD@pay.example/x")),
             ("ledger", json!("postgres://u:LEDGERPASSWORD@db:port/x")),
         ] {
             let mut v = base();

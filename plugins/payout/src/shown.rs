@@ -19,23 +19,9 @@ pub(crate) fn transport_error(t: &ureq::Transport) -> String {
     text
 }
 
-/// `url` with its user info and query replaced by `***`.
+/// `url` with its user info, query and fragment replaced by `***` (the SDK's rule).
 pub(crate) fn shown_url(url: &str) -> String {
-    let (scheme, rest) = match url.find("://") {
-        Some(i) => url.split_at(i + 3),
-        None => ("", url),
-    };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    let host = match authority.rfind('@') {
-        Some(i) => format!("***@{}", &authority[i + 1..]),
-        None => authority.to_owned(),
-    };
-    let tail = match tail.find('?') {
-        Some(i) => format!("{}?***", &tail[..i]),
-        None => tail.to_owned(),
-    };
-    format!("{scheme}{host}{tail}")
+    gateway_plugin::config::shown_url(url, "***")
 }
 
 #[cfg(test)]
@@ -53,6 +39,7 @@ mod tests {
             "https://pay.example/a/b"
         );
         assert_eq!(shown_url("http://u:p@h?x=1"), "http://***@h?***");
+        assert_eq!(shown_url("https://u:Pa55#w@h/x"), "https://***@h/x");
     }
 
     #[test]

@@ -300,17 +300,5 @@ fn request_path(path: &str) -> Result<(), String> {
 /// `url` for an error message: user info (`user:password@`) and a query or fragment are
 /// replaced by `<redacted>`.
 fn shown_url(url: &str) -> String {
-    let (base, rest) = url.split_at(url.find(['?', '#']).unwrap_or(url.len()));
-    let mut shown = match base.split_once("://") {
-        Some((scheme, after)) => match after.rfind('@') {
-            Some(at) => format!("{scheme}://<redacted>{}", &after[at..]),
-            None => base.to_owned(),
-        },
-        None => base.to_owned(),
-    };
-    if !rest.is_empty() {
-        shown.push_str(&rest[..1]);
-        shown.push_str("<redacted>");
-    }
-    shown
+    gateway_plugin::config::shown_url(url, "<redacted>")
 }

@@ -46,20 +46,22 @@ fn a_malformed_variable_reference_never_shows_the_secret() {
 
 #[test]
 fn a_domain_password_is_never_shown() {
-    let p = problems(
-        r#"
-[[apps]]
-name = "ws"
-mode = "websocket"
-app_id = "cli"
-app_secret = "s"
-domain = "https://user:DOMAINPASSWORD@open.feishu.cn"
-"#,
-    );
-    assert_eq!(p.len(), 1, "{p:#?}");
-    assert!(p[0].starts_with("apps[0].domain: "), "{p:#?}");
-    assert!(!p[0].contains("DOMAINPASSWORD"), "{p:#?}");
-    assert!(p[0].contains("open.feishu.cn"), "{p:#?}");
+    // The password may hold `#`, `?` or `/`, and the scheme may be missing.
+    for domain in [
+        "https://user:DOMAINPASSWORD@open.feishu.cn",
+        "https://user:DOMAIN#PASSWORD@open.feishu.cn",
+        "https://user:DOMAIN?/PASSWORD@open.feishu.cn",
+        "user:DOMAINPASSWORD@open.feishu.cn",
+    ] {
+        let p = problems(&format!(
+            "[[apps]]\nname = \"ws\"\nmode = \"websocket\"\napp_id = \"cli\"\n\
+             app_secret = \"s\"\ndomain = \"{domain}\"\n"
+        ));
+        assert_eq!(p.len(), 1, "{p:#?}");
+        assert!(p[0].starts_with("apps[0].domain: "), "{p:#?}");
+        assert!(!p[0].contains("PASSWORD"), "{p:#?}");
+        assert!(p[0].contains("open.feishu.cn"), "{p:#?}");
+    }
 }
 
 /// A secret written without quotes is a type error, which serde words with the value in it.
