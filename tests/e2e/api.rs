@@ -297,7 +297,17 @@ fn replay_reruns_successes_only_with_force_and_reload_answers_its_result() {
         "{}",
         r.body
     );
+    // Still not applied at the next reload of the same file; back to the running value, none.
+    let r = post_json(&gw, "/api/v1/reload", json!({}));
+    let notes = r.json()["not_applied"].to_string();
+    assert!(
+        notes.contains("workers changes only on restart"),
+        "{}",
+        r.body
+    );
     std::fs::write(&path, &good).expect("write");
+    let r = post_json(&gw, "/api/v1/reload", json!({}));
+    assert_eq!(r.json()["not_applied"], json!([]), "{}", r.body);
     std::fs::write(
         &path,
         good.replace("plugins = [\"kit\"]", "plugins = [\"ghost\"]"),
@@ -313,7 +323,7 @@ fn replay_reruns_successes_only_with_force_and_reload_answers_its_result() {
         1.0,
         "{m}"
     );
-    assert_eq!(metric(&m, "gateway_reloads_total{result=\"ok\"}"), 2.0);
+    assert_eq!(metric(&m, "gateway_reloads_total{result=\"ok\"}"), 4.0);
     // The running config stayed: events are still delivered.
     send(&gw, "/hook", "ev-after", "test.ok");
     assert!(wait_until(Duration::from_secs(10), || state(

@@ -157,6 +157,13 @@ impl Live {
         for note in &notes {
             tracing::warn!("{note}");
         }
+        // What waits for a restart keeps its running value in the config kept from here on,
+        // so the next reload compares against what runs, not against this file.
+        new.listen = old.listen;
+        new.admin_listen = old.admin_listen;
+        new.workers = old.workers;
+        new.max_connections = old.max_connections;
+        new.log_level = old.log_level.clone();
         if (new.retention, new.dead_letter_retention) != (old.retention, old.dead_letter_retention)
         {
             tracing::info!(
