@@ -169,3 +169,59 @@ fn a_restart_slower_than_the_timeout_completes_and_serves_the_next_attempt() {
         "{d}\n{log}"
     );
 }
+
+/// A batch whose child died is run again one delivery at a time; a call's timeout during that
+/// (here: while the restart hangs in `init`) ends the call, and the deliveries not yet run are
+/// retries at once. Each waited for the hung restart in turn, holding the call (and the
+/// plugin's only permit) for as long as the restart took.
+#[test]
+fn a_timeout_ends_a_batch_run_again_one_by_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(
+        "max_attempts = 20\ntimeout = \"1500ms\"\nmax_batch = 4",
+        &format!(
+            "library = \"{}\"\nmax_concurrency = 1",
+            slow_restart_fixture().display()
+        ),
+    );
+    let gw = TestGateway::spawn(dir.path(), &cfg);
+    let first = children(gw.pid());
+    assert_eq!(first.len(), 1, "{first:?}");
+    // The next start takes 1 s: p-0's call waits for it while the batch queues up behind it.
+    let marker = dir.path().join("slow-init");
+    std::fs::write(&marker, "1000").expect("write slow-init");
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &first[0].to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    assert!(wait_until(Duration::from_secs(10), || !children(gw.pid())
+        .contains(&first[0])));
+    send(&gw, "p-0", "ok");
+    assert!(
+        wait_until(Duration::from_secs(5), || !children(gw.pid()).is_empty()),
+        "no restart"
+    );
+    // That child has read the marker by now; every start after it hangs (30 s).
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(&marker, "").expect("write slow-init");
+    for id in ["a-1", "a-2", "a-3", "x-1"] {
+        send(&gw, id, if id == "x-1" { "crash_exit" } else { "ok" });
+    }
+    assert!(
+        wait_until(WAIT, || delivery(&gw, "p-0", "native")["state"] == "done"),
+        "{}",
+        gw.log()
+    );
+    // The batch a-1..x-1 dies at x-1 and is run again one by one: a-1 waits for the hung
+    // restart until the timeout; the rest are retries then, not after the restart.
+    let retried = wait_until(Duration::from_secs(15), || {
+        ["a-2", "a-3"].iter().all(|id| {
+            let d = delivery(&gw, id, "native");
+            d["attempts"].as_u64().is_some_and(|n| n >= 2)
+        })
+    });
+    let log = gw.log();
+    assert!(log.contains("batch{plugin=native deliveries=4}"), "{log}");
+    assert!(retried, "{}\n{log}", delivery(&gw, "a-3", "native"));
+}

@@ -14,8 +14,11 @@
 //! ends only itself. Consecutive deaths back off the next start (10 ms doubling to 1 s).
 //!
 //! [`Isolated::kill`] runs when a call outlives its timeout and must never wait: the locks it
-//! takes (`Isolated::children`, `ChildProc::child`) are only ever held for an instant, never
-//! across a child's start, a backoff or a wait for a child to end.
+//! takes (`Inner::children`, `Inner::restart`, `ChildProc::child`) are only ever held for an
+//! instant, never across a child's start, a backoff or a wait for a child to end (a caller
+//! waiting for a restart releases `restart` while it waits). A kill ends the calls of this
+//! instance in flight: those waiting for a restart and, in a batch whose child died, the
+//! deliveries not yet run again one by one (none is started after the kill).
 
 use std::collections::HashMap;
 use std::io::{BufReader, BufWriter};
@@ -231,9 +234,11 @@ impl Isolated {
 
 impl Inner {
     fn call_batch(&self, deliveries: &[&[u8]]) -> Vec<CallOutcome> {
+        // A kill after this (a timeout) ends this call: nothing of it starts afterwards.
+        let epoch = self.cancels.load(Ordering::SeqCst);
         let groups = super::wire::batch_groups(deliveries);
         if groups.len() == 1 {
-            return self.call_group(deliveries).0;
+            return self.call_group(deliveries, epoch).0;
         }
         let mut outcomes = Vec::with_capacity(deliveries.len());
         let mut killed = false;
@@ -247,7 +252,7 @@ impl Inner {
                 );
                 continue;
             }
-            let (mut answered, was_killed) = self.call_group(group);
+            let (mut answered, was_killed) = self.call_group(group, epoch);
             killed = was_killed;
             // One outcome per delivery of the group, whatever the child sent.
             answered.truncate(group.len());
@@ -258,8 +263,22 @@ impl Inner {
     }
 
     /// The outcomes of one frame's batch, and whether the gateway killed its child meanwhile.
-    fn call_group(&self, deliveries: &[&[u8]]) -> (Vec<CallOutcome>, bool) {
-        let outcomes = match self.run(deliveries) {
+    fn call_group(&self, deliveries: &[&[u8]], epoch: u64) -> (Vec<CallOutcome>, bool) {
+        // One by one, but none after a kill: the engine has recorded the call's timeout, so a
+        // delivery run now would run again at its retry.
+        let one_by_one = |deliveries: &[&[u8]]| -> Vec<CallOutcome> {
+            deliveries
+                .iter()
+                .map(|d| {
+                    if self.cancels.load(Ordering::SeqCst) != epoch {
+                        died("killed before it was run again".into())
+                    } else {
+                        self.call_one(d, epoch)
+                    }
+                })
+                .collect()
+        };
+        let outcomes = match self.run(deliveries, epoch) {
             Reply::Outcomes(outcomes, proc) => {
                 self.deaths.store(0, Ordering::SeqCst);
                 self.retire_if_panicked(&outcomes, &proc);
@@ -269,7 +288,7 @@ impl Inner {
                 tracing::error!(plugin = %self.name, %message,
                     "plugin panicked in a batch: a new process handles each delivery on its own");
                 self.retire(&proc);
-                deliveries.iter().map(|d| self.call_one(d)).collect()
+                one_by_one(deliveries)
             }
             Reply::Panicked(message, proc) => {
                 self.retire(&proc);
@@ -278,7 +297,7 @@ impl Inner {
             Reply::Died(why, false) if deliveries.len() > 1 => {
                 tracing::warn!(plugin = %self.name, reason = %why,
                     "plugin process died during a batch: handling each delivery on its own");
-                deliveries.iter().map(|d| self.call_one(d)).collect()
+                one_by_one(deliveries)
             }
             Reply::Died(why, killed) => {
                 return (
@@ -290,8 +309,8 @@ impl Inner {
         (outcomes, false)
     }
 
-    fn call_one(&self, delivery: &[u8]) -> CallOutcome {
-        match self.run(&[delivery]) {
+    fn call_one(&self, delivery: &[u8], epoch: u64) -> CallOutcome {
+        match self.run(&[delivery], epoch) {
             Reply::Outcomes(mut o, proc) => {
                 self.retire_if_panicked(&o, &proc);
                 o.pop().unwrap_or_else(|| died("no outcome".into()))
@@ -350,11 +369,11 @@ impl Inner {
         }
     }
 
-    fn run(&self, deliveries: &[&[u8]]) -> Reply {
+    fn run(&self, deliveries: &[&[u8]], epoch: u64) -> Reply {
         // A child retired (by a panic beside this call) after `ensure` chose it was sent
         // nothing: the call goes to the next child instead of counting as its death.
         for _ in 0..3 {
-            if let Some(reply) = self.run_once(deliveries) {
+            if let Some(reply) = self.run_once(deliveries, epoch) {
                 return reply;
             }
         }
@@ -365,8 +384,8 @@ impl Inner {
     }
 
     /// `None` when the chosen child was retired before anything was written to it.
-    fn run_once(&self, deliveries: &[&[u8]]) -> Option<Reply> {
-        let proc = match self.ensure() {
+    fn run_once(&self, deliveries: &[&[u8]], epoch: u64) -> Option<Reply> {
+        let proc = match self.ensure(epoch) {
             Ok(p) => p,
             // Not split into single calls: each would try (and fail) to start a child again.
             Err(why) => return Some(Reply::Died(why, true)),

@@ -14,7 +14,7 @@ use std::io::{BufReader, BufWriter};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use gateway_plugin::host::InitError;
@@ -57,12 +57,17 @@ pub(crate) fn spawn_host(library: &Path) -> Result<Child, String> {
 
 impl Inner {
     /// The live child, or the one the restart in progress (launched if none is) starts. Gives
-    /// up when a `kill` comes after this call began (its timeout, or another call's).
-    pub(super) fn ensure(&self) -> Result<Arc<ChildProc>, String> {
+    /// up when a `kill` came after the call began (`epoch`: `cancels` then), its own timeout or
+    /// another call's: every wait ends, the restart goes on.
+    pub(super) fn ensure(&self, epoch: u64) -> Result<Arc<ChildProc>, String> {
+        let cancelled = || self.cancels.load(Ordering::SeqCst) != epoch;
+        let timed_out = || "the call timed out while the plugin process was starting".to_owned();
+        if cancelled() {
+            return Err(timed_out());
+        }
         if let Some(p) = self.live()? {
             return Ok(p);
         }
-        let cancels = self.cancels.load(Ordering::SeqCst);
         let poisoned = |_| "poisoned".to_owned();
         let mut restart = self.restart.lock().map_err(poisoned)?;
         // The restart this call waits for: the count of restarts ended before it.
@@ -85,8 +90,8 @@ impl Inner {
                     waits_for = Some(restart.ended);
                 }
             }
-            if self.cancels.load(Ordering::SeqCst) != cancels {
-                return Err("the call timed out while the plugin process was starting".into());
+            if cancelled() {
+                return Err(timed_out());
             }
             restart = self.started.wait(restart).map_err(poisoned)?;
         }
@@ -112,25 +117,42 @@ impl Inner {
             .map_err(|e| format!("cannot start the plugin process's restart thread: {e}"))
     }
 
-    /// The restart thread: backoff, start, tell the waiting calls.
+    /// The restart thread: backoff, start, tell the waiting calls (even if it panics: a restart
+    /// left "running" would hold every later call to its timeout until a reload).
     fn restart(&self) {
+        struct Ended<'i> {
+            inner: &'i Inner,
+            failure: Option<String>,
+        }
+        impl Drop for Ended<'_> {
+            fn drop(&mut self) {
+                let mut restart = self
+                    .inner
+                    .restart
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                restart.running = false;
+                restart.ended += 1;
+                restart.failure = self.failure.take();
+                drop(restart);
+                self.inner.started.notify_all();
+            }
+        }
+        let mut ended = Ended {
+            inner: self,
+            failure: Some("the restart of the plugin process failed".into()),
+        };
         let deaths = self.deaths.load(Ordering::SeqCst);
         if deaths > 0 {
             std::thread::sleep(restart_backoff(deaths));
         }
-        let failure = match self.spawn() {
+        ended.failure = match self.spawn() {
             Ok(_) => None,
             Err(e) => {
                 self.deaths.fetch_add(1, Ordering::SeqCst);
                 Some(e.into_init_error(&self.name).to_string())
             }
         };
-        if let Ok(mut restart) = self.restart.lock() {
-            restart.running = false;
-            restart.ended += 1;
-            restart.failure = failure;
-        }
-        self.started.notify_all();
     }
 
     /// The current child if it is alive; a dead one is let go (and its death counted).
@@ -177,6 +199,10 @@ impl Inner {
 
     fn start_child(&self) -> Result<(Arc<ChildProc>, Loaded), StartError> {
         let unavailable = |message: String| self.unavailable(message);
+        // Dropped (a reload, the stop) during the backoff: no process is started at all.
+        if self.children.lock().map_or(true, |c| c.closed) {
+            return Err(unavailable("the instance was closed".into()));
+        }
         let mut child = spawn_host(&self.library).map_err(unavailable)?;
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             // Killed and reaped (no reader thread will): no zombie is left behind.
