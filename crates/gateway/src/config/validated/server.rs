@@ -189,12 +189,14 @@ impl Validator<'_> {
 }
 
 /// Whether two listen addresses collide: the same port (not 0, which is a fresh port each
-/// time) on the same address, or on the wildcard address of the same family.
+/// time) on the same address, or on a wildcard address that covers the other: `0.0.0.0` covers
+/// IPv4, and `[::]` covers both families (Linux binds it dual-stack unless `bindv6only` is set).
 fn overlap(a: SocketAddr, b: SocketAddr) -> bool {
     let (x, y) = (a.ip(), b.ip());
-    a.port() == b.port()
-        && a.port() != 0
-        && (x == y || (x.is_ipv4() == y.is_ipv4() && (x.is_unspecified() || y.is_unspecified())))
+    let covers = |w: std::net::IpAddr, o: std::net::IpAddr| {
+        w.is_unspecified() && (w.is_ipv6() || o.is_ipv4())
+    };
+    a.port() == b.port() && a.port() != 0 && (x == y || covers(x, y) || covers(y, x))
 }
 
 impl Validator<'_> {

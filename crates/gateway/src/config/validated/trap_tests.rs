@@ -114,6 +114,9 @@ fn the_two_listeners_cannot_share_an_address() {
         ("127.0.0.1:7000", "127.0.0.1:7000"),
         ("0.0.0.0:7000", "127.0.0.1:7000"),
         ("[::]:7000", "[::1]:7000"),
+        // Dual-stack: `[::]` takes IPv4 too.
+        ("[::]:7000", "127.0.0.1:7000"),
+        ("0.0.0.0:7000", "[::]:7000"),
     ] {
         let p = one_problem(
             &format!("[server]\nlisten = \"{server}\"\n[admin]\nlisten = \"{admin}\"\n"),
@@ -126,6 +129,7 @@ fn the_two_listeners_cannot_share_an_address() {
         ("127.0.0.1:0", "127.0.0.1:0"),
         ("127.0.0.1:7000", "127.0.0.1:7001"),
         ("127.0.0.1:7000", "127.0.0.2:7000"),
+        ("0.0.0.0:7000", "[::1]:7000"),
     ] {
         let text = format!("{APP}[server]\nlisten = \"{server}\"\n[admin]\nlisten = \"{admin}\"\n");
         load(&text, &[]).expect("valid");
