@@ -85,8 +85,8 @@ impl Validator<'_> {
                 "admin.listen",
                 format!(
                     "{addr} collides with server.listen ({listen}): the two listeners need \
-                     different ports or addresses (a wildcard address such as 0.0.0.0 takes the \
-                     port on every address of its family)"
+                     different ports or addresses (a wildcard address takes the port on every \
+                     address: 0.0.0.0 on IPv4 ones, [::] on both families)"
                 ),
             );
         }
