@@ -359,6 +359,9 @@ fn sighup_reloads_safely() {
     std::thread::sleep(Duration::from_millis(20));
     std::fs::remove_file(&lib).expect("remove");
     std::fs::copy(&binaries().testkit, &lib).expect("copy again");
+    // Even with its entry unchanged (a rebuild installed over the path, then a reload): the
+    // instance was kept silently on the old library.
+    reload(&gw, &v3, "changed on disk since this gateway loaded it");
     reload(
         &gw,
         &v3.replace("mode = \"ok\"", "mode = \"reject\""),

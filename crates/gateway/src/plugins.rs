@@ -324,12 +324,7 @@ fn open(spec: &PluginSpec) -> Result<Opened, String> {
     let id = file.id();
     if let Ok(loaded) = loaded().lock() {
         if loaded.get(path).is_some_and(|first| *first != id) {
-            return Err(format!(
-                "{} changed on disk since this gateway loaded it; libraries are never unloaded, \
-                 so install the new version under a new path (e.g. libname-2.so) and point \
-                 `library` at it, or restart",
-                path.display()
-            ));
+            return Err(changed_on_disk(path));
         }
     }
     check_pin(&file, spec.sha256.as_deref())?;
@@ -338,6 +333,15 @@ fn open(spec: &PluginSpec) -> Result<Opened, String> {
         loaded.entry(path.to_path_buf()).or_insert(id);
     }
     Ok(Opened::Loaded(lib))
+}
+
+fn changed_on_disk(path: &Path) -> String {
+    format!(
+        "{} changed on disk since this gateway loaded it; libraries are never unloaded, so \
+         install the new version under a new path (e.g. libname-2.so) and point `library` at \
+         it, or restart",
+        path.display()
+    )
 }
 
 /// Opens every library and creates every instance.
@@ -350,13 +354,39 @@ pub fn start(config: &Config) -> Result<Plugins, Vec<String>> {
 /// examined and started by the reload (its child would refuse it at the next restart anyway).
 /// A file that cannot be examined now (missing mid-deploy, unreadable, or no longer matching
 /// its pin) does not refuse a reload that leaves the instance unchanged: the running child
-/// keeps running what it loaded, with a warning (a restart of it refuses any other file).
+/// keeps running what it loaded, with a warning (a restart of it refuses any other file). An
+/// in-process instance is kept while its path still names the file it loaded; another file
+/// there refuses the reload (libraries are never unloaded), an unreadable one only warns.
 fn reusable(slot: &PluginSlot, spec: &PluginSpec, dir: &Path) -> Result<bool, String> {
     if slot.spec != *spec || slot.config_dir != dir {
         return Ok(false);
     }
     match &slot.runner {
-        Runner::InProcess { .. } => Ok(true),
+        // The instance keeps the library it loaded; another file at the path now (a rebuild
+        // renamed over it) is refused as in `open`: reusing the instance silently would leave
+        // the operator believing the new build runs.
+        Runner::InProcess { .. } => {
+            let path = spec.library.as_path();
+            match std::fs::metadata(path) {
+                Ok(m) => {
+                    use std::os::unix::fs::MetadataExt;
+                    let now = FileId {
+                        dev: m.dev(),
+                        ino: m.ino(),
+                    };
+                    let first = loaded().lock().ok().and_then(|l| l.get(path).copied());
+                    if first.is_some_and(|first| first != now) {
+                        return Err(changed_on_disk(path));
+                    }
+                    Ok(true)
+                }
+                Err(error) => {
+                    tracing::warn!(plugin = %spec.name, %error,
+                        "the library of an unchanged instance cannot be read: keeping the instance as it runs");
+                    Ok(true)
+                }
+            }
+        }
         Runner::Isolated { sha256, .. } => match examine(spec) {
             Ok(found) => Ok(found.sha256 == *sha256),
             Err(error) => {
