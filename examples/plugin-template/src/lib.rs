@@ -41,11 +41,12 @@ impl Plugin for Template {
     fn new(config: serde_json::Value, host: Host) -> Result<Self, String> {
         // Through the JSON text, so `Money` reads an amount from its digits, never an f64.
         let config: Config = serde_json::from_str(&config.to_string())
-            .map_err(|e| format!("plugin-template config: {e}"))?;
+            .map_err(|e| format!("{} config: {e}", env!("CARGO_PKG_NAME")))?;
         host.log(
             Level::Info,
             &format!(
-                "plugin-template: reporting cash balances of at least {}",
+                "{}: reporting cash balances of at least {}",
+                env!("CARGO_PKG_NAME"),
                 config.min_cash
             ),
         );
