@@ -229,6 +229,56 @@ max_concurrency = 1"#,
     assert!(wait_until(WAIT, || of("ok-after")["state"] == "done"));
 }
 
+/// The same, dying in `init` of a restart (after forking the helper): the start failed only at
+/// its one-minute limit, every call in the meantime waiting for it. Now the exit watcher fails
+/// the start at once, the next call starts another, and once `init` works again the delivery
+/// is made.
+#[test]
+fn a_child_that_dies_in_init_while_a_process_it_forked_holds_its_output_fails_its_start_at_once() {
+    let c = gateway_e2e::c_fixture(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(
+        &base_config(),
+        "timeout = \"2s\"\nmax_attempts = 20",
+        "native",
+        &format!(
+            r#"library = "{}"
+config = {{ mode = "fork_helper" }}
+isolation = "process"
+max_concurrency = 1"#,
+            c.display()
+        ),
+        "*",
+    );
+    let gw = TestGateway::spawn(dir.path(), &cfg);
+    let first = gateway_e2e::harness::children(gw.pid());
+    assert_eq!(first.len(), 1, "{first:?}");
+    let marker = dir.path().join("die-in-init");
+    std::fs::write(&marker, "").expect("marker");
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &first[0].to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    gw.send_plain(TOKEN, "ok-1", "ok");
+    assert!(
+        wait_until(Duration::from_secs(10), || gw
+            .log()
+            .contains("died while starting")),
+        "{}",
+        gw.log()
+    );
+    std::fs::remove_file(&marker).expect("remove marker");
+    assert!(
+        wait_until(Duration::from_secs(20), || gw.delivery("ok-1", "native")
+            ["state"]
+            == "done"),
+        "{}\n{}",
+        gw.delivery("ok-1", "native"),
+        gw.log()
+    );
+}
+
 /// A `Panicked` outcome that comes back as a normal answer (a 1.0 plugin's `handle`, looped in
 /// the child; here the hand-written raw fixture answering code 3) replaces the isolated
 /// instance too: the process that served it is retired and a new one serves the next call.

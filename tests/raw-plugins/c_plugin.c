@@ -3,9 +3,11 @@
  *   crash_segv   writes through a null pointer        crash_abort  abort()
  *   crash_exit   exit(3)                               crash_loop   never returns
  *   crash_stack  unbounded recursion (stack overflow)  anything else: OK
- * A config naming "fork_helper" makes init fork a helper that holds the descriptors 20 s.
+ * A config naming "fork_helper" makes init fork a helper that holds the descriptors 20 s; with
+ * it, a file `die-in-init` in the gateway config's folder makes init abort() after the fork.
  * Written against crates/plugin/include/gateway_plugin.h; compiled by the tests with
  * `cc -shared -fPIC -I crates/plugin/include` (see tests/lib.rs). */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -23,12 +25,19 @@ static int has(GwStr d, const char *needle) {
 }
 
 static uint32_t init(GwStr config, const GwHostApi *host, void **out_instance, GwBuf *out_error) {
-    (void)host; (void)out_error;
+    (void)out_error;
     /* A config naming "fork_helper": start a helper process without exec (as a worker pool
      * or a daemonised helper does), which inherits every descriptor and lives 20 s. */
-    if (has(config, "fork_helper") && fork() == 0) {
-        sleep(20);
-        _exit(0);
+    if (has(config, "fork_helper")) {
+        if (fork() == 0) {
+            sleep(20);
+            _exit(0);
+        }
+        /* A start that dies in init while the helper holds its output. */
+        char marker[4096];
+        int n = snprintf(marker, sizeof marker, "%.*s/die-in-init", (int)host->config_dir.len,
+                         (const char *)host->config_dir.ptr);
+        if (n > 0 && (size_t)n < sizeof marker && access(marker, F_OK) == 0) abort();
     }
     *out_instance = &instance_marker;
     return 0;

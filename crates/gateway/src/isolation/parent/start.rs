@@ -242,6 +242,7 @@ impl Inner {
             _ => proc.kill(),
         }
         let (init_tx, init_rx) = mpsc::channel();
+        let init_watch = init_tx.clone();
         let reader = Reader {
             name: self.name.clone(),
             library: self.library.clone(),
@@ -272,7 +273,7 @@ impl Inner {
             return Err(unavailable(format!("cannot start the reader thread: {e}")));
         }
         match watched_output {
-            Ok(output) => watch::watch(&self.name, proc.clone(), pid, output),
+            Ok(output) => watch::watch(&self.name, proc.clone(), pid, output, Some(init_watch)),
             Err(e) => tracing::warn!(plugin = %self.name, error = %e,
                 "cannot watch the plugin process's exit: its end is noticed by its output only"),
         }

@@ -21,9 +21,20 @@ use super::*;
 /// How long the reader must stay stuck before the watcher answers for it.
 const SETTLE: Duration = Duration::from_millis(50);
 
+/// The start waiting for a child's `InitOk` (the reader's own sender, cloned): a child that dies
+/// in `init` while its output is held open fails its start at once instead of at the start's
+/// time limit. Once the start was answered, a second answer is never read.
+pub(super) type InitWait = mpsc::Sender<Result<Loaded, StartError>>;
+
 /// Starts the watcher of `proc` (process `pid`), which reads `output` (a duplicate of the
 /// reader's end of the child's output pipe) only to ask how much is unread.
-pub(super) fn watch(name: &str, proc: Arc<ChildProc>, pid: u32, output: OwnedFd) {
+pub(super) fn watch(
+    name: &str,
+    proc: Arc<ChildProc>,
+    pid: u32,
+    output: OwnedFd,
+    init: Option<InitWait>,
+) {
     let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
         return;
     };
@@ -51,7 +62,7 @@ pub(super) fn watch(name: &str, proc: Arc<ChildProc>, pid: u32, output: OwnedFd)
                 let taken = proc.bytes_read.load(Ordering::SeqCst);
                 let waiting = unread == 0 && proc.in_read.load(Ordering::SeqCst);
                 if waiting && seen == Some(taken) {
-                    answer_as_dead(&plugin, &proc);
+                    answer_as_dead(&plugin, &proc, init);
                     return;
                 }
                 seen = waiting.then_some(taken);
@@ -64,7 +75,7 @@ pub(super) fn watch(name: &str, proc: Arc<ChildProc>, pid: u32, output: OwnedFd)
 }
 
 /// The child is gone and all it wrote was handled, but its output is held open elsewhere.
-fn answer_as_dead(name: &str, proc: &ChildProc) {
+fn answer_as_dead(name: &str, proc: &ChildProc, init: Option<InitWait>) {
     proc.dead.store(true, Ordering::SeqCst);
     // Reaps it (std keeps the status for the reader, which reaps once the output ends).
     let ended = match proc.try_wait() {
@@ -82,6 +93,13 @@ fn answer_as_dead(name: &str, proc: &ChildProc) {
     let killed = proc.killed.load(Ordering::SeqCst);
     for (_, tx) in pending {
         let _ = tx.send(Reply::Died(why.clone(), killed));
+    }
+    // Everything the child wrote was handled: an `InitOk` would have answered the start first.
+    if let Some(tx) = init {
+        let _ = tx.send(Err(StartError::Init(InitError::Unavailable {
+            instance: name.to_owned(),
+            message: format!("the plugin process died while starting: {why}"),
+        })));
     }
 }
 
@@ -132,7 +150,7 @@ mod tests {
             proc: proc.clone(),
         };
         std::thread::spawn(move || reader.run(BufReader::new(out)));
-        watch("t", proc, pid, output);
+        watch("t", proc, pid, output, None);
         rx
     }
 
