@@ -227,6 +227,17 @@ max_concurrency = 1"#,
         .to_owned();
     assert!(error.contains("signal 11"), "{error}");
     assert!(wait_until(WAIT, || of("ok-after")["state"] == "done"));
+    // Counted when noticed (it was only once the helper let the output end, 20 s later), once.
+    let exits = || -> f64 {
+        let text = gateway_e2e::harness::get(&gw.admin_url("/metrics"))
+            .map(|a| a.body)
+            .unwrap_or_default();
+        text.lines()
+            .filter(|l| l.starts_with("gateway_plugin_process_exits_total{plugin=\"native\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!(exits(), 2.0, "the segfault at both attempts");
 }
 
 /// The same, dying in `init` of a restart (after forking the helper): the start failed only at

@@ -109,9 +109,25 @@ struct ChildProc {
     in_read: AtomicBool,
     /// Bytes the reader has taken from the child's output (for `watch`).
     bytes_read: AtomicU64,
+    /// The child's end is counted in metrics (by whichever of the reader and the watcher
+    /// notices it first; once).
+    exit_counted: AtomicBool,
 }
 
 impl ChildProc {
+    /// Counts the child's end in `gateway_plugin_process_exits_total`, unless already counted.
+    fn count_exit(&self, plugin: &str, reason: &str) {
+        if !self.exit_counted.swap(true, Ordering::SeqCst) {
+            metrics::get()
+                .plugin_process_exits
+                .get_or_create(&metrics::PluginReasonLabels {
+                    plugin: plugin.to_owned(),
+                    reason: reason.to_owned(),
+                })
+                .inc();
+        }
+    }
+
     /// Kills the child on the gateway's behalf (a timeout, a restart): its calls in flight are
     /// not run again one by one.
     fn kill(&self) {

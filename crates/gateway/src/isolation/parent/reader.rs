@@ -95,13 +95,7 @@ impl Reader {
             ),
             None => (ended.clone(), ended),
         };
-        metrics::get()
-            .plugin_process_exits
-            .get_or_create(&metrics::PluginReasonLabels {
-                plugin: self.name.clone(),
-                reason,
-            })
-            .inc();
+        self.proc.count_exit(&self.name, &reason);
         let pending: Vec<_> = self
             .proc
             .pending

@@ -234,6 +234,7 @@ impl Inner {
             killed: AtomicBool::new(false),
             in_read: AtomicBool::new(false),
             bytes_read: AtomicU64::new(0),
+            exit_counted: AtomicBool::new(false),
         });
         match self.children.lock() {
             Ok(mut c) if !c.closed => c.starting = Some(proc.clone()),

@@ -82,6 +82,7 @@ fn answer_as_dead(name: &str, proc: &ChildProc, init: Option<InitWait>) {
         Ok(Some(status)) => super::reader::ended(status),
         _ => "it ended".to_owned(),
     };
+    proc.count_exit(name, &ended);
     let why = format!("{ended} (its output is still held open, by a process it started)");
     let pending: Vec<_> = proc
         .pending
@@ -131,6 +132,7 @@ mod tests {
             killed: AtomicBool::new(false),
             in_read: AtomicBool::new(false),
             bytes_read: AtomicU64::new(0),
+            exit_counted: AtomicBool::new(false),
         });
         let (tx, rx) = mpsc::channel();
         proc.pending.lock().expect("pending").insert(1, tx);
