@@ -12,6 +12,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7777";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9464";
 pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
 
+/// The largest `[server] max_body_bytes` (256 MiB).
+const MAX_BODY_LIMIT: u64 = 256 << 20;
+
 /// `[server] workers` when not set: one per CPU but one, which the store's writer thread (on
 /// every accept) and plugin calls need; at least 1.
 pub fn default_workers() -> usize {
@@ -122,6 +125,19 @@ impl Validator<'_> {
             None => DEFAULT_MAX_BODY,
             Some(0) => {
                 self.problem("server.max_body_bytes", "must be greater than 0");
+                DEFAULT_MAX_BODY
+            }
+            // An event is stored whole (SQLite holds at most 1e9 bytes in a value) and handed to
+            // an isolated plugin in one frame (at most 1 GiB with its delivery's wrapping): a
+            // larger limit would accept events that could never be stored or delivered.
+            Some(n) if n > MAX_BODY_LIMIT => {
+                self.problem(
+                    "server.max_body_bytes",
+                    format!(
+                        "{n} is over {MAX_BODY_LIMIT} (256 MiB): an event that large could not \
+                         be stored or handed to an isolated plugin"
+                    ),
+                );
                 DEFAULT_MAX_BODY
             }
             Some(n) => usize::try_from(n).unwrap_or(usize::MAX),

@@ -251,3 +251,16 @@ fn a_plugin_config_float_json_cannot_hold_is_refused() {
     }
     assert!(load(&format!("{APP}{}", plugin("0.5")), &[]).is_ok());
 }
+
+/// An event is stored whole and handed to an isolated plugin in one frame: a body limit beyond
+/// what either holds accepted events that could never be delivered.
+#[test]
+fn a_body_limit_no_store_or_frame_can_hold_is_refused() {
+    let p = one_problem(
+        "[server]\nmax_body_bytes = 2147483648\n",
+        "server.max_body_bytes",
+    );
+    assert!(p.contains("256 MiB"), "{p}");
+    let c = load(&format!("{APP}[server]\nmax_body_bytes = 268435456\n"), &[]).expect("valid");
+    assert_eq!(c.max_body_bytes, 256 << 20);
+}
