@@ -606,6 +606,25 @@ pub fn metric(text: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// SIGKILLs the one plugin process of `gw` (isolated instances: there must be exactly one) and
+/// waits until it is gone (reaped); returns its pid.
+pub fn kill_the_plugin_process(gw: &TestGateway) -> u32 {
+    let kids = children(gw.pid());
+    assert_eq!(kids.len(), 1, "one plugin process: {kids:?}");
+    let status = Command::new("kill")
+        .args(["-KILL", &kids[0].to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -KILL {}", kids[0]);
+    assert!(
+        wait_until(Duration::from_secs(10), || !children(gw.pid())
+            .contains(&kids[0])),
+        "plugin process {} outlived SIGKILL",
+        kids[0]
+    );
+    kids[0]
+}
+
 /// The pids whose parent is `parent`.
 pub fn children(parent: u32) -> Vec<u32> {
     let mut out = Vec::new();

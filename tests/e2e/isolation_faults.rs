@@ -190,17 +190,13 @@ isolation = "process""#,
     );
 }
 
-/// The C fixture with `fork_helper`: its init forks a helper (no exec) that holds the protocol
-/// pipes 20 s. The child then segfaults: its output does not end (the helper holds it), so the
-/// death must be noticed by its pid. It used to go unnoticed: the call hung to its timeout, the
-/// timeout's SIGKILL hit a zombie, and every later call was written to the dead child.
-#[test]
-fn a_child_that_dies_while_a_process_it_forked_holds_its_output_is_noticed() {
+/// A gateway whose instance `native` is the C fixture in `fork_helper` mode, isolated, one call
+/// at a time, with `delivery` in `[delivery]`.
+fn fork_helper_gateway(dir: &std::path::Path, delivery: &str) -> TestGateway {
     let c = gateway_e2e::c_fixture(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")));
-    let dir = tempfile::tempdir().expect("tempdir");
     let cfg = config(
         &base_config(),
-        "timeout = \"10s\"\nmax_attempts = 2",
+        delivery,
         "native",
         &format!(
             r#"library = "{}"
@@ -211,7 +207,17 @@ max_concurrency = 1"#,
         ),
         "*",
     );
-    let gw = TestGateway::spawn(dir.path(), &cfg);
+    TestGateway::spawn(dir, &cfg)
+}
+
+/// The C fixture with `fork_helper`: its init forks a helper (no exec) that holds the protocol
+/// pipes 20 s. The child then segfaults: its output does not end (the helper holds it), so the
+/// death must be noticed by its pid. It used to go unnoticed: the call hung to its timeout, the
+/// timeout's SIGKILL hit a zombie, and every later call was written to the dead child.
+#[test]
+fn a_child_that_dies_while_a_process_it_forked_holds_its_output_is_noticed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = fork_helper_gateway(dir.path(), "timeout = \"10s\"\nmax_attempts = 2");
     gw.send_plain(TOKEN, "segv", "crash_segv");
     gw.send_plain(TOKEN, "ok-after", "ok");
     let of = |id: &str| gw.delivery(id, "native");
@@ -246,31 +252,11 @@ max_concurrency = 1"#,
 /// is made.
 #[test]
 fn a_child_that_dies_in_init_while_a_process_it_forked_holds_its_output_fails_its_start_at_once() {
-    let c = gateway_e2e::c_fixture(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")));
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = config(
-        &base_config(),
-        "timeout = \"2s\"\nmax_attempts = 20",
-        "native",
-        &format!(
-            r#"library = "{}"
-config = {{ mode = "fork_helper" }}
-isolation = "process"
-max_concurrency = 1"#,
-            c.display()
-        ),
-        "*",
-    );
-    let gw = TestGateway::spawn(dir.path(), &cfg);
-    let first = gateway_e2e::harness::children(gw.pid());
-    assert_eq!(first.len(), 1, "{first:?}");
+    let gw = fork_helper_gateway(dir.path(), "timeout = \"2s\"\nmax_attempts = 20");
     let marker = dir.path().join("die-in-init");
     std::fs::write(&marker, "").expect("marker");
-    let killed = std::process::Command::new("kill")
-        .args(["-KILL", &first[0].to_string()])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
+    gateway_e2e::harness::kill_the_plugin_process(&gw);
     gw.send_plain(TOKEN, "ok-1", "ok");
     assert!(
         wait_until(Duration::from_secs(10), || gw

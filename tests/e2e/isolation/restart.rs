@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use gateway_e2e::harness::{children, get, wait_until, TestGateway};
+use gateway_e2e::harness::{children, get, kill_the_plugin_process, wait_until, TestGateway};
 
 use super::{config, delivery, send, WAIT};
 
@@ -141,17 +141,9 @@ fn a_restart_slower_than_the_timeout_completes_and_serves_the_next_attempt() {
         ),
     );
     let gw = TestGateway::spawn(dir.path(), &cfg);
-    let kids = children(gw.pid());
-    assert_eq!(kids.len(), 1, "one plugin process: {kids:?}");
     // Every start from now on takes 2.5 s; the running process is killed from outside.
     std::fs::write(dir.path().join("slow-init"), "2500").expect("write slow-init");
-    let killed = std::process::Command::new("kill")
-        .args(["-KILL", &kids[0].to_string()])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
-    assert!(wait_until(Duration::from_secs(10), || !children(gw.pid())
-        .contains(&kids[0])));
+    kill_the_plugin_process(&gw);
     send(&gw, "after-1", "ok");
     let done = wait_until(WAIT, || {
         let d = delivery(&gw, "after-1", "native");
@@ -185,18 +177,10 @@ fn a_timeout_ends_a_batch_run_again_one_by_one() {
         ),
     );
     let gw = TestGateway::spawn(dir.path(), &cfg);
-    let first = children(gw.pid());
-    assert_eq!(first.len(), 1, "{first:?}");
     // The next start takes 1 s: p-0's call waits for it while the batch queues up behind it.
     let marker = dir.path().join("slow-init");
     std::fs::write(&marker, "1000").expect("write slow-init");
-    let killed = std::process::Command::new("kill")
-        .args(["-KILL", &first[0].to_string()])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
-    assert!(wait_until(Duration::from_secs(10), || !children(gw.pid())
-        .contains(&first[0])));
+    kill_the_plugin_process(&gw);
     send(&gw, "p-0", "ok");
     assert!(
         wait_until(Duration::from_secs(5), || !children(gw.pid()).is_empty()),

@@ -35,19 +35,14 @@ pub(crate) async fn known_app(config: &Config, store: &dyn Store, app: &str) -> 
     if config.apps.iter().any(|a| a.name == app) {
         return Ok(());
     }
-    let one = EventFilter {
+    let filter = EventFilter {
         app: Some(app.to_owned()),
-        since_ms: i64::MIN,
-        limit: 1,
         ..EventFilter::default()
     };
-    match store.list_events(one).await {
-        Ok(events) if !events.is_empty() => Ok(()),
-        Ok(_) => Err(format!(
-            "unknown app {app:?}: no [[apps]] entry and no event in the store has this name"
-        )),
-        Err(e) => Err(e.to_string()),
-    }
+    stored(store, filter, || {
+        format!("unknown app {app:?}: no [[apps]] entry and no event in the store has this name")
+    })
+    .await
 }
 
 /// An event type filter names something: a route names it exactly, or an event of that type
@@ -62,18 +57,33 @@ pub(crate) async fn known_type(
     if config.routes.iter().any(|r| r.events.iter().any(named)) {
         return Ok(());
     }
-    let one = EventFilter {
+    let filter = EventFilter {
         event_type: Some(event_type.to_owned()),
+        ..EventFilter::default()
+    };
+    stored(store, filter, || {
+        format!(
+            "unknown event type {event_type:?}: no route names it and no event in the store has \
+             it (types match exactly, as hire.referral_account.assets_update_v1)"
+        )
+    })
+    .await
+}
+
+/// Whether any stored event, of any time, passes `filter`; `unknown()` is the error if none.
+async fn stored(
+    store: &dyn Store,
+    filter: EventFilter,
+    unknown: impl FnOnce() -> String,
+) -> Result<(), String> {
+    let one = EventFilter {
         since_ms: i64::MIN,
         limit: 1,
-        ..EventFilter::default()
+        ..filter
     };
     match store.list_events(one).await {
         Ok(events) if !events.is_empty() => Ok(()),
-        Ok(_) => Err(format!(
-            "unknown event type {event_type:?}: no route names it and no event in the store has \
-             it (types match exactly, as hire.referral_account.assets_update_v1)"
-        )),
+        Ok(_) => Err(unknown()),
         Err(e) => Err(e.to_string()),
     }
 }
