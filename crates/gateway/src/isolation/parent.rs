@@ -115,6 +115,20 @@ struct ChildProc {
 }
 
 impl ChildProc {
+    /// A child just started, writing to `stdin`.
+    fn new(child: Child, stdin: BufWriter<ChildStdin>) -> Arc<ChildProc> {
+        Arc::new(ChildProc {
+            child: Mutex::new(child),
+            stdin: Mutex::new(Some(stdin)),
+            pending: Mutex::new(HashMap::new()),
+            dead: AtomicBool::new(false),
+            killed: AtomicBool::new(false),
+            in_read: AtomicBool::new(false),
+            bytes_read: AtomicU64::new(0),
+            exit_counted: AtomicBool::new(false),
+        })
+    }
+
     /// Counts the child's end in `gateway_plugin_process_exits_total`, unless already counted.
     fn count_exit(&self, plugin: &str, reason: &str) {
         if !self.exit_counted.swap(true, Ordering::SeqCst) {

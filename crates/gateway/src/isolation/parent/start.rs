@@ -9,12 +9,11 @@
 //! the starting child, every attempt started one more and killed it, and the plugin stayed down
 //! until a reload), and a hung `init` holds no call past its timeout.
 
-use std::collections::HashMap;
 use std::io::{BufReader, BufWriter};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex, PoisonError};
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc, PoisonError};
 use std::time::Duration;
 
 use gateway_plugin::host::InitError;
@@ -226,16 +225,7 @@ impl Inner {
             )));
         }
         let pid = child.id();
-        let proc = Arc::new(ChildProc {
-            child: Mutex::new(child),
-            stdin: Mutex::new(Some(stdin)),
-            pending: Mutex::new(HashMap::new()),
-            dead: AtomicBool::new(false),
-            killed: AtomicBool::new(false),
-            in_read: AtomicBool::new(false),
-            bytes_read: AtomicU64::new(0),
-            exit_counted: AtomicBool::new(false),
-        });
+        let proc = ChildProc::new(child, stdin);
         match self.children.lock() {
             Ok(mut c) if !c.closed => c.starting = Some(proc.clone()),
             // Dropped meanwhile (nothing else would kill it) or poisoned: killed, and reaped by

@@ -124,16 +124,7 @@ mod tests {
         let stdin = child.stdin.take().expect("stdin");
         let stdout = child.stdout.take().expect("stdout");
         let pid = child.id();
-        let proc = Arc::new(ChildProc {
-            child: Mutex::new(child),
-            stdin: Mutex::new(Some(BufWriter::new(stdin))),
-            pending: Mutex::new(HashMap::new()),
-            dead: AtomicBool::new(false),
-            killed: AtomicBool::new(false),
-            in_read: AtomicBool::new(false),
-            bytes_read: AtomicU64::new(0),
-            exit_counted: AtomicBool::new(false),
-        });
+        let proc = ChildProc::new(child, BufWriter::new(stdin));
         let (tx, rx) = mpsc::channel();
         proc.pending.lock().expect("pending").insert(1, tx);
         let log: LogSink = Arc::new(|_: &str, _: Level, _: &str| {});

@@ -26,38 +26,65 @@ pub(super) struct Job {
     pub reply: oneshot::Sender<Result<Accepted, StoreError>>,
 }
 
+/// The most event bytes in one transaction: the bodies travel as one array parameter, and
+/// PostgreSQL refuses a value over 1 GiB (a few events near `max_body_bytes` would fail the
+/// whole commit, the small ones with them). A larger event goes alone.
+const MAX_BATCH_BYTES: usize = 64 << 20;
+
 /// The ingest task: batch, commit, answer; ends when every sender is gone.
 pub(super) async fn run(pool: Pool, mut rx: mpsc::UnboundedReceiver<Job>, claim: super::Claim) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        crate::metrics::observe_commit_batch(batch.len(), false);
-        let events: Vec<&NewEvent> = batch.iter().map(|j| &j.event).collect();
-        let mut result = Err(StoreError("not tried".into()));
-        for _ in 0..TRIES {
-            result =
-                match tokio::time::timeout(ACCEPT_TIMEOUT, commit(&pool, &events, &claim)).await {
-                    Ok(r) => r,
-                    Err(_) => Err(StoreError(format!(
-                        "database: no commit within {} ms",
-                        ACCEPT_TIMEOUT.as_millis()
-                    ))),
-                };
-            match &result {
-                Err(e) if retryable(e) => continue,
-                _ => break,
+    let mut waiting = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut waiting, MAX_BATCH).await > 0 {
+        while !waiting.is_empty() {
+            let n = within_budget(waiting.iter().map(|j| j.event.body.len()), MAX_BATCH_BYTES);
+            let batch: Vec<Job> = waiting.drain(..n).collect();
+            commit_and_answer(&pool, batch, &claim).await;
+        }
+    }
+}
+
+/// How many of the first events (at least one) fit `budget` bytes together.
+fn within_budget(sizes: impl Iterator<Item = usize>, budget: usize) -> usize {
+    let mut total = 0usize;
+    let mut n = 0;
+    for size in sizes {
+        total = total.saturating_add(size);
+        if n > 0 && total > budget {
+            break;
+        }
+        n += 1;
+    }
+    n
+}
+
+/// Commits `batch` (retrying a deadlock or serialization failure) and answers each job.
+async fn commit_and_answer(pool: &Pool, batch: Vec<Job>, claim: &super::Claim) {
+    crate::metrics::observe_commit_batch(batch.len(), false);
+    let events: Vec<&NewEvent> = batch.iter().map(|j| &j.event).collect();
+    let mut result = Err(StoreError("not tried".into()));
+    for _ in 0..TRIES {
+        result = match tokio::time::timeout(ACCEPT_TIMEOUT, commit(pool, &events, claim)).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError(format!(
+                "database: no commit within {} ms",
+                ACCEPT_TIMEOUT.as_millis()
+            ))),
+        };
+        match &result {
+            Err(e) if retryable(e) => continue,
+            _ => break,
+        }
+    }
+    match result {
+        Ok(outcomes) => {
+            for (job, outcome) in batch.into_iter().zip(outcomes) {
+                let _ = job.reply.send(Ok(outcome));
             }
         }
-        match result {
-            Ok(outcomes) => {
-                for (job, outcome) in batch.drain(..).zip(outcomes) {
-                    let _ = job.reply.send(Ok(outcome));
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, events = batch.len(), "store transaction failed");
-                for job in batch.drain(..) {
-                    let _ = job.reply.send(Err(e.clone()));
-                }
+        Err(e) => {
+            tracing::error!(error = %e, events = batch.len(), "store transaction failed");
+            for job in batch {
+                let _ = job.reply.send(Err(e.clone()));
             }
         }
     }
@@ -155,4 +182,20 @@ async fn commit(
             Accepted::New { deliveries }
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::within_budget;
+
+    #[test]
+    fn a_batch_takes_events_up_to_its_byte_budget_and_at_least_one() {
+        let take = |sizes: &[usize]| within_budget(sizes.iter().copied(), 100);
+        assert_eq!(take(&[10, 20, 30]), 3);
+        assert_eq!(take(&[60, 40, 1]), 2);
+        assert_eq!(take(&[150, 1]), 1, "a larger event goes alone");
+        assert_eq!(take(&[1, 150]), 1);
+        assert_eq!(take(&[usize::MAX, usize::MAX]), 1);
+        assert_eq!(take(&[]), 0);
+    }
 }
