@@ -357,10 +357,14 @@ fn sighup_reloads_safely() {
     );
     reload(&gw, &v3, "config reloaded");
     std::thread::sleep(Duration::from_millis(20));
+    // The same bytes installed again (a new file): the instance is kept.
     std::fs::remove_file(&lib).expect("remove");
     std::fs::copy(&binaries().testkit, &lib).expect("copy again");
-    // Even with its entry unchanged (a rebuild installed over the path, then a reload): the
-    // instance was kept silently on the old library.
+    reload(&gw, &v3, "config reloaded");
+    // Other bytes, even with the entry unchanged (a rebuild installed over the path, then a
+    // reload): the instance was kept silently on the old library.
+    std::fs::remove_file(&lib).expect("remove");
+    std::fs::copy(&binaries().logger, &lib).expect("copy another library");
     reload(&gw, &v3, "changed on disk since this gateway loaded it");
     reload(
         &gw,

@@ -208,10 +208,11 @@ impl Plugins {
     }
 }
 
-/// The file each path loaded successfully in this process. Libraries are never unloaded, so
-/// another file at the same path is refused (see [`open`]).
-fn loaded() -> &'static Mutex<HashMap<PathBuf, FileId>> {
-    static LOADED: OnceLock<Mutex<HashMap<PathBuf, FileId>>> = OnceLock::new();
+/// The file each path loaded successfully in this process, and the SHA-256 of what it held.
+/// Libraries are never unloaded, so another file at the same path is refused (see [`open`] and
+/// [`reusable`]).
+fn loaded() -> &'static Mutex<HashMap<PathBuf, (FileId, String)>> {
+    static LOADED: OnceLock<Mutex<HashMap<PathBuf, (FileId, String)>>> = OnceLock::new();
     LOADED.get_or_init(Default::default)
 }
 
@@ -323,14 +324,15 @@ fn open(spec: &PluginSpec) -> Result<Opened, String> {
     let file = LibraryFile::open(path).map_err(|e| e.to_string())?;
     let id = file.id();
     if let Ok(loaded) = loaded().lock() {
-        if loaded.get(path).is_some_and(|first| *first != id) {
+        if loaded.get(path).is_some_and(|(first, _)| *first != id) {
             return Err(changed_on_disk(path));
         }
     }
     check_pin(&file, spec.sha256.as_deref())?;
+    let sha256 = file.sha256().to_owned();
     let lib = file.load().map_err(|e: LoadError| e.to_string())?;
     if let Ok(mut loaded) = loaded().lock() {
-        loaded.entry(path.to_path_buf()).or_insert(id);
+        loaded.entry(path.to_path_buf()).or_insert((id, sha256));
     }
     Ok(Opened::Loaded(lib))
 }
@@ -355,27 +357,24 @@ pub fn start(config: &Config) -> Result<Plugins, Vec<String>> {
 /// A file that cannot be examined now (missing mid-deploy, unreadable, or no longer matching
 /// its pin) does not refuse a reload that leaves the instance unchanged: the running child
 /// keeps running what it loaded, with a warning (a restart of it refuses any other file). An
-/// in-process instance is kept while its path still names the file it loaded; another file
-/// there refuses the reload (libraries are never unloaded), an unreadable one only warns.
+/// in-process instance is kept while the file at its path holds the bytes it loaded (a new file
+/// with the same bytes too); other bytes refuse the reload (libraries are never unloaded), an
+/// unreadable file only warns.
 fn reusable(slot: &PluginSlot, spec: &PluginSpec, dir: &Path) -> Result<bool, String> {
     if slot.spec != *spec || slot.config_dir != dir {
         return Ok(false);
     }
     match &slot.runner {
-        // The instance keeps the library it loaded; another file at the path now (a rebuild
-        // renamed over it) is refused as in `open`: reusing the instance silently would leave
-        // the operator believing the new build runs.
+        // The instance keeps the library it loaded; other bytes at the path now (a rebuild
+        // renamed over it, or written into it) are refused as in `open`: reusing the instance
+        // silently would leave the operator believing the new build runs. The same bytes
+        // installed again (a new file) keep it: what runs is what is on disk.
         Runner::InProcess { .. } => {
             let path = spec.library.as_path();
-            match std::fs::metadata(path) {
-                Ok(m) => {
-                    use std::os::unix::fs::MetadataExt;
-                    let now = FileId {
-                        dev: m.dev(),
-                        ino: m.ino(),
-                    };
-                    let first = loaded().lock().ok().and_then(|l| l.get(path).copied());
-                    if first.is_some_and(|first| first != now) {
+            match LibraryFile::open(path) {
+                Ok(now) => {
+                    let first = loaded().lock().ok().and_then(|l| l.get(path).cloned());
+                    if first.is_some_and(|(_, sha256)| sha256 != now.sha256()) {
                         return Err(changed_on_disk(path));
                     }
                     Ok(true)
