@@ -191,7 +191,8 @@ isolation = "process""#,
 }
 
 /// A gateway whose instance `native` is the C fixture in `fork_helper` mode, isolated, one call
-/// at a time, with `delivery` in `[delivery]`.
+/// at a time, with `delivery` in `[delivery]`. Its environment carries `MARK=<dir>`, which every
+/// process it starts inherits (see [`orphans`]).
 fn fork_helper_gateway(dir: &std::path::Path, delivery: &str) -> TestGateway {
     let c = gateway_e2e::c_fixture(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")));
     let cfg = config(
@@ -207,7 +208,37 @@ max_concurrency = 1"#,
         ),
         "*",
     );
-    TestGateway::spawn(dir, &cfg)
+    let mark = dir.display().to_string();
+    TestGateway::spawn_with_env(dir, &cfg, &[(MARK, mark.as_str())])
+}
+
+const MARK: &str = "GATEWAY_TEST_MARK";
+
+/// The processes started under the gateway of `dir` (see [`fork_helper_gateway`]) whose parent
+/// is neither the gateway nor one of its plugin processes: the helpers a dead plugin process
+/// left behind.
+fn orphans(gw: &TestGateway, dir: &std::path::Path) -> Vec<u32> {
+    let mut parents = gateway_e2e::harness::children(gw.pid());
+    parents.push(gw.pid());
+    let needle = format!("{MARK}={}", dir.display());
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let marked = std::fs::read(format!("/proc/{pid}/environ"))
+            .is_ok_and(|env| env.split(|&b| b == 0).any(|v| v == needle.as_bytes()));
+        let ppid = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                let (_, rest) = s.rsplit_once(')')?;
+                rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+            });
+        if marked && pid != gw.pid() && ppid.is_some_and(|p| !parents.contains(&p)) {
+            out.push(pid);
+        }
+    }
+    out
 }
 
 /// The C fixture with `fork_helper`: its init forks a helper (no exec) that holds the protocol
@@ -233,6 +264,13 @@ fn a_child_that_dies_while_a_process_it_forked_holds_its_output_is_noticed() {
         .to_owned();
     assert!(error.contains("signal 11"), "{error}");
     assert!(wait_until(WAIT, || of("ok-after")["state"] == "done"));
+    // The helpers of the dead processes went with them (they slept 20 s, holding the pipes).
+    assert!(
+        wait_until(Duration::from_secs(5), || orphans(&gw, dir.path())
+            .is_empty()),
+        "left behind: {:?}",
+        orphans(&gw, dir.path())
+    );
     // Counted when noticed (it was only once the helper let the output end, 20 s later), once.
     let exits = || -> f64 {
         let text = gateway_e2e::harness::get(&gw.admin_url("/metrics"))
@@ -264,6 +302,12 @@ fn a_child_that_dies_in_init_while_a_process_it_forked_holds_its_output_fails_it
             .contains("died while starting")),
         "{}",
         gw.log()
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || orphans(&gw, dir.path())
+            .is_empty()),
+        "left behind: {:?}",
+        orphans(&gw, dir.path())
     );
     std::fs::remove_file(&marker).expect("remove marker");
     assert!(

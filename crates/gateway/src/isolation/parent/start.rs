@@ -38,12 +38,15 @@ pub(super) struct Restart {
 }
 
 /// Starts `gateway plugin-host --library PATH` (this very binary, through `/proc/self/exe`)
-/// with piped stdin and stdout (its stderr is the gateway's).
+/// with piped stdin and stdout (its stderr is the gateway's), in a process group of its own:
+/// the processes it forks (and does not move elsewhere) can be ended with it (`watch`).
 pub(crate) fn spawn_host(library: &Path) -> Result<Child, String> {
+    use std::os::unix::process::CommandExt;
     // The binary this process runs, even once an upgrade has renamed another over its path
     // (`current_exe` would then name a deleted file): parent and child always speak the same
     // protocol.
     Command::new("/proc/self/exe")
+        .process_group(0)
         .arg(SUBCOMMAND)
         .arg("--library")
         .arg(library)

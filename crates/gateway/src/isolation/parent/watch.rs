@@ -62,7 +62,7 @@ pub(super) fn watch(
                 let taken = proc.bytes_read.load(Ordering::SeqCst);
                 let waiting = unread == 0 && proc.in_read.load(Ordering::SeqCst);
                 if waiting && seen == Some(taken) {
-                    answer_as_dead(&plugin, &proc, init);
+                    answer_as_dead(&plugin, &proc, pid, init);
                     return;
                 }
                 seen = waiting.then_some(taken);
@@ -75,8 +75,16 @@ pub(super) fn watch(
 }
 
 /// The child is gone and all it wrote was handled, but its output is held open elsewhere.
-fn answer_as_dead(name: &str, proc: &ChildProc, init: Option<InitWait>) {
+/// `group`: the child's pid, which is its process group's id.
+fn answer_as_dead(name: &str, proc: &ChildProc, group: Pid, init: Option<InitWait>) {
     proc.dead.store(true, Ordering::SeqCst);
+    // What holds the output is a process the child forked, still in its group: ended with it
+    // (each start that dies so would otherwise leave one behind, holding a reader thread and
+    // the pipe). Before the child is reaped, so its pid, the group's id, cannot have been
+    // given to another process. One that moved to a group of its own is out of reach.
+    if group != Pid::INIT {
+        let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+    }
     // Reaps it (std keeps the status for the reader, which reaps once the output ends).
     let ended = match proc.try_wait() {
         Ok(Some(status)) => super::reader::ended(status),
