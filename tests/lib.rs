@@ -266,6 +266,48 @@ pub fn raw_fixtures(out_dir: &Path) -> RawFixtures {
     }
 }
 
+/// One raw-ABI fixture, `tests/raw-plugins/<file>` compiled with `--cfg <cfg>` (when given)
+/// into `<out_dir>/raw-plugins/lib<name>-<hash>.so`, named after a hash of the source and the
+/// cfg and reused when present (a library another process may have loaded is never
+/// overwritten). Pass the test's `env!("CARGO_TARGET_TMPDIR")`.
+pub fn compile_raw_plugin(
+    out_dir: &Path,
+    file: &str,
+    name: &str,
+    cfg: Option<&str>,
+) -> Result<PathBuf, String> {
+    let source = workspace_root().join("tests/raw-plugins").join(file);
+    let text = std::fs::read(&source).map_err(|e| format!("{}: {e}", source.display()))?;
+    let dir = out_dir.join("raw-plugins");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let hash = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        (&text, cfg).hash(&mut h);
+        h.finish()
+    };
+    let lib = dir.join(format!("lib{name}-{hash:016x}.so"));
+    if lib.exists() {
+        return Ok(lib);
+    }
+    let tmp = dir.join(format!("{name}-{hash:016x}.{}.tmp", std::process::id()));
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let mut cmd = Command::new(rustc);
+    cmd.args(["--edition", "2021", "--crate-type", "cdylib", "-O"])
+        .args(["--crate-name", name, "-o"])
+        .arg(&tmp)
+        .arg(&source);
+    if let Some(cfg) = cfg {
+        cmd.args(["--cfg", cfg]);
+    }
+    let run = cmd.output().map_err(|e| format!("rustc: {e}"))?;
+    if !run.status.success() {
+        return Err(String::from_utf8_lossy(&run.stderr).into_owned());
+    }
+    std::fs::rename(&tmp, &lib).map_err(|e| format!("{}: {e}", lib.display()))?;
+    Ok(lib)
+}
+
 fn compile_raw_fixtures(out_dir: &Path) -> Result<RawFixtures, String> {
     let src = workspace_root().join("tests/raw-plugins");
     let dir = out_dir.join("raw-plugins");

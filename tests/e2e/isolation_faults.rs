@@ -221,24 +221,15 @@ fn orphans(gw: &TestGateway, dir: &std::path::Path) -> Vec<u32> {
     let mut parents = gateway_e2e::harness::children(gw.pid());
     parents.push(gw.pid());
     let needle = format!("{MARK}={}", dir.display());
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let marked = std::fs::read(format!("/proc/{pid}/environ"))
-            .is_ok_and(|env| env.split(|&b| b == 0).any(|v| v == needle.as_bytes()));
-        let ppid = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| {
-                let (_, rest) = s.rsplit_once(')')?;
-                rest.split_whitespace().nth(1)?.parse::<u32>().ok()
-            });
-        if marked && pid != gw.pid() && ppid.is_some_and(|p| !parents.contains(&p)) {
-            out.push(pid);
-        }
-    }
-    out
+    gateway_e2e::harness::processes()
+        .into_iter()
+        .filter(|&pid| {
+            let marked = std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|&b| b == 0).any(|v| v == needle.as_bytes()));
+            let parent = gateway_e2e::harness::parent_of(pid);
+            marked && pid != gw.pid() && parent.is_some_and(|p| !parents.contains(&p))
+        })
+        .collect()
 }
 
 /// The C fixture with `fork_helper`: its init forks a helper (no exec) that holds the protocol

@@ -820,39 +820,15 @@ fn null_entry_fixtures() -> Vec<(&'static str, std::path::PathBuf)> {
     static BUILT: OnceLock<Result<Vec<(&'static str, std::path::PathBuf)>, String>> =
         OnceLock::new();
     let built = BUILT.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let source = root.join("raw-plugins/null_entries.rs");
-        let text = std::fs::read(&source).map_err(|e| format!("{}: {e}", source.display()))?;
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("raw-plugins");
-        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-        let mut out = Vec::new();
-        for field in ["init", "handle", "free_buf", "shutdown"] {
-            let cfg = format!("null_{field}");
-            let hash = {
-                use std::hash::{Hash, Hasher};
-                let mut h = std::hash::DefaultHasher::new();
-                (&text, &cfg).hash(&mut h);
-                h.finish()
-            };
-            let lib = dir.join(format!("lib{cfg}-{hash:016x}.so"));
-            if !lib.exists() {
-                let tmp = dir.join(format!("{cfg}-{hash:016x}.{}.tmp", std::process::id()));
-                let run = std::process::Command::new(&rustc)
-                    .args(["--edition", "2021", "--crate-type", "cdylib", "-O"])
-                    .args(["--crate-name", &cfg, "--cfg", &cfg, "-o"])
-                    .arg(&tmp)
-                    .arg(&source)
-                    .output()
-                    .map_err(|e| format!("rustc: {e}"))?;
-                if !run.status.success() {
-                    return Err(String::from_utf8_lossy(&run.stderr).into_owned());
-                }
-                std::fs::rename(&tmp, &lib).map_err(|e| format!("{}: {e}", lib.display()))?;
-            }
-            out.push((field, lib));
-        }
-        Ok(out)
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        ["init", "handle", "free_buf", "shutdown"]
+            .into_iter()
+            .map(|field| {
+                let cfg = format!("null_{field}");
+                gateway_e2e::compile_raw_plugin(out, "null_entries.rs", &cfg, Some(&cfg))
+                    .map(|lib| (field, lib))
+            })
+            .collect()
     });
     match built {
         Ok(libs) => libs.clone(),

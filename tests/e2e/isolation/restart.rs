@@ -16,37 +16,8 @@ fn slow_restart_fixture() -> std::path::PathBuf {
     use std::sync::OnceLock;
     static BUILT: OnceLock<Result<std::path::PathBuf, String>> = OnceLock::new();
     let built = BUILT.get_or_init(|| {
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("raw-plugins/slow_restart.rs");
-        let text = std::fs::read(&source).map_err(|e| format!("{}: {e}", source.display()))?;
-        let hash = {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::hash::DefaultHasher::new();
-            text.hash(&mut h);
-            h.finish()
-        };
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("raw-plugins");
-        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let lib = dir.join(format!("libslow_restart-{hash:016x}.so"));
-        if lib.exists() {
-            return Ok(lib);
-        }
-        let tmp = dir.join(format!(
-            "slow_restart-{hash:016x}.{}.tmp",
-            std::process::id()
-        ));
-        let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-        let run = std::process::Command::new(rustc)
-            .args(["--edition", "2021", "--crate-type", "cdylib", "-O"])
-            .args(["--crate-name", "slow_restart", "-o"])
-            .arg(&tmp)
-            .arg(&source)
-            .output()
-            .map_err(|e| format!("rustc: {e}"))?;
-        if !run.status.success() {
-            return Err(String::from_utf8_lossy(&run.stderr).into_owned());
-        }
-        std::fs::rename(&tmp, &lib).map_err(|e| format!("{}: {e}", lib.display()))?;
-        Ok(lib)
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        gateway_e2e::compile_raw_plugin(out, "slow_restart.rs", "slow_restart", None)
     });
     match built {
         Ok(lib) => lib.clone(),
