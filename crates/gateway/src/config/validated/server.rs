@@ -206,13 +206,29 @@ impl Validator<'_> {
 
 /// Whether two listen addresses collide: the same port (not 0, which is a fresh port each
 /// time) on the same address, or on a wildcard address that covers the other: `0.0.0.0` covers
-/// IPv4, and `[::]` covers both families (Linux binds it dual-stack unless `bindv6only` is set).
+/// IPv4, and `[::]` covers IPv6 and, where Linux binds it dual-stack (`bindv6only` = 0, the
+/// default), IPv4 too. An IPv4-mapped address (`[::ffff:127.0.0.1]`) is the IPv4 one.
 fn overlap(a: SocketAddr, b: SocketAddr) -> bool {
-    let (x, y) = (a.ip(), b.ip());
-    let covers = |w: std::net::IpAddr, o: std::net::IpAddr| {
-        w.is_unspecified() && (w.is_ipv6() || o.is_ipv4())
+    overlap_on(a, b, dual_stack())
+}
+
+fn overlap_on(a: SocketAddr, b: SocketAddr, dual_stack: bool) -> bool {
+    let (x, y) = (a.ip().to_canonical(), b.ip().to_canonical());
+    let covers = |w: IpAddr, o: IpAddr| {
+        w.is_unspecified()
+            && if w.is_ipv6() {
+                dual_stack || o.is_ipv6()
+            } else {
+                o.is_ipv4()
+            }
     };
     a.port() == b.port() && a.port() != 0 && (x == y || covers(x, y) || covers(y, x))
+}
+
+/// Whether a socket bound to `[::]` takes IPv4 too: the host's `net.ipv6.bindv6only` is 0
+/// (or cannot be read: Linux's default, and the side that refuses rather than misses a clash).
+fn dual_stack() -> bool {
+    std::fs::read_to_string("/proc/sys/net/ipv6/bindv6only").map_or(true, |v| v.trim() != "1")
 }
 
 impl Validator<'_> {
@@ -226,6 +242,41 @@ impl Validator<'_> {
         TlsFiles {
             cert: self.path(&format!("{at}.cert"), &t.cert),
             key: self.path(&format!("{at}.key"), &t.key),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::overlap_on;
+
+    fn clash(a: &str, b: &str, dual_stack: bool) -> bool {
+        let (a, b) = (a.parse().expect("a"), b.parse().expect("b"));
+        let one = overlap_on(a, b, dual_stack);
+        assert_eq!(one, overlap_on(b, a, dual_stack), "{a} {b}: not symmetric");
+        one
+    }
+
+    #[test]
+    fn an_ipv4_mapped_address_is_its_ipv4_address() {
+        for dual in [true, false] {
+            assert!(clash("[::ffff:127.0.0.1]:7000", "127.0.0.1:7000", dual));
+            assert!(clash("[::ffff:127.0.0.1]:7000", "0.0.0.0:7000", dual));
+            assert!(!clash("[::ffff:127.0.0.1]:7000", "127.0.0.2:7000", dual));
+        }
+    }
+
+    #[test]
+    fn the_ipv6_wildcard_takes_ipv4_only_on_a_dual_stack_host() {
+        assert!(clash("[::]:7000", "127.0.0.1:7000", true));
+        assert!(clash("[::]:7000", "0.0.0.0:7000", true));
+        assert!(!clash("[::]:7000", "127.0.0.1:7000", false));
+        assert!(!clash("[::]:7000", "0.0.0.0:7000", false));
+        for dual in [true, false] {
+            assert!(clash("[::]:7000", "[::1]:7000", dual));
+            assert!(!clash("0.0.0.0:7000", "[::1]:7000", dual));
+            assert!(!clash("[::]:7000", "[::1]:7001", dual));
+            assert!(!clash("[::]:0", "[::]:0", dual));
         }
     }
 }
