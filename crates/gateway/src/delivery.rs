@@ -23,6 +23,7 @@ mod known;
 pub mod payload;
 mod record;
 mod renew;
+mod restart;
 mod returned;
 mod sweep;
 

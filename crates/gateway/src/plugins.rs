@@ -80,7 +80,7 @@ impl PluginSlot {
         &self.descriptor
     }
 
-    fn isolated(&self) -> Option<&Isolated> {
+    pub(crate) fn isolated(&self) -> Option<&Isolated> {
         match &self.runner {
             Runner::Isolated { process, .. } => Some(process),
             Runner::InProcess { .. } => None,

@@ -21,6 +21,7 @@ use gateway_plugin::host::CallOutcome;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
+use super::restart::restart;
 use super::returned::{holding, outcomes_of, panicked};
 use super::{backoff, detail, Engine, Gate, HungCall, Job, PluginQueue};
 use crate::metrics;
@@ -200,14 +201,14 @@ impl Engine {
             hung
         });
         let applied = self.record_many(&ready, records, &labels).await;
-        // Outcomes first, then the restart of a panicked instance, on its own task (its `init`
-        // may block: neither the outcomes, nor the batch's retries, nor other plugins waiting
-        // for the gate wait for it); the permit is held until the instance is replaced.
+        // Outcomes first, then the restart of a panicked instance, on its own task (see
+        // `restart`); the permit is held until the instance is replaced.
         drop(gate);
         if panicked_now {
             let slot = slot.clone();
+            let (gate, limit) = (self.gate.clone(), self.config().timeout);
             tokio::spawn(async move {
-                restart(&slot).await;
+                restart(&slot, gate, limit).await;
                 drop(permit);
             });
         } else {
@@ -271,8 +272,8 @@ impl Engine {
             }
             if late_panic {
                 // After the late outcomes are recorded, on its own task (see above).
-                let slot = slot.clone();
-                tokio::spawn(async move { restart(&slot).await });
+                let (slot, gate, limit) = (slot.clone(), self.gate.clone(), self.config().timeout);
+                tokio::spawn(async move { restart(&slot, gate, limit).await });
             }
         }
         for (job, retry) in ready.into_iter().zip(retry_at) {
@@ -464,16 +465,6 @@ pub(super) fn from(job: &Job) -> Guard {
 pub(super) fn job_span(job: &Job) -> tracing::Span {
     tracing::info_span!("delivery", event_id = %job.event_id, plugin = %job.plugin,
         attempt = job.attempts + 1)
-}
-
-/// Replaces a panicked instance (its init, and the old instance's shutdown, may block).
-async fn restart(slot: &Arc<PluginSlot>) {
-    let fresh = slot.clone();
-    match tokio::task::spawn_blocking(move || fresh.reinit()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!(error = %e, "plugin instance could not be restarted"),
-        Err(e) => tracing::error!(error = %e, "plugin restart failed"),
-    }
 }
 
 /// The delivery JSON of `job`'s attempt `attempt` ([`super::payload`], shared with
