@@ -165,14 +165,13 @@ async fn linger(
     None
 }
 
-/// Held for the whole of a call: shared by ordinary calls, exclusive for a delivery that was
-/// being called when the process died (see ARCHITECTURE.md, poison deliveries).
-#[derive(Debug)]
 /// A call's hold on the engine-wide gate: shared by ordinary calls, exclusive for a call of a
 /// delivery with a crash behind it. Held until the call returned and its outcomes are
 /// recorded, or until its timeout: a call hung past it gives the gate up (it keeps its permit),
 /// so a native call that never returns cannot keep an exclusive call, and every call queued
-/// behind that one, waiting for ever.
+/// behind that one, waiting for ever (see ARCHITECTURE.md, poison deliveries). An in-process
+/// instance's restart holds a share too ([`restart`]).
+#[derive(Debug)]
 enum Gate {
     // The guards are held for their `Drop` only.
     Shared {

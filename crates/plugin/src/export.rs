@@ -5,7 +5,7 @@
 //! A [`Host`] is `Clone + Send + Sync + 'static`, so safe plugin code may keep it past its
 //! instance (in a static, in a thread) while the ABI lets the host free the table behind it
 //! once `shutdown` returns (or once a failed `init` returns). So the SDK retires the table
-//! itself before handing control back: [`AbiLog`] holds a flag, read-locked across each host
+//! itself before handing control back: `AbiLog` holds a flag, read-locked across each host
 //! call, that `shutdown` (and a failed `init`) clears under the write lock; later log lines are
 //! dropped and never reach the host's `ctx`.
 #![allow(unsafe_code)]

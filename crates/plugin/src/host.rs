@@ -12,7 +12,7 @@
 //!   allocator.
 //! - An [`Instance`] calls the plugin's `shutdown` exactly once, when the last reference drops,
 //!   which is after every `handle` call on it has returned.
-//! - The host state behind `HostApi::ctx` ([`HostCtx`]) is **never freed**: a plugin may keep
+//! - The host state behind `HostApi::ctx` (`HostCtx`) is **never freed**: a plugin may keep
 //!   its `ctx` and `log` (an SDK `Host` in a static or a thread) past `shutdown`, or past an
 //!   `init` that failed, and calling `log` with them must stay sound. Once the instance is shut
 //!   down (or its `init` failed) the ctx is retired: its log sink and names are released and

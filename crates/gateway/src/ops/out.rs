@@ -29,7 +29,7 @@ pub fn line(args: std::fmt::Arguments<'_>) {
     write(|out| writeln!(out, "{args}"));
 }
 
-/// Writes `bytes` to stdout as they are (generated text), like [`line`].
+/// Writes `bytes` to stdout as they are (generated text), like [`line()`].
 pub fn bytes(bytes: &[u8]) {
     write(|out| out.write_all(bytes));
 }
@@ -93,7 +93,7 @@ fn is_broken_pipe_panic(message: &str) -> bool {
         && message.to_ascii_lowercase().contains("broken pipe")
 }
 
-/// `println!` for the CLI commands, through [`line`]: a closed pipe is not a panic.
+/// `println!` for the CLI commands, through [`line()`]: a closed pipe is not a panic.
 macro_rules! outln {
     () => {
         $crate::ops::out::line(format_args!(""))
