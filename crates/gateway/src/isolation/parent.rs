@@ -7,8 +7,8 @@
 //! thread per child reads every frame it writes: outcomes go to the waiting caller, log lines to
 //! the gateway's log, and end of stream means the child died: every call in flight gets a
 //! `Retry` naming the signal or exit code, and the death is counted in metrics. A watcher
-//! thread per child (`watch`) notices its exit by pid too, for a child whose output a process
-//! it forked still holds open. A frame that
+//! thread per child (`watch`) notices its exit by pid too and tells the reader, for a child
+//! whose output a process it forked still holds open. A frame that
 //! makes no sense means the child cannot be trusted any more: it is killed and handled as a
 //! crash. A batch whose child died is run again one delivery at a time, so a poison delivery
 //! ends only itself. Consecutive deaths back off the next start (10 ms doubling to 1 s).
@@ -105,12 +105,10 @@ struct ChildProc {
     dead: AtomicBool,
     /// Set when the gateway itself killed the child.
     killed: AtomicBool,
-    /// The reader is inside a `read` of the child's output (for `watch`).
-    in_read: AtomicBool,
-    /// Bytes the reader has taken from the child's output (for `watch`).
-    bytes_read: AtomicU64,
-    /// The child's end is counted in metrics (by whichever of the reader and the watcher
-    /// notices it first; once).
+    /// The child exited while a process it started held its output open (the reader ended
+    /// on the exit watcher's word, `watch`).
+    held_open: AtomicBool,
+    /// The child's end is counted in metrics (once).
     exit_counted: AtomicBool,
 }
 
@@ -123,8 +121,7 @@ impl ChildProc {
             pending: Mutex::new(HashMap::new()),
             dead: AtomicBool::new(false),
             killed: AtomicBool::new(false),
-            in_read: AtomicBool::new(false),
-            bytes_read: AtomicU64::new(0),
+            held_open: AtomicBool::new(false),
             exit_counted: AtomicBool::new(false),
         })
     }
@@ -153,6 +150,21 @@ impl ChildProc {
     fn sigkill(&self) {
         if let Ok(mut c) = self.child.lock() {
             let _ = c.kill();
+        }
+    }
+
+    /// SIGKILL to the child's process group (its pid: each child leads a group of its own),
+    /// while the child is not reaped yet, so the id cannot belong to anyone else.
+    fn kill_group(&self) {
+        let Ok(c) = self.child.lock() else { return };
+        let Some(group) = i32::try_from(c.id())
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        else {
+            return;
+        };
+        if group != rustix::process::Pid::INIT {
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
         }
     }
 

@@ -2,6 +2,8 @@
 //! call waiting for it and each log line to the sink, and, when the child dies, breaks the frame
 //! protocol or closes its output, kills and reaps it and answers the calls in flight as crashes.
 
+use std::os::fd::AsFd;
+
 use super::*;
 
 /// Reads a child's frames until it ends.
@@ -16,22 +18,48 @@ pub(super) struct Reader {
     pub(super) init: Option<mpsc::Sender<Result<Loaded, StartError>>>,
 }
 
-/// The child's output as the reader reads it, telling the exit watcher (`watch`) when the
-/// reader waits in a `read` and how many bytes it has taken.
-pub(super) struct Watched<R> {
+/// The child's output as the reader reads it, with the exit watcher's pipe (`watch`): a read
+/// that finds the output empty once the child has exited is the end of the output, though a
+/// process the child started still holds it open (`ChildProc::held_open` says so).
+pub(super) struct ExitAware<R> {
     pub(super) inner: R,
+    /// Readable once the watcher saw the child exit; `None` once the watcher is gone without
+    /// a word (its thread could not start), or when there is none.
+    pub(super) exited: Option<std::io::PipeReader>,
     pub(super) proc: Arc<ChildProc>,
 }
 
-impl<R: std::io::Read> std::io::Read for Watched<R> {
+impl<R: std::io::Read + AsFd> std::io::Read for ExitAware<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.proc.in_read.store(true, Ordering::SeqCst);
-        let n = self.inner.read(buf);
-        if let Ok(n) = &n {
-            self.proc.bytes_read.fetch_add(*n as u64, Ordering::SeqCst);
+        use rustix::event::{poll, PollFd, PollFlags};
+        loop {
+            let Some(exited) = &self.exited else {
+                return self.inner.read(buf);
+            };
+            let mut fds = [
+                PollFd::new(&self.inner, PollFlags::IN),
+                PollFd::new(exited, PollFlags::IN),
+            ];
+            match poll(&mut fds, None) {
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            let (output, exit) = (fds[0].revents(), fds[1].revents());
+            // Anything to read (or the output's end, or an error) first: the read tells.
+            if !output.is_empty() {
+                return self.inner.read(buf);
+            }
+            if exit.contains(PollFlags::IN) {
+                // The child has exited and nothing it wrote is unread.
+                self.proc.held_open.store(true, Ordering::SeqCst);
+                return Ok(0);
+            }
+            if !exit.is_empty() {
+                // The watcher is gone without a word: read the output alone.
+                self.exited = None;
+            }
         }
-        self.proc.in_read.store(false, Ordering::SeqCst);
-        n
     }
 }
 
@@ -80,6 +108,14 @@ impl Reader {
             }
         };
         self.proc.dead.store(true, Ordering::SeqCst);
+        let held_open = self.proc.held_open.load(Ordering::SeqCst);
+        if held_open {
+            // What holds the output is a process the child forked, still in its group: ended
+            // with it (each start that dies so would otherwise leave one behind, holding the
+            // pipe). Before the child is reaped, so its pid, the group's id, cannot have been
+            // given to another process. One that moved to a group of its own is out of reach.
+            self.proc.kill_group();
+        }
         if let Some(e) = &broken {
             tracing::error!(plugin = %self.name, error = %e,
                 "the plugin process sent something that is not a frame: killing it");
@@ -92,6 +128,10 @@ impl Reader {
             Some(e) => (
                 format!("it broke the frame protocol ({e}); {ended}"),
                 "protocol error".to_owned(),
+            ),
+            None if held_open => (
+                format!("{ended} (its output is still held open, by a process it started)"),
+                ended,
             ),
             None => (ended.clone(), ended),
         };

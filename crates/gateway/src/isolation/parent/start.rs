@@ -236,7 +236,6 @@ impl Inner {
             _ => proc.kill(),
         }
         let (init_tx, init_rx) = mpsc::channel();
-        let init_watch = init_tx.clone();
         let reader = Reader {
             name: self.name.clone(),
             library: self.library.clone(),
@@ -244,13 +243,22 @@ impl Inner {
             log: self.log.clone(),
             init: Some(init_tx),
         };
-        // For the exit watcher: it only asks how much of the output is unread.
-        let watched_output = std::os::fd::AsFd::as_fd(&stdout).try_clone_to_owned();
+        // The exit watcher's word to the reader (see `watch`); without it, the reader reads the
+        // output alone.
+        let exited = match std::io::pipe() {
+            Ok((exited, tell)) => watch::watch(&self.name, pid, tell).then_some(exited),
+            Err(e) => {
+                tracing::warn!(plugin = %self.name, error = %e,
+                    "cannot watch the plugin process's exit: its end is noticed by its output only");
+                None
+            }
+        };
         let spawned = std::thread::Builder::new()
             .name(format!("plugin-{}", self.name))
             .spawn(move || {
-                let out = reader::Watched {
+                let out = reader::ExitAware {
                     inner: stdout,
+                    exited,
                     proc: reader.proc.clone(),
                 };
                 reader.run(BufReader::new(out))
@@ -265,11 +273,6 @@ impl Inner {
                 c.starting = None;
             }
             return Err(unavailable(format!("cannot start the reader thread: {e}")));
-        }
-        match watched_output {
-            Ok(output) => watch::watch(&self.name, proc.clone(), pid, output, Some(init_watch)),
-            Err(e) => tracing::warn!(plugin = %self.name, error = %e,
-                "cannot watch the plugin process's exit: its end is noticed by its output only"),
         }
         match init_rx.recv_timeout(INIT_TIMEOUT) {
             // The child checked the hash itself; a child that says it loaded something else is
