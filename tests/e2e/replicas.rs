@@ -1,7 +1,7 @@
 //! Several gateway replicas on one PostgreSQL store (a throwaway cluster started by
 //! [`gateway_e2e::pgkit`]): dedup and the delivery queue are shared, a killed replica's claims
 //! are finished by the others once its lease runs out, a database restart costs 503s but no
-//! event, and replicas starting together on an empty database migrate it once.
+//! event, an outage longer than the lease runs no call twice, and replicas starting together on an empty database migrate it once.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -330,6 +330,54 @@ fn a_database_restart_costs_503s_and_loses_nothing() {
     );
     let twice: Vec<_> = calls(&paths).into_iter().filter(|(_, n)| *n > 1).collect();
     assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+}
+
+/// A database outage longer than the lease, with every replica alive: each lease ran out on
+/// the database's clock while no one could renew it. No replica may count the others' (or its
+/// own) calls as crashed when the database is back: it waits a whole lease, in which the live
+/// holders renew, and never counts a call it runs itself. Every event is called once, and no
+/// attempt is recorded as crashed.
+#[test]
+fn an_outage_longer_than_the_lease_runs_no_call_twice() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("outage");
+    let config = replica_config("3s", r#"mode = "slow", sleep_ms = 100"#);
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().expect("tmp")).collect();
+    let gws: Vec<TestGateway> = dirs
+        .iter()
+        .map(|d| spawn(d.path(), &config, &url))
+        .collect();
+    let urls = Arc::new(gws.iter().map(|g| g.url("/hook")).collect::<Vec<_>>());
+    let bodies = events("outage", 300);
+    let sender = {
+        let (bodies, urls) = (bodies.clone(), urls.clone());
+        std::thread::spawn(move || send(&bodies, urls, |i| vec![i % 2]))
+    };
+    let paths: Vec<&Path> = dirs.iter().map(|d| d.path()).collect();
+    // Calls run back to back (300 of 100 ms on four permits): some are in flight at the stop.
+    wait_until(Duration::from_secs(30), || calls(&paths).len() >= 30);
+    pg.stop();
+    std::thread::sleep(Duration::from_secs(5));
+    pg.start_again();
+    sender.join().expect("sender");
+    assert!(
+        wait_until(Duration::from_secs(60), || calls(&paths).len() == 300),
+        "only {} of 300 delivered after the outage",
+        calls(&paths).len()
+    );
+    // Long enough for a sweeper that would wrongly count a crash to have done so, and for its
+    // second call to be recorded.
+    std::thread::sleep(Duration::from_secs(5));
+    let twice: Vec<_> = calls(&paths).into_iter().filter(|(_, n)| *n > 1).collect();
+    assert!(twice.is_empty(), "called more than once: {twice:?}");
+    assert_eq!(
+        pg.sql(
+            "outage",
+            "SELECT COUNT(*) FROM attempts WHERE outcome = 'crashed'"
+        ),
+        "0",
+        "an attempt of a live replica was counted as crashed"
+    );
 }
 
 #[test]

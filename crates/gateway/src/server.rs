@@ -60,7 +60,10 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
     let store = dyn_store.clone();
     // Deliveries whose call was running when the process last died: count the crash first.
     let d = config.delivery;
-    match dyn_store.recover_crashed(d.max_attempts, d.max_crashes).await {
+    match dyn_store
+        .recover_crashed(d.max_attempts, d.max_crashes, Vec::new())
+        .await
+    {
         Ok(0) => {}
         Ok(n) => tracing::warn!(
             deliveries = n,

@@ -400,8 +400,16 @@ pub trait Store: Send + Sync + 'static {
     /// gateway died during this call N times") once `max_crashes` or `max_attempts` is
     /// reached. Returns how many were found. A call that timed out and was retried while it
     /// still ran keeps its mark too ([`FinishRecord::keeps_started_mark`]): its attempt is
-    /// counted already, so only the crash is added.
-    fn recover_crashed(&self, max_attempts: u32, max_crashes: u32) -> StoreFuture<u64>;
+    /// counted already, so only the crash is added. Never one of `running` (the deliveries this
+    /// process is calling). A shared store finds none until this process has gone a whole
+    /// lease without a failed operation (after an outage every lease may have run out while
+    /// every replica was alive: they renew first).
+    fn recover_crashed(
+        &self,
+        max_attempts: u32,
+        max_crashes: u32,
+        running: Vec<i64>,
+    ) -> StoreFuture<u64>;
     /// Whether other gateway processes may use this store at the same time (then the sweeper
     /// also runs [`Store::recover_crashed`] as it goes).
     fn shared(&self) -> bool;

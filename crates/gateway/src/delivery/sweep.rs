@@ -152,7 +152,12 @@ impl Engine {
             // and its lease ran out: count the crash first (the attempt cannot start again
             // before).
             let d = self.config();
-            match self.store.recover_crashed(d.max_attempts, d.max_crashes).await {
+            let running = self.known.running();
+            match self
+                .store
+                .recover_crashed(d.max_attempts, d.max_crashes, running)
+                .await
+            {
                 Ok(0) => {}
                 Ok(n) => tracing::warn!(
                     deliveries = n,

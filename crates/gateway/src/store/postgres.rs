@@ -29,6 +29,7 @@ mod connect;
 mod ingest;
 mod inspect;
 mod outcome;
+mod reach;
 mod retention;
 mod schema;
 
@@ -78,6 +79,8 @@ struct Inner {
     /// One connection of its own for lease renewals: slow outcome writes holding every pooled
     /// connection (the case renewals exist for) must not keep a renewal waiting.
     renewals: Pool,
+    /// When an operation last failed (crashed attempts wait for a steady lease: `reach`).
+    reach: Arc<reach::Reach>,
     shown: String,
     claim: Claim,
     ingest: Mutex<Option<mpsc::UnboundedSender<ingest::Job>>>,
@@ -153,7 +156,8 @@ impl PgStore {
             tracing::info!(store = %shown, replica = %claim.replica, lease_ms = claim.lease_ms, "shared PostgreSQL store");
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(ingest::run(pool.clone(), rx, claim.clone()));
+        let reach = Arc::new(reach::Reach::default());
+        tokio::spawn(ingest::run(pool.clone(), rx, claim.clone(), reach.clone()));
         let renewals = connect::pool(&PgSettings {
             pool_size: 1,
             ..settings.clone()
@@ -162,6 +166,7 @@ impl PgStore {
             inner: Arc::new(Inner {
                 pool,
                 renewals,
+                reach,
                 shown,
                 claim,
                 ingest: Mutex::new(Some(tx)),
@@ -182,9 +187,11 @@ impl PgStore {
                 let client = connect::client(&inner.pool).await?;
                 f(client, inner.clone()).await
             };
-            tokio::time::timeout(OP_TIMEOUT, work)
+            let result = tokio::time::timeout(OP_TIMEOUT, work)
                 .await
-                .map_err(|_| StoreError("database: no answer within 10 s".into()))?
+                .map_err(|_| StoreError("database: no answer within 10 s".into()))
+                .and_then(|r| r);
+            inner.reach.note(result)
         })
     }
 }
@@ -425,9 +432,19 @@ impl Store for PgStore {
         })
     }
 
-    fn recover_crashed(&self, max_attempts: u32, max_crashes: u32) -> StoreFuture<u64> {
+    fn recover_crashed(
+        &self,
+        max_attempts: u32,
+        max_crashes: u32,
+        running: Vec<i64>,
+    ) -> StoreFuture<u64> {
+        let lease = Duration::from_millis(u64::try_from(self.inner.claim.lease_ms).unwrap_or(0));
+        if !self.inner.reach.steady_for(lease) {
+            // Just back from a failure: the other replicas have not had a lease to renew in.
+            return Box::pin(async { Ok(0) });
+        }
         self.op(move |c, _| async move {
-            outcome::recover_crashed(&c, max_attempts, max_crashes).await
+            outcome::recover_crashed(&c, max_attempts, max_crashes, &running).await
         })
     }
 
@@ -452,8 +469,15 @@ impl Store for PgStore {
         // wait (a renewal outlasting its period is given up and the next one sent).
         let inner = self.inner.clone();
         Box::pin(async move {
-            let c = connect::client(&inner.renewals).await?;
-            claims::renew_claims(&c, &inner.claim, &keys).await
+            // A renewal the engine gives up on (dropped past its period) failed too.
+            let failed = reach::OnDrop(Some(inner.reach.clone()));
+            let renewed = async {
+                let c = connect::client(&inner.renewals).await?;
+                claims::renew_claims(&c, &inner.claim, &keys).await
+            }
+            .await;
+            failed.settle(renewed.is_ok());
+            renewed
         })
     }
 

@@ -436,7 +436,14 @@ impl Store for SqliteStore {
         self.submit(|r| Write::Start(deliveries, r))
     }
 
-    fn recover_crashed(&self, max_attempts: u32, max_crashes: u32) -> StoreFuture<u64> {
+    fn recover_crashed(
+        &self,
+        max_attempts: u32,
+        max_crashes: u32,
+        running: Vec<i64>,
+    ) -> StoreFuture<u64> {
+        // Runs at start only, before any call.
+        debug_assert!(running.is_empty());
         self.submit(|r| Write::RecoverCrashed(max_attempts, max_crashes, r))
     }
 

@@ -32,13 +32,18 @@ pub(super) struct Job {
 const MAX_BATCH_BYTES: usize = 64 << 20;
 
 /// The ingest task: batch, commit, answer; ends when every sender is gone.
-pub(super) async fn run(pool: Pool, mut rx: mpsc::UnboundedReceiver<Job>, claim: super::Claim) {
+pub(super) async fn run(
+    pool: Pool,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+    claim: super::Claim,
+    reach: std::sync::Arc<super::reach::Reach>,
+) {
     let mut waiting = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut waiting, MAX_BATCH).await > 0 {
         while !waiting.is_empty() {
             let n = within_budget(waiting.iter().map(|j| j.event.body.len()), MAX_BATCH_BYTES);
             let batch: Vec<Job> = waiting.drain(..n).collect();
-            commit_and_answer(&pool, batch, &claim).await;
+            commit_and_answer(&pool, batch, &claim, &reach).await;
         }
     }
 }
@@ -58,7 +63,12 @@ fn within_budget(sizes: impl Iterator<Item = usize>, budget: usize) -> usize {
 }
 
 /// Commits `batch` (retrying a deadlock or serialization failure) and answers each job.
-async fn commit_and_answer(pool: &Pool, batch: Vec<Job>, claim: &super::Claim) {
+async fn commit_and_answer(
+    pool: &Pool,
+    batch: Vec<Job>,
+    claim: &super::Claim,
+    reach: &super::reach::Reach,
+) {
     crate::metrics::observe_commit_batch(batch.len(), false);
     let events: Vec<&NewEvent> = batch.iter().map(|j| &j.event).collect();
     let mut result = Err(StoreError("not tried".into()));
@@ -82,6 +92,7 @@ async fn commit_and_answer(pool: &Pool, batch: Vec<Job>, claim: &super::Claim) {
             }
         }
         Err(e) => {
+            reach.failed();
             tracing::error!(error = %e, events = batch.len(), "store transaction failed");
             for job in batch {
                 let _ = job.reply.send(Err(e.clone()));

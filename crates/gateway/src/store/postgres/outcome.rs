@@ -142,11 +142,13 @@ pub(super) async fn finish_many(
     Ok(records.iter().map(|r| applied.contains(&r.key)).collect())
 }
 
-/// [`crate::store::Store::recover_crashed`]: attempts started by a process whose lease expired.
+/// [`crate::store::Store::recover_crashed`]: attempts started by a process whose lease expired,
+/// but never one this process is running (`running`).
 pub(super) async fn recover_crashed(
     c: &Client,
     max_attempts: u32,
     max_crashes: u32,
+    running: &[i64],
 ) -> Result<u64, StoreError> {
     // Right-hand sides read the row as it was: `crashes + 1` is the new count; RETURNING
     // gives the new row, whose `attempts` is the crashed attempt's number.
@@ -162,7 +164,7 @@ pub(super) async fn recover_crashed(
                      ELSE 'the gateway died during this call (' || (crashes + 1)
                           || ' so far); retrying' END
              WHERE state = 'pending' AND started > 0 AND started >= attempts
-                   AND lease_until < {DB_NOW_MS}
+                   AND lease_until < {DB_NOW_MS} AND key <> ALL($5::bigint[])
              RETURNING key, generation, attempts
          ), logged AS (
              INSERT INTO attempts (delivery_key, generation, attempt, outcome, reason,
@@ -179,6 +181,7 @@ pub(super) async fn recover_crashed(
                 &(max_crashes as i32),
                 &now_ms(),
                 &CRASHED,
+                &running,
             ],
         )
         .await?

@@ -109,7 +109,13 @@ fn every_applied_outcome_and_crash_is_kept_in_order_across_replays() {
                 .expect("start"),
             [true]
         );
-        assert_eq!(store.recover_crashed(10, 3).await.expect("recover"), 1);
+        assert_eq!(
+            store
+                .recover_crashed(10, 3, Vec::new())
+                .await
+                .expect("recover"),
+            1
+        );
         // The third times out (a dead letter at max attempts), then succeeds late.
         let dead = Finish::Dead {
             error: "timed out after 10ms (gave up after 3 attempts)".into(),
@@ -371,7 +377,13 @@ fn a_timed_out_call_keeps_its_mark_until_it_returns_and_a_crash_meanwhile_is_cou
         assert_eq!(marked.await.expect("start"), [true]);
         assert!(finish(&store, key, guard(0, 0, false), retry(), trace("timeout")).await);
         // The process dies before the call returns: the crash is counted, not a new attempt.
-        assert_eq!(store.recover_crashed(12, 3).await.expect("recover"), 1);
+        assert_eq!(
+            store
+                .recover_crashed(12, 3, Vec::new())
+                .await
+                .expect("recover"),
+            1
+        );
         let d = store.event("e").expect("read").expect("event").deliveries;
         assert_eq!((d[0].attempts, d[0].crashes), (1, 1), "{:?}", d[0]);
         assert_eq!(
@@ -396,12 +408,24 @@ fn a_timed_out_call_keeps_its_mark_until_it_returns_and_a_crash_meanwhile_is_cou
             trace: trace("late retry"),
         };
         assert_eq!(store.finish_many(vec![again]).await.expect("late"), [true]);
-        assert_eq!(store.recover_crashed(12, 3).await.expect("recover"), 0);
+        assert_eq!(
+            store
+                .recover_crashed(12, 3, Vec::new())
+                .await
+                .expect("recover"),
+            0
+        );
         // Other outcomes never keep it: an ordinary retry clears the mark as before.
         let marked = store.start_attempts(vec![(key, guard(0, 2, false))]);
         assert_eq!(marked.await.expect("start"), [true]);
         assert!(finish(&store, key, guard(0, 2, false), retry(), trace_of(&retry())).await);
-        assert_eq!(store.recover_crashed(12, 3).await.expect("recover"), 0);
+        assert_eq!(
+            store
+                .recover_crashed(12, 3, Vec::new())
+                .await
+                .expect("recover"),
+            0
+        );
     });
 }
 

@@ -519,7 +519,13 @@ fn attempts_marked_started_count_as_crashes_at_the_next_start() {
             .await
             .expect("done"));
         for crash in 1..=3u32 {
-            assert_eq!(store.recover_crashed(12, 3).await.expect("recover"), 1);
+            assert_eq!(
+                store
+                    .recover_crashed(12, 3, Vec::new())
+                    .await
+                    .expect("recover"),
+                1
+            );
             let shown = store.event("e").expect("read").expect("exists");
             let p = &shown
                 .deliveries
@@ -542,7 +548,10 @@ fn attempts_marked_started_count_as_crashes_at_the_next_start() {
             }
         }
         assert_eq!(
-            store.recover_crashed(12, 3).await.expect("again"),
+            store
+                .recover_crashed(12, 3, Vec::new())
+                .await
+                .expect("again"),
             0,
             "nothing left"
         );
@@ -560,7 +569,13 @@ fn attempts_marked_started_count_as_crashes_at_the_next_start() {
             .start_attempts(vec![(kp, fresh)])
             .await
             .expect("start");
-        assert_eq!(store.recover_crashed(1, 3).await.expect("recover"), 1);
+        assert_eq!(
+            store
+                .recover_crashed(1, 3, Vec::new())
+                .await
+                .expect("recover"),
+            1
+        );
         let shown = store.event("e").expect("read").expect("exists");
         let p = shown
             .deliveries

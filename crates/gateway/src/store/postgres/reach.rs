@@ -1,0 +1,90 @@
+//! Whether this replica has reached the database for long enough to judge other replicas'
+//! leases. After an outage (the database restarted, a network cut, a failover) every lease may
+//! have run out on the database's clock while every replica was alive and could not renew: a
+//! replica that counted the others' running calls as crashed as soon as it was back would run
+//! them again beside the calls still running (and lose their outcomes to the changed attempt
+//! count). So crashed attempts are counted only once this replica has gone a whole lease
+//! without a failed database operation: a live replica renews its claims within a third of a
+//! lease of the database answering again.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// When this replica's last database operation failed.
+#[derive(Debug, Default)]
+pub(super) struct Reach {
+    last_failure: Mutex<Option<Instant>>,
+}
+
+impl Reach {
+    /// An operation failed (or timed out) now.
+    pub(super) fn failed(&self) {
+        if let Ok(mut at) = self.last_failure.lock() {
+            *at = Some(Instant::now());
+        }
+    }
+
+    /// Notes a failure of `result` and passes it on.
+    pub(super) fn note<T, E>(&self, result: Result<T, E>) -> Result<T, E> {
+        if result.is_err() {
+            self.failed();
+        }
+        result
+    }
+
+    /// Whether a whole `lease` passed since the last failure (or none happened).
+    pub(super) fn steady_for(&self, lease: Duration) -> bool {
+        self.last_failure
+            .lock()
+            .map(|at| at.is_none_or(|at| at.elapsed() >= lease))
+            .unwrap_or(false)
+    }
+}
+
+/// Counts a failure when dropped before it was settled (a future dropped mid-operation).
+pub(super) struct OnDrop(pub(super) Option<std::sync::Arc<Reach>>);
+
+impl OnDrop {
+    /// The operation ended: a failure only if it did not succeed.
+    pub(super) fn settle(mut self, ok: bool) {
+        if let Some(reach) = self.0.take() {
+            if !ok {
+                reach.failed();
+            }
+        }
+    }
+}
+
+impl Drop for OnDrop {
+    fn drop(&mut self) {
+        if let Some(reach) = self.0.take() {
+            reach.failed();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_holds_judgement_back_for_a_lease() {
+        let reach = Reach::default();
+        assert!(reach.steady_for(Duration::from_secs(60)), "no failure yet");
+        assert!(reach.note(Ok::<_, ()>(1)).is_ok());
+        assert!(reach.steady_for(Duration::from_secs(60)));
+        assert!(reach.note(Err::<(), _>("down")).is_err());
+        assert!(!reach.steady_for(Duration::from_secs(60)));
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(reach.steady_for(Duration::from_millis(20)));
+    }
+
+    #[test]
+    fn an_operation_dropped_unsettled_is_a_failure() {
+        let reach = std::sync::Arc::new(Reach::default());
+        OnDrop(Some(reach.clone())).settle(true);
+        assert!(reach.steady_for(Duration::from_secs(60)));
+        drop(OnDrop(Some(reach.clone())));
+        assert!(!reach.steady_for(Duration::from_secs(60)));
+    }
+}
