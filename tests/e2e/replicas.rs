@@ -1,145 +1,19 @@
 //! Several gateway replicas on one PostgreSQL store (a throwaway cluster started by
 //! [`gateway_e2e::pgkit`]): dedup and the delivery queue are shared, a killed replica's claims
 //! are finished by the others once its lease runs out, a database restart costs 503s but no
-//! event, an outage longer than the lease runs no call twice, and replicas starting together on an empty database migrate it once.
+//! event, and replicas starting together on an empty database migrate it once.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use gateway_e2e::harness::{attempts, binaries, post, read_jsonl, wait_until, Lark, TestGateway};
+use gateway_e2e::harness::{attempts, read_jsonl, wait_until, Lark, TestGateway};
 use gateway_e2e::pgkit::PgCluster;
 
-/// A replica's config: its own ports and folder, the shared database from `${PG_URL}`, and a
-/// `testkit` instance `audit` recording every call in `data/audit.jsonl`.
-fn replica_config(lease: &str, mode: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-shutdown_grace = "5s"
-
-[admin]
-listen = "127.0.0.1:0"
-
-[store]
-url = "${{PG_URL}}"
-lease = "{lease}"
-
-[delivery]
-timeout = "1s"
-initial_backoff = "100ms"
-max_batch = 8
-
-[[apps]]
-name = "hire"
-path = "/hook"
-verification_token = "tok"
-encrypt_key = "key"
-
-[[plugins]]
-name = "audit"
-library = "{testkit}"
-config = {{ {mode}, record = "data/audit.jsonl" }}
-max_concurrency = 2
-
-[[routes]]
-events = ["*"]
-plugins = ["audit"]
-"#,
-        testkit = binaries().testkit.display(),
-    )
-}
-
-fn spawn(dir: &Path, config: &str, url: &str) -> TestGateway {
-    TestGateway::spawn_with_env(dir, config, &[("PG_URL", url)])
-}
-
-/// Every event id `audit` recorded in these replicas' folders, with how many calls each got.
-fn calls(dirs: &[&Path]) -> HashMap<String, usize> {
-    let mut counts = HashMap::new();
-    for d in dirs {
-        for l in read_jsonl(&d.join("data/audit.jsonl")) {
-            if let Some(id) = l["event_id"].as_str() {
-                *counts.entry(id.to_owned()).or_default() += 1;
-            }
-        }
-    }
-    counts
-}
-
-/// `(id, plaintext)` for `n` assets-update events named `{prefix}-{i}`.
-fn events(prefix: &str, n: usize) -> Arc<Vec<(String, String)>> {
-    let lark = Lark::encrypted("tok", "key");
-    Arc::new(
-        (0..n)
-            .map(|i| {
-                let id = format!("{prefix}-{i:05}");
-                let text = lark.assets_update(
-                    &id,
-                    &format!("acc-{i}"),
-                    i as u64,
-                    r#"[{"currency_type":"CNY","amount":0.1}]"#,
-                    i as u64,
-                );
-                (id, text)
-            })
-            .collect(),
-    )
-}
-
-/// Sends each event to `targets(i)` in turn, from 8 threads, re-sending (as Lark does) until
-/// each answers 200; returns how many answers were 503.
-fn send(
-    bodies: &Arc<Vec<(String, String)>>,
-    urls: Arc<Vec<String>>,
-    targets: fn(usize) -> Vec<usize>,
-) -> usize {
-    let next = Arc::new(AtomicUsize::new(0));
-    let unavailable = Arc::new(AtomicUsize::new(0));
-    let threads: Vec<_> = (0..8)
-        .map(|_| {
-            let (next, unavailable, bodies, urls) = (
-                next.clone(),
-                unavailable.clone(),
-                bodies.clone(),
-                urls.clone(),
-            );
-            std::thread::spawn(move || {
-                let lark = Lark::encrypted("tok", "key");
-                loop {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some((id, plaintext)) = bodies.get(i) else {
-                        break;
-                    };
-                    for target in targets(i) {
-                        let url = &urls[target];
-                        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-                        loop {
-                            let (body, headers) = lark.wrap(plaintext);
-                            match post(url, &headers, &body) {
-                                Ok(a) if a.status == 200 => break,
-                                Ok(a) if a.status == 503 => {
-                                    unavailable.fetch_add(1, Ordering::SeqCst);
-                                }
-                                Ok(a) => panic!("{id} to {url}: {} {}", a.status, a.body),
-                                Err(e) => panic!("{id} to {url}: {e}"),
-                            }
-                            assert!(std::time::Instant::now() < deadline, "{id} never accepted");
-                            std::thread::sleep(Duration::from_millis(50));
-                        }
-                    }
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().expect("sender thread");
-    }
-    unavailable.load(Ordering::SeqCst)
-}
+#[path = "replicas_kit.rs"]
+mod kit;
+use kit::{calls, events, replica_config, send, spawn};
 
 #[test]
 fn three_replicas_deliver_each_event_once_whichever_got_it() {
@@ -330,54 +204,6 @@ fn a_database_restart_costs_503s_and_loses_nothing() {
     );
     let twice: Vec<_> = calls(&paths).into_iter().filter(|(_, n)| *n > 1).collect();
     assert!(twice.is_empty(), "delivered more than once: {twice:?}");
-}
-
-/// A database outage longer than the lease, with every replica alive: each lease ran out on
-/// the database's clock while no one could renew it. No replica may count the others' (or its
-/// own) calls as crashed when the database is back: it waits a whole lease, in which the live
-/// holders renew, and never counts a call it runs itself. Every event is called once, and no
-/// attempt is recorded as crashed.
-#[test]
-fn an_outage_longer_than_the_lease_runs_no_call_twice() {
-    let pg = PgCluster::start();
-    let url = pg.create_database("outage");
-    let config = replica_config("3s", r#"mode = "slow", sleep_ms = 100"#);
-    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().expect("tmp")).collect();
-    let gws: Vec<TestGateway> = dirs
-        .iter()
-        .map(|d| spawn(d.path(), &config, &url))
-        .collect();
-    let urls = Arc::new(gws.iter().map(|g| g.url("/hook")).collect::<Vec<_>>());
-    let bodies = events("outage", 300);
-    let sender = {
-        let (bodies, urls) = (bodies.clone(), urls.clone());
-        std::thread::spawn(move || send(&bodies, urls, |i| vec![i % 2]))
-    };
-    let paths: Vec<&Path> = dirs.iter().map(|d| d.path()).collect();
-    // Calls run back to back (300 of 100 ms on four permits): some are in flight at the stop.
-    wait_until(Duration::from_secs(30), || calls(&paths).len() >= 30);
-    pg.stop();
-    std::thread::sleep(Duration::from_secs(5));
-    pg.start_again();
-    sender.join().expect("sender");
-    assert!(
-        wait_until(Duration::from_secs(60), || calls(&paths).len() == 300),
-        "only {} of 300 delivered after the outage",
-        calls(&paths).len()
-    );
-    // Long enough for a sweeper that would wrongly count a crash to have done so, and for its
-    // second call to be recorded.
-    std::thread::sleep(Duration::from_secs(5));
-    let twice: Vec<_> = calls(&paths).into_iter().filter(|(_, n)| *n > 1).collect();
-    assert!(twice.is_empty(), "called more than once: {twice:?}");
-    assert_eq!(
-        pg.sql(
-            "outage",
-            "SELECT COUNT(*) FROM attempts WHERE outcome = 'crashed'"
-        ),
-        "0",
-        "an attempt of a live replica was counted as crashed"
-    );
 }
 
 #[test]

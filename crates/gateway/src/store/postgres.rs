@@ -187,10 +187,13 @@ impl PgStore {
                 let client = connect::client(&inner.pool).await?;
                 f(client, inner.clone()).await
             };
-            let result = tokio::time::timeout(OP_TIMEOUT, work)
-                .await
-                .map_err(|_| StoreError("database: no answer within 10 s".into()))
-                .and_then(|r| r);
+            let result = match tokio::time::timeout(OP_TIMEOUT, work).await {
+                Ok(done) => done,
+                Err(_) => {
+                    connect::discard_idle(&inner.pool);
+                    Err(StoreError("database: no answer within 10 s".into()))
+                }
+            };
             inner.reach.note(result)
         })
     }
@@ -470,7 +473,7 @@ impl Store for PgStore {
         let inner = self.inner.clone();
         Box::pin(async move {
             // A renewal the engine gives up on (dropped past its period) failed too.
-            let failed = reach::OnDrop(Some(inner.reach.clone()));
+            let failed = reach::OnDrop(Some((inner.reach.clone(), inner.renewals.clone())));
             let renewed = async {
                 let c = connect::client(&inner.renewals).await?;
                 claims::renew_claims(&c, &inner.claim, &keys).await

@@ -1,7 +1,9 @@
 //! Connections to PostgreSQL: a `deadpool` pool over `tokio-postgres`, with TLS by rustls when
 //! the URL's `sslmode` asks for it (`prefer`, the default, falls back to plain text when the
 //! server offers no TLS; `require` refuses to). A connection the server closed is replaced on
-//! the next checkout, so the gateway recovers from a database restart on its own.
+//! the next checkout, so the gateway recovers from a database restart on its own; after an
+//! operation timed out, the idle connections are closed too (`discard_idle`): a server that
+//! stopped answering on open connections is left for fresh ones.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +16,9 @@ use crate::store::StoreError;
 /// How long opening a connection may take before the operation fails (and ingest answers 503).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How long sent data may go unacknowledged before the kernel drops the connection.
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Builds the pool (no connection is made yet).
 pub fn pool(settings: &PgSettings) -> Result<Pool, StoreError> {
     let mut config: tokio_postgres::Config = settings
@@ -22,6 +27,11 @@ pub fn pool(settings: &PgSettings) -> Result<Pool, StoreError> {
         .map_err(|e| StoreError(format!("store.url: {e}")))?;
     config.connect_timeout(CONNECT_TIMEOUT);
     config.application_name("lark-gateway");
+    // A server gone silent (a failover's old primary, a network black hole) with a statement
+    // sent is given up by the kernel after this, unless the URL sets its own.
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(TCP_USER_TIMEOUT);
+    }
     // Plan each statement for its arguments. A prepared statement's generic plan is chosen
     // once per connection, often while the tables are young: a hash join over a sequential
     // scan of `deliveries` chosen then stays for the connection's life and costs O(table) per
@@ -71,6 +81,14 @@ fn tls_config(settings: &PgSettings) -> Result<rustls::ClientConfig, StoreError>
         .map_err(|e| StoreError(format!("TLS: {e}")))?
         .with_root_certificates(roots)
         .with_no_client_auth())
+}
+
+/// Closes every idle connection of `pool`, after an operation gave up waiting for the database:
+/// the connection it used is back in the pool by then, open but maybe answering no more (a
+/// server that hangs, a black-holed route), and the pool would hand it (and its like) out again
+/// for ever. The next checkouts connect afresh.
+pub fn discard_idle(pool: &Pool) {
+    pool.retain(|_, _| false);
 }
 
 /// A checked-out connection, or the reason there is none.

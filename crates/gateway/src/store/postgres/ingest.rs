@@ -75,10 +75,13 @@ async fn commit_and_answer(
     for _ in 0..TRIES {
         result = match tokio::time::timeout(ACCEPT_TIMEOUT, commit(pool, &events, claim)).await {
             Ok(r) => r,
-            Err(_) => Err(StoreError(format!(
-                "database: no commit within {} ms",
-                ACCEPT_TIMEOUT.as_millis()
-            ))),
+            Err(_) => {
+                super::connect::discard_idle(pool);
+                Err(StoreError(format!(
+                    "database: no commit within {} ms",
+                    ACCEPT_TIMEOUT.as_millis()
+                )))
+            }
         };
         match &result {
             Err(e) if retryable(e) => continue,

@@ -1,0 +1,147 @@
+//! A PostgreSQL store's outages with every replica alive: the database stopped for longer than
+//! the lease, and a database whose backends stop answering on open connections while it still
+//! accepts new ones (a failover's old primary, a black-holed route).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gateway_e2e::harness::{wait_until, Lark, TestGateway};
+use gateway_e2e::pgkit::PgCluster;
+
+#[path = "replicas_kit.rs"]
+mod kit;
+use kit::{calls, events, replica_config, send, spawn};
+
+/// A database outage longer than the lease, with every replica alive: each lease ran out on
+/// the database's clock while no one could renew it. No replica may count the others' (or its
+/// own) calls as crashed when the database is back: it waits a whole lease, in which the live
+/// holders renew, and never counts a call it runs itself. Every event is called once, and no
+/// attempt is recorded as crashed.
+#[test]
+fn an_outage_longer_than_the_lease_runs_no_call_twice() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("outage");
+    let config = replica_config("3s", r#"mode = "slow", sleep_ms = 100"#);
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().expect("tmp")).collect();
+    let gws: Vec<TestGateway> = dirs
+        .iter()
+        .map(|d| spawn(d.path(), &config, &url))
+        .collect();
+    let urls = Arc::new(gws.iter().map(|g| g.url("/hook")).collect::<Vec<_>>());
+    let bodies = events("outage", 300);
+    let sender = {
+        let (bodies, urls) = (bodies.clone(), urls.clone());
+        std::thread::spawn(move || send(&bodies, urls, |i| vec![i % 2]))
+    };
+    let paths: Vec<&Path> = dirs.iter().map(|d| d.path()).collect();
+    // Calls run back to back (300 of 100 ms on four permits): some are in flight at the stop.
+    wait_until(Duration::from_secs(30), || calls(&paths).len() >= 30);
+    pg.stop();
+    std::thread::sleep(Duration::from_secs(5));
+    pg.start_again();
+    sender.join().expect("sender");
+    assert!(
+        wait_until(Duration::from_secs(60), || calls(&paths).len() == 300),
+        "only {} of 300 delivered after the outage",
+        calls(&paths).len()
+    );
+    // Long enough for a sweeper that would wrongly count a crash to have done so, and for its
+    // second call to be recorded.
+    std::thread::sleep(Duration::from_secs(5));
+    let twice: Vec<_> = calls(&paths).into_iter().filter(|(_, n)| *n > 1).collect();
+    assert!(twice.is_empty(), "called more than once: {twice:?}");
+    assert_eq!(
+        pg.sql(
+            "outage",
+            "SELECT COUNT(*) FROM attempts WHERE outcome = 'crashed'"
+        ),
+        "0",
+        "an attempt of a live replica was counted as crashed"
+    );
+}
+
+/// Sends `signal` to every backend serving the gateway (not to the postmaster: new connections
+/// are still accepted), returning their pids.
+fn signal_backends(pg: &PgCluster, db: &str, signal: &str, pids: Option<&[String]>) -> Vec<String> {
+    let pids: Vec<String> = match pids {
+        Some(p) => p.to_vec(),
+        None => pg
+            .sql(
+                db,
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'lark-gateway'",
+            )
+            .lines()
+            .map(str::to_owned)
+            .collect(),
+    };
+    for pid in &pids {
+        let _ = std::process::Command::new("kill")
+            .args([signal, pid])
+            .status();
+    }
+    pids
+}
+
+/// Resumes stopped backends when the test ends, however it ends (the cluster must stop).
+struct Resume<'a>(&'a PgCluster, Vec<String>);
+
+impl Drop for Resume<'_> {
+    fn drop(&mut self) {
+        signal_backends(self.0, "hung", "-CONT", Some(&self.1));
+    }
+}
+
+/// The gateway's connections stop answering (their backends are stopped) while the server still
+/// takes new ones: an operation that timed out closes the pool's idle connections, so ingest and
+/// delivery move to fresh connections instead of answering 503 for as long as the old ones hang.
+#[test]
+fn connections_that_stop_answering_are_replaced() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("hung");
+    let config = replica_config("30s", r#"mode = "ok""#);
+    let dir = tempfile::tempdir().expect("tmp");
+    let gw = spawn(dir.path(), &config, &url);
+    let lark = Lark::encrypted("tok", "key");
+    let send_one = |id: &str| {
+        lark.send(
+            &gw.url("/hook"),
+            &lark.assets_update(
+                id,
+                "acc-1",
+                1,
+                r#"[{"currency_type":"CNY","amount":0.1}]"#,
+                1,
+            ),
+        )
+    };
+    let first = send_one("hung-0");
+    assert_eq!(first.status, 200, "{}", first.body);
+    let paths = [dir.path()];
+    assert!(wait_until(Duration::from_secs(20), || calls(&paths).len() == 1));
+    let stopped = signal_backends(&pg, "hung", "-STOP", None);
+    assert!(!stopped.is_empty(), "no backend of the gateway found");
+    let _resume = Resume(&pg, stopped);
+
+    // Re-sent as Lark does until taken: within a few operation timeouts, not never.
+    let began = Instant::now();
+    let mut answers = Vec::new();
+    loop {
+        let a = send_one("hung-1");
+        answers.push(a.status);
+        if a.status == 200 {
+            break;
+        }
+        assert_eq!(a.status, 503, "{}", a.body);
+        assert!(
+            began.elapsed() < Duration::from_secs(45),
+            "still refused after {:?} while the database takes new connections: {answers:?}",
+            began.elapsed()
+        );
+    }
+    assert!(
+        wait_until(Duration::from_secs(45), || calls(&paths).len() == 2),
+        "the event taken on a fresh connection was not delivered: {:?}",
+        calls(&paths)
+    );
+}
