@@ -88,7 +88,7 @@ fn replay_refuses_unknown_names_and_successes_without_force_and_dry_run_changes_
     let (code, out, err) = gw.cli(&["replay", "ev-ok", "ev-bad", "--dry-run"]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(
-        out.contains("needs --force ev-ok:kit (done, 1 attempt(s))")
+        out.contains("needs --force (already succeeded) ev-ok:kit (done, 1 attempt(s))")
             && out.contains("would replay ev-bad:kit (dead,"),
         "{out}"
     );

@@ -44,8 +44,8 @@ pub struct ReplayArgs {
     /// Replay every dead letter (optionally of --plugin).
     #[arg(long, conflicts_with = "event_ids")]
     pub dead_letters: bool,
-    /// Also replay deliveries that already succeeded (their plugin runs again: payout and
-    /// notifier act in the real world).
+    /// Also replay deliveries that already succeeded or whose call is running (their plugin
+    /// runs again: payout and notifier act in the real world).
     #[arg(long)]
     pub force: bool,
     /// List what would be replayed (and what needs --force); change nothing.

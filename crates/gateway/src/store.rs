@@ -279,6 +279,10 @@ pub struct DeliveryRecord {
     pub updated_at_ms: i64,
     /// Attempts during which the gateway died (a crash in a plugin, or `kill -9`).
     pub crashes: u32,
+    /// A call of it is running, or was when its gateway stopped (marked started, no outcome
+    /// recorded yet): a replay runs it again only when forced.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub running: bool,
     /// Every recorded attempt, oldest first (filled by [`Store::event`] only; empty in lists).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<AttemptRecord>,

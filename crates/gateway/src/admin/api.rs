@@ -299,7 +299,8 @@ fn refs(ds: &[DeliveryRecord]) -> Vec<Value> {
 }
 
 /// Replays what the body selects, with the CLI's rules: unknown names are errors, a success is
-/// re-run only with `force` (else 409 naming what would re-run), `dry_run` changes nothing.
+/// re-run only with `force`, and so is a delivery whose call is running (else 409 naming them),
+/// `dry_run` changes nothing.
 pub async fn replay(admin: &Admin, body: &[u8]) -> Result<Value, ApiError> {
     let req: ReplayRequest =
         serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("body: {e}")))?;
@@ -338,7 +339,7 @@ pub async fn replay(admin: &Admin, body: &[u8]) -> Result<Value, ApiError> {
             ReplaySelector::Events {
                 ids: req.event_ids.clone(),
                 plugin: req.plugin.clone(),
-                done_too: req.force,
+                force: req.force,
                 dead_only: false,
             }
         };
@@ -367,7 +368,7 @@ pub async fn replay(admin: &Admin, body: &[u8]) -> Result<Value, ApiError> {
             selectors.push(ReplaySelector::Events {
                 ids: vec![d.event_id.clone()],
                 plugin: Some(d.plugin.clone()),
-                done_too: req.force,
+                force: req.force,
                 dead_only: req.dead_only,
             });
         }
@@ -378,11 +379,18 @@ pub async fn replay(admin: &Admin, body: &[u8]) -> Result<Value, ApiError> {
         .filter(|d| d.state == "done")
         .cloned()
         .collect();
-    if !succeeded.is_empty() && !req.force {
+    let running: Vec<DeliveryRecord> = targets
+        .iter()
+        .filter(|d| d.state != "done" && d.running)
+        .cloned()
+        .collect();
+    if (!succeeded.is_empty() || !running.is_empty()) && !req.force {
         return Err(ApiError::Conflict(json!({
-            "error": "refused: some deliveries already succeeded; replaying them runs their plugin \
-                      again (payout and notifier act in the real world): send force: true",
+            "error": "refused: some deliveries already succeeded or are being called; replaying \
+                      them runs their plugin again (payout and notifier act in the real world): \
+                      send force: true",
             "succeeded": refs(&succeeded),
+            "running": refs(&running),
             "would_replay": refs(&targets),
         })));
     }

@@ -240,6 +240,19 @@ pub(crate) async fn targets(
     Ok(out)
 }
 
+/// Why replaying `d` needs `--force`, if it does: it succeeded, or a call of it is running (or
+/// was when its gateway stopped) — replayed, that call's own success would be refused and the
+/// plugin run again.
+pub fn needs_force(d: &DeliveryRecord) -> Option<&'static str> {
+    if d.state == "done" {
+        Some("already succeeded")
+    } else if d.running {
+        Some("its call is still running")
+    } else {
+        None
+    }
+}
+
 /// `gateway replay`.
 pub fn replay(config: &Config, args: &ReplayArgs) -> ExitCode {
     if !args.dead_letters && args.event_ids.is_empty() {
@@ -250,15 +263,17 @@ pub fn replay(config: &Config, args: &ReplayArgs) -> ExitCode {
             Ok(t) => t,
             Err(e) => return fail(e),
         };
-        let done: Vec<&DeliveryRecord> = targets.iter().filter(|d| d.state == "done").collect();
-        let refused = !done.is_empty() && !args.force;
+        let forced: Vec<(&DeliveryRecord, &str)> = targets
+            .iter()
+            .filter_map(|d| needs_force(d).map(|why| (d, why)))
+            .collect();
+        let refused = !forced.is_empty() && !args.force;
         // A dry run lists every target first, then says what the real run would answer.
         if args.dry_run {
             for d in &targets {
-                let verb = if refused && d.state == "done" {
-                    "needs --force"
-                } else {
-                    "would replay"
+                let verb = match needs_force(d) {
+                    Some(why) if refused => format!("needs --force ({why})"),
+                    _ => "would replay".to_owned(),
                 };
                 outln!(
                     "{verb} {}:{} ({}, {} attempt(s))",
@@ -270,9 +285,9 @@ pub fn replay(config: &Config, args: &ReplayArgs) -> ExitCode {
             }
             if refused {
                 return fail(format!(
-                    "the replay would be refused: {} deliveries already succeeded; add --force \
-                     to replay them (dry run)",
-                    done.len()
+                    "the replay would be refused: {} deliveries already succeeded or are being \
+                     called; add --force to replay them (dry run)",
+                    forced.len()
                 ));
             }
             outln!(
@@ -282,14 +297,16 @@ pub fn replay(config: &Config, args: &ReplayArgs) -> ExitCode {
             return ExitCode::SUCCESS;
         }
         if refused {
-            for d in &done {
+            for (d, why) in &forced {
                 eprintln!(
-                    "refused: {}:{} already succeeded; replaying it runs the plugin again \
-                     (payout and notifier act in the real world)",
+                    "refused: {}:{} {why}; replaying it runs the plugin again (payout and \
+                     notifier act in the real world)",
                     d.event_id, d.plugin
                 );
             }
-            return fail("add --force to replay deliveries that succeeded");
+            return fail(
+                "add --force to replay deliveries that succeeded or whose call is running",
+            );
         }
         for d in &targets {
             outln!(
@@ -308,7 +325,7 @@ pub fn replay(config: &Config, args: &ReplayArgs) -> ExitCode {
             ReplaySelector::Events {
                 ids: args.event_ids.clone(),
                 plugin: args.plugin.clone(),
-                done_too: args.force,
+                force: args.force,
                 dead_only: false,
             }
         };

@@ -113,14 +113,16 @@ enum Write {
 /// Which deliveries `replay` puts back in the queue.
 #[derive(Debug, Clone)]
 pub enum ReplaySelector {
-    /// These events' deliveries (all, or one plugin's): pending and dead ones, and done ones
-    /// only with `done_too` (`--force`); with `dead_only`, dead letters only (a pick made on the
-    /// dead letters page). The rule holds in the write itself, so a delivery that succeeded or
-    /// was replayed after the caller listed it is not run again.
+    /// These events' deliveries (all, or one plugin's): pending and dead ones, and, only with
+    /// `force` (`--force`), done ones and those whose call is running (marked started, no
+    /// outcome yet: replayed, the call's own success would be refused and the plugin run
+    /// again); with `dead_only`, dead letters only (a pick made on the dead letters page). The
+    /// rule holds in the write itself, so a delivery that succeeded, started or was replayed
+    /// after the caller listed it is not run again.
     Events {
         ids: Vec<String>,
         plugin: Option<String>,
-        done_too: bool,
+        force: bool,
         dead_only: bool,
     },
     /// Every dead letter (optionally one plugin's).

@@ -27,8 +27,11 @@
   async function replay(body, confirmDone) {
     let r = await post("/api/v1/replay", body);
     if (r.status === 409 && confirmDone) {
-      const names = (r.data.succeeded || []).map((d) => d.event_id + ":" + d.plugin).join(", ");
-      if (!window.confirm("Already delivered: " + names + ". Run the plugin again?")) { say("not replayed", false); return; }
+      const names = (list) => (list || []).map((d) => d.event_id + ":" + d.plugin).join(", ");
+      const done = names(r.data.succeeded), running = names(r.data.running);
+      const question = (done ? "Already delivered: " + done + ". " : "") +
+        (running ? "Being called now: " + running + ". " : "") + "Run the plugin again?";
+      if (!window.confirm(question)) { say("not replayed", false); return; }
       body.force = true;
       r = await post("/api/v1/replay", body);
     }

@@ -12,7 +12,7 @@ use crate::store::{
 };
 
 const DELIVERY_COLUMNS: &str =
-    "event_id, plugin, state, attempts, next_at, last_error, updated_at, crashes";
+    "event_id, plugin, state, attempts, next_at, last_error, updated_at, crashes, started > 0";
 
 fn delivery(r: &Row) -> DeliveryRecord {
     DeliveryRecord {
@@ -24,6 +24,7 @@ fn delivery(r: &Row) -> DeliveryRecord {
         last_error: r.get(5),
         updated_at_ms: r.get(6),
         crashes: r.get::<_, i32>(7).max(0) as u32,
+        running: r.get(8),
         history: Vec::new(),
     }
 }
@@ -48,7 +49,7 @@ pub(super) async fn event(c: &Client, id: &str) -> Result<Option<EventRecord>, S
         )
         .await?
         .iter()
-        .map(|r| (r.get(8), delivery(r)))
+        .map(|r| (r.get(9), delivery(r)))
         .collect();
     let history = c
         .query(
@@ -219,7 +220,7 @@ pub(super) async fn replay(
         ReplaySelector::Events {
             ids,
             plugin,
-            done_too,
+            force: done_too,
             dead_only,
         } => {
             let locked = ids_of(
@@ -234,7 +235,7 @@ pub(super) async fn replay(
                      generation = generation + 1, started = 0, crashes = 0,
                      next_at = $3, updated_at = $3, lease_until = LEAST(lease_until, {DB_NOW_MS} + $6)
                  WHERE event_id = ANY($1) AND ($2::text IS NULL OR plugin = $2)
-                   AND ($4 OR state <> 'done') AND (NOT $5 OR state = 'dead')"
+                   AND ($4 OR (state <> 'done' AND started = 0)) AND (NOT $5 OR state = 'dead')"
             );
             tx.execute(
                 &sql,

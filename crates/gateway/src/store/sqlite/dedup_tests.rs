@@ -219,7 +219,7 @@ fn replay_by_id_finds_events_through_the_index_or_one_scan_when_it_missed_them()
         let ids = |ids: &[&str]| ReplaySelector::Events {
             ids: ids.iter().map(|s| s.to_string()).collect(),
             plugin: None,
-            done_too: true,
+            force: true,
             dead_only: false,
         };
         let n = operator
@@ -237,7 +237,7 @@ fn replay_by_id_finds_events_through_the_index_or_one_scan_when_it_missed_them()
         let one = ReplaySelector::Events {
             ids: vec!["b".into()],
             plugin: Some("q".into()),
-            done_too: true,
+            force: true,
             dead_only: false,
         };
         assert_eq!(gateway.replay(one).await.expect("replay"), 1);

@@ -137,7 +137,7 @@ fn every_applied_outcome_and_crash_is_kept_in_order_across_replays() {
             .replay(ReplaySelector::Events {
                 ids: vec!["e".into()],
                 plugin: None,
-                done_too: true,
+                force: true,
                 dead_only: false,
             })
             .await
@@ -222,7 +222,7 @@ fn a_success_is_kept_in_its_row_until_a_replay_makes_it_a_history_row() {
         let forced = ReplaySelector::Events {
             ids: vec!["e".into()],
             plugin: None,
-            done_too: true,
+            force: true,
             dead_only: false,
         };
         assert_eq!(store.replay(forced.clone()).await.expect("replay"), 1);

@@ -9,8 +9,8 @@ use crate::store::{
 };
 
 /// The columns [`delivery_record`] reads, from [`DELIVERIES`].
-const DELIVERY_COLUMNS: &str =
-    "e.id, d.plugin, d.state, d.attempts, d.next_at, d.last_error, d.updated_at, d.crashes";
+const DELIVERY_COLUMNS: &str = "e.id, d.plugin, d.state, d.attempts, d.next_at, d.last_error, \
+     d.updated_at, d.crashes, d.started > 0";
 
 /// Deliveries with their event's id (`d` and `e`).
 const DELIVERIES: &str = "deliveries d JOIN events e ON e.seq = d.event_seq";
@@ -25,6 +25,7 @@ fn delivery_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryRecord> {
         last_error: r.get(5)?,
         updated_at_ms: r.get(6)?,
         crashes: r.get(7)?,
+        running: r.get(8)?,
         history: Vec::new(),
     })
 }
@@ -87,19 +88,19 @@ pub(super) fn event(c: &Connection, id: &str) -> Result<Option<EventRecord>, Sto
         .query_map(params![seq], |r| {
             let delivery = delivery_record(r)?;
             // A success's entry is kept in its row (see `writer`): the last of its generation.
-            let success = match r.get::<_, Option<String>>(10)? {
+            let success = match r.get::<_, Option<String>>(11)? {
                 Some(outcome) if delivery.state == "done" => Some(AttemptRecord {
-                    generation: r.get(9)?,
+                    generation: r.get(10)?,
                     attempt: delivery.attempts,
                     outcome,
                     reason: None,
-                    started_at_ms: r.get(11)?,
-                    duration_ms: r.get::<_, Option<i64>>(12)?.map(|d| d.max(0) as u64),
+                    started_at_ms: r.get(12)?,
+                    duration_ms: r.get::<_, Option<i64>>(13)?.map(|d| d.max(0) as u64),
                     recorded_at_ms: delivery.updated_at_ms,
                 }),
                 _ => None,
             };
-            Ok((delivery, r.get::<_, i64>(8)?, success))
+            Ok((delivery, r.get::<_, i64>(9)?, success))
         })?
         .collect::<Result<Vec<_>, _>>()?;
     let mut history = c.prepare_cached(

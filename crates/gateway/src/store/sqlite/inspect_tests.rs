@@ -194,7 +194,7 @@ fn a_replay_write_skips_what_succeeded_or_stopped_being_dead_since_it_was_listed
         let events = |done_too, dead_only| ReplaySelector::Events {
             ids: vec!["e1".into()],
             plugin: None,
-            done_too,
+            force: done_too,
             dead_only,
         };
         // b is pending (say, running): a dead-letter pick of it is stale.

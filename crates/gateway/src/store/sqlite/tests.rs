@@ -292,7 +292,7 @@ fn an_outcome_does_not_overwrite_a_replay_made_meanwhile() {
             .replay(ReplaySelector::Events {
                 ids: vec!["e".into()],
                 plugin: None,
-                done_too: true,
+                force: true,
                 dead_only: false,
             })
             .await
@@ -313,6 +313,54 @@ fn an_outcome_does_not_overwrite_a_replay_made_meanwhile() {
     });
 }
 
+/// A delivery whose call is running (marked started, no outcome yet) is shown as running and
+/// replayed only when forced: replayed, the call's own success would be refused (the
+/// generation changed) and the plugin run again.
+#[test]
+fn a_delivery_being_called_is_replayed_only_when_forced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
+        let key = accepted(&store, event("e", &["a"])).await[0].0;
+        let replay = |force| ReplaySelector::Events {
+            ids: vec!["e".into()],
+            plugin: None,
+            force,
+            dead_only: false,
+        };
+        let running = |store: &SqliteStore| {
+            store.event("e").expect("read").expect("exists").deliveries[0].running
+        };
+        assert!(!running(&store));
+        let marked = store.start_attempts(vec![(key, at(0))]).await;
+        assert_eq!(marked.expect("start"), vec![true]);
+        assert!(running(&store), "a started call shows as running");
+        assert_eq!(store.replay(replay(false)).await.expect("replay"), 0);
+        assert!(store
+            .finish(key, at(0), 1, Finish::Done)
+            .await
+            .expect("the call's own outcome still applies"));
+        assert!(!running(&store));
+        // Forced, a running call's delivery is replayed (the operator's choice).
+        let key2 = accepted(&store, event("f", &["a"])).await[0].0;
+        assert_eq!(
+            store
+                .start_attempts(vec![(key2, at(0))])
+                .await
+                .expect("start"),
+            vec![true]
+        );
+        let forced = ReplaySelector::Events {
+            ids: vec!["f".into()],
+            plugin: None,
+            force: true,
+            dead_only: false,
+        };
+        assert_eq!(store.replay(forced).await.expect("replay"), 1);
+        store.close();
+    });
+}
+
 #[test]
 fn a_replay_during_the_first_attempt_is_not_overwritten_by_its_outcome() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -326,7 +374,7 @@ fn a_replay_during_the_first_attempt_is_not_overwritten_by_its_outcome() {
             .replay(ReplaySelector::Events {
                 ids: vec!["e".into()],
                 plugin: None,
-                done_too: true,
+                force: true,
                 dead_only: false,
             })
             .await

@@ -350,11 +350,11 @@ fn apply_replay(
         ReplaySelector::Events {
             ids,
             plugin,
-            done_too,
+            force,
             dead_only,
         } => {
             // A replayed success's history entry becomes a row before the row starts over.
-            let mut keep = if *done_too && !*dead_only {
+            let mut keep = if *force && !*dead_only {
                 Some(tx.prepare_cached(
                     "INSERT INTO attempts (delivery_key, generation, attempt, outcome, reason,
                          started_at, duration_ms, recorded_at)
@@ -373,13 +373,13 @@ fn apply_replay(
                      next_at = ?3, updated_at = ?3,
                      done_outcome = NULL, done_started_at = NULL, done_duration_ms = NULL
                  WHERE event_seq = ?1 AND (?2 IS NULL OR plugin = ?2)
-                   AND (?4 OR state <> 'done') AND (NOT ?5 OR state = 'dead')",
+                   AND (?4 OR (state <> 'done' AND started = 0)) AND (NOT ?5 OR state = 'dead')",
             )?;
             for seq in seqs_of(tx, ids, index)? {
                 if let Some(keep) = keep.as_mut() {
                     keep.execute(params![seq, plugin])?;
                 }
-                n += stmt.execute(params![seq, plugin, now, done_too, dead_only])? as u64;
+                n += stmt.execute(params![seq, plugin, now, force, dead_only])? as u64;
             }
         }
         ReplaySelector::DeadLetters { plugin } => {
