@@ -108,3 +108,54 @@ fn a_backup_to_a_folder_that_does_not_exist_fails_and_says_where() {
     assert!(err.contains("no/such/folder/b.db"), "{err}");
     assert!(!dest.exists());
 }
+
+/// A call running while the backup is taken did not die: the copy carries no "started" mark,
+/// so a store restored from it counts no crash (it runs the delivery again, as every delivery
+/// pending in the copy). The copy is the owner's alone (mode 0600) and one file, no WAL beside.
+#[test]
+fn a_call_running_during_the_backup_is_no_crash_in_the_restored_store() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gated = kit_config(
+        TOKEN,
+        r#"{ mode = "gate", gate = "open", record = "data/kit.jsonl" }"#,
+    );
+    let gw = TestGateway::spawn(dir.path(), &gated);
+    gw.send_plain(TOKEN, "held", "test.ok");
+    assert!(wait_until(Duration::from_secs(10), || gw
+        .delivery("held", "kit")["running"]
+        == true));
+    let copy = dir.path().join("running.db");
+    let (code, out, err) = gw.cli(&["store", "backup", copy.to_str().expect("utf-8")]);
+    assert_eq!(code, 0, "{out}{err}");
+    let mode = std::fs::metadata(&copy).expect("copy").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the copy's mode: {mode:o}");
+    assert!(!dir.path().join("running.db-wal").exists());
+    let db = rusqlite::Connection::open(&copy).expect("open the copy");
+    let marked: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM deliveries WHERE started > 0",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(marked, 0, "the copy keeps a running call's mark");
+    drop(db);
+    std::fs::write(dir.path().join("open"), "").expect("open the gate");
+
+    let restored = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(restored.path().join("data")).expect("mkdir");
+    std::fs::copy(&copy, restored.path().join("data/gateway.db")).expect("copy");
+    std::fs::write(restored.path().join("open"), "").expect("open the gate");
+    let second = TestGateway::spawn(restored.path(), &gated);
+    assert!(wait_until(Duration::from_secs(10), || second
+        .delivery("held", "kit")["state"]
+        == "done"));
+    let held = second.delivery("held", "kit");
+    assert_eq!(held["crashes"], 0, "{held}");
+    assert!(
+        !second.log().contains("died during plugin calls"),
+        "{}",
+        second.log()
+    );
+}

@@ -130,17 +130,32 @@ pub(super) fn event(c: &Connection, id: &str) -> Result<Option<EventRecord>, Sto
 /// `VACUUM INTO` a new file: a consistent snapshot (one read transaction, the writer goes on),
 /// compacted; then synced (file and folder) and checked by opening it. Returns its event count.
 pub(super) fn backup(c: &Connection, dest: &std::path::Path) -> Result<u64, StoreError> {
-    if dest.exists() {
-        return Err(StoreError(format!(
-            "{} exists: give a new file (a backup never overwrites)",
-            dest.display()
-        )));
-    }
+    use std::os::unix::fs::OpenOptionsExt;
     let text = dest
         .to_str()
         .ok_or_else(|| StoreError(format!("{} is not valid UTF-8", dest.display())))?;
-    c.execute("VACUUM INTO ?1", params![text])
-        .map_err(|e| StoreError(format!("backing up to {}: {e}", dest.display())))?;
+    // Readable by the owner only, as the store is meant to be: events hold payroll data and
+    // their verification token. Created here (never over an existing file), then filled.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(dest)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => StoreError(format!(
+                "{} exists: give a new file (a backup never overwrites)",
+                dest.display()
+            )),
+            _ => StoreError(format!("backing up to {}: {e}", dest.display())),
+        })?;
+    let filled = c
+        .execute("VACUUM INTO ?1", params![text])
+        .map_err(|e| StoreError(format!("backing up to {}: {e}", dest.display())))
+        .and_then(|_| settle_copy(dest));
+    if let Err(e) = filled {
+        let _ = std::fs::remove_file(dest);
+        return Err(e);
+    }
     // The copy, then its folder (its directory entry).
     let absolute =
         std::path::absolute(dest).map_err(|e| StoreError(format!("{}: {e}", dest.display())))?;
@@ -163,6 +178,18 @@ pub(super) fn backup(c: &Connection, dest: &std::path::Path) -> Result<u64, Stor
     }
     let events: i64 = copy.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))?;
     Ok(events.max(0) as u64)
+}
+
+/// Makes the copy one self-contained file (no WAL beside it) and clears its deliveries'
+/// "started" marks: a call running while the copy was taken did not die, and a store restored
+/// from the copy must not count it as a crash (it runs that delivery again, as every delivery
+/// pending in the copy).
+fn settle_copy(dest: &std::path::Path) -> Result<(), StoreError> {
+    let copy = Connection::open(dest)?;
+    copy.pragma_update(None, "journal_mode", "DELETE")?;
+    copy.execute("UPDATE deliveries SET started = 0 WHERE started > 0", [])?;
+    copy.close()
+        .map_err(|(_, e)| StoreError(format!("closing {}: {e}", dest.display())))
 }
 
 /// SQLite's integrity check (its messages, none when it says "ok"), then the id hashes: one per
