@@ -19,6 +19,11 @@ const WAIT: Duration = Duration::from_secs(10);
 /// A websocket app `hire` on `lark`, the logger as `audit` (for every `test.*` event) and a
 /// testkit `sink` recording to `data/sink.jsonl` (for `test.sink`), plus `extra` TOML.
 fn config(lark: &LarkWs, app_extra: &str, extra: &str) -> String {
+    config_at(&lark.domain(), app_extra, extra)
+}
+
+/// [`config`] with the app's `domain` set to `domain`.
+fn config_at(domain: &str, app_extra: &str, extra: &str) -> String {
     format!(
         r#"{base}
 [[apps]]
@@ -55,7 +60,6 @@ plugins = ["sink"]
 "#,
         base = base_config(),
         app_id = LarkWs::APP_ID,
-        domain = lark.domain(),
         logger = binaries().logger.display(),
         testkit = binaries().testkit.display(),
     )
@@ -697,3 +701,6 @@ fn an_event_over_max_body_bytes_is_acked_500_and_the_connection_stays() {
         2.0
     );
 }
+
+#[path = "longconn/lifecycle.rs"]
+mod lifecycle;

@@ -4,7 +4,8 @@
 //!
 //! [`LongConns`] supervises those tasks: started with the gateway, reconciled on reload (added
 //! apps start, removed ones stop, changed credentials or domain restart, a client that gave up
-//! gets a fresh start), stopped on shutdown after in-flight messages are acked. Each task's
+//! gets a fresh start), stopped on shutdown after in-flight messages are acked (a bootstrap or
+//! dial in progress, or a wait before a reconnect, is abandoned at once). Each task's
 //! state is visible on `/readyz`.
 //!
 //! Reconnect policy (spec §11, Lark's `ClientConfig`): a bootstrap answering a fatal code or a
@@ -198,6 +199,16 @@ impl Ctx {
         }
     }
 
+    /// Runs `work` unless the client is cancelled first (`None`): a connect attempt (up to 10 s
+    /// of bootstrap and 15 s of dialling) must not hold up a shutdown or a reload.
+    async fn unless_cancelled<T>(&self, work: impl std::future::Future<Output = T>) -> Option<T> {
+        tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => None,
+            done = work => Some(done),
+        }
+    }
+
     /// Sleeps unless cancelled first; false when cancelled.
     async fn sleep(&self, d: Duration) -> bool {
         tokio::select! {
@@ -215,7 +226,9 @@ async fn supervise(ctx: Ctx) {
 
 async fn supervise_inner(ctx: &Ctx) {
     let mut cc = ClientConfig::default();
-    let mut next = session::connect(ctx, &mut cc).await;
+    let Some(mut next) = ctx.unless_cancelled(session::connect(ctx, &mut cc)).await else {
+        return;
+    };
     loop {
         if ctx.cancel.is_cancelled() {
             return;
@@ -280,7 +293,10 @@ async fn reconnect(ctx: &Ctx, cc: &mut ClientConfig) -> Option<Result<session::C
             .longconn_reconnects
             .get_or_create(&metrics::app(&ctx.name))
             .inc();
-        match session::connect(ctx, cc).await {
+        let Some(attempt) = ctx.unless_cancelled(session::connect(ctx, cc)).await else {
+            return None;
+        };
+        match attempt {
             Ok(conn) => return Some(Ok(conn)),
             Err(e) if e.is_fatal() => return Some(Err(e.to_string())),
             Err(e) => {
