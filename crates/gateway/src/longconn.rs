@@ -99,13 +99,20 @@ impl LongConns {
             .filter_map(|a| Some((a.name.as_str(), a.long_connection()?)))
             .collect();
         clients.retain(|name, client| {
-            let keep = wanted.get(name.as_str()).is_some_and(|app| {
-                **app == client.app
-                    && !matches!(*client.state.lock().unwrap_or_else(|p| p.into_inner()), State::Failed(_))
-            });
+            let state = client.state.lock().unwrap_or_else(|p| p.into_inner());
+            let wanted_app = wanted.get(name.as_str());
+            let keep = wanted_app
+                .is_some_and(|app| **app == client.app && !matches!(*state, State::Failed(_)));
             if !keep {
                 tracing::info!(app = %name, "stopping the long connection (app removed, changed or restarting after a failure)");
+                // Under the state's lock: see `Ctx::set`.
                 client.cancel.cancel();
+                if wanted_app.is_none() {
+                    // Removed: no client speaks for it any more.
+                    metrics::get()
+                        .longconn_connected
+                        .remove(&metrics::app(name));
+                }
             }
             keep
         });
@@ -189,14 +196,23 @@ struct Ctx {
 }
 
 impl Ctx {
+    /// Records the client's state and the app's `gateway_longconn_connected` gauge, unless the
+    /// client was cancelled: a stopped or replaced client no longer speaks for the app (its
+    /// successor may already have set the gauge). The check and the write happen under the
+    /// state's lock, which [`LongConns::reconcile`] holds while it cancels, so a write that
+    /// passed the check lands before the successor starts.
     fn set(&self, state: State) {
+        let Ok(mut s) = self.state.lock() else {
+            return;
+        };
+        if self.cancel.is_cancelled() {
+            return;
+        }
         metrics::get()
             .longconn_connected
             .get_or_create(&metrics::app(&self.name))
             .set(i64::from(state == State::Connected));
-        if let Ok(mut s) = self.state.lock() {
-            *s = state;
-        }
+        *s = state;
     }
 
     /// Runs `work` unless the client is cancelled first (`None`): a connect attempt (up to 10 s
@@ -221,7 +237,14 @@ impl Ctx {
 /// One app's client: connect, run, reconnect per policy, until cancelled or failed.
 async fn supervise(ctx: Ctx) {
     let span = tracing::info_span!("longconn", app = %ctx.name);
-    tracing::Instrument::instrument(supervise_inner(&ctx), span).await;
+    tracing::Instrument::instrument(
+        async {
+            supervise_inner(&ctx).await;
+            tracing::info!("long connection client finished");
+        },
+        span,
+    )
+    .await;
 }
 
 async fn supervise_inner(ctx: &Ctx) {
