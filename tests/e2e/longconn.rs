@@ -704,3 +704,6 @@ fn an_event_over_max_body_bytes_is_acked_500_and_the_connection_stays() {
 
 #[path = "longconn/lifecycle.rs"]
 mod lifecycle;
+
+#[path = "longconn/flow.rs"]
+mod flow;

@@ -8,7 +8,9 @@
 //! the ack back through a channel: `{"code":200}` only once the event is durable (or already
 //! was), `{"code":500}` otherwise (any refusal or a store failure) so Lark re-sends. Cards are not
 //! served and not acked. At most [`MAX_IN_FLIGHT`] messages are handled at once; past that the
-//! loop stops reading (backpressure on Lark, not memory growth).
+//! loop stops reading (backpressure on Lark, not memory growth). Time spent not reading for
+//! that reason counts neither towards the pong silence nor against the fragment timers: pongs
+//! and fragments wait unread in the socket meanwhile.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -151,20 +153,24 @@ pub async fn run(ctx: &Ctx, conn: Conn, cc: &mut ClientConfig) -> Option<String>
     // them back only once their acks are queued, so a loop that stopped draining acks while
     // it waited for a slot could wait forever.
     let mut waiting: Option<(Frame, Vec<u8>)> = None;
+    // Since when the loop has not been reading because of that (backpressure). Pongs and
+    // fragments then wait unread in the socket: that time counts neither as silence nor
+    // against the fragment timers; both clocks are moved on by it when reading resumes.
+    let mut stalled_since: Option<Instant> = None;
 
     let lost = loop {
         tokio::select! {
             _ = ctx.cancel.cancelled() => break None,
             _ = ping.tick() => {
                 let silence = last_pong.elapsed();
-                if silence > cc.ping_interval * DEAD_AFTER_PINGS {
+                if stalled_since.is_none() && silence > cc.ping_interval * DEAD_AFTER_PINGS {
                     break Some(format!("no pong for {}s", silence.as_secs()));
                 }
                 if let Err(e) = ws.send(binary(&Frame::ping(service_id))).await {
                     break Some(format!("sending a ping: {e}"));
                 }
             }
-            _ = housekeeping.tick() => {
+            _ = housekeeping.tick(), if stalled_since.is_none() => {
                 fragments.expire(Instant::now());
             }
             Some(ack) = ack_rx.recv() => {
@@ -176,6 +182,11 @@ pub async fn run(ctx: &Ctx, conn: Conn, cc: &mut ClientConfig) -> Option<String>
                 let (Ok(permit), Some((frame, whole))) = (permit, waiting.take()) else {
                     break Some("in-flight limiter closed".into());
                 };
+                if let Some(since) = stalled_since.take() {
+                    let unread = since.elapsed();
+                    last_pong += unread;
+                    fragments.postpone(unread);
+                }
                 tokio::spawn(handle(ctx.name.clone(), ctx.intake.clone(), frame, whole, ack_tx.clone(), permit));
             }
             incoming = ws.next(), if waiting.is_none() => {
@@ -223,7 +234,10 @@ pub async fn run(ctx: &Ctx, conn: Conn, cc: &mut ClientConfig) -> Option<String>
                         let payload = frame.payload.take().unwrap_or_default();
                         match fragments.push(&message_id, sum, seq, payload, Instant::now()) {
                             Ok(None) => {}
-                            Ok(Some(whole)) => waiting = Some((frame, whole)),
+                            Ok(Some(whole)) => {
+                                waiting = Some((frame, whole));
+                                stalled_since = Some(Instant::now());
+                            }
                             Err(e @ FragmentError::TooLarge { .. }) => {
                                 // Refused like any other message: acked 500 once (the
                                 // reassembler ignores its other fragments).

@@ -1,0 +1,60 @@
+//! What the long connection does while the gateway itself holds back: backpressure (the
+//! in-flight limit) against the liveness check and the fragment timers. Part of `longconn.rs`.
+
+use super::*;
+
+/// Messages handled at once on one connection (`session::MAX_IN_FLIGHT`).
+const IN_FLIGHT: usize = 256;
+
+/// While the connection stops reading because 256 messages are in flight (here: a locked
+/// store refuses each round after its 2 s busy timeout), pongs and fragments wait unread in
+/// the socket. That time is not silence (the connection was declared dead, "no pong for 3s",
+/// and everything unacked had to be re-sent) and does not run the fragment timers (a message
+/// whose first fragment came before the stall expired before its last one could be read).
+#[test]
+fn a_backpressure_stall_is_not_silence_and_does_not_expire_fragments() {
+    const BURST: usize = 900;
+    let lark = LarkWs::start();
+    lark.set_client_config(serde_json::json!({
+        "ReconnectCount": -1, "ReconnectInterval": 1, "ReconnectNonce": 1, "PingInterval": 1
+    }));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = spawn(dir.path(), &config(&lark, "", ""));
+    connected(&lark, 1);
+    let other = rusqlite::Connection::open(dir.path().join("data/gateway.db")).expect("open");
+    other.execute_batch("BEGIN IMMEDIATE").expect("lock");
+    let split = event("ev-split", "test.sink");
+    assert!(lark.push_fragments("m-split", &split, 2, &[0]));
+    for i in 0..BURST {
+        assert!(lark.push_event(&format!("m-{i}"), &event(&format!("ev-{i}"), "test.burst")));
+    }
+    assert!(lark.push_fragments("m-split", &split, 2, &[1]));
+    // The stand-in reads acks once it has written everything queued: three rounds refused
+    // mean at least 6 s spent not reading (> 3 ping intervals, > the 5 s fragment timer).
+    assert!(
+        wait_until(Duration::from_secs(30), || lark.acks().len()
+            >= 3 * IN_FLIGHT),
+        "{} acks; connections {}\n{}",
+        lark.acks().len(),
+        lark.bootstraps().len(),
+        gw.log()
+    );
+    other.execute_batch("ROLLBACK").expect("unlock");
+    assert!(
+        lark.wait_ack("m-split", WAIT).is_some(),
+        "the split message was dispatched and acked\n{}",
+        gw.log()
+    );
+    assert!(
+        wait_until(WAIT, || lark.acks().len() > BURST),
+        "{} acks",
+        lark.acks().len()
+    );
+    assert!(!gw.log().contains("no pong"), "{}", gw.log());
+    assert_eq!(lark.bootstraps().len(), 1, "the same connection throughout");
+    let m = get(&gw.admin_url("/metrics")).expect("metrics").body;
+    assert_eq!(
+        metric(&m, r#"gateway_longconn_connects_total{app="hire"}"#),
+        1.0
+    );
+}
