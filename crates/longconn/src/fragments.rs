@@ -14,6 +14,10 @@
 //! Bounds: one message at most `max_message_bytes`; at most `max_entries` incomplete messages
 //! and `max_total_bytes` buffered in all — past those the oldest incomplete message is evicted.
 //! Memory is therefore bounded whatever a peer sends.
+//!
+//! Every incomplete message dropped (expired or evicted) is reported once through
+//! [`Reassembler::take_dropped`], so the caller can count and log it: a message that vanishes
+//! is never acked, and Lark re-sends it.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -32,6 +36,35 @@ pub enum FragmentError {
     SumChanged { expected: u32, got: u32 },
     #[error("message is larger than {limit} bytes")]
     TooLarge { limit: usize },
+}
+
+/// Why an incomplete message was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// No fragment of it came for the ttl.
+    Expired,
+    /// Room was needed (entry count or byte bound) and it was the oldest.
+    Evicted,
+}
+
+impl DropReason {
+    /// `expired` or `evicted` (metric labels, logs).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Expired => "expired",
+            DropReason::Evicted => "evicted",
+        }
+    }
+}
+
+/// An incomplete message the reassembler dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dropped {
+    pub message_id: String,
+    pub reason: DropReason,
+    /// Fragments received of `sum`.
+    pub received: usize,
+    pub sum: usize,
 }
 
 struct Entry {
@@ -57,7 +90,13 @@ pub struct Reassembler {
     refused: HashMap<String, Instant>,
     /// Incomplete messages dropped because their timer ran out or room was needed.
     pub dropped: u64,
+    /// The drops not yet taken by [`Reassembler::take_dropped`] (at most
+    /// [`MAX_UNTAKEN_DROPS`]; past that only `dropped` counts them).
+    untaken: Vec<Dropped>,
 }
+
+/// Drops kept for [`Reassembler::take_dropped`] when the caller does not take them.
+pub const MAX_UNTAKEN_DROPS: usize = 1024;
 
 impl std::fmt::Debug for Reassembler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -86,6 +125,7 @@ impl Reassembler {
             next_order: 0,
             refused: HashMap::new(),
             dropped: 0,
+            untaken: Vec::new(),
         }
     }
 
@@ -235,10 +275,30 @@ impl Reassembler {
             .map(|(k, _)| k.clone())
             .collect();
         for k in &expired {
-            self.remove(k);
+            self.drop_entry(k, DropReason::Expired);
         }
-        self.dropped += expired.len() as u64;
         expired.len()
+    }
+
+    /// The incomplete messages dropped since the last call, oldest first.
+    pub fn take_dropped(&mut self) -> Vec<Dropped> {
+        std::mem::take(&mut self.untaken)
+    }
+
+    /// Removes an incomplete message that will not complete, and reports it.
+    fn drop_entry(&mut self, message_id: &str, reason: DropReason) {
+        if let Some(e) = self.entries.remove(message_id) {
+            self.total_bytes -= e.bytes;
+            self.dropped += 1;
+            if self.untaken.len() < MAX_UNTAKEN_DROPS {
+                self.untaken.push(Dropped {
+                    message_id: message_id.to_owned(),
+                    reason,
+                    received: e.parts.len() - e.missing,
+                    sum: e.parts.len(),
+                });
+            }
+        }
     }
 
     fn remove(&mut self, message_id: &str) {
@@ -261,8 +321,7 @@ impl Reassembler {
             .map(|(k, _)| k.clone());
         match oldest {
             Some(k) => {
-                self.remove(&k);
-                self.dropped += 1;
+                self.drop_entry(&k, DropReason::Evicted);
                 true
             }
             None => false,

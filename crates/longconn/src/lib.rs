@@ -23,5 +23,5 @@ pub mod frame;
 
 pub use bootstrap::{BootstrapError, Endpoint, HandshakeVerdict};
 pub use client_config::{ClientConfig, ClientConfigUpdate};
-pub use fragments::{FragmentError, Reassembler};
+pub use fragments::{DropReason, Dropped, FragmentError, Reassembler};
 pub use frame::{Frame, FrameError, Header, MessageType, Method};

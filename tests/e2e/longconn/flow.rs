@@ -58,3 +58,48 @@ fn a_backpressure_stall_is_not_silence_and_does_not_expire_fragments() {
         1.0
     );
 }
+
+/// A fragmented message that never completes is dropped (evicted when 64 incomplete ones are
+/// held, or expired 5 s after its last fragment): counted by reason and logged with its
+/// message_id, no longer silently.
+#[test]
+fn an_incomplete_message_dropped_is_counted_and_logged() {
+    let lark = LarkWs::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = spawn(dir.path(), &config(&lark, "", ""));
+    connected(&lark, 1);
+    // One more than the 64 incomplete messages held: the oldest is evicted.
+    for i in 0..65 {
+        let id = format!("m-part-{i}");
+        assert!(lark.push_fragments(&id, &event(&format!("ev-part-{i}"), "test.sink"), 2, &[0]));
+    }
+    let dropped = |reason: &str| {
+        let m = get(&gw.admin_url("/metrics")).expect("metrics").body;
+        metric(
+            &m,
+            &format!(r#"gateway_longconn_fragments_dropped_total{{app="hire",reason="{reason}"}}"#),
+        )
+    };
+    assert!(
+        wait_until(WAIT, || dropped("evicted") == 1.0),
+        "{}",
+        gw.log()
+    );
+    assert!(
+        wait_until(WAIT, || dropped("expired") == 64.0),
+        "{}",
+        gw.log()
+    );
+    let log = gw.log();
+    let line = |id: &str| {
+        log.lines()
+            .find(|l| {
+                l.contains("incomplete message dropped") && l.contains(&format!("message_id={id} "))
+            })
+            .unwrap_or_else(|| panic!("no log line for {id}:\n{log}"))
+            .to_owned()
+    };
+    assert!(line("m-part-0").contains("evicted"));
+    assert!(line("m-part-64").contains("expired"));
+    assert!(lark.acks().is_empty(), "nothing was dispatched");
+}

@@ -172,6 +172,7 @@ pub async fn run(ctx: &Ctx, conn: Conn, cc: &mut ClientConfig) -> Option<String>
             }
             _ = housekeeping.tick(), if stalled_since.is_none() => {
                 fragments.expire(Instant::now());
+                report_dropped(&ctx.name, &mut fragments);
             }
             Some(ack) = ack_rx.recv() => {
                 if let Err(e) = ws.send(binary(&ack)).await {
@@ -232,7 +233,9 @@ pub async fn run(ctx: &Ctx, conn: Conn, cc: &mut ClientConfig) -> Option<String>
                         let sum = frame.header_u32(headers::SUM).unwrap_or(1);
                         let seq = frame.header_u32(headers::SEQ).unwrap_or(0);
                         let payload = frame.payload.take().unwrap_or_default();
-                        match fragments.push(&message_id, sum, seq, payload, Instant::now()) {
+                        let pushed = fragments.push(&message_id, sum, seq, payload, Instant::now());
+                        report_dropped(&ctx.name, &mut fragments);
+                        match pushed {
                             Ok(None) => {}
                             Ok(Some(whole)) => {
                                 waiting = Some((frame, whole));
@@ -315,6 +318,26 @@ async fn handle(
     let biz_rt = started.elapsed().as_millis() as u64;
     let _ = acks.send(frame.into_ack(code, biz_rt)).await;
     drop(permit);
+}
+
+/// Counts and logs (once per message) the incomplete messages the reassembler dropped.
+fn report_dropped(app: &str, fragments: &mut Reassembler) {
+    for d in fragments.take_dropped() {
+        metrics::get()
+            .longconn_fragments_dropped
+            .get_or_create(&metrics::AppReasonLabels {
+                app: app.to_owned(),
+                reason: d.reason.as_str().to_owned(),
+            })
+            .inc();
+        tracing::warn!(
+            message_id = %truncate(&d.message_id),
+            reason = d.reason.as_str(),
+            received = d.received,
+            sum = d.sum,
+            "incomplete message dropped (never dispatched nor acked; Lark re-sends it)"
+        );
+    }
 }
 
 fn count_ack(app: &str, code: u16, reason: &str) {

@@ -191,3 +191,44 @@ fn postponed_timers_do_not_run_while_the_caller_was_not_reading() {
     r.push("n", 2, 0, b"a".to_vec(), t12).expect("ok");
     assert_eq!(r.expire(t12 + Duration::from_secs(5)), 1, "not postponed");
 }
+
+#[test]
+fn every_incomplete_message_dropped_is_reported_once() {
+    let mut r = buffer();
+    let t0 = Instant::now();
+    for id in ["a", "b", "c", "d"] {
+        r.push(id, 3, 0, b"x".to_vec(), t0).expect("ok");
+    }
+    r.push("a", 3, 1, b"x".to_vec(), t0).expect("ok");
+    // A fifth incomplete message evicts the oldest.
+    r.push("e", 2, 0, b"x".to_vec(), t0).expect("ok");
+    assert_eq!(
+        r.take_dropped(),
+        [Dropped {
+            message_id: "a".into(),
+            reason: DropReason::Evicted,
+            received: 2,
+            sum: 3
+        }]
+    );
+    assert!(r.take_dropped().is_empty(), "reported once");
+    r.push("e", 2, 1, b"y".to_vec(), t0).expect("completes");
+    let t6 = t0 + Duration::from_secs(6);
+    assert_eq!(r.expire(t6), 3);
+    let mut expired: Vec<(String, DropReason)> = r
+        .take_dropped()
+        .into_iter()
+        .map(|d| (d.message_id, d.reason))
+        .collect();
+    expired.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(
+        expired,
+        [
+            ("b".to_owned(), DropReason::Expired),
+            ("c".to_owned(), DropReason::Expired),
+            ("d".to_owned(), DropReason::Expired)
+        ]
+    );
+    assert_eq!(r.dropped, 4);
+    assert_eq!(DropReason::Expired.as_str(), "expired");
+}
