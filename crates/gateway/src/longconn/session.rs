@@ -19,8 +19,8 @@ use futures_util::{SinkExt, StreamExt};
 use lark_longconn::bootstrap::{classify_handshake, headers as hs, redact_url};
 use lark_longconn::frame::headers;
 use lark_longconn::{
-    ClientConfig, ClientConfigUpdate, FragmentError, Frame, HandshakeVerdict, MessageType, Method,
-    Reassembler,
+    Applied, ClientConfig, ClientConfigUpdate, FragmentError, Frame, HandshakeVerdict, MessageType,
+    Method, Reassembler,
 };
 use prost::Message as _;
 use tokio::net::TcpStream;
@@ -70,7 +70,7 @@ pub struct Conn {
 pub async fn connect(ctx: &Ctx, cc: &mut ClientConfig) -> Result<Conn, ConnectError> {
     let endpoint = bootstrap(&ctx.app).await?;
     if let Some(update) = &endpoint.client_config {
-        cc.apply(update);
+        warn_clamped(&cc.apply(update), "the bootstrap answer");
     }
     let max_body = ctx
         .intake
@@ -213,7 +213,9 @@ pub async fn run(ctx: &Ctx, conn: Conn, cc: &mut ClientConfig) -> Option<String>
                         let update = frame.payload.as_deref().and_then(ClientConfigUpdate::from_payload);
                         if let Some(update) = update {
                             let before = cc.ping_interval;
-                            if cc.apply_pong(&update) {
+                            let applied = cc.apply_pong(&update);
+                            warn_clamped(&applied, "a pong");
+                            if applied.changed {
                                 tracing::info!(
                                     ping_interval_s = cc.ping_interval.as_secs(),
                                     reconnect_count = cc.reconnect_count,
@@ -318,6 +320,19 @@ async fn handle(
     let biz_rt = started.elapsed().as_millis() as u64;
     let _ = acks.send(frame.into_ack(code, biz_rt)).await;
     drop(permit);
+}
+
+/// Logs each `ClientConfig` value Lark sent above its cap (`from`: where it came from).
+fn warn_clamped(applied: &Applied, from: &str) {
+    for c in &applied.clamped {
+        tracing::warn!(
+            key = c.key,
+            sent_s = c.sent,
+            used_s = c.used.as_secs(),
+            "{from} asked for a {} above the gateway's cap; using the cap",
+            c.key
+        );
+    }
 }
 
 /// Counts and logs (once per message) the incomplete messages the reassembler dropped.
