@@ -274,10 +274,19 @@ async fn supervise_inner(ctx: &Ctx) {
             .get_or_create(&metrics::app(&ctx.name))
             .inc();
         ctx.set(State::Connected);
-        let lost = session::run(ctx, conn, &mut cc).await;
-        let Some(why) = lost else {
-            ctx.set(State::Connecting);
-            return;
+        let why = match session::run(ctx, conn, &mut cc).await {
+            session::Ended::Cancelled => return,
+            session::Ended::Redial(why) => {
+                tracing::info!(reason = %why, "dialling the long connection again");
+                ctx.set(State::Connecting);
+                let Some(attempt) = ctx.unless_cancelled(session::connect(ctx, &mut cc)).await
+                else {
+                    return;
+                };
+                next = attempt;
+                continue;
+            }
+            session::Ended::Lost(why) => why,
         };
         tracing::warn!(reason = %why, "long connection lost; reconnecting");
         ctx.set(State::Reconnecting(why));

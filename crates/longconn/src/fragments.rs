@@ -129,6 +129,19 @@ impl Reassembler {
         }
     }
 
+    /// Changes the size bounds (a reload changed the limit): they apply from the next
+    /// fragment; what is held stays, and a message past the new bound is refused when its
+    /// next fragment comes.
+    pub fn set_limits(&mut self, max_message_bytes: usize, max_total_bytes: usize) {
+        self.max_message_bytes = max_message_bytes;
+        self.max_total_bytes = max_total_bytes.max(max_message_bytes);
+    }
+
+    /// The largest message accepted.
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_message_bytes
+    }
+
     /// Incomplete messages held.
     pub fn len(&self) -> usize {
         self.entries.len()

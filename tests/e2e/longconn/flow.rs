@@ -103,3 +103,44 @@ fn an_incomplete_message_dropped_is_counted_and_logged() {
     assert!(line("m-part-64").contains("expired"));
     assert!(lark.acks().is_empty(), "nothing was dispatched");
 }
+
+/// `[server] max_body_bytes` raised by a reload reaches the open connection, as it reaches the
+/// webhooks: the connection took its size limit and its frame bound (4 × the limit + 64 KiB)
+/// at connect time, so events the new limit allows were still refused, or could not be read.
+#[test]
+fn a_reload_that_raises_max_body_bytes_reaches_the_long_connection() {
+    let lark = LarkWs::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let with_limit = |limit: usize| {
+        config(&lark, "", "").replace(
+            "shutdown_grace = \"5s\"",
+            &format!("shutdown_grace = \"5s\"\nmax_body_bytes = {limit}"),
+        )
+    };
+    let gw = spawn(dir.path(), &with_limit(4096));
+    connected(&lark, 1);
+    let sized = |id: &str, bytes: usize| {
+        let mut e: serde_json::Value =
+            serde_json::from_slice(&event(id, "test.sink")).expect("json");
+        e["event"]["pad"] = "x".repeat(bytes).into();
+        e.to_string().into_bytes()
+    };
+    assert!(lark.push_event("m-5k", &sized("ev-5k", 5_000)));
+    assert_eq!(ack_code(&lark, "m-5k"), Some(500), "over 4096 bytes");
+    std::fs::write(dir.path().join("gateway.toml"), with_limit(256 * 1024)).expect("write");
+    gw.signal("HUP");
+    // The connection is dialled again with the new bound, after acking what is in flight.
+    connected(&lark, 2);
+    assert!(lark.push_event("m-5k-again", &sized("ev-5k", 5_000)));
+    assert_eq!(ack_code(&lark, "m-5k-again"), Some(200));
+    // Over the old frame bound (4 × 4096 + 64 KiB = 80 KiB), within the new limit.
+    assert!(lark.push_event("m-100k", &sized("ev-100k", 100 * 1024)));
+    assert_eq!(ack_code(&lark, "m-100k"), Some(200));
+    assert!(gw.log().contains("max_body_bytes changed"), "{}", gw.log());
+    let m = get(&gw.admin_url("/metrics")).expect("metrics").body;
+    assert_eq!(
+        metric(&m, r#"gateway_longconn_reconnects_total{app="hire"}"#),
+        0.0,
+        "a re-dial, not a reconnect after a loss"
+    );
+}

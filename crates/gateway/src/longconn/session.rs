@@ -56,7 +56,7 @@ const ACK_OK: u16 = 200;
 /// code of the protocol (spec §11); Lark re-sends the message. The reason is in the log line
 /// and the acks metric.
 const ACK_FAILED: u16 = 500;
-/// After cancellation, in-flight messages get this long to be acked.
+/// After cancellation (or before dialling again), in-flight messages get this long to be acked.
 const DRAIN: Duration = Duration::from_secs(5);
 
 /// An established connection.
@@ -72,10 +72,7 @@ pub async fn connect(ctx: &Ctx, cc: &mut ClientConfig) -> Result<Conn, ConnectEr
     if let Some(update) = &endpoint.client_config {
         warn_clamped(&cc.apply(update), "the bootstrap answer");
     }
-    let max_body = ctx
-        .intake
-        .routes()
-        .map_or(1024 * 1024, |r| r.max_body_bytes);
+    let max_body = max_body_bytes(ctx);
     let max_message = max_body
         .saturating_mul(FRAME_BOUND_FACTOR)
         .saturating_add(FRAME_OVERHEAD);
@@ -123,8 +120,28 @@ pub async fn connect(ctx: &Ctx, cc: &mut ClientConfig) -> Result<Conn, ConnectEr
     })
 }
 
-/// Runs a connection. `Some(reason)` when it was lost, `None` when cancelled (after draining).
-pub async fn run(ctx: &Ctx, conn: Conn, cc: &mut ClientConfig) -> Option<String> {
+/// `[server] max_body_bytes` of the config running now (a reload changes it).
+fn max_body_bytes(ctx: &Ctx) -> usize {
+    ctx.intake
+        .routes()
+        .map_or(1024 * 1024, |r| r.max_body_bytes)
+}
+
+/// How a connection's run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    /// The client was cancelled; in-flight messages were acked (up to [`DRAIN`]).
+    Cancelled,
+    /// The connection broke or went silent; the reason.
+    Lost(String),
+    /// `[server] max_body_bytes` changed: in-flight messages were acked (up to [`DRAIN`]) and
+    /// the connection closed, to be dialled again with the frame bound of the new limit (a
+    /// dialled connection's bound cannot change). The reason.
+    Redial(String),
+}
+
+/// Runs a connection until it is lost, cancelled or needs dialling again.
+pub async fn run(ctx: &Ctx, conn: Conn, cc: &mut ClientConfig) -> Ended {
     let Conn {
         mut ws,
         service_id,
@@ -158,30 +175,36 @@ pub async fn run(ctx: &Ctx, conn: Conn, cc: &mut ClientConfig) -> Option<String>
     // against the fragment timers; both clocks are moved on by it when reading resumes.
     let mut stalled_since: Option<Instant> = None;
 
-    let lost = loop {
+    let ended = loop {
         tokio::select! {
-            _ = ctx.cancel.cancelled() => break None,
+            _ = ctx.cancel.cancelled() => break Ended::Cancelled,
             _ = ping.tick() => {
                 let silence = last_pong.elapsed();
                 if stalled_since.is_none() && silence > cc.ping_interval * DEAD_AFTER_PINGS {
-                    break Some(format!("no pong for {}s", silence.as_secs()));
+                    break Ended::Lost(format!("no pong for {}s", silence.as_secs()));
                 }
                 if let Err(e) = ws.send(binary(&Frame::ping(service_id))).await {
-                    break Some(format!("sending a ping: {e}"));
+                    break Ended::Lost(format!("sending a ping: {e}"));
                 }
             }
             _ = housekeeping.tick(), if stalled_since.is_none() => {
                 fragments.expire(Instant::now());
                 report_dropped(&ctx.name, &mut fragments);
+                let limit = max_body_bytes(ctx);
+                if limit != max_event_bytes {
+                    break Ended::Redial(format!(
+                        "[server] max_body_bytes changed from {max_event_bytes} to {limit}"
+                    ));
+                }
             }
             Some(ack) = ack_rx.recv() => {
                 if let Err(e) = ws.send(binary(&ack)).await {
-                    break Some(format!("sending an ack: {e}"));
+                    break Ended::Lost(format!("sending an ack: {e}"));
                 }
             }
             permit = in_flight.clone().acquire_owned(), if waiting.is_some() => {
                 let (Ok(permit), Some((frame, whole))) = (permit, waiting.take()) else {
-                    break Some("in-flight limiter closed".into());
+                    break Ended::Lost("in-flight limiter closed".into());
                 };
                 if let Some(since) = stalled_since.take() {
                     let unread = since.elapsed();
@@ -192,10 +215,10 @@ pub async fn run(ctx: &Ctx, conn: Conn, cc: &mut ClientConfig) -> Option<String>
             }
             incoming = ws.next(), if waiting.is_none() => {
                 let bytes = match incoming {
-                    None => break Some("the server closed the connection".into()),
-                    Some(Err(e)) => break Some(format!("reading: {e}")),
+                    None => break Ended::Lost("the server closed the connection".into()),
+                    Some(Err(e)) => break Ended::Lost(format!("reading: {e}")),
                     Some(Ok(Message::Binary(b))) => b,
-                    Some(Ok(Message::Close(_))) => break Some("the server closed the connection".into()),
+                    Some(Ok(Message::Close(_))) => break Ended::Lost("the server closed the connection".into()),
                     Some(Ok(_)) => continue, // WebSocket pings are answered by tungstenite.
                 };
                 let mut frame = match Frame::decode_bytes(&bytes) {
@@ -231,6 +254,12 @@ pub async fn run(ctx: &Ctx, conn: Conn, cc: &mut ClientConfig) -> Option<String>
                     }
                     (Method::Data, MessageType::Event) => {
                         frames("event").inc();
+                        // A reload's limit applies from this message on (the frame bound
+                        // follows at the next housekeeping tick, by dialling again).
+                        let limit = max_body_bytes(ctx);
+                        if limit != fragments.max_message_bytes() {
+                            fragments.set_limits(limit, limit.saturating_mul(8));
+                        }
                         let message_id = frame.header(headers::MESSAGE_ID).unwrap_or("").to_owned();
                         let sum = frame.header_u32(headers::SUM).unwrap_or(1);
                         let seq = frame.header_u32(headers::SEQ).unwrap_or(0);
@@ -249,7 +278,7 @@ pub async fn run(ctx: &Ctx, conn: Conn, cc: &mut ClientConfig) -> Option<String>
                                 tracing::warn!(app = %ctx.name, message_id = %truncate(&message_id), error = %e, code = ACK_FAILED, reason = "too_large", "message refused; Lark will re-send it");
                                 count_ack(&ctx.name, ACK_FAILED, "too_large");
                                 if let Err(e) = ws.send(binary(&frame.into_ack(ACK_FAILED, 0))).await {
-                                    break Some(format!("sending an ack: {e}"));
+                                    break Ended::Lost(format!("sending an ack: {e}"));
                                 }
                             }
                             Err(e) => {
@@ -269,10 +298,10 @@ pub async fn run(ctx: &Ctx, conn: Conn, cc: &mut ClientConfig) -> Option<String>
             }
         }
     };
-    if lost.is_some() {
-        return lost;
+    if let Ended::Lost(_) = ended {
+        return ended;
     }
-    // Cancelled: read nothing more, but ack what is in flight, then close.
+    // Cancelled or dialling again: read nothing more, but ack what is in flight, then close.
     drop(ack_tx);
     let deadline = tokio::time::Instant::now() + DRAIN;
     loop {
@@ -289,7 +318,7 @@ pub async fn run(ctx: &Ctx, conn: Conn, cc: &mut ClientConfig) -> Option<String>
         }
     }
     let _ = ws.close(None).await;
-    None
+    ended
 }
 
 /// Stores one complete message and queues its ack.

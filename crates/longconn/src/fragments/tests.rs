@@ -232,3 +232,19 @@ fn every_incomplete_message_dropped_is_reported_once() {
     assert_eq!(r.dropped, 4);
     assert_eq!(DropReason::Expired.as_str(), "expired");
 }
+
+#[test]
+fn new_limits_apply_from_the_next_fragment() {
+    let mut r = buffer();
+    let now = Instant::now();
+    assert!(r.push("m", 1, 0, vec![0; 150], now).is_err());
+    r.set_limits(200, 300);
+    assert_eq!(r.max_message_bytes(), 200);
+    assert_eq!(r.push("m", 1, 0, vec![0; 150], now), Ok(Some(vec![0; 150])));
+    r.push("n", 2, 0, vec![0; 150], now).expect("held");
+    r.set_limits(100, 150);
+    assert_eq!(
+        r.push("n", 2, 1, vec![0; 1], now),
+        Err(FragmentError::TooLarge { limit: 100 })
+    );
+}
