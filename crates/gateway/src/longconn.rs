@@ -3,8 +3,9 @@
 //! [`Intake`], acking it only once it is durably stored.
 //!
 //! [`LongConns`] supervises those tasks: started with the gateway, reconciled on reload (added
-//! apps start, removed ones stop, changed credentials or domain restart, a client that gave up
-//! gets a fresh start), stopped on shutdown after in-flight messages are acked (a bootstrap or
+//! apps start, removed ones stop, changed credentials or domain are tried beside the running
+//! connection and replace it only once connected (`handover`), a client that gave up gets a
+//! fresh start), stopped on shutdown after in-flight messages are acked (a bootstrap or
 //! dial in progress, or a wait before a reconnect, is abandoned at once). Each task's
 //! state is visible on `/readyz`.
 //!
@@ -16,6 +17,7 @@
 //! Never logged: the app secret and the connection URL's query (it carries credentials).
 
 mod bootstrap;
+mod handover;
 mod session;
 
 use std::collections::HashMap;
@@ -57,6 +59,8 @@ impl std::fmt::Display for State {
 type SharedState = Arc<Mutex<State>>;
 
 struct Client {
+    /// Tells this client apart from a successor under the same name (see `handover`).
+    id: u64,
     app: LongConnApp,
     state: SharedState,
     cancel: CancellationToken,
@@ -68,6 +72,9 @@ pub struct LongConns {
     intake: Arc<Intake>,
     runtime: tokio::runtime::Handle,
     clients: Mutex<HashMap<String, Client>>,
+    /// Parent of every client's token (and of a new settings' trial): cancelled by shutdown.
+    root: CancellationToken,
+    next_id: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for LongConns {
@@ -83,28 +90,53 @@ impl LongConns {
             intake,
             runtime: tokio::runtime::Handle::current(),
             clients: Mutex::new(HashMap::new()),
+            root: CancellationToken::new(),
+            next_id: std::sync::atomic::AtomicU64::new(1),
         });
+        // No app runs yet, so none has new settings to try: this does not block.
         conns.reconcile(config);
         conns
     }
 
-    /// Brings the clients in line with `config` (from any thread).
-    pub fn reconcile(&self, config: &Config) {
-        let Ok(mut clients) = self.clients.lock() else {
-            return;
-        };
+    /// Brings the clients in line with `config`: added apps start, removed ones stop, failed
+    /// ones start afresh. An app whose `app_id`, `app_secret` or `domain` changed gets a
+    /// connection with the new settings *before* its running client is let go (see
+    /// `handover`); if that fails, the running client stays on the previous settings and the
+    /// returned list says so (one line per app). Blocks while new settings are tried (up to
+    /// a bootstrap and a dial, 25 s): call it from a blocking thread when apps may change.
+    pub fn reconcile(&self, config: &Config) -> Vec<String> {
         let wanted: HashMap<&str, &LongConnApp> = config
             .apps
             .iter()
             .filter_map(|a| Some((a.name.as_str(), a.long_connection()?)))
             .collect();
-        clients.retain(|name, client| {
-            let state = client.state.lock().unwrap_or_else(|p| p.into_inner());
-            let wanted_app = wanted.get(name.as_str());
-            let keep = wanted_app
-                .is_some_and(|app| **app == client.app && !matches!(*state, State::Failed(_)));
-            if !keep {
-                tracing::info!(app = %name, "stopping the long connection (app removed, changed or restarting after a failure)");
+        let mut changed = Vec::new();
+        {
+            let Ok(mut clients) = self.clients.lock() else {
+                return Vec::new();
+            };
+            clients.retain(|name, client| {
+                let state = client.state.lock().unwrap_or_else(|p| p.into_inner());
+                let wanted_app = wanted.get(name.as_str());
+                let stop = match wanted_app {
+                    None => Some("app removed"),
+                    Some(_) if matches!(*state, State::Failed(_)) => {
+                        Some("restarting after a failure")
+                    }
+                    Some(app) if **app != client.app => {
+                        changed.push(handover::Trial {
+                            name: name.clone(),
+                            app: (*app).clone(),
+                            replaces: client.id,
+                        });
+                        None
+                    }
+                    Some(_) => None,
+                };
+                let Some(why) = stop else {
+                    return true;
+                };
+                tracing::info!(app = %name, "stopping the long connection ({why})");
                 // Under the state's lock: see `Ctx::set`.
                 client.cancel.cancel();
                 if wanted_app.is_none() {
@@ -113,32 +145,44 @@ impl LongConns {
                         .longconn_connected
                         .remove(&metrics::app(name));
                 }
+                false
+            });
+            for (name, app) in wanted {
+                if !clients.contains_key(name) {
+                    let ctx = self.new_ctx(name, app);
+                    clients.insert(
+                        name.to_owned(),
+                        self.launch(ctx, ClientConfig::default(), None),
+                    );
+                }
             }
-            keep
-        });
-        for (name, app) in wanted {
-            if clients.contains_key(name) {
-                continue;
-            }
-            let state = Arc::new(Mutex::new(State::Connecting));
-            let cancel = CancellationToken::new();
-            let ctx = Ctx {
-                name: name.to_owned(),
-                app: app.clone(),
-                intake: self.intake.clone(),
-                state: state.clone(),
-                cancel: cancel.clone(),
-            };
-            let task = self.runtime.spawn(supervise(ctx));
-            clients.insert(
-                name.to_owned(),
-                Client {
-                    app: app.clone(),
-                    state,
-                    cancel,
-                    task,
-                },
-            );
+        }
+        handover::apply(self, changed)
+    }
+
+    /// A fresh client context for `app` (its own state and token, under the root token).
+    fn new_ctx(&self, name: &str, app: &LongConnApp) -> Ctx {
+        Ctx {
+            name: name.to_owned(),
+            app: app.clone(),
+            intake: self.intake.clone(),
+            state: Arc::new(Mutex::new(State::Connecting)),
+            cancel: self.root.child_token(),
+        }
+    }
+
+    /// Starts the client task of `ctx`, from `first` when a connection is already made.
+    fn launch(&self, ctx: Ctx, cc: ClientConfig, first: Option<session::Conn>) -> Client {
+        let (app, state, cancel) = (ctx.app.clone(), ctx.state.clone(), ctx.cancel.clone());
+        let task = self.runtime.spawn(supervise(ctx, cc, first));
+        Client {
+            id: self
+                .next_id
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            app,
+            state,
+            cancel,
+            task,
         }
     }
 
@@ -175,6 +219,8 @@ impl LongConns {
                 .collect(),
             Err(_) => return,
         };
+        // New settings being tried (a reload) stop too.
+        self.root.cancel();
         let all = async {
             for t in tasks {
                 let _ = t.await;
@@ -234,12 +280,13 @@ impl Ctx {
     }
 }
 
-/// One app's client: connect, run, reconnect per policy, until cancelled or failed.
-async fn supervise(ctx: Ctx) {
+/// One app's client: connect (unless `first` is a connection already made), run, reconnect
+/// per policy, until cancelled or failed.
+async fn supervise(ctx: Ctx, cc: ClientConfig, first: Option<session::Conn>) {
     let span = tracing::info_span!("longconn", app = %ctx.name);
     tracing::Instrument::instrument(
         async {
-            supervise_inner(&ctx).await;
+            supervise_inner(&ctx, cc, first).await;
             tracing::info!("long connection client finished");
         },
         span,
@@ -247,10 +294,13 @@ async fn supervise(ctx: Ctx) {
     .await;
 }
 
-async fn supervise_inner(ctx: &Ctx) {
-    let mut cc = ClientConfig::default();
-    let Some(mut next) = ctx.unless_cancelled(session::connect(ctx, &mut cc)).await else {
-        return;
+async fn supervise_inner(ctx: &Ctx, mut cc: ClientConfig, first: Option<session::Conn>) {
+    let mut next = match first {
+        Some(conn) => Ok(conn),
+        None => match ctx.unless_cancelled(session::connect(ctx, &mut cc)).await {
+            Some(attempt) => attempt,
+            None => return,
+        },
     };
     loop {
         if ctx.cancel.is_cancelled() {
@@ -325,9 +375,8 @@ async fn reconnect(ctx: &Ctx, cc: &mut ClientConfig) -> Option<Result<session::C
             .longconn_reconnects
             .get_or_create(&metrics::app(&ctx.name))
             .inc();
-        let Some(attempt) = ctx.unless_cancelled(session::connect(ctx, cc)).await else {
-            return None;
-        };
+        // `None`: cancelled.
+        let attempt = ctx.unless_cancelled(session::connect(ctx, cc)).await?;
         match attempt {
             Ok(conn) => return Some(Ok(conn)),
             Err(e) if e.is_fatal() => return Some(Err(e.to_string())),

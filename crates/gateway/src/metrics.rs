@@ -87,6 +87,8 @@ pub struct Metrics {
     pub longconn_connected: Family<AppLabels, Gauge>,
     /// Incomplete fragmented messages dropped, by `reason` (`expired`, `evicted`).
     pub longconn_fragments_dropped: Family<AppReasonLabels, Counter>,
+    /// Reloads whose new connection settings for the app were refused (the previous stay).
+    pub longconn_settings_refused: Family<AppLabels, Counter>,
     pub plugin_process_exits: Family<PluginReasonLabels, Counter>,
     pub dead_letters_now: Gauge,
     pub pending_by_plugin: Family<PluginLabels, Gauge>,
@@ -264,6 +266,12 @@ impl Metrics {
             "Incomplete fragmented messages dropped on long connections by reason (expired: no fragment for 5 s; evicted: room needed); never acked, Lark re-sends them",
             longconn_fragments_dropped.clone(),
         );
+        let longconn_settings_refused = Family::<AppLabels, Counter>::default();
+        registry.register(
+            "gateway_longconn_settings_refused",
+            "Reloads whose new long-connection settings (app_id, app_secret, domain) of the app failed to connect; the running connection kept the previous settings",
+            longconn_settings_refused.clone(),
+        );
         let plugin_process_exits = Family::<PluginReasonLabels, Counter>::default();
         registry.register(
             "gateway_plugin_process_exits",
@@ -365,6 +373,7 @@ impl Metrics {
             longconn_acks,
             longconn_connected,
             longconn_fragments_dropped,
+            longconn_settings_refused,
             plugin_process_exits,
             dead_letters_now,
             pending_by_plugin,

@@ -5,6 +5,8 @@
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 
+use gateway_e2e::harness::post;
+
 use super::*;
 
 /// A bootstrap endpoint that accepts connections and never answers (a hung Lark or proxy).
@@ -110,4 +112,57 @@ fn the_connected_gauge_stays_1_after_a_reload_replaced_a_busy_connection() {
 
 fn scrape(gw: &TestGateway) -> String {
     get(&gw.admin_url("/metrics")).expect("metrics").body
+}
+
+/// A reload whose new app settings Lark refuses (a typo'd app_secret) leaves the working
+/// connection up: the new settings are tried first, and only a connection made with them
+/// replaces the old one. The reload reports the app's settings as not applied (API, log,
+/// metric). A reload with settings Lark accepts moves the connection over afterwards.
+#[test]
+fn a_reload_with_a_refused_secret_keeps_the_working_connection() {
+    let lark = LarkWs::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let with_secret = |secret: &str| config(&lark, "", "").replace("${WS_SECRET}", secret);
+    let gw = TestGateway::spawn(dir.path(), &with_secret(LarkWs::APP_SECRET));
+    connected(&lark, 1);
+    std::fs::write(dir.path().join("gateway.toml"), with_secret("ws_secreT")).expect("write");
+    let json = [("Content-Type".to_owned(), "application/json".to_owned())];
+    let answer = post(&gw.admin_url("/api/v1/reload"), &json, "{}").expect("reload");
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let v: serde_json::Value = serde_json::from_str(&answer.body).expect("json");
+    let not_applied = v["not_applied"].to_string();
+    assert!(
+        not_applied.contains("hire") && not_applied.contains("1000040344"),
+        "{}",
+        answer.body
+    );
+    assert_eq!(lark.bootstraps().len(), 2, "the new secret was tried");
+    assert_eq!(lark.open_connections(), 1, "{}", gw.log());
+    assert!(lark.push_event("m-kept", &event("ev-kept", "test.sink")));
+    assert_eq!(ack_code(&lark, "m-kept"), Some(200));
+    let m = scrape(&gw);
+    assert_eq!(metric(&m, r#"gateway_longconn_connected{app="hire"}"#), 1.0);
+    assert_eq!(
+        metric(&m, r#"gateway_longconn_connects_total{app="hire"}"#),
+        1.0
+    );
+    assert_eq!(
+        metric(&m, r#"gateway_longconn_settings_refused_total{app="hire"}"#),
+        1.0
+    );
+    let ready = get(&gw.admin_url("/readyz")).expect("readyz");
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    assert!(gw.log().contains("previous settings"), "{}", gw.log());
+
+    // Put back: the running connection has these settings already; nothing to try.
+    std::fs::write(
+        dir.path().join("gateway.toml"),
+        with_secret(LarkWs::APP_SECRET),
+    )
+    .expect("write");
+    let answer = post(&gw.admin_url("/api/v1/reload"), &json, "{}").expect("reload");
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(!answer.body.contains("hire"), "{}", answer.body);
+    assert_eq!(lark.bootstraps().len(), 2);
+    assert_eq!(lark.open_connections(), 1);
 }
