@@ -544,7 +544,8 @@ fn a_webhook_app_and_a_websocket_app_share_one_gateway() {
             ("pushed".to_owned(), "ev-http".to_owned())
         ]
     );
-    // `check` validates the websocket app without connecting; `check --connect` bootstraps.
+    // `check` validates the websocket app without connecting; `check --connect` bootstraps
+    // and dials.
     let before = lark.bootstraps().len();
     let (code, out, err) = gw.cli(&["check"]);
     assert_eq!(code, 0, "{out}{err}");
@@ -557,7 +558,7 @@ fn a_webhook_app_and_a_websocket_app_share_one_gateway() {
     let (code, out, err) = gw.cli(&["check", "--connect"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
-        out.contains("app hire: long connection bootstrap ok (service_id 42"),
+        out.contains("app hire: long connection ok (bootstrap and handshake; service_id 42"),
         "{out}"
     );
     assert_eq!(lark.bootstraps().len(), before + 1);
@@ -707,3 +708,6 @@ mod lifecycle;
 
 #[path = "longconn/flow.rs"]
 mod flow;
+
+#[path = "longconn/check.rs"]
+mod check;

@@ -17,6 +17,7 @@
 //! Never logged: the app secret and the connection URL's query (it carries credentials).
 
 mod bootstrap;
+mod dial;
 mod handover;
 mod session;
 
@@ -29,6 +30,7 @@ use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
 pub use bootstrap::{bootstrap_blocking, ConnectError};
+pub use dial::dial_and_close_blocking;
 
 use crate::config::{Config, LongConnApp};
 use crate::intake::Intake;

@@ -16,20 +16,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use lark_longconn::bootstrap::{classify_handshake, headers as hs, redact_url};
+use lark_longconn::bootstrap::redact_url;
 use lark_longconn::frame::headers;
 use lark_longconn::{
-    Applied, ClientConfig, ClientConfigUpdate, FragmentError, Frame, HandshakeVerdict, MessageType,
-    Method, Reassembler,
+    Applied, ClientConfig, ClientConfigUpdate, FragmentError, Frame, MessageType, Method,
+    Reassembler,
 };
 use prost::Message as _;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Semaphore};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::tungstenite::Message;
 
 use super::bootstrap::{bootstrap, ConnectError};
+use super::dial::{dial, WsStream};
 use super::Ctx;
 use crate::intake::Stored;
 use crate::metrics;
@@ -38,18 +36,10 @@ use crate::metrics;
 pub const DEAD_AFTER_PINGS: u32 = 3;
 /// Messages handled at once on one connection.
 pub const MAX_IN_FLIGHT: usize = 256;
-/// Dialling (TCP + TLS + WebSocket handshake) gives up after this long.
-const DIAL_TIMEOUT: Duration = Duration::from_secs(15);
 /// An incomplete fragmented message is dropped this long after its last fragment.
 const FRAGMENT_TTL: Duration = Duration::from_secs(5);
 /// Incomplete messages held at once.
 const MAX_FRAGMENTED: usize = 64;
-/// Room for a frame's headers around an event of `max_body_bytes`.
-const FRAME_OVERHEAD: usize = 64 * 1024;
-/// A WebSocket message is read if it is at most this many times `max_body_bytes` (plus
-/// [`FRAME_OVERHEAD`]): an event somewhat over the limit is read and acked 500 (`too_large`);
-/// only a larger message fails the connection (tungstenite cannot skip it).
-const FRAME_BOUND_FACTOR: usize = 4;
 /// The ack code of a message stored (or already stored).
 const ACK_OK: u16 = 200;
 /// The ack code of a message refused or not stored, whatever the reason: the only failure
@@ -61,7 +51,7 @@ const DRAIN: Duration = Duration::from_secs(5);
 
 /// An established connection.
 pub struct Conn {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    ws: WsStream,
     service_id: i32,
     max_event_bytes: usize,
 }
@@ -73,40 +63,8 @@ pub async fn connect(ctx: &Ctx, cc: &mut ClientConfig) -> Result<Conn, ConnectEr
         warn_clamped(&cc.apply(update), "the bootstrap answer");
     }
     let max_body = max_body_bytes(ctx);
-    let max_message = max_body
-        .saturating_mul(FRAME_BOUND_FACTOR)
-        .saturating_add(FRAME_OVERHEAD);
-    let config = WebSocketConfig::default()
-        .max_message_size(Some(max_message))
-        .max_frame_size(Some(max_message));
-    let dial =
-        tokio_tungstenite::connect_async_with_config(endpoint.url.as_str(), Some(config), true);
+    let ws = dial(&endpoint.url, max_body).await?;
     let shown = redact_url(&endpoint.url);
-    let (ws, _) = match tokio::time::timeout(DIAL_TIMEOUT, dial).await {
-        Err(_) => return Err(ConnectError::Retry(format!("dialling {shown} timed out"))),
-        Ok(Ok(ok)) => ok,
-        Ok(Err(tungstenite::Error::Http(response))) => {
-            let header = |name: &str| {
-                response
-                    .headers()
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned)
-            };
-            return Err(
-                match classify_handshake(
-                    response.status().as_u16(),
-                    header(hs::STATUS).as_deref(),
-                    header(hs::AUTH_ERR_CODE).as_deref(),
-                    header(hs::MSG).as_deref(),
-                ) {
-                    HandshakeVerdict::Fatal(why) => ConnectError::Fatal(why),
-                    HandshakeVerdict::Retry(why) => ConnectError::Retry(why),
-                },
-            );
-        }
-        Ok(Err(e)) => return Err(ConnectError::Retry(format!("dialling {shown}: {e}"))),
-    };
     tracing::info!(
         url = %shown,
         service_id = endpoint.service_id,
