@@ -32,7 +32,8 @@ use super::Ctx;
 use crate::intake::Stored;
 use crate::metrics;
 
-/// A connection is dead when no pong arrived for this many ping intervals.
+/// A connection is dead when no pong arrived for more than this many ping intervals. Checked
+/// at each ping, so a dead connection is found about one interval later than that.
 pub const DEAD_AFTER_PINGS: u32 = 3;
 /// Messages handled at once on one connection.
 pub const MAX_IN_FLIGHT: usize = 256;
