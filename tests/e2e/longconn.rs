@@ -19,6 +19,11 @@ const WAIT: Duration = Duration::from_secs(10);
 /// A websocket app `hire` on `lark`, the logger as `audit` (for every `test.*` event) and a
 /// testkit `sink` recording to `data/sink.jsonl` (for `test.sink`), plus `extra` TOML.
 fn config(lark: &LarkWs, app_extra: &str, extra: &str) -> String {
+    config_at(&lark.domain(), app_extra, extra)
+}
+
+/// [`config`] with the app's `domain` set to `domain`.
+fn config_at(domain: &str, app_extra: &str, extra: &str) -> String {
     format!(
         r#"{base}
 [[apps]]
@@ -55,7 +60,6 @@ plugins = ["sink"]
 "#,
         base = base_config(),
         app_id = LarkWs::APP_ID,
-        domain = lark.domain(),
         logger = binaries().logger.display(),
         testkit = binaries().testkit.display(),
     )
@@ -540,7 +544,8 @@ fn a_webhook_app_and_a_websocket_app_share_one_gateway() {
             ("pushed".to_owned(), "ev-http".to_owned())
         ]
     );
-    // `check` validates the websocket app without connecting; `check --connect` bootstraps.
+    // `check` validates the websocket app without connecting; `check --connect` bootstraps
+    // and dials.
     let before = lark.bootstraps().len();
     let (code, out, err) = gw.cli(&["check"]);
     assert_eq!(code, 0, "{out}{err}");
@@ -553,7 +558,7 @@ fn a_webhook_app_and_a_websocket_app_share_one_gateway() {
     let (code, out, err) = gw.cli(&["check", "--connect"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
-        out.contains("app hire: long connection bootstrap ok (service_id 42"),
+        out.contains("app hire: long connection ok (bootstrap and handshake; service_id 42"),
         "{out}"
     );
     assert_eq!(lark.bootstraps().len(), before + 1);
@@ -697,3 +702,12 @@ fn an_event_over_max_body_bytes_is_acked_500_and_the_connection_stays() {
         2.0
     );
 }
+
+#[path = "longconn/lifecycle.rs"]
+mod lifecycle;
+
+#[path = "longconn/flow.rs"]
+mod flow;
+
+#[path = "longconn/check.rs"]
+mod check;

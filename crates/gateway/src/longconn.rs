@@ -3,8 +3,10 @@
 //! [`Intake`], acking it only once it is durably stored.
 //!
 //! [`LongConns`] supervises those tasks: started with the gateway, reconciled on reload (added
-//! apps start, removed ones stop, changed credentials or domain restart, a client that gave up
-//! gets a fresh start), stopped on shutdown after in-flight messages are acked. Each task's
+//! apps start, removed ones stop, changed credentials or domain are tried beside the running
+//! connection and replace it only once connected (`handover`), a client that gave up gets a
+//! fresh start), stopped on shutdown after in-flight messages are acked (a bootstrap or
+//! dial in progress, or a wait before a reconnect, is abandoned at once). Each task's
 //! state is visible on `/readyz`.
 //!
 //! Reconnect policy (spec §11, Lark's `ClientConfig`): a bootstrap answering a fatal code or a
@@ -15,6 +17,8 @@
 //! Never logged: the app secret and the connection URL's query (it carries credentials).
 
 mod bootstrap;
+mod dial;
+mod handover;
 mod session;
 
 use std::collections::HashMap;
@@ -26,6 +30,7 @@ use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
 pub use bootstrap::{bootstrap_blocking, ConnectError};
+pub use dial::dial_and_close_blocking;
 
 use crate::config::{Config, LongConnApp};
 use crate::intake::Intake;
@@ -56,6 +61,8 @@ impl std::fmt::Display for State {
 type SharedState = Arc<Mutex<State>>;
 
 struct Client {
+    /// Tells this client apart from a successor under the same name (see `handover`).
+    id: u64,
     app: LongConnApp,
     state: SharedState,
     cancel: CancellationToken,
@@ -67,6 +74,9 @@ pub struct LongConns {
     intake: Arc<Intake>,
     runtime: tokio::runtime::Handle,
     clients: Mutex<HashMap<String, Client>>,
+    /// Parent of every client's token (and of a new settings' trial): cancelled by shutdown.
+    root: CancellationToken,
+    next_id: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for LongConns {
@@ -82,55 +92,99 @@ impl LongConns {
             intake,
             runtime: tokio::runtime::Handle::current(),
             clients: Mutex::new(HashMap::new()),
+            root: CancellationToken::new(),
+            next_id: std::sync::atomic::AtomicU64::new(1),
         });
+        // No app runs yet, so none has new settings to try: this does not block.
         conns.reconcile(config);
         conns
     }
 
-    /// Brings the clients in line with `config` (from any thread).
-    pub fn reconcile(&self, config: &Config) {
-        let Ok(mut clients) = self.clients.lock() else {
-            return;
-        };
+    /// Brings the clients in line with `config`: added apps start, removed ones stop, failed
+    /// ones start afresh. An app whose `app_id`, `app_secret` or `domain` changed gets a
+    /// connection with the new settings *before* its running client is let go (see
+    /// `handover`); if that fails, the running client stays on the previous settings and the
+    /// returned list says so (one line per app). Blocks while new settings are tried (up to
+    /// a bootstrap and a dial, 25 s): call it from a blocking thread when apps may change.
+    pub fn reconcile(&self, config: &Config) -> Vec<String> {
         let wanted: HashMap<&str, &LongConnApp> = config
             .apps
             .iter()
             .filter_map(|a| Some((a.name.as_str(), a.long_connection()?)))
             .collect();
-        clients.retain(|name, client| {
-            let keep = wanted.get(name.as_str()).is_some_and(|app| {
-                **app == client.app
-                    && !matches!(*client.state.lock().unwrap_or_else(|p| p.into_inner()), State::Failed(_))
-            });
-            if !keep {
-                tracing::info!(app = %name, "stopping the long connection (app removed, changed or restarting after a failure)");
-                client.cancel.cancel();
-            }
-            keep
-        });
-        for (name, app) in wanted {
-            if clients.contains_key(name) {
-                continue;
-            }
-            let state = Arc::new(Mutex::new(State::Connecting));
-            let cancel = CancellationToken::new();
-            let ctx = Ctx {
-                name: name.to_owned(),
-                app: app.clone(),
-                intake: self.intake.clone(),
-                state: state.clone(),
-                cancel: cancel.clone(),
+        let mut changed = Vec::new();
+        {
+            let Ok(mut clients) = self.clients.lock() else {
+                return Vec::new();
             };
-            let task = self.runtime.spawn(supervise(ctx));
-            clients.insert(
-                name.to_owned(),
-                Client {
-                    app: app.clone(),
-                    state,
-                    cancel,
-                    task,
-                },
-            );
+            clients.retain(|name, client| {
+                let state = client.state.lock().unwrap_or_else(|p| p.into_inner());
+                let wanted_app = wanted.get(name.as_str());
+                let stop = match wanted_app {
+                    None => Some("app removed"),
+                    Some(_) if matches!(*state, State::Failed(_)) => {
+                        Some("restarting after a failure")
+                    }
+                    Some(app) if **app != client.app => {
+                        changed.push(handover::Trial {
+                            name: name.clone(),
+                            app: (*app).clone(),
+                            replaces: client.id,
+                        });
+                        None
+                    }
+                    Some(_) => None,
+                };
+                let Some(why) = stop else {
+                    return true;
+                };
+                tracing::info!(app = %name, "stopping the long connection ({why})");
+                // Under the state's lock: see `Ctx::set`.
+                client.cancel.cancel();
+                if wanted_app.is_none() {
+                    // Removed: no client speaks for it any more.
+                    metrics::get()
+                        .longconn_connected
+                        .remove(&metrics::app(name));
+                }
+                false
+            });
+            for (name, app) in wanted {
+                if !clients.contains_key(name) {
+                    let ctx = self.new_ctx(name, app);
+                    clients.insert(
+                        name.to_owned(),
+                        self.launch(ctx, ClientConfig::default(), None),
+                    );
+                }
+            }
+        }
+        handover::apply(self, changed)
+    }
+
+    /// A fresh client context for `app` (its own state and token, under the root token).
+    fn new_ctx(&self, name: &str, app: &LongConnApp) -> Ctx {
+        Ctx {
+            name: name.to_owned(),
+            app: app.clone(),
+            intake: self.intake.clone(),
+            state: Arc::new(Mutex::new(State::Connecting)),
+            cancel: self.root.child_token(),
+        }
+    }
+
+    /// Starts the client task of `ctx`, from `first` when a connection is already made.
+    fn launch(&self, ctx: Ctx, cc: ClientConfig, first: Option<session::Conn>) -> Client {
+        let (app, state, cancel) = (ctx.app.clone(), ctx.state.clone(), ctx.cancel.clone());
+        let task = self.runtime.spawn(supervise(ctx, cc, first));
+        Client {
+            id: self
+                .next_id
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            app,
+            state,
+            cancel,
+            task,
         }
     }
 
@@ -167,6 +221,8 @@ impl LongConns {
                 .collect(),
             Err(_) => return,
         };
+        // New settings being tried (a reload) stop too.
+        self.root.cancel();
         let all = async {
             for t in tasks {
                 let _ = t.await;
@@ -188,13 +244,32 @@ struct Ctx {
 }
 
 impl Ctx {
+    /// Records the client's state and the app's `gateway_longconn_connected` gauge, unless the
+    /// client was cancelled: a stopped or replaced client no longer speaks for the app (its
+    /// successor may already have set the gauge). The check and the write happen under the
+    /// state's lock, which [`LongConns::reconcile`] holds while it cancels, so a write that
+    /// passed the check lands before the successor starts.
     fn set(&self, state: State) {
+        let Ok(mut s) = self.state.lock() else {
+            return;
+        };
+        if self.cancel.is_cancelled() {
+            return;
+        }
         metrics::get()
             .longconn_connected
             .get_or_create(&metrics::app(&self.name))
             .set(i64::from(state == State::Connected));
-        if let Ok(mut s) = self.state.lock() {
-            *s = state;
+        *s = state;
+    }
+
+    /// Runs `work` unless the client is cancelled first (`None`): a connect attempt (up to 10 s
+    /// of bootstrap and 15 s of dialling) must not hold up a shutdown or a reload.
+    async fn unless_cancelled<T>(&self, work: impl std::future::Future<Output = T>) -> Option<T> {
+        tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => None,
+            done = work => Some(done),
         }
     }
 
@@ -207,15 +282,28 @@ impl Ctx {
     }
 }
 
-/// One app's client: connect, run, reconnect per policy, until cancelled or failed.
-async fn supervise(ctx: Ctx) {
+/// One app's client: connect (unless `first` is a connection already made), run, reconnect
+/// per policy, until cancelled or failed.
+async fn supervise(ctx: Ctx, cc: ClientConfig, first: Option<session::Conn>) {
     let span = tracing::info_span!("longconn", app = %ctx.name);
-    tracing::Instrument::instrument(supervise_inner(&ctx), span).await;
+    tracing::Instrument::instrument(
+        async {
+            supervise_inner(&ctx, cc, first).await;
+            tracing::info!("long connection client finished");
+        },
+        span,
+    )
+    .await;
 }
 
-async fn supervise_inner(ctx: &Ctx) {
-    let mut cc = ClientConfig::default();
-    let mut next = session::connect(ctx, &mut cc).await;
+async fn supervise_inner(ctx: &Ctx, mut cc: ClientConfig, first: Option<session::Conn>) {
+    let mut next = match first {
+        Some(conn) => Ok(conn),
+        None => match ctx.unless_cancelled(session::connect(ctx, &mut cc)).await {
+            Some(attempt) => attempt,
+            None => return,
+        },
+    };
     loop {
         if ctx.cancel.is_cancelled() {
             return;
@@ -238,10 +326,19 @@ async fn supervise_inner(ctx: &Ctx) {
             .get_or_create(&metrics::app(&ctx.name))
             .inc();
         ctx.set(State::Connected);
-        let lost = session::run(ctx, conn, &mut cc).await;
-        let Some(why) = lost else {
-            ctx.set(State::Connecting);
-            return;
+        let why = match session::run(ctx, conn, &mut cc).await {
+            session::Ended::Cancelled => return,
+            session::Ended::Redial(why) => {
+                tracing::info!(reason = %why, "dialling the long connection again");
+                ctx.set(State::Connecting);
+                let Some(attempt) = ctx.unless_cancelled(session::connect(ctx, &mut cc)).await
+                else {
+                    return;
+                };
+                next = attempt;
+                continue;
+            }
+            session::Ended::Lost(why) => why,
         };
         tracing::warn!(reason = %why, "long connection lost; reconnecting");
         ctx.set(State::Reconnecting(why));
@@ -280,7 +377,9 @@ async fn reconnect(ctx: &Ctx, cc: &mut ClientConfig) -> Option<Result<session::C
             .longconn_reconnects
             .get_or_create(&metrics::app(&ctx.name))
             .inc();
-        match session::connect(ctx, cc).await {
+        // `None`: cancelled.
+        let attempt = ctx.unless_cancelled(session::connect(ctx, cc)).await?;
+        match attempt {
             Ok(conn) => return Some(Ok(conn)),
             Err(e) if e.is_fatal() => return Some(Err(e.to_string())),
             Err(e) => {

@@ -74,7 +74,8 @@ enum Command {
     /// Validate the config, open and ABI-check every plugin, print the route table. Opens no
     /// long connection unless --connect is given (a PostgreSQL store is connected to).
     Check {
-        /// Also bootstrap each websocket app's long connection once and report the result.
+        /// Also bootstrap and dial each websocket app's long connection once (closed at once)
+        /// and report the result.
         #[arg(long)]
         connect: bool,
     },

@@ -41,6 +41,12 @@ pub struct AppKindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AppReasonLabels {
+    pub app: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AppCodeLabels {
     pub app: String,
     pub code: String,
@@ -79,6 +85,10 @@ pub struct Metrics {
     pub longconn_frames: Family<AppKindLabels, Counter>,
     pub longconn_acks: Family<AppCodeLabels, Counter>,
     pub longconn_connected: Family<AppLabels, Gauge>,
+    /// Incomplete fragmented messages dropped, by `reason` (`expired`, `evicted`).
+    pub longconn_fragments_dropped: Family<AppReasonLabels, Counter>,
+    /// Reloads whose new connection settings for the app were refused (the previous stay).
+    pub longconn_settings_refused: Family<AppLabels, Counter>,
     pub plugin_process_exits: Family<PluginReasonLabels, Counter>,
     pub dead_letters_now: Gauge,
     pub pending_by_plugin: Family<PluginLabels, Gauge>,
@@ -250,6 +260,18 @@ impl Metrics {
             "1 while the app's long connection is up",
             longconn_connected.clone(),
         );
+        let longconn_fragments_dropped = Family::<AppReasonLabels, Counter>::default();
+        registry.register(
+            "gateway_longconn_fragments_dropped",
+            "Incomplete fragmented messages dropped on long connections by reason (expired: no fragment for 5 s; evicted: room needed); never acked, Lark re-sends them",
+            longconn_fragments_dropped.clone(),
+        );
+        let longconn_settings_refused = Family::<AppLabels, Counter>::default();
+        registry.register(
+            "gateway_longconn_settings_refused",
+            "Reloads whose new long-connection settings (app_id, app_secret, domain) of the app failed to connect; the running connection kept the previous settings",
+            longconn_settings_refused.clone(),
+        );
         let plugin_process_exits = Family::<PluginReasonLabels, Counter>::default();
         registry.register(
             "gateway_plugin_process_exits",
@@ -350,6 +372,8 @@ impl Metrics {
             longconn_frames,
             longconn_acks,
             longconn_connected,
+            longconn_fragments_dropped,
+            longconn_settings_refused,
             plugin_process_exits,
             dead_letters_now,
             pending_by_plugin,

@@ -3,7 +3,8 @@
 //! config stays and the reason is logged. On success, in this order: new and changed plugin
 //! instances join the delivery engine, both transports switch to the new apps and routes in one
 //! atomic swap, long connections of added, changed or removed websocket apps are started,
-//! restarted or stopped, removed instances stop taking work (shut down after their in-flight
+//! moved (a changed app's new settings connect before its old connection goes; refused ones
+//! leave it running and are reported in the reload's answer) or stopped, removed instances stop taking work (shut down after their in-flight
 //! calls), and the admin listener takes the new `[admin] token` (`Admin::reload_token`).
 //! Requests never see a half-applied config.
 
@@ -129,7 +130,8 @@ impl Live {
             .map_err(|p| format!("plugins:\n  - {}", p.join("\n  - ")))?;
         self.engine.add_plugins(&plugins, new.delivery);
         self.intake.swap_routes(Routes::from_config(&new));
-        self.long_conns.reconcile(&new);
+        // Blocks while changed apps' new settings are tried (this is a blocking thread).
+        let refused = self.long_conns.reconcile(&new);
         self.engine.retain_plugins(&plugins);
         if let Some(admin) = self.admin.upgrade() {
             admin.reload_token(new.admin_token.clone());
@@ -157,6 +159,8 @@ impl Live {
         for note in &notes {
             tracing::warn!("{note}");
         }
+        // Logged at error where they were refused.
+        notes.extend(refused);
         // What waits for a restart keeps its running value in the config kept from here on,
         // so the next reload compares against what runs, not against this file.
         new.listen = old.listen;

@@ -1,9 +1,12 @@
 //! The bootstrap exchange and the verdicts on failures (spec §11).
 //!
 //! `POST {domain}/callback/ws/endpoint` with `{"AppID","AppSecret"}` answers
-//! `{"code":0,"data":{"URL":"wss://...","ClientConfig":{...}}}`. Codes 1 (busy) and 1000040343
-//! (Lark internal error) are worth retrying; any other non-zero code is a problem of the app's
-//! credentials or console settings and is fatal. A refused WebSocket handshake carries a
+//! `{"code":0,"data":{"URL":"wss://...","ClientConfig":{...}}}`. An HTTP status of 500 or more,
+//! or 429, is retried whatever the body says (Lark, or a proxy in front of it, is overloaded or
+//! failing: its JSON is no verdict on the app). Codes 1 (busy), 1000040343 (Lark internal error)
+//! and 99991400 (Lark's rate limit) are worth retrying; any other non-zero code in a proper
+//! answer is a problem of the app's credentials or console settings and is fatal. A body that
+//! is not an endpoint answer is retried too. A refused WebSocket handshake carries a
 //! `handshake-status` header: 514 with `handshake-autherrcode` 1000040350 (connection limit) and
 //! 403 are fatal, anything else is retried.
 //!
@@ -20,6 +23,10 @@ pub const ENDPOINT_PATH: &str = "/callback/ws/endpoint";
 pub const CODE_BUSY: i64 = 1;
 /// Lark's bootstrap code for an internal error.
 pub const CODE_INTERNAL: i64 = 1_000_040_343;
+/// Lark's Open Platform code for "request trigger frequency limit" (rate limited).
+pub const CODE_RATE_LIMITED: i64 = 99_991_400;
+/// The HTTP status of a rate-limited request.
+pub const HTTP_TOO_MANY_REQUESTS: u16 = 429;
 /// `handshake-status` of an authentication failure.
 pub const HANDSHAKE_AUTH_FAILED: &str = "514";
 /// `handshake-status` of a forbidden connection.
@@ -64,9 +71,12 @@ impl std::fmt::Debug for Endpoint {
 /// Why a bootstrap did not give an endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BootstrapError {
-    /// Worth another try later (busy, internal error, a 5xx, a malformed answer).
+    /// Worth another try later (busy, internal error, rate limited).
     #[error("Lark's endpoint answered code {code} ({msg}); will retry")]
     Retry { code: i64, msg: String },
+    /// The endpoint answered HTTP 5xx or 429: worth another try later, whatever the body.
+    #[error("Lark's endpoint answered HTTP {status} ({detail}); will retry")]
+    Unavailable { status: u16, detail: String },
     /// The app's settings are wrong; retrying cannot help.
     #[error(
         "Lark refused the long connection: code {code} ({msg}); check app_id and app_secret, \
@@ -102,14 +112,25 @@ struct AnswerData {
 }
 
 /// Classifies the endpoint's HTTP answer.
+///
+/// Only a proper answer (a status other than 5xx and 429) with a code other than 0 and the
+/// retryable ones is [`BootstrapError::Fatal`].
 pub fn parse_response(status: u16, body: &[u8]) -> Result<Endpoint, BootstrapError> {
-    let answer: Answer = serde_json::from_slice(body).map_err(|e| BootstrapError::Malformed {
+    let parsed = serde_json::from_slice::<Answer>(body);
+    if status >= 500 || status == HTTP_TOO_MANY_REQUESTS {
+        let detail = match &parsed {
+            Ok(a) => format!("code {}: {}", a.code, a.msg),
+            Err(_) => "no endpoint answer".to_owned(),
+        };
+        return Err(BootstrapError::Unavailable { status, detail });
+    }
+    let answer = parsed.map_err(|e| BootstrapError::Malformed {
         status,
         detail: e.to_string(),
     })?;
     match answer.code {
         0 => {}
-        CODE_BUSY | CODE_INTERNAL => {
+        CODE_BUSY | CODE_INTERNAL | CODE_RATE_LIMITED => {
             return Err(BootstrapError::Retry {
                 code: answer.code,
                 msg: answer.msg,
@@ -244,6 +265,36 @@ mod tests {
         assert!(parse_response(200, &answer(0, "https://x/?service_id=1")).is_err());
         assert!(parse_response(200, &answer(0, "wss://x/?service_id=abc")).is_err());
         assert!(parse_response(200, br#"{"code":0}"#).is_err());
+    }
+
+    /// A 5xx or a 429 is Lark (or a proxy in front of it) in trouble, whatever JSON it carries:
+    /// once taken for a refusal of the app's settings (fatal: the app stopped until a reload).
+    #[test]
+    fn an_overloaded_or_failing_endpoint_is_retried_whatever_its_body() {
+        for (status, body) in [
+            (503, br#"{"code":503,"msg":"Service Unavailable"}"#.to_vec()),
+            (502, br#"{"code":-1,"msg":"bad gateway"}"#.to_vec()),
+            (500, answer(10003, URL)),
+            (
+                429,
+                br#"{"code":99991400,"msg":"request trigger frequency limit"}"#.to_vec(),
+            ),
+            (429, b"slow down".to_vec()),
+            (500, answer(0, URL)),
+        ] {
+            let e = parse_response(status, &body).expect_err("no endpoint from a 5xx or 429");
+            assert!(!e.is_fatal(), "HTTP {status}: {e}");
+            assert!(e.to_string().contains(&status.to_string()), "{e}");
+        }
+        // Lark's rate limit code is retried with any status.
+        let limited = br#"{"code":99991400,"msg":"request trigger frequency limit"}"#;
+        let e = parse_response(200, limited).expect_err("rate limited");
+        assert!(!e.is_fatal(), "{e}");
+        // A proper answer with another code stays fatal, 4xx included.
+        for status in [200, 400, 401, 403] {
+            let e = parse_response(status, &answer(10003, URL)).expect_err("refused");
+            assert!(e.is_fatal(), "HTTP {status}: {e}");
+        }
     }
 
     #[test]

@@ -7,13 +7,41 @@
 //! ignores negative values (0 = no random first wait); `ReconnectCount` takes any value (< 0 =
 //! reconnect forever, 0 = never). A pong's update ([`ClientConfig::apply_pong`]) ignores every
 //! value ≤ 0 [the spec's rule for pongs: so a pong can neither stop the reconnects nor make
-//! them endless]. Intervals are capped at one day.
+//! them endless]. [Values above [`MAX_PING_INTERVAL`] and [`MAX_RECONNECT_WAIT`] are clamped
+//! to them and reported in [`Applied::clamped`], so the caller can warn.]
 
 use std::time::Duration;
 
 use serde::Deserialize;
 
-const MAX_SECONDS: i64 = 86_400;
+/// The longest `PingInterval` taken. The connection is declared dead after three intervals
+/// without a pong, so this bounds how long a dead connection (a NAT or proxy that dropped it
+/// silently, as they do after 5–15 idle minutes) goes unnoticed to about 40 minutes; Lark's
+/// own default is 120 s. A larger value would rather be a mistake than a wish.
+pub const MAX_PING_INTERVAL: Duration = Duration::from_secs(600);
+/// The longest `ReconnectInterval` and `ReconnectNonce` taken: after an outage the app
+/// receives nothing until the next attempt, so one pong must not be able to keep it away for
+/// more than 5 minutes (Lark's defaults are 120 s and 30 s).
+pub const MAX_RECONNECT_WAIT: Duration = Duration::from_secs(300);
+
+/// A value Lark sent that was above its cap, and what was used instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Clamped {
+    /// The `ClientConfig` key (`PingInterval`, `ReconnectInterval`, `ReconnectNonce`).
+    pub key: &'static str,
+    /// The value sent, in seconds.
+    pub sent: i64,
+    pub used: Duration,
+}
+
+/// What an update did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Whether any parameter changed.
+    pub changed: bool,
+    /// The values that were above their cap (applied as the cap).
+    pub clamped: Vec<Clamped>,
+}
 
 /// The effective parameters of one app's connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,31 +89,46 @@ impl ClientConfigUpdate {
     }
 }
 
-fn seconds(n: i64) -> Duration {
-    Duration::from_secs(n.clamp(0, MAX_SECONDS) as u64)
+/// `n` seconds (`n` >= 0), at most `cap`; a clamp is recorded in `clamped`.
+fn seconds(key: &'static str, n: i64, cap: Duration, clamped: &mut Vec<Clamped>) -> Duration {
+    let wanted = Duration::from_secs(n.max(0).unsigned_abs());
+    if wanted > cap {
+        clamped.push(Clamped {
+            key,
+            sent: n,
+            used: cap,
+        });
+        return cap;
+    }
+    wanted
 }
 
 impl ClientConfig {
-    /// Applies the keys present in `update`; returns whether anything changed.
-    pub fn apply(&mut self, update: &ClientConfigUpdate) -> bool {
+    /// Applies the keys present in `update`.
+    pub fn apply(&mut self, update: &ClientConfigUpdate) -> Applied {
         let before = *self;
+        let mut clamped = Vec::new();
         if let Some(n) = update.reconnect_count {
             self.reconnect_count = n;
         }
         if let Some(n) = update.reconnect_interval.filter(|n| *n > 0) {
-            self.reconnect_interval = seconds(n);
+            self.reconnect_interval =
+                seconds("ReconnectInterval", n, MAX_RECONNECT_WAIT, &mut clamped);
         }
         if let Some(n) = update.reconnect_nonce.filter(|n| *n >= 0) {
-            self.reconnect_nonce = seconds(n);
+            self.reconnect_nonce = seconds("ReconnectNonce", n, MAX_RECONNECT_WAIT, &mut clamped);
         }
         if let Some(n) = update.ping_interval.filter(|n| *n > 0) {
-            self.ping_interval = seconds(n);
+            self.ping_interval = seconds("PingInterval", n, MAX_PING_INTERVAL, &mut clamped);
         }
-        *self != before
+        Applied {
+            changed: *self != before,
+            clamped,
+        }
     }
 
-    /// Applies the keys of a pong's update that are above 0; returns whether anything changed.
-    pub fn apply_pong(&mut self, update: &ClientConfigUpdate) -> bool {
+    /// Applies the keys of a pong's update that are above 0.
+    pub fn apply_pong(&mut self, update: &ClientConfigUpdate) -> Applied {
         let positive = |n: Option<i64>| n.filter(|n| *n > 0);
         self.apply(&ClientConfigUpdate {
             reconnect_count: positive(update.reconnect_count),
@@ -104,22 +147,30 @@ mod tests {
     fn only_present_and_sane_keys_apply() {
         let mut c = ClientConfig::default();
         let u = ClientConfigUpdate::from_payload(br#"{"PingInterval":5}"#).expect("parses");
-        assert!(c.apply(&u));
+        assert!(c.apply(&u).changed);
         assert_eq!(c.ping_interval, Duration::from_secs(5));
         assert_eq!(c.reconnect_interval, Duration::from_secs(120), "untouched");
         let u = ClientConfigUpdate::from_payload(
             br#"{"PingInterval":0,"ReconnectInterval":-3,"ReconnectNonce":0,"ReconnectCount":-1}"#,
         )
         .expect("parses");
-        assert!(c.apply(&u), "the nonce changed");
+        assert!(c.apply(&u).changed, "the nonce changed");
         assert_eq!(c.ping_interval, Duration::from_secs(5), "0 ignored");
         assert_eq!(c.reconnect_interval, Duration::from_secs(120), "-3 ignored");
         assert_eq!(c.reconnect_nonce, Duration::ZERO);
-        assert!(!c.apply(&u), "nothing changes twice");
+        assert!(!c.apply(&u).changed, "nothing changes twice");
         let u = ClientConfigUpdate::from_payload(br#"{"PingInterval":99999999999,"Extra":1}"#)
             .expect("unknown keys are tolerated");
-        c.apply(&u);
-        assert_eq!(c.ping_interval, Duration::from_secs(86_400));
+        let applied = c.apply(&u);
+        assert_eq!(c.ping_interval, MAX_PING_INTERVAL);
+        assert_eq!(
+            applied.clamped,
+            [Clamped {
+                key: "PingInterval",
+                sent: 99_999_999_999,
+                used: MAX_PING_INTERVAL
+            }]
+        );
     }
 
     #[test]
@@ -132,20 +183,49 @@ mod tests {
             br#"{"ReconnectCount":0,"ReconnectNonce":0,"ReconnectInterval":0,"PingInterval":-1}"#,
         )
         .expect("parses");
-        assert!(!c.apply_pong(&u), "nothing applies");
+        assert!(!c.apply_pong(&u).changed, "nothing applies");
         assert_eq!(c.reconnect_count, 5, "a pong cannot stop the reconnects");
         assert_eq!(c.reconnect_nonce, Duration::from_secs(30));
         let u = ClientConfigUpdate::from_payload(br#"{"ReconnectCount":-1}"#).expect("parses");
-        assert!(!c.apply_pong(&u), "nor make them endless");
+        assert!(!c.apply_pong(&u).changed, "nor make them endless");
         let u = ClientConfigUpdate::from_payload(br#"{"ReconnectCount":7,"ReconnectNonce":3}"#)
             .expect("parses");
-        assert!(c.apply_pong(&u));
+        assert!(c.apply_pong(&u).changed);
         assert_eq!(c.reconnect_count, 7);
         assert_eq!(c.reconnect_nonce, Duration::from_secs(3));
         // The endpoint's answer keeps its own rules: a count of 0 means no reconnect.
         let u = ClientConfigUpdate::from_payload(br#"{"ReconnectCount":0}"#).expect("parses");
-        assert!(c.apply(&u));
+        assert!(c.apply(&u).changed);
         assert_eq!(c.reconnect_count, 0);
+    }
+
+    /// One pong could stretch the ping interval or the reconnect waits to a day.
+    #[test]
+    fn intervals_are_capped_at_what_a_deployment_can_live_with() {
+        let mut c = ClientConfig::default();
+        let u = ClientConfigUpdate::from_payload(
+            br#"{"PingInterval":3600,"ReconnectInterval":86400,"ReconnectNonce":1000}"#,
+        )
+        .expect("parses");
+        let applied = c.apply_pong(&u);
+        let keys: Vec<&str> = applied.clamped.iter().map(|c| c.key).collect();
+        assert_eq!(
+            keys,
+            ["ReconnectInterval", "ReconnectNonce", "PingInterval"]
+        );
+        assert_eq!(c.ping_interval, Duration::from_secs(600));
+        assert_eq!(c.reconnect_interval, Duration::from_secs(300));
+        assert_eq!(c.reconnect_nonce, Duration::from_secs(300));
+        let mut c = ClientConfig::default();
+        assert_eq!(c.apply(&u).clamped.len(), 3);
+        assert_eq!(
+            c.ping_interval,
+            Duration::from_secs(600),
+            "the endpoint's too"
+        );
+        // At the cap is not clamped.
+        let u = ClientConfigUpdate::from_payload(br#"{"PingInterval":600}"#).expect("parses");
+        assert!(c.apply(&u).clamped.is_empty());
     }
 
     #[test]

@@ -14,6 +14,10 @@
 //! Bounds: one message at most `max_message_bytes`; at most `max_entries` incomplete messages
 //! and `max_total_bytes` buffered in all — past those the oldest incomplete message is evicted.
 //! Memory is therefore bounded whatever a peer sends.
+//!
+//! Every incomplete message dropped (expired or evicted) is reported once through
+//! [`Reassembler::take_dropped`], so the caller can count and log it: a message that vanishes
+//! is never acked, and Lark re-sends it.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -32,6 +36,35 @@ pub enum FragmentError {
     SumChanged { expected: u32, got: u32 },
     #[error("message is larger than {limit} bytes")]
     TooLarge { limit: usize },
+}
+
+/// Why an incomplete message was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// No fragment of it came for the ttl.
+    Expired,
+    /// Room was needed (entry count or byte bound) and it was the oldest.
+    Evicted,
+}
+
+impl DropReason {
+    /// `expired` or `evicted` (metric labels, logs).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Expired => "expired",
+            DropReason::Evicted => "evicted",
+        }
+    }
+}
+
+/// An incomplete message the reassembler dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dropped {
+    pub message_id: String,
+    pub reason: DropReason,
+    /// Fragments received of `sum`.
+    pub received: usize,
+    pub sum: usize,
 }
 
 struct Entry {
@@ -57,7 +90,13 @@ pub struct Reassembler {
     refused: HashMap<String, Instant>,
     /// Incomplete messages dropped because their timer ran out or room was needed.
     pub dropped: u64,
+    /// The drops not yet taken by [`Reassembler::take_dropped`] (at most
+    /// [`MAX_UNTAKEN_DROPS`]; past that only `dropped` counts them).
+    untaken: Vec<Dropped>,
 }
+
+/// Drops kept for [`Reassembler::take_dropped`] when the caller does not take them.
+pub const MAX_UNTAKEN_DROPS: usize = 1024;
 
 impl std::fmt::Debug for Reassembler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -86,7 +125,21 @@ impl Reassembler {
             next_order: 0,
             refused: HashMap::new(),
             dropped: 0,
+            untaken: Vec::new(),
         }
+    }
+
+    /// Changes the size bounds (a reload changed the limit): they apply from the next
+    /// fragment; what is held stays, and a message past the new bound is refused when its
+    /// next fragment comes.
+    pub fn set_limits(&mut self, max_message_bytes: usize, max_total_bytes: usize) {
+        self.max_message_bytes = max_message_bytes;
+        self.max_total_bytes = max_total_bytes.max(max_message_bytes);
+    }
+
+    /// The largest message accepted.
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_message_bytes
     }
 
     /// Incomplete messages held.
@@ -214,6 +267,17 @@ impl Reassembler {
         }
     }
 
+    /// Moves every timer `by` later: for time the caller spent not reading (backpressure),
+    /// which must not count against a message whose next fragments wait unread in the socket.
+    pub fn postpone(&mut self, by: Duration) {
+        for entry in self.entries.values_mut() {
+            entry.deadline += by;
+        }
+        for until in self.refused.values_mut() {
+            *until += by;
+        }
+    }
+
     /// Drops every entry whose timer ran out; returns how many.
     pub fn expire(&mut self, now: Instant) -> usize {
         self.refused.retain(|_, until| *until > now);
@@ -224,10 +288,30 @@ impl Reassembler {
             .map(|(k, _)| k.clone())
             .collect();
         for k in &expired {
-            self.remove(k);
+            self.drop_entry(k, DropReason::Expired);
         }
-        self.dropped += expired.len() as u64;
         expired.len()
+    }
+
+    /// The incomplete messages dropped since the last call, oldest first.
+    pub fn take_dropped(&mut self) -> Vec<Dropped> {
+        std::mem::take(&mut self.untaken)
+    }
+
+    /// Removes an incomplete message that will not complete, and reports it.
+    fn drop_entry(&mut self, message_id: &str, reason: DropReason) {
+        if let Some(e) = self.entries.remove(message_id) {
+            self.total_bytes -= e.bytes;
+            self.dropped += 1;
+            if self.untaken.len() < MAX_UNTAKEN_DROPS {
+                self.untaken.push(Dropped {
+                    message_id: message_id.to_owned(),
+                    reason,
+                    received: e.parts.len() - e.missing,
+                    sum: e.parts.len(),
+                });
+            }
+        }
     }
 
     fn remove(&mut self, message_id: &str) {
@@ -250,8 +334,7 @@ impl Reassembler {
             .map(|(k, _)| k.clone());
         match oldest {
             Some(k) => {
-                self.remove(&k);
-                self.dropped += 1;
+                self.drop_entry(&k, DropReason::Evicted);
                 true
             }
             None => false,
@@ -260,173 +343,4 @@ impl Reassembler {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn buffer() -> Reassembler {
-        Reassembler::new(Duration::from_secs(5), 4, 100, 150)
-    }
-
-    #[test]
-    fn single_fragment_passes_through() {
-        let mut r = buffer();
-        let now = Instant::now();
-        assert_eq!(
-            r.push("m", 1, 0, b"abc".to_vec(), now),
-            Ok(Some(b"abc".to_vec()))
-        );
-        assert!(r.is_empty());
-    }
-
-    #[test]
-    fn out_of_order_fragments_join_in_seq_order_once() {
-        let mut r = buffer();
-        let now = Instant::now();
-        assert_eq!(r.push("m", 3, 2, b"c".to_vec(), now), Ok(None));
-        assert_eq!(r.push("m", 3, 0, b"a".to_vec(), now), Ok(None));
-        // A duplicate fragment changes nothing.
-        assert_eq!(r.push("m", 3, 0, b"X".to_vec(), now), Ok(None));
-        assert_eq!(
-            r.push("m", 3, 1, b"b".to_vec(), now),
-            Ok(Some(b"abc".to_vec()))
-        );
-        assert!(r.is_empty());
-        assert_eq!(r.buffered_bytes(), 0);
-        // A late duplicate starts a new entry that never completes by itself.
-        assert_eq!(r.push("m", 3, 1, b"b".to_vec(), now), Ok(None));
-        assert_eq!(r.len(), 1);
-    }
-
-    #[test]
-    fn a_fragment_sent_again_never_counts_against_the_size_limits() {
-        // 60 of the 100 bytes a message may have are held; the same 60-byte fragment again
-        // would pass 100 if it counted: it is a copy, the message still completes.
-        let mut r = buffer();
-        let now = Instant::now();
-        let big = vec![b'a'; 60];
-        assert_eq!(r.push("m", 2, 0, big.clone(), now), Ok(None));
-        assert_eq!(r.push("m", 2, 0, big.clone(), now), Ok(None));
-        assert_eq!(r.buffered_bytes(), 60);
-        // Nor against the total: with 120 of 150 bytes held in two messages, a copy of one
-        // of their fragments evicts neither.
-        assert_eq!(r.push("n", 2, 0, big.clone(), now), Ok(None));
-        assert_eq!(r.push("n", 2, 0, big.clone(), now), Ok(None));
-        assert_eq!(r.len(), 2);
-        assert_eq!(r.buffered_bytes(), 120);
-        let mut whole = big.clone();
-        whole.extend_from_slice(b"b");
-        assert_eq!(r.push("m", 2, 1, b"b".to_vec(), now), Ok(Some(whole)));
-    }
-
-    #[test]
-    fn each_fragment_restarts_the_timer_and_stale_entries_expire() {
-        let mut r = buffer();
-        let t0 = Instant::now();
-        r.push("m", 2, 0, b"a".to_vec(), t0).expect("ok");
-        r.push("n", 2, 0, b"a".to_vec(), t0).expect("ok");
-        let t4 = t0 + Duration::from_secs(4);
-        r.push("m", 2, 0, b"a".to_vec(), t4).expect("ok");
-        let t6 = t0 + Duration::from_secs(6);
-        assert_eq!(r.expire(t6), 1, "only n ran out");
-        assert_eq!(
-            r.push("m", 2, 1, b"b".to_vec(), t6),
-            Ok(Some(b"ab".to_vec()))
-        );
-        assert_eq!(
-            r.push("n", 2, 1, b"b".to_vec(), t6),
-            Ok(None),
-            "n was dropped"
-        );
-        assert_eq!(r.dropped, 1);
-    }
-
-    #[test]
-    fn bad_headers_are_refused() {
-        let mut r = buffer();
-        let now = Instant::now();
-        assert_eq!(
-            r.push("m", 0, 0, vec![], now),
-            Err(FragmentError::BadSum { sum: 0 })
-        );
-        assert_eq!(
-            r.push("m", MAX_FRAGMENTS + 1, 0, vec![], now),
-            Err(FragmentError::BadSum {
-                sum: MAX_FRAGMENTS + 1
-            })
-        );
-        assert_eq!(
-            r.push("m", 2, 2, vec![], now),
-            Err(FragmentError::BadSeq { seq: 2, sum: 2 })
-        );
-        r.push("m", 2, 0, b"a".to_vec(), now).expect("ok");
-        assert_eq!(
-            r.push("m", 3, 1, b"b".to_vec(), now),
-            Err(FragmentError::SumChanged {
-                expected: 2,
-                got: 3
-            })
-        );
-        assert!(r.is_empty(), "the inconsistent message is dropped");
-    }
-
-    #[test]
-    fn size_and_count_are_bounded() {
-        let mut r = buffer();
-        let now = Instant::now();
-        assert_eq!(
-            r.push("big", 1, 0, vec![0; 101], now),
-            Err(FragmentError::TooLarge { limit: 100 })
-        );
-        r.push("m", 2, 0, vec![0; 60], now).expect("ok");
-        assert_eq!(
-            r.push("m", 2, 1, vec![0; 41], now),
-            Err(FragmentError::TooLarge { limit: 100 })
-        );
-        assert!(r.is_empty());
-        // Total bytes: a third 60-byte entry evicts the oldest.
-        r.push("a", 2, 0, vec![0; 60], now).expect("ok");
-        r.push("b", 2, 0, vec![0; 60], now).expect("ok");
-        r.push("c", 2, 0, vec![0; 60], now).expect("ok");
-        assert_eq!(r.len(), 2);
-        assert!(r.buffered_bytes() <= 150);
-        assert_eq!(r.push("a", 2, 1, vec![1], now), Ok(None), "a was evicted");
-        // Entry count: at most 4.
-        for id in ["w", "x", "y", "z", "q"] {
-            r.push(id, 2, 0, vec![], now).expect("ok");
-        }
-        assert_eq!(r.len(), 4);
-    }
-
-    #[test]
-    fn a_message_too_large_is_refused_once_and_its_other_fragments_ignored() {
-        let mut r = buffer();
-        let now = Instant::now();
-        r.push("m", 3, 0, vec![0; 60], now).expect("ok");
-        assert_eq!(
-            r.push("m", 3, 1, vec![0; 41], now),
-            Err(FragmentError::TooLarge { limit: 100 })
-        );
-        assert_eq!(r.push("m", 3, 2, vec![0; 1], now), Ok(None), "ignored");
-        let soon = now + Duration::from_secs(4);
-        assert_eq!(r.push("m", 3, 1, vec![0; 1], soon), Ok(None), "ignored");
-        assert!(r.is_empty());
-        // A message of one fragment is never held back: examined as it comes.
-        assert_eq!(
-            r.push("m", 1, 0, b"y".to_vec(), soon),
-            Ok(Some(b"y".to_vec()))
-        );
-        // A ttl after the refusal (ignored fragments do not extend it), the id is a message
-        // like any other.
-        let later = now + Duration::from_secs(6);
-        assert_eq!(
-            r.push("m", 1, 0, b"x".to_vec(), later),
-            Ok(Some(b"x".to_vec()))
-        );
-        // The first fragment alone too large refuses the message the same way.
-        assert_eq!(
-            r.push("n", 2, 0, vec![0; 101], now),
-            Err(FragmentError::TooLarge { limit: 100 })
-        );
-        assert_eq!(r.push("n", 2, 1, vec![0; 1], now), Ok(None));
-    }
-}
+mod tests;

@@ -22,6 +22,6 @@ pub mod fragments;
 pub mod frame;
 
 pub use bootstrap::{BootstrapError, Endpoint, HandshakeVerdict};
-pub use client_config::{ClientConfig, ClientConfigUpdate};
-pub use fragments::{FragmentError, Reassembler};
+pub use client_config::{Applied, Clamped, ClientConfig, ClientConfigUpdate};
+pub use fragments::{DropReason, Dropped, FragmentError, Reassembler};
 pub use frame::{Frame, FrameError, Header, MessageType, Method};

@@ -8,58 +8,51 @@
 //! the ack back through a channel: `{"code":200}` only once the event is durable (or already
 //! was), `{"code":500}` otherwise (any refusal or a store failure) so Lark re-sends. Cards are not
 //! served and not acked. At most [`MAX_IN_FLIGHT`] messages are handled at once; past that the
-//! loop stops reading (backpressure on Lark, not memory growth).
+//! loop stops reading (backpressure on Lark, not memory growth). Time spent not reading for
+//! that reason counts neither towards the pong silence nor against the fragment timers: pongs
+//! and fragments wait unread in the socket meanwhile.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use lark_longconn::bootstrap::{classify_handshake, headers as hs, redact_url};
+use lark_longconn::bootstrap::redact_url;
 use lark_longconn::frame::headers;
 use lark_longconn::{
-    ClientConfig, ClientConfigUpdate, FragmentError, Frame, HandshakeVerdict, MessageType, Method,
+    Applied, ClientConfig, ClientConfigUpdate, FragmentError, Frame, MessageType, Method,
     Reassembler,
 };
 use prost::Message as _;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Semaphore};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::tungstenite::Message;
 
 use super::bootstrap::{bootstrap, ConnectError};
+use super::dial::{dial, WsStream};
 use super::Ctx;
 use crate::intake::Stored;
 use crate::metrics;
 
-/// A connection is dead when no pong arrived for this many ping intervals.
+/// A connection is dead when no pong arrived for more than this many ping intervals. Checked
+/// at each ping, so a dead connection is found about one interval later than that.
 pub const DEAD_AFTER_PINGS: u32 = 3;
 /// Messages handled at once on one connection.
 pub const MAX_IN_FLIGHT: usize = 256;
-/// Dialling (TCP + TLS + WebSocket handshake) gives up after this long.
-const DIAL_TIMEOUT: Duration = Duration::from_secs(15);
 /// An incomplete fragmented message is dropped this long after its last fragment.
 const FRAGMENT_TTL: Duration = Duration::from_secs(5);
 /// Incomplete messages held at once.
 const MAX_FRAGMENTED: usize = 64;
-/// Room for a frame's headers around an event of `max_body_bytes`.
-const FRAME_OVERHEAD: usize = 64 * 1024;
-/// A WebSocket message is read if it is at most this many times `max_body_bytes` (plus
-/// [`FRAME_OVERHEAD`]): an event somewhat over the limit is read and acked 500 (`too_large`);
-/// only a larger message fails the connection (tungstenite cannot skip it).
-const FRAME_BOUND_FACTOR: usize = 4;
 /// The ack code of a message stored (or already stored).
 const ACK_OK: u16 = 200;
 /// The ack code of a message refused or not stored, whatever the reason: the only failure
 /// code of the protocol (spec §11); Lark re-sends the message. The reason is in the log line
 /// and the acks metric.
 const ACK_FAILED: u16 = 500;
-/// After cancellation, in-flight messages get this long to be acked.
+/// After cancellation (or before dialling again), in-flight messages get this long to be acked.
 const DRAIN: Duration = Duration::from_secs(5);
 
 /// An established connection.
 pub struct Conn {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    ws: WsStream,
     service_id: i32,
     max_event_bytes: usize,
 }
@@ -68,46 +61,11 @@ pub struct Conn {
 pub async fn connect(ctx: &Ctx, cc: &mut ClientConfig) -> Result<Conn, ConnectError> {
     let endpoint = bootstrap(&ctx.app).await?;
     if let Some(update) = &endpoint.client_config {
-        cc.apply(update);
+        warn_clamped(&cc.apply(update), "the bootstrap answer");
     }
-    let max_body = ctx
-        .intake
-        .routes()
-        .map_or(1024 * 1024, |r| r.max_body_bytes);
-    let max_message = max_body
-        .saturating_mul(FRAME_BOUND_FACTOR)
-        .saturating_add(FRAME_OVERHEAD);
-    let config = WebSocketConfig::default()
-        .max_message_size(Some(max_message))
-        .max_frame_size(Some(max_message));
-    let dial =
-        tokio_tungstenite::connect_async_with_config(endpoint.url.as_str(), Some(config), true);
+    let max_body = max_body_bytes(ctx);
+    let ws = dial(&endpoint.url, max_body).await?;
     let shown = redact_url(&endpoint.url);
-    let (ws, _) = match tokio::time::timeout(DIAL_TIMEOUT, dial).await {
-        Err(_) => return Err(ConnectError::Retry(format!("dialling {shown} timed out"))),
-        Ok(Ok(ok)) => ok,
-        Ok(Err(tungstenite::Error::Http(response))) => {
-            let header = |name: &str| {
-                response
-                    .headers()
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned)
-            };
-            return Err(
-                match classify_handshake(
-                    response.status().as_u16(),
-                    header(hs::STATUS).as_deref(),
-                    header(hs::AUTH_ERR_CODE).as_deref(),
-                    header(hs::MSG).as_deref(),
-                ) {
-                    HandshakeVerdict::Fatal(why) => ConnectError::Fatal(why),
-                    HandshakeVerdict::Retry(why) => ConnectError::Retry(why),
-                },
-            );
-        }
-        Ok(Err(e)) => return Err(ConnectError::Retry(format!("dialling {shown}: {e}"))),
-    };
     tracing::info!(
         url = %shown,
         service_id = endpoint.service_id,
@@ -121,8 +79,28 @@ pub async fn connect(ctx: &Ctx, cc: &mut ClientConfig) -> Result<Conn, ConnectEr
     })
 }
 
-/// Runs a connection. `Some(reason)` when it was lost, `None` when cancelled (after draining).
-pub async fn run(ctx: &Ctx, conn: Conn, cc: &mut ClientConfig) -> Option<String> {
+/// `[server] max_body_bytes` of the config running now (a reload changes it).
+fn max_body_bytes(ctx: &Ctx) -> usize {
+    ctx.intake
+        .routes()
+        .map_or(1024 * 1024, |r| r.max_body_bytes)
+}
+
+/// How a connection's run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    /// The client was cancelled; in-flight messages were acked (up to [`DRAIN`]).
+    Cancelled,
+    /// The connection broke or went silent; the reason.
+    Lost(String),
+    /// `[server] max_body_bytes` changed: in-flight messages were acked (up to [`DRAIN`]) and
+    /// the connection closed, to be dialled again with the frame bound of the new limit (a
+    /// dialled connection's bound cannot change). The reason.
+    Redial(String),
+}
+
+/// Runs a connection until it is lost, cancelled or needs dialling again.
+pub async fn run(ctx: &Ctx, conn: Conn, cc: &mut ClientConfig) -> Ended {
     let Conn {
         mut ws,
         service_id,
@@ -151,39 +129,55 @@ pub async fn run(ctx: &Ctx, conn: Conn, cc: &mut ClientConfig) -> Option<String>
     // them back only once their acks are queued, so a loop that stopped draining acks while
     // it waited for a slot could wait forever.
     let mut waiting: Option<(Frame, Vec<u8>)> = None;
+    // Since when the loop has not been reading because of that (backpressure). Pongs and
+    // fragments then wait unread in the socket: that time counts neither as silence nor
+    // against the fragment timers; both clocks are moved on by it when reading resumes.
+    let mut stalled_since: Option<Instant> = None;
 
-    let lost = loop {
+    let ended = loop {
         tokio::select! {
-            _ = ctx.cancel.cancelled() => break None,
+            _ = ctx.cancel.cancelled() => break Ended::Cancelled,
             _ = ping.tick() => {
                 let silence = last_pong.elapsed();
-                if silence > cc.ping_interval * DEAD_AFTER_PINGS {
-                    break Some(format!("no pong for {}s", silence.as_secs()));
+                if stalled_since.is_none() && silence > cc.ping_interval * DEAD_AFTER_PINGS {
+                    break Ended::Lost(format!("no pong for {}s", silence.as_secs()));
                 }
                 if let Err(e) = ws.send(binary(&Frame::ping(service_id))).await {
-                    break Some(format!("sending a ping: {e}"));
+                    break Ended::Lost(format!("sending a ping: {e}"));
                 }
             }
-            _ = housekeeping.tick() => {
+            _ = housekeeping.tick(), if stalled_since.is_none() => {
                 fragments.expire(Instant::now());
+                report_dropped(&ctx.name, &mut fragments);
+                let limit = max_body_bytes(ctx);
+                if limit != max_event_bytes {
+                    break Ended::Redial(format!(
+                        "[server] max_body_bytes changed from {max_event_bytes} to {limit}"
+                    ));
+                }
             }
             Some(ack) = ack_rx.recv() => {
                 if let Err(e) = ws.send(binary(&ack)).await {
-                    break Some(format!("sending an ack: {e}"));
+                    break Ended::Lost(format!("sending an ack: {e}"));
                 }
             }
             permit = in_flight.clone().acquire_owned(), if waiting.is_some() => {
                 let (Ok(permit), Some((frame, whole))) = (permit, waiting.take()) else {
-                    break Some("in-flight limiter closed".into());
+                    break Ended::Lost("in-flight limiter closed".into());
                 };
+                if let Some(since) = stalled_since.take() {
+                    let unread = since.elapsed();
+                    last_pong += unread;
+                    fragments.postpone(unread);
+                }
                 tokio::spawn(handle(ctx.name.clone(), ctx.intake.clone(), frame, whole, ack_tx.clone(), permit));
             }
             incoming = ws.next(), if waiting.is_none() => {
                 let bytes = match incoming {
-                    None => break Some("the server closed the connection".into()),
-                    Some(Err(e)) => break Some(format!("reading: {e}")),
+                    None => break Ended::Lost("the server closed the connection".into()),
+                    Some(Err(e)) => break Ended::Lost(format!("reading: {e}")),
                     Some(Ok(Message::Binary(b))) => b,
-                    Some(Ok(Message::Close(_))) => break Some("the server closed the connection".into()),
+                    Some(Ok(Message::Close(_))) => break Ended::Lost("the server closed the connection".into()),
                     Some(Ok(_)) => continue, // WebSocket pings are answered by tungstenite.
                 };
                 let mut frame = match Frame::decode_bytes(&bytes) {
@@ -201,7 +195,9 @@ pub async fn run(ctx: &Ctx, conn: Conn, cc: &mut ClientConfig) -> Option<String>
                         let update = frame.payload.as_deref().and_then(ClientConfigUpdate::from_payload);
                         if let Some(update) = update {
                             let before = cc.ping_interval;
-                            if cc.apply_pong(&update) {
+                            let applied = cc.apply_pong(&update);
+                            warn_clamped(&applied, "a pong");
+                            if applied.changed {
                                 tracing::info!(
                                     ping_interval_s = cc.ping_interval.as_secs(),
                                     reconnect_count = cc.reconnect_count,
@@ -217,20 +213,31 @@ pub async fn run(ctx: &Ctx, conn: Conn, cc: &mut ClientConfig) -> Option<String>
                     }
                     (Method::Data, MessageType::Event) => {
                         frames("event").inc();
+                        // A reload's limit applies from this message on (the frame bound
+                        // follows at the next housekeeping tick, by dialling again).
+                        let limit = max_body_bytes(ctx);
+                        if limit != fragments.max_message_bytes() {
+                            fragments.set_limits(limit, limit.saturating_mul(8));
+                        }
                         let message_id = frame.header(headers::MESSAGE_ID).unwrap_or("").to_owned();
                         let sum = frame.header_u32(headers::SUM).unwrap_or(1);
                         let seq = frame.header_u32(headers::SEQ).unwrap_or(0);
                         let payload = frame.payload.take().unwrap_or_default();
-                        match fragments.push(&message_id, sum, seq, payload, Instant::now()) {
+                        let pushed = fragments.push(&message_id, sum, seq, payload, Instant::now());
+                        report_dropped(&ctx.name, &mut fragments);
+                        match pushed {
                             Ok(None) => {}
-                            Ok(Some(whole)) => waiting = Some((frame, whole)),
+                            Ok(Some(whole)) => {
+                                waiting = Some((frame, whole));
+                                stalled_since = Some(Instant::now());
+                            }
                             Err(e @ FragmentError::TooLarge { .. }) => {
                                 // Refused like any other message: acked 500 once (the
                                 // reassembler ignores its other fragments).
                                 tracing::warn!(app = %ctx.name, message_id = %truncate(&message_id), error = %e, code = ACK_FAILED, reason = "too_large", "message refused; Lark will re-send it");
                                 count_ack(&ctx.name, ACK_FAILED, "too_large");
                                 if let Err(e) = ws.send(binary(&frame.into_ack(ACK_FAILED, 0))).await {
-                                    break Some(format!("sending an ack: {e}"));
+                                    break Ended::Lost(format!("sending an ack: {e}"));
                                 }
                             }
                             Err(e) => {
@@ -250,10 +257,10 @@ pub async fn run(ctx: &Ctx, conn: Conn, cc: &mut ClientConfig) -> Option<String>
             }
         }
     };
-    if lost.is_some() {
-        return lost;
+    if let Ended::Lost(_) = ended {
+        return ended;
     }
-    // Cancelled: read nothing more, but ack what is in flight, then close.
+    // Cancelled or dialling again: read nothing more, but ack what is in flight, then close.
     drop(ack_tx);
     let deadline = tokio::time::Instant::now() + DRAIN;
     loop {
@@ -270,7 +277,7 @@ pub async fn run(ctx: &Ctx, conn: Conn, cc: &mut ClientConfig) -> Option<String>
         }
     }
     let _ = ws.close(None).await;
-    None
+    ended
 }
 
 /// Stores one complete message and queues its ack.
@@ -301,6 +308,39 @@ async fn handle(
     let biz_rt = started.elapsed().as_millis() as u64;
     let _ = acks.send(frame.into_ack(code, biz_rt)).await;
     drop(permit);
+}
+
+/// Logs each `ClientConfig` value Lark sent above its cap (`from`: where it came from).
+fn warn_clamped(applied: &Applied, from: &str) {
+    for c in &applied.clamped {
+        tracing::warn!(
+            key = c.key,
+            sent_s = c.sent,
+            used_s = c.used.as_secs(),
+            "{from} asked for a {} above the gateway's cap; using the cap",
+            c.key
+        );
+    }
+}
+
+/// Counts and logs (once per message) the incomplete messages the reassembler dropped.
+fn report_dropped(app: &str, fragments: &mut Reassembler) {
+    for d in fragments.take_dropped() {
+        metrics::get()
+            .longconn_fragments_dropped
+            .get_or_create(&metrics::AppReasonLabels {
+                app: app.to_owned(),
+                reason: d.reason.as_str().to_owned(),
+            })
+            .inc();
+        tracing::warn!(
+            message_id = %truncate(&d.message_id),
+            reason = d.reason.as_str(),
+            received = d.received,
+            sum = d.sum,
+            "incomplete message dropped (never dispatched nor acked; Lark re-sends it)"
+        );
+    }
 }
 
 fn count_ack(app: &str, code: u16, reason: &str) {

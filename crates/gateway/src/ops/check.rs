@@ -11,7 +11,7 @@ use lark_longconn::ClientConfig;
 
 use super::out::outln;
 use crate::config::{Config, Isolation, PgSettings, StoreConfig, TlsFiles};
-use crate::longconn::bootstrap_blocking;
+use crate::longconn::{bootstrap_blocking, dial_and_close_blocking, ConnectError};
 use crate::plugins;
 use crate::tls;
 
@@ -88,7 +88,7 @@ pub fn check(config: &Config, connect: bool) -> ExitCode {
         Ok(libs) => libs,
         Err(found) => {
             problems.extend(found);
-            return report(config, problems, warnings, false);
+            return report(config, problems, warnings, ConnectFailures::default());
         }
     };
     for (spec, d) in &libs {
@@ -135,7 +135,11 @@ pub fn check(config: &Config, connect: bool) -> ExitCode {
             r.plugins.join(", ")
         );
     }
-    let connect_failed = connect && !bootstrap_all(config);
+    let connect_failed = if connect {
+        connect_all(config)
+    } else {
+        ConnectFailures::default()
+    };
     report(config, problems, warnings, connect_failed)
 }
 
@@ -188,13 +192,14 @@ fn check_tls(at: &str, files: &TlsFiles, problems: &mut Vec<String>, warnings: &
 }
 
 /// Prints warnings and problems; "valid" only when there is no problem.
-/// `connect_failed`: a `--connect` bootstrap failed. `run` does not refuse that (it starts and
-/// shows the app as failed until a reload), so it is told apart from the problems.
+/// `connect_failed`: what `--connect` could not do. `run` does not refuse that (it starts, and
+/// retries or shows the app as failed until a reload, by the failure's verdict), so it is told
+/// apart from the problems.
 fn report(
     config: &Config,
     problems: Vec<String>,
     warnings: Vec<String>,
-    connect_failed: bool,
+    connect_failed: ConnectFailures,
 ) -> ExitCode {
     for w in &warnings {
         outln!("warning: {w}");
@@ -209,13 +214,20 @@ fn report(
             problems.len()
         );
     }
-    if connect_failed {
+    if connect_failed.fatal {
         eprintln!(
-            "error: a long connection bootstrap failed (see above): `run` would start, and \
-             report that app as failed until a reload"
+            "error: Lark refused a long connection (see above): `run` would start, and report \
+             that app as failed until a reload"
         );
     }
-    if !problems.is_empty() || connect_failed {
+    if connect_failed.retry {
+        eprintln!(
+            "error: a long connection could not be made, for a reason worth retrying (see \
+             above): `run` would start, and keep retrying it (Lark's ReconnectCount), showing \
+             that app as connecting or reconnecting meanwhile"
+        );
+    }
+    if !problems.is_empty() || connect_failed.any() {
         return ExitCode::from(3);
     }
     outln!("config {} is valid", config.file.display());
@@ -290,39 +302,72 @@ fn file_writable(path: &Path) -> Result<(), String> {
     Err(format!("{} has no existing parent folder", path.display()))
 }
 
-/// `check --connect`: one bootstrap per websocket app; false if any failed.
-fn bootstrap_all(config: &Config) -> bool {
-    let mut ok = true;
+/// What `check --connect` could not do, by verdict.
+#[derive(Debug, Default, Clone, Copy)]
+struct ConnectFailures {
+    /// Refused for good (bad credentials, long connections not enabled, ...).
+    fatal: bool,
+    /// Worth retrying (busy, unreachable, a 5xx, ...).
+    retry: bool,
+}
+
+impl ConnectFailures {
+    fn any(self) -> bool {
+        self.fatal || self.retry
+    }
+
+    fn note(&mut self, app: &str, step: &str, e: &ConnectError) {
+        eprintln!("error: app {app}: long connection {step} failed: {e}");
+        if e.is_fatal() {
+            self.fatal = true;
+        } else {
+            self.retry = true;
+        }
+    }
+}
+
+/// `check --connect`: per websocket app, one bootstrap and one dial (closed at once), as `run`
+/// makes them.
+fn connect_all(config: &Config) -> ConnectFailures {
+    let mut failed = ConnectFailures::default();
     for app in &config.apps {
         let Some(l) = app.long_connection() else {
             continue;
         };
-        match bootstrap_blocking(l) {
-            Ok(endpoint) => {
-                let mut cc = ClientConfig::default();
-                if let Some(update) = &endpoint.client_config {
-                    cc.apply(update);
-                }
-                outln!(
-                    "app {}: long connection bootstrap ok (service_id {}, ping every {}s, \
-                     reconnect count {} every {}s)",
-                    app.name,
-                    endpoint.service_id,
-                    cc.ping_interval.as_secs(),
-                    cc.reconnect_count,
-                    cc.reconnect_interval.as_secs()
-                );
-            }
+        let endpoint = match bootstrap_blocking(l) {
+            Ok(endpoint) => endpoint,
             Err(e) => {
-                eprintln!(
-                    "error: app {}: long connection bootstrap failed: {e}",
-                    app.name
+                failed.note(&app.name, "bootstrap", &e);
+                continue;
+            }
+        };
+        if let Err(e) = dial_and_close_blocking(&endpoint.url, config.max_body_bytes) {
+            failed.note(&app.name, "handshake", &e);
+            continue;
+        }
+        let mut cc = ClientConfig::default();
+        if let Some(update) = &endpoint.client_config {
+            for c in cc.apply(update).clamped {
+                outln!(
+                    "warning: app {}: Lark's {} of {}s is above the gateway's cap; {}s is used",
+                    app.name,
+                    c.key,
+                    c.sent,
+                    c.used.as_secs()
                 );
-                ok = false;
             }
         }
+        outln!(
+            "app {}: long connection ok (bootstrap and handshake; service_id {}, ping every \
+             {}s, reconnect count {} every {}s)",
+            app.name,
+            endpoint.service_id,
+            cc.ping_interval.as_secs(),
+            cc.reconnect_count,
+            cc.reconnect_interval.as_secs()
+        );
     }
-    ok
+    failed
 }
 
 /// Whether a panic in a library with this build tag stays inside the call (the Rust SDK, built

@@ -1,0 +1,99 @@
+//! New connection settings of a running app (a reload changed its `app_id`, `app_secret` or
+//! `domain`) are tried before the running client is let go: a client with the new settings
+//! bootstraps and dials first; only once it is connected does it replace the running one,
+//! which then stops after acking what is in flight (the two connections overlap briefly:
+//! Lark sends each event to one of them). If Lark refuses the new settings, or cannot be
+//! reached with them, the running client stays on the previous ones (connected, or retrying
+//! as before), the refusal is logged at error and counted
+//! (`gateway_longconn_settings_refused_total{app}`), and the reload reports it; the next
+//! reload tries again.
+//!
+//! Must never: cancel a running client before its successor is connected, or let a trial
+//! outlive a shutdown (each trial's token is a child of the supervisor's root token).
+
+use lark_longconn::ClientConfig;
+
+use super::{session, Ctx, LongConns};
+use crate::config::LongConnApp;
+use crate::metrics;
+
+/// An app whose settings changed.
+pub(super) struct Trial {
+    pub name: String,
+    /// The new settings.
+    pub app: LongConnApp,
+    /// The id of the running client the new one is to replace.
+    pub replaces: u64,
+}
+
+/// What a trial gave: the new client's context and config, and its connection or why not.
+type Tried = (Trial, Ctx, ClientConfig, Result<session::Conn, String>);
+
+/// Tries every trial at once (blocking until each is connected or refused), then hands each
+/// app over or keeps its running client. Returns one line per app whose new settings were not
+/// applied.
+pub(super) fn apply(conns: &LongConns, trials: Vec<Trial>) -> Vec<String> {
+    if trials.is_empty() {
+        return Vec::new();
+    }
+    let (tx, rx) = std::sync::mpsc::channel::<Tried>();
+    for trial in trials {
+        let ctx = conns.new_ctx(&trial.name, &trial.app);
+        let tx = tx.clone();
+        let span = tracing::info_span!("longconn", app = %trial.name, settings = "new");
+        conns.runtime.spawn(tracing::Instrument::instrument(
+            async move {
+                tracing::info!(
+                    "connecting with the new settings before the running connection is let go"
+                );
+                let mut cc = ClientConfig::default();
+                let outcome = match ctx.unless_cancelled(session::connect(&ctx, &mut cc)).await {
+                    Some(Ok(conn)) => Ok(conn),
+                    Some(Err(e)) => Err(e.to_string()),
+                    None => Err("the gateway is stopping".to_owned()),
+                };
+                let _ = tx.send((trial, ctx, cc, outcome));
+            },
+            span,
+        ));
+    }
+    drop(tx);
+    // Each trial ends within a bootstrap and a dial (10 s + 15 s), or at once on shutdown.
+    let tried: Vec<Tried> = rx.iter().collect();
+    let mut not_applied = Vec::new();
+    let Ok(mut clients) = conns.clients.lock() else {
+        return not_applied;
+    };
+    for (trial, ctx, cc, outcome) in tried {
+        let name = trial.name;
+        let running = clients.get(&name).filter(|c| c.id == trial.replaces);
+        match (outcome, running) {
+            (Ok(conn), Some(old)) if !conns.root.is_cancelled() => {
+                tracing::info!(app = %name, "connected with the new settings; the previous connection stops once its in-flight messages are acked");
+                {
+                    // Under the state's lock: see `Ctx::set`. Before the successor starts.
+                    let _state = old.state.lock();
+                    old.cancel.cancel();
+                }
+                let successor = conns.launch(ctx, cc, Some(conn));
+                clients.insert(name, successor);
+            }
+            (Ok(_), _) => {
+                // Stopped or replaced meanwhile (a shutdown): the new connection just closes.
+                ctx.cancel.cancel();
+            }
+            (Err(why), _) => {
+                tracing::error!(app = %name, error = %why, "the app's new long-connection settings were not applied: the running connection keeps the previous settings (fix them and reload)");
+                metrics::get()
+                    .longconn_settings_refused
+                    .get_or_create(&metrics::app(&name))
+                    .inc();
+                not_applied.push(format!(
+                    "app {name}: the new long-connection settings (app_id, app_secret, domain) \
+                     were not applied: {why}; the running connection keeps the previous settings"
+                ));
+            }
+        }
+    }
+    not_applied
+}

@@ -1,0 +1,250 @@
+//! The reassembler's unit tests (in a file of their own: `fragments.rs` stays readable).
+
+use super::*;
+
+fn buffer() -> Reassembler {
+    Reassembler::new(Duration::from_secs(5), 4, 100, 150)
+}
+
+#[test]
+fn single_fragment_passes_through() {
+    let mut r = buffer();
+    let now = Instant::now();
+    assert_eq!(
+        r.push("m", 1, 0, b"abc".to_vec(), now),
+        Ok(Some(b"abc".to_vec()))
+    );
+    assert!(r.is_empty());
+}
+
+#[test]
+fn out_of_order_fragments_join_in_seq_order_once() {
+    let mut r = buffer();
+    let now = Instant::now();
+    assert_eq!(r.push("m", 3, 2, b"c".to_vec(), now), Ok(None));
+    assert_eq!(r.push("m", 3, 0, b"a".to_vec(), now), Ok(None));
+    // A duplicate fragment changes nothing.
+    assert_eq!(r.push("m", 3, 0, b"X".to_vec(), now), Ok(None));
+    assert_eq!(
+        r.push("m", 3, 1, b"b".to_vec(), now),
+        Ok(Some(b"abc".to_vec()))
+    );
+    assert!(r.is_empty());
+    assert_eq!(r.buffered_bytes(), 0);
+    // A late duplicate starts a new entry that never completes by itself.
+    assert_eq!(r.push("m", 3, 1, b"b".to_vec(), now), Ok(None));
+    assert_eq!(r.len(), 1);
+}
+
+#[test]
+fn a_fragment_sent_again_never_counts_against_the_size_limits() {
+    // 60 of the 100 bytes a message may have are held; the same 60-byte fragment again
+    // would pass 100 if it counted: it is a copy, the message still completes.
+    let mut r = buffer();
+    let now = Instant::now();
+    let big = vec![b'a'; 60];
+    assert_eq!(r.push("m", 2, 0, big.clone(), now), Ok(None));
+    assert_eq!(r.push("m", 2, 0, big.clone(), now), Ok(None));
+    assert_eq!(r.buffered_bytes(), 60);
+    // Nor against the total: with 120 of 150 bytes held in two messages, a copy of one
+    // of their fragments evicts neither.
+    assert_eq!(r.push("n", 2, 0, big.clone(), now), Ok(None));
+    assert_eq!(r.push("n", 2, 0, big.clone(), now), Ok(None));
+    assert_eq!(r.len(), 2);
+    assert_eq!(r.buffered_bytes(), 120);
+    let mut whole = big.clone();
+    whole.extend_from_slice(b"b");
+    assert_eq!(r.push("m", 2, 1, b"b".to_vec(), now), Ok(Some(whole)));
+}
+
+#[test]
+fn each_fragment_restarts_the_timer_and_stale_entries_expire() {
+    let mut r = buffer();
+    let t0 = Instant::now();
+    r.push("m", 2, 0, b"a".to_vec(), t0).expect("ok");
+    r.push("n", 2, 0, b"a".to_vec(), t0).expect("ok");
+    let t4 = t0 + Duration::from_secs(4);
+    r.push("m", 2, 0, b"a".to_vec(), t4).expect("ok");
+    let t6 = t0 + Duration::from_secs(6);
+    assert_eq!(r.expire(t6), 1, "only n ran out");
+    assert_eq!(
+        r.push("m", 2, 1, b"b".to_vec(), t6),
+        Ok(Some(b"ab".to_vec()))
+    );
+    assert_eq!(
+        r.push("n", 2, 1, b"b".to_vec(), t6),
+        Ok(None),
+        "n was dropped"
+    );
+    assert_eq!(r.dropped, 1);
+}
+
+#[test]
+fn bad_headers_are_refused() {
+    let mut r = buffer();
+    let now = Instant::now();
+    assert_eq!(
+        r.push("m", 0, 0, vec![], now),
+        Err(FragmentError::BadSum { sum: 0 })
+    );
+    assert_eq!(
+        r.push("m", MAX_FRAGMENTS + 1, 0, vec![], now),
+        Err(FragmentError::BadSum {
+            sum: MAX_FRAGMENTS + 1
+        })
+    );
+    assert_eq!(
+        r.push("m", 2, 2, vec![], now),
+        Err(FragmentError::BadSeq { seq: 2, sum: 2 })
+    );
+    r.push("m", 2, 0, b"a".to_vec(), now).expect("ok");
+    assert_eq!(
+        r.push("m", 3, 1, b"b".to_vec(), now),
+        Err(FragmentError::SumChanged {
+            expected: 2,
+            got: 3
+        })
+    );
+    assert!(r.is_empty(), "the inconsistent message is dropped");
+}
+
+#[test]
+fn size_and_count_are_bounded() {
+    let mut r = buffer();
+    let now = Instant::now();
+    assert_eq!(
+        r.push("big", 1, 0, vec![0; 101], now),
+        Err(FragmentError::TooLarge { limit: 100 })
+    );
+    r.push("m", 2, 0, vec![0; 60], now).expect("ok");
+    assert_eq!(
+        r.push("m", 2, 1, vec![0; 41], now),
+        Err(FragmentError::TooLarge { limit: 100 })
+    );
+    assert!(r.is_empty());
+    // Total bytes: a third 60-byte entry evicts the oldest.
+    r.push("a", 2, 0, vec![0; 60], now).expect("ok");
+    r.push("b", 2, 0, vec![0; 60], now).expect("ok");
+    r.push("c", 2, 0, vec![0; 60], now).expect("ok");
+    assert_eq!(r.len(), 2);
+    assert!(r.buffered_bytes() <= 150);
+    assert_eq!(r.push("a", 2, 1, vec![1], now), Ok(None), "a was evicted");
+    // Entry count: at most 4.
+    for id in ["w", "x", "y", "z", "q"] {
+        r.push(id, 2, 0, vec![], now).expect("ok");
+    }
+    assert_eq!(r.len(), 4);
+}
+
+#[test]
+fn a_message_too_large_is_refused_once_and_its_other_fragments_ignored() {
+    let mut r = buffer();
+    let now = Instant::now();
+    r.push("m", 3, 0, vec![0; 60], now).expect("ok");
+    assert_eq!(
+        r.push("m", 3, 1, vec![0; 41], now),
+        Err(FragmentError::TooLarge { limit: 100 })
+    );
+    assert_eq!(r.push("m", 3, 2, vec![0; 1], now), Ok(None), "ignored");
+    let soon = now + Duration::from_secs(4);
+    assert_eq!(r.push("m", 3, 1, vec![0; 1], soon), Ok(None), "ignored");
+    assert!(r.is_empty());
+    // A message of one fragment is never held back: examined as it comes.
+    assert_eq!(
+        r.push("m", 1, 0, b"y".to_vec(), soon),
+        Ok(Some(b"y".to_vec()))
+    );
+    // A ttl after the refusal (ignored fragments do not extend it), the id is a message
+    // like any other.
+    let later = now + Duration::from_secs(6);
+    assert_eq!(
+        r.push("m", 1, 0, b"x".to_vec(), later),
+        Ok(Some(b"x".to_vec()))
+    );
+    // The first fragment alone too large refuses the message the same way.
+    assert_eq!(
+        r.push("n", 2, 0, vec![0; 101], now),
+        Err(FragmentError::TooLarge { limit: 100 })
+    );
+    assert_eq!(r.push("n", 2, 1, vec![0; 1], now), Ok(None));
+}
+
+#[test]
+fn postponed_timers_do_not_run_while_the_caller_was_not_reading() {
+    let mut r = buffer();
+    let t0 = Instant::now();
+    r.push("m", 2, 0, b"a".to_vec(), t0).expect("ok");
+    r.push("big", 2, 0, vec![0; 101], t0).expect_err("refused");
+    // Ten seconds without reading (backpressure), then the rest arrives.
+    r.postpone(Duration::from_secs(10));
+    let t12 = t0 + Duration::from_secs(12);
+    assert_eq!(r.expire(t12), 0, "3 s of reading time: within the ttl");
+    assert_eq!(
+        r.push("big", 2, 1, vec![0; 1], t12),
+        Ok(None),
+        "still refused: its other fragments are ignored"
+    );
+    assert_eq!(
+        r.push("m", 2, 1, b"b".to_vec(), t12),
+        Ok(Some(b"ab".to_vec()))
+    );
+    r.push("n", 2, 0, b"a".to_vec(), t12).expect("ok");
+    assert_eq!(r.expire(t12 + Duration::from_secs(5)), 1, "not postponed");
+}
+
+#[test]
+fn every_incomplete_message_dropped_is_reported_once() {
+    let mut r = buffer();
+    let t0 = Instant::now();
+    for id in ["a", "b", "c", "d"] {
+        r.push(id, 3, 0, b"x".to_vec(), t0).expect("ok");
+    }
+    r.push("a", 3, 1, b"x".to_vec(), t0).expect("ok");
+    // A fifth incomplete message evicts the oldest.
+    r.push("e", 2, 0, b"x".to_vec(), t0).expect("ok");
+    assert_eq!(
+        r.take_dropped(),
+        [Dropped {
+            message_id: "a".into(),
+            reason: DropReason::Evicted,
+            received: 2,
+            sum: 3
+        }]
+    );
+    assert!(r.take_dropped().is_empty(), "reported once");
+    r.push("e", 2, 1, b"y".to_vec(), t0).expect("completes");
+    let t6 = t0 + Duration::from_secs(6);
+    assert_eq!(r.expire(t6), 3);
+    let mut expired: Vec<(String, DropReason)> = r
+        .take_dropped()
+        .into_iter()
+        .map(|d| (d.message_id, d.reason))
+        .collect();
+    expired.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(
+        expired,
+        [
+            ("b".to_owned(), DropReason::Expired),
+            ("c".to_owned(), DropReason::Expired),
+            ("d".to_owned(), DropReason::Expired)
+        ]
+    );
+    assert_eq!(r.dropped, 4);
+    assert_eq!(DropReason::Expired.as_str(), "expired");
+}
+
+#[test]
+fn new_limits_apply_from_the_next_fragment() {
+    let mut r = buffer();
+    let now = Instant::now();
+    assert!(r.push("m", 1, 0, vec![0; 150], now).is_err());
+    r.set_limits(200, 300);
+    assert_eq!(r.max_message_bytes(), 200);
+    assert_eq!(r.push("m", 1, 0, vec![0; 150], now), Ok(Some(vec![0; 150])));
+    r.push("n", 2, 0, vec![0; 150], now).expect("held");
+    r.set_limits(100, 150);
+    assert_eq!(
+        r.push("n", 2, 1, vec![0; 1], now),
+        Err(FragmentError::TooLarge { limit: 100 })
+    );
+}

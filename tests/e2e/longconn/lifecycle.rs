@@ -1,0 +1,168 @@
+//! The long-connection client's life cycle around shutdown and reload: cancellation while it
+//! connects, the connected gauge across a replacement, new settings tried before the old
+//! connection goes. Part of `longconn.rs`.
+
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+
+use gateway_e2e::harness::post;
+
+use super::*;
+
+/// A bootstrap endpoint that accepts connections and never answers (a hung Lark or proxy).
+struct HungEndpoint {
+    addr: std::net::SocketAddr,
+    /// Accepted connections, held open so the client waits for an answer.
+    held: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl HungEndpoint {
+    fn start() -> HungEndpoint {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let addr = listener.local_addr().expect("local addr");
+        let held = Arc::new(Mutex::new(Vec::new()));
+        let sink = held.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().map_while(Result::ok) {
+                sink.lock().unwrap_or_else(|p| p.into_inner()).push(stream);
+            }
+        });
+        HungEndpoint { addr, held }
+    }
+
+    fn domain(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn accepted(&self) -> usize {
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+/// SIGTERM while the bootstrap waits for an answer (up to its 10 s timeout, then a 15 s dial)
+/// ends the client at once: the connect was not raced against the cancel token, so it ate
+/// the whole shared `shutdown_grace`.
+#[test]
+fn sigterm_while_the_bootstrap_hangs_exits_promptly() {
+    let hung = HungEndpoint::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config_at(&hung.domain(), "", "")
+        .replace("shutdown_grace = \"5s\"", "shutdown_grace = \"10s\"");
+    let mut gw = spawn(dir.path(), &cfg);
+    assert!(
+        wait_until(WAIT, || hung.accepted() >= 1),
+        "no bootstrap\n{}",
+        gw.log()
+    );
+    let asked = Instant::now();
+    gw.signal("TERM");
+    let status = gw.wait(Duration::from_secs(20)).expect("the gateway exits");
+    let took = asked.elapsed();
+    assert!(status.success(), "{status:?}\n{}", gw.log());
+    assert!(
+        took < Duration::from_secs(3),
+        "took {took:?} to stop with a bootstrap pending (grace 10 s)\n{}",
+        gw.log()
+    );
+}
+
+/// `gateway_longconn_connected{app}` is 1 while the app is connected, also after a reload
+/// replaced its connection while a message was in flight on the old one: the old client, done
+/// acking, set the shared gauge to 0 (its own state "connecting") after the new one had set 1.
+#[test]
+fn the_connected_gauge_stays_1_after_a_reload_replaced_a_busy_connection() {
+    let first = LarkWs::start();
+    let second = LarkWs::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = spawn(dir.path(), &config(&first, "", ""));
+    connected(&first, 1);
+    // A message in flight on the first connection: the store is locked, so it takes the
+    // store's busy timeout (2 s) to be refused and acked.
+    let other = rusqlite::Connection::open(dir.path().join("data/gateway.db")).expect("open");
+    other.execute_batch("BEGIN IMMEDIATE").expect("lock");
+    assert!(first.push_event("m-held", &event("ev-held", "test.sink")));
+    let frames = r#"gateway_longconn_frames_total{app="hire",kind="event"}"#;
+    assert!(wait_until(WAIT, || metric(&scrape(&gw), frames) == 1.0));
+    let moved = config(&first, "", "").replace(&first.domain(), &second.domain());
+    std::fs::write(dir.path().join("gateway.toml"), moved).expect("write");
+    gw.signal("HUP");
+    connected(&second, 1);
+    assert!(
+        wait_until(WAIT, || gw
+            .log()
+            .contains("long connection client finished")),
+        "the old client ends once its message is acked\n{}",
+        gw.log()
+    );
+    other.execute_batch("ROLLBACK").expect("unlock");
+    assert_eq!(
+        first.acks().len(),
+        1,
+        "the old connection acked its message"
+    );
+    let connected = r#"gateway_longconn_connected{app="hire"}"#;
+    assert_eq!(metric(&scrape(&gw), connected), 1.0, "{}", scrape(&gw));
+    let ready = get(&gw.admin_url("/readyz")).expect("readyz");
+    assert!(
+        ready.body.contains("websocket app hire: connected"),
+        "{}",
+        ready.body
+    );
+}
+
+fn scrape(gw: &TestGateway) -> String {
+    get(&gw.admin_url("/metrics")).expect("metrics").body
+}
+
+/// A reload whose new app settings Lark refuses (a typo'd app_secret) leaves the working
+/// connection up: the new settings are tried first, and only a connection made with them
+/// replaces the old one. The reload reports the app's settings as not applied (API, log,
+/// metric). A reload with settings Lark accepts moves the connection over afterwards.
+#[test]
+fn a_reload_with_a_refused_secret_keeps_the_working_connection() {
+    let lark = LarkWs::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let with_secret = |secret: &str| config(&lark, "", "").replace("${WS_SECRET}", secret);
+    let gw = TestGateway::spawn(dir.path(), &with_secret(LarkWs::APP_SECRET));
+    connected(&lark, 1);
+    std::fs::write(dir.path().join("gateway.toml"), with_secret("ws_secreT")).expect("write");
+    let json = [("Content-Type".to_owned(), "application/json".to_owned())];
+    let answer = post(&gw.admin_url("/api/v1/reload"), &json, "{}").expect("reload");
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let v: serde_json::Value = serde_json::from_str(&answer.body).expect("json");
+    let not_applied = v["not_applied"].to_string();
+    assert!(
+        not_applied.contains("hire") && not_applied.contains("1000040344"),
+        "{}",
+        answer.body
+    );
+    assert_eq!(lark.bootstraps().len(), 2, "the new secret was tried");
+    assert_eq!(lark.open_connections(), 1, "{}", gw.log());
+    assert!(lark.push_event("m-kept", &event("ev-kept", "test.sink")));
+    assert_eq!(ack_code(&lark, "m-kept"), Some(200));
+    let m = scrape(&gw);
+    assert_eq!(metric(&m, r#"gateway_longconn_connected{app="hire"}"#), 1.0);
+    assert_eq!(
+        metric(&m, r#"gateway_longconn_connects_total{app="hire"}"#),
+        1.0
+    );
+    assert_eq!(
+        metric(&m, r#"gateway_longconn_settings_refused_total{app="hire"}"#),
+        1.0
+    );
+    let ready = get(&gw.admin_url("/readyz")).expect("readyz");
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    assert!(gw.log().contains("previous settings"), "{}", gw.log());
+
+    // Put back: the running connection has these settings already; nothing to try.
+    std::fs::write(
+        dir.path().join("gateway.toml"),
+        with_secret(LarkWs::APP_SECRET),
+    )
+    .expect("write");
+    let answer = post(&gw.admin_url("/api/v1/reload"), &json, "{}").expect("reload");
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(!answer.body.contains("hire"), "{}", answer.body);
+    assert_eq!(lark.bootstraps().len(), 2);
+    assert_eq!(lark.open_connections(), 1);
+}
