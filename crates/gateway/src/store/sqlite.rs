@@ -18,6 +18,7 @@ mod hot;
 mod ids;
 mod inspect;
 mod migrate;
+mod probe;
 mod purge;
 mod runs;
 mod writer;
@@ -108,6 +109,7 @@ enum Write {
     Purge(i64, i64, (i64, i64), Reply<PurgeStep>),
     PurgeDeadLetters(Option<String>, i64, Reply<u64>),
     Replay(ReplaySelector, Reply<u64>),
+    Probe(Reply<()>),
 }
 
 /// Which deliveries `replay` puts back in the queue.
@@ -411,6 +413,10 @@ impl Store for SqliteStore {
             }
         };
         self.submit(|r| Write::Purge(before_ms, dead_before_ms, after, r))
+    }
+
+    fn probe(&self) -> StoreFuture<()> {
+        self.submit(Write::Probe)
     }
 
     fn pending_plugins(&self) -> StoreFuture<Vec<String>> {

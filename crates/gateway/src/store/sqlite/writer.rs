@@ -137,6 +137,7 @@ enum Outcome {
     Applied(Vec<bool>),
     Count(u64),
     Purged(PurgeStep),
+    Probed,
 }
 
 fn answer(write: Write, result: Result<Outcome, StoreError>) {
@@ -158,6 +159,8 @@ fn answer(write: Write, result: Result<Outcome, StoreError>) {
         (Write::Finish(.., r), Err(e)) => drop(r.send(Err(e))),
         (Write::Purge(.., r), Err(e)) => drop(r.send(Err(e))),
         (Write::Replay(_, r), Err(e)) => drop(r.send(Err(e))),
+        (Write::Probe(r), Ok(Outcome::Probed)) => drop(r.send(Ok(()))),
+        (Write::Probe(r), Err(e)) => drop(r.send(Err(e))),
         (w, Ok(_)) => answer(
             w,
             Err(StoreError("internal: mismatched write result".into())),
@@ -248,6 +251,10 @@ fn apply_batch(
                 .execute(params![plugin, before])? as u64
             }),
             Write::Replay(sel, _) => Outcome::Count(apply_replay(&tx, sel, now, ids.as_ref())?),
+            Write::Probe(_) => {
+                super::probe::write(&tx, now)?;
+                Outcome::Probed
+            }
         });
     }
     drop(hot);
@@ -473,6 +480,7 @@ pub(super) fn apply_and_settle_for_tests(
             Outcome::Accepted(Accepted::Duplicate) => "duplicate",
             Outcome::Applied(_) => "applied",
             Outcome::Count(_) | Outcome::Purged(_) => "count",
+            Outcome::Probed => "probed",
         })
         .collect())
 }
