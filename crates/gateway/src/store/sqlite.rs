@@ -505,8 +505,13 @@ impl Store for SqliteStore {
     fn check(&self) -> StoreFuture<Vec<String>> {
         let path = self.inner.path.clone();
         self.read(move |c| {
-            let mut problems = inspect::check(c)?;
-            problems.extend(dedup::check_runs(c, &path)?);
+            // Findings first; a check that cannot finish is one more (never an error that
+            // hides the findings made before it).
+            let mut problems = inspect::check(c);
+            match dedup::check_runs(c, &path) {
+                Ok(found) => problems.extend(found),
+                Err(e) => problems.push(format!("the id runs could not be checked: {e}")),
+            }
             Ok(problems)
         })
     }
