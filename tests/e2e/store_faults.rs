@@ -144,3 +144,90 @@ fn readiness_answers_within_its_bound_while_postgresql_hangs() {
     let ready = wait_until(Duration::from_secs(20), || readyz(&gw) == 200);
     assert!(ready, "/readyz did not come back:\n{}", gw.log());
 }
+
+/// A webhook answer waits at most this long for a locked store, well under Lark's 3 s.
+const ANSWER_BOUND: Duration = Duration::from_millis(1700);
+
+/// Another process holds the embedded store's write lock for 4 s while requests keep coming:
+/// each is answered 503 within the bound (Lark re-sends), none waits for the batch ahead's busy
+/// wait and then its own (up to 4 s before), and once the lock is released every re-sent event
+/// is stored and delivered once.
+#[test]
+fn a_locked_store_answers_503_within_the_bound_and_delivers_each_event_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = format!(
+        "{}{}\n[[plugins]]\nname = \"sink\"\nlibrary = \"{}\"\nconfig = {{ record = \"data/sink.jsonl\" }}\n\n[[routes]]\nevents = [\"t.x\"]\nplugins = [\"sink\"]\n",
+        base_config(),
+        app(),
+        harness::binaries().testkit.display()
+    );
+    let gw = TestGateway::spawn(dir.path(), &cfg);
+    assert_eq!(send(&gw, "before"), 200);
+    let db = dir.path().join("data/gateway.db");
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let other = rusqlite::Connection::open(db).expect("open");
+        other.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+        locked_tx.send(()).expect("locked");
+        std::thread::sleep(Duration::from_secs(4));
+        other.execute_batch("ROLLBACK").expect("unlock");
+    });
+    locked_rx.recv().expect("the lock is held");
+    let started = Instant::now();
+    let gw = &gw;
+    let answers: Vec<(String, u16, Duration)> = std::thread::scope(|s| {
+        let senders: Vec<_> = (0..4)
+            .map(|t| {
+                s.spawn(move || {
+                    let mut answers = Vec::new();
+                    let mut n = 0;
+                    while started.elapsed() < Duration::from_millis(3500) {
+                        let id = format!("locked-{t}-{n}");
+                        let sent = Instant::now();
+                        let status = send(gw, &id);
+                        answers.push((id, status, sent.elapsed()));
+                        n += 1;
+                    }
+                    answers
+                })
+            })
+            .collect();
+        senders
+            .into_iter()
+            .flat_map(|h| h.join().expect("sender"))
+            .collect()
+    });
+    holder.join().expect("holder");
+    for (id, status, took) in &answers {
+        assert!(
+            *took < ANSWER_BOUND,
+            "{id} answered {status} after {took:?} (bound {ANSWER_BOUND:?})"
+        );
+        assert!(matches!(status, 200 | 503), "{id}: {status}");
+    }
+    assert!(
+        answers.iter().any(|(_, s, _)| *s == 503),
+        "the lock refused nothing"
+    );
+    // Lark re-sends what was refused (and what it took for refused).
+    for (id, _, _) in &answers {
+        assert_eq!(send(gw, id), 200, "{id} once the lock is gone");
+    }
+    let expected = answers.len() + 1;
+    let sink = dir.path().join("data/sink.jsonl");
+    let all = wait_until(Duration::from_secs(15), || {
+        harness::read_jsonl(&sink).len() >= expected
+    });
+    assert!(all, "not every event was delivered:\n{}", gw.log());
+    std::thread::sleep(Duration::from_millis(500));
+    let delivered = harness::read_jsonl(&sink);
+    let mut ids: Vec<String> = delivered
+        .iter()
+        .map(|d| d["event_id"].as_str().expect("event_id").to_owned())
+        .collect();
+    ids.sort();
+    let before = ids.len();
+    ids.dedup();
+    assert_eq!(before, ids.len(), "an event delivered twice");
+    assert_eq!(ids.len(), expected);
+}

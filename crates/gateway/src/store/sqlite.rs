@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 
 mod batch;
+mod deadline;
 mod dedup;
 mod floors;
 mod hot;
@@ -101,7 +102,8 @@ const SCHEMA_VERSION: i64 = 9;
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 enum Write {
-    Accept(NewEvent, Reply<Accepted>),
+    /// An event, with the moment its transaction must have begun by ([`deadline`]).
+    Accept(NewEvent, std::time::Instant, Reply<Accepted>),
     Finish(Vec<FinishRecord>, Reply<Vec<bool>>),
     DeadLetterPlugin(String, String, i64, Reply<u64>),
     Start(Vec<(i64, Guard)>, Reply<Vec<bool>>),
@@ -161,9 +163,10 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     )
     .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
     sqlite_walbuf::attach(&conn);
-    // Under Lark's 3 s answer deadline: a store locked longer answers 503 (Lark retries) rather
-    // than letting the request time out.
-    conn.busy_timeout(std::time::Duration::from_secs(2))?;
+    // A write lock held by another process is waited for this long at most; the writer
+    // shortens it for a batch whose events would otherwise wait past their deadline (an event
+    // is answered 503 well within Lark's 3 s: see `deadline`).
+    conn.busy_timeout(deadline::BUSY_WAIT)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -326,7 +329,7 @@ impl SqliteStore {
 
 impl Store for SqliteStore {
     fn accept(&self, event: NewEvent) -> StoreFuture<Accepted> {
-        self.submit(|r| Write::Accept(event, r))
+        self.submit(|r| Write::Accept(event, deadline::accept_deadline(), r))
     }
 
     fn finish_many(&self, records: Vec<FinishRecord>) -> StoreFuture<Vec<bool>> {
