@@ -128,15 +128,41 @@ impl TestGateway {
         Self::try_spawn_full(dir, config, &[], &[])
     }
 
+    /// Like [`TestGateway::spawn`], started by `sh -c '<setup>; exec "$0" "$@"'`: the gateway
+    /// (the same pid) inherits what `setup` changed, e.g. `trap '' XFSZ` (a signal ignored).
+    pub fn spawn_after(dir: &Path, config: &str, setup: &str) -> TestGateway {
+        Self::try_spawn_inner(dir, config, &[], &[], Some(setup))
+            .unwrap_or_else(|log| panic!("gateway exited before it listened:\n{log}"))
+    }
+
     fn try_spawn_full(
         dir: &Path,
         config: &str,
         env: &[(&str, &str)],
         run_args: &[&str],
     ) -> Result<TestGateway, String> {
+        Self::try_spawn_inner(dir, config, env, run_args, None)
+    }
+
+    fn try_spawn_inner(
+        dir: &Path,
+        config: &str,
+        env: &[(&str, &str)],
+        run_args: &[&str],
+        setup: Option<&str>,
+    ) -> Result<TestGateway, String> {
         let path = dir.join("gateway.toml");
         std::fs::write(&path, config).expect("write gateway.toml");
-        let mut cmd = Command::new(&binaries().gateway);
+        let mut cmd = match setup {
+            None => Command::new(&binaries().gateway),
+            Some(setup) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("{setup}; exec \"$0\" \"$@\""))
+                    .arg(&binaries().gateway);
+                sh
+            }
+        };
         cmd.arg("--config")
             .arg(&path)
             .arg("run")

@@ -92,6 +92,19 @@ impl PgCluster {
         self.port
     }
 
+    /// The postmaster's pid (the first line of `data/postmaster.pid`), while the server runs.
+    ///
+    /// # Panics
+    /// When the file cannot be read (the server is not running).
+    pub fn postmaster_pid(&self) -> u32 {
+        let text = std::fs::read_to_string(self.data.join("postmaster.pid"))
+            .unwrap_or_else(|e| panic!("no postmaster.pid: {e}"));
+        text.lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap_or_else(|| panic!("postmaster.pid without a pid: {text:?}"))
+    }
+
     /// Creates database `name` and returns its URL `postgres://gateway@127.0.0.1:PORT/NAME`.
     ///
     /// # Panics

@@ -1,5 +1,5 @@
 //! The admin listener (separate from the public webhook port; loopback by default):
-//! `/healthz` (the process answers), `/readyz` (store writable, plugins initialised, not
+//! `/healthz` (the process answers), `/readyz` (store writable: [`readiness`]; plugins initialised, not
 //! shutting down, every websocket app's long connection up; the body lists each websocket app's
 //! state), `/status` (JSON: per-plugin health — last success, consecutive failures, last error,
 //! pending, calls running — and each websocket app's state; for humans and dashboards),
@@ -21,6 +21,7 @@ mod console;
 mod form;
 mod history;
 mod http;
+mod readiness;
 mod redact;
 
 use std::convert::Infallible;
@@ -67,13 +68,10 @@ pub struct Admin {
     loopback: bool,
     /// The console's last hour, per minute.
     history: history::History,
-    /// When a readiness probe last saw the store take a write (see [`STORE_PROBE_FRESH`]).
-    store_probe: Mutex<Option<std::time::Instant>>,
+    /// The store's part of readiness: one probe write a second at most, each answer within a
+    /// bound ([`readiness`]).
+    store_probe: readiness::StoreProbe,
 }
-
-/// A store write that succeeded this recently answers `/readyz` for the store: probes are
-/// unauthenticated, so however often they come they add at most one writer round a second.
-const STORE_PROBE_FRESH: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for Admin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -112,7 +110,7 @@ impl Admin {
             auth: auth::Auth::new(token, https),
             loopback,
             history: Default::default(),
-            store_probe: Mutex::new(None),
+            store_probe: Default::default(),
         });
         tokio::spawn(sample(Arc::downgrade(&admin)));
         admin
@@ -377,21 +375,7 @@ impl Admin {
         if !self.plugins_ready.load(Ordering::SeqCst) {
             return (false, "plugins not initialised");
         }
-        let fresh = self
-            .store_probe
-            .lock()
-            .ok()
-            .and_then(|t| *t)
-            .is_some_and(|t| t.elapsed() < STORE_PROBE_FRESH);
-        if fresh {
-            return (true, "ready");
-        }
-        // A no-op write through the writer proves the store accepts and commits writes.
-        let ok = self.store.purge(i64::MIN, i64::MIN).await.is_ok();
-        if let Ok(mut t) = self.store_probe.lock() {
-            *t = ok.then(std::time::Instant::now);
-        }
-        if ok {
+        if self.store_probe.writable(|| self.store.probe()).await {
             (true, "ready")
         } else {
             (false, "store not writable")

@@ -19,7 +19,7 @@
 //!   ([`Store::renew_claims`]); a process whose lease expired mid-call (it died, or could not
 //!   reach the store for a whole lease) is counted as crashed by the others.
 //! - A finished delivery becomes pending again only through [`Store::replay`]; a retention
-//!   [`Store::purge`] never removes an event whose delivery a concurrent replay made pending.
+//!   [`Store::purge_step`] never removes an event whose delivery a concurrent replay made pending.
 
 pub mod postgres;
 pub mod sqlite;
@@ -34,7 +34,7 @@ use std::sync::Arc;
 pub use postgres::PgStore;
 pub use sqlite::{ReplaySelector, SqliteStore};
 
-/// The most events one [`Store::purge`] removes.
+/// The most events one [`Store::purge_step`] examines.
 pub const PURGE_CHUNK: u64 = 1_000;
 
 /// Where a retention purge goes on from: the last event its previous step examined, in the
@@ -379,11 +379,15 @@ pub trait Store: Send + Sync + 'static {
         dead_before_ms: i64,
         after: Option<PurgeCursor>,
     ) -> StoreFuture<PurgeStep>;
-    /// One [`Store::purge_step`] from the oldest event: how many it removed.
+    /// One [`Store::purge_step`] from the oldest event: how many it removed (for the tests).
+    #[cfg(test)]
     fn purge(&self, before_ms: i64, dead_before_ms: i64) -> StoreFuture<u64> {
         let step = self.purge_step(before_ms, dead_before_ms, None);
         Box::pin(async move { Ok(step.await?.removed) })
     }
+    /// Writes and commits one small row that nothing else reads (the readiness probe: `Ok`
+    /// only when the store took a write just now, as an event's would be taken).
+    fn probe(&self) -> StoreFuture<()>;
     /// The pending count and the oldest pending delivery's time.
     fn backlog(&self) -> StoreFuture<Backlog>;
     /// The plugin instance names that have pending deliveries.

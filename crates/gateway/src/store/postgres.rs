@@ -344,6 +344,10 @@ impl Store for PgStore {
         })
     }
 
+    fn probe(&self) -> StoreFuture<()> {
+        self.op(|c, _| async move { schema::probe(&c).await })
+    }
+
     fn backlog(&self) -> StoreFuture<Backlog> {
         self.op(|c, _| async move {
             let row = c

@@ -12,12 +12,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 
 mod batch;
+mod deadline;
 mod dedup;
 mod floors;
 mod hot;
 mod ids;
 mod inspect;
 mod migrate;
+mod probe;
 mod purge;
 mod runs;
 mod writer;
@@ -100,7 +102,8 @@ const SCHEMA_VERSION: i64 = 9;
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 enum Write {
-    Accept(NewEvent, Reply<Accepted>),
+    /// An event, with the moment its transaction must have begun by ([`deadline`]).
+    Accept(NewEvent, std::time::Instant, Reply<Accepted>),
     Finish(Vec<FinishRecord>, Reply<Vec<bool>>),
     DeadLetterPlugin(String, String, i64, Reply<u64>),
     Start(Vec<(i64, Guard)>, Reply<Vec<bool>>),
@@ -108,6 +111,7 @@ enum Write {
     Purge(i64, i64, (i64, i64), Reply<PurgeStep>),
     PurgeDeadLetters(Option<String>, i64, Reply<u64>),
     Replay(ReplaySelector, Reply<u64>),
+    Probe(Reply<()>),
 }
 
 /// Which deliveries `replay` puts back in the queue.
@@ -161,9 +165,10 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     )
     .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
     sqlite_walbuf::attach(&conn);
-    // Under Lark's 3 s answer deadline: a store locked longer answers 503 (Lark retries) rather
-    // than letting the request time out.
-    conn.busy_timeout(std::time::Duration::from_secs(2))?;
+    // A write lock held by another process is waited for this long at most; the writer
+    // shortens it for a batch whose events would otherwise wait past their deadline (an event
+    // is answered 503 well within Lark's 3 s: see `deadline`).
+    conn.busy_timeout(deadline::BUSY_WAIT)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -326,7 +331,7 @@ impl SqliteStore {
 
 impl Store for SqliteStore {
     fn accept(&self, event: NewEvent) -> StoreFuture<Accepted> {
-        self.submit(|r| Write::Accept(event, r))
+        self.submit(|r| Write::Accept(event, deadline::accept_deadline(), r))
     }
 
     fn finish_many(&self, records: Vec<FinishRecord>) -> StoreFuture<Vec<bool>> {
@@ -415,6 +420,10 @@ impl Store for SqliteStore {
         self.submit(|r| Write::Purge(before_ms, dead_before_ms, after, r))
     }
 
+    fn probe(&self) -> StoreFuture<()> {
+        self.submit(Write::Probe)
+    }
+
     fn pending_plugins(&self) -> StoreFuture<Vec<String>> {
         self.read(|c| {
             let mut stmt = c.prepare_cached(
@@ -501,8 +510,13 @@ impl Store for SqliteStore {
     fn check(&self) -> StoreFuture<Vec<String>> {
         let path = self.inner.path.clone();
         self.read(move |c| {
-            let mut problems = inspect::check(c)?;
-            problems.extend(dedup::check_runs(c, &path)?);
+            // Findings first; a check that cannot finish is one more (never an error that
+            // hides the findings made before it).
+            let mut problems = inspect::check(c);
+            match dedup::check_runs(c, &path) {
+                Ok(found) => problems.extend(found),
+                Err(e) => problems.push(format!("the id runs could not be checked: {e}")),
+            }
             Ok(problems)
         })
     }

@@ -133,3 +133,19 @@ pub async fn version(client: &Client) -> Result<i32, StoreError> {
         .await?
         .get(0))
 }
+
+/// The readiness probe's write ([`crate::store::Store::probe`]): the newest migration's row of
+/// `gateway_schema` updated to the values it holds, in a transaction of its own. A new row
+/// version and a commit record, so a database that takes no writes (read-only, a standby after
+/// a failover, a full disk) fails it; the values never change and nothing reads them but
+/// [`version`] and [`migrate`] (which adds rows, never updates one).
+pub async fn probe(client: &Client) -> Result<(), StoreError> {
+    client
+        .execute(
+            "UPDATE gateway_schema SET applied_at = applied_at
+             WHERE version = (SELECT MAX(version) FROM gateway_schema)",
+            &[],
+        )
+        .await?;
+    Ok(())
+}

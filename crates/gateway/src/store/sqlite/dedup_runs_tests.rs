@@ -12,7 +12,11 @@ use crate::store::{Store, PURGE_CHUNK};
 const AT: usize = 50;
 
 fn accept(id: &str) -> Write {
-    Write::Accept(event(id, &["p"]), oneshot::channel().0)
+    Write::Accept(
+        event(id, &["p"]),
+        std::time::Instant::now(),
+        oneshot::channel().0,
+    )
 }
 
 /// Runs `batch` through the writer's path, then lets the index take in any spill.

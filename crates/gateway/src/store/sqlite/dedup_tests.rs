@@ -92,8 +92,13 @@ fn the_writer_index_follows_commits_and_roll_backs() {
          BEGIN SELECT RAISE(ABORT, 'injected'); END;",
     )
     .expect("trigger");
-    let accept =
-        |id: &str, plugins: &[&str]| Write::Accept(event(id, plugins), oneshot::channel().0);
+    let accept = |id: &str, plugins: &[&str]| {
+        Write::Accept(
+            event(id, plugins),
+            std::time::Instant::now(),
+            oneshot::channel().0,
+        )
+    };
     let mut ids = None;
     // One batch: the second copy of an id is a duplicate of the first, inside the transaction.
     let batch = [accept("a", &[]), accept("a", &[]), accept("b", &[])];

@@ -9,7 +9,8 @@
 //! transaction that deletes deliveries or events first records the highest key and seq in
 //! `floors` ([`raise`]), and the writer numbers deliveries itself ([`Keys`]), past both the
 //! highest key stored and that floor; seqs likewise (the id index's numbering starts past
-//! [`floor`] of [`EVENT_SEQ`]).
+//! [`floor`] of [`EVENT_SEQ`]). The table also holds the readiness probe's row
+//! ([`super::probe`]): every reader here names its row, so that one is never a floor.
 
 use rusqlite::{Connection, OptionalExtension};
 

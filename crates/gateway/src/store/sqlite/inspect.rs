@@ -168,7 +168,7 @@ pub(super) fn backup(c: &Connection, dest: &std::path::Path) -> Result<u64, Stor
             .map_err(|e| StoreError(format!("syncing {}: {e}", p.display())))?;
     }
     let copy = Connection::open_with_flags(dest, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    let problems = check(&copy)?;
+    let problems = check(&copy);
     if !problems.is_empty() {
         return Err(StoreError(format!(
             "the backup at {} fails its integrity check: {}",
@@ -193,13 +193,35 @@ fn settle_copy(dest: &std::path::Path) -> Result<(), StoreError> {
 }
 
 /// SQLite's integrity check (its messages, none when it says "ok"), then the id hashes: one per
-/// event, each the hash of its event's id, and no id stored twice.
-pub(super) fn check(c: &Connection) -> Result<Vec<String>, StoreError> {
+/// event, each the hash of its event's id, and no id stored twice. Every finding is kept: a
+/// check that cannot run to its end (a damaged page stops a scan: "database disk image is
+/// malformed") is one more finding, after those made before it.
+pub(super) fn check(c: &Connection) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Err(e) = integrity(c, &mut problems) {
+        problems.push(format!("SQLite's integrity check could not finish: {e}"));
+    }
+    if let Err(e) = id_hashes(c, &mut problems) {
+        problems.push(format!("the events' id hashes could not be checked: {e}"));
+    }
+    problems
+}
+
+/// SQLite's `integrity_check` messages into `problems` (none when it says "ok").
+fn integrity(c: &Connection, problems: &mut Vec<String>) -> Result<(), StoreError> {
     let mut stmt = c.prepare("PRAGMA integrity_check")?;
-    let lines = stmt
-        .query_map([], |r| r.get::<_, String>(0))?
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut problems: Vec<String> = lines.into_iter().filter(|l| l != "ok").collect();
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let line: String = row.get(0)?;
+        if line != "ok" {
+            problems.push(line);
+        }
+    }
+    Ok(())
+}
+
+/// The id hashes' findings into `problems`: one per event, each its id's, no id stored twice.
+fn id_hashes(c: &Connection, problems: &mut Vec<String>) -> Result<(), StoreError> {
     let mut wrong = 0u64;
     let mut first = None;
     let mut rows = c.prepare(
@@ -233,7 +255,7 @@ pub(super) fn check(c: &Connection) -> Result<Vec<String>, StoreError> {
     if let Some(id) = duplicated {
         problems.push(format!("event {id} is stored more than once"));
     }
-    Ok(problems)
+    Ok(())
 }
 
 pub(super) fn list_events(
@@ -315,7 +337,7 @@ impl super::SqliteStore {
     /// Runs SQLite's integrity check; returns its messages (`["ok"]` when sound).
     pub fn integrity_check(&self) -> Result<Vec<String>, StoreError> {
         self.read_blocking(|c| {
-            let problems = check(c)?;
+            let problems = check(c);
             Ok(if problems.is_empty() {
                 vec!["ok".to_owned()]
             } else {

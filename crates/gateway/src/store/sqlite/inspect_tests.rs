@@ -181,6 +181,57 @@ fn the_check_reports_a_damaged_file() {
     );
 }
 
+/// A damaged page well inside the events table: the check used to stop at its scan of the
+/// events ("database disk image is malformed") and drop what SQLite's integrity check had
+/// already found. The findings come first now, and the scans that fail are findings too.
+#[test]
+fn a_damaged_events_page_is_reported_with_the_integrity_checks_findings() {
+    const MARK: &str = "page-marker-";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s.db");
+    rt().block_on(async {
+        let store = SqliteStore::open(&path).expect("open");
+        for i in 0..3000 {
+            let mut e = new_event(&format!("e{i:05}"), "hire", "t", i, &["p"]);
+            e.body = Arc::from(format!("{{\"m\":\"{MARK}{i:05}{}\"}}", "x".repeat(150)));
+            keys(&store, e).await;
+        }
+        store.close();
+    });
+    // The events' bodies hold the marker (the WAL was checkpointed at close): garbage over a
+    // whole page of them in the middle of the table, its header included.
+    let mut bytes = std::fs::read(&path).expect("read");
+    let page_size = 4096;
+    let pages: Vec<usize> = (1..bytes.len() / page_size)
+        .filter(|p| {
+            let page = &bytes[p * page_size..(p + 1) * page_size];
+            page.windows(MARK.len()).any(|w| w == MARK.as_bytes())
+        })
+        .collect();
+    assert!(pages.len() > 20, "{} pages of events", pages.len());
+    let victim = pages[pages.len() / 2];
+    bytes[victim * page_size..(victim + 1) * page_size].fill(0x5a);
+    std::fs::write(&path, bytes).expect("write");
+    let found = rt().block_on(async {
+        let store = SqliteStore::open_existing(&path).expect("the schema pages are intact");
+        let found = store.check().await;
+        store.close();
+        found
+    });
+    let problems = found.expect("a report, not an error");
+    let page_no = (victim + 1).to_string();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("page") && p.contains(&page_no)),
+        "no integrity finding about page {page_no}: {problems:?}"
+    );
+    assert!(
+        problems.iter().any(|p| p.contains("malformed")),
+        "the failed scan is not reported: {problems:?}"
+    );
+}
+
 /// The replay's own write keeps the operator's rules, whatever changed since the listing the
 /// command checked: a delivery that succeeded meanwhile is not run again without `done_too`,
 /// and a dead-letter pick made on a stale page replays only what is still a dead letter.

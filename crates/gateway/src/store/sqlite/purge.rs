@@ -26,7 +26,7 @@ pub(super) fn step(
         )?
         .exists(params![before, after.0, after.1])?;
     if !any_old {
-        // Nothing to examine: no write at all (the readiness probe's purge lands here).
+        // Nothing to examine: no write at all.
         return Ok(PurgeStep {
             removed: 0,
             next: None,

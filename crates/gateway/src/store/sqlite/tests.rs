@@ -398,7 +398,8 @@ fn a_fresh_delivery_is_stamped_after_the_write_lock_is_taken() {
         let other = Connection::open(&path).expect("open");
         other.execute_batch("BEGIN IMMEDIATE").expect("lock");
         let released = std::thread::spawn(move || {
-            std::thread::sleep(std::time::Duration::from_millis(1200));
+            // Within the 1 s an accept waits for the lock (`deadline::ACCEPT_WAIT`).
+            std::thread::sleep(std::time::Duration::from_millis(600));
             let at = now_ms();
             other.execute_batch("ROLLBACK").expect("unlock");
             at

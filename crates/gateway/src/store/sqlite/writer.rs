@@ -70,9 +70,16 @@ const IDLE_TICK: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// A batch ([`Batcher::take`]) applied in one transaction, each write answered.
 fn write_batch(conn: &mut Connection, (batch, paced): (Vec<Write>, bool), ids: &mut Option<Dedup>) {
+    // Events past their deadline are answered 503 here, never applied (`deadline`).
+    let batch = super::deadline::keep_due(conn, batch);
+    if batch.is_empty() {
+        super::deadline::restore(conn);
+        return;
+    }
     crate::metrics::observe_commit_batch(batch.len(), paced);
     let started = std::time::Instant::now();
     let applied = apply_and_settle(conn, &batch, ids);
+    super::deadline::restore(conn);
     crate::metrics::observe_commit_duration(started.elapsed());
     match applied {
         Ok(results) => {
@@ -137,12 +144,13 @@ enum Outcome {
     Applied(Vec<bool>),
     Count(u64),
     Purged(PurgeStep),
+    Probed,
 }
 
 fn answer(write: Write, result: Result<Outcome, StoreError>) {
     // A dropped receiver means the caller went away (e.g. the client disconnected): fine.
     match (write, result) {
-        (Write::Accept(_, r), Ok(Outcome::Accepted(a))) => drop(r.send(Ok(a))),
+        (Write::Accept(_, _, r), Ok(Outcome::Accepted(a))) => drop(r.send(Ok(a))),
         (Write::Finish(.., r), Ok(Outcome::Applied(a))) => drop(r.send(Ok(a))),
         (Write::Purge(.., r), Ok(Outcome::Purged(step))) => drop(r.send(Ok(step))),
         (Write::PurgeDeadLetters(.., r), Ok(Outcome::Count(n))) => drop(r.send(Ok(n))),
@@ -154,10 +162,12 @@ fn answer(write: Write, result: Result<Outcome, StoreError>) {
         (Write::Start(_, r), Err(e)) => drop(r.send(Err(e))),
         (Write::RecoverCrashed(.., r), Ok(Outcome::Count(n))) => drop(r.send(Ok(n))),
         (Write::RecoverCrashed(.., r), Err(e)) => drop(r.send(Err(e))),
-        (Write::Accept(_, r), Err(e)) => drop(r.send(Err(e))),
+        (Write::Accept(_, _, r), Err(e)) => drop(r.send(Err(e))),
         (Write::Finish(.., r), Err(e)) => drop(r.send(Err(e))),
         (Write::Purge(.., r), Err(e)) => drop(r.send(Err(e))),
         (Write::Replay(_, r), Err(e)) => drop(r.send(Err(e))),
+        (Write::Probe(r), Ok(Outcome::Probed)) => drop(r.send(Ok(()))),
+        (Write::Probe(r), Err(e)) => drop(r.send(Err(e))),
         (w, Ok(_)) => answer(
             w,
             Err(StoreError("internal: mismatched write result".into())),
@@ -179,7 +189,7 @@ fn apply_batch(
     let now = now_ms();
     for write in batch {
         results.push(match write {
-            Write::Accept(ev, _) => {
+            Write::Accept(ev, ..) => {
                 let index = ids
                     .as_mut()
                     .ok_or_else(|| StoreError("the event id index could not be read".into()))?;
@@ -248,6 +258,10 @@ fn apply_batch(
                 .execute(params![plugin, before])? as u64
             }),
             Write::Replay(sel, _) => Outcome::Count(apply_replay(&tx, sel, now, ids.as_ref())?),
+            Write::Probe(_) => {
+                super::probe::write(&tx, now)?;
+                Outcome::Probed
+            }
         });
     }
     drop(hot);
@@ -473,6 +487,7 @@ pub(super) fn apply_and_settle_for_tests(
             Outcome::Accepted(Accepted::Duplicate) => "duplicate",
             Outcome::Applied(_) => "applied",
             Outcome::Count(_) | Outcome::Purged(_) => "count",
+            Outcome::Probed => "probed",
         })
         .collect())
 }

@@ -1,0 +1,233 @@
+//! The store refusing writes, end to end: `/readyz` (and `/status`'s `ready`) answer 503 while
+//! the embedded store cannot write a byte (a full disk, simulated with `RLIMIT_FSIZE`), and
+//! answer within their bound while a PostgreSQL server hangs.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use gateway_e2e::harness::{self, base_config, get, wait_until, Lark, TestGateway};
+use gateway_e2e::pgkit::PgCluster;
+
+const TOKEN: &str = "faults-token";
+
+fn app() -> String {
+    format!(
+        r#"
+[[apps]]
+name = "faults"
+path = "/hook"
+verification_token = "{TOKEN}"
+"#
+    )
+}
+
+fn send(gw: &TestGateway, id: &str) -> u16 {
+    let lark = Lark::plain(TOKEN);
+    lark.send(
+        &gw.url("/hook"),
+        &lark.event_v2(id, "t.x", serde_json::json!({})),
+    )
+    .status
+}
+
+fn readyz(gw: &TestGateway) -> u16 {
+    get(&gw.admin_url("/readyz")).map_or(0, |r| r.status)
+}
+
+/// `/status`'s `ready`, which must say what `/readyz` says.
+fn status_ready(gw: &TestGateway) -> bool {
+    let r = get(&gw.admin_url("/status")).expect("status");
+    let v: serde_json::Value = serde_json::from_str(&r.body).expect("status JSON");
+    v["ready"].as_bool().expect("ready")
+}
+
+/// Sets the soft `RLIMIT_FSIZE` of process `pid` (`prlimit --fsize=SOFT:`, util-linux).
+fn file_size_limit(pid: u32, soft: &str) {
+    let status = Command::new("prlimit")
+        .args(["--pid", &pid.to_string(), &format!("--fsize={soft}:")])
+        .status()
+        .expect("run prlimit (util-linux)");
+    assert!(status.success(), "prlimit --fsize={soft}: failed");
+}
+
+/// A full disk, as the gateway sees one: with a file size limit of one byte, every write into
+/// a regular file past its first byte fails (EFBIG; SIGXFSZ ignored, as `trap '' XFSZ` leaves
+/// it to the exec'd gateway), so every store write fails. The readiness probe used to be a
+/// purge that wrote nothing, and stayed 200 while every event got 503.
+#[test]
+fn readiness_is_503_while_the_store_cannot_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = format!("{}{}", base_config(), app());
+    let gw = TestGateway::spawn_after(dir.path(), &cfg, "trap '' XFSZ");
+    assert_eq!(send(&gw, "before"), 200);
+    assert_eq!(readyz(&gw), 200);
+    file_size_limit(gw.pid(), "1");
+    assert_eq!(send(&gw, "full-1"), 503, "{}", gw.log());
+    // A probe's answer stands for a second at most.
+    let unready = wait_until(Duration::from_secs(3), || readyz(&gw) == 503);
+    assert!(
+        unready,
+        "/readyz stayed 200 while the store could not write"
+    );
+    assert_eq!(readyz(&gw), 503);
+    assert!(
+        !status_ready(&gw),
+        "/status says ready while /readyz does not"
+    );
+    file_size_limit(gw.pid(), "unlimited");
+    let ready = wait_until(Duration::from_secs(5), || readyz(&gw) == 200);
+    assert!(ready, "/readyz did not come back:\n{}", gw.log());
+    assert!(status_ready(&gw));
+    assert_eq!(send(&gw, "full-1"), 200, "Lark's retry is stored");
+}
+
+/// The processes of a PostgreSQL server stopped (SIGSTOP), continued when dropped so the
+/// cluster can shut down.
+struct Frozen(Vec<u32>);
+
+impl Frozen {
+    fn server(pg: &PgCluster) -> Frozen {
+        let postmaster = pg.postmaster_pid();
+        // The postmaster first: it forks no new backend once stopped.
+        let mut pids = vec![postmaster];
+        signal("STOP", &pids);
+        let children = harness::children(postmaster);
+        signal("STOP", &children);
+        pids.extend(children);
+        Frozen(pids)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        signal("CONT", &self.0);
+    }
+}
+
+fn signal(name: &str, pids: &[u32]) {
+    if pids.is_empty() {
+        return;
+    }
+    let _ = Command::new("kill")
+        .arg(format!("-{name}"))
+        .args(pids.iter().map(u32::to_string))
+        .status();
+}
+
+/// Load balancers give a health check a few seconds; an operation on a hung database fails
+/// only after 10 s. The readiness probe answers 503 within its own bound (2 s) instead.
+#[test]
+fn readiness_answers_within_its_bound_while_postgresql_hangs() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("hung");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = format!(
+        "{}{}",
+        base_config().replace("path = \"data/gateway.db\"", "url = \"${PG_URL}\""),
+        app()
+    );
+    let gw = TestGateway::spawn_with_env(dir.path(), &cfg, &[("PG_URL", &url)]);
+    assert!(wait_until(Duration::from_secs(10), || readyz(&gw) == 200));
+    assert_eq!(send(&gw, "before"), 200);
+    {
+        let _frozen = Frozen::server(&pg);
+        // Past the second a successful probe answers for.
+        std::thread::sleep(Duration::from_millis(1100));
+        for _ in 0..2 {
+            let started = Instant::now();
+            let status = readyz(&gw);
+            let took = started.elapsed();
+            assert_eq!(status, 503, "took {took:?}");
+            assert!(took < Duration::from_secs(3), "/readyz took {took:?}");
+        }
+    }
+    let ready = wait_until(Duration::from_secs(20), || readyz(&gw) == 200);
+    assert!(ready, "/readyz did not come back:\n{}", gw.log());
+}
+
+/// A webhook answer waits at most this long for a locked store, well under Lark's 3 s.
+const ANSWER_BOUND: Duration = Duration::from_millis(1700);
+
+/// Another process holds the embedded store's write lock for 4 s while requests keep coming:
+/// each is answered 503 within the bound (Lark re-sends), none waits for the batch ahead's busy
+/// wait and then its own (up to 4 s before), and once the lock is released every re-sent event
+/// is stored and delivered once.
+#[test]
+fn a_locked_store_answers_503_within_the_bound_and_delivers_each_event_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = format!(
+        "{}{}\n[[plugins]]\nname = \"sink\"\nlibrary = \"{}\"\nconfig = {{ record = \"data/sink.jsonl\" }}\n\n[[routes]]\nevents = [\"t.x\"]\nplugins = [\"sink\"]\n",
+        base_config(),
+        app(),
+        harness::binaries().testkit.display()
+    );
+    let gw = TestGateway::spawn(dir.path(), &cfg);
+    assert_eq!(send(&gw, "before"), 200);
+    let db = dir.path().join("data/gateway.db");
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let other = rusqlite::Connection::open(db).expect("open");
+        other.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+        locked_tx.send(()).expect("locked");
+        std::thread::sleep(Duration::from_secs(4));
+        other.execute_batch("ROLLBACK").expect("unlock");
+    });
+    locked_rx.recv().expect("the lock is held");
+    let started = Instant::now();
+    let gw = &gw;
+    let answers: Vec<(String, u16, Duration)> = std::thread::scope(|s| {
+        let senders: Vec<_> = (0..4)
+            .map(|t| {
+                s.spawn(move || {
+                    let mut answers = Vec::new();
+                    let mut n = 0;
+                    while started.elapsed() < Duration::from_millis(3500) {
+                        let id = format!("locked-{t}-{n}");
+                        let sent = Instant::now();
+                        let status = send(gw, &id);
+                        answers.push((id, status, sent.elapsed()));
+                        n += 1;
+                    }
+                    answers
+                })
+            })
+            .collect();
+        senders
+            .into_iter()
+            .flat_map(|h| h.join().expect("sender"))
+            .collect()
+    });
+    holder.join().expect("holder");
+    for (id, status, took) in &answers {
+        assert!(
+            *took < ANSWER_BOUND,
+            "{id} answered {status} after {took:?} (bound {ANSWER_BOUND:?})"
+        );
+        assert!(matches!(status, 200 | 503), "{id}: {status}");
+    }
+    assert!(
+        answers.iter().any(|(_, s, _)| *s == 503),
+        "the lock refused nothing"
+    );
+    // Lark re-sends what was refused (and what it took for refused).
+    for (id, _, _) in &answers {
+        assert_eq!(send(gw, id), 200, "{id} once the lock is gone");
+    }
+    let expected = answers.len() + 1;
+    let sink = dir.path().join("data/sink.jsonl");
+    let all = wait_until(Duration::from_secs(15), || {
+        harness::read_jsonl(&sink).len() >= expected
+    });
+    assert!(all, "not every event was delivered:\n{}", gw.log());
+    std::thread::sleep(Duration::from_millis(500));
+    let delivered = harness::read_jsonl(&sink);
+    let mut ids: Vec<String> = delivered
+        .iter()
+        .map(|d| d["event_id"].as_str().expect("event_id").to_owned())
+        .collect();
+    ids.sort();
+    let before = ids.len();
+    ids.dedup();
+    assert_eq!(before, ids.len(), "an event delivered twice");
+    assert_eq!(ids.len(), expected);
+}
