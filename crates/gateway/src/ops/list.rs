@@ -1,6 +1,7 @@
 //! `gateway events list` and `gateway deliveries list`: what the store holds, newest first, with
 //! filters, as a table (times in RFC 3339 UTC with the Unix milliseconds alongside) or JSON lines.
-//! Finished deliveries show no `next_at`. A plugin or app name filtered by must exist (in the
+//! Finished deliveries show no `next_at` (here, and in `dead-letters --json` and `events show`:
+//! the JSON of a [`DeliveryRecord`] is written here). A plugin or app name filtered by must exist (in the
 //! config or the store), as for `dead-letters` and `replay`: a typo is an error, not an empty
 //! list.
 
@@ -86,6 +87,34 @@ pub(crate) fn delivery_row(d: &DeliveryRecord) -> serde_json::Value {
         v["next_at"] = rfc3339(d.next_at_ms).into();
     }
     v
+}
+
+/// `dead-letters --json` and `events show` (the fields as stored, no RFC 3339 copies): by hand
+/// for one rule, `next_at_ms` only while the delivery is pending, as [`delivery_row`] does (a
+/// finished delivery has no next attempt; its stored `next_at` is stale); `history` when filled.
+impl serde::Serialize for DeliveryRecord {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("DeliveryRecord", 9)?;
+        st.serialize_field("event_id", &self.event_id)?;
+        st.serialize_field("plugin", &self.plugin)?;
+        st.serialize_field("state", &self.state)?;
+        st.serialize_field("attempts", &self.attempts)?;
+        if self.state == "pending" {
+            st.serialize_field("next_at_ms", &self.next_at_ms)?;
+        } else {
+            st.skip_field("next_at_ms")?;
+        }
+        st.serialize_field("last_error", &self.last_error)?;
+        st.serialize_field("updated_at_ms", &self.updated_at_ms)?;
+        st.serialize_field("crashes", &self.crashes)?;
+        if self.history.is_empty() {
+            st.skip_field("history")?;
+        } else {
+            st.serialize_field("history", &self.history)?;
+        }
+        st.end()
+    }
 }
 
 /// Prints `rows` as JSON lines when `json` (then `None`: done), else hands them back.
