@@ -2,11 +2,13 @@
 //! `completions SHELL` (clap_complete), `man` (clap_mangen; the shipped deploy/man/gateway.1
 //! must be its output) and `config schema` (the JSON Schema of gateway.toml). The schema is
 //! checked against the shipped configs and the TOML examples in the docs; every config an e2e
-//! test starts the gateway with is checked too, by the harness.
+//! test starts the gateway with is checked too, by the harness. Also what the store commands
+//! print about one delivery, which must not depend on the command asked.
 
 use std::process::Command;
+use std::time::Duration;
 
-use gateway_e2e::harness::binaries;
+use gateway_e2e::harness::{binaries, kit_config, wait_until, TestGateway};
 use gateway_e2e::schema::{gateway_schema, validate_toml};
 use gateway_e2e::workspace_root;
 
@@ -181,4 +183,50 @@ fn the_toml_examples_in_the_docs_satisfy_the_schema() {
         }
     }
     assert!(checked >= 3, "only {checked} config examples found");
+}
+
+/// `dead-letters --json` and `events show` printed `next_at_ms` for finished deliveries, which
+/// `deliveries list` (and the API) leave out; and a single delivery's log lines carried its span
+/// twice (`delivery{..}:delivery{..}`).
+#[test]
+fn a_finished_delivery_shows_no_next_attempt_and_its_log_lines_one_span() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kit = r#"{ mode = "ok", modes = { "test.bad" = "reject", "test.wait" = "retry_always" } }"#;
+    let gw = TestGateway::spawn(dir.path(), &kit_config("tok", kit));
+    gw.send_plain("tok", "n-bad", "test.bad");
+    gw.send_plain("tok", "n-wait", "test.wait");
+    let show = |id: &str| -> serde_json::Value {
+        let (code, out, err) = gw.cli(&["events", "show", id]);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str(&out).expect("json")
+    };
+    assert!(wait_until(Duration::from_secs(10), || {
+        show("n-bad")["deliveries"][0]["state"] == "dead"
+            && show("n-wait")["deliveries"][0]["attempts"].as_u64() >= Some(1)
+    }));
+    let log = gw.log();
+    assert!(log.contains("delivery{event_id=n-bad"), "{log}");
+    assert!(
+        !log.contains("}:delivery{"),
+        "one delivery span per line:\n{log}"
+    );
+    let dead = &show("n-bad")["deliveries"][0];
+    assert!(
+        dead.get("next_at_ms").is_none(),
+        "events show, dead: {dead}"
+    );
+    let pending = &show("n-wait")["deliveries"][0];
+    assert!(
+        pending["next_at_ms"].is_i64(),
+        "events show, pending: {pending}"
+    );
+    let (code, out, err) = gw.cli(&["dead-letters", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let row: serde_json::Value =
+        serde_json::from_str(out.lines().next().unwrap_or("{}")).expect("json");
+    assert_eq!(row["event_id"], "n-bad", "{out}");
+    assert!(
+        row.get("next_at_ms").is_none(),
+        "dead-letters --json: {row}"
+    );
 }

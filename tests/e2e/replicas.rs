@@ -1,7 +1,8 @@
 //! Several gateway replicas on one PostgreSQL store (a throwaway cluster started by
 //! [`gateway_e2e::pgkit`]): dedup and the delivery queue are shared, a killed replica's claims
 //! are finished by the others once its lease runs out, a database restart costs 503s but no
-//! event, and replicas starting together on an empty database migrate it once.
+//! event, replicas starting together on an empty database migrate it once, and a schema a
+//! newer gateway migrated is refused by this one's commands and restarts.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -266,4 +267,53 @@ fn replicas_starting_together_on_an_empty_database_migrate_it_once() {
         "the finished events were purged"
     );
     assert_eq!(pg.sql("race", "SELECT COUNT(*) FROM deliveries"), "0");
+}
+
+/// A command against a database a newer gateway had migrated said "start the gateway of this
+/// version once to migrate"; it says "upgrade the gateway", as `check` and `run` do. And every
+/// replica but the first logged PostgreSQL's `NOTICE: relation "gateway_schema" already
+/// exists, skipping` at start.
+#[test]
+fn a_schema_migrated_by_a_newer_gateway_is_refused_naming_the_upgrade() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("newer");
+    let config = replica_config("30s", r#"mode = "ok""#).replace("${PG_URL}", &url);
+    let (a, b) = (
+        tempfile::tempdir().expect("tmp"),
+        tempfile::tempdir().expect("tmp"),
+    );
+    let _first = TestGateway::spawn(a.path(), &config);
+    let mut old = TestGateway::spawn(b.path(), &config);
+    assert!(!old.log().contains("already exists"), "{}", old.log());
+    // A newer gateway (one migration more) starts on the shared database.
+    pg.sql(
+        "newer",
+        "INSERT INTO gateway_schema (version) SELECT MAX(version) + 1 FROM gateway_schema",
+    );
+    // The older replica goes on serving...
+    let lark = Lark::encrypted("tok", "key");
+    let sent = lark.send(
+        &old.url("/hook"),
+        &lark.event_v2("after", "x.y_v1", serde_json::json!({})),
+    );
+    assert_eq!(sent.status, 200, "{}", sent.body);
+    assert!(wait_until(Duration::from_secs(20), || calls(&[
+        a.path(),
+        b.path()
+    ])
+    .contains_key("after")));
+    // ...but its commands refuse the database...
+    let (code, _, err) = old.cli(&["events", "list"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("upgrade the gateway") && !err.contains("once to migrate"),
+        "{err}"
+    );
+    let (code, _, err) = old.cli(&["check"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("upgrade the gateway"), "{err}");
+    // ...and, once stopped, it does not start again.
+    old.kill9();
+    let log = TestGateway::try_spawn(b.path(), &config).expect_err("refused");
+    assert!(log.contains("upgrade the gateway"), "{log}");
 }

@@ -267,8 +267,8 @@ pub struct Due {
     pub next_due_ms: Option<i64>,
 }
 
-/// A delivery's record, for `dead-letters` and `events show`.
-#[derive(Debug, Clone, serde::Serialize)]
+/// A delivery's record, for `dead-letters` and `events show` (its JSON: `ops/list.rs`).
+#[derive(Debug, Clone)]
 pub struct DeliveryRecord {
     pub event_id: String,
     pub plugin: String,
@@ -280,11 +280,9 @@ pub struct DeliveryRecord {
     /// Attempts during which the gateway died (a crash in a plugin, or `kill -9`).
     pub crashes: u32,
     /// A call of it is running, or was when its gateway stopped (marked started, no outcome
-    /// recorded yet): a replay runs it again only when forced.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    /// recorded yet): a replay runs it again only when forced. In its JSON only when true.
     pub running: bool,
     /// Every recorded attempt, oldest first (filled by [`Store::event`] only; empty in lists).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<AttemptRecord>,
 }
 

@@ -461,8 +461,16 @@ pub(super) fn from(job: &Job) -> Guard {
     }
 }
 
-/// The span a single delivery's lines are logged in.
+/// The span a single delivery's lines are logged in; none when they already are in a
+/// `delivery` span, which is then this job's ([`Engine::run`] opens one for a call of a single
+/// delivery), so that a line carries it once, not `delivery{..}:delivery{..}`.
 pub(super) fn job_span(job: &Job) -> tracing::Span {
+    if tracing::Span::current()
+        .metadata()
+        .is_some_and(|m| m.name() == "delivery")
+    {
+        return tracing::Span::none();
+    }
     tracing::info_span!("delivery", event_id = %job.event_id, plugin = %job.plugin,
         attempt = job.attempts + 1)
 }

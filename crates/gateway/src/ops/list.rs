@@ -1,6 +1,7 @@
 //! `gateway events list` and `gateway deliveries list`: what the store holds, newest first, with
 //! filters, as a table (times in RFC 3339 UTC with the Unix milliseconds alongside) or JSON lines.
-//! Finished deliveries show no `next_at`. A plugin or app name filtered by must exist (in the
+//! Finished deliveries show no `next_at` (here, and in `dead-letters --json` and `events show`:
+//! the JSON of a [`DeliveryRecord`] is written here). A plugin or app name filtered by must exist (in the
 //! config or the store), as for `dead-letters` and `replay`: a typo is an error, not an empty
 //! list.
 
@@ -69,7 +70,7 @@ pub(crate) fn event_row(e: &EventSummary) -> serde_json::Value {
 }
 
 /// One `deliveries list` row as JSON (also the admin API's deliveries and dead letters); a
-/// finished delivery shows no `next_at`.
+/// finished delivery shows no `next_at`; `"running": true` only for one whose call runs.
 pub(crate) fn delivery_row(d: &DeliveryRecord) -> serde_json::Value {
     let mut v = serde_json::json!({
         "event_id": d.event_id,
@@ -81,11 +82,48 @@ pub(crate) fn delivery_row(d: &DeliveryRecord) -> serde_json::Value {
         "updated_at": rfc3339(d.updated_at_ms),
         "crashes": d.crashes,
     });
+    if d.running {
+        v["running"] = true.into();
+    }
     if d.state == "pending" {
         v["next_at_ms"] = d.next_at_ms.into();
         v["next_at"] = rfc3339(d.next_at_ms).into();
     }
     v
+}
+
+/// `dead-letters --json` and `events show` (the fields as stored, no RFC 3339 copies): by hand
+/// for one rule, `next_at_ms` only while the delivery is pending, as [`delivery_row`] does (a
+/// finished delivery has no next attempt; its stored `next_at` is stale); `"running": true` only
+/// for a delivery whose call runs; `history` when filled.
+impl serde::Serialize for DeliveryRecord {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("DeliveryRecord", 10)?;
+        st.serialize_field("event_id", &self.event_id)?;
+        st.serialize_field("plugin", &self.plugin)?;
+        st.serialize_field("state", &self.state)?;
+        st.serialize_field("attempts", &self.attempts)?;
+        if self.state == "pending" {
+            st.serialize_field("next_at_ms", &self.next_at_ms)?;
+        } else {
+            st.skip_field("next_at_ms")?;
+        }
+        st.serialize_field("last_error", &self.last_error)?;
+        st.serialize_field("updated_at_ms", &self.updated_at_ms)?;
+        st.serialize_field("crashes", &self.crashes)?;
+        if self.running {
+            st.serialize_field("running", &true)?;
+        } else {
+            st.skip_field("running")?;
+        }
+        if self.history.is_empty() {
+            st.skip_field("history")?;
+        } else {
+            st.serialize_field("history", &self.history)?;
+        }
+        st.end()
+    }
 }
 
 /// Prints `rows` as JSON lines when `json` (then `None`: done), else hands them back.

@@ -111,18 +111,19 @@ struct Filters {
 
 fn filters(args: &DeadLetterArgs) -> Result<Filters, String> {
     if args.purge {
-        if args.plugin.is_none() && args.older_than.is_none() {
-            return Err(
-                "--purge needs a filter: --plugin NAME and/or --older-than DURATION".to_owned(),
-            );
-        }
         // The store deletes by plugin and age only: a filter it cannot apply is refused, never
-        // dropped (a purge must not delete more than the listing with its filters shows).
+        // dropped (a purge must not delete more than the listing with its filters shows). Said
+        // first: `--purge --since 1h` alone is not missing a filter, it has the wrong one.
         if args.since.is_some() {
             return Err(
                 "--purge takes --plugin and --older-than only; --since selects dead letters it \
                  cannot delete by (list them with --since, purge with --older-than)"
                     .to_owned(),
+            );
+        }
+        if args.plugin.is_none() && args.older_than.is_none() {
+            return Err(
+                "--purge needs a filter: --plugin NAME and/or --older-than DURATION".to_owned(),
             );
         }
     }
@@ -374,6 +375,18 @@ mod tests {
         let mut list = args(None, Some("1h"), Some("10m"));
         list.purge = false;
         assert!(filters(&list).is_ok());
+    }
+
+    /// `--purge --since 1h` used to be told it needed a filter, as if --since were not given.
+    #[test]
+    fn a_purge_with_only_since_is_told_since_is_refused() {
+        let e = filters(&args(None, Some("1h"), None))
+            .err()
+            .unwrap_or_default();
+        assert!(
+            e.starts_with("--purge takes --plugin and --older-than only"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -123,6 +123,15 @@ pub fn since_ms(text: &str) -> Result<i64, String> {
     if let Some(ms) = parse_rfc3339(text) {
         return Ok(ms);
     }
+    // Shaped as a date (`YYYY-`) but not one (`2026-13-01`, `2026-12-02T15:03:31` without its
+    // offset): the duration parser's reason (`unknown unit "-"`) would mislead.
+    let t = text.trim().as_bytes();
+    if t.len() >= 5 && t[..4].iter().all(u8::is_ascii_digit) && t[4] == b'-' {
+        return Err(format!(
+            "--since: {text:?} is neither a duration nor an RFC 3339 time: no such date or time \
+             (a date is YYYY-MM-DD, a time YYYY-MM-DDThh:mm:ss[.fff] with Z or an offset ±hh:mm)"
+        ));
+    }
     gateway_plugin::config::parse_duration(text)
         // A duration longer than the clock goes back saturates (at the earliest time) instead of
         // overflowing.
@@ -183,6 +192,28 @@ mod tests {
         assert!((crate::store::sqlite::now_ms() - two_hours_ago - 7_200_000).abs() < 5_000);
         let e = since_ms("yesterday").expect_err("refused");
         assert!(e.contains("RFC 3339"), "{e}");
+    }
+
+    /// `--since 2026-13-01` used to say `unknown unit "-"`: a date that does not exist is
+    /// neither a duration nor an RFC 3339 time, and the message says so.
+    #[test]
+    fn an_impossible_date_is_named_as_neither_a_duration_nor_a_time() {
+        for bad in [
+            "2026-13-01",
+            "2026-02-30",
+            "2026-12-02T25:00:00Z",
+            "2026-12-02T15:03:31",
+        ] {
+            let e = since_ms(bad).expect_err("refused");
+            assert!(
+                e.contains("neither a duration nor an RFC 3339"),
+                "{bad}: {e}"
+            );
+            assert!(!e.contains("unit"), "{bad}: {e}");
+        }
+        // A text that is no time at all keeps the duration parser's reason.
+        let e = since_ms("30m1h").expect_err("refused");
+        assert!(e.contains("largest to smallest"), "{e}");
     }
 
     #[test]

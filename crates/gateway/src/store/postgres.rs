@@ -132,20 +132,7 @@ impl PgStore {
                 tracing::info!(store = %shown, applied, version = SCHEMA_VERSION, "database schema migrated");
             }
         } else {
-            match schema::version(&client).await? {
-                0 => {
-                    return Err(StoreError(format!(
-                        "no store in {shown} (is this the config the gateway runs with?)"
-                    )))
-                }
-                v if v != SCHEMA_VERSION => {
-                    return Err(StoreError(format!(
-                        "{shown} is at schema version {v}; this gateway reads version \
-                         {SCHEMA_VERSION} (start the gateway of this version once to migrate)"
-                    )))
-                }
-                _ => {}
-            }
+            schema::readable(schema::version(&client).await?, &shown)?;
         }
         drop(client);
         let claim = Claim {

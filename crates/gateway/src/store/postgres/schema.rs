@@ -88,13 +88,22 @@ pub async fn migrate(client: &mut Client) -> Result<usize, StoreError> {
     let tx = client.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await?;
-    tx.batch_execute(
-        "CREATE TABLE IF NOT EXISTS gateway_schema (
-             version    INTEGER PRIMARY KEY,
-             applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
-         )",
-    )
-    .await?;
+    // Created only when missing, not `CREATE TABLE IF NOT EXISTS`: its NOTICE ("relation
+    // gateway_schema already exists, skipping") was logged by every replica but the first. The
+    // lock is held: no other gateway creates it between the look and the create.
+    let exists: bool = tx
+        .query_one("SELECT to_regclass('gateway_schema') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    if !exists {
+        tx.batch_execute(
+            "CREATE TABLE gateway_schema (
+                 version    INTEGER PRIMARY KEY,
+                 applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+             )",
+        )
+        .await?;
+    }
     let current: i32 = tx
         .query_one("SELECT COALESCE(MAX(version), 0) FROM gateway_schema", &[])
         .await?
@@ -117,6 +126,25 @@ pub async fn migrate(client: &mut Client) -> Result<usize, StoreError> {
     }
     tx.commit().await?;
     Ok(applied)
+}
+
+/// For the operator commands, which never migrate (the store `shown`, password hidden, is at
+/// `version`): anything but [`SCHEMA_VERSION`] is refused, saying which side is behind.
+pub fn readable(version: i32, shown: &str) -> Result<(), StoreError> {
+    match version {
+        0 => Err(StoreError(format!(
+            "no store in {shown} (is this the config the gateway runs with?)"
+        ))),
+        v if v < SCHEMA_VERSION => Err(StoreError(format!(
+            "{shown} is at schema version {v}; this gateway reads version {SCHEMA_VERSION} \
+             (start the gateway of this version once to migrate)"
+        ))),
+        v if v > SCHEMA_VERSION => Err(StoreError(format!(
+            "{shown} is at schema version {v}, newer than this gateway's ({SCHEMA_VERSION}): \
+             upgrade the gateway"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// The version recorded in the database (0 when never migrated).
