@@ -101,10 +101,10 @@ impl LongConns {
     }
 
     /// Brings the clients in line with `config`: added apps start, removed ones stop, failed
-    /// ones start afresh. An app whose `app_id`, `app_secret` or `domain` changed gets a
-    /// connection with the new settings *before* its running client is let go (see
-    /// `handover`); if that fails, the running client stays on the previous settings and the
-    /// returned list says so (one line per app). Blocks while new settings are tried (up to
+    /// ones start afresh, and so does an app whose `app_id` changed (another Lark app). An app
+    /// whose `app_secret` or `domain` changed gets a connection with the new settings *before*
+    /// its running client is let go (see `handover`); if that fails, the running client stays
+    /// on the previous settings and the returned list says so (one line per app). Blocks while new settings are tried (up to
     /// a bootstrap and a dial, 25 s): call it from a blocking thread when apps may change.
     pub fn reconcile(&self, config: &Config) -> Vec<String> {
         let wanted: HashMap<&str, &LongConnApp> = config
@@ -125,6 +125,10 @@ impl LongConns {
                     Some(_) if matches!(*state, State::Failed(_)) => {
                         Some("restarting after a failure")
                     }
+                    // Another Lark app: the running connection's events would meet the new
+                    // config's pin and token (refused, every one), so it is no previous
+                    // setting to keep. Replaced outright; a refusal shows the app failed.
+                    Some(app) if app.app_id != client.app.app_id => Some("app_id changed"),
                     Some(app) if **app != client.app => {
                         changed.push(handover::Trial {
                             name: name.clone(),

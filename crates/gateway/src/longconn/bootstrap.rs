@@ -45,7 +45,11 @@ impl From<BootstrapError> for ConnectError {
 /// One bootstrap call (blocking: run it off the async workers).
 pub fn bootstrap_blocking(app: &LongConnApp) -> Result<Endpoint, ConnectError> {
     let url = format!("{}{}", app.domain, proto::ENDPOINT_PATH);
-    let agent = ureq::AgentBuilder::new().timeout(TIMEOUT).build();
+    // `timeout` alone leaves the connect phase to ureq's own 30 s default.
+    let agent = ureq::AgentBuilder::new()
+        .timeout(TIMEOUT)
+        .timeout_connect(TIMEOUT)
+        .build();
     let result = agent
         .post(&url)
         .set("Content-Type", "application/json")

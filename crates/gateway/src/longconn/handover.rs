@@ -1,5 +1,5 @@
-//! New connection settings of a running app (a reload changed its `app_id`, `app_secret` or
-//! `domain`) are tried before the running client is let go: a client with the new settings
+//! New connection settings of a running app (a reload changed its `app_secret` or `domain`; an
+//! `app_id` change is another app, replaced outright) are tried before the running client is let go: a client with the new settings
 //! bootstraps and dials first; only once it is connected does it replace the running one,
 //! which then stops after acking what is in flight (the two connections overlap briefly:
 //! Lark sends each event to one of them). If Lark refuses the new settings, or cannot be
@@ -17,6 +17,10 @@ use super::{session, Ctx, LongConns};
 use crate::config::LongConnApp;
 use crate::metrics;
 
+/// The longest a trial may take (a bootstrap and a dial, 10 s + 15 s): past it, the settings
+/// are not applied, whatever a DNS lookup or a silent route still does on its thread.
+const TRIAL_LIMIT: std::time::Duration = std::time::Duration::from_secs(25);
+
 /// An app whose settings changed.
 pub(super) struct Trial {
     pub name: String,
@@ -25,6 +29,9 @@ pub(super) struct Trial {
     /// The id of the running client the new one is to replace.
     pub replaces: u64,
 }
+
+/// Why a trial ended early when the gateway stops.
+const STOPPING: &str = "the gateway is stopping";
 
 /// What a trial gave: the new client's context and config, and its connection or why not.
 type Tried = (Trial, Ctx, ClientConfig, Result<session::Conn, String>);
@@ -47,10 +54,14 @@ pub(super) fn apply(conns: &LongConns, trials: Vec<Trial>) -> Vec<String> {
                     "connecting with the new settings before the running connection is let go"
                 );
                 let mut cc = ClientConfig::default();
-                let outcome = match ctx.unless_cancelled(session::connect(&ctx, &mut cc)).await {
-                    Some(Ok(conn)) => Ok(conn),
-                    Some(Err(e)) => Err(e.to_string()),
-                    None => Err("the gateway is stopping".to_owned()),
+                let connect = tokio::time::timeout(TRIAL_LIMIT, session::connect(&ctx, &mut cc));
+                let outcome = match ctx.unless_cancelled(connect).await {
+                    Some(Ok(Ok(conn))) => Ok(conn),
+                    Some(Ok(Err(e))) => Err(e.to_string()),
+                    Some(Err(_)) => {
+                        Err(format!("no connection within {} s", TRIAL_LIMIT.as_secs()))
+                    }
+                    None => Err(STOPPING.to_owned()),
                 };
                 let _ = tx.send((trial, ctx, cc, outcome));
             },
@@ -58,7 +69,7 @@ pub(super) fn apply(conns: &LongConns, trials: Vec<Trial>) -> Vec<String> {
         ));
     }
     drop(tx);
-    // Each trial ends within a bootstrap and a dial (10 s + 15 s), or at once on shutdown.
+    // Each trial ends within TRIAL_LIMIT, or at once on shutdown.
     let tried: Vec<Tried> = rx.iter().collect();
     let mut not_applied = Vec::new();
     let Ok(mut clients) = conns.clients.lock() else {
@@ -81,6 +92,9 @@ pub(super) fn apply(conns: &LongConns, trials: Vec<Trial>) -> Vec<String> {
             (Ok(_), _) => {
                 // Stopped or replaced meanwhile (a shutdown): the new connection just closes.
                 ctx.cancel.cancel();
+            }
+            (Err(_), _) if conns.root.is_cancelled() => {
+                // Not refused: the gateway is stopping (nothing to count or report).
             }
             (Err(why), _) => {
                 tracing::error!(app = %name, error = %why, "the app's new long-connection settings were not applied: the running connection keeps the previous settings (fix them and reload)");
