@@ -474,6 +474,11 @@ fn a_replay_of_a_delivery_waiting_on_a_retry_timer_runs_within_seconds() {
     let gw = TestGateway::spawn(dir.path(), &cfg);
     send(&gw, "timer-1", "test.wait");
     assert!(wait_until(WAIT, || calls(&gw, "wait").len() == 1));
+    // Its retry recorded (a call still running would need --force).
+    assert!(wait_until(WAIT, || {
+        let d = delivery(&gw, "timer-1", "wait");
+        d["attempts"] == 1 && d["running"].is_null()
+    }));
     let (code, out, err) = gw.cli(&["replay", "timer-1"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
