@@ -3,15 +3,14 @@
 //! accepts new ones (a failover's old primary, a black-holed route).
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gateway_e2e::harness::{wait_until, Lark, TestGateway};
+use gateway_e2e::harness::{wait_until, Lark};
 use gateway_e2e::pgkit::PgCluster;
 
 #[path = "replicas_kit.rs"]
 mod kit;
-use kit::{calls, events, replica_config, send, spawn};
+use kit::{calls, events, replica_config, replicas, send, spawn};
 
 /// A database outage longer than the lease, with every replica alive: each lease ran out on
 /// the database's clock while no one could renew it. No replica may count the others' (or its
@@ -23,12 +22,7 @@ fn an_outage_longer_than_the_lease_runs_no_call_twice() {
     let pg = PgCluster::start();
     let url = pg.create_database("outage");
     let config = replica_config("3s", r#"mode = "slow", sleep_ms = 100"#);
-    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().expect("tmp")).collect();
-    let gws: Vec<TestGateway> = dirs
-        .iter()
-        .map(|d| spawn(d.path(), &config, &url))
-        .collect();
-    let urls = Arc::new(gws.iter().map(|g| g.url("/hook")).collect::<Vec<_>>());
+    let (dirs, _gws, urls) = replicas(2, &config, &url);
     let bodies = events("outage", 300);
     let sender = {
         let (bodies, urls) = (bodies.clone(), urls.clone());

@@ -14,19 +14,14 @@ use gateway_e2e::pgkit::PgCluster;
 
 #[path = "replicas_kit.rs"]
 mod kit;
-use kit::{calls, events, replica_config, send, spawn};
+use kit::{calls, events, replica_config, replicas, send, spawn};
 
 #[test]
 fn three_replicas_deliver_each_event_once_whichever_got_it() {
     let pg = PgCluster::start();
     let url = pg.create_database("three");
     let config = replica_config("30s", r#"mode = "ok""#);
-    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("tmp")).collect();
-    let gws: Vec<TestGateway> = dirs
-        .iter()
-        .map(|d| spawn(d.path(), &config, &url))
-        .collect();
-    let urls = Arc::new(gws.iter().map(|g| g.url("/hook")).collect::<Vec<_>>());
+    let (dirs, gws, urls) = replicas(3, &config, &url);
 
     // Each event to one replica, then again to the next one (Lark's retry behind a balancer).
     let bodies = events("three", 3_000);
@@ -171,12 +166,7 @@ fn a_database_restart_costs_503s_and_loses_nothing() {
     let pg = PgCluster::start();
     let url = pg.create_database("restart");
     let config = replica_config("30s", r#"mode = "ok""#);
-    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().expect("tmp")).collect();
-    let gws: Vec<TestGateway> = dirs
-        .iter()
-        .map(|d| spawn(d.path(), &config, &url))
-        .collect();
-    let urls = Arc::new(gws.iter().map(|g| g.url("/hook")).collect::<Vec<_>>());
+    let (dirs, gws, urls) = replicas(2, &config, &url);
     let bodies = events("restart", 1_000);
 
     let sender = {

@@ -50,6 +50,18 @@ plugins = ["audit"]
     )
 }
 
+/// `n` replicas on `url` with `config`, each in a folder of its own, and their webhook URLs.
+pub fn replicas(
+    n: usize,
+    config: &str,
+    url: &str,
+) -> (Vec<tempfile::TempDir>, Vec<TestGateway>, Arc<Vec<String>>) {
+    let dirs: Vec<tempfile::TempDir> = (0..n).map(|_| tempfile::tempdir().expect("tmp")).collect();
+    let gws: Vec<TestGateway> = dirs.iter().map(|d| spawn(d.path(), config, url)).collect();
+    let urls = Arc::new(gws.iter().map(|g| g.url("/hook")).collect::<Vec<_>>());
+    (dirs, gws, urls)
+}
+
 pub fn spawn(dir: &Path, config: &str, url: &str) -> TestGateway {
     TestGateway::spawn_with_env(dir, config, &[("PG_URL", url)])
 }

@@ -81,7 +81,7 @@ fn set_busy_timeout(conn: &Connection, wait: Duration) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{event, rt};
+    use super::super::tests::{event, locked, rt};
     use super::super::*;
     use super::*;
 
@@ -90,9 +90,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("s.db");
         rt().block_on(async {
-            let store = SqliteStore::open(&path).expect("open");
-            let other = Connection::open(&path).expect("other");
-            other.execute_batch("BEGIN IMMEDIATE").expect("lock");
+            let (store, other) = locked(&path);
             let started = Instant::now();
             // Two waves: the second is handed over while the first waits for the lock.
             let first = store.accept(event("one", &["a"]));

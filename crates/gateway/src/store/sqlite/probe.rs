@@ -26,7 +26,7 @@ pub(super) fn write(conn: &Connection, now: i64) -> Result<(), StoreError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{accepted, event, rt};
+    use super::super::tests::{accepted, event, locked, rt};
     use super::super::*;
 
     fn probe_row(path: &Path) -> Option<i64> {
@@ -67,9 +67,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("s.db");
         rt().block_on(async {
-            let store = SqliteStore::open(&path).expect("open");
-            let other = Connection::open(&path).expect("other");
-            other.execute_batch("BEGIN IMMEDIATE").expect("lock");
+            let (store, other) = locked(&path);
             assert!(store.probe().await.is_err(), "a locked store took a write");
             other.execute_batch("ROLLBACK").expect("unlock");
             store.probe().await.expect("probe once released");

@@ -46,6 +46,14 @@ pub(super) async fn accepted(store: &SqliteStore, e: NewEvent) -> Vec<(i64, Stri
     }
 }
 
+/// A store at `path`, and another connection holding its write lock (`BEGIN IMMEDIATE`).
+pub(super) fn locked(path: &std::path::Path) -> (SqliteStore, Connection) {
+    let store = SqliteStore::open(path).expect("open");
+    let other = Connection::open(path).expect("other");
+    other.execute_batch("BEGIN IMMEDIATE").expect("lock");
+    (store, other)
+}
+
 /// A guard for generation 0 at `attempts`.
 fn at(attempts: u32) -> Guard {
     Guard {
@@ -394,9 +402,7 @@ fn a_fresh_delivery_is_stamped_after_the_write_lock_is_taken() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("s.db");
     rt().block_on(async {
-        let store = SqliteStore::open(&path).expect("open");
-        let other = Connection::open(&path).expect("open");
-        other.execute_batch("BEGIN IMMEDIATE").expect("lock");
+        let (store, other) = locked(&path);
         let released = std::thread::spawn(move || {
             // Within the 1 s an accept waits for the lock (`deadline::ACCEPT_WAIT`).
             std::thread::sleep(std::time::Duration::from_millis(600));
