@@ -243,12 +243,13 @@ pub(crate) async fn targets(
 
 /// Why replaying `d` needs `--force`, if it does: it succeeded, or a call of it is running (or
 /// was when its gateway stopped) — replayed, that call's own success would be refused and the
-/// plugin run again.
+/// plugin run again. A mark the gateway's death left is counted as a crash (and the delivery
+/// retried) at the gateway's next start, which a forced replay would skip.
 pub fn needs_force(d: &DeliveryRecord) -> Option<&'static str> {
     if d.state == "done" {
         Some("already succeeded")
     } else if d.running {
-        Some("its call is still running")
+        Some("its call is running, or was when the gateway last stopped")
     } else {
         None
     }

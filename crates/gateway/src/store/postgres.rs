@@ -143,7 +143,7 @@ impl PgStore {
             tracing::info!(store = %shown, replica = %claim.replica, lease_ms = claim.lease_ms, "shared PostgreSQL store");
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        let reach = Arc::new(reach::Reach::default());
+        let reach = Arc::new(reach::Reach::starting());
         tokio::spawn(ingest::run(pool.clone(), rx, claim.clone(), reach.clone()));
         let renewals = connect::pool(&PgSettings {
             pool_size: 1,

@@ -51,6 +51,19 @@ impl<R: std::io::Read + AsFd> std::io::Read for ExitAware<R> {
                 return self.inner.read(buf);
             }
             if exit.contains(PollFlags::IN) {
+                // `poll` looks at the descriptors one after the other: the child may have
+                // written its last bytes and exited between the look at the output and the
+                // look at the exit. Looked at again now that the exit is known, the output
+                // holds all the child ever wrote.
+                let mut again = [PollFd::new(&self.inner, PollFlags::IN)];
+                match poll(&mut again, Some(&rustix::event::Timespec::default())) {
+                    Ok(_) => {}
+                    Err(rustix::io::Errno::INTR) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+                if !again[0].revents().is_empty() {
+                    return self.inner.read(buf);
+                }
                 // The child has exited and nothing it wrote is unread.
                 self.proc.held_open.store(true, Ordering::SeqCst);
                 return Ok(0);

@@ -4,8 +4,9 @@
 //! replica that counted the others' running calls as crashed as soon as it was back would run
 //! them again beside the calls still running (and lose their outcomes to the changed attempt
 //! count). So crashed attempts are counted only once this replica has gone a whole lease
-//! without a failed database operation: a live replica renews its claims within a third of a
-//! lease of the database answering again.
+//! without a failed database operation, and a whole lease after it started (it may start just
+//! as the database comes back): a live replica renews its claims within a third of a lease of
+//! the database answering again.
 
 use std::sync::{Arc, Mutex};
 
@@ -16,9 +17,22 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Default)]
 pub(super) struct Reach {
     last_failure: Mutex<Option<Instant>>,
+    /// When crash recovery was last said to be held back (a warning at most once a lease).
+    warned: Mutex<Option<Instant>>,
 }
 
 impl Reach {
+    /// A replica just started: it has not seen the database for a lease yet. It may have come
+    /// up the moment the database came back from an outage (a deploy, a unit that failed to
+    /// start while the database was down), when every lease has run out while the other
+    /// replicas live: it judges their claims only after a lease, as after a failure of its own.
+    pub(super) fn starting() -> Reach {
+        Reach {
+            last_failure: Mutex::new(Some(Instant::now())),
+            warned: Mutex::new(None),
+        }
+    }
+
     /// An operation failed (or timed out) now.
     pub(super) fn failed(&self) {
         if let Ok(mut at) = self.last_failure.lock() {
@@ -34,12 +48,36 @@ impl Reach {
         result
     }
 
-    /// Whether a whole `lease` passed since the last failure (or none happened).
+    /// Whether a whole `lease` passed since the last failure (or none happened). When not, and
+    /// it has not for three leases, says so (at most once a lease): a replica whose operations
+    /// keep failing never counts other replicas' crashed calls, whose deliveries then wait.
     pub(super) fn steady_for(&self, lease: Duration) -> bool {
-        self.last_failure
+        let steady = self
+            .last_failure
             .lock()
             .map(|at| at.is_none_or(|at| at.elapsed() >= lease))
-            .unwrap_or(false)
+            .unwrap_or(false);
+        if steady {
+            if let Ok(mut w) = self.warned.lock() {
+                *w = None;
+            }
+            return steady;
+        }
+        if let Ok(mut w) = self.warned.lock() {
+            let since = *w.get_or_insert_with(Instant::now);
+            if since.elapsed() >= lease.saturating_mul(3) {
+                tracing::warn!(
+                    held_s = since.elapsed().as_secs(),
+                    "crashed calls of other replicas are not counted while this replica's \
+                     database operations keep failing (see the errors logged): their \
+                     deliveries wait"
+                );
+                // The next warning a lease from now.
+                let now = Instant::now();
+                *w = Some(now.checked_sub(lease.saturating_mul(2)).unwrap_or(now));
+            }
+        }
+        false
     }
 }
 
@@ -72,7 +110,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_failure_holds_judgement_back_for_a_lease() {
+    fn a_start_and_a_failure_hold_judgement_back_for_a_lease() {
+        let started = Reach::starting();
+        assert!(!started.steady_for(Duration::from_secs(60)), "just started");
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(started.steady_for(Duration::from_millis(20)));
         let reach = Reach::default();
         assert!(reach.steady_for(Duration::from_secs(60)), "no failure yet");
         assert!(reach.note(Ok::<_, ()>(1)).is_ok());

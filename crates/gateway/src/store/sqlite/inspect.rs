@@ -148,14 +148,24 @@ pub(super) fn backup(c: &Connection, dest: &std::path::Path) -> Result<u64, Stor
             )),
             _ => StoreError(format!("backing up to {}: {e}", dest.display())),
         })?;
-    let filled = c
-        .execute("VACUUM INTO ?1", params![text])
-        .map_err(|e| StoreError(format!("backing up to {}: {e}", dest.display())))
-        .and_then(|_| settle_copy(dest));
-    if let Err(e) = filled {
-        let _ = std::fs::remove_file(dest);
-        return Err(e);
+    let made = fill_and_check(c, dest, text);
+    if made.is_err() {
+        // No half-made or unsound copy is left to be taken for a backup.
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut name = dest.as_os_str().to_owned();
+            name.push(suffix);
+            let _ = std::fs::remove_file(std::path::PathBuf::from(name));
+        }
     }
+    made
+}
+
+/// Fills the new file `dest` (`text`: its path) with a copy of the store, settles, syncs and
+/// checks it; returns how many events it holds.
+fn fill_and_check(c: &Connection, dest: &std::path::Path, text: &str) -> Result<u64, StoreError> {
+    c.execute("VACUUM INTO ?1", params![text])
+        .map_err(|e| StoreError(format!("backing up to {}: {e}", dest.display())))?;
+    settle_copy(dest)?;
     // The copy, then its folder (its directory entry).
     let absolute =
         std::path::absolute(dest).map_err(|e| StoreError(format!("{}: {e}", dest.display())))?;
@@ -171,7 +181,7 @@ pub(super) fn backup(c: &Connection, dest: &std::path::Path) -> Result<u64, Stor
     let problems = check(&copy);
     if !problems.is_empty() {
         return Err(StoreError(format!(
-            "the backup at {} fails its integrity check: {}",
+            "the backup at {} fails its integrity check (removed): {}",
             dest.display(),
             problems.join("; ")
         )));
