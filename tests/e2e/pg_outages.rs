@@ -191,3 +191,34 @@ fn a_replica_started_as_the_database_returns_counts_no_live_call_as_crashed() {
         "a live replica's attempt was counted as crashed"
     );
 }
+
+/// An operation the gateway gives up on (10 s without an answer) is cancelled on the server
+/// too: it must not keep running there, waiting for a lock or holding its own, after the
+/// gateway moved on (here the sweeper's reads wait for a table another session locked).
+#[test]
+fn an_operation_given_up_on_is_cancelled_on_the_server() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("cancel");
+    let config = replica_config("30s", r#"mode = "ok""#);
+    let (_dirs, _gws, _urls) = replicas(1, &config, &url);
+    let stale = std::thread::scope(|s| {
+        s.spawn(|| {
+            pg.sql(
+                "cancel",
+                "BEGIN; LOCK TABLE deliveries IN ACCESS EXCLUSIVE MODE; \
+                 SELECT pg_sleep(16); COMMIT;",
+            )
+        });
+        std::thread::sleep(Duration::from_secs(14));
+        pg.sql(
+            "cancel",
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = 'lark-gateway' \
+             AND wait_event_type = 'Lock' \
+             AND query_start < clock_timestamp() - interval '12 seconds'",
+        )
+    });
+    assert_eq!(
+        stale, "0",
+        "a query the gateway gave up on still waits on the server"
+    );
+}

@@ -81,6 +81,8 @@ struct Inner {
     renewals: Pool,
     /// When an operation last failed (crashed attempts wait for a steady lease: `reach`).
     reach: Arc<reach::Reach>,
+    /// For the cancel request of an operation given up on (`connect::cancel_in_background`).
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
     shown: String,
     claim: Claim,
     ingest: Mutex<Option<mpsc::UnboundedSender<ingest::Job>>>,
@@ -154,6 +156,7 @@ impl PgStore {
                 pool,
                 renewals,
                 reach,
+                tls: connect::tls(settings)?,
                 shown,
                 claim,
                 ingest: Mutex::new(Some(tx)),
@@ -170,13 +173,18 @@ impl PgStore {
     {
         let inner = self.inner.clone();
         Box::pin(async move {
+            let running = std::sync::OnceLock::new();
             let work = async {
                 let client = connect::client(&inner.pool).await?;
+                let _ = running.set(client.cancel_token());
                 f(client, inner.clone()).await
             };
             let result = match tokio::time::timeout(OP_TIMEOUT, work).await {
                 Ok(done) => done,
                 Err(_) => {
+                    if let Some(token) = running.get() {
+                        connect::cancel_in_background(token.clone(), inner.tls.clone());
+                    }
                     connect::discard_idle(&inner.pool);
                     Err(StoreError("database: no answer within 10 s".into()))
                 }

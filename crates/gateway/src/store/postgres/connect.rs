@@ -41,7 +41,7 @@ pub fn pool(settings: &PgSettings) -> Result<Pool, StoreError> {
         None => "-c plan_cache_mode=force_custom_plan".to_owned(),
     };
     config.options(&options);
-    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(settings)?);
+    let tls = tls(settings)?;
     let manager = Manager::from_config(
         config,
         tls,
@@ -57,6 +57,25 @@ pub fn pool(settings: &PgSettings) -> Result<Pool, StoreError> {
         .recycle_timeout(Some(CONNECT_TIMEOUT))
         .build()
         .map_err(|e| StoreError(format!("database pool: {e}")))
+}
+
+/// The TLS connector of `settings`' connections (also what a query's cancel request dials with).
+pub fn tls(settings: &PgSettings) -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(
+        settings,
+    )?))
+}
+
+/// Asks the server, on a connection of its own, to cancel the query `token` names: an operation
+/// the gateway gave up on must not keep running there (holding its locks) after the gateway
+/// has moved on. Best effort, in the background, bounded like a connection's opening.
+pub fn cancel_in_background(
+    token: tokio_postgres::CancelToken,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
+) {
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(CONNECT_TIMEOUT, token.cancel_query(tls)).await;
+    });
 }
 
 /// rustls with the public web roots plus `ca_file`'s certificates.
