@@ -168,33 +168,48 @@ fn connections_that_stop_answering_are_replaced() {
     );
 }
 
-/// An operation the gateway gives up on (10 s without an answer) is cancelled on the server
-/// too: it must not keep running there, waiting for a lock or holding its own, after the
-/// gateway moved on (here the sweeper's reads wait for a table another session locked).
+/// An operation the gateway gives up on is cancelled on the server too: it must not keep
+/// running there, waiting for a lock or holding its own, after the gateway moved on. Here the
+/// sweeper's reads (10 s limit) wait for a `deliveries` another session locked, and an event's
+/// ingest (2.5 s limit: answered 503) for a locked `events`.
 #[test]
 fn an_operation_given_up_on_is_cancelled_on_the_server() {
     let pg = PgCluster::start();
     let url = pg.create_database("cancel");
     let config = replica_config("30s", r#"mode = "ok""#);
-    let (_dirs, _gws, _urls) = replicas(1, &config, &url);
-    let stale = std::thread::scope(|s| {
+    let (_dirs, gws, _urls) = replicas(1, &config, &url);
+    let (stale, answer) = std::thread::scope(|s| {
         s.spawn(|| {
             pg.sql(
                 "cancel",
-                "BEGIN; LOCK TABLE deliveries IN ACCESS EXCLUSIVE MODE; \
+                "BEGIN; LOCK TABLE deliveries, events IN ACCESS EXCLUSIVE MODE; \
                  SELECT pg_sleep(16); COMMIT;",
             )
         });
-        std::thread::sleep(Duration::from_secs(14));
-        pg.sql(
+        std::thread::sleep(Duration::from_millis(500));
+        let sent = s.spawn(|| {
+            let lark = Lark::encrypted("tok", "key");
+            let body = lark.assets_update(
+                "cancel-1",
+                "acc-1",
+                1,
+                r#"[{"currency_type":"CNY","amount":0.1}]"#,
+                1,
+            );
+            lark.send(&gws[0].url("/hook"), &body).status
+        });
+        std::thread::sleep(Duration::from_millis(13_500));
+        let stale = pg.sql(
             "cancel",
-            "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = 'lark-gateway' \
-             AND wait_event_type = 'Lock' \
-             AND query_start < clock_timestamp() - interval '12 seconds'",
-        )
+            "SELECT string_agg(left(query, 40), ' | ') FROM pg_stat_activity \
+             WHERE application_name = 'lark-gateway' AND wait_event_type = 'Lock' \
+             AND query_start < clock_timestamp() - interval '11 seconds'",
+        );
+        (stale, sent.join().expect("sender"))
     });
+    assert_eq!(answer, 503, "the event met the locked table");
     assert_eq!(
-        stale, "0",
-        "a query the gateway gave up on still waits on the server"
+        stale, "",
+        "queries the gateway gave up on still wait on the server"
     );
 }

@@ -146,7 +146,14 @@ impl PgStore {
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let reach = Arc::new(reach::Reach::starting());
-        tokio::spawn(ingest::run(pool.clone(), rx, claim.clone(), reach.clone()));
+        let tls = connect::tls(settings)?;
+        tokio::spawn(ingest::run(
+            pool.clone(),
+            rx,
+            claim.clone(),
+            reach.clone(),
+            tls.clone(),
+        ));
         let renewals = connect::pool(&PgSettings {
             pool_size: 1,
             ..settings.clone()
@@ -156,7 +163,7 @@ impl PgStore {
                 pool,
                 renewals,
                 reach,
-                tls: connect::tls(settings)?,
+                tls,
                 shown,
                 claim,
                 ingest: Mutex::new(Some(tx)),

@@ -37,13 +37,14 @@ pub(super) async fn run(
     mut rx: mpsc::UnboundedReceiver<Job>,
     claim: super::Claim,
     reach: std::sync::Arc<super::reach::Reach>,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
 ) {
     let mut waiting = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut waiting, MAX_BATCH).await > 0 {
         while !waiting.is_empty() {
             let n = within_budget(waiting.iter().map(|j| j.event.body.len()), MAX_BATCH_BYTES);
             let batch: Vec<Job> = waiting.drain(..n).collect();
-            commit_and_answer(&pool, batch, &claim, &reach).await;
+            commit_and_answer(&pool, batch, &claim, (&reach, &tls)).await;
         }
     }
 }
@@ -67,15 +68,25 @@ async fn commit_and_answer(
     pool: &Pool,
     batch: Vec<Job>,
     claim: &super::Claim,
-    reach: &super::reach::Reach,
+    (reach, tls): (
+        &super::reach::Reach,
+        &tokio_postgres_rustls::MakeRustlsConnect,
+    ),
 ) {
     crate::metrics::observe_commit_batch(batch.len(), false);
     let events: Vec<&NewEvent> = batch.iter().map(|j| &j.event).collect();
     let mut result = Err(StoreError("not tried".into()));
     for _ in 0..TRIES {
-        result = match tokio::time::timeout(ACCEPT_TIMEOUT, commit(pool, &events, claim)).await {
+        let running = std::sync::OnceLock::new();
+        let attempt = commit(pool, &events, claim, &running);
+        result = match tokio::time::timeout(ACCEPT_TIMEOUT, attempt).await {
             Ok(r) => r,
             Err(_) => {
+                // Given up on (answered 503, Lark re-sends): not left running on the server,
+                // where its uncommitted rows would hold the re-sent ids' inserts back.
+                if let Some(token) = running.get() {
+                    super::connect::cancel_in_background(token.clone(), tls.clone());
+                }
                 super::connect::discard_idle(pool);
                 Err(StoreError(format!(
                     "database: no commit within {} ms",
@@ -116,6 +127,7 @@ async fn commit(
     pool: &Pool,
     batch: &[&NewEvent],
     claim: &super::Claim,
+    running: &std::sync::OnceLock<tokio_postgres::CancelToken>,
 ) -> Result<Vec<Accepted>, StoreError> {
     // The first of several same-id events in a batch is the candidate; the rest are duplicates.
     let mut seen = HashSet::new();
@@ -134,6 +146,7 @@ async fn commit(
     let routed: Vec<bool> = candidates.iter().map(|e| !e.plugins.is_empty()).collect();
 
     let mut client = connect::client(pool).await?;
+    let _ = running.set(client.cancel_token());
     let tx = client.transaction().await?;
     let stmt = tx.prepare_cached(INSERT_EVENTS).await?;
     let inserted: HashSet<String> = tx
