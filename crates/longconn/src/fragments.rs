@@ -45,14 +45,17 @@ pub enum DropReason {
     Expired,
     /// Room was needed (entry count or byte bound) and it was the oldest.
     Evicted,
+    /// A fragment of it announced another fragment count: what was held cannot complete.
+    Inconsistent,
 }
 
 impl DropReason {
-    /// `expired` or `evicted` (metric labels, logs).
+    /// `expired`, `evicted` or `inconsistent` (metric labels, logs).
     pub fn as_str(self) -> &'static str {
         match self {
             DropReason::Expired => "expired",
             DropReason::Evicted => "evicted",
+            DropReason::Inconsistent => "inconsistent",
         }
     }
 }
@@ -187,7 +190,7 @@ impl Reassembler {
         if let Some(entry) = self.entries.get_mut(message_id) {
             if entry.parts.len() != sum as usize {
                 let expected = entry.parts.len() as u32;
-                self.remove(message_id);
+                self.drop_entry(message_id, DropReason::Inconsistent);
                 return Err(FragmentError::SumChanged { expected, got: sum });
             }
             if entry.parts[seq as usize].is_some() {

@@ -106,6 +106,10 @@ fn bad_headers_are_refused() {
         })
     );
     assert!(r.is_empty(), "the inconsistent message is dropped");
+    let dropped = r.take_dropped();
+    assert_eq!(dropped.len(), 1, "and reported: {dropped:?}");
+    assert_eq!(dropped[0].reason, DropReason::Inconsistent);
+    assert_eq!((dropped[0].received, dropped[0].sum), (1, 2));
 }
 
 #[test]
