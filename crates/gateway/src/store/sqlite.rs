@@ -19,12 +19,16 @@ mod hot;
 mod ids;
 mod inspect;
 mod migrate;
+mod open;
 mod probe;
 mod purge;
 mod runs;
+mod schema;
 mod writer;
 
+use open::{lock, open_connection};
 use rusqlite::{params, Connection, OptionalExtension};
+use schema::{SCHEMA, SCHEMA_VERSION};
 use tokio::sync::oneshot;
 
 use super::{
@@ -35,69 +39,6 @@ use super::{
 
 /// The most writes applied in one transaction.
 const MAX_BATCH: usize = 512;
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS events (
-    seq         INTEGER PRIMARY KEY,
-    id          TEXT NOT NULL,
-    app         TEXT NOT NULL,
-    event_type  TEXT NOT NULL,
-    schema      TEXT NOT NULL,
-    received_at INTEGER NOT NULL,
-    body        TEXT NOT NULL,
-    routed      INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_received ON events(received_at);
-CREATE TABLE IF NOT EXISTS event_ids (
-    seq         INTEGER PRIMARY KEY,
-    hash        INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS deliveries (
-    key         INTEGER PRIMARY KEY,
-    event_seq   INTEGER NOT NULL REFERENCES events(seq),
-    plugin      TEXT NOT NULL,
-    state       TEXT NOT NULL CHECK (state = 'pending' OR state = 'done' OR state = 'dead'),
-    attempts    INTEGER NOT NULL,
-    next_at     INTEGER NOT NULL,
-    last_error  TEXT,
-    updated_at  INTEGER NOT NULL,
-    generation  INTEGER NOT NULL DEFAULT 0,
-    started     INTEGER NOT NULL DEFAULT 0,
-    crashes     INTEGER NOT NULL DEFAULT 0,
-    done_outcome     TEXT,
-    done_started_at  INTEGER,
-    done_duration_ms INTEGER,
-    UNIQUE (event_seq, plugin)
-);
-CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(next_at) WHERE state = 'pending';
-CREATE INDEX IF NOT EXISTS deliveries_dead ON deliveries(updated_at) WHERE state = 'dead';
-CREATE TABLE IF NOT EXISTS attempts (
-    delivery_key INTEGER NOT NULL REFERENCES deliveries(key) ON DELETE CASCADE,
-    generation   INTEGER NOT NULL,
-    attempt      INTEGER NOT NULL,
-    outcome      TEXT NOT NULL,
-    reason       TEXT,
-    started_at   INTEGER,
-    duration_ms  INTEGER,
-    recorded_at  INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS attempts_delivery ON attempts(delivery_key);
-CREATE TABLE IF NOT EXISTS id_runs (
-    file        TEXT PRIMARY KEY,
-    lo          INTEGER NOT NULL,
-    hi          INTEGER NOT NULL,
-    level       INTEGER NOT NULL,
-    count       INTEGER NOT NULL,
-    digest      TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS floors (
-    name        TEXT PRIMARY KEY,
-    value       INTEGER NOT NULL
-) WITHOUT ROWID;
-";
-
-/// The schema version this code writes; older stores are migrated at open.
-const SCHEMA_VERSION: i64 = 9;
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -151,54 +92,6 @@ impl std::fmt::Debug for SqliteStore {
         f.debug_struct("SqliteStore")
             .field("path", &self.inner.path)
             .finish()
-    }
-}
-
-/// A connection to the store at `path`, through the VFS that writes a commit's WAL frames at
-/// once ([`sqlite_walbuf`], attached: a rolled-back transaction's frames are dropped).
-fn open_connection(path: &Path) -> Result<Connection, StoreError> {
-    sqlite_walbuf::register().map_err(|e| StoreError(e.to_string()))?;
-    let conn = Connection::open_with_flags_and_vfs(
-        path,
-        rusqlite::OpenFlags::default(),
-        sqlite_walbuf::VFS_NAME,
-    )
-    .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
-    sqlite_walbuf::attach(&conn);
-    // A write lock held by another process is waited for this long at most; the writer
-    // shortens it for a batch whose events would otherwise wait past their deadline (an event
-    // is answered 503 well within Lark's 3 s: see `deadline`).
-    conn.busy_timeout(deadline::BUSY_WAIT)?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    Ok(conn)
-}
-
-/// Takes the exclusive lock of the store at `path` (on `<path>.lock`, released when the
-/// process exits or its writer stops), or says that another gateway holds it.
-fn lock(path: &Path) -> Result<std::fs::File, StoreError> {
-    let mut name = path.as_os_str().to_owned();
-    name.push(".lock");
-    let lock_path = PathBuf::from(name);
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| StoreError(format!("cannot open {}: {e}", lock_path.display())))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError(format!(
-            "the store at {} is in use by another running gateway (it holds {}); one gateway \
-             per embedded store",
-            path.display(),
-            lock_path.display()
-        ))),
-        Err(std::fs::TryLockError::Error(e)) => Err(StoreError(format!(
-            "cannot lock {}: {e}",
-            lock_path.display()
-        ))),
     }
 }
 
