@@ -58,7 +58,9 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("opening store {}", config.store.describe()))?;
     let store = dyn_store.clone();
-    // Deliveries whose call was running when the process last died: count the crash first.
+    // Deliveries whose call was running when the process last died: count the crash first
+    // (a shared store finds none yet: it judges claims only a lease after the start, and its
+    // sweeper counts them then; see `store/postgres/reach.rs`).
     let d = config.delivery;
     match dyn_store
         .recover_crashed(d.max_attempts, d.max_crashes, Vec::new())
