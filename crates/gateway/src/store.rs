@@ -18,6 +18,11 @@
 //!   lease, which the process renews while the call and its outcome write are in flight
 //!   ([`Store::renew_claims`]); a process whose lease expired mid-call (it died, or could not
 //!   reach the store for a whole lease) is counted as crashed by the others.
+//! - A delivery whose call runs is shown as running (`DeliveryRecord::running`) until that
+//!   call's outcome is recorded, a call hung past its timeout whose delivery is already a dead
+//!   letter included; a replay leaves it alone unless forced (in the write itself). The
+//!   outcome of a call whose delivery became a dead letter meanwhile is not recorded, but it
+//!   ends the "running" (the call has returned).
 //! - A finished delivery becomes pending again only through [`Store::replay`]; a retention
 //!   [`Store::purge_step`] never removes an event whose delivery a concurrent replay made pending.
 
@@ -129,6 +134,11 @@ pub struct Guard {
     /// Also replace a dead letter of the same attempt (a success does: a late one, or one whose
     /// delivery was dead-lettered as an orphan while the call ran).
     pub dead_too: bool,
+    /// Apply only while the attempt's "started" mark is still on the row (`started` = the
+    /// record's `attempts`; in a shared store, this process's claim too): the record of a late
+    /// outcome over its timeout's, which a shared store's other replicas may have counted as a
+    /// crash and started again since (their mark is another).
+    pub own_mark: bool,
 }
 
 /// The end of one attempt, to persist (see [`Store::finish_many`]).
@@ -150,19 +160,14 @@ pub struct FinishRecord {
 pub const TIMED_OUT: &str = "timeout";
 
 impl FinishRecord {
-    /// Whether the attempt's "started" mark stays (embedded store): a call that timed out and
-    /// is retried is still running (native code cannot be stopped), so should the process die
-    /// before it returns, the next start must count that crash (see
-    /// [`Store::recover_crashed`]). The mark is cleared when the call's late outcome is
-    /// recorded (`late retry` included). A shared store ignores it: its leases decide.
-    pub fn keeps_started_mark(&self) -> bool {
-        self.trace.outcome == TIMED_OUT && matches!(self.finish, Finish::Retry { .. })
-    }
-
     /// True when the call this records has not returned (its timeout is what is recorded, as a
-    /// retry or a dead letter): on a shared store its claim stays with this process, renewed
-    /// while the call runs, so that no other process runs the delivery beside it (after a
-    /// replay of the dead letter, say).
+    /// retry or a dead letter: native code cannot be stopped). The delivery then stays marked
+    /// as running until the call's late outcome is recorded, on both stores, so that a replay
+    /// needs `--force` meanwhile and a process that dies before the call returns is counted as
+    /// crashed in it: the embedded store keeps the attempt's "started" mark (on the retry and
+    /// on the dead letter); a shared store keeps it on a retry and keeps this process's claim
+    /// on both, renewed while the call runs, so that no other process runs the delivery beside
+    /// it (after a forced replay of the dead letter, say).
     pub fn call_still_runs(&self) -> bool {
         self.trace.outcome == TIMED_OUT
     }
@@ -392,9 +397,17 @@ pub trait Store: Send + Sync + 'static {
     fn pending_plugins(&self) -> StoreFuture<Vec<String>>;
     /// Dead-letters every pending delivery of `plugin` last changed before `before_ms` with
     /// `error`; returns how many. (A delivery accepted since is spared: its name may have been
-    /// configured again by a reload after the caller last looked.)
-    fn dead_letter_plugin(&self, plugin: String, error: String, before_ms: i64)
-        -> StoreFuture<u64>;
+    /// configured again by a reload after the caller last looked.) One whose call still runs
+    /// here (among `running`: a call of the removed instance, hung past its timeout, say)
+    /// stays marked as running until that call's outcome is recorded, which then only clears
+    /// the mark.
+    fn dead_letter_plugin(
+        &self,
+        plugin: String,
+        error: String,
+        before_ms: i64,
+        running: Vec<i64>,
+    ) -> StoreFuture<u64>;
     /// Durably marks attempts as started, before their plugin is called (one write for a
     /// batch): a process that dies during the call leaves the mark behind. Deliveries no longer
     /// matching their guard are skipped, and so (in a shared store) are those another process
@@ -405,8 +418,11 @@ pub trait Store: Send + Sync + 'static {
     /// called when its process died. Counts that attempt and the crash; dead-letters it ("the
     /// gateway died during this call N times") once `max_crashes` or `max_attempts` is
     /// reached. Returns how many were found. A call that timed out and was retried while it
-    /// still ran keeps its mark too ([`FinishRecord::keeps_started_mark`]): its attempt is
-    /// counted already, so only the crash is added. Never one of `running` (the deliveries this
+    /// still ran keeps its mark too ([`FinishRecord::call_still_runs`]): its attempt is
+    /// counted already, so only the crash is added. (A dead letter whose timed-out call was
+    /// running when its process died is left a dead letter; the embedded store records that
+    /// crash in its history at start and clears the mark, a shared store's claim on it simply
+    /// expires.) Never one of `running` (the deliveries this
     /// process is calling). A shared store finds none until this process has gone a whole
     /// lease without a failed operation (after an outage every lease may have run out while
     /// every replica was alive: they renew first).

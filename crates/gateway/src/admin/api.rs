@@ -334,6 +334,7 @@ pub async fn replay(admin: &Admin, body: &[u8]) -> Result<Value, ApiError> {
         let selector = if req.dead_letters {
             ReplaySelector::DeadLetters {
                 plugin: req.plugin.clone(),
+                force: req.force,
             }
         } else {
             ReplaySelector::Events {

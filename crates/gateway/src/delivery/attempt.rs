@@ -369,6 +369,10 @@ impl Engine {
     /// when `pending`, else as a dead letter; `applied`: whether that record took, which it
     /// does not when the delivery was already a dead letter, the orphan rule's). Returns whether
     /// it ended the delivery. `trace` makes its history row from the outcome's name.
+    ///
+    /// Whatever the outcome, something is recorded: the delivery has shown as running since the
+    /// timeout (its mark, or on a shared store its claim, kept), and only a record ends that. A
+    /// record that cannot apply to a dead letter still ends it (see `Store::finish_many`).
     async fn late(
         &self,
         job: &Job,
@@ -378,11 +382,14 @@ impl Engine {
         trace: impl Fn(&'static str) -> Trace,
     ) -> bool {
         // The attempt count the stored row has now: this attempt's if the timeout's record
-        // took, else the one the call started from.
+        // took, else the one the call started from. A success replaces a dead letter and
+        // stands whoever started the attempt since; any other outcome applies only over this
+        // process's own mark (see `Guard::own_mark`).
         let at = |dead_too| Guard {
             generation: job.generation,
             attempts: if applied { attempt } else { job.attempts },
             dead_too,
+            own_mark: !dead_too,
         };
         match outcome {
             Some(CallOutcome::Ok) => {
@@ -394,37 +401,42 @@ impl Engine {
                 }
                 applied
             }
-            // The retry recorded at the timeout stands; recorded again, it clears the attempt's
-            // "started" mark, kept while the call ran (`FinishRecord::keeps_started_mark`).
-            // (Embedded store only: on a shared one the mark was not kept, and this record
-            // could undo another replica's claim taken once the lease ran out.)
+            // The retry recorded at the timeout stands (and so does its dead letter); recorded
+            // again, it clears the attempt's "started" mark kept while the call ran.
             Some(CallOutcome::Retry { .. }) | None => {
-                if pending && !self.store.shared() {
-                    let again = recorded.clone();
-                    self.record(job, at(false), attempt, again, trace("late retry"))
-                        .await;
-                }
+                self.record(
+                    job,
+                    at(false),
+                    attempt,
+                    recorded.clone(),
+                    trace("late retry"),
+                )
+                .await;
                 false
             }
             Some(CallOutcome::Reject { reason }) => {
                 let reason = detail::cap(reason);
-                tracing::warn!(%reason, "the timed-out call was rejected after all: dead letter");
-                let finish = Finish::Dead { error: reason };
-                pending
-                    && self
-                        .record(job, at(false), attempt, finish, trace("late reject"))
-                        .await
+                let finish = Finish::Dead {
+                    error: reason.clone(),
+                };
+                let ended = self
+                    .record(job, at(false), attempt, finish, trace("late reject"))
+                    .await;
+                if ended && pending {
+                    tracing::warn!(%reason, "the timed-out call was rejected after all: dead letter");
+                }
+                ended && pending
             }
             Some(CallOutcome::Panicked { message }) => {
                 let message = detail::cap(message);
-                tracing::error!(%message, "the timed-out call panicked: dead letter, restarting instance");
+                tracing::error!(%message, "the timed-out call panicked: restarting instance");
                 let finish = Finish::Dead {
                     error: format!("panicked: {message}"),
                 };
-                pending
-                    && self
-                        .record(job, at(false), attempt, finish, trace("late panicked"))
-                        .await
+                let ended = self
+                    .record(job, at(false), attempt, finish, trace("late panicked"))
+                    .await;
+                ended && pending
             }
         }
     }
@@ -458,6 +470,7 @@ pub(super) fn from(job: &Job) -> Guard {
         generation: job.generation,
         attempts: job.attempts,
         dead_too: false,
+        own_mark: false,
     }
 }
 

@@ -317,7 +317,7 @@ impl Engine {
             );
             match self
                 .store
-                .dead_letter_plugin(name.clone(), error, cutoff)
+                .dead_letter_plugin(name.clone(), error, cutoff, self.known.running())
                 .await
             {
                 Ok(n) => {

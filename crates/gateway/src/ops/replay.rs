@@ -172,8 +172,10 @@ pub fn dead_letters(config: &Config, args: &DeadLetterArgs) -> ExitCode {
             "died at (ms)"
         );
         for r in &rows {
+            // A call hung past its timeout still runs: a replay needs --force meanwhile.
+            let running = if r.running { "[call running] " } else { "" };
             outln!(
-                "{:<40} {:<12} {:>8} {:>14}  {}",
+                "{:<40} {:<12} {:>8} {:>14}  {running}{}",
                 r.event_id,
                 r.plugin,
                 r.attempts,
@@ -322,6 +324,7 @@ pub fn replay(config: &Config, args: &ReplayArgs) -> ExitCode {
         let selector = if args.dead_letters {
             ReplaySelector::DeadLetters {
                 plugin: args.plugin.clone(),
+                force: args.force,
             }
         } else {
             ReplaySelector::Events {

@@ -24,6 +24,28 @@
 //! checkout: while the database is down, ingest answers 503 and delivery waits; both resume on
 //! their own once it is back.
 
+/// The database's clock in Unix milliseconds, as SQL text (a macro so that other texts can
+/// embed it: [`DB_NOW_MS`]).
+macro_rules! db_now_ms {
+    () => {
+        "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT"
+    };
+}
+
+/// A dead letter whose call still runs on the replica that claims it (a call hung past its
+/// timeout, or one running when the orphan rule took its delivery): the claim is kept and
+/// renewed while the call runs, dropped once its outcome is in, and lapses if that replica
+/// dies. Shown as running; replayed only when forced ([`DEAD_RUNNING`]).
+macro_rules! dead_running {
+    () => {
+        concat!(
+            "(state = 'dead' AND claimed_by IS NOT NULL AND lease_until > ",
+            db_now_ms!(),
+            ")"
+        )
+    };
+}
+
 mod claims;
 mod connect;
 mod ingest;
@@ -53,7 +75,9 @@ use super::{
 use crate::config::{redact_url, PgSettings};
 
 /// The database's clock in Unix milliseconds (leases are measured on it).
-const DB_NOW_MS: &str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT";
+const DB_NOW_MS: &str = db_now_ms!();
+/// See [`dead_running`].
+const DEAD_RUNNING: &str = dead_running!();
 /// The longest any one operation may take before it fails.
 const OP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Migrations may build an index over a large table (once, at the first start of a version),
@@ -402,20 +426,23 @@ impl Store for PgStore {
         plugin: String,
         error: String,
         before_ms: i64,
+        running: Vec<i64>,
     ) -> StoreFuture<u64> {
         self.op(move |c, inner| async move {
             // Not an attempt whose holder died during the call and whose crash is not counted
             // yet (`recover_crashed` counts it at the next sweep, then this rule takes it). Not
             // those another replica holds a live claim on: it still runs that plugin. This
-            // replica's own claims are kept (for at most a lease from now): a call of the removed
-            // instance may still run here, and renewals keep its claim while it does, so a replay
-            // of the dead letter is not run by another replica beside it.
+            // replica's claims on the deliveries it is calling are kept (for at most a lease
+            // from now, renewed while the call runs, dropped with its outcome): a call of the
+            // removed instance may still run here, so the dead letter shows as running and a
+            // replay of it is not run by another replica beside it.
             let sql = format!(
                 "UPDATE deliveries SET state = 'dead', last_error = $2, updated_at = $3,
                      started = 0,
-                     lease_until = CASE WHEN claimed_by = $4
+                     lease_until = CASE WHEN claimed_by = $4 AND key = ANY($7)
                          THEN LEAST(lease_until, {DB_NOW_MS} + $5) ELSE 0 END,
-                     claimed_by = CASE WHEN claimed_by = $4 THEN claimed_by ELSE NULL END
+                     claimed_by = CASE WHEN claimed_by = $4 AND key = ANY($7)
+                         THEN claimed_by ELSE NULL END
                  WHERE plugin = $1 AND state = 'pending' AND updated_at < $6
                    AND (claimed_by IS NULL OR claimed_by = $4 OR lease_until < {DB_NOW_MS})
                    AND NOT (started > 0 AND started >= attempts AND lease_until < {DB_NOW_MS})"
@@ -429,6 +456,7 @@ impl Store for PgStore {
                     &inner.claim.replica,
                     &inner.claim.lease_ms,
                     &before_ms,
+                    &running,
                 ],
             )
             .await?)

@@ -70,8 +70,9 @@ pub enum ReplaySelector {
         force: bool,
         dead_only: bool,
     },
-    /// Every dead letter (optionally one plugin's).
-    DeadLetters { plugin: Option<String> },
+    /// Every dead letter (optionally one plugin's); with `force`, those whose call is running
+    /// too (a call hung past its timeout: the dead letter its timeout made).
+    DeadLetters { plugin: Option<String>, force: bool },
 }
 
 /// The SQLite-backed [`Store`].
@@ -332,7 +333,9 @@ impl Store for SqliteStore {
         plugin: String,
         error: String,
         before_ms: i64,
+        _running: Vec<i64>,
     ) -> StoreFuture<u64> {
+        // A call running is the one thing marked started here: its mark stays, no list needed.
         self.submit(|r| Write::DeadLetterPlugin(plugin, error, before_ms, r))
     }
 
@@ -473,5 +476,7 @@ mod inspect_tests;
 mod migrate_tests;
 #[cfg(test)]
 mod migrate_v5_tests;
+#[cfg(test)]
+mod running_tests;
 #[cfg(test)]
 mod tests;

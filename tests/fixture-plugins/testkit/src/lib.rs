@@ -11,7 +11,8 @@
 //!   - `"panic_handle"`: panics in `handle` (the SDK reports it as `Panicked`);
 //!   - `"panic_new"`: panics in `new` (the host sees `InitError::Panicked`);
 //!   - `"slow"`: sleeps `sleep_ms`, then returns `Ok`;
-//!   - `"gate"`: waits until the file `gate` exists (polled every 10 ms), then returns `Ok`.
+//!   - `"gate"`: waits until the file `gate` exists (polled every 10 ms), then returns `Ok`
+//!     (or what `gate_then` says).
 //! - `retries` — for `retry_then_ok` (default 1).
 //! - `sleep_ms` — for `slow` (default 1000).
 //! - `init_sleep_ms` — `new` sleeps this long before it returns (default 0): a slow start.
@@ -19,6 +20,8 @@
 //!   testkit (default 0): a slow restart after a panic (or a reload).
 //! - `gate` — for `gate`: a file path, relative paths resolved like `record`'s (required by
 //!   that mode).
+//! - `gate_then` — for `gate`: what the call returns once the gate opens, `"ok"` (default),
+//!   `"retry"` or `"reject"` (reason `testkit: {retry|reject} after the gate for {delivery_id}`).
 //! - `retry_after_ms` — the `retry_after` put on every `Retry` (default: none).
 //! - `only_event_types` — when given, `mode` applies only to deliveries whose `event_type` is in
 //!   this list; every other delivery gets `Ok` (so one event can panic while others pass).
@@ -71,6 +74,16 @@ enum Mode {
     Gate,
 }
 
+/// What a `gate` call returns once its gate opens.
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+enum GateThen {
+    #[default]
+    Ok,
+    Retry,
+    Reject,
+}
+
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 struct Config {
@@ -85,6 +98,8 @@ struct Config {
     #[serde(default)]
     restart_sleep_ms: u64,
     gate: Option<PathBuf>,
+    #[serde(default)]
+    gate_then: GateThen,
     retry_after_ms: Option<u64>,
     only_event_types: Option<Vec<String>>,
     record: Option<PathBuf>,
@@ -261,7 +276,17 @@ impl Plugin for Testkit {
                     while !gate.exists() {
                         std::thread::sleep(Duration::from_millis(10));
                     }
-                    Outcome::Ok
+                    let id = &d.delivery_id;
+                    match self.config.gate_then {
+                        GateThen::Ok => Outcome::Ok,
+                        GateThen::Retry => Outcome::Retry {
+                            reason: format!("testkit: retry after the gate for {id}"),
+                            retry_after,
+                        },
+                        GateThen::Reject => {
+                            Outcome::reject(format!("testkit: reject after the gate for {id}"))
+                        }
+                    }
                 }
                 None => Outcome::reject("testkit: mode gate without a `gate` file"),
             },

@@ -4,15 +4,17 @@
 use deadpool_postgres::Client;
 use tokio_postgres::Row;
 
-use super::{schema, DB_NOW_MS};
+use super::{schema, DB_NOW_MS, DEAD_RUNNING};
 use crate::store::sqlite::now_ms;
 use crate::store::{
     AttemptRecord, DeliveryFilter, DeliveryRecord, EventFilter, EventRecord, EventSummary,
     ReplaySelector, StoreError,
 };
 
-const DELIVERY_COLUMNS: &str =
-    "event_id, plugin, state, attempts, next_at, last_error, updated_at, crashes, started > 0";
+const DELIVERY_COLUMNS: &str = concat!(
+    "event_id, plugin, state, attempts, next_at, last_error, updated_at, crashes, started > 0 OR ",
+    dead_running!()
+);
 
 fn delivery(r: &Row) -> DeliveryRecord {
     DeliveryRecord {
@@ -235,7 +237,8 @@ pub(super) async fn replay(
                      generation = generation + 1, started = 0, crashes = 0,
                      next_at = $3, updated_at = $3, lease_until = LEAST(lease_until, {DB_NOW_MS} + $6)
                  WHERE event_id = ANY($1) AND ($2::text IS NULL OR plugin = $2)
-                   AND ($4 OR (state <> 'done' AND started = 0)) AND (NOT $5 OR state = 'dead')"
+                   AND ($4 OR (state <> 'done' AND started = 0 AND NOT {DEAD_RUNNING}))
+                   AND (NOT $5 OR state = 'dead')"
             );
             tx.execute(
                 &sql,
@@ -243,7 +246,7 @@ pub(super) async fn replay(
             )
             .await?
         }
-        ReplaySelector::DeadLetters { plugin } => {
+        ReplaySelector::DeadLetters { plugin, force } => {
             let locked = ids_of(
                 &tx.query(
                     "SELECT e.id FROM events e WHERE EXISTS
@@ -261,9 +264,9 @@ pub(super) async fn replay(
                      generation = generation + 1, started = 0, crashes = 0,
                      next_at = $2, updated_at = $2, lease_until = LEAST(lease_until, {DB_NOW_MS} + $4)
                  WHERE event_id = ANY($3) AND state = 'dead'
-                   AND ($1::text IS NULL OR plugin = $1)"
+                   AND ($1::text IS NULL OR plugin = $1) AND ($5 OR NOT {DEAD_RUNNING})"
             );
-            tx.execute(&sql, &[&plugin, &now, &locked, &lease_ms])
+            tx.execute(&sql, &[&plugin, &now, &locked, &lease_ms, &force])
                 .await?
         }
     };

@@ -14,13 +14,19 @@ use crate::store::{Finish, FinishRecord, StoreError, CRASHED};
 /// only by a success (`dead_too`): an outcome never makes a finished delivery pending again,
 /// only a replay does (the retention purge relies on it: see [`super::retention`]).
 ///
-/// Every record clears the attempt's "started" mark, a timed-out one too
-/// ([`FinishRecord::keeps_started_mark`] is the embedded store's rule): here the lease governs a
-/// call that outlives its timeout, and a replica must not count its own hung call as a crash
-/// once the lease runs out. A record of a call that has not returned
-/// ([`FinishRecord::call_still_runs`]: its timeout, as a retry or a dead letter) keeps this
-/// replica's claim, renewed while the call runs, so that a replay of that dead letter is not
-/// run by another replica beside the call.
+/// A record of a call that has not returned ([`FinishRecord::call_still_runs`]: its timeout,
+/// as a retry or a dead letter) keeps this replica's claim, renewed while the call runs, so
+/// that no other replica runs the delivery beside it (a forced replay of the dead letter), and
+/// shows it as running: a retry keeps the attempt's "started" mark (should this replica die
+/// before the call returns, the others count the crash once the lease lapses; it never counts
+/// its own running calls), a dead letter keeps the claim alone (see `dead_running!`). Every
+/// other record clears the mark. A late outcome's record ([`crate::store::Guard::own_mark`])
+/// applies only while that mark and this replica's claim are still there: once its lease
+/// lapsed, another replica may have counted the crash and started the attempt again.
+///
+/// A record that does not apply because its delivery became a dead letter while the call ran
+/// (its timeout's record, or the orphan rule) drops the claim this replica kept on it: the call
+/// has returned, so the dead letter is no longer running.
 ///
 /// A record whose guard no longer holds counts as applied when the history already has its
 /// write's row: an earlier try committed and its answer was lost (the engine writes the same
@@ -36,12 +42,13 @@ pub(super) async fn finish_many(
         "WITH u AS (
              SELECT * FROM unnest($4::bigint[], $5::text[], $6::int[], $7::bigint[], $8::text[],
                                   $9::int[], $10::int[], $11::bool[], $12::text[], $13::bigint[],
-                                  $14::bigint[], $15::bool[], $16::bigint[])
+                                  $14::bigint[], $15::bool[], $16::bigint[], $17::bool[])
                  AS u(key, state, attempts, next_at, error, g_attempts, g_generation, dead_too,
-                      outcome, started_at, duration_ms, running, write_id)
+                      outcome, started_at, duration_ms, running, write_id, own_mark)
          ), applied AS (
              UPDATE deliveries d SET state = u.state, attempts = u.attempts,
-                 next_at = u.next_at, started = 0, updated_at = $1,
+                 next_at = u.next_at, updated_at = $1,
+                 started = CASE WHEN u.running AND u.state = 'pending' THEN d.started ELSE 0 END,
                  last_error = CASE WHEN u.state = 'done' THEN NULL
                                    ELSE COALESCE(u.error, d.last_error) END,
                  claimed_by = CASE WHEN u.state = 'pending' OR u.running THEN $2 ELSE NULL END,
@@ -53,6 +60,7 @@ pub(super) async fn finish_many(
                AND d.generation = u.g_generation
                AND (d.state = 'pending'
                     OR (u.dead_too AND d.state = 'dead' AND u.state = 'done'))
+               AND (NOT u.own_mark OR (d.claimed_by = $2 AND d.started = u.attempts))
              RETURNING d.key
          ), logged AS (
              INSERT INTO attempts (delivery_key, generation, attempt, outcome, reason,
@@ -78,6 +86,7 @@ pub(super) async fn finish_many(
     let mut duration_ms = Vec::with_capacity(n);
     let mut running = Vec::with_capacity(n);
     let mut write_id = Vec::with_capacity(n);
+    let mut own_mark = Vec::with_capacity(n);
     for r in records {
         let (s, next) = match &r.finish {
             Finish::Done => ("done", now),
@@ -97,6 +106,7 @@ pub(super) async fn finish_many(
         duration_ms.push(i64::try_from(r.trace.duration_ms).unwrap_or(i64::MAX));
         running.push(r.call_still_runs());
         write_id.push(r.write.0);
+        own_mark.push(r.guard.own_mark);
     }
     let stmt = c.prepare_cached(&sql).await?;
     let rows = c
@@ -119,6 +129,7 @@ pub(super) async fn finish_many(
                 &duration_ms,
                 &running,
                 &write_id,
+                &own_mark,
             ],
         )
         .await?;
@@ -138,6 +149,23 @@ pub(super) async fn finish_many(
             .await?;
         let earlier = c.query(&stmt, &[&doubt_keys, &doubt_writes]).await?;
         applied.extend(keys(&earlier));
+    }
+    let (returned, generations): (Vec<i64>, Vec<i32>) = records
+        .iter()
+        .filter(|r| !applied.contains(&r.key) && !r.call_still_runs())
+        .map(|r| (r.key, r.guard.generation as i32))
+        .unzip();
+    if !returned.is_empty() {
+        let stmt = c
+            .prepare_cached(
+                "UPDATE deliveries d SET claimed_by = NULL, lease_until = 0
+                 FROM unnest($2::bigint[], $3::int[]) AS u(key, generation)
+                 WHERE d.key = u.key AND d.generation = u.generation AND d.state = 'dead'
+                   AND d.claimed_by = $1",
+            )
+            .await?;
+        c.execute(&stmt, &[&claim.replica, &returned, &generations])
+            .await?;
     }
     Ok(records.iter().map(|r| applied.contains(&r.key)).collect())
 }

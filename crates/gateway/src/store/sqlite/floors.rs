@@ -83,6 +83,7 @@ mod tests {
                 generation: 0,
                 attempts: 0,
                 dead_too: false,
+                own_mark: false,
             },
             attempts: 1,
             finish: Finish::Done,

@@ -11,6 +11,7 @@ fn guard(generation: u32, attempts: u32, dead_too: bool) -> Guard {
         generation,
         attempts,
         dead_too,
+        own_mark: false,
     }
 }
 
@@ -216,7 +217,10 @@ fn a_success_is_kept_in_its_row_until_a_replay_makes_it_a_history_row() {
             (Some(4_000), Some(12), updated_at)
         );
         // A replay of dead letters leaves a success alone; one of the event (forced) keeps it.
-        let dead_letters = ReplaySelector::DeadLetters { plugin: None };
+        let dead_letters = ReplaySelector::DeadLetters {
+            plugin: None,
+            force: false,
+        };
         assert_eq!(store.replay(dead_letters).await.expect("replay"), 0);
         assert_eq!(history_rows(&store), 0);
         let forced = ReplaySelector::Events {

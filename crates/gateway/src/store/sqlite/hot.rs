@@ -14,16 +14,18 @@ pub(super) enum Sql {
     InsertDelivery,
     Finish,
     History,
+    Unmark,
 }
 
 impl Sql {
     #[cfg(test)]
-    const ALL: [Sql; 5] = [
+    const ALL: [Sql; 6] = [
         Sql::InsertEvent,
         Sql::InsertId,
         Sql::InsertDelivery,
         Sql::Finish,
         Sql::History,
+        Sql::Unmark,
     ];
 
     fn text(self) -> &'static str {
@@ -50,12 +52,18 @@ impl Sql {
                      done_started_at = CASE WHEN ?2 = 'done' THEN ?12 END,
                      done_duration_ms = CASE WHEN ?2 = 'done' THEN ?13 END
                  WHERE key = ?1 AND attempts = ?7 AND generation = ?8
-                   AND (state = 'pending' OR (?9 AND ?2 = 'done' AND state = 'dead'))"
+                   AND (state = 'pending' OR (?9 AND ?2 = 'done' AND state = 'dead'))
+                   AND (NOT ?14 OR started = ?3)"
             }
             Sql::History => {
                 "INSERT INTO attempts (delivery_key, generation, attempt, outcome, reason,
                      started_at, duration_ms, recorded_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+            }
+            // The mark a returned call left on the dead letter its delivery became.
+            Sql::Unmark => {
+                "UPDATE deliveries SET started = 0
+                 WHERE key = ?1 AND generation = ?2 AND state = 'dead' AND started = ?3"
             }
         }
     }
@@ -64,7 +72,7 @@ impl Sql {
 /// The statements taken from the cache so far in one transaction; dropping it puts them back.
 pub(super) struct Hot<'c> {
     conn: &'c Connection,
-    slots: [Option<CachedStatement<'c>>; 5],
+    slots: [Option<CachedStatement<'c>>; 6],
 }
 
 impl<'c> Hot<'c> {

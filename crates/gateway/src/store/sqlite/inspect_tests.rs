@@ -32,6 +32,7 @@ async fn finish(store: &SqliteStore, key: i64, finish: Finish) {
             generation: 0,
             attempts: 0,
             dead_too: false,
+            own_mark: false,
         },
         attempts: 1,
         trace: trace_of(&finish),

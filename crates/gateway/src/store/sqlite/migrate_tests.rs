@@ -172,6 +172,7 @@ fn a_version_4_store_is_rebuilt_in_arrival_order_with_every_row() {
                 generation: 2,
                 attempts: 1,
                 dead_too: false,
+                own_mark: false,
             },
             attempts: 2,
             finish: Finish::Done,

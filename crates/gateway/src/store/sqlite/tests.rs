@@ -60,6 +60,7 @@ fn at(attempts: u32) -> Guard {
         generation: 0,
         attempts,
         dead_too: false,
+        own_mark: false,
     }
 }
 
@@ -157,6 +158,7 @@ fn accept_dedup_and_delivery_lifecycle() {
         let n = store
             .replay(ReplaySelector::DeadLetters {
                 plugin: Some("b".into()),
+                force: false,
             })
             .await
             .expect("replay");
@@ -441,6 +443,7 @@ fn a_late_success_replaces_the_dead_letter_of_its_own_attempt_only() {
             generation: 0,
             attempts: 1,
             dead_too: true,
+            own_mark: false,
         };
         assert!(!store
             .finish(ka, at(1), 1, Finish::Done)
@@ -464,7 +467,10 @@ fn a_late_success_replaces_the_dead_letter_of_its_own_attempt_only() {
         // A replayed dead letter is another generation: the late success does not apply.
         assert!(store.finish(kb, at(0), 1, dead).await.expect("dead"));
         store
-            .replay(ReplaySelector::DeadLetters { plugin: None })
+            .replay(ReplaySelector::DeadLetters {
+                plugin: None,
+                force: false,
+            })
             .await
             .expect("replay");
         assert!(!store
@@ -500,7 +506,12 @@ fn deliveries_of_one_plugin_are_dead_lettered_together() {
         std::thread::sleep(std::time::Duration::from_millis(2));
         store.accept(event("e3", &["gone"])).await.expect("e3");
         let n = store
-            .dead_letter_plugin("gone".into(), "no longer configured".into(), cutoff)
+            .dead_letter_plugin(
+                "gone".into(),
+                "no longer configured".into(),
+                cutoff,
+                Vec::new(),
+            )
             .await
             .expect("dead-letter");
         assert_eq!(n, 2);
@@ -562,6 +573,7 @@ fn attempts_marked_started_count_as_crashes_at_the_next_start() {
             generation: 7,
             attempts: 0,
             dead_too: false,
+            own_mark: false,
         };
         let marked = store
             .start_attempts(vec![(kp, at(0)), (kd, at(0)), (ks, stale)])
@@ -612,13 +624,17 @@ fn attempts_marked_started_count_as_crashes_at_the_next_start() {
         );
         // max_attempts ends it too, and a replay starts the count afresh.
         store
-            .replay(ReplaySelector::DeadLetters { plugin: None })
+            .replay(ReplaySelector::DeadLetters {
+                plugin: None,
+                force: false,
+            })
             .await
             .expect("replay");
         let fresh = Guard {
             generation: 1,
             attempts: 0,
             dead_too: false,
+            own_mark: false,
         };
         store
             .start_attempts(vec![(kp, fresh)])

@@ -221,7 +221,7 @@ fn apply_batch(
                 )?
                 .execute(params![now, CRASHED])?;
                 // Right-hand sides read the row as it was: `crashes + 1` is the new count.
-                tx.prepare_cached(
+                let found = tx.prepare_cached(
                     "UPDATE deliveries SET
                          attempts = started, crashes = crashes + 1, started = 0,
                          next_at = ?3, updated_at = ?3,
@@ -233,12 +233,20 @@ fn apply_batch(
                                   || ' so far); retrying' END
                      WHERE state = 'pending' AND started > 0 AND started >= attempts",
                 )?
-                .execute(params![max_attempts, max_crashes, now])? as u64
+                .execute(params![max_attempts, max_crashes, now])? as u64;
+                let dead = recover_dead_marks(&tx, now)?;
+                if dead > 0 {
+                    tracing::warn!(
+                        dead_letters = dead,
+                        "the gateway died during plugin calls of dead letters (calls hung past their timeout): recorded in their history"
+                    );
+                }
+                found
             }),
             Write::DeadLetterPlugin(plugin, error, before, _) => Outcome::Count(
                 tx.prepare_cached(
-                    "UPDATE deliveries SET state = 'dead', last_error = ?2, updated_at = ?3,
-                         started = 0
+                    // A call running keeps its mark (see `Store::dead_letter_plugin`).
+                    "UPDATE deliveries SET state = 'dead', last_error = ?2, updated_at = ?3
                      WHERE plugin = ?1 AND state = 'pending' AND updated_at < ?4",
                 )?
                 .execute(params![plugin, error, now, before])? as u64,
@@ -304,6 +312,21 @@ fn apply_accept(
     Ok(Accepted::New { deliveries })
 }
 
+/// The dead letters still marked started at start: a call of theirs (hung past its timeout,
+/// or running when the orphan rule took its delivery) was running when the last process died.
+/// They stay dead letters; the crash goes into their history and the mark goes.
+fn recover_dead_marks(tx: &rusqlite::Transaction<'_>, now: i64) -> Result<u64, StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO attempts (delivery_key, generation, attempt, outcome, reason, recorded_at)
+         SELECT key, generation, started, 'crashed', ?2, ?1 FROM deliveries
+         WHERE state = 'dead' AND started > 0",
+    )?
+    .execute(params![now, CRASHED])?;
+    Ok(tx
+        .prepare_cached("UPDATE deliveries SET started = 0 WHERE state = 'dead' AND started > 0")?
+        .execute([])? as u64)
+}
+
 fn apply_finish(hot: &mut Hot<'_>, record: &FinishRecord, now: i64) -> Result<bool, StoreError> {
     // `write` is not kept: a commit here is never in doubt (this thread answers every write).
     let FinishRecord {
@@ -330,10 +353,11 @@ fn apply_finish(hot: &mut Hot<'_>, record: &FinishRecord, now: i64) -> Result<bo
         guard.attempts,
         guard.generation,
         guard.dead_too,
-        record.keeps_started_mark(),
+        record.call_still_runs(),
         trace.outcome,
         trace.started_at_ms,
-        duration_ms
+        duration_ms,
+        guard.own_mark
     ])?;
     // A success is the last entry of its generation's history: it stays in the row's `done_*`
     // columns (read back as an entry by `inspect`, made a row of `attempts` by a replay), which
@@ -349,6 +373,12 @@ fn apply_finish(hot: &mut Hot<'_>, record: &FinishRecord, now: i64) -> Result<bo
             duration_ms,
             now
         ])?;
+    }
+    // Not recorded because the delivery became a dead letter while the call ran (its timeout,
+    // or the orphan rule): the call has returned, so the mark it left there goes.
+    if changed == 0 && !record.call_still_runs() {
+        hot.get(Sql::Unmark)?
+            .execute(params![key, guard.generation, attempts])?;
     }
     Ok(changed == 1)
 }
@@ -396,13 +426,13 @@ fn apply_replay(
                 n += stmt.execute(params![seq, plugin, now, force, dead_only])? as u64;
             }
         }
-        ReplaySelector::DeadLetters { plugin } => {
+        ReplaySelector::DeadLetters { plugin, force } => {
             n += tx.execute(
                 "UPDATE deliveries SET state = 'pending', attempts = 0, generation = generation + 1,
                      started = 0, crashes = 0,
                      next_at = ?2, updated_at = ?2
-                 WHERE state = 'dead' AND (?1 IS NULL OR plugin = ?1)",
-                params![plugin, now],
+                 WHERE state = 'dead' AND (?1 IS NULL OR plugin = ?1) AND (?3 OR started = 0)",
+                params![plugin, now, force],
             )? as u64;
         }
     }

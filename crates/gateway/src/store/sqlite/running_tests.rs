@@ -1,0 +1,238 @@
+//! A delivery whose call runs stays shown as running until that call's outcome is recorded:
+//! a call hung past its timeout whose delivery became a dead letter (by its timeout, or by the
+//! orphan rule while it ran) keeps its "started" mark, no replay takes it unless forced, and
+//! the call's late outcome, which cannot apply to the dead letter, clears the mark. A process
+//! that dies first leaves the mark to the next start, which records the crash in the dead
+//! letter's history.
+
+use super::tests::{accepted, event, rt};
+use super::*;
+use crate::store::{AttemptRecord, Finish, Guard, Trace, WriteId, CRASHED, TIMED_OUT};
+
+fn at(attempts: u32, dead_too: bool, own_mark: bool) -> Guard {
+    Guard {
+        generation: 0,
+        attempts,
+        dead_too,
+        own_mark,
+    }
+}
+
+fn record(
+    key: i64,
+    guard: Guard,
+    attempts: u32,
+    finish: Finish,
+    outcome: &'static str,
+) -> FinishRecord {
+    FinishRecord {
+        key,
+        guard,
+        attempts,
+        finish,
+        trace: Trace {
+            outcome,
+            started_at_ms: 1_000,
+            duration_ms: 1_000,
+        },
+        write: WriteId::fresh(),
+    }
+}
+
+fn dead(error: &str) -> Finish {
+    Finish::Dead {
+        error: error.into(),
+    }
+}
+
+/// The one delivery of event `id`, as the operator commands show it.
+fn shown(store: &SqliteStore, id: &str) -> DeliveryRecord {
+    let e = store.event(id).expect("read").expect("event");
+    e.deliveries.into_iter().next().expect("a delivery")
+}
+
+fn outcomes(h: &[AttemptRecord]) -> Vec<&str> {
+    h.iter().map(|a| a.outcome.as_str()).collect()
+}
+
+/// Starts attempt 1 of `id`'s delivery and records its timeout as a dead letter (the last
+/// attempt), as the engine does when the call outlives `[delivery] timeout`.
+async fn timed_out_dead_letter(store: &SqliteStore, id: &str) -> i64 {
+    let key = accepted(store, event(id, &["p"])).await[0].0;
+    let marked = store.start_attempts(vec![(key, at(0, false, false))]);
+    assert_eq!(marked.await.expect("start"), [true]);
+    let timeout = record(
+        key,
+        at(0, false, false),
+        1,
+        dead("timed out after 1000ms"),
+        TIMED_OUT,
+    );
+    assert_eq!(
+        store.finish_many(vec![timeout]).await.expect("finish"),
+        [true]
+    );
+    key
+}
+
+#[test]
+fn a_dead_letter_whose_call_still_runs_is_shown_running_and_replayed_only_when_forced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
+        let key = timed_out_dead_letter(&store, "hung").await;
+        let d = shown(&store, "hung");
+        assert_eq!((d.state.as_str(), d.running), ("dead", true), "{d:?}");
+
+        // Neither replay takes it unforced: the call may still succeed.
+        let by_event = |force| ReplaySelector::Events {
+            ids: vec!["hung".into()],
+            plugin: None,
+            force,
+            dead_only: false,
+        };
+        let all_dead = |force| ReplaySelector::DeadLetters {
+            plugin: None,
+            force,
+        };
+        assert_eq!(store.replay(by_event(false)).await.expect("replay"), 0);
+        assert_eq!(store.replay(all_dead(false)).await.expect("replay"), 0);
+        assert_eq!(shown(&store, "hung").state, "dead");
+
+        // The call returns (a retry): not recorded over the dead letter, but no longer running.
+        let late = record(
+            key,
+            at(1, false, true),
+            1,
+            dead("timed out after 1000ms"),
+            "late retry",
+        );
+        assert_eq!(store.finish_many(vec![late]).await.expect("late"), [false]);
+        let d = shown(&store, "hung");
+        assert_eq!((d.state.as_str(), d.running), ("dead", false), "{d:?}");
+        assert_eq!(d.last_error.as_deref(), Some("timed out after 1000ms"));
+        assert_eq!(store.replay(all_dead(false)).await.expect("replay"), 1);
+        assert_eq!(shown(&store, "hung").state, "pending");
+
+        // Forced, a replay takes one whose call runs (the README says what that costs).
+        let key2 = timed_out_dead_letter(&store, "hung-2").await;
+        assert!(shown(&store, "hung-2").running);
+        assert_eq!(store.replay(all_dead(true)).await.expect("replay"), 1);
+        let d = shown(&store, "hung-2");
+        assert_eq!((d.state.as_str(), d.running), ("pending", false), "{d:?}");
+        // Its call's late success names the old generation: not recorded.
+        let late = record(key2, at(1, true, false), 1, Finish::Done, "late ok");
+        assert_eq!(store.finish_many(vec![late]).await.expect("late"), [false]);
+        assert_eq!(shown(&store, "hung-2").state, "pending");
+    });
+}
+
+#[test]
+fn a_late_success_replaces_the_dead_letter_and_ends_the_running() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
+        let key = timed_out_dead_letter(&store, "hung").await;
+        let late = record(key, at(1, true, false), 1, Finish::Done, "late ok");
+        assert_eq!(store.finish_many(vec![late]).await.expect("late"), [true]);
+        let d = shown(&store, "hung");
+        assert_eq!((d.state.as_str(), d.running), ("done", false), "{d:?}");
+    });
+}
+
+#[test]
+fn the_orphan_rule_keeps_a_running_calls_mark_until_its_outcome_comes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
+        let key = accepted(&store, event("orphan", &["p"])).await[0].0;
+        let marked = store.start_attempts(vec![(key, at(0, false, false))]);
+        assert_eq!(marked.await.expect("start"), [true]);
+        let gone = store.dead_letter_plugin("p".into(), "removed".into(), i64::MAX, vec![key]);
+        assert_eq!(gone.await.expect("orphans"), 1);
+        let d = shown(&store, "orphan");
+        assert_eq!((d.state.as_str(), d.running), ("dead", true), "{d:?}");
+
+        // The call returns in time with a retry: the dead letter stands, the mark goes.
+        let retry = Finish::Retry {
+            next_at_ms: 5_000,
+            error: "busy".into(),
+        };
+        let outcome = record(key, at(0, false, false), 1, retry, "retry");
+        assert_eq!(
+            store.finish_many(vec![outcome]).await.expect("finish"),
+            [false]
+        );
+        let d = shown(&store, "orphan");
+        assert_eq!((d.state.as_str(), d.running), ("dead", false), "{d:?}");
+        assert_eq!(d.last_error.as_deref(), Some("removed"));
+    });
+}
+
+#[test]
+fn a_late_outcome_applies_only_over_its_own_mark() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
+        let key = accepted(&store, event("e", &["p"])).await[0].0;
+        let retry = || Finish::Retry {
+            next_at_ms: 5_000,
+            error: "timed out after 1000ms".into(),
+        };
+        // Attempt 1 timed out (a retry); its mark was counted as a crash at a restart, and
+        // attempt 2 started: the mark is attempt 2's now.
+        let marked = store.start_attempts(vec![(key, at(0, false, false))]);
+        assert_eq!(marked.await.expect("start"), [true]);
+        let timeout = record(key, at(0, false, false), 1, retry(), TIMED_OUT);
+        assert_eq!(
+            store.finish_many(vec![timeout]).await.expect("finish"),
+            [true]
+        );
+        assert_eq!(
+            store
+                .recover_crashed(12, 3, Vec::new())
+                .await
+                .expect("recover"),
+            1
+        );
+        let marked = store.start_attempts(vec![(key, at(1, false, false))]);
+        assert_eq!(marked.await.expect("start"), [true]);
+        // Attempt 1's late outcome must not clear attempt 2's mark.
+        let late = record(key, at(1, false, true), 1, retry(), "late retry");
+        assert_eq!(store.finish_many(vec![late]).await.expect("late"), [false]);
+        assert!(shown(&store, "e").running);
+    });
+}
+
+#[test]
+fn a_dead_letters_mark_left_by_a_dead_process_becomes_a_crash_in_its_history() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s.db");
+    rt().block_on(async {
+        let store = SqliteStore::open(&path).expect("open");
+        timed_out_dead_letter(&store, "hung").await;
+        store.close();
+    });
+    rt().block_on(async {
+        let store = SqliteStore::open(&path).expect("reopen");
+        // Only pending deliveries are counted as crashed attempts.
+        assert_eq!(
+            store
+                .recover_crashed(12, 3, Vec::new())
+                .await
+                .expect("recover"),
+            0
+        );
+        let d = shown(&store, "hung");
+        assert_eq!(
+            (d.state.as_str(), d.running, d.crashes),
+            ("dead", false, 0),
+            "{d:?}"
+        );
+        assert_eq!(outcomes(&d.history), ["timeout", "crashed"]);
+        assert_eq!(d.history[1].reason.as_deref(), Some(CRASHED));
+        let again = store.recover_crashed(12, 3, Vec::new());
+        assert_eq!(again.await.expect("recover"), 0);
+        assert_eq!(shown(&store, "hung").history.len(), 2, "recorded once");
+    });
+}
