@@ -20,6 +20,7 @@ pub mod backoff;
 pub(crate) mod detail;
 pub mod health;
 mod known;
+mod orphans;
 pub mod payload;
 mod record;
 mod renew;
@@ -231,7 +232,7 @@ pub struct Engine {
     /// Calls share it; a call of a delivery with a crash behind it takes it alone.
     gate: Arc<tokio::sync::RwLock<()>>,
     /// Plugin names with pending deliveries but no instance, and since when (see `sweep`).
-    orphans: Mutex<sweep::Orphans>,
+    orphans: Mutex<orphans::Orphans>,
     wake: Notify,
     cancel: CancellationToken,
     calls: TaskTracker,
@@ -262,7 +263,7 @@ impl Engine {
                 ok: AtomicBool::new(true),
                 changed: Notify::new(),
             },
-            orphans: Mutex::new(sweep::Orphans::default()),
+            orphans: Mutex::new(orphans::Orphans::default()),
             wake: Notify::new(),
             cancel: CancellationToken::new(),
             calls: TaskTracker::new(),

@@ -396,8 +396,8 @@ pub trait Store: Send + Sync + 'static {
     /// The plugin instance names that have pending deliveries.
     fn pending_plugins(&self) -> StoreFuture<Vec<String>>;
     /// Dead-letters every pending delivery of `plugin` last changed before `before_ms` with
-    /// `error`; returns how many. (A delivery accepted since is spared: its name may have been
-    /// configured again by a reload after the caller last looked.) One whose call still runs
+    /// `error`; returns their events' ids. (A delivery accepted since is spared: its name may
+    /// have been configured again by a reload after the caller last looked.) One whose call still runs
     /// here (among `running`: a call of the removed instance, hung past its timeout, say)
     /// stays marked as running until that call's outcome is recorded, which then only clears
     /// the mark.
@@ -407,7 +407,7 @@ pub trait Store: Send + Sync + 'static {
         error: String,
         before_ms: i64,
         running: Vec<i64>,
-    ) -> StoreFuture<u64>;
+    ) -> StoreFuture<Vec<String>>;
     /// Durably marks attempts as started, before their plugin is called (one write for a
     /// batch): a process that dies during the call leaves the mark behind. Deliveries no longer
     /// matching their guard are skipped, and so (in a shared store) are those another process

@@ -4,10 +4,8 @@
 //! queues them, page by page, only while the plugins' queues have room. It never queues a
 //! delivery that is already queued or being called ([`super::known`]).
 //!
-//! It also ends deliveries that would otherwise stay pending forever: those of a plugin
-//! instance name no longer configured (a reload removed it, or it was gone at start) become dead
-//! letters once the name has been missing for `[delivery] removed_plugin_grace`, with a reason
-//! saying so; an operator can replay them once an instance of that name exists again.
+//! Each round also runs the orphan rule ([`super::orphans`]), and a page that holds a delivery
+//! of a name with no instance asks it to look.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -87,36 +85,6 @@ fn round_ends(full_page: bool, room: &HashMap<String, usize>) -> bool {
     !full_page || room.values().all(|n| *n == 0)
 }
 
-/// The names missing for `grace` or longer (their deliveries become dead letters now), and how
-/// long until the next of the others reaches its grace (`None`: no other).
-fn orphan_deadlines(
-    missing_since: &HashMap<String, Instant>,
-    grace: Duration,
-    now: Instant,
-) -> (Vec<String>, Option<Duration>) {
-    let expired = missing_since
-        .iter()
-        .filter(|(_, since)| now.duration_since(**since) >= grace)
-        .map(|(n, _)| n.clone())
-        .collect();
-    let next = missing_since
-        .values()
-        .map(|since| grace.saturating_sub(now.duration_since(*since)))
-        .filter(|left| !left.is_zero())
-        .min();
-    (expired, next)
-}
-
-/// Plugin names with pending deliveries and no instance.
-#[derive(Debug, Default)]
-pub(super) struct Orphans {
-    /// Look at the store on the next round (set at start, on reload, on a delivery handed off
-    /// for an unknown name, and when a sweep round meets a pending delivery of one: a replay).
-    check: bool,
-    /// Since when each name has been seen missing.
-    missing_since: HashMap<String, Instant>,
-}
-
 impl Engine {
     pub(super) async fn sweep(self: Arc<Self>) {
         loop {
@@ -129,13 +97,6 @@ impl Engine {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(sleep_for) => {}
             }
-        }
-    }
-
-    /// Asks the next round to look for deliveries of instances no longer configured.
-    pub(super) fn check_orphans(&self) {
-        if let Ok(mut o) = self.orphans.lock() {
-            o.check = true;
         }
     }
 
@@ -208,9 +169,7 @@ impl Engine {
             if unconfigured {
                 // Pending for a name no instance has: replayed (or left over) since the orphan
                 // rule last looked. Its grace starts now.
-                if let Ok(mut o) = self.orphans.lock() {
-                    o.check = true;
-                }
+                self.check_orphans();
             }
             if !wanted.is_empty() {
                 let keys = wanted.iter().map(|(k, _)| *k).collect();
@@ -257,81 +216,6 @@ impl Engine {
             }
             tokio::task::yield_now().await;
         }
-    }
-
-    /// Dead-letters the pending deliveries of names missing for longer than the grace. Returns
-    /// when to look again, if a name is still within its grace.
-    async fn sweep_orphans(&self) -> Option<Duration> {
-        let check = self.orphans.lock().map(|o| o.check).unwrap_or(false);
-        if !check {
-            return None;
-        }
-        let pending = match self.store.pending_plugins().await {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(error = %e, "sweeper could not read the store");
-                return Some(SWEEP_INTERVAL);
-            }
-        };
-        let configured: HashSet<String> = self
-            .queues
-            .read()
-            .map(|q| q.keys().cloned().collect())
-            .unwrap_or_default();
-        let grace = self.config().removed_plugin_grace;
-        let now = Instant::now();
-        let (expired, next) = {
-            let Ok(mut o) = self.orphans.lock() else {
-                return None;
-            };
-            o.missing_since
-                .retain(|name, _| pending.contains(name) && !configured.contains(name));
-            for name in pending.iter().filter(|n| !configured.contains(*n)) {
-                o.missing_since.entry(name.clone()).or_insert(now);
-            }
-            let (expired, next) = orphan_deadlines(&o.missing_since, grace, now);
-            o.check = !o.missing_since.is_empty();
-            (expired, next)
-        };
-        for name in expired {
-            // Only what was there before this look: a reload that configures the name again
-            // from now on finds its fresh deliveries spared (stamped at or after `cutoff`), and
-            // one done already is seen here.
-            let cutoff = now_ms();
-            let configured_again = self
-                .queues
-                .read()
-                .map(|q| q.contains_key(&name))
-                .unwrap_or(false);
-            if configured_again {
-                if let Ok(mut o) = self.orphans.lock() {
-                    o.missing_since.remove(&name);
-                }
-                continue;
-            }
-            let error = format!(
-                "plugin instance `{name}` is no longer configured (removed from the config for \
-                 more than removed_plugin_grace {}s); replay once an instance of that name exists \
-                 again",
-                grace.as_secs()
-            );
-            match self
-                .store
-                .dead_letter_plugin(name.clone(), error, cutoff, self.known.running())
-                .await
-            {
-                Ok(n) => {
-                    tracing::warn!(plugin = %name, deliveries = n, "deliveries of a removed plugin instance dead-lettered");
-                    if let Ok(mut o) = self.orphans.lock() {
-                        o.missing_since.remove(&name);
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(plugin = %name, error = %e, "could not dead-letter the deliveries of a removed plugin instance")
-                }
-            }
-        }
-        Some(next.unwrap_or(SWEEP_INTERVAL))
     }
 }
 
@@ -482,39 +366,5 @@ mod tests {
             "every queue is full"
         );
         assert!(round_ends(true, &room(&[])), "no plugin configured");
-    }
-
-    #[test]
-    fn a_name_missing_for_the_grace_expires_and_the_next_wakeup_is_the_nearest_other() {
-        let now = Instant::now() + Duration::from_secs(100);
-        let grace = Duration::from_secs(10);
-        let missing: HashMap<String, Instant> = [
-            ("old", now - Duration::from_secs(30)),
-            ("exact", now - grace),
-            ("recent", now - Duration::from_secs(7)),
-            ("newest", now - Duration::from_secs(1)),
-        ]
-        .into_iter()
-        .map(|(n, t)| (n.to_string(), t))
-        .collect();
-        let (mut expired, next) = orphan_deadlines(&missing, grace, now);
-        expired.sort();
-        assert_eq!(expired, vec!["exact".to_string(), "old".to_string()]);
-        assert_eq!(
-            next,
-            Some(Duration::from_secs(3)),
-            "recent's grace ends first"
-        );
-
-        let only_expired: HashMap<String, Instant> =
-            [("old".to_string(), now - Duration::from_secs(30))].into();
-        assert_eq!(
-            orphan_deadlines(&only_expired, grace, now),
-            (vec!["old".to_string()], None)
-        );
-        assert_eq!(
-            orphan_deadlines(&HashMap::new(), grace, now),
-            (vec![], None)
-        );
     }
 }

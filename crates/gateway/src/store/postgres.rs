@@ -427,7 +427,7 @@ impl Store for PgStore {
         error: String,
         before_ms: i64,
         running: Vec<i64>,
-    ) -> StoreFuture<u64> {
+    ) -> StoreFuture<Vec<String>> {
         self.op(move |c, inner| async move {
             // Not an attempt whose holder died during the call and whose crash is not counted
             // yet (`recover_crashed` counts it at the next sweep, then this rule takes it). Not
@@ -445,21 +445,24 @@ impl Store for PgStore {
                          THEN claimed_by ELSE NULL END
                  WHERE plugin = $1 AND state = 'pending' AND updated_at < $6
                    AND (claimed_by IS NULL OR claimed_by = $4 OR lease_until < {DB_NOW_MS})
-                   AND NOT (started > 0 AND started >= attempts AND lease_until < {DB_NOW_MS})"
+                   AND NOT (started > 0 AND started >= attempts AND lease_until < {DB_NOW_MS})
+                 RETURNING event_id"
             );
-            Ok(c.execute(
-                &sql,
-                &[
-                    &plugin,
-                    &error,
-                    &now_ms(),
-                    &inner.claim.replica,
-                    &inner.claim.lease_ms,
-                    &before_ms,
-                    &running,
-                ],
-            )
-            .await?)
+            let rows = c
+                .query(
+                    &sql,
+                    &[
+                        &plugin,
+                        &error,
+                        &now_ms(),
+                        &inner.claim.replica,
+                        &inner.claim.lease_ms,
+                        &before_ms,
+                        &running,
+                    ],
+                )
+                .await?;
+            Ok(rows.iter().map(|r| r.get(0)).collect())
         })
     }
 

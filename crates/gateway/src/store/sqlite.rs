@@ -22,6 +22,7 @@ mod migrate;
 mod open;
 mod probe;
 mod purge;
+mod replay;
 mod runs;
 mod schema;
 mod writer;
@@ -46,7 +47,7 @@ enum Write {
     /// An event, with the moment its transaction must have begun by ([`deadline`]).
     Accept(NewEvent, std::time::Instant, Reply<Accepted>),
     Finish(Vec<FinishRecord>, Reply<Vec<bool>>),
-    DeadLetterPlugin(String, String, i64, Reply<u64>),
+    DeadLetterPlugin(String, String, i64, Reply<Vec<String>>),
     Start(Vec<(i64, Guard)>, Reply<Vec<bool>>),
     RecoverCrashed(u32, u32, Reply<u64>),
     Purge(i64, i64, (i64, i64), Reply<PurgeStep>),
@@ -334,7 +335,7 @@ impl Store for SqliteStore {
         error: String,
         before_ms: i64,
         _running: Vec<i64>,
-    ) -> StoreFuture<u64> {
+    ) -> StoreFuture<Vec<String>> {
         // A call running is the one thing marked started here: its mark stays, no list needed.
         self.submit(|r| Write::DeadLetterPlugin(plugin, error, before_ms, r))
     }

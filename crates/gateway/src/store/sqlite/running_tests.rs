@@ -149,7 +149,7 @@ fn the_orphan_rule_keeps_a_running_calls_mark_until_its_outcome_comes() {
         let marked = store.start_attempts(vec![(key, at(0, false, false))]);
         assert_eq!(marked.await.expect("start"), [true]);
         let gone = store.dead_letter_plugin("p".into(), "removed".into(), i64::MAX, vec![key]);
-        assert_eq!(gone.await.expect("orphans"), 1);
+        assert_eq!(gone.await.expect("orphans"), ["orphan"]);
         let d = shown(&store, "orphan");
         assert_eq!((d.state.as_str(), d.running), ("dead", true), "{d:?}");
 

@@ -17,6 +17,7 @@ use super::dedup::Dedup;
 use super::floors;
 use super::hot::{Hot, Sql};
 use super::ids::id_hash;
+use super::replay;
 use super::{now_ms, ReplaySelector, Write};
 use crate::store::{Accepted, Finish, FinishRecord, NewEvent, PurgeStep, StoreError, CRASHED};
 
@@ -143,6 +144,7 @@ enum Outcome {
     Accepted(Accepted),
     Applied(Vec<bool>),
     Count(u64),
+    Ids(Vec<String>),
     Purged(PurgeStep),
     Probed,
 }
@@ -156,7 +158,7 @@ fn answer(write: Write, result: Result<Outcome, StoreError>) {
         (Write::PurgeDeadLetters(.., r), Ok(Outcome::Count(n))) => drop(r.send(Ok(n))),
         (Write::PurgeDeadLetters(.., r), Err(e)) => drop(r.send(Err(e))),
         (Write::Replay(_, r), Ok(Outcome::Count(n))) => drop(r.send(Ok(n))),
-        (Write::DeadLetterPlugin(.., r), Ok(Outcome::Count(n))) => drop(r.send(Ok(n))),
+        (Write::DeadLetterPlugin(.., r), Ok(Outcome::Ids(ids))) => drop(r.send(Ok(ids))),
         (Write::DeadLetterPlugin(.., r), Err(e)) => drop(r.send(Err(e))),
         (Write::Start(_, r), Ok(Outcome::Applied(a))) => drop(r.send(Ok(a))),
         (Write::Start(_, r), Err(e)) => drop(r.send(Err(e))),
@@ -243,14 +245,22 @@ fn apply_batch(
                 }
                 found
             }),
-            Write::DeadLetterPlugin(plugin, error, before, _) => Outcome::Count(
+            Write::DeadLetterPlugin(plugin, error, before, _) => Outcome::Ids({
+                let ids = tx
+                    .prepare_cached(
+                        "SELECT e.id FROM deliveries d JOIN events e ON e.seq = d.event_seq
+                         WHERE d.plugin = ?1 AND d.state = 'pending' AND d.updated_at < ?2",
+                    )?
+                    .query_map(params![plugin, before], |r| r.get::<_, String>(0))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                // A call running keeps its mark (see `Store::dead_letter_plugin`).
                 tx.prepare_cached(
-                    // A call running keeps its mark (see `Store::dead_letter_plugin`).
                     "UPDATE deliveries SET state = 'dead', last_error = ?2, updated_at = ?3
                      WHERE plugin = ?1 AND state = 'pending' AND updated_at < ?4",
                 )?
-                .execute(params![plugin, error, now, before])? as u64,
-            ),
+                .execute(params![plugin, error, now, before])?;
+                ids
+            }),
             Write::Purge(before, dead_before, after, _) => Outcome::Purged(super::purge::step(
                 &tx,
                 (*before, *dead_before),
@@ -265,7 +275,7 @@ fn apply_batch(
                 )?
                 .execute(params![plugin, before])? as u64
             }),
-            Write::Replay(sel, _) => Outcome::Count(apply_replay(&tx, sel, now, ids.as_ref())?),
+            Write::Replay(sel, _) => Outcome::Count(replay::apply(&tx, sel, now, ids.as_ref())?),
             Write::Probe(_) => {
                 super::probe::write(&tx, now)?;
                 Outcome::Probed
@@ -383,66 +393,7 @@ fn apply_finish(hot: &mut Hot<'_>, record: &FinishRecord, now: i64) -> Result<bo
     Ok(changed == 1)
 }
 
-fn apply_replay(
-    tx: &rusqlite::Transaction<'_>,
-    sel: &ReplaySelector,
-    now: i64,
-    index: Option<&Dedup>,
-) -> Result<u64, StoreError> {
-    let mut n = 0;
-    match sel {
-        ReplaySelector::Events {
-            ids,
-            plugin,
-            force,
-            dead_only,
-        } => {
-            // A replayed success's history entry becomes a row before the row starts over.
-            let mut keep = if *force && !*dead_only {
-                Some(tx.prepare_cached(
-                    "INSERT INTO attempts (delivery_key, generation, attempt, outcome, reason,
-                         started_at, duration_ms, recorded_at)
-                     SELECT key, generation, attempts, done_outcome, NULL, done_started_at,
-                         done_duration_ms, updated_at
-                     FROM deliveries
-                     WHERE event_seq = ?1 AND (?2 IS NULL OR plugin = ?2)
-                       AND state = 'done' AND done_outcome IS NOT NULL",
-                )?)
-            } else {
-                None
-            };
-            let mut stmt = tx.prepare_cached(
-                "UPDATE deliveries SET state = 'pending', attempts = 0, generation = generation + 1,
-                     started = 0, crashes = 0,
-                     next_at = ?3, updated_at = ?3,
-                     done_outcome = NULL, done_started_at = NULL, done_duration_ms = NULL
-                 WHERE event_seq = ?1 AND (?2 IS NULL OR plugin = ?2)
-                   AND (?4 OR (state <> 'done' AND started = 0)) AND (NOT ?5 OR state = 'dead')",
-            )?;
-            for seq in seqs_of(tx, ids, index)? {
-                if let Some(keep) = keep.as_mut() {
-                    keep.execute(params![seq, plugin])?;
-                }
-                n += stmt.execute(params![seq, plugin, now, force, dead_only])? as u64;
-            }
-        }
-        ReplaySelector::DeadLetters { plugin, force } => {
-            n += tx.execute(
-                "UPDATE deliveries SET state = 'pending', attempts = 0, generation = generation + 1,
-                     started = 0, crashes = 0,
-                     next_at = ?2, updated_at = ?2
-                 WHERE state = 'dead' AND (?1 IS NULL OR plugin = ?1) AND (?3 OR started = 0)",
-                params![plugin, now, force],
-            )? as u64;
-        }
-    }
-    Ok(n)
-}
-
-/// The stored event with this id (of this hash) that the index knows: each candidate with the
-/// same key is confirmed against its stored id (two ids may share the index's 40 bits of hash,
-/// and an event removed behind the writer's back is no longer there).
-fn stored_seq(
+pub(super) fn stored_seq(
     tx: &rusqlite::Transaction<'_>,
     index: &Dedup,
     hash: i64,
@@ -462,46 +413,6 @@ fn stored_seq(
     Ok(None)
 }
 
-/// The stored events with these ids, each once: looked up in the index, then, for any id it
-/// does not know (an event accepted by another process after this one read its index), in one
-/// scan of `event_ids` (under the write lock, so only when needed).
-fn seqs_of(
-    tx: &rusqlite::Transaction<'_>,
-    ids: &[String],
-    index: Option<&Dedup>,
-) -> Result<Vec<i64>, StoreError> {
-    let mut seqs = Vec::new();
-    let mut missing: std::collections::HashMap<i64, Vec<&str>> = Default::default();
-    let mut asked = std::collections::HashSet::new();
-    for id in ids.iter().filter(|id| asked.insert(id.as_str())) {
-        let hash = id_hash(id);
-        let known = match index {
-            Some(index) => stored_seq(tx, index, hash, id)?,
-            None => None,
-        };
-        match known {
-            Some(seq) => seqs.push(seq),
-            None => missing.entry(hash).or_default().push(id),
-        }
-    }
-    if !missing.is_empty() {
-        let mut same = tx.prepare_cached("SELECT id = ?2 FROM events WHERE seq = ?1")?;
-        let mut scan = tx.prepare_cached("SELECT seq, hash FROM event_ids")?;
-        let mut rows = scan.query([])?;
-        while let Some(row) = rows.next()? {
-            let (seq, hash): (i64, i64) = (row.get(0)?, row.get(1)?);
-            for id in missing.get(&hash).into_iter().flatten() {
-                let found: Option<bool> =
-                    same.query_row(params![seq, id], |r| r.get(0)).optional()?;
-                if found == Some(true) {
-                    seqs.push(seq);
-                }
-            }
-        }
-    }
-    Ok(seqs)
-}
-
 /// [`apply_and_settle`] for the store's tests, each outcome as `new`, `duplicate`, `applied` or
 /// `count`.
 #[cfg(test)]
@@ -516,7 +427,7 @@ pub(super) fn apply_and_settle_for_tests(
             Outcome::Accepted(Accepted::New { .. }) => "new",
             Outcome::Accepted(Accepted::Duplicate) => "duplicate",
             Outcome::Applied(_) => "applied",
-            Outcome::Count(_) | Outcome::Purged(_) => "count",
+            Outcome::Count(_) | Outcome::Ids(_) | Outcome::Purged(_) => "count",
             Outcome::Probed => "probed",
         })
         .collect())

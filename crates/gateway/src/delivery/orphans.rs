@@ -1,0 +1,204 @@
+//! The orphan rule: deliveries that would otherwise stay pending forever, those of a plugin
+//! instance name no longer configured (a reload removed it, or it was gone at start), become
+//! dead letters once the name has been missing for `[delivery] removed_plugin_grace`, with a
+//! reason saying so; an operator can replay them once an instance of that name exists again.
+//!
+//! A reload may configure the name again while the rule's write is on its way to the store
+//! (after the rule last looked at the configured names, before the write commits): the rule
+//! looks again once the write is in, and if the name is back, puts the deliveries it just
+//! dead-lettered back in the queue (a replay of exactly those dead letters), so the backlog a
+//! reload brings an instance back for is not left dead. A reload after that look is after the
+//! write: those dead letters stand, as they would for a reload a minute later.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use super::{Engine, SWEEP_INTERVAL};
+use crate::store::sqlite::now_ms;
+use crate::store::ReplaySelector;
+
+/// The names missing for `grace` or longer (their deliveries become dead letters now), and how
+/// long until the next of the others reaches its grace (`None`: no other).
+fn orphan_deadlines(
+    missing_since: &HashMap<String, Instant>,
+    grace: Duration,
+    now: Instant,
+) -> (Vec<String>, Option<Duration>) {
+    let expired = missing_since
+        .iter()
+        .filter(|(_, since)| now.duration_since(**since) >= grace)
+        .map(|(n, _)| n.clone())
+        .collect();
+    let next = missing_since
+        .values()
+        .map(|since| grace.saturating_sub(now.duration_since(*since)))
+        .filter(|left| !left.is_zero())
+        .min();
+    (expired, next)
+}
+
+/// Plugin names with pending deliveries and no instance.
+#[derive(Debug, Default)]
+pub(super) struct Orphans {
+    /// Look at the store on the next round (set at start, on reload, on a delivery handed off
+    /// for an unknown name, and when a sweep round meets a pending delivery of one: a replay).
+    check: bool,
+    /// Since when each name has been seen missing.
+    missing_since: HashMap<String, Instant>,
+}
+
+impl Engine {
+    /// Asks the next round to look for deliveries of instances no longer configured.
+    pub(super) fn check_orphans(&self) {
+        if let Ok(mut o) = self.orphans.lock() {
+            o.check = true;
+        }
+    }
+
+    fn configured(&self, name: &str) -> bool {
+        self.queues
+            .read()
+            .map(|q| q.contains_key(name))
+            .unwrap_or(false)
+    }
+
+    fn forget_orphan(&self, name: &str) {
+        if let Ok(mut o) = self.orphans.lock() {
+            o.missing_since.remove(name);
+        }
+    }
+
+    /// Dead-letters the pending deliveries of names missing for longer than the grace. Returns
+    /// when to look again, if a name is still within its grace.
+    pub(super) async fn sweep_orphans(&self) -> Option<Duration> {
+        let check = self.orphans.lock().map(|o| o.check).unwrap_or(false);
+        if !check {
+            return None;
+        }
+        let pending = match self.store.pending_plugins().await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "sweeper could not read the store");
+                return Some(SWEEP_INTERVAL);
+            }
+        };
+        let configured: HashSet<String> = self
+            .queues
+            .read()
+            .map(|q| q.keys().cloned().collect())
+            .unwrap_or_default();
+        let grace = self.config().removed_plugin_grace;
+        let now = Instant::now();
+        let (expired, next) = {
+            let Ok(mut o) = self.orphans.lock() else {
+                return None;
+            };
+            o.missing_since
+                .retain(|name, _| pending.contains(name) && !configured.contains(name));
+            for name in pending.iter().filter(|n| !configured.contains(*n)) {
+                o.missing_since.entry(name.clone()).or_insert(now);
+            }
+            let (expired, next) = orphan_deadlines(&o.missing_since, grace, now);
+            o.check = !o.missing_since.is_empty();
+            (expired, next)
+        };
+        for name in expired {
+            self.dead_letter_orphans(&name, grace).await;
+        }
+        Some(next.unwrap_or(SWEEP_INTERVAL))
+    }
+
+    /// The orphan rule's write for `name`, and its undoing if a reload brought the name back
+    /// while it ran (see the module docs).
+    async fn dead_letter_orphans(&self, name: &str, grace: Duration) {
+        // Only what was there before this look: a reload that configures the name again from
+        // now on finds its fresh deliveries spared (stamped at or after `cutoff`), and one done
+        // already is seen here.
+        let cutoff = now_ms();
+        if self.configured(name) {
+            self.forget_orphan(name);
+            return;
+        }
+        let error = format!(
+            "plugin instance `{name}` is no longer configured (removed from the config for more \
+             than removed_plugin_grace {}s); replay once an instance of that name exists again",
+            grace.as_secs()
+        );
+        let running = self.known.running();
+        let ids = match self
+            .store
+            .dead_letter_plugin(name.to_owned(), error, cutoff, running)
+            .await
+        {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::error!(plugin = %name, error = %e, "could not dead-letter the deliveries of a removed plugin instance");
+                return;
+            }
+        };
+        self.forget_orphan(name);
+        if ids.is_empty() {
+            return;
+        }
+        if !self.configured(name) {
+            tracing::warn!(plugin = %name, deliveries = ids.len(), "deliveries of a removed plugin instance dead-lettered");
+            return;
+        }
+        // Configured again while the write ran: the backlog is the new instance's. Dead letters
+        // whose call still runs here stay (a replay of them waits for `--force`).
+        let back = ReplaySelector::Events {
+            ids,
+            plugin: Some(name.to_owned()),
+            force: false,
+            dead_only: true,
+        };
+        match self.store.replay(back).await {
+            Ok(n) => {
+                tracing::info!(plugin = %name, deliveries = n, "a reload configured a removed plugin instance again while its deliveries were dead-lettered: queued again");
+                self.wake.notify_one();
+            }
+            Err(e) => {
+                tracing::error!(plugin = %name, error = %e, "a reload configured a removed plugin instance again while its deliveries were dead-lettered, and they could not be queued again: replay them (gateway dead-letters --plugin NAME)")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_missing_for_the_grace_expires_and_the_next_wakeup_is_the_nearest_other() {
+        let now = Instant::now() + Duration::from_secs(100);
+        let grace = Duration::from_secs(10);
+        let missing: HashMap<String, Instant> = [
+            ("old", now - Duration::from_secs(30)),
+            ("exact", now - grace),
+            ("recent", now - Duration::from_secs(7)),
+            ("newest", now - Duration::from_secs(1)),
+        ]
+        .into_iter()
+        .map(|(n, t)| (n.to_string(), t))
+        .collect();
+        let (mut expired, next) = orphan_deadlines(&missing, grace, now);
+        expired.sort();
+        assert_eq!(expired, vec!["exact".to_string(), "old".to_string()]);
+        assert_eq!(
+            next,
+            Some(Duration::from_secs(3)),
+            "recent's grace ends first"
+        );
+
+        let only_expired: HashMap<String, Instant> =
+            [("old".to_string(), now - Duration::from_secs(30))].into();
+        assert_eq!(
+            orphan_deadlines(&only_expired, grace, now),
+            (vec!["old".to_string()], None)
+        );
+        assert_eq!(
+            orphan_deadlines(&HashMap::new(), grace, now),
+            (vec![], None)
+        );
+    }
+}

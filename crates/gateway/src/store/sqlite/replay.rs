@@ -1,0 +1,113 @@
+//! The embedded store's replay write: which deliveries go back to the queue (a new generation,
+//! attempts from zero), with the operator's rules kept in the write itself: a delivery that
+//! succeeded, or whose call runs (marked started), only when forced; a dead-letter pick only
+//! if it is still a dead letter.
+
+use rusqlite::{params, OptionalExtension};
+
+use super::dedup::Dedup;
+use super::ids::id_hash;
+use super::writer::stored_seq;
+use super::ReplaySelector;
+use crate::store::StoreError;
+
+/// [`crate::store::Store::replay`], inside the writer's transaction: how many deliveries went
+/// back to the queue.
+pub(super) fn apply(
+    tx: &rusqlite::Transaction<'_>,
+    sel: &ReplaySelector,
+    now: i64,
+    index: Option<&Dedup>,
+) -> Result<u64, StoreError> {
+    let mut n = 0;
+    match sel {
+        ReplaySelector::Events {
+            ids,
+            plugin,
+            force,
+            dead_only,
+        } => {
+            // A replayed success's history entry becomes a row before the row starts over.
+            let mut keep = if *force && !*dead_only {
+                Some(tx.prepare_cached(
+                    "INSERT INTO attempts (delivery_key, generation, attempt, outcome, reason,
+                         started_at, duration_ms, recorded_at)
+                     SELECT key, generation, attempts, done_outcome, NULL, done_started_at,
+                         done_duration_ms, updated_at
+                     FROM deliveries
+                     WHERE event_seq = ?1 AND (?2 IS NULL OR plugin = ?2)
+                       AND state = 'done' AND done_outcome IS NOT NULL",
+                )?)
+            } else {
+                None
+            };
+            let mut stmt = tx.prepare_cached(
+                "UPDATE deliveries SET state = 'pending', attempts = 0, generation = generation + 1,
+                     started = 0, crashes = 0,
+                     next_at = ?3, updated_at = ?3,
+                     done_outcome = NULL, done_started_at = NULL, done_duration_ms = NULL
+                 WHERE event_seq = ?1 AND (?2 IS NULL OR plugin = ?2)
+                   AND (?4 OR (state <> 'done' AND started = 0)) AND (NOT ?5 OR state = 'dead')",
+            )?;
+            for seq in seqs_of(tx, ids, index)? {
+                if let Some(keep) = keep.as_mut() {
+                    keep.execute(params![seq, plugin])?;
+                }
+                n += stmt.execute(params![seq, plugin, now, force, dead_only])? as u64;
+            }
+        }
+        ReplaySelector::DeadLetters { plugin, force } => {
+            n += tx.execute(
+                "UPDATE deliveries SET state = 'pending', attempts = 0, generation = generation + 1,
+                     started = 0, crashes = 0,
+                     next_at = ?2, updated_at = ?2
+                 WHERE state = 'dead' AND (?1 IS NULL OR plugin = ?1) AND (?3 OR started = 0)",
+                params![plugin, now, force],
+            )? as u64;
+        }
+    }
+    Ok(n)
+}
+
+/// The stored event with this id (of this hash) that the index knows: each candidate with the
+/// same key is confirmed against its stored id (two ids may share the index's 40 bits of hash,
+/// and an event removed behind the writer's back is no longer there).
+/// The stored events with these ids, each once: looked up in the index, then, for any id it
+/// does not know (an event accepted by another process after this one read its index), in one
+/// scan of `event_ids` (under the write lock, so only when needed).
+fn seqs_of(
+    tx: &rusqlite::Transaction<'_>,
+    ids: &[String],
+    index: Option<&Dedup>,
+) -> Result<Vec<i64>, StoreError> {
+    let mut seqs = Vec::new();
+    let mut missing: std::collections::HashMap<i64, Vec<&str>> = Default::default();
+    let mut asked = std::collections::HashSet::new();
+    for id in ids.iter().filter(|id| asked.insert(id.as_str())) {
+        let hash = id_hash(id);
+        let known = match index {
+            Some(index) => stored_seq(tx, index, hash, id)?,
+            None => None,
+        };
+        match known {
+            Some(seq) => seqs.push(seq),
+            None => missing.entry(hash).or_default().push(id),
+        }
+    }
+    if !missing.is_empty() {
+        let mut same = tx.prepare_cached("SELECT id = ?2 FROM events WHERE seq = ?1")?;
+        let mut scan = tx.prepare_cached("SELECT seq, hash FROM event_ids")?;
+        let mut rows = scan.query([])?;
+        while let Some(row) = rows.next()? {
+            let (seq, hash): (i64, i64) = (row.get(0)?, row.get(1)?);
+            for id in missing.get(&hash).into_iter().flatten() {
+                let found: Option<bool> =
+                    same.query_row(params![seq, id], |r| r.get(0)).optional()?;
+                if found == Some(true) {
+                    seqs.push(seq);
+                }
+            }
+        }
+    }
+    Ok(seqs)
+}
