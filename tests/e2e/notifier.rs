@@ -5,6 +5,9 @@
 //! then a 200 is one delivery done in 2 attempts; bot code 19021 is a dead letter carrying the
 //! code; a burst of 50 events is paced by the client-side rate limit (20/s) and every message
 //! arrives exactly once. The webhook token and the secret never show in the gateway's output.
+//! An account id full of markup (an @-everyone mention, a link, bold, a backslash, a line break)
+//! reaches the bot neutralised: fullwidth brackets in a text message, HTML entities in a card body,
+//! as written (on one line) in a card's plain-text header.
 
 #[path = "../standins/bot.rs"]
 mod bot;
@@ -35,6 +38,16 @@ fn hook_path() -> String {
 
 /// A gateway with one `notify` instance posting to `bot` at `rate_per_second` (0 = unlimited).
 fn start(dir: &std::path::Path, bot: &BotStandin, rate_per_second: u32) -> TestGateway {
+    start_with(dir, bot, rate_per_second, "")
+}
+
+/// [`start`], with `extra` lines added to the plugin's config table.
+fn start_with(
+    dir: &std::path::Path,
+    bot: &BotStandin,
+    rate_per_second: u32,
+    extra: &str,
+) -> TestGateway {
     let cfg = format!(
         r#"{base}
 [[apps]]
@@ -65,6 +78,7 @@ timeout = "2s"
 rate_per_second = {rate_per_second}
 rate_per_minute = 0
 max_wait = "5s"
+{extra}
 
 [[routes]]
 events = ["{ASSETS_UPDATE}"]
@@ -335,4 +349,96 @@ fn burst_of_50_is_paced_by_the_rate_limit_and_all_arrive() {
     assert!(span >= Duration::from_millis(1800), "span {span:?}");
     assert!(span < Duration::from_secs(10), "span {span:?}");
     assert_no_secrets(&gw);
+}
+
+/// An account id a stand-in for a hostile or careless upstream could send: the plugin's parsing
+/// takes any non-empty string as the account id.
+const MARKUP_ACCOUNT: &str =
+    "<at user_id=\"all\">所有人</at> [claim](https://evil.example/pay) **b** \\\nx";
+
+/// The one message the bot received for `event_id`, once its delivery is done.
+fn the_message(gw: &TestGateway, bot: &BotStandin, event_id: &str) -> Recorded {
+    let got = bot.wait_for(1, Duration::from_secs(10));
+    assert_eq!(got.len(), 1, "the bot got no message:\n{}", gw.log());
+    assert!(wait_until(Duration::from_secs(10), || {
+        delivery(gw, event_id)["state"] == "done"
+    }));
+    got.into_iter().next().expect("one message")
+}
+
+#[test]
+fn a_mention_or_link_in_the_account_id_reaches_a_text_message_neutralised() {
+    let bot = BotStandin::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = start(dir.path(), &bot, 5);
+    send(
+        &gw,
+        "nt-markup-text",
+        MARKUP_ACCOUNT,
+        5,
+        "[]",
+        1_685_431_415_036,
+    );
+    let r = the_message(&gw, &bot, "nt-markup-text");
+
+    let body = r.json();
+    let ts = body["timestamp"].as_str().expect("timestamp").to_owned();
+    // `<` `>` `[` `]` in the value are fullwidth (no tag, no link), its line break a space; the
+    // template's own text is as written.
+    let text =
+        "＜at user_id=\"all\"＞所有人＜/at＞ ［claim］(https://evil.example/pay) **b** \\ x: \
+                5 points, none; changed 2023-05-30 15:23:35 +08:00; hire/nt-markup-text";
+    let expected = format!(
+        r#"{{"msg_type":"text","content":{{"text":{}}},"timestamp":"{ts}","sign":"{}"}}"#,
+        serde_json::Value::from(text),
+        bot_sign(&ts, BOT_SECRET)
+    );
+    assert_eq!(r.body_text(), expected);
+    assert!(!r.body_text().contains("<at"), "{}", r.body_text());
+}
+
+#[test]
+fn a_mention_or_link_in_the_account_id_reaches_a_card_as_literal_text() {
+    let bot = BotStandin::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = start_with(
+        dir.path(),
+        &bot,
+        5,
+        "format = \"card\"\ntitle = \"Balance: {account_id}\"",
+    );
+    send(
+        &gw,
+        "nt-markup-card",
+        MARKUP_ACCOUNT,
+        5,
+        "[]",
+        1_685_431_415_036,
+    );
+    let r = the_message(&gw, &bot, "nt-markup-card");
+
+    let body = r.json();
+    let ts = body["timestamp"].as_str().expect("timestamp").to_owned();
+    // The body is Lark Markdown: every syntax character of a value is an HTML entity (the event
+    // id's `-` too); the header is plain text, which interprets nothing: the value as sent, on
+    // one line.
+    let content = "&#60;at user&#95;id=&#34;all&#34;&#62;所有人&#60;&#47;at&#62; \
+                   &#91;claim&#93;&#40;https&#58;&#47;&#47;evil.example&#47;pay&#41; \
+                   &#42;&#42;b&#42;&#42; &#92; x: 5 points, none; \
+                   changed 2023-05-30 15:23:35 +08:00; hire/nt&#45;markup&#45;card";
+    let title =
+        "Balance: <at user_id=\"all\">所有人</at> [claim](https://evil.example/pay) **b** \\ x";
+    assert_eq!(
+        body,
+        serde_json::json!({
+            "msg_type": "interactive",
+            "card": {
+                "config": {"wide_screen_mode": true},
+                "header": {"title": {"tag": "plain_text", "content": title}, "template": "blue"},
+                "elements": [{"tag": "div", "text": {"tag": "lark_md", "content": content}}],
+            },
+            "timestamp": ts,
+            "sign": bot_sign(&ts, BOT_SECRET),
+        })
+    );
 }

@@ -6,14 +6,19 @@
 //!
 //! Invariant: the webhook URL (its last segment is a bearer token) and the signing secret never
 //! appear in a log line, an error message or an `Outcome` reason; only `scheme://host/…/<redacted>`
-//! is ever shown. See `README.md` for the configuration reference.
+//! is ever shown. Invariant: a template value (text from the event, or the app name) never
+//! becomes markup in a bot message: `escape` writes it for the text message or the card Markdown
+//! it lands in; only the operator's template text is markup. See `README.md` for the
+//! configuration reference.
 //!
-//! Modules: `config` (raw → validated), `template` (placeholders, time formatting), `sign`
+//! Modules: `config` (raw → validated), `template` (placeholders, time formatting), `escape`
+//! (values written so that the message language shows them literally), `sign`
 //! (bot and Standard Webhooks signatures), `payload` (the bytes each target receives),
 //! `ratelimit` (sliding windows), `send` (HTTP and classification), `redact` (keeping secrets out
 //! of sight). Only [`Notifier`] is public: the host talks to it through the plugin ABI.
 
 mod config;
+mod escape;
 mod payload;
 mod ratelimit;
 mod redact;
@@ -27,6 +32,7 @@ use gateway_plugin::{Delivery, Host, Level, Outcome, Plugin};
 use lark_core::AssetsUpdateV1;
 
 use config::{Config, Format, Signing, TargetKind};
+use escape::Markup;
 use ratelimit::RateLimiter;
 use template::{Fields, Template};
 
@@ -195,12 +201,18 @@ impl Notifier {
             None => (&self.defaults.generic_text, &self.defaults.generic_title),
         };
         let offset = self.config.utc_offset;
+        // The language the message text is read in decides how values are written into it.
+        let markup = match (self.config.target, self.config.format) {
+            (TargetKind::LarkBot, Format::Text) => Markup::LarkText,
+            (TargetKind::LarkBot, Format::Card) => Markup::LarkMd,
+            (TargetKind::Http, _) => Markup::Raw,
+        };
         let text = self
             .config
             .template
             .as_ref()
             .unwrap_or(default_text)
-            .render(&fields, offset);
+            .render(&fields, offset, markup);
 
         if let Err(wait) = self.limiter.acquire(self.config.max_wait) {
             return Outcome::Retry {
@@ -216,12 +228,10 @@ impl Notifier {
         let (headers, body) = match self.config.target {
             TargetKind::LarkBot => {
                 let title = match self.config.format {
-                    Format::Card => self
-                        .config
-                        .title
-                        .as_ref()
-                        .unwrap_or(default_title)
-                        .render(&fields, offset),
+                    Format::Card => {
+                        let title = self.config.title.as_ref().unwrap_or(default_title);
+                        title.render(&fields, offset, Markup::PlainText)
+                    }
                     Format::Text => String::new(),
                 };
                 let signing = match &self.config.signing {

@@ -142,10 +142,41 @@ pub fn bot_body(
             too_long = mid - 1;
         }
     }
+    // A card's escaped values are entities (`&#60;`): a cut inside one would leave `&#6` to be
+    // shown as text. Give the entity up whole (a shorter prefix still fits).
+    let cut = outside_entity(text, fits);
+    if cut < fits {
+        best = Some(build(&format!("{}{TRUNCATED}", &text[..cut]))?);
+    }
     match best {
         Some(body) => Ok(body),
         // Even one character does not fit (a huge title?): send the marker alone.
         None => build(TRUNCATED),
+    }
+}
+
+/// The longest entities Lark's card Markdown uses are a few bytes (`&#126;`, `&emsp;`); a longer
+/// run of name characters after `&` is not an entity.
+const MAX_ENTITY_NAME: usize = 10;
+
+/// `cut`, or the start of the HTML entity (`&name;`, `&#number;`) that `cut` would split.
+fn outside_entity(text: &str, cut: usize) -> usize {
+    let Some(amp) = text[..cut].rfind('&') else {
+        return cut;
+    };
+    let name = text[amp + 1..]
+        .bytes()
+        .take(MAX_ENTITY_NAME + 1)
+        .take_while(|b| *b == b'#' || b.is_ascii_alphanumeric())
+        .count();
+    let semicolon = amp + 1 + name;
+    let is_entity =
+        name > 0 && name <= MAX_ENTITY_NAME && text.as_bytes().get(semicolon) == Some(&b';');
+    // The prefix `text[..cut]` holds the whole entity only if it holds its `;`.
+    if is_entity && semicolon >= cut {
+        amp
+    } else {
+        cut
     }
 }
 
@@ -275,6 +306,65 @@ mod tests {
             assert!(shown.starts_with(unit));
             // Nearly the whole budget is used.
             assert!(body.len() > MAX_BOT_BODY - 8, "{unit:?}: {}", body.len());
+        }
+    }
+
+    /// Escaping grows a value (`<` is 5 bytes in a card, `＜` 3 in a text): the cut still fits the
+    /// limit, and never leaves half an entity (`&#6`) for Lark to show as text.
+    #[test]
+    fn escaped_texts_are_cut_whole() {
+        use crate::escape::{push_value, Markup};
+        for (markup, format, unit) in [
+            (Markup::LarkMd, Format::Card, "&#60;"),
+            (Markup::LarkText, Format::Text, "＜"),
+        ] {
+            for lead in 0..unit.len() {
+                let mut text = "x".repeat(lead);
+                push_value(&mut text, &"<".repeat(8_000), markup);
+                let body = bot_body(format, "t", &text, Some(("100", "demo"))).expect("json");
+                assert!(
+                    body.len() <= MAX_BOT_BODY,
+                    "{markup:?}/{lead}: {}",
+                    body.len()
+                );
+                let v: serde_json::Value = serde_json::from_slice(&body).expect("valid json");
+                let shown = match format {
+                    Format::Text => v["content"]["text"].as_str(),
+                    Format::Card => v["card"]["elements"][0]["text"]["content"].as_str(),
+                }
+                .expect("text");
+                let kept = shown
+                    .strip_suffix(TRUNCATED)
+                    .unwrap_or_else(|| panic!("{markup:?}/{lead}: not marked"));
+                let escaped = kept
+                    .strip_prefix(&"x".repeat(lead))
+                    .expect("the lead is kept");
+                assert!(
+                    !escaped.is_empty() && escaped.len() % unit.len() == 0,
+                    "{markup:?}/{lead}: cut inside an escape: …{:?}",
+                    &escaped[escaped.len().saturating_sub(12)..]
+                );
+                assert_eq!(escaped, unit.repeat(escaped.len() / unit.len()));
+                // At most one entity's worth of the budget is given up.
+                assert!(body.len() > MAX_BOT_BODY - 8 - unit.len(), "{}", body.len());
+            }
+        }
+    }
+
+    #[test]
+    fn cuts_back_off_only_from_split_entities() {
+        for (text, cut, expected) in [
+            ("ab&#60;cd", 4, 2),        // `&#` | `60;`
+            ("ab&#60;cd", 6, 2),        // `&#60` | `;`
+            ("ab&#60;cd", 7, 7),        // whole
+            ("ab&#60;cd", 2, 2),        // before it
+            ("x&nbsp;y", 3, 1),         // a named entity
+            ("R&D team", 3, 3),         // `&` that starts no entity
+            ("a & b;", 3, 3),           // nor this
+            ("&#1234567890123;", 5, 5), // too long to be one
+            ("no amp", 3, 3),
+        ] {
+            assert_eq!(outside_entity(text, cut), expected, "{text:?} at {cut}");
         }
     }
 

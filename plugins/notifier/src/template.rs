@@ -1,11 +1,13 @@
 //! Message templates: text with `{placeholder}`s filled from the delivery and, for
 //! `assets_update_v1`, from the typed event. Templates are compiled once at `new` (an unknown
-//! placeholder is a config error) and rendered per delivery without failing. Also holds the
-//! readable time formatting (fixed UTC offset, civil date computed here: no date library).
-
-use std::fmt::Write as _;
+//! placeholder is a config error) and rendered per delivery without failing. Values are written
+//! through [`crate::escape`] for the message language they land in; the template's own text is
+//! the operator's and is never rewritten. Also holds the readable time formatting (fixed UTC
+//! offset, civil date computed here: no date library).
 
 use lark_core::AssetsUpdateV1;
+
+use crate::escape::{push_value, Markup};
 
 /// Every placeholder a template may use.
 pub const PLACEHOLDERS: &[&str] = &[
@@ -104,29 +106,33 @@ impl Template {
         Ok(Template { pieces })
     }
 
-    /// Fills in the placeholders.
-    pub fn render(&self, fields: &Fields<'_>, offset: UtcOffset) -> String {
+    /// Fills in the placeholders, each value written so that `markup` shows it literally; the
+    /// template's own text is copied as written.
+    pub fn render(&self, fields: &Fields<'_>, offset: UtcOffset, markup: Markup) -> String {
         let mut out = String::new();
         for piece in &self.pieces {
             match piece {
                 Piece::Text(t) => out.push_str(t),
-                Piece::Field(i) => render_field(&mut out, PLACEHOLDERS[*i], fields, offset),
+                Piece::Field(i) => render_field(&mut out, PLACEHOLDERS[*i], fields, offset, markup),
             }
         }
         out
     }
 }
 
-fn render_field(out: &mut String, name: &str, f: &Fields<'_>, offset: UtcOffset) {
+fn render_field(out: &mut String, name: &str, f: &Fields<'_>, offset: UtcOffset, markup: Markup) {
     match (name, f.assets) {
-        ("app", _) => out.push_str(f.app),
-        ("event_id", _) => out.push_str(f.event_id),
-        ("event_type", _) => out.push_str(f.event_type),
-        ("account_id", Some(a)) => out.push_str(&a.account_id),
-        ("points", Some(a)) => {
-            let _ = write!(out, "{}", a.points);
-        }
-        ("cash", Some(a)) => out.push_str(&format_cash(a)),
+        ("app", _) => push_value(out, f.app, markup),
+        ("event_id", _) => push_value(out, f.event_id, markup),
+        ("event_type", _) => push_value(out, f.event_type, markup),
+        ("account_id", Some(a)) => push_value(out, &a.account_id, markup),
+        // Digits only: escaping changes nothing, but every number goes the same way.
+        ("points", Some(a)) => push_value(out, &a.points.to_string(), markup),
+        // The amounts are formatted here, but the currency codes are the event's strings.
+        ("cash", Some(a)) => push_value(out, &format_cash(a), markup),
+        // Made here from a number: digits, `-`, `:`, `+`, spaces and `UTC`, none of them syntax
+        // where they stand (the card escapes would only turn `-`, `:` and `+` into entities
+        // that show the same), so it is inserted as is (`time_is_inert` checks the claim).
         ("modify_time", Some(a)) => out.push_str(&format_time(a.modify_time_ms, offset)),
         _ => {}
     }
@@ -257,14 +263,14 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(
-            t.render(&f, UtcOffset::UTC),
+            t.render(&f, UtcOffset::UTC, Markup::Raw),
             "acc1|7|CNY 100.25, USD 0.10|2023-05-30 07:23:35 UTC|hire|e1|t|{x}"
         );
         let plus8 = UtcOffset::parse("+08:00").expect("offset");
         assert_eq!(
             Template::parse("{modify_time}")
                 .expect("valid")
-                .render(&f, plus8),
+                .render(&f, plus8, Markup::Raw),
             "2023-05-30 15:23:35 +08:00"
         );
     }
@@ -278,7 +284,107 @@ mod tests {
             assets: None,
         };
         let t = Template::parse("[{account_id}{cash}] {event_type} é").expect("valid");
-        assert_eq!(t.render(&f, UtcOffset::UTC), "[] im.x é");
+        assert_eq!(t.render(&f, UtcOffset::UTC, Markup::Raw), "[] im.x é");
+    }
+
+    /// An account id (any non-empty string the event carries) and an event type full of markup.
+    fn hostile() -> AssetsUpdateV1 {
+        AssetsUpdateV1::from_event(
+            r#"{"account_id":"<at user_id=\"all\">x</at> [pay](https://evil.example) **b** a\\b\nc",
+            "assets":{"confirmed_bonus":{"point_bonus":7,"cash_bonus":[
+            {"currency_type":"<b>CNY</b>","amount":1}]}},"modify_time":"1685431415036"}"#,
+        )
+        .expect("the plugin's parsing accepts any account id")
+    }
+
+    #[test]
+    fn values_are_escaped_for_their_format_and_the_template_text_is_not() {
+        let a = hostile();
+        assert_eq!(
+            a.account_id,
+            "<at user_id=\"all\">x</at> [pay](https://evil.example) **b** a\\b\nc"
+        );
+        let f = Fields {
+            app: "hire",
+            event_id: "e_1",
+            event_type: "t",
+            assets: Some(&a),
+        };
+        // The operator's own markup: a mention, a link, bold, a backslash and a line break.
+        let t = Template::parse(
+            "<at user_id=\"all\"></at> **{account_id}** [{cash}](https://ok.example) \\ {event_id}\n{points} {modify_time}",
+        )
+        .expect("valid");
+        for (markup, expected) in [
+            (
+                Markup::LarkText,
+                "<at user_id=\"all\"></at> **＜at user_id=\"all\"＞x＜/at＞ ［pay］(https://evil.example) \
+                 **b** a\\b c** [＜b＞CNY＜/b＞ 1.00](https://ok.example) \\ e_1\n\
+                 7 2023-05-30 07:23:35 UTC",
+            ),
+            (
+                Markup::LarkMd,
+                "<at user_id=\"all\"></at> **&#60;at user&#95;id=&#34;all&#34;&#62;x&#60;&#47;at&#62; \
+                 &#91;pay&#93;&#40;https&#58;&#47;&#47;evil.example&#41; &#42;&#42;b&#42;&#42; \
+                 a&#92;b c** [&#60;b&#62;CNY&#60;&#47;b&#62; 1.00](https://ok.example) \\ e&#95;1\n\
+                 7 2023-05-30 07:23:35 UTC",
+            ),
+            (
+                Markup::PlainText,
+                "<at user_id=\"all\"></at> **<at user_id=\"all\">x</at> [pay](https://evil.example) \
+                 **b** a\\b c** [<b>CNY</b> 1.00](https://ok.example) \\ e_1\n\
+                 7 2023-05-30 07:23:35 UTC",
+            ),
+            (
+                Markup::Raw,
+                "<at user_id=\"all\"></at> **<at user_id=\"all\">x</at> [pay](https://evil.example) \
+                 **b** a\\b\nc** [<b>CNY</b> 1.00](https://ok.example) \\ e_1\n\
+                 7 2023-05-30 07:23:35 UTC",
+            ),
+        ] {
+            assert_eq!(t.render(&f, UtcOffset::UTC, markup), expected, "{markup:?}");
+        }
+    }
+
+    #[test]
+    fn ordinary_values_and_the_defaults_render_as_before_in_every_format() {
+        let a = assets();
+        let f = Fields {
+            app: "hire",
+            event_id: "5e3702a84e847582be8db7fb73283c02",
+            event_type: "hire.referral_account.assets_update_v1",
+            assets: Some(&a),
+        };
+        let t = Template::parse(DEFAULT_ASSETS_TEXT).expect("valid");
+        let raw = t.render(&f, UtcOffset::UTC, Markup::Raw);
+        for markup in [Markup::LarkText, Markup::LarkMd, Markup::PlainText] {
+            assert_eq!(t.render(&f, UtcOffset::UTC, markup), raw, "{markup:?}");
+        }
+    }
+
+    /// `{modify_time}` is inserted without escaping: what the plugin writes there is never
+    /// syntax. In a card the only characters the escapes would touch are `-`, `:` and `+`,
+    /// between digits and after a space (no list, no `:emoji:` key); elsewhere nothing changes.
+    #[test]
+    fn time_is_inert() {
+        for offset in ["Z", "+08:00", "-05:30"] {
+            let offset = UtcOffset::parse(offset).expect("offset");
+            for ms in [0, 1_685_431_415_036, 4_107_542_399_000, u64::MAX] {
+                let shown = format_time(ms, offset);
+                assert!(
+                    shown
+                        .chars()
+                        .all(|c| c.is_ascii_digit() || " -:+UTC".contains(c)),
+                    "{shown:?}"
+                );
+                assert!(shown.starts_with(|c: char| c.is_ascii_digit()), "{shown:?}");
+                for markup in [Markup::Raw, Markup::PlainText, Markup::LarkText] {
+                    let mut escaped = String::new();
+                    push_value(&mut escaped, &shown, markup);
+                    assert_eq!(escaped, shown, "{markup:?}");
+                }
+            }
+        }
     }
 
     #[test]
