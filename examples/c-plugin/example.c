@@ -15,7 +15,9 @@
  *
  * Outcomes:
  *   GW_OUTCOME_OK      the line is written and fdatasync'ed (durable before the host marks the
- *                      delivery done).
+ *                      delivery done). The line is the delivery as received, but for the
+ *                      envelope's verification token (event.header.token in schema 2.0,
+ *                      event.token in 1.0), written "<redacted>": it is a secret.
  *   GW_OUTCOME_REJECT  the event type is listed in reject_event_types, or the delivery has no
  *                      string "event_type" (not a delivery the host would send).
  *   GW_OUTCOME_RETRY   writing or syncing failed (disk full, I/O error) or memory ran out: the
@@ -497,12 +499,57 @@ fail:
 /* What one delivery asks for, before anything is written. */
 typedef enum { ACCEPT, REFUSE, MALFORMED, NO_MEMORY } Verdict;
 
-/* Finds the top-level "event_type" of a delivery and checks it against the config. On REFUSE or
- * MALFORMED, `*why` is set to a malloc'ed reason (or NULL when memory ran out). */
-static Verdict judge(const Instance *in, GwStr delivery, char **why) {
+/* The verification token's string values in one delivery (quotes included), as byte offsets in
+ * it, in order: event.token (schema 1.0) and event.header.token (2.0); at most one each. */
+#define MAX_TOKENS 2
+typedef struct {
+    size_t at[MAX_TOKENS], len[MAX_TOKENS];
+    size_t count;
+} Tokens;
+
+/* What a token is written as. */
+static const char REDACTED[] = "\"<redacted>\"";
+
+/* Walks the JSON object at the cursor (the envelope: `level` 0, or its header: 1), validating
+ * it as skip_value does, and records in `*tokens` where its "token" member's string value is
+ * (offsets from `base`); in the envelope, looks into its "header" object too. 0, -1 when
+ * malformed, -2 when out of memory. */
+static int find_tokens(Cursor *c, const char *base, Tokens *tokens, int level) {
+    if (!eat(c, '{')) return -1;
+    if (eat(c, '}')) return 0;
+    do {
+        char *key = NULL;
+        size_t key_len;
+        int r = read_string(c, &key, &key_len);
+        if (r != 0) return r;
+        int is_token = key_len == 5 && memcmp(key, "token", 5) == 0;
+        int is_header = level == 0 && key_len == 6 && memcmp(key, "header", 6) == 0;
+        free(key);
+        if (!eat(c, ':')) return -1;
+        skip_ws(c);
+        if (is_token && c->p < c->end && *c->p == '"' && tokens->count < MAX_TOKENS) {
+            const char *start = c->p;
+            r = read_string(c, NULL, NULL);
+            tokens->at[tokens->count] = (size_t)(start - base);
+            tokens->len[tokens->count++] = (size_t)(c->p - start);
+        } else if (is_header && c->p < c->end && *c->p == '{') {
+            r = find_tokens(c, base, tokens, 1);
+        } else {
+            r = skip_value(c, level + 2);
+        }
+        if (r != 0) return r;
+    } while (eat(c, ','));
+    return eat(c, '}') ? 0 : -1;
+}
+
+/* Finds the top-level "event_type" of a delivery and checks it against the config, and where
+ * the envelope ("event") holds its token. On REFUSE or MALFORMED, `*why` is set to a malloc'ed
+ * reason (or NULL when memory ran out). */
+static Verdict judge(const Instance *in, GwStr delivery, char **why, Tokens *tokens) {
     Cursor c = {(const char *)delivery.ptr, (const char *)delivery.ptr + delivery.len};
     char *key = NULL, *type = NULL;
     *why = NULL;
+    tokens->count = 0;
     if (delivery.len == 0 || !eat(&c, '{')) goto malformed;
     if (!eat(&c, '}')) {
         do {
@@ -514,6 +561,10 @@ static Verdict judge(const Instance *in, GwStr delivery, char **why) {
             if (!type && key_len == 10 && memcmp(key, "event_type", 10) == 0 && c.p < c.end &&
                 *c.p == '"') {
                 r = read_string(&c, &type, NULL);
+                if (r == -2) goto no_memory;
+            } else if (key_len == 5 && memcmp(key, "event", 5) == 0 && c.p < c.end &&
+                       *c.p == '{') {
+                r = find_tokens(&c, (const char *)delivery.ptr, tokens, 0);
                 if (r == -2) goto no_memory;
             } else {
                 r = skip_value(&c, 1);
@@ -571,9 +622,17 @@ static int append(Instance *in, const char *bytes, size_t len) {
 }
 
 /* Copies one delivery into `out` at `*at` as one line: raw newlines (only ever whitespace
- * between JSON tokens; inside strings they are escaped) become spaces. */
-static void put_line(char *out, size_t *at, GwStr delivery) {
+ * between JSON tokens; inside strings they are escaped) become spaces, and each token's string
+ * value becomes REDACTED (room for it is the caller's: see handle_many). */
+static void put_line(char *out, size_t *at, GwStr delivery, const Tokens *tokens) {
+    size_t next = 0;
     for (size_t i = 0; i < delivery.len; i++) {
+        if (next < tokens->count && i == tokens->at[next]) {
+            memcpy(out + *at, REDACTED, sizeof REDACTED - 1);
+            *at += sizeof REDACTED - 1;
+            i += tokens->len[next++] - 1;
+            continue;
+        }
         char ch = (char)delivery.ptr[i];
         out[(*at)++] = (ch == '\n' || ch == '\r') ? ' ' : ch;
     }
@@ -593,13 +652,21 @@ static GwBuf io_retry(const Instance *in, int err) {
 /* Handles `count` deliveries: judges each, writes the accepted ones in one append. */
 static uint32_t handle_many(Instance *in, const GwStr *deliveries, size_t count, uint32_t *codes,
                             GwBuf *details) {
+    Tokens *tokens = calloc(count ? count : 1, sizeof *tokens);
+    if (!tokens) {
+        for (size_t i = 0; i < count; i++) {
+            codes[i] = GW_OUTCOME_RETRY;
+            details[i] = detail("example_c: out of memory", RETRY_AFTER_MS);
+        }
+        return GW_OUTCOME_OK;
+    }
     size_t total = 0;
     for (size_t i = 0; i < count; i++) {
         char *why = NULL;
-        switch (judge(in, deliveries[i], &why)) {
+        switch (judge(in, deliveries[i], &why, &tokens[i])) {
         case ACCEPT:
             codes[i] = GW_OUTCOME_OK;
-            total += deliveries[i].len + 1;
+            total += deliveries[i].len + 1 + tokens[i].count * (sizeof REDACTED - 1);
             break;
         case REFUSE:
         case MALFORMED:
@@ -613,16 +680,20 @@ static uint32_t handle_many(Instance *in, const GwStr *deliveries, size_t count,
         }
         free(why);
     }
-    if (total == 0) return GW_OUTCOME_OK;
+    if (total == 0) {
+        free(tokens);
+        return GW_OUTCOME_OK;
+    }
     char *lines = malloc(total);
     int err = ENOMEM;
     if (lines) {
         size_t at = 0;
         for (size_t i = 0; i < count; i++)
-            if (codes[i] == GW_OUTCOME_OK) put_line(lines, &at, deliveries[i]);
+            if (codes[i] == GW_OUTCOME_OK) put_line(lines, &at, deliveries[i], &tokens[i]);
         err = append(in, lines, at);
         free(lines);
     }
+    free(tokens);
     if (err) {
         for (size_t i = 0; i < count; i++) {
             if (codes[i] != GW_OUTCOME_OK) continue;

@@ -81,17 +81,32 @@ config = {{ path = "audit-c.jsonl", reject_event_types = ["test.refused", "test.
     ] {
         gw.send_plain(TOKEN, id, event_type);
     }
+    // A schema 1.0 event: its token is a member of the envelope itself.
+    let v1 = format!(
+        r#"{{"ts":"1502199207.7171419","uuid":"c-v1","token":"{TOKEN}","type":"event_callback","event":{{"type":"test.kept","n":"c-v1"}}}}"#
+    );
+    let a = Lark::plain(TOKEN).send(&gw.url("/hook"), &v1);
+    assert_eq!(a.status, 200, "{}", a.body);
     let file = dir.path().join("audit-c.jsonl");
     assert!(
-        wait_until(Duration::from_secs(10), || read_jsonl(&file).len() == 2
+        wait_until(Duration::from_secs(10), || read_jsonl(&file).len() == 3
             && state(&gw, "c-2", "audit-c") == "dead"),
         "lines: {:?}\n{}",
         read_jsonl(&file),
         gw.log()
     );
-    // Each line is the delivery JSON the host handed over, as it came: exactly the fields
-    // `delivery.schema.json` lists (all required), readable as the SDK's `Delivery`.
-    let lines = read_jsonl(&file);
+    // The verification token is a secret: written "<redacted>", in either schema.
+    let text = std::fs::read_to_string(&file).expect("read the file");
+    assert!(!text.contains(&format!("\"{TOKEN}\"")), "{text}");
+    let (v1, lines): (Vec<_>, Vec<_>) = read_jsonl(&file)
+        .into_iter()
+        .partition(|l| l["event_id"] == "c-v1");
+    assert_eq!(v1.len(), 1, "{text}");
+    assert_eq!(v1[0]["event"]["token"], "<redacted>", "{text}");
+    assert_eq!(v1[0]["event"]["event"]["type"], "test.kept", "{text}");
+    // Each line is the delivery JSON the host handed over, as it came (but for the token):
+    // exactly the fields `delivery.schema.json` lists (all required), readable as the SDK's
+    // `Delivery`.
     let schema: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(
             gateway_e2e::workspace_root().join("crates/plugin/delivery.schema.json"),
@@ -134,6 +149,7 @@ config = {{ path = "audit-c.jsonl", reject_event_types = ["test.refused", "test.
             format!("{}:audit-c", line["event_id"].as_str().unwrap_or_default())
         );
         assert_eq!(line["event"]["header"]["event_id"], line["event_id"]);
+        assert_eq!(line["event"]["header"]["token"], "<redacted>", "{line}");
         assert_eq!(line["event"]["event"]["n"], line["event_id"]);
     }
     assert_eq!(state(&gw, "c-1", "audit-c"), "done");
