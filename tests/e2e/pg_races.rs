@@ -204,9 +204,10 @@ fn a_replica_keeps_its_claim_while_a_call_hangs_past_its_timeout() {
 
 /// A call hung past its timeout on its last attempt is a dead letter while it still runs; a
 /// replay of that dead letter must not be run by another replica beside it: the dead letter
-/// keeps the claim of the replica running the call (renewed while it runs), and that replica
-/// runs the replay once the hung call has returned. (The claim used to be cleared with the
-/// dead letter: the other replica's sweeper called the replay at once.)
+/// keeps the claim of the replica running the call (renewed while it runs), so it shows as
+/// running and a replay needs `--force`; forced, that replica runs the replay once the hung
+/// call has returned. (The claim used to be cleared with the dead letter: the other replica's
+/// sweeper called the replay at once.)
 #[test]
 fn a_replay_of_a_dead_letter_whose_call_still_hangs_is_not_run_beside_it() {
     let pg = PgCluster::start();
@@ -227,7 +228,11 @@ fn a_replay_of_a_dead_letter_whose_call_still_hangs_is_not_run_beside_it() {
         ) == "dead|timeout"),
         "the timeout was recorded as a dead letter"
     );
+    // Its call still runs: shown running, so replayed only when forced.
     let (code, out, err) = a.cli(&["replay", "--dead-letters"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("its call is running"), "{err}");
+    let (code, out, err) = a.cli(&["replay", "--dead-letters", "--force"]);
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(sql("SELECT state FROM deliveries"), "pending", "replayed");
     let hung = Instant::now();
@@ -323,7 +328,11 @@ fn an_orphan_dead_letter_whose_call_still_hangs_keeps_its_claim() {
         "the orphan rule dead-lettered it: {}",
         a.log()
     );
+    // Its call still runs: shown running, so replayed only when forced.
     let (code, out, err) = a.cli(&["replay", "--dead-letters"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("its call is running"), "{err}");
+    let (code, out, err) = a.cli(&["replay", "--dead-letters", "--force"]);
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(sql("SELECT state FROM deliveries"), "pending", "replayed");
     let hung = Instant::now();
