@@ -1,7 +1,8 @@
 //! A call hung past `[delivery] timeout` on its last attempt makes a dead letter while it still
-//! runs. That dead letter shows as running, and no replay takes it unless forced (the CLI by
-//! event id and `--dead-letters`, the API): replayed, the plugin would run again beside a call
-//! that may yet succeed. Once the call returns (here a retry after the gate opens) the dead
+//! runs. That dead letter shows as running, and no replay takes it unless forced: named (the
+//! CLI or the API by event id) it is refused; in a replay of every dead letter (or of picks
+//! on the console's page) it is left out and named as skipped. Replayed, the plugin would run
+//! again beside a call that may yet succeed. Once the call returns (here a retry after the gate opens) the dead
 //! letter is an ordinary one, replayed without `--force`. The same on SQLite and, with its
 //! claims, on PostgreSQL.
 
@@ -64,21 +65,41 @@ fn scenario(dir: &Path, gw: &TestGateway) {
         gw.log()
     );
 
-    let (code, out, err) = gw.cli(&["replay", "--dead-letters"]);
+    // Named, it is refused; in a replay of every dead letter, it is left out (a call hung for
+    // good must not block the others' replay).
+    let (code, out, err) = gw.cli(&["replay", "hung-1"]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(
         err.contains("hung-1:held its call is running"),
         "{out}{err}"
     );
-    let (code, out, err) = gw.cli(&["replay", "hung-1"]);
-    assert_eq!(code, 1, "{out}{err}");
-    let api = post(
-        &gw.admin_url("/api/v1/replay"),
-        &[("content-type".to_owned(), "application/json".to_owned())],
+    let (code, out, err) = gw.cli(&["replay", "--dead-letters"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("skipped: hung-1:held its call is running"),
+        "{out}{err}"
+    );
+    assert!(out.contains("0 deliveries queued again"), "{out}");
+    let api = |body: &str| {
+        post(
+            &gw.admin_url("/api/v1/replay"),
+            &[("content-type".to_owned(), "application/json".to_owned())],
+            body,
+        )
+        .expect("api")
+    };
+    let a = api(r#"{"event_ids":["hung-1"]}"#);
+    assert_eq!(a.status, 409, "{}", a.body);
+    for body in [
         r#"{"dead_letters":true}"#,
-    )
-    .expect("api");
-    assert_eq!(api.status, 409, "{}", api.body);
+        r#"{"deliveries":[{"event_id":"hung-1","plugin":"held"}],"dead_only":true}"#,
+    ] {
+        let a = api(body);
+        assert_eq!(a.status, 200, "{body}: {}", a.body);
+        let v: serde_json::Value = serde_json::from_str(&a.body).expect("json");
+        assert_eq!(v["replayed"], 0, "{v}");
+        assert_eq!(v["skipped"][0]["event_id"], "hung-1", "{v}");
+    }
     assert_eq!(gw.delivery("hung-1", "held")["state"], "dead");
     assert_eq!(gw.calls("held").len(), 0, "the call has not returned yet");
 

@@ -3,7 +3,8 @@
 //! its way to the store when a reload configures the name again. The write then commits, but
 //! the rule looks again once it is in, finds the name back, and queues those deliveries again:
 //! the reload's instance delivers the backlog (it used to stay dead, and the operator had to
-//! replay it).
+//! replay it). A delivery whose call of the removed instance still runs then is put back only
+//! once that call returned without success (never beside it).
 //!
 //! The race is made deterministic on PostgreSQL: another session holds the backlog's rows
 //! locked (`FOR UPDATE`), so the rule's `UPDATE` waits on them; the reload happens while it
@@ -22,7 +23,7 @@ fn config(gone: Option<&str>) -> String {
     let lib = binaries().testkit.display();
     let mut cfg = base_config().replace(
         "[store]\npath = \"data/gateway.db\"",
-        "[store]\nurl = \"${PG_URL}\"\nlease = \"3s\"",
+        "[store]\nurl = \"${PG_URL}\"\nlease = \"30s\"",
     );
     cfg.push_str(&format!(
         "
@@ -30,7 +31,7 @@ fn config(gone: Option<&str>) -> String {
 initial_backoff = \"30s\"
 max_backoff = \"30s\"
 removed_plugin_grace = \"1s\"
-timeout = \"2s\"
+timeout = \"20s\"
 
 [[apps]]
 name = \"hire\"
@@ -56,7 +57,7 @@ library = \"{lib}\"
 config = {{ {kit}, record = \"data/gone.jsonl\" }}
 
 [[routes]]
-events = [\"test.gone\"]
+events = [\"test.gone\", \"test.held\"]
 plugins = [\"gone\"]
 "
         ));
@@ -78,13 +79,27 @@ fn a_reload_that_brings_a_name_back_during_the_orphan_write_keeps_its_backlog() 
     let pg = PgCluster::start();
     let url = pg.create_database("orphans");
     let dir = tempfile::tempdir().expect("tempdir");
-    // Retries every 30 s while first configured; the reload that brings it back answers `ok`.
-    let first = config(Some("mode = \"retry_always\", retry_after_ms = 30000"));
+    // Retries every 30 s while first configured (and holds `test.held` until the gate opens,
+    // then retries); the reload that brings it back answers `ok`.
+    let first = config(Some(
+        "mode = \"retry_always\", retry_after_ms = 30000, modes = { \"test.held\" = \"gate\" }, \
+         gate = \"open\", gate_then = \"retry\"",
+    ));
     let gw = TestGateway::spawn_with_env(dir.path(), &first, &[("PG_URL", &url)]);
     gw.send_plain(TOKEN, "orphan-1", "test.gone");
     assert!(
         wait_until(WAIT, || gw.calls("gone").len() == 1),
         "the first call never came"
+    );
+    gw.send_plain(TOKEN, "held-1", "test.held");
+    assert!(
+        until_sql(
+            &pg,
+            "orphans",
+            "SELECT started FROM deliveries WHERE event_id = 'held-1'",
+            |s| s == "1"
+        ),
+        "the held call never started"
     );
 
     std::thread::scope(|s| {
@@ -131,5 +146,22 @@ fn a_reload_that_brings_a_name_back_during_the_orphan_write_keeps_its_backlog() 
         gw.delivery("orphan-1", "gone"),
         gw.log()
     );
-    assert_eq!(gw.calls("gone").len(), 2, "{:?}", gw.calls("gone"));
+    // The held call still runs: its dead letter waits for it (shown running), not replayed.
+    let held = gw.delivery("held-1", "gone");
+    assert_eq!(held["state"], "dead", "{held}");
+    assert_eq!(held["running"], true, "{held}");
+    // It returns a retry: not recorded over the dead letter; the delivery is put back then.
+    std::fs::write(dir.path().join("open"), "").expect("open the gate");
+    assert!(
+        wait_until(WAIT, || gw.delivery("held-1", "gone")["state"] == "done"),
+        "the held delivery was left dead after its call returned: {}\n{}",
+        gw.delivery("held-1", "gone"),
+        gw.log()
+    );
+    let calls: Vec<(String, String)> = gw
+        .calls("gone")
+        .iter()
+        .map(|c| (c["event_id"].to_string(), c["outcome"].to_string()))
+        .collect();
+    assert_eq!(calls.len(), 4, "{calls:?}");
 }

@@ -41,7 +41,8 @@ pub struct ReplayArgs {
     /// Only this plugin's deliveries.
     #[arg(long)]
     pub plugin: Option<String>,
-    /// Replay every dead letter (optionally of --plugin).
+    /// Replay every dead letter (optionally of --plugin); one whose call is still running (hung
+    /// past its timeout) is left out and named, unless --force.
     #[arg(long, conflicts_with = "event_ids")]
     pub dead_letters: bool,
     /// Also replay deliveries that already succeeded or whose call is running (their plugin

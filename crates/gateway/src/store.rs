@@ -158,6 +158,9 @@ pub struct FinishRecord {
 
 /// The history label of an attempt whose call outlived `[delivery] timeout`.
 pub const TIMED_OUT: &str = "timeout";
+/// The history label of such a call that returned `Retry` (or an outcome the engine could
+/// not read) after all: the timeout's record stands, written again to end the "running".
+pub const LATE_RETRY: &str = "late retry";
 
 impl FinishRecord {
     /// True when the call this records has not returned (its timeout is what is recorded, as a
@@ -272,6 +275,15 @@ pub struct Due {
     pub next_due_ms: Option<i64>,
 }
 
+/// A delivery [`Store::dead_letter_plugin`] made a dead letter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Orphaned {
+    pub key: i64,
+    pub event_id: String,
+    /// Its call runs in this process: shown as running until that call's outcome is recorded.
+    pub running: bool,
+}
+
 /// A delivery's record, for `dead-letters` and `events show` (its JSON: `ops/list.rs`).
 #[derive(Debug, Clone)]
 pub struct DeliveryRecord {
@@ -358,8 +370,11 @@ pub trait Store: Send + Sync + 'static {
     fn accept(&self, event: NewEvent) -> StoreFuture<Accepted>;
     /// Persists the end of attempts (`attempts` = attempts made, including this one), each only
     /// if the delivery still matches `guard` (same generation, same attempt count, pending — or
-    /// dead when `guard.dead_too`): nobody replayed or finished it meanwhile. Returns whether it
-    /// applied.
+    /// dead when `guard.dead_too`; with `guard.own_mark`, only while the attempt's mark is
+    /// still this process's): nobody replayed or finished it meanwhile. Returns whether it
+    /// applied. A record of a call that has returned and did not apply to a dead letter its
+    /// delivery became meanwhile (the timeout's, or the orphan rule's) ends that dead letter's
+    /// "running": the mark, or in a shared store this process's claim, goes.
     ///
     /// Takes several records in one durable write (a batch's outcomes): all or none are
     /// persisted; one `applied` flag per record, in order.
@@ -396,18 +411,19 @@ pub trait Store: Send + Sync + 'static {
     /// The plugin instance names that have pending deliveries.
     fn pending_plugins(&self) -> StoreFuture<Vec<String>>;
     /// Dead-letters every pending delivery of `plugin` last changed before `before_ms` with
-    /// `error`; returns their events' ids. (A delivery accepted since is spared: its name may
-    /// have been configured again by a reload after the caller last looked.) One whose call still runs
-    /// here (among `running`: a call of the removed instance, hung past its timeout, say)
-    /// stays marked as running until that call's outcome is recorded, which then only clears
-    /// the mark.
+    /// `error`; returns them. (A delivery accepted since is spared: its name may have been
+    /// configured again by a reload after the caller last looked.) One whose call runs in this
+    /// process (marked started, or among `running`: a call of the removed instance hung past
+    /// its timeout, say, whose forced replay cleared its mark) stays shown as running (its
+    /// mark, or in a shared store this process's claim, kept) until that call's outcome is
+    /// recorded: a success replaces the dead letter, any other outcome only ends the running.
     fn dead_letter_plugin(
         &self,
         plugin: String,
         error: String,
         before_ms: i64,
         running: Vec<i64>,
-    ) -> StoreFuture<Vec<String>>;
+    ) -> StoreFuture<Vec<Orphaned>>;
     /// Durably marks attempts as started, before their plugin is called (one write for a
     /// batch): a process that dies during the call leaves the mark behind. Deliveries no longer
     /// matching their guard are skipped, and so (in a shared store) are those another process

@@ -299,8 +299,9 @@ fn refs(ds: &[DeliveryRecord]) -> Vec<Value> {
 }
 
 /// Replays what the body selects, with the CLI's rules: unknown names are errors, a success is
-/// re-run only with `force`, and so is a delivery whose call is running (else 409 naming them),
-/// `dry_run` changes nothing.
+/// re-run only with `force`, and so is a delivery whose call is running (else 409 naming them;
+/// a dead-letter selection, `dead_letters` or `dead_only` picks, leaves those out instead and
+/// names them in `skipped`), `dry_run` changes nothing.
 pub async fn replay(admin: &Admin, body: &[u8]) -> Result<Value, ApiError> {
     let req: ReplayRequest =
         serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("body: {e}")))?;
@@ -375,6 +376,13 @@ pub async fn replay(admin: &Admin, body: &[u8]) -> Result<Value, ApiError> {
         }
         (targets, selectors)
     };
+    // A dead-letter selection (all of them, or picks of the dead letters page) unforced
+    // leaves out what is no dead letter now or whose call runs (the store's write does too)
+    // rather than refusing the rest: a call hung for good would block every replay.
+    let dead_selection = req.dead_letters || req.dead_only;
+    let (skipped, targets): (Vec<DeliveryRecord>, Vec<DeliveryRecord>) = targets
+        .into_iter()
+        .partition(|d| dead_selection && !req.force && (d.running || d.state != "dead"));
     let succeeded: Vec<DeliveryRecord> = targets
         .iter()
         .filter(|d| d.state == "done")
@@ -396,7 +404,11 @@ pub async fn replay(admin: &Admin, body: &[u8]) -> Result<Value, ApiError> {
         })));
     }
     if req.dry_run {
-        return Ok(json!({ "dry_run": true, "would_replay": refs(&targets) }));
+        return Ok(json!({
+            "dry_run": true,
+            "would_replay": refs(&targets),
+            "skipped": refs(&skipped),
+        }));
     }
     let mut replayed = 0;
     for s in selectors {
@@ -406,7 +418,11 @@ pub async fn replay(admin: &Admin, body: &[u8]) -> Result<Value, ApiError> {
         deliveries = replayed,
         "replay requested through the admin API"
     );
-    Ok(json!({ "replayed": replayed, "deliveries": refs(&targets) }))
+    Ok(json!({
+        "replayed": replayed,
+        "deliveries": refs(&targets),
+        "skipped": refs(&skipped),
+    }))
 }
 
 /// The replay checks' messages: "no event ..." is a 404, the rest 400.

@@ -386,8 +386,14 @@ async fn dead_letters(
         .iter()
         .map(|d| {
             let id = d["event_id"].as_str().unwrap_or("");
+            // A call hung past its timeout still runs: a replay leaves it out (it may succeed).
+            let running = if d["running"] == true {
+                "<span class=\"running\">call running</span> "
+            } else {
+                ""
+            };
             format!(
-                "<tr><td><input type=\"checkbox\" class=\"pick\" data-event=\"{}\" data-plugin=\"{}\"></td><td><a href=\"/events/{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td class=\"err\">{}</td></tr>",
+                "<tr><td><input type=\"checkbox\" class=\"pick\" data-event=\"{}\" data-plugin=\"{}\"></td><td><a href=\"/events/{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td class=\"err\">{running}{}</td></tr>",
                 esc(id),
                 s(&d["plugin"]),
                 esc(&encode(id)),

@@ -26,7 +26,9 @@ use super::returned::{holding, outcomes_of, panicked};
 use super::{backoff, detail, Engine, Gate, HungCall, Job, PluginQueue};
 use crate::metrics;
 use crate::plugins::PluginSlot;
-use crate::store::{sqlite::now_ms, Finish, FinishRecord, Guard, Trace, WriteId, TIMED_OUT};
+use crate::store::{
+    sqlite::now_ms, Finish, FinishRecord, Guard, Trace, WriteId, LATE_RETRY, TIMED_OUT,
+};
 
 /// A running plugin call: its outcomes (one per delivery; a panic on the gateway's side of the
 /// call as its message) and the permit it holds.
@@ -404,14 +406,8 @@ impl Engine {
             // The retry recorded at the timeout stands (and so does its dead letter); recorded
             // again, it clears the attempt's "started" mark kept while the call ran.
             Some(CallOutcome::Retry { .. }) | None => {
-                self.record(
-                    job,
-                    at(false),
-                    attempt,
-                    recorded.clone(),
-                    trace("late retry"),
-                )
-                .await;
+                self.record(job, at(false), attempt, recorded.clone(), trace(LATE_RETRY))
+                    .await;
                 false
             }
             Some(CallOutcome::Reject { reason }) => {

@@ -7,8 +7,11 @@
 //! (after the rule last looked at the configured names, before the write commits): the rule
 //! looks again once the write is in, and if the name is back, puts the deliveries it just
 //! dead-lettered back in the queue (a replay of exactly those dead letters), so the backlog a
-//! reload brings an instance back for is not left dead. A reload after that look is after the
-//! write: those dead letters stand, as they would for a reload a minute later.
+//! reload brings an instance back for is not left dead. One whose call still runs here (a call
+//! of the removed instance hung past its timeout) is not replayed beside it: it is put back
+//! once that call's outcome is recorded, unless that outcome is a success (which replaces the
+//! dead letter). A reload after that look is after the write: those dead letters stand, as
+//! they would for a reload a minute later.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -45,6 +48,8 @@ pub(super) struct Orphans {
     check: bool,
     /// Since when each name has been seen missing.
     missing_since: HashMap<String, Instant>,
+    /// Dead letters the second look left because their call ran: put back once it returned.
+    revive: HashSet<i64>,
 }
 
 impl Engine {
@@ -124,28 +129,36 @@ impl Engine {
              than removed_plugin_grace {}s); replay once an instance of that name exists again",
             grace.as_secs()
         );
-        let running = self.known.running();
-        let ids = match self
+        let orphans = match self
             .store
-            .dead_letter_plugin(name.to_owned(), error, cutoff, running)
+            .dead_letter_plugin(name.to_owned(), error, cutoff, self.known.running())
             .await
         {
-            Ok(ids) => ids,
+            Ok(orphans) => orphans,
             Err(e) => {
                 tracing::error!(plugin = %name, error = %e, "could not dead-letter the deliveries of a removed plugin instance");
                 return;
             }
         };
         self.forget_orphan(name);
-        if ids.is_empty() {
+        if orphans.is_empty() {
             return;
         }
         if !self.configured(name) {
-            tracing::warn!(plugin = %name, deliveries = ids.len(), "deliveries of a removed plugin instance dead-lettered");
+            tracing::warn!(plugin = %name, deliveries = orphans.len(), "deliveries of a removed plugin instance dead-lettered");
             return;
         }
-        // Configured again while the write ran: the backlog is the new instance's. Dead letters
-        // whose call still runs here stay (a replay of them waits for `--force`).
+        // Configured again while the write ran: the backlog is the new instance's.
+        let (running, idle): (Vec<_>, Vec<_>) = orphans.into_iter().partition(|o| o.running);
+        if let Ok(mut o) = self.orphans.lock() {
+            o.revive.extend(running.iter().map(|r| r.key));
+        }
+        let ids = idle.into_iter().map(|o| o.event_id).collect();
+        self.put_back(name, ids, running.len()).await;
+    }
+
+    /// Replays the dead letters of `name` on events `ids` (dead ones only, unforced).
+    async fn put_back(&self, name: &str, ids: Vec<String>, waiting: usize) {
         let back = ReplaySelector::Events {
             ids,
             plugin: Some(name.to_owned()),
@@ -154,12 +167,26 @@ impl Engine {
         };
         match self.store.replay(back).await {
             Ok(n) => {
-                tracing::info!(plugin = %name, deliveries = n, "a reload configured a removed plugin instance again while its deliveries were dead-lettered: queued again");
+                tracing::info!(plugin = %name, deliveries = n, after_their_call = waiting, "a reload configured a removed plugin instance again while its deliveries were dead-lettered: queued again");
                 self.wake.notify_one();
             }
             Err(e) => {
-                tracing::error!(plugin = %name, error = %e, "a reload configured a removed plugin instance again while its deliveries were dead-lettered, and they could not be queued again: replay them (gateway dead-letters --plugin NAME)")
+                tracing::error!(plugin = %name, error = %e, "a reload configured a removed plugin instance again while its deliveries were dead-lettered, and they could not be queued again: replay them (gateway replay --dead-letters --plugin NAME)")
             }
+        }
+    }
+
+    /// Called for each outcome recorded of a call that has returned: when the second look left
+    /// its dead letter for after the call, and the outcome did not replace it (`applied`: a
+    /// success does), it is put back now.
+    pub(super) async fn after_call(&self, key: i64, event_id: &str, plugin: &str, applied: bool) {
+        let waiting = self
+            .orphans
+            .lock()
+            .map(|mut o| o.revive.remove(&key))
+            .unwrap_or(false);
+        if waiting && !applied {
+            self.put_back(plugin, vec![event_id.to_owned()], 0).await;
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::attempt::{from, job_span};
 use super::{Engine, Job};
 use crate::metrics;
-use crate::store::{Finish, FinishRecord, Guard, Trace, WriteId};
+use crate::store::{Finish, FinishRecord, Guard, Trace, WriteId, LATE_RETRY};
 
 /// Retrying a refused write starts here and doubles up to [`RECORD_RETRY_MAX`].
 const RECORD_RETRY_MIN: Duration = Duration::from_millis(200);
@@ -96,13 +96,18 @@ impl Engine {
                     for (((job, record), label), applied) in
                         jobs.iter().zip(&records).zip(labels).zip(&applied)
                     {
-                        if *applied {
+                        // A late retry records again what the timeout recorded (and counted).
+                        if *applied && record.trace.outcome != LATE_RETRY {
                             count(job, &record.finish, label);
                             self.book.record(&job.plugin, &record.finish);
-                        } else {
+                        } else if !*applied {
                             job_span(job).in_scope(|| {
-                                tracing::info!("outcome not recorded: the delivery was replayed or finished meanwhile")
+                                tracing::info!("outcome not recorded: the delivery was replayed, finished or dead-lettered meanwhile")
                             });
+                        }
+                        if !record.call_still_runs() {
+                            self.after_call(job.key, &job.event_id, &job.plugin, *applied)
+                                .await;
                         }
                     }
                     return applied;

@@ -267,6 +267,19 @@ pub fn replay(config: &Config, args: &ReplayArgs) -> ExitCode {
             Ok(t) => t,
             Err(e) => return fail(e),
         };
+        // `--dead-letters` unforced leaves out those whose call runs (the store's write does
+        // too) rather than refusing the rest: a call hung for good would block every replay.
+        let (skipped, targets): (Vec<DeliveryRecord>, Vec<DeliveryRecord>) = targets
+            .into_iter()
+            .partition(|d| args.dead_letters && !args.force && d.running);
+        for d in &skipped {
+            eprintln!(
+                "skipped: {}:{} its call is running (hung past its timeout; it may still \
+                 succeed): replay it once that call returned, or now with `replay {} --plugin {} \
+                 --force` (the plugin then runs again)",
+                d.event_id, d.plugin, d.event_id, d.plugin
+            );
+        }
         let forced: Vec<(&DeliveryRecord, &str)> = targets
             .iter()
             .filter_map(|d| needs_force(d).map(|why| (d, why)))

@@ -34,8 +34,8 @@ use tokio::sync::oneshot;
 
 use super::{
     Accepted, Backlog, DeliveryFilter, DeliveryRecord, Due, DueDelivery, EventFilter, EventRecord,
-    EventSummary, FinishRecord, Guard, NewEvent, PendingDelivery, PurgeCursor, PurgeStep, Store,
-    StoreError, StoreFuture,
+    EventSummary, FinishRecord, Guard, NewEvent, Orphaned, PendingDelivery, PurgeCursor, PurgeStep,
+    Store, StoreError, StoreFuture,
 };
 
 /// The most writes applied in one transaction.
@@ -47,7 +47,7 @@ enum Write {
     /// An event, with the moment its transaction must have begun by ([`deadline`]).
     Accept(NewEvent, std::time::Instant, Reply<Accepted>),
     Finish(Vec<FinishRecord>, Reply<Vec<bool>>),
-    DeadLetterPlugin(String, String, i64, Reply<Vec<String>>),
+    DeadLetterPlugin(String, String, i64, Reply<Vec<Orphaned>>),
     Start(Vec<(i64, Guard)>, Reply<Vec<bool>>),
     RecoverCrashed(u32, u32, Reply<u64>),
     Purge(i64, i64, (i64, i64), Reply<PurgeStep>),
@@ -335,8 +335,8 @@ impl Store for SqliteStore {
         error: String,
         before_ms: i64,
         _running: Vec<i64>,
-    ) -> StoreFuture<Vec<String>> {
-        // A call running is the one thing marked started here: its mark stays, no list needed.
+    ) -> StoreFuture<Vec<Orphaned>> {
+        // What is marked started runs: the writer needs no list (see its `DeadLetterPlugin`).
         self.submit(|r| Write::DeadLetterPlugin(plugin, error, before_ms, r))
     }
 

@@ -36,7 +36,9 @@
       r = await post("/api/v1/replay", body);
     }
     if (r.ok) {
-      say(r.data.replayed + " deliveries queued again", true);
+      const skipped = (r.data.skipped || []).map((d) => d.event_id + ":" + d.plugin).join(", ");
+      say(r.data.replayed + " deliveries queued again" +
+        (skipped ? "; left out (call running, or no longer a dead letter): " + skipped : ""), true);
       setTimeout(() => window.location.reload(), 2500);
     } else {
       say((r.data && r.data.error) || ("HTTP " + r.status), false);

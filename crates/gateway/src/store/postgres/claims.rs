@@ -93,8 +93,10 @@ pub(super) async fn release_claims(
     running: &[i64],
 ) -> Result<u64, StoreError> {
     // A started attempt keeps its claim: it ran when this process stopped, and counts as
-    // crashed once the lease expires. So does a call still running (hung past its timeout,
-    // whose retry cleared the mark): the process may run it until it exits.
+    // crashed once the lease expires (a call hung past its timeout included: its retry kept
+    // the mark). So does any other call still running (a replay forced while it hung cleared
+    // its mark; a dead letter's claim is not touched here): the process may run it until it
+    // exits.
     Ok(c.execute(
         "UPDATE deliveries SET claimed_by = NULL, lease_until = 0
          WHERE claimed_by = $1 AND state = 'pending' AND started = 0

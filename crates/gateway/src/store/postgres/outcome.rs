@@ -150,22 +150,22 @@ pub(super) async fn finish_many(
         let earlier = c.query(&stmt, &[&doubt_keys, &doubt_writes]).await?;
         applied.extend(keys(&earlier));
     }
-    let (returned, generations): (Vec<i64>, Vec<i32>) = records
+    // Any generation: a dead letter of a newer one (replayed with --force while this call
+    // hung, then dead-lettered by the orphan rule) kept this claim for this call too, and no
+    // other call of the delivery runs here while this one did (one call per delivery).
+    let returned: Vec<i64> = records
         .iter()
         .filter(|r| !applied.contains(&r.key) && !r.call_still_runs())
-        .map(|r| (r.key, r.guard.generation as i32))
-        .unzip();
+        .map(|r| r.key)
+        .collect();
     if !returned.is_empty() {
         let stmt = c
             .prepare_cached(
-                "UPDATE deliveries d SET claimed_by = NULL, lease_until = 0
-                 FROM unnest($2::bigint[], $3::int[]) AS u(key, generation)
-                 WHERE d.key = u.key AND d.generation = u.generation AND d.state = 'dead'
-                   AND d.claimed_by = $1",
+                "UPDATE deliveries SET claimed_by = NULL, lease_until = 0
+                 WHERE key = ANY($2) AND state = 'dead' AND claimed_by = $1",
             )
             .await?;
-        c.execute(&stmt, &[&claim.replica, &returned, &generations])
-            .await?;
+        c.execute(&stmt, &[&claim.replica, &returned]).await?;
     }
     Ok(records.iter().map(|r| applied.contains(&r.key)).collect())
 }

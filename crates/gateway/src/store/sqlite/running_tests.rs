@@ -7,7 +7,7 @@
 
 use super::tests::{accepted, event, rt};
 use super::*;
-use crate::store::{AttemptRecord, Finish, Guard, Trace, WriteId, CRASHED, TIMED_OUT};
+use crate::store::{AttemptRecord, Finish, Guard, Orphaned, Trace, WriteId, CRASHED, TIMED_OUT};
 
 fn at(attempts: u32, dead_too: bool, own_mark: bool) -> Guard {
     Guard {
@@ -148,8 +148,19 @@ fn the_orphan_rule_keeps_a_running_calls_mark_until_its_outcome_comes() {
         let key = accepted(&store, event("orphan", &["p"])).await[0].0;
         let marked = store.start_attempts(vec![(key, at(0, false, false))]);
         assert_eq!(marked.await.expect("start"), [true]);
-        let gone = store.dead_letter_plugin("p".into(), "removed".into(), i64::MAX, vec![key]);
-        assert_eq!(gone.await.expect("orphans"), ["orphan"]);
+        let idle = accepted(&store, event("idle", &["p"])).await[0].0;
+        let gone = store.dead_letter_plugin("p".into(), "removed".into(), i64::MAX, Vec::new());
+        let mut gone = gone.await.expect("orphans");
+        gone.sort_by_key(|o| o.key);
+        let orphan = |key, id: &str, running| Orphaned {
+            key,
+            event_id: id.into(),
+            running,
+        };
+        assert_eq!(
+            gone,
+            [orphan(key, "orphan", true), orphan(idle, "idle", false)]
+        );
         let d = shown(&store, "orphan");
         assert_eq!((d.state.as_str(), d.running), ("dead", true), "{d:?}");
 

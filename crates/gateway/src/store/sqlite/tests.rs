@@ -505,7 +505,7 @@ fn deliveries_of_one_plugin_are_dead_lettered_together() {
         // Accepted after the caller's look (a reload configured `gone` again meanwhile): spared.
         std::thread::sleep(std::time::Duration::from_millis(2));
         store.accept(event("e3", &["gone"])).await.expect("e3");
-        let mut ids = store
+        let mut ids: Vec<String> = store
             .dead_letter_plugin(
                 "gone".into(),
                 "no longer configured".into(),
@@ -513,7 +513,10 @@ fn deliveries_of_one_plugin_are_dead_lettered_together() {
                 Vec::new(),
             )
             .await
-            .expect("dead-letter");
+            .expect("dead-letter")
+            .into_iter()
+            .map(|o| o.event_id)
+            .collect();
         ids.sort();
         assert_eq!(ids, ["e1", "e2"]);
         assert_eq!(

@@ -19,7 +19,9 @@ use super::hot::{Hot, Sql};
 use super::ids::id_hash;
 use super::replay;
 use super::{now_ms, ReplaySelector, Write};
-use crate::store::{Accepted, Finish, FinishRecord, NewEvent, PurgeStep, StoreError, CRASHED};
+use crate::store::{
+    Accepted, Finish, FinishRecord, NewEvent, Orphaned, PurgeStep, StoreError, CRASHED,
+};
 
 /// The writer thread: batch, apply in one transaction, commit (fsync), answer. With `owner`
 /// (the store's path and the spill size: the gateway that holds the store's lock and accepts
@@ -144,7 +146,7 @@ enum Outcome {
     Accepted(Accepted),
     Applied(Vec<bool>),
     Count(u64),
-    Ids(Vec<String>),
+    Orphans(Vec<Orphaned>),
     Purged(PurgeStep),
     Probed,
 }
@@ -158,7 +160,7 @@ fn answer(write: Write, result: Result<Outcome, StoreError>) {
         (Write::PurgeDeadLetters(.., r), Ok(Outcome::Count(n))) => drop(r.send(Ok(n))),
         (Write::PurgeDeadLetters(.., r), Err(e)) => drop(r.send(Err(e))),
         (Write::Replay(_, r), Ok(Outcome::Count(n))) => drop(r.send(Ok(n))),
-        (Write::DeadLetterPlugin(.., r), Ok(Outcome::Ids(ids))) => drop(r.send(Ok(ids))),
+        (Write::DeadLetterPlugin(.., r), Ok(Outcome::Orphans(o))) => drop(r.send(Ok(o))),
         (Write::DeadLetterPlugin(.., r), Err(e)) => drop(r.send(Err(e))),
         (Write::Start(_, r), Ok(Outcome::Applied(a))) => drop(r.send(Ok(a))),
         (Write::Start(_, r), Err(e)) => drop(r.send(Err(e))),
@@ -245,21 +247,32 @@ fn apply_batch(
                 }
                 found
             }),
-            Write::DeadLetterPlugin(plugin, error, before, _) => Outcome::Ids({
-                let ids = tx
+            Write::DeadLetterPlugin(plugin, error, before, _) => Outcome::Orphans({
+                // Marked started: a call of it runs (this process is the store's only writer,
+                // and crashed marks were counted at start); it keeps its mark (see
+                // `Store::dead_letter_plugin`). An unmarked one whose older generation's call
+                // still runs (replayed with --force while it hung) needs no mark: no other
+                // process can run it, and this one's engine waits for that call.
+                let orphans = tx
                     .prepare_cached(
-                        "SELECT e.id FROM deliveries d JOIN events e ON e.seq = d.event_seq
+                        "SELECT d.key, e.id, d.started > 0
+                         FROM deliveries d JOIN events e ON e.seq = d.event_seq
                          WHERE d.plugin = ?1 AND d.state = 'pending' AND d.updated_at < ?2",
                     )?
-                    .query_map(params![plugin, before], |r| r.get::<_, String>(0))?
+                    .query_map(params![plugin, before], |r| {
+                        Ok(Orphaned {
+                            key: r.get(0)?,
+                            event_id: r.get(1)?,
+                            running: r.get(2)?,
+                        })
+                    })?
                     .collect::<Result<Vec<_>, _>>()?;
-                // A call running keeps its mark (see `Store::dead_letter_plugin`).
                 tx.prepare_cached(
                     "UPDATE deliveries SET state = 'dead', last_error = ?2, updated_at = ?3
                      WHERE plugin = ?1 AND state = 'pending' AND updated_at < ?4",
                 )?
                 .execute(params![plugin, error, now, before])?;
-                ids
+                orphans
             }),
             Write::Purge(before, dead_before, after, _) => Outcome::Purged(super::purge::step(
                 &tx,
@@ -427,7 +440,7 @@ pub(super) fn apply_and_settle_for_tests(
             Outcome::Accepted(Accepted::New { .. }) => "new",
             Outcome::Accepted(Accepted::Duplicate) => "duplicate",
             Outcome::Applied(_) => "applied",
-            Outcome::Count(_) | Outcome::Ids(_) | Outcome::Purged(_) => "count",
+            Outcome::Count(_) | Outcome::Orphans(_) | Outcome::Purged(_) => "count",
             Outcome::Probed => "probed",
         })
         .collect())
