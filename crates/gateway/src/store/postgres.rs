@@ -32,6 +32,7 @@ mod outcome;
 mod reach;
 mod retention;
 mod schema;
+mod tls;
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -82,7 +83,7 @@ struct Inner {
     /// When an operation last failed (crashed attempts wait for a steady lease: `reach`).
     reach: Arc<reach::Reach>,
     /// For the cancel request of an operation given up on (`connect::cancel_in_background`).
-    tls: tokio_postgres_rustls::MakeRustlsConnect,
+    tls: tls::Connector,
     shown: String,
     claim: Claim,
     ingest: Mutex<Option<mpsc::UnboundedSender<ingest::Job>>>,
@@ -146,7 +147,7 @@ impl PgStore {
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let reach = Arc::new(reach::Reach::starting());
-        let tls = connect::tls(settings)?;
+        let tls = tls::connector(settings)?;
         tokio::spawn(ingest::run(
             pool.clone(),
             rx,
