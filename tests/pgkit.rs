@@ -1,6 +1,7 @@
 //! A throwaway PostgreSQL server for the end-to-end tests: [`PgCluster::start`] initdb's a cluster
 //! (superuser `gateway`, trust auth) in a fresh temp dir and runs it on `127.0.0.1` on an ephemeral
-//! port, with its socket and log in that dir. It uses the server binaries of the `postgresql`
+//! port, with its Unix socket ([`PgCluster::socket_url`]) and log in that dir; TLS on TCP is off
+//! until [`PgCluster::enable_tls`]. It uses the server binaries of the `postgresql`
 //! package (`/usr/lib/postgresql/*/bin`, or `$PG_BIN`); when they are missing it panics, so tests
 //! that need PostgreSQL never skip silently.
 //!
@@ -113,6 +114,65 @@ impl PgCluster {
         let quoted = name.replace('"', "\"\"");
         self.sql("postgres", &format!("CREATE DATABASE \"{quoted}\""));
         format!("postgres://gateway@127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// The folder holding the server's Unix socket (`.s.PGSQL.<port>`): the cluster's temp dir.
+    /// This process can reach it: the dir is its own, or (when it runs as root) the cluster
+    /// owner's, which root enters whatever its mode.
+    pub fn socket_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Database `name`'s URL over the Unix socket, the folder percent-encoded as the host:
+    /// `postgres://gateway@%2Ftmp%2Fpgkit-...:PORT/NAME` (the port names the socket file). The
+    /// database must exist ([`PgCluster::create_database`]).
+    pub fn socket_url(&self, name: &str) -> String {
+        format!(
+            "postgres://gateway@{}:{}/{name}",
+            percent_encode(&self.dir.to_string_lossy()),
+            self.port
+        )
+    }
+
+    /// Serves TLS on TCP from now on with `cert_pem` (the chain) and `key_pem`, written into the
+    /// data dir as the cluster owner's, and waits until a TLS connection is accepted. The Unix
+    /// socket stays plain (PostgreSQL offers no TLS there).
+    ///
+    /// # Panics
+    /// When the files cannot be written or the server does not take TLS within the timeout.
+    pub fn enable_tls(&self, cert_pem: &str, key_pem: &str) {
+        for (file, text) in [("server.crt", cert_pem), ("server.key", key_pem)] {
+            let path = self.data.join(file);
+            std::fs::write(&path, text)
+                .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .unwrap_or_else(|e| panic!("cannot chmod {}: {e}", path.display()));
+            if let Some(o) = owner() {
+                std::os::unix::fs::chown(&path, Some(o.uid), Some(o.gid))
+                    .unwrap_or_else(|e| panic!("cannot chown {}: {e}", path.display()));
+            }
+        }
+        self.sql("postgres", "ALTER SYSTEM SET ssl = on");
+        self.sql("postgres", "SELECT pg_reload_conf()");
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let out = run(Command::new(bin().join("psql"))
+                .args("-X -q -At -h 127.0.0.1 -U gateway -d postgres -c SELECT -p".split(' '))
+                .arg(self.port.to_string())
+                .env("PGSSLMODE", "require")
+                .env("PGCONNECT_TIMEOUT", "10"));
+            if out.status.success() {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "the server did not take TLS within {READY_TIMEOUT:?}: {}\nlog:\n{}",
+                    stderr(&out),
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Runs one SQL statement or script in database `db` with psql (`-v ON_ERROR_STOP=1`, `-At`,
@@ -355,6 +415,18 @@ fn template() -> &'static Path {
         (data, keeper)
     });
     data
+}
+
+/// `text` with every byte but ASCII letters, digits and `-._~` as `%XX` (a URL's host).
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// A port that was free a moment ago.

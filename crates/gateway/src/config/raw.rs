@@ -112,7 +112,8 @@ pub struct RawApp {
 #[serde(deny_unknown_fields)]
 pub struct RawStore {
     pub path: Option<String>,
-    /// A PostgreSQL database instead of the embedded file.
+    /// A PostgreSQL database instead of the embedded file. A host that is a Unix-socket
+    /// folder (`%2Frun%2Fpostgresql`, `?host=/run/postgresql`) is reached without TLS.
     #[serde(default, deserialize_with = "store_url")]
     #[schemars(with = "Option<String>")]
     pub url: Option<String>,

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use lark_longconn::ClientConfig;
 
 use super::out::outln;
-use crate::config::{Config, Isolation, PgSettings, StoreConfig, TlsFiles};
+use crate::config::{Config, Isolation, PgHosts, PgSettings, StoreConfig, TlsFiles};
 use crate::longconn::{bootstrap_blocking, dial_and_close_blocking, ConnectError};
 use crate::plugins;
 use crate::tls;
@@ -65,10 +65,18 @@ pub fn check(config: &Config, connect: bool) -> ExitCode {
                 problems.push(format!("store.path: {e}"));
             }
         }
-        StoreConfig::Postgres(pg) => match database_state(pg) {
-            Ok(line) => outln!("  {line}"),
-            Err(e) => problems.push(format!("store.url: {e}")),
-        },
+        StoreConfig::Postgres(pg) => {
+            for dir in socket_hosts(pg) {
+                outln!(
+                    "  Unix socket {}: no TLS (sslmode does not apply to a socket, as with libpq)",
+                    dir.display()
+                );
+            }
+            match database_state(pg) {
+                Ok(line) => outln!("  {line}"),
+                Err(e) => problems.push(format!("store.url: {e}")),
+            }
+        }
     }
     for (key, addr) in [
         ("server.listen", Some(config.listen)),
@@ -232,6 +240,14 @@ fn report(
     }
     outln!("config {} is valid", config.file.display());
     ExitCode::SUCCESS
+}
+
+/// The Unix-socket folders among the store URL's hosts (connected to without TLS).
+fn socket_hosts(pg: &PgSettings) -> Vec<std::path::PathBuf> {
+    pg.url
+        .parse::<tokio_postgres::Config>()
+        .map(|c| PgHosts::of(&c).sockets)
+        .unwrap_or_default()
 }
 
 /// Connects to the database and reads its schema version (nothing is written).

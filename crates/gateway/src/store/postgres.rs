@@ -50,10 +50,12 @@ mod claims;
 mod connect;
 mod ingest;
 mod inspect;
+mod open;
 mod outcome;
 mod reach;
 mod retention;
 mod schema;
+mod tls;
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -64,6 +66,7 @@ use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot};
 
 pub use connect::error_text;
+pub use open::schema_state;
 pub use schema::SCHEMA_VERSION;
 
 use super::sqlite::now_ms;
@@ -72,7 +75,6 @@ use super::{
     EventSummary, FinishRecord, Guard, NewEvent, Orphaned, PendingDelivery, PurgeCursor, PurgeStep,
     ReplaySelector, Store, StoreError, StoreFuture,
 };
-use crate::config::{redact_url, PgSettings};
 
 /// The database's clock in Unix milliseconds (leases are measured on it).
 const DB_NOW_MS: &str = db_now_ms!();
@@ -80,9 +82,6 @@ const DB_NOW_MS: &str = db_now_ms!();
 const DEAD_RUNNING: &str = dead_running!();
 /// The longest any one operation may take before it fails.
 const OP_TIMEOUT: Duration = Duration::from_secs(10);
-/// Migrations may build an index over a large table (once, at the first start of a version),
-/// and wait for another replica applying them: far longer than one operation.
-const MIGRATION_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Who claims, and for how long.
 #[derive(Debug, Clone)]
@@ -106,7 +105,7 @@ struct Inner {
     /// When an operation last failed (crashed attempts wait for a steady lease: `reach`).
     reach: Arc<reach::Reach>,
     /// For the cancel request of an operation given up on (`connect::cancel_in_background`).
-    tls: tokio_postgres_rustls::MakeRustlsConnect,
+    tls: tls::Connector,
     shown: String,
     claim: Claim,
     ingest: Mutex<Option<mpsc::UnboundedSender<ingest::Job>>>,
@@ -126,75 +125,7 @@ fn retryable(e: &StoreError) -> bool {
     e.0.contains("deadlock detected") || e.0.contains("could not serialize access")
 }
 
-/// A name for this process, unique per start.
-fn replica_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "host".to_owned());
-    format!(
-        "{host}:{}:{:08x}",
-        std::process::id(),
-        rand::random::<u32>()
-    )
-}
-
 impl PgStore {
-    /// Connects, migrates (see [`schema`]) when `migrate`, else requires the schema to be there
-    /// already (the operator commands never create a store), and starts the ingest task.
-    pub async fn open(settings: &PgSettings, migrate: bool) -> Result<PgStore, StoreError> {
-        let shown = redact_url(&settings.url);
-        let pool = connect::pool(settings)?;
-        let mut client = connect::client(&pool)
-            .await
-            .map_err(|e| StoreError(format!("{shown}: {}", e.0)))?;
-        if migrate {
-            let applied = tokio::time::timeout(MIGRATION_TIMEOUT, schema::migrate(&mut client))
-                .await
-                .map_err(|_| StoreError(format!("{shown}: migrations did not finish in time")))??;
-            if applied > 0 {
-                tracing::info!(store = %shown, applied, version = SCHEMA_VERSION, "database schema migrated");
-            }
-        } else {
-            schema::readable(schema::version(&client).await?, &shown)?;
-        }
-        drop(client);
-        let claim = Claim {
-            replica: replica_id(),
-            lease_ms: settings.lease.as_millis() as i64,
-        };
-        if migrate {
-            tracing::info!(store = %shown, replica = %claim.replica, lease_ms = claim.lease_ms, "shared PostgreSQL store");
-        }
-        let (tx, rx) = mpsc::unbounded_channel();
-        let reach = Arc::new(reach::Reach::starting());
-        let tls = connect::tls(settings)?;
-        tokio::spawn(ingest::run(
-            pool.clone(),
-            rx,
-            claim.clone(),
-            reach.clone(),
-            tls.clone(),
-        ));
-        let renewals = connect::pool(&PgSettings {
-            pool_size: 1,
-            ..settings.clone()
-        })?;
-        Ok(PgStore {
-            inner: Arc::new(Inner {
-                pool,
-                renewals,
-                reach,
-                tls,
-                shown,
-                claim,
-                ingest: Mutex::new(Some(tx)),
-            }),
-        })
-    }
-
     /// Runs `f` with a pooled connection, within [`OP_TIMEOUT`].
     fn op<T, F, Fut>(&self, f: F) -> StoreFuture<T>
     where
@@ -222,25 +153,6 @@ impl PgStore {
             };
             inner.reach.note(result)
         })
-    }
-}
-
-/// For `gateway check`: connects and tells the schema's state, changing nothing.
-pub async fn schema_state(settings: &PgSettings) -> Result<String, StoreError> {
-    let pool = connect::pool(settings)?;
-    let client = connect::client(&pool).await?;
-    let version = schema::version(&client).await?;
-    pool.close();
-    match version {
-        0 => Ok("database reachable; empty (the gateway creates its tables at start)".into()),
-        v if v == SCHEMA_VERSION => Ok(format!("database reachable; schema version {v}")),
-        v if v < SCHEMA_VERSION => Ok(format!(
-            "database reachable; schema version {v} (migrated to {SCHEMA_VERSION} at start)"
-        )),
-        v => Err(StoreError(format!(
-            "the database is at schema version {v}, newer than this gateway's \
-             ({SCHEMA_VERSION}): upgrade the gateway"
-        ))),
     }
 }
 

@@ -669,3 +669,32 @@ fn attempt_and_crash_limits_are_bounded() {
         load(&format!("{MINIMAL}[delivery]\n{key} = 100000\n"), &[]).expect("the most is valid");
     }
 }
+
+/// A Unix-socket host takes any `sslmode` alone (it is ignored there, as libpq does), but not
+/// `require` in a list with TCP hosts: the driver takes one `sslmode` for every host and a
+/// socket never offers TLS, so that host could never be used. Refused at `store.url`.
+#[test]
+fn sslmode_require_beside_a_unix_socket_is_refused() {
+    let store = |url: &str| format!("{MINIMAL}[store]\nurl = \"{url}\"\n");
+    let p = problems(&store(
+        "postgres://gw:pw@%2Frun%2Fpostgresql,db:5432/gw?sslmode=require",
+    ));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(
+        p[0].starts_with("store.url: postgres://gw:***@")
+            && p[0]
+                .contains("sslmode=require cannot apply to the Unix-socket host /run/postgresql"),
+        "{p:?}"
+    );
+    for url in [
+        "postgres://gw@%2Frun%2Fpostgresql/gw",
+        "postgres://gw@%2Frun%2Fpostgresql/gw?sslmode=require",
+        "postgres://gw@/gw?host=/run/postgresql&sslmode=require",
+        "postgres://gw@%2Frun%2Fpostgresql,db:5432/gw",
+        "postgres://gw@%2Frun%2Fpostgresql,db:5432/gw?sslmode=disable",
+        "postgres://gw@db1,db2/gw?sslmode=require",
+    ] {
+        let c = load(&store(url), &[]);
+        assert!(c.is_ok(), "{url}: {c:?}");
+    }
+}

@@ -1,16 +1,17 @@
-//! Connections to PostgreSQL: a `deadpool` pool over `tokio-postgres`, with TLS by rustls when
-//! the URL's `sslmode` asks for it (`prefer`, the default, falls back to plain text when the
-//! server offers no TLS; `require` refuses to). A connection the server closed is replaced on
+//! Connections to PostgreSQL: a `deadpool` pool over `tokio-postgres`, with TLS by rustls to a
+//! TCP host when the URL's `sslmode` asks for it (`prefer`, the default, falls back to plain
+//! text when the server offers no TLS; `require` refuses to) and none on a Unix socket, whatever
+//! the `sslmode` (see [`super::tls`]). A connection the server closed is replaced on
 //! the next checkout, so the gateway recovers from a database restart on its own; after an
 //! operation timed out, the idle connections are closed too (`discard_idle`): a server that
 //! stopped answering on open connections is left for fresh ones.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 
-use crate::config::PgSettings;
+use super::tls::{self, Connector};
+use crate::config::{PgHosts, PgSettings};
 use crate::store::StoreError;
 
 /// How long opening a connection may take before the operation fails (and ingest answers 503).
@@ -41,7 +42,14 @@ pub fn pool(settings: &PgSettings) -> Result<Pool, StoreError> {
         None => "-c plan_cache_mode=force_custom_plan".to_owned(),
     };
     config.options(&options);
-    let tls = tls(settings)?;
+    // A URL of Unix sockets only: `sslmode` does not apply there (libpq ignores it; PostgreSQL
+    // serves no TLS on a socket), so not even the request for TLS is sent, and `require` does
+    // not give up on the server's "no". A socket in a list with TCP hosts takes the list's
+    // `sslmode` (`require` is refused by the config), answered "no" by the server.
+    if PgHosts::of(&config).sockets_only() {
+        config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+    }
+    let tls = tls::connector(settings)?;
     let manager = Manager::from_config(
         config,
         tls,
@@ -59,47 +67,14 @@ pub fn pool(settings: &PgSettings) -> Result<Pool, StoreError> {
         .map_err(|e| StoreError(format!("database pool: {e}")))
 }
 
-/// The TLS connector of `settings`' connections (also what a query's cancel request dials with).
-pub fn tls(settings: &PgSettings) -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {
-    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(
-        settings,
-    )?))
-}
-
 /// Asks the server, on a connection of its own, to cancel the query `token` names: an operation
 /// the gateway gave up on must not keep running there (holding its locks) after the gateway
-/// has moved on. Best effort, in the background, bounded like a connection's opening.
-pub fn cancel_in_background(
-    token: tokio_postgres::CancelToken,
-    tls: tokio_postgres_rustls::MakeRustlsConnect,
-) {
+/// has moved on. Best effort, in the background, bounded like a connection's opening. It dials
+/// the connection's own host the same way (TCP with TLS as the pool's, or the Unix socket).
+pub fn cancel_in_background(token: tokio_postgres::CancelToken, tls: Connector) {
     tokio::spawn(async move {
         let _ = tokio::time::timeout(CONNECT_TIMEOUT, token.cancel_query(tls)).await;
     });
-}
-
-/// rustls with the public web roots plus `ca_file`'s certificates.
-fn tls_config(settings: &PgSettings) -> Result<rustls::ClientConfig, StoreError> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = &settings.ca_file {
-        use rustls::pki_types::pem::PemObject;
-        let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
-            .map_err(|e| StoreError(format!("store.ca_file {}: {e}", path.display())))?;
-        for cert in certs {
-            let cert =
-                cert.map_err(|e| StoreError(format!("store.ca_file {}: {e}", path.display())))?;
-            roots
-                .add(cert)
-                .map_err(|e| StoreError(format!("store.ca_file {}: {e}", path.display())))?;
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| StoreError(format!("TLS: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
 }
 
 /// Closes every idle connection of `pool`, after an operation gave up waiting for the database:

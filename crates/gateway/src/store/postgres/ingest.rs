@@ -37,7 +37,7 @@ pub(super) async fn run(
     mut rx: mpsc::UnboundedReceiver<Job>,
     claim: super::Claim,
     reach: std::sync::Arc<super::reach::Reach>,
-    tls: tokio_postgres_rustls::MakeRustlsConnect,
+    tls: super::tls::Connector,
 ) {
     let mut waiting = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut waiting, MAX_BATCH).await > 0 {
@@ -68,10 +68,7 @@ async fn commit_and_answer(
     pool: &Pool,
     batch: Vec<Job>,
     claim: &super::Claim,
-    (reach, tls): (
-        &super::reach::Reach,
-        &tokio_postgres_rustls::MakeRustlsConnect,
-    ),
+    (reach, tls): (&super::reach::Reach, &super::tls::Connector),
 ) {
     crate::metrics::observe_commit_batch(batch.len(), false);
     let events: Vec<&NewEvent> = batch.iter().map(|j| &j.event).collect();
