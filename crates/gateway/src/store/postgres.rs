@@ -69,7 +69,6 @@ pub use connect::error_text;
 pub use open::schema_state;
 pub use schema::SCHEMA_VERSION;
 
-use super::sqlite::now_ms;
 use super::{
     Accepted, Backlog, DeliveryFilter, DeliveryRecord, Due, DueDelivery, EventFilter, EventRecord,
     EventSummary, FinishRecord, Guard, NewEvent, Orphaned, PendingDelivery, PurgeCursor, PurgeStep,
@@ -341,51 +340,8 @@ impl Store for PgStore {
         running: Vec<i64>,
     ) -> StoreFuture<Vec<Orphaned>> {
         self.op(move |c, inner| async move {
-            // Not an attempt whose holder died during the call and whose crash is not counted
-            // yet (`recover_crashed` counts it at the next sweep, then this rule takes it). Not
-            // those another replica holds a live claim on: it still runs that plugin. This
-            // replica's claims on the deliveries it is calling are kept (for at most a lease
-            // from now, renewed while the call runs, dropped with its outcome): those marked
-            // started (it never counts its own calls as crashed, so its mark is a call in
-            // flight here, decided on the row as this statement finds it: a call started after
-            // `running` was taken too) and those among `running` (a hung call whose forced
-            // replay cleared the mark). A call of the removed instance may still run here, so
-            // the dead letter shows as running and a replay of it is not run by another replica
-            // beside it.
-            let sql = format!(
-                "UPDATE deliveries SET state = 'dead', last_error = $2, updated_at = $3,
-                     started = 0,
-                     lease_until = CASE WHEN claimed_by = $4 AND (started > 0 OR key = ANY($7))
-                         THEN LEAST(lease_until, {DB_NOW_MS} + $5) ELSE 0 END,
-                     claimed_by = CASE WHEN claimed_by = $4 AND (started > 0 OR key = ANY($7))
-                         THEN claimed_by ELSE NULL END
-                 WHERE plugin = $1 AND state = 'pending' AND updated_at < $6
-                   AND (claimed_by IS NULL OR claimed_by = $4 OR lease_until < {DB_NOW_MS})
-                   AND NOT (started > 0 AND started >= attempts AND lease_until < {DB_NOW_MS})
-                 RETURNING key, event_id, claimed_by IS NOT NULL"
-            );
-            let rows = c
-                .query(
-                    &sql,
-                    &[
-                        &plugin,
-                        &error,
-                        &now_ms(),
-                        &inner.claim.replica,
-                        &inner.claim.lease_ms,
-                        &before_ms,
-                        &running,
-                    ],
-                )
-                .await?;
-            Ok(rows
-                .iter()
-                .map(|r| Orphaned {
-                    key: r.get(0),
-                    event_id: r.get(1),
-                    running: r.get(2),
-                })
-                .collect())
+            claims::dead_letter_plugin(&c, &inner.claim, (&plugin, &error, before_ms), &running)
+                .await
         })
     }
 

@@ -10,11 +10,14 @@
 //!   alone.
 //! - [`release_claims`] gives up, at shutdown, the claims on deliveries not running (neither
 //!   started nor still being called).
+//! - [`dead_letter_plugin`] (the orphan rule) keeps the claims of the deliveries whose call
+//!   runs here, so that their dead letters show as running.
 
 use deadpool_postgres::Client;
 
 use super::{keys, Claim, DB_NOW_MS};
-use crate::store::{Guard, StoreError};
+use crate::store::sqlite::now_ms;
+use crate::store::{Guard, Orphaned, StoreError};
 
 /// [`crate::store::Store::start_attempts`]: one flag per delivery, in order.
 pub(super) async fn start_attempts(
@@ -104,4 +107,59 @@ pub(super) async fn release_claims(
         &[&claim.replica, &running],
     )
     .await?)
+}
+
+/// [`crate::store::Store::dead_letter_plugin`], with its plugin, the dead letters' error and
+/// the time before which a delivery must have last changed in one tuple.
+pub(super) async fn dead_letter_plugin(
+    c: &Client,
+    claim: &Claim,
+    (plugin, error, before_ms): (&str, &str, i64),
+    running: &[i64],
+) -> Result<Vec<Orphaned>, StoreError> {
+    // Not an attempt whose holder died during the call and whose crash is not counted
+    // yet (`recover_crashed` counts it at the next sweep, then this rule takes it). Not
+    // those another replica holds a live claim on: it still runs that plugin. This
+    // replica's claims on the deliveries it is calling are kept (for at most a lease
+    // from now, renewed while the call runs, dropped with its outcome): those marked
+    // started (it never counts its own calls as crashed, so its mark is a call in
+    // flight here, decided on the row as this statement finds it: a call started after
+    // `running` was taken too) and those among `running` (a hung call whose forced
+    // replay cleared the mark). A call of the removed instance may still run here, so
+    // the dead letter shows as running and a replay of it is not run by another replica
+    // beside it.
+    let sql = format!(
+        "UPDATE deliveries SET state = 'dead', last_error = $2, updated_at = $3,
+             started = 0,
+             lease_until = CASE WHEN claimed_by = $4 AND (started > 0 OR key = ANY($7))
+                 THEN LEAST(lease_until, {DB_NOW_MS} + $5) ELSE 0 END,
+             claimed_by = CASE WHEN claimed_by = $4 AND (started > 0 OR key = ANY($7))
+                 THEN claimed_by ELSE NULL END
+         WHERE plugin = $1 AND state = 'pending' AND updated_at < $6
+           AND (claimed_by IS NULL OR claimed_by = $4 OR lease_until < {DB_NOW_MS})
+           AND NOT (started > 0 AND started >= attempts AND lease_until < {DB_NOW_MS})
+         RETURNING key, event_id, claimed_by IS NOT NULL"
+    );
+    let rows = c
+        .query(
+            &sql,
+            &[
+                &plugin,
+                &error,
+                &now_ms(),
+                &claim.replica,
+                &claim.lease_ms,
+                &before_ms,
+                &running,
+            ],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| Orphaned {
+            key: r.get(0),
+            event_id: r.get(1),
+            running: r.get(2),
+        })
+        .collect())
 }
