@@ -315,6 +315,11 @@ pub async fn replay(admin: &Admin, body: &[u8]) -> Result<Value, ApiError> {
             "give exactly one of event_ids, dead_letters: true, deliveries".into(),
         ));
     }
+    if req.dead_only && req.deliveries.is_empty() {
+        return Err(ApiError::BadRequest(
+            "dead_only: only with deliveries (dead_letters: true replays every dead letter)".into(),
+        ));
+    }
     let Some((config, _)) = admin.live_ready().await.and_then(|l| l.current()) else {
         return Err(ApiError::Unavailable(
             "the gateway is still starting".into(),

@@ -8,9 +8,9 @@
 //! looks again once the write is in, and if the name is back, puts the deliveries it just
 //! dead-lettered back in the queue (a replay of exactly those dead letters), so the backlog a
 //! reload brings an instance back for is not left dead. One whose call still runs here (a call
-//! of the removed instance hung past its timeout) is not replayed beside it: it is put back
-//! once that call's outcome is recorded, unless that outcome is a success (which replaces the
-//! dead letter). A reload after that look is after the write: those dead letters stand, as
+//! of the removed instance hung past its timeout) is not replayed beside it: a later sweep
+//! round puts it back once it no longer shows as running, unless it is no longer that dead
+//! letter by then (a late success replaced it, or an operator replayed it). A reload after that look is after the write: those dead letters stand, as
 //! they would for a reload a minute later.
 
 use std::collections::{HashMap, HashSet};
@@ -48,8 +48,19 @@ pub(super) struct Orphans {
     check: bool,
     /// Since when each name has been seen missing.
     missing_since: HashMap<String, Instant>,
-    /// Dead letters the second look left because their call ran: put back once it returned.
-    revive: HashSet<i64>,
+    /// Dead letters the second look left because their call ran, by key: put back once they
+    /// no longer show as running ([`Engine::revive_waiting`]).
+    waiting: HashMap<i64, Waiting>,
+}
+
+/// A dead letter the orphan rule made while its call ran, its name configured again since.
+#[derive(Debug, Clone)]
+struct Waiting {
+    event_id: String,
+    plugin: String,
+    /// The orphan rule's reason: a dead letter with another one is not this one (an operator
+    /// replayed it, and it died again for reasons of its own).
+    error: String,
 }
 
 impl Engine {
@@ -131,7 +142,7 @@ impl Engine {
         );
         let orphans = match self
             .store
-            .dead_letter_plugin(name.to_owned(), error, cutoff, self.known.running())
+            .dead_letter_plugin(name.to_owned(), error.clone(), cutoff, self.known.running())
             .await
         {
             Ok(orphans) => orphans,
@@ -151,14 +162,23 @@ impl Engine {
         // Configured again while the write ran: the backlog is the new instance's.
         let (running, idle): (Vec<_>, Vec<_>) = orphans.into_iter().partition(|o| o.running);
         if let Ok(mut o) = self.orphans.lock() {
-            o.revive.extend(running.iter().map(|r| r.key));
+            o.waiting.extend(running.iter().map(|r| {
+                let w = Waiting {
+                    event_id: r.event_id.clone(),
+                    plugin: name.to_owned(),
+                    error: error.clone(),
+                };
+                (r.key, w)
+            }));
         }
         let ids = idle.into_iter().map(|o| o.event_id).collect();
-        self.put_back(name, ids, running.len()).await;
+        if let Ok(n) = self.put_back(name, ids).await {
+            tracing::info!(plugin = %name, deliveries = n, after_their_call = running.len(), "a reload configured a removed plugin instance again while its deliveries were dead-lettered: queued again");
+        }
     }
 
-    /// Replays the dead letters of `name` on events `ids` (dead ones only, unforced).
-    async fn put_back(&self, name: &str, ids: Vec<String>, waiting: usize) {
+    /// Replays the dead letters of `name` on events `ids` (dead ones only, unforced): how many.
+    async fn put_back(&self, name: &str, ids: Vec<String>) -> Result<u64, ()> {
         let back = ReplaySelector::Events {
             ids,
             plugin: Some(name.to_owned()),
@@ -167,26 +187,56 @@ impl Engine {
         };
         match self.store.replay(back).await {
             Ok(n) => {
-                tracing::info!(plugin = %name, deliveries = n, after_their_call = waiting, "a reload configured a removed plugin instance again while its deliveries were dead-lettered: queued again");
                 self.wake.notify_one();
+                Ok(n)
             }
             Err(e) => {
-                tracing::error!(plugin = %name, error = %e, "a reload configured a removed plugin instance again while its deliveries were dead-lettered, and they could not be queued again: replay them (gateway replay --dead-letters --plugin NAME)")
+                tracing::error!(plugin = %name, error = %e, "a reload configured a removed plugin instance again while its deliveries were dead-lettered, and they could not be queued again yet: retried at the next sweep (or replay them: gateway replay --dead-letters --plugin NAME)");
+                Err(())
             }
         }
     }
 
-    /// Called for each outcome recorded of a call that has returned: when the second look left
-    /// its dead letter for after the call, and the outcome did not replace it (`applied`: a
-    /// success does), it is put back now.
-    pub(super) async fn after_call(&self, key: i64, event_id: &str, plugin: &str, applied: bool) {
-        let waiting = self
-            .orphans
-            .lock()
-            .map(|mut o| o.revive.remove(&key))
-            .unwrap_or(false);
-        if waiting && !applied {
-            self.put_back(plugin, vec![event_id.to_owned()], 0).await;
+    /// Each sweep round: the dead letters left for after their call are looked at again once
+    /// this process no longer calls them. One still shown as running (a claim lapsing within a
+    /// lease) waits; one that is no longer this orphan dead letter (a success replaced it, or
+    /// an operator replayed it) is forgotten; the others are put back.
+    pub(super) async fn revive_waiting(&self) {
+        let running = self.known.running();
+        let due: Vec<(i64, Waiting)> = match self.orphans.lock() {
+            Ok(o) if !o.waiting.is_empty() => o
+                .waiting
+                .iter()
+                .filter(|(key, _)| !running.contains(key))
+                .map(|(key, w)| (*key, w.clone()))
+                .collect(),
+            _ => return,
+        };
+        for (key, w) in due {
+            let shown = match self.store.event(w.event_id.clone()).await {
+                Ok(event) => {
+                    event.and_then(|e| e.deliveries.into_iter().find(|d| d.plugin == w.plugin))
+                }
+                Err(_) => continue, // the next round
+            };
+            let still = shown
+                .filter(|d| d.state == "dead" && d.last_error.as_deref() == Some(w.error.as_str()));
+            let done = match still {
+                None => true,
+                Some(d) if d.running => false,
+                Some(_) => match self.put_back(&w.plugin, vec![w.event_id.clone()]).await {
+                    Ok(n) => {
+                        tracing::info!(plugin = %w.plugin, event_id = %w.event_id, deliveries = n, "a delivery dead-lettered as its removed instance's call ran, and that name configured again: queued again once the call returned");
+                        true
+                    }
+                    Err(()) => false,
+                },
+            };
+            if done {
+                if let Ok(mut o) = self.orphans.lock() {
+                    o.waiting.remove(&key);
+                }
+            }
         }
     }
 }

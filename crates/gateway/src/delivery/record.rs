@@ -105,10 +105,6 @@ impl Engine {
                                 tracing::info!("outcome not recorded: the delivery was replayed, finished or dead-lettered meanwhile")
                             });
                         }
-                        if !record.call_still_runs() {
-                            self.after_call(job.key, &job.event_id, &job.plugin, *applied)
-                                .await;
-                        }
                     }
                     return applied;
                 }

@@ -92,6 +92,7 @@ impl Engine {
             if let Some(next) = self.sweep_orphans().await {
                 sleep_for = sleep_for.min(next);
             }
+            self.revive_waiting().await;
             tokio::select! {
                 _ = self.cancel.cancelled() => break,
                 _ = self.wake.notified() => {}

@@ -275,8 +275,9 @@ pub fn replay(config: &Config, args: &ReplayArgs) -> ExitCode {
         for d in &skipped {
             eprintln!(
                 "skipped: {}:{} its call is running (hung past its timeout; it may still \
-                 succeed): replay it once that call returned, or now with `replay {} --plugin {} \
-                 --force` (the plugin then runs again)",
+                 succeed), or was when the gateway last stopped (its next start ends that): \
+                 replay it once that call returned, or now with `replay {} --plugin {} --force` \
+                 (the plugin then runs again)",
                 d.event_id, d.plugin, d.event_id, d.plugin
             );
         }
