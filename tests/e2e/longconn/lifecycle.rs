@@ -1,13 +1,16 @@
 //! The long-connection client's life cycle around shutdown and reload: cancellation while it
 //! connects, the connected gauge across a replacement, new settings tried before the old
-//! connection goes. Part of `longconn.rs`.
+//! connection goes, and a reload that moves the connection to a new domain or stops it with its
+//! app. Part of `longconn.rs`.
 
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use gateway_e2e::harness::post;
+use gateway_e2e::harness::{base_config, get, metric, post, wait_until, TestGateway};
 
-use super::*;
+use super::helpers::{ack_code, config, config_at, connected, event, spawn, WAIT};
+use crate::lark_ws::LarkWs;
 
 /// A bootstrap endpoint that accepts connections and never answers (a hung Lark or proxy).
 struct HungEndpoint {
@@ -200,4 +203,38 @@ fn a_reload_that_changes_app_id_replaces_the_connection() {
     );
     let m = scrape(&gw);
     assert_eq!(metric(&m, r#"gateway_longconn_connected{app="hire"}"#), 0.0);
+}
+
+#[test]
+fn a_reload_moves_the_connection_when_the_domain_changes_and_stops_it_when_the_app_goes() {
+    let first = LarkWs::start();
+    let second = LarkWs::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let webhook = "[[apps]]\nname = \"pushed\"\npath = \"/hook\"\n";
+    let gw = spawn(dir.path(), &config(&first, "", webhook));
+    connected(&first, 1);
+    let moved = config(&first, "", webhook).replace(&first.domain(), &second.domain());
+    std::fs::write(dir.path().join("gateway.toml"), moved).expect("write");
+    gw.signal("HUP");
+    connected(&second, 1);
+    assert!(
+        wait_until(WAIT, || first.open_connections() == 0),
+        "the old connection closes"
+    );
+    assert!(second.push_event("m-moved", &event("ev-moved", "test.sink")));
+    assert_eq!(ack_code(&second, "m-moved"), Some(200));
+    // Without the websocket app, no connection remains and /readyz no longer lists it.
+    let without: String = format!(
+        "{}\n[[apps]]\nname = \"pushed\"\npath = \"/hook\"\n",
+        base_config()
+    );
+    std::fs::write(dir.path().join("gateway.toml"), without).expect("write");
+    gw.signal("HUP");
+    assert!(
+        wait_until(WAIT, || second.open_connections() == 0),
+        "{}",
+        gw.log()
+    );
+    let ready = get(&gw.admin_url("/readyz")).expect("readyz");
+    assert!(!ready.body.contains("websocket app"), "{}", ready.body);
 }

@@ -491,6 +491,10 @@ impl<'a> Validator<'a> {
 #[cfg(test)]
 mod app_tests;
 #[cfg(test)]
+mod library_tests;
+#[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod transport_tests;
 #[cfg(test)]
 mod trap_tests;

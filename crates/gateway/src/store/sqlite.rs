@@ -478,6 +478,10 @@ mod migrate_tests;
 #[cfg(test)]
 mod migrate_v5_tests;
 #[cfg(test)]
+mod outcome_tests;
+#[cfg(test)]
+mod purge_tests;
+#[cfg(test)]
 mod running_tests;
 #[cfg(test)]
 mod tests;

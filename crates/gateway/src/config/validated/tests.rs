@@ -1,5 +1,8 @@
-//! Config validation: defaults, expansion, relative paths, and every problem reported with its
-//! location.
+//! Config validation: defaults, expansion (an unset `${VAR}` the only problem of its key),
+//! relative paths, every problem reported with its location, the shipped examples valid, log
+//! levels, admin TLS; and the helpers the other config test modules share. Websocket and webhook
+//! app keys: `transport_tests.rs`; plugin libraries and their pins: `library_tests.rs`; values
+//! the gateway cannot honour (durations, limits, secrets shown): `trap_tests.rs`.
 
 use super::server::{default_workers, DEFAULT_LISTEN, DEFAULT_MAX_BODY};
 use super::*;
@@ -28,7 +31,7 @@ pub(super) fn problems(text: &str) -> Vec<String> {
     }
 }
 
-const MINIMAL: &str = r#"
+pub(super) const MINIMAL: &str = r#"
 [[apps]]
 name = "hire"
 path = "/webhook/event"
@@ -276,104 +279,6 @@ fn the_shipped_plugin_and_app_examples_are_valid_once_uncommented() {
 }
 
 #[test]
-fn websocket_app_with_defaults_beside_a_webhook_app() {
-    let c = load(
-        r#"
-[[apps]]
-name = "hook"
-path = "/hook"
-[[apps]]
-name = "ws"
-mode = "websocket"
-app_id = "${APP_ID}"
-app_secret = "${APP_SECRET}"
-verification_token = "t"
-[[apps]]
-name = "ws2"
-mode = "websocket"
-app_id = "cli_2"
-app_secret = "s2"
-domain = "http://127.0.0.1:9/"
-"#,
-        &[("APP_ID", "cli_1"), ("APP_SECRET", "s3cr3t")],
-    )
-    .expect("valid");
-    assert!(c.apps[0].webhook().is_some());
-    let ws = c.apps[1].long_connection().expect("websocket app");
-    assert_eq!(ws.app_id, "cli_1");
-    assert_eq!(ws.app_secret, "s3cr3t");
-    assert_eq!(ws.domain, "https://open.feishu.cn");
-    assert_eq!(
-        c.apps[1].app_id.as_deref(),
-        Some("cli_1"),
-        "pinned like a webhook app_id"
-    );
-    assert_eq!(
-        c.apps[2].long_connection().map(|l| l.domain.as_str()),
-        Some("http://127.0.0.1:9"),
-        "trailing slash dropped"
-    );
-    let shown = format!("{:?}", c.apps[1]);
-    assert!(!shown.contains("s3cr3t"), "{shown}");
-}
-
-#[test]
-fn transport_keys_belong_to_their_mode() {
-    let p = problems(
-        r#"
-[[apps]]
-name = "ws"
-mode = "websocket"
-path = "/x"
-encrypt_key = "k"
-max_clock_skew = "5m"
-[[apps]]
-name = "hook"
-path = "/hook"
-app_secret = "s"
-domain = "https://open.larksuite.com"
-[[apps]]
-name = "nopath"
-[[apps]]
-name = "odd"
-mode = "stream"
-[[apps]]
-name = "plain"
-mode = "websocket"
-app_id = "cli"
-app_secret = "s"
-domain = "http://open.feishu.cn"
-[[apps]]
-name = "nourl"
-mode = "websocket"
-app_id = "cli"
-app_secret = "s"
-domain = "open.feishu.cn"
-"#,
-    );
-    let expected = [
-        "apps[0].path: belongs to webhook apps only",
-        "apps[0].encrypt_key: belongs to webhook apps only",
-        "apps[0].max_clock_skew: belongs to webhook apps only",
-        "apps[0].app_id: is required for a websocket app",
-        "apps[0].app_secret: is required for a websocket app",
-        "apps[1].app_secret: belongs to websocket apps only",
-        "apps[1].domain: belongs to websocket apps only",
-        "apps[2].path: is required for a webhook app",
-        "apps[3].mode: \"stream\" is neither \"webhook\" nor \"websocket\"",
-        "apps[4].domain: \"http://open.feishu.cn\": plain http would send the app secret in clear",
-        "apps[5].domain: \"open.feishu.cn\" is not a URL",
-    ];
-    for e in expected {
-        assert!(
-            p.iter().any(|x| x.starts_with(e)),
-            "missing {e:?} in {p:#?}"
-        );
-    }
-    assert_eq!(p.len(), expected.len(), "{p:#?}");
-}
-
-#[test]
 fn log_levels_are_checked_and_warning_means_warn() {
     for bad in [
         "verbose",
@@ -401,92 +306,6 @@ fn log_levels_are_checked_and_warning_means_warn() {
     }
 }
 
-/// `[libraries] dir` (relative to the config's folder) and bare `library` names in it:
-/// `lib<name>.so` before `<name>.so`; a name that is in neither is a problem listing both.
-#[test]
-fn library_names_resolve_in_the_libraries_dir() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let folder = dir.path().join("plugins.d");
-    std::fs::create_dir(&folder).expect("mkdir");
-    for file in ["liba.so", "a.so", "b.so"] {
-        std::fs::write(folder.join(file), "").expect("write");
-    }
-    let path = dir.path().join("gateway.toml");
-    let write = |plugins: &str| {
-        std::fs::write(
-            &path,
-            format!("{MINIMAL}\n[libraries]\ndir = \"plugins.d\"\n{plugins}"),
-        )
-        .expect("write");
-    };
-    write(
-        "[[plugins]]\nname = \"one\"\nlibrary = \"a\"\n\
-         [[plugins]]\nname = \"two\"\nlibrary = \"b\"\n\
-         [[plugins]]\nname = \"three\"\nlibrary = \"plugins.d/b.so\"\n",
-    );
-    let c = Config::load_with_env(&path, &|_| Err(std::env::VarError::NotPresent)).expect("valid");
-    assert_eq!(c.library_dir.as_deref(), Some(folder.as_path()));
-    let libs: Vec<&Path> = c.plugins.iter().map(|p| p.library.as_path()).collect();
-    assert_eq!(
-        libs,
-        [
-            folder.join("liba.so"),
-            folder.join("b.so"),
-            folder.join("b.so")
-        ]
-    );
-    write("[[plugins]]\nname = \"one\"\nlibrary = \"c\"\n");
-    let Err(ConfigError::Invalid { problems, .. }) =
-        Config::load_with_env(&path, &|_| Err(std::env::VarError::NotPresent))
-    else {
-        panic!("a name in neither file is refused")
-    };
-    assert_eq!(problems.len(), 1, "{problems:?}");
-    assert!(
-        problems[0].starts_with("plugins[0].library: no plugin library \"c\" in [libraries] dir")
-            && problems[0].contains(&format!(
-                "tried {} and {}",
-                folder.join("libc.so").display(),
-                folder.join("c.so").display()
-            )),
-        "{problems:?}"
-    );
-}
-
-/// Why the key is `[libraries] dir` and not the `[plugins] dir` first proposed: TOML cannot
-/// hold a `[plugins]` table beside `[[plugins]]` entries.
-#[test]
-fn a_plugins_table_cannot_sit_beside_plugins_entries() {
-    let text = format!(
-        "{MINIMAL}\n[plugins]\ndir = \"plugins.d\"\n[[plugins]]\nname = \"a\"\nlibrary = \"a\"\n"
-    );
-    assert!(matches!(load(&text, &[]), Err(ConfigError::Syntax { .. })));
-}
-
-#[test]
-fn sha256_pins_are_checked_and_kept_lowercase() {
-    let pin = "AB".repeat(32);
-    let c = load(
-        &format!(
-            "{MINIMAL}\n[[plugins]]\nname = \"a\"\nlibrary = \"/x/liba.so\"\nsha256 = \"{pin}\"\n"
-        ),
-        &[],
-    )
-    .expect("valid");
-    assert_eq!(
-        c.plugins[0].sha256.as_deref(),
-        Some("ab".repeat(32).as_str())
-    );
-    let p = problems(&format!(
-        "{MINIMAL}\n[[plugins]]\nname = \"a\"\nlibrary = \"/x/liba.so\"\nsha256 = \"abc\"\n"
-    ));
-    assert_eq!(p.len(), 1, "{p:?}");
-    assert!(
-        p[0].starts_with("plugins[0].sha256: must be the library's SHA-256"),
-        "{p:?}"
-    );
-}
-
 #[test]
 fn admin_tls_resolves_like_server_tls_and_needs_the_listener() {
     let c = load(
@@ -503,114 +322,6 @@ fn admin_tls_resolves_like_server_tls_and_needs_the_listener() {
     ));
     assert!(p.iter().any(|p| p.starts_with("admin.tls:")), "{p:?}");
     assert!(p.iter().any(|p| p.starts_with("admin.tls.cert:")), "{p:?}");
-}
-
-/// Every duration is used in millisecond arithmetic on `i64` Unix times (`now_ms() -
-/// retention`): a longer one than 100 years is refused at its key, so nothing can wrap (a
-/// retention of 200000000000d made the purge cutoff a time in the future: everything went).
-#[test]
-fn every_duration_key_is_at_most_100_years() {
-    let keys: [(&str, &str); 12] = [
-        ("server.body_timeout", "[server]\nbody_timeout = \"{v}\"\n"),
-        (
-            "server.shutdown_grace",
-            "[server]\nshutdown_grace = \"{v}\"\n",
-        ),
-        (
-            "apps[0].max_clock_skew",
-            "[[apps]]\nname = \"a\"\npath = \"/a\"\nencrypt_key = \"k\"\nmax_clock_skew = \"{v}\"\n",
-        ),
-        ("store.retention", "[store]\nretention = \"{v}\"\n"),
-        (
-            "store.dead_letter_retention",
-            "[store]\ndead_letter_retention = \"{v}\"\n",
-        ),
-        (
-            "store.lease",
-            "[store]\nurl = \"postgres://gw@db/gateway\"\nlease = \"{v}\"\n",
-        ),
-        ("delivery.max_age", "[delivery]\nmax_age = \"{v}\"\n"),
-        (
-            "delivery.initial_backoff",
-            "[delivery]\ninitial_backoff = \"{v}\"\nmax_backoff = \"36500d\"\n",
-        ),
-        (
-            "delivery.max_backoff",
-            "[delivery]\nmax_backoff = \"{v}\"\n",
-        ),
-        ("delivery.timeout", "[delivery]\ntimeout = \"{v}\"\n"),
-        (
-            "delivery.removed_plugin_grace",
-            "[delivery]\nremoved_plugin_grace = \"{v}\"\n",
-        ),
-        ("delivery.linger", "[delivery]\nlinger = \"{v}\"\n"),
-    ];
-    for (key, table) in keys {
-        let config = |v: &str| {
-            let table = table.replace("{v}", v);
-            if table.starts_with("[[apps]]") {
-                table
-            } else {
-                format!("{MINIMAL}{table}")
-            }
-        };
-        for too_long in ["36501d", "200000000000d", "36500d1ms"] {
-            let p = problems(&config(too_long));
-            assert!(
-                p.iter().any(|p| p.starts_with(&format!("{key}: "))
-                    && (p.contains("at most 36500d") || key == "delivery.linger")),
-                "{key} = {too_long}: {p:?}"
-            );
-        }
-        if key != "delivery.linger" {
-            let c = load(&config("36500d"), &[]);
-            assert!(c.is_ok(), "{key} = 36500d: {c:?}");
-        }
-    }
-    let c = load(
-        &format!("{MINIMAL}[store]\nretention = \"36500d\"\ndead_letter_retention = \"36500d\"\n"),
-        &[],
-    )
-    .expect("valid");
-    assert_eq!(c.retention, MAX_DURATION);
-    assert!(i64::try_from(MAX_DURATION.as_millis()).is_ok_and(|ms| ms < i64::MAX / 2));
-}
-
-/// A zero plugin timeout times every call out; a retention under a minute purges what was just
-/// stored. Both passed `gateway check` before.
-#[test]
-fn a_zero_timeout_and_retentions_under_a_minute_are_refused() {
-    let p = problems(&format!("{MINIMAL}[delivery]\ntimeout = \"0s\"\n"));
-    assert_eq!(
-        p,
-        ["delivery.timeout: must be greater than 0 (every plugin call would time out)"]
-    );
-    let p = problems(&format!("{MINIMAL}[server]\nbody_timeout = \"0ms\"\n"));
-    assert_eq!(
-        p,
-        ["server.body_timeout: must be greater than 0 (every request would get 408)"]
-    );
-    for key in ["retention", "dead_letter_retention"] {
-        for short in ["0s", "0ms", "59s999ms", "1ms"] {
-            let p = problems(&format!("{MINIMAL}[store]\n{key} = \"{short}\"\n"));
-            assert_eq!(p.len(), 1, "{key} = {short}: {p:?}");
-            assert!(
-                p[0].starts_with(&format!("store.{key}: must be at least 1m")),
-                "{key} = {short}: {p:?}"
-            );
-        }
-        let c = load(&format!("{MINIMAL}[store]\n{key} = \"1m\"\n"), &[]).expect("1m is valid");
-        assert_eq!(
-            if key == "retention" {
-                c.retention
-            } else {
-                c.dead_letter_retention
-            },
-            Duration::from_secs(60)
-        );
-    }
-    let c = load(&format!("{MINIMAL}[delivery]\ntimeout = \"1ms\"\n"), &[]).expect("valid");
-    assert_eq!(c.delivery.timeout, Duration::from_millis(1));
 }
 
 /// A value whose `${VAR}` is not set is reported once, for the variable: the checks that would
@@ -653,21 +364,6 @@ timeout = "${NOPE_TIMEOUT}"
         problems,
         ["apps[0].verification_token: is empty (remove the key to disable it)"]
     );
-}
-
-/// The stores count attempts and crashes in 32-bit signed columns: a larger limit wrapped
-/// negative there and dead-lettered every crash at once.
-#[test]
-fn attempt_and_crash_limits_are_bounded() {
-    for key in ["max_attempts", "max_crashes"] {
-        let p = problems(&format!("{MINIMAL}[delivery]\n{key} = 4294967295\n"));
-        assert_eq!(
-            p,
-            [format!("delivery.{key}: must be at most 100000")],
-            "{key}"
-        );
-        load(&format!("{MINIMAL}[delivery]\n{key} = 100000\n"), &[]).expect("the most is valid");
-    }
 }
 
 /// A Unix-socket host takes any `sslmode` alone (it is ignored there, as libpq does), but not

@@ -1,7 +1,8 @@
 //! No silent traps: a value the gateway cannot honour is refused at `gateway check`, at its key
-//! path, and no refusal shows a secret.
+//! path (among them durations past 100 years, a zero timeout, retentions under a minute, and
+//! attempt and crash limits past what the stores count), and no refusal shows a secret.
 
-use super::tests::{load, problems};
+use super::tests::{load, problems, MINIMAL};
 use super::*;
 
 const APP: &str = r#"
@@ -263,4 +264,127 @@ fn a_body_limit_no_store_or_frame_can_hold_is_refused() {
     assert!(p.contains("256 MiB"), "{p}");
     let c = load(&format!("{APP}[server]\nmax_body_bytes = 268435456\n"), &[]).expect("valid");
     assert_eq!(c.max_body_bytes, 256 << 20);
+}
+
+/// Every duration is used in millisecond arithmetic on `i64` Unix times (`now_ms() -
+/// retention`): a longer one than 100 years is refused at its key, so nothing can wrap (a
+/// retention of 200000000000d made the purge cutoff a time in the future: everything went).
+#[test]
+fn every_duration_key_is_at_most_100_years() {
+    let keys: [(&str, &str); 12] = [
+        ("server.body_timeout", "[server]\nbody_timeout = \"{v}\"\n"),
+        (
+            "server.shutdown_grace",
+            "[server]\nshutdown_grace = \"{v}\"\n",
+        ),
+        (
+            "apps[0].max_clock_skew",
+            "[[apps]]\nname = \"a\"\npath = \"/a\"\nencrypt_key = \"k\"\nmax_clock_skew = \"{v}\"\n",
+        ),
+        ("store.retention", "[store]\nretention = \"{v}\"\n"),
+        (
+            "store.dead_letter_retention",
+            "[store]\ndead_letter_retention = \"{v}\"\n",
+        ),
+        (
+            "store.lease",
+            "[store]\nurl = \"postgres://gw@db/gateway\"\nlease = \"{v}\"\n",
+        ),
+        ("delivery.max_age", "[delivery]\nmax_age = \"{v}\"\n"),
+        (
+            "delivery.initial_backoff",
+            "[delivery]\ninitial_backoff = \"{v}\"\nmax_backoff = \"36500d\"\n",
+        ),
+        (
+            "delivery.max_backoff",
+            "[delivery]\nmax_backoff = \"{v}\"\n",
+        ),
+        ("delivery.timeout", "[delivery]\ntimeout = \"{v}\"\n"),
+        (
+            "delivery.removed_plugin_grace",
+            "[delivery]\nremoved_plugin_grace = \"{v}\"\n",
+        ),
+        ("delivery.linger", "[delivery]\nlinger = \"{v}\"\n"),
+    ];
+    for (key, table) in keys {
+        let config = |v: &str| {
+            let table = table.replace("{v}", v);
+            if table.starts_with("[[apps]]") {
+                table
+            } else {
+                format!("{MINIMAL}{table}")
+            }
+        };
+        for too_long in ["36501d", "200000000000d", "36500d1ms"] {
+            let p = problems(&config(too_long));
+            assert!(
+                p.iter().any(|p| p.starts_with(&format!("{key}: "))
+                    && (p.contains("at most 36500d") || key == "delivery.linger")),
+                "{key} = {too_long}: {p:?}"
+            );
+        }
+        if key != "delivery.linger" {
+            let c = load(&config("36500d"), &[]);
+            assert!(c.is_ok(), "{key} = 36500d: {c:?}");
+        }
+    }
+    let c = load(
+        &format!("{MINIMAL}[store]\nretention = \"36500d\"\ndead_letter_retention = \"36500d\"\n"),
+        &[],
+    )
+    .expect("valid");
+    assert_eq!(c.retention, MAX_DURATION);
+    assert!(i64::try_from(MAX_DURATION.as_millis()).is_ok_and(|ms| ms < i64::MAX / 2));
+}
+
+/// A zero plugin timeout times every call out; a retention under a minute purges what was just
+/// stored. Both passed `gateway check` before.
+#[test]
+fn a_zero_timeout_and_retentions_under_a_minute_are_refused() {
+    let p = problems(&format!("{MINIMAL}[delivery]\ntimeout = \"0s\"\n"));
+    assert_eq!(
+        p,
+        ["delivery.timeout: must be greater than 0 (every plugin call would time out)"]
+    );
+    let p = problems(&format!("{MINIMAL}[server]\nbody_timeout = \"0ms\"\n"));
+    assert_eq!(
+        p,
+        ["server.body_timeout: must be greater than 0 (every request would get 408)"]
+    );
+    for key in ["retention", "dead_letter_retention"] {
+        for short in ["0s", "0ms", "59s999ms", "1ms"] {
+            let p = problems(&format!("{MINIMAL}[store]\n{key} = \"{short}\"\n"));
+            assert_eq!(p.len(), 1, "{key} = {short}: {p:?}");
+            assert!(
+                p[0].starts_with(&format!("store.{key}: must be at least 1m")),
+                "{key} = {short}: {p:?}"
+            );
+        }
+        let c = load(&format!("{MINIMAL}[store]\n{key} = \"1m\"\n"), &[]).expect("1m is valid");
+        assert_eq!(
+            if key == "retention" {
+                c.retention
+            } else {
+                c.dead_letter_retention
+            },
+            Duration::from_secs(60)
+        );
+    }
+    let c = load(&format!("{MINIMAL}[delivery]\ntimeout = \"1ms\"\n"), &[]).expect("valid");
+    assert_eq!(c.delivery.timeout, Duration::from_millis(1));
+}
+
+/// The stores count attempts and crashes in 32-bit signed columns: a larger limit wrapped
+/// negative there and dead-lettered every crash at once.
+#[test]
+fn attempt_and_crash_limits_are_bounded() {
+    for key in ["max_attempts", "max_crashes"] {
+        let p = problems(&format!("{MINIMAL}[delivery]\n{key} = 4294967295\n"));
+        assert_eq!(
+            p,
+            [format!("delivery.{key}: must be at most 100000")],
+            "{key}"
+        );
+        load(&format!("{MINIMAL}[delivery]\n{key} = 100000\n"), &[]).expect("the most is valid");
+    }
 }

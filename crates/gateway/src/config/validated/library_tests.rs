@@ -1,0 +1,92 @@
+//! Plugin libraries: bare names resolved in `[libraries] dir` (`lib<name>.so` before
+//! `<name>.so`), why that key is not `[plugins] dir`, and `sha256` pins checked and kept
+//! lowercase.
+
+use super::tests::{load, problems, MINIMAL};
+use super::*;
+
+/// `[libraries] dir` (relative to the config's folder) and bare `library` names in it:
+/// `lib<name>.so` before `<name>.so`; a name that is in neither is a problem listing both.
+#[test]
+fn library_names_resolve_in_the_libraries_dir() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let folder = dir.path().join("plugins.d");
+    std::fs::create_dir(&folder).expect("mkdir");
+    for file in ["liba.so", "a.so", "b.so"] {
+        std::fs::write(folder.join(file), "").expect("write");
+    }
+    let path = dir.path().join("gateway.toml");
+    let write = |plugins: &str| {
+        std::fs::write(
+            &path,
+            format!("{MINIMAL}\n[libraries]\ndir = \"plugins.d\"\n{plugins}"),
+        )
+        .expect("write");
+    };
+    write(
+        "[[plugins]]\nname = \"one\"\nlibrary = \"a\"\n\
+         [[plugins]]\nname = \"two\"\nlibrary = \"b\"\n\
+         [[plugins]]\nname = \"three\"\nlibrary = \"plugins.d/b.so\"\n",
+    );
+    let c = Config::load_with_env(&path, &|_| Err(std::env::VarError::NotPresent)).expect("valid");
+    assert_eq!(c.library_dir.as_deref(), Some(folder.as_path()));
+    let libs: Vec<&Path> = c.plugins.iter().map(|p| p.library.as_path()).collect();
+    assert_eq!(
+        libs,
+        [
+            folder.join("liba.so"),
+            folder.join("b.so"),
+            folder.join("b.so")
+        ]
+    );
+    write("[[plugins]]\nname = \"one\"\nlibrary = \"c\"\n");
+    let Err(ConfigError::Invalid { problems, .. }) =
+        Config::load_with_env(&path, &|_| Err(std::env::VarError::NotPresent))
+    else {
+        panic!("a name in neither file is refused")
+    };
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].starts_with("plugins[0].library: no plugin library \"c\" in [libraries] dir")
+            && problems[0].contains(&format!(
+                "tried {} and {}",
+                folder.join("libc.so").display(),
+                folder.join("c.so").display()
+            )),
+        "{problems:?}"
+    );
+}
+
+/// Why the key is `[libraries] dir` and not the `[plugins] dir` first proposed: TOML cannot
+/// hold a `[plugins]` table beside `[[plugins]]` entries.
+#[test]
+fn a_plugins_table_cannot_sit_beside_plugins_entries() {
+    let text = format!(
+        "{MINIMAL}\n[plugins]\ndir = \"plugins.d\"\n[[plugins]]\nname = \"a\"\nlibrary = \"a\"\n"
+    );
+    assert!(matches!(load(&text, &[]), Err(ConfigError::Syntax { .. })));
+}
+
+#[test]
+fn sha256_pins_are_checked_and_kept_lowercase() {
+    let pin = "AB".repeat(32);
+    let c = load(
+        &format!(
+            "{MINIMAL}\n[[plugins]]\nname = \"a\"\nlibrary = \"/x/liba.so\"\nsha256 = \"{pin}\"\n"
+        ),
+        &[],
+    )
+    .expect("valid");
+    assert_eq!(
+        c.plugins[0].sha256.as_deref(),
+        Some("ab".repeat(32).as_str())
+    );
+    let p = problems(&format!(
+        "{MINIMAL}\n[[plugins]]\nname = \"a\"\nlibrary = \"/x/liba.so\"\nsha256 = \"abc\"\n"
+    ));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(
+        p[0].starts_with("plugins[0].sha256: must be the library's SHA-256"),
+        "{p:?}"
+    );
+}

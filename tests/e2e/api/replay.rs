@@ -1,0 +1,161 @@
+//! `/api/v1/replay` and `/api/v1/reload`: a success re-run only with `force`, a dry run, dead
+//! letters replayed, each generation's attempts kept, refusals (a bounded body among them), and
+//! a reload answering its result and what waits for a restart. Part of `api.rs`.
+
+use std::time::Duration;
+
+use gateway_e2e::harness::{attempts, metric, read_jsonl, wait_until, TestGateway};
+use serde_json::{json, Value};
+
+use super::admin_client::*;
+
+#[test]
+fn replay_reruns_successes_only_with_force_and_reload_answers_its_result() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = TestGateway::spawn(dir.path(), &config(""));
+    send(&gw, "/hook", "ev-ok", "test.ok");
+    send(&gw, "/hook", "ev-flaky", "test.flaky");
+    assert!(wait_until(Duration::from_secs(10), || state(&gw, "ev-ok")
+        == "done"
+        && state(&gw, "ev-flaky") == "dead"));
+    let calls = || read_jsonl(&dir.path().join("data/kit.jsonl")).len();
+    assert_eq!(calls(), 2);
+
+    // A success is not re-run without force: 409 naming what would run again, nothing changes.
+    let r = post_json(&gw, "/api/v1/replay", json!({"event_ids": ["ev-ok"]}));
+    assert_eq!(r.status, 409, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["succeeded"][0]["event_id"], "ev-ok");
+    assert_eq!(v["would_replay"][0]["plugin"], "kit");
+    // A dry run lists, changes nothing.
+    let r = post_json(
+        &gw,
+        "/api/v1/replay",
+        json!({"event_ids": ["ev-ok"], "force": true, "dry_run": true}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["would_replay"][0]["event_id"], "ev-ok");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(calls(), 2, "no call after a refused replay or a dry run");
+    let r = post_json(
+        &gw,
+        "/api/v1/replay",
+        json!({"event_ids": ["ev-ok"], "force": true}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["replayed"], 1);
+    assert!(wait_until(Duration::from_secs(10), || calls() == 3));
+
+    // Dead letters need no force; the flaky delivery succeeds the second time.
+    let r = post_json(
+        &gw,
+        "/api/v1/replay",
+        json!({"deliveries": [{"event_id": "ev-flaky", "plugin": "kit"}]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(wait_until(Duration::from_secs(10), || state(
+        &gw, "ev-flaky"
+    ) == "done"));
+    let r = post_json(&gw, "/api/v1/replay", json!({"dead_letters": true}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["replayed"], 0);
+    // Each delivery's history keeps every generation's attempts, oldest first.
+    let outcomes =
+        |id: &str| attempts(&get(&gw, &format!("/api/v1/events/{id}")).json()["deliveries"][0]);
+    assert_eq!(
+        outcomes("ev-ok"),
+        [(0, 1, "ok".into()), (1, 1, "ok".into())]
+    );
+    assert_eq!(
+        outcomes("ev-flaky"),
+        [(0, 1, "retry".into()), (1, 1, "ok".into())]
+    );
+
+    // Refusals.
+    let table: &[(Value, u16, &str)] = &[
+        (json!({"event_ids": ["nope"]}), 404, "no event \"nope\""),
+        (
+            json!({"event_ids": ["ev-ok"], "plugin": "nosuch"}),
+            404,
+            "unknown plugin",
+        ),
+        (json!({}), 400, "exactly one of"),
+        (
+            json!({"event_ids": ["ev-ok"], "dead_letters": true}),
+            400,
+            "exactly one of",
+        ),
+        (json!({"evnt_ids": ["x"]}), 400, "unknown field"),
+    ];
+    for (body, status, says) in table {
+        let r = post_json(&gw, "/api/v1/replay", body.clone());
+        assert_eq!(r.status, *status, "{body}: {}", r.body);
+        let error = r.json()["error"].as_str().unwrap_or_default().to_owned();
+        assert!(error.contains(says), "{body}: {}", r.body);
+    }
+    let r = call(
+        "POST",
+        &gw.admin_url("/api/v1/replay"),
+        &[("Content-Type", "text/plain")],
+        Some("{}"),
+    );
+    assert_eq!(r.status, 415, "{}", r.body);
+    let big = format!("{{\"event_ids\": [\"{}\"]}}", "x".repeat(70 * 1024));
+    let r = call(
+        "POST",
+        &gw.admin_url("/api/v1/replay"),
+        &[("Content-Type", "application/json")],
+        Some(&big),
+    );
+    assert_eq!(r.status, 413, "{}", r.body);
+
+    // Reload: the same validation as SIGHUP, the result in the answer.
+    let r = post_json(&gw, "/api/v1/reload", json!({}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["result"], "ok");
+    assert_eq!(r.json()["not_applied"], json!([]), "{}", r.body);
+    let path = dir.path().join("gateway.toml");
+    let good = std::fs::read_to_string(&path).expect("config");
+    // What waits for a restart is in the answer, not only in the log.
+    std::fs::write(&path, good.replace("[server]\n", "[server]\nworkers = 7\n")).expect("write");
+    let r = post_json(&gw, "/api/v1/reload", json!({}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let notes = r.json()["not_applied"].to_string();
+    assert!(
+        notes.contains("[server] workers changes only on restart"),
+        "{}",
+        r.body
+    );
+    // Still not applied at the next reload of the same file; back to the running value, none.
+    let r = post_json(&gw, "/api/v1/reload", json!({}));
+    let notes = r.json()["not_applied"].to_string();
+    assert!(
+        notes.contains("workers changes only on restart"),
+        "{}",
+        r.body
+    );
+    std::fs::write(&path, &good).expect("write");
+    let r = post_json(&gw, "/api/v1/reload", json!({}));
+    assert_eq!(r.json()["not_applied"], json!([]), "{}", r.body);
+    std::fs::write(
+        &path,
+        good.replace("plugins = [\"kit\"]", "plugins = [\"ghost\"]"),
+    )
+    .expect("write");
+    let r = post_json(&gw, "/api/v1/reload", json!({}));
+    assert_eq!(r.status, 422, "{}", r.body);
+    let error = r.json()["error"].as_str().unwrap_or_default().to_owned();
+    assert!(error.contains("unknown plugin \"ghost\""), "{}", r.body);
+    let m = get(&gw, "/metrics").body;
+    assert_eq!(
+        metric(&m, "gateway_reloads_total{result=\"refused\"}"),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(metric(&m, "gateway_reloads_total{result=\"ok\"}"), 4.0);
+    // The running config stayed: events are still delivered.
+    send(&gw, "/hook", "ev-after", "test.ok");
+    assert!(wait_until(Duration::from_secs(10), || state(
+        &gw, "ev-after"
+    ) == "done"));
+}

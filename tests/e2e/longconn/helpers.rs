@@ -1,0 +1,112 @@
+//! What the long-connection tests share: the gateway's config around the stand-in, events as
+//! Lark pushes them, waiting for acks and connections, and the check that no secret reaches the
+//! log. Part of `longconn.rs`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use gateway_e2e::harness::{base_config, binaries, read_jsonl, TestGateway};
+
+use crate::lark_ws::LarkWs;
+
+pub(crate) const TOKEN: &str = "ws-token";
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
+
+/// A websocket app `hire` on `lark`, the logger as `audit` (for every `test.*` event) and a
+/// testkit `sink` recording to `data/sink.jsonl` (for `test.sink`), plus `extra` TOML.
+pub(crate) fn config(lark: &LarkWs, app_extra: &str, extra: &str) -> String {
+    config_at(&lark.domain(), app_extra, extra)
+}
+
+/// [`config`] with the app's `domain` set to `domain`.
+pub(crate) fn config_at(domain: &str, app_extra: &str, extra: &str) -> String {
+    format!(
+        r#"{base}
+[[apps]]
+name = "hire"
+mode = "websocket"
+app_id = "{app_id}"
+app_secret = "${{WS_SECRET}}"
+domain = "{domain}"
+verification_token = "{TOKEN}"
+{app_extra}
+
+[delivery]
+initial_backoff = "50ms"
+max_backoff = "200ms"
+
+[[plugins]]
+name = "audit"
+library = "{logger}"
+config = {{ path = "data/audit.jsonl", fsync = "never" }}
+
+[[plugins]]
+name = "sink"
+library = "{testkit}"
+config = {{ mode = "ok", record = "data/sink.jsonl" }}
+
+[[routes]]
+events = ["test.*"]
+plugins = ["audit"]
+
+[[routes]]
+events = ["test.sink"]
+plugins = ["sink"]
+{extra}
+"#,
+        base = base_config(),
+        app_id = LarkWs::APP_ID,
+        logger = binaries().logger.display(),
+        testkit = binaries().testkit.display(),
+    )
+}
+
+pub(crate) fn spawn(dir: &Path, cfg: &str) -> TestGateway {
+    TestGateway::spawn_with_env(dir, cfg, &[("WS_SECRET", LarkWs::APP_SECRET)])
+}
+
+/// A schema 2.0 event as Lark pushes it for the stand-in's app (plaintext on this transport).
+pub(crate) fn event(id: &str, event_type: &str) -> Vec<u8> {
+    event_with(id, event_type, TOKEN)
+}
+
+pub(crate) fn event_with(id: &str, event_type: &str, token: &str) -> Vec<u8> {
+    serde_json::json!({
+        "schema": "2.0",
+        "header": {
+            "event_id": id,
+            "event_type": event_type,
+            "create_time": "1608725989000",
+            "token": token,
+            "app_id": LarkWs::APP_ID,
+            "tenant_key": "2ca1d211f64f6438",
+        },
+        "event": {"n": id},
+    })
+    .to_string()
+    .into_bytes()
+}
+
+pub(crate) fn lines(gw: &TestGateway, file: &str) -> Vec<serde_json::Value> {
+    read_jsonl(&gw.dir.join("data").join(file))
+}
+
+pub(crate) fn ack_code(lark: &LarkWs, message_id: &str) -> Option<i64> {
+    lark.wait_ack(message_id, WAIT)
+        .unwrap_or_else(|| panic!("no ack for {message_id}"))
+        .code
+}
+
+pub(crate) fn connected(lark: &LarkWs, n: usize) {
+    assert!(
+        lark.wait_connections(n, WAIT),
+        "the gateway did not connect ({n})"
+    );
+}
+
+pub(crate) fn assert_no_secrets(gw: &TestGateway) {
+    let log = gw.log();
+    for secret in LarkWs::URL_SECRETS.iter().chain([&LarkWs::APP_SECRET]) {
+        assert!(!log.contains(secret), "{secret} appears in the log:\n{log}");
+    }
+}

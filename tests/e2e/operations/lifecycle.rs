@@ -1,0 +1,270 @@
+//! Starting and stopping: SIGTERM during a burst (readiness flips, exit 0, everything
+//! acknowledged delivered after a restart) and with a hung plugin (no waiting; the delivery
+//! resumes), `check` reporting plugin problems that make `run` refuse to start, and a second
+//! gateway refused on a store another one holds. Part of `operations.rs`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gateway_e2e::harness::{
+    self, base_config, binaries, get, metric, run_cli, wait_until, Lark, TestGateway,
+};
+
+use super::helpers::{app, recorded, route, send, sink_config, testkit, TOKEN};
+
+#[test]
+fn sigterm_during_a_burst_exits_0_and_restart_delivers_everything_acknowledged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = format!(
+        "{}{}{}{}",
+        base_config(),
+        app(),
+        testkit(
+            "worker",
+            "mode = \"slow\", sleep_ms = 5, record = \"data/worker.jsonl\""
+        ),
+        route("\"t.burst\"", "\"worker\""),
+    ) + &testkit(
+        "anchor",
+        "mode = \"slow\", sleep_ms = 1500, record = \"data/anchor.jsonl\"",
+    ) + &route("\"t.anchor\"", "\"anchor\"");
+    let mut gw = TestGateway::spawn(dir.path(), &cfg);
+    let url = gw.url("/hook");
+    let acked = Arc::new(Mutex::new(HashSet::new()));
+    let next = Arc::new(AtomicUsize::new(0));
+    let senders: Vec<_> = (0..8)
+        .map(|_| {
+            let (acked, next, url) = (acked.clone(), next.clone(), url.clone());
+            std::thread::spawn(move || {
+                let lark = Lark::plain(TOKEN);
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= 500 {
+                        break;
+                    }
+                    let id = format!("burst-{i:03}");
+                    let (body, headers) =
+                        lark.wrap(&lark.event_v2(&id, "t.burst", serde_json::json!({})));
+                    if let Ok(a) = harness::post(&url, &headers, &body) {
+                        if a.status == 200 {
+                            acked.lock().expect("lock").insert(id);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    assert!(wait_until(Duration::from_secs(30), || acked
+        .lock()
+        .map(|a| a.len())
+        .unwrap_or(0)
+        >= 100));
+    // A 1.5 s call in flight keeps the gateway draining long enough to watch readiness flip.
+    assert_eq!(send(&gw, "anchor-1", "t.anchor"), 200);
+    assert_eq!(get(&gw.admin_url("/readyz")).expect("readyz").status, 200);
+    gw.signal("TERM");
+    let flipped = wait_until(Duration::from_secs(5), || {
+        get(&gw.admin_url("/readyz")).is_ok_and(|r| r.status == 503)
+    });
+    let status = gw.wait(Duration::from_secs(20)).expect("exited");
+    for s in senders {
+        s.join().expect("sender");
+    }
+    assert!(status.success(), "exit status {status:?}\n{}", gw.log());
+    assert!(flipped, "/readyz did not turn 503 during shutdown");
+    // The in-flight call finished within the grace period and was recorded; then the plugin
+    // instance was shut down.
+    let anchor: Vec<String> = recorded(&gw, "anchor.jsonl")
+        .iter()
+        .map(|l| l["outcome"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(anchor, ["ok", "shutdown"]);
+    let acked = acked.lock().expect("lock").clone();
+
+    // Restart: everything acknowledged is delivered, without Lark re-sending anything.
+    let gw = TestGateway::spawn(dir.path(), &cfg);
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            let done: HashSet<String> = recorded(&gw, "worker.jsonl")
+                .iter()
+                .filter(|l| l["outcome"] == "ok")
+                .filter_map(|l| l["event_id"].as_str().map(str::to_owned))
+                .collect();
+            acked.is_subset(&done)
+        }),
+        "acknowledged events missing after restart"
+    );
+    let mut calls: HashMap<String, usize> = HashMap::new();
+    for l in recorded(&gw, "worker.jsonl") {
+        if let Some(id) = l["event_id"].as_str() {
+            *calls.entry(id.to_owned()).or_default() += 1;
+        }
+    }
+    // A graceful stop finishes or abandons calls cleanly: every call is recorded once.
+    let repeated: Vec<_> = calls.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        repeated.is_empty(),
+        "repeated calls after a graceful stop: {repeated:?}"
+    );
+    let metrics = get(&gw.admin_url("/metrics")).expect("metrics").body;
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            metric(
+                &get(&gw.admin_url("/metrics")).expect("m").body,
+                "gateway_pending_deliveries",
+            ) == 0.0
+        }),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn sigterm_does_not_wait_for_a_hung_plugin_and_the_delivery_resumes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = format!(
+        "{}{}",
+        base_config().replace("shutdown_grace = \"5s\"", "shutdown_grace = \"300ms\""),
+        app()
+    );
+    let hung = format!(
+        "{base}{}{}",
+        testkit(
+            "stuck",
+            "mode = \"slow\", sleep_ms = 60000, record = \"data/stuck.jsonl\""
+        ),
+        route("\"t.h\"", "\"stuck\""),
+    );
+    let mut gw = TestGateway::spawn(dir.path(), &hung);
+    assert_eq!(send(&gw, "hung-1", "t.h"), 200);
+    std::thread::sleep(Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    gw.signal("TERM");
+    let status = gw
+        .wait(Duration::from_secs(10))
+        .expect("exited despite the hung call");
+    assert!(status.success(), "{status:?}\n{}", gw.log());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || gw
+            .log()
+            .contains("their deliveries stay pending")),
+        "{}",
+        gw.log()
+    );
+
+    // Restarted with the plugin fixed, the acknowledged delivery is made.
+    let fixed = hung.replace("mode = \"slow\", sleep_ms = 60000, ", "");
+    let gw = TestGateway::spawn(dir.path(), &fixed);
+    assert!(wait_until(Duration::from_secs(10), || {
+        recorded(&gw, "stuck.jsonl")
+            .iter()
+            .any(|l| l["event_id"] == "hung-1")
+    }));
+}
+
+#[test]
+fn check_reports_plugin_problems_and_run_refuses_to_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fake = dir.path().join("libfake.so");
+    std::fs::write(&fake, "not a library").expect("write");
+    let cfg = format!(
+        "{}{}\n[[plugins]]\nname = \"fake\"\nlibrary = \"libfake.so\"\n\n[[plugins]]\nname = \"gone\"\nlibrary = \"missing/libgone.so\"\n{}",
+        base_config(),
+        app(),
+        route("\"t.x\"", "\"fake\", \"gone\""),
+    );
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, &cfg).expect("write");
+    let (code, out, err) = harness::run_cli(&path, &["check"]);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(err.contains("plugins[0] (fake)"), "{err}");
+    assert!(err.contains(&fake.display().to_string()), "{err}");
+    assert!(
+        err.contains("plugins[1] (gone)") && err.contains("does not exist"),
+        "{err}"
+    );
+    let run = std::process::Command::new(&binaries().gateway)
+        .arg("--config")
+        .arg(&path)
+        .arg("run")
+        .output()
+        .expect("run");
+    assert_eq!(run.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("plugins failed to start"));
+
+    // A good config passes and prints the route table.
+    let good = format!(
+        "{}{}{}{}",
+        base_config(),
+        app(),
+        testkit("ok", ""),
+        route("\"t.*\"", "\"ok\"")
+    );
+    std::fs::write(&path, good).expect("write");
+    let (code, out, err) = harness::run_cli(&path, &["check"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("plugin ok") && out.contains("testkit"),
+        "{out}"
+    );
+    assert!(out.contains("t.* (any app) -> ok"), "{out}");
+}
+
+#[test]
+fn a_second_gateway_on_the_same_store_refuses_to_start_and_check_names_the_lock() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = TestGateway::spawn(dir.path(), &sink_config());
+    // The same config again (its listeners would take other ports): the store is taken.
+    let mut second = std::process::Command::new(&binaries().gateway)
+        .arg("--config")
+        .arg(dir.path().join("gateway.toml"))
+        .arg("run")
+        .env_remove("GATEWAY_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start a second gateway");
+    let exited = wait_until(Duration::from_secs(20), || {
+        matches!(second.try_wait(), Ok(Some(_)))
+    });
+    if !exited {
+        let _ = second.kill();
+        panic!("a second gateway started on the same store");
+    }
+    let out = second.wait_with_output().expect("its output");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("in use by another running gateway"), "{err}");
+    // The operator commands still open it, and the first gateway goes on serving.
+    let (code, out, err) = gw.cli(&["store", "check"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(send(&gw, "after-refusal", "t.s"), 200);
+    drop(gw);
+    // A lock path that cannot be opened as a file is a `check` error, with its location.
+    let lock = dir.path().join("data/gateway.db.lock");
+    std::fs::remove_file(&lock).expect("the lock file stays behind, unlocked");
+    std::fs::create_dir(&lock).expect("a folder in its place");
+    let (code, out, err) = run_cli(&dir.path().join("gateway.toml"), &["check"]);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(
+        err.contains("store.path:") && err.contains("gateway.db.lock"),
+        "{err}"
+    );
+    // So is a folder of id runs that is a file.
+    std::fs::remove_dir(&lock).expect("remove the folder");
+    let runs = dir.path().join("data/gateway.db.ids");
+    std::fs::remove_dir_all(&runs).expect("the runs folder the gateway made");
+    std::fs::write(&runs, b"not a folder").expect("a file in its place");
+    let (code, out, err) = run_cli(&dir.path().join("gateway.toml"), &["check"]);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(
+        err.contains("store.path:") && err.contains("gateway.db.ids is not a folder"),
+        "{err}"
+    );
+}

@@ -1,0 +1,224 @@
+//! Reloads: SIGHUP (a broken config kept out, a plugin and route added, requests in flight
+//! across reloads, a library changed on disk refused), `--watch` following an editor's rename,
+//! and a dead letter replayed once a reload fixed its plugin. Part of `operations.rs`.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gateway_e2e::harness::{
+    self, base_config, binaries, get, metric, wait_until, Lark, TestGateway,
+};
+
+use super::helpers::{app, recorded, reload, route, send, testkit, TOKEN};
+
+#[test]
+fn sighup_reloads_safely() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = format!("{}{}", base_config(), app());
+    let v1 = format!(
+        "{base}{}{}",
+        testkit("first", "record = \"data/first.jsonl\""),
+        route("\"t.a\"", "\"first\""),
+    );
+    let gw = TestGateway::spawn(dir.path(), &v1);
+    assert_eq!(send(&gw, "a1", "t.a"), 200);
+    assert!(wait_until(Duration::from_secs(5), || recorded(
+        &gw,
+        "first.jsonl"
+    )
+    .len()
+        == 1));
+
+    // A broken config is refused; the old routes keep working.
+    reload(
+        &gw,
+        &format!("{v1}\n[[routes]]\nevents = [\"t.b\"]\nplugins = [\"ghost\"]\n"),
+        "reload refused",
+    );
+    assert!(
+        gw.log().contains("unknown plugin \"ghost\""),
+        "{}",
+        gw.log()
+    );
+    assert_eq!(send(&gw, "a2", "t.a"), 200);
+    assert!(wait_until(Duration::from_secs(5), || recorded(
+        &gw,
+        "first.jsonl"
+    )
+    .len()
+        == 2));
+
+    // Adding a plugin and a route starts delivering to it; requests in flight across several
+    // reloads all succeed.
+    let v2 = format!(
+        "{v1}{}{}",
+        testkit("second", "record = \"data/second.jsonl\""),
+        route("\"t.b\"", "\"second\""),
+    );
+    let failures = Arc::new(AtomicUsize::new(0));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let url = gw.url("/hook");
+    let senders: Vec<_> = (0..4)
+        .map(|t| {
+            let (failures, sent, url) = (failures.clone(), sent.clone(), url.clone());
+            std::thread::spawn(move || {
+                let lark = Lark::plain(TOKEN);
+                for i in 0..50 {
+                    let id = format!("flight-{t}-{i}");
+                    let (body, headers) =
+                        lark.wrap(&lark.event_v2(&id, "t.a", serde_json::json!({})));
+                    match harness::post(&url, &headers, &body) {
+                        Ok(a) if a.status == 200 => {}
+                        _ => {
+                            failures.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                    sent.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    for config in [&v2, &v1, &v2] {
+        reload(&gw, config, "config reloaded");
+    }
+    for s in senders {
+        s.join().expect("sender");
+    }
+    assert_eq!(sent.load(Ordering::SeqCst), 200);
+    assert_eq!(
+        failures.load(Ordering::SeqCst),
+        0,
+        "requests failed during reloads"
+    );
+    assert_eq!(send(&gw, "b1", "t.b"), 200);
+    let second = |outcome: &str| {
+        recorded(&gw, "second.jsonl")
+            .iter()
+            .filter(|l| l["outcome"] == outcome)
+            .count()
+    };
+    assert!(wait_until(Duration::from_secs(5), || second("ok") == 1));
+    // Removed by the v1 reload: its instance was shut down (and a fresh one made by the last v2).
+    assert_eq!(second("shutdown"), 1);
+    assert!(wait_until(Duration::from_secs(10), || recorded(
+        &gw,
+        "first.jsonl"
+    )
+    .len()
+        == 202));
+
+    // A library replaced at the same path is refused: libraries are never unloaded.
+    let lib = dir.path().join("libcopy.so");
+    std::fs::copy(&binaries().testkit, &lib).expect("copy");
+    let v3 = format!(
+        "{v2}\n[[plugins]]\nname = \"copy\"\nlibrary = \"{}\"\nconfig = {{ mode = \"ok\" }}\n",
+        lib.display()
+    );
+    reload(&gw, &v3, "config reloaded");
+    std::thread::sleep(Duration::from_millis(20));
+    // The same bytes installed again (a new file): the instance is kept.
+    std::fs::remove_file(&lib).expect("remove");
+    std::fs::copy(&binaries().testkit, &lib).expect("copy again");
+    reload(&gw, &v3, "config reloaded");
+    // Other bytes, even with the entry unchanged (a rebuild installed over the path, then a
+    // reload): the instance was kept silently on the old library.
+    std::fs::remove_file(&lib).expect("remove");
+    std::fs::copy(&binaries().logger, &lib).expect("copy another library");
+    reload(&gw, &v3, "changed on disk since this gateway loaded it");
+    reload(
+        &gw,
+        &v3.replace("mode = \"ok\"", "mode = \"reject\""),
+        "changed on disk since this gateway loaded it",
+    );
+}
+
+#[test]
+fn dead_letter_replayed_after_the_plugin_is_fixed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = format!("{}{}", base_config(), app());
+    let broken = format!(
+        "{base}{}{}",
+        testkit("payer", "mode = \"reject\", record = \"data/payer.jsonl\""),
+        route("\"t.pay\"", "\"payer\""),
+    );
+    let gw = TestGateway::spawn(dir.path(), &broken);
+    assert_eq!(send(&gw, "p1", "t.pay"), 200);
+    assert!(wait_until(Duration::from_secs(5), || {
+        gw.cli(&["dead-letters", "--json"]).1.lines().count() == 1
+    }));
+    reload(
+        &gw,
+        &broken.replace("mode = \"reject\", ", ""),
+        "config reloaded",
+    );
+    let (code, out, err) = gw.cli(&["replay", "--dead-letters", "--plugin", "payer"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("1 deliveries queued again"), "{out}");
+    assert!(wait_until(Duration::from_secs(10), || {
+        recorded(&gw, "payer.jsonl")
+            .iter()
+            .any(|l| l["outcome"] == "ok")
+    }));
+    assert!(gw.cli(&["dead-letters", "--json"]).1.trim().is_empty());
+    let m = get(&gw.admin_url("/metrics")).expect("metrics").body;
+    assert_eq!(
+        metric(&m, r#"gateway_replays_total{plugin="payer"}"#),
+        1.0,
+        "{m}"
+    );
+    // `--since` takes RFC 3339 too: the event came after the epoch, not after 2100.
+    assert_eq!(
+        gw.cli(&[
+            "events",
+            "list",
+            "--since",
+            "1970-01-02T00:00:00+08:00",
+            "--json"
+        ])
+        .1
+        .lines()
+        .count(),
+        1
+    );
+    assert!(gw
+        .cli(&["events", "list", "--since", "2100-01-01", "--json"])
+        .1
+        .trim()
+        .is_empty());
+    let (code, out, _) = gw.cli(&["store", "check"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("sound"), "{out}");
+}
+
+#[test]
+fn watch_reloads_when_an_editor_replaces_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = format!("{}{}", base_config(), app());
+    let v1 = format!(
+        "{base}{}{}",
+        testkit("first", "record = \"data/first.jsonl\""),
+        route("\"t.a\"", "\"first\"")
+    );
+    let gw = TestGateway::spawn_full(dir.path(), &v1, &[], &["--watch"]);
+    assert_eq!(send(&gw, "w1", "t.b"), 200, "unrouted at first");
+    // Write a new file and rename it over the config, as editors and git do.
+    let v2 = format!("{v1}{}", route("\"t.b\"", "\"first\""));
+    let tmp = dir.path().join(".gateway.toml.swp");
+    std::fs::write(&tmp, v2).expect("write");
+    std::fs::rename(&tmp, dir.path().join("gateway.toml")).expect("rename");
+    assert!(
+        wait_until(Duration::from_secs(10), || gw
+            .log()
+            .contains("config reloaded")),
+        "{}",
+        gw.log()
+    );
+    assert!(gw.log().contains("config file changed"), "{}", gw.log());
+    assert_eq!(send(&gw, "w2", "t.b"), 200);
+    assert!(wait_until(Duration::from_secs(5), || {
+        recorded(&gw, "first.jsonl")
+            .iter()
+            .any(|l| l["event_id"] == "w2")
+    }));
+}

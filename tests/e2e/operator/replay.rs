@@ -1,0 +1,202 @@
+//! `replay` and dead letters: unknown names and successes refused without `--force`, a
+//! `--dry-run` that changes nothing, dead letters kept until purged on purpose with a filter, and
+//! a purge deleting what the same listing shows. Part of `operator.rs`.
+
+use std::time::Duration;
+
+use gateway_e2e::harness::{read_jsonl, wait_until, Lark, TestGateway};
+
+use super::helpers::{config, state, TOKEN};
+
+#[test]
+fn replay_refuses_unknown_names_and_successes_without_force_and_dry_run_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = TestGateway::spawn(dir.path(), &config());
+    let lark = Lark::plain(TOKEN);
+    for (id, t) in [("ev-ok", "test.ok"), ("ev-bad", "test.bad")] {
+        let a = lark.send(
+            &gw.url("/hook"),
+            &lark.event_v2(id, t, serde_json::json!({})),
+        );
+        assert_eq!(a.status, 200);
+    }
+    assert!(wait_until(Duration::from_secs(10), || state(&gw, "ev-ok")
+        == "done"
+        && state(&gw, "ev-bad") == "dead"));
+    let calls = || read_jsonl(&dir.path().join("data/kit.jsonl")).len();
+    assert_eq!(calls(), 2);
+
+    let (code, out, err) = gw.cli(&["replay", "nope"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(err.contains("no event \"nope\" in the store"), "{err}");
+    let (code, _, err) = gw.cli(&["replay", "ev-ok", "--plugin", "nosuch"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown plugin \"nosuch\""), "{err}");
+    let (code, _, err) = gw.cli(&["dead-letters", "--plugin", "nosuch"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown plugin \"nosuch\""), "{err}");
+
+    // A success is re-run only on purpose.
+    let (code, _, err) = gw.cli(&["replay", "ev-ok"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("ev-ok:kit already succeeded") && err.contains("--force"),
+        "{err}"
+    );
+    // A dry run without --force lists what it would refuse, and says so (it only refused).
+    let (code, out, err) = gw.cli(&["replay", "ev-ok", "ev-bad", "--dry-run"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("needs --force (already succeeded) ev-ok:kit (done, 1 attempt(s))")
+            && out.contains("would replay ev-bad:kit (dead,"),
+        "{out}"
+    );
+    assert!(err.contains("the replay would be refused"), "{err}");
+    let (code, out, err) = gw.cli(&["replay", "ev-ok", "--force", "--dry-run"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("would replay ev-ok:kit (done, 1 attempt(s))"),
+        "{out}"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        (state(&gw, "ev-ok"), calls()),
+        ("done".to_owned(), 2),
+        "dry run changed nothing"
+    );
+    let (code, out, err) = gw.cli(&["replay", "ev-ok", "--force"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("1 deliveries queued again"), "{out}");
+    assert!(wait_until(Duration::from_secs(10), || calls() == 3));
+    // Dead letters need no --force.
+    let (code, out, err) = gw.cli(&["replay", "--dead-letters"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("replaying ev-bad:kit (dead, 1 attempt(s))"),
+        "{out}"
+    );
+    assert!(wait_until(Duration::from_secs(10), || calls() == 4));
+}
+
+#[test]
+fn dead_letters_stay_until_purged_on_purpose_with_a_filter() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The shortest dedup retention (1m): the events are then made older than it, so finished
+    // events go at the next start; dead letters must not.
+    let cfg = config().replace(
+        "[store]\npath = \"data/gateway.db\"",
+        "[store]\npath = \"data/gateway.db\"\nretention = \"1m\"",
+    );
+    assert!(cfg.contains("retention = \"1m\""), "{cfg}");
+    let mut gw = TestGateway::spawn(dir.path(), &cfg);
+    gw.send_plain(TOKEN, "dl-1", "test.bad");
+    gw.send_plain(TOKEN, "ok-1", "test.ok");
+    assert!(wait_until(Duration::from_secs(10), || state(&gw, "dl-1")
+        == "dead"
+        && state(&gw, "ok-1") == "done"));
+    gw.kill9();
+    drop(gw);
+    let db = rusqlite::Connection::open(dir.path().join("data/gateway.db")).expect("open");
+    db.execute("UPDATE events SET received_at = received_at - 600000", [])
+        .expect("ten minutes older");
+    drop(db);
+    // A restart runs the retention purge at once.
+    let gw = TestGateway::spawn(dir.path(), &cfg);
+    assert!(
+        wait_until(Duration::from_secs(10), || gw
+            .cli(&["events", "show", "ok-1"])
+            .0
+            == 1),
+        "the finished event was purged"
+    );
+    let (code, out, _) = gw.cli(&["dead-letters"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("dl-1") && out.contains("1 dead letter(s)"),
+        "{out}"
+    );
+    let (code, out, _) = gw.cli(&["dead-letters", "--since", "1h30m"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("dl-1"), "compound durations: {out}");
+    // A value that is not a duration is a usage error (2), like a missing filter.
+    let (code, _, err) = gw.cli(&["dead-letters", "--since", "30m1h"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("largest to smallest"), "{err}");
+    let (code, _, err) = gw.cli(&["dead-letters", "--purge"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--purge needs a filter"), "{err}");
+    let (code, out, err) = gw.cli(&["dead-letters", "--purge", "--plugin", "kit"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("1 dead letter(s) deleted"), "{out}");
+    let (_, out, _) = gw.cli(&["dead-letters"]);
+    assert!(out.contains("0 dead letter(s)"), "{out}");
+}
+
+/// `--purge` deletes exactly what the listing with the same filters shows: `--older-than`
+/// lists too, and a filter the purge cannot apply (`--since`) is refused, never dropped (it
+/// used to be ignored: `--purge --plugin kit --since 2030-01-01` deleted all of kit's).
+#[test]
+fn a_purge_deletes_what_the_same_listing_shows_and_refuses_filters_it_cannot_apply() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = TestGateway::spawn(dir.path(), &config());
+    let ids = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["dead-letters", "--json"];
+        all.extend_from_slice(args);
+        let (code, out, err) = gw.cli(&all);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        out.lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).expect("json line");
+                v["event_id"].as_str().unwrap_or_default().to_owned()
+            })
+            .collect()
+    };
+    gw.send_plain(TOKEN, "old-1", "test.bad");
+    assert!(wait_until(Duration::from_secs(10), || state(&gw, "old-1") == "dead"));
+    std::thread::sleep(Duration::from_millis(3_000));
+    gw.send_plain(TOKEN, "new-1", "test.bad");
+    assert!(wait_until(Duration::from_secs(10), || state(&gw, "new-1") == "dead"));
+
+    for refused in [
+        &["--purge", "--plugin", "kit", "--since", "2030-01-01"][..],
+        &["--purge", "--plugin", "kit", "--since", "1h"],
+        &["--purge", "--older-than", "1s", "--since", "1h"],
+    ] {
+        let mut args = vec!["dead-letters"];
+        args.extend_from_slice(refused);
+        let (code, out, err) = gw.cli(&args);
+        assert_eq!(code, 2, "{refused:?}: {out}{err}");
+        assert!(err.contains("--since"), "{refused:?}: {err}");
+    }
+    assert_eq!(ids(&[]), ["new-1", "old-1"], "nothing was deleted");
+
+    let (code, _, err) = gw.cli(&["dead-letters", "--purge", "--older-than", "soon"]);
+    assert_eq!(code, 2, "{err}");
+    // A duration longer than the clock has run selects nothing (it must not wrap into "all").
+    let (code, out, err) = gw.cli(&[
+        "dead-letters",
+        "--purge",
+        "--plugin",
+        "kit",
+        "--older-than",
+        "200000000000d",
+    ]);
+    assert_eq!((code, out.trim()), (0, "0 dead letter(s) deleted"), "{err}");
+
+    let filters = ["--plugin", "kit", "--older-than", "2s"];
+    assert_eq!(
+        ids(&filters),
+        ["old-1"],
+        "the listing with the purge's filters"
+    );
+    let mut purge = vec!["dead-letters", "--purge", "--json"];
+    purge.extend_from_slice(&filters);
+    let (code, out, err) = gw.cli(&purge);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(out.trim()).expect("json"),
+        serde_json::json!({ "deleted": 1 }),
+        "{out}"
+    );
+    assert_eq!(ids(&[]), ["new-1"], "exactly what the listing showed");
+}
