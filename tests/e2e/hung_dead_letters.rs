@@ -9,23 +9,16 @@
 use std::path::Path;
 use std::time::Duration;
 
-use gateway_e2e::harness::{binaries, post, wait_until, Lark, TestGateway};
+use gateway_e2e::harness::{base_config, binaries, post, wait_until, Lark, TestGateway};
 use gateway_e2e::pgkit::PgCluster;
 
 const WAIT: Duration = Duration::from_secs(30);
 
+/// The harness's base config with `store` (a `[store]` table) for its embedded store.
 fn config(store: &str) -> String {
+    let base = base_config().replace("[store]\npath = \"data/gateway.db\"", store);
     format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-shutdown_grace = "5s"
-
-[admin]
-listen = "127.0.0.1:0"
-
-{store}
-
+        r#"{base}
 [delivery]
 timeout = "1s"
 max_attempts = 1
