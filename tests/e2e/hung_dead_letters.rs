@@ -83,6 +83,9 @@ fn scenario(dir: &Path, gw: &TestGateway) {
     };
     let a = api(r#"{"event_ids":["hung-1"]}"#);
     assert_eq!(a.status, 409, "{}", a.body);
+    // `dead_only` picks deliveries: with a whole selection it would be ignored, so refused.
+    let a = api(r#"{"dead_letters":true,"dead_only":true}"#);
+    assert_eq!(a.status, 400, "{}", a.body);
     for body in [
         r#"{"dead_letters":true}"#,
         r#"{"deliveries":[{"event_id":"hung-1","plugin":"held"}],"dead_only":true}"#,

@@ -200,7 +200,8 @@ pub struct Due {
 pub struct Orphaned {
     pub key: i64,
     pub event_id: String,
-    /// Its call runs in this process: shown as running until that call's outcome is recorded.
+    /// Its call runs in this process (or, in a shared store, is listed as running: its claim is
+    /// kept): shown as running until that call's outcome is recorded, or the claim lapses.
     pub running: bool,
 }
 

@@ -10,15 +10,18 @@
 //! reload brings an instance back for is not left dead. One whose call still runs here (a call
 //! of the removed instance hung past its timeout) is not replayed beside it: a later sweep
 //! round puts it back once it no longer shows as running, unless it is no longer that dead
-//! letter by then (a late success replaced it, or an operator replayed it). A reload after that look is after the write: those dead letters stand, as
-//! they would for a reload a minute later.
+//! letter by then (a late success replaced it, or an operator replayed it), the call ended in
+//! a dead letter of the plugin's own (a rejection: it stands), or the name was removed again.
+//! That wait is kept in memory: a restart before the call returned leaves the dead letter (its
+//! reason says to replay it). A reload after the second look is after the write: those dead
+//! letters stand, as they would for a reload a minute later.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use super::{Engine, SWEEP_INTERVAL};
 use crate::store::sqlite::now_ms;
-use crate::store::ReplaySelector;
+use crate::store::{Orphaned, ReplaySelector};
 
 /// The names missing for `grace` or longer (their deliveries become dead letters now), and how
 /// long until the next of the others reaches its grace (`None`: no other).
@@ -159,21 +162,48 @@ impl Engine {
             tracing::warn!(plugin = %name, deliveries = orphans.len(), "deliveries of a removed plugin instance dead-lettered");
             return;
         }
-        // Configured again while the write ran: the backlog is the new instance's.
+        // Configured again while the write ran: the backlog is the new instance's. What runs
+        // waits for its call; the rest goes back now, or waits too if that write fails (the
+        // next round tries again).
         let (running, idle): (Vec<_>, Vec<_>) = orphans.into_iter().partition(|o| o.running);
-        if let Ok(mut o) = self.orphans.lock() {
-            o.waiting.extend(running.iter().map(|r| {
-                let w = Waiting {
-                    event_id: r.event_id.clone(),
-                    plugin: name.to_owned(),
-                    error: error.clone(),
-                };
-                (r.key, w)
-            }));
+        let wait = |list: &[Orphaned]| {
+            if let Ok(mut o) = self.orphans.lock() {
+                o.waiting.extend(list.iter().map(|r| {
+                    let w = Waiting {
+                        event_id: r.event_id.clone(),
+                        plugin: name.to_owned(),
+                        error: error.clone(),
+                    };
+                    (r.key, w)
+                }));
+            }
+        };
+        wait(&running);
+        if idle.is_empty() {
+            return;
         }
-        let ids = idle.into_iter().map(|o| o.event_id).collect();
-        if let Ok(n) = self.put_back(name, ids).await {
-            tracing::info!(plugin = %name, deliveries = n, after_their_call = running.len(), "a reload configured a removed plugin instance again while its deliveries were dead-lettered: queued again");
+        let ids = idle.iter().map(|o| o.event_id.clone()).collect();
+        match self.put_back(name, ids).await {
+            Ok(n) => {
+                tracing::info!(plugin = %name, deliveries = n, after_their_call = running.len(), "a reload configured a removed plugin instance again while its deliveries were dead-lettered: queued again");
+            }
+            Err(()) => wait(&idle),
+        }
+    }
+
+    /// A call of a delivery the second look left waiting ended in a dead letter of its own (a
+    /// rejection, a panic, its last attempt): the plugin's verdict stands, so the delivery is
+    /// not put back. (Its record could not replace the orphan's dead letter: the reason in the
+    /// history is the orphan's; this line says what the plugin answered.)
+    pub(super) fn verdict_stands(&self, key: i64, reason: &str) {
+        let forgot = self
+            .orphans
+            .lock()
+            .map(|mut o| o.waiting.remove(&key))
+            .ok()
+            .flatten();
+        if let Some(w) = forgot {
+            tracing::warn!(plugin = %w.plugin, event_id = %w.event_id, %reason, "a delivery dead-lettered as an orphan while its call ran ended with a dead letter of the plugin's: left a dead letter, not queued again");
         }
     }
 
@@ -202,22 +232,37 @@ impl Engine {
     /// lease) waits; one that is no longer this orphan dead letter (a success replaced it, or
     /// an operator replayed it) is forgotten; the others are put back.
     pub(super) async fn revive_waiting(&self) {
+        if self
+            .orphans
+            .lock()
+            .map(|o| o.waiting.is_empty())
+            .unwrap_or(true)
+        {
+            return;
+        }
         let running = self.known.running();
         let due: Vec<(i64, Waiting)> = match self.orphans.lock() {
-            Ok(o) if !o.waiting.is_empty() => o
+            Ok(o) => o
                 .waiting
                 .iter()
                 .filter(|(key, _)| !running.contains(key))
                 .map(|(key, w)| (*key, w.clone()))
                 .collect(),
-            _ => return,
+            Err(_) => return,
         };
         for (key, w) in due {
+            // Removed again meanwhile: the dead letter stands (its reason says so).
+            if !self.configured(&w.plugin) {
+                if let Ok(mut o) = self.orphans.lock() {
+                    o.waiting.remove(&key);
+                }
+                continue;
+            }
             let shown = match self.store.event(w.event_id.clone()).await {
                 Ok(event) => {
                     event.and_then(|e| e.deliveries.into_iter().find(|d| d.plugin == w.plugin))
                 }
-                Err(_) => continue, // the next round
+                Err(_) => return, // the store is failing: the next round
             };
             let still = shown
                 .filter(|d| d.state == "dead" && d.last_error.as_deref() == Some(w.error.as_str()));
@@ -229,7 +274,7 @@ impl Engine {
                         tracing::info!(plugin = %w.plugin, event_id = %w.event_id, deliveries = n, "a delivery dead-lettered as its removed instance's call ran, and that name configured again: queued again once the call returned");
                         true
                     }
-                    Err(()) => false,
+                    Err(()) => return,
                 },
             };
             if done {

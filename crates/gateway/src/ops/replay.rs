@@ -275,7 +275,8 @@ pub fn replay(config: &Config, args: &ReplayArgs) -> ExitCode {
         for d in &skipped {
             eprintln!(
                 "skipped: {}:{} its call is running (hung past its timeout; it may still \
-                 succeed), or was when the gateway last stopped (its next start ends that): \
+                 succeed), or was when its gateway last stopped (its next start ends that; on \
+                 PostgreSQL, the lapse of that replica's lease): \
                  replay it once that call returned, or now with `replay {} --plugin {} --force` \
                  (the plugin then runs again)",
                 d.event_id, d.plugin, d.event_id, d.plugin
