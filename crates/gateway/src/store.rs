@@ -199,6 +199,8 @@ pub struct Due {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Orphaned {
     pub key: i64,
+    /// The delivery's generation (the dead letter's: a replay bumps it).
+    pub generation: u32,
     pub event_id: String,
     /// Its call runs in this process (or, in a shared store, is listed as running: its claim is
     /// kept): shown as running until that call's outcome is recorded, or the claim lapses.

@@ -59,11 +59,13 @@ pub(super) struct Orphans {
 /// A dead letter the orphan rule made while its call ran, its name configured again since.
 #[derive(Debug, Clone)]
 struct Waiting {
+    generation: u32,
     event_id: String,
     plugin: String,
-    /// The orphan rule's reason: a dead letter with another one is not this one (an operator
-    /// replayed it, and it died again for reasons of its own).
-    error: String,
+    /// The orphan rule's reason: a dead letter with another one is not this one.
+    reason: String,
+    /// When the orphan rule made it (a claim it kept lapses within a lease from then).
+    since: Instant,
 }
 
 impl Engine {
@@ -170,9 +172,11 @@ impl Engine {
             if let Ok(mut o) = self.orphans.lock() {
                 o.waiting.extend(list.iter().map(|r| {
                     let w = Waiting {
+                        generation: r.generation,
                         event_id: r.event_id.clone(),
                         plugin: name.to_owned(),
-                        error: error.clone(),
+                        reason: error.clone(),
+                        since: Instant::now(),
                     };
                     (r.key, w)
                 }));
@@ -182,8 +186,8 @@ impl Engine {
         if idle.is_empty() {
             return;
         }
-        let ids = idle.iter().map(|o| o.event_id.clone()).collect();
-        match self.put_back(name, ids).await {
+        let keys = idle.iter().map(|o| (o.key, o.generation)).collect();
+        match self.put_back(name, keys, &error).await {
             Ok(n) => {
                 tracing::info!(plugin = %name, deliveries = n, after_their_call = running.len(), "a reload configured a removed plugin instance again while its deliveries were dead-lettered: queued again");
             }
@@ -207,13 +211,12 @@ impl Engine {
         }
     }
 
-    /// Replays the dead letters of `name` on events `ids` (dead ones only, unforced): how many.
-    async fn put_back(&self, name: &str, ids: Vec<String>) -> Result<u64, ()> {
-        let back = ReplaySelector::Events {
-            ids,
-            plugin: Some(name.to_owned()),
-            force: false,
-            dead_only: true,
+    /// Puts back those of `keys` (key, generation) still the dead letters the orphan rule made
+    /// for `name` with `reason`, and not running: how many (the rule is the store write's own).
+    async fn put_back(&self, name: &str, keys: Vec<(i64, u32)>, reason: &str) -> Result<u64, ()> {
+        let back = ReplaySelector::Orphans {
+            keys,
+            reason: reason.to_owned(),
         };
         match self.store.replay(back).await {
             Ok(n) => {
@@ -227,10 +230,12 @@ impl Engine {
         }
     }
 
-    /// Each sweep round: the dead letters left for after their call are looked at again once
-    /// this process no longer calls them. One still shown as running (a claim lapsing within a
-    /// lease) waits; one that is no longer this orphan dead letter (a success replaced it, or
-    /// an operator replayed it) is forgotten; the others are put back.
+    /// Each sweep round: the dead letters left for after their call are tried again once this
+    /// process no longer calls them, each put back only if it is still that dead letter and
+    /// not running (the store write decides). Forgotten once put back; once the write finds
+    /// nothing (it is no longer that dead letter: a success replaced it, an operator replayed
+    /// it) and no claim of this replica can still be lapsing (two leases after the orphan
+    /// write, in a shared store; at once otherwise); and when the name is gone again.
     pub(super) async fn revive_waiting(&self) {
         if self
             .orphans
@@ -250,32 +255,22 @@ impl Engine {
                 .collect(),
             Err(_) => return,
         };
+        let patience = self.store.lease().map(|l| l * 2).unwrap_or_default();
         for (key, w) in due {
-            // Removed again meanwhile: the dead letter stands (its reason says so).
-            if !self.configured(&w.plugin) {
-                if let Ok(mut o) = self.orphans.lock() {
-                    o.waiting.remove(&key);
-                }
-                continue;
-            }
-            let shown = match self.store.event(w.event_id.clone()).await {
-                Ok(event) => {
-                    event.and_then(|e| e.deliveries.into_iter().find(|d| d.plugin == w.plugin))
-                }
-                Err(_) => return, // the store is failing: the next round
-            };
-            let still = shown
-                .filter(|d| d.state == "dead" && d.last_error.as_deref() == Some(w.error.as_str()));
-            let done = match still {
-                None => true,
-                Some(d) if d.running => false,
-                Some(_) => match self.put_back(&w.plugin, vec![w.event_id.clone()]).await {
-                    Ok(n) => {
-                        tracing::info!(plugin = %w.plugin, event_id = %w.event_id, deliveries = n, "a delivery dead-lettered as its removed instance's call ran, and that name configured again: queued again once the call returned");
+            let done = if !self.configured(&w.plugin) {
+                true // removed again meanwhile: the dead letter stands (its reason says so)
+            } else {
+                match self
+                    .put_back(&w.plugin, vec![(key, w.generation)], &w.reason)
+                    .await
+                {
+                    Ok(0) => w.since.elapsed() >= patience,
+                    Ok(_) => {
+                        tracing::info!(plugin = %w.plugin, event_id = %w.event_id, "a delivery dead-lettered as its removed instance's call ran, and that name configured again: queued again once the call returned");
                         true
                     }
-                    Err(()) => return,
-                },
+                    Err(()) => return, // the store is failing: the next round
+                }
             };
             if done {
                 if let Ok(mut o) = self.orphans.lock() {

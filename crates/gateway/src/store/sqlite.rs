@@ -74,6 +74,13 @@ pub enum ReplaySelector {
     /// Every dead letter (optionally one plugin's); with `force`, those whose call is running
     /// too (a call hung past its timeout: the dead letter its timeout made).
     DeadLetters { plugin: Option<String>, force: bool },
+    /// These deliveries (key, generation), each only if it is still the dead letter the orphan
+    /// rule made (that generation, `reason` its error) and no call of it runs: the orphan
+    /// rule's put-back after a reload configured the name again.
+    Orphans {
+        keys: Vec<(i64, u32)>,
+        reason: String,
+    },
 }
 
 /// The SQLite-backed [`Store`].

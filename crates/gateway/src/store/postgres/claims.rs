@@ -138,7 +138,7 @@ pub(super) async fn dead_letter_plugin(
          WHERE plugin = $1 AND state = 'pending' AND updated_at < $6
            AND (claimed_by IS NULL OR claimed_by = $4 OR lease_until < {DB_NOW_MS})
            AND NOT (started > 0 AND started >= attempts AND lease_until < {DB_NOW_MS})
-         RETURNING key, event_id, claimed_by IS NOT NULL"
+         RETURNING key, event_id, claimed_by IS NOT NULL, generation"
     );
     let rows = c
         .query(
@@ -160,6 +160,7 @@ pub(super) async fn dead_letter_plugin(
             key: r.get(0),
             event_id: r.get(1),
             running: r.get(2),
+            generation: r.get::<_, i32>(3).max(0) as u32,
         })
         .collect())
 }

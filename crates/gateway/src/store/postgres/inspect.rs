@@ -246,6 +246,29 @@ pub(super) async fn replay(
             )
             .await?
         }
+        ReplaySelector::Orphans { keys, reason } => {
+            let (k, generation): (Vec<i64>, Vec<i32>) =
+                keys.iter().map(|(k, g)| (*k, *g as i32)).unzip();
+            // Their events share-locked first, as every replay does (see `retention`).
+            tx.query(
+                "SELECT e.id FROM events e JOIN deliveries d ON d.event_id = e.id
+                 WHERE d.key = ANY($1) ORDER BY e.id FOR SHARE OF e",
+                &[&k],
+            )
+            .await?;
+            let sql = format!(
+                "UPDATE deliveries d SET state = 'pending', attempts = 0,
+                     generation = d.generation + 1, started = 0, crashes = 0,
+                     next_at = $3, updated_at = $3,
+                     lease_until = LEAST(d.lease_until, {DB_NOW_MS} + $5)
+                 FROM unnest($1::bigint[], $2::int[]) AS u(key, generation)
+                 WHERE d.key = u.key AND d.generation = u.generation AND d.state = 'dead'
+                   AND d.started = 0 AND d.last_error = $4
+                   AND NOT (d.claimed_by IS NOT NULL AND d.lease_until > {DB_NOW_MS})"
+            );
+            tx.execute(&sql, &[&k, &generation, &now, &reason, &lease_ms])
+                .await?
+        }
         ReplaySelector::DeadLetters { plugin, force } => {
             let locked = ids_of(
                 &tx.query(

@@ -56,6 +56,17 @@ pub(super) fn apply(
                 n += stmt.execute(params![seq, plugin, now, force, dead_only])? as u64;
             }
         }
+        ReplaySelector::Orphans { keys, reason } => {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE deliveries SET state = 'pending', attempts = 0, generation = generation + 1,
+                     started = 0, crashes = 0, next_at = ?4, updated_at = ?4
+                 WHERE key = ?1 AND generation = ?2 AND state = 'dead' AND started = 0
+                   AND last_error = ?3",
+            )?;
+            for (key, generation) in keys {
+                n += stmt.execute(params![key, generation, reason, now])? as u64;
+            }
+        }
         ReplaySelector::DeadLetters { plugin, force } => {
             n += tx.execute(
                 "UPDATE deliveries SET state = 'pending', attempts = 0, generation = generation + 1,

@@ -154,6 +154,7 @@ fn the_orphan_rule_keeps_a_running_calls_mark_until_its_outcome_comes() {
         gone.sort_by_key(|o| o.key);
         let orphan = |key, id: &str, running| Orphaned {
             key,
+            generation: 0,
             event_id: id.into(),
             running,
         };
@@ -245,5 +246,43 @@ fn a_dead_letters_mark_left_by_a_dead_process_becomes_a_crash_in_its_history() {
         let again = store.recover_crashed(12, 3, Vec::new());
         assert_eq!(again.await.expect("recover"), 0);
         assert_eq!(shown(&store, "hung").history.len(), 2, "recorded once");
+    });
+}
+
+/// The orphan rule's put-back (`ReplaySelector::Orphans`) takes a dead letter only while it is
+/// the one the rule made (that generation, that reason) and no call of it runs.
+#[test]
+fn the_orphan_put_back_takes_only_the_rules_own_idle_dead_letter() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
+        let key = accepted(&store, event("o", &["p"])).await[0].0;
+        let marked = store.start_attempts(vec![(key, at(0, false, false))]);
+        assert_eq!(marked.await.expect("start"), [true]);
+        let gone = store.dead_letter_plugin("p".into(), "removed".into(), i64::MAX, Vec::new());
+        assert_eq!(gone.await.expect("orphans")[0].generation, 0);
+        let back = |generation, reason: &str| ReplaySelector::Orphans {
+            keys: vec![(key, generation)],
+            reason: reason.into(),
+        };
+        // Its call still runs: not yet.
+        assert_eq!(store.replay(back(0, "removed")).await.expect("replay"), 0);
+        let retry = Finish::Retry {
+            next_at_ms: 5_000,
+            error: "busy".into(),
+        };
+        let returned = record(key, at(0, false, false), 1, retry, "retry");
+        assert_eq!(
+            store.finish_many(vec![returned]).await.expect("finish"),
+            [false]
+        );
+        // Another reason, or another generation: not the rule's dead letter.
+        assert_eq!(store.replay(back(0, "other")).await.expect("replay"), 0);
+        assert_eq!(store.replay(back(1, "removed")).await.expect("replay"), 0);
+        assert_eq!(store.replay(back(0, "removed")).await.expect("replay"), 1);
+        let d = shown(&store, "o");
+        assert_eq!((d.state.as_str(), d.attempts), ("pending", 0), "{d:?}");
+        // Once put back, it is not the rule's dead letter any more.
+        assert_eq!(store.replay(back(0, "removed")).await.expect("replay"), 0);
     });
 }

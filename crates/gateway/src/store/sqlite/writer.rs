@@ -255,7 +255,7 @@ fn apply_batch(
                 // process can run it, and this one's engine waits for that call.
                 let orphans = tx
                     .prepare_cached(
-                        "SELECT d.key, e.id, d.started > 0
+                        "SELECT d.key, e.id, d.started > 0, d.generation
                          FROM deliveries d JOIN events e ON e.seq = d.event_seq
                          WHERE d.plugin = ?1 AND d.state = 'pending' AND d.updated_at < ?2",
                     )?
@@ -264,6 +264,7 @@ fn apply_batch(
                             key: r.get(0)?,
                             event_id: r.get(1)?,
                             running: r.get(2)?,
+                            generation: r.get(3)?,
                         })
                     })?
                     .collect::<Result<Vec<_>, _>>()?;
