@@ -12,10 +12,12 @@
 //! with its password hidden (also through the real `gateway check`); and the real thing: two
 //! gateway processes with the real `libpayout.so` on one database, handed the same snapshot as
 //! two events at once, make one withdraw call to the Lark stand-in, and `payout-report` lists it
-//! from the database URL.
+//! from the database URL. `socket.rs`: the same plugin with its ledger on the Unix socket.
 
 #[path = "../standins/lark_api.rs"]
 mod lark_api;
+#[path = "payout_ledger_pg/socket.rs"]
+mod socket;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -24,7 +24,7 @@ pub use delivery::DeliveryConfig;
 pub use plugin::{load_plugin_config, Isolation};
 use server::Listeners;
 pub use server::{AdminToken, TlsFiles};
-pub use store::{redact_url, PgHosts, PgSettings, StoreConfig};
+pub use store::{redact_url, PgSettings, StoreConfig};
 
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 86_400);
 /// The shortest `[store] retention` and `dead_letter_retention`: shorter would purge what was

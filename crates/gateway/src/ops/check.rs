@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use lark_longconn::ClientConfig;
 
 use super::out::outln;
-use crate::config::{Config, Isolation, PgHosts, PgSettings, StoreConfig, TlsFiles};
+use crate::config::{Config, Isolation, PgSettings, StoreConfig, TlsFiles};
 use crate::longconn::{bootstrap_blocking, dial_and_close_blocking, ConnectError};
 use crate::plugins;
 use crate::tls;
@@ -246,7 +246,7 @@ fn report(
 fn socket_hosts(pg: &PgSettings) -> Vec<std::path::PathBuf> {
     pg.url
         .parse::<tokio_postgres::Config>()
-        .map(|c| PgHosts::of(&c).sockets)
+        .map(|c| gateway_pgtls::Hosts::of(c.get_hosts(), c.get_hostaddrs()).sockets)
         .unwrap_or_default()
 }
 

@@ -2,6 +2,10 @@
 //! the plugin's own SQLite file, or a `postgres://` / `postgresql://` URL of a database shared by
 //! several gateway replicas.
 //!
+//! A URL's hosts may be Unix sockets (`%2Frun%2Fpostgresql`, `?host=/run/postgresql`), reached
+//! without TLS whatever the `sslmode`, as libpq does; `sslmode=require` with a socket among TCP
+//! hosts is refused ([`gateway_pgtls::Hosts`], the gateway's own rule for its `[store] url`).
+//!
 //! A URL may hold a password; it must never be shown. [`LedgerLocation`]'s `Display` and `Debug`
 //! and [`redact_url`] replace it with `***`, and [`scrub`] removes it from any message text.
 
@@ -38,13 +42,15 @@ impl LedgerLocation {
             return Err("`ledger` is empty".to_owned());
         }
         if is_postgres_url(text) {
-            postgres::Config::from_str(text).map_err(|e| {
+            let mut config = postgres::Config::from_str(text).map_err(|e| {
                 format!(
                     "`ledger` is not a valid PostgreSQL URL ({}): {}",
                     redact_url(text),
                     scrub(&e.to_string(), text)
                 )
             })?;
+            sockets_without_tls(&mut config)
+                .map_err(|why| format!("`ledger` ({}): {why}", redact_url(text)))?;
             return Ok(LedgerLocation::Postgres(text.to_owned()));
         }
         if let Some((scheme, _)) = text.split_once("://") {
@@ -151,13 +157,15 @@ pub fn scrub(message: &str, url: &str) -> String {
 
 /// The driver's config for `url`: its password, else `$PGPASSWORD`; a `connect_timeout` and a
 /// `tcp_user_timeout` when the URL sets none; `application_name = gateway-payout` when unset.
-/// TLS follows the URL's `sslmode` (rustls; see `ledger/postgres.rs`).
+/// TLS follows the URL's `sslmode` (rustls; see `ledger/postgres.rs`) towards TCP hosts; a URL
+/// of Unix sockets only gets `sslmode=disable` (see [`sockets_without_tls`]).
 pub fn pg_config(url: &str) -> Result<postgres::Config, String> {
     let mut config = postgres::Config::from_str(url)
         .map_err(|e| format!("not a valid PostgreSQL URL: {}", scrub(&e.to_string(), url)))?;
     if config.get_user().is_none() {
         return Err("the URL names no user (postgres://USER@HOST/DB)".to_owned());
     }
+    sockets_without_tls(&mut config).map_err(|why| why.to_string())?;
     if config.get_password().is_none() {
         if let Ok(password) = std::env::var(PASSWORD_VAR) {
             config.password(password);
@@ -173,6 +181,25 @@ pub fn pg_config(url: &str) -> Result<postgres::Config, String> {
         config.application_name("gateway-payout");
     }
     Ok(config)
+}
+
+/// The Unix-socket hosts' rule, as the gateway's `[store] url` has it: a URL of sockets only is
+/// connected with `sslmode=disable` (libpq ignores `sslmode` on a socket, and PostgreSQL serves
+/// no TLS there: under `require` the driver would ask for it and give up on the server's "no");
+/// `require` with a socket among TCP hosts is refused (the driver takes one `sslmode` for the
+/// whole list, so the socket could never be used). A socket in a list under `prefer` is
+/// answered "no TLS" by the server and used in plain text.
+fn sockets_without_tls(
+    config: &mut postgres::Config,
+) -> Result<(), gateway_pgtls::RequireBesideSocket> {
+    let hosts = gateway_pgtls::Hosts::of(config.get_hosts(), config.get_hostaddrs());
+    if let Some(refused) = hosts.refusal(config.get_ssl_mode()) {
+        return Err(refused);
+    }
+    if hosts.sockets_only() {
+        config.ssl_mode(postgres::config::SslMode::Disable);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -277,5 +304,46 @@ mod tests {
         assert_eq!(c.get_connect_timeout(), Some(&Duration::from_secs(3)));
         assert!(pg_config("postgres://u@h/db?sslmode=require").is_ok());
         assert!(pg_config("postgres://h/db").is_err());
+    }
+
+    /// A URL of sockets only connects without asking for TLS, whatever its `sslmode`; a host
+    /// list keeps its `sslmode`, and `require` beside a socket is refused, by `ledger` (the
+    /// plugin's config, `payout-report --ledger`) as by a direct connect.
+    #[test]
+    fn unix_sockets_get_no_tls_and_require_beside_one_is_refused() {
+        use postgres::config::SslMode;
+        for (url, mode) in [
+            ("postgres://u@%2Frun%2Fpostgresql/db", SslMode::Disable),
+            (
+                "postgres://u@%2Frun%2Fpostgresql:5433/db?sslmode=require",
+                SslMode::Disable,
+            ),
+            (
+                "postgres://u@/db?host=/run/postgresql&sslmode=prefer",
+                SslMode::Disable,
+            ),
+            ("postgres://u@%2Frun%2Fpostgresql,db/db", SslMode::Prefer),
+            ("postgres://u@db/db?sslmode=require", SslMode::Require),
+            (
+                "postgres://u@/db?host=/run/postgresql&hostaddr=127.0.0.1&sslmode=require",
+                SslMode::Require,
+            ),
+        ] {
+            let config = pg_config(url).unwrap_or_else(|e| panic!("{url}: {e}"));
+            assert_eq!(config.get_ssl_mode(), mode, "{url}");
+            assert!(LedgerLocation::parse(url).is_ok(), "{url}");
+        }
+        let mixed = "postgres://u:s3cret@%2Frun%2Fpostgresql,db.internal/db?sslmode=require";
+        let err = LedgerLocation::parse(mixed).expect_err("require beside a socket");
+        assert!(
+            err.starts_with("`ledger` (postgres://u:***@%2Frun%2Fpostgresql,db.internal/db")
+                && err.contains(
+                    "sslmode=require cannot apply to the Unix-socket host /run/postgresql"
+                ),
+            "{err}"
+        );
+        assert!(!err.contains("s3cret"), "{err}");
+        let err = pg_config(mixed).expect_err("require beside a socket");
+        assert!(err.contains("sslmode=require"), "{err}");
     }
 }

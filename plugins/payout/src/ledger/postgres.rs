@@ -11,6 +11,10 @@
 //! A connection found broken is dropped and a new one made on the next call (or at once, when a
 //! call on an old connection finds it dead: every call is safe to make twice). Never shows the
 //! URL's password: errors carry the redacted URL and scrubbed driver messages.
+//!
+//! TLS per host ([`gateway_pgtls::Connector`]): rustls towards a TCP host as the URL's
+//! `sslmode` says, none on a Unix socket; a URL of sockets only is connected as with
+//! `sslmode=disable` (`location.rs`), as libpq ignores `sslmode` on a socket.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -61,8 +65,9 @@ struct Session {
 /// The PostgreSQL ledger.
 pub(super) struct PgLedger {
     config: postgres::Config,
-    /// TLS by rustls, used when the URL's `sslmode` asks (`prefer`, the default, or `require`).
-    tls: tokio_postgres_rustls::MakeRustlsConnect,
+    /// TLS by rustls towards a TCP host, used when the URL's `sslmode` asks (`prefer`, the
+    /// default, or `require`); none on a Unix socket, whatever the `sslmode`.
+    tls: gateway_pgtls::Connector,
     /// The URL as written: only to scrub its password out of driver messages. Never shown.
     url: String,
     /// The URL with its password hidden, for errors and logs.
@@ -484,8 +489,8 @@ fn describe(e: &postgres::Error) -> String {
 }
 
 /// rustls with the public web roots, plus the PEM certificates of `$PGSSLROOTCERT` (libpq's
-/// variable for a private CA) when set.
-fn tls() -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
+/// variable for a private CA) when set, towards the TCP hosts; no TLS on a Unix socket.
+fn tls() -> Result<gateway_pgtls::Connector, String> {
     use rustls::pki_types::{pem::PemObject, CertificateDer};
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -506,5 +511,5 @@ fn tls() -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
         .map_err(|e| format!("TLS: {e}"))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+    Ok(gateway_pgtls::Connector::new(config))
 }

@@ -5,6 +5,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use gateway_pgtls::Hosts;
+
 use super::Validator;
 use crate::config::raw::RawStore;
 
@@ -38,65 +40,6 @@ pub struct PgSettings {
     pub pool_size: usize,
     /// Extra PEM root certificates for TLS to the database (besides the public web roots).
     pub ca_file: Option<PathBuf>,
-}
-
-/// How a `[store] url`'s hosts are reached: over TCP (with TLS as its `sslmode` says) or on a
-/// Unix socket, named by its folder (`%2Frun%2Fpostgresql`, `?host=/run/postgresql`), always
-/// without TLS: PostgreSQL serves none on a socket, and libpq ignores `sslmode` there.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PgHosts {
-    /// The Unix-socket folders among the hosts, in the URL's order.
-    pub sockets: Vec<PathBuf>,
-    /// Whether some host is reached over TCP: a host name, or any `hostaddr` (with those,
-    /// every host is reached at its address, over TCP, whatever it names).
-    pub tcp: bool,
-}
-
-impl PgHosts {
-    /// The hosts of a parsed `[store] url`.
-    pub fn of(config: &tokio_postgres::Config) -> PgHosts {
-        if !config.get_hostaddrs().is_empty() {
-            return PgHosts {
-                sockets: Vec::new(),
-                tcp: true,
-            };
-        }
-        let mut hosts = PgHosts {
-            sockets: Vec::new(),
-            tcp: false,
-        };
-        for host in config.get_hosts() {
-            match host {
-                tokio_postgres::config::Host::Tcp(_) => hosts.tcp = true,
-                #[cfg(unix)]
-                tokio_postgres::config::Host::Unix(dir) => hosts.sockets.push(dir.clone()),
-            }
-        }
-        hosts
-    }
-
-    /// Every host is a Unix socket: `sslmode` does not apply, and the store connects as with
-    /// `disable` (under `require` the driver would ask the server for TLS and give up on its
-    /// "no").
-    pub fn sockets_only(&self) -> bool {
-        !self.sockets.is_empty() && !self.tcp
-    }
-
-    /// Why `sslmode` `mode` cannot be kept for these hosts, if it cannot: `require` with a
-    /// socket among TCP hosts. The driver applies one `sslmode` to the whole list, and a socket
-    /// never offers TLS, so that host would never be used.
-    pub fn refusal(&self, mode: tokio_postgres::config::SslMode) -> Option<String> {
-        let socket = self.sockets.first()?;
-        (self.tcp && mode == tokio_postgres::config::SslMode::Require).then(|| {
-            format!(
-                "sslmode=require cannot apply to the Unix-socket host {} in a list with TCP \
-                 hosts: PostgreSQL serves no TLS on a socket, and the driver takes one sslmode \
-                 for every host, so that host would never be used; list the socket alone (its \
-                 sslmode is then ignored, as libpq does) or only TCP hosts",
-                socket.display()
-            )
-        })
-    }
 }
 
 impl StoreConfig {
@@ -243,7 +186,8 @@ impl Validator<'_> {
             match url.parse::<tokio_postgres::Config>() {
                 Err(e) => self.problem("store.url", format!("{}: {e}", redact_url(&url))),
                 Ok(parsed) => {
-                    if let Some(why) = PgHosts::of(&parsed).refusal(parsed.get_ssl_mode()) {
+                    let hosts = Hosts::of(parsed.get_hosts(), parsed.get_hostaddrs());
+                    if let Some(why) = hosts.refusal(parsed.get_ssl_mode()) {
                         self.problem("store.url", format!("{}: {why}", redact_url(&url)));
                     }
                 }

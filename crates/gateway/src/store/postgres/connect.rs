@@ -11,7 +11,7 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 
 use super::tls::{self, Connector};
-use crate::config::{PgHosts, PgSettings};
+use crate::config::PgSettings;
 use crate::store::StoreError;
 
 /// How long opening a connection may take before the operation fails (and ingest answers 503).
@@ -46,7 +46,7 @@ pub fn pool(settings: &PgSettings) -> Result<Pool, StoreError> {
     // serves no TLS on a socket), so not even the request for TLS is sent, and `require` does
     // not give up on the server's "no". A socket in a list with TCP hosts takes the list's
     // `sslmode` (`require` is refused by the config), answered "no" by the server.
-    if PgHosts::of(&config).sockets_only() {
+    if gateway_pgtls::Hosts::of(config.get_hosts(), config.get_hostaddrs()).sockets_only() {
         config.ssl_mode(tokio_postgres::config::SslMode::Disable);
     }
     let tls = tls::connector(settings)?;
