@@ -64,8 +64,9 @@ struct Waiting {
     plugin: String,
     /// The orphan rule's reason: a dead letter with another one is not this one.
     reason: String,
-    /// When the orphan rule made it (a claim it kept lapses within a lease from then).
-    since: Instant,
+    /// The first round that found it no longer called here (a claim kept on it lapses within
+    /// a lease from then, at the latest).
+    due_since: Option<Instant>,
 }
 
 impl Engine {
@@ -176,7 +177,7 @@ impl Engine {
                         event_id: r.event_id.clone(),
                         plugin: name.to_owned(),
                         reason: error.clone(),
-                        since: Instant::now(),
+                        due_since: None,
                     };
                     (r.key, w)
                 }));
@@ -192,22 +193,6 @@ impl Engine {
                 tracing::info!(plugin = %name, deliveries = n, after_their_call = running.len(), "a reload configured a removed plugin instance again while its deliveries were dead-lettered: queued again");
             }
             Err(()) => wait(&idle),
-        }
-    }
-
-    /// A call of a delivery the second look left waiting ended in a dead letter of its own (a
-    /// rejection, a panic, its last attempt): the plugin's verdict stands, so the delivery is
-    /// not put back. (Its record could not replace the orphan's dead letter: the reason in the
-    /// history is the orphan's; this line says what the plugin answered.)
-    pub(super) fn verdict_stands(&self, key: i64, reason: &str) {
-        let forgot = self
-            .orphans
-            .lock()
-            .map(|mut o| o.waiting.remove(&key))
-            .ok()
-            .flatten();
-        if let Some(w) = forgot {
-            tracing::warn!(plugin = %w.plugin, event_id = %w.event_id, %reason, "a delivery dead-lettered as an orphan while its call ran ended with a dead letter of the plugin's: left a dead letter, not queued again");
         }
     }
 
@@ -264,7 +249,16 @@ impl Engine {
                     .put_back(&w.plugin, vec![(key, w.generation)], &w.reason)
                     .await
                 {
-                    Ok(0) => w.since.elapsed() >= patience,
+                    Ok(0) => {
+                        let since = match self.orphans.lock() {
+                            Ok(mut o) => o
+                                .waiting
+                                .get_mut(&key)
+                                .map(|w| *w.due_since.get_or_insert_with(Instant::now)),
+                            Err(_) => None,
+                        };
+                        since.is_none_or(|t| t.elapsed() >= patience)
+                    }
                     Ok(_) => {
                         tracing::info!(plugin = %w.plugin, event_id = %w.event_id, "a delivery dead-lettered as its removed instance's call ran, and that name configured again: queued again once the call returned");
                         true

@@ -104,12 +104,6 @@ impl Engine {
                             job_span(job).in_scope(|| {
                                 tracing::info!("outcome not recorded: the delivery was replayed, finished or dead-lettered meanwhile")
                             });
-                            // A returned call's own dead letter (not a timeout's: its call runs).
-                            if let (Finish::Dead { error }, false) =
-                                (&record.finish, record.call_still_runs())
-                            {
-                                self.verdict_stands(job.key, error);
-                            }
                         }
                     }
                     return applied;

@@ -153,19 +153,30 @@ pub(super) async fn finish_many(
     // Any generation: a dead letter of a newer one (replayed with --force while this call
     // hung, then dead-lettered by the orphan rule) kept this claim for this call too, and no
     // other call of the delivery runs here while this one did (one call per delivery).
-    let returned: Vec<i64> = records
+    // A dead letter of the call's own (its rejection, a panic, its last attempt) gives the dead
+    // letter its reason: the plugin's verdict (so the orphan rule's put-back leaves it).
+    let (returned, verdicts): (Vec<i64>, Vec<Option<&str>>) = records
         .iter()
         .filter(|r| !applied.contains(&r.key) && !r.call_still_runs())
-        .map(|r| r.key)
-        .collect();
+        .map(|r| {
+            let verdict = match &r.finish {
+                Finish::Dead { error } => Some(error.as_str()),
+                _ => None,
+            };
+            (r.key, verdict)
+        })
+        .unzip();
     if !returned.is_empty() {
         let stmt = c
             .prepare_cached(
-                "UPDATE deliveries SET claimed_by = NULL, lease_until = 0
-                 WHERE key = ANY($2) AND state = 'dead' AND claimed_by = $1",
+                "UPDATE deliveries d SET claimed_by = NULL, lease_until = 0,
+                     last_error = COALESCE(u.verdict, d.last_error)
+                 FROM unnest($2::bigint[], $3::text[]) AS u(key, verdict)
+                 WHERE d.key = u.key AND d.state = 'dead' AND d.claimed_by = $1",
             )
             .await?;
-        c.execute(&stmt, &[&claim.replica, &returned]).await?;
+        c.execute(&stmt, &[&claim.replica, &returned, &verdicts])
+            .await?;
     }
     Ok(records.iter().map(|r| applied.contains(&r.key)).collect())
 }

@@ -61,8 +61,10 @@ impl Sql {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
             }
             // The mark a returned call left on the dead letter its delivery became.
+            // A dead letter of the plugin's own (its rejection, a panic, its last attempt)
+            // becomes the dead letter's reason: the plugin's verdict, not the orphan rule's.
             Sql::Unmark => {
-                "UPDATE deliveries SET started = 0
+                "UPDATE deliveries SET started = 0, last_error = COALESCE(?4, last_error)
                  WHERE key = ?1 AND generation = ?2 AND state = 'dead' AND started = ?3"
             }
         }

@@ -286,3 +286,40 @@ fn the_orphan_put_back_takes_only_the_rules_own_idle_dead_letter() {
         assert_eq!(store.replay(back(0, "removed")).await.expect("replay"), 0);
     });
 }
+
+/// A call that ends in a dead letter of its own (a rejection) while the orphan rule's dead
+/// letter stands gives that dead letter its reason: the put-back leaves it (the verdict stands).
+#[test]
+fn a_rejection_after_the_orphan_rule_stands() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
+        let key = accepted(&store, event("o", &["p"])).await[0].0;
+        let marked = store.start_attempts(vec![(key, at(0, false, false))]);
+        assert_eq!(marked.await.expect("start"), [true]);
+        let gone = store.dead_letter_plugin("p".into(), "removed".into(), i64::MAX, Vec::new());
+        assert_eq!(gone.await.expect("orphans").len(), 1);
+        let rejected = record(
+            key,
+            at(0, false, false),
+            1,
+            dead("no such account"),
+            "reject",
+        );
+        assert_eq!(
+            store.finish_many(vec![rejected]).await.expect("finish"),
+            [false]
+        );
+        let d = shown(&store, "o");
+        assert_eq!(
+            (d.state.as_str(), d.running, d.last_error.as_deref()),
+            ("dead", false, Some("no such account")),
+            "{d:?}"
+        );
+        let back = ReplaySelector::Orphans {
+            keys: vec![(key, 0)],
+            reason: "removed".into(),
+        };
+        assert_eq!(store.replay(back).await.expect("replay"), 0);
+    });
+}

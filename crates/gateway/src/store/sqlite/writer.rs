@@ -399,10 +399,15 @@ fn apply_finish(hot: &mut Hot<'_>, record: &FinishRecord, now: i64) -> Result<bo
         ])?;
     }
     // Not recorded because the delivery became a dead letter while the call ran (its timeout,
-    // or the orphan rule): the call has returned, so the mark it left there goes.
+    // or the orphan rule): the call has returned, so the mark it left there goes; a dead letter
+    // of the call's own gives its reason (so the orphan rule's put-back leaves it).
     if changed == 0 && !record.call_still_runs() {
+        let verdict = match finish {
+            Finish::Dead { error } => Some(error.as_str()),
+            _ => None,
+        };
         hot.get(Sql::Unmark)?
-            .execute(params![key, guard.generation, attempts])?;
+            .execute(params![key, guard.generation, attempts, verdict])?;
     }
     Ok(changed == 1)
 }
