@@ -297,7 +297,8 @@ pub trait Store: Send + Sync + 'static {
     /// still this process's): nobody replayed or finished it meanwhile. Returns whether it
     /// applied. A record of a call that has returned and did not apply to a dead letter its
     /// delivery became meanwhile (the timeout's, or the orphan rule's) ends that dead letter's
-    /// "running": the mark, or in a shared store this process's claim, goes.
+    /// "running": the mark, or in a shared store this process's claim, goes; a dead letter of
+    /// the call's own (a rejection, a panic, its last attempt) gives it its reason.
     ///
     /// Takes several records in one durable write (a batch's outcomes): all or none are
     /// persisted; one `applied` flag per record, in order.
