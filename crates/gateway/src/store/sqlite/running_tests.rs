@@ -75,6 +75,21 @@ async fn timed_out_dead_letter(store: &SqliteStore, id: &str) -> i64 {
     key
 }
 
+/// Accepts event `id` for plugin `p`, marks its attempt 1 started (the call runs) and lets the
+/// orphan rule dead-letter it with reason `removed`; its key.
+async fn orphaned_while_running(store: &SqliteStore, id: &str) -> i64 {
+    let key = accepted(store, event(id, &["p"])).await[0].0;
+    let marked = store.start_attempts(vec![(key, at(0, false, false))]);
+    assert_eq!(marked.await.expect("start"), [true]);
+    let gone = store.dead_letter_plugin("p".into(), "removed".into(), i64::MAX, Vec::new());
+    let gone = gone.await.expect("orphans");
+    assert_eq!(
+        (gone[0].key, gone[0].generation, gone[0].running),
+        (key, 0, true)
+    );
+    key
+}
+
 #[test]
 fn a_dead_letter_whose_call_still_runs_is_shown_running_and_replayed_only_when_forced() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -256,11 +271,7 @@ fn the_orphan_put_back_takes_only_the_rules_own_idle_dead_letter() {
     let dir = tempfile::tempdir().expect("tempdir");
     rt().block_on(async {
         let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
-        let key = accepted(&store, event("o", &["p"])).await[0].0;
-        let marked = store.start_attempts(vec![(key, at(0, false, false))]);
-        assert_eq!(marked.await.expect("start"), [true]);
-        let gone = store.dead_letter_plugin("p".into(), "removed".into(), i64::MAX, Vec::new());
-        assert_eq!(gone.await.expect("orphans")[0].generation, 0);
+        let key = orphaned_while_running(&store, "o").await;
         let back = |generation, reason: &str| ReplaySelector::Orphans {
             keys: vec![(key, generation)],
             reason: reason.into(),
@@ -294,11 +305,7 @@ fn a_rejection_after_the_orphan_rule_stands() {
     let dir = tempfile::tempdir().expect("tempdir");
     rt().block_on(async {
         let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
-        let key = accepted(&store, event("o", &["p"])).await[0].0;
-        let marked = store.start_attempts(vec![(key, at(0, false, false))]);
-        assert_eq!(marked.await.expect("start"), [true]);
-        let gone = store.dead_letter_plugin("p".into(), "removed".into(), i64::MAX, Vec::new());
-        assert_eq!(gone.await.expect("orphans").len(), 1);
+        let key = orphaned_while_running(&store, "o").await;
         let rejected = record(
             key,
             at(0, false, false),
