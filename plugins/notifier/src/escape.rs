@@ -28,6 +28,12 @@
 //! In every bot format (not `Raw`) the values are single-line: a control character (line feed,
 //! carriage return, tab, …) or a Unicode line or paragraph separator in a value becomes a space,
 //! so a value cannot start a line of its own (a Markdown list, or a made-up line of the message).
+//! And a Unicode bidirectional embedding, override or isolate control (U+202A–U+202E,
+//! U+2066–U+2069) becomes U+FFFD `�`: one of them left open in a value would reorder what follows
+//! it on the line, the operator's own text included (a right-to-left override turns
+//! `paid CNY 100` into `001 YNC diap` on screen). These are the one exception to "reads the
+//! same": the reader sees that a character was there, not what it did. The bidi marks
+//! (U+200E, U+200F, U+061C) reorder nothing beyond their neighbours and are kept.
 
 use std::fmt::Write as _;
 
@@ -53,6 +59,10 @@ pub fn push_value(out: &mut String, value: &str, markup: Markup) {
     for c in value.chars() {
         if breaks_the_line(c) {
             out.push(' ');
+            continue;
+        }
+        if reorders_the_line(c) {
+            out.push(char::REPLACEMENT_CHARACTER);
             continue;
         }
         match markup {
@@ -83,6 +93,12 @@ const LARK_MD_SYNTAX: &str = "&<>~-!*/\\[]()#:+\"'`$_";
 /// separators.
 fn breaks_the_line(c: char) -> bool {
     c.is_control() || c == '\u{2028}' || c == '\u{2029}'
+}
+
+/// A bidirectional embedding, override or isolate control (LRE, RLE, PDF, LRO, RLO, LRI, RLI,
+/// FSI, PDI): it changes the display order of the text after it.
+fn reorders_the_line(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// [`push_value`] into a new string, for the tests.
@@ -181,6 +197,24 @@ mod tests {
         ("hire é 漢 😀", Markup::LarkText, "hire é 漢 😀"),
         ("hire é 漢 😀", Markup::LarkMd, "hire é 漢 😀"),
         ("", Markup::LarkMd, ""),
+        // Bidi overrides and isolates are shown as U+FFFD in every bot format; marks are kept.
+        (
+            "acct\u{202E}001 YNC",
+            Markup::LarkText,
+            "acct\u{FFFD}001 YNC",
+        ),
+        (
+            "\u{202A}\u{202B}\u{202C}\u{202D}\u{2066}\u{2067}\u{2068}\u{2069}",
+            Markup::LarkMd,
+            "\u{FFFD}\u{FFFD}\u{FFFD}\u{FFFD}\u{FFFD}\u{FFFD}\u{FFFD}\u{FFFD}",
+        ),
+        ("a\u{202E}b", Markup::PlainText, "a\u{FFFD}b"),
+        ("a\u{202E}b", Markup::Raw, "a\u{202E}b"),
+        (
+            "a\u{200F}b\u{200E}c\u{61C}",
+            Markup::LarkText,
+            "a\u{200F}b\u{200E}c\u{61C}",
+        ),
     ];
 
     #[test]
