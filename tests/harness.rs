@@ -10,9 +10,17 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use lark_core::{crypto, Cipher};
-
 use crate::{cargo_build, Profile};
+
+mod configs;
+mod http;
+mod lark;
+mod procs;
+
+pub use configs::{base_config, kit_config, with_admin};
+pub use http::{agent, get, post, request, Answer};
+pub use lark::Lark;
+pub use procs::{children, kill_the_plugin_process, parent_of, processes};
 
 /// The binaries and plugin libraries the e2e tests run.
 #[derive(Debug, Clone)]
@@ -81,22 +89,6 @@ fn listening(line: &str, marker: &str) -> Option<SocketAddr> {
         .take_while(|c| c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '[' | ']'))
         .collect();
     addr.parse().ok()
-}
-
-/// The config header every test config starts with: ephemeral ports, store in `dir`.
-pub fn base_config() -> String {
-    r#"
-[server]
-listen = "127.0.0.1:0"
-shutdown_grace = "5s"
-
-[admin]
-listen = "127.0.0.1:0"
-
-[store]
-path = "data/gateway.db"
-"#
-    .to_owned()
 }
 
 impl TestGateway {
@@ -380,167 +372,6 @@ impl Drop for TestGateway {
     }
 }
 
-/// An HTTP answer.
-#[derive(Debug, Clone)]
-pub struct Answer {
-    pub status: u16,
-    pub body: String,
-}
-
-impl Answer {
-    /// The `msg` of a JSON error body.
-    pub fn msg(&self) -> String {
-        serde_json::from_str::<serde_json::Value>(&self.body)
-            .ok()
-            .and_then(|v| v["msg"].as_str().map(str::to_owned))
-            .unwrap_or_default()
-    }
-}
-
-/// A shared keep-alive HTTP client.
-pub fn agent() -> &'static ureq::Agent {
-    static AGENT: OnceLock<ureq::Agent> = OnceLock::new();
-    AGENT.get_or_init(|| {
-        ureq::AgentBuilder::new()
-            .timeout(Duration::from_secs(20))
-            .max_idle_connections_per_host(64)
-            .build()
-    })
-}
-
-/// POSTs `body` with `headers`; any status is returned, transport errors are `Err`.
-pub fn post(url: &str, headers: &[(String, String)], body: &str) -> Result<Answer, String> {
-    request("POST", url, headers, body)
-}
-
-/// Any method.
-pub fn request(
-    method: &str,
-    url: &str,
-    headers: &[(String, String)],
-    body: &str,
-) -> Result<Answer, String> {
-    let mut req = agent().request(method, url);
-    for (k, v) in headers {
-        req = req.set(k, v);
-    }
-    let result = if body.is_empty() && method == "GET" {
-        req.call()
-    } else {
-        req.send_string(body)
-    };
-    let resp = match result {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => return Err(e.to_string()),
-    };
-    let status = resp.status();
-    let body = resp.into_string().map_err(|e| e.to_string())?;
-    Ok(Answer { status, body })
-}
-
-/// GET.
-pub fn get(url: &str) -> Result<Answer, String> {
-    request("GET", url, &[], "")
-}
-
-/// Builds deliveries the way Lark sends them for one app.
-#[derive(Debug, Clone)]
-pub struct Lark {
-    pub token: String,
-    pub encrypt_key: Option<String>,
-}
-
-impl Lark {
-    pub fn encrypted(token: &str, key: &str) -> Lark {
-        Lark {
-            token: token.into(),
-            encrypt_key: Some(key.into()),
-        }
-    }
-
-    pub fn plain(token: &str) -> Lark {
-        Lark {
-            token: token.into(),
-            encrypt_key: None,
-        }
-    }
-
-    /// A schema 2.0 envelope (plaintext).
-    pub fn event_v2(&self, event_id: &str, event_type: &str, event: serde_json::Value) -> String {
-        serde_json::json!({
-            "schema": "2.0",
-            "header": {
-                "event_id": event_id,
-                "event_type": event_type,
-                "create_time": "1608725989000",
-                "token": self.token,
-                "app_id": "cli_9f5343c580712544",
-                "tenant_key": "2ca1d211f64f6438",
-            },
-            "event": event,
-        })
-        .to_string()
-    }
-
-    /// An assets_update_v1 plaintext envelope.
-    pub fn assets_update(
-        &self,
-        event_id: &str,
-        account: &str,
-        points: u64,
-        cash: &str,
-        modify_ms: u64,
-    ) -> String {
-        let cash: serde_json::Value = serde_json::from_str(cash).expect("cash JSON");
-        self.event_v2(
-            event_id,
-            "hire.referral_account.assets_update_v1",
-            serde_json::json!({
-                "account_id": account,
-                "assets": {"confirmed_bonus": {"point_bonus": points, "cash_bonus": cash}},
-                "modify_time": modify_ms.to_string(),
-            }),
-        )
-    }
-
-    /// The body and headers Lark would send for `plaintext`: encrypted and signed when the app
-    /// has a key, as is otherwise.
-    pub fn wrap(&self, plaintext: &str) -> (String, Vec<(String, String)>) {
-        let mut headers = vec![(
-            "Content-Type".to_owned(),
-            "application/json; charset=utf-8".to_owned(),
-        )];
-        let Some(key) = &self.encrypt_key else {
-            return (plaintext.to_owned(), headers);
-        };
-        let iv: [u8; 16] = std::array::from_fn(|i| {
-            (i as u8)
-                .wrapping_mul(37)
-                .wrapping_add(plaintext.len() as u8)
-        });
-        let encrypt = Cipher::new(key).encrypt(plaintext.as_bytes(), &iv);
-        let body = serde_json::json!({ "encrypt": encrypt }).to_string();
-        let ts = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
-            .to_string();
-        let nonce = "8812345".to_owned();
-        let sig = crypto::sign(&ts, &nonce, key, body.as_bytes());
-        headers.push(("X-Lark-Request-Timestamp".into(), ts));
-        headers.push(("X-Lark-Request-Nonce".into(), nonce));
-        headers.push(("X-Lark-Signature".into(), sig));
-        (body, headers)
-    }
-
-    /// Wraps and POSTs.
-    pub fn send(&self, url: &str, plaintext: &str) -> Answer {
-        let (body, headers) = self.wrap(plaintext);
-        post(url, &headers, &body).unwrap_or_else(|e| panic!("POST {url}: {e}"))
-    }
-}
-
 /// Reads a JSON Lines file (missing file = no lines). Only complete lines count: a plugin
 /// may be appending while a test polls, and a read can see part of that write, so text after
 /// the last newline is left for the next read. A malformed complete line still panics.
@@ -573,39 +404,6 @@ pub fn attempts(delivery: &serde_json::Value) -> Vec<(u64, u64, String)> {
         .collect()
 }
 
-/// `config` (built on [`base_config`]) with `extra` lines added to its `[admin]` table.
-pub fn with_admin(config: &str, extra: &str) -> String {
-    config.replacen(
-        "[admin]\nlisten = \"127.0.0.1:0\"",
-        &format!("[admin]\nlisten = \"127.0.0.1:0\"\n{extra}"),
-        1,
-    )
-}
-
-/// The usual one-plugin config: [`base_config`], the app `hire` on `/hook` with `token`, one
-/// `testkit` instance `kit` with the inline table `kit` as its config, and `test.*` routed to it.
-pub fn kit_config(token: &str, kit: &str) -> String {
-    format!(
-        r#"{base}
-[[apps]]
-name = "hire"
-path = "/hook"
-verification_token = "{token}"
-
-[[plugins]]
-name = "kit"
-library = "{testkit}"
-config = {kit}
-
-[[routes]]
-events = ["test.*"]
-plugins = ["kit"]
-"#,
-        base = base_config(),
-        testkit = binaries().testkit.display(),
-    )
-}
-
 /// Polls `check` every 20 ms until it returns true or `timeout` passes; returns the last result.
 pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
@@ -630,49 +428,4 @@ pub fn metric(text: &str, series: &str) -> f64 {
             (name == series).then(|| value.parse().ok()).flatten()
         })
         .unwrap_or(0.0)
-}
-
-/// SIGKILLs the one plugin process of `gw` (isolated instances: there must be exactly one) and
-/// waits until it is gone (reaped); returns its pid.
-pub fn kill_the_plugin_process(gw: &TestGateway) -> u32 {
-    let kids = children(gw.pid());
-    assert_eq!(kids.len(), 1, "one plugin process: {kids:?}");
-    let status = Command::new("kill")
-        .args(["-KILL", &kids[0].to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -KILL {}", kids[0]);
-    assert!(
-        wait_until(Duration::from_secs(10), || !children(gw.pid())
-            .contains(&kids[0])),
-        "plugin process {} outlived SIGKILL",
-        kids[0]
-    );
-    kids[0]
-}
-
-/// The pids whose parent is `parent`.
-pub fn children(parent: u32) -> Vec<u32> {
-    processes()
-        .into_iter()
-        .filter(|&pid| parent_of(pid) == Some(parent))
-        .collect()
-}
-
-/// Every pid in /proc now.
-pub fn processes() -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
-        .collect()
-}
-
-/// The parent of `pid`, if it still exists.
-pub fn parent_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // "pid (comm) state ppid ...": the comm may hold spaces; split after the last ')'.
-    let (_, rest) = stat.rsplit_once(')')?;
-    rest.split_whitespace().nth(1)?.parse().ok()
 }

@@ -8,6 +8,7 @@ use rcgen::{
     SerialNumber,
 };
 
+use super::pair::{cert_info, serial_hex};
 use super::*;
 
 /// A certificate for `localhost` valid from `from` to `until` seconds relative to now.

@@ -1,5 +1,6 @@
 //! Unit tests of the Lark client's reply classification and parsing.
 
+use super::reply::trans_time_text;
 use super::*;
 
 #[test]

@@ -157,8 +157,8 @@ pub fn scrub(message: &str, url: &str) -> String {
 
 /// The driver's config for `url`: its password, else `$PGPASSWORD`; a `connect_timeout` and a
 /// `tcp_user_timeout` when the URL sets none; `application_name = gateway-payout` when unset.
-/// TLS follows the URL's `sslmode` (rustls; see `ledger/postgres.rs`) towards TCP hosts; a URL
-/// of Unix sockets only gets `sslmode=disable` (see [`sockets_without_tls`]).
+/// TLS follows the URL's `sslmode` (rustls; see `ledger/postgres/connection.rs`) towards TCP
+/// hosts; a URL of Unix sockets only gets `sslmode=disable` (see [`sockets_without_tls`]).
 pub fn pg_config(url: &str) -> Result<postgres::Config, String> {
     let mut config = postgres::Config::from_str(url)
         .map_err(|e| format!("not a valid PostgreSQL URL: {}", scrub(&e.to_string(), url)))?;

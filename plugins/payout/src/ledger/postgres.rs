@@ -17,19 +17,20 @@
 //! `sslmode=disable` (`location.rs`), as libpq ignores `sslmode` on a socket.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
 
 use lark_core::AssetsUpdateV1;
-use postgres::Client;
 
-use super::location::{pg_config, redact_url, scrub};
+use super::location::{pg_config, redact_url};
 use super::row::{StoredRow, COLUMNS};
 use super::{forward_status_for, is_stale, vanished, Intent, LedgerError, PayoutRow, Plan};
 use crate::api::Withdrawal;
+use connection::{tls, Session};
 use load::{load, stored};
 
 mod claim;
+mod connection;
 mod load;
 mod schema;
 
@@ -54,12 +55,6 @@ impl From<LedgerError> for Failure {
     fn from(e: LedgerError) -> Failure {
         Failure::Ledger(e)
     }
-}
-
-/// The connection and which one it is (a claim is released only on the session that took it).
-struct Session {
-    client: Client,
-    generation: u64,
 }
 
 /// The PostgreSQL ledger.
@@ -138,73 +133,6 @@ impl PgLedger {
 
     pub(super) fn shown(&self) -> &str {
         &self.shown
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Option<Session>> {
-        self.session.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn connect(&self) -> Result<Session, LedgerError> {
-        let mut client = self
-            .config
-            .connect(self.tls.clone())
-            .map_err(|e| self.fail("cannot connect", Failure::Db(e)))?;
-        if self.read_only {
-            client
-                .batch_execute("SET default_transaction_read_only = on")
-                .map_err(|e| self.fail("cannot connect", Failure::Db(e)))?;
-        }
-        Ok(Session {
-            client,
-            generation: self.generations.fetch_add(1, Ordering::Relaxed) + 1,
-        })
-    }
-
-    fn fail(&self, what: &'static str, failure: Failure) -> LedgerError {
-        let message = match failure {
-            Failure::Ledger(e) => return e,
-            Failure::Refused(m) => m,
-            Failure::Db(e) => describe(&e),
-        };
-        LedgerError::Postgres {
-            url: self.shown.clone(),
-            what,
-            message: scrub(&message, &self.url),
-        }
-    }
-
-    /// Runs `f` on the connection, connecting first when there is none. A connection that turns
-    /// out dead is dropped; if it was an old one, `f` runs once more on a new one. Each call
-    /// below is safe to repeat: a second run finds what a commit whose answer was lost did and
-    /// keeps it (at worst an attempt counter counts one more).
-    fn call<T>(
-        &self,
-        what: &'static str,
-        mut f: impl FnMut(&mut Client, u64) -> Result<T, Failure>,
-    ) -> Result<T, LedgerError> {
-        let mut slot = self.lock();
-        let mut old = true;
-        loop {
-            let session = match slot.take() {
-                Some(s) if !s.client.is_closed() => slot.insert(s),
-                _ => {
-                    old = false;
-                    slot.insert(self.connect()?)
-                }
-            };
-            let result = f(&mut session.client, session.generation);
-            match result {
-                Ok(v) => return Ok(v),
-                Err(Failure::Db(e)) if is_dead(&session.client, &e) => {
-                    *slot = None;
-                    if !old {
-                        return Err(self.fail(what, Failure::Db(e)));
-                    }
-                    old = false;
-                }
-                Err(failure) => return Err(self.fail(what, failure)),
-            }
-        }
     }
 
     pub(super) fn admit(
@@ -457,59 +385,4 @@ impl PgLedger {
             })
             .collect()
     }
-}
-
-/// Whether the connection is gone (closed, reset, or ended by the server: shutdown, idle
-/// timeout): it is replaced on the next call.
-fn is_dead(client: &Client, e: &postgres::Error) -> bool {
-    let code = e.code().map(|c| c.code());
-    client.is_closed()
-        || e.is_closed()
-        || code.is_some_and(|c| c.starts_with("08") || c.starts_with("57P"))
-        || code.is_none() && e.as_db_error().is_none() && is_io(e)
-}
-
-fn is_io(e: &postgres::Error) -> bool {
-    use std::error::Error as _;
-    e.source()
-        .is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some())
-}
-
-/// The driver's message with its causes, on one line.
-fn describe(e: &postgres::Error) -> String {
-    use std::error::Error as _;
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text.replace('\n', "; ")
-}
-
-/// rustls with the public web roots, plus the PEM certificates of `$PGSSLROOTCERT` (libpq's
-/// variable for a private CA) when set, towards the TCP hosts; no TLS on a Unix socket.
-fn tls() -> Result<gateway_pgtls::Connector, String> {
-    use rustls::pki_types::{pem::PemObject, CertificateDer};
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = std::env::var_os("PGSSLROOTCERT") {
-        let shown = std::path::Path::new(&path).display().to_string();
-        let certs = CertificateDer::pem_file_iter(&path)
-            .map_err(|e| format!("PGSSLROOTCERT {shown}: {e}"))?;
-        for cert in certs {
-            let cert = cert.map_err(|e| format!("PGSSLROOTCERT {shown}: {e}"))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("PGSSLROOTCERT {shown}: {e}"))?;
-        }
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(gateway_pgtls::Connector::new(config))
 }

@@ -51,7 +51,7 @@ pub(super) fn watch(name: &str, pid: u32, mut exited: PipeWriter) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Read;
+    use std::io::{BufWriter, Read};
     use std::os::fd::{AsFd, BorrowedFd};
     use std::os::unix::process::CommandExt;
     use std::process::{ChildStdout, Command, Stdio};

@@ -4,6 +4,7 @@
 
 use tokio::sync::oneshot;
 
+use super::chain::check_named;
 use super::*;
 use crate::store::sqlite::tests::event;
 use crate::store::sqlite::{writer, SqliteStore, Write};

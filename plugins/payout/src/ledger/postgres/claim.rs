@@ -3,7 +3,8 @@
 //! mid-attempt; never what prevents paying twice (the `external_order_id` does), since a claim
 //! lapses with its connection.
 
-use super::{is_dead, PgLedger};
+use super::connection::is_dead;
+use super::PgLedger;
 use crate::ledger::LedgerError;
 
 /// The first key of the two-key advisory locks that claim deliveries ("pay1"); the two-key

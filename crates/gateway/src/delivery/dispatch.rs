@@ -1,0 +1,173 @@
+//! The dispatcher of one plugin instance name: takes deliveries off its queue, builds batches
+//! (lingering for a full one under load), holds the engine-wide [`Gate`] and spawns the call.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::queue::PluginQueue;
+use super::{Engine, Job};
+
+/// Whether a delivery must be called alone: a retry (whatever failed its batch, a delivery
+/// that hangs or kills the plugin's process, must not fail its mates again) or a delivery
+/// during which the gateway died.
+fn runs_alone(job: &Job) -> bool {
+    job.attempts > 0 || job.crashes > 0
+}
+
+/// Adds deliveries to `batch` as they come, until it holds `max_batch`, `linger` has passed or
+/// `cancel` fires; returns a delivery that came but must run alone (it is not added).
+async fn linger(
+    cancel: &CancellationToken,
+    rx: &mut mpsc::Receiver<Job>,
+    batch: &mut Vec<Job>,
+    max_batch: usize,
+    linger: Duration,
+) -> Option<Job> {
+    let deadline = tokio::time::Instant::now() + linger;
+    while batch.len() < max_batch {
+        let next = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return None,
+            next = tokio::time::timeout_at(deadline, rx.recv()) => next,
+        };
+        match next {
+            Ok(Some(j)) if runs_alone(&j) => return Some(j),
+            Ok(Some(j)) => batch.push(j),
+            // The deadline passed, or the queue closed (the dispatcher sees that next).
+            Ok(None) | Err(_) => return None,
+        }
+    }
+    None
+}
+
+/// A call's hold on the engine-wide gate: shared by ordinary calls, exclusive for a call of a
+/// delivery with a crash behind it. Held until the call returned and its outcomes are
+/// recorded, or until its timeout: a call hung past it gives the gate up (it keeps its permit),
+/// so a native call that never returns cannot keep an exclusive call, and every call queued
+/// behind that one, waiting for ever (see ARCHITECTURE.md, poison deliveries). An in-process
+/// instance's restart holds a share too ([`restart`](super::restart)).
+#[derive(Debug)]
+pub(super) enum Gate {
+    // The guards are held for their `Drop` only.
+    Shared {
+        _held: tokio::sync::OwnedRwLockReadGuard<()>,
+    },
+    Alone {
+        _held: tokio::sync::OwnedRwLockWriteGuard<()>,
+    },
+}
+
+impl Engine {
+    pub(super) async fn dispatch(
+        self: Arc<Self>,
+        queue: Arc<PluginQueue>,
+        mut rx: mpsc::Receiver<Job>,
+    ) {
+        // A delivery taken off the queue that must not share the batch being built.
+        let mut held: Option<Job> = None;
+        loop {
+            let job = match held.take() {
+                Some(j) => j,
+                None => tokio::select! {
+                    biased;
+                    _ = queue.cancel.cancelled() => break,
+                    job = rx.recv() => match job { Some(j) => j, None => break },
+                },
+            };
+            // No new call while an outcome waits for the store: at most `max_concurrency`
+            // calls per plugin are ever made but not recorded.
+            if !self.health.writable(&queue.cancel).await {
+                self.known.drop_key(job.key, job.generation);
+                break;
+            }
+            let permit = tokio::select! {
+                biased;
+                _ = queue.cancel.cancelled() => {
+                    self.known.drop_key(job.key, job.generation);
+                    break
+                },
+                p = queue.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            };
+            // One call takes every ready delivery, up to `max_batch` (filled while the permits
+            // were busy: batches grow with the load). Only first attempts share a call.
+            let config = self.config();
+            let max_batch = if runs_alone(&job) {
+                1
+            } else {
+                config.max_batch.max(1)
+            };
+            let mut batch = Vec::with_capacity(max_batch.min(1 + rx.len()));
+            batch.push(job);
+            while batch.len() < max_batch {
+                match rx.try_recv() {
+                    Ok(j) if runs_alone(&j) => {
+                        held = Some(j);
+                        break;
+                    }
+                    Ok(j) => batch.push(j),
+                    Err(_) => break,
+                }
+            }
+            // Under load, fill before spreading: while another call of this plugin runs, wait
+            // up to `linger` for a full batch (fewer, bigger calls: each costs the plugin's own
+            // sync and two store writes). A plugin with no call running is called at once.
+            if held.is_none()
+                && batch.len() < max_batch
+                && !config.linger.is_zero()
+                && queue.others_running()
+            {
+                held = linger(&queue.cancel, &mut rx, &mut batch, max_batch, config.linger).await;
+            }
+            // Superseded by a replay while it waited in the queue: drop it.
+            batch.retain(|j| self.known.start(j.key, j.generation));
+            if batch.is_empty() {
+                continue;
+            }
+            // The instance current now, not when the jobs were queued.
+            let Some(slot) = queue.slot() else {
+                for j in &batch {
+                    self.known.drop_key(j.key, j.generation);
+                }
+                continue;
+            };
+            // A delivery during which the process died before runs with no other call beside it
+            // (of any plugin), so if it kills the process again, only it is counted.
+            let gate = if batch[0].crashes > 0 {
+                tokio::select! {
+                    biased;
+                    _ = queue.cancel.cancelled() => {
+                        for j in &batch {
+                            self.known.drop_key(j.key, j.generation);
+                        }
+                        break
+                    },
+                    g = self.gate.clone().write_owned() => Gate::Alone { _held: g },
+                }
+            } else {
+                Gate::Shared {
+                    _held: self.gate.clone().read_owned().await,
+                }
+            };
+            let engine = self.clone();
+            let queue = queue.clone();
+            self.calls
+                .spawn(engine.run(queue, slot, batch, permit, gate));
+        }
+        // Removed or shutting down: whatever is still queued stays pending in the store; let
+        // the sweeper see it again should this instance come back.
+        rx.close();
+        if let Some(job) = held {
+            self.known.drop_key(job.key, job.generation);
+        }
+        while let Ok(job) = rx.try_recv() {
+            self.known.drop_key(job.key, job.generation);
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "linger_tests.rs"]
+mod linger_tests;

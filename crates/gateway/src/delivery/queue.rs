@@ -1,0 +1,84 @@
+//! One plugin instance name's in-memory queue and concurrency limit ([`PluginQueue`]), kept
+//! across reloads, and the calls hung past their timeout that still hold a permit of it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use super::Job;
+use crate::plugins::PluginSlot;
+
+/// A call that outlived its timeout and still holds its permit.
+#[derive(Debug)]
+pub(super) struct HungCall {
+    pub(super) slot: Arc<PluginSlot>,
+    /// Set when a reload replaced the instance: its permit was handed to the new instance, so
+    /// the call's own permit is forgotten when it finally returns.
+    pub(super) forgiven: AtomicBool,
+}
+
+/// One plugin instance name's queue, dispatcher and limit.
+pub(super) struct PluginQueue {
+    pub(super) tx: mpsc::Sender<Job>,
+    /// The instance to call; replaced in place when a reload changes its config.
+    pub(super) slot: RwLock<Arc<PluginSlot>>,
+    /// At most `max_concurrency` calls at once for this name, whichever instance runs them.
+    pub(super) permits: Arc<Semaphore>,
+    /// The current `max_concurrency`.
+    pub(super) limit: Mutex<usize>,
+    /// Shared with the queue a removed name gets back if a reload configures it again.
+    pub(super) hung: Arc<Mutex<Vec<Arc<HungCall>>>>,
+    /// Stops this dispatcher when a reload removes the instance.
+    pub(super) cancel: CancellationToken,
+}
+
+impl PluginQueue {
+    /// Whether a call of this name runs besides the one whose permit the caller holds.
+    pub(super) fn others_running(&self) -> bool {
+        let limit = self.limit.lock().map(|l| *l).unwrap_or(0);
+        self.permits.available_permits() + 1 < limit
+    }
+
+    pub(super) fn slot(&self) -> Option<Arc<PluginSlot>> {
+        self.slot.read().ok().map(|s| s.clone())
+    }
+
+    /// Swaps in a reloaded instance: resizes the limit and hands the permits of calls hung on
+    /// the old instance to the new one (the reload meant to fix a hanging plugin takes effect).
+    pub(super) fn replace(&self, slot: &Arc<PluginSlot>) {
+        let Ok(mut current) = self.slot.write() else {
+            return;
+        };
+        if Arc::ptr_eq(&current, slot) {
+            return;
+        }
+        let old = std::mem::replace(&mut *current, slot.clone());
+        drop(current);
+        if let Ok(hung) = self.hung.lock() {
+            for call in hung.iter().filter(|c| Arc::ptr_eq(&c.slot, &old)) {
+                if !call.forgiven.swap(true, Ordering::SeqCst) {
+                    self.permits.add_permits(1);
+                }
+            }
+        }
+        let wanted = slot.spec.max_concurrency;
+        let Ok(mut limit) = self.limit.lock() else {
+            return;
+        };
+        if wanted > *limit {
+            self.permits.add_permits(wanted - *limit);
+        } else if wanted < *limit {
+            // Take the surplus out as calls return.
+            let surplus = (*limit - wanted) as u32;
+            let permits = self.permits.clone();
+            tokio::spawn(async move {
+                if let Ok(p) = permits.acquire_many_owned(surplus).await {
+                    p.forget();
+                }
+            });
+        }
+        *limit = wanted;
+    }
+}
