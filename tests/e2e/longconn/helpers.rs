@@ -1,11 +1,13 @@
 //! What the long-connection tests share: the gateway's config around the stand-in, events as
-//! Lark pushes them, waiting for acks and connections, and the check that no secret reaches the
-//! log. Part of `longconn.rs`.
+//! Lark pushes them, waiting for acks and connections, a bootstrap endpoint that never answers,
+//! and the check that no secret reaches the log. Part of `longconn.rs`.
 
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gateway_e2e::harness::{base_config, binaries, read_jsonl, TestGateway};
+use gateway_e2e::harness::{base_config, binaries, get, read_jsonl, TestGateway};
 
 use crate::lark_ws::LarkWs;
 
@@ -104,9 +106,44 @@ pub(crate) fn connected(lark: &LarkWs, n: usize) {
     );
 }
 
+/// The gateway's `/metrics` text.
+pub(crate) fn scrape(gw: &TestGateway) -> String {
+    get(&gw.admin_url("/metrics")).expect("metrics").body
+}
+
 pub(crate) fn assert_no_secrets(gw: &TestGateway) {
     let log = gw.log();
     for secret in LarkWs::URL_SECRETS.iter().chain([&LarkWs::APP_SECRET]) {
         assert!(!log.contains(secret), "{secret} appears in the log:\n{log}");
+    }
+}
+
+/// A bootstrap endpoint that accepts connections and never answers (a hung Lark or proxy).
+pub(crate) struct HungEndpoint {
+    addr: SocketAddr,
+    /// Accepted connections, held open so the client waits for an answer.
+    held: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl HungEndpoint {
+    pub(crate) fn start() -> HungEndpoint {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let addr = listener.local_addr().expect("local addr");
+        let held = Arc::new(Mutex::new(Vec::new()));
+        let sink = held.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().map_while(Result::ok) {
+                sink.lock().unwrap_or_else(|p| p.into_inner()).push(stream);
+            }
+        });
+        HungEndpoint { addr, held }
+    }
+
+    pub(crate) fn domain(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub(crate) fn accepted(&self) -> usize {
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 }

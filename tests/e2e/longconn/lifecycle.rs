@@ -3,44 +3,14 @@
 //! connection goes, and a reload that moves the connection to a new domain or stops it with its
 //! app. Part of `longconn.rs`.
 
-use std::net::{TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gateway_e2e::harness::{base_config, get, metric, post, wait_until, TestGateway};
 
-use super::helpers::{ack_code, config, config_at, connected, event, spawn, WAIT};
+use super::helpers::{
+    ack_code, config, config_at, connected, event, scrape, spawn, HungEndpoint, WAIT,
+};
 use crate::lark_ws::LarkWs;
-
-/// A bootstrap endpoint that accepts connections and never answers (a hung Lark or proxy).
-struct HungEndpoint {
-    addr: std::net::SocketAddr,
-    /// Accepted connections, held open so the client waits for an answer.
-    held: Arc<Mutex<Vec<TcpStream>>>,
-}
-
-impl HungEndpoint {
-    fn start() -> HungEndpoint {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-        let addr = listener.local_addr().expect("local addr");
-        let held = Arc::new(Mutex::new(Vec::new()));
-        let sink = held.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().map_while(Result::ok) {
-                sink.lock().unwrap_or_else(|p| p.into_inner()).push(stream);
-            }
-        });
-        HungEndpoint { addr, held }
-    }
-
-    fn domain(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn accepted(&self) -> usize {
-        self.held.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-}
 
 /// SIGTERM while the bootstrap waits for an answer (up to its 10 s timeout, then a 15 s dial)
 /// ends the client at once: the connect was not raced against the cancel token, so it ate
@@ -110,10 +80,6 @@ fn the_connected_gauge_stays_1_after_a_reload_replaced_a_busy_connection() {
         "{}",
         ready.body
     );
-}
-
-fn scrape(gw: &TestGateway) -> String {
-    get(&gw.admin_url("/metrics")).expect("metrics").body
 }
 
 /// A reload whose new app settings Lark refuses (a typo'd app_secret) leaves the working
