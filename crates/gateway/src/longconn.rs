@@ -6,8 +6,10 @@
 //! apps start, removed ones stop, changed credentials or domain are tried beside the running
 //! connection and replace it only once connected (`handover`), a client that gave up gets a
 //! fresh start), stopped on shutdown after in-flight messages are acked (a bootstrap or
-//! dial in progress, or a wait before a reconnect, is abandoned at once). Each task's
-//! state is visible on `/readyz`.
+//! dial in progress, or a wait before a reconnect, is abandoned at once). A client a reload
+//! stopped or replaced still acks what it had in flight (up to 5 s): a shutdown meanwhile
+//! waits for it too (`retired`), within the same grace. Each task's state is visible on
+//! `/readyz`.
 //!
 //! Reconnect policy (spec §11, Lark's `ClientConfig`): a bootstrap answering a fatal code or a
 //! fatal handshake refusal stops the client with an error naming what to check; otherwise the
@@ -74,6 +76,10 @@ pub struct LongConns {
     intake: Arc<Intake>,
     runtime: tokio::runtime::Handle,
     clients: Mutex<HashMap<String, Client>>,
+    /// The tasks of clients a reload stopped or replaced, still acking their in-flight
+    /// messages: awaited by [`LongConns::shutdown`] like the running ones. Finished ones are
+    /// pruned whenever one is added. Locked only while `clients` is (the one lock order).
+    retired: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Parent of every client's token (and of a new settings' trial): cancelled by shutdown.
     root: CancellationToken,
     next_id: std::sync::atomic::AtomicU64,
@@ -92,6 +98,7 @@ impl LongConns {
             intake,
             runtime: tokio::runtime::Handle::current(),
             clients: Mutex::new(HashMap::new()),
+            retired: Mutex::new(Vec::new()),
             root: CancellationToken::new(),
             next_id: std::sync::atomic::AtomicU64::new(1),
         });
@@ -117,42 +124,49 @@ impl LongConns {
             let Ok(mut clients) = self.clients.lock() else {
                 return Vec::new();
             };
-            clients.retain(|name, client| {
-                let state = client.state.lock().unwrap_or_else(|p| p.into_inner());
-                let wanted_app = wanted.get(name.as_str());
-                let stop = match wanted_app {
-                    None => Some("app removed"),
-                    Some(_) if matches!(*state, State::Failed(_)) => {
-                        Some("restarting after a failure")
+            let stopped: Vec<Client> = clients
+                .extract_if(|name, client| {
+                    let state = client.state.lock().unwrap_or_else(|p| p.into_inner());
+                    let wanted_app = wanted.get(name.as_str());
+                    let stop = match wanted_app {
+                        None => Some("app removed"),
+                        Some(_) if matches!(*state, State::Failed(_)) => {
+                            Some("restarting after a failure")
+                        }
+                        // Another Lark app: the running connection's events would meet the new
+                        // config's pin and token (refused, every one), so it is no previous
+                        // setting to keep. Replaced outright; a refusal shows the app failed.
+                        Some(app) if app.app_id != client.app.app_id => Some("app_id changed"),
+                        Some(app) if **app != client.app => {
+                            changed.push(handover::Trial {
+                                name: name.clone(),
+                                app: (*app).clone(),
+                                replaces: client.id,
+                            });
+                            None
+                        }
+                        Some(_) => None,
+                    };
+                    let Some(why) = stop else {
+                        return false;
+                    };
+                    tracing::info!(app = %name, "stopping the long connection ({why})");
+                    // Under the state's lock: see `Ctx::set`.
+                    client.cancel.cancel();
+                    if wanted_app.is_none() {
+                        // Removed: no client speaks for it any more.
+                        metrics::get()
+                            .longconn_connected
+                            .remove(&metrics::app(name));
                     }
-                    // Another Lark app: the running connection's events would meet the new
-                    // config's pin and token (refused, every one), so it is no previous
-                    // setting to keep. Replaced outright; a refusal shows the app failed.
-                    Some(app) if app.app_id != client.app.app_id => Some("app_id changed"),
-                    Some(app) if **app != client.app => {
-                        changed.push(handover::Trial {
-                            name: name.clone(),
-                            app: (*app).clone(),
-                            replaces: client.id,
-                        });
-                        None
-                    }
-                    Some(_) => None,
-                };
-                let Some(why) = stop else {
-                    return true;
-                };
-                tracing::info!(app = %name, "stopping the long connection ({why})");
-                // Under the state's lock: see `Ctx::set`.
-                client.cancel.cancel();
-                if wanted_app.is_none() {
-                    // Removed: no client speaks for it any more.
-                    metrics::get()
-                        .longconn_connected
-                        .remove(&metrics::app(name));
-                }
-                false
-            });
+                    true
+                })
+                .map(|(_, client)| client)
+                .collect();
+            for client in stopped {
+                // It acks what it has in flight first: a shutdown waits for that too.
+                self.retire(client.task);
+            }
             for (name, app) in wanted {
                 if !clients.contains_key(name) {
                     let ctx = self.new_ctx(name, app);
@@ -164,6 +178,16 @@ impl LongConns {
             }
         }
         handover::apply(self, changed)
+    }
+
+    /// Keeps the task of a client that was stopped or replaced, for [`LongConns::shutdown`] to
+    /// await. Call with `clients` locked (so that a shutdown, which takes both under that lock,
+    /// finds it either running or here).
+    fn retire(&self, task: tokio::task::JoinHandle<()>) {
+        if let Ok(mut retired) = self.retired.lock() {
+            retired.retain(|t| !t.is_finished());
+            retired.push(task);
+        }
     }
 
     /// A fresh client context for `app` (its own state and token, under the root token).
@@ -213,16 +237,25 @@ impl LongConns {
     }
 
     /// Stops every client: no new messages are read, in-flight ones are acked (up to `grace`),
-    /// then the connections close.
+    /// then the connections close. Clients a reload stopped or replaced, still acking, are
+    /// waited for too.
     pub async fn shutdown(&self, grace: Duration) {
         let tasks: Vec<_> = match self.clients.lock() {
-            Ok(mut clients) => clients
-                .drain()
-                .map(|(_, c)| {
-                    c.cancel.cancel();
-                    c.task
-                })
-                .collect(),
+            Ok(mut clients) => {
+                let mut tasks: Vec<_> = clients
+                    .drain()
+                    .map(|(_, c)| {
+                        c.cancel.cancel();
+                        c.task
+                    })
+                    .collect();
+                // Under the `clients` lock: a handover either retired its client already or
+                // finds no client left to replace.
+                if let Ok(mut retired) = self.retired.lock() {
+                    tasks.append(&mut retired);
+                }
+                tasks
+            }
             Err(_) => return,
         };
         // New settings being tried (a reload) stop too.
@@ -234,6 +267,8 @@ impl LongConns {
         };
         if tokio::time::timeout(grace, all).await.is_err() {
             tracing::warn!("long connections did not close within the grace period");
+        } else {
+            tracing::info!("long connections closed");
         }
     }
 }

@@ -8,6 +8,9 @@
 //! (`gateway_longconn_settings_refused_total{app}`), and the reload reports it; the next
 //! reload tries again.
 //!
+//! The replaced client is kept among the supervisor's retired tasks until it has acked what it
+//! had in flight, so that a shutdown waits for it.
+//!
 //! Must never: cancel a running client before its successor is connected, or let a trial
 //! outlive a shutdown (each trial's token is a child of the supervisor's root token).
 
@@ -87,7 +90,10 @@ pub(super) fn apply(conns: &LongConns, trials: Vec<Trial>) -> Vec<String> {
                     old.cancel.cancel();
                 }
                 let successor = conns.launch(ctx, cc, Some(conn));
-                clients.insert(name, successor);
+                if let Some(old) = clients.insert(name, successor) {
+                    // It acks what it has in flight first: a shutdown waits for that too.
+                    conns.retire(old.task);
+                }
             }
             (Ok(_), _) => {
                 // Stopped or replaced meanwhile (a shutdown): the new connection just closes.
