@@ -4,7 +4,7 @@
 //! this target: `acks` (what a pushed message becomes: stored and acked 200, refusals acked 500,
 //! fragments, duplicates, a locked store, kill -9, a webhook app beside it), `reconnect` (pings,
 //! reconnects and their budget, a silent connection, fatal codes), `lifecycle` (shutdown and
-//! reload), `handover` (a reload's handover in time: the replaced client's acks), `flow`
+//! reload), `handover` (a reload's handover in time: per app, and the replaced client's acks), `flow`
 //! (backpressure) and `check` (`check --connect`); `helpers` holds what they share.
 
 #[path = "../standins/lark_ws.rs"]

@@ -111,8 +111,9 @@ impl LongConns {
     /// ones start afresh, and so does an app whose `app_id` changed (another Lark app). An app
     /// whose `app_secret` or `domain` changed gets a connection with the new settings *before*
     /// its running client is let go (see `handover`); if that fails, the running client stays
-    /// on the previous settings and the returned list says so (one line per app). Blocks while new settings are tried (up to
-    /// a bootstrap and a dial, 25 s): call it from a blocking thread when apps may change.
+    /// on the previous settings and the returned list says so (one line per app). Each such app
+    /// is settled as soon as its own trial ends; the call returns once all have (up to a
+    /// bootstrap and a dial, 25 s): call it from a blocking thread when apps may change.
     pub fn reconcile(&self, config: &Config) -> Vec<String> {
         let wanted: HashMap<&str, &LongConnApp> = config
             .apps

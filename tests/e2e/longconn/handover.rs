@@ -1,14 +1,109 @@
-//! A reload's handover of a running connection to new settings, in time: the replaced
+//! A reload's handover of a running connection to new settings, in time: each app handed over
+//! as soon as its own trial connects (another app's trial still waiting), and the replaced
 //! client's in-flight acks, which a shutdown waits for. The stand-in holds the trial's
 //! bootstrap (`hold_bootstraps`) so that a message is read on the old connection just before
 //! the handover. Part of `longconn.rs`.
 
 use std::time::{Duration, Instant};
 
-use gateway_e2e::harness::{metric, wait_until, TestGateway};
+use gateway_e2e::harness::{metric, post, wait_until, TestGateway};
 
-use super::helpers::{config, connected, event, scrape, spawn, WAIT};
+use super::helpers::{
+    ack_code, config, connected, event, scrape, spawn, HungEndpoint, TOKEN, WAIT,
+};
 use crate::lark_ws::LarkWs;
+
+/// A second websocket app, `staff`, bootstrapping at `domain`.
+fn staff_app(domain: &str) -> String {
+    format!(
+        r#"
+[[apps]]
+name = "staff"
+mode = "websocket"
+app_id = "{app_id}"
+app_secret = "${{WS_SECRET}}"
+domain = "{domain}"
+verification_token = "{TOKEN}"
+"#,
+        app_id = LarkWs::APP_ID
+    )
+}
+
+/// A reload that gives two apps new settings tries both at once; `hire`'s trial connects at
+/// once, `staff`'s waits for a bootstrap that is never answered (the gateway gives up after
+/// 10 s). `hire` is handed over while `staff`'s trial still waits (every handover waited for the
+/// slowest trial); the reload returns once `staff`'s trial ends, refused, with that refusal.
+#[test]
+fn each_app_is_handed_over_as_soon_as_its_own_trial_connects() {
+    let (hire_old, hire_new, staff_old) = (LarkWs::start(), LarkWs::start(), LarkWs::start());
+    let hung = HungEndpoint::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = spawn(
+        dir.path(),
+        &config(&hire_old, "", &staff_app(&staff_old.domain())),
+    );
+    connected(&hire_old, 1);
+    connected(&staff_old, 1);
+    let moved = config(&hire_new, "", &staff_app(&hung.domain()));
+    std::fs::write(dir.path().join("gateway.toml"), moved).expect("write");
+    let url = gw.admin_url("/api/v1/reload");
+    let reload = std::thread::spawn(move || {
+        let json = [("Content-Type".to_owned(), "application/json".to_owned())];
+        post(&url, &json, "{}")
+    });
+    assert!(
+        wait_until(WAIT, || hung.accepted() >= 1),
+        "staff's trial bootstraps\n{}",
+        gw.log()
+    );
+    connected(&hire_new, 1);
+    assert!(
+        wait_until(WAIT, || hire_old.open_connections() == 0),
+        "hire's old connection is let go\n{}",
+        gw.log()
+    );
+    // Before staff's trial ended: its bootstrap still waits for an answer.
+    assert_eq!(
+        hung.closed(),
+        0,
+        "hire was handed over only once staff's trial had given up\n{}",
+        gw.log()
+    );
+    assert!(!reload.is_finished(), "the reload waits for every trial");
+    assert!(hire_new.push_event("m-hire", &event("ev-hire", "test.sink")));
+    assert_eq!(ack_code(&hire_new, "m-hire"), Some(200));
+
+    // Staff's trial is refused: its bootstrap breaks. The reload reports it, and only it.
+    hung.release();
+    let answer = reload.join().expect("reload thread").expect("reload");
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let v: serde_json::Value = serde_json::from_str(&answer.body).expect("json");
+    let not_applied = v["not_applied"].to_string();
+    assert!(
+        not_applied.contains("app staff") && !not_applied.contains("app hire"),
+        "{}",
+        answer.body
+    );
+    assert_eq!(
+        staff_old.open_connections(),
+        1,
+        "staff keeps its connection"
+    );
+    assert!(staff_old.push_event("m-staff", &event("ev-staff", "test.sink")));
+    assert_eq!(ack_code(&staff_old, "m-staff"), Some(200));
+    let m = scrape(&gw);
+    let refused = |app: &str| {
+        metric(
+            &m,
+            &format!(r#"gateway_longconn_settings_refused_total{{app="{app}"}}"#),
+        )
+    };
+    assert_eq!((refused("hire"), refused("staff")), (0.0, 1.0));
+    for app in ["hire", "staff"] {
+        let gauge = format!(r#"gateway_longconn_connected{{app="{app}"}}"#);
+        assert_eq!(metric(&m, &gauge), 1.0, "{app}\n{m}");
+    }
+}
 
 /// A gateway whose `hire` app was moved by a reload from `first` to `second` while a message,
 /// `m-held`, was in flight on `first`: the store is locked by the returned connection, so the

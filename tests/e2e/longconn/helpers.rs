@@ -2,8 +2,10 @@
 //! Lark pushes them, waiting for acks and connections, a bootstrap endpoint that never answers,
 //! and the check that no secret reaches the log. Part of `longconn.rs`.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::Read;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -118,11 +120,14 @@ pub(crate) fn assert_no_secrets(gw: &TestGateway) {
     }
 }
 
-/// A bootstrap endpoint that accepts connections and never answers (a hung Lark or proxy).
+/// A bootstrap endpoint that accepts connections and never answers (a hung Lark or proxy),
+/// until [`HungEndpoint::release`].
 pub(crate) struct HungEndpoint {
     addr: SocketAddr,
     /// Accepted connections, held open so the client waits for an answer.
     held: Arc<Mutex<Vec<TcpStream>>>,
+    /// Held connections whose other end (the gateway) closed them, or that broke.
+    closed: Arc<AtomicUsize>,
 }
 
 impl HungEndpoint {
@@ -130,13 +135,23 @@ impl HungEndpoint {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         let addr = listener.local_addr().expect("local addr");
         let held = Arc::new(Mutex::new(Vec::new()));
-        let sink = held.clone();
+        let closed = Arc::new(AtomicUsize::new(0));
+        let (sink, gone) = (held.clone(), closed.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming().map_while(Result::ok) {
+                // Reads (and ignores) the request until the client closes the connection.
+                if let Ok(mut reader) = stream.try_clone() {
+                    let gone = gone.clone();
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 4096];
+                        while matches!(reader.read(&mut buf), Ok(n) if n > 0) {}
+                        gone.fetch_add(1, Ordering::SeqCst);
+                    });
+                }
                 sink.lock().unwrap_or_else(|p| p.into_inner()).push(stream);
             }
         });
-        HungEndpoint { addr, held }
+        HungEndpoint { addr, held, closed }
     }
 
     pub(crate) fn domain(&self) -> String {
@@ -145,5 +160,17 @@ impl HungEndpoint {
 
     pub(crate) fn accepted(&self) -> usize {
         self.held.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Held connections closed since (by the client, until [`HungEndpoint::release`]).
+    pub(crate) fn closed(&self) -> usize {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Shuts every held connection down: each waiting bootstrap fails at once.
+    pub(crate) fn release(&self) {
+        for stream in self.held.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
     }
 }
