@@ -368,14 +368,9 @@ async fn supervise_inner(ctx: &Ctx, mut cc: ClientConfig, first: Option<session:
         ctx.set(State::Connected);
         let why = match session::run(ctx, conn, &mut cc).await {
             session::Ended::Cancelled => return,
-            session::Ended::Redial(why) => {
-                tracing::info!(reason = %why, "dialling the long connection again");
-                ctx.set(State::Connecting);
-                let Some(attempt) = ctx.unless_cancelled(session::connect(ctx, &mut cc)).await
-                else {
-                    return;
-                };
-                next = attempt;
+            session::Ended::Redialled(conn) => {
+                tracing::info!("now on the connection dialled for the new max_body_bytes");
+                next = Ok(*conn);
                 continue;
             }
             session::Ended::Lost(why) => why,
