@@ -22,6 +22,8 @@ mod bootstrap;
 mod dial;
 mod handover;
 mod session;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -290,17 +292,7 @@ impl Ctx {
     /// state's lock, which [`LongConns::reconcile`] holds while it cancels, so a write that
     /// passed the check lands before the successor starts.
     fn set(&self, state: State) {
-        let Ok(mut s) = self.state.lock() else {
-            return;
-        };
-        if self.cancel.is_cancelled() {
-            return;
-        }
-        metrics::get()
-            .longconn_connected
-            .get_or_create(&metrics::app(&self.name))
-            .set(i64::from(state == State::Connected));
-        *s = state;
+        record(&self.name, &self.state, &self.cancel, state);
     }
 
     /// Runs `work` unless the client is cancelled first (`None`): a connect attempt (up to 10 s
@@ -320,6 +312,23 @@ impl Ctx {
             _ = self.cancel.cancelled() => false,
         }
     }
+}
+
+/// [`Ctx::set`]: `state` becomes the client's state and sets the app's connected gauge,
+/// unless `cancel` (the client's token) is cancelled; checked and written under the state's
+/// lock.
+fn record(app: &str, client_state: &SharedState, cancel: &CancellationToken, state: State) {
+    let Ok(mut s) = client_state.lock() else {
+        return;
+    };
+    if cancel.is_cancelled() {
+        return;
+    }
+    metrics::get()
+        .longconn_connected
+        .get_or_create(&metrics::app(app))
+        .set(i64::from(state == State::Connected));
+    *s = state;
 }
 
 /// One app's client: connect (unless `first` is a connection already made), run, reconnect

@@ -1,12 +1,12 @@
 //! A reload's handover of a running connection to new settings, in time: each app handed over
 //! as soon as its own trial connects (another app's trial still waiting), and the replaced
-//! client's in-flight acks, which a shutdown waits for. The stand-in holds the trial's
-//! bootstrap (`hold_bootstraps`) so that a message is read on the old connection just before
-//! the handover. Part of `longconn.rs`.
+//! client's in-flight acks, which a shutdown waits for and which must not touch the connected
+//! gauge of its successor. The stand-in holds the trial's bootstrap (`hold_bootstraps`) so that
+//! a message is read on the old connection just before the handover. Part of `longconn.rs`.
 
 use std::time::{Duration, Instant};
 
-use gateway_e2e::harness::{metric, post, wait_until, TestGateway};
+use gateway_e2e::harness::{get, metric, post, wait_until, TestGateway};
 
 use super::helpers::{
     ack_code, config, connected, event, scrape, spawn, HungEndpoint, TOKEN, WAIT,
@@ -162,6 +162,54 @@ fn assert_in_flight_at_the_handover(log: &str) {
     assert!(
         matches!((handover, refused), (Some(h), Some(r)) if h < r),
         "premise not met: m-held was not in flight at the handover\n{log}"
+    );
+}
+
+/// `gateway_longconn_connected{app}` is 1 while the app is connected, also after a reload
+/// replaced its connection while a message was in flight on the old one: the old client, still
+/// acking after its successor set the gauge to 1, speaks for the app no more.
+///
+/// What this does not reach: the race this guarded first (the old client, done acking, set its
+/// state to "connecting" and the gauge to 0) is gone since a cancelled session returns without
+/// writing any state (`Ended::Cancelled`); a cancelled client now reaches `Ctx::set` only when a
+/// connect attempt or a lost connection completes in the instants before it sees its cancel,
+/// which no test outside the process can schedule. `longconn::tests` covers that guard.
+#[test]
+fn the_connected_gauge_stays_1_after_a_reload_replaced_a_busy_connection() {
+    let BusyHandover {
+        first,
+        second,
+        gw,
+        store_lock,
+        _dir,
+    } = busy_handover();
+    assert!(
+        wait_until(WAIT, || first.acks().len() == 1),
+        "the old connection acked its message\n{}",
+        gw.log()
+    );
+    assert!(
+        wait_until(WAIT, || gw
+            .log()
+            .contains("long connection client finished")),
+        "the old client ends once its message is acked\n{}",
+        gw.log()
+    );
+    assert_in_flight_at_the_handover(&gw.log());
+    store_lock.execute_batch("ROLLBACK").expect("unlock");
+    assert_eq!(
+        first.acks()[0].code,
+        Some(500),
+        "refused: the store was locked"
+    );
+    assert_eq!(second.open_connections(), 1);
+    let connected = r#"gateway_longconn_connected{app="hire"}"#;
+    assert_eq!(metric(&scrape(&gw), connected), 1.0, "{}", scrape(&gw));
+    let ready = get(&gw.admin_url("/readyz")).expect("readyz");
+    assert!(
+        ready.body.contains("websocket app hire: connected"),
+        "{}",
+        ready.body
     );
 }
 
