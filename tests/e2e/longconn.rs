@@ -4,8 +4,9 @@
 //! this target: `acks` (what a pushed message becomes: stored and acked 200, refusals acked 500,
 //! fragments, duplicates, a locked store, kill -9, a webhook app beside it), `reconnect` (pings,
 //! reconnects and their budget, a silent connection, fatal codes), `lifecycle` (shutdown and
-//! reload), `flow` (backpressure) and `check` (`check --connect`); `helpers` holds what they
-//! share.
+//! reload), `handover` (a reload's handover in time: per app, and the replaced client's acks),
+//! `flow` (backpressure, a new `max_body_bytes`) and `check` (`check --connect`); `helpers`
+//! holds what they share.
 
 #[path = "../standins/lark_ws.rs"]
 mod lark_ws;
@@ -21,6 +22,9 @@ mod reconnect;
 
 #[path = "longconn/lifecycle.rs"]
 mod lifecycle;
+
+#[path = "longconn/handover.rs"]
+mod handover;
 
 #[path = "longconn/flow.rs"]
 mod flow;

@@ -16,7 +16,8 @@
 //! on either side shows up in the tests.
 //!
 //! Knobs: bootstrap — [`LarkWs::set_client_config`], [`LarkWs::queue_bootstrap_codes`] (wrong
-//! credentials get code 1000040344 unless a queued code applies first); handshake —
+//! credentials get code 1000040344 unless a queued code applies first),
+//! [`LarkWs::hold_bootstraps`] (answers wait until released); handshake —
 //! [`LarkWs::refuse_handshakes`] (a query without `service_id=42`, `access_key` and `ticket` is
 //! always refused with 403); pushing — [`LarkWs::push_event`], [`LarkWs::push_fragments`],
 //! [`LarkWs::push_card`], [`LarkWs::drop_connection`] (all act on the most recently accepted,
@@ -56,6 +57,8 @@ const MAX_BODY: usize = 1024 * 1024;
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 /// The fatal code answered to wrong credentials.
 const CODE_BAD_CREDENTIALS: i64 = 1_000_040_344;
+/// A held bootstrap answer is sent anyway after this long (the gateway gave up after 10 s).
+const HOLD_LIMIT: Duration = Duration::from_secs(30);
 
 /// One ack the client sent: any data frame (`method = 1`) received by the stand-in.
 #[derive(Debug, Clone)]
@@ -92,6 +95,8 @@ struct State {
     client_config: serde_json::Value,
     bootstrap_codes: VecDeque<i64>,
     bootstraps: Vec<(Instant, serde_json::Value)>,
+    /// Bootstrap answers wait while this is set (see [`LarkWs::hold_bootstraps`]).
+    hold_bootstraps: bool,
     /// Handshakes still to refuse, and with which headers.
     refusals: usize,
     refusal_status: HeaderValue,
@@ -177,6 +182,7 @@ impl LarkWs {
                 }),
                 bootstrap_codes: VecDeque::new(),
                 bootstraps: Vec::new(),
+                hold_bootstraps: false,
                 refusals: 0,
                 refusal_status: HeaderValue::from_static("500"),
                 refusal_auth_code: None,
@@ -224,6 +230,14 @@ impl LarkWs {
     /// with HTTP 200 and no data. A queued code applies even to wrong credentials.
     pub fn queue_bootstrap_codes(&self, codes: &[i64]) {
         self.shared.lock().bootstrap_codes.extend(codes);
+    }
+
+    /// While `hold` is true, each bootstrap request is recorded (see [`LarkWs::bootstraps`]) and
+    /// then waits for its answer until `hold_bootstraps(false)` (or the stand-in is dropped, or
+    /// 30 s): a Lark slow to answer, at a moment the test chooses.
+    pub fn hold_bootstraps(&self, hold: bool) {
+        self.shared.lock().hold_bootstraps = hold;
+        self.shared.changed.notify_all();
     }
 
     /// Every bootstrap request received: when, and its JSON body (`Null` when unreadable). Wrong
@@ -382,6 +396,8 @@ impl LarkWs {
 impl Drop for LarkWs {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
+        // Held bootstrap answers see the flag.
+        self.shared.changed.notify_all();
         // Unblock both accept loops so they see the flag.
         let _ = TcpStream::connect(self.http_addr);
         let _ = TcpStream::connect(self.ws_addr);

@@ -52,6 +52,12 @@ fn bootstrap_answer(shared: &Shared, body: &[u8]) -> String {
     let mut s = shared.lock();
     s.bootstraps.push((Instant::now(), json));
     shared.changed.notify_all();
+    let released = |s: &State| !s.hold_bootstraps || shared.stop.load(Ordering::SeqCst);
+    if !released(&s) {
+        drop(s);
+        shared.wait_until(HOLD_LIMIT, released);
+        s = shared.lock();
+    }
     let code = match s.bootstrap_codes.pop_front() {
         Some(code) => code,
         None if credentials_ok => 0,

@@ -6,8 +6,10 @@
 //! apps start, removed ones stop, changed credentials or domain are tried beside the running
 //! connection and replace it only once connected (`handover`), a client that gave up gets a
 //! fresh start), stopped on shutdown after in-flight messages are acked (a bootstrap or
-//! dial in progress, or a wait before a reconnect, is abandoned at once). Each task's
-//! state is visible on `/readyz`.
+//! dial in progress, or a wait before a reconnect, is abandoned at once). A client a reload
+//! stopped or replaced still acks what it had in flight (up to 5 s): a shutdown meanwhile
+//! waits for it too (`retired`), within the same grace. Each task's state is visible on
+//! `/readyz`.
 //!
 //! Reconnect policy (spec §11, Lark's `ClientConfig`): a bootstrap answering a fatal code or a
 //! fatal handshake refusal stops the client with an error naming what to check; otherwise the
@@ -20,6 +22,8 @@ mod bootstrap;
 mod dial;
 mod handover;
 mod session;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -74,6 +78,10 @@ pub struct LongConns {
     intake: Arc<Intake>,
     runtime: tokio::runtime::Handle,
     clients: Mutex<HashMap<String, Client>>,
+    /// The tasks of clients a reload stopped or replaced, still acking their in-flight
+    /// messages: awaited by [`LongConns::shutdown`] like the running ones. Finished ones are
+    /// pruned whenever one is added. Locked only while `clients` is (the one lock order).
+    retired: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Parent of every client's token (and of a new settings' trial): cancelled by shutdown.
     root: CancellationToken,
     next_id: std::sync::atomic::AtomicU64,
@@ -92,6 +100,7 @@ impl LongConns {
             intake,
             runtime: tokio::runtime::Handle::current(),
             clients: Mutex::new(HashMap::new()),
+            retired: Mutex::new(Vec::new()),
             root: CancellationToken::new(),
             next_id: std::sync::atomic::AtomicU64::new(1),
         });
@@ -104,8 +113,9 @@ impl LongConns {
     /// ones start afresh, and so does an app whose `app_id` changed (another Lark app). An app
     /// whose `app_secret` or `domain` changed gets a connection with the new settings *before*
     /// its running client is let go (see `handover`); if that fails, the running client stays
-    /// on the previous settings and the returned list says so (one line per app). Blocks while new settings are tried (up to
-    /// a bootstrap and a dial, 25 s): call it from a blocking thread when apps may change.
+    /// on the previous settings and the returned list says so (one line per app). Each such app
+    /// is settled as soon as its own trial ends; the call returns once all have (up to a
+    /// bootstrap and a dial, 25 s): call it from a blocking thread when apps may change.
     pub fn reconcile(&self, config: &Config) -> Vec<String> {
         let wanted: HashMap<&str, &LongConnApp> = config
             .apps
@@ -117,42 +127,49 @@ impl LongConns {
             let Ok(mut clients) = self.clients.lock() else {
                 return Vec::new();
             };
-            clients.retain(|name, client| {
-                let state = client.state.lock().unwrap_or_else(|p| p.into_inner());
-                let wanted_app = wanted.get(name.as_str());
-                let stop = match wanted_app {
-                    None => Some("app removed"),
-                    Some(_) if matches!(*state, State::Failed(_)) => {
-                        Some("restarting after a failure")
+            let stopped: Vec<Client> = clients
+                .extract_if(|name, client| {
+                    let state = client.state.lock().unwrap_or_else(|p| p.into_inner());
+                    let wanted_app = wanted.get(name.as_str());
+                    let stop = match wanted_app {
+                        None => Some("app removed"),
+                        Some(_) if matches!(*state, State::Failed(_)) => {
+                            Some("restarting after a failure")
+                        }
+                        // Another Lark app: the running connection's events would meet the new
+                        // config's pin and token (refused, every one), so it is no previous
+                        // setting to keep. Replaced outright; a refusal shows the app failed.
+                        Some(app) if app.app_id != client.app.app_id => Some("app_id changed"),
+                        Some(app) if **app != client.app => {
+                            changed.push(handover::Trial {
+                                name: name.clone(),
+                                app: (*app).clone(),
+                                replaces: client.id,
+                            });
+                            None
+                        }
+                        Some(_) => None,
+                    };
+                    let Some(why) = stop else {
+                        return false;
+                    };
+                    tracing::info!(app = %name, "stopping the long connection ({why})");
+                    // Under the state's lock: see `Ctx::set`.
+                    client.cancel.cancel();
+                    if wanted_app.is_none() {
+                        // Removed: no client speaks for it any more.
+                        metrics::get()
+                            .longconn_connected
+                            .remove(&metrics::app(name));
                     }
-                    // Another Lark app: the running connection's events would meet the new
-                    // config's pin and token (refused, every one), so it is no previous
-                    // setting to keep. Replaced outright; a refusal shows the app failed.
-                    Some(app) if app.app_id != client.app.app_id => Some("app_id changed"),
-                    Some(app) if **app != client.app => {
-                        changed.push(handover::Trial {
-                            name: name.clone(),
-                            app: (*app).clone(),
-                            replaces: client.id,
-                        });
-                        None
-                    }
-                    Some(_) => None,
-                };
-                let Some(why) = stop else {
-                    return true;
-                };
-                tracing::info!(app = %name, "stopping the long connection ({why})");
-                // Under the state's lock: see `Ctx::set`.
-                client.cancel.cancel();
-                if wanted_app.is_none() {
-                    // Removed: no client speaks for it any more.
-                    metrics::get()
-                        .longconn_connected
-                        .remove(&metrics::app(name));
-                }
-                false
-            });
+                    true
+                })
+                .map(|(_, client)| client)
+                .collect();
+            for client in stopped {
+                // It acks what it has in flight first: a shutdown waits for that too.
+                self.retire(client.task);
+            }
             for (name, app) in wanted {
                 if !clients.contains_key(name) {
                     let ctx = self.new_ctx(name, app);
@@ -164,6 +181,16 @@ impl LongConns {
             }
         }
         handover::apply(self, changed)
+    }
+
+    /// Keeps the task of a client that was stopped or replaced, for [`LongConns::shutdown`] to
+    /// await. Call with `clients` locked (so that a shutdown, which takes both under that lock,
+    /// finds it either running or here).
+    fn retire(&self, task: tokio::task::JoinHandle<()>) {
+        if let Ok(mut retired) = self.retired.lock() {
+            retired.retain(|t| !t.is_finished());
+            retired.push(task);
+        }
     }
 
     /// A fresh client context for `app` (its own state and token, under the root token).
@@ -213,16 +240,25 @@ impl LongConns {
     }
 
     /// Stops every client: no new messages are read, in-flight ones are acked (up to `grace`),
-    /// then the connections close.
+    /// then the connections close. Clients a reload stopped or replaced, still acking, are
+    /// waited for too.
     pub async fn shutdown(&self, grace: Duration) {
         let tasks: Vec<_> = match self.clients.lock() {
-            Ok(mut clients) => clients
-                .drain()
-                .map(|(_, c)| {
-                    c.cancel.cancel();
-                    c.task
-                })
-                .collect(),
+            Ok(mut clients) => {
+                let mut tasks: Vec<_> = clients
+                    .drain()
+                    .map(|(_, c)| {
+                        c.cancel.cancel();
+                        c.task
+                    })
+                    .collect();
+                // Under the `clients` lock: a handover either retired its client already or
+                // finds no client left to replace.
+                if let Ok(mut retired) = self.retired.lock() {
+                    tasks.append(&mut retired);
+                }
+                tasks
+            }
             Err(_) => return,
         };
         // New settings being tried (a reload) stop too.
@@ -234,6 +270,8 @@ impl LongConns {
         };
         if tokio::time::timeout(grace, all).await.is_err() {
             tracing::warn!("long connections did not close within the grace period");
+        } else {
+            tracing::info!("long connections closed");
         }
     }
 }
@@ -254,17 +292,7 @@ impl Ctx {
     /// state's lock, which [`LongConns::reconcile`] holds while it cancels, so a write that
     /// passed the check lands before the successor starts.
     fn set(&self, state: State) {
-        let Ok(mut s) = self.state.lock() else {
-            return;
-        };
-        if self.cancel.is_cancelled() {
-            return;
-        }
-        metrics::get()
-            .longconn_connected
-            .get_or_create(&metrics::app(&self.name))
-            .set(i64::from(state == State::Connected));
-        *s = state;
+        record(&self.name, &self.state, &self.cancel, state);
     }
 
     /// Runs `work` unless the client is cancelled first (`None`): a connect attempt (up to 10 s
@@ -284,6 +312,23 @@ impl Ctx {
             _ = self.cancel.cancelled() => false,
         }
     }
+}
+
+/// [`Ctx::set`]: `state` becomes the client's state and sets the app's connected gauge,
+/// unless `cancel` (the client's token) is cancelled; checked and written under the state's
+/// lock.
+fn record(app: &str, client_state: &SharedState, cancel: &CancellationToken, state: State) {
+    let Ok(mut s) = client_state.lock() else {
+        return;
+    };
+    if cancel.is_cancelled() {
+        return;
+    }
+    metrics::get()
+        .longconn_connected
+        .get_or_create(&metrics::app(app))
+        .set(i64::from(state == State::Connected));
+    *s = state;
 }
 
 /// One app's client: connect (unless `first` is a connection already made), run, reconnect
@@ -332,14 +377,9 @@ async fn supervise_inner(ctx: &Ctx, mut cc: ClientConfig, first: Option<session:
         ctx.set(State::Connected);
         let why = match session::run(ctx, conn, &mut cc).await {
             session::Ended::Cancelled => return,
-            session::Ended::Redial(why) => {
-                tracing::info!(reason = %why, "dialling the long connection again");
-                ctx.set(State::Connecting);
-                let Some(attempt) = ctx.unless_cancelled(session::connect(ctx, &mut cc)).await
-                else {
-                    return;
-                };
-                next = attempt;
+            session::Ended::Redialled(conn) => {
+                tracing::info!("now on the connection dialled for the new max_body_bytes");
+                next = Ok(*conn);
                 continue;
             }
             session::Ended::Lost(why) => why,

@@ -1,6 +1,8 @@
 //! What the long connection does while the gateway itself holds back: backpressure (the
-//! in-flight limit) against the liveness check and the fragment timers, and a burst past the
-//! in-flight limit while the store stalls, acked and delivered in full. Part of `longconn.rs`.
+//! in-flight limit) against the liveness check and the fragment timers, a new `max_body_bytes`
+//! reaching the connection (dialled again beside it, kept when that fails), and a burst past
+//! the in-flight limit while the store stalls, acked and delivered in full. Part of
+//! `longconn.rs`.
 
 use std::time::Duration;
 
@@ -125,12 +127,6 @@ fn a_reload_that_raises_max_body_bytes_reaches_the_long_connection() {
     };
     let gw = spawn(dir.path(), &with_limit(4096));
     connected(&lark, 1);
-    let sized = |id: &str, bytes: usize| {
-        let mut e: serde_json::Value =
-            serde_json::from_slice(&event(id, "test.sink")).expect("json");
-        e["event"]["pad"] = "x".repeat(bytes).into();
-        e.to_string().into_bytes()
-    };
     assert!(lark.push_event("m-5k", &sized("ev-5k", 5_000)));
     assert_eq!(ack_code(&lark, "m-5k"), Some(500), "over 4096 bytes");
     std::fs::write(dir.path().join("gateway.toml"), with_limit(256 * 1024)).expect("write");
@@ -149,6 +145,70 @@ fn a_reload_that_raises_max_body_bytes_reaches_the_long_connection() {
         0.0,
         "a re-dial, not a reconnect after a loss"
     );
+}
+
+/// A reload's new `max_body_bytes` dials a new connection beside the running one, which serves
+/// until the new one is up. Here Lark allows no reconnect (`ReconnectCount` 0) and refuses the
+/// first re-dial: the running connection stays and takes events, and the re-dial is tried again
+/// (the connection was closed first, the failed dial counted as a lost connection, and the app
+/// failed for good over a limit change).
+#[test]
+fn a_failed_redial_for_a_new_max_body_bytes_keeps_the_running_connection() {
+    let lark = LarkWs::start();
+    lark.set_client_config(serde_json::json!({
+        "ReconnectCount": 0, "ReconnectInterval": 1, "ReconnectNonce": 0, "PingInterval": 30
+    }));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let with_limit = |limit: usize| {
+        config(&lark, "", "").replace(
+            "shutdown_grace = \"5s\"",
+            &format!("shutdown_grace = \"5s\"\nmax_body_bytes = {limit}"),
+        )
+    };
+    let gw = spawn(dir.path(), &with_limit(4096));
+    connected(&lark, 1);
+    lark.refuse_handshakes(1, "500", None);
+    std::fs::write(dir.path().join("gateway.toml"), with_limit(256 * 1024)).expect("write");
+    gw.signal("HUP");
+    assert!(
+        wait_until(WAIT, || lark.handshakes().len() == 2),
+        "no re-dial\n{}",
+        gw.log()
+    );
+    assert!(!lark.handshakes()[1].1, "the first re-dial is refused");
+    // The running connection still serves (the only one open until a re-dial succeeds).
+    assert!(lark.push_event("m-kept", &event("ev-kept", "test.sink")));
+    assert_eq!(ack_code(&lark, "m-kept"), Some(200), "{}", gw.log());
+    // Tried again after ReconnectInterval (1 s): the new connection takes over.
+    connected(&lark, 2);
+    assert!(
+        wait_until(WAIT, || lark.open_connections() == 1),
+        "the old connection closes once the new one is up\n{}",
+        gw.log()
+    );
+    // Over the old frame bound (4 × 4096 + 64 KiB = 80 KiB), within the new limit.
+    assert!(lark.push_event("m-100k", &sized("ev-100k", 100 * 1024)));
+    assert_eq!(ack_code(&lark, "m-100k"), Some(200));
+    let ready = get(&gw.admin_url("/readyz")).expect("readyz");
+    assert!(
+        ready.body.contains("websocket app hire: connected"),
+        "{}",
+        ready.body
+    );
+    let m = get(&gw.admin_url("/metrics")).expect("metrics").body;
+    assert_eq!(metric(&m, r#"gateway_longconn_connected{app="hire"}"#), 1.0);
+    assert!(
+        !gw.log().contains("long connection stopped"),
+        "{}",
+        gw.log()
+    );
+}
+
+/// An event for app `hire` padded with `bytes` bytes.
+fn sized(id: &str, bytes: usize) -> Vec<u8> {
+    let mut e: serde_json::Value = serde_json::from_slice(&event(id, "test.sink")).expect("json");
+    e["event"]["pad"] = "x".repeat(bytes).into();
+    e.to_string().into_bytes()
 }
 
 #[test]

@@ -1,11 +1,15 @@
 //! What the long-connection tests share: the gateway's config around the stand-in, events as
-//! Lark pushes them, waiting for acks and connections, and the check that no secret reaches the
-//! log. Part of `longconn.rs`.
+//! Lark pushes them, waiting for acks and connections, a bootstrap endpoint that never answers,
+//! and the check that no secret reaches the log. Part of `longconn.rs`.
 
+use std::io::Read;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gateway_e2e::harness::{base_config, binaries, read_jsonl, TestGateway};
+use gateway_e2e::harness::{base_config, binaries, get, read_jsonl, TestGateway};
 
 use crate::lark_ws::LarkWs;
 
@@ -104,9 +108,69 @@ pub(crate) fn connected(lark: &LarkWs, n: usize) {
     );
 }
 
+/// The gateway's `/metrics` text.
+pub(crate) fn scrape(gw: &TestGateway) -> String {
+    get(&gw.admin_url("/metrics")).expect("metrics").body
+}
+
 pub(crate) fn assert_no_secrets(gw: &TestGateway) {
     let log = gw.log();
     for secret in LarkWs::URL_SECRETS.iter().chain([&LarkWs::APP_SECRET]) {
         assert!(!log.contains(secret), "{secret} appears in the log:\n{log}");
+    }
+}
+
+/// A bootstrap endpoint that accepts connections and never answers (a hung Lark or proxy),
+/// until [`HungEndpoint::release`].
+pub(crate) struct HungEndpoint {
+    addr: SocketAddr,
+    /// Accepted connections, held open so the client waits for an answer.
+    held: Arc<Mutex<Vec<TcpStream>>>,
+    /// Held connections whose other end (the gateway) closed them, or that broke.
+    closed: Arc<AtomicUsize>,
+}
+
+impl HungEndpoint {
+    pub(crate) fn start() -> HungEndpoint {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let addr = listener.local_addr().expect("local addr");
+        let held = Arc::new(Mutex::new(Vec::new()));
+        let closed = Arc::new(AtomicUsize::new(0));
+        let (sink, gone) = (held.clone(), closed.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().map_while(Result::ok) {
+                // Reads (and ignores) the request until the client closes the connection.
+                if let Ok(mut reader) = stream.try_clone() {
+                    let gone = gone.clone();
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 4096];
+                        while matches!(reader.read(&mut buf), Ok(n) if n > 0) {}
+                        gone.fetch_add(1, Ordering::SeqCst);
+                    });
+                }
+                sink.lock().unwrap_or_else(|p| p.into_inner()).push(stream);
+            }
+        });
+        HungEndpoint { addr, held, closed }
+    }
+
+    pub(crate) fn domain(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub(crate) fn accepted(&self) -> usize {
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Held connections closed since (by the client, until [`HungEndpoint::release`]).
+    pub(crate) fn closed(&self) -> usize {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Shuts every held connection down: each waiting bootstrap fails at once.
+    pub(crate) fn release(&self) {
+        for stream in self.held.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
     }
 }

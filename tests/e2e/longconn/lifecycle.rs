@@ -1,46 +1,16 @@
 //! The long-connection client's life cycle around shutdown and reload: cancellation while it
-//! connects, the connected gauge across a replacement, new settings tried before the old
-//! connection goes, and a reload that moves the connection to a new domain or stops it with its
-//! app. Part of `longconn.rs`.
+//! connects, new settings tried before the old connection goes, and a reload that moves the
+//! connection to a new domain or stops it with its app (the handover's timing: `handover`).
+//! Part of `longconn.rs`.
 
-use std::net::{TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gateway_e2e::harness::{base_config, get, metric, post, wait_until, TestGateway};
 
-use super::helpers::{ack_code, config, config_at, connected, event, spawn, WAIT};
+use super::helpers::{
+    ack_code, config, config_at, connected, event, scrape, spawn, HungEndpoint, WAIT,
+};
 use crate::lark_ws::LarkWs;
-
-/// A bootstrap endpoint that accepts connections and never answers (a hung Lark or proxy).
-struct HungEndpoint {
-    addr: std::net::SocketAddr,
-    /// Accepted connections, held open so the client waits for an answer.
-    held: Arc<Mutex<Vec<TcpStream>>>,
-}
-
-impl HungEndpoint {
-    fn start() -> HungEndpoint {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-        let addr = listener.local_addr().expect("local addr");
-        let held = Arc::new(Mutex::new(Vec::new()));
-        let sink = held.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().map_while(Result::ok) {
-                sink.lock().unwrap_or_else(|p| p.into_inner()).push(stream);
-            }
-        });
-        HungEndpoint { addr, held }
-    }
-
-    fn domain(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn accepted(&self) -> usize {
-        self.held.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-}
 
 /// SIGTERM while the bootstrap waits for an answer (up to its 10 s timeout, then a 15 s dial)
 /// ends the client at once: the connect was not raced against the cancel token, so it ate
@@ -67,53 +37,6 @@ fn sigterm_while_the_bootstrap_hangs_exits_promptly() {
         "took {took:?} to stop with a bootstrap pending (grace 10 s)\n{}",
         gw.log()
     );
-}
-
-/// `gateway_longconn_connected{app}` is 1 while the app is connected, also after a reload
-/// replaced its connection while a message was in flight on the old one: the old client, done
-/// acking, set the shared gauge to 0 (its own state "connecting") after the new one had set 1.
-#[test]
-fn the_connected_gauge_stays_1_after_a_reload_replaced_a_busy_connection() {
-    let first = LarkWs::start();
-    let second = LarkWs::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let gw = spawn(dir.path(), &config(&first, "", ""));
-    connected(&first, 1);
-    // A message in flight on the first connection: the store is locked, so it takes the
-    // store's wait for its write lock (1 s) to be refused and acked.
-    let other = rusqlite::Connection::open(dir.path().join("data/gateway.db")).expect("open");
-    other.execute_batch("BEGIN IMMEDIATE").expect("lock");
-    assert!(first.push_event("m-held", &event("ev-held", "test.sink")));
-    let frames = r#"gateway_longconn_frames_total{app="hire",kind="event"}"#;
-    assert!(wait_until(WAIT, || metric(&scrape(&gw), frames) == 1.0));
-    let moved = config(&first, "", "").replace(&first.domain(), &second.domain());
-    std::fs::write(dir.path().join("gateway.toml"), moved).expect("write");
-    gw.signal("HUP");
-    connected(&second, 1);
-    assert!(
-        wait_until(WAIT, || gw
-            .log()
-            .contains("long connection client finished")),
-        "the old client ends once its message is acked\n{}",
-        gw.log()
-    );
-    other.execute_batch("ROLLBACK").expect("unlock");
-    assert!(
-        wait_until(WAIT, || first.acks().len() == 1),
-        "the old connection acked its message"
-    );
-    let connected = r#"gateway_longconn_connected{app="hire"}"#;
-    assert_eq!(metric(&scrape(&gw), connected), 1.0, "{}", scrape(&gw));
-    let ready = get(&gw.admin_url("/readyz")).expect("readyz");
-    assert!(
-        ready.body.contains("websocket app hire: connected"),
-        "{}",
-        ready.body
-    );
-}
-
-fn scrape(gw: &TestGateway) -> String {
-    get(&gw.admin_url("/metrics")).expect("metrics").body
 }
 
 /// A reload whose new app settings Lark refuses (a typo'd app_secret) leaves the working

@@ -8,6 +8,13 @@
 //! (`gateway_longconn_settings_refused_total{app}`), and the reload reports it; the next
 //! reload tries again.
 //!
+//! When a reload changes several apps, their trials run at once and each app is settled as soon
+//! as its own trial ends: handed over once connected, or kept on its running client once
+//! refused, whatever the other apps' trials still wait for (one unreachable domain, up to 25 s,
+//! holds up no other app). The reload returns once every trial has ended, with every refusal.
+//! The replaced client is kept among the supervisor's retired tasks until it has acked what it
+//! had in flight, so that a shutdown waits for it.
+//!
 //! Must never: cancel a running client before its successor is connected, or let a trial
 //! outlive a shutdown (each trial's token is a child of the supervisor's root token).
 
@@ -36,9 +43,9 @@ const STOPPING: &str = "the gateway is stopping";
 /// What a trial gave: the new client's context and config, and its connection or why not.
 type Tried = (Trial, Ctx, ClientConfig, Result<session::Conn, String>);
 
-/// Tries every trial at once (blocking until each is connected or refused), then hands each
-/// app over or keeps its running client. Returns one line per app whose new settings were not
-/// applied.
+/// Tries every trial at once and settles each app as soon as its own trial ends (blocking
+/// until every trial is connected or refused). Returns one line per app whose new settings were
+/// not applied.
 pub(super) fn apply(conns: &LongConns, trials: Vec<Trial>) -> Vec<String> {
     if trials.is_empty() {
         return Vec::new();
@@ -69,45 +76,63 @@ pub(super) fn apply(conns: &LongConns, trials: Vec<Trial>) -> Vec<String> {
         ));
     }
     drop(tx);
-    // Each trial ends within TRIAL_LIMIT, or at once on shutdown.
-    let tried: Vec<Tried> = rx.iter().collect();
-    let mut not_applied = Vec::new();
-    let Ok(mut clients) = conns.clients.lock() else {
-        return not_applied;
-    };
-    for (trial, ctx, cc, outcome) in tried {
-        let name = trial.name;
-        let running = clients.get(&name).filter(|c| c.id == trial.replaces);
-        match (outcome, running) {
-            (Ok(conn), Some(old)) if !conns.root.is_cancelled() => {
-                tracing::info!(app = %name, "connected with the new settings; the previous connection stops once its in-flight messages are acked");
-                {
-                    // Under the state's lock: see `Ctx::set`. Before the successor starts.
-                    let _state = old.state.lock();
-                    old.cancel.cancel();
-                }
-                let successor = conns.launch(ctx, cc, Some(conn));
-                clients.insert(name, successor);
-            }
-            (Ok(_), _) => {
-                // Stopped or replaced meanwhile (a shutdown): the new connection just closes.
-                ctx.cancel.cancel();
-            }
-            (Err(_), _) if conns.root.is_cancelled() => {
-                // Not refused: the gateway is stopping (nothing to count or report).
-            }
-            (Err(why), _) => {
-                tracing::error!(app = %name, error = %why, "the app's new long-connection settings were not applied: the running connection keeps the previous settings (fix them and reload)");
-                metrics::get()
-                    .longconn_settings_refused
-                    .get_or_create(&metrics::app(&name))
-                    .inc();
-                not_applied.push(format!(
-                    "app {name}: the new long-connection settings (app_id, app_secret, domain) \
-                     were not applied: {why}; the running connection keeps the previous settings"
-                ));
-            }
+    // In the order the trials end; each ends within TRIAL_LIMIT, or at once on shutdown.
+    rx.iter().filter_map(|tried| settle(conns, tried)).collect()
+}
+
+/// Hands the app of one ended trial over, or keeps its running client; the line to report
+/// when its new settings were refused.
+fn settle(conns: &LongConns, (trial, ctx, cc, outcome): Tried) -> Option<String> {
+    let name = trial.name;
+    match outcome {
+        Ok(conn) => {
+            hand_over(conns, &name, trial.replaces, ctx, cc, conn);
+            None
+        }
+        // Not refused: the gateway is stopping (nothing to count or report).
+        Err(_) if conns.root.is_cancelled() => None,
+        Err(why) => {
+            tracing::error!(app = %name, error = %why, "the app's new long-connection settings were not applied: the running connection keeps the previous settings (fix them and reload)");
+            metrics::get()
+                .longconn_settings_refused
+                .get_or_create(&metrics::app(&name))
+                .inc();
+            Some(format!(
+                "app {name}: the new long-connection settings (app_id, app_secret, domain) \
+                 were not applied: {why}; the running connection keeps the previous settings"
+            ))
         }
     }
-    not_applied
+}
+
+/// Replaces the running client `replaces` of `name` by a client running `conn`; when that
+/// client is gone (a shutdown), the new connection just closes.
+fn hand_over(
+    conns: &LongConns,
+    name: &str,
+    replaces: u64,
+    ctx: Ctx,
+    cc: ClientConfig,
+    conn: session::Conn,
+) {
+    let Ok(mut clients) = conns.clients.lock() else {
+        ctx.cancel.cancel();
+        return;
+    };
+    let running = clients.get(name).filter(|c| c.id == replaces);
+    let Some(old) = running.filter(|_| !conns.root.is_cancelled()) else {
+        // Stopped or replaced meanwhile (a shutdown): the new connection just closes.
+        ctx.cancel.cancel();
+        return;
+    };
+    tracing::info!(app = %name, "connected with the new settings; the previous connection stops once its in-flight messages are acked");
+    {
+        // Under the state's lock: see `Ctx::set`. Before the successor starts.
+        let _state = old.state.lock();
+        old.cancel.cancel();
+    }
+    let successor = conns.launch(ctx, cc, Some(conn));
+    if let Some(old) = clients.insert(name.to_owned(), successor) {
+        conns.retire(old.task);
+    }
 }

@@ -11,6 +11,15 @@
 //! loop stops reading (backpressure on Lark, not memory growth). Time spent not reading for
 //! that reason counts neither towards the pong silence nor against the fragment timers: pongs
 //! and fragments wait unread in the socket meanwhile.
+//!
+//! A reload that changes `[server] max_body_bytes` needs a new connection (the frame bound is
+//! fixed at dial time): the loop dials one beside the running connection, which serves on
+//! meanwhile; once the new one is up, the old one stops reading, acks what it has in flight and
+//! closes, and the client goes on with the new one ([`Ended::Redialled`]; read from then on,
+//! what Lark sends it meanwhile waits in its socket). A failed dial changes nothing: the
+//! running connection stays, and the dial is tried again `ReconnectInterval` later (at least
+//! [`REDIAL_RETRY_MIN`]). A limit change never leaves the app without a connection, whatever
+//! `ReconnectCount` says.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,8 +56,14 @@ const ACK_OK: u16 = 200;
 /// code of the protocol (spec §11); Lark re-sends the message. The reason is in the log line
 /// and the acks metric.
 const ACK_FAILED: u16 = 500;
-/// After cancellation (or before dialling again), in-flight messages get this long to be acked.
+/// After cancellation (or once a re-dialled connection is up), in-flight messages get this
+/// long to be acked.
 const DRAIN: Duration = Duration::from_secs(5);
+/// A failed re-dial for a new `max_body_bytes` is tried again no sooner than this.
+const REDIAL_RETRY_MIN: Duration = Duration::from_secs(1);
+
+/// A dial for a new frame bound in progress: the config its bootstrap gave, and the connection.
+type Redial<'a> = futures_util::future::BoxFuture<'a, (ClientConfig, Result<Conn, ConnectError>)>;
 
 /// An established connection.
 pub struct Conn {
@@ -87,16 +102,15 @@ fn max_body_bytes(ctx: &Ctx) -> usize {
 }
 
 /// How a connection's run ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ended {
     /// The client was cancelled; in-flight messages were acked (up to [`DRAIN`]).
     Cancelled,
     /// The connection broke or went silent; the reason.
     Lost(String),
-    /// `[server] max_body_bytes` changed: in-flight messages were acked (up to [`DRAIN`]) and
-    /// the connection closed, to be dialled again with the frame bound of the new limit (a
-    /// dialled connection's bound cannot change). The reason.
-    Redial(String),
+    /// `[server] max_body_bytes` changed and this new connection, dialled with the new limit's
+    /// frame bound (a dialled connection's bound cannot change), is up: the old one acked its
+    /// in-flight messages (up to [`DRAIN`]) and closed. The client config is the new one's.
+    Redialled(Box<Conn>),
 }
 
 /// Runs a connection until it is lost, cancelled or needs dialling again.
@@ -133,6 +147,9 @@ pub async fn run(ctx: &Ctx, conn: Conn, cc: &mut ClientConfig) -> Ended {
     // fragments then wait unread in the socket: that time counts neither as silence nor
     // against the fragment timers; both clocks are moved on by it when reading resumes.
     let mut stalled_since: Option<Instant> = None;
+    // The dial for a new `max_body_bytes`, while it runs; the earliest next one after a failure.
+    let mut redial: Option<Redial<'_>> = None;
+    let mut redial_after = Instant::now();
 
     let ended = loop {
         tokio::select! {
@@ -150,10 +167,36 @@ pub async fn run(ctx: &Ctx, conn: Conn, cc: &mut ClientConfig) -> Ended {
                 fragments.expire(Instant::now());
                 report_dropped(&ctx.name, &mut fragments);
                 let limit = max_body_bytes(ctx);
-                if limit != max_event_bytes {
-                    break Ended::Redial(format!(
-                        "[server] max_body_bytes changed from {max_event_bytes} to {limit}"
-                    ));
+                if limit != max_event_bytes && redial.is_none() && Instant::now() >= redial_after {
+                    tracing::info!(
+                        from = max_event_bytes,
+                        to = limit,
+                        "[server] max_body_bytes changed: dialling a new connection for its frame bound (this one serves until it is up)"
+                    );
+                    let mut next_cc = *cc;
+                    redial = Some(Box::pin(async move {
+                        let dialled = connect(ctx, &mut next_cc).await;
+                        (next_cc, dialled)
+                    }));
+                }
+            }
+            (next_cc, dialled) = async {
+                match redial.as_mut() {
+                    Some(dialling) => dialling.await,
+                    None => std::future::pending().await,
+                }
+            }, if redial.is_some() => {
+                redial = None;
+                match dialled {
+                    Ok(new) => {
+                        *cc = next_cc;
+                        break Ended::Redialled(Box::new(new));
+                    }
+                    Err(e) => {
+                        let retry = cc.reconnect_interval.max(REDIAL_RETRY_MIN);
+                        redial_after = Instant::now() + retry;
+                        tracing::warn!(error = %e, retry_in_s = retry.as_secs(), "dialling a new connection for the new max_body_bytes failed; the running connection stays (with its previous frame bound)");
+                    }
                 }
             }
             Some(ack) = ack_rx.recv() => {
@@ -257,10 +300,12 @@ pub async fn run(ctx: &Ctx, conn: Conn, cc: &mut ClientConfig) -> Ended {
             }
         }
     };
+    // A dial still running is abandoned (stopping, or the connection it was to replace is lost).
+    drop(redial);
     if let Ended::Lost(_) = ended {
         return ended;
     }
-    // Cancelled or dialling again: read nothing more, but ack what is in flight, then close.
+    // Cancelled or re-dialled: read nothing more, but ack what is in flight, then close.
     drop(ack_tx);
     let deadline = tokio::time::Instant::now() + DRAIN;
     loop {
