@@ -95,7 +95,21 @@ fn scenario(dir: &Path, gw: &TestGateway) {
         let v: serde_json::Value = serde_json::from_str(&a.body).expect("json");
         assert_eq!(v["replayed"], 0, "{v}");
         assert_eq!(v["skipped"][0]["event_id"], "hung-1", "{v}");
+        if body.contains("dead_letters") {
+            // Counted in the store (PostgreSQL: the replica's live claim).
+            assert_eq!(v["skipped_count"], 1, "{v}");
+        }
     }
+    let a = api(r#"{"dead_letters":true,"dry_run":true}"#);
+    let v: serde_json::Value = serde_json::from_str(&a.body).expect("json");
+    assert_eq!(
+        (
+            v["would_replay_count"].as_u64(),
+            v["skipped_count"].as_u64()
+        ),
+        (Some(0), Some(1)),
+        "{v}"
+    );
     assert_eq!(gw.delivery("hung-1", "held")["state"], "dead");
     assert_eq!(gw.calls("held").len(), 0, "the call has not returned yet");
 

@@ -287,6 +287,15 @@ pub struct Backlog {
     pub dead: u64,
 }
 
+/// [`Store::dead_letter_counts`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeadLetterCounts {
+    /// Dead letters.
+    pub dead: u64,
+    /// Of those, the ones whose call is running (or was when its gateway stopped).
+    pub running: u64,
+}
+
 /// A durable event store.
 pub trait Store: Send + Sync + 'static {
     /// Records an event and its deliveries durably, or reports a duplicate.
@@ -406,6 +415,10 @@ pub trait Store: Send + Sync + 'static {
         since_ms: Option<i64>,
         limit: Option<u32>,
     ) -> StoreFuture<Vec<DeliveryRecord>>;
+    /// How many dead letters there are (optionally one plugin's), and how many of them show as
+    /// running (`DeliveryRecord::running`): what a replay of every dead letter would queue
+    /// and leave out, counted without reading them all.
+    fn dead_letter_counts(&self, plugin: Option<String>) -> StoreFuture<DeadLetterCounts>;
     /// Every plugin name that has a delivery in the store.
     fn plugin_names(&self) -> StoreFuture<Vec<String>>;
     /// Stored events, newest first.

@@ -221,7 +221,7 @@ pub(crate) async fn targets(
             .map_err(|e| e.to_string());
     }
     let mut out = Vec::new();
-    for id in &args.event_ids {
+    for id in &unique(&args.event_ids) {
         let event = store
             .event(id.clone())
             .await
@@ -241,6 +241,12 @@ pub(crate) async fn targets(
         out.append(&mut deliveries);
     }
     Ok(out)
+}
+
+/// `ids` without repeats, in their order: an id given twice is looked up and replayed once.
+pub(crate) fn unique(ids: &[String]) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    ids.iter().filter(|id| seen.insert(*id)).cloned().collect()
 }
 
 /// Why replaying `d` needs `--force`, if it does: it succeeded, or a call of it is running (or
@@ -343,7 +349,7 @@ pub fn replay(config: &Config, args: &ReplayArgs) -> ExitCode {
             }
         } else {
             ReplaySelector::Events {
-                ids: args.event_ids.clone(),
+                ids: unique(&args.event_ids),
                 plugin: args.plugin.clone(),
                 force: args.force,
                 dead_only: false,

@@ -70,9 +70,9 @@ pub use open::schema_state;
 pub use schema::SCHEMA_VERSION;
 
 use super::{
-    Accepted, Backlog, DeliveryFilter, DeliveryRecord, Due, DueDelivery, EventFilter, EventRecord,
-    EventSummary, FinishRecord, Guard, NewEvent, Orphaned, PendingDelivery, PurgeCursor, PurgeStep,
-    ReplaySelector, Store, StoreError, StoreFuture,
+    Accepted, Backlog, DeadLetterCounts, DeliveryFilter, DeliveryRecord, Due, DueDelivery,
+    EventFilter, EventRecord, EventSummary, FinishRecord, Guard, NewEvent, Orphaned,
+    PendingDelivery, PurgeCursor, PurgeStep, ReplaySelector, Store, StoreError, StoreFuture,
 };
 
 /// The database's clock in Unix milliseconds (leases are measured on it).
@@ -423,6 +423,10 @@ impl Store for PgStore {
         limit: Option<u32>,
     ) -> StoreFuture<Vec<DeliveryRecord>> {
         self.op(move |c, _| async move { inspect::dead_letters(&c, plugin, since_ms, limit).await })
+    }
+
+    fn dead_letter_counts(&self, plugin: Option<String>) -> StoreFuture<DeadLetterCounts> {
+        self.op(move |c, _| async move { inspect::dead_letter_counts(&c, plugin).await })
     }
 
     fn plugin_names(&self) -> StoreFuture<Vec<String>> {

@@ -33,9 +33,9 @@ use schema::{SCHEMA, SCHEMA_VERSION};
 use tokio::sync::oneshot;
 
 use super::{
-    Accepted, Backlog, DeliveryFilter, DeliveryRecord, Due, DueDelivery, EventFilter, EventRecord,
-    EventSummary, FinishRecord, Guard, NewEvent, Orphaned, PendingDelivery, PurgeCursor, PurgeStep,
-    Store, StoreError, StoreFuture,
+    Accepted, Backlog, DeadLetterCounts, DeliveryFilter, DeliveryRecord, Due, DueDelivery,
+    EventFilter, EventRecord, EventSummary, FinishRecord, Guard, NewEvent, Orphaned,
+    PendingDelivery, PurgeCursor, PurgeStep, Store, StoreError, StoreFuture,
 };
 
 /// The most writes applied in one transaction.
@@ -397,6 +397,10 @@ impl Store for SqliteStore {
         limit: Option<u32>,
     ) -> StoreFuture<Vec<DeliveryRecord>> {
         self.read(move |c| inspect::dead_letters(c, plugin.as_deref(), since_ms, limit))
+    }
+
+    fn dead_letter_counts(&self, plugin: Option<String>) -> StoreFuture<DeadLetterCounts> {
+        self.read(move |c| inspect::dead_letter_counts(c, plugin.as_deref()))
     }
 
     fn plugin_names(&self) -> StoreFuture<Vec<String>> {

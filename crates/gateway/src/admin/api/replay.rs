@@ -47,8 +47,13 @@ fn refs(ds: &[DeliveryRecord]) -> Vec<Value> {
 /// a dead-letter selection, `dead_letters` or `dead_only` picks, leaves those out instead and
 /// names them in `skipped`), `dry_run` changes nothing.
 pub async fn replay(admin: &Admin, body: &[u8]) -> Result<Value, ApiError> {
-    let req: ReplayRequest =
+    let mut req: ReplayRequest =
         serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("body: {e}")))?;
+    // A delivery named twice is looked up and replayed once.
+    req.event_ids = crate::ops::replay::unique(&req.event_ids);
+    let mut seen = std::collections::HashSet::new();
+    req.deliveries
+        .retain(|d| seen.insert((d.event_id.clone(), d.plugin.clone())));
     let chosen = [
         !req.event_ids.is_empty(),
         req.dead_letters,
@@ -70,6 +75,9 @@ pub async fn replay(admin: &Admin, body: &[u8]) -> Result<Value, ApiError> {
         ));
     };
     let store = &*admin.store;
+    if req.dead_letters {
+        return every_dead_letter(&config, store, &req).await;
+    }
     let (targets, selectors) = if req.deliveries.is_empty() {
         let args = ReplayArgs {
             event_ids: req.event_ids.clone(),
@@ -81,18 +89,11 @@ pub async fn replay(admin: &Admin, body: &[u8]) -> Result<Value, ApiError> {
         let targets = crate::ops::replay::targets(&config, store, &args)
             .await
             .map_err(not_found_or_bad)?;
-        let selector = if req.dead_letters {
-            ReplaySelector::DeadLetters {
-                plugin: req.plugin.clone(),
-                force: req.force,
-            }
-        } else {
-            ReplaySelector::Events {
-                ids: req.event_ids.clone(),
-                plugin: req.plugin.clone(),
-                force: req.force,
-                dead_only: false,
-            }
+        let selector = ReplaySelector::Events {
+            ids: req.event_ids.clone(),
+            plugin: req.plugin.clone(),
+            force: req.force,
+            dead_only: false,
         };
         (targets, vec![selector])
     } else {
@@ -125,13 +126,12 @@ pub async fn replay(admin: &Admin, body: &[u8]) -> Result<Value, ApiError> {
         }
         (targets, selectors)
     };
-    // A dead-letter selection (all of them, or picks of the dead letters page) unforced
-    // leaves out what is no dead letter now or whose call runs (the store's write does too)
-    // rather than refusing the rest: a call hung for good would block every replay.
-    let dead_selection = req.dead_letters || req.dead_only;
+    // Picks of the dead letters page unforced leave out what is no dead letter now or whose
+    // call runs (the store's write does too) rather than refusing the rest: a call hung for
+    // good would block every replay.
     let (skipped, targets): (Vec<DeliveryRecord>, Vec<DeliveryRecord>) = targets
         .into_iter()
-        .partition(|d| dead_selection && !req.force && (d.running || d.state != "dead"));
+        .partition(|d| req.dead_only && !req.force && (d.running || d.state != "dead"));
     let succeeded: Vec<DeliveryRecord> = targets
         .iter()
         .filter(|d| d.state == "done")
@@ -171,5 +171,74 @@ pub async fn replay(admin: &Admin, body: &[u8]) -> Result<Value, ApiError> {
         "replayed": replayed,
         "deliveries": refs(&targets),
         "skipped": refs(&skipped),
+    }))
+}
+
+/// At most this many deliveries are listed in each list of a reply about every dead letter
+/// (there may be hundreds of thousands after an outage: the reply gives their counts).
+const LISTED: usize = 500;
+
+/// `{"dead_letters": true}`: every dead letter (of `plugin`), those whose call runs left out
+/// unless forced (a call hung for good must not block the others; the store's write keeps the
+/// rule). Counted in the store, never all read: the reply lists at most [`LISTED`] of each
+/// kind, the most recent first, with `*_count` for all of them and `truncated` when a list is
+/// cut.
+async fn every_dead_letter(
+    config: &crate::config::Config,
+    store: &dyn crate::store::Store,
+    req: &ReplayRequest,
+) -> Result<Value, ApiError> {
+    if let Some(p) = &req.plugin {
+        crate::ops::replay::known_plugin(config, store, p)
+            .await
+            .map_err(not_found_or_bad)?;
+    }
+    let counts = store.dead_letter_counts(req.plugin.clone()).await?;
+    // The newest `LISTED` of each kind are among the newest `LISTED` + running ones (those
+    // are few: calls hung past their timeout).
+    let sample_size = LISTED as u64 + counts.running.min(LISTED as u64) + 1;
+    let sample = store
+        .dead_letters(
+            req.plugin.clone(),
+            None,
+            Some(u32::try_from(sample_size).unwrap_or(u32::MAX)),
+        )
+        .await?;
+    let (skipped, targets): (Vec<DeliveryRecord>, Vec<DeliveryRecord>) =
+        sample.into_iter().partition(|d| !req.force && d.running);
+    let (would, left_out) = if req.force {
+        (counts.dead, 0)
+    } else {
+        (counts.dead.saturating_sub(counts.running), counts.running)
+    };
+    let listed = |ds: &[DeliveryRecord]| refs(&ds[..ds.len().min(LISTED)]);
+    let shown = |ds: &[DeliveryRecord]| ds.len().min(LISTED) as u64;
+    let truncated = shown(&targets) < would || shown(&skipped) < left_out;
+    if req.dry_run {
+        return Ok(json!({
+            "dry_run": true,
+            "would_replay": listed(&targets),
+            "would_replay_count": would,
+            "skipped": listed(&skipped),
+            "skipped_count": left_out,
+            "truncated": truncated,
+        }));
+    }
+    let replayed = store
+        .replay(ReplaySelector::DeadLetters {
+            plugin: req.plugin.clone(),
+            force: req.force,
+        })
+        .await?;
+    tracing::info!(
+        deliveries = replayed,
+        "replay of every dead letter requested through the admin API"
+    );
+    Ok(json!({
+        "replayed": replayed,
+        "deliveries": listed(&targets),
+        "skipped": listed(&skipped),
+        "skipped_count": left_out,
+        "truncated": truncated,
     }))
 }

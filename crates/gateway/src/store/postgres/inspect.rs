@@ -7,8 +7,8 @@ use tokio_postgres::Row;
 use super::{schema, DB_NOW_MS, DEAD_RUNNING};
 use crate::store::sqlite::now_ms;
 use crate::store::{
-    AttemptRecord, DeliveryFilter, DeliveryRecord, EventFilter, EventRecord, EventSummary,
-    ReplaySelector, StoreError,
+    AttemptRecord, DeadLetterCounts, DeliveryFilter, DeliveryRecord, EventFilter, EventRecord,
+    EventSummary, ReplaySelector, StoreError,
 };
 
 const DELIVERY_COLUMNS: &str = concat!(
@@ -108,6 +108,26 @@ pub(super) async fn dead_letters(
         .iter()
         .map(delivery)
         .collect())
+}
+
+pub(super) async fn dead_letter_counts(
+    c: &Client,
+    plugin: Option<String>,
+) -> Result<DeadLetterCounts, StoreError> {
+    let r = c
+        .query_one(
+            concat!(
+                "SELECT COUNT(*), COUNT(*) FILTER (WHERE started > 0 OR ",
+                dead_running!(),
+                ") FROM deliveries WHERE state = 'dead' AND ($1::text IS NULL OR plugin = $1)"
+            ),
+            &[&plugin],
+        )
+        .await?;
+    Ok(DeadLetterCounts {
+        dead: r.get::<_, i64>(0).max(0) as u64,
+        running: r.get::<_, i64>(1).max(0) as u64,
+    })
 }
 
 pub(super) async fn list_events(

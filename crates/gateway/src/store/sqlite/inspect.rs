@@ -4,8 +4,8 @@
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::store::{
-    AttemptRecord, DeliveryFilter, DeliveryRecord, EventFilter, EventRecord, EventSummary,
-    StoreError,
+    AttemptRecord, DeadLetterCounts, DeliveryFilter, DeliveryRecord, EventFilter, EventRecord,
+    EventSummary, StoreError,
 };
 
 /// The columns [`delivery_record`] reads, from [`DELIVERIES`].
@@ -43,6 +43,23 @@ pub(super) fn dead_letters(
     ))?;
     let rows = stmt.query_map(params![plugin, since_ms, limit], delivery_record)?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+pub(super) fn dead_letter_counts(
+    c: &Connection,
+    plugin: Option<&str>,
+) -> Result<DeadLetterCounts, StoreError> {
+    // The partial index of dead letters holds every one: no scan of the other deliveries.
+    let (dead, running) = c.query_row(
+        "SELECT COUNT(*), COALESCE(SUM(started > 0), 0) FROM deliveries
+         WHERE state = 'dead' AND (?1 IS NULL OR plugin = ?1)",
+        params![plugin],
+        |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+    )?;
+    Ok(DeadLetterCounts {
+        dead: dead.max(0) as u64,
+        running: running.max(0) as u64,
+    })
 }
 
 pub(super) fn plugin_names(c: &Connection) -> Result<Vec<String>, StoreError> {

@@ -7,7 +7,9 @@
 
 use super::tests::{accepted, event, rt};
 use super::*;
-use crate::store::{AttemptRecord, Finish, Guard, Orphaned, Trace, WriteId, CRASHED, TIMED_OUT};
+use crate::store::{
+    AttemptRecord, DeadLetterCounts, Finish, Guard, Orphaned, Trace, WriteId, CRASHED, TIMED_OUT,
+};
 
 fn at(attempts: u32, dead_too: bool, own_mark: bool) -> Guard {
     Guard {
@@ -113,6 +115,16 @@ fn a_dead_letter_whose_call_still_runs_is_shown_running_and_replayed_only_when_f
         assert_eq!(store.replay(by_event(false)).await.expect("replay"), 0);
         assert_eq!(store.replay(all_dead(false)).await.expect("replay"), 0);
         assert_eq!(shown(&store, "hung").state, "dead");
+        // Counted as a dead letter whose call runs (what a replay of all of them leaves out).
+        let counts = |plugin: Option<&str>| store.dead_letter_counts(plugin.map(str::to_owned));
+        let running = DeadLetterCounts {
+            dead: 1,
+            running: 1,
+        };
+        assert_eq!(counts(None).await.expect("counts"), running);
+        assert_eq!(counts(Some("p")).await.expect("counts"), running);
+        let none = DeadLetterCounts::default();
+        assert_eq!(counts(Some("q")).await.expect("counts"), none);
 
         // The call returns (a retry): not recorded over the dead letter, but no longer running.
         let late = record(
@@ -126,7 +138,13 @@ fn a_dead_letter_whose_call_still_runs_is_shown_running_and_replayed_only_when_f
         let d = shown(&store, "hung");
         assert_eq!((d.state.as_str(), d.running), ("dead", false), "{d:?}");
         assert_eq!(d.last_error.as_deref(), Some("timed out after 1000ms"));
+        let idle = DeadLetterCounts {
+            dead: 1,
+            running: 0,
+        };
+        assert_eq!(counts(None).await.expect("counts"), idle);
         assert_eq!(store.replay(all_dead(false)).await.expect("replay"), 1);
+        assert_eq!(counts(None).await.expect("counts"), none);
         assert_eq!(shown(&store, "hung").state, "pending");
 
         // Forced, a replay takes one whose call runs (the README says what that costs).
