@@ -4,9 +4,9 @@
 //! All writes go through one writer thread that **group-commits**: it takes every write waiting
 //! at that moment (under a moderate steady load, after waiting up to 400 µs for more: see
 //! `batch`), applies them in one transaction, fsyncs once, then answers each caller. Under
-//! load, N concurrent requests cost one fsync instead of N. Reads use a second connection (WAL
-//! lets readers run beside the writer) on the blocking pool. No SQLite call ever runs on an async
-//! worker thread.
+//! load, N concurrent requests cost one fsync instead of N. Reads use connections of their own
+//! (WAL lets readers run beside the writer; the engine's and the operators' apart: `readers`) on
+//! the blocking pool. No SQLite call ever runs on an async worker thread.
 
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
@@ -22,12 +22,15 @@ mod migrate;
 mod open;
 mod probe;
 mod purge;
+mod readers;
 mod replay;
 mod runs;
 mod schema;
 mod writer;
 
 use open::{lock, open_connection};
+use readers::{Reader, Readers};
+pub use replay::ReplaySelector;
 use rusqlite::{params, Connection, OptionalExtension};
 use schema::{SCHEMA, SCHEMA_VERSION};
 use tokio::sync::oneshot;
@@ -56,33 +59,6 @@ enum Write {
     Probe(Reply<()>),
 }
 
-/// Which deliveries `replay` puts back in the queue.
-#[derive(Debug, Clone)]
-pub enum ReplaySelector {
-    /// These events' deliveries (all, or one plugin's): pending and dead ones, and, only with
-    /// `force` (`--force`), done ones and those whose call is running (marked started, no
-    /// outcome yet: replayed, the call's own success would be refused and the plugin run
-    /// again); with `dead_only`, dead letters only (a pick made on the dead letters page). The
-    /// rule holds in the write itself, so a delivery that succeeded, started or was replayed
-    /// after the caller listed it is not run again.
-    Events {
-        ids: Vec<String>,
-        plugin: Option<String>,
-        force: bool,
-        dead_only: bool,
-    },
-    /// Every dead letter (optionally one plugin's); with `force`, those whose call is running
-    /// too (a call hung past its timeout: the dead letter its timeout made).
-    DeadLetters { plugin: Option<String>, force: bool },
-    /// These deliveries (key, generation), each only if it is still the dead letter the orphan
-    /// rule made (that generation, `reason` its error) and no call of it runs: the orphan
-    /// rule's put-back after a reload configured the name again.
-    Orphans {
-        keys: Vec<(i64, u32)>,
-        reason: String,
-    },
-}
-
 /// The SQLite-backed [`Store`].
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -92,7 +68,7 @@ pub struct SqliteStore {
 struct Inner {
     path: PathBuf,
     writes: Mutex<Option<mpsc::Sender<Write>>>,
-    reader: Mutex<Connection>,
+    readers: Readers,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -148,7 +124,7 @@ impl SqliteStore {
     /// connection.
     fn start(path: &Path, lock: Option<(std::fs::File, usize)>) -> Result<SqliteStore, StoreError> {
         let writer = open_connection(path)?;
-        let reader = open_connection(path)?;
+        let readers = Readers::open(path)?;
         let owner = lock.as_ref().map(|(_, at)| (path.to_path_buf(), *at));
         let (tx, rx) = mpsc::channel();
         let handle = std::thread::Builder::new()
@@ -162,7 +138,7 @@ impl SqliteStore {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
                 writes: Mutex::new(Some(tx)),
-                reader: Mutex::new(reader),
+                readers,
                 writer_thread: Mutex::new(Some(handle)),
             }),
         })
@@ -186,21 +162,32 @@ impl SqliteStore {
         })
     }
 
+    /// A read on the engine's connection (delivery and health).
     fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> StoreFuture<T> {
+        self.read_on(Reader::Engine, f)
+    }
+
+    /// A read on the operators' connection (it may scan the store: never beside the engine's).
+    fn inspect<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> StoreFuture<T> {
+        self.read_on(Reader::Operator, f)
+    }
+
+    fn read_on<T: Send + 'static>(
+        &self,
+        reader: Reader,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> StoreFuture<T> {
         let inner = self.inner.clone();
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || {
-                let conn = inner
-                    .reader
-                    .lock()
-                    .map_err(|_| StoreError("reader lock poisoned".into()))?;
-                f(&conn)
-            })
-            .await
-            .map_err(|e| StoreError(format!("reader task failed: {e}")))?
+            tokio::task::spawn_blocking(move || inner.readers.with(reader, f))
+                .await
+                .map_err(|e| StoreError(format!("reader task failed: {e}")))?
         })
     }
 
@@ -210,12 +197,7 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let conn = self
-            .inner
-            .reader
-            .lock()
-            .map_err(|_| StoreError("reader lock poisoned".into()))?;
-        f(&conn)
+        self.inner.readers.with(Reader::Engine, f)
     }
 
     /// Stops the writer after the writes already queued, and waits for it.
@@ -387,7 +369,7 @@ impl Store for SqliteStore {
     }
 
     fn event(&self, id: String) -> StoreFuture<Option<EventRecord>> {
-        self.read(move |c| inspect::event(c, &id))
+        self.inspect(move |c| inspect::event(c, &id))
     }
 
     fn dead_letters(
@@ -396,28 +378,28 @@ impl Store for SqliteStore {
         since_ms: Option<i64>,
         limit: Option<u32>,
     ) -> StoreFuture<Vec<DeliveryRecord>> {
-        self.read(move |c| inspect::dead_letters(c, plugin.as_deref(), since_ms, limit))
+        self.inspect(move |c| inspect::dead_letters(c, plugin.as_deref(), since_ms, limit))
     }
 
     fn dead_letter_counts(&self, plugin: Option<String>) -> StoreFuture<DeadLetterCounts> {
-        self.read(move |c| inspect::dead_letter_counts(c, plugin.as_deref()))
+        self.inspect(move |c| inspect::dead_letter_counts(c, plugin.as_deref()))
     }
 
     fn plugin_names(&self) -> StoreFuture<Vec<String>> {
-        self.read(inspect::plugin_names)
+        self.inspect(inspect::plugin_names)
     }
 
     fn list_events(&self, filter: EventFilter) -> StoreFuture<Vec<EventSummary>> {
-        self.read(move |c| inspect::list_events(c, &filter))
+        self.inspect(move |c| inspect::list_events(c, &filter))
     }
 
     fn list_deliveries(&self, filter: DeliveryFilter) -> StoreFuture<Vec<DeliveryRecord>> {
-        self.read(move |c| inspect::list_deliveries(c, &filter))
+        self.inspect(move |c| inspect::list_deliveries(c, &filter))
     }
 
     fn check(&self) -> StoreFuture<Vec<String>> {
         let path = self.inner.path.clone();
-        self.read(move |c| {
+        self.inspect(move |c| {
             // Findings first; a check that cannot finish is one more (never an error that
             // hides the findings made before it).
             let mut problems = inspect::check(c);
@@ -434,7 +416,7 @@ impl Store for SqliteStore {
     }
 
     fn backup(&self, dest: PathBuf) -> StoreFuture<u64> {
-        self.read(move |c| inspect::backup(c, &dest))
+        self.inspect(move |c| inspect::backup(c, &dest))
     }
 
     fn purge_dead_letters(&self, plugin: Option<String>, before_ms: i64) -> StoreFuture<u64> {

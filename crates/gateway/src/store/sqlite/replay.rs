@@ -5,10 +5,36 @@
 
 use rusqlite::{params, OptionalExtension};
 
+/// Which deliveries `replay` puts back in the queue.
+#[derive(Debug, Clone)]
+pub enum ReplaySelector {
+    /// These events' deliveries (all, or one plugin's): pending and dead ones, and, only with
+    /// `force` (`--force`), done ones and those whose call is running (marked started, no
+    /// outcome yet: replayed, the call's own success would be refused and the plugin run
+    /// again); with `dead_only`, dead letters only (a pick made on the dead letters page). The
+    /// rule holds in the write itself, so a delivery that succeeded, started or was replayed
+    /// after the caller listed it is not run again.
+    Events {
+        ids: Vec<String>,
+        plugin: Option<String>,
+        force: bool,
+        dead_only: bool,
+    },
+    /// Every dead letter (optionally one plugin's); with `force`, those whose call is running
+    /// too (a call hung past its timeout: the dead letter its timeout made).
+    DeadLetters { plugin: Option<String>, force: bool },
+    /// These deliveries (key, generation), each only if it is still the dead letter the orphan
+    /// rule made (that generation, `reason` its error) and no call of it runs: the orphan
+    /// rule's put-back after a reload configured the name again.
+    Orphans {
+        keys: Vec<(i64, u32)>,
+        reason: String,
+    },
+}
+
 use super::dedup::Dedup;
 use super::ids::id_hash;
 use super::writer::stored_seq;
-use super::ReplaySelector;
 use crate::store::StoreError;
 
 /// [`crate::store::Store::replay`], inside the writer's transaction: how many deliveries went
