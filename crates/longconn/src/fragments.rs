@@ -13,7 +13,9 @@
 //!
 //! Bounds: one message at most `max_message_bytes`; at most `max_entries` incomplete messages
 //! and `max_total_bytes` buffered in all — past those the oldest incomplete message is evicted.
-//! Memory is therefore bounded whatever a peer sends.
+//! Memory is therefore bounded whatever a peer sends: a held fragment is kept in a buffer of its
+//! own length (a decoder's spare capacity is given back), so the bytes counted are the bytes
+//! held.
 //!
 //! Every incomplete message dropped (expired or evicted) is reported once through
 //! [`Reassembler::take_dropped`], so the caller can count and log it: a message that vanishes
@@ -165,7 +167,7 @@ impl Reassembler {
         message_id: &str,
         sum: u32,
         seq: u32,
-        payload: Vec<u8>,
+        mut payload: Vec<u8>,
         now: Instant,
     ) -> Result<Option<Vec<u8>>, FragmentError> {
         if sum == 0 || sum > MAX_FRAGMENTS {
@@ -233,6 +235,10 @@ impl Reassembler {
         entry.deadline = now + self.ttl;
         let slot = &mut entry.parts[seq as usize];
         if slot.is_none() {
+            // Held in a buffer of its own length: only the length counts against the bounds,
+            // and a decoder may hand over a larger buffer (prost reuses the buffer of a field
+            // sent twice: 1 byte in one of 4 MiB).
+            payload.shrink_to_fit();
             entry.bytes += payload.len();
             entry.missing -= 1;
             self.total_bytes += payload.len();

@@ -252,3 +252,44 @@ fn new_limits_apply_from_the_next_fragment() {
         Err(FragmentError::TooLarge { limit: 100 })
     );
 }
+
+/// The heap the held fragments really take (their buffers' capacity).
+fn held_capacity(r: &Reassembler) -> usize {
+    r.entries
+        .values()
+        .flat_map(|e| e.parts.iter().flatten())
+        .map(Vec::capacity)
+        .sum()
+}
+
+/// Found by the `reassemble` fuzz target (its memory check): a payload buffer with unused
+/// capacity was held whole while only its length counted against the bounds. A decoded frame
+/// hands over such buffers: prost reuses the buffer of a field sent twice, so a frame whose
+/// payload field comes first with 64 KiB and then with 1 byte decodes to 1 byte in a 64 KiB
+/// buffer; 64 messages of 1024 such fragments would hold 4 GiB counted as 64 KiB.
+#[test]
+fn a_fragment_is_held_in_a_buffer_of_its_own_length() {
+    use crate::Frame;
+    let mut bytes = vec![0x42, 0x80, 0x80, 0x04]; // 8 payload, 65536 bytes
+    bytes.resize(bytes.len() + 65_536, b'x');
+    bytes.extend_from_slice(&[0x42, 1, b'y']); // 8 payload again, 1 byte
+    let payload = Frame::decode_bytes(&bytes)
+        .expect("decodes")
+        .payload
+        .expect("has a payload");
+    assert_eq!(payload, b"y");
+    assert!(payload.capacity() >= 65_536, "the decoder kept its buffer");
+
+    let mut r = buffer();
+    let now = Instant::now();
+    assert_eq!(r.push("m", 3, 0, payload, now), Ok(None));
+    let mut spare = Vec::with_capacity(10_000);
+    spare.extend_from_slice(b"z");
+    assert_eq!(r.push("m", 3, 1, spare, now), Ok(None));
+    assert_eq!(r.buffered_bytes(), 2);
+    assert_eq!(held_capacity(&r), 2, "what is held is what is counted");
+    assert_eq!(
+        r.push("m", 3, 2, b"!".to_vec(), now),
+        Ok(Some(b"yz!".to_vec()))
+    );
+}
