@@ -1,5 +1,6 @@
 //! Writes the seed corpus of the four targets into `corpus/<target>/` (run by `seed.sh`):
-//! frames as Lark sends them (the layout of the tests' stand-in server), fragment sequences the
+//! frames as Lark sends them (the layout of the tests' stand-in server) and at the header bound,
+//! fragment sequences the
 //! session meets (in order, out of order, repeated, missing, too large, interleaved, across a
 //! stall or a reload), and endpoint answers, handshake refusals and pong payloads from the
 //! unit tests and spec §11.
@@ -7,7 +8,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use lark_longconn::Frame;
+use lark_longconn::frame::MAX_HEADERS;
+use lark_longconn::{Frame, Header};
 use longconn_fuzz::{data_frame, event_body, pong, Op};
 use prost::Message;
 
@@ -56,7 +58,10 @@ fn fragments(message_id: &str, body: &[u8], sum: usize) -> Vec<Vec<u8>> {
 
 /// The ops of `frames` in the order `order`.
 fn messages(frames: &[Vec<u8>], order: &[usize]) -> Vec<Op> {
-    order.iter().map(|&i| Op::Message(frames[i].clone())).collect()
+    order
+        .iter()
+        .map(|&i| Op::Message(frames[i].clone()))
+        .collect()
 }
 
 fn encode(ops: &[Op]) -> Vec<u8> {
@@ -108,6 +113,14 @@ fn frame_seeds(c: &mut Corpus) {
     };
     c.put("every-field", &every_field.encode_to_vec());
     c.put("empty", b"");
+    for (name, count) in [
+        ("headers-at-bound", MAX_HEADERS),
+        ("headers-past-bound", MAX_HEADERS + 1),
+    ] {
+        let mut frame = data_frame(4, "event", "msg-4", 1, 0, b"{}");
+        frame.headers.resize(count, Header::default());
+        c.put(name, &frame.encode_to_vec());
+    }
 }
 
 fn reassemble_seeds(c: &mut Corpus) {
@@ -131,7 +144,11 @@ fn reassemble_seeds(c: &mut Corpus) {
     for _ in 0..3 {
         kept_alive.extend([Op::Advance(4000), Op::Message(three[0].clone())]);
     }
-    kept_alive.extend([Op::Expire, Op::Message(three[1].clone()), Op::Message(three[2].clone())]);
+    kept_alive.extend([
+        Op::Expire,
+        Op::Message(three[1].clone()),
+        Op::Message(three[2].clone()),
+    ]);
     c.put("timer-restarted", &encode(&kept_alive));
     let big = fragments("msg-big", &event_body("ev-big", 700), 3);
     c.put("too-large", &encode(&messages(&big, &[0, 1, 2, 0])));
@@ -158,7 +175,9 @@ fn reassemble_seeds(c: &mut Corpus) {
     c.put("sum-changed", &encode(&changed));
     let mut control = vec![Op::Message(Frame::ping(1).encode_to_vec())];
     control.extend(messages(&three, &[1]));
-    control.push(Op::Message(pong(Some(br#"{"PingInterval":5}"#)).encode_to_vec()));
+    control.push(Op::Message(
+        pong(Some(br#"{"PingInterval":5}"#)).encode_to_vec(),
+    ));
     control.extend(messages(&three, &[0, 2]));
     c.put("with-control-frames", &encode(&control));
 
@@ -225,25 +244,44 @@ fn bootstrap_seeds(c: &mut Corpus) {
         out
     };
     c.put("ok", &with_status(200, &answer(0, URL)));
-    c.put("ws-local", &with_status(200, &answer(0, "ws://127.0.0.1:9/ws?service_id=7")));
+    c.put(
+        "ws-local",
+        &with_status(200, &answer(0, "ws://127.0.0.1:9/ws?service_id=7")),
+    );
     c.put("busy", &with_status(200, &answer(1, URL)));
     c.put("internal", &with_status(200, &answer(1_000_040_343, URL)));
     c.put("fatal", &with_status(200, &answer(10003, URL)));
     c.put(
         "rate-limited",
-        &with_status(429, br#"{"code":99991400,"msg":"request trigger frequency limit"}"#),
+        &with_status(
+            429,
+            br#"{"code":99991400,"msg":"request trigger frequency limit"}"#,
+        ),
     );
-    c.put("bad-gateway", &with_status(502, b"<html>bad gateway</html>"));
+    c.put(
+        "bad-gateway",
+        &with_status(502, b"<html>bad gateway</html>"),
+    );
     c.put("no-data", &with_status(200, br#"{"code":0}"#));
-    c.put("bad-url", &with_status(200, &answer(0, "https://x/?service_id=1")));
-    c.put("handshake-limit", &with_status(400, b"514\n1000040350\ntoo many"));
-    c.put("handshake-forbidden", &with_status(403, b"403\n\nforbidden"));
+    c.put(
+        "bad-url",
+        &with_status(200, &answer(0, "https://x/?service_id=1")),
+    );
+    c.put(
+        "handshake-limit",
+        &with_status(400, b"514\n1000040350\ntoo many"),
+    );
+    c.put(
+        "handshake-forbidden",
+        &with_status(403, b"403\n\nforbidden"),
+    );
     c.put("handshake-other", &with_status(400, b"500\n1\nretry"));
 }
 
 fn client_config_seeds(c: &mut Corpus) {
     for (i, payload) in [
-        &br#"{"PingInterval":120,"ReconnectCount":-1,"ReconnectInterval":120,"ReconnectNonce":30}"#[..],
+        &br#"{"PingInterval":120,"ReconnectCount":-1,"ReconnectInterval":120,"ReconnectNonce":30}"#
+            [..],
         br#"{"PingInterval":5}"#,
         br#"{"PingInterval":0,"ReconnectInterval":-3,"ReconnectNonce":0,"ReconnectCount":-1}"#,
         br#"{"PingInterval":99999999999,"Extra":1}"#,

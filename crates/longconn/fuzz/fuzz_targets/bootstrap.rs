@@ -18,8 +18,8 @@
 #![no_main]
 
 use lark_longconn::bootstrap::{
-    classify_handshake, parse_response, query_param, redact_url, BootstrapError,
-    HandshakeVerdict, AUTH_ERR_CONNECTION_LIMIT, HANDSHAKE_AUTH_FAILED, HANDSHAKE_FORBIDDEN,
+    classify_handshake, parse_response, query_param, redact_url, BootstrapError, HandshakeVerdict,
+    AUTH_ERR_CONNECTION_LIMIT, HANDSHAKE_AUTH_FAILED, HANDSHAKE_FORBIDDEN,
 };
 use lark_longconn::client_config::{MAX_PING_INTERVAL, MAX_RECONNECT_WAIT};
 use lark_longconn::ClientConfig;
@@ -32,13 +32,19 @@ fuzz_target!(|data: &[u8]| {
     };
     match parse_response(status, body) {
         Ok(endpoint) => {
-            assert!(status < 500 && status != 429, "an endpoint from HTTP {status}");
+            assert!(
+                status < 500 && status != 429,
+                "an endpoint from HTTP {status}"
+            );
             assert!(endpoint.url.starts_with("wss://") || endpoint.url.starts_with("ws://"));
             let sid = query_param(&endpoint.url, "service_id").expect("has a service_id");
             assert_eq!(sid.parse::<i32>(), Ok(endpoint.service_id));
             let shown = format!("{endpoint:?}");
             // The URL holds `service_id=` in its query; `Debug` shows no `=` of a query.
-            assert!(!shown.contains(endpoint.url.as_str()), "Debug shows the URL: {shown}");
+            assert!(
+                !shown.contains(endpoint.url.as_str()),
+                "Debug shows the URL: {shown}"
+            );
             assert!(shown.contains(&format!("{:?}", redact_url(&endpoint.url))));
             let mut cc = ClientConfig::default();
             if let Some(update) = &endpoint.client_config {
@@ -72,7 +78,11 @@ fuzz_target!(|data: &[u8]| {
         (Some(HANDSHAKE_AUTH_FAILED), Some(AUTH_ERR_CONNECTION_LIMIT))
             | (Some(HANDSHAKE_FORBIDDEN), _)
     );
-    assert_eq!(matches!(verdict, HandshakeVerdict::Fatal(_)), fatal, "{verdict:?}");
+    assert_eq!(
+        matches!(verdict, HandshakeVerdict::Fatal(_)),
+        fatal,
+        "{verdict:?}"
+    );
 
     let redacted = redact_url(&text);
     let end = text.find(['?', '#']).unwrap_or(text.len());

@@ -58,7 +58,11 @@ fuzz_target!(|data: &[u8]| {
         pong.reconnect_count
     );
     let expected_clamps = [
-        ("ReconnectInterval", update.reconnect_interval, MAX_RECONNECT_WAIT),
+        (
+            "ReconnectInterval",
+            update.reconnect_interval,
+            MAX_RECONNECT_WAIT,
+        ),
         ("ReconnectNonce", update.reconnect_nonce, MAX_RECONNECT_WAIT),
         ("PingInterval", update.ping_interval, MAX_PING_INTERVAL),
     ]

@@ -11,8 +11,8 @@
 //!   a reload lowered it, what was held may stay, but no push adds to it);
 //! - the memory really held (the live bytes of the target's counting allocator, all else
 //!   freed) is the bytes it says it holds plus a fixed overhead per entry (its fragment table
-//!   and id) and for its two maps: unused capacity of a payload or anything else unaccounted
-//!   for fails here;
+//!   and its id, at most `MAX_MESSAGE_ID_BYTES`) and for its two maps: unused capacity of a
+//!   payload, an id held past its bound or anything else unaccounted for fails here;
 //! - a released message is at most `max_message_bytes`, a single fragment is released as it
 //!   came, and fragments are joined in `seq` order;
 //! - a fragment never evicts its own message, a single fragment is never held, and every
@@ -23,7 +23,7 @@
 use std::mem::size_of;
 use std::time::{Duration, Instant};
 
-use lark_longconn::fragments::MAX_FRAGMENTS;
+use lark_longconn::fragments::{MAX_FRAGMENTS, MAX_MESSAGE_ID_BYTES};
 use lark_longconn::frame::headers;
 use lark_longconn::{DropReason, FragmentError, Frame, MessageType, Method, Reassembler};
 use libfuzzer_sys::fuzz_target;
@@ -57,9 +57,11 @@ struct Run {
 
 impl Run {
     fn push(&mut self, id: &str, sum: u32, seq: u32, payload: Vec<u8>, patterned: bool) {
+        // A longer id is refused, never held.
+        let held_id = id.len().min(MAX_MESSAGE_ID_BYTES);
         self.max_sum = self.max_sum.max(sum.min(MAX_FRAGMENTS) as usize);
-        self.max_id = self.max_id.max(id.len());
-        self.max_id_ever = self.max_id_ever.max(id.len());
+        self.max_id = self.max_id.max(held_id);
+        self.max_id_ever = self.max_id_ever.max(held_id);
         let before = self.r.buffered_bytes();
         let len = payload.len();
         let result = self.r.push(id, sum, seq, payload, self.now);
@@ -79,7 +81,10 @@ impl Run {
         match result {
             Ok(Some(whole)) => {
                 assert!(whole.len() <= self.r.max_message_bytes());
-                assert!(whole.len() >= len, "the last fragment is part of the message");
+                assert!(
+                    whole.len() >= len,
+                    "the last fragment is part of the message"
+                );
                 if sum == 1 {
                     assert_eq!(whole.len(), len, "a single fragment passes as it came");
                 }
@@ -107,12 +112,19 @@ impl Run {
             Err(FragmentError::TooLarge { limit }) => {
                 assert_eq!(limit, self.r.max_message_bytes());
             }
+            Err(FragmentError::IdTooLong { len: n }) => {
+                assert_eq!(n, id.len());
+                assert!(n > MAX_MESSAGE_ID_BYTES && sum > 1);
+            }
         }
     }
 }
 
 fn check_dropped(d: &lark_longconn::Dropped) {
-    assert!(d.sum >= 2, "only a message of several fragments is held: {d:?}");
+    assert!(
+        d.sum >= 2,
+        "only a message of several fragments is held: {d:?}"
+    );
     assert!(d.received >= 1 && d.received < d.sum, "{d:?}");
 }
 
