@@ -11,9 +11,13 @@
 //! `ttl` after that, so the caller acks it once (spec §11: one ack per message); a message sent
 //! again after that is examined afresh (and refused again, with another ack).
 //!
-//! Bounds: one message at most `max_message_bytes`; at most `max_entries` incomplete messages
-//! and `max_total_bytes` buffered in all — past those the oldest incomplete message is evicted.
-//! Memory is therefore bounded whatever a peer sends.
+//! Bounds: one message at most `max_message_bytes` and [`MAX_FRAGMENTS`] fragments, its id at
+//! most [`MAX_MESSAGE_ID_BYTES`]; at most `max_entries` incomplete messages and
+//! `max_total_bytes` buffered in all — past those the oldest incomplete message other than the
+//! one the fragment belongs to is evicted.
+//! Memory is therefore bounded whatever a peer sends: a held fragment is kept in a buffer of its
+//! own length (a decoder's spare capacity is given back), so the bytes counted are the bytes
+//! held.
 //!
 //! Every incomplete message dropped (expired or evicted) is reported once through
 //! [`Reassembler::take_dropped`], so the caller can count and log it: a message that vanishes
@@ -24,6 +28,10 @@ use std::time::{Duration, Instant};
 
 /// The most fragments one message may declare.
 pub const MAX_FRAGMENTS: u32 = 1024;
+
+/// The longest `message_id` of a message held (Lark's are a few dozen bytes): the ids held are
+/// counted nowhere else, an entry's, a refusal's and each drop reported keep one.
+pub const MAX_MESSAGE_ID_BYTES: usize = 256;
 
 /// A fragment that cannot belong to any message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,6 +44,8 @@ pub enum FragmentError {
     SumChanged { expected: u32, got: u32 },
     #[error("message is larger than {limit} bytes")]
     TooLarge { limit: usize },
+    #[error("fragment message_id is {len} bytes, more than {MAX_MESSAGE_ID_BYTES}")]
+    IdTooLong { len: usize },
 }
 
 /// Why an incomplete message was dropped.
@@ -165,7 +175,7 @@ impl Reassembler {
         message_id: &str,
         sum: u32,
         seq: u32,
-        payload: Vec<u8>,
+        mut payload: Vec<u8>,
         now: Instant,
     ) -> Result<Option<Vec<u8>>, FragmentError> {
         if sum == 0 || sum > MAX_FRAGMENTS {
@@ -186,6 +196,11 @@ impl Reassembler {
             } else {
                 Ok(Some(payload))
             };
+        }
+        if message_id.len() > MAX_MESSAGE_ID_BYTES {
+            return Err(FragmentError::IdTooLong {
+                len: message_id.len(),
+            });
         }
         if let Some(entry) = self.entries.get_mut(message_id) {
             if entry.parts.len() != sum as usize {
@@ -223,7 +238,7 @@ impl Reassembler {
             );
         }
         while self.total_bytes + payload.len() > self.max_total_bytes {
-            if !self.evict_oldest_except(message_id) {
+            if !self.evict_oldest_except(Some(message_id)) {
                 break;
             }
         }
@@ -233,6 +248,10 @@ impl Reassembler {
         entry.deadline = now + self.ttl;
         let slot = &mut entry.parts[seq as usize];
         if slot.is_none() {
+            // Held in a buffer of its own length: only the length counts against the bounds,
+            // and a decoder may hand over a larger buffer (prost reuses the buffer of a field
+            // sent twice: 1 byte in one of 4 MiB).
+            payload.shrink_to_fit();
             entry.bytes += payload.len();
             entry.missing -= 1;
             self.total_bytes += payload.len();
@@ -324,15 +343,16 @@ impl Reassembler {
     }
 
     fn evict_oldest(&mut self) {
-        self.evict_oldest_except("");
+        self.evict_oldest_except(None);
     }
 
-    /// Evicts the oldest entry other than `keep`; false when there is none.
-    fn evict_oldest_except(&mut self, keep: &str) -> bool {
+    /// Evicts the oldest entry other than `keep` (any id, the empty one included); false when
+    /// there is none.
+    fn evict_oldest_except(&mut self, keep: Option<&str>) -> bool {
         let oldest = self
             .entries
             .iter()
-            .filter(|(k, _)| k.as_str() != keep || keep.is_empty())
+            .filter(|(k, _)| Some(k.as_str()) != keep)
             .min_by_key(|(_, e)| e.order)
             .map(|(k, _)| k.clone());
         match oldest {
