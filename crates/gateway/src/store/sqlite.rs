@@ -56,6 +56,8 @@ enum Write {
     Purge(i64, i64, (i64, i64), Reply<PurgeStep>),
     PurgeDeadLetters(Option<String>, i64, Reply<u64>),
     Replay(ReplaySelector, Reply<u64>),
+    /// One step of a replay of every dead letter: those with keys in the range (`replay`).
+    ReplayDeadRange(Option<String>, bool, (i64, i64), Reply<u64>),
     Probe(Reply<()>),
 }
 
@@ -198,6 +200,35 @@ impl SqliteStore {
         f: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         self.inner.readers.with(Reader::Engine, f)
+    }
+
+    /// Every dead letter (of `plugin`) back in the queue, in steps of at most
+    /// [`replay::DEAD_LETTER_STEP`] keys, each its own write: after an outage there may be
+    /// millions, and one transaction over all of them would hold the write lock for seconds
+    /// (events waiting past their 1 s get 503). Each key is passed once, so a replayed delivery
+    /// that dies again meanwhile is not replayed again. A step that fails ends the replay with
+    /// its error; the steps before it stay replayed.
+    async fn replay_dead_letters(
+        &self,
+        plugin: Option<String>,
+        force: bool,
+    ) -> Result<u64, StoreError> {
+        let Some((lo, hi)) = self.inspect(replay::dead_key_range).await? else {
+            return Ok(0);
+        };
+        let mut n = 0;
+        let mut from = lo;
+        loop {
+            let to = from.saturating_add(replay::DEAD_LETTER_STEP - 1).min(hi);
+            let step = (plugin.clone(), force, (from, to));
+            n += self
+                .submit(|r| Write::ReplayDeadRange(step.0, step.1, step.2, r))
+                .await?;
+            match to.checked_add(1) {
+                Some(next) if next <= hi => from = next,
+                _ => return Ok(n),
+            }
+        }
     }
 
     /// Stops the writer after the writes already queued, and waits for it.
@@ -412,7 +443,13 @@ impl Store for SqliteStore {
     }
 
     fn replay(&self, selector: ReplaySelector) -> StoreFuture<u64> {
-        self.submit(|r| Write::Replay(selector, r))
+        match selector {
+            ReplaySelector::DeadLetters { plugin, force } => {
+                let store = self.clone();
+                Box::pin(async move { store.replay_dead_letters(plugin, force).await })
+            }
+            selector => self.submit(|r| Write::Replay(selector, r)),
+        }
     }
 
     fn backup(&self, dest: PathBuf) -> StoreFuture<u64> {

@@ -106,6 +106,40 @@ pub(super) fn apply(
     Ok(n)
 }
 
+/// The most delivery keys one step of a replay of every dead letter covers (one write: a
+/// range scan of the table's keys, so bounded whatever the share of dead letters in it).
+pub(super) const DEAD_LETTER_STEP: i64 = if cfg!(test) { 3 } else { 20_000 };
+
+/// The lowest and highest key of a dead letter (`None`: there is none), from the dead
+/// letters' own index.
+pub(super) fn dead_key_range(c: &rusqlite::Connection) -> Result<Option<(i64, i64)>, StoreError> {
+    let (lo, hi): (Option<i64>, Option<i64>) = c.query_row(
+        "SELECT MIN(key), MAX(key) FROM deliveries WHERE state = 'dead'",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok(lo.zip(hi))
+}
+
+/// One step of a replay of every dead letter: those with keys in `keys` (inclusive), with
+/// [`ReplaySelector::DeadLetters`]' rule.
+pub(super) fn dead_range(
+    tx: &rusqlite::Transaction<'_>,
+    plugin: Option<&str>,
+    force: bool,
+    (lo, hi): (i64, i64),
+    now: i64,
+) -> Result<u64, StoreError> {
+    Ok(tx.execute(
+        "UPDATE deliveries SET state = 'pending', attempts = 0, generation = generation + 1,
+             started = 0, crashes = 0,
+             next_at = ?2, updated_at = ?2
+         WHERE key BETWEEN ?4 AND ?5
+           AND state = 'dead' AND (?1 IS NULL OR plugin = ?1) AND (?3 OR started = 0)",
+        params![plugin, now, force, lo, hi],
+    )? as u64)
+}
+
 /// The stored event with this id (of this hash) that the index knows: each candidate with the
 /// same key is confirmed against its stored id (two ids may share the index's 40 bits of hash,
 /// and an event removed behind the writer's back is no longer there).

@@ -348,3 +348,54 @@ fn a_rejection_after_the_orphan_rule_stands() {
         assert_eq!(store.replay(back).await.expect("replay"), 0);
     });
 }
+
+/// A replay of every dead letter is written in steps of `DEAD_LETTER_STEP` keys (3 in the
+/// tests): every dead letter of the plugin asked for, across steps, once; one whose call runs
+/// left out unless forced; other plugins' and pending deliveries untouched.
+#[test]
+fn a_replay_of_every_dead_letter_takes_each_once_in_steps() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
+        let mut keys = Vec::new();
+        for i in 0..10 {
+            let key = accepted(&store, event(&format!("d{i}"), &["p", "q"])).await;
+            keys.push(key);
+        }
+        // Dead letters: p of d0..d7 (d8, d9 stay pending), q of d0 only.
+        let mut deaths = Vec::new();
+        for k in &keys[..8] {
+            deaths.push(record(k[0].0, at(0, false, false), 1, dead("no"), "reject"));
+        }
+        deaths.push(record(
+            keys[0][1].0,
+            at(0, false, false),
+            1,
+            dead("no"),
+            "reject",
+        ));
+        let applied = store.finish_many(deaths).await.expect("finish");
+        assert!(applied.iter().all(|a| *a), "{applied:?}");
+        // And one whose call hangs (a key past the others).
+        timed_out_dead_letter(&store, "hung").await;
+
+        let all_p = |force| ReplaySelector::DeadLetters {
+            plugin: Some("p".into()),
+            force,
+        };
+        assert_eq!(store.replay(all_p(false)).await.expect("replay"), 8);
+        for (i, state) in [(0, "pending"), (7, "pending"), (8, "pending")] {
+            let d = shown(&store, &format!("d{i}"));
+            assert_eq!(d.state, state, "d{i}: {d:?}");
+        }
+        let q = store.event("d0").expect("read").expect("d0");
+        let q = q.deliveries.iter().find(|d| d.plugin == "q").expect("q");
+        assert_eq!(q.state, "dead", "another plugin's dead letter stays");
+        assert_eq!(shown(&store, "hung").state, "dead", "a running one is left");
+        // Nothing left but the running one; forced, it goes too.
+        assert_eq!(store.replay(all_p(false)).await.expect("replay"), 0);
+        assert_eq!(store.replay(all_p(true)).await.expect("replay"), 1);
+        // No dead letter of p at all: nothing, at once.
+        assert_eq!(store.replay(all_p(false)).await.expect("replay"), 0);
+    });
+}

@@ -170,6 +170,8 @@ fn answer(write: Write, result: Result<Outcome, StoreError>) {
         (Write::Finish(.., r), Err(e)) => drop(r.send(Err(e))),
         (Write::Purge(.., r), Err(e)) => drop(r.send(Err(e))),
         (Write::Replay(_, r), Err(e)) => drop(r.send(Err(e))),
+        (Write::ReplayDeadRange(.., r), Ok(Outcome::Count(n))) => drop(r.send(Ok(n))),
+        (Write::ReplayDeadRange(.., r), Err(e)) => drop(r.send(Err(e))),
         (Write::Probe(r), Ok(Outcome::Probed)) => drop(r.send(Ok(()))),
         (Write::Probe(r), Err(e)) => drop(r.send(Err(e))),
         (w, Ok(_)) => answer(
@@ -290,6 +292,9 @@ fn apply_batch(
                 .execute(params![plugin, before])? as u64
             }),
             Write::Replay(sel, _) => Outcome::Count(replay::apply(&tx, sel, now, ids.as_ref())?),
+            Write::ReplayDeadRange(plugin, force, keys, _) => {
+                Outcome::Count(replay::dead_range(&tx, plugin.as_deref(), *force, *keys, now)?)
+            }
             Write::Probe(_) => {
                 super::probe::write(&tx, now)?;
                 Outcome::Probed
