@@ -3,7 +3,9 @@
 //! whatever the `sslmode` (libpq ignores it for a socket too), and `check`, `run`, the readiness
 //! probe, the operator commands and the cancel request of a commit given up on all connect. A host list mixing a socket and a TCP host keeps
 //! TLS for the TCP host; `sslmode=require` in such a list is refused (the driver takes one
-//! `sslmode` for every host, and the socket could never meet it).
+//! `sslmode` for every host, and the socket could never meet it), and so is `sslmode=require`
+//! towards a `hostaddr` beside a socket folder (reached over TCP, as libpq does, with no name
+//! for TLS to check the certificate against).
 
 use std::path::Path;
 use std::time::Duration;
@@ -68,6 +70,43 @@ fn a_store_on_the_unix_socket_stores_delivers_and_serves_the_cli() {
         assert_eq!(code, 0, "{form}:\n{out}{err}");
         assert!(out.contains("database reachable; empty"), "{form}:\n{out}");
     }
+
+    // A hostaddr beside the socket folder is reached over TCP (the folder set aside, as libpq
+    // does), with no host name: `require` could never connect there (TLS needs a name to check
+    // the certificate against) and is refused at `store.url`, in each spelling, with the fix.
+    let port = pg.port();
+    let dir = pg.socket_dir().to_str().expect("utf-8").to_owned();
+    for form in [
+        format!(
+            "postgres://gateway@/sock?host={dir}&hostaddr=127.0.0.1&port={port}&sslmode=require"
+        ),
+        format!("postgres://gateway@{encoded_dir}:{port}/sock?hostaddr=127.0.0.1&sslmode=require"),
+        format!("postgres://gateway@:{port}/sock?hostaddr=127.0.0.1&sslmode=require"),
+    ] {
+        let (code, out, err) = check(checks.path(), &config, &form);
+        assert_eq!(code, 2, "{form}:\n{out}{err}");
+        assert!(
+            err.contains("store.url")
+                && err.contains("sslmode=require cannot be met at hostaddr 127.0.0.1")
+                && err.contains("set host to the name on the server's certificate"),
+            "{form}:\n{err}"
+        );
+    }
+    // Under `prefer` (the default) it connects, over TCP, in plain text to this server (which
+    // offers no TLS), and `check` says so.
+    let (code, out, err) = check(
+        checks.path(),
+        &config,
+        &format!("postgres://gateway@/sock?host={dir}&hostaddr=127.0.0.1&port={port}"),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("hostaddr 127.0.0.1 (given for the Unix-socket folder")
+            && out.contains("over TCP, without a host name")
+            && out.contains("database reachable; empty")
+            && !out.contains("Unix socket"),
+        "{out}"
+    );
 
     // `run` on it: events are stored, delivered, and seen by the operator commands.
     let (dirs, gws, urls) = replicas(1, &config, &url);
@@ -183,6 +222,29 @@ fn a_host_list_keeps_tls_for_its_tcp_host_and_refuses_require_beside_a_socket() 
     let (code, out, err) = check(checks.path(), &config, &socket);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("no TLS"), "{out}");
+    // A hostaddr with the name on the certificate as its host: TLS, checked against that name.
+    let named =
+        format!("postgres://gateway@localhost:{port}/mixed?hostaddr=127.0.0.1&sslmode=require");
+    let (code, out, err) = check(checks.path(), &config, &named);
+    assert_eq!(code, 0, "{out}{err}");
+    // A hostaddr beside a socket folder has no name: under `prefer` this server's offer of TLS
+    // is given up on (there is nothing to check its certificate against), so `check` fails
+    // connecting; `disable` connects in plain text.
+    let dir = pg.socket_dir().to_str().expect("utf-8").to_owned();
+    let nameless = format!("postgres://gateway@/mixed?host={dir}&hostaddr=127.0.0.1&port={port}");
+    let (code, out, err) = check(checks.path(), &config, &nameless);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(
+        err.contains("store.url") && err.contains("no hostname provided for TLS handshake"),
+        "{err}"
+    );
+    let (code, out, err) = check(
+        checks.path(),
+        &config,
+        &format!("{nameless}&sslmode=disable"),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("plain text (sslmode=disable)"), "{out}");
 
     // The mixed list (default `prefer`): the dead socket is passed over and the TCP host is
     // reached with TLS.

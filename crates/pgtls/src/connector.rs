@@ -2,14 +2,16 @@
 //! never offers a TLS session without a name to check the certificate against.
 //!
 //! The driver asks [`Connector`] for a handshake before each connection (and each cancel
-//! request), naming the host; a Unix-socket host has no name, and is asked for as `""`. rustls
+//! request), naming the host; a Unix-socket host has no name, and is asked for as `""` (as is a
+//! TCP host given only by its `hostaddr`, or by one beside a socket folder). rustls
 //! alone fails there ("invalid dns name") before a byte is sent, whatever the `sslmode`, which
 //! made every socket URL unusable. For a nameless host [`Handshake::Plain`] is handed out
 //! instead: the driver then connects in plain text when `sslmode` lets it (`disable`; `prefer`
 //! once the server answers that it has no TLS, which PostgreSQL always answers on a socket) and
 //! refuses otherwise (a server that does offer TLS to a nameless host: the driver's "no hostname
 //! provided for TLS handshake"). A URL of sockets only should be connected with `sslmode`
-//! `disable` ([`crate::Hosts::sockets_only`]), as libpq ignores `sslmode` on a socket.
+//! `disable` ([`crate::Hosts::sockets_only`]), as libpq ignores `sslmode` on a socket; `require`
+//! towards a nameless TCP host can never connect, and is refused ([`crate::Hosts::refusal`]).
 
 use std::future::{ready, Ready};
 use std::io;

@@ -2,7 +2,8 @@
 //! install over /run/postgresql does): the real gateway with the real `libpayout.so` records a
 //! payout there, without TLS whatever the `sslmode` (libpq ignores it on a socket), and
 //! `payout-report` reads it back by the same URL. `sslmode=require` beside a socket in a host
-//! list is refused at init, saying why, as the gateway's own `[store] url` is.
+//! list, or towards a `hostaddr` beside a socket folder (TCP, with no name for TLS to check), is
+//! refused at init, saying why, as the gateway's own `[store] url` is.
 
 use std::path::Path;
 use std::process::Command;
@@ -49,6 +50,19 @@ fn a_ledger_on_the_unix_socket_records_a_payout_whatever_the_sslmode() {
     assert_ne!(code, 0, "{out}{err}");
     assert!(
         err.contains("sslmode=require") && err.contains("/gone") && err.contains("socket"),
+        "{err}"
+    );
+    // A hostaddr beside the socket folder is reached over TCP, with no name for TLS to check:
+    // `require` is refused before anything is dialled, saying how to fix it.
+    let dir = pg.socket_dir().to_str().expect("utf-8").to_owned();
+    let nameless = format!(
+        "postgres://gateway@/sock?host={dir}&hostaddr=127.0.0.1&port={port}&sslmode=require"
+    );
+    let (code, out, err) = check(checks.path(), &nameless);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("sslmode=require cannot be met at hostaddr 127.0.0.1")
+            && err.contains("set host to the name on the server's certificate"),
         "{err}"
     );
 

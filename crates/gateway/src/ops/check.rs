@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use lark_longconn::ClientConfig;
+use tokio_postgres::config::SslMode;
 
 use super::out::outln;
 use crate::config::{Config, Isolation, PgSettings, StoreConfig, TlsFiles};
@@ -66,11 +67,22 @@ pub fn check(config: &Config, connect: bool) -> ExitCode {
             }
         }
         StoreConfig::Postgres(pg) => {
-            for dir in socket_hosts(pg) {
+            let (hosts, mode) = url_hosts(pg);
+            for dir in &hosts.sockets {
                 outln!(
                     "  Unix socket {}: no TLS (sslmode does not apply to a socket, as with libpq)",
                     dir.display()
                 );
+            }
+            for host in &hosts.nameless {
+                let how = if mode == SslMode::Disable {
+                    "plain text (sslmode=disable)"
+                } else {
+                    "plain text to a server that offers no TLS; one that offers TLS is given up \
+                     on (no name to check its certificate against: set host to that name for \
+                     TLS, or sslmode=disable)"
+                };
+                outln!("  {host}: over TCP, without a host name: {how}");
             }
             match database_state(pg) {
                 Ok(line) => outln!("  {line}"),
@@ -242,12 +254,17 @@ fn report(
     ExitCode::SUCCESS
 }
 
-/// The Unix-socket folders among the store URL's hosts (connected to without TLS).
-fn socket_hosts(pg: &PgSettings) -> Vec<std::path::PathBuf> {
-    pg.url
-        .parse::<tokio_postgres::Config>()
-        .map(|c| gateway_pgtls::Hosts::of(c.get_hosts(), c.get_hostaddrs()).sockets)
-        .unwrap_or_default()
+/// The store URL's hosts (the Unix-socket folders among them are connected to without TLS, and
+/// so are the `hostaddr`s without a host name) and its `sslmode`.
+fn url_hosts(pg: &PgSettings) -> (gateway_pgtls::Hosts, SslMode) {
+    match pg.url.parse::<tokio_postgres::Config>() {
+        Ok(c) => (
+            gateway_pgtls::Hosts::of(c.get_hosts(), c.get_hostaddrs()),
+            c.get_ssl_mode(),
+        ),
+        // Validated already: not reached.
+        Err(_) => (gateway_pgtls::Hosts::of(&[], &[]), SslMode::Prefer),
+    }
 }
 
 /// Connects to the database and reads its schema version (nothing is written).

@@ -4,7 +4,10 @@
 //!
 //! A URL's hosts may be Unix sockets (`%2Frun%2Fpostgresql`, `?host=/run/postgresql`), reached
 //! without TLS whatever the `sslmode`, as libpq does; `sslmode=require` with a socket among TCP
-//! hosts is refused ([`gateway_pgtls::Hosts`], the gateway's own rule for its `[store] url`).
+//! hosts is refused, and so is `sslmode=require` towards a `hostaddr` given without a host name
+//! (for a socket folder, or alone: reached over TCP, with no name to check a certificate
+//! against), as are hosts and `hostaddr`s in different numbers ([`gateway_pgtls::Hosts`], the
+//! gateway's own rules for its `[store] url`).
 //!
 //! A URL may hold a password; it must never be shown. [`LedgerLocation`]'s `Display` and `Debug`
 //! and [`redact_url`] replace it with `***`, and [`scrub`] removes it from any message text.
@@ -187,11 +190,11 @@ pub fn pg_config(url: &str) -> Result<postgres::Config, String> {
 /// connected with `sslmode=disable` (libpq ignores `sslmode` on a socket, and PostgreSQL serves
 /// no TLS there: under `require` the driver would ask for it and give up on the server's "no");
 /// `require` with a socket among TCP hosts is refused (the driver takes one `sslmode` for the
-/// whole list, so the socket could never be used). A socket in a list under `prefer` is
-/// answered "no TLS" by the server and used in plain text.
-fn sockets_without_tls(
-    config: &mut postgres::Config,
-) -> Result<(), gateway_pgtls::RequireBesideSocket> {
+/// whole list, so the socket could never be used), and so is `require` towards a `hostaddr`
+/// without a host name (TLS is never run without a name to check) and a `hostaddr` count other
+/// than the hosts'. A socket in a list under `prefer` is answered "no TLS" by the server and
+/// used in plain text.
+fn sockets_without_tls(config: &mut postgres::Config) -> Result<(), gateway_pgtls::Refusal> {
     let hosts = gateway_pgtls::Hosts::of(config.get_hosts(), config.get_hostaddrs());
     if let Some(refused) = hosts.refusal(config.get_ssl_mode()) {
         return Err(refused);
@@ -324,8 +327,13 @@ mod tests {
             ),
             ("postgres://u@%2Frun%2Fpostgresql,db/db", SslMode::Prefer),
             ("postgres://u@db/db?sslmode=require", SslMode::Require),
+            // A hostaddr is reached over TCP: its sslmode is kept.
             (
-                "postgres://u@/db?host=/run/postgresql&hostaddr=127.0.0.1&sslmode=require",
+                "postgres://u@/db?host=/run/postgresql&hostaddr=127.0.0.1",
+                SslMode::Prefer,
+            ),
+            (
+                "postgres://u@db.internal/db?hostaddr=127.0.0.1&sslmode=require",
                 SslMode::Require,
             ),
         ] {
@@ -345,5 +353,31 @@ mod tests {
         assert!(!err.contains("s3cret"), "{err}");
         let err = pg_config(mixed).expect_err("require beside a socket");
         assert!(err.contains("sslmode=require"), "{err}");
+    }
+
+    /// `require` towards a `hostaddr` given for a socket folder (or with no host) can never
+    /// connect (TLS there has no name to check the certificate against): refused by `ledger` and
+    /// by a direct connect, in each spelling, saying where and how to fix it.
+    #[test]
+    fn require_towards_a_hostaddr_without_a_host_name_is_refused() {
+        for url in [
+            "postgres://u:s3cret@/db?host=/var/run/postgresql&hostaddr=127.0.0.1&sslmode=require",
+            "postgres://u:s3cret@%2Fvar%2Frun%2Fpostgresql/db?hostaddr=127.0.0.1&sslmode=require",
+            "postgres://u:s3cret@/db?hostaddr=127.0.0.1&sslmode=require",
+        ] {
+            let err = LedgerLocation::parse(url).expect_err(url);
+            assert!(
+                err.starts_with("`ledger` (postgres://u:***@")
+                    && err.contains("sslmode=require cannot be met at hostaddr 127.0.0.1")
+                    && err.contains("set host to the name on the server's certificate"),
+                "{err}"
+            );
+            assert!(!err.contains("s3cret"), "{err}");
+            let err = pg_config(url).expect_err(url);
+            assert!(err.contains("hostaddr 127.0.0.1"), "{err}");
+        }
+        let err = LedgerLocation::parse("postgres://u@db1,db2/db?hostaddr=127.0.0.1")
+            .expect_err("one hostaddr for two hosts");
+        assert!(err.contains("2 host(s) and 1 hostaddr(s)"), "{err}");
     }
 }

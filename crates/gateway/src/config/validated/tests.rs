@@ -394,3 +394,50 @@ fn sslmode_require_beside_a_unix_socket_is_refused() {
         assert!(c.is_ok(), "{url}: {c:?}");
     }
 }
+
+/// A `hostaddr` is reached over TCP whatever its host names (as with libpq): beside a socket
+/// folder, or with no host, it has no name for TLS to check the certificate against, so
+/// `sslmode=require` could never connect. Refused at `store.url`, in each spelling, with the
+/// fix; `prefer` and `disable` are kept, and so is `require` with a host name beside the
+/// address. Hosts and `hostaddr`s in different numbers are refused whatever the `sslmode`.
+#[test]
+fn sslmode_require_towards_a_hostaddr_without_a_host_name_is_refused() {
+    let store = |url: &str| format!("{MINIMAL}[store]\nurl = \"{url}\"\n");
+    for (url, at) in [
+        (
+            "postgres://gw:pw@/gw?host=/var/run/postgresql&hostaddr=127.0.0.1&sslmode=require",
+            "hostaddr 127.0.0.1 (given for the Unix-socket folder /var/run/postgresql)",
+        ),
+        (
+            "postgres://gw:pw@%2Fvar%2Frun%2Fpostgresql/gw?hostaddr=127.0.0.1&sslmode=require",
+            "hostaddr 127.0.0.1 (given for the Unix-socket folder /var/run/postgresql)",
+        ),
+        (
+            "postgresql://gw:pw@/gw?hostaddr=127.0.0.1&sslmode=require",
+            "hostaddr 127.0.0.1 (given without a host name)",
+        ),
+    ] {
+        let p = problems(&store(url));
+        assert_eq!(p.len(), 1, "{url}: {p:?}");
+        assert!(
+            p[0].starts_with("store.url: postgres")
+                && p[0].contains(":***@")
+                && p[0].contains(&format!("sslmode=require cannot be met at {at}"))
+                && p[0].contains("set host to the name on the server's certificate"),
+            "{url}: {p:?}"
+        );
+        assert!(!p[0].contains(":pw@"), "{p:?}");
+    }
+    let p = problems(&store("postgres://gw@db1,db2/gw?hostaddr=10.0.0.1"));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(p[0].contains("2 host(s) and 1 hostaddr(s)"), "{p:?}");
+    for url in [
+        "postgres://gw@/gw?host=/var/run/postgresql&hostaddr=127.0.0.1",
+        "postgres://gw@/gw?host=/var/run/postgresql&hostaddr=127.0.0.1&sslmode=disable",
+        "postgres://gw@/gw?hostaddr=127.0.0.1&sslmode=prefer",
+        "postgres://gw@db.internal/gw?hostaddr=127.0.0.1&sslmode=require",
+    ] {
+        let c = load(&store(url), &[]);
+        assert!(c.is_ok(), "{url}: {c:?}");
+    }
+}
