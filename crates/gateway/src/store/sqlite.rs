@@ -29,9 +29,11 @@ mod schema;
 mod writer;
 
 use open::{lock, open_connection};
-use readers::{Reader, Readers};
+use readers::Readers;
 pub use replay::ReplaySelector;
-use rusqlite::{params, Connection, OptionalExtension};
+#[cfg(test)]
+use rusqlite::Connection;
+use rusqlite::{params, OptionalExtension};
 use schema::{SCHEMA, SCHEMA_VERSION};
 use tokio::sync::oneshot;
 
@@ -54,7 +56,8 @@ enum Write {
     Start(Vec<(i64, Guard)>, Reply<Vec<bool>>),
     RecoverCrashed(u32, u32, Reply<u64>),
     Purge(i64, i64, (i64, i64), Reply<PurgeStep>),
-    PurgeDeadLetters(Option<String>, i64, Reply<u64>),
+    /// One step of `purge_dead_letters`: the dead letters with keys in the range.
+    PurgeDeadLetters(Option<String>, i64, (i64, i64), Reply<u64>),
     Replay(ReplaySelector, Reply<u64>),
     /// One step of a replay of every dead letter: those with keys in the range (`replay`).
     ReplayDeadRange(Option<String>, bool, (i64, i64), Reply<u64>),
@@ -162,73 +165,6 @@ impl SqliteStore {
             rx.await
                 .map_err(|_| StoreError("store writer stopped".into()))?
         })
-    }
-
-    /// A read on the engine's connection (delivery and health).
-    fn read<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
-    ) -> StoreFuture<T> {
-        self.read_on(Reader::Engine, f)
-    }
-
-    /// A read on the operators' connection (it may scan the store: never beside the engine's).
-    fn inspect<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
-    ) -> StoreFuture<T> {
-        self.read_on(Reader::Operator, f)
-    }
-
-    fn read_on<T: Send + 'static>(
-        &self,
-        reader: Reader,
-        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
-    ) -> StoreFuture<T> {
-        let inner = self.inner.clone();
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || inner.readers.with(reader, f))
-                .await
-                .map_err(|e| StoreError(format!("reader task failed: {e}")))?
-        })
-    }
-
-    /// Blocking read (for the tests).
-    #[cfg(test)]
-    pub fn read_blocking<T>(
-        &self,
-        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        self.inner.readers.with(Reader::Engine, f)
-    }
-
-    /// Every dead letter (of `plugin`) back in the queue, in steps of at most
-    /// [`replay::DEAD_LETTER_STEP`] keys, each its own write: after an outage there may be
-    /// millions, and one transaction over all of them would hold the write lock for seconds
-    /// (events waiting past their 1 s get 503). Each key is passed once, so a replayed delivery
-    /// that dies again meanwhile is not replayed again. A step that fails ends the replay with
-    /// its error; the steps before it stay replayed.
-    async fn replay_dead_letters(
-        &self,
-        plugin: Option<String>,
-        force: bool,
-    ) -> Result<u64, StoreError> {
-        let Some((lo, hi)) = self.inspect(replay::dead_key_range).await? else {
-            return Ok(0);
-        };
-        let mut n = 0;
-        let mut from = lo;
-        loop {
-            let to = from.saturating_add(replay::DEAD_LETTER_STEP - 1).min(hi);
-            let step = (plugin.clone(), force, (from, to));
-            n += self
-                .submit(|r| Write::ReplayDeadRange(step.0, step.1, step.2, r))
-                .await?;
-            match to.checked_add(1) {
-                Some(next) if next <= hi => from = next,
-                _ => return Ok(n),
-            }
-        }
     }
 
     /// Stops the writer after the writes already queued, and waits for it.
@@ -446,7 +382,13 @@ impl Store for SqliteStore {
         match selector {
             ReplaySelector::DeadLetters { plugin, force } => {
                 let store = self.clone();
-                Box::pin(async move { store.replay_dead_letters(plugin, force).await })
+                Box::pin(async move {
+                    store
+                        .dead_letter_steps(|keys, r| {
+                            Write::ReplayDeadRange(plugin.clone(), force, keys, r)
+                        })
+                        .await
+                })
             }
             selector => self.submit(|r| Write::Replay(selector, r)),
         }
@@ -457,7 +399,14 @@ impl Store for SqliteStore {
     }
 
     fn purge_dead_letters(&self, plugin: Option<String>, before_ms: i64) -> StoreFuture<u64> {
-        self.submit(|r| Write::PurgeDeadLetters(plugin, before_ms, r))
+        let store = self.clone();
+        Box::pin(async move {
+            store
+                .dead_letter_steps(|keys, r| {
+                    Write::PurgeDeadLetters(plugin.clone(), before_ms, keys, r)
+                })
+                .await
+        })
     }
 
     fn backlog(&self) -> StoreFuture<Backlog> {

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use rusqlite::Connection;
 
 use super::open::open_connection;
-use crate::store::StoreError;
+use crate::store::{StoreError, StoreFuture};
 
 /// Which connection a read runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +58,46 @@ impl Readers {
                 result
             }
         }
+    }
+}
+
+impl super::SqliteStore {
+    /// A read on the engine's connection (delivery and health).
+    pub(super) fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> StoreFuture<T> {
+        self.read_on(Reader::Engine, f)
+    }
+
+    /// A read on the operators' connection (it may scan the store: never beside the engine's).
+    pub(super) fn inspect<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> StoreFuture<T> {
+        self.read_on(Reader::Operator, f)
+    }
+
+    fn read_on<T: Send + 'static>(
+        &self,
+        reader: Reader,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> StoreFuture<T> {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || inner.readers.with(reader, f))
+                .await
+                .map_err(|e| StoreError(format!("reader task failed: {e}")))?
+        })
+    }
+
+    /// Blocking read (for the tests).
+    #[cfg(test)]
+    pub fn read_blocking<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.inner.readers.with(Reader::Engine, f)
     }
 }
 

@@ -1,4 +1,4 @@
-//! The embedded store's replay write: which deliveries go back to the queue (a new generation,
+//! The embedded store's replay write (and the steps a write over every dead letter goes in): which deliveries go back to the queue (a new generation,
 //! attempts from zero), with the operator's rules kept in the write itself: a delivery that
 //! succeeded, or whose call runs (marked started), only when forced; a dead-letter pick only
 //! if it is still a dead letter.
@@ -35,6 +35,7 @@ pub enum ReplaySelector {
 use super::dedup::Dedup;
 use super::ids::id_hash;
 use super::writer::stored_seq;
+use super::{Reply, Write};
 use crate::store::StoreError;
 
 /// [`crate::store::Store::replay`], inside the writer's transaction: how many deliveries went
@@ -181,4 +182,32 @@ fn seqs_of(
         }
     }
     Ok(seqs)
+}
+
+impl super::SqliteStore {
+    /// A write over every dead letter (a replay, a purge) in steps of at most
+    /// [`DEAD_LETTER_STEP`] delivery keys, each its own write (`step` makes it for a
+    /// range of keys): after an outage there may be millions, and one transaction over all of
+    /// them would hold the write lock for seconds (events waiting past their 1 s get 503). Each
+    /// key is passed once, so a replayed delivery that dies again meanwhile is not replayed
+    /// again. A step that fails ends it with its error; the steps before it stay done. The sum
+    /// of the steps' counts.
+    pub(super) async fn dead_letter_steps(
+        &self,
+        step: impl Fn((i64, i64), Reply<u64>) -> Write,
+    ) -> Result<u64, StoreError> {
+        let Some((lo, hi)) = self.inspect(dead_key_range).await? else {
+            return Ok(0);
+        };
+        let mut n = 0;
+        let mut from = lo;
+        loop {
+            let to = from.saturating_add(DEAD_LETTER_STEP - 1).min(hi);
+            n += self.submit(|r| step((from, to), r)).await?;
+            match to.checked_add(1) {
+                Some(next) if next <= hi => from = next,
+                _ => return Ok(n),
+            }
+        }
+    }
 }

@@ -399,3 +399,43 @@ fn a_replay_of_every_dead_letter_takes_each_once_in_steps() {
         assert_eq!(store.replay(all_p(false)).await.expect("replay"), 0);
     });
 }
+
+/// A purge of dead letters goes in the same steps: every one asked for, across steps.
+#[test]
+fn a_purge_of_dead_letters_takes_each_in_steps() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
+        let mut deaths = Vec::new();
+        for i in 0..8 {
+            let key = accepted(&store, event(&format!("d{i}"), &["p", "q"])).await;
+            deaths.push(record(
+                key[0].0,
+                at(0, false, false),
+                1,
+                dead("no"),
+                "reject",
+            ));
+        }
+        store.finish_many(deaths).await.expect("finish");
+        // Died after the cutoff: none.
+        assert_eq!(store.purge_dead_letters(None, 0).await.expect("purge"), 0);
+        assert_eq!(
+            store
+                .purge_dead_letters(Some("p".into()), i64::MAX)
+                .await
+                .expect("purge"),
+            8
+        );
+        assert!(store.dead_letters(None, None).expect("list").is_empty());
+        assert_eq!(
+            store
+                .purge_dead_letters(None, i64::MAX)
+                .await
+                .expect("purge"),
+            0
+        );
+        // The pending deliveries of q stay.
+        assert_eq!(store.backlog().await.expect("backlog").pending, 8);
+    });
+}

@@ -283,13 +283,13 @@ fn apply_batch(
                 *after,
                 ids.as_mut(),
             )?),
-            Write::PurgeDeadLetters(plugin, before, _) => Outcome::Count({
+            Write::PurgeDeadLetters(plugin, before, (lo, hi), _) => Outcome::Count({
                 floors::raise(&tx)?;
                 tx.prepare_cached(
-                    "DELETE FROM deliveries WHERE state = 'dead'
+                    "DELETE FROM deliveries WHERE key BETWEEN ?3 AND ?4 AND state = 'dead'
                        AND (?1 IS NULL OR plugin = ?1) AND updated_at < ?2",
                 )?
-                .execute(params![plugin, before])? as u64
+                .execute(params![plugin, before, lo, hi])? as u64
             }),
             Write::Replay(sel, _) => Outcome::Count(replay::apply(&tx, sel, now, ids.as_ref())?),
             Write::ReplayDeadRange(plugin, force, keys, _) => {
