@@ -1,7 +1,8 @@
-//! The embedded store's replay write (and the steps a write over every dead letter goes in): which deliveries go back to the queue (a new generation,
+//! The embedded store's replay write: which deliveries go back to the queue (a new generation,
 //! attempts from zero), with the operator's rules kept in the write itself: a delivery that
 //! succeeded, or whose call runs (marked started), only when forced; a dead-letter pick only
-//! if it is still a dead letter.
+//! if it is still a dead letter. And the steps a write over every dead letter (a replay, a
+//! purge) goes in, so that none holds the write lock for long.
 
 use rusqlite::{params, OptionalExtension};
 
