@@ -7,7 +7,8 @@
 //! both read beside the writer.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
 
@@ -47,17 +48,54 @@ impl Readers {
     ) -> Result<T, StoreError> {
         match reader {
             Reader::Engine => f(&*self.engine.lock().map_err(|_| poisoned())?),
-            Reader::Operator => {
-                let mut slot = self.operator.lock().map_err(|_| poisoned())?;
-                let conn = match slot.take() {
-                    Some(c) => c,
-                    None => open_connection(&self.path)?,
-                };
-                let result = f(&conn);
-                *slot = Some(conn);
-                result
-            }
+            Reader::Operator => self.for_operator(&Arc::new(AtomicBool::new(true)), f),
         }
+    }
+
+    /// Runs `f` on the operators' connection while `wanted` holds: not at all if the caller
+    /// went away while it waited for the connection (an operator's request dropped: its
+    /// client closed the connection), and interrupted (SQLite's progress handler, every
+    /// [`PROGRESS_STEPS`] steps of its bytecode) if it goes away while `f` runs, so that
+    /// abandoned scans of the whole store neither run on nor queue up behind each other.
+    fn for_operator<T>(
+        &self,
+        wanted: &Arc<AtomicBool>,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut slot = self.operator.lock().map_err(|_| poisoned())?;
+        if !wanted.load(Ordering::Relaxed) {
+            return Err(StoreError(GONE.into()));
+        }
+        let conn = match slot.take() {
+            Some(c) => c,
+            None => open_connection(&self.path)?,
+        };
+        let watched = wanted.clone();
+        conn.progress_handler(
+            PROGRESS_STEPS,
+            Some(move || !watched.load(Ordering::Relaxed)),
+        );
+        let result = f(&conn);
+        conn.progress_handler(0, None::<fn() -> bool>);
+        *slot = Some(conn);
+        result
+    }
+}
+
+/// How many of SQLite's bytecode steps run between two looks at whether an operator's read is
+/// still wanted (a few hundred microseconds' work).
+const PROGRESS_STEPS: std::os::raw::c_int = 10_000;
+
+/// Why an operator's read did not run, or stopped.
+const GONE: &str = "the request was abandoned";
+
+/// Sets its flag to false when dropped: the future of an operator's read, dropped before its
+/// read ended.
+struct Wanted(Arc<AtomicBool>);
+
+impl Drop for Wanted {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
     }
 }
 
@@ -85,9 +123,17 @@ impl super::SqliteStore {
     ) -> StoreFuture<T> {
         let inner = self.inner.clone();
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || inner.readers.with(reader, f))
+            let wanted = Wanted(Arc::new(AtomicBool::new(true)));
+            let flag = wanted.0.clone();
+            let read = tokio::task::spawn_blocking(move || match reader {
+                Reader::Engine => inner.readers.with(reader, f),
+                Reader::Operator => inner.readers.for_operator(&flag, f),
+            });
+            let result = read
                 .await
-                .map_err(|e| StoreError(format!("reader task failed: {e}")))?
+                .map_err(|e| StoreError(format!("reader task failed: {e}")))?;
+            drop(wanted);
+            result
         })
     }
 
@@ -152,5 +198,73 @@ mod tests {
         let listed = rt.block_on(store.list_events(EventFilter::default()));
         assert!(listed.is_ok_and(|l| l.is_empty()));
         assert!(scan.join().expect("scan").is_ok());
+    }
+}
+
+#[cfg(test)]
+mod abandon_tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::super::tests::rt;
+    use super::super::SqliteStore;
+    use super::Reader;
+
+    /// An operator's read whose caller went away (its future dropped) while it waited for the
+    /// connection does not run; one that runs is interrupted (a query that would never end
+    /// here), and the next read gets the connection.
+    #[test]
+    fn an_abandoned_operator_read_neither_runs_on_nor_waits_to_run() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
+        let rt = rt();
+
+        // Queued behind a held read, then abandoned: never runs.
+        let (hold, held) = std::sync::mpsc::channel::<()>();
+        let (busy, is_busy) = std::sync::mpsc::channel::<()>();
+        let inner = store.inner.clone();
+        let holder = std::thread::spawn(move || {
+            inner.readers.with(Reader::Operator, |_| {
+                let _ = busy.send(());
+                let _ = held.recv();
+                Ok(())
+            })
+        });
+        is_busy.recv().expect("held");
+        let ran = Arc::new(AtomicBool::new(false));
+        let flag = ran.clone();
+        let queued = store.inspect(move |_| {
+            flag.store(true, Ordering::Relaxed);
+            Ok(())
+        });
+        let gone =
+            rt.block_on(async { tokio::time::timeout(Duration::from_millis(100), queued).await });
+        assert!(gone.is_err(), "it ran beside the held read");
+        hold.send(()).expect("release");
+        assert!(holder.join().expect("holder").is_ok());
+
+        // Running, then abandoned: interrupted (this query counts for ever).
+        let endless = store.inspect(|c| {
+            c.query_row(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n)
+                 SELECT count(*) FROM n",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(Into::into)
+        });
+        let gone =
+            rt.block_on(async { tokio::time::timeout(Duration::from_millis(300), endless).await });
+        assert!(gone.is_err(), "the endless query ended");
+        let next = store.inspect(|c| Ok(c.query_row("SELECT 7", [], |r| r.get::<_, i64>(0))?));
+        let next = rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), next).await });
+        // (A failure must not leave the runtime waiting for the endless query.)
+        rt.shutdown_timeout(Duration::from_secs(1));
+        assert!(
+            next.is_ok_and(|n| n.is_ok_and(|n| n == 7)),
+            "the next read waited for the abandoned one"
+        );
+        assert!(!ran.load(Ordering::Relaxed), "the abandoned read ran");
     }
 }
