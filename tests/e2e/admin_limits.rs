@@ -27,6 +27,17 @@ fn raw_exchange(
     read_until_closed(&mut s, started, wait)
 }
 
+/// A connection to `admin` from the loopback address `from` (127.0.0.x: one client each).
+fn connect_from(from: [u8; 4], admin: std::net::SocketAddr) -> std::net::TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    let source = std::net::SocketAddr::from((from, 0));
+    s.bind(&source.into())
+        .expect("bind a loopback source address");
+    s.connect(&admin.into()).expect("connect");
+    s.into()
+}
+
 fn read_until_closed(
     s: &mut std::net::TcpStream,
     started: std::time::Instant,
@@ -102,9 +113,10 @@ fn the_admin_listener_bounds_heads_open_connections_and_slow_clients() {
     let slow_body: &[u8] = b"POST /api/v1/replay HTTP/1.1\r\nHost: 127.0.0.1\r\n\
         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"dead";
     let started = std::time::Instant::now();
+    // (From four clients: one holds at most 16, below.)
     let mut idle: Vec<std::net::TcpStream> = (0..64)
         .map(|i| {
-            let mut s = std::net::TcpStream::connect(admin).expect("connect");
+            let mut s = connect_from([127, 0, 0, 1 + (i % 4) as u8], admin);
             s.write_all(if i == 0 { slow_body } else { partial })
                 .expect("write");
             s
@@ -333,4 +345,43 @@ fn readiness_probes_add_at_most_one_store_write_a_second() {
         added <= seconds + 1.0,
         "{added} store commits for 40 probes in {seconds} s"
     );
+}
+
+/// One client holds at most 16 of the 64 admin connections: opening 64 idle ones (what used to
+/// take every slot) leaves it 16, its next is closed at once, and another client (a load
+/// balancer probing `/readyz`) is still answered.
+#[test]
+fn one_client_cannot_take_every_admin_connection() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = TestGateway::spawn(dir.path(), &config(""));
+    let admin = gw.admin.expect("admin");
+    let partial: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+    let idle: Vec<std::net::TcpStream> = (0..64)
+        .map(|_| {
+            let mut s = connect_from([127, 0, 0, 7], admin);
+            // Past its 16, the server may have closed it already.
+            let _ = s.write_all(partial);
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let probe = b"GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    let started = std::time::Instant::now();
+    let mut seventeenth = connect_from([127, 0, 0, 7], admin);
+    let _ = seventeenth.write_all(probe);
+    let (answer, closed, _) = read_until_closed(&mut seventeenth, started, Duration::from_secs(5));
+    assert!(
+        closed && !answer.contains("200"),
+        "a 17th connection of one client: {answer:?} (closed: {closed})"
+    );
+    let started = std::time::Instant::now();
+    let mut other = connect_from([127, 0, 0, 8], admin);
+    other.write_all(probe).expect("write");
+    let (answer, _, _) = read_until_closed(&mut other, started, Duration::from_secs(5));
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "another client: {answer:?}"
+    );
+    drop(idle);
 }

@@ -6,6 +6,8 @@
 //! the store, plugin instances are shut down, the store writer drains and the process exits 0.
 //! A second signal exits at once: everything acknowledged is already durable.
 
+mod peers;
+
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -352,14 +354,17 @@ impl Signals {
     }
 }
 
-/// The admin listener: at most [`ADMIN_MAX_CONNECTIONS`] connections (past it a new one is
-/// closed at once, as the webhook listener's `max_connections`), request heads bounded in size
+/// The admin listener: at most [`ADMIN_MAX_CONNECTIONS`] connections, [`peers::PER_PEER`] of
+/// them from one client (past either a new one is closed at once, as the webhook listener's
+/// `max_connections`), request heads bounded in size
 /// and read time, one buffer of at most [`ADMIN_MAX_BUF_BYTES`] each; bodies have their own
 /// timeout (`admin::BODY_TIMEOUT`), a TLS handshake its own (`tls.rs`).
 async fn serve_admin(listener: TcpListener, admin: Arc<Admin>, tls: Option<Arc<Tls>>) {
     let connections = Arc::new(tokio::sync::Semaphore::new(ADMIN_MAX_CONNECTIONS));
-    // One warning a minute at most while the limit turns connections away.
+    let per_peer = peers::Peers::default();
+    // One warning a minute at most while a limit turns connections away.
     let mut warned: Option<std::time::Instant> = None;
+    let mut warned_peer: Option<std::time::Instant> = None;
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -376,6 +381,18 @@ async fn serve_admin(listener: TcpListener, admin: Arc<Admin>, tls: Option<Arc<T
                     client = %peer,
                     limit = ADMIN_MAX_CONNECTIONS,
                     "admin connection limit reached: closing new connections"
+                );
+            }
+            drop(stream);
+            continue;
+        };
+        let Some(peer_slot) = per_peer.take(peer.ip()) else {
+            if warned_peer.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                warned_peer = Some(std::time::Instant::now());
+                tracing::warn!(
+                    client = %peer,
+                    limit = peers::PER_PEER,
+                    "admin connections of one client at their limit: closing its new connections"
                 );
             }
             drop(stream);
@@ -406,7 +423,7 @@ async fn serve_admin(listener: TcpListener, admin: Arc<Admin>, tls: Option<Arc<T
                     None => Ok(()),
                 },
             };
-            drop(slot);
+            drop((slot, peer_slot));
         });
     }
 }

@@ -1,0 +1,106 @@
+//! Connections per client on the admin listener: one client (an IPv4 address, or an IPv6 /64,
+//! which one host may fill with addresses) holds at most [`PER_PEER`] of the listener's
+//! connections, so a single client holding idle connections cannot take every slot and leave
+//! `/readyz` unanswered for the load balancers and Prometheus that probe it from elsewhere.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+/// The most admin connections one client holds at once (of the listener's 64).
+pub(super) const PER_PEER: usize = 16;
+
+/// The open admin connections per client.
+#[derive(Debug, Default, Clone)]
+pub(super) struct Peers(Arc<Mutex<HashMap<IpAddr, usize>>>);
+
+/// One connection's share of its client's count, given back when dropped.
+#[derive(Debug)]
+pub(super) struct PeerSlot {
+    peers: Peers,
+    key: IpAddr,
+}
+
+impl Peers {
+    /// A slot for a new connection from `ip`, unless its client holds [`PER_PEER`] already.
+    pub(super) fn take(&self, ip: IpAddr) -> Option<PeerSlot> {
+        let key = client(ip);
+        let mut open = self.0.lock().ok()?;
+        let n = open.entry(key).or_insert(0);
+        if *n >= PER_PEER {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot {
+            peers: self.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let Ok(mut open) = self.peers.0.lock() else {
+            return;
+        };
+        if let Some(n) = open.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// The client an address belongs to: an IPv4 address (an IPv4-mapped IPv6 one too), or the
+/// /64 of an IPv6 address.
+fn client(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_client_holds_at_most_its_share_and_gets_it_back() {
+        let peers = Peers::default();
+        let a: IpAddr = "10.0.0.1".parse().expect("ip");
+        let held: Vec<PeerSlot> = (0..PER_PEER).filter_map(|_| peers.take(a)).collect();
+        assert_eq!(held.len(), PER_PEER);
+        assert!(peers.take(a).is_none(), "past its share");
+        // The same client through an IPv4-mapped address: the same share.
+        assert!(peers.take("::ffff:10.0.0.1".parse().expect("ip")).is_none());
+        // Another client is not held up.
+        assert!(peers.take("10.0.0.2".parse().expect("ip")).is_some());
+        drop(held);
+        assert!(peers.take(a).is_some(), "given back");
+        assert_eq!(
+            peers.0.lock().map(|m| m.len()).unwrap_or(9),
+            0,
+            "no entry left"
+        );
+    }
+
+    #[test]
+    fn an_ipv6_client_is_its_64() {
+        let peers = Peers::default();
+        let held: Vec<PeerSlot> = (0..PER_PEER)
+            .filter_map(|i| peers.take(format!("2001:db8:1:2::{i:x}").parse().expect("ip")))
+            .collect();
+        assert_eq!(held.len(), PER_PEER);
+        assert!(peers
+            .take("2001:db8:1:2:ffff::1".parse().expect("ip"))
+            .is_none());
+        assert!(peers.take("2001:db8:1:3::1".parse().expect("ip")).is_some());
+    }
+}
