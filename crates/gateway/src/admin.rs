@@ -11,7 +11,8 @@
 //! requests addressed to a loopback name ([`auth::loopback_host`]: a page whose own host name
 //! was rebound to 127.0.0.1 sends that name). The token follows reloads
 //! ([`Admin::reload_token`]). Request bodies are bounded ([`api::MAX_BODY`], [`BODY_TIMEOUT`]);
-//! connections, heads and their read time by the listener (`server.rs`). Never: serves a page or
+//! connections, heads and their read time by the listener (`server.rs`). A NUL byte in an id or
+//! name is refused before any store query (PostgreSQL could not run it). Never: serves a page or
 //! answer that holds a verification token or the admin token, lets a cross-site request change
 //! anything, or redirects to another site.
 

@@ -1,5 +1,6 @@
 //! The admin listener's answers and inputs, hardened: a basic-auth proxy's `Authorization` header
-//! is neither a login nor a failure, and the `Bearer` scheme is matched in any case. Part of
+//! is neither a login nor a failure, and the `Bearer` scheme is matched in any case; a NUL byte in
+//! an id or name is a 4xx, never a store error (the PostgreSQL side: `pg_admin.rs`). Part of
 //! `api.rs`.
 
 use gateway_e2e::harness::{metric, TestGateway};
@@ -50,4 +51,15 @@ fn a_basic_auth_proxy_header_is_ignored_and_the_bearer_scheme_matches_in_any_cas
         let series = format!("gateway_admin_auth_failures_total{{kind=\"{kind}\"}}");
         assert_eq!(metric(&m, &series), 0.0, "{series}");
     }
+}
+
+#[test]
+fn a_nul_in_an_id_or_name_is_a_client_error_before_the_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = TestGateway::spawn(dir.path(), &config(""));
+    send(&gw, "/hook", "ev-1", "test.ok");
+    assert_nul_refused(&gw, "hire", "kit");
+    // The same names without the NUL are served.
+    assert_eq!(get(&gw, "/api/v1/events?app=hire").status, 200);
+    assert_eq!(get(&gw, "/api/v1/events/ev-1").status, 200);
 }
