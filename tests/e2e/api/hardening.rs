@@ -1,9 +1,10 @@
 //! The admin listener's answers and inputs, hardened: a basic-auth proxy's `Authorization` header
-//! is neither a login nor a failure, and the `Bearer` scheme is matched in any case; a NUL byte in
-//! an id or name is a 4xx, never a store error (the PostgreSQL side: `pg_admin.rs`). Part of
-//! `api.rs`.
+//! is neither a login nor a failure, and the `Bearer` scheme is matched in any case; without a
+//! token, a request a browser makes for another site is refused, GETs included; a NUL byte in an id
+//! or name is a 4xx, never a store error (the PostgreSQL side: `pg_admin.rs`). Part of `api.rs`.
 
 use gateway_e2e::harness::{metric, TestGateway};
+use serde_json::json;
 
 use super::admin_client::*;
 
@@ -50,6 +51,74 @@ fn a_basic_auth_proxy_header_is_ignored_and_the_bearer_scheme_matches_in_any_cas
     for kind in ["bearer", "login", "throttled"] {
         let series = format!("gateway_admin_auth_failures_total{{kind=\"{kind}\"}}");
         assert_eq!(metric(&m, &series), 0.0, "{series}");
+    }
+}
+
+#[test]
+fn without_a_token_requests_a_browser_makes_for_another_site_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = TestGateway::spawn(dir.path(), &config(""));
+    // A page the operator visits must not make the browser run a costly scan, read an event,
+    // or load the console in a frame or a link: GETs too, from any other site (another port of
+    // localhost is the same site).
+    for site in ["cross-site", "same-site"] {
+        for path in [
+            "/api/v1/events?state=pending",
+            "/api/v1/events/ev-1",
+            "/status",
+            "/",
+            "/events",
+            "/assets/console.js",
+            "/login",
+        ] {
+            let r = call(
+                "GET",
+                &gw.admin_url(path),
+                &[("Sec-Fetch-Site", site)],
+                None,
+            );
+            assert_eq!(r.status, 403, "{site} {path}: {}", r.body);
+            assert!(
+                r.json()["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("from another site") && e.contains(site)),
+                "{}",
+                r.body
+            );
+        }
+        // The probes stay open (load balancers, Prometheus).
+        for path in ["/healthz", "/readyz", "/metrics"] {
+            let r = call(
+                "GET",
+                &gw.admin_url(path),
+                &[("Sec-Fetch-Site", site)],
+                None,
+            );
+            assert_eq!(r.status, 200, "{site} {path}: {}", r.body);
+        }
+        // POSTs as before: refused.
+        let r = call(
+            "POST",
+            &gw.admin_url("/api/v1/replay"),
+            &[
+                ("Content-Type", "application/json"),
+                ("Sec-Fetch-Site", site),
+            ],
+            Some(&json!({"dead_letters": true, "dry_run": true}).to_string()),
+        );
+        assert_eq!(r.status, 403, "{}", r.body);
+    }
+    // The console's own pages, an address typed in or bookmarked, and clients that send no
+    // Sec-Fetch-Site (curl, the CLI) are served.
+    for headers in [
+        &[("Sec-Fetch-Site", "same-origin")][..],
+        &[("Sec-Fetch-Site", "none")],
+        &[],
+    ] {
+        for path in ["/api/v1/events?state=pending", "/", "/assets/console.js"] {
+            let r = call("GET", &gw.admin_url(path), headers, None);
+            assert_eq!(r.status, 200, "{headers:?} {path}: {}", r.body);
+        }
     }
 }
 
