@@ -14,9 +14,9 @@
 //! follows reloads ([`Admin::reload_token`]). Request bodies are bounded ([`api::MAX_BODY`],
 //! [`BODY_TIMEOUT`]); connections, heads and their read time by the listener (`server.rs`). A
 //! NUL byte in an id or name is refused before any store query (PostgreSQL could not run it).
-//! Never: serves a page or answer that holds a verification token or the admin token, lets a
-//! cross-site request change anything (or, without a token, read anything), or redirects to
-//! another site.
+//! Every answer says `X-Content-Type-Options: nosniff` ([`Admin::serve`]). Never: serves a page
+//! or answer that holds a verification token or the admin token, lets a cross-site request
+//! change anything (or, without a token, read anything), or redirects to another site.
 
 mod api;
 mod auth;
@@ -155,11 +155,23 @@ impl Admin {
         None
     }
 
+    /// Answers one request to the admin listener. Every answer, whatever made it, says
+    /// `X-Content-Type-Options: nosniff`: a browser never reads a JSON error, an event's text
+    /// or a plain-text probe as HTML or script.
     pub async fn serve(
         self: Arc<Self>,
         req: Request<Incoming>,
         peer: SocketAddr,
     ) -> Result<Reply, Infallible> {
+        let mut res = self.answer(req, peer).await;
+        res.headers_mut().insert(
+            hyper::header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        Ok(res)
+    }
+
+    async fn answer(&self, req: Request<Incoming>, peer: SocketAddr) -> Reply {
         let plain = "text/plain; charset=utf-8";
         let path = req.uri().path().to_owned();
         let probe = matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics");
@@ -167,10 +179,10 @@ impl Admin {
             // No token: only this machine's own names, and no request a browser says another
             // site made ([`http::refused_without_token`]).
             if let Some(refused) = refused_without_token(&req, peer) {
-                return Ok(refused);
+                return refused;
             }
         }
-        Ok(match path.as_str() {
+        match path.as_str() {
             "/healthz" => text(StatusCode::OK, "ok\n".into(), plain),
             "/readyz" => {
                 let (ok, why) = self.ready().await;
@@ -196,7 +208,7 @@ impl Admin {
             "/assets/console.css" | "/assets/console.js" => console::asset(&path),
             "/login" => self.login(req, peer.ip()).await,
             _ => self.guarded(req, peer.ip()).await,
-        })
+        }
     }
 
     /// `GET /login` shows the form; `POST /login` checks the token and sets the session cookie.

@@ -1,12 +1,107 @@
-//! The admin listener's answers and inputs, hardened: a basic-auth proxy's `Authorization` header
-//! is neither a login nor a failure, and the `Bearer` scheme is matched in any case; without a
-//! token, a request a browser makes for another site is refused, GETs included; a NUL byte in an id
-//! or name is a 4xx, never a store error (the PostgreSQL side: `pg_admin.rs`). Part of `api.rs`.
+//! The admin listener's answers and inputs, hardened: every answer says `X-Content-Type-Options:
+//! nosniff`; a basic-auth proxy's `Authorization` header is neither a login nor a failure, and
+//! the `Bearer` scheme is matched in any case; without a token, a request a browser makes for
+//! another site is refused, GETs included; a NUL byte in an id or name is a 4xx, never a store
+//! error (the PostgreSQL side: `pg_admin.rs`). Part of `api.rs`.
 
 use gateway_e2e::harness::{metric, TestGateway};
 use serde_json::json;
 
 use super::admin_client::*;
+
+fn nosniff(r: &Reply) -> bool {
+    r.header("x-content-type-options") == Some("nosniff")
+}
+
+#[test]
+fn every_admin_answer_says_nosniff() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let open = TestGateway::spawn(dir.path(), &config(""));
+    let form = ("Content-Type", "application/x-www-form-urlencoded");
+    // (what, the status it must have, the answer); `/readyz` may still say "starting".
+    let answers = [
+        ("/healthz", Some(200), get(&open, "/healthz")),
+        ("/readyz", None, get(&open, "/readyz")),
+        ("/metrics", Some(200), get(&open, "/metrics")),
+        ("/status", Some(200), get(&open, "/status")),
+        ("/api/v1/events", Some(200), get(&open, "/api/v1/events")),
+        (
+            "/api/v1/events/nope",
+            Some(404),
+            get(&open, "/api/v1/events/nope"),
+        ),
+        ("/api/v1/nothing", Some(404), get(&open, "/api/v1/nothing")),
+        ("/", Some(200), get(&open, "/")),
+        ("/events/nope", Some(404), get(&open, "/events/nope")),
+        (
+            "/assets/console.css",
+            Some(200),
+            get(&open, "/assets/console.css"),
+        ),
+        (
+            "/assets/console.js",
+            Some(200),
+            get(&open, "/assets/console.js"),
+        ),
+        ("/login", Some(303), get(&open, "/login")),
+        (
+            "POST /api/v1/replay (a form)",
+            Some(415),
+            call(
+                "POST",
+                &open.admin_url("/api/v1/replay"),
+                &[form],
+                Some("x=1"),
+            ),
+        ),
+        (
+            "Host: evil.example",
+            Some(403),
+            call(
+                "GET",
+                &open.admin_url("/api/v1/events"),
+                &[("Host", "evil.example")],
+                None,
+            ),
+        ),
+    ];
+    for (what, status, r) in &answers {
+        if let Some(status) = status {
+            assert_eq!(r.status, *status, "{what}: {}", r.body);
+        }
+        assert!(nosniff(r), "{what}: {} {:?}", r.status, r.headers);
+    }
+
+    // With a token: the refusals, the login page, the redirect to it, a throttled address.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let guarded = TestGateway::spawn_with_env(
+        dir.path(),
+        &config("token = \"${ADMIN_TOKEN}\""),
+        &[("ADMIN_TOKEN", ADMIN_TOKEN)],
+    );
+    let wrong = [("Authorization", "Bearer wrong-token-wrong-token")];
+    let mut answers = vec![
+        get(&guarded, "/api/v1/events"),
+        get(&guarded, "/events"),
+        get(&guarded, "/login"),
+        get(&guarded, "/healthz"),
+        call(
+            "POST",
+            &guarded.admin_url("/login"),
+            &[form],
+            Some("token=nope"),
+        ),
+    ];
+    for _ in 0..10 {
+        answers.push(call("GET", &guarded.admin_url("/status"), &wrong, None));
+    }
+    let statuses: Vec<u16> = answers.iter().map(|r| r.status).collect();
+    assert_eq!(&statuses[..5], [401, 303, 200, 200, 401]);
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    for r in &answers {
+        assert!(nosniff(r), "{} {:?}", r.status, r.headers);
+    }
+}
 
 #[test]
 fn a_basic_auth_proxy_header_is_ignored_and_the_bearer_scheme_matches_in_any_case() {

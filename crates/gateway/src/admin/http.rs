@@ -1,7 +1,8 @@
 //! The admin listener's HTTP pieces: replies (text, JSON, errors, redirects), bounded body
 //! reads, and the request checks made before any handler runs (where a login may send the
 //! browser back to; without a token, whether a request is addressed to a loopback name and
-//! whether a browser made it for another site).
+//! whether a browser made it for another site). `admin.rs` adds `X-Content-Type-Options:
+//! nosniff` to every reply.
 
 use std::time::Duration;
 
