@@ -1,6 +1,7 @@
 //! The admin listener's limits against the real binary: open connections, request heads and
 //! slow clients bounded; without a token, only requests addressed to a loopback name (DNS
-//! rebinding) and `next` kept on this site; the token replaced by a reload.
+//! rebinding) and `next` kept on this site; the token replaced by a reload (and a token no
+//! header can carry refused by it).
 
 use std::time::Duration;
 
@@ -239,6 +240,8 @@ fn without_a_token_only_requests_addressed_to_a_loopback_name_are_served() {
 
 const TOKEN_A: &str = "rotated-admin-token-aaaaaaaaaaaa";
 const TOKEN_B: &str = "rotated-admin-token-bbbbbbbbbbbb";
+/// Long enough, but with a letter no `Authorization` header carries as text (at byte 9).
+const TOKEN_NON_ASCII: &str = "rotated-ädmin-token-0123456789";
 
 #[test]
 fn a_reload_changes_the_admin_token_and_ends_the_sessions() {
@@ -297,6 +300,28 @@ fn a_reload_changes_the_admin_token_and_ends_the_sessions() {
     // With a token, the Host is not checked.
     assert_eq!(events(&bearer(TOKEN_B), Some("gateway.internal")), 200);
 
+    // A token no `Authorization` header can carry is refused by a reload as by `check`, and
+    // never shown: the one in use stays.
+    std::fs::write(&path, with_token(TOKEN_NON_ASCII)).expect("write");
+    let r = call(
+        "POST",
+        &gw.admin_url("/api/v1/reload"),
+        &[
+            ("Authorization", &bearer(TOKEN_B)),
+            ("Content-Type", "application/json"),
+        ],
+        Some("{}"),
+    );
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(
+        r.body
+            .contains("admin.token: holds a character that is not printable ASCII (byte 9 "),
+        "{}",
+        r.body
+    );
+    assert!(!r.body.contains("0123456789"), "{}", r.body);
+    assert_eq!(events(&bearer(TOKEN_B), None), 200);
+
     // Removed (a loopback listener): open again, to loopback names only.
     std::fs::write(&path, config("")).expect("write");
     gw.signal("HUP");
@@ -315,7 +340,7 @@ fn a_reload_changes_the_admin_token_and_ends_the_sessions() {
     assert_eq!(get(&gw, "/api/v1/events").status, 401);
     assert_eq!(events(&bearer(TOKEN_A), None), 200);
     let log = gw.log();
-    for t in [TOKEN_A, TOKEN_B] {
+    for t in [TOKEN_A, TOKEN_B, TOKEN_NON_ASCII] {
         assert!(!log.contains(t), "a token in the log");
     }
 }

@@ -9,11 +9,14 @@
 //! `/healthz`, `/readyz` and `/metrics` are always open (load balancers and Prometheus); with an
 //! `[admin] token` everything else needs it ([`auth`]); without one, everything else answers only
 //! requests addressed to a loopback name ([`auth::loopback_host`]: a page whose own host name
-//! was rebound to 127.0.0.1 sends that name). The token follows reloads
-//! ([`Admin::reload_token`]). Request bodies are bounded ([`api::MAX_BODY`], [`BODY_TIMEOUT`]);
-//! connections, heads and their read time by the listener (`server.rs`). Never: serves a page or
-//! answer that holds a verification token or the admin token, lets a cross-site request change
-//! anything, or redirects to another site.
+//! was rebound to 127.0.0.1 sends that name) and that no browser says another site made
+//! (`Sec-Fetch-Site`: a page the operator visits cannot make it run the API's queries). The token
+//! follows reloads ([`Admin::reload_token`]). Request bodies are bounded ([`api::MAX_BODY`],
+//! [`BODY_TIMEOUT`]); connections, heads and their read time by the listener (`server.rs`). A
+//! NUL byte in an id or name is refused before any store query (PostgreSQL could not run it).
+//! Every answer says `X-Content-Type-Options: nosniff` ([`Admin::serve`]). Never: serves a page
+//! or answer that holds a verification token or the admin token, lets a cross-site request
+//! change anything (or, without a token, read anything), or redirects to another site.
 
 mod api;
 mod auth;
@@ -42,7 +45,7 @@ use crate::reload::Live;
 use crate::store::{sqlite::now_ms, Store};
 use api::ApiError;
 use auth::{Denied, Principal};
-use http::{api_error, foreign_host, json_reply, local_path, read_body, redirect, text};
+use http::{api_error, json_reply, local_path, read_body, redirect, refused_without_token, text};
 pub use http::{Reply, BODY_TIMEOUT};
 
 /// How often the console's per-minute history samples the counters.
@@ -152,30 +155,34 @@ impl Admin {
         None
     }
 
+    /// Answers one request to the admin listener. Every answer, whatever made it, says
+    /// `X-Content-Type-Options: nosniff`: a browser never reads a JSON error, an event's text
+    /// or a plain-text probe as HTML or script.
     pub async fn serve(
         self: Arc<Self>,
         req: Request<Incoming>,
         peer: SocketAddr,
     ) -> Result<Reply, Infallible> {
+        let mut res = self.answer(req, peer).await;
+        res.headers_mut().insert(
+            hyper::header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        Ok(res)
+    }
+
+    async fn answer(&self, req: Request<Incoming>, peer: SocketAddr) -> Reply {
         let plain = "text/plain; charset=utf-8";
         let path = req.uri().path().to_owned();
         let probe = matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics");
         if !probe && !self.auth.required() {
-            // No token: only this machine's own names. A web page whose host name an attacker
-            // rebinds to 127.0.0.1 is same-origin with itself, but sends its own name as Host.
-            if let Some(what) = foreign_host(&req) {
-                tracing::debug!(client = %peer, path, "admin: refused a request not addressed to a loopback name");
-                return Ok(json_reply(
-                    StatusCode::FORBIDDEN,
-                    &serde_json::json!({"error": format!(
-                        "refused: {what} is not a loopback name; without [admin] token the \
-                         admin listener answers only requests addressed to localhost, \
-                         127.0.0.1 or [::1] (set a token to reach it by another name)"
-                    )}),
-                ));
+            // No token: only this machine's own names, and no request a browser says another
+            // site made ([`http::refused_without_token`]).
+            if let Some(refused) = refused_without_token(&req, peer) {
+                return refused;
             }
         }
-        Ok(match path.as_str() {
+        match path.as_str() {
             "/healthz" => text(StatusCode::OK, "ok\n".into(), plain),
             "/readyz" => {
                 let (ok, why) = self.ready().await;
@@ -201,7 +208,7 @@ impl Admin {
             "/assets/console.css" | "/assets/console.js" => console::asset(&path),
             "/login" => self.login(req, peer.ip()).await,
             _ => self.guarded(req, peer.ip()).await,
-        })
+        }
     }
 
     /// `GET /login` shows the form; `POST /login` checks the token and sets the session cookie.

@@ -254,6 +254,18 @@ fn check_requires_a_strong_token_when_the_admin_listener_is_not_loopback() {
     assert_eq!(code, 2);
     assert!(err.contains("admin.token: must be at least 16"), "{err}");
     assert!(!err.contains("short\""), "the token is not echoed: {err}");
+    // Printable ASCII only: no header could carry the rest (the byte named, not the token).
+    let naive = "admin-token-0123456789-naïve";
+    let (code, _, err) = run_cli_with_env(&path, &["check"], &[("ADMIN_TOKEN", naive)]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("admin.token: holds a character that is not printable ASCII (byte 26 "),
+        "{err}"
+    );
+    assert!(
+        !err.contains("0123456789"),
+        "the token is not echoed: {err}"
+    );
     let (code, _, err) = run_cli_with_env(&path, &["check"], &[]);
     assert_eq!(code, 2);
     assert!(err.contains("ADMIN_TOKEN"), "{err}");

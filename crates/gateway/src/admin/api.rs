@@ -5,7 +5,9 @@
 //!
 //! Never: answers with a verification token (event bodies go through
 //! `lark_core::redact::redact_token`, plugin configs through [`super::redact::redact_config`]), or changes
-//! anything on a GET. Authentication and CSRF are checked before a handler runs (`admin.rs`).
+//! anything on a GET. Authentication and CSRF are checked before a handler runs (`admin.rs`). A
+//! NUL byte in a query parameter or a replay's names is a 400, in an event's path a 404, before
+//! any store query: no id or name holds one, and PostgreSQL would fail the query (a 503).
 
 use hyper::Method;
 use serde_json::{json, Value};
@@ -27,6 +29,33 @@ const MAX_LIMIT: u32 = 500;
 const DEFAULT_LIMIT: u32 = 50;
 
 pub use error::ApiError;
+
+/// What a NUL byte in a request's name or id is refused with: no event id or type holds one
+/// (the envelope parser refuses them), nor any name the store keeps, and PostgreSQL's text
+/// cannot even be compared with one (the query would fail: a 503). So it is refused before any
+/// store query, and both stores answer alike.
+fn nul_refused(what: &str) -> ApiError {
+    ApiError::BadRequest(format!(
+        "{what} holds a NUL byte (%00, \\u0000), which no event id or name can hold"
+    ))
+}
+
+/// Refuses a query string with a NUL byte in any parameter (`app`, `type`, `plugin`, `cursor`,
+/// the console's `id` search...): 400, before any store query ([`nul_refused`]).
+pub fn no_nul_in_query(q: &[(String, String)]) -> Result<(), ApiError> {
+    match q.iter().find(|(k, v)| k.contains('\0') || v.contains('\0')) {
+        Some((k, _)) => Err(nul_refused(&format!("query parameter {k:?}"))),
+        None => Ok(()),
+    }
+}
+
+/// Refuses a NUL byte in one of a request body's names or ids, `what` saying which.
+pub fn no_nul(what: &str, value: &str) -> Result<(), ApiError> {
+    if value.contains('\0') {
+        return Err(nul_refused(what));
+    }
+    Ok(())
+}
 
 fn limit(q: &[(String, String)]) -> Result<u32, ApiError> {
     match super::form::get(q, "limit") {
@@ -108,6 +137,13 @@ pub async fn events(admin: &Admin, q: &[(String, String)]) -> Result<Value, ApiE
 /// One event: its record, the envelope (token redacted) as text and parsed, its deliveries with
 /// every recorded attempt (`history`, oldest first, across replays).
 pub async fn event(admin: &Admin, id: &str) -> Result<Value, ApiError> {
+    // No event id holds a NUL (the envelope parser refuses it): not in the store, said without
+    // asking it (PostgreSQL would fail the query: a 503, where SQLite finds nothing).
+    if id.contains('\0') {
+        return Err(ApiError::NotFound(format!(
+            "no event {id:?} in the store (an event id never holds a NUL byte)"
+        )));
+    }
     let Some(e) = admin.store.event(id.to_owned()).await? else {
         return Err(ApiError::NotFound(format!("no event {id:?} in the store")));
     };
@@ -344,6 +380,7 @@ pub async fn route(
         }
     };
     let is_get = method == Method::GET || method == Method::HEAD;
+    no_nul_in_query(q)?;
     match rest {
         "events" => {
             get(is_get)?;
@@ -396,5 +433,33 @@ mod tests {
         let q = |c: &str| vec![("cursor".to_owned(), c.to_owned())];
         assert_eq!(cursor(&q("12.ev.1")), Ok(Some((12, "ev.1".to_owned()))));
         assert!(cursor(&q("x")).is_err());
+    }
+
+    #[test]
+    fn a_nul_in_any_query_parameter_is_a_bad_request() {
+        let q = |k: &str, v: &str| {
+            vec![
+                ("limit".to_owned(), "5".to_owned()),
+                (k.to_owned(), v.to_owned()),
+            ]
+        };
+        for (k, v) in [
+            ("app", "hi\0re"),
+            ("type", "\0"),
+            ("cursor", "12.ev\0"),
+            ("x\0", "1"),
+        ] {
+            let e = no_nul_in_query(&q(k, v)).expect_err(k);
+            assert_eq!(e.status(), hyper::StatusCode::BAD_REQUEST);
+            assert!(
+                e.body()["error"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("NUL byte")),
+                "{e:?}"
+            );
+        }
+        assert_eq!(no_nul_in_query(&q("app", "hire")), Ok(()));
+        assert!(no_nul("event_ids[0]", "ev\0").is_err());
+        assert_eq!(no_nul("event_ids[0]", "ev-1"), Ok(()));
     }
 }

@@ -1,7 +1,8 @@
 //! Who may use the admin API and console. With no `[admin] token` (only allowed on a loopback
 //! listener) everyone who can connect may; with one, every `/api` call and console page needs it:
-//! `Authorization: Bearer <token>` (scripts), or a session cookie from the login form (browsers:
-//! HttpOnly, SameSite=Strict). A cookie-authenticated POST also needs the session's CSRF token in
+//! `Authorization: Bearer <token>` (scripts; the scheme in any case; an `Authorization` header of
+//! another scheme, such as a basic-auth proxy's, is ignored: neither a try nor a failure), or a
+//! session cookie from the login form (browsers: HttpOnly, SameSite=Strict). A cookie-authenticated POST also needs the session's CSRF token in
 //! `X-CSRF-Token` (or a `csrf` form field); a POST with no token configured must come from the
 //! console's own origin. Failed token checks are counted and, per client address, rate limited.
 //!
@@ -112,6 +113,26 @@ impl std::fmt::Debug for Auth {
     }
 }
 
+/// The credential of the first `Authorization` header of the `Bearer` scheme (matched in any
+/// case, as RFC 9110 says of schemes), trimmed: `None` when no header names that scheme;
+/// `Some(None)` when its credential is not text a header can carry as such (not ASCII).
+fn bearer(headers: &HeaderMap) -> Option<Option<&str>> {
+    headers
+        .get_all(hyper::header::AUTHORIZATION)
+        .iter()
+        .find_map(|v| {
+            let bytes = v.as_bytes();
+            let scheme_end = bytes.iter().position(|b| *b == b' ').unwrap_or(bytes.len());
+            let (scheme, rest) = bytes.split_at(scheme_end);
+            scheme.eq_ignore_ascii_case(b"bearer").then(|| {
+                std::str::from_utf8(rest)
+                    .ok()
+                    .filter(|r| r.is_ascii())
+                    .map(str::trim)
+            })
+        })
+}
+
 /// One cookie's value from a `Cookie` header.
 fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers
@@ -162,19 +183,19 @@ impl Auth {
         true
     }
 
-    /// Checks a request's credentials. A wrong bearer token counts as a failure of `peer`.
+    /// Checks a request's credentials. A wrong bearer token counts as a failure of `peer`; an
+    /// `Authorization` header of another scheme is ignored (the session cookie, if any, decides).
     pub fn check(&self, headers: &HeaderMap, peer: IpAddr) -> Result<Principal, Denied> {
         let Some(token) = self.token() else {
             return Ok(Principal::Open);
         };
-        if let Some(auth) = headers.get(hyper::header::AUTHORIZATION) {
-            let given = auth
-                .to_str()
-                .ok()
-                .and_then(|a| a.strip_prefix("Bearer "))
-                .unwrap_or("");
+        // Only the `Bearer` scheme is ours: another one (a basic-auth proxy's `Basic ...`
+        // passed on) is not a try at the token, and the request goes on as if it had none.
+        if let Some(given) = bearer(headers) {
             self.throttled(peer)?;
-            if secret_eq(given.trim(), &token.0) {
+            // A value that is not visible ASCII can never be the token (`check` refuses such a
+            // token): a wrong token like any other.
+            if given.is_some_and(|g| secret_eq(g, &token.0)) {
                 return Ok(Principal::Bearer);
             }
             self.failed(peer, "bearer");

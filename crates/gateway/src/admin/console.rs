@@ -158,6 +158,9 @@ pub async fn route(
     if method != Method::GET && method != Method::HEAD {
         return error_page(page, &ApiError::MethodNotAllowed("GET"));
     }
+    if let Err(e) = super::api::no_nul_in_query(q) {
+        return error_page(page, &e);
+    }
     let rendered = match path {
         "/" => overview(admin, page).await,
         "/events" => match events(admin, page, q).await {

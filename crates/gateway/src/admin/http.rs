@@ -1,12 +1,14 @@
 //! The admin listener's HTTP pieces: replies (text, JSON, errors, redirects), bounded body
-//! reads, and the two request checks made before any handler runs (where a login may send the
-//! browser back to; whether a request without a token is addressed to a loopback name).
+//! reads, and the request checks made before any handler runs (where a login may send the
+//! browser back to; without a token, whether a request is addressed to a loopback name and
+//! whether a browser made it for another site). `admin.rs` adds `X-Content-Type-Options:
+//! nosniff` to every reply.
 
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, LOCATION};
+use hyper::header::{HeaderMap, HeaderValue, CACHE_CONTROL, CONTENT_TYPE, LOCATION};
 use hyper::{Request, Response, StatusCode};
 
 use super::api::{self, ApiError};
@@ -93,9 +95,54 @@ pub(super) fn local_path(next: &str) -> bool {
         && !next.chars().any(|c| c == '\\' || c.is_control())
 }
 
+/// Without `[admin] token`, a request to anything but a probe is refused (403, and why) when it
+/// is not addressed to a loopback name ([`foreign_host`]: DNS rebinding) or a browser says
+/// another site made it ([`from_another_site`]: a page the operator visits must not make the
+/// browser run the API's queries, GETs included). `None`: it may proceed.
+pub(super) fn refused_without_token(
+    req: &Request<Incoming>,
+    peer: std::net::SocketAddr,
+) -> Option<Reply> {
+    let path = req.uri().path();
+    let error = if let Some(what) = foreign_host(req) {
+        tracing::debug!(client = %peer, path, "admin: refused a request not addressed to a loopback name");
+        format!(
+            "refused: {what} is not a loopback name; without [admin] token the admin listener \
+             answers only requests addressed to localhost, 127.0.0.1 or [::1] (set a token to \
+             reach it by another name)"
+        )
+    } else if let Some(site) = from_another_site(req.headers()) {
+        tracing::debug!(client = %peer, path, site, "admin: refused a request from another site");
+        format!(
+            "refused: a request from another site (Sec-Fetch-Site: {site}); without [admin] \
+             token the admin listener answers a browser only for the console's own pages and \
+             an address typed in or bookmarked, never for another site's page or link (open \
+             the console by its address; scripts and curl send no Sec-Fetch-Site)"
+        )
+    } else {
+        return None;
+    };
+    Some(json_reply(
+        StatusCode::FORBIDDEN,
+        &serde_json::json!({ "error": error }),
+    ))
+}
+
+/// The `Sec-Fetch-Site` of a request a browser made for another site: `cross-site`, or
+/// `same-site` (a page on another port of `localhost` is the same site). `None` for
+/// `same-origin`, `none` (typed, bookmarked) and requests without the header (curl, the CLI,
+/// older browsers).
+pub(super) fn from_another_site(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all("sec-fetch-site")
+        .iter()
+        .map(|v| v.to_str().unwrap_or("?"))
+        .find(|s| s.eq_ignore_ascii_case("cross-site") || s.eq_ignore_ascii_case("same-site"))
+}
+
 /// Why a request without `[admin] token` is refused: its `Host` (or its absolute URI's host) is
 /// not a loopback name or address. `None`: it may proceed.
-pub(super) fn foreign_host(req: &Request<Incoming>) -> Option<String> {
+fn foreign_host(req: &Request<Incoming>) -> Option<String> {
     let host = req.headers().get(hyper::header::HOST);
     let name = host.map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned());
     let host_ok = host
@@ -156,6 +203,28 @@ mod tests {
             " /x",
         ] {
             assert!(!local_path(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn another_site_is_cross_site_or_same_site() {
+        let with = |values: &[&'static str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append("sec-fetch-site", HeaderValue::from_static(v));
+            }
+            h
+        };
+        for other in [
+            &["cross-site"][..],
+            &["same-site"],
+            &["Cross-Site"],
+            &["none", "same-site"],
+        ] {
+            assert!(from_another_site(&with(other)).is_some(), "{other:?}");
+        }
+        for ours in [&[][..], &["same-origin"], &["none"]] {
+            assert_eq!(from_another_site(&with(ours)), None, "{ours:?}");
         }
     }
 

@@ -37,9 +37,11 @@ impl HandshakeFailure {
     }
 }
 
-/// The answer to plain HTTP on the TLS port.
+/// The answer to plain HTTP on the TLS port (the admin one too: `nosniff`, as every admin
+/// answer says).
 const PLAINTEXT_ANSWER: &[u8] = b"HTTP/1.1 400 Bad Request\r\n\
 Content-Type: text/plain; charset=utf-8\r\n\
+X-Content-Type-Options: nosniff\r\n\
 Content-Length: 46\r\n\
 Connection: close\r\n\r\n\
 this port speaks HTTPS: use https:// instead\r\n";
@@ -106,4 +108,24 @@ async fn answer_plaintext(mut stream: TcpStream) {
         stream.shutdown().await
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PLAINTEXT_ANSWER;
+
+    #[test]
+    fn the_plaintext_answer_says_nosniff_and_its_length() {
+        let text = std::str::from_utf8(PLAINTEXT_ANSWER).expect("ASCII");
+        let (head, body) = text.split_once("\r\n\r\n").expect("a head and a body");
+        assert!(
+            head.lines().any(|l| l == "X-Content-Type-Options: nosniff"),
+            "{head}"
+        );
+        assert!(
+            head.lines()
+                .any(|l| l == format!("Content-Length: {}", body.len())),
+            "{head}"
+        );
+    }
 }

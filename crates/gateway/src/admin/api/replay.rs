@@ -4,7 +4,7 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{not_found_or_bad, Admin, ApiError};
+use super::{no_nul, not_found_or_bad, Admin, ApiError};
 use crate::ops::ReplayArgs;
 use crate::store::{DeliveryRecord, ReplaySelector};
 
@@ -49,6 +49,17 @@ fn refs(ds: &[DeliveryRecord]) -> Vec<Value> {
 pub async fn replay(admin: &Admin, body: &[u8]) -> Result<Value, ApiError> {
     let mut req: ReplayRequest =
         serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("body: {e}")))?;
+    // Before any store query: PostgreSQL would fail one with a NUL in it (a 503).
+    for (i, id) in req.event_ids.iter().enumerate() {
+        no_nul(&format!("event_ids[{i}]"), id)?;
+    }
+    for (i, d) in req.deliveries.iter().enumerate() {
+        no_nul(&format!("deliveries[{i}].event_id"), &d.event_id)?;
+        no_nul(&format!("deliveries[{i}].plugin"), &d.plugin)?;
+    }
+    if let Some(plugin) = &req.plugin {
+        no_nul("plugin", plugin)?;
+    }
     // A delivery named twice is looked up and replayed once.
     req.event_ids = crate::ops::replay::unique(&req.event_ids);
     let mut seen = std::collections::HashSet::new();

@@ -203,3 +203,75 @@ fn open_posts_must_be_same_origin() {
         None
     ));
 }
+
+#[test]
+fn the_bearer_scheme_is_matched_in_any_case() {
+    let auth = Auth::new(Some(AdminToken("0123456789abcdef".into())), false);
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let h = headers(&[("authorization", &format!("{scheme} 0123456789abcdef"))]);
+        assert_eq!(auth.check(&h, PEER), Ok(Principal::Bearer), "{scheme}");
+    }
+}
+
+#[test]
+fn another_authorization_scheme_is_ignored_never_counted_or_throttled() {
+    let auth = Auth::new(Some(AdminToken("0123456789abcdef".into())), false);
+    // A basic-auth reverse proxy passes its own `Authorization` on: not a try at the token.
+    // Never counted or throttled, and the session cookie still works beside it.
+    let id = auth.login("0123456789abcdef", PEER).expect("login");
+    let basic = "Basic b3BlcmF0b3I6aHVudGVyMg==";
+    for _ in 0..3 * MAX_FAILURES {
+        assert_eq!(
+            auth.check(&headers(&[("authorization", basic)]), PEER),
+            Err(Denied::Missing)
+        );
+        let both = headers(&[
+            ("authorization", basic),
+            ("cookie", &format!("{COOKIE}={id}")),
+        ]);
+        assert!(matches!(
+            auth.check(&both, PEER),
+            Ok(Principal::Session { .. })
+        ));
+    }
+    for other in [
+        "Digest username=\"x\"",
+        "Bearerx 0123456789abcdef",
+        "Token 0123456789abcdef",
+    ] {
+        assert_eq!(
+            auth.check(&headers(&[("authorization", other)]), PEER),
+            Err(Denied::Missing),
+            "{other}"
+        );
+    }
+    assert!(lock(&auth.failures).is_empty(), "nothing counted");
+    let ok = headers(&[("authorization", "Bearer 0123456789abcdef")]);
+    assert_eq!(auth.check(&ok, PEER), Ok(Principal::Bearer));
+    // A bearer header beside a basic one is the one checked.
+    let mut two = headers(&[("authorization", basic)]);
+    two.append(
+        hyper::header::AUTHORIZATION,
+        HeaderValue::from_static("Bearer 0123456789abcdef"),
+    );
+    assert_eq!(auth.check(&two, PEER), Ok(Principal::Bearer));
+}
+
+#[test]
+fn a_bearer_value_that_is_not_ascii_is_a_wrong_token_and_counted() {
+    let auth = Auth::new(Some(AdminToken("0123456789abcdef".into())), false);
+    for value in [
+        &b"Bearer 0123456789abcde\xc3\xa9"[..],
+        &b"Bearer \xff\xfe"[..],
+        &b"bearer 0123456789abcdef\xe2\x80\x8b"[..],
+        &b"Bearer"[..],
+    ] {
+        let mut h = HeaderMap::new();
+        h.insert(
+            hyper::header::AUTHORIZATION,
+            HeaderValue::from_bytes(value).expect("header value"),
+        );
+        assert_eq!(auth.check(&h, PEER), Err(Denied::Wrong), "{value:?}");
+    }
+    assert_eq!(lock(&auth.failures).get(&PEER).map(|(n, _)| *n), Some(4));
+}

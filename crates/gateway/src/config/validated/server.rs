@@ -27,6 +27,10 @@ pub fn default_workers() -> usize {
 /// The shortest `[admin] token` accepted: it guards replays and reloads.
 pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
 
+/// The bytes an `[admin] token` may hold: printable ASCII without the space (0x21-0x7E), what an
+/// `Authorization: Bearer` header carries as text.
+const TOKEN_BYTES: std::ops::RangeInclusive<u8> = 0x21..=0x7E;
+
 /// `[admin] token`, expanded. Never printed: `Debug` shows `<redacted>`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct AdminToken(pub String);
@@ -104,7 +108,20 @@ impl Validator<'_> {
                 );
                 return None;
             }
-            if t.chars().count() < MIN_ADMIN_TOKEN_LEN {
+            if let Some(at) = t.bytes().position(|b| !TOKEN_BYTES.contains(&b)) {
+                // An `Authorization` header's value is read as ASCII text (a token outside it
+                // could never be sent), and a space or control character would be cut or
+                // mangled by shells and copy-paste. Which character: by position, never shown.
+                self.problem(
+                    "admin.token",
+                    format!(
+                        "holds a character that is not printable ASCII (byte {} of the value; a                          space, a control character or a non-ASCII letter, say): an                          `Authorization: Bearer` header cannot carry it, so the token could                          never be given; use only the characters ! to ~ (0x21-0x7E), e.g.                          `openssl rand -hex 32`",
+                        at + 1
+                    ),
+                );
+                return None;
+            }
+            if t.len() < MIN_ADMIN_TOKEN_LEN {
                 self.problem(
                     "admin.token",
                     format!("must be at least {MIN_ADMIN_TOKEN_LEN} characters (use a random one: `openssl rand -hex 32`)"),

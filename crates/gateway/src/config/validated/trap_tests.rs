@@ -221,6 +221,45 @@ fn an_admin_token_with_surrounding_whitespace_is_refused() {
 }
 
 #[test]
+fn an_admin_token_outside_printable_ascii_is_refused() {
+    // Non-ASCII from the environment or written in the file, a space or control character
+    // inside: an `Authorization: Bearer` header could never carry it.
+    for (token, at) in [
+        ("0123456789abcdéf0123", 15),
+        ("0123456789abcdef0123\u{200b}x", 21),
+        ("пароль-пароль-пароль", 1),
+        ("0123456789 abcdef0123", 11),
+        ("0123456789\tabcdef0123", 11),
+        ("0123456789abcdef\u{7f}0123", 17),
+    ] {
+        let from_env = problems_with("[admin]\ntoken = \"${T}\"\n", &[("T", token)]);
+        let quoted = toml::Value::String(token.into()).to_string();
+        let in_file = problems_with(&format!("[admin]\ntoken = {quoted}\n"), &[]);
+        for p in [from_env, in_file] {
+            assert_eq!(p.len(), 1, "{token:?}: {p:#?}");
+            assert!(
+                p[0].starts_with("admin.token: ")
+                    && p[0].contains("not printable ASCII")
+                    && p[0].contains(&format!("byte {at} ")),
+                "{token:?}: {p:#?}"
+            );
+            assert!(
+                !p[0].contains("0123456789") && !p[0].contains("пароль"),
+                "{p:#?}"
+            );
+        }
+    }
+    // Every printable ASCII character is fine.
+    let all: String = (0x21u8..=0x7e).map(char::from).collect();
+    let c = load(
+        &format!("{APP}[admin]\ntoken = \"${{T}}\"\n"),
+        &[("T", &all)],
+    )
+    .expect("printable ASCII");
+    assert_eq!(c.admin_token.map(|t| t.0), Some(all));
+}
+
+#[test]
 fn admin_listen_is_compared_with_off_after_expansion() {
     let c = load(
         &format!("{APP}[admin]\nlisten = \"${{X}}\"\n"),
