@@ -119,12 +119,7 @@ fn an_incomplete_message_dropped_is_counted_and_logged() {
 fn a_reload_that_raises_max_body_bytes_reaches_the_long_connection() {
     let lark = LarkWs::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let with_limit = |limit: usize| {
-        config(&lark, "", "").replace(
-            "shutdown_grace = \"5s\"",
-            &format!("shutdown_grace = \"5s\"\nmax_body_bytes = {limit}"),
-        )
-    };
+    let with_limit = |limit: usize| with_max_body(&lark, limit);
     let gw = spawn(dir.path(), &with_limit(4096));
     connected(&lark, 1);
     assert!(lark.push_event("m-5k", &sized("ev-5k", 5_000)));
@@ -159,12 +154,7 @@ fn a_failed_redial_for_a_new_max_body_bytes_keeps_the_running_connection() {
         "ReconnectCount": 0, "ReconnectInterval": 1, "ReconnectNonce": 0, "PingInterval": 30
     }));
     let dir = tempfile::tempdir().expect("tempdir");
-    let with_limit = |limit: usize| {
-        config(&lark, "", "").replace(
-            "shutdown_grace = \"5s\"",
-            &format!("shutdown_grace = \"5s\"\nmax_body_bytes = {limit}"),
-        )
-    };
+    let with_limit = |limit: usize| with_max_body(&lark, limit);
     let gw = spawn(dir.path(), &with_limit(4096));
     connected(&lark, 1);
     lark.refuse_handshakes(1, "500", None);
@@ -251,4 +241,12 @@ fn a_burst_past_the_in_flight_limit_while_the_store_stalls_is_acked_and_delivere
     assert_eq!(ids.len(), total, "one ack per message");
     assert!(wait_until(WAIT, || lines(&gw, "audit.jsonl").len() == total));
     assert_eq!(lark.open_connections(), 1, "the same connection throughout");
+}
+
+/// The test config with `[server] max_body_bytes = limit`.
+fn with_max_body(lark: &LarkWs, limit: usize) -> String {
+    config(lark, "", "").replace(
+        "shutdown_grace = \"5s\"",
+        &format!("shutdown_grace = \"5s\"\nmax_body_bytes = {limit}"),
+    )
 }
