@@ -293,7 +293,7 @@ impl Auth {
     fn throttled(&self, peer: IpAddr) -> Result<(), Denied> {
         // One reading of the clock: the window may end between two.
         let left = lock(&self.failures)
-            .get(&peer)
+            .get(&throttle_key(peer))
             .and_then(|(n, since)| throttle_left(*n, since.elapsed()));
         match left {
             Some(left) => {
@@ -314,11 +314,25 @@ impl Auth {
                 failures.clear();
             }
         }
-        let entry = failures.entry(peer).or_insert((0, Instant::now()));
+        let entry = failures
+            .entry(throttle_key(peer))
+            .or_insert((0, Instant::now()));
         if entry.1.elapsed() >= FAILURE_WINDOW {
             *entry = (0, Instant::now());
         }
         entry.0 += 1;
+    }
+}
+
+/// Whose failures a failure from `peer` counts with: one client is an IPv4 address, an IPv6 /64
+/// (one host may hold a whole /64), or the machine itself (every loopback address: 127.0.0.0/8
+/// is one host, whose users could otherwise try 10 tokens a minute from each of its addresses).
+fn throttle_key(peer: IpAddr) -> IpAddr {
+    let client = crate::server::peers::client(peer);
+    if client.is_loopback() {
+        IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+    } else {
+        client
     }
 }
 

@@ -54,7 +54,7 @@ impl Drop for PeerSlot {
 
 /// The client an address belongs to: an IPv4 address (an IPv4-mapped IPv6 one too), or the
 /// /64 of an IPv6 address.
-fn client(ip: IpAddr) -> IpAddr {
+pub(crate) fn client(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

@@ -53,8 +53,31 @@ fn failures_are_throttled_per_address() {
         auth.login("0123456789abcdef", PEER),
         Err(Denied::Throttled(_))
     ));
-    let other: IpAddr = "127.0.0.2".parse().expect("ip");
+    // The machine's other loopback addresses are the same client; another host is not.
+    let same_host: IpAddr = "127.0.0.2".parse().expect("ip");
+    assert!(matches!(
+        auth.login("0123456789abcdef", same_host),
+        Err(Denied::Throttled(_))
+    ));
+    let other: IpAddr = "10.0.0.2".parse().expect("ip");
     assert!(auth.login("0123456789abcdef", other).is_ok());
+}
+
+/// An IPv6 client is its /64: ten failures from ten of its addresses throttle all of them.
+#[test]
+fn an_ipv6_client_is_throttled_as_its_64() {
+    let auth = Auth::new(Some(AdminToken("0123456789abcdef".into())), false);
+    for i in 0..MAX_FAILURES {
+        let addr: IpAddr = format!("2001:db8:5:6::{i:x}").parse().expect("ip");
+        assert_eq!(auth.login("wrong", addr), Err(Denied::Wrong));
+    }
+    let next: IpAddr = "2001:db8:5:6:ffff::1".parse().expect("ip");
+    assert!(matches!(
+        auth.login("0123456789abcdef", next),
+        Err(Denied::Throttled(_))
+    ));
+    let elsewhere: IpAddr = "2001:db8:5:7::1".parse().expect("ip");
+    assert!(auth.login("0123456789abcdef", elsewhere).is_ok());
 }
 
 #[test]
