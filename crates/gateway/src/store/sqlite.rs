@@ -60,7 +60,8 @@ enum Write {
     PurgeDeadLetters(Option<String>, i64, (i64, i64), Reply<u64>),
     Replay(ReplaySelector, Reply<u64>),
     /// One step of a replay of every dead letter: those with keys in the range (`replay`).
-    ReplayDeadRange(Option<String>, bool, (i64, i64), Reply<u64>),
+    /// The last field: when the replay was asked for (a dead letter since is left for the next).
+    ReplayDeadRange(Option<String>, bool, (i64, i64), i64, Reply<u64>),
     Probe(Reply<()>),
 }
 
@@ -381,13 +382,9 @@ impl Store for SqliteStore {
     fn replay(&self, selector: ReplaySelector) -> StoreFuture<u64> {
         match selector {
             ReplaySelector::DeadLetters { plugin, force } => {
-                let store = self.clone();
-                Box::pin(async move {
-                    store
-                        .dead_letter_steps(|keys, r| {
-                            Write::ReplayDeadRange(plugin.clone(), force, keys, r)
-                        })
-                        .await
+                let asked = now_ms();
+                self.dead_letter_steps("replay", move |keys, r| {
+                    Write::ReplayDeadRange(plugin.clone(), force, keys, asked, r)
                 })
             }
             selector => self.submit(|r| Write::Replay(selector, r)),
@@ -399,13 +396,8 @@ impl Store for SqliteStore {
     }
 
     fn purge_dead_letters(&self, plugin: Option<String>, before_ms: i64) -> StoreFuture<u64> {
-        let store = self.clone();
-        Box::pin(async move {
-            store
-                .dead_letter_steps(|keys, r| {
-                    Write::PurgeDeadLetters(plugin.clone(), before_ms, keys, r)
-                })
-                .await
+        self.dead_letter_steps("purge", move |keys, r| {
+            Write::PurgeDeadLetters(plugin.clone(), before_ms, keys, r)
         })
     }
 
@@ -462,5 +454,7 @@ mod outcome_tests;
 mod purge_tests;
 #[cfg(test)]
 mod running_tests;
+#[cfg(test)]
+mod steps_tests;
 #[cfg(test)]
 mod tests;

@@ -38,6 +38,7 @@ use super::ids::id_hash;
 use super::writer::stored_seq;
 use super::{Reply, Write};
 use crate::store::StoreError;
+use crate::store::StoreFuture;
 
 /// [`crate::store::Store::replay`], inside the writer's transaction: how many deliveries went
 /// back to the queue.
@@ -123,22 +124,25 @@ pub(super) fn dead_key_range(c: &rusqlite::Connection) -> Result<Option<(i64, i6
     Ok(lo.zip(hi))
 }
 
-/// One step of a replay of every dead letter: those with keys in `keys` (inclusive), with
+/// One step of a replay of every dead letter: those with keys in `keys` (inclusive) that were
+/// dead letters when the replay was `asked` for (a delivery that died since, to the
+/// millisecond, is left for the next replay, as on PostgreSQL), with
 /// [`ReplaySelector::DeadLetters`]' rule.
 pub(super) fn dead_range(
     tx: &rusqlite::Transaction<'_>,
     plugin: Option<&str>,
     force: bool,
     (lo, hi): (i64, i64),
+    asked: i64,
     now: i64,
 ) -> Result<u64, StoreError> {
     Ok(tx.execute(
         "UPDATE deliveries SET state = 'pending', attempts = 0, generation = generation + 1,
              started = 0, crashes = 0,
              next_at = ?2, updated_at = ?2
-         WHERE key BETWEEN ?4 AND ?5
+         WHERE key BETWEEN ?4 AND ?5 AND updated_at <= ?6
            AND state = 'dead' AND (?1 IS NULL OR plugin = ?1) AND (?3 OR started = 0)",
-        params![plugin, now, force, lo, hi],
+        params![plugin, now, force, lo, hi, asked],
     )? as u64)
 }
 
@@ -187,28 +191,50 @@ fn seqs_of(
 
 impl super::SqliteStore {
     /// A write over every dead letter (a replay, a purge) in steps of at most
-    /// [`DEAD_LETTER_STEP`] delivery keys, each its own write (`step` makes it for a
-    /// range of keys): after an outage there may be millions, and one transaction over all of
-    /// them would hold the write lock for seconds (events waiting past their 1 s get 503). Each
-    /// key is passed once, so a replayed delivery that dies again meanwhile is not replayed
-    /// again. A step that fails ends it with its error; the steps before it stay done. The sum
-    /// of the steps' counts.
-    pub(super) async fn dead_letter_steps(
+    /// [`DEAD_LETTER_STEP`] delivery keys, each its own write (`step` makes it for a range of
+    /// keys): after an outage there may be millions, and one transaction over all of them would
+    /// hold the write lock for seconds (events waiting past their 1 s get 503). Each key is
+    /// passed once, so a replayed delivery that dies again meanwhile is not replayed again. The
+    /// steps run on a task of their own: a caller that goes away (an admin request whose client
+    /// closed) does not leave the write half done. A step that fails ends it with its error,
+    /// which says how many the steps before it did. The sum of the steps' counts; `what` names
+    /// the write in the log.
+    pub(super) fn dead_letter_steps(
         &self,
-        step: impl Fn((i64, i64), Reply<u64>) -> Write,
-    ) -> Result<u64, StoreError> {
-        let Some((lo, hi)) = self.inspect(dead_key_range).await? else {
-            return Ok(0);
-        };
-        let mut n = 0;
-        let mut from = lo;
-        loop {
-            let to = from.saturating_add(DEAD_LETTER_STEP - 1).min(hi);
-            n += self.submit(|r| step((from, to), r)).await?;
-            match to.checked_add(1) {
-                Some(next) if next <= hi => from = next,
-                _ => return Ok(n),
+        what: &'static str,
+        step: impl Fn((i64, i64), Reply<u64>) -> Write + Send + 'static,
+    ) -> StoreFuture<u64> {
+        let store = self.clone();
+        let steps = async move {
+            let Some((lo, hi)) = store.inspect(dead_key_range).await? else {
+                return Ok(0);
+            };
+            let mut n = 0;
+            let mut from = lo;
+            loop {
+                let to = from.saturating_add(DEAD_LETTER_STEP - 1).min(hi);
+                match store.submit(|r| step((from, to), r)).await {
+                    Ok(done) => n += done,
+                    Err(e) => {
+                        tracing::warn!(deliveries = n, error = %e, "{what} of every dead letter stopped part-way");
+                        return Err(StoreError(format!(
+                            "{e} (the {what} of every dead letter stopped after {n} of them: \
+                             run it again for the rest)"
+                        )));
+                    }
+                }
+                match to.checked_add(1) {
+                    Some(next) if next <= hi => from = next,
+                    _ => break,
+                }
             }
-        }
+            tracing::info!(deliveries = n, "{what} of every dead letter written");
+            Ok(n)
+        };
+        let task = tokio::spawn(steps);
+        Box::pin(async move {
+            task.await
+                .map_err(|e| StoreError(format!("the {what} of every dead letter failed: {e}")))?
+        })
     }
 }

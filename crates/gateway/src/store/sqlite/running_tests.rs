@@ -11,7 +11,7 @@ use crate::store::{
     AttemptRecord, DeadLetterCounts, Finish, Guard, Orphaned, Trace, WriteId, CRASHED, TIMED_OUT,
 };
 
-fn at(attempts: u32, dead_too: bool, own_mark: bool) -> Guard {
+pub(super) fn at(attempts: u32, dead_too: bool, own_mark: bool) -> Guard {
     Guard {
         generation: 0,
         attempts,
@@ -20,7 +20,7 @@ fn at(attempts: u32, dead_too: bool, own_mark: bool) -> Guard {
     }
 }
 
-fn record(
+pub(super) fn record(
     key: i64,
     guard: Guard,
     attempts: u32,
@@ -41,14 +41,14 @@ fn record(
     }
 }
 
-fn dead(error: &str) -> Finish {
+pub(super) fn dead(error: &str) -> Finish {
     Finish::Dead {
         error: error.into(),
     }
 }
 
 /// The one delivery of event `id`, as the operator commands show it.
-fn shown(store: &SqliteStore, id: &str) -> DeliveryRecord {
+pub(super) fn shown(store: &SqliteStore, id: &str) -> DeliveryRecord {
     let e = store.event(id).expect("read").expect("event");
     e.deliveries.into_iter().next().expect("a delivery")
 }
@@ -59,7 +59,7 @@ fn outcomes(h: &[AttemptRecord]) -> Vec<&str> {
 
 /// Starts attempt 1 of `id`'s delivery and records its timeout as a dead letter (the last
 /// attempt), as the engine does when the call outlives `[delivery] timeout`.
-async fn timed_out_dead_letter(store: &SqliteStore, id: &str) -> i64 {
+pub(super) async fn timed_out_dead_letter(store: &SqliteStore, id: &str) -> i64 {
     let key = accepted(store, event(id, &["p"])).await[0].0;
     let marked = store.start_attempts(vec![(key, at(0, false, false))]);
     assert_eq!(marked.await.expect("start"), [true]);
@@ -346,96 +346,5 @@ fn a_rejection_after_the_orphan_rule_stands() {
             reason: "removed".into(),
         };
         assert_eq!(store.replay(back).await.expect("replay"), 0);
-    });
-}
-
-/// A replay of every dead letter is written in steps of `DEAD_LETTER_STEP` keys (3 in the
-/// tests): every dead letter of the plugin asked for, across steps, once; one whose call runs
-/// left out unless forced; other plugins' and pending deliveries untouched.
-#[test]
-fn a_replay_of_every_dead_letter_takes_each_once_in_steps() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    rt().block_on(async {
-        let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
-        let mut keys = Vec::new();
-        for i in 0..10 {
-            let key = accepted(&store, event(&format!("d{i}"), &["p", "q"])).await;
-            keys.push(key);
-        }
-        // Dead letters: p of d0..d7 (d8, d9 stay pending), q of d0 only.
-        let mut deaths = Vec::new();
-        for k in &keys[..8] {
-            deaths.push(record(k[0].0, at(0, false, false), 1, dead("no"), "reject"));
-        }
-        deaths.push(record(
-            keys[0][1].0,
-            at(0, false, false),
-            1,
-            dead("no"),
-            "reject",
-        ));
-        let applied = store.finish_many(deaths).await.expect("finish");
-        assert!(applied.iter().all(|a| *a), "{applied:?}");
-        // And one whose call hangs (a key past the others).
-        timed_out_dead_letter(&store, "hung").await;
-
-        let all_p = |force| ReplaySelector::DeadLetters {
-            plugin: Some("p".into()),
-            force,
-        };
-        assert_eq!(store.replay(all_p(false)).await.expect("replay"), 8);
-        for (i, state) in [(0, "pending"), (7, "pending"), (8, "pending")] {
-            let d = shown(&store, &format!("d{i}"));
-            assert_eq!(d.state, state, "d{i}: {d:?}");
-        }
-        let q = store.event("d0").expect("read").expect("d0");
-        let q = q.deliveries.iter().find(|d| d.plugin == "q").expect("q");
-        assert_eq!(q.state, "dead", "another plugin's dead letter stays");
-        assert_eq!(shown(&store, "hung").state, "dead", "a running one is left");
-        // Nothing left but the running one; forced, it goes too.
-        assert_eq!(store.replay(all_p(false)).await.expect("replay"), 0);
-        assert_eq!(store.replay(all_p(true)).await.expect("replay"), 1);
-        // No dead letter of p at all: nothing, at once.
-        assert_eq!(store.replay(all_p(false)).await.expect("replay"), 0);
-    });
-}
-
-/// A purge of dead letters goes in the same steps: every one asked for, across steps.
-#[test]
-fn a_purge_of_dead_letters_takes_each_in_steps() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    rt().block_on(async {
-        let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
-        let mut deaths = Vec::new();
-        for i in 0..8 {
-            let key = accepted(&store, event(&format!("d{i}"), &["p", "q"])).await;
-            deaths.push(record(
-                key[0].0,
-                at(0, false, false),
-                1,
-                dead("no"),
-                "reject",
-            ));
-        }
-        store.finish_many(deaths).await.expect("finish");
-        // Died after the cutoff: none.
-        assert_eq!(store.purge_dead_letters(None, 0).await.expect("purge"), 0);
-        assert_eq!(
-            store
-                .purge_dead_letters(Some("p".into()), i64::MAX)
-                .await
-                .expect("purge"),
-            8
-        );
-        assert!(store.dead_letters(None, None).expect("list").is_empty());
-        assert_eq!(
-            store
-                .purge_dead_letters(None, i64::MAX)
-                .await
-                .expect("purge"),
-            0
-        );
-        // The pending deliveries of q stay.
-        assert_eq!(store.backlog().await.expect("backlog").pending, 8);
     });
 }

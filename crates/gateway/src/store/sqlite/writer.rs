@@ -292,9 +292,9 @@ fn apply_batch(
                 .execute(params![plugin, before, lo, hi])? as u64
             }),
             Write::Replay(sel, _) => Outcome::Count(replay::apply(&tx, sel, now, ids.as_ref())?),
-            Write::ReplayDeadRange(plugin, force, keys, _) => {
-                Outcome::Count(replay::dead_range(&tx, plugin.as_deref(), *force, *keys, now)?)
-            }
+            Write::ReplayDeadRange(plugin, force, keys, asked, _) => Outcome::Count(
+                replay::dead_range(&tx, plugin.as_deref(), *force, *keys, *asked, now)?,
+            ),
             Write::Probe(_) => {
                 super::probe::write(&tx, now)?;
                 Outcome::Probed
