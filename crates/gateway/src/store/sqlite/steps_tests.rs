@@ -64,18 +64,7 @@ fn a_purge_of_dead_letters_takes_each_in_steps() {
     let dir = tempfile::tempdir().expect("tempdir");
     rt().block_on(async {
         let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
-        let mut deaths = Vec::new();
-        for i in 0..8 {
-            let key = accepted(&store, event(&format!("d{i}"), &["p", "q"])).await;
-            deaths.push(record(
-                key[0].0,
-                at(0, false, false),
-                1,
-                dead("no"),
-                "reject",
-            ));
-        }
-        store.finish_many(deaths).await.expect("finish");
+        dead_letters_of_p(&store, 8, &["p", "q"]).await;
         // Died after the cutoff: none.
         assert_eq!(store.purge_dead_letters(None, 0).await.expect("purge"), 0);
         assert_eq!(
@@ -106,18 +95,7 @@ fn an_abandoned_replay_of_every_dead_letter_still_takes_them_all() {
     let dir = tempfile::tempdir().expect("tempdir");
     rt().block_on(async {
         let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
-        let mut deaths = Vec::new();
-        for i in 0..9 {
-            let key = accepted(&store, event(&format!("d{i}"), &["p"])).await;
-            deaths.push(record(
-                key[0].0,
-                at(0, false, false),
-                1,
-                dead("no"),
-                "reject",
-            ));
-        }
-        store.finish_many(deaths).await.expect("finish");
+        dead_letters_of_p(&store, 9, &["p"]).await;
         let pending = |s: &SqliteStore| {
             s.read_blocking(|c| {
                 Ok(c.query_row(
@@ -195,4 +173,22 @@ fn a_dead_letter_made_during_the_steps_is_left_for_the_next_replay() {
         let d = shown(&store, "d3");
         assert_eq!(d.state, "dead", "{d:?}");
     });
+}
+
+/// Accepts events d0.. d`n-1` routed to `plugins` and makes each one's delivery to `p` (the
+/// first) a dead letter (a rejection).
+async fn dead_letters_of_p(store: &SqliteStore, n: usize, plugins: &[&str]) {
+    let mut deaths = Vec::new();
+    for i in 0..n {
+        let key = accepted(store, event(&format!("d{i}"), plugins)).await;
+        deaths.push(record(
+            key[0].0,
+            at(0, false, false),
+            1,
+            dead("no"),
+            "reject",
+        ));
+    }
+    let applied = store.finish_many(deaths).await.expect("finish");
+    assert!(applied.iter().all(|a| *a), "{applied:?}");
 }
