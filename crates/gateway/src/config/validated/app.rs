@@ -103,9 +103,7 @@ impl Validator<'_> {
     pub(super) fn app(&mut self, i: usize, a: &RawApp) -> App {
         let at = |k: &str| format!("apps[{i}].{k}");
         let name = self.expand(&at("name"), &a.name);
-        if name.is_empty() {
-            self.problem(&at("name"), "must not be empty");
-        }
+        self.name(&at("name"), &name);
         let secret = |v: &mut Self, key: &str, value: &Option<String>| -> Option<String> {
             let value = value.as_deref().map(|t| v.expand(&at(key), t))?;
             if value.is_empty() {

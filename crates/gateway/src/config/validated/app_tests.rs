@@ -45,3 +45,26 @@ domain = "{domain}"
         assert!(p[0].starts_with("apps[0].domain: "), "{p:#?}");
     }
 }
+
+/// An app's or a plugin's name is stored with every event or delivery: a control character in
+/// it (a NUL cannot be stored in PostgreSQL at all) is refused at check, with its location.
+#[test]
+fn a_name_with_a_control_character_is_refused() {
+    let p = problems(
+        r#"
+[[apps]]
+name = "hi\u0000re"
+path = "/hire"
+
+[[plugins]]
+name = "lo\ng"
+library = "/nonexistent/p.so"
+"#,
+    );
+    let named = |at: &str| {
+        p.iter()
+            .any(|m| m.starts_with(at) && m.contains("control character"))
+    };
+    assert!(named("apps[0].name: "), "{p:#?}");
+    assert!(named("plugins[0].name: "), "{p:#?}");
+}

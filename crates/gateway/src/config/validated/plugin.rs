@@ -74,6 +74,20 @@ impl Isolation {
 }
 
 impl Validator<'_> {
+    /// An app's or a plugin instance's name: stored with every event or delivery, shown in logs,
+    /// metrics labels and the console, so neither empty nor holding a control character (a NUL
+    /// cannot be stored in PostgreSQL at all: every event would fail).
+    pub(super) fn name(&mut self, at: &str, name: &str) {
+        if name.is_empty() {
+            self.problem(at, "must not be empty");
+        } else if let Some(c) = name.chars().find(|c| c.is_control()) {
+            self.problem(
+                at,
+                format!("must not hold a control character ({:?} found)", c),
+            );
+        }
+    }
+
     pub(super) fn plugin(
         &mut self,
         i: usize,
@@ -82,9 +96,7 @@ impl Validator<'_> {
     ) -> PluginSpec {
         let at = |k: &str| format!("plugins[{i}].{k}");
         let name = self.expand(&at("name"), &p.name);
-        if name.is_empty() {
-            self.problem(&at("name"), "must not be empty");
-        }
+        self.name(&at("name"), &name);
         let library = self.library(&at("library"), &p.library, library_dir);
         let sha256 = p.sha256.as_deref().and_then(|text| {
             let text = self.expand(&at("sha256"), text);
