@@ -512,19 +512,24 @@ fn two_gateways_on_one_database_withdraw_one_snapshot_once() {
     }
 
     // `payout-report` reads the shared ledger by URL.
+    let listed = report_list(&url);
+    assert!(listed.contains("withdrawals: 1\n"), "{listed}");
+    assert!(listed.contains("total points: 100\n"), "{listed}");
+    assert!(listed.contains("total CNY: 0.30\n"), "{listed}");
+}
+
+/// `payout-report list --ledger <ledger>`'s output (it must succeed).
+fn report_list(ledger: &str) -> String {
     let out = Command::new(payout_report())
-        .args(["list", "--ledger", &url])
+        .args(["list", "--ledger", ledger])
         .output()
         .expect("run payout-report");
-    let listed = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(listed.contains("withdrawals: 1\n"), "{listed}");
-    assert!(listed.contains("total points: 100\n"), "{listed}");
-    assert!(listed.contains("total CNY: 0.30\n"), "{listed}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The `payout-report` executable, built with the same package set as [`binaries`] (so the

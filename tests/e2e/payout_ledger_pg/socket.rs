@@ -6,14 +6,13 @@
 //! refused at init, saying why, as the gateway's own `[store] url` is.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use gateway_e2e::harness::{run_cli_with_env, wait_until, Lark};
 use gateway_e2e::pgkit::PgCluster;
 
 use super::lark_api::LarkApi;
-use super::{config, gateway, payout_report, ENCRYPT_KEY, T0, TOKEN};
+use super::{config, gateway, report_list, ENCRYPT_KEY, T0, TOKEN};
 
 /// `gateway check` with the ledger at `url`: (exit code, stdout, stderr).
 fn check(dir: &Path, url: &str) -> (i32, String, String) {
@@ -107,16 +106,7 @@ fn a_ledger_on_the_unix_socket_records_a_payout_whatever_the_sslmode() {
     assert_eq!(transport, "1|1|0", "(connections, on the socket, with TLS)");
 
     // `payout-report` reads it by the socket URL, `require` ignored there too.
-    let out = Command::new(payout_report())
-        .args(["list", "--ledger", &format!("{url}?sslmode=require")])
-        .output()
-        .expect("run payout-report");
-    let listed = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let listed = report_list(&format!("{url}?sslmode=require"));
     assert!(listed.contains("withdrawals: 1\n"), "{listed}");
     assert!(listed.contains("total CNY: 0.30\n"), "{listed}");
 }
