@@ -179,14 +179,26 @@ fn an_operation_given_up_on_is_cancelled_on_the_server() {
     let config = replica_config("30s", r#"mode = "ok""#);
     let (_dirs, gws, _urls) = replicas(1, &config, &url);
     let (stale, answer) = std::thread::scope(|s| {
+        // The gateway's own reads may hold one table while they wait for the other: the lock
+        // can meet them in a deadlock, so it is retried until both are held (CI once lost it).
         s.spawn(|| {
             pg.sql(
                 "cancel",
-                "BEGIN; LOCK TABLE deliveries, events IN ACCESS EXCLUSIVE MODE; \
-                 SELECT pg_sleep(16); COMMIT;",
+                "BEGIN; DO $$ BEGIN LOOP BEGIN \
+                 LOCK TABLE deliveries, events IN ACCESS EXCLUSIVE MODE; EXIT; \
+                 EXCEPTION WHEN deadlock_detected THEN PERFORM pg_sleep(0.05); \
+                 END; END LOOP; END $$; SELECT pg_sleep(16); COMMIT;",
             )
         });
-        std::thread::sleep(Duration::from_millis(500));
+        assert!(
+            wait_until(Duration::from_secs(10), || pg.sql(
+                "cancel",
+                "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+                 WHERE c.relname IN ('events', 'deliveries') \
+                 AND l.mode = 'AccessExclusiveLock' AND l.granted",
+            ) == "2"),
+            "the tables were not locked"
+        );
         let sent = s.spawn(|| {
             let lark = Lark::encrypted("tok", "key");
             let body = lark.assets_update(
