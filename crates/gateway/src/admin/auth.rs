@@ -34,7 +34,8 @@ const MAX_SESSIONS: usize = 1024;
 /// Failed token checks one client address may make per [`FAILURE_WINDOW`].
 pub const MAX_FAILURES: u32 = 10;
 const FAILURE_WINDOW: Duration = Duration::from_secs(60);
-/// Client addresses tracked at most (expired entries are dropped first, then all).
+/// Clients tracked at most (expired entries are dropped first; while all are live, a client not
+/// tracked is refused: see [`table_full`]).
 const MAX_TRACKED: usize = 10_000;
 
 /// How a request proved who it is.
@@ -291,10 +292,13 @@ impl Auth {
     }
 
     fn throttled(&self, peer: IpAddr) -> Result<(), Denied> {
+        let mut failures = lock(&self.failures);
         // One reading of the clock: the window may end between two.
-        let left = lock(&self.failures)
-            .get(&throttle_key(peer))
-            .and_then(|(n, since)| throttle_left(*n, since.elapsed()));
+        let left = match failures.get(&throttle_key(peer)) {
+            Some((n, since)) => throttle_left(*n, since.elapsed()),
+            None => table_full(&mut failures),
+        };
+        drop(failures);
         match left {
             Some(left) => {
                 crate::metrics::admin_auth_failure("throttled");
@@ -308,20 +312,36 @@ impl Auth {
         crate::metrics::admin_auth_failure(method);
         tracing::warn!(client = %peer, method, "admin: wrong token");
         let mut failures = lock(&self.failures);
-        if failures.len() >= MAX_TRACKED {
-            failures.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
-            if failures.len() >= MAX_TRACKED {
-                failures.clear();
-            }
+        let key = throttle_key(peer);
+        if !failures.contains_key(&key) && table_full(&mut failures).is_some() {
+            // Only when another thread filled the table since `throttled` looked: the next try
+            // of this client is refused there.
+            return;
         }
-        let entry = failures
-            .entry(throttle_key(peer))
-            .or_insert((0, Instant::now()));
+        let entry = failures.entry(key).or_insert((0, Instant::now()));
         if entry.1.elapsed() >= FAILURE_WINDOW {
             *entry = (0, Instant::now());
         }
         entry.0 += 1;
     }
+}
+
+/// When every one of the [`MAX_TRACKED`] entries has a window still running (expired ones are
+/// dropped first), how long until the oldest ends: a client not in the table is refused until
+/// then. Forgetting the live entries instead would let anyone holding that many addresses reset
+/// every count, and try tokens without limit.
+fn table_full(failures: &mut HashMap<IpAddr, (u32, Instant)>) -> Option<Duration> {
+    if failures.len() < MAX_TRACKED {
+        return None;
+    }
+    failures.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
+    if failures.len() < MAX_TRACKED {
+        return None;
+    }
+    let oldest = failures.values().map(|(_, since)| since.elapsed()).max()?;
+    FAILURE_WINDOW
+        .checked_sub(oldest)
+        .filter(|left| !left.is_zero())
 }
 
 /// Whose failures a failure from `peer` counts with: one client is an IPv4 address, an IPv6 /64

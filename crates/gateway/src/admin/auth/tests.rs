@@ -298,3 +298,49 @@ fn a_bearer_value_that_is_not_ascii_is_a_wrong_token_and_counted() {
     }
     assert_eq!(lock(&auth.failures).get(&PEER).map(|(n, _)| *n), Some(4));
 }
+
+/// A table full of live windows is kept: a client not in it is refused until the oldest window
+/// ends (clearing it would let whoever holds 10,000 addresses reset every count, and so try
+/// tokens without limit), and the clients in it keep their counts.
+#[test]
+fn a_full_throttle_table_refuses_new_clients_and_forgets_no_count() {
+    let auth = Auth::new(Some(AdminToken("0123456789abcdef".into())), false);
+    let now = Instant::now();
+    let client = |i: usize| IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i as u32));
+    {
+        let mut failures = lock(&auth.failures);
+        for i in 0..MAX_TRACKED {
+            failures.insert(client(i), (MAX_FAILURES, now));
+        }
+    }
+    let newcomer: IpAddr = "192.0.2.7".parse().expect("ip");
+    for _ in 0..3 {
+        assert!(matches!(
+            auth.login("wrong", newcomer),
+            Err(Denied::Throttled(left)) if left <= FAILURE_WINDOW
+        ));
+    }
+    assert!(matches!(
+        auth.login("0123456789abcdef", client(17)),
+        Err(Denied::Throttled(_))
+    ));
+    assert_eq!(lock(&auth.failures).len(), MAX_TRACKED);
+
+    // Once windows have ended, their entries make room.
+    let Some(past) = now.checked_sub(FAILURE_WINDOW) else {
+        return; // booted less than a minute ago
+    };
+    lock(&auth.failures).insert(client(3), (MAX_FAILURES, past));
+    assert_eq!(auth.login("wrong", newcomer), Err(Denied::Wrong));
+    assert_eq!(auth.login("wrong", newcomer), Err(Denied::Wrong));
+    assert_eq!(lock(&auth.failures).get(&newcomer).map(|e| e.0), Some(2));
+    // The room went to the newcomer: the table is full again.
+    assert!(matches!(
+        auth.login("0123456789abcdef", client(3)),
+        Err(Denied::Throttled(_))
+    ));
+    assert!(matches!(
+        auth.login("0123456789abcdef", client(18)),
+        Err(Denied::Throttled(_))
+    ));
+}
