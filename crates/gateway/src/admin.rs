@@ -20,6 +20,7 @@
 
 mod api;
 mod auth;
+mod backlog;
 mod console;
 mod form;
 mod history;
@@ -74,6 +75,8 @@ pub struct Admin {
     /// The store's part of readiness: one probe write a second at most, each answer within a
     /// bound ([`readiness`]).
     store_probe: readiness::StoreProbe,
+    /// The backlog's one read for many callers ([`backlog`]).
+    backlog: backlog::BacklogReads,
 }
 
 impl std::fmt::Debug for Admin {
@@ -114,6 +117,7 @@ impl Admin {
             loopback,
             history: Default::default(),
             store_probe: Default::default(),
+            backlog: Default::default(),
         });
         tokio::spawn(sample(Arc::downgrade(&admin)));
         admin
@@ -395,7 +399,6 @@ impl Admin {
     async fn status(&self) -> serde_json::Value {
         let (ready, reason) = self.ready().await;
         let pending: std::collections::HashMap<String, u64> = self
-            .store
             .backlog()
             .await
             .map(|b| b.pending_by_plugin.into_iter().collect())
@@ -433,8 +436,16 @@ impl Admin {
         })
     }
 
+    /// The store's backlog, one read for many callers ([`backlog`]).
+    async fn backlog(&self) -> Result<crate::store::Backlog, crate::store::StoreError> {
+        let store = self.store.clone();
+        self.backlog
+            .get(move || async move { store.backlog().await })
+            .await
+    }
+
     async fn refresh_gauges(&self) {
-        if let Ok(b) = self.store.backlog().await {
+        if let Ok(b) = self.backlog().await {
             let m = metrics::get();
             m.pending.set(b.pending as i64);
             let age = b

@@ -270,7 +270,7 @@ pub async fn plugins(admin: &Admin) -> Result<Value, ApiError> {
 /// per minute.
 pub async fn overview(admin: &Admin) -> Result<Value, ApiError> {
     let status = admin.status().await;
-    let backlog = admin.store.backlog().await?;
+    let backlog = admin.backlog().await?;
     let now = now_ms();
     // Sampled now too, so the current minute is up to date (the sampler runs every few seconds).
     let totals = history::Totals::from_metrics(&crate::metrics::get().encode());

@@ -402,7 +402,7 @@ impl Store for SqliteStore {
     }
 
     fn backlog(&self) -> StoreFuture<Backlog> {
-        self.read(|c| {
+        self.monitor(|c| {
             let (pending, oldest) = c
                 .prepare_cached(
                     "SELECT COUNT(*), MIN(e.received_at) FROM deliveries d
