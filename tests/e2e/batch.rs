@@ -343,3 +343,97 @@ fn a_replay_while_a_batch_runs_waits_for_the_batch_and_reruns_only_the_replayed_
         "{all:?}"
     );
 }
+
+/// `kit` (two permits, four deliveries a call, a 2 s `gate`, `linger = "1s"`) for `test.*`,
+/// and, always, `other` for `keep.*` (so a config without `kit` still routes something).
+fn lingering_config(with_kit: bool) -> String {
+    let kit = if with_kit {
+        format!(
+            r#"
+[[plugins]]
+name = "kit"
+library = "{testkit}"
+config = {{ record = "data/kit.jsonl", sleep_ms = 2000, modes = {{ "test.gate" = "slow" }} }}
+max_concurrency = 2
+
+[[routes]]
+events = ["test.*"]
+plugins = ["kit"]
+"#,
+            testkit = binaries().testkit.display(),
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        r#"{base}
+[[apps]]
+name = "hire"
+path = "/hook"
+verification_token = "{TOKEN}"
+
+[delivery]
+max_batch = 4
+linger = "1s"
+
+[[plugins]]
+name = "other"
+library = "{testkit}"
+config = {{ record = "data/other.jsonl" }}
+
+[[routes]]
+events = ["keep.*"]
+plugins = ["other"]
+{kit}"#,
+        base = base_config(),
+        testkit = binaries().testkit.display(),
+    )
+}
+
+/// A 2 s `gate` call holds one of `kit`'s two permits; `id` then takes the other and lingers
+/// (up to 1 s) for batch-mates that never come. Returns once it lingers.
+fn lingering(gw: &TestGateway, id: &str) {
+    send(gw, "gate", "test.gate");
+    std::thread::sleep(Duration::from_millis(300));
+    send(gw, id, "test.ok");
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(calls_of(gw, id).is_empty(), "{:?}", calls(gw));
+}
+
+/// Regression: a dispatcher lingering for a fuller batch when a reload removed its plugin
+/// instance went on to call the removed instance with what it held (the linger ends at the
+/// removal, and nothing looked again), though a removed instance takes no new work: its
+/// deliveries stay pending for the orphan rule (or an instance of that name coming back).
+#[test]
+fn a_batch_lingering_when_a_reload_removes_its_plugin_is_not_called() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = TestGateway::spawn(dir.path(), &lingering_config(true));
+    lingering(&gw, "lr-1");
+    std::fs::write(dir.path().join("gateway.toml"), lingering_config(false)).expect("config");
+    gw.signal("HUP");
+    assert!(
+        wait_until(WAIT, || gw.log().contains("config reloaded")),
+        "{}",
+        gw.log()
+    );
+    // Past the gate's end and the linger's deadline.
+    std::thread::sleep(Duration::from_millis(2_500));
+    assert!(calls_of(&gw, "gate").len() == 1, "{:?}", calls(&gw));
+    assert!(calls_of(&gw, "lr-1").is_empty(), "{:?}", calls(&gw));
+    assert_eq!(state(&gw, "lr-1").0, "pending");
+}
+
+/// Regression: likewise at a stop (SIGTERM), the lingering batch was called after the stop
+/// began: a stop lets running calls finish and starts none (the delivery stays pending for the
+/// next start).
+#[test]
+fn a_batch_lingering_when_the_gateway_stops_is_not_called() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut gw = TestGateway::spawn(dir.path(), &lingering_config(true));
+    lingering(&gw, "ls-1");
+    gw.signal("TERM");
+    assert!(gw.wait(Duration::from_secs(20)).is_some(), "{}", gw.log());
+    assert_eq!(calls_of(&gw, "gate").len(), 1, "{:?}", calls(&gw));
+    assert!(calls_of(&gw, "ls-1").is_empty(), "{:?}", calls(&gw));
+    assert_eq!(state(&gw, "ls-1").0, "pending");
+}

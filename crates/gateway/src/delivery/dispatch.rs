@@ -135,21 +135,29 @@ impl Engine {
             };
             // A delivery during which the process died before runs with no other call beside it
             // (of any plugin), so if it kills the process again, only it is counted.
-            let gate = if batch[0].crashes > 0 {
-                tokio::select! {
-                    biased;
-                    _ = queue.cancel.cancelled() => {
-                        for j in &batch {
-                            self.known.drop_key(j.key, j.generation);
-                        }
-                        break
-                    },
-                    g = self.gate.clone().write_owned() => Gate::Alone { _held: g },
+            let alone = batch[0].crashes > 0;
+            let gate = async {
+                if alone {
+                    Gate::Alone {
+                        _held: self.gate.clone().write_owned().await,
+                    }
+                } else {
+                    Gate::Shared {
+                        _held: self.gate.clone().read_owned().await,
+                    }
                 }
-            } else {
-                Gate::Shared {
-                    _held: self.gate.clone().read_owned().await,
-                }
+            };
+            // Removed by a reload, or stopping (also while it lingered, which ends at that):
+            // no new call starts; what it holds stays pending in the store.
+            let gate = tokio::select! {
+                biased;
+                _ = queue.cancel.cancelled() => {
+                    for j in &batch {
+                        self.known.drop_key(j.key, j.generation);
+                    }
+                    break
+                },
+                g = gate => g,
             };
             let engine = self.clone();
             let queue = queue.clone();
