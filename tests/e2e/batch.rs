@@ -437,3 +437,44 @@ fn a_batch_lingering_when_the_gateway_stops_is_not_called() {
     assert!(calls_of(&gw, "ls-1").is_empty(), "{:?}", calls(&gw));
     assert_eq!(state(&gw, "ls-1").0, "pending");
 }
+
+/// Regression: in process, after a batch panicked, its deliveries are handed one by one to a
+/// fresh instance; when one of them panicked again, the deliveries after it were handed to
+/// that same instance, which had just panicked (an isolated instance starts a new process for
+/// each). Each `shutdown` record marks an instance retired: one must come between the poison
+/// delivery's last panic and its batch-mate's last call.
+#[test]
+fn after_a_panic_in_a_batch_no_batch_mate_runs_on_the_instance_that_panicked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = start(dir.path(), "", r#""test.poison" = "panic_handle""#);
+    queue_behind_a_gate(
+        &gw,
+        &[
+            ("q-ok1", "test.ok"),
+            ("q-poison", "test.poison"),
+            ("q-ok2", "test.ok"),
+        ],
+    );
+    assert!(
+        wait_until(WAIT, || state(&gw, "q-ok2").0 == "done"
+            && state(&gw, "q-poison").0 == "dead"),
+        "{:?}",
+        calls(&gw)
+    );
+    let lines = gateway_e2e::harness::read_jsonl(&dir.path().join("data/kit.jsonl"));
+    let last = |id: &str| {
+        lines
+            .iter()
+            .rposition(|l| l["event_id"] == id)
+            .unwrap_or_else(|| panic!("{id} never called: {lines:?}"))
+    };
+    let (panic, mate) = (last("q-poison"), last("q-ok2"));
+    assert_eq!(lines[panic]["outcome"], "panic", "{lines:?}");
+    assert!(panic < mate, "{lines:?}");
+    assert!(
+        lines[panic..mate]
+            .iter()
+            .any(|l| l["outcome"] == "shutdown"),
+        "q-ok2 ran on the instance q-poison had just panicked in: {lines:?}"
+    );
+}

@@ -119,7 +119,9 @@ impl PluginSlot {
 
     /// Calls the plugin with a batch (blocking): one outcome per delivery. When the plugin's
     /// batch entry panics as a whole, the instance is replaced and each delivery is handed to
-    /// `handle` on its own, so one poison delivery ends only itself.
+    /// `handle` on its own, so one poison delivery ends only itself. A plugin without a batch
+    /// entry (ABI 1.0) gets `handle` once per delivery. Either way, a delivery that panics has
+    /// its instance replaced before the next one is handed over ([`PluginSlot::one_by_one`]).
     pub fn call_batch(&self, deliveries: &[&[u8]]) -> Vec<CallOutcome> {
         if let Some(iso) = self.isolated() {
             return iso.call_batch(deliveries);
@@ -136,17 +138,43 @@ impl PluginSlot {
         if deliveries.len() == 1 {
             return vec![instance.handle(deliveries[0])];
         }
+        if !instance.has_batch() {
+            drop(instance);
+            return self.one_by_one(deliveries);
+        }
         match instance.handle_batch(deliveries) {
             Ok(outcomes) => outcomes,
             Err(message) => {
                 drop(instance);
                 tracing::error!(%message, deliveries = deliveries.len(),
                     "plugin panicked in a batch: restarting the instance and handling each delivery on its own");
-                if let Err(e) = self.reinit() {
-                    tracing::error!(error = %e, "plugin instance could not be restarted");
-                }
-                deliveries.iter().map(|d| self.call(d)).collect()
+                self.restart_now();
+                self.one_by_one(deliveries)
             }
+        }
+    }
+
+    /// Hands each delivery to `handle` on its own, on the instance current then: after one that
+    /// panicked, the instance is replaced before the next is handed over (as an isolated
+    /// instance's process is), so no delivery goes to an instance that just panicked. After
+    /// the last one the engine restarts it, as after any call that panicked.
+    fn one_by_one(&self, deliveries: &[&[u8]]) -> Vec<CallOutcome> {
+        let mut outcomes = Vec::with_capacity(deliveries.len());
+        for (i, d) in deliveries.iter().enumerate() {
+            let outcome = self.call(d);
+            if matches!(outcome, CallOutcome::Panicked { .. }) && i + 1 < deliveries.len() {
+                self.restart_now();
+            }
+            outcomes.push(outcome);
+        }
+        outcomes
+    }
+
+    /// [`PluginSlot::reinit`] on the calling thread (a batch's, which holds its share of the
+    /// engine's gate), a failure logged.
+    fn restart_now(&self) {
+        if let Err(e) = self.reinit() {
+            tracing::error!(error = %e, "plugin instance could not be restarted");
         }
     }
 
