@@ -84,10 +84,25 @@ fn state(gw: &TestGateway, id: &str) -> (String, String) {
 /// go to the plugin as one batch.
 fn queue_behind_a_gate(gw: &TestGateway, events: &[(&str, &str)]) {
     send(gw, "gate", "test.gate");
-    std::thread::sleep(Duration::from_millis(150));
+    gate_running(gw);
     for (id, event_type) in events {
         send(gw, id, event_type);
     }
+}
+
+/// Waits until `kit` has a call running (the gate's, sent just before): what is sent next
+/// cannot join it, however slowly the machine runs.
+fn gate_running(gw: &TestGateway) {
+    let running = || {
+        let status = gateway_e2e::harness::get(&gw.admin_url("/status")).expect("status");
+        let v: serde_json::Value = serde_json::from_str(&status.body).expect("json");
+        v["plugins"]["kit"]["calls_running"].as_u64()
+    };
+    assert!(
+        wait_until(WAIT, || running() == Some(1)),
+        "the gate's call did not start: {:?}",
+        calls(gw)
+    );
 }
 
 #[test]
@@ -202,7 +217,7 @@ fn a_batch_past_its_timeout_is_waited_for_and_its_late_successes_count() {
 /// 2 s while the test sends `events`, `gap` apart; returns once all of them are done.
 fn beside_a_gate(gw: &TestGateway, events: &[&str], gap: Duration) {
     send(gw, "gate", "test.gate");
-    std::thread::sleep(Duration::from_millis(150));
+    gate_running(gw);
     for (i, id) in events.iter().enumerate() {
         if i > 0 {
             std::thread::sleep(gap);
@@ -394,7 +409,7 @@ plugins = ["other"]
 /// (up to 1 s) for batch-mates that never come. Returns once it lingers.
 fn lingering(gw: &TestGateway, id: &str) {
     send(gw, "gate", "test.gate");
-    std::thread::sleep(Duration::from_millis(300));
+    gate_running(gw);
     send(gw, id, "test.ok");
     std::thread::sleep(Duration::from_millis(100));
     assert!(calls_of(gw, id).is_empty(), "{:?}", calls(gw));
