@@ -146,18 +146,21 @@ fn each_delivery_of_a_batch_gets_its_own_outcome_and_only_the_failed_one_is_retr
     assert!(calls(&gw).iter().all(|c| c["in_flight"] == 1));
 }
 
+/// `kit` panicking on `test.poison`, and `<prefix>-ok1`, `<prefix>-poison`, `<prefix>-ok2`
+/// queued behind a gate (one batch).
+fn poison_batch(dir: &std::path::Path, prefix: &str) -> TestGateway {
+    let gw = start(dir, "", r#""test.poison" = "panic_handle""#);
+    let ids = ["ok1", "poison", "ok2"].map(|s| format!("{prefix}-{s}"));
+    let types = ["test.ok", "test.poison", "test.ok"];
+    let events: Vec<(&str, &str)> = ids.iter().map(String::as_str).zip(types).collect();
+    queue_behind_a_gate(&gw, &events);
+    gw
+}
+
 #[test]
 fn a_panic_inside_a_batch_ends_only_the_poison_delivery() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let gw = start(dir.path(), "", r#""test.poison" = "panic_handle""#);
-    queue_behind_a_gate(
-        &gw,
-        &[
-            ("p-ok1", "test.ok"),
-            ("p-poison", "test.poison"),
-            ("p-ok2", "test.ok"),
-        ],
-    );
+    let gw = poison_batch(dir.path(), "p");
     assert!(
         wait_until(WAIT, || {
             ["p-ok1", "p-ok2"]
@@ -461,15 +464,7 @@ fn a_batch_lingering_when_the_gateway_stops_is_not_called() {
 #[test]
 fn after_a_panic_in_a_batch_no_batch_mate_runs_on_the_instance_that_panicked() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let gw = start(dir.path(), "", r#""test.poison" = "panic_handle""#);
-    queue_behind_a_gate(
-        &gw,
-        &[
-            ("q-ok1", "test.ok"),
-            ("q-poison", "test.poison"),
-            ("q-ok2", "test.ok"),
-        ],
-    );
+    let gw = poison_batch(dir.path(), "q");
     assert!(
         wait_until(WAIT, || state(&gw, "q-ok2").0 == "done"
             && state(&gw, "q-poison").0 == "dead"),
