@@ -348,3 +348,60 @@ fn a_panicked_outcome_of_a_1_0_plugin_replaces_its_isolated_process() {
         before
     );
 }
+
+/// A 1.0 plugin's batch (no batch entry: `handle` looped) is sent to its child one delivery at
+/// a time, so after a `Panicked` outcome the next delivery runs in a new process, never on the
+/// instance that just panicked (as in process). Here `p-1` and `ok-2` queue behind a slow call
+/// (one permit) and are taken as one batch; the raw fixture records which process served each.
+#[test]
+fn a_1_0_plugins_batch_mate_never_runs_on_the_instance_that_panicked() {
+    let raw = gateway_e2e::raw_fixtures(std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))).legacy;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let record = dir.path().join("raw-calls.txt");
+    let cfg = config(
+        &base_config(),
+        "max_batch = 8\nmax_attempts = 3",
+        "native",
+        &format!(
+            "library = \"{}\"\nisolation = \"process\"\nmax_concurrency = 1",
+            raw.display()
+        ),
+        "*",
+    );
+    let gw = TestGateway::spawn_full(
+        dir.path(),
+        &cfg,
+        &[("RAW_PLUGIN_CALLS", &record.display().to_string())],
+        &[],
+    );
+    // `(pid, event_type)` of each call, in order.
+    let calls = || -> Vec<(String, String)> {
+        std::fs::read_to_string(&record)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(pid, t)| (pid.to_owned(), t.to_owned()))
+            .collect()
+    };
+    let of = |id: &str| gw.delivery(id, "native")["state"].clone();
+    gw.send_plain(TOKEN, "gate", "slow");
+    assert!(wait_until(WAIT, || calls()
+        .iter()
+        .any(|(_, t)| t == "slow")));
+    gw.send_plain(TOKEN, "p-1", "panicked");
+    gw.send_plain(TOKEN, "ok-2", "ok");
+    assert!(wait_until(WAIT, || of("ok-2") == "done" && of("p-1") == "dead"));
+    let calls = calls();
+    let pid_of = |t: &str| {
+        calls
+            .iter()
+            .find(|(_, c)| c == t)
+            .map(|(pid, _)| pid.clone())
+            .unwrap_or_else(|| panic!("no {t} call: {calls:?}"))
+    };
+    assert_ne!(
+        pid_of("panicked"),
+        pid_of("ok"),
+        "ok-2 ran in the process whose instance had just panicked: {calls:?}"
+    );
+}

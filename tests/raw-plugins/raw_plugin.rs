@@ -11,11 +11,12 @@
 //!   `retry` (detail with `retry_after_ms` 1500), `reject`, `panicked`, `not_json` (Reject whose
 //!   detail is plain text), `unknown_code` (code 7 plus a buffer), `retry_after_string`,
 //!   `retry_after_negative`, `retry_after_fraction` (Retry "raw busy" whose `retry_after_ms` is
-//!   `"5000"`, `-5`, `1.5`: the wrong types the host warns about); and what native code does
+//!   `"5000"`, `-5`, `1.5`: the wrong types the host warns about), `slow` (Ok after 1.5 s); and what native code does
 //!   when it fails, which no `catch_unwind` stops: `crash_abort` (`abort()`), `crash_segv` (a
 //!   write through a null pointer), `crash_exit` (`exit(3)`); anything else is Ok. `init`
 //!   refuses a config containing `"refuse"` with a message buffer, and answers a config
-//!   containing `"null_instance"` with success but no instance.
+//!   containing `"null_instance"` with success but no instance. With `RAW_PLUGIN_CALLS` set in
+//!   its environment, `handle` appends `<pid> <event_type>` to that file for each call.
 //! - `bad_major`: ABI major 2 and a descriptor of only the three header fields.
 //! - `small_struct`: ABI 1.0 but a descriptor that stops after `build_tag`.
 //! - `newer_minor`: ABI 1.2 (newer than any host) with one appended field.
@@ -245,6 +246,21 @@ fn event_type(delivery: &[u8]) -> &[u8] {
     &rest[..rest.iter().position(|&b| b == b'"').unwrap_or(rest.len())]
 }
 
+/// Appends `<pid> <event_type>` as a line to the file `RAW_PLUGIN_CALLS` names, when set: which
+/// process served which call (an isolated instance's child).
+fn record_call(event_type: &[u8]) {
+    use std::io::Write;
+    let Some(path) = std::env::var_os("RAW_PLUGIN_CALLS") else {
+        return;
+    };
+    let mut line = format!("{} ", std::process::id()).into_bytes();
+    line.extend_from_slice(event_type);
+    line.push(b'\n');
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        let _ = f.write_all(&line);
+    }
+}
+
 /// The instance: a heap allocation, to check `shutdown` gets our pointer back.
 struct Instance {
     magic: u64,
@@ -282,6 +298,7 @@ unsafe extern "C" fn handle(instance: *mut c_void, delivery: GwStr, out_detail: 
     }
     // SAFETY: borrowed for this call.
     let d = unsafe { bytes(&delivery) };
+    record_call(event_type(d));
     let (code, detail) = match event_type(d) {
         b"ok_with_detail" => (0, Some(r#"{"reason":"fine, with a note"}"#)),
         b"retry" => (1, Some(r#"{"reason":"raw busy","retry_after_ms":1500}"#)),
@@ -292,6 +309,10 @@ unsafe extern "C" fn handle(instance: *mut c_void, delivery: GwStr, out_detail: 
         b"retry_after_string" => (1, Some(r#"{"reason":"raw busy","retry_after_ms":"5000"}"#)),
         b"retry_after_negative" => (1, Some(r#"{"reason":"raw busy","retry_after_ms":-5}"#)),
         b"retry_after_fraction" => (1, Some(r#"{"reason":"raw busy","retry_after_ms":1.5}"#)),
+        b"slow" => {
+            std::thread::sleep(std::time::Duration::from_millis(1500));
+            (0, None)
+        }
         b"crash_abort" => std::process::abort(),
         b"crash_exit" => std::process::exit(3),
         b"crash_segv" => {

@@ -23,7 +23,7 @@
 use std::io::BufReader;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -137,6 +137,9 @@ struct Inner {
     next_id: AtomicU64,
     /// Deaths and failed starts since the last call that returned (for the start backoff).
     deaths: AtomicU32,
+    /// The plugin exports the batch entry (ABI 1.1), as its first child reported (every child
+    /// loads the same file). Without it, a batch is sent one delivery at a time.
+    batch_entry: AtomicBool,
 }
 
 impl std::fmt::Debug for Isolated {
@@ -174,8 +177,12 @@ impl Isolated {
             cancels: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
             deaths: AtomicU32::new(0),
+            batch_entry: AtomicBool::new(true),
         });
         let (_, loaded) = inner.spawn()?;
+        inner
+            .batch_entry
+            .store(loaded.descriptor.batch_entry, Ordering::SeqCst);
         Ok((Isolated(inner), loaded.descriptor))
     }
 
@@ -197,6 +204,12 @@ impl Inner {
     fn call_batch(&self, deliveries: &[&[u8]]) -> Vec<CallOutcome> {
         // A kill after this (a timeout) ends this call: nothing of it starts afterwards.
         let epoch = self.cancels.load(Ordering::SeqCst);
+        // A 1.0 plugin's batch would be `handle` looped in one child: after a delivery that
+        // panicked, the next would run on the instance that just panicked. One at a time, a
+        // panicked outcome retires the child before the next delivery is sent (as in process).
+        if !self.batch_entry.load(Ordering::SeqCst) {
+            return self.one_by_one(deliveries, epoch);
+        }
         let groups = super::wire::batch_groups(deliveries);
         if groups.len() == 1 {
             return self.call_group(deliveries, epoch).0;
@@ -225,20 +238,6 @@ impl Inner {
 
     /// The outcomes of one frame's batch, and whether the gateway killed its child meanwhile.
     fn call_group(&self, deliveries: &[&[u8]], epoch: u64) -> (Vec<CallOutcome>, bool) {
-        // One by one, but none after a kill: the engine has recorded the call's timeout, so a
-        // delivery run now would run again at its retry.
-        let one_by_one = |deliveries: &[&[u8]]| -> Vec<CallOutcome> {
-            deliveries
-                .iter()
-                .map(|d| {
-                    if self.cancels.load(Ordering::SeqCst) != epoch {
-                        died("killed before it was run again".into())
-                    } else {
-                        self.call_one(d, epoch)
-                    }
-                })
-                .collect()
-        };
         let outcomes = match self.run(deliveries, epoch) {
             Reply::Outcomes(outcomes, proc) => {
                 self.deaths.store(0, Ordering::SeqCst);
@@ -249,7 +248,7 @@ impl Inner {
                 tracing::error!(plugin = %self.name, %message,
                     "plugin panicked in a batch: a new process handles each delivery on its own");
                 self.retire(&proc);
-                one_by_one(deliveries)
+                self.one_by_one(deliveries, epoch)
             }
             Reply::Panicked(message, proc) => {
                 self.retire(&proc);
@@ -258,7 +257,7 @@ impl Inner {
             Reply::Died(why, false) if deliveries.len() > 1 => {
                 tracing::warn!(plugin = %self.name, reason = %why,
                     "plugin process died during a batch: handling each delivery on its own");
-                one_by_one(deliveries)
+                self.one_by_one(deliveries, epoch)
             }
             Reply::Died(why, killed) => {
                 return (
@@ -268,6 +267,21 @@ impl Inner {
             }
         };
         (outcomes, false)
+    }
+
+    /// Each delivery in a call of its own, but none after a kill: the engine has recorded the
+    /// call's timeout, so a delivery run now would run again at its retry.
+    fn one_by_one(&self, deliveries: &[&[u8]], epoch: u64) -> Vec<CallOutcome> {
+        deliveries
+            .iter()
+            .map(|d| {
+                if self.cancels.load(Ordering::SeqCst) != epoch {
+                    died("killed before it was run".into())
+                } else {
+                    self.call_one(d, epoch)
+                }
+            })
+            .collect()
     }
 
     fn call_one(&self, delivery: &[u8], epoch: u64) -> CallOutcome {
