@@ -4,6 +4,8 @@
 //! the milliseconds the file holds (30 s when it holds no number), so a test can let the first
 //! start through and make every restart slow or hang. `handle` exits the process
 //! with code 3 for a delivery whose `event_type` is `crash_exit`, and answers Ok otherwise.
+//! ABI 1.1: its `handle_batch` calls `handle` for each delivery, so a batch holding a
+//! `crash_exit` dies as a whole (the gateway then runs it again one delivery at a time).
 
 use std::ffi::{c_char, c_void};
 
@@ -32,7 +34,7 @@ pub struct HostApi {
     instance_name: GwStr,
 }
 
-/// The 1.0 descriptor, restated.
+/// The 1.1 descriptor, restated.
 #[repr(C)]
 pub struct Descriptor {
     abi_major: u32,
@@ -45,6 +47,9 @@ pub struct Descriptor {
     handle: unsafe extern "C" fn(*mut c_void, GwStr, *mut GwBuf) -> u32,
     free_buf: unsafe extern "C" fn(GwBuf),
     shutdown: unsafe extern "C" fn(*mut c_void),
+    handle_batch: Option<
+        unsafe extern "C" fn(*mut c_void, *const GwStr, usize, *mut u32, *mut GwBuf) -> u32,
+    >,
 }
 
 // SAFETY: an immutable static holding pointers to static data and functions.
@@ -52,7 +57,7 @@ unsafe impl Sync for Descriptor {}
 
 static DESCRIPTOR: Descriptor = Descriptor {
     abi_major: 1,
-    abi_minor: 0,
+    abi_minor: 1,
     struct_size: std::mem::size_of::<Descriptor>() as u32,
     build_tag: b"raw fixture; slow restart\0".as_ptr() as *const c_char,
     name: b"slow_restart\0".as_ptr() as *const c_char,
@@ -61,6 +66,7 @@ static DESCRIPTOR: Descriptor = Descriptor {
     handle,
     free_buf,
     shutdown,
+    handle_batch: Some(handle_batch),
 };
 
 #[no_mangle]
@@ -110,3 +116,25 @@ unsafe extern "C" fn handle(_instance: *mut c_void, delivery: GwStr, _out: *mut 
 unsafe extern "C" fn free_buf(_buf: GwBuf) {}
 
 unsafe extern "C" fn shutdown(_instance: *mut c_void) {}
+
+unsafe extern "C" fn handle_batch(
+    instance: *mut c_void,
+    deliveries: *const GwStr,
+    count: usize,
+    out_codes: *mut u32,
+    out_details: *mut GwBuf,
+) -> u32 {
+    for i in 0..count {
+        // SAFETY: the host passes `count` borrowed deliveries and `count` writable slots of
+        // each, for the duration of the call.
+        unsafe {
+            let d = &*deliveries.add(i);
+            let one = GwStr {
+                ptr: d.ptr,
+                len: d.len,
+            };
+            *out_codes.add(i) = handle(instance, one, out_details.add(i));
+        }
+    }
+    0
+}
