@@ -196,3 +196,42 @@ fn an_account_id_that_is_a_path_step_is_rejected() {
         );
     }
 }
+
+/// Finding: a `trans_time` that parses as `u64` but exceeds the SQLite ledger's signed 64-bit
+/// column (`"9223372036854775808"`) failed `record_withdrawn` (rusqlite refuses a `u64` above
+/// `i64::MAX`): the money Lark moved was never recorded, every attempt answered `Retry` (a
+/// ledger error), Lark was asked again and again, and the delivery ended a dead letter that a
+/// replay could not fix either. The PostgreSQL ledger already kept the text and no parsed time.
+#[test]
+fn a_trans_time_beyond_i64_is_kept_as_text_and_the_withdrawal_recorded() {
+    let order = payout::external_order_id("evt-tt:payout");
+    let body = json!({"code": 0, "msg": "ok", "data": {
+        "external_order_id": order, "trans_time": "9223372036854775808",
+        "withdrawal_details": {"point_bonus": 100}}})
+    .to_string();
+    let (base, seen) = tiny_lark(body);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = json!({
+        "base_url": base, "app_id": "cli_test", "app_secret": "secret_test",
+        "ledger": "data/payout.db", "timeout": "2s",
+        "forward_url": format!("{base}/pay"),
+    });
+    let p = payout::Payout::new(
+        config,
+        gateway_plugin::Host::for_tests(dir.path(), "payout"),
+    )
+    .expect("config");
+    let d = delivery("evt-tt:payout", 1, ACCOUNT, 100, &[], 1_000);
+    let outcome = p.handle(&d);
+    let r = row(dir.path(), "evt-tt:payout");
+    assert_eq!(outcome, Outcome::Ok, "row {:?}", r.status);
+    assert_eq!(r.status, Status::Withdrawn);
+    assert_eq!(r.points, 100);
+    assert_eq!(r.trans_time.as_deref(), Some("9223372036854775808"));
+    assert_eq!(r.trans_time_ms, None);
+    assert_eq!(r.forward_status, ForwardStatus::Done);
+    let paths = seen.lock().expect("lock").clone();
+    let withdraws = paths.iter().filter(|p| p.ends_with("/withdraw")).count();
+    let paid = paths.iter().filter(|p| p.ends_with("/pay")).count();
+    assert_eq!((withdraws, paid), (1, 1), "{paths:?}");
+}
