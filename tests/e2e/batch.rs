@@ -294,10 +294,11 @@ fn linger_ends_at_its_deadline_and_an_idle_plugin_is_called_at_once() {
 #[test]
 fn a_replay_while_a_batch_runs_waits_for_the_batch_and_reruns_only_the_replayed_delivery() {
     let dir = tempfile::tempdir().expect("tempdir");
-    // Two permits: the gate holds one, the three slow deliveries go as one batch on the
-    // other (2.5 s each, so the batch runs about 7.5 s: rb-2's call outlasts the CLI runs
-    // below on a loaded machine). Once the gate is done a permit is free, so a replay that
-    // did not wait for the running batch would start beside it.
+    // Two permits, both held by gate calls while the three slow deliveries queue (so they go
+    // as one batch when the gate opens, however slow the sending; beside a free permit they
+    // would depend on the 1 s linger). 2.5 s each, so the batch runs about 7.5 s: rb-2's call
+    // outlasts the CLI runs below on a loaded machine. Once the gates are done a permit is
+    // free, so a replay that did not wait for the running batch would start beside it.
     let gw = start_kit(
         dir.path(),
         "max_batch = 3\nlinger = \"1s\"\ntimeout = \"20s\"",
@@ -306,14 +307,17 @@ fn a_replay_while_a_batch_runs_waits_for_the_batch_and_reruns_only_the_replayed_
         2500,
     );
     start_the_gate(&gw);
+    send(&gw, "gate-2", "test.gate");
+    gw.wait_running("gate-2", "kit");
     for id in ["rb-1", "rb-2", "rb-3"] {
         send(&gw, id, "test.slow");
     }
     open_gate(&gw);
-    // rb-1 is handled: the batch is now in rb-2, and the gate has returned.
+    // rb-1 is handled: the batch is now in rb-2, and the gates have returned.
     assert!(
         wait_until(WAIT, || calls_of(&gw, "rb-1").len() == 1
-            && calls_of(&gw, "gate").len() == 1),
+            && calls_of(&gw, "gate").len() == 1
+            && calls_of(&gw, "gate-2").len() == 1),
         "{:?}",
         calls(&gw)
     );
