@@ -226,9 +226,11 @@ pub fn testkit_panic_abort() -> PathBuf {
 }
 
 /// The out-of-tree Rust plugin template, `examples/plugin-template`, built the way its README
-/// tells an author to: the folder copied out of the repository (to `<target>/tmp/plugin-template`),
-/// its `gateway-plugin` path dependency pointed at this checkout's `crates/plugin`, and built as
-/// a workspace of its own into `<target>/template`. The copy gets the workspace's `Cargo.lock`,
+/// tells an author to: the folder copied out of the repository (to
+/// `<target>/tmp/plugin-template-<pid>`: one copy per test process, so two processes building it
+/// at once do not delete each other's sources mid-build; removed once built), its
+/// `gateway-plugin` path dependency pointed at this checkout's `crates/plugin`, and built as a
+/// workspace of its own into `<target>/template` (cargo's lock on that folder orders the builds). The copy gets the workspace's `Cargo.lock`,
 /// so it resolves to the crates the workspace already uses (no registry access needed once they
 /// are downloaded). Once per process; returns the `.so`.
 ///
@@ -251,7 +253,7 @@ const TEMPLATE_SDK_LINE: &str = r#"gateway-plugin = { path = "../../crates/plugi
 fn build_plugin_template(target_tmp: &Path) -> Result<PathBuf, String> {
     let root = workspace_root();
     let template = root.join("examples/plugin-template");
-    let copy = target_tmp.join("plugin-template");
+    let copy = target_tmp.join(format!("plugin-template-{}", std::process::id()));
     if copy.exists() {
         std::fs::remove_dir_all(&copy)
             .map_err(|e| format!("cannot clear {}: {e}", copy.display()))?;
@@ -278,7 +280,10 @@ fn build_plugin_template(target_tmp: &Path) -> Result<PathBuf, String> {
     std::fs::copy(root.join("Cargo.lock"), copy.join("Cargo.lock"))
         .map_err(|e| format!("cannot copy Cargo.lock: {e}"))?;
     let target = target_tmp.parent().unwrap_or(target_tmp).join("template");
-    cargo_build_manifest(&manifest, Some(&target), &[], Profile::Debug)?
+    let built = cargo_build_manifest(&manifest, Some(&target), &[], Profile::Debug);
+    // The library is in `target`; the copy served only the build.
+    let _ = std::fs::remove_dir_all(&copy);
+    built?
         .iter()
         .filter(|a| a.name == "plugin_template")
         .find_map(Artifact::shared_library)

@@ -328,6 +328,22 @@ impl TestGateway {
             .unwrap_or(serde_json::Value::Null)
     }
 
+    /// Waits (up to 30 s) until the delivery of `event_id` to `plugin` is marked started in the
+    /// store (`"running": true`): its plugin call holds a permit and runs, or is about to. Tests
+    /// that act "while the call runs" wait for this rather than sleeping: on a loaded machine
+    /// the hand-over from the answered request to the call can take longer than any fixed sleep.
+    /// Panics with the gateway's log if it never shows.
+    pub fn wait_running(&self, event_id: &str, plugin: &str) {
+        assert!(
+            wait_until(Duration::from_secs(30), || self.delivery(event_id, plugin)
+                ["running"]
+                == true),
+            "the call of {event_id} to {plugin} never started: {}\n{}",
+            self.delivery(event_id, plugin),
+            self.log()
+        );
+    }
+
     /// The calls a `testkit` instance recorded in `data/<name>.jsonl` (its shutdown records
     /// left out).
     pub fn calls(&self, name: &str) -> Vec<serde_json::Value> {

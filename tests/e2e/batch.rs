@@ -12,7 +12,7 @@ const TOKEN: &str = "tok";
 const WAIT: Duration = Duration::from_secs(15);
 
 /// One testkit instance `kit` (one call at a time, 16 deliveries per call at most) with
-/// per-type `modes`, for every `test.*`.
+/// per-type `modes`, for every `test.*`; `test.gate` waits until [`open_gate`].
 fn start(dir: &std::path::Path, delivery: &str, modes: &str) -> TestGateway {
     start_kit(dir, &format!("max_batch = 16\n{delivery}"), modes, 1, 800)
 }
@@ -41,7 +41,7 @@ max_backoff = "100ms"
 [[plugins]]
 name = "kit"
 library = "{testkit}"
-config = {{ record = "data/kit.jsonl", sleep_ms = {sleep_ms}, modes = {{ "test.gate" = "slow", {modes} }} }}
+config = {{ record = "data/kit.jsonl", sleep_ms = {sleep_ms}, gate = "data/gate-open", modes = {{ "test.gate" = "gate", {modes} }} }}
 max_concurrency = {max_concurrency}
 
 [[routes]]
@@ -80,29 +80,27 @@ fn state(gw: &TestGateway, id: &str) -> (String, String) {
     )
 }
 
-/// Sends a slow `gate` event, then `events` while it holds the only permit: they queue up and
-/// go to the plugin as one batch.
-fn queue_behind_a_gate(gw: &TestGateway, events: &[(&str, &str)]) {
+/// Lets the `gate` call return (testkit's gate file).
+fn open_gate(gw: &TestGateway) {
+    std::fs::write(gw.dir.join("data/gate-open"), "").expect("open the gate");
+}
+
+/// Sends a `gate` event and waits until its call holds a permit (a fixed sleep is no guarantee
+/// on a loaded machine: the gate would then go in the batch).
+fn start_the_gate(gw: &TestGateway) {
     send(gw, "gate", "test.gate");
-    gate_running(gw);
+    gw.wait_running("gate", "kit");
+}
+
+/// Sends a `gate` event, then `events` while it holds the only permit, then opens the gate:
+/// they queued up and go to the plugin as one batch (the gate does not return before all of
+/// them are stored, however slow the sending).
+fn queue_behind_a_gate(gw: &TestGateway, events: &[(&str, &str)]) {
+    start_the_gate(gw);
     for (id, event_type) in events {
         send(gw, id, event_type);
     }
-}
-
-/// Waits until `kit` has a call running (the gate's, sent just before): what is sent next
-/// cannot join it, however slowly the machine runs.
-fn gate_running(gw: &TestGateway) {
-    let running = || {
-        let status = gateway_e2e::harness::get(&gw.admin_url("/status")).expect("status");
-        let v: serde_json::Value = serde_json::from_str(&status.body).expect("json");
-        v["plugins"]["kit"]["calls_running"].as_u64()
-    };
-    assert!(
-        wait_until(WAIT, || running() == Some(1)),
-        "the gate's call did not start: {:?}",
-        calls(gw)
-    );
+    open_gate(gw);
 }
 
 #[test]
@@ -216,11 +214,10 @@ fn a_batch_past_its_timeout_is_waited_for_and_its_late_successes_count() {
     );
 }
 
-/// Two calls at once at most, four deliveries a call; a slow `gate` call holds one permit for
-/// 2 s while the test sends `events`, `gap` apart; returns once all of them are done.
+/// Two calls at once at most, four deliveries a call; a `gate` call holds one permit while the
+/// test sends `events`, `gap` apart; returns once all of them are done (then opens the gate).
 fn beside_a_gate(gw: &TestGateway, events: &[&str], gap: Duration) {
-    send(gw, "gate", "test.gate");
-    gate_running(gw);
+    start_the_gate(gw);
     for (i, id) in events.iter().enumerate() {
         if i > 0 {
             std::thread::sleep(gap);
@@ -232,9 +229,10 @@ fn beside_a_gate(gw: &TestGateway, events: &[&str], gap: Duration) {
         "{:?}",
         calls(gw)
     );
+    open_gate(gw);
 }
 
-/// `kit` with two permits, four deliveries a call, a 2 s `gate` and this `linger`.
+/// `kit` with two permits, four deliveries a call, a `gate` and this `linger`.
 fn two_permits(dir: &std::path::Path, linger: &str) -> TestGateway {
     start_kit(
         dir,
@@ -286,8 +284,8 @@ fn linger_ends_at_its_deadline_and_an_idle_plugin_is_called_at_once() {
         calls(&gw)
     );
     assert_eq!(batch_of(&gw, "i-1"), 1, "{:?}", calls(&gw));
-    // Beside the 2 s gate, one delivery waits 400 ms for mates, then goes alone, while the
-    // gate still runs.
+    // Beside the gate, one delivery waits 400 ms for mates, then goes alone, while the gate
+    // still runs.
     beside_a_gate(&gw, &["d-1"], Duration::ZERO);
     let d1 = &calls_of(&gw, "d-1")[0];
     assert_eq!(
@@ -299,24 +297,30 @@ fn linger_ends_at_its_deadline_and_an_idle_plugin_is_called_at_once() {
 #[test]
 fn a_replay_while_a_batch_runs_waits_for_the_batch_and_reruns_only_the_replayed_delivery() {
     let dir = tempfile::tempdir().expect("tempdir");
-    // Two permits: a 1 s gate holds one, the three slow deliveries go as one batch on the
-    // other (1 s each, so the batch runs about 3 s). Once the gate is done a permit is free,
-    // so a replay that did not wait for the running batch would start beside it.
+    // Two permits, both held by gate calls while the three slow deliveries queue (so they go
+    // as one batch when the gate opens, however slow the sending; beside a free permit they
+    // would depend on the 1 s linger). 2.5 s each, so the batch runs about 7.5 s: rb-2's call
+    // outlasts the CLI runs below on a loaded machine. Once the gates are done a permit is
+    // free, so a replay that did not wait for the running batch would start beside it.
     let gw = start_kit(
         dir.path(),
-        "max_batch = 3\nlinger = \"1s\"\ntimeout = \"10s\"",
+        "max_batch = 3\nlinger = \"1s\"\ntimeout = \"20s\"",
         r#""test.slow" = "slow""#,
         2,
-        1000,
+        2500,
     );
-    send(&gw, "gate", "test.gate");
-    std::thread::sleep(Duration::from_millis(150));
+    start_the_gate(&gw);
+    send(&gw, "gate-2", "test.gate");
+    gw.wait_running("gate-2", "kit");
     for id in ["rb-1", "rb-2", "rb-3"] {
         send(&gw, id, "test.slow");
     }
-    // rb-1 is handled: the batch is now in rb-2 (and the gate has returned).
+    open_gate(&gw);
+    // rb-1 is handled: the batch is now in rb-2, and the gates have returned.
     assert!(
-        wait_until(WAIT, || calls_of(&gw, "rb-1").len() == 1),
+        wait_until(WAIT, || calls_of(&gw, "rb-1").len() == 1
+            && calls_of(&gw, "gate").len() == 1
+            && calls_of(&gw, "gate-2").len() == 1),
         "{:?}",
         calls(&gw)
     );
@@ -412,7 +416,7 @@ plugins = ["other"]
 /// (up to 1 s) for batch-mates that never come. Returns once it lingers.
 fn lingering(gw: &TestGateway, id: &str) {
     send(gw, "gate", "test.gate");
-    gate_running(gw);
+    gw.wait_running("gate", "kit");
     send(gw, id, "test.ok");
     std::thread::sleep(Duration::from_millis(100));
     assert!(calls_of(gw, id).is_empty(), "{:?}", calls(gw));

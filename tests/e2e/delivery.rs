@@ -341,15 +341,19 @@ fn an_outcome_the_store_refused_is_recorded_during_the_shutdown_grace() {
     let cfg = one_plugin(
         "initial_backoff = \"50ms\"\nmax_backoff = \"100ms\"\ntimeout = \"10s\"",
         "slow",
-        "mode = \"slow\", sleep_ms = 600",
+        "mode = \"gate\", gate = \"data/open\"",
         "test.slow",
     );
     let mut gw = TestGateway::spawn(dir.path(), &cfg);
     send(&gw, "stop-1", "test.slow");
-    std::thread::sleep(Duration::from_millis(200));
-    // While the call runs another process takes the write lock: the outcome waits in memory.
+    // The call has started (its start mark is written; a fixed sleep could let the lock below
+    // block the mark itself on a loaded machine) and waits for the gate.
+    gw.wait_running("stop-1", "slow");
+    // While the call runs another process takes the write lock, then the call returns: the
+    // outcome waits in memory.
     let other = rusqlite::Connection::open(dir.path().join("data/gateway.db")).expect("open");
     other.execute_batch("BEGIN IMMEDIATE").expect("lock");
+    std::fs::write(dir.path().join("data/open"), "").expect("open the gate");
     assert!(wait_until(Duration::from_secs(5), || gw
         .calls("slow")
         .len()
@@ -391,8 +395,8 @@ fn a_stop_ends_within_one_shutdown_grace() {
     .replace("shutdown_grace = \"5s\"", "shutdown_grace = \"2s\"");
     let mut gw = TestGateway::spawn(dir.path(), &cfg);
     send(&gw, "stuck-1", "test.stuck");
-    std::thread::sleep(Duration::from_millis(300)); // the call has started
-                                                    // A request whose body never finishes arriving (body_timeout is 30 s).
+    gw.wait_running("stuck-1", "stuck");
+    // A request whose body never finishes arriving (body_timeout is 30 s).
     let addr = gw
         .url("/")
         .trim_start_matches("http://")

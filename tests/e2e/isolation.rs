@@ -177,7 +177,7 @@ fn kill_9_of_the_gateway_leaves_no_plugin_process_behind() {
     assert_eq!(kids.len(), 1, "one plugin process: {kids:?}");
     // A call hangs in the child when the gateway dies.
     send(&gw, "hang-1", "test.hang");
-    std::thread::sleep(Duration::from_millis(300));
+    gw.wait_running("hang-1", "native");
     gw.kill9();
     let child = kids[0];
     assert!(

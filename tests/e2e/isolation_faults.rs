@@ -79,7 +79,7 @@ fn batch_panic(isolation: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let gw = start(dir.path(), isolation, 1);
     gw.send_plain(TOKEN, "gate", "test.gate");
-    std::thread::sleep(Duration::from_millis(300));
+    gw.wait_running("gate", "kit");
     for (id, t) in [
         ("p-ok1", "test.ok"),
         ("p-poison", "test.poison"),
@@ -116,7 +116,7 @@ fn panic_beside_a_running_call(isolation: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let gw = start(dir.path(), isolation, 2);
     gw.send_plain(TOKEN, "slow", "test.gate");
-    std::thread::sleep(Duration::from_millis(300));
+    gw.wait_running("slow", "kit");
     gw.send_plain(TOKEN, "poison", "test.poison");
     let ids = ["slow", "poison"];
     assert!(

@@ -228,7 +228,12 @@ fn a_call_hung_past_its_timeout_does_not_stop_every_plugin_behind_a_suspect_deli
     // call of every plugin queued behind that one.
     let dir = tempfile::tempdir().expect("tempdir");
     let lark = Lark::plain(TOKEN);
-    let mut gw = TestGateway::spawn(dir.path(), &hang_config(r#"mode = "slow", sleep_ms = 900"#));
+    // The suspect's first call outlasts the wait for its start mark: with a 900 ms call and a
+    // fixed 300 ms sleep before the kill, a loaded machine could kill the gateway before the
+    // call started or after it returned, and no crash was counted.
+    let first = hang_config(r#"mode = "slow", sleep_ms = 60000"#)
+        .replace("timeout = \"1s\"", "timeout = \"120s\"");
+    let mut gw = TestGateway::spawn(dir.path(), &first);
     let send = |gw: &TestGateway, id: &str, event_type: &str| {
         let a = lark.send(
             &gw.url("/hook"),
@@ -237,7 +242,7 @@ fn a_call_hung_past_its_timeout_does_not_stop_every_plugin_behind_a_suspect_deli
         assert_eq!(a.status, 200, "{id}: {}", a.body);
     };
     send(&gw, "s-1", "suspect");
-    std::thread::sleep(Duration::from_millis(300));
+    gw.wait_running("s-1", "suspect");
     gw.kill9(); // during the suspect's call: the next start counts a crash
     let gw = TestGateway::spawn(dir.path(), &hang_config(r#"mode = "retry_always""#));
     let suspect_calls = || read_jsonl(&dir.path().join("data/suspect.jsonl")).len();

@@ -2,7 +2,9 @@
 //! `rustc --edition 2021 --crate-type cdylib` (it is not a cargo target): while a file named
 //! `slow-init` exists in the gateway config's folder (`HostApi::config_dir`), `init` sleeps for
 //! the milliseconds the file holds (30 s when it holds no number), so a test can let the first
-//! start through and make every restart slow or hang. `handle` exits the process
+//! start through and make every restart slow or hang. Each `init` that read the file appends a
+//! line to `slow-init.seen` first, so a test knows when a start has read it (and can change it
+//! for the starts after that one). `handle` exits the process
 //! with code 3 for a delivery whose `event_type` is `crash_exit`, and answers Ok otherwise.
 //! ABI 1.1: its `handle_batch` calls `handle` for each delivery, so a batch holding a
 //! `crash_exit` dies as a whole (the gateway then runs it again one delivery at a time).
@@ -95,6 +97,11 @@ unsafe extern "C" fn init(
     let dir = unsafe { bytes(&(*host).config_dir) };
     let marker = std::path::Path::new(&*String::from_utf8_lossy(dir)).join("slow-init");
     if let Ok(text) = std::fs::read_to_string(&marker) {
+        let seen = marker.with_extension("seen");
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(seen) {
+            use std::io::Write;
+            let _ = f.write_all(b"read\n");
+        }
         let ms = text.trim().parse().unwrap_or(30_000);
         std::thread::sleep(std::time::Duration::from_millis(ms));
     }

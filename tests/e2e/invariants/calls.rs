@@ -14,15 +14,19 @@ fn an_outcome_the_store_could_not_record_is_not_called_again_while_the_store_is_
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = config(
         "initial_backoff = \"50ms\"\nmax_backoff = \"100ms\"\ntimeout = \"10s\"",
-        &[("slow", "mode = \"slow\", sleep_ms = 800", "")],
+        &[("slow", "mode = \"gate\", gate = \"data/open\"", "")],
     );
     let gw = TestGateway::spawn(dir.path(), &cfg);
     send(&gw, "locked-1", "test.slow");
-    std::thread::sleep(Duration::from_millis(200));
-    // While the call runs, another process takes the write lock for 6 s: the outcome cannot be
-    // recorded, reads still work (WAL), so the sweeper sees the delivery as pending.
+    // The call has started (its start mark is written) and waits for the gate: a fixed sleep
+    // before the lock could let the lock block the start mark itself on a loaded machine.
+    gw.wait_running("locked-1", "slow");
+    // While the call runs, another process takes the write lock for 6 s and the call returns:
+    // the outcome cannot be recorded, reads still work (WAL), so the sweeper sees the delivery
+    // as pending.
     let other = rusqlite::Connection::open(dir.path().join("data/gateway.db")).expect("open");
     other.execute_batch("BEGIN IMMEDIATE").expect("lock");
+    std::fs::write(dir.path().join("data/open"), "").expect("open the gate");
     std::thread::sleep(Duration::from_secs(6));
     assert_eq!(
         calls(&gw, "slow").len(),

@@ -15,22 +15,28 @@ use super::helpers::{call_arrivals, calls, config, delivery, send, state, TOKEN,
 #[test]
 fn a_reload_of_a_changed_instance_keeps_its_concurrency_and_calls_only_the_new_instance() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let delivery = "timeout = \"10s\"";
+    let delivery = "timeout = \"30s\"";
+    // Every call waits for the gate file: r-a's call runs until the reload is done, however
+    // long the reload takes (a 1 s call once ended first on a loaded machine, and r-b and r-c
+    // then ran on the old instance).
     let plugin = |tag: &str| {
         config(
             delivery,
             &[(
                 "kit",
-                &format!("mode = \"slow\", sleep_ms = 1000, tag = \"{tag}\""),
+                &format!("mode = \"gate\", gate = \"data/open\", tag = \"{tag}\""),
                 "max_concurrency = 1",
             )],
         )
     };
     let gw = TestGateway::spawn(dir.path(), &plugin("v1"));
-    for id in ["r-a", "r-b", "r-c"] {
+    // r-a's call runs before r-b and r-c arrive (sent at once, the three could share its
+    // call), and before the reload.
+    send(&gw, "r-a", "test.kit");
+    gw.wait_running("r-a", "kit");
+    for id in ["r-b", "r-c"] {
         send(&gw, id, "test.kit");
     }
-    std::thread::sleep(Duration::from_millis(300));
     std::fs::write(dir.path().join("gateway.toml"), plugin("v2")).expect("write");
     gw.signal("HUP");
     assert!(
@@ -38,6 +44,9 @@ fn a_reload_of_a_changed_instance_keeps_its_concurrency_and_calls_only_the_new_i
         "{}",
         gw.log()
     );
+    // A doubled concurrency would have started r-b on the new instance beside r-a by now.
+    std::thread::sleep(Duration::from_millis(1000));
+    std::fs::write(dir.path().join("data/open"), "").expect("open the gate");
     assert_eq!(
         call_arrivals(&gw, "kit", 3, Duration::from_secs(20)).len(),
         3
@@ -113,17 +122,22 @@ fn an_event_whose_body_arrives_across_a_reload_is_routed_by_the_new_config() {
 #[test]
 fn a_reload_replacing_a_hung_instance_takes_effect_before_the_hung_call_returns() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let delivery = "timeout = \"300ms\"\ninitial_backoff = \"10s\"\nmax_backoff = \"10s\"";
-    let plugin = |kit: &str| config(delivery, &[("kit", kit, "max_concurrency = 1")]);
+    let settings = "timeout = \"300ms\"\ninitial_backoff = \"10s\"\nmax_backoff = \"10s\"";
+    let plugin = |kit: &str| config(settings, &[("kit", kit, "max_concurrency = 1")]);
     let gw = TestGateway::spawn(
         dir.path(),
         &plugin("mode = \"slow\", sleep_ms = 6000, tag = \"hung\""),
     );
     send(&gw, "h-a", "test.kit");
-    std::thread::sleep(Duration::from_millis(100));
-    // h-b waits for the only permit, which the hung call holds.
+    gw.wait_running("h-a", "kit");
+    // h-b waits for the only permit, which the hung call holds (past its timeout once its
+    // attempt is counted).
     send(&gw, "h-b", "test.kit");
-    std::thread::sleep(Duration::from_millis(600));
+    assert!(
+        wait_until(WAIT, || delivery(&gw, "h-a", "kit")["attempts"] == 1),
+        "{}",
+        delivery(&gw, "h-a", "kit")
+    );
     std::fs::write(
         dir.path().join("gateway.toml"),
         plugin("mode = \"ok\", tag = \"fixed\""),

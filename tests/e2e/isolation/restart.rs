@@ -157,8 +157,14 @@ fn a_timeout_ends_a_batch_run_again_one_by_one() {
         wait_until(Duration::from_secs(5), || !children(gw.pid()).is_empty()),
         "no restart"
     );
-    // That child has read the marker by now; every start after it hangs (30 s).
-    std::thread::sleep(Duration::from_millis(300));
+    // Once that child has read the marker (a fixed sleep could end first on a loaded machine,
+    // and then that start hung too), every start after it hangs (30 s).
+    let seen = dir.path().join("slow-init.seen");
+    assert!(
+        wait_until(WAIT, || seen.exists()),
+        "the restart never read slow-init\n{}",
+        gw.log()
+    );
     std::fs::write(&marker, "").expect("write slow-init");
     for id in ["a-1", "a-2", "a-3", "x-1"] {
         send(&gw, id, if id == "x-1" { "crash_exit" } else { "ok" });

@@ -138,7 +138,7 @@ fn sigterm_does_not_wait_for_a_hung_plugin_and_the_delivery_resumes() {
     );
     let mut gw = TestGateway::spawn(dir.path(), &hung);
     assert_eq!(send(&gw, "hung-1", "t.h"), 200);
-    std::thread::sleep(Duration::from_millis(200));
+    gw.wait_running("hung-1", "stuck");
     let started = std::time::Instant::now();
     gw.signal("TERM");
     let status = gw
