@@ -73,6 +73,17 @@ fn tiny_lark(withdraw_body: String) -> (String, Arc<Mutex<Vec<String>>>) {
 /// (an empty object, or the fields under other names) was taken as a withdrawal of nothing:
 /// the row `withdrawn` with 0 points and no cash, forwarding `not_needed`, the delivery `Ok`,
 /// the money Lark moved never forwarded. It is retried instead (the same order id).
+/// A payout instance whose Lark and payment platform are the stand-in at `base`, its ledger
+/// in `dir`.
+fn payout_against(base: &str, dir: &std::path::Path) -> payout::Payout {
+    let config = json!({
+        "base_url": base, "app_id": "cli_test", "app_secret": "secret_test",
+        "ledger": "data/payout.db", "timeout": "2s",
+        "forward_url": format!("{base}/pay"),
+    });
+    payout::Payout::new(config, gateway_plugin::Host::for_tests(dir, "payout")).expect("config")
+}
+
 #[test]
 fn a_withdraw_answer_without_the_requested_amounts_is_not_a_zero_payout() {
     for details in [
@@ -86,16 +97,7 @@ fn a_withdraw_answer_without_the_requested_amounts_is_not_a_zero_payout() {
         .to_string();
         let (base, seen) = tiny_lark(body);
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = json!({
-            "base_url": base, "app_id": "cli_test", "app_secret": "secret_test",
-            "ledger": "data/payout.db", "timeout": "2s",
-            "forward_url": format!("{base}/pay"),
-        });
-        let p = payout::Payout::new(
-            config,
-            gateway_plugin::Host::for_tests(dir.path(), "payout"),
-        )
-        .expect("config");
+        let p = payout_against(&base, dir.path());
         let d = delivery(
             "evt-shape:payout",
             1,
@@ -211,16 +213,7 @@ fn a_trans_time_beyond_i64_is_kept_as_text_and_the_withdrawal_recorded() {
     .to_string();
     let (base, seen) = tiny_lark(body);
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = json!({
-        "base_url": base, "app_id": "cli_test", "app_secret": "secret_test",
-        "ledger": "data/payout.db", "timeout": "2s",
-        "forward_url": format!("{base}/pay"),
-    });
-    let p = payout::Payout::new(
-        config,
-        gateway_plugin::Host::for_tests(dir.path(), "payout"),
-    )
-    .expect("config");
+    let p = payout_against(&base, dir.path());
     let d = delivery("evt-tt:payout", 1, ACCOUNT, 100, &[], 1_000);
     let outcome = p.handle(&d);
     let r = row(dir.path(), "evt-tt:payout");
