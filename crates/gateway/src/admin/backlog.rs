@@ -22,7 +22,10 @@ use crate::store::{Backlog, StoreError};
 pub(super) struct BacklogReads {
     /// Reads begun so far; a read's number is this count once it began.
     begun: Arc<AtomicU64>,
-    last: Arc<Mutex<Option<(u64, Backlog)>>>,
+    /// The last read's answer, a failure too: the callers that waited for it take it (a store
+    /// that fails slowly, e.g. a database that stopped answering, must not make each waiting
+    /// scrape wait for a failing read of its own, one after another).
+    last: Arc<Mutex<Option<(u64, Result<Backlog, StoreError>)>>>,
 }
 
 impl BacklogReads {
@@ -34,18 +37,16 @@ impl BacklogReads {
     {
         let seen = self.begun.load(Ordering::SeqCst);
         let mut turn = self.last.clone().lock_owned().await;
-        if let Some((number, backlog)) = &*turn {
+        if let Some((number, answer)) = &*turn {
             if *number > seen {
-                return Ok(backlog.clone());
+                return answer.clone();
             }
         }
         let number = self.begun.fetch_add(1, Ordering::SeqCst) + 1;
         let read = read();
         let read = tokio::spawn(async move {
             let result = read.await;
-            if let Ok(backlog) = &result {
-                *turn = Some((number, backlog.clone()));
-            }
+            *turn = Some((number, result.clone()));
             result
         });
         read.await

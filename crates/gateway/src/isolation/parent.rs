@@ -287,6 +287,8 @@ impl Inner {
     fn call_one(&self, delivery: &[u8], epoch: u64) -> CallOutcome {
         match self.run(&[delivery], epoch) {
             Reply::Outcomes(mut o, proc) => {
+                // A call that returned ends a run of deaths (the start backoff), as in a batch.
+                self.deaths.store(0, Ordering::SeqCst);
                 self.retire_if_panicked(&o, &proc);
                 o.pop().unwrap_or_else(|| died("no outcome".into()))
             }

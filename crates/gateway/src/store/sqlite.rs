@@ -5,7 +5,8 @@
 //! at that moment (under a moderate steady load, after waiting up to 400 µs for more: see
 //! `batch`), applies them in one transaction, fsyncs once, then answers each caller. Under
 //! load, N concurrent requests cost one fsync instead of N. Reads use connections of their own
-//! (WAL lets readers run beside the writer; the engine's and the operators' apart: `readers`) on
+//! (WAL lets readers run beside the writer; the engine's, the monitor's and the operators' apart:
+//! `readers`) on
 //! the blocking pool. No SQLite call ever runs on an async worker thread.
 
 use std::path::{Path, PathBuf};

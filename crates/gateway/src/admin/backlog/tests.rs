@@ -41,10 +41,10 @@ async fn callers_that_come_during_a_read_share_the_next_one() {
     assert_eq!(count.load(Ordering::SeqCst), 2);
 }
 
-/// A caller that asks after a read began reads again (no answer is older than its request); a
-/// failed read is not kept.
+/// A caller that asks after a read began reads again (no answer is older than its request), a
+/// failed read included.
 #[tokio::test(start_paused = true)]
-async fn no_answer_is_older_than_its_request_and_an_error_is_not_kept() {
+async fn no_answer_is_older_than_its_request_a_failure_included() {
     let reads = BacklogReads::default();
     let ok = |n| move || async move { Ok(backlog(n)) };
     assert_eq!(reads.get(ok(1)).await.map_err(|e| e.0), Ok(backlog(1)));
@@ -75,4 +75,34 @@ async fn a_caller_that_hangs_up_leaves_its_read_holding_the_turn() {
     assert!(gone.is_err(), "the first caller hung up");
     assert_eq!(reads.get(slow(2)).await.map_err(|e| e.0), Ok(backlog(2)));
     assert_eq!(most.load(Ordering::SeqCst), 1);
+}
+
+/// Callers that waited for a read that failed take its failure: a slow failure (a database that
+/// stopped answering: 10 s each) costs them one wait, not one failing read each in turn.
+#[tokio::test(start_paused = true)]
+async fn callers_that_waited_for_a_failed_read_share_its_failure() {
+    let reads = Arc::new(BacklogReads::default());
+    let count = Arc::new(AtomicUsize::new(0));
+    let caller = || {
+        let (reads, count) = (reads.clone(), count.clone());
+        tokio::spawn(async move {
+            reads
+                .get(|| async move {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                    Err(StoreError("no answer within 10 s".into()))
+                })
+                .await
+        })
+    };
+    let first = caller();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let during: Vec<_> = (0..5).map(|_| caller()).collect();
+    let began = tokio::time::Instant::now();
+    assert!(first.await.expect("caller").is_err());
+    for c in during {
+        assert!(c.await.expect("caller").is_err());
+    }
+    assert_eq!(count.load(Ordering::SeqCst), 2);
+    assert!(began.elapsed() <= Duration::from_secs(20));
 }

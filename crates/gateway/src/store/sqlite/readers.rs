@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use rusqlite::Connection;
 
@@ -35,7 +35,10 @@ pub(super) struct Readers {
 }
 
 impl Readers {
-    /// Opens the engine's connection; the operators' waits for its first read.
+    /// Opens the engine's connection; the monitor's and the operators' wait for their first
+    /// read. A read that panicked leaves its lock poisoned and (monitor, operators) its slot
+    /// empty: the next read takes the lock all the same and opens the connection again, so one
+    /// panic never turns a kind of read off for good.
     pub(super) fn open(path: &Path) -> Result<Readers, StoreError> {
         Ok(Readers {
             path: path.to_path_buf(),
@@ -52,9 +55,9 @@ impl Readers {
         f: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         match reader {
-            Reader::Engine => f(&*self.engine.lock().map_err(|_| poisoned())?),
+            Reader::Engine => f(&*self.engine.lock().unwrap_or_else(PoisonError::into_inner)),
             Reader::Monitor => {
-                let mut slot = self.monitor.lock().map_err(|_| poisoned())?;
+                let mut slot = self.monitor.lock().unwrap_or_else(PoisonError::into_inner);
                 let conn = self.take_or_open(&mut slot)?;
                 let result = f(&conn);
                 *slot = Some(conn);
@@ -83,7 +86,7 @@ impl Readers {
         wanted: &Arc<AtomicBool>,
         f: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut slot = self.operator.lock().map_err(|_| poisoned())?;
+        let mut slot = self.operator.lock().unwrap_or_else(PoisonError::into_inner);
         if !wanted.load(Ordering::Relaxed) {
             return Err(StoreError(GONE.into()));
         }
@@ -173,10 +176,6 @@ impl super::SqliteStore {
     }
 }
 
-fn poisoned() -> StoreError {
-    StoreError("reader lock poisoned".into())
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -261,6 +260,28 @@ mod tests {
             assert!(holder.join().expect("holder").is_ok());
             assert!(answered, "a read waited behind a held {held:?} read");
         }
+    }
+    /// A read that panics on any connection does not turn that kind of read off: the next one
+    /// runs (its lock was poisoned; the monitor's and operators' connections are opened again).
+    #[test]
+    fn a_read_that_panicked_leaves_every_reader_usable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
+        for reader in [Reader::Engine, Reader::Monitor, Reader::Operator] {
+            let inner = store.inner.clone();
+            let panicked = std::thread::spawn(move || {
+                inner
+                    .readers
+                    .with(reader, |_| -> Result<(), _> { panic!("a read panics") })
+            })
+            .join();
+            assert!(panicked.is_err(), "{reader:?}: the read did not panic");
+            let next = store.inner.readers.with(reader, |c| {
+                Ok(c.query_row("SELECT 7", [], |r| r.get::<_, i64>(0))?)
+            });
+            assert_eq!(next.ok(), Some(7), "{reader:?}: the next read failed");
+        }
+        assert!(rt().block_on(store.backlog()).is_ok());
     }
 }
 
