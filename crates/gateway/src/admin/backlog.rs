@@ -17,6 +17,9 @@ use tokio::sync::Mutex;
 
 use crate::store::{Backlog, StoreError};
 
+/// A read's number and what it answered.
+type Answer = (u64, Result<Backlog, StoreError>);
+
 /// The last answer (the number of its read) and the turn to read.
 #[derive(Debug, Default)]
 pub(super) struct BacklogReads {
@@ -25,7 +28,7 @@ pub(super) struct BacklogReads {
     /// The last read's answer, a failure too: the callers that waited for it take it (a store
     /// that fails slowly, e.g. a database that stopped answering, must not make each waiting
     /// scrape wait for a failing read of its own, one after another).
-    last: Arc<Mutex<Option<(u64, Result<Backlog, StoreError>)>>>,
+    last: Arc<Mutex<Option<Answer>>>,
 }
 
 impl BacklogReads {

@@ -55,7 +55,7 @@ impl Readers {
         f: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         match reader {
-            Reader::Engine => f(&*self.engine.lock().unwrap_or_else(PoisonError::into_inner)),
+            Reader::Engine => f(&self.engine.lock().unwrap_or_else(PoisonError::into_inner)),
             Reader::Monitor => {
                 let mut slot = self.monitor.lock().unwrap_or_else(PoisonError::into_inner);
                 let conn = self.take_or_open(&mut slot)?;
