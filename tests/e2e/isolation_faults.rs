@@ -405,3 +405,55 @@ fn a_1_0_plugins_batch_mate_never_runs_on_the_instance_that_panicked() {
         "ok-2 ran in the process whose instance had just panicked: {calls:?}"
     );
 }
+
+/// An isolated 1.0 plugin's batch goes one delivery at a time; when its child dies and no new
+/// one can be started, the rest of the call fails at once as a batch's would: one start tried,
+/// not one per delivery left (each after the start backoff, the call holding its permit).
+#[test]
+fn a_1_0_plugins_call_tries_one_start_when_no_child_can_start() {
+    let raw = gateway_e2e::raw_fixtures(std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))).legacy;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let record = dir.path().join("raw-calls.txt");
+    let refuse = dir.path().join("refuse");
+    let cfg = config(
+        &base_config(),
+        // One attempt each: no retry tries another start while the test counts them.
+        "max_batch = 8\nmax_attempts = 1",
+        "native",
+        &format!(
+            "library = \"{}\"\nisolation = \"process\"\nmax_concurrency = 1",
+            raw.display()
+        ),
+        "*",
+    );
+    let gw = TestGateway::spawn_full(
+        dir.path(),
+        &cfg,
+        &[
+            ("RAW_PLUGIN_CALLS", &record.display().to_string()),
+            ("RAW_PLUGIN_REFUSE", &refuse.display().to_string()),
+        ],
+        &[],
+    );
+    let lines = || std::fs::read_to_string(&record).unwrap_or_default();
+    gw.send_plain(TOKEN, "gate", "slow");
+    assert!(wait_until(WAIT, || lines().contains(" slow")));
+    std::fs::write(&refuse, "").expect("refuse marker");
+    let ids = ["x-1", "a-1", "a-2", "a-3"];
+    for id in ids {
+        gw.send_plain(TOKEN, id, if id == "x-1" { "crash_exit" } else { "ok" });
+    }
+    let ended = || {
+        ids.iter()
+            .all(|id| gw.delivery(id, "native")["state"] == "dead")
+    };
+    assert!(wait_until(WAIT, ended), "{}", gw.log());
+    let refused = lines().matches("init_refused").count();
+    assert_eq!(
+        refused,
+        1,
+        "starts tried in the call: {}\n{}",
+        lines(),
+        gw.log()
+    );
+}

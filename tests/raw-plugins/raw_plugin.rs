@@ -16,7 +16,8 @@
 //!   write through a null pointer), `crash_exit` (`exit(3)`); anything else is Ok. `init`
 //!   refuses a config containing `"refuse"` with a message buffer, and answers a config
 //!   containing `"null_instance"` with success but no instance. With `RAW_PLUGIN_CALLS` set in
-//!   its environment, `handle` appends `<pid> <event_type>` to that file for each call.
+//!   its environment, `handle` appends `<pid> <event_type>` to that file for each call. While
+//!   the file `RAW_PLUGIN_REFUSE` names exists, `init` refuses (and records `init_refused`).
 //! - `bad_major`: ABI major 2 and a descriptor of only the three header fields.
 //! - `small_struct`: ABI 1.0 but a descriptor that stops after `build_tag`.
 //! - `newer_minor`: ABI 1.2 (newer than any host) with one appended field.
@@ -275,6 +276,13 @@ unsafe extern "C" fn init(
 ) -> u32 {
     // SAFETY: borrowed for this call.
     let config = unsafe { bytes(&config) };
+    let marker = std::env::var_os("RAW_PLUGIN_REFUSE");
+    if marker.is_some_and(|m| std::path::Path::new(&m).exists()) {
+        record_call(b"init_refused");
+        // SAFETY: the host passes a valid, writable out-pointer.
+        unsafe { *out_error = give("raw plugin refuses to start: the marker file exists") };
+        return 1;
+    }
     if contains(config, b"refuse") {
         // SAFETY: the host passes a valid, writable out-pointer.
         unsafe { *out_error = give("raw plugin refuses this config") };

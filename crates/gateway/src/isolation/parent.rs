@@ -269,34 +269,43 @@ impl Inner {
         (outcomes, false)
     }
 
-    /// Each delivery in a call of its own, but none after a kill: the engine has recorded the
-    /// call's timeout, so a delivery run now would run again at its retry.
+    /// Each delivery in a call of its own, but none after a kill (the engine has recorded the
+    /// call's timeout, so a delivery run now would run again at its retry), nor after no child
+    /// could be started (each would try, and fail, to start one again): those fail as it did.
     fn one_by_one(&self, deliveries: &[&[u8]], epoch: u64) -> Vec<CallOutcome> {
+        let mut given_up: Option<String> = None;
         deliveries
             .iter()
             .map(|d| {
-                if self.cancels.load(Ordering::SeqCst) != epoch {
+                if let Some(why) = &given_up {
+                    died(why.clone())
+                } else if self.cancels.load(Ordering::SeqCst) != epoch {
                     died("killed before it was run".into())
                 } else {
-                    self.call_one(d, epoch)
+                    let (outcome, hopeless) = self.call_one(d, epoch);
+                    given_up = hopeless;
+                    outcome
                 }
             })
             .collect()
     }
 
-    fn call_one(&self, delivery: &[u8], epoch: u64) -> CallOutcome {
+    /// One delivery's outcome, and the reason when calling the next would not help
+    /// (`Reply::Died`'s flag: the gateway killed the child, or none could be started).
+    fn call_one(&self, delivery: &[u8], epoch: u64) -> (CallOutcome, Option<String>) {
         match self.run(&[delivery], epoch) {
             Reply::Outcomes(mut o, proc) => {
                 // A call that returned ends a run of deaths (the start backoff), as in a batch.
                 self.deaths.store(0, Ordering::SeqCst);
                 self.retire_if_panicked(&o, &proc);
-                o.pop().unwrap_or_else(|| died("no outcome".into()))
+                (o.pop().unwrap_or_else(|| died("no outcome".into())), None)
             }
             Reply::Panicked(message, proc) => {
                 self.retire(&proc);
-                CallOutcome::Panicked { message }
+                (CallOutcome::Panicked { message }, None)
             }
-            Reply::Died(why, _) => died(why),
+            Reply::Died(why, true) => (died(why.clone()), Some(why)),
+            Reply::Died(why, false) => (died(why), None),
         }
     }
 
