@@ -349,18 +349,14 @@ fn a_panicked_outcome_of_a_1_0_plugin_replaces_its_isolated_process() {
     );
 }
 
-/// A 1.0 plugin's batch (no batch entry: `handle` looped) is sent to its child one delivery at
-/// a time, so after a `Panicked` outcome the next delivery runs in a new process, never on the
-/// instance that just panicked (as in process). Here `p-1` and `ok-2` queue behind a slow call
-/// (one permit) and are taken as one batch; the raw fixture records which process served each.
-#[test]
-fn a_1_0_plugins_batch_mate_never_runs_on_the_instance_that_panicked() {
+/// The raw 1.0 fixture as `native`, isolated, one permit, `max_batch = 8` and `delivery`'s keys,
+/// for every event; it records each call's pid in `<dir>/raw-calls.txt` (`env`: more of its
+/// variables).
+fn legacy_isolated(dir: &std::path::Path, delivery: &str, env: &[(&str, &str)]) -> TestGateway {
     let raw = gateway_e2e::raw_fixtures(std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))).legacy;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let record = dir.path().join("raw-calls.txt");
     let cfg = config(
         &base_config(),
-        "max_batch = 8\nmax_attempts = 3",
+        &format!("max_batch = 8\n{delivery}"),
         "native",
         &format!(
             "library = \"{}\"\nisolation = \"process\"\nmax_concurrency = 1",
@@ -368,12 +364,21 @@ fn a_1_0_plugins_batch_mate_never_runs_on_the_instance_that_panicked() {
         ),
         "*",
     );
-    let gw = TestGateway::spawn_full(
-        dir.path(),
-        &cfg,
-        &[("RAW_PLUGIN_CALLS", &record.display().to_string())],
-        &[],
-    );
+    let record = dir.join("raw-calls.txt").display().to_string();
+    let mut vars = vec![("RAW_PLUGIN_CALLS", record.as_str())];
+    vars.extend_from_slice(env);
+    TestGateway::spawn_full(dir, &cfg, &vars, &[])
+}
+
+/// A 1.0 plugin's batch (no batch entry: `handle` looped) is sent to its child one delivery at
+/// a time, so after a `Panicked` outcome the next delivery runs in a new process, never on the
+/// instance that just panicked (as in process). Here `p-1` and `ok-2` queue behind a slow call
+/// (one permit) and are taken as one batch; the raw fixture records which process served each.
+#[test]
+fn a_1_0_plugins_batch_mate_never_runs_on_the_instance_that_panicked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let record = dir.path().join("raw-calls.txt");
+    let gw = legacy_isolated(dir.path(), "max_attempts = 3", &[]);
     // `(pid, event_type)` of each call, in order.
     let calls = || -> Vec<(String, String)> {
         std::fs::read_to_string(&record)
@@ -411,29 +416,15 @@ fn a_1_0_plugins_batch_mate_never_runs_on_the_instance_that_panicked() {
 /// not one per delivery left (each after the start backoff, the call holding its permit).
 #[test]
 fn a_1_0_plugins_call_tries_one_start_when_no_child_can_start() {
-    let raw = gateway_e2e::raw_fixtures(std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))).legacy;
     let dir = tempfile::tempdir().expect("tempdir");
     let record = dir.path().join("raw-calls.txt");
     let refuse = dir.path().join("refuse");
-    let cfg = config(
-        &base_config(),
-        // One attempt each: no retry tries another start while the test counts them.
-        "max_batch = 8\nmax_attempts = 1",
-        "native",
-        &format!(
-            "library = \"{}\"\nisolation = \"process\"\nmax_concurrency = 1",
-            raw.display()
-        ),
-        "*",
-    );
-    let gw = TestGateway::spawn_full(
+    // One attempt each: no retry tries another start while the test counts them.
+    let refuse_env = refuse.display().to_string();
+    let gw = legacy_isolated(
         dir.path(),
-        &cfg,
-        &[
-            ("RAW_PLUGIN_CALLS", &record.display().to_string()),
-            ("RAW_PLUGIN_REFUSE", &refuse.display().to_string()),
-        ],
-        &[],
+        "max_attempts = 1",
+        &[("RAW_PLUGIN_REFUSE", &refuse_env)],
     );
     let lines = || std::fs::read_to_string(&record).unwrap_or_default();
     gw.send_plain(TOKEN, "gate", "slow");
