@@ -10,6 +10,26 @@ fn backlog(pending: u64) -> Backlog {
     }
 }
 
+/// A caller on its own task whose read (if it gets to make one) takes `took` and answers
+/// `answer(n)`, `n` the number of reads made before it.
+fn spawn_caller(
+    reads: &Arc<BacklogReads>,
+    count: &Arc<AtomicUsize>,
+    took: Duration,
+    answer: fn(u64) -> Result<Backlog, StoreError>,
+) -> tokio::task::JoinHandle<Result<Backlog, StoreError>> {
+    let (reads, count) = (reads.clone(), count.clone());
+    tokio::spawn(async move {
+        reads
+            .get(|| async move {
+                let n = count.fetch_add(1, Ordering::SeqCst) as u64;
+                tokio::time::sleep(took).await;
+                answer(n)
+            })
+            .await
+    })
+}
+
 /// Callers that come while a read runs wait for it, then share one read of their own: however
 /// many come, two reads.
 #[tokio::test(start_paused = true)]
@@ -17,15 +37,8 @@ async fn callers_that_come_during_a_read_share_the_next_one() {
     let reads = Arc::new(BacklogReads::default());
     let count = Arc::new(AtomicUsize::new(0));
     let caller = || {
-        let (reads, count) = (reads.clone(), count.clone());
-        tokio::spawn(async move {
-            reads
-                .get(|| async move {
-                    let n = count.fetch_add(1, Ordering::SeqCst) as u64;
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                    Ok(backlog(n))
-                })
-                .await
+        spawn_caller(&reads, &count, Duration::from_millis(300), |n| {
+            Ok(backlog(n))
         })
     };
     let first = caller();
@@ -84,15 +97,8 @@ async fn callers_that_waited_for_a_failed_read_share_its_failure() {
     let reads = Arc::new(BacklogReads::default());
     let count = Arc::new(AtomicUsize::new(0));
     let caller = || {
-        let (reads, count) = (reads.clone(), count.clone());
-        tokio::spawn(async move {
-            reads
-                .get(|| async move {
-                    count.fetch_add(1, Ordering::SeqCst);
-                    tokio::time::sleep(Duration::from_secs(10)).await;
-                    Err(StoreError("no answer within 10 s".into()))
-                })
-                .await
+        spawn_caller(&reads, &count, Duration::from_secs(10), |_| {
+            Err(StoreError("no answer within 10 s".into()))
         })
     };
     let first = caller();
