@@ -358,3 +358,160 @@ fn a_name_removed_and_configured_again_keeps_its_limit_while_an_old_call_runs() 
         gw.log()
     );
 }
+
+/// Regression: a batch waiting for the engine's gate, held alone by a delivery with a crash
+/// behind it, when a reload replaced its plugin's instance was handed to the old instance: the
+/// dispatcher read the instance before it waited for the gate (which can be as long as the
+/// lone call's timeout). Only the new instance is called after a reload.
+#[test]
+fn a_call_waiting_for_the_gate_when_a_reload_replaces_its_instance_goes_to_the_new_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = |tag: &str| {
+        config(
+            "timeout = \"60s\"",
+            &[
+                ("suspect", "mode = \"gate\", gate = \"data/open\"", ""),
+                ("kit", &format!("mode = \"ok\", tag = \"{tag}\""), ""),
+            ],
+        )
+    };
+    let mut gw = TestGateway::spawn(dir.path(), &cfg("v1"));
+    send(&gw, "g-suspect", "test.suspect");
+    gw.wait_running("g-suspect", "suspect");
+    gw.kill9(); // during the call: the next start counts a crash, and the call then runs alone
+    let gw = TestGateway::spawn(dir.path(), &cfg("v1"));
+    // Marked started again after the crash was counted: its call holds the gate alone.
+    assert!(
+        wait_until(WAIT, || {
+            let d = delivery(&gw, "g-suspect", "suspect");
+            d["crashes"] == 1 && d["running"] == true
+        }),
+        "{}\n{}",
+        delivery(&gw, "g-suspect", "suspect"),
+        gw.log()
+    );
+    send(&gw, "g-1", "test.kit");
+    // Its dispatcher takes a permit and waits for the gate.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(calls(&gw, "kit").is_empty(), "{:?}", calls(&gw, "kit"));
+    std::fs::write(dir.path().join("gateway.toml"), cfg("v2")).expect("write");
+    gw.signal("HUP");
+    assert!(
+        wait_until(WAIT, || gw.log().contains("config reloaded")),
+        "{}",
+        gw.log()
+    );
+    std::fs::write(dir.path().join("data/open"), "").expect("open the gate");
+    assert!(
+        wait_until(WAIT, || state(&gw, "g-1", "kit") == "done"),
+        "{}\n{}",
+        delivery(&gw, "g-1", "kit"),
+        gw.log()
+    );
+    let calls = calls(&gw, "kit");
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(
+        calls[0]["tag"], "v2",
+        "called on the instance the reload replaced: {calls:?}"
+    );
+}
+
+/// Regression: a call whose start mark the store refused (another process held its write lock)
+/// retried the mark for as long as the store refused it, then called the instance it had read
+/// before: a reload meanwhile that replaced the instance did not take effect for it, and one
+/// that removed it did not stop it. Here the lone call of a crashed delivery holds the gate
+/// until its timeout, so `g-2` waits for the gate while the test takes the store's lock.
+#[test]
+fn a_call_whose_start_mark_waits_for_the_store_goes_to_the_instance_a_reload_put_in() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = start_mark_waits_across_a_reload(dir.path(), true);
+    let calls = calls(&gw, "kit");
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(
+        calls[0]["tag"], "v2",
+        "called on the instance the reload replaced: {calls:?}"
+    );
+}
+
+#[test]
+fn a_call_whose_start_mark_waits_for_the_store_is_not_made_when_a_reload_removes_its_instance() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = start_mark_waits_across_a_reload(dir.path(), false);
+    std::thread::sleep(Duration::from_millis(1_500));
+    assert!(
+        calls(&gw, "kit").is_empty(),
+        "the removed instance was called: {:?}",
+        calls(&gw, "kit")
+    );
+    assert_eq!(state(&gw, "g-2", "kit"), "pending");
+}
+
+/// The set-up of the two tests above: `kit` replaced (tag `v2`) or removed by a reload while
+/// `g-2`'s start mark waits for the store; returns once the lock is gone and, when `kit` was
+/// replaced, `g-2` is done.
+fn start_mark_waits_across_a_reload(dir: &std::path::Path, replace: bool) -> TestGateway {
+    let suspect = ("suspect", "mode = \"gate\", gate = \"data/open\"", "");
+    let cfg = |tag: Option<&str>| {
+        let kit = tag.map(|tag| format!("mode = \"ok\", tag = \"{tag}\""));
+        let mut plugins = vec![suspect];
+        if let Some(kit) = &kit {
+            plugins.push(("kit", kit, ""));
+        }
+        config("timeout = \"3s\"", &plugins)
+    };
+    let mut gw = TestGateway::spawn(dir, &cfg(Some("v1")));
+    send(&gw, "m-suspect", "test.suspect");
+    gw.wait_running("m-suspect", "suspect");
+    gw.kill9();
+    let gw = TestGateway::spawn(dir, &cfg(Some("v1")));
+    assert!(
+        wait_until(WAIT, || {
+            let d = delivery(&gw, "m-suspect", "suspect");
+            d["crashes"] == 1 && d["running"] == true
+        }),
+        "{}",
+        gw.log()
+    );
+    send(&gw, "g-2", "test.kit");
+    std::thread::sleep(Duration::from_millis(300));
+    // The store refuses writes from now on; at its timeout the lone call gives the gate up,
+    // and g-2's start mark is refused.
+    let db = dir.join("data/gateway.db");
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let other = rusqlite::Connection::open(db).expect("open");
+        other.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+        locked_tx.send(()).expect("locked");
+        let _ = release_rx.recv_timeout(Duration::from_secs(60));
+        other.execute_batch("ROLLBACK").expect("unlock");
+    });
+    locked_rx.recv().expect("the lock is held");
+    assert!(
+        wait_until(WAIT, || gw
+            .log()
+            .contains("could not mark deliveries as started")),
+        "{}",
+        gw.log()
+    );
+    let reloaded = cfg(replace.then_some("v2"));
+    std::fs::write(dir.join("gateway.toml"), reloaded).expect("write");
+    gw.signal("HUP");
+    assert!(
+        wait_until(WAIT, || gw.log().contains("config reloaded")),
+        "{}",
+        gw.log()
+    );
+    release_tx.send(()).expect("release");
+    holder.join().expect("holder");
+    std::fs::write(dir.join("data/open"), "").expect("open the gate");
+    if replace {
+        assert!(
+            wait_until(WAIT, || state(&gw, "g-2", "kit") == "done"),
+            "{}\n{}",
+            delivery(&gw, "g-2", "kit"),
+            gw.log()
+        );
+    }
+    gw
+}

@@ -92,9 +92,13 @@ impl Engine {
         }
         // Durably "started" before the call: should the process die during it, the next start
         // counts this attempt and the crash (poison deliveries end; see `recover_crashed`).
-        let Some(marked) = self.mark_started(&ready).await else {
-            return; // Shutting down: nothing was called.
+        let Some(marked) = self.mark_started(&ready, &queue.cancel).await else {
+            return; // Shutting down, or removed: nothing was called.
         };
+        // The instance current once the marks are in: while the store refused them (for as
+        // long as it did), a reload may have replaced it. One removed after its marks were
+        // written still takes this call, as a call started just before a reload finishes.
+        let slot = queue.slot().unwrap_or(slot);
         // Unmarked: replayed or finished meanwhile, or (shared store) another replica holds
         // it. Not called here; the sweeper finds it again if it is still due.
         let (ready, payloads): (Vec<Job>, Vec<Vec<u8>>) = ready

@@ -126,13 +126,6 @@ impl Engine {
             if batch.is_empty() {
                 continue;
             }
-            // The instance current now, not when the jobs were queued.
-            let Some(slot) = queue.slot() else {
-                for j in &batch {
-                    self.known.drop_key(j.key, j.generation);
-                }
-                continue;
-            };
             // A delivery during which the process died before runs with no other call beside it
             // (of any plugin), so if it kills the process again, only it is counted.
             let alone = batch[0].crashes > 0;
@@ -158,6 +151,14 @@ impl Engine {
                     break
                 },
                 g = gate => g,
+            };
+            // The instance current now, with the gate held (the wait can last a lone call's
+            // timeout; a reload meanwhile may have replaced it), not when the jobs were queued.
+            let Some(slot) = queue.slot() else {
+                for j in &batch {
+                    self.known.drop_key(j.key, j.generation);
+                }
+                continue;
             };
             let engine = self.clone();
             let queue = queue.clone();

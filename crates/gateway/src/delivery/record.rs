@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+
 use super::attempt::{from, job_span};
 use super::{Engine, Job};
 use crate::metrics;
@@ -17,8 +19,13 @@ const RECORD_RETRY_MAX: Duration = Duration::from_secs(5);
 impl Engine {
     /// Marks the attempts of `jobs` as started, retrying until the store takes it (like
     /// outcomes: no call starts while the store refuses writes). One flag per job: call only
-    /// the marked ones. `None` on shutdown.
-    pub(super) async fn mark_started(&self, jobs: &[Job]) -> Option<Vec<bool>> {
+    /// the marked ones. `None` on shutdown, or when `removed` fires first (a reload removed
+    /// the instance while the store refused the marks): nothing is called then.
+    pub(super) async fn mark_started(
+        &self,
+        jobs: &[Job],
+        removed: &CancellationToken,
+    ) -> Option<Vec<bool>> {
         let marks: Vec<(i64, Guard)> = jobs.iter().map(|j| (j.key, from(j))).collect();
         let mut wait = RECORD_RETRY_MIN;
         let mut failed = false;
@@ -34,9 +41,15 @@ impl Engine {
                         tracing::error!(error = %e, "could not mark deliveries as started: waiting for the store before calling the plugin");
                         failed = true;
                     }
+                    let stop = async {
+                        tokio::select! {
+                            _ = self.cancel.cancelled() => {}
+                            _ = removed.cancelled() => {}
+                        }
+                    };
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
-                        _ = self.cancel.cancelled() => {
+                        _ = stop => {
                             for j in jobs {
                                 self.known.drop_key(j.key, j.generation);
                             }
