@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use gateway_plugin::host::{
     CallOutcome, DescriptorSummary, FileId, InitError, Instance, Library, LibraryFile, LoadError,
@@ -23,14 +23,15 @@ use gateway_plugin::Level;
 use crate::config::{Config, Isolation, PluginSpec};
 use crate::isolation::parent::{Isolated, StartError};
 
+mod in_process;
+
+use in_process::{unavailable, InProcess};
+
 /// How an instance runs.
 enum Runner {
-    /// In the gateway's process: the library is loaded here. `instance` is `Some` while the
-    /// slot is alive (taken only by `Drop`).
-    InProcess {
-        library: Library,
-        instance: RwLock<Option<Instance>>,
-    },
+    /// In the gateway's process: the library is loaded here ([`in_process`]: the instance,
+    /// and its replacement after a panic).
+    InProcess(InProcess),
     /// `isolation = "process"`: the instance's child process, which loads the file that hashes
     /// to `sha256` (what the gateway examined).
     Isolated { process: Isolated, sha256: String },
@@ -64,11 +65,11 @@ impl Drop for PluginSlot {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let Runner::InProcess { instance, .. } = &mut self.runner else {
+        let Runner::InProcess(runner) = &mut self.runner else {
             return;
         };
         // Taken, not cloned: the slot must not keep a reference that could end up the last one.
-        if let Some(instance) = instance.get_mut().ok().and_then(Option::take) {
+        if let Some(instance) = runner.take() {
             handle.spawn_blocking(move || drop(instance));
         }
     }
@@ -83,18 +84,29 @@ impl PluginSlot {
     pub(crate) fn isolated(&self) -> Option<&Isolated> {
         match &self.runner {
             Runner::Isolated { process, .. } => Some(process),
-            Runner::InProcess { .. } => None,
+            Runner::InProcess(_) => None,
         }
     }
 }
 
 impl PluginSlot {
-    /// The current instance (a cheap clone; keeps it alive for the call).
-    pub fn instance(&self) -> Option<Instance> {
+    /// The in-process instance to call (a cheap clone; keeps it alive for the call): the
+    /// current one, or a fresh one after a failed restart ([`in_process`]); `Err` is why no
+    /// call can be made now (the call is a retry).
+    fn instance(&self) -> Result<Instance, String> {
         match &self.runner {
-            Runner::InProcess { instance, .. } => instance.read().ok().and_then(|i| i.clone()),
-            Runner::Isolated { .. } => None,
+            Runner::InProcess(runner) => runner.for_call(|library| self.instantiate(library)),
+            Runner::Isolated { .. } => Err("internal: not an in-process instance".into()),
         }
+    }
+
+    fn instantiate(&self, library: &Library) -> Result<Instance, InitError> {
+        library.instantiate(
+            &self.spec.name,
+            &self.spec.config,
+            &self.config_dir,
+            log_sink(),
+        )
     }
 
     /// Calls the plugin (blocking).
@@ -109,9 +121,9 @@ impl PluginSlot {
                 });
         }
         match self.instance() {
-            Some(i) => i.handle(delivery_json),
-            None => CallOutcome::Retry {
-                reason: "plugin instance unavailable".into(),
+            Ok(i) => i.handle(delivery_json),
+            Err(reason) => CallOutcome::Retry {
+                reason,
                 retry_after: None,
             },
         }
@@ -126,14 +138,9 @@ impl PluginSlot {
         if let Some(iso) = self.isolated() {
             return iso.call_batch(deliveries);
         }
-        let Some(instance) = self.instance() else {
-            return deliveries
-                .iter()
-                .map(|_| CallOutcome::Retry {
-                    reason: "plugin instance unavailable".into(),
-                    retry_after: None,
-                })
-                .collect();
+        let instance = match self.instance() {
+            Ok(i) => i,
+            Err(reason) => return unavailable(deliveries.len(), &reason),
         };
         if deliveries.len() == 1 {
             return vec![instance.handle(deliveries[0])];
@@ -148,56 +155,25 @@ impl PluginSlot {
                 drop(instance);
                 tracing::error!(%message, deliveries = deliveries.len(),
                     "plugin panicked in a batch: restarting the instance and handling each delivery on its own");
-                self.restart_now();
-                self.one_by_one(deliveries)
+                match self.restart_now() {
+                    Ok(()) => self.one_by_one(deliveries),
+                    Err(reason) => unavailable(deliveries.len(), &reason),
+                }
             }
-        }
-    }
-
-    /// Hands each delivery to `handle` on its own, on the instance current then: after one that
-    /// panicked, the instance is replaced before the next is handed over (as an isolated
-    /// instance's process is), so no delivery goes to an instance that just panicked. After
-    /// the last one the engine restarts it, as after any call that panicked.
-    fn one_by_one(&self, deliveries: &[&[u8]]) -> Vec<CallOutcome> {
-        let mut outcomes = Vec::with_capacity(deliveries.len());
-        for (i, d) in deliveries.iter().enumerate() {
-            let outcome = self.call(d);
-            if matches!(outcome, CallOutcome::Panicked { .. }) && i + 1 < deliveries.len() {
-                self.restart_now();
-            }
-            outcomes.push(outcome);
-        }
-        outcomes
-    }
-
-    /// [`PluginSlot::reinit`] on the calling thread (a batch's, which holds its share of the
-    /// engine's gate), a failure logged.
-    fn restart_now(&self) {
-        if let Err(e) = self.reinit() {
-            tracing::error!(error = %e, "plugin instance could not be restarted");
         }
     }
 
     /// Replaces the instance with a fresh one (after a panic). The old one is shut down when
-    /// its last in-flight call returns.
+    /// its last in-flight call returns; if the fresh one cannot be made, the old one is
+    /// retired all the same and calls try again after a backoff ([`in_process`]).
     pub fn reinit(&self) -> Result<(), InitError> {
-        let (library, instance) = match &self.runner {
+        match &self.runner {
             // The call that panicked already retired its process (it leaves once its other
             // calls return) and the next call starts a new one: nothing is killed here (a kill
             // would reach calls running beside it, or in the new process).
-            Runner::Isolated { .. } => return Ok(()),
-            Runner::InProcess { library, instance } => (library, instance),
-        };
-        let fresh = library.instantiate(
-            &self.spec.name,
-            &self.spec.config,
-            &self.config_dir,
-            log_sink(),
-        )?;
-        if let Ok(mut guard) = instance.write() {
-            *guard = Some(fresh);
+            Runner::Isolated { .. } => Ok(()),
+            Runner::InProcess(runner) => runner.replace(|library| self.instantiate(library)),
         }
-        Ok(())
     }
 }
 
@@ -397,7 +373,7 @@ fn reusable(slot: &PluginSlot, spec: &PluginSpec, dir: &Path) -> Result<bool, St
         // renamed over it, or written into it) are refused as in `open`: reusing the instance
         // silently would leave the operator believing the new build runs. The same bytes
         // installed again (a new file) keep it: what runs is what is on disk.
-        Runner::InProcess { .. } => {
+        Runner::InProcess(_) => {
             let path = spec.library.as_path();
             match LibraryFile::open(path) {
                 Ok(now) => {
@@ -486,10 +462,7 @@ fn start_one(spec: &PluginSpec, opened: Opened, dir: &Path) -> Result<PluginSlot
             let instance = library
                 .instantiate(&spec.name, &spec.config, dir, log_sink())
                 .map_err(StartError::Init)?;
-            let runner = Runner::InProcess {
-                instance: RwLock::new(Some(instance)),
-                library: library.clone(),
-            };
+            let runner = Runner::InProcess(InProcess::new(library.clone(), instance));
             (library.summary(), runner)
         }
         Opened::Examined(examined) => {

@@ -18,6 +18,8 @@
 //! - `init_sleep_ms` — `new` sleeps this long before it returns (default 0): a slow start.
 //! - `restart_sleep_ms` — `new` sleeps this long when it is not the process's first `new` of
 //!   testkit (default 0): a slow restart after a panic (or a reload).
+//! - `refuse_new_while` — a file path (resolved like `record`'s): `new` refuses to start
+//!   (`testkit: refusing to start while {path} exists`) while that file exists.
 //! - `gate` — for `gate`: a file path, relative paths resolved like `record`'s (required by
 //!   that mode).
 //! - `gate_then` — for `gate`: what the call returns once the gate opens, `"ok"` (default),
@@ -100,6 +102,7 @@ struct Config {
     gate: Option<PathBuf>,
     #[serde(default)]
     gate_then: GateThen,
+    refuse_new_while: Option<PathBuf>,
     retry_after_ms: Option<u64>,
     only_event_types: Option<Vec<String>>,
     record: Option<PathBuf>,
@@ -180,6 +183,15 @@ impl Plugin for Testkit {
         static INSTANCES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         if INSTANCES.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 0 {
             std::thread::sleep(Duration::from_millis(config.restart_sleep_ms));
+        }
+        if let Some(path) = &config.refuse_new_while {
+            let path = host.resolve_path(path);
+            if path.exists() {
+                return Err(format!(
+                    "testkit: refusing to start while {} exists",
+                    path.display()
+                ));
+            }
         }
         if config.mode == Mode::PanicNew {
             panic!(

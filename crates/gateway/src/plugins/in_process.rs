@@ -1,0 +1,210 @@
+//! An in-process instance's runner: the loaded library, the instance calls go to, and that
+//! instance's replacement after a panic.
+//!
+//! An instance that panicked is never handed another delivery. It is replaced by a fresh one
+//! built from the same config; when that `init` fails (the plugin refuses, panics, or what it
+//! needs at start is down), the slot holds no instance: each call is then a retry ("plugin
+//! instance unavailable", with the reason), and a call tries `init` again once the restart
+//! backoff has passed ([`restart_backoff`]: 10 ms doubling to 1 s, as an isolated instance's
+//! starts; the engine's retry backoff paces the deliveries themselves). One `init` runs at a
+//! time; a call that finds one running is a retry at once rather than a wait.
+//!
+//! Also here: a batch's fallback after it panicked as a whole ([`PluginSlot::one_by_one`]):
+//! each delivery on its own, the instance replaced after each one that panics; when it cannot
+//! be replaced, the rest of the batch are retries with that reason, none tried again within
+//! the call.
+//!
+//! [`PluginSlot::one_by_one`]: super::PluginSlot::one_by_one
+
+use std::sync::{Mutex, PoisonError, RwLock, TryLockError};
+use std::time::{Duration, Instant};
+
+use gateway_plugin::host::{CallOutcome, InitError, Instance, Library};
+
+/// Restarts that failed in a row, and what the last one said.
+#[derive(Debug, Default)]
+struct Failed {
+    count: u32,
+    /// No call tries `init` again before this.
+    next_try: Option<Instant>,
+    error: String,
+}
+
+pub(super) struct InProcess {
+    library: Library,
+    /// `None` after a restart failed (and once the slot is dropped).
+    instance: RwLock<Option<Instance>>,
+    /// Held while an `init` runs (so one runs at a time).
+    restart: Mutex<Failed>,
+}
+
+impl InProcess {
+    pub(super) fn new(library: Library, instance: Instance) -> Self {
+        InProcess {
+            library,
+            instance: RwLock::new(Some(instance)),
+            restart: Mutex::new(Failed::default()),
+        }
+    }
+
+    /// The current instance (a cheap clone; keeps it alive for the call).
+    pub(super) fn current(&self) -> Option<Instance> {
+        self.instance
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The instance to call: the current one; with none (a restart failed), a fresh one if
+    /// the backoff has passed and its `init` succeeds. `Err` is the reason a call cannot be
+    /// made now (the call is a retry).
+    pub(super) fn for_call(
+        &self,
+        make: impl FnOnce(&Library) -> Result<Instance, InitError>,
+    ) -> Result<Instance, String> {
+        if let Some(instance) = self.current() {
+            return Ok(instance);
+        }
+        let mut failed = match self.restart.try_lock() {
+            Ok(f) => f,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                return Err("plugin instance unavailable: it is being restarted".into())
+            }
+        };
+        // Restarted by another call while this one waited for the lock.
+        if let Some(instance) = self.current() {
+            return Ok(instance);
+        }
+        if failed.count == 0 {
+            return Err("plugin instance unavailable".into());
+        }
+        if let Some(wait) = failed
+            .next_try
+            .map(|t| t.saturating_duration_since(Instant::now()))
+            .filter(|w| !w.is_zero())
+        {
+            return Err(format!(
+                "plugin instance unavailable: its restart after a panic failed ({}); next try in {} ms",
+                failed.error,
+                wait.as_millis().max(1)
+            ));
+        }
+        self.install(&mut failed, make)
+            .map_err(|e| restart_failed(&e))
+    }
+
+    /// Replaces the instance (after a panic) with a fresh one. On failure the panicked one is
+    /// retired all the same (no call goes to it again; it is shut down when its last call
+    /// returns) and calls try again after the backoff ([`InProcess::for_call`]).
+    pub(super) fn replace(
+        &self,
+        make: impl FnOnce(&Library) -> Result<Instance, InitError>,
+    ) -> Result<(), InitError> {
+        let mut failed = self.restart.lock().unwrap_or_else(PoisonError::into_inner);
+        self.install(&mut failed, make).map(drop)
+    }
+
+    /// Runs `make` (holding the restart lock: `failed`), installs what it built, or retires
+    /// the current instance and books the failure.
+    fn install(
+        &self,
+        failed: &mut Failed,
+        make: impl FnOnce(&Library) -> Result<Instance, InitError>,
+    ) -> Result<Instance, InitError> {
+        let made = make(&self.library);
+        let mut slot = self
+            .instance
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        match made {
+            Ok(fresh) => {
+                *slot = Some(fresh.clone());
+                *failed = Failed::default();
+                Ok(fresh)
+            }
+            Err(e) => {
+                let retired = slot.take();
+                drop(slot);
+                // Its `shutdown` may block: not under the lock (calls read the slot).
+                drop(retired);
+                failed.count = failed.count.saturating_add(1);
+                failed.next_try = Some(Instant::now() + restart_backoff(failed.count));
+                failed.error = e.to_string();
+                Err(e)
+            }
+        }
+    }
+
+    /// The instance, taken for good (the slot is being dropped).
+    pub(super) fn take(&mut self) -> Option<Instance> {
+        self.instance
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+}
+
+impl super::PluginSlot {
+    /// Hands each delivery to `handle` on its own, on the instance current then: after one that
+    /// panicked, the instance is replaced before the next is handed over (as an isolated
+    /// instance's process is), so no delivery goes to an instance that just panicked; if it
+    /// cannot be replaced, the rest are retries with that reason (none tries again within this
+    /// call). After the last one the engine restarts it, as after any call that panicked.
+    pub(super) fn one_by_one(&self, deliveries: &[&[u8]]) -> Vec<CallOutcome> {
+        let mut outcomes = Vec::with_capacity(deliveries.len());
+        for (i, d) in deliveries.iter().enumerate() {
+            let outcome = self.call(d);
+            let panicked = matches!(outcome, CallOutcome::Panicked { .. });
+            outcomes.push(outcome);
+            if panicked && i + 1 < deliveries.len() {
+                if let Err(reason) = self.restart_now() {
+                    outcomes.extend(unavailable(deliveries.len() - i - 1, &reason));
+                    break;
+                }
+            }
+        }
+        outcomes
+    }
+
+    /// [`PluginSlot::reinit`] on the calling thread (a batch's, which holds its share of the
+    /// engine's gate), a failure logged and returned as the reason the calls it stops get.
+    pub(super) fn restart_now(&self) -> Result<(), String> {
+        self.reinit().map_err(|e| {
+            tracing::error!(error = %e, "plugin instance could not be restarted");
+            restart_failed(&e)
+        })
+    }
+}
+
+/// `n` retries with `reason`: the outcomes of calls that could not be made.
+pub(super) fn unavailable(n: usize, reason: &str) -> Vec<CallOutcome> {
+    (0..n)
+        .map(|_| CallOutcome::Retry {
+            reason: reason.to_owned(),
+            retry_after: None,
+        })
+        .collect()
+}
+
+/// The reason a call gets when the instance could not be restarted after a panic.
+pub(super) fn restart_failed(error: &InitError) -> String {
+    format!("plugin instance unavailable: its restart after a panic failed ({error})")
+}
+
+/// The wait before a call tries `init` again after `failures` failed restarts in a row: 10 ms
+/// doubling to 1 s.
+fn restart_backoff(failures: u32) -> Duration {
+    Duration::from_millis(10u64 << failures.saturating_sub(1).min(7)).min(Duration::from_secs(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backoff_doubles_from_10_ms_to_1_s() {
+        let ms: Vec<u128> = (1..=9).map(|n| restart_backoff(n).as_millis()).collect();
+        assert_eq!(ms, [10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
+    }
+}

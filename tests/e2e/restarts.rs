@@ -1,0 +1,166 @@
+//! An in-process instance that panicked and cannot be restarted (its `init` fails): no delivery
+//! is handed to the instance that panicked, neither the next ones nor the rest of the batch it
+//! panicked in; they are retries ("plugin instance unavailable") until a restart succeeds, and
+//! then they are delivered by the fresh instance.
+
+use std::time::Duration;
+
+use gateway_e2e::harness::{base_config, binaries, wait_until, TestGateway};
+
+const TOKEN: &str = "tok";
+const WAIT: Duration = Duration::from_secs(15);
+
+/// `kit` (one call at a time, up to 8 deliveries a call) panicking on `test.poison`, waiting
+/// for `data/gate-open` on `test.gate`, and refusing to start while `data/refuse` exists.
+fn start(dir: &std::path::Path) -> TestGateway {
+    let cfg = format!(
+        r#"{base}
+[[apps]]
+name = "hire"
+path = "/hook"
+verification_token = "{TOKEN}"
+
+[delivery]
+initial_backoff = "50ms"
+max_backoff = "100ms"
+max_attempts = 10000
+max_batch = 8
+
+[[plugins]]
+name = "kit"
+library = "{testkit}"
+config = {{ record = "data/kit.jsonl", gate = "data/gate-open", refuse_new_while = "data/refuse", modes = {{ "test.gate" = "gate", "test.poison" = "panic_handle" }} }}
+max_concurrency = 1
+
+[[routes]]
+events = ["test.*"]
+plugins = ["kit"]
+"#,
+        base = base_config(),
+        testkit = binaries().testkit.display(),
+    );
+    TestGateway::spawn(dir, &cfg)
+}
+
+fn send(gw: &TestGateway, id: &str, event_type: &str) {
+    gw.send_plain(TOKEN, id, event_type);
+}
+
+/// The calls `kit` recorded for `id`.
+fn calls_of(gw: &TestGateway, id: &str) -> Vec<serde_json::Value> {
+    gw.calls("kit")
+        .into_iter()
+        .filter(|c| c["event_id"] == id)
+        .collect()
+}
+
+fn state(gw: &TestGateway, id: &str) -> String {
+    gw.delivery(id, "kit")["state"]
+        .as_str()
+        .unwrap_or("none")
+        .to_owned()
+}
+
+/// Waits until `id`'s delivery has been retried at least once with the failed restart as its
+/// reason, then checks that no call of it reached an instance.
+fn retried_unavailable(gw: &TestGateway, id: &str) {
+    assert!(
+        wait_until(WAIT, || {
+            let d = gw.delivery(id, "kit");
+            d["attempts"].as_u64().unwrap_or(0) >= 2
+                && d["last_error"].as_str().is_some_and(|e| {
+                    e.contains("restart after a panic failed") && e.contains("refusing to start")
+                })
+        }),
+        "{}\n{}",
+        gw.delivery(id, "kit"),
+        gw.log()
+    );
+    assert!(
+        calls_of(gw, id).is_empty(),
+        "{id} was handed to the instance that panicked: {:?}",
+        gw.calls("kit")
+    );
+}
+
+/// Regression: after a panic, a restart that failed left the instance that panicked in place,
+/// and every later delivery went to it.
+#[test]
+fn after_a_panic_and_a_failed_restart_no_delivery_goes_to_the_panicked_instance() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = start(dir.path());
+    std::fs::write(dir.path().join("data/refuse"), "").expect("refuse restarts");
+    send(&gw, "p-1", "test.poison");
+    assert!(
+        wait_until(WAIT, || gw
+            .log()
+            .contains("plugin instance could not be restarted")),
+        "{}",
+        gw.log()
+    );
+    assert_eq!(state(&gw, "p-1"), "dead");
+    send(&gw, "a-1", "test.ok");
+    retried_unavailable(&gw, "a-1");
+    std::fs::remove_file(dir.path().join("data/refuse")).expect("allow restarts");
+    assert!(
+        wait_until(WAIT, || state(&gw, "a-1") == "done"),
+        "{}\n{}",
+        gw.delivery("a-1", "kit"),
+        gw.log()
+    );
+    assert_eq!(calls_of(&gw, "a-1").len(), 1, "{:?}", gw.calls("kit"));
+}
+
+/// Regression: when a batch panicked and its instance could not be restarted, its deliveries
+/// were handed one by one to the instance that had just panicked (and each further panic tried
+/// a restart at once). Now the whole batch is retried, none of it called, until a restart
+/// succeeds.
+#[test]
+fn a_batch_that_panicked_is_not_handed_to_its_instance_when_the_restart_fails() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = start(dir.path());
+    send(&gw, "gate", "test.gate");
+    gw.wait_running("gate", "kit");
+    for (id, event_type) in [
+        ("b-ok1", "test.ok"),
+        ("b-poison", "test.poison"),
+        ("b-ok2", "test.ok"),
+    ] {
+        send(&gw, id, event_type);
+    }
+    std::fs::write(dir.path().join("data/refuse"), "").expect("refuse restarts");
+    std::fs::write(dir.path().join("data/gate-open"), "").expect("open the gate");
+    // The batch ran once: b-ok1 handled, then b-poison panicked (b-ok2 never reached).
+    assert!(
+        wait_until(WAIT, || calls_of(&gw, "b-poison").len() == 1),
+        "{:?}\n{}",
+        gw.calls("kit"),
+        gw.log()
+    );
+    let batch = calls_of(&gw, "b-poison");
+    assert_eq!(batch[0]["batch"], 3, "{:?}", gw.calls("kit"));
+    for id in ["b-ok1", "b-ok2"] {
+        let d = || gw.delivery(id, "kit");
+        assert!(
+            wait_until(WAIT, || d()["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("restart after a panic failed"))),
+            "{}\n{:?}\n{}",
+            d(),
+            gw.calls("kit"),
+            gw.log()
+        );
+    }
+    // b-ok1's one call was the batch's; b-ok2 had none.
+    assert_eq!(calls_of(&gw, "b-ok1").len(), 1, "{:?}", gw.calls("kit"));
+    assert!(calls_of(&gw, "b-ok2").is_empty(), "{:?}", gw.calls("kit"));
+    std::fs::remove_file(dir.path().join("data/refuse")).expect("allow restarts");
+    assert!(
+        wait_until(WAIT, || state(&gw, "b-ok1") == "done"
+            && state(&gw, "b-ok2") == "done"
+            && state(&gw, "b-poison") == "dead"),
+        "{:?}\n{}",
+        gw.calls("kit"),
+        gw.log()
+    );
+}
