@@ -12,8 +12,11 @@
 //! with its password hidden (also through the real `gateway check`); and the real thing: two
 //! gateway processes with the real `libpayout.so` on one database, handed the same snapshot as
 //! two events at once, make one withdraw call to the Lark stand-in, and `payout-report` lists it
-//! from the database URL. `socket.rs`: the same plugin with its ledger on the Unix socket.
+//! from the database URL. `socket.rs`: the same plugin with its ledger on the Unix socket;
+//! `keepalive.rs`: the server notices a ledger client that vanished within minutes.
 
+#[path = "payout_ledger_pg/keepalive.rs"]
+mod keepalive;
 #[path = "../standins/lark_api.rs"]
 mod lark_api;
 #[path = "payout_ledger_pg/socket.rs"]
