@@ -179,6 +179,7 @@ fn kill_9_of_the_gateway_leaves_no_plugin_process_behind() {
     send(&gw, "hang-1", "test.hang");
     gw.wait_running("hang-1", "native");
     gw.kill9();
+    let killed = std::time::Instant::now();
     let child = kids[0];
     assert!(
         wait_until(Duration::from_secs(10), || !Path::new(&format!(
@@ -189,6 +190,14 @@ fn kill_9_of_the_gateway_leaves_no_plugin_process_behind() {
                 .map(|s| s.contains(") Z "))
                 .unwrap_or(true)),
         "plugin process {child} outlived the gateway"
+    );
+    // At once, its call cut short: a gateway restarted meanwhile calls that delivery again
+    // (a crashed attempt), and the old call must not run beside the new one. (It once waited
+    // up to 2 s for the call.)
+    assert!(
+        killed.elapsed() < Duration::from_millis(1500),
+        "plugin process {child} lingered {:?} behind its call",
+        killed.elapsed()
     );
 }
 

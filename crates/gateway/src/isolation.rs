@@ -45,9 +45,6 @@ use wire::{FromChild, InitFailure, Loaded, ToChild};
 /// these kinds over 1 MiB).
 const MAX_CHILD_TEXT: usize = 64 * 1024;
 
-/// How long a child whose stdin closed waits for its calls in flight.
-const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
-
 /// The hidden subcommand the gateway starts its children with.
 pub const SUBCOMMAND: &str = "plugin-host";
 
@@ -187,13 +184,13 @@ pub fn serve(library: &Path) -> ExitCode {
             // The gateway closed the pipe (it retires this child, or it stops or died): let
             // calls in flight finish and shut the instance down. While the gateway lives it
             // decides how long (it kills a child whose call outlives its timeout, and one it
-            // stops with 5 s after closing the pipe); once it is gone, a child never lingers
-            // behind a hung call longer than a moment.
+            // stops with 5 s after closing the pipe). Once it is gone, this child leaves at
+            // once, its calls cut short as the gateway's own were: their outcomes can reach no
+            // one, the next gateway counts them as crashed and calls them again, and a call
+            // left running here would run beside that one.
             Ok(None) | Err(_) => {
-                let deadline = std::time::Instant::now() + SHUTDOWN_WAIT;
                 while in_flight.load(std::sync::atomic::Ordering::SeqCst) > 0
-                    && (std::time::Instant::now() < deadline
-                        || std::os::unix::process::parent_id() == gateway)
+                    && std::os::unix::process::parent_id() == gateway
                 {
                     std::thread::sleep(std::time::Duration::from_millis(10));
                 }
