@@ -383,3 +383,61 @@ fn cash_amounts_stay_exact_through_the_ledger() {
         ]
     );
 }
+
+/// A new payout version installed at a new path and taken in by a reload (libraries are never
+/// unloaded, so that is how one upgrades without a restart) runs a second copy of the library,
+/// and of the SQLite built into it, in the gateway's process, beside the instance it replaces
+/// until that one's last call returns. Regression: the replaced instance's SQLite, closing,
+/// deleted the WAL the new instance wrote to, so every ledger write after the upgrade was lost
+/// at the next `kill -9`. Here the replaced instance is still in a withdraw call when the next
+/// event comes: the new instance waits for it, and every write survives.
+#[test]
+fn a_reload_to_a_new_payout_library_keeps_every_ledger_write() {
+    let api = LarkApi::start();
+    api.set_balance("acc-up1", 10, &[]);
+    api.set_balance("acc-up2", 20, &[]);
+    api.set_balance("acc-up3", 30, &[]);
+    api.faults(|f| f.delay_next_withdraw = Some(Duration::from_secs(2)));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(&api, "10s", false);
+    let mut gw = spawn(dir.path(), &cfg);
+    send(&gw, "po-up1", "acc-up1", 10, "[]", T0);
+    assert!(
+        wait_until(Duration::from_secs(10), || api.withdraw_calls().len() == 1),
+        "no withdraw call:\n{}",
+        gw.log()
+    );
+    let copy = dir.path().join("libpayout-2.so");
+    std::fs::copy(binaries().payout.as_path(), &copy).expect("install the new version");
+    let upgraded = cfg.replace(
+        &binaries().payout.display().to_string(),
+        &copy.display().to_string(),
+    );
+    assert_ne!(upgraded, cfg);
+    std::fs::write(dir.path().join("gateway.toml"), upgraded).expect("write");
+    gw.signal("HUP");
+    assert!(
+        wait_until(Duration::from_secs(15), || gw
+            .log()
+            .contains("config reloaded")),
+        "{}",
+        gw.log()
+    );
+    send(&gw, "po-up2", "acc-up2", 20, "[]", T0 + 1);
+    wait_done(&gw, "po-up1");
+    wait_done(&gw, "po-up2");
+    // Once the replaced instance has surely closed its connection (its call returned), one
+    // more: what the new instance writes now went to the deleted WAL.
+    std::thread::sleep(Duration::from_millis(500));
+    send(&gw, "po-up3", "acc-up3", 30, "[]", T0 + 2);
+    wait_done(&gw, "po-up3");
+    gw.kill9();
+    let listed = report(dir.path());
+    for id in ["po-up1", "po-up2", "po-up3"] {
+        assert!(
+            listed.contains(&expected_order_id(id)),
+            "{id}'s ledger row was lost across the upgrade:\n{listed}"
+        );
+    }
+    assert!(listed.contains("withdrawals: 3\n"), "{listed}");
+}

@@ -47,6 +47,10 @@ pub enum LedgerError {
         found: i64,
         known: i64,
     },
+    /// The file is still open elsewhere in this process (the instance a reload replaced), or
+    /// that cannot be told: see `ledger/sqlite/handover.rs`.
+    #[error("ledger {path}: {reason}")]
+    Handover { path: String, reason: String },
     #[error("ledger: corrupt row for delivery {delivery_id}: {reason}")]
     Corrupt { delivery_id: String, reason: String },
     #[error("ledger: {what} {value} of delivery {delivery_id} is too large to store")]
@@ -114,7 +118,8 @@ pub struct Ledger {
 
 #[derive(Debug)]
 enum Backend {
-    Sqlite(sqlite::SqliteLedger),
+    /// Boxed as the other: one ledger lives as long as the plugin.
+    Sqlite(Box<sqlite::SqliteLedger>),
     /// Boxed: its driver config is large, and one ledger lives as long as the plugin.
     Postgres(Box<postgres::PgLedger>),
 }
@@ -138,14 +143,14 @@ impl Ledger {
     /// Opens (creating if needed) the SQLite ledger at `path` for writing.
     pub fn open(path: &Path) -> Result<Ledger, LedgerError> {
         sqlite::SqliteLedger::open(path).map(|l| Ledger {
-            backend: Backend::Sqlite(l),
+            backend: Backend::Sqlite(Box::new(l)),
         })
     }
 
     /// Opens an existing SQLite ledger read-only (for reports; safe while the gateway writes).
     pub fn open_read_only(path: &Path) -> Result<Ledger, LedgerError> {
         sqlite::SqliteLedger::open_read_only(path).map(|l| Ledger {
-            backend: Backend::Sqlite(l),
+            backend: Backend::Sqlite(Box::new(l)),
         })
     }
 

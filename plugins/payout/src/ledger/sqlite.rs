@@ -1,10 +1,13 @@
 //! The SQLite backend: the plugin's own database file (WAL, `synchronous=FULL`), one connection
 //! behind a mutex. Every decision is one `IMMEDIATE` transaction, so the file's write lock
 //! serialises admissions. Never used by two gateway processes at once (that is what the
-//! PostgreSQL backend is for).
+//! PostgreSQL backend is for), and within the gateway's process by one connection at a time,
+//! across copies of this library too ([`handover`]).
 
-use std::path::Path;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+mod handover;
 
 use lark_core::AssetsUpdateV1;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
@@ -62,12 +65,60 @@ const SCHEMA_VERSION: i64 = 1;
 /// The SQLite ledger.
 #[derive(Debug)]
 pub(super) struct SqliteLedger {
-    conn: Mutex<Connection>,
+    /// `None` until no other copy of this library has the file open ([`handover`]).
+    conn: Mutex<Option<Open>>,
+    file: PathBuf,
     /// The file, as shown in errors.
     path: String,
 }
 
+/// An open connection, counted for [`handover`] while it lives.
+#[derive(Debug)]
+struct Open {
+    conn: Connection,
+    /// Dropped after the connection (fields drop in order).
+    _registered: handover::Registration,
+}
+
+impl Open {
+    fn new(conn: Connection, path: &Path, shown: &str) -> Result<Open, LedgerError> {
+        let registered = handover::Registration::new(path).map_err(|e| LedgerError::Handover {
+            path: shown.to_owned(),
+            reason: format!("cannot identify the file: {e}"),
+        })?;
+        Ok(Open {
+            conn,
+            _registered: registered,
+        })
+    }
+}
+
+/// The ledger's connection, locked and open ([`SqliteLedger::lock`]).
+struct Conn<'a>(MutexGuard<'a, Option<Open>>);
+
+impl std::ops::Deref for Conn<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        match self.0.as_ref() {
+            Some(open) => &open.conn,
+            None => unreachable!("a Conn is made only once the connection is open"),
+        }
+    }
+}
+
+impl std::ops::DerefMut for Conn<'_> {
+    fn deref_mut(&mut self) -> &mut Connection {
+        match self.0.as_mut() {
+            Some(open) => &mut open.conn,
+            None => unreachable!("a Conn is made only once the connection is open"),
+        }
+    }
+}
+
 impl SqliteLedger {
+    /// Opens (creating or migrating) the ledger at `path` for writing; while another copy of
+    /// this library has the file open (the instance a reload replaces), the connection is
+    /// opened at the first use instead ([`handover`]).
     pub(super) fn open(path: &Path) -> Result<SqliteLedger, LedgerError> {
         let shown = path.display().to_string();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -76,38 +127,56 @@ impl SqliteLedger {
                 source,
             })?;
         }
-        let err = |source| LedgerError::Sqlite {
+        let may_open = handover::may_open(path).map_err(|e| LedgerError::Handover {
             path: shown.clone(),
-            source,
+            reason: format!("cannot tell whether this process has it open: {e}"),
+        })?;
+        let conn = if may_open {
+            Some(Open::new(connect(path, &shown)?, path, &shown)?)
+        } else {
+            None
         };
-        let conn = Connection::open(path).map_err(err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(err)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(err)?;
-        conn.pragma_update(None, "foreign_keys", "ON")
-            .map_err(err)?;
-        // A ledger written by a newer plugin is never written by this one (the SCHEMA below
-        // would also set its version back).
-        let found: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(err)?;
-        if found > SCHEMA_VERSION {
-            return Err(LedgerError::NewerSchema {
-                path: shown,
-                found,
-                known: SCHEMA_VERSION,
-            });
-        }
-        conn.execute_batch(SCHEMA).map_err(err)?;
         Ok(SqliteLedger {
             conn: Mutex::new(conn),
+            file: path.to_owned(),
             path: shown,
         })
     }
+}
 
+/// A writing connection to the ledger at `path` (`shown` in errors), its schema created or
+/// checked.
+fn connect(path: &Path, shown: &str) -> Result<Connection, LedgerError> {
+    let err = |source| LedgerError::Sqlite {
+        path: shown.to_owned(),
+        source,
+    };
+    let conn = Connection::open(path).map_err(err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(err)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(err)?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(err)?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(err)?;
+    // A ledger written by a newer plugin is never written by this one (the SCHEMA below
+    // would also set its version back).
+    let found: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(err)?;
+    if found > SCHEMA_VERSION {
+        return Err(LedgerError::NewerSchema {
+            path: shown.to_owned(),
+            found,
+            known: SCHEMA_VERSION,
+        });
+    }
+    conn.execute_batch(SCHEMA).map_err(err)?;
+    Ok(conn)
+}
+
+impl SqliteLedger {
     pub(super) fn open_read_only(path: &Path) -> Result<SqliteLedger, LedgerError> {
         let shown = path.display().to_string();
         let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
@@ -119,8 +188,10 @@ impl SqliteLedger {
                 path: shown.clone(),
                 source,
             })?;
+        let open = Open::new(conn, path, &shown)?;
         Ok(SqliteLedger {
-            conn: Mutex::new(conn),
+            conn: Mutex::new(Some(open)),
+            file: path.to_owned(),
             path: shown,
         })
     }
@@ -136,8 +207,29 @@ impl SqliteLedger {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    /// The connection, locked; opened first if this ledger waited for the file ([`handover`]).
+    fn lock(&self) -> Result<Conn<'_>, LedgerError> {
+        let mut slot = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            let handover = |reason| LedgerError::Handover {
+                path: self.path.clone(),
+                reason,
+            };
+            let closed =
+                handover::wait_may_open(&self.file, handover::HANDOVER_WAIT).map_err(|e| {
+                    handover(format!("cannot tell whether this process has it open: {e}"))
+                })?;
+            if !closed {
+                return Err(handover(
+                    "still open in this process by another copy of the payout library (the \
+                     instance a reload replaced: its last calls are finishing)"
+                        .into(),
+                ));
+            }
+            let conn = connect(&self.file, &self.path)?;
+            *slot = Some(Open::new(conn, &self.file, &self.path)?);
+        }
+        Ok(Conn(slot))
     }
 
     pub(super) fn admit(
@@ -148,7 +240,7 @@ impl SqliteLedger {
         plan: &Plan,
         now_ms: u64,
     ) -> Result<PayoutRow, LedgerError> {
-        let mut conn = self.lock();
+        let mut conn = self.lock()?;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| self.err(e))?;
@@ -218,7 +310,7 @@ impl SqliteLedger {
             .as_deref()
             .and_then(|t| t.trim().parse::<u64>().ok())
             .and_then(|t| i64::try_from(t).ok());
-        let mut conn = self.lock();
+        let mut conn = self.lock()?;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| self.err(e))?;
@@ -272,7 +364,7 @@ impl SqliteLedger {
         log_id: Option<&str>,
         status: &str,
     ) -> Result<(), LedgerError> {
-        self.lock()
+        self.lock()?
             .execute(
                 "UPDATE payouts SET status = ?2, last_error = ?3, log_id = COALESCE(?4, log_id)
                  WHERE delivery_id = ?1 AND status IN ('pending', 'rejected')",
@@ -283,7 +375,7 @@ impl SqliteLedger {
     }
 
     pub(super) fn count_withdraw_attempt(&self, delivery_id: &str) -> Result<(), LedgerError> {
-        self.lock()
+        self.lock()?
             .execute(
                 "UPDATE payouts SET withdraw_attempts = withdraw_attempts + 1 WHERE delivery_id = ?1",
                 [delivery_id],
@@ -297,7 +389,7 @@ impl SqliteLedger {
         delivery_id: &str,
         (status, http, error, at): (&str, Option<u16>, Option<&str>, Option<u64>),
     ) -> Result<(), LedgerError> {
-        self.lock()
+        self.lock()?
             .execute(
                 "UPDATE payouts SET forward_status = ?2, forward_http_status = ?3,
                      forward_error = ?4, forwarded_at = ?5, forward_attempts = forward_attempts + 1
@@ -309,7 +401,7 @@ impl SqliteLedger {
     }
 
     pub(super) fn get(&self, delivery_id: &str) -> Result<Option<PayoutRow>, LedgerError> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         load(&conn, delivery_id)
             .map_err(|e| self.err(e))?
             .map(StoredRow::check)
@@ -317,7 +409,7 @@ impl SqliteLedger {
     }
 
     pub(super) fn withdrawals(&self, from: i64, to: i64) -> Result<Vec<PayoutRow>, LedgerError> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let ids: Vec<String> = conn
             .prepare(
                 "SELECT delivery_id FROM payouts

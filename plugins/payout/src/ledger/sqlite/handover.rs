@@ -1,0 +1,156 @@
+//! One SQLite connection per ledger file in a process, across copies of this library.
+//!
+//! A reload that installs a new payout version at a new library path (libraries are never
+//! unloaded, so that is how one upgrades without a restart) runs a second copy of this plugin,
+//! and of the SQLite built into it, in the gateway's process, beside the instance it replaces
+//! until that one's last call returns. Two copies of SQLite in one process do not see each
+//! other: POSIX locks belong to the process, and each copy keeps its own table of the files it
+//! has open. So when the replaced instance closed its connection, its SQLite found itself the
+//! file's last user, checkpointed and deleted the WAL (and the shared-memory index) the new
+//! instance was writing to: every ledger write after the upgrade went to a deleted file and was
+//! lost at the next crash (and a second writer at once could corrupt the file).
+//!
+//! So a ledger opens its connection only once no other copy of this library has the file open:
+//! when this copy holds no connection to it ([`Registration`], kept per copy: statics are not
+//! shared between copies) yet a descriptor of this process refers to it (read from
+//! `/proc/self/fd`, whoever holds it, copies older than this code included), the connection is
+//! opened at its first use, once that descriptor is gone (at most [`HANDOVER_WAIT`] per call;
+//! the call is then a retry). Connections of one copy share its SQLite, whose locks work
+//! between them, and other processes (a `payout-report`, a `gateway check`) are not counted:
+//! SQLite's locks work between processes.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// How long one call waits for the replaced instance to close the file.
+pub(super) const HANDOVER_WAIT: Duration = Duration::from_secs(5);
+
+/// How often the wait looks again.
+const POLL: Duration = Duration::from_millis(20);
+
+/// A file, as the kernel tells files apart: device and inode.
+type FileId = (u64, u64);
+
+/// The files this copy of the library has connections to, and how many.
+static OPEN: Mutex<Option<HashMap<FileId, usize>>> = Mutex::new(None);
+
+fn file_id(path: &Path) -> std::io::Result<Option<FileId>> {
+    match std::fs::metadata(path) {
+        Ok(m) => Ok(Some((m.dev(), m.ino()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// A connection of this copy to a file, counted while it lives: drop it after the connection.
+#[derive(Debug)]
+pub(super) struct Registration(FileId);
+
+impl Registration {
+    /// Counts a connection just opened to `path`.
+    pub(super) fn new(path: &Path) -> std::io::Result<Registration> {
+        let id = file_id(path)?.ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::NotFound, "the ledger file vanished")
+        })?;
+        let mut open = OPEN.lock().unwrap_or_else(PoisonError::into_inner);
+        *open.get_or_insert_with(HashMap::new).entry(id).or_insert(0) += 1;
+        Ok(Registration(id))
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut open = OPEN.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(open) = open.as_mut() {
+            if let Some(n) = open.get_mut(&self.0) {
+                *n -= 1;
+                if *n == 0 {
+                    open.remove(&self.0);
+                }
+            }
+        }
+    }
+}
+
+/// Whether a connection to `path` may be opened now: this copy already has one (its SQLite
+/// sees to the rest), or no descriptor of this process refers to the file.
+pub(super) fn may_open(path: &Path) -> std::io::Result<bool> {
+    let Some(file) = file_id(path)? else {
+        return Ok(true);
+    };
+    let open = OPEN.lock().unwrap_or_else(PoisonError::into_inner);
+    if open.as_ref().is_some_and(|o| o.contains_key(&file)) {
+        return Ok(true);
+    }
+    Ok(!open_here(file)?)
+}
+
+/// Whether a descriptor of this process refers to `file`.
+fn open_here(file: FileId) -> std::io::Result<bool> {
+    for entry in std::fs::read_dir("/proc/self/fd")? {
+        // A descriptor closed meanwhile (this scan's own included), a socket or a pipe: not
+        // the file.
+        let Ok(entry) = entry else { continue };
+        let Ok(target) = std::fs::metadata(entry.path()) else {
+            continue;
+        };
+        if (target.dev(), target.ino()) == file {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Waits until [`may_open`] says yes, up to `limit`: `Ok(false)` if it still says no then.
+pub(super) fn wait_may_open(path: &Path, limit: Duration) -> std::io::Result<bool> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if may_open(path)? {
+            return Ok(true);
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_another_holds_here_may_be_opened_once_it_is_closed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ledger.db");
+        assert!(may_open(&path).expect("scan"), "missing: open nowhere");
+        std::fs::write(&path, b"x").expect("write");
+        assert!(may_open(&path).expect("scan"));
+        // Held by something that is not a connection of this copy (another copy's SQLite).
+        let held = std::fs::File::open(&path).expect("open");
+        assert!(!may_open(&path).expect("scan"));
+        // Another name of the same file counts; another file does not.
+        let link = dir.path().join("link.db");
+        std::fs::hard_link(&path, &link).expect("link");
+        assert!(!may_open(&link).expect("scan"));
+        std::fs::write(dir.path().join("other.db"), b"y").expect("write");
+        assert!(may_open(&dir.path().join("other.db")).expect("scan"));
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            drop(held);
+        });
+        assert!(wait_may_open(&path, Duration::from_secs(10)).expect("wait"));
+        closer.join().expect("closer");
+        let again = std::fs::File::open(&path).expect("open");
+        assert!(!wait_may_open(&path, Duration::from_millis(50)).expect("wait"));
+        // Once this copy holds a connection to it, another of this copy may open at once.
+        let registered = Registration::new(&path).expect("register");
+        assert!(may_open(&path).expect("scan"));
+        drop(registered);
+        assert!(!may_open(&path).expect("scan"));
+        drop(again);
+    }
+}
