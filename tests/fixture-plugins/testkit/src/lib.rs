@@ -31,8 +31,9 @@
 //!   folders are created) to which every `handle` call appends, just before it returns (or
 //!   panics), one JSON line `{"instance","delivery_id","event_id","event_type","attempt","outcome"}`
 //!   with `outcome` one of `"ok"`, `"retry"`, `"reject"`, `"panic"`; and `{"instance","outcome":
-//!   "shutdown"}` when the host shuts the instance down. Lines are written whole under
-//!   a lock and flushed, so tests can count calls while the gateway runs.
+//!   "shutdown"}` when the host shuts the instance down. Each line is one write to the file
+//!   opened for appending (so instances sharing a file never split each other's lines) and
+//!   flushed, so tests can count calls while the gateway runs.
 //! - `log` — log one `Info` line per call through the host (default `false`).
 //! - `tag` — a text copied into every record line (`"tag"`), so tests can tell which config
 //!   (before or after a reload) served a call.
@@ -231,8 +232,13 @@ impl Plugin for Testkit {
                 "instance": self.host.instance_name(),
                 "outcome": "shutdown",
             });
+            // One write of the whole line: another instance (a reload's) may be appending to
+            // the same file at the same moment (`writeln!` wrote it in pieces, which a record
+            // of that instance could split).
             let mut f = lock(file);
-            let _ = writeln!(f, "{line}").and_then(|()| f.flush());
+            let _ = f
+                .write_all(format!("{line}\n").as_bytes())
+                .and_then(|()| f.flush());
         }
     }
 
