@@ -1,7 +1,7 @@
-//! An in-process instance that panicked and cannot be restarted (its `init` fails): no delivery
-//! is handed to the instance that panicked, neither the next ones nor the rest of the batch it
-//! panicked in; they are retries ("plugin instance unavailable") until a restart succeeds, and
-//! then they are delivered by the fresh instance.
+//! An in-process instance that panicked is never handed another delivery: not while its
+//! restart's `init` runs, and not when that `init` fails, neither the next deliveries nor the
+//! rest of the batch it panicked in; they are retries ("plugin instance unavailable") until a
+//! restart succeeds, and then they are delivered by the fresh instance.
 
 use std::time::Duration;
 
@@ -162,5 +162,61 @@ fn a_batch_that_panicked_is_not_handed_to_its_instance_when_the_restart_fails() 
         "{:?}\n{}",
         gw.calls("kit"),
         gw.log()
+    );
+}
+
+/// Regression: between a panic and the end of the instance's restart (its `init` may take a
+/// while), new calls were handed to the instance that had panicked. Now it is retired as the
+/// panicking call returns: a call in that window waits for the fresh instance (as a retry).
+/// The panicked instance's `shutdown` record must come before the next delivery's call.
+#[test]
+fn a_call_during_a_slow_restart_does_not_go_to_the_instance_that_panicked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = format!(
+        r#"{base}
+[[apps]]
+name = "hire"
+path = "/hook"
+verification_token = "{TOKEN}"
+
+[delivery]
+initial_backoff = "50ms"
+max_backoff = "100ms"
+max_attempts = 10000
+
+[[plugins]]
+name = "kit"
+library = "{testkit}"
+config = {{ record = "data/kit.jsonl", restart_sleep_ms = 1500, modes = {{ "test.poison" = "panic_handle" }} }}
+max_concurrency = 2
+
+[[routes]]
+events = ["test.*"]
+plugins = ["kit"]
+"#,
+        base = base_config(),
+        testkit = binaries().testkit.display(),
+    );
+    let gw = TestGateway::spawn(dir.path(), &cfg);
+    send(&gw, "s-poison", "test.poison");
+    assert!(
+        wait_until(WAIT, || state(&gw, "s-poison") == "dead"),
+        "{}",
+        gw.log()
+    );
+    // The restart's `init` now takes 1.5 s.
+    send(&gw, "s-1", "test.ok");
+    assert!(
+        wait_until(WAIT, || state(&gw, "s-1") == "done"),
+        "{}\n{}",
+        gw.delivery("s-1", "kit"),
+        gw.log()
+    );
+    let lines = gateway_e2e::harness::read_jsonl(&dir.path().join("data/kit.jsonl"));
+    let shutdown = lines.iter().position(|l| l["outcome"] == "shutdown");
+    let call = lines.iter().position(|l| l["event_id"] == "s-1");
+    assert!(
+        shutdown.is_some_and(|s| call.is_some_and(|c| s < c)),
+        "s-1 ran on the instance that had panicked (before its shutdown): {lines:?}"
     );
 }

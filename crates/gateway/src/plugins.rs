@@ -15,8 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use gateway_plugin::host::{
-    CallOutcome, DescriptorSummary, FileId, InitError, Instance, Library, LibraryFile, LoadError,
-    LogSink,
+    CallOutcome, DescriptorSummary, FileId, InitError, Library, LibraryFile, LoadError, LogSink,
 };
 use gateway_plugin::Level;
 
@@ -31,7 +30,7 @@ use in_process::{unavailable, InProcess};
 enum Runner {
     /// In the gateway's process: the library is loaded here ([`in_process`]: the instance,
     /// and its replacement after a panic).
-    InProcess(InProcess),
+    InProcess(Box<InProcess>),
     /// `isolation = "process"`: the instance's child process, which loads the file that hashes
     /// to `sha256` (what the gateway examined).
     Isolated { process: Isolated, sha256: String },
@@ -90,25 +89,6 @@ impl PluginSlot {
 }
 
 impl PluginSlot {
-    /// The in-process instance to call (a cheap clone; keeps it alive for the call): the
-    /// current one, or a fresh one after a failed restart ([`in_process`]); `Err` is why no
-    /// call can be made now (the call is a retry).
-    fn instance(&self) -> Result<Instance, String> {
-        match &self.runner {
-            Runner::InProcess(runner) => runner.for_call(|library| self.instantiate(library)),
-            Runner::Isolated { .. } => Err("internal: not an in-process instance".into()),
-        }
-    }
-
-    fn instantiate(&self, library: &Library) -> Result<Instance, InitError> {
-        library.instantiate(
-            &self.spec.name,
-            &self.spec.config,
-            &self.config_dir,
-            log_sink(),
-        )
-    }
-
     /// Calls the plugin (blocking).
     pub fn call(&self, delivery_json: &[u8]) -> CallOutcome {
         if let Some(iso) = self.isolated() {
@@ -121,7 +101,7 @@ impl PluginSlot {
                 });
         }
         match self.instance() {
-            Ok(i) => i.handle(delivery_json),
+            Ok(current) => self.handle_on(&current, delivery_json),
             Err(reason) => CallOutcome::Retry {
                 reason,
                 retry_after: None,
@@ -138,21 +118,30 @@ impl PluginSlot {
         if let Some(iso) = self.isolated() {
             return iso.call_batch(deliveries);
         }
-        let instance = match self.instance() {
-            Ok(i) => i,
+        let current = match self.instance() {
+            Ok(c) => c,
             Err(reason) => return unavailable(deliveries.len(), &reason),
         };
         if deliveries.len() == 1 {
-            return vec![instance.handle(deliveries[0])];
+            return vec![self.handle_on(&current, deliveries[0])];
         }
-        if !instance.has_batch() {
-            drop(instance);
+        if !current.instance.has_batch() {
+            drop(current);
             return self.one_by_one(deliveries);
         }
-        match instance.handle_batch(deliveries) {
-            Ok(outcomes) => outcomes,
+        match current.instance.handle_batch(deliveries) {
+            Ok(outcomes) => {
+                if outcomes
+                    .iter()
+                    .any(|o| matches!(o, CallOutcome::Panicked { .. }))
+                {
+                    self.retire(&current);
+                }
+                outcomes
+            }
             Err(message) => {
-                drop(instance);
+                self.retire(&current);
+                drop(current);
                 tracing::error!(%message, deliveries = deliveries.len(),
                     "plugin panicked in a batch: restarting the instance and handling each delivery on its own");
                 match self.restart_now() {
@@ -462,7 +451,7 @@ fn start_one(spec: &PluginSpec, opened: Opened, dir: &Path) -> Result<PluginSlot
             let instance = library
                 .instantiate(&spec.name, &spec.config, dir, log_sink())
                 .map_err(StartError::Init)?;
-            let runner = Runner::InProcess(InProcess::new(library.clone(), instance));
+            let runner = Runner::InProcess(Box::new(InProcess::new(library.clone(), instance)));
             (library.summary(), runner)
         }
         Opened::Examined(examined) => {

@@ -1,13 +1,15 @@
 //! An in-process instance's runner: the loaded library, the instance calls go to, and that
 //! instance's replacement after a panic.
 //!
-//! An instance that panicked is never handed another delivery. It is replaced by a fresh one
-//! built from the same config; when that `init` fails (the plugin refuses, panics, or what it
-//! needs at start is down), the slot holds no instance: each call is then a retry ("plugin
-//! instance unavailable", with the reason), and a call tries `init` again once the restart
-//! backoff has passed ([`restart_backoff`]: 10 ms doubling to 1 s, as an isolated instance's
-//! starts; the engine's retry backoff paces the deliveries themselves). One `init` runs at a
-//! time; a call that finds one running is a retry at once rather than a wait.
+//! An instance that panicked is never handed another delivery: it is retired as the call that
+//! panicked returns ([`InProcess::retire`]; calls already running on it finish there) and
+//! replaced by a fresh one built from the same config, by the engine's restart or by the next
+//! call, whichever comes first. When that `init` fails (the plugin refuses, panics, or what it
+//! needs at start is down), each call is a retry ("plugin instance unavailable", with the
+//! reason), and a call tries `init` again once the restart backoff has passed
+//! ([`restart_backoff`]: 10 ms doubling to 1 s, as an isolated instance's starts; the engine's
+//! retry backoff paces the deliveries themselves). One `init` runs at a time; a call that
+//! finds one running is a retry at once rather than a wait (an `init` may hang).
 //!
 //! Also here: a batch's fallback after it panicked as a whole ([`PluginSlot::one_by_one`]):
 //! each delivery on its own, the instance replaced after each one that panics; when it cannot
@@ -16,10 +18,13 @@
 //!
 //! [`PluginSlot::one_by_one`]: super::PluginSlot::one_by_one
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError, RwLock, TryLockError};
 use std::time::{Duration, Instant};
 
 use gateway_plugin::host::{CallOutcome, InitError, Instance, Library};
+
+use super::{log_sink, Runner};
 
 /// Restarts that failed in a row, and what the last one said.
 #[derive(Debug, Default)]
@@ -32,36 +37,68 @@ struct Failed {
 
 pub(super) struct InProcess {
     library: Library,
-    /// `None` after a restart failed (and once the slot is dropped).
-    instance: RwLock<Option<Instance>>,
+    /// The instance calls go to, numbered; `None` from a panic until a fresh one is made (or
+    /// while its `init` fails), and once the slot is dropped.
+    instance: RwLock<Option<Current>>,
     /// Held while an `init` runs (so one runs at a time).
     restart: Mutex<Failed>,
+    /// Instances made so far (numbers them).
+    made: AtomicU64,
+}
+
+/// An instance for a call, and its number (to retire that one, not a successor, after a panic).
+#[derive(Clone)]
+pub(super) struct Current {
+    pub(super) instance: Instance,
+    number: u64,
 }
 
 impl InProcess {
     pub(super) fn new(library: Library, instance: Instance) -> Self {
         InProcess {
             library,
-            instance: RwLock::new(Some(instance)),
+            instance: RwLock::new(Some(Current {
+                instance,
+                number: 0,
+            })),
             restart: Mutex::new(Failed::default()),
+            made: AtomicU64::new(1),
         }
     }
 
     /// The current instance (a cheap clone; keeps it alive for the call).
-    pub(super) fn current(&self) -> Option<Instance> {
+    fn current(&self) -> Option<Current> {
         self.instance
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
 
-    /// The instance to call: the current one; with none (a restart failed), a fresh one if
-    /// the backoff has passed and its `init` succeeds. `Err` is the reason a call cannot be
-    /// made now (the call is a retry).
+    /// `current`'s instance panicked: no call gets it any more (calls running on it finish
+    /// there; it shuts down when the last returns). A successor already in place stays.
+    pub(super) fn retire(&self, current: &Current) {
+        let retired = {
+            let mut slot = self
+                .instance
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            if slot.as_ref().is_some_and(|c| c.number == current.number) {
+                slot.take()
+            } else {
+                None
+            }
+        };
+        // Its `shutdown` may block: not under the lock (calls read the slot).
+        drop(retired);
+    }
+
+    /// The instance to call: the current one; with none (after a panic, or a restart that
+    /// failed), a fresh one if no backoff is pending and its `init` succeeds. `Err` is the
+    /// reason a call cannot be made now (the call is a retry).
     pub(super) fn for_call(
         &self,
         make: impl FnOnce(&Library) -> Result<Instance, InitError>,
-    ) -> Result<Instance, String> {
+    ) -> Result<Current, String> {
         if let Some(instance) = self.current() {
             return Ok(instance);
         }
@@ -75,9 +112,6 @@ impl InProcess {
         // Restarted by another call while this one waited for the lock.
         if let Some(instance) = self.current() {
             return Ok(instance);
-        }
-        if failed.count == 0 {
-            return Err("plugin instance unavailable".into());
         }
         if let Some(wait) = failed
             .next_try
@@ -94,7 +128,7 @@ impl InProcess {
             .map_err(|e| restart_failed(&e))
     }
 
-    /// Replaces the instance (after a panic) with a fresh one. On failure the panicked one is
+    /// Replaces the instance (after a panic) with a fresh one. On failure the current one is
     /// retired all the same (no call goes to it again; it is shut down when its last call
     /// returns) and calls try again after the backoff ([`InProcess::for_call`]).
     pub(super) fn replace(
@@ -111,15 +145,22 @@ impl InProcess {
         &self,
         failed: &mut Failed,
         make: impl FnOnce(&Library) -> Result<Instance, InitError>,
-    ) -> Result<Instance, InitError> {
+    ) -> Result<Current, InitError> {
         let made = make(&self.library);
         let mut slot = self
             .instance
             .write()
             .unwrap_or_else(PoisonError::into_inner);
         match made {
-            Ok(fresh) => {
-                *slot = Some(fresh.clone());
+            Ok(instance) => {
+                let fresh = Current {
+                    instance,
+                    number: self.made.fetch_add(1, Ordering::Relaxed),
+                };
+                let replaced = slot.replace(fresh.clone());
+                drop(slot);
+                // Its `shutdown` may block: not under the lock (calls read the slot).
+                drop(replaced);
                 *failed = Failed::default();
                 Ok(fresh)
             }
@@ -142,10 +183,45 @@ impl InProcess {
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner)
             .take()
+            .map(|c| c.instance)
     }
 }
 
 impl super::PluginSlot {
+    /// The in-process instance to call (a cheap clone; keeps it alive for the call): the
+    /// current one, or a fresh one after a failed restart ([`in_process`]); `Err` is why no
+    /// call can be made now (the call is a retry).
+    pub(super) fn instance(&self) -> Result<Current, String> {
+        match &self.runner {
+            Runner::InProcess(runner) => runner.for_call(|library| self.instantiate(library)),
+            Runner::Isolated { .. } => Err("internal: not an in-process instance".into()),
+        }
+    }
+
+    /// `handle` on `current`, which is retired if it panics (no call gets it again).
+    pub(super) fn handle_on(&self, current: &Current, delivery_json: &[u8]) -> CallOutcome {
+        let outcome = current.instance.handle(delivery_json);
+        if matches!(outcome, CallOutcome::Panicked { .. }) {
+            self.retire(current);
+        }
+        outcome
+    }
+
+    pub(super) fn retire(&self, current: &Current) {
+        if let Runner::InProcess(runner) = &self.runner {
+            runner.retire(current);
+        }
+    }
+
+    pub(super) fn instantiate(&self, library: &Library) -> Result<Instance, InitError> {
+        library.instantiate(
+            &self.spec.name,
+            &self.spec.config,
+            &self.config_dir,
+            log_sink(),
+        )
+    }
+
     /// Hands each delivery to `handle` on its own, on the instance current then: after one that
     /// panicked, the instance is replaced before the next is handed over (as an isolated
     /// instance's process is), so no delivery goes to an instance that just panicked; if it
