@@ -128,14 +128,17 @@ impl InProcess {
             .map_err(|e| restart_failed(&e))
     }
 
-    /// Replaces the instance (after a panic) with a fresh one. On failure the current one is
-    /// retired all the same (no call goes to it again; it is shut down when its last call
-    /// returns) and calls try again after the backoff ([`InProcess::for_call`]).
+    /// Makes a fresh instance after a panic (which retired the one that panicked), unless a
+    /// call already made one since. On failure calls try again after the backoff
+    /// ([`InProcess::for_call`]).
     pub(super) fn replace(
         &self,
         make: impl FnOnce(&Library) -> Result<Instance, InitError>,
     ) -> Result<(), InitError> {
         let mut failed = self.restart.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.current().is_some() {
+            return Ok(());
+        }
         self.install(&mut failed, make).map(drop)
     }
 
