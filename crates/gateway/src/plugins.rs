@@ -146,7 +146,11 @@ impl PluginSlot {
                     "plugin panicked in a batch: restarting the instance and handling each delivery on its own");
                 match self.restart_now() {
                     Ok(()) => self.one_by_one(deliveries),
-                    Err(reason) => unavailable(deliveries.len(), &reason),
+                    // Which delivery panicked is not known: each is retried, the panic named.
+                    Err(reason) => unavailable(
+                        deliveries.len(),
+                        &format!("the batch panicked ({message}); {reason}"),
+                    ),
                 }
             }
         }

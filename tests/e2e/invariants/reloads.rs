@@ -502,6 +502,9 @@ fn start_mark_waits_across_a_reload(dir: &std::path::Path, replace: bool) -> Tes
         "{}",
         gw.log()
     );
+    // Held past a mark write in flight at the reload (each waits up to 1 s for the lock): one
+    // that then succeeded would be a call that started as the reload came, on the old instance.
+    std::thread::sleep(Duration::from_millis(1_500));
     release_tx.send(()).expect("release");
     holder.join().expect("holder");
     std::fs::write(dir.join("data/open"), "").expect("open the gate");

@@ -96,8 +96,9 @@ impl Engine {
             return; // Shutting down, or removed: nothing was called.
         };
         // The instance current once the marks are in: while the store refused them (for as
-        // long as it did), a reload may have replaced it. One removed after its marks were
-        // written still takes this call, as a call started just before a reload finishes.
+        // long as it did), a reload may have replaced it. One removed while the write that
+        // took the marks ran (a second at most) still takes this call, as a call started just
+        // before a reload does.
         let slot = queue.slot().unwrap_or(slot);
         // Unmarked: replayed or finished meanwhile, or (shared store) another replica holds
         // it. Not called here; the sweeper finds it again if it is still due.

@@ -129,13 +129,18 @@ impl InProcess {
     }
 
     /// Makes a fresh instance after a panic (which retired the one that panicked), unless a
-    /// call already made one since. On failure calls try again after the backoff
-    /// ([`InProcess::for_call`]).
+    /// call already made one since, or one is being made now (a call's `init`, or another
+    /// restart's: this one does not wait for it, nor hold its caller's permit meanwhile). On
+    /// failure calls try again after the backoff ([`InProcess::for_call`]).
     pub(super) fn replace(
         &self,
         make: impl FnOnce(&Library) -> Result<Instance, InitError>,
     ) -> Result<(), InitError> {
-        let mut failed = self.restart.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut failed = match self.restart.try_lock() {
+            Ok(f) => f,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return Ok(()),
+        };
         if self.current().is_some() {
             return Ok(());
         }
