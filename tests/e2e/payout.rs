@@ -441,3 +441,63 @@ fn a_reload_to_a_new_payout_library_keeps_every_ledger_write() {
     }
     assert!(listed.contains("withdrawals: 3\n"), "{listed}");
 }
+
+/// The same upgrade with the instance renamed (`payout` → `payout2`): the replaced instance, a
+/// removed name whose call still ran at the reload, was kept (and its ledger open) until the
+/// next reload, so the new instance never opened the ledger and its deliveries became dead
+/// letters. It goes once its last call returned.
+#[test]
+fn a_reload_to_a_new_payout_library_under_a_new_name_opens_the_ledger() {
+    let api = LarkApi::start();
+    api.set_balance("acc-rn1", 10, &[]);
+    api.set_balance("acc-rn2", 20, &[]);
+    api.faults(|f| f.delay_next_withdraw = Some(Duration::from_secs(2)));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(&api, "10s", false);
+    let mut gw = spawn(dir.path(), &cfg);
+    send(&gw, "po-rn1", "acc-rn1", 10, "[]", T0);
+    assert!(
+        wait_until(Duration::from_secs(10), || api.withdraw_calls().len() == 1),
+        "no withdraw call:\n{}",
+        gw.log()
+    );
+    let copy = dir.path().join("libpayout-2.so");
+    std::fs::copy(binaries().payout.as_path(), &copy).expect("install the new version");
+    let upgraded = cfg
+        .replace(
+            &binaries().payout.display().to_string(),
+            &copy.display().to_string(),
+        )
+        .replace(&format!("\"{PLUGIN}\""), "\"payout2\"");
+    assert_eq!(upgraded.matches("payout2").count(), 2, "{upgraded}");
+    std::fs::write(dir.path().join("gateway.toml"), upgraded).expect("write");
+    gw.signal("HUP");
+    assert!(
+        wait_until(Duration::from_secs(15), || gw
+            .log()
+            .contains("config reloaded")),
+        "{}",
+        gw.log()
+    );
+    send(&gw, "po-rn2", "acc-rn2", 20, "[]", T0 + 1);
+    let state = |id: &str| {
+        let (code, out, err) = gw.cli(&["events", "show", id]);
+        assert_eq!(code, 0, "{err}");
+        let event: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+        event["deliveries"][0]["state"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || state("po-rn1") == "done"
+            && state("po-rn2") == "done"),
+        "po-rn1 {}, po-rn2 {}\n{}",
+        state("po-rn1"),
+        state("po-rn2"),
+        gw.log()
+    );
+    gw.kill9();
+    let listed = report(dir.path());
+    assert!(listed.contains("withdrawals: 2\n"), "{listed}");
+}

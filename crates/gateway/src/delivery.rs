@@ -230,16 +230,22 @@ impl Engine {
                 }
                 keep
             });
-            // Forget the removed queues whose calls have all returned.
-            if let Some(r) = retired.as_mut() {
-                r.retain(|_, q| {
-                    let limit = q.limit.lock().map(|l| *l).unwrap_or(0);
-                    q.permits.available_permits() < limit
-                });
-            }
         }
+        self.prune_retired();
         self.check_orphans();
         self.wake.notify_one();
+    }
+
+    /// Forgets the removed queues whose calls have all returned (at each reload and each
+    /// sweep): a retired queue holds its instance, which must not outlive its calls (an
+    /// instance's `shutdown` releases what it holds, e.g. a file a successor waits for).
+    fn prune_retired(&self) {
+        if let Ok(mut retired) = self.retired.lock() {
+            retired.retain(|_, q| {
+                let limit = q.limit.lock().map(|l| *l).unwrap_or(0);
+                q.permits.available_permits() < limit
+            });
+        }
     }
 
     /// A fresh delivery from the intake, right after its commit.

@@ -181,6 +181,16 @@ impl Ledger {
         }
     }
 
+    /// Whether the connection waits for another copy of the library in this process to close
+    /// the SQLite file (an upgrade by reload): the first call after opens it; calls before are
+    /// retries. Never with PostgreSQL.
+    pub fn opens_later(&self) -> bool {
+        match &self.backend {
+            Backend::Sqlite(l) => l.opens_later(),
+            Backend::Postgres(_) => false,
+        }
+    }
+
     /// Where the ledger is, fit to show: the file, or the URL with its password hidden.
     pub fn shown(&self) -> &str {
         match &self.backend {

@@ -68,6 +68,11 @@ impl HandleError {
             retry_after,
         };
         match self {
+            // Another copy of the library still holds the SQLite file (an upgrade by reload):
+            // at least a second, so a short backoff does not spend the attempts meanwhile.
+            HandleError::Ledger(LedgerError::Handover { .. }) => {
+                retry(Some(Duration::from_secs(1)))
+            }
             HandleError::Ledger(_) => retry(None),
             HandleError::Busy => retry(Some(Duration::from_secs(1))),
             HandleError::Api { source, .. } if source.is_transient() => retry(source.retry_after()),
@@ -106,6 +111,17 @@ impl Plugin for Payout {
             url @ LedgerLocation::Postgres(_) => url.clone(),
         };
         let ledger = Ledger::open_at(&location, false).map_err(|e| format!("payout: {e}"))?;
+        if ledger.opens_later() {
+            host.log(
+                Level::Warn,
+                &format!(
+                    "payout: ledger {} is open in this process by another copy of the payout \
+                     library (the instance this reload replaces): it is opened at the first \
+                     call after that one is shut down; calls are retried until then",
+                    ledger.shown()
+                ),
+            );
+        }
         let api = LarkClient::new(
             &config.base_url,
             &config.app_id,

@@ -32,6 +32,13 @@ use crate::metrics;
 use crate::plugins::PluginSlot;
 use crate::store::{sqlite::now_ms, Finish, FinishRecord, Guard, Trace, WriteId};
 
+/// Whether `slot` is still the instance its queue calls: one a reload replaced or removed
+/// since the call started is not restarted after a panic (no call would go to it; its
+/// successor is already there).
+fn is_current(queue: &PluginQueue, slot: &Arc<PluginSlot>) -> bool {
+    !queue.cancel.is_cancelled() && queue.slot().is_some_and(|s| Arc::ptr_eq(&s, slot))
+}
+
 /// A running plugin call: its outcomes (one per delivery; a panic on the gateway's side of the
 /// call as its message) and the permit it holds.
 type Call = tokio::task::JoinHandle<(Result<Vec<CallOutcome>, String>, OwnedSemaphorePermit)>;
@@ -204,7 +211,7 @@ impl Engine {
         // Outcomes first, then the restart of a panicked instance, on its own task (see
         // `restart`); the permit is held until the instance is replaced.
         drop(gate);
-        if panicked_now {
+        if panicked_now && is_current(&queue, &slot) {
             let slot = slot.clone();
             let (gate, limit) = (self.gate.clone(), self.config().timeout);
             tokio::spawn(async move {
@@ -270,7 +277,7 @@ impl Engine {
                     p.forget();
                 }
             }
-            if late_panic {
+            if late_panic && is_current(&queue, &slot) {
                 // After the late outcomes are recorded, on its own task (see above).
                 let (slot, gate, limit) = (slot.clone(), self.gate.clone(), self.config().timeout);
                 tokio::spawn(async move { restart(&slot, gate, limit).await });

@@ -109,6 +109,7 @@ impl Engine {
         let started = Instant::now();
         let mut sleep_for = SWEEP_INTERVAL;
         self.known.prune();
+        self.prune_retired();
         if self.store.shared() {
             // Another replica died mid-call (or could not renew its claims for a whole lease)
             // and its lease ran out: count the crash first (the attempt cannot start again

@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
 
 mod handover;
 
@@ -67,6 +68,8 @@ const SCHEMA_VERSION: i64 = 1;
 pub(super) struct SqliteLedger {
     /// `None` until no other copy of this library has the file open ([`handover`]).
     conn: Mutex<Option<Open>>,
+    /// When calls stop waiting for that (set by the first call that waits).
+    wait_ends: Mutex<Option<Instant>>,
     file: PathBuf,
     /// The file, as shown in errors.
     path: String,
@@ -127,21 +130,31 @@ impl SqliteLedger {
                 source,
             })?;
         }
-        let may_open = handover::may_open(path).map_err(|e| LedgerError::Handover {
-            path: shown.clone(),
-            reason: format!("cannot tell whether this process has it open: {e}"),
-        })?;
-        let conn = if may_open {
-            Some(Open::new(connect(path, &shown)?, path, &shown)?)
-        } else {
-            None
-        };
+        let conn = open_if_free(path, &shown)?;
         Ok(SqliteLedger {
             conn: Mutex::new(conn),
+            wait_ends: Mutex::new(None),
             file: path.to_owned(),
             path: shown,
         })
     }
+}
+
+/// A writing connection to the ledger at `path` (`shown` in errors), unless another copy of
+/// the library has the file open in this process ([`handover`]).
+fn open_if_free(path: &Path, shown: &str) -> Result<Option<Open>, LedgerError> {
+    let handover = |what: &str, e: std::io::Error| LedgerError::Handover {
+        path: shown.to_owned(),
+        reason: format!("{what}: {e}"),
+    };
+    let _one_at_a_time = handover::OpenLock::take(path)
+        .map_err(|e| handover("cannot lock the ledger's folder", e))?;
+    if !handover::may_open(path)
+        .map_err(|e| handover("cannot tell whether this process has it open", e))?
+    {
+        return Ok(None);
+    }
+    Ok(Some(Open::new(connect(path, shown)?, path, shown)?))
 }
 
 /// A writing connection to the ledger at `path` (`shown` in errors), its schema created or
@@ -191,6 +204,7 @@ impl SqliteLedger {
         let open = Open::new(conn, path, &shown)?;
         Ok(SqliteLedger {
             conn: Mutex::new(Some(open)),
+            wait_ends: Mutex::new(None),
             file: path.to_owned(),
             path: shown,
         })
@@ -207,29 +221,47 @@ impl SqliteLedger {
         }
     }
 
+    /// Whether the connection waits for another copy of the library to close the file
+    /// ([`handover`]).
+    pub(super) fn opens_later(&self) -> bool {
+        self.conn
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none()
+    }
+
     /// The connection, locked; opened first if this ledger waited for the file ([`handover`]).
+    /// While another copy of the library still holds it, a call waits for it (without the
+    /// connection's lock: calls wait side by side), but only within [`handover::WAIT`] from the
+    /// first call that waited: after that, calls are retries at once until the file is free
+    /// (a batch of deliveries, each a call, must not wait that long for each).
     fn lock(&self) -> Result<Conn<'_>, LedgerError> {
-        let mut slot = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.is_none() {
-            let handover = |reason| LedgerError::Handover {
-                path: self.path.clone(),
-                reason,
-            };
-            let closed =
-                handover::wait_may_open(&self.file, handover::HANDOVER_WAIT).map_err(|e| {
-                    handover(format!("cannot tell whether this process has it open: {e}"))
-                })?;
-            if !closed {
-                return Err(handover(
-                    "still open in this process by another copy of the payout library (the \
-                     instance a reload replaced: its last calls are finishing)"
-                        .into(),
-                ));
+        loop {
+            {
+                let mut slot = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+                if slot.is_none() {
+                    *slot = open_if_free(&self.file, &self.path)?;
+                }
+                if slot.is_some() {
+                    return Ok(Conn(slot));
+                }
             }
-            let conn = connect(&self.file, &self.path)?;
-            *slot = Some(Open::new(conn, &self.file, &self.path)?);
+            let now = Instant::now();
+            let end = *self
+                .wait_ends
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_or_insert(now + handover::WAIT);
+            if now >= end {
+                return Err(LedgerError::Handover {
+                    path: self.path.clone(),
+                    reason: "open in this process by another copy of the payout library (the \
+                             instance a reload replaced, until it is shut down): retried"
+                        .into(),
+                });
+            }
+            std::thread::sleep(handover::POLL.min(end - now));
         }
-        Ok(Conn(slot))
     }
 
     pub(super) fn admit(

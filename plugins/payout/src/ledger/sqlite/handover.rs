@@ -14,22 +14,30 @@
 //! when this copy holds no connection to it ([`Registration`], kept per copy: statics are not
 //! shared between copies) yet a descriptor of this process refers to it (read from
 //! `/proc/self/fd`, whoever holds it, copies older than this code included), the connection is
-//! opened at its first use, once that descriptor is gone (at most [`HANDOVER_WAIT`] per call;
-//! the call is then a retry). Connections of one copy share its SQLite, whose locks work
-//! between them, and other processes (a `payout-report`, a `gateway check`) are not counted:
-//! SQLite's locks work between processes.
+//! not opened: the ledger's calls wait for that descriptor to go (the replaced instance shut
+//! down once its last call returned), within [`WAIT`] from the first call that waited (then
+//! they are retries at once until it is gone), and the first call after opens it. The
+//! look and the open are one step for every copy ([`OpenLock`]: an exclusive `flock` on the
+//! ledger's folder, which, unlike a POSIX lock, holds between copies in one process), so two
+//! copies waiting for the file cannot both open it. Connections of one copy share its SQLite,
+//! whose locks work between them, and other processes (a `payout-report`, a `gateway check`)
+//! are not counted: SQLite's locks work between processes.
+//!
+//! Nothing here opens the ledger file itself: closing any descriptor of a file drops every
+//! POSIX lock the process holds on it, those of the other copy's SQLite included.
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// How long one call waits for the replaced instance to close the file.
-pub(super) const HANDOVER_WAIT: Duration = Duration::from_secs(5);
+/// How long calls wait for the other copy to close the file, from the first that waits.
+pub(super) const WAIT: Duration = Duration::from_secs(5);
 
-/// How often the wait looks again.
-const POLL: Duration = Duration::from_millis(20);
+/// How often a waiting call looks again.
+pub(super) const POLL: Duration = Duration::from_millis(20);
 
 /// A file, as the kernel tells files apart: device and inode.
 type FileId = (u64, u64);
@@ -104,17 +112,23 @@ fn open_here(file: FileId) -> std::io::Result<bool> {
     Ok(false)
 }
 
-/// Waits until [`may_open`] says yes, up to `limit`: `Ok(false)` if it still says no then.
-pub(super) fn wait_may_open(path: &Path, limit: Duration) -> std::io::Result<bool> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if may_open(path)? {
-            return Ok(true);
-        }
-        if Instant::now() >= deadline {
-            return Ok(false);
-        }
-        std::thread::sleep(POLL);
+/// Held while a copy looks whether it may open the ledger and opens it ([`OpenLock::take`]).
+#[derive(Debug)]
+pub(super) struct OpenLock {
+    _held: File,
+}
+
+impl OpenLock {
+    /// Waits for, then takes, the exclusive `flock` of the folder holding `path` (released
+    /// when dropped).
+    pub(super) fn take(path: &Path) -> std::io::Result<OpenLock> {
+        let folder = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let file = File::open(folder)?;
+        file.lock()?;
+        Ok(OpenLock { _held: file })
     }
 }
 
@@ -138,19 +152,36 @@ mod tests {
         assert!(!may_open(&link).expect("scan"));
         std::fs::write(dir.path().join("other.db"), b"y").expect("write");
         assert!(may_open(&dir.path().join("other.db")).expect("scan"));
-        let closer = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(100));
-            drop(held);
-        });
-        assert!(wait_may_open(&path, Duration::from_secs(10)).expect("wait"));
-        closer.join().expect("closer");
+        drop(held);
+        assert!(may_open(&path).expect("scan"));
         let again = std::fs::File::open(&path).expect("open");
-        assert!(!wait_may_open(&path, Duration::from_millis(50)).expect("wait"));
         // Once this copy holds a connection to it, another of this copy may open at once.
         let registered = Registration::new(&path).expect("register");
         assert!(may_open(&path).expect("scan"));
         drop(registered);
         assert!(!may_open(&path).expect("scan"));
         drop(again);
+    }
+
+    #[test]
+    fn the_open_lock_is_exclusive_between_descriptors_of_one_process() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ledger.db");
+        let held = OpenLock::take(&path).expect("lock");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let second = OpenLock::take(&path).expect("lock");
+            tx.send(()).expect("send");
+            drop(second);
+        });
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(200))
+                .is_err(),
+            "taken twice at once"
+        );
+        drop(held);
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("taken once released");
+        waiter.join().expect("waiter");
     }
 }
