@@ -194,11 +194,22 @@ pub fn serve(library: &Path) -> ExitCode {
                 {
                     std::thread::sleep(std::time::Duration::from_millis(10));
                 }
-                if in_flight.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                let idle = in_flight.load(std::sync::atomic::Ordering::SeqCst) == 0;
+                if idle {
                     drop(instance); // the last reference: the plugin's shutdown runs
                 }
                 if let Ok(mut o) = out.lock() {
                     let _ = o.flush();
+                }
+                if !idle {
+                    // The gateway is gone and calls still run: end now, without the exit
+                    // handlers and the library's destructors, which would run beside those
+                    // calls (one waiting on a lock a call holds would keep this process, and
+                    // its call, alive). A signal sent to itself, not an exit.
+                    let _ = rustix::process::kill_process(
+                        rustix::process::getpid(),
+                        rustix::process::Signal::KILL,
+                    );
                 }
                 std::process::exit(0);
             }

@@ -191,6 +191,16 @@ impl Ledger {
         }
     }
 
+    /// Why the PostgreSQL server refused the TCP keepalive settings the ledger's sessions ask
+    /// for (see the README), if it did: a replica that vanishes then holds its delivery claims
+    /// until the server notices by its own means.
+    pub fn keepalives_refused(&self) -> Option<String> {
+        match &self.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(pg) => pg.keepalives_refused(),
+        }
+    }
+
     /// Where the ledger is, fit to show: the file, or the URL with its password hidden.
     pub fn shown(&self) -> &str {
         match &self.backend {

@@ -111,6 +111,17 @@ impl Plugin for Payout {
             url @ LedgerLocation::Postgres(_) => url.clone(),
         };
         let ledger = Ledger::open_at(&location, false).map_err(|e| format!("payout: {e}"))?;
+        if let Some(why) = ledger.keepalives_refused() {
+            host.log(
+                Level::Warn,
+                &format!(
+                    "payout: ledger {}: the server refused the TCP keepalive settings ({why}): \
+                     a replica that vanishes without closing its connection holds its delivery \
+                     claims until the server notices by its own means",
+                    ledger.shown()
+                ),
+            );
+        }
         if ledger.opens_later() {
             host.log(
                 Level::Warn,

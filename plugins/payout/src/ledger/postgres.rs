@@ -72,6 +72,8 @@ pub(super) struct PgLedger {
     session: Mutex<Option<Session>>,
     /// How many connections were made so far (numbers each [`Session`]).
     generations: AtomicU64,
+    /// Why the server refused the TCP keepalive settings, if it did (see `connection`).
+    keepalives_refused: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for PgLedger {
@@ -114,6 +116,7 @@ impl PgLedger {
             read_only,
             session: Mutex::new(None),
             generations: AtomicU64::new(0),
+            keepalives_refused: Mutex::new(None),
         };
         let mut session = ledger.connect()?;
         let checked = if read_only {
@@ -129,6 +132,14 @@ impl PgLedger {
         checked.map_err(|f| ledger.fail(what, f))?;
         *ledger.lock() = Some(session);
         Ok(ledger)
+    }
+
+    /// Why the server refused the TCP keepalive settings at the last connection, if it did.
+    pub(super) fn keepalives_refused(&self) -> Option<String> {
+        self.keepalives_refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub(super) fn shown(&self) -> &str {

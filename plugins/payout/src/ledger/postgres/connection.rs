@@ -36,13 +36,23 @@ impl PgLedger {
             .config
             .connect(self.tls.clone())
             .map_err(|e| self.fail("cannot connect", Failure::Db(e)))?;
-        let mut setup = SERVER_KEEPALIVES.to_owned();
         if self.read_only {
-            setup.push_str("; SET default_transaction_read_only = on");
+            client
+                .batch_execute("SET default_transaction_read_only = on")
+                .map_err(|e| self.fail("cannot connect", Failure::Db(e)))?;
         }
-        client
-            .batch_execute(&setup)
-            .map_err(|e| self.fail("cannot connect", Failure::Db(e)))?;
+        // A server that does not know these (a PostgreSQL-compatible one) keeps its own: the
+        // session works all the same; the plugin says so at start.
+        if let Err(e) = client.batch_execute(SERVER_KEEPALIVES) {
+            if is_dead(&client, &e) {
+                return Err(self.fail("cannot connect", Failure::Db(e)));
+            }
+            let refused = scrub(&describe(&e), &self.url);
+            *self
+                .keepalives_refused
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(refused);
+        }
         Ok(Session {
             client,
             generation: self.generations.fetch_add(1, Ordering::Relaxed) + 1,
