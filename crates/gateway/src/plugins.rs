@@ -101,7 +101,7 @@ impl PluginSlot {
                 });
         }
         match self.instance() {
-            Ok(current) => self.handle_on(&current, delivery_json),
+            Ok(current) => self.handle_on(current, delivery_json),
             Err(reason) => CallOutcome::Retry {
                 reason,
                 retry_after: None,
@@ -123,7 +123,7 @@ impl PluginSlot {
             Err(reason) => return unavailable(deliveries.len(), &reason),
         };
         if deliveries.len() == 1 {
-            return vec![self.handle_on(&current, deliveries[0])];
+            return vec![self.handle_on(current, deliveries[0])];
         }
         if !current.instance.has_batch() {
             drop(current);
@@ -135,13 +135,12 @@ impl PluginSlot {
                     .iter()
                     .any(|o| matches!(o, CallOutcome::Panicked { .. }))
                 {
-                    self.retire(&current);
+                    self.retire(current);
                 }
                 outcomes
             }
             Err(message) => {
-                self.retire(&current);
-                drop(current);
+                self.retire(current);
                 tracing::error!(%message, deliveries = deliveries.len(),
                     "plugin panicked in a batch: restarting the instance and handling each delivery on its own");
                 match self.restart_now() {

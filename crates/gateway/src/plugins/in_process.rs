@@ -207,7 +207,7 @@ impl super::PluginSlot {
     }
 
     /// `handle` on `current`, which is retired if it panics (no call gets it again).
-    pub(super) fn handle_on(&self, current: &Current, delivery_json: &[u8]) -> CallOutcome {
+    pub(super) fn handle_on(&self, current: Current, delivery_json: &[u8]) -> CallOutcome {
         let outcome = current.instance.handle(delivery_json);
         if matches!(outcome, CallOutcome::Panicked { .. }) {
             self.retire(current);
@@ -215,9 +215,16 @@ impl super::PluginSlot {
         outcome
     }
 
-    pub(super) fn retire(&self, current: &Current) {
+    /// Retires `current` after a panic; this call's reference to it is let go on another
+    /// blocking thread: as the last one, it runs the plugin's `shutdown`, which must not delay
+    /// (nor time out) the call whose outcomes wait to be recorded.
+    pub(super) fn retire(&self, current: Current) {
         if let Runner::InProcess(runner) = &self.runner {
-            runner.retire(current);
+            runner.retire(&current);
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(move || drop(current))),
+            Err(_) => drop(current),
         }
     }
 

@@ -36,7 +36,9 @@
 //!   flushed, so tests can count calls while the gateway runs.
 //! - `log` — log one `Info` line per call through the host (default `false`).
 //! - `tag` — a text copied into every record line (`"tag"`), so tests can tell which config
-//!   (before or after a reload) served a call.
+//!   (before or after a reload) served a call. Every line also carries `"instance_no"`: the
+//!   instance's place among this library's instances made in the process (0 for the first),
+//!   so tests can tell which instance served a call.
 //! - `pad_reason` — this many `x` appended to every `Retry` / `Reject` reason (to test caps).
 //! - `modes` — a table from event type to mode, overriding `mode` for those types (so one batch
 //!   can mix outcomes).
@@ -159,6 +161,7 @@ struct Record<'a> {
     tag: Option<&'a str>,
     in_flight: usize,
     batch: usize,
+    instance_no: usize,
 }
 
 /// The plugin instance.
@@ -169,6 +172,9 @@ pub struct Testkit {
     /// `handle` calls so far per `delivery_id` (for `retry_then_ok`).
     calls: Mutex<HashMap<String, u32>>,
     record: Option<(PathBuf, Mutex<File>)>,
+    /// This instance's place among the instances of this library made in this process
+    /// (`"instance_no"` in its records).
+    number: usize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -182,7 +188,8 @@ impl Plugin for Testkit {
             serde_json::from_value(config).map_err(|e| format!("testkit config: {e}"))?;
         std::thread::sleep(Duration::from_millis(config.init_sleep_ms));
         static INSTANCES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        if INSTANCES.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 0 {
+        let number = INSTANCES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if number > 0 {
             std::thread::sleep(Duration::from_millis(config.restart_sleep_ms));
         }
         if let Some(path) = &config.refuse_new_while {
@@ -221,6 +228,7 @@ impl Plugin for Testkit {
             host,
             calls: Mutex::new(HashMap::new()),
             record,
+            number,
         })
     }
 
@@ -231,6 +239,7 @@ impl Plugin for Testkit {
             let line = serde_json::json!({
                 "instance": self.host.instance_name(),
                 "outcome": "shutdown",
+                "instance_no": self.number,
             });
             // One write of the whole line: another instance (a reload's) may be appending to
             // the same file at the same moment (`writeln!` wrote it in pieces, which a record
@@ -356,6 +365,7 @@ impl Testkit {
             tag: self.config.tag.as_deref(),
             in_flight,
             batch: BATCH.with(|b| b.get()),
+            instance_no: self.number,
         };
         let mut bytes =
             serde_json::to_vec(&line).map_err(|e| format!("testkit: record line: {e}"))?;
