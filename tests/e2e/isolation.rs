@@ -193,9 +193,9 @@ fn kill_9_of_the_gateway_leaves_no_plugin_process_behind() {
     );
     // At once, its call cut short: a gateway restarted meanwhile calls that delivery again
     // (a crashed attempt), and the old call must not run beside the new one. (It once waited
-    // up to 2 s for the call.)
+    // 2 s for the call, always over this bound.)
     assert!(
-        killed.elapsed() < Duration::from_millis(1500),
+        killed.elapsed() < Duration::from_millis(1800),
         "plugin process {child} lingered {:?} behind its call",
         killed.elapsed()
     );
