@@ -394,35 +394,10 @@ fn cash_amounts_stay_exact_through_the_ledger() {
 #[test]
 fn a_reload_to_a_new_payout_library_keeps_every_ledger_write() {
     let api = LarkApi::start();
-    api.set_balance("acc-up1", 10, &[]);
     api.set_balance("acc-up2", 20, &[]);
     api.set_balance("acc-up3", 30, &[]);
-    api.faults(|f| f.delay_next_withdraw = Some(Duration::from_secs(2)));
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = config(&api, "10s", false);
-    let mut gw = spawn(dir.path(), &cfg);
-    send(&gw, "po-up1", "acc-up1", 10, "[]", T0);
-    assert!(
-        wait_until(Duration::from_secs(10), || api.withdraw_calls().len() == 1),
-        "no withdraw call:\n{}",
-        gw.log()
-    );
-    let copy = dir.path().join("libpayout-2.so");
-    std::fs::copy(binaries().payout.as_path(), &copy).expect("install the new version");
-    let upgraded = cfg.replace(
-        &binaries().payout.display().to_string(),
-        &copy.display().to_string(),
-    );
-    assert_ne!(upgraded, cfg);
-    std::fs::write(dir.path().join("gateway.toml"), upgraded).expect("write");
-    gw.signal("HUP");
-    assert!(
-        wait_until(Duration::from_secs(15), || gw
-            .log()
-            .contains("config reloaded")),
-        "{}",
-        gw.log()
-    );
+    let mut gw = upgraded_during_a_withdraw(&api, dir.path(), "po-up1", None);
     send(&gw, "po-up2", "acc-up2", 20, "[]", T0 + 1);
     wait_done(&gw, "po-up1");
     wait_done(&gw, "po-up2");
@@ -449,36 +424,9 @@ fn a_reload_to_a_new_payout_library_keeps_every_ledger_write() {
 #[test]
 fn a_reload_to_a_new_payout_library_under_a_new_name_opens_the_ledger() {
     let api = LarkApi::start();
-    api.set_balance("acc-rn1", 10, &[]);
     api.set_balance("acc-rn2", 20, &[]);
-    api.faults(|f| f.delay_next_withdraw = Some(Duration::from_secs(2)));
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = config(&api, "10s", false);
-    let mut gw = spawn(dir.path(), &cfg);
-    send(&gw, "po-rn1", "acc-rn1", 10, "[]", T0);
-    assert!(
-        wait_until(Duration::from_secs(10), || api.withdraw_calls().len() == 1),
-        "no withdraw call:\n{}",
-        gw.log()
-    );
-    let copy = dir.path().join("libpayout-2.so");
-    std::fs::copy(binaries().payout.as_path(), &copy).expect("install the new version");
-    let upgraded = cfg
-        .replace(
-            &binaries().payout.display().to_string(),
-            &copy.display().to_string(),
-        )
-        .replace(&format!("\"{PLUGIN}\""), "\"payout2\"");
-    assert_eq!(upgraded.matches("payout2").count(), 2, "{upgraded}");
-    std::fs::write(dir.path().join("gateway.toml"), upgraded).expect("write");
-    gw.signal("HUP");
-    assert!(
-        wait_until(Duration::from_secs(15), || gw
-            .log()
-            .contains("config reloaded")),
-        "{}",
-        gw.log()
-    );
+    let mut gw = upgraded_during_a_withdraw(&api, dir.path(), "po-rn1", Some("payout2"));
     send(&gw, "po-rn2", "acc-rn2", 20, "[]", T0 + 1);
     let state = |id: &str| {
         let (code, out, err) = gw.cli(&["events", "show", id]);
@@ -500,4 +448,46 @@ fn a_reload_to_a_new_payout_library_under_a_new_name_opens_the_ledger() {
     gw.kill9();
     let listed = report(dir.path());
     assert!(listed.contains("withdrawals: 2\n"), "{listed}");
+}
+
+/// A gateway with `payout` on `api`, upgraded by a reload to a copy of the library at a new
+/// path (and, given one, under a new instance name) while `first`'s withdraw call, held 2 s by
+/// the stand-in, runs on the instance the reload replaces.
+fn upgraded_during_a_withdraw(
+    api: &LarkApi,
+    dir: &std::path::Path,
+    first: &str,
+    rename: Option<&str>,
+) -> TestGateway {
+    api.set_balance("acc-first", 10, &[]);
+    api.faults(|f| f.delay_next_withdraw = Some(Duration::from_secs(2)));
+    let cfg = config(api, "10s", false);
+    let gw = spawn(dir, &cfg);
+    send(&gw, first, "acc-first", 10, "[]", T0);
+    assert!(
+        wait_until(Duration::from_secs(10), || api.withdraw_calls().len() == 1),
+        "no withdraw call:\n{}",
+        gw.log()
+    );
+    let copy = dir.join("libpayout-2.so");
+    std::fs::copy(binaries().payout.as_path(), &copy).expect("install the new version");
+    let mut upgraded = cfg.replace(
+        &binaries().payout.display().to_string(),
+        &copy.display().to_string(),
+    );
+    if let Some(name) = rename {
+        upgraded = upgraded.replace(&format!("\"{PLUGIN}\""), &format!("\"{name}\""));
+        assert_eq!(upgraded.matches(name).count(), 2, "{upgraded}");
+    }
+    assert_ne!(upgraded, cfg);
+    std::fs::write(dir.join("gateway.toml"), upgraded).expect("write");
+    gw.signal("HUP");
+    assert!(
+        wait_until(Duration::from_secs(15), || gw
+            .log()
+            .contains("config reloaded")),
+        "{}",
+        gw.log()
+    );
+    gw
 }

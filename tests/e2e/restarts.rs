@@ -13,6 +13,16 @@ const WAIT: Duration = Duration::from_secs(15);
 /// `kit` (one call at a time, up to 8 deliveries a call) panicking on `test.poison`, waiting
 /// for `data/gate-open` on `test.gate`, and refusing to start while `data/refuse` exists.
 fn start(dir: &std::path::Path) -> TestGateway {
+    start_kit(
+        dir,
+        r#"gate = "data/gate-open", refuse_new_while = "data/refuse", modes = { "test.gate" = "gate", "test.poison" = "panic_handle" }"#,
+        1,
+    )
+}
+
+/// `kit` with these testkit settings (beside its record file) and `max_concurrency`, up to 8
+/// deliveries a call, retried every 50–100 ms for as long as a test lasts, for `test.*`.
+fn start_kit(dir: &std::path::Path, kit: &str, max_concurrency: u32) -> TestGateway {
     let cfg = format!(
         r#"{base}
 [[apps]]
@@ -29,8 +39,8 @@ max_batch = 8
 [[plugins]]
 name = "kit"
 library = "{testkit}"
-config = {{ record = "data/kit.jsonl", gate = "data/gate-open", refuse_new_while = "data/refuse", modes = {{ "test.gate" = "gate", "test.poison" = "panic_handle" }} }}
-max_concurrency = 1
+config = {{ record = "data/kit.jsonl", {kit} }}
+max_concurrency = {max_concurrency}
 
 [[routes]]
 events = ["test.*"]
@@ -172,32 +182,11 @@ fn a_batch_that_panicked_is_not_handed_to_its_instance_when_the_restart_fails() 
 #[test]
 fn a_call_during_a_slow_restart_does_not_go_to_the_instance_that_panicked() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = format!(
-        r#"{base}
-[[apps]]
-name = "hire"
-path = "/hook"
-verification_token = "{TOKEN}"
-
-[delivery]
-initial_backoff = "50ms"
-max_backoff = "100ms"
-max_attempts = 10000
-
-[[plugins]]
-name = "kit"
-library = "{testkit}"
-config = {{ record = "data/kit.jsonl", restart_sleep_ms = 1500, modes = {{ "test.poison" = "panic_handle" }} }}
-max_concurrency = 2
-
-[[routes]]
-events = ["test.*"]
-plugins = ["kit"]
-"#,
-        base = base_config(),
-        testkit = binaries().testkit.display(),
+    let gw = start_kit(
+        dir.path(),
+        r#"restart_sleep_ms = 1500, modes = { "test.poison" = "panic_handle" }"#,
+        2,
     );
-    let gw = TestGateway::spawn(dir.path(), &cfg);
     send(&gw, "s-poison", "test.poison");
     assert!(
         wait_until(WAIT, || state(&gw, "s-poison") == "dead"),

@@ -366,35 +366,13 @@ fn a_name_removed_and_configured_again_keeps_its_limit_while_an_old_call_runs() 
 #[test]
 fn a_call_waiting_for_the_gate_when_a_reload_replaces_its_instance_goes_to_the_new_one() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = |tag: &str| {
-        config(
-            "timeout = \"60s\"",
-            &[
-                ("suspect", "mode = \"gate\", gate = \"data/open\"", ""),
-                ("kit", &format!("mode = \"ok\", tag = \"{tag}\""), ""),
-            ],
-        )
-    };
-    let mut gw = TestGateway::spawn(dir.path(), &cfg("v1"));
-    send(&gw, "g-suspect", "test.suspect");
-    gw.wait_running("g-suspect", "suspect");
-    gw.kill9(); // during the call: the next start counts a crash, and the call then runs alone
-    let gw = TestGateway::spawn(dir.path(), &cfg("v1"));
-    // Marked started again after the crash was counted: its call holds the gate alone.
-    assert!(
-        wait_until(WAIT, || {
-            let d = delivery(&gw, "g-suspect", "suspect");
-            d["crashes"] == 1 && d["running"] == true
-        }),
-        "{}\n{}",
-        delivery(&gw, "g-suspect", "suspect"),
-        gw.log()
-    );
+    let cfg = |tag: Option<&str>| suspect_and_kit("60s", tag);
+    let gw = lone_call_after_a_crash(dir.path(), &cfg(Some("v1")));
     send(&gw, "g-1", "test.kit");
     // Its dispatcher takes a permit and waits for the gate.
     std::thread::sleep(Duration::from_millis(500));
     assert!(calls(&gw, "kit").is_empty(), "{:?}", calls(&gw, "kit"));
-    std::fs::write(dir.path().join("gateway.toml"), cfg("v2")).expect("write");
+    std::fs::write(dir.path().join("gateway.toml"), cfg(Some("v2"))).expect("write");
     gw.signal("HUP");
     assert!(
         wait_until(WAIT, || gw.log().contains("config reloaded")),
@@ -450,28 +428,8 @@ fn a_call_whose_start_mark_waits_for_the_store_is_not_made_when_a_reload_removes
 /// `g-2`'s start mark waits for the store; returns once the lock is gone and, when `kit` was
 /// replaced, `g-2` is done.
 fn start_mark_waits_across_a_reload(dir: &std::path::Path, replace: bool) -> TestGateway {
-    let suspect = ("suspect", "mode = \"gate\", gate = \"data/open\"", "");
-    let cfg = |tag: Option<&str>| {
-        let kit = tag.map(|tag| format!("mode = \"ok\", tag = \"{tag}\""));
-        let mut plugins = vec![suspect];
-        if let Some(kit) = &kit {
-            plugins.push(("kit", kit, ""));
-        }
-        config("timeout = \"3s\"", &plugins)
-    };
-    let mut gw = TestGateway::spawn(dir, &cfg(Some("v1")));
-    send(&gw, "m-suspect", "test.suspect");
-    gw.wait_running("m-suspect", "suspect");
-    gw.kill9();
-    let gw = TestGateway::spawn(dir, &cfg(Some("v1")));
-    assert!(
-        wait_until(WAIT, || {
-            let d = delivery(&gw, "m-suspect", "suspect");
-            d["crashes"] == 1 && d["running"] == true
-        }),
-        "{}",
-        gw.log()
-    );
+    let cfg = |tag: Option<&str>| suspect_and_kit("3s", tag);
+    let gw = lone_call_after_a_crash(dir, &cfg(Some("v1")));
     send(&gw, "g-2", "test.kit");
     std::thread::sleep(Duration::from_millis(300));
     // The store refuses writes from now on; at its timeout the lone call gives the gate up,
@@ -516,5 +474,39 @@ fn start_mark_waits_across_a_reload(dir: &std::path::Path, replace: bool) -> Tes
             gw.log()
         );
     }
+    gw
+}
+
+/// `suspect` (waits for `data/open`) and, with a tag, `kit` (`ok`, that tag); calls time out
+/// after `timeout`.
+fn suspect_and_kit(timeout: &str, kit_tag: Option<&str>) -> String {
+    let kit = kit_tag.map(|tag| format!("mode = \"ok\", tag = \"{tag}\""));
+    let mut plugins = vec![("suspect", "mode = \"gate\", gate = \"data/open\"", "")];
+    if let Some(kit) = &kit {
+        plugins.push(("kit", kit, ""));
+    }
+    config(&format!("timeout = \"{timeout}\""), &plugins)
+}
+
+/// A gateway on `cfg` (see [`suspect_and_kit`]) whose `suspect` delivery had a call running when
+/// the previous gateway was killed: restarted, it counts the crash and calls it again alone (the
+/// engine's gate held exclusively until the call returns or times out). Returns once that call
+/// holds the gate.
+fn lone_call_after_a_crash(dir: &std::path::Path, cfg: &str) -> TestGateway {
+    let mut gw = TestGateway::spawn(dir, cfg);
+    send(&gw, "suspect-1", "test.suspect");
+    gw.wait_running("suspect-1", "suspect");
+    gw.kill9(); // during the call: the next start counts a crash, and the call then runs alone
+    let gw = TestGateway::spawn(dir, cfg);
+    // Marked started again after the crash was counted: its call holds the gate alone.
+    assert!(
+        wait_until(WAIT, || {
+            let d = delivery(&gw, "suspect-1", "suspect");
+            d["crashes"] == 1 && d["running"] == true
+        }),
+        "{}\n{}",
+        delivery(&gw, "suspect-1", "suspect"),
+        gw.log()
+    );
     gw
 }
