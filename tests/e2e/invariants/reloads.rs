@@ -386,12 +386,7 @@ fn a_call_waiting_for_the_gate_when_a_reload_replaces_its_instance_goes_to_the_n
         delivery(&gw, "g-1", "kit"),
         gw.log()
     );
-    let calls = calls(&gw, "kit");
-    assert_eq!(calls.len(), 1, "{calls:?}");
-    assert_eq!(
-        calls[0]["tag"], "v2",
-        "called on the instance the reload replaced: {calls:?}"
-    );
+    called_once_on_v2(&gw);
 }
 
 /// Regression: a call whose start mark the store refused (another process held its write lock)
@@ -403,12 +398,7 @@ fn a_call_waiting_for_the_gate_when_a_reload_replaces_its_instance_goes_to_the_n
 fn a_call_whose_start_mark_waits_for_the_store_goes_to_the_instance_a_reload_put_in() {
     let dir = tempfile::tempdir().expect("tempdir");
     let gw = start_mark_waits_across_a_reload(dir.path(), true);
-    let calls = calls(&gw, "kit");
-    assert_eq!(calls.len(), 1, "{calls:?}");
-    assert_eq!(
-        calls[0]["tag"], "v2",
-        "called on the instance the reload replaced: {calls:?}"
-    );
+    called_once_on_v2(&gw);
 }
 
 #[test]
@@ -509,4 +499,14 @@ fn lone_call_after_a_crash(dir: &std::path::Path, cfg: &str) -> TestGateway {
         gw.log()
     );
     gw
+}
+
+/// `kit` was called once, on the instance its reload put in (tag `v2`).
+fn called_once_on_v2(gw: &TestGateway) {
+    let calls = calls(gw, "kit");
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(
+        calls[0]["tag"], "v2",
+        "called on the instance the reload replaced: {calls:?}"
+    );
 }
