@@ -109,7 +109,7 @@ impl InProcess {
                 return Err("plugin instance unavailable: it is being restarted".into())
             }
         };
-        // Restarted by another call while this one waited for the lock.
+        // Made by another call between the first look and the lock.
         if let Some(instance) = self.current() {
             return Ok(instance);
         }
@@ -147,8 +147,8 @@ impl InProcess {
         self.install(&mut failed, make).map(drop)
     }
 
-    /// Runs `make` (holding the restart lock: `failed`), installs what it built, or retires
-    /// the current instance and books the failure.
+    /// Runs `make` (holding the restart lock: `failed`) and installs what it built, or books
+    /// the failure (the slot, empty since the panic, stays empty: calls are retries).
     fn install(
         &self,
         failed: &mut Failed,
