@@ -73,6 +73,12 @@ impl HandleError {
             HandleError::Ledger(LedgerError::Handover { .. }) => {
                 retry(Some(Duration::from_secs(1)))
             }
+            // What the ledger holds, or would have to hold, is wrong (a row that is not what
+            // the ledger writes; a value past its columns): no later attempt finds it
+            // otherwise, so it is a dead letter at once, for an operator to look at.
+            HandleError::Ledger(LedgerError::Corrupt { .. } | LedgerError::TooLarge { .. }) => {
+                Outcome::reject(reason)
+            }
             HandleError::Ledger(_) => retry(None),
             HandleError::Busy => retry(Some(Duration::from_secs(1))),
             HandleError::Api { source, .. } if source.is_transient() => retry(source.retry_after()),
@@ -444,6 +450,44 @@ mod tests {
             retry_after: None,
         };
         assert_eq!(level_of(&retry), Level::Warn);
+    }
+
+    #[test]
+    fn a_ledger_that_holds_something_wrong_is_a_rejection_and_one_that_is_away_a_retry() {
+        let corrupt = HandleError::Ledger(LedgerError::Corrupt {
+            delivery_id: "d".into(),
+            reason: "r".into(),
+        });
+        assert!(matches!(corrupt.outcome(), Outcome::Reject { .. }));
+        let too_large = HandleError::Ledger(LedgerError::TooLarge {
+            delivery_id: "d".into(),
+            what: "points",
+            value: u64::MAX,
+        });
+        assert!(matches!(too_large.outcome(), Outcome::Reject { .. }));
+        let down = HandleError::Ledger(LedgerError::Postgres {
+            url: "postgres://h/db".into(),
+            what: "cannot connect",
+            message: "refused".into(),
+        });
+        assert!(matches!(
+            down.outcome(),
+            Outcome::Retry {
+                retry_after: None,
+                ..
+            }
+        ));
+        let held = HandleError::Ledger(LedgerError::Handover {
+            path: "p".into(),
+            reason: "r".into(),
+        });
+        assert!(matches!(
+            held.outcome(),
+            Outcome::Retry {
+                retry_after: Some(d),
+                ..
+            } if d == Duration::from_secs(1)
+        ));
     }
 
     #[test]
