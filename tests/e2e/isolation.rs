@@ -192,8 +192,8 @@ fn kill_9_of_the_gateway_leaves_no_plugin_process_behind() {
         "plugin process {child} outlived the gateway"
     );
     // At once, its call cut short: a gateway restarted meanwhile calls that delivery again
-    // (a crashed attempt), and the old call must not run beside the new one. (It once waited
-    // 2 s for the call, always over this bound.)
+    // (a crashed attempt), and the old call must not run beside the new one. (A child once
+    // waited 2 s for its calls; that version fails this bound every time.)
     assert!(
         killed.elapsed() < Duration::from_millis(1800),
         "plugin process {child} lingered {:?} behind its call",

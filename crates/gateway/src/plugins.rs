@@ -68,8 +68,9 @@ impl Drop for PluginSlot {
             return;
         };
         // Taken, not cloned: the slot must not keep a reference that could end up the last one.
-        if let Some(instance) = runner.take() {
-            handle.spawn_blocking(move || drop(instance));
+        let instances = runner.take();
+        if !instances.is_empty() {
+            handle.spawn_blocking(move || drop(instances));
         }
     }
 }

@@ -134,7 +134,7 @@ impl Plugin for Payout {
                 &format!(
                     "payout: ledger {} is open in this process by another copy of the payout \
                      library (the instance this reload replaces): it is opened at the first \
-                     call after that one is shut down; calls are retried until then",
+                     call after that one is shut down; calls wait for that up to 5 s, then are retried",
                     ledger.shown()
                 ),
             );

@@ -4,7 +4,11 @@
 //! An instance that panicked is never handed another delivery: it is retired as the call that
 //! panicked returns ([`InProcess::retire`]; calls already running on it finish there) and
 //! replaced by a fresh one built from the same config, by the engine's restart or by the next
-//! call, whichever comes first. When that `init` fails (the plugin refuses, panics, or what it
+//! call, whichever comes first. The retired instance is let go just before that fresh one's
+//! `init` (its `shutdown` runs then, if no call still uses it): not in the call that panicked
+//! (whose outcome waits to be recorded), with a share of the engine's gate held as for `init`
+//! (a crash in it is not charged to a delivery running alone), and never beside the fresh
+//! instance's `init`. When that `init` fails (the plugin refuses, panics, or what it
 //! needs at start is down), each call is a retry ("plugin instance unavailable", with the
 //! reason), and a call tries `init` again once the restart backoff has passed
 //! ([`restart_backoff`]: 10 ms doubling to 1 s, as an isolated instance's starts; the engine's
@@ -44,6 +48,8 @@ pub(super) struct InProcess {
     restart: Mutex<Failed>,
     /// Instances made so far (numbers them).
     made: AtomicU64,
+    /// Instances retired after a panic, let go before the next `init` (see the module docs).
+    retired: Mutex<Vec<Instance>>,
 }
 
 /// An instance for a call, and its number (to retire that one, not a successor, after a panic).
@@ -63,6 +69,7 @@ impl InProcess {
             })),
             restart: Mutex::new(Failed::default()),
             made: AtomicU64::new(1),
+            retired: Mutex::new(Vec::new()),
         }
     }
 
@@ -75,21 +82,22 @@ impl InProcess {
     }
 
     /// `current`'s instance panicked: no call gets it any more (calls running on it finish
-    /// there; it shuts down when the last returns). A successor already in place stays.
-    pub(super) fn retire(&self, current: &Current) {
-        let retired = {
+    /// there). Kept until the next `init` (a successor already in place stays).
+    pub(super) fn retire(&self, current: Current) {
+        {
             let mut slot = self
                 .instance
                 .write()
                 .unwrap_or_else(PoisonError::into_inner);
             if slot.as_ref().is_some_and(|c| c.number == current.number) {
-                slot.take()
-            } else {
-                None
+                // Not the last reference: `current` holds one.
+                *slot = None;
             }
-        };
-        // Its `shutdown` may block: not under the lock (calls read the slot).
-        drop(retired);
+        }
+        self.retired
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(current.instance);
     }
 
     /// The instance to call: the current one; with none (after a panic, or a restart that
@@ -154,6 +162,10 @@ impl InProcess {
         failed: &mut Failed,
         make: impl FnOnce(&Library) -> Result<Instance, InitError>,
     ) -> Result<Current, InitError> {
+        // The retired instances go first: their `shutdown` never runs beside this `init`.
+        let retired =
+            std::mem::take(&mut *self.retired.lock().unwrap_or_else(PoisonError::into_inner));
+        drop(retired);
         let made = make(&self.library);
         let mut slot = self
             .instance
@@ -185,13 +197,21 @@ impl InProcess {
         }
     }
 
-    /// The instance, taken for good (the slot is being dropped).
-    pub(super) fn take(&mut self) -> Option<Instance> {
-        self.instance
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-            .map(|c| c.instance)
+    /// The instances, current and retired, taken for good (the slot is being dropped).
+    pub(super) fn take(&mut self) -> Vec<Instance> {
+        let mut all = std::mem::take(
+            self.retired
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        all.extend(
+            self.instance
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take()
+                .map(|c| c.instance),
+        );
+        all
     }
 }
 
@@ -215,16 +235,10 @@ impl super::PluginSlot {
         outcome
     }
 
-    /// Retires `current` after a panic; this call's reference to it is let go on another
-    /// blocking thread: as the last one, it runs the plugin's `shutdown`, which must not delay
-    /// (nor time out) the call whose outcomes wait to be recorded.
+    /// Retires `current` after a panic (see [`InProcess::retire`]).
     pub(super) fn retire(&self, current: Current) {
         if let Runner::InProcess(runner) = &self.runner {
-            runner.retire(&current);
-        }
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => drop(runtime.spawn_blocking(move || drop(current))),
-            Err(_) => drop(current),
+            runner.retire(current);
         }
     }
 

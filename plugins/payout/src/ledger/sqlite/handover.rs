@@ -17,9 +17,9 @@
 //! not opened: the ledger's calls wait for that descriptor to go (the replaced instance shut
 //! down once its last call returned), within [`WAIT`] from the first call that waited (then
 //! they are retries at once until it is gone), and the first call after opens it. The
-//! look and the open are one step for every copy ([`OpenLock`]: an exclusive `flock` on the
-//! ledger's folder, which, unlike a POSIX lock, holds between copies in one process), so two
-//! copies waiting for the file cannot both open it. Connections of one copy share its SQLite,
+//! look and the open are one step for every copy ([`OpenLock`]: an exclusive `flock` on a
+//! file of its own beside the ledger, `<ledger>-handover`, which, unlike a POSIX lock, holds
+//! between copies in one process), so two copies waiting for the file cannot both open it. Connections of one copy share its SQLite,
 //! whose locks work between them, and other processes (a `payout-report`, a `gateway check`)
 //! are not counted: SQLite's locks work between processes.
 //!
@@ -29,9 +29,9 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long calls wait for the other copy to close the file, from the first that waits.
 pub(super) const WAIT: Duration = Duration::from_secs(5);
@@ -119,17 +119,60 @@ pub(super) struct OpenLock {
 }
 
 impl OpenLock {
-    /// Waits for, then takes, the exclusive `flock` of the folder holding `path` (released
-    /// when dropped).
+    /// Takes the exclusive `flock` of `<path>-handover` (created if missing; `path` with its
+    /// folder's symbolic links resolved, so every name of the ledger locks one file), waiting
+    /// up to [`LOCK_WAIT`] for whoever holds it; released when dropped.
     pub(super) fn take(path: &Path) -> std::io::Result<OpenLock> {
-        let folder = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        let file = File::open(folder)?;
-        file.lock()?;
-        Ok(OpenLock { _held: file })
+        let lock_path = handover_file(path)?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)?;
+        let deadline = Instant::now() + LOCK_WAIT;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(OpenLock { _held: file }),
+                Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(POLL);
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(std::io::Error::other(format!(
+                        "{} stayed locked for {} s",
+                        lock_path.display(),
+                        LOCK_WAIT.as_secs()
+                    )))
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(e),
+            }
+        }
     }
+}
+
+/// How long [`OpenLock::take`] waits (the holder only looks and opens: milliseconds, seconds
+/// at most while a migration runs).
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// `<path>-handover`, the ledger's folder resolved (the ledger itself too when it exists).
+fn handover_file(path: &Path) -> std::io::Result<PathBuf> {
+    let resolved = match std::fs::canonicalize(path) {
+        Ok(p) => p,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let folder = match path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => Path::new("."),
+            };
+            let name = path.file_name().ok_or_else(|| {
+                std::io::Error::other(format!("{} names no file", path.display()))
+            })?;
+            std::fs::canonicalize(folder)?.join(name)
+        }
+        Err(e) => return Err(e),
+    };
+    let mut name = resolved.into_os_string();
+    name.push("-handover");
+    Ok(PathBuf::from(name))
 }
 
 #[cfg(test)]
