@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use gateway_e2e::harness::{base_config, binaries, wait_until, TestGateway};
+use gateway_e2e::harness::{kit_config, wait_until, TestGateway};
 
 const TOKEN: &str = "tok";
 const WAIT: Duration = Duration::from_secs(15);
@@ -23,31 +23,11 @@ fn start(dir: &std::path::Path) -> TestGateway {
 /// `kit` with these testkit settings (beside its record file) and `max_concurrency`, up to 8
 /// deliveries a call, retried every 50–100 ms for as long as a test lasts, for `test.*`.
 fn start_kit(dir: &std::path::Path, kit: &str, max_concurrency: u32) -> TestGateway {
+    let plugin =
+        format!("{{ record = \"data/kit.jsonl\", {kit} }}\nmax_concurrency = {max_concurrency}");
     let cfg = format!(
-        r#"{base}
-[[apps]]
-name = "hire"
-path = "/hook"
-verification_token = "{TOKEN}"
-
-[delivery]
-initial_backoff = "50ms"
-max_backoff = "100ms"
-max_attempts = 10000
-max_batch = 8
-
-[[plugins]]
-name = "kit"
-library = "{testkit}"
-config = {{ record = "data/kit.jsonl", {kit} }}
-max_concurrency = {max_concurrency}
-
-[[routes]]
-events = ["test.*"]
-plugins = ["kit"]
-"#,
-        base = base_config(),
-        testkit = binaries().testkit.display(),
+        "{}\n[delivery]\ninitial_backoff = \"50ms\"\nmax_backoff = \"100ms\"\nmax_attempts = 10000\nmax_batch = 8\n",
+        kit_config(TOKEN, &plugin)
     );
     TestGateway::spawn(dir, &cfg)
 }
