@@ -195,3 +195,70 @@ fn a_call_during_a_slow_restart_does_not_go_to_the_instance_that_panicked() {
         "s-1 ran on the instance that had panicked: {lines:?}"
     );
 }
+
+/// A call that panics on an instance a reload has replaced meanwhile does not restart that
+/// instance: no call would go to it (the reload's instance takes them), and a fresh `init`
+/// of the old config would run for nothing (a payout ledger opened beside the new one's).
+/// testkit numbers its instances: 0 the first, 1 the reload's; a restart of the replaced one
+/// would be 2, whose `shutdown` is recorded when its runner is let go.
+#[test]
+fn a_panic_on_an_instance_a_reload_replaced_does_not_restart_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kit = |tag: &str| {
+        format!(
+            r#"gate = "data/gate-open", gate_then = "panic", tag = "{tag}", modes = {{ "test.gate" = "gate" }}"#
+        )
+    };
+    let gw = start_kit(dir.path(), &kit("v1"), 1);
+    send(&gw, "r-gate", "test.gate");
+    gw.wait_running("r-gate", "kit");
+    let reloaded = std::fs::read_to_string(dir.path().join("gateway.toml"))
+        .expect("read the config")
+        .replace(r#"tag = "v1""#, r#"tag = "v2""#);
+    std::fs::write(dir.path().join("gateway.toml"), reloaded).expect("write");
+    gw.signal("HUP");
+    assert!(
+        wait_until(WAIT, || gw.log().contains("config reloaded")),
+        "{}",
+        gw.log()
+    );
+    std::fs::write(dir.path().join("data/gate-open"), "").expect("open the gate");
+    assert!(
+        wait_until(WAIT, || state(&gw, "r-gate") == "dead"),
+        "{}\n{}",
+        gw.delivery("r-gate", "kit"),
+        gw.log()
+    );
+    send(&gw, "r-after", "test.ok");
+    assert!(
+        wait_until(WAIT, || state(&gw, "r-after") == "done"),
+        "{}\n{}",
+        gw.delivery("r-after", "kit"),
+        gw.log()
+    );
+    let records = || gateway_e2e::harness::read_jsonl(&dir.path().join("data/kit.jsonl"));
+    // The replaced instance (0) is let go once the call that panicked on it returned.
+    assert!(
+        wait_until(WAIT, || records()
+            .iter()
+            .any(|r| r["outcome"] == "shutdown" && r["instance_no"] == 0)),
+        "{:?}\n{}",
+        records(),
+        gw.log()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let lines = records();
+    let after = lines
+        .iter()
+        .find(|r| r["event_id"] == "r-after")
+        .expect("r-after recorded");
+    assert_eq!(
+        (after["instance_no"].clone(), after["tag"].clone()),
+        (serde_json::json!(1), serde_json::json!("v2")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().all(|r| r["instance_no"].as_u64() < Some(2)),
+        "the replaced instance was restarted after its panic: {lines:?}"
+    );
+}

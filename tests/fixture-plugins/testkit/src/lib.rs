@@ -23,7 +23,8 @@
 //! - `gate` — for `gate`: a file path, relative paths resolved like `record`'s (required by
 //!   that mode).
 //! - `gate_then` — for `gate`: what the call returns once the gate opens, `"ok"` (default),
-//!   `"retry"` or `"reject"` (reason `testkit: {retry|reject} after the gate for {delivery_id}`).
+//!   `"retry"` or `"reject"` (reason `testkit: {retry|reject} after the gate for {delivery_id}`),
+//!   or `"panic"` (panics as `panic_handle` does, recorded as `"panic"`).
 //! - `retry_after_ms` — the `retry_after` put on every `Retry` (default: none).
 //! - `only_event_types` — when given, `mode` applies only to deliveries whose `event_type` is in
 //!   this list; every other delivery gets `Ok` (so one event can panic while others pass).
@@ -87,6 +88,7 @@ enum GateThen {
     Ok,
     Retry,
     Reject,
+    Panic,
 }
 
 #[derive(Deserialize, Debug)]
@@ -312,6 +314,12 @@ impl Plugin for Testkit {
                         },
                         GateThen::Reject => {
                             Outcome::reject(format!("testkit: reject after the gate for {id}"))
+                        }
+                        GateThen::Panic => {
+                            if let Err(e) = self.record(d, "panic", in_flight.0) {
+                                return Outcome::retry(e);
+                            }
+                            panic!("testkit: panic in handle for {}", d.event_id);
                         }
                     }
                 }
