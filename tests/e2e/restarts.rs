@@ -262,3 +262,44 @@ fn a_panic_on_an_instance_a_reload_replaced_does_not_restart_it() {
         "the replaced instance was restarted after its panic: {lines:?}"
     );
 }
+
+/// Two calls that panic on one instance start two restarts: the second does not wait for the
+/// first's `init` holding its permit, so a delivery arriving meanwhile gets a call (a retry:
+/// "being restarted") instead of waiting for a permit the whole `init` long, and is delivered
+/// by the fresh instance once it is in.
+#[test]
+fn a_second_restart_does_not_hold_its_permit_while_the_first_one_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = start_kit(
+        dir.path(),
+        r#"gate = "data/gate-open", gate_then = "panic", restart_sleep_ms = 3000, modes = { "test.gate" = "gate" }"#,
+        2,
+    );
+    for id in ["t-1", "t-2"] {
+        send(&gw, id, "test.gate");
+        gw.wait_running(id, "kit");
+    }
+    std::fs::write(dir.path().join("data/gate-open"), "").expect("open the gate");
+    assert!(
+        wait_until(WAIT, || state(&gw, "t-1") == "dead" && state(&gw, "t-2") == "dead"),
+        "{}",
+        gw.log()
+    );
+    // The first restart's `init` takes 3 s from here.
+    send(&gw, "t-ok", "test.ok");
+    assert!(
+        wait_until(WAIT, || state(&gw, "t-ok") == "done"),
+        "{}\n{}",
+        gw.delivery("t-ok", "kit"),
+        gw.log()
+    );
+    let d = gw.delivery("t-ok", "kit");
+    assert!(
+        d["history"][0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("it is being restarted")),
+        "t-ok waited for a permit until the restart ended: {d}\n{}",
+        gw.log()
+    );
+    assert_eq!(calls_of(&gw, "t-ok").len(), 1, "{:?}", gw.calls("kit"));
+}
