@@ -281,7 +281,8 @@ fn a_second_restart_does_not_hold_its_permit_while_the_first_one_runs() {
     }
     std::fs::write(dir.path().join("data/gate-open"), "").expect("open the gate");
     assert!(
-        wait_until(WAIT, || state(&gw, "t-1") == "dead" && state(&gw, "t-2") == "dead"),
+        wait_until(WAIT, || state(&gw, "t-1") == "dead"
+            && state(&gw, "t-2") == "dead"),
         "{}",
         gw.log()
     );

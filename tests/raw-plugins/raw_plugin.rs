@@ -11,7 +11,9 @@
 //!   `retry` (detail with `retry_after_ms` 1500), `reject`, `panicked`, `not_json` (Reject whose
 //!   detail is plain text), `unknown_code` (code 7 plus a buffer), `retry_after_string`,
 //!   `retry_after_negative`, `retry_after_fraction` (Retry "raw busy" whose `retry_after_ms` is
-//!   `"5000"`, `-5`, `1.5`: the wrong types the host warns about), `slow` (Ok after 1.5 s); and what native code does
+//!   `"5000"`, `-5`, `1.5`: the wrong types the host warns about), `slow` (Ok after 1.5 s),
+//!   `holds_exit_lock` (Ok after 30 s, holding the lock the library's destructor takes at the
+//!   process's exit: an exit during the call waits for it); and what native code does
 //!   when it fails, which no `catch_unwind` stops: `crash_abort` (`abort()`), `crash_segv` (a
 //!   write through a null pointer), `crash_exit` (`exit(3)`); anything else is Ok. `init`
 //!   refuses a config containing `"refuse"` with a message buffer, and answers a config
@@ -298,6 +300,19 @@ unsafe extern "C" fn init(
     0
 }
 
+/// Taken by `holds_exit_lock` calls, and by the library's destructor ([`at_exit`]).
+static EXIT_LOCK: Mutex<()> = Mutex::new(());
+
+/// The library's destructor (run by the C runtime at the process's normal exit, as native
+/// libraries' destructors are): waits for `EXIT_LOCK`.
+extern "C" fn at_exit() {
+    let _held = EXIT_LOCK.lock();
+}
+
+#[used]
+#[link_section = ".fini_array"]
+static AT_EXIT: extern "C" fn() = at_exit;
+
 unsafe extern "C" fn handle(instance: *mut c_void, delivery: GwStr, out_detail: *mut GwBuf) -> u32 {
     HANDLES.fetch_add(1, Ordering::SeqCst);
     // SAFETY: `instance` is what `init` returned and is alive until `shutdown`.
@@ -319,6 +334,11 @@ unsafe extern "C" fn handle(instance: *mut c_void, delivery: GwStr, out_detail: 
         b"retry_after_fraction" => (1, Some(r#"{"reason":"raw busy","retry_after_ms":1.5}"#)),
         b"slow" => {
             std::thread::sleep(std::time::Duration::from_millis(1500));
+            (0, None)
+        }
+        b"holds_exit_lock" => {
+            let _held = EXIT_LOCK.lock();
+            std::thread::sleep(std::time::Duration::from_secs(30));
             (0, None)
         }
         b"crash_abort" => std::process::abort(),
