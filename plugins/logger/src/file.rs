@@ -4,14 +4,19 @@
 //! What it guarantees when a write or a sync fails, or the file goes away:
 //! - A write that fails part-way leaves its fragment ended by a line break before the next
 //!   batch, so no later line is glued to it (the fragment is a line that does not parse; the
-//!   whole batch is retried: lines written before the error appear twice).
+//!   whole batch is retried: lines written before the error appear twice). A file opened (at
+//!   start, or again after a rotation) that does not end with a line break is such a fragment
+//!   too (a process killed in the middle of a write, a disk that filled up before a restart).
 //! - A failed sync fails every batch it covered, not only the one that ran it: Linux reports a
 //!   writeback error once per open file and marks the pages clean, so a second sync of the
 //!   same lines would succeed without them.
 //! - Before each batch, a file whose name no longer leads to it (deleted, or renamed away by a
-//!   rotation) is reopened at its path (created again); lines written before are synced first.
-//! - A file it creates is private (mode 0600, folders 0700) and, with `fsync = "always"`, its
-//!   name is synced too (the folder's entry).
+//!   rotation) is reopened at its path (created again); lines written before are synced first
+//!   (should that sync fail, their batches fail as above and the new file is used all the same).
+//! - A file it creates is private (mode 0600, folders 0700). With `fsync = "always"`, each
+//!   folder it creates and the file's name are synced (the entries in their folders), the
+//!   file's folder at each open (a rotation's new file may have been made by another program),
+//!   and the file must be a regular file (a sync of a pipe or a device fails every time).
 
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::Write;
@@ -53,15 +58,28 @@ pub(crate) struct FileSink {
 impl FileSink {
     /// Opens (creating it and its folders if needed) the file at `path`.
     pub(crate) fn open(path: PathBuf, fsync: bool) -> Result<FileSink, String> {
-        let (file, sync) = open_pair(&path, fsync)
+        if fsync {
+            if let Ok(meta) = std::fs::metadata(&path) {
+                if !meta.is_file() {
+                    return Err(format!(
+                        "logger config: `fsync = \"always\"` (the default) needs a regular file, and {} is not one (a pipe, a device or a folder cannot be synced): set `fsync = \"never\"`, or `stdout = true` for standard output",
+                        path.display()
+                    ));
+                }
+            }
+        }
+        let opened = open_pair(&path, fsync)
             .map_err(|e| format!("logger: cannot open {}: {e}", path.display()))?;
         Ok(FileSink {
             path,
             fsync,
             written: AtomicU64::new(0),
-            appender: Mutex::new(Appender { file, torn: false }),
+            appender: Mutex::new(Appender {
+                file: opened.file,
+                torn: opened.torn,
+            }),
             synced: Mutex::new(Synced {
-                file: sync,
+                file: opened.sync,
                 through: 0,
                 failed_through: 0,
             }),
@@ -81,9 +99,9 @@ impl FileSink {
                 a.file.write_all(b"\n")?;
                 a.torn = false;
             }
-            if let Err(e) = a.file.write_all(bytes) {
-                // Part of it may be in the file: end it before the next batch.
-                a.torn = true;
+            if let Err((e, partial)) = write_whole(&mut a.file, bytes) {
+                // Part of it is in the file: end it before the next batch.
+                a.torn = partial;
                 return Err(e);
             }
             self.written.fetch_add(1, Ordering::SeqCst) + 1
@@ -100,19 +118,21 @@ impl FileSink {
     /// Replaces the file whose name went away with a new one at the path. The lines written to
     /// the old one are synced first (they were appended; their callers may still wait).
     fn reopen(&self, a: &mut Appender) -> std::io::Result<()> {
-        let (file, sync) = open_pair(&self.path, self.fsync)?;
+        let opened = open_pair(&self.path, self.fsync)?;
         let mut s = self
             .synced
             .lock()
             .map_err(|_| std::io::Error::other("lock poisoned"))?;
         let written = self.written.load(Ordering::SeqCst);
         if self.fsync && s.through < written {
-            let target = written;
-            sync_covering(&mut s, target, target, |f| f.sync_data())?;
+            // A failure is booked (`failed_through`): every batch it covered gets it from its
+            // own sync stage. Not this batch's error: it goes to the new file all the same (else
+            // one failed sync, then a rotation, failed every later batch).
+            let _ = sync_covering(&mut s, written, written, |f| f.sync_data());
         }
-        a.file = file;
-        a.torn = false;
-        s.file = sync;
+        a.file = opened.file;
+        a.torn = opened.torn;
+        s.file = opened.sync;
         Ok(())
     }
 }
@@ -154,27 +174,89 @@ fn moved(file: &File, path: &Path) -> bool {
     }
 }
 
-/// The append handle and the sync handle of the file at `path`, created (0600, folders 0700)
-/// if missing; a new file's name synced when `fsync`.
-fn open_pair(path: &Path, fsync: bool) -> std::io::Result<(File, File)> {
-    if let Some(dir) = path.parent() {
-        if !dir.as_os_str().is_empty() && !dir.exists() {
-            DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+/// Writes all of `bytes`; on an error, whether part of them is in the file.
+fn write_whole(file: &mut File, bytes: &[u8]) -> Result<(), (std::io::Error, bool)> {
+    let mut done = 0;
+    while done < bytes.len() {
+        match file.write(&bytes[done..]) {
+            Ok(0) => return Err((std::io::ErrorKind::WriteZero.into(), done > 0)),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err((e, done > 0)),
         }
     }
-    let created = !path.exists();
+    Ok(())
+}
+
+/// A file opened for appending.
+struct Opened {
+    /// The append handle.
+    file: File,
+    /// The sync handle.
+    sync: File,
+    /// It does not end with a line break (a fragment the next write must end first).
+    torn: bool,
+}
+
+/// The folder holding `path` (`.` for a bare file name).
+fn folder_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
+/// Creates `dir` and its missing parents (0700); with `fsync`, each one's entry is synced in
+/// its parent.
+fn create_folders(dir: &Path, fsync: bool) -> std::io::Result<()> {
+    if dir.as_os_str().is_empty() || dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_folders(parent, fsync)?;
+    }
+    match DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    if fsync {
+        File::open(folder_of(dir))?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Whether the regular file `path` is non-empty and does not end with a line break (one that
+/// cannot be read is taken as whole).
+fn ends_torn(path: &Path) -> bool {
+    use std::os::unix::fs::FileExt;
+    let Ok(file) = File::open(path) else {
+        return false;
+    };
+    match file.metadata() {
+        Ok(meta) if meta.is_file() && meta.len() > 0 => {
+            let mut last = [0u8; 1];
+            matches!(file.read_at(&mut last, meta.len() - 1), Ok(1) if last[0] != b'\n')
+        }
+        _ => false,
+    }
+}
+
+/// The append handle and the sync handle of the file at `path`, created (0600, folders 0700)
+/// if missing; with `fsync`, the folders it creates and the file's name are synced.
+fn open_pair(path: &Path, fsync: bool) -> std::io::Result<Opened> {
+    create_folders(folder_of(path), fsync)?;
     let file = OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
         .open(path)?;
-    if created && fsync {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            File::open(dir)?.sync_all()?;
-        }
+    if fsync {
+        File::open(folder_of(path))?.sync_all()?;
     }
+    let torn = ends_torn(path);
     let sync = file.try_clone()?;
-    Ok((file, sync))
+    Ok(Opened { file, sync, torn })
 }
 
 #[cfg(test)]
@@ -235,15 +317,83 @@ mod tests {
         }
     }
 
+    /// Regression: a sync that failed, then a rotation, failed every later batch until a
+    /// restart (the reopen synced the old file again, met the booked failure, and gave up).
+    #[test]
+    fn a_failed_sync_then_a_rotation_fails_only_the_batches_it_covered() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("a.jsonl");
+        let sink = FileSink::open(path.clone(), true).expect("open");
+        sink.append(b"{\"n\":1}\n").expect("append");
+        // Batch 2 is appended, and its sync fails (EIO on a full thin disk).
+        {
+            let mut a = sink.appender.lock().expect("lock");
+            a.file.write_all(b"{\"n\":2}\n").expect("write");
+            sink.written.fetch_add(1, Ordering::SeqCst);
+        }
+        {
+            let mut s = sink.synced.lock().expect("lock");
+            let failing = |_: &File| Err(std::io::Error::other("EIO"));
+            assert!(sync_covering(&mut s, 2, 2, failing).is_err());
+        }
+        std::fs::rename(&path, dir.path().join("a.jsonl.1")).expect("rotate");
+        for n in 3..6 {
+            sink.append(format!("{{\"n\":{n}}}\n").as_bytes())
+                .unwrap_or_else(|e| panic!("batch {n} after the rotation: {e}"));
+        }
+        let text = std::fs::read_to_string(&path).expect("new file");
+        assert_eq!(text, "{\"n\":3}\n{\"n\":4}\n{\"n\":5}\n");
+    }
+
+    /// A file that ends in a fragment (a process killed during a write, a disk that filled up
+    /// before a restart): the first line written after opening it is not glued to it.
+    #[test]
+    fn a_fragment_left_before_the_open_is_ended_before_the_next_line() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("a.jsonl");
+        std::fs::write(&path, "{\"n\":1}\n{\"n\":2,\"pa").expect("fragment");
+        let sink = FileSink::open(path.clone(), true).expect("open");
+        sink.append(b"{\"n\":3}\n").expect("append");
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(text, "{\"n\":1}\n{\"n\":2,\"pa\n{\"n\":3}\n");
+        // A whole file is appended to as it is.
+        let sink = FileSink::open(path.clone(), false).expect("open again");
+        sink.append(b"{\"n\":4}\n").expect("append");
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(text.ends_with("\n{\"n\":3}\n{\"n\":4}\n"), "{text:?}");
+    }
+
+    #[test]
+    fn missing_folders_are_created_private() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("x/y/a.jsonl");
+        FileSink::open(path.clone(), true).expect("open");
+        for folder in [dir.path().join("x"), dir.path().join("x/y")] {
+            let mode = std::fs::metadata(&folder).expect("folder").mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", folder.display());
+        }
+        assert!(path.is_file());
+    }
+
+    #[test]
+    fn fsync_always_refuses_what_cannot_be_synced() {
+        let e = FileSink::open(PathBuf::from("/dev/null"), true).expect_err("refused");
+        assert!(
+            e.contains("`fsync = \"always\"`") && e.contains("/dev/null is not one"),
+            "{e}"
+        );
+        FileSink::open(PathBuf::from("/dev/null"), false).expect("never: accepted");
+    }
+
     #[test]
     fn a_file_renamed_or_deleted_is_seen_as_moved() {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("a.jsonl");
-        let (file, _) = open_pair(&path, true).expect("open");
+        let file = open_pair(&path, true).expect("open").file;
         assert!(!moved(&file, &path));
         std::fs::rename(&path, dir.path().join("a.jsonl.1")).expect("rename");
         assert!(moved(&file, &path));
-        let (file, _) = open_pair(&path, true).expect("open again");
+        let file = open_pair(&path, true).expect("open again").file;
         assert!(!moved(&file, &path));
         std::fs::remove_file(&path).expect("rm");
         assert!(moved(&file, &path));

@@ -4,7 +4,8 @@
 //! - `path` — the file (relative paths resolve against the gateway config's folder; parent folders
 //!   are created). Required unless `stdout = true`.
 //! - `stdout` — write to standard output instead of a file (default `false`).
-//! - `fsync` — `"always"` (default: each line is on disk before `Ok`) or `"never"`.
+//! - `fsync` — `"always"` (default: each line is on disk before `Ok`; `path` must then be a regular
+//!   file) or `"never"`.
 //! - `keep_token` — keep Lark's verification token (`header.token`, or `token` in schema 1.0) in
 //!   `event` (default `false`: it is written as `"<redacted>"`; the file then holds no secret).
 //!
