@@ -195,10 +195,16 @@ impl Config {
                 reason: "a title is only shown with format = \"card\"",
             });
         }
-        let compile = |key: &'static str, text: Option<String>| {
-            text.map(|t| Template::parse(&t))
+        let compile = |key: &'static str, text: Option<String>| match text {
+            Some(t) if t.trim().is_empty() => Err(ConfigError::Value {
+                key,
+                value: t,
+                reason: "it would send empty messages (leave it out for the default)",
+            }),
+            text => text
+                .map(|t| Template::parse(&t))
                 .transpose()
-                .map_err(|source| ConfigError::Template { key, source })
+                .map_err(|source| ConfigError::Template { key, source }),
         };
         let template = compile("template", raw.template)?;
         let title = compile("title", raw.title)?;
@@ -293,6 +299,8 @@ mod tests {
             json!({"target": "http", "url": url, "format": "card"}),
             json!({"target": "lark_bot", "url": url, "title": "x"}),
             json!({"target": "lark_bot", "url": url, "template": "{nope}"}),
+            json!({"target": "lark_bot", "url": url, "template": " "}),
+            json!({"target": "lark_bot", "url": url, "format": "card", "title": ""}),
             json!({"target": "lark_bot", "url": url, "template": "{account_id"}),
             json!({"target": "lark_bot", "url": url, "timeout": "ten"}),
             json!({"target": "lark_bot", "url": url, "timeout": "0s"}),

@@ -26,7 +26,7 @@ mod send;
 mod sign;
 mod template;
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use gateway_plugin::{Delivery, Host, Level, Outcome, Plugin};
 use lark_core::AssetsUpdateV1;
@@ -92,7 +92,59 @@ impl Plugin for Notifier {
     }
 
     fn handle(&self, d: &Delivery) -> Outcome {
-        let outcome = match self.deliver(d) {
+        self.handle_by(d, self.budget_from_now())
+    }
+
+    /// One delivery after the other, within `timeout + max_wait` for the whole batch (what the
+    /// README tells operators to keep under `[delivery] timeout`): each delivery's wait for a
+    /// rate-limit slot and its request get only what is left of it; once it is spent, or once
+    /// the target failed in a way the next delivery would too (a network error, 5xx, 429),
+    /// the rest are answered `Retry` without being sent. (Past the gateway's timeout an
+    /// isolated instance is killed and every delivery of the batch retried, the sent ones too.)
+    fn handle_batch(&self, deliveries: &[Delivery]) -> Vec<Outcome> {
+        let deadline = self.budget_from_now();
+        let mut outcomes = Vec::with_capacity(deliveries.len());
+        let mut stop: Option<(String, Option<Duration>)> = None;
+        for d in deliveries {
+            if stop.is_none() && Instant::now() >= deadline {
+                stop = Some((SPENT.into(), None));
+            }
+            if let Some((why, retry_after)) = &stop {
+                outcomes.push(Outcome::Retry {
+                    reason: format!("not sent: {why}"),
+                    retry_after: *retry_after,
+                });
+                continue;
+            }
+            let outcome = self.handle_by(d, deadline);
+            if let Outcome::Retry {
+                reason,
+                retry_after,
+            } = &outcome
+            {
+                stop = Some((
+                    format!("an earlier delivery of the batch: {reason}"),
+                    *retry_after,
+                ));
+            }
+            outcomes.push(outcome);
+        }
+        outcomes
+    }
+}
+
+/// Why a delivery is not sent once its call's time is spent.
+const SPENT: &str = "the batch's time (timeout + max_wait) was spent";
+
+impl Notifier {
+    /// The end of a call's time: `timeout + max_wait` from now.
+    fn budget_from_now(&self) -> Instant {
+        Instant::now() + self.config.timeout + self.config.max_wait
+    }
+
+    /// One delivery, its rate-limit wait and its request ending by `deadline`.
+    fn handle_by(&self, d: &Delivery, deadline: Instant) -> Outcome {
+        let outcome = match self.deliver(d, deadline) {
             Outcome::Ok => Outcome::Ok,
             Outcome::Retry {
                 reason,
@@ -121,45 +173,6 @@ impl Plugin for Notifier {
         }
         outcome
     }
-
-    /// One delivery after the other, within `timeout + max_wait` for the whole batch (what the
-    /// README tells operators to keep under `[delivery] timeout`): once that is spent, or once
-    /// the target failed in a way the next delivery would too (a network error, 5xx, 429),
-    /// the rest are answered `Retry` without being sent. (Past the gateway's timeout an
-    /// isolated instance is killed and every delivery of the batch retried, the sent ones too.)
-    fn handle_batch(&self, deliveries: &[Delivery]) -> Vec<Outcome> {
-        let deadline = std::time::Instant::now() + self.config.timeout + self.config.max_wait;
-        let mut outcomes = Vec::with_capacity(deliveries.len());
-        let mut stop: Option<(String, Option<std::time::Duration>)> = None;
-        for d in deliveries {
-            if stop.is_none() && std::time::Instant::now() >= deadline {
-                stop = Some((
-                    "the batch's time (timeout + max_wait) was spent".into(),
-                    None,
-                ));
-            }
-            if let Some((why, retry_after)) = &stop {
-                outcomes.push(Outcome::Retry {
-                    reason: format!("not sent: {why}"),
-                    retry_after: *retry_after,
-                });
-                continue;
-            }
-            let outcome = self.handle(d);
-            if let Outcome::Retry {
-                reason,
-                retry_after,
-            } = &outcome
-            {
-                stop = Some((
-                    format!("an earlier delivery of the batch: {reason}"),
-                    *retry_after,
-                ));
-            }
-            outcomes.push(outcome);
-        }
-        outcomes
-    }
 }
 
 impl Defaults {
@@ -181,7 +194,7 @@ impl Notifier {
             .scrub(&format!("{}: {reason}", self.config.url_shown))
     }
 
-    fn deliver(&self, d: &Delivery) -> Outcome {
+    fn deliver(&self, d: &Delivery, deadline: Instant) -> Outcome {
         let assets = if d.event_type == AssetsUpdateV1::EVENT_TYPE {
             match AssetsUpdateV1::from_envelope(d.event_json()) {
                 Ok(a) => Some(a),
@@ -214,7 +227,8 @@ impl Notifier {
             .unwrap_or(default_text)
             .render(&fields, offset, markup);
 
-        if let Err(wait) = self.limiter.acquire(self.config.max_wait) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if let Err(wait) = self.limiter.acquire(self.config.max_wait.min(left)) {
             return Outcome::Retry {
                 reason: format!(
                     "client-side rate limit ({}/s, {}/min): no send slot within max_wait {:?}",
@@ -222,6 +236,14 @@ impl Notifier {
                 ),
                 retry_after: Some(wait),
             };
+        }
+        // What is left for the request once the slot is there.
+        let timeout = self
+            .config
+            .timeout
+            .min(deadline.saturating_duration_since(Instant::now()));
+        if timeout.is_zero() {
+            return Outcome::retry(format!("not sent: {SPENT}"));
         }
         // The clock is read after waiting for the slot: the signature must be fresh.
         let timestamp = unix_seconds().to_string();
@@ -264,6 +286,7 @@ impl Notifier {
             &self.config.url,
             &headers,
             &body,
+            timeout,
             &self.config.scrubber,
         )
     }

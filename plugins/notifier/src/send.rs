@@ -19,17 +19,20 @@ pub const BOT_RATE_LIMITED: i64 = 11_232;
 const MAX_READ: u64 = 64 * 1024;
 const SNIPPET: usize = 200;
 
-/// POSTs `body` as JSON with extra `headers` and classifies the answer for `target`.
+/// POSTs `body` as JSON with extra `headers`, the whole request within `timeout` (the name
+/// lookup excepted: ureq does not bound it), and classifies the answer for `target`.
 pub fn post(
     agent: &ureq::Agent,
     target: TargetKind,
     url: &str,
     headers: &[(&'static str, String)],
     body: &[u8],
+    timeout: Duration,
     scrubber: &Scrubber,
 ) -> Outcome {
     let mut request = agent
         .post(url)
+        .timeout(timeout)
         .set("Content-Type", "application/json; charset=utf-8");
     for (name, value) in headers {
         request = request.set(name, value);
@@ -54,7 +57,10 @@ fn classify_transport(t: &ureq::Transport) -> Outcome {
         reason.push_str(&source.to_string());
     }
     match t.kind() {
-        ureq::ErrorKind::InvalidUrl | ureq::ErrorKind::UnknownScheme => Outcome::reject(reason),
+        // What no later attempt changes: the URL, or a header value the delivery carries.
+        ureq::ErrorKind::InvalidUrl
+        | ureq::ErrorKind::UnknownScheme
+        | ureq::ErrorKind::BadHeader => Outcome::reject(reason),
         _ => Outcome::retry(reason),
     }
 }
