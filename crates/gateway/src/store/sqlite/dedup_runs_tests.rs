@@ -368,3 +368,40 @@ fn an_idle_writer_still_takes_a_finished_spill_in() {
     assert_eq!(named(), 1, "the spill was taken in without a write");
     store.close();
 }
+
+/// Regression: a spill's run covers every seq handed out, one a batch took and then rolled
+/// back included, so a run could end past the highest seq stored. A session with the index in
+/// memory only (the fallback when the runs cannot be opened) numbered from the highest stored
+/// seq and put an event inside that run's range; the next start trusted the run for that range,
+/// loaded only the ids past it, and accepted the event again. The chain's end is now a floor.
+#[test]
+fn a_seq_a_rolled_back_batch_took_before_a_spill_is_never_given_again() {
+    let (_dir, path, mut conn, mut ids) = opened();
+    for chunk in names(0..AT).chunks(10) {
+        let batch: Vec<Write> = chunk.iter().map(|n| accept(n)).collect();
+        writer::apply_and_settle_for_tests(&mut conn, &batch, &mut ids).expect("batch");
+    }
+    conn.execute_batch(
+        "CREATE TRIGGER full BEFORE INSERT ON deliveries BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
+    )
+    .expect("trigger");
+    let failed = writer::apply_and_settle_for_tests(&mut conn, &[accept("doomed")], &mut ids);
+    assert!(failed.is_err(), "{failed:?}");
+    conn.execute_batch("DROP TRIGGER full").expect("drop");
+    ids.as_mut().expect("index").settle(&mut conn);
+    let max = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).expect(sql) };
+    assert!(
+        max("SELECT MAX(hi) FROM id_runs") > max("SELECT MAX(seq) FROM events"),
+        "the set-up: a run past the highest seq stored"
+    );
+    drop(ids);
+    let mut memory_only = Some(Dedup::in_memory(&conn).expect("in memory"));
+    assert_eq!(run(&mut conn, &mut memory_only, &[accept("late")]), ["new"]);
+    drop(memory_only);
+    let mut ids = Some(Dedup::open(&conn, &path, AT).expect("open"));
+    assert_eq!(
+        run(&mut conn, &mut ids, &[accept("late")]),
+        ["duplicate"],
+        "an id stored inside a run's range was accepted again"
+    );
+}

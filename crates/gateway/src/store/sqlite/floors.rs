@@ -9,7 +9,8 @@
 //! transaction that deletes deliveries or events first records the highest key and seq in
 //! `floors` ([`raise`]), and the writer numbers deliveries itself ([`Keys`]), past both the
 //! highest key stored and that floor; seqs likewise (the id index's numbering starts past
-//! [`floor`] of [`EVENT_SEQ`]). The table also holds the readiness probe's row
+//! [`floor`] of [`EVENT_SEQ`], which also holds the end of the index's runs on disk:
+//! [`raise_event_seq`]). The table also holds the readiness probe's row
 //! ([`super::probe`]): every reader here names its row, so that one is never a floor.
 
 use rusqlite::{Connection, OptionalExtension};
@@ -32,6 +33,19 @@ pub(super) fn raise(conn: &Connection) -> Result<(), StoreError> {
          ON CONFLICT (name) DO UPDATE SET value = MAX(value, excluded.value)",
     )?
     .execute([DELIVERY_KEY, EVENT_SEQ])?;
+    Ok(())
+}
+
+/// Raises the event seq floor to `seq` (the end of the id index's chain of runs, which may be
+/// past every seq stored: a run covers the seqs a rolled-back batch took). In the transaction
+/// that records the chain: no seq inside a run's range is given again, whichever index numbers
+/// the next events (the memory-only fallback does not read the runs).
+pub(super) fn raise_event_seq(conn: &Connection, seq: i64) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO floors (name, value) VALUES (?1, ?2)
+         ON CONFLICT (name) DO UPDATE SET value = MAX(value, excluded.value)",
+    )?
+    .execute(rusqlite::params![EVENT_SEQ, seq])?;
     Ok(())
 }
 

@@ -161,6 +161,9 @@ pub(super) fn install(
             ])?;
         }
         drop(stmt);
+        if let Some(end) = chain.iter().map(|r| r.hi).max() {
+            super::super::floors::raise_event_seq(&tx, end)?;
+        }
         tx.commit()?;
         Ok(())
     })();
