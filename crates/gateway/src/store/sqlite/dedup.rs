@@ -58,6 +58,9 @@ enum Job {
     /// Answers once every job before it is done (for the tests).
     #[cfg(test)]
     Sync(mpsc::Sender<()>),
+    /// Panics (for the tests: a builder that dies).
+    #[cfg(test)]
+    Panic,
 }
 
 /// Both tiers and the spill machinery.
@@ -243,8 +246,31 @@ impl Dedup {
     /// Between batches (no transaction open): takes a finished chain in, frees a few shards of
     /// covered ids, and starts a spill when memory holds enough.
     pub(super) fn after_batch(&mut self, conn: &mut Connection) {
-        let built = self.spill.as_ref().and_then(|s| s.done.try_recv().ok());
+        let built = self.built(false);
         self.step(conn, built);
+    }
+
+    /// A finished build, if one is there (with `wait`, once the one under way ends). A builder
+    /// that is gone (it panicked) ends the spills: ids stay in memory from then on, as without
+    /// runs (a spill left "under way" stopped them for good, and woke the writer every 100 ms).
+    fn built(&mut self, wait: bool) -> Option<Built> {
+        let spill = self.spill.as_ref()?;
+        let got = if wait {
+            spill
+                .done
+                .recv()
+                .map_err(|_| mpsc::TryRecvError::Disconnected)
+        } else {
+            spill.done.try_recv()
+        };
+        match got {
+            Ok(built) => Some(built),
+            Err(mpsc::TryRecvError::Empty) => None,
+            Err(mpsc::TryRecvError::Disconnected) => {
+                builder_gone(&mut self.spill);
+                None
+            }
+        }
     }
 
     fn step(&mut self, conn: &mut Connection, built: Option<Built>) {
@@ -295,6 +321,8 @@ impl Dedup {
             let hi = self.next_seq - 1;
             if spill.jobs.send(Job::Build(self.runs.clone(), hi)).is_ok() {
                 spill.busy = true;
+            } else {
+                builder_gone(&mut self.spill);
             }
         }
     }
@@ -309,10 +337,7 @@ impl Dedup {
                 self.sync();
                 return;
             }
-            let built = match self.spill.as_ref() {
-                Some(s) if busy => s.done.recv().ok(),
-                _ => None,
-            };
+            let built = if busy { self.built(true) } else { None };
             self.step(conn, built);
         }
         panic!("the dedup index did not settle");
@@ -346,6 +371,15 @@ impl Dedup {
     pub(super) fn runs(&self) -> &[Arc<Run>] {
         &self.runs
     }
+}
+
+/// The builder thread is gone (it panicked): no more spills (ids stay in memory, as without
+/// runs), rather than a spill forever "under way", or tried again after every batch.
+fn builder_gone(spill: &mut Option<Spill>) {
+    tracing::error!(
+        "the event id index's builder stopped: new ids are kept in memory only until the gateway restarts"
+    );
+    *spill = None;
 }
 
 /// One past the highest seq stored, covered or purged ([`floors`]).

@@ -405,3 +405,32 @@ fn a_seq_a_rolled_back_batch_took_before_a_spill_is_never_given_again() {
         "an id stored inside a run's range was accepted again"
     );
 }
+
+/// Kills `index`'s builder thread and waits until it is gone.
+fn kill_builder(index: &mut Dedup) {
+    let spill = index.spill.as_mut().expect("a builder");
+    spill.jobs.send(Job::Panic).expect("send");
+    let thread = spill.thread.take().expect("thread");
+    assert!(thread.join().is_err(), "the builder panicked");
+}
+
+/// Regression: a builder thread that died with a spill under way left it "under way" for good:
+/// no spill ever again, and the writer woken every 100 ms for it. Now the spills end (ids stay
+/// in memory) and the index stays right; one that died between spills likewise.
+#[test]
+fn a_builder_that_dies_ends_the_spills_and_the_index_stays_right() {
+    for under_way in [true, false] {
+        let (_dir, _path, mut conn, mut ids) = opened();
+        let index = ids.as_mut().expect("index");
+        kill_builder(index);
+        if under_way {
+            index.spill.as_mut().expect("spill").busy = true;
+        }
+        let all = names(0..AT * 3);
+        assert_all(&accept_all(&mut conn, &mut ids, &all), "new");
+        let index = ids.as_ref().expect("index");
+        assert!(index.spill.is_none(), "under way: {under_way}");
+        assert!(!index.has_work(), "under way: {under_way}");
+        assert_all(&accept_all(&mut conn, &mut ids, &all), "duplicate");
+    }
+}

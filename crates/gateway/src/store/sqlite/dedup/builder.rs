@@ -65,6 +65,8 @@ pub(super) fn spawn(t: Thread) -> std::io::Result<std::thread::JoinHandle<()>> {
                     }
                     #[cfg(test)]
                     Job::Sync(answer) => drop(answer.send(())),
+                    #[cfg(test)]
+                    Job::Panic => panic!("test: the id run builder dies"),
                 }
             }
         })
