@@ -137,9 +137,15 @@ impl Intake {
         event: Event,
     ) -> Result<Stored, Rejection> {
         check_token(app, event.token.as_deref())?;
-        if let (Some(pinned), Some(got)) = (&app.app_id, &event.app_id) {
-            if pinned != got {
-                return Err(Rejection::AppIdMismatch);
+        // A pin refuses another app's events, and a 2.0 event that names none (Lark's 2.0
+        // header always carries it); a 1.0 event is checked when it names its app.
+        if let Some(pinned) = &app.app_id {
+            match &event.app_id {
+                Some(got) if got != pinned => return Err(Rejection::AppIdMismatch),
+                None if event.schema == lark_core::envelope::Schema::V2 => {
+                    return Err(Rejection::AppIdMissing)
+                }
+                _ => {}
             }
         }
         // Only authenticated ids reach the logs, and never more than 128 characters of one.

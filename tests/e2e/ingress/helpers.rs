@@ -1,11 +1,13 @@
-//! What the ingress tests share: a gateway with an encrypted app, a plain app and Lark's fixture
-//! app, all routed to the logger, and the event ids it logged. Part of `ingress.rs`.
+//! What the ingress tests share: a gateway with an encrypted app, a plain app, a plain app
+//! pinned to an `app_id` and Lark's fixture app, all routed to the logger, and the event ids it logged. Part of `ingress.rs`.
 
 use gateway_e2e::harness::{base_config, binaries, read_jsonl, TestGateway};
 
 pub(crate) const TOKEN: &str = "enc-token";
 pub(crate) const KEY: &str = "enc-key";
 pub(crate) const PLAIN_TOKEN: &str = "plain-token";
+/// The `app_id` the `pinned` app (plain, at `/pinned`) is pinned to: the harness's events'.
+pub(crate) const PINNED_APP: &str = "cli_9f5343c580712544";
 const ASSETS: &str = "hire.referral_account.assets_update_v1";
 
 pub(crate) fn start() -> (tempfile::TempDir, TestGateway) {
@@ -22,6 +24,12 @@ encrypt_key = "{KEY}"
 name = "plain"
 path = "/plain"
 verification_token = "{PLAIN_TOKEN}"
+
+[[apps]]
+name = "pinned"
+path = "/pinned"
+verification_token = "{PLAIN_TOKEN}"
+app_id = "{PINNED_APP}"
 
 [[apps]]
 name = "fixture"

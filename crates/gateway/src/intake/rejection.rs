@@ -32,6 +32,8 @@ pub enum Rejection {
     MissingToken,
     BadToken,
     AppIdMismatch,
+    /// A schema 2.0 event without `header.app_id` for an app pinned to one (401).
+    AppIdMissing,
     /// The store could not record the event (503: Lark retries).
     StoreUnavailable,
 }
@@ -47,7 +49,7 @@ impl Rejection {
             BodyRead(_) | Malformed(_) | Decrypt(_) | PlainForEncryptedApp
             | EncryptedForPlainApp => StatusCode::BAD_REQUEST,
             MissingSignature | BadSignature | StaleTimestamp | MissingToken | BadToken
-            | AppIdMismatch => StatusCode::UNAUTHORIZED,
+            | AppIdMismatch | AppIdMissing => StatusCode::UNAUTHORIZED,
             StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -71,6 +73,7 @@ impl Rejection {
             MissingToken => "missing_token",
             BadToken => "bad_token",
             AppIdMismatch => "app_id_mismatch",
+            AppIdMissing => "app_id_missing",
             StoreUnavailable => "store_unavailable",
         }
     }
@@ -99,6 +102,7 @@ impl Rejection {
             MissingToken => "verification token missing".into(),
             BadToken => "verification token does not match".into(),
             AppIdMismatch => "event app_id does not match this app".into(),
+            AppIdMissing => "event has no header.app_id, and this app is pinned to one".into(),
             StoreUnavailable => "event could not be stored; retry later".into(),
         }
     }

@@ -10,6 +10,9 @@ use lark_core::Cipher;
 use super::Validator;
 use crate::config::raw::RawApp;
 
+/// The smallest `max_clock_skew` the gateway honours.
+const MIN_CLOCK_SKEW: Duration = Duration::from_secs(10);
+
 /// Feishu's Open Platform; Lark's international one is `https://open.larksuite.com`.
 pub const DEFAULT_DOMAIN: &str = "https://open.feishu.cn";
 
@@ -143,10 +146,17 @@ impl Validator<'_> {
                     }
                 }
                 let encrypt_key = secret(self, "encrypt_key", &a.encrypt_key);
-                let max_clock_skew = a
-                    .max_clock_skew
-                    .as_deref()
-                    .map(|t| self.duration(&at("max_clock_skew"), Some(t), Duration::ZERO));
+                let max_clock_skew = a.max_clock_skew.as_deref().map(|t| {
+                    self.duration_at_least(
+                        &at("max_clock_skew"),
+                        Some(t),
+                        MIN_CLOCK_SKEW,
+                        MIN_CLOCK_SKEW,
+                        "must be at least 10s: Lark's timestamp is in whole seconds and a \
+                             request takes time to arrive (a smaller window refuses genuine \
+                             events, which Lark re-sends until it gives up on them)",
+                    )
+                });
                 if max_clock_skew.is_some() && encrypt_key.is_none() {
                     // Only a signed request carries a timestamp, and only an app with an
                     // Encrypt Key is signed: the limit would never apply.

@@ -20,6 +20,39 @@ max_clock_skew = "5m"
     );
 }
 
+/// A window of a few seconds cannot be honoured: the timestamp is in whole seconds and a
+/// request takes time to arrive ("0s" refused every request that crossed a second).
+#[test]
+fn a_clock_skew_limit_below_10_s_is_refused() {
+    let app = |skew: &str| {
+        format!(
+            r#"
+[[apps]]
+name = "signed"
+path = "/signed"
+encrypt_key = "k"
+max_clock_skew = "{skew}"
+"#
+        )
+    };
+    for skew in ["0s", "9s"] {
+        let p = problems(&app(skew));
+        assert!(
+            p.iter()
+                .any(|p| p.starts_with("apps[0].max_clock_skew: must be at least 10s")),
+            "{skew}: {p:#?}"
+        );
+    }
+    let config = super::tests::load(&app("10s"), &[]).expect("10s is honoured");
+    assert_eq!(
+        config.apps[0]
+            .webhook()
+            .expect("a webhook app")
+            .max_clock_skew,
+        Some(std::time::Duration::from_secs(10))
+    );
+}
+
 #[test]
 fn a_domain_with_user_info_query_or_fragment_is_refused() {
     for domain in [
