@@ -132,12 +132,13 @@ impl SqliteStore {
     fn start(path: &Path, lock: Option<(std::fs::File, usize)>) -> Result<SqliteStore, StoreError> {
         let writer = open_connection(path)?;
         let readers = Readers::open(path)?;
-        let owner = lock.as_ref().map(|(_, at)| (path.to_path_buf(), *at));
+        let spill_at = lock.as_ref().map(|(_, at)| *at);
+        let store = path.to_path_buf();
         let (tx, rx) = mpsc::channel();
         let handle = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || {
-                writer::writer_loop(writer, rx, owner);
+                writer::writer_loop(writer, rx, store, spill_at);
                 drop(lock);
             })
             .map_err(|e| StoreError(format!("cannot start writer thread: {e}")))?;

@@ -136,6 +136,30 @@ impl Dedup {
         })
     }
 
+    /// An operator command's view of the store at `store` (never spills, never touches the
+    /// runs' files): the runs the store names, as the gateway reads them, and the ids past them
+    /// in memory; with no runs (or none that can be read), every id in memory. (Memory only,
+    /// a replay by id on a store of millions of events read them all, gigabytes, first.) Ids
+    /// the gateway accepts meanwhile are not here: a replay looks those up in the table.
+    pub(super) fn for_operator(conn: &Connection, store: &Path) -> Result<Dedup, StoreError> {
+        let dir = runs_dir(store);
+        let runs = if dir.is_dir() {
+            open_chain(conn, &dir)?
+        } else {
+            Vec::new()
+        };
+        let covered = runs.last().map_or(0, |r| r.hi);
+        Ok(Dedup {
+            mem: IdIndex::load_after(conn, covered)?,
+            runs,
+            covered,
+            evicting: None,
+            next_seq: next_seq(conn, covered)?,
+            keys: Keys::load(conn)?,
+            spill: None,
+        })
+    }
+
     /// Both tiers for the gateway that owns the store at `store`: the runs the store names (each
     /// checked), the events past them in memory, and a builder that spills at `spill_at` ids.
     pub(super) fn open(

@@ -434,3 +434,25 @@ fn a_builder_that_dies_ends_the_spills_and_the_index_stays_right() {
         assert_all(&accept_all(&mut conn, &mut ids, &all), "duplicate");
     }
 }
+
+/// An operator command's index reads the runs the store names, as the gateway does: the ids
+/// they cover stay on disk (a replay by id read every id into memory first), and are found.
+/// Without the runs' folder, every id is read into memory.
+#[test]
+fn an_operator_reads_the_runs_instead_of_every_id() {
+    let (_dir, path, mut conn, mut ids) = opened();
+    let all = names(0..1_000);
+    assert_all(&accept_all(&mut conn, &mut ids, &all), "new");
+    drop(ids);
+    let mut operator = Some(Dedup::for_operator(&conn, &path).expect("operator"));
+    let index = operator.as_ref().expect("index");
+    assert!(!index.runs().is_empty());
+    assert!(index.len() < AT + 10, "memory holds {} ids", index.len());
+    assert_all(&accept_all(&mut conn, &mut operator, &all), "duplicate");
+    assert!(operator.as_ref().is_some_and(|o| !o.has_work()));
+    drop(operator);
+    std::fs::rename(runs_dir(&path), path.with_extension("moved")).expect("move the runs");
+    let mut operator = Some(Dedup::for_operator(&conn, &path).expect("operator"));
+    assert_eq!(operator.as_ref().expect("index").len(), 1_000);
+    assert_all(&accept_all(&mut conn, &mut operator, &all), "duplicate");
+}

@@ -23,20 +23,21 @@ use crate::store::{
     Accepted, Finish, FinishRecord, NewEvent, Orphaned, PurgeStep, StoreError, CRASHED,
 };
 
-/// The writer thread: batch, apply in one transaction, commit (fsync), answer. With `owner`
-/// (the store's path and the spill size: the gateway that holds the store's lock and accepts
-/// events), the id index, both tiers, is read before the first write is taken. Otherwise it is
-/// read, memory only, on the first write that needs it (an operator command's replay by id; the
-/// operator commands never accept).
+/// The writer thread of the store at `store`: batch, apply in one transaction, commit (fsync),
+/// answer. With `spill_at` (the gateway that holds the store's lock and accepts events), the id
+/// index, both tiers, is read before the first write is taken. Otherwise it is read on the
+/// first write that needs it (an operator command's replay by id; the operator commands never
+/// accept), without spills ([`Dedup::for_operator`]).
 pub(super) fn writer_loop(
     mut conn: Connection,
     rx: mpsc::Receiver<Write>,
-    owner: Option<(std::path::PathBuf, usize)>,
+    store: std::path::PathBuf,
+    spill_at: Option<usize>,
 ) {
     let mut ids = None;
-    if let Some((path, spill_at)) = &owner {
+    if let Some(spill_at) = spill_at {
         load_ids(&mut ids, || {
-            Dedup::open(&conn, path, *spill_at).or_else(|e| {
+            Dedup::open(&conn, &store, spill_at).or_else(|e| {
                 tracing::error!(error = %e, "cannot open the event id runs; ids kept in memory only");
                 Dedup::in_memory(&conn)
             })
@@ -59,7 +60,7 @@ pub(super) fn writer_loop(
             }
         };
         if let Some(first) = first {
-            write_batch(&mut conn, batcher.take(first, &rx), &mut ids);
+            write_batch(&mut conn, batcher.take(first, &rx), &mut ids, &store);
         }
         if let Some(index) = ids.as_mut() {
             index.after_batch(&mut conn);
@@ -72,7 +73,12 @@ pub(super) fn writer_loop(
 const IDLE_TICK: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// A batch ([`Batcher::take`]) applied in one transaction, each write answered.
-fn write_batch(conn: &mut Connection, (batch, paced): (Vec<Write>, bool), ids: &mut Option<Dedup>) {
+fn write_batch(
+    conn: &mut Connection,
+    (batch, paced): (Vec<Write>, bool),
+    ids: &mut Option<Dedup>,
+    store: &std::path::Path,
+) {
     // Events past their deadline are answered 503 here, never applied (`deadline`).
     let batch = super::deadline::keep_due(conn, batch);
     if batch.is_empty() {
@@ -81,7 +87,7 @@ fn write_batch(conn: &mut Connection, (batch, paced): (Vec<Write>, bool), ids: &
     }
     crate::metrics::observe_commit_batch(batch.len(), paced);
     let started = std::time::Instant::now();
-    let applied = apply_and_settle(conn, &batch, ids);
+    let applied = apply_and_settle(conn, &batch, ids, store);
     super::deadline::restore(conn);
     crate::metrics::observe_commit_duration(started.elapsed());
     match applied {
@@ -100,11 +106,13 @@ fn write_batch(conn: &mut Connection, (batch, paced): (Vec<Write>, bool), ids: &
 }
 
 /// Applies a batch in one transaction, the id index changing with it: kept when it commits,
-/// undone when it fails. Reads the index first if the batch accepts events and none is loaded.
+/// undone when it fails. Reads the index first (that of the store at `store`) if the batch
+/// needs it and none is loaded.
 fn apply_and_settle(
     conn: &mut Connection,
     batch: &[Write],
     ids: &mut Option<Dedup>,
+    store: &std::path::Path,
 ) -> Result<Vec<Outcome>, StoreError> {
     let needs_ids = |w: &Write| {
         matches!(
@@ -114,7 +122,7 @@ fn apply_and_settle(
     };
     if ids.is_none() && batch.iter().any(needs_ids) {
         // Outside any transaction: the index is what is committed.
-        load_ids(ids, || Dedup::in_memory(conn));
+        load_ids(ids, || Dedup::for_operator(conn, store));
     }
     let applied = apply_batch(conn, batch, ids);
     if let Some(index) = ids.as_mut() {
@@ -445,14 +453,16 @@ pub(super) fn apply_and_settle_for_tests(
     batch: &[Write],
     ids: &mut Option<Dedup>,
 ) -> Result<Vec<&'static str>, StoreError> {
-    Ok(apply_and_settle(conn, batch, ids)?
-        .into_iter()
-        .map(|o| match o {
-            Outcome::Accepted(Accepted::New { .. }) => "new",
-            Outcome::Accepted(Accepted::Duplicate) => "duplicate",
-            Outcome::Applied(_) => "applied",
-            Outcome::Count(_) | Outcome::Orphans(_) | Outcome::Purged(_) => "count",
-            Outcome::Probed => "probed",
-        })
-        .collect())
+    Ok(
+        apply_and_settle(conn, batch, ids, std::path::Path::new(""))?
+            .into_iter()
+            .map(|o| match o {
+                Outcome::Accepted(Accepted::New { .. }) => "new",
+                Outcome::Accepted(Accepted::Duplicate) => "duplicate",
+                Outcome::Applied(_) => "applied",
+                Outcome::Count(_) | Outcome::Orphans(_) | Outcome::Purged(_) => "count",
+                Outcome::Probed => "probed",
+            })
+            .collect(),
+    )
 }
