@@ -13,8 +13,12 @@
 //! The bytes in the file, their order, and when they are there:
 //! - A commit's frames are written as soon as SQLite has handed over its last one (the frame
 //!   whose header carries the database size: the commit mark), before SQLite syncs the WAL or
-//!   tells other connections (the wal-index) that the commit exists. So this works with any
-//!   `synchronous` setting, and a commit's `fsync` covers all of its frames.
+//!   tells other connections (the wal-index) that the commit exists, and a commit's `fsync`
+//!   covers all of its frames. One exception: after a write error inside a frame header, the
+//!   next transaction's commit header may be written through while its page is held until the
+//!   following sync or read, so a commit is known to be whole in the file at its sync, not at
+//!   its last write. The gateway syncs every commit (`synchronous = FULL`), where that makes no
+//!   difference; with `NORMAL` a crash in that window could lose that commit.
 //! - Before any read, sync, truncation, size query or file control, everything held is written,
 //!   so SQLite (re-reading a frame it spilled mid-transaction) reads what it wrote.
 //! - A write that does not continue the held bytes writes them first: writes reach the file in
