@@ -18,7 +18,8 @@
 //!   write through a null pointer), `crash_exit` (`exit(3)`); anything else is Ok. `init`
 //!   refuses a config containing `"refuse"` with a message buffer, and answers a config
 //!   containing `"null_instance"` with success but no instance. With `RAW_PLUGIN_CALLS` set in
-//!   its environment, `handle` appends `<pid> <event_type>` to that file for each call. While
+//!   its environment, `handle` appends `<pid> <event_type>` to that file for each call. `init`
+//!   keeps the host table it is handed (`raw_log_through_kept_host` logs through it later). While
 //!   the file `RAW_PLUGIN_REFUSE` names exists, `init` refuses (and records `init_refused`).
 //! - `bad_major`: ABI major 2 and a descriptor of only the three header fields.
 //! - `small_struct`: ABI 1.0 but a descriptor that stops after `build_tag`.
@@ -210,6 +211,43 @@ pub extern "C" fn raw_handle_count() -> u64 {
     HANDLES.load(Ordering::SeqCst)
 }
 
+/// `gateway_plugin::abi::HostApi`, restated.
+#[repr(C)]
+pub struct HostApi {
+    api_major: u32,
+    api_minor: u32,
+    struct_size: u32,
+    ctx: *const c_void,
+    log: unsafe extern "C" fn(*const c_void, u32, GwStr),
+    config_dir: GwStr,
+    instance_name: GwStr,
+}
+
+/// The host table the last `init` was handed, kept as a C plugin keeps it (for a flusher
+/// thread that logs, say), also past its instance's `shutdown`.
+static KEPT_HOST: std::sync::atomic::AtomicPtr<HostApi> =
+    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+
+/// Through the kept host table: its `struct_size`, and a line logged with its `log` and `ctx`
+/// (0 when no table was kept).
+#[no_mangle]
+pub extern "C" fn raw_log_through_kept_host() -> u32 {
+    let host = KEPT_HOST.load(Ordering::SeqCst);
+    if host.is_null() {
+        return 0;
+    }
+    // SAFETY: the host promises the table is never freed (this is what the test checks).
+    let host = unsafe { &*host };
+    let line = b"a line logged late";
+    let message = GwStr {
+        ptr: line.as_ptr(),
+        len: line.len(),
+    };
+    // SAFETY: as above; the message is borrowed for the call.
+    unsafe { (host.log)(host.ctx, 3, message) };
+    host.struct_size
+}
+
 fn outstanding() -> std::sync::MutexGuard<'static, Vec<usize>> {
     OUTSTANDING.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -272,7 +310,7 @@ const MAGIC: u64 = 0x6761_7465_7761_7921;
 
 unsafe extern "C" fn init(
     config: GwStr,
-    _host: *const c_void,
+    host: *const c_void,
     out_instance: *mut *mut c_void,
     out_error: *mut GwBuf,
 ) -> u32 {
@@ -294,6 +332,7 @@ unsafe extern "C" fn init(
         return 0;
     }
     INITS.fetch_add(1, Ordering::SeqCst);
+    KEPT_HOST.store(host as *mut HostApi, Ordering::SeqCst);
     let instance = Box::into_raw(Box::new(Instance { magic: MAGIC }));
     // SAFETY: the host passes a valid, writable out-pointer.
     unsafe { *out_instance = instance as *mut c_void };

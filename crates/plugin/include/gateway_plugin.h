@@ -74,7 +74,8 @@ typedef struct GwBuf {
     size_t cap;
 } GwBuf;
 
-/* Services of the host, valid (and unchanged) until the instance's shutdown returns. */
+/* Services of the host, valid (and unchanged) until the instance's shutdown returns (when init
+ * fails: until init returns). This host never frees it, and drops lines logged after that point. */
 typedef struct GwHostApi {
     uint32_t api_major;   /* the host's GW_ABI_MAJOR */
     uint32_t api_minor;   /* the host's minor: which fields appended after 1.0 exist */

@@ -111,8 +111,9 @@ pub const LOG_TRACE: u32 = 5;
 /// Services the host offers to an instance. Owned by the host; the pointer handed to `init` stays
 /// valid, and its content unchanged, until that instance's `shutdown` returns (or, when `init`
 /// fails, until `init` returns). Probe `api_minor` before using fields added after 1.0. (This
-/// host never frees `ctx` and drops lines `log`ged after that point, so a plugin that breaks the
-/// rule harms nothing; the Rust SDK stops calling `log` at that point by itself.)
+/// host never frees the table, its strings or `ctx`, and drops lines `log`ged after that point,
+/// so a plugin that breaks the rule harms nothing; the Rust SDK stops calling `log` at that
+/// point by itself.)
 #[repr(C)]
 #[derive(Debug)]
 pub struct HostApi {

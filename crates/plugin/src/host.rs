@@ -12,13 +12,15 @@
 //!   allocator.
 //! - An [`Instance`] calls the plugin's `shutdown` exactly once, when the last reference drops,
 //!   which is after every `handle` call on it has returned.
-//! - The host state behind `HostApi::ctx` (`HostCtx`) is **never freed**: a plugin may keep
-//!   its `ctx` and `log` (an SDK `Host` in a static or a thread) past `shutdown`, or past an
-//!   `init` that failed, and calling `log` with them must stay sound. Once the instance is shut
-//!   down (or its `init` failed) the ctx is retired: its log sink and names are released and
-//!   later lines are dropped. What stays allocated is a lock and an empty slot, under 100 bytes
-//!   per instance ever created (at start, on reload, on a restart after a panic), like the
-//!   libraries themselves, which are never unloaded either.
+//! - The host table an instance is handed (`HostApi`, with its strings) and the host state
+//!   behind its `ctx` (`HostCtx`) are **never freed**: a plugin may keep the table (a C plugin
+//!   is told to), or its `ctx` and `log` (an SDK `Host` in a static or a thread), past
+//!   `shutdown`, or past an `init` that failed, and reading it or calling `log` must stay sound.
+//!   Once the instance is shut down (or its `init` failed) the ctx is retired: its log sink and
+//!   name are released and later lines are dropped. What stays allocated is the table, a lock
+//!   and an empty slot, about 150 bytes per instance ever created (at start, on reload, on a
+//!   restart after a panic), and the table's strings once per distinct instance name and
+//!   config folder, like the libraries themselves, which are never unloaded either.
 #![allow(unsafe_code)]
 
 use std::ffi::{c_void, CStr};
@@ -327,22 +329,21 @@ impl Library {
         let name = instance.to_owned();
         let config_dir = config_dir.to_string_lossy().into_owned();
         let ctx = HostCtx::leak(&name, log.clone());
-        let api = Box::new(HostApi {
+        let api: &'static HostApi = Box::leak(Box::new(HostApi {
             api_major: abi::ABI_MAJOR,
             api_minor: abi::ABI_MINOR,
             struct_size: abi::HOST_API_SIZE,
             ctx: ctx as *const HostCtx as *const c_void,
             log: host_log,
-            config_dir: gw_str(config_dir.as_bytes()),
-            instance_name: gw_str(name.as_bytes()),
-        });
+            config_dir: gw_str(interned(&config_dir).as_bytes()),
+            instance_name: gw_str(interned(&name).as_bytes()),
+        }));
         let mut out_instance: *mut c_void = std::ptr::null_mut();
         let mut out_error = GwBuf::EMPTY;
-        // SAFETY: `config` and `api` outlive the call (and `api` and the strings it points to
-        // the instance: they are moved into the `Instance` below and their heap addresses do
-        // not change; `ctx` is never freed); the out-pointers are valid and initialised.
+        // SAFETY: `config` outlives the call; `api`, the strings it points to and `ctx` are
+        // never freed; the out-pointers are valid and initialised.
         let code =
-            unsafe { (self.fns.init)(gw_str(&config), &*api, &mut out_instance, &mut out_error) };
+            unsafe { (self.fns.init)(gw_str(&config), api, &mut out_instance, &mut out_error) };
         let message = self.take_buf(out_error);
         if code != abi::INIT_OK || out_instance.is_null() {
             // The plugin may have kept the table although it has no instance.
@@ -353,9 +354,7 @@ impl Library {
                 inner: Arc::new(InstanceInner {
                     library: self.clone(),
                     ptr: out_instance,
-                    _api: api,
                     name,
-                    _config_dir: config_dir,
                     log,
                     ctx,
                     warned_retry_after: Default::default(),
@@ -423,6 +422,22 @@ fn gw_str(bytes: &[u8]) -> GwStr {
         ptr: bytes.as_ptr(),
         len: bytes.len(),
     }
+}
+
+/// `text`, leaked once per distinct text (the host tables' strings: instance names and config
+/// folders, which repeat at each reload and restart).
+fn interned(text: &str) -> &'static str {
+    static TEXTS: std::sync::Mutex<std::collections::BTreeSet<&'static str>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut texts = TEXTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(kept) = texts.get(text) {
+        return kept;
+    }
+    let kept: &'static str = Box::leak(text.to_owned().into_boxed_str());
+    texts.insert(kept);
+    kept
 }
 
 /// Host state behind `HostApi::ctx`: leaked, never freed (see the module invariants), so a

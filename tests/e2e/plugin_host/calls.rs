@@ -331,3 +331,53 @@ fn a_failed_batch_reports_its_first_reason_or_its_code() {
         Err("raw batch broke".into())
     );
 }
+
+/// Regression: a C plugin is told to keep the host table it gets in `init` (`docs/plugins.md`),
+/// and may log through it from a thread of its own after `shutdown`; the host freed the table
+/// (and its strings) with the instance, so such a line read freed memory and called through
+/// whatever was there. The table now lives as long as the process, as the context behind it
+/// does; the line is dropped.
+#[test]
+fn a_host_table_kept_past_shutdown_stays_readable_and_its_late_lines_are_dropped() {
+    // A copy of its own (its statics apart from the counting tests'), loaded once.
+    let path = gateway_e2e::compile_raw_plugin(
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")),
+        "raw_plugin.rs",
+        "raw_kept_host",
+        None,
+    )
+    .expect("compile the raw fixture");
+    let lib = open(&path);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (sink, lines) = gateway_e2e::hostkit::recording();
+    let inst = lib
+        .instantiate("raw", &json!({}), dir.path(), sink)
+        .expect("instance");
+    drop(inst);
+    // Memory of the table's size, reused and scribbled over.
+    let scribbles: Vec<Vec<u8>> = (0..10_000).map(|_| vec![0xaa; 64]).collect();
+    let size = kept::log_through_kept_host(&path);
+    drop(scribbles);
+    assert_eq!(size, gateway_plugin::abi::HOST_API_SIZE);
+    assert!(
+        lines.lock().expect("lines").is_empty(),
+        "a line logged after shutdown reached the sink"
+    );
+}
+
+/// Calls the raw fixture's `raw_log_through_kept_host`.
+mod kept {
+    #![allow(unsafe_code)] // reason: calling a function exported by a C-ABI test library.
+
+    pub fn log_through_kept_host(path: &std::path::Path) -> u32 {
+        // SAFETY: the raw fixture is already loaded by the host (same file): another reference.
+        let lib = unsafe { libloading::Library::new(path) }.expect("open raw fixture");
+        // SAFETY: the raw fixture exports this name as `extern "C" fn() -> u32`.
+        unsafe {
+            let f = lib
+                .get::<extern "C" fn() -> u32>(b"raw_log_through_kept_host\0")
+                .expect("symbol");
+            f()
+        }
+    }
+}

@@ -13,11 +13,7 @@ pub struct Instance {
 pub(super) struct InstanceInner {
     pub(super) library: Library,
     pub(super) ptr: *mut c_void,
-    /// Kept alive for the plugin until shutdown returns (ABI contract), with the strings it
-    /// points to (`name`, `_config_dir`).
-    pub(super) _api: Box<HostApi>,
     pub(super) name: String,
-    pub(super) _config_dir: String,
     pub(super) log: LogSink,
     /// Retired once `shutdown` returned; never freed.
     pub(super) ctx: &'static HostCtx,
