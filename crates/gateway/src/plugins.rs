@@ -142,7 +142,8 @@ impl PluginSlot {
             }
             Err(message) => {
                 self.retire(current);
-                tracing::error!(%message, deliveries = deliveries.len(),
+                let shown = crate::delivery::detail::cap(message.clone());
+                tracing::error!(message = %shown, deliveries = deliveries.len(),
                     "plugin panicked in a batch: restarting the instance and handling each delivery on its own");
                 match self.restart_now() {
                     Ok(()) => self.one_by_one(deliveries),

@@ -44,7 +44,8 @@ fn groups_within<'a>(deliveries: &'a [&'a [u8]], limit: usize) -> Vec<&'a [&'a [
 }
 
 /// The largest body of a child's batch answer (`Outcomes`, `BatchPanicked`): outcomes carry
-/// reasons, which the engine cuts to 4 KiB anyway.
+/// reasons, which the engine cuts to 4 KiB anyway, and which the child cuts further when a
+/// large batch's answer would not fit otherwise ([`reason_budget`]).
 const MAX_ANSWER: usize = 64 << 20;
 
 /// The largest body of every other frame (`Init`, `Describe`, `InitOk`, `InitErr`,
@@ -52,13 +53,35 @@ const MAX_ANSWER: usize = 64 << 20;
 /// buffer is bounded by its kind, not only by [`MAX_FRAME`].
 const MAX_SMALL: usize = 1 << 20;
 
-/// The largest body a frame with `tag` may have.
-fn limit(tag: u8) -> usize {
+/// The largest body a frame to the child with `tag` may have; `None`: no such frame.
+fn to_child_limit(tag: u8) -> Option<usize> {
     match tag {
-        2 => MAX_FRAME,
-        12 | 13 => MAX_ANSWER,
-        _ => MAX_SMALL,
+        2 => Some(MAX_FRAME),
+        1 | 3 => Some(MAX_SMALL),
+        _ => None,
     }
+}
+
+/// The largest body a frame from the child with `tag` may have; `None`: no such frame (a
+/// child's stray bytes that look like a gateway's `Batch` do not get a gigabyte read).
+fn from_child_limit(tag: u8) -> Option<usize> {
+    match tag {
+        12 | 13 => Some(MAX_ANSWER),
+        10 | 11 | 14 | 15 => Some(MAX_SMALL),
+        _ => None,
+    }
+}
+
+/// How many bytes each reason of an answer of `count` outcomes may keep: the engine's cap, or
+/// less when the answer would not fit [`MAX_ANSWER`] (JSON may write a byte of a reason as six).
+fn reason_budget(count: usize) -> usize {
+    crate::delivery::detail::MAX_DETAIL.min((MAX_ANSWER / 2) / (6 * count.max(1)))
+}
+
+/// JSON of a frame's body: a malformed one is bad data (never taken for the stream's end, as
+/// serde's error for a body cut short would be).
+fn json<T: serde::de::DeserializeOwned>(body: &[u8]) -> io::Result<T> {
+    serde_json::from_slice(body).map_err(|e| bad(&format!("bad JSON in a frame: {e}")))
 }
 
 /// A message to the child.
@@ -157,7 +180,7 @@ struct WireOutcome {
     retry_after_ms: Option<u64>,
 }
 
-fn to_wire(o: &CallOutcome) -> WireOutcome {
+fn to_wire(o: &CallOutcome, budget: usize) -> WireOutcome {
     let (code, reason, retry_after_ms) = match o {
         CallOutcome::Ok => (0, String::new(), None),
         CallOutcome::Retry {
@@ -170,7 +193,7 @@ fn to_wire(o: &CallOutcome) -> WireOutcome {
     WireOutcome {
         code,
         // The engine keeps no more (and the answer's frame has a limit).
-        reason: crate::delivery::detail::cap(reason),
+        reason: crate::delivery::detail::cap_to(reason, budget),
         retry_after_ms,
     }
 }
@@ -201,9 +224,13 @@ fn frame(out: &mut impl Write, tag: u8, body: &[u8]) -> io::Result<()> {
     out.flush()
 }
 
-/// Reads one frame: `None` at a clean end of stream. The tag is read first, so that a body too
-/// large for its kind ([`limit`]) is refused before anything is allocated for it.
-fn read_frame(input: &mut impl Read) -> io::Result<Option<(u8, Vec<u8>)>> {
+/// Reads one frame: `None` at a clean end of stream. The tag is read first, so that a frame of
+/// a kind this direction never carries, or a body too large for its kind (`limit`), is refused
+/// before anything is allocated for it.
+fn read_frame(
+    input: &mut impl Read,
+    limit: fn(u8) -> Option<usize>,
+) -> io::Result<Option<(u8, Vec<u8>)>> {
     let mut len = [0u8; 4];
     match input.read_exact(&mut len) {
         Ok(()) => {}
@@ -217,7 +244,10 @@ fn read_frame(input: &mut impl Read) -> io::Result<Option<(u8, Vec<u8>)>> {
     let mut tag = [0u8; 1];
     input.read_exact(&mut tag)?;
     let tag = tag[0];
-    if len - 1 > limit(tag) {
+    let Some(max) = limit(tag) else {
+        return Err(bad("unknown frame"));
+    };
+    if len - 1 > max {
         return Err(bad("frame too large for its kind"));
     }
     let mut body = vec![0u8; len - 1];
@@ -269,12 +299,12 @@ impl ToChild {
     }
 
     pub fn read(input: &mut impl Read) -> io::Result<Option<ToChild>> {
-        let Some((tag, body)) = read_frame(input)? else {
+        let Some((tag, body)) = read_frame(input, to_child_limit)? else {
             return Ok(None);
         };
         let mut b = body.as_slice();
         Ok(Some(match tag {
-            1 => ToChild::Init(serde_json::from_slice(b)?),
+            1 => ToChild::Init(json(b)?),
             2 => {
                 let id = u64_at(&mut b)?;
                 let count = u32_at(&mut b)? as usize;
@@ -285,7 +315,7 @@ impl ToChild {
                 }
                 ToChild::Batch { id, deliveries }
             }
-            3 => ToChild::Describe(serde_json::from_slice(b)?),
+            3 => ToChild::Describe(json(b)?),
             _ => return Err(bad("unknown frame to the child")),
         }))
     }
@@ -303,12 +333,14 @@ impl FromChild {
             FromChild::Described(loaded) => frame(out, 15, &serde_json::to_vec(loaded)?),
             FromChild::Outcomes { id, outcomes } => {
                 let mut body = id.to_le_bytes().to_vec();
-                let wire: Vec<WireOutcome> = outcomes.iter().map(to_wire).collect();
+                let budget = reason_budget(outcomes.len());
+                let wire: Vec<WireOutcome> = outcomes.iter().map(|o| to_wire(o, budget)).collect();
                 serde_json::to_writer(&mut body, &wire)?;
                 frame(out, 12, &body)
             }
             FromChild::BatchPanicked { id, message } => {
                 let mut body = id.to_le_bytes().to_vec();
+                let message = crate::delivery::detail::cap_to(message.clone(), MAX_SMALL);
                 body.extend_from_slice(message.as_bytes());
                 frame(out, 13, &body)
             }
@@ -321,13 +353,13 @@ impl FromChild {
     }
 
     pub fn read(input: &mut impl Read) -> io::Result<Option<FromChild>> {
-        let Some((tag, body)) = read_frame(input)? else {
+        let Some((tag, body)) = read_frame(input, from_child_limit)? else {
             return Ok(None);
         };
         let mut b = body.as_slice();
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         Ok(Some(match tag {
-            10 => FromChild::InitOk(serde_json::from_slice(b)?),
+            10 => FromChild::InitOk(json(b)?),
             11 => {
                 let kind = InitFailure::from_code(take(&mut b, 1)?[0])?;
                 FromChild::InitErr {
@@ -335,10 +367,10 @@ impl FromChild {
                     message: text(b),
                 }
             }
-            15 => FromChild::Described(serde_json::from_slice(b)?),
+            15 => FromChild::Described(json(b)?),
             12 => {
                 let id = u64_at(&mut b)?;
-                let wire: Vec<WireOutcome> = serde_json::from_slice(b)?;
+                let wire: Vec<WireOutcome> = json(b)?;
                 FromChild::Outcomes {
                     id,
                     outcomes: wire.into_iter().map(from_wire).collect(),

@@ -168,3 +168,74 @@ fn a_frame_larger_than_its_kind_allows_is_refused_before_its_body_is_read() {
         })
     );
 }
+
+/// Regression: a frame from the child with a tag only the gateway sends (`Batch`) was allowed
+/// a gateway's frame size, a gigabyte allocated for a child's stray bytes; each direction now
+/// refuses the other's kinds after the tag.
+#[test]
+fn a_frame_of_a_kind_this_direction_never_carries_is_refused_before_its_body() {
+    let gib = (1u32 << 30) + 1;
+    let mut stray = gib.to_le_bytes().to_vec();
+    stray.push(2);
+    let e = FromChild::read(&mut stray.as_slice()).expect_err("refused");
+    assert!(e.to_string().contains("unknown frame"), "{e}");
+    let mut stray = (2u32 << 20).to_le_bytes().to_vec();
+    stray.push(12);
+    let e = ToChild::read(&mut stray.as_slice()).expect_err("refused");
+    assert!(e.to_string().contains("unknown frame"), "{e}");
+}
+
+/// Regression: a whole frame whose JSON is cut short read as the stream's clean end (serde's
+/// error for it is `UnexpectedEof`), so a broken child was not seen as one.
+#[test]
+fn a_frame_with_json_cut_short_is_bad_data_not_the_end() {
+    let body = br#"[{"code":0"#;
+    let mut frame = ((body.len() + 9) as u32).to_le_bytes().to_vec();
+    frame.push(12);
+    frame.extend_from_slice(&7u64.to_le_bytes());
+    frame.extend_from_slice(body);
+    let e = FromChild::read(&mut frame.as_slice()).expect_err("bad");
+    assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+}
+
+/// Regression: reasons were cut to 4 KiB before JSON escaping, which can make a byte six: the
+/// answer to a batch of 10,000 such outcomes passed the frame's limit, and the gateway took the
+/// child for broken (killed, its batch run again). Each reason now keeps what fits.
+#[test]
+fn the_answer_to_a_large_batch_of_long_reasons_fits_its_frame() {
+    let reason = "\u{1}".repeat(5_000);
+    let outcomes: Vec<CallOutcome> = (0..10_000)
+        .map(|_| CallOutcome::Reject {
+            reason: reason.clone(),
+        })
+        .collect();
+    let mut buf = Vec::new();
+    FromChild::Outcomes { id: 3, outcomes }
+        .write(&mut buf)
+        .expect("write");
+    assert!(buf.len() < MAX_ANSWER, "{} bytes", buf.len());
+    match FromChild::read(&mut buf.as_slice()).expect("read") {
+        Some(FromChild::Outcomes { id: 3, outcomes }) => {
+            assert_eq!(outcomes.len(), 10_000);
+            assert!(
+                matches!(&outcomes[9_999], CallOutcome::Reject { reason } if !reason.is_empty())
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // One outcome keeps the engine's whole cap.
+    let mut buf = Vec::new();
+    FromChild::Outcomes {
+        id: 4,
+        outcomes: vec![CallOutcome::Reject { reason }],
+    }
+    .write(&mut buf)
+    .expect("write");
+    match FromChild::read(&mut buf.as_slice()).expect("read") {
+        Some(FromChild::Outcomes { outcomes, .. }) => assert!(matches!(
+            &outcomes[0],
+            CallOutcome::Reject { reason } if reason.len() > 4_000
+        )),
+        other => panic!("{other:?}"),
+    }
+}

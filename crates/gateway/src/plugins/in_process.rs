@@ -7,8 +7,10 @@
 //! call, whichever comes first. The retired instance is let go just before that fresh one's
 //! `init` (its `shutdown` runs then, if no call still uses it): not in the call that panicked
 //! (whose outcome waits to be recorded), with a share of the engine's gate held as for `init`
-//! (a crash in it is not charged to a delivery running alone), and never beside the fresh
-//! instance's `init`. When that `init` fails (the plugin refuses, panics, or what it
+//! (a crash in it is not charged to a delivery running alone), and not beside the fresh
+//! instance's `init`, unless another call still running on it holds it then: its `shutdown`
+//! then runs when that call returns, on that call's thread, maybe while the fresh `init` runs
+//! (the restart does not wait for calls, which may hang). When that `init` fails (the plugin refuses, panics, or what it
 //! needs at start is down), each call is a retry ("plugin instance unavailable", with the
 //! reason), and a call tries `init` again once the restart backoff has passed
 //! ([`restart_backoff`]: 10 ms doubling to 1 s, as an isolated instance's starts; the engine's
