@@ -91,7 +91,7 @@ typedef struct GwPluginDescriptor {
     uint32_t abi_major;   /* GW_ABI_MAJOR; never moves */
     uint32_t abi_minor;   /* at most the host's minor; never moves */
     uint32_t struct_size; /* sizeof(GwPluginDescriptor) as built; never moves */
-    const char *build_tag; /* static, NUL-terminated: what built the plugin */
+    const char *build_tag; /* static, NUL-terminated: what built the plugin; never moves */
     const char *name;      /* static, NUL-terminated */
     const char *version;   /* static, NUL-terminated */
     /* init, handle, free_buf and shutdown must not be NULL (the loader refuses the library). */

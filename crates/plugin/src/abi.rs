@@ -9,7 +9,7 @@
 //! [`EntryFn`]. It returns a pointer to a [`PluginDescriptor`] with `'static` lifetime. The host
 //! calls it once per library, then checks, in this order and before calling anything else:
 //! `abi_major == ABI_MAJOR`, `struct_size >=` [`DESCRIPTOR_SIZE_1_0`] (the 1.0 layout),
-//! `abi_minor <= ABI_MINOR` (the host's). The first three fields never move.
+//! `abi_minor <= ABI_MINOR` (the host's). The first four fields never move (`build_tag` too: the loader shows it when it refuses another major).
 //!
 //! # Versions
 //! - 1.0: `init`, `handle`, `free_buf`, `shutdown`.
