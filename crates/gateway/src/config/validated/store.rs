@@ -175,12 +175,12 @@ impl Validator<'_> {
         }
         let url = self.expand("store.url", url);
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            // Not quoted: a value in another form (libpq's `host=.. password=..`, a slash
+            // missing after the scheme) hides its password where `redact_url` does not look.
             self.problem(
                 "store.url",
-                format!(
-                    "{:?} is not a PostgreSQL URL (postgres://user:password@host:port/database)",
-                    redact_url(&url)
-                ),
+                "does not start with postgres:// or postgresql:// (the form is \
+                 postgres://user:password@host:port/database; libpq's key=value form is not taken)",
             );
         } else {
             match url.parse::<tokio_postgres::Config>() {
@@ -268,6 +268,25 @@ mod tests {
         );
         assert!(sqlite("a.db").reload_to(&sqlite("b.db"), secs(1)).is_err());
         assert!(sqlite("a.db").reload_to(&pg(60, 8), secs(1)).is_err());
+    }
+
+    /// Regression: a value that is not a PostgreSQL URL was quoted, its password with it
+    /// (`redact_url` looks for one after `://` and in the query only).
+    #[test]
+    fn a_url_in_another_form_is_refused_without_quoting_it() {
+        for url in [
+            "host=db user=gw password=${PGPASS}",
+            "postgres:/gw:${PGPASS}@db/gw",
+        ] {
+            let text = format!("[store]\nurl = \"{url}\"\n");
+            let problems = match super::super::tests::load(&text, &[("PGPASS", "S3cretPw")]) {
+                Err(crate::config::ConfigError::Invalid { problems, .. }) => problems,
+                other => panic!("{url}: {other:?}"),
+            };
+            let all = problems.join("\n");
+            assert!(all.contains("store.url: does not start with postgres://"), "{all}");
+            assert!(!all.contains("S3cretPw"), "{all}");
+        }
     }
 
     #[test]
