@@ -410,3 +410,35 @@ fn one_client_cannot_take_every_admin_connection() {
     );
     drop(idle);
 }
+
+/// A token given as `${file:...}` is read again by each reload: rotating a secret means writing
+/// the file and reloading (a `${VAR}` keeps the value the process started with).
+#[test]
+fn a_reload_reads_a_token_file_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = dir.path().join("admin_token");
+    std::fs::write(&secret, format!("{TOKEN_A}\n")).expect("write");
+    let gw = TestGateway::spawn(
+        dir.path(),
+        &config(&format!("token = \"${{file:{}}}\"", secret.display())),
+    );
+    let events = |t: &str| {
+        let auth = format!("Bearer {t}");
+        call(
+            "GET",
+            &gw.admin_url("/api/v1/events"),
+            &[("Authorization", auth.as_str())],
+            None,
+        )
+        .status
+    };
+    assert_eq!(events(TOKEN_A), 200);
+    std::fs::write(&secret, format!("{TOKEN_B}\n")).expect("rotate");
+    gw.signal("HUP");
+    assert!(
+        wait_until(Duration::from_secs(10), || events(TOKEN_B) == 200),
+        "{}",
+        gw.log()
+    );
+    assert_eq!(events(TOKEN_A), 401);
+}

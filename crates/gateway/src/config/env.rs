@@ -1,7 +1,9 @@
-//! `${VAR}` expansion from the environment. `$${` writes a literal `${`. A missing variable, or
-//! one whose value is not valid UTF-8, is an error naming it; the caller adds the location.
-//! No error quotes the text being expanded (it is often a secret): a malformed `${` is given by
-//! its byte offset.
+//! `${VAR}` expansion from the environment, and `${file:/PATH}` from a file's content (less one
+//! final line break), read again at each load: a reload takes a rotated secret from a file, where
+//! a process's environment stays what it started with. `$${` writes a literal `${`. A missing
+//! variable, or one whose value is not valid UTF-8, is an error naming it, as is a file that
+//! cannot be read (its path, never its content); the caller adds the location. No error quotes
+//! the text being expanded (it is often a secret): a malformed `${` is given by its byte offset.
 
 use std::env::VarError;
 
@@ -27,6 +29,11 @@ pub fn expand(text: &str, lookup: &Lookup<'_>) -> Result<String, String> {
                 .find('}')
                 .ok_or_else(|| format!("unterminated `${{` at byte {offset} (no `}}` after it)"))?;
             let name = &tail[..end];
+            if let Some(path) = name.strip_prefix("file:") {
+                out.push_str(&from_file(path)?);
+                rest = &tail[end + 1..];
+                continue;
+            }
             let valid =
                 !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid {
@@ -50,6 +57,37 @@ pub fn expand(text: &str, lookup: &Lookup<'_>) -> Result<String, String> {
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// The largest file `${file:...}` reads (a secret, not a document).
+const MAX_FILE: u64 = 64 * 1024;
+
+/// The content of the file at `path` (absolute), less one final line break (`\n` or `\r\n`).
+fn from_file(path: &str) -> Result<String, String> {
+    use std::io::Read;
+    let shown = path.escape_debug();
+    if !std::path::Path::new(path).is_absolute() {
+        return Err(format!(
+            "`${{file:{shown}}}` needs an absolute path (it is not resolved against the config's folder)"
+        ));
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_FILE + 1).read_to_string(&mut text))
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidData => format!("file {shown} is not valid UTF-8"),
+            _ => format!("cannot read file {shown}: {e}"),
+        })?;
+    if text.len() as u64 > MAX_FILE {
+        return Err(format!("file {shown} is larger than {MAX_FILE} bytes"));
+    }
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    Ok(text)
 }
 
 /// Looks a variable up in the process environment.
@@ -97,6 +135,50 @@ mod tests {
         let e = expand(&format!("${{{name}}}"), &from_process).expect_err("not UTF-8");
         std::env::remove_var(name);
         assert_eq!(e, format!("environment variable {name} is not valid UTF-8"));
+    }
+
+    #[test]
+    fn a_file_reference_takes_the_content_less_one_line_break_each_time() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("token");
+        std::fs::write(&path, "s3cret-one\n").expect("write");
+        let reference = format!("Bearer ${{file:{}}}!", path.display());
+        assert_eq!(
+            expand(&reference, &env).as_deref(),
+            Ok("Bearer s3cret-one!")
+        );
+        // Rotated: the next load reads the new one.
+        std::fs::write(&path, "s3cret-two\r\n").expect("write");
+        assert_eq!(
+            expand(&reference, &env).as_deref(),
+            Ok("Bearer s3cret-two!")
+        );
+        std::fs::write(&path, "a\n\n").expect("write");
+        assert_eq!(expand(&reference, &env).as_deref(), Ok("Bearer a\n!"));
+    }
+
+    #[test]
+    fn a_file_reference_fails_naming_the_file_never_its_content() {
+        let dir = tempfile::tempdir().expect("dir");
+        let missing = dir.path().join("missing");
+        let e = expand(&format!("${{file:{}}}", missing.display()), &env).expect_err("missing");
+        assert!(
+            e.starts_with("cannot read file ") && e.contains("missing"),
+            "{e}"
+        );
+        let e = expand("${file:relative/token}", &env).expect_err("relative");
+        assert!(e.contains("absolute path"), "{e}");
+        let big = dir.path().join("big");
+        std::fs::write(&big, "SECRET".repeat(20_000)).expect("write");
+        let e = expand(&format!("${{file:{}}}", big.display()), &env).expect_err("big");
+        assert!(e.contains("larger than") && !e.contains("SECRET"), "{e}");
+        let binary = dir.path().join("binary");
+        std::fs::write(&binary, b"SECRET\xff").expect("write");
+        let e = expand(&format!("${{file:{}}}", binary.display()), &env).expect_err("binary");
+        assert!(
+            e.contains("not valid UTF-8") && !e.contains("SECRET"),
+            "{e}"
+        );
     }
 
     /// The text around a malformed `${` is often a secret: errors give its offset instead.

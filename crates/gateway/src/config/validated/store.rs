@@ -284,7 +284,10 @@ mod tests {
                 other => panic!("{url}: {other:?}"),
             };
             let all = problems.join("\n");
-            assert!(all.contains("store.url: does not start with postgres://"), "{all}");
+            assert!(
+                all.contains("store.url: does not start with postgres://"),
+                "{all}"
+            );
             assert!(!all.contains("S3cretPw"), "{all}");
         }
     }
