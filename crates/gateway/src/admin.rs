@@ -124,23 +124,23 @@ impl Admin {
     }
 
     /// A reload's `[admin] token`: a changed token replaces the old one at once and ends every
-    /// session. Removing it is refused (the old one stays, with a warning) while the listener is
-    /// not on a loopback address.
-    pub fn reload_token(&self, token: Option<AdminToken>) {
+    /// session. Removing it is refused while the listener is not on a loopback address: the old
+    /// one stays, and the note saying so is returned (the reload reports it as not applied).
+    pub fn reload_token(&self, token: Option<AdminToken>) -> Option<String> {
         let had = self.auth.required();
         if had && token.is_none() && !self.loopback {
-            tracing::warn!("[admin] token removed, but the admin listener is not on a loopback address: it keeps asking for the old token until a restart");
-            return;
+            return Some("[admin] token removed, but the admin listener is not on a loopback address: it keeps asking for the old token until a restart".into());
         }
         let has = token.is_some();
         if !self.auth.set_token(token) {
-            return;
+            return None;
         }
         match (had, has) {
             (true, true) => tracing::info!("[admin] token changed: the API and console take the new one; every console session ended"),
             (false, true) => tracing::info!("[admin] token set: the API and console now ask for it"),
             _ => tracing::warn!("[admin] token removed: every console session ended; the API and console are open to requests addressed to a loopback name"),
         }
+        None
     }
 
     fn live(&self) -> Option<Arc<Live>> {

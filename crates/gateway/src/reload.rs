@@ -133,10 +133,14 @@ impl Live {
         // Blocks while changed apps' new settings are tried (this is a blocking thread).
         let refused = self.long_conns.reconcile(&new);
         self.engine.retain_plugins(&plugins);
-        if let Some(admin) = self.admin.upgrade() {
-            admin.reload_token(new.admin_token.clone());
-        }
         let mut notes = Vec::new();
+        if let Some(admin) = self.admin.upgrade() {
+            if let Some(kept) = admin.reload_token(new.admin_token.clone()) {
+                // The running token stays: the config kept from here on says so too.
+                new.admin_token = old.admin_token.clone();
+                notes.push(kept);
+            }
+        }
         if new.listen != old.listen || new.admin_listen != old.admin_listen {
             notes.push("listen addresses change only on restart; still on the old ones".into());
         }
