@@ -403,6 +403,27 @@ pub fn get() -> &'static Metrics {
     METRICS.get_or_init(Metrics::new)
 }
 
+/// Creates, at 0, the counter series that alert rules watch with `increase(...)`: a series
+/// that first appears at 1 shows no increase, so the first refused reload, the first dead
+/// letters of a plugin and the first failed logins after a start would alert no one. Called at
+/// start and after each reload (for the plugins it configures).
+pub fn declare<'a>(plugins: impl IntoIterator<Item = &'a str>) {
+    let m = get();
+    for result in ["ok", "refused"] {
+        drop(m.reloads.get_or_create(&ResultLabels {
+            result: result.to_owned(),
+        }));
+    }
+    for kind in ["login", "bearer", "throttled"] {
+        drop(m.admin_auth_failures.get_or_create(&KindLabels {
+            kind: kind.to_owned(),
+        }));
+    }
+    for name in plugins {
+        drop(m.dead_letters.get_or_create(&plugin(name)));
+    }
+}
+
 /// Labels of [`Metrics::admin_auth_failures`].
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {

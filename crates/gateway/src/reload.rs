@@ -180,6 +180,7 @@ impl Live {
                 "[store] retentions apply from the next purge (hourly)"
             );
         }
+        crate::metrics::declare(new.plugins.iter().map(|p| p.name.as_str()));
         tracing::info!(
             apps = new.apps.len(),
             plugins = new.plugins.len(),

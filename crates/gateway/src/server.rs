@@ -56,6 +56,7 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
     // default action, which is to end the process.
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut signals = Signals::new()?;
+    crate::metrics::declare(config.plugins.iter().map(|p| p.name.as_str()));
     let dyn_store = crate::store::open(&config.store, false)
         .await
         .with_context(|| format!("opening store {}", config.store.describe()))?;

@@ -116,3 +116,26 @@ fn dashboard_and_alert_rules_use_only_exported_metrics_and_promtool_accepts_the_
         "used by deploy/ but not exported by the gateway: {missing:?}"
     );
 }
+
+/// Regression: the counters the alert rules watch with `increase(...)` appeared at 1 with the
+/// first event they count, so that first refused reload, plugin's first dead letters or first
+/// failed login showed no increase and alerted no one. A fresh gateway exports them at 0.
+#[test]
+fn the_counters_alerts_watch_are_exported_at_zero_from_the_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = TestGateway::spawn(dir.path(), &config(""));
+    let text = get(&gw, "/metrics").body;
+    for series in [
+        r#"gateway_reloads_total{result="refused"} 0"#,
+        r#"gateway_reloads_total{result="ok"} 0"#,
+        r#"gateway_dead_letters_total{plugin="kit"} 0"#,
+        r#"gateway_admin_auth_failures_total{kind="login"} 0"#,
+        r#"gateway_admin_auth_failures_total{kind="bearer"} 0"#,
+        r#"gateway_admin_auth_failures_total{kind="throttled"} 0"#,
+    ] {
+        assert!(
+            text.lines().any(|l| l == series),
+            "{series} is not exported:\n{text}"
+        );
+    }
+}

@@ -101,3 +101,26 @@ library = "/nonexistent/p.so"
     assert!(named("apps[0].name: "), "{p:#?}");
     assert!(named("plugins[0].name: "), "{p:#?}");
 }
+
+/// Regression: a name with `"` or `\` passed check, and the metrics library writes label values
+/// as they are: every scrape of `/metrics` then failed to parse (all metrics lost).
+#[test]
+fn a_name_with_a_quote_or_a_backslash_is_refused() {
+    let p = problems(
+        r#"
+[[apps]]
+name = 'ops"team'
+path = "/hire"
+
+[[plugins]]
+name = 'pay\out'
+library = "/nonexistent/p.so"
+"#,
+    );
+    let named = |at: &str| {
+        p.iter()
+            .any(|m| m.starts_with(at) && m.contains("metrics label values"))
+    };
+    assert!(named("apps[0].name: "), "{p:#?}");
+    assert!(named("plugins[0].name: "), "{p:#?}");
+}

@@ -76,7 +76,8 @@ impl Isolation {
 impl Validator<'_> {
     /// An app's or a plugin instance's name: stored with every event or delivery, shown in logs,
     /// metrics labels and the console, so neither empty nor holding a control character (a NUL
-    /// cannot be stored in PostgreSQL at all: every event would fail).
+    /// cannot be stored in PostgreSQL at all: every event would fail), `"` or `\\` (the metrics
+    /// library writes label values as they are: one such name broke every scrape).
     pub(super) fn name(&mut self, at: &str, name: &str) {
         if name.is_empty() {
             self.problem(at, "must not be empty");
@@ -84,6 +85,11 @@ impl Validator<'_> {
             self.problem(
                 at,
                 format!("must not hold a control character ({:?} found)", c),
+            );
+        } else if let Some(c) = name.chars().find(|c| matches!(c, '"' | '\\')) {
+            self.problem(
+                at,
+                format!("must not hold {c:?}: names are metrics label values"),
             );
         }
     }
