@@ -442,3 +442,50 @@ fn a_reload_reads_a_token_file_again() {
     );
     assert_eq!(events(TOKEN_A), 401);
 }
+
+/// Regression: clients that pipeline requests and read none of the answers held their
+/// connections for good (nothing bounded a response write), so four of them took all 64
+/// slots and `/readyz` went unanswered for as long as they liked. A connection whose client
+/// reads nothing for 10 s is closed now: a probe from another client is answered soon after.
+#[test]
+fn clients_that_never_read_their_answers_cannot_keep_readiness_unanswered() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = TestGateway::spawn(dir.path(), &config(""));
+    let admin = gw.admin.expect("admin");
+    // Far more answers than the socket buffers hold (each `/metrics` is kilobytes).
+    let requests = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".repeat(5_000);
+    let stuck: Vec<std::net::TcpStream> = (1..=4u8)
+        .flat_map(|client| (0..16).map(move |_| client))
+        .map(|client| {
+            use socket2::{Domain, Socket, Type};
+            let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+            s.set_recv_buffer_size(4096)
+                .expect("a small receive buffer");
+            s.bind(&std::net::SocketAddr::from(([127, 0, 0, client], 0)).into())
+                .expect("bind a loopback source address");
+            s.connect(&admin.into()).expect("connect");
+            let mut s: std::net::TcpStream = s.into();
+            // What fits now: the server reads the rest as it answers (it cannot).
+            s.set_nonblocking(true).expect("nonblocking");
+            let _ = s.write(requests.as_bytes());
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let probe = b"GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    let started = std::time::Instant::now();
+    let answered = wait_until(Duration::from_secs(25), || {
+        let mut s = connect_from([127, 0, 0, 9], admin);
+        let _ = s.write_all(probe);
+        let (answer, _, _) =
+            read_until_closed(&mut s, std::time::Instant::now(), Duration::from_secs(2));
+        answer.starts_with("HTTP/1.1 200")
+    });
+    assert!(
+        answered,
+        "/readyz unanswered for {:?} while 64 connections read nothing",
+        started.elapsed()
+    );
+    drop(stuck);
+}

@@ -7,6 +7,9 @@
 //! A second signal exits at once: everything acknowledged is already durable.
 
 pub(crate) mod peers;
+mod stall;
+
+use stall::WriteStall;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -41,6 +44,11 @@ const ADMIN_MAX_CONNECTIONS: usize = 64;
 /// A request head not complete this long after the admin connection (or its previous request)
 /// began closes the connection (an idle keep-alive connection too).
 const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection of the admin listener whose client reads nothing of an answer for this long is
+/// closed ([`WriteStall`]).
+const ADMIN_WRITE_STALL: Duration = Duration::from_secs(10);
+/// The same for the webhook listener (Lark reads its answers at once).
+const WEBHOOK_WRITE_STALL: Duration = Duration::from_secs(30);
 /// The largest request head the admin listener reads (a head over it gets 431), and the most it
 /// buffers per connection: admin requests are small (bodies at most 64 KiB, read in pieces).
 const ADMIN_MAX_HEADER_BYTES: usize = 32 * 1024;
@@ -246,10 +254,14 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
                 let tls = tls.clone();
                 tokio::spawn(async move {
                     match tls {
-                        None => serve_webhook(TokioIo::new(stream), ingress, peer, watcher).await,
+                        None => {
+                            let io = TokioIo::new(WriteStall::new(stream, WEBHOOK_WRITE_STALL));
+                            serve_webhook(io, ingress, peer, watcher).await
+                        }
                         Some(tls) => {
                             if let Some(stream) = tls.accept(stream, peer).await {
-                                serve_webhook(TokioIo::new(stream), ingress, peer, watcher).await
+                                let io = TokioIo::new(WriteStall::new(stream, WEBHOOK_WRITE_STALL));
+                                serve_webhook(io, ingress, peer, watcher).await
                             }
                         }
                     }
@@ -411,15 +423,13 @@ async fn serve_admin(listener: TcpListener, admin: Arc<Admin>, tls: Option<Arc<T
                 .max_buf_size(ADMIN_MAX_BUF_BYTES);
             let _ = match tls {
                 None => {
-                    builder
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await
+                    let io = TokioIo::new(WriteStall::new(stream, ADMIN_WRITE_STALL));
+                    builder.serve_connection(io, service).await
                 }
                 Some(tls) => match tls.accept(stream, peer).await {
                     Some(stream) => {
-                        builder
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await
+                        let io = TokioIo::new(WriteStall::new(stream, ADMIN_WRITE_STALL));
+                        builder.serve_connection(io, service).await
                     }
                     None => Ok(()),
                 },
