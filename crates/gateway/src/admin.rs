@@ -77,6 +77,8 @@ pub struct Admin {
     store_probe: readiness::StoreProbe,
     /// The backlog's one read for many callers ([`backlog`]).
     backlog: backlog::BacklogReads,
+    /// Held while a scrape refreshes the gauges and encodes them ([`Admin::scrape`]).
+    scraping: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Admin {
@@ -118,6 +120,7 @@ impl Admin {
             history: Default::default(),
             store_probe: Default::default(),
             backlog: Default::default(),
+            scraping: Default::default(),
         });
         tokio::spawn(sample(Arc::downgrade(&admin)));
         admin
@@ -201,14 +204,11 @@ impl Admin {
                 };
                 text(status, body, plain)
             }
-            "/metrics" => {
-                self.refresh_gauges().await;
-                text(
-                    StatusCode::OK,
-                    metrics::get().encode(),
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                )
-            }
+            "/metrics" => text(
+                StatusCode::OK,
+                self.scrape().await,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            ),
             "/assets/console.css" | "/assets/console.js" => console::asset(&path),
             "/login" => self.login(req, peer.ip()).await,
             _ => self.guarded(req, peer.ip()).await,
@@ -444,8 +444,16 @@ impl Admin {
             .await
     }
 
-    async fn refresh_gauges(&self) {
-        if let Ok(b) = self.backlog().await {
+    /// The metrics text, the backlog gauges refreshed first. The per-plugin gauges are cleared
+    /// and filled again, then encoded, under one lock: a scrape beside another one could
+    /// otherwise encode them between the other's clearing and filling, without their rows.
+    async fn scrape(&self) -> String {
+        let backlog = self.backlog().await;
+        let _one_at_a_time = self
+            .scraping
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Ok(b) = backlog {
             let m = metrics::get();
             m.pending.set(b.pending as i64);
             let age = b
@@ -468,5 +476,6 @@ impl Admin {
                     .set(n as i64);
             }
         }
+        metrics::get().encode()
     }
 }

@@ -348,8 +348,15 @@ fn table_full(failures: &mut HashMap<IpAddr, (u32, Instant)>) -> Option<Duration
 /// (one host may hold a whole /64), or the machine itself (every loopback address: 127.0.0.0/8
 /// is one host, whose users could otherwise try 10 tokens a minute from each of its addresses).
 fn throttle_key(peer: IpAddr) -> IpAddr {
+    // Looked at before the /64 (`::1`'s is `::`, not loopback), IPv4-mapped ones too.
+    let loopback = match peer {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    };
     let client = crate::server::peers::client(peer);
-    if client.is_loopback() {
+    if loopback || client.is_loopback() {
         IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
     } else {
         client

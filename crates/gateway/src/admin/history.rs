@@ -70,8 +70,18 @@ impl History {
             return;
         };
         let (ring, last) = &mut *inner;
-        // The counters are this process's: they started at zero.
-        let before = last.replace(now).unwrap_or_default();
+        // The counters are this process's: they started at zero. Two samplers (the 5 s one and
+        // the overview's) read them before taking this lock, so an older reading may come
+        // second: the totals kept only move up, each counter on its own, so what it adds is
+        // never counted again.
+        let before = last.unwrap_or_default();
+        let now = Totals {
+            stored: now.stored.max(before.stored),
+            delivered: now.delivered.max(before.delivered),
+            failed: now.failed.max(before.failed),
+            dead: now.dead.max(before.dead),
+        };
+        *last = Some(now);
         let d = |a: u64, b: u64| a.saturating_sub(b);
         if ring.back().is_none_or(|m| m.minute < minute) {
             ring.push_back(Minute {
@@ -131,6 +141,22 @@ mod tests {
         h.sample(200, t(11));
         assert!(h.last_hour(200).iter().all(|m| m.minute > 140));
         assert_eq!(h.last_hour(200)[59].stored, 1);
+    }
+
+    /// Regression: the two samplers read the counters before the lock, so an older reading
+    /// could come second; the next delta then counted again what it had undone (10, 5, 12 made
+    /// a minute of 17, not 12).
+    #[test]
+    fn an_older_reading_that_comes_late_is_not_counted_twice() {
+        let h = History::default();
+        let t = |stored| Totals {
+            stored,
+            ..Totals::default()
+        };
+        for stored in [10, 5, 12] {
+            h.sample(100, t(stored));
+        }
+        assert_eq!(h.last_hour(100)[59].stored, 12);
     }
 
     #[test]
