@@ -435,11 +435,15 @@ fn a_reload_reads_a_token_file_again() {
     assert_eq!(events(TOKEN_A), 200);
     std::fs::write(&secret, format!("{TOKEN_B}\n")).expect("rotate");
     gw.signal("HUP");
+    // Waited for without a token: each wrong one counts toward the login throttle.
     assert!(
-        wait_until(Duration::from_secs(10), || events(TOKEN_B) == 200),
+        wait_until(Duration::from_secs(10), || gw
+            .log()
+            .contains("config reloaded")),
         "{}",
         gw.log()
     );
+    assert_eq!(events(TOKEN_B), 200);
     assert_eq!(events(TOKEN_A), 401);
 }
 

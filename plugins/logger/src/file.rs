@@ -13,10 +13,12 @@
 //! - Before each batch, a file whose name no longer leads to it (deleted, or renamed away by a
 //!   rotation) is reopened at its path (created again); lines written before are synced first
 //!   (should that sync fail, their batches fail as above and the new file is used all the same).
-//! - A file it creates is private (mode 0600, folders 0700). With `fsync = "always"`, each
-//!   folder it creates and the file's name are synced (the entries in their folders), the
-//!   file's folder at each open (a rotation's new file may have been made by another program),
-//!   and the file must be a regular file (a sync of a pipe or a device fails every time).
+//! - A file it creates is private (mode 0600, folders 0700). With `fsync = "always"`, the
+//!   name of a file it creates is synced (its folder's entry; the open fails otherwise), and,
+//!   on a best-effort basis (a folder the gateway cannot read cannot be synced, and such setups
+//!   worked), the folders it creates and the name of a file it finds at each open (a rotation's
+//!   new file made by another program); the file must be a regular file (a sync of a pipe or a
+//!   device fails every time).
 
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::Write;
@@ -221,9 +223,16 @@ fn create_folders(dir: &Path, fsync: bool) -> std::io::Result<()> {
         Err(e) => return Err(e),
     }
     if fsync {
-        File::open(folder_of(dir))?.sync_all()?;
+        // Best effort: the top one's parent may be a folder the gateway can write to but not
+        // read (a sync needs it open), where a plugin used to start.
+        let _ = sync_folder(folder_of(dir));
     }
     Ok(())
+}
+
+/// `fsync` of the folder `dir` (its entries: a name created in it).
+fn sync_folder(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 /// Whether the regular file `path` is non-empty and does not end with a line break (one that
@@ -243,16 +252,23 @@ fn ends_torn(path: &Path) -> bool {
 }
 
 /// The append handle and the sync handle of the file at `path`, created (0600, folders 0700)
-/// if missing; with `fsync`, the folders it creates and the file's name are synced.
+/// if missing; with `fsync`, the folders it creates and the file's name are synced: a name it
+/// created must be (else the open fails), one it found is synced on a best-effort basis (a
+/// rotation's new file made by another program, or one whose first open failed after it was
+/// created; the folder may not be readable, where such a setup used to work).
 fn open_pair(path: &Path, fsync: bool) -> std::io::Result<Opened> {
     create_folders(folder_of(path), fsync)?;
+    let created = !path.exists();
     let file = OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
         .open(path)?;
     if fsync {
-        File::open(folder_of(path))?.sync_all()?;
+        match sync_folder(folder_of(path)) {
+            Err(e) if created => return Err(e),
+            _ => {}
+        }
     }
     let torn = ends_torn(path);
     let sync = file.try_clone()?;

@@ -30,6 +30,17 @@ pub fn post(
     timeout: Duration,
     scrubber: &Scrubber,
 ) -> Outcome {
+    // A value a header cannot carry (a `delivery_id` with a control character) never changes:
+    // refused here, where the client's own error for it is also the one for an answer of too
+    // many headers, which is worth a retry.
+    if let Some((name, _)) = headers
+        .iter()
+        .find(|(_, v)| !v.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)))
+    {
+        return Outcome::reject(format!(
+            "the request's `{name}` header cannot carry this delivery's value"
+        ));
+    }
     let mut request = agent
         .post(url)
         .timeout(timeout)
@@ -57,10 +68,7 @@ fn classify_transport(t: &ureq::Transport) -> Outcome {
         reason.push_str(&source.to_string());
     }
     match t.kind() {
-        // What no later attempt changes: the URL, or a header value the delivery carries.
-        ureq::ErrorKind::InvalidUrl
-        | ureq::ErrorKind::UnknownScheme
-        | ureq::ErrorKind::BadHeader => Outcome::reject(reason),
+        ureq::ErrorKind::InvalidUrl | ureq::ErrorKind::UnknownScheme => Outcome::reject(reason),
         _ => Outcome::retry(reason),
     }
 }

@@ -62,7 +62,8 @@ pub fn expand(text: &str, lookup: &Lookup<'_>) -> Result<String, String> {
 /// The largest file `${file:...}` reads (a secret, not a document).
 const MAX_FILE: u64 = 64 * 1024;
 
-/// The content of the file at `path` (absolute), less one final line break (`\n` or `\r\n`).
+/// The content of the regular file at `path` (absolute; it cannot hold a `}`), less one final
+/// line break (`\n` or `\r\n`).
 fn from_file(path: &str) -> Result<String, String> {
     use std::io::Read;
     let shown = path.escape_debug();
@@ -71,16 +72,20 @@ fn from_file(path: &str) -> Result<String, String> {
             "`${{file:{shown}}}` needs an absolute path (it is not resolved against the config's folder)"
         ));
     }
-    let mut text = String::new();
+    let cannot = |e: std::io::Error| format!("cannot read file {shown}: {e}");
+    // Not a pipe or a device, which could block the load (and a reload) for good.
+    if !std::fs::metadata(path).map_err(cannot)?.is_file() {
+        return Err(format!("file {shown} is not a regular file"));
+    }
+    let mut bytes = Vec::new();
     std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_FILE + 1).read_to_string(&mut text))
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::InvalidData => format!("file {shown} is not valid UTF-8"),
-            _ => format!("cannot read file {shown}: {e}"),
-        })?;
-    if text.len() as u64 > MAX_FILE {
+        .and_then(|f| f.take(MAX_FILE + 1).read_to_end(&mut bytes))
+        .map_err(cannot)?;
+    if bytes.len() as u64 > MAX_FILE {
         return Err(format!("file {shown} is larger than {MAX_FILE} bytes"));
     }
+    let mut text =
+        String::from_utf8(bytes).map_err(|_| format!("file {shown} is not valid UTF-8"))?;
     if text.ends_with('\n') {
         text.pop();
         if text.ends_with('\r') {
@@ -168,6 +173,12 @@ mod tests {
         );
         let e = expand("${file:relative/token}", &env).expect_err("relative");
         assert!(e.contains("absolute path"), "{e}");
+        let e = expand("${file:/dev/null}", &env).expect_err("a device");
+        assert!(e.contains("not a regular file"), "{e}");
+        let multibyte = dir.path().join("multibyte");
+        std::fs::write(&multibyte, "é".repeat(40_000)).expect("write");
+        let e = expand(&format!("${{file:{}}}", multibyte.display()), &env).expect_err("big");
+        assert!(e.contains("larger than"), "{e}");
         let big = dir.path().join("big");
         std::fs::write(&big, "SECRET".repeat(20_000)).expect("write");
         let e = expand(&format!("${{file:{}}}", big.display()), &env).expect_err("big");

@@ -79,48 +79,26 @@ domain = "{domain}"
     }
 }
 
+/// Both names (TOML values as written) refused at check, with their locations and `why`.
+fn names_refused(app: &str, plugin: &str, why: &str) {
+    let p = problems(&format!(
+        "[[apps]]\nname = {app}\npath = \"/hire\"\n\n[[plugins]]\nname = {plugin}\nlibrary = \"/nonexistent/p.so\"\n"
+    ));
+    let named = |at: &str| p.iter().any(|m| m.starts_with(at) && m.contains(why));
+    assert!(named("apps[0].name: "), "{p:#?}");
+    assert!(named("plugins[0].name: "), "{p:#?}");
+}
+
 /// An app's or a plugin's name is stored with every event or delivery: a control character in
 /// it (a NUL cannot be stored in PostgreSQL at all) is refused at check, with its location.
 #[test]
 fn a_name_with_a_control_character_is_refused() {
-    let p = problems(
-        r#"
-[[apps]]
-name = "hi\u0000re"
-path = "/hire"
-
-[[plugins]]
-name = "lo\ng"
-library = "/nonexistent/p.so"
-"#,
-    );
-    let named = |at: &str| {
-        p.iter()
-            .any(|m| m.starts_with(at) && m.contains("control character"))
-    };
-    assert!(named("apps[0].name: "), "{p:#?}");
-    assert!(named("plugins[0].name: "), "{p:#?}");
+    names_refused(r#""hi\u0000re""#, r#""lo\ng""#, "control character");
 }
 
 /// Regression: a name with `"` or `\` passed check, and the metrics library writes label values
 /// as they are: every scrape of `/metrics` then failed to parse (all metrics lost).
 #[test]
 fn a_name_with_a_quote_or_a_backslash_is_refused() {
-    let p = problems(
-        r#"
-[[apps]]
-name = 'ops"team'
-path = "/hire"
-
-[[plugins]]
-name = 'pay\out'
-library = "/nonexistent/p.so"
-"#,
-    );
-    let named = |at: &str| {
-        p.iter()
-            .any(|m| m.starts_with(at) && m.contains("metrics label values"))
-    };
-    assert!(named("apps[0].name: "), "{p:#?}");
-    assert!(named("plugins[0].name: "), "{p:#?}");
+    names_refused(r#"'ops"team'"#, r#"'pay\out'"#, "metrics label values");
 }

@@ -406,11 +406,15 @@ fn builder_gone(spill: &mut Option<Spill>) {
     *spill = None;
 }
 
-/// One past the highest seq stored, covered or purged ([`floors`]).
+/// One past the highest seq stored, covered (by memory or by a run the store names) or purged
+/// ([`floors`]).
 fn next_seq(conn: &Connection, covered: i64) -> Result<i64, StoreError> {
+    // The runs' ends too: a store whose chain was recorded before the chain raised the floor
+    // (see `chain::install`) may have a run past every seq stored.
     let stored: i64 = conn.query_row(
         "SELECT MAX(COALESCE((SELECT MAX(seq) FROM events), 0),
-                    COALESCE((SELECT MAX(seq) FROM event_ids), 0))",
+                    COALESCE((SELECT MAX(seq) FROM event_ids), 0),
+                    COALESCE((SELECT MAX(hi) FROM id_runs), 0))",
         [],
         |r| r.get(0),
     )?;

@@ -373,9 +373,17 @@ fn an_idle_writer_still_takes_a_finished_spill_in() {
 /// back included, so a run could end past the highest seq stored. A session with the index in
 /// memory only (the fallback when the runs cannot be opened) numbered from the highest stored
 /// seq and put an event inside that run's range; the next start trusted the run for that range,
-/// loaded only the ids past it, and accepted the event again. The chain's end is now a floor.
+/// loaded only the ids past it, and accepted the event again. The chain's end is now a floor,
+/// and seqs are numbered past the runs' ends too (a store whose chain was recorded before that
+/// floor existed: here, the floor's row deleted).
 #[test]
 fn a_seq_a_rolled_back_batch_took_before_a_spill_is_never_given_again() {
+    for recorded_before in [false, true] {
+        rolled_back_seq_before_a_spill(recorded_before);
+    }
+}
+
+fn rolled_back_seq_before_a_spill(recorded_before: bool) {
     let (_dir, path, mut conn, mut ids) = opened();
     for chunk in names(0..AT).chunks(10) {
         let batch: Vec<Write> = chunk.iter().map(|n| accept(n)).collect();
@@ -395,6 +403,10 @@ fn a_seq_a_rolled_back_batch_took_before_a_spill_is_never_given_again() {
         "the set-up: a run past the highest seq stored"
     );
     drop(ids);
+    if recorded_before {
+        conn.execute("DELETE FROM floors WHERE name = 'event_seq'", [])
+            .expect("no floor");
+    }
     let mut memory_only = Some(Dedup::in_memory(&conn).expect("in memory"));
     assert_eq!(run(&mut conn, &mut memory_only, &[accept("late")]), ["new"]);
     drop(memory_only);
