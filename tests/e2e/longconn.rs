@@ -31,3 +31,6 @@ mod flow;
 
 #[path = "longconn/check.rs"]
 mod check;
+
+#[path = "longconn/stalled_peer.rs"]
+mod stalled_peer;

@@ -324,6 +324,9 @@ where
 /// parser when the config was read), else `info`. A filter the parser refuses is never replaced
 /// silently: a warning says so, in the log, or on stderr when the filter in force hides it.
 fn init_logging(format: LogFormat, level: Option<&str>) {
+    use tracing_subscriber::filter::filter_fn;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::EnvFilter;
     let mut refused = Vec::new();
     let from_env = match std::env::var_os("RUST_LOG") {
@@ -359,8 +362,12 @@ fn init_logging(format: LogFormat, level: Option<&str>) {
         .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.finish().with(filter_fn(not_secret)).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .finish()
+            .with(filter_fn(not_secret))
+            .try_init(),
     };
     for warning in refused {
         if tracing::enabled!(tracing::Level::WARN) {
@@ -370,4 +377,11 @@ fn init_logging(format: LogFormat, level: Option<&str>) {
             eprintln!("warning: {warning}");
         }
     }
+}
+
+/// Whether a log line may be written whatever the filter says: tungstenite's trace lines are
+/// never (its client handshake logs the whole request line, whose query holds the long
+/// connection's `access_key` and `ticket`; they reach tracing through its `log` bridge).
+fn not_secret(meta: &tracing::Metadata<'_>) -> bool {
+    !(*meta.level() == tracing::Level::TRACE && meta.target().starts_with("tungstenite"))
 }

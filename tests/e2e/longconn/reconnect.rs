@@ -211,3 +211,30 @@ fn handshake_refused_for_the_connection_limit_is_fatal() {
     assert_eq!(lark.handshakes().len(), 1);
     assert_no_secrets(&gw);
 }
+
+/// tungstenite's client handshake logs its whole request line (the URL's `access_key` and
+/// `ticket`) at trace, through the `log` bridge: never written, whatever the filter.
+#[test]
+fn trace_logging_does_not_write_the_connection_url_credentials() {
+    let lark = LarkWs::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = TestGateway::spawn_with_env(
+        dir.path(),
+        &config(&lark, "", ""),
+        &[
+            ("WS_SECRET", LarkWs::APP_SECRET),
+            ("RUST_LOG", "info,tungstenite=trace"),
+        ],
+    );
+    connected(&lark, 1);
+    assert!(wait_until(WAIT, || gw
+        .log()
+        .contains("Client handshake done")));
+    assert_no_secrets(&gw);
+    // The bridge is live (tungstenite's debug lines are written): only its trace is held back.
+    assert!(
+        gw.log().contains("Client handshake done"),
+        "tungstenite's debug line is in the log:\n{}",
+        gw.log()
+    );
+}

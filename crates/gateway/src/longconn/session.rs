@@ -11,6 +11,9 @@
 //! loop stops reading (backpressure on Lark, not memory growth). Time spent not reading for
 //! that reason counts neither towards the pong silence nor against the fragment timers: pongs
 //! and fragments wait unread in the socket meanwhile.
+//! Every write (ack, ping) is bounded by [`DEAD_AFTER_PINGS`] ping intervals and gives way to a
+//! cancellation: a peer that reads nothing loses its connection as a silent one does, and
+//! never holds a stop or a reload past [`DRAIN`].
 //!
 //! A reload that changes `[server] max_body_bytes` needs a new connection (the frame bound is
 //! fixed at dial time): the loop dials one beside the running connection, which serves on
@@ -159,8 +162,8 @@ pub async fn run(ctx: &Ctx, conn: Conn, cc: &mut ClientConfig) -> Ended {
                 if stalled_since.is_none() && silence > cc.ping_interval * DEAD_AFTER_PINGS {
                     break Ended::Lost(format!("no pong for {}s", silence.as_secs()));
                 }
-                if let Err(e) = ws.send(binary(&Frame::ping(service_id))).await {
-                    break Ended::Lost(format!("sending a ping: {e}"));
+                if let Err(end) = send(&mut ws, &Frame::ping(service_id), cc, ctx, "a ping").await {
+                    break end;
                 }
             }
             _ = housekeeping.tick(), if stalled_since.is_none() => {
@@ -200,8 +203,8 @@ pub async fn run(ctx: &Ctx, conn: Conn, cc: &mut ClientConfig) -> Ended {
                 }
             }
             Some(ack) = ack_rx.recv() => {
-                if let Err(e) = ws.send(binary(&ack)).await {
-                    break Ended::Lost(format!("sending an ack: {e}"));
+                if let Err(end) = send(&mut ws, &ack, cc, ctx, "an ack").await {
+                    break end;
                 }
             }
             permit = in_flight.clone().acquire_owned(), if waiting.is_some() => {
@@ -279,8 +282,8 @@ pub async fn run(ctx: &Ctx, conn: Conn, cc: &mut ClientConfig) -> Ended {
                                 // reassembler ignores its other fragments).
                                 tracing::warn!(app = %ctx.name, message_id = %truncate(&message_id), error = %e, code = ACK_FAILED, reason = "too_large", "message refused; Lark will re-send it");
                                 count_ack(&ctx.name, ACK_FAILED, "too_large");
-                                if let Err(e) = ws.send(binary(&frame.into_ack(ACK_FAILED, 0))).await {
-                                    break Ended::Lost(format!("sending an ack: {e}"));
+                                if let Err(end) = send(&mut ws, &frame.into_ack(ACK_FAILED, 0), cc, ctx, "an ack").await {
+                                    break end;
                                 }
                             }
                             Err(e) => {
@@ -305,23 +308,19 @@ pub async fn run(ctx: &Ctx, conn: Conn, cc: &mut ClientConfig) -> Ended {
     if let Ended::Lost(_) = ended {
         return ended;
     }
-    // Cancelled or re-dialled: read nothing more, but ack what is in flight, then close.
+    // Cancelled or re-dialled: read nothing more, but ack what is in flight, then close, all
+    // within DRAIN (a peer that reads nothing holds none of it longer).
     drop(ack_tx);
     let deadline = tokio::time::Instant::now() + DRAIN;
-    loop {
-        tokio::select! {
-            ack = ack_rx.recv() => match ack {
-                Some(ack) => {
-                    if ws.send(binary(&ack)).await.is_err() {
-                        break;
-                    }
-                }
-                None => break,
-            },
-            _ = tokio::time::sleep_until(deadline) => break,
+    let _ = tokio::time::timeout_at(deadline, async {
+        while let Some(ack) = ack_rx.recv().await {
+            if ws.send(binary(&ack)).await.is_err() {
+                break;
+            }
         }
-    }
-    let _ = ws.close(None).await;
+        let _ = ws.close(None).await;
+    })
+    .await;
     ended
 }
 
@@ -397,6 +396,31 @@ fn count_ack(app: &str, code: u16, reason: &str) {
             reason: reason.to_owned(),
         })
         .inc();
+}
+
+/// Sends `frame`. A send that has not completed within [`DEAD_AFTER_PINGS`] ping intervals
+/// (a peer that reads nothing: its receive window full, the write never ends) loses the
+/// connection, as that long a silence would; a cancellation ends the wait. Without that bound a
+/// blocked write held the whole loop: no ping, no dead-connection check, no stop.
+async fn send(
+    ws: &mut WsStream,
+    frame: &Frame,
+    cc: &ClientConfig,
+    ctx: &Ctx,
+    what: &str,
+) -> Result<(), Ended> {
+    let limit = cc.ping_interval.max(Duration::from_millis(100)) * DEAD_AFTER_PINGS;
+    tokio::select! {
+        sent = tokio::time::timeout(limit, ws.send(binary(frame))) => match sent {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Ended::Lost(format!("sending {what}: {e}"))),
+            Err(_) => Err(Ended::Lost(format!(
+                "sending {what}: not written within {}s (the server reads nothing)",
+                limit.as_secs()
+            ))),
+        },
+        _ = ctx.cancel.cancelled() => Err(Ended::Cancelled),
+    }
 }
 
 fn binary(frame: &Frame) -> Message {
