@@ -18,7 +18,7 @@ pub mod headers {
     pub const SUM: &str = "sum";
     /// This fragment's 0-based index.
     pub const SEQ: &str = "seq";
-    /// Lark's trace id (kept in logs to correlate with Lark support).
+    /// Lark's trace id (the gateway logs it with each message's lines, for Lark support).
     pub const TRACE_ID: &str = "trace_id";
     /// Added to an ack: how long handling took, in milliseconds.
     pub const BIZ_RT: &str = "biz_rt";

@@ -56,6 +56,14 @@ fn an_event_is_stored_acked_200_and_delivered_and_refusals_are_acked_500() {
     }
     let (code, _, _) = gw.cli(&["events", "show", "ev-bad"]);
     assert_ne!(code, 0, "a refused event is not stored");
+    // A refusal's line carries Lark's trace id (for Lark support).
+    assert!(
+        gw.log()
+            .lines()
+            .any(|l| l.contains("message refused") && l.contains("trace_id=trace-m-token")),
+        "{}",
+        gw.log()
+    );
 
     // Cards are not served and not acked.
     assert!(lark.push_card("m-card", b"{}"));

@@ -335,7 +335,9 @@ async fn handle(
 ) {
     let started = Instant::now();
     let message_id = truncate(frame.header(headers::MESSAGE_ID).unwrap_or(""));
-    let span = tracing::info_span!("message", app = %app, message_id = %message_id, event_id = tracing::field::Empty);
+    // Lark's trace id, for Lark support: on every line of the message (a refusal's included).
+    let trace_id = truncate(frame.header(headers::TRACE_ID).unwrap_or(""));
+    let span = tracing::info_span!("message", app = %app, message_id = %message_id, trace_id = %trace_id, event_id = tracing::field::Empty);
     let result =
         tracing::Instrument::instrument(intake.payload(&app, &payload), span.clone()).await;
     let (code, reason) = match &result {
