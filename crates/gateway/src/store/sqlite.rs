@@ -398,6 +398,10 @@ impl Store for SqliteStore {
     }
 
     fn purge_dead_letters(&self, plugin: Option<String>, before_ms: i64) -> StoreFuture<u64> {
+        // Only what was dead when asked, as a replay's steps (and PostgreSQL's one statement):
+        // a delivery that dies while the steps run is left for the next purge, never deleted
+        // unseen (it could not be replayed after: its event would have no delivery left).
+        let before_ms = before_ms.min(now_ms().saturating_add(1));
         self.dead_letter_steps("purge", move |keys, r| {
             Write::PurgeDeadLetters(plugin.clone(), before_ms, keys, r)
         })
