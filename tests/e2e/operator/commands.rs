@@ -316,4 +316,33 @@ fn check_is_a_dry_run_that_finds_what_run_would_refuse() {
         !dir.path().join("data/gateway.db").exists(),
         "check creates no store"
     );
+    // A store `run` would refuse: written by a newer gateway, or no database at all (check
+    // only tried to open the file for writing and said "valid"; review finding).
+    let cfg = logger("path = \"data/a.jsonl\"");
+    std::fs::write(&path, &cfg).expect("write");
+    std::fs::create_dir_all(dir.path().join("data")).expect("mkdir");
+    let store = dir.path().join("data/gateway.db");
+    let newer = rusqlite::Connection::open(&store).expect("store");
+    newer
+        .execute_batch("CREATE TABLE t (x); PRAGMA user_version = 1000;")
+        .expect("newer");
+    drop(newer);
+    let (code, out, err) = run_cli(&path, &["check"]);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(
+        err.contains("store.path:") && err.contains("written by a newer gateway"),
+        "{err}"
+    );
+    std::fs::write(&store, "not a database, at all; not even close").expect("write");
+    let (code, out, err) = run_cli(&path, &["check"]);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(
+        err.contains("store.path:") && err.contains("cannot be read as a store"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&store).expect("read"),
+        b"not a database, at all; not even close",
+        "check changes no store"
+    );
 }

@@ -64,6 +64,14 @@ pub fn check(config: &Config, connect: bool) -> ExitCode {
         StoreConfig::Sqlite { path } => {
             if let Err(e) = store_writable(path) {
                 problems.push(format!("store.path: {e}"));
+            } else if path.is_file() {
+                match crate::store::SqliteStore::check_existing(path) {
+                    Ok(None) => {}
+                    Ok(Some(version)) => outln!(
+                        "  the store is at the older schema version {version}: `run` migrates it at start (back it up first)"
+                    ),
+                    Err(e) => problems.push(format!("store.path: {e}")),
+                }
             }
         }
         StoreConfig::Postgres(pg) => {

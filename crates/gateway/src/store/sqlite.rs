@@ -102,6 +102,13 @@ impl SqliteStore {
         Self::start(path, None)
     }
 
+    /// For `gateway check`: what `run` would make of the store file at `path`, which exists,
+    /// read without changing it: `Ok(None)` current, `Ok(Some(version))` an older schema `run`
+    /// migrates, an error for a store `run` refuses (a newer schema, not a database).
+    pub fn check_existing(path: &Path) -> Result<Option<i64>, StoreError> {
+        migrate::check_version(path)
+    }
+
     /// Opens (creating if needed) the database at `path` for a gateway that accepts events:
     /// takes the store's lock (one such process per store: deduplication is in its memory),
     /// migrates an older store, and starts the writer thread, which first reads the id index.

@@ -143,6 +143,25 @@ pub(super) fn require_current(path: &Path) -> Result<(), StoreError> {
     }
 }
 
+/// What `gateway run` would make of the existing store at `path`, read without changing it
+/// (for `gateway check`): `Ok(None)` when it is current, `Ok(Some(version))` for an older one
+/// that `run` migrates, an error for what `run` refuses (a newer version, not a database).
+pub(super) fn check_version(path: &Path) -> Result<Option<i64>, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(|e| StoreError(format!("{} cannot be read as a store: {e}", path.display())))?;
+    match version.cmp(&SCHEMA_VERSION) {
+        Ordering::Equal => Ok(None),
+        Ordering::Greater => Err(newer(version)),
+        Ordering::Less => Ok(Some(version)),
+    }
+}
+
 fn newer(version: i64) -> StoreError {
     StoreError(format!(
         "the store is at schema version {version}, written by a newer gateway; this one reads \
