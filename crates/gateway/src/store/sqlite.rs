@@ -77,6 +77,9 @@ struct Inner {
     writes: Mutex<Option<mpsc::Sender<Write>>>,
     readers: Readers,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Opened by an operator command (no store lock): the gateway may be writing beside it,
+    /// from another process, waiting for the write lock in SQLite's busy handler.
+    operator: bool,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -140,6 +143,7 @@ impl SqliteStore {
         let writer = open_connection(path)?;
         let readers = Readers::open(path)?;
         let spill_at = lock.as_ref().map(|(_, at)| *at);
+        let operator = lock.is_none();
         let store = path.to_path_buf();
         let (tx, rx) = mpsc::channel();
         let handle = std::thread::Builder::new()
@@ -155,6 +159,7 @@ impl SqliteStore {
                 writes: Mutex::new(Some(tx)),
                 readers,
                 writer_thread: Mutex::new(Some(handle)),
+                operator,
             }),
         })
     }
