@@ -126,7 +126,7 @@
 //! new file path and a reload, or a restart. See [`abi`] for the item-by-item contract.
 //!
 //! ## Host side
-//! With the `host` feature, [`host`] opens libraries (`RTLD_NOW | RTLD_LOCAL`), checks the
+//! With the `host` feature, its `host` module opens libraries (`RTLD_NOW | RTLD_LOCAL`), checks the
 //! descriptor (entry symbol → ABI major → struct size → ABI minor) and calls instances. Plugins
 //! never enable it.
 

@@ -115,6 +115,15 @@ fn a_restart_slower_than_the_timeout_completes_and_serves_the_next_attempt() {
     // Every start from now on takes 2.5 s; the running process is killed from outside.
     std::fs::write(dir.path().join("slow-init"), "2500").expect("write slow-init");
     kill_the_plugin_process(&gw);
+    // A death with no call running is logged too, with its signal (README: "the death is
+    // logged"; it was only counted).
+    assert!(
+        wait_until(WAIT, || gw.log().lines().any(|l| l
+            .contains("plugin process died while no call was running")
+            && l.contains("SIGKILL"))),
+        "{}",
+        gw.log()
+    );
     send(&gw, "after-1", "ok");
     let done = wait_until(WAIT, || {
         let d = delivery(&gw, "after-1", "native");

@@ -155,10 +155,14 @@ impl Reader {
             .lock()
             .map(|mut p| p.drain().collect())
             .unwrap_or_default();
+        let killed = self.proc.killed.load(Ordering::SeqCst);
+        // Not asked to leave: the gateway closes the pipe of a child it ends in order.
+        let unasked = self.proc.stdin.lock().is_ok_and(|w| w.is_some());
         if !pending.is_empty() || self.init.is_some() {
             tracing::error!(plugin = %self.name, reason = %why, calls = pending.len(), "plugin process died; its calls in flight will be retried");
+        } else if unasked && !killed {
+            tracing::warn!(plugin = %self.name, reason = %why, "plugin process died while no call was running; a new one starts on the next call");
         }
-        let killed = self.proc.killed.load(Ordering::SeqCst);
         for (_, tx) in pending {
             let _ = tx.send(Reply::Died(why.clone(), killed));
         }

@@ -238,7 +238,7 @@ impl super::SqliteStore {
                     tokio::time::sleep(OPERATOR_STEP_PAUSE).await;
                 }
             }
-            tracing::info!(deliveries = n, "{what} of every dead letter written");
+            tracing::info!(deliveries = n, "{what} of dead letters written");
             Ok(n)
         };
         let task = tokio::spawn(steps);
