@@ -457,6 +457,8 @@ pub fn now_ms() -> i64 {
 }
 
 #[cfg(test)]
+mod backup_tests;
+#[cfg(test)]
 mod dedup_tests;
 #[cfg(test)]
 mod history_tests;

@@ -210,11 +210,21 @@ fn fill_and_check(c: &Connection, dest: &std::path::Path, text: &str) -> Result<
 /// Makes the copy one self-contained file (no WAL beside it) and clears its deliveries'
 /// "started" marks: a call running while the copy was taken did not die, and a store restored
 /// from the copy must not count it as a crash (it runs that delivery again, as every delivery
-/// pending in the copy).
+/// pending in the copy); and names no id run (the copy has none of their files).
 fn settle_copy(dest: &std::path::Path) -> Result<(), StoreError> {
     let copy = Connection::open(dest)?;
     copy.pragma_update(None, "journal_mode", "DELETE")?;
-    copy.execute("UPDATE deliveries SET started = 0 WHERE started > 0", [])?;
+    let tx = copy.unchecked_transaction()?;
+    tx.execute("UPDATE deliveries SET started = 0 WHERE started > 0", [])?;
+    // The copy goes without the id runs' folder, so it names no run (a restored store reads
+    // its ids from the database at start and writes runs anew; `store check` found the runs
+    // it named missing). The runs' end stays a seq floor: no seq inside one is given again.
+    let end: Option<i64> = tx.query_row("SELECT MAX(hi) FROM id_runs", [], |r| r.get(0))?;
+    if let Some(end) = end {
+        super::floors::raise_event_seq(&tx, end)?;
+    }
+    tx.execute("DELETE FROM id_runs", [])?;
+    tx.commit()?;
     copy.close()
         .map_err(|(_, e)| StoreError(format!("closing {}: {e}", dest.display())))
 }
