@@ -18,6 +18,10 @@ fn the_systemd_unit_verifies() {
         "ReadWritePaths=/var/lib/gateway",
         "PrivateTmp=yes",
         "User=gateway",
+        // SIGTERM to the gateway alone: its isolated plugins' children finish their calls.
+        "KillMode=mixed",
+        // A plugin's exit(0) ends the process too: restarted.
+        "Restart=always",
     ] {
         assert!(unit.contains(needed), "the unit sets {needed}");
     }

@@ -276,6 +276,13 @@ fn a_renewed_certificate_on_disk_is_served_and_a_broken_one_is_refused() {
     let (dir, mut gw, first) = start(&ca);
     let client = ca.client(rustls::DEFAULT_VERSIONS);
     assert_eq!(served(&client, gw.addr).expect("handshake"), der(&first));
+    // Exported at 0 from the start: an alert on increase(...{result="refused"}) sees the
+    // first refusal (a series first seen at 1 shows no increase).
+    let text = get(&gw.admin_url("/metrics")).expect("metrics").body;
+    for result in ["ok", "refused"] {
+        let series = format!("gateway_tls_certificate_reloads_total{{result=\"{result}\"}} 0");
+        assert!(text.lines().any(|l| l == series), "{series}:\n{text}");
+    }
 
     let (second, second_key) = ca.leaf(0x1002, -DAY, 90 * DAY);
     install(dir.path(), &second, &second_key, &ca);

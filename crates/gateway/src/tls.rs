@@ -103,6 +103,18 @@ impl Tls {
             current: RwLock::new(pair.key.clone()),
         });
         let config = server_config(resolver.clone());
+        // The reload counter's series exist from the start, at 0: an alert watching
+        // `increase(...{result="refused"})` sees the first refusal (a series first seen at 1
+        // shows no increase).
+        for result in ["ok", "refused"] {
+            drop(
+                crate::metrics::get()
+                    .tls_reloads
+                    .get_or_create(&crate::metrics::ResultLabels {
+                        result: result.to_owned(),
+                    }),
+            );
+        }
         record_expiry(&pair.info, listener);
         warn_if_expiring(&pair.info, listener);
         Ok(Arc::new(Tls {

@@ -316,6 +316,21 @@ fn check_is_a_dry_run_that_finds_what_run_would_refuse() {
         !dir.path().join("data/gateway.db").exists(),
         "check creates no store"
     );
+    // An address this host does not have fails `run` whatever runs: a problem, not a warning
+    // (only "in use" may be this gateway; a port below 1024 without the capability was
+    // "valid" too, and the unit restarted a `run` that could never bind).
+    let cfg = logger("path = \"data/a.jsonl\"").replacen(
+        "listen = \"127.0.0.1:0\"",
+        "listen = \"192.0.2.1:7777\"",
+        1,
+    );
+    std::fs::write(&path, cfg).expect("write");
+    let (code, out, err) = run_cli(&path, &["check"]);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(
+        err.contains("server.listen: cannot bind 192.0.2.1:7777"),
+        "{err}"
+    );
     // A store `run` would refuse: written by a newer gateway, or no database at all (check
     // only tried to open the file for writing and said "valid"; review finding).
     let cfg = logger("path = \"data/a.jsonl\"");

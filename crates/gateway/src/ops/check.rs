@@ -105,11 +105,16 @@ pub fn check(config: &Config, connect: bool) -> ExitCode {
         let Some(addr) = addr.filter(|a| a.port() != 0) else {
             continue;
         };
-        if let Err(e) = std::net::TcpListener::bind(addr) {
-            warnings.push(format!(
+        match std::net::TcpListener::bind(addr) {
+            Ok(_) => {}
+            // Held: maybe by this gateway, running.
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => warnings.push(format!(
                 "{key}: cannot bind {addr} now ({e}); `run` will fail unless it is this gateway, \
                  already running, that holds it"
-            ));
+            )),
+            // Anything else fails `run` as well (a port below 1024 without
+            // CAP_NET_BIND_SERVICE, an address this host does not have).
+            Err(e) => problems.push(format!("{key}: cannot bind {addr}: {e}")),
         }
     }
     let libs = match plugins::open_all(config) {
