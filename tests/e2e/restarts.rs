@@ -272,7 +272,7 @@ fn a_second_restart_does_not_hold_its_permit_while_the_first_one_runs() {
     let dir = tempfile::tempdir().expect("tempdir");
     let gw = start_kit(
         dir.path(),
-        r#"gate = "data/gate-open", gate_then = "panic", restart_sleep_ms = 3000, modes = { "test.gate" = "gate" }"#,
+        r#"gate = "data/gate-open", gate_then = "panic", restart_sleep_ms = 6000, modes = { "test.gate" = "gate" }"#,
         2,
     );
     for id in ["t-1", "t-2"] {
@@ -286,7 +286,8 @@ fn a_second_restart_does_not_hold_its_permit_while_the_first_one_runs() {
         "{}",
         gw.log()
     );
-    // The first restart's `init` takes 3 s from here.
+    // The first restart's `init` takes 6 s from here (room for the polls above on a starved
+    // machine: t-ok must arrive while it runs).
     send(&gw, "t-ok", "test.ok");
     assert!(
         wait_until(WAIT, || state(&gw, "t-ok") == "done"),
