@@ -2,9 +2,11 @@
 //! outside it, concurrent batches sharing one `fdatasync` (group commit).
 //!
 //! What it guarantees when a write or a sync fails, or the file goes away:
-//! - A write that fails part-way leaves its fragment ended by a line break before the next
-//!   batch, so no later line is glued to it (the fragment is a line that does not parse; the
-//!   whole batch is retried: lines written before the error appear twice). A file opened (at
+//! - A write that fails part-way (a full disk) leaves its fragment ended by a line break before
+//!   the next batch, so no later line is glued to it (the fragment is a line that does not
+//!   parse). The lines it wrote whole before the error are made durable as any batch (synced,
+//!   with `fsync`) and reported written ([`AppendError::whole`]): only the rest of the batch is
+//!   retried, so no line appears twice. A file opened (at
 //!   start, or again after a rotation) that does not end with a line break is such a fragment
 //!   too (a process killed in the middle of a write, a disk that filled up before a restart).
 //! - A failed sync fails every batch it covered, not only the one that ran it: Linux reports a
@@ -89,10 +91,11 @@ impl FileSink {
     }
 
     /// Appends `bytes` (whole lines) with one `write`; with `fsync`, returns once they are on
-    /// disk.
-    pub(crate) fn append(&self, bytes: &[u8]) -> std::io::Result<()> {
+    /// disk. On an error, how many of the first bytes are whole lines in the file (and on disk,
+    /// with `fsync`).
+    pub(crate) fn append(&self, bytes: &[u8]) -> Result<(), AppendError> {
         let poisoned = || std::io::Error::other(format!("{} lock poisoned", self.path.display()));
-        let mine = {
+        let (mine, failed) = {
             let mut a = self.appender.lock().map_err(|_| poisoned())?;
             if moved(&a.file, &self.path) {
                 self.reopen(&mut a)?;
@@ -101,20 +104,34 @@ impl FileSink {
                 a.file.write_all(b"\n")?;
                 a.torn = false;
             }
-            if let Err((e, partial)) = write_whole(&mut a.file, bytes) {
-                // Part of it is in the file: end it before the next batch.
-                a.torn = partial;
-                return Err(e);
-            }
-            self.written.fetch_add(1, Ordering::SeqCst) + 1
+            let failed = match write_whole(&mut a.file, bytes) {
+                Ok(()) => None,
+                Err((e, done)) => {
+                    // The lines written whole stay (made durable below, reported written);
+                    // a fragment after them is ended before the next batch.
+                    let whole = bytes[..done]
+                        .iter()
+                        .rposition(|b| *b == b'\n')
+                        .map_or(0, |i| i + 1);
+                    a.torn = done > whole;
+                    if whole == 0 {
+                        return Err(e.into());
+                    }
+                    Some((e, whole))
+                }
+            };
+            (self.written.fetch_add(1, Ordering::SeqCst) + 1, failed)
         };
-        if !self.fsync {
-            return Ok(());
+        if self.fsync {
+            let mut s = self.synced.lock().map_err(|_| poisoned())?;
+            // Every batch counted here was appended (whole, or its whole lines) before the count.
+            let target = self.written.load(Ordering::SeqCst);
+            sync_covering(&mut s, mine, target, |f| f.sync_data())?;
         }
-        let mut s = self.synced.lock().map_err(|_| poisoned())?;
-        // Every batch counted here was fully appended before the count.
-        let target = self.written.load(Ordering::SeqCst);
-        sync_covering(&mut s, mine, target, |f| f.sync_data())
+        match failed {
+            None => Ok(()),
+            Some((error, whole)) => Err(AppendError { error, whole }),
+        }
     }
 
     /// Replaces the file whose name went away with a new one at the path. The lines written to
@@ -176,18 +193,39 @@ fn moved(file: &File, path: &Path) -> bool {
     }
 }
 
-/// Writes all of `bytes`; on an error, whether part of them is in the file.
-fn write_whole(file: &mut File, bytes: &[u8]) -> Result<(), (std::io::Error, bool)> {
+/// Writes all of `bytes`; on an error, how many of them are in the file.
+fn write_whole(file: &mut File, bytes: &[u8]) -> Result<(), (std::io::Error, usize)> {
     let mut done = 0;
     while done < bytes.len() {
         match file.write(&bytes[done..]) {
-            Ok(0) => return Err((std::io::ErrorKind::WriteZero.into(), done > 0)),
+            Ok(0) => return Err((std::io::ErrorKind::WriteZero.into(), done)),
             Ok(n) => done += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err((e, done > 0)),
+            Err(e) => return Err((e, done)),
         }
     }
     Ok(())
+}
+
+/// Why an append failed, and how much of it is in the file all the same.
+#[derive(Debug)]
+pub(crate) struct AppendError {
+    pub(crate) error: std::io::Error,
+    /// The first bytes of the batch that are whole lines in the file, durable as a successful
+    /// append's (0: none).
+    pub(crate) whole: usize,
+}
+
+impl From<std::io::Error> for AppendError {
+    fn from(error: std::io::Error) -> AppendError {
+        AppendError { error, whole: 0 }
+    }
+}
+
+impl std::fmt::Display for AppendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
 }
 
 /// A file opened for appending.

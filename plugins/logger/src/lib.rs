@@ -115,6 +115,8 @@ impl Plugin for Logger {
     fn handle_batch(&self, deliveries: &[Delivery]) -> Vec<Outcome> {
         let mut bytes = Vec::with_capacity(deliveries.len() * 1024);
         let mut outcomes = Vec::with_capacity(deliveries.len());
+        // Where each written line ends in `bytes` (none for a line not written).
+        let mut ends = Vec::with_capacity(deliveries.len());
         for d in deliveries {
             let redacted = if self.keep_token {
                 None
@@ -136,10 +138,14 @@ impl Plugin for Logger {
             };
             let mark = bytes.len();
             match write_line(&mut bytes, &line, compacted.as_deref().unwrap_or(event)) {
-                Ok(()) => outcomes.push(Outcome::Ok),
+                Ok(()) => {
+                    outcomes.push(Outcome::Ok);
+                    ends.push(Some(bytes.len()));
+                }
                 Err(e) => {
                     bytes.truncate(mark);
-                    outcomes.push(Outcome::reject(format!("cannot serialise line: {e}")))
+                    outcomes.push(Outcome::reject(format!("cannot serialise line: {e}")));
+                    ends.push(None);
                 }
             }
         }
@@ -149,8 +155,12 @@ impl Plugin for Logger {
         if let Err(e) = self.write(&bytes) {
             self.host
                 .log(Level::Warn, &format!("logger write failed: {e}"));
-            for o in outcomes.iter_mut().filter(|o| **o == Outcome::Ok) {
-                *o = Outcome::retry(format!("write failed: {e}"));
+            // The lines in the file whole (and durable) before the error stay written: only
+            // the others are retried (a retry of them would write them twice).
+            for (o, end) in outcomes.iter_mut().zip(&ends) {
+                if *o == Outcome::Ok && end.is_none_or(|end| end > e.whole) {
+                    *o = Outcome::retry(format!("write failed: {}", e.error));
+                }
             }
         }
         outcomes
@@ -158,12 +168,12 @@ impl Plugin for Logger {
 }
 
 impl Logger {
-    fn write(&self, bytes: &[u8]) -> std::io::Result<()> {
+    fn write(&self, bytes: &[u8]) -> Result<(), file::AppendError> {
         match &self.sink {
             Sink::Stdout => {
                 let mut out = std::io::stdout().lock();
                 out.write_all(bytes)?;
-                out.flush()
+                Ok(out.flush()?)
             }
             Sink::File(sink) => sink.append(bytes),
         }
