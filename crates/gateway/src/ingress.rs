@@ -10,7 +10,7 @@
 //! answered 200 only after the store confirmed it durable; no secret, token or decrypted body is
 //! logged at info level.
 
-mod log_limit;
+pub mod log_limit;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -37,6 +37,9 @@ pub struct Ingress {
     pub intake: Arc<Intake>,
     /// Limits the "request refused" log lines.
     pub refusals: log_limit::RefusalLog,
+    /// Limits the "request failed" (5xx) log lines: a store that refuses writes (a full disk)
+    /// fails every request while Lark keeps sending.
+    pub failures: log_limit::RefusalLog,
 }
 
 /// The client a request came from: the peer, or — when the peer is a trusted proxy — the
@@ -127,7 +130,9 @@ impl Ingress {
                 let status = rejection.status();
                 span.in_scope(|| {
                     if status.is_server_error() {
-                        tracing::error!(status = status.as_u16(), reason, %client, "request failed");
+                        if let Some(skipped) = self.failures.admit(Instant::now()) {
+                            tracing::error!(status = status.as_u16(), reason, %client, skipped, "request failed");
+                        }
                     } else if let Some(skipped) = self.refusals.admit(Instant::now()) {
                         tracing::info!(status = status.as_u16(), reason, %client, skipped, "request refused");
                     }

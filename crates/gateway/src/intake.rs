@@ -72,6 +72,8 @@ pub struct Intake {
     routes: RwLock<Arc<Routes>>,
     store: Arc<dyn Store>,
     engine: Arc<Engine>,
+    /// Limits the "store failed" log lines (a full disk fails every event while Lark sends).
+    store_failures: crate::ingress::log_limit::RefusalLog,
 }
 
 impl std::fmt::Debug for Intake {
@@ -86,6 +88,7 @@ impl Intake {
             routes: RwLock::new(Arc::new(routes)),
             store,
             engine,
+            store_failures: Default::default(),
         }
     }
 
@@ -200,7 +203,9 @@ impl Intake {
                 Ok(Stored::New)
             }
             Err(e) => {
-                tracing::error!(error = %e, "store failed: refusing the event so Lark re-sends it");
+                if let Some(skipped) = self.store_failures.admit(std::time::Instant::now()) {
+                    tracing::error!(error = %e, skipped, "store failed: refusing the event so Lark re-sends it");
+                }
                 Err(Rejection::StoreUnavailable)
             }
         }

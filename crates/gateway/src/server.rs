@@ -108,6 +108,7 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
     let ingress = Arc::new(Ingress {
         intake: intake.clone(),
         refusals: Default::default(),
+        failures: Default::default(),
     });
 
     // The certificate pairs are checked before the ports are bound: a broken pair stops the

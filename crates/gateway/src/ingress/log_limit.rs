@@ -1,7 +1,8 @@
-//! A rate limit for the ingress's "request refused" log lines: a scanner sending thousands of bad
-//! requests must not flood the log. At most [`PER_SECOND`] refusals are logged per second; the
-//! rest are counted, and the next logged line says how many were skipped. The request metrics
-//! count every refusal regardless.
+//! A rate limit for per-request log lines: the ingress's "request refused" (a scanner sending
+//! thousands of bad requests) and "request failed" lines, and the intake's "store failed" (a
+//! full disk fails every event while Lark keeps sending) must not flood the log. At most
+//! [`PER_SECOND`] lines of each are logged per second; the rest are counted, and the next
+//! logged line says how many were skipped. The request metrics count every request regardless.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
