@@ -452,3 +452,9 @@ use socket::serve_ws;
 #[path = "lark_ws_bootstrap.rs"]
 mod endpoint;
 use endpoint::serve_bootstrap;
+
+/// Reads one HTTP/1.1 request from `stream` (the bootstrap endpoint's reader), for a test's own
+/// stand-in of the endpoint; whether one was read whole.
+pub fn read_http_request(stream: &mut TcpStream) -> bool {
+    endpoint::read_request(stream).is_some()
+}

@@ -3,7 +3,7 @@
 
 use super::*;
 
-struct HttpRequest {
+pub(super) struct HttpRequest {
     method: String,
     path: String,
     body: Vec<u8>,
@@ -82,7 +82,8 @@ fn bootstrap_answer(shared: &Shared, body: &[u8]) -> String {
 
 /// Reads one HTTP/1.1 request: request line, headers, then a `Content-Length` or chunked body
 /// (answering `Expect: 100-continue`). `None` when the connection breaks or is malformed.
-fn read_request(stream: &mut TcpStream) -> Option<HttpRequest> {
+/// Also for other stand-ins of the bootstrap endpoint ([`super::read_http_request`]).
+pub(super) fn read_request(stream: &mut TcpStream) -> Option<HttpRequest> {
     let mut reader = BufReader::new(stream.try_clone().ok()?);
     let mut line = String::new();
     reader.read_line(&mut line).ok()?;

@@ -5,7 +5,7 @@
 //! stop, so such a peer neither keeps a dead connection "connected" nor holds a stop past the
 //! long connections' 5 s.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -68,28 +68,8 @@ fn stuck_peer(frames: u64, pad: usize) -> (String, Arc<AtomicUsize>) {
     std::thread::spawn(move || {
         for mut s in http.incoming().map_while(Result::ok) {
             count.fetch_add(1, Ordering::SeqCst);
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            // Head, then Content-Length bytes of body.
-            while let Ok(n) = s.read(&mut chunk) {
-                if n == 0 {
-                    break;
-                }
-                buf.extend_from_slice(&chunk[..n]);
-                let text = String::from_utf8_lossy(&buf).to_string();
-                if let Some(end) = text.find("\r\n\r\n") {
-                    let len = text[..end]
-                        .lines()
-                        .find_map(|l| {
-                            let (k, v) = l.split_once(':')?;
-                            k.eq_ignore_ascii_case("content-length")
-                                .then(|| v.trim().parse::<usize>().ok())?
-                        })
-                        .unwrap_or(0);
-                    if buf.len() >= end + 4 + len {
-                        break;
-                    }
-                }
+            if !crate::lark_ws::read_http_request(&mut s) {
+                continue;
             }
             let body = serde_json::json!({"code": 0, "msg": "ok", "data": {
                 "URL": format!("ws://127.0.0.1:{ws_port}/ws?service_id=1&access_key=AK&ticket=T"),

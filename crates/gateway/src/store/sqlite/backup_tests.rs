@@ -13,6 +13,15 @@ fn id_runs(path: &Path) -> i64 {
         .expect("id_runs")
 }
 
+/// The backup at `copy` restored alone in a folder of its own (another host, or a lost runs
+/// folder): the folder (kept while it lives) and the store's path.
+fn restored(copy: &Path) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s.db");
+    std::fs::copy(copy, &path).expect("copy");
+    (dir, path)
+}
+
 /// A store at `path` spilling at 50 ids, with `n` events accepted and at least one run named.
 async fn spilled(store: &SqliteStore, path: &Path, from: usize, n: usize) {
     for i in from..from + n {
@@ -45,9 +54,7 @@ fn a_backup_restored_without_its_runs_folder_is_sound() {
         store.close();
     });
     // Restored on another host (or after losing the folder): the copy alone.
-    let restored = tempfile::tempdir().expect("tempdir");
-    let rpath = restored.path().join("s.db");
-    std::fs::copy(&copy, &rpath).expect("copy");
+    let (_restored, rpath) = restored(&copy);
     assert_eq!(id_runs(&rpath), 0, "the copy names no run");
     rt().block_on(async {
         // `gateway store check` right after the restore (as tests/e2e/backup.rs does).
@@ -159,9 +166,7 @@ fn a_restored_purged_store_is_sound_after_the_gateway_ran() {
         store.backup(copy.clone()).await.expect("backup");
         store.close();
     });
-    let restored = tempfile::tempdir().expect("tempdir");
-    let rpath = restored.path().join("s.db");
-    std::fs::copy(&copy, &rpath).expect("copy");
+    let (_restored, rpath) = restored(&copy);
     rt().block_on(async {
         let store = SqliteStore::open_spilling_at(&rpath, 50).expect("run");
         assert_eq!(
