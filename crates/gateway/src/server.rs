@@ -301,7 +301,7 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
                 tracing::warn!("some connections were still open after the grace period");
             }
             if !engine.shutdown(left()).await {
-                tracing::warn!(running = engine.running(), "plugin calls still running after the grace period; their deliveries stay pending");
+                tracing::warn!(running = engine.running(), "plugin calls still running, or their outcomes not yet recorded (a store refusing writes), after the grace period; their deliveries stay pending and the next start counts them as crashed attempts");
             }
         } => {}
         _ = second => {}
