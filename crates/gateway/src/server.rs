@@ -6,6 +6,7 @@
 //! the store, plugin instances are shut down, the store writer drains and the process exits 0.
 //! A second signal exits at once: everything acknowledged is already durable.
 
+mod fd_limit;
 pub(crate) mod peers;
 mod stall;
 
@@ -231,6 +232,7 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
     // Bounded connections: past the limit a new connection is closed at once (the client retries)
     // instead of exhausting file descriptors. Fixed until restart, like the listen address.
     let connections = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
+    fd_limit::check(config.max_connections);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
