@@ -360,4 +360,22 @@ fn check_is_a_dry_run_that_finds_what_run_would_refuse() {
         b"not a database, at all; not even close",
         "check changes no store"
     );
+    // Nothing is created beside a store (a gateway's, stopped): no -wal or -shm file that a
+    // root-run check would leave root's.
+    std::fs::remove_file(&store).expect("remove");
+    let made = rusqlite::Connection::open(&store).expect("store");
+    made.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (x);")
+        .expect("wal");
+    drop(made);
+    let (_, out, err) = run_cli(&path, &["check"]);
+    assert!(out.contains("older schema version 0"), "{out}{err}");
+    for suffix in ["-wal", "-shm"] {
+        let mut beside = store.as_os_str().to_owned();
+        beside.push(suffix);
+        assert!(
+            !std::path::Path::new(&beside).exists(),
+            "check left {}",
+            std::path::Path::new(&beside).display()
+        );
+    }
 }

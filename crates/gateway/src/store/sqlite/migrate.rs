@@ -143,18 +143,32 @@ pub(super) fn require_current(path: &Path) -> Result<(), StoreError> {
     }
 }
 
-/// What `gateway run` would make of the existing store at `path`, read without changing it
-/// (for `gateway check`): `Ok(None)` when it is current, `Ok(Some(version))` for an older one
-/// that `run` migrates, an error for what `run` refuses (a newer version, not a database).
+/// What `gateway run` would make of the existing store at `path` (for `gateway check`):
+/// `Ok(None)` when it is current (or empty: `run` creates the schema), `Ok(Some(version))` for
+/// an older one that `run` migrates, an error for what `run` refuses (a newer version, not a
+/// database). Read from the file's header, not through SQLite, so nothing is created beside
+/// it (a read-only connection to a stopped store leaves `-wal` and `-shm` files, owned by
+/// whoever ran `check`: root's would lock the service's user out). A version only in the WAL
+/// (a migration not yet checkpointed) is not seen.
 pub(super) fn check_version(path: &Path) -> Result<Option<i64>, StoreError> {
-    let conn = Connection::open_with_flags(
-        path,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
-    let version: i64 = conn
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(|e| StoreError(format!("{} cannot be read as a store: {e}", path.display())))?;
+    use std::io::Read;
+    let mut header = Vec::with_capacity(100);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(100).read_to_end(&mut header))
+        .map_err(|e| StoreError(format!("cannot read {}: {e}", path.display())))?;
+    if header.is_empty() {
+        return Ok(None);
+    }
+    if header.len() < 100 || !header.starts_with(b"SQLite format 3\0") {
+        return Err(StoreError(format!(
+            "{} cannot be read as a store: it is not an SQLite database",
+            path.display()
+        )));
+    }
+    // The header's user_version: 4 bytes, big-endian, at offset 60.
+    let version = i64::from(u32::from_be_bytes([
+        header[60], header[61], header[62], header[63],
+    ]));
     match version.cmp(&SCHEMA_VERSION) {
         Ordering::Equal => Ok(None),
         Ordering::Greater => Err(newer(version)),
