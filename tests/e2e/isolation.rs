@@ -465,3 +465,6 @@ mod restart;
 
 #[path = "isolation/gateway_gone.rs"]
 mod gateway_gone;
+
+#[path = "isolation/privileges.rs"]
+mod privileges;

@@ -48,6 +48,19 @@ const MAX_CHILD_TEXT: usize = 64 * 1024;
 /// The hidden subcommand the gateway starts its children with.
 pub const SUBCOMMAND: &str = "plugin-host";
 
+/// Empties the calling thread's ambient capability set, which the threads it starts inherit;
+/// called first thing in `main`. A service given `CAP_NET_BIND_SERVICE` (systemd's
+/// `AmbientCapabilities=`, to listen on 443) gets it in its ambient set, and Linux hands the
+/// ambient set on to every program it executes: each isolated plugin's child (and whatever the
+/// plugin itself runs) would hold the capability too. With the set empty they start with none
+/// (a non-root user's), while this process keeps its own permitted and effective sets (its
+/// listeners, bound later, still need it). `prctl`, allowed under the unit's
+/// `SystemCallFilter=~@privileged` (dropping the capability itself with `capset` is not). A
+/// kernel without ambient sets (before 4.3) has nothing to clear: the error is ignored.
+pub fn clear_ambient_capabilities() {
+    let _ = rustix::thread::clear_ambient_capability_set();
+}
+
 /// Takes the protocol off fds 0 and 1 before any plugin code runs: returns private,
 /// close-on-exec duplicates of stdin and stdout (the pipes from the gateway) after pointing
 /// fd 1 at stderr and fd 0 at `/dev/null`. What the plugin prints goes to the gateway's stderr.

@@ -114,6 +114,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before any thread exists, so every thread (and so every child process) has it empty.
+    isolation::clear_ambient_capabilities();
     // A plugin-host child (isolation = "process") needs no config: it gets everything on stdin.
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if args.get(1).and_then(|a| a.to_str()) == Some(isolation::SUBCOMMAND) {

@@ -1,0 +1,77 @@
+//! Capabilities an isolated plugin's process does not get: a gateway allowed to listen on a
+//! port below 1024 (`CAP_NET_BIND_SERVICE` in its ambient set, as systemd's
+//! `AmbientCapabilities=` gives it) keeps that to itself; its plugins' children start with none.
+
+use std::path::Path;
+use std::time::Duration;
+
+use gateway_e2e::harness::{children, wait_until, TestGateway};
+use gateway_e2e::raw_fixtures;
+
+use super::config;
+
+/// `CAP_NET_BIND_SERVICE`'s bit in `/proc/PID/status`'s capability masks.
+const NET_BIND_SERVICE: u64 = 1 << 10;
+
+/// The first value of a `/proc/PID/status` line (`Uid`, `CapPrm`, ...).
+fn status_field(pid: &str, name: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status:\n{status}"))
+        .to_owned()
+}
+
+/// One capability mask of a process (`CapPrm`, `CapEff`, `CapAmb`).
+fn capabilities(pid: u32, set: &str) -> u64 {
+    u64::from_str_radix(&status_field(&pid.to_string(), set), 16).expect("a hex mask")
+}
+
+/// The ambient set used to pass down: the child (and anything the plugin executes) held the
+/// capability in its permitted and effective sets and could bind privileged ports. Run as an
+/// unprivileged user (`nobody`) given the capability the way systemd does; setting that up
+/// needs root, so elsewhere it says so and checks nothing. (The inheritable set still passes
+/// down: it grants nothing without file capabilities, which `NoNewPrivileges=` rules out, and
+/// lowering it takes `capset`, which the unit's system-call filter forbids.)
+#[test]
+fn an_isolated_plugin_does_not_inherit_the_gateways_capabilities() {
+    if status_field("self", "Uid") != "0" {
+        eprintln!("skipped: setting up an ambient capability needs root");
+        return;
+    }
+    let raw = raw_fixtures(Path::new(env!("CARGO_TARGET_TMPDIR"))).legacy;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // `nobody` writes its store and the logger's file here.
+    let open = std::os::unix::fs::PermissionsExt::from_mode(0o777);
+    std::fs::set_permissions(dir.path(), open).expect("chmod");
+    let cfg = config("", &format!("library = \"{}\"", raw.display()));
+    let gw = TestGateway::spawn_after(
+        dir.path(),
+        &cfg,
+        "exec setpriv --reuid=65534 --regid=65534 --clear-groups \
+         --inh-caps=+net_bind_service --ambient-caps=+net_bind_service \"$0\" \"$@\"",
+    );
+    // The set-up gave the gateway the capability (so the child's lack of it is the fix's).
+    assert_eq!(
+        capabilities(gw.pid(), "CapEff") & NET_BIND_SERVICE,
+        NET_BIND_SERVICE
+    );
+    assert_eq!(status_field(&gw.pid().to_string(), "Uid"), "65534");
+    assert!(
+        wait_until(Duration::from_secs(10), || children(gw.pid()).len() == 1),
+        "one plugin process: {:?}\n{}",
+        children(gw.pid()),
+        gw.log()
+    );
+    let child = children(gw.pid())[0];
+    for set in ["CapPrm", "CapEff", "CapAmb"] {
+        assert_eq!(
+            capabilities(child, set),
+            0,
+            "{set} of the plugin process {child}:\n{}",
+            std::fs::read_to_string(format!("/proc/{child}/status")).unwrap_or_default()
+        );
+    }
+}
