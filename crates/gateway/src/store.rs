@@ -287,6 +287,46 @@ pub struct Backlog {
     pub dead: u64,
 }
 
+/// Which dead letters [`Store::dead_letters`] lists: newest first (by the time each died, then
+/// event id, then plugin, all descending), optionally one plugin's, optionally died since a
+/// time, optionally only those after a cursor in that order, at most `limit` (none: all).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeadLetterQuery {
+    pub plugin: Option<String>,
+    pub since_ms: Option<i64>,
+    pub after: Option<DeadLetterCursor>,
+    pub limit: Option<u32>,
+}
+
+/// A place in the dead-letter listing's order: the next page starts after it. Made from the
+/// last record of a page, or from a time alone ([`DeadLetterCursor::before`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterCursor {
+    pub updated_at_ms: i64,
+    pub event_id: String,
+    pub plugin: String,
+}
+
+impl DeadLetterCursor {
+    /// The place just after the last record of a page.
+    pub fn after(d: &DeliveryRecord) -> Self {
+        Self {
+            updated_at_ms: d.updated_at_ms,
+            event_id: d.event_id.clone(),
+            plugin: d.plugin.clone(),
+        }
+    }
+
+    /// Only those that died before `ms` (no event id sorts below the empty one).
+    pub fn before(ms: i64) -> Self {
+        Self {
+            updated_at_ms: ms,
+            event_id: String::new(),
+            plugin: String::new(),
+        }
+    }
+}
+
 /// [`Store::dead_letter_counts`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DeadLetterCounts {
@@ -407,14 +447,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// One event and its deliveries, each with its attempt history.
     fn event(&self, id: String) -> StoreFuture<Option<EventRecord>>;
-    /// Dead letters, newest first, optionally one plugin's, optionally died since a time, at
-    /// most `limit` (none: all).
-    fn dead_letters(
-        &self,
-        plugin: Option<String>,
-        since_ms: Option<i64>,
-        limit: Option<u32>,
-    ) -> StoreFuture<Vec<DeliveryRecord>>;
+    /// Dead letters as `query` selects them (newest first). Commands that may meet many read
+    /// them a page at a time.
+    fn dead_letters(&self, query: DeadLetterQuery) -> StoreFuture<Vec<DeliveryRecord>>;
     /// How many dead letters there are (optionally one plugin's), and how many of them show as
     /// running (`DeliveryRecord::running`): what a replay of every dead letter would queue
     /// and leave out, counted without reading them all.

@@ -200,3 +200,69 @@ fn a_purge_deletes_what_the_same_listing_shows_and_refuses_filters_it_cannot_app
     );
     assert_eq!(ids(&[]), ["new-1"], "exactly what the listing showed");
 }
+
+/// More dead letters than the commands read at a time (a page is 1,000): `dead-letters`, its
+/// `--json`, and `replay --dead-letters` (dry run and real) each take every one once, newest
+/// first. (They used to read them all into memory at once: gigabytes after a long outage.)
+#[test]
+fn the_dead_letter_commands_read_past_a_page_each_once() {
+    const DEAD: usize = 1_003;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = TestGateway::spawn(dir.path(), &config());
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let gw = &gw;
+            s.spawn(move || {
+                for i in (t..DEAD).step_by(4) {
+                    gw.send_plain(TOKEN, &format!("many-{i:04}"), "test.bad");
+                }
+            });
+        }
+    });
+    let listed = || {
+        let (code, out, err) = gw.cli(&["dead-letters", "--json"]);
+        assert_eq!(code, 0, "{err}");
+        out.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
+            .collect::<Vec<_>>()
+    };
+    assert!(wait_until(Duration::from_secs(60), || listed().len() == DEAD));
+    let rows = listed();
+    let ids: std::collections::HashSet<&str> =
+        rows.iter().filter_map(|r| r["event_id"].as_str()).collect();
+    assert_eq!(ids.len(), DEAD, "each once");
+    let died: Vec<i64> = rows
+        .iter()
+        .filter_map(|r| r["updated_at_ms"].as_i64())
+        .collect();
+    assert!(died.windows(2).all(|w| w[0] >= w[1]), "newest first");
+
+    let (code, out, err) = gw.cli(&["dead-letters"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().filter(|l| l.starts_with("many-")).count(), DEAD);
+    assert!(out.ends_with(&format!("{DEAD} dead letter(s)\n")), "{out}");
+
+    let (code, out, err) = gw.cli(&["replay", "--dead-letters", "--dry-run"]);
+    assert_eq!(code, 0, "{err}");
+    let would: std::collections::HashSet<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("would replay "))
+        .collect();
+    assert_eq!(would.len(), DEAD, "{out}");
+    assert!(
+        out.ends_with(&format!(
+            "{DEAD} deliveries would be queued again (dry run)\n"
+        )),
+        "{out}"
+    );
+    let (code, out, err) = gw.cli(&["replay", "--dead-letters"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("replaying ")).count(),
+        DEAD
+    );
+    assert!(
+        out.ends_with(&format!("{DEAD} deliveries queued again\n")),
+        "{out}"
+    );
+}

@@ -19,7 +19,7 @@ mod error;
 mod replay;
 use crate::ops::list::{delivery_row, event_row};
 use crate::ops::timefmt::{rfc3339, since_ms};
-use crate::store::{sqlite::now_ms, AttemptRecord, DeliveryFilter, EventFilter};
+use crate::store::{sqlite::now_ms, AttemptRecord, DeadLetterQuery, DeliveryFilter, EventFilter};
 pub use replay::replay;
 
 /// The largest request body the API reads.
@@ -211,7 +211,12 @@ pub async fn dead_letters(admin: &Admin, q: &[(String, String)]) -> Result<Value
     let plugin = super::form::get(q, "plugin").map(str::to_owned);
     let mut rows = admin
         .store
-        .dead_letters(plugin, since(q)?, Some(limit + 1))
+        .dead_letters(DeadLetterQuery {
+            plugin,
+            since_ms: since(q)?,
+            after: None,
+            limit: Some(limit + 1),
+        })
         .await?;
     let truncated = rows.len() > limit as usize;
     rows.truncate(limit as usize);

@@ -10,7 +10,10 @@ use super::out::outln;
 use super::timefmt::since_ms;
 use super::{with_store, DeadLetterArgs, ReplayArgs};
 use crate::config::{Config, EventPattern};
-use crate::store::{sqlite::now_ms, DeliveryRecord, EventFilter, ReplaySelector, Store};
+use crate::store::{
+    sqlite::now_ms, DeadLetterCursor, DeadLetterQuery, DeliveryRecord, EventFilter, ReplaySelector,
+    Store,
+};
 
 /// Fails when `plugin` is neither configured nor named by any delivery in the store.
 pub(crate) async fn known_plugin(
@@ -148,30 +151,26 @@ pub fn dead_letters(config: &Config, args: &DeadLetterArgs) -> ExitCode {
         if args.purge {
             return purge(&*store, args, filters.before.unwrap_or(i64::MAX)).await;
         }
-        let mut rows = match store
-            .dead_letters(args.plugin.clone(), filters.since, None)
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => return fail(e),
+        if !args.json {
+            outln!(
+                "{:<40} {:<12} {:>8} {:>14}  last error",
+                "event id",
+                "plugin",
+                "attempts",
+                "died at (ms)"
+            );
+        }
+        let query = DeadLetterQuery {
+            plugin: args.plugin.clone(),
+            since_ms: filters.since,
+            after: filters.before.map(DeadLetterCursor::before),
+            limit: None,
         };
-        if let Some(before) = filters.before {
-            rows.retain(|r| r.updated_at_ms < before);
-        }
-        if args.json {
-            for r in &rows {
+        let listed = each_dead_letter(&*store, query, |r| {
+            if args.json {
                 outln!("{}", serde_json::to_string(r).unwrap_or_default());
+                return;
             }
-            return ExitCode::SUCCESS;
-        }
-        outln!(
-            "{:<40} {:<12} {:>8} {:>14}  last error",
-            "event id",
-            "plugin",
-            "attempts",
-            "died at (ms)"
-        );
-        for r in &rows {
             // A call hung past its timeout still runs: a replay needs --force meanwhile.
             let running = if r.running { "[call running] " } else { "" };
             outln!(
@@ -182,10 +181,42 @@ pub fn dead_letters(config: &Config, args: &DeadLetterArgs) -> ExitCode {
                 r.updated_at_ms,
                 r.last_error.as_deref().unwrap_or("")
             );
+        })
+        .await;
+        match listed {
+            Ok(n) if !args.json => outln!("{n} dead letter(s)"),
+            Ok(_) => {}
+            Err(e) => return fail(e),
         }
-        outln!("{} dead letter(s)", rows.len());
         ExitCode::SUCCESS
     })
+}
+
+/// How many dead letters [`each_dead_letter`] reads at a time: what the command holds in
+/// memory, however many there are (after a long outage, millions).
+const PAGE: u32 = 1_000;
+
+/// Calls `f` with every dead letter `query` selects (its `limit` ignored), newest first, read
+/// a page at a time; returns how many. Those that die meanwhile are newer than the first
+/// page and not seen; those replayed meanwhile may still be.
+async fn each_dead_letter(
+    store: &dyn Store,
+    mut query: DeadLetterQuery,
+    mut f: impl FnMut(&DeliveryRecord),
+) -> Result<u64, crate::store::StoreError> {
+    query.limit = Some(PAGE);
+    let mut seen = 0u64;
+    loop {
+        let page = store.dead_letters(query.clone()).await?;
+        page.iter().for_each(&mut f);
+        seen += page.len() as u64;
+        match page.last() {
+            Some(last) if page.len() == PAGE as usize => {
+                query.after = Some(DeadLetterCursor::after(last));
+            }
+            _ => return Ok(seen),
+        }
+    }
 }
 
 /// `gateway dead-letters --purge`: the dead letters of `--plugin` (if given) that died before
@@ -204,8 +235,9 @@ async fn purge(store: &dyn Store, args: &DeadLetterArgs, before: i64) -> ExitCod
     }
 }
 
-/// The deliveries a replay would touch, or why the command is refused (shared with the admin
-/// API's `POST /api/v1/replay`).
+/// The deliveries a replay of `args.event_ids` would touch, or why the command is refused
+/// (shared with the admin API's `POST /api/v1/replay`). `--dead-letters` is not read here:
+/// [`replay_dead_letters`] reads them a page at a time.
 pub(crate) async fn targets(
     config: &Config,
     store: &dyn Store,
@@ -213,12 +245,6 @@ pub(crate) async fn targets(
 ) -> Result<Vec<DeliveryRecord>, String> {
     if let Some(p) = &args.plugin {
         known_plugin(config, store, p).await?;
-    }
-    if args.dead_letters {
-        return store
-            .dead_letters(args.plugin.clone(), None, None)
-            .await
-            .map_err(|e| e.to_string());
     }
     let mut out = Vec::new();
     for id in &unique(&args.event_ids) {
@@ -269,25 +295,13 @@ pub fn replay(config: &Config, args: &ReplayArgs) -> ExitCode {
         return super::usage("give event ids or --dead-letters");
     }
     with_store(config, |store| async move {
+        if args.dead_letters {
+            return replay_dead_letters(config, &*store, args).await;
+        }
         let targets = match targets(config, &*store, args).await {
             Ok(t) => t,
             Err(e) => return fail(e),
         };
-        // `--dead-letters` unforced leaves out those whose call runs (the store's write does
-        // too) rather than refusing the rest: a call hung for good would block every replay.
-        let (skipped, targets): (Vec<DeliveryRecord>, Vec<DeliveryRecord>) = targets
-            .into_iter()
-            .partition(|d| args.dead_letters && !args.force && d.running);
-        for d in &skipped {
-            eprintln!(
-                "skipped: {}:{} its call is running (hung past its timeout; it may still \
-                 succeed), or was when its gateway last stopped (its next start ends that; on \
-                 PostgreSQL, the lapse of that replica's lease): \
-                 replay it once that call returned, or now with `replay {} --plugin {} --force` \
-                 (the plugin then runs again)",
-                d.event_id, d.plugin, d.event_id, d.plugin
-            );
-        }
         let forced: Vec<(&DeliveryRecord, &str)> = targets
             .iter()
             .filter_map(|d| needs_force(d).map(|why| (d, why)))
@@ -342,27 +356,81 @@ pub fn replay(config: &Config, args: &ReplayArgs) -> ExitCode {
                 d.attempts
             );
         }
-        let selector = if args.dead_letters {
-            ReplaySelector::DeadLetters {
-                plugin: args.plugin.clone(),
-                force: args.force,
-            }
-        } else {
-            ReplaySelector::Events {
-                ids: unique(&args.event_ids),
-                plugin: args.plugin.clone(),
-                force: args.force,
-                dead_only: false,
-            }
+        let selector = ReplaySelector::Events {
+            ids: unique(&args.event_ids),
+            plugin: args.plugin.clone(),
+            force: args.force,
+            dead_only: false,
         };
-        match store.replay(selector).await {
-            Ok(n) => {
-                outln!("{n} deliveries queued again");
-                ExitCode::SUCCESS
-            }
-            Err(e) => fail(e),
-        }
+        queue_again(&*store, selector).await
     })
+}
+
+/// `gateway replay --dead-letters`: lists them a page at a time, then queues them again in
+/// one store operation (in steps). Unforced, it leaves out those whose call runs (the store's
+/// write does too) rather than refusing the rest: a call hung for good would block every
+/// replay. Nothing here needs `--force` otherwise (a dead letter never succeeded).
+async fn replay_dead_letters(config: &Config, store: &dyn Store, args: &ReplayArgs) -> ExitCode {
+    if let Some(p) = &args.plugin {
+        if let Err(e) = known_plugin(config, store, p).await {
+            return fail(e);
+        }
+    }
+    let query = DeadLetterQuery {
+        plugin: args.plugin.clone(),
+        ..DeadLetterQuery::default()
+    };
+    let mut queued = 0u64;
+    let listed = each_dead_letter(store, query, |d| {
+        if !args.force && d.running {
+            eprintln!(
+                "skipped: {}:{} its call is running (hung past its timeout; it may still \
+                 succeed), or was when its gateway last stopped (its next start ends that; on \
+                 PostgreSQL, the lapse of that replica's lease): \
+                 replay it once that call returned, or now with `replay {} --plugin {} --force` \
+                 (the plugin then runs again)",
+                d.event_id, d.plugin, d.event_id, d.plugin
+            );
+            return;
+        }
+        queued += 1;
+        let verb = if args.dry_run {
+            "would replay"
+        } else {
+            "replaying"
+        };
+        outln!(
+            "{verb} {}:{} ({}, {} attempt(s))",
+            d.event_id,
+            d.plugin,
+            d.state,
+            d.attempts
+        );
+    })
+    .await;
+    if let Err(e) = listed {
+        return fail(e);
+    }
+    if args.dry_run {
+        outln!("{queued} deliveries would be queued again (dry run)");
+        return ExitCode::SUCCESS;
+    }
+    let selector = ReplaySelector::DeadLetters {
+        plugin: args.plugin.clone(),
+        force: args.force,
+    };
+    queue_again(store, selector).await
+}
+
+/// The replay's write, and its count.
+async fn queue_again(store: &dyn Store, selector: ReplaySelector) -> ExitCode {
+    match store.replay(selector).await {
+        Ok(n) => {
+            outln!("{n} deliveries queued again");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
 }
 
 #[cfg(test)]

@@ -70,8 +70,8 @@ pub use open::schema_state;
 pub use schema::SCHEMA_VERSION;
 
 use super::{
-    Accepted, Backlog, DeadLetterCounts, DeliveryFilter, DeliveryRecord, Due, DueDelivery,
-    EventFilter, EventRecord, EventSummary, FinishRecord, Guard, NewEvent, Orphaned,
+    Accepted, Backlog, DeadLetterCounts, DeadLetterQuery, DeliveryFilter, DeliveryRecord, Due,
+    DueDelivery, EventFilter, EventRecord, EventSummary, FinishRecord, Guard, NewEvent, Orphaned,
     PendingDelivery, PurgeCursor, PurgeStep, ReplaySelector, Store, StoreError, StoreFuture,
 };
 
@@ -416,13 +416,8 @@ impl Store for PgStore {
         self.op(move |c, _| async move { inspect::event(&c, &id).await })
     }
 
-    fn dead_letters(
-        &self,
-        plugin: Option<String>,
-        since_ms: Option<i64>,
-        limit: Option<u32>,
-    ) -> StoreFuture<Vec<DeliveryRecord>> {
-        self.op(move |c, _| async move { inspect::dead_letters(&c, plugin, since_ms, limit).await })
+    fn dead_letters(&self, query: DeadLetterQuery) -> StoreFuture<Vec<DeliveryRecord>> {
+        self.op(move |c, _| async move { inspect::dead_letters(&c, &query).await })
     }
 
     fn dead_letter_counts(&self, plugin: Option<String>) -> StoreFuture<DeadLetterCounts> {

@@ -39,8 +39,8 @@ use schema::{SCHEMA, SCHEMA_VERSION};
 use tokio::sync::oneshot;
 
 use super::{
-    Accepted, Backlog, DeadLetterCounts, DeliveryFilter, DeliveryRecord, Due, DueDelivery,
-    EventFilter, EventRecord, EventSummary, FinishRecord, Guard, NewEvent, Orphaned,
+    Accepted, Backlog, DeadLetterCounts, DeadLetterQuery, DeliveryFilter, DeliveryRecord, Due,
+    DueDelivery, EventFilter, EventRecord, EventSummary, FinishRecord, Guard, NewEvent, Orphaned,
     PendingDelivery, PurgeCursor, PurgeStep, Store, StoreError, StoreFuture,
 };
 
@@ -354,13 +354,8 @@ impl Store for SqliteStore {
         self.inspect(move |c| inspect::event(c, &id))
     }
 
-    fn dead_letters(
-        &self,
-        plugin: Option<String>,
-        since_ms: Option<i64>,
-        limit: Option<u32>,
-    ) -> StoreFuture<Vec<DeliveryRecord>> {
-        self.inspect(move |c| inspect::dead_letters(c, plugin.as_deref(), since_ms, limit))
+    fn dead_letters(&self, query: DeadLetterQuery) -> StoreFuture<Vec<DeliveryRecord>> {
+        self.inspect(move |c| inspect::dead_letters(c, &query))
     }
 
     fn dead_letter_counts(&self, plugin: Option<String>) -> StoreFuture<DeadLetterCounts> {

@@ -209,11 +209,11 @@ async fn every_dead_letter(
     // are few: calls hung past their timeout).
     let sample_size = LISTED as u64 + counts.running.min(LISTED as u64) + 1;
     let sample = store
-        .dead_letters(
-            req.plugin.clone(),
-            None,
-            Some(u32::try_from(sample_size).unwrap_or(u32::MAX)),
-        )
+        .dead_letters(crate::store::DeadLetterQuery {
+            plugin: req.plugin.clone(),
+            limit: Some(u32::try_from(sample_size).unwrap_or(u32::MAX)),
+            ..Default::default()
+        })
         .await?;
     let (skipped, targets): (Vec<DeliveryRecord>, Vec<DeliveryRecord>) =
         sample.into_iter().partition(|d| !req.force && d.running);

@@ -7,8 +7,8 @@ use tokio_postgres::Row;
 use super::{schema, DB_NOW_MS, DEAD_RUNNING};
 use crate::store::sqlite::now_ms;
 use crate::store::{
-    AttemptRecord, DeadLetterCounts, DeliveryFilter, DeliveryRecord, EventFilter, EventRecord,
-    EventSummary, ReplaySelector, StoreError,
+    AttemptRecord, DeadLetterCounts, DeadLetterQuery, DeliveryFilter, DeliveryRecord, EventFilter,
+    EventRecord, EventSummary, ReplaySelector, StoreError,
 };
 
 const DELIVERY_COLUMNS: &str = concat!(
@@ -90,19 +90,26 @@ pub(super) async fn event(c: &Client, id: &str) -> Result<Option<EventRecord>, S
 
 pub(super) async fn dead_letters(
     c: &Client,
-    plugin: Option<String>,
-    since_ms: Option<i64>,
-    limit: Option<u32>,
+    q: &DeadLetterQuery,
 ) -> Result<Vec<DeliveryRecord>, StoreError> {
-    let limit = limit.map(i64::from);
+    let limit = q.limit.map(i64::from);
+    let after = q.after.as_ref();
+    let (at, id, plugin) = (
+        after.map(|a| a.updated_at_ms),
+        after.map(|a| a.event_id.as_str()),
+        after.map(|a| a.plugin.as_str()),
+    );
     Ok(c
         .query(
+            // `COLLATE "C"`: byte order, as SQLite's, so a page ends where the next one starts
+            // whatever the database's collation.
             &format!(
                 "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE state = 'dead'
                    AND ($1::text IS NULL OR plugin = $1) AND ($2::bigint IS NULL OR updated_at >= $2)
-                 ORDER BY updated_at DESC LIMIT $3"
+                   AND ($4::bigint IS NULL OR (updated_at <= $4 AND (updated_at, event_id COLLATE \"C\", plugin COLLATE \"C\") < ($4, $5::text COLLATE \"C\", $6::text COLLATE \"C\")))
+                 ORDER BY updated_at DESC, event_id COLLATE \"C\" DESC, plugin COLLATE \"C\" DESC LIMIT $3"
             ),
-            &[&plugin, &since_ms, &limit],
+            &[&q.plugin, &q.since_ms, &limit, &at, &id, &plugin],
         )
         .await?
         .iter()

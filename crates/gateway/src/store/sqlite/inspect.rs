@@ -4,8 +4,8 @@
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::store::{
-    AttemptRecord, DeadLetterCounts, DeliveryFilter, DeliveryRecord, EventFilter, EventRecord,
-    EventSummary, StoreError,
+    AttemptRecord, DeadLetterCounts, DeadLetterQuery, DeliveryFilter, DeliveryRecord, EventFilter,
+    EventRecord, EventSummary, StoreError,
 };
 
 /// The columns [`delivery_record`] reads, from [`DELIVERIES`].
@@ -32,16 +32,27 @@ fn delivery_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryRecord> {
 
 pub(super) fn dead_letters(
     c: &Connection,
-    plugin: Option<&str>,
-    since_ms: Option<i64>,
-    limit: Option<u32>,
+    q: &DeadLetterQuery,
 ) -> Result<Vec<DeliveryRecord>, StoreError> {
+    // `updated_at <= ?4` on its own lets the partial index of dead letters start at the cursor.
     let mut stmt = c.prepare_cached(&format!(
         "SELECT {DELIVERY_COLUMNS} FROM {DELIVERIES} WHERE d.state = 'dead'
            AND (?1 IS NULL OR d.plugin = ?1) AND (?2 IS NULL OR d.updated_at >= ?2)
-         ORDER BY d.updated_at DESC LIMIT COALESCE(?3, -1)"
+           AND (?4 IS NULL OR (d.updated_at <= ?4 AND (d.updated_at, e.id, d.plugin) < (?4, ?5, ?6)))
+         ORDER BY d.updated_at DESC, e.id DESC, d.plugin DESC LIMIT COALESCE(?3, -1)"
     ))?;
-    let rows = stmt.query_map(params![plugin, since_ms, limit], delivery_record)?;
+    let after = q.after.as_ref();
+    let rows = stmt.query_map(
+        params![
+            q.plugin,
+            q.since_ms,
+            q.limit,
+            after.map(|a| a.updated_at_ms),
+            after.map(|a| a.event_id.as_str()),
+            after.map(|a| a.plugin.as_str()),
+        ],
+        delivery_record,
+    )?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
@@ -363,7 +374,12 @@ impl super::SqliteStore {
         plugin: Option<&str>,
         since_ms: Option<i64>,
     ) -> Result<Vec<DeliveryRecord>, StoreError> {
-        self.read_blocking(|c| dead_letters(c, plugin, since_ms, None))
+        let query = DeadLetterQuery {
+            plugin: plugin.map(str::to_owned),
+            since_ms,
+            ..DeadLetterQuery::default()
+        };
+        self.read_blocking(|c| dead_letters(c, &query))
     }
 
     /// One event and its deliveries.

@@ -249,3 +249,85 @@ async fn dead_letters_of_p(store: &SqliteStore, n: usize, plugins: &[&str]) {
     let applied = store.finish_many(deaths).await.expect("finish");
     assert!(applied.iter().all(|a| *a), "{applied:?}");
 }
+
+/// The dead-letter listing read a page at a time (`DeadLetterQuery::after`): pages of 4 over
+/// 11 dead letters that died in two writes (so most share their `updated_at`) give each once,
+/// newest first, in the one order; a cursor made from a time alone takes only those that died
+/// before it; a plugin filter holds across pages.
+#[test]
+fn dead_letters_read_in_pages_give_each_once_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
+        let mut keys = Vec::new();
+        for i in 0..6 {
+            keys.push(accepted(&store, event(&format!("d{i}"), &["p", "q"])).await);
+        }
+        let deaths = |ks: &[Vec<(i64, String)>], plugins: usize| {
+            ks.iter()
+                .flat_map(|k| k[..plugins].iter())
+                .map(|(key, _)| record(*key, at(0, false, false), 1, dead("no"), "reject"))
+                .collect::<Vec<_>>()
+        };
+        // d0..d2 die first (p and q), then d3..d5 (p and q of d3, d4; p of d5) a moment later.
+        store
+            .finish_many(deaths(&keys[..3], 2))
+            .await
+            .expect("first");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let mut later = deaths(&keys[3..5], 2);
+        later.extend(deaths(&keys[5..], 1));
+        store.finish_many(later).await.expect("second");
+
+        let read_all = |mut query: DeadLetterQuery| {
+            let store = &store;
+            async move {
+                query.limit = Some(4);
+                let mut all = Vec::new();
+                loop {
+                    let page = Store::dead_letters(store, query.clone())
+                        .await
+                        .expect("page");
+                    let Some(last) = page.last() else { break all };
+                    query.after = Some(crate::store::DeadLetterCursor::after(last));
+                    all.extend(page);
+                }
+            }
+        };
+        let paged = read_all(DeadLetterQuery::default()).await;
+        // (The inherent `dead_letters` is the tests' own shorthand: the trait's is the query.)
+        let whole = Store::dead_letters(&store, DeadLetterQuery::default())
+            .await
+            .expect("all");
+        let names = |ds: &[DeliveryRecord]| {
+            ds.iter()
+                .map(|d| format!("{}:{}", d.event_id, d.plugin))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(whole.len(), 11);
+        assert_eq!(names(&paged), names(&whole), "each once, in the one order");
+        assert_eq!(
+            names(&paged[..5]),
+            ["d5:p", "d4:q", "d4:p", "d3:q", "d3:p"],
+            "newest first, ties by event id then plugin, descending"
+        );
+        // Those that died before the second write (its oldest): the first six.
+        let second = paged[4].updated_at_ms;
+        let before = read_all(DeadLetterQuery {
+            after: Some(crate::store::DeadLetterCursor::before(second)),
+            ..DeadLetterQuery::default()
+        })
+        .await;
+        assert_eq!(
+            names(&before),
+            ["d2:q", "d2:p", "d1:q", "d1:p", "d0:q", "d0:p"]
+        );
+        let only_q = read_all(DeadLetterQuery {
+            plugin: Some("q".into()),
+            ..DeadLetterQuery::default()
+        })
+        .await;
+        assert_eq!(names(&only_q), ["d4:q", "d3:q", "d2:q", "d1:q", "d0:q"]);
+        store.close();
+    });
+}
