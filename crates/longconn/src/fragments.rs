@@ -21,7 +21,10 @@
 //!
 //! Every incomplete message dropped (expired or evicted) is reported once through
 //! [`Reassembler::take_dropped`], so the caller can count and log it: a message that vanishes
-//! is never acked, and Lark re-sends it.
+//! is never acked, and Lark re-sends it. Except a copy of a message released within the last
+//! `ttl` (a late duplicate fragment, or a re-send cut short): it is held like any message, and
+//! completed it is released again (the caller's dedup answers it), but dropped incomplete it is
+//! dropped quietly, since nothing of it is lost.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -87,6 +90,8 @@ struct Entry {
     deadline: Instant,
     /// Arrival order of the entry's first fragment, for evicting the oldest.
     order: u64,
+    /// The message was released within `ttl` before this entry began: a copy of it.
+    copy: bool,
 }
 
 /// The buffer of incomplete messages of one connection.
@@ -101,6 +106,8 @@ pub struct Reassembler {
     /// Messages refused as too large, with when their other fragments stop being ignored (at
     /// most `max_entries`).
     refused: HashMap<String, Instant>,
+    /// Messages released, with when a copy of them stops being one (at most `max_entries`).
+    released: HashMap<String, Instant>,
     /// Incomplete messages dropped because their timer ran out or room was needed.
     pub dropped: u64,
     /// The drops not yet taken by [`Reassembler::take_dropped`] (at most
@@ -137,6 +144,7 @@ impl Reassembler {
             total_bytes: 0,
             next_order: 0,
             refused: HashMap::new(),
+            released: HashMap::new(),
             dropped: 0,
             untaken: Vec::new(),
         }
@@ -234,6 +242,7 @@ impl Reassembler {
                     bytes: 0,
                     deadline: now + self.ttl,
                     order,
+                    copy: self.released.contains_key(message_id),
                 },
             );
         }
@@ -264,6 +273,12 @@ impl Reassembler {
             return Ok(None);
         };
         self.total_bytes -= entry.bytes;
+        remember(
+            &mut self.released,
+            self.max_entries,
+            message_id,
+            now + self.ttl,
+        );
         let mut whole = Vec::with_capacity(entry.bytes);
         for part in entry.parts.into_iter().flatten() {
             whole.extend_from_slice(&part);
@@ -273,17 +288,12 @@ impl Reassembler {
 
     /// Remembers `message_id` as refused (its other fragments are ignored); the error to return.
     fn refuse(&mut self, message_id: &str, now: Instant) -> FragmentError {
-        if self.refused.len() >= self.max_entries {
-            let soonest = self
-                .refused
-                .iter()
-                .min_by_key(|(_, until)| **until)
-                .map(|(k, _)| k.clone());
-            if let Some(k) = soonest {
-                self.refused.remove(&k);
-            }
-        }
-        self.refused.insert(message_id.to_owned(), now + self.ttl);
+        remember(
+            &mut self.refused,
+            self.max_entries,
+            message_id,
+            now + self.ttl,
+        );
         FragmentError::TooLarge {
             limit: self.max_message_bytes,
         }
@@ -295,7 +305,7 @@ impl Reassembler {
         for entry in self.entries.values_mut() {
             entry.deadline += by;
         }
-        for until in self.refused.values_mut() {
+        for until in self.refused.values_mut().chain(self.released.values_mut()) {
             *until += by;
         }
     }
@@ -303,6 +313,7 @@ impl Reassembler {
     /// Drops every entry whose timer ran out; returns how many.
     pub fn expire(&mut self, now: Instant) -> usize {
         self.refused.retain(|_, until| *until > now);
+        self.released.retain(|_, until| *until > now);
         let expired: Vec<String> = self
             .entries
             .iter()
@@ -320,10 +331,14 @@ impl Reassembler {
         std::mem::take(&mut self.untaken)
     }
 
-    /// Removes an incomplete message that will not complete, and reports it.
+    /// Removes an incomplete message that will not complete, and reports it (unless it is a
+    /// copy of one released: nothing is lost).
     fn drop_entry(&mut self, message_id: &str, reason: DropReason) {
         if let Some(e) = self.entries.remove(message_id) {
             self.total_bytes -= e.bytes;
+            if e.copy {
+                return;
+            }
             self.dropped += 1;
             if self.untaken.len() < MAX_UNTAKEN_DROPS {
                 self.untaken.push(Dropped {
@@ -363,6 +378,21 @@ impl Reassembler {
             None => false,
         }
     }
+}
+
+/// Puts `id` in `map` until `until`, making room first by forgetting the id that expires
+/// soonest when `map` holds `max` already.
+fn remember(map: &mut HashMap<String, Instant>, max: usize, id: &str, until: Instant) {
+    if map.len() >= max && !map.contains_key(id) {
+        let soonest = map
+            .iter()
+            .min_by_key(|(_, until)| **until)
+            .map(|(k, _)| k.clone());
+        if let Some(k) = soonest {
+            map.remove(&k);
+        }
+    }
+    map.insert(id.to_owned(), until);
 }
 
 #[cfg(test)]

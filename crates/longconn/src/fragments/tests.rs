@@ -350,3 +350,52 @@ fn a_message_id_too_long_to_hold_is_refused() {
         Ok(Some(b"ab".to_vec()))
     );
 }
+
+/// A late copy of a fragment of a message already released opened an entry that expired as a
+/// dropped message (a warning and a count, for a message that was delivered). Within `ttl` of
+/// the release such an entry is a copy: released again if it completes (a whole re-send, for
+/// the caller's dedup), dropped quietly if not. After that a fragment is a message again.
+#[test]
+fn a_copy_of_a_released_message_is_never_reported_dropped() {
+    let mut r = buffer();
+    let t0 = Instant::now();
+    r.push("m", 2, 0, b"a".to_vec(), t0).expect("ok");
+    assert_eq!(
+        r.push("m", 2, 1, b"b".to_vec(), t0),
+        Ok(Some(b"ab".to_vec()))
+    );
+    // A late duplicate: held, then expired without a report.
+    let t1 = t0 + Duration::from_secs(1);
+    assert_eq!(r.push("m", 2, 1, b"b".to_vec(), t1), Ok(None));
+    assert_eq!(r.len(), 1);
+    assert_eq!(r.expire(t1 + Duration::from_secs(5)), 1);
+    assert!(r.take_dropped().is_empty());
+    assert_eq!(r.dropped, 0);
+    // A whole re-send within the ttl of the release is released again.
+    let t2 = t0 + Duration::from_secs(2);
+    r.push("n", 2, 0, b"c".to_vec(), t2).expect("ok");
+    assert_eq!(
+        r.push("n", 2, 1, b"d".to_vec(), t2),
+        Ok(Some(b"cd".to_vec()))
+    );
+    assert_eq!(r.push("n", 2, 0, b"c".to_vec(), t2), Ok(None));
+    assert_eq!(
+        r.push("n", 2, 1, b"d".to_vec(), t2),
+        Ok(Some(b"cd".to_vec()))
+    );
+    // Evicted, a copy is not reported either.
+    assert_eq!(r.push("n", 2, 0, b"c".to_vec(), t2), Ok(None));
+    for id in ["w", "x", "y", "z"] {
+        r.push(id, 2, 0, b"e".to_vec(), t2).expect("ok");
+    }
+    assert!(
+        r.take_dropped().is_empty(),
+        "the copy of n was evicted quietly"
+    );
+    // Once the ttl of m's release has passed, a fragment of m is a message of its own again.
+    let t9 = t0 + Duration::from_secs(9);
+    r.push("m", 2, 0, b"a".to_vec(), t9).expect("ok");
+    r.expire(t9 + Duration::from_secs(5));
+    let dropped: Vec<String> = r.take_dropped().into_iter().map(|d| d.message_id).collect();
+    assert!(dropped.contains(&"m".to_owned()), "{dropped:?}");
+}
