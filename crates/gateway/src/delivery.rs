@@ -166,7 +166,8 @@ impl Engine {
     /// Adds and replaces instances (a reload calls this before it swaps the routes, and
     /// [`Engine::retain_plugins`] after, so no event is routed to an instance without a queue).
     /// A replaced instance keeps its queue and limit: calls already running finish on the old
-    /// instance, every call starting from now runs on the new one.
+    /// instance, every call starting from now runs on the new one. A kept instance (unchanged
+    /// but for `max_concurrency`) gets the new limit.
     pub fn add_plugins(self: &Arc<Self>, plugins: &Plugins, config: DeliveryConfig) {
         if let Ok(mut c) = self.config.write() {
             *c = config;
@@ -175,8 +176,9 @@ impl Engine {
             return;
         };
         for slot in plugins.iter() {
+            let limit = plugins.limit(slot);
             match queues.get(&slot.spec.name) {
-                Some(q) => q.replace(slot),
+                Some(q) => q.replace(slot, limit),
                 None => {
                     let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
                     let earlier = self
@@ -198,13 +200,13 @@ impl Engine {
                         None => PluginQueue {
                             tx,
                             slot: RwLock::new(slot.clone()),
-                            permits: Arc::new(Semaphore::new(slot.spec.max_concurrency)),
-                            limit: Mutex::new(slot.spec.max_concurrency),
+                            permits: Arc::new(Semaphore::new(limit)),
+                            limit: Mutex::new(limit),
                             hung: Arc::default(),
                             cancel: self.cancel.child_token(),
                         },
                     });
-                    q.replace(slot);
+                    q.replace(slot, limit);
                     queues.insert(slot.spec.name.clone(), q.clone());
                     tokio::spawn(self.clone().dispatch(q, rx));
                 }

@@ -198,11 +198,22 @@ impl PluginSlot {
 #[derive(Debug, Default, Clone)]
 pub struct Plugins {
     slots: HashMap<String, Arc<PluginSlot>>,
+    /// Each name's `max_concurrency` in the config these instances serve: an instance kept
+    /// across a reload that changed only that still has the old value in its spec.
+    limits: HashMap<String, usize>,
 }
 
 impl Plugins {
     pub fn iter(&self) -> impl Iterator<Item = &Arc<PluginSlot>> {
         self.slots.values()
+    }
+
+    /// How many calls of `slot`'s name may run at once (its `max_concurrency`).
+    pub fn limit(&self, slot: &PluginSlot) -> usize {
+        self.limits
+            .get(&slot.spec.name)
+            .copied()
+            .unwrap_or(slot.spec.max_concurrency)
     }
 }
 
@@ -359,7 +370,7 @@ pub fn start(config: &Config) -> Result<Plugins, Vec<String>> {
 /// with the same bytes too); other bytes refuse the reload (libraries are never unloaded), an
 /// unreadable file only warns.
 fn reusable(slot: &PluginSlot, spec: &PluginSpec, dir: &Path) -> Result<bool, String> {
-    if slot.spec != *spec || slot.config_dir != dir {
+    if !slot.spec.same_instance(spec) || slot.config_dir != dir {
         return Ok(false);
     }
     match &slot.runner {
@@ -396,8 +407,8 @@ fn reusable(slot: &PluginSlot, spec: &PluginSpec, dir: &Path) -> Result<bool, St
 }
 
 /// Builds the instances of `config`, reusing from `current` every instance whose spec (library,
-/// config, concurrency) is unchanged (and, isolated, whose file is); the others are created
-/// fresh. Nothing is swapped here: on error the new instances are dropped (and shut down) and
+/// config, isolation, pin; `max_concurrency` aside, the engine applies it) is unchanged (and,
+/// isolated, whose file is); the others are created fresh. Nothing is swapped here: on error the new instances are dropped (and shut down) and
 /// `current` is untouched.
 pub fn reload(current: &Plugins, config: &Config) -> Result<Plugins, Vec<String>> {
     let mut problems = Vec::new();
@@ -443,7 +454,12 @@ pub fn reload(current: &Plugins, config: &Config) -> Result<Plugins, Vec<String>
         }
     }
     if problems.is_empty() {
-        Ok(Plugins { slots })
+        let limits = config
+            .plugins
+            .iter()
+            .map(|p| (p.name.clone(), p.max_concurrency))
+            .collect();
+        Ok(Plugins { slots, limits })
     } else {
         Err(problems)
     }

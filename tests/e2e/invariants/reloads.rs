@@ -510,3 +510,57 @@ fn called_once_on_v2(gw: &TestGateway) {
         "called on the instance the reload replaced: {calls:?}"
     );
 }
+
+/// A reload that changes only `max_concurrency` keeps the instance (a new one used to be
+/// created, its `init` run again: for payout a new ledger connection and token, for any plugin
+/// its state lost) and applies the new limit to it at once: a second call starts beside the
+/// one running.
+#[test]
+fn a_reload_changing_only_max_concurrency_keeps_the_instance_with_the_new_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = "timeout = \"30s\"";
+    let kit = "mode = \"gate\", gate = \"open\", log = true";
+    let limited = |n: usize| config(settings, &[("kit", kit, &format!("max_concurrency = {n}"))]);
+    let gw = TestGateway::spawn(dir.path(), &limited(1));
+    send(&gw, "conc-1", "test.kit");
+    assert!(
+        wait_until(WAIT, || gw.log().contains("testkit handling conc-1")),
+        "{}",
+        gw.log()
+    );
+    std::fs::write(dir.path().join("gateway.toml"), limited(2)).expect("write");
+    gw.signal("HUP");
+    assert!(
+        wait_until(WAIT, || gw.log().contains("config reloaded")),
+        "{}",
+        gw.log()
+    );
+    send(&gw, "conc-2", "test.kit");
+    assert!(
+        wait_until(WAIT, || gw.log().contains("testkit handling conc-2")),
+        "the new limit (2) lets a call start beside the running one\n{}",
+        gw.log()
+    );
+    std::fs::write(dir.path().join("open"), "").expect("open the gate");
+    assert!(
+        wait_until(WAIT, || state(&gw, "conc-1", "kit") == "done"
+            && state(&gw, "conc-2", "kit") == "done"),
+        "{}",
+        gw.log()
+    );
+    let records = calls(&gw, "kit");
+    assert!(
+        records.iter().all(|c| c["instance_no"] == 0),
+        "one instance served both: {records:?}"
+    );
+    assert!(
+        !records.iter().any(|c| c["outcome"] == "shutdown"),
+        "the instance was not shut down: {records:?}"
+    );
+    assert_eq!(
+        gw.log().matches("plugin started").count(),
+        1,
+        "{}",
+        gw.log()
+    );
+}

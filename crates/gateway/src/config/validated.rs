@@ -89,6 +89,16 @@ pub struct PluginSpec {
     pub isolation: Isolation,
 }
 
+impl PluginSpec {
+    /// Whether an instance created for `self` serves `other` as it is: all but
+    /// `max_concurrency` (a limit the engine applies, not the instance) is the same.
+    pub fn same_instance(&self, other: &PluginSpec) -> bool {
+        let mut mine = self.clone();
+        mine.max_concurrency = other.max_concurrency;
+        mine == *other
+    }
+}
+
 /// `events` patterns → `plugins`, optionally only for some `apps`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {

@@ -45,25 +45,26 @@ impl PluginQueue {
         self.slot.read().ok().map(|s| s.clone())
     }
 
-    /// Swaps in a reloaded instance: resizes the limit and hands the permits of calls hung on
-    /// the old instance to the new one (the reload meant to fix a hanging plugin takes effect).
-    pub(super) fn replace(&self, slot: &Arc<PluginSlot>) {
+    /// Swaps in a reloaded instance (unless `slot` is the one in place: a reload kept it) and
+    /// hands the permits of calls hung on the old instance to the new one (the reload meant to
+    /// fix a hanging plugin takes effect); resizes the limit to `wanted` either way.
+    pub(super) fn replace(&self, slot: &Arc<PluginSlot>, wanted: usize) {
         let Ok(mut current) = self.slot.write() else {
             return;
         };
-        if Arc::ptr_eq(&current, slot) {
-            return;
-        }
-        let old = std::mem::replace(&mut *current, slot.clone());
-        drop(current);
-        if let Ok(hung) = self.hung.lock() {
-            for call in hung.iter().filter(|c| Arc::ptr_eq(&c.slot, &old)) {
-                if !call.forgiven.swap(true, Ordering::SeqCst) {
-                    self.permits.add_permits(1);
+        if !Arc::ptr_eq(&current, slot) {
+            let old = std::mem::replace(&mut *current, slot.clone());
+            drop(current);
+            if let Ok(hung) = self.hung.lock() {
+                for call in hung.iter().filter(|c| Arc::ptr_eq(&c.slot, &old)) {
+                    if !call.forgiven.swap(true, Ordering::SeqCst) {
+                        self.permits.add_permits(1);
+                    }
                 }
             }
+        } else {
+            drop(current);
         }
-        let wanted = slot.spec.max_concurrency;
         let Ok(mut limit) = self.limit.lock() else {
             return;
         };
