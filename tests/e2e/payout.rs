@@ -17,6 +17,7 @@ mod lark_api;
 #[path = "payout_kit.rs"]
 mod kit;
 
+use gateway_e2e::harness::run_cli_with_env;
 use kit::*;
 
 #[test]
@@ -490,4 +491,39 @@ fn upgraded_during_a_withdraw(
         gw.log()
     );
     gw
+}
+
+/// Two `[[plugins]]` entries of payout on one ledger (say points to one payment platform, cash
+/// to another): the second found every snapshot already taken by the first and skipped it as
+/// stale, its withdrawals never made, while `check` said the config was valid. Refused now, by
+/// `check` and at start, naming the entry that has the ledger; each with its own ledger is fine.
+#[test]
+fn two_payout_entries_sharing_one_ledger_are_refused() {
+    let api = LarkApi::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let one = config(&api, "10s", false);
+    let entry_at = one.find("[[plugins]]").expect("a plugins entry");
+    let entry_end = one.find("[[routes]]").expect("a route");
+    let second = one[entry_at..entry_end]
+        .replace(&format!("name = \"{PLUGIN}\""), "name = \"payout-cash\"")
+        .replace("app_secret =", "withdraw = [\"cash\"], app_secret =");
+    let shared = format!("{}{second}{}", &one[..entry_end], &one[entry_end..]);
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, &shared).expect("write");
+    let (code, out, err) = run_cli_with_env(&path, &["check"], &[(SECRET_VAR, APP_SECRET)]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("already used by the [[plugins]] entry `payout`"),
+        "{out}{err}"
+    );
+    // The second entry's ledger (the last one named) of its own.
+    let at = shared.rfind("data/payout.db").expect("the second ledger");
+    let own = format!(
+        "{}data/cash.db{}",
+        &shared[..at],
+        &shared[at + "data/payout.db".len()..]
+    );
+    std::fs::write(&path, &own).expect("write");
+    let (code, out, err) = run_cli_with_env(&path, &["check"], &[(SECRET_VAR, APP_SECRET)]);
+    assert_eq!(code, 0, "{out}{err}");
 }

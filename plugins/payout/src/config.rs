@@ -252,17 +252,26 @@ fn scrub(mut message: String, value: &serde_json::Value) -> String {
     message
 }
 
+/// An `http://` or `https://` URL with a host that the HTTP client can send to: parsed by the
+/// client's own parser (ureq's), so a port out of range, a space in the host, ... are refused
+/// at start, not found at the first request (for `forward_url`: after the withdrawal).
 fn check_http_url(key: &str, url: &str) -> Result<(), ConfigError> {
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"));
-    match rest {
-        Some(host) if !host.is_empty() && !host.starts_with('/') => Ok(()),
-        _ => Err(ConfigError::Invalid(format!(
-            "`{key}` must be an http:// or https:// URL, got {}",
-            shown_url(url)
-        ))),
-    }
+    let fault = match rest {
+        Some(host) if !host.is_empty() && !host.starts_with('/') => {
+            match ureq::get(url).request_url() {
+                Ok(_) => return Ok(()),
+                Err(e) => format!(" ({})", e.kind()),
+            }
+        }
+        _ => String::new(),
+    };
+    Err(ConfigError::Invalid(format!(
+        "`{key}` must be an http:// or https:// URL with a host, got {}{fault}",
+        shown_url(url)
+    )))
 }
 
 /// Durations are read the way the gateway reads its own (`"500ms"`, `"10s"`, `"2m"`, ...).
@@ -288,6 +297,10 @@ mod tests {
             "https:///pay",
             "ftp://host",
             "open.feishu.cn",
+            // The client cannot send to these: refused at start, not after a withdrawal.
+            "https://pay.example.com:99999/x",
+            "https://pay.example.com:port/x",
+            "http://pay host.example/x",
         ] {
             let err = check_http_url("forward_url", bad)
                 .expect_err(bad)

@@ -61,6 +61,17 @@ pub enum LedgerError {
     },
 }
 
+/// Stored integers are 64-bit signed (SQLite's `INTEGER`, PostgreSQL's `BIGINT`); `u64`
+/// values above `i64::MAX` are refused (`TooLarge`: the delivery is rejected), never wrapped
+/// nor left to fail at the bind (which read as a passing fault, retried).
+fn int(delivery_id: &str, what: &'static str, value: u64) -> Result<i64, LedgerError> {
+    i64::try_from(value).map_err(|_| LedgerError::TooLarge {
+        delivery_id: delivery_id.to_owned(),
+        what,
+        value,
+    })
+}
+
 /// Where a payout stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -424,6 +435,37 @@ mod tests {
                 )
             }
             other => panic!("another snapshot under the same id: {other:?}"),
+        }
+    }
+
+    /// Values past the 64-bit signed columns are refused as `TooLarge` (the delivery is then
+    /// rejected, as on PostgreSQL): the SQLite backend left them to fail at the bind, which
+    /// read as a passing fault, and every retry called withdraw again.
+    #[test]
+    fn values_past_the_columns_are_too_large_on_a_file_ledger() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ledger = Ledger::open(&dir.path().join("ledger.db")).expect("create");
+        let plan = Plan::Withdraw(vec![1]);
+        let huge = u64::MAX;
+        match ledger.admit("d0", "gw-0", &snapshot(huge), &plan, 1) {
+            Err(LedgerError::TooLarge { what, .. }) => assert_eq!(what, "modify_time"),
+            other => panic!("{other:?}"),
+        }
+        ledger
+            .admit("d1", "gw-1", &snapshot(5), &plan, 1)
+            .expect("admit");
+        let w = Withdrawal {
+            external_order_id: Some("gw-1".into()),
+            trans_time: None,
+            points: huge,
+            cash: Vec::new(),
+            log_id: None,
+        };
+        match ledger.record_withdrawn("d1", &w, false, 2) {
+            Err(LedgerError::TooLarge { what, value, .. }) => {
+                assert_eq!((what, value), ("points", huge))
+            }
+            other => panic!("{other:?}"),
         }
     }
 

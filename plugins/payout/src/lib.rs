@@ -14,6 +14,7 @@ pub mod api;
 pub mod config;
 pub mod forward;
 pub mod ledger;
+mod owners;
 pub mod plugin;
 pub mod report;
 mod shown;

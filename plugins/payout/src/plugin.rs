@@ -107,6 +107,8 @@ pub struct Payout {
     ledger: Ledger,
     forwarder: Option<Forwarder>,
     in_flight: Mutex<HashSet<String>>,
+    /// This instance's claim on its ledger (one `[[plugins]]` name per ledger).
+    _ledger_use: crate::owners::LedgerUse,
 }
 
 impl Plugin for Payout {
@@ -116,6 +118,7 @@ impl Plugin for Payout {
             LedgerLocation::File(path) => LedgerLocation::File(host.resolve_path(path)),
             url @ LedgerLocation::Postgres(_) => url.clone(),
         };
+        let ledger_use = crate::owners::LedgerUse::claim(&location, host.instance_name())?;
         let ledger = Ledger::open_at(&location, false).map_err(|e| format!("payout: {e}"))?;
         if let Some(why) = ledger.keepalives_refused() {
             host.log(
@@ -169,6 +172,7 @@ impl Plugin for Payout {
             ledger,
             forwarder,
             in_flight: Mutex::new(HashSet::new()),
+            _ledger_use: ledger_use,
         })
     }
 

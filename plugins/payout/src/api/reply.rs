@@ -21,7 +21,10 @@ pub(super) struct Reply {
 /// 1, `cash_bonus` for 2; spec §9 names them) is unreadable, not a withdrawal of nothing: it is
 /// retried with the same `external_order_id` (Lark then answers with the original withdrawal),
 /// and ends as a dead letter if it stays so, never as a zero payout marked done. With one of
-/// them given, a missing other is zero (as in events); an empty `cash_bonus` list is no cash.
+/// them given, a missing (or null) other is zero (as in events: a balance emptied since the
+/// snapshot) — unless the details carry keys of other names, which may hold that amount
+/// (`cashBonus`): then the answer is unreadable too, since recording zero would leave money
+/// that left Lark unpaid. An empty `cash_bonus` list is no cash.
 pub(super) fn withdrawal(
     data: Option<WithdrawData>,
     requested: &[u8],
@@ -46,6 +49,26 @@ pub(super) fn withdrawal(
     let cash_given = requested.contains(&2) && details.cash_bonus.is_some();
     if !requested.is_empty() && !points_given && !cash_given {
         return Err(unreadable("withdrawal_details.point_bonus or cash_bonus"));
+    }
+    let missing = [
+        (1, "point_bonus", details.point_bonus.is_none()),
+        (2, "cash_bonus", details.cash_bonus.is_none()),
+    ];
+    if let Some((_, name, _)) = missing
+        .iter()
+        .find(|(code, _, absent)| *absent && requested.contains(code))
+        .filter(|_| !details.other.is_empty())
+    {
+        let others: Vec<&str> = details.other.keys().map(String::as_str).collect();
+        return Err(ApiError::Transient {
+            call: CALL,
+            reason: format!(
+                "success without `withdrawal_details.{name}` but with {others:?} (log id {}): \
+                 what was withdrawn is unknown",
+                log_id.as_deref().unwrap_or("-")
+            ),
+            retry_after: None,
+        });
     }
     let points = details.point_bonus.unwrap_or(0);
     let cash =

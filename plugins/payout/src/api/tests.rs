@@ -198,6 +198,36 @@ fn a_withdraw_answer_without_its_details_is_unreadable_not_a_zero_payout() {
     )
     .expect("read");
     assert_eq!((cash_only.points, cash_only.cash.len()), (0, 1));
+    // One type given and the other missing while keys of other names are there (one of them
+    // may hold it): unknown, not zero. (Read as no cash, the cash that left Lark was never
+    // forwarded.)
+    for (json, missing) in [
+        (
+            r#"{"withdrawal_details":{"point_bonus":5,"cashBonus":[{"currency_type":"CNY","amount":3}]}}"#,
+            "without `withdrawal_details.cash_bonus` but with [\"cashBonus\"]",
+        ),
+        (
+            r#"{"withdrawal_details":{"cash_bonus":[],"points":5}}"#,
+            "without `withdrawal_details.point_bonus` but with [\"points\"]",
+        ),
+    ] {
+        match withdrawal(Some(data(json)), &[1, 2], None) {
+            Err(ApiError::Transient { reason, .. }) => {
+                assert!(reason.contains(missing), "{json}: {reason}");
+            }
+            other => panic!("{json}: {other:?}"),
+        }
+    }
+    // Other keys beside both amounts change nothing.
+    let both = withdrawal(
+        Some(data(
+            r#"{"withdrawal_details":{"point_bonus":5,"cash_bonus":[],"note":"x"}}"#,
+        )),
+        &[1, 2],
+        None,
+    )
+    .expect("read");
+    assert_eq!(both.points, 5);
     // None of the amounts asked for (no details, the fields under other names) is unknown,
     // not zero: the money may have left Lark.
     for (json, missing) in [

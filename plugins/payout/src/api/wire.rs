@@ -100,6 +100,10 @@ pub(crate) struct WithdrawDetails {
     pub(crate) point_bonus: Option<u64>,
     #[serde(default)]
     pub(crate) cash_bonus: Option<Vec<CashAmount>>,
+    /// Keys other than those two, by name only: a sign that amounts may be under names this
+    /// plugin does not read (see `reply::withdrawal`).
+    #[serde(flatten)]
+    pub(crate) other: std::collections::BTreeMap<String, serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize)]

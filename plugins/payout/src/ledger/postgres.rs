@@ -24,7 +24,7 @@ use lark_core::AssetsUpdateV1;
 
 use super::location::{pg_config, redact_url};
 use super::row::{StoredRow, COLUMNS};
-use super::{forward_status_for, is_stale, vanished, Intent, LedgerError, PayoutRow, Plan};
+use super::{forward_status_for, int, is_stale, vanished, Intent, LedgerError, PayoutRow, Plan};
 use crate::api::Withdrawal;
 use connection::{tls, Session};
 use load::{load, stored};
@@ -83,15 +83,6 @@ impl std::fmt::Debug for PgLedger {
             .field("read_only", &self.read_only)
             .finish_non_exhaustive()
     }
-}
-
-/// Stored integers are `BIGINT`; `u64` values above `i64::MAX` are refused, never wrapped.
-fn int(delivery_id: &str, what: &'static str, value: u64) -> Result<i64, LedgerError> {
-    i64::try_from(value).map_err(|_| LedgerError::TooLarge {
-        delivery_id: delivery_id.to_owned(),
-        what,
-        value,
-    })
 }
 
 impl PgLedger {

@@ -14,7 +14,7 @@ use lark_core::AssetsUpdateV1;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use super::row::{StoredRow, COLUMNS};
-use super::{forward_status_for, is_stale, vanished, Intent, LedgerError, PayoutRow, Plan};
+use super::{forward_status_for, int, is_stale, vanished, Intent, LedgerError, PayoutRow, Plan};
 use crate::api::Withdrawal;
 
 const SCHEMA: &str = "
@@ -272,6 +272,8 @@ impl SqliteLedger {
         plan: &Plan,
         now_ms: u64,
     ) -> Result<PayoutRow, LedgerError> {
+        let modify_time = int(delivery_id, "modify_time", event.modify_time_ms)?;
+        let now = int(delivery_id, "time", now_ms)?;
         let mut conn = self.lock()?;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -298,7 +300,7 @@ impl SqliteLedger {
                  VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (account_id) DO UPDATE SET newest_modify_time = ?2,
                      newest_delivery_id = ?3, updated_at = ?4",
-                params![event.account_id, event.modify_time_ms, delivery_id, now_ms],
+                params![event.account_id, modify_time, delivery_id, now],
             )
             .map_err(|e| self.err(e))?;
         }
@@ -311,11 +313,11 @@ impl SqliteLedger {
                 delivery_id,
                 external_order_id,
                 event.account_id,
-                event.modify_time_ms,
+                modify_time,
                 intent.types,
                 intent.status,
                 intent.reason,
-                now_ms,
+                now,
                 intent.completed
             ],
         )
@@ -342,6 +344,8 @@ impl SqliteLedger {
             .as_deref()
             .and_then(|t| t.trim().parse::<u64>().ok())
             .and_then(|t| i64::try_from(t).ok());
+        let points = int(delivery_id, "points", w.points)?;
+        let now = int(delivery_id, "time", now_ms)?;
         let mut conn = self.lock()?;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -354,10 +358,10 @@ impl SqliteLedger {
                  WHERE delivery_id = ?1 AND status IN ('pending', 'rejected')",
                 params![
                     delivery_id,
-                    now_ms,
+                    now,
                     w.trans_time,
                     trans_ms,
-                    w.points,
+                    points,
                     w.log_id,
                     forward
                 ],
