@@ -63,6 +63,24 @@ impl LedgerLocation {
                 ));
             }
         }
+        // libpq's `key=value` form (`host=db dbname=payout ...`) would otherwise be a file of
+        // that name: replicas meant to share a database would each get a private ledger.
+        let conninfo = text.split_whitespace().any(|word| {
+            word.split_once('=').is_some_and(|(key, _)| {
+                matches!(
+                    key,
+                    "host" | "hostaddr" | "port" | "dbname" | "user" | "password"
+                )
+            })
+        });
+        if conninfo {
+            return Err(
+                "`ledger` looks like a PostgreSQL `key=value` connection string: write it as a \
+                 postgres://user@host/dbname URL (a file path holding `host=` and the like is \
+                 refused)"
+                    .to_owned(),
+            );
+        }
         Ok(LedgerLocation::File(PathBuf::from(text)))
     }
 }
@@ -258,6 +276,16 @@ mod tests {
         for bad in ["", "mysql://x/y", "sqlite:///x.db"] {
             assert!(LedgerLocation::parse(bad).is_err(), "{bad}");
         }
+        // libpq's key=value form is not a file name (it was: a private SQLite ledger each).
+        for conninfo in ["host=db dbname=payout user=gw", "dbname=payout"] {
+            let err = LedgerLocation::parse(conninfo).expect_err(conninfo);
+            assert!(err.contains("postgres://"), "{err}");
+        }
+        assert_eq!(
+            LedgerLocation::parse("data/run=1/payout.db"),
+            Ok(LedgerLocation::File("data/run=1/payout.db".into())),
+            "an `=` alone in a path is fine"
+        );
         let err = LedgerLocation::parse("postgres://gw:s3cret@db:notaport/x").expect_err("port");
         assert!(!err.contains("s3cret"), "{err}");
         assert!(err.contains("gw:***@"), "{err}");
