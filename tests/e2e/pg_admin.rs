@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use gateway_e2e::harness::wait_until;
+use gateway_e2e::harness::{wait_until, Lark};
 use gateway_e2e::pgkit::PgCluster;
 
 #[path = "admin_client.rs"]
@@ -22,13 +22,85 @@ fn a_nul_in_an_id_or_name_is_a_client_error_on_postgresql_too() {
     let url = pg.create_database("nul");
     let (_dirs, gws, urls) = replicas(1, &replica_config("30s", r#"mode = "ok""#), &url);
     let gw = &gws[0];
-    assert_eq!(send(&events("nul", 1), urls, |_| vec![0]), 0);
+    assert_eq!(send(&events("nul", 1), urls.clone(), |_| vec![0]), 0);
     assert!(wait_until(Duration::from_secs(20), || {
         get(gw, "/api/v1/events/nul-00000").status == 200
     }));
     assert_nul_refused(gw, "hire", "audit");
+    // An event id past 256 bytes is refused at intake (400), as on the embedded store: stored,
+    // PostgreSQL refused its index entry and the whole group commit with it (503s for every
+    // event in that batch, at every re-send).
+    let lark = Lark::encrypted("tok", "key");
+    let long = "x".repeat(300);
+    let a = lark.send(
+        &urls[0],
+        &lark.event_v2(&long, "test.x", serde_json::json!({})),
+    );
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert!(a.body.contains("256 bytes"), "{}", a.body);
     // The store is fine, and the same names without the NUL are served.
     assert_eq!(get(gw, "/api/v1/events?app=hire").status, 200);
     assert_eq!(get(gw, "/api/v1/deliveries?plugin=audit").status, 200);
     assert!(!gw.log().contains("0x00"), "no store error was logged");
+}
+
+/// More dead letters than one step (20,000 keys): `replay --dead-letters` and `dead-letters
+/// --purge` go in steps, each its own short transaction, and take every one once. In one
+/// statement past about 600,000 they outgrew the 10 s deadline: the replay was rolled back
+/// every time, and the purge said it failed and then committed on the server anyway. Made by
+/// hand (plain SQL): 45,000 dead letters of a plugin this gateway does not run.
+#[test]
+fn every_dead_letter_is_replayed_and_purged_in_steps_on_postgresql() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("steps");
+    let (_dirs, gws, urls) = replicas(1, &replica_config("30s", r#"mode = "ok""#), &url);
+    let gw = &gws[0];
+    assert_eq!(send(&events("steps", 1), urls, |_| vec![0]), 0);
+    pg.sql(
+        "steps",
+        "INSERT INTO events (id, app, event_type, schema, received_at, body, routed)
+         SELECT 'gone-' || g, 'hire', 'test.gone', '2.0',
+                (extract(epoch FROM clock_timestamp()) * 1000)::bigint, '{}', true
+         FROM generate_series(1, 45000) g;
+         INSERT INTO deliveries (event_id, plugin, state, attempts, next_at, last_error, updated_at)
+         SELECT 'gone-' || g, 'gone', 'dead', 1, 0, 'made by hand',
+                (extract(epoch FROM clock_timestamp()) * 1000)::bigint - 60000
+         FROM generate_series(1, 45000) g;",
+    );
+    let (code, out, err) = gw.cli(&["replay", "--dead-letters", "--plugin", "gone"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.ends_with("45000 deliveries queued again\n"), "{err}");
+    assert_eq!(
+        pg.sql(
+            "steps",
+            "SELECT COUNT(*) FROM deliveries WHERE plugin = 'gone' AND state = 'pending' \
+             AND generation = 1"
+        ),
+        "45000",
+        "each once"
+    );
+    pg.sql(
+        "steps",
+        "UPDATE deliveries SET state = 'dead', updated_at = updated_at - 120000 \
+         WHERE plugin = 'gone'",
+    );
+    let (code, out, err) = gw.cli(&[
+        "dead-letters",
+        "--purge",
+        "--plugin",
+        "gone",
+        "--older-than",
+        "1m",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), r#"{"deleted":45000}"#);
+    assert_eq!(
+        pg.sql(
+            "steps",
+            "SELECT COUNT(*) FROM deliveries WHERE plugin = 'gone'"
+        ),
+        "0"
+    );
+    assert!(gw.log().contains("gateway listening"), "still serving");
 }

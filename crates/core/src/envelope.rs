@@ -278,13 +278,19 @@ fn opt_string(
     }
 }
 
-/// An id or type: a non-empty string without a NUL (`\u0000` decodes to one, and no store's
-/// text column may hold it: PostgreSQL refuses the whole write).
+/// The longest event id or type taken, in bytes (Lark's ids are 32 characters, its types a few
+/// dozen). PostgreSQL refuses an index entry over about 2.7 KB once compressed, and with it the
+/// whole group commit the event was part of: one oversized id made 503s for its batch-mates,
+/// again at every re-send.
+pub const MAX_ID_BYTES: usize = 256;
+
+/// An id or type: a non-empty string of at most [`MAX_ID_BYTES`] without a NUL (`\u0000`
+/// decodes to one, and no store's text column may hold it: PostgreSQL refuses the whole write).
 fn non_empty(value: String, field: &'static str) -> Result<String, EnvelopeError> {
-    if value.is_empty() || value.contains('\0') {
+    if value.is_empty() || value.contains('\0') || value.len() > MAX_ID_BYTES {
         Err(EnvelopeError::WrongType {
             field,
-            expected: "a non-empty string without NUL characters",
+            expected: "a non-empty string of at most 256 bytes without NUL characters",
         })
     } else {
         Ok(value)

@@ -225,21 +225,21 @@ fn malformed_shapes_have_precise_errors() {
             r#"{"schema":"2.0","header":{"event_id":"","event_type":"t"}}"#,
             WrongType {
                 field: "header.event_id",
-                expected: "a non-empty string without NUL characters",
+                expected: "a non-empty string of at most 256 bytes without NUL characters",
             },
         ),
         (
             r#"{"schema":"2.0","header":{"event_id":"e\u0000","event_type":"t"}}"#,
             WrongType {
                 field: "header.event_id",
-                expected: "a non-empty string without NUL characters",
+                expected: "a non-empty string of at most 256 bytes without NUL characters",
             },
         ),
         (
             r#"{"schema":"2.0","header":{"event_id":"e","event_type":"t\u0000x"}}"#,
             WrongType {
                 field: "header.event_type",
-                expected: "a non-empty string without NUL characters",
+                expected: "a non-empty string of at most 256 bytes without NUL characters",
             },
         ),
         (
@@ -330,5 +330,32 @@ fn an_event_is_one_whole_json_value_and_nothing_after_it() {
         ok.replace(r#""event":{}"#, r#""event":{"a":tru}"#),
     ] {
         assert!(Envelope::parse(bad.as_bytes()).is_err(), "{bad}");
+    }
+}
+
+/// Ids and types past [`MAX_ID_BYTES`] are refused (a 400), in both schemas: stored, an
+/// oversized id failed a PostgreSQL group commit with every event in it.
+#[test]
+fn ids_and_types_are_bounded() {
+    let at_most = "e".repeat(MAX_ID_BYTES);
+    let over = "e".repeat(MAX_ID_BYTES + 1);
+    let v2 = |id: &str, t: &str| {
+        format!(
+            r#"{{"schema":"2.0","header":{{"event_id":"{id}","event_type":"{t}"}},"event":{{}}}}"#
+        )
+    };
+    assert_eq!(event(&v2(&at_most, &at_most)).id, at_most);
+    for (body, field) in [
+        (v2(&over, "t"), "header.event_id"),
+        (v2("e", &over), "header.event_type"),
+        (
+            format!(r#"{{"uuid":"{over}","type":"event_callback","event":{{"type":"t"}}}}"#),
+            "uuid",
+        ),
+    ] {
+        match err(&body) {
+            EnvelopeError::WrongType { field: f, .. } => assert_eq!(f, field),
+            other => panic!("{field}: {other:?}"),
+        }
     }
 }

@@ -55,6 +55,7 @@ mod outcome;
 mod reach;
 mod retention;
 mod schema;
+mod steps;
 mod tls;
 
 use std::collections::HashSet;
@@ -103,7 +104,7 @@ struct Inner {
     renewals: Pool,
     /// When an operation last failed (crashed attempts wait for a steady lease: `reach`).
     reach: Arc<reach::Reach>,
-    /// For the cancel request of an operation given up on (`connect::cancel_in_background`).
+    /// For the cancel request of an operation given up on (`connect::cancel`).
     tls: tls::Connector,
     shown: String,
     claim: Claim,
@@ -143,8 +144,9 @@ impl PgStore {
             let result = match tokio::time::timeout(OP_TIMEOUT, work).await {
                 Ok(done) => done,
                 Err(_) => {
+                    // Sent before the answer: the caller may be a command about to exit.
                     if let Some(token) = running.get() {
-                        connect::cancel_in_background(token.clone(), inner.tls.clone());
+                        connect::cancel(token.clone(), inner.tls.clone()).await;
                     }
                     connect::discard_idle(&inner.pool);
                     Err(StoreError("database: no answer within 10 s".into()))
@@ -450,6 +452,9 @@ impl Store for PgStore {
     }
 
     fn replay(&self, selector: ReplaySelector) -> StoreFuture<u64> {
+        if let ReplaySelector::DeadLetters { plugin, force } = selector {
+            return self.replay_dead_letter_steps(plugin, force);
+        }
         self.op(move |mut c, inner| async move {
             inspect::replay(&mut c, selector, inner.claim.lease_ms).await
         })
@@ -466,13 +471,6 @@ impl Store for PgStore {
     }
 
     fn purge_dead_letters(&self, plugin: Option<String>, before_ms: i64) -> StoreFuture<u64> {
-        self.op(move |c, _| async move {
-            Ok(c.execute(
-                "DELETE FROM deliveries WHERE state = 'dead'
-                   AND ($1::text IS NULL OR plugin = $1) AND updated_at < $2",
-                &[&plugin, &before_ms],
-            )
-            .await?)
-        })
+        self.purge_dead_letter_steps(plugin, before_ms)
     }
 }

@@ -95,9 +95,14 @@ fn session_config(settings: &PgSettings) -> Result<tokio_postgres::Config, Store
 /// has moved on. Best effort, in the background, bounded like a connection's opening. It dials
 /// the connection's own host the same way (TCP with TLS as the pool's, or the Unix socket).
 pub fn cancel_in_background(token: tokio_postgres::CancelToken, tls: Connector) {
-    tokio::spawn(async move {
-        let _ = tokio::time::timeout(CONNECT_TIMEOUT, token.cancel_query(tls)).await;
-    });
+    tokio::spawn(cancel(token, tls));
+}
+
+/// [`cancel_in_background`], waited for (at most [`CONNECT_TIMEOUT`]): for a caller that may
+/// end as soon as it has its answer (a command's runtime dropped with a spawned cancel never
+/// sent it, and the server went on with the statement).
+pub async fn cancel(token: tokio_postgres::CancelToken, tls: Connector) {
+    let _ = tokio::time::timeout(CONNECT_TIMEOUT, token.cancel_query(tls)).await;
 }
 
 /// Closes every idle connection of `pool`, after an operation gave up waiting for the database:

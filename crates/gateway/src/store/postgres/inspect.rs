@@ -229,7 +229,8 @@ pub(super) async fn check(c: &Client) -> Result<Vec<String>, StoreError> {
     Ok(problems)
 }
 
-/// Replays in one transaction that first share-locks the events concerned and then changes only
+/// Replays (events by id, or the orphan rule's put-back; every dead letter goes in steps:
+/// `steps.rs`) in one transaction that first share-locks the events concerned and then changes only
 /// the deliveries of the events it locked, holding the locks until it commits: a retention purge
 /// (which skips locked events, and checks again once it holds its own locks) can then never
 /// delete an event whose delivery this replay made pending (see [`super::retention`]). An event
@@ -296,28 +297,11 @@ pub(super) async fn replay(
             tx.execute(&sql, &[&k, &generation, &now, &reason, &lease_ms])
                 .await?
         }
-        ReplaySelector::DeadLetters { plugin, force } => {
-            let locked = ids_of(
-                &tx.query(
-                    "SELECT e.id FROM events e WHERE EXISTS
-                         (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.state = 'dead'
-                            AND ($1::text IS NULL OR d.plugin = $1))
-                     ORDER BY e.id FOR SHARE",
-                    &[&plugin],
-                )
-                .await?,
-            );
-            // Only the events locked above: a dead letter that died since is left for the next
-            // replay (its event is not locked against a purge).
-            let sql = format!(
-                "UPDATE deliveries SET state = 'pending', attempts = 0,
-                     generation = generation + 1, started = 0, crashes = 0,
-                     next_at = $2, updated_at = $2, lease_until = LEAST(lease_until, {DB_NOW_MS} + $4)
-                 WHERE event_id = ANY($3) AND state = 'dead'
-                   AND ($1::text IS NULL OR plugin = $1) AND ($5 OR NOT {DEAD_RUNNING})"
-            );
-            tx.execute(&sql, &[&plugin, &now, &locked, &lease_ms, &force])
-                .await?
+        // Written in steps of their own (`steps.rs`), never in one transaction.
+        ReplaySelector::DeadLetters { .. } => {
+            return Err(StoreError(
+                "internal: every dead letter is replayed in steps".into(),
+            ))
         }
     };
     tx.commit().await?;

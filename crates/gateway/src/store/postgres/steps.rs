@@ -1,0 +1,183 @@
+//! Writes over every dead letter (a replay, a purge) in steps of [`DEAD_LETTER_STEP`] delivery
+//! keys, each its own short transaction within the operation deadline, as the embedded store
+//! does. In one statement they outgrew the deadline past about 600,000 dead letters: a replay
+//! was rolled back every time (it could never be done), and a purge, one auto-committed
+//! `DELETE`, went on committing on the server after the command had said it failed.
+//!
+//! Only what was dead when the command was asked is taken (a purge: died before its cutoff; a
+//! replay: died by the time it was asked), so one that dies while the steps run is left for
+//! the next command. The steps run on a task of their own: they go on if the API client that
+//! asked goes away. A failed step ends them, saying how many went before it.
+
+use deadpool_postgres::Client;
+
+use super::{PgStore, DB_NOW_MS, DEAD_RUNNING};
+use crate::store::sqlite::now_ms;
+use crate::store::{StoreError, StoreFuture};
+
+/// Delivery keys per step.
+pub(super) const DEAD_LETTER_STEP: i64 = if cfg!(test) { 3 } else { 20_000 };
+
+/// One step's write: the dead letters with keys in `(lo, hi)`.
+#[derive(Debug, Clone)]
+enum Step {
+    /// Delete those (of `plugin`) that died before the cutoff.
+    Purge {
+        plugin: Option<String>,
+        before_ms: i64,
+    },
+    /// Put back in the queue those (of `plugin`) that died by `asked_ms`; with `force`, those
+    /// whose call runs too.
+    Replay {
+        plugin: Option<String>,
+        force: bool,
+        asked_ms: i64,
+        lease_ms: i64,
+    },
+}
+
+impl PgStore {
+    /// `dead-letters --purge`: every dead letter (of `plugin`) that died before `before_ms`.
+    pub(super) fn purge_dead_letter_steps(
+        &self,
+        plugin: Option<String>,
+        before_ms: i64,
+    ) -> StoreFuture<u64> {
+        let before_ms = before_ms.min(now_ms().saturating_add(1));
+        self.dead_letter_steps("purge", Step::Purge { plugin, before_ms })
+    }
+
+    /// `replay --dead-letters`: every dead letter (of `plugin`).
+    pub(super) fn replay_dead_letter_steps(
+        &self,
+        plugin: Option<String>,
+        force: bool,
+    ) -> StoreFuture<u64> {
+        let lease_ms = self.inner.claim.lease_ms;
+        let asked_ms = now_ms();
+        self.dead_letter_steps(
+            "replay",
+            Step::Replay {
+                plugin,
+                force,
+                asked_ms,
+                lease_ms,
+            },
+        )
+    }
+
+    fn dead_letter_steps(&self, what: &'static str, step: Step) -> StoreFuture<u64> {
+        let store = self.clone();
+        let steps = async move {
+            let plugin = match &step {
+                Step::Purge { plugin, .. } | Step::Replay { plugin, .. } => plugin.clone(),
+            };
+            let range = store
+                .op(move |c, _| async move { dead_key_range(&c, plugin).await })
+                .await?;
+            let Some((lo, hi)) = range else {
+                return Ok(0);
+            };
+            let mut n = 0;
+            let mut from = lo;
+            loop {
+                let to = from.saturating_add(DEAD_LETTER_STEP - 1).min(hi);
+                let one = step.clone();
+                match store
+                    .op(move |mut c, _| async move { apply(&mut c, &one, (from, to)).await })
+                    .await
+                {
+                    Ok(done) => n += done,
+                    Err(e) => {
+                        tracing::warn!(deliveries = n, error = %e, "{what} of every dead letter stopped part-way");
+                        return Err(StoreError(format!(
+                            "{e} (the {what} of every dead letter stopped after {n} of them: \
+                             run it again for the rest)"
+                        )));
+                    }
+                }
+                match to.checked_add(1) {
+                    Some(next) if next <= hi => from = next,
+                    _ => break,
+                }
+            }
+            tracing::info!(deliveries = n, "{what} of dead letters written");
+            Ok(n)
+        };
+        let task = tokio::spawn(steps);
+        Box::pin(async move {
+            task.await
+                .map_err(|e| StoreError(format!("the {what} of every dead letter failed: {e}")))?
+        })
+    }
+}
+
+/// The lowest and highest key of the dead letters (of `plugin`), if any.
+async fn dead_key_range(
+    c: &Client,
+    plugin: Option<String>,
+) -> Result<Option<(i64, i64)>, StoreError> {
+    let row = c
+        .query_one(
+            "SELECT MIN(key), MAX(key) FROM deliveries
+             WHERE state = 'dead' AND ($1::text IS NULL OR plugin = $1)",
+            &[&plugin],
+        )
+        .await?;
+    Ok(row
+        .get::<_, Option<i64>>(0)
+        .zip(row.get::<_, Option<i64>>(1)))
+}
+
+/// One step: its own transaction over the keys `lo..=hi`.
+async fn apply(c: &mut Client, step: &Step, (lo, hi): (i64, i64)) -> Result<u64, StoreError> {
+    match step {
+        Step::Purge { plugin, before_ms } => Ok(c
+            .execute(
+                "DELETE FROM deliveries WHERE key BETWEEN $3 AND $4 AND state = 'dead'
+                   AND ($1::text IS NULL OR plugin = $1) AND updated_at < $2",
+                &[plugin, before_ms, &lo, &hi],
+            )
+            .await?),
+        Step::Replay {
+            plugin,
+            force,
+            asked_ms,
+            lease_ms,
+        } => {
+            let tx = c.transaction().await?;
+            // Their events share-locked first, as every replay does (see `retention`): only the
+            // deliveries of events locked here change.
+            let locked: Vec<String> = tx
+                .query(
+                    "SELECT e.id FROM events e WHERE EXISTS
+                         (SELECT 1 FROM deliveries d WHERE d.event_id = e.id
+                            AND d.key BETWEEN $2 AND $3 AND d.state = 'dead'
+                            AND ($1::text IS NULL OR d.plugin = $1))
+                     ORDER BY e.id FOR SHARE",
+                    &[plugin, &lo, &hi],
+                )
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let now = now_ms();
+            let sql = format!(
+                "UPDATE deliveries SET state = 'pending', attempts = 0,
+                     generation = generation + 1, started = 0, crashes = 0,
+                     next_at = $2, updated_at = $2, lease_until = LEAST(lease_until, {DB_NOW_MS} + $4)
+                 WHERE key BETWEEN $6 AND $7 AND event_id = ANY($3) AND state = 'dead'
+                   AND ($1::text IS NULL OR plugin = $1) AND ($5 OR NOT {DEAD_RUNNING})
+                   AND updated_at <= $8"
+            );
+            let n = tx
+                .execute(
+                    &sql,
+                    &[plugin, &now, &locked, lease_ms, force, &lo, &hi, asked_ms],
+                )
+                .await?;
+            tx.commit().await?;
+            Ok(n)
+        }
+    }
+}
