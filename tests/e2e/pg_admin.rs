@@ -104,3 +104,39 @@ fn every_dead_letter_is_replayed_and_purged_in_steps_on_postgresql() {
     );
     assert!(gw.log().contains("gateway listening"), "still serving");
 }
+
+/// `gateway check` (the unit's `ExecStartPre`) against a server that takes the connection but
+/// answers nothing (here: the schema table locked by another session) gives up after 10 s with
+/// an error; it waited for ever, and with it every start.
+#[test]
+fn check_gives_up_on_a_database_that_does_not_answer() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("quiet");
+    let (dirs, gws, _urls) = replicas(1, &replica_config("30s", r#"mode = "ok""#), &url);
+    let config = dirs[0].path().join("gateway.toml");
+    std::thread::scope(|s| {
+        let holder = s.spawn(|| {
+            pg.sql(
+                "quiet",
+                "BEGIN; LOCK TABLE gateway_schema IN ACCESS EXCLUSIVE MODE; \
+                 SELECT pg_sleep(14); COMMIT;",
+            )
+        });
+        std::thread::sleep(Duration::from_secs(1));
+        let started = std::time::Instant::now();
+        let (code, out, err) = gateway_e2e::harness::run_cli_with_env(
+            &config,
+            &["check"],
+            &[("PG_URL", url.as_str())],
+        );
+        let took = started.elapsed();
+        assert_ne!(code, 0, "{out}{err}");
+        assert!(
+            err.contains("no answer within 10 s") || out.contains("no answer within 10 s"),
+            "{out}{err}"
+        );
+        assert!(took < Duration::from_secs(20), "{took:?}");
+        holder.join().expect("the lock holder");
+    });
+    drop(gws);
+}

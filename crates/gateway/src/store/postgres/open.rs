@@ -90,7 +90,11 @@ impl PgStore {
 pub async fn schema_state(settings: &PgSettings) -> Result<String, StoreError> {
     let pool = connect::pool(settings)?;
     let client = connect::client(&pool).await?;
-    let version = schema::version(&client).await?;
+    // Bounded like an operation: a server that accepts connections but answers nothing (frozen,
+    // or a lock held on the schema table) must not hang `check` (run before every start).
+    let version = tokio::time::timeout(super::OP_TIMEOUT, schema::version(&client))
+        .await
+        .map_err(|_| StoreError("database: no answer within 10 s".into()))??;
     pool.close();
     match version {
         0 => Ok("database reachable; empty (the gateway creates its tables at start)".into()),
