@@ -85,6 +85,10 @@ pub enum EnvelopeError {
     UnsupportedType(String),
     #[error("`encrypt` must be the only top-level field of an encrypted body")]
     MixedEncrypted,
+    /// A url_verification body carrying an event too (`header`, `event`, `uuid`): answered as a
+    /// challenge, that event would get 200 unstored.
+    #[error("a url_verification challenge must not carry an event (`header`, `event` or `uuid`)")]
+    MixedChallenge,
     #[error("body is neither encrypted, a url_verification challenge, nor a schema 2.0/1.0 event")]
     Unrecognised,
 }
@@ -169,6 +173,9 @@ impl Envelope {
 
         let kind = top.kind.map(|k| string(k, "type")).transpose()?;
         if kind.as_deref() == Some("url_verification") {
+            if top.header.is_some() || top.event.is_some() || top.uuid.is_some() {
+                return Err(EnvelopeError::MixedChallenge);
+            }
             let challenge = string(
                 top.challenge.ok_or(EnvelopeError::Missing("challenge"))?,
                 "challenge",
@@ -183,11 +190,8 @@ impl Envelope {
                 return Err(EnvelopeError::UnsupportedSchema(schema));
             }
             let header = top.header.ok_or(EnvelopeError::Missing("header"))?;
-            let header: V2Header<'_> =
-                serde_json::from_str(header.get()).map_err(|_| EnvelopeError::WrongType {
-                    field: "header",
-                    expected: "an object",
-                })?;
+            let header: V2Header<'_> = serde_json::from_str(header.get())
+                .map_err(|e| inner_object(header, "header", e))?;
             let id = string(
                 header
                     .event_id
@@ -221,10 +225,7 @@ impl Envelope {
             let id = string(top.uuid.ok_or(EnvelopeError::Missing("uuid"))?, "uuid")?;
             let event = top.event.ok_or(EnvelopeError::Missing("event"))?;
             let event: V1Event<'_> =
-                serde_json::from_str(event.get()).map_err(|_| EnvelopeError::WrongType {
-                    field: "event",
-                    expected: "an object",
-                })?;
+                serde_json::from_str(event.get()).map_err(|e| inner_object(event, "event", e))?;
             let event_type = string(
                 event.kind.ok_or(EnvelopeError::Missing("event.type"))?,
                 "event.type",
@@ -265,6 +266,19 @@ fn string(raw: &RawValue, field: &'static str) -> Result<String, EnvelopeError> 
         field,
         expected: "a string",
     })
+}
+
+/// Why an inner object (`header`, 1.0's `event`) could not be read: not an object at all, or
+/// an object the reader refuses (a key given twice: the serde message says which).
+fn inner_object(raw: &RawValue, field: &'static str, e: serde_json::Error) -> EnvelopeError {
+    if raw.get().starts_with('{') {
+        EnvelopeError::Json(format!("`{field}`: {e}"))
+    } else {
+        EnvelopeError::WrongType {
+            field,
+            expected: "an object",
+        }
+    }
 }
 
 fn opt_string(

@@ -10,6 +10,7 @@
 //! answered 200 only after the store confirmed it durable; no secret, token or decrypted body is
 //! logged at info level.
 
+mod body;
 pub mod log_limit;
 
 use std::convert::Infallible;
@@ -17,7 +18,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderMap, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
@@ -180,20 +181,14 @@ impl Ingress {
             return Err(Rejection::TooLarge { limit });
         }
         let (parts, body) = req.into_parts();
-        let read = tokio::time::timeout(routes.body_timeout, Limited::new(body, limit).collect());
+        let read = tokio::time::timeout(routes.body_timeout, body::read(body, limit, declared));
         let body = read
             .await
             .map_err(|_| Rejection::BodyTimeout)?
-            .map_err(|e| {
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some()
-                {
-                    Rejection::TooLarge { limit }
-                } else {
-                    Rejection::BodyRead(e.to_string())
-                }
-            })?
-            .to_bytes();
+            .map_err(|e| match e {
+                body::BodyError::TooLarge => Rejection::TooLarge { limit },
+                body::BodyError::Read(e) => Rejection::BodyRead(e),
+            })?;
 
         // The body may have taken up to `body_timeout`: verify and route with the config that
         // is current now, so a reload meanwhile never routes to a removed plugin.

@@ -233,6 +233,8 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
     // instead of exhausting file descriptors. Fixed until restart, like the listen address.
     let connections = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
     fd_limit::check(config.max_connections);
+    // A peer holding the slots and connecting in a loop made thousands of these a second.
+    let full = crate::ingress::log_limit::RefusalLog::default();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -246,7 +248,9 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
                     }
                 };
                 let Ok(slot) = connections.clone().try_acquire_owned() else {
-                    tracing::warn!("connection limit reached ([server] max_connections): closing a new connection");
+                    if let Some(skipped) = full.admit(std::time::Instant::now()) {
+                        tracing::warn!(%peer, skipped, "connection limit reached ([server] max_connections): closing a new connection");
+                    }
                     drop(stream);
                     continue;
                 };

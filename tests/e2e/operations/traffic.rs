@@ -216,6 +216,23 @@ fn connections_past_max_connections_are_closed_and_service_continues() {
         "{}",
         gw.log()
     );
+    // A peer connecting in a loop meanwhile gets a line a second at most 10 times (it got one
+    // per connection: thousands a second); the next line says how many were not logged.
+    let refused = |n: usize| {
+        for _ in 0..n {
+            drop(std::net::TcpStream::connect(gw.addr).expect("connect"));
+        }
+    };
+    refused(60);
+    std::thread::sleep(Duration::from_millis(1_200));
+    refused(1);
+    let lines = || gw.log().matches("connection limit reached").count();
+    assert!(
+        wait_until(Duration::from_secs(5), || gw.log().contains("skipped=")),
+        "{}",
+        gw.log()
+    );
+    assert!(lines() <= 21, "{} lines:\n{}", lines(), gw.log());
     // Freed slots serve again.
     drop(idle);
     assert!(wait_until(Duration::from_secs(5), || {

@@ -359,3 +359,52 @@ fn ids_and_types_are_bounded() {
         }
     }
 }
+
+/// A challenge body that also carries an event was answered as a challenge: 200, the event
+/// never stored. Refused instead (Lark sends neither such a body nor a challenge with these).
+#[test]
+fn a_challenge_carrying_an_event_is_refused() {
+    for extra in [
+        r#","schema":"2.0","header":{"event_id":"e","event_type":"t"},"event":{}"#,
+        r#","event":{"type":"t"}"#,
+        r#","uuid":"u""#,
+    ] {
+        let body = format!(r#"{{"type":"url_verification","challenge":"c","token":"t"{extra}}}"#);
+        assert_eq!(err(&body), EnvelopeError::MixedChallenge, "{body}");
+    }
+    // `schema` alone does not make an event: still a challenge.
+    let plain = r#"{"type":"url_verification","challenge":"c","token":"t","schema":"2.0"}"#;
+    assert!(matches!(
+        Envelope::parse(plain.as_bytes()),
+        Ok(Envelope::Challenge { .. })
+    ));
+}
+
+/// A key given twice inside `header` (or 1.0's `event`) is refused saying so, not as "must be
+/// an object".
+#[test]
+fn a_key_twice_in_an_inner_object_is_named() {
+    let v2 =
+        r#"{"schema":"2.0","header":{"event_id":"a","event_id":"b","event_type":"t"},"event":{}}"#;
+    match err(v2) {
+        EnvelopeError::Json(m) => {
+            assert!(m.contains("header") && m.contains("duplicate field"), "{m}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let v1 = r#"{"uuid":"u","type":"event_callback","event":{"type":"t","type":"u"}}"#;
+    match err(v1) {
+        EnvelopeError::Json(m) => {
+            assert!(m.contains("event") && m.contains("duplicate field"), "{m}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // Not an object at all: as before.
+    assert_eq!(
+        err(r#"{"schema":"2.0","header":[]}"#),
+        EnvelopeError::WrongType {
+            field: "header",
+            expected: "an object"
+        }
+    );
+}

@@ -104,7 +104,13 @@ async fn commit_and_answer(
         }
         Err(e) => {
             reach.failed();
-            tracing::error!(error = %e, events = batch.len(), "store transaction failed");
+            // A database down (or refusing every batch) fails every batch while Lark re-sends:
+            // at most 10 lines a second, the next one counting those not logged.
+            static FAILURES: std::sync::LazyLock<crate::ingress::log_limit::RefusalLog> =
+                std::sync::LazyLock::new(Default::default);
+            if let Some(skipped) = FAILURES.admit(std::time::Instant::now()) {
+                tracing::error!(error = %e, events = batch.len(), skipped, "store transaction failed");
+            }
             for job in batch {
                 let _ = job.reply.send(Err(e.clone()));
             }
