@@ -41,6 +41,7 @@
 //!   instance's place among this library's instances made in the process (0 for the first),
 //!   so tests can tell which instance served a call.
 //! - `pad_reason` — this many `x` appended to every `Retry` / `Reject` reason (to test caps).
+//! - `pad_log` — this many `x` appended to every `log` line (to test the log frame's cap).
 //! - `modes` — a table from event type to mode, overriding `mode` for those types (so one batch
 //!   can mix outcomes).
 //!
@@ -116,6 +117,8 @@ struct Config {
     tag: Option<String>,
     #[serde(default)]
     pad_reason: usize,
+    #[serde(default)]
+    pad_log: usize,
     #[serde(default)]
     modes: HashMap<String, Mode>,
 }
@@ -278,8 +281,10 @@ impl Plugin for Testkit {
             self.host.log(
                 Level::Info,
                 &format!(
-                    "testkit handling {} (attempt {}, call {n})",
-                    d.event_id, d.attempt
+                    "testkit handling {} (attempt {}, call {n}){}",
+                    d.event_id,
+                    d.attempt,
+                    "x".repeat(self.config.pad_log)
                 ),
             );
         }
