@@ -26,6 +26,7 @@
 //! - A finished delivery becomes pending again only through [`Store::replay`]; a retention
 //!   [`Store::purge_step`] never removes an event whose delivery a concurrent replay made pending.
 
+mod key_steps;
 mod outcome;
 pub mod postgres;
 pub mod sqlite;

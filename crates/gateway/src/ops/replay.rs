@@ -314,13 +314,7 @@ pub fn replay(config: &Config, args: &ReplayArgs) -> ExitCode {
                     Some(why) if refused => format!("needs --force ({why})"),
                     _ => "would replay".to_owned(),
                 };
-                outln!(
-                    "{verb} {}:{} ({}, {} attempt(s))",
-                    d.event_id,
-                    d.plugin,
-                    d.state,
-                    d.attempts
-                );
+                listed(&verb, d);
             }
             if refused {
                 return fail(format!(
@@ -348,13 +342,7 @@ pub fn replay(config: &Config, args: &ReplayArgs) -> ExitCode {
             );
         }
         for d in &targets {
-            outln!(
-                "replaying {}:{} ({}, {} attempt(s))",
-                d.event_id,
-                d.plugin,
-                d.state,
-                d.attempts
-            );
+            listed("replaying", d);
         }
         let selector = ReplaySelector::Events {
             ids: unique(&args.event_ids),
@@ -399,13 +387,7 @@ async fn replay_dead_letters(config: &Config, store: &dyn Store, args: &ReplayAr
         } else {
             "replaying"
         };
-        outln!(
-            "{verb} {}:{} ({}, {} attempt(s))",
-            d.event_id,
-            d.plugin,
-            d.state,
-            d.attempts
-        );
+        listed(verb, d);
     })
     .await;
     if let Err(e) = listed {
@@ -420,6 +402,17 @@ async fn replay_dead_letters(config: &Config, store: &dyn Store, args: &ReplayAr
         force: args.force,
     };
     queue_again(store, selector).await
+}
+
+/// One delivery a replay takes (or would): `VERB event:plugin (state, N attempt(s))`.
+fn listed(verb: &str, d: &DeliveryRecord) {
+    outln!(
+        "{verb} {}:{} ({}, {} attempt(s))",
+        d.event_id,
+        d.plugin,
+        d.state,
+        d.attempts
+    );
 }
 
 /// The replay's write, and its count.

@@ -75,34 +75,14 @@ impl PgStore {
             let range = store
                 .op(move |c, _| async move { dead_key_range(&c, plugin).await })
                 .await?;
-            let Some((lo, hi)) = range else {
+            let Some(range) = range else {
                 return Ok(0);
             };
-            let mut n = 0;
-            let mut from = lo;
-            loop {
-                let to = from.saturating_add(DEAD_LETTER_STEP - 1).min(hi);
-                let one = step.clone();
-                match store
-                    .op(move |mut c, _| async move { apply(&mut c, &one, (from, to)).await })
-                    .await
-                {
-                    Ok(done) => n += done,
-                    Err(e) => {
-                        tracing::warn!(deliveries = n, error = %e, "{what} of every dead letter stopped part-way");
-                        return Err(StoreError(format!(
-                            "{e} (the {what} of every dead letter stopped after {n} of them: \
-                             run it again for the rest)"
-                        )));
-                    }
-                }
-                match to.checked_add(1) {
-                    Some(next) if next <= hi => from = next,
-                    _ => break,
-                }
-            }
-            tracing::info!(deliveries = n, "{what} of dead letters written");
-            Ok(n)
+            let one = |keys| {
+                let step = step.clone();
+                store.op(move |mut c, _| async move { apply(&mut c, &step, keys).await })
+            };
+            crate::store::key_steps::run(what, range, DEAD_LETTER_STEP, None, one).await
         };
         let task = tokio::spawn(steps);
         Box::pin(async move {

@@ -213,33 +213,12 @@ impl super::SqliteStore {
     ) -> StoreFuture<u64> {
         let store = self.clone();
         let steps = async move {
-            let Some((lo, hi)) = store.inspect(dead_key_range).await? else {
+            let Some(range) = store.inspect(dead_key_range).await? else {
                 return Ok(0);
             };
-            let mut n = 0;
-            let mut from = lo;
-            loop {
-                let to = from.saturating_add(DEAD_LETTER_STEP - 1).min(hi);
-                match store.submit(|r| step((from, to), r)).await {
-                    Ok(done) => n += done,
-                    Err(e) => {
-                        tracing::warn!(deliveries = n, error = %e, "{what} of every dead letter stopped part-way");
-                        return Err(StoreError(format!(
-                            "{e} (the {what} of every dead letter stopped after {n} of them: \
-                             run it again for the rest)"
-                        )));
-                    }
-                }
-                match to.checked_add(1) {
-                    Some(next) if next <= hi => from = next,
-                    _ => break,
-                }
-                if store.inner.operator {
-                    tokio::time::sleep(OPERATOR_STEP_PAUSE).await;
-                }
-            }
-            tracing::info!(deliveries = n, "{what} of dead letters written");
-            Ok(n)
+            let pause = store.inner.operator.then_some(OPERATOR_STEP_PAUSE);
+            let step = move |keys| store.submit(|r| step(keys, r));
+            crate::store::key_steps::run(what, range, DEAD_LETTER_STEP, pause, step).await
         };
         let task = tokio::spawn(steps);
         Box::pin(async move {

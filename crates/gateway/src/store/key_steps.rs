@@ -1,0 +1,87 @@
+//! A write over a range of delivery keys done in steps (every dead letter replayed or purged),
+//! shared by both stores: each step is its own short write, so none holds a lock (SQLite's
+//! write lock, PostgreSQL's row locks) or a deadline for long, however many rows there are.
+
+use std::future::Future;
+use std::time::Duration;
+
+use super::StoreError;
+
+/// Runs `step` over the keys `lo..=hi` in ranges of `size`, in order, `pause` apart; returns
+/// the sum of their counts. A step that fails ends the run with its error, saying how many the
+/// steps before it did (`what` names the write there and in the log).
+pub(crate) async fn run<F, Fut>(
+    what: &'static str,
+    (lo, hi): (i64, i64),
+    size: i64,
+    pause: Option<Duration>,
+    mut step: F,
+) -> Result<u64, StoreError>
+where
+    F: FnMut((i64, i64)) -> Fut,
+    Fut: Future<Output = Result<u64, StoreError>>,
+{
+    let mut n = 0;
+    let mut from = lo;
+    loop {
+        let to = from.saturating_add(size.max(1) - 1).min(hi);
+        match step((from, to)).await {
+            Ok(done) => n += done,
+            Err(e) => {
+                tracing::warn!(deliveries = n, error = %e, "{what} of every dead letter stopped part-way");
+                return Err(StoreError(format!(
+                    "{e} (the {what} of every dead letter stopped after {n} of them: \
+                     run it again for the rest)"
+                )));
+            }
+        }
+        match to.checked_add(1) {
+            Some(next) if next <= hi => from = next,
+            _ => break,
+        }
+        if let Some(pause) = pause {
+            tokio::time::sleep(pause).await;
+        }
+    }
+    tracing::info!(deliveries = n, "{what} of dead letters written");
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn every_key_once_in_order_and_a_failure_says_how_far_it_got() {
+        let mut seen = Vec::new();
+        let n = run("replay", (5, 16), 4, None, |r| {
+            seen.push(r);
+            async move { Ok((r.1 - r.0 + 1) as u64) }
+        })
+        .await;
+        assert_eq!(n.expect("run"), 12);
+        assert_eq!(seen, [(5, 8), (9, 12), (13, 16)]);
+        let mut calls = 0;
+        let failed = run("purge", (1, 10), 3, None, |_| {
+            calls += 1;
+            let answer = if calls == 3 {
+                Err(StoreError("disk full".into()))
+            } else {
+                Ok(3)
+            };
+            async move { answer }
+        })
+        .await;
+        let e = failed.expect_err("the third step failed");
+        assert!(
+            e.0.contains("disk full") && e.0.contains("after 6 of them"),
+            "{e}"
+        );
+        // A range at the very end of the keys ends without overflowing.
+        let last = run("purge", (i64::MAX - 1, i64::MAX), 5, None, |_| async {
+            Ok(2)
+        })
+        .await;
+        assert_eq!(last.expect("last"), 2);
+    }
+}
