@@ -24,7 +24,8 @@
 //! is never acked, and Lark re-sends it. Except a copy of a message released within the last
 //! `ttl` (a late duplicate fragment, or a re-send cut short): it is held like any message, and
 //! completed it is released again (the caller's dedup answers it), but dropped incomplete it is
-//! dropped quietly, since nothing of it is lost.
+//! dropped quietly: the message was whole once and went to the caller, which stored or refused
+//! it (if its ack did not reach Lark, Lark sends it again, whole).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -60,18 +60,49 @@ impl Drop for LedgerUse {
     }
 }
 
-/// The ledger as one key: a file by its folder's canonical path (the file itself may not exist
-/// yet) and its name; a PostgreSQL URL as written.
+/// The ledger as one key: a file by the canonical path of its deepest existing ancestor (the
+/// file and its folders may not exist yet: the ledger creates them) and the rest of its path
+/// tidied (`.` dropped, `..` taking a step back), so `./payout/l.db` and `payout/l.db` are one
+/// key before the folder exists too; a PostgreSQL URL as written.
 fn key(location: &LedgerLocation) -> String {
     match location {
-        LedgerLocation::File(path) => {
-            let folder = path.parent().unwrap_or(Path::new("."));
-            let folder = std::fs::canonicalize(folder).unwrap_or_else(|_| folder.to_path_buf());
-            let name = path.file_name().unwrap_or_default();
-            format!("file:{}", folder.join(name).display())
-        }
+        LedgerLocation::File(path) => format!("file:{}", file_key(path).display()),
         LedgerLocation::Postgres(url) => format!("postgres:{url}"),
     }
+}
+
+fn file_key(path: &Path) -> std::path::PathBuf {
+    use std::path::Component;
+    let mut existing = path;
+    let mut rest = Vec::new();
+    let base = loop {
+        if let Ok(found) = std::fs::canonicalize(existing) {
+            break found;
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                existing = if parent.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    parent
+                };
+            }
+            // Nothing of it exists (not even the current folder): the path as written.
+            _ => return path.to_path_buf(),
+        }
+    };
+    let mut key = base;
+    for part in rest.iter().rev() {
+        match Path::new(part).components().next() {
+            Some(Component::ParentDir) => {
+                key.pop();
+            }
+            Some(Component::CurDir) | None => {}
+            Some(_) => key.push(part),
+        }
+    }
+    key
 }
 
 #[cfg(test)]
@@ -88,6 +119,12 @@ mod tests {
         // Another name, the same file spelled another way: refused, naming the user.
         let other = LedgerUse::claim(&at("./l.db"), "cash").expect_err("another name");
         assert!(other.contains("`points`"), "{other}");
+        // The same file before its folder exists, spelled two ways: one ledger too.
+        let a = LedgerUse::claim(&at("./new/l.db"), "points").expect("first");
+        std::fs::create_dir(dir.path().join("new")).expect("mkdir");
+        let b = LedgerUse::claim(&at("new/../new/l.db"), "cash").expect_err("same file");
+        assert!(b.contains("`points`"), "{b}");
+        drop(a);
         // Another file: fine.
         let cash = LedgerUse::claim(&at("cash.db"), "cash").expect("own ledger");
         drop(first);

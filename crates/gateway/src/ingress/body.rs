@@ -18,8 +18,14 @@ pub enum BodyError {
     Read(String),
 }
 
+/// The most a body of several frames reserves ahead of the bytes received (from its declared
+/// length): past it the buffer grows as bytes come, so a client that declares 1 MiB and sends
+/// 2 bytes does not hold 1 MiB of the gateway's memory until its body timeout.
+const RESERVE_AHEAD: usize = 64 * 1024;
+
 /// The whole body, at most `limit` bytes. `declared` (the `Content-Length`, already checked
-/// against the limit) sizes the buffer a body of several frames is copied into.
+/// against the limit) sizes the buffer a body of several frames is copied into, up to
+/// [`RESERVE_AHEAD`].
 pub async fn read<B>(mut body: B, limit: usize, declared: Option<u64>) -> Result<Bytes, BodyError>
 where
     B: Body<Data = Bytes> + Unpin,
@@ -43,7 +49,8 @@ where
             held => {
                 if let Some(held) = held {
                     let expected = declared.map_or(0, |n| usize::try_from(n).unwrap_or(limit));
-                    joined.reserve(expected.min(limit).max(held.len() + data.len()));
+                    let ahead = expected.min(limit).min(RESERVE_AHEAD);
+                    joined.reserve(ahead.max(held.len() + data.len()));
                     joined.extend_from_slice(&held);
                 }
                 joined.extend_from_slice(&data);

@@ -22,9 +22,10 @@ pub(super) struct Reply {
 /// retried with the same `external_order_id` (Lark then answers with the original withdrawal),
 /// and ends as a dead letter if it stays so, never as a zero payout marked done. With one of
 /// them given, a missing (or null) other is zero (as in events: a balance emptied since the
-/// snapshot) — unless the details carry keys of other names, which may hold that amount
-/// (`cashBonus`): then the answer is unreadable too, since recording zero would leave money
-/// that left Lark unpaid. An empty `cash_bonus` list is no cash.
+/// snapshot) — unless the details carry other keys that may hold that amount (a name with
+/// `bonus`, `point` or `cash` in it: `cashBonus`): then the answer is unreadable too, since
+/// recording zero would leave money that left Lark unpaid. An empty `cash_bonus` list is no
+/// cash.
 pub(super) fn withdrawal(
     data: Option<WithdrawData>,
     requested: &[u8],
@@ -54,12 +55,23 @@ pub(super) fn withdrawal(
         (1, "point_bonus", details.point_bonus.is_none()),
         (2, "cash_bonus", details.cash_bonus.is_none()),
     ];
+    // Other keys that may hold an amount (`cashBonus`, `points`): a field Lark adds for
+    // something else (a time, a note) is no reason to doubt a missing amount.
+    let amount_like = |k: &&String| {
+        let k = k.to_ascii_lowercase();
+        k.contains("bonus") || k.contains("point") || k.contains("cash")
+    };
+    let others: Vec<&str> = details
+        .other
+        .keys()
+        .filter(amount_like)
+        .map(String::as_str)
+        .collect();
     if let Some((_, name, _)) = missing
         .iter()
         .find(|(code, _, absent)| *absent && requested.contains(code))
-        .filter(|_| !details.other.is_empty())
+        .filter(|_| !others.is_empty())
     {
-        let others: Vec<&str> = details.other.keys().map(String::as_str).collect();
         return Err(ApiError::Transient {
             call: CALL,
             reason: format!(

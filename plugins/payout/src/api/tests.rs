@@ -218,6 +218,16 @@ fn a_withdraw_answer_without_its_details_is_unreadable_not_a_zero_payout() {
             other => panic!("{json}: {other:?}"),
         }
     }
+    // A key of another kind beside one amount changes nothing: the missing one is zero.
+    let noted = withdrawal(
+        Some(data(
+            r#"{"withdrawal_details":{"point_bonus":5,"withdraw_note":"x"}}"#,
+        )),
+        &[1, 2],
+        None,
+    )
+    .expect("read");
+    assert_eq!((noted.points, noted.cash.len()), (5, 0));
     // Other keys beside both amounts change nothing.
     let both = withdrawal(
         Some(data(
