@@ -20,7 +20,7 @@ mod procs;
 pub use configs::{base_config, kit_config, with_admin};
 pub use http::{agent, get, post, request, Answer};
 pub use lark::Lark;
-pub use procs::{children, kill_the_plugin_process, parent_of, processes};
+pub use procs::{children, kill_the_plugin_process, parent_of, processes, status_field};
 
 /// The binaries and plugin libraries the e2e tests run.
 #[derive(Debug, Clone)]

@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use gateway_e2e::harness::{base_config, binaries, wait_until, TestGateway};
+use gateway_e2e::harness::{base_config, binaries, status_field, wait_until, TestGateway};
 use gateway_e2e::workspace_root;
 
 #[test]
@@ -102,7 +102,11 @@ plugins = ["audit"]
     )));
 
     // Root's own user here (the test's); the same directives otherwise.
-    let me = if status_uid() == "0" { "root root" } else { "" };
+    let me = if status_field("self", "Uid") == "0" {
+        "root root"
+    } else {
+        ""
+    };
     let conf = shipped
         .replace("/var/lib/gateway/assets.jsonl", &file.display().to_string())
         .replace("su gateway gateway", &format!("su {me}"))
@@ -146,15 +150,4 @@ plugins = ["audit"]
         gw.log()
     );
     assert!(!has(&rotated[0], "after-rotation"));
-}
-
-/// The real uid of this process, from /proc/self/status.
-fn status_uid() -> String {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|v| v.split_whitespace().next())
-        .unwrap_or_default()
-        .to_owned()
 }

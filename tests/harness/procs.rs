@@ -50,3 +50,15 @@ pub fn parent_of(pid: u32) -> Option<u32> {
     let (_, rest) = stat.rsplit_once(')')?;
     rest.split_whitespace().nth(1)?.parse().ok()
 }
+
+/// The first value of a `/proc/PID/status` line (`Uid`, `CapPrm`, ...); `pid` may be `self`.
+/// Panics (with the file) if the process or the line is not there.
+pub fn status_field(pid: &str, name: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status:\n{status}"))
+        .to_owned()
+}

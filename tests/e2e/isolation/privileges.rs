@@ -5,24 +5,13 @@
 use std::path::Path;
 use std::time::Duration;
 
-use gateway_e2e::harness::{children, wait_until, TestGateway};
+use gateway_e2e::harness::{children, status_field, wait_until, TestGateway};
 use gateway_e2e::raw_fixtures;
 
 use super::config;
 
 /// `CAP_NET_BIND_SERVICE`'s bit in `/proc/PID/status`'s capability masks.
 const NET_BIND_SERVICE: u64 = 1 << 10;
-
-/// The first value of a `/proc/PID/status` line (`Uid`, `CapPrm`, ...).
-fn status_field(pid: &str, name: &str) -> String {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}:")))
-        .and_then(|v| v.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status:\n{status}"))
-        .to_owned()
-}
 
 /// One capability mask of a process (`CapPrm`, `CapEff`, `CapAmb`).
 fn capabilities(pid: u32, set: &str) -> u64 {
