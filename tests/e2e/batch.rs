@@ -26,7 +26,12 @@ fn start_kit(
     max_concurrency: u32,
     sleep_ms: u64,
 ) -> TestGateway {
-    let cfg = format!(
+    TestGateway::spawn(dir, &kit_config(delivery, modes, max_concurrency, sleep_ms))
+}
+
+/// The config [`start_kit`] starts.
+fn kit_config(delivery: &str, modes: &str, max_concurrency: u32, sleep_ms: u64) -> String {
+    format!(
         r#"{base}
 [[apps]]
 name = "hire"
@@ -50,8 +55,7 @@ plugins = ["kit"]
 "#,
         base = base_config(),
         testkit = binaries().testkit.display(),
-    );
-    TestGateway::spawn(dir, &cfg)
+    )
 }
 
 fn send(gw: &TestGateway, id: &str, event_type: &str) {
@@ -144,10 +148,42 @@ fn each_delivery_of_a_batch_gets_its_own_outcome_and_only_the_failed_one_is_retr
     assert!(calls(&gw).iter().all(|c| c["in_flight"] == 1));
 }
 
+/// The delivery's history: (attempt, outcome, reason) oldest first.
+fn history(gw: &TestGateway, id: &str) -> Vec<(u64, String, String)> {
+    let (code, out, err) = gw.cli(&["events", "show", id]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    v["deliveries"][0]["history"]
+        .as_array()
+        .expect("a history")
+        .iter()
+        .map(|a| {
+            (
+                a["attempt"].as_u64().unwrap_or_default(),
+                a["outcome"].as_str().unwrap_or_default().to_owned(),
+                a["reason"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The config of [`poison_batch`].
+fn poison_config() -> String {
+    kit_config(
+        "max_batch = 16",
+        r#""test.poison" = "panic_handle""#,
+        1,
+        800,
+    )
+}
+
 /// `kit` panicking on `test.poison`, and `<prefix>-ok1`, `<prefix>-poison`, `<prefix>-ok2`
 /// queued behind a gate (one batch).
 fn poison_batch(dir: &std::path::Path, prefix: &str) -> TestGateway {
-    let gw = start(dir, "", r#""test.poison" = "panic_handle""#);
+    queue_poison_batch(TestGateway::spawn(dir, &poison_config()), prefix)
+}
+
+fn queue_poison_batch(gw: TestGateway, prefix: &str) -> TestGateway {
     let ids = ["ok1", "poison", "ok2"].map(|s| format!("{prefix}-{s}"));
     let types = ["test.ok", "test.poison", "test.ok"];
     let events: Vec<(&str, &str)> = ids.iter().map(String::as_str).zip(types).collect();
@@ -184,6 +220,61 @@ fn a_panic_inside_a_batch_ends_only_the_poison_delivery() {
         "{}",
         gw.log()
     );
+    each_history_shows_the_discarded_run(&gw, "p");
+}
+
+/// After [`queue_poison_batch`] with `prefix`: each history shows the run whose outcome the
+/// batch's panic discarded, then the delivery's own run (until then the plugin's double call
+/// was in no history).
+fn each_history_shows_the_discarded_run(gw: &TestGateway, prefix: &str) {
+    let ids = ["ok1", "poison", "ok2"].map(|s| format!("{prefix}-{s}"));
+    assert!(
+        wait_until(WAIT, || ids
+            .iter()
+            .all(|id| ["done", "dead"].contains(&state(gw, id).0.as_str()))),
+        "{:?}",
+        calls(gw)
+    );
+    let panic =
+        format!("its batch panicked as a whole (testkit: panic in handle for {prefix}-poison)");
+    for (id, last) in ids.iter().zip(["ok", "panicked", "ok"]) {
+        let h = history(gw, id);
+        assert_eq!(h.len(), 2, "{id}: {h:?}");
+        assert_eq!((h[0].0, h[0].1.as_str()), (1, "discarded"), "{id}: {h:?}");
+        assert!(
+            h[0].2.starts_with(&panic) && h[0].2.contains("handed over again on its own"),
+            "{id}: {h:?}"
+        );
+        assert_eq!((h[1].0, h[1].1.as_str()), (1, last), "{id}: {h:?}");
+    }
+}
+
+#[test]
+fn an_isolated_batch_that_panicked_shows_its_discarded_run_too() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = poison_config().replacen(
+        "max_concurrency = 1",
+        "max_concurrency = 1\nisolation = \"process\"",
+        1,
+    );
+    let gw = queue_poison_batch(TestGateway::spawn(dir.path(), &cfg), "i");
+    each_history_shows_the_discarded_run(&gw, "i");
+}
+
+#[test]
+fn on_postgresql_a_panicked_batchs_discarded_run_is_in_the_history_too() {
+    let pg = gateway_e2e::pgkit::PgCluster::start();
+    let url = pg.create_database("discarded");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = poison_config().replacen(
+        "[store]\npath = \"data/gateway.db\"",
+        "[store]\nurl = \"${PG_URL}\"",
+        1,
+    );
+    assert!(cfg.contains("PG_URL"), "{cfg}");
+    let gw = TestGateway::spawn_with_env(dir.path(), &cfg, &[("PG_URL", &url)]);
+    let gw = queue_poison_batch(gw, "g");
+    each_history_shows_the_discarded_run(&gw, "g");
 }
 
 #[test]

@@ -36,6 +36,46 @@ enum Runner {
     Isolated { process: Isolated, sha256: String },
 }
 
+/// What one call of a batch gave back: an outcome per delivery and, for each delivery the
+/// plugin had twice in the call, why ([`Called::again`]).
+#[derive(Debug)]
+pub struct Called {
+    pub outcomes: Vec<CallOutcome>,
+    /// Per delivery (when not empty, as long as `outcomes`): `Some` when its batch as a whole
+    /// panicked, or its process died, after which each delivery was handed over again on its
+    /// own: the plugin may have handled it in that first run, whose outcome is lost (the
+    /// history shows it, see [`crate::store::Trace::discarded_run`]).
+    pub discarded: Vec<Option<Arc<str>>>,
+}
+
+impl Called {
+    /// Outcomes of deliveries each handed over once.
+    pub fn once(outcomes: Vec<CallOutcome>) -> Called {
+        Called {
+            outcomes,
+            discarded: Vec::new(),
+        }
+    }
+
+    /// Outcomes of deliveries each handed over a second time, after their batch's first run
+    /// ended as `why` says.
+    pub fn again(outcomes: Vec<CallOutcome>, why: &str) -> Called {
+        let why: Arc<str> = crate::delivery::detail::cap(format!(
+            "{why}: the plugin may have handled this delivery before that; handed over again on its own"
+        ))
+        .into();
+        Called {
+            discarded: vec![Some(why); outcomes.len()],
+            outcomes,
+        }
+    }
+
+    /// Why the delivery at `i` was handed over twice, if it was.
+    pub fn discarded(&self, i: usize) -> Option<Arc<str>> {
+        self.discarded.get(i).cloned().flatten()
+    }
+}
+
 /// One configured plugin instance and its call limit.
 pub struct PluginSlot {
     pub spec: PluginSpec,
@@ -95,6 +135,7 @@ impl PluginSlot {
         if let Some(iso) = self.isolated() {
             return iso
                 .call_batch(&[delivery_json])
+                .outcomes
                 .pop()
                 .unwrap_or_else(|| CallOutcome::Retry {
                     reason: "no outcome".into(),
@@ -115,20 +156,23 @@ impl PluginSlot {
     /// `handle` on its own, so one poison delivery ends only itself. A plugin without a batch
     /// entry (ABI 1.0) gets `handle` once per delivery. Either way, a delivery that panics has
     /// its instance replaced before the next one is handed over ([`PluginSlot::one_by_one`]).
-    pub fn call_batch(&self, deliveries: &[&[u8]]) -> Vec<CallOutcome> {
+    pub fn call_batch(&self, deliveries: &[&[u8]]) -> Called {
         if let Some(iso) = self.isolated() {
             return iso.call_batch(deliveries);
         }
-        let current = match self.instance() {
-            Ok(c) => c,
-            Err(reason) => return unavailable(deliveries.len(), &reason),
-        };
+        Called::once(match self.instance() {
+            Ok(current) => return self.call_batch_on(current, deliveries),
+            Err(reason) => unavailable(deliveries.len(), &reason),
+        })
+    }
+
+    fn call_batch_on(&self, current: in_process::Current, deliveries: &[&[u8]]) -> Called {
         if deliveries.len() == 1 {
-            return vec![self.handle_on(current, deliveries[0])];
+            return Called::once(vec![self.handle_on(current, deliveries[0])]);
         }
         if !current.instance.has_batch() {
             drop(current);
-            return self.one_by_one(deliveries);
+            return Called::once(self.one_by_one(deliveries));
         }
         match current.instance.handle_batch(deliveries) {
             Ok(outcomes) => {
@@ -138,7 +182,7 @@ impl PluginSlot {
                 {
                     self.retire(current);
                 }
-                outcomes
+                Called::once(outcomes)
             }
             Err(message) => {
                 self.retire(current);
@@ -146,12 +190,15 @@ impl PluginSlot {
                 tracing::error!(message = %shown, deliveries = deliveries.len(),
                     "plugin panicked in a batch: restarting the instance and handling each delivery on its own");
                 match self.restart_now() {
-                    Ok(()) => self.one_by_one(deliveries),
+                    Ok(()) => Called::again(
+                        self.one_by_one(deliveries),
+                        &format!("its batch panicked as a whole ({shown})"),
+                    ),
                     // Which delivery panicked is not known: each is retried, the panic named.
-                    Err(reason) => unavailable(
+                    Err(reason) => Called::once(unavailable(
                         deliveries.len(),
                         &format!("the batch panicked ({message}); {reason}"),
-                    ),
+                    )),
                 }
             }
         }

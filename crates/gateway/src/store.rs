@@ -32,7 +32,7 @@ pub mod postgres;
 pub mod sqlite;
 mod write_id;
 
-pub use outcome::{Finish, FinishRecord, Guard, Trace, LATE_RETRY, TIMED_OUT};
+pub use outcome::{Finish, FinishRecord, Guard, Trace, DISCARDED, LATE_RETRY, TIMED_OUT};
 pub use write_id::WriteId;
 
 use std::future::Future;

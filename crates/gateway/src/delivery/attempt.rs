@@ -26,10 +26,10 @@ use super::decide::Decision;
 use super::dispatch::Gate;
 use super::queue::{HungCall, PluginQueue};
 use super::restart::restart;
-use super::returned::{holding, outcomes_of, panicked};
+use super::returned::{holding, outcomes_of, panicked, Returned};
 use super::{Engine, Job};
 use crate::metrics;
-use crate::plugins::PluginSlot;
+use crate::plugins::{Called, PluginSlot};
 use crate::store::{sqlite::now_ms, Finish, FinishRecord, Guard, Trace, WriteId};
 
 /// Whether `slot` is still the instance its queue calls: one a reload replaced or removed
@@ -41,7 +41,7 @@ fn is_current(queue: &PluginQueue, slot: &Arc<PluginSlot>) -> bool {
 
 /// A running plugin call: its outcomes (one per delivery; a panic on the gateway's side of the
 /// call as its message) and the permit it holds.
-type Call = tokio::task::JoinHandle<(Result<Vec<CallOutcome>, String>, OwnedSemaphorePermit)>;
+type Call = tokio::task::JoinHandle<(Result<Called, String>, OwnedSemaphorePermit)>;
 
 impl Engine {
     /// Runs one call of `slot` for `jobs` (a batch; often one) holding one `permit`.
@@ -89,6 +89,7 @@ impl Engine {
                 outcome: "reject",
                 started_at_ms: now_ms(),
                 duration_ms: 0,
+                discarded_run: None,
             };
             self.record(&job, from(&job), job.attempts + 1, finish, trace)
                 .await;
@@ -137,16 +138,20 @@ impl Engine {
         });
         let timeout = self.config().timeout;
         let n = ready.len();
-        let (outcomes, permit, late) = match tokio::time::timeout(timeout, &mut call).await {
-            Ok(Ok((outcomes, permit))) => (outcomes_of(outcomes, n), Some(permit), None),
-            Ok(Err(e)) => (vec![Some(panicked(&e)); n], None, None),
+        let (returned, permit, late) = match tokio::time::timeout(timeout, &mut call).await {
+            Ok(Ok((called, permit))) => (outcomes_of(called, n), Some(permit), None),
+            Ok(Err(e)) => (Returned::all(Some(panicked(&e)), n), None, None),
             // Timed out: the call keeps running and keeps its permit (an isolated instance's
             // process is killed, so its call returns at once).
             Err(_) => {
                 tokio::task::spawn_blocking(slot.on_timeout_task()); // not awaited: see on_timeout_task
-                (vec![None; n], None, Some(call))
+                (Returned::all(None, n), None, Some(call))
             }
         };
+        let Returned {
+            outcomes,
+            discarded,
+        } = returned;
         // A call hung past its timeout gives the gate up now (see `Gate`); one that returned
         // holds it until its outcomes are recorded.
         let gate = if late.is_some() {
@@ -174,7 +179,8 @@ impl Engine {
         let records = ready
             .iter()
             .zip(&decisions)
-            .map(|(job, d)| FinishRecord {
+            .zip(discarded)
+            .map(|((job, d), discarded_run)| FinishRecord {
                 key: job.key,
                 // A success also replaces a dead letter of the same attempt: the orphan rule
                 // (or another replica's) may have dead-lettered the delivery while this call
@@ -189,6 +195,7 @@ impl Engine {
                     outcome: d.label,
                     started_at_ms,
                     duration_ms: ms,
+                    discarded_run,
                 },
                 write: WriteId::fresh(),
             })
@@ -237,26 +244,32 @@ impl Engine {
             let Some(returned) = returned else {
                 return; // Shutting down: the store holds what was recorded.
             };
-            let (late_outcomes, permit) = match returned {
-                Ok((outcomes, permit)) => (outcomes_of(outcomes, n), Some(permit)),
-                Err(e) => (vec![Some(panicked(&e)); n], None),
+            let (late, permit) = match returned {
+                Ok((called, permit)) => (outcomes_of(called, n), Some(permit)),
+                Err(e) => (Returned::all(Some(panicked(&e)), n), None),
             };
+            let Returned {
+                outcomes: late_outcomes,
+                discarded,
+            } = late;
             let late_panic = late_outcomes
                 .iter()
                 .any(|o| matches!(o, Some(CallOutcome::Panicked { .. })));
             let ran_ms = started.elapsed().as_millis() as u64;
-            for ((((job, outcome), retry), decision), applied) in ready
+            for (((((job, outcome), retry), decision), applied), discarded_run) in ready
                 .iter()
                 .zip(late_outcomes)
                 .zip(&mut retry_at)
                 .zip(&decisions)
                 .zip(&applied)
+                .zip(discarded)
             {
                 let pending = retry.is_some();
                 let trace = |outcome| Trace {
                     outcome,
                     started_at_ms,
                     duration_ms: ran_ms,
+                    discarded_run: discarded_run.clone(),
                 };
                 let ended = self
                     .late(

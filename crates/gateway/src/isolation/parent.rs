@@ -32,6 +32,7 @@ use gateway_plugin::host::{CallOutcome, DescriptorSummary, InitError, LogSink};
 use gateway_plugin::Level;
 
 use super::wire::{FromChild, InitFailure, Loaded, ToChild};
+use crate::plugins::Called;
 use child::ChildProc;
 
 mod child;
@@ -188,7 +189,7 @@ impl Isolated {
 
     /// Handles a batch in the child (blocking): one outcome per delivery. A batch too large
     /// for one frame is sent as several.
-    pub fn call_batch(&self, deliveries: &[&[u8]]) -> Vec<CallOutcome> {
+    pub fn call_batch(&self, deliveries: &[&[u8]]) -> Called {
         self.0.call_batch(deliveries)
     }
 
@@ -201,72 +202,85 @@ impl Isolated {
 }
 
 impl Inner {
-    fn call_batch(&self, deliveries: &[&[u8]]) -> Vec<CallOutcome> {
+    fn call_batch(&self, deliveries: &[&[u8]]) -> Called {
         // A kill after this (a timeout) ends this call: nothing of it starts afterwards.
         let epoch = self.cancels.load(Ordering::SeqCst);
         // A 1.0 plugin's batch would be `handle` looped in one child: after a delivery that
         // panicked, the next would run on the instance that just panicked. One at a time, a
         // panicked outcome retires the child before the next delivery is sent (as in process).
         if !self.batch_entry.load(Ordering::SeqCst) {
-            return self.one_by_one(deliveries, epoch);
+            return Called::once(self.one_by_one(deliveries, epoch));
         }
         let groups = super::wire::batch_groups(deliveries);
         if groups.len() == 1 {
             return self.call_group(deliveries, epoch).0;
         }
-        let mut outcomes = Vec::with_capacity(deliveries.len());
+        let mut all = Called {
+            outcomes: Vec::with_capacity(deliveries.len()),
+            discarded: Vec::with_capacity(deliveries.len()),
+        };
         let mut killed = false;
         for group in groups {
             // Killed (a timeout): the call is over; the rest is not started in a new child.
             if killed {
-                outcomes.extend(
+                all.outcomes.extend(
                     group
                         .iter()
                         .map(|_| died("killed before it started".into())),
                 );
+                all.discarded.resize(all.outcomes.len(), None);
                 continue;
             }
-            let (mut answered, was_killed) = self.call_group(group, epoch);
+            let (called, was_killed) = self.call_group(group, epoch);
             killed = was_killed;
             // One outcome per delivery of the group, whatever the child sent.
+            for i in 0..group.len() {
+                all.discarded.push(called.discarded(i));
+            }
+            let mut answered = called.outcomes;
             answered.truncate(group.len());
             answered.resize_with(group.len(), || died("no outcome".into()));
-            outcomes.extend(answered);
+            all.outcomes.extend(answered);
         }
-        outcomes
+        all
     }
 
     /// The outcomes of one frame's batch, and whether the gateway killed its child meanwhile.
-    fn call_group(&self, deliveries: &[&[u8]], epoch: u64) -> (Vec<CallOutcome>, bool) {
-        let outcomes = match self.run(deliveries, epoch) {
+    fn call_group(&self, deliveries: &[&[u8]], epoch: u64) -> (Called, bool) {
+        let called = match self.run(deliveries, epoch) {
             Reply::Outcomes(outcomes, proc) => {
                 self.deaths.store(0, Ordering::SeqCst);
                 self.retire_if_panicked(&outcomes, &proc);
-                outcomes
+                Called::once(outcomes)
             }
             Reply::Panicked(message, proc) if deliveries.len() > 1 => {
                 tracing::error!(plugin = %self.name, %message,
                     "plugin panicked in a batch: a new process handles each delivery on its own");
                 self.retire(&proc);
-                self.one_by_one(deliveries, epoch)
+                let why = format!(
+                    "its batch panicked as a whole ({})",
+                    crate::delivery::detail::cap(message)
+                );
+                Called::again(self.one_by_one(deliveries, epoch), &why)
             }
             Reply::Panicked(message, proc) => {
                 self.retire(&proc);
-                vec![CallOutcome::Panicked { message }]
+                Called::once(vec![CallOutcome::Panicked { message }])
             }
             Reply::Died(why, false) if deliveries.len() > 1 => {
                 tracing::warn!(plugin = %self.name, reason = %why,
                     "plugin process died during a batch: handling each delivery on its own");
-                self.one_by_one(deliveries, epoch)
+                let again = format!("the plugin's process died during its batch ({why})");
+                Called::again(self.one_by_one(deliveries, epoch), &again)
             }
             Reply::Died(why, killed) => {
                 return (
-                    deliveries.iter().map(|_| died(why.clone())).collect(),
+                    Called::once(deliveries.iter().map(|_| died(why.clone())).collect()),
                     killed,
                 )
             }
         };
-        (outcomes, false)
+        (called, false)
     }
 
     /// Each delivery in a call of its own, but none after a kill (the engine has recorded the

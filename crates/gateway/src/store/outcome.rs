@@ -2,6 +2,8 @@
 //! what it may replace ([`Guard`]), its history entry ([`Trace`]), and the record that carries
 //! them ([`FinishRecord`]).
 
+use std::sync::Arc;
+
 use super::WriteId;
 
 /// How a delivery attempt ended, as persisted.
@@ -75,7 +77,7 @@ impl FinishRecord {
 }
 
 /// How one attempt went, for the delivery's history (see [`super::AttemptRecord`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Trace {
     /// `ok`, `retry`, `reject`, `panicked`, `timeout`; `late ok`, `late retry`, `late reject`,
     /// `late panicked` for the outcome of a call that returned after its timeout was recorded.
@@ -84,4 +86,13 @@ pub struct Trace {
     pub started_at_ms: i64,
     /// How long it ran, in milliseconds.
     pub duration_ms: u64,
+    /// Why the plugin had this delivery once before in the same call, that run's outcome
+    /// discarded: its batch as a whole panicked (or, isolated, its process died), and each
+    /// delivery was handed over again on its own. Written as a history entry of its own
+    /// ([`DISCARDED`]) before this one, so the history shows every time the plugin had it.
+    pub discarded_run: Option<Arc<str>>,
 }
+
+/// The history label of a run of a delivery whose outcome was discarded (see
+/// [`Trace::discarded_run`]).
+pub const DISCARDED: &str = "discarded";

@@ -8,7 +8,7 @@ use deadpool_postgres::Client;
 
 use super::{keys, Claim, DB_NOW_MS};
 use crate::store::sqlite::now_ms;
-use crate::store::{Finish, FinishRecord, StoreError, CRASHED};
+use crate::store::{Finish, FinishRecord, StoreError, CRASHED, DISCARDED};
 
 /// [`crate::store::Store::finish_many`]: one flag per record, in order. A dead letter is replaced
 /// only by a success (`dead_too`): an outcome never makes a finished delivery pending again,
@@ -42,9 +42,11 @@ pub(super) async fn finish_many(
         "WITH u AS (
              SELECT * FROM unnest($4::bigint[], $5::text[], $6::int[], $7::bigint[], $8::text[],
                                   $9::int[], $10::int[], $11::bool[], $12::text[], $13::bigint[],
-                                  $14::bigint[], $15::bool[], $16::bigint[], $17::bool[])
+                                  $14::bigint[], $15::bool[], $16::bigint[], $17::bool[],
+                                  $18::text[])
                  AS u(key, state, attempts, next_at, error, g_attempts, g_generation, dead_too,
-                      outcome, started_at, duration_ms, running, write_id, own_mark)
+                      outcome, started_at, duration_ms, running, write_id, own_mark,
+                      discarded)
          ), applied AS (
              UPDATE deliveries d SET state = u.state, attempts = u.attempts,
                  next_at = u.next_at, updated_at = $1,
@@ -63,11 +65,22 @@ pub(super) async fn finish_many(
                AND (NOT u.own_mark OR (d.claimed_by = $2 AND d.started = u.attempts))
              RETURNING d.key
          ), logged AS (
+             -- A run of the same call whose outcome was discarded first (see `Trace`): the
+             -- history reads in `id` order, given in the order of this SELECT.
              INSERT INTO attempts (delivery_key, generation, attempt, outcome, reason,
                                    started_at, duration_ms, recorded_at, write_id)
-             SELECT u.key, u.g_generation, u.attempts, u.outcome, u.error, u.started_at,
-                    u.duration_ms, $1, u.write_id
-             FROM u JOIN applied ON applied.key = u.key
+             SELECT e.key, e.generation, e.attempt, e.outcome, e.reason, e.started_at,
+                    e.duration_ms, $1, e.write_id
+             FROM (
+                 SELECT u.key, u.g_generation AS generation, u.attempts AS attempt,
+                        '{DISCARDED}' AS outcome, u.discarded AS reason, u.started_at,
+                        NULL::bigint AS duration_ms, NULL::bigint AS write_id, 0 AS n
+                 FROM u JOIN applied ON applied.key = u.key WHERE u.discarded IS NOT NULL
+                 UNION ALL
+                 SELECT u.key, u.g_generation, u.attempts, u.outcome, u.error, u.started_at,
+                        u.duration_ms, u.write_id, 1
+                 FROM u JOIN applied ON applied.key = u.key
+             ) e ORDER BY e.key, e.n
          )
          SELECT key FROM applied"
     );
@@ -87,6 +100,7 @@ pub(super) async fn finish_many(
     let mut running = Vec::with_capacity(n);
     let mut write_id = Vec::with_capacity(n);
     let mut own_mark = Vec::with_capacity(n);
+    let mut discarded: Vec<Option<&str>> = Vec::with_capacity(n);
     for r in records {
         let (s, next) = match &r.finish {
             Finish::Done => ("done", now),
@@ -107,6 +121,7 @@ pub(super) async fn finish_many(
         running.push(r.call_still_runs());
         write_id.push(r.write.0);
         own_mark.push(r.guard.own_mark);
+        discarded.push(r.trace.discarded_run.as_deref());
     }
     let stmt = c.prepare_cached(&sql).await?;
     let rows = c
@@ -130,6 +145,7 @@ pub(super) async fn finish_many(
                 &running,
                 &write_id,
                 &own_mark,
+                &discarded,
             ],
         )
         .await?;

@@ -105,6 +105,7 @@ mod tests {
                 outcome: "ok",
                 started_at_ms: 1,
                 duration_ms: 1,
+                discarded_run: None,
             },
         }
     }

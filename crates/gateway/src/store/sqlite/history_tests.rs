@@ -125,12 +125,14 @@ fn every_applied_outcome_and_crash_is_kept_in_order_across_replays() {
             outcome: "timeout",
             started_at_ms: 9_000,
             duration_ms: 10,
+            discarded_run: None,
         };
         assert!(finish(&store, key, guard(0, 2, false), dead, timeout).await);
         let late = Trace {
             outcome: "late ok",
             started_at_ms: 9_000,
             duration_ms: 250,
+            discarded_run: None,
         };
         assert!(finish(&store, key, guard(0, 3, true), Finish::Done, late).await);
         // A replay keeps the history; the new generation's attempts follow it.
@@ -205,6 +207,7 @@ fn a_success_is_kept_in_its_row_until_a_replay_makes_it_a_history_row() {
             outcome: "ok",
             started_at_ms: 4_000,
             duration_ms: 12,
+            discarded_run: None,
         };
         assert!(finish(&store, key, guard(0, 0, false), Finish::Done, ok).await);
         assert_eq!(history_rows(&store), 0, "no row for a success");
@@ -375,6 +378,7 @@ fn a_timed_out_call_keeps_its_mark_until_it_returns_and_a_crash_meanwhile_is_cou
             outcome,
             started_at_ms: 1_000,
             duration_ms: 1_000,
+            discarded_run: None,
         };
         // Attempt 1 times out while its call still runs: retried, still marked started.
         let marked = store.start_attempts(vec![(key, guard(0, 0, false))]);
@@ -463,5 +467,72 @@ fn a_purge_step_examines_a_bounded_window_and_goes_on_past_held_events() {
         assert!(store.event("held-0").expect("read").is_some());
         assert!(store.event("free-0").expect("read").is_none());
         store.close();
+    });
+}
+
+/// A run of the same call whose outcome was discarded (its batch panicked as a whole) is an
+/// entry of its own before the attempt's, written only with an outcome that applies.
+#[test]
+fn a_discarded_run_comes_before_its_attempts_entry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
+        let (ok, dead) = (key_of(&store, "ok").await, key_of(&store, "dead").await);
+        let why: Arc<str> = Arc::from("its batch panicked as a whole (boom): again");
+        let traced = |finish: &Finish| Trace {
+            discarded_run: Some(why.clone()),
+            ..trace_of(finish)
+        };
+        let died = Finish::Dead {
+            error: "panicked: boom".into(),
+        };
+        assert!(
+            finish(
+                &store,
+                ok,
+                guard(0, 0, false),
+                Finish::Done,
+                traced(&Finish::Done)
+            )
+            .await
+        );
+        assert!(
+            finish(
+                &store,
+                dead,
+                guard(0, 0, false),
+                died.clone(),
+                traced(&died)
+            )
+            .await
+        );
+        // Stale (the attempt count moved on): neither entry.
+        assert!(
+            !finish(
+                &store,
+                dead,
+                guard(0, 0, false),
+                died.clone(),
+                traced(&died)
+            )
+            .await
+        );
+        let note = Some(why.as_ref());
+        assert_eq!(
+            shape(&history(&store, "ok")),
+            [(0, 1, "discarded", note), (0, 1, "ok", None)]
+        );
+        assert_eq!(
+            shape(&history(&store, "dead")),
+            [
+                (0, 1, "discarded", note),
+                (0, 1, "reject", Some("panicked: boom"))
+            ]
+        );
+        let first = &history(&store, "ok")[0];
+        assert_eq!(
+            (first.started_at_ms, first.duration_ms),
+            (Some(5_000), None)
+        );
     });
 }

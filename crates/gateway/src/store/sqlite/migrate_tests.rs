@@ -180,6 +180,7 @@ fn a_version_4_store_is_rebuilt_in_arrival_order_with_every_row() {
                 outcome: "ok",
                 started_at_ms: 300,
                 duration_ms: 1,
+                discarded_run: None,
             },
         };
         assert_eq!(

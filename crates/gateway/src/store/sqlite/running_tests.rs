@@ -36,6 +36,7 @@ pub(super) fn record(
             outcome,
             started_at_ms: 1_000,
             duration_ms: 1_000,
+            discarded_run: None,
         },
         write: WriteId::fresh(),
     }

@@ -39,6 +39,7 @@ pub(super) fn trace_of(finish: &Finish) -> crate::store::Trace {
         },
         started_at_ms: 5_000,
         duration_ms: 7,
+        discarded_run: None,
     }
 }
 

@@ -20,7 +20,7 @@ use super::ids::id_hash;
 use super::replay;
 use super::{now_ms, ReplaySelector, Write};
 use crate::store::{
-    Accepted, Finish, FinishRecord, NewEvent, Orphaned, PurgeStep, StoreError, CRASHED,
+    Accepted, Finish, FinishRecord, NewEvent, Orphaned, PurgeStep, StoreError, CRASHED, DISCARDED,
 };
 
 /// The writer thread of the store at `store`: batch, apply in one transaction, commit (fsync),
@@ -396,6 +396,19 @@ fn apply_finish(hot: &mut Hot<'_>, record: &FinishRecord, now: i64) -> Result<bo
         duration_ms,
         guard.own_mark
     ])?;
+    // A run of the same call whose outcome was discarded comes first (see `Trace`).
+    if let (1, Some(why)) = (changed, &trace.discarded_run) {
+        hot.get(Sql::History)?.execute(params![
+            key,
+            guard.generation,
+            attempts,
+            DISCARDED,
+            why.as_ref(),
+            trace.started_at_ms,
+            None::<i64>,
+            now
+        ])?;
+    }
     // A success is the last entry of its generation's history: it stays in the row's `done_*`
     // columns (read back as an entry by `inspect`, made a row of `attempts` by a replay), which
     // saves a row and an index entry per delivery.
