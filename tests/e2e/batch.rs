@@ -2,7 +2,7 @@
 //! (up to `max_batch`), each delivery still gets its own outcome, retries and dead letters, a
 //! panic inside a batch ends only the poison delivery, a batch that outlives its timeout is
 //! waited for and its late outcomes count, and a replay of a delivery whose batch is running
-//! waits for the batch, then reruns that delivery alone.
+//! waits for the batch, then reruns that delivery alone. Panics inside a batch: `batch/panics.rs`.
 
 use std::time::Duration;
 
@@ -10,6 +10,9 @@ use gateway_e2e::harness::{base_config, binaries, wait_until, TestGateway};
 
 const TOKEN: &str = "tok";
 const WAIT: Duration = Duration::from_secs(15);
+
+#[path = "batch/panics.rs"]
+mod panics;
 
 /// One testkit instance `kit` (one call at a time, 16 deliveries per call at most) with
 /// per-type `modes`, for every `test.*`; `test.gate` waits until [`open_gate`].
@@ -146,135 +149,6 @@ fn each_delivery_of_a_batch_gets_its_own_outcome_and_only_the_failed_one_is_retr
         (Some(2), Some(1))
     );
     assert!(calls(&gw).iter().all(|c| c["in_flight"] == 1));
-}
-
-/// The delivery's history: (attempt, outcome, reason) oldest first.
-fn history(gw: &TestGateway, id: &str) -> Vec<(u64, String, String)> {
-    let (code, out, err) = gw.cli(&["events", "show", id]);
-    assert_eq!(code, 0, "{err}");
-    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
-    v["deliveries"][0]["history"]
-        .as_array()
-        .expect("a history")
-        .iter()
-        .map(|a| {
-            (
-                a["attempt"].as_u64().unwrap_or_default(),
-                a["outcome"].as_str().unwrap_or_default().to_owned(),
-                a["reason"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect()
-}
-
-/// The config of [`poison_batch`].
-fn poison_config() -> String {
-    kit_config(
-        "max_batch = 16",
-        r#""test.poison" = "panic_handle""#,
-        1,
-        800,
-    )
-}
-
-/// `kit` panicking on `test.poison`, and `<prefix>-ok1`, `<prefix>-poison`, `<prefix>-ok2`
-/// queued behind a gate (one batch).
-fn poison_batch(dir: &std::path::Path, prefix: &str) -> TestGateway {
-    queue_poison_batch(TestGateway::spawn(dir, &poison_config()), prefix)
-}
-
-fn queue_poison_batch(gw: TestGateway, prefix: &str) -> TestGateway {
-    let ids = ["ok1", "poison", "ok2"].map(|s| format!("{prefix}-{s}"));
-    let types = ["test.ok", "test.poison", "test.ok"];
-    let events: Vec<(&str, &str)> = ids.iter().map(String::as_str).zip(types).collect();
-    queue_behind_a_gate(&gw, &events);
-    gw
-}
-
-#[test]
-fn a_panic_inside_a_batch_ends_only_the_poison_delivery() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let gw = poison_batch(dir.path(), "p");
-    assert!(
-        wait_until(WAIT, || {
-            ["p-ok1", "p-ok2"]
-                .iter()
-                .all(|id| state(&gw, id).0 == "done")
-                && state(&gw, "p-poison").0 == "dead"
-        }),
-        "{:?}",
-        calls(&gw)
-    );
-    let (_, reason) = state(&gw, "p-poison");
-    assert!(
-        reason.contains("panicked: testkit: panic in handle for p-poison"),
-        "{reason}"
-    );
-    // Handled in the batch until the panic, then each on its own after the restart.
-    for id in ["p-ok1", "p-ok2"] {
-        let n = calls_of(&gw, id).len();
-        assert!((1..=2).contains(&n), "{id}: {n} calls");
-    }
-    assert!(
-        gw.log().contains("plugin panicked in a batch"),
-        "{}",
-        gw.log()
-    );
-    each_history_shows_the_discarded_run(&gw, "p");
-}
-
-/// After [`queue_poison_batch`] with `prefix`: each history shows the run whose outcome the
-/// batch's panic discarded, then the delivery's own run (until then the plugin's double call
-/// was in no history).
-fn each_history_shows_the_discarded_run(gw: &TestGateway, prefix: &str) {
-    let ids = ["ok1", "poison", "ok2"].map(|s| format!("{prefix}-{s}"));
-    assert!(
-        wait_until(WAIT, || ids
-            .iter()
-            .all(|id| ["done", "dead"].contains(&state(gw, id).0.as_str()))),
-        "{:?}",
-        calls(gw)
-    );
-    let panic =
-        format!("its batch panicked as a whole (testkit: panic in handle for {prefix}-poison)");
-    for (id, last) in ids.iter().zip(["ok", "panicked", "ok"]) {
-        let h = history(gw, id);
-        assert_eq!(h.len(), 2, "{id}: {h:?}");
-        assert_eq!((h[0].0, h[0].1.as_str()), (1, "discarded"), "{id}: {h:?}");
-        assert!(
-            h[0].2.starts_with(&panic) && h[0].2.contains("handed over again on its own"),
-            "{id}: {h:?}"
-        );
-        assert_eq!((h[1].0, h[1].1.as_str()), (1, last), "{id}: {h:?}");
-    }
-}
-
-#[test]
-fn an_isolated_batch_that_panicked_shows_its_discarded_run_too() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = poison_config().replacen(
-        "max_concurrency = 1",
-        "max_concurrency = 1\nisolation = \"process\"",
-        1,
-    );
-    let gw = queue_poison_batch(TestGateway::spawn(dir.path(), &cfg), "i");
-    each_history_shows_the_discarded_run(&gw, "i");
-}
-
-#[test]
-fn on_postgresql_a_panicked_batchs_discarded_run_is_in_the_history_too() {
-    let pg = gateway_e2e::pgkit::PgCluster::start();
-    let url = pg.create_database("discarded");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = poison_config().replacen(
-        "[store]\npath = \"data/gateway.db\"",
-        "[store]\nurl = \"${PG_URL}\"",
-        1,
-    );
-    assert!(cfg.contains("PG_URL"), "{cfg}");
-    let gw = TestGateway::spawn_with_env(dir.path(), &cfg, &[("PG_URL", &url)]);
-    let gw = queue_poison_batch(gw, "g");
-    each_history_shows_the_discarded_run(&gw, "g");
 }
 
 #[test]
@@ -549,35 +423,4 @@ fn a_batch_lingering_when_the_gateway_stops_is_not_called() {
     assert_eq!(calls_of(&gw, "gate").len(), 1, "{:?}", calls(&gw));
     assert!(calls_of(&gw, "ls-1").is_empty(), "{:?}", calls(&gw));
     assert_eq!(state(&gw, "ls-1").0, "pending");
-}
-
-/// Regression: in process, after a batch panicked, its deliveries are handed one by one to a
-/// fresh instance; when one of them panicked again, the deliveries after it were handed to
-/// that same instance, which had just panicked (an isolated instance starts a new process for
-/// each). testkit numbers its instances (`instance_no`): the batch-mate's last call must be on
-/// another instance than the poison delivery's last panic.
-#[test]
-fn after_a_panic_in_a_batch_no_batch_mate_runs_on_the_instance_that_panicked() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let gw = poison_batch(dir.path(), "q");
-    assert!(
-        wait_until(WAIT, || state(&gw, "q-ok2").0 == "done"
-            && state(&gw, "q-poison").0 == "dead"),
-        "{:?}",
-        calls(&gw)
-    );
-    let lines = gateway_e2e::harness::read_jsonl(&dir.path().join("data/kit.jsonl"));
-    let last = |id: &str| {
-        lines
-            .iter()
-            .rposition(|l| l["event_id"] == id)
-            .unwrap_or_else(|| panic!("{id} never called: {lines:?}"))
-    };
-    let (panic, mate) = (last("q-poison"), last("q-ok2"));
-    assert_eq!(lines[panic]["outcome"], "panic", "{lines:?}");
-    assert!(panic < mate, "{lines:?}");
-    assert_ne!(
-        lines[panic]["instance_no"], lines[mate]["instance_no"],
-        "q-ok2 ran on the instance q-poison had just panicked in: {lines:?}"
-    );
 }
