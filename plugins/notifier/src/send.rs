@@ -15,6 +15,16 @@ use crate::redact::Scrubber;
 
 /// The bot code for "too many requests" (spec §10): retried.
 pub const BOT_RATE_LIMITED: i64 = 11_232;
+/// The code a custom bot's webhook answers when its own limit (5/s, 100/min) is hit, with
+/// `"msg":"too many request"` (over HTTP 400, or 200): retried. The same code with another
+/// message (`Bad Request`: a malformed body) is a refusal, so the message decides.
+pub const BOT_TOO_MANY: i64 = 9_499;
+
+/// Whether a bot answer's `code` and `msg` say "rate limited, try later".
+pub fn rate_limited(code: i64, msg: &str) -> bool {
+    code == BOT_RATE_LIMITED
+        || (code == BOT_TOO_MANY && msg.to_ascii_lowercase().contains("too many"))
+}
 /// At most this much of a response body is read (and at most [`SNIPPET`] characters quoted).
 const MAX_READ: u64 = 64 * 1024;
 const SNIPPET: usize = 200;
@@ -84,8 +94,8 @@ fn classify_status(status: u16, response: ureq::Response, scrubber: &Scrubber) -
         None => snippet(&text),
     };
     let reason = format!("HTTP {status}: {detail}");
-    let rate_limited = code.is_some_and(|(c, _)| c == BOT_RATE_LIMITED);
-    if status == 429 || status == 408 || status >= 500 || rate_limited {
+    let limited = code.as_ref().is_some_and(|(c, msg)| rate_limited(*c, msg));
+    if status == 429 || status == 408 || status >= 500 || limited {
         Outcome::Retry {
             reason,
             retry_after,
@@ -119,8 +129,8 @@ fn classify_success(target: TargetKind, response: ureq::Response, scrubber: &Scr
     };
     match bot_code(&text) {
         Some((0, _)) => Outcome::Ok,
-        Some((BOT_RATE_LIMITED, msg)) => Outcome::Retry {
-            reason: format!("bot rate limited (code {BOT_RATE_LIMITED}: {msg})"),
+        Some((code, msg)) if rate_limited(code, &msg) => Outcome::Retry {
+            reason: format!("bot rate limited (code {code}: {msg})"),
             retry_after,
         },
         Some((code, msg)) => Outcome::reject(format!("bot error code {code}: {msg}")),

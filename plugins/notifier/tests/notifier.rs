@@ -243,6 +243,32 @@ fn classification_table() {
             "retry",
             "11232",
         ),
+        // The custom bot's own limit, over HTTP 400 or 200 (with the older keys beside it).
+        (
+            Reply::json(
+                400,
+                &json!({"code": 9499, "msg": "too many request", "data": {}}),
+            ),
+            "retry",
+            "code 9499: too many request",
+        ),
+        (
+            Reply::json(
+                200,
+                &json!({"StatusCode": 0, "StatusMessage": "", "code": 9499, "msg": "too many request"}),
+            ),
+            "retry",
+            "9499",
+        ),
+        // The same code for a malformed body is a refusal.
+        (
+            Reply::json(
+                400,
+                &json!({"code": 9499, "msg": "Bad Request", "data": {}}),
+            ),
+            "reject",
+            "9499",
+        ),
         (Reply::status(500), "retry", "HTTP 500"),
         (Reply::status(503).with_retry_after(3), "retry", "HTTP 503"),
         (Reply::status(400).with_body("bad"), "reject", "HTTP 400"),
@@ -273,6 +299,25 @@ fn classification_table() {
         assert_eq!(got, kind, "{shown} → {outcome:?}");
         assert!(reason(&outcome).contains(needle), "{shown} → {outcome:?}");
     }
+}
+
+/// The bot's own limit answered in a batch: the first delivery is retried and the rest are not
+/// sent into the limit (they were all sent, and all dead-lettered, when only 11232 counted).
+#[test]
+fn a_bot_limit_in_a_batch_retries_and_stops_sending() {
+    let standin = BotStandin::start();
+    standin.set_default(Reply::json(
+        400,
+        &json!({"code": 9499, "msg": "too many request", "data": {}}),
+    ));
+    let n = notifier(bot_config(&standin));
+    let batch: Vec<Delivery> = (1..=5).map(|i| seed_delivery(&format!("d-{i}"))).collect();
+    let outcomes = n.handle_batch(&batch);
+    assert!(
+        outcomes.iter().all(|o| matches!(o, Outcome::Retry { .. })),
+        "{outcomes:?}"
+    );
+    assert_eq!(standin.requests().len(), 1, "{outcomes:?}");
 }
 
 /// A loopback port nothing listens on (bound, then released).
