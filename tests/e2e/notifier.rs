@@ -7,7 +7,8 @@
 //! arrives exactly once. The webhook token and the secret never show in the gateway's output.
 //! An account id full of markup (an @-everyone mention, a link, bold, a backslash, a line break)
 //! reaches the bot neutralised: fullwidth brackets in a text message, HTML entities in a card body,
-//! as written (on one line) in a card's plain-text header.
+//! as written (on one line) in a card's plain-text header. A reload that changes the instance's
+//! config keeps the bot's rate-limit window.
 
 #[path = "../standins/bot.rs"]
 mod bot;
@@ -48,7 +49,13 @@ fn start_with(
     rate_per_second: u32,
     extra: &str,
 ) -> TestGateway {
-    let cfg = format!(
+    let cfg = config(bot, rate_per_second, extra);
+    TestGateway::spawn_with_env(dir, &cfg, &[(SECRET_VAR, BOT_SECRET)])
+}
+
+/// The config [`start_with`] starts.
+fn config(bot: &BotStandin, rate_per_second: u32, extra: &str) -> String {
+    format!(
         r#"{base}
 [[apps]]
 name = "hire"
@@ -87,8 +94,7 @@ plugins = ["notify"]
         base = base_config(),
         library = binaries().notifier.display(),
         url = bot.url(&hook_path()),
-    );
-    TestGateway::spawn_with_env(dir, &cfg, &[(SECRET_VAR, BOT_SECRET)])
+    )
 }
 
 fn lark() -> Lark {
@@ -441,4 +447,61 @@ fn a_mention_or_link_in_the_account_id_reaches_a_card_as_literal_text() {
             "sign": bot_sign(&ts, BOT_SECRET),
         })
     );
+}
+
+/// Regression: a reload that changed the instance's config (here its template) created the new
+/// instance with an empty rate-limit window, so the bot got the old window's sends and a new
+/// window's on top (6 messages within seconds under 3 a minute). The window is the target's.
+#[test]
+fn a_reload_keeps_the_bots_rate_window() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bot = BotStandin::start();
+    let limited = |template: &str| {
+        config(&bot, 0, "")
+            .replacen("rate_per_minute = 0", "rate_per_minute = 3", 1)
+            .replacen("max_wait = \"5s\"", "max_wait = \"0s\"", 1)
+            .replacen(TEMPLATE, template, 1)
+    };
+    let cfg = limited("v1 {account_id}");
+    assert!(cfg.contains("rate_per_minute = 3") && cfg.contains("v1 {account_id}"));
+    std::fs::write(dir.path().join("gateway.toml"), &cfg).expect("write");
+    let gw = TestGateway::spawn_with_env(dir.path(), &cfg, &[(SECRET_VAR, BOT_SECRET)]);
+    for i in 0..3 {
+        send(
+            &gw,
+            &format!("w-{i}"),
+            "ou_w",
+            1,
+            "[]",
+            1_700_000_001_000 + i,
+        );
+    }
+    bot.wait_for(3, Duration::from_secs(10));
+    std::fs::write(dir.path().join("gateway.toml"), limited("v2 {account_id}")).expect("write");
+    gw.signal("HUP");
+    assert!(
+        wait_until(Duration::from_secs(10), || gw
+            .log()
+            .contains("config reloaded")),
+        "{}",
+        gw.log()
+    );
+    send(&gw, "w-3", "ou_w", 1, "[]", 1_700_000_002_000);
+    // The new instance finds the minute's three sends: no slot, a retry, nothing sent.
+    assert!(
+        wait_until(Duration::from_secs(10), || delivery(&gw, "w-3")["attempts"]
+            .as_u64()
+            >= Some(1)),
+        "{}",
+        delivery(&gw, "w-3")
+    );
+    let d = delivery(&gw, "w-3");
+    assert_eq!(d["state"], "pending", "{d}");
+    assert!(
+        d["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no send slot")),
+        "{d}"
+    );
+    assert_eq!(bot.requests().len(), 3, "the bot got more than 3 a minute");
 }

@@ -1,8 +1,9 @@
 //! `notifier`: posts one message per delivery to a Feishu/Lark custom group bot (text or card,
 //! optionally signed, spec §10) or to any HTTP endpoint (a JSON object, optionally signed the
 //! Standard Webhooks way). Messages come from a template with the event's fields; sends are paced
-//! by a client-side rate limit per instance; results are classified into `Ok`, `Retry` (network,
-//! timeout, 429, 5xx, bot rate limit) or `Reject` (other 4xx, bot error codes).
+//! by a client-side rate limit per target URL (shared by the process's instances); results are
+//! classified into `Ok`, `Retry` (network, timeout, 429, 5xx, bot rate limit) or `Reject` (other
+//! 4xx, bot error codes).
 //!
 //! Invariant: the webhook URL (its last segment is a bearer token) and the signing secret never
 //! appear in a log line, an error message or an `Outcome` reason; only `scheme://host/…/<redacted>`
@@ -74,7 +75,8 @@ impl Plugin for Notifier {
             .redirects(0)
             .user_agent(concat!("gateway-notifier/", env!("CARGO_PKG_VERSION")))
             .build();
-        let limiter = RateLimiter::new(config.rate_per_second, config.rate_per_minute);
+        let limiter =
+            RateLimiter::for_target(&config.url, config.rate_per_second, config.rate_per_minute);
         host.log(
             Level::Info,
             &format!(
@@ -194,6 +196,32 @@ impl Notifier {
             .scrub(&format!("{}: {reason}", self.config.url_shown))
     }
 
+    /// `configured` (else `default`) rendered for this delivery. A configured template that
+    /// renders nothing but blanks (its placeholders are all asset fields, and the event is of
+    /// another type) gives way to the default for the event's type, which says what it was:
+    /// an empty message tells no one anything.
+    fn render(
+        &self,
+        configured: Option<&Template>,
+        default: &Template,
+        fields: &Fields<'_>,
+        markup: Markup,
+    ) -> String {
+        let offset = self.config.utc_offset;
+        let text = configured.unwrap_or(default).render(fields, offset, markup);
+        if configured.is_none() || !text.trim().is_empty() {
+            return text;
+        }
+        self.host.log(
+            Level::Warn,
+            &format!(
+                "the configured template rendered nothing for this {} event: sent the default",
+                fields.event_type
+            ),
+        );
+        default.render(fields, offset, markup)
+    }
+
     fn deliver(&self, d: &Delivery, deadline: Instant) -> Outcome {
         let assets = if d.event_type == AssetsUpdateV1::EVENT_TYPE {
             match AssetsUpdateV1::from_envelope(d.event_json()) {
@@ -213,19 +241,13 @@ impl Notifier {
             Some(_) => (&self.defaults.assets_text, &self.defaults.assets_title),
             None => (&self.defaults.generic_text, &self.defaults.generic_title),
         };
-        let offset = self.config.utc_offset;
         // The language the message text is read in decides how values are written into it.
         let markup = match (self.config.target, self.config.format) {
             (TargetKind::LarkBot, Format::Text) => Markup::LarkText,
             (TargetKind::LarkBot, Format::Card) => Markup::LarkMd,
             (TargetKind::Http, _) => Markup::Raw,
         };
-        let text = self
-            .config
-            .template
-            .as_ref()
-            .unwrap_or(default_text)
-            .render(&fields, offset, markup);
+        let text = self.render(self.config.template.as_ref(), default_text, &fields, markup);
 
         let left = deadline.saturating_duration_since(Instant::now());
         if let Err(wait) = self.limiter.acquire(self.config.max_wait.min(left)) {
@@ -250,10 +272,12 @@ impl Notifier {
         let (headers, body) = match self.config.target {
             TargetKind::LarkBot => {
                 let title = match self.config.format {
-                    Format::Card => {
-                        let title = self.config.title.as_ref().unwrap_or(default_title);
-                        title.render(&fields, offset, Markup::PlainText)
-                    }
+                    Format::Card => self.render(
+                        self.config.title.as_ref(),
+                        default_title,
+                        &fields,
+                        Markup::PlainText,
+                    ),
                     Format::Text => String::new(),
                 };
                 let signing = match &self.config.signing {

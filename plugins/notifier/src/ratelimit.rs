@@ -1,15 +1,36 @@
-//! Client-side rate limit of one target instance: at most `per_second` sends in any 1 s window
-//! and `per_minute` in any 60 s window (sliding windows, exact). A caller *reserves* the earliest
+//! Client-side rate limit of one target: at most `per_second` sends in any 1 s window and
+//! `per_minute` in any 60 s window (sliding windows, exact). A caller *reserves* the earliest
 //! free send time under a mutex and then sleeps outside it, so concurrent `handle` calls are
 //! queued in order instead of being refused; a caller whose slot is further away than `max_wait`
 //! reserves nothing and is told how long to back off. The lock is never held while sleeping.
+//!
+//! The send times are kept per target URL for the whole process ([`RateLimiter::for_target`]):
+//! instances pointed at one target count against the same windows, each with its own limits,
+//! and so does the instance a reload creates in place of one whose config changed (a window
+//! that started empty at each reload let a template edit double the sends to the bot).
 
-use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 const SECOND: Duration = Duration::from_secs(1);
 const MINUTE: Duration = Duration::from_secs(60);
+
+/// The reserved send times of one target, non-decreasing, none older than a minute before the
+/// newest call; at most `keep` of them (the largest limit of any limiter that used it: only
+/// that many of the newest can ever matter).
+#[derive(Debug, Default)]
+struct Sends {
+    slots: VecDeque<Instant>,
+    keep: usize,
+}
+
+/// Every target's sends in this process, by URL. An entry is never removed: one per target
+/// URL configured since the process started, each at most `keep` instants.
+fn targets() -> &'static Mutex<HashMap<String, Arc<Mutex<Sends>>>> {
+    static TARGETS: OnceLock<Mutex<HashMap<String, Arc<Mutex<Sends>>>>> = OnceLock::new();
+    TARGETS.get_or_init(Default::default)
+}
 
 /// A sliding-window limiter shared by every `handle` call of one instance.
 #[derive(Debug)]
@@ -18,16 +39,34 @@ pub struct RateLimiter {
     per_second: usize,
     /// 0 disables the window.
     per_minute: usize,
-    /// Reserved send times, non-decreasing, none older than a minute before the newest call.
-    slots: Mutex<VecDeque<Instant>>,
+    sends: Arc<Mutex<Sends>>,
 }
 
 impl RateLimiter {
+    /// A limiter with send times of its own.
+    #[cfg(test)]
     pub fn new(per_second: u32, per_minute: u32) -> RateLimiter {
+        Self::over(Arc::default(), per_second, per_minute)
+    }
+
+    /// A limiter over the send times this process keeps for `target` (see the module docs).
+    pub fn for_target(target: &str, per_second: u32, per_minute: u32) -> RateLimiter {
+        // A poisoned lock only means another thread panicked while inserting: the map is
+        // still a valid map.
+        let sends = targets()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(target.to_owned())
+            .or_default()
+            .clone();
+        Self::over(sends, per_second, per_minute)
+    }
+
+    fn over(sends: Arc<Mutex<Sends>>, per_second: u32, per_minute: u32) -> RateLimiter {
         RateLimiter {
             per_second: per_second as usize,
             per_minute: per_minute as usize,
-            slots: Mutex::new(VecDeque::new()),
+            sends,
         }
     }
 
@@ -48,7 +87,10 @@ impl RateLimiter {
     pub fn reserve(&self, now: Instant, max_wait: Duration) -> Result<Instant, Duration> {
         // A poisoned lock only means another caller panicked between two lines of plain
         // arithmetic below; the queue is still a valid schedule.
-        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sends = self.sends.lock().unwrap_or_else(|p| p.into_inner());
+        let keep = self.per_second.max(self.per_minute).max(sends.keep).max(1);
+        sends.keep = keep;
+        let slots = &mut sends.slots;
         while slots
             .front()
             .is_some_and(|t| now.saturating_duration_since(*t) >= MINUTE)
@@ -69,8 +111,6 @@ impl RateLimiter {
             return Err(wait);
         }
         slots.push_back(at);
-        // Keep the queue bounded: only the newest `max(limits)` entries can ever matter.
-        let keep = self.per_second.max(self.per_minute).max(1);
         while slots.len() > keep {
             slots.pop_front();
         }
@@ -81,6 +121,31 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limiters_for_one_target_share_its_sends_each_with_its_own_limits() {
+        let target = "http://127.0.0.1:1/shared-window-test";
+        let (a, b) = (
+            RateLimiter::for_target(target, 0, 3),
+            RateLimiter::for_target(target, 0, 10),
+        );
+        let other = RateLimiter::for_target("http://127.0.0.1:1/another", 0, 3);
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert_eq!(a.reserve(t0, Duration::ZERO), Ok(t0));
+        }
+        // A replacement with the same limits (a reload) finds the minute spent.
+        let again = RateLimiter::for_target(target, 0, 3);
+        assert_eq!(again.reserve(t0, Duration::ZERO), Err(MINUTE));
+        // A larger limit counts the three sends too, and its own keep holds them for `a`.
+        for _ in 0..7 {
+            assert_eq!(b.reserve(t0, Duration::ZERO), Ok(t0));
+        }
+        assert_eq!(b.reserve(t0, Duration::ZERO), Err(MINUTE));
+        assert_eq!(a.reserve(t0, Duration::ZERO), Err(MINUTE));
+        // Another target's window is its own.
+        assert_eq!(other.reserve(t0, Duration::ZERO), Ok(t0));
+    }
 
     #[test]
     fn per_second_window() {

@@ -142,7 +142,8 @@ fn custom_template_card_and_generic_events() {
         card["card"]["elements"][0]["text"]["content"],
         "**100** points, CNY 100.00 (hire.referral&#95;account.assets&#95;update&#95;v1, {literal})"
     );
-    // Asset placeholders are empty for other event types.
+    // Asset placeholders are empty for other event types (a title left with nothing at all
+    // would give way to the default: below).
     let other = got[1].json();
     assert_eq!(other["card"]["header"]["title"]["content"], "Balance of ");
     assert_eq!(
@@ -157,6 +158,37 @@ fn custom_template_card_and_generic_events() {
         text,
         json!({"msg_type": "text", "content": {"text":
             "Event im.message.receive_v1 received on app hire (event ev-9)"}})
+    );
+}
+
+/// A template (or card title) of asset placeholders only renders nothing for another event
+/// type: the default for that type is sent instead of an empty message.
+#[test]
+fn a_template_that_renders_nothing_gives_way_to_the_default() {
+    let standin = BotStandin::start();
+    let text = notifier(json!({"target": "lark_bot", "url": standin.url(HOOK_PATH),
+                               "template": "{account_id}{cash}"}));
+    assert_eq!(text.handle(&other_delivery()), Outcome::Ok);
+    let card = notifier(json!({"target": "lark_bot", "url": standin.url(HOOK_PATH),
+                               "format": "card", "title": " {account_id} ",
+                               "template": "{event_id}: {points}"}));
+    assert_eq!(card.handle(&other_delivery()), Outcome::Ok);
+    // An assets event still gets the template as written.
+    assert_eq!(text.handle(&seed_delivery("d-1")), Outcome::Ok);
+    let got = standin.requests();
+    assert_eq!(
+        got[0].json()["content"]["text"],
+        "Event im.message.receive_v1 received on app hire (event ev-9)"
+    );
+    let card = got[1].json();
+    assert_eq!(
+        card["card"]["header"]["title"]["content"],
+        "im.message.receive_v1"
+    );
+    assert_eq!(card["card"]["elements"][0]["text"]["content"], "ev&#45;9: ");
+    assert_eq!(
+        got[2].json()["content"]["text"],
+        "7147998241542539527CNY 100.00"
     );
 }
 
