@@ -1,6 +1,7 @@
 //! Traffic and what it shows: the metrics after known traffic, `gateway send` signing and
 //! encrypting like Lark, a store that cannot write answering 503 and claiming nothing, and
-//! connections past `max_connections` closed while service continues. Part of `operations.rs`.
+//! connections past `max_connections` closed while service continues, and a soft open-file
+//! limit too low for them raised at start. Part of `operations.rs`.
 
 use std::time::Duration;
 
@@ -241,4 +242,52 @@ fn connections_past_max_connections_are_closed_and_service_continues() {
             lark.wrap(&lark.event_v2("after-limit", "t.s", serde_json::json!({})));
         harness::post(&gw.url("/hook"), &headers, &body).is_ok_and(|a| a.status == 200)
     }));
+}
+
+/// `Max open files` of process `pid`: (soft, hard), `None` for unlimited.
+fn open_files(pid: &str) -> (Option<u64>, Option<u64>) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a Max open files line");
+    let mut values = line["Max open files".len()..]
+        .split_whitespace()
+        .map(|v| v.parse::<u64>().ok());
+    (values.next().flatten(), values.next().flatten())
+}
+
+/// A soft open-file limit below what `max_connections` (1024 by default) and the gateway's own
+/// 128 need is raised at start as far as the hard limit allows (it was only warned about: past
+/// it new connections waited unanswered); the warning stays when even the hard limit is short.
+#[test]
+fn a_low_open_file_limit_is_raised_for_max_connections() {
+    let cfg = format!("{}{}", base_config(), app());
+    let (_, hard) = open_files("self");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = TestGateway::spawn_after(dir.path(), &cfg, "ulimit -S -n 300");
+    let wanted = hard.map_or(1152, |h| h.min(1152));
+    assert_eq!(open_files(&gw.pid().to_string()), (Some(wanted), hard));
+    assert!(
+        gw.log()
+            .contains("raised the soft open-file limit for [server] max_connections"),
+        "{}",
+        gw.log()
+    );
+    assert_eq!(
+        gw.log().contains("the open-file limit"),
+        wanted < 1152,
+        "{}",
+        gw.log()
+    );
+    drop(gw);
+    // A hard limit of 400: raised to it, and still warned about.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = TestGateway::spawn_after(dir.path(), &cfg, "ulimit -S -n 300 && ulimit -H -n 400");
+    assert_eq!(open_files(&gw.pid().to_string()), (Some(400), Some(400)));
+    assert!(
+        gw.log().contains("the open-file limit (400"),
+        "{}",
+        gw.log()
+    );
 }
