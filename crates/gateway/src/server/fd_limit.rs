@@ -48,7 +48,7 @@ pub fn check(max_connections: usize) {
     if let Some(target) = raised(limit.current, limit.maximum, max_connections) {
         let from = limit.current;
         limit.current = Some(target);
-        match setrlimit(Resource::Nofile, limit.clone()) {
+        match setrlimit(Resource::Nofile, limit) {
             Ok(()) => tracing::info!(
                 from = from.unwrap_or_default(),
                 to = target,
