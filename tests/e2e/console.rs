@@ -268,14 +268,21 @@ fn overview_search_event_attempts_and_replaying_a_dead_letter_from_the_page() {
     for i in 0..8 {
         send(&gw, &format!("ev-ok-{i}"), "test.ok");
     }
-    send(&gw, "ev-flaky", "test.flaky");
     let browser = Browser::start(dir.path());
 
     // The overview: cards, plugin health, and the chart drawn by the script.
     browser.go(&gw.admin_url("/"));
     browser.find("#chart svg polyline.series-stored");
-    browser.wait_text("#dead", 15, true, |t| t == "1");
-    assert!(browser.text("#plugin-health").contains("kit"));
+    browser.wait_text("#plugin-health", 15, true, |t| {
+        t.contains("kit") && t.contains("healthy")
+    });
+    // A failure after the page was drawn shows without reloading it: the dead letter's count
+    // and the plugin's health (which stayed "healthy" until a reload before).
+    send(&gw, "ev-flaky", "test.flaky");
+    browser.wait_text("#dead", 15, false, |t| t == "1");
+    browser.wait_text("#plugin-health", 15, false, |t| {
+        t.contains("failing") && t.contains("testkit: retry 1 of 1")
+    });
     let overview = browser.screenshot("overview");
     if std::env::var_os("GATEWAY_UPDATE_DOCS_SCREENSHOT").is_some() {
         std::fs::copy(&overview, workspace_root().join("docs/console.png"))

@@ -225,8 +225,11 @@ impl Admin {
         if !self.auth.required() {
             return redirect(&next);
         }
-        if req.method() != Method::POST {
+        if req.method() == Method::GET || req.method() == Method::HEAD {
             return console::login_page(&next, None, StatusCode::OK);
+        }
+        if req.method() != Method::POST {
+            return api_error(&ApiError::MethodNotAllowed("GET, POST"));
         }
         let headers = req.headers().clone();
         if !auth::csrf_ok(&Principal::Open, &headers, None) {
@@ -287,7 +290,9 @@ impl Admin {
         };
         let method = req.method().clone();
         let headers = req.headers().clone();
-        let query = form::pairs(req.uri().query().unwrap_or(""));
+        let query = form::query(req.uri().query().unwrap_or("")).map_err(|what| {
+            ApiError::BadRequest(format!("{what} is not valid percent-encoded UTF-8"))
+        });
         let body = if method == Method::POST {
             // State-changing calls: JSON only for the API (a cross-site form cannot send it
             // without a preflight), and the CSRF rules for every kind of credential.
@@ -318,6 +323,9 @@ impl Admin {
             Bytes::new()
         };
         if path == "/status" {
+            if method != Method::GET && method != Method::HEAD {
+                return api_error(&ApiError::MethodNotAllowed("GET"));
+            }
             return json_reply(StatusCode::OK, &self.status().await);
         }
         if path == "/logout" {
@@ -331,6 +339,10 @@ impl Admin {
             return res;
         }
         if let Some(rest) = path.strip_prefix("/api/v1/") {
+            let query = match query {
+                Ok(q) => q,
+                Err(e) => return api_error(&e),
+            };
             return match api::route(self, &method, rest, &query, &body).await {
                 Ok(v) => json_reply(StatusCode::OK, &v),
                 Err(e) => api_error(&e),
@@ -347,7 +359,10 @@ impl Admin {
             csrf,
             login: self.auth.required(),
         };
-        console::route(self, &page, &method, &path, &query).await
+        match query {
+            Ok(query) => console::route(self, &page, &method, &path, &query).await,
+            Err(e) => console::error_page(&page, &e),
+        }
     }
 
     /// Ready, or why not: the one answer of `/readyz`, `/status` and the API's overview (a

@@ -2,7 +2,8 @@
 //! nosniff`; a basic-auth proxy's `Authorization` header is neither a login nor a failure, and
 //! the `Bearer` scheme is matched in any case; without a token, a request a browser makes for
 //! another site is refused, GETs included; a NUL byte in an id or name is a 4xx, never a store
-//! error (the PostgreSQL side: `pg_admin.rs`). Part of `api.rs`.
+//! error (the PostgreSQL side: `pg_admin.rs`); paths, filters and methods read as HTTP says.
+//! Part of `api.rs`.
 
 use gateway_e2e::harness::{metric, TestGateway};
 use serde_json::json;
@@ -226,4 +227,66 @@ fn a_nul_in_an_id_or_name_is_a_client_error_before_the_store() {
     // The same names without the NUL are served.
     assert_eq!(get(&gw, "/api/v1/events?app=hire").status, 200);
     assert_eq!(get(&gw, "/api/v1/events/ev-1").status, 200);
+}
+
+/// Regressions from a review of the admin listener: a `+` in a path was read as a space (404
+/// for `evt+1`); a filter that did not decode as UTF-8 was dropped, so the listing (and a
+/// replay of its rows) took everything; console pages and `/status` answered 405 without
+/// `Allow`, or 200 to any method; the login form answered `PUT` with itself.
+#[test]
+fn paths_filters_and_methods_are_read_as_http_says() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = TestGateway::spawn_with_env(
+        dir.path(),
+        &config("token = \"${ADMIN_TOKEN}\""),
+        &[("ADMIN_TOKEN", ADMIN_TOKEN)],
+    );
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let with = |method: &str, path: &str| {
+        call(
+            method,
+            &gw.admin_url(path),
+            &[("Authorization", auth.as_str())],
+            (method != "GET").then_some(""),
+        )
+    };
+    send(&gw, "/hook", "evt+1", "test.ok");
+    for path in [
+        "/api/v1/events/evt+1",
+        "/events/evt+1",
+        "/api/v1/events/evt%2B1",
+    ] {
+        let r = with("GET", path);
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        assert!(r.body.contains("evt+1"), "{path}: {}", r.body);
+    }
+    for path in [
+        "/api/v1/events?app=caf%E9",
+        "/api/v1/events?state=%FFdead",
+        "/api/v1/dead-letters?plugin=%zz",
+        "/events?app=caf%E9",
+        "/dead-letters?plugin=caf%E9",
+    ] {
+        let r = with("GET", path);
+        assert_eq!(r.status, 400, "{path}: {}", r.body);
+        assert!(
+            r.body.contains("not valid percent-encoded UTF-8"),
+            "{path}: {}",
+            r.body
+        );
+    }
+    for (method, path, allow) in [
+        ("PUT", "/events", "GET"),
+        ("DELETE", "/", "GET"),
+        ("DELETE", "/status", "GET"),
+        ("PUT", "/login", "GET, POST"),
+    ] {
+        let r = with(method, path);
+        assert_eq!(
+            (r.status, r.header("allow")),
+            (405, Some(allow)),
+            "{method} {path}: {}",
+            r.body
+        );
+    }
 }

@@ -418,7 +418,7 @@ pub async fn route(
         _ => match rest.strip_prefix("events/") {
             Some(id) if !id.is_empty() => {
                 get(is_get)?;
-                let id = super::form::decode(id)
+                let id = super::form::decode_path(id)
                     .ok_or_else(|| ApiError::BadRequest("bad event id escape".into()))?;
                 event(admin, &id).await
             }

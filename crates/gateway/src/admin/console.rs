@@ -96,9 +96,10 @@ fn layout(page: &Page<'_>, title: &str, active: &str, body: &str) -> String {
     )
 }
 
-fn error_page(page: &Page<'_>, e: &ApiError) -> Reply {
+/// A console page saying what went wrong, with the status (and a 405's `Allow`) of `e`.
+pub(super) fn error_page(page: &Page<'_>, e: &ApiError) -> Reply {
     let message = e.body()["error"].as_str().unwrap_or("error").to_owned();
-    html(
+    let mut res = html(
         e.status(),
         layout(
             page,
@@ -106,7 +107,14 @@ fn error_page(page: &Page<'_>, e: &ApiError) -> Reply {
             "",
             &format!("<p class=\"error\" id=\"error\">{}</p>", esc(&message)),
         ),
-    )
+    );
+    if let ApiError::MethodNotAllowed(allow) = e {
+        res.headers_mut().insert(
+            hyper::header::ALLOW,
+            hyper::header::HeaderValue::from_static(allow),
+        );
+    }
+    res
 }
 
 /// The login form (`message` after a failed attempt).
@@ -171,7 +179,7 @@ pub async fn route(
         "/dead-letters" => dead_letters(admin, page, q).await,
         "/plugins" => plugins(admin, page).await,
         _ => match path.strip_prefix("/events/") {
-            Some(id) if !id.is_empty() => match super::form::decode(id) {
+            Some(id) if !id.is_empty() => match super::form::decode_path(id) {
                 Some(id) => event(admin, page, &id).await,
                 None => Err(ApiError::BadRequest("bad event id escape".into())),
             },

@@ -1,5 +1,6 @@
 //! Query strings and `application/x-www-form-urlencoded` bodies (percent-decoding, `+` as space),
-//! and HTML escaping for the console. Small on purpose: the admin listener needs nothing more.
+//! path segments (percent-decoding only), and HTML escaping for the console. Small on purpose:
+//! the admin listener needs nothing more.
 
 /// `a=1&b=x%20y` → `[("a", "1"), ("b", "x y")]`; undecodable pairs are dropped.
 pub fn pairs(text: &str) -> Vec<(String, String)> {
@@ -8,6 +9,23 @@ pub fn pairs(text: &str) -> Vec<(String, String)> {
         .filter_map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
             Some((decode(k)?, decode(v)?))
+        })
+        .collect()
+}
+
+/// A request's query string as [`pairs`], but strict: `Err` (naming the parameter, as far as
+/// it reads) for one that is not valid percent-encoded UTF-8, which [`pairs`] would drop — a
+/// filter dropped that way widens what a listing (or a replay of its rows) selects.
+pub fn query(text: &str) -> Result<Vec<(String, String)>, String> {
+    text.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            match (decode(k), decode(v)) {
+                (Some(k), Some(v)) => Ok((k, v)),
+                (Some(k), None) => Err(format!("query parameter {k:?}")),
+                (None, _) => Err("a query parameter's name".into()),
+            }
         })
         .collect()
 }
@@ -22,12 +40,21 @@ pub fn get<'p>(pairs: &'p [(String, String)], key: &str) -> Option<&'p str> {
 
 /// Percent-decodes (and `+` → space); `None` for a bad escape or non-UTF-8 result.
 pub fn decode(text: &str) -> Option<String> {
+    decode_as(text, true)
+}
+
+/// Percent-decodes a path segment: `+` is itself there (an event id `evt+1`), not a space.
+pub fn decode_path(text: &str) -> Option<String> {
+    decode_as(text, false)
+}
+
+fn decode_as(text: &str, plus_is_space: bool) -> Option<String> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
-            b'+' => out.push(b' '),
+            b'+' if plus_is_space => out.push(b' '),
             b'%' => {
                 let hex = text.get(i + 1..i + 3)?;
                 out.push(u8::from_str_radix(hex, 16).ok()?);
@@ -89,5 +116,26 @@ mod tests {
             esc("<a href=\"x\">'&"),
             "&lt;a href=&quot;x&quot;&gt;&#39;&amp;"
         );
+    }
+
+    #[test]
+    fn a_query_that_does_not_decode_is_refused_not_narrowed() {
+        assert_eq!(
+            query("app=caf%C3%A9&limit=2"),
+            Ok(vec![
+                ("app".into(), "café".into()),
+                ("limit".into(), "2".into())
+            ])
+        );
+        assert_eq!(query("app=caf%E9"), Err("query parameter \"app\"".into()));
+        assert_eq!(query("limit=%zz"), Err("query parameter \"limit\"".into()));
+        assert!(query("%FF=1").is_err());
+    }
+
+    #[test]
+    fn a_path_keeps_its_plus() {
+        assert_eq!(decode_path("evt+1").as_deref(), Some("evt+1"));
+        assert_eq!(decode_path("evt%2B1%20x").as_deref(), Some("evt+1 x"));
+        assert_eq!(decode("evt+1").as_deref(), Some("evt 1"));
     }
 }

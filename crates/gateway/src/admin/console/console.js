@@ -67,7 +67,7 @@
     say(r.ok ? "config reloaded" : ((r.data && r.data.error) || ("HTTP " + r.status)), r.ok);
   });
 
-  // Overview: cards and the last hour, refreshed every 5 s.
+  // Overview: the cards, the plugin table and the last hour, refreshed every 5 s.
   const chart = $("#chart");
   const SVG = "http://www.w3.org/2000/svg";
   const series = [["stored", "#3355cc"], ["delivered", "#1a7f4b"], ["failed", "#b26a00"], ["dead", "#c0342b"]];
@@ -108,6 +108,48 @@
     if (s < 7200) return Math.floor(s / 60) + " min";
     return Math.floor(s / 3600) + " h";
   }
+  // The Status card and the plugin table as the page renders them (console/pages.rs).
+  function badge(state) {
+    const b = document.createElement("span");
+    b.className = "badge " + state;
+    b.textContent = state;
+    return b;
+  }
+  function shown(v) {
+    return v === null || v === undefined ? "-" : String(v);
+  }
+  function status(o) {
+    const el = document.getElementById("ready");
+    if (!el) return;
+    if (o.ready) el.replaceChildren(badge("ready"));
+    else el.replaceChildren(badge("not-ready"), " " + shown(o.reason));
+  }
+  function plugins(map) {
+    const body = document.querySelector("#plugin-health tbody");
+    if (!body) return;
+    const rows = Object.keys(map).sort().map((name) => {
+      const p = map[name];
+      const when = typeof p.last_success_ms === "number" ? new Date(p.last_success_ms).toISOString() : "-";
+      const cells = [
+        name,
+        badge(p.consecutive_failures > 0 ? "failing" : "healthy"),
+        when,
+        shown(p.pending),
+        shown(p.calls_running) + "/" + shown(p.max_concurrency),
+        shown(p.consecutive_failures),
+        shown(p.last_error),
+      ];
+      const tr = document.createElement("tr");
+      cells.forEach((c, i) => {
+        const td = document.createElement("td");
+        if (i === 6) td.className = "err";
+        td.append(c);
+        tr.appendChild(td);
+      });
+      return tr;
+    });
+    body.replaceChildren(...rows);
+  }
   async function refresh() {
     try {
       const res = await fetch(chart.dataset.source, { credentials: "same-origin" });
@@ -121,6 +163,8 @@
       set("pending", String(o.pending));
       set("oldest", ago(o.oldest_pending_age_s));
       set("dead", String(o.dead_letters));
+      status(o);
+      plugins(o.plugins || {});
       chart.dataset.updated = String(Date.now());
     } catch (e) { /* the next tick tries again */ }
   }

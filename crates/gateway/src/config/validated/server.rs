@@ -115,7 +115,11 @@ impl Validator<'_> {
                 self.problem(
                     "admin.token",
                     format!(
-                        "holds a character that is not printable ASCII (byte {} of the value; a                          space, a control character or a non-ASCII letter, say): an                          `Authorization: Bearer` header cannot carry it, so the token could                          never be given; use only the characters ! to ~ (0x21-0x7E), e.g.                          `openssl rand -hex 32`",
+                        "holds a character that is not printable ASCII (byte {} of the value; a \
+                         space, a control character or a non-ASCII letter, say): an \
+                         `Authorization: Bearer` header cannot carry it, so the token could \
+                         never be given; use only the characters ! to ~ (0x21-0x7E), e.g. \
+                         `openssl rand -hex 32`",
                         at + 1
                     ),
                 );
@@ -131,7 +135,11 @@ impl Validator<'_> {
             Some(AdminToken(t))
         });
         if let Some(addr) = admin_listen {
-            if !addr.ip().is_loopback() && admin_token.is_none() && admin.token.is_none() {
+            // `[::ffff:127.0.0.1]` is loopback too (as everywhere else here).
+            if !addr.ip().to_canonical().is_loopback()
+                && admin_token.is_none()
+                && admin.token.is_none()
+            {
                 self.problem(
                     "admin.listen",
                     format!("{addr} is not a loopback address: set [admin] token (e.g. token = \"${{GATEWAY_ADMIN_TOKEN}}\") so the API and console ask for it, or listen on 127.0.0.1"),

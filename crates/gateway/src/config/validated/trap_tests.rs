@@ -240,7 +240,9 @@ fn an_admin_token_outside_printable_ascii_is_refused() {
             assert!(
                 p[0].starts_with("admin.token: ")
                     && p[0].contains("not printable ASCII")
-                    && p[0].contains(&format!("byte {at} ")),
+                    && p[0].contains(&format!("byte {at} "))
+                    // One line of prose (its source lines once ran on with their indents).
+                    && !p[0].contains("  "),
                 "{token:?}: {p:#?}"
             );
             assert!(
@@ -426,4 +428,17 @@ fn attempt_and_crash_limits_are_bounded() {
         );
         load(&format!("{MINIMAL}[delivery]\n{key} = 100000\n"), &[]).expect("the most is valid");
     }
+}
+
+/// An IPv4-mapped loopback admin address is loopback (no token needed), as `[::ffff:a.b.c.d]`
+/// is `a.b.c.d` everywhere else; a mapped outside address is not.
+#[test]
+fn a_mapped_loopback_admin_address_needs_no_token() {
+    let on = |addr: &str| format!("{APP}[admin]\nlisten = \"{addr}\"\n");
+    assert!(load(&on("[::ffff:127.0.0.1]:9465"), &[]).is_ok());
+    let p = problems_with(&on("[::ffff:10.0.0.1]:9465").replacen(APP, "", 1), &[]);
+    assert!(
+        p.len() == 1 && p[0].starts_with("admin.listen: ") && p[0].contains("not a loopback"),
+        "{p:#?}"
+    );
 }
