@@ -519,6 +519,30 @@ fn two_gateways_on_one_database_withdraw_one_snapshot_once() {
     assert!(listed.contains("withdrawals: 1\n"), "{listed}");
     assert!(listed.contains("total points: 100\n"), "{listed}");
     assert!(listed.contains("total CNY: 0.30\n"), "{listed}");
+    // And lists what is unfinished: nothing, then a withdrawal made to wait for forwarding.
+    let unfinished = |extra: &[&str]| {
+        let out = Command::new(payout_report())
+            .args(["unfinished", "--ledger", &url])
+            .args(extra)
+            .output()
+            .expect("run payout-report");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.code(), text)
+    };
+    assert_eq!(unfinished(&[]).0, Some(0));
+    pg.sql(
+        "replicas",
+        "UPDATE payout_ledger SET forward_status = 'pending', forward_error = 'HTTP 503'
+         WHERE status = 'withdrawn'",
+    );
+    let (code, text) = unfinished(&[]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("forward") && text.contains("HTTP 503"),
+        "{text}"
+    );
+    assert!(text.contains("unfinished: 1\n"), "{text}");
+    assert_eq!(unfinished(&["--older-than", "1h"]).0, Some(0));
 }
 
 /// `payout-report list --ledger <ledger>`'s output (it must succeed).

@@ -339,9 +339,55 @@ impl Ledger {
     ) -> Result<Vec<PayoutRow>, LedgerError> {
         let from = i64::try_from(from_ms.unwrap_or(0)).unwrap_or(i64::MAX);
         let to = i64::try_from(to_ms.unwrap_or(u64::MAX)).unwrap_or(i64::MAX);
+        self.rows(&Pick::Withdrawn { from, to })
+    }
+
+    /// Rows whose payout is not finished, recorded at or before `before_ms`, oldest first: a
+    /// withdrawal not known to be done (`pending`, or `rejected` by Lark), or withdrawn and
+    /// not yet forwarded. Each is a delivery still being retried, a dead letter to replay, or
+    /// one whose dead letter was purged: nothing else will finish it.
+    pub fn unfinished(&self, before_ms: u64) -> Result<Vec<PayoutRow>, LedgerError> {
+        let before = i64::try_from(before_ms).unwrap_or(i64::MAX);
+        self.rows(&Pick::Unfinished { before })
+    }
+
+    fn rows(&self, pick: &Pick) -> Result<Vec<PayoutRow>, LedgerError> {
         match &self.backend {
-            Backend::Sqlite(l) => l.withdrawals(from, to),
-            Backend::Postgres(l) => l.withdrawals(from, to),
+            Backend::Sqlite(l) => l.rows(pick),
+            Backend::Postgres(l) => l.rows(pick),
+        }
+    }
+}
+
+/// Which rows a report reads (see [`Ledger::withdrawals`], [`Ledger::unfinished`]).
+pub(super) enum Pick {
+    Withdrawn { from: i64, to: i64 },
+    Unfinished { before: i64 },
+}
+
+impl Pick {
+    /// The condition on the ledger's row `p` (its parameters `$1`, `$2`: the bounds), and the
+    /// order of the rows.
+    fn sql(&self) -> (&'static str, &'static str) {
+        match self {
+            Pick::Withdrawn { .. } => (
+                "p.status = 'withdrawn'
+                 AND COALESCE(p.trans_time_ms, p.completed_at) BETWEEN $1 AND $2",
+                "COALESCE(p.trans_time_ms, p.completed_at), p.delivery_id",
+            ),
+            Pick::Unfinished { .. } => (
+                "(p.status IN ('pending', 'rejected')
+                  OR (p.status = 'withdrawn' AND p.forward_status = 'pending'))
+                 AND p.created_at <= $1",
+                "p.created_at, p.delivery_id",
+            ),
+        }
+    }
+
+    fn params(&self) -> Vec<i64> {
+        match *self {
+            Pick::Withdrawn { from, to } => vec![from, to],
+            Pick::Unfinished { before } => vec![before],
         }
     }
 }

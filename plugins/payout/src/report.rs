@@ -11,7 +11,7 @@ use std::io::Write;
 use lark_core::Money;
 
 use crate::api::{ApiError, CashAmount, LarkClient, Mismatch, RewardInfo, TradeDetail};
-use crate::ledger::{Ledger, LedgerError, PayoutRow};
+use crate::ledger::{ForwardStatus, Ledger, LedgerError, PayoutRow, Status};
 use crate::timefmt::format_ms;
 
 /// A report failure (exit code 2 in the CLI).
@@ -133,6 +133,45 @@ pub fn list(
     Ok(totals)
 }
 
+/// Prints every unfinished payout recorded at or before `before_ms` (see
+/// [`Ledger::unfinished`]): when, delivery, account, order id, what is missing, attempts and
+/// the last error. Returns how many.
+pub fn unfinished(
+    ledger: &Ledger,
+    before_ms: u64,
+    out: &mut dyn Write,
+) -> Result<usize, ReportError> {
+    let rows = ledger.unfinished(before_ms)?;
+    writeln!(
+        out,
+        "{:<24}  {:<40}  {:<20}  {:<35}  {:<18}  {:>8}  last error",
+        "recorded (UTC)", "delivery_id", "account_id", "external_order_id", "missing", "attempts"
+    )?;
+    for row in &rows {
+        let (missing, attempts, error) = match (&row.status, &row.forward_status) {
+            (Status::Withdrawn, ForwardStatus::Pending) => {
+                ("forward", row.forward_attempts, &row.forward_error)
+            }
+            (Status::Rejected, _) => ("withdraw (refused)", row.withdraw_attempts, &row.last_error),
+            _ => ("withdraw", row.withdraw_attempts, &row.last_error),
+        };
+        writeln!(
+            out,
+            "{:<24}  {:<40}  {:<20}  {:<35}  {:<18}  {:>8}  {}",
+            format_ms(row.created_at),
+            row.delivery_id,
+            row.account_id,
+            row.external_order_id,
+            missing,
+            attempts,
+            error.as_deref().unwrap_or("-"),
+        )?;
+    }
+    writeln!(out)?;
+    writeln!(out, "unfinished: {}", rows.len())?;
+    Ok(rows.len())
+}
+
 /// Per-account totals of the range, as reconciliation `trade_details`, ordered by account.
 pub fn trade_details(
     ledger: &Ledger,
@@ -227,6 +266,7 @@ mod tests {
             withdraw_attempts: 1,
             forward_status: ForwardStatus::None,
             forward_attempts: 0,
+            forward_error: None,
         }
     }
 

@@ -1,5 +1,5 @@
-//! Forwarding to the payment platform, exact ledger totals, and the `payout-report` CLI (`list`
-//! and `reconcile`) against the Lark stand-in.
+//! Forwarding to the payment platform, exact ledger totals, and the `payout-report` CLI (`list`,
+//! `unfinished` and `reconcile`) against the Lark stand-in.
 
 #[path = "../../../tests/standins/lark_api.rs"]
 mod lark_api;
@@ -215,6 +215,85 @@ fn cli_list_prints_rows_and_exact_totals() {
         .output()
         .expect("runs");
     assert_eq!(bad.status.code(), Some(2));
+}
+
+/// `unfinished` lists what nothing will finish unless it is retried or replayed: a withdrawal
+/// not known to be done (here Lark's 500), one withdrawn but not forwarded (the platform's
+/// 500), and one Lark refused; not what was paid and forwarded, nor a skip. Exit code 1 while
+/// any is listed (for a cron alert); `--older-than` leaves out the recent ones.
+#[test]
+fn cli_unfinished_lists_withdrawals_and_forwards_not_done() {
+    let api = LarkApi::start();
+    for acct in ["paid", "unforwarded", "unwithdrawn", "refused"] {
+        api.set_balance(acct, 10, &[("CNY", "1.00")]);
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = plugin(&api, dir.path(), json!({"forward_url": api.payments_url()}));
+    let d = |id: &str, acct: &str| delivery(id, 1, acct, 10, &[("CNY", "1.00")], 5);
+    assert_eq!(p.handle(&d("u-paid", "paid")), Outcome::Ok);
+    assert_eq!(
+        p.handle(&delivery("u-zero", 1, "zero", 0, &[], 5)),
+        Outcome::Ok
+    );
+    api.faults(|f| f.fail_payments = 1);
+    assert!(matches!(
+        p.handle(&d("u-fwd", "unforwarded")),
+        Outcome::Retry { .. }
+    ));
+    api.faults(|f| f.fail_withdraws = 1);
+    assert!(matches!(
+        p.handle(&d("u-wd", "unwithdrawn")),
+        Outcome::Retry { .. }
+    ));
+    api.faults(|f| f.business_error = Some((1_002_001, "account disabled".into())));
+    assert!(matches!(
+        p.handle(&d("u-ref", "refused")),
+        Outcome::Reject { .. }
+    ));
+    api.faults(|f| f.business_error = None);
+
+    let db = dir.path().join("data/payout.db");
+    let run = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_payout-report"))
+            .args(["unfinished", "--ledger"])
+            .arg(&db)
+            .args(extra)
+            .output()
+            .expect("runs");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (
+            out.status.code(),
+            text,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, text, err) = run(&[]);
+    assert_eq!(code, Some(1), "{text} {err}");
+    let line = |id: &str| {
+        text.lines()
+            .find(|l| l.contains(id))
+            .unwrap_or_else(|| panic!("{id} not listed: {text}"))
+            .to_owned()
+    };
+    assert!(
+        line("u-fwd").contains("forward") && line("u-fwd").contains("HTTP 500"),
+        "{text}"
+    );
+    assert!(line("u-wd").contains(" withdraw "), "{text}");
+    assert!(line("u-ref").contains("withdraw (refused)"), "{text}");
+    assert!(line("u-ref").contains("account disabled"), "{text}");
+    assert!(
+        !text.contains("u-paid") && !text.contains("u-zero"),
+        "{text}"
+    );
+    assert!(text.contains("unfinished: 3"), "{text}");
+    // Recorded just now: none is a day old.
+    let (code, text, err) = run(&["--older-than", "1d"]);
+    assert_eq!(code, Some(0), "{text} {err}");
+    assert!(text.contains("unfinished: 0"), "{text}");
+    let (code, _, err) = run(&["--older-than", "soon"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--older-than"), "{err}");
 }
 
 #[test]

@@ -2,13 +2,15 @@
 //!
 //! ```text
 //! payout-report list --ledger PATH|URL [--from TIME] [--to TIME]
+//! payout-report unfinished --ledger PATH|URL [--older-than DURATION]
 //! payout-report reconcile --ledger PATH|URL --base-url URL --app-id ID --app-secret-env VAR
 //!                         --from TIME --to TIME [--timeout 10s]
 //! ```
 //! The ledger is an SQLite file or a `postgres://` URL (password from the URL or `$PGPASSWORD`),
 //! opened read-only. TIME is Unix milliseconds or ISO 8601 (UTC unless an offset is given);
 //! ranges are inclusive.
-//! Exit codes: 0 done (no mismatches), 1 reconciliation found mismatches, 2 usage or other error.
+//! Exit codes: 0 done (no mismatches, nothing unfinished), 1 reconciliation found mismatches or
+//! `unfinished` found payouts, 2 usage or other error.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -20,9 +22,12 @@ use payout::{report, timefmt};
 
 const USAGE: &str = "usage:
   payout-report list --ledger PATH|URL [--from TIME] [--to TIME]
+  payout-report unfinished --ledger PATH|URL [--older-than DURATION]
   payout-report reconcile --ledger PATH|URL --base-url URL --app-id ID --app-secret-env VAR --from TIME --to TIME [--timeout 10s]
 PATH|URL: the SQLite file, or postgres://USER@HOST/DB (password from the URL or $PGPASSWORD).
-TIME: Unix milliseconds or ISO 8601 (2024-05-01, 2024-05-01T08:00:00Z); ranges are inclusive.";
+TIME: Unix milliseconds or ISO 8601 (2024-05-01, 2024-05-01T08:00:00Z); ranges are inclusive.
+DURATION: e.g. 30m, 1h, 2d (unfinished: only payouts recorded at least that long ago).
+Exit codes: 0 done, 1 mismatches (reconcile) or unfinished payouts found, 2 usage or other error.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -45,6 +50,7 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
     }
     let allowed: &[&str] = match command.as_str() {
         "list" => &["ledger", "from", "to"],
+        "unfinished" => &["ledger", "older-than"],
         "reconcile" => &[
             "ledger",
             "base-url",
@@ -79,6 +85,23 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
     if command == "list" {
         report::list(&ledger, from, to, &mut out).map_err(|e| e.to_string())?;
         return Ok(ExitCode::SUCCESS);
+    }
+    if command == "unfinished" {
+        let age = match opts.get("older-than") {
+            Some(d) => parse_duration(d).map_err(|e| format!("--older-than: {e}"))?,
+            None => std::time::Duration::ZERO,
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|e| format!("the clock is before 1970: {e}"))?;
+        let before = now.saturating_sub(age).as_millis();
+        let before = u64::try_from(before).unwrap_or(u64::MAX);
+        let found = report::unfinished(&ledger, before, &mut out).map_err(|e| e.to_string())?;
+        return Ok(if found == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
     }
     let (Some(from), Some(to)) = (from, to) else {
         return Err(format!("reconcile needs --from and --to\n{USAGE}"));

@@ -24,7 +24,9 @@ use lark_core::AssetsUpdateV1;
 
 use super::location::{pg_config, redact_url};
 use super::row::{StoredRow, COLUMNS};
-use super::{forward_status_for, int, is_stale, vanished, Intent, LedgerError, PayoutRow, Plan};
+use super::{
+    forward_status_for, int, is_stale, vanished, Intent, LedgerError, PayoutRow, Pick, Plan,
+};
 use crate::api::Withdrawal;
 use connection::{tls, Session};
 use load::{load, stored};
@@ -341,10 +343,16 @@ impl PgLedger {
         row.map(StoredRow::check).transpose()
     }
 
-    pub(super) fn withdrawals(&self, from: i64, to: i64) -> Result<Vec<PayoutRow>, LedgerError> {
-        const RANGE: &str = "p.status = 'withdrawn'
-            AND COALESCE(p.trans_time_ms, p.completed_at) BETWEEN $1 AND $2";
-        let (rows, lines) = self.call("listing withdrawals", |c, _| {
+    pub(super) fn rows(&self, pick: &Pick) -> Result<Vec<PayoutRow>, LedgerError> {
+        let (condition, order) = pick.sql();
+        let params = pick.params();
+        let params: Vec<&(dyn postgres::types::ToSql + Sync)> = params
+            .iter()
+            .map(|p| p as &(dyn postgres::types::ToSql + Sync))
+            .collect();
+        // `delivery_id` in byte order, as SQLite sorts it.
+        let order = order.replace("p.delivery_id", "p.delivery_id COLLATE \"C\"");
+        let (rows, lines) = self.call("listing payouts", |c, _| {
             let mut tx = c
                 .build_transaction()
                 .isolation_level(postgres::IsolationLevel::RepeatableRead)
@@ -352,10 +360,9 @@ impl PgLedger {
                 .start()?;
             let rows = tx.query(
                 &format!(
-                    "SELECT {COLUMNS} FROM payout_ledger p WHERE {RANGE}
-                     ORDER BY COALESCE(p.trans_time_ms, p.completed_at), p.delivery_id COLLATE \"C\""
+                    "SELECT {COLUMNS} FROM payout_ledger p WHERE {condition} ORDER BY {order}"
                 ),
-                &[&from, &to],
+                &params,
             )?;
             let rows = rows
                 .iter()
@@ -365,9 +372,9 @@ impl PgLedger {
                 &format!(
                     "SELECT c.delivery_id, c.currency, c.amount_minor
                      FROM payout_cash c JOIN payout_ledger p USING (delivery_id)
-                     WHERE {RANGE} ORDER BY c.delivery_id, c.line"
+                     WHERE {condition} ORDER BY c.delivery_id, c.line"
                 ),
-                &[&from, &to],
+                &params,
             )?;
             let lines = lines
                 .iter()

@@ -27,6 +27,8 @@ pub struct PayoutRow {
     pub withdraw_attempts: u64,
     pub forward_status: ForwardStatus,
     pub forward_attempts: u64,
+    /// Why the last forwarding attempt failed, if it did.
+    pub forward_error: Option<String>,
 }
 
 /// A row as a backend read it (SQL integers are signed), before it is checked.
@@ -49,6 +51,7 @@ pub(super) struct StoredRow {
     pub withdraw_attempts: i64,
     pub forward_status: String,
     pub forward_attempts: i64,
+    pub forward_error: Option<String>,
     /// (currency, hundredths), in the order Lark sent them.
     pub cash: Vec<(String, i64)>,
 }
@@ -56,7 +59,7 @@ pub(super) struct StoredRow {
 /// The columns of a payout row, in [`StoredRow`]'s order (both backends select them so).
 pub(super) const COLUMNS: &str = "delivery_id, external_order_id, account_id, modify_time,
     requested_types, status, skip_reason, created_at, completed_at, trans_time, trans_time_ms,
-    points, log_id, last_error, withdraw_attempts, forward_status, forward_attempts";
+    points, log_id, last_error, withdraw_attempts, forward_status, forward_attempts, forward_error";
 
 impl StoredRow {
     /// Checks every value; `Corrupt` names the first one that is not what the ledger writes.
@@ -111,6 +114,7 @@ impl StoredRow {
             withdraw_attempts: count("withdraw_attempts", self.withdraw_attempts)?,
             forward_status,
             forward_attempts: count("forward_attempts", self.forward_attempts)?,
+            forward_error: self.forward_error,
             delivery_id,
         })
     }

@@ -14,7 +14,9 @@ use lark_core::AssetsUpdateV1;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use super::row::{StoredRow, COLUMNS};
-use super::{forward_status_for, int, is_stale, vanished, Intent, LedgerError, PayoutRow, Plan};
+use super::{
+    forward_status_for, int, is_stale, vanished, Intent, LedgerError, PayoutRow, Pick, Plan,
+};
 use crate::api::Withdrawal;
 
 const SCHEMA: &str = "
@@ -444,17 +446,17 @@ impl SqliteLedger {
             .transpose()
     }
 
-    pub(super) fn withdrawals(&self, from: i64, to: i64) -> Result<Vec<PayoutRow>, LedgerError> {
+    pub(super) fn rows(&self, pick: &Pick) -> Result<Vec<PayoutRow>, LedgerError> {
+        let (condition, order) = pick.sql();
         let conn = self.lock()?;
         let ids: Vec<String> = conn
-            .prepare(
-                "SELECT delivery_id FROM payouts
-                 WHERE status = 'withdrawn'
-                   AND COALESCE(trans_time_ms, completed_at) >= ?1
-                   AND COALESCE(trans_time_ms, completed_at) <= ?2
-                 ORDER BY COALESCE(trans_time_ms, completed_at), delivery_id",
-            )
-            .and_then(|mut st| st.query_map(params![from, to], |r| r.get(0))?.collect())
+            .prepare(&format!(
+                "SELECT p.delivery_id FROM payouts p WHERE {condition} ORDER BY {order}"
+            ))
+            .and_then(|mut st| {
+                st.query_map(rusqlite::params_from_iter(pick.params()), |r| r.get(0))?
+                    .collect()
+            })
             .map_err(|e| self.err(e))?;
         let mut rows = Vec::with_capacity(ids.len());
         for id in ids {
@@ -491,6 +493,7 @@ fn load(conn: &Connection, delivery_id: &str) -> rusqlite::Result<Option<StoredR
                     withdraw_attempts: r.get(14)?,
                     forward_status: r.get(15)?,
                     forward_attempts: r.get(16)?,
+                    forward_error: r.get(17)?,
                     cash: Vec::new(),
                 })
             },

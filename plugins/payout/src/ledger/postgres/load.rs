@@ -49,6 +49,7 @@ pub(super) fn stored(r: &postgres::Row) -> Result<StoredRow, postgres::Error> {
         withdraw_attempts: r.try_get(14)?,
         forward_status: r.try_get(15)?,
         forward_attempts: r.try_get(16)?,
+        forward_error: r.try_get(17)?,
         cash: Vec::new(),
     })
 }
