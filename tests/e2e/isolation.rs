@@ -394,10 +394,11 @@ impl Drop for SplitGateway {
     }
 }
 
-/// An isolated plugin that prints to its stdout (the shipped logger with `stdout = true`; any
-/// `printf` or `println!` would do) once corrupted the frames its child sends on the same
-/// stream, and the gateway stalled behind the broken child. Plugin output now goes to the
-/// gateway's stderr, the protocol is untouched, and the gateway keeps answering.
+/// An isolated plugin that prints to its stdout (testkit's `print`; any `printf` or `println!`,
+/// and the shipped logger with `stdout = true` before it refused that when isolated) once
+/// corrupted the frames its child sends on the same stream, and the gateway stalled behind the
+/// broken child. Plugin output now goes to the gateway's stderr, the protocol is untouched, and
+/// the gateway keeps answering.
 #[test]
 fn an_isolated_plugin_writing_to_stdout_neither_breaks_the_protocol_nor_stalls_the_gateway() {
     use gateway_e2e::harness::{run_cli, Lark};
@@ -405,8 +406,8 @@ fn an_isolated_plugin_writing_to_stdout_neither_breaks_the_protocol_nor_stalls_t
     let cfg = config(
         "max_attempts = 5\ntimeout = \"2s\"",
         &format!(
-            "library = \"{}\"\nconfig = {{ stdout = true }}",
-            binaries().logger.display()
+            "library = \"{}\"\nconfig = {{ print = true }}",
+            binaries().testkit.display()
         ),
     );
     let path = dir.path().join("gateway.toml");
@@ -468,3 +469,6 @@ mod gateway_gone;
 
 #[path = "isolation/privileges.rs"]
 mod privileges;
+
+#[path = "isolation/logger_config.rs"]
+mod logger_config;

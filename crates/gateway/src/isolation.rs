@@ -154,13 +154,16 @@ pub fn serve(library: &Path) -> ExitCode {
     {
         Ok(i) => i,
         Err(e) => {
-            let kind = match e {
-                InitError::Panicked { .. } => InitFailure::Panicked,
-                _ => InitFailure::Refused,
+            // The message alone: the gateway names the instance and the kind of failure
+            // (`InitError`'s own text would then be said twice).
+            let (kind, message) = match e {
+                InitError::Panicked { message, .. } => (InitFailure::Panicked, message),
+                InitError::Refused { message, .. } => (InitFailure::Refused, message),
+                other => (InitFailure::Refused, other.to_string()),
             };
             send(&FromChild::InitErr {
                 kind,
-                message: crate::delivery::detail::cap_to(e.to_string(), MAX_CHILD_TEXT),
+                message: crate::delivery::detail::cap_to(message, MAX_CHILD_TEXT),
             });
             return ExitCode::from(3);
         }

@@ -139,5 +139,5 @@ pub mod export;
 pub mod host;
 mod sdk;
 
-pub use sdk::{Delivery, Host, Level, Outcome, OutcomeDetail, Plugin};
+pub use sdk::{Delivery, Host, Level, Outcome, OutcomeDetail, Plugin, ISOLATED_ENV};
 pub use serde_json;

@@ -169,6 +169,10 @@ impl std::fmt::Debug for Host {
     }
 }
 
+/// Set to `1` by the gateway in the environment of the process an isolated instance runs in
+/// (`isolation = "process"`); see [`Host::isolated`].
+pub const ISOLATED_ENV: &str = "GATEWAY_PLUGIN_ISOLATED";
+
 impl Host {
     /// A host for unit tests of a plugin: logs go to stderr.
     pub fn for_tests(config_dir: impl Into<PathBuf>, instance_name: &str) -> Host {
@@ -204,5 +208,12 @@ impl Host {
     /// This instance's name (`[[plugins]] name`).
     pub fn instance_name(&self) -> &str {
         &self.instance_name
+    }
+
+    /// Whether this instance runs in a process of its own (`isolation = "process"`). Its
+    /// standard output is then not the gateway's: it is sent to the gateway's log stream
+    /// (stderr), shared with the gateway's own lines and other plugin processes.
+    pub fn isolated(&self) -> bool {
+        std::env::var_os(ISOLATED_ENV).is_some_and(|v| v == "1")
     }
 }

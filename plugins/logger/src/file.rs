@@ -100,25 +100,12 @@ impl FileSink {
             if moved(&a.file, &self.path) {
                 self.reopen(&mut a)?;
             }
-            if a.torn {
-                a.file.write_all(b"\n")?;
-                a.torn = false;
-            }
-            let failed = match write_whole(&mut a.file, bytes) {
+            let Appender { file, torn } = &mut *a;
+            let failed = match write_lines(file, torn, bytes) {
                 Ok(()) => None,
-                Err((e, done)) => {
-                    // The lines written whole stay (made durable below, reported written);
-                    // a fragment after them is ended before the next batch.
-                    let whole = bytes[..done]
-                        .iter()
-                        .rposition(|b| *b == b'\n')
-                        .map_or(0, |i| i + 1);
-                    a.torn = done > whole;
-                    if whole == 0 {
-                        return Err(e.into());
-                    }
-                    Some((e, whole))
-                }
+                Err(e) if e.whole == 0 => return Err(e),
+                // The lines written whole stay (made durable below, reported written).
+                Err(AppendError { error, whole }) => Some((error, whole)),
             };
             (self.written.fetch_add(1, Ordering::SeqCst) + 1, failed)
         };
@@ -193,8 +180,58 @@ fn moved(file: &File, path: &Path) -> bool {
     }
 }
 
+/// Opens `path` for appending (created 0600 if missing). A FIFO is opened without waiting for
+/// a reader, which a plain open does for ever (`gateway check` and the start hung, deaf to
+/// SIGTERM): with none, it is refused, then it is made blocking again for the writes.
+fn open_append(path: &Path) -> std::io::Result<File> {
+    use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
+    use std::os::unix::fs::FileTypeExt;
+    let fifo = std::fs::metadata(path).is_ok_and(|m| m.file_type().is_fifo());
+    let mut options = OpenOptions::new();
+    options.create(true).append(true).mode(0o600);
+    if fifo {
+        options.custom_flags(OFlags::NONBLOCK.bits() as i32);
+    }
+    let file = options.open(path).map_err(|e| {
+        if fifo && e.raw_os_error() == Some(rustix::io::Errno::NXIO.raw_os_error()) {
+            std::io::Error::other(
+                "it is a FIFO that no process has open for reading: start its reader first",
+            )
+        } else {
+            e
+        }
+    })?;
+    if fifo {
+        fcntl_setfl(&file, fcntl_getfl(&file)? - OFlags::NONBLOCK)?;
+    }
+    Ok(file)
+}
+
+/// Writes `bytes` (whole lines) to `out`, first ending the fragment a failed write left there
+/// (`torn`), so no line is glued to it. On an error, how many of the first bytes are whole lines
+/// in `out` (the caller reports them written: writing them again would double them); `torn`
+/// then says whether a fragment follows them. The file sink and the stdout sink both write so.
+pub(crate) fn write_lines(
+    out: &mut impl Write,
+    torn: &mut bool,
+    bytes: &[u8],
+) -> Result<(), AppendError> {
+    if *torn {
+        out.write_all(b"\n")?;
+        *torn = false;
+    }
+    write_whole(out, bytes).map_err(|(error, done)| {
+        let whole = bytes[..done]
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| i + 1);
+        *torn = done > whole;
+        AppendError { error, whole }
+    })
+}
+
 /// Writes all of `bytes`; on an error, how many of them are in the file.
-fn write_whole(file: &mut File, bytes: &[u8]) -> Result<(), (std::io::Error, usize)> {
+fn write_whole(file: &mut impl Write, bytes: &[u8]) -> Result<(), (std::io::Error, usize)> {
     let mut done = 0;
     while done < bytes.len() {
         match file.write(&bytes[done..]) {
@@ -297,11 +334,7 @@ fn ends_torn(path: &Path) -> bool {
 fn open_pair(path: &Path, fsync: bool) -> std::io::Result<Opened> {
     create_folders(folder_of(path), fsync)?;
     let created = !path.exists();
-    let file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)?;
+    let file = open_append(path)?;
     if fsync {
         match sync_folder(folder_of(path)) {
             Err(e) if created => return Err(e),

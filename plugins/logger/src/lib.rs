@@ -17,7 +17,6 @@
 //! disk; concurrent calls share one `fdatasync` (group commit). Failed writes and syncs, and a
 //! file deleted or rotated away, are handled as `file` says. Any I/O error is a `Retry`.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -25,6 +24,7 @@ use gateway_plugin::{Delivery, Host, Level, Outcome, Plugin};
 use serde::{Deserialize, Serialize};
 
 mod file;
+mod stdout;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,7 +49,7 @@ enum Fsync {
 #[derive(Debug)]
 enum Sink {
     File(file::FileSink),
-    Stdout,
+    Stdout(stdout::StdoutSink),
 }
 
 /// The plugin instance.
@@ -90,7 +90,13 @@ impl Plugin for Logger {
         let config: Config =
             serde_json::from_value(config).map_err(|e| format!("logger config: {e}"))?;
         let sink = match (config.stdout, config.path) {
-            (true, None) => Sink::Stdout,
+            // The process's stdout is the gateway's stderr there (see `Host::isolated`): the
+            // lines would mix with the gateway's log, and a batch over 4 KiB written to that
+            // pipe can interleave with another process's lines.
+            (true, None) if host.isolated() => {
+                return Err("logger config: `stdout = true` cannot be used with isolation = \"process\": an isolated plugin's standard output is the gateway's log (stderr), shared with the gateway's own lines and other plugin processes, where long lines can interleave; use `path`, or run the logger in process".into())
+            }
+            (true, None) => Sink::Stdout(stdout::StdoutSink::open()?),
             (true, Some(_)) => return Err("logger config: set either `path` or `stdout`".into()),
             (false, None) => return Err("logger config: `path` is required".into()),
             (false, Some(path)) => Sink::File(file::FileSink::open(
@@ -170,11 +176,7 @@ impl Plugin for Logger {
 impl Logger {
     fn write(&self, bytes: &[u8]) -> Result<(), file::AppendError> {
         match &self.sink {
-            Sink::Stdout => {
-                let mut out = std::io::stdout().lock();
-                out.write_all(bytes)?;
-                Ok(out.flush()?)
-            }
+            Sink::Stdout(sink) => sink.append(bytes),
             Sink::File(sink) => sink.append(bytes),
         }
     }

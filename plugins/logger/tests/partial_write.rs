@@ -1,7 +1,8 @@
 //! A write that fails part-way (the disk full: here the file-size limit, lowered with
 //! `prlimit`) leaves a fragment; the next batch must not be glued to it, and the lines written
 //! whole before the error are not written again. Each test reruns itself in a child that
-//! ignores SIGXFSZ (so the write fails with EFBIG instead of killing the process).
+//! ignores SIGXFSZ (so the write fails with EFBIG instead of killing the process); the stdout
+//! sink's test writes to a file its child's standard output is redirected to.
 
 use std::process::Command;
 
@@ -134,5 +135,68 @@ fn a_partial_write_does_not_corrupt_the_next_line() {
     assert!(
         parsed.iter().any(|v| v["delivery_id"] == "d3"),
         "d3 was reported Ok but no line of the file parses as its record:\n{text}"
+    );
+}
+
+/// The same with `stdout = true`, standard output redirected to a file: the lines written whole
+/// are reported written, the fragment is ended before the next line, and nothing is written
+/// twice (review finding: every line of the batch was retried, and the next delivery's line was
+/// glued to the fragment: d1 and d2 twice, d4 unreadable though reported Ok).
+#[test]
+fn stdout_lines_written_whole_before_a_full_disk_are_not_written_again() {
+    const TEST: &str = "stdout_lines_written_whole_before_a_full_disk_are_not_written_again";
+    let Some(out) = std::env::var_os("LOGGER_STDOUT_FILE") else {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("stdout.jsonl");
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg("trap '' XFSZ; exec \"$0\" \"$1\" --exact --nocapture --test-threads=1 > \"$2\"")
+            .arg(std::env::current_exe().expect("exe"))
+            .arg(TEST)
+            .arg(&out)
+            .env("LOGGER_STDOUT_FILE", &out)
+            .output()
+            .expect("spawn child");
+        let text = std::fs::read_to_string(&out).expect("stdout file");
+        assert!(
+            child.status.success(),
+            "{text}\n{}",
+            String::from_utf8_lossy(&child.stderr)
+        );
+        // The test runner's own lines are there too: only lines of deliveries count.
+        let lines: Vec<&str> = text.lines().filter(|l| l.contains("delivery_id")).collect();
+        let ids: Vec<String> = lines
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .map(|v| v["delivery_id"].as_str().unwrap_or("?").to_owned())
+            .collect();
+        assert_eq!(ids, ["d0", "d1", "d2", "d4", "d3"], "each once:\n{text}");
+        assert_eq!(lines.len(), 6, "one fragment, a line of its own:\n{text}");
+        return;
+    };
+    let len = || std::fs::metadata(&out).expect("stdout file").len();
+    // The runner's "test ... " has no line break yet.
+    {
+        use std::io::Write;
+        let mut o = std::io::stdout().lock();
+        o.write_all(b"\n").expect("write");
+        o.flush().expect("flush");
+    }
+    let logger =
+        Logger::new(json!({"stdout": true}), Host::for_tests("/", "audit")).expect("config");
+    let before = len();
+    assert_eq!(logger.handle(&delivery(0)), Outcome::Ok);
+    let (after, line) = (len(), len() - before);
+    // Room for two more lines and half of a third.
+    fsize(&(after + 2 * line + line / 2).to_string());
+    let outcomes = logger.handle_batch(&[delivery(1), delivery(2), delivery(3)]);
+    fsize("unlimited");
+    assert_eq!(outcomes[..2], [Outcome::Ok, Outcome::Ok], "{outcomes:?}");
+    assert!(matches!(outcomes[2], Outcome::Retry { .. }), "{outcomes:?}");
+    assert_eq!(logger.handle(&delivery(4)), Outcome::Ok);
+    assert_eq!(
+        logger.handle(&delivery(3)),
+        Outcome::Ok,
+        "the gateway's retry"
     );
 }

@@ -36,6 +36,8 @@
 //!   opened for appending (so instances sharing a file never split each other's lines) and
 //!   flushed, so tests can count calls while the gateway runs.
 //! - `log` — log one `Info` line per call through the host (default `false`).
+//! - `print` — print one line per call to standard output, `{"testkit":"print","event_id":..}`
+//!   (default `false`): a plugin that writes to its stdout.
 //! - `tag` — a text copied into every record line (`"tag"`), so tests can tell which config
 //!   (before or after a reload) served a call. Every line also carries `"instance_no"`: the
 //!   instance's place among this library's instances made in the process (0 for the first),
@@ -114,6 +116,8 @@ struct Config {
     record: Option<PathBuf>,
     #[serde(default)]
     log: bool,
+    #[serde(default)]
+    print: bool,
     tag: Option<String>,
     #[serde(default)]
     pad_reason: usize,
@@ -277,6 +281,9 @@ impl Plugin for Testkit {
             *n += 1;
             *n
         };
+        if self.config.print {
+            println!("{{\"testkit\":\"print\",\"event_id\":{:?}}}", d.event_id);
+        }
         if self.config.log {
             self.host.log(
                 Level::Info,

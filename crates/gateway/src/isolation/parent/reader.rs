@@ -78,6 +78,8 @@ impl<R: std::io::Read + AsFd> std::io::Read for ExitAware<R> {
 
 impl Reader {
     pub(super) fn run(mut self, mut out: BufReader<impl std::io::Read>) {
+        // A child whose instance failed to start reports it, then exits (3): as it should.
+        let mut init_failed = false;
         let broken = loop {
             match FromChild::read(&mut out) {
                 Ok(Some(FromChild::InitOk(loaded))) => {
@@ -86,6 +88,7 @@ impl Reader {
                     }
                 }
                 Ok(Some(FromChild::InitErr { kind, message })) => {
+                    init_failed = true;
                     let instance = self.name.clone();
                     let err = match kind {
                         InitFailure::Load => StartError::Load(message),
@@ -160,7 +163,7 @@ impl Reader {
         let unasked = self.proc.stdin.lock().is_ok_and(|w| w.is_some());
         if !pending.is_empty() || self.init.is_some() {
             tracing::error!(plugin = %self.name, reason = %why, calls = pending.len(), "plugin process died; its calls in flight will be retried");
-        } else if unasked && !killed {
+        } else if unasked && !killed && !init_failed {
             tracing::warn!(plugin = %self.name, reason = %why, "plugin process died while no call was running; a new one starts on the next call");
         }
         for (_, tx) in pending {

@@ -50,6 +50,8 @@ pub(crate) fn spawn_host(library: &Path) -> Result<Child, String> {
         .arg(SUBCOMMAND)
         .arg("--library")
         .arg(library)
+        // So the instance can tell (`Host::isolated`): its stdout is not the gateway's.
+        .env(gateway_plugin::ISOLATED_ENV, "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
