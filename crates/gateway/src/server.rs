@@ -65,6 +65,9 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
     // default action, which is to end the process.
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut signals = Signals::new()?;
+    // Before any file is opened or plugin process started (they inherit it), and before the
+    // listeners say they are ready.
+    fd_limit::check(config.max_connections);
     crate::metrics::declare(config.plugins.iter().map(|p| p.name.as_str()));
     let dyn_store = crate::store::open(&config.store, false)
         .await
@@ -232,7 +235,6 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
     // Bounded connections: past the limit a new connection is closed at once (the client retries)
     // instead of exhausting file descriptors. Fixed until restart, like the listen address.
     let connections = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
-    fd_limit::check(config.max_connections);
     // A peer holding the slots and connecting in a loop made thousands of these a second.
     let full = crate::ingress::log_limit::RefusalLog::default();
     loop {
