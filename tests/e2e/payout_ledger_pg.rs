@@ -19,6 +19,8 @@
 mod keepalive;
 #[path = "../standins/lark_api.rs"]
 mod lark_api;
+#[path = "payout_ledger_pg/owners.rs"]
+mod owners;
 #[path = "payout_ledger_pg/socket.rs"]
 mod socket;
 

@@ -212,6 +212,16 @@ impl Ledger {
         }
     }
 
+    /// For a PostgreSQL ledger, what tells it from any other ledger whatever URL reached it
+    /// (`localhost` or `127.0.0.1`, another user, other parameters): `None` for a file, which
+    /// its canonical path tells.
+    pub fn identity(&self) -> Result<Option<String>, LedgerError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(None),
+            Backend::Postgres(pg) => pg.identity().map(Some),
+        }
+    }
+
     /// Where the ledger is, fit to show: the file, or the URL with its password hidden.
     pub fn shown(&self) -> &str {
         match &self.backend {

@@ -4,7 +4,9 @@
 //! its withdrawals (its `withdraw` types, its `forward_url`) would silently never happen. So
 //! an instance refuses to start on a ledger an instance of another name uses in this process
 //! (`gateway check` creates every instance in one process, so it finds it too). Instances of
-//! one name may share it: a reload's new instance starts beside the one it replaces.
+//! one name may share it: a reload's new instance starts beside the one it replaces. A file is
+//! known by its canonical path; a PostgreSQL ledger by its URL, then, once open, by what it is
+//! (`Ledger::identity`), so two spellings of one database are one ledger.
 //!
 //! What this cannot see: entries in other processes (`isolation = "process"`, another gateway
 //! on the same PostgreSQL ledger under another name) and another copy of this library (a new
@@ -26,7 +28,16 @@ pub struct LedgerUse(String);
 impl LedgerUse {
     /// Counts `instance` as a user of `location`, or says which other instance uses it.
     pub fn claim(location: &LedgerLocation, instance: &str) -> Result<LedgerUse, String> {
-        let key = key(location);
+        Self::claim_key(key(location), instance)
+    }
+
+    /// [`LedgerUse::claim`] of a PostgreSQL ledger by its identity (`Ledger::identity`), read
+    /// once it is open: two URLs of one database (`localhost` and `127.0.0.1`) are one ledger.
+    pub fn claim_identity(identity: &str, instance: &str) -> Result<LedgerUse, String> {
+        Self::claim_key(format!("postgres-ledger:{identity}"), instance)
+    }
+
+    fn claim_key(key: String, instance: &str) -> Result<LedgerUse, String> {
         let mut owners = OWNERS.lock().unwrap_or_else(PoisonError::into_inner);
         let owners = owners.get_or_insert_with(HashMap::new);
         match owners.get_mut(&key) {

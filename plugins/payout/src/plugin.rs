@@ -107,8 +107,9 @@ pub struct Payout {
     ledger: Ledger,
     forwarder: Option<Forwarder>,
     in_flight: Mutex<HashSet<String>>,
-    /// This instance's claim on its ledger (one `[[plugins]]` name per ledger).
-    _ledger_use: crate::owners::LedgerUse,
+    /// This instance's claims on its ledger (one `[[plugins]]` name per ledger): by location,
+    /// and a PostgreSQL ledger by its identity too.
+    _ledger_use: (crate::owners::LedgerUse, Option<crate::owners::LedgerUse>),
 }
 
 impl Plugin for Payout {
@@ -120,6 +121,15 @@ impl Plugin for Payout {
         };
         let ledger_use = crate::owners::LedgerUse::claim(&location, host.instance_name())?;
         let ledger = Ledger::open_at(&location, false).map_err(|e| format!("payout: {e}"))?;
+        // A PostgreSQL ledger again by what it is, whichever URL reached it (the claim above
+        // only catches the same URL).
+        let identity_use = match ledger.identity().map_err(|e| format!("payout: {e}"))? {
+            Some(id) => Some(crate::owners::LedgerUse::claim_identity(
+                &id,
+                host.instance_name(),
+            )?),
+            None => None,
+        };
         if let Some(why) = ledger.keepalives_refused() {
             host.log(
                 Level::Warn,
@@ -172,7 +182,7 @@ impl Plugin for Payout {
             ledger,
             forwarder,
             in_flight: Mutex::new(HashSet::new()),
-            _ledger_use: ledger_use,
+            _ledger_use: (ledger_use, identity_use),
         })
     }
 

@@ -335,6 +335,22 @@ impl PgLedger {
         )
     }
 
+    /// What tells this ledger from any other whatever URL reached it: its database's name, its
+    /// table's object id and when its schema was created (microseconds).
+    pub(super) fn identity(&self) -> Result<String, LedgerError> {
+        let (db, table, created) = self.call("reading the ledger's identity", |c, _| {
+            let row = c.query_one(
+                "SELECT current_database()::text, 'payout_ledger'::regclass::oid::bigint,
+                        (SELECT applied_at::text FROM payout_schema WHERE version = 1)",
+                &[],
+            )?;
+            let found: (String, i64, Option<String>) =
+                (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+            Ok(found)
+        })?;
+        Ok(format!("{db}/{table}/{}", created.unwrap_or_default()))
+    }
+
     pub(super) fn get(&self, delivery_id: &str) -> Result<Option<PayoutRow>, LedgerError> {
         let row = self.call("reading a row", |c, _| {
             let mut tx = c.build_transaction().read_only(true).start()?;
