@@ -44,17 +44,19 @@ pub struct Ingress {
 }
 
 /// The client a request came from: the peer, or — when the peer is a trusted proxy — the
-/// rightmost address of its `X-Forwarded-For`.
+/// rightmost address of its `X-Forwarded-For`. An IPv4 peer of a `[::]` listener arrives as
+/// `::ffff:a.b.c.d`: it is `a.b.c.d`, as everywhere else.
 fn client(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
-    if !trusted.contains(&peer.ip()) {
-        return peer.ip();
+    let peer = peer.ip().to_canonical();
+    if !trusted.iter().any(|t| t.to_canonical() == peer) {
+        return peer;
     }
     headers
         .get("x-forwarded-for")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.rsplit(',').next())
         .and_then(|a| a.trim().parse().ok())
-        .unwrap_or(peer.ip())
+        .unwrap_or(peer)
 }
 
 impl std::fmt::Debug for Ingress {

@@ -140,6 +140,7 @@ impl Config {
         let base_url = raw.base_url.unwrap_or_else(|| DEFAULT_BASE_URL.to_owned());
         check_http_url("base_url", &base_url)?;
         let base_url = base_url.trim_end_matches('/').to_owned();
+        check_base_url(&base_url)?;
         if raw.app_id.trim().is_empty() {
             return Err(invalid("`app_id` is empty"));
         }
@@ -274,6 +275,24 @@ fn check_http_url(key: &str, url: &str) -> Result<(), ConfigError> {
     )))
 }
 
+/// The API's paths are appended to `base_url` (`{base_url}/open-apis/...`): a query or a
+/// fragment would swallow them (every call to `/`), and the API's own prefix would be doubled.
+/// A path (a proxy's prefix) is kept.
+fn check_base_url(base_url: &str) -> Result<(), ConfigError> {
+    let why = if base_url.contains(['?', '#']) {
+        "a query or a fragment (`?`, `#`) would swallow the API paths appended to it"
+    } else if base_url.ends_with("/open-apis") {
+        "ends with `/open-apis`, which the plugin appends itself: give the host only \
+         (e.g. https://open.feishu.cn)"
+    } else {
+        return Ok(());
+    };
+    Err(ConfigError::Invalid(format!(
+        "`base_url` {}: {why}",
+        shown_url(base_url)
+    )))
+}
+
 /// Durations are read the way the gateway reads its own (`"500ms"`, `"10s"`, `"2m"`, ...).
 pub use gateway_plugin::config::parse_duration;
 
@@ -306,6 +325,29 @@ mod tests {
                 .expect_err(bad)
                 .to_string();
             assert!(err.contains("forward_url"), "{err}");
+        }
+    }
+
+    /// `base_url = "https://open.feishu.cn#x"` passed, then every call went to `/` (404) and
+    /// every payout was a dead letter; `?tenant=1` and `/open-apis` likewise.
+    #[test]
+    fn a_base_url_that_would_swallow_the_api_paths_is_refused() {
+        let with = |base_url: &str| {
+            let mut c = base();
+            c["base_url"] = json!(base_url);
+            Config::from_json(&c)
+        };
+        for bad in [
+            "https://open.feishu.cn#x",
+            "http://127.0.0.1:9?tenant=1",
+            "https://open.feishu.cn/open-apis",
+            "https://open.feishu.cn/open-apis/",
+        ] {
+            let err = with(bad).expect_err(bad).to_string();
+            assert!(err.contains("`base_url`"), "{bad}: {err}");
+        }
+        for good in ["https://open.feishu.cn/", "https://proxy.internal/lark"] {
+            assert!(with(good).is_ok(), "{good}");
         }
     }
 

@@ -52,6 +52,15 @@ fn the_client_is_the_peer_unless_the_peer_is_a_trusted_proxy() {
     );
     let junk = headers(&[("x-forwarded-for", "not an address")]);
     assert_eq!(client(peer("10.0.0.1"), &junk, &proxy), ip("10.0.0.1"));
+    // Behind a `[::]` listener an IPv4 proxy is `::ffff:10.0.0.1` (it was not recognised).
+    assert_eq!(
+        client(peer("::ffff:10.0.0.1"), &xff, &proxy),
+        ip("198.51.100.7")
+    );
+    assert_eq!(
+        client(peer("::ffff:192.0.2.1"), &xff, &proxy),
+        ip("192.0.2.1")
+    );
 }
 
 #[test]

@@ -60,6 +60,9 @@ pub fn check(config: &Config, connect: bool) -> ExitCode {
     if let Some(files) = &config.admin_tls {
         check_tls("admin.tls", files, &mut problems, &mut warnings);
     }
+    if let Some(w) = short_retention(config.retention) {
+        warnings.push(w);
+    }
     match &config.store {
         StoreConfig::Sqlite { path } => {
             if let Err(e) = store_writable(path) {
@@ -222,6 +225,23 @@ fn check_tls(at: &str, files: &TlsFiles, problems: &mut Vec<String>, warnings: &
             crate::ops::timefmt::rfc3339(info.not_before.saturating_mul(1000))
         ));
     }
+}
+
+/// Lark re-sends an event it thinks failed 15 s, 5 min, 1 h and 6 h after (about 7.1 h in all,
+/// spec §7): ids kept for less than that, with a margin, let such a re-send be delivered again.
+const LARK_RESEND_WINDOW: std::time::Duration = std::time::Duration::from_secs(8 * 3600);
+
+/// The warning for a `[store] retention` shorter than [`LARK_RESEND_WINDOW`] (valid: tests and
+/// small disks use short ones; but it breaks "never delivered twice by Lark's retries").
+fn short_retention(retention: std::time::Duration) -> Option<String> {
+    (retention < LARK_RESEND_WINDOW).then(|| {
+        format!(
+            "store.retention ({}s) is shorter than Lark's re-sends of an event (15 s, 5 min, 1 h \
+             and 6 h after the first try, about 7.1 h): a re-send that comes after its id was \
+             purged is stored and delivered again; keep at least 8h",
+            retention.as_secs()
+        )
+    })
 }
 
 /// Prints warnings and problems; "valid" only when there is no problem.
@@ -428,5 +448,24 @@ fn yes(b: bool) -> &'static str {
         "yes"
     } else {
         "no"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// `retention = "1m"` passed without a word, and a re-send after the purge was delivered
+    /// twice (the audit reproduced it).
+    #[test]
+    fn a_retention_shorter_than_larks_resends_is_warned_about() {
+        let w = short_retention(Duration::from_secs(60)).expect("warned");
+        assert!(
+            w.starts_with("store.retention (60s)") && w.contains("delivered again"),
+            "{w}"
+        );
+        assert!(short_retention(Duration::from_secs(8 * 3600)).is_none());
+        assert!(short_retention(Duration::from_secs(7 * 86_400)).is_none());
     }
 }

@@ -112,6 +112,15 @@ impl Validator<'_> {
             if value.is_empty() {
                 v.problem(&at(key), "is empty (remove the key to disable it)");
                 None
+            } else if value.trim() != value {
+                // Lark's values never do: every token or signature would then fail (401s).
+                v.problem(
+                    &at(key),
+                    "begins or ends with whitespace (a space or a line break from the variable \
+                     or the file, say), which Lark's value never has, so nothing would match: \
+                     remove it",
+                );
+                None
             } else {
                 Some(value)
             }

@@ -17,6 +17,8 @@ pub const DEFAULT_STORE_PATH: &str = "data/gateway.db";
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
 /// Connections to PostgreSQL per gateway process.
 pub const DEFAULT_POOL_SIZE: usize = 8;
+/// The most connections `pool_size` may ask for.
+pub const MAX_POOL_SIZE: usize = 1024;
 
 /// Where events and deliveries are kept.
 #[derive(Clone, PartialEq, Eq)]
@@ -212,6 +214,15 @@ impl Validator<'_> {
         let pool_size = match raw.pool_size {
             Some(0) => {
                 self.problem("store.pool_size", "must be at least 1");
+                DEFAULT_POOL_SIZE
+            }
+            // The pool reserves its slots up front (4294967295 aborted `check` and `run`), and
+            // a server allows 100 connections by default.
+            Some(n) if n as usize > MAX_POOL_SIZE => {
+                self.problem(
+                    "store.pool_size",
+                    format!("{n} is more than {MAX_POOL_SIZE} connections"),
+                );
                 DEFAULT_POOL_SIZE
             }
             Some(n) => n as usize,

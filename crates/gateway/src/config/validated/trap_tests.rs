@@ -442,3 +442,43 @@ fn a_mapped_loopback_admin_address_needs_no_token() {
         "{p:#?}"
     );
 }
+
+/// A Lark secret with a stray space or line break (from a variable, or a `${file:}` holding an
+/// extra line) passed check, then every webhook was refused (401: the token or the signature
+/// never matched). The value is not shown.
+#[test]
+fn a_lark_secret_with_surrounding_whitespace_is_refused() {
+    let webhook = "[[apps]]\nname = \"a\"\npath = \"/a\"\nverification_token = \"${T}\"\nencrypt_key = \"${K}\"\napp_id = \"${I}\"\n";
+    let p = problems_with(
+        webhook,
+        &[("T", "tok-123 "), ("K", "key-456\n"), ("I", " cli_789")],
+    );
+    for key in ["verification_token", "encrypt_key", "app_id"] {
+        assert!(
+            p.iter()
+                .any(|p| p.starts_with(&format!("apps[1].{key}: begins or ends with whitespace"))),
+            "{key}: {p:#?}"
+        );
+    }
+    assert!(
+        !p.iter()
+            .any(|p| p.contains("tok-123") || p.contains("key-456") || p.contains("cli_789")),
+        "{p:#?}"
+    );
+    let ws =
+        "[[apps]]\nname = \"w\"\nmode = \"websocket\"\napp_id = \"cli_1\"\napp_secret = \"${S}\"\n";
+    let p = problems_with(ws, &[("S", "secret\t")]);
+    assert!(
+        p.iter()
+            .any(|p| p.starts_with("apps[1].app_secret: begins or ends with whitespace")),
+        "{p:#?}"
+    );
+}
+
+/// `pool_size = 4294967295` passed, then `check` and `run` aborted allocating the pool.
+#[test]
+fn a_pool_past_its_bound_is_refused() {
+    let url = "[store]\nurl = \"postgres://gw@127.0.0.1/gw\"\n";
+    one_problem(&format!("{url}pool_size = 4294967295\n"), "store.pool_size");
+    assert!(load(&format!("{APP}{url}pool_size = 1024\n"), &[]).is_ok());
+}

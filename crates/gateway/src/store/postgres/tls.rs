@@ -25,12 +25,21 @@ fn rustls_config(settings: &PgSettings) -> Result<rustls::ClientConfig, StoreErr
         use rustls::pki_types::pem::PemObject;
         let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
             .map_err(|e| StoreError(format!("store.ca_file {}: {e}", path.display())))?;
+        let mut added = 0;
         for cert in certs {
             let cert =
                 cert.map_err(|e| StoreError(format!("store.ca_file {}: {e}", path.display())))?;
             roots
                 .add(cert)
                 .map_err(|e| StoreError(format!("store.ca_file {}: {e}", path.display())))?;
+            added += 1;
+        }
+        // A file of something else would only show as a failed handshake, naming no file.
+        if added == 0 {
+            return Err(StoreError(format!(
+                "store.ca_file {}: holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                path.display()
+            )));
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -39,4 +48,29 @@ fn rustls_config(settings: &PgSettings) -> Result<rustls::ClientConfig, StoreErr
         .map_err(|e| StoreError(format!("TLS: {e}")))?
         .with_root_certificates(roots)
         .with_no_client_auth())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `ca_file` holding no certificate passed `check` and showed, at best, as a failed
+    /// handshake naming no file.
+    #[test]
+    fn a_ca_file_without_a_certificate_is_refused_naming_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, "junk\n").expect("write");
+        let settings = PgSettings {
+            url: "postgres://gw@127.0.0.1/gw".into(),
+            lease: std::time::Duration::from_secs(60),
+            pool_size: 1,
+            ca_file: Some(path),
+        };
+        let e = connector(&settings).err().expect("refused");
+        assert!(
+            e.0.contains("store.ca_file") && e.0.contains("holds no PEM certificate"),
+            "{e}"
+        );
+    }
 }
