@@ -67,7 +67,9 @@ mod tests {
             pool_size: 1,
             ca_file: Some(path),
         };
-        let e = connector(&settings).err().expect("refused");
+        let Err(e) = connector(&settings) else {
+            panic!("a ca_file without a certificate was taken");
+        };
         assert!(
             e.0.contains("store.ca_file") && e.0.contains("holds no PEM certificate"),
             "{e}"
