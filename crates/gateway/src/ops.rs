@@ -38,7 +38,8 @@ pub struct DeadLetterArgs {
 pub struct ReplayArgs {
     /// Event ids whose deliveries to replay.
     pub event_ids: Vec<String>,
-    /// Only this plugin's deliveries.
+    /// Only this plugin's deliveries (a configured `[[plugins]]` name: a name only the store
+    /// still has would be dead-lettered again).
     #[arg(long)]
     pub plugin: Option<String>,
     /// Replay every dead letter (optionally of --plugin); one whose call is still running (hung

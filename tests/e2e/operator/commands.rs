@@ -78,6 +78,15 @@ fn listings_refuse_names_that_exist_nowhere() {
         );
         assert!(out.is_empty(), "{args:?}: {out}");
     }
+    // `--limit 0` printed "0 event(s)" as if the store were empty: a usage error.
+    for args in [
+        &["events", "list", "--limit", "0"][..],
+        &["deliveries", "list", "--state", "dead", "--limit", "0"],
+    ] {
+        let (code, out, err) = gw.cli(args);
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        assert!(err.contains("--limit"), "{args:?}: {err}");
+    }
     // Names that exist list normally, even with nothing to show.
     let (code, out, err) = gw.cli(&[
         "deliveries",

@@ -1,4 +1,5 @@
-//! `replay` and dead letters: unknown names and successes refused without `--force`, a
+//! `replay` and dead letters: unknown names, names no longer configured and successes refused
+//! without `--force`, a
 //! `--dry-run` that changes nothing, dead letters kept until purged on purpose with a filter, and
 //! a purge deleting what the same listing shows. Part of `operator.rs`.
 
@@ -76,6 +77,28 @@ fn replay_refuses_unknown_names_and_successes_without_force_and_dry_run_changes_
         "{out}"
     );
     assert!(wait_until(Duration::from_secs(10), || calls() == 4));
+
+    // With `kit` no longer configured (its entry renamed in the config file the commands
+    // read), its name is known from the store only: listed, but not replayed (the deliveries
+    // would die again once removed_plugin_grace passes; the replay used to say it queued them).
+    let renamed = config()
+        .replace("name = \"kit\"", "name = \"other\"")
+        .replace("plugins = [\"kit\"]", "plugins = [\"other\"]");
+    assert!(!renamed.contains("\"kit\""), "{renamed}");
+    std::fs::write(dir.path().join("gateway.toml"), renamed).expect("write");
+    let (code, _, err) = gw.cli(&["dead-letters", "--plugin", "kit"]);
+    assert_eq!(code, 0, "{err}");
+    for args in [
+        &["replay", "--dead-letters", "--plugin", "kit"][..],
+        &["replay", "ev-bad", "--plugin", "kit"],
+    ] {
+        let (code, out, err) = gw.cli(args);
+        assert_eq!(code, 1, "{args:?}: {out}{err}");
+        assert!(
+            err.contains("plugin \"kit\" is not configured") && out.is_empty(),
+            "{args:?}: {out}{err}"
+        );
+    }
 }
 
 #[test]

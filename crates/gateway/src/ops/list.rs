@@ -30,8 +30,8 @@ pub struct EventListArgs {
     /// Only events with a delivery in this state.
     #[arg(long, value_parser = ["pending", "done", "dead"])]
     pub state: Option<String>,
-    /// At most this many (newest first).
-    #[arg(long, default_value_t = 50)]
+    /// At most this many (newest first; at least 1).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
     pub limit: u32,
     /// JSON lines instead of a table.
     #[arg(long)]
@@ -47,8 +47,8 @@ pub struct DeliveryListArgs {
     /// Only this plugin instance's.
     #[arg(long)]
     pub plugin: Option<String>,
-    /// At most this many (most recently changed first).
-    #[arg(long, default_value_t = 50)]
+    /// At most this many (most recently changed first; at least 1).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
     pub limit: u32,
     /// JSON lines instead of a table.
     #[arg(long)]

@@ -48,6 +48,20 @@ pub(crate) async fn known_app(config: &Config, store: &dyn Store, app: &str) -> 
     .await
 }
 
+/// A replay's `--plugin` must be configured: a name only the store knows (its `[[plugins]]`
+/// entry removed) has no instance to take its deliveries, which the orphan rule dead-letters
+/// again once `[delivery] removed_plugin_grace` passes (the replay said it queued them).
+pub(crate) fn configured(config: &Config, plugin: &str) -> Result<(), String> {
+    if config.plugins.iter().any(|p| p.name == plugin) {
+        return Ok(());
+    }
+    Err(format!(
+        "plugin {plugin:?} is not configured (no [[plugins]] entry has this name, only \
+         deliveries in the store): replayed, its deliveries would be dead letters again once \
+         [delivery] removed_plugin_grace passes; configure it first"
+    ))
+}
+
 /// An event type filter names something: a route names it exactly, or an event of that type
 /// is stored (types match exactly: a mistyped one would read as "no events"). A wildcard route
 /// (`*`, `hire.*`) matches any spelling, so it proves nothing.
@@ -295,6 +309,14 @@ pub fn replay(config: &Config, args: &ReplayArgs) -> ExitCode {
         return super::usage("give event ids or --dead-letters");
     }
     with_store(config, |store| async move {
+        if let Some(p) = &args.plugin {
+            if let Err(e) = known_plugin(config, &*store, p)
+                .await
+                .and_then(|()| configured(config, p))
+            {
+                return fail(e);
+            }
+        }
         if args.dead_letters {
             return replay_dead_letters(config, &*store, args).await;
         }

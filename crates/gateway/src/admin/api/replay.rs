@@ -97,6 +97,12 @@ pub async fn replay(admin: &Admin, body: &[u8]) -> Result<Value, ApiError> {
             force: req.force,
             dry_run: req.dry_run,
         };
+        if let Some(p) = &req.plugin {
+            crate::ops::replay::known_plugin(&config, store, p)
+                .await
+                .and_then(|()| crate::ops::replay::configured(&config, p))
+                .map_err(not_found_or_bad)?;
+        }
         let targets = crate::ops::replay::targets(&config, store, &args)
             .await
             .map_err(not_found_or_bad)?;
