@@ -6,7 +6,7 @@
 //! the store, plugin instances are shut down, the store writer drains and the process exits 0.
 //! A second signal exits at once: everything acknowledged is already durable.
 
-mod fd_limit;
+pub(crate) mod fd_limit;
 pub(crate) mod peers;
 mod stall;
 

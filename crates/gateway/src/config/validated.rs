@@ -19,7 +19,7 @@ mod store;
 
 pub use super::pattern::EventPattern;
 use super::{env, ConfigError};
-pub use app::{App, LongConnApp, WebhookApp};
+pub use app::{App, LongConnApp, Transport, WebhookApp};
 pub use delivery::DeliveryConfig;
 pub use plugin::{load_plugin_config, Isolation};
 use server::Listeners;
@@ -330,6 +330,16 @@ impl<'a> Validator<'a> {
             apps.iter()
                 .map(|a| a.webhook().map_or("", |w| w.path.as_str())),
             "path",
+        );
+        // Lark hands each event of an app to one of its connections: two websocket apps of one
+        // app_id would each see some of its events (a route naming one misses the others).
+        self.unique(
+            "apps",
+            apps.iter().map(|a| match &a.transport {
+                Transport::LongConnection(_) => a.app_id.as_deref().unwrap_or(""),
+                Transport::Webhook(_) => "",
+            }),
+            "app_id",
         );
 
         let retention = self.duration_at_least(

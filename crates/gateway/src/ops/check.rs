@@ -63,6 +63,17 @@ pub fn check(config: &Config, connect: bool) -> ExitCode {
     if let Some(w) = short_retention(config.retention) {
         warnings.push(w);
     }
+    if let Some(w) = crate::server::fd_limit::expected_warning(config.max_connections) {
+        warnings.push(format!("server.max_connections: {w}"));
+    }
+    for p in &config.plugins {
+        if !config.routes.iter().any(|r| r.plugins.contains(&p.name)) {
+            warnings.push(format!(
+                "plugin {} is in no route: it is started but receives no event",
+                p.name
+            ));
+        }
+    }
     match &config.store {
         StoreConfig::Sqlite { path } => {
             if let Err(e) = store_writable(path) {

@@ -38,6 +38,14 @@ pub fn warning(soft: Option<u64>, max_connections: usize) -> Option<String> {
     })
 }
 
+/// What `run` would warn about with this process's limits (`check` says it beforehand): the
+/// limit it would reach is still below what `max_connections` need.
+pub fn expected_warning(max_connections: usize) -> Option<String> {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    let soft = raised(limit.current, limit.maximum, max_connections).or(limit.current);
+    warning(soft, max_connections)
+}
+
 /// Raises this process's soft open-file limit when `max_connections` need it (up to the hard
 /// limit, never past what they need: code in plugins that still uses `select` keeps working
 /// below 1024 descriptors when the connections allow), then logs [`warning`] if it is still

@@ -482,3 +482,18 @@ fn a_pool_past_its_bound_is_refused() {
     one_problem(&format!("{url}pool_size = 4294967295\n"), "store.pool_size");
     assert!(load(&format!("{APP}{url}pool_size = 1024\n"), &[]).is_ok());
 }
+
+/// Two websocket apps of one app_id passed: Lark hands each event to one connection, so a
+/// route naming one app missed the events the other received.
+#[test]
+fn two_websocket_apps_of_one_app_id_are_refused() {
+    let ws = |name: &str| {
+        format!("[[apps]]\nname = \"{name}\"\nmode = \"websocket\"\napp_id = \"cli_same\"\napp_secret = \"s\"\n")
+    };
+    let p = problems_with(&format!("{}{}", ws("a"), ws("b")), &[]);
+    assert!(
+        p.iter()
+            .any(|p| p.starts_with("apps[2].app_id: duplicate app_id \"cli_same\"")),
+        "{p:#?}"
+    );
+}
