@@ -75,7 +75,7 @@ domain = "http://open.feishu.cn"
 [[apps]]
 name = "nourl"
 mode = "websocket"
-app_id = "cli"
+app_id = "cli_b"
 app_secret = "s"
 domain = "open.feishu.cn"
 "#,
