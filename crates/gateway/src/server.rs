@@ -93,7 +93,9 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
         dyn_store.clone(),
         config.admin_token.clone(),
         config.admin_tls.is_some(),
-        config.admin_listen.is_none_or(|a| a.ip().is_loopback()),
+        config
+            .admin_listen
+            .is_none_or(|a| a.ip().to_canonical().is_loopback()),
     );
     // On the blocking pool: opening libraries and starting plugins (a child process each, for
     // isolated ones) may take seconds, which must not stall the runtime's tasks.

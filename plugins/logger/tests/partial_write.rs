@@ -200,3 +200,61 @@ fn stdout_lines_written_whole_before_a_full_disk_are_not_written_again() {
         "the gateway's retry"
     );
 }
+
+/// Two instances with `stdout = true` (two entries, or one and the instance a reload makes)
+/// writing lines longer than a pipe holds at once: each line whole (each instance had its own
+/// lock, and the lines of the two were spliced into each other in the review's run).
+#[test]
+fn two_stdout_instances_never_splice_their_lines() {
+    const TEST: &str = "two_stdout_instances_never_splice_their_lines";
+    if std::env::var_os("LOGGER_SPLICE_CHILD").is_none() {
+        let child = Command::new(std::env::current_exe().expect("exe"))
+            .args([TEST, "--exact", "--nocapture", "--test-threads=1"])
+            .env("LOGGER_SPLICE_CHILD", "1")
+            .output()
+            .expect("spawn child");
+        assert!(
+            child.status.success(),
+            "{}",
+            String::from_utf8_lossy(&child.stderr)
+        );
+        let text = String::from_utf8_lossy(&child.stdout);
+        let lines: Vec<&str> = text.lines().filter(|l| l.contains("delivery_id")).collect();
+        let whole = lines
+            .iter()
+            .filter(|l| serde_json::from_str::<serde_json::Value>(l).is_ok())
+            .count();
+        assert_eq!((lines.len(), whole), (40, 40), "spliced lines");
+        return;
+    }
+    let big = |i: u32| {
+        serde_json::from_value::<Delivery>(json!({
+            "delivery_id": format!("d{i}"), "attempt": 1, "plugin": "audit", "app": "hire",
+            "event_id": format!("e{i}"), "event_type": "t", "received_at": 5,
+            "event": {"schema": "2.0", "header": {"event_id": format!("e{i}")},
+                      "pad": "y".repeat(100_000)}
+        }))
+        .expect("delivery")
+    };
+    // The runner's "test ... " has no line break yet.
+    {
+        use std::io::Write;
+        let mut o = std::io::stdout().lock();
+        o.write_all(b"\n").expect("write");
+        o.flush().expect("flush");
+    }
+    let threads: Vec<_> = (0..2u32)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let logger = Logger::new(json!({"stdout": true}), Host::for_tests("/", "audit"))
+                    .expect("config");
+                for i in 0..20 {
+                    assert_eq!(logger.handle(&big(t * 100 + i)), Outcome::Ok);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("writer");
+    }
+}

@@ -234,3 +234,37 @@ fn a_replay_of_every_dead_letter_counts_them_and_lists_at_most_500() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["would_replay"].as_array().map(Vec::len), Some(1));
 }
+
+/// A replay naming a plugin no entry configures any more (only the store still has its
+/// deliveries) is refused in every form, as the CLI refuses it: the API's `dead_letters` and
+/// `deliveries` forms queued them again, and they died again after `removed_plugin_grace`.
+#[test]
+fn a_replay_of_a_plugin_no_longer_configured_is_refused_in_every_form() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config("");
+    let gw = TestGateway::spawn(dir.path(), &cfg);
+    send(&gw, "/hook", "ev-flaky", "test.flaky");
+    assert!(wait_until(Duration::from_secs(10), || state(
+        &gw, "ev-flaky"
+    ) == "dead"));
+    let renamed = cfg
+        .replace("name = \"kit\"", "name = \"kit2\"")
+        .replace("plugins = [\"kit\"]", "plugins = [\"kit2\"]");
+    std::fs::write(dir.path().join("gateway.toml"), renamed).expect("write");
+    let r = post_json(&gw, "/api/v1/reload", json!({}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    for body in [
+        json!({"dead_letters": true, "plugin": "kit"}),
+        json!({"deliveries": [{"event_id": "ev-flaky", "plugin": "kit"}], "dead_only": true}),
+        json!({"event_ids": ["ev-flaky"], "plugin": "kit"}),
+    ] {
+        let r = post_json(&gw, "/api/v1/replay", body.clone());
+        assert_eq!(r.status, 400, "{body}: {}", r.body);
+        assert!(
+            r.body.contains("plugin \\\"kit\\\" is not configured"),
+            "{body}: {}",
+            r.body
+        );
+    }
+    assert_eq!(state(&gw, "ev-flaky"), "dead");
+}

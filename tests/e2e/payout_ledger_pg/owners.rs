@@ -33,12 +33,19 @@ fn two_entries_on_one_database_by_two_urls_are_refused() {
             run_cli_with_env(&path, &["check"], &[("PAYOUT_APP_SECRET", "secret_test")]);
         (code, format!("{out}{err}"))
     };
-    let (code, out) = check(&socket);
-    assert_ne!(code, 0, "{out}");
-    assert!(
-        out.contains("the ledger is already used by the [[plugins]] entry `points`"),
-        "{out}"
-    );
+    // The Unix socket; and a session in another time zone (a role's setting, or `options`:
+    // the identity once followed the session's rendering of a time).
+    for second in [
+        socket,
+        format!("{tcp}?options=-c%20TimeZone%3DAsia%2FTokyo"),
+    ] {
+        let (code, out) = check(&second);
+        assert_ne!(code, 0, "{second}: {out}");
+        assert!(
+            out.contains("the ledger is already used by the [[plugins]] entry `points`"),
+            "{second}: {out}"
+        );
+    }
     // Another database is another ledger.
     let (code, out) = check(&other);
     assert_eq!(code, 0, "{out}");

@@ -336,12 +336,14 @@ impl PgLedger {
     }
 
     /// What tells this ledger from any other whatever URL reached it: its database's name, its
-    /// table's object id and when its schema was created (microseconds).
+    /// table's object id and when its schema was created (Unix microseconds: the session's
+    /// time zone or date style, which a role or `options` may set, must not change it).
     pub(super) fn identity(&self) -> Result<String, LedgerError> {
         let (db, table, created) = self.call("reading the ledger's identity", |c, _| {
             let row = c.query_one(
                 "SELECT current_database()::text, 'payout_ledger'::regclass::oid::bigint,
-                        (SELECT applied_at::text FROM payout_schema WHERE version = 1)",
+                        (SELECT (extract(epoch FROM applied_at) * 1000000)::bigint::text
+                         FROM payout_schema WHERE version = 1)",
                 &[],
             )?;
             let found: (String, i64, Option<String>) =

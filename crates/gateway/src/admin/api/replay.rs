@@ -122,6 +122,11 @@ pub async fn replay(admin: &Admin, body: &[u8]) -> Result<Value, ApiError> {
         let mut targets = Vec::new();
         let mut selectors = Vec::new();
         for d in &req.deliveries {
+            // A delivery of a name no entry configures would die again (see `configured`).
+            crate::ops::replay::known_plugin(&config, store, &d.plugin)
+                .await
+                .and_then(|()| crate::ops::replay::configured(&config, &d.plugin))
+                .map_err(not_found_or_bad)?;
             let args = ReplayArgs {
                 event_ids: vec![d.event_id.clone()],
                 plugin: Some(d.plugin.clone()),
@@ -208,6 +213,7 @@ async fn every_dead_letter(
     if let Some(p) = &req.plugin {
         crate::ops::replay::known_plugin(config, store, p)
             .await
+            .and_then(|()| crate::ops::replay::configured(config, p))
             .map_err(not_found_or_bad)?;
     }
     let counts = store.dead_letter_counts(req.plugin.clone()).await?;

@@ -273,7 +273,7 @@ impl Validator<'_> {
             let h = host(rest);
             let loopback = h == "localhost"
                 || h.parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback());
+                    .is_ok_and(|ip| ip.to_canonical().is_loopback());
             if !loopback {
                 self.problem(
                     at,
