@@ -332,15 +332,23 @@ impl<'a> Validator<'a> {
             "path",
         );
         // Lark hands each event of an app to one of its connections: two websocket apps of one
-        // app_id would each see some of its events (a route naming one misses the others).
-        self.unique(
-            "apps",
-            apps.iter().map(|a| match &a.transport {
-                Transport::LongConnection(_) => a.app_id.as_deref().unwrap_or(""),
-                Transport::Webhook(_) => "",
-            }),
-            "app_id",
-        );
+        // app_id on one platform (`domain`) would each see some of its events (a route naming
+        // one misses the others).
+        let mut seen = HashSet::new();
+        for (i, a) in apps.iter().enumerate() {
+            if let Transport::LongConnection(ws) = &a.transport {
+                if !ws.app_id.is_empty() && !seen.insert((ws.app_id.as_str(), ws.domain.as_str())) {
+                    self.problem(
+                        &format!("apps[{i}].app_id"),
+                        format!(
+                            "duplicate app_id {:?} at {}: Lark hands each event of an app to \
+                             one of its connections, so each of these apps would see only some",
+                            ws.app_id, ws.domain
+                        ),
+                    );
+                }
+            }
+        }
 
         let retention = self.duration_at_least(
             "store.retention",

@@ -483,17 +483,26 @@ fn a_pool_past_its_bound_is_refused() {
     assert!(load(&format!("{APP}{url}pool_size = 1024\n"), &[]).is_ok());
 }
 
-/// Two websocket apps of one app_id passed: Lark hands each event to one connection, so a
-/// route naming one app missed the events the other received.
+/// Two websocket apps of one app_id on one platform passed: Lark hands each event to one
+/// connection, so a route naming one app missed the events the other received. On two
+/// platforms (Feishu and Lark) they are two apps.
 #[test]
 fn two_websocket_apps_of_one_app_id_are_refused() {
-    let ws = |name: &str| {
-        format!("[[apps]]\nname = \"{name}\"\nmode = \"websocket\"\napp_id = \"cli_same\"\napp_secret = \"s\"\n")
+    let ws = |name: &str, domain: &str| {
+        format!("[[apps]]\nname = \"{name}\"\nmode = \"websocket\"\napp_id = \"cli_same\"\napp_secret = \"s\"\ndomain = \"{domain}\"\n")
     };
-    let p = problems_with(&format!("{}{}", ws("a"), ws("b")), &[]);
+    let feishu = "https://open.feishu.cn";
+    let p = problems_with(&format!("{}{}", ws("a", feishu), ws("b", feishu)), &[]);
     assert!(
-        p.iter()
-            .any(|p| p.starts_with("apps[2].app_id: duplicate app_id \"cli_same\"")),
+        p.iter().any(|p| p.starts_with(
+            "apps[2].app_id: duplicate app_id \"cli_same\" at https://open.feishu.cn"
+        )),
         "{p:#?}"
     );
+    let two = format!(
+        "{APP}{}{}",
+        ws("a", feishu),
+        ws("b", "https://open.larksuite.com")
+    );
+    assert!(load(&two, &[]).is_ok());
 }
