@@ -27,7 +27,8 @@
 //! - `short_1_1`: claims ABI 1.1 but its descriptor has the 1.0 size (no `handle_batch`).
 //! - `batch`: ABI 1.1 with a `handle_batch` that calls `handle` for each delivery, unless the
 //!   first delivery's `event_type` is `batch_fails_silently` (the batch fails, writing no slot)
-//!   or `batch_fails_with_reason` (it fails, with a Retry reason in the first slot).
+//!   or `batch_fails_with_reason` (it fails, with a Retry reason in the first slot), or
+//!   `batch_fails_as_reject` (it returns REJECT, a Panicked reason in the first slot).
 //! - `wrong_symbol`: a full descriptor exported under `gateway_plugin_v2` instead of `_v1`.
 //! - `null_descriptor`: the entry returns null.
 //! - `null_name`: a full descriptor whose `name` is null.
@@ -415,6 +416,13 @@ unsafe extern "C" fn handle_batch(
                 *out_codes = 1;
                 *out_details = give(r#"{"reason":"raw batch broke"}"#);
                 return 3;
+            }
+            // A C author's way: the first slot says PANICKED with the message, and the call
+            // returns REJECT (not a batch answer: taken as a failed batch).
+            b"batch_fails_as_reject" => {
+                *out_codes = 3;
+                *out_details = give(r#"{"reason":"raw batch refused"}"#);
+                return 2;
             }
             _ => {}
         }

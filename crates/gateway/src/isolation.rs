@@ -184,9 +184,18 @@ pub fn serve(library: &Path) -> ExitCode {
                 in_flight.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 std::thread::spawn(move || {
                     let refs: Vec<&[u8]> = deliveries.iter().map(Vec::as_slice).collect();
-                    let reply = match instance.handle_batch(&refs) {
-                        Ok(outcomes) => FromChild::Outcomes { id, outcomes },
-                        Err(message) => FromChild::BatchPanicked { id, message },
+                    // One delivery goes to `handle`, as in process: after a batch panicked as
+                    // a whole, each delivery is sent alone so that `handle` takes it (a batch
+                    // entry that panics whatever it is given would otherwise end them all).
+                    let reply = match refs.as_slice() {
+                        [one] => FromChild::Outcomes {
+                            id,
+                            outcomes: vec![instance.handle(one)],
+                        },
+                        _ => match instance.handle_batch(&refs) {
+                            Ok(outcomes) => FromChild::Outcomes { id, outcomes },
+                            Err(message) => FromChild::BatchPanicked { id, message },
+                        },
                     };
                     send(&reply);
                     // Before the count goes down: the main thread's drop must be the last one

@@ -130,6 +130,10 @@ fn main() -> ExitCode {
             }
         };
     }
+    // Only the plugin processes this gateway starts are isolated: an inherited marker (a
+    // gateway started from a plugin's process, a shell that exported it) would make
+    // in-process plugins believe they are (`Host::isolated`). Still one thread here.
+    std::env::remove_var(gateway_plugin::ISOLATED_ENV);
     let matches = Cli::command().get_matches();
     // `plugins call` reads --config as the plugin's config file, only when it was written on
     // the command line (not the default, not $GATEWAY_CONFIG, both meant for the gateway).

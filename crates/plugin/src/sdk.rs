@@ -183,8 +183,10 @@ impl Host {
         }
     }
 
-    /// Writes a line to the gateway's log, tagged with this instance (and the event id during
-    /// `handle`). Never log secrets. After the instance's shutdown the line is dropped.
+    /// Writes a line to the gateway's log, tagged with this instance (and with the event id
+    /// when the gateway called it for one delivery, in process; in a batch, and from an isolated
+    /// instance, only the instance: name the delivery in the message when it matters). Never log
+    /// secrets. After the instance's shutdown the line is dropped.
     pub fn log(&self, level: Level, message: &str) {
         self.logger.log(level, message);
     }

@@ -163,3 +163,37 @@ fn after_a_panic_in_a_batch_no_batch_mate_runs_on_the_instance_that_panicked() {
         "q-ok2 ran on the instance q-poison had just panicked in: {lines:?}"
     );
 }
+
+/// A batch entry that panics whatever it is given (`panic_batch`), isolated: after the batch
+/// panicked, each delivery is handed to `handle` on its own, as in process and as the ABI
+/// docs say. The child sent each one to the batch entry again, so every delivery panicked and
+/// was dead-lettered (a plugin author's walkthrough found it).
+#[test]
+fn an_isolated_batch_entry_broken_as_a_whole_leaves_each_delivery_to_handle() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = kit_config("max_batch = 16", r#""test.ok" = "ok""#, 1, 800)
+        .replacen("sleep_ms = 800", "sleep_ms = 800, panic_batch = true", 1)
+        .replacen(
+            "max_concurrency = 1",
+            "max_concurrency = 1\nisolation = \"process\"",
+            1,
+        );
+    assert!(cfg.contains("panic_batch = true") && cfg.contains("isolation = \"process\""));
+    let gw = TestGateway::spawn(dir.path(), &cfg);
+    let events = [("w-1", "test.ok"), ("w-2", "test.ok"), ("w-3", "test.ok")];
+    queue_behind_a_gate(&gw, &events);
+    assert!(
+        wait_until(WAIT, || events
+            .iter()
+            .all(|(id, _)| state(&gw, id).0 == "done")),
+        "{:?}\n{}",
+        events.map(|(id, _)| state(&gw, id)),
+        gw.log()
+    );
+    for (id, _) in events {
+        let h = history(&gw, id);
+        assert_eq!(h.len(), 2, "{id}: {h:?}");
+        assert_eq!(h[0].1, "discarded", "{id}: {h:?}");
+        assert_eq!(h[1].1, "ok", "{id}: {h:?}");
+    }
+}

@@ -3,18 +3,26 @@
 //! that the process died while no call ran), and `stdout = true` is refused there (the child's
 //! standard output is the gateway's log stream, where long lines of two processes interleave).
 
-use gateway_e2e::harness::{base_config, binaries, run_cli};
+use gateway_e2e::harness::{base_config, binaries, run_cli, run_cli_with_env};
 
 fn check(logger_config: &str) -> (i32, String) {
+    check_with(logger_config, "process", &[])
+}
+
+fn check_with(logger_config: &str, isolation: &str, env: &[(&str, &str)]) -> (i32, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("gateway.toml");
     let cfg = format!(
-        "{}\n[[apps]]\nname = \"hire\"\npath = \"/hook\"\n\n[[plugins]]\nname = \"audit\"\nlibrary = \"{}\"\nisolation = \"process\"\nconfig = {logger_config}\n",
+        "{}\n[[apps]]\nname = \"hire\"\npath = \"/hook\"\n\n[[plugins]]\nname = \"audit\"\nlibrary = \"{}\"\nisolation = \"{isolation}\"\nconfig = {logger_config}\n",
         base_config(),
         binaries().logger.display()
     );
     std::fs::write(&path, cfg).expect("write");
-    let (code, out, err) = run_cli(&path, &["check"]);
+    let (code, out, err) = if env.is_empty() {
+        run_cli(&path, &["check"])
+    } else {
+        run_cli_with_env(&path, &["check"], env)
+    };
     (code, format!("{out}{err}"))
 }
 
@@ -37,5 +45,13 @@ fn an_isolated_loggers_refusal_is_said_once_and_stdout_is_refused() {
     );
     // A path is what an isolated logger writes to.
     let (code, out) = check(r#"{ path = "out/b.jsonl" }"#);
+    assert_eq!(code, 0, "{out}");
+    // In process, a marker inherited by the gateway (exported in a shell, say) is not taken
+    // for isolation: the gateway removes it from its own environment.
+    let (code, out) = check_with(
+        "{ stdout = true }",
+        "none",
+        &[("GATEWAY_PLUGIN_ISOLATED", "1")],
+    );
     assert_eq!(code, 0, "{out}");
 }

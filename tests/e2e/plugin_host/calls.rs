@@ -295,7 +295,7 @@ fn an_sdk_plugin_handles_a_batch_with_one_outcome_per_delivery_and_a_batch_panic
 }
 
 /// A raw plugin's batch entry: one outcome per delivery when it succeeds; when the batch fails,
-/// the error is the first slot's Retry reason, or else names the code (never an empty message).
+/// the error is the first slot's message, or else names the code (never an empty message).
 #[test]
 fn a_failed_batch_reports_its_first_reason_or_its_code() {
     let lib = open(&raw().batch);
@@ -329,6 +329,12 @@ fn a_failed_batch_reports_its_first_reason_or_its_code() {
     assert_eq!(
         batch(&["batch_fails_with_reason", "ok"]),
         Err("raw batch broke".into())
+    );
+    // Any code but OK fails the batch, and the first slot's message is read whatever its code
+    // (it was lost unless that code stayed RETRY).
+    assert_eq!(
+        batch(&["batch_fails_as_reject", "ok"]),
+        Err("raw batch refused".into())
     );
 }
 

@@ -95,8 +95,13 @@ impl Instance {
         if code == abi::OUTCOME_OK {
             Ok(outcomes)
         } else {
+            // `out_details[0]` holds the message whatever the plugin wrote to `out_codes[0]`.
             let message = match outcomes.into_iter().next() {
-                Some(CallOutcome::Retry { reason, .. }) if !reason.is_empty() => reason,
+                Some(
+                    CallOutcome::Retry { reason, .. }
+                    | CallOutcome::Reject { reason }
+                    | CallOutcome::Panicked { message: reason },
+                ) if !reason.is_empty() => reason,
                 _ => format!("handle_batch returned code {code}"),
             };
             Err(message)

@@ -36,6 +36,8 @@
 //!   opened for appending (so instances sharing a file never split each other's lines) and
 //!   flushed, so tests can count calls while the gateway runs.
 //! - `log` — log one `Info` line per call through the host (default `false`).
+//! - `panic_batch` — `handle_batch` panics whatever it is given (default `false`); `handle`
+//!   does what `mode` says: a batch entry broken as a whole.
 //! - `print` — print one line per call to standard output, `{"testkit":"print","event_id":..}`
 //!   (default `false`): a plugin that writes to its stdout.
 //! - `tag` — a text copied into every record line (`"tag"`), so tests can tell which config
@@ -118,6 +120,8 @@ struct Config {
     log: bool,
     #[serde(default)]
     print: bool,
+    #[serde(default)]
+    panic_batch: bool,
     tag: Option<String>,
     #[serde(default)]
     pad_reason: usize,
@@ -268,6 +272,9 @@ impl Plugin for Testkit {
             }
         }
         let _reset = Reset;
+        if self.config.panic_batch {
+            panic!("testkit: the whole batch of {} panics", deliveries.len());
+        }
         BATCH.with(|b| b.set(deliveries.len()));
         deliveries.iter().map(|d| self.handle(d)).collect()
     }
