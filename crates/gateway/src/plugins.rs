@@ -150,7 +150,7 @@ impl PluginSlot {
             Err(message) => {
                 self.retire(current);
                 let shown = crate::delivery::detail::cap(message.clone());
-                tracing::error!(message = %shown, deliveries = deliveries.len(),
+                tracing::error!(panic = %shown, deliveries = deliveries.len(),
                     "plugin panicked in a batch: restarting the instance and handling each delivery on its own");
                 match self.restart_now() {
                     Ok(()) => Called::again(

@@ -48,7 +48,7 @@ impl Engine {
             }
             Some(CallOutcome::Panicked { message }) => {
                 let message = detail::cap(message);
-                tracing::error!(duration_ms = ms, %message, "plugin panicked: dead letter, restarting instance");
+                tracing::error!(duration_ms = ms, panic = %message, "plugin panicked: dead letter, restarting instance");
                 return dead(format!("panicked: {message}"), "panicked");
             }
             Some(CallOutcome::Retry {
@@ -159,7 +159,7 @@ impl Engine {
             }
             Some(CallOutcome::Panicked { message }) => {
                 let message = detail::cap(message);
-                tracing::error!(%message, "the timed-out call panicked: restarting instance");
+                tracing::error!(panic = %message, "the timed-out call panicked: restarting instance");
                 let finish = Finish::Dead {
                     error: format!("panicked: {message}"),
                 };

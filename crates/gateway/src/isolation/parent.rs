@@ -254,7 +254,7 @@ impl Inner {
                 Called::once(outcomes)
             }
             Reply::Panicked(message, proc) if deliveries.len() > 1 => {
-                tracing::error!(plugin = %self.name, %message,
+                tracing::error!(plugin = %self.name, panic = %message,
                     "plugin panicked in a batch: a new process handles each delivery on its own");
                 self.retire(&proc);
                 let why = format!(
