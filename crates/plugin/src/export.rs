@@ -10,6 +10,7 @@
 //! dropped and never reach the host's `ctx`.
 #![allow(unsafe_code)]
 
+use std::cell::RefCell;
 use std::ffi::{c_char, c_void};
 use std::mem::ManuallyDrop;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -152,6 +153,61 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+thread_local! {
+    /// While an entry point runs on this thread: `Some`, with the instance's log once there
+    /// is one (see [`caught`]).
+    static IN_ENTRY: RefCell<Option<Option<HostLogger>>> = const { RefCell::new(None) };
+}
+
+/// `catch_unwind(f)` for an entry point's body. Its panic is reported to the host (as the
+/// outcome, or the init error), which logs it; std's default hook would also print "thread
+/// '<unnamed>' panicked at ..." as raw text into the gateway's stderr, between its log lines (a
+/// JSON log breaks on it). So while an entry runs, the hook says where it panicked in one line
+/// of the instance's log instead; a panic elsewhere (a thread the plugin started) goes to the
+/// hook it replaced. Built with `panic = "abort"`, the hook is left alone: the process ends, and
+/// std's words are all there is.
+fn caught<R>(log: Option<HostLogger>, f: impl FnOnce() -> R) -> std::thread::Result<R> {
+    #[cfg(panic = "unwind")]
+    quiet_hook();
+    let before = IN_ENTRY.with(|e| e.replace(Some(log)));
+    let result = catch_unwind(AssertUnwindSafe(f));
+    IN_ENTRY.with(|e| *e.borrow_mut() = before);
+    result
+}
+
+/// Gives the instance's log to [`caught`]'s hook, once `init` has made it.
+fn entry_log(log: &AbiLog) {
+    IN_ENTRY.with(|e| *e.borrow_mut() = Some(Some(HostLogger::Abi(log.clone()))));
+}
+
+#[cfg(panic = "unwind")]
+fn quiet_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let before = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let entry = IN_ENTRY
+                .try_with(|e| e.try_borrow().ok().and_then(|l| l.clone()))
+                .ok()
+                .flatten();
+            match entry {
+                Some(Some(log)) => {
+                    let at = info
+                        .location()
+                        .map_or_else(String::new, |l| format!(" at {l}"));
+                    log.log(
+                        Level::Warn,
+                        &format!("panicked{at}: {}", panic_message(info.payload())),
+                    );
+                }
+                // In `init` before its log exists: the init error carries the message.
+                Some(None) => {}
+                None => before(info),
+            }
+        }));
+    });
+}
+
 fn detail(reason: String, retry_after_ms: Option<u64>) -> Vec<u8> {
     serde_json::to_vec(&OutcomeDetail {
         reason,
@@ -168,7 +224,7 @@ unsafe extern "C" fn init<T: Plugin>(
 ) -> u32 {
     // Set once the `Host` exists: retired below unless an instance is created.
     let mut table: Option<AbiLog> = None;
-    let result = catch_unwind(AssertUnwindSafe(|| -> Result<*mut c_void, String> {
+    let result = caught(None, || -> Result<*mut c_void, String> {
         if host.is_null() {
             return Err("host API table is null".into());
         }
@@ -184,6 +240,7 @@ unsafe extern "C" fn init<T: Plugin>(
         // SAFETY: `config_dir`/`instance_name` are valid as long as the table (ABI contract).
         let (dir, name) = unsafe { (bytes(api.config_dir), bytes(api.instance_name)) };
         let log = table.insert(AbiLog::new(api)).clone();
+        entry_log(&log);
         let host = Host {
             logger: HostLogger::Abi(log.clone()),
             config_dir: PathBuf::from(String::from_utf8_lossy(dir).into_owned()),
@@ -198,7 +255,7 @@ unsafe extern "C" fn init<T: Plugin>(
         };
         let plugin = T::new(config, host)?;
         Ok(Box::into_raw(Box::new(Hosted { plugin, log })) as *mut c_void)
-    }));
+    });
     if !matches!(result, Ok(Ok(_))) {
         // No instance: the host may free its table once this returns, and `new` may have kept
         // a `Host` anyway.
@@ -227,17 +284,17 @@ unsafe extern "C" fn handle<T: Plugin>(
     delivery: GwStr,
     out_detail: *mut GwBuf,
 ) -> u32 {
-    let result = catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: `instance` is the pointer our `init` returned; the host keeps it alive until
-        // `shutdown` and only shares it (`T: Sync`).
-        let plugin = unsafe { &(*(instance as *const Hosted<T>)).plugin };
+    // SAFETY: `instance` is the pointer our `init` returned; the host keeps it alive until
+    // `shutdown` and only shares it (`T: Sync`).
+    let hosted = unsafe { &*(instance as *const Hosted<T>) };
+    let result = caught(Some(HostLogger::Abi(hosted.log.clone())), || {
         // SAFETY: borrowed for the duration of this call.
         let raw = unsafe { bytes(delivery) };
         match parse_delivery(raw) {
-            Ok(d) => plugin.handle(&d),
+            Ok(d) => hosted.plugin.handle(&d),
             Err(e) => Outcome::reject(e),
         }
-    }));
+    });
     let (code, buf) = match result {
         Ok(outcome) => encode(outcome),
         Err(payload) => (
@@ -292,9 +349,10 @@ unsafe extern "C" fn handle_batch<T: Plugin>(
             std::slice::from_raw_parts_mut(out_details, count),
         )
     };
-    let result = catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: `instance` is the pointer our `init` returned (see `handle`).
-        let plugin = unsafe { &(*(instance as *const Hosted<T>)).plugin };
+    // SAFETY: `instance` is the pointer our `init` returned (see `handle`).
+    let hosted = unsafe { &*(instance as *const Hosted<T>) };
+    let plugin = &hosted.plugin;
+    let result = caught(Some(HostLogger::Abi(hosted.log.clone())), || {
         let mut outcomes: Vec<Option<Outcome>> = vec![None; count];
         let mut parsed = Vec::with_capacity(count);
         let mut at = Vec::with_capacity(count);
@@ -319,7 +377,7 @@ unsafe extern "C" fn handle_batch<T: Plugin>(
             }
         }
         outcomes
-    }));
+    });
     match result {
         Ok(outcomes) => {
             for (i, outcome) in outcomes.into_iter().enumerate() {

@@ -76,6 +76,15 @@ fn a_panic_inside_a_batch_ends_only_the_poison_delivery() {
         "{}",
         gw.log()
     );
+    // Where it panicked is one line of the plugin's log, not std's raw "thread ... panicked
+    // at" text between the gateway's lines.
+    assert!(!gw.log().contains("thread '"), "{}", gw.log());
+    assert!(
+        gw.log()
+            .contains("panicked at tests/fixture-plugins/testkit/src/lib.rs:"),
+        "{}",
+        gw.log()
+    );
     each_history_shows_the_discarded_run(&gw, "p");
 }
 
