@@ -268,3 +268,134 @@ fn a_replay_of_a_plugin_no_longer_configured_is_refused_in_every_form() {
     }
     assert_eq!(state(&gw, "ev-flaky"), "dead");
 }
+
+/// An event-id replay without a plugin leaves out the deliveries of names no entry configures
+/// any more (they would die again after `removed_plugin_grace`), lists them in
+/// `not_configured`, and replays the others; with nothing else left it is 400. It used to
+/// queue them all again.
+#[test]
+fn an_event_replay_without_a_plugin_leaves_out_plugins_no_longer_configured() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let two = config("")
+        .replace(
+            "[[routes]]\nevents = [\"test.*\"]\nplugins = [\"kit\"]",
+            "[[routes]]\nevents = [\"test.*\"]\nplugins = [\"kit\", \"kit2\"]",
+        )
+        .replace(
+            "[[routes]]",
+            "[[plugins]]\nname = \"kit2\"\nlibrary = \"LIB\"\nconfig = { mode = \"ok\", modes = { \"test.flaky\" = \"retry_then_ok\" }, retries = 1, record = \"data/kit2.jsonl\" }\n\n[[routes]]",
+        );
+    let library = two
+        .lines()
+        .find_map(|l| l.strip_prefix("library = "))
+        .expect("the kit's library")
+        .trim_matches('"')
+        .to_owned();
+    let two = two.replace("\"LIB\"", &format!("{library:?}"));
+    assert!(two.contains("plugins = [\"kit\", \"kit2\"]"), "{two}");
+    let gw = TestGateway::spawn(dir.path(), &two);
+    send(&gw, "/hook", "ev-flaky", "test.flaky");
+    let states = |gw: &TestGateway| -> Vec<(String, String)> {
+        let v = get(gw, "/api/v1/events/ev-flaky").json();
+        let mut s: Vec<(String, String)> = v["deliveries"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|d| {
+                (
+                    d["plugin"].as_str().unwrap_or_default().to_owned(),
+                    d["state"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        s.sort();
+        s
+    };
+    let dead = vec![
+        ("kit".to_owned(), "dead".to_owned()),
+        ("kit2".to_owned(), "dead".to_owned()),
+    ];
+    assert!(wait_until(Duration::from_secs(10), || states(&gw) == dead));
+    // `kit` renamed away: only `kit2` is configured now.
+    let renamed = two
+        .replace("name = \"kit\"", "name = \"kit3\"")
+        .replace("plugins = [\"kit\", \"kit2\"]", "plugins = [\"kit2\"]");
+    std::fs::write(dir.path().join("gateway.toml"), renamed).expect("write");
+    let r = post_json(&gw, "/api/v1/reload", json!({}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    // So does a replay of every dead letter.
+    let r = post_json(
+        &gw,
+        "/api/v1/replay",
+        json!({"dead_letters": true, "dry_run": true}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(
+        (&v["would_replay_count"], &v["not_configured_count"]),
+        (&json!(1), &json!(1)),
+        "{v}"
+    );
+    assert_eq!(v["would_replay"][0]["plugin"], "kit2", "{v}");
+    assert_eq!(v["not_configured"][0]["plugin"], "kit", "{v}");
+    let r = post_json(
+        &gw,
+        "/api/v1/replay",
+        json!({"event_ids": ["ev-flaky"], "dry_run": true}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["would_replay"].as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(v["would_replay"][0]["plugin"], "kit2");
+    assert_eq!(v["not_configured"][0]["plugin"], "kit", "{v}");
+    let r = post_json(&gw, "/api/v1/replay", json!({"event_ids": ["ev-flaky"]}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["replayed"], 1, "{v}");
+    assert_eq!(v["not_configured"][0]["plugin"], "kit", "{v}");
+    assert!(wait_until(Duration::from_secs(10), || states(&gw)
+        == vec![
+            ("kit".to_owned(), "dead".to_owned()),
+            ("kit2".to_owned(), "done".to_owned()),
+        ]));
+    // `kit2` done, `kit` not configured: nothing left without force.
+    let r = post_json(&gw, "/api/v1/replay", json!({"event_ids": ["ev-flaky"]}));
+    assert_eq!(r.status, 409, "{}", r.body);
+    // Neither configured any more: nothing to replay, even forced.
+    let only_kit = dir.path().join("gateway.toml");
+    let cfg = std::fs::read_to_string(&only_kit).expect("read");
+    std::fs::write(
+        &only_kit,
+        cfg.replace("plugins = [\"kit2\"]", "plugins = [\"kit3\"]")
+            .replace("name = \"kit2\"", "name = \"kit4\""),
+    )
+    .expect("write");
+    let r = post_json(&gw, "/api/v1/reload", json!({}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = post_json(
+        &gw,
+        "/api/v1/replay",
+        json!({"event_ids": ["ev-flaky"], "force": true}),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(
+        r.body.contains("nothing to replay") && r.body.contains("(kit, kit2)"),
+        "{}",
+        r.body
+    );
+    assert_eq!(states(&gw)[0].1, "dead");
+    let r = post_json(&gw, "/api/v1/replay", json!({"dead_letters": true}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(
+        (&v["replayed"], &v["not_configured_count"]),
+        (&json!(0), &json!(1)),
+        "{v}"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        states(&gw)[0].1,
+        "dead",
+        "a removed plugin's dead letter stays one"
+    );
+}

@@ -199,12 +199,24 @@ fn deliveries_of_a_removed_instance_are_dead_lettered_after_the_grace() {
     assert_eq!(code, 0);
     assert!(out.contains("orphan-1"), "{out}");
 
-    // Replayed while the name is still missing, after the orphan rule stopped looking: the
-    // sweeper meets it pending for a name without an instance, and once a new grace has run
-    // out it is a dead letter again (it used to stay pending until the next reload).
-    std::thread::sleep(Duration::from_millis(1500));
+    // A replay by the running config leaves it out (the name is not configured).
     let (code, out, err) = gw.cli(&["replay", "--dead-letters"]);
     assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("0 deliveries queued again") && err.contains("skipped: orphan-1:gone"),
+        "{out}{err}"
+    );
+    // Replayed while the name is still missing, by an operator whose config file still has
+    // it, after the orphan rule stopped looking: the sweeper meets it pending for a name
+    // without an instance, and once a new grace has run out it is a dead letter again (it
+    // used to stay pending until the next reload).
+    std::thread::sleep(Duration::from_millis(1500));
+    let old = dir.path().join("old.toml");
+    std::fs::write(&old, &cfg).expect("write");
+    let (code, out, err) =
+        gateway_e2e::harness::run_cli_with_env(&old, &["replay", "--dead-letters"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("1 deliveries queued again"), "{out}{err}");
     assert!(
         wait_until(WAIT, || {
             let d = delivery(&gw, "orphan-1", "gone");

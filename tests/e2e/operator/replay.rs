@@ -88,6 +88,23 @@ fn replay_refuses_unknown_names_and_successes_without_force_and_dry_run_changes_
     std::fs::write(dir.path().join("gateway.toml"), renamed).expect("write");
     let (code, _, err) = gw.cli(&["dead-letters", "--plugin", "kit"]);
     assert_eq!(code, 0, "{err}");
+    // Named by event id alone, its deliveries are left out: here that leaves nothing.
+    let (code, out, err) = gw.cli(&["replay", "ev-bad"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("nothing to replay: every delivery of these events is of a plugin no [[plugins]] entry configures any more (kit)")
+            && out.is_empty(),
+        "{out}{err}"
+    );
+    // Every dead letter: its one is left out too.
+    let (code, out, err) = gw.cli(&["replay", "--dead-letters"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("skipped: ev-bad:kit (dead): no [[plugins]] entry configures \"kit\"")
+            && out.contains("0 deliveries queued again")
+            && !out.contains("replaying"),
+        "{out}{err}"
+    );
     for args in [
         &["replay", "--dead-letters", "--plugin", "kit"][..],
         &["replay", "ev-bad", "--plugin", "kit"],

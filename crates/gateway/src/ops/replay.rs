@@ -62,6 +62,66 @@ pub(crate) fn configured(config: &Config, plugin: &str) -> Result<(), String> {
     ))
 }
 
+/// An event-id replay without a plugin: its targets split into those of configured plugins
+/// and those of names no `[[plugins]]` entry configures any more (see [`configured`]: replayed,
+/// they would die again), which it leaves out. Refused when that leaves nothing.
+pub(crate) fn without_unconfigured(
+    config: &Config,
+    targets: Vec<DeliveryRecord>,
+) -> Result<(Vec<DeliveryRecord>, Vec<DeliveryRecord>), String> {
+    let (kept, left_out): (Vec<_>, Vec<_>) = targets
+        .into_iter()
+        .partition(|d| config.plugins.iter().any(|p| p.name == d.plugin));
+    if kept.is_empty() {
+        let names: std::collections::BTreeSet<&str> =
+            left_out.iter().map(|d| d.plugin.as_str()).collect();
+        let names: Vec<&str> = names.into_iter().collect();
+        return Err(format!(
+            "nothing to replay: every delivery of these events is of a plugin no [[plugins]] \
+             entry configures any more ({}); replayed, they would be dead letters again once \
+             [delivery] removed_plugin_grace passes; configure it first",
+            names.join(", ")
+        ));
+    }
+    Ok((kept, left_out))
+}
+
+/// The store writes an event-id replay takes: one for all of the events' deliveries (as
+/// listed), or, when some were left out, one per delivery kept.
+pub(crate) fn event_selectors(
+    ids: &[String],
+    plugin: Option<&String>,
+    kept: &[DeliveryRecord],
+    left_out: &[DeliveryRecord],
+    force: bool,
+) -> Vec<ReplaySelector> {
+    if left_out.is_empty() {
+        return vec![ReplaySelector::Events {
+            ids: unique(ids),
+            plugin: plugin.cloned(),
+            force,
+            dead_only: false,
+        }];
+    }
+    kept.iter()
+        .map(|d| ReplaySelector::Events {
+            ids: vec![d.event_id.clone()],
+            plugin: Some(d.plugin.clone()),
+            force,
+            dead_only: false,
+        })
+        .collect()
+}
+
+/// One delivery an event-id replay leaves out because its plugin is not configured.
+pub(crate) fn not_configured_note(d: &DeliveryRecord) -> String {
+    format!(
+        "skipped: {}:{} ({}): no [[plugins]] entry configures {:?} any more (replayed, it \
+         would be a dead letter again); configure it, then `replay {} --plugin {}`",
+        d.event_id, d.plugin, d.state, d.plugin, d.event_id, d.plugin
+    )
+}
+
 /// An event type filter names something: a route names it exactly, or an event of that type
 /// is stored (types match exactly: a mistyped one would read as "no events"). A wildcard route
 /// (`*`, `hire.*`) matches any spelling, so it proves nothing.
@@ -320,10 +380,19 @@ pub fn replay(config: &Config, args: &ReplayArgs) -> ExitCode {
         if args.dead_letters {
             return replay_dead_letters(config, &*store, args).await;
         }
-        let targets = match targets(config, &*store, args).await {
+        let (targets, left_out) = match targets(config, &*store, args).await.and_then(|t| {
+            if args.plugin.is_some() {
+                Ok((t, Vec::new()))
+            } else {
+                without_unconfigured(config, t)
+            }
+        }) {
             Ok(t) => t,
             Err(e) => return fail(e),
         };
+        for d in &left_out {
+            eprintln!("{}", not_configured_note(d));
+        }
         let forced: Vec<(&DeliveryRecord, &str)> = targets
             .iter()
             .filter_map(|d| needs_force(d).map(|why| (d, why)))
@@ -366,13 +435,14 @@ pub fn replay(config: &Config, args: &ReplayArgs) -> ExitCode {
         for d in &targets {
             listed("replaying", d);
         }
-        let selector = ReplaySelector::Events {
-            ids: unique(&args.event_ids),
-            plugin: args.plugin.clone(),
-            force: args.force,
-            dead_only: false,
-        };
-        queue_again(&*store, selector).await
+        let selectors = event_selectors(
+            &args.event_ids,
+            args.plugin.as_ref(),
+            &targets,
+            &left_out,
+            args.force,
+        );
+        queue_again(&*store, selectors).await
     })
 }
 
@@ -392,6 +462,10 @@ async fn replay_dead_letters(config: &Config, store: &dyn Store, args: &ReplayAr
     };
     let mut queued = 0u64;
     let listed = each_dead_letter(store, query, |d| {
+        if !config.plugins.iter().any(|p| p.name == d.plugin) {
+            eprintln!("{}", not_configured_note(d));
+            return;
+        }
         if !args.force && d.running {
             eprintln!(
                 "skipped: {}:{} its call is running (hung past its timeout; it may still \
@@ -419,11 +493,35 @@ async fn replay_dead_letters(config: &Config, store: &dyn Store, args: &ReplayAr
         outln!("{queued} deliveries would be queued again (dry run)");
         return ExitCode::SUCCESS;
     }
-    let selector = ReplaySelector::DeadLetters {
-        plugin: args.plugin.clone(),
-        force: args.force,
-    };
-    queue_again(store, selector).await
+    queue_again(
+        store,
+        dead_letter_selectors(config, args.plugin.as_ref(), args.force),
+    )
+    .await
+}
+
+/// The store writes a replay of every dead letter takes: one for `plugin`'s, or, without one,
+/// one per configured instance name (a name no entry configures is left out: see
+/// [`configured`]).
+pub(crate) fn dead_letter_selectors(
+    config: &Config,
+    plugin: Option<&String>,
+    force: bool,
+) -> Vec<ReplaySelector> {
+    match plugin {
+        Some(p) => vec![ReplaySelector::DeadLetters {
+            plugin: Some(p.clone()),
+            force,
+        }],
+        None => config
+            .plugins
+            .iter()
+            .map(|p| ReplaySelector::DeadLetters {
+                plugin: Some(p.name.clone()),
+                force,
+            })
+            .collect(),
+    }
 }
 
 /// One delivery a replay takes (or would): `VERB event:plugin (state, N attempt(s))`.
@@ -437,15 +535,18 @@ fn listed(verb: &str, d: &DeliveryRecord) {
     );
 }
 
-/// The replay's write, and its count.
-async fn queue_again(store: &dyn Store, selector: ReplaySelector) -> ExitCode {
-    match store.replay(selector).await {
-        Ok(n) => {
-            outln!("{n} deliveries queued again");
-            ExitCode::SUCCESS
+/// The replay's writes, and their count.
+async fn queue_again(store: &dyn Store, selectors: Vec<ReplaySelector>) -> ExitCode {
+    let mut n = 0;
+    for selector in selectors {
+        match store.replay(selector).await {
+            Ok(done) => n += done,
+            Err(e) if n > 0 => return fail(format!("{e} (after {n} deliveries queued again)")),
+            Err(e) => return fail(e),
         }
-        Err(e) => fail(e),
     }
+    outln!("{n} deliveries queued again");
+    ExitCode::SUCCESS
 }
 
 #[cfg(test)]

@@ -89,6 +89,7 @@ pub async fn replay(admin: &Admin, body: &[u8]) -> Result<Value, ApiError> {
     if req.dead_letters {
         return every_dead_letter(&config, store, &req).await;
     }
+    let mut not_configured = Vec::new();
     let (targets, selectors) = if req.deliveries.is_empty() {
         let args = ReplayArgs {
             event_ids: req.event_ids.clone(),
@@ -106,13 +107,23 @@ pub async fn replay(admin: &Admin, body: &[u8]) -> Result<Value, ApiError> {
         let targets = crate::ops::replay::targets(&config, store, &args)
             .await
             .map_err(not_found_or_bad)?;
-        let selector = ReplaySelector::Events {
-            ids: req.event_ids.clone(),
-            plugin: req.plugin.clone(),
-            force: req.force,
-            dead_only: false,
+        // Without a plugin, deliveries of names no entry configures are left out (see
+        // `configured`), and listed in `not_configured`.
+        let (targets, left_out) = if req.plugin.is_some() {
+            (targets, Vec::new())
+        } else {
+            crate::ops::replay::without_unconfigured(&config, targets)
+                .map_err(ApiError::BadRequest)?
         };
-        (targets, vec![selector])
+        let selectors = crate::ops::replay::event_selectors(
+            &req.event_ids,
+            req.plugin.as_ref(),
+            &targets,
+            &left_out,
+            req.force,
+        );
+        not_configured = left_out;
+        (targets, selectors)
     } else {
         if req.plugin.is_some() {
             return Err(ApiError::BadRequest(
@@ -172,6 +183,7 @@ pub async fn replay(admin: &Admin, body: &[u8]) -> Result<Value, ApiError> {
             "succeeded": refs(&succeeded),
             "running": refs(&running),
             "would_replay": refs(&targets),
+            "not_configured": refs(&not_configured),
         })));
     }
     if req.dry_run {
@@ -179,6 +191,7 @@ pub async fn replay(admin: &Admin, body: &[u8]) -> Result<Value, ApiError> {
             "dry_run": true,
             "would_replay": refs(&targets),
             "skipped": refs(&skipped),
+            "not_configured": refs(&not_configured),
         }));
     }
     let mut replayed = 0;
@@ -193,6 +206,7 @@ pub async fn replay(admin: &Admin, body: &[u8]) -> Result<Value, ApiError> {
         "replayed": replayed,
         "deliveries": refs(&targets),
         "skipped": refs(&skipped),
+        "not_configured": refs(&not_configured),
     }))
 }
 
@@ -216,10 +230,32 @@ async fn every_dead_letter(
             .and_then(|()| crate::ops::replay::configured(config, p))
             .map_err(not_found_or_bad)?;
     }
-    let counts = store.dead_letter_counts(req.plugin.clone()).await?;
+    let selectors =
+        crate::ops::replay::dead_letter_selectors(config, req.plugin.as_ref(), req.force);
+    // Counted per configured name: without `plugin`, the dead letters of names no entry
+    // configures any more are left out (see `configured`), counted in `not_configured_count`.
+    let mut counts = crate::store::DeadLetterCounts::default();
+    for s in &selectors {
+        if let ReplaySelector::DeadLetters { plugin, .. } = s {
+            let c = store.dead_letter_counts(plugin.clone()).await?;
+            counts.dead += c.dead;
+            counts.running += c.running;
+        }
+    }
+    let not_configured_count = match &req.plugin {
+        Some(_) => 0,
+        None => store
+            .dead_letter_counts(None)
+            .await?
+            .dead
+            .saturating_sub(counts.dead),
+    };
     // The newest `LISTED` of each kind are among the newest `LISTED` + running ones (those
-    // are few: calls hung past their timeout).
-    let sample_size = LISTED as u64 + counts.running.min(LISTED as u64) + 1;
+    // are few: calls hung past their timeout), and those of names not configured.
+    let sample_size = LISTED as u64
+        + counts.running.min(LISTED as u64)
+        + not_configured_count.min(LISTED as u64)
+        + 1;
     let sample = store
         .dead_letters(crate::store::DeadLetterQuery {
             plugin: req.plugin.clone(),
@@ -227,6 +263,9 @@ async fn every_dead_letter(
             ..Default::default()
         })
         .await?;
+    let (sample, not_configured): (Vec<DeliveryRecord>, Vec<DeliveryRecord>) = sample
+        .into_iter()
+        .partition(|d| config.plugins.iter().any(|p| p.name == d.plugin));
     let (skipped, targets): (Vec<DeliveryRecord>, Vec<DeliveryRecord>) =
         sample.into_iter().partition(|d| !req.force && d.running);
     let (would, left_out) = if req.force {
@@ -236,7 +275,9 @@ async fn every_dead_letter(
     };
     let listed = |ds: &[DeliveryRecord]| refs(&ds[..ds.len().min(LISTED)]);
     let shown = |ds: &[DeliveryRecord]| ds.len().min(LISTED) as u64;
-    let truncated = shown(&targets) < would || shown(&skipped) < left_out;
+    let truncated = shown(&targets) < would
+        || shown(&skipped) < left_out
+        || shown(&not_configured) < not_configured_count;
     if req.dry_run {
         return Ok(json!({
             "dry_run": true,
@@ -244,15 +285,15 @@ async fn every_dead_letter(
             "would_replay_count": would,
             "skipped": listed(&skipped),
             "skipped_count": left_out,
+            "not_configured": listed(&not_configured),
+            "not_configured_count": not_configured_count,
             "truncated": truncated,
         }));
     }
-    let replayed = store
-        .replay(ReplaySelector::DeadLetters {
-            plugin: req.plugin.clone(),
-            force: req.force,
-        })
-        .await?;
+    let mut replayed = 0;
+    for s in selectors {
+        replayed += store.replay(s).await?;
+    }
     tracing::info!(
         deliveries = replayed,
         "replay of every dead letter requested through the admin API"
@@ -262,6 +303,8 @@ async fn every_dead_letter(
         "deliveries": listed(&targets),
         "skipped": listed(&skipped),
         "skipped_count": left_out,
+        "not_configured": listed(&not_configured),
+        "not_configured_count": not_configured_count,
         "truncated": truncated,
     }))
 }
