@@ -2,7 +2,7 @@
 //! or a store. `inspect` reads one library's descriptor, `list` every library of a folder
 //! (`[libraries] dir`), `call` runs one library end to end: `init` with a config file, one
 //! delivery built exactly as the engine builds it ([`crate::delivery::payload`]) from an event
-//! file, `handle`, `shutdown`.
+//! file, `handle` (or a batch of several: `handle_batch`), `shutdown`.
 //!
 //! Nothing here opens the store, binds a socket or reads the gateway's routes. `inspect` and
 //! `list` never load a library in this process: a short-lived child (`gateway plugin-host`, as
@@ -43,8 +43,10 @@ pub enum PluginsCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
-    /// Try a plugin without a server: `init` with the --config file, one `handle` of the event,
-    /// `shutdown`; prints the outcome. Exit 0 ok, 5 retry, 6 reject, 7 panicked.
+    /// Try a plugin without a server: `init` with the --config file, one `handle` of the event
+    /// (several --event: one `handle_batch` of them all, as the engine hands a batch),
+    /// `shutdown`; prints each outcome. Exit 0 all ok, else the first other outcome's: 5 retry,
+    /// 6 reject, 7 panicked (or the batch entry failed as a whole).
     Call(CallArgs),
 }
 
@@ -55,9 +57,11 @@ pub struct CallArgs {
     /// The event: a plaintext (decrypted) Lark envelope, schema 2.0 or 1.0, as in
     /// fixtures/assets_update_v1.json. The plugin's config is the global --config FILE: a .toml
     /// file with the keys of its `[[plugins]] config` table or a .json file with the JSON
-    /// object; without it, `{}`.
-    #[arg(long)]
-    pub event: PathBuf,
+    /// object; without it, `{}`. Given more than once, the deliveries of all the events (their
+    /// ids distinct) go to the plugin in one batch, in order: its batch entry, or `handle` for
+    /// each when it has none.
+    #[arg(long, required = true)]
+    pub event: Vec<PathBuf>,
     /// The delivery's `app` (an `[[apps]] name`).
     #[arg(long, default_value = DEFAULT_APP)]
     pub app: String,
@@ -248,13 +252,28 @@ fn call(args: &CallArgs, config_file: Option<&Path>) -> ExitCode {
             std::env::current_dir().unwrap_or_default(),
         ),
     };
-    let event = match read_event(&args.event) {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
+    let mut events = Vec::with_capacity(args.event.len());
+    for file in &args.event {
+        match read_event(file) {
+            Ok(e)
+                if events
+                    .iter()
+                    .any(|o: &lark_core::envelope::Event| o.id == e.id) =>
+            {
+                eprintln!(
+                    "error: {} holds event {:?} again: a batch never holds one event twice",
+                    file.display(),
+                    e.id
+                );
+                return ExitCode::from(2);
+            }
+            Ok(e) => events.push(e),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
         }
-    };
+    }
     let lib = match Library::open(&args.library) {
         Ok(l) => l,
         Err(e) => {
@@ -269,32 +288,42 @@ fn call(args: &CallArgs, config_file: Option<&Path>) -> ExitCode {
         lib.version(),
         lib.path().display()
     );
-    let payload = Payload {
-        event_id: &event.id,
-        plugin: &instance_name,
-        app: &args.app,
-        event_type: &event.event_type,
-        received_at_ms: crate::store::sqlite::now_ms(),
-        attempt: 1,
-        body: &event.raw,
-        // Read from the event file by `Envelope::parse`: JSON.
-        parsed: true,
-    };
-    let delivery = match payload.to_json() {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
+    let mut deliveries = Vec::with_capacity(events.len());
+    for event in &events {
+        let payload = Payload {
+            event_id: &event.id,
+            plugin: &instance_name,
+            app: &args.app,
+            event_type: &event.event_type,
+            received_at_ms: crate::store::sqlite::now_ms(),
+            attempt: 1,
+            body: &event.raw,
+            // Read from the event file by `Envelope::parse`: JSON.
+            parsed: true,
+        };
+        match payload.to_json() {
+            Ok(d) => deliveries.push(d),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
         }
+    }
+    let delivery_line = |event: &lark_core::envelope::Event| {
+        outln!(
+            "delivery  {} (attempt 1, app {}, {})",
+            crate::delivery::delivery_id(&event.id, &instance_name),
+            args.app,
+            event.event_type
+        );
     };
-    outln!(
-        "delivery  {} (attempt 1, app {}, {})",
-        crate::delivery::delivery_id(&event.id, &instance_name),
-        args.app,
-        event.event_type
-    );
+    if events.len() == 1 {
+        delivery_line(&events[0]);
+    }
     if args.show_delivery {
-        outln!("{}", String::from_utf8_lossy(&delivery));
+        for d in &deliveries {
+            outln!("{}", String::from_utf8_lossy(d));
+        }
     }
     let instance = match lib.instantiate(
         &instance_name,
@@ -308,12 +337,49 @@ fn call(args: &CallArgs, config_file: Option<&Path>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // As the engine calls a batch of one: `handle`.
-    let outcome = instance.handle(&delivery);
-    let code = match &outcome {
+    let code = if let [delivery] = &deliveries[..] {
+        // As the engine calls a batch of one: `handle`.
+        print_outcome(&instance.handle(delivery))
+    } else {
+        let entry = if instance.has_batch() {
+            "handle_batch"
+        } else {
+            "handle for each (the library has no batch entry)"
+        };
+        outln!("batch     {} deliveries through {entry}", deliveries.len());
+        let inputs: Vec<&[u8]> = deliveries.iter().map(Vec::as_slice).collect();
+        match instance.handle_batch(&inputs) {
+            Ok(outcomes) => {
+                let mut first = None;
+                for (event, outcome) in events.iter().zip(&outcomes) {
+                    delivery_line(event);
+                    let code = print_outcome(outcome);
+                    first = first.or((code != 0).then_some(code));
+                }
+                first.unwrap_or(0)
+            }
+            Err(message) => {
+                outln!("outcome   the batch failed as a whole");
+                outln!("reason    {message}");
+                outln!(
+                    "(the gateway would replace the instance and call handle for each \
+                     delivery alone)"
+                );
+                EXIT_PANICKED
+            }
+        }
+    };
+    // `shutdown` runs here, after the call returned (the last reference).
+    drop(instance);
+    ExitCode::from(code)
+}
+
+/// Prints one delivery's outcome; its exit code (0 ok).
+fn print_outcome(outcome: &CallOutcome) -> u8 {
+    match outcome {
         CallOutcome::Ok => {
             outln!("outcome   ok");
-            ExitCode::SUCCESS
+            0
         }
         CallOutcome::Retry {
             reason,
@@ -325,22 +391,19 @@ fn call(args: &CallArgs, config_file: Option<&Path>) -> ExitCode {
                 Some(d) => outln!("retry_after {} ms", d.as_millis()),
                 None => outln!("retry_after none (the gateway's backoff decides)"),
             }
-            ExitCode::from(EXIT_RETRY)
+            EXIT_RETRY
         }
         CallOutcome::Reject { reason } => {
             outln!("outcome   reject");
             outln!("reason    {reason}");
-            ExitCode::from(EXIT_REJECT)
+            EXIT_REJECT
         }
         CallOutcome::Panicked { message } => {
             outln!("outcome   panicked");
             outln!("reason    {message}");
-            ExitCode::from(EXIT_PANICKED)
+            EXIT_PANICKED
         }
-    };
-    // `shutdown` runs here, after the call returned (the last reference).
-    drop(instance);
-    code
+    }
 }
 
 /// The event file as the intake would take it from a long connection: a plaintext envelope.
