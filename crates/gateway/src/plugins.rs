@@ -135,7 +135,7 @@ impl PluginSlot {
         }
         if !current.instance.has_batch() {
             drop(current);
-            return Called::once(self.one_by_one(deliveries));
+            return Called::once(self.one_by_one(deliveries).0);
         }
         match current.instance.handle_batch(deliveries) {
             Ok(outcomes) => {

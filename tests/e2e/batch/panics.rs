@@ -206,3 +206,75 @@ fn an_isolated_batch_entry_broken_as_a_whole_leaves_each_delivery_to_handle() {
         assert_eq!(h[1].1, "ok", "{id}: {h:?}");
     }
 }
+
+/// An isolated batch that panicked as a whole is handed over one delivery at a time; when the
+/// first of those runs past its timeout, the kill ends the call and the others are not run
+/// again: their history's `discarded` entry says so (it said "handed over again on its own").
+#[test]
+fn isolated_batch_mates_a_kill_stopped_are_not_said_to_be_handed_over_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = kit_config(
+        "max_batch = 16\ntimeout = \"1s\"\nmax_attempts = 2",
+        r#""test.slow" = "slow""#,
+        1,
+        4000,
+    )
+    .replacen(
+        "max_concurrency = 1",
+        "max_concurrency = 1\nisolation = \"process\"",
+        1,
+    )
+    .replacen(
+        "config = { record",
+        "config = { panic_batch = true, record",
+        1,
+    );
+    assert!(
+        cfg.contains("panic_batch = true") && cfg.contains("isolation"),
+        "{cfg}"
+    );
+    let gw = TestGateway::spawn(dir.path(), &cfg);
+    queue_behind_a_gate(
+        &gw,
+        &[
+            ("k-slow", "test.slow"),
+            ("k-ok1", "test.ok"),
+            ("k-ok2", "test.ok"),
+        ],
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || state(&gw, "k-ok1").0 == "done"
+            && state(&gw, "k-ok2").0 == "done"
+            && state(&gw, "k-slow").0 == "dead"),
+        "{:?}",
+        calls(&gw)
+    );
+    // The slow one's entry comes with the late answer of its call, after the timeout's.
+    let slow = history(&gw, "k-slow");
+    assert!(
+        slow.iter()
+            .any(|h| h.1 == "discarded" && h.2.ends_with("; handed over again on its own")),
+        "{slow:?}"
+    );
+    // The others were in the call the timeout ended (their outcome: its timeout), never
+    // handed over again in it; each succeeds at its retry.
+    for id in ["k-ok1", "k-ok2"] {
+        let h = history(&gw, id);
+        let discarded: Vec<_> = h.iter().filter(|h| h.1 == "discarded").collect();
+        assert_eq!(discarded.len(), 1, "{id}: {h:?}");
+        assert!(
+            discarded[0].2.starts_with(
+                "its batch panicked as a whole (testkit: the whole batch of 3 panics)"
+            ) && discarded[0]
+                .2
+                .ends_with("; not handed over again (the call ended first)"),
+            "{id}: {h:?}"
+        );
+        assert_eq!(
+            h.last().map(|h| (h.0, h.1.as_str())),
+            Some((2, "ok")),
+            "{id}: {h:?}"
+        );
+        assert!(h.iter().any(|h| h.1 == "timeout"), "{id}: {h:?}");
+    }
+}

@@ -118,7 +118,7 @@ mod tests {
     #[test]
     fn deliveries_handed_over_again_carry_why() {
         let again = Called::again(
-            vec![CallOutcome::Ok; 2],
+            (vec![CallOutcome::Ok; 2], 2),
             "its batch panicked as a whole (x)",
         );
         let returned = outcomes_of(Ok(again), 2);

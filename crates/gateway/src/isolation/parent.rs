@@ -209,7 +209,7 @@ impl Inner {
         // panicked, the next would run on the instance that just panicked. One at a time, a
         // panicked outcome retires the child before the next delivery is sent (as in process).
         if !self.batch_entry.load(Ordering::SeqCst) {
-            return Called::once(self.one_by_one(deliveries, epoch));
+            return Called::once(self.one_by_one(deliveries, epoch).0);
         }
         let groups = super::wire::batch_groups(deliveries);
         if groups.len() == 1 {
@@ -286,22 +286,27 @@ impl Inner {
     /// Each delivery in a call of its own, but none after a kill (the engine has recorded the
     /// call's timeout, so a delivery run now would run again at its retry), nor after no child
     /// could be started (each would try, and fail, to start one again): those fail as it did.
-    fn one_by_one(&self, deliveries: &[&[u8]], epoch: u64) -> Vec<CallOutcome> {
+    /// Also returns how many were handed over (the first ones).
+    fn one_by_one(&self, deliveries: &[&[u8]], epoch: u64) -> (Vec<CallOutcome>, usize) {
         let mut given_up: Option<String> = None;
-        deliveries
+        let mut ran = 0;
+        let outcomes = deliveries
             .iter()
             .map(|d| {
                 if let Some(why) = &given_up {
                     died(why.clone())
                 } else if self.cancels.load(Ordering::SeqCst) != epoch {
+                    given_up = Some("killed before it was run".into());
                     died("killed before it was run".into())
                 } else {
+                    ran += 1;
                     let (outcome, hopeless) = self.call_one(d, epoch);
                     given_up = hopeless;
                     outcome
                 }
             })
-            .collect()
+            .collect();
+        (outcomes, ran)
     }
 
     /// One delivery's outcome, and the reason when calling the next would not help

@@ -258,7 +258,8 @@ impl super::PluginSlot {
     /// instance's process is), so no delivery goes to an instance that just panicked; if it
     /// cannot be replaced, the rest are retries with that reason (none tries again within this
     /// call). After the last one the engine restarts it, as after any call that panicked.
-    pub(super) fn one_by_one(&self, deliveries: &[&[u8]]) -> Vec<CallOutcome> {
+    /// Also returns how many were handed over (the first ones).
+    pub(super) fn one_by_one(&self, deliveries: &[&[u8]]) -> (Vec<CallOutcome>, usize) {
         let mut outcomes = Vec::with_capacity(deliveries.len());
         for (i, d) in deliveries.iter().enumerate() {
             let outcome = self.call(d);
@@ -267,11 +268,11 @@ impl super::PluginSlot {
             if panicked && i + 1 < deliveries.len() {
                 if let Err(reason) = self.restart_now() {
                     outcomes.extend(unavailable(deliveries.len() - i - 1, &reason));
-                    break;
+                    return (outcomes, i + 1);
                 }
             }
         }
-        outcomes
+        (outcomes, deliveries.len())
     }
 
     /// [`PluginSlot::reinit`] on the calling thread (a batch's, which holds its share of the
