@@ -240,6 +240,33 @@ fn the_rust_template_builds_out_of_tree_and_handles_an_assets_update() {
     assert!(out.contains("name      plugin-template"), "{out}");
     assert!(out.contains("panics contained"), "{out}");
 
+    // A config error names the field, with no position in the JSON the gateway made of the
+    // table (the user never saw it).
+    let bad = tempfile::tempdir().expect("tempdir");
+    let cfg = bad.path().join("bad.toml");
+    std::fs::write(&cfg, "min_cash = \"50.00\"\ncolour = \"blue\"\n").expect("write");
+    let (code, out, err) = run_cli(
+        nowhere,
+        &[
+            "plugins",
+            "call",
+            &lib.display().to_string(),
+            "--config",
+            &cfg.display().to_string(),
+            "--event",
+            &gateway_e2e::workspace_root()
+                .join("fixtures/assets_update_v1.json")
+                .display()
+                .to_string(),
+        ],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("plugin-template config: unknown field `colour`")
+            && !err.contains(" at line "),
+        "{err}"
+    );
+
     let dir = tempfile::tempdir().expect("tempdir");
     let plugin = format!(
         r#"[[plugins]]

@@ -1,8 +1,26 @@
 //! Helpers for reading configuration the way the gateway reads its own, so a plugin's settings
-//! look and behave like `gateway.toml`'s. Human durations: `"500ms"`, `"30s"`, `"10m"`, `"2h"`,
+//! look and behave like `gateway.toml`'s: the config as a typed struct ([`from_config`]), human
+//! durations: `"500ms"`, `"30s"`, `"10m"`, `"2h"`,
 //! `"7d"`, and compounds of them, largest unit first: `"1h30m"`, `"2d12h"`, `"1m30s500ms"`.
 
 use std::time::Duration;
+
+/// The plugin's config (what `Plugin::new` gets) as `T`, read through its JSON text so types
+/// that read their value from its exact text (`Money`) see the digits, never an `f64`. An
+/// error names the field and the problem; it has no "at line 1 column 18": that position is in
+/// the JSON the gateway made of the `[[plugins]] config` table, which the user never sees.
+pub fn from_config<T: serde::de::DeserializeOwned>(
+    config: &serde_json::Value,
+) -> Result<T, String> {
+    serde_json::from_str(&config.to_string()).map_err(|e| {
+        let text = e.to_string();
+        let position = format!(" at line {} column {}", e.line(), e.column());
+        match text.strip_suffix(&position) {
+            Some(message) if e.line() > 0 => message.to_owned(),
+            _ => text,
+        }
+    })
+}
 
 const UNITS: &str = "ms, s, m, h or d";
 
@@ -91,6 +109,34 @@ pub fn shown_url(url: &str, mask: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Settings {
+        min_cash: crate::events::Money,
+        label: String,
+    }
+
+    #[test]
+    fn a_config_error_names_the_field_without_a_position_in_json_nobody_sees() {
+        let ok: Settings =
+            from_config(&serde_json::json!({"min_cash": "10.05", "label": "x"})).expect("valid");
+        assert_eq!(ok.min_cash.to_string(), "10.05");
+        let e = from_config::<Settings>(&serde_json::json!({"min_csh": "1", "label": "x"}))
+            .expect_err("unknown field");
+        assert!(
+            e.starts_with("unknown field `min_csh`, expected") && !e.contains("line"),
+            "{e}"
+        );
+        let e = from_config::<Settings>(&serde_json::json!({"min_cash": "abc", "label": "x"}))
+            .expect_err("bad amount");
+        assert!(!e.contains(" at line "), "{e}");
+        let e =
+            from_config::<Settings>(&serde_json::json!({"min_cash": "1"})).expect_err("missing");
+        assert_eq!(e, "missing field `label`");
+    }
+
     use super::*;
 
     #[test]

@@ -39,8 +39,9 @@ pub struct Template {
 
 impl Plugin for Template {
     fn new(config: serde_json::Value, host: Host) -> Result<Self, String> {
-        // Through the JSON text, so `Money` reads an amount from its digits, never an f64.
-        let config: Config = serde_json::from_str(&config.to_string())
+        // Through the JSON text, so `Money` reads an amount from its digits, never an f64; an
+        // error names the field, with no position in JSON the user never wrote.
+        let config: Config = gateway_plugin::config::from_config(&config)
             .map_err(|e| format!("{} config: {e}", env!("CARGO_PKG_NAME")))?;
         host.log(
             Level::Info,
@@ -128,6 +129,11 @@ mod tests {
             Money::ZERO
         );
         assert!(template(serde_json::json!({"min_cash": "1.005"})).is_err());
-        assert!(template(serde_json::json!({"colour": "blue"})).is_err());
+        let e = template(serde_json::json!({"colour": "blue"})).expect_err("unknown key");
+        // The field named; no position in the JSON made of the `[[plugins]] config` table.
+        assert!(
+            e.starts_with("plugin-template config: unknown field `colour`") && !e.contains("line"),
+            "{e}"
+        );
     }
 }
