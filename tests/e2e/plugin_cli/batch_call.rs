@@ -129,3 +129,16 @@ fn a_library_without_a_batch_entry_gets_handle_for_each() {
         "{out}"
     );
 }
+
+/// `plugins call --help` shows the global `--config` with the gateway's default and variable,
+/// which this command ignores: its help says so.
+#[test]
+fn the_help_says_which_config_the_call_reads() {
+    let (code, out, err) = gateway(&["plugins", "call", "--help"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("--config here is the plugin's own config")
+            && out.contains("which this command never reads"),
+        "{out}"
+    );
+}

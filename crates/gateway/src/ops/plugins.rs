@@ -47,6 +47,12 @@ pub enum PluginsCommand {
     /// (several --event: one `handle_batch` of them all, as the engine hands a batch),
     /// `shutdown`; prints each outcome. Exit 0 all ok, else the first other outcome's: 5 retry,
     /// 6 reject, 7 panicked (or the batch entry failed as a whole).
+    #[command(
+        after_help = "--config here is the plugin's own config, and only a file given \
+        on the command line counts: the [env: GATEWAY_CONFIG] and [default: gateway.toml] \
+        shown above are the gateway's config, which this command never reads (without \
+        --config the plugin gets {})."
+    )]
     Call(CallArgs),
 }
 
