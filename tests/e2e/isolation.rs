@@ -477,3 +477,6 @@ mod privileges;
 
 #[path = "isolation/logger_config.rs"]
 mod logger_config;
+
+#[path = "isolation/lifetimes.rs"]
+mod lifetimes;

@@ -111,6 +111,12 @@ pub fn serve(library: &Path) -> ExitCode {
             }
         }
     };
+    // Nothing reads the input while the library loads and its instance starts: a gateway that
+    // dies meanwhile (even by `kill -9`) is noticed by this watch instead.
+    let serving = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let Ok(watched) = input.try_clone() {
+        watch_gateway_while_starting(watched, serving.clone());
+    }
     let mut input = BufReader::new(input);
     let (init, sha256, pinned) = match ToChild::read(&mut input) {
         Ok(Some(ToChild::Init(init))) => {
@@ -168,6 +174,9 @@ pub fn serve(library: &Path) -> ExitCode {
             return ExitCode::from(3);
         }
     };
+    // Before the gateway hears of it (and may close the input to retire this child): from
+    // here the main loop reads the input, and notices its end.
+    serving.store(true, std::sync::atomic::Ordering::SeqCst);
     if !send(&FromChild::InitOk(loaded)) {
         return ExitCode::from(2);
     }
@@ -226,18 +235,54 @@ pub fn serve(library: &Path) -> ExitCode {
                 if let Ok(mut o) = out.lock() {
                     let _ = o.flush();
                 }
-                if !idle {
-                    // The gateway is gone and calls still run: end now, without the exit
-                    // handlers and the library's destructors, which would run beside those
-                    // calls (one waiting on a lock a call holds would keep this process, and
-                    // its call, alive). A signal sent to itself, not an exit.
-                    let _ = rustix::process::kill_process(
-                        rustix::process::getpid(),
-                        rustix::process::Signal::KILL,
-                    );
+                if std::os::unix::process::parent_id() != gateway {
+                    // The gateway is gone (no one ends this process's group for it): end now,
+                    // with the processes the plugin started that stayed in the group (each
+                    // child leads one), and, when calls still run, without the exit handlers
+                    // and the library's destructors, which would run beside those calls (one
+                    // waiting on a lock a call holds would keep this process, and its call,
+                    // alive). A signal sent to the group, this process included, not an exit.
+                    end_own_group();
                 }
                 std::process::exit(0);
             }
         }
     }
+}
+
+/// SIGKILL to this process's group: this process (which leads it) and what the plugin started
+/// in it.
+fn end_own_group() {
+    let _ = rustix::process::kill_process_group(
+        rustix::process::getpid(),
+        rustix::process::Signal::KILL,
+    );
+    // Not in a group of its own (run by hand): itself at least.
+    let _ = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
+}
+
+/// Until `serving` is set: ends this process (its group) as soon as the gateway is gone, which
+/// the end of `input` (the gateway's pipe, hung up) tells, while nothing reads it: the library
+/// loading (its constructors) and the instance's `init` can take long or hang.
+fn watch_gateway_while_starting(input: File, serving: Arc<std::sync::atomic::AtomicBool>) {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    use std::sync::atomic::Ordering;
+    let tick = Timespec {
+        tv_sec: 0,
+        tv_nsec: 50_000_000,
+    };
+    let _ = std::thread::Builder::new()
+        .name("gateway-watch".into())
+        .spawn(move || {
+            while !serving.load(Ordering::SeqCst) {
+                // No events asked for: a hang-up (or an error) is reported whatever is asked,
+                // and the frames waiting in the pipe are left for the main thread.
+                let mut fds = [PollFd::new(&input, PollFlags::empty())];
+                let hung_up = matches!(poll(&mut fds, Some(&tick)), Ok(n) if n > 0)
+                    && fds[0].revents().intersects(PollFlags::HUP | PollFlags::ERR);
+                if hung_up && !serving.load(Ordering::SeqCst) {
+                    end_own_group();
+                }
+            }
+        });
 }

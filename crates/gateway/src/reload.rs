@@ -59,6 +59,7 @@ impl Live {
         certs: Certs,
         admin: Weak<Admin>,
     ) -> Live {
+        crate::isolation::parent::set_retire_grace(config.shutdown_grace);
         Live {
             file: config.file.clone(),
             reloading: Mutex::new(()),
@@ -191,6 +192,7 @@ impl Live {
             .current
             .lock()
             .map_err(|_| "reload state poisoned".to_owned())?;
+        crate::isolation::parent::set_retire_grace(new.shutdown_grace);
         *current = (new, plugins);
         Ok(notes)
     }

@@ -322,6 +322,11 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
     drop(intake);
     drop(live);
     drop(engine);
+    // Isolated plugins' processes, told to leave, finish their calls and their instances'
+    // shutdown within what is left of the grace (an in-process instance's shutdown ran in the
+    // drop); the rest are killed, said.
+    crate::isolation::parent::retire_all();
+    crate::isolation::parent::wait_for_retired(left()).await;
     match store.release_claims(running).await {
         Ok(0) => {}
         Ok(n) => tracing::info!(deliveries = n, "claims released to the other replicas"),

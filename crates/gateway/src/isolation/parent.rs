@@ -37,9 +37,11 @@ use child::ChildProc;
 
 mod child;
 mod reader;
+mod retire;
 mod start;
 mod watch;
 pub(crate) use reader::ended;
+pub use retire::{retire_all, set_retire_grace, wait_for_retired};
 pub(crate) use start::spawn_host;
 
 /// Why an isolated instance could not start.
@@ -184,6 +186,10 @@ impl Isolated {
         inner
             .batch_entry
             .store(loaded.descriptor.batch_entry, Ordering::SeqCst);
+        if let Ok(mut live) = retire::LIVE.lock() {
+            live.retain(|w| w.strong_count() > 0);
+            live.push(Arc::downgrade(&inner));
+        }
         Ok((Isolated(inner), loaded.descriptor))
     }
 
@@ -444,31 +450,7 @@ impl Inner {
 
 impl Drop for Isolated {
     fn drop(&mut self) {
-        // Closing stdin retires the child: it lets its calls finish briefly, shuts the
-        // instance down and exits. A child that does not is killed a little later. A child
-        // being started is killed, and a restart that ends later installs nothing.
-        let (procs, starting): (Vec<Arc<ChildProc>>, _) = match self.0.children.lock() {
-            Ok(mut c) => {
-                c.closed = true;
-                let procs = c.current.take().into_iter().chain(c.retired.drain(..));
-                (procs.collect(), c.starting.take())
-            }
-            Err(_) => (Vec::new(), None),
-        };
-        if let Some(proc) = starting {
-            proc.kill();
-        }
-        for proc in procs {
-            if let Ok(mut w) = proc.stdin.lock() {
-                w.take();
-            }
-            std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_secs(5));
-                if !proc.dead.load(Ordering::SeqCst) {
-                    proc.kill();
-                }
-            });
-        }
+        self.0.close();
     }
 }
 

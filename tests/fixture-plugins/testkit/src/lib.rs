@@ -12,8 +12,14 @@
 //!   - `"panic_new"`: panics in `new` (the host sees `InitError::Panicked`);
 //!   - `"slow"`: sleeps `sleep_ms`, then returns `Ok`;
 //!   - `"gate"`: waits until the file `gate` exists (polled every 10 ms), then returns `Ok`
-//!     (or what `gate_then` says).
+//!     (or what `gate_then` says);
+//!   - `"helper"`: runs the program `sleep 300` (a helper process the plugin starts), appends
+//!     its pid and a line break to the file `helper_pids` (required by that mode), waits for
+//!     it, then returns `Ok`.
 //! - `retries` — for `retry_then_ok` (default 1).
+//! - `helper_pids` — for `helper`: a file path, resolved like `record`'s.
+//! - `shutdown_sleep_ms` — `shutdown` sleeps this long before it records `shutdown` (default
+//!   0): a plugin whose shutdown takes time (it flushes, it commits).
 //! - `sleep_ms` — for `slow` (default 1000).
 //! - `init_sleep_ms` — `new` sleeps this long before it returns (default 0): a slow start.
 //! - `restart_sleep_ms` — `new` sleeps this long when it is not the process's first `new` of
@@ -83,6 +89,7 @@ enum Mode {
     PanicNew,
     Slow,
     Gate,
+    Helper,
 }
 
 /// What a `gate` call returns once its gate opens.
@@ -129,6 +136,9 @@ struct Config {
     pad_log: usize,
     #[serde(default)]
     modes: HashMap<String, Mode>,
+    helper_pids: Option<PathBuf>,
+    #[serde(default)]
+    shutdown_sleep_ms: u64,
 }
 
 thread_local! {
@@ -248,6 +258,7 @@ impl Plugin for Testkit {
     /// Appends `{"instance", "outcome": "shutdown"}` to the record file, so tests can see when
     /// the host retires an instance.
     fn shutdown(&self) {
+        std::thread::sleep(Duration::from_millis(self.config.shutdown_sleep_ms));
         if let Some((_, file)) = &self.record {
             let line = serde_json::json!({
                 "instance": self.host.instance_name(),
@@ -318,6 +329,24 @@ impl Plugin for Testkit {
                 std::thread::sleep(Duration::from_millis(self.config.sleep_ms));
                 Outcome::Ok
             }
+            Mode::Helper => match &self.config.helper_pids {
+                Some(pids) => {
+                    let pids = self.host.resolve_path(pids);
+                    match std::process::Command::new("sleep").arg("300").spawn() {
+                        Ok(mut helper) => {
+                            if let Ok(mut f) =
+                                OpenOptions::new().create(true).append(true).open(&pids)
+                            {
+                                let _ = f.write_all(format!("{}\n", helper.id()).as_bytes());
+                            }
+                            let _ = helper.wait();
+                            Outcome::Ok
+                        }
+                        Err(e) => Outcome::reject(format!("testkit: cannot start sleep: {e}")),
+                    }
+                }
+                None => Outcome::reject("testkit: mode helper needs helper_pids"),
+            },
             Mode::Gate => match &self.config.gate {
                 Some(gate) => {
                     let gate = self.host.resolve_path(gate);

@@ -26,6 +26,9 @@ pub(super) struct ChildProc {
     pub(super) held_open: AtomicBool,
     /// The child's end is counted in metrics (once).
     exit_counted: AtomicBool,
+    /// The child was reaped (set under `child`'s lock): its pid, its group's id, may belong to
+    /// another process now.
+    reaped: AtomicBool,
 }
 
 impl ChildProc {
@@ -39,6 +42,7 @@ impl ChildProc {
             killed: AtomicBool::new(false),
             held_open: AtomicBool::new(false),
             exit_counted: AtomicBool::new(false),
+            reaped: AtomicBool::new(false),
         })
     }
 
@@ -55,10 +59,13 @@ impl ChildProc {
         }
     }
 
-    /// Kills the child on the gateway's behalf (a timeout, a restart): its calls in flight are
-    /// not run again one by one.
+    /// Kills the child on the gateway's behalf (a timeout, a restart), and the processes it
+    /// started that stayed in its group: its calls in flight are not run again one by one, and
+    /// no work of theirs goes on beside their retries.
     pub(super) fn kill(&self) {
         self.killed.store(true, Ordering::SeqCst);
+        self.kill_group();
+        // One that left its group is still the child.
         self.sigkill();
     }
 
@@ -70,9 +77,12 @@ impl ChildProc {
     }
 
     /// SIGKILL to the child's process group (its pid: each child leads a group of its own),
-    /// while the child is not reaped yet, so the id cannot belong to anyone else.
+    /// only while the child is not reaped yet, so the id cannot belong to anyone else.
     pub(super) fn kill_group(&self) {
         let Ok(c) = self.child.lock() else { return };
+        if self.reaped.load(Ordering::SeqCst) {
+            return;
+        }
         let Some(group) = i32::try_from(c.id())
             .ok()
             .and_then(rustix::process::Pid::from_raw)
@@ -87,6 +97,10 @@ impl ChildProc {
     /// How the child ended, if it has (reaping it), without waiting.
     pub(super) fn try_wait(&self) -> Result<Option<std::process::ExitStatus>, String> {
         let mut c = self.child.lock().map_err(|_| "poisoned".to_owned())?;
-        c.try_wait().map_err(|e| e.to_string())
+        let status = c.try_wait().map_err(|e| e.to_string())?;
+        if status.is_some() {
+            self.reaped.store(true, Ordering::SeqCst);
+        }
+        Ok(status)
     }
 }

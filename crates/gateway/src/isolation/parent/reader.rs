@@ -125,13 +125,12 @@ impl Reader {
         };
         self.proc.dead.store(true, Ordering::SeqCst);
         let held_open = self.proc.held_open.load(Ordering::SeqCst);
-        if held_open {
-            // What holds the output is a process the child forked, still in its group: ended
-            // with it (each start that dies so would otherwise leave one behind, holding the
-            // pipe). Before the child is reaped, so its pid, the group's id, cannot have been
-            // given to another process. One that moved to a group of its own is out of reach.
-            self.proc.kill_group();
-        }
+        // The processes the child started that stayed in its group end with it (a helper
+        // program a call ran would otherwise go on beside that call's retry, and one holding
+        // the output would keep the pipe), as its crash, its kill or its exit ends it. Before
+        // the child is reaped, so its pid, the group's id, cannot have been given to another
+        // process. One that moved to a group of its own is out of reach.
+        self.proc.kill_group();
         if let Some(e) = &broken {
             tracing::error!(plugin = %self.name, error = %e,
                 "the plugin process sent something that is not a frame: killing it");
@@ -151,6 +150,16 @@ impl Reader {
             ),
             None => (ended.clone(), ended),
         };
+        let killed = self.proc.killed.load(Ordering::SeqCst);
+        // Said, so a call the kill ended beside a hung one is not taken for an outside kill.
+        let why = if killed {
+            format!(
+                "{why}, by the gateway (a call in this process outlived [delivery] timeout, or \
+                 the process was being replaced)"
+            )
+        } else {
+            why
+        };
         self.proc.count_exit(&self.name, &reason);
         let pending: Vec<_> = self
             .proc
@@ -158,7 +167,6 @@ impl Reader {
             .lock()
             .map(|mut p| p.drain().collect())
             .unwrap_or_default();
-        let killed = self.proc.killed.load(Ordering::SeqCst);
         // Not asked to leave: the gateway closes the pipe of a child it ends in order.
         let unasked = self.proc.stdin.lock().is_ok_and(|w| w.is_some());
         if !pending.is_empty() || self.init.is_some() {

@@ -1,0 +1,120 @@
+//! Children told to leave: an instance dropped (a reload replaced it, or the gateway stops)
+//! closes its children's input; each then finishes its calls and its instance's `shutdown`
+//! and exits. One that has not ended within the retire grace (`[server] shutdown_grace`) is
+//! killed, said in a warning. At the stop, [`retire_all`] retires every instance still held
+//! (tasks may outlive the stop) and [`wait_for_retired`] waits for them within what is left of
+//! the grace.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use super::child::ChildProc;
+use super::Inner;
+
+/// Every isolated instance started (those dropped since are dead references), for the stop
+/// to retire them all ([`retire_all`]): tasks still holding one may outlive the stop.
+pub(super) static LIVE: Mutex<Vec<Weak<Inner>>> = Mutex::new(Vec::new());
+
+/// At the stop: retires every isolated instance's children as dropping it would (tasks of the
+/// engine may still hold instances until the runtime ends); [`wait_for_retired`] then waits
+/// for them.
+pub fn retire_all() {
+    let live: Vec<Arc<Inner>> = match LIVE.lock() {
+        Ok(live) => live.iter().filter_map(Weak::upgrade).collect(),
+        Err(_) => Vec::new(),
+    };
+    for inner in live {
+        inner.close();
+    }
+}
+
+impl Inner {
+    /// Closing stdin retires the child: it lets its calls finish, shuts the instance down and
+    /// exits. A child that does not within the retire grace is killed. A child being started is
+    /// killed, and a restart that ends later installs nothing. Once only: the children are
+    /// taken.
+    pub(super) fn close(&self) {
+        let (procs, starting): (Vec<Arc<ChildProc>>, _) = match self.children.lock() {
+            Ok(mut c) => {
+                c.closed = true;
+                let procs = c.current.take().into_iter().chain(c.retired.drain(..));
+                (procs.collect(), c.starting.take())
+            }
+            Err(_) => (Vec::new(), None),
+        };
+        if let Some(proc) = starting {
+            proc.kill();
+        }
+        let grace = Duration::from_millis(RETIRE_GRACE_MS.load(Ordering::SeqCst));
+        for proc in procs {
+            if let Ok(mut w) = proc.stdin.lock() {
+                w.take();
+            }
+            if let Ok(mut r) = RETIRING.lock() {
+                r.retain(|(_, p)| !p.dead.load(Ordering::SeqCst));
+                r.push((self.name.clone(), proc.clone()));
+            }
+            let name = self.name.clone();
+            std::thread::spawn(move || {
+                let until = Instant::now() + grace;
+                while !proc.dead.load(Ordering::SeqCst) && Instant::now() < until {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                kill_overdue(&name, &proc);
+            });
+        }
+    }
+}
+
+/// Kills a child told to leave that has not ended within the retire grace (its instance
+/// replaced, or the gateway stopping), said once.
+fn kill_overdue(name: &str, proc: &ChildProc) {
+    if proc.dead.load(Ordering::SeqCst) || proc.killed.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    tracing::warn!(plugin = %name,
+        "a plugin process told to leave (its instance replaced, or the gateway stopping) had not ended within shutdown_grace (its calls, then its shutdown): killed");
+    proc.kill();
+}
+
+/// How long a retired child gets to end on its own (its calls, then the instance's shutdown)
+/// before it is killed: `[server] shutdown_grace` ([`set_retire_grace`]).
+static RETIRE_GRACE_MS: AtomicU64 = AtomicU64::new(10_000);
+
+/// Children told to leave (their instance dropped) that may not have ended yet, for the stop
+/// to wait on ([`wait_for_retired`]).
+static RETIRING: Mutex<Vec<(String, Arc<ChildProc>)>> = Mutex::new(Vec::new());
+
+/// Sets how long a retired child gets before it is killed (`[server] shutdown_grace`, at start
+/// and at each reload).
+pub fn set_retire_grace(grace: Duration) {
+    let ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
+    RETIRE_GRACE_MS.store(ms, Ordering::SeqCst);
+}
+
+/// At the stop, once every instance is dropped: waits until each child told to leave has
+/// ended (its calls, then its instance's `shutdown`), at most `within`; those still running
+/// then are killed, each said in a warning. How many were killed.
+pub async fn wait_for_retired(within: Duration) -> usize {
+    let until = tokio::time::Instant::now() + within;
+    loop {
+        let left: Vec<(String, Arc<ChildProc>)> = match RETIRING.lock() {
+            Ok(mut r) => {
+                r.retain(|(_, p)| !p.dead.load(Ordering::SeqCst));
+                r.clone()
+            }
+            Err(_) => return 0,
+        };
+        if left.is_empty() {
+            return 0;
+        }
+        if tokio::time::Instant::now() >= until {
+            for (name, proc) in &left {
+                kill_overdue(name, proc);
+            }
+            return left.len();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

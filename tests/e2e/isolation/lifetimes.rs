@@ -1,0 +1,242 @@
+//! How long a plugin's process, and the processes it starts, live: a helper program a call
+//! runs ends with the plugin process (a timeout's kill, the gateway's `kill -9`); a child
+//! still loading or in `init` when the gateway dies ends at once; a stop waits for the
+//! isolated instances' `shutdown` within `shutdown_grace` (kills and says what outlives it), as
+//! does a reload for the instance it replaces; and a call the timeout's kill ended beside a
+//! hung one says the gateway killed its process.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use gateway_e2e::harness::{binaries, children, read_jsonl, wait_until, TestGateway};
+
+use super::{config, send};
+
+/// Whether `pid` is gone (or a zombie nobody reaped yet).
+fn gone(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.contains(") Z "))
+        .unwrap_or(true)
+}
+
+/// The `native` lines of a testkit instance with `kit` as its config table's contents.
+fn testkit(kit: &str) -> String {
+    format!(
+        "library = \"{}\"\nconfig = {{ {kit} }}",
+        binaries().testkit.display()
+    )
+}
+
+/// The helper pids the testkit wrote, once it wrote `n` of them.
+fn helpers(dir: &Path, n: usize) -> Vec<String> {
+    let file = dir.join("data/helpers.txt");
+    assert!(
+        wait_until(Duration::from_secs(20), || std::fs::read_to_string(&file)
+            .is_ok_and(|s| s.lines().count() >= n)),
+        "no helper started"
+    );
+    std::fs::read_to_string(&file)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn end_all(pids: &[String]) {
+    for pid in pids {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", pid])
+            .status();
+    }
+}
+
+/// A call waiting on a helper program it started outlives its timeout: the kill ends the
+/// helper with the plugin process (it ran on, reparented, beside the call's retry).
+#[test]
+fn a_timeout_kill_ends_the_helper_processes_of_the_call() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let native = testkit(r#"mode = "helper", helper_pids = "data/helpers.txt""#);
+    let gw = TestGateway::spawn(
+        dir.path(),
+        &config("timeout = \"1s\"\nmax_attempts = 2", &native),
+    );
+    send(&gw, "h-1", "test.helper");
+    assert!(wait_until(Duration::from_secs(30), || gw
+        .delivery("h-1", "native")["state"]
+        == "dead"));
+    let pids = helpers(dir.path(), 2);
+    let ended = wait_until(Duration::from_secs(5), || pids.iter().all(|p| gone(p)));
+    end_all(&pids);
+    assert!(ended, "helpers {pids:?} outlived their plugin process");
+}
+
+/// `kill -9` of the gateway while a call waits on a helper: the helper ends with the plugin
+/// process (it used to run on).
+#[test]
+fn kill_9_of_the_gateway_ends_the_helper_processes_too() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let native = testkit(r#"mode = "helper", helper_pids = "data/helpers.txt""#);
+    let mut gw = TestGateway::spawn(dir.path(), &config("timeout = \"60s\"", &native));
+    send(&gw, "h-2", "test.helper");
+    let pids = helpers(dir.path(), 1);
+    gw.kill9();
+    let ended = wait_until(Duration::from_secs(5), || pids.iter().all(|p| gone(p)));
+    end_all(&pids);
+    assert!(ended, "helper {pids:?} outlived the gateway");
+}
+
+/// `kill -9` of the gateway while a reload's new plugin process is in `init` (nothing reads
+/// its pipe then): the process ends at once, not when `init` returns.
+#[test]
+fn a_plugin_process_in_init_ends_with_a_gateway_killed_meanwhile() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config("", &testkit(r#"tag = "a""#));
+    let mut gw = TestGateway::spawn(dir.path(), &cfg);
+    let before = children(gw.pid());
+    assert_eq!(before.len(), 1, "{before:?}");
+    let slow = cfg.replace(r#"tag = "a""#, r#"tag = "b", init_sleep_ms = 30000"#);
+    std::fs::write(dir.path().join("gateway.toml"), slow).expect("write");
+    gw.signal("HUP");
+    let mut starting = Vec::new();
+    assert!(wait_until(Duration::from_secs(10), || {
+        starting = children(gw.pid())
+            .into_iter()
+            .filter(|p| !before.contains(p))
+            .collect();
+        !starting.is_empty()
+    }));
+    // Well inside its `init`'s 30 s.
+    std::thread::sleep(Duration::from_millis(500));
+    gw.kill9();
+    let pids: Vec<String> = starting.iter().map(u32::to_string).collect();
+    let ended = wait_until(Duration::from_secs(3), || pids.iter().all(|p| gone(p)));
+    end_all(&pids);
+    assert!(
+        ended,
+        "plugin process {pids:?} in init outlived its gateway"
+    );
+}
+
+/// A stop waits for an isolated instance's `shutdown` (it used to exit at once, leaving the
+/// process to finish alone, or be killed with the service); one that outlives the grace is
+/// killed, said in the log.
+#[test]
+fn a_stop_waits_for_isolated_shutdown_within_the_grace() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let native = testkit(r#"record = "data/kit.jsonl", shutdown_sleep_ms = 1500"#);
+    let mut gw = TestGateway::spawn(dir.path(), &config("", &native));
+    send(&gw, "s-1", "test.ok");
+    assert!(wait_until(Duration::from_secs(10), || gw
+        .delivery("s-1", "native")["state"]
+        == "done"));
+    let kids = children(gw.pid());
+    gw.signal("TERM");
+    let status = gw.wait(Duration::from_secs(20)).expect("stopped");
+    assert!(status.success(), "{status:?}");
+    let lines = read_jsonl(&dir.path().join("data/kit.jsonl"));
+    assert!(
+        lines.iter().any(|l| l["outcome"] == "shutdown"),
+        "the plugin's shutdown had not run when the gateway exited: {lines:?}"
+    );
+    assert!(kids.iter().all(|k| gone(&k.to_string())), "{kids:?}");
+
+    // Longer than the grace (5 s in these configs): killed at its end, said.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let native = testkit(r#"record = "data/kit.jsonl", shutdown_sleep_ms = 60000"#);
+    let cfg = config("", &native).replace("shutdown_grace = \"5s\"", "shutdown_grace = \"1s\"");
+    assert!(cfg.contains("shutdown_grace = \"1s\""), "{cfg}");
+    let mut gw = TestGateway::spawn(dir.path(), &cfg);
+    let kids = children(gw.pid());
+    let asked = Instant::now();
+    gw.signal("TERM");
+    let status = gw.wait(Duration::from_secs(20)).expect("stopped");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert!(
+        gw.log()
+            .contains("a plugin process told to leave (its instance replaced, or the gateway stopping) had not ended within shutdown_grace"),
+        "{}",
+        gw.log()
+    );
+    assert!(
+        wait_until(Duration::from_secs(3), || kids
+            .iter()
+            .all(|k| gone(&k.to_string()))),
+        "{kids:?}"
+    );
+}
+
+/// A reload replacing an isolated instance gives the old process `shutdown_grace` for its
+/// `shutdown`, then kills it, said (it was a silent kill after 5 s).
+#[test]
+fn a_replaced_isolated_instance_past_the_grace_is_killed_and_said() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let native = testkit(r#"record = "data/kit.jsonl", shutdown_sleep_ms = 60000, tag = "a""#);
+    let cfg = config("", &native).replace("shutdown_grace = \"5s\"", "shutdown_grace = \"1s\"");
+    let gw = TestGateway::spawn(dir.path(), &cfg);
+    let old = children(gw.pid());
+    std::fs::write(
+        dir.path().join("gateway.toml"),
+        cfg.replace(r#"tag = "a""#, r#"tag = "b""#),
+    )
+    .expect("write");
+    gw.signal("HUP");
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            gw.log().contains(
+            "a plugin process told to leave (its instance replaced, or the gateway stopping) had not ended within shutdown_grace"
+        )
+        }),
+        "{}",
+        gw.log()
+    );
+    assert!(
+        wait_until(Duration::from_secs(3), || old
+            .iter()
+            .all(|k| gone(&k.to_string()))),
+        "{old:?}"
+    );
+}
+
+/// A call the timeout's kill ended beside a hung one: its reason says the gateway killed the
+/// process (it read as an outside kill).
+#[test]
+fn a_call_ended_by_a_timeout_kill_beside_it_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let native = testkit(
+        r#"mode = "gate", gate = "data/gate", modes = { "test.hang" = "slow" }, sleep_ms = 60000"#,
+    ) + "\nmax_concurrency = 2";
+    let gw = TestGateway::spawn(
+        dir.path(),
+        &config(
+            "timeout = \"2s\"\nmax_attempts = 10\nmax_batch = 1",
+            &native,
+        ),
+    );
+    send(&gw, "hang", "test.hang");
+    gw.wait_running("hang", "native");
+    send(&gw, "beside", "test.wait");
+    gw.wait_running("beside", "native");
+    assert!(
+        wait_until(Duration::from_secs(10), || gw.delivery("beside", "native")
+            ["history"]
+            .as_array()
+            .is_some_and(|h| !h.is_empty())),
+        "{}",
+        gw.delivery("beside", "native")
+    );
+    let d = gw.delivery("beside", "native");
+    let reason = d["history"][0]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("killed by signal 9 (SIGKILL), by the gateway (a call in this process outlived [delivery] timeout"),
+        "{d}"
+    );
+    std::fs::write(dir.path().join("data/gate"), "").expect("open the gate");
+    assert!(wait_until(Duration::from_secs(10), || gw
+        .delivery("beside", "native")["state"]
+        == "done"));
+}
