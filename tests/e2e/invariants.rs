@@ -13,3 +13,6 @@ mod calls;
 
 #[path = "invariants/reloads.rs"]
 mod reloads;
+
+#[path = "invariants/reload_edges.rs"]
+mod reload_edges;

@@ -97,6 +97,18 @@ impl StoreHealth {
 }
 
 /// The engine. Cheap to share (`Arc`).
+/// A share of the engine's gate held for a reload's plugin starts ([`Engine::beside_calls_blocking`]).
+pub struct BesideCalls(Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>);
+
+impl Drop for BesideCalls {
+    fn drop(&mut self) {
+        if let Some((done, holder)) = self.0.take() {
+            drop(done);
+            let _ = holder.join();
+        }
+    }
+}
+
 pub struct Engine {
     store: Arc<dyn Store>,
     /// Retry policy and call timeout; replaced on reload.
@@ -130,6 +142,26 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
+    /// From a blocking thread: a share of the gate calls share (so no call that must run
+    /// alone, a delivery with a crash behind it, runs meanwhile), held until the guard drops or
+    /// `[delivery] timeout` passes, as a hung call's is: for a reload's in-process library
+    /// loads and `init`s (native code that may kill the process, which must not be charged to
+    /// such a delivery). Waits for a call running alone to end (at most its timeout).
+    pub fn beside_calls_blocking(&self) -> BesideCalls {
+        let limit = self.config().timeout;
+        let gate = self.gate.clone();
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return BesideCalls(None);
+        };
+        let share = rt.block_on(gate.read_owned());
+        let (done, ended) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            let _ = ended.recv_timeout(limit);
+            drop(share);
+        });
+        BesideCalls(Some((done, holder)))
+    }
+
     /// Builds the engine and starts one dispatcher per plugin and the sweeper.
     pub fn start(store: Arc<dyn Store>, plugins: Plugins, config: DeliveryConfig) -> Arc<Engine> {
         let engine = Arc::new(Engine {

@@ -367,7 +367,7 @@ fn changed_on_disk(path: &Path) -> String {
 
 /// Opens every library and creates every instance.
 pub fn start(config: &Config) -> Result<Plugins, Vec<String>> {
-    reload(&Plugins::default(), config)
+    reload(&Plugins::default(), config, || ())
 }
 
 /// Whether `slot` can serve `spec` as it is. An isolated instance is kept while the file at its
@@ -420,10 +420,18 @@ fn reusable(slot: &PluginSlot, spec: &PluginSpec, dir: &Path) -> Result<bool, St
 /// config, isolation, pin; `max_concurrency` aside, the engine applies it) is unchanged (and,
 /// isolated, whose file is); the others are created fresh. Nothing is swapped here: on error the new instances are dropped (and shut down) and
 /// `current` is untouched.
-pub fn reload(current: &Plugins, config: &Config) -> Result<Plugins, Vec<String>> {
+pub fn reload<G>(
+    current: &Plugins,
+    config: &Config,
+    native: impl FnOnce() -> G,
+) -> Result<Plugins, Vec<String>> {
     let mut problems = Vec::new();
     let mut slots = HashMap::new();
     let mut fresh = Vec::new();
+    // Held from the first in-process library this reload loads (its constructors, then its
+    // `init`, run in this process) to the end: `native()` (the engine's gate, shared).
+    let mut native = Some(native);
+    let mut held = None;
     for (i, spec) in config.plugins.iter().enumerate() {
         let kept = match current.slots.get(&spec.name) {
             Some(slot) => reusable(slot, spec, &config.dir).map(|ok| ok.then(|| slot.clone())),
@@ -434,7 +442,12 @@ pub fn reload(current: &Plugins, config: &Config) -> Result<Plugins, Vec<String>
                 slots.insert(spec.name.clone(), slot);
                 continue;
             }
-            Ok(None) => open(spec),
+            Ok(None) => {
+                if spec.isolation == Isolation::None && held.is_none() {
+                    held = native.take().map(|f| f());
+                }
+                open(spec)
+            }
             Err(e) => Err(e),
         };
         match opened {
@@ -463,6 +476,7 @@ pub fn reload(current: &Plugins, config: &Config) -> Result<Plugins, Vec<String>
             Err(StartError::Init(e)) => problems.push(e.to_string()),
         }
     }
+    drop(held);
     if problems.is_empty() {
         let limits = config
             .plugins

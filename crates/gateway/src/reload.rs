@@ -25,6 +25,8 @@ pub struct Live {
     /// Held only to read or swap (the admin API reads it from async handlers): never while a
     /// reload opens libraries or starts plugin processes.
     current: Mutex<(Config, Plugins)>,
+    /// Set when the stop begins: reloads are refused from then on ([`Live::stop`]).
+    stopping: std::sync::atomic::AtomicBool,
     /// Serialises reloads, which build the new plugins outside `current`'s lock.
     reloading: Mutex<()>,
     intake: Arc<Intake>,
@@ -64,11 +66,36 @@ impl Live {
             file: config.file.clone(),
             reloading: Mutex::new(()),
             current: Mutex::new((config, plugins)),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             intake,
             engine,
             long_conns,
             certs,
             admin,
+        }
+    }
+
+    /// The stop began: reloads are refused from now on, and one running installs nothing.
+    pub fn stop(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Waits (at most `within`) for a reload still running after [`Live::stop`], whose new
+    /// instances must be dropped (shut down) before the process exits. Blocking.
+    pub fn wait_for_reload(&self, within: Duration) {
+        let until = std::time::Instant::now() + within;
+        loop {
+            match self.reloading.try_lock() {
+                Ok(_) | Err(std::sync::TryLockError::Poisoned(_)) => return,
+                Err(std::sync::TryLockError::WouldBlock) if std::time::Instant::now() >= until => {
+                    tracing::warn!("a reload was still running when the stop's grace ran out");
+                    return;
+                }
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+            }
         }
     }
 
@@ -119,6 +146,9 @@ impl Live {
             .reloading
             .lock()
             .map_err(|_| "reload state poisoned".to_owned())?;
+        if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(STOPPING.into());
+        }
         let mut new = Config::load(&self.file).map_err(|e| e.to_string())?;
         let (old, old_plugins) = &self
             .current()
@@ -127,8 +157,18 @@ impl Live {
         // The store runs as it was opened (a changed lease waits for the restart): what the next
         // reload checks against is the running one.
         new.store = old.store.clone();
-        let plugins = plugins::reload(old_plugins, &new)
+        if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(STOPPING.into());
+        }
+        // Library loads and `init`s are native code that may kill the process: not while a
+        // delivery with a crash behind it runs alone (it would be charged with the crash).
+        let plugins = plugins::reload(old_plugins, &new, || self.engine.beside_calls_blocking())
             .map_err(|p| format!("plugins:\n  - {}", p.join("\n  - ")))?;
+        // A stop that began meanwhile: nothing is installed (the new instances are shut down
+        // as they drop here; the stop waits for this).
+        if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(STOPPING.into());
+        }
         self.engine.add_plugins(&plugins, new.delivery);
         self.intake.swap_routes(Routes::from_config(&new));
         // Blocks while changed apps' new settings are tried (this is a blocking thread).
@@ -198,11 +238,23 @@ impl Live {
     }
 }
 
+/// What a reload asked for once the stop began answers.
+const STOPPING: &str = "the gateway is stopping";
+
 /// Runs [`Live::reload`] on the blocking pool and records its result (log line, the
 /// `gateway_reloads_total` counter, the last-reload time): what SIGHUP, `--watch` and the admin
 /// API's `POST /api/v1/reload` all do. `trigger` says which, for the log. `Ok` holds what was
-/// not applied (it waits for a restart, or a certificate pair was refused).
+/// not applied (it waits for a restart, or a certificate pair was refused). On a task of its
+/// own: a caller that goes away (an API client that hung up) does not cut it short, so its
+/// result is always logged and counted, and the certificates read again.
 pub async fn apply(live: Arc<Live>, trigger: &str) -> Result<Vec<String>, String> {
+    let trigger = trigger.to_owned();
+    tokio::spawn(async move { apply_to_its_end(live, &trigger).await })
+        .await
+        .unwrap_or_else(|e| Err(format!("reload failed: {e}")))
+}
+
+async fn apply_to_its_end(live: Arc<Live>, trigger: &str) -> Result<Vec<String>, String> {
     tracing::info!(trigger, "reloading config");
     let m = crate::metrics::get();
     let reloading = live.clone();

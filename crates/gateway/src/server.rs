@@ -294,6 +294,7 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
 
     tracing::info!("shutting down: no new connections; finishing in-flight requests");
     admin.shutting_down.store(true, Ordering::SeqCst);
+    live.stop();
     drop(listener);
     // One deadline for the whole stop: the long connections' acks, the webhook requests and the
     // plugin calls (with their outcomes) share `shutdown_grace`, so a stop ends within it.
@@ -318,6 +319,11 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
     }
     // Calls hung past their timeout still run until the process exits: they keep their claims.
     let running = engine.running_keys();
+    // A reload still running (its instances' `init`) installs nothing now; its instances are
+    // dropped, shut down, when it returns: waited for within the grace.
+    let reloading = live.clone();
+    let within = left();
+    let _ = tokio::task::spawn_blocking(move || reloading.wait_for_reload(within)).await;
     drop(ingress);
     drop(intake);
     drop(live);

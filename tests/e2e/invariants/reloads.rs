@@ -374,11 +374,24 @@ fn a_name_removed_and_configured_again_keeps_its_limit_while_an_old_call_runs() 
 /// Regression: a batch waiting for the engine's gate, held alone by a delivery with a crash
 /// behind it, when a reload replaced its plugin's instance was handed to the old instance: the
 /// dispatcher read the instance before it waited for the gate (which can be as long as the
-/// lone call's timeout). Only the new instance is called after a reload.
+/// lone call's timeout). Only the new instance is called after a reload. (`kit` is isolated:
+/// a reload that starts an in-process instance waits for the call running alone instead, see
+/// `reload_edges.rs`.)
 #[test]
 fn a_call_waiting_for_the_gate_when_a_reload_replaces_its_instance_goes_to_the_new_one() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = |tag: Option<&str>| suspect_and_kit("60s", tag);
+    let cfg = |tag: Option<&str>| {
+        suspect_and_kit("60s", tag).replacen(
+            "record = \"data/kit.jsonl\" }\n",
+            "record = \"data/kit.jsonl\" }\nisolation = \"process\"\n",
+            1,
+        )
+    };
+    assert!(
+        cfg(Some("v1")).contains("isolation = \"process\""),
+        "{}",
+        cfg(Some("v1"))
+    );
     let gw = lone_call_after_a_crash(dir.path(), &cfg(Some("v1")));
     send(&gw, "g-1", "test.kit");
     // Its dispatcher takes a permit and waits for the gate.

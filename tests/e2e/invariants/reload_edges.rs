@@ -1,0 +1,162 @@
+//! Reloads at their edges: a reload's plugin starts (native code that may kill the process)
+//! wait for a delivery running alone; a reload asked through the API runs to its end however
+//! its client leaves; a stop during a reload installs nothing and shuts the instances down.
+//! Part of `invariants.rs`.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use gateway_e2e::harness::{get, read_jsonl, wait_until, TestGateway};
+
+use super::helpers::*;
+
+/// A delivery with a crash behind it runs alone, so a second crash is charged to it only. A
+/// reload whose new instance's `init` aborts the process ran beside it: the delivery was
+/// charged (and, at `max_crashes`, dead-lettered) for a crash it had no part in. The reload now
+/// starts its instances once that call has ended (and its outcome is recorded).
+#[test]
+fn a_reload_init_that_crashes_is_not_charged_to_a_delivery_running_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = "timeout = \"60s\"\nmax_crashes = 2";
+    let v1 = config(
+        settings,
+        &[("kit", r#"mode = "gate", gate = "data/open""#, "")],
+    );
+    let mut gw = TestGateway::spawn(dir.path(), &v1);
+    send(&gw, "lone-1", "test.kit");
+    gw.wait_running("lone-1", "kit");
+    gw.kill9(); // crash 1, during its call
+    let mut gw = TestGateway::spawn(dir.path(), &v1);
+    // It runs alone now (one crash behind it), held at its gate.
+    gw.wait_running("lone-1", "kit");
+    let abort = gateway_e2e::testkit_panic_abort().display().to_string();
+    let v2 = config(
+        settings,
+        &[
+            ("kit", r#"mode = "gate", gate = "data/open""#, ""),
+            ("boom", r#"mode = "panic_new""#, ""),
+        ],
+    );
+    // `boom` from the testkit built with `panic = "abort"`: its `new` aborts the process.
+    let at = v2.rfind("name = \"boom\"").expect("boom");
+    let (head, tail) = v2.split_at(at);
+    let lib = tail
+        .lines()
+        .find_map(|l| l.strip_prefix("library = "))
+        .expect("its library")
+        .to_owned();
+    let v2 = format!("{head}{}", tail.replacen(&lib, &format!("{abort:?}"), 1));
+    std::fs::write(dir.path().join("gateway.toml"), v2).expect("write");
+    gw.signal("HUP");
+    assert!(wait_until(WAIT, || gw.log().contains("reloading config")));
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(
+        gw.wait(Duration::ZERO).is_none(),
+        "the reload's init ran beside the delivery running alone: {}",
+        gw.log()
+    );
+    // The call ends, its outcome is recorded, then the reload's `init` aborts the process.
+    std::fs::write(dir.path().join("data/open"), "").expect("open the gate");
+    let status = gw.wait(Duration::from_secs(30));
+    assert!(status.is_some_and(|s| !s.success()), "{status:?}");
+    std::fs::write(dir.path().join("gateway.toml"), &v1).expect("write");
+    let gw = TestGateway::spawn(dir.path(), &v1);
+    assert!(wait_until(WAIT, || ["done", "dead"]
+        .contains(&state(&gw, "lone-1", "kit").as_str())));
+    let d = delivery(&gw, "lone-1", "kit");
+    assert_eq!(d["state"], "done", "charged with the reload's crash: {d:#}");
+    assert_eq!(d["crashes"], 1, "{d:#}");
+}
+
+/// `POST /api/v1/reload` whose client hangs up before the answer (a proxy's or curl's timeout
+/// during a slow `init`): the reload went on unseen, its refusal neither logged nor counted.
+#[test]
+fn an_api_reload_whose_client_hangs_up_is_still_logged_and_counted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let v1 = config("", &[("kit", r#"mode = "ok""#, "")]);
+    let gw = TestGateway::spawn(dir.path(), &v1);
+    std::fs::create_dir_all(dir.path().join("data")).expect("mkdir");
+    std::fs::write(dir.path().join("data/no"), "").expect("write");
+    let v2 = config(
+        "",
+        &[
+            ("kit", r#"mode = "ok""#, ""),
+            (
+                "bad",
+                r#"mode = "ok", init_sleep_ms = 2000, refuse_new_while = "data/no""#,
+                "",
+            ),
+        ],
+    );
+    std::fs::write(dir.path().join("gateway.toml"), v2).expect("write");
+    let admin = gw.admin.expect("an admin listener");
+    let mut s = std::net::TcpStream::connect(admin).expect("connect");
+    write!(
+        s,
+        "POST /api/v1/reload HTTP/1.1\r\nHost: {admin}\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}"
+    )
+    .expect("send");
+    std::thread::sleep(Duration::from_millis(500));
+    drop(s);
+    assert!(
+        wait_until(Duration::from_secs(10), || gw
+            .log()
+            .contains("reload refused")),
+        "{}",
+        gw.log()
+    );
+    let metrics = get(&gw.admin_url("/metrics")).expect("metrics").body;
+    assert!(
+        metrics.contains("gateway_reloads_total{result=\"refused\"} 1"),
+        "{metrics}"
+    );
+}
+
+/// SIGTERM while a reload's new instance runs its `init`: the reload installs nothing, and the
+/// running instances are shut down before the exit (the reload's hold on them kept every one
+/// from it).
+#[test]
+fn a_stop_during_a_reload_still_shuts_the_instances_down() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let v1 = config("", &[("kit", r#"mode = "ok""#, "")]);
+    let mut gw = TestGateway::spawn(dir.path(), &v1);
+    send(&gw, "s-1", "test.kit");
+    assert!(wait_until(WAIT, || calls(&gw, "kit").len() == 1));
+    let v2 = config(
+        "",
+        &[
+            ("kit", r#"mode = "ok""#, ""),
+            ("slow", r#"mode = "ok", init_sleep_ms = 2500"#, ""),
+        ],
+    );
+    std::fs::write(dir.path().join("gateway.toml"), v2).expect("write");
+    gw.signal("HUP");
+    assert!(wait_until(WAIT, || gw.log().contains("reloading config")));
+    std::thread::sleep(Duration::from_millis(300));
+    let asked = Instant::now();
+    gw.signal("TERM");
+    let status = gw.wait(Duration::from_secs(20)).expect("stopped");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
+    let records = read_jsonl(&dir.path().join("data/kit.jsonl"));
+    assert!(
+        records.iter().any(|r| r["outcome"] == "shutdown"),
+        "kit was not shut down: {records:?}\n{}",
+        gw.log()
+    );
+    let slow = read_jsonl(&dir.path().join("data/slow.jsonl"));
+    assert!(
+        slow.iter().any(|r| r["outcome"] == "shutdown"),
+        "the reload's new instance was not shut down: {slow:?}"
+    );
+    assert!(
+        gw.log()
+            .contains("reload refused, keeping the running config: the gateway is stopping"),
+        "{}",
+        gw.log()
+    );
+}
