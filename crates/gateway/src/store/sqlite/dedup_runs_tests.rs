@@ -468,3 +468,62 @@ fn an_operator_reads_the_runs_instead_of_every_id() {
     assert_eq!(operator.as_ref().expect("index").len(), 1_000);
     assert_all(&accept_all(&mut conn, &mut operator, &all), "duplicate");
 }
+
+/// A build that fails part-way (here its merge, after its level-0 run was written: a full
+/// disk, a read error) leaves none of its runs behind: each 30 s retry left its level-0 run, a
+/// bigger one each time, in the folder no chain names (on a full disk, for good, with the
+/// store's own commits then failing for want of space).
+#[test]
+fn a_failed_build_leaves_no_file_behind() {
+    let (_dir, path, mut conn, mut ids) = opened();
+    assert_all(&accept_all(&mut conn, &mut ids, &names(0..AT)), "new");
+    let first = run_paths(&ids);
+    assert_eq!(first.len(), 1, "one level-0 run");
+    let folder = first[0].parent().expect("its folder").to_path_buf();
+    *super::builder::FAIL_MERGES_IN.lock().expect("lock") = Some(folder);
+    for round in 1..=3 {
+        let index = ids.as_mut().expect("index");
+        index.spill.as_mut().expect("spill").pause_until = None; // the 30 s have passed
+        let batch = names(AT * round..AT * (round + 1));
+        assert_all(&accept_all(&mut conn, &mut ids, &batch), "new");
+        let index = ids.as_ref().expect("index");
+        assert!(index.spill_paused(), "round {round}: the build failed");
+        assert_eq!(index.runs().len(), 1, "round {round}: the old chain stays");
+    }
+    let named: Vec<String> = conn
+        .prepare("SELECT file FROM id_runs")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .expect("named");
+    let stray: Vec<PathBuf> = files(&path)
+        .into_iter()
+        .filter(|f| {
+            !named
+                .iter()
+                .any(|n| f.file_name().and_then(|x| x.to_str()) == Some(n.as_str()))
+        })
+        .collect();
+    *super::builder::FAIL_MERGES_IN.lock().expect("lock") = None;
+    assert!(stray.is_empty(), "files no chain names: {stray:?}");
+}
+
+/// A run file deleted while the gateway runs (runs are derived data, and an operator may
+/// clear them) is still merged: the merge read it again by its path, so every later build
+/// failed until a restart, and the ids piled up in memory.
+#[test]
+fn a_run_file_deleted_while_running_is_still_merged() {
+    let (_dir, _path, mut conn, mut ids) = opened();
+    assert_all(&accept_all(&mut conn, &mut ids, &names(0..AT)), "new");
+    let first = run_paths(&ids);
+    assert_eq!(first.len(), 1, "one level-0 run");
+    std::fs::remove_file(&first[0]).expect("remove");
+    assert_all(&accept_all(&mut conn, &mut ids, &names(AT..2 * AT)), "new");
+    let index = ids.as_ref().expect("index");
+    assert!(!index.spill_paused(), "the merge failed");
+    assert_eq!(index.runs().len(), 1, "merged into one run");
+    assert_eq!(index.runs()[0].level, 1);
+    // Every id is still known.
+    assert_all(
+        &accept_all(&mut conn, &mut ids, &names(0..2 * AT)),
+        "duplicate",
+    );
+}

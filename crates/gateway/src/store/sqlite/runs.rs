@@ -347,11 +347,19 @@ impl Run {
         Ok(found)
     }
 
-    /// Every pair in order, read sequentially (for a merge).
+    /// Every pair in order, read sequentially (for a merge) from the file this run opened (a
+    /// path removed or replaced since is not read: a merge of a run whose file was deleted
+    /// while the gateway runs still works).
     pub(super) fn pairs(&self) -> Result<Pairs, StoreError> {
-        let file = File::open(&self.path).map_err(|e| io_err(&self.path, "open", e))?;
+        let file = self
+            .file
+            .try_clone()
+            .map_err(|e| io_err(&self.path, "open", e))?;
         Ok(Pairs {
-            reader: BufReader::with_capacity(1 << 16, file),
+            file,
+            at: 0,
+            buf: Vec::new(),
+            next: 0,
             left: self.count,
         })
     }
@@ -365,9 +373,15 @@ fn split(pair: &[u8]) -> (i64, i64) {
     (i64::from_le_bytes(h), i64::from_le_bytes(s))
 }
 
-/// A run's pairs, in order.
+/// A run's pairs, in order: positioned reads of 64 KiB at a time (the descriptor is shared
+/// with the run's look-ups, so no file offset is used).
 pub(super) struct Pairs {
-    reader: BufReader<File>,
+    file: File,
+    /// Where the next read starts.
+    at: u64,
+    buf: Vec<u8>,
+    /// The next pair's place in `buf`.
+    next: usize,
     left: u64,
 }
 
@@ -378,9 +392,20 @@ impl Iterator for Pairs {
         if self.left == 0 {
             return None;
         }
+        if self.next >= self.buf.len() {
+            let n = (self.left as usize).min((1 << 16) / PAIR) * PAIR;
+            self.buf.resize(n, 0);
+            if let Err(e) = self.file.read_exact_at(&mut self.buf, self.at) {
+                self.left = 0;
+                return Some(Err(e));
+            }
+            self.at += n as u64;
+            self.next = 0;
+        }
         self.left -= 1;
-        let mut pair = [0u8; PAIR];
-        Some(self.reader.read_exact(&mut pair).map(|()| split(&pair)))
+        let pair = &self.buf[self.next..self.next + PAIR];
+        self.next += PAIR;
+        Some(Ok(split(pair)))
     }
 }
 

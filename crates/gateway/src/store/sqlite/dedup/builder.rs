@@ -81,14 +81,36 @@ pub(super) fn remove(paths: &[PathBuf]) {
 }
 
 /// The builder's job: a level-0 run of the rows in `(chain's hi, hi]`, then merges of equal
-/// levels, then the oldest run dropped if retention emptied its range.
+/// levels, then the oldest run dropped if retention emptied its range. A build that fails
+/// part-way leaves no file of its own behind (its runs already renamed into the folder are
+/// removed): the writer keeps the ids in memory and tries again later, and each try that left
+/// its runs would fill the disk a little more (on a full disk, for good).
 pub(super) fn build(
+    conn: &Connection,
+    dir: &Path,
+    stop: &AtomicBool,
+    chain: Vec<Arc<Run>>,
+    hi: i64,
+    pairs: &mut Vec<(i64, i64)>,
+) -> Built {
+    let mut made = Vec::new();
+    let built = build_runs(conn, dir, stop, chain, hi, pairs, &mut made);
+    if built.is_err() {
+        let left: Vec<PathBuf> = made.into_iter().filter(|p| p.exists()).collect();
+        remove(&left);
+    }
+    built
+}
+
+/// [`build`]'s work; `made` gets the path of every run it renames into the folder.
+fn build_runs(
     conn: &Connection,
     dir: &Path,
     stop: &AtomicBool,
     mut chain: Vec<Arc<Run>>,
     hi: i64,
     pairs: &mut Vec<(i64, i64)>,
+    made: &mut Vec<PathBuf>,
 ) -> Built {
     let lo = chain.last().map_or(0, |r| r.hi);
     let given: Vec<PathBuf> = chain.iter().map(|r| r.path.clone()).collect();
@@ -108,20 +130,24 @@ pub(super) fn build(
     for (hash, seq) in pairs.iter() {
         out.push(*hash, *seq)?;
     }
-    chain.push(Arc::new(out.finish(lo, hi, 0)?));
+    let run = out.finish(lo, hi, 0)?;
+    made.push(run.path.clone());
+    chain.push(Arc::new(run));
     while chain.len() >= 2 && chain[chain.len() - 2].level == chain[chain.len() - 1].level {
         let (Some(newer), Some(older)) = (chain.pop(), chain.pop()) else {
             break;
         };
-        chain.push(Arc::new(merge(conn, dir, stop, &older, &newer)?));
+        let run = merge(conn, dir, stop, &older, &newer)?;
+        made.push(run.path.clone());
+        chain.push(Arc::new(run));
         // A run made by this job and merged in it was never used: its file goes now (the
         // writer deletes the ones it used once the store names the new chain).
-        let made: Vec<PathBuf> = [older, newer]
+        let unused: Vec<PathBuf> = [older, newer]
             .iter()
             .filter(|r| !given.contains(&r.path))
             .map(|r| r.path.clone())
             .collect();
-        remove(&made);
+        remove(&unused);
     }
     if let Some(oldest) = chain.first() {
         let live: bool = conn.query_row(
@@ -136,6 +162,11 @@ pub(super) fn build(
     Ok(chain)
 }
 
+/// Tests: merges into this folder fail (a full disk, a read error).
+#[cfg(test)]
+pub(in crate::store::sqlite) static FAIL_MERGES_IN: std::sync::Mutex<Option<PathBuf>> =
+    std::sync::Mutex::new(None);
+
 /// Two neighbouring runs as one of the next level, without the pairs whose event retention
 /// removed since (read from `event_ids` as a bitmap over the range).
 fn merge(
@@ -145,6 +176,13 @@ fn merge(
     older: &Run,
     newer: &Run,
 ) -> Result<Run, StoreError> {
+    #[cfg(test)]
+    if FAIL_MERGES_IN
+        .lock()
+        .is_ok_and(|d| d.as_deref() == Some(dir))
+    {
+        return Err(StoreError("test: the merge fails".into()));
+    }
     let (lo, hi) = (older.lo, newer.hi);
     let live = live_seqs(conn, lo, hi, older.count + newer.count, stop)?;
     let is_live = |seq: i64| {
