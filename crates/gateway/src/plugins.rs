@@ -227,11 +227,15 @@ impl Plugins {
     }
 }
 
-/// The file each path loaded successfully in this process, and the SHA-256 of what it held.
-/// Libraries are never unloaded, so another file at the same path is refused (see [`open`] and
-/// [`reusable`]).
-fn loaded() -> &'static Mutex<HashMap<PathBuf, (FileId, String)>> {
-    static LOADED: OnceLock<Mutex<HashMap<PathBuf, (FileId, String)>>> = OnceLock::new();
+/// What each path loaded in this process: the file, the SHA-256 of what it held, and the
+/// library. Libraries are never unloaded, so another file with other bytes at the same path is
+/// refused (see [`open`] and [`reusable`]); one with the same bytes (a deploy that copies every
+/// file again) is served by the library already loaded, never loaded a second time (a second
+/// copy would have globals of its own).
+type LoadedLibrary = (FileId, String, Library);
+
+fn loaded() -> &'static Mutex<HashMap<PathBuf, LoadedLibrary>> {
+    static LOADED: OnceLock<Mutex<HashMap<PathBuf, LoadedLibrary>>> = OnceLock::new();
     LOADED.get_or_init(Default::default)
 }
 
@@ -342,16 +346,22 @@ fn open(spec: &PluginSpec) -> Result<Opened, String> {
     let path = spec.library.as_path();
     let file = LibraryFile::open(path).map_err(|e| e.to_string())?;
     let id = file.id();
-    if let Ok(loaded) = loaded().lock() {
-        if loaded.get(path).is_some_and(|(first, _)| *first != id) {
+    let before = loaded().lock().ok().and_then(|l| l.get(path).cloned());
+    if let Some((first, sha256, lib)) = before {
+        if first != id && sha256 != file.sha256() {
             return Err(changed_on_disk(path));
         }
+        // The file it loaded, or the same bytes installed again: the library loaded then.
+        check_pin(&file, spec.sha256.as_deref())?;
+        return Ok(Opened::Loaded(lib));
     }
     check_pin(&file, spec.sha256.as_deref())?;
     let sha256 = file.sha256().to_owned();
     let lib = file.load().map_err(|e: LoadError| e.to_string())?;
     if let Ok(mut loaded) = loaded().lock() {
-        loaded.entry(path.to_path_buf()).or_insert((id, sha256));
+        loaded
+            .entry(path.to_path_buf())
+            .or_insert((id, sha256, lib.clone()));
     }
     Ok(Opened::Loaded(lib))
 }
@@ -393,7 +403,7 @@ fn reusable(slot: &PluginSlot, spec: &PluginSpec, dir: &Path) -> Result<bool, St
             match LibraryFile::open(path) {
                 Ok(now) => {
                     let first = loaded().lock().ok().and_then(|l| l.get(path).cloned());
-                    if first.is_some_and(|(_, sha256)| sha256 != now.sha256()) {
+                    if first.is_some_and(|(_, sha256, _)| sha256 != now.sha256()) {
                         return Err(changed_on_disk(path));
                     }
                     Ok(true)

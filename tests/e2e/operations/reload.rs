@@ -117,10 +117,21 @@ fn sighup_reloads_safely() {
     );
     reload(&gw, &v3, "config reloaded");
     std::thread::sleep(Duration::from_millis(20));
-    // The same bytes installed again (a new file): the instance is kept.
+    // The same bytes installed again (a new file): the instance is kept; and a change of its
+    // config is served by the library loaded then (it was refused "changed on disk").
     std::fs::remove_file(&lib).expect("remove");
     std::fs::copy(&binaries().testkit, &lib).expect("copy again");
     reload(&gw, &v3, "config reloaded");
+    let at = v3
+        .rfind("config = { mode = \"ok\" }")
+        .expect("copy's config");
+    let retagged = format!(
+        "{}config = {{ mode = \"ok\", tag = \"v3b\" }}{}",
+        &v3[..at],
+        &v3[at + "config = { mode = \"ok\" }".len()..]
+    );
+    reload(&gw, &retagged, "config reloaded");
+    assert!(!gw.log().contains("changed on disk"), "{}", gw.log());
     // Other bytes, even with the entry unchanged (a rebuild installed over the path, then a
     // reload): the instance was kept silently on the old library.
     std::fs::remove_file(&lib).expect("remove");
