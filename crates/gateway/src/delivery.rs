@@ -227,6 +227,7 @@ impl Engine {
                             permits: old.permits.clone(),
                             limit: Mutex::new(old.limit.lock().map(|l| *l).unwrap_or(0)),
                             hung: old.hung.clone(),
+                            running: old.running.clone(),
                             cancel: self.cancel.child_token(),
                         },
                         None => PluginQueue {
@@ -235,6 +236,7 @@ impl Engine {
                             permits: Arc::new(Semaphore::new(limit)),
                             limit: Mutex::new(limit),
                             hung: Arc::default(),
+                            running: Arc::default(),
                             cancel: self.cancel.child_token(),
                         },
                     });
@@ -275,10 +277,7 @@ impl Engine {
     /// instance's `shutdown` releases what it holds, e.g. a file a successor waits for).
     fn prune_retired(&self) {
         if let Ok(mut retired) = self.retired.lock() {
-            retired.retain(|_, q| {
-                let limit = q.limit.lock().map(|l| *l).unwrap_or(0);
-                q.permits.available_permits() < limit
-            });
+            retired.retain(|_, q| q.running() > 0);
         }
     }
 
@@ -329,7 +328,7 @@ impl Engine {
             .iter()
             .map(|(name, q)| {
                 let limit = q.limit.lock().map(|l| *l).unwrap_or(0);
-                let running = limit.saturating_sub(q.permits.available_permits());
+                let running = q.running();
                 let queued = QUEUE_CAPACITY.saturating_sub(q.tx.capacity());
                 (name.clone(), self.book.get(name), running, limit, queued)
             })

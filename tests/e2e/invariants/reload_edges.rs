@@ -160,3 +160,46 @@ fn a_stop_during_a_reload_still_shuts_the_instances_down() {
         gw.log()
     );
 }
+
+/// `/status` after a reload lowers `max_concurrency` while calls run: it counted limit minus
+/// free permits, and the lowered limit's surplus takes permits back as calls return, so three
+/// running calls showed as one ("1/1").
+#[test]
+fn status_counts_the_calls_running_after_a_reload_lowers_the_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let make = |n: u32| {
+        config(
+            "max_batch = 1\ntimeout = \"60s\"",
+            &[(
+                "kit",
+                r#"mode = "gate", gate = "data/open""#,
+                &format!("max_concurrency = {n}"),
+            )],
+        )
+    };
+    let gw = TestGateway::spawn(dir.path(), &make(3));
+    for id in ["c-1", "c-2", "c-3"] {
+        send(&gw, id, "test.kit");
+    }
+    for id in ["c-1", "c-2", "c-3"] {
+        gw.wait_running(id, "kit");
+    }
+    let status = || {
+        let v: serde_json::Value =
+            serde_json::from_str(&get(&gw.admin_url("/status")).expect("status").body)
+                .expect("json");
+        v["plugins"]["kit"].clone()
+    };
+    assert_eq!(status()["calls_running"], 3, "{}", status());
+    std::fs::write(dir.path().join("gateway.toml"), make(1)).expect("write");
+    gw.signal("HUP");
+    assert!(wait_until(WAIT, || gw.log().contains("config reloaded")));
+    let after = status();
+    std::fs::write(dir.path().join("data/open"), "").expect("open the gate");
+    assert_eq!(after["calls_running"], 3, "{after}");
+    assert!(
+        wait_until(WAIT, || status()["calls_running"] == 0),
+        "{}",
+        status()
+    );
+}

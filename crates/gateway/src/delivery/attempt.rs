@@ -19,12 +19,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use gateway_plugin::host::CallOutcome;
-use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
 use super::decide::Decision;
 use super::dispatch::Gate;
-use super::queue::{HungCall, PluginQueue};
+use super::queue::{CallPermit, HungCall, PluginQueue};
 use super::restart::restart;
 use super::returned::{holding, outcomes_of, panicked, Returned};
 use super::{Engine, Job};
@@ -41,7 +40,7 @@ fn is_current(queue: &PluginQueue, slot: &Arc<PluginSlot>) -> bool {
 
 /// A running plugin call: its outcomes (one per delivery; a panic on the gateway's side of the
 /// call as its message) and the permit it holds.
-type Call = tokio::task::JoinHandle<(Result<Called, String>, OwnedSemaphorePermit)>;
+type Call = tokio::task::JoinHandle<(Result<Called, String>, CallPermit)>;
 
 impl Engine {
     /// Runs one call of `slot` for `jobs` (a batch; often one) holding one `permit`.
@@ -50,7 +49,7 @@ impl Engine {
         queue: Arc<PluginQueue>,
         slot: Arc<PluginSlot>,
         jobs: Vec<Job>,
-        permit: OwnedSemaphorePermit,
+        permit: CallPermit,
         gate: Gate,
     ) {
         let span = match jobs.as_slice() {
@@ -68,7 +67,7 @@ impl Engine {
         queue: Arc<PluginQueue>,
         slot: Arc<PluginSlot>,
         jobs: Vec<Job>,
-        permit: OwnedSemaphorePermit,
+        permit: CallPermit,
         gate: Gate,
     ) {
         let mut ready = Vec::with_capacity(jobs.len());

@@ -89,7 +89,7 @@ impl Engine {
                     self.known.drop_key(job.key, job.generation);
                     break
                 },
-                p = queue.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                p = queue.permit() => match p { Some(p) => p, None => break },
             };
             // One call takes every ready delivery, up to `max_batch` (filled while the permits
             // were busy: batches grow with the load). Only first attempts share a call.

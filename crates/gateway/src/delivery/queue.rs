@@ -1,10 +1,10 @@
 //! One plugin instance name's in-memory queue and concurrency limit ([`PluginQueue`]), kept
 //! across reloads, and the calls hung past their timeout that still hold a permit of it.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::Job;
@@ -28,17 +28,56 @@ pub(super) struct PluginQueue {
     pub(super) permits: Arc<Semaphore>,
     /// The current `max_concurrency`.
     pub(super) limit: Mutex<usize>,
+    /// Calls of this name running now, whichever instance runs them: counted apart from the
+    /// permits, which a lowered limit's surplus also holds while calls return.
+    pub(super) running: Arc<AtomicUsize>,
     /// Shared with the queue a removed name gets back if a reload configures it again.
     pub(super) hung: Arc<Mutex<Vec<Arc<HungCall>>>>,
     /// Stops this dispatcher when a reload removes the instance.
     pub(super) cancel: CancellationToken,
 }
 
+/// A call's permit, the call counted in its queue's `running` while it is held.
+pub(super) struct CallPermit {
+    permit: Option<OwnedSemaphorePermit>,
+    running: Arc<AtomicUsize>,
+}
+
+impl CallPermit {
+    /// The call ended, but its permit was handed to a new instance meanwhile (see
+    /// [`HungCall::forgiven`]): not given back.
+    pub(super) fn forget(mut self) {
+        if let Some(p) = self.permit.take() {
+            p.forget();
+        }
+    }
+}
+
+impl Drop for CallPermit {
+    fn drop(&mut self) {
+        self.running.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 impl PluginQueue {
+    /// Waits for a permit of this name (`None`: the semaphore is closed).
+    pub(super) async fn permit(&self) -> Option<CallPermit> {
+        let permit = self.permits.clone().acquire_owned().await.ok()?;
+        self.running.fetch_add(1, Ordering::SeqCst);
+        Some(CallPermit {
+            permit: Some(permit),
+            running: self.running.clone(),
+        })
+    }
+
+    /// Calls of this name running now.
+    pub(super) fn running(&self) -> usize {
+        self.running.load(Ordering::SeqCst)
+    }
+
     /// Whether a call of this name runs besides the one whose permit the caller holds.
     pub(super) fn others_running(&self) -> bool {
-        let limit = self.limit.lock().map(|l| *l).unwrap_or(0);
-        self.permits.available_permits() + 1 < limit
+        self.running() > 1
     }
 
     pub(super) fn slot(&self) -> Option<Arc<PluginSlot>> {
