@@ -503,9 +503,8 @@ pub fn reload<G>(
 fn start_one(spec: &PluginSpec, opened: Opened, dir: &Path) -> Result<PluginSlot, StartError> {
     let (descriptor, runner) = match opened {
         Opened::Loaded(library) => {
-            let instance = library
-                .instantiate(&spec.name, &spec.config, dir, log_sink())
-                .map_err(StartError::Init)?;
+            let instance =
+                in_process::instantiate_within(&library, spec, dir).map_err(StartError::Init)?;
             let runner = Runner::InProcess(Box::new(InProcess::new(library.clone(), instance)));
             (library.summary(), runner)
         }
@@ -514,7 +513,7 @@ fn start_one(spec: &PluginSpec, opened: Opened, dir: &Path) -> Result<PluginSlot
                 &spec.name,
                 &spec.library,
                 (&examined.sha256, examined.pinned),
-                &spec.config,
+                (&spec.config, spec.init_timeout),
                 dir,
                 log_sink(),
             )?;

@@ -203,3 +203,55 @@ fn status_counts_the_calls_running_after_a_reload_lowers_the_limit() {
         status()
     );
 }
+
+/// An in-process `init` that does not return held the reload lock for good: every later
+/// reload (a token rotation, a certificate) waited behind it until a restart. It now fails at
+/// `init_timeout`, and the next reload applies.
+#[test]
+fn a_hung_init_fails_at_its_timeout_and_the_next_reload_applies() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let v1 = config("", &[("kit", r#"mode = "ok", tag = "v1""#, "")]);
+    let gw = TestGateway::spawn(dir.path(), &v1);
+    let hung = config(
+        "",
+        &[
+            ("kit", r#"mode = "ok", tag = "v1""#, ""),
+            (
+                "slow",
+                r#"mode = "ok", init_sleep_ms = 600000"#,
+                "init_timeout = \"2s\"",
+            ),
+        ],
+    );
+    std::fs::write(dir.path().join("gateway.toml"), hung).expect("write");
+    let asked = Instant::now();
+    gw.signal("HUP");
+    assert!(
+        wait_until(WAIT, || gw.log().contains("reload refused")),
+        "{}",
+        gw.log()
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert!(
+        gw.log()
+            .contains("its init did not return within init_timeout (2s)"),
+        "{}",
+        gw.log()
+    );
+    let v3 = config("", &[("kit", r#"mode = "ok", tag = "v3""#, "")]);
+    std::fs::write(dir.path().join("gateway.toml"), v3).expect("write");
+    gw.signal("HUP");
+    assert!(
+        wait_until(WAIT, || gw.log().contains("config reloaded")),
+        "{}",
+        gw.log()
+    );
+    send(&gw, "after", "test.kit");
+    assert!(wait_until(WAIT, || calls(&gw, "kit")
+        .iter()
+        .any(|c| c["tag"] == "v3")));
+}

@@ -169,6 +169,8 @@ pub struct RawPlugin {
     pub max_concurrency: Option<u32>,
     /// `"none"` (default) or `"process"`.
     pub isolation: Option<String>,
+    /// How long the instance's `init` may take at a start, reload or restart (default `60s`).
+    pub init_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -35,6 +35,8 @@ pub const MIN_RETENTION: Duration = Duration::from_secs(60);
 /// which a longer one could wrap: a retention cutoff in the future purges everything.
 pub const MAX_DURATION: Duration = Duration::from_secs(36_500 * 86_400);
 pub const DEFAULT_MAX_CONCURRENCY: usize = 4;
+/// `[[plugins]] init_timeout` when not given.
+pub const DEFAULT_INIT_TIMEOUT: Duration = Duration::from_secs(60);
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -87,14 +89,19 @@ pub struct PluginSpec {
     pub config: serde_json::Value,
     pub max_concurrency: usize,
     pub isolation: Isolation,
+    /// How long the instance's `init` may take (a start, a reload, an isolated restart); past
+    /// it the start fails (an in-process `init` still running is left to end on its own).
+    pub init_timeout: Duration,
 }
 
 impl PluginSpec {
     /// Whether an instance created for `self` serves `other` as it is: all but
-    /// `max_concurrency` (a limit the engine applies, not the instance) is the same.
+    /// `max_concurrency` (a limit the engine applies, not the instance) and `init_timeout`
+    /// is the same.
     pub fn same_instance(&self, other: &PluginSpec) -> bool {
         let mut mine = self.clone();
         mine.max_concurrency = other.max_concurrency;
+        mine.init_timeout = other.init_timeout;
         mine == *other
     }
 }

@@ -126,6 +126,8 @@ struct Inner {
     sha256: String,
     pinned: bool,
     config: serde_json::Value,
+    /// How long a child gets to create its instance (a first start or a restart).
+    init_timeout: Duration,
     config_dir: PathBuf,
     log: LogSink,
     /// Held only for an instant (see the module docs).
@@ -161,7 +163,7 @@ impl Isolated {
         name: &str,
         library: &Path,
         (sha256, pinned): (&str, bool),
-        config: &serde_json::Value,
+        (config, init_timeout): (&serde_json::Value, Duration),
         config_dir: &Path,
         log: LogSink,
     ) -> Result<(Isolated, DescriptorSummary), StartError> {
@@ -172,6 +174,7 @@ impl Isolated {
             sha256: sha256.to_owned(),
             pinned,
             config: config.clone(),
+            init_timeout,
             config_dir: config_dir.to_path_buf(),
             log,
             children: Mutex::new(Children::default()),

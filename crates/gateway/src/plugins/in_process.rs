@@ -245,6 +245,9 @@ impl super::PluginSlot {
     }
 
     pub(super) fn instantiate(&self, library: &Library) -> Result<Instance, InitError> {
+        // A restart's: on the calling thread, unbounded (bounded, every retry of a hung `init`
+        // would leave one more thread behind; the restart holds its gate share for at most
+        // `[delivery] timeout`, and calls meanwhile are retries).
         library.instantiate(
             &self.spec.name,
             &self.spec.config,
@@ -304,6 +307,50 @@ pub(super) fn restart_failed(error: &InitError) -> String {
 /// doubling to 1 s.
 fn restart_backoff(failures: u32) -> Duration {
     Duration::from_millis(10u64 << failures.saturating_sub(1).min(7)).min(Duration::from_secs(1))
+}
+
+/// Creates an in-process instance of `spec` from `library` at a start or a reload, waiting at
+/// most its `init_timeout` for `init`: an `init` that does not return in time fails the start
+/// (a reload is refused, and the next one is not held up behind it), and is left to end on its
+/// own thread, its instance shut down then (native code cannot be stopped).
+pub(crate) fn instantiate_within(
+    library: &Library,
+    spec: &crate::config::PluginSpec,
+    dir: &std::path::Path,
+) -> Result<Instance, InitError> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (lib, name, config, at) = (
+        library.clone(),
+        spec.name.clone(),
+        spec.config.clone(),
+        dir.to_path_buf(),
+    );
+    let spawned = std::thread::Builder::new()
+        .name(format!("init-{name}"))
+        .spawn(move || {
+            let made = lib.instantiate(&name, &config, &at, log_sink());
+            if let Err(std::sync::mpsc::SendError(late)) = tx.send(made) {
+                if late.is_ok() {
+                    tracing::warn!(plugin = %name,
+                        "a plugin's init returned after its start gave up on it: that instance is shut down");
+                }
+            }
+        });
+    if spawned.is_err() {
+        return library.instantiate(&spec.name, &spec.config, dir, log_sink());
+    }
+    rx.recv_timeout(spec.init_timeout)
+        .unwrap_or_else(|_| {
+            tracing::error!(plugin = %spec.name, init_timeout = ?spec.init_timeout,
+                "a plugin's init did not return within init_timeout: its start failed (the init goes on, on its own thread)");
+            Err(InitError::Unavailable {
+                instance: spec.name.clone(),
+                message: format!(
+                    "its init did not return within init_timeout ({:?})",
+                    spec.init_timeout
+                ),
+            })
+        })
 }
 
 #[cfg(test)]

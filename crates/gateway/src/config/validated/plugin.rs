@@ -5,8 +5,11 @@
 
 use std::env::consts::{DLL_PREFIX, DLL_SUFFIX};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use super::{env, syntax_message, PluginSpec, Validator, DEFAULT_MAX_CONCURRENCY};
+use super::{
+    env, syntax_message, PluginSpec, Validator, DEFAULT_INIT_TIMEOUT, DEFAULT_MAX_CONCURRENCY,
+};
 use crate::config::raw::RawPlugin;
 use crate::config::ConfigError;
 
@@ -140,6 +143,13 @@ impl Validator<'_> {
                 Isolation::None
             }
         };
+        let init_timeout = self.duration_at_least(
+            &at("init_timeout"),
+            p.init_timeout.as_deref(),
+            DEFAULT_INIT_TIMEOUT,
+            Duration::from_secs(1),
+            "must be at least 1s",
+        );
         PluginSpec {
             name,
             library,
@@ -147,6 +157,7 @@ impl Validator<'_> {
             config,
             max_concurrency,
             isolation,
+            init_timeout,
         }
     }
 

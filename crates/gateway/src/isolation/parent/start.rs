@@ -4,7 +4,7 @@
 //! A restart is shared: every call that finds no live child waits for the one restart in
 //! progress (the first such call launches it, after the backoff of consecutive deaths). A
 //! call's timeout (`Inner::kill`) ends that call's wait and not the restart, which has the same
-//! limit as a first start (`INIT_TIMEOUT`): a child whose `init` takes longer than
+//! limit as a first start (`[[plugins]] init_timeout`): a child whose `init` takes longer than
 //! `[delivery] timeout` still comes up and serves the calls after it (when the timeout killed
 //! the starting child, every attempt started one more and killed it, and the plugin stayed down
 //! until a reload), and a hung `init` holds no call past its timeout.
@@ -22,9 +22,6 @@ use super::reader::{self, Reader};
 use super::{watch, ChildProc, Inner, StartError};
 use crate::isolation::wire::{InitRequest, Loaded, ToChild};
 use crate::isolation::SUBCOMMAND;
-
-/// How long a child gets to create its instance (a first start or a restart).
-const INIT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The restart in progress, shared by the calls waiting for it.
 #[derive(Debug, Default)]
@@ -276,7 +273,7 @@ impl Inner {
             }
             return Err(unavailable(format!("cannot start the reader thread: {e}")));
         }
-        match init_rx.recv_timeout(INIT_TIMEOUT) {
+        match init_rx.recv_timeout(self.init_timeout) {
             // The child checked the hash itself; a child that says it loaded something else is
             // not trusted with calls.
             Ok(Ok(loaded)) if loaded.sha256 != self.sha256 => {
