@@ -171,8 +171,6 @@ impl Live {
         }
         self.engine.add_plugins(&plugins, new.delivery);
         self.intake.swap_routes(Routes::from_config(&new));
-        // Blocks while changed apps' new settings are tried (this is a blocking thread).
-        let refused = self.long_conns.reconcile(&new);
         self.engine.retain_plugins(&plugins);
         let mut notes = Vec::new();
         if let Some(admin) = self.admin.upgrade() {
@@ -204,8 +202,6 @@ impl Live {
         for note in &notes {
             tracing::warn!("{note}");
         }
-        // Logged at error where they were refused.
-        notes.extend(refused);
         // What waits for a restart keeps its running value in the config kept from here on,
         // so the next reload compares against what runs, not against this file.
         new.listen = old.listen;
@@ -222,18 +218,22 @@ impl Live {
             );
         }
         crate::metrics::declare(new.plugins.iter().map(|p| p.name.as_str()));
-        tracing::info!(
-            apps = new.apps.len(),
-            plugins = new.plugins.len(),
-            routes = new.routes.len(),
-            "config reloaded"
-        );
-        let mut current = self
-            .current
-            .lock()
-            .map_err(|_| "reload state poisoned".to_owned())?;
-        crate::isolation::parent::set_retire_grace(new.shutdown_grace);
-        *current = (new, plugins);
+        let (apps, plugin_count, routes) = (new.apps.len(), new.plugins.len(), new.routes.len());
+        let settle = new.clone();
+        {
+            let mut current = self
+                .current
+                .lock()
+                .map_err(|_| "reload state poisoned".to_owned())?;
+            crate::isolation::parent::set_retire_grace(new.shutdown_grace);
+            *current = (new, plugins);
+        }
+        // Last, once everything else switched together: long connections whose app settings
+        // changed are tried with the new ones (a bootstrap and a dial, up to 25 s: this is a
+        // blocking thread), each app settled as its own trial ends; a refused trial leaves
+        // that app's running connection as it was (logged at error where it was refused).
+        notes.extend(self.long_conns.reconcile(&settle));
+        tracing::info!(apps, plugins = plugin_count, routes, "config reloaded");
         Ok(notes)
     }
 }

@@ -255,3 +255,86 @@ fn a_hung_init_fails_at_its_timeout_and_the_next_reload_applies() {
         .iter()
         .any(|c| c["tag"] == "v3")));
 }
+
+/// A reload that also moves a websocket app (its new settings tried, a bootstrap and a dial,
+/// up to 25 s) switched the routes first, then waited for that trial before it removed
+/// instances and took the new admin token: for seconds the new routes were live while the
+/// removed plugin was still called and the old admin token still the one taken. Everything
+/// else now switches together first; the long connections settle last.
+#[test]
+fn a_long_connection_trial_comes_after_the_rest_of_the_reload() {
+    use gateway_e2e::harness::request;
+    // Takes the TCP connection (backlog) and never answers: the trial's bootstrap waits.
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let hung_port = hung.local_addr().expect("addr").port();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let closed_port = closed.local_addr().expect("addr").port();
+    drop(closed);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let make = |port: u16, token: &str, with_gone: bool| {
+        let mut plugins = vec![("kit", r#"mode = "ok""#, "")];
+        if with_gone {
+            plugins.push(("gone", r#"mode = "retry_always""#, ""));
+        }
+        let mut c = config(
+            "initial_backoff = \"100ms\"\nmax_backoff = \"200ms\"\nmax_attempts = 100000",
+            &plugins,
+        )
+        .replacen(
+            "[admin]\nlisten = \"127.0.0.1:0\"",
+            &format!("[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{token}\""),
+            1,
+        );
+        c.push_str(&format!(
+            "\n[[apps]]\nname = \"staff\"\nmode = \"websocket\"\napp_id = \"cli_x\"\napp_secret = \"secret\"\ndomain = \"http://127.0.0.1:{port}\"\n"
+        ));
+        if !with_gone {
+            c.push_str("\n[[routes]]\nevents = [\"test.new\"]\nplugins = [\"kit\"]\n");
+        }
+        c
+    };
+    let (old_token, new_token) = ("tokenAAAAAAAAAAAAAAAA", "tokenBBBBBBBBBBBBBBBB");
+    let gw = TestGateway::spawn(dir.path(), &make(closed_port, old_token, true));
+    send(&gw, "g-1", "test.gone");
+    assert!(wait_until(WAIT, || calls(&gw, "gone").len() >= 3));
+    std::fs::write(
+        dir.path().join("gateway.toml"),
+        make(hung_port, new_token, false),
+    )
+    .expect("write");
+    gw.signal("HUP");
+    // The routes switched (an event of the new route is delivered) while the trial waits.
+    std::thread::sleep(Duration::from_millis(1500));
+    send(&gw, "n-1", "test.new");
+    assert!(
+        wait_until(Duration::from_secs(5), || calls(&gw, "kit")
+            .iter()
+            .any(|c| c["event_id"] == "n-1")),
+        "the new route is not live: {}",
+        gw.log()
+    );
+    let auth = |token: &str| {
+        request(
+            "GET",
+            &gw.admin_url("/api/v1/plugins"),
+            &[("Authorization".into(), format!("Bearer {token}"))],
+            "",
+        )
+        .map(|a| a.status)
+    };
+    assert_eq!(
+        (auth(old_token), auth(new_token)),
+        (Ok(401), Ok(200)),
+        "the admin token did not switch with the routes"
+    );
+    let gone_then = calls(&gw, "gone").len();
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        calls(&gw, "gone").len(),
+        gone_then,
+        "the removed instance was still called after the new routes were live"
+    );
+    // The trial was still under way all along.
+    assert!(!gw.log().contains("config reloaded"), "{}", gw.log());
+    drop(hung);
+}
