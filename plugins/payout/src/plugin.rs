@@ -281,17 +281,27 @@ impl Payout {
             }
         }
         if self.config.withdraw.contains(&BonusType::Cash) {
-            let mut enough = false;
+            // Per currency, whatever the case of its code, its entries added up (an event may
+            // list one currency more than once; the withdraw answer's are added up too).
+            let mut per_currency: std::collections::BTreeMap<String, Option<Money>> =
+                Default::default();
             for c in event.cash.iter().filter(|c| !c.amount.is_zero()) {
                 something = true;
+                let total = per_currency
+                    .entry(c.currency.to_ascii_uppercase())
+                    .or_insert(Some(Money::ZERO));
+                // `None`: past what an amount can hold, so past any minimum.
+                *total = total.and_then(|t| t.checked_add(c.amount));
+            }
+            let enough = per_currency.iter().any(|(currency, total)| {
                 let min = self
                     .config
                     .min_cash
-                    .get(&c.currency.to_ascii_uppercase())
+                    .get(currency)
                     .copied()
                     .unwrap_or(Money::ZERO);
-                enough |= c.amount >= min;
-            }
+                total.is_none_or(|t| t >= min)
+            });
             if enough {
                 types.push(BonusType::Cash.code());
             }

@@ -172,7 +172,12 @@ pub fn unfinished(
     Ok(rows.len())
 }
 
-/// Per-account totals of the range, as reconciliation `trade_details`, ordered by account.
+/// Per-account totals of the range, as reconciliation `trade_details`, ordered by account. An
+/// account with a withdrawal not known to be done (`pending`, or `rejected`), whenever
+/// recorded, is submitted too, with what the ledger has withdrawn in the range (nothing, if
+/// that is all): Lark answers only for the accounts submitted, and one whose withdraw call Lark
+/// carried out while its answer was lost (a timeout, then a dead letter) would be in no
+/// mismatch. (Lark withdrew nothing for it in the range: no mismatch either.)
 pub fn trade_details(
     ledger: &Ledger,
     from_ms: u64,
@@ -184,6 +189,11 @@ pub fn trade_details(
             .entry(row.account_id.clone())
             .or_default()
             .add(&row)?;
+    }
+    for row in ledger.unfinished(u64::MAX)? {
+        if matches!(row.status, Status::Pending | Status::Rejected) {
+            per_account.entry(row.account_id.clone()).or_default();
+        }
     }
     Ok(per_account
         .into_iter()

@@ -228,3 +228,43 @@ fn a_trans_time_beyond_i64_is_kept_as_text_and_the_withdrawal_recorded() {
     let paid = paths.iter().filter(|p| p.ends_with("/pay")).count();
     assert_eq!((withdraws, paid), (1, 1), "{paths:?}");
 }
+
+/// A snapshot listing one currency in two entries (the withdraw answer's entries are added up
+/// per currency too): CNY 6.00 + cny 6.00 = 12.00 reaches `min_cash = { CNY = "10.00" }`. Each
+/// entry was compared with the minimum alone, and the balance skipped as below it.
+#[test]
+fn the_minimum_applies_to_a_currencys_entries_added_up() {
+    let api = LarkApi::start();
+    api.set_balance("acct-dup", 0, &[("CNY", "12.00")]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = plugin(&api, dir.path(), json!({"min_cash": {"CNY": "10.00"}}));
+    let d = delivery(
+        "dup",
+        1,
+        "acct-dup",
+        0,
+        &[("CNY", "6.00"), ("cny", "6.00")],
+        10,
+    );
+    assert_eq!(p.handle(&d), Outcome::Ok);
+    let r = common::ledger(dir.path())
+        .get("dup")
+        .expect("read")
+        .expect("a row");
+    assert_eq!(r.status, Status::Withdrawn, "{:?}", r.skip_reason);
+    // Below it in total: skipped.
+    let d = delivery(
+        "dup-2",
+        1,
+        "acct-dup",
+        0,
+        &[("CNY", "4.00"), ("CNY", "5.99")],
+        20,
+    );
+    assert_eq!(p.handle(&d), Outcome::Ok);
+    let r = common::ledger(dir.path())
+        .get("dup-2")
+        .expect("read")
+        .expect("a row");
+    assert_eq!(r.status, Status::Skipped, "{r:?}");
+}

@@ -389,3 +389,51 @@ fn reconcile_takes_a_range_of_one_instant_and_refuses_a_reversed_one() {
     let reversed = reconcile("1700000000001", "1700000000000");
     assert!(reversed.contains("--from is after --to"), "{reversed}");
 }
+
+/// Lark carried out a withdrawal whose answer the plugin never got (a timeout; then, say, the
+/// delivery's retries ran out): the row stays `pending`. `reconcile` submitted only accounts
+/// with `withdrawn` rows, and Lark answers only for those submitted, so it said "no
+/// mismatches" over money Lark paid out and nobody forwarded. The account is submitted now,
+/// with nothing withdrawn on the ledger's side, and Lark reports it.
+#[test]
+fn reconcile_submits_accounts_with_withdrawals_not_known_done() {
+    let api = LarkApi::start();
+    api.set_trans_time(1_700_000_000_000);
+    api.set_balance("acct-lost", 40, &[("CNY", "250.00")]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = plugin(&api, dir.path(), json!({"timeout": "300ms"}));
+    // The token first, so only the withdraw is slow.
+    assert_eq!(
+        p.handle(&delivery("warm", 1, "nobody", 1, &[], 1)),
+        Outcome::Ok
+    );
+    api.faults(|f| f.delay_next_withdraw = Some(Duration::from_millis(1_200)));
+    let out = p.handle(&delivery(
+        "lost",
+        1,
+        "acct-lost",
+        40,
+        &[("CNY", "250.00")],
+        10,
+    ));
+    assert!(matches!(out, Outcome::Retry { .. }), "{out:?}");
+    assert!(api
+        .withdrawals()
+        .iter()
+        .any(|w| w.account_id == "acct-lost"));
+    let l = ledger(dir.path());
+    let client = LarkClient::new(
+        &api.base_url(),
+        "cli_test",
+        "secret_test",
+        Duration::from_secs(2),
+    );
+    let mut text = Vec::new();
+    let mismatches =
+        report::reconcile(&l, &client, 1_699_999_999_000, 1_700_000_001_000, &mut text)
+            .expect("reconciles");
+    let text = String::from_utf8_lossy(&text);
+    assert_eq!(mismatches.len(), 1, "{text}");
+    assert_eq!(mismatches[0].account_id, "acct-lost", "{text}");
+    assert!(text.contains("MISMATCH account acct-lost"), "{text}");
+}
