@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use gateway_plugin::host::{
-    CallOutcome, DescriptorSummary, FileId, InitError, Library, LibraryFile, LoadError, LogSink,
+    CallOutcome, DescriptorSummary, InitError, Library, LibraryFile, LoadError, LogSink,
 };
 use gateway_plugin::Level;
 
@@ -227,12 +227,11 @@ impl Plugins {
     }
 }
 
-/// What each path loaded in this process: the file, the SHA-256 of what it held, and the
-/// library. Libraries are never unloaded, so another file with other bytes at the same path is
+/// What each path loaded in this process: the SHA-256 of what it held, and the library. Libraries are never unloaded, so another file with other bytes at the same path is
 /// refused (see [`open`] and [`reusable`]); one with the same bytes (a deploy that copies every
 /// file again) is served by the library already loaded, never loaded a second time (a second
 /// copy would have globals of its own).
-type LoadedLibrary = (FileId, String, Library);
+type LoadedLibrary = (String, Library);
 
 fn loaded() -> &'static Mutex<HashMap<PathBuf, LoadedLibrary>> {
     static LOADED: OnceLock<Mutex<HashMap<PathBuf, LoadedLibrary>>> = OnceLock::new();
@@ -345,10 +344,11 @@ fn open(spec: &PluginSpec) -> Result<Opened, String> {
     }
     let path = spec.library.as_path();
     let file = LibraryFile::open(path).map_err(|e| e.to_string())?;
-    let id = file.id();
     let before = loaded().lock().ok().and_then(|l| l.get(path).cloned());
-    if let Some((first, sha256, lib)) = before {
-        if first != id && sha256 != file.sha256() {
+    if let Some((sha256, lib)) = before {
+        // Other bytes, in a new file or the loaded one rewritten in place: refused (the
+        // library loaded then is what would run).
+        if sha256 != file.sha256() {
             return Err(changed_on_disk(path));
         }
         // The file it loaded, or the same bytes installed again: the library loaded then.
@@ -361,7 +361,7 @@ fn open(spec: &PluginSpec) -> Result<Opened, String> {
     if let Ok(mut loaded) = loaded().lock() {
         loaded
             .entry(path.to_path_buf())
-            .or_insert((id, sha256, lib.clone()));
+            .or_insert((sha256, lib.clone()));
     }
     Ok(Opened::Loaded(lib))
 }
@@ -403,7 +403,7 @@ fn reusable(slot: &PluginSlot, spec: &PluginSpec, dir: &Path) -> Result<bool, St
             match LibraryFile::open(path) {
                 Ok(now) => {
                     let first = loaded().lock().ok().and_then(|l| l.get(path).cloned());
-                    if first.is_some_and(|(_, sha256, _)| sha256 != now.sha256()) {
+                    if first.is_some_and(|(sha256, _)| sha256 != now.sha256()) {
                         return Err(changed_on_disk(path));
                     }
                     Ok(true)
@@ -449,6 +449,10 @@ pub fn reload<G>(
         };
         let opened = match kept {
             Ok(Some(slot)) => {
+                // Kept: an isolated one's restarts take its `init_timeout` as configured now.
+                if let Some(process) = slot.isolated() {
+                    process.set_init_timeout(spec.init_timeout);
+                }
                 slots.insert(spec.name.clone(), slot);
                 continue;
             }

@@ -278,3 +278,54 @@ fn isolated_batch_mates_a_kill_stopped_are_not_said_to_be_handed_over_again() {
         assert!(h.iter().any(|h| h.1 == "timeout"), "{id}: {h:?}");
     }
 }
+
+/// An isolated batch that panicked as a whole, whose deliveries then find no plugin process
+/// (its start refused): none was handed over again, and the history says so for each (the
+/// first was said to be).
+#[test]
+fn batch_mates_no_process_took_are_not_said_to_be_handed_over_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = kit_config("max_batch = 16", r#""test.ok" = "ok""#, 1, 800)
+        .replacen(
+            "sleep_ms = 800",
+            "sleep_ms = 800, panic_batch = true, refuse_new_while = \"data/refuse\"",
+            1,
+        )
+        .replacen(
+            "max_concurrency = 1",
+            "max_concurrency = 1\nisolation = \"process\"",
+            1,
+        );
+    assert!(
+        cfg.contains("refuse_new_while") && cfg.contains("isolation"),
+        "{cfg}"
+    );
+    let gw = TestGateway::spawn(dir.path(), &cfg);
+    start_the_gate(&gw);
+    send(&gw, "u-1", "test.ok");
+    send(&gw, "u-2", "test.ok");
+    std::fs::write(gw.dir.join("data/refuse"), "").expect("refuse");
+    open_gate(&gw);
+    let has_discarded = |id: &str| {
+        let (_, out, _) = gw.cli(&["events", "show", id]);
+        serde_json::from_str::<serde_json::Value>(&out)
+            .ok()
+            .and_then(|v| v["deliveries"][0]["history"].as_array().cloned())
+            .is_some_and(|h| h.iter().any(|a| a["outcome"] == "discarded"))
+    };
+    assert!(
+        wait_until(WAIT, || has_discarded("u-1") && has_discarded("u-2")),
+        "{}",
+        gw.log()
+    );
+    for id in ["u-1", "u-2"] {
+        let h = history(&gw, id);
+        let discarded: Vec<_> = h.iter().filter(|h| h.1 == "discarded").collect();
+        assert!(
+            discarded[0]
+                .2
+                .ends_with("; not handed over again (the call ended first)"),
+            "{id}: {h:?}"
+        );
+    }
+}

@@ -240,3 +240,36 @@ fn a_call_ended_by_a_timeout_kill_beside_it_says_so() {
         .delivery("beside", "native")["state"]
         == "done"));
 }
+
+/// `init_timeout` changed alone keeps an isolated instance; its restarts take the new value
+/// (they kept the one it was started with).
+#[test]
+fn an_isolated_instances_restarts_take_a_reloaded_init_timeout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let native = testkit(r#"record = "data/kit.jsonl", init_sleep_ms = 3000"#);
+    let cfg = |t: &str| config("", &format!("{native}\ninit_timeout = \"{t}\""));
+    let gw = TestGateway::spawn(dir.path(), &cfg("30s"));
+    std::fs::write(dir.path().join("gateway.toml"), cfg("1s")).expect("write");
+    gw.signal("HUP");
+    assert!(
+        wait_until(Duration::from_secs(10), || gw
+            .log()
+            .contains("config reloaded")),
+        "{}",
+        gw.log()
+    );
+    let kids = children(gw.pid());
+    assert_eq!(kids.len(), 1, "kept, one plugin process: {kids:?}");
+    end_all(&[kids[0].to_string()]);
+    assert!(wait_until(Duration::from_secs(5), || gone(
+        &kids[0].to_string()
+    )));
+    send(&gw, "r-1", "test.ok");
+    assert!(
+        wait_until(Duration::from_secs(10), || gw
+            .log()
+            .contains("the plugin process did not start in time")),
+        "the restart waited for the whole 3 s init: {}",
+        gw.log()
+    );
+}

@@ -233,3 +233,37 @@ fn watch_reloads_when_an_editor_replaces_the_file() {
             .any(|l| l["event_id"] == "w2")
     }));
 }
+
+/// The very file a library loaded from, rewritten in place (the same inode, other bytes), was
+/// taken by a reload that made a new instance of it (a changed config), even pinned to the new
+/// bytes: the library loaded before served it. Refused, as other bytes in a new file are.
+#[test]
+fn a_library_rewritten_in_place_is_refused_for_a_new_instance() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lib = dir.path().join("libcopy.so");
+    std::fs::copy(&binaries().testkit, &lib).expect("copy");
+    let cfg = |tag: &str| {
+        format!(
+            "{}{}\n[[plugins]]\nname = \"copy\"\nlibrary = \"{}\"\nconfig = {{ tag = \"{tag}\" }}\n{}",
+            base_config(),
+            app(),
+            lib.display(),
+            route("\"t.a\"", "\"copy\""),
+        )
+    };
+    let gw = TestGateway::spawn(dir.path(), &cfg("a"));
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&lib)
+        .expect("open");
+    f.write_all(b"a rebuild written into the loaded file")
+        .expect("append");
+    drop(f);
+    reload(
+        &gw,
+        &cfg("b"),
+        "changed on disk since this gateway loaded it",
+    );
+    assert!(!gw.log().contains("config reloaded"), "{}", gw.log());
+}

@@ -93,8 +93,10 @@ enum Reply {
     /// The call panicked (caught in the child); the child it ran in.
     Panicked(String, Arc<ChildProc>),
     /// The child ended; `true` when trying the calls again one by one would not help: the
-    /// gateway killed it (a timeout or a restart), or no child could be started.
+    /// gateway killed it (a timeout or a restart).
     Died(String, bool),
+    /// No child could be started: the call was handed to none (nor would the next be).
+    Unstarted(String),
 }
 
 /// The children of an instance.
@@ -126,8 +128,9 @@ struct Inner {
     sha256: String,
     pinned: bool,
     config: serde_json::Value,
-    /// How long a child gets to create its instance (a first start or a restart).
-    init_timeout: Duration,
+    /// How long a child gets to create its instance (a first start or a restart), in ms: a
+    /// reload that keeps the instance may change it.
+    init_timeout_ms: AtomicU64,
     config_dir: PathBuf,
     log: LogSink,
     /// Held only for an instant (see the module docs).
@@ -174,7 +177,9 @@ impl Isolated {
             sha256: sha256.to_owned(),
             pinned,
             config: config.clone(),
-            init_timeout,
+            init_timeout_ms: AtomicU64::new(
+                u64::try_from(init_timeout.as_millis()).unwrap_or(u64::MAX),
+            ),
             config_dir: config_dir.to_path_buf(),
             log,
             children: Mutex::new(Children::default()),
@@ -194,6 +199,12 @@ impl Isolated {
             live.push(Arc::downgrade(&inner));
         }
         Ok((Isolated(inner), loaded.descriptor))
+    }
+
+    /// A reload kept the instance with another `init_timeout`: its next starts take it.
+    pub fn set_init_timeout(&self, init_timeout: Duration) {
+        let ms = u64::try_from(init_timeout.as_millis()).unwrap_or(u64::MAX);
+        self.0.init_timeout_ms.store(ms, Ordering::SeqCst);
     }
 
     /// Handles a batch in the child (blocking): one outcome per delivery. A batch too large
@@ -288,6 +299,13 @@ impl Inner {
                     killed,
                 )
             }
+            // The rest of the call is not tried either: each would fail to start a child.
+            Reply::Unstarted(why) => {
+                return (
+                    Called::once(deliveries.iter().map(|_| died(why.clone())).collect()),
+                    true,
+                )
+            }
         };
         (called, false)
     }
@@ -308,8 +326,8 @@ impl Inner {
                     given_up = Some("killed before it was run".into());
                     died("killed before it was run".into())
                 } else {
-                    ran += 1;
-                    let (outcome, hopeless) = self.call_one(d, epoch);
+                    let (outcome, hopeless, sent) = self.call_one(d, epoch);
+                    ran += usize::from(sent);
                     given_up = hopeless;
                     outcome
                 }
@@ -318,22 +336,27 @@ impl Inner {
         (outcomes, ran)
     }
 
-    /// One delivery's outcome, and the reason when calling the next would not help
-    /// (`Reply::Died`'s flag: the gateway killed the child, or none could be started).
-    fn call_one(&self, delivery: &[u8], epoch: u64) -> (CallOutcome, Option<String>) {
+    /// One delivery's outcome, the reason when calling the next would not help (the gateway
+    /// killed the child, or none could be started), and whether a child was handed it.
+    fn call_one(&self, delivery: &[u8], epoch: u64) -> (CallOutcome, Option<String>, bool) {
         match self.run(&[delivery], epoch) {
             Reply::Outcomes(mut o, proc) => {
                 // A call that returned ends a run of deaths (the start backoff), as in a batch.
                 self.deaths.store(0, Ordering::SeqCst);
                 self.retire_if_panicked(&o, &proc);
-                (o.pop().unwrap_or_else(|| died("no outcome".into())), None)
+                (
+                    o.pop().unwrap_or_else(|| died("no outcome".into())),
+                    None,
+                    true,
+                )
             }
             Reply::Panicked(message, proc) => {
                 self.retire(&proc);
-                (CallOutcome::Panicked { message }, None)
+                (CallOutcome::Panicked { message }, None, true)
             }
-            Reply::Died(why, true) => (died(why.clone()), Some(why)),
-            Reply::Died(why, false) => (died(why), None),
+            Reply::Died(why, true) => (died(why.clone()), Some(why), true),
+            Reply::Died(why, false) => (died(why), None, true),
+            Reply::Unstarted(why) => (died(why.clone()), Some(why), false),
         }
     }
 
@@ -402,7 +425,7 @@ impl Inner {
         let proc = match self.ensure(epoch) {
             Ok(p) => p,
             // Not split into single calls: each would try (and fail) to start a child again.
-            Err(why) => return Some(Reply::Died(why, true)),
+            Err(why) => return Some(Reply::Unstarted(why)),
         };
         let id = self.next_id.fetch_add(1, Ordering::SeqCst);
         let (tx, rx) = mpsc::channel();

@@ -273,7 +273,8 @@ impl Inner {
             }
             return Err(unavailable(format!("cannot start the reader thread: {e}")));
         }
-        match init_rx.recv_timeout(self.init_timeout) {
+        let init_timeout = Duration::from_millis(self.init_timeout_ms.load(Ordering::SeqCst));
+        match init_rx.recv_timeout(init_timeout) {
             // The child checked the hash itself; a child that says it loaded something else is
             // not trusted with calls.
             Ok(Ok(loaded)) if loaded.sha256 != self.sha256 => {
