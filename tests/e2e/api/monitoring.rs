@@ -66,6 +66,19 @@ fn dashboard_and_alert_rules_use_only_exported_metrics_and_promtool_accepts_the_
         exprs.push_str(v["definition"].as_str().unwrap_or_default());
         exprs.push('\n');
     }
+    // The store's gauges are the whole (shared) store's on every replica: never summed over
+    // instances (two replicas showed the backlog twice).
+    for store_wide in [
+        "gateway_pending_deliveries",
+        "gateway_pending_deliveries_by_plugin",
+        "gateway_dead_letters_current",
+        "gateway_oldest_pending_age_seconds",
+    ] {
+        for sum in ["sum(", "sum by (plugin) ("] {
+            let summed = format!("{sum}{store_wide}{{");
+            assert!(!exprs.contains(&summed), "the dashboard sums {store_wide}");
+        }
+    }
     let mut used = metric_names(&exprs);
     used.extend(metric_names(
         &std::fs::read_to_string(&rules).expect("rules"),
