@@ -140,9 +140,37 @@ fn readiness_answers_within_its_bound_while_postgresql_hangs() {
             assert_eq!(status, 503, "took {took:?}");
             assert!(took < Duration::from_secs(3), "/readyz took {took:?}");
         }
+        // `/metrics` and `/status` wait at most 2 s for the store's backlog too (they waited
+        // for PostgreSQL's 10 s limit and its cancel: 13–15 s, past Prometheus' timeout).
+        for _ in 0..2 {
+            let started = Instant::now();
+            let m = get(&gw.admin_url("/metrics")).expect("metrics");
+            let took = started.elapsed();
+            assert_eq!(m.status, 200);
+            assert!(took < Duration::from_secs(3), "/metrics took {took:?}");
+            assert!(m.body.contains("gateway_backlog_current 0"), "{}", m.body);
+        }
+        let started = Instant::now();
+        let r = get(&gw.admin_url("/status")).expect("status");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        let v: serde_json::Value = serde_json::from_str(&r.body).expect("status JSON");
+        assert!(
+            v["backlog_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("did not answer the backlog read within 2s")),
+            "{v}"
+        );
     }
     let ready = wait_until(Duration::from_secs(20), || readyz(&gw) == 200);
     assert!(ready, "/readyz did not come back:\n{}", gw.log());
+    assert!(wait_until(Duration::from_secs(20), || get(
+        &gw.admin_url("/metrics")
+    )
+    .is_ok_and(|m| m.body.contains("gateway_backlog_current 1"))));
 }
 
 /// A webhook answer waits at most this long for a locked store, well under Lark's 3 s.

@@ -91,6 +91,9 @@ pub struct Metrics {
     pub longconn_settings_refused: Family<AppLabels, Counter>,
     pub plugin_process_exits: Family<PluginReasonLabels, Counter>,
     pub dead_letters_now: Gauge,
+    /// 1 when the last scrape's read of the store's backlog answered (within 2 s), 0 when
+    /// the backlog gauges kept their previous values.
+    pub backlog_current: Gauge,
     pub pending_by_plugin: Family<PluginLabels, Gauge>,
     pub queue_depth: Family<PluginLabels, Gauge>,
     pub reloads: Family<ResultLabels, Counter>,
@@ -295,6 +298,12 @@ impl Metrics {
             "Dead letters in the store now (read at scrape time)",
             dead_letters_now.clone(),
         );
+        let backlog_current = Gauge::default();
+        registry.register(
+            "gateway_backlog_current",
+            "1 when this scrape read the store's backlog, 0 when that read failed or took over 2 s (the backlog gauges then keep their last values)",
+            backlog_current.clone(),
+        );
         let pending_by_plugin = Family::<PluginLabels, Gauge>::default();
         registry.register(
             "gateway_pending_deliveries_by_plugin",
@@ -376,6 +385,7 @@ impl Metrics {
             longconn_settings_refused,
             plugin_process_exits,
             dead_letters_now,
+            backlog_current,
             pending_by_plugin,
             queue_depth,
             reloads,
