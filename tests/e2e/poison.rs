@@ -97,6 +97,16 @@ fn poison_ends(native: &str, crash: &str) {
         poison["last_error"],
         "the gateway died during this call 3 times"
     );
+    // Counted as a dead letter by the start that made it one (the crash rule's dead letters
+    // were in no count: the dead-letters alert missed a crash loop).
+    let metrics = gateway_e2e::harness::get(&gw.admin_url("/metrics"))
+        .expect("metrics")
+        .body;
+    assert_eq!(
+        gateway_e2e::harness::metric(&metrics, r#"gateway_dead_letters_total{plugin="native"}"#),
+        1.0,
+        "{metrics}"
+    );
     for id in ["ok-a", "ok-b"] {
         assert!(
             wait_until(Duration::from_secs(10), || delivery(&gw, id, "native")

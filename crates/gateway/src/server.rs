@@ -81,12 +81,15 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
         .recover_crashed(d.max_attempts, d.max_crashes, Vec::new())
         .await
     {
-        Ok(0) => {}
-        Ok(n) => tracing::warn!(
-            deliveries = n,
-            max_crashes = d.max_crashes,
-            "the gateway died during plugin calls last time: counted as failed attempts (a delivery is dead-lettered after max_crashes)"
-        ),
+        Ok(r) if r.found == 0 => {}
+        Ok(r) => {
+            r.count_dead_letters();
+            tracing::warn!(
+                deliveries = r.found,
+                max_crashes = d.max_crashes,
+                "the gateway died during plugin calls last time: counted as failed attempts (a delivery is dead-lettered after max_crashes)"
+            )
+        }
         Err(e) => return Err(anyhow::anyhow!("recovering crashed deliveries: {e}")),
     }
     let admin = Admin::new(

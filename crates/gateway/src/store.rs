@@ -337,6 +337,26 @@ pub struct DeadLetterCounts {
     pub running: u64,
 }
 
+/// What [`Store::recover_crashed`] found: how many crashed attempts it counted, and how many
+/// of those deliveries it made dead letters, per plugin (for `gateway_dead_letters_total`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovered {
+    pub found: u64,
+    pub dead: Vec<(String, u64)>,
+}
+
+impl Recovered {
+    /// Counts its dead letters in `gateway_dead_letters_total`.
+    pub fn count_dead_letters(&self) {
+        for (plugin, n) in &self.dead {
+            crate::metrics::get()
+                .dead_letters
+                .get_or_create(&crate::metrics::plugin(plugin))
+                .inc_by(*n);
+        }
+    }
+}
+
 /// A durable event store.
 pub trait Store: Send + Sync + 'static {
     /// Records an event and its deliveries durably, or reports a duplicate.
@@ -421,7 +441,7 @@ pub trait Store: Send + Sync + 'static {
         max_attempts: u32,
         max_crashes: u32,
         running: Vec<i64>,
-    ) -> StoreFuture<u64>;
+    ) -> StoreFuture<Recovered>;
     /// Whether other gateway processes may use this store at the same time (then the sweeper
     /// also runs [`Store::recover_crashed`] as it goes).
     fn shared(&self) -> bool;

@@ -198,6 +198,15 @@ fn deliveries_of_a_removed_instance_are_dead_lettered_after_the_grace() {
     let (code, out, _) = gw.cli(&["dead-letters"]);
     assert_eq!(code, 0);
     assert!(out.contains("orphan-1"), "{out}");
+    // Counted (the orphan rule's dead letters were in no count).
+    let metrics = gateway_e2e::harness::get(&gw.admin_url("/metrics"))
+        .expect("metrics")
+        .body;
+    assert_eq!(
+        gateway_e2e::harness::metric(&metrics, r#"gateway_dead_letters_total{plugin="gone"}"#),
+        1.0,
+        "{metrics}"
+    );
 
     // A replay by the running config leaves it out (the name is not configured).
     let (code, out, err) = gw.cli(&["replay", "--dead-letters"]);

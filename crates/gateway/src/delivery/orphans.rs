@@ -162,6 +162,10 @@ impl Engine {
             return;
         }
         if !self.configured(name) {
+            crate::metrics::get()
+                .dead_letters
+                .get_or_create(&crate::metrics::plugin(name))
+                .inc_by(orphans.len() as u64);
             tracing::warn!(plugin = %name, deliveries = orphans.len(), "deliveries of a removed plugin instance dead-lettered");
             return;
         }

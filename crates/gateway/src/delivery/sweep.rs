@@ -121,11 +121,14 @@ impl Engine {
                 .recover_crashed(d.max_attempts, d.max_crashes, running)
                 .await
             {
-                Ok(0) => {}
-                Ok(n) => tracing::warn!(
-                    deliveries = n,
-                    "a gateway replica died during plugin calls (its lease expired): counted as failed attempts; taking them over"
-                ),
+                Ok(r) if r.found == 0 => {}
+                Ok(r) => {
+                    r.count_dead_letters();
+                    tracing::warn!(
+                        deliveries = r.found,
+                        "a gateway replica died during plugin calls (its lease expired): counted as failed attempts; taking them over"
+                    )
+                }
                 Err(e) => tracing::error!(error = %e, "sweeper could not read the store"),
             }
         }

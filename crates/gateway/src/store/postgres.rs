@@ -358,11 +358,11 @@ impl Store for PgStore {
         max_attempts: u32,
         max_crashes: u32,
         running: Vec<i64>,
-    ) -> StoreFuture<u64> {
+    ) -> StoreFuture<crate::store::Recovered> {
         let lease = Duration::from_millis(u64::try_from(self.inner.claim.lease_ms).unwrap_or(0));
         if !self.inner.reach.steady_for(lease) {
             // Just back from a failure: the other replicas have not had a lease to renew in.
-            return Box::pin(async { Ok(0) });
+            return Box::pin(async { Ok(crate::store::Recovered::default()) });
         }
         self.op(move |c, _| async move {
             outcome::recover_crashed(&c, max_attempts, max_crashes, &running).await

@@ -55,7 +55,7 @@ enum Write {
     Finish(Vec<FinishRecord>, Reply<Vec<bool>>),
     DeadLetterPlugin(String, String, i64, Reply<Vec<Orphaned>>),
     Start(Vec<(i64, Guard)>, Reply<Vec<bool>>),
-    RecoverCrashed(u32, u32, Reply<u64>),
+    RecoverCrashed(u32, u32, Reply<crate::store::Recovered>),
     Purge(i64, i64, (i64, i64), Reply<PurgeStep>),
     /// One step of `purge_dead_letters`: the dead letters with keys in the range.
     PurgeDeadLetters(Option<String>, i64, (i64, i64), Reply<u64>),
@@ -320,7 +320,7 @@ impl Store for SqliteStore {
         max_attempts: u32,
         max_crashes: u32,
         running: Vec<i64>,
-    ) -> StoreFuture<u64> {
+    ) -> StoreFuture<crate::store::Recovered> {
         // Runs at start only, before any call.
         debug_assert!(running.is_empty());
         self.submit(|r| Write::RecoverCrashed(max_attempts, max_crashes, r))

@@ -204,7 +204,7 @@ pub(super) async fn recover_crashed(
     max_attempts: u32,
     max_crashes: u32,
     running: &[i64],
-) -> Result<u64, StoreError> {
+) -> Result<crate::store::Recovered, StoreError> {
     // Right-hand sides read the row as it was: `crashes + 1` is the new count; RETURNING
     // gives the new row, whose `attempts` is the crashed attempt's number.
     let sql = format!(
@@ -220,16 +220,17 @@ pub(super) async fn recover_crashed(
                           || ' so far); retrying' END
              WHERE state = 'pending' AND started > 0 AND started >= attempts
                    AND lease_until < {DB_NOW_MS} AND key <> ALL($5::bigint[])
-             RETURNING key, generation, attempts
+             RETURNING key, generation, attempts, plugin, state
          ), logged AS (
              INSERT INTO attempts (delivery_key, generation, attempt, outcome, reason,
                                    recorded_at)
              SELECT key, generation, attempts, 'crashed', $4, $3 FROM found
          )
-         SELECT COUNT(*) FROM found"
+         SELECT plugin, COUNT(*), COUNT(*) FILTER (WHERE state = 'dead') FROM found
+         GROUP BY plugin"
     );
-    let found: i64 = c
-        .query_one(
+    let rows = c
+        .query(
             &sql,
             &[
                 &(max_attempts as i32),
@@ -239,7 +240,14 @@ pub(super) async fn recover_crashed(
                 &running,
             ],
         )
-        .await?
-        .get(0);
-    Ok(found.max(0) as u64)
+        .await?;
+    let mut recovered = crate::store::Recovered::default();
+    for row in rows {
+        let (plugin, found, dead): (String, i64, i64) = (row.get(0), row.get(1), row.get(2));
+        recovered.found += found.max(0) as u64;
+        if dead > 0 {
+            recovered.dead.push((plugin, dead as u64));
+        }
+    }
+    Ok(recovered)
 }

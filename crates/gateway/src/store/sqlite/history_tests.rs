@@ -114,7 +114,8 @@ fn every_applied_outcome_and_crash_is_kept_in_order_across_replays() {
             store
                 .recover_crashed(10, 3, Vec::new())
                 .await
-                .expect("recover"),
+                .expect("recover")
+                .found,
             1
         );
         // The third times out (a dead letter at max attempts), then succeeds late.
@@ -389,7 +390,8 @@ fn a_timed_out_call_keeps_its_mark_until_it_returns_and_a_crash_meanwhile_is_cou
             store
                 .recover_crashed(12, 3, Vec::new())
                 .await
-                .expect("recover"),
+                .expect("recover")
+                .found,
             1
         );
         let d = store.event("e").expect("read").expect("event").deliveries;
@@ -420,7 +422,8 @@ fn a_timed_out_call_keeps_its_mark_until_it_returns_and_a_crash_meanwhile_is_cou
             store
                 .recover_crashed(12, 3, Vec::new())
                 .await
-                .expect("recover"),
+                .expect("recover")
+                .found,
             0
         );
         // Other outcomes never keep it: an ordinary retry clears the mark as before.
@@ -431,7 +434,8 @@ fn a_timed_out_call_keeps_its_mark_until_it_returns_and_a_crash_meanwhile_is_cou
             store
                 .recover_crashed(12, 3, Vec::new())
                 .await
-                .expect("recover"),
+                .expect("recover")
+                .found,
             0
         );
     });

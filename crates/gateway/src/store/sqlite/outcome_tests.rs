@@ -211,7 +211,8 @@ fn attempts_marked_started_count_as_crashes_at_the_next_start() {
                 store
                     .recover_crashed(12, 3, Vec::new())
                     .await
-                    .expect("recover"),
+                    .expect("recover")
+                    .found,
                 1
             );
             let shown = store.event("e").expect("read").expect("exists");
@@ -239,7 +240,8 @@ fn attempts_marked_started_count_as_crashes_at_the_next_start() {
             store
                 .recover_crashed(12, 3, Vec::new())
                 .await
-                .expect("again"),
+                .expect("again")
+                .found,
             0,
             "nothing left"
         );
@@ -266,7 +268,11 @@ fn attempts_marked_started_count_as_crashes_at_the_next_start() {
                 .recover_crashed(1, 3, Vec::new())
                 .await
                 .expect("recover"),
-            1
+            crate::store::Recovered {
+                found: 1,
+                dead: vec![("poison".into(), 1)],
+            },
+            "found, and made a dead letter of poison's"
         );
         let shown = store.event("e").expect("read").expect("exists");
         let p = shown

@@ -238,7 +238,8 @@ fn a_late_outcome_applies_only_over_its_own_mark() {
             store
                 .recover_crashed(12, 3, Vec::new())
                 .await
-                .expect("recover"),
+                .expect("recover")
+                .found,
             1
         );
         let marked = store.start_attempts(vec![(key, at(1, false, false))]);
@@ -266,7 +267,8 @@ fn a_dead_letters_mark_left_by_a_dead_process_becomes_a_crash_in_its_history() {
             store
                 .recover_crashed(12, 3, Vec::new())
                 .await
-                .expect("recover"),
+                .expect("recover")
+                .found,
             0
         );
         let d = shown(&store, "hung");
@@ -278,7 +280,7 @@ fn a_dead_letters_mark_left_by_a_dead_process_becomes_a_crash_in_its_history() {
         assert_eq!(outcomes(&d.history), ["timeout", "crashed"]);
         assert_eq!(d.history[1].reason.as_deref(), Some(CRASHED));
         let again = store.recover_crashed(12, 3, Vec::new());
-        assert_eq!(again.await.expect("recover"), 0);
+        assert_eq!(again.await.expect("recover").found, 0);
         assert_eq!(shown(&store, "hung").history.len(), 2, "recorded once");
     });
 }

@@ -156,6 +156,7 @@ enum Outcome {
     Count(u64),
     Orphans(Vec<Orphaned>),
     Purged(PurgeStep),
+    Recovered(crate::store::Recovered),
     Probed,
 }
 
@@ -172,7 +173,7 @@ fn answer(write: Write, result: Result<Outcome, StoreError>) {
         (Write::DeadLetterPlugin(.., r), Err(e)) => drop(r.send(Err(e))),
         (Write::Start(_, r), Ok(Outcome::Applied(a))) => drop(r.send(Ok(a))),
         (Write::Start(_, r), Err(e)) => drop(r.send(Err(e))),
-        (Write::RecoverCrashed(.., r), Ok(Outcome::Count(n))) => drop(r.send(Ok(n))),
+        (Write::RecoverCrashed(.., r), Ok(Outcome::Recovered(n))) => drop(r.send(Ok(n))),
         (Write::RecoverCrashed(.., r), Err(e)) => drop(r.send(Err(e))),
         (Write::Accept(_, _, r), Err(e)) => drop(r.send(Err(e))),
         (Write::Finish(.., r), Err(e)) => drop(r.send(Err(e))),
@@ -226,7 +227,20 @@ fn apply_batch(
                 }
                 Outcome::Applied(marked)
             }
-            Write::RecoverCrashed(max_attempts, max_crashes, _) => Outcome::Count({
+            Write::RecoverCrashed(max_attempts, max_crashes, _) => Outcome::Recovered({
+                // Which of them the update below makes dead letters (it reads the rows as they
+                // are now), per plugin.
+                let dead_by_plugin: Vec<(String, u64)> = tx
+                    .prepare_cached(
+                        "SELECT plugin, COUNT(*) FROM deliveries
+                         WHERE state = 'pending' AND started > 0 AND started >= attempts
+                           AND (crashes + 1 >= ?2 OR started >= ?1)
+                         GROUP BY plugin",
+                    )?
+                    .query_map(params![max_attempts, max_crashes], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+                    })?
+                    .collect::<Result<_, _>>()?;
                 tx.prepare_cached(
                     "INSERT INTO attempts (delivery_key, generation, attempt, outcome, reason,
                          recorded_at)
@@ -255,7 +269,10 @@ fn apply_batch(
                         "the gateway died during plugin calls of dead letters (calls hung past their timeout): recorded in their history"
                     );
                 }
-                found
+                crate::store::Recovered {
+                    found,
+                    dead: dead_by_plugin,
+                }
             }),
             Write::DeadLetterPlugin(plugin, error, before, _) => Outcome::Orphans({
                 // Marked started: a call of it runs (this process is the store's only writer,
@@ -473,7 +490,10 @@ pub(super) fn apply_and_settle_for_tests(
                 Outcome::Accepted(Accepted::New { .. }) => "new",
                 Outcome::Accepted(Accepted::Duplicate) => "duplicate",
                 Outcome::Applied(_) => "applied",
-                Outcome::Count(_) | Outcome::Orphans(_) | Outcome::Purged(_) => "count",
+                Outcome::Count(_)
+                | Outcome::Orphans(_)
+                | Outcome::Purged(_)
+                | Outcome::Recovered(_) => "count",
                 Outcome::Probed => "probed",
             })
             .collect(),
