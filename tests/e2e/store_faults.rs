@@ -74,6 +74,22 @@ fn readiness_is_503_while_the_store_cannot_write() {
         !status_ready(&gw),
         "/status says ready while /readyz does not"
     );
+    // Every event refused while Lark keeps sending: the failure lines are limited (10 a
+    // second; the embedded store's "store transaction failed" logged one per event).
+    let started = Instant::now();
+    for n in 0..60 {
+        assert_eq!(send(&gw, &format!("full-more-{n}")), 503);
+    }
+    let took = started.elapsed();
+    let logged = gw
+        .log()
+        .lines()
+        .filter(|l| l.contains("store transaction failed"))
+        .count();
+    assert!(
+        logged <= 10 * (took.as_secs() as usize + 2),
+        "{logged} lines in {took:?}"
+    );
     file_size_limit(gw.pid(), "unlimited");
     let ready = wait_until(Duration::from_secs(5), || readyz(&gw) == 200);
     assert!(ready, "/readyz did not come back:\n{}", gw.log());

@@ -1,8 +1,8 @@
 //! A rate limit for per-request log lines: the ingress's "request refused" (a scanner sending
 //! thousands of bad requests) and "request failed" lines, the intake's "store failed" (a
 //! full disk fails every event while Lark keeps sending), the webhook listener's "connection
-//! limit reached" (a peer holding the slots and connecting in a loop) and PostgreSQL ingest's
-//! "store transaction failed" must not flood the log. At most
+//! limit reached" (a peer holding the slots and connecting in a loop), both stores' "store
+//! transaction failed" and the long connection's "message refused" must not flood the log. At most
 //! [`PER_SECOND`] lines of each are logged per second; the rest are counted, and the next
 //! logged line says how many were skipped. The request metrics count every request regardless.
 

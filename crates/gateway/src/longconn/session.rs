@@ -344,9 +344,16 @@ async fn handle(
         Ok(Stored::New) => (ACK_OK, "stored"),
         Ok(Stored::Duplicate) => (ACK_OK, "duplicate"),
         Err(rejection) => {
-            span.in_scope(|| {
-                tracing::warn!(code = ACK_FAILED, status = rejection.status().as_u16(), reason = rejection.reason(), detail = %rejection.message(), "message refused; Lark will re-send it")
-            });
+            // A store that fails every event (a full disk) refuses every message Lark sends: at
+            // most 10 lines a second, the next one counting those not logged (the acks metric
+            // counts every one).
+            static REFUSALS: std::sync::LazyLock<crate::ingress::log_limit::RefusalLog> =
+                std::sync::LazyLock::new(Default::default);
+            if let Some(skipped) = REFUSALS.admit(Instant::now()) {
+                span.in_scope(|| {
+                    tracing::warn!(code = ACK_FAILED, status = rejection.status().as_u16(), reason = rejection.reason(), detail = %rejection.message(), skipped, "message refused; Lark will re-send it")
+                });
+            }
             (ACK_FAILED, rejection.reason())
         }
     };

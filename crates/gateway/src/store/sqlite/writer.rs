@@ -97,7 +97,13 @@ fn write_batch(
             }
         }
         Err(e) => {
-            tracing::error!(error = %e, writes = batch.len(), "store transaction failed");
+            // A full disk (or a store another process locks) fails every batch while Lark
+            // keeps sending: at most 10 lines a second, the next one counting those not logged.
+            static FAILURES: std::sync::LazyLock<crate::ingress::log_limit::RefusalLog> =
+                std::sync::LazyLock::new(Default::default);
+            if let Some(skipped) = FAILURES.admit(std::time::Instant::now()) {
+                tracing::error!(error = %e, writes = batch.len(), skipped, "store transaction failed");
+            }
             for write in batch {
                 answer(write, Err(e.clone()));
             }
