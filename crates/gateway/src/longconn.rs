@@ -161,6 +161,14 @@ impl LongConns {
                         metrics::get()
                             .longconn_connected
                             .remove(&metrics::app(name));
+                    } else {
+                        // Started afresh below: not connected until its client says so (the
+                        // stopped one's later states are not recorded, and a new client says
+                        // nothing before its first connect ends: up to a bootstrap's 10 s).
+                        metrics::get()
+                            .longconn_connected
+                            .get_or_create(&metrics::app(name))
+                            .set(0);
                     }
                     true
                 })

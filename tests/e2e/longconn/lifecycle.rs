@@ -161,3 +161,29 @@ fn a_reload_moves_the_connection_when_the_domain_changes_and_stops_it_when_the_a
     let ready = get(&gw.admin_url("/readyz")).expect("readyz");
     assert!(!ready.body.contains("websocket app"), "{}", ready.body);
 }
+
+/// An `app_id` change stops the running connection and starts a new client: the connected
+/// gauge read 1 until that client's first connect ended (a bootstrap's 10 s), while `/readyz`
+/// said the app was not connected.
+#[test]
+fn the_connected_gauge_drops_as_soon_as_an_app_id_change_stops_the_connection() {
+    let lark = LarkWs::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = spawn(dir.path(), &config(&lark, "", ""));
+    assert!(lark.wait_connections(1, WAIT));
+    let gauge = r#"gateway_longconn_connected{app="hire"}"#;
+    let scrape = || get(&gw.admin_url("/metrics")).expect("metrics").body;
+    assert!(wait_until(WAIT, || metric(&scrape(), gauge) == 1.0));
+    lark.hold_bootstraps(true);
+    let changed = config(&lark, "", "").replace(LarkWs::APP_ID, "cli_other_app");
+    std::fs::write(dir.path().join("gateway.toml"), changed).expect("write");
+    gw.signal("HUP");
+    assert!(
+        wait_until(WAIT, || gw.log().contains("app_id changed")),
+        "{}",
+        gw.log()
+    );
+    let at_once = wait_until(Duration::from_secs(2), || metric(&scrape(), gauge) == 0.0);
+    lark.hold_bootstraps(false);
+    assert!(at_once, "the gauge still said connected: {}", scrape());
+}
