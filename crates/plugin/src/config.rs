@@ -7,19 +7,97 @@ use std::time::Duration;
 
 /// The plugin's config (what `Plugin::new` gets) as `T`, read through its JSON text so types
 /// that read their value from its exact text (`Money`) see the digits, never an `f64`. An
-/// error names the field and the problem; it has no "at line 1 column 18": that position is in
-/// the JSON the gateway made of the `[[plugins]] config` table, which the user never sees.
+/// error names the field and the problem (`min_cash.CNY: invalid amount ...`); it has no "at
+/// line 1 column 18": that position is in the JSON the gateway made of the `[[plugins]]
+/// config` table, which the user never sees, so it is turned into the field's path.
 pub fn from_config<T: serde::de::DeserializeOwned>(
     config: &serde_json::Value,
 ) -> Result<T, String> {
-    serde_json::from_str(&config.to_string()).map_err(|e| {
+    let json = config.to_string();
+    serde_json::from_str(&json).map_err(|e| {
         let text = e.to_string();
         let position = format!(" at line {} column {}", e.line(), e.column());
-        match text.strip_suffix(&position) {
-            Some(message) if e.line() > 0 => message.to_owned(),
-            _ => text,
+        let Some(message) = text.strip_suffix(&position).filter(|_| e.line() > 0) else {
+            return text;
+        };
+        // These name the field themselves.
+        if message.starts_with("unknown field") || message.starts_with("missing field") {
+            return message.to_owned();
+        }
+        match path_at(&json, e.column()) {
+            Some(path) => format!("{path}: {message}"),
+            None => message.to_owned(),
         }
     })
+}
+
+/// The path (`a.b[2].c`) of the value being read at byte column `column` (1-based) of `json`,
+/// one line of JSON as `serde_json` writes it: the keys and indexes of the objects and arrays
+/// open there. `None` at the top level.
+fn path_at(json: &str, column: usize) -> Option<String> {
+    enum Open {
+        Object { key: Option<String>, in_key: bool },
+        Array(usize),
+    }
+    let end = column.min(json.len());
+    let mut open: Vec<Open> = Vec::new();
+    let mut string: Option<String> = None;
+    let mut escaped = false;
+    for c in json.get(..end)?.chars() {
+        if let Some(s) = string.as_mut() {
+            match c {
+                _ if escaped => {
+                    escaped = false;
+                    s.push(c);
+                }
+                '\\' => escaped = true,
+                '"' => {
+                    let done = string.take().unwrap_or_default();
+                    if let Some(Open::Object { key, in_key: true }) = open.last_mut() {
+                        *key = Some(done);
+                    }
+                }
+                _ => s.push(c),
+            }
+            continue;
+        }
+        match c {
+            '"' => string = Some(String::new()),
+            '{' => open.push(Open::Object {
+                key: None,
+                in_key: true,
+            }),
+            '[' => open.push(Open::Array(0)),
+            '}' | ']' => {
+                open.pop();
+            }
+            ':' => {
+                if let Some(Open::Object { in_key, .. }) = open.last_mut() {
+                    *in_key = false;
+                }
+            }
+            ',' => match open.last_mut() {
+                Some(Open::Array(i)) => *i += 1,
+                Some(Open::Object { in_key, .. }) => *in_key = true,
+                None => {}
+            },
+            _ => {}
+        }
+    }
+    let mut path = String::new();
+    for o in &open {
+        match o {
+            Open::Object { key: Some(k), .. } => {
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(k);
+            }
+            Open::Object { key: None, .. } => {}
+            Open::Array(i) => path.push_str(&format!("[{i}]")),
+        }
+    }
+    (!path.is_empty()).then_some(path)
 }
 
 const UNITS: &str = "ms, s, m, h or d";
@@ -109,6 +187,7 @@ pub fn shown_url(url: &str, mask: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[derive(Debug, serde::Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -116,6 +195,16 @@ mod tests {
     struct Settings {
         min_cash: crate::events::Money,
         label: String,
+    }
+
+    #[test]
+    fn the_path_of_the_value_read_at_a_column() {
+        let json = r#"{"a":{"b":[1,{"c":"x"}]},"d":"e\"f","g":2}"#;
+        let at = |needle: &str| json.find(needle).map(|i| i + needle.len()).unwrap_or(0);
+        assert_eq!(path_at(json, at(r#""c":"x""#)).as_deref(), Some("a.b[1].c"));
+        assert_eq!(path_at(json, at("[1")).as_deref(), Some("a.b[0]"));
+        assert_eq!(path_at(json, at(r#""g":2"#)).as_deref(), Some("g"));
+        assert_eq!(path_at(json, 0), None);
     }
 
     #[test]
@@ -131,13 +220,18 @@ mod tests {
         );
         let e = from_config::<Settings>(&serde_json::json!({"min_cash": "abc", "label": "x"}))
             .expect_err("bad amount");
+        // (A message serde_json gives no position names no field.)
         assert!(!e.contains(" at line "), "{e}");
+        let e = from_config::<Settings>(&serde_json::json!({"label": 5, "min_cash": "1"}))
+            .expect_err("bad type");
+        assert!(
+            e.starts_with("label: invalid type: integer `5`, expected a string"),
+            "{e}"
+        );
         let e =
             from_config::<Settings>(&serde_json::json!({"min_cash": "1"})).expect_err("missing");
         assert_eq!(e, "missing field `label`");
     }
-
-    use super::*;
 
     #[test]
     fn units() {
