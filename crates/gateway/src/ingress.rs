@@ -41,6 +41,9 @@ pub struct Ingress {
     /// Limits the "request failed" (5xx) log lines: a store that refuses writes (a full disk)
     /// fails every request while Lark keeps sending.
     pub failures: log_limit::RefusalLog,
+    /// Limits the "url_verification challenge answered" lines: a challenge carries no
+    /// signature, so one seen once can be sent again by anyone, each a 200 and a line.
+    pub challenges: log_limit::RefusalLog,
 }
 
 /// The client a request came from: the peer, or — when the peer is a trusted proxy — the
@@ -204,7 +207,9 @@ impl Ingress {
         let event = match open(webhook, &parts.headers, &body)? {
             Opened::Challenge { challenge, token } => {
                 check_token(&app, token.as_deref())?;
-                tracing::info!("url_verification challenge answered");
+                if let Some(skipped) = self.challenges.admit(std::time::Instant::now()) {
+                    tracing::info!(skipped, "url_verification challenge answered");
+                }
                 return Ok(Accept::Challenge(challenge));
             }
             Opened::Event(event) => event,

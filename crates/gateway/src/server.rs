@@ -118,6 +118,7 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
         intake: intake.clone(),
         refusals: Default::default(),
         failures: Default::default(),
+        challenges: Default::default(),
     });
 
     // The certificate pairs are checked before the ports are bound: a broken pair stops the

@@ -47,6 +47,16 @@ fn encrypted_app_accepts_signed_events_and_refuses_everything_else() {
         (a.status, a.body.as_str()),
         (200, r#"{"challenge":"c-123"}"#)
     );
+    // Unsigned, it can be sent again by anyone who saw it: each is answered, but the log
+    // line is limited like the other per-request lines (one per request before).
+    for _ in 0..100 {
+        assert_eq!(post(&url, &[], &body).expect("post").status, 200);
+    }
+    let lines = gw
+        .log()
+        .matches("url_verification challenge answered")
+        .count();
+    assert!(lines <= 30, "{lines} lines for 101 challenges");
 
     // A challenge with the wrong token.
     let bad = challenge.replace(TOKEN, "nope");

@@ -2,7 +2,9 @@
 //! thousands of bad requests) and "request failed" lines, the intake's "store failed" (a
 //! full disk fails every event while Lark keeps sending), the webhook listener's "connection
 //! limit reached" (a peer holding the slots and connecting in a loop), both stores' "store
-//! transaction failed" and the long connection's "message refused" must not flood the log. At most
+//! transaction failed", the long connection's "message refused" and the answered
+//! url_verification challenges (unsigned: anyone who saw one can send it again) must not flood
+//! the log. At most
 //! [`PER_SECOND`] lines of each are logged per second; the rest are counted, and the next
 //! logged line says how many were skipped. The request metrics count every request regardless.
 
