@@ -274,7 +274,9 @@ an invalid config or usage
 \fBsend\fR got a non\-2xx answer
 .TP
 \fB5\fR, \fB6\fR, \fB7\fR
-\fBplugins call\fR: the plugin asked for a retry, rejected the delivery, panicked
+\fBplugins call\fR: the plugin asked for a retry, rejected the delivery, panicked (with several
+\fB\-\-event\fR files: the first delivery whose outcome is not ok; \fB7\fR also when the batch
+entry failed as a whole)
 .SH SIGNALS
 .TP
 \fBSIGTERM\fR, \fBSIGINT\fR
