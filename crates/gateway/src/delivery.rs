@@ -312,9 +312,13 @@ impl Engine {
 
     /// Stops taking new work and waits up to `grace` for running calls; returns whether every
     /// call finished. Unfinished deliveries stay pending in the store.
-    pub async fn shutdown(&self, grace: Duration) -> bool {
+    /// `stopped` runs once no new call can start, before the wait for the running ones (the
+    /// stop tells isolated plugins' processes to leave there: each finishes its calls, then
+    /// runs its `shutdown`, beside the other plugins' calls).
+    pub async fn shutdown_then(&self, grace: Duration, stopped: impl FnOnce()) -> bool {
         self.cancel.cancel();
         self.calls.close();
+        stopped();
         tokio::time::timeout(grace, self.calls.wait()).await.is_ok()
     }
 

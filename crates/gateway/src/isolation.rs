@@ -223,6 +223,10 @@ pub fn serve(library: &Path) -> ExitCode {
             // one, the next gateway counts them as crashed and calls them again, and a call
             // left running here would run beside that one.
             Ok(None) | Err(_) => {
+                // From here nothing reads the input: a gateway that dies while this child
+                // finishes its calls, runs the plugin's `shutdown` or exits (its handlers, the
+                // library's destructors) is noticed by this watch, which ends the group.
+                watch_gateway_while_leaving(gateway);
                 while in_flight.load(std::sync::atomic::Ordering::SeqCst) > 0
                     && std::os::unix::process::parent_id() == gateway
                 {
@@ -284,5 +288,19 @@ fn watch_gateway_while_starting(input: File, serving: Arc<std::sync::atomic::Ato
                     end_own_group();
                 }
             }
+        });
+}
+
+/// Once the input closed: ends this process (its group) as soon as its parent, the gateway
+/// (`gateway`), is gone, whatever the process is doing meanwhile (its calls, the plugin's
+/// `shutdown`, its exit).
+fn watch_gateway_while_leaving(gateway: u32) {
+    let _ = std::thread::Builder::new()
+        .name("gateway-gone".into())
+        .spawn(move || loop {
+            if std::os::unix::process::parent_id() != gateway {
+                end_own_group();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
         });
 }

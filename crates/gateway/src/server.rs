@@ -315,7 +315,12 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
             if tokio::time::timeout(left(), graceful.shutdown()).await.is_err() {
                 tracing::warn!("some connections were still open after the grace period");
             }
-            if !engine.shutdown(left()).await {
+            // Isolated plugins' processes are told to leave as soon as no new call starts:
+            // their `shutdown` runs once their own calls returned, not after every plugin's.
+            if !engine
+                .shutdown_then(left(), crate::isolation::parent::retire_all)
+                .await
+            {
                 tracing::warn!(running = engine.running(), "plugin calls still running, or their outcomes not yet recorded (a store refusing writes), after the grace period; their deliveries stay pending and the next start counts them as crashed attempts");
             }
         } => {}

@@ -273,3 +273,57 @@ fn an_isolated_instances_restarts_take_a_reloaded_init_timeout() {
         gw.log()
     );
 }
+
+/// `kill -9` of the gateway while an idle child would run a long `shutdown` (its input closed
+/// with the gateway): the child ran the whole `shutdown` as an orphan (20 s here; a hung one
+/// for ever), beside the next gateway's new child. It now ends with its gateway at once.
+#[test]
+fn a_child_ends_with_a_gateway_killed_while_it_would_run_its_shutdown() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let native = testkit(r#"record = "data/kit.jsonl", shutdown_sleep_ms = 20000"#);
+    let mut gw = TestGateway::spawn(dir.path(), &config("", &native));
+    send(&gw, "k-1", "test.ok");
+    assert!(wait_until(Duration::from_secs(10), || gw
+        .delivery("k-1", "native")["state"]
+        == "done"));
+    let kids: Vec<String> = children(gw.pid()).iter().map(u32::to_string).collect();
+    assert_eq!(kids.len(), 1, "{kids:?}");
+    gw.kill9();
+    let ended = wait_until(Duration::from_secs(3), || kids.iter().all(|k| gone(k)));
+    end_all(&kids);
+    assert!(
+        ended,
+        "the plugin process outlived its gateway in its shutdown"
+    );
+}
+
+/// A stop while another plugin's call hangs past the grace: the isolated instances were told
+/// to leave only after the calls drained, so with the grace spent each was killed before its
+/// `shutdown`. They are told as soon as no new call starts, and a short `shutdown` completes.
+#[test]
+fn a_hung_call_elsewhere_does_not_cost_isolated_plugins_their_shutdown() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let native = testkit(r#"record = "data/kit.jsonl", shutdown_sleep_ms = 300"#);
+    let cfg = config("", &native)
+        .replace("shutdown_grace = \"5s\"", "shutdown_grace = \"2s\"")
+        .replace(
+            "[[routes]]",
+            &format!(
+                "[[plugins]]\nname = \"hang\"\nlibrary = \"{}\"\nconfig = {{ mode = \"slow\", sleep_ms = 60000 }}\n\n[[routes]]\nevents = [\"test.hang\"]\nplugins = [\"hang\"]\n\n[[routes]]",
+                binaries().testkit.display()
+            ),
+        );
+    assert!(cfg.contains("name = \"hang\""), "{cfg}");
+    let mut gw = TestGateway::spawn(dir.path(), &cfg);
+    send(&gw, "h-1", "test.hang");
+    gw.wait_running("h-1", "hang");
+    gw.signal("TERM");
+    let status = gw.wait(Duration::from_secs(20)).expect("stopped");
+    assert!(status.success(), "{status:?}");
+    let lines = read_jsonl(&dir.path().join("data/kit.jsonl"));
+    assert!(
+        lines.iter().any(|l| l["outcome"] == "shutdown"),
+        "the isolated plugin's shutdown did not run: {lines:?}\n{}",
+        gw.log()
+    );
+}

@@ -154,8 +154,8 @@ impl Reader {
         // Said, so a call the kill ended beside a hung one is not taken for an outside kill.
         let why = if killed {
             format!(
-                "{why}, by the gateway (a call in this process outlived [delivery] timeout, or \
-                 the process was being replaced)"
+                "{why}, by the gateway (a call in this process outlived [delivery] timeout, \
+                 its init outlived init_timeout, or the process was being replaced)"
             )
         } else {
             why
@@ -169,7 +169,8 @@ impl Reader {
             .unwrap_or_default();
         // Not asked to leave: the gateway closes the pipe of a child it ends in order.
         let unasked = self.proc.stdin.lock().is_ok_and(|w| w.is_some());
-        if !pending.is_empty() || self.init.is_some() {
+        // A start the gateway gave up on (its init outlived init_timeout) was said there.
+        if !pending.is_empty() || (self.init.is_some() && !killed) {
             tracing::error!(plugin = %self.name, reason = %why, calls = pending.len(), "plugin process died; its calls in flight will be retried");
         } else if unasked && !killed && !init_failed {
             tracing::warn!(plugin = %self.name, reason = %why, "plugin process died while no call was running; a new one starts on the next call");

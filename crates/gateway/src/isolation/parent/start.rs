@@ -296,10 +296,13 @@ impl Inner {
                 Err(e)
             }
             Err(_) => {
+                tracing::warn!(plugin = %self.name, ?init_timeout,
+                    "the plugin process did not create its instance within init_timeout: killed");
                 proc.kill();
-                Err(unavailable(
-                    "the plugin process did not start in time".into(),
-                ))
+                Err(unavailable(format!(
+                    "the plugin process did not start in time (its init outlived init_timeout, \
+                     {init_timeout:?})"
+                )))
             }
         }
     }
