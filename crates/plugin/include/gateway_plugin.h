@@ -50,7 +50,8 @@ extern "C" {
 
 /* handle outcomes */
 #define GW_OUTCOME_OK 0u       /* done */
-#define GW_OUTCOME_RETRY 1u    /* transient: retried with backoff, at least retry_after_ms later */
+#define GW_OUTCOME_RETRY 1u    /* transient: retried with backoff, at least retry_after_ms later
+                                  (cut to [delivery] max_backoff when longer) */
 #define GW_OUTCOME_REJECT 2u   /* permanent: dead letter */
 #define GW_OUTCOME_PANICKED 3u /* dead letter; the host replaces the instance */
 

@@ -90,7 +90,8 @@ pub const INIT_PANICKED: u32 = 2;
 /// The delivery was handled; the host marks it done.
 pub const OUTCOME_OK: u32 = 0;
 /// Transient failure; `out_detail` holds `{"reason": str, "retry_after_ms": int|null}`. The host
-/// retries with backoff (at least `retry_after_ms` later) until `max_attempts`. A
+/// retries with backoff (at least `retry_after_ms` later, at most `[delivery] max_backoff`)
+/// until `max_attempts`. A
 /// `retry_after_ms` that is not a whole number of milliseconds (`"5000"` as a string, a negative
 /// or fractional number) is ignored with a warning in the gateway's log, once per instance.
 pub const OUTCOME_RETRY: u32 = 1;

@@ -43,7 +43,8 @@ pub enum Outcome {
     /// Done; the host marks the delivery delivered and never sends it to this instance again.
     Ok,
     /// Transient failure (network, 5xx, rate limit): the host retries later with exponential
-    /// backoff and jitter, not sooner than `retry_after` when given, until `max_attempts`, after
+    /// backoff and jitter, not sooner than `retry_after` when given (cut to the gateway's
+    /// `[delivery] max_backoff` when longer), until `max_attempts`, after
     /// which the delivery is dead-lettered with `reason`.
     Retry {
         reason: String,

@@ -338,3 +338,30 @@ fn a_long_connection_trial_comes_after_the_rest_of_the_reload() {
     assert!(!gw.log().contains("config reloaded"), "{}", gw.log());
     drop(hung);
 }
+
+/// A call past its `[delivery] timeout` that returns well within `shutdown_grace`: a SIGTERM
+/// did not wait for it (the late wait gave up at the stop), so its late `Ok` was never
+/// recorded, and the next start charged the delivery a crash and called the plugin again. It
+/// is now waited for within the grace and recorded.
+#[test]
+fn a_stop_waits_within_its_grace_for_a_call_past_its_timeout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // base_config's shutdown_grace is 5 s; the call takes 2 s, its timeout is 500 ms.
+    let cfg = config(
+        "max_attempts = 5\ninitial_backoff = \"10s\"\nmax_backoff = \"10s\"\ntimeout = \"500ms\"",
+        &[("late", r#"mode = "slow", sleep_ms = 2000"#, "")],
+    );
+    let mut gw = TestGateway::spawn(dir.path(), &cfg);
+    send(&gw, "sd-1", "test.late");
+    assert!(wait_until(WAIT, || delivery(&gw, "sd-1", "late")
+        ["history"]
+        .as_array()
+        .is_some_and(|h| h.iter().any(|a| a["outcome"] == "timeout"))));
+    gw.signal("TERM");
+    let status = gw.wait(Duration::from_secs(20)).expect("stopped");
+    assert!(status.success(), "{status:?}");
+    assert_eq!(calls(&gw, "late").len(), 1, "the call was cut off");
+    let d = delivery(&gw, "sd-1", "late");
+    assert_eq!(d["state"], "done", "{d}");
+    assert_eq!(d["crashes"], 0, "{d}");
+}

@@ -233,16 +233,13 @@ impl Engine {
             .map(|(d, applied)| d.retry_at.filter(|_| *applied))
             .collect();
         if let (Some(call), Some(hung)) = (late, hung) {
-            let returned = tokio::select! {
-                r = call => Some(r),
-                _ = self.cancel.cancelled() => None,
-            };
+            // Awaited through a stop too: the stop's grace bounds how long it waits for this
+            // task (`Engine::shutdown_then`), and a call that returns within it is recorded
+            // (a late outcome), never cut off and counted as a crash at the next start.
+            let returned = call.await;
             if let Ok(mut list) = queue.hung.lock() {
                 list.retain(|h| !Arc::ptr_eq(h, &hung));
             }
-            let Some(returned) = returned else {
-                return; // Shutting down: the store holds what was recorded.
-            };
             let (late, permit) = match returned {
                 Ok((called, permit)) => (outcomes_of(called, n), Some(permit)),
                 Err(e) => (Returned::all(Some(panicked(&e)), n), None),
