@@ -218,6 +218,14 @@ impl Plugins {
         self.slots.values()
     }
 
+    /// Whether an in-process instance of these is not among `next`'s: replacing these with
+    /// `next` lets it go, and its `shutdown` (native code) runs when its last user drops it.
+    pub fn lets_go_in_process(&self, next: &Plugins) -> bool {
+        self.slots
+            .values()
+            .any(|s| s.isolated().is_none() && !next.slots.values().any(|n| Arc::ptr_eq(n, s)))
+    }
+
     /// How many calls of `slot`'s name may run at once (its `max_concurrency`).
     pub fn limit(&self, slot: &PluginSlot) -> usize {
         self.limits

@@ -150,9 +150,10 @@ impl Live {
             return Err(STOPPING.into());
         }
         let mut new = Config::load(&self.file).map_err(|e| e.to_string())?;
-        let (old, old_plugins) = &self
+        let running = self
             .current()
             .ok_or_else(|| "reload state poisoned".to_owned())?;
+        let (old, old_plugins) = &running;
         let lease_note = old.store.reload_to(&new.store, new.delivery.timeout)?;
         // The store runs as it was opened (a changed lease waits for the restart): what the next
         // reload checks against is the running one.
@@ -169,6 +170,12 @@ impl Live {
         if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(STOPPING.into());
         }
+        // An in-process instance this reload lets go runs its `shutdown` (native code that may
+        // kill the process) when its last user drops it, here or after its last call: not
+        // while a delivery with a crash behind it runs alone, as for `init` above.
+        let beside_calls = old_plugins
+            .lets_go_in_process(&plugins)
+            .then(|| self.engine.beside_calls_blocking());
         self.engine.add_plugins(&plugins, new.delivery);
         self.intake.swap_routes(Routes::from_config(&new));
         self.engine.retain_plugins(&plugins);
@@ -220,14 +227,19 @@ impl Live {
         crate::metrics::declare(new.plugins.iter().map(|p| p.name.as_str()));
         let (apps, plugin_count, routes) = (new.apps.len(), new.plugins.len(), new.routes.len());
         let settle = new.clone();
-        {
+        let replaced = {
             let mut current = self
                 .current
                 .lock()
                 .map_err(|_| "reload state poisoned".to_owned())?;
             crate::isolation::parent::set_retire_grace(new.shutdown_grace);
-            *current = (new, plugins);
-        }
+            std::mem::replace(&mut *current, (new, plugins))
+        };
+        // Outside the lock (a `shutdown` may take long), under the gate's share when taken:
+        // the instances let go whose last user this is shut down here.
+        drop(replaced);
+        drop(running);
+        drop(beside_calls);
         // Last, once everything else switched together: long connections whose app settings
         // changed are tried with the new ones (a bootstrap and a dial, up to 25 s: this is a
         // blocking thread), each app settled as its own trial ends; a refused trial leaves

@@ -365,3 +365,52 @@ fn a_stop_waits_within_its_grace_for_a_call_past_its_timeout() {
     assert_eq!(d["state"], "done", "{d}");
     assert_eq!(d["crashes"], 0, "{d}");
 }
+
+/// The same for a reload that lets an in-process instance go: its `shutdown` (here aborting
+/// the process) ran beside a delivery running alone, which was charged with the crash. The
+/// reload now lets it go once that call has ended (and its outcome is recorded).
+#[test]
+fn a_removed_instances_shutdown_that_crashes_is_not_charged_to_a_delivery_running_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = "timeout = \"60s\"\nmax_crashes = 2";
+    let kit = ("kit", r#"mode = "gate", gate = "data/open""#, "");
+    let with_boom = config(settings, &[kit, ("boom", "panic_shutdown = true", "")]);
+    // `boom` from the testkit built with `panic = "abort"`: its `shutdown` aborts the process.
+    let at = with_boom.rfind("name = \"boom\"").expect("boom");
+    let (head, tail) = with_boom.split_at(at);
+    let lib = tail
+        .lines()
+        .find_map(|l| l.strip_prefix("library = "))
+        .expect("its library")
+        .to_owned();
+    let abort = gateway_e2e::testkit_panic_abort().display().to_string();
+    let v1 = format!("{head}{}", tail.replacen(&lib, &format!("{abort:?}"), 1));
+    let mut gw = TestGateway::spawn(dir.path(), &v1);
+    send(&gw, "lone-2", "test.kit");
+    gw.wait_running("lone-2", "kit");
+    gw.kill9(); // crash 1, during its call
+    let mut gw = TestGateway::spawn(dir.path(), &v1);
+    gw.wait_running("lone-2", "kit");
+    // `boom` removed: the reload lets its instance go.
+    std::fs::write(dir.path().join("gateway.toml"), config(settings, &[kit])).expect("write");
+    gw.signal("HUP");
+    assert!(wait_until(WAIT, || gw.log().contains("reloading config")));
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(
+        gw.wait(Duration::ZERO).is_none(),
+        "the removed instance's shutdown ran beside the delivery running alone: {}",
+        gw.log()
+    );
+    std::fs::write(dir.path().join("data/open"), "").expect("open the gate");
+    let status = gw.wait(Duration::from_secs(30));
+    assert!(status.is_some_and(|s| !s.success()), "{status:?}");
+    let gw = TestGateway::spawn(dir.path(), &config(settings, &[kit]));
+    assert!(wait_until(WAIT, || ["done", "dead"]
+        .contains(&state(&gw, "lone-2", "kit").as_str())));
+    let d = delivery(&gw, "lone-2", "kit");
+    assert_eq!(
+        d["state"], "done",
+        "charged with the shutdown's crash: {d:#}"
+    );
+    assert_eq!(d["crashes"], 1, "{d:#}");
+}

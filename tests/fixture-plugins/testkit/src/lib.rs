@@ -20,6 +20,8 @@
 //! - `helper_pids` — for `helper`: a file path, resolved like `record`'s.
 //! - `shutdown_sleep_ms` — `shutdown` sleeps this long before it records `shutdown` (default
 //!   0): a plugin whose shutdown takes time (it flushes, it commits).
+//! - `panic_shutdown` — `shutdown` panics after it recorded `shutdown` (default `false`; built
+//!   with `panic = "abort"`, the process aborts there).
 //! - `sleep_ms` — for `slow` (default 1000).
 //! - `init_sleep_ms` — `new` sleeps this long before it returns (default 0): a slow start.
 //! - `restart_sleep_ms` — `new` sleeps this long when it is not the process's first `new` of
@@ -139,6 +141,8 @@ struct Config {
     helper_pids: Option<PathBuf>,
     #[serde(default)]
     shutdown_sleep_ms: u64,
+    #[serde(default)]
+    panic_shutdown: bool,
 }
 
 thread_local! {
@@ -272,6 +276,12 @@ impl Plugin for Testkit {
             let _ = f
                 .write_all(format!("{line}\n").as_bytes())
                 .and_then(|()| f.flush());
+        }
+        if self.config.panic_shutdown {
+            panic!(
+                "testkit: panic in shutdown (instance `{}`)",
+                self.host.instance_name()
+            );
         }
     }
 
