@@ -10,6 +10,20 @@ use gateway_e2e::harness::{get, read_jsonl, wait_until, TestGateway};
 
 use super::helpers::*;
 
+/// `cfg` with its `boom` instance from the testkit built with `panic = "abort"`: a panic of it
+/// aborts the process.
+fn aborting_boom(cfg: &str) -> String {
+    let at = cfg.rfind("name = \"boom\"").expect("boom");
+    let (head, tail) = cfg.split_at(at);
+    let lib = tail
+        .lines()
+        .find_map(|l| l.strip_prefix("library = "))
+        .expect("its library")
+        .to_owned();
+    let abort = gateway_e2e::testkit_panic_abort().display().to_string();
+    format!("{head}{}", tail.replacen(&lib, &format!("{abort:?}"), 1))
+}
+
 /// A delivery with a crash behind it runs alone, so a second crash is charged to it only. A
 /// reload whose new instance's `init` aborts the process ran beside it: the delivery was
 /// charged (and, at `max_crashes`, dead-lettered) for a crash it had no part in. The reload now
@@ -29,23 +43,14 @@ fn a_reload_init_that_crashes_is_not_charged_to_a_delivery_running_alone() {
     let mut gw = TestGateway::spawn(dir.path(), &v1);
     // It runs alone now (one crash behind it), held at its gate.
     gw.wait_running("lone-1", "kit");
-    let abort = gateway_e2e::testkit_panic_abort().display().to_string();
-    let v2 = config(
+    // Its `new` aborts the process.
+    let v2 = aborting_boom(&config(
         settings,
         &[
             ("kit", r#"mode = "gate", gate = "data/open""#, ""),
             ("boom", r#"mode = "panic_new""#, ""),
         ],
-    );
-    // `boom` from the testkit built with `panic = "abort"`: its `new` aborts the process.
-    let at = v2.rfind("name = \"boom\"").expect("boom");
-    let (head, tail) = v2.split_at(at);
-    let lib = tail
-        .lines()
-        .find_map(|l| l.strip_prefix("library = "))
-        .expect("its library")
-        .to_owned();
-    let v2 = format!("{head}{}", tail.replacen(&lib, &format!("{abort:?}"), 1));
+    ));
     std::fs::write(dir.path().join("gateway.toml"), v2).expect("write");
     gw.signal("HUP");
     assert!(wait_until(WAIT, || gw.log().contains("reloading config")));
@@ -374,17 +379,11 @@ fn a_removed_instances_shutdown_that_crashes_is_not_charged_to_a_delivery_runnin
     let dir = tempfile::tempdir().expect("tempdir");
     let settings = "timeout = \"60s\"\nmax_crashes = 2";
     let kit = ("kit", r#"mode = "gate", gate = "data/open""#, "");
-    let with_boom = config(settings, &[kit, ("boom", "panic_shutdown = true", "")]);
-    // `boom` from the testkit built with `panic = "abort"`: its `shutdown` aborts the process.
-    let at = with_boom.rfind("name = \"boom\"").expect("boom");
-    let (head, tail) = with_boom.split_at(at);
-    let lib = tail
-        .lines()
-        .find_map(|l| l.strip_prefix("library = "))
-        .expect("its library")
-        .to_owned();
-    let abort = gateway_e2e::testkit_panic_abort().display().to_string();
-    let v1 = format!("{head}{}", tail.replacen(&lib, &format!("{abort:?}"), 1));
+    // Its `shutdown` aborts the process.
+    let v1 = aborting_boom(&config(
+        settings,
+        &[kit, ("boom", "panic_shutdown = true", "")],
+    ));
     let mut gw = TestGateway::spawn(dir.path(), &v1);
     send(&gw, "lone-2", "test.kit");
     gw.wait_running("lone-2", "kit");

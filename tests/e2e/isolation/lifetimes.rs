@@ -12,6 +12,9 @@ use gateway_e2e::harness::{binaries, children, read_jsonl, wait_until, TestGatew
 
 use super::{config, send};
 
+/// The warning of a plugin process killed for outliving the retire grace.
+const OVERDUE: &str = "a plugin process told to leave (its instance replaced, or the gateway stopping) had not ended within shutdown_grace";
+
 /// Whether `pid` is gone (or a zombie nobody reaped yet).
 fn gone(pid: &str) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -156,12 +159,7 @@ fn a_stop_waits_for_isolated_shutdown_within_the_grace() {
         "{:?}",
         asked.elapsed()
     );
-    assert!(
-        gw.log()
-            .contains("a plugin process told to leave (its instance replaced, or the gateway stopping) had not ended within shutdown_grace"),
-        "{}",
-        gw.log()
-    );
+    assert!(gw.log().contains(OVERDUE), "{}", gw.log());
     assert!(
         wait_until(Duration::from_secs(3), || kids
             .iter()
@@ -186,11 +184,7 @@ fn a_replaced_isolated_instance_past_the_grace_is_killed_and_said() {
     .expect("write");
     gw.signal("HUP");
     assert!(
-        wait_until(Duration::from_secs(10), || {
-            gw.log().contains(
-            "a plugin process told to leave (its instance replaced, or the gateway stopping) had not ended within shutdown_grace"
-        )
-        }),
+        wait_until(Duration::from_secs(10), || { gw.log().contains(OVERDUE) }),
         "{}",
         gw.log()
     );
