@@ -403,6 +403,26 @@ pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Like [`read_jsonl`], for a file a plugin was appending to when its process was killed: a
+/// write cut by the kill leaves part of a line, which the plugin ends with a newline when it
+/// opens the file again (so nothing later is glued to it). Returns the whole lines and how
+/// many lines were not JSON; the caller bounds that by the number of kills.
+pub fn read_jsonl_torn(path: &Path) -> (Vec<serde_json::Value>, usize) {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    let end = bytes.iter().rposition(|&b| b == b'\n').unwrap_or(0);
+    let mut torn = 0;
+    let lines = String::from_utf8_lossy(&bytes[..end])
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter_map(|l| {
+            let parsed = serde_json::from_str(l).ok();
+            torn += usize::from(parsed.is_none());
+            parsed
+        })
+        .collect();
+    (lines, torn)
+}
+
 /// A delivery's attempt history (as `events show` and the API print it) as (generation,
 /// attempt, outcome), oldest first.
 pub fn attempts(delivery: &serde_json::Value) -> Vec<(u64, u64, String)> {
