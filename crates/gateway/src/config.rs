@@ -6,7 +6,7 @@
 //!
 //! Nothing here opens a socket, a store or a plugin library.
 
-mod env;
+pub(crate) mod env;
 mod pattern;
 pub mod raw;
 pub mod schema;

@@ -1,11 +1,12 @@
-//! Capabilities an isolated plugin's process does not get: a gateway allowed to listen on a
-//! port below 1024 (`CAP_NET_BIND_SERVICE` in its ambient set, as systemd's
-//! `AmbientCapabilities=` gives it) keeps that to itself; its plugins' children start with none.
+//! What an isolated plugin's process does not get: a gateway allowed to listen on a port
+//! below 1024 (`CAP_NET_BIND_SERVICE` in its ambient set, as systemd's `AmbientCapabilities=`
+//! gives it) keeps that to itself, its plugins' children start with none; and the variables
+//! the config reads with `${NAME}` (its secrets) are not in their environment.
 
 use std::path::Path;
 use std::time::Duration;
 
-use gateway_e2e::harness::{children, status_field, wait_until, TestGateway};
+use gateway_e2e::harness::{children, read_jsonl, status_field, wait_until, TestGateway};
 use gateway_e2e::raw_fixtures;
 
 use super::config;
@@ -63,4 +64,48 @@ fn an_isolated_plugin_does_not_inherit_the_gateways_capabilities() {
             std::fs::read_to_string(format!("/proc/{child}/status")).unwrap_or_default()
         );
     }
+}
+
+/// The variables the config reads with `${NAME}` are secrets (here the app's verification
+/// token and the plugin's own `tag`): an isolated plugin's process does not get them in its
+/// environment (its own arrive expanded in its config); any other variable it does get.
+#[test]
+fn an_isolated_plugin_does_not_get_the_configs_secret_variables() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kit = format!(
+        "library = \"{}\"\nconfig = {{ record = \"data/kit.jsonl\", tag = \"${{KIT_OWN_SECRET}}\", \
+         record_env = [\"KIT_APP_TOKEN\", \"KIT_OWN_SECRET\", \"KIT_PLAIN\"] }}",
+        gateway_e2e::harness::binaries().testkit.display()
+    );
+    let cfg = config("", &kit).replace(
+        "verification_token = \"tok\"",
+        "verification_token = \"${KIT_APP_TOKEN}\"",
+    );
+    assert!(cfg.contains("${KIT_APP_TOKEN}"), "{cfg}");
+    let gw = TestGateway::spawn_with_env(
+        dir.path(),
+        &cfg,
+        &[
+            ("KIT_APP_TOKEN", super::TOKEN),
+            ("KIT_OWN_SECRET", "s3cret"),
+            ("KIT_PLAIN", "visible"),
+        ],
+    );
+    super::send(&gw, "env-1", "hire.referral_account.assets_update_v1");
+    let record = dir.path().join("data/kit.jsonl");
+    assert!(
+        wait_until(Duration::from_secs(20), || !read_jsonl(&record).is_empty()),
+        "no call recorded\n{}",
+        gw.log()
+    );
+    let line = &read_jsonl(&record)[0];
+    assert_eq!(
+        line["tag"], "s3cret",
+        "the config reached the plugin: {line}"
+    );
+    assert_eq!(
+        line["env"],
+        serde_json::json!({"KIT_APP_TOKEN": null, "KIT_OWN_SECRET": null, "KIT_PLAIN": "visible"}),
+        "{line}"
+    );
 }

@@ -95,9 +95,31 @@ fn from_file(path: &str) -> Result<String, String> {
     Ok(text)
 }
 
-/// Looks a variable up in the process environment.
+/// The names [`from_process`] was asked for since the process started (by any config load, a
+/// reload's included): the config's secrets, kept out of isolated plugin processes'
+/// environments ([`config_variables`]).
+static LOOKED_UP: std::sync::Mutex<std::collections::BTreeSet<String>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// Looks a variable up in the process environment, and remembers its name.
 pub fn from_process(name: &str) -> Result<String, VarError> {
+    LOOKED_UP
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(name.to_owned());
     std::env::var(name)
+}
+
+/// Every variable name a config loaded by this process read with `${NAME}`, set or not (the
+/// gateway's own secrets and every plugin's): a plugin gets its values through its expanded
+/// config, never through the environment of an isolated process.
+pub fn config_variables() -> Vec<String> {
+    LOOKED_UP
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .cloned()
+        .collect()
 }
 
 #[cfg(test)]

@@ -54,6 +54,9 @@
 //!   so tests can tell which instance served a call.
 //! - `pad_reason` — this many `x` appended to every `Retry` / `Reject` reason (to test caps).
 //! - `pad_log` — this many `x` appended to every `log` line (to test the log frame's cap).
+//! - `record_env` — names of environment variables: every record line carries `"env"`, a
+//!   table from each name to its value in this process (`null` when unset), so tests can see
+//!   which variables a plugin process has.
 //! - `modes` — a table from event type to mode, overriding `mode` for those types (so one batch
 //!   can mix outcomes).
 //!
@@ -143,6 +146,8 @@ struct Config {
     shutdown_sleep_ms: u64,
     #[serde(default)]
     panic_shutdown: bool,
+    #[serde(default)]
+    record_env: Vec<String>,
 }
 
 thread_local! {
@@ -189,6 +194,8 @@ struct Record<'a> {
     in_flight: usize,
     batch: usize,
     instance_no: usize,
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    env: std::collections::BTreeMap<&'a str, Option<String>>,
 }
 
 /// The plugin instance.
@@ -432,6 +439,9 @@ impl Testkit {
             in_flight,
             batch: BATCH.with(|b| b.get()),
             instance_no: self.number,
+            env: (self.config.record_env.iter())
+                .map(|name| (name.as_str(), std::env::var(name).ok()))
+                .collect(),
         };
         let mut bytes =
             serde_json::to_vec(&line).map_err(|e| format!("testkit: record line: {e}"))?;

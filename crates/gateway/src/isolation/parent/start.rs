@@ -42,7 +42,13 @@ pub(crate) fn spawn_host(library: &Path) -> Result<Child, String> {
     // The binary this process runs, even once an upgrade has renamed another over its path
     // (`current_exe` would then name a deleted file): parent and child always speak the same
     // protocol.
-    Command::new("/proc/self/exe")
+    let mut command = Command::new("/proc/self/exe");
+    // The config's `${NAME}` variables are secrets (the app's keys, other plugins' passwords):
+    // the plugin gets what it needs through its own expanded config.
+    for name in crate::config::env::config_variables() {
+        command.env_remove(name);
+    }
+    command
         .process_group(0)
         .arg(SUBCOMMAND)
         .arg("--library")
