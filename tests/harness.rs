@@ -18,7 +18,7 @@ mod lark;
 mod procs;
 
 pub use configs::{base_config, kit_config, with_admin};
-pub use http::{agent, get, post, request, Answer};
+pub use http::{agent, connect_from, get, post, request, Answer};
 pub use lark::Lark;
 pub use procs::{children, kill_the_plugin_process, parent_of, processes, status_field};
 

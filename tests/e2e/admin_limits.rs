@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use gateway_e2e::harness::{wait_until, TestGateway};
+use gateway_e2e::harness::{connect_from, wait_until, TestGateway};
 use serde_json::json;
 
 #[path = "admin_client.rs"]
@@ -26,17 +26,6 @@ fn raw_exchange(
     // A server that closes before reading everything may reset the connection: not an error.
     let _ = s.write_all(head);
     read_until_closed(&mut s, started, wait)
-}
-
-/// A connection to `admin` from the loopback address `from` (127.0.0.x: one client each).
-fn connect_from(from: [u8; 4], admin: std::net::SocketAddr) -> std::net::TcpStream {
-    use socket2::{Domain, Socket, Type};
-    let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-    let source = std::net::SocketAddr::from((from, 0));
-    s.bind(&source.into())
-        .expect("bind a loopback source address");
-    s.connect(&admin.into()).expect("connect");
-    s.into()
 }
 
 fn read_until_closed(

@@ -63,6 +63,18 @@ pub fn request(
     Ok(Answer { status, body })
 }
 
+/// A TCP connection to `to` from the loopback address `from` (127.0.0.x: one client each, as
+/// the gateway's limits per client count them).
+pub fn connect_from(from: [u8; 4], to: std::net::SocketAddr) -> std::net::TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    let source = std::net::SocketAddr::from((from, 0));
+    s.bind(&source.into())
+        .expect("bind a loopback source address");
+    s.connect(&to.into()).expect("connect");
+    s.into()
+}
+
 /// GET.
 pub fn get(url: &str) -> Result<Answer, String> {
     request("GET", url, &[], "")

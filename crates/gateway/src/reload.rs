@@ -203,6 +203,14 @@ impl Live {
                 old.max_connections, new.max_connections
             ));
         }
+        if new.max_connections_per_client != old.max_connections_per_client {
+            let shown = |v: Option<usize>| v.map_or_else(|| "none".to_owned(), |n| n.to_string());
+            notes.push(format!(
+                "[server] max_connections_per_client changes only on restart (running {}, configured {})",
+                shown(old.max_connections_per_client),
+                shown(new.max_connections_per_client)
+            ));
+        }
         if new.log_level != old.log_level {
             notes.push("[log] level changes only on restart".into());
         }
@@ -215,6 +223,7 @@ impl Live {
         new.admin_listen = old.admin_listen;
         new.workers = old.workers;
         new.max_connections = old.max_connections;
+        new.max_connections_per_client = old.max_connections_per_client;
         new.log_level = old.log_level.clone();
         if (new.retention, new.dead_letter_retention) != (old.retention, old.dead_letter_retention)
         {

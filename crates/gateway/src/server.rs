@@ -241,8 +241,10 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
     // Bounded connections: past the limit a new connection is closed at once (the client retries)
     // instead of exhausting file descriptors. Fixed until restart, like the listen address.
     let connections = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
+    let per_client = config.max_connections_per_client.map(peers::Peers::new);
     // A peer holding the slots and connecting in a loop made thousands of these a second.
     let full = crate::ingress::log_limit::RefusalLog::default();
+    let client_full = crate::ingress::log_limit::RefusalLog::default();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -254,6 +256,19 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
+                };
+                let client_slot = match &per_client {
+                    None => None,
+                    Some(per_client) => match per_client.take(peer.ip()) {
+                        Some(slot) => Some(slot),
+                        None => {
+                            if let Some(skipped) = client_full.admit(std::time::Instant::now()) {
+                                tracing::warn!(%peer, skipped, limit = per_client.limit(), "connections of one client at their limit ([server] max_connections_per_client): closing its new connection");
+                            }
+                            drop(stream);
+                            continue;
+                        }
+                    },
                 };
                 let Ok(slot) = connections.clone().try_acquire_owned() else {
                     if let Some(skipped) = full.admit(std::time::Instant::now()) {
@@ -280,7 +295,7 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
                             }
                         }
                     }
-                    drop(slot);
+                    drop((slot, client_slot));
                 });
             }
             Some(why) = reload_rx.recv() => {
@@ -405,7 +420,7 @@ impl Signals {
 /// timeout (`admin::BODY_TIMEOUT`), a TLS handshake its own (`tls.rs`).
 async fn serve_admin(listener: TcpListener, admin: Arc<Admin>, tls: Option<Arc<Tls>>) {
     let connections = Arc::new(tokio::sync::Semaphore::new(ADMIN_MAX_CONNECTIONS));
-    let per_peer = peers::Peers::default();
+    let per_peer = peers::Peers::new(peers::PER_PEER);
     // One warning a minute at most while a limit turns connections away.
     let mut warned: Option<std::time::Instant> = None;
     let mut warned_peer: Option<std::time::Instant> = None;
@@ -435,7 +450,7 @@ async fn serve_admin(listener: TcpListener, admin: Arc<Admin>, tls: Option<Arc<T
                 warned_peer = Some(std::time::Instant::now());
                 tracing::warn!(
                     client = %peer,
-                    limit = peers::PER_PEER,
+                    limit = per_peer.limit(),
                     "admin connections of one client at their limit: closing its new connections"
                 );
             }

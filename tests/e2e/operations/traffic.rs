@@ -1,12 +1,13 @@
 //! Traffic and what it shows: the metrics after known traffic, `gateway send` signing and
 //! encrypting like Lark, a store that cannot write answering 503 and claiming nothing, and
-//! connections past `max_connections` closed while service continues, and a soft open-file
-//! limit too low for them raised at start. Part of `operations.rs`.
+//! connections past `max_connections` (or one client's past `max_connections_per_client`)
+//! closed while service continues, and a soft open-file limit too low for them raised at
+//! start. Part of `operations.rs`.
 
 use std::time::Duration;
 
 use gateway_e2e::harness::{
-    self, base_config, binaries, get, metric, wait_until, Lark, TestGateway,
+    self, base_config, binaries, connect_from, get, metric, wait_until, Lark, TestGateway,
 };
 
 use super::helpers::{app, recorded, route, send, sink_config, testkit, TOKEN};
@@ -242,6 +243,75 @@ fn connections_past_max_connections_are_closed_and_service_continues() {
             lark.wrap(&lark.event_v2("after-limit", "t.s", serde_json::json!({})));
         harness::post(&gw.url("/hook"), &headers, &body).is_ok_and(|a| a.status == 200)
     }));
+}
+
+/// Whether the server closes `s` without answering a request written on it.
+fn closed_unanswered(s: &mut std::net::TcpStream) -> bool {
+    use std::io::{Read, Write};
+    s.set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let _ = s.write_all(b"POST /hook HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}");
+    let mut buf = [0u8; 64];
+    matches!(s.read(&mut buf), Ok(0) | Err(_))
+}
+
+/// One client (here 127.0.0.2) holding its share of connections has its next one closed;
+/// another client (127.0.0.3) is served meanwhile, and a slot the first gives back serves it
+/// again.
+#[test]
+fn one_clients_connections_past_max_connections_per_client_are_closed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = format!(
+        "{}{}{}{}",
+        base_config().replace("[server]\n", "[server]\nmax_connections_per_client = 2\n"),
+        app(),
+        testkit("sink", ""),
+        route("\"t.s\"", "\"sink\""),
+    );
+    let gw = TestGateway::spawn(dir.path(), &cfg);
+    let mut idle: Vec<_> = (0..2)
+        .map(|_| connect_from([127, 0, 0, 2], gw.addr))
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut third = connect_from([127, 0, 0, 2], gw.addr);
+    assert!(
+        closed_unanswered(&mut third),
+        "the client's third connection is closed"
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || gw
+            .log()
+            .contains("max_connections_per_client")),
+        "{}",
+        gw.log()
+    );
+    // Another client is not held up by the first one's share.
+    let sent = |from: [u8; 4], id: &str| {
+        use std::io::{Read, Write};
+        let lark = Lark::plain(TOKEN);
+        let (body, headers) = lark.wrap(&lark.event_v2(id, "t.s", serde_json::json!({})));
+        let mut s = connect_from(from, gw.addr);
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut head = format!(
+            "POST /hook HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        for (k, v) in &headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        let _ = s.write_all(format!("{head}\r\n{body}").as_bytes());
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        answer.starts_with("HTTP/1.1 200")
+    };
+    assert!(sent([127, 0, 0, 3], "other-client"), "{}", gw.log());
+    // A slot given back serves the first client again.
+    drop(idle.pop());
+    assert!(wait_until(Duration::from_secs(5), || sent(
+        [127, 0, 0, 2],
+        "first-client-again"
+    )));
 }
 
 /// `Max open files` of process `pid`: (soft, hard), `None` for unlimited.

@@ -47,6 +47,9 @@ pub struct RawServer {
     /// Open webhook connections at most; a new one past the limit is closed at once (the client
     /// retries). Changes only on restart.
     pub max_connections: Option<u32>,
+    /// Open webhook connections one client (an IPv4 address, an IPv6 /64) may hold at most
+    /// (none: no limit per client). Changes only on restart.
+    pub max_connections_per_client: Option<u32>,
     /// Async worker threads (default: the CPUs less one, at least 1).
     pub workers: Option<u32>,
     /// Proxy addresses whose `X-Forwarded-For` names the client in logs.

@@ -52,6 +52,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub body_timeout: Duration,
     pub max_connections: usize,
+    /// `[server] max_connections_per_client`: the webhook connections one client (an IPv4
+    /// address, an IPv6 /64) holds at most (none: no limit but `max_connections`).
+    pub max_connections_per_client: Option<usize>,
     /// Async worker threads (HTTP, TLS, decryption, long connections, the engine); the store's
     /// writer thread and plugin calls run beside them. Taken at start only.
     pub workers: usize,
@@ -316,6 +319,7 @@ impl<'a> Validator<'a> {
             max_body_bytes,
             body_timeout,
             max_connections,
+            max_connections_per_client,
             workers,
             trusted_proxies,
             tls,
@@ -419,6 +423,7 @@ impl<'a> Validator<'a> {
             max_body_bytes,
             body_timeout,
             max_connections,
+            max_connections_per_client,
             workers,
             trusted_proxies,
             tls,

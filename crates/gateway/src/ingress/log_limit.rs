@@ -1,7 +1,8 @@
 //! A rate limit for per-request log lines: the ingress's "request refused" (a scanner sending
 //! thousands of bad requests) and "request failed" lines, the intake's "store failed" (a
 //! full disk fails every event while Lark keeps sending), the webhook listener's "connection
-//! limit reached" (a peer holding the slots and connecting in a loop), both stores' "store
+//! limit reached" (a peer holding the slots and connecting in a loop) and its per-client
+//! limit's line, both stores' "store
 //! transaction failed", the long connection's "message refused" and the answered
 //! url_verification challenges (unsigned: anyone who saw one can send it again) must not flood
 //! the log. At most

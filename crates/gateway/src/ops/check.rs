@@ -66,6 +66,10 @@ pub fn check(config: &Config, connect: bool) -> ExitCode {
     if let Some(w) = crate::server::fd_limit::expected_warning(config.max_connections) {
         warnings.push(format!("server.max_connections: {w}"));
     }
+    warnings.extend(per_client_behind_proxy(
+        config.max_connections_per_client,
+        &config.trusted_proxies,
+    ));
     for p in &config.plugins {
         if !config.routes.iter().any(|r| r.plugins.contains(&p.name)) {
             warnings.push(format!(
@@ -454,6 +458,20 @@ pub(super) fn crash_contained(build_tag: &str) -> bool {
     build_tag.starts_with("gateway-plugin ") && build_tag.contains("; panic=unwind")
 }
 
+/// A limit per client set while a proxy is said to be in front: every connection through the
+/// proxy is the proxy's, so its clients share one limit.
+fn per_client_behind_proxy(
+    per_client: Option<usize>,
+    proxies: &[std::net::IpAddr],
+) -> Option<String> {
+    (per_client.is_some() && !proxies.is_empty()).then(|| {
+        "server.max_connections_per_client: counts the connections of each TCP peer, and \
+         server.trusted_proxies says a proxy is in front: every connection through it counts \
+         as the proxy's (limit per client at the proxy instead)"
+            .to_owned()
+    })
+}
+
 fn yes(b: bool) -> &'static str {
     if b {
         "yes"
@@ -478,5 +496,14 @@ mod tests {
         );
         assert!(short_retention(Duration::from_secs(8 * 3600)).is_none());
         assert!(short_retention(Duration::from_secs(7 * 86_400)).is_none());
+    }
+
+    #[test]
+    fn a_limit_per_client_behind_a_proxy_is_warned_about() {
+        let proxy = ["10.0.0.5".parse().expect("ip")];
+        let w = per_client_behind_proxy(Some(8), &proxy).expect("warned");
+        assert!(w.starts_with("server.max_connections_per_client:"), "{w}");
+        assert!(per_client_behind_proxy(None, &proxy).is_none());
+        assert!(per_client_behind_proxy(Some(8), &[]).is_none());
     }
 }

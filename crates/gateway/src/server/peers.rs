@@ -1,7 +1,8 @@
-//! Connections per client on the admin listener: one client (an IPv4 address, or an IPv6 /64,
-//! which one host may fill with addresses) holds at most [`PER_PEER`] of the listener's
-//! connections, so a single client holding idle connections cannot take every slot and leave
-//! `/readyz` unanswered for the load balancers and Prometheus that probe it from elsewhere.
+//! Connections per client: one client (an IPv4 address, or an IPv6 /64, which one host may fill
+//! with addresses) holds at most a share of a listener's connections. On the admin listener
+//! that is [`PER_PEER`], so a single client holding idle connections cannot take every slot and
+//! leave `/readyz` unanswered for the load balancers and Prometheus that probe it from
+//! elsewhere; on the webhook listener, `[server] max_connections_per_client` when set.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -10,9 +11,12 @@ use std::sync::{Arc, Mutex};
 /// The most admin connections one client holds at once (of the listener's 64).
 pub(super) const PER_PEER: usize = 16;
 
-/// The open admin connections per client.
-#[derive(Debug, Default, Clone)]
-pub(super) struct Peers(Arc<Mutex<HashMap<IpAddr, usize>>>);
+/// The open connections per client of one listener, and how many one client may hold.
+#[derive(Debug, Clone)]
+pub(super) struct Peers {
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    limit: usize,
+}
 
 /// One connection's share of its client's count, given back when dropped.
 #[derive(Debug)]
@@ -22,12 +26,25 @@ pub(super) struct PeerSlot {
 }
 
 impl Peers {
-    /// A slot for a new connection from `ip`, unless its client holds [`PER_PEER`] already.
+    /// No connection open yet; one client may hold `limit`.
+    pub(super) fn new(limit: usize) -> Peers {
+        Peers {
+            open: Arc::default(),
+            limit,
+        }
+    }
+
+    /// How many connections one client may hold.
+    pub(super) fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// A slot for a new connection from `ip`, unless its client holds its limit already.
     pub(super) fn take(&self, ip: IpAddr) -> Option<PeerSlot> {
         let key = client(ip);
-        let mut open = self.0.lock().ok()?;
+        let mut open = self.open.lock().ok()?;
         let n = open.entry(key).or_insert(0);
-        if *n >= PER_PEER {
+        if *n >= self.limit {
             return None;
         }
         *n += 1;
@@ -40,7 +57,7 @@ impl Peers {
 
 impl Drop for PeerSlot {
     fn drop(&mut self) {
-        let Ok(mut open) = self.peers.0.lock() else {
+        let Ok(mut open) = self.peers.open.lock() else {
             return;
         };
         if let Some(n) = open.get_mut(&self.key) {
@@ -73,7 +90,7 @@ mod tests {
 
     #[test]
     fn one_client_holds_at_most_its_share_and_gets_it_back() {
-        let peers = Peers::default();
+        let peers = Peers::new(PER_PEER);
         let a: IpAddr = "10.0.0.1".parse().expect("ip");
         let held: Vec<PeerSlot> = (0..PER_PEER).filter_map(|_| peers.take(a)).collect();
         assert_eq!(held.len(), PER_PEER);
@@ -85,7 +102,7 @@ mod tests {
         drop(held);
         assert!(peers.take(a).is_some(), "given back");
         assert_eq!(
-            peers.0.lock().map(|m| m.len()).unwrap_or(9),
+            peers.open.lock().map(|m| m.len()).unwrap_or(9),
             0,
             "no entry left"
         );
@@ -93,7 +110,7 @@ mod tests {
 
     #[test]
     fn an_ipv6_client_is_its_64() {
-        let peers = Peers::default();
+        let peers = Peers::new(PER_PEER);
         let held: Vec<PeerSlot> = (0..PER_PEER)
             .filter_map(|i| peers.take(format!("2001:db8:1:2::{i:x}").parse().expect("ip")))
             .collect();

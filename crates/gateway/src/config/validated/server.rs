@@ -60,6 +60,7 @@ pub(super) struct Listeners {
     pub max_body_bytes: usize,
     pub body_timeout: Duration,
     pub max_connections: usize,
+    pub max_connections_per_client: Option<usize>,
     pub workers: usize,
     pub trusted_proxies: Vec<IpAddr>,
     pub tls: Option<TlsFiles>,
@@ -182,6 +183,14 @@ impl Validator<'_> {
             Some(n) => n as usize,
             None => 1024,
         };
+        let max_connections_per_client = match server.max_connections_per_client {
+            Some(0) => {
+                self.problem("server.max_connections_per_client", "must be at least 1");
+                None
+            }
+            Some(n) => Some(n as usize),
+            None => None,
+        };
         let workers = match server.workers {
             Some(0) => {
                 self.problem("server.workers", "must be at least 1");
@@ -221,6 +230,7 @@ impl Validator<'_> {
             max_body_bytes,
             body_timeout,
             max_connections,
+            max_connections_per_client,
             workers,
             trusted_proxies,
             tls,
