@@ -153,6 +153,59 @@ fn a_replica_keeps_its_claim_while_its_outcome_write_is_slow() {
     assert_eq!(calls(&dirs), 1, "called once");
 }
 
+/// The race: a replica's outcome write has changed (so locked) the delivery's row, is then
+/// held past the lease (here at its history row) and given up on at the gateway's 10 s limit
+/// (cancelled: rolled back). The renewals skip a locked row, so the row's lease ran out
+/// meanwhile, and another replica, whose crash count waited for that lock, took the delivery
+/// as crashed the moment the write rolled back: a second call beside a live replica, whose
+/// outcome was then refused.
+#[test]
+fn a_replica_keeps_its_claim_when_its_outcome_write_holds_the_row_and_is_given_up() {
+    let pg = PgCluster::start();
+    let url = replica_database(&pg, "heldrow");
+    let cfg = config("3s", r#"mode = "ok""#);
+    let (a_dir, b_dir) = (
+        tempfile::tempdir().expect("tmp"),
+        tempfile::tempdir().expect("tmp"),
+    );
+    let a = spawn(a_dir.path(), &cfg, &url);
+    let mut gate = Gate::install_on_insert(&pg, "heldrow", "attempts");
+    let _b = spawn(b_dir.path(), &cfg, &url);
+    let dirs = [a_dir.path(), b_dir.path()];
+    let sql = |q: &str| pg.sql("heldrow", q);
+
+    // The outcome write's history row waits at the gate, its delivery row already changed.
+    gate.arm("%g_attempts%");
+    send(&a, "held-1");
+    gate.wait_for_one();
+    assert_eq!(calls(&dirs), 1, "called once, outcome not yet written");
+    assert!(
+        wait_until(Duration::from_secs(20), || a
+            .log()
+            .contains("could not record delivery outcomes")),
+        "the gateway gave up waiting for the write:\n{}",
+        a.log()
+    );
+    std::thread::sleep(Duration::from_millis(1_500)); // another replica's take-over shows by now
+    gate.disarm();
+    gate.open();
+    assert!(
+        wait_until(Duration::from_secs(20), || sql(
+            "SELECT state FROM deliveries"
+        ) == "done"),
+        "delivered"
+    );
+    std::thread::sleep(Duration::from_millis(1_500)); // a second call would show by now
+    assert_eq!(
+        (
+            sql("SELECT string_agg(outcome, ',' ORDER BY id) FROM attempts"),
+            calls(&dirs)
+        ),
+        ("ok".to_owned(), 1),
+        "one attempt, no crash counted; called once"
+    );
+}
+
 /// A call hung past its timeout (in-process: native code cannot be stopped) still runs, and
 /// its delivery stays "running" in its replica, which renews the claim: no other replica calls
 /// it beside the hung call once the lease has passed. The late success is then the delivery.

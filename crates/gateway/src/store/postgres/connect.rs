@@ -15,7 +15,7 @@ use crate::config::PgSettings;
 use crate::store::StoreError;
 
 /// How long opening a connection may take before the operation fails (and ingest answers 503).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How long sent data may go unacknowledged before the kernel drops the connection.
 const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);

@@ -10,6 +10,32 @@ use super::{keys, Claim, DB_NOW_MS};
 use crate::store::sqlite::now_ms;
 use crate::store::{Finish, FinishRecord, StoreError, CRASHED, DISCARDED};
 
+/// The longest an outcome write may hold its deliveries' rows before it is given up on and
+/// rolled back: the operation's limit, then the cancel request's own (see `PgStore::op`).
+const WRITE_HOLD_MS: i64 =
+    (super::OP_TIMEOUT.as_millis() + super::connect::CONNECT_TIMEOUT.as_millis()) as i64;
+
+/// Before an outcome write, the claims this replica holds on its deliveries are made to outlast
+/// the write (when they would not already): the write changes (so locks) each row early and
+/// may then wait (a slow insert, a lock held elsewhere) until it is given up on and rolled
+/// back; the renewals skip a locked row meanwhile, and a lease that ran out on the row as it
+/// was before the write would let another replica, whose crash count waits for that lock,
+/// count the attempt as crashed the moment the write rolls back and run the delivery again
+/// beside this live replica. Never shortens a lease; a row locked now (an earlier try still on
+/// the server) is left alone. A separate statement, so it stands when the write rolls back.
+const EXTEND_FOR_WRITE: &str = concat!(
+    "WITH mine AS (
+         SELECT key FROM deliveries
+         WHERE key = ANY($1) AND claimed_by = $2 AND lease_until < ",
+    db_now_ms!(),
+    " + $3
+         FOR UPDATE SKIP LOCKED)
+     UPDATE deliveries d SET lease_until = ",
+    db_now_ms!(),
+    " + $3 + $4
+     FROM mine WHERE d.key = mine.key"
+);
+
 /// [`crate::store::Store::finish_many`]: one flag per record, in order. A dead letter is replaced
 /// only by a success (`dead_too`): an outcome never makes a finished delivery pending again,
 /// only a replay does (the retention purge relies on it: see [`super::retention`]).
@@ -123,32 +149,32 @@ pub(super) async fn finish_many(
         own_mark.push(r.guard.own_mark);
         discarded.push(r.trace.discarded_run.as_deref());
     }
+    let extend = c.prepare_cached(EXTEND_FOR_WRITE).await?;
     let stmt = c.prepare_cached(&sql).await?;
-    let rows = c
-        .query(
-            &stmt,
-            &[
-                &now,
-                &claim.replica,
-                &claim.lease_ms,
-                &k,
-                &state,
-                &attempts,
-                &next_at,
-                &error,
-                &g_attempts,
-                &g_generation,
-                &dead_too,
-                &outcome,
-                &started_at,
-                &duration_ms,
-                &running,
-                &write_id,
-                &own_mark,
-                &discarded,
-            ],
-        )
-        .await?;
+    let extend_params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+        [&k, &claim.replica, &WRITE_HOLD_MS, &claim.lease_ms];
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 18] = [
+        &now,
+        &claim.replica,
+        &claim.lease_ms,
+        &k,
+        &state,
+        &attempts,
+        &next_at,
+        &error,
+        &g_attempts,
+        &g_generation,
+        &dead_too,
+        &outcome,
+        &started_at,
+        &duration_ms,
+        &running,
+        &write_id,
+        &own_mark,
+        &discarded,
+    ];
+    // Sent together (one round trip), the extension first, each its own transaction.
+    let (_, rows) = tokio::try_join!(c.execute(&extend, &extend_params), c.query(&stmt, &params))?;
     let mut applied = keys(&rows);
     let (doubt_keys, doubt_writes): (Vec<i64>, Vec<i64>) = records
         .iter()
