@@ -557,3 +557,45 @@ fn an_outcome_the_database_committed_after_the_gateway_gave_up_counts_as_applied
         "the late success is the delivery; called once"
     );
 }
+
+/// The orphan rule on a large backlog: the pending deliveries of a plugin instance no longer
+/// configured become dead letters once its grace is over, however many there are. In one
+/// statement they outgrow the operation's 10 s limit (as the replay and purge of every dead
+/// letter did): the statement is cancelled and rolled back at every sweep, and the deliveries
+/// stay pending for ever.
+#[test]
+fn the_orphan_rule_dead_letters_a_large_backlog() {
+    const N: u32 = 1_000_000;
+    let pg = PgCluster::start();
+    let url = replica_database(&pg, "orphanbig");
+    let cfg = config("3s", r#"mode = "ok""#).replace(
+        "initial_backoff = \"100ms\"",
+        "initial_backoff = \"100ms\"\nremoved_plugin_grace = \"1s\"",
+    );
+    let dir = tempfile::tempdir().expect("tmp");
+    let gw = spawn(dir.path(), &cfg, &url);
+    let sql = |q: &str| pg.sql("orphanbig", q);
+    // A backlog of an instance `gone` that no config names any more.
+    sql(&format!(
+        "INSERT INTO events (id, app, event_type, schema, received_at, body, routed)
+           SELECT 'e' || g, 'hire', 'x.y_v1', '2.0',
+                  (EXTRACT(EPOCH FROM now()) * 1000)::BIGINT, '{{}}', true
+           FROM generate_series(1, {N}) g;
+         INSERT INTO deliveries (event_id, plugin, state, attempts, next_at, updated_at)
+           SELECT 'e' || g, 'gone', 'pending', 0, 0, 0 FROM generate_series(1, {N}) g;"
+    ));
+    let dead = wait_until(Duration::from_secs(300), || {
+        sql("SELECT COUNT(*) FROM deliveries WHERE state = 'pending'") == "0"
+    });
+    assert!(
+        dead,
+        "still pending after 5 min: {} of {N}\n{}",
+        sql("SELECT COUNT(*) FROM deliveries WHERE state = 'pending'"),
+        gw.log()
+            .lines()
+            .filter(|l| l.contains("ERROR") || l.contains("error"))
+            .take(5)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}

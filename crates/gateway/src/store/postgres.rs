@@ -341,10 +341,7 @@ impl Store for PgStore {
         before_ms: i64,
         running: Vec<i64>,
     ) -> StoreFuture<Vec<Orphaned>> {
-        self.op(move |c, inner| async move {
-            claims::dead_letter_plugin(&c, &inner.claim, (&plugin, &error, before_ms), &running)
-                .await
-        })
+        self.dead_letter_plugin_steps(plugin, error, before_ms, running)
     }
 
     fn start_attempts(&self, deliveries: Vec<(i64, Guard)>) -> StoreFuture<Vec<bool>> {

@@ -109,13 +109,32 @@ pub(super) async fn release_claims(
     .await?)
 }
 
-/// [`crate::store::Store::dead_letter_plugin`], with its plugin, the dead letters' error and
-/// the time before which a delivery must have last changed in one tuple.
+/// The lowest and highest key of the pending deliveries of `plugin`, if any: the range the
+/// orphan rule goes through in steps ([`super::steps`]).
+pub(super) async fn pending_key_range(
+    c: &Client,
+    plugin: &str,
+) -> Result<Option<(i64, i64)>, StoreError> {
+    let row = c
+        .query_one(
+            "SELECT MIN(key), MAX(key) FROM deliveries WHERE plugin = $1 AND state = 'pending'",
+            &[&plugin],
+        )
+        .await?;
+    Ok(row
+        .get::<_, Option<i64>>(0)
+        .zip(row.get::<_, Option<i64>>(1)))
+}
+
+/// [`crate::store::Store::dead_letter_plugin`] over the keys `lo..=hi` (one step: see
+/// [`super::steps`]), with its plugin, the dead letters' error and the time before which a
+/// delivery must have last changed in one tuple.
 pub(super) async fn dead_letter_plugin(
     c: &Client,
     claim: &Claim,
     (plugin, error, before_ms): (&str, &str, i64),
     running: &[i64],
+    (lo, hi): (i64, i64),
 ) -> Result<Vec<Orphaned>, StoreError> {
     // Not an attempt whose holder died during the call and whose crash is not counted
     // yet (`recover_crashed` counts it at the next sweep, then this rule takes it). Not
@@ -135,7 +154,7 @@ pub(super) async fn dead_letter_plugin(
                  THEN LEAST(lease_until, {DB_NOW_MS} + $5) ELSE 0 END,
              claimed_by = CASE WHEN claimed_by = $4 AND (started > 0 OR key = ANY($7))
                  THEN claimed_by ELSE NULL END
-         WHERE plugin = $1 AND state = 'pending' AND updated_at < $6
+         WHERE key BETWEEN $8 AND $9 AND plugin = $1 AND state = 'pending' AND updated_at < $6
            AND (claimed_by IS NULL OR claimed_by = $4 OR lease_until < {DB_NOW_MS})
            AND NOT (started > 0 AND started >= attempts AND lease_until < {DB_NOW_MS})
          RETURNING key, event_id, claimed_by IS NOT NULL, generation"
@@ -151,6 +170,8 @@ pub(super) async fn dead_letter_plugin(
                 &claim.lease_ms,
                 &before_ms,
                 &running,
+                &lo,
+                &hi,
             ],
         )
         .await?;

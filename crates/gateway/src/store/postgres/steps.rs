@@ -1,5 +1,5 @@
-//! Writes over every dead letter (a replay, a purge) in steps of [`DEAD_LETTER_STEP`] delivery
-//! keys, each its own short transaction within the operation deadline, as the embedded store
+//! Writes over every dead letter (a replay, a purge), and the orphan rule's over every pending
+//! delivery of a removed plugin instance, in steps of [`DEAD_LETTER_STEP`] delivery keys, each its own short transaction within the operation deadline, as the embedded store
 //! does. In one statement they outgrew the deadline past about 600,000 dead letters: a replay
 //! was rolled back every time (it could never be done), and a purge, one auto-committed
 //! `DELETE`, went on committing on the server after the command had said it failed.
@@ -11,9 +11,9 @@
 
 use deadpool_postgres::Client;
 
-use super::{PgStore, DB_NOW_MS, DEAD_RUNNING};
+use super::{claims, PgStore, DB_NOW_MS, DEAD_RUNNING};
 use crate::store::sqlite::now_ms;
-use crate::store::{StoreError, StoreFuture};
+use crate::store::{Orphaned, StoreError, StoreFuture};
 
 /// Delivery keys per step.
 pub(super) const DEAD_LETTER_STEP: i64 = if cfg!(test) { 3 } else { 20_000 };
@@ -64,6 +64,68 @@ impl PgStore {
                 lease_ms,
             },
         )
+    }
+
+    /// The orphan rule ([`crate::store::Store::dead_letter_plugin`]) over the pending
+    /// deliveries of `plugin`, in steps of [`DEAD_LETTER_STEP`] keys, each its own statement
+    /// within the operation deadline: in one statement a large backlog outgrew it (about a
+    /// million deliveries), was rolled back at every sweep and stayed pending for ever, and
+    /// every failed try held this replica's crash count back (`reach`). A failed step ends
+    /// them; those before it stand (the next round takes the rest).
+    pub(super) fn dead_letter_plugin_steps(
+        &self,
+        plugin: String,
+        error: String,
+        before_ms: i64,
+        running: Vec<i64>,
+    ) -> StoreFuture<Vec<Orphaned>> {
+        let store = self.clone();
+        Box::pin(async move {
+            let name = plugin.clone();
+            let range = store
+                .op(move |c, _| async move { claims::pending_key_range(&c, &name).await })
+                .await?;
+            let Some((lo, hi)) = range else {
+                return Ok(Vec::new());
+            };
+            let (plugin, error, running) = (
+                std::sync::Arc::new(plugin),
+                std::sync::Arc::new(error),
+                std::sync::Arc::new(running),
+            );
+            let mut orphaned = Vec::new();
+            let mut from = lo;
+            loop {
+                let to = from.saturating_add(DEAD_LETTER_STEP - 1).min(hi);
+                let (plugin, error, running) = (plugin.clone(), error.clone(), running.clone());
+                let step = store
+                    .op(move |c, inner| async move {
+                        claims::dead_letter_plugin(
+                            &c,
+                            &inner.claim,
+                            (&plugin, &error, before_ms),
+                            &running,
+                            (from, to),
+                        )
+                        .await
+                    })
+                    .await;
+                match step {
+                    Ok(rows) => orphaned.extend(rows),
+                    Err(e) => {
+                        return Err(StoreError(format!(
+                            "{} (after {} of them)",
+                            e.0,
+                            orphaned.len()
+                        )))
+                    }
+                }
+                match to.checked_add(1) {
+                    Some(next) if next <= hi => from = next,
+                    _ => return Ok(orphaned),
+                }
+            }
+        })
     }
 
     fn dead_letter_steps(&self, what: &'static str, step: Step) -> StoreFuture<u64> {
