@@ -558,14 +558,16 @@ fn an_outcome_the_database_committed_after_the_gateway_gave_up_counts_as_applied
     );
 }
 
-/// The orphan rule on a large backlog: the pending deliveries of a plugin instance no longer
-/// configured become dead letters once its grace is over, however many there are. In one
-/// statement they outgrow the operation's 10 s limit (as the replay and purge of every dead
-/// letter did): the statement is cancelled and rolled back at every sweep, and the deliveries
-/// stay pending for ever.
+/// The orphan rule on a backlog of several steps: the pending deliveries of a plugin instance
+/// no longer configured become dead letters once its grace is over, however many there are.
+/// In one statement a backlog of about a million outgrew the operation's 10 s limit (as the
+/// replay and purge of every dead letter did): the statement was cancelled and rolled back at
+/// every sweep, and the deliveries stayed pending for ever. That size takes minutes to set up,
+/// so this test covers the steps (three of 20,000 keys) and the million was run by hand (the
+/// commit message says what it showed).
 #[test]
 fn the_orphan_rule_dead_letters_a_large_backlog() {
-    const N: u32 = 1_000_000;
+    const N: u32 = 50_000;
     let pg = PgCluster::start();
     let url = replica_database(&pg, "orphanbig");
     let cfg = config("3s", r#"mode = "ok""#).replace(
@@ -584,12 +586,12 @@ fn the_orphan_rule_dead_letters_a_large_backlog() {
          INSERT INTO deliveries (event_id, plugin, state, attempts, next_at, updated_at)
            SELECT 'e' || g, 'gone', 'pending', 0, 0, 0 FROM generate_series(1, {N}) g;"
     ));
-    let dead = wait_until(Duration::from_secs(300), || {
+    let dead = wait_until(Duration::from_secs(120), || {
         sql("SELECT COUNT(*) FROM deliveries WHERE state = 'pending'") == "0"
     });
     assert!(
         dead,
-        "still pending after 5 min: {} of {N}\n{}",
+        "still pending after 2 min: {} of {N}\n{}",
         sql("SELECT COUNT(*) FROM deliveries WHERE state = 'pending'"),
         gw.log()
             .lines()

@@ -1,11 +1,23 @@
-//! A write over a range of delivery keys done in steps (every dead letter replayed or purged),
-//! shared by both stores: each step is its own short write, so none holds a lock (SQLite's
-//! write lock, PostgreSQL's row locks) or a deadline for long, however many rows there are.
+//! A write over a range of delivery keys done in steps (every dead letter replayed or purged,
+//! the orphan rule over a removed plugin's backlog), shared by both stores: each step is its
+//! own short write, so none holds a lock (SQLite's write lock, PostgreSQL's row locks) or a
+//! deadline for long, however many rows there are.
 
 use std::future::Future;
 use std::time::Duration;
 
 use super::StoreError;
+
+/// The keys `lo..=hi` in ranges of `size` (inclusive bounds), in order; none past `i64::MAX`.
+pub(crate) fn ranges((lo, hi): (i64, i64), size: i64) -> impl Iterator<Item = (i64, i64)> {
+    let mut next = (lo <= hi).then_some(lo);
+    std::iter::from_fn(move || {
+        let from = next?;
+        let to = from.saturating_add(size.max(1) - 1).min(hi);
+        next = to.checked_add(1).filter(|n| *n <= hi);
+        Some((from, to))
+    })
+}
 
 /// Runs `step` over the keys `lo..=hi` in ranges of `size`, in order, `pause` apart; returns
 /// the sum of their counts. A step that fails ends the run with its error, saying how many the
@@ -22,10 +34,13 @@ where
     Fut: Future<Output = Result<u64, StoreError>>,
 {
     let mut n = 0;
-    let mut from = lo;
-    loop {
-        let to = from.saturating_add(size.max(1) - 1).min(hi);
-        match step((from, to)).await {
+    for (i, keys) in ranges((lo, hi), size).enumerate() {
+        if i > 0 {
+            if let Some(pause) = pause {
+                tokio::time::sleep(pause).await;
+            }
+        }
+        match step(keys).await {
             Ok(done) => n += done,
             Err(e) => {
                 tracing::warn!(deliveries = n, error = %e, "{what} of every dead letter stopped part-way");
@@ -34,13 +49,6 @@ where
                      run it again for the rest)"
                 )));
             }
-        }
-        match to.checked_add(1) {
-            Some(next) if next <= hi => from = next,
-            _ => break,
-        }
-        if let Some(pause) = pause {
-            tokio::time::sleep(pause).await;
         }
     }
     tracing::info!(deliveries = n, "{what} of dead letters written");
@@ -77,6 +85,8 @@ mod tests {
             e.0.contains("disk full") && e.0.contains("after 6 of them"),
             "{e}"
         );
+        assert_eq!(ranges((3, 2), 4).count(), 0, "an empty range");
+        assert_eq!(ranges((7, 7), 4).collect::<Vec<_>>(), [(7, 7)]);
         // A range at the very end of the keys ends without overflowing.
         let last = run("purge", (i64::MAX - 1, i64::MAX), 5, None, |_| async {
             Ok(2)

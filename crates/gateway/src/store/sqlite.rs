@@ -53,7 +53,8 @@ enum Write {
     /// An event, with the moment its transaction must have begun by ([`deadline`]).
     Accept(NewEvent, std::time::Instant, Reply<Accepted>),
     Finish(Vec<FinishRecord>, Reply<Vec<bool>>),
-    DeadLetterPlugin(String, String, i64, Reply<Vec<Orphaned>>),
+    /// One step of `dead_letter_plugin`: the plugin's pending deliveries with keys in the range.
+    DeadLetterPlugin(String, String, i64, (i64, i64), Reply<Vec<Orphaned>>),
     Start(Vec<(i64, Guard)>, Reply<Vec<bool>>),
     RecoverCrashed(u32, u32, Reply<crate::store::Recovered>),
     Purge(i64, i64, (i64, i64), Reply<PurgeStep>),
@@ -308,7 +309,36 @@ impl Store for SqliteStore {
         _running: Vec<i64>,
     ) -> StoreFuture<Vec<Orphaned>> {
         // What is marked started runs: the writer needs no list (see its `DeadLetterPlugin`).
-        self.submit(|r| Write::DeadLetterPlugin(plugin, error, before_ms, r))
+        // In steps of keys, each its own write: a backlog of millions in one transaction held
+        // the write lock for seconds (events waiting past their 1 s get 503).
+        let store = self.clone();
+        Box::pin(async move {
+            let name = plugin.clone();
+            let Some(range) = store
+                .inspect(move |c| replay::pending_key_range(c, &name))
+                .await?
+            else {
+                return Ok(Vec::new());
+            };
+            let mut orphaned = Vec::new();
+            for keys in crate::store::key_steps::ranges(range, replay::DEAD_LETTER_STEP) {
+                let (plugin, error) = (plugin.clone(), error.clone());
+                let step = store
+                    .submit(|r| Write::DeadLetterPlugin(plugin, error, before_ms, keys, r))
+                    .await;
+                match step {
+                    Ok(rows) => orphaned.extend(rows),
+                    Err(e) => {
+                        return Err(StoreError(format!(
+                            "{} (after {} of them)",
+                            e.0,
+                            orphaned.len()
+                        )))
+                    }
+                }
+            }
+            Ok(orphaned)
+        })
     }
 
     fn start_attempts(&self, deliveries: Vec<(i64, Guard)>) -> StoreFuture<Vec<bool>> {

@@ -1,6 +1,7 @@
 //! Writes over every dead letter (a replay, a purge), and the orphan rule's over every pending
-//! delivery of a removed plugin instance, in steps of [`DEAD_LETTER_STEP`] delivery keys, each its own short transaction within the operation deadline, as the embedded store
-//! does. In one statement they outgrew the deadline past about 600,000 dead letters: a replay
+//! delivery of a removed plugin instance, in steps of [`DEAD_LETTER_STEP`] delivery keys, each
+//! its own short transaction within the operation deadline, as the embedded store does. In one
+//! statement they outgrew the deadline past about 600,000 dead letters: a replay
 //! was rolled back every time (it could never be done), and a purge, one auto-committed
 //! `DELETE`, went on committing on the server after the command had said it failed.
 //!
@@ -94,9 +95,7 @@ impl PgStore {
                 std::sync::Arc::new(running),
             );
             let mut orphaned = Vec::new();
-            let mut from = lo;
-            loop {
-                let to = from.saturating_add(DEAD_LETTER_STEP - 1).min(hi);
+            for (from, to) in crate::store::key_steps::ranges((lo, hi), DEAD_LETTER_STEP) {
                 let (plugin, error, running) = (plugin.clone(), error.clone(), running.clone());
                 let step = store
                     .op(move |c, inner| async move {
@@ -120,11 +119,8 @@ impl PgStore {
                         )))
                     }
                 }
-                match to.checked_add(1) {
-                    Some(next) if next <= hi => from = next,
-                    _ => return Ok(orphaned),
-                }
             }
+            Ok(orphaned)
         })
     }
 

@@ -130,6 +130,20 @@ pub(super) fn dead_key_range(c: &rusqlite::Connection) -> Result<Option<(i64, i6
     Ok(lo.zip(hi))
 }
 
+/// The lowest and highest key of the pending deliveries of `plugin`, if any: the range the
+/// orphan rule (`Store::dead_letter_plugin`) goes through in steps.
+pub(super) fn pending_key_range(
+    c: &rusqlite::Connection,
+    plugin: &str,
+) -> Result<Option<(i64, i64)>, StoreError> {
+    let (lo, hi): (Option<i64>, Option<i64>) = c.query_row(
+        "SELECT MIN(key), MAX(key) FROM deliveries WHERE state = 'pending' AND plugin = ?1",
+        [plugin],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok(lo.zip(hi))
+}
+
 /// One step of a replay of every dead letter: those with keys in `keys` (inclusive) that were
 /// dead letters when the replay was `asked` for (a delivery that died since, to the
 /// millisecond, is left for the next replay, as on PostgreSQL), with

@@ -1,4 +1,5 @@
-//! Writes over every dead letter (a replay, a purge) go in steps of `DEAD_LETTER_STEP` keys
+//! Writes over every dead letter (a replay, a purge), and the orphan rule over a removed
+//! plugin's backlog, go in steps of `DEAD_LETTER_STEP` keys
 //! (3 in the tests), each its own write: every dead letter asked for is taken once, across
 //! steps; one made after the request is left for the next; the steps finish when their caller
 //! goes away.
@@ -329,5 +330,39 @@ fn dead_letters_read_in_pages_give_each_once_in_order() {
         .await;
         assert_eq!(names(&only_q), ["d4:q", "d3:q", "d2:q", "d1:q", "d0:q"]);
         store.close();
+    });
+}
+
+/// The orphan rule over a removed plugin's backlog goes in steps of `DEAD_LETTER_STEP` keys
+/// too (a backlog of millions in one transaction held the write lock for seconds): every
+/// pending delivery of that plugin, across steps, once; another plugin's untouched.
+#[test]
+fn the_orphan_rule_takes_a_removed_plugins_backlog_in_steps() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
+        let mut keys = Vec::new();
+        for i in 0..10 {
+            keys.push(accepted(&store, event(&format!("o{i}"), &["p", "q"])).await[0].0);
+        }
+        let gone = store.dead_letter_plugin("p".into(), "removed".into(), i64::MAX, Vec::new());
+        let mut gone: Vec<i64> = gone.await.expect("orphans").iter().map(|o| o.key).collect();
+        gone.sort_unstable();
+        assert_eq!(gone, keys, "every pending delivery of p, once");
+        for i in 0..10 {
+            let e = store.event(&format!("o{i}")).expect("read").expect("event");
+            let state = |name: &str| {
+                let d = e
+                    .deliveries
+                    .iter()
+                    .find(|d| d.plugin == name)
+                    .expect("delivery");
+                d.state.clone()
+            };
+            assert_eq!((state("p"), state("q")), ("dead".into(), "pending".into()));
+        }
+        // Nothing pending of p left: nothing, at once.
+        let again = store.dead_letter_plugin("p".into(), "removed".into(), i64::MAX, Vec::new());
+        assert!(again.await.expect("orphans").is_empty());
     });
 }

@@ -280,7 +280,7 @@ fn apply_batch(
                     dead: dead_by_plugin,
                 }
             }),
-            Write::DeadLetterPlugin(plugin, error, before, _) => Outcome::Orphans({
+            Write::DeadLetterPlugin(plugin, error, before, (lo, hi), _) => Outcome::Orphans({
                 // Marked started: a call of it runs (this process is the store's only writer,
                 // and crashed marks were counted at start); it keeps its mark (see
                 // `Store::dead_letter_plugin`). An unmarked one whose older generation's call
@@ -290,9 +290,10 @@ fn apply_batch(
                     .prepare_cached(
                         "SELECT d.key, e.id, d.started > 0, d.generation
                          FROM deliveries d JOIN events e ON e.seq = d.event_seq
-                         WHERE d.plugin = ?1 AND d.state = 'pending' AND d.updated_at < ?2",
+                         WHERE d.key BETWEEN ?3 AND ?4 AND d.plugin = ?1 AND d.state = 'pending'
+                           AND d.updated_at < ?2",
                     )?
-                    .query_map(params![plugin, before], |r| {
+                    .query_map(params![plugin, before, lo, hi], |r| {
                         Ok(Orphaned {
                             key: r.get(0)?,
                             event_id: r.get(1)?,
@@ -303,9 +304,10 @@ fn apply_batch(
                     .collect::<Result<Vec<_>, _>>()?;
                 tx.prepare_cached(
                     "UPDATE deliveries SET state = 'dead', last_error = ?2, updated_at = ?3
-                     WHERE plugin = ?1 AND state = 'pending' AND updated_at < ?4",
+                     WHERE key BETWEEN ?5 AND ?6 AND plugin = ?1 AND state = 'pending'
+                       AND updated_at < ?4",
                 )?
-                .execute(params![plugin, error, now, before])?;
+                .execute(params![plugin, error, now, before, lo, hi])?;
                 orphans
             }),
             Write::Purge(before, dead_before, after, _) => Outcome::Purged(super::purge::step(
