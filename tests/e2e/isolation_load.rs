@@ -14,41 +14,22 @@ use gateway_e2e::raw_fixtures;
 const TOKEN: &str = "tok";
 const WAIT: Duration = Duration::from_secs(30);
 
-/// A raw fixture of `raw-plugins/` compiled once per process into
+/// `raw-plugins/load_marker.rs` compiled once per process into
 /// `<CARGO_TARGET_TMPDIR>/raw-plugins/` (named after a hash of its source, so a library another
-/// process may have loaded is never overwritten).
-fn rustc_fixture(stem: &str) -> PathBuf {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("raw-plugins/{stem}.rs"));
-    let text = std::fs::read(&source).unwrap_or_else(|e| panic!("{}: {e}", source.display()));
-    let hash = {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::hash::DefaultHasher::new();
-        text.hash(&mut h);
-        h.finish()
-    };
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("raw-plugins");
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-    let lib = dir.join(format!("lib{stem}-{hash:016x}.so"));
-    if lib.exists() {
-        return lib;
+/// process may have loaded is never overwritten). Once: two tests of this binary use it and run
+/// in parallel threads, and each compiling it wrote the same `.tmp` file (named after this
+/// process) at once, the second rename finding it gone.
+fn load_marker_fixture() -> PathBuf {
+    use std::sync::OnceLock;
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        gateway_e2e::compile_raw_plugin(out, "load_marker.rs", "load_marker", None)
+    });
+    match built {
+        Ok(lib) => lib.clone(),
+        Err(e) => panic!("compiling raw-plugins/load_marker.rs failed: {e}"),
     }
-    let tmp = dir.join(format!("{stem}-{hash:016x}.{}.tmp", std::process::id()));
-    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-    let run = Command::new(rustc)
-        .args(["--edition", "2021", "--crate-type", "cdylib", "-O"])
-        .args(["--crate-name", stem, "-o"])
-        .arg(&tmp)
-        .arg(&source)
-        .output()
-        .expect("run rustc");
-    assert!(
-        run.status.success(),
-        "compiling {}: {}",
-        source.display(),
-        String::from_utf8_lossy(&run.stderr)
-    );
-    std::fs::rename(&tmp, &lib).unwrap_or_else(|e| panic!("{}: {e}", lib.display()));
-    lib
 }
 
 fn sha256(path: &Path) -> String {
@@ -110,7 +91,7 @@ fn loaders(dir: &Path) -> Vec<u32> {
 
 #[test]
 fn an_isolated_library_loads_only_in_its_child_never_in_the_gateway_check_or_inspect() {
-    let lib = rustc_fixture("load_marker");
+    let lib = load_marker_fixture();
     let dir = tempfile::tempdir().expect("tempdir");
     let markers = dir.path().join("markers");
     std::fs::create_dir(&markers).expect("markers dir");
@@ -203,7 +184,7 @@ fn cli(config: &Path, args: &[&str], markers: &Path) -> (u32, String) {
 /// file, and `run` refuses to start with the reason; neither dies of it.
 #[test]
 fn a_crashing_constructor_of_an_isolated_library_ends_only_its_child() {
-    let lib = rustc_fixture("load_marker");
+    let lib = load_marker_fixture();
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("gateway.toml");
     std::fs::write(&path, config(&lib, "")).expect("write");
