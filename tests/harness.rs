@@ -77,6 +77,9 @@ pub struct TestGateway {
     /// The folder holding `gateway.toml` and the store.
     pub dir: PathBuf,
     log: Arc<Mutex<String>>,
+    /// The output streams (stderr, stdout) still being copied into `log`: [`TestGateway::wait`]
+    /// waits (briefly) for their end, so the last lines before an exit are in `log`.
+    streams_open: Arc<std::sync::atomic::AtomicUsize>,
     /// The environment given at spawn (`${VAR}`s of the config), reused by [`TestGateway::cli`].
     env: Vec<(String, String)>,
 }
@@ -168,6 +171,7 @@ impl TestGateway {
         }
         let mut child = cmd.spawn().expect("start gateway");
         let log = Arc::new(Mutex::new(String::new()));
+        let streams_open = Arc::new(std::sync::atomic::AtomicUsize::new(2));
         let (tx, rx) = std::sync::mpsc::channel();
         // Everything goes to stderr (the log); stdout is kept only to show stray output.
         let stderr = child.stderr.take().expect("stderr");
@@ -176,7 +180,7 @@ impl TestGateway {
             (Box::new(stderr) as Box<dyn std::io::Read + Send>, Some(tx)),
             (Box::new(stdout), None),
         ] {
-            let log = log.clone();
+            let (log, open) = (log.clone(), streams_open.clone());
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
                     if let Ok(mut l) = log.lock() {
@@ -187,6 +191,7 @@ impl TestGateway {
                         let _ = tx.send(line);
                     }
                 }
+                open.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
             });
         }
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -213,6 +218,7 @@ impl TestGateway {
                             admin,
                             dir: dir.to_path_buf(),
                             log,
+                            streams_open,
                             env: env
                                 .iter()
                                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -275,13 +281,19 @@ impl TestGateway {
         assert!(status.success(), "kill -{name} failed");
     }
 
-    /// Waits for the process to exit (up to `timeout`) and returns its status.
+    /// Waits for the process to exit (up to `timeout`) and returns its status, once the lines
+    /// it wrote before exiting are in [`TestGateway::log`] (its output streams ended; at most
+    /// 1 s more: a plugin process that outlives the gateway may hold them open).
     pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
             let c = self.child.as_mut()?;
             if let Ok(Some(status)) = c.try_wait() {
                 self.child = None;
+                let open = &self.streams_open;
+                wait_until(Duration::from_secs(1), || {
+                    open.load(std::sync::atomic::Ordering::SeqCst) == 0
+                });
                 return Some(status);
             }
             if Instant::now() > deadline {
