@@ -87,25 +87,29 @@ impl Instance {
                 details.as_mut_ptr(),
             )
         };
-        let outcomes: Vec<CallOutcome> = codes
+        if code != abi::OUTCOME_OK {
+            // The batch failed as a whole: the codes mean nothing, and `out_details[0]` holds
+            // the message whatever the plugin wrote to `out_codes[0]` (an `OK`, or a code that
+            // is no outcome, included). Every slot's buffer is released all the same.
+            let mut details = details.into_iter();
+            let message = details
+                .next()
+                .map(|d| Detail::parse(lib.take_buf(d)).reason)
+                .unwrap_or_default();
+            for d in details {
+                lib.take_buf(d);
+            }
+            return Err(if message.is_empty() {
+                format!("handle_batch returned code {code}")
+            } else {
+                message
+            });
+        }
+        Ok(codes
             .into_iter()
             .zip(details)
             .map(|(c, d)| self.outcome(c, d))
-            .collect();
-        if code == abi::OUTCOME_OK {
-            Ok(outcomes)
-        } else {
-            // `out_details[0]` holds the message whatever the plugin wrote to `out_codes[0]`.
-            let message = match outcomes.into_iter().next() {
-                Some(
-                    CallOutcome::Retry { reason, .. }
-                    | CallOutcome::Reject { reason }
-                    | CallOutcome::Panicked { message: reason },
-                ) if !reason.is_empty() => reason,
-                _ => format!("handle_batch returned code {code}"),
-            };
-            Err(message)
-        }
+            .collect())
     }
 }
 

@@ -169,3 +169,82 @@ fn a_raw_plugin_logging_through_its_host_table_after_shutdown_or_a_failed_init_i
     log_through_stash("after a failed init");
     assert_eq!(lines(&kept), ["while alive"]);
 }
+
+/// A raw batch plugin whose `handle_batch` handles the first delivery (`out_codes[0] = OK`),
+/// then fails as a whole with its message in `out_details[0]`, as the ABI allows ("read
+/// whatever `out_codes[0]` says"); or writes a garbage code there first.
+unsafe extern "C" fn failing_batch(
+    _: *mut c_void,
+    deliveries: *const GwStr,
+    count: usize,
+    out_codes: *mut u32,
+    out_details: *mut GwBuf,
+) -> u32 {
+    assert!(count >= 1 && !deliveries.is_null());
+    // SAFETY: `count` >= 1 readable inputs, borrowed for the call.
+    let first = unsafe { *deliveries };
+    // SAFETY: borrowed for the call.
+    let first = unsafe { std::slice::from_raw_parts(first.ptr, first.len) };
+    let code0 = if first == b"garbage" {
+        77
+    } else {
+        abi::OUTCOME_OK
+    };
+    let mut message = ManuallyDrop::new(br#"{"reason":"the batch broke"}"#.to_vec());
+    // SAFETY: `count` >= 1 writable slots of each kind.
+    unsafe {
+        *out_codes = code0;
+        *out_details = GwBuf {
+            ptr: message.as_mut_ptr(),
+            len: message.len(),
+            cap: message.capacity(),
+        };
+    }
+    abi::OUTCOME_PANICKED
+}
+
+unsafe extern "C" fn vec_free_buf(buf: GwBuf) {
+    if !buf.ptr.is_null() {
+        // SAFETY: made from a `Vec<u8>` above, freed once.
+        drop(unsafe { Vec::from_raw_parts(buf.ptr, buf.len, buf.cap) });
+    }
+}
+
+use std::mem::ManuallyDrop;
+
+static FAILING_BATCH: abi::PluginDescriptor = abi::PluginDescriptor {
+    abi_major: abi::ABI_MAJOR,
+    abi_minor: abi::ABI_MINOR,
+    struct_size: abi::DESCRIPTOR_SIZE,
+    build_tag: c"raw test plugin".as_ptr(),
+    name: c"raw".as_ptr(),
+    version: c"0.0.1".as_ptr(),
+    init: raw_init,
+    handle: raw_handle,
+    free_buf: vec_free_buf,
+    shutdown: raw_shutdown,
+    handle_batch: Some(failing_batch),
+};
+
+/// Regression: a batch that failed as a whole had its message read from `out_details[0]` only
+/// when `out_codes[0]` held RETRY, REJECT or PANICKED: after an `OK` there the message was
+/// dropped ("handle_batch returned code 3"), after an unknown code it came back wrapped in
+/// "plugin returned unknown outcome code ...".
+#[test]
+fn a_failed_batch_s_message_is_read_whatever_out_codes_0_says() {
+    // SAFETY: a static descriptor of this ABI.
+    let lib = unsafe { Library::from_descriptor("raw.so".into(), &FAILING_BATCH) }.expect("ok");
+    let (sink, _) = recording();
+    let instance = lib
+        .instantiate("raw", &serde_json::json!({}), Path::new("/etc"), sink)
+        .expect("init");
+    for first in [&b"ok"[..], b"garbage"] {
+        let failed = instance.handle_batch(&[first, b"second"]);
+        assert_eq!(
+            failed,
+            Err("the batch broke".to_owned()),
+            "{}",
+            String::from_utf8_lossy(first)
+        );
+    }
+}
