@@ -153,6 +153,19 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+/// The message of a panic [`caught`] in an entry, its payload dropped. The payload is the
+/// plugin's (`panic_any` takes any value), and its `Drop` may panic too: dropped after
+/// `catch_unwind` returned, that panic would unwind out of the `extern "C"` entry, which aborts
+/// the process (the gateway's, in process). So it is dropped inside [`caught`] as well, and a
+/// payload whose drop panicked is leaked (dropping the second payload could panic again).
+fn take_panic(log: Option<HostLogger>, payload: Box<dyn std::any::Any + Send>) -> String {
+    let message = panic_message(&*payload);
+    if let Err(again) = caught(log, move || drop(payload)) {
+        std::mem::forget(again);
+    }
+    message
+}
+
 thread_local! {
     /// While an entry point runs on this thread: `Some`, with the instance's log once there
     /// is one (see [`caught`]).
@@ -169,9 +182,22 @@ thread_local! {
 fn caught<R>(log: Option<HostLogger>, f: impl FnOnce() -> R) -> std::thread::Result<R> {
     #[cfg(panic = "unwind")]
     quiet_hook();
-    let before = IN_ENTRY.with(|e| e.replace(Some(log)));
+    // `try_with`, never `with`: outside `catch_unwind`, a panic here (an entry called while
+    // this thread's locals are being destroyed, `shutdown` from a host's own thread-local
+    // destructor) would unwind into the host. The hook then simply has no log.
+    // `before`: `None` when this thread's slot could not be set (nothing to restore then).
+    let before: Option<Option<Option<HostLogger>>> = IN_ENTRY
+        .try_with(|e| e.try_borrow_mut().ok().map(|mut e| e.replace(log)))
+        .ok()
+        .flatten();
     let result = catch_unwind(AssertUnwindSafe(f));
-    IN_ENTRY.with(|e| *e.borrow_mut() = before);
+    if let Some(before) = before {
+        let _ = IN_ENTRY.try_with(|e| {
+            if let Ok(mut e) = e.try_borrow_mut() {
+                *e = before;
+            }
+        });
+    }
     result
 }
 
@@ -270,7 +296,8 @@ unsafe extern "C" fn init<T: Plugin>(
             return abi::INIT_OK;
         }
         Ok(Err(msg)) => (abi::INIT_ERROR, msg),
-        Err(payload) => (abi::INIT_PANICKED, panic_message(&*payload)),
+        // No log for the hook: the init error carries the message.
+        Err(payload) => (abi::INIT_PANICKED, take_panic(None, payload)),
     };
     if !out_error.is_null() {
         // SAFETY: the host passes a valid, writable out-pointer.
@@ -287,7 +314,8 @@ unsafe extern "C" fn handle<T: Plugin>(
     // SAFETY: `instance` is the pointer our `init` returned; the host keeps it alive until
     // `shutdown` and only shares it (`T: Sync`).
     let hosted = unsafe { &*(instance as *const Hosted<T>) };
-    let result = caught(Some(HostLogger::Abi(hosted.log.clone())), || {
+    let entry_log = Some(HostLogger::Abi(hosted.log.clone()));
+    let result = caught(entry_log.clone(), || {
         // SAFETY: borrowed for the duration of this call.
         let raw = unsafe { bytes(delivery) };
         match parse_delivery(raw) {
@@ -299,7 +327,7 @@ unsafe extern "C" fn handle<T: Plugin>(
         Ok(outcome) => encode(outcome),
         Err(payload) => (
             abi::OUTCOME_PANICKED,
-            detail(panic_message(&*payload), None),
+            detail(take_panic(entry_log, payload), None),
         ),
     };
     if !out_detail.is_null() {
@@ -352,7 +380,8 @@ unsafe extern "C" fn handle_batch<T: Plugin>(
     // SAFETY: `instance` is the pointer our `init` returned (see `handle`).
     let hosted = unsafe { &*(instance as *const Hosted<T>) };
     let plugin = &hosted.plugin;
-    let result = caught(Some(HostLogger::Abi(hosted.log.clone())), || {
+    let entry_log = Some(HostLogger::Abi(hosted.log.clone()));
+    let result = caught(entry_log.clone(), || {
         let mut outcomes: Vec<Option<Outcome>> = vec![None; count];
         let mut parsed = Vec::with_capacity(count);
         let mut at = Vec::with_capacity(count);
@@ -388,7 +417,7 @@ unsafe extern "C" fn handle_batch<T: Plugin>(
             abi::OUTCOME_OK
         }
         Err(payload) => {
-            details[0] = into_buf(detail(panic_message(&*payload), None));
+            details[0] = into_buf(detail(take_panic(entry_log, payload), None));
             abi::OUTCOME_PANICKED
         }
     }
@@ -400,7 +429,11 @@ unsafe extern "C" fn free_buf(buf: GwBuf) {
     }
     // SAFETY: `buf` was produced by `into_buf` from a `Vec<u8>` of this very library and is freed
     // once (ABI contract), so rebuilding the Vec with the same parts is sound.
-    let _ = catch_unwind(|| unsafe { drop(Vec::from_raw_parts(buf.ptr, buf.len, buf.cap)) });
+    if let Err(payload) =
+        catch_unwind(|| unsafe { drop(Vec::from_raw_parts(buf.ptr, buf.len, buf.cap)) })
+    {
+        take_panic(None, payload);
+    }
 }
 
 unsafe extern "C" fn shutdown<T: Plugin>(instance: *mut c_void) {
@@ -411,10 +444,16 @@ unsafe extern "C" fn shutdown<T: Plugin>(instance: *mut c_void) {
     // after every `handle` returned, so we own it again here.
     let hosted = unsafe { Box::from_raw(instance as *mut Hosted<T>) };
     let Hosted { plugin, log } = *hosted;
-    let _ = catch_unwind(AssertUnwindSafe(move || {
-        plugin.shutdown();
-        drop(plugin);
-    }));
+    let entry_log = Some(HostLogger::Abi(log.clone()));
+    // `shutdown` and the drop apart: a drop that panics while a panic of `shutdown` unwinds
+    // would abort the process. Through [`caught`], as every entry: a panic is one line of the
+    // instance's log, not std's text on the gateway's stderr.
+    if let Err(payload) = caught(entry_log.clone(), || plugin.shutdown()) {
+        take_panic(entry_log.clone(), payload);
+    }
+    if let Err(payload) = caught(entry_log.clone(), move || drop(plugin)) {
+        take_panic(entry_log, payload);
+    }
     // Before returning to the host, which may then free its table: `Host`s kept past the
     // instance (in a static, in a thread) log nothing from now on.
     log.retire();

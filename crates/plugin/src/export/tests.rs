@@ -108,3 +108,138 @@ fn a_delivery_is_parsed_and_a_malformed_one_is_said_why() {
         "{e}"
     );
 }
+
+/// A panic payload whose own `Drop` panics: `panic_any(PanicOnDrop)`.
+struct PanicOnDrop;
+
+impl Drop for PanicOnDrop {
+    fn drop(&mut self) {
+        panic!("the payload panicked as it was dropped");
+    }
+}
+
+/// A plugin that panics with [`PanicOnDrop`] in every entry it has (`new` when its config says
+/// so, `handle`, `handle_batch`, `shutdown`).
+struct Bomb;
+
+impl Plugin for Bomb {
+    fn new(config: serde_json::Value, _host: Host) -> Result<Self, String> {
+        if config["panic_in_new"] == true {
+            std::panic::panic_any(PanicOnDrop);
+        }
+        Ok(Bomb)
+    }
+
+    fn handle(&self, _delivery: &Delivery) -> Outcome {
+        std::panic::panic_any(PanicOnDrop)
+    }
+
+    fn handle_batch(&self, _deliveries: &[Delivery]) -> Vec<Outcome> {
+        std::panic::panic_any(PanicOnDrop)
+    }
+
+    fn shutdown(&self) {
+        std::panic::panic_any(PanicOnDrop)
+    }
+}
+
+unsafe extern "C" fn quiet_log(_: *const c_void, _: u32, _: GwStr) {}
+
+/// Runs every entry of [`Bomb`] through the ABI, as a host would.
+fn run_the_bomb() {
+    let api = HostApi {
+        api_major: abi::ABI_MAJOR,
+        api_minor: abi::ABI_MINOR,
+        struct_size: abi::HOST_API_SIZE,
+        ctx: std::ptr::null(),
+        log: quiet_log,
+        config_dir: GwStr {
+            ptr: b"/etc".as_ptr(),
+            len: 4,
+        },
+        instance_name: GwStr {
+            ptr: b"bomb".as_ptr(),
+            len: 4,
+        },
+    };
+    let str_of = |b: &[u8]| GwStr {
+        ptr: b.as_ptr(),
+        len: b.len(),
+    };
+    let mut instance: *mut c_void = std::ptr::null_mut();
+    let mut error = GwBuf::EMPTY;
+    // SAFETY: a valid table and out-pointers, alive for the call.
+    let code = unsafe {
+        init::<Bomb>(
+            str_of(br#"{"panic_in_new":true}"#),
+            &api,
+            &mut instance,
+            &mut error,
+        )
+    };
+    assert_eq!(code, abi::INIT_PANICKED);
+    // SAFETY: our own buffer, freed once.
+    unsafe { free_buf(std::mem::replace(&mut error, GwBuf::EMPTY)) };
+    // SAFETY: as above.
+    let code = unsafe { init::<Bomb>(str_of(b"{}"), &api, &mut instance, &mut error) };
+    assert_eq!(code, abi::INIT_OK);
+    let delivery = br#"{"delivery_id":"e:p","attempt":1,"plugin":"p","app":"a","event_id":"e","event_type":"t","received_at":5,"event":{}}"#;
+    let mut detail = GwBuf::EMPTY;
+    // SAFETY: the instance `init` returned; a borrowed delivery and a valid out-pointer.
+    let code = unsafe { handle::<Bomb>(instance, str_of(delivery), &mut detail) };
+    assert_eq!(code, abi::OUTCOME_PANICKED);
+    // SAFETY: our own buffer, freed once.
+    unsafe { free_buf(detail) };
+    let inputs = [str_of(delivery), str_of(delivery)];
+    let mut codes = [abi::OUTCOME_RETRY; 2];
+    let mut details = [GwBuf::EMPTY, GwBuf::EMPTY];
+    // SAFETY: two inputs and two slots of each kind, alive for the call.
+    let code = unsafe {
+        handle_batch::<Bomb>(
+            instance,
+            inputs.as_ptr(),
+            2,
+            codes.as_mut_ptr(),
+            details.as_mut_ptr(),
+        )
+    };
+    assert_eq!(code, abi::OUTCOME_PANICKED);
+    for d in details {
+        // SAFETY: our own buffers, freed once.
+        unsafe { free_buf(d) };
+    }
+    // SAFETY: the instance `init` returned, shut down once.
+    unsafe { shutdown::<Bomb>(instance) };
+}
+
+/// Regression: a panic payload was dropped after `catch_unwind` returned, outside it: a
+/// payload whose `Drop` panics unwound out of the `extern "C"` entry, which aborts the
+/// process (the whole gateway, in process). Run in a child process of this test binary, since
+/// what failed was an abort.
+#[test]
+fn a_panic_payload_that_panics_as_it_is_dropped_never_leaves_an_entry() {
+    const CHILD: &str = "GATEWAY_PLUGIN_TEST_BOMB_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        run_the_bomb();
+        println!("the bomb ran through");
+        return;
+    }
+    let exe = std::env::current_exe().expect("the test binary");
+    let out = std::process::Command::new(exe)
+        .args([
+            "--exact",
+            "export::tests::a_panic_payload_that_panics_as_it_is_dropped_never_leaves_an_entry",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .output()
+        .expect("run the test binary");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("the bomb ran through"),
+        "{:?}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
