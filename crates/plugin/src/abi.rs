@@ -98,8 +98,10 @@ pub const OUTCOME_RETRY: u32 = 1;
 /// Permanent failure; `out_detail` holds `{"reason": str}`. The host dead-letters the delivery.
 pub const OUTCOME_REJECT: u32 = 2;
 /// The plugin panicked; `out_detail` holds `{"reason": str}`. The host dead-letters the delivery
-/// and replaces the instance: a fresh one is created (init) first, so calls never find no
-/// instance; the old one is shut down once its last call in flight returned.
+/// and replaces the instance: the old one gets no call after the panic (calls already running on
+/// it finish there) and is shut down just before the fresh one's `init`, or, when a call still
+/// runs on it, once that call returns (maybe while the fresh `init` runs). A call that comes
+/// while the fresh `init` runs, or after it failed, is a retry ("plugin instance unavailable").
 pub const OUTCOME_PANICKED: u32 = 3;
 
 /// Log levels for [`HostApi::log`].

@@ -96,7 +96,7 @@
 //! | `Ok` | the delivery is done; it is never sent to this instance again |
 //! | `Retry { reason, retry_after }` | retried later: exponential backoff with full jitter, at least `retry_after`; after `max_attempts` attempts it becomes a dead letter with `reason` |
 //! | `Reject { reason }` | dead letter at once (replayable with `gateway replay`) |
-//! | a panic | caught by the SDK; dead letter with the panic message; a fresh instance is created from the same config, then the old one is shut down once its calls in flight returned |
+//! | a panic | caught by the SDK; dead letter with the panic message; the instance gets no call after it, is shut down just before a fresh instance is created from the same config (or once a call still running on it returns), and calls that come while the fresh one's `new` runs, or after it failed, are retries |
 //! | a call longer than `[delivery] timeout` | treated as `Retry`; the call keeps its concurrency slot until it really returns |
 //!
 //! Delivery is **at least once**: after a crash, a call that was running may be repeated. Use
