@@ -132,7 +132,8 @@ pub struct HostApi {
     /// tagged with the plugin instance and, during `handle`, the delivery's event id. Thread-safe.
     pub log: unsafe extern "C" fn(ctx: *const c_void, level: u32, message: GwStr),
     /// The folder of the gateway's config file (UTF-8): relative paths in plugin config resolve
-    /// against it. Valid as long as this table.
+    /// against it. Valid as long as this table. (A folder whose path is not UTF-8 is never
+    /// handed over mangled: this host refuses to start the instance, saying why.)
     pub config_dir: GwStr,
     /// The instance name from the gateway config (`[[plugins]] name`). Valid as long as this table.
     pub instance_name: GwStr,

@@ -327,7 +327,7 @@ impl Library {
             message: e.to_string(),
         })?;
         let name = instance.to_owned();
-        let config_dir = config_dir.to_string_lossy().into_owned();
+        let config_dir = config_dir_text(instance, config_dir)?;
         let ctx = HostCtx::leak(&name, log.clone());
         let api: &'static HostApi = Box::leak(Box::new(HostApi {
             api_major: abi::ABI_MAJOR,
@@ -335,7 +335,7 @@ impl Library {
             struct_size: abi::HOST_API_SIZE,
             ctx: ctx as *const HostCtx as *const c_void,
             log: host_log,
-            config_dir: gw_str(interned(&config_dir).as_bytes()),
+            config_dir: gw_str(interned(config_dir).as_bytes()),
             instance_name: gw_str(interned(&name).as_bytes()),
         }));
         let mut out_instance: *mut c_void = std::ptr::null_mut();
@@ -391,6 +391,21 @@ impl Library {
         unsafe { (self.fns.free_buf)(buf) };
         text
     }
+}
+
+/// `config_dir` as the UTF-8 text the ABI hands plugins ([`HostApi::config_dir`]), or why
+/// `instance` cannot be started: plugins resolve their relative paths against it, so a lossy
+/// copy of a folder whose path is not UTF-8 would name another folder than the gateway's own
+/// relative paths use. Also for an isolated instance, whose process gets the folder as text.
+pub fn config_dir_text<'a>(instance: &str, config_dir: &'a Path) -> Result<&'a str, InitError> {
+    config_dir.to_str().ok_or_else(|| InitError::Unavailable {
+        instance: instance.to_owned(),
+        message: format!(
+            "the gateway config's folder {config_dir:?} is not UTF-8, and plugins are handed \
+             it as UTF-8 text (`config_dir`, against which they resolve relative paths): move \
+             the config to a folder whose path is UTF-8"
+        ),
+    })
 }
 
 /// The build tag of a descriptor that is being refused, for the message: `None` when the

@@ -248,3 +248,67 @@ fn a_failed_batch_s_message_is_read_whatever_out_codes_0_says() {
         );
     }
 }
+
+/// The `config_dir` the last [`dir_init`] was handed, as bytes.
+static SEEN_DIR: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+unsafe extern "C" fn dir_init(
+    _config: GwStr,
+    host: *const HostApi,
+    out_instance: *mut *mut c_void,
+    _out_error: *mut GwBuf,
+) -> u32 {
+    // SAFETY: the host passes a valid table for the duration of `init`.
+    let api = unsafe { &*host };
+    // SAFETY: valid as long as the table.
+    let dir = unsafe { std::slice::from_raw_parts(api.config_dir.ptr, api.config_dir.len) };
+    *SEEN_DIR.lock().unwrap_or_else(PoisonError::into_inner) = dir.to_vec();
+    // SAFETY: a valid out-pointer; any non-null pointer will do as the instance.
+    unsafe { *out_instance = std::ptr::NonNull::<u8>::dangling().as_ptr().cast() };
+    abi::INIT_OK
+}
+
+use std::sync::PoisonError;
+
+static DIR_SEER: abi::PluginDescriptor = abi::PluginDescriptor {
+    abi_major: abi::ABI_MAJOR,
+    abi_minor: abi::ABI_MINOR,
+    struct_size: abi::DESCRIPTOR_SIZE,
+    build_tag: c"raw test plugin".as_ptr(),
+    name: c"raw".as_ptr(),
+    version: c"0.0.1".as_ptr(),
+    init: dir_init,
+    handle: raw_handle,
+    free_buf: raw_free_buf,
+    shutdown: raw_shutdown,
+    handle_batch: None,
+};
+
+/// Regression: a config folder whose path is not UTF-8 was handed to the plugin lossily
+/// (`/srv/\xffconf` as `/srv/\u{FFFD}conf`), so the plugin resolved its relative paths (a log
+/// file, payout's ledger) under another folder than the gateway's own (its store, its TLS
+/// files): it is refused instead, saying why.
+#[test]
+fn a_config_folder_that_is_not_utf8_is_refused_not_handed_over_mangled() {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: a static descriptor of this ABI.
+    let lib = unsafe { Library::from_descriptor("raw.so".into(), &DIR_SEER) }.expect("valid");
+    let (sink, _) = recording();
+    let dir = Path::new(std::ffi::OsStr::from_bytes(b"/srv/\xffconf"));
+    let made = lib.instantiate("raw", &serde_json::json!({}), dir, sink);
+    let seen = SEEN_DIR
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    match made {
+        Ok(_) => panic!(
+            "started with config_dir {:?} for the folder {dir:?}",
+            String::from_utf8_lossy(&seen)
+        ),
+        Err(e) => {
+            let said = e.to_string();
+            assert!(said.contains("not UTF-8"), "{said}");
+            assert!(seen.is_empty(), "init ran: {seen:?}");
+        }
+    }
+}

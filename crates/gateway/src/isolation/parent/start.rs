@@ -210,6 +210,10 @@ impl Inner {
         if self.children.lock().map_or(true, |c| c.closed) {
             return Err(unavailable("the instance was closed".into()));
         }
+        // Checked before a process starts: it gets the folder as text (`InitRequest`).
+        let config_dir = gateway_plugin::host::config_dir_text(&self.name, &self.config_dir)
+            .map_err(StartError::Init)?
+            .to_owned();
         let mut child = spawn_host(&self.library).map_err(unavailable)?;
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             // Killed and reaped (no reader thread will): no zombie is left behind.
@@ -221,7 +225,7 @@ impl Inner {
         let init = ToChild::Init(InitRequest {
             name: self.name.clone(),
             config: self.config.clone(),
-            config_dir: self.config_dir.to_string_lossy().into_owned(),
+            config_dir,
             sha256: self.sha256.clone(),
             pinned: self.pinned,
         });
