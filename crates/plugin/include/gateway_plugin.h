@@ -15,7 +15,8 @@
  * releases it by calling your free_buf exactly once; it never frees it with its own allocator.
  * Return an empty GwBuf (ptr NULL) for "nothing".
  *
- * Threading: init and shutdown run once per instance. handle and handle_batch may be called from
+ * Threading: init and shutdown run once per instance, on any host thread (shutdown usually not
+ * on init's: keep no thread-local state between them). handle and handle_batch may be called from
  * several host threads at once on one instance (up to its max_concurrency calls), so an instance
  * must be thread-safe; shutdown never overlaps them. host->log may be called from any thread.
  *
@@ -92,9 +93,11 @@ typedef struct GwPluginDescriptor {
     uint32_t abi_major;   /* GW_ABI_MAJOR; never moves */
     uint32_t abi_minor;   /* at most the host's minor; never moves */
     uint32_t struct_size; /* sizeof(GwPluginDescriptor) as built; never moves */
-    const char *build_tag; /* static, NUL-terminated: what built the plugin; never moves */
-    const char *name;      /* static, NUL-terminated */
-    const char *version;   /* static, NUL-terminated */
+    /* build_tag, name and version: static, NUL-terminated, UTF-8 and not NULL (the loader
+     * refuses the library otherwise: a Latin-1 byte in the build tag included). */
+    const char *build_tag; /* what built the plugin; never moves */
+    const char *name;
+    const char *version;
     /* init, handle, free_buf and shutdown must not be NULL (the loader refuses the library). */
     /* config: UTF-8 JSON object (borrowed). On GW_INIT_OK write a non-NULL instance. */
     uint32_t (*init)(GwStr config, const GwHostApi *host, void **out_instance, GwBuf *out_error);

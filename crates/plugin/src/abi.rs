@@ -26,10 +26,11 @@
 //!   plugin memory with its own allocator (the two sides may not share one).
 //!
 //! # Threading
-//! `init` and `shutdown` are called once per instance. `handle` and `handle_batch` may be called
-//! from several host threads at once on the same instance (up to the plugin's configured
-//! `max_concurrency` calls in all, a batch counting as one call), so an instance must be
-//! thread-safe. `shutdown` is never concurrent with them on that instance.
+//! `init` and `shutdown` are called once per instance, on whichever host thread (`shutdown` is
+//! usually not on `init`'s: keep no thread-local state between them). `handle` and
+//! `handle_batch` may be called from several host threads at once on the same instance (up to
+//! the plugin's configured `max_concurrency` calls in all, a batch counting as one call), so an
+//! instance must be thread-safe. `shutdown` is never concurrent with them on that instance.
 //! `log` in [`HostApi`] may be called from any thread.
 //!
 //! # Unwinding
@@ -149,11 +150,13 @@ pub struct PluginDescriptor {
     pub abi_minor: u32,
     /// `size_of::<PluginDescriptor>()` as the plugin was built. Never moves.
     pub struct_size: u32,
-    /// NUL-terminated, static: `"gateway-plugin <sdk>; rustc <version>; <target>"`. Never moves.
+    /// NUL-terminated, static, UTF-8: `"gateway-plugin <sdk>; rustc <version>; <target>"`. Never
+    /// moves. (`build_tag`, `name` and `version`: a null one, or one that is not UTF-8, refuses
+    /// the library.)
     pub build_tag: *const c_char,
-    /// NUL-terminated, static: the library's plugin name (its crate name by default).
+    /// NUL-terminated, static, UTF-8: the library's plugin name (its crate name by default).
     pub name: *const c_char,
-    /// NUL-terminated, static: the plugin's version.
+    /// NUL-terminated, static, UTF-8: the plugin's version.
     pub version: *const c_char,
     /// Creates an instance from `config` (UTF-8 JSON object, borrowed) and `host` (see
     /// [`HostApi`]). On [`INIT_OK`] writes an opaque non-null pointer to `*out_instance`; otherwise
