@@ -108,7 +108,8 @@ typedef struct GwPluginDescriptor {
     /* Destroys an instance, once, after every call on it returned. */
     void (*shutdown)(void *instance);
     /* ABI 1.1, may be NULL: count (>= 1) deliveries in one call. Write out_codes[i] and optionally
-     * out_details[i] for each (host-owned arrays, details preset to empty), return GW_OUTCOME_OK;
+     * out_details[i] for each (host-owned arrays, details preset to empty; a code left unwritten
+     * is retried, its reason saying so), return GW_OUTCOME_OK;
      * or return GW_OUTCOME_PANICKED when the batch failed as a whole (any other code is taken as
      * that too; out_details[0] may hold the message, whatever out_codes[0] says): the host then
      * replaces the instance and calls handle for each delivery. */

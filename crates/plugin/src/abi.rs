@@ -186,7 +186,8 @@ pub struct PluginDescriptor {
     /// host-owned [`GwBuf`] slots set to empty; for each `i` the plugin writes an `OUTCOME_*`
     /// to `out_codes[i]` and may write a detail buffer (as for `handle`) to `out_details[i]`,
     /// which the host frees with `free_buf`. Returns [`OUTCOME_OK`] when every slot was
-    /// written, or [`OUTCOME_PANICKED`] when the batch as a whole failed (any other code is
+    /// written (a code slot left unwritten is retried, its reason saying the plugin wrote no
+    /// outcome for it), or [`OUTCOME_PANICKED`] when the batch as a whole failed (any other code is
     /// taken as that too): then the codes mean nothing, `out_details[0]` may hold the message
     /// (read whatever `out_codes[0]` says), and the host replaces the instance and
     /// hands the same deliveries to `handle` one by one (each gets its own outcome; deliveries

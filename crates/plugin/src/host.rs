@@ -384,7 +384,17 @@ impl Library {
         if buf.ptr.is_null() {
             return String::new();
         }
-        // SAFETY: the plugin guarantees `ptr[..len]` is readable until freed.
+        if buf.len > isize::MAX as usize {
+            // No slice can be that long (`from_raw_parts` would be undefined behaviour): a C
+            // plugin's bug, e.g. a failed `snprintf`'s -1 cast to `size_t`.
+            let len = buf.len;
+            // SAFETY: the buffer came from this plugin and is freed exactly once, by its own
+            // free_buf (which gets back the very parts it made).
+            unsafe { (self.fns.free_buf)(buf) };
+            return format!("(the plugin returned a text buffer of impossible length {len})");
+        }
+        // SAFETY: the plugin guarantees `ptr[..len]` is readable until freed, and `len` is at
+        // most `isize::MAX` (checked above).
         let text = String::from_utf8_lossy(unsafe { std::slice::from_raw_parts(buf.ptr, buf.len) })
             .into_owned();
         // SAFETY: the buffer came from this plugin and is freed exactly once, by its own free_buf.

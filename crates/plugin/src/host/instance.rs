@@ -74,7 +74,7 @@ impl Instance {
             return Ok(Vec::new());
         }
         let inputs: Vec<GwStr> = deliveries.iter().map(|d| gw_str(d)).collect();
-        let mut codes = vec![abi::OUTCOME_RETRY; deliveries.len()];
+        let mut codes = vec![UNWRITTEN; deliveries.len()];
         let mut details: Vec<GwBuf> = (0..deliveries.len()).map(|_| GwBuf::EMPTY).collect();
         // SAFETY: `ptr` is the live instance (see `handle`); `inputs` borrow `deliveries` for
         // the call; `codes` and `details` are `count` writable, initialised slots we own.
@@ -108,10 +108,26 @@ impl Instance {
         Ok(codes
             .into_iter()
             .zip(details)
-            .map(|(c, d)| self.outcome(c, d))
+            .map(|(c, d)| match c {
+                // Retried like a `Retry`, said so: else it dies unexplained after max_attempts.
+                UNWRITTEN => {
+                    lib.take_buf(d);
+                    CallOutcome::Retry {
+                        reason: "the plugin's handle_batch returned OK without writing this \
+                                 delivery's outcome code (a bug in the plugin)"
+                            .to_owned(),
+                        retry_after: None,
+                    }
+                }
+                c => self.outcome(c, d),
+            })
             .collect())
     }
 }
+
+/// What `out_codes` slots hold before `handle_batch` runs (no `OUTCOME_*` code): a slot still
+/// holding it after an `OK` batch is one the plugin did not write.
+const UNWRITTEN: u32 = u32::MAX;
 
 impl Instance {
     /// Turns an outcome code and its detail buffer (released here) into a [`CallOutcome`]. A

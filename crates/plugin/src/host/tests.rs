@@ -312,3 +312,76 @@ fn a_config_folder_that_is_not_utf8_is_refused_not_handed_over_mangled() {
         }
     }
 }
+
+/// A raw batch plugin that returns `OK` having written only the first slot's code; and a
+/// `handle` whose detail buffer claims a length no slice can have (a C plugin's `-1` cast to
+/// `size_t`).
+unsafe extern "C" fn half_written_batch(
+    _: *mut c_void,
+    _: *const GwStr,
+    count: usize,
+    out_codes: *mut u32,
+    _: *mut GwBuf,
+) -> u32 {
+    assert!(count >= 2);
+    // SAFETY: `count` >= 1 writable slots.
+    unsafe { *out_codes = abi::OUTCOME_OK };
+    abi::OUTCOME_OK
+}
+
+unsafe extern "C" fn impossible_detail(_: *mut c_void, _: GwStr, out_detail: *mut GwBuf) -> u32 {
+    // SAFETY: a valid out-pointer. The buffer is never read (its length is refused first);
+    // `raw_free_buf` frees nothing.
+    unsafe {
+        *out_detail = GwBuf {
+            ptr: std::ptr::NonNull::<u8>::dangling().as_ptr(),
+            len: usize::MAX,
+            cap: 0,
+        }
+    };
+    abi::OUTCOME_RETRY
+}
+
+static CARELESS: abi::PluginDescriptor = abi::PluginDescriptor {
+    abi_major: abi::ABI_MAJOR,
+    abi_minor: abi::ABI_MINOR,
+    struct_size: abi::DESCRIPTOR_SIZE,
+    build_tag: c"raw test plugin".as_ptr(),
+    name: c"raw".as_ptr(),
+    version: c"0.0.1".as_ptr(),
+    init: raw_init,
+    handle: impossible_detail,
+    free_buf: raw_free_buf,
+    shutdown: raw_shutdown,
+    handle_batch: Some(half_written_batch),
+};
+
+/// An unwritten slot of an `OK` batch was a `Retry` with an empty reason (a dead letter with no
+/// explanation after max_attempts); a detail of impossible length was read as a slice
+/// (undefined behaviour: a debug build aborts on it).
+#[test]
+fn a_careless_plugins_unwritten_slots_and_impossible_lengths_are_said() {
+    // SAFETY: a static descriptor of this ABI.
+    let lib = unsafe { Library::from_descriptor("raw.so".into(), &CARELESS) }.expect("ok");
+    let (sink, _) = recording();
+    let instance = lib
+        .instantiate("raw", &serde_json::json!({}), Path::new("/etc"), sink)
+        .expect("init");
+    let outcomes = instance.handle_batch(&[b"a", b"b"]).expect("batch");
+    assert_eq!(outcomes[0], CallOutcome::Ok);
+    match &outcomes[1] {
+        CallOutcome::Retry { reason, .. } => {
+            assert!(
+                reason.contains("without writing this delivery's outcome"),
+                "{reason}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    match instance.handle(b"x") {
+        CallOutcome::Retry { reason, .. } => {
+            assert!(reason.contains("impossible length"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
