@@ -1,6 +1,7 @@
 //! A PostgreSQL store's outages with every replica alive: the database stopped for longer than
 //! the lease, and a database whose backends stop answering on open connections while it still
-//! accepts new ones (a failover's old primary, a black-holed route).
+//! accepts new ones (a failover's old primary, a black-holed route); and a deadlock reported in
+//! a language other than English.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -223,5 +224,41 @@ fn an_operation_given_up_on_is_cancelled_on_the_server() {
     assert_eq!(
         stale, "",
         "queries the gateway gave up on still wait on the server"
+    );
+}
+
+/// A deadlock is tried again whatever language the server writes its messages in: the gateway
+/// went by the English text ("deadlock detected"), so on a server with another `lc_messages`
+/// an ingest batch that met a deadlock was answered 503 instead of tried again. Here the first
+/// event insert fails once with SQLSTATE 40P01 and a German message (a sequence counts the
+/// tries: it is not rolled back with the failed transaction).
+#[test]
+fn a_deadlock_reported_in_another_language_is_tried_again() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("deadlock");
+    let config = replica_config("3s", r#"mode = "ok""#);
+    let (_dirs, gws, urls) = replicas(1, &config, &url);
+    pg.sql(
+        "deadlock",
+        "CREATE SEQUENCE tries;
+         CREATE FUNCTION fail_once() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           IF nextval('tries') = 1 THEN
+             RAISE EXCEPTION 'Verklemmung (Deadlock) entdeckt' USING ERRCODE = '40P01';
+           END IF;
+           RETURN NEW;
+         END $$;
+         CREATE TRIGGER fail_once BEFORE INSERT ON events
+           FOR EACH ROW EXECUTE FUNCTION fail_once();",
+    );
+    let unavailable = send(&events("deadlock", 1), urls, |_| vec![0]);
+    assert_eq!(
+        (
+            unavailable,
+            pg.sql("deadlock", "SELECT last_value FROM tries")
+        ),
+        (0, "2".to_owned()),
+        "tried again at once, not answered 503\n{}",
+        gws[0].log()
     );
 }

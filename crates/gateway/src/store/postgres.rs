@@ -120,9 +120,12 @@ impl std::fmt::Debug for PgStore {
     }
 }
 
-/// A deadlock or serialization failure: the same work may simply be tried again.
+/// A deadlock (SQLSTATE 40P01) or serialization failure (40001): the same work may simply be
+/// tried again. By code, which [`connect::error_text`] puts in every database error: the
+/// message is in the server's `lc_messages` language (a German server's deadlock was answered
+/// 503 instead of tried again).
 fn retryable(e: &StoreError) -> bool {
-    e.0.contains("deadlock detected") || e.0.contains("could not serialize access")
+    e.0.ends_with("(SQLSTATE 40P01)") || e.0.ends_with("(SQLSTATE 40001)")
 }
 
 impl PgStore {

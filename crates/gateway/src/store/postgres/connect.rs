@@ -131,7 +131,9 @@ fn describe(e: &deadpool_postgres::PoolError) -> String {
 /// (`Display` alone says only "db error" or "error connecting to server").
 pub fn error_text(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
-        Some(db) => format!("database: {}", db.message()),
+        // The SQLSTATE too: `retryable` goes by it (the message is in the server's
+        // `lc_messages` language), and so can an operator.
+        Some(db) => format!("database: {} (SQLSTATE {})", db.message(), db.code().code()),
         None => match std::error::Error::source(e) {
             Some(cause) => format!("{e}: {cause}"),
             None => e.to_string(),
