@@ -147,11 +147,15 @@ impl PgStore {
             let result = match tokio::time::timeout(OP_TIMEOUT, work).await {
                 Ok(done) => done,
                 Err(_) => {
+                    // The connection went back to the pool as the work was dropped: closed
+                    // first, before the cancel's round trip, so no other operation takes it
+                    // meanwhile (the cancel would end that one's statement, or it would wait
+                    // behind the hung one).
+                    connect::discard_idle(&inner.pool);
                     // Sent before the answer: the caller may be a command about to exit.
                     if let Some(token) = running.get() {
                         connect::cancel(token.clone(), inner.tls.clone()).await;
                     }
-                    connect::discard_idle(&inner.pool);
                     Err(StoreError("database: no answer within 10 s".into()))
                 }
             };

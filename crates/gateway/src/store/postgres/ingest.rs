@@ -81,10 +81,11 @@ async fn commit_and_answer(
             Err(_) => {
                 // Given up on (answered 503, Lark re-sends): not left running on the server,
                 // where its uncommitted rows would hold the re-sent ids' inserts back.
+                // The connection closed first (see `PgStore::op`), then the cancel sent.
+                super::connect::discard_idle(pool);
                 if let Some(token) = running.get() {
                     super::connect::cancel_in_background(token.clone(), tls.clone());
                 }
-                super::connect::discard_idle(pool);
                 Err(StoreError(format!(
                     "database: no commit within {} ms",
                     ACCEPT_TIMEOUT.as_millis()
