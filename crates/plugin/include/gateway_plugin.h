@@ -7,8 +7,8 @@
  * A plugin is a shared library exporting one function, gateway_plugin_v1, that returns a pointer
  * to a static GwPluginDescriptor. The host checks, in this order and before calling anything:
  * abi_major == GW_ABI_MAJOR, struct_size >= GW_DESCRIPTOR_SIZE_1_0, abi_minor <= the host's
- * minor, and for abi_minor >= 1 that struct_size covers handle_batch. The first three fields
- * never move.
+ * minor, and for abi_minor >= 1 that struct_size covers handle_batch. The first four fields
+ * (build_tag too) never move.
  *
  * Ownership: a GwStr is borrowed (valid only during the call it is passed to; copy what you keep).
  * A GwBuf you return (an error message, an outcome detail) is yours: the host reads it and
@@ -56,7 +56,7 @@ extern "C" {
 #define GW_OUTCOME_REJECT 2u   /* permanent: dead letter */
 #define GW_OUTCOME_PANICKED 3u /* dead letter; the host replaces the instance */
 
-/* log levels of GwHostApi.log */
+/* log levels of GwHostApi.log (any other number is logged as a warning) */
 #define GW_LOG_ERROR 1u
 #define GW_LOG_WARN 2u
 #define GW_LOG_INFO 3u

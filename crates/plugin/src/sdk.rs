@@ -140,13 +140,16 @@ impl Level {
         }
     }
 
+    /// The level of an ABI log call. A number that is no `LOG_*` level (a C plugin's `0`, a
+    /// level of its own) is a warning: shown, where `Trace` (as it was) hid the line.
     pub fn from_abi(level: u32) -> Level {
         match level {
             abi::LOG_ERROR => Level::Error,
             abi::LOG_WARN => Level::Warn,
             abi::LOG_INFO => Level::Info,
             abi::LOG_DEBUG => Level::Debug,
-            _ => Level::Trace,
+            abi::LOG_TRACE => Level::Trace,
+            _ => Level::Warn,
         }
     }
 }
@@ -218,5 +221,26 @@ impl Host {
     /// (stderr), shared with the gateway's own lines and other plugin processes.
     pub fn isolated(&self) -> bool {
         std::env::var_os(ISOLATED_ENV).is_some_and(|v| v == "1")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_levels_round_trip_and_an_unknown_one_is_shown_as_a_warning() {
+        for level in [
+            Level::Error,
+            Level::Warn,
+            Level::Info,
+            Level::Debug,
+            Level::Trace,
+        ] {
+            assert_eq!(Level::from_abi(level.to_abi()), level);
+        }
+        for unknown in [0, 6, u32::MAX] {
+            assert_eq!(Level::from_abi(unknown), Level::Warn, "{unknown}");
+        }
     }
 }
