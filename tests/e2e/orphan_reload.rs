@@ -401,3 +401,86 @@ fn the_orphan_put_back_takes_only_the_rules_own_idle_dead_letters() {
         ]
     );
 }
+
+/// The orphan rule now dead-letters a removed name's backlog in steps of 20,000 keys, each its
+/// own transaction. When a later step fails (here: another session holds a row of the second
+/// step locked past the gateway's 10 s operation limit), the steps before it have committed:
+/// their deliveries are dead letters. A reload that brought the name back meanwhile must see
+/// them put back (a replay of exactly those dead letters), as it does when the whole write
+/// goes in; they must not be left dead because the rule's later step failed.
+#[test]
+fn a_step_that_fails_after_others_committed_still_puts_their_dead_letters_back() {
+    const DB: &str = "orphansteps";
+    let pg = PgCluster::start();
+    let url = pg.create_database(DB);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = TestGateway::spawn_with_env(dir.path(), &config(None), &[("PG_URL", &url)]);
+    // Two pending deliveries of `gone` (no instance), one in each of two steps of keys.
+    let now = "(EXTRACT(EPOCH FROM now()) * 1000)::BIGINT";
+    pg.sql(
+        DB,
+        &format!(
+            "INSERT INTO events (id, app, event_type, schema, received_at, body, routed)
+               VALUES ('step-1', 'hire', 'test.gone', '2.0', {now}, '{{}}', true),
+                      ('step-2', 'hire', 'test.gone', '2.0', {now}, '{{}}', true);
+             INSERT INTO deliveries (key, event_id, plugin, state, attempts, next_at, updated_at)
+               OVERRIDING SYSTEM VALUE
+               VALUES (100, 'step-1', 'gone', 'pending', 0, 0, 0),
+                      (30100, 'step-2', 'gone', 'pending', 0, 0, 0);"
+        ),
+    );
+    std::thread::scope(|s| {
+        // Holds the second step's row for 14 s: that step is given up at 10 s.
+        let lock = s.spawn(|| {
+            pg.sql(
+                DB,
+                "BEGIN; SELECT 1 FROM deliveries WHERE key = 30100 FOR UPDATE; \
+                 SELECT pg_sleep(14); COMMIT;",
+            )
+        });
+        assert!(
+            until_sql(
+                &pg,
+                DB,
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                 AND query LIKE 'UPDATE deliveries SET state = ''dead''%'",
+                |n| n == "1"
+            ),
+            "the orphan rule's second step never waited on the lock: {}",
+            gw.log()
+        );
+        // The first step is in: its delivery is a dead letter.
+        assert_eq!(
+            pg.sql(DB, "SELECT state FROM deliveries WHERE key = 100"),
+            "dead"
+        );
+        // Back (answering `ok`) while the second step waits; that step then fails.
+        std::fs::write(
+            dir.path().join("gateway.toml"),
+            config(Some("mode = \"ok\"")),
+        )
+        .expect("write");
+        gw.signal("HUP");
+        assert!(wait_until(WAIT, || reloads(&gw) == 1), "{}", gw.log());
+        lock.join().expect("the lock holder");
+    });
+    assert!(
+        gw.log()
+            .contains("could not dead-letter"),
+        "the second step did not fail: {}",
+        gw.log()
+    );
+    // The second step's delivery was never dead-lettered: the instance delivers it.
+    assert!(
+        wait_until(WAIT, || gw.delivery("step-2", "gone")["state"] == "done"),
+        "{}",
+        gw.delivery("step-2", "gone")
+    );
+    // The first step's: put back and delivered too, not left dead.
+    assert!(
+        wait_until(WAIT, || gw.delivery("step-1", "gone")["state"] == "done"),
+        "the first step's dead letter was left although the name is back: {}\n{}",
+        gw.delivery("step-1", "gone"),
+        gw.log()
+    );
+}
