@@ -465,8 +465,7 @@ fn a_step_that_fails_after_others_committed_still_puts_their_dead_letters_back()
         lock.join().expect("the lock holder");
     });
     assert!(
-        gw.log()
-            .contains("could not dead-letter"),
+        gw.log().contains("could not dead-letter"),
         "the second step did not fail: {}",
         gw.log()
     );

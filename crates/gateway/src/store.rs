@@ -208,6 +208,18 @@ pub struct Orphaned {
     pub running: bool,
 }
 
+/// What [`Store::dead_letter_plugin`] did. It goes in steps of keys, each its own write, so a
+/// step that fails leaves the steps before it in: their dead letters are listed here all the
+/// same (the caller's put-back, when a reload brought the name back meanwhile, needs exactly
+/// them), with the error that stopped the rest (still pending, for the next round).
+#[derive(Debug, Default)]
+pub struct OrphanRun {
+    /// The deliveries made dead letters, by every step that went in.
+    pub orphans: Vec<Orphaned>,
+    /// The error of the step that failed, when one did after others went in.
+    pub stopped: Option<StoreError>,
+}
+
 /// A delivery's record, for `dead-letters` and `events show` (its JSON: `ops/list.rs`).
 #[derive(Debug, Clone)]
 pub struct DeliveryRecord {
@@ -411,13 +423,15 @@ pub trait Store: Send + Sync + 'static {
     /// its timeout, say, whose forced replay cleared its mark) stays shown as running (its
     /// mark, or in a shared store this process's claim, kept) until that call's outcome is
     /// recorded: a success replaces the dead letter, any other outcome only ends the running.
+    /// Written in steps of keys: an error when nothing went in; a step failing after others
+    /// went in is [`OrphanRun::stopped`], beside the dead letters of the steps before it.
     fn dead_letter_plugin(
         &self,
         plugin: String,
         error: String,
         before_ms: i64,
         running: Vec<i64>,
-    ) -> StoreFuture<Vec<Orphaned>>;
+    ) -> StoreFuture<OrphanRun>;
     /// Durably marks attempts as started, before their plugin is called (one write for a
     /// batch): a process that dies during the call leaves the mark behind. Deliveries no longer
     /// matching their guard are skipped, and so (in a shared store) are those another process

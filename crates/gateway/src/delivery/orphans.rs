@@ -151,13 +151,23 @@ impl Engine {
             .dead_letter_plugin(name.to_owned(), error.clone(), cutoff, self.known.running())
             .await
         {
-            Ok(orphans) => orphans,
+            Ok(run) => {
+                match &run.stopped {
+                    // The steps before the failure went in: their dead letters are handled
+                    // below like a whole write's (counted, or put back if the name is back).
+                    // The name is not forgotten: the next round takes the rest.
+                    Some(e) => {
+                        tracing::error!(plugin = %name, error = %e, "could not dead-letter all the deliveries of a removed plugin instance: the next round takes the rest");
+                    }
+                    None => self.forget_orphan(name),
+                }
+                run.orphans
+            }
             Err(e) => {
                 tracing::error!(plugin = %name, error = %e, "could not dead-letter the deliveries of a removed plugin instance");
                 return;
             }
         };
-        self.forget_orphan(name);
         if orphans.is_empty() {
             return;
         }

@@ -19,6 +19,23 @@ pub(crate) fn ranges((lo, hi): (i64, i64), size: i64) -> impl Iterator<Item = (i
     })
 }
 
+/// The orphan rule's answer when a step failed with `e` after the steps before it made
+/// `orphans` dead letters: an error when none did, else those dead letters and the error (they
+/// stand, committed: the caller's put-back needs them).
+pub(crate) fn orphans_stopped(
+    orphans: Vec<super::Orphaned>,
+    e: StoreError,
+) -> Result<super::OrphanRun, StoreError> {
+    let e = StoreError(format!("{} (after {} of them)", e.0, orphans.len()));
+    if orphans.is_empty() {
+        return Err(e);
+    }
+    Ok(super::OrphanRun {
+        orphans,
+        stopped: Some(e),
+    })
+}
+
 /// Runs `step` over the keys `lo..=hi` in ranges of `size`, in order, `pause` apart; returns
 /// the sum of their counts. A step that fails ends the run with its error, saying how many the
 /// steps before it did (`what` names the write there and in the log).

@@ -72,7 +72,7 @@ pub use schema::SCHEMA_VERSION;
 
 use super::{
     Accepted, Backlog, DeadLetterCounts, DeadLetterQuery, DeliveryFilter, DeliveryRecord, Due,
-    DueDelivery, EventFilter, EventRecord, EventSummary, FinishRecord, Guard, NewEvent, Orphaned,
+    DueDelivery, EventFilter, EventRecord, EventSummary, FinishRecord, Guard, NewEvent, OrphanRun,
     PendingDelivery, PurgeCursor, PurgeStep, ReplaySelector, Store, StoreError, StoreFuture,
 };
 
@@ -347,7 +347,7 @@ impl Store for PgStore {
         error: String,
         before_ms: i64,
         running: Vec<i64>,
-    ) -> StoreFuture<Vec<Orphaned>> {
+    ) -> StoreFuture<OrphanRun> {
         self.dead_letter_plugin_steps(plugin, error, before_ms, running)
     }
 

@@ -40,8 +40,8 @@ use tokio::sync::oneshot;
 
 use super::{
     Accepted, Backlog, DeadLetterCounts, DeadLetterQuery, DeliveryFilter, DeliveryRecord, Due,
-    DueDelivery, EventFilter, EventRecord, EventSummary, FinishRecord, Guard, NewEvent, Orphaned,
-    PendingDelivery, PurgeCursor, PurgeStep, Store, StoreError, StoreFuture,
+    DueDelivery, EventFilter, EventRecord, EventSummary, FinishRecord, Guard, NewEvent, OrphanRun,
+    Orphaned, PendingDelivery, PurgeCursor, PurgeStep, Store, StoreError, StoreFuture,
 };
 
 /// The most writes applied in one transaction.
@@ -307,7 +307,7 @@ impl Store for SqliteStore {
         error: String,
         before_ms: i64,
         _running: Vec<i64>,
-    ) -> StoreFuture<Vec<Orphaned>> {
+    ) -> StoreFuture<OrphanRun> {
         // What is marked started runs: the writer needs no list (see its `DeadLetterPlugin`).
         // In steps of keys, each its own write: a backlog of millions in one transaction held
         // the write lock for seconds (events waiting past their 1 s get 503).
@@ -318,7 +318,7 @@ impl Store for SqliteStore {
                 .inspect(move |c| replay::pending_key_range(c, &name))
                 .await?
             else {
-                return Ok(Vec::new());
+                return Ok(OrphanRun::default());
             };
             let mut orphaned = Vec::new();
             for keys in crate::store::key_steps::ranges(range, replay::DEAD_LETTER_STEP) {
@@ -328,16 +328,13 @@ impl Store for SqliteStore {
                     .await;
                 match step {
                     Ok(rows) => orphaned.extend(rows),
-                    Err(e) => {
-                        return Err(StoreError(format!(
-                            "{} (after {} of them)",
-                            e.0,
-                            orphaned.len()
-                        )))
-                    }
+                    Err(e) => return crate::store::key_steps::orphans_stopped(orphaned, e),
                 }
             }
-            Ok(orphaned)
+            Ok(OrphanRun {
+                orphans: orphaned,
+                stopped: None,
+            })
         })
     }
 

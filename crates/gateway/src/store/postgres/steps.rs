@@ -14,7 +14,7 @@ use deadpool_postgres::Client;
 
 use super::{claims, PgStore, DB_NOW_MS, DEAD_RUNNING};
 use crate::store::sqlite::now_ms;
-use crate::store::{Orphaned, StoreError, StoreFuture};
+use crate::store::{OrphanRun, StoreError, StoreFuture};
 
 /// Delivery keys per step.
 pub(super) const DEAD_LETTER_STEP: i64 = if cfg!(test) { 3 } else { 20_000 };
@@ -72,14 +72,14 @@ impl PgStore {
     /// within the operation deadline: in one statement a large backlog outgrew it (about a
     /// million deliveries), was rolled back at every sweep and stayed pending for ever, and
     /// every failed try held this replica's crash count back (`reach`). A failed step ends
-    /// them; those before it stand (the next round takes the rest).
+    /// them; those before it stand and are listed (the next round takes the rest).
     pub(super) fn dead_letter_plugin_steps(
         &self,
         plugin: String,
         error: String,
         before_ms: i64,
         running: Vec<i64>,
-    ) -> StoreFuture<Vec<Orphaned>> {
+    ) -> StoreFuture<OrphanRun> {
         let store = self.clone();
         Box::pin(async move {
             let name = plugin.clone();
@@ -87,7 +87,7 @@ impl PgStore {
                 .op(move |c, _| async move { claims::pending_key_range(&c, &name).await })
                 .await?;
             let Some((lo, hi)) = range else {
-                return Ok(Vec::new());
+                return Ok(OrphanRun::default());
             };
             let (plugin, error, running) = (
                 std::sync::Arc::new(plugin),
@@ -111,16 +111,13 @@ impl PgStore {
                     .await;
                 match step {
                     Ok(rows) => orphaned.extend(rows),
-                    Err(e) => {
-                        return Err(StoreError(format!(
-                            "{} (after {} of them)",
-                            e.0,
-                            orphaned.len()
-                        )))
-                    }
+                    Err(e) => return crate::store::key_steps::orphans_stopped(orphaned, e),
                 }
             }
-            Ok(orphaned)
+            Ok(OrphanRun {
+                orphans: orphaned,
+                stopped: None,
+            })
         })
     }
 

@@ -140,6 +140,7 @@ fn deliveries_of_one_plugin_are_dead_lettered_together() {
             )
             .await
             .expect("dead-letter")
+            .orphans
             .into_iter()
             .map(|o| o.event_id)
             .collect();

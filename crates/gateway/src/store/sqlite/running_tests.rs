@@ -85,7 +85,7 @@ async fn orphaned_while_running(store: &SqliteStore, id: &str) -> i64 {
     let marked = store.start_attempts(vec![(key, at(0, false, false))]);
     assert_eq!(marked.await.expect("start"), [true]);
     let gone = store.dead_letter_plugin("p".into(), "removed".into(), i64::MAX, Vec::new());
-    let gone = gone.await.expect("orphans");
+    let gone = gone.await.expect("orphans").orphans;
     assert_eq!(
         (gone[0].key, gone[0].generation, gone[0].running),
         (key, 0, true)
@@ -184,7 +184,7 @@ fn the_orphan_rule_keeps_a_running_calls_mark_until_its_outcome_comes() {
         assert_eq!(marked.await.expect("start"), [true]);
         let idle = accepted(&store, event("idle", &["p"])).await[0].0;
         let gone = store.dead_letter_plugin("p".into(), "removed".into(), i64::MAX, Vec::new());
-        let mut gone = gone.await.expect("orphans");
+        let mut gone = gone.await.expect("orphans").orphans;
         gone.sort_by_key(|o| o.key);
         let orphan = |key, id: &str, running| Orphaned {
             key,

@@ -346,7 +346,13 @@ fn the_orphan_rule_takes_a_removed_plugins_backlog_in_steps() {
             keys.push(accepted(&store, event(&format!("o{i}"), &["p", "q"])).await[0].0);
         }
         let gone = store.dead_letter_plugin("p".into(), "removed".into(), i64::MAX, Vec::new());
-        let mut gone: Vec<i64> = gone.await.expect("orphans").iter().map(|o| o.key).collect();
+        let mut gone: Vec<i64> = gone
+            .await
+            .expect("orphans")
+            .orphans
+            .iter()
+            .map(|o| o.key)
+            .collect();
         gone.sort_unstable();
         assert_eq!(gone, keys, "every pending delivery of p, once");
         for i in 0..10 {
@@ -363,6 +369,50 @@ fn the_orphan_rule_takes_a_removed_plugins_backlog_in_steps() {
         }
         // Nothing pending of p left: nothing, at once.
         let again = store.dead_letter_plugin("p".into(), "removed".into(), i64::MAX, Vec::new());
-        assert!(again.await.expect("orphans").is_empty());
+        assert!(again.await.expect("orphans").orphans.is_empty());
+    });
+}
+
+/// A step of the orphan rule that fails after others went in leaves their dead letters
+/// committed: the answer lists them (with the error), so the engine can put them back when a
+/// reload brought the name back meanwhile. It used to be an error alone, the dead letters
+/// already made unknown to the caller.
+#[test]
+fn an_orphan_step_that_fails_lists_the_dead_letters_of_the_steps_before_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s.db");
+    rt().block_on(async {
+        let store = SqliteStore::open(&path).expect("open");
+        let mut keys = Vec::new();
+        for i in 0..10 {
+            keys.push(accepted(&store, event(&format!("o{i}"), &["p"])).await[0].0);
+        }
+        // The step holding the 8th key fails (a full disk, an I/O error: here a trigger).
+        let other = Connection::open(&path).expect("open");
+        other
+            .execute_batch(&format!(
+                "CREATE TRIGGER refuse BEFORE UPDATE OF state ON deliveries
+                 WHEN NEW.key = {} BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+                keys[7]
+            ))
+            .expect("trigger");
+        drop(other);
+        let run = store
+            .dead_letter_plugin("p".into(), "removed".into(), i64::MAX, Vec::new())
+            .await
+            .expect("some steps went in");
+        let stopped = run.stopped.expect("stopped part-way");
+        assert!(stopped.0.contains("refused"), "{stopped}");
+        let mut listed: Vec<i64> = run.orphans.iter().map(|o| o.key).collect();
+        listed.sort_unstable();
+        let dead: Vec<i64> = keys
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| shown(&store, &format!("o{i}")).state == "dead")
+            .map(|(_, k)| *k)
+            .collect();
+        assert!(!dead.is_empty(), "the steps before the failure went in");
+        assert!(dead.len() < keys.len(), "the failed step's did not");
+        assert_eq!(listed, dead, "every dead letter made is listed");
     });
 }
