@@ -109,3 +109,60 @@ fn an_isolated_plugin_does_not_get_the_configs_secret_variables() {
         "{line}"
     );
 }
+
+/// A variable the config first reads with `${NAME}` at a reload (here the app's verification
+/// token, moved into a variable) is a secret from then on: a plugin process that was already
+/// running then, kept by the reload (its spec unchanged), must not go on holding it in its
+/// environment either (the README: "the child's environment is the gateway's without every
+/// variable a config loaded by this process read").
+#[test]
+fn a_plugin_process_kept_by_a_reload_does_not_keep_a_variable_the_reload_made_secret() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kit = format!(
+        "library = \"{}\"\nconfig = {{ record = \"data/kit.jsonl\", record_env = [\"KIT_LATE_SECRET\"] }}",
+        gateway_e2e::harness::binaries().testkit.display()
+    );
+    let before = config("", &kit);
+    let gw = TestGateway::spawn_with_env(dir.path(), &before, &[("KIT_LATE_SECRET", super::TOKEN)]);
+    super::send(&gw, "late-1", "hire.referral_account.assets_update_v1");
+    let record = dir.path().join("data/kit.jsonl");
+    let lines = |n: usize| wait_until(Duration::from_secs(20), || read_jsonl(&record).len() >= n);
+    assert!(lines(1), "no call recorded\n{}", gw.log());
+    // Not a config variable yet: the plugin may see it.
+    assert_eq!(
+        read_jsonl(&record)[0]["env"]["KIT_LATE_SECRET"],
+        super::TOKEN
+    );
+    let after = before.replace(
+        &format!("verification_token = \"{}\"", super::TOKEN),
+        "verification_token = \"${KIT_LATE_SECRET}\"",
+    );
+    assert_ne!(after, before);
+    std::fs::write(dir.path().join("gateway.toml"), &after).expect("write");
+    gw.signal("HUP");
+    assert!(
+        wait_until(Duration::from_secs(20), || gw
+            .log()
+            .contains("config reloaded")),
+        "{}",
+        gw.log()
+    );
+    super::send(&gw, "late-2", "hire.referral_account.assets_update_v1");
+    let second = || {
+        read_jsonl(&record)
+            .into_iter()
+            .find(|l| l["event_id"] == "late-2")
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || second().is_some()),
+        "no second call recorded\n{}",
+        gw.log()
+    );
+    let line = &second().expect("recorded");
+    assert_eq!(
+        line["env"],
+        serde_json::json!({"KIT_LATE_SECRET": null}),
+        "the app's token, read with ${{KIT_LATE_SECRET}} since the reload, is still in the \
+         plugin process's environment: {line}"
+    );
+}
