@@ -36,7 +36,15 @@ enum Runner {
     InProcess(Box<InProcess>),
     /// `isolation = "process"`: the instance's child process, which loads the file that hashes
     /// to `sha256` (what the gateway examined).
-    Isolated { process: Isolated, sha256: String },
+    ///
+    /// `hidden`: how many `${NAME}` variables the config loads had read when its first child
+    /// started (the names kept out of its environment: [`crate::config::env`]); a reload whose
+    /// config reads a new one replaces the instance, so no running child keeps that secret.
+    Isolated {
+        process: Isolated,
+        sha256: String,
+        hidden: usize,
+    },
 }
 
 /// One configured plugin instance and its call limit.
@@ -423,6 +431,16 @@ fn reusable(slot: &PluginSlot, spec: &PluginSpec, dir: &Path) -> Result<bool, St
                 }
             }
         }
+        // A variable read with `${NAME}` since its child started is a secret that child
+        // still holds in its environment (a process's environment is set when it starts):
+        // replaced, its successor starts without it.
+        Runner::Isolated { hidden, .. }
+            if crate::config::env::config_variable_count() > *hidden =>
+        {
+            tracing::info!(plugin = %spec.name,
+                "the config reads a variable it did not read when this isolated instance started: its process is replaced, so that it no longer holds it");
+            Ok(false)
+        }
         Runner::Isolated { sha256, .. } => match examine(spec) {
             Ok(found) => Ok(found.sha256 == *sha256),
             Err(error) => {
@@ -521,6 +539,8 @@ fn start_one(spec: &PluginSpec, opened: Opened, dir: &Path) -> Result<PluginSlot
             (library.summary(), runner)
         }
         Opened::Examined(examined) => {
+            // Before the child starts: it starts without at least these (the set only grows).
+            let hidden = crate::config::env::config_variable_count();
             let (process, descriptor) = Isolated::start(
                 &spec.name,
                 &spec.library,
@@ -532,6 +552,7 @@ fn start_one(spec: &PluginSpec, opened: Opened, dir: &Path) -> Result<PluginSlot
             let runner = Runner::Isolated {
                 process,
                 sha256: examined.sha256,
+                hidden,
             };
             (descriptor, runner)
         }

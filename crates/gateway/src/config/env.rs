@@ -122,6 +122,15 @@ pub fn config_variables() -> Vec<String> {
         .collect()
 }
 
+/// How many names [`config_variables`] holds: it only grows, so a larger count later means a
+/// name was read since (an isolated instance started before it is replaced at reload).
+pub fn config_variable_count() -> usize {
+    LOOKED_UP
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .len()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
