@@ -69,8 +69,9 @@ impl Drop for PeerSlot {
     }
 }
 
-/// The client an address belongs to: an IPv4 address (an IPv4-mapped IPv6 one too), or the
-/// /64 of an IPv6 address.
+/// The client an address belongs to: an IPv4 address (an IPv4-mapped IPv6 one too, and one
+/// behind a NAT64 gateway's well-known prefix `64:ff9b::/96`, whose /64 all IPv4 clients of
+/// that gateway share), or the /64 of an IPv6 address.
 pub(crate) fn client(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
@@ -78,6 +79,10 @@ pub(crate) fn client(ip: IpAddr) -> IpAddr {
             Some(v4) => IpAddr::V4(v4),
             None => {
                 let s = v6.segments();
+                if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                    let o = v6.octets();
+                    return IpAddr::V4(std::net::Ipv4Addr::new(o[12], o[13], o[14], o[15]));
+                }
                 IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
             }
         },
@@ -106,6 +111,17 @@ mod tests {
             0,
             "no entry left"
         );
+    }
+
+    #[test]
+    fn a_client_behind_nat64_is_its_ipv4_address() {
+        let peers = Peers::new(1);
+        let _held = peers
+            .take("64:ff9b::a00:1".parse().expect("ip"))
+            .expect("first");
+        // The same IPv4 client, not another of the NAT64 gateway's.
+        assert!(peers.take("10.0.0.1".parse().expect("ip")).is_none());
+        assert!(peers.take("64:ff9b::a00:2".parse().expect("ip")).is_some());
     }
 
     #[test]
