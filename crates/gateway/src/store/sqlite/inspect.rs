@@ -30,17 +30,27 @@ fn delivery_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryRecord> {
     })
 }
 
+/// The dead letters' page query: `?1` plugin, `?2` since, `?3` limit, `?4`..`?6` the cursor.
+/// The bounds on `updated_at` stand on their own, outside any `OR` (a missing one is the
+/// widest value), so the partial index of dead letters is searched from the cursor on: inside
+/// `?4 IS NULL OR (...)` they were no index range, and each page scanned every newer dead
+/// letter (and looked its event up) before its own, a listing of all of them quadratic.
+pub(super) fn dead_letters_sql() -> String {
+    format!(
+        "SELECT {DELIVERY_COLUMNS} FROM {DELIVERIES} WHERE d.state = 'dead'
+           AND (?1 IS NULL OR d.plugin = ?1)
+           AND d.updated_at >= COALESCE(?2, -9223372036854775808)
+           AND d.updated_at <= COALESCE(?4, 9223372036854775807)
+           AND (?4 IS NULL OR (d.updated_at, e.id, d.plugin) < (?4, ?5, ?6))
+         ORDER BY d.updated_at DESC, e.id DESC, d.plugin DESC LIMIT COALESCE(?3, -1)"
+    )
+}
+
 pub(super) fn dead_letters(
     c: &Connection,
     q: &DeadLetterQuery,
 ) -> Result<Vec<DeliveryRecord>, StoreError> {
-    // `updated_at <= ?4` on its own lets the partial index of dead letters start at the cursor.
-    let mut stmt = c.prepare_cached(&format!(
-        "SELECT {DELIVERY_COLUMNS} FROM {DELIVERIES} WHERE d.state = 'dead'
-           AND (?1 IS NULL OR d.plugin = ?1) AND (?2 IS NULL OR d.updated_at >= ?2)
-           AND (?4 IS NULL OR (d.updated_at <= ?4 AND (d.updated_at, e.id, d.plugin) < (?4, ?5, ?6)))
-         ORDER BY d.updated_at DESC, e.id DESC, d.plugin DESC LIMIT COALESCE(?3, -1)"
-    ))?;
+    let mut stmt = c.prepare_cached(&dead_letters_sql())?;
     let after = q.after.as_ref();
     let rows = stmt.query_map(
         params![
