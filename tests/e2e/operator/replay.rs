@@ -306,3 +306,48 @@ fn the_dead_letter_commands_read_past_a_page_each_once() {
         "{out}"
     );
 }
+
+/// An operator's write waits for the store's write lock as long as a busy gateway keeps it
+/// (its writer commits back to back, and while it calls what a replay of every dead letter
+/// queued, each step's 10,000 deliveries): it gave up after the gateway's own 1 s, so
+/// `replay --dead-letters` beside a busy gateway stopped part-way ("database is locked ...
+/// stopped after 190000 of them", exit 1) and a replay by id failed. Here another connection
+/// holds the lock for 2.5 s, as such a gateway does between the CLI's polls.
+#[test]
+fn an_operator_write_waits_for_a_write_lock_held_past_one_second() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = TestGateway::spawn(dir.path(), &config());
+    let lark = Lark::plain(TOKEN);
+    for id in ["ev-a", "ev-b"] {
+        let a = lark.send(
+            &gw.url("/hook"),
+            &lark.event_v2(id, "test.bad", serde_json::json!({})),
+        );
+        assert_eq!(a.status, 200);
+    }
+    assert!(wait_until(Duration::from_secs(10), || state(&gw, "ev-a")
+        == "dead"
+        && state(&gw, "ev-b") == "dead"));
+    let hold = |ms: u64| {
+        let db = rusqlite::Connection::open(dir.path().join("data/gateway.db")).expect("open");
+        db.busy_timeout(Duration::from_secs(5)).expect("busy");
+        db.execute_batch("BEGIN IMMEDIATE").expect("lock");
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(ms));
+            db.execute_batch("COMMIT").expect("unlock");
+        })
+    };
+    let held = hold(2_500);
+    let (code, out, err) = gw.cli(&["replay", "ev-a"]);
+    held.join().expect("holder");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("1 deliveries queued again"), "{out}");
+    assert!(wait_until(Duration::from_secs(10), || state(&gw, "ev-a")
+        == "dead"
+        && read_jsonl(&dir.path().join("data/kit.jsonl")).len() == 3));
+    let held = hold(2_500);
+    let (code, out, err) = gw.cli(&["replay", "--dead-letters"]);
+    held.join().expect("holder");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("2 deliveries queued again"), "{out}");
+}

@@ -33,6 +33,13 @@ use crate::store::StoreError;
 /// timeout, also the connections' default for every other statement).
 pub(crate) const BUSY_WAIT: Duration = Duration::from_secs(1);
 
+/// The longest one batch of an operator command's writer (no accepts: a replay, a purge step)
+/// waits for the write lock, which the running gateway holds most of the time when it is busy:
+/// its writer begins the next transaction as soon as one commits, so a waiter polling every
+/// 100 ms at most may miss every gap for a second (as [`BUSY_WAIT`] it failed a replay of every
+/// dead letter part-way). Waiting holds no lock: the gateway never waits for it.
+pub(crate) const OPERATOR_BUSY_WAIT: Duration = Duration::from_secs(30);
+
 /// How long after it was handed to the writer an accept may still begin its transaction.
 pub(crate) const ACCEPT_WAIT: Duration = Duration::from_secs(1);
 
@@ -43,10 +50,11 @@ pub(super) fn accept_deadline() -> Instant {
 
 /// The writes of `batch` that may still begin: the accepts past their deadline are answered
 /// 503 and left out. Sets the connection's busy timeout for this batch: [`BUSY_WAIT`], or the
-/// time left to the earliest deadline kept (none left: the lock is tried once).
-pub(super) fn keep_due(conn: &Connection, batch: Vec<Write>) -> Vec<Write> {
+/// time left to the earliest deadline kept (none left: the lock is tried once); `base` instead
+/// of [`BUSY_WAIT`] when given (an operator command's writer: [`OPERATOR_BUSY_WAIT`]).
+pub(super) fn keep_due(conn: &Connection, batch: Vec<Write>, base: Option<Duration>) -> Vec<Write> {
     let now = Instant::now();
-    let mut wait = BUSY_WAIT;
+    let mut wait = base.unwrap_or(BUSY_WAIT);
     let mut kept = Vec::with_capacity(batch.len());
     for write in batch {
         match write {
@@ -68,9 +76,10 @@ pub(super) fn keep_due(conn: &Connection, batch: Vec<Write>) -> Vec<Write> {
     kept
 }
 
-/// The connection's busy timeout back to [`BUSY_WAIT`] (after a batch that shortened it).
-pub(super) fn restore(conn: &Connection) {
-    set_busy_timeout(conn, BUSY_WAIT);
+/// The connection's busy timeout back to [`BUSY_WAIT`] (after a batch that shortened it), or
+/// to `base` when given.
+pub(super) fn restore(conn: &Connection, base: Option<Duration>) {
+    set_busy_timeout(conn, base.unwrap_or(BUSY_WAIT));
 }
 
 fn set_busy_timeout(conn: &Connection, wait: Duration) {

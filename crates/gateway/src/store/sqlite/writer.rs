@@ -60,7 +60,12 @@ pub(super) fn writer_loop(
             }
         };
         if let Some(first) = first {
-            write_batch(&mut conn, batcher.take(first, &rx), &mut ids, &store);
+            // An operator command's writer (no store lock, no accepts) waits longer for the
+            // write lock a busy gateway keeps taking (`deadline::OPERATOR_BUSY_WAIT`).
+            let base = spill_at
+                .is_none()
+                .then_some(super::deadline::OPERATOR_BUSY_WAIT);
+            write_batch(&mut conn, batcher.take(first, &rx), &mut ids, &store, base);
         }
         if let Some(index) = ids.as_mut() {
             index.after_batch(&mut conn);
@@ -78,17 +83,18 @@ fn write_batch(
     (batch, paced): (Vec<Write>, bool),
     ids: &mut Option<Dedup>,
     store: &std::path::Path,
+    base: Option<std::time::Duration>,
 ) {
     // Events past their deadline are answered 503 here, never applied (`deadline`).
-    let batch = super::deadline::keep_due(conn, batch);
+    let batch = super::deadline::keep_due(conn, batch, base);
     if batch.is_empty() {
-        super::deadline::restore(conn);
+        super::deadline::restore(conn, base);
         return;
     }
     crate::metrics::observe_commit_batch(batch.len(), paced);
     let started = std::time::Instant::now();
     let applied = apply_and_settle(conn, &batch, ids, store);
-    super::deadline::restore(conn);
+    super::deadline::restore(conn, base);
     crate::metrics::observe_commit_duration(started.elapsed());
     match applied {
         Ok(results) => {
