@@ -102,11 +102,15 @@ pub(super) async fn dead_letters(
     Ok(c
         .query(
             // `COLLATE "C"`: byte order, as SQLite's, so a page ends where the next one starts
-            // whatever the database's collation.
+            // whatever the database's collation. The bounds on `updated_at` outside any `OR`,
+            // as SQLite's (`sqlite/inspect.rs`): an index range from the cursor on, whatever
+            // plan the server makes.
             &format!(
                 "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE state = 'dead'
-                   AND ($1::text IS NULL OR plugin = $1) AND ($2::bigint IS NULL OR updated_at >= $2)
-                   AND ($4::bigint IS NULL OR (updated_at <= $4 AND (updated_at, event_id COLLATE \"C\", plugin COLLATE \"C\") < ($4, $5::text COLLATE \"C\", $6::text COLLATE \"C\")))
+                   AND ($1::text IS NULL OR plugin = $1)
+                   AND updated_at >= COALESCE($2::bigint, -9223372036854775808)
+                   AND updated_at <= COALESCE($4::bigint, 9223372036854775807)
+                   AND ($4::bigint IS NULL OR (updated_at, event_id COLLATE \"C\", plugin COLLATE \"C\") < ($4, $5::text COLLATE \"C\", $6::text COLLATE \"C\"))
                  ORDER BY updated_at DESC, event_id COLLATE \"C\" DESC, plugin COLLATE \"C\" DESC LIMIT $3"
             ),
             &[&q.plugin, &q.since_ms, &limit, &at, &id, &plugin],
