@@ -19,20 +19,38 @@ pub(crate) fn ranges((lo, hi): (i64, i64), size: i64) -> impl Iterator<Item = (i
     })
 }
 
-/// The orphan rule's answer when a step failed with `e` after the steps before it made
-/// `orphans` dead letters: an error when none did, else those dead letters and the error (they
-/// stand, committed: the caller's put-back needs them).
-pub(crate) fn orphans_stopped(
-    orphans: Vec<super::Orphaned>,
-    e: StoreError,
-) -> Result<super::OrphanRun, StoreError> {
-    let e = StoreError(format!("{} (after {} of them)", e.0, orphans.len()));
-    if orphans.is_empty() {
-        return Err(e);
+/// The orphan rule (`Store::dead_letter_plugin`) over the keys `range` in steps of `size`,
+/// `step` making one range's dead letters. A step that fails stops the rest: an error when no
+/// step went in, else the dead letters of those that did (they stand, committed: the caller's
+/// put-back needs them) with the error.
+pub(crate) async fn orphan_steps<F, Fut>(
+    range: (i64, i64),
+    size: i64,
+    mut step: F,
+) -> Result<super::OrphanRun, StoreError>
+where
+    F: FnMut((i64, i64)) -> Fut,
+    Fut: Future<Output = Result<Vec<super::Orphaned>, StoreError>>,
+{
+    let mut orphans = Vec::new();
+    for keys in ranges(range, size) {
+        match step(keys).await {
+            Ok(rows) => orphans.extend(rows),
+            Err(e) => {
+                let e = StoreError(format!("{} (after {} of them)", e.0, orphans.len()));
+                if orphans.is_empty() {
+                    return Err(e);
+                }
+                return Ok(super::OrphanRun {
+                    orphans,
+                    stopped: Some(e),
+                });
+            }
+        }
     }
     Ok(super::OrphanRun {
         orphans,
-        stopped: Some(e),
+        stopped: None,
     })
 }
 

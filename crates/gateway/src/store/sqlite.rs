@@ -320,21 +320,11 @@ impl Store for SqliteStore {
             else {
                 return Ok(OrphanRun::default());
             };
-            let mut orphaned = Vec::new();
-            for keys in crate::store::key_steps::ranges(range, replay::DEAD_LETTER_STEP) {
+            let step = |keys| {
                 let (plugin, error) = (plugin.clone(), error.clone());
-                let step = store
-                    .submit(|r| Write::DeadLetterPlugin(plugin, error, before_ms, keys, r))
-                    .await;
-                match step {
-                    Ok(rows) => orphaned.extend(rows),
-                    Err(e) => return crate::store::key_steps::orphans_stopped(orphaned, e),
-                }
-            }
-            Ok(OrphanRun {
-                orphans: orphaned,
-                stopped: None,
-            })
+                store.submit(|r| Write::DeadLetterPlugin(plugin, error, before_ms, keys, r))
+            };
+            crate::store::key_steps::orphan_steps(range, replay::DEAD_LETTER_STEP, step).await
         })
     }
 

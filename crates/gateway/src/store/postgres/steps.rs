@@ -94,30 +94,20 @@ impl PgStore {
                 std::sync::Arc::new(error),
                 std::sync::Arc::new(running),
             );
-            let mut orphaned = Vec::new();
-            for (from, to) in crate::store::key_steps::ranges((lo, hi), DEAD_LETTER_STEP) {
+            let step = |keys| {
                 let (plugin, error, running) = (plugin.clone(), error.clone(), running.clone());
-                let step = store
-                    .op(move |c, inner| async move {
-                        claims::dead_letter_plugin(
-                            &c,
-                            &inner.claim,
-                            (&plugin, &error, before_ms),
-                            &running,
-                            (from, to),
-                        )
-                        .await
-                    })
-                    .await;
-                match step {
-                    Ok(rows) => orphaned.extend(rows),
-                    Err(e) => return crate::store::key_steps::orphans_stopped(orphaned, e),
-                }
-            }
-            Ok(OrphanRun {
-                orphans: orphaned,
-                stopped: None,
-            })
+                store.op(move |c, inner| async move {
+                    claims::dead_letter_plugin(
+                        &c,
+                        &inner.claim,
+                        (&plugin, &error, before_ms),
+                        &running,
+                        keys,
+                    )
+                    .await
+                })
+            };
+            crate::store::key_steps::orphan_steps((lo, hi), DEAD_LETTER_STEP, step).await
         })
     }
 
