@@ -289,7 +289,7 @@ fn event_type(delivery: &[u8]) -> &[u8] {
 }
 
 /// Appends `<pid> <event_type>` as a line to the file `RAW_PLUGIN_CALLS` names, when set: which
-/// process served which call (an isolated instance's child).
+/// process served which call (an isolated instance's child); `<pid> init` for each instance made.
 fn record_call(event_type: &[u8]) {
     use std::io::Write;
     let Some(path) = std::env::var_os("RAW_PLUGIN_CALLS") else {
@@ -333,6 +333,7 @@ unsafe extern "C" fn init(
         return 0;
     }
     INITS.fetch_add(1, Ordering::SeqCst);
+    record_call(b"init");
     KEPT_HOST.store(host as *mut HostApi, Ordering::SeqCst);
     let instance = Box::into_raw(Box::new(Instance { magic: MAGIC }));
     // SAFETY: the host passes a valid, writable out-pointer.

@@ -26,8 +26,9 @@ mod called;
 mod in_process;
 
 pub use called::Called;
+pub(crate) use in_process::{restart_failed, unavailable};
 
-use in_process::{unavailable, InProcess};
+use in_process::InProcess;
 
 /// How an instance runs.
 enum Runner {

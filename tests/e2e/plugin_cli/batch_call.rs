@@ -130,6 +130,49 @@ fn a_library_without_a_batch_entry_gets_handle_for_each() {
     );
 }
 
+/// A 1.0 library's batch is `handle` for each, as the gateway calls it: after a delivery that
+/// panicked, the next one goes to a fresh instance, never to the one that just panicked (the
+/// raw fixture records each `init` and call, in order).
+#[test]
+fn a_1_0_librarys_batch_mate_never_runs_on_the_instance_that_panicked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let legacy = raw_fixtures(Path::new(env!("CARGO_TARGET_TMPDIR"))).legacy;
+    let a = text(&event(dir.path(), "p-1", "panicked"));
+    let b = text(&event(dir.path(), "p-2", "ok"));
+    let record = dir.path().join("raw-calls.txt");
+    let out = std::process::Command::new(&binaries().gateway)
+        .args([
+            "plugins",
+            "call",
+            &text(&legacy),
+            "--event",
+            &a,
+            "--event",
+            &b,
+        ])
+        .env_remove("GATEWAY_CONFIG")
+        .env("RUST_LOG", "warn")
+        .env("RAW_PLUGIN_CALLS", &record)
+        .output()
+        .expect("run gateway");
+    let (code, out) = (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    );
+    assert_eq!(code, Some(7), "the first outcome not ok, a panic: {out}");
+    let calls: Vec<String> = std::fs::read_to_string(&record)
+        .expect("calls recorded")
+        .lines()
+        .filter_map(|l| l.split_once(' ').map(|(_, what)| what.to_owned()))
+        .collect();
+    assert_eq!(calls, ["init", "panicked", "init", "ok"], "{out}");
+    assert!(
+        out.contains("(delivery 1 of 2 panicked: the instance is replaced before the next")
+            && out.matches("outcome   ok").count() == 1,
+        "{out}"
+    );
+}
+
 /// `plugins call --help` shows the global `--config` with the gateway's default and variable,
 /// which this command ignores: its help says so.
 #[test]

@@ -13,7 +13,9 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use gateway_plugin::host::{CallOutcome, DescriptorSummary, Library, LibraryFile};
+use gateway_plugin::host::{
+    CallOutcome, DescriptorSummary, InitError, Instance, Library, LibraryFile,
+};
 use lark_core::envelope::Envelope;
 
 use super::out::outln;
@@ -331,12 +333,15 @@ fn call(args: &CallArgs, config_file: Option<&Path>) -> ExitCode {
             outln!("{}", String::from_utf8_lossy(d));
         }
     }
-    let instance = match lib.instantiate(
-        &instance_name,
-        &config,
-        &config_dir,
-        crate::plugins::log_sink(),
-    ) {
+    let make = || {
+        lib.instantiate(
+            &instance_name,
+            &config,
+            &config_dir,
+            crate::plugins::log_sink(),
+        )
+    };
+    let mut instance = match make() {
         Ok(i) => i,
         Err(e) => {
             eprintln!("error: {e}");
@@ -354,7 +359,12 @@ fn call(args: &CallArgs, config_file: Option<&Path>) -> ExitCode {
         };
         outln!("batch     {} deliveries through {entry}", deliveries.len());
         let inputs: Vec<&[u8]> = deliveries.iter().map(Vec::as_slice).collect();
-        match instance.handle_batch(&inputs) {
+        let called = if instance.has_batch() {
+            instance.handle_batch(&inputs)
+        } else {
+            Ok(one_by_one(&mut instance, &inputs, make))
+        };
+        match called {
             Ok(outcomes) => {
                 let mut first = None;
                 for (event, outcome) in events.iter().zip(&outcomes) {
@@ -378,6 +388,41 @@ fn call(args: &CallArgs, config_file: Option<&Path>) -> ExitCode {
     // `shutdown` runs here, after the call returned (the last reference).
     drop(instance);
     ExitCode::from(code)
+}
+
+/// A library without a batch entry: `handle` for each delivery, as the gateway calls it, which
+/// never hands a delivery to an instance that just panicked: the instance is shut down and a
+/// fresh one made first (when that `init` fails, the rest are retries, as in the gateway).
+fn one_by_one(
+    instance: &mut Instance,
+    deliveries: &[&[u8]],
+    make: impl Fn() -> Result<Instance, InitError>,
+) -> Vec<CallOutcome> {
+    let mut outcomes = Vec::with_capacity(deliveries.len());
+    for (i, d) in deliveries.iter().enumerate() {
+        let outcome = instance.handle(d);
+        let panicked = matches!(outcome, CallOutcome::Panicked { .. });
+        outcomes.push(outcome);
+        let left = deliveries.len() - i - 1;
+        if panicked && left > 0 {
+            outln!(
+                "(delivery {} of {} panicked: the instance is replaced before the next, as the \
+                 gateway does)",
+                i + 1,
+                deliveries.len()
+            );
+            match make() {
+                // The old instance's `shutdown` runs as it is replaced.
+                Ok(fresh) => *instance = fresh,
+                Err(e) => {
+                    let reason = crate::plugins::restart_failed(&e);
+                    outcomes.extend(crate::plugins::unavailable(left, &reason));
+                    break;
+                }
+            }
+        }
+    }
+    outcomes
 }
 
 /// Prints one delivery's outcome; its exit code (0 ok).

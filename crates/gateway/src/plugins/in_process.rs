@@ -289,7 +289,7 @@ impl super::PluginSlot {
 }
 
 /// `n` retries with `reason`: the outcomes of calls that could not be made.
-pub(super) fn unavailable(n: usize, reason: &str) -> Vec<CallOutcome> {
+pub(crate) fn unavailable(n: usize, reason: &str) -> Vec<CallOutcome> {
     (0..n)
         .map(|_| CallOutcome::Retry {
             reason: reason.to_owned(),
@@ -299,7 +299,7 @@ pub(super) fn unavailable(n: usize, reason: &str) -> Vec<CallOutcome> {
 }
 
 /// The reason a call gets when the instance could not be restarted after a panic.
-pub(super) fn restart_failed(error: &InitError) -> String {
+pub(crate) fn restart_failed(error: &InitError) -> String {
     format!("plugin instance unavailable: its restart after a panic failed ({error})")
 }
 
