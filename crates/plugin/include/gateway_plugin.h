@@ -99,7 +99,9 @@ typedef struct GwPluginDescriptor {
     const char *name;
     const char *version;
     /* init, handle, free_buf and shutdown must not be NULL (the loader refuses the library). */
-    /* config: UTF-8 JSON object (borrowed). On GW_INIT_OK write a non-NULL instance. */
+    /* config: UTF-8 JSON object (borrowed). On GW_INIT_OK write a non-NULL instance. On any
+     * other result the host ignores *out_instance and never calls shutdown for it: free what a
+     * failed init made before returning. */
     uint32_t (*init)(GwStr config, const GwHostApi *host, void **out_instance, GwBuf *out_error);
     /* One delivery (UTF-8 JSON, borrowed) -> GW_OUTCOME_*; may write a detail buffer. */
     uint32_t (*handle)(void *instance, GwStr delivery, GwBuf *out_detail);

@@ -161,7 +161,9 @@ pub struct PluginDescriptor {
     /// Creates an instance from `config` (UTF-8 JSON object, borrowed) and `host` (see
     /// [`HostApi`]). On [`INIT_OK`] writes an opaque non-null pointer to `*out_instance`; otherwise
     /// may write a message to `*out_error`. Both out-pointers are valid and initialised by the host.
-    /// `init`, `handle`, `free_buf` and `shutdown` must not be null: the host refuses to load a
+    /// On any other result the host ignores `*out_instance` and never calls `shutdown` for it (it
+    /// cannot tell a half-made instance from garbage): free what a failed `init` made before
+    /// returning. `init`, `handle`, `free_buf` and `shutdown` must not be null: the host refuses to load a
     /// descriptor with a null one (the Rust types say non-null; the host reads them as nullable).
     pub init: unsafe extern "C" fn(
         config: GwStr,
