@@ -276,6 +276,31 @@ fn commands_end_quietly_when_their_output_pipe_is_closed() {
         .calls("kit")
         .len()
         == 3));
+    // Output that cannot be written (a full disk: /dev/full) fails the command, which says
+    // that the replay itself went through (so nobody repeats it), and it did.
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    let out = std::process::Command::new(&binaries().gateway)
+        .args(["replay", "p-bad"])
+        .env("GATEWAY_CONFIG", dir.path().join("gateway.toml"))
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(full)
+        .output()
+        .expect("run gateway");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cannot write to stdout")
+            && err.contains("the command itself succeeded: only its output is incomplete"),
+        "{err}"
+    );
+    assert!(wait_until(Duration::from_secs(10), || gw
+        .calls("kit")
+        .len()
+        == 4));
 }
 
 #[test]

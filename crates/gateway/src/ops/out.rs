@@ -5,7 +5,8 @@
 //! Every command prints through [`outln!`] instead: once the reader is gone the rest of the
 //! output is dropped, and the command still finishes what it does (a replay asked for is still
 //! queued) and exits with its own code, quietly. Any other write error (a full disk) also drops
-//! the rest, and [`finish`] reports it and makes the command fail: its output is incomplete.
+//! the rest, and [`finish`] reports it and makes the command fail: its output is incomplete (the
+//! message says when the command's work itself succeeded).
 //!
 //! `main` also installs [`quiet_broken_pipe`] for the commands, in case a `println!` elsewhere
 //! meets a closed pipe: that panic becomes a quiet exit 141 (128 + SIGPIPE, what a shell shows
@@ -61,7 +62,16 @@ pub fn finish(code: ExitCode) -> ExitCode {
     }
     match FAILED.get() {
         Some(e) => {
-            eprintln!("error: cannot write to stdout: {e}");
+            // Whether the command's work was done is not in doubt: say so, so that an operator
+            // does not repeat a replay or a purge that went through.
+            if code == ExitCode::SUCCESS {
+                eprintln!(
+                    "error: cannot write to stdout: {e} (the command itself succeeded: only its \
+                     output is incomplete)"
+                );
+            } else {
+                eprintln!("error: cannot write to stdout: {e}");
+            }
             ExitCode::FAILURE
         }
         None => code,

@@ -442,7 +442,7 @@ pub fn replay(config: &Config, args: &ReplayArgs) -> ExitCode {
             &left_out,
             args.force,
         );
-        queue_again(&*store, selectors).await
+        queue_again(&*store, selectors, None).await
     })
 }
 
@@ -496,6 +496,7 @@ async fn replay_dead_letters(config: &Config, store: &dyn Store, args: &ReplayAr
     queue_again(
         store,
         dead_letter_selectors(config, args.plugin.as_ref(), args.force),
+        Some(queued),
     )
     .await
 }
@@ -535,8 +536,15 @@ fn listed(verb: &str, d: &DeliveryRecord) {
     );
 }
 
-/// The replay's writes, and their count.
-async fn queue_again(store: &dyn Store, selectors: Vec<ReplaySelector>) -> ExitCode {
+/// The replay's writes, and their count. `listed`: how many lines the listing before them
+/// said would be replayed, when the writes select by state rather than by those lines (a
+/// running gateway may change deliveries between the two: a dead letter's late call returns,
+/// a new one dies), so a count that differs is said to differ, not left to look like a bug.
+async fn queue_again(
+    store: &dyn Store,
+    selectors: Vec<ReplaySelector>,
+    listed: Option<u64>,
+) -> ExitCode {
     let mut n = 0;
     for selector in selectors {
         match store.replay(selector).await {
@@ -545,7 +553,13 @@ async fn queue_again(store: &dyn Store, selectors: Vec<ReplaySelector>) -> ExitC
             Err(e) => return fail(e),
         }
     }
-    outln!("{n} deliveries queued again");
+    match listed {
+        Some(m) if m != n => outln!(
+            "{n} deliveries queued again (the list above has {m}: deliveries changed state \
+             between the listing and the write, e.g. a new dead letter, or a call that returned)"
+        ),
+        _ => outln!("{n} deliveries queued again"),
+    }
     ExitCode::SUCCESS
 }
 
