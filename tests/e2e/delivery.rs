@@ -248,6 +248,79 @@ fn slow_plugin_slows_neither_http_nor_other_plugins() {
         == 4));
 }
 
+/// Every plugin call takes a thread of the gateway's blocking pool until it returns, and so do
+/// the store's reads and the kill of a timed-out isolated call: one plugin whose many calls
+/// all hang (here 600, each waiting for a gate file) must leave threads for every other
+/// plugin's calls. (With tokio's default pool of 512 threads, the other plugin's call waited
+/// for one of them to return.)
+#[test]
+fn many_hung_calls_of_one_plugin_leave_threads_for_the_others() {
+    const HUNG: usize = 600;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = format!(
+        r#"{base}
+[[apps]]
+name = "hire"
+path = "/hook"
+verification_token = "{TOKEN}"
+
+[delivery]
+max_batch = 1
+timeout = "60s"
+
+[[plugins]]
+name = "audit"
+library = "{logger}"
+config = {{ path = "data/audit.jsonl", fsync = "never" }}
+
+[[plugins]]
+name = "stuck"
+library = "{testkit}"
+config = {{ mode = "gate", gate = "data/gate-open", record = "data/stuck.jsonl" }}
+max_concurrency = {HUNG}
+
+[[routes]]
+events = ["test.stuck"]
+plugins = ["stuck"]
+
+[[routes]]
+events = ["test.fast"]
+plugins = ["audit"]
+"#,
+        base = base_config(),
+        logger = binaries().logger.display(),
+        testkit = binaries().testkit.display(),
+    );
+    let gw = TestGateway::spawn(dir.path(), &cfg);
+    std::thread::scope(|s| {
+        for t in 0..8 {
+            let gw = &gw;
+            s.spawn(move || {
+                for i in (t..HUNG).step_by(8) {
+                    send(gw, &format!("stuck-{i}"), "test.stuck");
+                }
+            });
+        }
+    });
+    let running = || {
+        let s = gateway_e2e::harness::get(&gw.admin_url("/status")).expect("status");
+        let v: serde_json::Value = serde_json::from_str(&s.body).expect("status json");
+        v["plugins"]["stuck"]["calls_running"].as_u64().unwrap_or(0)
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || running() == HUNG as u64),
+        "{} calls running",
+        running()
+    );
+    send(&gw, "fast-1", "test.fast");
+    let audited = wait_until(Duration::from_secs(5), || record(&gw, "audit").len() == 1);
+    std::fs::write(gw.dir.join("data/gate-open"), "").expect("open the gate");
+    assert!(audited, "the other plugin's call waited for a hung one");
+    assert!(wait_until(Duration::from_secs(20), || record(&gw, "stuck")
+        .len()
+        == HUNG));
+}
+
 #[test]
 fn retries_stop_at_max_age() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -15,6 +15,7 @@ pub mod validated;
 pub use validated::{
     load_plugin_config, redact_url, AdminToken, App, Config, DeliveryConfig, EventPattern,
     Isolation, LongConnApp, PgSettings, PluginSpec, Route, StoreConfig, TlsFiles, WebhookApp,
+    BLOCKING_THREADS,
 };
 
 /// Why a config cannot be used: every problem, each prefixed with its location.

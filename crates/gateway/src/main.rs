@@ -301,6 +301,7 @@ README.md (Running in production), ARCHITECTURE.md, docs/plugins.md
 fn runtime_with(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
+        .max_blocking_threads(config::BLOCKING_THREADS)
         .enable_all()
         .thread_name("gateway")
         .build()?)

@@ -35,6 +35,17 @@ pub const MIN_RETENTION: Duration = Duration::from_secs(60);
 /// which a longer one could wrap: a retention cutoff in the future purges everything.
 pub const MAX_DURATION: Duration = Duration::from_secs(36_500 * 86_400);
 pub const DEFAULT_MAX_CONCURRENCY: usize = 4;
+/// The most plugin calls all `[[plugins]]` entries together may run at once (the sum of their
+/// `max_concurrency`): each holds a thread of the gateway's blocking pool until it returns, a
+/// hung in-process call included, and the pool has [`BLOCKING_THREADS`].
+pub const MAX_PLUGIN_CALLS: usize = 1024;
+/// The gateway's blocking pool (tokio's `max_blocking_threads`): plugin calls, the store's
+/// reads, the kill of a timed-out isolated call, plugin starts and restarts. Four times
+/// [`MAX_PLUGIN_CALLS`], so that configured calls, all hung, and the hung calls of instances a
+/// reload replaced still leave threads for the store and for every other plugin (threads are
+/// made only when needed).
+pub const BLOCKING_THREADS: usize = 4 * MAX_PLUGIN_CALLS;
+const _: () = assert!(BLOCKING_THREADS >= 2 * MAX_PLUGIN_CALLS);
 /// `[[plugins]] init_timeout` when not given.
 pub const DEFAULT_INIT_TIMEOUT: Duration = Duration::from_secs(60);
 /// The validated configuration.
@@ -403,6 +414,7 @@ impl<'a> Validator<'a> {
             .map(|(i, p)| self.plugin(i, p, library_dir.as_deref()))
             .collect();
         self.unique("plugins", plugins.iter().map(|p| p.name.as_str()), "name");
+        self.plugin_calls(&plugins);
 
         let plugin_names: HashSet<&str> = plugins.iter().map(|p| p.name.as_str()).collect();
         let app_names: HashSet<&str> = apps.iter().map(|a| a.name.as_str()).collect();

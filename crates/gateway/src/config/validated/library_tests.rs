@@ -1,6 +1,6 @@
 //! Plugin libraries: bare names resolved in `[libraries] dir` (`lib<name>.so` before
 //! `<name>.so`), why that key is not `[plugins] dir`, and `sha256` pins checked and kept
-//! lowercase.
+//! lowercase; the bound on plugin calls (`max_concurrency`, one entry and all together).
 
 use super::tests::{load, problems, MINIMAL};
 use super::*;
@@ -88,5 +88,36 @@ fn sha256_pins_are_checked_and_kept_lowercase() {
     assert!(
         p[0].starts_with("plugins[0].sha256: must be the library's SHA-256"),
         "{p:?}"
+    );
+}
+
+/// Every plugin call holds one of the gateway's blocking threads until it returns: one entry's
+/// `max_concurrency`, and all entries' together, are at most [`MAX_PLUGIN_CALLS`], the error at
+/// the entry that takes the sum past it.
+#[test]
+fn plugin_calls_are_bounded_by_the_threads_kept_for_them() {
+    let entry = |name: &str, n: usize| {
+        format!("[[plugins]]\nname = \"{name}\"\nlibrary = \"/nonexistent/p.so\"\nmax_concurrency = {n}\n")
+    };
+    let at_most = format!("{MINIMAL}{}{}", entry("a", 1000), entry("b", 24));
+    let c = load(&at_most, &[]).expect("1024 in all");
+    assert_eq!(c.plugins[1].max_concurrency, 24);
+
+    let p = problems(&format!(
+        "{MINIMAL}{}{}{}",
+        entry("a", 1000),
+        entry("b", 25),
+        entry("c", 4)
+    ));
+    assert_eq!(p.len(), 1, "{p:#?}");
+    assert!(
+        p[0].starts_with("plugins[1].max_concurrency: the [[plugins]] entries' max_concurrency add up to 1029, more than 1024"),
+        "{p:#?}"
+    );
+    let p = problems(&format!("{MINIMAL}{}", entry("a", 1025)));
+    assert_eq!(
+        p,
+        ["plugins[0].max_concurrency: must be at most 1024"],
+        "one entry past the bound is that entry's problem only"
     );
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::{
     env, syntax_message, PluginSpec, Validator, DEFAULT_INIT_TIMEOUT, DEFAULT_MAX_CONCURRENCY,
+    MAX_PLUGIN_CALLS,
 };
 use crate::config::raw::RawPlugin;
 use crate::config::ConfigError;
@@ -97,6 +98,28 @@ impl Validator<'_> {
         }
     }
 
+    /// The instances' `max_concurrency` together: at most [`MAX_PLUGIN_CALLS`], reported at the
+    /// first entry whose limit takes the sum past it.
+    pub(super) fn plugin_calls(&mut self, plugins: &[PluginSpec]) {
+        let mut sum = 0usize;
+        for (i, p) in plugins.iter().enumerate() {
+            let before = sum;
+            sum += p.max_concurrency;
+            if before <= MAX_PLUGIN_CALLS && sum > MAX_PLUGIN_CALLS {
+                let total: usize = plugins.iter().map(|p| p.max_concurrency).sum();
+                self.problem(
+                    &format!("plugins[{i}].max_concurrency"),
+                    format!(
+                        "the [[plugins]] entries' max_concurrency add up to {total}, more than \
+                         {MAX_PLUGIN_CALLS}: every call holds one of the gateway's threads until \
+                         it returns (a hung one too), which the store's reads and the other \
+                         plugins' calls share"
+                    ),
+                );
+            }
+        }
+    }
+
     pub(super) fn plugin(
         &mut self,
         i: usize,
@@ -123,6 +146,13 @@ impl Validator<'_> {
             Some(0) => {
                 self.problem(&at("max_concurrency"), "must be at least 1");
                 1
+            }
+            Some(n) if n as usize > MAX_PLUGIN_CALLS => {
+                self.problem(
+                    &at("max_concurrency"),
+                    format!("must be at most {MAX_PLUGIN_CALLS}"),
+                );
+                MAX_PLUGIN_CALLS
             }
             Some(n) => n as usize,
             None => DEFAULT_MAX_CONCURRENCY,
