@@ -158,6 +158,9 @@ mod tests {
         assert_eq!(c.ping_interval, Duration::from_secs(5), "0 ignored");
         assert_eq!(c.reconnect_interval, Duration::from_secs(120), "-3 ignored");
         assert_eq!(c.reconnect_nonce, Duration::ZERO);
+        let zero = ClientConfigUpdate::from_payload(br#"{"ReconnectInterval":0}"#).expect("parses");
+        assert!(!c.apply(&zero).changed);
+        assert_eq!(c.reconnect_interval, Duration::from_secs(120), "0 ignored");
         assert!(!c.apply(&u).changed, "nothing changes twice");
         let u = ClientConfigUpdate::from_payload(br#"{"PingInterval":99999999999,"Extra":1}"#)
             .expect("unknown keys are tolerated");

@@ -314,6 +314,56 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_type_header_names_the_message_type() {
+        let typed = |value: Option<&str>| {
+            let mut f = Frame::ping(1);
+            f.headers.clear();
+            if let Some(v) = value {
+                f.set_header(headers::TYPE, v.into());
+            }
+            f.message_type()
+        };
+        assert_eq!(typed(Some("ping")), MessageType::Ping);
+        assert_eq!(typed(Some("pong")), MessageType::Pong);
+        assert_eq!(typed(Some("event")), MessageType::Event);
+        assert_eq!(typed(Some("card")), MessageType::Card);
+        assert_eq!(typed(Some("Event")), MessageType::Other);
+        assert_eq!(typed(None), MessageType::Other);
+        let ping = Frame::ping(7);
+        assert_eq!(
+            (ping.service, ping.method(), ping.message_type()),
+            (7, Method::Control, MessageType::Ping)
+        );
+    }
+
+    /// The pre-decoding count steps over every wire type the way the decoder does: fixed-size
+    /// fields whose bytes look like headers, lengths of several varint bytes, groups (nested,
+    /// their headers not the frame's), and stops at an end-group outside any group.
+    #[test]
+    fn headers_are_counted_over_every_wire_type() {
+        const EMPTY_HEADER: [u8; 2] = [0x2a, 0];
+        let mut bytes = vec![0x08, 1]; // 1: varint
+        bytes.push(0x71); // 14: fixed64, its bytes four empty headers
+        bytes.extend_from_slice(&EMPTY_HEADER.repeat(4));
+        bytes.push(0x7d); // 15: fixed32, its bytes two empty headers
+        bytes.extend_from_slice(&EMPTY_HEADER.repeat(2));
+        bytes.extend_from_slice(&[0x2a, 0xc8, 0x01]); // a header of 200 bytes (2-byte length)
+        bytes.extend_from_slice(&EMPTY_HEADER.repeat(100));
+        bytes.push(0x5b); // 11: start group
+        bytes.push(0x63); // 12: start group, inside it
+        bytes.extend_from_slice(&EMPTY_HEADER);
+        bytes.push(0x64); // 12: end group
+        bytes.extend_from_slice(&EMPTY_HEADER); // still inside group 11
+        bytes.push(0x5c); // 11: end group
+        bytes.extend_from_slice(&EMPTY_HEADER.repeat(2));
+        assert_eq!(count_headers(&bytes), 3);
+        // An end-group outside any group is where counting stops (the decoder refuses it).
+        bytes.push(0x5c);
+        bytes.extend_from_slice(&EMPTY_HEADER);
+        assert_eq!(count_headers(&bytes), 3);
+    }
+
     /// Found reading the decoder (the `frame` fuzz target's allocation check fails on it: 2,004
     /// bytes of empty headers allocated 73,728): every header is a 48-byte `Header` however few
     /// bytes it takes on the wire (2 for an empty one), so a frame of 4 MiB, the connection's

@@ -399,3 +399,105 @@ fn a_copy_of_a_released_message_is_never_reported_dropped() {
     let dropped: Vec<String> = r.take_dropped().into_iter().map(|d| d.message_id).collect();
     assert!(dropped.contains(&"m".to_owned()), "{dropped:?}");
 }
+
+/// The bounds are inclusive: a message of exactly `max_message_bytes` (one fragment, or two
+/// that add up to it, or a first fragment that is all of it), `MAX_FRAGMENTS` fragments, and
+/// `max_total_bytes` held in all, are accepted without an eviction.
+#[test]
+fn every_bound_holds_exactly_its_limit() {
+    let mut r = buffer();
+    let now = Instant::now();
+    r.push("a", 2, 0, vec![1; 60], now).expect("ok");
+    assert!(!r.is_empty());
+    assert_eq!(
+        r.push("a", 2, 1, vec![2; 40], now)
+            .expect("ok")
+            .map(|m| m.len()),
+        Some(100)
+    );
+    r.push("b", 2, 0, vec![0; 100], now)
+        .expect("a first fragment of the whole size");
+    assert_eq!(
+        r.push("b", 2, 1, vec![], now).expect("ok").map(|m| m.len()),
+        Some(100)
+    );
+    r.push("c", 2, 0, vec![0; 60], now).expect("ok");
+    r.push("d", 2, 0, vec![0; 90], now).expect("ok");
+    assert_eq!(
+        (r.len(), r.buffered_bytes()),
+        (2, 150),
+        "150 held: nothing evicted"
+    );
+    assert!(r.take_dropped().is_empty());
+    let mut many = buffer();
+    many.push("m", MAX_FRAGMENTS, MAX_FRAGMENTS - 1, vec![1], now)
+        .expect("1024 fragments");
+    assert_eq!(
+        many.push("m", MAX_FRAGMENTS + 1, 0, vec![1], now),
+        Err(FragmentError::BadSum {
+            sum: MAX_FRAGMENTS + 1
+        })
+    );
+}
+
+/// A fragment evicts as many of the oldest messages as its bytes need, and a message refused
+/// half-way gives its bytes back.
+#[test]
+fn a_fragment_evicts_as_many_messages_as_it_needs() {
+    let mut r = buffer();
+    let now = Instant::now();
+    for id in ["a", "b", "c"] {
+        r.push(id, 2, 0, vec![0; 50], now).expect("ok");
+    }
+    r.push("d", 2, 0, vec![0; 100], now).expect("ok");
+    assert_eq!((r.len(), r.buffered_bytes()), (2, 150), "a and b evicted");
+    let dropped: Vec<String> = r.take_dropped().into_iter().map(|d| d.message_id).collect();
+    assert_eq!(dropped, ["a", "b"]);
+    r.push("c", 2, 1, vec![0; 51], now)
+        .expect_err("c is past 100 bytes: refused");
+    assert_eq!(
+        (r.len(), r.buffered_bytes()),
+        (1, 100),
+        "c's 50 bytes given back"
+    );
+}
+
+/// A refusal and a release are remembered for exactly `ttl`: at its end the id is a message
+/// like any other (held, not ignored; completed, reported when dropped).
+#[test]
+fn a_refusal_and_a_release_last_exactly_the_ttl() {
+    let mut r = buffer();
+    let t0 = Instant::now();
+    r.push("big", 2, 0, vec![0; 101], t0).expect_err("refused");
+    r.push("done", 2, 0, vec![1], t0).expect("held");
+    assert_eq!(r.push("done", 2, 1, vec![2], t0), Ok(Some(vec![1, 2])));
+    r.push("done", 2, 0, vec![1], t0).expect("a copy, held");
+    r.expire(t0 + Duration::from_secs(5));
+    assert!(r.take_dropped().is_empty(), "a copy's drop is quiet");
+    let t5 = t0 + Duration::from_secs(5);
+    assert_eq!(r.push("big", 2, 0, vec![0; 10], t5), Ok(None));
+    assert_eq!(r.len(), 1, "held again, not ignored");
+    r.push("done", 2, 0, vec![1], t5).expect("held");
+    r.expire(t5 + Duration::from_secs(5));
+    let dropped: Vec<String> = r.take_dropped().into_iter().map(|d| d.message_id).collect();
+    assert_eq!(dropped.len(), 2, "no longer copies: {dropped:?}");
+}
+
+/// What is remembered is bounded by `max_entries`: past it the id that expires soonest is
+/// forgotten, and an id remembered again keeps its place.
+#[test]
+fn refusals_remembered_are_bounded_and_the_soonest_forgotten() {
+    let mut r = buffer();
+    let t0 = Instant::now();
+    for (i, id) in ["r0", "r1", "r2", "r3", "r4"].iter().enumerate() {
+        r.push(id, 2, 0, vec![0; 101], t0 + Duration::from_millis(i as u64))
+            .expect_err("refused");
+    }
+    let t = t0 + Duration::from_millis(10);
+    assert_eq!(r.push("r0", 2, 1, vec![0; 1], t), Ok(None));
+    assert_eq!(r.len(), 1, "r0 was forgotten: its fragment is held");
+    for id in ["r2", "r3", "r4"] {
+        assert_eq!(r.push(id, 2, 1, vec![0; 1], t), Ok(None));
+    }
+    assert_eq!(r.len(), 1, "the four newest are still refused");
+}
