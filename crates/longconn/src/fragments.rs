@@ -241,7 +241,8 @@ impl Reassembler {
                     parts: vec![None; sum as usize],
                     missing: sum as usize,
                     bytes: 0,
-                    deadline: now + self.ttl,
+                    // Set below, as for every fragment held.
+                    deadline: now,
                     order,
                     copy: self.released.contains_key(message_id),
                 },

@@ -407,6 +407,12 @@ fn a_copy_of_a_released_message_is_never_reported_dropped() {
 fn every_bound_holds_exactly_its_limit() {
     let mut r = buffer();
     let now = Instant::now();
+    assert_eq!(
+        r.push("one", 1, 0, vec![0; 100], now)
+            .expect("ok")
+            .map(|m| m.len()),
+        Some(100)
+    );
     r.push("a", 2, 0, vec![1; 60], now).expect("ok");
     assert!(!r.is_empty());
     assert_eq!(
