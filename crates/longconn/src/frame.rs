@@ -103,9 +103,9 @@ impl Frame {
 
     /// A ping for the connection's `service_id`.
     pub fn ping(service_id: i32) -> Frame {
+        // `method` 0, a control frame, is the default.
         Frame {
             service: service_id,
-            method: 0,
             headers: vec![Header {
                 key: headers::TYPE.into(),
                 value: "ping".into(),
