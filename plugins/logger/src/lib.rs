@@ -245,6 +245,12 @@ mod tests {
             .map(|l| serde_json::from_str(l).expect("json line"))
             .collect();
         assert_eq!(lines.len(), 2);
+        let now = super::now_ms();
+        let logged_at = lines[1]["logged_at"].as_u64().expect("logged_at");
+        assert!(
+            logged_at <= now && now - logged_at < 60_000,
+            "logged_at {logged_at} is the time of the write (now {now})"
+        );
         assert_eq!(lines[1]["event_id"], "e2");
         assert_eq!(lines[1]["event"]["n"], 2);
         assert_eq!(lines[0]["received_at"], 5);
@@ -316,6 +322,11 @@ mod tests {
     #[test]
     fn a_pretty_printed_envelope_is_written_on_one_line() {
         assert_eq!(super::one_line(r#"{"a": 1}"#), None);
+        assert_eq!(
+            super::one_line("{\r\"a\": 1\r}").as_deref(),
+            Some(r#"{"a":1}"#),
+            "carriage returns alone break lines too"
+        );
         assert_eq!(
             super::one_line("{\n  \"a\": \"x y\\\" z\",\r\n\t\"b\": [1, 2]\n}").as_deref(),
             Some(r#"{"a":"x y\" z","b":[1,2]}"#)
