@@ -169,6 +169,8 @@ pub struct RawPlugin {
     #[serde(default)]
     #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
     pub config: Option<toml::Table>,
+    /// Concurrent calls of this instance (default 4): 1 to 1024, and every entry's together at
+    /// most 1024 (each call holds one of the gateway's threads until it returns).
     pub max_concurrency: Option<u32>,
     /// `"none"` (default) or `"process"`.
     pub isolation: Option<String>,
