@@ -274,6 +274,35 @@ mod tests {
         assert_eq!(c.url_shown, "https://h/…/<redacted>");
     }
 
+    /// `{:?}` of a config (what a plugin author's debug line would print) shows the redacted
+    /// URL and the kind of signing, never the hook token or the secret.
+    #[test]
+    fn debug_output_never_shows_secrets() {
+        let url = "https://open.feishu.cn/open-apis/bot/v2/hook/HOOKTOKEN";
+        for (config, signing) in [
+            (
+                json!({"target": "lark_bot", "url": url, "secret": "BOTSECRET"}),
+                "LarkBot(<redacted>)",
+            ),
+            (
+                json!({"target": "http", "url": url, "secret": "whsec_U0VDUkVUU0VDUkVU"}),
+                "Webhook(<redacted>)",
+            ),
+            (json!({"target": "lark_bot", "url": url}), "None"),
+        ] {
+            let c = Config::from_json(config).expect("valid");
+            let shown = format!("{c:?}");
+            assert!(
+                shown.contains("https://open.feishu.cn/…/<redacted>")
+                    && shown.contains(&format!("signing: {signing}")),
+                "{shown}"
+            );
+            for secret in ["HOOKTOKEN", "BOTSECRET", "U0VDUkVU"] {
+                assert!(!shown.contains(secret), "{shown}");
+            }
+        }
+    }
+
     #[test]
     fn a_url_the_http_client_cannot_use_is_refused() {
         for url in [

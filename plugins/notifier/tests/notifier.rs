@@ -82,6 +82,25 @@ fn spec_vector_v3() {
     );
 }
 
+/// `{:?}` of the plugin names its instance, target and redacted URL, never the hook token.
+#[test]
+fn the_plugins_debug_output_shows_no_secret() {
+    let n = notifier(json!({
+        "target": "lark_bot",
+        "url": "https://open.feishu.cn/open-apis/bot/v2/hook/HOOKTOKEN",
+        "secret": "BOTSECRET"
+    }));
+    let shown = format!("{n:?}");
+    assert!(
+        shown.contains("\"notify\"") && shown.contains("https://open.feishu.cn/…/<redacted>"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("HOOKTOKEN") && !shown.contains("BOTSECRET"),
+        "{shown}"
+    );
+}
+
 #[test]
 fn seed_event_reaches_the_bot_exactly_and_signed() {
     let standin = BotStandin::start();
