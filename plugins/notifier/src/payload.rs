@@ -145,7 +145,7 @@ pub fn bot_body(
     // A card's escaped values are entities (`&#60;`): a cut inside one would leave `&#6` to be
     // shown as text. Give the entity up whole (a shorter prefix still fits).
     let cut = outside_entity(text, fits);
-    if cut < fits {
+    if cut != fits {
         best = Some(build(&format!("{}{TRUNCATED}", &text[..cut]))?);
     }
     match best {
@@ -164,14 +164,15 @@ fn outside_entity(text: &str, cut: usize) -> usize {
     let Some(amp) = text[..cut].rfind('&') else {
         return cut;
     };
+    // A longer name is counted as MAX_ENTITY_NAME: the byte after that is then a name
+    // character, not the `;`.
     let name = text[amp + 1..]
         .bytes()
-        .take(MAX_ENTITY_NAME + 1)
+        .take(MAX_ENTITY_NAME)
         .take_while(|b| *b == b'#' || b.is_ascii_alphanumeric())
         .count();
     let semicolon = amp + 1 + name;
-    let is_entity =
-        name > 0 && name <= MAX_ENTITY_NAME && text.as_bytes().get(semicolon) == Some(&b';');
+    let is_entity = name > 0 && text.as_bytes().get(semicolon) == Some(&b';');
     // The prefix `text[..cut]` holds the whole entity only if it holds its `;`.
     if is_entity && semicolon >= cut {
         amp
@@ -233,6 +234,7 @@ pub fn http_headers(
     headers
 }
 
+/// The largest character boundary of `s` at or below `i` (`s.len()` past the end).
 fn floor_char_boundary(s: &str, mut i: usize) -> usize {
     if i >= s.len() {
         return s.len();
@@ -243,11 +245,15 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
     i
 }
 
+/// The smallest character boundary of `s` at or above `i` (`s.len()` past the end).
 fn ceil_char_boundary(s: &str, mut i: usize) -> usize {
-    while i < s.len() && !s.is_char_boundary(i) {
+    if i >= s.len() {
+        return s.len();
+    }
+    while !s.is_char_boundary(i) {
         i += 1;
     }
-    i.min(s.len())
+    i
 }
 
 fn cut_chars(s: &str, max: usize) -> &str {
@@ -309,6 +315,31 @@ mod tests {
         }
     }
 
+    /// The cut keeps the longest prefix that fits: one more character would not (whatever the
+    /// characters' widths and where they fall against the search's halves).
+    #[test]
+    fn the_cut_keeps_the_longest_prefix_that_fits() {
+        let shown = |text: &str| -> String {
+            let body = bot_body(Format::Text, "t", text, None).expect("json");
+            let v: serde_json::Value = serde_json::from_slice(&body).expect("valid json");
+            v["content"]["text"].as_str().expect("text").to_owned()
+        };
+        for unit in ["é😀a\"", "😀😀a", "aé", "\"😀"] {
+            for lead in 0..6 {
+                let text = format!("{}{}", "a".repeat(lead), unit.repeat(40_000 / unit.len()));
+                let cut = shown(&text);
+                let kept = cut.strip_suffix(TRUNCATED).expect("cut").len();
+                let next = kept + text[kept..].chars().next().map_or(0, char::len_utf8);
+                let longer = format!("{}{TRUNCATED}", &text[..next]);
+                assert_ne!(
+                    shown(&longer),
+                    longer,
+                    "{unit:?}/{lead}: {next} bytes fit too"
+                );
+            }
+        }
+    }
+
     /// Escaping grows a value (`<` is 5 bytes in a card, `＜` 3 in a text): the cut still fits the
     /// limit, and never leaves half an entity (`&#6`) for Lark to show as text.
     #[test]
@@ -362,10 +393,22 @@ mod tests {
             ("R&D team", 3, 3),         // `&` that starts no entity
             ("a & b;", 3, 3),           // nor this
             ("&#1234567890123;", 5, 5), // too long to be one
+            ("&abcdefghij;", 5, 0),     // the longest name (10)
+            ("&abcdefghijk;", 5, 5),    // one more: not an entity
+            ("a&;b", 3, 3),             // no name
             ("no amp", 3, 3),
         ] {
             assert_eq!(outside_entity(text, cut), expected, "{text:?} at {cut}");
         }
+    }
+
+    #[test]
+    fn char_boundaries_round_down_and_up() {
+        let s = "aé"; // 'é' is bytes 1..3
+        let floor: Vec<usize> = (0..5).map(|i| floor_char_boundary(s, i)).collect();
+        let ceil: Vec<usize> = (0..5).map(|i| ceil_char_boundary(s, i)).collect();
+        assert_eq!(floor, [0, 1, 1, 3, 3]);
+        assert_eq!(ceil, [0, 1, 3, 3, 3]);
     }
 
     #[test]

@@ -75,9 +75,8 @@ impl RateLimiter {
     pub fn acquire(&self, max_wait: Duration) -> Result<(), Duration> {
         let now = Instant::now();
         let at = self.reserve(now, max_wait)?;
-        if at > now {
-            std::thread::sleep(at - now);
-        }
+        // Zero when the slot is now: no sleep.
+        std::thread::sleep(at.saturating_duration_since(now));
         Ok(())
     }
 
