@@ -237,6 +237,20 @@ fn every_incomplete_message_dropped_is_reported_once() {
     assert_eq!(DropReason::Expired.as_str(), "expired");
 }
 
+/// Drops nobody takes are kept up to [`MAX_UNTAKEN_DROPS`]; past that only `dropped` counts.
+#[test]
+fn untaken_drops_are_bounded() {
+    let mut r = buffer();
+    let t0 = Instant::now();
+    let n = MAX_UNTAKEN_DROPS + 10;
+    for i in 0..n + 4 {
+        r.push(&format!("m{i}"), 2, 0, b"x".to_vec(), t0)
+            .expect("ok");
+    }
+    assert_eq!(r.dropped, n as u64);
+    assert_eq!(r.take_dropped().len(), MAX_UNTAKEN_DROPS);
+}
+
 #[test]
 fn new_limits_apply_from_the_next_fragment() {
     let mut r = buffer();
