@@ -298,8 +298,14 @@ impl Engine {
             .and_then(|q| q.get(&job.plugin).cloned());
         let (key, generation) = (job.key, job.generation);
         let Some(queue) = queue else {
-            tracing::warn!(plugin = %job.plugin, event_id = %job.event_id,
-                "delivery for a plugin instance that is not configured; dead-lettered after removed_plugin_grace");
+            // A removed plugin's whole backlog comes by here at each sweep: at most 10 lines a
+            // second, the next one counting those not logged.
+            static UNCONFIGURED: std::sync::LazyLock<crate::ingress::log_limit::RefusalLog> =
+                std::sync::LazyLock::new(Default::default);
+            if let Some(skipped) = UNCONFIGURED.admit(std::time::Instant::now()) {
+                tracing::warn!(plugin = %job.plugin, event_id = %job.event_id, skipped,
+                    "delivery for a plugin instance that is not configured; dead-lettered after removed_plugin_grace");
+            }
             self.known.drop_key(key, generation);
             self.check_orphans();
             return;

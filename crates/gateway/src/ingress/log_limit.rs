@@ -4,8 +4,9 @@
 //! limit reached" (a peer holding the slots and connecting in a loop) and its per-client
 //! limit's line, both stores' "store
 //! transaction failed", the long connection's "message refused" and the answered
-//! url_verification challenges (unsigned: anyone who saw one can send it again) must not flood
-//! the log. At most
+//! url_verification challenges (unsigned: anyone who saw one can send it again), and the
+//! engine's line for each delivery of a plugin no longer configured (its whole backlog at each
+//! sweep) must not flood the log. At most
 //! [`PER_SECOND`] lines of each are logged per second; the rest are counted, and the next
 //! logged line says how many were skipped. The request metrics count every request regardless.
 
