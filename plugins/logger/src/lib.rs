@@ -245,7 +245,13 @@ mod tests {
             .map(|l| serde_json::from_str(l).expect("json line"))
             .collect();
         assert_eq!(lines.len(), 2);
-        let now = super::now_ms();
+        let now = u64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock")
+                .as_millis(),
+        )
+        .expect("ms");
         let logged_at = lines[1]["logged_at"].as_u64().expect("logged_at");
         assert!(
             logged_at <= now && now - logged_at < 60_000,
