@@ -216,3 +216,23 @@ fn a_file_renamed_or_deleted_is_seen_as_moved() {
     std::fs::remove_file(&path).expect("rm");
     assert!(moved(&file, &path));
 }
+
+#[test]
+fn the_folder_of_a_bare_name_is_the_current_one() {
+    assert_eq!(folder_of(Path::new("out.jsonl")), Path::new("."));
+    assert_eq!(
+        folder_of(Path::new("/var/log/out.jsonl")),
+        Path::new("/var/log")
+    );
+    assert_eq!(folder_of(Path::new("sub/out.jsonl")), Path::new("sub"));
+}
+
+/// An append error reads as its I/O error (the logger's warning and its retries' reason).
+#[test]
+fn an_append_error_shows_its_io_error() {
+    let e = AppendError {
+        error: std::io::Error::other("no space left on device"),
+        whole: 3,
+    };
+    assert_eq!(e.to_string(), "no space left on device");
+}
