@@ -96,6 +96,21 @@ impl Scrubber {
 mod tests {
     use super::*;
 
+    /// Its `{:?}` counts what it scrubs and shows none of it.
+    #[test]
+    fn debug_shows_no_secret() {
+        let s = Scrubber::new(Some("https://h/hook/HOOKTOKEN"), Some("BOTSECRET"));
+        let shown = format!("{s:?}");
+        assert!(
+            shown.starts_with("Scrubber(") && shown.ends_with(" secrets)"),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains("HOOKTOKEN") && !shown.contains("BOTSECRET"),
+            "{shown}"
+        );
+    }
+
     #[test]
     fn urls_are_redacted_to_host() {
         assert_eq!(

@@ -201,6 +201,76 @@ mod tests {
         assert_eq!(bot_code(r#"{"ok":true}"#), None);
     }
 
+    /// An answer's body is read up to 64 KiB: a rate-limit code after 50 KiB of padding is
+    /// still seen (and the retry it calls for).
+    #[test]
+    fn a_long_answer_is_read_up_to_its_bound() {
+        let body = format!(
+            r#"{{"pad":"{}","code":11232,"msg":"frequency limited"}}"#,
+            "x".repeat(50 * 1024)
+        );
+        let Ok(response) = ureq::Response::new(400, "Bad Request", &body) else {
+            panic!("a response")
+        };
+        match classify_status(400, response, &Scrubber::new(None, None)) {
+            Outcome::Retry { reason, .. } => assert!(reason.contains("code 11232"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A header value a request cannot carry is refused before anything is sent; a tab is one
+    /// it can. A transport failure's reason names its kind once, then what the system said.
+    #[test]
+    fn header_values_and_transport_failures() {
+        let agent = ureq::AgentBuilder::new().build();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a port")
+            .port();
+        let url = format!("http://127.0.0.1:{port}/hook");
+        let send = |value: &str| {
+            post(
+                &agent,
+                TargetKind::Http,
+                &url,
+                &[("webhook-id", value.to_owned())],
+                b"{}",
+                Duration::from_secs(5),
+                &Scrubber::new(None, None),
+            )
+        };
+        match send("d\u{1}1") {
+            Outcome::Reject { reason } => {
+                assert!(reason.contains("`webhook-id` header"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        match send("d\t1") {
+            Outcome::Retry { reason, .. } => {
+                assert!(
+                    reason.starts_with("request failed: Connection Failed: "),
+                    "{reason}"
+                );
+                assert_eq!(reason.matches("Connection Failed").count(), 1, "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let unknown = post(
+            &agent,
+            TargetKind::Http,
+            &format!("gopher://127.0.0.1:{port}/hook"),
+            &[],
+            b"{}",
+            Duration::from_secs(5),
+            &Scrubber::new(None, None),
+        );
+        // Never right whatever is tried again; its message (not the kind's words) follows.
+        assert_eq!(
+            unknown,
+            Outcome::reject("request failed: Unknown Scheme: unknown scheme 'gopher'")
+        );
+    }
+
     /// A remote end echoing a secret anywhere near the snippet's cut leaks no piece of it.
     #[test]
     fn an_echoed_secret_is_redacted_before_the_body_is_cut() {
