@@ -201,6 +201,12 @@ mod tests {
         assert_eq!(bot_code(r#"{"ok":true}"#), None);
     }
 
+    #[test]
+    fn an_empty_answer_is_said_to_be_empty() {
+        assert_eq!(snippet(" \n"), "(empty body)");
+        assert_eq!(snippet("ok"), "ok");
+    }
+
     /// An answer's body is read up to 64 KiB: a rate-limit code after 50 KiB of padding is
     /// still seen (and the retry it calls for).
     #[test]

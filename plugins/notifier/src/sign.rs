@@ -82,6 +82,11 @@ mod tests {
         );
         assert_eq!(webhook_key("hello").expect("raw"), b"hello".to_vec());
         assert_eq!(webhook_key("whsec_!!"), Err(SecretError::BadWhsec));
+        assert_eq!(
+            webhook_key("whsec_"),
+            Err(SecretError::BadWhsec),
+            "no key bytes"
+        );
         assert_eq!(webhook_key(""), Err(SecretError::Empty));
     }
 

@@ -208,8 +208,8 @@ impl std::fmt::Display for UtcOffset {
 
 /// `"2023-05-30 07:23:35 UTC"` or `"2023-05-30 15:23:35 +08:00"` (milliseconds dropped).
 pub fn format_time(unix_ms: u64, offset: UtcOffset) -> String {
-    let secs =
-        i64::try_from(unix_ms / 1000).unwrap_or(i64::MAX / 2) + i64::from(offset.minutes) * 60;
+    // At most u64::MAX / 1000 seconds: an i64 holds it.
+    let secs = (unix_ms / 1000) as i64 + i64::from(offset.minutes) * 60;
     let days = secs.div_euclid(86_400);
     let of_day = secs.rem_euclid(86_400);
     let (y, mo, d) = civil_from_days(days);
@@ -417,6 +417,8 @@ mod tests {
             ("+08:00", "+08:00"),
             ("-05:30", "-05:30"),
             ("+0545", "+05:45"),
+            ("+23:59", "+23:59"),
+            ("-2359", "-23:59"),
         ] {
             assert_eq!(
                 UtcOffset::parse(text).map(|o| o.to_string()).as_deref(),
@@ -424,7 +426,18 @@ mod tests {
                 "{text}"
             );
         }
-        for bad in ["", "8", "+8:00", "+24:00", "+08:60", "08:00", "+08:00:00"] {
+        for bad in [
+            "",
+            "8",
+            "+8:00",
+            "+24:00",
+            "+08:60",
+            "08:00",
+            "+08:00:00",
+            "+0",
+            "+123",
+            "+12345",
+        ] {
             assert_eq!(UtcOffset::parse(bad), None, "{bad}");
         }
     }
@@ -440,6 +453,11 @@ mod tests {
         assert_eq!(
             format_time(4_107_542_399_000, UtcOffset::UTC),
             "2100-02-28 23:59:59 UTC"
+        );
+        // The day after: the first of a century's day counts (no 29 February in 2100).
+        assert_eq!(
+            format_time(4_107_542_400_000, UtcOffset::UTC),
+            "2100-03-01 00:00:00 UTC"
         );
         let minus = UtcOffset::parse("-01:00").expect("offset");
         assert_eq!(format_time(0, minus), "1969-12-31 23:00:00 -01:00");
