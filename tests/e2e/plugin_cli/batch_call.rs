@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use gateway_e2e::harness::{binaries, read_jsonl};
 use gateway_e2e::{raw_fixtures, workspace_root};
 
-use super::helpers::{gateway, text, write};
+use super::helpers::{gateway, gateway_with, text, write};
 
 /// The fixture envelope with another event id and type, written to `dir/<id>.json`.
 fn event(dir: &Path, id: &str, event_type: &str) -> PathBuf {
@@ -140,26 +140,12 @@ fn a_1_0_librarys_batch_mate_never_runs_on_the_instance_that_panicked() {
     let a = text(&event(dir.path(), "p-1", "panicked"));
     let b = text(&event(dir.path(), "p-2", "ok"));
     let record = dir.path().join("raw-calls.txt");
-    let out = std::process::Command::new(&binaries().gateway)
-        .args([
-            "plugins",
-            "call",
-            &text(&legacy),
-            "--event",
-            &a,
-            "--event",
-            &b,
-        ])
-        .env_remove("GATEWAY_CONFIG")
-        .env("RUST_LOG", "warn")
-        .env("RAW_PLUGIN_CALLS", &record)
-        .output()
-        .expect("run gateway");
-    let (code, out) = (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
+    let legacy = text(&legacy);
+    let (code, out, _) = gateway_with(
+        &["plugins", "call", &legacy, "--event", &a, "--event", &b],
+        &[("RAW_PLUGIN_CALLS", &record)],
     );
-    assert_eq!(code, Some(7), "the first outcome not ok, a panic: {out}");
+    assert_eq!(code, 7, "the first outcome not ok, a panic: {out}");
     let calls: Vec<String> = std::fs::read_to_string(&record)
         .expect("calls recorded")
         .lines()

@@ -8,10 +8,16 @@ use gateway_e2e::harness::binaries;
 
 /// Runs `gateway <args>` with no gateway config anywhere; returns (exit code, stdout, stderr).
 pub(crate) fn gateway(args: &[&str]) -> (i32, String, String) {
+    gateway_with(args, &[])
+}
+
+/// [`gateway`] with more environment variables (`env`).
+pub(crate) fn gateway_with(args: &[&str], env: &[(&str, &Path)]) -> (i32, String, String) {
     let out = Command::new(&binaries().gateway)
         .args(args)
         .env_remove("GATEWAY_CONFIG")
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .output()
         .expect("run gateway");
     (
