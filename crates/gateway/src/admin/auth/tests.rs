@@ -351,3 +351,61 @@ fn a_full_throttle_table_refuses_new_clients_and_forgets_no_count() {
         Err(Denied::Throttled(_))
     ));
 }
+
+#[test]
+fn sessions_are_random_last_twelve_hours_and_end_when_expired() {
+    let auth = Auth::new(Some(AdminToken("0123456789abcdef".into())), false);
+    let hex64 = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let a = auth.login("0123456789abcdef", PEER).expect("login");
+    let b = auth.login("0123456789abcdef", PEER).expect("login");
+    assert!(hex64(&a) && hex64(&b) && a != b, "{a} {b}");
+    let session = |id: &str| headers(&[("cookie", &format!("{COOKIE}={id}"))]);
+    let csrf = |id: &str| match auth.check(&session(id), PEER) {
+        Ok(Principal::Session { csrf }) => csrf,
+        other => panic!("session expected: {other:?}"),
+    };
+    let (csrf_a, csrf_b) = (csrf(&a), csrf(&b));
+    assert!(
+        hex64(&csrf_a) && csrf_a != csrf_b && csrf_a != a,
+        "{csrf_a} {csrf_b}"
+    );
+
+    // Twelve hours, in the cookie and in the table.
+    let cookie = auth.session_cookie(&a);
+    assert!(
+        cookie
+            .to_str()
+            .is_ok_and(|c| c.ends_with("; Max-Age=43200")),
+        "{cookie:?}"
+    );
+    let expires = lock(&auth.sessions)[&digest(a.as_bytes())].expires;
+    let left = expires.saturating_duration_since(Instant::now());
+    assert!(
+        left > Duration::from_secs(12 * 3600 - 60) && left <= Duration::from_secs(12 * 3600),
+        "{left:?}"
+    );
+
+    // Expired: refused, and forgotten.
+    let Some(past) = Instant::now().checked_sub(Duration::from_millis(1)) else {
+        return; // a clock this close to its origin: nothing to expire against
+    };
+    if let Some(s) = lock(&auth.sessions).get_mut(&digest(a.as_bytes())) {
+        s.expires = past;
+    }
+    assert_eq!(auth.check(&session(&a), PEER), Err(Denied::Missing));
+    assert!(!lock(&auth.sessions).contains_key(&digest(a.as_bytes())));
+    assert_eq!(csrf(&b), csrf_b, "the other session goes on");
+}
+
+#[test]
+fn debug_shows_whether_a_token_is_set_never_the_token() {
+    let with = format!(
+        "{:?}",
+        Auth::new(Some(AdminToken("0123456789abcdef".into())), false)
+    );
+    assert_eq!(with, r#"Auth { token: Some("<redacted>"), .. }"#);
+    assert_eq!(
+        format!("{:?}", Auth::new(None, false)),
+        "Auth { token: None, .. }"
+    );
+}
