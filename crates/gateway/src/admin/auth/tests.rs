@@ -409,3 +409,20 @@ fn debug_shows_whether_a_token_is_set_never_the_token() {
         "Auth { token: None, .. }"
     );
 }
+
+#[test]
+fn a_full_session_table_lets_the_oldest_session_go() {
+    let auth = Auth::new(Some(AdminToken("0123456789abcdef".into())), false);
+    let ids: Vec<String> = (0..MAX_SESSIONS)
+        .map(|_| auth.login("0123456789abcdef", PEER).expect("login"))
+        .collect();
+    assert_eq!(lock(&auth.sessions).len(), MAX_SESSIONS);
+    let newest = auth.login("0123456789abcdef", PEER).expect("login");
+    let live = |id: &str| {
+        auth.check(&headers(&[("cookie", &format!("{COOKIE}={id}"))]), PEER)
+            .is_ok()
+    };
+    assert_eq!(lock(&auth.sessions).len(), MAX_SESSIONS);
+    assert!(!live(&ids[0]), "the oldest went");
+    assert!(live(&ids[1]) && live(&ids[MAX_SESSIONS - 1]) && live(&newest));
+}
