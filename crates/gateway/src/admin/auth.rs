@@ -331,10 +331,10 @@ impl Auth {
 /// then. Forgetting the live entries instead would let anyone holding that many addresses reset
 /// every count, and try tokens without limit.
 fn table_full(failures: &mut HashMap<IpAddr, (u32, Instant)>) -> Option<Duration> {
-    if failures.len() < MAX_TRACKED {
-        return None;
+    // The scan only once the table is full (entries of ended windows count for nothing).
+    if failures.len() >= MAX_TRACKED {
+        failures.retain(|_, (_, since)| window_runs(*since));
     }
-    failures.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
     if failures.len() < MAX_TRACKED {
         return None;
     }
@@ -342,6 +342,11 @@ fn table_full(failures: &mut HashMap<IpAddr, (u32, Instant)>) -> Option<Duration
     FAILURE_WINDOW
         .checked_sub(oldest)
         .filter(|left| !left.is_zero())
+}
+
+/// Whether a failure window that started at `since` still runs.
+fn window_runs(since: Instant) -> bool {
+    since.elapsed() < FAILURE_WINDOW
 }
 
 /// Whose failures a failure from `peer` counts with: one client is an IPv4 address, an IPv6 /64
