@@ -40,9 +40,7 @@ fn redact_userinfo(text: &str) -> String {
         let url = &after[..url_end];
         out.push_str(&rest[..start]);
         // `user:password@`: up to the last `@` of the URL, when a `:` comes before it.
-        let with_password = url
-            .rfind('@')
-            .filter(|&sign| sign > 0 && url[..sign].contains(':'));
+        let with_password = url.rfind('@').filter(|&sign| url[..sign].contains(':'));
         // A user alone: up to the last `@` before the first `/`.
         let user_only = || {
             let first_slash = url.find('/').unwrap_or(url.len());
@@ -166,6 +164,35 @@ mod tests {
         for secret in ["hunter2", "p%40ss", "r00t", "guest-pw", "ghp_tokenvalue"] {
             assert!(!text.contains(secret), "{secret}: {text}");
         }
+    }
+
+    #[test]
+    fn event_bodies_lose_their_verification_token_and_nothing_else() {
+        let body = r#"{"schema":"2.0","header":{"event_id":"e1","token":"v3r1fy","event_type":"x"},"event":{"n":1}}"#;
+        let shown = redacted_body(body);
+        assert!(!shown.contains("v3r1fy"), "{shown}");
+        assert_eq!(shown, body.replace("v3r1fy", "<redacted>"));
+        let plain = r#"{"schema":"2.0","header":{"event_id":"e1"},"event":{}}"#;
+        assert_eq!(redacted_body(plain), plain);
+    }
+
+    /// A query right after the scheme's `//`, and the short `sig` name (matched whole, not as a
+    /// part of a longer name).
+    #[test]
+    fn query_parameters_are_read_from_the_first_one() {
+        let c = json!({
+            "a": "https://h/send?sig=S1&x=1",
+            "b": "x://?sig=S2",
+            "c": "https://h/?signal=on&design=1",
+        });
+        assert_eq!(
+            redact_config(&c),
+            json!({
+                "a": "https://h/send?sig=<redacted>&x=1",
+                "b": "x://?sig=<redacted>",
+                "c": "https://h/?signal=on&design=1",
+            })
+        );
     }
 
     /// A password the client reads past a `/` or `?` (base64, or `?password=` in the query, as

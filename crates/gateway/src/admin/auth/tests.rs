@@ -232,6 +232,22 @@ fn open_posts_must_be_same_origin() {
         &headers(&[("host", "127.0.0.1:9464"), ("sec-fetch-site", "cross-site")]),
         None
     ));
+    // The browser's own fetches: its own origin, and a navigation the user made (`none`).
+    for site in ["same-origin", "none"] {
+        assert!(
+            csrf_ok(
+                &who,
+                &headers(&[("host", "127.0.0.1:9464"), ("sec-fetch-site", site)]),
+                None
+            ),
+            "{site}"
+        );
+    }
+    assert!(!csrf_ok(
+        &who,
+        &headers(&[("host", "127.0.0.1:9464"), ("sec-fetch-site", "same-site")]),
+        None
+    ));
 }
 
 #[test]
