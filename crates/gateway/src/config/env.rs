@@ -223,6 +223,42 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_file_of_exactly_the_limit_is_read_one_byte_more_is_refused() {
+        let dir = tempfile::tempdir().expect("dir");
+        let at_limit = dir.path().join("at-limit");
+        std::fs::write(&at_limit, "s".repeat(64 * 1024)).expect("write");
+        let read = expand(&format!("${{file:{}}}", at_limit.display()), &env).expect("at limit");
+        assert_eq!(read.len(), 64 * 1024);
+        let over = dir.path().join("over");
+        std::fs::write(&over, "s".repeat(64 * 1024 + 1)).expect("write");
+        let e = expand(&format!("${{file:{}}}", over.display()), &env).expect_err("over");
+        assert!(e.contains("larger than 65536 bytes"), "{e}");
+    }
+
+    /// Every name looked up is remembered once, set or not (other tests of this process may
+    /// add names meanwhile: only this test's own are counted on).
+    #[test]
+    fn looked_up_names_are_remembered_once_set_or_not() {
+        let names = ["GW_ENV_TEST_REMEMBERED_A", "GW_ENV_TEST_REMEMBERED_B"];
+        let before = config_variable_count();
+        for name in names {
+            assert!(from_process(name).is_err(), "{name} is not set");
+        }
+        assert!(from_process(names[0]).is_err());
+        let after = config_variable_count();
+        assert!(after >= before + 2, "{before} -> {after}");
+        let listed = config_variables();
+        for name in names {
+            assert_eq!(
+                listed.iter().filter(|n| *n == name).count(),
+                1,
+                "{listed:?}"
+            );
+        }
+        assert!(listed.len() >= after);
+    }
+
     /// The text around a malformed `${` is often a secret: errors give its offset instead.
     #[test]
     fn malformed_references_never_quote_the_text() {
