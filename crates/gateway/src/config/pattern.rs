@@ -70,3 +70,22 @@ impl std::fmt::Display for EventPattern {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::EventPattern;
+
+    /// `check` and the console show a route's patterns as the config wrote them.
+    #[test]
+    fn a_pattern_displays_as_written() {
+        for text in [
+            "hire.referral_account.assets_update_v1",
+            "hire.*",
+            "*",
+            "Upper.case",
+        ] {
+            let pattern = EventPattern::parse(text).expect("valid pattern");
+            assert_eq!(pattern.to_string(), text);
+        }
+    }
+}
