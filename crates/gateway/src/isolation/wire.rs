@@ -37,9 +37,8 @@ fn groups_within<'a>(deliveries: &'a [&'a [u8]], limit: usize) -> Vec<&'a [&'a [
         }
         size = size.saturating_add(add);
     }
-    if start < deliveries.len() || deliveries.is_empty() {
-        groups.push(&deliveries[start..]);
-    }
+    // The last group (never empty unless the batch is: `start` only ever names a delivery).
+    groups.push(&deliveries[start..]);
     groups
 }
 

@@ -18,7 +18,7 @@ fn a_batch_is_grouped_so_that_each_frame_fits() {
     assert_eq!(sizes(1 << 20), [5]);
     // Too large even alone: a group of its own.
     assert_eq!(sizes(20), [1, 1, 1, 1, 1]);
-    assert_eq!(batch_groups(&refs).len(), 1);
+    assert_eq!(batch_groups(&refs), [refs.as_slice()]);
     let none: [&[u8]; 0] = [];
     assert_eq!(
         groups_within(&none, 40).len(),
