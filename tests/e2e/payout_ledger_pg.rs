@@ -13,8 +13,10 @@
 //! gateway processes with the real `libpayout.so` on one database, handed the same snapshot as
 //! two events at once, make one withdraw call to the Lark stand-in, and `payout-report` lists it
 //! from the database URL. `socket.rs`: the same plugin with its ledger on the Unix socket;
-//! `keepalive.rs`: the server notices a ledger client that vanished within minutes.
+//! `clock.rs`: a row's time is read under its account's lock; `keepalive.rs`: the server notices a ledger client that vanished within minutes.
 
+#[path = "payout_ledger_pg/clock.rs"]
+mod clock;
 #[path = "payout_ledger_pg/keepalive.rs"]
 mod keepalive;
 #[path = "../standins/lark_api.rs"]
@@ -81,7 +83,7 @@ fn admit_at_once(
                     &order_id,
                     &event,
                     &Plan::Withdraw(vec![1, 2]),
-                    T0 + 5,
+                    || T0 + 5,
                 )
             })
         })
@@ -110,7 +112,7 @@ fn one_snapshot_from_two_replicas_admits_exactly_one_withdrawal() {
                     &format!("gw-{round}-base"),
                     &snapshot(&account, T0 - 1),
                     &Plan::Withdraw(vec![1]),
-                    T0,
+                    || T0,
                 )
                 .expect("older snapshot");
             assert_eq!(base.status, Status::Pending);
@@ -160,7 +162,7 @@ fn one_snapshot_from_two_replicas_admits_exactly_one_withdrawal() {
             "gw-newer",
             &snapshot("acct-0", T0 + 1),
             &Plan::Withdraw(vec![1]),
-            T0 + 6,
+            || T0 + 6,
         )
         .expect("newer");
     assert_eq!(newer.status, Status::Pending);
@@ -170,7 +172,7 @@ fn one_snapshot_from_two_replicas_admits_exactly_one_withdrawal() {
             "gw-older",
             &snapshot("acct-0", T0),
             &Plan::Withdraw(vec![1]),
-            T0 + 7,
+            || T0 + 7,
         )
         .expect("older");
     assert_eq!(older.skip_reason.as_deref(), Some("stale"));
@@ -291,7 +293,7 @@ fn ledger_errs_while_the_server_is_down_and_works_again_after() {
             &payout::external_order_id(id),
             &snapshot("acct-r", t),
             &Plan::Withdraw(vec![1]),
-            t,
+            || t,
         )
     };
     assert_eq!(

@@ -250,17 +250,19 @@ impl Ledger {
     /// newest and `plan` is recorded (a pending intent, or a skip). One transaction, committed
     /// before this returns; admissions of one account are serialised (with PostgreSQL, across
     /// every process sharing the database), so one snapshot admits at most one withdrawal.
+    /// `now_ms` is read once the admission holds that lock: the rows' `created_at` follow the
+    /// order admissions took (clocks of different processes permitting).
     pub fn admit(
         &self,
         delivery_id: &str,
         external_order_id: &str,
         event: &AssetsUpdateV1,
         plan: &Plan,
-        now_ms: u64,
+        now_ms: impl Fn() -> u64,
     ) -> Result<PayoutRow, LedgerError> {
         let row = match &self.backend {
-            Backend::Sqlite(l) => l.admit(delivery_id, external_order_id, event, plan, now_ms),
-            Backend::Postgres(l) => l.admit(delivery_id, external_order_id, event, plan, now_ms),
+            Backend::Sqlite(l) => l.admit(delivery_id, external_order_id, event, plan, &now_ms),
+            Backend::Postgres(l) => l.admit(delivery_id, external_order_id, event, plan, &now_ms),
         }?;
         // A row found for this delivery id must be of this snapshot: another event under the
         // same id would otherwise be taken as already paid.
@@ -458,6 +460,10 @@ fn vanished(delivery_id: &str, reason: &str) -> LedgerError {
 }
 
 #[cfg(test)]
+#[path = "ledger/clock_tests.rs"]
+mod clock_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use lark_core::CashBonus;
@@ -477,13 +483,13 @@ mod tests {
         let ledger = Ledger::open(&dir.path().join("ledger.db")).expect("create");
         let plan = Plan::Withdraw(vec![1]);
         let first = ledger
-            .admit("d1", "gw-1", &snapshot(5), &plan, 1)
+            .admit("d1", "gw-1", &snapshot(5), &plan, || 1)
             .expect("admit");
         let again = ledger
-            .admit("d1", "gw-1", &snapshot(5), &plan, 2)
+            .admit("d1", "gw-1", &snapshot(5), &plan, || 2)
             .expect("the same snapshot again");
         assert_eq!(again.modify_time, first.modify_time);
-        match ledger.admit("d1", "gw-1", &snapshot(6), &plan, 3) {
+        match ledger.admit("d1", "gw-1", &snapshot(6), &plan, || 3) {
             Err(LedgerError::Corrupt { reason, .. }) => {
                 assert!(
                     reason.contains("snapshot 5") && reason.contains("snapshot 6"),
@@ -503,12 +509,12 @@ mod tests {
         let ledger = Ledger::open(&dir.path().join("ledger.db")).expect("create");
         let plan = Plan::Withdraw(vec![1]);
         let huge = u64::MAX;
-        match ledger.admit("d0", "gw-0", &snapshot(huge), &plan, 1) {
+        match ledger.admit("d0", "gw-0", &snapshot(huge), &plan, || 1) {
             Err(LedgerError::TooLarge { what, .. }) => assert_eq!(what, "modify_time"),
             other => panic!("{other:?}"),
         }
         ledger
-            .admit("d1", "gw-1", &snapshot(5), &plan, 1)
+            .admit("d1", "gw-1", &snapshot(5), &plan, || 1)
             .expect("admit");
         let w = Withdrawal {
             external_order_id: Some("gw-1".into()),

@@ -249,7 +249,7 @@ impl Payout {
             &external_order_id(&d.delivery_id),
             &event,
             &plan,
-            now_ms(),
+            now_ms,
         )?;
         let row = match row.status {
             Status::Skipped => {

@@ -348,7 +348,7 @@ fn crash_between_withdraw_and_result_reuses_the_order_id() {
                 &order_id,
                 &event,
                 &Plan::Withdraw(vec![1, 2]),
-                1,
+                || 1,
             )
             .expect("intent");
         assert_eq!(intent.status, Status::Pending);

@@ -145,10 +145,9 @@ impl PgLedger {
         external_order_id: &str,
         event: &AssetsUpdateV1,
         plan: &Plan,
-        now_ms: u64,
+        clock: &dyn Fn() -> u64,
     ) -> Result<PayoutRow, LedgerError> {
         let modify_time = int(delivery_id, "modify_time", event.modify_time_ms)?;
-        let now = int(delivery_id, "time", now_ms)?;
         let account = &event.account_id;
         let row = self.call("admit", |c, _| {
             let mut tx = c.transaction()?;
@@ -156,6 +155,11 @@ impl PgLedger {
             if let Some(row) = load(&mut tx, delivery_id)? {
                 return Ok(row);
             }
+            // The clock is read with the account locked (a new account's insert takes its lock
+            // without waiting for another admission; an existing one's is read again below,
+            // once locked): `created_at` follows the order admissions took.
+            let mut now_ms = clock();
+            let mut now = int(delivery_id, "time", now_ms)?;
             // Lock the account: the first admission creates its row (a concurrent one waits
             // on it); later ones lock it. Until commit, no other admission of the account runs.
             let first = tx.execute(
@@ -176,6 +180,8 @@ impl PgLedger {
                 if let Some(row) = load(&mut tx, delivery_id)? {
                     return Ok(row);
                 }
+                now_ms = clock();
+                now = int(delivery_id, "time", now_ms)?;
                 let time: i64 = newest.try_get(0)?;
                 let by: String = newest.try_get(1)?;
                 let time = u64::try_from(time).map_err(|_| LedgerError::Corrupt {

@@ -272,10 +272,9 @@ impl SqliteLedger {
         external_order_id: &str,
         event: &AssetsUpdateV1,
         plan: &Plan,
-        now_ms: u64,
+        clock: &dyn Fn() -> u64,
     ) -> Result<PayoutRow, LedgerError> {
         let modify_time = int(delivery_id, "modify_time", event.modify_time_ms)?;
-        let now = int(delivery_id, "time", now_ms)?;
         let mut conn = self.lock()?;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -283,6 +282,9 @@ impl SqliteLedger {
         if let Some(row) = load(&tx, delivery_id).map_err(|e| self.err(e))? {
             return row.check();
         }
+        // Read with the write lock held: `created_at` follows the order admissions took.
+        let now_ms = clock();
+        let now = int(delivery_id, "time", now_ms)?;
         let newest: Option<(u64, String)> = tx
             .query_row(
                 "SELECT newest_modify_time, newest_delivery_id FROM accounts WHERE account_id = ?1",
