@@ -70,6 +70,10 @@ fn every_message_round_trips() {
     let from = [
         FromChild::InitOk(loaded.clone()),
         FromChild::InitErr {
+            kind: InitFailure::Refused,
+            message: "bad config".into(),
+        },
+        FromChild::InitErr {
             kind: InitFailure::Panicked,
             message: "boom".into(),
         },
@@ -238,4 +242,34 @@ fn the_answer_to_a_large_batch_of_long_reasons_fits_its_frame() {
         )),
         other => panic!("{other:?}"),
     }
+}
+
+/// The length check's edges: a zero length is refused as such (not read as a body of -1 bytes),
+/// a body of exactly its kind's limit is allowed (here cut short: the end of the stream is what
+/// stops it), one byte more is refused; and a read that fails is that failure, not the clean
+/// end of the stream that only a closed pipe is.
+#[test]
+fn frame_lengths_are_checked_at_their_edges_and_read_errors_stay_errors() {
+    let mut zero: &[u8] = &[0, 0, 0, 0, 14];
+    let e = FromChild::read(&mut zero).expect_err("zero length");
+    assert!(e.to_string().contains("bad frame length"), "{e}");
+
+    let limit = u32::try_from(MAX_SMALL).expect("small");
+    let mut at_limit = (limit + 1).to_le_bytes().to_vec();
+    at_limit.push(14);
+    let e = FromChild::read(&mut at_limit.as_slice()).expect_err("no body");
+    assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "{e}");
+    let mut over = (limit + 2).to_le_bytes().to_vec();
+    over.push(14);
+    let e = FromChild::read(&mut over.as_slice()).expect_err("refused");
+    assert!(e.to_string().contains("too large for its kind"), "{e}");
+
+    struct Broken;
+    impl Read for Broken {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            Err(io::Error::new(io::ErrorKind::ConnectionReset, "reset"))
+        }
+    }
+    let e = FromChild::read(&mut Broken).expect_err("a failed read");
+    assert_eq!(e.kind(), io::ErrorKind::ConnectionReset);
 }
