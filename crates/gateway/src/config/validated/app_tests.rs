@@ -102,3 +102,57 @@ fn a_name_with_a_control_character_is_refused() {
 fn a_name_with_a_quote_or_a_backslash_is_refused() {
     names_refused(r#"'ops"team'"#, r#"'pay\out'"#, "metrics label values");
 }
+
+/// A websocket app's `app_id` that is set but refused (empty, or whitespace around it) is
+/// reported once, as what it is, not also as missing; one that is absent is reported missing.
+#[test]
+fn a_websocket_app_id_is_reported_once_for_what_is_wrong_with_it() {
+    let app = |app_id: &str| {
+        format!("[[apps]]\nname = \"ws\"\nmode = \"websocket\"\n{app_id}app_secret = \"s\"\n")
+    };
+    for (line, says) in [
+        ("app_id = \"\"\n", "apps[0].app_id: is empty"),
+        (
+            "app_id = \" cli\"\n",
+            "apps[0].app_id: begins or ends with whitespace",
+        ),
+        ("", "apps[0].app_id: is required for a websocket app"),
+    ] {
+        let p = problems(&app(line));
+        assert_eq!(p.len(), 1, "{line:?}: {p:#?}");
+        assert!(p[0].starts_with(says), "{line:?}: {p:#?}");
+    }
+}
+
+/// `{:?}` of an app (in a debug log, a panic message) names it and never shows a secret.
+#[test]
+fn an_apps_debug_output_shows_no_secret() {
+    let config = super::tests::load(
+        r#"
+[[apps]]
+name = "signed"
+path = "/signed"
+verification_token = "VTOKEN-SECRET"
+encrypt_key = "EKEY-SECRET"
+
+[[apps]]
+name = "ws"
+mode = "websocket"
+app_id = "cli_ws"
+app_secret = "APP-SECRET"
+"#,
+        &[],
+    )
+    .expect("valid");
+    for app in &config.apps {
+        let mut shown = format!("{app:?}");
+        if let Some(l) = app.long_connection() {
+            shown.push_str(&format!("{l:?}"));
+        }
+        assert!(shown.contains(&format!("{:?}", app.name)), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+        assert!(!shown.contains("SECRET"), "{shown}");
+    }
+    let ws = config.apps[1].long_connection().expect("websocket app");
+    assert!(format!("{ws:?}").contains("cli_ws"));
+}
