@@ -543,6 +543,8 @@ impl<'a> Validator<'a> {
 #[cfg(test)]
 mod app_tests;
 #[cfg(test)]
+mod delivery_tests;
+#[cfg(test)]
 mod library_tests;
 #[cfg(test)]
 mod tests;

@@ -415,21 +415,6 @@ fn a_zero_timeout_and_retentions_under_a_minute_are_refused() {
     assert_eq!(c.delivery.timeout, Duration::from_millis(1));
 }
 
-/// The stores count attempts and crashes in 32-bit signed columns: a larger limit wrapped
-/// negative there and dead-lettered every crash at once.
-#[test]
-fn attempt_and_crash_limits_are_bounded() {
-    for key in ["max_attempts", "max_crashes"] {
-        let p = problems(&format!("{MINIMAL}[delivery]\n{key} = 4294967295\n"));
-        assert_eq!(
-            p,
-            [format!("delivery.{key}: must be at most 100000")],
-            "{key}"
-        );
-        load(&format!("{MINIMAL}[delivery]\n{key} = 100000\n"), &[]).expect("the most is valid");
-    }
-}
-
 /// An IPv4-mapped loopback admin address is loopback (no token needed), as `[::ffff:a.b.c.d]`
 /// is `a.b.c.d` everywhere else; a mapped outside address is not.
 #[test]
