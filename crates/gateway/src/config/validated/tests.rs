@@ -295,6 +295,13 @@ fn log_levels_are_checked_and_warning_means_warn() {
     }
     let p = problems(&format!("{MINIMAL}\n[log]\nlevel = \"verbose\"\n"));
     assert!(p[0].contains("error, warn, info, debug, trace"), "{p:?}");
+    for no_target in ["=debug", "info, =debug"] {
+        let p = problems(&format!("{MINIMAL}\n[log]\nlevel = \"{no_target}\"\n"));
+        assert!(
+            p[0].contains("a directive has no target before `=`"),
+            "{p:?}"
+        );
+    }
     for (given, used) in [
         ("warning", "warn"),
         ("WARN", "warn"),
