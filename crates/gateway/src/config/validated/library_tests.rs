@@ -1,6 +1,7 @@
 //! Plugin libraries: bare names resolved in `[libraries] dir` (`lib<name>.so` before
 //! `<name>.so`), why that key is not `[plugins] dir`, and `sha256` pins checked and kept
-//! lowercase; the bound on plugin calls (`max_concurrency`, one entry and all together).
+//! lowercase; the bound on plugin calls (`max_concurrency`, one entry and all together); a
+//! plugin config in a file of its own (`gateway plugins call --config`).
 
 use super::tests::{load, problems, MINIMAL};
 use super::*;
@@ -120,4 +121,34 @@ fn plugin_calls_are_bounded_by_the_threads_kept_for_them() {
         ["plugins[0].max_concurrency: must be at most 1024"],
         "one entry past the bound is that entry's problem only"
     );
+}
+
+/// `plugins call --config FILE`: a `.json` file is the object as written, a `.toml` file the
+/// keys of a `config` table; anything else, or JSON that is not an object, is refused.
+#[test]
+fn a_plugin_config_file_is_json_as_written_or_toml_as_a_config_table() {
+    let dir = tempfile::tempdir().expect("dir");
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        path
+    };
+    let json = write("p.json", r#"{"path": "x.jsonl", "n": [1, 2.5]}"#);
+    assert_eq!(
+        load_plugin_config(&json).expect("json"),
+        serde_json::json!({"path": "x.jsonl", "n": [1, 2.5]})
+    );
+    let toml = write("p.toml", "path = \"x.jsonl\"\n[limits]\nn = 3\n");
+    assert_eq!(
+        load_plugin_config(&toml).expect("toml"),
+        serde_json::json!({"path": "x.jsonl", "limits": {"n": 3}})
+    );
+    for (name, text, says) in [
+        ("list.json", "[1]", "must hold a JSON object"),
+        ("bad.json", "{", "EOF"),
+        ("p.yaml", "path: x", "must end in .toml"),
+    ] {
+        let e = load_plugin_config(&write(name, text)).expect_err(name);
+        assert!(e.to_string().contains(says), "{name}: {e}");
+    }
 }
