@@ -1,7 +1,8 @@
 //! Plugin libraries: bare names resolved in `[libraries] dir` (`lib<name>.so` before
 //! `<name>.so`), why that key is not `[plugins] dir`, and `sha256` pins checked and kept
 //! lowercase; the bound on plugin calls (`max_concurrency`, one entry and all together); a
-//! plugin config in a file of its own (`gateway plugins call --config`).
+//! plugin config in a file of its own (`gateway plugins call --config`); where a plugin runs
+//! (`isolation`).
 
 use super::tests::{load, problems, MINIMAL};
 use super::*;
@@ -115,6 +116,8 @@ fn plugin_calls_are_bounded_by_the_threads_kept_for_them() {
         p[0].starts_with("plugins[1].max_concurrency: the [[plugins]] entries' max_concurrency add up to 1029, more than 1024"),
         "{p:#?}"
     );
+    let one = load(&format!("{MINIMAL}{}", entry("a", 1024)), &[]).expect("1024 alone");
+    assert_eq!(one.plugins[0].max_concurrency, 1024);
     let p = problems(&format!("{MINIMAL}{}", entry("a", 1025)));
     assert_eq!(
         p,
@@ -151,4 +154,28 @@ fn a_plugin_config_file_is_json_as_written_or_toml_as_a_config_table() {
         let e = load_plugin_config(&write(name, text)).expect_err(name);
         assert!(e.to_string().contains(says), "{name}: {e}");
     }
+}
+
+/// `isolation` is "none" (the default) or "process", and shows as written (`check`, the admin
+/// API); any other value is refused with its location.
+#[test]
+fn isolation_is_none_or_process() {
+    let entry = |line: &str| {
+        format!("{MINIMAL}[[plugins]]\nname = \"a\"\nlibrary = \"/nonexistent/p.so\"\n{line}")
+    };
+    for (line, isolation) in [
+        ("", Isolation::None),
+        ("isolation = \"none\"\n", Isolation::None),
+        ("isolation = \"process\"\n", Isolation::Process),
+    ] {
+        let c = load(&entry(line), &[]).expect("valid");
+        assert_eq!(c.plugins[0].isolation, isolation, "{line:?}");
+    }
+    assert_eq!(Isolation::None.as_str(), "none");
+    assert_eq!(Isolation::Process.as_str(), "process");
+    let p = problems(&entry("isolation = \"sandbox\"\n"));
+    assert_eq!(
+        p,
+        ["plugins[0].isolation: \"sandbox\" is neither \"none\" nor \"process\""]
+    );
 }
