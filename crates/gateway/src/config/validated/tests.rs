@@ -448,3 +448,26 @@ fn sslmode_require_towards_a_hostaddr_without_a_host_name_is_refused() {
         assert!(c.is_ok(), "{url}: {c:?}");
     }
 }
+
+/// Where the store is, as `check` and the logs show it: the file, or the URL with its password
+/// masked.
+#[test]
+fn the_store_is_described_without_its_password() {
+    let c = load(
+        &format!("{MINIMAL}[store]\npath = \"/var/lib/gw.db\"\n"),
+        &[],
+    )
+    .expect("file");
+    assert_eq!(c.store.describe(), "/var/lib/gw.db");
+    let c = load(
+        &format!("{MINIMAL}[store]\nurl = \"postgres://gw:hunter2@db:5432/gw\"\n"),
+        &[],
+    )
+    .expect("postgres");
+    let shown = c.store.describe();
+    assert!(
+        shown.starts_with("postgres://gw:") && shown.ends_with("@db:5432/gw"),
+        "{shown}"
+    );
+    assert!(!shown.contains("hunter2"), "{shown}");
+}
