@@ -470,4 +470,31 @@ fn the_store_is_described_without_its_password() {
         "{shown}"
     );
     assert!(!shown.contains("hunter2"), "{shown}");
+    let StoreConfig::Postgres(pg) = &c.store else {
+        panic!("a PostgreSQL store: {:?}", c.store);
+    };
+    for debug in [format!("{:?}", c.store), format!("{pg:?}")] {
+        assert!(
+            debug.contains("@db:5432/gw") && !debug.contains("hunter2"),
+            "{debug}"
+        );
+    }
+    assert!(format!("{pg:?}").contains("lease: 60s"), "{pg:?}");
+}
+
+/// With no `lease`, a PostgreSQL store's lease is 60 s, or twice `[delivery] timeout` when
+/// that is longer: a claim outlives the call it covers.
+#[test]
+fn the_default_lease_outlives_a_long_timeout() {
+    let c = load(
+        &format!(
+            "{MINIMAL}[store]\nurl = \"postgres://gw@db/gw\"\n[delivery]\ntimeout = \"10m\"\n"
+        ),
+        &[],
+    )
+    .expect("valid");
+    let StoreConfig::Postgres(pg) = &c.store else {
+        panic!("a PostgreSQL store: {:?}", c.store);
+    };
+    assert_eq!(pg.lease, std::time::Duration::from_secs(1200));
 }
