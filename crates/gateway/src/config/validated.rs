@@ -547,6 +547,8 @@ mod delivery_tests;
 #[cfg(test)]
 mod library_tests;
 #[cfg(test)]
+mod store_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod transport_tests;
