@@ -53,3 +53,49 @@ fn an_admission_that_waited_for_its_account_is_timed_when_it_got_it() {
     assert_eq!(row.status, Status::Pending);
     assert_eq!(row.created_at, T0 + 2_000);
 }
+
+/// The first admission of an account takes its lock by inserting the account's row; when that
+/// insert waited for another replica's insert of the same account, which then rolled back, the
+/// row's time is still the one read once it held the lock.
+#[test]
+fn a_first_admission_that_waited_for_a_rolled_back_insert_is_timed_when_it_got_the_lock() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("clock_first");
+    let ledger = connect(&url);
+    let plan = Plan::Withdraw(vec![1]);
+    // Creates the schema (and an unrelated account).
+    ledger
+        .admit(
+            "ev-other:payout",
+            "gw-other",
+            &snapshot("acct-o", T0),
+            &plan,
+            || T0,
+        )
+        .expect("schema");
+    let mut holder = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+    let mut tx = holder.transaction().expect("begin");
+    tx.execute(
+        "INSERT INTO payout_accounts
+             (account_id, newest_modify_time, newest_delivery_id, updated_at)
+         VALUES ('acct-n', 1, 'ev-elsewhere:payout', 1)",
+        &[],
+    )
+    .expect("an insert in progress");
+    let clock = AtomicU64::new(T0 + 1_000);
+    let row = thread::scope(|s| {
+        let admission = s.spawn(|| {
+            let event = snapshot("acct-n", T0 + 1);
+            ledger.admit("ev-new:payout", "gw-new", &event, &plan, || {
+                clock.load(Ordering::SeqCst)
+            })
+        });
+        thread::sleep(Duration::from_millis(300));
+        clock.store(T0 + 2_000, Ordering::SeqCst);
+        tx.rollback().expect("roll back");
+        admission.join().expect("thread")
+    })
+    .expect("admit");
+    assert_eq!(row.status, Status::Pending);
+    assert_eq!(row.created_at, T0 + 2_000);
+}

@@ -155,9 +155,8 @@ impl PgLedger {
             if let Some(row) = load(&mut tx, delivery_id)? {
                 return Ok(row);
             }
-            // The clock is read with the account locked (a new account's insert takes its lock
-            // without waiting for another admission; an existing one's is read again below,
-            // once locked): `created_at` follows the order admissions took.
+            // The new account row's first `updated_at`; the row's own time is read again below
+            // once the account is locked, so `created_at` follows the order admissions took.
             let mut now_ms = clock();
             let mut now = int(delivery_id, "time", now_ms)?;
             // Lock the account: the first admission creates its row (a concurrent one waits
@@ -169,6 +168,10 @@ impl PgLedger {
                 &[account, &modify_time, &delivery_id, &now],
             )? == 1;
             let stale = if first {
+                // Locked by the insert (which may have waited for a concurrent insert of the
+                // account that then rolled back).
+                now_ms = clock();
+                now = int(delivery_id, "time", now_ms)?;
                 false
             } else {
                 let newest = tx.query_one(
