@@ -7,9 +7,36 @@ use std::thread;
 use std::time::Duration;
 
 use gateway_e2e::pgkit::PgCluster;
-use payout::ledger::{Plan, Status};
+use payout::ledger::{Ledger, PayoutRow, Plan, Status};
 
 use super::{connect, snapshot, T0};
+
+/// Admits `id` (a newer snapshot of `account`) while another session holds what the admission
+/// must wait for; the clock moves from T0 + 1,000 to T0 + 2,000 just before `release` lets it
+/// go. Long enough a wait for the admission to be blocked (the row's time is right either way
+/// once it is read under the lock; read before, it would be T0 + 1,000).
+fn admitted_across_a_wait(
+    ledger: &Ledger,
+    id: &str,
+    account: &str,
+    release: impl FnOnce(),
+) -> PayoutRow {
+    let clock = AtomicU64::new(T0 + 1_000);
+    let order_id = format!("gw-{id}");
+    thread::scope(|s| {
+        let admission = s.spawn(|| {
+            let event = snapshot(account, T0 + 1);
+            ledger.admit(id, &order_id, &event, &Plan::Withdraw(vec![1]), || {
+                clock.load(Ordering::SeqCst)
+            })
+        });
+        thread::sleep(Duration::from_millis(300));
+        clock.store(T0 + 2_000, Ordering::SeqCst);
+        release();
+        admission.join().expect("thread")
+    })
+    .expect("admit")
+}
 
 #[test]
 fn an_admission_that_waited_for_its_account_is_timed_when_it_got_it() {
@@ -34,22 +61,9 @@ fn an_admission_that_waited_for_its_account_is_timed_when_it_got_it() {
         &[],
     )
     .expect("lock the account");
-    let clock = AtomicU64::new(T0 + 1_000);
-    let row = thread::scope(|s| {
-        let admission = s.spawn(|| {
-            let event = snapshot("acct-c", T0 + 1);
-            ledger.admit("ev-second:payout", "gw-second", &event, &plan, || {
-                clock.load(Ordering::SeqCst)
-            })
-        });
-        // Long enough for the admission to be waiting on the lock (it passes either way once
-        // the time is read under the lock; read before, it would be T0 + 1,000).
-        thread::sleep(Duration::from_millis(300));
-        clock.store(T0 + 2_000, Ordering::SeqCst);
-        tx.commit().expect("unlock");
-        admission.join().expect("thread")
-    })
-    .expect("admit");
+    let row = admitted_across_a_wait(&ledger, "ev-second:payout", "acct-c", || {
+        tx.commit().expect("unlock")
+    });
     assert_eq!(row.status, Status::Pending);
     assert_eq!(row.created_at, T0 + 2_000);
 }
@@ -62,14 +76,13 @@ fn a_first_admission_that_waited_for_a_rolled_back_insert_is_timed_when_it_got_t
     let pg = PgCluster::start();
     let url = pg.create_database("clock_first");
     let ledger = connect(&url);
-    let plan = Plan::Withdraw(vec![1]);
     // Creates the schema (and an unrelated account).
     ledger
         .admit(
             "ev-other:payout",
             "gw-other",
             &snapshot("acct-o", T0),
-            &plan,
+            &Plan::Withdraw(vec![1]),
             || T0,
         )
         .expect("schema");
@@ -82,20 +95,9 @@ fn a_first_admission_that_waited_for_a_rolled_back_insert_is_timed_when_it_got_t
         &[],
     )
     .expect("an insert in progress");
-    let clock = AtomicU64::new(T0 + 1_000);
-    let row = thread::scope(|s| {
-        let admission = s.spawn(|| {
-            let event = snapshot("acct-n", T0 + 1);
-            ledger.admit("ev-new:payout", "gw-new", &event, &plan, || {
-                clock.load(Ordering::SeqCst)
-            })
-        });
-        thread::sleep(Duration::from_millis(300));
-        clock.store(T0 + 2_000, Ordering::SeqCst);
-        tx.rollback().expect("roll back");
-        admission.join().expect("thread")
-    })
-    .expect("admit");
+    let row = admitted_across_a_wait(&ledger, "ev-new:payout", "acct-n", || {
+        tx.rollback().expect("roll back")
+    });
     assert_eq!(row.status, Status::Pending);
     assert_eq!(row.created_at, T0 + 2_000);
 }
