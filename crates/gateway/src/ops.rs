@@ -84,6 +84,7 @@ pub enum StoreCommand {
 mod check;
 
 pub(crate) mod list;
+pub(crate) mod names;
 pub(crate) mod out;
 mod plugins;
 pub(crate) mod replay;

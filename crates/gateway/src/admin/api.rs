@@ -107,7 +107,7 @@ pub async fn events(admin: &Admin, q: &[(String, String)]) -> Result<Value, ApiE
                 "the gateway is still starting".into(),
             ));
         };
-        crate::ops::replay::known_type(&config, &*admin.store, event_type)
+        crate::ops::names::known_type(&config, &*admin.store, event_type)
             .await
             .map_err(not_found_or_bad)?;
     }
@@ -319,12 +319,12 @@ async fn known_names(
         ));
     };
     if let Some(app) = app {
-        crate::ops::replay::known_app(&config, &*admin.store, app)
+        crate::ops::names::known_app(&config, &*admin.store, app)
             .await
             .map_err(not_found_or_bad)?;
     }
     if let Some(plugin) = plugin {
-        crate::ops::replay::known_plugin(&config, &*admin.store, plugin)
+        crate::ops::names::known_plugin(&config, &*admin.store, plugin)
             .await
             .map_err(not_found_or_bad)?;
     }

@@ -7,8 +7,8 @@
 
 use std::process::ExitCode;
 
+use super::names::{known_app, known_plugin, known_type};
 use super::out::outln;
-use super::replay::{known_app, known_plugin, known_type};
 use super::timefmt::{rfc3339, since_ms};
 use super::with_store;
 use crate::config::Config;

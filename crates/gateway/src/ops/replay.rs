@@ -6,47 +6,14 @@
 
 use std::process::ExitCode;
 
+use super::names::known_plugin;
 use super::out::outln;
 use super::timefmt::since_ms;
 use super::{with_store, DeadLetterArgs, ReplayArgs};
-use crate::config::{Config, EventPattern};
+use crate::config::Config;
 use crate::store::{
-    sqlite::now_ms, DeadLetterCursor, DeadLetterQuery, DeliveryRecord, EventFilter, ReplaySelector,
-    Store,
+    sqlite::now_ms, DeadLetterCursor, DeadLetterQuery, DeliveryRecord, ReplaySelector, Store,
 };
-
-/// Fails when `plugin` is neither configured nor named by any delivery in the store.
-pub(crate) async fn known_plugin(
-    config: &Config,
-    store: &dyn Store,
-    plugin: &str,
-) -> Result<(), String> {
-    if config.plugins.iter().any(|p| p.name == plugin) {
-        return Ok(());
-    }
-    match store.plugin_names().await {
-        Ok(names) if names.iter().any(|n| n == plugin) => Ok(()),
-        Ok(_) => Err(format!(
-            "unknown plugin {plugin:?}: no [[plugins]] entry and no delivery in the store has this name"
-        )),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-/// Fails when `app` is neither configured nor the app of any event in the store.
-pub(crate) async fn known_app(config: &Config, store: &dyn Store, app: &str) -> Result<(), String> {
-    if config.apps.iter().any(|a| a.name == app) {
-        return Ok(());
-    }
-    let filter = EventFilter {
-        app: Some(app.to_owned()),
-        ..EventFilter::default()
-    };
-    stored(store, filter, || {
-        format!("unknown app {app:?}: no [[apps]] entry and no event in the store has this name")
-    })
-    .await
-}
 
 /// A replay's `--plugin` must be configured: a name only the store knows (its `[[plugins]]`
 /// entry removed) has no instance to take its deliveries, which the orphan rule dead-letters
@@ -120,49 +87,6 @@ pub(crate) fn not_configured_note(d: &DeliveryRecord) -> String {
          would be a dead letter again); configure it, then `replay {} --plugin {}`",
         d.event_id, d.plugin, d.state, d.plugin, d.event_id, d.plugin
     )
-}
-
-/// An event type filter names something: a route names it exactly, or an event of that type
-/// is stored (types match exactly: a mistyped one would read as "no events"). A wildcard route
-/// (`*`, `hire.*`) matches any spelling, so it proves nothing.
-pub(crate) async fn known_type(
-    config: &Config,
-    store: &dyn Store,
-    event_type: &str,
-) -> Result<(), String> {
-    let named = |p: &EventPattern| matches!(p, EventPattern::Exact(t) if t == event_type);
-    if config.routes.iter().any(|r| r.events.iter().any(named)) {
-        return Ok(());
-    }
-    let filter = EventFilter {
-        event_type: Some(event_type.to_owned()),
-        ..EventFilter::default()
-    };
-    stored(store, filter, || {
-        format!(
-            "unknown event type {event_type:?}: no route names it and no event in the store has \
-             it (types match exactly, as hire.referral_account.assets_update_v1)"
-        )
-    })
-    .await
-}
-
-/// Whether any stored event, of any time, passes `filter`; `unknown()` is the error if none.
-async fn stored(
-    store: &dyn Store,
-    filter: EventFilter,
-    unknown: impl FnOnce() -> String,
-) -> Result<(), String> {
-    let one = EventFilter {
-        since_ms: i64::MIN,
-        limit: 1,
-        ..filter
-    };
-    match store.list_events(one).await {
-        Ok(events) if !events.is_empty() => Ok(()),
-        Ok(_) => Err(unknown()),
-        Err(e) => Err(e.to_string()),
-    }
 }
 
 fn fail(message: impl std::fmt::Display) -> ExitCode {
@@ -564,60 +488,4 @@ async fn queue_again(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn args(plugin: Option<&str>, since: Option<&str>, older_than: Option<&str>) -> DeadLetterArgs {
-        DeadLetterArgs {
-            plugin: plugin.map(str::to_owned),
-            since: since.map(str::to_owned),
-            json: false,
-            purge: true,
-            older_than: older_than.map(str::to_owned),
-        }
-    }
-
-    #[test]
-    fn a_purge_takes_only_the_filters_it_can_apply() {
-        let e = filters(&args(None, None, None)).err().unwrap_or_default();
-        assert!(e.contains("--purge needs a filter"), "{e}");
-        let e = filters(&args(Some("rej"), Some("2030-01-01"), None))
-            .err()
-            .unwrap_or_default();
-        assert!(e.contains("--since"), "{e}");
-        let f = filters(&args(Some("rej"), None, Some("1h"))).expect("valid");
-        let hour_ago = now_ms() - 3_600_000;
-        assert!(f
-            .before
-            .is_some_and(|b| (hour_ago - 5_000..=hour_ago).contains(&b)));
-        let e = filters(&args(Some("rej"), None, Some("soon")))
-            .err()
-            .unwrap_or_default();
-        assert!(e.starts_with("--older-than:"), "{e}");
-        // Listing (no --purge) takes them all.
-        let mut list = args(None, Some("1h"), Some("10m"));
-        list.purge = false;
-        assert!(filters(&list).is_ok());
-    }
-
-    /// `--purge --since 1h` used to be told it needed a filter, as if --since were not given.
-    #[test]
-    fn a_purge_with_only_since_is_told_since_is_refused() {
-        let e = filters(&args(None, Some("1h"), None))
-            .err()
-            .unwrap_or_default();
-        assert!(
-            e.starts_with("--purge takes --plugin and --older-than only"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn an_age_longer_than_the_clock_has_run_selects_nothing() {
-        // 1.7e19 ms: more than i64::MAX, once wrapped into a cutoff in the future.
-        let before = older_than_ms("200000000000d").expect("valid");
-        assert!(before < -(1 << 62), "{before}");
-        let before = older_than_ms("36500d").expect("valid");
-        assert!(before < 0, "{before}");
-    }
-}
+mod tests;

@@ -99,7 +99,7 @@ pub async fn replay(admin: &Admin, body: &[u8]) -> Result<Value, ApiError> {
             dry_run: req.dry_run,
         };
         if let Some(p) = &req.plugin {
-            crate::ops::replay::known_plugin(&config, store, p)
+            crate::ops::names::known_plugin(&config, store, p)
                 .await
                 .and_then(|()| crate::ops::replay::configured(&config, p))
                 .map_err(not_found_or_bad)?;
@@ -134,7 +134,7 @@ pub async fn replay(admin: &Admin, body: &[u8]) -> Result<Value, ApiError> {
         let mut selectors = Vec::new();
         for d in &req.deliveries {
             // A delivery of a name no entry configures would die again (see `configured`).
-            crate::ops::replay::known_plugin(&config, store, &d.plugin)
+            crate::ops::names::known_plugin(&config, store, &d.plugin)
                 .await
                 .and_then(|()| crate::ops::replay::configured(&config, &d.plugin))
                 .map_err(not_found_or_bad)?;
@@ -225,7 +225,7 @@ async fn every_dead_letter(
     req: &ReplayRequest,
 ) -> Result<Value, ApiError> {
     if let Some(p) = &req.plugin {
-        crate::ops::replay::known_plugin(config, store, p)
+        crate::ops::names::known_plugin(config, store, p)
             .await
             .and_then(|()| crate::ops::replay::configured(config, p))
             .map_err(not_found_or_bad)?;
