@@ -1,0 +1,148 @@
+use super::*;
+use lark_core::CashBonus;
+
+fn snapshot(modify_time_ms: u64) -> AssetsUpdateV1 {
+    AssetsUpdateV1 {
+        account_id: "acct".into(),
+        points: 10,
+        cash: Vec::new(),
+        modify_time_ms,
+    }
+}
+
+#[test]
+fn a_row_found_for_a_delivery_id_must_be_of_the_same_snapshot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = Ledger::open(&dir.path().join("ledger.db")).expect("create");
+    let plan = Plan::Withdraw(vec![1]);
+    let first = ledger
+        .admit("d1", "gw-1", &snapshot(5), &plan, || 1)
+        .expect("admit");
+    let again = ledger
+        .admit("d1", "gw-1", &snapshot(5), &plan, || 2)
+        .expect("the same snapshot again");
+    assert_eq!(again.modify_time, first.modify_time);
+    match ledger.admit("d1", "gw-1", &snapshot(6), &plan, || 3) {
+        Err(LedgerError::Corrupt { reason, .. }) => {
+            assert!(
+                reason.contains("snapshot 5") && reason.contains("snapshot 6"),
+                "{reason}"
+            )
+        }
+        other => panic!("another snapshot under the same id: {other:?}"),
+    }
+}
+
+/// Values past the 64-bit signed columns are refused as `TooLarge` (the delivery is then
+/// rejected, as on PostgreSQL): the SQLite backend left them to fail at the bind, which
+/// read as a passing fault, and every retry called withdraw again.
+#[test]
+fn values_past_the_columns_are_too_large_on_a_file_ledger() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = Ledger::open(&dir.path().join("ledger.db")).expect("create");
+    let plan = Plan::Withdraw(vec![1]);
+    let huge = u64::MAX;
+    match ledger.admit("d0", "gw-0", &snapshot(huge), &plan, || 1) {
+        Err(LedgerError::TooLarge { what, .. }) => assert_eq!(what, "modify_time"),
+        other => panic!("{other:?}"),
+    }
+    ledger
+        .admit("d1", "gw-1", &snapshot(5), &plan, || 1)
+        .expect("admit");
+    let w = Withdrawal {
+        external_order_id: Some("gw-1".into()),
+        trans_time: None,
+        points: huge,
+        cash: Vec::new(),
+        log_id: None,
+    };
+    match ledger.record_withdrawn("d1", &w, false, 2) {
+        Err(LedgerError::TooLarge { what, value, .. }) => {
+            assert_eq!((what, value), ("points", huge))
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_ledger_of_a_newer_schema_is_refused_and_left_as_it_is() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("ledger.db");
+    drop(Ledger::open(&path).expect("create"));
+    let c = rusqlite::Connection::open(&path).expect("open");
+    c.pragma_update(None, "user_version", 2).expect("bump");
+    drop(c);
+    match Ledger::open(&path) {
+        Err(LedgerError::NewerSchema {
+            found: 2, known: 1, ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    let c = rusqlite::Connection::open(&path).expect("open");
+    let v: i64 = c
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .expect("read");
+    assert_eq!(v, 2, "not set back");
+}
+
+#[test]
+fn a_snapshot_is_stale_when_older_or_as_old_from_another_delivery() {
+    let newest = Some((1_000, "evt-a:payout"));
+    assert!(
+        !is_stale(None, &snapshot(5), "evt-b:payout"),
+        "first for the account"
+    );
+    assert!(is_stale(newest, &snapshot(999), "evt-b:payout"), "older");
+    assert!(
+        is_stale(newest, &snapshot(1_000), "evt-b:payout"),
+        "as old, another delivery"
+    );
+    assert!(
+        !is_stale(newest, &snapshot(1_000), "evt-a:payout"),
+        "as old, the delivery that recorded it (its row deleted by hand): not its own stale copy"
+    );
+    assert!(!is_stale(newest, &snapshot(1_001), "evt-b:payout"), "newer");
+}
+
+#[test]
+fn a_file_ledger_is_shown_as_its_path() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("payouts.db");
+    let ledger = Ledger::open(&path).expect("open");
+    assert_eq!(ledger.shown(), path.display().to_string());
+}
+
+fn withdrawal(points: u64, cash: &[&str]) -> Withdrawal {
+    Withdrawal {
+        external_order_id: None,
+        trans_time: None,
+        points,
+        cash: cash
+            .iter()
+            .map(|a| CashBonus {
+                currency: "CNY".into(),
+                amount: a.parse().expect("amount"),
+            })
+            .collect(),
+        log_id: None,
+    }
+}
+
+#[test]
+fn a_withdrawal_is_forwarded_unless_it_moved_nothing_or_forwarding_is_off() {
+    assert_eq!(forward_status_for(&withdrawal(5, &[]), true), "pending");
+    assert_eq!(
+        forward_status_for(&withdrawal(0, &["0.30"]), true),
+        "pending"
+    );
+    assert_eq!(
+        forward_status_for(&withdrawal(5, &["0.00"]), true),
+        "pending"
+    );
+    assert_eq!(
+        forward_status_for(&withdrawal(0, &["0.00", "0"]), true),
+        "not_needed"
+    );
+    assert_eq!(forward_status_for(&withdrawal(0, &[]), true), "not_needed");
+    assert_eq!(forward_status_for(&withdrawal(5, &["1"]), false), "none");
+}
