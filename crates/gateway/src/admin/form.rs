@@ -133,6 +133,21 @@ mod tests {
     }
 
     #[test]
+    fn get_finds_the_first_set_value_of_its_key() {
+        let p = pairs("a=1&b=&b=2&b=3");
+        assert_eq!(get(&p, "b"), Some("2"));
+        assert_eq!(get(&p, "a"), Some("1"));
+        assert_eq!(get(&p, "c"), None);
+        assert_eq!(get(&pairs("a=1&c="), "c"), None);
+    }
+
+    #[test]
+    fn encode_keeps_only_unreserved_characters() {
+        assert_eq!(encode("aZ09-_.~"), "aZ09-_.~");
+        assert_eq!(encode("a b/é+%"), "a%20b%2F%C3%A9%2B%25");
+    }
+
+    #[test]
     fn a_path_keeps_its_plus() {
         assert_eq!(decode_path("evt+1").as_deref(), Some("evt+1"));
         assert_eq!(decode_path("evt%2B1%20x").as_deref(), Some("evt+1 x"));

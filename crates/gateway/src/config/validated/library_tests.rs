@@ -179,3 +179,60 @@ fn isolation_is_none_or_process() {
         ["plugins[0].isolation: \"sandbox\" is neither \"none\" nor \"process\""]
     );
 }
+
+/// A reload keeps an instance whose entry changed only in `max_concurrency` (the engine's
+/// limit) or `init_timeout` (its next starts); any other key makes a new instance.
+#[test]
+fn an_instance_is_kept_across_limits_only() {
+    let c = load(
+        &format!("{MINIMAL}[[plugins]]\nname = \"a\"\nlibrary = \"/nonexistent/p.so\"\n"),
+        &[],
+    )
+    .expect("valid");
+    let spec = &c.plugins[0];
+    assert!(spec.same_instance(spec));
+    let mut limits = spec.clone();
+    limits.max_concurrency += 3;
+    limits.init_timeout += Duration::from_secs(5);
+    assert!(spec.same_instance(&limits) && limits.same_instance(spec));
+    let mut config = spec.clone();
+    config.config = serde_json::json!({ "path": "elsewhere.log" });
+    assert!(!spec.same_instance(&config));
+    let mut pinned = limits.clone();
+    pinned.sha256 = Some("ab".repeat(32));
+    assert!(!spec.same_instance(&pinned));
+}
+
+/// `gateway plugins list` reads `[libraries] dir` (relative to the config's folder) from a
+/// config whose other keys have problems; none set is `None`; a problem in the key itself is
+/// the error.
+#[test]
+fn the_library_dir_is_read_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("gateway.toml");
+    let broken_route = "[[routes]]\nevents = [\"*\"]\nplugins = [\"nobody\"]\n";
+    std::fs::write(
+        &path,
+        format!("{MINIMAL}{broken_route}[libraries]\ndir = \"plugins.d\"\n"),
+    )
+    .expect("write");
+    assert!(Config::load(&path).is_err(), "the route is a problem");
+    assert_eq!(
+        Config::library_dir_of(&path).expect("the dir alone"),
+        Some(dir.path().join("plugins.d"))
+    );
+    std::fs::write(&path, format!("{MINIMAL}{broken_route}")).expect("write");
+    assert_eq!(Config::library_dir_of(&path).expect("no dir"), None);
+    std::fs::write(
+        &path,
+        format!("{MINIMAL}[libraries]\ndir = \"${{GATEWAY_TEST_NEVER_SET_9F2C}}\"\n"),
+    )
+    .expect("write");
+    let Err(ConfigError::Invalid { problems, .. }) = Config::library_dir_of(&path) else {
+        panic!("an unset variable in the dir is refused")
+    };
+    assert_eq!(
+        problems,
+        ["libraries.dir: environment variable GATEWAY_TEST_NEVER_SET_9F2C is not set"]
+    );
+}

@@ -43,6 +43,9 @@ fn minimal_gets_defaults() {
     assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
     assert_eq!(c.max_body_bytes, DEFAULT_MAX_BODY);
     assert_eq!(c.retention, DEFAULT_RETENTION);
+    // The README's default, `7d`.
+    assert_eq!(DEFAULT_RETENTION, Duration::from_secs(604_800));
+    assert_eq!(c.dead_letter_retention, Duration::from_secs(30 * 86_400));
     assert_eq!(c.delivery, DeliveryConfig::default());
     assert_eq!(c.workers, default_workers());
     assert!(c.workers >= 1);
