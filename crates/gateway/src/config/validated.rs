@@ -470,6 +470,8 @@ mod delivery_tests;
 #[cfg(test)]
 mod library_tests;
 #[cfg(test)]
+mod server_tests;
+#[cfg(test)]
 mod store_tests;
 #[cfg(test)]
 mod tests;

@@ -107,3 +107,41 @@ impl Rejection {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Rejection::{self, *};
+
+    /// The `reason` label of `gateway_requests_total` and `gateway_longconn_acks_total`
+    /// (README, Metrics): one per refusal, stable, each with its status.
+    #[test]
+    fn every_refusal_has_its_own_reason_and_status() {
+        let all: [(Rejection, &str, u16); 19] = [
+            (NotFound, "not_found", 404),
+            (MethodNotAllowed, "method_not_allowed", 405),
+            (TooLarge { limit: 1 }, "too_large", 413),
+            (BodyRead("x".into()), "body_read_error", 400),
+            (BodyTimeout, "body_timeout", 408),
+            (Malformed("x".into()), "malformed", 400),
+            (Decrypt("x".into()), "decrypt_error", 400),
+            (PlainForEncryptedApp, "plain_body_for_encrypted_app", 400),
+            (EncryptedForPlainApp, "encrypted_body_for_plain_app", 400),
+            (MissingSignature, "missing_signature", 401),
+            (BadSignature, "bad_signature", 401),
+            (StaleTimestamp, "stale_timestamp", 401),
+            (MissingToken, "missing_token", 401),
+            (BadToken, "bad_token", 401),
+            (AppIdMismatch, "app_id_mismatch", 401),
+            (AppIdMissing, "app_id_missing", 401),
+            (StoreUnavailable, "store_unavailable", 503),
+            (TooLarge { limit: 2 }, "too_large", 413),
+            (Malformed("y".into()), "malformed", 400),
+        ];
+        for (rejection, reason, status) in &all {
+            assert_eq!(rejection.reason(), *reason, "{rejection:?}");
+            assert_eq!(rejection.status().as_u16(), *status, "{rejection:?}");
+        }
+        let distinct: std::collections::HashSet<&str> = all.iter().map(|(_, r, _)| *r).collect();
+        assert_eq!(distinct.len(), 17, "one reason per kind of refusal");
+    }
+}

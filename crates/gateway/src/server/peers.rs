@@ -114,6 +114,13 @@ mod tests {
     }
 
     #[test]
+    fn the_limit_is_as_configured() {
+        // What the refusal's log line reports.
+        assert_eq!(Peers::new(PER_PEER).limit(), PER_PEER);
+        assert_eq!(Peers::new(7).limit(), 7);
+    }
+
+    #[test]
     fn a_client_behind_nat64_is_its_ipv4_address() {
         let peers = Peers::new(1);
         let _held = peers

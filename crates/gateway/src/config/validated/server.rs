@@ -18,10 +18,12 @@ const MAX_BODY_LIMIT: u64 = 256 << 20;
 /// `[server] workers` when not set: one per CPU but one, which the store's writer thread (on
 /// every accept) and plugin calls need; at least 1.
 pub fn default_workers() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get().saturating_sub(1))
-        .unwrap_or(1)
-        .max(1)
+    workers_for(std::thread::available_parallelism().ok().map(|n| n.get()))
+}
+
+/// [`default_workers`] on a machine with `cpus` CPUs (`None`: not known).
+pub(super) fn workers_for(cpus: Option<usize>) -> usize {
+    cpus.map_or(1, |n| n.saturating_sub(1)).max(1)
 }
 
 /// The shortest `[admin] token` accepted: it guards replays and reloads.
