@@ -265,7 +265,12 @@ fn overlap_on(a: SocketAddr, b: SocketAddr, dual_stack: bool) -> bool {
 /// Whether a socket bound to `[::]` takes IPv4 too: the host's `net.ipv6.bindv6only` is 0
 /// (or cannot be read: Linux's default, and the side that refuses rather than misses a clash).
 fn dual_stack() -> bool {
-    std::fs::read_to_string("/proc/sys/net/ipv6/bindv6only").map_or(true, |v| v.trim() != "1")
+    dual_stack_from(std::fs::read_to_string("/proc/sys/net/ipv6/bindv6only"))
+}
+
+/// [`dual_stack`] from what reading `bindv6only` gave.
+fn dual_stack_from(bindv6only: std::io::Result<String>) -> bool {
+    bindv6only.map_or(true, |v| v.trim() != "1")
 }
 
 impl Validator<'_> {
@@ -285,7 +290,15 @@ impl Validator<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::overlap_on;
+    use super::{dual_stack_from, overlap_on};
+
+    #[test]
+    fn the_ipv6_wildcard_is_dual_stack_unless_the_host_says_v6_only() {
+        assert!(!dual_stack_from(Ok("1\n".into())));
+        assert!(dual_stack_from(Ok("0\n".into())));
+        let unreadable = std::io::Error::from(std::io::ErrorKind::NotFound);
+        assert!(dual_stack_from(Err(unreadable)));
+    }
 
     fn clash(a: &str, b: &str, dual_stack: bool) -> bool {
         let (a, b) = (a.parse().expect("a"), b.parse().expect("b"));
