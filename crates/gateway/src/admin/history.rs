@@ -140,7 +140,36 @@ mod tests {
         assert_eq!((hour[58].stored, hour[59].stored), (7, 3));
         h.sample(200, t(11));
         assert!(h.last_hour(200).iter().all(|m| m.minute > 140));
+        // Minutes older than the hour leave the ring (its memory stays bounded).
+        let kept: Vec<i64> = h
+            .inner
+            .lock()
+            .expect("lock")
+            .0
+            .iter()
+            .map(|m| m.minute)
+            .collect();
+        assert_eq!(kept, [200]);
         assert_eq!(h.last_hour(200)[59].stored, 1);
+    }
+
+    #[test]
+    fn each_counter_has_its_own_column() {
+        let h = History::default();
+        let t = |n: u64| Totals {
+            stored: n,
+            delivered: 2 * n,
+            failed: 3 * n,
+            dead: 4 * n,
+        };
+        h.sample(100, t(1));
+        h.sample(101, t(2));
+        h.sample(101, t(5));
+        let m = h.last_hour(101)[59];
+        assert_eq!(
+            (m.minute, m.stored, m.delivered, m.failed, m.dead),
+            (101, 4, 8, 12, 16)
+        );
     }
 
     /// Regression: the two samplers read the counters before the lock, so an older reading

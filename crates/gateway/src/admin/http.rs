@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::{Bytes, Incoming};
+use hyper::body::Bytes;
 use hyper::header::{HeaderMap, HeaderValue, CACHE_CONTROL, CONTENT_TYPE, LOCATION};
 use hyper::{Request, Response, StatusCode};
 
@@ -99,8 +99,8 @@ pub(super) fn local_path(next: &str) -> bool {
 /// is not addressed to a loopback name ([`foreign_host`]: DNS rebinding) or a browser says
 /// another site made it ([`from_another_site`]: a page the operator visits must not make the
 /// browser run the API's queries, GETs included). `None`: it may proceed.
-pub(super) fn refused_without_token(
-    req: &Request<Incoming>,
+pub(super) fn refused_without_token<B>(
+    req: &Request<B>,
     peer: std::net::SocketAddr,
 ) -> Option<Reply> {
     let path = req.uri().path();
@@ -142,7 +142,7 @@ pub(super) fn from_another_site(headers: &HeaderMap) -> Option<&str> {
 
 /// Why a request without `[admin] token` is refused: its `Host` (or its absolute URI's host) is
 /// not a loopback name or address. `None`: it may proceed.
-fn foreign_host(req: &Request<Incoming>) -> Option<String> {
+fn foreign_host<B>(req: &Request<B>) -> Option<String> {
     let host = req.headers().get(hyper::header::HOST);
     let name = host.map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned());
     let host_ok = host
@@ -226,6 +226,134 @@ mod tests {
         for ours in [&[][..], &["same-origin"], &["none"]] {
             assert_eq!(from_another_site(&with(ours)), None, "{ours:?}");
         }
+    }
+
+    fn header<'r>(res: &'r Reply, name: &str) -> Option<&'r str> {
+        res.headers().get(name).and_then(|v| v.to_str().ok())
+    }
+
+    async fn body_of(res: Reply) -> String {
+        let bytes = res.into_body().collect().await.expect("body").to_bytes();
+        String::from_utf8(bytes.to_vec()).expect("utf-8")
+    }
+
+    #[tokio::test]
+    async fn replies_carry_their_status_type_and_headers() {
+        let t = text(StatusCode::ACCEPTED, "hi".into(), "text/plain");
+        assert_eq!(t.status(), StatusCode::ACCEPTED);
+        assert_eq!(header(&t, "content-type"), Some("text/plain"));
+        assert_eq!(body_of(t).await, "hi");
+
+        let j = json_reply(StatusCode::OK, &serde_json::json!({ "a": 1 }));
+        assert_eq!(
+            header(&j, "content-type"),
+            Some("application/json; charset=utf-8")
+        );
+        assert_eq!(header(&j, "cache-control"), Some("no-store"));
+        assert_eq!(body_of(j).await, "{\n  \"a\": 1\n}\n");
+
+        let r = redirect("/events?x=1");
+        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        assert_eq!(header(&r, "location"), Some("/events?x=1"));
+
+        let e = api_error(&ApiError::Unauthorized);
+        assert_eq!(e.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            header(&e, "www-authenticate"),
+            Some("Bearer realm=\"gateway admin\"")
+        );
+        assert_eq!(header(&e, "cache-control"), Some("no-store"));
+        let e = api_error(&ApiError::MethodNotAllowed("GET, POST"));
+        assert_eq!(e.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(header(&e, "allow"), Some("GET, POST"));
+        let e = api_error(&ApiError::TooManyRequests(42));
+        assert_eq!(e.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(header(&e, "retry-after"), Some("42"));
+        let e = api_error(&ApiError::NotFound("no such event".into()));
+        assert_eq!(e.status(), StatusCode::NOT_FOUND);
+        assert_eq!(header(&e, "www-authenticate"), None);
+        assert!(body_of(e).await.contains("no such event"));
+    }
+
+    #[tokio::test]
+    async fn a_body_past_its_limit_is_too_large_and_a_broken_one_bad() {
+        let limit = vec![b'x'; api::MAX_BODY];
+        assert_eq!(
+            read_body(Full::new(Bytes::from(limit.clone())))
+                .await
+                .map(|b| b.len()),
+            Ok(api::MAX_BODY)
+        );
+        let mut over = limit;
+        over.push(b'x');
+        assert_eq!(
+            read_body(Full::new(Bytes::from(over))).await,
+            Err(ApiError::TooLarge)
+        );
+        let broken = http_body_util::StreamBody::new(futures_util::stream::iter([Err::<
+            hyper::body::Frame<Bytes>,
+            std::io::Error,
+        >(
+            std::io::Error::other("reset"),
+        )]));
+        assert!(
+            matches!(read_body(broken).await, Err(ApiError::BadRequest(m)) if m.contains("reset"))
+        );
+    }
+
+    /// Without a token: only requests addressed to a loopback name, and not made by a browser
+    /// for another site.
+    #[test]
+    fn without_a_token_only_loopback_names_from_this_site_pass() {
+        let peer: std::net::SocketAddr = "127.0.0.1:50000".parse().expect("peer");
+        let request = |uri: &str, host: Option<&'static str>, site: Option<&'static str>| {
+            let mut b = Request::builder().uri(uri);
+            if let Some(h) = host {
+                b = b.header("host", h);
+            }
+            if let Some(s) = site {
+                b = b.header("sec-fetch-site", s);
+            }
+            b.body(()).expect("request")
+        };
+        for host in [
+            "localhost:9464",
+            "127.0.0.1:9464",
+            "[::1]:9464",
+            "localhost",
+        ] {
+            let req = request("/api/v1/status", Some(host), None);
+            assert_eq!(foreign_host(&req), None, "{host}");
+            assert!(refused_without_token(&req, peer).is_none(), "{host}");
+        }
+        let refused = |req: &Request<()>| refused_without_token(req, peer).map(|r| r.status());
+        let req = request("/api/v1/status", Some("evil.example:9464"), None);
+        assert_eq!(
+            foreign_host(&req).as_deref(),
+            Some("Host \"evil.example:9464\"")
+        );
+        assert_eq!(refused(&req), Some(StatusCode::FORBIDDEN));
+        let req = request("/api/v1/status", None, None);
+        assert_eq!(
+            foreign_host(&req).as_deref(),
+            Some("a request without a Host header")
+        );
+        assert_eq!(refused(&req), Some(StatusCode::FORBIDDEN));
+        let req = request("http://evil.example/api/v1/status", Some("localhost"), None);
+        assert_eq!(
+            foreign_host(&req).as_deref(),
+            Some("the request target's host \"evil.example\"")
+        );
+        let req = request(
+            "http://localhost:9464/api/v1/status",
+            Some("localhost:9464"),
+            None,
+        );
+        assert_eq!(foreign_host(&req), None);
+        let req = request("/api/v1/status", Some("localhost"), Some("cross-site"));
+        assert_eq!(refused(&req), Some(StatusCode::FORBIDDEN));
+        let req = request("/api/v1/status", Some("localhost"), Some("same-origin"));
+        assert_eq!(refused(&req), None);
     }
 
     /// A body that never sends a byte.
