@@ -120,4 +120,23 @@ mod tests {
         assert!(probe.writable(write(writes.clone())).await);
         assert_eq!(writes.load(Ordering::SeqCst), 2, "stale: a new write");
     }
+
+    /// An answer stands for less than [`PROBE_FRESH`]: a probe exactly that long after it
+    /// writes again.
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_is_stale_once_its_second_is_over() {
+        let probe = StoreProbe::default();
+        let writes = AtomicUsize::new(0);
+        let write = || async {
+            writes.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        };
+        assert!(probe.writable(write).await);
+        tokio::time::sleep(PROBE_FRESH - Duration::from_millis(1)).await;
+        assert!(probe.writable(write).await);
+        assert_eq!(writes.load(Ordering::SeqCst), 1, "still fresh");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert!(probe.writable(write).await);
+        assert_eq!(writes.load(Ordering::SeqCst), 2, "its second is over");
+    }
 }

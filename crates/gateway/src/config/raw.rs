@@ -272,3 +272,58 @@ fn admin_token<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Err
 fn store_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     secret(d, "[store] `url`")
 }
+
+#[cfg(test)]
+mod tests {
+    use serde::de::value::{
+        BoolDeserializer, BytesDeserializer, CharDeserializer, Error, I128Deserializer,
+        I64Deserializer, MapDeserializer, StrDeserializer, StringDeserializer, U128Deserializer,
+        U64Deserializer, UnitDeserializer,
+    };
+    use serde::de::IntoDeserializer;
+
+    use super::secret;
+
+    const REFUSED: &str = "`k` must be a string in quotes (the value is not shown: it is a secret)";
+
+    /// Whatever a deserializer hands a secret key, a string is taken as written and anything
+    /// else refused without its value (TOML gives strings, integers, floats, booleans, arrays
+    /// and tables; the other kinds are refused alike should another format ever feed it).
+    #[test]
+    fn a_secret_is_a_string_and_nothing_else_is_shown() {
+        let taken = |r: Result<Option<String>, Error>| r.expect("a string");
+        assert_eq!(
+            taken(secret(StrDeserializer::<Error>::new("s3cr3t"), "`k`")),
+            Some("s3cr3t".into())
+        );
+        assert_eq!(
+            taken(secret(
+                StringDeserializer::<Error>::new("s3cr3t".into()),
+                "`k`"
+            )),
+            Some("s3cr3t".into())
+        );
+        let map: std::collections::BTreeMap<&str, &str> = [("s3cr3t", "s3cr3t")].into();
+        let refusals = [
+            secret(BoolDeserializer::<Error>::new(true), "`k`"),
+            secret(I64Deserializer::<Error>::new(-7_770_001), "`k`"),
+            secret(U64Deserializer::<Error>::new(7_770_001), "`k`"),
+            secret(I128Deserializer::<Error>::new(-7_770_001), "`k`"),
+            secret(U128Deserializer::<Error>::new(7_770_001), "`k`"),
+            secret(CharDeserializer::<Error>::new('§'), "`k`"),
+            secret(BytesDeserializer::<Error>::new(b"s3cr3t"), "`k`"),
+            secret(MapDeserializer::<_, Error>::new(map.into_iter()), "`k`"),
+            secret(vec![1u8].into_deserializer(), "`k`"),
+            secret(1.5f64.into_deserializer(), "`k`"),
+        ];
+        for (i, r) in refusals.into_iter().enumerate() {
+            assert_eq!(r.map_err(|e| e.to_string()), Err(REFUSED.into()), "#{i}");
+        }
+        // A kind with no refusal of its own says what the key expects.
+        let unit = secret(UnitDeserializer::<Error>::new(), "`k`").map_err(|e| e.to_string());
+        assert_eq!(
+            unit,
+            Err("invalid type: unit value, expected `k` as a string".into())
+        );
+    }
+}
