@@ -151,4 +151,92 @@ mod tests {
         stream.shutdown().await.expect("shut down");
         assert_eq!(reader.await.expect("reader"), 20 * 1024);
     }
+
+    /// A stream that writes one buffer at a time (`is_write_vectored` left at its default).
+    struct Plain<W>(W);
+
+    impl<W: AsyncWrite + Unpin> AsyncWrite for Plain<W> {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Pin::new(&mut self.0).poll_write(cx, buf)
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.0).poll_flush(cx)
+        }
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.0).poll_shutdown(cx)
+        }
+    }
+
+    /// Reads pass through untouched.
+    #[tokio::test]
+    async fn reads_are_the_inner_streams() {
+        let (ours, mut theirs) = tokio::io::duplex(1024);
+        let mut stream = WriteStall::new(ours, Duration::from_millis(200));
+        theirs.write_all(b"request").await.expect("write");
+        drop(theirs);
+        let mut got = Vec::new();
+        stream.read_to_end(&mut got).await.expect("read");
+        assert_eq!(got, b"request");
+    }
+
+    /// A vectored write reaches the peer (as many bytes as it reports), says whether the inner
+    /// stream writes vectors, and stalls like any write.
+    #[tokio::test]
+    async fn vectored_writes_are_the_inner_streams_and_stall_alike() {
+        let (ours, mut theirs) = tokio::io::duplex(64 * 1024);
+        let mut stream = WriteStall::new(ours, Duration::from_millis(200));
+        assert!(stream.is_write_vectored(), "a duplex pipe does");
+        let plain = WriteStall::new(Plain(tokio::io::duplex(64).0), Duration::from_millis(200));
+        assert!(
+            !plain.is_write_vectored(),
+            "a stream without vectored writes does not"
+        );
+        let bufs = [io::IoSlice::new(b"head "), io::IoSlice::new(b"body")];
+        let n = stream.write_vectored(&bufs).await.expect("written");
+        assert!(n > 1, "{n}");
+        drop(stream);
+        let mut got = Vec::new();
+        theirs.read_to_end(&mut got).await.expect("read");
+        assert_eq!(got, &b"head body"[..n]);
+
+        let (ours, _theirs) = tokio::io::duplex(1024);
+        let mut stream = WriteStall::new(ours, Duration::from_millis(200));
+        let chunk = vec![0u8; 4096];
+        let stalled = loop {
+            match stream.write_vectored(&[io::IoSlice::new(&chunk)]).await {
+                Ok(n) => assert!(n > 0),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(stalled.kind(), io::ErrorKind::TimedOut, "{stalled}");
+    }
+
+    /// A flush that cannot hand its bytes on (a buffered writer in front of a peer that reads
+    /// nothing) fails after the limit; one the peer takes delivers them.
+    #[tokio::test]
+    async fn a_flush_stalls_like_a_write() {
+        let (ours, _theirs) = tokio::io::duplex(1024);
+        let mut stream = WriteStall::new(
+            tokio::io::BufWriter::with_capacity(64 * 1024, ours),
+            Duration::from_millis(200),
+        );
+        stream.write_all(&[1u8; 8 * 1024]).await.expect("buffered");
+        let e = stream.flush().await.expect_err("stalled");
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+
+        let (ours, mut theirs) = tokio::io::duplex(64 * 1024);
+        let mut stream = WriteStall::new(
+            tokio::io::BufWriter::with_capacity(64 * 1024, ours),
+            Duration::from_millis(200),
+        );
+        stream.write_all(b"answer").await.expect("buffered");
+        stream.flush().await.expect("flushed");
+        let mut got = [0u8; 6];
+        theirs.read_exact(&mut got).await.expect("delivered");
+        assert_eq!(&got, b"answer");
+    }
 }
