@@ -226,3 +226,6 @@ pub fn check_token(app: &App, given: Option<&str>) -> Result<(), Rejection> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
