@@ -117,3 +117,43 @@ async fn routes_are_swapped_whole() {
     assert_eq!(intake.payload("ws", &big).await, Ok(Stored::New));
     assert!(Arc::strong_count(&before) == 1, "the old routes are let go");
 }
+
+/// The verification token (spec §4): checked before anything is stored.
+#[tokio::test]
+async fn an_event_without_the_apps_token_is_refused_and_not_stored() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (intake, _config) = intake(dir.path()).await;
+    let with_token = |id: &str, token: &str| {
+        String::from_utf8(event(id, Some("cli_pinned"), 0))
+            .expect("utf-8")
+            .replace("\"token\":\"tok\"", token)
+    };
+    let wrong = with_token("ev-wrong", "\"token\":\"tol\"");
+    assert_eq!(
+        intake.payload("ws", wrong.as_bytes()).await,
+        Err(Rejection::BadToken)
+    );
+    let none = with_token("ev-none", "\"token\":null");
+    assert_eq!(
+        intake.payload("ws", none.as_bytes()).await,
+        Err(Rejection::MissingToken)
+    );
+    // Refused, not stored: the same event with its token is new.
+    let right = with_token("ev-wrong", "\"token\":\"tok\"");
+    assert_eq!(
+        intake.payload("ws", right.as_bytes()).await,
+        Ok(Stored::New)
+    );
+}
+
+/// An app without a verification token takes events with any token or none.
+#[test]
+fn without_a_configured_token_any_is_taken() {
+    let config_dir = tempfile::tempdir().expect("tempdir");
+    let path = config_dir.path().join("gateway.toml");
+    std::fs::write(&path, "[[apps]]\nname = \"hook\"\npath = \"/hook\"\n").expect("config");
+    let config = Config::load(&path).expect("valid");
+    let app = &config.apps[0];
+    assert_eq!(check_token(app, None), Ok(()));
+    assert_eq!(check_token(app, Some("anything")), Ok(()));
+}
