@@ -162,6 +162,47 @@ fn a_hung_call_is_killed_at_the_timeout() {
     );
 }
 
+/// A stop (SIGTERM) retires every plugin process while its calls still run: a call hung in one
+/// is still killed at `[delivery] timeout`, its attempt recorded as a retry, and the stop ends
+/// then, not when `shutdown_grace` runs out (the timeout once logged "killing the plugin
+/// process" and killed nothing: the stop waited the whole grace, then killed the process, and
+/// the next start counted the delivery as crashed: "the gateway died during this call").
+#[test]
+fn a_hung_call_is_killed_at_the_timeout_during_a_stop() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(
+        "timeout = \"1s\"",
+        &format!(
+            "library = \"{}\"\nconfig = {{ mode = \"slow\", sleep_ms = 60000 }}",
+            binaries().testkit.display()
+        ),
+    )
+    .replace("shutdown_grace = \"5s\"", "shutdown_grace = \"30s\"");
+    let mut gw = TestGateway::spawn(dir.path(), &cfg);
+    send(&gw, "hang-stop-1", "test.hang");
+    gw.wait_running("hang-stop-1", "native");
+    let stopped = Instant::now();
+    gw.signal("TERM");
+    let status = gw.wait(Duration::from_secs(60)).expect("the gateway exits");
+    assert!(status.success(), "{status:?}\n{}", gw.log());
+    assert!(
+        stopped.elapsed() < Duration::from_secs(15),
+        "the stop waited {:?} (shutdown_grace 30s) for a call past its 1s timeout\n{}",
+        stopped.elapsed(),
+        gw.log()
+    );
+    assert!(!gw.log().contains("after the grace period"), "{}", gw.log());
+    // The next start finds the timed-out attempt recorded, and no crash to count.
+    let gw = TestGateway::spawn(dir.path(), &cfg);
+    let d = delivery(&gw, "hang-stop-1", "native");
+    assert_eq!(d["crashes"], 0, "{d}\n{}", gw.log());
+    assert!(
+        !gw.log().contains("the gateway died during plugin calls"),
+        "{}",
+        gw.log()
+    );
+}
+
 #[test]
 fn check_warns_about_a_library_whose_crashes_are_not_contained_unless_isolated() {
     let raw = raw_fixtures(Path::new(env!("CARGO_TARGET_TMPDIR"))).legacy;

@@ -106,8 +106,9 @@ struct Children {
     current: Option<Arc<ChildProc>>,
     /// The child being started (until its instance is created), so `kill` reaches it too.
     starting: Option<Arc<ChildProc>>,
-    /// Children retired after a panic while they may still run calls (they leave once those
-    /// return), so that `kill` (a call past its timeout) reaches them too.
+    /// Children retired after a panic, or told to leave when the instance closed (a reload
+    /// replaced it, or the gateway stops), while they may still run calls (they leave once
+    /// those return), so that `kill` (a call past its timeout) reaches them too.
     retired: Vec<Arc<ChildProc>>,
     /// Set when the instance is dropped: a child whose start ends later is killed.
     closed: bool,

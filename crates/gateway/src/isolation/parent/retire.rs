@@ -32,16 +32,27 @@ pub fn retire_all() {
 impl Inner {
     /// Closing stdin retires the child: it lets its calls finish, shuts the instance down and
     /// exits. A child that does not within the retire grace is killed. A child being started is
-    /// killed, and a restart that ends later installs nothing. Once only: the children are
-    /// taken.
+    /// killed, and a restart that ends later installs nothing. Once only (closing again does
+    /// nothing); the children stay where `kill` reaches them until they end.
     pub(super) fn close(&self) {
         let (procs, starting): (Vec<Arc<ChildProc>>, _) = match self.children.lock() {
-            Ok(mut c) => {
+            Ok(mut c) if !c.closed => {
                 c.closed = true;
-                let procs = c.current.take().into_iter().chain(c.retired.drain(..));
-                (procs.collect(), c.starting.take())
+                let procs: Vec<Arc<ChildProc>> = c
+                    .current
+                    .take()
+                    .into_iter()
+                    .chain(c.retired.drain(..))
+                    .collect();
+                // Still reachable by `kill`: a call of theirs that outlives `[delivery] timeout`
+                // while they leave (a stop retires every child while its calls still run) is
+                // killed at the timeout, as before the close, not only when the retire grace
+                // ends (the stop would wait the whole `shutdown_grace` for it, and the next
+                // start count its delivery as crashed).
+                c.retired = procs.clone();
+                (procs, c.starting.take())
             }
-            Err(_) => (Vec::new(), None),
+            _ => (Vec::new(), None),
         };
         if let Some(proc) = starting {
             proc.kill();
