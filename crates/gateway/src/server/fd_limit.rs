@@ -98,4 +98,25 @@ mod tests {
         assert_eq!(raised(None, None, 1024), None);
         assert_eq!(raised(Some(256), Some(256), 1024), None);
     }
+
+    /// `check` raises this process's soft limit to what the connections need (within the
+    /// hard limit), and `expected_warning` reads the limits the process has.
+    #[test]
+    fn the_process_limit_is_raised_and_read() {
+        use rustix::process::{getrlimit, setrlimit, Resource};
+        let before = getrlimit(Resource::Nofile);
+        if let Some(soft) = before.current.filter(|s| *s > OWN + 1) {
+            // One descriptor fewer for a moment, then `check` for connections that need all.
+            let mut lower = before.clone();
+            lower.current = Some(soft - 1);
+            setrlimit(Resource::Nofile, lower).expect("lowering the soft limit");
+            let connections = usize::try_from(soft - OWN).expect("fits");
+            check(connections);
+            assert_eq!(getrlimit(Resource::Nofile).current, Some(soft));
+            assert_eq!(expected_warning(connections), None);
+        }
+        assert_eq!(expected_warning(0), None, "{before:?}");
+        let w = expected_warning(1 << 40).expect("past any hard limit");
+        assert!(w.contains("max_connections (1099511627776)"), "{w}");
+    }
 }
