@@ -107,7 +107,7 @@ mod tests {
         let before = getrlimit(Resource::Nofile);
         if let Some(soft) = before.current.filter(|s| *s > OWN + 1) {
             // One descriptor fewer for a moment, then `check` for connections that need all.
-            let mut lower = before.clone();
+            let mut lower = before;
             lower.current = Some(soft - 1);
             setrlimit(Resource::Nofile, lower).expect("lowering the soft limit");
             let connections = usize::try_from(soft - OWN).expect("fits");
