@@ -39,6 +39,15 @@ pub fn cap_to(reason: String, max: usize) -> String {
 mod tests {
     use super::*;
 
+    /// The cut steps back to a character boundary, never forward past `max`.
+    #[test]
+    fn the_cut_steps_back_to_a_character_boundary() {
+        // 31 bytes; the marker takes 25 of the 30, so the cut at byte 5 falls inside the
+        // second "€" (bytes 4..7) and steps back to 4.
+        let reason = format!("a{}", "€".repeat(10));
+        assert_eq!(cap_to(reason, 30), "a€ … [truncated 27 bytes]");
+    }
+
     #[test]
     fn a_nul_in_a_reason_is_replaced() {
         assert_eq!(cap("bad\0reason\0".into()), "bad\u{FFFD}reason\u{FFFD}");
