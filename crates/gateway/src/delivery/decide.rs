@@ -16,6 +16,13 @@ pub(super) struct Decision {
     pub(super) retry_at: Option<tokio::time::Instant>,
 }
 
+/// Whether an attempt due at `next_at_ms` would come later than `max_age` after the event was
+/// received at `received_at_ms` (an attempt due exactly at `max_age` still runs).
+fn past_max_age(next_at_ms: i64, received_at_ms: i64, max_age: std::time::Duration) -> bool {
+    let max_age_ms = i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
+    next_at_ms.saturating_sub(received_at_ms) > max_age_ms
+}
+
 impl Engine {
     /// What an in-time outcome (or a timeout, `None`) means.
     pub(super) fn decide(
@@ -79,7 +86,7 @@ impl Engine {
         let next_at_ms =
             now_ms().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
         if let Some(max_age) = config.max_age {
-            if next_at_ms - job.received_at_ms > max_age.as_millis() as i64 {
+            if past_max_age(next_at_ms, job.received_at_ms, max_age) {
                 tracing::warn!(duration_ms = ms, %reason, "delivery older than max_age: dead letter");
                 return dead(
                     format!(
@@ -171,3 +178,7 @@ impl Engine {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "decide_tests.rs"]
+mod tests;

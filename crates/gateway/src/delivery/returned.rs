@@ -107,12 +107,21 @@ mod tests {
     fn a_call_that_returns_gives_its_outcomes_padded() {
         let (result, ()) = holding((), || Called::once(vec![CallOutcome::Ok]));
         let returned = outcomes_of(result, 2);
+        assert_eq!(returned.outcomes.len(), 2, "one outcome per delivery");
         assert!(matches!(returned.outcomes[0], Some(CallOutcome::Ok)));
         assert!(matches!(
             returned.outcomes[1],
             Some(CallOutcome::Retry { .. })
         ));
         assert_eq!(returned.discarded, vec![None, None]);
+    }
+
+    #[test]
+    fn outcomes_beyond_the_deliveries_are_dropped() {
+        let outcomes = pad(vec![CallOutcome::Ok; 3], 2);
+        assert_eq!(outcomes.len(), 2);
+        assert!(pad(Vec::new(), 0).is_empty());
+        assert_eq!(pad(Vec::new(), 1).len(), 1);
     }
 
     #[test]

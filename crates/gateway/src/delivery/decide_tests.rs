@@ -1,0 +1,146 @@
+//! An in-time outcome decided by a real engine (embedded store, no plugins): the attempt that
+//! uses up `max_attempts`, a retry's due time (the stored one and the engine's timer alike),
+//! and `max_age` at its boundary.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gateway_plugin::host::CallOutcome;
+
+use super::*;
+use crate::config::{Config, DeliveryConfig};
+
+/// The one delay these tests' retries get: a plugin's `retry_after` of `max_backoff` wins over
+/// any jitter, which `max_backoff` bounds.
+const DELAY: Duration = Duration::from_secs(5);
+
+async fn engine(dir: &std::path::Path, delivery: DeliveryConfig) -> Arc<Engine> {
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, "[[apps]]\nname = \"a\"\npath = \"/a\"\n").expect("config");
+    let config = Config::load(&path).expect("valid");
+    let store = crate::store::open(&config.store, false)
+        .await
+        .expect("store");
+    Engine::start(store, Default::default(), delivery)
+}
+
+fn policy(max_attempts: u32, max_age: Option<Duration>) -> DeliveryConfig {
+    DeliveryConfig {
+        max_attempts,
+        max_age,
+        initial_backoff: DELAY,
+        max_backoff: DELAY,
+        ..DeliveryConfig::default()
+    }
+}
+
+fn job(received_at_ms: i64) -> Job {
+    Job {
+        key: 1,
+        event_id: "e1".into(),
+        plugin: "p".into(),
+        attempts: 0,
+        generation: 0,
+        crashes: 0,
+        app: "a".into(),
+        event_type: "t".into(),
+        received_at_ms,
+        body: crate::store::Body::stored(Arc::from("{}")),
+    }
+}
+
+fn retry() -> Option<CallOutcome> {
+    Some(CallOutcome::Retry {
+        reason: "busy".into(),
+        retry_after: Some(DELAY),
+    })
+}
+
+#[tokio::test]
+async fn the_attempt_that_uses_up_max_attempts_is_a_dead_letter_and_the_one_before_retries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = engine(dir.path(), policy(3, None)).await;
+    let job = job(now_ms());
+    let before = engine.decide(&job, 2, retry(), 0);
+    assert!(
+        matches!(before.finish, Finish::Retry { .. }),
+        "{:?}",
+        before.finish
+    );
+    assert_eq!(before.label, "retry");
+    let last = engine.decide(&job, 3, retry(), 0);
+    assert_eq!(
+        last.finish,
+        Finish::Dead {
+            error: "busy (gave up after 3 attempts)".into()
+        }
+    );
+    assert_eq!(last.label, "retry");
+    assert!(last.retry_at.is_none());
+    // A timeout decides the same way, under its own label and reason.
+    let timed_out = engine.decide(&job, 3, None, 0);
+    assert_eq!(timed_out.label, TIMED_OUT);
+    assert_eq!(
+        timed_out.finish,
+        Finish::Dead {
+            error: "timed out after 30000ms (gave up after 3 attempts)".into()
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_retry_is_due_after_its_delay_in_the_store_and_on_the_engines_timer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = engine(dir.path(), policy(12, None)).await;
+    let (wall, clock) = (now_ms(), tokio::time::Instant::now());
+    let decision = engine.decide(&job(wall), 1, retry(), 0);
+    let (wall_after, clock_after) = (now_ms(), tokio::time::Instant::now());
+    let Finish::Retry { next_at_ms, error } = decision.finish else {
+        panic!("expected a retry, got {:?}", decision.finish);
+    };
+    assert_eq!(error, "busy");
+    let delay_ms = DELAY.as_millis() as i64;
+    assert!(
+        (wall + delay_ms..=wall_after + delay_ms).contains(&next_at_ms),
+        "{next_at_ms} not {delay_ms} ms after {wall}..={wall_after}"
+    );
+    let retry_at = decision.retry_at.expect("a retry has a timer");
+    assert!(
+        retry_at >= clock + DELAY && retry_at <= clock_after + DELAY,
+        "the timer is not {DELAY:?} from now"
+    );
+}
+
+#[tokio::test]
+async fn max_age_dead_letters_a_retry_due_past_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let max_age = Duration::from_secs(60);
+    let engine = engine(dir.path(), policy(12, Some(max_age))).await;
+    // Received just now: the retry, due in 5 s, is well within 60 s.
+    let fresh = engine.decide(&job(now_ms()), 1, retry(), 0);
+    assert!(
+        matches!(fresh.finish, Finish::Retry { .. }),
+        "{:?}",
+        fresh.finish
+    );
+    // Received 58 s ago: due at 63 s, past it.
+    let old = engine.decide(&job(now_ms() - 58_000), 1, retry(), 0);
+    assert_eq!(
+        old.finish,
+        Finish::Dead {
+            error: "busy (gave up: the next attempt would exceed max_age 60000ms)".into()
+        }
+    );
+    assert!(old.retry_at.is_none());
+}
+
+#[test]
+fn an_attempt_due_exactly_at_max_age_still_runs() {
+    let max_age = Duration::from_millis(1_000);
+    assert!(!past_max_age(11_000, 10_000, max_age));
+    assert!(past_max_age(11_001, 10_000, max_age));
+    assert!(!past_max_age(10_999, 10_000, max_age));
+    // Far apart values do not wrap.
+    assert!(past_max_age(i64::MAX, i64::MIN, max_age));
+    assert!(!past_max_age(i64::MIN, i64::MAX, max_age));
+}
