@@ -10,20 +10,21 @@ use tokio_util::sync::CancellationToken;
 use super::Job;
 use crate::plugins::PluginSlot;
 
-/// A call that outlived its timeout and still holds its permit.
+/// A call that outlived its timeout and still holds its permit. (`S`, the instance, is only
+/// compared by address: the unit tests use another type.)
 #[derive(Debug)]
-pub(super) struct HungCall {
-    pub(super) slot: Arc<PluginSlot>,
+pub(super) struct HungCall<S = PluginSlot> {
+    pub(super) slot: Arc<S>,
     /// Set when a reload replaced the instance: its permit was handed to the new instance, so
     /// the call's own permit is forgotten when it finally returns.
     pub(super) forgiven: AtomicBool,
 }
 
 /// One plugin instance name's queue, dispatcher and limit.
-pub(super) struct PluginQueue {
+pub(super) struct PluginQueue<S = PluginSlot> {
     pub(super) tx: mpsc::Sender<Job>,
     /// The instance to call; replaced in place when a reload changes its config.
-    pub(super) slot: RwLock<Arc<PluginSlot>>,
+    pub(super) slot: RwLock<Arc<S>>,
     /// At most `max_concurrency` calls at once for this name, whichever instance runs them.
     pub(super) permits: Arc<Semaphore>,
     /// The current `max_concurrency`.
@@ -32,7 +33,7 @@ pub(super) struct PluginQueue {
     /// permits, which a lowered limit's surplus also holds while calls return.
     pub(super) running: Arc<AtomicUsize>,
     /// Shared with the queue a removed name gets back if a reload configures it again.
-    pub(super) hung: Arc<Mutex<Vec<Arc<HungCall>>>>,
+    pub(super) hung: Arc<Mutex<Vec<Arc<HungCall<S>>>>>,
     /// Stops this dispatcher when a reload removes the instance.
     pub(super) cancel: CancellationToken,
 }
@@ -59,7 +60,7 @@ impl Drop for CallPermit {
     }
 }
 
-impl PluginQueue {
+impl<S> PluginQueue<S> {
     /// Waits for a permit of this name (`None`: the semaphore is closed).
     pub(super) async fn permit(&self) -> Option<CallPermit> {
         let permit = self.permits.clone().acquire_owned().await.ok()?;
@@ -80,14 +81,14 @@ impl PluginQueue {
         self.running() > 1
     }
 
-    pub(super) fn slot(&self) -> Option<Arc<PluginSlot>> {
+    pub(super) fn slot(&self) -> Option<Arc<S>> {
         self.slot.read().ok().map(|s| s.clone())
     }
 
     /// Swaps in a reloaded instance (unless `slot` is the one in place: a reload kept it) and
     /// hands the permits of calls hung on the old instance to the new one (the reload meant to
     /// fix a hanging plugin takes effect); resizes the limit to `wanted` either way.
-    pub(super) fn replace(&self, slot: &Arc<PluginSlot>, wanted: usize) {
+    pub(super) fn replace(&self, slot: &Arc<S>, wanted: usize) {
         let Ok(mut current) = self.slot.write() else {
             return;
         };
@@ -122,3 +123,7 @@ impl PluginQueue {
         *limit = wanted;
     }
 }
+
+#[cfg(test)]
+#[path = "queue_tests.rs"]
+mod tests;
