@@ -156,13 +156,15 @@ impl Engine {
                 let finish = Finish::Dead {
                     error: reason.clone(),
                 };
+                // It ends the delivery only over the retry its timeout recorded.
                 let ended = self
                     .record(job, at(false), attempt, finish, trace("late reject"))
-                    .await;
-                if ended && pending {
+                    .await
+                    && pending;
+                if ended {
                     tracing::warn!(%reason, "the timed-out call was rejected after all: dead letter");
                 }
-                ended && pending
+                ended
             }
             Some(CallOutcome::Panicked { message }) => {
                 let message = detail::cap(message);
@@ -170,10 +172,9 @@ impl Engine {
                 let finish = Finish::Dead {
                     error: format!("panicked: {message}"),
                 };
-                let ended = self
-                    .record(job, at(false), attempt, finish, trace("late panicked"))
-                    .await;
-                ended && pending
+                self.record(job, at(false), attempt, finish, trace("late panicked"))
+                    .await
+                    && pending
             }
         }
     }

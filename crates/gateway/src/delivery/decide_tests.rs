@@ -144,3 +144,186 @@ fn an_attempt_due_exactly_at_max_age_still_runs() {
     assert!(past_max_age(i64::MAX, i64::MIN, max_age));
     assert!(!past_max_age(i64::MIN, i64::MAX, max_age));
 }
+
+/// The late outcome of a call past its timeout, on the store the engine writes to.
+mod late {
+    use super::*;
+    use crate::store::{FinishRecord, Guard, NewEvent, Store, Trace, WriteId};
+
+    fn at(attempts: u32) -> Guard {
+        Guard {
+            generation: 0,
+            attempts,
+            dead_too: false,
+            own_mark: false,
+        }
+    }
+
+    fn trace(outcome: &'static str) -> Trace {
+        Trace {
+            outcome,
+            started_at_ms: 1_000,
+            duration_ms: 1_000,
+            discarded_run: None,
+        }
+    }
+
+    /// The delivery of event `id` to `p`, whose attempt 1 was marked started and whose timeout
+    /// was recorded as `recorded` (the call still runs): its job as the call started.
+    async fn timed_out(store: &Arc<dyn Store>, id: &str, recorded: &Finish) -> Job {
+        let accepted = store
+            .accept(NewEvent {
+                id: id.into(),
+                app: "a".into(),
+                event_type: "t".into(),
+                schema: "2.0",
+                received_at_ms: now_ms(),
+                body: Arc::from("{}"),
+                plugins: vec!["p".into()],
+            })
+            .await
+            .expect("accept");
+        let crate::store::Accepted::New { deliveries } = accepted else {
+            panic!("a duplicate");
+        };
+        let key = deliveries[0].0;
+        let marked = store.start_attempts(vec![(key, at(0))]).await;
+        assert_eq!(marked.expect("start"), [true]);
+        let timeout = FinishRecord {
+            key,
+            guard: at(0),
+            attempts: 1,
+            finish: recorded.clone(),
+            trace: trace(TIMED_OUT),
+            write: WriteId::fresh(),
+        };
+        assert_eq!(
+            store.finish_many(vec![timeout]).await.expect("finish"),
+            [true]
+        );
+        let mut job = job(now_ms());
+        job.key = key;
+        job.event_id = id.into();
+        job
+    }
+
+    async fn shown(store: &Arc<dyn Store>, id: &str) -> (String, bool) {
+        let e = store.event(id.into()).await.expect("read").expect("event");
+        let d = &e.deliveries[0];
+        (d.state.clone(), d.running)
+    }
+
+    fn retried() -> Finish {
+        Finish::Retry {
+            next_at_ms: now_ms() + 60_000,
+            error: "timed out after 30000ms".into(),
+        }
+    }
+
+    fn dead() -> Finish {
+        Finish::Dead {
+            error: "timed out after 30000ms (gave up after 1 attempts)".into(),
+        }
+    }
+
+    fn reject() -> Option<CallOutcome> {
+        Some(CallOutcome::Reject {
+            reason: "no such account".into(),
+        })
+    }
+
+    fn panicked() -> Option<CallOutcome> {
+        Some(CallOutcome::Panicked {
+            message: "boom".into(),
+        })
+    }
+
+    async fn setup() -> (tempfile::TempDir, Arc<Engine>, Arc<dyn Store>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = engine(dir.path(), policy(12, None)).await;
+        let store = engine.store.clone();
+        (dir, engine, store)
+    }
+
+    #[tokio::test]
+    async fn a_late_success_ends_the_delivery_over_its_timeouts_retry_or_dead_letter() {
+        let (_dir, engine, store) = setup().await;
+        for (id, recorded, pending) in [
+            ("over-retry", retried(), true),
+            ("over-dead", dead(), false),
+        ] {
+            let job = timed_out(&store, id, &recorded).await;
+            assert!(shown(&store, id).await.1, "{id}: runs until its outcome");
+            let ended = engine
+                .late(
+                    &job,
+                    1,
+                    Some(CallOutcome::Ok),
+                    (pending, true, &recorded),
+                    trace,
+                )
+                .await;
+            assert!(ended, "{id}");
+            assert_eq!(shown(&store, id).await, ("done".into(), false), "{id}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_late_retry_or_no_outcome_leaves_the_timeouts_record_and_clears_the_mark() {
+        let (_dir, engine, store) = setup().await;
+        for (id, outcome) in [("late-retry", retry()), ("late-none", None)] {
+            let recorded = retried();
+            let job = timed_out(&store, id, &recorded).await;
+            let ended = engine
+                .late(&job, 1, outcome, (true, true, &recorded), trace)
+                .await;
+            assert!(!ended, "{id}: its retry stands");
+            assert_eq!(shown(&store, id).await, ("pending".into(), false), "{id}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_late_reject_or_panic_ends_only_a_delivery_its_timeout_left_pending() {
+        let (_dir, engine, store) = setup().await;
+        for (kind, outcome) in [("reject", reject()), ("panic", panicked())] {
+            let id = format!("{kind}-over-retry");
+            let recorded = retried();
+            let job = timed_out(&store, &id, &recorded).await;
+            let ended = engine
+                .late(&job, 1, outcome.clone(), (true, true, &recorded), trace)
+                .await;
+            assert!(ended, "{id}");
+            assert_eq!(shown(&store, &id).await, ("dead".into(), false), "{id}");
+
+            // Over a dead letter the timeout recorded: the mark is cleared, nothing ends.
+            let id = format!("{kind}-over-dead");
+            let recorded = dead();
+            let job = timed_out(&store, &id, &recorded).await;
+            let ended = engine
+                .late(&job, 1, outcome, (false, true, &recorded), trace)
+                .await;
+            assert!(!ended, "{id}");
+            assert_eq!(shown(&store, &id).await, ("dead".into(), false), "{id}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_late_failure_does_not_apply_over_another_attempts_mark() {
+        for (kind, outcome) in [("reject", reject()), ("panic", panicked())] {
+            let (_dir, engine, store) = setup().await;
+            let id = format!("{kind}-after-restart");
+            let recorded = retried();
+            let job = timed_out(&store, &id, &recorded).await;
+            // The timed-out attempt counted as a crash, attempt 2 started: its mark now.
+            let recovered = store.recover_crashed(12, 3, Vec::new()).await;
+            assert_eq!(recovered.expect("recover").found, 1);
+            let marked = store.start_attempts(vec![(job.key, at(1))]).await;
+            assert_eq!(marked.expect("start"), [true]);
+            let ended = engine
+                .late(&job, 1, outcome, (true, true, &recorded), trace)
+                .await;
+            assert!(!ended, "{id}: attempt 2 is running");
+            assert_eq!(shown(&store, &id).await, ("pending".into(), true), "{id}");
+        }
+    }
+}
