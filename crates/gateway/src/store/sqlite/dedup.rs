@@ -94,6 +94,14 @@ struct Spill {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+impl Spill {
+    /// Whether a failed spill's wait is still on.
+    fn paused(&self) -> bool {
+        self.pause_until
+            .is_some_and(|t| std::time::Instant::now() < t)
+    }
+}
+
 impl Drop for Dedup {
     /// Stops the builder and waits for it, so its connection is closed before the writer's (the
     /// last connection to close checkpoints the WAL).
@@ -260,10 +268,7 @@ impl Dedup {
     /// calls [`Dedup::after_batch`] even while no write comes.
     pub(super) fn has_work(&self) -> bool {
         self.spill.as_ref().is_some_and(|spill| {
-            let paused = spill
-                .pause_until
-                .is_some_and(|t| std::time::Instant::now() < t);
-            spill.busy || self.evicting.is_some() || (!paused && self.mem.len() >= spill.at)
+            spill.busy || self.evicting.is_some() || (!spill.paused() && self.mem.len() >= spill.at)
         })
     }
 
@@ -338,10 +343,7 @@ impl Dedup {
                 let _ = spill.jobs.send(Job::Trim);
             }
         }
-        let paused = spill
-            .pause_until
-            .is_some_and(|t| std::time::Instant::now() < t);
-        if !spill.busy && !paused && self.evicting.is_none() && self.mem.len() >= spill.at {
+        if !spill.busy && !spill.paused() && self.evicting.is_none() && self.mem.len() >= spill.at {
             let hi = self.next_seq - 1;
             if spill.jobs.send(Job::Build(self.runs.clone(), hi)).is_ok() {
                 spill.busy = true;
@@ -427,3 +429,7 @@ fn next_seq(conn: &Connection, covered: i64) -> Result<i64, StoreError> {
 #[cfg(test)]
 #[path = "dedup_runs_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "dedup_state_tests.rs"]
+mod state_tests;
