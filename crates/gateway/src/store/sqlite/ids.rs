@@ -267,6 +267,26 @@ mod tests {
         c
     }
 
+    /// The maps' hasher gives distinct keys distinct low bits (the table picks buckets by
+    /// them): a constant would pile every key into one bucket (the index stays right, but each
+    /// look-up walks them all).
+    #[test]
+    fn the_hasher_spreads_keys_over_the_buckets() {
+        use std::hash::{BuildHasher, Hash};
+        let build = BuildHasherDefault::<Spread>::default();
+        let low_bits = |k: &dyn Fn(&mut Spread)| {
+            let mut h = build.build_hasher();
+            k(&mut h);
+            h.finish() & 1023
+        };
+        let of_u32: std::collections::HashSet<u64> =
+            (0..1024u32).map(|k| low_bits(&|h| k.hash(h))).collect();
+        let of_u64: std::collections::HashSet<u64> = (0..1024u64)
+            .map(|k| low_bits(&|h| (k << 32 | k).hash(h)))
+            .collect();
+        assert_eq!((of_u32.len(), of_u64.len()), (1024, 1024));
+    }
+
     #[test]
     fn the_hash_is_the_first_eight_bytes_of_sha256() {
         // SHA-256("abc") = ba7816bf 8f01cfea ...
