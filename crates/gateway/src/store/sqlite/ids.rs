@@ -64,6 +64,12 @@ fn key40(hash: i64) -> u64 {
     (hash as u64) & ((1 << 40) - 1)
 }
 
+/// The room each shard's map is made with for `events` loaded at start: its share and an
+/// eighth more (the shares vary; a map that must grow past its room rehashes).
+fn per_shard(events: usize) -> usize {
+    events / SHARDS + events / SHARDS / 8
+}
+
 /// `seq` as an offset from `base`, if it fits in 32 bits.
 fn offset_from(base: i64, seq: i64) -> Option<u32> {
     seq.checked_sub(base).and_then(|d| u32::try_from(d).ok())
@@ -100,7 +106,7 @@ impl Default for IdIndex {
 
 impl IdIndex {
     fn with_capacity(events: usize, base: i64) -> IdIndex {
-        let per_shard = events / SHARDS + events / SHARDS / 8;
+        let per_shard = per_shard(events);
         IdIndex {
             base,
             shards: (0..SHARDS)
@@ -265,6 +271,13 @@ mod tests {
         let mut c: Vec<i64> = index.candidates(hash).collect();
         c.sort_unstable();
         c
+    }
+
+    #[test]
+    fn each_shard_gets_room_for_its_share_and_an_eighth() {
+        assert_eq!(per_shard(0), 0);
+        assert_eq!(per_shard(256_000), 1_000 + 125);
+        assert_eq!(per_shard(255), 0);
     }
 
     /// The maps' hasher gives distinct keys distinct low bits (the table picks buckets by
