@@ -274,6 +274,13 @@ mod tests {
     }
 
     #[test]
+    fn a_key_picks_its_shard_by_its_top_8_bits_and_keeps_the_low_32() {
+        let index = IdIndex::default();
+        assert_eq!(index.shard(0xAB_1234_5678), (0xAB, 0x1234_5678));
+        assert_eq!(index.shard(key40(-1)), (0xFF, u32::MAX));
+    }
+
+    #[test]
     fn each_shard_gets_room_for_its_share_and_an_eighth() {
         assert_eq!(per_shard(0), 0);
         assert_eq!(per_shard(256_000), 1_000 + 125);
