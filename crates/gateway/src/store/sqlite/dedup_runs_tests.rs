@@ -29,11 +29,11 @@ fn run(conn: &mut Connection, ids: &mut Option<Dedup>, batch: &[Write]) -> Vec<&
     outcomes
 }
 
-fn names(n: std::ops::Range<usize>) -> Vec<String> {
+pub(super) fn names(n: std::ops::Range<usize>) -> Vec<String> {
     n.map(|i| format!("ev-{i}")).collect()
 }
 
-fn accept_all(
+pub(super) fn accept_all(
     conn: &mut Connection,
     ids: &mut Option<Dedup>,
     names: &[String],
@@ -59,7 +59,7 @@ fn setup() -> (tempfile::TempDir, PathBuf, Connection) {
 }
 
 /// A store with the index open, spilling at [`AT`].
-fn opened() -> (tempfile::TempDir, PathBuf, Connection, Option<Dedup>) {
+pub(super) fn opened() -> (tempfile::TempDir, PathBuf, Connection, Option<Dedup>) {
     let (dir, path, conn) = setup();
     let ids = Some(Dedup::open(&conn, &path, AT).expect("open"));
     (dir, path, conn, ids)
@@ -70,7 +70,7 @@ fn stored(conn: &Connection) -> i64 {
         .expect("count")
 }
 
-fn assert_all(outcomes: &[&str], expected: &str) {
+pub(super) fn assert_all(outcomes: &[&str], expected: &str) {
     assert!(outcomes.iter().all(|o| *o == expected), "{outcomes:?}");
 }
 
@@ -80,7 +80,7 @@ fn run_paths(ids: &Option<Dedup>) -> Vec<PathBuf> {
     index.runs().iter().map(|r| r.path.clone()).collect()
 }
 
-fn files(path: &Path) -> Vec<PathBuf> {
+pub(super) fn files(path: &Path) -> Vec<PathBuf> {
     let mut f: Vec<PathBuf> = std::fs::read_dir(runs_dir(path))
         .expect("dir")
         .map(|e| e.expect("entry").path())

@@ -1,5 +1,6 @@
 //! The index's own state: when the writer must call it between writes ([`Dedup::has_work`]),
-//! a purged id leaving memory, and closing, which stops the builder and waits for it.
+//! a purged id leaving memory, closing, which stops the builder and waits for it, and the
+//! chain a restart trusts.
 
 use std::time::{Duration, Instant};
 
@@ -9,7 +10,7 @@ use crate::store::Store;
 
 const AT: usize = 4;
 
-fn opened() -> (tempfile::TempDir, Connection, Dedup) {
+fn open_small() -> (tempfile::TempDir, Connection, Dedup) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("s.db");
     SqliteStore::open(&path).expect("create").close();
@@ -24,7 +25,7 @@ fn spill(index: &mut Dedup) -> &mut Spill {
 
 #[test]
 fn the_writer_is_called_back_while_a_spill_runs_ids_are_freed_or_a_spill_is_due() {
-    let (_dir, _conn, mut index) = opened();
+    let (_dir, _conn, mut index) = open_small();
     assert!(!index.has_work(), "nothing held, nothing under way");
     spill(&mut index).busy = true;
     assert!(index.has_work(), "a spill under way");
@@ -56,7 +57,7 @@ fn the_writer_is_called_back_while_a_spill_runs_ids_are_freed_or_a_spill_is_due(
 
 #[test]
 fn a_purged_id_leaves_memory() {
-    let (_dir, _conn, mut index) = opened();
+    let (_dir, _conn, mut index) = open_small();
     index.add(7, 1);
     index.add(8, 2);
     index.commit();
@@ -69,7 +70,7 @@ fn a_purged_id_leaves_memory() {
 
 #[test]
 fn closing_the_index_stops_its_builder_and_waits_for_it() {
-    let (_dir, _conn, mut index) = opened();
+    let (_dir, _conn, mut index) = open_small();
     let stop = spill(&mut index).stop.clone();
     drop(index);
     assert!(
@@ -81,4 +82,58 @@ fn closing_the_index_stops_its_builder_and_waits_for_it() {
         1,
         "the builder thread (and its connection) is gone"
     );
+}
+
+/// The store names each run with its range and digest, and the chain must be contiguous: a run
+/// whose file says otherwise, or that does not follow the one before it, is dropped with every
+/// run after it, and their ids are read back into memory (still duplicates).
+#[test]
+fn a_run_unlike_its_name_or_out_of_line_is_dropped_with_the_runs_after_it() {
+    use super::tests::{accept_all, assert_all, files, names, opened};
+    let last = "hi = (SELECT MAX(hi) FROM id_runs)";
+    for (what, sql, kept) in [
+        (
+            "lo",
+            format!("UPDATE id_runs SET lo = lo + 1 WHERE {last}"),
+            2,
+        ),
+        (
+            "hi",
+            format!("UPDATE id_runs SET hi = hi + 1 WHERE {last}"),
+            2,
+        ),
+        (
+            "digest",
+            format!("UPDATE id_runs SET digest = 'x' || digest WHERE {last}"),
+            2,
+        ),
+        (
+            "in line",
+            "DELETE FROM id_runs WHERE lo > 0 AND hi < (SELECT MAX(hi) FROM id_runs)".into(),
+            1,
+        ),
+    ] {
+        let (_dir, path, mut conn, mut ids) = opened();
+        let all = names(0..350);
+        accept_all(&mut conn, &mut ids, &all);
+        let runs = ids.as_ref().expect("index").runs().to_vec();
+        assert_eq!(runs.len(), 3, "the set-up: levels 2, 1 and 0");
+        drop(ids);
+        conn.execute(&sql, []).expect(what);
+        let mut ids = Some(Dedup::open(&conn, &path, usize::MAX).expect("reopen"));
+        let index = ids.as_ref().expect("index");
+        assert_eq!(index.runs().len(), kept, "{what}");
+        let covered = runs[kept - 1].hi;
+        assert_eq!(
+            index.len() as i64,
+            350 - covered,
+            "{what}: the rest in memory"
+        );
+        assert_eq!(
+            files(&path).len(),
+            kept,
+            "{what}: the dropped runs' files removed"
+        );
+        assert_all(&accept_all(&mut conn, &mut ids, &all), "duplicate");
+    }
 }

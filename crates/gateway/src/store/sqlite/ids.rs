@@ -323,6 +323,63 @@ mod tests {
         (n << 40) | 0x12_3456_789a
     }
 
+    /// A spill's run covers the seqs up to `covered`; ids stored after the spill began stay in
+    /// memory whatever their shard, in the slots and among colliding keys alike (dropped, a
+    /// re-sent event of theirs would be accepted again).
+    #[test]
+    fn eviction_drops_exactly_the_ids_the_runs_cover() {
+        let mut index = IdIndex::with_capacity(0, 100);
+        // One key in each of shards 0 (twice), 1, 0x12, 3 and 0xFF.
+        let alone = [
+            (0x77, 100),
+            (1 << 32 | 0x78, 101),
+            (0x12 << 32 | 0x79, 104),
+            (3 << 32 | 0x7a, 105),
+            (0x177, 106),
+            (0xFF << 32 | 0x7b, 107),
+        ];
+        for (hash, seq) in alone {
+            index.add(hash, seq);
+        }
+        // Colliding keys (shard 0x12): one slot, the rest in `more`, on both sides of
+        // `covered`.
+        for (n, seq) in [(1, 103), (2, 104), (3, 108), (4, 109)] {
+            index.add(same_key(n), seq);
+        }
+        // Another key (shard 0) whose colliding events are all covered.
+        let other = |n: i64| (n << 40) | 0x55;
+        index.add(other(1), 103);
+        index.add(other(2), 104);
+        index.commit();
+        assert_eq!(index.len(), 12);
+
+        // Shard 0's turn also drops the covered entries of `more`.
+        index.evict_up_to(0, 104);
+        assert!(
+            !index.more.contains_key(&key40(other(2))),
+            "emptied and gone"
+        );
+        assert_eq!(sorted(&index, same_key(1)), vec![103, 108, 109]);
+        assert_eq!(
+            index.len(),
+            12 - 4,
+            "shard 0's 100 and 103, more's 104 twice"
+        );
+        for shard in 1..index.shard_count() {
+            index.evict_up_to(shard, 104);
+        }
+        assert_eq!(index.len(), 5);
+        assert_eq!(sorted(&index, same_key(1)), vec![108, 109]);
+        for (hash, seq) in alone {
+            let kept: Vec<i64> = if seq > 104 { vec![seq] } else { vec![] };
+            assert_eq!(sorted(&index, hash), kept, "{hash:x}");
+        }
+        assert!(sorted(&index, other(1)).is_empty());
+        // Past the last shard: nothing.
+        index.evict_up_to(index.shard_count(), i64::MAX);
+        assert_eq!(index.len(), 5);
+    }
+
     #[test]
     fn colliding_keys_keep_every_event() {
         let mut index = IdIndex::default();
