@@ -85,8 +85,9 @@ fn closing_the_index_stops_its_builder_and_waits_for_it() {
 }
 
 /// The store names each run with its range and digest, and the chain must be contiguous: a run
-/// whose file says otherwise, or that does not follow the one before it, is dropped with every
-/// run after it, and their ids are read back into memory (still duplicates).
+/// whose file says otherwise, or that does not follow the one before it, is a finding of
+/// `store check`, and a restart drops it with every run after it and reads their ids back into
+/// memory (still duplicates).
 #[test]
 fn a_run_unlike_its_name_or_out_of_line_is_dropped_with_the_runs_after_it() {
     use super::tests::{accept_all, assert_all, files, names, opened};
@@ -120,6 +121,17 @@ fn a_run_unlike_its_name_or_out_of_line_is_dropped_with_the_runs_after_it() {
         assert_eq!(runs.len(), 3, "the set-up: levels 2, 1 and 0");
         drop(ids);
         conn.execute(&sql, []).expect(what);
+        // `store check` says so first.
+        let problems = check_runs(&conn, &path).expect("check");
+        let said = if kept == 1 {
+            "does not follow the previous run"
+        } else {
+            "is not the one the store names"
+        };
+        assert!(
+            problems.iter().any(|p| p.contains(said)),
+            "{what}: {problems:?}"
+        );
         let mut ids = Some(Dedup::open(&conn, &path, usize::MAX).expect("reopen"));
         let index = ids.as_ref().expect("index");
         assert_eq!(index.runs().len(), kept, "{what}");
