@@ -95,6 +95,53 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_batch_leaves_out_the_accepts_past_their_deadline_and_waits_no_longer_than_the_rest() {
+        let conn = Connection::open_in_memory().expect("conn");
+        let busy = || -> i64 {
+            conn.query_row("PRAGMA busy_timeout", [], |r| r.get(0))
+                .expect("busy timeout")
+        };
+        let now = Instant::now();
+        let (late_tx, mut late_rx) = tokio::sync::oneshot::channel();
+        let (due_tx, mut due_rx) = tokio::sync::oneshot::channel();
+        let batch = vec![
+            Write::Accept(
+                event("late", &["a"]),
+                now - Duration::from_millis(1),
+                late_tx,
+            ),
+            Write::Accept(
+                event("due", &["a"]),
+                now + Duration::from_millis(400),
+                due_tx,
+            ),
+        ];
+        let kept = keep_due(&conn, batch, None);
+        assert_eq!(kept.len(), 1);
+        assert!(matches!(&kept[0], Write::Accept(e, ..) if e.id == "due"));
+        let refused = late_rx.try_recv().expect("answered").expect_err("refused");
+        assert!(
+            refused.0.contains("did not take the event within"),
+            "{refused}"
+        );
+        assert!(
+            due_rx.try_recv().is_err(),
+            "the kept one is not answered yet"
+        );
+        let wait = busy();
+        assert!((1..=400).contains(&wait), "busy timeout {wait} ms");
+        restore(&conn, None);
+        assert_eq!(busy(), BUSY_WAIT.as_millis() as i64);
+        // An operator command's writer: its own base, which no accept shortens.
+        let kept = keep_due(&conn, Vec::new(), Some(OPERATOR_BUSY_WAIT));
+        assert!(kept.is_empty());
+        assert_eq!(busy(), OPERATOR_BUSY_WAIT.as_millis() as i64);
+        keep_due(&conn, Vec::new(), None);
+        restore(&conn, Some(OPERATOR_BUSY_WAIT));
+        assert_eq!(busy(), OPERATOR_BUSY_WAIT.as_millis() as i64);
+    }
+
+    #[test]
     fn an_accept_past_its_deadline_is_refused_and_never_stored() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("s.db");

@@ -158,6 +158,23 @@ mod tests {
         });
     }
 
+    /// A chain of id runs records its end as the floor (`next_seq` also reads the runs' ends
+    /// while the store names them; the floor stays when it no longer does).
+    #[test]
+    fn the_event_seq_floor_rises_to_a_chain_end_and_never_falls() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.db");
+        SqliteStore::open(&path).expect("create").close();
+        let conn = Connection::open(&path).expect("conn");
+        let at = || super::floor(&conn, super::EVENT_SEQ).expect("floor");
+        super::raise_event_seq(&conn, 10).expect("raise");
+        assert_eq!(at(), 10);
+        super::raise_event_seq(&conn, 5).expect("lower");
+        assert_eq!(at(), 10, "never lowered");
+        super::raise_event_seq(&conn, 12).expect("raise");
+        assert_eq!(at(), 12);
+    }
+
     #[test]
     fn dead_letters_deleted_on_purpose_raise_the_floor_too() {
         let dir = tempfile::tempdir().expect("tempdir");
