@@ -227,6 +227,21 @@ fn a_success_is_kept_in_its_row_until_a_replay_makes_it_a_history_row() {
         };
         assert_eq!(store.replay(dead_letters).await.expect("replay"), 0);
         assert_eq!(history_rows(&store), 0);
+        // So do one of the event unforced, and a forced pick of its dead letters only.
+        for (force, dead_only) in [(false, false), (true, true), (false, true)] {
+            let not_done = ReplaySelector::Events {
+                ids: vec!["e".into()],
+                plugin: None,
+                force,
+                dead_only,
+            };
+            assert_eq!(store.replay(not_done).await.expect("replay"), 0);
+            assert_eq!(
+                history_rows(&store),
+                0,
+                "force {force}, dead only {dead_only}"
+            );
+        }
         let forced = ReplaySelector::Events {
             ids: vec!["e".into()],
             plugin: None,
