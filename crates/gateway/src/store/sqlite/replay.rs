@@ -97,13 +97,16 @@ pub(super) fn apply(
             }
         }
         ReplaySelector::DeadLetters { plugin, force } => {
-            n += tx.execute(
-                "UPDATE deliveries SET state = 'pending', attempts = 0, generation = generation + 1,
-                     started = 0, crashes = 0,
-                     next_at = ?2, updated_at = ?2
-                 WHERE state = 'dead' AND (?1 IS NULL OR plugin = ?1) AND (?3 OR started = 0)",
-                params![plugin, now, force],
-            )? as u64;
+            // `Store::replay` writes these in steps (`dead_range`); sent whole, it is one step
+            // over every key.
+            n = dead_range(
+                tx,
+                plugin.as_deref(),
+                *force,
+                (i64::MIN, i64::MAX),
+                now,
+                now,
+            )?;
         }
     }
     Ok(n)

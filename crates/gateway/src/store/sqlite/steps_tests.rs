@@ -59,6 +59,28 @@ fn a_replay_of_every_dead_letter_takes_each_once_in_steps() {
     });
 }
 
+/// Sent whole as one write (the steps are `Store::replay`'s), a replay of every dead letter
+/// is one step over every key, with the same rule.
+#[test]
+fn a_replay_of_every_dead_letter_sent_whole_is_one_step() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
+        dead_letters_of_p(&store, 5, &["p", "q"]).await;
+        let whole = |plugin: Option<&str>| {
+            let selector = ReplaySelector::DeadLetters {
+                plugin: plugin.map(str::to_owned),
+                force: false,
+            };
+            store.submit(|r| Write::Replay(selector, r))
+        };
+        assert_eq!(whole(Some("p")).await.expect("replay"), 5);
+        assert_eq!(whole(None).await.expect("replay"), 0, "q's are pending");
+        assert_eq!(store.dead_letters(None, None).expect("list").len(), 0);
+        store.close();
+    });
+}
+
 /// A purge of dead letters goes in the same steps: every one asked for, across steps.
 #[test]
 fn a_purge_of_dead_letters_takes_each_in_steps() {
