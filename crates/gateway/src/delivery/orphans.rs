@@ -290,6 +290,10 @@ impl Engine {
 }
 
 #[cfg(test)]
+#[path = "orphans_tests.rs"]
+mod engine_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
