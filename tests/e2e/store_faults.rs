@@ -1,6 +1,7 @@
 //! The store refusing writes, end to end: `/readyz` (and `/status`'s `ready`) answer 503 while
 //! the embedded store cannot write a byte (a full disk, simulated with `RLIMIT_FSIZE`), and
-//! answer within their bound while a PostgreSQL server hangs.
+//! answer within their bound while a PostgreSQL server hangs. And a stored body damaged on disk:
+//! its deliveries end as dead letters, with no plugin call.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -274,4 +275,74 @@ fn a_locked_store_answers_503_within_the_bound_and_delivers_each_event_once() {
     ids.dedup();
     assert_eq!(before, ids.len(), "an event delivered twice");
     assert_eq!(ids.len(), expected);
+}
+
+/// A stored event whose body is no longer JSON (damaged on disk, or edited by hand) cannot be
+/// handed to a plugin: its delivery ends as a dead letter saying so, at its next attempt (here
+/// the one after a crash during its first call), without a call; the next events are
+/// delivered.
+#[test]
+fn a_stored_body_that_is_no_longer_json_is_a_dead_letter_without_a_call() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = harness::kit_config(
+        TOKEN,
+        r#"{ mode = "gate", gate = "data/open", record = "data/kit.jsonl" }"#,
+    );
+    let mut gw = TestGateway::spawn(dir.path(), &cfg);
+    gw.send_plain(TOKEN, "damaged", "test.x");
+    gw.wait_running("damaged", "kit");
+    gw.kill9();
+    let db = rusqlite::Connection::open(dir.path().join("data/gateway.db")).expect("open");
+    let changed = db
+        .execute(
+            "UPDATE events SET body = '{\"schema\": \"2.0\", \"hea' WHERE id = 'damaged'",
+            [],
+        )
+        .expect("damage the body");
+    assert_eq!(changed, 1);
+    drop(db);
+    std::fs::write(dir.path().join("data/open"), "").expect("open the gate");
+    let gw = TestGateway::spawn(dir.path(), &cfg);
+    let d = || gw.delivery("damaged", "kit");
+    assert!(
+        wait_until(Duration::from_secs(15), || d()["state"] == "dead"),
+        "{}\n{}",
+        d(),
+        gw.log()
+    );
+    let d = d();
+    // Attempt 1 was the call the kill cut short (counted as a crash at the start), attempt 2
+    // found the body unusable.
+    assert_eq!(
+        (d["attempts"].as_u64(), d["crashes"].as_u64()),
+        (Some(2), Some(1)),
+        "{d}"
+    );
+    let error = d["last_error"].as_str().unwrap_or_default();
+    assert!(error.starts_with("stored event is not JSON: "), "{d}");
+    let last = &d["history"][d["history"].as_array().map_or(0, Vec::len) - 1];
+    assert_eq!(
+        (&last["attempt"], &last["outcome"]),
+        (&serde_json::json!(2), &serde_json::json!("reject")),
+        "{d}"
+    );
+    gw.send_plain(TOKEN, "after", "test.x");
+    assert!(
+        wait_until(Duration::from_secs(15), || gw.delivery("after", "kit")
+            ["state"]
+            == "done"),
+        "{}\n{}",
+        gw.delivery("after", "kit"),
+        gw.log()
+    );
+    let called: Vec<serde_json::Value> = gw
+        .calls("kit")
+        .into_iter()
+        .map(|c| c["event_id"].clone())
+        .collect();
+    assert_eq!(
+        called,
+        [serde_json::json!("after")],
+        "the damaged event reached the plugin"
+    );
 }
