@@ -187,11 +187,12 @@ fn the_toml_examples_in_the_docs_satisfy_the_schema() {
 
 /// `dead-letters --json` and `events show` printed `next_at_ms` for finished deliveries, which
 /// `deliveries list` (and the API) leave out; and a single delivery's log lines carried its span
-/// twice (`delivery{..}:delivery{..}`).
+/// twice (`delivery{..}:delivery{..}`). The plugin's own lines during a call of one delivery
+/// carry that delivery's span (its event id), not a batch's.
 #[test]
 fn a_finished_delivery_shows_no_next_attempt_and_its_log_lines_one_span() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let kit = r#"{ mode = "ok", modes = { "test.bad" = "reject", "test.wait" = "retry_always" } }"#;
+    let kit = r#"{ mode = "ok", log = true, modes = { "test.bad" = "reject", "test.wait" = "retry_always" } }"#;
     let gw = TestGateway::spawn(dir.path(), &kit_config("tok", kit));
     gw.send_plain("tok", "n-bad", "test.bad");
     gw.send_plain("tok", "n-wait", "test.wait");
@@ -209,6 +210,14 @@ fn a_finished_delivery_shows_no_next_attempt_and_its_log_lines_one_span() {
     assert!(
         !log.contains("}:delivery{"),
         "one delivery span per line:\n{log}"
+    );
+    let own = log
+        .lines()
+        .find(|l| l.contains("testkit handling n-bad"))
+        .unwrap_or_else(|| panic!("no plugin line for n-bad:\n{log}"));
+    assert!(
+        own.contains("delivery{event_id=n-bad plugin=kit attempt=1}"),
+        "{own}"
     );
     let dead = &show("n-bad")["deliveries"][0];
     assert!(
