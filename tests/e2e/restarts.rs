@@ -1,7 +1,8 @@
 //! An in-process instance that panicked is never handed another delivery: not while its
 //! restart's `init` runs, and not when that `init` fails, neither the next deliveries nor the
 //! rest of the batch it panicked in; they are retries ("plugin instance unavailable") until a
-//! restart succeeds, and then they are delivered by the fresh instance.
+//! restart succeeds, and then they are delivered by the fresh instance. A call that returns
+//! after its timeout restarts its instance only if it panicked.
 
 use std::time::Duration;
 
@@ -23,10 +24,20 @@ fn start(dir: &std::path::Path) -> TestGateway {
 /// `kit` with these testkit settings (beside its record file) and `max_concurrency`, up to 8
 /// deliveries a call, retried every 50–100 ms for as long as a test lasts, for `test.*`.
 fn start_kit(dir: &std::path::Path, kit: &str, max_concurrency: u32) -> TestGateway {
+    start_kit_with(dir, kit, max_concurrency, "")
+}
+
+/// [`start_kit`] with more `[delivery]` lines.
+fn start_kit_with(
+    dir: &std::path::Path,
+    kit: &str,
+    max_concurrency: u32,
+    delivery: &str,
+) -> TestGateway {
     let plugin =
         format!("{{ record = \"data/kit.jsonl\", {kit} }}\nmax_concurrency = {max_concurrency}");
     let cfg = format!(
-        "{}\n[delivery]\ninitial_backoff = \"50ms\"\nmax_backoff = \"100ms\"\nmax_attempts = 10000\nmax_batch = 8\n",
+        "{}\n[delivery]\ninitial_backoff = \"50ms\"\nmax_backoff = \"100ms\"\nmax_attempts = 10000\nmax_batch = 8\n{delivery}\n",
         kit_config(TOKEN, &plugin)
     );
     TestGateway::spawn(dir, &cfg)
@@ -203,15 +214,33 @@ fn a_call_during_a_slow_restart_does_not_go_to_the_instance_that_panicked() {
 /// would be 2, whose `shutdown` is recorded when its runner is let go.
 #[test]
 fn a_panic_on_an_instance_a_reload_replaced_does_not_restart_it() {
+    panic_on_a_replaced_instance(false);
+}
+
+/// The same for a call that panics after its timeout (a late panic).
+#[test]
+fn a_late_panic_on_an_instance_a_reload_replaced_does_not_restart_it() {
+    panic_on_a_replaced_instance(true);
+}
+
+fn panic_on_a_replaced_instance(late: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let kit = |tag: &str| {
         format!(
             r#"gate = "data/gate-open", gate_then = "panic", tag = "{tag}", modes = {{ "test.gate" = "gate" }}"#
         )
     };
-    let gw = start_kit(dir.path(), &kit("v1"), 1);
+    let timeout = if late { "timeout = \"300ms\"" } else { "" };
+    let gw = start_kit_with(dir.path(), &kit("v1"), 1, timeout);
     send(&gw, "r-gate", "test.gate");
     gw.wait_running("r-gate", "kit");
+    if late {
+        assert!(
+            wait_until(WAIT, || gw.delivery("r-gate", "kit")["attempts"] == 1),
+            "the call did not time out: {}",
+            gw.delivery("r-gate", "kit")
+        );
+    }
     let reloaded = std::fs::read_to_string(dir.path().join("gateway.toml"))
         .expect("read the config")
         .replace(r#"tag = "v1""#, r#"tag = "v2""#);
@@ -304,4 +333,71 @@ fn a_second_restart_does_not_hold_its_permit_while_the_first_one_runs() {
         gw.log()
     );
     assert_eq!(calls_of(&gw, "t-ok").len(), 1, "{:?}", gw.calls("kit"));
+}
+
+/// A call past its timeout that then returns `Ok` leaves its instance in place (the next
+/// delivery goes to the same one); one that then panics has it replaced at once, as an
+/// in-time panic does, not only when the next call finds it gone: the instance that panicked
+/// is let go (its `shutdown` recorded) before any other delivery comes. testkit numbers its
+/// instances: 0 the first, 1 a restart's.
+#[test]
+fn a_late_outcome_restarts_the_instance_only_when_it_is_a_panic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kit = r#"{ record = "data/kit.jsonl", sleep_ms = 1000, gate = "data/gate-open", gate_then = "panic", modes = { "test.slow" = "slow", "test.gate" = "gate" } }"#;
+    let cfg = format!(
+        "{}\n[delivery]\ntimeout = \"300ms\"\ninitial_backoff = \"30s\"\nmax_backoff = \"30s\"\n",
+        kit_config(TOKEN, kit)
+    );
+    let gw = TestGateway::spawn(dir.path(), &cfg);
+    let instance_of = |id: &str| {
+        assert!(
+            wait_until(WAIT, || state(&gw, id) != "pending"
+                && !calls_of(&gw, id).is_empty()),
+            "{}\n{}",
+            gw.delivery(id, "kit"),
+            gw.log()
+        );
+        calls_of(&gw, id)[0]["instance_no"].clone()
+    };
+    send(&gw, "late-ok", "test.slow");
+    assert_eq!(instance_of("late-ok"), 0);
+    assert_eq!(state(&gw, "late-ok"), "done");
+    send(&gw, "next-1", "test.ok");
+    assert_eq!(
+        instance_of("next-1"),
+        0,
+        "a late success restarted the instance: {:?}",
+        gw.calls("kit")
+    );
+    send(&gw, "late-panic", "test.gate");
+    gw.wait_running("late-panic", "kit");
+    assert!(
+        wait_until(WAIT, || gw.delivery("late-panic", "kit")["attempts"] == 1),
+        "the call did not time out: {}",
+        gw.delivery("late-panic", "kit")
+    );
+    std::fs::write(dir.path().join("data/gate-open"), "").expect("open the gate");
+    assert_eq!(instance_of("late-panic"), 0);
+    assert_eq!(
+        state(&gw, "late-panic"),
+        "dead",
+        "{}",
+        gw.delivery("late-panic", "kit")
+    );
+    let records = || gateway_e2e::harness::read_jsonl(&dir.path().join("data/kit.jsonl"));
+    assert!(
+        wait_until(WAIT, || records()
+            .iter()
+            .any(|r| r["outcome"] == "shutdown" && r["instance_no"] == 0)),
+        "the instance that panicked late was not restarted: {:?}\n{}",
+        records(),
+        gw.log()
+    );
+    send(&gw, "next-2", "test.ok");
+    assert_eq!(
+        instance_of("next-2"),
+        1,
+        "a late panic left the instance in place: {:?}",
+        gw.calls("kit")
+    );
 }
