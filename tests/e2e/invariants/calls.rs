@@ -1,7 +1,8 @@
 //! Calls and their outcomes: an outcome the store could not record is not called again, a
 //! timed-out call that succeeds late turns its dead letter into done, a replay waits for a
 //! timed-out call still running and does not wait for a retry timer, deliveries beyond a full
-//! queue are delivered once, and a huge outcome detail is capped. Part of `invariants.rs`.
+//! queue are delivered once, a huge outcome detail is capped, and a timed-out call that has
+//! returned no longer counts at a later reload (the limit holds). Part of `invariants.rs`.
 
 use std::time::Duration;
 
@@ -227,5 +228,65 @@ fn a_huge_outcome_detail_is_capped_in_the_store_and_the_log() {
     assert!(
         !gw.log().contains(&"x".repeat(5000)),
         "the whole detail was logged"
+    );
+}
+
+/// A call hung past its timeout is listed so that a reload replacing its instance hands its
+/// permit to the new one (see `reloads.rs`); once it has returned it is off that list: a
+/// reload after that must not hand over its permit again, which would let the new instance
+/// run more calls at once than `max_concurrency`.
+#[test]
+fn a_timed_out_call_that_returned_is_not_counted_again_at_a_later_reload() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = "timeout = \"300ms\"\ninitial_backoff = \"30s\"\nmax_backoff = \"30s\"";
+    let held = |tag: &str| {
+        config(
+            settings,
+            &[(
+                "held",
+                &format!("mode = \"gate\", gate = \"open\", log = true, tag = \"{tag}\""),
+                "max_concurrency = 1",
+            )],
+        )
+    };
+    let gw = TestGateway::spawn(dir.path(), &held("v1"));
+    let handled = |id: &str| gw.log().contains(&format!("testkit handling {id} "));
+    send(&gw, "back-1", "test.held");
+    assert!(
+        wait_until(WAIT, || delivery(&gw, "back-1", "held")["attempts"] == 1),
+        "the call did not time out: {}",
+        delivery(&gw, "back-1", "held")
+    );
+    let gate = dir.path().join("open");
+    std::fs::write(&gate, "").expect("open the gate");
+    assert!(
+        wait_until(WAIT, || state(&gw, "back-1", "held") == "done"),
+        "{}",
+        delivery(&gw, "back-1", "held")
+    );
+    std::fs::remove_file(&gate).expect("close the gate");
+    std::fs::write(dir.path().join("gateway.toml"), held("v2")).expect("write");
+    gw.signal("HUP");
+    assert!(
+        wait_until(WAIT, || gw.log().contains("config reloaded")),
+        "{}",
+        gw.log()
+    );
+    send(&gw, "back-2", "test.held");
+    assert!(wait_until(WAIT, || handled("back-2")), "{}", gw.log());
+    // Sent once back-2's call runs, so that it cannot share that call.
+    send(&gw, "back-3", "test.held");
+    std::thread::sleep(Duration::from_millis(1_500));
+    assert!(
+        !handled("back-3"),
+        "called beside back-2 (max_concurrency 1)\n{}",
+        gw.log()
+    );
+    std::fs::write(&gate, "").expect("open the gate");
+    assert!(
+        wait_until(WAIT, || state(&gw, "back-2", "held") == "done"
+            && state(&gw, "back-3", "held") == "done"),
+        "{}",
+        gw.log()
     );
 }
