@@ -2,7 +2,8 @@
 //! (up to `max_batch`), each delivery still gets its own outcome, retries and dead letters, a
 //! panic inside a batch ends only the poison delivery, a batch that outlives its timeout is
 //! waited for and its late outcomes count, and a replay of a delivery whose batch is running
-//! waits for the batch, then reruns that delivery alone. Panics inside a batch: `batch/panics.rs`.
+//! waits for the batch, then reruns that delivery alone. Panics inside a batch: `batch/panics.rs`;
+//! the bounds of a batch (`max_batch`, a retry never added): `batch/bounds.rs`.
 
 use std::time::Duration;
 
@@ -13,6 +14,9 @@ const WAIT: Duration = Duration::from_secs(15);
 
 #[path = "batch/panics.rs"]
 mod panics;
+
+#[path = "batch/bounds.rs"]
+mod bounds;
 
 /// One testkit instance `kit` (one call at a time, 16 deliveries per call at most) with
 /// per-type `modes`, for every `test.*`; `test.gate` waits until [`open_gate`].
