@@ -113,12 +113,9 @@ impl Engine {
             }
             // Under load, fill before spreading: while another call of this plugin runs, wait
             // up to `linger` for a full batch (fewer, bigger calls: each costs the plugin's own
-            // sync and two store writes). A plugin with no call running is called at once.
-            if held.is_none()
-                && batch.len() < max_batch
-                && !config.linger.is_zero()
-                && queue.others_running()
-            {
+            // sync and two store writes). A plugin with no call running is called at once, and
+            // so is a full batch (`linger` adds only while it is short of `max_batch`).
+            if held.is_none() && !config.linger.is_zero() && queue.others_running() {
                 held = linger(&queue.cancel, &mut rx, &mut batch, max_batch, config.linger).await;
             }
             // Superseded by a replay while it waited in the queue: drop it.

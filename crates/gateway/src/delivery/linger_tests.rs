@@ -1,6 +1,6 @@
-//! The linger's rules, on the paused clock: it stops at a full batch, at its deadline, at
-//! cancellation, and never puts a delivery that must run alone (a retry, a crash behind it)
-//! into the batch.
+//! The linger's rules, on the paused clock: it stops at a full batch (or returns at once with
+//! one), at its deadline, at cancellation, and never puts a delivery that must run alone (a
+//! retry, a crash behind it) into the batch.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -91,6 +91,22 @@ async fn it_stops_as_soon_as_the_batch_is_full() {
         Some(5),
         "the rest stays queued"
     );
+}
+
+/// The dispatcher calls it for a batch already full (a `max_batch` of 1 too): it returns at
+/// once and takes nothing from the queue.
+#[tokio::test(start_paused = true)]
+async fn a_batch_already_full_returns_at_once() {
+    let started = tokio::time::Instant::now();
+    let Lingered {
+        batch,
+        held,
+        mut rx,
+    } = linger_after_first(vec![job(2, 0, 0)], 1, Duration::from_secs(1)).await;
+    assert!(held.is_none());
+    assert_eq!(keys(&batch), [1]);
+    assert!(started.elapsed().is_zero(), "{:?}", started.elapsed());
+    assert_eq!(rx.recv().await.map(|j| j.key), Some(2));
 }
 
 #[tokio::test(start_paused = true)]
