@@ -113,6 +113,35 @@ fn first_attempt(key: i64, finish: Finish) -> FinishRecord {
     }
 }
 
+/// Replays `gone`'s one dead letter through the store, then checks that it waits a whole
+/// `grace` (2 s or more) again from the next round (within a second): still pending 1.5 s
+/// after the replay, a dead letter again once `grace` has passed, with the rule's reason
+/// naming the grace as `shown`.
+async fn replayed_waits_a_whole_grace(store: &Arc<dyn Store>, grace: Duration, shown: &str) {
+    let replayed = store
+        .replay(ReplaySelector::DeadLetters {
+            plugin: Some("gone".into()),
+            force: false,
+        })
+        .await
+        .expect("replay");
+    assert_eq!(replayed, 1);
+    let back = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(
+        dead(store, "gone").await.is_empty(),
+        "dead-lettered again {:?} after the replay, within its grace",
+        back.elapsed()
+    );
+    let letters = dead_count(store, "gone", 1).await;
+    assert_eq!(letters.len(), 1, "not dead-lettered again after the grace");
+    assert!(back.elapsed() >= grace, "{:?}", back.elapsed());
+    assert_eq!(
+        letters[0].last_error.as_deref(),
+        Some(&*the_rules_reason(shown))
+    );
+}
+
 fn the_rules_reason(grace: &str) -> String {
     format!(
         "plugin instance `gone` is no longer configured (removed from the config for more than \
@@ -167,29 +196,7 @@ async fn deliveries_replayed_while_the_name_is_still_missing_get_the_whole_grace
     accept(&store, "e1", "gone").await;
     let engine = Engine::start(store.clone(), Default::default(), grace(LONG));
     assert_eq!(dead_count(&store, "gone", 1).await.len(), 1);
-    let replayed = store
-        .replay(ReplaySelector::DeadLetters {
-            plugin: Some("gone".into()),
-            force: false,
-        })
-        .await
-        .expect("replay");
-    assert_eq!(replayed, 1);
-    let back = Instant::now();
-    // The next round (within a second) sees it pending; its grace ends two seconds after.
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
-    assert!(
-        dead(&store, "gone").await.is_empty(),
-        "dead-lettered again {:?} after the replay, within the grace",
-        back.elapsed()
-    );
-    let letters = dead_count(&store, "gone", 1).await;
-    assert_eq!(letters.len(), 1, "not dead-lettered again after the grace");
-    assert!(back.elapsed() >= LONG, "{:?}", back.elapsed());
-    assert_eq!(
-        letters[0].last_error.as_deref(),
-        Some(&*the_rules_reason("2s"))
-    );
+    replayed_waits_a_whole_grace(&store, LONG, "2s").await;
     engine.shutdown_then(Duration::from_secs(1), || ()).await;
 }
 
@@ -256,27 +263,6 @@ async fn a_name_seen_without_pending_deliveries_is_forgotten_and_its_next_grace_
         stops_looking(&engine, Duration::from_millis(1_500)).await,
         "the name is still remembered"
     );
-    let replayed = store
-        .replay(ReplaySelector::DeadLetters {
-            plugin: Some("gone".into()),
-            force: false,
-        })
-        .await
-        .expect("replay");
-    assert_eq!(replayed, 1);
-    let back = Instant::now();
-    // Well past the first sight's grace, within the one from the round after the replay.
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
-    assert!(
-        dead(&store, "gone").await.is_empty(),
-        "dead-lettered {:?} after the replay, on the grace of the first sight",
-        back.elapsed()
-    );
-    let letters = dead_count(&store, "gone", 1).await;
-    assert_eq!(
-        letters[0].last_error.as_deref(),
-        Some(&*the_rules_reason("3s"))
-    );
-    assert!(back.elapsed() >= LONG, "{:?}", back.elapsed());
+    replayed_waits_a_whole_grace(&store, LONG, "3s").await;
     engine.shutdown_then(Duration::from_secs(1), || ()).await;
 }
