@@ -30,6 +30,8 @@ mod renew;
 mod restart;
 mod returned;
 mod sweep;
+#[cfg(test)]
+mod test_store;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

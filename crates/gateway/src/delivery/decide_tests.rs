@@ -8,20 +8,15 @@ use std::time::Duration;
 use gateway_plugin::host::CallOutcome;
 
 use super::*;
-use crate::config::{Config, DeliveryConfig};
+use crate::config::DeliveryConfig;
+use crate::delivery::test_store::store;
 
 /// The one delay these tests' retries get: a plugin's `retry_after` of `max_backoff` wins over
 /// any jitter, which `max_backoff` bounds.
 const DELAY: Duration = Duration::from_secs(5);
 
 async fn engine(dir: &std::path::Path, delivery: DeliveryConfig) -> Arc<Engine> {
-    let path = dir.join("gateway.toml");
-    std::fs::write(&path, "[[apps]]\nname = \"a\"\npath = \"/a\"\n").expect("config");
-    let config = Config::load(&path).expect("valid");
-    let store = crate::store::open(&config.store, false)
-        .await
-        .expect("store");
-    Engine::start(store, Default::default(), delivery)
+    Engine::start(store(dir).await, Default::default(), delivery)
 }
 
 fn policy(max_attempts: u32, max_age: Option<Duration>) -> DeliveryConfig {
@@ -148,16 +143,8 @@ fn an_attempt_due_exactly_at_max_age_still_runs() {
 /// The late outcome of a call past its timeout, on the store the engine writes to.
 mod late {
     use super::*;
-    use crate::store::{FinishRecord, Guard, NewEvent, Store, Trace, WriteId};
-
-    fn at(attempts: u32) -> Guard {
-        Guard {
-            generation: 0,
-            attempts,
-            dead_too: false,
-            own_mark: false,
-        }
-    }
+    use crate::delivery::test_store::{accept, at};
+    use crate::store::{FinishRecord, Store, Trace, WriteId};
 
     fn trace(outcome: &'static str) -> Trace {
         Trace {
@@ -171,22 +158,7 @@ mod late {
     /// The delivery of event `id` to `p`, whose attempt 1 was marked started and whose timeout
     /// was recorded as `recorded` (the call still runs): its job as the call started.
     async fn timed_out(store: &Arc<dyn Store>, id: &str, recorded: &Finish) -> Job {
-        let accepted = store
-            .accept(NewEvent {
-                id: id.into(),
-                app: "a".into(),
-                event_type: "t".into(),
-                schema: "2.0",
-                received_at_ms: now_ms(),
-                body: Arc::from("{}"),
-                plugins: vec!["p".into()],
-            })
-            .await
-            .expect("accept");
-        let crate::store::Accepted::New { deliveries } = accepted else {
-            panic!("a duplicate");
-        };
-        let key = deliveries[0].0;
+        let key = accept(store, id, "p").await;
         let marked = store.start_attempts(vec![(key, at(0))]).await;
         assert_eq!(marked.expect("start"), [true]);
         let timeout = FinishRecord {

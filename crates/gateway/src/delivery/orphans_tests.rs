@@ -8,38 +8,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::config::{Config, DeliveryConfig};
+use crate::config::DeliveryConfig;
+use crate::delivery::test_store::{accept, at, store};
 use crate::store::{
-    Accepted, DeadLetterQuery, DeliveryRecord, Finish, FinishRecord, Guard, NewEvent,
-    ReplaySelector, Store, Trace, WriteId,
+    DeadLetterQuery, DeliveryRecord, Finish, FinishRecord, ReplaySelector, Store, Trace, WriteId,
 };
 
 const GRACE: Duration = Duration::from_secs(1);
-
-async fn store(dir: &std::path::Path) -> Arc<dyn Store> {
-    let path = dir.join("gateway.toml");
-    std::fs::write(&path, "[[apps]]\nname = \"a\"\npath = \"/a\"\n").expect("config");
-    let config = Config::load(&path).expect("valid");
-    crate::store::open(&config.store, false)
-        .await
-        .expect("store")
-}
-
-async fn accept(store: &Arc<dyn Store>, id: &str, plugin: &str) -> i64 {
-    let event = NewEvent {
-        id: id.into(),
-        app: "a".into(),
-        event_type: "t".into(),
-        schema: "2.0",
-        received_at_ms: now_ms(),
-        body: Arc::from("{}"),
-        plugins: vec![plugin.into()],
-    };
-    match store.accept(event).await.expect("accept") {
-        Accepted::New { deliveries } => deliveries[0].0,
-        Accepted::Duplicate => panic!("{id} is a duplicate"),
-    }
-}
 
 fn grace(removed_plugin_grace: Duration) -> DeliveryConfig {
     DeliveryConfig {
@@ -92,12 +67,7 @@ async fn stops_looking(engine: &Engine, within: Duration) -> bool {
 fn first_attempt(key: i64, finish: Finish) -> FinishRecord {
     FinishRecord {
         key,
-        guard: Guard {
-            generation: 0,
-            attempts: 0,
-            dead_too: false,
-            own_mark: false,
-        },
+        guard: at(0),
         attempts: 1,
         trace: Trace {
             outcome: match finish {
