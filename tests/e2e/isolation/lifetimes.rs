@@ -213,6 +213,9 @@ fn a_call_ended_by_a_timeout_kill_beside_it_says_so() {
     );
     send(&gw, "hang", "test.hang");
     gw.wait_running("hang", "native");
+    // The second call starts a second into the first one's timeout, so its own timeout comes
+    // a second after the kill (started together, either timeout could end it first).
+    std::thread::sleep(Duration::from_secs(1));
     send(&gw, "beside", "test.wait");
     gw.wait_running("beside", "native");
     assert!(
