@@ -329,19 +329,16 @@ impl Run {
             self.file
                 .read_exact_at(&mut buf[..n * PAIR], (first * PAIR) as u64)
                 .map_err(|e| io_err(&self.path, "read", e))?;
-            let mut past = false;
-            for pair in buf[..n * PAIR].chunks_exact(PAIR) {
-                let (h, seq) = split(pair);
-                if h == hash {
-                    found.push(seq);
-                } else if h > hash {
-                    past = true;
-                    break;
-                }
-            }
-            if past {
-                break;
-            }
+            // Sorted: the block's pairs under this hash are together. A block holding a
+            // greater hash ends the search (the next block's fence is past the hash too).
+            found.extend(
+                buf[..n * PAIR]
+                    .chunks_exact(PAIR)
+                    .map(split)
+                    .skip_while(|(h, _)| *h < hash)
+                    .take_while(|(h, _)| *h == hash)
+                    .map(|(_, seq)| seq),
+            );
             block += 1;
         }
         Ok(found)
