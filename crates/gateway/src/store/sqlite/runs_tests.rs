@@ -54,6 +54,10 @@ fn every_pair_is_found_and_nothing_else() {
     let mut expected = pairs.clone();
     expected.sort_unstable();
     assert_eq!(read, expected);
+    // A merge reads 64 KiB at a time, not the whole run (here 89 KiB).
+    let mut merge_read = run.pairs().expect("pairs");
+    assert!(merge_read.next().is_some());
+    assert_eq!(merge_read.buf.len(), 1 << 16);
 }
 
 #[test]

@@ -48,11 +48,7 @@ pub(super) fn spawn(t: Thread) -> std::io::Result<std::thread::JoinHandle<()>> {
                 match job {
                     Job::Build(chain, hi) => {
                         let built = build(&t.reader, &t.dir, &t.stop, chain, hi, &mut pairs);
-                        if pairs.capacity() > 2 * t.spill_at {
-                            // A spill much larger than usual (the ids of runs dropped at
-                            // start): not worth keeping.
-                            pairs = Vec::new();
-                        }
+                        keep_for_next(&mut pairs, t.spill_at);
                         if t.done.send(built).is_err() {
                             break;
                         }
@@ -60,8 +56,8 @@ pub(super) fn spawn(t: Thread) -> std::io::Result<std::thread::JoinHandle<()>> {
                     Job::Remove(paths) => remove(&paths),
                     Job::Trim => {
                         let released = gateway_memtune::release_free_memory();
-                        let n = t.trims.fetch_add(1, Ordering::Relaxed) + 1;
-                        tracing::debug!(released, trims = n, "id runs: freed pages handed back");
+                        t.trims.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(released, "id runs: freed pages handed back");
                     }
                     #[cfg(test)]
                     Job::Sync(answer) => drop(answer.send(())),
@@ -70,6 +66,15 @@ pub(super) fn spawn(t: Thread) -> std::io::Result<std::thread::JoinHandle<()>> {
                 }
             }
         })
+}
+
+/// The sort buffer after a build: kept for the next spill (the same few MB each time, not
+/// allocated and freed again), but let go when much larger than a spill (one holding the ids of
+/// runs dropped at start).
+fn keep_for_next(pairs: &mut Vec<(i64, i64)>, spill_at: usize) {
+    if pairs.capacity() > 2 * spill_at {
+        *pairs = Vec::new();
+    }
 }
 
 pub(super) fn remove(paths: &[PathBuf]) {
@@ -317,6 +322,16 @@ mod tests {
         let set = |seq: i64| live[(seq - 1) as usize / 64] & (1 << ((seq - 1) % 64)) != 0;
         assert!(!set(70));
         assert!((1..=200).filter(|s| *s != 70).all(set));
+    }
+
+    #[test]
+    fn the_sort_buffer_is_kept_up_to_twice_a_spill() {
+        let mut pairs = Vec::with_capacity(200);
+        keep_for_next(&mut pairs, 100);
+        assert!(pairs.capacity() >= 200);
+        let mut pairs = Vec::with_capacity(201);
+        keep_for_next(&mut pairs, 100);
+        assert_eq!(pairs.capacity(), 0);
     }
 
     #[test]
