@@ -44,6 +44,11 @@ struct Bloom {
     words: Vec<u64>,
 }
 
+/// The eight bit positions of a hash, six bits each (the block is chosen by its top half).
+fn bit_seed(h: u64) -> u64 {
+    (h ^ (h >> 29)).wrapping_mul(0xBF58_476D_1CE4_E5B9)
+}
+
 impl Bloom {
     fn with_keys(keys: usize) -> Bloom {
         let blocks = (keys * BITS_PER_KEY).div_ceil(64 * WORDS_PER_BLOCK).max(1);
@@ -57,8 +62,7 @@ impl Bloom {
         let h = hash as u64;
         let blocks = (self.words.len() / WORDS_PER_BLOCK) as u64;
         let block = (((h >> 32) * blocks) >> 32) as usize;
-        let bits = (h ^ (h >> 29)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        (block * WORDS_PER_BLOCK, bits)
+        (block * WORDS_PER_BLOCK, bit_seed(h))
     }
 
     fn insert(&mut self, hash: i64) {
