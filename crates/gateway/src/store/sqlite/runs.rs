@@ -317,6 +317,12 @@ impl Run {
         })
     }
 
+    /// Tests: the filter's size, in 64-bit words.
+    #[cfg(test)]
+    pub(super) fn filter_words(&self) -> usize {
+        self.bloom.words.len()
+    }
+
     /// The seqs stored under `hash` (usually none, read from disk only past the filter).
     pub(super) fn lookup(&self, hash: i64) -> Result<Vec<i64>, StoreError> {
         if !self.bloom.may_contain(hash) {

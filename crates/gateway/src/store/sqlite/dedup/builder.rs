@@ -160,6 +160,8 @@ fn build_runs(
             params![oldest.lo, oldest.hi],
             |r| r.get(0),
         )?;
+        // The last run stays even when emptied: the chain's end is where the next build
+        // starts (with no run, back at the first seq).
         if !live && chain.len() > 1 {
             chain.remove(0);
         }
@@ -291,72 +293,5 @@ fn stopping(stop: &AtomicBool) -> Result<(), StoreError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ids(seqs: std::ops::RangeInclusive<i64>) -> Connection {
-        let conn = Connection::open_in_memory().expect("open");
-        conn.execute_batch(
-            "CREATE TABLE event_ids (seq INTEGER PRIMARY KEY, hash INTEGER NOT NULL)",
-        )
-        .expect("schema");
-        for seq in seqs {
-            conn.execute("INSERT INTO event_ids VALUES (?1, ?1)", [seq])
-                .expect("insert");
-        }
-        conn
-    }
-
-    #[test]
-    fn live_seqs_skips_the_bitmap_only_when_no_pair_was_purged() {
-        let conn = ids(1..=200);
-        let stop = AtomicBool::new(false);
-        assert_eq!(live_seqs(&conn, 0, 200, 200, &stop).expect("live"), None);
-        // Seqs outside the range do not count.
-        assert_eq!(live_seqs(&conn, 100, 150, 50, &stop).expect("live"), None);
-        conn.execute("DELETE FROM event_ids WHERE seq = 70", [])
-            .expect("purge");
-        let live = live_seqs(&conn, 0, 200, 200, &stop)
-            .expect("live")
-            .expect("a bitmap: one pair was purged");
-        let set = |seq: i64| live[(seq - 1) as usize / 64] & (1 << ((seq - 1) % 64)) != 0;
-        assert!(!set(70));
-        assert!((1..=200).filter(|s| *s != 70).all(set));
-    }
-
-    #[test]
-    fn the_sort_buffer_is_kept_up_to_twice_a_spill() {
-        let mut pairs = Vec::with_capacity(200);
-        keep_for_next(&mut pairs, 100);
-        assert!(pairs.capacity() >= 200);
-        let mut pairs = Vec::with_capacity(201);
-        keep_for_next(&mut pairs, 100);
-        assert_eq!(pairs.capacity(), 0);
-    }
-
-    #[test]
-    fn chunks_cover_the_range_once_in_order() {
-        assert_eq!(chunks(7, 7).count(), 0);
-        assert_eq!(chunks(5, 6).collect::<Vec<_>>(), vec![(5, 6)]);
-        let n = READ_CHUNK;
-        assert_eq!(
-            chunks(-3, 2 * n + 4).collect::<Vec<_>>(),
-            vec![(-3, n - 3), (n - 3, 2 * n - 3), (2 * n - 3, 2 * n + 4)]
-        );
-        // A range wider than one chunk is read across statements, every seq once.
-        let conn = ids(1..=(n + 10));
-        let stop = AtomicBool::new(false);
-        let pairs = (n + 10) as u64;
-        assert_eq!(
-            live_seqs(&conn, 0, n + 10, pairs, &stop).expect("live"),
-            None
-        );
-        conn.execute("DELETE FROM event_ids WHERE seq = ?1", [n + 3])
-            .expect("purge");
-        let live = live_seqs(&conn, 0, n + 10, pairs, &stop)
-            .expect("live")
-            .expect("bitmap");
-        let ones: u32 = live.iter().map(|w| w.count_ones()).sum();
-        assert_eq!(u64::from(ones), pairs - 1);
-    }
-}
+#[path = "builder_tests.rs"]
+mod tests;
