@@ -175,3 +175,15 @@ fn the_oldest_run_goes_once_retention_emptied_it_unless_it_is_the_last() {
     let ends: Vec<(i64, i64, u64)> = chain.iter().map(|r| (r.lo, r.hi, r.count)).collect();
     assert_eq!(ends, vec![(0, 100, 0)]);
 }
+
+#[test]
+fn a_build_gives_up_once_the_store_closes_and_leaves_no_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conn = ids(1..=100);
+    let stop = AtomicBool::new(true);
+    let mut pairs = Vec::new();
+    let err = build(&conn, dir.path(), &stop, Vec::new(), 100, &mut pairs).expect_err("closing");
+    assert!(err.to_string().contains("the store is closing"), "{err}");
+    assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0);
+    assert!(live_seqs(&conn, 0, 100, 50, &stop).is_err());
+}
