@@ -71,7 +71,8 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
         to_current_layout(conn, from)?;
     }
     comparisons_for_state_check(conn)?;
-    if version < SCHEMA_VERSION {
+    if version != SCHEMA_VERSION {
+        // Older (a newer one was refused above).
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     }
     if rebuilt {

@@ -283,8 +283,20 @@ fn the_state_check_is_rewritten_as_comparisons_in_place_and_still_holds() {
         ))
         .expect("old schema");
     }
+    let schema_version = |c: &Connection| -> rusqlite::Result<i64> {
+        c.pragma_query_value(None, "schema_version", |r| r.get(0))
+    };
+    let before = Connection::open(&path)
+        .and_then(|c| schema_version(&c))
+        .expect("schema version");
     let store = SqliteStore::open(&path).expect("open rewrites");
     assert_eq!(version(&store), SCHEMA_VERSION, "no version change");
+    // The edit is announced as SQLite asks: its schema cookie one up, so every connection
+    // reads the new schema.
+    let after = store
+        .read_blocking(|c| Ok(schema_version(c)?))
+        .expect("schema version");
+    assert_eq!(after, before + 1);
     let (sql, integrity, rows, bad) = store
         .read_blocking(|c| {
             let sql: String = c.query_row(
@@ -314,4 +326,58 @@ fn the_state_check_is_rewritten_as_comparisons_in_place_and_still_holds() {
     // Opening again finds nothing to do.
     let again = SqliteStore::open(&path).expect("reopen");
     assert_eq!(version(&again), SCHEMA_VERSION);
+}
+
+#[test]
+fn check_reads_the_version_from_the_files_header_and_writes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s.db");
+    let check = |path: &Path| SqliteStore::check_existing(path);
+    let err = check(&path).expect_err("missing").0;
+    assert!(err.contains("cannot read"), "{err}");
+    std::fs::write(&path, b"").expect("write");
+    assert_eq!(check(&path).expect("empty: run creates it"), None);
+    // Not a database: another format, or the right magic but no whole header.
+    let mut header = b"SQLite format 3\0".to_vec();
+    header.resize(99, 0);
+    for bytes in [vec![b'x'; 4096], header] {
+        std::fs::write(&path, &bytes).expect("write");
+        let err = check(&path).expect_err("not a database").0;
+        assert!(err.contains("not an SQLite database"), "{err}");
+    }
+    std::fs::remove_file(&path).expect("remove");
+    SqliteStore::open(&path).expect("create").close();
+    assert_eq!(check(&path).expect("current"), None);
+    for (version, expected) in [
+        (SCHEMA_VERSION - 1, Ok(Some(SCHEMA_VERSION - 1))),
+        (1, Ok(Some(1))),
+        (SCHEMA_VERSION + 1, Err("newer gateway")),
+    ] {
+        // Written through a connection out of WAL mode, so the header holds it.
+        Connection::open(&path)
+            .and_then(|c| {
+                c.pragma_update(None, "journal_mode", "DELETE")?;
+                c.pragma_update(None, "user_version", version)
+            })
+            .expect("set version");
+        let listing = |dir: &Path| {
+            let mut names: Vec<_> = std::fs::read_dir(dir)
+                .expect("dir")
+                .map(|e| e.expect("entry").file_name())
+                .collect();
+            names.sort();
+            names
+        };
+        let files = listing(dir.path());
+        match (check(&path), expected) {
+            (Ok(found), Ok(want)) => assert_eq!(found, want),
+            (Err(e), Err(want)) => assert!(e.0.contains(want), "{}", e.0),
+            (found, want) => panic!("version {version}: {found:?}, expected {want:?}"),
+        }
+        assert_eq!(
+            listing(dir.path()),
+            files,
+            "nothing created beside the store"
+        );
+    }
 }
