@@ -381,3 +381,66 @@ fn check_reads_the_version_from_the_files_header_and_writes_nothing() {
         );
     }
 }
+
+#[test]
+fn a_rebuild_that_would_lose_a_row_or_leave_one_pointing_nowhere_is_refused() {
+    // Each alone: a delivery of an event that is not there (the copy joins them), an attempt
+    // of a delivery that is not there.
+    for (extra, why) in [
+        (
+            "INSERT INTO deliveries (key, event_id, plugin, state, attempts, next_at, last_error,
+                 updated_at, generation) VALUES (10, 'gone', 'a', 'pending', 0, 0, NULL, 100, 0);",
+            // (the old delivery row points nowhere too)
+            "1 deliveries without their event, 1 rows pointing nowhere",
+        ),
+        (
+            "INSERT INTO attempts VALUES (99, 0, 1, 'retry', 'x', 1, 1, 2);",
+            // (in the old table and in its copy)
+            "0 deliveries without their event, 2 rows pointing nowhere",
+        ),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.db");
+        version_4_store(&path);
+        Connection::open(&path)
+            .and_then(|c| c.execute_batch(&format!("PRAGMA foreign_keys = OFF; {extra}")))
+            .expect("the extra row");
+        let state = || -> (i64, i64, i64) {
+            Connection::open(&path)
+                .and_then(|c| {
+                    c.query_row(
+                        "SELECT (SELECT user_version FROM pragma_user_version),
+                                (SELECT COUNT(*) FROM deliveries), (SELECT COUNT(*) FROM attempts)",
+                        [],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    )
+                })
+                .expect("read")
+        };
+        let before = state();
+        assert_eq!(before.0, 4);
+        let err = SqliteStore::open(&path).expect_err("refused").0;
+        assert!(err.contains(why), "{err}");
+        assert_eq!(state(), before, "left as it was");
+    }
+}
+
+#[test]
+fn a_current_store_opens_without_a_rebuild() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s.db");
+    SqliteStore::open(&path).expect("create").close();
+    // A rebuild makes every table anew: other root pages.
+    let roots = || -> Vec<(String, i64)> {
+        Connection::open(&path)
+            .and_then(|c| {
+                c.prepare("SELECT name, rootpage FROM sqlite_schema ORDER BY name")?
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect()
+            })
+            .expect("schema")
+    };
+    let before = roots();
+    SqliteStore::open(&path).expect("reopen").close();
+    assert_eq!(roots(), before);
+}
