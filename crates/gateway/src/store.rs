@@ -32,6 +32,8 @@ pub mod postgres;
 pub mod sqlite;
 mod write_id;
 
+#[cfg(test)]
+pub(crate) use outcome::first_call_guard;
 pub use outcome::{Finish, FinishRecord, Guard, Trace, DISCARDED, LATE_RETRY, TIMED_OUT};
 pub use write_id::WriteId;
 

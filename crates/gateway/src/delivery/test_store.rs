@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::store::sqlite::now_ms;
-use crate::store::{Accepted, Guard, NewEvent, Store};
+use crate::store::{Accepted, NewEvent, Store};
 
 /// The embedded store of a config with one app and nothing else, in `dir`.
 pub(super) async fn store(dir: &std::path::Path) -> Arc<dyn Store> {
@@ -34,12 +34,5 @@ pub(super) async fn accept(store: &Arc<dyn Store>, id: &str, plugin: &str) -> i6
     }
 }
 
-/// The guard of generation 0 at `attempts`, asking for no mark and replacing no dead letter.
-pub(super) fn at(attempts: u32) -> Guard {
-    Guard {
-        generation: 0,
-        attempts,
-        dead_too: false,
-        own_mark: false,
-    }
-}
+/// The guard of generation 0 at `attempts` (no mark asked, no dead letter replaced).
+pub(super) use crate::store::first_call_guard as at;

@@ -41,6 +41,18 @@ pub struct Guard {
     pub own_mark: bool,
 }
 
+/// Tests: the guard of generation 0 at `attempts`, asking for no mark and replacing no dead
+/// letter (the first call of a delivery never replayed).
+#[cfg(test)]
+pub(crate) fn first_call_guard(attempts: u32) -> Guard {
+    Guard {
+        generation: 0,
+        attempts,
+        dead_too: false,
+        own_mark: false,
+    }
+}
+
 /// The end of one attempt, to persist (see [`super::Store::finish_many`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FinishRecord {

@@ -59,15 +59,8 @@ pub(super) fn locked(path: &std::path::Path) -> (SqliteStore, Connection) {
     (store, other)
 }
 
-/// A guard for generation 0 at `attempts`.
-pub(super) fn at(attempts: u32) -> Guard {
-    Guard {
-        generation: 0,
-        attempts,
-        dead_too: false,
-        own_mark: false,
-    }
-}
+/// The guard of generation 0 at `attempts` (no mark asked, no dead letter replaced).
+pub(super) use crate::store::first_call_guard as at;
 
 pub(super) fn event(id: &str, plugins: &[&str]) -> NewEvent {
     NewEvent {
