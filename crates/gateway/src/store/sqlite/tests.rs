@@ -220,6 +220,24 @@ fn closed_store_refuses_writes() {
     });
 }
 
+/// One process owns an embedded store: it is not shared and has no lease, so the engine starts
+/// no claim renewals and the orphan rule waits no lease for another replica; it is named by its
+/// path (`gateway check`, `store check`'s "store PATH is sound", a reload's store comparison).
+#[test]
+fn an_embedded_store_is_one_process_s_and_named_by_its_path() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s.db");
+    let store = SqliteStore::open(&path).expect("open");
+    assert!(!store.shared());
+    assert_eq!(store.lease(), None);
+    assert_eq!(store.describe(), path.display().to_string());
+    assert_eq!(
+        format!("{store:?}"),
+        format!("SqliteStore {{ path: {path:?} }}")
+    );
+    store.close();
+}
+
 #[test]
 fn due_pages_with_a_cursor_and_load_skips_finished() {
     let dir = tempfile::tempdir().expect("tempdir");
