@@ -148,6 +148,22 @@ fn reconnect_count_is_a_budget_then_the_app_fails() {
         "{}",
         ready.body
     );
+    // A reload gives a client that gave up a fresh start, its settings unchanged (as README
+    // "Webhook or long connection?" says): it connects once Lark accepts again.
+    lark.refuse_handshakes(0, "500", None);
+    gw.signal("HUP");
+    connected(&lark, 2);
+    assert!(
+        wait_until(WAIT, || get(&gw.admin_url("/readyz"))
+            .is_ok_and(|r| r.status == 200)),
+        "{}",
+        gw.log()
+    );
+    assert!(
+        gw.log().contains("restarting after a failure"),
+        "{}",
+        gw.log()
+    );
 }
 
 #[test]
