@@ -196,8 +196,7 @@ impl LongConns {
     /// finds it either running or here).
     fn retire(&self, task: tokio::task::JoinHandle<()>) {
         if let Ok(mut retired) = self.retired.lock() {
-            retired.retain(|t| !t.is_finished());
-            retired.push(task);
+            add_retired(&mut retired, task);
         }
     }
 
@@ -282,6 +281,13 @@ impl LongConns {
             tracing::info!("long connections closed");
         }
     }
+}
+
+/// Adds a retired client's task to `retired`, pruning the tasks that have finished (those still
+/// acking stay, for a shutdown to await).
+fn add_retired(retired: &mut Vec<tokio::task::JoinHandle<()>>, task: tokio::task::JoinHandle<()>) {
+    retired.retain(|t| !t.is_finished());
+    retired.push(task);
 }
 
 /// Everything one client task works with.

@@ -3,6 +3,7 @@
 //! write its state once it sees its cancel (`tests/e2e/longconn/handover.rs`); it still can
 //! when a connect attempt or a lost connection completes in the instants before, a race no
 //! test can schedule from outside. Here the writes come in the order that race can produce.
+//! Also: the list of retired clients a shutdown awaits keeps those still acking.
 
 use super::*;
 
@@ -61,4 +62,33 @@ fn a_running_client_writes_its_state_and_the_gauge() {
         *state.lock().expect("state"),
         State::Reconnecting("lost".into())
     );
+}
+
+/// A retired client still acking its in-flight messages stays in the list a shutdown awaits,
+/// however many retire after it; the finished ones are pruned.
+#[test]
+fn retiring_a_client_prunes_only_the_finished_ones() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let done = tokio::spawn(async {});
+        while !done.is_finished() {
+            tokio::task::yield_now().await;
+        }
+        let acking = tokio::spawn(std::future::pending::<()>());
+        let mut retired = Vec::new();
+        add_retired(&mut retired, done);
+        add_retired(&mut retired, acking);
+        add_retired(&mut retired, tokio::spawn(std::future::pending::<()>()));
+        assert_eq!(retired.len(), 2, "the finished task is pruned");
+        assert!(
+            retired.iter().all(|t| !t.is_finished()),
+            "both unfinished tasks stay"
+        );
+        for t in retired {
+            t.abort();
+        }
+    });
 }
