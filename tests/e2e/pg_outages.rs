@@ -40,7 +40,7 @@ fn outage(db: &str, rejoin: bool) {
     let pg = PgCluster::start();
     let url = pg.create_database(db);
     let config = replica_config("3s", r#"mode = "slow", sleep_ms = 100"#);
-    let (dirs, _gws, urls) = replicas(2, &config, &url);
+    let (dirs, gws, urls) = replicas(2, &config, &url);
     let bodies = events(db, 300);
     let sender = {
         let (bodies, urls) = (bodies.clone(), urls.clone());
@@ -82,6 +82,18 @@ fn outage(db: &str, rejoin: bool) {
         "0",
         "an attempt of a live replica was counted as crashed"
     );
+    // Each replica ran calls through the outage (its backlog is seconds of calls) and could not
+    // renew their claims: it said so, once per run of failures, and said when renewals worked
+    // again (a warning every second, or none, would hide the one that matters).
+    for gw in &gws {
+        let log = gw.log();
+        let failing = log.matches("could not renew the claims").count();
+        let again = log.matches("claims renewed again").count();
+        assert!(
+            failing >= 1 && (failing == again || failing == again + 1),
+            "{failing} renewal warnings, {again} recoveries:\n{log}"
+        );
+    }
 }
 
 /// Sends `signal` to every backend serving the gateway (not to the postmaster: new connections
