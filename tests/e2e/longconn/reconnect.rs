@@ -210,6 +210,35 @@ fn a_fatal_bootstrap_code_stops_the_app_with_a_clear_error_and_no_retry_storm() 
     assert_eq!(get(&gw.admin_url("/healthz")).expect("healthz").status, 200);
 }
 
+/// A failure worth retrying at the very first connect (Lark busy: a handshake answered 500) is
+/// retried per the policy, as after a lost connection: the app connects on the next attempt
+/// and never shows as failed.
+#[test]
+fn a_retryable_refusal_of_the_first_connect_is_retried() {
+    let lark = LarkWs::start();
+    lark.set_client_config(serde_json::json!({
+        "ReconnectCount": -1, "ReconnectInterval": 1, "ReconnectNonce": 0, "PingInterval": 30
+    }));
+    lark.refuse_handshakes(1, "500", None);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = spawn(dir.path(), &config(&lark, "", ""));
+    connected(&lark, 1);
+    let accepted: Vec<bool> = lark.handshakes().iter().map(|(_, ok)| *ok).collect();
+    assert_eq!(accepted, [false, true], "refused once, then connected");
+    assert_eq!(lark.bootstraps().len(), 2, "every attempt bootstraps again");
+    assert!(
+        wait_until(WAIT, || get(&gw.admin_url("/readyz"))
+            .is_ok_and(|r| r.status == 200)),
+        "{}",
+        gw.log()
+    );
+    assert!(
+        !gw.log().contains("long connection stopped"),
+        "{}",
+        gw.log()
+    );
+}
+
 #[test]
 fn handshake_refused_for_the_connection_limit_is_fatal() {
     let lark = LarkWs::start();
