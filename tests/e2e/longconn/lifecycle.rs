@@ -187,3 +187,19 @@ fn the_connected_gauge_drops_as_soon_as_an_app_id_change_stops_the_connection() 
     lark.hold_bootstraps(false);
     assert!(at_once, "the gauge still said connected: {}", scrape());
 }
+
+/// A bootstrap answer is a few hundred bytes, and the gateway reads up to 64 KiB of one: an
+/// answer of several KiB (here a `ClientConfig` with a field the gateway does not know) is read
+/// whole, not cut to a few hundred bytes and refused as malformed.
+#[test]
+fn a_bootstrap_answer_of_several_kib_is_read_whole() {
+    let lark = LarkWs::start();
+    lark.set_client_config(serde_json::json!({
+        "ReconnectCount": -1, "ReconnectInterval": 1, "ReconnectNonce": 0, "PingInterval": 30,
+        "FutureSetting": "x".repeat(8 * 1024)
+    }));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = spawn(dir.path(), &config(&lark, "", ""));
+    connected(&lark, 1);
+    assert_eq!(lark.bootstraps().len(), 1, "{}", gw.log());
+}

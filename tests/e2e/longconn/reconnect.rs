@@ -210,6 +210,40 @@ fn a_fatal_bootstrap_code_stops_the_app_with_a_clear_error_and_no_retry_storm() 
     assert_eq!(get(&gw.admin_url("/healthz")).expect("healthz").status, 200);
 }
 
+/// A refusal that retrying cannot fix, met while reconnecting after a lost connection (here
+/// the 50-connection limit), stops the app as it would at the first connect: no retry storm.
+#[test]
+fn a_fatal_refusal_while_reconnecting_stops_the_app() {
+    let lark = LarkWs::start();
+    lark.set_client_config(serde_json::json!({
+        "ReconnectCount": -1, "ReconnectInterval": 1, "ReconnectNonce": 0, "PingInterval": 30
+    }));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = spawn(dir.path(), &config(&lark, "", ""));
+    connected(&lark, 1);
+    lark.refuse_handshakes(10, "514", Some("1000040350"));
+    lark.drop_connection();
+    assert!(
+        wait_until(WAIT, || gw.log().contains("long connection stopped")),
+        "{}",
+        gw.log()
+    );
+    assert!(gw.log().contains("1000040350"), "{}", gw.log());
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        lark.handshakes().len(),
+        2,
+        "one refused reconnect, no retry"
+    );
+    let ready = get(&gw.admin_url("/readyz")).expect("readyz");
+    assert_eq!(ready.status, 503);
+    assert!(
+        ready.body.contains("websocket app hire: failed"),
+        "{}",
+        ready.body
+    );
+}
+
 /// A failure worth retrying at the very first connect (Lark busy: a handshake answered 500) is
 /// retried per the policy, as after a lost connection: the app connects on the next attempt
 /// and never shows as failed.
