@@ -29,6 +29,8 @@ mod record;
 mod renew;
 mod restart;
 mod returned;
+#[cfg(test)]
+mod store_health_tests;
 mod sweep;
 #[cfg(test)]
 mod test_store;
