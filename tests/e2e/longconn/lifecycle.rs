@@ -39,6 +39,32 @@ fn sigterm_while_the_bootstrap_hangs_exits_promptly() {
     );
 }
 
+/// SIGTERM while a reload tries an app's new settings (its bootstrap held unanswered): the
+/// trial ends with the stop, and that is no refusal of the settings: nothing is logged or
+/// counted as "not applied".
+#[test]
+fn a_stop_during_a_trial_of_new_settings_is_no_refusal_of_them() {
+    let lark = LarkWs::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let with_secret = |secret: &str| config(&lark, "", "").replace("${WS_SECRET}", secret);
+    let mut gw = TestGateway::spawn(dir.path(), &with_secret(LarkWs::APP_SECRET));
+    connected(&lark, 1);
+    lark.hold_bootstraps(true);
+    std::fs::write(dir.path().join("gateway.toml"), with_secret("rotated")).expect("write");
+    gw.signal("HUP");
+    assert!(
+        wait_until(WAIT, || lark.bootstraps().len() >= 2),
+        "the reload's trial did not bootstrap\n{}",
+        gw.log()
+    );
+    gw.signal("TERM");
+    let status = gw.wait(Duration::from_secs(20)).expect("the gateway exits");
+    assert!(status.success(), "{status:?}\n{}", gw.log());
+    let log = gw.log();
+    assert!(log.contains("long connections closed"), "{log}");
+    assert!(!log.contains("were not applied"), "{log}");
+}
+
 /// A reload whose new app settings Lark refuses (a typo'd app_secret) leaves the working
 /// connection up: the new settings are tried first, and only a connection made with them
 /// replaces the old one. The reload reports the app's settings as not applied (API, log,
