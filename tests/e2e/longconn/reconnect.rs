@@ -210,6 +210,36 @@ fn a_fatal_bootstrap_code_stops_the_app_with_a_clear_error_and_no_retry_storm() 
     assert_eq!(get(&gw.admin_url("/healthz")).expect("healthz").status, 200);
 }
 
+/// `ClientConfig` values above the gateway's caps (a ping interval over 10 minutes, a
+/// reconnect wait over 5) are used as the caps, each with a warning naming the value and
+/// where it came from (README "Webhook or long connection?"), from a bootstrap answer and from
+/// a pong alike.
+#[test]
+fn client_config_values_above_the_caps_are_warned_about() {
+    let lark = LarkWs::start();
+    lark.set_client_config(serde_json::json!({
+        "ReconnectCount": -1, "ReconnectInterval": 86400, "ReconnectNonce": 0, "PingInterval": 30
+    }));
+    lark.pong_config_once(serde_json::json!({"PingInterval": 86400}));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = spawn(dir.path(), &config(&lark, "", ""));
+    connected(&lark, 1);
+    let warned = |line: &str| {
+        gw.log()
+            .lines()
+            .any(|l| l.contains(line) && l.contains("86400"))
+    };
+    assert!(
+        wait_until(WAIT, || warned(
+            "the bootstrap answer asked for a ReconnectInterval above the gateway's cap"
+        ) && warned(
+            "a pong asked for a PingInterval above the gateway's cap"
+        )),
+        "{}",
+        gw.log()
+    );
+}
+
 /// A refusal that retrying cannot fix, met while reconnecting after a lost connection (here
 /// the 50-connection limit), stops the app as it would at the first connect: no retry storm.
 #[test]
