@@ -498,4 +498,12 @@ fn a_stop_ends_within_one_shutdown_grace() {
         started.elapsed(),
         gw.log()
     );
+    // The call left running is said, with how many: its delivery stays pending and the next
+    // start counts a crashed attempt.
+    let log = gw.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("plugin calls still running") && l.contains("running=1")),
+        "{log}"
+    );
 }
