@@ -20,6 +20,9 @@ use std::time::Duration;
 use gateway_e2e::harness::{base_config, binaries, wait_until, TestGateway};
 use gateway_e2e::pgkit::PgCluster;
 
+#[path = "orphan_reload/late_calls.rs"]
+mod late_calls;
+
 const TOKEN: &str = "tok";
 const WAIT: Duration = Duration::from_secs(30);
 

@@ -195,29 +195,35 @@ pub(super) async fn finish_many(
     // Any generation: a dead letter of a newer one (replayed with --force while this call
     // hung, then dead-lettered by the orphan rule) kept this claim for this call too, and no
     // other call of the delivery runs here while this one did (one call per delivery).
-    // A dead letter of the call's own (its rejection, a panic, its last attempt) gives the dead
-    // letter its reason: the plugin's verdict (so the orphan rule's put-back leaves it).
-    let (returned, verdicts): (Vec<i64>, Vec<Option<&str>>) = records
+    // A dead letter of the call's own generation (its rejection, a panic, its last attempt)
+    // gives the dead letter its reason: the plugin's verdict (so the orphan rule's put-back
+    // leaves it). A newer generation's dead letter keeps its own reason (the orphan rule's, for
+    // one never attempted), as on the embedded store.
+    let mut returned = Vec::new();
+    let mut verdicts: Vec<Option<&str>> = Vec::new();
+    let mut generations = Vec::new();
+    for r in records
         .iter()
         .filter(|r| !applied.contains(&r.key) && !r.call_still_runs())
-        .map(|r| {
-            let verdict = match &r.finish {
-                Finish::Dead { error } => Some(error.as_str()),
-                _ => None,
-            };
-            (r.key, verdict)
-        })
-        .unzip();
+    {
+        returned.push(r.key);
+        verdicts.push(match &r.finish {
+            Finish::Dead { error } => Some(error.as_str()),
+            _ => None,
+        });
+        generations.push(r.guard.generation as i32);
+    }
     if !returned.is_empty() {
         let stmt = c
             .prepare_cached(
                 "UPDATE deliveries d SET claimed_by = NULL, lease_until = 0,
-                     last_error = COALESCE(u.verdict, d.last_error)
-                 FROM unnest($2::bigint[], $3::text[]) AS u(key, verdict)
+                     last_error = CASE WHEN d.generation = u.generation
+                         THEN COALESCE(u.verdict, d.last_error) ELSE d.last_error END
+                 FROM unnest($2::bigint[], $3::text[], $4::int[]) AS u(key, verdict, generation)
                  WHERE d.key = u.key AND d.state = 'dead' AND d.claimed_by = $1",
             )
             .await?;
-        c.execute(&stmt, &[&claim.replica, &returned, &verdicts])
+        c.execute(&stmt, &[&claim.replica, &returned, &verdicts, &generations])
             .await?;
     }
     Ok(records.iter().map(|r| applied.contains(&r.key)).collect())

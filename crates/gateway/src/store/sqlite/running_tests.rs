@@ -351,3 +351,42 @@ fn a_rejection_after_the_orphan_rule_stands() {
         assert_eq!(store.replay(back).await.expect("replay"), 0);
     });
 }
+
+/// A late rejection of an older generation (a forced replay made a new one, which the orphan
+/// rule then dead-lettered) is not the new dead letter's verdict: its reason stays the rule's,
+/// and the put-back takes it.
+#[test]
+fn a_late_rejection_of_an_older_generation_leaves_the_orphan_rules_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
+        let key = timed_out_dead_letter(&store, "old").await;
+        let forced = ReplaySelector::DeadLetters {
+            plugin: None,
+            force: true,
+        };
+        assert_eq!(store.replay(forced).await.expect("replay"), 1);
+        let gone = store.dead_letter_plugin("p".into(), "removed".into(), i64::MAX, Vec::new());
+        let gone = gone.await.expect("orphans").orphans;
+        assert_eq!((gone[0].key, gone[0].generation), (key, 1));
+        let late = record(
+            key,
+            at(1, true, false),
+            1,
+            dead("no such account"),
+            "reject",
+        );
+        assert_eq!(store.finish_many(vec![late]).await.expect("late"), [false]);
+        let d = shown(&store, "old");
+        assert_eq!(
+            (d.state.as_str(), d.last_error.as_deref()),
+            ("dead", Some("removed")),
+            "{d:?}"
+        );
+        let back = ReplaySelector::Orphans {
+            keys: vec![(key, 1)],
+            reason: "removed".into(),
+        };
+        assert_eq!(store.replay(back).await.expect("replay"), 1);
+    });
+}
