@@ -98,6 +98,89 @@ fn readiness_is_503_while_the_store_cannot_write() {
     assert_eq!(send(&gw, "full-1"), 200, "Lark's retry is stored");
 }
 
+/// The config with one `testkit` instance `name` (its settings `kit`) taking `t.x`.
+fn with_instance(name: &str, kit: &str) -> String {
+    format!(
+        r#"{base}{app}
+[delivery]
+initial_backoff = "2s"
+max_backoff = "2s"
+removed_plugin_grace = "1h"
+
+[[plugins]]
+name = "{name}"
+library = "{lib}"
+config = {{ {kit}, record = "data/{name}.jsonl" }}
+
+[[routes]]
+events = ["t.x"]
+plugins = ["{name}"]
+"#,
+        base = base_config(),
+        app = app(),
+        lib = harness::binaries().testkit.display(),
+    )
+}
+
+/// A start mark the store refuses stops every new call until the store takes writes again.
+/// When a reload removes the instance whose mark it was, that write is given up: nothing of
+/// the engine writes again, so the waiting dispatchers must find out by themselves that the
+/// store recovered (they probe it). They used to wait for a write that never came: once the
+/// disk had room again, no plugin was called until a restart.
+#[test]
+fn calls_resume_after_a_refused_start_mark_whose_instance_a_reload_removed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = with_instance("p", r#"mode = "retry_then_ok""#);
+    let gw = TestGateway::spawn_after(dir.path(), &first, "trap '' XFSZ");
+    assert_eq!(send(&gw, "first"), 200);
+    // Its first call asked for a retry, recorded: due 2 s later.
+    assert!(
+        wait_until(Duration::from_secs(20), || gw.delivery("first", "p")
+            ["attempts"]
+            == 1),
+        "{}",
+        gw.log()
+    );
+    file_size_limit(gw.pid(), "1");
+    assert!(
+        wait_until(Duration::from_secs(20), || gw
+            .log()
+            .contains("could not mark deliveries as started")),
+        "the retry's start mark was not refused: {}",
+        gw.log()
+    );
+    // `p` removed (its mark given up), `q` added, while the store still refuses writes.
+    std::fs::write(
+        dir.path().join("gateway.toml"),
+        with_instance("q", r#"mode = "ok""#),
+    )
+    .expect("write");
+    gw.signal("HUP");
+    assert!(
+        wait_until(Duration::from_secs(20), || gw
+            .log()
+            .contains("config reloaded")),
+        "{}",
+        gw.log()
+    );
+    file_size_limit(gw.pid(), "unlimited");
+    assert!(
+        wait_until(Duration::from_secs(5), || readyz(&gw) == 200),
+        "{}",
+        gw.log()
+    );
+    assert_eq!(send(&gw, "second"), 200);
+    assert!(
+        wait_until(Duration::from_secs(10), || gw
+            .calls("q")
+            .iter()
+            .any(|c| c["event_id"] == "second" && c["outcome"] == "ok")),
+        "no call started after the store recovered: {}\n{}",
+        gw.delivery("second", "q"),
+        gw.log()
+    );
+}
+
 /// The processes of a PostgreSQL server stopped (SIGSTOP), continued when dropped so the
 /// cluster can shut down.
 struct Frozen(Vec<u32>);

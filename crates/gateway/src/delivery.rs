@@ -83,8 +83,15 @@ impl StoreHealth {
         }
     }
 
-    /// Returns once the store takes writes (true), or when `cancel` fires (false).
-    async fn writable(&self, cancel: &CancellationToken) -> bool {
+    /// Returns once the store takes writes (true), or when `cancel` fires (false). While it
+    /// refuses them, `probe` (the store's write probe) is tried once a second: the write that
+    /// failed may never be tried again (a start mark is given up when a reload removes its
+    /// instance), and no other write of the engine would then say that the store recovered.
+    async fn writable(
+        &self,
+        probe: impl Fn() -> crate::store::StoreFuture<()>,
+        cancel: &CancellationToken,
+    ) -> bool {
         loop {
             let notified = self.changed.notified();
             if self.ok.load(Ordering::SeqCst) {
@@ -93,8 +100,14 @@ impl StoreHealth {
             tokio::select! {
                 _ = notified => {}
                 _ = cancel.cancelled() => return false,
-                // Belt and braces: never rely on a single wake-up.
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                    tokio::select! {
+                        probed = probe() => if probed.is_ok() {
+                            self.set(true);
+                        },
+                        _ = cancel.cancelled() => return false,
+                    }
+                }
             }
         }
     }

@@ -79,7 +79,8 @@ impl Engine {
             };
             // No new call while an outcome waits for the store: at most `max_concurrency`
             // calls per plugin are ever made but not recorded.
-            if !self.health.writable(&queue.cancel).await {
+            let probe = || self.store.probe();
+            if !self.health.writable(probe, &queue.cancel).await {
                 self.known.drop_key(job.key, job.generation);
                 break;
             }
