@@ -170,7 +170,7 @@ impl Engine {
                 let message = detail::cap(message);
                 tracing::error!(panic = %message, "the timed-out call panicked: restarting instance");
                 let finish = Finish::Dead {
-                    error: format!("panicked: {message}"),
+                    error: detail::cap(format!("panicked: {message}")),
                 };
                 self.record(job, at(false), attempt, finish, trace("late panicked"))
                     .await

@@ -280,6 +280,25 @@ mod late {
     }
 
     #[tokio::test]
+    async fn a_late_panics_reason_is_capped_like_any_other() {
+        let (_dir, engine, store) = setup().await;
+        let recorded = retried();
+        let job = timed_out(&store, "late-long-panic", &recorded).await;
+        let long = Some(CallOutcome::Panicked {
+            message: "x".repeat(10_000),
+        });
+        let ended = engine
+            .late(&job, 1, long, (true, true, &recorded), trace)
+            .await;
+        assert!(ended);
+        let e = store.event("late-long-panic".into()).await.expect("read");
+        let error = e.expect("event").deliveries[0].last_error.clone();
+        let error = error.expect("a reason");
+        assert!(error.starts_with("panicked: xxx"), "{error}");
+        assert!(error.len() <= detail::MAX_DETAIL, "{} bytes", error.len());
+    }
+
+    #[tokio::test]
     async fn a_late_failure_does_not_apply_over_another_attempts_mark() {
         for (kind, outcome) in [("reject", reject()), ("panic", panicked())] {
             let (_dir, engine, store) = setup().await;
