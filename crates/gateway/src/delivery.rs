@@ -163,7 +163,9 @@ impl Engine {
     /// alone, a delivery with a crash behind it, runs meanwhile), held until the guard drops or
     /// `[delivery] timeout` passes, as a hung call's is: for a reload's in-process library
     /// loads and `init`s (native code that may kill the process, which must not be charged to
-    /// such a delivery). Waits for a call running alone to end (at most its timeout).
+    /// such a delivery). Waits for a call running alone to end: at most its timeout, but its
+    /// hold also covers the writes of its start mark and outcome, retried while the store
+    /// refuses writes (so a reload waits for the store then).
     pub fn beside_calls_blocking(&self) -> BesideCalls {
         let limit = self.config().timeout;
         let gate = self.gate.clone();
