@@ -70,6 +70,7 @@ pub fn check(config: &Config, connect: bool) -> ExitCode {
         config.max_connections_per_client,
         &config.trusted_proxies,
     ));
+    warnings.extend(config.apps.iter().filter_map(unauthenticated));
     for p in &config.plugins {
         if !config.routes.iter().any(|r| r.plugins.contains(&p.name)) {
             warnings.push(format!(
@@ -469,6 +470,20 @@ fn per_client_behind_proxy(
          server.trusted_proxies says a proxy is in front: every connection through it counts \
          as the proxy's (limit per client at the proxy instead)"
             .to_owned()
+    })
+}
+
+/// A webhook app with neither a verification token nor an Encrypt Key takes any POST to its
+/// path as Lark's; and event ids are de-duplicated across apps, so whoever can post there can
+/// also take an id another app's real event then finds already stored (a duplicate).
+fn unauthenticated(app: &crate::config::App) -> Option<String> {
+    let w = app.webhook()?;
+    (app.verification_token.is_none() && w.encrypt_key.is_none()).then(|| {
+        format!(
+            "app {}: neither verification_token nor encrypt_key: any POST to {} is taken as \
+             Lark's, and its event ids count for every app's de-duplication",
+            app.name, w.path
+        )
     })
 }
 

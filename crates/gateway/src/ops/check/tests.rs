@@ -22,3 +22,24 @@ fn a_limit_per_client_behind_a_proxy_is_warned_about() {
     assert!(per_client_behind_proxy(None, &proxy).is_none());
     assert!(per_client_behind_proxy(Some(8), &[]).is_none());
 }
+
+#[test]
+fn a_webhook_app_without_token_or_key_is_warned_about() {
+    use crate::config::validated::Transport;
+    use crate::config::{App, WebhookApp};
+    let app = |token: Option<&str>, key: Option<&str>| App {
+        name: "open".into(),
+        verification_token: token.map(str::to_owned),
+        app_id: None,
+        transport: Transport::Webhook(WebhookApp {
+            path: "/hook".into(),
+            encrypt_key: key.map(str::to_owned),
+            cipher: None,
+            max_clock_skew: None,
+        }),
+    };
+    let w = unauthenticated(&app(None, None)).expect("warned");
+    assert!(w.contains("app open") && w.contains("/hook"), "{w}");
+    assert!(unauthenticated(&app(Some("t"), None)).is_none());
+    assert!(unauthenticated(&app(None, Some("k"))).is_none());
+}
