@@ -23,6 +23,8 @@ fn the_systemd_unit_verifies() {
         "KillMode=mixed",
         // A plugin's exit(0) ends the process too: restarted.
         "Restart=always",
+        // An isolated plugin's child killed for memory does not stop the gateway.
+        "OOMPolicy=continue",
     ] {
         assert!(unit.contains(needed), "the unit sets {needed}");
     }
