@@ -179,6 +179,42 @@ struct WireOutcome {
     retry_after_ms: Option<u64>,
 }
 
+/// The most outcomes an answer may hold: a batch's largest size (`[delivery] max_batch` is at
+/// most 10,000). A frame of `{"code":0},` repeated fits millions in its 64 MiB and would make
+/// the gateway hold about ten times that while it is parsed: refused at the first past this.
+const MAX_OUTCOMES: usize = 10_000;
+
+/// An answer's outcomes, at most [`MAX_OUTCOMES`] of them.
+struct Capped(Vec<WireOutcome>);
+
+impl<'de> Deserialize<'de> for Capped {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Capped, D::Error> {
+        struct Seq;
+        impl<'de> serde::de::Visitor<'de> for Seq {
+            type Value = Capped;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "a list of at most {MAX_OUTCOMES} outcomes")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Capped, A::Error> {
+                let mut out = Vec::new();
+                while let Some(o) = seq.next_element::<WireOutcome>()? {
+                    if out.len() == MAX_OUTCOMES {
+                        return Err(serde::de::Error::custom(format!(
+                            "more than {MAX_OUTCOMES} outcomes"
+                        )));
+                    }
+                    out.push(o);
+                }
+                Ok(Capped(out))
+            }
+        }
+        d.deserialize_seq(Seq)
+    }
+}
+
 fn to_wire(o: &CallOutcome, budget: usize) -> WireOutcome {
     let (code, reason, retry_after_ms) = match o {
         CallOutcome::Ok => (0, String::new(), None),
@@ -369,7 +405,7 @@ impl FromChild {
             15 => FromChild::Described(json(b)?),
             12 => {
                 let id = u64_at(&mut b)?;
-                let wire: Vec<WireOutcome> = json(b)?;
+                let Capped(wire) = json(b)?;
                 FromChild::Outcomes {
                     id,
                     outcomes: wire.into_iter().map(from_wire).collect(),

@@ -173,6 +173,34 @@ fn a_frame_larger_than_its_kind_allows_is_refused_before_its_body_is_read() {
     );
 }
 
+/// An answer holding more outcomes than any batch (10,000 at most) is refused while it is
+/// parsed, not turned into millions of outcomes first.
+#[test]
+fn an_answer_with_more_outcomes_than_any_batch_is_refused() {
+    let answer = |n: usize| {
+        let mut json = b"[".to_vec();
+        for i in 0..n {
+            if i > 0 {
+                json.push(b',');
+            }
+            json.extend_from_slice(br#"{"code":0}"#);
+        }
+        json.push(b']');
+        let mut frame = ((json.len() + 9) as u32).to_le_bytes().to_vec();
+        frame.push(12);
+        frame.extend_from_slice(&7u64.to_le_bytes());
+        frame.extend_from_slice(&json);
+        frame
+    };
+    match FromChild::read(&mut answer(10_000).as_slice()).expect("read") {
+        Some(FromChild::Outcomes { outcomes, .. }) => assert_eq!(outcomes.len(), 10_000),
+        other => panic!("{other:?}"),
+    }
+    let e = FromChild::read(&mut answer(10_001).as_slice()).expect_err("refused");
+    assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+    assert!(e.to_string().contains("more than 10000 outcomes"), "{e}");
+}
+
 /// Regression: a frame from the child with a tag only the gateway sends (`Batch`) was allowed
 /// a gateway's frame size, a gigabyte allocated for a child's stray bytes; each direction now
 /// refuses the other's kinds after the tag.
