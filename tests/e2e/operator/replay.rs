@@ -351,3 +351,52 @@ fn an_operator_write_waits_for_a_write_lock_held_past_one_second() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("2 deliveries queued again"), "{out}");
 }
+
+/// `replay --dead-letters --plugin P` lists, counts and queues P's dead letters only, never
+/// another instance's dead letters of the same events.
+#[test]
+fn a_dead_letter_replay_for_one_plugin_lists_only_its_own() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lib = gateway_e2e::harness::binaries()
+        .testkit
+        .display()
+        .to_string();
+    let cfg = config().replace("plugins = [\"kit\"]", "plugins = [\"kit\", \"also\"]")
+        + &format!(
+            r#"
+[[plugins]]
+name = "also"
+library = "{lib}"
+config = {{ mode = "reject", record = "data/also.jsonl" }}
+"#
+        );
+    let gw = TestGateway::spawn(dir.path(), &cfg);
+    for id in ["two-1", "two-2"] {
+        gw.send_plain(TOKEN, id, "test.bad");
+    }
+    let dead = || {
+        let (code, out, err) = gw.cli(&["dead-letters", "--json"]);
+        assert_eq!(code, 0, "{err}");
+        out.lines().count()
+    };
+    assert!(wait_until(Duration::from_secs(10), || dead() == 4));
+    for (args, verb, tail) in [
+        (
+            &["replay", "--dead-letters", "--plugin", "kit", "--dry-run"][..],
+            "would replay ",
+            "2 deliveries would be queued again (dry run)\n",
+        ),
+        (
+            &["replay", "--dead-letters", "--plugin", "kit"],
+            "replaying ",
+            "2 deliveries queued again\n",
+        ),
+    ] {
+        let (code, out, err) = gw.cli(args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        let listed: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix(verb)).collect();
+        assert_eq!(listed.len(), 2, "{args:?}: {out}");
+        assert!(listed.iter().all(|l| l.contains(":kit (dead")), "{out}");
+        assert!(out.ends_with(tail), "{args:?}: {out}");
+    }
+}
