@@ -283,7 +283,8 @@ fn rebuild(conn: &Connection, from: Layout) -> Result<(), StoreError> {
     if lost != 0 || dangling != 0 {
         return Err(StoreError(format!(
             "migrating to schema version {SCHEMA_VERSION}: {lost} deliveries without their \
-             event, {dangling} rows pointing nowhere; the store is left unchanged"
+             event, {dangling} rows pointing nowhere; its rows are left as they were (only the \
+             new layout's empty tables and columns were added)"
         )));
     }
     tx.execute_batch(
