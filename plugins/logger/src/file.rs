@@ -55,6 +55,12 @@ pub(crate) struct FileSink {
     /// Batches appended so far (raised under `appender`'s lock, read without it: the sync
     /// stage never takes that lock while it holds `synced`, which `reopen` takes inside it).
     written: AtomicU64,
+    /// Batches whose write began (the one being written included): raised under `appender`'s
+    /// lock before the write. A failed sync fails all of them, not only those counted in
+    /// `written` when it began: the kernel writes back whatever pages are dirty, a batch still
+    /// being written included, and reports the failure once per open file (that batch's own
+    /// sync would then pass).
+    started: AtomicU64,
     appender: Mutex<Appender>,
     synced: Mutex<Synced>,
 }
@@ -78,6 +84,7 @@ impl FileSink {
             path,
             fsync,
             written: AtomicU64::new(0),
+            started: AtomicU64::new(0),
             appender: Mutex::new(Appender {
                 file: opened.file,
                 torn: opened.torn,
@@ -101,19 +108,26 @@ impl FileSink {
                 self.reopen(&mut a)?;
             }
             let Appender { file, torn } = &mut *a;
+            // Both counters move only under this lock: a batch's number is the same in each.
+            let mine = self.started.fetch_add(1, Ordering::SeqCst) + 1;
             let failed = match write_lines(file, torn, bytes) {
                 Ok(()) => None,
-                Err(e) if e.whole == 0 => return Err(e),
+                Err(e) if e.whole == 0 => {
+                    self.started.fetch_sub(1, Ordering::SeqCst);
+                    return Err(e);
+                }
                 // The lines written whole stay (made durable below, reported written).
                 Err(AppendError { error, whole }) => Some((error, whole)),
             };
-            (self.written.fetch_add(1, Ordering::SeqCst) + 1, failed)
+            self.written.store(mine, Ordering::SeqCst);
+            (mine, failed)
         };
         if self.fsync {
             let mut s = self.synced.lock().map_err(|_| poisoned())?;
             // Every batch counted here was appended (whole, or its whole lines) before the count.
             let target = self.written.load(Ordering::SeqCst);
-            sync_covering(&mut s, mine, target, |f| f.sync_data())?;
+            let begun = || self.started.load(Ordering::SeqCst);
+            sync_covering(&mut s, mine, target, begun, |f| f.sync_data())?;
         }
         match failed {
             None => Ok(()),
@@ -134,7 +148,7 @@ impl FileSink {
             // A failure is booked (`failed_through`): every batch it covered gets it from its
             // own sync stage. Not this batch's error: it goes to the new file all the same (else
             // one failed sync, then a rotation, failed every later batch).
-            let _ = sync_covering(&mut s, written, written, |f| f.sync_data());
+            let _ = sync_covering(&mut s, written, written, || written, |f| f.sync_data());
         }
         a.file = opened.file;
         a.torn = opened.torn;
@@ -144,11 +158,13 @@ impl FileSink {
 }
 
 /// Makes batch `mine` durable: a sync (of every batch up to `target`) unless one already
-/// covered it; an error if a sync that covered it failed.
+/// covered it; an error if a sync that covered it failed. A sync that fails covered every
+/// batch `begun` says had begun by then (see `FileSink::started`).
 fn sync_covering(
     s: &mut Synced,
     mine: u64,
     target: u64,
+    begun: impl FnOnce() -> u64,
     sync: impl FnOnce(&File) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
     if mine <= s.failed_through {
@@ -158,7 +174,7 @@ fn sync_covering(
     }
     if s.through < mine {
         if let Err(e) = sync(&s.file) {
-            s.failed_through = s.failed_through.max(target);
+            s.failed_through = s.failed_through.max(target).max(begun());
             return Err(e);
         }
         s.through = target;

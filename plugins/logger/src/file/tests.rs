@@ -94,19 +94,77 @@ fn a_failed_sync_fails_every_write_it_covered_and_no_later_sync_clears_it() {
     let mut s = synced(0, 0);
     let failing = |_: &File| Err(std::io::Error::other("EIO"));
     // Writes 1 and 2 are appended; 1's sync fails.
-    assert!(sync_covering(&mut s, 1, 2, failing).is_err());
+    assert!(sync_covering(&mut s, 1, 2, || 2, failing).is_err());
     // 2 was covered by it: an error, without another sync (which would pass on Linux).
     let mut called = false;
-    let r = sync_covering(&mut s, 2, 2, |_| {
-        called = true;
-        Ok(())
-    });
+    let r = sync_covering(
+        &mut s,
+        2,
+        2,
+        || 2,
+        |_| {
+            called = true;
+            Ok(())
+        },
+    );
     assert!(r.is_err() && !called);
     // A write after it is synced again and can succeed.
-    assert!(sync_covering(&mut s, 3, 3, |_| Ok(())).is_ok());
+    assert!(sync_covering(&mut s, 3, 3, || 3, |_| Ok(())).is_ok());
     assert_eq!((s.through, s.failed_through), (3, 2));
     // Covered by that sync: no other one.
-    assert!(sync_covering(&mut s, 3, 4, |_| panic!("synced twice")).is_ok());
+    assert!(sync_covering(&mut s, 3, 4, || 4, |_| panic!("synced twice")).is_ok());
+}
+
+/// A batch still being written while another batch's sync fails was covered by that sync too
+/// (its dirty pages were written back, and failed, with the others); its own sync would pass
+/// (Linux reports the failure once per open file): it fails all the same.
+#[test]
+fn a_failed_sync_fails_a_batch_whose_write_began_before_it_failed() {
+    let mut s = synced(0, 0);
+    let failing = |_: &File| Err(std::io::Error::other("EIO"));
+    // Batch 1 is appended and syncs; batch 2's write has begun, not counted yet.
+    assert!(sync_covering(&mut s, 1, 1, || 2, failing).is_err());
+    let mut called = false;
+    let r = sync_covering(
+        &mut s,
+        2,
+        2,
+        || 2,
+        |_| {
+            called = true;
+            Ok(())
+        },
+    );
+    assert!(r.is_err() && !called, "batch 2 was reported on disk");
+    assert!(sync_covering(&mut s, 3, 3, || 3, |_| Ok(())).is_ok());
+}
+
+/// Batches counted by `started` and `written` alike: a write that wrote nothing takes its
+/// number back, so the next batch has the same number in both.
+#[test]
+fn a_write_that_wrote_nothing_takes_its_number_back() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("a.jsonl");
+    let sink = FileSink::open(path.clone(), true).expect("open");
+    sink.append(b"{\"n\":1}\n").expect("append");
+    let counts = || {
+        (
+            sink.started.load(Ordering::SeqCst),
+            sink.written.load(Ordering::SeqCst),
+        )
+    };
+    assert_eq!(counts(), (1, 1));
+    // The same file, read only: the next write fails before a byte is written.
+    let writable = {
+        let mut a = sink.appender.lock().expect("lock");
+        std::mem::replace(&mut a.file, File::open(&path).expect("open"))
+    };
+    let e = sink.append(b"{\"n\":2}\n").expect_err("a read-only file");
+    assert_eq!(e.whole, 0);
+    assert_eq!(counts(), (1, 1));
+    sink.appender.lock().expect("lock").file = writable;
+    sink.append(b"{\"n\":3}\n").expect("append");
+    assert_eq!(counts(), (2, 2));
 }
 
 /// Appends that sync while others reopen a rotated file: no lock cycle (the sync stage used
@@ -147,12 +205,13 @@ fn a_failed_sync_then_a_rotation_fails_only_the_batches_it_covered() {
     {
         let mut a = sink.appender.lock().expect("lock");
         a.file.write_all(b"{\"n\":2}\n").expect("write");
+        sink.started.fetch_add(1, Ordering::SeqCst);
         sink.written.fetch_add(1, Ordering::SeqCst);
     }
     {
         let mut s = sink.synced.lock().expect("lock");
         let failing = |_: &File| Err(std::io::Error::other("EIO"));
-        assert!(sync_covering(&mut s, 2, 2, failing).is_err());
+        assert!(sync_covering(&mut s, 2, 2, || 2, failing).is_err());
     }
     std::fs::rename(&path, dir.path().join("a.jsonl.1")).expect("rotate");
     for n in 3..6 {
