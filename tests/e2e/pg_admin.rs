@@ -160,3 +160,76 @@ fn check_gives_up_on_a_database_that_does_not_answer() {
     });
     drop(gws);
 }
+
+/// `replay --dead-letters` writes one step per configured instance; when a later step fails
+/// after earlier ones went in, the command fails saying how many deliveries it had queued
+/// (they stay queued), not as if nothing had happened. Here a trigger refuses the writes to
+/// the second instance's deliveries.
+#[test]
+fn a_replay_that_fails_part_way_says_how_many_it_queued() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("partway");
+    let (dirs, _gws, urls) = replicas(1, &replica_config("30s", r#"mode = "ok""#), &url);
+    assert_eq!(send(&events("partway", 1), urls, |_| vec![0]), 0);
+    pg.sql(
+        "partway",
+        "INSERT INTO events (id, app, event_type, schema, received_at, body, routed)
+         SELECT id, 'hire', 'test.gone', '2.0',
+                (extract(epoch FROM clock_timestamp()) * 1000)::bigint, '{}', true
+         FROM (VALUES ('pw-1'), ('pw-2')) AS v(id);
+         INSERT INTO deliveries (event_id, plugin, state, attempts, next_at, last_error, updated_at)
+         VALUES ('pw-1', 'first', 'dead', 1, 0, 'made by hand', 0),
+                ('pw-2', 'second', 'dead', 1, 0, 'made by hand', 0);
+         CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$;
+         CREATE TRIGGER refuse BEFORE UPDATE ON deliveries FOR EACH ROW
+           WHEN (OLD.plugin = 'second') EXECUTE FUNCTION refuse();",
+    );
+    let running = std::fs::read_to_string(dirs[0].path().join("gateway.toml")).expect("config");
+    let lib = gateway_e2e::harness::binaries()
+        .testkit
+        .display()
+        .to_string();
+    let cli = dirs[0].path().join("operator.toml");
+    std::fs::write(
+        &cli,
+        running.replace(
+            "[[routes]]",
+            &format!(
+                "[[plugins]]\nname = \"first\"\nlibrary = \"{lib}\"\n\n\
+                 [[plugins]]\nname = \"second\"\nlibrary = \"{lib}\"\n\n[[routes]]"
+            ),
+        ),
+    )
+    .expect("write");
+    let (code, out, err) = gateway_e2e::harness::run_cli_with_env(
+        &cli,
+        &["replay", "--dead-letters"],
+        &[("PG_URL", &url)],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("refused by the test") && err.contains("(after 1 deliveries queued again)"),
+        "{err}"
+    );
+    assert_eq!(
+        pg.sql(
+            "partway",
+            "SELECT plugin || '|' || state FROM deliveries WHERE event_id LIKE 'pw-%' \
+             ORDER BY plugin"
+        ),
+        "first|pending\nsecond|dead",
+        "the first step stays"
+    );
+    // A first step that fails queued nothing, and says nothing of the kind.
+    let (code, out, err) = gateway_e2e::harness::run_cli_with_env(
+        &cli,
+        &["replay", "--dead-letters", "--plugin", "second"],
+        &[("PG_URL", &url)],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("refused by the test") && !err.contains("queued again"),
+        "{err}"
+    );
+}
