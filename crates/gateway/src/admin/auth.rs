@@ -176,7 +176,12 @@ impl Auth {
         // Sessions first, then the token: the order `login` takes them in.
         let mut sessions = lock(&self.sessions);
         let mut token = self.token.write().unwrap_or_else(PoisonError::into_inner);
-        if token.as_deref() == new.as_ref() {
+        let same = match (token.as_deref(), new.as_ref()) {
+            (Some(old), Some(new)) => secret_eq(&old.0, &new.0),
+            (None, None) => true,
+            _ => false,
+        };
+        if same {
             return false;
         }
         *token = new.map(Arc::new);

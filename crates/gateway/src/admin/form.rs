@@ -57,6 +57,10 @@ fn decode_as(text: &str, plus_is_space: bool) -> Option<String> {
             b'+' if plus_is_space => out.push(b' '),
             b'%' => {
                 let hex = text.get(i + 1..i + 3)?;
+                // Two hex digits: `from_str_radix` also takes a sign (`%+a`).
+                if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return None;
+                }
                 out.push(u8::from_str_radix(hex, 16).ok()?);
                 i += 2;
             }
@@ -90,6 +94,12 @@ pub fn esc(text: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
+            // As a reference: a browser turns a raw CR into LF before it parses the page, so
+            // an event id with one, read back from an attribute, would name no event.
+            c if c.is_control() => {
+                use std::fmt::Write as _;
+                let _ = write!(out, "&#{};", u32::from(c));
+            }
             c => out.push(c),
         }
     }
@@ -130,6 +140,16 @@ mod tests {
         assert_eq!(query("app=caf%E9"), Err("query parameter \"app\"".into()));
         assert_eq!(query("limit=%zz"), Err("query parameter \"limit\"".into()));
         assert!(query("%FF=1").is_err());
+        // A sign is no hex digit.
+        assert_eq!(decode("%+a"), None);
+        assert_eq!(decode_path("%-1"), None);
+        assert_eq!(decode_path("%2B%2f").as_deref(), Some("+/"));
+    }
+
+    #[test]
+    fn control_characters_are_escaped_as_references() {
+        assert_eq!(esc("x\r\ny\tz"), "x&#13;&#10;y&#9;z");
+        assert_eq!(esc("é\u{85}"), "é&#133;");
     }
 
     #[test]
