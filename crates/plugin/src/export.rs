@@ -93,8 +93,20 @@ struct Hosted<T> {
     log: AbiLog,
 }
 
-/// Builds the static descriptor for `T`. `name`/`version` must be NUL-terminated.
+/// Whether `s` ends in a NUL (what the host reads the descriptor's strings up to).
+const fn nul_terminated(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty() && b[b.len() - 1] == 0
+}
+
+/// Builds the static descriptor for `T`. `name`/`version` must be NUL-terminated: checked (in a
+/// `static`, at compile time), so this safe function never hands the host a string it would
+/// read past the end of.
 pub const fn descriptor<T: Plugin>(name: &'static str, version: &'static str) -> PluginDescriptor {
+    assert!(
+        nul_terminated(name) && nul_terminated(version),
+        "a plugin descriptor's name and version must end in a NUL"
+    );
     PluginDescriptor {
         abi_major: abi::ABI_MAJOR,
         abi_minor: abi::ABI_MINOR,

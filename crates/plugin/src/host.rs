@@ -155,9 +155,13 @@ impl Library {
         lib: &'static libloading::os::unix::Library,
     ) -> Result<Library, LoadError> {
         // SAFETY: the symbol's type is fixed by the ABI (`EntryFn`); a library exporting a
-        // different type under this exact name violates the plugin contract.
-        let entry = unsafe { lib.get::<abi::EntryFn>(abi::ENTRY_SYMBOL) }
-            .map_err(|_| LoadError::NoEntry { path: path.clone() })?;
+        // different type under this exact name violates the plugin contract. Read as an
+        // `Option`: a symbol that resolves to address 0 (a weak undefined one) is `None`, never
+        // a null function pointer.
+        let entry = unsafe { lib.get::<Option<abi::EntryFn>>(abi::ENTRY_SYMBOL) }
+            .ok()
+            .and_then(|e| *e)
+            .ok_or_else(|| LoadError::NoEntry { path: path.clone() })?;
         // SAFETY: calling the entry function is allowed any number of times (ABI contract).
         let ptr = unsafe { entry() };
         // SAFETY: a non-null descriptor pointer from the entry function is static, immutable
@@ -511,10 +515,21 @@ unsafe extern "C" fn host_log(ctx: *const c_void, level: u32, message: GwStr) {
         let Some((instance, log)) = ctx.live() else {
             return; // the instance is gone: nowhere to log to
         };
+        if message.len > isize::MAX as usize {
+            // No slice can be that long (`from_raw_parts` would be undefined behaviour): a C
+            // plugin's bug, e.g. a failed `snprintf`'s -1 cast to `size_t`.
+            let said = format!(
+                "(the plugin logged a message of impossible length {})",
+                message.len
+            );
+            log(&instance, Level::from_abi(level), &said);
+            return;
+        }
         let bytes = if message.ptr.is_null() || message.len == 0 {
             &[][..]
         } else {
-            // SAFETY: the plugin passes a borrowed, readable buffer for the duration of the call.
+            // SAFETY: the plugin passes a borrowed, readable buffer for the duration of the
+            // call; its length is at most `isize::MAX` (checked above).
             unsafe { std::slice::from_raw_parts(message.ptr, message.len) }
         };
         log(

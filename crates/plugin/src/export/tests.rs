@@ -243,3 +243,17 @@ fn a_panic_payload_that_panics_as_it_is_dropped_never_leaves_an_entry() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The descriptor's strings are read by the host up to their NUL: one without is refused
+/// where it is built (at compile time in the export macro's `static`), never read past.
+#[test]
+#[should_panic(expected = "must end in a NUL")]
+fn a_descriptor_string_without_its_nul_is_refused() {
+    let _ = descriptor::<Keeper>("keeper", "0.1.0\0");
+}
+
+#[test]
+fn a_descriptor_with_nul_terminated_strings_is_built() {
+    let d = descriptor::<Keeper>("keeper\0", "0.1.0\0");
+    assert_eq!(d.abi_major, abi::ABI_MAJOR);
+}

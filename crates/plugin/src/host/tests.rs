@@ -385,3 +385,64 @@ fn a_careless_plugins_unwritten_slots_and_impossible_lengths_are_said() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Where the log test below keeps its instance's host table (its own: `STASHED` is another
+/// test's).
+static LOGGER_TABLE: Mutex<Option<(usize, LogFn)>> = Mutex::new(None);
+
+unsafe extern "C" fn logger_init(
+    _: GwStr,
+    host: *const HostApi,
+    out_instance: *mut *mut c_void,
+    _: *mut GwBuf,
+) -> u32 {
+    // SAFETY: the host passes a valid table for the duration of `init`.
+    let api = unsafe { &*host };
+    if let Ok(mut s) = LOGGER_TABLE.lock() {
+        *s = Some((api.ctx as usize, api.log));
+    }
+    // SAFETY: a valid out-pointer; any non-null pointer will do as the instance.
+    unsafe { *out_instance = std::ptr::NonNull::<u8>::dangling().as_ptr().cast() };
+    abi::INIT_OK
+}
+
+static LOGGER: abi::PluginDescriptor = abi::PluginDescriptor {
+    abi_major: abi::ABI_MAJOR,
+    abi_minor: abi::ABI_MINOR,
+    struct_size: abi::DESCRIPTOR_SIZE,
+    build_tag: c"raw test plugin".as_ptr(),
+    name: c"raw".as_ptr(),
+    version: c"0.0.1".as_ptr(),
+    init: logger_init,
+    handle: raw_handle,
+    free_buf: raw_free_buf,
+    shutdown: raw_shutdown,
+    handle_batch: None,
+};
+
+/// A C plugin's log call with a length no buffer can have (a failed `snprintf`'s -1 cast to
+/// `size_t`) is said, not read: the slice it made was undefined behaviour (a debug build
+/// aborts the whole process on it).
+#[test]
+fn a_log_message_of_impossible_length_is_said_not_read() {
+    // SAFETY: a static descriptor of this ABI.
+    let lib = unsafe { Library::from_descriptor("raw.so".into(), &LOGGER) }.expect("valid");
+    let (sink, kept) = recording();
+    let _instance = lib
+        .instantiate("raw", &serde_json::json!({}), Path::new("/etc"), sink)
+        .expect("init");
+    let (ctx, log) = LOGGER_TABLE.lock().ok().and_then(|s| *s).expect("stashed");
+    let impossible = GwStr {
+        ptr: std::ptr::NonNull::<u8>::dangling().as_ptr(),
+        len: usize::MAX,
+    };
+    // SAFETY: the table of a live instance; the message is never read (its length is refused).
+    unsafe { log(ctx as *const c_void, abi::LOG_WARN, impossible) };
+    assert_eq!(
+        lines(&kept),
+        [format!(
+            "(the plugin logged a message of impossible length {})",
+            usize::MAX
+        )]
+    );
+}
