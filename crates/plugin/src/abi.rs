@@ -214,5 +214,16 @@ unsafe impl Sync for PluginDescriptor {}
 pub const DESCRIPTOR_SIZE: u32 = std::mem::size_of::<PluginDescriptor>() as u32;
 /// The size of the 1.0 descriptor (everything before `handle_batch`): the least a host accepts.
 pub const DESCRIPTOR_SIZE_1_0: u32 = std::mem::offset_of!(PluginDescriptor, handle_batch) as u32;
+/// The size of the 1.1 descriptor (through `handle_batch`): the least a 1.1 plugin declares. A
+/// later minor appends fields after it, so a host of that minor still takes 1.1 plugins of this
+/// size (checking against its own whole size would refuse them).
+pub const DESCRIPTOR_SIZE_1_1: u32 = (std::mem::offset_of!(PluginDescriptor, handle_batch)
+    + std::mem::size_of::<Option<unsafe extern "C" fn()>>())
+    as u32;
+const _: () = assert!(
+    DESCRIPTOR_SIZE_1_1 == DESCRIPTOR_SIZE,
+    "ABI 1.1: the whole descriptor"
+);
+
 /// `size_of::<HostApi>()` as a `u32`.
 pub const HOST_API_SIZE: u32 = std::mem::size_of::<HostApi>() as u32;

@@ -222,11 +222,11 @@ impl Library {
                 build_tag: tag(),
             });
         }
-        if minor >= 1 && size < abi::DESCRIPTOR_SIZE {
+        if minor >= 1 && size < abi::DESCRIPTOR_SIZE_1_1 {
             return Err(LoadError::StructSize {
                 path,
                 found: size,
-                needed: abi::DESCRIPTOR_SIZE,
+                needed: abi::DESCRIPTOR_SIZE_1_1,
                 build_tag: tag(),
             });
         }
