@@ -401,3 +401,51 @@ fn a_late_outcome_restarts_the_instance_only_when_it_is_a_panic() {
         gw.calls("kit")
     );
 }
+
+/// Two calls on one instance (`max_concurrency = 2`) that both panic, the second after the
+/// first's restart installed a fresh instance: the panicked instance is let go (its `shutdown`
+/// recorded) once the second call returned. It used to wait in the retired list for the next
+/// panic's restart, a reload or the stop, its threads, files and buffers kept meanwhile.
+#[test]
+fn an_instance_whose_second_call_panics_after_its_restart_is_let_go() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = start_kit(
+        dir.path(),
+        r#"gate = "data/gate-open", gate_then = "panic", modes = { "test.gate" = "gate", "test.poison" = "panic_handle" }"#,
+        2,
+    );
+    send(&gw, "second", "test.gate");
+    gw.wait_running("second", "kit");
+    send(&gw, "first", "test.poison");
+    assert!(
+        wait_until(WAIT, || state(&gw, "first") == "dead"),
+        "{}",
+        gw.log()
+    );
+    let records = || gateway_e2e::harness::read_jsonl(&dir.path().join("data/kit.jsonl"));
+    // The first panic's restart: a fresh instance serves the next call.
+    send(&gw, "between", "test.ok");
+    assert!(
+        wait_until(WAIT, || records().iter().any(|r| r["event_id"]
+            == "between"
+            && r["instance_no"].as_u64() >= Some(1))),
+        "{:?}\n{}",
+        records(),
+        gw.log()
+    );
+    std::fs::write(dir.path().join("data/gate-open"), "").expect("open the gate");
+    assert!(
+        wait_until(WAIT, || state(&gw, "second") == "dead"),
+        "{}\n{}",
+        gw.delivery("second", "kit"),
+        gw.log()
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || records()
+            .iter()
+            .any(|r| r["outcome"] == "shutdown" && r["instance_no"] == 0)),
+        "instance 0 was not let go after its last call panicked: {:?}\n{}",
+        records(),
+        gw.log()
+    );
+}

@@ -5,7 +5,9 @@
 //! panicked returns ([`InProcess::retire`]; calls already running on it finish there) and
 //! replaced by a fresh one built from the same config, by the engine's restart or by the next
 //! call, whichever comes first. The retired instance is let go just before that fresh one's
-//! `init` (its `shutdown` runs then, if no call still uses it): not in the call that panicked
+//! `init` (its `shutdown` runs then, if no call still uses it), or, when a fresh one is already
+//! in place (another call on it panicked first), by the restart its last call's panic asks
+//! for: not in the call that panicked
 //! (whose outcome waits to be recorded), with a share of the engine's gate held as for `init`
 //! (a crash in it is not charged to a delivery running alone), and not beside the fresh
 //! instance's `init`, unless another call still running on it holds it then: its `shutdown`
@@ -152,6 +154,12 @@ impl InProcess {
             Err(TryLockError::WouldBlock) => return Ok(()),
         };
         if self.current().is_some() {
+            // A successor is in place (an earlier panic's restart): the instance that panicked
+            // now, retired by its last call, is let go here (no `init` runs: the restart lock
+            // is held), not left for the next panic's restart, a reload or the stop.
+            let retired =
+                std::mem::take(&mut *self.retired.lock().unwrap_or_else(PoisonError::into_inner));
+            drop(retired);
             return Ok(());
         }
         self.install(&mut failed, make).map(drop)
