@@ -107,6 +107,31 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("plugins failed to start: {e}"))?
         .map_err(|p| anyhow::anyhow!("plugins failed to start:\n  - {}", p.join("\n  - ")))?;
+    // The certificate pairs are checked, then the ports bound, before the engine starts: a
+    // start that fails here has made no plugin call (one cut off by the exit would leave its
+    // start mark, counted as a crash at the next start), and a broken pair is never served.
+    let tls = match &config.tls {
+        Some(files) => Some(start_tls(files, "webhook").context("[server] tls")?),
+        None => None,
+    };
+    let admin_tls = match &config.admin_tls {
+        Some(files) => Some(start_tls(files, "admin").context("[admin] tls")?),
+        None => None,
+    };
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let admin_listener = match config.admin_listen {
+        Some(admin_addr) => {
+            let l = TcpListener::bind(admin_addr)
+                .await
+                .with_context(|| format!("binding admin listener {admin_addr}"))?;
+            let bound = l.local_addr()?;
+            Some((l, bound))
+        }
+        None => None,
+    };
     admin.plugins_ready.store(true, Ordering::SeqCst);
     let engine = Engine::start(dyn_store.clone(), plugins.clone(), config.delivery);
     let intake = Arc::new(Intake::new(
@@ -121,25 +146,7 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
         challenges: Default::default(),
     });
 
-    // The certificate pairs are checked before the ports are bound: a broken pair stops the
-    // start with the reason, it is never served.
-    let tls = match &config.tls {
-        Some(files) => Some(start_tls(files, "webhook").context("[server] tls")?),
-        None => None,
-    };
-    let admin_tls = match &config.admin_tls {
-        Some(files) => Some(start_tls(files, "admin").context("[admin] tls")?),
-        None => None,
-    };
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
-    let addr = listener.local_addr()?;
-    if let Some(admin_addr) = config.admin_listen {
-        let admin_listener = TcpListener::bind(admin_addr)
-            .await
-            .with_context(|| format!("binding admin listener {admin_addr}"))?;
-        let bound = admin_listener.local_addr()?;
+    if let Some((admin_listener, bound)) = admin_listener {
         let scheme = if admin_tls.is_some() { "https" } else { "http" };
         // Target `gateway::ready` is always logged, whatever the level: scripts wait for it.
         tracing::info!(target: "gateway::ready", "admin listening on {scheme}://{bound} (/healthz, /readyz, /metrics; console at /, API at /api/v1)");

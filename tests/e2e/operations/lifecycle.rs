@@ -268,3 +268,66 @@ fn a_second_gateway_on_the_same_store_refuses_to_start_and_check_names_the_lock(
         "{err}"
     );
 }
+
+/// A start that cannot bind its admin port fails (exit 1, naming the address) before its
+/// delivery engine starts: no plugin call is made, so none is cut off by the exit and no start
+/// mark is left for the next start to count as a crash. (The engine used to start first, with
+/// its sweeper calling the backlog while the ports were still being bound.)
+#[test]
+fn a_start_that_cannot_bind_its_admin_port_fails_before_any_plugin_call() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = format!(
+        "{}{}{}{}",
+        base_config(),
+        app(),
+        testkit(
+            "kit",
+            "mode = \"retry_always\", record = \"data/kit.jsonl\""
+        ),
+        route("\"t.s\"", "\"kit\""),
+    )
+    .replace("initial_backoff = \"50ms\"", "initial_backoff = \"1s\"")
+    .replace("max_backoff = \"100ms\"", "max_backoff = \"1s\"")
+    .replace("max_attempts = 3", "max_attempts = 100");
+    let mut gw = TestGateway::spawn(dir.path(), &cfg);
+    for n in 0..20 {
+        assert_eq!(send(&gw, &format!("backlog-{n}"), "t.s"), 200);
+    }
+    assert!(wait_until(Duration::from_secs(20), || recorded(
+        &gw,
+        "kit.jsonl"
+    )
+    .len()
+        >= 20));
+    gw.signal("TERM");
+    assert!(gw.wait(Duration::from_secs(20)).is_some(), "{}", gw.log());
+    let calls = || {
+        recorded(&gw, "kit.jsonl")
+            .iter()
+            .filter(|r| r["outcome"] != "shutdown")
+            .count()
+    };
+    let before = calls();
+    // Their retries are due by the next start, whose admin port is taken.
+    std::thread::sleep(Duration::from_millis(1_200));
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let port = taken.local_addr().expect("addr").port();
+    let blocked = cfg.replacen(
+        "[admin]\nlisten = \"127.0.0.1:0\"",
+        &format!("[admin]\nlisten = \"127.0.0.1:{port}\""),
+        1,
+    );
+    let log =
+        TestGateway::try_spawn(dir.path(), &blocked).expect_err("a start on a taken port fails");
+    assert!(
+        log.contains(&format!("binding admin listener 127.0.0.1:{port}")),
+        "{log}"
+    );
+    assert_eq!(calls(), before, "the failed start called the plugin");
+    drop(taken);
+    let gw = TestGateway::spawn(dir.path(), &cfg);
+    for n in 0..20 {
+        let d = gw.delivery(&format!("backlog-{n}"), "kit");
+        assert_eq!(d["crashes"], 0, "backlog-{n}: {d}");
+    }
+}
