@@ -29,6 +29,34 @@ fn policy(max_attempts: u32, max_age: Option<Duration>) -> DeliveryConfig {
     }
 }
 
+/// Once the gateway stops, a delivery already handed to its dispatcher's call task is not
+/// marked started, so not called: it stays pending for the next start. (An isolated plugin's
+/// child is let go as the stop begins: a call made then found none, and its delivery lost an
+/// attempt to the stop.)
+#[tokio::test]
+async fn a_stopping_engine_marks_nothing_started() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = engine(dir.path(), policy(12, None)).await;
+    let store = engine.store.clone();
+    let key = crate::delivery::test_store::accept(&store, "stop-1", "p").await;
+    let mut j = job(now_ms());
+    j.key = key;
+    j.event_id = "stop-1".into();
+    engine.cancel.cancel();
+    let removed = tokio_util::sync::CancellationToken::new();
+    assert!(engine.mark_started(&[j], &removed).await.is_none());
+    let e = store
+        .event("stop-1".into())
+        .await
+        .expect("read")
+        .expect("event");
+    let d = &e.deliveries[0];
+    assert_eq!(
+        (d.state.as_str(), d.running, d.attempts),
+        ("pending", false, 0)
+    );
+}
+
 fn job(received_at_ms: i64) -> Job {
     Job {
         key: 1,

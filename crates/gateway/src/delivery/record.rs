@@ -26,6 +26,14 @@ impl Engine {
         jobs: &[Job],
         removed: &CancellationToken,
     ) -> Option<Vec<bool>> {
+        // A stop that began since the hand-off: no call starts (the delivery stays pending for
+        // the next start; an isolated plugin's child is already being let go).
+        if self.cancel.is_cancelled() {
+            for j in jobs {
+                self.known.drop_key(j.key, j.generation);
+            }
+            return None;
+        }
         let marks: Vec<(i64, Guard)> = jobs.iter().map(|j| (j.key, from(j))).collect();
         let mut wait = RECORD_RETRY_MIN;
         let mut failed = false;
