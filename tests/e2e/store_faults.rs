@@ -273,6 +273,36 @@ fn readiness_answers_within_its_bound_while_postgresql_hangs() {
     .is_ok_and(|m| m.body.contains("gateway_backlog_current 1"))));
 }
 
+/// A stop ends within `shutdown_grace` while PostgreSQL hangs: the release of this replica's
+/// claims, its last store operation, gets what is left of the grace, not the store's own 10 s
+/// limit (the stop took the grace plus those 10 s).
+#[test]
+fn a_stop_ends_within_its_grace_while_postgresql_hangs() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("hungstop");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = format!(
+        "{}{}",
+        base_config()
+            .replace("path = \"data/gateway.db\"", "url = \"${PG_URL}\"")
+            .replace("shutdown_grace = \"5s\"", "shutdown_grace = \"2s\""),
+        app()
+    );
+    let mut gw = TestGateway::spawn_with_env(dir.path(), &cfg, &[("PG_URL", &url)]);
+    assert!(wait_until(Duration::from_secs(10), || readyz(&gw) == 200));
+    let _frozen = Frozen::server(&pg);
+    let started = Instant::now();
+    gw.signal("TERM");
+    let exited = gw.wait(Duration::from_secs(30));
+    let took = started.elapsed();
+    assert!(exited.is_some(), "{}", gw.log());
+    assert!(
+        took < Duration::from_secs(6),
+        "the stop took {took:?}: {}",
+        gw.log()
+    );
+}
+
 /// A webhook answer waits at most this long for a locked store, well under Lark's 3 s.
 const ANSWER_BOUND: Duration = Duration::from_millis(1700);
 

@@ -364,12 +364,16 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
     // drop); the rest are killed, said.
     crate::isolation::parent::retire_all();
     crate::isolation::parent::wait_for_retired(left()).await;
-    match store.release_claims(running).await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(deliveries = n, "claims released to the other replicas"),
-        Err(e) => {
+    // Within what is left of the grace too (a hung database would hold it for its own 10 s).
+    match tokio::time::timeout(left(), store.release_claims(running)).await {
+        Ok(Ok(0)) => {}
+        Ok(Ok(n)) => tracing::info!(deliveries = n, "claims released to the other replicas"),
+        Ok(Err(e)) => {
             tracing::warn!(error = %e, "could not release claims: other replicas take them after the lease")
         }
+        Err(_) => tracing::warn!(
+            "claims not released within the grace: other replicas take them after the lease"
+        ),
     }
     tokio::task::spawn_blocking(move || store.close())
         .await
