@@ -267,3 +267,52 @@ fn a_library_rewritten_in_place_is_refused_for_a_new_instance() {
     );
     assert!(!gw.log().contains("config reloaded"), "{}", gw.log());
 }
+
+/// A stop while a reload still runs (a new instance's `init` taking 20 s) waits for it only
+/// within `shutdown_grace`, says so, and exits: the reload's new instances install nothing.
+#[test]
+fn a_stop_waits_for_a_running_reload_only_within_its_grace() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = format!("{}{}", base_config(), app());
+    let v1 = format!(
+        "{base}{}{}",
+        testkit("first", "record = \"data/first.jsonl\""),
+        route("\"t.a\"", "\"first\""),
+    );
+    let mut gw = TestGateway::spawn(dir.path(), &v1);
+    let v2 = format!(
+        "{v1}{}{}",
+        testkit(
+            "slow",
+            "record = \"data/slow.jsonl\", init_sleep_ms = 20000"
+        ),
+        route("\"t.b\"", "\"slow\""),
+    );
+    std::fs::write(dir.path().join("gateway.toml"), v2).expect("write config");
+    gw.signal("HUP");
+    assert!(
+        wait_until(Duration::from_secs(10), || gw
+            .log()
+            .contains("reloading config")),
+        "{}",
+        gw.log()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    gw.signal("TERM");
+    let exited = gw.wait(Duration::from_secs(40));
+    let took = started.elapsed();
+    assert!(exited.is_some(), "{}", gw.log());
+    // shutdown_grace is 5 s.
+    assert!(
+        took < Duration::from_secs(9),
+        "the stop took {took:?}: {}",
+        gw.log()
+    );
+    assert!(
+        gw.log()
+            .contains("a reload was still running when the stop's grace ran out"),
+        "{}",
+        gw.log()
+    );
+}
