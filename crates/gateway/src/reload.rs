@@ -176,6 +176,11 @@ impl Live {
         let beside_calls = old_plugins
             .lets_go_in_process(&plugins)
             .then(|| self.engine.beside_calls_blocking());
+        // That wait may have lasted a lone delivery's timeout: a stop that began meanwhile
+        // still gets nothing installed.
+        if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(STOPPING.into());
+        }
         self.engine.add_plugins(&plugins, new.delivery);
         self.intake.swap_routes(Routes::from_config(&new));
         self.engine.retain_plugins(&plugins);
