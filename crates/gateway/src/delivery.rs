@@ -146,6 +146,9 @@ pub struct Engine {
     wake: Notify,
     cancel: CancellationToken,
     calls: TaskTracker,
+    /// The dispatchers, the sweeper and the claim renewals: they hold the engine (and through
+    /// it the plugin instances) until they see the stop ([`Engine::background_ended`]).
+    tasks: TaskTracker,
     /// When this engine started: deliveries created before it have no hand-off coming.
     started_at_ms: i64,
 }
@@ -199,13 +202,16 @@ impl Engine {
             wake: Notify::new(),
             cancel: CancellationToken::new(),
             calls: TaskTracker::new(),
+            tasks: TaskTracker::new(),
             started_at_ms: now_ms(),
         });
         engine.add_plugins(&plugins, config);
         engine.retain_plugins(&plugins);
-        tokio::spawn(engine.clone().sweep());
+        engine.tasks.spawn(engine.clone().sweep());
         if let Some(lease) = engine.store.lease() {
-            tokio::spawn(engine.clone().renew_claims(renew::every(lease)));
+            engine
+                .tasks
+                .spawn(engine.clone().renew_claims(renew::every(lease)));
         }
         engine
     }
@@ -261,7 +267,7 @@ impl Engine {
                     });
                     q.replace(slot, limit);
                     queues.insert(slot.spec.name.clone(), q.clone());
-                    tokio::spawn(self.clone().dispatch(q, rx));
+                    self.tasks.spawn(self.clone().dispatch(q, rx));
                 }
             }
         }
@@ -364,6 +370,17 @@ impl Engine {
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
+    }
+
+    /// After [`Engine::shutdown_then`]: waits (at most `within`) for the dispatchers, the sweeper
+    /// and the claim renewals to end (the renewals go on while a call hung past its timeout
+    /// runs), so that the engine's last user is its owner, whose drop lets the plugin instances
+    /// go. Whether they all ended.
+    pub async fn background_ended(&self, within: Duration) -> bool {
+        self.tasks.close();
+        tokio::time::timeout(within, self.tasks.wait())
+            .await
+            .is_ok()
     }
 
     /// Number of calls running now.

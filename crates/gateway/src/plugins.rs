@@ -83,9 +83,22 @@ impl Drop for PluginSlot {
         // Taken, not cloned: the slot must not keep a reference that could end up the last one.
         let instances = runner.take();
         if !instances.is_empty() {
-            handle.spawn_blocking(move || drop(instances));
+            SHUTDOWNS.spawn_blocking_on(move || drop(instances), &handle);
         }
     }
+}
+
+/// The in-process instances let go by a slot's drop whose `shutdown` may still run on the
+/// blocking pool: the stop waits for them ([`shutdowns_ended`]).
+static SHUTDOWNS: std::sync::LazyLock<tokio_util::task::TaskTracker> =
+    std::sync::LazyLock::new(tokio_util::task::TaskTracker::new);
+
+/// Waits (at most `within`) for the in-process instances' `shutdown`s the drops of their
+/// slots started; whether they all ended. For the stop, once the engine and the running config
+/// (the slots' users) are gone.
+pub async fn shutdowns_ended(within: std::time::Duration) -> bool {
+    SHUTDOWNS.close();
+    tokio::time::timeout(within, SHUTDOWNS.wait()).await.is_ok()
 }
 
 impl PluginSlot {

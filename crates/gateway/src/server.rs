@@ -355,13 +355,35 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
     let reloading = live.clone();
     let within = left();
     let _ = tokio::task::spawn_blocking(move || reloading.wait_for_reload(within)).await;
+    // The admin listener's state holds the engine, the running config and the long
+    // connections (it serves until the process ends): let them go, so that the drops below
+    // are the plugin instances' last users.
+    if let Ok(mut slot) = admin.engine.lock() {
+        slot.take();
+    }
+    if let Ok(mut slot) = admin.live.lock() {
+        slot.take();
+    }
+    if let Ok(mut slot) = admin.long_conns.lock() {
+        slot.take();
+    }
     drop(ingress);
     drop(intake);
+    drop(long_conns);
+    // An in-process instance's `shutdown` (native code: it may flush, commit, or block) runs
+    // on the blocking pool once its last user drops it: here, once the engine's own tasks saw
+    // the stop, waited for within what is left of the grace (an instance a hung call still
+    // uses is shut down by that call, if it ever returns).
+    engine.background_ended(left()).await;
     drop(live);
     drop(engine);
+    if crate::plugins::shutdowns_ended(left()).await {
+        tracing::info!("plugin instances shut down");
+    } else {
+        tracing::warn!("a plugin instance's shutdown was still running after the grace period");
+    }
     // Isolated plugins' processes, told to leave, finish their calls and their instances'
-    // shutdown within what is left of the grace (an in-process instance's shutdown ran in the
-    // drop); the rest are killed, said.
+    // shutdown within what is left of the grace; the rest are killed, said.
     crate::isolation::parent::retire_all();
     crate::isolation::parent::wait_for_retired(left()).await;
     // Within what is left of the grace too (a hung database would hold it for its own 10 s).

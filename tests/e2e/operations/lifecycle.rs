@@ -331,3 +331,42 @@ fn a_start_that_cannot_bind_its_admin_port_fails_before_any_plugin_call() {
         assert_eq!(d["crashes"], 0, "backlog-{n}: {d}");
     }
 }
+
+/// A stop shuts in-process plugin instances down within its grace, before the store closes and
+/// "stopped" is logged (a `shutdown` that flushes or commits takes time: 1.5 s here). The
+/// admin listener's state kept the instances alive past the stop, to the runtime's teardown.
+#[test]
+fn a_stop_runs_in_process_instances_shutdown_before_it_says_stopped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = format!(
+        "{}{}{}{}",
+        base_config(),
+        app(),
+        testkit(
+            "kit",
+            "record = \"data/kit.jsonl\", shutdown_sleep_ms = 1500"
+        ),
+        route("\"t.s\"", "\"kit\""),
+    );
+    let mut gw = TestGateway::spawn(dir.path(), &cfg);
+    assert_eq!(send(&gw, "one", "t.s"), 200);
+    assert!(wait_until(Duration::from_secs(10), || !recorded(
+        &gw,
+        "kit.jsonl"
+    )
+    .is_empty()));
+    gw.signal("TERM");
+    let status = gw.wait(Duration::from_secs(20)).expect("exited");
+    assert!(status.success(), "{}", gw.log());
+    let shut = recorded(&gw, "kit.jsonl")
+        .iter()
+        .filter(|r| r["outcome"] == "shutdown")
+        .count();
+    assert_eq!(shut, 1, "{}", gw.log());
+    let log = gw.log();
+    let (done, stopped) = (log.find("plugin instances shut down"), log.find("stopped"));
+    assert!(
+        matches!((done, stopped), (Some(d), Some(s)) if d < s),
+        "{log}"
+    );
+}
