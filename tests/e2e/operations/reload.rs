@@ -316,3 +316,41 @@ fn a_stop_waits_for_a_running_reload_only_within_its_grace() {
         gw.log()
     );
 }
+
+/// What a reload cannot change without a restart is said (and kept as it runs): the webhook
+/// listener's address alone, then the admin listener's alone, each gets the note, and the
+/// gateway goes on serving where it listens.
+#[test]
+fn a_reload_says_a_changed_listen_address_waits_for_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let v1 = format!(
+        "{}{}{}{}",
+        base_config(),
+        app(),
+        testkit("first", "record = \"data/first.jsonl\""),
+        route("\"t.a\"", "\"first\""),
+    );
+    let gw = TestGateway::spawn(dir.path(), &v1);
+    let note = "listen addresses change only on restart; still on the old ones";
+    for (n, changed) in [
+        "[server]\nlisten = \"127.0.0.1:1\"",
+        "[admin]\nlisten = \"127.0.0.1:1\"",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let section = &changed[..changed.find('\n').expect("a line")];
+        let v2 = v1.replacen(&format!("{section}\nlisten = \"127.0.0.1:0\""), changed, 1);
+        assert_ne!(v2, v1, "{changed}");
+        reload(&gw, &v2, "config reloaded");
+        assert_eq!(
+            gw.log().matches(note).count(),
+            n + 1,
+            "{changed}: {}",
+            gw.log()
+        );
+        assert_eq!(send(&gw, &format!("still-{n}"), "t.a"), 200);
+        // Back to the running addresses for the next one.
+        reload(&gw, &v1, "config reloaded");
+    }
+}
