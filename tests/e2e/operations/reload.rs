@@ -319,9 +319,10 @@ fn a_stop_waits_for_a_running_reload_only_within_its_grace() {
 
 /// What a reload cannot change without a restart is said (and kept as it runs): the webhook
 /// listener's address alone, then the admin listener's alone, each gets the note, and the
-/// gateway goes on serving where it listens.
+/// gateway goes on serving where it listens. A changed retention is said to apply from the
+/// next purge, only when it changed.
 #[test]
-fn a_reload_says_a_changed_listen_address_waits_for_a_restart() {
+fn a_reload_says_what_waits_for_a_restart_or_the_next_purge() {
     let dir = tempfile::tempdir().expect("tempdir");
     let v1 = format!(
         "{}{}{}{}",
@@ -353,4 +354,12 @@ fn a_reload_says_a_changed_listen_address_waits_for_a_restart() {
         // Back to the running addresses for the next one.
         reload(&gw, &v1, "config reloaded");
     }
+    // A new retention applies from the next purge: said when it changes, only then.
+    let purge_note = "retentions apply from the next purge";
+    assert!(!gw.log().contains(purge_note), "{}", gw.log());
+    let store = "[store]\npath = \"data/gateway.db\"";
+    let v3 = v1.replacen(store, &format!("{store}\nretention = \"2d\""), 1);
+    assert_ne!(v3, v1);
+    reload(&gw, &v3, "config reloaded");
+    assert_eq!(gw.log().matches(purge_note).count(), 1, "{}", gw.log());
 }
