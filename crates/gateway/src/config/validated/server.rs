@@ -219,6 +219,12 @@ impl Validator<'_> {
         if admin_tls.is_some() && admin_listen.is_none() {
             self.problem("admin.tls", "the admin listener is off (listen = \"off\")");
         }
+        if admin_token.is_some() && admin_listen.is_none() {
+            self.problem(
+                "admin.token",
+                "the admin listener is off (listen = \"off\"): nothing would ask for it",
+            );
+        }
         let shutdown_grace = self.duration(
             "server.shutdown_grace",
             server.shutdown_grace.as_deref(),

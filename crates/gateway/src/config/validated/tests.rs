@@ -334,6 +334,19 @@ fn admin_tls_resolves_like_server_tls_and_needs_the_listener() {
     assert!(p.iter().any(|p| p.starts_with("admin.tls.cert:")), "{p:?}");
 }
 
+/// A token for an admin listener that is off would be ignored: refused, as `tls` is.
+#[test]
+fn an_admin_token_needs_the_listener() {
+    let p = problems(&format!(
+        "[admin]\nlisten = \"off\"\ntoken = \"0123456789abcdef0123456789abcdef\"\n{MINIMAL}"
+    ));
+    assert!(
+        p.iter()
+            .any(|p| p.starts_with("admin.token:") && p.contains("listener is off")),
+        "{p:?}"
+    );
+}
+
 /// A value whose `${VAR}` is not set is reported once, for the variable: the checks that would
 /// run on it (empty, not a duration, not an address) would judge a stand-in and mislead.
 #[test]
