@@ -353,6 +353,14 @@ fn a_renewed_certificate_on_disk_is_served_and_a_broken_one_is_refused() {
     )
     .expect("POST /api/v1/reload");
     assert_eq!(answer.status, 200, "{}", answer.body);
+    // The answer says what was not applied.
+    assert!(
+        answer
+            .body
+            .contains("[server] tls: the certificate pair was refused; the previous one stays"),
+        "{}",
+        answer.body
+    );
     assert!(
         wait_until(Duration::from_secs(15), || gw.log().lines().any(|l| l
             .contains("admin API")
