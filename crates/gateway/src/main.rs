@@ -165,6 +165,8 @@ fn command(cli: Cli, config_given: bool) -> ExitCode {
         Some(Command::Config(ConfigCommand::Schema)) => return config_schema(),
         _ => {}
     }
+    // Before it is read: `run --watch` reloads an edit made while the gateway starts.
+    let read = reload::file_stamp(&cli.config);
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
@@ -176,7 +178,7 @@ fn command(cli: Cli, config_given: bool) -> ExitCode {
     match cli.command.unwrap_or(Command::Run { watch: false }) {
         Command::Run { watch } => {
             let workers = config.workers;
-            with_runtime(workers, || server::run(config, watch))
+            with_runtime(workers, || server::run(config, watch.then_some(read)))
         }
         Command::Check { connect } => ops::check(&config, connect),
         Command::Send(args) => send(&config, &args),

@@ -58,9 +58,13 @@ const ADMIN_MAX_BUF_BYTES: usize = 64 * 1024;
 /// How often old finished events are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
-/// Runs the gateway until a shutdown signal. With `watch`, the config file is polled and
-/// reloaded when it changes (as on SIGHUP).
-pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
+/// The config file's identity when it was read ([`crate::reload::file_stamp`]).
+pub type Stamp = Option<(u64, u64, i64, i64)>;
+
+/// Runs the gateway until a shutdown signal. With `watch` (the config file's stamp taken just
+/// before it was read), the file is polled and reloaded when it changes (as on SIGHUP),
+/// an edit made while the gateway started included.
+pub async fn run(config: Config, watch: Option<Stamp>) -> anyhow::Result<()> {
     // Handlers first: a SIGHUP (or SIGTERM) that arrives while starting must not take the
     // default action, which is to end the process.
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
@@ -240,8 +244,8 @@ pub async fn run(config: Config, watch: bool) -> anyhow::Result<()> {
             let _ = hup_tx.send("SIGHUP").await;
         }
     });
-    if watch {
-        tokio::spawn(watch_config(live.file().to_path_buf(), reload_tx));
+    if let Some(read) = watch {
+        tokio::spawn(watch_config(live.file().to_path_buf(), read, reload_tx));
     }
 
     let graceful = GracefulShutdown::new();
@@ -538,8 +542,12 @@ fn start_tls(files: &crate::config::TlsFiles, listener: &'static str) -> anyhow:
 
 /// Polls the config file (every 500 ms) and asks for a reload when it changes; an editor's or
 /// git's replace-by-rename changes the inode, an in-place write the size or mtime.
-async fn watch_config(path: std::path::PathBuf, reload: tokio::sync::mpsc::Sender<&'static str>) {
-    let mut last = file_stamp(&path);
+async fn watch_config(
+    path: std::path::PathBuf,
+    read: Stamp,
+    reload: tokio::sync::mpsc::Sender<&'static str>,
+) {
+    let mut last = read;
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let now = file_stamp(&path);

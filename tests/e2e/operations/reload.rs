@@ -234,6 +234,47 @@ fn watch_reloads_when_an_editor_replaces_the_file() {
     }));
 }
 
+/// `--watch` reloads an edit made while the gateway was starting (its plugin's `init` takes
+/// 3 s): the file's first stamp is the one taken before it was read. It was taken once the
+/// gateway was up, so that edit looked like the file as read and was never applied.
+#[test]
+fn watch_reloads_an_edit_made_while_the_gateway_started() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = format!("{}{}", base_config(), app());
+    let v1 = format!(
+        "{base}{}{}",
+        testkit(
+            "first",
+            "record = \"data/first.jsonl\", init_sleep_ms = 3000"
+        ),
+        route("\"t.a\"", "\"first\"")
+    );
+    let v2 = format!("{v1}{}", route("\"t.b\"", "\"first\""));
+    let path = dir.path().join("gateway.toml");
+    // The harness writes v1 and starts the gateway; v2 comes a second later, during `init`.
+    let editor = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1_000));
+        let tmp = path.with_extension("swp");
+        std::fs::write(&tmp, v2).expect("write");
+        std::fs::rename(&tmp, &path).expect("rename");
+    });
+    let gw = TestGateway::spawn_full(dir.path(), &v1, &[], &["--watch"]);
+    editor.join().expect("the editor");
+    assert!(
+        wait_until(Duration::from_secs(10), || gw
+            .log()
+            .contains("config reloaded")),
+        "the edit made during the start was not applied: {}",
+        gw.log()
+    );
+    assert_eq!(send(&gw, "started-1", "t.b"), 200);
+    assert!(wait_until(Duration::from_secs(5), || {
+        recorded(&gw, "first.jsonl")
+            .iter()
+            .any(|l| l["event_id"] == "started-1")
+    }));
+}
+
 /// The very file a library loaded from, rewritten in place (the same inode, other bytes), was
 /// taken by a reload that made a new instance of it (a changed config), even pinned to the new
 /// bytes: the library loaded before served it. Refused, as other bytes in a new file are.
