@@ -16,6 +16,28 @@ use admin_client::{assert_nul_refused, get};
 mod kit;
 use kit::{events, replica_config, replicas, send};
 
+/// An operator's copy (`operator.toml`) of the replica config in `dir` that also configures
+/// testkit instances `names`, which the running gateway does not run: its commands take
+/// those names' deliveries (a replay leaves out the names its config does not have).
+fn operator_config(dir: &std::path::Path, names: &[&str]) -> std::path::PathBuf {
+    let running = std::fs::read_to_string(dir.join("gateway.toml")).expect("config");
+    let lib = gateway_e2e::harness::binaries()
+        .testkit
+        .display()
+        .to_string();
+    let plugins: String = names
+        .iter()
+        .map(|n| format!("[[plugins]]\nname = \"{n}\"\nlibrary = \"{lib}\"\n\n"))
+        .collect();
+    let cli = dir.join("operator.toml");
+    std::fs::write(
+        &cli,
+        running.replace("[[routes]]", &format!("{plugins}[[routes]]")),
+    )
+    .expect("write");
+    cli
+}
+
 #[test]
 fn a_nul_in_an_id_or_name_is_a_client_error_on_postgresql_too() {
     let pg = PgCluster::start();
@@ -70,19 +92,7 @@ fn every_dead_letter_is_replayed_and_purged_in_steps_on_postgresql() {
     // Every dead letter (all of them `gone`'s), by an operator whose config names `gone` (a
     // replay leaves out the dead letters of names its config does not have); the gateway
     // does not run it, so they stay pending to be counted.
-    let running = std::fs::read_to_string(dirs[0].path().join("gateway.toml")).expect("config");
-    let cli = dirs[0].path().join("operator.toml");
-    std::fs::write(
-        &cli,
-        running.replace(
-            "[[routes]]",
-            &format!(
-                "[[plugins]]\nname = \"gone\"\nlibrary = \"{}\"\n\n[[routes]]",
-                gateway_e2e::harness::binaries().testkit.display()
-            ),
-        ),
-    )
-    .expect("write");
+    let cli = operator_config(dirs[0].path(), &["gone"]);
     let (code, out, err) = gateway_e2e::harness::run_cli_with_env(
         &cli,
         &["replay", "--dead-letters"],
@@ -186,23 +196,7 @@ fn a_replay_that_fails_part_way_says_how_many_it_queued() {
          CREATE TRIGGER refuse BEFORE UPDATE ON deliveries FOR EACH ROW
            WHEN (OLD.plugin = 'second') EXECUTE FUNCTION refuse();",
     );
-    let running = std::fs::read_to_string(dirs[0].path().join("gateway.toml")).expect("config");
-    let lib = gateway_e2e::harness::binaries()
-        .testkit
-        .display()
-        .to_string();
-    let cli = dirs[0].path().join("operator.toml");
-    std::fs::write(
-        &cli,
-        running.replace(
-            "[[routes]]",
-            &format!(
-                "[[plugins]]\nname = \"first\"\nlibrary = \"{lib}\"\n\n\
-                 [[plugins]]\nname = \"second\"\nlibrary = \"{lib}\"\n\n[[routes]]"
-            ),
-        ),
-    )
-    .expect("write");
+    let cli = operator_config(dirs[0].path(), &["first", "second"]);
     let (code, out, err) = gateway_e2e::harness::run_cli_with_env(
         &cli,
         &["replay", "--dead-letters"],
