@@ -21,7 +21,7 @@
 //! [`LarkWs::refuse_handshakes`] (a query without `service_id=42`, `access_key` and `ticket` is
 //! always refused with 403); pushing — [`LarkWs::push_event`], [`LarkWs::push_fragments`],
 //! [`LarkWs::push_card`], [`LarkWs::drop_connection`] (all act on the most recently accepted,
-//! still open connection); pongs — [`LarkWs::pong_config_once`], [`LarkWs::set_silent`].
+//! still open connection), [`LarkWs::close_accepted`]; pongs — [`LarkWs::pong_config_once`], [`LarkWs::set_silent`].
 //! Observations: [`LarkWs::bootstraps`], [`LarkWs::handshakes`], [`LarkWs::acks`],
 //! [`LarkWs::pings`], [`LarkWs::open_connections`] and the `wait_*` helpers.
 //!
@@ -112,6 +112,8 @@ struct State {
     pings: Vec<(Instant, i32)>,
     pong_once: Option<serde_json::Value>,
     silent: bool,
+    /// Connections still to close right after their handshake (see [`LarkWs::close_accepted`]).
+    close_at_once: usize,
 }
 
 struct Shared {
@@ -195,6 +197,7 @@ impl LarkWs {
                 pings: Vec::new(),
                 pong_once: None,
                 silent: false,
+                close_at_once: 0,
             }),
             changed: Condvar::new(),
             stop: AtomicBool::new(false),
@@ -360,6 +363,12 @@ impl LarkWs {
             found.is_some()
         });
         found
+    }
+
+    /// The next `n` connections are closed by the server (a WebSocket close) right after their
+    /// handshake succeeds, before any frame: a peer that drops every connection at once.
+    pub fn close_accepted(&self, n: usize) {
+        self.shared.lock().close_at_once = n;
     }
 
     /// Every ping received: when, and the frame's `service` field.

@@ -27,7 +27,13 @@ pub(super) fn serve_ws(stream: TcpStream, shared: Arc<Shared>) {
     else {
         return;
     };
-    if shared.stop.load(Ordering::SeqCst) {
+    let close_at_once = {
+        let mut s = shared.lock();
+        let close = s.close_at_once > 0;
+        s.close_at_once = s.close_at_once.saturating_sub(1);
+        close
+    };
+    if close_at_once || shared.stop.load(Ordering::SeqCst) {
         let _ = ws.close(None);
         let _ = ws.flush();
         return;

@@ -14,20 +14,25 @@
 //! Reconnect policy (spec §11, Lark's `ClientConfig`): a bootstrap answering a fatal code or a
 //! fatal handshake refusal stops the client with an error naming what to check; otherwise the
 //! first retry waits a random time in `[0, ReconnectNonce)`, later ones `ReconnectInterval`, at
-//! most `ReconnectCount` attempts (< 0: forever). Every attempt bootstraps again.
+//! most `ReconnectCount` attempts (< 0: forever). Every attempt bootstraps again. Whatever
+//! those values say (a `ReconnectNonce` of 0 included), two attempts of one app start at least
+//! 1 s apart, and that gap doubles, up to 64 s, for each further connection in a row lost
+//! within 10 s of being made (a server closing every connection at once is not hammered; see
+//! [`pacing`]).
 //!
 //! Never logged: the app secret and the connection URL's query (it carries credentials).
 
 mod bootstrap;
 mod dial;
 mod handover;
+mod pacing;
 mod session;
 #[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lark_longconn::ClientConfig;
 use rand::Rng;
@@ -39,6 +44,7 @@ pub use dial::dial_and_close_blocking;
 use crate::config::{Config, LongConnApp};
 use crate::intake::Intake;
 use crate::metrics;
+use pacing::Pacing;
 
 /// What a websocket app's client is doing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -360,12 +366,16 @@ async fn supervise(ctx: Ctx, cc: ClientConfig, first: Option<session::Conn>) {
 }
 
 async fn supervise_inner(ctx: &Ctx, mut cc: ClientConfig, first: Option<session::Conn>) {
+    let mut pacing = Pacing::new();
     let mut next = match first {
         Some(conn) => Ok(conn),
-        None => match ctx.unless_cancelled(session::connect(ctx, &mut cc)).await {
-            Some(attempt) => attempt,
-            None => return,
-        },
+        None => {
+            pacing.attempt();
+            match ctx.unless_cancelled(session::connect(ctx, &mut cc)).await {
+                Some(attempt) => attempt,
+                None => return,
+            }
+        }
     };
     loop {
         if ctx.cancel.is_cancelled() {
@@ -377,7 +387,7 @@ async fn supervise_inner(ctx: &Ctx, mut cc: ClientConfig, first: Option<session:
             Err(e) => {
                 tracing::warn!(error = %e, "long connection not established");
                 ctx.set(State::Reconnecting(e.to_string()));
-                match reconnect(ctx, &mut cc).await {
+                match reconnect(ctx, &mut cc, &mut pacing).await {
                     Some(Ok(conn)) => conn,
                     Some(Err(why)) => return fail(ctx, why),
                     None => return,
@@ -389,6 +399,7 @@ async fn supervise_inner(ctx: &Ctx, mut cc: ClientConfig, first: Option<session:
             .get_or_create(&metrics::app(&ctx.name))
             .inc();
         ctx.set(State::Connected);
+        let made = Instant::now();
         let why = match session::run(ctx, conn, &mut cc).await {
             session::Ended::Cancelled => return,
             session::Ended::Redialled(conn) => {
@@ -400,7 +411,8 @@ async fn supervise_inner(ctx: &Ctx, mut cc: ClientConfig, first: Option<session:
         };
         tracing::warn!(reason = %why, "long connection lost; reconnecting");
         ctx.set(State::Reconnecting(why));
-        next = match reconnect(ctx, &mut cc).await {
+        pacing.lost(made.elapsed());
+        next = match reconnect(ctx, &mut cc, &mut pacing).await {
             Some(r) => r.map_err(ConnectError::Fatal),
             None => return,
         };
@@ -412,8 +424,13 @@ fn fail(ctx: &Ctx, why: String) {
     ctx.set(State::Failed(why));
 }
 
-/// The reconnect loop of spec §11. `None` when cancelled; `Some(Err)` when it gave up.
-async fn reconnect(ctx: &Ctx, cc: &mut ClientConfig) -> Option<Result<session::Conn, String>> {
+/// The reconnect loop of spec §11, each wait at least what `pacing` asks. `None` when
+/// cancelled; `Some(Err)` when it gave up.
+async fn reconnect(
+    ctx: &Ctx,
+    cc: &mut ClientConfig,
+    pacing: &mut Pacing,
+) -> Option<Result<session::Conn, String>> {
     if cc.reconnect_count == 0 {
         return Some(Err(
             "the connection is down and Lark's ReconnectCount is 0 (no reconnect)".into(),
@@ -425,7 +442,7 @@ async fn reconnect(ctx: &Ctx, cc: &mut ClientConfig) -> Option<Result<session::C
     } else {
         rand::thread_rng().gen_range(0..nonce)
     };
-    if !ctx.sleep(Duration::from_millis(first)).await {
+    if !ctx.sleep(pacing.wait(Duration::from_millis(first))).await {
         return None;
     }
     let mut tries: i64 = 0;
@@ -436,6 +453,7 @@ async fn reconnect(ctx: &Ctx, cc: &mut ClientConfig) -> Option<Result<session::C
             .get_or_create(&metrics::app(&ctx.name))
             .inc();
         // `None`: cancelled.
+        pacing.attempt();
         let attempt = ctx.unless_cancelled(session::connect(ctx, cc)).await?;
         match attempt {
             Ok(conn) => return Some(Ok(conn)),
@@ -450,7 +468,7 @@ async fn reconnect(ctx: &Ctx, cc: &mut ClientConfig) -> Option<Result<session::C
                 }
             }
         }
-        if ctx.cancel.is_cancelled() || !ctx.sleep(cc.reconnect_interval).await {
+        if ctx.cancel.is_cancelled() || !ctx.sleep(pacing.wait(cc.reconnect_interval)).await {
             return None;
         }
     }

@@ -308,6 +308,32 @@ fn a_retryable_refusal_of_the_first_connect_is_retried() {
     );
 }
 
+/// Whatever Lark's reconnect timing (here `ReconnectNonce` 0: reconnect at once), a server
+/// that closes every connection right after its handshake is not hammered: the gap between
+/// attempts is 1 s and doubles for each further connection in a row lost at once (1 s, then
+/// 2 s here).
+#[test]
+fn a_server_closing_every_connection_at_once_is_not_hammered() {
+    let lark = LarkWs::start();
+    lark.set_client_config(serde_json::json!({
+        "ReconnectCount": -1, "ReconnectInterval": 1, "ReconnectNonce": 0, "PingInterval": 30
+    }));
+    lark.close_accepted(2);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = spawn(dir.path(), &config(&lark, "", ""));
+    connected(&lark, 1);
+    let at: Vec<Instant> = lark.handshakes().iter().map(|(at, _)| *at).collect();
+    assert_eq!(at.len(), 3, "two closed at once, then one kept: {at:?}");
+    let gaps: Vec<Duration> = at.windows(2).map(|p| p[1] - p[0]).collect();
+    assert!(
+        gaps[0] >= Duration::from_millis(900) && gaps[1] >= Duration::from_millis(1800),
+        "{gaps:?}\n{}",
+        gw.log()
+    );
+    assert!(lark.push_event("m-kept", &event("ev-kept", "test.sink")));
+    assert_eq!(ack_code(&lark, "m-kept"), Some(200));
+}
+
 #[test]
 fn handshake_refused_for_the_connection_limit_is_fatal() {
     let lark = LarkWs::start();
