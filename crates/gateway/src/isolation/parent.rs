@@ -408,20 +408,22 @@ impl Inner {
     }
 
     fn run(&self, deliveries: &[&[u8]], epoch: u64) -> Reply {
-        // A child retired (by a panic beside this call) after `ensure` chose it was sent
-        // nothing: the call goes to the next child instead of counting as its death.
+        // A child retired (by a panic beside this call), or dead, after `ensure` chose it was
+        // sent nothing: the call goes to the next child instead of counting as its death.
         for _ in 0..3 {
             if let Some(reply) = self.run_once(deliveries, epoch) {
                 return reply;
             }
         }
-        Reply::Died(
-            "the plugin process was retired three times in a row".into(),
-            false,
+        // Handed to none: not run again one by one (each would likely meet the same).
+        Reply::Unstarted(
+            "the plugin process was retired or died three times in a row before the call was sent"
+                .into(),
         )
     }
 
-    /// `None` when the chosen child was retired before anything was written to it.
+    /// `None` when the chosen child was retired, or had died, before anything was written to
+    /// it.
     fn run_once(&self, deliveries: &[&[u8]], epoch: u64) -> Option<Reply> {
         let proc = match self.ensure(epoch) {
             Ok(p) => p,
@@ -434,10 +436,12 @@ impl Inner {
             p.insert(id, tx);
         }
         if proc.dead.load(Ordering::SeqCst) {
-            return Some(Reply::Died(
-                "the plugin process had just died".into(),
-                false,
-            ));
+            // Died after `ensure` chose it: nothing was sent, so the call goes to the next
+            // child (not a run of the plugin's that may have happened).
+            if let Ok(mut p) = proc.pending.lock() {
+                p.remove(&id);
+            }
+            return None;
         }
         let request = ToChild::Batch {
             id,

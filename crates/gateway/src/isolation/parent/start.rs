@@ -162,17 +162,15 @@ impl Inner {
         };
     }
 
-    /// The current child if it is alive; a dead one is let go (and its death counted).
+    /// The current child if it can take a call; one that cannot is let go (and its death
+    /// counted): see [`take_live`].
     fn live(&self) -> Result<Option<Arc<ChildProc>>, String> {
         let mut c = self.children.lock().map_err(|_| "poisoned".to_owned())?;
-        if let Some(p) = c.current.as_ref() {
-            if !p.dead.load(Ordering::SeqCst) {
-                return Ok(Some(p.clone()));
-            }
+        let (live, gone) = take_live(&mut c);
+        if gone {
             self.deaths.fetch_add(1, Ordering::SeqCst);
-            c.current = None;
         }
-        Ok(None)
+        Ok(live)
     }
 
     /// Starts a child and, once its instance is created, makes it the current one.
@@ -323,4 +321,74 @@ impl Inner {
 /// deliveries; this only keeps a child that dies at once from being restarted in a tight loop.
 fn restart_backoff(deaths: u32) -> Duration {
     Duration::from_millis(10u64 << deaths.saturating_sub(1).min(7)).min(Duration::from_secs(1))
+}
+
+/// The current child of `c` if it can take a call: neither dead nor killed by the gateway. A
+/// killed child is dead to calls at once, not only once its reader sees its output end: that
+/// takes until the process has exited (a process stuck in the kernel exits only when its call
+/// there returns), and a call written to it meanwhile would only die with it, an attempt lost
+/// (or block, once the pipe is full). One that cannot take a call is no longer current (a new
+/// one starts); true when one was so let go.
+fn take_live(c: &mut super::Children) -> (Option<Arc<ChildProc>>, bool) {
+    match c.current.as_ref() {
+        Some(p) if !p.dead.load(Ordering::SeqCst) && !p.killed.load(Ordering::SeqCst) => {
+            (Some(p.clone()), false)
+        }
+        Some(_) => {
+            c.current = None;
+            (None, true)
+        }
+        None => (None, false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sleeper() -> Arc<ChildProc> {
+        let mut child = Command::new("sleep")
+            .arg("30")
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("sleep");
+        let stdin = child.stdin.take().expect("stdin");
+        ChildProc::new(child, BufWriter::new(stdin))
+    }
+
+    #[test]
+    fn a_child_the_gateway_killed_is_handed_no_call_before_its_end_is_seen() {
+        let proc = sleeper();
+        let mut c = super::super::Children {
+            current: Some(proc.clone()),
+            ..Default::default()
+        };
+        let (live, gone) = take_live(&mut c);
+        assert!(live.is_some_and(|p| Arc::ptr_eq(&p, &proc)) && !gone);
+        // Killed (a call's timeout), its reader not yet at the end of its output.
+        proc.killed.store(true, Ordering::SeqCst);
+        assert!(!proc.dead.load(Ordering::SeqCst));
+        let (live, gone) = take_live(&mut c);
+        assert!(live.is_none() && gone);
+        assert!(c.current.is_none(), "a new child starts for the next call");
+        assert!(matches!(take_live(&mut c), (None, false)));
+        proc.sigkill();
+        let _ = proc.try_wait();
+    }
+
+    #[test]
+    fn a_dead_child_is_let_go_and_counted_once() {
+        let proc = sleeper();
+        let mut c = super::super::Children {
+            current: Some(proc.clone()),
+            ..Default::default()
+        };
+        proc.dead.store(true, Ordering::SeqCst);
+        let (live, gone) = take_live(&mut c);
+        assert!(live.is_none() && gone);
+        let (live, gone) = take_live(&mut c);
+        assert!(live.is_none() && !gone);
+        proc.sigkill();
+        let _ = proc.try_wait();
+    }
 }
