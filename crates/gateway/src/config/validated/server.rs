@@ -282,15 +282,20 @@ fn dual_stack_from(bindv6only: std::io::Result<String>) -> bool {
 impl Validator<'_> {
     /// A `{ cert, key }` table at `at` (`server.tls`, `admin.tls`).
     fn tls(&mut self, at: &str, t: &RawTls) -> TlsFiles {
-        for (key, text) in [("cert", &t.cert), ("key", &t.key)] {
-            if text.trim().is_empty() {
-                self.problem(&format!("{at}.{key}"), "must name a PEM file");
-            }
-        }
         TlsFiles {
-            cert: self.path(&format!("{at}.cert"), &t.cert),
-            key: self.path(&format!("{at}.key"), &t.key),
+            cert: self.pem_file(&format!("{at}.cert"), &t.cert),
+            key: self.pem_file(&format!("{at}.key"), &t.key),
         }
+    }
+
+    /// One file of a TLS pair: blank, as written or once its `${NAME}`s are expanded, is a
+    /// problem (it would name the config's folder).
+    fn pem_file(&mut self, at: &str, text: &str) -> PathBuf {
+        let path = self.path(at, text);
+        if !self.unexpanded.contains(at) && self.expand(at, text).trim().is_empty() {
+            self.problem(at, "must name a PEM file");
+        }
+        path
     }
 }
 

@@ -334,6 +334,36 @@ fn admin_tls_resolves_like_server_tls_and_needs_the_listener() {
     assert!(p.iter().any(|p| p.starts_with("admin.tls.cert:")), "{p:?}");
 }
 
+/// A TLS file given as a variable that is set but empty would name the config's folder: the
+/// same problem as an empty path, with its location (an unset one is the variable's problem).
+#[test]
+fn a_tls_file_whose_variable_is_empty_is_refused() {
+    let text = format!("[server]\ntls = {{ cert = \"${{CERT}}\", key = \"${{KEY}}\" }}\n{MINIMAL}");
+    let p = match load(&text, &[("CERT", ""), ("KEY", " ")]) {
+        Err(ConfigError::Invalid { problems, .. }) => problems,
+        other => panic!("expected Invalid, got {other:?}"),
+    };
+    assert!(
+        p.iter()
+            .any(|p| p.starts_with("server.tls.cert:") && p.contains("must name a PEM file")),
+        "{p:?}"
+    );
+    assert!(p.iter().any(|p| p.starts_with("server.tls.key:")), "{p:?}");
+    let p = match load(&text, &[("KEY", "k.pem")]) {
+        Err(ConfigError::Invalid { problems, .. }) => problems,
+        other => panic!("expected Invalid, got {other:?}"),
+    };
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(
+        p[0].starts_with("server.tls.cert:") && p[0].contains("CERT"),
+        "{p:?}"
+    );
+    let c = load(&text, &[("CERT", "c.pem"), ("KEY", "/k.pem")]).expect("valid");
+    let files = c.tls.expect("tls");
+    assert_eq!(files.cert, c.dir.join("c.pem"));
+    assert_eq!(files.key, PathBuf::from("/k.pem"));
+}
+
 /// A token for an admin listener that is off would be ignored: refused, as `tls` is.
 #[test]
 fn an_admin_token_needs_the_listener() {
