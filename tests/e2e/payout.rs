@@ -17,6 +17,9 @@ mod lark_api;
 #[path = "payout_kit.rs"]
 mod kit;
 
+#[path = "payout/covered.rs"]
+mod covered;
+
 use gateway_e2e::harness::run_cli_with_env;
 use kit::*;
 

@@ -97,6 +97,10 @@ pub struct Faults {
     pub delay_next_withdraw: Option<Duration>,
     /// Answer every withdraw with HTTP 400 and this `(code, msg)` while set.
     pub business_error: Option<(i64, String)>,
+    /// While set, a new withdraw (an `external_order_id` not seen before) that would take
+    /// nothing (the balance of the types asked is zero) is answered with HTTP 400 and this
+    /// `(code, msg)` instead of a withdrawal of nothing.
+    pub refuse_empty: Option<(i64, String)>,
     /// Answer the next withdraw with code 99991663 and revoke every issued token.
     pub invalid_token_once: bool,
     /// Answer the next N withdraws with HTTP 429, code 99991400 and `Retry-After`.
@@ -472,7 +476,13 @@ fn withdraw(s: &mut State, account: &str, req: &Request) -> Answer {
                 }
                 None => now_ms(),
             };
+            let refuse_empty = s.faults.refuse_empty.clone();
             let balance = s.balances.entry(account.to_owned()).or_default();
+            let empty = (!types.contains(&1) || balance.points == 0)
+                && (!types.contains(&2) || balance.cash.values().all(|m| *m == 0));
+            if let (true, Some((code, msg))) = (empty, refuse_empty) {
+                return answer(400, envelope(code, &msg));
+            }
             let mut assets = Assets::default();
             if types.contains(&1) {
                 assets.points = std::mem::take(&mut balance.points);

@@ -14,11 +14,13 @@ use lark_core::AssetsUpdateV1;
 use crate::api::Withdrawal;
 
 mod location;
+mod pick;
 mod postgres;
 mod row;
 mod sqlite;
 
 pub use location::{redact_url, LedgerLocation};
+use pick::Pick;
 pub use row::PayoutRow;
 
 /// A ledger failure (the plugin answers `Retry`: nothing is decided without the ledger).
@@ -101,6 +103,9 @@ pub enum SkipReason {
     ZeroBalance,
     BelowMinimum,
     Stale,
+    /// Lark refused the withdrawal, and an earlier withdrawal of the account, made after this
+    /// snapshot and of at least its amounts, had taken its balance ([`Ledger::record_covered`]).
+    Covered,
 }
 
 impl SkipReason {
@@ -109,6 +114,7 @@ impl SkipReason {
             SkipReason::ZeroBalance => "zero_balance",
             SkipReason::BelowMinimum => "below_minimum",
             SkipReason::Stale => "stale",
+            SkipReason::Covered => "covered",
         }
     }
 }
@@ -363,43 +369,43 @@ impl Ledger {
         self.rows(&Pick::Unfinished { before })
     }
 
+    /// Withdrawals of `account_id` (status `withdrawn`) that Lark made, by its `trans_time`,
+    /// after `modify_time_ms`, oldest first: each took the account's whole balance of its types
+    /// as it stood then, so the balance of a snapshot of that time among it.
+    pub fn withdrawals_after(
+        &self,
+        account_id: &str,
+        modify_time_ms: u64,
+    ) -> Result<Vec<PayoutRow>, LedgerError> {
+        self.rows(&Pick::After {
+            account: account_id.to_owned(),
+            after: i64::try_from(modify_time_ms).unwrap_or(i64::MAX),
+        })
+    }
+
+    /// Records a pending (or rejected) intent as skipped for reason `covered`, `note` saying by
+    /// what (kept in `last_error`); a row in any other state is left as it is. Returns the row
+    /// as it now stands.
+    pub fn record_covered(
+        &self,
+        delivery_id: &str,
+        note: &str,
+        now_ms: u64,
+    ) -> Result<PayoutRow, LedgerError> {
+        let now = int(delivery_id, "time", now_ms)?;
+        let reason = SkipReason::Covered.as_str();
+        match &self.backend {
+            Backend::Sqlite(l) => l.record_covered(delivery_id, reason, note, now)?,
+            Backend::Postgres(l) => l.record_covered(delivery_id, reason, note, now)?,
+        }
+        self.get(delivery_id)?
+            .ok_or_else(|| vanished(delivery_id, "row vanished while recorded as covered"))
+    }
+
     fn rows(&self, pick: &Pick) -> Result<Vec<PayoutRow>, LedgerError> {
         match &self.backend {
             Backend::Sqlite(l) => l.rows(pick),
             Backend::Postgres(l) => l.rows(pick),
-        }
-    }
-}
-
-/// Which rows a report reads (see [`Ledger::withdrawals`], [`Ledger::unfinished`]).
-pub(super) enum Pick {
-    Withdrawn { from: i64, to: i64 },
-    Unfinished { before: i64 },
-}
-
-impl Pick {
-    /// The condition on the ledger's row `p` (its parameters `$1`, `$2`: the bounds), and the
-    /// order of the rows.
-    fn sql(&self) -> (&'static str, &'static str) {
-        match self {
-            Pick::Withdrawn { .. } => (
-                "p.status = 'withdrawn'
-                 AND COALESCE(p.trans_time_ms, p.completed_at) BETWEEN $1 AND $2",
-                "COALESCE(p.trans_time_ms, p.completed_at), p.delivery_id",
-            ),
-            Pick::Unfinished { .. } => (
-                "(p.status IN ('pending', 'rejected')
-                  OR (p.status = 'withdrawn' AND p.forward_status = 'pending'))
-                 AND p.created_at <= $1",
-                "p.created_at, p.delivery_id",
-            ),
-        }
-    }
-
-    fn params(&self) -> Vec<i64> {
-        match *self {
-            Pick::Withdrawn { from, to } => vec![from, to],
-            Pick::Unfinished { before } => vec![before],
         }
     }
 }

@@ -265,7 +265,7 @@ impl Payout {
                 return Ok(());
             }
             Status::Withdrawn => row,
-            Status::Pending | Status::Rejected => self.withdraw(row)?,
+            Status::Pending | Status::Rejected => self.withdraw(row, &event)?,
         };
         self.forward(&row)
     }
@@ -313,8 +313,12 @@ impl Payout {
         }
     }
 
-    /// Calls withdraw for a recorded intent and records the result.
-    fn withdraw(&self, row: PayoutRow) -> Result<PayoutRow, HandleError> {
+    /// Calls withdraw for a recorded intent (of `snapshot`) and records the result.
+    fn withdraw(
+        &self,
+        row: PayoutRow,
+        snapshot: &AssetsUpdateV1,
+    ) -> Result<PayoutRow, HandleError> {
         if row.requested_types.is_empty() {
             return Err(HandleError::NoTypes(row.delivery_id));
         }
@@ -334,6 +338,11 @@ impl Payout {
                     ApiError::Transient { .. } => None,
                 };
                 let rejected = !source.is_transient();
+                if rejected && matches!(source, ApiError::Lark { .. }) {
+                    if let Some(row) = self.covered(&row, snapshot, &source)? {
+                        return Ok(row);
+                    }
+                }
                 let err = HandleError::Api {
                     account_id: row.account_id.clone(),
                     order_id: row.external_order_id.clone(),
@@ -392,6 +401,43 @@ impl Payout {
             ),
         );
         Ok(row)
+    }
+
+    /// After Lark refused `row`'s withdraw: when a withdrawal of the account made after its
+    /// snapshot took that snapshot's balance (see `covered.rs`), the row is recorded as skipped
+    /// (`covered`) and returned.
+    fn covered(
+        &self,
+        row: &PayoutRow,
+        snapshot: &AssetsUpdateV1,
+        refusal: &ApiError,
+    ) -> Result<Option<PayoutRow>, HandleError> {
+        let after = self
+            .ledger
+            .withdrawals_after(&row.account_id, row.modify_time)?;
+        let Some(by) = after.iter().find(|w| {
+            w.delivery_id != row.delivery_id && covered::covers(w, &row.requested_types, snapshot)
+        }) else {
+            return Ok(None);
+        };
+        let note = format!(
+            "covered: withdrawal {} (delivery {}, trans_time {}) took this snapshot's balance; \
+             Lark refused this one: {refusal}",
+            by.external_order_id,
+            by.delivery_id,
+            by.trans_time.as_deref().unwrap_or("-"),
+        );
+        let row = self
+            .ledger
+            .record_covered(&row.delivery_id, &note, now_ms())?;
+        self.host.log(
+            Level::Info,
+            &format!(
+                "payout: account {} snapshot {}: nothing withdrawn ({note})",
+                row.account_id, row.modify_time
+            ),
+        );
+        Ok(Some(row))
     }
 
     /// Forwards a recorded withdrawal whose forwarding is pending.
@@ -461,6 +507,8 @@ fn now_ms() -> u64 {
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
 }
+
+mod covered;
 
 #[cfg(test)]
 mod tests;

@@ -23,6 +23,7 @@ use std::sync::Mutex;
 use lark_core::AssetsUpdateV1;
 
 use super::location::{pg_config, redact_url};
+use super::pick::Param;
 use super::row::{StoredRow, COLUMNS};
 use super::{
     forward_status_for, int, is_stale, vanished, Intent, LedgerError, PayoutRow, Pick, Plan,
@@ -319,6 +320,22 @@ impl PgLedger {
         )
     }
 
+    pub(super) fn record_covered(
+        &self,
+        delivery_id: &str,
+        reason: &str,
+        note: &str,
+        now: i64,
+    ) -> Result<(), LedgerError> {
+        self.execute(
+            "recording a covered snapshot",
+            "UPDATE payout_ledger SET status = 'skipped', skip_reason = $2, last_error = $3,
+                 completed_at = $4
+             WHERE delivery_id = $1 AND status IN ('pending', 'rejected')",
+            &[&delivery_id, &reason, &note, &now],
+        )
+    }
+
     pub(super) fn count_withdraw_attempt(&self, delivery_id: &str) -> Result<(), LedgerError> {
         self.execute(
             "counting a withdraw attempt",
@@ -375,7 +392,10 @@ impl PgLedger {
         let params = pick.params();
         let params: Vec<&(dyn postgres::types::ToSql + Sync)> = params
             .iter()
-            .map(|p| p as &(dyn postgres::types::ToSql + Sync))
+            .map(|p| match p {
+                Param::Int(n) => n as &(dyn postgres::types::ToSql + Sync),
+                Param::Text(t) => t,
+            })
             .collect();
         // `delivery_id` in byte order, as SQLite sorts it.
         let order = order.replace("p.delivery_id", "p.delivery_id COLLATE \"C\"");

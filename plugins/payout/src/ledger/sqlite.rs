@@ -13,6 +13,7 @@ mod handover;
 use lark_core::AssetsUpdateV1;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
+use super::pick::Param;
 use super::row::{StoredRow, COLUMNS};
 use super::{
     forward_status_for, int, is_stale, vanished, Intent, LedgerError, PayoutRow, Pick, Plan,
@@ -414,6 +415,24 @@ impl SqliteLedger {
         Ok(())
     }
 
+    pub(super) fn record_covered(
+        &self,
+        delivery_id: &str,
+        reason: &str,
+        note: &str,
+        now: i64,
+    ) -> Result<(), LedgerError> {
+        self.lock()?
+            .execute(
+                "UPDATE payouts SET status = 'skipped', skip_reason = ?2, last_error = ?3,
+                     completed_at = ?4
+                 WHERE delivery_id = ?1 AND status IN ('pending', 'rejected')",
+                params![delivery_id, reason, note, now],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     pub(super) fn count_withdraw_attempt(&self, delivery_id: &str) -> Result<(), LedgerError> {
         self.lock()?
             .execute(
@@ -456,7 +475,11 @@ impl SqliteLedger {
                 "SELECT p.delivery_id FROM payouts p WHERE {condition} ORDER BY {order}"
             ))
             .and_then(|mut st| {
-                st.query_map(rusqlite::params_from_iter(pick.params()), |r| r.get(0))?
+                let params = pick.params().into_iter().map(|p| match p {
+                    Param::Int(n) => rusqlite::types::Value::Integer(n),
+                    Param::Text(t) => rusqlite::types::Value::Text(t.to_owned()),
+                });
+                st.query_map(rusqlite::params_from_iter(params), |r| r.get(0))?
                     .collect()
             })
             .map_err(|e| self.err(e))?;

@@ -146,3 +146,64 @@ fn a_withdrawal_is_forwarded_unless_it_moved_nothing_or_forwarding_is_off() {
     assert_eq!(forward_status_for(&withdrawal(0, &[]), true), "not_needed");
     assert_eq!(forward_status_for(&withdrawal(5, &["1"]), false), "none");
 }
+
+/// The withdrawals made after a snapshot (by `trans_time`) are listed for the covered check,
+/// and a covered row is recorded as skipped with its note; a row already withdrawn is never
+/// turned into a skip. (The PostgreSQL twin: `tests/e2e/payout_ledger_pg/covered.rs`.)
+#[test]
+fn withdrawals_after_a_snapshot_and_a_covered_skip_on_a_file_ledger() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = Ledger::open(&dir.path().join("ledger.db")).expect("create");
+    let plan = Plan::Withdraw(vec![1]);
+    ledger
+        .admit("d-old", "gw-old", &snapshot(100), &plan, || 1)
+        .expect("older");
+    ledger
+        .admit("d-new", "gw-new", &snapshot(200), &plan, || 2)
+        .expect("newer");
+    let mut other = snapshot(150);
+    other.account_id = "other".into();
+    ledger
+        .admit("d-other", "gw-other", &other, &plan, || 3)
+        .expect("another account");
+    let took = |order: &str, trans: u64| Withdrawal {
+        external_order_id: Some(order.into()),
+        trans_time: Some(trans.to_string()),
+        points: 10,
+        cash: Vec::new(),
+        log_id: None,
+    };
+    ledger
+        .record_withdrawn("d-new", &took("gw-new", 300), false, 4)
+        .expect("newer withdrawn");
+    ledger
+        .record_withdrawn("d-other", &took("gw-other", 300), false, 4)
+        .expect("other withdrawn");
+    let ids = |after: u64| -> Vec<String> {
+        ledger
+            .withdrawals_after("acct", after)
+            .expect("list")
+            .into_iter()
+            .map(|r| r.delivery_id)
+            .collect()
+    };
+    assert_eq!(ids(100), ["d-new"]);
+    assert_eq!(ids(299), ["d-new"]);
+    assert!(
+        ids(300).is_empty(),
+        "made at the snapshot's time is not after it"
+    );
+    let row = ledger
+        .record_covered("d-old", "covered: by gw-new", 5)
+        .expect("covered");
+    assert_eq!(row.status, Status::Skipped);
+    assert_eq!(row.skip_reason.as_deref(), Some("covered"));
+    assert_eq!(row.last_error.as_deref(), Some("covered: by gw-new"));
+    assert_eq!(row.completed_at, Some(5));
+    let kept = ledger
+        .record_covered("d-new", "covered: by nothing", 6)
+        .expect("a withdrawn row");
+    assert_eq!(kept.status, Status::Withdrawn);
+    assert_eq!(kept.skip_reason, None);
+    assert!(ledger.unfinished(u64::MAX).expect("unfinished").is_empty());
+}

@@ -2,7 +2,7 @@
 //! a transaction-level advisory lock, so gateway processes starting at once apply each exactly
 //! once (the others wait, then find nothing left to do). Every table is named `payout_…` so the
 //! ledger can share a database with the gateway's own store (`events`, `deliveries`,
-//! `gateway_schema`). Never drops or rewrites data: a migration only adds.
+//! `gateway_schema`). Never drops or rewrites data: a migration only adds, or widens a check.
 
 use postgres::Client;
 
@@ -13,7 +13,7 @@ use super::Failure;
 pub(super) const MIGRATION_LOCK: i64 = 0x7061_796f_7574_0001;
 
 /// The newest schema version this build knows.
-pub(super) const LATEST: i32 = 1;
+pub(super) const LATEST: i32 = 2;
 
 /// Version 1: the same tables as the SQLite ledger (`accounts` → `payout_accounts`, `payouts`
 /// → `payout_ledger`, `payout_cash`), times as Unix milliseconds, money as integer points and
@@ -62,7 +62,17 @@ CREATE TABLE payout_cash (
 ";
 
 /// Every migration, oldest first: (version, SQL).
-const MIGRATIONS: &[(i32, &str)] = &[(1, V1)];
+/// Version 2: `skip_reason` may also be `covered` (a snapshot whose balance an earlier
+/// withdrawal took, found when Lark refused its own). The check is widened, under its
+/// name from version 1 (PostgreSQL's default for a column's check).
+const V2: &str = r"
+ALTER TABLE payout_ledger
+    DROP CONSTRAINT payout_ledger_skip_reason_check,
+    ADD CONSTRAINT payout_ledger_skip_reason_check
+        CHECK (skip_reason IN ('zero_balance', 'below_minimum', 'stale', 'covered'));
+";
+
+const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2)];
 
 /// Brings the schema to [`LATEST`]; returns the version found before. A database whose schema
 /// is newer than this build is refused (an older plugin must not write to it).

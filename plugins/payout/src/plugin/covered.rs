@@ -1,0 +1,146 @@
+//! A snapshot whose balance an earlier withdrawal already took. Lark's withdraw empties the
+//! balance of the types asked as it stands when Lark makes it, so a withdrawal made after a
+//! snapshot (by Lark's `trans_time` against the snapshot's `modify_time`) took that snapshot's
+//! balance with it, and the snapshot's own withdraw then finds nothing. Lark may refuse that
+//! call; it is then recorded as skipped (`covered`), not as a refusal for an operator to
+//! chase. Only after a refusal: Lark saying no is what shows no money moved in this
+//! snapshot's own call, and the withdrawal taken for it must also have been of at least the
+//! snapshot's amounts, so a clock difference between Lark's two times alone never hides a
+//! balance left unpaid.
+
+use std::collections::BTreeMap;
+
+use lark_core::{AssetsUpdateV1, CashBonus, Money};
+
+use crate::config::BonusType;
+use crate::ledger::PayoutRow;
+
+/// Whether withdrawal `w` took the balance of `snapshot` for the `types` asked (Lark's
+/// `withdraw_bonus_type` codes): it asked for each of them too and withdrew at least the
+/// snapshot's points and, per currency (its code in any case), at least its cash.
+pub(super) fn covers(w: &PayoutRow, types: &[u8], snapshot: &AssetsUpdateV1) -> bool {
+    if types.is_empty() || !types.iter().all(|t| w.requested_types.contains(t)) {
+        return false;
+    }
+    if types.contains(&BonusType::Points.code()) && w.points < snapshot.points {
+        return false;
+    }
+    if types.contains(&BonusType::Cash.code()) {
+        let taken = totals(&w.cash);
+        for (currency, wanted) in totals(&snapshot.cash) {
+            let enough = match (wanted, taken.get(&currency).copied().flatten()) {
+                (Some(wanted), Some(taken)) => taken >= wanted,
+                // Nothing of it taken, or a total past what an amount holds: not shown.
+                _ => false,
+            };
+            if !enough {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// Cash per currency (upper case), added up; `None` past what an amount holds. Zero amounts
+/// are left out (no balance to take).
+fn totals(cash: &[CashBonus]) -> BTreeMap<String, Option<Money>> {
+    let mut out: BTreeMap<String, Option<Money>> = BTreeMap::new();
+    for c in cash.iter().filter(|c| !c.amount.is_zero()) {
+        let total = out
+            .entry(c.currency.to_ascii_uppercase())
+            .or_insert(Some(Money::ZERO));
+        *total = total.and_then(|t| t.checked_add(c.amount));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{ForwardStatus, Status};
+
+    fn money(text: &str) -> Money {
+        text.parse().expect("money")
+    }
+
+    fn cash(list: &[(&str, &str)]) -> Vec<CashBonus> {
+        list.iter()
+            .map(|(c, a)| CashBonus {
+                currency: (*c).to_owned(),
+                amount: money(a),
+            })
+            .collect()
+    }
+
+    fn withdrawal(types: &[u8], points: u64, c: &[(&str, &str)]) -> PayoutRow {
+        PayoutRow {
+            delivery_id: "d-1".into(),
+            external_order_id: "gw-1".into(),
+            account_id: "a".into(),
+            modify_time: 1,
+            requested_types: types.to_vec(),
+            status: Status::Withdrawn,
+            skip_reason: None,
+            created_at: 1,
+            completed_at: Some(2),
+            trans_time: Some("3".into()),
+            trans_time_ms: Some(3),
+            points,
+            cash: cash(c),
+            log_id: None,
+            last_error: None,
+            withdraw_attempts: 1,
+            forward_status: ForwardStatus::None,
+            forward_attempts: 0,
+            forward_error: None,
+        }
+    }
+
+    fn snapshot(points: u64, c: &[(&str, &str)]) -> AssetsUpdateV1 {
+        AssetsUpdateV1 {
+            account_id: "a".into(),
+            points,
+            cash: cash(c),
+            modify_time_ms: 2,
+        }
+    }
+
+    #[test]
+    fn a_withdrawal_of_at_least_the_snapshot_in_every_type_asked_covers_it() {
+        let w = withdrawal(&[1, 2], 30, &[("CNY", "5.00"), ("USD", "1.00")]);
+        assert!(covers(
+            &w,
+            &[1, 2],
+            &snapshot(30, &[("cny", "2.50"), ("CNY", "2.50")])
+        ));
+        assert!(
+            covers(&w, &[1], &snapshot(20, &[("EUR", "9.00")])),
+            "cash not asked"
+        );
+        assert!(
+            covers(&w, &[2], &snapshot(99, &[("USD", "1.00")])),
+            "points not asked"
+        );
+        assert!(covers(&w, &[2], &snapshot(0, &[("USD", "0.00")])));
+    }
+
+    #[test]
+    fn less_than_the_snapshot_or_a_type_not_asked_then_does_not() {
+        let w = withdrawal(&[1, 2], 30, &[("CNY", "5.00")]);
+        assert!(!covers(&w, &[1], &snapshot(31, &[])), "fewer points");
+        assert!(
+            !covers(&w, &[2], &snapshot(0, &[("CNY", "5.01")])),
+            "less cash"
+        );
+        assert!(
+            !covers(&w, &[2], &snapshot(0, &[("USD", "0.01")])),
+            "another currency"
+        );
+        let points_only = withdrawal(&[1], 30, &[]);
+        assert!(
+            !covers(&points_only, &[1, 2], &snapshot(30, &[])),
+            "cash not asked then"
+        );
+        assert!(!covers(&w, &[], &snapshot(0, &[])), "nothing asked");
+    }
+}

@@ -1,0 +1,89 @@
+//! The covered check on the PostgreSQL ledger (the embedded twin: the payout crate's
+//! `ledger/tests.rs`): the withdrawals of an account made after a snapshot are listed, a
+//! covered row is recorded as skipped with its note (the `covered` reason the schema's
+//! version 2 allows), a withdrawn row is never turned into a skip; and a version 1 database
+//! (its check without `covered`) is migrated to version 2 when a ledger connects.
+
+use gateway_e2e::pgkit::PgCluster;
+use payout::api::Withdrawal;
+use payout::ledger::{Plan, Status};
+
+use super::{connect, snapshot, T0};
+
+fn took(order: &str, trans: u64) -> Withdrawal {
+    Withdrawal {
+        external_order_id: Some(order.into()),
+        trans_time: Some(trans.to_string()),
+        points: 100,
+        cash: Vec::new(),
+        log_id: None,
+    }
+}
+
+#[test]
+fn withdrawals_after_a_snapshot_and_a_covered_skip_on_a_postgres_ledger() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("covered");
+    let ledger = connect(&url);
+    // A database made by a plugin before version 2.
+    pg.sql(
+        "covered",
+        "DELETE FROM payout_schema WHERE version = 2;
+         ALTER TABLE payout_ledger DROP CONSTRAINT payout_ledger_skip_reason_check,
+             ADD CONSTRAINT payout_ledger_skip_reason_check
+                 CHECK (skip_reason IN ('zero_balance', 'below_minimum', 'stale'))",
+    );
+    drop(ledger);
+    let ledger = connect(&url);
+    assert_eq!(
+        pg.sql(
+            "covered",
+            "SELECT count(*), max(version) FROM payout_schema"
+        ),
+        "2|2"
+    );
+    let plan = Plan::Withdraw(vec![1]);
+    ledger
+        .admit("d-old", "gw-old", &snapshot("acct", T0 + 100), &plan, || T0)
+        .expect("older");
+    ledger
+        .admit("d-new", "gw-new", &snapshot("acct", T0 + 200), &plan, || T0)
+        .expect("newer");
+    ledger
+        .admit(
+            "d-other",
+            "gw-other",
+            &snapshot("other", T0 + 150),
+            &plan,
+            || T0,
+        )
+        .expect("another account");
+    ledger
+        .record_withdrawn("d-new", &took("gw-new", T0 + 300), false, T0 + 1)
+        .expect("newer withdrawn");
+    ledger
+        .record_withdrawn("d-other", &took("gw-other", T0 + 300), false, T0 + 1)
+        .expect("other withdrawn");
+    let ids = |after: u64| -> Vec<String> {
+        ledger
+            .withdrawals_after("acct", after)
+            .expect("list")
+            .into_iter()
+            .map(|r| r.delivery_id)
+            .collect()
+    };
+    assert_eq!(ids(T0 + 100), ["d-new"]);
+    assert!(ids(T0 + 300).is_empty());
+    let row = ledger
+        .record_covered("d-old", "covered: by gw-new", T0 + 2)
+        .expect("covered");
+    assert_eq!(row.status, Status::Skipped);
+    assert_eq!(row.skip_reason.as_deref(), Some("covered"));
+    assert_eq!(row.last_error.as_deref(), Some("covered: by gw-new"));
+    assert_eq!(row.completed_at, Some(T0 + 2));
+    let kept = ledger
+        .record_covered("d-new", "covered: by nothing", T0 + 3)
+        .expect("a withdrawn row");
+    assert_eq!(kept.status, Status::Withdrawn);
+    assert!(ledger.unfinished(u64::MAX).expect("unfinished").is_empty());
+}
