@@ -284,8 +284,10 @@ impl Ledger {
         Ok(row)
     }
 
-    /// Records Lark's result for a pending (or rejected) intent; a row already withdrawn (by a
-    /// concurrent attempt) is left as it is. Returns the row as it now stands.
+    /// Records Lark's result for a pending (or rejected) intent, or one a concurrent attempt
+    /// recorded as covered (Lark executed this attempt's id after all: the money it moved is
+    /// recorded); a row already withdrawn (by a concurrent attempt) is left as it is. Returns
+    /// the row as it now stands.
     pub fn record_withdrawn(
         &self,
         delivery_id: &str,

@@ -338,9 +338,17 @@ impl Payout {
                     ApiError::Transient { .. } => None,
                 };
                 let rejected = !source.is_transient();
-                if rejected && matches!(source, ApiError::Lark { .. }) {
-                    if let Some(row) = self.covered(&row, snapshot, &source)? {
-                        return Ok(row);
+                if let ApiError::Lark {
+                    call: "withdraw",
+                    code,
+                    retry: false,
+                    ..
+                } = &source
+                {
+                    if self.config.covered_codes.contains(code) {
+                        if let Some(row) = self.covered(&row, snapshot, &source)? {
+                            return Ok(row);
+                        }
                     }
                 }
                 let err = HandleError::Api {
@@ -401,43 +409,6 @@ impl Payout {
             ),
         );
         Ok(row)
-    }
-
-    /// After Lark refused `row`'s withdraw: when a withdrawal of the account made after its
-    /// snapshot took that snapshot's balance (see `covered.rs`), the row is recorded as skipped
-    /// (`covered`) and returned.
-    fn covered(
-        &self,
-        row: &PayoutRow,
-        snapshot: &AssetsUpdateV1,
-        refusal: &ApiError,
-    ) -> Result<Option<PayoutRow>, HandleError> {
-        let after = self
-            .ledger
-            .withdrawals_after(&row.account_id, row.modify_time)?;
-        let Some(by) = after.iter().find(|w| {
-            w.delivery_id != row.delivery_id && covered::covers(w, &row.requested_types, snapshot)
-        }) else {
-            return Ok(None);
-        };
-        let note = format!(
-            "covered: withdrawal {} (delivery {}, trans_time {}) took this snapshot's balance; \
-             Lark refused this one: {refusal}",
-            by.external_order_id,
-            by.delivery_id,
-            by.trans_time.as_deref().unwrap_or("-"),
-        );
-        let row = self
-            .ledger
-            .record_covered(&row.delivery_id, &note, now_ms())?;
-        self.host.log(
-            Level::Info,
-            &format!(
-                "payout: account {} snapshot {}: nothing withdrawn ({note})",
-                row.account_id, row.modify_time
-            ),
-        );
-        Ok(Some(row))
     }
 
     /// Forwards a recorded withdrawal whose forwarding is pending.

@@ -86,4 +86,12 @@ fn withdrawals_after_a_snapshot_and_a_covered_skip_on_a_postgres_ledger() {
         .expect("a withdrawn row");
     assert_eq!(kept.status, Status::Withdrawn);
     assert!(ledger.unfinished(u64::MAX).expect("unfinished").is_empty());
+    // A concurrent attempt of the covered delivery whose id Lark did execute: its withdrawal
+    // is recorded over the skip, never lost.
+    let paid = ledger
+        .record_withdrawn("d-old", &took("gw-old", T0 + 400), false, T0 + 4)
+        .expect("withdrawn after all");
+    assert_eq!(paid.status, Status::Withdrawn);
+    assert_eq!(paid.skip_reason, None);
+    assert_eq!(paid.trans_time_ms, Some(T0 + 400));
 }

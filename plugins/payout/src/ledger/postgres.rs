@@ -263,8 +263,9 @@ impl PgLedger {
             let changed = tx.execute(
                 "UPDATE payout_ledger SET status = 'withdrawn', completed_at = $2,
                      trans_time = $3, trans_time_ms = $4, points = $5, log_id = $6,
-                     last_error = NULL, forward_status = $7
-                 WHERE delivery_id = $1 AND status IN ('pending', 'rejected')",
+                     last_error = NULL, forward_status = $7, skip_reason = NULL
+                 WHERE delivery_id = $1 AND (status IN ('pending', 'rejected')
+                     OR (status = 'skipped' AND skip_reason = 'covered'))",
                 &[
                     &delivery_id,
                     &now,

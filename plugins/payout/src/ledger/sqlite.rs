@@ -359,8 +359,9 @@ impl SqliteLedger {
             .execute(
                 "UPDATE payouts SET status = 'withdrawn', completed_at = ?2, trans_time = ?3,
                      trans_time_ms = ?4, points = ?5, log_id = ?6, last_error = NULL,
-                     forward_status = ?7
-                 WHERE delivery_id = ?1 AND status IN ('pending', 'rejected')",
+                     forward_status = ?7, skip_reason = NULL
+                 WHERE delivery_id = ?1 AND (status IN ('pending', 'rejected')
+                     OR (status = 'skipped' AND skip_reason = 'covered'))",
                 params![
                     delivery_id,
                     now,

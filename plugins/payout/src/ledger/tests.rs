@@ -206,4 +206,12 @@ fn withdrawals_after_a_snapshot_and_a_covered_skip_on_a_file_ledger() {
     assert_eq!(kept.status, Status::Withdrawn);
     assert_eq!(kept.skip_reason, None);
     assert!(ledger.unfinished(u64::MAX).expect("unfinished").is_empty());
+    // A concurrent attempt of the covered delivery whose id Lark did execute: its withdrawal
+    // is recorded over the skip, never lost.
+    let paid = ledger
+        .record_withdrawn("d-old", &took("gw-old", 400), false, 7)
+        .expect("withdrawn after all");
+    assert_eq!(paid.status, Status::Withdrawn);
+    assert_eq!(paid.skip_reason, None);
+    assert_eq!((paid.points, paid.trans_time_ms), (10, Some(400)));
 }

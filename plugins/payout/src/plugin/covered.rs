@@ -1,19 +1,67 @@
 //! A snapshot whose balance an earlier withdrawal already took. Lark's withdraw empties the
 //! balance of the types asked as it stands when Lark makes it, so a withdrawal made after a
 //! snapshot (by Lark's `trans_time` against the snapshot's `modify_time`) took that snapshot's
-//! balance with it, and the snapshot's own withdraw then finds nothing. Lark may refuse that
-//! call; it is then recorded as skipped (`covered`), not as a refusal for an operator to
-//! chase. Only after a refusal: Lark saying no is what shows no money moved in this
-//! snapshot's own call, and the withdrawal taken for it must also have been of at least the
-//! snapshot's amounts, so a clock difference between Lark's two times alone never hides a
-//! balance left unpaid.
+//! balance with it, and the snapshot's own withdraw then finds nothing. What Lark answers then
+//! is not documented: the operator lists the codes that mean "nothing to withdraw" in
+//! `covered_codes` (none by default). A refusal of the withdraw call with such a code (for a
+//! repeated `external_order_id` too: one Lark had executed would be answered with its original
+//! withdrawal) shows that this id moved no money and that the balance was already empty; when
+//! the ledger also holds a withdrawal of the account made after the snapshot, asking for every
+//! type this one asks and of at least its amounts of those, the row is recorded as skipped
+//! (`covered`), not as a refusal for an operator to chase. Any other refusal (another code, the
+//! token call) stays a refusal.
 
 use std::collections::BTreeMap;
 
 use lark_core::{AssetsUpdateV1, CashBonus, Money};
 
+use super::{now_ms, HandleError, Payout};
+use crate::api::ApiError;
 use crate::config::BonusType;
-use crate::ledger::PayoutRow;
+use crate::ledger::{PayoutRow, Status};
+use gateway_plugin::Level;
+
+impl Payout {
+    /// After Lark refused `row`'s withdraw with one of `covered_codes` (nothing to withdraw):
+    /// when a recorded withdrawal of the account made after its snapshot took that snapshot's
+    /// balance (see `covered.rs`), the row is recorded as skipped (`covered`) and returned as it
+    /// now stands (withdrawn, when a concurrent attempt recorded Lark's success first).
+    pub(super) fn covered(
+        &self,
+        row: &PayoutRow,
+        snapshot: &AssetsUpdateV1,
+        refusal: &ApiError,
+    ) -> Result<Option<PayoutRow>, HandleError> {
+        let after = self
+            .ledger
+            .withdrawals_after(&row.account_id, row.modify_time)?;
+        let Some(by) = after.iter().find(|w| {
+            w.delivery_id != row.delivery_id && covers(w, &row.requested_types, snapshot)
+        }) else {
+            return Ok(None);
+        };
+        let note = format!(
+            "covered: withdrawal {} (delivery {}, trans_time {}) took this snapshot's balance; \
+             Lark refused this one: {refusal}",
+            by.external_order_id,
+            by.delivery_id,
+            by.trans_time.as_deref().unwrap_or("-"),
+        );
+        let row = self
+            .ledger
+            .record_covered(&row.delivery_id, &note, now_ms())?;
+        if row.status == Status::Skipped {
+            self.host.log(
+                Level::Info,
+                &format!(
+                    "payout: account {} snapshot {}: nothing withdrawn ({note})",
+                    row.account_id, row.modify_time
+                ),
+            );
+        }
+        Ok(Some(row))
+    }
+}
 
 /// Whether withdrawal `w` took the balance of `snapshot` for the `types` asked (Lark's
 /// `withdraw_bonus_type` codes): it asked for each of them too and withdrew at least the
