@@ -101,7 +101,7 @@ fn replay_reruns_successes_only_with_force_and_reload_answers_its_result() {
         Some("{}"),
     );
     assert_eq!(r.status, 415, "{}", r.body);
-    let big = format!("{{\"event_ids\": [\"{}\"]}}", "x".repeat(70 * 1024));
+    let big = format!("{{\"event_ids\": [\"{}\"]}}", "x".repeat(1024 * 1024));
     let r = call(
         "POST",
         &gw.admin_url("/api/v1/replay"),

@@ -22,8 +22,10 @@ use crate::ops::timefmt::{rfc3339, since_ms};
 use crate::store::{sqlite::now_ms, AttemptRecord, DeadLetterQuery, DeliveryFilter, EventFilter};
 pub use replay::replay;
 
-/// The largest request body the API reads.
-pub const MAX_BODY: usize = 64 * 1024;
+/// The largest request body the API reads: the console's "Replay selected" on a full page
+/// ([`MAX_LIMIT`] dead letters) of the longest ids (256 bytes, each byte a control character
+/// JSON writes as `\u00XX`) is about 0.8 MB with plugin names of a few dozen bytes.
+pub const MAX_BODY: usize = 1024 * 1024;
 /// The most rows one page lists.
 const MAX_LIMIT: u32 = 500;
 const DEFAULT_LIMIT: u32 = 50;
