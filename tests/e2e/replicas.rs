@@ -216,6 +216,11 @@ fn a_database_restart_costs_503s_and_loses_nothing() {
         &lark.event_v2("probe-down", "x.y_v1", serde_json::json!({})),
     );
     assert_eq!(probe.status, 503, "{}", probe.body);
+    // `store backup` says how a PostgreSQL store is backed up even with the database away.
+    let dest = dirs[0].path().join("copy.db");
+    let (code, out, err) = gws[0].cli(&["store", "backup", dest.to_str().expect("utf-8")]);
+    assert_eq!(code, 1, "{out}");
+    assert!(err.contains("pg_dump") && !dest.exists(), "{err}");
     pg.start_again();
     let refused = sender.join().expect("sender");
     assert!(refused > 0, "some requests met the database down");

@@ -197,6 +197,10 @@ pub fn store(config: &Config, cmd: &StoreCommand) -> ExitCode {
 
 /// `gateway store backup DEST`.
 fn backup(config: &Config, dest: std::path::PathBuf) -> ExitCode {
+    if matches!(config.store, crate::config::StoreConfig::Postgres(_)) {
+        eprintln!("error: {}", crate::store::postgres::BACKUP_REFUSED);
+        return ExitCode::FAILURE;
+    }
     with_store(config, |store| async move {
         match store.backup(dest.clone()).await {
             Ok(events) => {

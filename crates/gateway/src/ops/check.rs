@@ -16,9 +16,12 @@ use crate::longconn::{bootstrap_blocking, dial_and_close_blocking, ConnectError}
 use crate::plugins;
 use crate::tls;
 
-/// `gateway check`: everything `run` would refuse, found without running. Connects to nothing
-/// but a PostgreSQL store (read only: the migrations run at start, not here) unless `connect`
-/// (then it bootstraps each websocket app's long connection once, no dial).
+/// `gateway check`: everything `run` would refuse, found without running. The gateway itself
+/// connects to nothing but a PostgreSQL store (read only: the store's migrations run at start,
+/// not here) unless `connect` (then it bootstraps each websocket app's long connection once,
+/// no dial). Every plugin instance is created as `run` creates it, so each plugin's own `init`
+/// runs, with whatever it does to its own storage (the payout plugin opens its ledger, creating
+/// or migrating it).
 pub fn check(config: &Config, connect: bool) -> ExitCode {
     outln!("config {}", config.file.display());
     outln!(

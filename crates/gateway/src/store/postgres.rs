@@ -111,6 +111,11 @@ struct Inner {
     ingest: Mutex<Option<mpsc::UnboundedSender<ingest::Job>>>,
 }
 
+/// Why `store backup` refuses a PostgreSQL store (said before the store is opened, so also
+/// when the database is unreachable).
+pub const BACKUP_REFUSED: &str = "a PostgreSQL store is backed up with PostgreSQL's tools \
+     (pg_dump, or the server's base backups and WAL archiving), not by the gateway";
+
 impl std::fmt::Debug for PgStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PgStore")
@@ -465,13 +470,7 @@ impl Store for PgStore {
     }
 
     fn backup(&self, _dest: std::path::PathBuf) -> StoreFuture<u64> {
-        Box::pin(async {
-            Err(StoreError(
-                "a PostgreSQL store is backed up with PostgreSQL's tools (pg_dump, or the \
-                 server's base backups and WAL archiving), not by the gateway"
-                    .into(),
-            ))
-        })
+        Box::pin(async { Err(StoreError(BACKUP_REFUSED.into())) })
     }
 
     fn purge_dead_letters(&self, plugin: Option<String>, before_ms: i64) -> StoreFuture<u64> {
