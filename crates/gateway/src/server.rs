@@ -4,12 +4,15 @@
 //! Shutdown (SIGTERM/SIGINT): `/readyz` turns 503, the listener stops accepting, in-flight
 //! requests finish, running plugin calls get up to `shutdown_grace`, the rest stays pending in
 //! the store, plugin instances are shut down, the store writer drains and the process exits 0.
-//! A second signal exits at once: everything acknowledged is already durable.
+//! A second signal exits at once: everything acknowledged is already durable. So does a second
+//! signal while the gateway starts (`signals`); the first then stops it once started.
 
 pub(crate) mod fd_limit;
 pub(crate) mod peers;
+mod signals;
 mod stall;
 
+use signals::Signals;
 use stall::WriteStall;
 
 use std::net::SocketAddr;
@@ -69,6 +72,7 @@ pub async fn run(config: Config, watch: Option<Stamp>) -> anyhow::Result<()> {
     // default action, which is to end the process.
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut signals = Signals::new()?;
+    let start_up = signals::watch_start_up();
     // Before any file is opened or plugin process started (they inherit it), and before the
     // listeners say they are ready.
     fd_limit::check(config.max_connections);
@@ -256,6 +260,10 @@ pub async fn run(config: Config, watch: Option<Stamp>) -> anyhow::Result<()> {
     // A peer holding the slots and connecting in a loop made thousands of these a second.
     let full = crate::ingress::log_limit::RefusalLog::default();
     let client_full = crate::ingress::log_limit::RefusalLog::default();
+    // Started: the main loop's signals take over (a signal kept during start-up ends it at once).
+    if let Some(watcher) = start_up {
+        watcher.abort();
+    }
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -330,12 +338,16 @@ pub async fn run(config: Config, watch: Option<Stamp>) -> anyhow::Result<()> {
     // plugin calls (with their outcomes) share `shutdown_grace`, so a stop ends within it.
     let deadline = tokio::time::Instant::now() + live.shutdown_grace();
     let left = move || deadline.saturating_duration_since(tokio::time::Instant::now());
-    long_conns.shutdown(left()).await;
     let second = async {
         signals.next().await;
         tracing::warn!("second signal: exiting now (acknowledged events are safely stored)");
         std::process::exit(1);
     };
+    tokio::pin!(second);
+    tokio::select! {
+        _ = long_conns.shutdown(left()) => {}
+        _ = &mut second => {}
+    }
     tokio::select! {
         _ = async {
             if tokio::time::timeout(left(), graceful.shutdown()).await.is_err() {
@@ -350,7 +362,7 @@ pub async fn run(config: Config, watch: Option<Stamp>) -> anyhow::Result<()> {
                 tracing::warn!(running = engine.running(), "plugin calls still running, or their outcomes not yet recorded (a store refusing writes), after the grace period; their deliveries stay pending and the next start counts them as crashed attempts");
             }
         } => {}
-        _ = second => {}
+        _ = &mut second => {}
     }
     // Calls hung past their timeout still run until the process exits: they keep their claims.
     let running = engine.running_keys();
@@ -424,29 +436,6 @@ where
         .serve_connection(io, service_fn(move |req| ingress.clone().serve(req, peer)));
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(error = %e, "connection ended with an error");
-    }
-}
-
-/// SIGTERM and SIGINT as one stream.
-struct Signals {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn new() -> anyhow::Result<Signals> {
-        use tokio::signal::unix::{signal, SignalKind};
-        Ok(Signals {
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
-        })
-    }
-
-    async fn next(&mut self) {
-        tokio::select! {
-            _ = self.term.recv() => tracing::info!("SIGTERM received"),
-            _ = self.int.recv() => tracing::info!("SIGINT received"),
-        }
     }
 }
 

@@ -370,3 +370,93 @@ fn a_stop_runs_in_process_instances_shutdown_before_it_says_stopped() {
         "{log}"
     );
 }
+
+/// Runs `gateway run` on `cfg` in `dir` without waiting for it to be ready; its log (stderr)
+/// goes to `dir/run.log`.
+fn start_unwaited(dir: &std::path::Path, cfg: &str) -> std::process::Child {
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, cfg).expect("write gateway.toml");
+    let log = std::fs::File::create(dir.join("run.log")).expect("log file");
+    std::process::Command::new(&binaries().gateway)
+        .arg("--config")
+        .arg(&path)
+        .arg("run")
+        .env("RUST_LOG", "info,gateway=debug")
+        .env_remove("GATEWAY_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start gateway")
+}
+
+fn kill(child: &std::process::Child, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal}");
+}
+
+/// Waits up to `timeout` for `child` to exit; its exit code.
+fn exited_within(child: &mut std::process::Child, timeout: Duration) -> Option<i32> {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return Some(status.code().unwrap_or(-1));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// While a plugin's `init` takes 20 s: a second SIGTERM ends the gateway at once (exit 1,
+/// said in the log); a single one waits for the start-up, then stops as a stop does (exit 0,
+/// nothing served in between).
+#[test]
+fn a_second_signal_during_start_up_exits_at_once() {
+    let cfg = |init_ms: u64| {
+        format!(
+            "{}{}{}{}",
+            base_config(),
+            app(),
+            testkit("slow", &format!("init_sleep_ms = {init_ms}")),
+            route("\"t.a\"", "\"slow\"")
+        )
+    };
+    let started = |dir: &std::path::Path| {
+        wait_until(Duration::from_secs(15), || {
+            std::fs::read_to_string(dir.join("run.log"))
+                .is_ok_and(|l| l.contains("event id index loaded"))
+        })
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut gw = start_unwaited(dir.path(), &cfg(20_000));
+    assert!(started(dir.path()));
+    std::thread::sleep(Duration::from_millis(500));
+    kill(&gw, "TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    kill(&gw, "TERM");
+    let code = exited_within(&mut gw, Duration::from_secs(5));
+    let log = std::fs::read_to_string(dir.path().join("run.log")).unwrap_or_default();
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains("second signal during start-up: exiting now"),
+        "{log}"
+    );
+
+    // One signal: the start-up (here 2 s of `init`) ends, then the gateway stops at once.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut gw = start_unwaited(dir.path(), &cfg(2_000));
+    assert!(started(dir.path()));
+    kill(&gw, "TERM");
+    let code = exited_within(&mut gw, Duration::from_secs(15));
+    let log = std::fs::read_to_string(dir.path().join("run.log")).unwrap_or_default();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(
+        log.contains("stopping as soon as the start-up ends"),
+        "{log}"
+    );
+}
