@@ -5,7 +5,9 @@
 //! reserves nothing and is told how long to back off. The lock is never held while sleeping.
 //!
 //! The send times are kept per target URL for the whole process ([`RateLimiter::for_target`]):
-//! instances pointed at one target count against the same windows, each with its own limits,
+//! instances pointed at one target count against the same windows, each with its own limits
+//! (an instance with no limit sends at once, never queued behind a limited one's reservations,
+//! and is counted by them),
 //! and so does the instance a reload creates in place of one whose config changed (a window
 //! that started empty at each reload let a template edit double the sends to the bot).
 
@@ -95,6 +97,17 @@ impl RateLimiter {
             .is_some_and(|t| now.saturating_duration_since(*t) >= MINUTE)
         {
             slots.pop_front();
+        }
+        if self.per_second == 0 && self.per_minute == 0 {
+            // No limit of its own: it sends now, never queued behind another instance's
+            // reservations, and its send is kept in order among them, so the limited
+            // instances on this target count it.
+            let at = slots.partition_point(|t| *t <= now);
+            slots.insert(at, now);
+            while slots.len() > keep {
+                slots.pop_front();
+            }
+            return Ok(now);
         }
         // Never before the newest reservation: a caller whose `now` was read before another
         // caller reserved (it was descheduled between the clock and the lock) keeps the queue
@@ -187,6 +200,26 @@ mod tests {
             .collect();
         let secs: Vec<u64> = got.iter().map(Duration::as_secs).collect();
         assert_eq!(secs, [0, 0, 0, 0, 0, 1, 1, 60, 60, 60, 60, 60]);
+    }
+
+    /// An instance without limits sharing a target with a limited one (its queue reserved
+    /// seconds ahead) sends at once; the limited one counts that send.
+    #[test]
+    fn an_unlimited_instance_does_not_wait_behind_a_limited_one() {
+        let target = "http://127.0.0.1:1/unlimited-beside-limited";
+        let limited = RateLimiter::for_target(target, 1, 0);
+        let unlimited = RateLimiter::for_target(target, 0, 0);
+        let t0 = Instant::now();
+        let big = Duration::from_secs(100);
+        for n in 0..3 {
+            assert_eq!(limited.reserve(t0, big), Ok(t0 + n * SECOND));
+        }
+        assert_eq!(unlimited.reserve(t0, Duration::ZERO), Ok(t0));
+        assert_eq!(limited.reserve(t0, big), Ok(t0 + 3 * SECOND));
+        // Past the limited queue's reservations, counted in the limited one's window.
+        let t5 = t0 + 5 * SECOND;
+        assert_eq!(unlimited.reserve(t5, Duration::ZERO), Ok(t5));
+        assert_eq!(limited.reserve(t5, big), Ok(t5 + SECOND));
     }
 
     #[test]
