@@ -2,7 +2,7 @@
 //! runs ends with the plugin process (a timeout's kill, the gateway's `kill -9`); a child
 //! still loading or in `init` when the gateway dies ends at once; a stop waits for the
 //! isolated instances' `shutdown` within `shutdown_grace` (kills and says what outlives it), as
-//! does a reload for the instance it replaces; and a call the timeout's kill ended beside a
+//! does a reload for the instance it replaces, and a panic for the process it retires; and a call the timeout's kill ended beside a
 //! hung one says the gateway killed its process.
 
 use std::path::Path;
@@ -13,7 +13,7 @@ use gateway_e2e::harness::{binaries, children, read_jsonl, wait_until, TestGatew
 use super::{config, send};
 
 /// The warning of a plugin process killed for outliving the retire grace.
-const OVERDUE: &str = "a plugin process told to leave (its instance replaced, or the gateway stopping) had not ended within shutdown_grace";
+const OVERDUE: &str = "a plugin process told to leave (its instance replaced, the gateway stopping, or a call in it panicked) had not ended within shutdown_grace";
 
 /// Whether `pid` is gone (or a zombie nobody reaped yet).
 fn gone(pid: &str) -> bool {
@@ -193,6 +193,41 @@ fn a_replaced_isolated_instance_past_the_grace_is_killed_and_said() {
             .iter()
             .all(|k| gone(&k.to_string()))),
         "{old:?}"
+    );
+}
+
+/// A process retired after a call in it panicked gets `shutdown_grace` for its `shutdown`
+/// too, then is killed, said (it lived on until the instance was replaced or the gateway
+/// stopped); the next call runs in a new process.
+#[test]
+fn a_process_retired_after_a_panic_past_the_grace_is_killed_and_said() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let native = testkit(
+        r#"record = "data/kit.jsonl", shutdown_sleep_ms = 60000, modes = { "t.panic" = "panic_handle" }"#,
+    );
+    let cfg = config("max_attempts = 1", &native)
+        .replace("shutdown_grace = \"5s\"", "shutdown_grace = \"1s\"");
+    let gw = TestGateway::spawn(dir.path(), &cfg);
+    let old = children(gw.pid());
+    send(&gw, "p-panic", "t.panic");
+    assert!(
+        wait_until(Duration::from_secs(10), || gw.log().contains(OVERDUE)),
+        "{}",
+        gw.log()
+    );
+    assert!(
+        wait_until(Duration::from_secs(3), || old
+            .iter()
+            .all(|k| gone(&k.to_string()))),
+        "{old:?}"
+    );
+    send(&gw, "p-after", "t.ok");
+    assert!(
+        wait_until(Duration::from_secs(10), || gw.delivery("p-after", "native")
+            ["state"]
+            == "done"),
+        "{}",
+        gw.delivery("p-after", "native")
     );
 }
 

@@ -375,7 +375,8 @@ impl Inner {
     /// After a panic (caught in the child, whose process is sound): the next call starts a new
     /// child, as a panicked in-process instance is replaced; this one's input is closed, so it
     /// leaves once its calls in flight have returned (they are not cut short: none of them
-    /// panicked). Not a death: no restart backoff.
+    /// panicked) and its instance's `shutdown` ran, within the retire grace (then it is
+    /// killed, as a replaced instance's child is). Not a death: no restart backoff.
     fn retire(&self, proc: &Arc<ChildProc>) {
         if let Ok(mut c) = self.children.lock() {
             if c.current.as_ref().is_some_and(|p| Arc::ptr_eq(p, proc)) {
@@ -386,9 +387,7 @@ impl Inner {
                 c.retired.push(proc.clone());
             }
         }
-        if let Ok(mut w) = proc.stdin.lock() {
-            w.take();
-        }
+        retire::tell_to_leave(&self.name, proc.clone());
     }
 
     fn kill(&self) {

@@ -1,5 +1,5 @@
 //! Children told to leave: an instance dropped (a reload replaced it, or the gateway stops)
-//! closes its children's input; each then finishes its calls and its instance's `shutdown`
+//! closes its children's input, and a child retired after a panic has its input closed too; each then finishes its calls and its instance's `shutdown`
 //! and exits. One that has not ended within the retire grace (`[server] shutdown_grace`) is
 //! killed, said in a warning. At the stop, [`retire_all`] retires every instance still held
 //! (tasks may outlive the stop) and [`wait_for_retired`] waits for them within what is left of
@@ -57,25 +57,35 @@ impl Inner {
         if let Some(proc) = starting {
             proc.kill();
         }
-        let grace = Duration::from_millis(RETIRE_GRACE_MS.load(Ordering::SeqCst));
         for proc in procs {
-            if let Ok(mut w) = proc.stdin.lock() {
-                w.take();
-            }
-            if let Ok(mut r) = RETIRING.lock() {
-                r.retain(|(_, p)| !p.dead.load(Ordering::SeqCst));
-                r.push((self.name.clone(), proc.clone()));
-            }
-            let name = self.name.clone();
-            std::thread::spawn(move || {
-                let until = Instant::now() + grace;
-                while !proc.dead.load(Ordering::SeqCst) && Instant::now() < until {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                kill_overdue(&name, &proc);
-            });
+            tell_to_leave(&self.name, proc);
         }
     }
+}
+
+/// Closes `proc`'s input (it finishes its calls, shuts its instance down and exits), lists it
+/// for the stop's [`wait_for_retired`], and kills it if it has not ended within the retire
+/// grace (said in a warning). A child closed twice (a panic's retirement, then its instance's
+/// close) is watched twice: the second watch finds it ended, or kills it once.
+pub(super) fn tell_to_leave(name: &str, proc: Arc<ChildProc>) {
+    if let Ok(mut w) = proc.stdin.lock() {
+        w.take();
+    }
+    if let Ok(mut r) = RETIRING.lock() {
+        r.retain(|(_, p)| !p.dead.load(Ordering::SeqCst));
+        if !r.iter().any(|(_, p)| Arc::ptr_eq(p, &proc)) {
+            r.push((name.to_owned(), proc.clone()));
+        }
+    }
+    let grace = Duration::from_millis(RETIRE_GRACE_MS.load(Ordering::SeqCst));
+    let name = name.to_owned();
+    std::thread::spawn(move || {
+        let until = Instant::now() + grace;
+        while !proc.dead.load(Ordering::SeqCst) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        kill_overdue(&name, &proc);
+    });
 }
 
 /// Kills a child told to leave that has not ended within the retire grace (its instance
@@ -85,7 +95,7 @@ fn kill_overdue(name: &str, proc: &ChildProc) {
         return;
     }
     tracing::warn!(plugin = %name,
-        "a plugin process told to leave (its instance replaced, or the gateway stopping) had not ended within shutdown_grace (its calls, then its shutdown): killed");
+        "a plugin process told to leave (its instance replaced, the gateway stopping, or a call in it panicked) had not ended within shutdown_grace (its calls, then its shutdown): killed");
     proc.kill();
 }
 
