@@ -242,7 +242,7 @@ impl Admin {
                 StatusCode::FORBIDDEN,
             );
         }
-        let body = match read_body(req.into_body()).await {
+        let body = match read_body(req.into_body(), http::MAX_LOGIN_BODY).await {
             Ok(b) => b,
             Err(e) => return api_error(&e),
         };
@@ -306,7 +306,7 @@ impl Admin {
             if is_api && !json {
                 return api_error(&ApiError::UnsupportedMediaType);
             }
-            let body = match read_body(req.into_body()).await {
+            let body = match read_body(req.into_body(), api::MAX_BODY).await {
                 Ok(b) => b,
                 Err(e) => return api_error(&e),
             };

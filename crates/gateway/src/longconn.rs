@@ -15,10 +15,10 @@
 //! fatal handshake refusal stops the client with an error naming what to check; otherwise the
 //! first retry waits a random time in `[0, ReconnectNonce)`, later ones `ReconnectInterval`, at
 //! most `ReconnectCount` attempts (< 0: forever). Every attempt bootstraps again. Whatever
-//! those values say (a `ReconnectNonce` of 0 included), two attempts of one app start at least
-//! 1 s apart, and that gap doubles, up to 64 s, for each further connection in a row lost
-//! within 10 s of being made (a server closing every connection at once is not hammered; see
-//! [`pacing`]).
+//! those values say (a `ReconnectNonce` of 0 included), a reconnect starts at least 1 s after
+//! the app's previous attempt (a reload's trial and a redial count as attempts), and that gap
+//! doubles, up to 64 s, for each further connection in a row lost within 10 s of being made (a
+//! server closing every connection at once is not hammered; see [`pacing`]).
 //!
 //! Never logged: the app secret and the connection URL's query (it carries credentials).
 
@@ -368,7 +368,11 @@ async fn supervise(ctx: Ctx, cc: ClientConfig, first: Option<session::Conn>) {
 async fn supervise_inner(ctx: &Ctx, mut cc: ClientConfig, first: Option<session::Conn>) {
     let mut pacing = Pacing::new();
     let mut next = match first {
-        Some(conn) => Ok(conn),
+        // Dialled just before (a reload's trial of new settings): an attempt of this app's.
+        Some(conn) => {
+            pacing.attempt();
+            Ok(conn)
+        }
         None => {
             pacing.attempt();
             match ctx.unless_cancelled(session::connect(ctx, &mut cc)).await {
@@ -404,6 +408,8 @@ async fn supervise_inner(ctx: &Ctx, mut cc: ClientConfig, first: Option<session:
             session::Ended::Cancelled => return,
             session::Ended::Redialled(conn) => {
                 tracing::info!("now on the connection dialled for the new max_body_bytes");
+                // Dialled just before: an attempt of this app's.
+                pacing.attempt();
                 next = Ok(*conn);
                 continue;
             }

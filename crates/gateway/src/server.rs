@@ -338,31 +338,26 @@ pub async fn run(config: Config, watch: Option<Stamp>) -> anyhow::Result<()> {
     // plugin calls (with their outcomes) share `shutdown_grace`, so a stop ends within it.
     let deadline = tokio::time::Instant::now() + live.shutdown_grace();
     let left = move || deadline.saturating_duration_since(tokio::time::Instant::now());
-    let second = async {
+    // Watched for the whole stop, to the store's close.
+    tokio::spawn(async move {
         signals.next().await;
         tracing::warn!("second signal: exiting now (acknowledged events are safely stored)");
         std::process::exit(1);
-    };
-    tokio::pin!(second);
-    tokio::select! {
-        _ = long_conns.shutdown(left()) => {}
-        _ = &mut second => {}
+    });
+    long_conns.shutdown(left()).await;
+    if tokio::time::timeout(left(), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections were still open after the grace period");
     }
-    tokio::select! {
-        _ = async {
-            if tokio::time::timeout(left(), graceful.shutdown()).await.is_err() {
-                tracing::warn!("some connections were still open after the grace period");
-            }
-            // Isolated plugins' processes are told to leave as soon as no new call starts:
-            // their `shutdown` runs once their own calls returned, not after every plugin's.
-            if !engine
-                .shutdown_then(left(), crate::isolation::parent::retire_all)
-                .await
-            {
-                tracing::warn!(running = engine.running(), "plugin calls still running, or their outcomes not yet recorded (a store refusing writes), after the grace period; their deliveries stay pending and the next start counts them as crashed attempts");
-            }
-        } => {}
-        _ = &mut second => {}
+    // Isolated plugins' processes are told to leave as soon as no new call starts:
+    // their `shutdown` runs once their own calls returned, not after every plugin's.
+    if !engine
+        .shutdown_then(left(), crate::isolation::parent::retire_all)
+        .await
+    {
+        tracing::warn!(running = engine.running(), "plugin calls still running, or their outcomes not yet recorded (a store refusing writes), after the grace period; their deliveries stay pending and the next start counts them as crashed attempts");
     }
     // Calls hung past their timeout still run until the process exits: they keep their claims.
     let running = engine.running_keys();

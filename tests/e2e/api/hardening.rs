@@ -80,6 +80,11 @@ fn every_admin_answer_says_nosniff() {
         &config("token = \"${ADMIN_TOKEN}\""),
         &[("ADMIN_TOKEN", ADMIN_TOKEN)],
     );
+    // The login form is read before any credential is checked: 64 KiB at most (the API's
+    // authenticated calls take up to 1 MiB).
+    let big = format!("token={}", "x".repeat(64 * 1024));
+    let r = call("POST", &guarded.admin_url("/login"), &[form], Some(&big));
+    assert_eq!(r.status, 413, "{}", r.body);
     let wrong = [("Authorization", "Bearer wrong-token-wrong-token")];
     let mut answers = vec![
         get(&guarded, "/api/v1/events"),

@@ -11,11 +11,14 @@ use hyper::body::Bytes;
 use hyper::header::{HeaderMap, HeaderValue, CACHE_CONTROL, CONTENT_TYPE, LOCATION};
 use hyper::{Request, Response, StatusCode};
 
-use super::api::{self, ApiError};
+use super::api::ApiError;
 use super::auth;
 
-/// A request body (at most [`api::MAX_BODY`]) slower than this gets 408.
+/// A request body (at most [`super::api::MAX_BODY`]) slower than this gets 408.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// The login form's largest body: read before any credential is checked, so kept small (a
+/// token, the page to go back to, the CSRF field).
+pub const MAX_LOGIN_BODY: usize = 64 * 1024;
 
 /// What every admin handler answers.
 pub type Reply = Response<Full<Bytes>>;
@@ -70,17 +73,18 @@ pub(super) fn redirect(to: &str) -> Reply {
     res
 }
 
-/// Reads a request body of at most [`api::MAX_BODY`] bytes, within [`BODY_TIMEOUT`].
-pub(super) async fn read_body<B>(body: B) -> Result<Bytes, ApiError>
+/// Reads a request body of at most `limit` bytes ([`super::api::MAX_BODY`] for an authenticated call,
+/// [`MAX_LOGIN_BODY`] for the login form), within [`BODY_TIMEOUT`].
+pub(super) async fn read_body<B>(body: B, limit: usize) -> Result<Bytes, ApiError>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let collect = Limited::new(body, api::MAX_BODY).collect();
+    let collect = Limited::new(body, limit).collect();
     match tokio::time::timeout(BODY_TIMEOUT, collect).await {
         Err(_) => Err(ApiError::RequestTimeout),
         Ok(Ok(b)) => Ok(b.to_bytes()),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::TooLarge),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::TooLarge(limit)),
         Ok(Err(e)) => Err(ApiError::BadRequest(format!("reading the body: {e}"))),
     }
 }
@@ -172,6 +176,7 @@ fn foreign_host<B>(req: &Request<B>) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use crate::admin::api;
     use std::convert::Infallible;
 
     use super::*;
@@ -279,7 +284,7 @@ mod tests {
     async fn a_body_past_its_limit_is_too_large_and_a_broken_one_bad() {
         let limit = vec![b'x'; api::MAX_BODY];
         assert_eq!(
-            read_body(Full::new(Bytes::from(limit.clone())))
+            read_body(Full::new(Bytes::from(limit.clone())), api::MAX_BODY)
                 .await
                 .map(|b| b.len()),
             Ok(api::MAX_BODY)
@@ -287,8 +292,8 @@ mod tests {
         let mut over = limit;
         over.push(b'x');
         assert_eq!(
-            read_body(Full::new(Bytes::from(over))).await,
-            Err(ApiError::TooLarge)
+            read_body(Full::new(Bytes::from(over)), api::MAX_BODY).await,
+            Err(ApiError::TooLarge(api::MAX_BODY))
         );
         let broken = http_body_util::StreamBody::new(futures_util::stream::iter([Err::<
             hyper::body::Frame<Bytes>,
@@ -297,7 +302,7 @@ mod tests {
             std::io::Error::other("reset"),
         )]));
         assert!(
-            matches!(read_body(broken).await, Err(ApiError::BadRequest(m)) if m.contains("reset"))
+            matches!(read_body(broken, api::MAX_BODY).await, Err(ApiError::BadRequest(m)) if m.contains("reset"))
         );
     }
 
@@ -366,13 +371,19 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_stalled_body_times_out() {
         let started = tokio::time::Instant::now();
-        assert_eq!(read_body(stalled()).await, Err(ApiError::RequestTimeout));
+        assert_eq!(
+            read_body(stalled(), api::MAX_BODY).await,
+            Err(ApiError::RequestTimeout)
+        );
         assert_eq!(started.elapsed(), BODY_TIMEOUT);
         assert_eq!(
             ApiError::RequestTimeout.status(),
             StatusCode::REQUEST_TIMEOUT
         );
         let whole = Full::new(Bytes::from_static(b"{}"));
-        assert_eq!(read_body(whole).await, Ok(Bytes::from_static(b"{}")));
+        assert_eq!(
+            read_body(whole, api::MAX_BODY).await,
+            Ok(Bytes::from_static(b"{}"))
+        );
     }
 }

@@ -3,8 +3,6 @@
 use hyper::StatusCode;
 use serde_json::{json, Value};
 
-use super::MAX_BODY;
-
 /// Every way an API call fails, each with its status; rendered as `{"error": "..."}` (plus
 /// details for a refused replay).
 #[derive(Debug, Clone, PartialEq)]
@@ -19,7 +17,8 @@ pub enum ApiError {
     MethodNotAllowed(&'static str),
     /// A replay that would re-run deliveries that succeeded, without `force`.
     Conflict(Value),
-    TooLarge,
+    /// A body over this many bytes.
+    TooLarge(usize),
     /// The body did not arrive within `admin::BODY_TIMEOUT`.
     RequestTimeout,
     UnsupportedMediaType,
@@ -39,7 +38,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -66,7 +65,7 @@ impl ApiError {
                 .into(),
             ApiError::MethodNotAllowed(allow) => format!("method not allowed (use {allow})"),
             ApiError::Conflict(v) => return v.clone(),
-            ApiError::TooLarge => format!("request body over {MAX_BODY} bytes"),
+            ApiError::TooLarge(limit) => format!("request body over {limit} bytes"),
             ApiError::RequestTimeout => format!(
                 "the request body did not arrive within {} s",
                 crate::admin::BODY_TIMEOUT.as_secs()
