@@ -130,7 +130,8 @@ pub struct HostApi {
     /// Opaque host state; pass it back as the first argument of the callbacks.
     pub ctx: *const c_void,
     /// Writes a log line (`level` one of `LOG_*`, `message` UTF-8, borrowed) into the host's log,
-    /// tagged with the plugin instance and, during `handle`, the delivery's event id. Thread-safe.
+    /// tagged with the plugin instance and, during an in-process `handle` of one delivery, its
+    /// event id (not in a batch call, nor from an isolated process). Thread-safe.
     pub log: unsafe extern "C" fn(ctx: *const c_void, level: u32, message: GwStr),
     /// The folder of the gateway's config file (UTF-8): relative paths in plugin config resolve
     /// against it. Valid as long as this table. (A folder whose path is not UTF-8 is never

@@ -131,9 +131,8 @@ mod tests {
         assert!(template(serde_json::json!({"min_cash": "1.005"})).is_err());
         let e = template(serde_json::json!({"colour": "blue"})).expect_err("unknown key");
         // The field named; no position in the JSON made of the `[[plugins]] config` table.
-        assert!(
-            e.starts_with("plugin-template config: unknown field `colour`") && !e.contains("line"),
-            "{e}"
-        );
+        // The package's name, whatever it was renamed to.
+        let expected = format!("{} config: unknown field `colour`", env!("CARGO_PKG_NAME"));
+        assert!(e.starts_with(&expected) && !e.contains("line"), "{e}");
     }
 }
