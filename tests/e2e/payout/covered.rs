@@ -3,7 +3,7 @@
 //! operator listed in `covered_codes`. That is recorded as skipped (`covered`), the delivery
 //! done, and `payout-report unfinished` does not list it (it used to end as a dead letter, a
 //! false alarm on a payout that happened). Unlisted, or with no withdrawal made after the
-//! snapshot, the refusal stays a dead letter. Part of `payout.rs`.
+//! snapshot of at least its amounts, the refusal stays a dead letter. Part of `payout.rs`.
 
 use std::process::Command;
 
@@ -14,7 +14,7 @@ const NOTHING: (i64, &str) = (1_002_100, "stand-in: nothing to withdraw");
 const ACCOUNT: &str = "acc-covered";
 
 /// The older snapshot (10 points, 1.00 CNY) is rate-limited at its first withdraw (retried 2 s
-/// later); meanwhile the balance grows and the newer snapshot (25 points, 3.50 CNY) is
+/// later); meanwhile the balance changes and the newer snapshot (`newer_points`, 3.50 CNY) is
 /// withdrawn whole, at `newer_trans_time` when given (else the stand-in's clock); the older
 /// one's retry then finds the account empty. `listed`: `covered_codes` lists the refusal's
 /// code.
@@ -22,6 +22,7 @@ fn older_retried_after_newer_took_all(
     dir: &std::path::Path,
     listed: bool,
     newer_trans_time: Option<u64>,
+    newer_points: u64,
 ) -> (LarkApi, TestGateway) {
     let api = LarkApi::start();
     api.set_balance(ACCOUNT, 10, &[("CNY", "1.00")]);
@@ -46,12 +47,12 @@ fn older_retried_after_newer_took_all(
         "{}",
         gw.log()
     );
-    api.set_balance(ACCOUNT, 25, &[("CNY", "3.50")]);
+    api.set_balance(ACCOUNT, newer_points, &[("CNY", "3.50")]);
     if let Some(ms) = newer_trans_time {
         api.set_trans_time(ms);
     }
     let newer = r#"[{"currency_type":"CNY","amount":3.5}]"#;
-    send(&gw, "po-newer", ACCOUNT, 25, newer, T0 + 2_000);
+    send(&gw, "po-newer", ACCOUNT, newer_points, newer, T0 + 2_000);
     wait_done(&gw, "po-newer");
     let withdrawals = api.withdrawals();
     assert_eq!(withdrawals.len(), 1);
@@ -59,7 +60,7 @@ fn older_retried_after_newer_took_all(
         withdrawals[0].external_order_id,
         expected_order_id("po-newer")
     );
-    assert_eq!(withdrawals[0].assets.points, 25);
+    assert_eq!(withdrawals[0].assets.points, newer_points);
     (api, gw)
 }
 
@@ -81,7 +82,7 @@ fn waits_dead(gw: &TestGateway) {
 #[test]
 fn a_listed_refusal_of_a_snapshot_a_later_withdrawal_took_is_skipped_as_covered() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (api, gw) = older_retried_after_newer_took_all(dir.path(), true, None);
+    let (api, gw) = older_retried_after_newer_took_all(dir.path(), true, None, 25);
     let older = wait_done(&gw, "po-older");
     assert_eq!(older["attempts"], 2, "{older}");
     assert_eq!(
@@ -115,7 +116,7 @@ fn a_listed_refusal_of_a_snapshot_a_later_withdrawal_took_is_skipped_as_covered(
 #[test]
 fn an_unlisted_refusal_stays_a_dead_letter() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (_api, gw) = older_retried_after_newer_took_all(dir.path(), false, None);
+    let (_api, gw) = older_retried_after_newer_took_all(dir.path(), false, None, 25);
     waits_dead(&gw);
 }
 
@@ -124,6 +125,16 @@ fn an_unlisted_refusal_stays_a_dead_letter() {
 #[test]
 fn a_refusal_no_withdrawal_after_the_snapshot_explains_stays_a_dead_letter() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (_api, gw) = older_retried_after_newer_took_all(dir.path(), true, Some(T0 + 500));
+    let (_api, gw) = older_retried_after_newer_took_all(dir.path(), true, Some(T0 + 500), 25);
+    waits_dead(&gw);
+}
+
+/// A withdrawal made after the snapshot but of fewer points than it had cannot have taken its
+/// balance (the balance went down in between: taken by someone else): the listed refusal stays
+/// a dead letter.
+#[test]
+fn a_refusal_a_smaller_later_withdrawal_cannot_explain_stays_a_dead_letter() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_api, gw) = older_retried_after_newer_took_all(dir.path(), true, None, 5);
     waits_dead(&gw);
 }
