@@ -15,16 +15,24 @@ const DELIVERY_COLUMNS: &str = "e.id, d.plugin, d.state, d.attempts, d.next_at, 
 /// Deliveries with their event's id (`d` and `e`).
 const DELIVERIES: &str = "deliveries d JOIN events e ON e.seq = d.event_seq";
 
+/// A stored counter as shown: clamped to `0..=u32::MAX`.
+fn counter(stored: i64) -> u32 {
+    u32::try_from(stored.max(0)).unwrap_or(u32::MAX)
+}
+
 fn delivery_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryRecord> {
     Ok(DeliveryRecord {
         event_id: r.get(0)?,
         plugin: r.get(1)?,
         state: r.get(2)?,
-        attempts: r.get(3)?,
+        // Counters out of range (a file edited by hand, a corrupted page) show as the nearest
+        // value, as on PostgreSQL, instead of failing the whole listing; `store check` reports
+        // them.
+        attempts: counter(r.get(3)?),
         next_at_ms: r.get(4)?,
         last_error: r.get(5)?,
         updated_at_ms: r.get(6)?,
-        crashes: r.get(7)?,
+        crashes: counter(r.get(7)?),
         running: r.get(8)?,
         history: Vec::new(),
     })
@@ -262,7 +270,27 @@ pub(super) fn check(c: &Connection) -> Vec<String> {
     if let Err(e) = id_hashes(c, &mut problems) {
         problems.push(format!("the events' id hashes could not be checked: {e}"));
     }
+    if let Err(e) = counters(c, &mut problems) {
+        problems.push(format!(
+            "the deliveries' counters could not be checked: {e}"
+        ));
+    }
     problems
+}
+
+/// Deliveries with a negative counter (shown clamped by the listings) into `problems`. (A
+/// finished delivery marked started is no finding here: a dead letter whose call still runs
+/// keeps its mark until that call returns.)
+fn counters(c: &Connection, problems: &mut Vec<String>) -> Result<(), StoreError> {
+    let bad: i64 = c.query_row(
+        "SELECT COUNT(*) FROM deliveries WHERE attempts < 0 OR crashes < 0 OR generation < 0",
+        [],
+        |r| r.get(0),
+    )?;
+    if bad > 0 {
+        problems.push(format!("{bad} deliveries with negative counters"));
+    }
+    Ok(())
 }
 
 /// SQLite's `integrity_check` messages into `problems` (none when it says "ok").

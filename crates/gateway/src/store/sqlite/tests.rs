@@ -341,3 +341,31 @@ fn store_connections_sync_every_commit_through_the_wal_vfs() {
         "the WAL is written through the VFS"
     );
 }
+
+/// A delivery whose counters were corrupted (negative) is shown with them clamped, as on
+/// PostgreSQL: `events show` and the listings work, `store check` reports the row.
+#[test]
+fn negative_counters_show_clamped_instead_of_failing_the_listing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s.db");
+    rt().block_on(async {
+        let store = SqliteStore::open(&path).expect("open");
+        accepted(&store, event("e1", &["a"])).await;
+        let other = Connection::open(&path).expect("other");
+        other
+            .execute("UPDATE deliveries SET attempts = -3, crashes = -1", [])
+            .expect("corrupt");
+        let shown = store.event("e1").expect("shown").expect("found");
+        assert_eq!(
+            (shown.deliveries[0].attempts, shown.deliveries[0].crashes),
+            (0, 0)
+        );
+        let found = store.integrity_check().expect("check");
+        assert!(
+            found
+                .iter()
+                .any(|p| p == "1 deliveries with negative counters"),
+            "{found:?}"
+        );
+    });
+}
