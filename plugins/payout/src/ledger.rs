@@ -317,8 +317,10 @@ impl Ledger {
         }
     }
 
-    /// Counts a withdraw attempt that is about to be made.
-    pub fn count_withdraw_attempt(&self, delivery_id: &str) -> Result<(), LedgerError> {
+    /// Counts a withdraw attempt that is about to be made, when the row is still `pending` or
+    /// `rejected`; false when it is not (a concurrent attempt finished it: withdrawn, or skipped
+    /// as covered), and then no call must be made.
+    pub fn count_withdraw_attempt(&self, delivery_id: &str) -> Result<bool, LedgerError> {
         match &self.backend {
             Backend::Sqlite(l) => l.count_withdraw_attempt(delivery_id),
             Backend::Postgres(l) => l.count_withdraw_attempt(delivery_id),
@@ -386,8 +388,10 @@ impl Ledger {
     }
 
     /// Records a pending (or rejected) intent as skipped for reason `covered`, `note` saying by
-    /// what (kept in `last_error`); a row in any other state is left as it is. Returns the row
-    /// as it now stands.
+    /// what (kept in `last_error`), only when its one withdraw call so far is the one just
+    /// refused (`withdraw_attempts` 1: no earlier call of its id, whose answer may have been
+    /// lost, could still have been executed); a row in any other state, or with more calls, is
+    /// left as it is. Returns the row as it now stands.
     pub fn record_covered(
         &self,
         delivery_id: &str,

@@ -322,7 +322,16 @@ impl Payout {
         if row.requested_types.is_empty() {
             return Err(HandleError::NoTypes(row.delivery_id));
         }
-        self.ledger.count_withdraw_attempt(&row.delivery_id)?;
+        if !self.ledger.count_withdraw_attempt(&row.delivery_id)? {
+            // A concurrent attempt finished it meanwhile (withdrawn, or skipped as covered):
+            // no call; go on from what it recorded.
+            return self.ledger.get(&row.delivery_id)?.ok_or_else(|| {
+                HandleError::Ledger(LedgerError::Corrupt {
+                    delivery_id: row.delivery_id.clone(),
+                    reason: "row vanished while an attempt ran".into(),
+                })
+            });
+        }
         let result = self.api.withdraw(
             &row.account_id,
             &row.requested_types,
@@ -341,11 +350,10 @@ impl Payout {
                 if let ApiError::Lark {
                     call: "withdraw",
                     code,
-                    retry: false,
                     ..
                 } = &source
                 {
-                    if self.config.covered_codes.contains(code) {
+                    if rejected && self.config.covered_codes.contains(code) {
                         if let Some(row) = self.covered(&row, snapshot, &source)? {
                             return Ok(row);
                         }

@@ -74,9 +74,30 @@ fn withdrawals_after_a_snapshot_and_a_covered_skip_on_a_postgres_ledger() {
     };
     assert_eq!(ids(T0 + 100), ["d-new"]);
     assert!(ids(T0 + 300).is_empty());
+    // Two withdraw calls: never covered (the first one's answer may have been lost).
+    ledger
+        .admit(
+            "d-twice",
+            "gw-twice",
+            &snapshot("acct-2", T0 + 110),
+            &plan,
+            || T0,
+        )
+        .expect("admit");
+    assert!(ledger.count_withdraw_attempt("d-twice").expect("count"));
+    assert!(ledger.count_withdraw_attempt("d-twice").expect("count"));
+    let twice = ledger
+        .record_covered("d-twice", "covered: by gw-new", T0 + 2)
+        .expect("not covered");
+    assert_eq!(twice.status, Status::Pending);
+    assert!(ledger.count_withdraw_attempt("d-old").expect("count"));
     let row = ledger
         .record_covered("d-old", "covered: by gw-new", T0 + 2)
         .expect("covered");
+    assert!(
+        !ledger.count_withdraw_attempt("d-old").expect("count"),
+        "no call for a finished row"
+    );
     assert_eq!(row.status, Status::Skipped);
     assert_eq!(row.skip_reason.as_deref(), Some("covered"));
     assert_eq!(row.last_error.as_deref(), Some("covered: by gw-new"));
@@ -85,7 +106,13 @@ fn withdrawals_after_a_snapshot_and_a_covered_skip_on_a_postgres_ledger() {
         .record_covered("d-new", "covered: by nothing", T0 + 3)
         .expect("a withdrawn row");
     assert_eq!(kept.status, Status::Withdrawn);
-    assert!(ledger.unfinished(u64::MAX).expect("unfinished").is_empty());
+    let unfinished: Vec<String> = ledger
+        .unfinished(u64::MAX)
+        .expect("unfinished")
+        .into_iter()
+        .map(|r| r.delivery_id)
+        .collect();
+    assert_eq!(unfinished, ["d-twice"]);
     // A concurrent attempt of the covered delivery whose id Lark did execute: its withdrawal
     // is recorded over the skip, never lost.
     let paid = ledger

@@ -332,18 +332,21 @@ impl PgLedger {
             "recording a covered snapshot",
             "UPDATE payout_ledger SET status = 'skipped', skip_reason = $2, last_error = $3,
                  completed_at = $4
-             WHERE delivery_id = $1 AND status IN ('pending', 'rejected')",
+             WHERE delivery_id = $1 AND status IN ('pending', 'rejected')
+                 AND withdraw_attempts = 1",
             &[&delivery_id, &reason, &note, &now],
         )
     }
 
-    pub(super) fn count_withdraw_attempt(&self, delivery_id: &str) -> Result<(), LedgerError> {
-        self.execute(
-            "counting a withdraw attempt",
-            "UPDATE payout_ledger SET withdraw_attempts = withdraw_attempts + 1
-             WHERE delivery_id = $1",
-            &[&delivery_id],
-        )
+    pub(super) fn count_withdraw_attempt(&self, delivery_id: &str) -> Result<bool, LedgerError> {
+        let changed = self.call("counting a withdraw attempt", |c, _| {
+            Ok(c.execute(
+                "UPDATE payout_ledger SET withdraw_attempts = withdraw_attempts + 1
+                 WHERE delivery_id = $1 AND status IN ('pending', 'rejected')",
+                &[&delivery_id],
+            )?)
+        })?;
+        Ok(changed == 1)
     }
 
     pub(super) fn record_forward(

@@ -427,21 +427,24 @@ impl SqliteLedger {
             .execute(
                 "UPDATE payouts SET status = 'skipped', skip_reason = ?2, last_error = ?3,
                      completed_at = ?4
-                 WHERE delivery_id = ?1 AND status IN ('pending', 'rejected')",
+                 WHERE delivery_id = ?1 AND status IN ('pending', 'rejected')
+                     AND withdraw_attempts = 1",
                 params![delivery_id, reason, note, now],
             )
             .map_err(|e| self.err(e))?;
         Ok(())
     }
 
-    pub(super) fn count_withdraw_attempt(&self, delivery_id: &str) -> Result<(), LedgerError> {
-        self.lock()?
+    pub(super) fn count_withdraw_attempt(&self, delivery_id: &str) -> Result<bool, LedgerError> {
+        let changed = self
+            .lock()?
             .execute(
-                "UPDATE payouts SET withdraw_attempts = withdraw_attempts + 1 WHERE delivery_id = ?1",
+                "UPDATE payouts SET withdraw_attempts = withdraw_attempts + 1
+                 WHERE delivery_id = ?1 AND status IN ('pending', 'rejected')",
                 [delivery_id],
             )
             .map_err(|e| self.err(e))?;
-        Ok(())
+        Ok(changed == 1)
     }
 
     pub(super) fn record_forward(

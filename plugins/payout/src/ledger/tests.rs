@@ -193,9 +193,27 @@ fn withdrawals_after_a_snapshot_and_a_covered_skip_on_a_file_ledger() {
         ids(300).is_empty(),
         "made at the snapshot's time is not after it"
     );
+    // Two withdraw calls: never covered (the first one's answer may have been lost); counting
+    // stops once a row is finished.
+    let mut elsewhere = snapshot(110);
+    elsewhere.account_id = "acct-2".into();
+    ledger
+        .admit("d-twice", "gw-twice", &elsewhere, &plan, || 4)
+        .expect("admit");
+    assert!(ledger.count_withdraw_attempt("d-twice").expect("count"));
+    assert!(ledger.count_withdraw_attempt("d-twice").expect("count"));
+    let twice = ledger
+        .record_covered("d-twice", "covered: by gw-new", 5)
+        .expect("not covered");
+    assert_eq!(twice.status, Status::Pending);
+    assert!(ledger.count_withdraw_attempt("d-old").expect("count"));
     let row = ledger
         .record_covered("d-old", "covered: by gw-new", 5)
         .expect("covered");
+    assert!(
+        !ledger.count_withdraw_attempt("d-old").expect("count"),
+        "no call for a finished row"
+    );
     assert_eq!(row.status, Status::Skipped);
     assert_eq!(row.skip_reason.as_deref(), Some("covered"));
     assert_eq!(row.last_error.as_deref(), Some("covered: by gw-new"));
@@ -205,7 +223,13 @@ fn withdrawals_after_a_snapshot_and_a_covered_skip_on_a_file_ledger() {
         .expect("a withdrawn row");
     assert_eq!(kept.status, Status::Withdrawn);
     assert_eq!(kept.skip_reason, None);
-    assert!(ledger.unfinished(u64::MAX).expect("unfinished").is_empty());
+    let unfinished: Vec<String> = ledger
+        .unfinished(u64::MAX)
+        .expect("unfinished")
+        .into_iter()
+        .map(|r| r.delivery_id)
+        .collect();
+    assert_eq!(unfinished, ["d-twice"]);
     // A concurrent attempt of the covered delivery whose id Lark did execute: its withdrawal
     // is recorded over the skip, never lost.
     let paid = ledger

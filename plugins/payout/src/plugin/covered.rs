@@ -24,8 +24,9 @@ use gateway_plugin::Level;
 impl Payout {
     /// After Lark refused `row`'s withdraw with one of `covered_codes` (nothing to withdraw):
     /// when a recorded withdrawal of the account made after its snapshot took that snapshot's
-    /// balance (see `covered.rs`), the row is recorded as skipped (`covered`) and returned as it
-    /// now stands (withdrawn, when a concurrent attempt recorded Lark's success first).
+    /// balance (see `covered.rs`) and this refusal answered the row's only withdraw call so far,
+    /// the row is recorded as skipped (`covered`) and returned; returned withdrawn when a
+    /// concurrent attempt recorded Lark's success first; `None` otherwise (the refusal stands).
     pub(super) fn covered(
         &self,
         row: &PayoutRow,
@@ -50,15 +51,20 @@ impl Payout {
         let row = self
             .ledger
             .record_covered(&row.delivery_id, &note, now_ms())?;
-        if row.status == Status::Skipped {
-            self.host.log(
-                Level::Info,
-                &format!(
-                    "payout: account {} snapshot {}: nothing withdrawn ({note})",
-                    row.account_id, row.modify_time
-                ),
-            );
+        if row.status == Status::Withdrawn {
+            return Ok(Some(row));
         }
+        if row.status != Status::Skipped {
+            // More than one withdraw call so far: left to the refusal.
+            return Ok(None);
+        }
+        self.host.log(
+            Level::Info,
+            &format!(
+                "payout: account {} snapshot {}: nothing withdrawn ({note})",
+                row.account_id, row.modify_time
+            ),
+        );
         Ok(Some(row))
     }
 }
