@@ -266,7 +266,7 @@ impl Metrics {
         let longconn_fragments_dropped = Family::<AppReasonLabels, Counter>::default();
         registry.register(
             "gateway_longconn_fragments_dropped",
-            "Incomplete fragmented messages dropped on long connections by reason (expired: no fragment for 5 s; evicted: room needed); never acked, Lark re-sends them",
+            "Incomplete fragmented messages dropped on long connections by reason (expired: no fragment for 5 s; evicted: room needed; inconsistent: another fragment count announced); never acked, Lark re-sends them",
             longconn_fragments_dropped.clone(),
         );
         let longconn_settings_refused = Family::<AppLabels, Counter>::default();
