@@ -1,19 +1,42 @@
 //! Times for the report CLI: Unix milliseconds ⇄ ISO 8601 (UTC), without a date library.
 //!
-//! Accepted input: plain digits (Unix ms), `YYYY-MM-DD` (midnight UTC), or
-//! `YYYY-MM-DDTHH:MM[:SS[.fff]]` with an optional `Z` or `±HH:MM` offset (UTC when absent; a space
-//! may replace the `T`).
+//! Accepted input: plain digits (Unix ms, at least 13 digits: from 2001-09-09 on, so a date
+//! written without dashes, `20240501`, is refused rather than read as a moment of 1970),
+//! `YYYY-MM-DD` (midnight UTC; as the end of a range, [`parse_until`], the last millisecond of
+//! that day), or `YYYY-MM-DDTHH:MM[:SS[.fff]]` with an optional `Z` or `±HH:MM` offset (UTC when
+//! absent; a space may replace the `T`).
+
+/// The smallest Unix millisecond value taken as one (2001-09-09T01:46:40Z): fewer digits are
+/// most likely a date without its dashes.
+const MIN_UNIX_MS: u64 = 1_000_000_000_000;
 
 /// Parses a time given as Unix ms or ISO 8601; the error says what was expected.
 pub fn parse_time(text: &str) -> Result<u64, String> {
     let t = text.trim();
     if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
-        return t
+        let ms: u64 = t
             .parse()
-            .map_err(|_| format!("{text:?}: too large for Unix milliseconds"));
+            .map_err(|_| format!("{text:?}: too large for Unix milliseconds"))?;
+        if ms < MIN_UNIX_MS {
+            return Err(format!(
+                "{text:?} is too small for Unix milliseconds (13 digits today); a date is written 2024-05-01"
+            ));
+        }
+        return Ok(ms);
     }
     parse_iso(t).ok_or_else(|| {
         format!("{text:?} is neither Unix milliseconds nor an ISO 8601 time such as 2024-05-01 or 2024-05-01T08:00:00Z")
+    })
+}
+
+/// [`parse_time`] for the end of an inclusive range: a date alone (`2024-05-31`) means the
+/// last millisecond of that day (UTC), so `--from 2024-05-01 --to 2024-05-31` is all of May.
+pub fn parse_until(text: &str) -> Result<u64, String> {
+    let ms = parse_time(text)?;
+    Ok(if text.trim().len() == 10 {
+        ms.saturating_add(86_400_000 - 1)
+    } else {
+        ms
     })
 }
 
@@ -158,6 +181,16 @@ mod tests {
     fn parses_forms() {
         assert_eq!(parse_time("1685431415036"), Ok(1_685_431_415_036));
         assert_eq!(parse_time("1970-01-01"), Ok(0));
+        // A date without its dashes is not a moment of 1970.
+        for digits in ["20240501", "999999999999"] {
+            let e = parse_time(digits).expect_err(digits);
+            assert!(e.contains("2024-05-01"), "{e}");
+        }
+        assert_eq!(parse_time("1000000000000"), Ok(1_000_000_000_000));
+        // As a range's end, a date alone is its whole day; anything else is as given.
+        assert_eq!(parse_until("2024-05-31"), Ok(1_717_199_999_999));
+        assert_eq!(parse_until("2024-05-31T00:00Z"), Ok(1_717_113_600_000));
+        assert_eq!(parse_until("1717113600000"), Ok(1_717_113_600_000));
         assert_eq!(
             parse_time("2023-05-30T07:23:35.036Z"),
             Ok(1_685_431_415_036)

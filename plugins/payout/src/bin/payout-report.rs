@@ -25,7 +25,8 @@ const USAGE: &str = "usage:
   payout-report unfinished --ledger PATH|URL [--older-than DURATION]
   payout-report reconcile --ledger PATH|URL --base-url URL --app-id ID --app-secret-env VAR --from TIME --to TIME [--timeout 10s]
 PATH|URL: the SQLite file, or postgres://USER@HOST/DB (password from the URL or $PGPASSWORD).
-TIME: Unix milliseconds or ISO 8601 (2024-05-01, 2024-05-01T08:00:00Z); ranges are inclusive.
+TIME: Unix milliseconds or ISO 8601 (2024-05-01, 2024-05-01T08:00:00Z); ranges are inclusive
+(a --to date alone is its whole day: --from 2024-05-01 --to 2024-05-31 is all of May).
 DURATION: e.g. 30m, 1h, 2d (unfinished: only payouts recorded at least that long ago).
 Exit codes: 0 done, 1 mismatches (reconcile) or unfinished payouts found, 2 usage or other error.";
 
@@ -69,8 +70,13 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
             .ok_or_else(|| format!("--{key} is required\n{USAGE}"))
     };
     let time = |key: &str| -> Result<Option<u64>, String> {
+        let parse = if key == "to" {
+            timefmt::parse_until
+        } else {
+            timefmt::parse_time
+        };
         opts.get(key)
-            .map(|v| timefmt::parse_time(v).map_err(|e| format!("--{key}: {e}")))
+            .map(|v| parse(v).map_err(|e| format!("--{key}: {e}")))
             .transpose()
     };
     let location = LedgerLocation::parse(&need("ledger")?).map_err(|e| format!("--ledger: {e}"))?;
