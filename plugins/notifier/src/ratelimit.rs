@@ -229,5 +229,8 @@ mod tests {
         for _ in 0..1000 {
             assert_eq!(l.reserve(t0, Duration::ZERO), Ok(t0));
         }
+        // Its sends are kept for the limited instances, no more of them than any limit needs.
+        let kept = l.sends.lock().map(|s| s.slots.len()).unwrap_or_default();
+        assert_eq!(kept, 1);
     }
 }
