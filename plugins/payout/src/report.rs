@@ -254,29 +254,13 @@ fn show(info: Option<&RewardInfo>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ledger::{ForwardStatus, Status};
 
     fn row(trans_time_ms: Option<u64>, completed_at: Option<u64>) -> PayoutRow {
         PayoutRow {
-            delivery_id: "d".into(),
-            external_order_id: "gw-x".into(),
-            account_id: "a".into(),
-            modify_time: 1,
-            requested_types: vec![1],
-            status: Status::Withdrawn,
-            skip_reason: None,
-            created_at: 1,
             completed_at,
             trans_time: trans_time_ms.map(|t| t.to_string()),
             trans_time_ms,
-            points: 1,
-            cash: Vec::new(),
-            log_id: None,
-            last_error: None,
-            withdraw_attempts: 1,
-            forward_status: ForwardStatus::None,
-            forward_attempts: 0,
-            forward_error: None,
+            ..PayoutRow::test_withdrawn()
         }
     }
 

@@ -119,3 +119,32 @@ impl StoredRow {
         })
     }
 }
+
+#[cfg(test)]
+impl PayoutRow {
+    /// A withdrawn row of account `a` (delivery `d`, 1 point, no cash, `trans_time` 3), for
+    /// tests to vary with struct update syntax.
+    pub(crate) fn test_withdrawn() -> PayoutRow {
+        PayoutRow {
+            delivery_id: "d".into(),
+            external_order_id: "gw-x".into(),
+            account_id: "a".into(),
+            modify_time: 1,
+            requested_types: vec![1],
+            status: Status::Withdrawn,
+            skip_reason: None,
+            created_at: 1,
+            completed_at: Some(2),
+            trans_time: Some("3".into()),
+            trans_time_ms: Some(3),
+            points: 1,
+            cash: Vec::new(),
+            log_id: None,
+            last_error: None,
+            withdraw_attempts: 1,
+            forward_status: ForwardStatus::None,
+            forward_attempts: 0,
+            forward_error: None,
+        }
+    }
+}

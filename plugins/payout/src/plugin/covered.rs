@@ -111,7 +111,6 @@ fn totals(cash: &[CashBonus]) -> BTreeMap<String, Option<Money>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ledger::{ForwardStatus, Status};
 
     fn money(text: &str) -> Money {
         text.parse().expect("money")
@@ -128,25 +127,10 @@ mod tests {
 
     fn withdrawal(types: &[u8], points: u64, c: &[(&str, &str)]) -> PayoutRow {
         PayoutRow {
-            delivery_id: "d-1".into(),
-            external_order_id: "gw-1".into(),
-            account_id: "a".into(),
-            modify_time: 1,
             requested_types: types.to_vec(),
-            status: Status::Withdrawn,
-            skip_reason: None,
-            created_at: 1,
-            completed_at: Some(2),
-            trans_time: Some("3".into()),
-            trans_time_ms: Some(3),
             points,
             cash: cash(c),
-            log_id: None,
-            last_error: None,
-            withdraw_attempts: 1,
-            forward_status: ForwardStatus::None,
-            forward_attempts: 0,
-            forward_error: None,
+            ..PayoutRow::test_withdrawn()
         }
     }
 
