@@ -7,7 +7,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 pub(super) use std::time::Duration;
 
-pub(super) use super::lark_api::{LarkApi, TOKEN_PATH};
+pub(super) use super::lark_api::{Faults, LarkApi, TOKEN_PATH};
 pub(super) use gateway_e2e::harness::{
     base_config, binaries, get, metric, wait_until, Lark, TestGateway,
 };

@@ -14,7 +14,7 @@
 //! two events at once, make one withdraw call to the Lark stand-in, and `payout-report` lists it
 //! from the database URL. `socket.rs`: the same plugin with its ledger on the Unix socket;
 //! `clock.rs`: a row's time is read under its account's lock; `covered.rs`: the covered check's
-//! listing and skip, and the migration to schema version 2; `keepalive.rs`: the server notices a ledger client that vanished within minutes.
+//! listing and skip, and the migrations to schema versions 2 and 3; `keepalive.rs`: the server notices a ledger client that vanished within minutes.
 
 #[path = "payout_ledger_pg/clock.rs"]
 mod clock;
@@ -354,7 +354,7 @@ fn ledgers_opening_an_empty_database_at_once_migrate_it_once() {
             "migrate",
             "SELECT count(*), max(version) FROM payout_schema"
         ),
-        "2|2"
+        "3|3"
     );
     assert_eq!(
         pg.sql("migrate", "SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables WHERE schemaname = 'public'"),
@@ -362,7 +362,7 @@ fn ledgers_opening_an_empty_database_at_once_migrate_it_once() {
     );
     // Reopening migrates nothing; a schema from a newer plugin is refused, not written to.
     connect(&url);
-    pg.sql("migrate", "INSERT INTO payout_schema (version) VALUES (3)");
+    pg.sql("migrate", "INSERT INTO payout_schema (version) VALUES (4)");
     let newer = Ledger::connect(&url).expect_err("newer schema");
     assert!(
         newer.to_string().contains("upgrade the payout plugin"),

@@ -28,12 +28,23 @@ const TOKEN_MARGIN: Duration = Duration::from_secs(300);
 /// The longest token lifetime believed: one day.
 const MAX_TOKEN_LIFETIME_S: u64 = 86_400;
 
+/// The withdraw call's name in errors.
+pub const WITHDRAW: &str = "withdraw";
+
 /// A failed Open API call.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// Network error, timeout, HTTP 5xx/429 or an unreadable success response.
+    /// Network error, timeout, HTTP 5xx or an unreadable success response: whether Lark acted
+    /// on the call is not known.
     #[error("{call}: {reason}")]
     Transient {
+        call: &'static str,
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// HTTP 429: Lark's rate limit turned the call away before handling it.
+    #[error("{call}: {reason}")]
+    Throttled {
         call: &'static str,
         reason: String,
         retry_after: Option<Duration>,
@@ -63,7 +74,7 @@ impl ApiError {
     /// True when a later attempt may succeed (the host should retry).
     pub fn is_transient(&self) -> bool {
         match self {
-            ApiError::Transient { .. } => true,
+            ApiError::Transient { .. } | ApiError::Throttled { .. } => true,
             ApiError::Lark { code, retry, .. } => {
                 *retry || RATE_LIMIT_CODES.contains(code) || INVALID_TOKEN_CODES.contains(code)
             }
@@ -74,10 +85,27 @@ impl ApiError {
     /// How long Lark asked us to wait, when it said so.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            ApiError::Transient { retry_after, .. } | ApiError::Lark { retry_after, .. } => {
-                *retry_after
-            }
+            ApiError::Transient { retry_after, .. }
+            | ApiError::Throttled { retry_after, .. }
+            | ApiError::Lark { retry_after, .. } => *retry_after,
             ApiError::Unexpected { .. } => None,
+        }
+    }
+
+    /// Whether this failure of a withdraw shows that Lark made no withdrawal in it: the
+    /// withdraw call was turned away by the rate limit (HTTP 429) or answered with a `code`
+    /// not in the operator's `retry_codes` (a rate-limit, invalid-token or final refusal: one
+    /// Lark had executed would be answered with the withdrawal), or never went out because the
+    /// token call failed. A network error, a timeout, an HTTP 5xx, an unreadable answer, an
+    /// unexpected HTTP status or a listed retry code leaves it unknown: the call may have been
+    /// executed, or may still be.
+    pub fn withdrew_nothing(&self) -> bool {
+        match self {
+            ApiError::Throttled { .. } => true,
+            ApiError::Lark { call, retry, .. } => *call != WITHDRAW || !retry,
+            ApiError::Transient { call, .. } | ApiError::Unexpected { call, .. } => {
+                *call != WITHDRAW
+            }
         }
     }
 
@@ -163,7 +191,7 @@ impl LarkClient {
         bonus_types: &[u8],
         external_order_id: &str,
     ) -> Result<Withdrawal, ApiError> {
-        const CALL: &str = "withdraw";
+        const CALL: &str = WITHDRAW;
         let url = format!(
             "{}/open-apis/hire/v1/referral_account/{}/withdraw",
             self.base_url,

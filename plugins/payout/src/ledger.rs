@@ -97,6 +97,16 @@ pub enum ForwardStatus {
     NotNeeded,
 }
 
+/// How a withdraw call failed, as [`Ledger::record_withdraw_error`] records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failed {
+    /// A business error: the row becomes `rejected` (else it stays `pending`).
+    pub rejected: bool,
+    /// Lark made no withdrawal in the call ([`crate::api::ApiError::withdrew_nothing`]): counted
+    /// in the row's `withdraw_refusals`.
+    pub withdrew_nothing: bool,
+}
+
 /// Why a delivery withdraws nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SkipReason {
@@ -301,19 +311,28 @@ impl Ledger {
         }
     }
 
-    /// Notes a failed withdraw attempt. `rejected` marks a business error (else it stays
-    /// pending); a row already withdrawn is never downgraded.
+    /// Notes a failed withdraw attempt (see [`Failed`]); a row no longer `pending` or
+    /// `rejected` (withdrawn, skipped) is left as it is.
     pub fn record_withdraw_error(
         &self,
         delivery_id: &str,
         error: &str,
         log_id: Option<&str>,
-        rejected: bool,
+        failed: Failed,
     ) -> Result<(), LedgerError> {
-        let status = if rejected { "rejected" } else { "pending" };
+        let status = if failed.rejected {
+            "rejected"
+        } else {
+            "pending"
+        };
+        let nothing = i64::from(failed.withdrew_nothing);
         match &self.backend {
-            Backend::Sqlite(l) => l.record_withdraw_error(delivery_id, error, log_id, status),
-            Backend::Postgres(l) => l.record_withdraw_error(delivery_id, error, log_id, status),
+            Backend::Sqlite(l) => {
+                l.record_withdraw_error(delivery_id, error, log_id, status, nothing)
+            }
+            Backend::Postgres(l) => {
+                l.record_withdraw_error(delivery_id, error, log_id, status, nothing)
+            }
         }
     }
 
@@ -388,10 +407,11 @@ impl Ledger {
     }
 
     /// Records a pending (or rejected) intent as skipped for reason `covered`, `note` saying by
-    /// what (kept in `last_error`), only when its one withdraw call so far is the one just
-    /// refused (`withdraw_attempts` 1: no earlier call of its id, whose answer may have been
-    /// lost, could still have been executed); a row in any other state, or with more calls, is
-    /// left as it is. Returns the row as it now stands.
+    /// what (kept in `last_error`), only when every withdraw call of it before the one just
+    /// refused is known to have withdrawn nothing (`withdraw_attempts` is one more than
+    /// `withdraw_refusals`: no earlier call of its id, whose answer was lost, can still have
+    /// been executed, nor is one running); a row in any other state, or with a call in doubt,
+    /// is left as it is. Returns the row as it now stands.
     pub fn record_covered(
         &self,
         delivery_id: &str,

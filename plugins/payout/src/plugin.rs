@@ -19,7 +19,7 @@ use crate::api::{ApiError, LarkClient};
 use crate::config::{BonusType, Config};
 use crate::forward::{ForwardError, Forwarder};
 use crate::ledger::{
-    ForwardStatus, Ledger, LedgerError, LedgerLocation, PayoutRow, Plan, SkipReason, Status,
+    Failed, ForwardStatus, Ledger, LedgerError, LedgerLocation, PayoutRow, Plan, SkipReason, Status,
 };
 
 /// Why one delivery did not complete; mapped to an [`Outcome`] by [`HandleError::outcome`].
@@ -344,9 +344,10 @@ impl Payout {
                     ApiError::Lark { log_id, .. } | ApiError::Unexpected { log_id, .. } => {
                         log_id.clone()
                     }
-                    ApiError::Transient { .. } => None,
+                    ApiError::Transient { .. } | ApiError::Throttled { .. } => None,
                 };
                 let rejected = !source.is_transient();
+                let withdrew_nothing = source.withdrew_nothing();
                 if let ApiError::Lark {
                     call: "withdraw",
                     code,
@@ -364,11 +365,15 @@ impl Payout {
                     order_id: row.external_order_id.clone(),
                     source: Box::new(source),
                 };
+                let failed = Failed {
+                    rejected,
+                    withdrew_nothing,
+                };
                 let noted = self.ledger.record_withdraw_error(
                     &row.delivery_id,
                     &err.to_string(),
                     log_id.as_deref(),
-                    rejected,
+                    failed,
                 );
                 if let Err(e) = noted {
                     self.host.log(Level::Warn, &format!("payout: {e}"));
@@ -383,12 +388,17 @@ impl Payout {
                     expected: row.external_order_id.clone(),
                     got: got.clone(),
                 };
-                // Stays pending: a replay asks Lark again with the same id.
+                // Stays pending: a replay asks Lark again with the same id. Lark answered a
+                // withdrawal: not a call known to have withdrawn nothing.
+                let failed = Failed {
+                    rejected: false,
+                    withdrew_nothing: false,
+                };
                 let _ = self.ledger.record_withdraw_error(
                     &row.delivery_id,
                     &err.to_string(),
                     w.log_id.as_deref(),
-                    false,
+                    failed,
                 );
                 return Err(err);
             }

@@ -4,8 +4,9 @@
 //! recorded as skipped (`covered`), the delivery done, and `payout-report unfinished` does not
 //! list it (it used to end as a dead letter, a false alarm on a payout that happened). The
 //! refusal stays a dead letter when its code is not listed, when no recorded withdrawal made
-//! after the snapshot took at least its amounts, and when the refused call was not the
-//! delivery's first (an earlier call's answer may have been lost). Part of `payout.rs`.
+//! after the snapshot took at least its amounts, and when an earlier call of the delivery is in
+//! doubt (an HTTP 500: it may have been executed after all); it is taken as covered after an
+//! earlier call the rate limit turned away. Part of `payout.rs`.
 
 use std::process::Command;
 
@@ -31,6 +32,10 @@ const NEWER: (&str, u64, &str, u64) = (
 /// A gateway whose payout instance runs one call at a time (the second snapshot's check sees
 /// the first's withdrawal recorded), with the refusal's code in `covered_codes` when `listed`.
 fn gateway(dir: &std::path::Path, api: &LarkApi, listed: bool) -> TestGateway {
+    spawn(dir, &config_for(api, listed))
+}
+
+fn config_for(api: &LarkApi, listed: bool) -> String {
     let mut cfg = config(api, "5s", false)
         .replace("max_backoff = \"200ms\"", "max_backoff = \"10s\"")
         .replace(
@@ -43,7 +48,7 @@ fn gateway(dir: &std::path::Path, api: &LarkApi, listed: bool) -> TestGateway {
             &format!("timeout = \"5s\", covered_codes = [{}]", NOTHING.0),
         );
     }
-    spawn(dir, &cfg)
+    cfg
 }
 
 fn state(gw: &TestGateway, id: &str) -> String {
@@ -146,22 +151,22 @@ fn a_refusal_a_smaller_withdrawal_cannot_explain_stays_a_dead_letter() {
     one_dead(&gw, &states);
 }
 
-/// The older snapshot's first withdraw is rate-limited (a second call comes 2 s later); the
-/// newer one's withdrawal takes everything meanwhile; the older one's second call is refused.
-/// Its first call had an answer here, but an earlier call's answer can be lost (and that call
-/// executed after all): a refusal of any call but a delivery's first is never taken as
-/// covered. A dead letter, as before.
-#[test]
-fn a_refusal_of_a_second_call_stays_a_dead_letter() {
-    let dir = tempfile::tempdir().expect("tempdir");
+/// The older snapshot's first withdraw call fails (`first`: the stand-in's fault knobs), its
+/// second comes 2 s later; the newer one's withdrawal takes everything meanwhile; the older
+/// one's second call is refused with the listed code. Returns the older delivery's end state
+/// and the gateway.
+fn refused_after(dir: &std::path::Path, first: impl FnOnce(&mut Faults)) -> (String, TestGateway) {
     let api = LarkApi::start();
     api.set_balance(ACCOUNT, 10, &[("CNY", "1.00")]);
     api.faults(|f| {
-        f.rate_limit_withdraws = 1;
+        first(f);
         f.retry_after_s = 2;
         f.refuse_empty = Some((NOTHING.0, NOTHING.1.into()));
     });
-    let gw = gateway(dir.path(), &api, true);
+    let cfg = config_for(&api, true);
+    let slow = cfg.replace("initial_backoff = \"50ms\"", "initial_backoff = \"2s\"");
+    assert_ne!(cfg, slow, "the backoff set");
+    let gw = spawn(dir, &slow);
     let (id, points, cash, at) = OLDER;
     send(&gw, id, ACCOUNT, points, cash, at);
     assert!(
@@ -173,8 +178,9 @@ fn a_refusal_of_a_second_call_stays_a_dead_letter() {
     let (id, points, cash, at) = NEWER;
     send(&gw, id, ACCOUNT, points, cash, at);
     wait_done(&gw, NEWER.0);
+    let ended = |s: &str| s == "done" || s == "dead";
     assert!(
-        wait_until(Duration::from_secs(15), || state(&gw, OLDER.0) == "dead"),
+        wait_until(Duration::from_secs(15), || ended(&state(&gw, OLDER.0))),
         "{}",
         delivery(&gw, OLDER.0)
     );
@@ -186,6 +192,30 @@ fn a_refusal_of_a_second_call_stays_a_dead_letter() {
             expected_order_id(OLDER.0),
         ]
     );
+    (state(&gw, OLDER.0), gw)
+}
+
+/// A first call turned away by the rate limit (HTTP 429) withdrew nothing: the second call's
+/// listed refusal is taken as covered.
+#[test]
+fn a_refusal_after_a_rate_limited_call_is_skipped_as_covered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (state, gw) = refused_after(dir.path(), |f| f.rate_limit_withdraws = 1);
+    assert_eq!(state, "done", "{}", gw.log());
+    assert!(
+        gw.log().contains("nothing withdrawn (covered"),
+        "{}",
+        gw.log()
+    );
+}
+
+/// A first call answered with HTTP 500 may have been executed (or may still be): the second
+/// call's refusal is never taken as covered. A dead letter, as before.
+#[test]
+fn a_refusal_after_a_call_in_doubt_stays_a_dead_letter() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (state, gw) = refused_after(dir.path(), |f| f.fail_withdraws = 1);
+    assert_eq!(state, "dead", "{}", gw.log());
     assert!(
         !gw.log().contains("nothing withdrawn (covered"),
         "{}",

@@ -1,12 +1,14 @@
 //! The covered check on the PostgreSQL ledger (the embedded twin: the payout crate's
 //! `ledger/tests.rs`): the withdrawals of an account made after a snapshot are listed, a
 //! covered row is recorded as skipped with its note (the `covered` reason the schema's
-//! version 2 allows), a withdrawn row is never turned into a skip; and a version 1 database
-//! (its check without `covered`) is migrated to version 2 when a ledger connects.
+//! version 2 allows) only when every earlier withdraw call is known to have withdrawn nothing
+//! (version 3's `withdraw_refusals`), a withdrawn row is never turned into a skip; and a
+//! version 1 database (its check without `covered`, no `withdraw_refusals`) is migrated to
+//! version 3 when a ledger connects.
 
 use gateway_e2e::pgkit::PgCluster;
 use payout::api::Withdrawal;
-use payout::ledger::{Plan, Status};
+use payout::ledger::{Failed, Plan, Status};
 
 use super::{connect, snapshot, T0};
 
@@ -28,7 +30,8 @@ fn withdrawals_after_a_snapshot_and_a_covered_skip_on_a_postgres_ledger() {
     // A database made by a plugin before version 2.
     pg.sql(
         "covered",
-        "DELETE FROM payout_schema WHERE version = 2;
+        "DELETE FROM payout_schema WHERE version IN (2, 3);
+         ALTER TABLE payout_ledger DROP COLUMN withdraw_refusals;
          ALTER TABLE payout_ledger DROP CONSTRAINT payout_ledger_skip_reason_check,
              ADD CONSTRAINT payout_ledger_skip_reason_check
                  CHECK (skip_reason IN ('zero_balance', 'below_minimum', 'stale'))",
@@ -40,7 +43,7 @@ fn withdrawals_after_a_snapshot_and_a_covered_skip_on_a_postgres_ledger() {
             "covered",
             "SELECT count(*), max(version) FROM payout_schema"
         ),
-        "2|2"
+        "3|3"
     );
     let plan = Plan::Withdraw(vec![1]);
     ledger
@@ -74,22 +77,33 @@ fn withdrawals_after_a_snapshot_and_a_covered_skip_on_a_postgres_ledger() {
     };
     assert_eq!(ids(T0 + 100), ["d-new"]);
     assert!(ids(T0 + 300).is_empty());
-    // Two withdraw calls: never covered (the first one's answer may have been lost).
-    ledger
-        .admit(
-            "d-twice",
-            "gw-twice",
-            &snapshot("acct-2", T0 + 110),
-            &plan,
-            || T0,
-        )
-        .expect("admit");
-    assert!(ledger.count_withdraw_attempt("d-twice").expect("count"));
-    assert!(ledger.count_withdraw_attempt("d-twice").expect("count"));
+    // A second withdraw call after one in doubt (an HTTP 500): never covered; after one known
+    // to have withdrawn nothing (a 429): covered.
+    for (id, order, account, withdrew_nothing) in [
+        ("d-twice", "gw-twice", "acct-2", false),
+        ("d-after-429", "gw-after-429", "acct-3", true),
+    ] {
+        ledger
+            .admit(id, order, &snapshot(account, T0 + 110), &plan, || T0)
+            .expect("admit");
+        assert!(ledger.count_withdraw_attempt(id).expect("count"));
+        let first = Failed {
+            rejected: false,
+            withdrew_nothing,
+        };
+        ledger
+            .record_withdraw_error(id, "withdraw: HTTP 500 or 429", None, first)
+            .expect("noted");
+        assert!(ledger.count_withdraw_attempt(id).expect("count"));
+    }
     let twice = ledger
         .record_covered("d-twice", "covered: by gw-new", T0 + 2)
         .expect("not covered");
     assert_eq!(twice.status, Status::Pending);
+    let after_429 = ledger
+        .record_covered("d-after-429", "covered: by gw-new", T0 + 2)
+        .expect("covered");
+    assert_eq!(after_429.status, Status::Skipped);
     assert!(ledger.count_withdraw_attempt("d-old").expect("count"));
     let row = ledger
         .record_covered("d-old", "covered: by gw-new", T0 + 2)

@@ -109,10 +109,19 @@ pub(super) fn check_status(call: &'static str, reply: &Reply) -> Result<(), ApiE
             ", log id {}",
             reply.log_id.as_deref().unwrap_or("-")
         ));
-        return Err(ApiError::Transient {
-            call,
-            reason,
-            retry_after: reply.retry_after,
+        let retry_after = reply.retry_after;
+        return Err(if reply.status == 429 {
+            ApiError::Throttled {
+                call,
+                reason,
+                retry_after,
+            }
+        } else {
+            ApiError::Transient {
+                call,
+                reason,
+                retry_after,
+            }
         });
     }
     Ok(())

@@ -312,12 +312,14 @@ impl PgLedger {
         error: &str,
         log_id: Option<&str>,
         status: &str,
+        nothing: i64,
     ) -> Result<(), LedgerError> {
         self.execute(
             "recording a withdraw error",
-            "UPDATE payout_ledger SET status = $2, last_error = $3, log_id = COALESCE($4, log_id)
+            "UPDATE payout_ledger SET status = $2, last_error = $3, log_id = COALESCE($4, log_id),
+                 withdraw_refusals = withdraw_refusals + $5
              WHERE delivery_id = $1 AND status IN ('pending', 'rejected')",
-            &[&delivery_id, &status, &error, &log_id],
+            &[&delivery_id, &status, &error, &log_id, &nothing],
         )
     }
 
@@ -333,7 +335,7 @@ impl PgLedger {
             "UPDATE payout_ledger SET status = 'skipped', skip_reason = $2, last_error = $3,
                  completed_at = $4
              WHERE delivery_id = $1 AND status IN ('pending', 'rejected')
-                 AND withdraw_attempts = 1",
+                 AND withdraw_attempts = withdraw_refusals + 1",
             &[&delivery_id, &reason, &note, &now],
         )
     }

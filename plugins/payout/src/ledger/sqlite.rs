@@ -20,7 +20,7 @@ use super::{
 };
 use crate::api::Withdrawal;
 
-const SCHEMA: &str = "
+pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS accounts (
     account_id          TEXT PRIMARY KEY,
     newest_modify_time  INTEGER NOT NULL,
@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS payouts (
     log_id              TEXT,
     last_error          TEXT,
     withdraw_attempts   INTEGER NOT NULL DEFAULT 0,
+    withdraw_refusals   INTEGER NOT NULL DEFAULT 0,
     forward_status      TEXT NOT NULL DEFAULT 'none'
         CHECK (forward_status IN ('none', 'pending', 'done', 'not_needed')),
     forward_attempts    INTEGER NOT NULL DEFAULT 0,
@@ -167,7 +168,7 @@ fn connect(path: &Path, shown: &str) -> Result<Connection, LedgerError> {
         path: shown.to_owned(),
         source,
     };
-    let conn = Connection::open(path).map_err(err)?;
+    let mut conn = Connection::open(path).map_err(err)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))
         .map_err(err)?;
     conn.pragma_update(None, "journal_mode", "WAL")
@@ -189,7 +190,27 @@ fn connect(path: &Path, shown: &str) -> Result<Connection, LedgerError> {
         });
     }
     conn.execute_batch(SCHEMA).map_err(err)?;
+    add_refusals(&mut conn).map_err(err)?;
     Ok(conn)
+}
+
+/// Adds `withdraw_refusals` (how many of a row's withdraw calls Lark answered without
+/// withdrawing) to a ledger made before it, in place: the version stays 1, since a plugin that
+/// does not know the column still writes the ledger correctly (it names the columns it
+/// inserts; its rows count no refusals, which only keeps them from being taken as covered).
+fn add_refusals(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let has: i64 = tx.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info('payouts') WHERE name = 'withdraw_refusals'",
+        [],
+        |r| r.get(0),
+    )?;
+    if has == 0 {
+        tx.execute_batch(
+            "ALTER TABLE payouts ADD COLUMN withdraw_refusals INTEGER NOT NULL DEFAULT 0",
+        )?;
+    }
+    tx.commit()
 }
 
 impl SqliteLedger {
@@ -405,12 +426,14 @@ impl SqliteLedger {
         error: &str,
         log_id: Option<&str>,
         status: &str,
+        nothing: i64,
     ) -> Result<(), LedgerError> {
         self.lock()?
             .execute(
-                "UPDATE payouts SET status = ?2, last_error = ?3, log_id = COALESCE(?4, log_id)
+                "UPDATE payouts SET status = ?2, last_error = ?3, log_id = COALESCE(?4, log_id),
+                     withdraw_refusals = withdraw_refusals + ?5
                  WHERE delivery_id = ?1 AND status IN ('pending', 'rejected')",
-                params![delivery_id, status, error, log_id],
+                params![delivery_id, status, error, log_id, nothing],
             )
             .map_err(|e| self.err(e))?;
         Ok(())
@@ -428,7 +451,7 @@ impl SqliteLedger {
                 "UPDATE payouts SET status = 'skipped', skip_reason = ?2, last_error = ?3,
                      completed_at = ?4
                  WHERE delivery_id = ?1 AND status IN ('pending', 'rejected')
-                     AND withdraw_attempts = 1",
+                     AND withdraw_attempts = withdraw_refusals + 1",
                 params![delivery_id, reason, note, now],
             )
             .map_err(|e| self.err(e))?;

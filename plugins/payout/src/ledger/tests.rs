@@ -193,19 +193,49 @@ fn withdrawals_after_a_snapshot_and_a_covered_skip_on_a_file_ledger() {
         ids(300).is_empty(),
         "made at the snapshot's time is not after it"
     );
-    // Two withdraw calls: never covered (the first one's answer may have been lost); counting
-    // stops once a row is finished.
-    let mut elsewhere = snapshot(110);
-    elsewhere.account_id = "acct-2".into();
-    ledger
-        .admit("d-twice", "gw-twice", &elsewhere, &plan, || 4)
-        .expect("admit");
-    assert!(ledger.count_withdraw_attempt("d-twice").expect("count"));
-    assert!(ledger.count_withdraw_attempt("d-twice").expect("count"));
+    // A second withdraw call after one in doubt (an HTTP 500: maybe executed, maybe still
+    // running): never covered; after one known to have withdrawn nothing (a 429): covered.
+    // Counting stops once a row is finished.
+    let in_doubt = Failed {
+        rejected: false,
+        withdrew_nothing: false,
+    };
+    let turned_away = Failed {
+        rejected: false,
+        withdrew_nothing: true,
+    };
+    for (id, order, account, first) in [
+        ("d-twice", "gw-twice", "acct-2", in_doubt),
+        ("d-after-429", "gw-after-429", "acct-3", turned_away),
+    ] {
+        let mut elsewhere = snapshot(110);
+        elsewhere.account_id = account.into();
+        ledger
+            .admit(id, order, &elsewhere, &plan, || 4)
+            .expect("admit");
+        assert!(ledger.count_withdraw_attempt(id).expect("count"));
+        ledger
+            .record_withdraw_error(id, "withdraw: HTTP 5xx or 429", None, first)
+            .expect("noted");
+        assert!(ledger.count_withdraw_attempt(id).expect("count"));
+    }
     let twice = ledger
         .record_covered("d-twice", "covered: by gw-new", 5)
         .expect("not covered");
     assert_eq!(twice.status, Status::Pending);
+    let after_429 = ledger
+        .record_covered("d-after-429", "covered: by gw-new", 5)
+        .expect("covered");
+    assert_eq!(after_429.status, Status::Skipped);
+    // Later calls known to have withdrawn nothing do not clear the one in doubt.
+    assert!(ledger.count_withdraw_attempt("d-twice").expect("count"));
+    ledger
+        .record_withdraw_error("d-twice", "withdraw: HTTP 429", None, turned_away)
+        .expect("noted");
+    let twice = ledger
+        .record_covered("d-twice", "covered: by gw-new", 5)
+        .expect("not covered");
+    assert_eq!(twice.status, Status::Pending, "the 500 still in doubt");
     assert!(ledger.count_withdraw_attempt("d-old").expect("count"));
     let row = ledger
         .record_covered("d-old", "covered: by gw-new", 5)
@@ -238,4 +268,46 @@ fn withdrawals_after_a_snapshot_and_a_covered_skip_on_a_file_ledger() {
     assert_eq!(paid.status, Status::Withdrawn);
     assert_eq!(paid.skip_reason, None);
     assert_eq!((paid.points, paid.trans_time_ms), (10, Some(400)));
+}
+
+/// A ledger file made before `withdraw_refusals` gets the column at open, its rows kept and
+/// counting none; opening again changes nothing; the version stays 1.
+#[test]
+fn a_file_ledger_from_before_refusals_were_counted_gets_the_column() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("ledger.db");
+    let old_schema =
+        sqlite::SCHEMA.replace("    withdraw_refusals   INTEGER NOT NULL DEFAULT 0,\n", "");
+    assert_ne!(old_schema, sqlite::SCHEMA, "the column left out");
+    {
+        let conn = rusqlite::Connection::open(&file).expect("create");
+        conn.execute_batch(&old_schema).expect("old schema");
+        conn.execute(
+            "INSERT INTO payouts (delivery_id, external_order_id, account_id, modify_time,
+                 requested_types, status, created_at, withdraw_attempts)
+             VALUES ('d-1', 'gw-1', 'acct', 100, '[1]', 'pending', 1, 2)",
+            [],
+        )
+        .expect("an old row");
+    }
+    for _ in 0..2 {
+        let ledger = Ledger::open(&file).expect("open");
+        let row = ledger.get("d-1").expect("read").expect("kept");
+        assert_eq!(row.withdraw_attempts, 2);
+        // Two calls in doubt (none counted as refused): not taken as covered.
+        let row = ledger
+            .record_covered("d-1", "covered: by gw-x", 5)
+            .expect("record");
+        assert_eq!(row.status, Status::Pending);
+    }
+    let conn = rusqlite::Connection::open(&file).expect("reopen");
+    let (refusals, version): (i64, i64) = conn
+        .query_row(
+            "SELECT withdraw_refusals, (SELECT user_version FROM pragma_user_version)
+             FROM payouts WHERE delivery_id = 'd-1'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("the column");
+    assert_eq!((refusals, version), (0, 1));
 }

@@ -6,10 +6,12 @@
 //! `covered_codes` (none by default). A refusal of the withdraw call with such a code (for a
 //! repeated `external_order_id` too: one Lark had executed would be answered with its original
 //! withdrawal) shows that this id moved no money and that the balance was already empty; when
-//! the ledger also holds a withdrawal of the account made after the snapshot, asking for every
-//! type this one asks and of at least its amounts of those, the row is recorded as skipped
+//! every earlier withdraw call of the row is known to have withdrawn nothing
+//! ([`crate::api::ApiError::withdrew_nothing`]: none of them can still be executed) and the
+//! ledger also holds a withdrawal of the account made after the snapshot, asking for every type
+//! this one asks and of at least its amounts of those, the row is recorded as skipped
 //! (`covered`), not as a refusal for an operator to chase. Any other refusal (another code, the
-//! token call) stays a refusal.
+//! token call, an earlier call in doubt) stays a refusal.
 
 use std::collections::BTreeMap;
 
@@ -24,8 +26,8 @@ use gateway_plugin::Level;
 impl Payout {
     /// After Lark refused `row`'s withdraw with one of `covered_codes` (nothing to withdraw):
     /// when a recorded withdrawal of the account made after its snapshot took that snapshot's
-    /// balance (see `covered.rs`) and this refusal answered the row's only withdraw call so far,
-    /// the row is recorded as skipped (`covered`) and returned; returned withdrawn when a
+    /// balance (see `covered.rs`) and every earlier withdraw call of the row is known to have
+    /// withdrawn nothing, the row is recorded as skipped (`covered`) and returned; returned withdrawn when a
     /// concurrent attempt recorded Lark's success first; `None` otherwise (the refusal stands).
     pub(super) fn covered(
         &self,
@@ -55,7 +57,7 @@ impl Payout {
             return Ok(Some(row));
         }
         if row.status != Status::Skipped {
-            // More than one withdraw call so far: left to the refusal.
+            // An earlier withdraw call in doubt (or one running): left to the refusal.
             return Ok(None);
         }
         self.host.log(

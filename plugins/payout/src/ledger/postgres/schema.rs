@@ -13,7 +13,7 @@ use super::Failure;
 pub(super) const MIGRATION_LOCK: i64 = 0x7061_796f_7574_0001;
 
 /// The newest schema version this build knows.
-pub(super) const LATEST: i32 = 2;
+pub(super) const LATEST: i32 = 3;
 
 /// Version 1: the same tables as the SQLite ledger (`accounts` → `payout_accounts`, `payouts`
 /// → `payout_ledger`, `payout_cash`), times as Unix milliseconds, money as integer points and
@@ -72,7 +72,14 @@ ALTER TABLE payout_ledger
         CHECK (skip_reason IN ('zero_balance', 'below_minimum', 'stale', 'covered'));
 ";
 
-const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2)];
+/// Version 3: `withdraw_refusals`, how many of a row's withdraw calls Lark answered without
+/// withdrawing (a snapshot is taken as covered only when every call before the refused one
+/// was so answered).
+const V3: &str = r"
+ALTER TABLE payout_ledger ADD COLUMN withdraw_refusals BIGINT NOT NULL DEFAULT 0;
+";
+
+const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2), (3, V3)];
 
 /// Brings the schema to [`LATEST`]; returns the version found before. A database whose schema
 /// is newer than this build is refused (an older plugin must not write to it).
