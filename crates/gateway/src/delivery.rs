@@ -341,14 +341,24 @@ impl Engine {
         }
     }
 
-    /// Stops taking new work and waits up to `grace` for running calls; returns whether every
-    /// call finished. Unfinished deliveries stay pending in the store.
-    /// `stopped` runs once no new call can start, before the wait for the running ones (the
-    /// stop tells isolated plugins' processes to leave there: each finishes its calls, then
-    /// runs its `shutdown`, beside the other plugins' calls).
-    pub async fn shutdown_then(&self, grace: Duration, stopped: impl FnOnce()) -> bool {
+    /// Starts no more plugin calls: called as soon as a stop begins, so no call starts during
+    /// the listeners' drain (one started near the end of `shutdown_grace` would be cut off by
+    /// the exit: its plugin may have acted with no outcome recorded, and the next start would
+    /// count a crash). Events stored meanwhile stay pending for the next start (or, on
+    /// PostgreSQL, for the other replicas once the stop releases its claims). Running calls go
+    /// on, and their outcomes are recorded ([`Engine::shutdown_then`] waits for them).
+    pub fn stop_calls(&self) {
         self.cancel.cancel();
         self.calls.close();
+    }
+
+    /// Stops taking new work ([`Engine::stop_calls`]) and waits up to `grace` for running
+    /// calls; returns whether every call finished. Unfinished deliveries stay pending in the
+    /// store. `stopped` runs once no new call can start, before the wait for the running ones
+    /// (the stop tells isolated plugins' processes to leave there: each finishes its calls,
+    /// then runs its `shutdown`, beside the other plugins' calls).
+    pub async fn shutdown_then(&self, grace: Duration, stopped: impl FnOnce()) -> bool {
+        self.stop_calls();
         stopped();
         tokio::time::timeout(grace, self.calls.wait()).await.is_ok()
     }

@@ -333,6 +333,8 @@ pub async fn run(config: Config, watch: Option<Stamp>) -> anyhow::Result<()> {
     tracing::info!("shutting down: no new connections; finishing in-flight requests");
     admin.shutting_down.store(true, Ordering::SeqCst);
     live.stop();
+    // No call starts from here: events still arriving during the drain wait for the next start.
+    engine.stop_calls();
     drop(listener);
     // One deadline for the whole stop: the long connections' acks, the webhook requests and the
     // plugin calls (with their outcomes) share `shutdown_grace`, so a stop ends within it.

@@ -1,0 +1,75 @@
+//! The stop's drain: once a stop began, no plugin call starts. An event whose request was
+//! still arriving when the signal came is stored and answered 200 during the drain, and
+//! delivered at the next start: a call started then could be cut off by the exit at the end
+//! of `shutdown_grace` (its plugin may have acted with no outcome recorded, and the next start
+//! would count a crash for a graceful stop). Part of `operations.rs`.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use gateway_e2e::harness::{base_config, wait_until, Lark, TestGateway};
+
+use super::helpers::{app, route, testkit, TOKEN};
+
+#[test]
+fn an_event_taken_during_the_drain_is_not_called_until_the_next_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = format!(
+        "{}{}{}{}",
+        base_config().replace("shutdown_grace = \"5s\"", "shutdown_grace = \"3s\""),
+        app(),
+        testkit(
+            "late",
+            "mode = \"slow\", sleep_ms = 2000, record = \"data/late.jsonl\""
+        ),
+        route("\"t.late\"", "\"late\""),
+    );
+    let mut gw = TestGateway::spawn(dir.path(), &cfg);
+    let lark = Lark::plain(TOKEN);
+    let (body, headers) = lark.wrap(&lark.event_v2("drain-1", "t.late", serde_json::json!({})));
+    let mut conn = TcpStream::connect(gw.addr).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut head = format!(
+        "POST /hook HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        gw.addr,
+        body.len()
+    );
+    for (name, value) in &headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    let (first, rest) = body.split_at(body.len() / 2);
+    conn.write_all(head.as_bytes()).expect("head");
+    conn.write_all(first.as_bytes()).expect("half the body");
+    std::thread::sleep(Duration::from_millis(300));
+    gw.signal("TERM");
+    // The request ends 1.5 s into the stop: a 2 s call started then would outlast the grace.
+    std::thread::sleep(Duration::from_millis(1500));
+    conn.write_all(rest.as_bytes()).expect("the rest");
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).expect("answer");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}\n{}", gw.log());
+    let status = gw.wait(Duration::from_secs(20)).expect("exited");
+    assert!(status.success(), "{status:?}\n{}", gw.log());
+    assert!(gw.calls("late").is_empty(), "{:?}", gw.calls("late"));
+    assert!(!gw.log().contains("after the grace period"), "{}", gw.log());
+
+    let gw = TestGateway::spawn(dir.path(), &cfg);
+    assert!(
+        wait_until(Duration::from_secs(15), || gw.delivery("drain-1", "late")
+            ["state"]
+            == "done"),
+        "{}\n{}",
+        gw.delivery("drain-1", "late"),
+        gw.log()
+    );
+    let d = gw.delivery("drain-1", "late");
+    assert_eq!(
+        (d["attempts"].as_u64(), d["crashes"].as_u64()),
+        (Some(1), Some(0)),
+        "{d}"
+    );
+    assert_eq!(gw.calls("late").len(), 1, "{:?}", gw.calls("late"));
+}
