@@ -63,6 +63,8 @@ fn sigterm_during_a_burst_exits_0_and_restart_delivers_everything_acknowledged()
         >= 100));
     // A 1.5 s call in flight keeps the gateway draining long enough to watch readiness flip.
     assert_eq!(send(&gw, "anchor-1", "t.anchor"), 200);
+    // Running before the signal: no call starts once a stop began.
+    gw.wait_running("anchor-1", "anchor");
     assert_eq!(get(&gw.admin_url("/readyz")).expect("readyz").status, 200);
     gw.signal("TERM");
     let flipped = wait_until(Duration::from_secs(5), || {
