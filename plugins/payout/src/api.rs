@@ -92,17 +92,23 @@ impl ApiError {
         }
     }
 
-    /// Whether this failure of a withdraw shows that Lark made no withdrawal in it: the
-    /// withdraw call was turned away by the rate limit (HTTP 429) or answered with a `code`
-    /// not in the operator's `retry_codes` (a rate-limit, invalid-token or final refusal: one
-    /// Lark had executed would be answered with the withdrawal), or never went out because the
-    /// token call failed. A network error, a timeout, an HTTP 5xx, an unreadable answer, an
-    /// unexpected HTTP status or a listed retry code leaves it unknown: the call may have been
-    /// executed, or may still be.
-    pub fn withdrew_nothing(&self) -> bool {
+    /// Whether this failure of a withdraw shows that Lark made no withdrawal in it, and never
+    /// will: every withdraw request of the call was turned away by the rate limit (HTTP 429,
+    /// or a rate-limit code) or refused for its token (an invalid-token code), or answered with
+    /// one of `nothing_codes` (the operator's `covered_codes`: nothing to withdraw), or none
+    /// went out because the token call failed. Anything else leaves it unknown: a network
+    /// error, a timeout, an HTTP 5xx, an unreadable answer or an unexpected status, and any
+    /// other code too (Lark does not document which of its codes are final: an internal
+    /// error's may come from a call its backend still executes).
+    pub fn withdrew_nothing(&self, nothing_codes: &[i64]) -> bool {
         match self {
             ApiError::Throttled { .. } => true,
-            ApiError::Lark { call, retry, .. } => *call != WITHDRAW || !retry,
+            ApiError::Lark { call, code, .. } => {
+                *call != WITHDRAW
+                    || RATE_LIMIT_CODES.contains(code)
+                    || INVALID_TOKEN_CODES.contains(code)
+                    || nothing_codes.contains(code)
+            }
             ApiError::Transient { call, .. } | ApiError::Unexpected { call, .. } => {
                 *call != WITHDRAW
             }

@@ -102,9 +102,12 @@ pub enum ForwardStatus {
 pub struct Failed {
     /// A business error: the row becomes `rejected` (else it stays `pending`).
     pub rejected: bool,
-    /// Lark made no withdrawal in the call ([`crate::api::ApiError::withdrew_nothing`]): counted
-    /// in the row's `withdraw_refusals`.
-    pub withdrew_nothing: bool,
+    /// `Some(n)`: the row's withdraw call number `n` (from
+    /// [`Ledger::count_withdraw_attempt`]) is known to have made no withdrawal
+    /// ([`crate::api::ApiError::withdrew_nothing`]). The row's `withdraw_nothing_upto` moves
+    /// from `n - 1` to `n` (calls 1 to `n` all made nothing); from any other value it stays, so
+    /// recording it twice, or out of order, never counts a call that was not so answered.
+    pub withdrew_nothing: Option<u64>,
 }
 
 /// Why a delivery withdraws nothing.
@@ -325,7 +328,10 @@ impl Ledger {
         } else {
             "pending"
         };
-        let nothing = i64::from(failed.withdrew_nothing);
+        let nothing = failed
+            .withdrew_nothing
+            .map(|n| int(delivery_id, "call number", n))
+            .transpose()?;
         match &self.backend {
             Backend::Sqlite(l) => {
                 l.record_withdraw_error(delivery_id, error, log_id, status, nothing)
@@ -337,13 +343,22 @@ impl Ledger {
     }
 
     /// Counts a withdraw attempt that is about to be made, when the row is still `pending` or
-    /// `rejected`; false when it is not (a concurrent attempt finished it: withdrawn, or skipped
-    /// as covered), and then no call must be made.
-    pub fn count_withdraw_attempt(&self, delivery_id: &str) -> Result<bool, LedgerError> {
-        match &self.backend {
-            Backend::Sqlite(l) => l.count_withdraw_attempt(delivery_id),
-            Backend::Postgres(l) => l.count_withdraw_attempt(delivery_id),
-        }
+    /// `rejected`, and returns its number (the row's `withdraw_attempts` now); `None` when it is
+    /// not (a concurrent attempt finished it: withdrawn, or skipped as covered), and then no
+    /// call must be made.
+    pub fn count_withdraw_attempt(&self, delivery_id: &str) -> Result<Option<u64>, LedgerError> {
+        let counted = match &self.backend {
+            Backend::Sqlite(l) => l.count_withdraw_attempt(delivery_id)?,
+            Backend::Postgres(l) => l.count_withdraw_attempt(delivery_id)?,
+        };
+        counted
+            .map(|n| {
+                u64::try_from(n).map_err(|_| LedgerError::Corrupt {
+                    delivery_id: delivery_id.to_owned(),
+                    reason: format!("negative withdraw_attempts {n}"),
+                })
+            })
+            .transpose()
     }
 
     /// Records one forwarding attempt: `Ok(http_status)` done, `Err(reason)` still pending.
@@ -407,22 +422,25 @@ impl Ledger {
     }
 
     /// Records a pending (or rejected) intent as skipped for reason `covered`, `note` saying by
-    /// what (kept in `last_error`), only when every withdraw call of it before the one just
-    /// refused is known to have withdrawn nothing (`withdraw_attempts` is one more than
-    /// `withdraw_refusals`: no earlier call of its id, whose answer was lost, can still have
-    /// been executed, nor is one running); a row in any other state, or with a call in doubt,
-    /// is left as it is. Returns the row as it now stands.
+    /// what (kept in `last_error`), only when `call` (the number of the withdraw call just
+    /// refused) is the row's last and every call before it is known to have withdrawn nothing
+    /// (`withdraw_attempts = call` and `withdraw_nothing_upto = call - 1`: no earlier call of
+    /// its id, whose answer was lost, can still be executed, and no later one runs); a row in
+    /// any other state, or with a call in doubt, is left as it is. Returns the row as it now
+    /// stands.
     pub fn record_covered(
         &self,
         delivery_id: &str,
+        call: u64,
         note: &str,
         now_ms: u64,
     ) -> Result<PayoutRow, LedgerError> {
         let now = int(delivery_id, "time", now_ms)?;
+        let call = int(delivery_id, "call number", call)?;
         let reason = SkipReason::Covered.as_str();
         match &self.backend {
-            Backend::Sqlite(l) => l.record_covered(delivery_id, reason, note, now)?,
-            Backend::Postgres(l) => l.record_covered(delivery_id, reason, note, now)?,
+            Backend::Sqlite(l) => l.record_covered(delivery_id, call, reason, note, now)?,
+            Backend::Postgres(l) => l.record_covered(delivery_id, call, reason, note, now)?,
         }
         self.get(delivery_id)?
             .ok_or_else(|| vanished(delivery_id, "row vanished while recorded as covered"))

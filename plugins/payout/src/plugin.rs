@@ -15,7 +15,7 @@ use gateway_plugin::{Delivery, Host, Level, Outcome, Plugin};
 use lark_core::{AssetsUpdateV1, EventError, Money};
 use sha2::{Digest, Sha256};
 
-use crate::api::{ApiError, LarkClient};
+use crate::api::{ApiError, LarkClient, WITHDRAW};
 use crate::config::{BonusType, Config};
 use crate::forward::{ForwardError, Forwarder};
 use crate::ledger::{
@@ -322,7 +322,7 @@ impl Payout {
         if row.requested_types.is_empty() {
             return Err(HandleError::NoTypes(row.delivery_id));
         }
-        if !self.ledger.count_withdraw_attempt(&row.delivery_id)? {
+        let Some(call) = self.ledger.count_withdraw_attempt(&row.delivery_id)? else {
             // A concurrent attempt finished it meanwhile (withdrawn, or skipped as covered):
             // no call; go on from what it recorded.
             return self.ledger.get(&row.delivery_id)?.ok_or_else(|| {
@@ -331,7 +331,7 @@ impl Payout {
                     reason: "row vanished while an attempt ran".into(),
                 })
             });
-        }
+        };
         let result = self.api.withdraw(
             &row.account_id,
             &row.requested_types,
@@ -347,15 +347,17 @@ impl Payout {
                     ApiError::Transient { .. } | ApiError::Throttled { .. } => None,
                 };
                 let rejected = !source.is_transient();
-                let withdrew_nothing = source.withdrew_nothing();
+                let withdrew_nothing = source
+                    .withdrew_nothing(&self.config.covered_codes)
+                    .then_some(call);
                 if let ApiError::Lark {
-                    call: "withdraw",
+                    call: WITHDRAW,
                     code,
                     ..
                 } = &source
                 {
                     if rejected && self.config.covered_codes.contains(code) {
-                        if let Some(row) = self.covered(&row, snapshot, &source)? {
+                        if let Some(row) = self.covered(&row, call, snapshot, &source)? {
                             return Ok(row);
                         }
                     }
@@ -392,7 +394,7 @@ impl Payout {
                 // withdrawal: not a call known to have withdrawn nothing.
                 let failed = Failed {
                     rejected: false,
-                    withdrew_nothing: false,
+                    withdrew_nothing: None,
                 };
                 let _ = self.ledger.record_withdraw_error(
                     &row.delivery_id,

@@ -262,50 +262,60 @@ fn a_withdraw_answer_without_its_details_is_unreadable_not_a_zero_payout() {
 }
 
 /// What a failed withdraw says about the money (`withdrew_nothing`, which the covered rule
-/// relies on): a 429 or a Lark code (but a listed retry code) or a failed token call shows
-/// no withdrawal; a 5xx, a network error, an unexpected status or a listed retry code does not.
+/// relies on): a 429, a rate-limit or invalid-token code, a listed "nothing to withdraw" code
+/// or a failed token call shows no withdrawal; a 5xx, a network error, an unexpected status or
+/// any other code does not.
 #[test]
-fn only_a_turned_away_or_coded_withdraw_or_a_failed_token_call_withdrew_nothing() {
+fn only_a_turned_away_or_nothing_coded_withdraw_or_a_failed_token_call_withdrew_nothing() {
+    const NOTHING: [i64; 1] = [1_002_100];
     let limited = parse_envelope::<Shape>(
         WITHDRAW,
         reply(429, r#"{"code":99991400,"msg":"too many requests"}"#),
     )
     .expect_err("a 429");
     assert!(matches!(limited, ApiError::Throttled { .. }), "{limited:?}");
-    assert!(limited.is_transient() && limited.withdrew_nothing());
+    assert!(limited.is_transient() && limited.withdrew_nothing(&[]));
     let failed = parse_envelope::<Shape>(WITHDRAW, reply(502, "bad gateway")).expect_err("a 502");
     assert!(matches!(failed, ApiError::Transient { .. }), "{failed:?}");
-    assert!(failed.is_transient() && !failed.withdrew_nothing());
-    let lark = |call: &'static str, code: i64, retry: bool| ApiError::Lark {
+    assert!(failed.is_transient() && !failed.withdrew_nothing(&NOTHING));
+    let lark = |call: &'static str, code: i64| ApiError::Lark {
         call,
         code,
         msg: "m".into(),
         log_id: None,
         http_status: 400,
         retry_after: None,
-        retry,
+        retry: false,
     };
-    assert!(lark(WITHDRAW, 1_002_100, false).withdrew_nothing());
+    assert!(lark(WITHDRAW, 1_002_100).withdrew_nothing(&NOTHING));
     assert!(
-        lark(WITHDRAW, 99_991_400, false).withdrew_nothing(),
+        !lark(WITHDRAW, 1_002_100).withdrew_nothing(&[]),
+        "not listed"
+    );
+    assert!(
+        !lark(WITHDRAW, 1_002_001).withdrew_nothing(&NOTHING),
+        "another code"
+    );
+    assert!(
+        lark(WITHDRAW, 99_991_400).withdrew_nothing(&[]),
         "rate limit code"
     );
     assert!(
-        !lark(WITHDRAW, 1_002_100, true).withdrew_nothing(),
-        "a listed retry code"
+        lark(WITHDRAW, 99_991_663).withdrew_nothing(&[]),
+        "invalid token code"
     );
-    assert!(lark("tenant_access_token", 10_003, false).withdrew_nothing());
+    assert!(lark("tenant_access_token", 10_003).withdrew_nothing(&[]));
     let unreachable = |call: &'static str| ApiError::Transient {
         call,
         reason: "connection reset".into(),
         retry_after: None,
     };
-    assert!(!unreachable(WITHDRAW).withdrew_nothing());
-    assert!(unreachable("tenant_access_token").withdrew_nothing());
+    assert!(!unreachable(WITHDRAW).withdrew_nothing(&NOTHING));
+    assert!(unreachable("tenant_access_token").withdrew_nothing(&[]));
     let unexpected = ApiError::Unexpected {
         call: WITHDRAW,
         status: 404,
         log_id: None,
     };
-    assert!(!unexpected.withdrew_nothing());
+    assert!(!unexpected.withdrew_nothing(&NOTHING));
 }

@@ -312,12 +312,13 @@ impl PgLedger {
         error: &str,
         log_id: Option<&str>,
         status: &str,
-        nothing: i64,
+        nothing: Option<i64>,
     ) -> Result<(), LedgerError> {
         self.execute(
             "recording a withdraw error",
             "UPDATE payout_ledger SET status = $2, last_error = $3, log_id = COALESCE($4, log_id),
-                 withdraw_refusals = withdraw_refusals + $5
+                 withdraw_nothing_upto = CASE WHEN withdraw_nothing_upto = $5::BIGINT - 1
+                     THEN $5::BIGINT ELSE withdraw_nothing_upto END
              WHERE delivery_id = $1 AND status IN ('pending', 'rejected')",
             &[&delivery_id, &status, &error, &log_id, &nothing],
         )
@@ -326,6 +327,7 @@ impl PgLedger {
     pub(super) fn record_covered(
         &self,
         delivery_id: &str,
+        call: i64,
         reason: &str,
         note: &str,
         now: i64,
@@ -335,20 +337,27 @@ impl PgLedger {
             "UPDATE payout_ledger SET status = 'skipped', skip_reason = $2, last_error = $3,
                  completed_at = $4
              WHERE delivery_id = $1 AND status IN ('pending', 'rejected')
-                 AND withdraw_attempts = withdraw_refusals + 1",
-            &[&delivery_id, &reason, &note, &now],
+                 AND withdraw_attempts = $5::BIGINT AND withdraw_nothing_upto = $5::BIGINT - 1",
+            &[&delivery_id, &reason, &note, &now, &call],
         )
     }
 
-    pub(super) fn count_withdraw_attempt(&self, delivery_id: &str) -> Result<bool, LedgerError> {
-        let changed = self.call("counting a withdraw attempt", |c, _| {
-            Ok(c.execute(
+    pub(super) fn count_withdraw_attempt(
+        &self,
+        delivery_id: &str,
+    ) -> Result<Option<i64>, LedgerError> {
+        // Run again on a new connection when the old one was found dead (`call`): a count
+        // whose answer was lost then counts one more, so the next call's number skips one and
+        // `withdraw_nothing_upto` stops short of it: such a row is never taken as covered.
+        self.call("counting a withdraw attempt", |c, _| {
+            let row = c.query_opt(
                 "UPDATE payout_ledger SET withdraw_attempts = withdraw_attempts + 1
-                 WHERE delivery_id = $1 AND status IN ('pending', 'rejected')",
+                 WHERE delivery_id = $1 AND status IN ('pending', 'rejected')
+                 RETURNING withdraw_attempts",
                 &[&delivery_id],
-            )?)
-        })?;
-        Ok(changed == 1)
+            )?;
+            Ok(row.map(|r| r.get::<_, i64>(0)))
+        })
     }
 
     pub(super) fn record_forward(

@@ -44,7 +44,7 @@ CREATE TABLE IF NOT EXISTS payouts (
     log_id              TEXT,
     last_error          TEXT,
     withdraw_attempts   INTEGER NOT NULL DEFAULT 0,
-    withdraw_refusals   INTEGER NOT NULL DEFAULT 0,
+    withdraw_nothing_upto INTEGER NOT NULL DEFAULT 0,
     forward_status      TEXT NOT NULL DEFAULT 'none'
         CHECK (forward_status IN ('none', 'pending', 'done', 'not_needed')),
     forward_attempts    INTEGER NOT NULL DEFAULT 0,
@@ -194,20 +194,20 @@ fn connect(path: &Path, shown: &str) -> Result<Connection, LedgerError> {
     Ok(conn)
 }
 
-/// Adds `withdraw_refusals` (how many of a row's withdraw calls Lark answered without
-/// withdrawing) to a ledger made before it, in place: the version stays 1, since a plugin that
+/// Adds `withdraw_nothing_upto` (the row's withdraw calls 1 to N are known to have made no
+/// withdrawal) to a ledger made before it, in place: the version stays 1, since a plugin that
 /// does not know the column still writes the ledger correctly (it names the columns it
-/// inserts; its rows count no refusals, which only keeps them from being taken as covered).
+/// inserts; its rows count no such calls, which only keeps them from being taken as covered).
 fn add_refusals(conn: &mut Connection) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let has: i64 = tx.query_row(
-        "SELECT COUNT(*) FROM pragma_table_info('payouts') WHERE name = 'withdraw_refusals'",
+        "SELECT COUNT(*) FROM pragma_table_info('payouts') WHERE name = 'withdraw_nothing_upto'",
         [],
         |r| r.get(0),
     )?;
     if has == 0 {
         tx.execute_batch(
-            "ALTER TABLE payouts ADD COLUMN withdraw_refusals INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE payouts ADD COLUMN withdraw_nothing_upto INTEGER NOT NULL DEFAULT 0",
         )?;
     }
     tx.commit()
@@ -426,12 +426,13 @@ impl SqliteLedger {
         error: &str,
         log_id: Option<&str>,
         status: &str,
-        nothing: i64,
+        nothing: Option<i64>,
     ) -> Result<(), LedgerError> {
         self.lock()?
             .execute(
                 "UPDATE payouts SET status = ?2, last_error = ?3, log_id = COALESCE(?4, log_id),
-                     withdraw_refusals = withdraw_refusals + ?5
+                     withdraw_nothing_upto = CASE WHEN withdraw_nothing_upto = ?5 - 1
+                         THEN ?5 ELSE withdraw_nothing_upto END
                  WHERE delivery_id = ?1 AND status IN ('pending', 'rejected')",
                 params![delivery_id, status, error, log_id, nothing],
             )
@@ -442,6 +443,7 @@ impl SqliteLedger {
     pub(super) fn record_covered(
         &self,
         delivery_id: &str,
+        call: i64,
         reason: &str,
         note: &str,
         now: i64,
@@ -451,23 +453,27 @@ impl SqliteLedger {
                 "UPDATE payouts SET status = 'skipped', skip_reason = ?2, last_error = ?3,
                      completed_at = ?4
                  WHERE delivery_id = ?1 AND status IN ('pending', 'rejected')
-                     AND withdraw_attempts = withdraw_refusals + 1",
-                params![delivery_id, reason, note, now],
+                     AND withdraw_attempts = ?5 AND withdraw_nothing_upto = ?5 - 1",
+                params![delivery_id, reason, note, now, call],
             )
             .map_err(|e| self.err(e))?;
         Ok(())
     }
 
-    pub(super) fn count_withdraw_attempt(&self, delivery_id: &str) -> Result<bool, LedgerError> {
-        let changed = self
-            .lock()?
-            .execute(
+    pub(super) fn count_withdraw_attempt(
+        &self,
+        delivery_id: &str,
+    ) -> Result<Option<i64>, LedgerError> {
+        self.lock()?
+            .query_row(
                 "UPDATE payouts SET withdraw_attempts = withdraw_attempts + 1
-                 WHERE delivery_id = ?1 AND status IN ('pending', 'rejected')",
+                 WHERE delivery_id = ?1 AND status IN ('pending', 'rejected')
+                 RETURNING withdraw_attempts",
                 [delivery_id],
+                |r| r.get(0),
             )
-            .map_err(|e| self.err(e))?;
-        Ok(changed == 1)
+            .optional()
+            .map_err(|e| self.err(e))
     }
 
     pub(super) fn record_forward(

@@ -195,53 +195,40 @@ fn withdrawals_after_a_snapshot_and_a_covered_skip_on_a_file_ledger() {
     );
     // A second withdraw call after one in doubt (an HTTP 500: maybe executed, maybe still
     // running): never covered; after one known to have withdrawn nothing (a 429): covered.
-    // Counting stops once a row is finished.
-    let in_doubt = Failed {
-        rejected: false,
-        withdrew_nothing: false,
-    };
-    let turned_away = Failed {
-        rejected: false,
-        withdrew_nothing: true,
-    };
     for (id, order, account, first) in [
-        ("d-twice", "gw-twice", "acct-2", in_doubt),
-        ("d-after-429", "gw-after-429", "acct-3", turned_away),
+        ("d-twice", "gw-twice", "acct-2", None),
+        ("d-after-429", "gw-after-429", "acct-3", Some(1)),
     ] {
         let mut elsewhere = snapshot(110);
         elsewhere.account_id = account.into();
         ledger
             .admit(id, order, &elsewhere, &plan, || 4)
             .expect("admit");
-        assert!(ledger.count_withdraw_attempt(id).expect("count"));
+        assert_eq!(ledger.count_withdraw_attempt(id).expect("count"), Some(1));
+        let failed = Failed {
+            rejected: false,
+            withdrew_nothing: first,
+        };
         ledger
-            .record_withdraw_error(id, "withdraw: HTTP 5xx or 429", None, first)
+            .record_withdraw_error(id, "withdraw: HTTP 500 or 429", None, failed)
             .expect("noted");
-        assert!(ledger.count_withdraw_attempt(id).expect("count"));
+        assert_eq!(ledger.count_withdraw_attempt(id).expect("count"), Some(2));
     }
     let twice = ledger
-        .record_covered("d-twice", "covered: by gw-new", 5)
+        .record_covered("d-twice", 2, "covered: by gw-new", 5)
         .expect("not covered");
     assert_eq!(twice.status, Status::Pending);
     let after_429 = ledger
-        .record_covered("d-after-429", "covered: by gw-new", 5)
+        .record_covered("d-after-429", 2, "covered: by gw-new", 5)
         .expect("covered");
     assert_eq!(after_429.status, Status::Skipped);
-    // Later calls known to have withdrawn nothing do not clear the one in doubt.
-    assert!(ledger.count_withdraw_attempt("d-twice").expect("count"));
-    ledger
-        .record_withdraw_error("d-twice", "withdraw: HTTP 429", None, turned_away)
-        .expect("noted");
-    let twice = ledger
-        .record_covered("d-twice", "covered: by gw-new", 5)
-        .expect("not covered");
-    assert_eq!(twice.status, Status::Pending, "the 500 still in doubt");
-    assert!(ledger.count_withdraw_attempt("d-old").expect("count"));
+    assert!(ledger.count_withdraw_attempt("d-old").expect("count") == Some(1));
     let row = ledger
-        .record_covered("d-old", "covered: by gw-new", 5)
+        .record_covered("d-old", 1, "covered: by gw-new", 5)
         .expect("covered");
-    assert!(
-        !ledger.count_withdraw_attempt("d-old").expect("count"),
+    assert_eq!(
+        ledger.count_withdraw_attempt("d-old").expect("count"),
+        None,
         "no call for a finished row"
     );
     assert_eq!(row.status, Status::Skipped);
@@ -249,7 +236,7 @@ fn withdrawals_after_a_snapshot_and_a_covered_skip_on_a_file_ledger() {
     assert_eq!(row.last_error.as_deref(), Some("covered: by gw-new"));
     assert_eq!(row.completed_at, Some(5));
     let kept = ledger
-        .record_covered("d-new", "covered: by nothing", 6)
+        .record_covered("d-new", 1, "covered: by nothing", 6)
         .expect("a withdrawn row");
     assert_eq!(kept.status, Status::Withdrawn);
     assert_eq!(kept.skip_reason, None);
@@ -270,14 +257,16 @@ fn withdrawals_after_a_snapshot_and_a_covered_skip_on_a_file_ledger() {
     assert_eq!((paid.points, paid.trans_time_ms), (10, Some(400)));
 }
 
-/// A ledger file made before `withdraw_refusals` gets the column at open, its rows kept and
+/// A ledger file made before `withdraw_nothing_upto` gets the column at open, its rows kept and
 /// counting none; opening again changes nothing; the version stays 1.
 #[test]
 fn a_file_ledger_from_before_refusals_were_counted_gets_the_column() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("ledger.db");
-    let old_schema =
-        sqlite::SCHEMA.replace("    withdraw_refusals   INTEGER NOT NULL DEFAULT 0,\n", "");
+    let old_schema = sqlite::SCHEMA.replace(
+        "    withdraw_nothing_upto INTEGER NOT NULL DEFAULT 0,\n",
+        "",
+    );
     assert_ne!(old_schema, sqlite::SCHEMA, "the column left out");
     {
         let conn = rusqlite::Connection::open(&file).expect("create");
@@ -294,20 +283,80 @@ fn a_file_ledger_from_before_refusals_were_counted_gets_the_column() {
         let ledger = Ledger::open(&file).expect("open");
         let row = ledger.get("d-1").expect("read").expect("kept");
         assert_eq!(row.withdraw_attempts, 2);
-        // Two calls in doubt (none counted as refused): not taken as covered.
+        // Two calls in doubt (none known to have made nothing): not taken as covered.
         let row = ledger
-            .record_covered("d-1", "covered: by gw-x", 5)
+            .record_covered("d-1", 2, "covered: by gw-x", 5)
             .expect("record");
         assert_eq!(row.status, Status::Pending);
     }
     let conn = rusqlite::Connection::open(&file).expect("reopen");
     let (refusals, version): (i64, i64) = conn
         .query_row(
-            "SELECT withdraw_refusals, (SELECT user_version FROM pragma_user_version)
+            "SELECT withdraw_nothing_upto, (SELECT user_version FROM pragma_user_version)
              FROM payouts WHERE delivery_id = 'd-1'",
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .expect("the column");
     assert_eq!((refusals, version), (0, 1));
+}
+
+/// The withdraw calls known to have made nothing are recorded by number, from the first on:
+/// recording one twice (a statement run again) or out of order (concurrent attempts) never
+/// counts a call in doubt, and a refusal is taken as covered only when its call is the last and
+/// every one before it made nothing.
+#[test]
+fn withdraw_calls_known_to_have_made_nothing_are_recorded_in_order_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = Ledger::open(&dir.path().join("ledger.db")).expect("create");
+    ledger
+        .admit(
+            "d-1",
+            "gw-1",
+            &snapshot(100),
+            &Plan::Withdraw(vec![1]),
+            || 1,
+        )
+        .expect("admit");
+    let nothing = |n: u64| Failed {
+        rejected: false,
+        withdrew_nothing: Some(n),
+    };
+    let note = |n: u64| {
+        ledger
+            .record_withdraw_error("d-1", "withdraw: HTTP 429", None, nothing(n))
+            .expect("noted")
+    };
+    let covered = |call: u64| {
+        ledger
+            .record_covered("d-1", call, "covered: by gw-x", 9)
+            .expect("record")
+            .status
+            == Status::Skipped
+    };
+    // Calls 1 and 2 run at once; 2 is answered first: 1 is still in doubt.
+    assert_eq!(
+        ledger.count_withdraw_attempt("d-1").expect("count"),
+        Some(1)
+    );
+    assert_eq!(
+        ledger.count_withdraw_attempt("d-1").expect("count"),
+        Some(2)
+    );
+    note(2);
+    assert!(!covered(3), "no call 3");
+    assert_eq!(
+        ledger.count_withdraw_attempt("d-1").expect("count"),
+        Some(3)
+    );
+    assert!(!covered(3), "call 1 in doubt");
+    // Call 1 made nothing, recorded twice: calls 1 and 2 are not both known (2's record came
+    // too early), so 3 is still not covered.
+    note(1);
+    note(1);
+    assert!(!covered(3), "call 2 not recorded in order");
+    note(2);
+    note(2);
+    assert!(!covered(2), "call 2 is not the last");
+    assert!(covered(3), "calls 1 and 2 made nothing");
 }

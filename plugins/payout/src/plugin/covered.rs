@@ -32,6 +32,7 @@ impl Payout {
     pub(super) fn covered(
         &self,
         row: &PayoutRow,
+        call: u64,
         snapshot: &AssetsUpdateV1,
         refusal: &ApiError,
     ) -> Result<Option<PayoutRow>, HandleError> {
@@ -52,7 +53,7 @@ impl Payout {
         );
         let row = self
             .ledger
-            .record_covered(&row.delivery_id, &note, now_ms())?;
+            .record_covered(&row.delivery_id, call, &note, now_ms())?;
         if row.status == Status::Withdrawn {
             return Ok(Some(row));
         }

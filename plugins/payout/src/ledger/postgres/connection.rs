@@ -75,7 +75,8 @@ impl PgLedger {
     /// Runs `f` on the connection, connecting first when there is none. A connection that turns
     /// out dead is dropped; if it was an old one, `f` runs once more on a new one. Each call
     /// below is safe to repeat: a second run finds what a commit whose answer was lost did and
-    /// keeps it (at worst an attempt counter counts one more).
+    /// keeps it (at worst an attempt counter counts one more; a withdraw call known to have made
+    /// nothing is recorded by its number, `n - 1` to `n`, so never twice).
     pub(super) fn call<T>(
         &self,
         what: &'static str,

@@ -72,11 +72,11 @@ ALTER TABLE payout_ledger
         CHECK (skip_reason IN ('zero_balance', 'below_minimum', 'stale', 'covered'));
 ";
 
-/// Version 3: `withdraw_refusals`, how many of a row's withdraw calls Lark answered without
-/// withdrawing (a snapshot is taken as covered only when every call before the refused one
-/// was so answered).
+/// Version 3: `withdraw_nothing_upto`: the row's withdraw calls 1 to N are known to have made
+/// no withdrawal (a snapshot is taken as covered only when every call before the refused one
+/// is).
 const V3: &str = r"
-ALTER TABLE payout_ledger ADD COLUMN withdraw_refusals BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE payout_ledger ADD COLUMN withdraw_nothing_upto BIGINT NOT NULL DEFAULT 0;
 ";
 
 const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2), (3, V3)];
