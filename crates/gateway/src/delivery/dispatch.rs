@@ -90,7 +90,14 @@ impl Engine {
                     self.known.drop_key(job.key, job.generation);
                     break
                 },
-                p = queue.permit() => match p { Some(p) => p, None => break },
+                p = queue.permit() => match p {
+                    Some(p) => p,
+                    // Never closed while the dispatcher runs; released all the same.
+                    None => {
+                        self.known.drop_key(job.key, job.generation);
+                        break;
+                    }
+                },
             };
             // One call takes every ready delivery, up to `max_batch` (filled while the permits
             // were busy: batches grow with the load). Only first attempts share a call.

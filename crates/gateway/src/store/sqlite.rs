@@ -29,6 +29,7 @@ mod runs;
 mod schema;
 mod writer;
 
+use inspect::{SOUND_COUNTERS, SOUND_EVENT};
 use open::{lock, open_connection};
 use readers::Readers;
 pub use replay::ReplaySelector;
@@ -207,11 +208,15 @@ impl Store for SqliteStore {
 
     fn due(&self, now_ms: i64, after: (i64, i64), limit: usize) -> StoreFuture<Due> {
         self.read(move |c| {
-            let mut stmt = c.prepare_cached(
+            // A row whose counters are out of range (a file edited by hand, a corrupted page)
+            // is passed over, not a failure of the page: it would stop the sweeper there, for
+            // every delivery after it, round after round. `store check` reports it.
+            let mut stmt = c.prepare_cached(&format!(
                 "SELECT key, plugin, attempts, next_at, generation FROM deliveries
                  WHERE state = 'pending' AND next_at <= ?1 AND (next_at, key) > (?2, ?3)
-                 ORDER BY next_at, key LIMIT ?4",
-            )?;
+                   AND {SOUND_COUNTERS}
+                 ORDER BY next_at, key LIMIT ?4"
+            ))?;
             let deliveries = stmt
                 .query_map(params![now_ms, after.0, after.1, limit as i64], |r| {
                     Ok(DueDelivery {
@@ -237,12 +242,15 @@ impl Store for SqliteStore {
 
     fn load_pending(&self, keys: Vec<i64>) -> StoreFuture<Vec<PendingDelivery>> {
         self.read(move |c| {
-            let mut stmt = c.prepare_cached(
+            // Damaged rows are passed over as in `due` (one would fail every key loaded with
+            // it); `store check` reports them.
+            let mut stmt = c.prepare_cached(&format!(
                 "SELECT d.key, e.id, d.plugin, d.attempts,
                         e.app, e.event_type, e.received_at, e.body, d.generation, d.crashes
                  FROM deliveries d JOIN events e ON e.seq = d.event_seq
-                 WHERE d.key = ?1 AND d.state = 'pending'",
-            )?;
+                 WHERE d.key = ?1 AND d.state = 'pending' AND {SOUND_COUNTERS}
+                   AND {SOUND_EVENT}"
+            ))?;
             let mut out = Vec::with_capacity(keys.len());
             for key in keys {
                 let row = stmt

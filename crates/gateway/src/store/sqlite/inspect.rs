@@ -278,17 +278,47 @@ pub(super) fn check(c: &Connection) -> Vec<String> {
     problems
 }
 
-/// Deliveries with a negative counter (shown clamped by the listings) into `problems`. (A
-/// finished delivery marked started is no finding here: a dead letter whose call still runs
-/// keeps its mark until that call returns.)
+/// What a delivery row's counters are when the engine can use them: integers in its range
+/// (`u32`). A row that is not so (a file edited by hand, a corrupted page) is shown clamped by
+/// the listings, passed over by the sweeper (a pending one is not delivered), and reported by
+/// `store check`. Its columns' names are the `deliveries` table's alone (usable in a join with
+/// `events`).
+pub(super) const SOUND_COUNTERS: &str = "typeof(attempts) = 'integer'
+    AND attempts BETWEEN 0 AND 4294967295 AND typeof(generation) = 'integer'
+    AND generation BETWEEN 0 AND 4294967295 AND typeof(crashes) = 'integer'
+    AND crashes BETWEEN 0 AND 4294967295";
+
+/// What an event row's columns a delivery reads are when they can be read: text and an integer
+/// time. Its columns' names are the `events` table's alone.
+pub(super) const SOUND_EVENT: &str = "typeof(id) = 'text' AND typeof(app) = 'text'
+    AND typeof(event_type) = 'text' AND typeof(received_at) = 'integer'
+    AND typeof(body) = 'text'";
+
+/// Deliveries whose counters are out of range, and events whose columns a delivery reads are
+/// not what the store writes, into `problems`. (A finished delivery marked started is no
+/// finding here: a dead letter whose call still runs keeps its mark until that call returns.)
 fn counters(c: &Connection, problems: &mut Vec<String>) -> Result<(), StoreError> {
     let bad: i64 = c.query_row(
-        "SELECT COUNT(*) FROM deliveries WHERE attempts < 0 OR crashes < 0 OR generation < 0",
+        &format!("SELECT COUNT(*) FROM deliveries WHERE NOT ({SOUND_COUNTERS})"),
         [],
         |r| r.get(0),
     )?;
     if bad > 0 {
-        problems.push(format!("{bad} deliveries with negative counters"));
+        problems.push(format!(
+            "{bad} deliveries with counters out of range (shown clamped; a pending one is not \
+             delivered)"
+        ));
+    }
+    let bad: i64 = c.query_row(
+        &format!("SELECT COUNT(*) FROM events WHERE NOT ({SOUND_EVENT})"),
+        [],
+        |r| r.get(0),
+    )?;
+    if bad > 0 {
+        problems.push(format!(
+            "{bad} events with a damaged id, app, type, time or body (their pending deliveries \
+             are not delivered)"
+        ));
     }
     Ok(())
 }

@@ -364,7 +364,79 @@ fn negative_counters_show_clamped_instead_of_failing_the_listing() {
         assert!(
             found
                 .iter()
-                .any(|p| p == "1 deliveries with negative counters"),
+                .any(|p| p.starts_with("1 deliveries with counters out of range")),
+            "{found:?}"
+        );
+    });
+}
+
+/// A pending delivery whose stored row is damaged (a counter out of the engine's range or not
+/// an integer, an event body that is not text) is passed over by `due` and `load_pending`
+/// instead of failing them (which stopped the sweeper at that row, for every delivery after
+/// it, round after round), and `store check` reports it.
+#[test]
+fn a_damaged_pending_row_is_passed_over_and_reported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s.db");
+    rt().block_on(async {
+        let store = SqliteStore::open(&path).expect("open");
+        for id in ["e1", "e2", "e3", "e4"] {
+            accepted(&store, event(id, &["a"])).await;
+        }
+        let keys: Vec<i64> = store
+            .due(now_ms() + 1, START, 10)
+            .await
+            .expect("due")
+            .deliveries
+            .iter()
+            .map(|d| d.key)
+            .collect();
+        assert_eq!(keys.len(), 4);
+        let other = Connection::open(&path).expect("other");
+        let corrupt = |sql: &str, key: i64| {
+            other.execute(sql, [key]).expect("corrupt");
+        };
+        corrupt(
+            "UPDATE deliveries SET attempts = -1 WHERE key = ?1",
+            keys[0],
+        );
+        corrupt(
+            "UPDATE deliveries SET generation = 8589934592 WHERE key = ?1",
+            keys[1],
+        );
+        corrupt(
+            "UPDATE events SET body = CAST(body AS BLOB)
+             WHERE seq = (SELECT event_seq FROM deliveries WHERE key = ?1)",
+            keys[2],
+        );
+        let due: Vec<i64> = store
+            .due(now_ms() + 1, START, 10)
+            .await
+            .expect("a damaged row fails no page")
+            .deliveries
+            .iter()
+            .map(|d| d.key)
+            .collect();
+        assert_eq!(due, [keys[2], keys[3]], "counters out of range passed over");
+        let loaded: Vec<i64> = store
+            .load_pending(keys.clone())
+            .await
+            .expect("a damaged row fails no load")
+            .iter()
+            .map(|d| d.key)
+            .collect();
+        assert_eq!(loaded, [keys[3]]);
+        let found = store.integrity_check().expect("check");
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("2 deliveries with counters out of range")),
+            "{found:?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("1 events with a damaged")),
             "{found:?}"
         );
     });
