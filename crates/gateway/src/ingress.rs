@@ -78,6 +78,11 @@ fn json(status: StatusCode, value: serde_json::Value) -> Response<Body> {
         CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("application/json; charset=utf-8"),
     );
+    // A challenge's echo is text the sender chose: never sniffed as anything but JSON.
+    res.headers_mut().insert(
+        hyper::header::X_CONTENT_TYPE_OPTIONS,
+        hyper::header::HeaderValue::from_static("nosniff"),
+    );
     res
 }
 

@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 use hyper::header::{HeaderMap, HeaderValue};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use crate::config::AdminToken;
 
@@ -86,7 +85,7 @@ fn throttle_left(failures: u32, elapsed: Duration) -> Option<Duration> {
 
 /// Constant-time equality of two strings (through their digests, so lengths do not leak).
 pub fn secret_eq(a: &str, b: &str) -> bool {
-    digest(a.as_bytes()).ct_eq(&digest(b.as_bytes())).into()
+    lark_core::crypto::tokens_match(a, b)
 }
 
 struct Session {

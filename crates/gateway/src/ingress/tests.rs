@@ -296,6 +296,12 @@ async fn answers_are_json_with_the_status_and_a_msg() {
         res.headers().get(CONTENT_TYPE).map(HeaderValue::as_bytes),
         Some(&b"application/json; charset=utf-8"[..])
     );
+    assert_eq!(
+        res.headers()
+            .get("x-content-type-options")
+            .map(HeaderValue::as_bytes),
+        Some(&b"nosniff"[..])
+    );
     assert_eq!(body_text(res).await, r#"{"challenge":"c-1"}"#);
 
     let res = Rejection::BadToken.into_response();
