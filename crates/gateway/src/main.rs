@@ -321,14 +321,24 @@ where
         rt.shutdown_timeout(std::time::Duration::from_millis(500));
         result
     });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
+    let code = match result {
+        Ok(()) => 0,
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            1
         }
+    };
+    if gateway_plugin::host::plugin_code_running() {
+        // An in-process plugin's code still runs on some thread (a call hung past its timeout,
+        // a `shutdown` or an `init` that outlived the grace): a normal exit would run the C
+        // runtime's exit handlers and the libraries' destructors beside it (freeing what it
+        // uses, or waiting for a lock it holds). End the process without them; everything
+        // acknowledged is already in the store, and the log goes straight to stderr.
+        tracing::warn!("in-process plugin code still running: exiting without exit handlers");
+        gateway_plugin::host::exit_beside_plugins(code);
     }
+    ExitCode::from(code as u8)
 }
 
 /// The log filter: `RUST_LOG` when set, else `level` (`[log] level`, checked with the same

@@ -34,6 +34,7 @@ use crate::sdk::Level;
 mod detail;
 mod errors;
 mod file;
+mod inside;
 mod instance;
 mod summary;
 #[cfg(test)]
@@ -42,6 +43,8 @@ mod tests;
 use detail::Detail;
 pub use errors::{InitError, LoadError};
 pub use file::{FileId, LibraryFile};
+use inside::Inside;
+pub use inside::{exit_beside_plugins, plugin_code_running};
 pub use instance::Instance;
 use instance::InstanceInner;
 pub use summary::DescriptorSummary;
@@ -344,10 +347,12 @@ impl Library {
         }));
         let mut out_instance: *mut c_void = std::ptr::null_mut();
         let mut out_error = GwBuf::EMPTY;
+        let inside = Inside::enter();
         // SAFETY: `config` outlives the call; `api`, the strings it points to and `ctx` are
         // never freed; the out-pointers are valid and initialised.
         let code =
             unsafe { (self.fns.init)(gw_str(&config), api, &mut out_instance, &mut out_error) };
+        drop(inside);
         let message = self.take_buf(out_error);
         if code != abi::INIT_OK || out_instance.is_null() {
             // The plugin may have kept the table although it has no instance.

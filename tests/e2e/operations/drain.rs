@@ -1,14 +1,17 @@
-//! The stop's drain: once a stop began, no plugin call starts. An event whose request was
-//! still arriving when the signal came is stored and answered 200 during the drain, and
-//! delivered at the next start: a call started then could be cut off by the exit at the end
-//! of `shutdown_grace` (its plugin may have acted with no outcome recorded, and the next start
-//! would count a crash for a graceful stop). Part of `operations.rs`.
+//! The stop's drain and its end. Once a stop began, no plugin call starts: an event whose
+//! request was still arriving when the signal came is stored and answered 200 during the
+//! drain, and delivered at the next start (a call started then could be cut off by the exit at
+//! the end of `shutdown_grace`: its plugin may have acted with no outcome recorded, and the
+//! next start would count a crash for a graceful stop). And a stop that ends while an
+//! in-process plugin's code still runs exits without the C runtime's exit handlers and the
+//! libraries' destructors, which would run beside it. Part of `operations.rs`.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
 use gateway_e2e::harness::{base_config, wait_until, Lark, TestGateway};
+use gateway_e2e::raw_fixtures;
 
 use super::helpers::{app, route, testkit, TOKEN};
 
@@ -72,4 +75,38 @@ fn an_event_taken_during_the_drain_is_not_called_until_the_next_start() {
         "{d}"
     );
     assert_eq!(gw.calls("late").len(), 1, "{:?}", gw.calls("late"));
+}
+
+/// An in-process call hung past its timeout holds the lock the library's destructor takes at
+/// the process's exit: the stop ends within its grace all the same (a normal exit waited for
+/// the call's 30 s there, or would have freed what the call uses).
+#[test]
+fn a_stop_beside_a_hung_in_process_call_exits_without_the_librarys_destructor() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let raw = raw_fixtures(std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))).legacy;
+    let cfg = format!(
+        "{}{}\n[[plugins]]\nname = \"raw\"\nlibrary = \"{}\"\n{}",
+        base_config().replace("shutdown_grace = \"5s\"", "shutdown_grace = \"2s\""),
+        app().replace("timeout = \"10s\"", "timeout = \"1s\""),
+        raw.display(),
+        route("\"holds_exit_lock\"", "\"raw\""),
+    );
+    let mut gw = TestGateway::spawn(dir.path(), &cfg);
+    assert_eq!(super::helpers::send(&gw, "held-1", "holds_exit_lock"), 200);
+    gw.wait_running("held-1", "raw");
+    let asked = std::time::Instant::now();
+    gw.signal("TERM");
+    let status = gw.wait(Duration::from_secs(60)).expect("exited");
+    let took = asked.elapsed();
+    assert!(status.success(), "{status:?}\n{}", gw.log());
+    assert!(
+        took < Duration::from_secs(10),
+        "the stop took {took:?}\n{}",
+        gw.log()
+    );
+    assert!(
+        gw.log().contains("in-process plugin code still running"),
+        "{}",
+        gw.log()
+    );
 }

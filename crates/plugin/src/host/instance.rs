@@ -50,9 +50,11 @@ impl Instance {
     pub fn handle(&self, delivery_json: &[u8]) -> CallOutcome {
         let mut detail = GwBuf::EMPTY;
         let lib = &self.inner.library;
+        let inside = Inside::enter();
         // SAFETY: `ptr` is the live instance from `init` (shutdown only runs on drop of the last
         // reference, and we hold one); the input buffer is borrowed for the call.
         let code = unsafe { (lib.fns.handle)(self.inner.ptr, gw_str(delivery_json), &mut detail) };
+        drop(inside);
         self.outcome(code, detail)
     }
 
@@ -76,6 +78,7 @@ impl Instance {
         let inputs: Vec<GwStr> = deliveries.iter().map(|d| gw_str(d)).collect();
         let mut codes = vec![UNWRITTEN; deliveries.len()];
         let mut details: Vec<GwBuf> = (0..deliveries.len()).map(|_| GwBuf::EMPTY).collect();
+        let inside = Inside::enter();
         // SAFETY: `ptr` is the live instance (see `handle`); `inputs` borrow `deliveries` for
         // the call; `codes` and `details` are `count` writable, initialised slots we own.
         let code = unsafe {
@@ -87,6 +90,7 @@ impl Instance {
                 details.as_mut_ptr(),
             )
         };
+        drop(inside);
         if code != abi::OUTCOME_OK {
             // The batch failed as a whole: the codes mean nothing, and `out_details[0]` holds
             // the message whatever the plugin wrote to `out_codes[0]` (an `OK`, or a code that
@@ -179,8 +183,10 @@ impl Instance {
 
 impl Drop for InstanceInner {
     fn drop(&mut self) {
+        let inside = Inside::enter();
         // SAFETY: last reference: no `handle` call can be running; called exactly once.
         unsafe { (self.library.fns.shutdown)(self.ptr) };
+        drop(inside);
         // The plugin may still hold the table's `ctx` (an SDK `Host` kept in a static or a
         // thread): from now on its log lines are dropped.
         self.ctx.retire();
