@@ -18,7 +18,8 @@
 //!   write through a null pointer), `crash_exit` (`exit(3)`); anything else is Ok. `init`
 //!   refuses a config containing `"refuse"` with a message buffer, and answers a config
 //!   containing `"null_instance"` with success but no instance. With `RAW_PLUGIN_CALLS` set in
-//!   its environment, `handle` appends `<pid> <event_type>` to that file for each call. `init`
+//!   its environment, `handle` appends `<pid> <event_type>` to that file for each call (and
+//!   `init`, `init_refused` and `shutdown` their names). `init`
 //!   keeps the host table it is handed (`raw_log_through_kept_host` logs through it later). While
 //!   the file `RAW_PLUGIN_REFUSE` names exists, `init` refuses (and records `init_refused`).
 //! - `bad_major`: ABI major 2 and a descriptor of only the three header fields.
@@ -465,4 +466,5 @@ unsafe extern "C" fn shutdown(instance: *mut c_void) {
         std::process::abort();
     }
     SHUTDOWNS.fetch_add(1, Ordering::SeqCst);
+    record_call(b"shutdown");
 }

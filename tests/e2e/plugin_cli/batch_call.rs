@@ -131,8 +131,9 @@ fn a_library_without_a_batch_entry_gets_handle_for_each() {
 }
 
 /// A 1.0 library's batch is `handle` for each, as the gateway calls it: after a delivery that
-/// panicked, the next one goes to a fresh instance, never to the one that just panicked (the
-/// raw fixture records each `init` and call, in order).
+/// panicked, the next one goes to a fresh instance, never to the one that just panicked, made
+/// once the panicked one was shut down (its `shutdown` never beside the fresh `init`: the raw
+/// fixture records each `init`, call and `shutdown`, in order).
 #[test]
 fn a_1_0_librarys_batch_mate_never_runs_on_the_instance_that_panicked() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -151,7 +152,11 @@ fn a_1_0_librarys_batch_mate_never_runs_on_the_instance_that_panicked() {
         .lines()
         .filter_map(|l| l.split_once(' ').map(|(_, what)| what.to_owned()))
         .collect();
-    assert_eq!(calls, ["init", "panicked", "init", "ok"], "{out}");
+    assert_eq!(
+        calls,
+        ["init", "panicked", "shutdown", "init", "ok", "shutdown"],
+        "{out}"
+    );
     assert!(
         out.contains("(delivery 1 of 2 panicked: the instance is replaced before the next")
             && out.matches("outcome   ok").count() == 1,

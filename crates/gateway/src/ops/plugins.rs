@@ -341,28 +341,30 @@ fn call(args: &CallArgs, config_file: Option<&Path>) -> ExitCode {
             crate::plugins::log_sink(),
         )
     };
-    let mut instance = match make() {
+    let instance = match make() {
         Ok(i) => i,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let code = if let [delivery] = &deliveries[..] {
+    // `None` once a panicked instance was shut down and its restart failed.
+    let mut instance = Some(instance);
+    let code = if let (Some(instance), [delivery]) = (&instance, &deliveries[..]) {
         // As the engine calls a batch of one: `handle`.
         print_outcome(&instance.handle(delivery))
     } else {
-        let entry = if instance.has_batch() {
+        let has_batch = instance.as_ref().is_some_and(Instance::has_batch);
+        let entry = if has_batch {
             "handle_batch"
         } else {
             "handle for each (the library has no batch entry)"
         };
         outln!("batch     {} deliveries through {entry}", deliveries.len());
         let inputs: Vec<&[u8]> = deliveries.iter().map(Vec::as_slice).collect();
-        let called = if instance.has_batch() {
-            instance.handle_batch(&inputs)
-        } else {
-            Ok(one_by_one(&mut instance, &inputs, make))
+        let called = match &instance {
+            Some(batch) if has_batch => batch.handle_batch(&inputs),
+            _ => Ok(one_by_one(&mut instance, &inputs, make)),
         };
         match called {
             Ok(outcomes) => {
@@ -392,15 +394,19 @@ fn call(args: &CallArgs, config_file: Option<&Path>) -> ExitCode {
 
 /// A library without a batch entry: `handle` for each delivery, as the gateway calls it, which
 /// never hands a delivery to an instance that just panicked: the instance is shut down and a
-/// fresh one made first (when that `init` fails, the rest are retries, as in the gateway).
+/// fresh one made after that (not beside its `init`; when that `init` fails, the rest are
+/// retries and `instance` is left `None`, as in the gateway).
 fn one_by_one(
-    instance: &mut Instance,
+    instance: &mut Option<Instance>,
     deliveries: &[&[u8]],
     make: impl Fn() -> Result<Instance, InitError>,
 ) -> Vec<CallOutcome> {
     let mut outcomes = Vec::with_capacity(deliveries.len());
     for (i, d) in deliveries.iter().enumerate() {
-        let outcome = instance.handle(d);
+        let Some(current) = instance.as_ref() else {
+            break;
+        };
+        let outcome = current.handle(d);
         let panicked = matches!(outcome, CallOutcome::Panicked { .. });
         outcomes.push(outcome);
         let left = deliveries.len() - i - 1;
@@ -411,9 +417,10 @@ fn one_by_one(
                 i + 1,
                 deliveries.len()
             );
+            // The old instance's `shutdown` runs now, before the fresh one's `init`.
+            drop(instance.take());
             match make() {
-                // The old instance's `shutdown` runs as it is replaced.
-                Ok(fresh) => *instance = fresh,
+                Ok(fresh) => *instance = Some(fresh),
                 Err(e) => {
                     let reason = crate::plugins::restart_failed(&e);
                     outcomes.extend(crate::plugins::unavailable(left, &reason));
