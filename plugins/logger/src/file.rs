@@ -113,7 +113,10 @@ impl FileSink {
             let failed = match write_lines(file, torn, bytes) {
                 Ok(()) => None,
                 Err(e) if e.whole == 0 => {
-                    self.started.fetch_sub(1, Ordering::SeqCst);
+                    // Its number stays taken (counted written: harmless for a sync's target):
+                    // given back, it could be taken again by a later batch that a failed sync
+                    // which read `begun` meanwhile already booked as failed.
+                    self.written.store(mine, Ordering::SeqCst);
                     return Err(e);
                 }
                 // The lines written whole stay (made durable below, reported written).

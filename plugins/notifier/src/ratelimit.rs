@@ -65,6 +65,13 @@ impl RateLimiter {
     }
 
     fn over(sends: Arc<Mutex<Sends>>, per_second: u32, per_minute: u32) -> RateLimiter {
+        // Kept from now on: the send times this limiter's windows need (the ones another
+        // instance on the target makes before this one's first send included, and a reload's
+        // higher limit too).
+        {
+            let mut kept = sends.lock().unwrap_or_else(|p| p.into_inner());
+            kept.keep = kept.keep.max(per_second.max(per_minute) as usize);
+        }
         RateLimiter {
             per_second: per_second as usize,
             per_minute: per_minute as usize,
@@ -133,6 +140,20 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Sends an unlimited instance makes before a limited one on the same target first sends
+    /// are all counted by it (its limit is kept from its making, not from its first send).
+    #[test]
+    fn a_limited_instance_counts_sends_made_before_its_first() {
+        let target = "https://bot.example/counted-before-its-first";
+        let limited = RateLimiter::for_target(target, 0, 3);
+        let unlimited = RateLimiter::for_target(target, 0, 0);
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            assert_eq!(unlimited.reserve(t0, Duration::ZERO), Ok(t0));
+        }
+        assert_eq!(limited.reserve(t0, Duration::ZERO), Err(MINUTE));
+    }
 
     #[test]
     fn limiters_for_one_target_share_its_sends_each_with_its_own_limits() {
