@@ -280,6 +280,20 @@ fn paths_filters_and_methods_are_read_as_http_says() {
             r.body
         );
     }
+    // Nor is a parameter a listing does not take, or one given empty (a script's unset
+    // variable): each would widen the listing.
+    for (path, says) in [
+        (
+            "/api/v1/dead-letters?plugn=audit",
+            "is not one of plugin, since, limit",
+        ),
+        ("/api/v1/deliveries?plugin=", "is empty"),
+        ("/api/v1/events?app=&state=dead", "is empty"),
+    ] {
+        let r = with("GET", path);
+        assert_eq!(r.status, 400, "{path}: {}", r.body);
+        assert!(r.body.contains(says), "{path}: {}", r.body);
+    }
     for (method, path, allow) in [
         ("PUT", "/events", "GET"),
         ("DELETE", "/", "GET"),

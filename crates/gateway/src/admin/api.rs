@@ -59,6 +59,26 @@ pub fn no_nul(what: &str, value: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Refuses (400) a query parameter a listing does not take, or one given empty: either would
+/// be dropped, widening what the listing (or a replay of its rows) selects (`?plugn=x`,
+/// `?plugin=` from a script's unset variable).
+fn only(q: &[(String, String)], names: &[&str]) -> Result<(), ApiError> {
+    for (k, v) in q {
+        if !names.contains(&k.as_str()) {
+            return Err(ApiError::BadRequest(format!(
+                "query parameter {k:?} is not one of {}",
+                names.join(", ")
+            )));
+        }
+        if v.is_empty() {
+            return Err(ApiError::BadRequest(format!(
+                "query parameter {k:?} is empty (leave it out to not filter)"
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn limit(q: &[(String, String)]) -> Result<u32, ApiError> {
     match super::form::get(q, "limit") {
         None => Ok(DEFAULT_LIMIT),
@@ -391,14 +411,17 @@ pub async fn route(
     match rest {
         "events" => {
             get(is_get)?;
+            only(q, &["app", "type", "state", "since", "limit", "cursor"])?;
             events(admin, q).await
         }
         "deliveries" => {
             get(is_get)?;
+            only(q, &["state", "plugin", "limit"])?;
             deliveries(admin, q).await
         }
         "dead-letters" => {
             get(is_get)?;
+            only(q, &["plugin", "since", "limit"])?;
             dead_letters(admin, q).await
         }
         "plugins" => {
@@ -440,6 +463,30 @@ mod tests {
         let q = |c: &str| vec![("cursor".to_owned(), c.to_owned())];
         assert_eq!(cursor(&q("12.ev.1")), Ok(Some((12, "ev.1".to_owned()))));
         assert!(cursor(&q("x")).is_err());
+    }
+
+    #[test]
+    fn a_listing_refuses_a_parameter_it_does_not_take_or_an_empty_one() {
+        let q = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let names = ["plugin", "since", "limit"];
+        assert_eq!(
+            only(&q(&[("plugin", "audit"), ("limit", "5")]), &names),
+            Ok(())
+        );
+        assert_eq!(only(&q(&[]), &names), Ok(()));
+        for bad in [
+            [("plugn", "audit")],
+            [("plugins", "audit")],
+            [("plugin", "")],
+        ] {
+            let e = only(&q(&bad), &names).expect_err("refused");
+            assert!(matches!(e, ApiError::BadRequest(_)), "{e:?}");
+        }
     }
 
     #[test]

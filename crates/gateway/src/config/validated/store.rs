@@ -230,7 +230,9 @@ impl Validator<'_> {
         };
         let ca_file = raw.ca_file.as_deref().map(|p| {
             let path = self.path("store.ca_file", p);
-            if !path.is_file() {
+            // Opened, not only looked at: a file without read permission is found here, under
+            // its own key (the store's connection would report it under `store.url`).
+            if !path.is_file() || std::fs::File::open(&path).is_err() {
                 self.problem(
                     "store.ca_file",
                     format!("{} is not a readable file", path.display()),
