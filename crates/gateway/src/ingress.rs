@@ -226,6 +226,10 @@ impl Ingress {
     }
 }
 
+/// The largest `encrypt` field an unsigned body may have (it can only be a challenge, whose
+/// ciphertext is a few hundred characters).
+const MAX_UNSIGNED_ENCRYPTED: usize = 4096;
+
 /// Verifies, decrypts and classifies a body for a webhook app.
 fn open(app: &WebhookApp, headers: &HeaderMap, body: &[u8]) -> Result<Opened, Rejection> {
     let envelope = Envelope::parse(body).map_err(|e| Rejection::Malformed(e.to_string()))?;
@@ -251,6 +255,11 @@ fn open(app: &WebhookApp, headers: &HeaderMap, body: &[u8]) -> Result<Opened, Re
                     e
                 }
             };
+            // An unsigned body can only be a challenge, a few hundred bytes: a larger one is
+            // refused before any work on it (anyone may send one: no decryption for them).
+            if signed.is_none() && encrypt.len() > MAX_UNSIGNED_ENCRYPTED {
+                return Err(Rejection::MissingSignature);
+            }
             let plain = cipher
                 .decrypt(&encrypt)
                 .map_err(|e| unsigned(Rejection::Decrypt(e.to_string())))?;

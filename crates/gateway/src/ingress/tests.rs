@@ -193,6 +193,15 @@ fn an_encrypted_app_opens_signed_events_and_unsigned_challenges_only() {
         opened(&app, &signed(KEY, &now_s(), &challenge), &challenge),
         Ok("challenge c-1 tok".into())
     );
+    // Unsigned, a body far larger than a challenge is refused before it is decrypted (signed,
+    // the same body is opened).
+    let long = CHALLENGE.replace("c-1", &"c".repeat(4000));
+    let long = encrypt(KEY, &long);
+    assert_eq!(
+        opened(&app, &HeaderMap::new(), &long),
+        Err(Rejection::MissingSignature)
+    );
+    assert!(opened(&app, &signed(KEY, &now_s(), &long), &long).is_ok());
     // Encrypted twice: refused, signed or not.
     let twice = encrypt(KEY, &encrypt(KEY, EVENT));
     assert_eq!(
