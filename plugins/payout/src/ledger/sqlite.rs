@@ -9,6 +9,9 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 mod handover;
+pub(super) mod schema;
+
+use schema::connect;
 
 use lark_core::AssetsUpdateV1;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
@@ -19,53 +22,6 @@ use super::{
     forward_status_for, int, is_stale, vanished, Intent, LedgerError, PayoutRow, Pick, Plan,
 };
 use crate::api::Withdrawal;
-
-pub(super) const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS accounts (
-    account_id          TEXT PRIMARY KEY,
-    newest_modify_time  INTEGER NOT NULL,
-    newest_delivery_id  TEXT NOT NULL,
-    updated_at          INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS payouts (
-    delivery_id         TEXT PRIMARY KEY,
-    external_order_id   TEXT NOT NULL UNIQUE,
-    account_id          TEXT NOT NULL,
-    modify_time         INTEGER NOT NULL,
-    requested_types     TEXT NOT NULL,
-    status              TEXT NOT NULL
-        CHECK (status IN ('pending', 'withdrawn', 'rejected', 'skipped')),
-    skip_reason         TEXT,
-    created_at          INTEGER NOT NULL,
-    completed_at        INTEGER,
-    trans_time          TEXT,
-    trans_time_ms       INTEGER,
-    points              INTEGER NOT NULL DEFAULT 0 CHECK (typeof(points) = 'integer'),
-    log_id              TEXT,
-    last_error          TEXT,
-    withdraw_attempts   INTEGER NOT NULL DEFAULT 0,
-    withdraw_nothing_upto INTEGER NOT NULL DEFAULT 0,
-    forward_status      TEXT NOT NULL DEFAULT 'none'
-        CHECK (forward_status IN ('none', 'pending', 'done', 'not_needed')),
-    forward_attempts    INTEGER NOT NULL DEFAULT 0,
-    forward_http_status INTEGER,
-    forward_error       TEXT,
-    forwarded_at        INTEGER
-);
-CREATE INDEX IF NOT EXISTS payouts_by_time
-    ON payouts (status, COALESCE(trans_time_ms, completed_at));
-CREATE TABLE IF NOT EXISTS payout_cash (
-    delivery_id   TEXT NOT NULL REFERENCES payouts (delivery_id),
-    currency      TEXT NOT NULL,
-    amount        TEXT NOT NULL,
-    amount_minor  INTEGER NOT NULL CHECK (typeof(amount_minor) = 'integer' AND amount_minor >= 0),
-    PRIMARY KEY (delivery_id, currency)
-);
-PRAGMA user_version = 1;
-";
-
-/// The `user_version` [`SCHEMA`] sets.
-const SCHEMA_VERSION: i64 = 1;
 
 /// The SQLite ledger.
 #[derive(Debug)]
@@ -159,58 +115,6 @@ fn open_if_free(path: &Path, shown: &str) -> Result<Option<Open>, LedgerError> {
         return Ok(None);
     }
     Ok(Some(Open::new(connect(path, shown)?, path, shown)?))
-}
-
-/// A writing connection to the ledger at `path` (`shown` in errors), its schema created or
-/// checked.
-fn connect(path: &Path, shown: &str) -> Result<Connection, LedgerError> {
-    let err = |source| LedgerError::Sqlite {
-        path: shown.to_owned(),
-        source,
-    };
-    let mut conn = Connection::open(path).map_err(err)?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))
-        .map_err(err)?;
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .map_err(err)?;
-    conn.pragma_update(None, "synchronous", "FULL")
-        .map_err(err)?;
-    conn.pragma_update(None, "foreign_keys", "ON")
-        .map_err(err)?;
-    // A ledger written by a newer plugin is never written by this one (the SCHEMA below
-    // would also set its version back).
-    let found: i64 = conn
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(err)?;
-    if found > SCHEMA_VERSION {
-        return Err(LedgerError::NewerSchema {
-            path: shown.to_owned(),
-            found,
-            known: SCHEMA_VERSION,
-        });
-    }
-    conn.execute_batch(SCHEMA).map_err(err)?;
-    add_refusals(&mut conn).map_err(err)?;
-    Ok(conn)
-}
-
-/// Adds `withdraw_nothing_upto` (the row's withdraw calls 1 to N are known to have made no
-/// withdrawal) to a ledger made before it, in place: the version stays 1, since a plugin that
-/// does not know the column still writes the ledger correctly (it names the columns it
-/// inserts; its rows count no such calls, which only keeps them from being taken as covered).
-fn add_refusals(conn: &mut Connection) -> rusqlite::Result<()> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let has: i64 = tx.query_row(
-        "SELECT COUNT(*) FROM pragma_table_info('payouts') WHERE name = 'withdraw_nothing_upto'",
-        [],
-        |r| r.get(0),
-    )?;
-    if has == 0 {
-        tx.execute_batch(
-            "ALTER TABLE payouts ADD COLUMN withdraw_nothing_upto INTEGER NOT NULL DEFAULT 0",
-        )?;
-    }
-    tx.commit()
 }
 
 impl SqliteLedger {

@@ -263,11 +263,11 @@ fn withdrawals_after_a_snapshot_and_a_covered_skip_on_a_file_ledger() {
 fn a_file_ledger_from_before_refusals_were_counted_gets_the_column() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("ledger.db");
-    let old_schema = sqlite::SCHEMA.replace(
+    let old_schema = sqlite::schema::SCHEMA.replace(
         "    withdraw_nothing_upto INTEGER NOT NULL DEFAULT 0,\n",
         "",
     );
-    assert_ne!(old_schema, sqlite::SCHEMA, "the column left out");
+    assert_ne!(old_schema, sqlite::schema::SCHEMA, "the column left out");
     {
         let conn = rusqlite::Connection::open(&file).expect("create");
         conn.execute_batch(&old_schema).expect("old schema");
