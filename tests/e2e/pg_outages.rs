@@ -11,6 +11,10 @@ use gateway_e2e::pgkit::PgCluster;
 
 #[path = "replicas_kit.rs"]
 mod kit;
+
+#[path = "pg_races_kit.rs"]
+#[allow(dead_code, unused_imports)]
+mod races;
 use kit::{calls, events, replica_config, replicas, send, spawn};
 
 /// A database outage longer than the lease, with every replica alive: each lease ran out on
@@ -20,7 +24,18 @@ use kit::{calls, events, replica_config, replicas, send, spawn};
 /// attempt is recorded as crashed.
 #[test]
 fn an_outage_longer_than_the_lease_runs_no_call_twice() {
-    outage("outage", false);
+    outage("outage", Outage::Stop);
+}
+
+/// The whole database frozen (every process of the cluster stopped: a VM paused, its storage
+/// frozen) for longer than the lease, then resumed: statements sent meanwhile run at once when
+/// it resumes, with every lease run out on its clock. A crash count queued then must count
+/// nothing (the holders could not renew), and no replica may take the others' lapsed claims
+/// before it has seen the database answer in time for a lease. Every event is called once, and
+/// no attempt is recorded as crashed.
+#[test]
+fn a_database_frozen_past_the_lease_runs_no_call_twice() {
+    outage("frozen", Outage::Freeze);
 }
 
 /// A replica started just as the database comes back from an outage longer than the lease (a
@@ -29,14 +44,25 @@ fn an_outage_longer_than_the_lease_runs_no_call_twice() {
 /// seen the database for a lease (they renew within a third of one).
 #[test]
 fn a_replica_started_as_the_database_returns_counts_no_live_call_as_crashed() {
-    outage("rejoin", true);
+    outage("rejoin", Outage::Rejoin);
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Outage {
+    /// Stopped (`pg_ctl stop`), then started again.
+    Stop,
+    /// The same, and a third replica tries to start all through it.
+    Rejoin,
+    /// Every process of the cluster stopped (SIGSTOP), then resumed.
+    Freeze,
 }
 
 /// Two replicas under load (300 calls of 100 ms on four permits: some in flight at the stop),
-/// the database stopped for 5 s against a 3 s lease, then started again; with `rejoin`, a
-/// third replica tries to start all through the outage, as a restarting unit does. Every event
-/// is called once and no attempt is recorded as crashed.
-fn outage(db: &str, rejoin: bool) {
+/// the database stopped (or frozen) for 5 s against a 3 s lease, then started again (resumed);
+/// with `Rejoin`, a third replica tries to start all through the outage, as a restarting unit
+/// does. Every event is called once and no attempt is recorded as crashed.
+fn outage(db: &str, how: Outage) {
+    let rejoin = how == Outage::Rejoin;
     let pg = PgCluster::start();
     let url = pg.create_database(db);
     let config = replica_config("3s", r#"mode = "slow", sleep_ms = 100"#);
@@ -49,7 +75,10 @@ fn outage(db: &str, rejoin: bool) {
     let late = tempfile::tempdir().expect("tmp");
     let mut paths: Vec<&Path> = dirs.iter().map(|d| d.path()).collect();
     wait_until(Duration::from_secs(30), || calls(&paths).len() >= 30);
-    pg.stop();
+    let frozen = (how == Outage::Freeze).then(|| Frozen::all(&pg));
+    if frozen.is_none() {
+        pg.stop();
+    }
     let starter = rejoin.then(|| {
         let (dir, config) = (late.path().to_path_buf(), config.replace("${PG_URL}", &url));
         std::thread::spawn(move || loop {
@@ -60,7 +89,10 @@ fn outage(db: &str, rejoin: bool) {
         })
     });
     std::thread::sleep(Duration::from_secs(5));
-    pg.start_again();
+    match frozen {
+        Some(frozen) => drop(frozen),
+        None => pg.start_again(),
+    }
     let _third = starter.map(|s| s.join().expect("starter"));
     sender.join().expect("sender");
     paths.push(late.path());
@@ -116,6 +148,46 @@ fn signal_backends(pg: &PgCluster, db: &str, signal: &str, pids: Option<&[String
             .status();
     }
     pids
+}
+
+/// Every process of the cluster (the postmaster and its children), stopped with SIGSTOP while
+/// this lives; resumed (SIGCONT) when dropped, however the test ends.
+struct Frozen(Vec<String>);
+
+impl Frozen {
+    fn all(pg: &PgCluster) -> Frozen {
+        let postmaster = pg.postmaster_pid().to_string();
+        let mut pids = vec![postmaster.clone()];
+        for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+            let pid = entry.file_name().to_string_lossy().into_owned();
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // `pid (comm) state ppid ...`: the comm may hold spaces, never a `)` after it.
+            let parent = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1));
+            if parent == Some(postmaster.as_str()) {
+                pids.push(pid);
+            }
+        }
+        for pid in &pids {
+            let _ = std::process::Command::new("kill")
+                .args(["-STOP", pid])
+                .status();
+        }
+        Frozen(pids)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            let _ = std::process::Command::new("kill")
+                .args(["-CONT", pid])
+                .status();
+        }
+    }
 }
 
 /// Resumes stopped backends when the test ends, however it ends (the cluster must stop).
@@ -272,5 +344,61 @@ fn a_deadlock_reported_in_another_language_is_tried_again() {
         (0, "2".to_owned()),
         "tried again at once, not answered 503\n{}",
         gws[0].log()
+    );
+}
+
+/// A forced replay of a delivery whose call still hangs on replica A (A keeps the claim and
+/// renews it), then a database outage longer than the lease: when the database is back, A's
+/// claim has lapsed on its clock while A lives and its call still runs. Replica B must not take
+/// that claim (and call the replay beside the hung call) before it has seen the database for a
+/// lease, within which A renews it; once the hung call returns, A runs the replay.
+#[test]
+fn a_live_replicas_lapsed_claim_is_not_taken_after_an_outage() {
+    let pg = PgCluster::start();
+    let url = races::replica_database(&pg, "lapsed");
+    let cfg = races::config("3s", r#"mode = "gate", gate = "data/open""#).replace(
+        "initial_backoff = \"100ms\"",
+        "initial_backoff = \"100ms\"\nmax_attempts = 1",
+    );
+    let (a, _b, a_dir, b_dir) = races::hung_and_free(&cfg, &url);
+    let dirs = [a_dir.path(), b_dir.path()];
+    let sql = |q: &str| pg.sql("lapsed", q);
+    races::send(&a, "lapsed-1");
+    assert!(
+        wait_until(Duration::from_secs(20), || sql(
+            "SELECT state || '|' || string_agg(outcome, ',') FROM deliveries, attempts
+             GROUP BY state"
+        ) == "dead|timeout"),
+        "the timeout was recorded as a dead letter"
+    );
+    let (code, out, err) = a.cli(&["replay", "--dead-letters", "--force"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(sql("SELECT state FROM deliveries"), "pending", "replayed");
+    std::thread::sleep(Duration::from_secs(1));
+    pg.stop();
+    std::thread::sleep(Duration::from_secs(5));
+    pg.start_again();
+    let back = Instant::now();
+    while back.elapsed() < Duration::from_secs(6) {
+        assert_eq!(
+            races::calls(&dirs),
+            0,
+            "{:?} after the outage: another replica ran the replay beside the hung call",
+            back.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::fs::write(a_dir.path().join("data/open"), "").expect("the hung call returns");
+    assert!(
+        wait_until(Duration::from_secs(20), || sql(
+            "SELECT state || '|' || generation FROM deliveries"
+        ) == "done|1"),
+        "the replay was delivered after the hung call returned"
+    );
+    std::thread::sleep(Duration::from_millis(1_500));
+    assert_eq!(
+        races::calls(&dirs),
+        2,
+        "the hung call and the replay, once each"
     );
 }

@@ -91,6 +91,17 @@ struct Claim {
     lease_ms: i64,
 }
 
+impl Claim {
+    fn lease(&self) -> Duration {
+        Duration::from_millis(u64::try_from(self.lease_ms).unwrap_or(0))
+    }
+
+    /// A live replica renews its claims within this of the database answering.
+    fn third_of_lease(&self) -> Duration {
+        self.lease() / 3
+    }
+}
+
 /// The PostgreSQL-backed [`Store`].
 #[derive(Clone)]
 pub struct PgStore {
@@ -143,6 +154,7 @@ impl PgStore {
     {
         let inner = self.inner.clone();
         Box::pin(async move {
+            let began = std::time::Instant::now();
             let running = std::sync::OnceLock::new();
             let work = async {
                 let client = connect::client(&inner.pool).await?;
@@ -164,6 +176,12 @@ impl PgStore {
                     Err(StoreError("database: no answer within 10 s".into()))
                 }
             };
+            // An answer that took a third of a lease is an outage too: the database (or the
+            // way to it) stalled long enough that other replicas' renewals may have failed
+            // meanwhile, their leases run out while they live (`reach`).
+            if began.elapsed() > inner.claim.third_of_lease() {
+                inner.reach.failed();
+            }
             inner.reach.note(result)
         })
     }
@@ -357,8 +375,12 @@ impl Store for PgStore {
     }
 
     fn start_attempts(&self, deliveries: Vec<(i64, Guard)>) -> StoreFuture<Vec<bool>> {
+        // Another replica's lapsed claim is taken only once this one has reached the database
+        // for a whole lease: after an outage, that replica may live, its call running, and
+        // renew within a third of a lease (`reach`).
+        let steady = self.inner.reach.steady_for(self.inner.claim.lease());
         self.op(move |c, inner| async move {
-            claims::start_attempts(&c, &inner.claim, &deliveries).await
+            claims::start_attempts(&c, &inner.claim, &deliveries, steady).await
         })
     }
 
@@ -368,13 +390,27 @@ impl Store for PgStore {
         max_crashes: u32,
         running: Vec<i64>,
     ) -> StoreFuture<crate::store::Recovered> {
-        let lease = Duration::from_millis(u64::try_from(self.inner.claim.lease_ms).unwrap_or(0));
-        if !self.inner.reach.steady_for(lease) {
+        if !self.inner.reach.steady_for(self.inner.claim.lease()) {
             // Just back from a failure: the other replicas have not had a lease to renew in.
             return Box::pin(async { Ok(crate::store::Recovered::default()) });
         }
-        self.op(move |c, _| async move {
-            outcome::recover_crashed(&c, max_attempts, max_crashes, &running).await
+        self.op(move |c, inner| async move {
+            // Counted only by a statement the database runs within a third of a lease of its
+            // clock read just before, in a round trip that took less: one held up by a stall
+            // (the database frozen, then resumed with every lease run out) counts nothing,
+            // since the replicas that own those calls could not renew meanwhile.
+            let third = inner.claim.third_of_lease();
+            let asked = std::time::Instant::now();
+            let db_now: i64 = c
+                .query_one(&format!("SELECT {DB_NOW_MS}"), &[])
+                .await?
+                .get(0);
+            if asked.elapsed() > third {
+                inner.reach.failed();
+                return Ok(crate::store::Recovered::default());
+            }
+            let deadline = db_now.saturating_add(i64::try_from(third.as_millis()).unwrap_or(0));
+            outcome::recover_crashed(&c, max_attempts, max_crashes, &running, deadline).await
         })
     }
 

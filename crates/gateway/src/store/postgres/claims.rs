@@ -24,9 +24,11 @@ pub(super) async fn start_attempts(
     c: &Client,
     claim: &Claim,
     deliveries: &[(i64, Guard)],
+    take_lapsed: bool,
 ) -> Result<Vec<bool>, StoreError> {
     // Claimed with FOR UPDATE SKIP LOCKED: a row another replica is claiming right now is
-    // skipped (it is theirs), never waited for.
+    // skipped (it is theirs), never waited for. Another replica's lapsed claim only when
+    // `take_lapsed` (this replica has reached the database for a whole lease: `reach`).
     let sql = format!(
         "WITH claimable AS (
              SELECT d.key FROM deliveries d
@@ -35,7 +37,7 @@ pub(super) async fn start_attempts(
              WHERE d.generation = u.generation AND d.attempts = u.attempts
                AND d.state = 'pending'
                AND (d.claimed_by = $1
-                    OR ((d.claimed_by IS NULL OR d.lease_until < {DB_NOW_MS})
+                    OR ((d.claimed_by IS NULL OR (d.lease_until < {DB_NOW_MS} AND $6))
                         AND d.started = 0))
              FOR UPDATE OF d SKIP LOCKED)
          UPDATE deliveries d SET started = d.attempts + 1, claimed_by = $1,
@@ -53,7 +55,14 @@ pub(super) async fn start_attempts(
     let rows = c
         .query(
             &stmt,
-            &[&claim.replica, &claim.lease_ms, &k, &generation, &attempts],
+            &[
+                &claim.replica,
+                &claim.lease_ms,
+                &k,
+                &generation,
+                &attempts,
+                &take_lapsed,
+            ],
         )
         .await?;
     let marked = keys(&rows);

@@ -230,12 +230,14 @@ pub(super) async fn finish_many(
 }
 
 /// [`crate::store::Store::recover_crashed`]: attempts started by a process whose lease expired,
-/// but never one this process is running (`running`).
+/// but never one this process is running (`running`), and only if the database runs the
+/// statement before `deadline_ms` on its clock (one held up past it counts nothing).
 pub(super) async fn recover_crashed(
     c: &Client,
     max_attempts: u32,
     max_crashes: u32,
     running: &[i64],
+    deadline_ms: i64,
 ) -> Result<crate::store::Recovered, StoreError> {
     // Right-hand sides read the row as it was: `crashes + 1` is the new count; RETURNING
     // gives the new row, whose `attempts` is the crashed attempt's number.
@@ -252,6 +254,7 @@ pub(super) async fn recover_crashed(
                           || ' so far); retrying' END
              WHERE state = 'pending' AND started > 0 AND started >= attempts
                    AND lease_until < {DB_NOW_MS} AND key <> ALL($5::bigint[])
+                   AND {DB_NOW_MS} < $6
              RETURNING key, generation, attempts, plugin, state
          ), logged AS (
              INSERT INTO attempts (delivery_key, generation, attempt, outcome, reason,
@@ -270,6 +273,7 @@ pub(super) async fn recover_crashed(
                 &now_ms(),
                 &CRASHED,
                 &running,
+                &deadline_ms,
             ],
         )
         .await?;
