@@ -363,14 +363,7 @@ fn a_live_replicas_lapsed_claim_is_not_taken_after_an_outage() {
     let (a, _b, a_dir, b_dir) = races::hung_and_free(&cfg, &url);
     let dirs = [a_dir.path(), b_dir.path()];
     let sql = |q: &str| pg.sql("lapsed", q);
-    races::send(&a, "lapsed-1");
-    assert!(
-        wait_until(Duration::from_secs(20), || sql(
-            "SELECT state || '|' || string_agg(outcome, ',') FROM deliveries, attempts
-             GROUP BY state"
-        ) == "dead|timeout"),
-        "the timeout was recorded as a dead letter"
-    );
+    races::hang_into_a_dead_letter(&a, "lapsed-1", sql);
     let (code, out, err) = a.cli(&["replay", "--dead-letters", "--force"]);
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(sql("SELECT state FROM deliveries"), "pending", "replayed");
@@ -388,17 +381,5 @@ fn a_live_replicas_lapsed_claim_is_not_taken_after_an_outage() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    std::fs::write(a_dir.path().join("data/open"), "").expect("the hung call returns");
-    assert!(
-        wait_until(Duration::from_secs(20), || sql(
-            "SELECT state || '|' || generation FROM deliveries"
-        ) == "done|1"),
-        "the replay was delivered after the hung call returned"
-    );
-    std::thread::sleep(Duration::from_millis(1_500));
-    assert_eq!(
-        races::calls(&dirs),
-        2,
-        "the hung call and the replay, once each"
-    );
+    races::the_replay_runs_once_the_hang_ends(a_dir.path(), &dirs, sql);
 }

@@ -273,14 +273,7 @@ fn a_replay_of_a_dead_letter_whose_call_still_hangs_is_not_run_beside_it() {
     let dirs = [a_dir.path(), b_dir.path()];
     let sql = |q: &str| pg.sql("hungdead", q);
 
-    send(&a, "hungdead-1");
-    assert!(
-        wait_until(Duration::from_secs(20), || sql(
-            "SELECT state || '|' || string_agg(outcome, ',') FROM deliveries, attempts
-             GROUP BY state"
-        ) == "dead|timeout"),
-        "the timeout was recorded as a dead letter"
-    );
+    hang_into_a_dead_letter(&a, "hungdead-1", sql);
     // Its call still runs: shown running, so left out of an unforced replay.
     let (code, out, err) = a.cli(&["replay", "--dead-letters"]);
     assert_eq!(code, 0, "{out}{err}");
@@ -302,15 +295,7 @@ fn a_replay_of_a_dead_letter_whose_call_still_hangs_is_not_run_beside_it() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    std::fs::write(a_dir.path().join("data/open"), "").expect("the hung call returns");
-    assert!(
-        wait_until(Duration::from_secs(20), || sql(
-            "SELECT state || '|' || generation FROM deliveries"
-        ) == "done|1"),
-        "the replay was delivered after the hung call returned"
-    );
-    std::thread::sleep(Duration::from_millis(1_500)); // a third call would show by now
-    assert_eq!(calls(&dirs), 2, "the hung call and the replay, once each");
+    the_replay_runs_once_the_hang_ends(a_dir.path(), &dirs, sql);
 }
 
 /// A replica stopped (SIGTERM) while a call hangs past its timeout keeps that delivery's claim:

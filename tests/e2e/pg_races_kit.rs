@@ -98,6 +98,38 @@ pub(super) fn send(gw: &TestGateway, id: &str) {
     assert_eq!(a.status, 200, "{}", a.body);
 }
 
+/// Sends event `id` to replica `a`, whose `gate` call hangs past its 1 s timeout on its only
+/// attempt (`max_attempts = 1`), and waits until that timeout is recorded as a dead letter
+/// (`sql` queries the test's database).
+pub(super) fn hang_into_a_dead_letter(a: &TestGateway, id: &str, sql: impl Fn(&str) -> String) {
+    send(a, id);
+    assert!(
+        wait_until(Duration::from_secs(20), || sql(
+            "SELECT state || '|' || string_agg(outcome, ',') FROM deliveries, attempts
+             GROUP BY state"
+        ) == "dead|timeout"),
+        "the timeout was recorded as a dead letter"
+    );
+}
+
+/// Opens replica A's gate (its hung call returns) and checks the forced replay was then
+/// delivered, once: two calls in all, across `dirs`.
+pub(super) fn the_replay_runs_once_the_hang_ends(
+    a_dir: &Path,
+    dirs: &[&Path],
+    sql: impl Fn(&str) -> String,
+) {
+    std::fs::write(a_dir.join("data/open"), "").expect("the hung call returns");
+    assert!(
+        wait_until(Duration::from_secs(20), || sql(
+            "SELECT state || '|' || generation FROM deliveries"
+        ) == "done|1"),
+        "the replay was delivered after the hung call returned"
+    );
+    std::thread::sleep(Duration::from_millis(1_500)); // a third call would show by now
+    assert_eq!(calls(dirs), 2, "the hung call and the replay, once each");
+}
+
 /// The calls `audit` recorded in these gateways' folders.
 pub(super) fn calls(dirs: &[&Path]) -> usize {
     dirs.iter()
