@@ -112,14 +112,10 @@ impl FileSink {
             let mine = self.started.fetch_add(1, Ordering::SeqCst) + 1;
             let failed = match write_lines(file, torn, bytes) {
                 Ok(()) => None,
-                Err(e) if e.whole == 0 => {
-                    // Its number stays taken (counted written: harmless for a sync's target):
-                    // given back, it could be taken again by a later batch that a failed sync
-                    // which read `begun` meanwhile already booked as failed.
-                    self.written.store(mine, Ordering::SeqCst);
-                    return Err(e);
-                }
-                // The lines written whole stay (made durable below, reported written).
+                // The lines written whole stay (made durable below, reported written). A batch
+                // that wrote none keeps its number all the same (counted written: harmless for
+                // a sync's target): given back, it could be taken again by a later batch that a
+                // failed sync which read `begun` meanwhile had already booked as failed.
                 Err(AppendError { error, whole }) => Some((error, whole)),
             };
             self.written.store(mine, Ordering::SeqCst);
