@@ -344,7 +344,7 @@ pub async fn run(config: Config, watch: Option<Stamp>) -> anyhow::Result<()> {
     tokio::spawn(async move {
         signals.next().await;
         tracing::warn!("second signal: exiting now (acknowledged events are safely stored)");
-        std::process::exit(1);
+        gateway_plugin::host::exit_process(1);
     });
     long_conns.shutdown(left()).await;
     if tokio::time::timeout(left(), graceful.shutdown())

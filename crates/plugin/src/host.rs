@@ -44,7 +44,7 @@ use detail::Detail;
 pub use errors::{InitError, LoadError};
 pub use file::{FileId, LibraryFile};
 use inside::Inside;
-pub use inside::{exit_beside_plugins, plugin_code_running};
+pub use inside::{exit_beside_plugins, exit_process, plugin_code_running};
 pub use instance::Instance;
 use instance::InstanceInner;
 pub use summary::DescriptorSummary;
@@ -133,21 +133,24 @@ impl Library {
         name: &Path,
     ) -> Result<&'static libloading::os::unix::Library, LoadError> {
         let flags = libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_LOCAL;
+        // Its constructors are plugin code (and the loader's lock is held while they run).
+        let inside = Inside::enter();
         // SAFETY: loading a library runs its initialisers (`.init_array` constructors, its
         // dependencies' too); plugins are trusted code chosen by the operator, and an isolated
         // plugin's library is loaded only in its own child process.
-        let lib =
-            unsafe { libloading::os::unix::Library::open(Some(name), flags) }.map_err(|e| {
-                let mut reason = e.to_string();
-                if !Path::new("/proc/self/fd").is_dir() {
-                    reason.push_str(" (libraries are loaded through /proc/self/fd: mount /proc)");
-                }
-                LoadError::Open {
-                    path: path.to_path_buf(),
-                    // The loader names the descriptor; the operator knows the file.
-                    reason: reason.replace(&*name.to_string_lossy(), &path.to_string_lossy()),
-                }
-            })?;
+        let opened = unsafe { libloading::os::unix::Library::open(Some(name), flags) };
+        drop(inside);
+        let lib = opened.map_err(|e| {
+            let mut reason = e.to_string();
+            if !Path::new("/proc/self/fd").is_dir() {
+                reason.push_str(" (libraries are loaded through /proc/self/fd: mount /proc)");
+            }
+            LoadError::Open {
+                path: path.to_path_buf(),
+                // The loader names the descriptor; the operator knows the file.
+                reason: reason.replace(&*name.to_string_lossy(), &path.to_string_lossy()),
+            }
+        })?;
         // Never unloaded: see the module invariants.
         Ok(Box::leak(Box::new(lib)))
     }
@@ -165,8 +168,10 @@ impl Library {
             .ok()
             .and_then(|e| *e)
             .ok_or_else(|| LoadError::NoEntry { path: path.clone() })?;
+        let inside = Inside::enter();
         // SAFETY: calling the entry function is allowed any number of times (ABI contract).
         let ptr = unsafe { entry() };
+        drop(inside);
         // SAFETY: a non-null descriptor pointer from the entry function is static, immutable
         // data of at least its own `struct_size` bytes (ABI contract).
         unsafe { Library::from_descriptor(path, ptr) }

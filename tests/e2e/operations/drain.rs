@@ -110,3 +110,39 @@ fn a_stop_beside_a_hung_in_process_call_exits_without_the_librarys_destructor() 
         gw.log()
     );
 }
+
+/// The same hung call, a long grace, and a second signal: the exit it asks for is at once too,
+/// without the library's destructor (a normal exit waited for the call's 30 s there).
+#[test]
+fn a_second_signal_beside_a_hung_in_process_call_exits_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let raw = raw_fixtures(std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))).legacy;
+    let cfg = format!(
+        "{}{}\n[[plugins]]\nname = \"raw\"\nlibrary = \"{}\"\n{}",
+        base_config().replace("shutdown_grace = \"5s\"", "shutdown_grace = \"60s\""),
+        app().replace("timeout = \"10s\"", "timeout = \"1s\""),
+        raw.display(),
+        route("\"holds_exit_lock\"", "\"raw\""),
+    );
+    let mut gw = TestGateway::spawn(dir.path(), &cfg);
+    assert_eq!(super::helpers::send(&gw, "held-2", "holds_exit_lock"), 200);
+    gw.wait_running("held-2", "raw");
+    gw.signal("TERM");
+    assert!(
+        wait_until(Duration::from_secs(10), || gw
+            .log()
+            .contains("shutting down")),
+        "{}",
+        gw.log()
+    );
+    let asked = std::time::Instant::now();
+    gw.signal("TERM");
+    let status = gw.wait(Duration::from_secs(60)).expect("exited");
+    let took = asked.elapsed();
+    assert_eq!(status.code(), Some(1), "{status:?}\n{}", gw.log());
+    assert!(
+        took < Duration::from_secs(10),
+        "the second signal's exit took {took:?}\n{}",
+        gw.log()
+    );
+}

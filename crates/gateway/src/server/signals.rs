@@ -40,6 +40,6 @@ pub(super) fn watch_start_up() -> Option<tokio::task::JoinHandle<()>> {
         tracing::warn!(
             "second signal during start-up: exiting now (nothing was acknowledged yet; a store migration cut off resumes at the next start)"
         );
-        std::process::exit(1);
+        gateway_plugin::host::exit_process(1);
     }))
 }
