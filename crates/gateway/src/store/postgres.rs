@@ -377,10 +377,22 @@ impl Store for PgStore {
     fn start_attempts(&self, deliveries: Vec<(i64, Guard)>) -> StoreFuture<Vec<bool>> {
         // Another replica's lapsed claim is taken only once this one has reached the database
         // for a whole lease: after an outage, that replica may live, its call running, and
-        // renew within a third of a lease (`reach`).
-        let steady = self.inner.reach.steady_for(self.inner.claim.lease());
+        // renew within a third of a lease (`reach`); and only by a statement the database runs
+        // within a third of a lease of now on its clock (one held up by a stall takes none).
+        let lapsed_until = match self.inner.reach.clock_offset_ms() {
+            Some(offset) if self.inner.reach.steady_for(self.inner.claim.lease()) => {
+                let third = i64::try_from(self.inner.claim.third_of_lease().as_millis())
+                    .unwrap_or(i64::MAX);
+                Some(
+                    crate::store::sqlite::now_ms()
+                        .saturating_add(offset)
+                        .saturating_add(third),
+                )
+            }
+            _ => None,
+        };
         self.op(move |c, inner| async move {
-            claims::start_attempts(&c, &inner.claim, &deliveries, steady).await
+            claims::start_attempts(&c, &inner.claim, &deliveries, lapsed_until).await
         })
     }
 
@@ -401,14 +413,18 @@ impl Store for PgStore {
             // since the replicas that own those calls could not renew meanwhile.
             let third = inner.claim.third_of_lease();
             let asked = std::time::Instant::now();
+            let asked_ms = crate::store::sqlite::now_ms();
             let db_now: i64 = c
                 .query_one(&format!("SELECT {DB_NOW_MS}"), &[])
                 .await?
                 .get(0);
-            if asked.elapsed() > third {
+            let rtt = asked.elapsed();
+            if rtt > third {
                 inner.reach.failed();
                 return Ok(crate::store::Recovered::default());
             }
+            let rtt_ms = i64::try_from(rtt.as_millis()).unwrap_or(i64::MAX);
+            inner.reach.clock_read(db_now, asked_ms, rtt_ms);
             let deadline = db_now.saturating_add(i64::try_from(third.as_millis()).unwrap_or(0));
             outcome::recover_crashed(&c, max_attempts, max_crashes, &running, deadline).await
         })

@@ -24,11 +24,12 @@ pub(super) async fn start_attempts(
     c: &Client,
     claim: &Claim,
     deliveries: &[(i64, Guard)],
-    take_lapsed: bool,
+    lapsed_until: Option<i64>,
 ) -> Result<Vec<bool>, StoreError> {
     // Claimed with FOR UPDATE SKIP LOCKED: a row another replica is claiming right now is
     // skipped (it is theirs), never waited for. Another replica's lapsed claim only when
-    // `take_lapsed` (this replica has reached the database for a whole lease: `reach`).
+    // `lapsed_until` is given (this replica has reached the database for a whole lease:
+    // `reach`), and only if the database runs the statement before it on its clock.
     let sql = format!(
         "WITH claimable AS (
              SELECT d.key FROM deliveries d
@@ -37,7 +38,8 @@ pub(super) async fn start_attempts(
              WHERE d.generation = u.generation AND d.attempts = u.attempts
                AND d.state = 'pending'
                AND (d.claimed_by = $1
-                    OR ((d.claimed_by IS NULL OR (d.lease_until < {DB_NOW_MS} AND $6))
+                    OR ((d.claimed_by IS NULL
+                         OR (d.lease_until < {DB_NOW_MS} AND {DB_NOW_MS} < $6))
                         AND d.started = 0))
              FOR UPDATE OF d SKIP LOCKED)
          UPDATE deliveries d SET started = d.attempts + 1, claimed_by = $1,
@@ -61,7 +63,7 @@ pub(super) async fn start_attempts(
                 &k,
                 &generation,
                 &attempts,
-                &take_lapsed,
+                &lapsed_until.unwrap_or(i64::MIN),
             ],
         )
         .await?;

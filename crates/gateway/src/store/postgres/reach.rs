@@ -19,6 +19,9 @@ pub(super) struct Reach {
     last_failure: Mutex<Option<Instant>>,
     /// When crash recovery was last said to be held back (a warning at most once a lease).
     warned: Mutex<Option<Instant>>,
+    /// The database's clock less this replica's, in milliseconds, as last read by a crash
+    /// count's quick round trip (`None` before one).
+    clock_offset_ms: Mutex<Option<i64>>,
 }
 
 impl Reach {
@@ -30,7 +33,21 @@ impl Reach {
         Reach {
             last_failure: Mutex::new(Some(Instant::now())),
             warned: Mutex::new(None),
+            clock_offset_ms: Mutex::new(None),
         }
+    }
+
+    /// The database's clock read at `db_ms` in a round trip that began at this replica's
+    /// `began_ms` and took `rtt_ms`: its offset from this replica's clock, kept.
+    pub(super) fn clock_read(&self, db_ms: i64, began_ms: i64, rtt_ms: i64) {
+        if let Ok(mut off) = self.clock_offset_ms.lock() {
+            *off = Some(db_ms - began_ms.saturating_add(rtt_ms / 2));
+        }
+    }
+
+    /// The last offset [`Reach::clock_read`] kept.
+    pub(super) fn clock_offset_ms(&self) -> Option<i64> {
+        self.clock_offset_ms.lock().ok().and_then(|o| *o)
     }
 
     /// An operation failed (or timed out) now.
