@@ -289,7 +289,18 @@ impl LarkWs {
     /// `message_id`, `sum=1`, `seq=0`, `trace_id=trace-<message_id>`, payload `payload`. Returns
     /// false if there is no open connection.
     pub fn push_event(&self, message_id: &str, payload: &[u8]) -> bool {
-        self.push(|s| vec![data_frame(s, "event", message_id, 1, 0, payload)])
+        self.push(|s| vec![data_frame(s, "event", message_id, 1, 0, payload, &[])])
+    }
+
+    /// [`LarkWs::push_event`] with some of its headers replaced (`(key, value)`: a `sum` that is
+    /// no number, say). Returns false if there is no open connection.
+    pub fn push_event_with(
+        &self,
+        message_id: &str,
+        payload: &[u8],
+        headers: &[(&str, &str)],
+    ) -> bool {
+        self.push(|s| vec![data_frame(s, "event", message_id, 1, 0, payload, headers)])
     }
 
     /// Splits `payload` into `sum` nearly equal parts and sends the fragments in the given
@@ -316,7 +327,7 @@ impl LarkWs {
         self.push(|s| {
             order
                 .iter()
-                .map(|&i| data_frame(s, "event", message_id, sum, i, part(i)))
+                .map(|&i| data_frame(s, "event", message_id, sum, i, part(i), &[]))
                 .collect()
         })
     }
@@ -324,7 +335,7 @@ impl LarkWs {
     /// Sends a data frame with `type=card` (the gateway must not ack it). Returns false if there
     /// is no open connection.
     pub fn push_card(&self, message_id: &str, payload: &[u8]) -> bool {
-        self.push(|s| vec![data_frame(s, "card", message_id, 1, 0, payload)])
+        self.push(|s| vec![data_frame(s, "card", message_id, 1, 0, payload, &[])])
     }
 
     /// Closes the current (most recently accepted, still open) connection from the server side: a

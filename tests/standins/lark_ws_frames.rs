@@ -12,6 +12,7 @@ pub(super) fn data_frame(
     sum: u32,
     seq: u32,
     payload: &[u8],
+    overrides: &[(&str, &str)],
 ) -> Vec<u8> {
     let id = s.next_seq_id;
     s.next_seq_id += 1;
@@ -28,6 +29,9 @@ pub(super) fn data_frame(
     frame.set_header(h::SUM, sum.to_string());
     frame.set_header(h::SEQ, seq.to_string());
     frame.set_header(h::TRACE_ID, format!("trace-{message_id}"));
+    for (key, value) in overrides {
+        frame.set_header(key, (*value).to_owned());
+    }
     encode(&frame)
 }
 

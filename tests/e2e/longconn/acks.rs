@@ -133,6 +133,23 @@ fn fragments_sent_out_of_order_are_reassembled_and_a_resent_event_is_delivered_o
         ids.contains(&"ev-frag".to_owned()) && ids.contains(&"ev-dup".to_owned()),
         "{ids:?}"
     );
+    // A frame whose `sum` is present but no number may be a part of a message: never taken
+    // for a whole one (its payload here is a whole event, which would have been stored).
+    assert!(lark.push_event_with(
+        "m-bad-sum",
+        &event("ev-bad-sum", "test.sink"),
+        &[("sum", "two")]
+    ));
+    assert!(
+        wait_until(WAIT, || gw
+            .log()
+            .contains("fragment dropped: its sum or seq is not a number")),
+        "{}",
+        gw.log()
+    );
+    assert!(lark.acks().iter().all(|a| a.message_id != "m-bad-sum"));
+    let (code, _, _) = gw.cli(&["events", "show", "ev-bad-sum"]);
+    assert_ne!(code, 0, "not stored");
     assert!(lark.acks().iter().all(|a| a.message_id != "m-part"));
     let (code, _, _) = gw.cli(&["events", "show", "ev-part"]);
     assert_ne!(code, 0);

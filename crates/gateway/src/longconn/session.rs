@@ -266,8 +266,16 @@ pub async fn run(ctx: &Ctx, conn: Conn, cc: &mut ClientConfig) -> Ended {
                             fragments.set_limits(limit, limit.saturating_mul(8));
                         }
                         let message_id = frame.header(headers::MESSAGE_ID).unwrap_or("").to_owned();
-                        let sum = frame.header_u32(headers::SUM).unwrap_or(1);
-                        let seq = frame.header_u32(headers::SEQ).unwrap_or(0);
+                        // Absent: a whole message. Present but no number: not taken for a
+                        // whole message (its payload may be a part of one): dropped, unacked.
+                        let number = |key: &str, absent: u32| match frame.header(key) {
+                            None => Some(absent),
+                            Some(_) => frame.header_u32(key),
+                        };
+                        let (Some(sum), Some(seq)) = (number(headers::SUM, 1), number(headers::SEQ, 0)) else {
+                            tracing::warn!(message_id = %truncate(&message_id), sum = %truncate(frame.header(headers::SUM).unwrap_or("")), seq = %truncate(frame.header(headers::SEQ).unwrap_or("")), "fragment dropped: its sum or seq is not a number; Lark re-sends unacked messages");
+                            continue;
+                        };
                         let payload = frame.payload.take().unwrap_or_default();
                         let pushed = fragments.push(&message_id, sum, seq, payload, Instant::now());
                         report_dropped(&ctx.name, &mut fragments);
