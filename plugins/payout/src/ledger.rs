@@ -454,6 +454,19 @@ impl Ledger {
     }
 }
 
+/// Lark's `trans_time` as Unix milliseconds, when it reads as one now
+/// ([`crate::timefmt::plausible_unix_ms`]: not seconds, microseconds or a far future) and fits
+/// the signed 64-bit column; otherwise `None`, and the row is placed by when its result was
+/// recorded (its text is kept as Lark sent it). Lenient on purpose: a withdrawal Lark made is
+/// always recorded.
+pub(super) fn trans_time_ms(trans_time: Option<&str>) -> Option<i64> {
+    let now = crate::plugin::now_ms();
+    trans_time
+        .and_then(|t| t.trim().parse::<u64>().ok())
+        .filter(|&t| crate::timefmt::plausible_unix_ms(t, now))
+        .and_then(|t| i64::try_from(t).ok())
+}
+
 /// Whether a new delivery's snapshot is stale given the newest one recorded for its account
 /// (time and delivery): older, or equally old but from another delivery.
 fn is_stale(newest: Option<(u64, &str)>, event: &AssetsUpdateV1, delivery_id: &str) -> bool {

@@ -45,6 +45,8 @@ pub enum HandleError {
     OutOfRange(&'static str, u64),
     #[error("the event's account_id {0:?} cannot name an account")]
     BadAccount(String),
+    #[error("the event's modify_time {0} is not a time in Unix milliseconds of now or before (kept, it would make every later snapshot of the account look stale)")]
+    BadTime(u64),
     #[error("ledger row of delivery {0} has no bonus types to withdraw")]
     NoTypes(String),
     #[error("withdrawal {order_id} is recorded; {source} (a later attempt forwards again, never withdraws again)")]
@@ -89,6 +91,7 @@ impl HandleError {
             HandleError::Event(_)
             | HandleError::OutOfRange(..)
             | HandleError::BadAccount(_)
+            | HandleError::BadTime(_)
             | HandleError::Api { .. }
             | HandleError::OrderMismatch { .. }
             | HandleError::NoTypes(_)
@@ -232,6 +235,11 @@ impl Payout {
             if i64::try_from(value).is_err() {
                 return Err(HandleError::OutOfRange(what, value));
             }
+        }
+        // Seconds, microseconds or a far future: taken as the account's newest snapshot, it
+        // would skip every real one after it as stale, for good.
+        if !crate::timefmt::plausible_unix_ms(event.modify_time_ms, now_ms()) {
+            return Err(HandleError::BadTime(event.modify_time_ms));
         }
         // A path step, however encoded (the URL parser resolves `%2E%2E` too).
         if matches!(event.account_id.as_str(), "" | "." | "..") {
@@ -492,7 +500,7 @@ impl Drop for Claim<'_> {
     }
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

@@ -44,7 +44,14 @@ impl Totals {
             .checked_add(row.points)
             .ok_or(ReportError::Overflow)?;
         for c in &row.cash {
-            let slot = self.cash.entry(c.currency.clone()).or_default();
+            // One total per currency whatever the case of its code (the first-seen spelling).
+            let key = self
+                .cash
+                .keys()
+                .find(|k| k.eq_ignore_ascii_case(&c.currency))
+                .cloned()
+                .unwrap_or_else(|| c.currency.clone());
+            let slot = self.cash.entry(key).or_default();
             *slot = slot.checked_add(c.amount).ok_or(ReportError::Overflow)?;
         }
         Ok(())
@@ -262,6 +269,30 @@ mod tests {
             trans_time_ms,
             ..PayoutRow::test_withdrawn()
         }
+    }
+
+    /// One total per currency whatever the case of its code (rows recorded before the
+    /// withdraw answer's entries were added up that way may hold both).
+    #[test]
+    fn totals_add_a_currency_in_any_case_under_one_code() {
+        let cash = |c: &str, a: &str| lark_core::CashBonus {
+            currency: c.into(),
+            amount: a.parse().expect("money"),
+        };
+        let mut t = Totals::default();
+        for (c, a) in [("CNY", "1.00"), ("cny", "2.50")] {
+            t.add(&PayoutRow {
+                cash: vec![cash(c, a)],
+                ..PayoutRow::test_withdrawn()
+            })
+            .expect("added");
+        }
+        let shown: Vec<(String, String)> = t
+            .cash
+            .iter()
+            .map(|(c, a)| (c.clone(), a.to_string()))
+            .collect();
+        assert_eq!(shown, [("CNY".to_owned(), "3.50".to_owned())]);
     }
 
     #[test]

@@ -7,8 +7,15 @@
 //! absent; a space may replace the `T`).
 
 /// The smallest Unix millisecond value taken as one (2001-09-09T01:46:40Z): fewer digits are
-/// most likely a date without its dashes.
-const MIN_UNIX_MS: u64 = 1_000_000_000_000;
+/// most likely a date without its dashes (or a time in seconds).
+pub(crate) const MIN_UNIX_MS: u64 = 1_000_000_000_000;
+
+/// Whether `ms` reads as a Lark time in Unix milliseconds at `now_ms`: at least
+/// [`MIN_UNIX_MS`] (seconds have 10 digits) and at most a day ahead (microseconds have 16).
+pub(crate) fn plausible_unix_ms(ms: u64, now_ms: u64) -> bool {
+    const DAY_MS: u64 = 86_400_000;
+    ms >= MIN_UNIX_MS && ms <= now_ms.saturating_add(DAY_MS)
+}
 
 /// Parses a time given as Unix ms or ISO 8601; the error says what was expected.
 pub fn parse_time(text: &str) -> Result<u64, String> {

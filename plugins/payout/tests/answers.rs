@@ -182,6 +182,26 @@ fn a_modify_time_beyond_i64_is_rejected_not_retried() {
     assert!(matches!(outcome, Outcome::Reject { .. }), "{outcome:?}");
 }
 
+/// A `modify_time` in microseconds (or far ahead) is refused: kept as the account's newest
+/// snapshot, it made every real snapshot after it a `stale` skip, for good (nothing withdrawn,
+/// nothing unfinished). The next real snapshot is withdrawn as usual.
+#[test]
+fn a_modify_time_that_is_no_unix_millisecond_is_rejected_and_the_account_still_paid() {
+    let api = LarkApi::start();
+    api.set_balance(ACCOUNT, 100, &[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = plugin(&api, dir.path(), json!({}));
+    let micro = delivery("evt-us:payout", 1, ACCOUNT, 100, &[], 1_685_431_415_036_000);
+    let outcome = p.handle(&micro);
+    assert!(
+        matches!(&outcome, Outcome::Reject { reason } if reason.contains("not a time in Unix milliseconds")),
+        "{outcome:?}"
+    );
+    let real = delivery("evt-ms:payout", 1, ACCOUNT, 100, &[], 1_685_431_415_036);
+    assert_eq!(p.handle(&real), Outcome::Ok);
+    assert_eq!(row(dir.path(), "evt-ms:payout").status, Status::Withdrawn);
+}
+
 /// An account id that is a path step (`..`: the URL parser resolves it, encoded or not, and the
 /// withdraw would go to another path) is a bad event.
 #[test]

@@ -112,11 +112,15 @@ pub(crate) struct ReconcileData {
     pub(crate) check_failed_list: Vec<Mismatch>,
 }
 
-/// Sums entries per currency, keeping the first-seen order; `None` on overflow.
+/// Sums entries per currency (its code in any case, as the event's are: the first-seen
+/// spelling kept), keeping the first-seen order; `None` on overflow.
 pub(crate) fn sum_cash(items: Vec<CashAmount>) -> Option<Vec<CashBonus>> {
     let mut out: Vec<CashBonus> = Vec::new();
     for item in items {
-        match out.iter_mut().find(|c| c.currency == item.currency_type) {
+        match out
+            .iter_mut()
+            .find(|c| c.currency.eq_ignore_ascii_case(&item.currency_type))
+        {
             Some(c) => c.amount = c.amount.checked_add(item.amount)?,
             None => out.push(CashBonus {
                 currency: item.currency_type,
@@ -130,6 +134,30 @@ pub(crate) fn sum_cash(items: Vec<CashAmount>) -> Option<Vec<CashBonus>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Entries of one currency are added up whatever the case of its code (as the event's
+    /// are), under the first-seen spelling: one cash line, one total, one forwarded amount.
+    #[test]
+    fn a_currency_listed_in_two_cases_is_one_line() {
+        let item = |c: &str, a: &str| CashAmount {
+            currency_type: c.into(),
+            amount: a.parse().expect("money"),
+        };
+        let summed = sum_cash(vec![
+            item("CNY", "1.00"),
+            item("USD", "0.10"),
+            item("cny", "2.00"),
+        ])
+        .expect("no overflow");
+        let shown: Vec<(String, String)> = summed
+            .iter()
+            .map(|c| (c.currency.clone(), c.amount.to_string()))
+            .collect();
+        assert_eq!(
+            shown,
+            [("CNY".into(), "3.00".into()), ("USD".into(), "0.10".into())]
+        );
+    }
 
     #[test]
     fn cash_amounts_are_exact_numbers_on_the_wire() {

@@ -236,13 +236,7 @@ impl PgLedger {
         now_ms: u64,
     ) -> Result<PayoutRow, LedgerError> {
         let forward = forward_status_for(w, forwarding);
-        // Lenient: an unparsable or huge `trans_time` keeps its text and no parsed time, so a
-        // withdrawal Lark made is always recorded.
-        let trans_ms = w
-            .trans_time
-            .as_deref()
-            .and_then(|t| t.trim().parse::<u64>().ok())
-            .and_then(|t| i64::try_from(t).ok());
+        let trans_ms = super::trans_time_ms(w.trans_time.as_deref());
         let now = int(delivery_id, "time", now_ms)?;
         let points = int(delivery_id, "points", w.points)?;
         let lines: Vec<(&str, String, i64, i32)> = w

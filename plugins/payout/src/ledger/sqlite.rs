@@ -266,14 +266,7 @@ impl SqliteLedger {
         now_ms: u64,
     ) -> Result<PayoutRow, LedgerError> {
         let forward = forward_status_for(w, forwarding);
-        // Lenient, as the PostgreSQL backend: an unparsable `trans_time`, or one past the
-        // signed 64-bit column, keeps its text and no parsed time, so a withdrawal Lark made is
-        // always recorded.
-        let trans_ms = w
-            .trans_time
-            .as_deref()
-            .and_then(|t| t.trim().parse::<u64>().ok())
-            .and_then(|t| i64::try_from(t).ok());
+        let trans_ms = super::trans_time_ms(w.trans_time.as_deref());
         let points = int(delivery_id, "points", w.points)?;
         let now = int(delivery_id, "time", now_ms)?;
         let mut conn = self.lock()?;

@@ -1,6 +1,9 @@
 use super::*;
 use lark_core::CashBonus;
 
+/// Lark's times in these tests: Unix milliseconds of 2023 (a `trans_time` must read as one).
+const T: u64 = 1_700_000_000_000;
+
 fn snapshot(modify_time_ms: u64) -> AssetsUpdateV1 {
     AssetsUpdateV1 {
         account_id: "acct".into(),
@@ -168,7 +171,7 @@ fn withdrawals_after_a_snapshot_and_a_covered_skip_on_a_file_ledger() {
         .expect("another account");
     let took = |order: &str, trans: u64| Withdrawal {
         external_order_id: Some(order.into()),
-        trans_time: Some(trans.to_string()),
+        trans_time: Some((T + trans).to_string()),
         points: 10,
         cash: Vec::new(),
         log_id: None,
@@ -181,7 +184,7 @@ fn withdrawals_after_a_snapshot_and_a_covered_skip_on_a_file_ledger() {
         .expect("other withdrawn");
     let ids = |after: u64| -> Vec<String> {
         ledger
-            .withdrawals_after("acct", after)
+            .withdrawals_after("acct", T + after)
             .expect("list")
             .into_iter()
             .map(|r| r.delivery_id)
@@ -254,7 +257,7 @@ fn withdrawals_after_a_snapshot_and_a_covered_skip_on_a_file_ledger() {
         .expect("withdrawn after all");
     assert_eq!(paid.status, Status::Withdrawn);
     assert_eq!(paid.skip_reason, None);
-    assert_eq!((paid.points, paid.trans_time_ms), (10, Some(400)));
+    assert_eq!((paid.points, paid.trans_time_ms), (10, Some(T + 400)));
 }
 
 /// A ledger file made before `withdraw_nothing_upto` gets the column at open, its rows kept and
@@ -359,4 +362,29 @@ fn withdraw_calls_known_to_have_made_nothing_are_recorded_in_order_once() {
     note(2);
     assert!(!covered(2), "call 2 is not the last");
     assert!(covered(3), "calls 1 and 2 made nothing");
+}
+
+/// Lark's `trans_time` is kept as a time only when it reads as Unix milliseconds: seconds,
+/// microseconds, a far future or text keep their text and no time (the row is then placed by
+/// when its result was recorded).
+#[test]
+fn a_trans_time_is_a_time_only_in_unix_milliseconds() {
+    assert_eq!(
+        trans_time_ms(Some("1717200000000")),
+        Some(1_717_200_000_000)
+    );
+    assert_eq!(
+        trans_time_ms(Some(" 1717200000000 ")),
+        Some(1_717_200_000_000)
+    );
+    for odd in [
+        "1717200000",
+        "1717200000000000",
+        "99999999999999",
+        "soon",
+        "",
+    ] {
+        assert_eq!(trans_time_ms(Some(odd)), None, "{odd}");
+    }
+    assert_eq!(trans_time_ms(None), None);
 }

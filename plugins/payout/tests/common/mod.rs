@@ -13,7 +13,12 @@ use super::lark_api::LarkApi;
 
 pub const EVENT_TYPE: &str = "hire.referral_account.assets_update_v1";
 
-/// An assets_update delivery; `cash` amounts are JSON number literals such as `"0.1"`.
+/// The snapshots' times: a `modify_time` of fewer than 13 digits (`1_000`) is that many
+/// milliseconds after it (Lark's times are Unix milliseconds; the plugin refuses fewer digits).
+pub const T0: u64 = 1_700_000_000_000;
+
+/// An assets_update delivery; `cash` amounts are JSON number literals such as `"0.1"`;
+/// a `modify_time` of fewer than 13 digits is counted from [`T0`].
 pub fn delivery(
     id: &str,
     attempt: u32,
@@ -22,6 +27,11 @@ pub fn delivery(
     cash: &[(&str, &str)],
     modify_time: u64,
 ) -> Delivery {
+    let modify_time = if modify_time < 1_000_000_000_000 {
+        T0 + modify_time
+    } else {
+        modify_time
+    };
     let cash: Vec<String> = cash
         .iter()
         .map(|(c, a)| format!(r#"{{"currency_type":"{c}","amount":{a}}}"#))
