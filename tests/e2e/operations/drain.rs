@@ -83,17 +83,7 @@ fn an_event_taken_during_the_drain_is_not_called_until_the_next_start() {
 #[test]
 fn a_stop_beside_a_hung_in_process_call_exits_without_the_librarys_destructor() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let raw = raw_fixtures(std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))).legacy;
-    let cfg = format!(
-        "{}{}\n[[plugins]]\nname = \"raw\"\nlibrary = \"{}\"\n{}",
-        base_config().replace("shutdown_grace = \"5s\"", "shutdown_grace = \"2s\""),
-        app().replace("timeout = \"10s\"", "timeout = \"1s\""),
-        raw.display(),
-        route("\"holds_exit_lock\"", "\"raw\""),
-    );
-    let mut gw = TestGateway::spawn(dir.path(), &cfg);
-    assert_eq!(super::helpers::send(&gw, "held-1", "holds_exit_lock"), 200);
-    gw.wait_running("held-1", "raw");
+    let mut gw = hung_in_process(dir.path(), "2s", "held-1");
     let asked = std::time::Instant::now();
     gw.signal("TERM");
     let status = gw.wait(Duration::from_secs(60)).expect("exited");
@@ -116,17 +106,7 @@ fn a_stop_beside_a_hung_in_process_call_exits_without_the_librarys_destructor() 
 #[test]
 fn a_second_signal_beside_a_hung_in_process_call_exits_at_once() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let raw = raw_fixtures(std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))).legacy;
-    let cfg = format!(
-        "{}{}\n[[plugins]]\nname = \"raw\"\nlibrary = \"{}\"\n{}",
-        base_config().replace("shutdown_grace = \"5s\"", "shutdown_grace = \"60s\""),
-        app().replace("timeout = \"10s\"", "timeout = \"1s\""),
-        raw.display(),
-        route("\"holds_exit_lock\"", "\"raw\""),
-    );
-    let mut gw = TestGateway::spawn(dir.path(), &cfg);
-    assert_eq!(super::helpers::send(&gw, "held-2", "holds_exit_lock"), 200);
-    gw.wait_running("held-2", "raw");
+    let mut gw = hung_in_process(dir.path(), "60s", "held-2");
     gw.signal("TERM");
     assert!(
         wait_until(Duration::from_secs(10), || gw
@@ -145,4 +125,25 @@ fn a_second_signal_beside_a_hung_in_process_call_exits_at_once() {
         "the second signal's exit took {took:?}\n{}",
         gw.log()
     );
+}
+
+/// A gateway with `shutdown_grace` `grace` whose in-process raw fixture runs event `id`'s call,
+/// hung past its 1 s timeout holding the lock the library's destructor takes at exit; returned
+/// once that call runs.
+fn hung_in_process(dir: &std::path::Path, grace: &str, id: &str) -> TestGateway {
+    let raw = raw_fixtures(std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))).legacy;
+    let cfg = format!(
+        "{}{}\n[[plugins]]\nname = \"raw\"\nlibrary = \"{}\"\n{}",
+        base_config().replace(
+            "shutdown_grace = \"5s\"",
+            &format!("shutdown_grace = \"{grace}\"")
+        ),
+        app().replace("timeout = \"10s\"", "timeout = \"1s\""),
+        raw.display(),
+        route("\"holds_exit_lock\"", "\"raw\""),
+    );
+    let gw = TestGateway::spawn(dir, &cfg);
+    assert_eq!(super::helpers::send(&gw, id, "holds_exit_lock"), 200);
+    gw.wait_running(id, "raw");
+    gw
 }
