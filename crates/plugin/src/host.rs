@@ -31,6 +31,7 @@ use std::time::Duration;
 use crate::abi::{self, GwBuf, GwStr, HostApi};
 use crate::sdk::Level;
 
+mod ctx;
 mod detail;
 mod errors;
 mod file;
@@ -40,6 +41,7 @@ mod summary;
 #[cfg(test)]
 mod tests;
 
+use ctx::{host_log, interned, HostCtx};
 use detail::Detail;
 pub use errors::{InitError, LoadError};
 pub use file::{FileId, LibraryFile};
@@ -461,91 +463,4 @@ fn gw_str(bytes: &[u8]) -> GwStr {
         ptr: bytes.as_ptr(),
         len: bytes.len(),
     }
-}
-
-/// `text`, leaked once per distinct text (the host tables' strings: instance names and config
-/// folders, which repeat at each reload and restart).
-fn interned(text: &str) -> &'static str {
-    static TEXTS: std::sync::Mutex<std::collections::BTreeSet<&'static str>> =
-        std::sync::Mutex::new(std::collections::BTreeSet::new());
-    let mut texts = TEXTS
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(kept) = texts.get(text) {
-        return kept;
-    }
-    let kept: &'static str = Box::leak(text.to_owned().into_boxed_str());
-    texts.insert(kept);
-    kept
-}
-
-/// Host state behind `HostApi::ctx`: leaked, never freed (see the module invariants), so a
-/// plugin that calls `log` with it after its instance's `shutdown` reads no freed memory.
-struct HostCtx {
-    /// The instance name and the sink while the instance lives; `None` once it is retired
-    /// (shut down, or its `init` failed): log lines are then dropped.
-    live: std::sync::RwLock<Option<(Arc<str>, LogSink)>>,
-}
-
-impl HostCtx {
-    /// A new context for `instance`, leaked: it lives as long as the process.
-    fn leak(instance: &str, log: LogSink) -> &'static HostCtx {
-        Box::leak(Box::new(HostCtx {
-            live: std::sync::RwLock::new(Some((Arc::from(instance), log))),
-        }))
-    }
-
-    /// Drops the sink and the name: later log lines through this context go nowhere. Waits for
-    /// log calls in progress (they hold the lock only to copy the sink out, not while it runs).
-    fn retire(&self) {
-        let taken = self
-            .live
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        drop(taken);
-    }
-
-    /// The name and the sink, unless retired.
-    fn live(&self) -> Option<(Arc<str>, LogSink)> {
-        self.live
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-}
-
-unsafe extern "C" fn host_log(ctx: *const c_void, level: u32, message: GwStr) {
-    if ctx.is_null() {
-        return;
-    }
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        // SAFETY: `ctx` is a `HostCtx` we put in a table, and those are never freed.
-        let ctx = unsafe { &*(ctx as *const HostCtx) };
-        let Some((instance, log)) = ctx.live() else {
-            return; // the instance is gone: nowhere to log to
-        };
-        if message.len > isize::MAX as usize {
-            // No slice can be that long (`from_raw_parts` would be undefined behaviour): a C
-            // plugin's bug, e.g. a failed `snprintf`'s -1 cast to `size_t`.
-            let said = format!(
-                "(the plugin logged a message of impossible length {})",
-                message.len
-            );
-            log(&instance, Level::from_abi(level), &said);
-            return;
-        }
-        let bytes = if message.ptr.is_null() || message.len == 0 {
-            &[][..]
-        } else {
-            // SAFETY: the plugin passes a borrowed, readable buffer for the duration of the
-            // call; its length is at most `isize::MAX` (checked above).
-            unsafe { std::slice::from_raw_parts(message.ptr, message.len) }
-        };
-        log(
-            &instance,
-            Level::from_abi(level),
-            &String::from_utf8_lossy(bytes),
-        );
-    }));
 }
