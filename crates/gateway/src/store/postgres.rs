@@ -52,6 +52,7 @@ mod ingest;
 mod inspect;
 mod open;
 mod outcome;
+mod queue;
 mod reach;
 mod retention;
 mod schema;
@@ -72,7 +73,7 @@ pub use schema::SCHEMA_VERSION;
 
 use super::{
     Accepted, Backlog, DeadLetterCounts, DeadLetterQuery, DeliveryFilter, DeliveryRecord, Due,
-    DueDelivery, EventFilter, EventRecord, EventSummary, FinishRecord, Guard, NewEvent, OrphanRun,
+    EventFilter, EventRecord, EventSummary, FinishRecord, Guard, NewEvent, OrphanRun,
     PendingDelivery, PurgeCursor, PurgeStep, ReplaySelector, Store, StoreError, StoreFuture,
 };
 
@@ -217,78 +218,13 @@ impl Store for PgStore {
     }
 
     fn due(&self, now_ms: i64, after: (i64, i64), limit: usize) -> StoreFuture<Due> {
-        self.op(move |c, inner| async move {
-            // Free, expired or ours: another replica's live claim is its business.
-            let sql = format!(
-                "SELECT key, plugin, attempts, next_at, generation FROM deliveries
-                 WHERE state = 'pending' AND next_at <= $1 AND (next_at, key) > ($2, $3)
-                   AND (claimed_by IS NULL OR claimed_by = $5 OR lease_until < {DB_NOW_MS})
-                 ORDER BY next_at, key LIMIT $4"
-            );
-            let stmt = c.prepare_cached(&sql).await?;
-            let rows = c
-                .query(
-                    &stmt,
-                    &[
-                        &now_ms,
-                        &after.0,
-                        &after.1,
-                        &(limit as i64),
-                        &inner.claim.replica,
-                    ],
-                )
-                .await?;
-            let deliveries = rows
-                .iter()
-                .map(|r| DueDelivery {
-                    key: r.get(0),
-                    plugin: r.get(1),
-                    attempts: r.get::<_, i32>(2).max(0) as u32,
-                    next_at_ms: r.get(3),
-                    generation: r.get::<_, i32>(4).max(0) as u32,
-                })
-                .collect();
-            let next_due_ms: Option<i64> = c
-                .query_one(
-                    "SELECT MIN(next_at) FROM deliveries WHERE state = 'pending' AND next_at > $1",
-                    &[&now_ms],
-                )
-                .await?
-                .get(0);
-            Ok(Due {
-                deliveries,
-                next_due_ms,
-            })
-        })
+        self.op(
+            move |c, inner| async move { queue::due(&c, &inner.claim, now_ms, after, limit).await },
+        )
     }
 
     fn load_pending(&self, keys: Vec<i64>) -> StoreFuture<Vec<PendingDelivery>> {
-        self.op(move |c, _| async move {
-            let stmt = c
-                .prepare_cached(
-                    "SELECT d.key, d.event_id, d.plugin, d.attempts, e.app, e.event_type,
-                            e.received_at, e.body, d.generation, d.crashes
-                     FROM deliveries d JOIN events e ON e.id = d.event_id
-                     WHERE d.key = ANY($1) AND d.state = 'pending' ORDER BY d.key",
-                )
-                .await?;
-            let rows = c.query(&stmt, &[&keys]).await?;
-            Ok(rows
-                .iter()
-                .map(|r| PendingDelivery {
-                    key: r.get(0),
-                    event_id: r.get(1),
-                    plugin: r.get(2),
-                    attempts: r.get::<_, i32>(3).max(0) as u32,
-                    app: r.get(4),
-                    event_type: r.get(5),
-                    received_at_ms: r.get(6),
-                    body: super::Body::stored(Arc::from(r.get::<_, String>(7))),
-                    generation: r.get::<_, i32>(8).max(0) as u32,
-                    crashes: r.get::<_, i32>(9).max(0) as u32,
-                })
-                .collect())
-        })
+        self.op(move |c, _| async move { queue::load_pending(&c, &keys).await })
     }
 
     fn purge_step(
@@ -318,50 +254,11 @@ impl Store for PgStore {
     }
 
     fn backlog(&self) -> StoreFuture<Backlog> {
-        self.op(|c, _| async move {
-            let row = c
-                .query_one(
-                    "SELECT COUNT(*), MIN(e.received_at) FROM deliveries d
-                     JOIN events e ON e.id = d.event_id WHERE d.state = 'pending'",
-                    &[],
-                )
-                .await?;
-            let pending: i64 = row.get(0);
-            let oldest: Option<i64> = row.get(1);
-            let pending_by_plugin = c
-                .query(
-                    "SELECT plugin, COUNT(*) FROM deliveries WHERE state = 'pending'
-                     GROUP BY plugin",
-                    &[],
-                )
-                .await?
-                .iter()
-                .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1).max(0) as u64))
-                .collect();
-            let dead: i64 = c
-                .query_one("SELECT COUNT(*) FROM deliveries WHERE state = 'dead'", &[])
-                .await?
-                .get(0);
-            Ok(Backlog {
-                pending: pending.max(0) as u64,
-                oldest_pending_ms: oldest,
-                pending_by_plugin,
-                dead: dead.max(0) as u64,
-            })
-        })
+        self.op(|c, _| async move { queue::backlog(&c).await })
     }
 
     fn pending_plugins(&self) -> StoreFuture<Vec<String>> {
-        self.op(|c, _| async move {
-            Ok(c.query(
-                "SELECT DISTINCT plugin FROM deliveries WHERE state = 'pending' ORDER BY plugin",
-                &[],
-            )
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect())
-        })
+        self.op(|c, _| async move { queue::pending_plugins(&c).await })
     }
 
     fn dead_letter_plugin(
