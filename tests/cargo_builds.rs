@@ -63,10 +63,23 @@ pub fn cargo_build_manifest(
     packages: &[&str],
     profile: Profile,
 ) -> Result<Vec<Artifact>, String> {
+    cargo_run(&["build"], manifest, target_dir, packages, profile, &[])
+}
+
+/// Runs `cargo <command> --manifest-path <manifest> ... -- <rustc_args>` (`command` is `build`,
+/// or `rustc --lib` with `rustc_args` for the top crate alone) and returns the artifacts.
+fn cargo_run(
+    command: &[&str],
+    manifest: &Path,
+    target_dir: Option<&Path>,
+    packages: &[&str],
+    profile: Profile,
+    rustc_args: &[&str],
+) -> Result<Vec<Artifact>, String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(&cargo);
     cmd.current_dir(manifest.parent().unwrap_or(Path::new(".")))
-        .arg("build")
+        .args(command)
         .arg("--manifest-path")
         .arg(manifest)
         .arg("--message-format=json-render-diagnostics");
@@ -106,12 +119,16 @@ pub fn cargo_build_manifest(
     for p in packages {
         cmd.args(["-p", p]);
     }
+    if !rustc_args.is_empty() {
+        cmd.arg("--").args(rustc_args);
+    }
     let out = cmd
         .output()
         .map_err(|e| format!("cannot run {}: {e}", Path::new(&cargo).display()))?;
     if !out.status.success() {
         return Err(format!(
-            "`cargo build --manifest-path {} -p {}` failed ({}):\n{}",
+            "`cargo {} --manifest-path {} -p {}` failed ({}):\n{}",
+            command.join(" "),
             manifest.display(),
             packages.join(" -p "),
             out.status,
@@ -240,20 +257,42 @@ pub fn testkit_panic_abort() -> PathBuf {
 /// When the copy or the build fails, with cargo's output.
 pub fn plugin_template(target_tmp: &Path) -> PathBuf {
     static TEMPLATE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let built = TEMPLATE.get_or_init(|| build_plugin_template(target_tmp));
+    let built = TEMPLATE.get_or_init(|| build_plugin_template(target_tmp, false));
     match built {
         Ok(p) => p.clone(),
         Err(e) => panic!("building examples/plugin-template failed: {e}"),
     }
 }
 
+/// [`plugin_template`] renamed `plugin-template-abort`, its crate `#![forbid(unsafe_code)]`
+/// (the SDK's macro must build there), and linked with `panic = "abort"` by
+/// `cargo rustc --lib -- -C panic=abort`: the plugin's crate aborts while its dependencies, the
+/// SDK too, were built to unwind (as a build system passing flags per crate does). Into the
+/// same `<target>/template`, reusing the dependencies already built. Once per process.
+///
+/// # Panics
+/// When the copy or the build fails, with cargo's output.
+pub fn plugin_template_abort_linked(target_tmp: &Path) -> PathBuf {
+    static TEMPLATE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let built = TEMPLATE.get_or_init(|| build_plugin_template(target_tmp, true));
+    match built {
+        Ok(p) => p.clone(),
+        Err(e) => panic!("building examples/plugin-template abort-linked failed: {e}"),
+    }
+}
+
 /// The template's dependency line on the SDK, as committed.
 const TEMPLATE_SDK_LINE: &str = r#"gateway-plugin = { path = "../../crates/plugin" }"#;
 
-fn build_plugin_template(target_tmp: &Path) -> Result<PathBuf, String> {
+fn build_plugin_template(target_tmp: &Path, abort_linked: bool) -> Result<PathBuf, String> {
     let root = workspace_root();
     let template = root.join("examples/plugin-template");
-    let copy = target_tmp.join(format!("plugin-template-{}", std::process::id()));
+    let package = if abort_linked {
+        "plugin-template-abort"
+    } else {
+        "plugin-template"
+    };
+    let copy = target_tmp.join(format!("{package}-{}", std::process::id()));
     if copy.exists() {
         std::fs::remove_dir_all(&copy)
             .map_err(|e| format!("cannot clear {}: {e}", copy.display()))?;
@@ -271,24 +310,49 @@ fn build_plugin_template(target_tmp: &Path) -> Result<PathBuf, String> {
     let sdk = root.join("crates/plugin");
     let sdk = serde_json::to_string(&sdk.to_string_lossy())
         .map_err(|e| format!("cannot quote {}: {e}", sdk.display()))?;
-    let text = text.replace(
+    let mut text = text.replace(
         TEMPLATE_SDK_LINE,
         &format!("gateway-plugin = {{ path = {sdk} }}"),
     );
+    if abort_linked {
+        const NAME_LINE: &str = r#"name = "plugin-template""#;
+        if !text.lines().any(|l| l.trim() == NAME_LINE) {
+            return Err(format!("the template's manifest has no line `{NAME_LINE}`"));
+        }
+        text = text.replace(NAME_LINE, &format!(r#"name = "{package}""#));
+        let lib = copy.join("src/lib.rs");
+        let code = std::fs::read_to_string(&lib)
+            .map_err(|e| format!("cannot read {}: {e}", lib.display()))?;
+        std::fs::write(&lib, format!("#![forbid(unsafe_code)]\n{code}"))
+            .map_err(|e| format!("cannot write {}: {e}", lib.display()))?;
+    }
     std::fs::write(&manifest, text)
         .map_err(|e| format!("cannot write {}: {e}", manifest.display()))?;
     std::fs::copy(root.join("Cargo.lock"), copy.join("Cargo.lock"))
         .map_err(|e| format!("cannot copy Cargo.lock: {e}"))?;
     let target = target_tmp.parent().unwrap_or(target_tmp).join("template");
-    let built = cargo_build_manifest(&manifest, Some(&target), &[], Profile::Debug);
+    let built = if abort_linked {
+        let abort = ["-C", "panic=abort"];
+        cargo_run(
+            &["rustc", "--lib"],
+            &manifest,
+            Some(&target),
+            &[],
+            Profile::Debug,
+            &abort,
+        )
+    } else {
+        cargo_build_manifest(&manifest, Some(&target), &[], Profile::Debug)
+    };
     // The library is in `target`; the copy served only the build.
     let _ = std::fs::remove_dir_all(&copy);
+    let crate_name = package.replace('-', "_");
     built?
         .iter()
-        .filter(|a| a.name == "plugin_template")
+        .filter(|a| a.name == crate_name)
         .find_map(Artifact::shared_library)
         .map(Path::to_path_buf)
-        .ok_or_else(|| "cargo built no shared library for plugin_template".to_owned())
+        .ok_or_else(|| format!("cargo built no shared library for {crate_name}"))
 }
 
 /// Copies the files of `from` into `to` (created), leaving out build output and lock files.

@@ -19,7 +19,7 @@ use serde_json::{json, value::RawValue};
 
 pub use cargo_builds::{
     build_plugins, build_plugins_release, cargo_build, cargo_build_manifest, plugin_template,
-    testkit_panic_abort, Artifact, PluginPaths, Profile,
+    plugin_template_abort_linked, testkit_panic_abort, Artifact, PluginPaths, Profile,
 };
 pub use fixture_builds::{c_example, c_fixture, compile_raw_plugin, raw_fixtures, RawFixtures};
 

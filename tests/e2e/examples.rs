@@ -231,6 +231,43 @@ fn plugins_inspect_shows_the_c_example_as_built_from_the_header() {
     }
 }
 
+/// The panic strategy a library is linked with is its own crate's: the template's crate built
+/// with `-C panic=abort` while the SDK was built to unwind is reported as not containing its
+/// panics (`inspect`, and `check`'s warning), never as "panics contained" (the SDK's own
+/// strategy, which it reported before). Its crate forbids `unsafe_code`, which the SDK's macro
+/// must build under (an `allow` in the expansion was a hard error there).
+#[test]
+fn a_template_linked_with_panic_abort_is_reported_as_not_containing_its_panics() {
+    let lib = gateway_e2e::plugin_template_abort_linked(target_tmp());
+    let nowhere = Path::new("/nonexistent/gateway.toml");
+    let (code, out, err) = run_cli(nowhere, &["plugins", "inspect", &lib.display().to_string()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("name      plugin-template-abort"), "{out}");
+    assert!(out.contains("panic=abort"), "{out}");
+    assert!(out.contains("not contained"), "{out}");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("gateway.toml");
+    let plugin = format!(
+        "[[plugins]]\nname = \"template\"\nlibrary = \"{}\"",
+        lib.display()
+    );
+    std::fs::write(
+        &path,
+        config(
+            &plugin,
+            "[[routes]]\nevents = [\"hire.*\"]\nplugins = [\"template\"]",
+        ),
+    )
+    .expect("write config");
+    let (code, out, err) = run_cli(&path, &["check"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        format!("{out}{err}").contains("was not built by the Rust SDK with panic = \"unwind\""),
+        "{out}{err}"
+    );
+}
+
 #[test]
 fn the_rust_template_builds_out_of_tree_and_handles_an_assets_update() {
     let lib = gateway_e2e::plugin_template(target_tmp());

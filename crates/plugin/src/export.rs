@@ -102,7 +102,24 @@ const fn nul_terminated(s: &str) -> bool {
 /// Builds the static descriptor for `T`. `name`/`version` must be NUL-terminated: checked (in a
 /// `static`, at compile time), so this safe function never hands the host a string it would
 /// read past the end of.
+///
+/// The build tag says `panic=unwind` when the SDK was built so; [`export_plugin!`] calls
+/// [`descriptor_linked`] instead, which asks the plugin's own crate.
 pub const fn descriptor<T: Plugin>(name: &'static str, version: &'static str) -> PluginDescriptor {
+    descriptor_linked::<T>(name, version, cfg!(panic = "unwind"))
+}
+
+/// [`descriptor`] for a library whose own crate was built with `panic = "unwind"` (`unwinds`)
+/// or not: the strategy the shared library is linked with is its top crate's (a crate built to
+/// unwind, this SDK too, may be linked into one that aborts: `cargo rustc -- -C panic=abort`,
+/// or a build system passing flags per crate), so the build tag says `panic=unwind` only when
+/// both the SDK and the plugin's crate were built so. [`export_plugin!`] passes the plugin
+/// crate's `cfg!(panic = "unwind")`.
+pub const fn descriptor_linked<T: Plugin>(
+    name: &'static str,
+    version: &'static str,
+    unwinds: bool,
+) -> PluginDescriptor {
     assert!(
         nul_terminated(name) && nul_terminated(version),
         "a plugin descriptor's name and version must end in a NUL"
@@ -111,7 +128,11 @@ pub const fn descriptor<T: Plugin>(name: &'static str, version: &'static str) ->
         abi_major: abi::ABI_MAJOR,
         abi_minor: abi::ABI_MINOR,
         struct_size: abi::DESCRIPTOR_SIZE,
-        build_tag: BUILD_TAG.as_ptr() as *const c_char,
+        build_tag: if unwinds && cfg!(panic = "unwind") {
+            BUILD_TAG_UNWIND.as_ptr()
+        } else {
+            BUILD_TAG_ABORT.as_ptr()
+        } as *const c_char,
         name: name.as_ptr() as *const c_char,
         version: version.as_ptr() as *const c_char,
         init: init::<T>,
@@ -124,10 +145,9 @@ pub const fn descriptor<T: Plugin>(name: &'static str, version: &'static str) ->
 
 /// The build tag, with the panic strategy the plugin was built with: under `panic = "abort"` a
 /// panic ends the whole process, so `gateway check` warns unless the plugin is isolated.
-#[cfg(panic = "unwind")]
-const BUILD_TAG: &str = concat!(env!("GATEWAY_PLUGIN_BUILD_TAG"), "; panic=unwind\0");
-#[cfg(not(panic = "unwind"))]
-const BUILD_TAG: &str = concat!(env!("GATEWAY_PLUGIN_BUILD_TAG"), "; panic=abort\0");
+const BUILD_TAG_UNWIND: &str = concat!(env!("GATEWAY_PLUGIN_BUILD_TAG"), "; panic=unwind\0");
+/// [`BUILD_TAG_UNWIND`] for a library whose panics abort.
+const BUILD_TAG_ABORT: &str = concat!(env!("GATEWAY_PLUGIN_BUILD_TAG"), "; panic=abort\0");
 
 /// Reads a borrowed `GwStr` as bytes.
 ///
@@ -480,14 +500,17 @@ unsafe extern "C" fn shutdown<T: Plugin>(instance: *mut c_void) {
 #[macro_export]
 macro_rules! export_plugin {
     ($plugin:ty) => {
+        // `cfg!` here is the plugin crate's: the panic strategy its library is linked with.
         static __GATEWAY_PLUGIN_DESCRIPTOR: $crate::abi::PluginDescriptor =
-            $crate::export::descriptor::<$plugin>(
+            $crate::export::descriptor_linked::<$plugin>(
                 concat!(env!("CARGO_PKG_NAME"), "\0"),
                 concat!(env!("CARGO_PKG_VERSION"), "\0"),
+                cfg!(panic = "unwind"),
             );
 
-        /// The plugin entry point (see `gateway_plugin::abi`).
-        #[allow(unsafe_code)]
+        /// The plugin entry point (see `gateway_plugin::abi`). No `allow(unsafe_code)` on it:
+        /// lints are not reported in another crate's macro, and a plugin crate that forbids
+        /// `unsafe_code` refuses any `allow` of it.
         #[no_mangle]
         pub extern "C" fn gateway_plugin_v1() -> *const $crate::abi::PluginDescriptor {
             &__GATEWAY_PLUGIN_DESCRIPTOR

@@ -14,8 +14,10 @@ use crate::events::{EventError, TypedEvent};
 /// deliveries, possibly from several threads at once (hence `Send + Sync`).
 pub trait Plugin: Send + Sync + Sized + 'static {
     /// Builds an instance. `config` is the entry's `config` table as JSON (an empty object when
-    /// absent), with `${VAR}`s already expanded by the host. An `Err` refuses to start the gateway
-    /// with the message shown to the operator.
+    /// absent), with `${VAR}`s already expanded by the host. An `Err` refuses the gateway's start
+    /// (or `gateway check`, or a reload: the running instances stay) with the message shown to
+    /// the operator; when `new` runs again to replace an instance after a panic, an `Err` makes
+    /// the calls meanwhile retries (see "Crashes and isolation" in `docs/plugins.md`).
     fn new(config: serde_json::Value, host: Host) -> Result<Self, String>;
 
     /// Handles one delivery. Classify, don't retry: the host owns retries, backoff and dead
@@ -33,7 +35,10 @@ pub trait Plugin: Send + Sync + Sized + 'static {
         deliveries.iter().map(|d| self.handle(d)).collect()
     }
 
-    /// Called once before the instance is dropped, after every `handle` call has returned.
+    /// Called at most once before the instance is dropped, after every `handle` call on it has
+    /// returned. Best effort: never while a call on it hangs, skipped by a crash or `kill -9`, and
+    /// cut off when the gateway's stop runs out of `[server] shutdown_grace`. Make each call's
+    /// work durable in the call, not here.
     fn shutdown(&self) {}
 }
 

@@ -257,3 +257,19 @@ fn a_descriptor_with_nul_terminated_strings_is_built() {
     let d = descriptor::<Keeper>("keeper\0", "0.1.0\0");
     assert_eq!(d.abi_major, abi::ABI_MAJOR);
 }
+
+/// The build tag says `panic=unwind` only when the plugin's crate unwinds too (the macro passes
+/// its own `cfg!`): a library linked to abort over this SDK is never reported as containing its
+/// panics.
+#[test]
+fn the_build_tag_follows_the_plugin_crates_panic_strategy() {
+    let tag = |unwinds| {
+        let d = descriptor_linked::<Keeper>("keeper\0", "0.1.0\0", unwinds);
+        // SAFETY: the tag is one of this module's NUL-terminated constants.
+        unsafe { std::ffi::CStr::from_ptr(d.build_tag) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    assert!(tag(false).ends_with("; panic=abort"), "{}", tag(false));
+    assert!(tag(true).ends_with("; panic=unwind"), "{}", tag(true));
+}
