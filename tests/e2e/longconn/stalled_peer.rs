@@ -158,3 +158,45 @@ fn a_peer_that_stops_reading_holds_a_stop_for_the_whole_grace() {
             .join("\n")
     );
 }
+
+/// README (signals): a second signal exits at once, also while the long connections drain.
+/// The stop above waits up to 5 s for a peer that stopped reading; a second signal 1 s into it
+/// ends the process then, with status 1.
+#[test]
+fn a_second_signal_during_the_long_connections_drain_exits_at_once() {
+    let (domain, bootstraps) = stuck_peer(48, 1024 * 1024);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg =
+        config_at(&domain, "", "").replace("shutdown_grace = \"5s\"", "shutdown_grace = \"20s\"");
+    let mut gw = spawn(dir.path(), &cfg);
+    assert!(wait_until(WAIT, || bootstraps.load(Ordering::SeqCst) >= 1));
+    std::thread::sleep(Duration::from_secs(3));
+    gw.signal("TERM");
+    assert!(
+        wait_until(WAIT, || gw.log().contains("shutting down")),
+        "the stop began\n{}",
+        gw.log()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !gw.log().contains("long connections closed")
+            && !gw.log().contains("long connections did not close"),
+        "the long connections' drain was over before the second signal: the test shows nothing\n{}",
+        gw.log()
+    );
+    let asked = Instant::now();
+    gw.signal("TERM");
+    let status = gw.wait(Duration::from_secs(40)).expect("the gateway exits");
+    let took = asked.elapsed();
+    assert_eq!(status.code(), Some(1), "{status:?}\n{}", gw.log());
+    assert!(
+        took < Duration::from_millis(2_500),
+        "the second signal's exit took {took:?}\n{}",
+        gw.log()
+    );
+    assert!(
+        gw.log().contains("second signal: exiting now"),
+        "{}",
+        gw.log()
+    );
+}
