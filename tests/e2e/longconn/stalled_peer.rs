@@ -160,8 +160,8 @@ fn a_peer_that_stops_reading_holds_a_stop_for_the_whole_grace() {
 }
 
 /// README (signals): a second signal exits at once, also while the long connections drain.
-/// The stop above waits up to 5 s for a peer that stopped reading; a second signal 1 s into it
-/// ends the process then, with status 1.
+/// The stop above waits up to 5 s for a peer that stopped reading; a second signal half a second
+/// into it ends the process then, with status 1 (a signal seen only after the drain: 4.5 s).
 #[test]
 fn a_second_signal_during_the_long_connections_drain_exits_at_once() {
     let (domain, bootstraps) = stuck_peer(48, 1024 * 1024);
@@ -177,7 +177,7 @@ fn a_second_signal_during_the_long_connections_drain_exits_at_once() {
         "the stop began\n{}",
         gw.log()
     );
-    std::thread::sleep(Duration::from_secs(1));
+    std::thread::sleep(Duration::from_millis(500));
     assert!(
         !gw.log().contains("long connections closed")
             && !gw.log().contains("long connections did not close"),
@@ -190,7 +190,7 @@ fn a_second_signal_during_the_long_connections_drain_exits_at_once() {
     let took = asked.elapsed();
     assert_eq!(status.code(), Some(1), "{status:?}\n{}", gw.log());
     assert!(
-        took < Duration::from_millis(2_500),
+        took < Duration::from_secs(3),
         "the second signal's exit took {took:?}\n{}",
         gw.log()
     );
