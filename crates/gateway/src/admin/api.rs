@@ -353,9 +353,12 @@ async fn known_names(
     Ok(())
 }
 
-/// The replay checks' messages: "no event ..." is a 404, the rest 400.
+/// The replay checks' messages: "no event ...", an unknown name, or a delivery an event does not
+/// have ("event ... has no delivery for plugin ...", the README's "unknown ... delivery") is a
+/// 404, a store failure a 503, the rest 400.
 fn not_found_or_bad(message: String) -> ApiError {
     if message.starts_with("no event")
+        || (message.starts_with("event ") && message.contains(" has no delivery for plugin "))
         || message.starts_with("unknown plugin")
         || message.starts_with("unknown app")
         || message.starts_with("unknown event type")

@@ -497,4 +497,4 @@ mod running_tests;
 #[cfg(test)]
 mod steps_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -6,7 +6,9 @@ use serde_json::{json, Value};
 
 use super::{no_nul, not_found_or_bad, Admin, ApiError};
 use crate::ops::ReplayArgs;
-use crate::store::{DeliveryRecord, ReplaySelector};
+use std::sync::Arc;
+
+use crate::store::{DeliveryRecord, ReplaySelector, Store};
 
 /// One delivery to replay, by event and plugin.
 #[derive(Debug, Deserialize)]
@@ -87,7 +89,7 @@ pub async fn replay(admin: &Admin, body: &[u8]) -> Result<Value, ApiError> {
     };
     let store = &*admin.store;
     if req.dead_letters {
-        return every_dead_letter(&config, store, &req).await;
+        return every_dead_letter(&config, admin.store.clone(), &req).await;
     }
     let mut not_configured = Vec::new();
     let (targets, selectors) = if req.deliveries.is_empty() {
@@ -194,14 +196,12 @@ pub async fn replay(admin: &Admin, body: &[u8]) -> Result<Value, ApiError> {
             "not_configured": refs(&not_configured),
         }));
     }
-    let mut replayed = 0;
-    for s in selectors {
-        replayed += store.replay(s).await?;
-    }
-    tracing::info!(
-        deliveries = replayed,
-        "replay requested through the admin API"
-    );
+    let replayed = write_all(
+        admin.store.clone(),
+        selectors,
+        "replay requested through the admin API",
+    )
+    .await?;
     Ok(json!({
         "replayed": replayed,
         "deliveries": refs(&targets),
@@ -221,9 +221,10 @@ const LISTED: usize = 500;
 /// cut.
 async fn every_dead_letter(
     config: &crate::config::Config,
-    store: &dyn crate::store::Store,
+    store_owned: Arc<dyn Store>,
     req: &ReplayRequest,
 ) -> Result<Value, ApiError> {
+    let store = &*store_owned;
     if let Some(p) = &req.plugin {
         crate::ops::names::known_plugin(config, store, p)
             .await
@@ -290,14 +291,12 @@ async fn every_dead_letter(
             "truncated": truncated,
         }));
     }
-    let mut replayed = 0;
-    for s in selectors {
-        replayed += store.replay(s).await?;
-    }
-    tracing::info!(
-        deliveries = replayed,
-        "replay of every dead letter requested through the admin API"
-    );
+    let replayed = write_all(
+        store_owned,
+        selectors,
+        "replay of every dead letter requested through the admin API",
+    )
+    .await?;
     Ok(json!({
         "replayed": replayed,
         "deliveries": listed(&targets),
@@ -308,3 +307,39 @@ async fn every_dead_letter(
         "truncated": truncated,
     }))
 }
+
+/// Runs a replay's writes (one per selector, each in its own steps) on a task of their own and
+/// logs `done` with the count once they all ran: they go on if the client that asked goes away
+/// (hyper drops the request's future then), as the README says, never leaving some plugins'
+/// deliveries replayed and the rest not, unsaid. A write that fails ends them; its error says how
+/// many the writes before it queued again.
+async fn write_all(
+    store: Arc<dyn Store>,
+    selectors: Vec<ReplaySelector>,
+    done: &'static str,
+) -> Result<u64, ApiError> {
+    let writes = tokio::spawn(async move {
+        let mut replayed = 0;
+        for s in selectors {
+            match store.replay(s).await {
+                Ok(n) => replayed += n,
+                Err(e) => {
+                    let e = match replayed {
+                        0 => e.to_string(),
+                        n => format!("{e} (after {n} deliveries queued again)"),
+                    };
+                    tracing::warn!(error = %e, "{done}: a write failed");
+                    return Err(ApiError::Unavailable(e));
+                }
+            }
+        }
+        tracing::info!(deliveries = replayed, "{done}");
+        Ok(replayed)
+    });
+    writes
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("the replay's writes ended: {e}")))?
+}
+
+#[cfg(test)]
+mod tests;

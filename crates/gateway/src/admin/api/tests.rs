@@ -60,3 +60,29 @@ fn a_nul_in_any_query_parameter_is_a_bad_request() {
     assert!(no_nul("event_ids[0]", "ev\0").is_err());
     assert_eq!(no_nul("event_ids[0]", "ev-1"), Ok(()));
 }
+
+/// README: unknown ids or plugins are 404, and so is a delivery an event does not have (a
+/// `deliveries` pick of a purged one, or a plugin the event was never routed to: was 400).
+#[test]
+fn a_replay_check_naming_what_does_not_exist_is_a_404() {
+    for m in [
+        "no event \"ev-9\" in the store",
+        "unknown plugin \"x\"",
+        "event \"ev-1\" has no delivery for plugin \"beta\"",
+    ] {
+        assert_eq!(
+            not_found_or_bad(m.to_owned()).status(),
+            hyper::StatusCode::NOT_FOUND,
+            "{m}"
+        );
+    }
+    let routed_nowhere = "event \"ev-1\" was routed to no plugin: nothing to replay";
+    assert_eq!(
+        not_found_or_bad(routed_nowhere.to_owned()).status(),
+        hyper::StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        not_found_or_bad("store: disk I/O error".to_owned()).status(),
+        hyper::StatusCode::SERVICE_UNAVAILABLE
+    );
+}

@@ -1,6 +1,6 @@
 //! The embedded store: dedup, the delivery life cycle, group commit, due pages, a fresh
 //! delivery's stamp, persistence across reopen, read-only openings and how every connection
-//! syncs; and the helpers the store's other test modules share. Which outcome a delivery keeps
+//! syncs; and the helpers the store's other test modules share (and the admin API's replay tests). Which outcome a delivery keeps
 //! (replays, running calls, late successes, crashes): `outcome_tests.rs`; purges and dead
 //! letters: `purge_tests.rs`.
 
@@ -10,7 +10,7 @@ use crate::store::{Finish, Guard};
 pub(super) const START: (i64, i64) = (i64::MIN, i64::MIN);
 
 /// One outcome at a time, for these tests.
-pub(super) trait FinishOne {
+pub(crate) trait FinishOne {
     fn finish(&self, key: i64, guard: Guard, attempts: u32, finish: Finish) -> StoreFuture<bool>;
 }
 
@@ -44,7 +44,7 @@ pub(super) fn trace_of(finish: &Finish) -> crate::store::Trace {
 }
 
 /// Accepts a new event; its deliveries (store key, plugin).
-pub(super) async fn accepted(store: &SqliteStore, e: NewEvent) -> Vec<(i64, String)> {
+pub(crate) async fn accepted(store: &SqliteStore, e: NewEvent) -> Vec<(i64, String)> {
     match store.accept(e).await.expect("accept") {
         Accepted::New { deliveries } => deliveries,
         Accepted::Duplicate => panic!("expected a new event"),
@@ -60,9 +60,9 @@ pub(super) fn locked(path: &std::path::Path) -> (SqliteStore, Connection) {
 }
 
 /// The guard of generation 0 at `attempts` (no mark asked, no dead letter replaced).
-pub(super) use crate::store::first_call_guard as at;
+pub(crate) use crate::store::first_call_guard as at;
 
-pub(super) fn event(id: &str, plugins: &[&str]) -> NewEvent {
+pub(crate) fn event(id: &str, plugins: &[&str]) -> NewEvent {
     NewEvent {
         id: id.into(),
         app: "hire".into(),
@@ -74,7 +74,7 @@ pub(super) fn event(id: &str, plugins: &[&str]) -> NewEvent {
     }
 }
 
-pub(super) fn rt() -> tokio::runtime::Runtime {
+pub(crate) fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
