@@ -417,7 +417,7 @@ impl Store for SqliteStore {
         match selector {
             ReplaySelector::DeadLetters { plugin, force } => {
                 let asked = now_ms();
-                self.dead_letter_steps("replay", move |keys, r| {
+                self.dead_letter_steps("replay", plugin.clone(), move |keys, r| {
                     Write::ReplayDeadRange(plugin.clone(), force, keys, asked, r)
                 })
             }
@@ -434,7 +434,7 @@ impl Store for SqliteStore {
         // a delivery that dies while the steps run is left for the next purge, never deleted
         // unseen (it could not be replayed after: its event would have no delivery left).
         let before_ms = before_ms.min(now_ms().saturating_add(1));
-        self.dead_letter_steps("purge", move |keys, r| {
+        self.dead_letter_steps("purge", plugin.clone(), move |keys, r| {
             Write::PurgeDeadLetters(plugin.clone(), before_ms, keys, r)
         })
     }

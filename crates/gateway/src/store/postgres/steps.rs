@@ -117,17 +117,14 @@ impl PgStore {
             let plugin = match &step {
                 Step::Purge { plugin, .. } | Step::Replay { plugin, .. } => plugin.clone(),
             };
-            let range = store
-                .op(move |c, _| async move { dead_key_range(&c, plugin).await })
+            let windows = store
+                .op(move |c, _| async move { dead_windows(&c, plugin).await })
                 .await?;
-            let Some(range) = range else {
-                return Ok(0);
-            };
             let one = |keys| {
                 let step = step.clone();
                 store.op(move |mut c, _| async move { apply(&mut c, &step, keys).await })
             };
-            crate::store::key_steps::run(what, range, DEAD_LETTER_STEP, None, one).await
+            crate::store::key_steps::run(what, windows, None, one).await
         };
         let task = tokio::spawn(steps);
         Box::pin(async move {
@@ -137,21 +134,22 @@ impl PgStore {
     }
 }
 
-/// The lowest and highest key of the dead letters (of `plugin`), if any.
-async fn dead_key_range(
-    c: &Client,
-    plugin: Option<String>,
-) -> Result<Option<(i64, i64)>, StoreError> {
-    let row = c
-        .query_one(
-            "SELECT MIN(key), MAX(key) FROM deliveries
-             WHERE state = 'dead' AND ($1::text IS NULL OR plugin = $1)",
-            &[&plugin],
-        )
-        .await?;
-    Ok(row
-        .get::<_, Option<i64>>(0)
-        .zip(row.get::<_, Option<i64>>(1)))
+/// The key ranges of [`DEAD_LETTER_STEP`] keys that hold a dead letter (of `plugin`), in
+/// order: the steps go through these only, not through every key between the first dead letter
+/// and the last (as the embedded store).
+async fn dead_windows(c: &Client, plugin: Option<String>) -> Result<Vec<(i64, i64)>, StoreError> {
+    let sql = format!(
+        "SELECT DISTINCT {} AS w FROM deliveries
+         WHERE state = 'dead' AND ($1::text IS NULL OR plugin = $1) ORDER BY w",
+        crate::store::key_steps::window_sql("$2::bigint")
+    );
+    let numbers: Vec<i64> = c
+        .query(&sql, &[&plugin, &DEAD_LETTER_STEP])
+        .await?
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<_, _>>()?;
+    Ok(crate::store::key_steps::windows(&numbers, DEAD_LETTER_STEP))
 }
 
 /// One step: its own transaction over the keys `lo..=hi`.
