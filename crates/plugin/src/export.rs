@@ -103,7 +103,7 @@ const fn nul_terminated(s: &str) -> bool {
 /// `static`, at compile time), so this safe function never hands the host a string it would
 /// read past the end of.
 ///
-/// The build tag says `panic=unwind` when the SDK was built so; [`export_plugin!`] calls
+/// The build tag says `panic=unwind` when the SDK was built so; [`export_plugin!`](crate::export_plugin) calls
 /// [`descriptor_linked`] instead, which asks the plugin's own crate.
 pub const fn descriptor<T: Plugin>(name: &'static str, version: &'static str) -> PluginDescriptor {
     descriptor_linked::<T>(name, version, cfg!(panic = "unwind"))
@@ -113,7 +113,7 @@ pub const fn descriptor<T: Plugin>(name: &'static str, version: &'static str) ->
 /// or not: the strategy the shared library is linked with is its top crate's (a crate built to
 /// unwind, this SDK too, may be linked into one that aborts: `cargo rustc -- -C panic=abort`,
 /// or a build system passing flags per crate), so the build tag says `panic=unwind` only when
-/// both the SDK and the plugin's crate were built so. [`export_plugin!`] passes the plugin
+/// both the SDK and the plugin's crate were built so. [`export_plugin!`](crate::export_plugin) passes the plugin
 /// crate's `cfg!(panic = "unwind")`.
 pub const fn descriptor_linked<T: Plugin>(
     name: &'static str,
@@ -205,8 +205,8 @@ thread_local! {
 }
 
 /// `catch_unwind(f)` for an entry point's body. Its panic is reported to the host (as the
-/// outcome, or the init error), which logs it; std's default hook would also print "thread
-/// '<unnamed>' panicked at ..." as raw text into the gateway's stderr, between its log lines (a
+/// outcome, or the init error), which logs it; std's default hook would also print `thread
+/// '<unnamed>' panicked at ...` as raw text into the gateway's stderr, between its log lines (a
 /// JSON log breaks on it). So while an entry runs, the hook says where it panicked in one line
 /// of the instance's log instead; a panic elsewhere (a thread the plugin started) goes to the
 /// hook it replaced. Built with `panic = "abort"`, the hook is left alone: the process ends, and

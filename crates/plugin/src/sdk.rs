@@ -115,7 +115,7 @@ impl Delivery {
     }
 
     /// The event in its typed form, e.g. `d.event::<AssetsUpdateV1>()`:
-    /// [`EventError::WrongType`](crate::events::EventError::WrongType) when this delivery carries
+    /// [`EventError::WrongType`] when this delivery carries
     /// another `event_type` (typically `Outcome::Ok`: not yours), any other error when it has
     /// that type but not its documented shape (typically `Outcome::reject`: retrying cannot fix
     /// the event). See [`crate::events`].

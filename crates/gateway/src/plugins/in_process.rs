@@ -227,7 +227,7 @@ impl InProcess {
 
 impl super::PluginSlot {
     /// The in-process instance to call (a cheap clone; keeps it alive for the call): the
-    /// current one, or a fresh one after a failed restart ([`in_process`]); `Err` is why no
+    /// current one, or a fresh one after a failed restart (this module's rule); `Err` is why no
     /// call can be made now (the call is a retry).
     pub(super) fn instance(&self) -> Result<Current, String> {
         match &self.runner {
@@ -286,7 +286,7 @@ impl super::PluginSlot {
         (outcomes, deliveries.len())
     }
 
-    /// [`PluginSlot::reinit`] on the calling thread (a batch's, which holds its share of the
+    /// [`super::PluginSlot::reinit`] on the calling thread (a batch's, which holds its share of the
     /// engine's gate), a failure logged and returned as the reason the calls it stops get.
     pub(super) fn restart_now(&self) -> Result<(), String> {
         self.reinit().map_err(|e| {
