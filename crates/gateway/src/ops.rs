@@ -91,6 +91,7 @@ pub(crate) mod replay;
 pub(crate) mod timefmt;
 
 pub use check::check;
+pub(crate) use check::config_warnings;
 pub use plugins::{plugins, PluginsCommand};
 pub use replay::{dead_letters, replay};
 

@@ -219,6 +219,11 @@ impl Live {
         if new.log_level != old.log_level {
             notes.push("[log] level changes only on restart".into());
         }
+        // What `check` warns about in the config, said again as it applies (logged only: the
+        // notes are what was not applied).
+        for w in crate::ops::config_warnings(&new) {
+            tracing::warn!("config: {w}");
+        }
         for note in &notes {
             tracing::warn!("{note}");
         }

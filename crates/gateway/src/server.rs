@@ -66,6 +66,9 @@ pub async fn run(config: Config, watch: Option<Stamp>) -> anyhow::Result<()> {
     // Before any file is opened or plugin process started (they inherit it), and before the
     // listeners say they are ready.
     fd_limit::check(config.max_connections);
+    for w in crate::ops::config_warnings(&config) {
+        tracing::warn!("config: {w}");
+    }
     crate::metrics::declare(config.plugins.iter().map(|p| p.name.as_str()));
     let dyn_store = crate::store::open(&config.store, false)
         .await

@@ -129,6 +129,13 @@ fn dead_letters_stay_until_purged_on_purpose_with_a_filter() {
     );
     assert!(cfg.contains("retention = \"1m\""), "{cfg}");
     let mut gw = TestGateway::spawn(dir.path(), &cfg);
+    // `check` warns about such a retention, and so does `run` as it starts (it did not).
+    assert!(
+        gw.log()
+            .contains("config: store.retention (60s) is shorter than Lark's re-sends"),
+        "{}",
+        gw.log()
+    );
     gw.send_plain(TOKEN, "dl-1", "test.bad");
     gw.send_plain(TOKEN, "ok-1", "test.ok");
     assert!(wait_until(Duration::from_secs(10), || state(&gw, "dl-1")

@@ -63,24 +63,9 @@ pub fn check(config: &Config, connect: bool) -> ExitCode {
     if let Some(files) = &config.admin_tls {
         check_tls("admin.tls", files, &mut problems, &mut warnings);
     }
-    if let Some(w) = short_retention(config.retention) {
-        warnings.push(w);
-    }
+    warnings.extend(config_warnings(config));
     if let Some(w) = crate::server::fd_limit::expected_warning(config.max_connections) {
         warnings.push(format!("server.max_connections: {w}"));
-    }
-    warnings.extend(per_client_behind_proxy(
-        config.max_connections_per_client,
-        &config.trusted_proxies,
-    ));
-    warnings.extend(config.apps.iter().filter_map(unauthenticated));
-    for p in &config.plugins {
-        if !config.routes.iter().any(|r| r.plugins.contains(&p.name)) {
-            warnings.push(format!(
-                "plugin {} is in no route: it is started but receives no event",
-                p.name
-            ));
-        }
     }
     match &config.store {
         StoreConfig::Sqlite { path } => {
@@ -244,6 +229,28 @@ fn check_tls(at: &str, files: &TlsFiles, problems: &mut Vec<String>, warnings: &
             crate::ops::timefmt::rfc3339(info.not_before.saturating_mul(1000))
         ));
     }
+}
+
+/// What `check` warns about in the config alone (valid, but likely not what was meant: a
+/// retention shorter than Lark's re-sends, an app anyone may post to, a per-client limit behind
+/// a proxy, a plugin in no route); `run` logs the same at start and a reload when it applies.
+pub(crate) fn config_warnings(config: &Config) -> Vec<String> {
+    let mut warnings = Vec::new();
+    warnings.extend(short_retention(config.retention));
+    warnings.extend(per_client_behind_proxy(
+        config.max_connections_per_client,
+        &config.trusted_proxies,
+    ));
+    warnings.extend(config.apps.iter().filter_map(unauthenticated));
+    for p in &config.plugins {
+        if !config.routes.iter().any(|r| r.plugins.contains(&p.name)) {
+            warnings.push(format!(
+                "plugin {} is in no route: it is started but receives no event",
+                p.name
+            ));
+        }
+    }
+    warnings
 }
 
 /// Lark re-sends an event it thinks failed 15 s, 5 min, 1 h and 6 h after (about 7.1 h in all,
