@@ -83,7 +83,7 @@ pub enum EnvelopeError {
     UnsupportedSchema(String),
     #[error("unsupported 1.0 body type {0:?} (expected \"event_callback\")")]
     UnsupportedType(String),
-    #[error("`encrypt` must be the only top-level field of an encrypted body")]
+    #[error("an encrypted body (`encrypt`) must not carry a plain body's fields too (`schema`, `header`, `type`, `challenge`, `uuid` or `event`)")]
     MixedEncrypted,
     /// A url_verification body carrying an event too (`header`, `event`, `uuid`): answered as a
     /// challenge, that event would get 200 unstored.
@@ -171,7 +171,12 @@ impl Envelope {
             return Ok(Envelope::Encrypted { encrypt });
         }
 
-        let kind = top.kind.map(|k| string(k, "type")).transpose()?;
+        // A 2.0 body has no top-level `type` (spec §1): one that is not a string is an unknown
+        // extra field there, tolerated; a challenge's or a 1.0 body's must be a string.
+        let kind = match top.kind.map(|k| string(k, "type")) {
+            Some(Err(_)) if top.schema.is_some() => None,
+            kind => kind.transpose()?,
+        };
         if kind.as_deref() == Some("url_verification") {
             if top.header.is_some() || top.event.is_some() || top.uuid.is_some() {
                 return Err(EnvelopeError::MixedChallenge);

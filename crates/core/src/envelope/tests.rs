@@ -174,6 +174,25 @@ fn unknown_fields_tolerated() {
     );
     assert_eq!(e.id, "e");
     assert_eq!(e.token, None);
+    // A top-level `type` is no 2.0 field: whatever it holds, it is an unknown one (spec §1:
+    // tolerated). It was read as the 1.0/challenge `type` first: a number refused the event.
+    for kind in ["7", "null", "{}", r#""event_callback""#] {
+        let e = event(&format!(
+            r#"{{"schema":"2.0","type":{kind},"header":{{"event_id":"e","event_type":"t"}},"event":{{}}}}"#
+        ));
+        assert_eq!((e.id.as_str(), e.schema), ("e", Schema::V2), "{kind}");
+    }
+    // A 1.0 body's `type` is still a string.
+    assert!(matches!(
+        err(r#"{"uuid":"u","type":7,"token":"t","event":{"type":"x"}}"#),
+        EnvelopeError::WrongType { field: "type", .. }
+    ));
+    // An encrypted body tolerates unknown fields too (the signature covers the whole body);
+    // only a plain body's own fields beside `encrypt` are refused.
+    assert!(matches!(
+        Envelope::parse(br#"{"encrypt":"AAAA","future":1}"#),
+        Ok(Envelope::Encrypted { .. })
+    ));
 }
 
 #[test]
