@@ -1,6 +1,7 @@
 //! Reloads at their edges: a reload's plugin starts (native code that may kill the process)
 //! wait for a delivery running alone; a reload asked through the API runs to its end however
-//! its client leaves; a stop during a reload installs nothing and shuts the instances down.
+//! its client leaves; a stop during a reload installs nothing and shuts the instances down; a
+//! reload that comes before a hanging call's timeout still hands its permit over.
 //! Part of `invariants.rs`.
 
 use std::io::Write;
@@ -412,4 +413,57 @@ fn a_removed_instances_shutdown_that_crashes_is_not_charged_to_a_delivery_runnin
         "charged with the shutdown's crash: {d:#}"
     );
     assert_eq!(d["crashes"], 1, "{d:#}");
+}
+
+/// ARCHITECTURE: "calls hung past their timeout on a replaced instance hand their permits to
+/// the new one (a reload meant to fix a hanging plugin takes effect)" — also when the reload
+/// comes before the timeout (review finding: the reload found no hung call, the call's timeout
+/// came later on an instance no longer in place, and its permit stayed held for as long as it
+/// hung: h-b waited for the old call's return, 8 s here, for good with native code that never
+/// returns).
+#[test]
+fn a_reload_before_a_hanging_calls_timeout_still_takes_effect() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = "timeout = \"2s\"\ninitial_backoff = \"10s\"\nmax_backoff = \"10s\"";
+    let plugin = |kit: &str| config(settings, &[("kit", kit, "max_concurrency = 1")]);
+    let gw = TestGateway::spawn(
+        dir.path(),
+        &plugin("mode = \"slow\", sleep_ms = 8000, tag = \"hung\""),
+    );
+    send(&gw, "h-a", "test.kit");
+    gw.wait_running("h-a", "kit");
+    std::fs::write(
+        dir.path().join("gateway.toml"),
+        plugin("mode = \"ok\", tag = \"fixed\""),
+    )
+    .expect("write");
+    gw.signal("HUP");
+    assert!(
+        wait_until(WAIT, || gw.log().contains("config reloaded")),
+        "{}",
+        gw.log()
+    );
+    assert_eq!(
+        delivery(&gw, "h-a", "kit")["attempts"],
+        0,
+        "the reload came before the call's timeout: the test shows nothing"
+    );
+    // The timeout, on the replaced instance.
+    assert!(
+        wait_until(WAIT, || delivery(&gw, "h-a", "kit")["attempts"] == 1),
+        "{}",
+        delivery(&gw, "h-a", "kit")
+    );
+    let sent = Instant::now();
+    send(&gw, "h-b", "test.kit");
+    assert!(
+        wait_until(Duration::from_secs(4), || state(&gw, "h-b", "kit")
+            == "done"),
+        "the fixed instance did not take over while the old call hung: {}",
+        gw.log()
+    );
+    assert!(sent.elapsed() < Duration::from_secs(5));
+    let b = calls(&gw, "kit");
+    assert_eq!(b.len(), 1, "{b:?}");
+    assert_eq!(b[0]["tag"], "fixed");
 }

@@ -23,7 +23,7 @@ use tracing::Instrument;
 
 use super::decide::Decision;
 use super::dispatch::Gate;
-use super::queue::{CallPermit, HungCall, PluginQueue};
+use super::queue::{CallPermit, PluginQueue};
 use super::restart::restart;
 use super::returned::{holding, outcomes_of, panicked, Returned};
 use super::{Engine, Job};
@@ -203,16 +203,7 @@ impl Engine {
         // A call hung past its timeout is listed before its timeout is recorded (which may take
         // a while when the store refuses it): a reload meanwhile must find it to hand its
         // permit over.
-        let hung = late.as_ref().map(|_| {
-            let hung = Arc::new(HungCall {
-                slot: slot.clone(),
-                forgiven: Default::default(),
-            });
-            if let Ok(mut list) = queue.hung.lock() {
-                list.push(hung.clone());
-            }
-            hung
-        });
+        let hung = late.as_ref().map(|_| queue.register_hung(&slot));
         let applied = self.record_many(&ready, records, &labels).await;
         // Outcomes first, then the restart of a panicked instance, on its own task (see
         // `restart`); the permit is held until the instance is replaced.

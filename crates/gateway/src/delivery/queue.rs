@@ -85,6 +85,27 @@ impl<S> PluginQueue<S> {
         self.slot.read().ok().map(|s| s.clone())
     }
 
+    /// Lists a call on `slot` hung past its timeout, its permit still held. When a reload
+    /// already replaced `slot` (the reload came before the timeout), the permit is handed to the
+    /// instance in place at once, as [`PluginQueue::replace`] does for the calls it finds hung:
+    /// a reload meant to fix a hanging plugin takes effect however the two fell. Listed first,
+    /// then compared, under the list's lock: `replace` swaps the instance before it takes that
+    /// lock, so one of the two sees the other, and `forgiven` hands the permit over once.
+    pub(super) fn register_hung(&self, slot: &Arc<S>) -> Arc<HungCall<S>> {
+        let hung = Arc::new(HungCall {
+            slot: slot.clone(),
+            forgiven: Default::default(),
+        });
+        if let Ok(mut list) = self.hung.lock() {
+            list.push(hung.clone());
+            let replaced = self.slot().is_some_and(|now| !Arc::ptr_eq(&now, slot));
+            if replaced && !hung.forgiven.swap(true, Ordering::SeqCst) {
+                self.permits.add_permits(1);
+            }
+        }
+        hung
+    }
+
     /// Swaps in a reloaded instance (unless `slot` is the one in place: a reload kept it) and
     /// hands the permits of calls hung on the old instance to the new one (the reload meant to
     /// fix a hanging plugin takes effect); resizes the limit to `wanted` either way.

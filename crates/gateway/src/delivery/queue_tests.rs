@@ -104,6 +104,35 @@ async fn a_new_instance_gets_the_permits_of_calls_hung_on_the_old_one_once() {
     assert_eq!(q.permits.available_permits(), 1);
 }
 
+/// A call whose timeout comes after the reload that replaced its instance (review finding: the
+/// reload came first, found no hung call, and the call kept its permit for as long as it hung,
+/// so a reload meant to fix a hanging plugin did not take effect): its permit goes to the
+/// instance in place as it is listed, once; a call hung on the instance in place keeps its own
+/// until a reload replaces that.
+#[tokio::test]
+async fn a_call_hung_after_the_reload_that_replaced_its_instance_hands_its_permit_over() {
+    let (old, new) = (Arc::new("old"), Arc::new("new"));
+    let q = queue(&old, 1);
+    let _held = q.permit().await.expect("the call's permit");
+    q.replace(&new, 1);
+    assert_eq!(q.permits.available_permits(), 0, "nothing hung yet");
+    let late = q.register_hung(&old);
+    assert!(late.forgiven.load(Ordering::SeqCst));
+    assert_eq!(q.permits.available_permits(), 1, "the hung call's permit");
+    // A later reload does not forgive it twice.
+    q.replace(&Arc::new("newer"), 1);
+    assert_eq!(q.permits.available_permits(), 1);
+
+    let q = queue(&old, 1);
+    let _held = q.permit().await.expect("the call's permit");
+    let current = q.register_hung(&old);
+    assert!(!current.forgiven.load(Ordering::SeqCst));
+    assert_eq!(q.permits.available_permits(), 0);
+    q.replace(&new, 1);
+    assert!(current.forgiven.load(Ordering::SeqCst));
+    assert_eq!(q.permits.available_permits(), 1);
+}
+
 #[tokio::test]
 async fn a_raised_limit_adds_the_difference_at_once() {
     let slot = Arc::new("a");
