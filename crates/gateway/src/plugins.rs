@@ -234,6 +234,10 @@ pub struct Plugins {
     /// Each name's `max_concurrency` in the config these instances serve: an instance kept
     /// across a reload that changed only that still has the old value in its spec.
     limits: HashMap<String, usize>,
+    /// Each name's `init_timeout` in that config, for the same reason: given to a kept isolated
+    /// instance (its restarts) only once these are installed ([`Plugins::installed`]), never
+    /// by a reload that is refused.
+    init_timeouts: HashMap<String, std::time::Duration>,
 }
 
 impl Plugins {
@@ -247,6 +251,18 @@ impl Plugins {
         self.slots
             .values()
             .any(|s| s.isolated().is_none() && !next.slots.values().any(|n| Arc::ptr_eq(n, s)))
+    }
+
+    /// These instances are the running ones now (a reload installed them): a kept isolated
+    /// instance's restarts take its `init_timeout` as configured now.
+    pub fn installed(&self) {
+        for slot in self.slots.values() {
+            if let (Some(process), Some(t)) =
+                (slot.isolated(), self.init_timeouts.get(&slot.spec.name))
+            {
+                process.set_init_timeout(*t);
+            }
+        }
     }
 
     /// How many calls of `slot`'s name may run at once (its `max_concurrency`).
@@ -342,10 +358,8 @@ pub fn reload<G>(
         };
         let opened = match kept {
             Ok(Some(slot)) => {
-                // Kept: an isolated one's restarts take its `init_timeout` as configured now.
-                if let Some(process) = slot.isolated() {
-                    process.set_init_timeout(spec.init_timeout);
-                }
+                // Kept: an isolated one's restarts take its `init_timeout` as configured now,
+                // once this reload is installed (`Plugins::installed`).
                 slots.insert(spec.name.clone(), slot);
                 continue;
             }
@@ -390,7 +404,16 @@ pub fn reload<G>(
             .iter()
             .map(|p| (p.name.clone(), p.max_concurrency))
             .collect();
-        Ok(Plugins { slots, limits })
+        let init_timeouts = config
+            .plugins
+            .iter()
+            .map(|p| (p.name.clone(), p.init_timeout))
+            .collect();
+        Ok(Plugins {
+            slots,
+            limits,
+            init_timeouts,
+        })
     } else {
         Err(problems)
     }

@@ -181,6 +181,7 @@ impl Live {
         if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(STOPPING.into());
         }
+        plugins.installed();
         self.engine.add_plugins(&plugins, new.delivery);
         self.intake.swap_routes(Routes::from_config(&new));
         self.engine.retain_plugins(&plugins);

@@ -195,3 +195,51 @@ fn a_timeout_ends_a_batch_run_again_one_by_one() {
     assert!(log.contains("batch{plugin=native deliveries=4}"), "{log}");
     assert!(retried, "{}\n{log}", delivery(&gw, "a-3", "native"));
 }
+
+/// README: on any problem a reload changes nothing. A refused reload still gave the running
+/// isolated instance the `init_timeout` it asked for (1 s here against the running 20 s), so
+/// every later restart of the process, whose `init` takes 1.5 s, was killed at 1 s and its
+/// deliveries burned their attempts (reload review finding).
+#[test]
+fn a_refused_reload_leaves_the_running_init_timeout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let native = |timeout: &str| {
+        format!(
+            "library = \"{}\"\nconfig = {{ mode = \"ok\", modes = {{ \"test.panic\" = \"panic_handle\" }}, init_sleep_ms = 1500 }}\ninit_timeout = \"{timeout}\"",
+            gateway_e2e::harness::binaries().testkit.display()
+        )
+    };
+    let cfg = config("max_attempts = 2", &native("20s"));
+    let gw = TestGateway::spawn(dir.path(), &cfg);
+    let refused = format!(
+        "{}\n[[plugins]]\nname = \"missing\"\nlibrary = \"/nonexistent/libmissing.so\"\n",
+        config("max_attempts = 2", &native("1s"))
+    );
+    std::fs::write(dir.path().join("gateway.toml"), refused).expect("write");
+    gw.signal("HUP");
+    assert!(
+        wait_until(WAIT, || gw.log().contains("reload refused")),
+        "{}",
+        gw.log()
+    );
+    std::fs::write(dir.path().join("gateway.toml"), &cfg).expect("write");
+    // The panic retires the process; the next call starts one, whose `init` takes 1.5 s.
+    send(&gw, "p-1", "test.panic");
+    assert!(
+        wait_until(WAIT, || delivery(&gw, "p-1", "native")["state"] == "dead"),
+        "{}",
+        delivery(&gw, "p-1", "native")
+    );
+    send(&gw, "ok-1", "test.ok");
+    assert!(
+        wait_until(WAIT, || delivery(&gw, "ok-1", "native")["state"] == "done"),
+        "{}\n{}",
+        delivery(&gw, "ok-1", "native"),
+        gw.log()
+    );
+    assert!(
+        !gw.log().contains("within init_timeout"),
+        "a restart was held to the refused reload's init_timeout:\n{}",
+        gw.log()
+    );
+}
