@@ -230,15 +230,16 @@ fn slow_plugin_slows_neither_http_nor_other_plugins() {
         let t = Instant::now();
         send(&gw, &format!("fast-{i}"), "test.fast");
         assert!(
-            t.elapsed() < Duration::from_millis(500),
+            t.elapsed() < Duration::from_millis(1200),
             "request {i} took {:?}",
             t.elapsed()
         );
     }
-    assert!(wait_until(Duration::from_secs(3), || {
+    // Well before the slow plugin's 6 s of work ends (a request stuck behind it takes 1.5 s).
+    assert!(wait_until(Duration::from_secs(5), || {
         read_jsonl(&gw.dir.join("data/audit.jsonl")).len() == 24
     }));
-    assert!(started.elapsed() < Duration::from_secs(4));
+    assert!(started.elapsed() < Duration::from_millis(5500));
     assert!(
         record(&gw, "sloth").len() <= 3,
         "the slow plugin is still busy"

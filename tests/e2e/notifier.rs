@@ -476,7 +476,8 @@ fn a_reload_keeps_the_bots_rate_window() {
             1_700_000_001_000 + i,
         );
     }
-    bot.wait_for(3, Duration::from_secs(10));
+    let first = bot.wait_for(3, Duration::from_secs(10));
+    assert_eq!(first.len(), 3, "{}", gw.log());
     std::fs::write(dir.path().join("gateway.toml"), limited("v2 {account_id}")).expect("write");
     gw.signal("HUP");
     assert!(

@@ -136,12 +136,30 @@ fn a_killed_replicas_claims_are_finished_by_the_others_after_its_lease() {
     let bodies = events("kill", 600);
     send(&bodies, urls, |_| vec![0]);
     let paths: Vec<&Path> = dirs.iter().map(|d| d.path()).collect();
-    wait_until(Duration::from_secs(10), || calls(&paths).len() >= 20);
+    assert!(
+        wait_until(Duration::from_secs(10), || calls(&paths).len() >= 20),
+        "only {} delivered before the kill",
+        calls(&paths).len()
+    );
+    let dead_pid = gws[0].pid();
     gws[0].kill9();
     let at_kill = calls(&paths).len();
     assert!(
         at_kill < 500,
         "the kill came too late to test anything ({at_kill})"
+    );
+    // What the survivors must take over after the lease: deliveries the dead replica claimed
+    // (its name is `host:pid:random`).
+    let held = pg.sql(
+        "kill",
+        &format!(
+            "SELECT COUNT(*) FROM deliveries WHERE state = 'pending' \
+             AND claimed_by LIKE '%:{dead_pid}:%'"
+        ),
+    );
+    assert_ne!(
+        held, "0",
+        "the killed replica held no claim: the test shows nothing"
     );
 
     assert!(

@@ -303,8 +303,9 @@ fn a_stop_ends_within_its_grace_while_postgresql_hangs() {
     );
 }
 
-/// A webhook answer waits at most this long for a locked store, well under Lark's 3 s.
-const ANSWER_BOUND: Duration = Duration::from_millis(1700);
+/// A webhook answer waits at most this long for a locked store, under Lark's 3 s (the store's
+/// own bound is 1 s; the rest is room for a loaded machine running a debug build).
+const ANSWER_BOUND: Duration = Duration::from_millis(2500);
 
 /// Another process holds the embedded store's write lock for 4 s while requests keep coming:
 /// each is answered 503 within the bound (Lark re-sends), none waits for the batch ahead's busy
@@ -367,8 +368,9 @@ fn a_locked_store_answers_503_within_the_bound_and_delivers_each_event_once() {
         answers.iter().any(|(_, s, _)| *s == 503),
         "the lock refused nothing"
     );
-    // Lark re-sends what was refused (and what it took for refused).
-    for (id, _, _) in &answers {
+    // Lark re-sends what was refused: every event is then delivered, those answered 200 from
+    // the store alone (a re-send of them here would hide one answered 200 and not stored).
+    for (id, _, _) in answers.iter().filter(|(_, s, _)| *s == 503) {
         assert_eq!(send(gw, id), 200, "{id} once the lock is gone");
     }
     let expected = answers.len() + 1;
@@ -377,6 +379,10 @@ fn a_locked_store_answers_503_within_the_bound_and_delivers_each_event_once() {
         harness::read_jsonl(&sink).len() >= expected
     });
     assert!(all, "not every event was delivered:\n{}", gw.log());
+    // And what it took for refused (a 200 it did not get): a duplicate, not delivered again.
+    for (id, _, _) in answers.iter().filter(|(_, s, _)| *s == 200) {
+        assert_eq!(send(gw, id), 200, "{id} sent again");
+    }
     std::thread::sleep(Duration::from_millis(500));
     let delivered = harness::read_jsonl(&sink);
     let mut ids: Vec<String> = delivered

@@ -34,7 +34,7 @@ fn pings_follow_ping_interval_and_a_pong_changes_it() {
     for pair in pings[1..].windows(2) {
         let gap = pair[1].0 - pair[0].0;
         assert!(
-            gap >= Duration::from_millis(800) && gap <= Duration::from_millis(1600),
+            gap >= Duration::from_millis(800) && gap <= Duration::from_millis(2500),
             "gap {gap:?} in {pings:?}"
         );
     }
@@ -42,7 +42,7 @@ fn pings_follow_ping_interval_and_a_pong_changes_it() {
     // ping comes one new interval later, not at once.
     let first_gap = pings[1].0 - pings[0].0;
     assert!(
-        first_gap >= Duration::from_millis(800) && first_gap <= Duration::from_millis(1600),
+        first_gap >= Duration::from_millis(800) && first_gap <= Duration::from_millis(2500),
         "{first_gap:?}"
     );
     assert!(

@@ -134,7 +134,7 @@ fn a_peer_that_stops_reading_is_never_declared_dead() {
 /// README (`shutdown_grace`): long connections get at most 5 s of the grace to ack their
 /// in-flight messages. A peer that stopped reading held the stop for the whole grace (20 s).
 #[test]
-fn a_peer_that_stops_reading_holds_a_stop_for_the_whole_grace() {
+fn a_peer_that_stops_reading_holds_a_stop_no_longer_than_the_long_connections_5_s() {
     let (domain, bootstraps) = stuck_peer(48, 1024 * 1024);
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg =

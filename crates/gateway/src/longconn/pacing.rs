@@ -110,7 +110,7 @@ mod tests {
         p.last_attempt = Instant::now().checked_sub(Duration::from_millis(1500));
         let w = p.wait(Duration::ZERO);
         assert!(
-            w > Duration::from_millis(400) && w <= Duration::from_millis(500),
+            w > Duration::from_millis(100) && w <= Duration::from_millis(500),
             "{w:?}"
         );
         p.last_attempt = Instant::now().checked_sub(Duration::from_secs(3));

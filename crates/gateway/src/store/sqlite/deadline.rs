@@ -157,10 +157,14 @@ mod tests {
             let refused = second.await.expect_err("stored under a held lock");
             let waited = second_at.elapsed();
             assert!(
-                waited < ACCEPT_WAIT + Duration::from_millis(300),
+                waited < ACCEPT_WAIT + Duration::from_millis(800),
                 "waited {waited:?}: {refused}"
             );
-            assert!(started.elapsed() < BUSY_WAIT * 2, "{:?}", started.elapsed());
+            assert!(
+                started.elapsed() < Duration::from_secs(3),
+                "{:?}",
+                started.elapsed()
+            );
             other.execute_batch("ROLLBACK").expect("unlock");
             // Neither was stored: both are new now.
             for id in ["one", "two"] {
