@@ -152,15 +152,28 @@ impl Admin {
     }
 
     /// The running config; while the gateway is still starting (the listeners come up a moment
-    /// before it is wired), waits for it up to a few seconds.
+    /// before it is wired), waits for it up to a few seconds; none once the stop let it go.
     async fn live_ready(&self) -> Option<Arc<Live>> {
         for _ in 0..250 {
             if let Some(live) = self.live() {
                 return Some(live);
             }
+            if self.shutting_down.load(Ordering::SeqCst) {
+                return None;
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         None
+    }
+
+    /// Why a call that needs the running config cannot have it: the gateway is still starting,
+    /// or (late in a stop, which lets the config go) stopping.
+    pub(crate) fn unready(&self) -> api::ApiError {
+        api::ApiError::Unavailable(if self.shutting_down.load(Ordering::SeqCst) {
+            "the gateway is stopping".into()
+        } else {
+            "the gateway is still starting".into()
+        })
     }
 
     /// Answers one request to the admin listener. Every answer, whatever made it, says

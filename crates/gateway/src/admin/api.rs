@@ -125,9 +125,7 @@ pub async fn events(admin: &Admin, q: &[(String, String)]) -> Result<Value, ApiE
     known_names(admin, super::form::get(q, "app"), None).await?;
     if let Some(event_type) = super::form::get(q, "type") {
         let Some((config, _)) = admin.live_ready().await.and_then(|l| l.current()) else {
-            return Err(ApiError::Unavailable(
-                "the gateway is still starting".into(),
-            ));
+            return Err(admin.unready());
         };
         crate::ops::names::known_type(&config, &*admin.store, event_type)
             .await
@@ -336,9 +334,7 @@ async fn known_names(
         return Ok(());
     }
     let Some((config, _)) = admin.live_ready().await.and_then(|l| l.current()) else {
-        return Err(ApiError::Unavailable(
-            "the gateway is still starting".into(),
-        ));
+        return Err(admin.unready());
     };
     if let Some(app) = app {
         crate::ops::names::known_app(&config, &*admin.store, app)
@@ -375,9 +371,7 @@ fn not_found_or_bad(message: String) -> ApiError {
 /// what of it waits for a restart or was refused (`not_applied`).
 pub async fn reload(admin: &Admin) -> Result<Value, ApiError> {
     let Some(live) = admin.live_ready().await else {
-        return Err(ApiError::Unavailable(
-            "the gateway is still starting".into(),
-        ));
+        return Err(admin.unready());
     };
     match crate::reload::apply(live, "admin API").await {
         Ok(notes) => Ok(json!({ "result": "ok", "not_applied": notes })),

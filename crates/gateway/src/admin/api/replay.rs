@@ -83,9 +83,7 @@ pub async fn replay(admin: &Admin, body: &[u8]) -> Result<Value, ApiError> {
         ));
     }
     let Some((config, _)) = admin.live_ready().await.and_then(|l| l.current()) else {
-        return Err(ApiError::Unavailable(
-            "the gateway is still starting".into(),
-        ));
+        return Err(admin.unready());
     };
     let store = &*admin.store;
     if req.dead_letters {
