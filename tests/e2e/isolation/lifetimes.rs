@@ -359,3 +359,45 @@ fn a_hung_call_elsewhere_does_not_cost_isolated_plugins_their_shutdown() {
         gw.log()
     );
 }
+
+/// A refused reload whose config read a variable that is not set (a typo) made the next
+/// reload, reading no new variable, replace every isolated plugin process, as if a new secret
+/// had been read (reload review finding): an unset name holds nothing to keep out of a child.
+#[test]
+fn a_refused_reloads_unset_variable_replaces_no_plugin_process() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config("", &testkit(r#"tag = "a""#));
+    let gw = TestGateway::spawn(dir.path(), &cfg);
+    let before = children(gw.pid());
+    assert_eq!(before.len(), 1, "{before:?}");
+    let typo = cfg.replace(r#"tag = "a""#, r#"tag = "${GATEWAY_E2E_UNSET_TYPO}""#);
+    assert_ne!(typo, cfg);
+    std::fs::write(dir.path().join("gateway.toml"), typo).expect("write");
+    gw.signal("HUP");
+    assert!(
+        wait_until(Duration::from_secs(10), || gw
+            .log()
+            .contains("reload refused")),
+        "{}",
+        gw.log()
+    );
+    std::fs::write(dir.path().join("gateway.toml"), &cfg).expect("write");
+    gw.signal("HUP");
+    assert!(
+        wait_until(Duration::from_secs(10), || gw
+            .log()
+            .contains("config reloaded")),
+        "{}",
+        gw.log()
+    );
+    assert!(
+        !gw.log().contains("reads a variable it did not read"),
+        "{}",
+        gw.log()
+    );
+    assert_eq!(
+        children(gw.pid()),
+        before,
+        "the plugin process was replaced"
+    );
+}

@@ -122,13 +122,18 @@ pub fn config_variables() -> Vec<String> {
         .collect()
 }
 
-/// How many names [`config_variables`] holds: it only grows, so a larger count later means a
-/// name was read since (an isolated instance started before it is replaced at reload).
+/// How many of the names [`config_variables`] holds are set in this process's environment
+/// (which it never changes): it only grows, so a larger count later means a variable that holds
+/// a value was read since (an isolated instance started before it holds that value in its
+/// environment, and is replaced at reload). A name that is not set holds nothing to hide: a
+/// refused reload's typo (`${TYPO}`) replaces no process.
 pub fn config_variable_count() -> usize {
     LOOKED_UP
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .len()
+        .iter()
+        .filter(|name| std::env::var_os(name).is_some())
+        .count()
 }
 
 #[cfg(test)]
