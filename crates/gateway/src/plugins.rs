@@ -83,9 +83,53 @@ impl Drop for PluginSlot {
         // Taken, not cloned: the slot must not keep a reference that could end up the last one.
         let instances = runner.take();
         if !instances.is_empty() {
-            SHUTDOWNS.spawn_blocking_on(move || drop(instances), &handle);
+            // Told to whoever waits for this thread's drops (`dropping_and_waiting`).
+            let ended = DROPPED_HERE.with(|d| {
+                d.borrow_mut().as_mut().map(|waiting| {
+                    let (tx, rx) = std::sync::mpsc::channel::<()>();
+                    waiting.push(rx);
+                    tx
+                })
+            });
+            SHUTDOWNS.spawn_blocking_on(
+                move || {
+                    drop(instances);
+                    drop(ended);
+                },
+                &handle,
+            );
         }
     }
+}
+
+thread_local! {
+    /// While [`dropping_and_waiting`] runs on this thread: the `shutdown`s its drops started,
+    /// each ended when its channel closes.
+    static DROPPED_HERE: std::cell::RefCell<Option<Vec<std::sync::mpsc::Receiver<()>>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `drops` (which lets plugin slots go) and waits, at most `within`, for the in-process
+/// instances' `shutdown`s those drops started on the blocking pool: for a caller that must hold
+/// something until they end (a reload, the engine's gate share: a `shutdown` is native code that
+/// may kill the process, never beside a delivery that runs alone). An instance a running call
+/// still uses is shut down by that call, later. Whether they all ended. Blocking: from a
+/// blocking thread.
+pub fn dropping_and_waiting(within: std::time::Duration, drops: impl FnOnce()) -> bool {
+    DROPPED_HERE.with(|d| *d.borrow_mut() = Some(Vec::new()));
+    drops();
+    let started = DROPPED_HERE
+        .with(|d| d.borrow_mut().take())
+        .unwrap_or_default();
+    let deadline = std::time::Instant::now() + within;
+    started.iter().all(|ended| {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        // The sender dropped (the shutdown ended, or its task was cancelled): disconnected.
+        matches!(
+            ended.recv_timeout(left),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) | Ok(())
+        )
+    })
 }
 
 /// The in-process instances let go by a slot's drop whose `shutdown` may still run on the
@@ -397,8 +441,15 @@ pub fn reload<G>(
             Err(StartError::Init(e)) => problems.push(e.to_string()),
         }
     }
+    if !problems.is_empty() {
+        // The fresh instances of a refused reload are let go here: their `shutdown`s (native
+        // code) end before the share is given up.
+        dropping_and_waiting(config.delivery.timeout, move || drop(slots));
+        drop(held);
+        return Err(problems);
+    }
     drop(held);
-    if problems.is_empty() {
+    {
         let limits = config
             .plugins
             .iter()
@@ -414,8 +465,6 @@ pub fn reload<G>(
             limits,
             init_timeouts,
         })
-    } else {
-        Err(problems)
     }
 }
 

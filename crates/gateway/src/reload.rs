@@ -256,9 +256,14 @@ impl Live {
             std::mem::replace(&mut *current, (new, plugins))
         };
         // Outside the lock (a `shutdown` may take long), under the gate's share when taken:
-        // the instances let go whose last user this is shut down here.
-        drop(replaced);
-        drop(running);
+        // the instances let go whose last user this is shut down here, and waited for (at most
+        // a call's timeout) before the share goes.
+        let within = settle.delivery.timeout;
+        if !crate::plugins::dropping_and_waiting(within, move || drop((replaced, running))) {
+            tracing::warn!(
+                "a let-go plugin instance's shutdown was still running after [delivery] timeout: the reload goes on"
+            );
+        }
         drop(beside_calls);
         // Last, once everything else switched together: long connections whose app settings
         // changed are tried with the new ones (a bootstrap and a dial, up to 25 s: this is a
