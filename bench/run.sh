@@ -41,6 +41,10 @@
 #                                  default sync worker closes every connection after one answer)
 #   SKIP_INSTALL=1                 use what is in $WORK as is (no npm/pip call)
 #   LOADGEN_ARGS=                  extra arguments for every `loadgen run` (e.g. "--threads 1")
+#   PREBUILD_PER_SEC=120000        requests built (encrypted and signed) before each load: SECS x this,
+#                                  more than any row answers, so no row's requests are built during
+#                                  its load on the same cores (that cost ~9 us of CPU per request:
+#                                  it held the fastest rows down most); a row that outran it is noted
 #   KEEP=1                         keep the per-run folder (configs, server logs, loadgen JSON)
 #   OUT=bench/results/latest.md    where the table goes
 # Needs: bash, curl, jq, openssl, sha256sum, awk; node + npm and python3 (with venv) for the SDK rows
@@ -51,11 +55,12 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=bench/lib.sh
 source "$here/bench/lib.sh"
 cmdline="bench/run.sh${*:+ $*}"
-for v in SKIP_INSTALL LOADGEN_ARGS PY_THREADS PY_WORKERS NODE_WORKERS SYSTEMS CONNS SECS ROUNDS; do
+for v in PREBUILD_PER_SEC SKIP_INSTALL LOADGEN_ARGS PY_THREADS PY_WORKERS NODE_WORKERS SYSTEMS CONNS SECS ROUNDS; do
   [ -n "${!v:-}" ] && cmdline="$v=${!v} $cmdline"
 done
 rounds=${ROUNDS:-2}
 secs=${SECS:-15}
+prebuild=$((secs * ${PREBUILD_PER_SEC:-120000}))
 conns=${CONNS:-32}
 systems=${SYSTEMS:-baseline gateway gateway-nofsync node-cluster node-1 python-gunicorn}
 work=${WORK:-/tmp/gateway-bench}
@@ -336,7 +341,7 @@ for round in $(seq 1 "$rounds"); do
     cpu0=$(tree_ticks "$srv_pid")
     # In the background + wait, so that a TERM/INT reaches the trap at once.
     "$loadgen" run --url "$url" --key "$key" --token "$token" --connections "$conns" \
-      --duration "${secs}s" "${metric_args[@]}" "${loadgen_extra[@]}" --json \
+      --duration "${secs}s" --prebuild "$prebuild" "${metric_args[@]}" "${loadgen_extra[@]}" --json \
       >"$dir/loadgen.json" 2>"$dir/loadgen.err" &
     lg_pid=$!
     if ! wait "$lg_pid"; then
@@ -356,6 +361,10 @@ for round in $(seq 1 "$rounds"); do
     p99[$k]=$(jq -r '.latency_ms.p99' "$j")
     p999[$k]=$(jq -r '.latency_ms["p99.9"]' "$j")
     reqs[$k]=$(jq -r '.requests' "$j")
+    built=$(jq -r '.prebuilt // empty' "$j")
+    if [ -n "$built" ] && [ "${reqs[$k]}" -gt "$built" ]; then
+      note "$sys" "round $round: $((reqs[$k] - built)) of ${reqs[$k]} requests were built during the load (past --prebuild $built)"
+    fi
     ticks[$k]=$((cpu1 - cpu0))
     bad=$(jq -r '[(.statuses | to_entries[] | select(.key != "200") | "status \(.key): \(.value)"),
                   (.transport_errors | to_entries[] | "\(.key): \(.value)")] | join(", ")' "$j")

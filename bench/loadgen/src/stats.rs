@@ -59,6 +59,12 @@ impl Recorder {
         }
     }
 
+    /// An open-loop slot with no answer (a timeout, a transport error, never sent): its time
+    /// from the intended send to when it was given up goes into the latency percentiles.
+    pub fn unanswered(&mut self, latency: Duration) {
+        self.latency.saturating_record(micros(latency));
+    }
+
     pub fn slow(&mut self, at: Duration, latency: Duration) {
         self.slow.push((at, latency));
     }
