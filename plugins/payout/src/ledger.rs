@@ -38,6 +38,11 @@ pub enum LedgerError {
         path: String,
         source: std::io::Error,
     },
+    #[error("ledger {path}: cannot create it: {source}")]
+    Create {
+        path: String,
+        source: std::io::Error,
+    },
     /// `url` has its password hidden and `message` is scrubbed of it.
     #[error("ledger {url}: {what}: {message}")]
     Postgres {

@@ -241,18 +241,17 @@ mod tests {
         assert!(e.contains("larger than 65536 bytes"), "{e}");
     }
 
-    /// Every name looked up is remembered once, set or not (other tests of this process may
-    /// add names meanwhile: only this test's own are counted on).
+    /// Every name looked up is remembered once, set or not (kept out of isolated children's
+    /// environments); only set ones are counted as secrets read (an unset one holds nothing: a
+    /// reload reading it replaces no child). Other tests of this process may add names
+    /// meanwhile: only this test's own are counted on.
     #[test]
     fn looked_up_names_are_remembered_once_set_or_not() {
         let names = ["GW_ENV_TEST_REMEMBERED_A", "GW_ENV_TEST_REMEMBERED_B"];
-        let before = config_variable_count();
         for name in names {
             assert!(from_process(name).is_err(), "{name} is not set");
         }
         assert!(from_process(names[0]).is_err());
-        let after = config_variable_count();
-        assert!(after >= before + 2, "{before} -> {after}");
         let listed = config_variables();
         for name in names {
             assert_eq!(
@@ -261,7 +260,6 @@ mod tests {
                 "{listed:?}"
             );
         }
-        assert!(listed.len() >= after);
     }
 
     /// The text around a malformed `${` is often a secret: errors give its offset instead.

@@ -259,7 +259,10 @@ pub(crate) async fn targets(
         if deliveries.is_empty() {
             return Err(match &args.plugin {
                 Some(p) => format!("event {id:?} has no delivery for plugin {p:?}"),
-                None => format!("event {id:?} was routed to no plugin: nothing to replay"),
+                None => format!(
+                    "event {id:?} has no delivery (it was routed to no plugin, or its dead letters \
+                     were purged): nothing to replay"
+                ),
             });
         }
         out.append(&mut deliveries);

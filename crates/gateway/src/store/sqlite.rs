@@ -123,6 +123,7 @@ impl SqliteStore {
                 .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
         }
         let lock = lock(path)?;
+        open::create_private(path)?;
         migrate::migrate(&open_connection(path)?)?;
         Self::start(path, Some((lock, dedup::SPILL_AT)))
     }

@@ -388,3 +388,21 @@ fn a_trans_time_is_a_time_only_in_unix_milliseconds() {
     }
     assert_eq!(trans_time_ms(None), None);
 }
+
+/// A new ledger file, and the WAL beside it, are readable by their owner only (who was paid
+/// what: they were 0644 under the usual umask).
+#[test]
+fn a_new_ledger_is_private_to_its_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("ledger.db");
+    let ledger = Ledger::open(&path).expect("create");
+    let mode =
+        |p: &std::path::Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+    assert_eq!(mode(&path), 0o600);
+    let wal = dir.path().join("ledger.db-wal");
+    if wal.exists() {
+        assert_eq!(mode(&wal), 0o600);
+    }
+    drop(ledger);
+}

@@ -76,7 +76,7 @@ fn a_replay_check_naming_what_does_not_exist_is_a_404() {
             "{m}"
         );
     }
-    let routed_nowhere = "event \"ev-1\" was routed to no plugin: nothing to replay";
+    let routed_nowhere = "event \"ev-1\" has no delivery (it was routed to no plugin, or its dead letters were purged): nothing to replay";
     assert_eq!(
         not_found_or_bad(routed_nowhere.to_owned()).status(),
         hyper::StatusCode::BAD_REQUEST

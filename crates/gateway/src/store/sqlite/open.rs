@@ -29,6 +29,23 @@ pub(super) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
+/// Creates the store's file, empty, readable by its owner only (0600), unless it exists: every
+/// event's body holds its app's verification token, and SQLite gives the WAL and shared-memory
+/// files it makes beside it the same mode. An existing file keeps the mode it has.
+pub(super) fn create_private(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError(format!("cannot create {}: {e}", path.display()))),
+    }
+}
+
 /// Takes the exclusive lock of the store at `path` (on `<path>.lock`, released when the
 /// process exits or its writer stops), or says that another gateway holds it.
 pub(super) fn lock(path: &Path) -> Result<std::fs::File, StoreError> {

@@ -441,3 +441,30 @@ fn a_damaged_pending_row_is_passed_over_and_reported() {
         );
     });
 }
+
+/// A new store is readable by its owner only, and so are the WAL and shared-memory files
+/// SQLite makes beside it (every event body holds its app's verification token: they were
+/// 0644 under the usual umask); an existing file keeps its mode.
+#[test]
+fn a_new_store_and_its_wal_are_private_to_their_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s.db");
+    let mode =
+        |p: &std::path::Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+    rt().block_on(async {
+        let store = SqliteStore::open(&path).expect("open");
+        accepted(&store, event("e1", &["a"])).await;
+        assert_eq!(mode(&path), 0o600);
+        for suffix in ["-wal", "-shm"] {
+            let side = dir.path().join(format!("s.db{suffix}"));
+            assert_eq!(mode(&side), 0o600, "{}", side.display());
+        }
+        store.close();
+    });
+    let kept = dir.path().join("kept.db");
+    std::fs::write(&kept, b"").expect("create");
+    std::fs::set_permissions(&kept, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    SqliteStore::open(&kept).expect("open").close();
+    assert_eq!(mode(&kept), 0o640, "an existing file keeps its mode");
+}

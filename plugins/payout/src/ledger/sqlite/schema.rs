@@ -54,6 +54,22 @@ PRAGMA user_version = 1;
 /// The `user_version` [`SCHEMA`] sets.
 const SCHEMA_VERSION: i64 = 1;
 
+/// Creates the ledger's file, empty, readable by its owner only (0600: who was paid what, and
+/// SQLite gives its WAL and shared-memory files the same mode), unless it exists (then it keeps
+/// its mode).
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// A writing connection to the ledger at `path` (`shown` in errors), its schema created or
 /// checked.
 pub(super) fn connect(path: &Path, shown: &str) -> Result<Connection, LedgerError> {
@@ -61,6 +77,10 @@ pub(super) fn connect(path: &Path, shown: &str) -> Result<Connection, LedgerErro
         path: shown.to_owned(),
         source,
     };
+    create_private(path).map_err(|source| LedgerError::Create {
+        path: shown.to_owned(),
+        source,
+    })?;
     let mut conn = Connection::open(path).map_err(err)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))
         .map_err(err)?;
