@@ -322,7 +322,12 @@ mod tests {
         .expect("run");
         let rec = &report.rec;
         assert!(rec.statuses.is_empty(), "{:?}", rec.statuses);
-        assert_eq!(rec.latency.len(), 8, "every slot counted: {:?}", rec.transport);
+        assert_eq!(
+            rec.latency.len(),
+            8,
+            "every slot counted: {:?}",
+            rec.transport
+        );
         assert!(
             rec.latency.value_at_quantile(0.5) >= 300_000,
             "p50 {} µs",
