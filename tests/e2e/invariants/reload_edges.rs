@@ -419,16 +419,17 @@ fn a_removed_instances_shutdown_that_crashes_is_not_charged_to_a_delivery_runnin
 /// the new one (a reload meant to fix a hanging plugin takes effect)" — also when the reload
 /// comes before the timeout (review finding: the reload found no hung call, the call's timeout
 /// came later on an instance no longer in place, and its permit stayed held for as long as it
-/// hung: h-b waited for the old call's return, 12 s here, for good with native code that
+/// hung: h-b waited for the old call's return, 20 s here, for good with native code that
 /// never returns).
 #[test]
 fn a_reload_before_a_hanging_calls_timeout_still_takes_effect() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let settings = "timeout = \"2s\"\ninitial_backoff = \"10s\"\nmax_backoff = \"10s\"";
+    // The reload must be in place before the 5 s timeout, on a loaded machine too.
+    let settings = "timeout = \"5s\"\ninitial_backoff = \"30s\"\nmax_backoff = \"30s\"";
     let plugin = |kit: &str| config(settings, &[("kit", kit, "max_concurrency = 1")]);
     let gw = TestGateway::spawn(
         dir.path(),
-        &plugin("mode = \"slow\", sleep_ms = 12000, tag = \"hung\""),
+        &plugin("mode = \"slow\", sleep_ms = 20000, tag = \"hung\""),
     );
     send(&gw, "h-a", "test.kit");
     gw.wait_running("h-a", "kit");

@@ -157,6 +157,13 @@ impl Engine {
                 },
                 g = gate => g,
             };
+            // Alone: no call runs beside it now, and no in-process instance's `shutdown` either
+            // (native code that may kill the process), wherever its last user let it go (a
+            // reload, a call that returned on a replaced instance): waited for, at most a
+            // call's timeout.
+            if alone {
+                crate::plugins::shutdowns_idle(config.timeout).await;
+            }
             // The instance current now, with the gate held (the wait can last a lone call's
             // timeout; a reload meanwhile may have replaced it), not when the jobs were queued.
             let Some(slot) = queue.slot() else {

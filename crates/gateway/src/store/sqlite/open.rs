@@ -34,12 +34,17 @@ pub(super) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
 /// files it makes beside it the same mode. An existing file keeps the mode it has.
 pub(super) fn create_private(path: &Path) -> Result<(), StoreError> {
     use std::os::unix::fs::OpenOptionsExt;
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
+    let mut create = std::fs::OpenOptions::new();
+    create.write(true).create_new(true).mode(0o600);
+    let made = match create.open(path) {
+        // A symbolic link whose target does not exist yet is "there" for `create_new`: its
+        // target is made (0600) through it, as SQLite would have made it (0644).
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && !path.exists() => {
+            create.create_new(false).create(true).open(path)
+        }
+        made => made,
+    };
+    match made {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(StoreError(format!("cannot create {}: {e}", path.display()))),

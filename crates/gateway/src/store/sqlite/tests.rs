@@ -462,6 +462,12 @@ fn a_new_store_and_its_wal_are_private_to_their_owner() {
         }
         store.close();
     });
+    // Through a symbolic link whose target does not exist yet: the target is made private.
+    let target = dir.path().join("target.db");
+    let link = dir.path().join("link.db");
+    std::os::unix::fs::symlink(&target, &link).expect("symlink");
+    SqliteStore::open(&link).expect("open").close();
+    assert_eq!(mode(&target), 0o600, "the link's target");
     let kept = dir.path().join("kept.db");
     std::fs::write(&kept, b"").expect("create");
     std::fs::set_permissions(&kept, std::fs::Permissions::from_mode(0o640)).expect("chmod");

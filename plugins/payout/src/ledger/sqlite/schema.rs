@@ -59,12 +59,16 @@ const SCHEMA_VERSION: i64 = 1;
 /// its mode).
 fn create_private(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
+    let mut create = std::fs::OpenOptions::new();
+    create.write(true).create_new(true).mode(0o600);
+    let made = match create.open(path) {
+        // A symbolic link whose target does not exist yet: the target is made through it.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && !path.exists() => {
+            create.create_new(false).create(true).open(path)
+        }
+        made => made,
+    };
+    match made {
         Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
         _ => Ok(()),
     }
