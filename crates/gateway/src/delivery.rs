@@ -248,7 +248,7 @@ impl Engine {
                         // against its limit (then `replace` applies the new instance and limit).
                         Some(old) => PluginQueue {
                             tx,
-                            slot: RwLock::new(old.slot().unwrap_or_else(|| slot.clone())),
+                            slot: old.slot.clone(),
                             permits: old.permits.clone(),
                             limit: Mutex::new(old.limit.lock().map(|l| *l).unwrap_or(0)),
                             hung: old.hung.clone(),
@@ -257,7 +257,7 @@ impl Engine {
                         },
                         None => PluginQueue {
                             tx,
-                            slot: RwLock::new(slot.clone()),
+                            slot: Arc::new(RwLock::new(slot.clone())),
                             permits: Arc::new(Semaphore::new(limit)),
                             limit: Mutex::new(limit),
                             hung: Arc::default(),

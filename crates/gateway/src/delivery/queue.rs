@@ -23,8 +23,11 @@ pub(super) struct HungCall<S = PluginSlot> {
 /// One plugin instance name's queue, dispatcher and limit.
 pub(super) struct PluginQueue<S = PluginSlot> {
     pub(super) tx: mpsc::Sender<Job>,
-    /// The instance to call; replaced in place when a reload changes its config.
-    pub(super) slot: RwLock<Arc<S>>,
+    /// The instance to call; replaced in place when a reload changes its config. Shared with the
+    /// queue a removed name gets back if a reload configures it again (as `hung` and
+    /// `permits`): a call of the removed queue that hangs past its timeout then sees the instance
+    /// in place now ([`PluginQueue::register_hung`]).
+    pub(super) slot: Arc<RwLock<Arc<S>>>,
     /// At most `max_concurrency` calls at once for this name, whichever instance runs them.
     pub(super) permits: Arc<Semaphore>,
     /// The current `max_concurrency`.

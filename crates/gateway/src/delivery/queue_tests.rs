@@ -16,7 +16,7 @@ type Slot = &'static str;
 fn queue(slot: &Arc<Slot>, limit: usize) -> PluginQueue<Slot> {
     PluginQueue {
         tx: mpsc::channel(1).0,
-        slot: RwLock::new(slot.clone()),
+        slot: Arc::new(RwLock::new(slot.clone())),
         permits: Arc::new(Semaphore::new(limit)),
         limit: Mutex::new(limit),
         running: Arc::new(AtomicUsize::new(0)),
@@ -131,6 +131,36 @@ async fn a_call_hung_after_the_reload_that_replaced_its_instance_hands_its_permi
     q.replace(&new, 1);
     assert!(current.forgiven.load(Ordering::SeqCst));
     assert_eq!(q.permits.available_permits(), 1);
+}
+
+/// A name removed and configured again before a call of its removed queue hangs past its
+/// timeout: the queue it gets back shares the instance cell (as the engine builds it), so that
+/// call, listed hung on the removed queue, hands its permit to the instance in place (review
+/// finding: the removed queue's own cell still held the old instance, so nothing was handed
+/// over and the new instance waited for the old call as long as it hung).
+#[tokio::test]
+async fn a_call_hung_on_a_removed_queue_hands_its_permit_to_the_name_configured_again() {
+    let (old, new) = (Arc::new("old"), Arc::new("new"));
+    let removed = queue(&old, 1);
+    let _held = removed.permit().await.expect("the call's permit");
+    let back = PluginQueue {
+        tx: mpsc::channel(1).0,
+        slot: removed.slot.clone(),
+        permits: removed.permits.clone(),
+        limit: Mutex::new(1),
+        running: removed.running.clone(),
+        hung: removed.hung.clone(),
+        cancel: CancellationToken::new(),
+    };
+    back.replace(&new, 1);
+    assert_eq!(back.permits.available_permits(), 0, "nothing hung yet");
+    let late = removed.register_hung(&old);
+    assert!(late.forgiven.load(Ordering::SeqCst));
+    assert_eq!(
+        back.permits.available_permits(),
+        1,
+        "the hung call's permit"
+    );
 }
 
 #[tokio::test]
