@@ -131,18 +131,25 @@ fn a_peer_that_stops_reading_is_never_declared_dead() {
     );
 }
 
-/// README (`shutdown_grace`): long connections get at most 5 s of the grace to ack their
-/// in-flight messages. A peer that stopped reading held the stop for the whole grace (20 s).
-#[test]
-fn a_peer_that_stops_reading_holds_a_stop_no_longer_than_the_long_connections_5_s() {
+/// A gateway (`shutdown_grace` 20 s) connected to a peer that stopped reading, once the acks
+/// have filled the socket buffers: its stop's long-connection drain holds for up to 5 s.
+fn gateway_with_a_full_peer() -> (tempfile::TempDir, gateway_e2e::harness::TestGateway) {
     let (domain, bootstraps) = stuck_peer(48, 1024 * 1024);
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg =
         config_at(&domain, "", "").replace("shutdown_grace = \"5s\"", "shutdown_grace = \"20s\"");
-    let mut gw = spawn(dir.path(), &cfg);
+    let gw = spawn(dir.path(), &cfg);
     assert!(wait_until(WAIT, || bootstraps.load(Ordering::SeqCst) >= 1));
     // Let the acks fill the socket buffers.
     std::thread::sleep(Duration::from_secs(3));
+    (dir, gw)
+}
+
+/// README (`shutdown_grace`): long connections get at most 5 s of the grace to ack their
+/// in-flight messages. A peer that stopped reading held the stop for the whole grace (20 s).
+#[test]
+fn a_peer_that_stops_reading_holds_a_stop_no_longer_than_the_long_connections_5_s() {
+    let (_dir, mut gw) = gateway_with_a_full_peer();
     let asked = Instant::now();
     gw.signal("TERM");
     let status = gw.wait(Duration::from_secs(40)).expect("the gateway exits");
@@ -164,13 +171,7 @@ fn a_peer_that_stops_reading_holds_a_stop_no_longer_than_the_long_connections_5_
 /// into it ends the process then, with status 1 (a signal seen only after the drain: 4.5 s).
 #[test]
 fn a_second_signal_during_the_long_connections_drain_exits_at_once() {
-    let (domain, bootstraps) = stuck_peer(48, 1024 * 1024);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cfg =
-        config_at(&domain, "", "").replace("shutdown_grace = \"5s\"", "shutdown_grace = \"20s\"");
-    let mut gw = spawn(dir.path(), &cfg);
-    assert!(wait_until(WAIT, || bootstraps.load(Ordering::SeqCst) >= 1));
-    std::thread::sleep(Duration::from_secs(3));
+    let (_dir, mut gw) = gateway_with_a_full_peer();
     gw.signal("TERM");
     assert!(
         wait_until(WAIT, || gw.log().contains("shutting down")),
