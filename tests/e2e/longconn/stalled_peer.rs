@@ -140,8 +140,9 @@ fn gateway_with_a_full_peer() -> (tempfile::TempDir, gateway_e2e::harness::TestG
         config_at(&domain, "", "").replace("shutdown_grace = \"5s\"", "shutdown_grace = \"20s\"");
     let gw = spawn(dir.path(), &cfg);
     assert!(wait_until(WAIT, || bootstraps.load(Ordering::SeqCst) >= 1));
-    // Let the acks fill the socket buffers.
-    std::thread::sleep(Duration::from_secs(3));
+    // Let the acks fill the socket buffers (at once), well before the blocked write's own
+    // 3 s bound replaces the connection (at 3 s a stop could find it already gone).
+    std::thread::sleep(Duration::from_secs(1));
     (dir, gw)
 }
 
